@@ -1,0 +1,53 @@
+"""One fixture, ``xp``, runs a test on every available backend.
+
+- ``numpy``: NumPy through array-api-compat (always);
+- ``array_api_strict``: rejects anything outside the standard (always, with the test extra);
+- ``cupy``: CuPy on the current CUDA GPU (skipped with the reason when there is none);
+- ``torch``: PyTorch CPU tensors (skipped when torch is not installed).
+
+Tests create arrays with ``to_device(data, dtype=..., xp=xp)`` and compare on the host.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import array_api_compat
+import pytest
+
+from xpnet.backend import BackendUnavailableError, namespace
+
+
+def _numpy():
+    return namespace("cpu")
+
+
+def _strict():
+    return importlib.import_module("array_api_strict")
+
+
+def _cupy():
+    try:
+        return namespace("cuda")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no CuPy backend here: {exc}")
+
+
+def _torch():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    return array_api_compat.array_namespace(torch.empty(0))
+
+
+BACKENDS = {"numpy": _numpy, "array_api_strict": _strict, "cupy": _cupy, "torch": _torch}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def xp(request):
+    """The Array API namespace of one backend."""
+    return BACKENDS[request.param]()
+
+
+@pytest.fixture(params=["numpy", "array_api_strict"])
+def cpu_xp(request):
+    """The CPU backends that must always run (for slower tests)."""
+    return BACKENDS[request.param]()

@@ -1,0 +1,23 @@
+"""xpnet: backpropagation by hand, written once against the Python Array API.
+
+The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
+the device (``cpu``, ``cuda``, ``cuda:N``).
+"""
+
+from xpnet import backend, gradcheck, layers
+from xpnet.gradcheck import GradientReport, check_gradients, numerical_gradient
+from xpnet.networks import MultiLayerNet, TwoLayerNet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradientReport",
+    "MultiLayerNet",
+    "TwoLayerNet",
+    "__version__",
+    "backend",
+    "check_gradients",
+    "gradcheck",
+    "layers",
+    "numerical_gradient",
+]

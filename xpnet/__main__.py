@@ -1,0 +1,3 @@
+from xpnet.cli import main
+
+raise SystemExit(main())

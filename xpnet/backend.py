@@ -1,0 +1,236 @@
+"""The one place that knows about NumPy and CuPy.
+
+Everything else in xpnet is written against the Python Array API standard and
+takes its namespace from the arrays it is given (:func:`namespace_of`). This
+module picks the namespace and device that *new* arrays are created on, from the
+``XPNET_DEVICE`` environment variable read at call time:
+
+- ``cpu`` (the default): NumPy;
+- ``cuda`` or ``cuda:N``: CuPy on GPU ``N`` (0 by default).
+
+It also moves arrays between backends, draws seeded random weights on the host
+(the standard has no random numbers, and drawing on the host gives the same
+network on every device for one seed) and synchronizes a device for timing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+ENV_VAR = "XPNET_DEVICE"
+VALID_DEVICES = ("cpu", "cuda", "cuda:N")
+CUDA_INSTALL_HINT = (
+    'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (CUDA 12) '
+    'or pip install "xpnet[cuda13]" (CUDA 13)'
+)
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot be used here (CuPy missing, no GPU)."""
+
+
+class BackendMismatchError(TypeError):
+    """Arrays from different backends or devices were mixed in one call."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed ``XPNET_DEVICE`` value: ``kind`` is ``"cpu"`` or ``"cuda"``."""
+
+    kind: str
+    index: int = 0
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+
+def parse_device(value: str | None = None) -> DeviceSpec:
+    """Parse a device string (``cpu``, ``cuda``, ``cuda:N``); ``None`` reads ``XPNET_DEVICE``."""
+    if value is None:
+        value = os.environ.get(ENV_VAR, "cpu")
+    text = value.strip().lower()
+    if text == "cpu":
+        return DeviceSpec("cpu")
+    if text == "cuda":
+        return DeviceSpec("cuda", 0)
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return DeviceSpec("cuda", int(text[5:]))
+    raise ValueError(
+        f"unknown device {value!r} (from {ENV_VAR} or --device); "
+        f"expected one of {', '.join(VALID_DEVICES)}"
+    )
+
+
+def _import_cupy() -> ModuleType:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"device 'cuda' needs CuPy, which is not installed: {CUDA_INSTALL_HINT}"
+        ) from exc
+    return cupy
+
+
+def _cuda_device(spec: DeviceSpec) -> Any:
+    cupy = _import_cupy()
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken: CuPy raises its own types
+        raise BackendUnavailableError(
+            f"device '{spec}' needs a CUDA GPU, but CUDA reports none ({exc}); "
+            f"use XPNET_DEVICE=cpu, or {CUDA_INSTALL_HINT}"
+        ) from exc
+    if spec.index >= count:
+        raise BackendUnavailableError(
+            f"device '{spec}' does not exist: this machine has {count} CUDA GPU(s) "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+    return cupy.cuda.Device(spec.index)
+
+
+def selected(device: str | None = None) -> tuple[ModuleType, Any]:
+    """The Array API namespace and device object for ``device`` (default: ``XPNET_DEVICE``).
+
+    Pass the device object as ``device=`` when creating arrays.
+    """
+    spec = parse_device(device)
+    if spec.kind == "cpu":
+        return array_api_compat.array_namespace(np.empty(0)), "cpu"
+    dev = _cuda_device(spec)
+    return array_api_compat.array_namespace(_import_cupy().empty(0)), dev
+
+
+def namespace(device: str | None = None) -> ModuleType:
+    """The Array API namespace for ``device`` (default: ``XPNET_DEVICE``)."""
+    return selected(device)[0]
+
+
+def namespace_of(*arrays: Any) -> ModuleType:
+    """The namespace shared by ``arrays`` (Python scalars and ``None`` are ignored).
+
+    Raises :class:`BackendMismatchError` when the arrays come from different
+    libraries or live on different devices.
+    """
+    present = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool))]
+    try:
+        xp = array_api_compat.array_namespace(*present)
+    except TypeError as exc:
+        kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
+        raise BackendMismatchError(
+            f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
+            "move them to one backend first, e.g. with xpnet.backend.to_device"
+        ) from exc
+    devices = {str(array_api_compat.device(a)) for a in present}
+    if len(devices) > 1:
+        raise BackendMismatchError(
+            f"arrays on different devices were mixed in one call ({', '.join(sorted(devices))})"
+        )
+    return xp
+
+
+def to_device(
+    x: Any, *, dtype: Any = None, device: str | None = None, xp: ModuleType | None = None
+) -> Any:
+    """Copy host data (NumPy array, list, scalar) to the selected backend and device.
+
+    ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests); by default
+    the namespace and device come from ``device`` / ``XPNET_DEVICE``.
+    ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``.
+    """
+    xp, dev = selected(device) if xp is None else (xp, None)
+    if isinstance(dtype, str):
+        dtype = getattr(xp, dtype)
+    host = to_numpy(x) if _is_array(x) else x
+    return xp.asarray(host, dtype=dtype, device=dev)
+
+
+def _is_array(x: Any) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy any array (NumPy, CuPy, array_api_strict, PyTorch, ...) to a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if _is_array(x):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+def random_normal(
+    shape: tuple[int, ...],
+    *,
+    std: float = 1.0,
+    rng: np.random.Generator | int | None = None,
+    dtype: Any = "float32",
+    device: str | None = None,
+    xp: ModuleType | None = None,
+) -> Any:
+    """Normal random numbers ``std * N(0, 1)`` of ``shape``, drawn on the host and moved.
+
+    ``rng`` is a NumPy ``Generator`` or a seed; the same seed gives bit-identical
+    values on every backend and device.
+    """
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return to_device(std * gen.standard_normal(shape), dtype=dtype, device=device, xp=xp)
+
+
+def host_rng(seed: int | None) -> np.random.Generator:
+    """A seeded NumPy random generator (for shuffling and initial weights)."""
+    return np.random.default_rng(seed)
+
+
+def synchronize(*arrays: Any) -> None:
+    """Wait until all queued work on the arrays' device (or the selected one) has finished.
+
+    NumPy and other synchronous backends return at once. Call this before
+    reading a clock around GPU work.
+    """
+    if arrays:
+        for a in arrays:
+            if array_api_compat.is_cupy_array(a):
+                a.device.synchronize()
+            elif array_api_compat.is_torch_array(a) and a.is_cuda:
+                import torch
+
+                torch.cuda.synchronize(a.device)
+        return
+    spec = parse_device()
+    if spec.kind == "cuda":
+        _cuda_device(spec).synchronize()
+
+
+def describe() -> dict[str, str]:
+    """Versions and the selected backend, for ``xpnet info`` and benchmark records."""
+    info = {
+        "XPNET_DEVICE": os.environ.get(ENV_VAR, "cpu"),
+        "numpy": np.__version__,
+        "array_api_compat": array_api_compat.__version__,
+    }
+    try:
+        spec = parse_device()
+        info["device"] = str(spec)
+    except ValueError as exc:
+        info["device"] = f"invalid: {exc}"
+        return info
+    try:
+        cupy = _import_cupy()
+        info["cupy"] = cupy.__version__
+        count = cupy.cuda.runtime.getDeviceCount()
+        names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(count)]
+        info["cuda_devices"] = ", ".join(names) if names else "none"
+    except BackendUnavailableError:
+        info["cupy"] = "not installed"
+    except Exception as exc:  # a CUDA driver error: report it, do not fail `xpnet info`
+        info["cuda_devices"] = f"unavailable ({exc})"
+    return info

@@ -1,0 +1,233 @@
+"""Layers with a forward pass and a hand-derived backward pass (chapter 5 of the book).
+
+Every layer is written once against the Python Array API standard: the
+namespace comes from the input arrays, so the same code runs on NumPy, CuPy,
+PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
+``backward(dout)`` returns the gradient of the output with respect to the
+input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
+No layer writes into an array it was given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_extra as xpx
+
+from xpnet.backend import namespace_of
+
+
+def _require_floating(xp: Any, name: str, x: Any) -> None:
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
+
+
+class Mul:
+    """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        return dout * self.y, dout * self.x
+
+
+class Add:
+    """``out = x + y``; the gradient flows unchanged to both inputs."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        return dout, dout
+
+
+class ReLU:
+    """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, xp.zeros_like(x))
+
+    def backward(self, dout: Any = 1) -> Any:
+        xp = namespace_of(dout)
+        return xp.where(self.mask, dout, xp.zeros_like(dout))
+
+
+class Sigmoid:
+    """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x)
+        # 0.5 * (1 + tanh(x / 2)) is the same function and never overflows.
+        self.out = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * (1.0 - self.out) * self.out
+
+
+class Tanh:
+    """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = namespace_of(x).tanh(x)
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * (1.0 - self.out * self.out)
+
+
+class Affine:
+    """``out = x @ W + b`` with ``W`` of shape (D, M) and ``b`` of shape (M,).
+
+    ``x`` has shape (N, ...) with the trailing sizes multiplying to D (images are
+    flattened as in the book); ``backward`` returns ``dx`` in ``x``'s shape and
+    stores ``dW`` (D, M) and ``db`` (M,).
+    """
+
+    def __init__(self, W: Any, b: Any) -> None:
+        self.W, self.b = W, b
+        self.dW = self.db = None
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x, self.W, self.b)
+        _require_floating(xp, "Affine input", x)
+        width = math.prod(x.shape[1:])
+        if x.ndim < 2 or width != self.W.shape[0]:
+            raise ValueError(
+                f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
+                f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
+                f"trailing sizes multiplying to {self.W.shape[0]}"
+            )
+        self.x_shape = x.shape
+        self.x = xp.reshape(x, (x.shape[0], width))
+        return self.x @ self.W + self.b
+
+    def backward(self, dout: Any = 1) -> Any:
+        xp = namespace_of(dout, self.W)
+        self.dW = self.x.T @ dout
+        self.db = xp.sum(dout, axis=0)
+        return xp.reshape(dout @ self.W.T, self.x_shape)
+
+
+def softmax(x: Any) -> Any:
+    """Softmax over the last axis, shifted by the row maximum so large logits do not overflow."""
+    xp = namespace_of(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(x: Any) -> Any:
+    """``log(softmax(x))`` over the last axis, computed without taking the log of a tiny number."""
+    xp = namespace_of(x)
+    shifted = x - xp.max(x, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+class Softmax:
+    """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
+
+    def forward(self, x: Any) -> Any:
+        self.y = softmax(x)
+        return self.y
+
+    def backward(self, dout: Any = 1) -> Any:
+        xp = namespace_of(self.y)
+        return self.y * (dout - xp.sum(dout * self.y, axis=-1, keepdims=True))
+
+
+def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
+    """Targets ``t`` as one-hot rows shaped like the scores ``like`` (N, C).
+
+    ``t`` is either integer labels of shape (N,) in ``[0, C)`` or already one-hot
+    (N, C). Label range is checked when ``check`` is true (a device-to-host sync).
+    """
+    xp = namespace_of(t, like)
+    n, classes = like.shape
+    if xp.isdtype(t.dtype, "integral"):
+        if t.shape != (n,):
+            raise ValueError(
+                f"integer labels must have shape ({n},) to match scores of shape "
+                f"{tuple(like.shape)}, got {tuple(t.shape)}"
+            )
+        if check:
+            low, high = int(xp.min(t)), int(xp.max(t))
+            if low < 0 or high >= classes:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"label {bad} is out of range: expected labels in [0, {classes - 1}] "
+                    f"for {classes} classes"
+                )
+        return xpx.one_hot(t, classes, dtype=like.dtype, xp=xp)
+    if t.shape != like.shape:
+        raise ValueError(
+            f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"
+        )
+    return xp.astype(t, like.dtype)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by mean cross-entropy; ``backward`` gives ``(y - t) / N``.
+
+    ``forward(x, t)`` takes scores ``x`` (N, C) and targets ``t``: integer labels
+    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array. The loss uses
+    log-softmax, so it stays finite for large logits.
+    """
+
+    def forward(self, x: Any, t: Any) -> Any:
+        xp = namespace_of(x, t)
+        _require_floating(xp, "scores", x)
+        if x.ndim != 2:
+            raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
+        self.t = as_one_hot(t, x)
+        logp = log_softmax(x)
+        self.y = xp.exp(logp)
+        return -xp.sum(self.t * logp) / x.shape[0]
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * (self.y - self.t) / self.t.shape[0]
+
+
+class SigmoidWithLoss:
+    """Sigmoid followed by mean binary cross-entropy over all elements.
+
+    ``forward(x, t)`` takes scores and targets in [0, 1] of the same shape and
+    returns a 0-D loss; ``backward`` gives ``(sigmoid(x) - t) / x.size``.
+    """
+
+    def forward(self, x: Any, t: Any) -> Any:
+        xp = namespace_of(x, t)
+        _require_floating(xp, "scores", x)
+        if t.shape != x.shape:
+            raise ValueError(
+                f"targets must have the scores' shape {tuple(x.shape)}, got {tuple(t.shape)}"
+            )
+        self.t = xp.astype(t, x.dtype)
+        self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, xp.zeros_like(x))
+        return xp.sum(softplus - x * self.t) / math.prod(x.shape)
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * (self.y - self.t) / math.prod(self.y.shape)
+
+
+class MeanSquaredError:
+    """``mean((y - t)**2)`` over all elements; backward ``2 (y - t) / y.size``."""
+
+    def forward(self, y: Any, t: Any) -> Any:
+        xp = namespace_of(y, t)
+        _require_floating(xp, "predictions", y)
+        if t.shape != y.shape:
+            raise ValueError(
+                f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
+            )
+        self.diff = y - xp.astype(t, y.dtype)
+        return xp.sum(self.diff * self.diff) / math.prod(y.shape)
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * 2.0 * self.diff / math.prod(self.diff.shape)
