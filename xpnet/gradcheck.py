@@ -107,9 +107,9 @@ class GradientReport:
         lines = [
             f"gradient check ({self.method}, {self.dtype}, h={self.h:g}): "
             f"pass when |analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|",
-            "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
         ]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
 

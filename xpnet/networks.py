@@ -180,7 +180,7 @@ class MultiLayerNet:
         return grads
 
     def loss_at(self, name: str, value: Any, x: Any, t: Any) -> Any:
-        """``loss(x, t)`` with parameter ``name`` replaced by ``value`` (the network is unchanged)."""
+        """``loss(x, t)`` with parameter ``name`` set to ``value``; the network stays unchanged."""
         old = self.params[name]
         self.params[name] = value
         try:
