@@ -117,7 +117,7 @@ def namespace_of(*arrays: Any) -> ModuleType:
     Raises :class:`BackendMismatchError` when the arrays come from different
     libraries or live on different devices.
     """
-    present = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool))]
+    present = [a for a in arrays if a is not None and not _is_python_scalar(a)]
     try:
         xp = array_api_compat.array_namespace(*present)
     except TypeError as exc:
@@ -132,6 +132,11 @@ def namespace_of(*arrays: Any) -> ModuleType:
             f"arrays on different devices were mixed in one call ({', '.join(sorted(devices))})"
         )
     return xp
+
+
+def _is_python_scalar(x: Any) -> bool:
+    # NumPy's float64 scalars subclass float, but they belong to NumPy.
+    return isinstance(x, (int, float, complex)) and not isinstance(x, np.generic)
 
 
 def to_device(
@@ -156,8 +161,8 @@ def _is_array(x: Any) -> bool:
 
 def to_numpy(x: Any) -> np.ndarray:
     """Copy any array (NumPy, CuPy, array_api_strict, PyTorch, ...) to a NumPy array."""
-    if isinstance(x, np.ndarray):
-        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):

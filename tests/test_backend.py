@@ -1,0 +1,87 @@
+"""The backend: device selection, moving arrays, seeded weights, mixed-backend errors."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from xpnet import backend
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("cpu", "cpu"), ("CPU", "cpu"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1")],
+)
+def test_parse_device_accepts_cpu_cuda_and_cuda_n(value, expected):
+    assert str(backend.parse_device(value)) == expected
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:", "cuda:x", "tpu", ""])
+def test_unknown_device_names_the_valid_ones(value):
+    with pytest.raises(ValueError, match=r"cpu, cuda, cuda:N") as info:
+        backend.parse_device(value)
+    assert repr(value) in str(info.value)
+
+
+def test_device_is_read_from_the_environment_when_called(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+    assert str(backend.parse_device()) == "cpu"
+    monkeypatch.setenv("XPNET_DEVICE", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        backend.namespace()
+
+
+def test_default_device_is_cpu_numpy(monkeypatch):
+    monkeypatch.delenv("XPNET_DEVICE", raising=False)
+    x = backend.to_device([1.0, 2.0])
+    assert isinstance(x, np.ndarray)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_cuda_without_cupy_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "cuda")
+    with pytest.raises(backend.BackendUnavailableError, match=r'pip install "xpnet\[cuda12\]"'):
+        backend.namespace()
+
+
+def test_to_device_and_to_numpy_round_trip(xp):
+    host = np.arange(6, dtype=np.float64).reshape(2, 3)
+    x = backend.to_device(host, dtype="float64", xp=xp)
+    assert backend.namespace_of(x) is xp
+    np.testing.assert_array_equal(backend.to_numpy(x), host)
+
+
+def test_random_normal_gives_the_same_values_on_every_backend(xp):
+    reference = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=None)
+    here = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=xp)
+    np.testing.assert_array_equal(backend.to_numpy(here), backend.to_numpy(reference))
+
+
+def test_random_normal_honours_dtype(xp):
+    x = backend.random_normal((2, 2), rng=0, dtype="float32", xp=xp)
+    assert x.dtype == xp.float32
+
+
+def test_mixing_backends_in_one_call_is_a_clear_error():
+    strict = pytest.importorskip("array_api_strict")
+    a = backend.to_device([1.0], xp=strict)
+    b = np.ones(1)
+    with pytest.raises(backend.BackendMismatchError, match="different backends"):
+        backend.namespace_of(a, b)
+
+
+def test_python_scalars_do_not_count_as_a_backend():
+    x = np.ones(2)
+    assert backend.namespace_of(x, 2.0, None) is backend.namespace_of(x)
+
+
+def test_synchronize_returns_on_synchronous_backends(xp):
+    backend.synchronize(backend.to_device([1.0], xp=xp))
+    backend.synchronize()
+
+
+def test_describe_reports_versions_and_device(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+    info = backend.describe()
+    assert info["device"] == "cpu"
+    assert info["numpy"] == np.__version__

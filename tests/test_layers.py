@@ -1,0 +1,292 @@
+"""Each layer's forward pass against a NumPy formula, and its backward pass against an
+independent float64 central difference of that formula, on every backend."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numeric import central_difference
+
+from xpnet import layers
+from xpnet.backend import BackendMismatchError, to_device, to_numpy
+
+SETTINGS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+shapes = st.tuples(st.integers(1, 5), st.integers(1, 6))
+seeds = st.integers(0, 2**32 - 1)
+
+
+def dev(xp, a, dtype="float64"):
+    return to_device(np.asarray(a), dtype=dtype, xp=xp)
+
+
+def assert_close(actual, expected, rtol=1e-7, atol=1e-9):
+    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+
+
+def away_from_zero(rng, shape, margin=1e-3):
+    x = rng.standard_normal(shape)
+    return np.where(np.abs(x) < margin, margin + np.abs(x), x)
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+ELEMENTWISE = {
+    "ReLU": (layers.ReLU, lambda x: np.maximum(x, 0)),
+    "Sigmoid": (layers.Sigmoid, np_sigmoid),
+    "Tanh": (layers.Tanh, np.tanh),
+}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@SETTINGS
+@given(shape=shapes, seed=seeds)
+def test_elementwise_layer_forward_and_backward(xp, name, shape, seed):
+    layer_cls, formula = ELEMENTWISE[name]
+    rng = np.random.default_rng(seed)
+    x, dout = away_from_zero(rng, shape), rng.standard_normal(shape)
+    layer = layer_cls()
+    assert_close(layer.forward(dev(xp, x)), formula(x))
+    expected = central_difference(lambda v: np.sum(formula(v) * dout), x)
+    assert_close(layer.backward(dev(xp, dout)), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_sigmoid_is_finite_for_large_inputs(xp):
+    out = to_numpy(layers.Sigmoid().forward(dev(xp, [-1000.0, 0.0, 1000.0])))
+    np.testing.assert_array_equal(out, [0.0, 0.5, 1.0])
+
+
+def test_sigmoid_backward_uses_only_its_output(xp):
+    layer = layers.Sigmoid()
+    y = layer.forward(dev(xp, [0.3, -1.2]))
+    np.testing.assert_allclose(
+        to_numpy(layer.backward(dev(xp, [1.0, 1.0]))), to_numpy(y * (1 - y)), rtol=1e-12
+    )
+
+
+@SETTINGS
+@given(n=st.integers(1, 4), d=st.integers(1, 6), m=st.integers(1, 5), seed=seeds)
+def test_affine_forward_and_backward(xp, n, d, m, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = rng.standard_normal((n, d)), rng.standard_normal((d, m)), rng.standard_normal(m)
+    dout = rng.standard_normal((n, m))
+    layer = layers.Affine(dev(xp, W), dev(xp, b))
+    assert_close(layer.forward(dev(xp, x)), x @ W + b)
+    dx = layer.backward(dev(xp, dout))
+
+    def objective(x_, W_, b_):
+        return np.sum((x_ @ W_ + b_) * dout)
+
+    assert_close(dx, central_difference(lambda v: objective(v, W, b), x), rtol=1e-6, atol=1e-8)
+    assert_close(
+        layer.dW, central_difference(lambda v: objective(x, v, b), W), rtol=1e-6, atol=1e-8
+    )
+    assert_close(
+        layer.db, central_difference(lambda v: objective(x, W, v), b), rtol=1e-6, atol=1e-8
+    )
+
+
+def test_affine_flattens_image_input_and_returns_dx_in_its_shape(xp):
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((2, 1, 3, 2)), rng.standard_normal((6, 4)), np.zeros(4)
+    layer = layers.Affine(dev(xp, W), dev(xp, b))
+    assert_close(layer.forward(dev(xp, x)), x.reshape(2, 6) @ W)
+    dx = layer.backward(dev(xp, np.ones((2, 4))))
+    assert tuple(dx.shape) == (2, 1, 3, 2)
+
+
+def test_affine_rejects_input_of_the_wrong_width(xp):
+    layer = layers.Affine(dev(xp, np.zeros((5, 3))), dev(xp, np.zeros(3)))
+    with pytest.raises(ValueError, match=r"\(2, 4\).*\(5, 3\)"):
+        layer.forward(dev(xp, np.zeros((2, 4))))
+
+
+def test_affine_rejects_integer_input(xp):
+    layer = layers.Affine(dev(xp, np.zeros((2, 3))), dev(xp, np.zeros(3)))
+    with pytest.raises(ValueError, match="floating-point.*int"):
+        layer.forward(dev(xp, np.zeros((1, 2)), dtype="int64"))
+
+
+def test_affine_rejects_arrays_from_two_backends():
+    strict = pytest.importorskip("array_api_strict")
+    layer = layers.Affine(dev(strict, np.zeros((2, 3))), dev(strict, np.zeros(3)))
+    with pytest.raises(BackendMismatchError):
+        layer.forward(np.zeros((1, 2)))
+
+
+@SETTINGS
+@given(shape=shapes, seed=seeds)
+def test_softmax_forward_and_backward(xp, shape, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    layer = layers.Softmax()
+    assert_close(layer.forward(dev(xp, x)), np_softmax(x))
+    expected = central_difference(lambda v: np.sum(np_softmax(v) * dout), x)
+    assert_close(layer.backward(dev(xp, dout)), expected, rtol=1e-6, atol=1e-8)
+
+
+def np_cross_entropy(x, labels):
+    p = np_softmax(x)
+    return -np.mean(np.log(p[np.arange(len(labels)), labels]))
+
+
+@SETTINGS
+@given(n=st.integers(1, 5), classes=st.integers(2, 6), seed=seeds)
+def test_softmax_with_loss_on_labels(xp, n, classes, seed):
+    rng = np.random.default_rng(seed)
+    x, labels = rng.standard_normal((n, classes)), rng.integers(0, classes, n)
+    layer = layers.SoftmaxWithLoss()
+    loss = layer.forward(dev(xp, x), dev(xp, labels, dtype="int64"))
+    assert_close(loss, np_cross_entropy(x, labels))
+    expected = central_difference(lambda v: np_cross_entropy(v, labels), x)
+    assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_softmax_with_loss_backward_is_y_minus_t_over_n(xp):
+    x, labels = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]), np.array([2, 0])
+    layer = layers.SoftmaxWithLoss()
+    layer.forward(dev(xp, x), dev(xp, labels, dtype="int64"))
+    assert_close(layer.backward(1), (np_softmax(x) - np.eye(3)[labels]) / 2)
+
+
+def test_softmax_with_loss_accepts_one_hot_targets(xp):
+    rng = np.random.default_rng(1)
+    x, labels = rng.standard_normal((4, 3)), np.array([0, 2, 1, 2])
+    by_label, by_one_hot = layers.SoftmaxWithLoss(), layers.SoftmaxWithLoss()
+    a = by_label.forward(dev(xp, x), dev(xp, labels, dtype="int64"))
+    b = by_one_hot.forward(dev(xp, x), dev(xp, np.eye(3)[labels]))
+    assert_close(a, to_numpy(b), rtol=1e-15)
+    assert_close(by_label.backward(), to_numpy(by_one_hot.backward()), rtol=1e-15)
+
+
+def test_softmax_with_loss_is_stable_for_large_logits(xp):
+    x = dev(xp, [[1000.0, 0.0, -1000.0], [0.0, 800.0, 0.0]])
+    layer = layers.SoftmaxWithLoss()
+    loss = float(layer.forward(x, dev(xp, [1, 1], dtype="int64")))
+    assert loss == pytest.approx(500.0)
+    assert np.all(np.isfinite(to_numpy(layer.backward())))
+
+
+@pytest.mark.parametrize("label", [-1, 3])
+def test_softmax_with_loss_rejects_labels_out_of_range(xp, label):
+    with pytest.raises(ValueError, match=rf"label {label} is out of range.*\[0, 2\]"):
+        layers.SoftmaxWithLoss().forward(
+            dev(xp, np.zeros((2, 3))), dev(xp, [0, label], dtype="int64")
+        )
+
+
+@pytest.mark.parametrize("t_shape", [(3,), (2, 2), (2, 3, 1)])
+def test_softmax_with_loss_rejects_targets_of_the_wrong_shape(xp, t_shape):
+    dtype = "int64" if len(t_shape) == 1 else "float64"
+    with pytest.raises(ValueError, match=r"shape"):
+        layers.SoftmaxWithLoss().forward(
+            dev(xp, np.zeros((2, 3))), dev(xp, np.zeros(t_shape), dtype=dtype)
+        )
+
+
+def np_binary_cross_entropy(x, t):
+    y = np_sigmoid(x)
+    return -np.mean(t * np.log(y) + (1 - t) * np.log(1 - y))
+
+
+@SETTINGS
+@given(shape=shapes, seed=seeds)
+def test_sigmoid_with_loss(xp, shape, seed):
+    rng = np.random.default_rng(seed)
+    x, t = rng.standard_normal(shape), rng.integers(0, 2, shape).astype(np.float64)
+    layer = layers.SigmoidWithLoss()
+    assert_close(layer.forward(dev(xp, x), dev(xp, t)), np_binary_cross_entropy(x, t))
+    expected = central_difference(lambda v: np_binary_cross_entropy(v, t), x)
+    assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_sigmoid_with_loss_is_finite_for_confident_wrong_scores(xp):
+    loss = layers.SigmoidWithLoss().forward(dev(xp, [[50.0], [-50.0]]), dev(xp, [[0.0], [1.0]]))
+    assert float(loss) == pytest.approx(50.0)
+
+
+@SETTINGS
+@given(shape=shapes, seed=seeds)
+def test_mean_squared_error(xp, shape, seed):
+    rng = np.random.default_rng(seed)
+    y, t = rng.standard_normal(shape), rng.standard_normal(shape)
+    layer = layers.MeanSquaredError()
+    assert_close(layer.forward(dev(xp, y), dev(xp, t)), np.mean((y - t) ** 2))
+    expected = central_difference(lambda v: np.mean((v - t) ** 2), y)
+    assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("loss_cls", [layers.SigmoidWithLoss, layers.MeanSquaredError])
+def test_losses_reject_targets_of_another_shape(xp, loss_cls):
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):
+        loss_cls().forward(dev(xp, np.zeros((2, 3))), dev(xp, np.zeros((3, 2))))
+
+
+def test_mul_and_add_take_python_scalars():
+    mul, add = layers.Mul(), layers.Add()
+    assert mul.forward(3.0, 4.0) == 12.0
+    assert mul.backward(2.0) == (8.0, 6.0)
+    assert add.forward(3.0, 4.0) == 7.0
+    assert add.backward(2.0) == (2.0, 2.0)
+
+
+def test_mul_on_arrays(xp):
+    rng = np.random.default_rng(3)
+    x, y, dout = (rng.standard_normal(4) for _ in range(3))
+    mul = layers.Mul()
+    assert_close(mul.forward(dev(xp, x), dev(xp, y)), x * y)
+    dx, dy = mul.backward(dev(xp, dout))
+    assert_close(dx, dout * y)
+    assert_close(dy, dout * x)
+
+
+def _unary(cls):
+    return lambda xp, x, dout: (cls(), (dev(xp, x),), dev(xp, dout))
+
+
+CASES = {
+    "ReLU": _unary(layers.ReLU),
+    "Sigmoid": _unary(layers.Sigmoid),
+    "Tanh": _unary(layers.Tanh),
+    "Softmax": _unary(layers.Softmax),
+    "Affine": lambda xp, x, dout: (
+        layers.Affine(dev(xp, np.ones((3, 3))), dev(xp, np.ones(3))),
+        (dev(xp, x),),
+        dev(xp, dout),
+    ),
+    "SoftmaxWithLoss": lambda xp, x, dout: (
+        layers.SoftmaxWithLoss(),
+        (dev(xp, x), dev(xp, [0, 2], dtype="int64")),
+        dev(xp, 1.0),
+    ),
+    "SigmoidWithLoss": lambda xp, x, dout: (
+        layers.SigmoidWithLoss(),
+        (dev(xp, x), dev(xp, np.ones((2, 3)))),
+        dev(xp, 1.0),
+    ),
+    "MeanSquaredError": lambda xp, x, dout: (
+        layers.MeanSquaredError(),
+        (dev(xp, x), dev(xp, np.ones((2, 3)))),
+        dev(xp, 1.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_no_layer_writes_into_its_inputs(xp, name):
+    x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.2, 0.0]])
+    dout = np.array([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]])
+    layer, inputs, dout_dev = CASES[name](xp, x, dout)
+    before = [to_numpy(a).copy() for a in (*inputs, dout_dev)]
+    layer.forward(*inputs)
+    layer.backward(dout_dev)
+    for original, array in zip(before, (*inputs, dout_dev), strict=True):
+        np.testing.assert_array_equal(to_numpy(array), original)

@@ -1,0 +1,159 @@
+"""TwoLayerNet and MultiLayerNet: the book's surface, seeded weights, and backprop gradients
+checked against an independent NumPy float64 central difference."""
+
+import numpy as np
+import pytest
+from numeric import central_difference
+
+from xpnet import MultiLayerNet, TwoLayerNet
+from xpnet.backend import to_device, to_numpy
+
+
+def batch(xp, n=4, d=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = to_device(rng.standard_normal((n, d)), dtype="float64", xp=xp)
+    t = to_device(rng.integers(0, classes, n), dtype="int64", xp=xp)
+    return x, t
+
+
+def np_forward_loss(params, x, labels, activation, weight_decay):
+    """The same network written out in plain NumPy: the reference for loss and gradients."""
+    act = {"relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}
+    act["tanh"] = np.tanh
+    depth = len(params) // 2
+    h = x
+    for k in range(1, depth + 1):
+        h = h @ params[f"W{k}"] + params[f"b{k}"]
+        if k < depth:
+            h = act[activation](h)
+    z = h - h.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -np.mean(logp[np.arange(len(labels)), labels])
+    return loss + 0.5 * weight_decay * sum(
+        np.sum(params[f"W{k}"] ** 2) for k in range(1, depth + 1)
+    )
+
+
+def test_two_layer_net_has_the_books_parameters(xp):
+    net = TwoLayerNet(784, 50, 10, seed=0, xp=xp)
+    shapes = {name: tuple(p.shape) for name, p in net.params.items()}
+    assert shapes == {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    assert np.std(to_numpy(net.params["W1"])) == pytest.approx(0.01, rel=0.05)
+    assert not np.any(to_numpy(net.params["b1"]))
+
+
+def test_default_dtype_is_float32_and_float64_is_available(xp):
+    assert TwoLayerNet(4, 3, 2, xp=xp).params["W1"].dtype == xp.float32
+    assert TwoLayerNet(4, 3, 2, dtype="float64", xp=xp).params["W1"].dtype == xp.float64
+
+
+def test_a_seed_gives_the_same_network_on_every_backend(xp):
+    here = MultiLayerNet(5, [4, 3], 2, seed=42, xp=xp)
+    reference = MultiLayerNet(5, [4, 3], 2, seed=42, device="cpu")
+    for name in reference.params:
+        np.testing.assert_array_equal(to_numpy(here.params[name]), reference.params[name])
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_backprop_matches_an_independent_numerical_gradient(xp, activation, weight_decay):
+    net = MultiLayerNet(
+        6, [5, 4], 3, activation=activation, weight_init="xavier",
+        weight_decay=weight_decay, dtype="float64", seed=1, xp=xp,
+    )  # fmt: skip
+    x, t = batch(xp)
+    params = {name: to_numpy(p) for name, p in net.params.items()}
+    x_np, t_np = to_numpy(x), to_numpy(t)
+    grads = net.gradient(x, t)
+    for name in params:
+
+        def loss_of(value, name=name):
+            return np_forward_loss({**params, name: value}, x_np, t_np, activation, weight_decay)
+
+        expected = central_difference(loss_of, params[name])
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_loss_matches_the_numpy_reference(xp):
+    net = MultiLayerNet(6, [5], 3, weight_decay=0.05, dtype="float64", seed=2, xp=xp)
+    x, t = batch(xp)
+    params = {name: to_numpy(p) for name, p in net.params.items()}
+    expected = np_forward_loss(params, to_numpy(x), to_numpy(t), "relu", 0.05)
+    assert float(net.loss(x, t)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_one_hot_targets_give_the_same_gradient_as_labels(xp):
+    net = TwoLayerNet(6, 5, 3, dtype="float64", seed=3, xp=xp)
+    x, t = batch(xp)
+    one_hot = to_device(np.eye(3)[to_numpy(t)], dtype="float64", xp=xp)
+    by_label, by_one_hot = net.gradient(x, t), net.gradient(x, one_hot)
+    for name in by_label:
+        np.testing.assert_allclose(to_numpy(by_one_hot[name]), to_numpy(by_label[name]))
+
+
+def test_numerical_gradient_method_agrees_with_backprop(cpu_xp):
+    net = TwoLayerNet(6, 4, 3, weight_init_std=0.5, dtype="float64", seed=4, xp=cpu_xp)
+    x, t = batch(cpu_xp)
+    analytic, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
+    for name in analytic:
+        np.testing.assert_allclose(
+            to_numpy(numerical[name]), to_numpy(analytic[name]), rtol=1e-5, atol=1e-9
+        )
+
+
+def test_predict_flattens_images(xp):
+    net = TwoLayerNet(12, 4, 3, dtype="float64", seed=0, xp=xp)
+    images = to_device(np.ones((2, 1, 3, 4)), dtype="float64", xp=xp)
+    assert tuple(net.predict(images).shape) == (2, 3)
+
+
+def test_accuracy_counts_the_top_scoring_class(xp):
+    net = TwoLayerNet(2, 2, 2, dtype="float64", seed=0, xp=xp)
+    net.params["W1"] = to_device(np.eye(2), dtype="float64", xp=xp)
+    net.params["W2"] = to_device(np.eye(2), dtype="float64", xp=xp)
+    x = to_device([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [1.0, 4.0]], dtype="float64", xp=xp)
+    t = to_device([0, 1, 1, 1], dtype="int64", xp=xp)
+    assert net.accuracy(x, t) == 0.75
+    assert net.accuracy(x, to_device(np.eye(2)[[0, 1, 1, 1]], xp=xp)) == 0.75
+
+
+def test_params_is_a_live_view_of_the_layers(xp):
+    net = TwoLayerNet(3, 2, 2, dtype="float64", seed=0, xp=xp)
+    new = to_device(np.full((3, 2), 0.5), dtype="float64", xp=xp)
+    net.params["W1"] = new
+    assert net.layers[0].W is new
+    with pytest.raises(ValueError, match=r"'W1' has shape \(3, 2\), got \(2, 3\)"):
+        net.params["W1"] = to_device(np.zeros((2, 3)), xp=xp)
+    with pytest.raises(KeyError, match="W9"):
+        net.params["W9"] = new
+
+
+def test_loss_at_leaves_the_network_unchanged(xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
+    x, t = batch(xp)
+    before = float(net.loss(x, t))
+    original = net.params["W2"]
+    changed = float(net.loss_at("W2", original * 2.0, x, t))
+    assert changed != before
+    assert net.params["W2"] is original
+    assert float(net.loss(x, t)) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"weight_init": "orthogonal"}, "unknown weight_init 'orthogonal'"),
+        ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+    ],
+)
+def test_bad_network_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiLayerNet(4, [3], 2, **kwargs)
+
+
+def test_wrong_input_width_names_the_shapes(xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", xp=xp)
+    x = to_device(np.zeros((2, 5)), dtype="float64", xp=xp)
+    with pytest.raises(ValueError, match=r"\(2, 5\).*\(6, 4\)"):
+        net.loss(x, to_device([0, 1], dtype="int64", xp=xp))
