@@ -111,7 +111,7 @@ def test_affine_rejects_input_of_the_wrong_width(xp):
 
 def test_affine_rejects_integer_input(xp):
     layer = layers.Affine(dev(xp, np.zeros((2, 3))), dev(xp, np.zeros(3)))
-    with pytest.raises(ValueError, match="floating-point.*int"):
+    with pytest.raises(ValueError, match=r"floating-point.*int"):
         layer.forward(dev(xp, np.zeros((1, 2)), dtype="int64"))
 
 

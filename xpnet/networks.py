@@ -137,11 +137,10 @@ class MultiLayerNet:
         """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` labels (N,) or one-hot."""
         loss = self.last_layer.forward(self.predict(x), t)
         if self.weight_decay:
-            xp = namespace_of(loss)
             for name in self.params:
                 if name.startswith("W"):
                     W = self.params[name]
-                    loss = loss + 0.5 * self.weight_decay * xp.sum(W * W)
+                    loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
         return loss
 
     def accuracy(self, x: Any, t: Any) -> float:
