@@ -1,4 +1,4 @@
-"""The ``xpnet`` command line: ``xpnet info``, ``xpnet gradcheck`` (and ``python -m xpnet``)."""
+"""The ``xpnet`` command line: ``info``, ``gradcheck``, ``train`` (and ``python -m xpnet``)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,332 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_DEFAULTS = {
+    "dataset": "mnist",
+    "hidden": [50],
+    "activation": "relu",
+    "dtype": "float32",
+    "optimizer": "sgd",
+    "batch_size": 100,
+    "seed": 0,
+    "weight_decay": 0.0,
+}
+SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _weight_init(text: str) -> str | float:
+    if text in ("he", "xavier"):
+        return text
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'he', 'xavier' or a positive standard deviation, got {text!r}"
+        ) from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from xpnet.optim import OPTIMIZERS
+
+    p = sub.add_parser(
+        "train",
+        help="train a network on MNIST-style data (the book's chapter 5 run)",
+        description="Train a fully connected network with backprop; print train/test "
+        "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
+        "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
+    )
+    p.add_argument(
+        "--dataset", choices=["mnist", "fashion-mnist", "mnist-5k"], help="data set (default mnist)"
+    )
+    p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        action="append",
+        help="hidden layer size (repeat for more layers; default 50)",
+    )
+    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
+    p.add_argument(
+        "--weight-init",
+        type=_weight_init,
+        default=None,
+        help="he, xavier or a standard deviation (default: 0.01 with one hidden "
+        "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
+    )
+    p.add_argument("--weight-decay", type=_non_negative_float, help="L2 strength (default 0)")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="learning rate (default 0.1 for sgd, as the book's training script; "
+        "the book's default for the others)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, help="default 100")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int, help="train until this epoch")
+    length.add_argument(
+        "--iters",
+        type=_positive_int,
+        help="iterations as in the book (default 10000); epochs = ceil(iters * batch / n_train)",
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=_positive_int,
+        default=None,
+        help="evaluate on the first N train/test samples per epoch (default all)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
+    p.add_argument(
+        "--save",
+        metavar="PATH",
+        help="write a checkpoint (.npz) at the end and "
+        f"every {SAVE_INTERVAL_S:.0f} s during training",
+    )
+    p.add_argument("--plot", metavar="PATH", help="write the learning curves (PNG)")
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue from a checkpoint: its "
+        "network, optimizer state, epoch and settings (flags given override "
+        "settings; --epochs/--iters count from the start of training)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(run=_run_train)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _error(message: str) -> int:
+    print(f"xpnet train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_output(option: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return f"{option} {path} is a directory"
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        return f"{option} {path}: directory {target.parent} does not exist"
+    return None
+
+
+def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
+    """Defaults, overridden by the checkpoint's settings, overridden by the flags given.
+
+    The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
+    """
+    resumed = dict(saved.get("run", {}))
+    saved_opt = saved.get("optimizer") or {}
+    if saved_opt.get("name"):
+        resumed["optimizer"] = saved_opt["name"]
+    arch = saved.get("architecture")
+    if arch:
+        resumed.update(
+            hidden=arch["sizes"][1:-1],
+            activation=arch["activation"],
+            dtype=arch["dtype"],
+            weight_decay=arch.get("weight_decay", 0.0),
+        )
+        for key in ("hidden", "activation", "dtype"):
+            given = getattr(args, key)
+            if given is not None and given != resumed[key]:
+                raise ValueError(
+                    f"--{key} {given} does not match the checkpoint's {resumed[key]} "
+                    f"({args.resume}); leave it out to resume"
+                )
+    settings = {k: resumed.get(k, v) for k, v in TRAIN_DEFAULTS.items()}
+    settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+    if args.epochs is not None or args.iters is not None:
+        settings["length"] = ("epochs", args.epochs) if args.epochs else ("iters", args.iters)
+    elif "epochs" in resumed or "iters" in resumed:
+        unit = "epochs" if "epochs" in resumed else "iters"
+        settings["length"] = (unit, int(resumed[unit]))
+    else:
+        settings["length"] = ("iters", 10_000)
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    elif saved_opt.get("name") == settings["optimizer"]:
+        settings["lr"] = saved_opt["lr"]
+    else:
+        settings["lr"] = 0.1 if settings["optimizer"] == "sgd" else None
+    return settings
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from xpnet import checkpoint
+    from xpnet.networks import MultiLayerNet
+    from xpnet.optim import make_optimizer
+    from xpnet.training import EpochResult, History, Trainer
+
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        problem = _check_output(option, path)
+        if problem:
+            return _error(problem)
+    if args.plot:
+        from xpnet.plotting import PlottingUnavailableError, plot_history, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailableError as exc:
+            return _error(f"--plot: {exc}")
+    xp, _ = backend.selected(args.device)  # an unknown or unavailable device fails here
+
+    saved = checkpoint.read_metadata(args.resume) if args.resume else {}
+    if args.resume and not saved.get("architecture"):
+        return _error(f"--resume {args.resume}: the checkpoint records no network architecture")
+    s = _train_settings(args, saved)
+
+    from xpnet.datasets import load_mnist
+
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        name=s["dataset"], root=args.data_dir, device=args.device
+    )
+    dtype = getattr(xp, s["dtype"])
+    if x_train.dtype != dtype:
+        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    n_train, input_size = x_train.shape[0], x_train.shape[1]
+    if args.weight_init is not None:
+        weight_init = args.weight_init
+    elif len(s["hidden"]) == 1:
+        weight_init = 0.01
+    else:
+        weight_init = "he" if s["activation"] == "relu" else "xavier"
+    net = MultiLayerNet(
+        input_size,
+        s["hidden"],
+        10,
+        activation=s["activation"],
+        weight_init=weight_init,
+        weight_decay=s["weight_decay"],
+        dtype=s["dtype"],
+        seed=s["seed"],
+        device=args.device,
+    )
+    optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
+    start_epoch, history = 0, History()
+    if args.resume:
+        if saved["architecture"]["sizes"] != net.sizes:
+            return _error(
+                f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
+                f" does not fit {s['dataset']} ({input_size} inputs)"
+            )
+        same = (saved.get("optimizer") or {}).get("name") == optimizer.name
+        checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
+        start_epoch = int(saved.get("epoch", 0))
+        history = History.from_dict(saved.get("history", {}))
+        if not args.quiet:
+            note = "" if same else f"; {optimizer.name} starts with fresh state"
+            print(f"resuming {args.resume} after epoch {start_epoch}{note}")
+    unit, length = s["length"]
+    epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
+    arch = "-".join(map(str, net.sizes))
+    if not args.quiet:
+        print(
+            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch} "
+            f"{s['activation']}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{epochs} epoch{'s' * (epochs != 1)}, "
+            f"{s['dtype']} on {backend.parse_device(args.device)}"
+        )
+    if start_epoch >= epochs:
+        print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
+        return 0
+
+    run = {k: s[k] for k in ("dataset", "batch_size", "seed")} | {unit: length}
+    last_save, saved_epoch = time.perf_counter(), 0
+
+    def save(epoch: int) -> None:
+        nonlocal last_save, saved_epoch
+        meta = {"epoch": epoch, "history": history.as_dict(), "run": run}
+        checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
+        last_save, saved_epoch = time.perf_counter(), epoch
+
+    def report(r: EpochResult) -> None:
+        if not args.quiet:
+            print(
+                f"epoch {r.epoch}/{r.epochs}  train acc {r.train_acc:.4f}  "
+                f"test acc {r.test_acc:.4f}  loss {r.train_loss:.4f}  ({_seconds(r.seconds)})",
+                flush=True,
+            )
+        if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
+            save(r.epoch)
+
+    trainer = Trainer(
+        net, optimizer, x_train, t_train, x_test, t_test,
+        epochs=epochs,
+        batch_size=s["batch_size"],
+        seed=s["seed"],
+        eval_samples=args.eval_samples,
+        start_epoch=start_epoch,
+        history=history,
+        progress=False if args.quiet else None,
+        callback=report,
+    )  # fmt: skip
+    began, first_iteration = time.perf_counter(), trainer.iterations
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
+        hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+        print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - began
+    print(
+        f"done: epochs {start_epoch + 1}-{epochs}, "
+        f"{trainer.iterations - first_iteration} iterations in "
+        f"{_seconds(seconds)}; train acc {history.train_acc[-1]:.4f}, test acc "
+        f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
+        f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
+    )
+    if args.save:
+        save(epochs)
+        print(f"saved {args.save}")
+    if args.plot:
+        plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xpnet", description="Backpropagation by hand on NumPy and CuPy."
@@ -80,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_info(sub)
     _add_gradcheck(sub)
+    _add_train(sub)
     return parser
 
 
@@ -88,5 +415,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, backend.BackendUnavailableError) as exc:
+    except (ValueError, FileNotFoundError, backend.BackendUnavailableError) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")

@@ -1,0 +1,182 @@
+"""``xpnet train``: a real end-to-end run on mnist-5k (skipped without the data), and the
+rest on a tiny synthetic data set put in place of ``xpnet.datasets``: per-epoch lines,
+--iters, --save/--plot, --resume, and exit status 2 with a one-line message for bad input."""
+
+import re
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from xpnet import backend
+from xpnet.checkpoint import read_metadata
+from xpnet.cli import main
+
+
+def run(argv):
+    """``main(argv)``'s exit status, whether it returns or exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    """A tiny learnable 10-class data set (200 train / 50 test, 784 features) as xpnet.datasets."""
+    calls = []
+
+    def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, name="mnist",
+                   root=None, device=None, xp=None):  # fmt: skip
+        calls.append(name)
+        if name == "fashion-mnist":
+            raise FileNotFoundError("fashion-mnist not found in /nowhere")
+        rng = np.random.default_rng(0)
+        labels = np.arange(250) % 10
+        x = rng.random((250, 784)) * 0.2
+        x[np.arange(250), labels * 78] += 1.0
+        x, t = (backend.to_device(x, dtype="float32", device=device),
+                backend.to_device(labels, dtype="int64", device=device))  # fmt: skip
+        return (x[:200, ...], t[:200]), (x[200:, ...], t[200:])
+
+    module = types.ModuleType("xpnet.datasets")
+    module.load_mnist = load_mnist
+    module.DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
+    monkeypatch.setitem(sys.modules, "xpnet.datasets", module)
+    return calls
+
+
+def epoch_lines(text):
+    return re.findall(r"^epoch (\d+)/(\d+)  train acc [01]\.\d{4}  test acc [01]\.\d{4}  "
+                      r"loss \d+\.\d{4}  \(\d+\.\d+ s\)$", text, flags=re.MULTILINE)  # fmt: skip
+
+
+def test_mnist_5k_end_to_end_writes_checkpoint_and_plot(tmp_path, capsys):
+    datasets = pytest.importorskip("xpnet.datasets", reason="xpnet.datasets is not there yet")
+    try:
+        datasets.mnist_5k_path()
+    except FileNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    pytest.importorskip("matplotlib")
+    save, plot = tmp_path / "params.npz", tmp_path / "curve.png"
+    argv = ["train", "--dataset", "mnist-5k", "--iters", "80", "--save", str(save),
+            "--plot", str(plot)]  # fmt: skip
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert epoch_lines(out) == [("1", "2"), ("2", "2")]  # 80 iterations x 100 / 4,000 = 2 epochs
+    assert "784-50-10 relu" in out and "80 iterations" in out
+    meta = read_metadata(save)
+    assert meta["epoch"] == 2 and meta["run"]["dataset"] == "mnist-5k"
+    assert meta["history"]["test_acc"][-1] > 0.5
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_iters_become_epochs_and_lines_are_printed(fake_data, capsys):
+    assert run(["train", "--iters", "5", "--batch-size", "100", "--lr", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert epoch_lines(out) == [("1", "3"), ("2", "3"), ("3", "3")]  # ceil(5 * 100 / 200)
+    assert re.search(r"^done: epochs 1-3, 6 iterations in .* test acc", out, re.MULTILINE)
+    assert fake_data == ["mnist"]
+
+
+def test_quiet_prints_only_the_summary(fake_data, capsys):
+    assert run(["train", "--epochs", "2", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("done: epochs 1-2")
+    assert captured.out.count("\n") == 1 and captured.err == ""
+
+
+def test_resume_continues_from_the_saved_epoch(fake_data, tmp_path, capsys):
+    common = ["train", "--optimizer", "momentum", "--batch-size", "32", "--hidden", "20"]
+    straight = tmp_path / "straight.npz"
+    assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
+    part = tmp_path / "part.npz"
+    assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
+    capsys.readouterr()
+
+    assert run(["train", "--resume", str(part), "--epochs", "3", "--save", str(part)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "after epoch 2" in out
+    assert epoch_lines(out) == [("3", "3")]
+    meta = read_metadata(part)
+    assert meta["epoch"] == 3 and meta["history"]["epochs"] == [1, 2, 3]
+    assert meta["architecture"]["sizes"] == [784, 20, 10]
+    assert meta["optimizer"]["name"] == "momentum"
+    with np.load(part) as a, np.load(straight) as b:  # same as one uninterrupted run
+        for name in ("W1", "b1", "W2", "b2", "optimizer/v/W1"):
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    assert run(["train", "--resume", str(path), "--hidden", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden [100] does not match the checkpoint's [50]" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "abc"], "argument --lr: expected a positive number"),
+        (["--epochs", "0"], "argument --epochs: expected a positive integer"),
+        (["--epochs", "2", "--iters", "5"], "not allowed with argument"),
+        (["--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        (["--weight-init", "big"], "expected 'he', 'xavier' or a positive standard deviation"),
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
+    assert run(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: xpnet train") and message in err
+
+
+def test_problems_found_after_parsing_exit_2_with_one_line(fake_data, tmp_path, capsys):
+    cases = [
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--dataset", "fashion-mnist"], "fashion-mnist not found"),
+        (["--save", str(tmp_path / "no" / "p.npz")], "does not exist"),
+        (["--resume", str(tmp_path / "missing.npz")], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert run(["train", "--epochs", "1", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("xpnet train: error: ") and message in err, err
+        assert err.count("\n") == 1
+    assert fake_data == ["fashion-mnist"]  # the other errors came before loading any data
+
+
+def test_invalid_device_in_a_subprocess():
+    proc = subprocess.run(
+        [sys.executable, "-m", "xpnet", "train", "--device", "gpu:0", "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("xpnet train: error: unknown device 'gpu:0'")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, monkeypatch):
+    from xpnet import cli
+    from xpnet.training import Trainer
+
+    monkeypatch.setattr(cli, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
+    original = Trainer.train_epoch
+
+    def interrupt_in_epoch_3(self, order, label=""):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        original(self, order, label)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupt_in_epoch_3)
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "5", "--save", str(path)]) == 130
+    assert f"interrupted during epoch 3; {path} holds epoch 2" in capsys.readouterr().err
+    assert read_metadata(path)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]

@@ -1,0 +1,172 @@
+"""Optimizers: three steps on tiny arrays against the book's formulas written out in plain
+Python floats (one element at a time), plus the mapping, dtype and state behaviour."""
+
+import math
+
+import numpy as np
+import pytest
+
+from xpnet import MultiLayerNet
+from xpnet.backend import to_device, to_numpy
+from xpnet.optim import (
+    OPTIMIZERS,
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    make_optimizer,
+)
+
+P0 = {"W": [[1.0, -2.0], [0.5, 3.0]], "b": [0.25, -0.75]}
+GRADS = [
+    {"W": [[0.5, -1.0], [2.0, 0.0]], "b": [0.1, -0.3]},
+    {"W": [[0.2, 0.3], [-1.5, 0.4]], "b": [-0.2, 0.6]},
+    {"W": [[-0.4, 0.1], [0.7, -0.9]], "b": [0.05, 0.0]},
+]
+
+
+def flat(nested):
+    return [v for row in nested for v in row] if isinstance(nested[0], list) else list(nested)
+
+
+def reference(kind, hyper, steps):
+    """The book's update rules on Python floats, element by element; returns the trajectory."""
+    p = {k: flat(v) for k, v in P0.items()}
+    s1 = {k: [0.0] * len(v) for k, v in p.items()}  # v or h or m
+    s2 = {k: [0.0] * len(v) for k, v in p.items()}  # Adam's v
+    out = []
+    for t, g_all in enumerate(GRADS[:steps], start=1):
+        for k in p:
+            g = flat(g_all[k])
+            for i in range(len(p[k])):
+                lr = hyper["lr"]
+                if kind == "sgd":
+                    p[k][i] -= lr * g[i]
+                elif kind == "momentum":
+                    s1[k][i] = hyper["momentum"] * s1[k][i] - lr * g[i]
+                    p[k][i] += s1[k][i]
+                elif kind == "nesterov":
+                    m = hyper["momentum"]
+                    s1[k][i] = m * s1[k][i] - lr * g[i]
+                    p[k][i] += m * m * s1[k][i] - (1 + m) * lr * g[i]
+                elif kind == "adagrad":
+                    s1[k][i] += g[i] ** 2
+                    p[k][i] -= lr * g[i] / (math.sqrt(s1[k][i]) + 1e-7)
+                elif kind == "rmsprop":
+                    d = hyper["decay_rate"]
+                    s1[k][i] = d * s1[k][i] + (1 - d) * g[i] ** 2
+                    p[k][i] -= lr * g[i] / (math.sqrt(s1[k][i]) + 1e-7)
+                elif kind == "adam":
+                    b1, b2 = hyper["beta1"], hyper["beta2"]
+                    lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                    s1[k][i] += (1 - b1) * (g[i] - s1[k][i])
+                    s2[k][i] += (1 - b2) * (g[i] ** 2 - s2[k][i])
+                    p[k][i] -= lr_t * s1[k][i] / (math.sqrt(s2[k][i]) + 1e-7)
+        out.append({k: list(v) for k, v in p.items()})
+    return out
+
+
+CASES = [
+    (SGD, "sgd", {"lr": 0.1}),
+    (Momentum, "momentum", {"lr": 0.1, "momentum": 0.9}),
+    (Nesterov, "nesterov", {"lr": 0.1, "momentum": 0.8}),
+    (AdaGrad, "adagrad", {"lr": 0.5}),
+    (RMSprop, "rmsprop", {"lr": 0.05, "decay_rate": 0.9}),
+    (Adam, "adam", {"lr": 0.01, "beta1": 0.8, "beta2": 0.95}),
+]
+
+
+def device_dict(nested, xp, dtype="float64"):
+    return {k: to_device(v, dtype=dtype, xp=xp) for k, v in nested.items()}
+
+
+@pytest.mark.parametrize(("cls", "kind", "hyper"), CASES, ids=[c[1] for c in CASES])
+def test_three_steps_match_the_books_formulas(xp, cls, kind, hyper):
+    opt = cls(**hyper)
+    params = device_dict(P0, xp)
+    expected = reference(kind, hyper, 3)
+    for step, grads in enumerate(GRADS):
+        opt.update(params, device_dict(grads, xp))
+        for k in params:
+            np.testing.assert_allclose(
+                to_numpy(params[k]).ravel(), expected[step][k], rtol=1e-12, atol=1e-15
+            )
+    assert opt.iterations == 3
+
+
+def test_hand_computed_first_steps():
+    """A few values worked out on paper, so the reference above is not the only check."""
+    p = {"w": np.array([1.0])}
+    SGD(lr=0.1).update(p, {"w": np.array([0.5])})
+    assert p["w"][0] == pytest.approx(0.95)
+
+    p, opt = {"w": np.array([1.0])}, Momentum(lr=0.1, momentum=0.9)
+    opt.update(p, {"w": np.array([0.5])})  # v = -0.05, w = 0.95
+    opt.update(p, {"w": np.array([0.5])})  # v = 0.9 * -0.05 - 0.05 = -0.095, w = 0.855
+    assert p["w"][0] == pytest.approx(0.855)
+
+    p, opt = {"w": np.array([1.0])}, AdaGrad(lr=0.1)
+    opt.update(p, {"w": np.array([2.0])})  # h = 4, w = 1 - 0.1 * 2 / (2 + 1e-7)
+    assert p["w"][0] == pytest.approx(1 - 0.2 / (2 + 1e-7), abs=1e-15)
+
+    p, opt = {"w": np.array([1.0])}, Adam(lr=0.001)
+    opt.update(p, {"w": np.array([3.0])})  # first Adam step moves by ~lr whatever the gradient
+    lr_t = 0.001 * math.sqrt(1 - 0.999) / (1 - 0.9)
+    assert p["w"][0] == pytest.approx(1 - lr_t * 0.3 / (math.sqrt(0.001 * 9) + 1e-7))
+    assert p["w"][0] == pytest.approx(1 - 0.001, rel=1e-6)
+
+
+def test_the_books_default_hyperparameters():
+    assert SGD().lr == 0.01
+    assert (Momentum().lr, Momentum().momentum) == (0.01, 0.9)
+    assert (Nesterov().lr, Nesterov().momentum) == (0.01, 0.9)
+    assert AdaGrad().lr == 0.01
+    assert (RMSprop().lr, RMSprop().decay_rate) == (0.01, 0.99)
+    assert (Adam().lr, Adam().beta1, Adam().beta2) == (0.001, 0.9, 0.999)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_updates_a_networks_live_params_and_keeps_dtype(xp, name):
+    net = MultiLayerNet(4, [3], 2, seed=0, xp=xp)  # float32
+    x = to_device(np.random.default_rng(0).standard_normal((5, 4)), dtype="float32", xp=xp)
+    t = to_device([0, 1, 1, 0, 1], dtype="int64", xp=xp)
+    before = {k: to_numpy(v).copy() for k, v in net.params.items()}
+    held = net.params["W1"]
+    held_copy = to_numpy(held).copy()
+    opt = make_optimizer(name)
+    for _ in range(2):
+        opt.update(net.params, net.gradient(x, t))
+    assert all(v.dtype == xp.float32 for v in net.params.values())
+    assert all(not np.array_equal(to_numpy(net.params[k]), before[k]) for k in before)
+    for slot in opt.state.values():
+        assert all(a.dtype == xp.float32 for a in slot.values())
+    # Parameters are replaced, not written in place: an array the caller holds is unchanged.
+    np.testing.assert_array_equal(to_numpy(held), held_copy)
+
+
+def test_make_optimizer_names_and_errors():
+    assert isinstance(make_optimizer("Adam", lr=0.1), Adam)
+    assert make_optimizer("sgd", lr=None).lr == 0.01  # None means "the default"
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'.*sgd, momentum"):
+        make_optimizer("lbfgs")
+    with pytest.raises(TypeError):
+        make_optimizer("sgd", momentum=0.9)
+
+
+def test_config_and_state_dict_round_trip():
+    opt = Adam(lr=0.01, beta1=0.8)
+    assert opt.config() == {"name": "adam", "lr": 0.01, "beta1": 0.8, "beta2": 0.999}
+    assert repr(opt) == "Adam(lr=0.01, beta1=0.8, beta2=0.999)"
+    params = {"w": np.array([1.0, 2.0])}
+    opt.update(params, {"w": np.array([0.5, -0.5])})
+    other = Adam(lr=0.01, beta1=0.8)
+    other.load_state_dict(opt.state_dict())
+    p1, p2 = {"w": params["w"].copy()}, {"w": params["w"].copy()}
+    opt.update(p1, {"w": np.array([0.1, 0.2])})
+    other.update(p2, {"w": np.array([0.1, 0.2])})
+    np.testing.assert_array_equal(p1["w"], p2["w"])
+    with pytest.raises(ValueError, match="no state buffer"):
+        SGD().load_state_dict({"iterations": 1, "buffers": {"v": {}}})

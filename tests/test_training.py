@@ -1,0 +1,175 @@
+"""The training loop on a tiny separable problem: it learns, batch size 1 works, seeds
+reproduce, the history holds what it says, resuming matches an uninterrupted run; plus the
+progress bar and the learning-curve plot."""
+
+import io
+import sys
+
+import numpy as np
+import pytest
+
+from xpnet import MultiLayerNet
+from xpnet.backend import to_device, to_numpy
+from xpnet.optim import SGD, Momentum
+from xpnet.training import EpochResult, History, ProgressBar, Trainer, evaluate, train
+
+
+def blobs(xp, n_train=60, n_test=20, seed=0, one_hot=False):
+    """Two Gaussian blobs in 4-D, linearly separable: class = sign of a fixed direction."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    labels = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, 4)) * 0.5 + (2.0 * labels[:, None] - 1.0) * np.array([1, 1, 0, 0])
+    t = np.eye(2)[labels] if one_hot else labels
+    tdtype = "float64" if one_hot else "int64"
+    return (
+        to_device(x[:n_train], dtype="float64", xp=xp),
+        to_device(t[:n_train], dtype=tdtype, xp=xp),
+        to_device(x[n_train:], dtype="float64", xp=xp),
+        to_device(t[n_train:], dtype=tdtype, xp=xp),
+    )
+
+
+def make_net(xp, seed=0):
+    return MultiLayerNet(4, [6], 2, weight_init=0.1, dtype="float64", seed=seed, xp=xp)
+
+
+def test_training_reduces_the_loss_and_learns(xp):
+    data = blobs(xp)
+    net = make_net(xp)
+    history = train(net, SGD(lr=0.5), *data, epochs=5, batch_size=10, seed=0)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.train_acc[-1] >= 0.95
+    assert history.test_acc[-1] >= 0.9
+    assert net.params["W1"].dtype == xp.float64  # parameters stay where they were
+
+
+def test_batch_size_one_trains_per_sample(cpu_xp):
+    data = blobs(cpu_xp, n_train=20, n_test=5)
+    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), *data, epochs=2, batch_size=1, seed=0)
+    history = trainer.fit()
+    assert trainer.batches_per_epoch == 20
+    assert history.iterations == [20, 40]
+    assert history.train_loss[-1] < history.train_loss[0]
+
+
+def test_a_partial_last_batch_is_used(cpu_xp):
+    trainer = Trainer(
+        make_net(cpu_xp), SGD(), *blobs(cpu_xp, n_train=25), epochs=1, batch_size=10, seed=0
+    )
+    assert trainer.fit().iterations == [3]
+
+
+def test_seeded_runs_are_reproducible_and_seeds_matter(cpu_xp):
+    def run(seed):
+        net = make_net(cpu_xp)
+        history = train(net, Momentum(lr=0.1), *blobs(cpu_xp), epochs=3, batch_size=7, seed=seed)
+        return history, {k: to_numpy(v) for k, v in net.params.items()}
+
+    (h1, p1), (h2, p2), (_, p3) = run(0), run(0), run(1)
+    assert h1.train_loss == h2.train_loss and h1.test_acc == h2.test_acc
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+    assert any(not np.array_equal(p1[k], p3[k]) for k in p1)
+
+
+def test_history_content_and_callback(cpu_xp):
+    seen = []
+    trainer = Trainer(
+        make_net(cpu_xp), SGD(lr=0.3), *blobs(cpu_xp), epochs=3, batch_size=20, seed=0,
+        callback=seen.append,
+    )  # fmt: skip
+    history = trainer.fit()
+    assert len(history) == 3
+    assert history.epochs == [1, 2, 3]
+    assert history.iterations == [3, 6, 9]
+    d = history.as_dict()
+    assert set(d) == {
+        "epochs", "iterations", "train_acc", "test_acc", "train_loss", "test_loss", "seconds"
+    }  # fmt: skip
+    assert all(len(v) == 3 for v in d.values())
+    assert all(0.0 <= a <= 1.0 for a in d["train_acc"] + d["test_acc"])
+    assert all(isinstance(v, float) and v > 0 for v in d["train_loss"] + d["seconds"])
+    assert History.from_dict(d) == history
+    assert [r.epoch for r in seen] == [1, 2, 3]
+    assert isinstance(seen[-1], EpochResult)
+    assert seen[-1].epochs == 3 and seen[-1].test_acc == history.test_acc[-1]
+
+
+def test_evaluation_matches_the_network_and_chunks_do_not_matter(cpu_xp):
+    x, t, _, _ = blobs(cpu_xp, n_train=23)
+    net = make_net(cpu_xp)
+    targets = to_device(np.eye(2)[to_numpy(t)], dtype="float64", xp=cpu_xp)
+    whole = evaluate(net, x, t, targets, batch_size=100)
+    chunked = evaluate(net, x, t, targets, batch_size=4)
+    assert whole[0] == chunked[0] == net.accuracy(x, t)
+    assert whole[1] == pytest.approx(chunked[1], rel=1e-12)
+    assert whole[1] == pytest.approx(float(net.loss(x, t)), rel=1e-12)
+
+
+def test_one_hot_labels_and_eval_samples(cpu_xp):
+    history = train(
+        make_net(cpu_xp), SGD(lr=0.5), *blobs(cpu_xp, one_hot=True), epochs=2, batch_size=10,
+        seed=0, eval_samples=10,
+    )  # fmt: skip
+    assert all(round(a * 10) == a * 10 for a in history.train_acc)  # accuracies out of 10
+
+
+def test_bad_labels_and_shapes_are_reported(cpu_xp):
+    x, t, xt, tt = blobs(cpu_xp)
+    bad = to_device([5] * x.shape[0], dtype="int64", xp=cpu_xp)
+    with pytest.raises(ValueError, match=r"label 5 is out of range.*\[0, 1\]"):
+        Trainer(make_net(cpu_xp), SGD(), x, bad, xt, tt, epochs=1)
+    with pytest.raises(ValueError, match="differ in length"):
+        Trainer(make_net(cpu_xp), SGD(), x, tt, xt, tt, epochs=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, batch_size=0)
+
+
+def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
+    data = blobs(cpu_xp)
+    straight_net, straight_opt = make_net(cpu_xp), Momentum(lr=0.1)
+    straight = train(straight_net, straight_opt, *data, epochs=4, batch_size=8, seed=3)
+
+    net, opt = make_net(cpu_xp), Momentum(lr=0.1)
+    first = train(net, opt, *data, epochs=2, batch_size=8, seed=3)
+    resumed = Trainer(
+        net, opt, *data, epochs=4, batch_size=8, seed=3, start_epoch=2, history=first
+    ).fit()
+    assert resumed.epochs == [1, 2, 3, 4]
+    assert resumed.iterations == straight.iterations
+    assert resumed.train_loss == straight.train_loss
+    for k in net.params:
+        np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(straight_net.params[k]))
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    stream = io.StringIO()
+    bar = ProgressBar(stream, enabled=True)
+    bar.show("epoch 1/2", 5, 10, force=True)
+    bar.clear()
+    text = stream.getvalue()
+    assert "epoch 1/2 [" in text and "5/10" in text and text.endswith("\r")
+    quiet = io.StringIO()  # not a TTY: nothing is drawn by default
+    ProgressBar(quiet).show("epoch 1/2", 5, 10, force=True)
+    assert quiet.getvalue() == ""
+
+
+def test_plot_history_writes_a_png_atomically(tmp_path):
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import plot_history
+
+    history = History([1, 2], [10, 20], [0.5, 0.8], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6], [0.1] * 2)
+    path = plot_history(history, tmp_path / "curve.png", title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_history(history.as_dict(), tmp_path / "curve.png")  # a dict works too; overwrites
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    from xpnet.plotting import PlottingUnavailableError, plot_history
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(PlottingUnavailableError, match=r'pip install "xpnet\[plot\]"'):
+        plot_history(History(), tmp_path / "curve.png")
+    assert not list(tmp_path.iterdir())

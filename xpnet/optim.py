@@ -1,0 +1,226 @@
+"""Parameter update rules (chapter 6 of the book): SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam.
+
+Each optimizer has ``update(params, grads)``: ``params`` is a mutable mapping
+``name -> array`` (a network's live ``net.params`` or a plain ``dict``) and
+``grads`` maps the same names to gradients of the same shapes. The formulas are
+the book's (``common/optimizer.py``), including its ``1e-7`` added to the square
+root in the denominators.
+
+The code is backend-generic: per-parameter state (velocities, squared-gradient
+sums) is made with ``zeros_like`` of the parameter, so it has the parameter's
+dtype and lives on its device; nothing is copied to the host. Parameters are
+replaced by assignment (``params[k] = params[k] - step``), never written in
+place, so an array the caller still holds is not changed behind its back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping
+from typing import Any, ClassVar
+
+from xpnet.backend import namespace_of
+
+EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
+
+
+class Optimizer:
+    """Base class: hyperparameters, per-parameter state buffers and an update counter.
+
+    ``buffers`` names the per-parameter state (e.g. ``("v",)`` for Momentum);
+    ``state[buffer][name]`` is created lazily with ``zeros_like(params[name])``.
+    ``iterations`` counts calls to :meth:`update`.
+    """
+
+    name: ClassVar[str] = ""
+    buffers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.iterations = 0
+        self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        """Move every parameter one step against its gradient (in the mapping)."""
+        raise NotImplementedError
+
+    def _buffer(self, buffer: str, key: str, like: Any) -> Any:
+        slot = self.state[buffer]
+        if key not in slot:
+            slot[key] = namespace_of(like).zeros_like(like)
+        return slot[key]
+
+    def config(self) -> dict[str, Any]:
+        """The optimizer's name and hyperparameters (JSON-serialisable)."""
+        hyper = {k: v for k, v in vars(self).items() if isinstance(v, (int, float))}
+        hyper.pop("iterations", None)
+        return {"name": self.name, **hyper}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"iterations": int, "buffers": {buffer: {name: array}}}`` (arrays not copied)."""
+        return {
+            "iterations": self.iterations,
+            "buffers": {b: dict(slot) for b, slot in self.state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (arrays must already be on the right device)."""
+        unknown = set(state.get("buffers", {})) - set(self.buffers)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no state buffer(s) {', '.join(sorted(unknown))}; "
+                f"expected {', '.join(self.buffers) or 'none'}"
+            )
+        self.iterations = int(state.get("iterations", 0))
+        self.state = {b: dict(state.get("buffers", {}).get(b, {})) for b in self.buffers}
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: ``W <- W - lr * dW``."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr)
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        for key in params:
+            params[key] = params[key] - self.lr * grads[key]
+
+
+class Momentum(Optimizer):
+    """Momentum: ``v <- momentum * v - lr * dW``; ``W <- W + v``."""
+
+    name = "momentum"
+    buffers = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        for key in params:
+            v = self._buffer("v", key, params[key])
+            v = self.momentum * v - self.lr * grads[key]
+            self.state["v"][key] = v
+            params[key] = params[key] + v
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient in the book's form (http://arxiv.org/abs/1212.0901).
+
+    ``v <- momentum * v - lr * dW``;
+    ``W <- W + momentum**2 * v - (1 + momentum) * lr * dW``.
+    """
+
+    name = "nesterov"
+    buffers = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        m = self.momentum
+        for key in params:
+            g = grads[key]
+            v = m * self._buffer("v", key, params[key]) - self.lr * g
+            self.state["v"][key] = v
+            params[key] = params[key] + m * m * v - (1 + m) * self.lr * g
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: ``h <- h + dW**2``; ``W <- W - lr * dW / (sqrt(h) + 1e-7)``."""
+
+    name = "adagrad"
+    buffers = ("h",)
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr)
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        for key in params:
+            g = grads[key]
+            xp = namespace_of(params[key], g)
+            h = self._buffer("h", key, params[key]) + g * g
+            self.state["h"][key] = h
+            params[key] = params[key] - self.lr * g / (xp.sqrt(h) + EPS)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``h <- d * h + (1 - d) * dW**2``; ``W <- W - lr * dW / (sqrt(h) + 1e-7)``.
+
+    ``d`` is ``decay_rate``.
+    """
+
+    name = "rmsprop"
+    buffers = ("h",)
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
+        super().__init__(lr)
+        self.decay_rate = decay_rate
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        d = self.decay_rate
+        for key in params:
+            g = grads[key]
+            xp = namespace_of(params[key], g)
+            h = d * self._buffer("h", key, params[key]) + (1 - d) * g * g
+            self.state["h"][key] = h
+            params[key] = params[key] - self.lr * g / (xp.sqrt(h) + EPS)
+
+
+class Adam(Optimizer):
+    """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form, with the step ``t`` from 1.
+
+    ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
+    ``m <- m + (1 - beta1) * (dW - m)``; ``v <- v + (1 - beta2) * (dW**2 - v)``;
+    ``W <- W - lr_t * m / (sqrt(v) + 1e-7)``.
+    """
+
+    name = "adam"
+    buffers = ("m", "v")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        super().__init__(lr)
+        self.beta1, self.beta2 = beta1, beta2
+
+    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
+        self.iterations += 1
+        t = self.iterations
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        for key in params:
+            g = grads[key]
+            xp = namespace_of(params[key], g)
+            m = self._buffer("m", key, params[key])
+            v = self._buffer("v", key, params[key])
+            m = m + (1 - self.beta1) * (g - m)
+            v = v + (1 - self.beta2) * (g * g - v)
+            self.state["m"][key], self.state["v"][key] = m, v
+            params[key] = params[key] - lr_t * m / (xp.sqrt(v) + EPS)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
+}
+
+
+def make_optimizer(name: str, **kwargs: Any) -> Optimizer:
+    """An optimizer by name (case-insensitive: ``sgd``, ``momentum``, ``nesterov``, ...).
+
+    ``kwargs`` are its hyperparameters (``lr=0.1``); ``None`` values are dropped, so the
+    optimizer's own default is used.
+    """
+    key = name.strip().lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key](**{k: v for k, v in kwargs.items() if v is not None})

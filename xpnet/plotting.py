@@ -1,0 +1,64 @@
+"""Learning curves as a PNG: accuracy and loss per epoch, train and test, in two panels.
+
+Needs matplotlib (``pip install "xpnet[plot]"``). The figure is drawn with the Agg
+canvas directly, so the global pyplot backend of the caller is not touched, and
+the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from xpnet.checkpoint import atomic_write
+
+INSTALL_HINT = 'pip install "xpnet[plot]"'
+
+
+class PlottingUnavailableError(ImportError):
+    """matplotlib is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`PlottingUnavailableError` (with the install command) without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise PlottingUnavailableError(
+            f"plotting needs matplotlib, which is not installed: {INSTALL_HINT}"
+        ) from exc
+
+
+def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Write the learning curves of ``history`` to ``path`` (PNG); return the path.
+
+    ``history`` is a :class:`~xpnet.training.History` or its ``as_dict()``: lists
+    ``epochs``, ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss`` of equal length.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    data: Mapping[str, Any] = history if isinstance(history, Mapping) else history.as_dict()
+    epochs = list(data["epochs"])
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    marker = "o" if len(epochs) <= 30 else None
+    for ax, key, label in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
+        ax.plot(epochs, data[f"train_{key}"], marker=marker, label="train")
+        ax.plot(epochs, data[f"test_{key}"], marker=marker, linestyle="--", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    acc_ax.set_ylim(0.0, 1.02)
+    loss_ax.set_ylim(bottom=0.0)
+    if title:
+        fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))

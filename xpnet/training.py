@@ -1,0 +1,306 @@
+"""The training loop: epochs of shuffled mini-batches, evaluated once per epoch.
+
+:class:`Trainer` runs the book's loop (``grads = net.gradient(x, t)``,
+``optimizer.update(net.params, grads)``) over shuffled mini-batches and records
+train/test accuracy and loss after every epoch in a :class:`History`.
+
+Where the work happens:
+
+- the data stay on the device; each epoch's shuffle is drawn on the host from
+  ``seed`` (so one seed gives the same order on every backend), moved to the
+  device once, and batches are gathered there with ``take``;
+- integer labels are turned into one-hot rows once, up front, so the loss layer
+  has no label range to check (a device-to-host read) on every batch;
+- nothing is read back to the host inside the per-batch loop: losses and
+  accuracies are summed on the device in chunks of ``eval_batch_size`` samples
+  and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TextIO
+
+import array_api_compat
+import array_api_extra as xpx
+
+from xpnet.backend import host_rng, namespace_of, synchronize
+from xpnet.optim import Optimizer
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch achieved (accuracies in [0, 1]; losses are mean cross-entropy)."""
+
+    epoch: int
+    epochs: int
+    iterations: int
+    train_acc: float
+    test_acc: float
+    train_loss: float
+    test_loss: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch learning curves, one list entry per epoch (``epochs`` are 1-based).
+
+    ``iterations`` is the book's count of parameter updates so far; ``seconds`` the
+    wall time of each epoch, evaluation included. Losses are the mean cross-entropy
+    without the weight-decay penalty.
+    """
+
+    epochs: list[int] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def append(self, result: EpochResult) -> None:
+        """Add one epoch's numbers."""
+        for f in fields(self):
+            key = "epoch" if f.name == "epochs" else f.name
+            getattr(self, f.name).append(getattr(result, key))
+
+    def as_dict(self) -> dict[str, list]:
+        """Plain lists (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
+        """The inverse of :meth:`as_dict` (unknown keys are ignored)."""
+        return cls(**{f.name: list(data.get(f.name, [])) for f in fields(cls)})
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal: ``epoch 3/17 [######----] 240/600``.
+
+    ``enabled=None`` shows it only when ``stream`` is a terminal. Redraws at most
+    ten times a second; :meth:`clear` erases the line.
+    """
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self._last = 0.0
+        self._width = 0
+
+    def show(self, label: str, done: int, total: int, *, force: bool = False) -> None:
+        """Draw ``label [bar] done/total`` (throttled unless ``force``)."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        width = 30
+        filled = width * done // max(total, 1)
+        line = f"{label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+        self.stream.write("\r" + line.ljust(self._width))
+        self.stream.flush()
+        self._width = len(line)
+
+    def clear(self) -> None:
+        """Erase the bar's line."""
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def _labels_and_targets(t: Any, classes: int, dtype: Any) -> tuple[Any, Any]:
+    """Integer labels (N,) and one-hot targets (N, classes) from either form, on t's device."""
+    xp = namespace_of(t)
+    if xp.isdtype(t.dtype, "integral"):
+        if t.ndim != 1:
+            raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
+        if t.shape[0]:
+            low, high = int(xp.min(t)), int(xp.max(t))
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"label {low if low < 0 else high} is out of range: expected labels in "
+                    f"[0, {classes - 1}] for {classes} classes"
+                )
+        return t, xpx.one_hot(t, classes, dtype=dtype, xp=xp)
+    if t.ndim != 2 or t.shape[1] != classes:
+        raise ValueError(f"one-hot targets must have shape (N, {classes}), got {tuple(t.shape)}")
+    return xp.argmax(t, axis=1), xp.astype(t, dtype)
+
+
+def evaluate(
+    net: Any, x: Any, labels: Any, targets: Any, *, batch_size: int = 10_000
+) -> tuple[float, float]:
+    """``(accuracy, mean loss)`` of ``net`` on ``x`` (N, D), in chunks of ``batch_size``.
+
+    ``labels`` are integer labels (N,), ``targets`` the same as one-hot rows (N, C).
+    Sums stay on the device; the two results are read to the host once, at the end.
+    The loss is the network's last layer (mean cross-entropy) without weight decay.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return math.nan, math.nan
+    xp = namespace_of(x, labels, targets)
+    hits = loss_sum = None
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        y = net.predict(x[start:stop, ...])
+        chunk_hits = xp.sum(xp.astype(xp.argmax(y, axis=1) == labels[start:stop], xp.int64))
+        chunk_loss = net.last_layer.forward(y, targets[start:stop, ...]) * (stop - start)
+        hits = chunk_hits if hits is None else hits + chunk_hits
+        loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
+    return int(hits) / n, float(loss_sum) / n
+
+
+class Trainer:
+    """Train ``net`` with ``optimizer`` on mini-batches; evaluate after every epoch.
+
+    - ``x_train`` (N, D) and ``t_train`` (N,) integer labels or (N, C) one-hot, on the
+      network's device; the same for the test set;
+    - ``epochs``: train until this epoch number (``start_epoch`` counts the epochs
+      already done, for resuming); ``batch_size``: samples per update (1 works);
+      the last batch of an epoch is smaller when ``batch_size`` does not divide N;
+    - ``seed``: the shuffling order; epoch ``k`` gets the ``k``-th permutation of a
+      generator seeded once, so a resumed run shuffles as an uninterrupted one would;
+    - ``eval_samples``: evaluate on the first so many train and test samples
+      (default: all); ``eval_batch_size`` bounds the memory evaluation uses;
+    - ``progress``: a terminal progress bar on stderr (``None``: when stderr is a TTY);
+    - ``callback(result)`` is called with an :class:`EpochResult` after every epoch.
+
+    ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
+    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done.
+    Pass the same optimizer object (or one restored from a checkpoint) and the
+    previous ``history`` when resuming. Labels are validated once, up front.
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        optimizer: Optimizer,
+        x_train: Any,
+        t_train: Any,
+        x_test: Any,
+        t_test: Any,
+        *,
+        epochs: int,
+        batch_size: int = 100,
+        seed: int | None = 0,
+        eval_samples: int | None = None,
+        eval_batch_size: int = 10_000,
+        start_epoch: int = 0,
+        history: History | None = None,
+        progress: bool | None = None,
+        callback: Callable[[EpochResult], None] | None = None,
+    ) -> None:
+        if epochs < 0 or start_epoch < 0:
+            raise ValueError(f"epochs must be >= 0, got epochs={epochs}, start_epoch={start_epoch}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if x_train.shape[0] == 0:
+            raise ValueError("the training set is empty")
+        if x_train.shape[0] != t_train.shape[0] or x_test.shape[0] != t_test.shape[0]:
+            raise ValueError(
+                f"inputs and labels differ in length: train {x_train.shape[0]} vs "
+                f"{t_train.shape[0]}, test {x_test.shape[0]} vs {t_test.shape[0]}"
+            )
+        first = next(iter(net.params.values()))
+        self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
+        classes = net.sizes[-1] if hasattr(net, "sizes") else int(self.xp.max(t_train)) + 1
+        self.net, self.optimizer = net, optimizer
+        self.x_train, self.x_test = x_train, x_test
+        self.labels_train, self.t_train = _labels_and_targets(t_train, classes, first.dtype)
+        self.labels_test, self.t_test = _labels_and_targets(t_test, classes, first.dtype)
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+        self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
+        self.epoch = start_epoch  # epochs completed so far
+        self.history = History() if history is None else history
+        self.iterations = (
+            self.history.iterations[-1]
+            if len(self.history)
+            else (start_epoch * self.batches_per_epoch)
+        )
+        self.progress = ProgressBar(enabled=progress)
+        self.callback = callback
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Parameter updates per epoch: ``ceil(N / batch_size)``."""
+        return math.ceil(self.x_train.shape[0] / self.batch_size)
+
+    def _evaluate(self, x: Any, labels: Any, targets: Any) -> tuple[float, float]:
+        k = x.shape[0] if self.eval_samples is None else min(self.eval_samples, x.shape[0])
+        return evaluate(
+            self.net, x[:k, ...], labels[:k], targets[:k, ...], batch_size=self.eval_batch_size
+        )
+
+    def train_epoch(self, order: Any, label: str = "") -> None:
+        """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
+        xp, net, bs = self.xp, self.net, self.batch_size
+        n = self.x_train.shape[0]
+        total = self.batches_per_epoch
+        for i, start in enumerate(range(0, n, bs), start=1):
+            idx = order[start : min(start + bs, n)]  # in-bounds stop: the standard's rule
+            x = xp.take(self.x_train, idx, axis=0)
+            t = xp.take(self.t_train, idx, axis=0)
+            grads = net.gradient(x, t)
+            self.optimizer.update(net.params, grads)
+            self.iterations += 1
+            self.progress.show(label, i, total)
+
+    def fit(self) -> History:
+        """Train epochs ``epoch + 1 .. epochs`` (``epoch``: those done); return the history."""
+        rng = host_rng(self.seed)
+        n = self.x_train.shape[0]
+        for _ in range(self.epoch):  # replay the shuffles of the epochs already done
+            rng.permutation(n)
+        device = array_api_compat.device(self.x_train)
+        for epoch in range(self.epoch + 1, self.epochs + 1):
+            began = time.perf_counter()
+            order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
+            try:
+                self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
+            finally:
+                self.progress.clear()
+            train_acc, train_loss = self._evaluate(self.x_train, self.labels_train, self.t_train)
+            test_acc, test_loss = self._evaluate(self.x_test, self.labels_test, self.t_test)
+            synchronize(*self.net.params.values())
+            result = EpochResult(
+                epoch=epoch,
+                epochs=self.epochs,
+                iterations=self.iterations,
+                train_acc=train_acc,
+                test_acc=test_acc,
+                train_loss=train_loss,
+                test_loss=test_loss,
+                seconds=time.perf_counter() - began,
+            )
+            self.history.append(result)
+            self.epoch = epoch
+            if self.callback is not None:
+                self.callback(result)
+        return self.history
+
+
+def train(
+    net: Any,
+    optimizer: Optimizer,
+    x_train: Any,
+    t_train: Any,
+    x_test: Any,
+    t_test: Any,
+    **kwargs: Any,
+) -> History:
+    """``Trainer(net, optimizer, x_train, t_train, x_test, t_test, **kwargs).fit()``."""
+    return Trainer(net, optimizer, x_train, t_train, x_test, t_test, **kwargs).fit()
