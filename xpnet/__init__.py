@@ -4,7 +4,7 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, gradcheck, layers
+from xpnet import backend, datasets, gradcheck, layers, optim
 from xpnet.gradcheck import GradientReport, check_gradients, numerical_gradient
 from xpnet.networks import MultiLayerNet, TwoLayerNet
 
@@ -17,7 +17,9 @@ __all__ = [
     "__version__",
     "backend",
     "check_gradients",
+    "datasets",
     "gradcheck",
     "layers",
     "numerical_gradient",
+    "optim",
 ]
