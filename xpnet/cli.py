@@ -28,6 +28,13 @@ def _add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
     p.add_argument("--h", type=float, default=None, help="central-difference step")
+    p.add_argument(
+        "--method",
+        choices=["loop", "batched", "directional"],
+        default="batched",
+        help="loop: one element at a time; batched (default): the same differences, many at "
+        "a time by local perturbations; directional: a few random directions, pass/fail only",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_run_gradcheck)
 
@@ -53,7 +60,7 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     t = backend.to_device(
         rng.integers(0, args.output_size, args.batch_size), dtype="int64", device=args.device
     )
-    report = check_gradients(net, x, t, h=args.h)
+    report = check_gradients(net, x, t, method=args.method, h=args.h)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
 

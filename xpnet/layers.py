@@ -6,6 +6,12 @@ PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
 ``backward(dout)`` returns the gradient of the output with respect to the
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
 No layer writes into an array it was given.
+
+Some layers also opt in to *local perturbations*, used by :mod:`xpnet.perturb`
+for fast gradient checks: short ``perturb*`` methods, kept apart below
+``backward``, that give the change of a layer's output when its input or a
+parameter moves a little, without touching the caches. A layer without them
+still works; gradient checks then use the loop for the parameters it affects.
 """
 
 from __future__ import annotations
@@ -56,6 +62,19 @@ class ReLU:
         xp = namespace_of(dout)
         return xp.where(self.mask, dout, xp.zeros_like(dout))
 
+    # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
+    elementwise = True
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change when the input ``x`` moves by ``dx`` (broadcasting shapes)."""
+        xp = namespace_of(x, dx)
+        return xp.clip(x + dx, min=0.0) - xp.clip(x, min=0.0)
+
+    def kinks(self, x: Any, dx: Any) -> Any:
+        """True where ``x + s * dx`` crosses the kink at 0 for some ``s`` in (-1, 1)."""
+        xp = namespace_of(x, dx)
+        return xp.abs(x) < xp.abs(dx)
+
 
 class Sigmoid:
     """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
@@ -69,6 +88,14 @@ class Sigmoid:
     def backward(self, dout: Any = 1) -> Any:
         return dout * (1.0 - self.out) * self.out
 
+    # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
+    elementwise = True
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change when the input ``x`` moves by ``dx`` (broadcasting shapes)."""
+        xp = namespace_of(x, dx)
+        return 0.5 * (xp.tanh(0.5 * (x + dx)) - xp.tanh(0.5 * x))
+
 
 class Tanh:
     """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
@@ -79,6 +106,14 @@ class Tanh:
 
     def backward(self, dout: Any = 1) -> Any:
         return dout * (1.0 - self.out * self.out)
+
+    # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
+    elementwise = True
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change when the input ``x`` moves by ``dx`` (broadcasting shapes)."""
+        xp = namespace_of(x, dx)
+        return xp.tanh(x + dx) - xp.tanh(x)
 
 
 class Affine:
@@ -112,6 +147,35 @@ class Affine:
         self.dW = self.x.T @ dout
         self.db = xp.sum(dout, axis=0)
         return xp.reshape(dout @ self.W.T, self.x_shape)
+
+    # Local perturbations (xpnet.perturb): P perturbations ride on a leading axis.
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change (P, N, M) when the input ``x`` (N, ...) moves by ``dx`` (P, N, ...)."""
+        xp = namespace_of(dx, self.W)
+        return xp.reshape(dx, (dx.shape[0], x.shape[0], self.W.shape[0])) @ self.W
+
+    def perturb_column(self, cols: Any, d: Any) -> tuple[Any, Any]:
+        """Output change when input column ``cols[p]`` moves by ``d[p]`` (P, N).
+
+        Only row ``cols[p]`` of ``W`` meets it: the change is the rank-one d[p] ⊗ W[cols[p], :],
+        returned as its factors ``(d, W[cols])``, (P, N) and (P, M).
+        """
+        return d, namespace_of(d, self.W).take(self.W, cols, axis=0)
+
+    def perturb_param(self, x: Any, attr: str, index: Any, step: Any) -> tuple[Any, Any]:
+        """Changed output columns (P,) and their change (P, N) when a parameter element moves.
+
+        Element ``index[p]`` (row-major flat index) of ``attr`` (``"W"`` or ``"b"``) moves by
+        ``step[p]``, at the input ``x`` (N, ...). ``W[i, j]`` moves output column j by
+        ``step * x[:, i]``; ``b[j]`` moves it by ``step``.
+        """
+        xp = namespace_of(x, step, self.W)
+        x = xp.reshape(x, (x.shape[0], self.W.shape[0]))
+        if attr == "b":
+            return index, xp.broadcast_to(step[:, None], (step.shape[0], x.shape[0]))
+        width = self.W.shape[1]
+        return index % width, step[:, None] * xp.take(x, index // width, axis=1).T
 
 
 def softmax(x: Any) -> Any:
@@ -190,6 +254,31 @@ class SoftmaxWithLoss:
 
     def backward(self, dout: Any = 1) -> Any:
         return dout * (self.y - self.t) / self.t.shape[0]
+
+    # Local perturbations (xpnet.perturb).
+
+    def perturb(self, x: Any, t: Any, dx: Any) -> Any:
+        """Loss change (P,) when the scores ``x`` (N, C) move by ``dx`` (P, N, C).
+
+        Per row, logsumexp(x + dx) - logsumexp(x) = log(sum(y * exp(dx))) with y = softmax(x),
+        written as log1p(sum(y * expm1(dx))) so that a small change keeps its relative precision.
+        """
+        xp = namespace_of(x, dx)
+        t = as_one_hot(t, x, check=False)
+        dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x)))
+        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / x.shape[0]
+
+    def perturb_rank_one(self, x: Any, t: Any, u: Any, v: Any) -> Any:
+        """Loss change (P,) when the scores ``x`` (N, C) move by the rank-one ``u[p] ⊗ v[p]``.
+
+        ``u`` is (P, N), ``v`` is (P, C). The sums of ``perturb`` with ``dx = u ⊗ v``: the
+        target term, summed over the rows, is ``(u @ t) . v``, and ``dx`` is built as
+        (P, C, N), which keeps the element-wise work on rows of N.
+        """
+        xp = namespace_of(x, u, v)
+        t = as_one_hot(t, x, check=False)
+        dlse = xp.log1p(xp.sum(xp.expm1(v[:, :, None] * u[:, None, :]) * softmax(x).T, axis=1))
+        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / x.shape[0]
 
 
 class SigmoidWithLoss:

@@ -60,6 +60,10 @@ class Parameters(MutableMapping):
         layer, attr = self._slots[name]
         return getattr(layer, "d" + attr)
 
+    def slot(self, name: str) -> tuple[Any, str]:
+        """The layer holding parameter ``name`` and its attribute name (``"W1"`` -> Affine, "W")."""
+        return self._slots[name]
+
 
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
     if isinstance(weight_init, (int, float)) and not isinstance(weight_init, bool):
@@ -142,6 +146,10 @@ class MultiLayerNet:
                     W = self.params[name]
                     loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
         return loss
+
+    def decay_rate(self, name: str) -> float:
+        """The weight decay on parameter ``name``: ``loss`` adds ``0.5 * rate * sum(p**2)``."""
+        return self.weight_decay if name.startswith("W") else 0.0
 
     def accuracy(self, x: Any, t: Any) -> float:
         """Fraction of samples whose highest score is the target class (a Python float)."""

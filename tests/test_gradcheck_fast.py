@@ -1,0 +1,272 @@
+"""Fast numerical gradients: batched local perturbations against the loop, kinks, directions."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from xpnet import MultiLayerNet
+from xpnet.backend import host_rng, namespace, namespace_of, to_device, to_numpy
+from xpnet.cli import main
+from xpnet.gradcheck import (
+    METHODS,
+    DirectionalReport,
+    GradientReport,
+    check_gradients,
+    directional_check,
+    memory_budget,
+    net_numerical_gradient,
+)
+from xpnet.layers import Affine
+
+H = 1e-4
+
+
+def problem(xp, activation="relu", *, weight_decay=0.1, hidden=(7, 5), batch=6, seed=0):
+    """A small float64 network (12 inputs, 4 classes) with random biases, inputs and labels."""
+    net = MultiLayerNet(
+        12,
+        list(hidden),
+        4,
+        activation=activation,
+        weight_decay=weight_decay,
+        dtype="float64",
+        seed=seed,
+        xp=xp,
+    )
+    rng = host_rng(seed + 1)
+    for name in net.params:
+        if name.startswith("b"):
+            shape = tuple(net.params[name].shape)
+            net.params[name] = to_device(0.1 * rng.standard_normal(shape), dtype="float64", xp=xp)
+    x = to_device(rng.random((batch, 12)), dtype="float64", xp=xp)
+    t = to_device(rng.integers(0, 4, batch), dtype="int64", xp=xp)
+    return net, x, t
+
+
+def assert_same_differences(net, x, t, batched, loop):
+    """Equal element by element to 1e-10, relative, above the loop's own rounding.
+
+    The loop's ``L(p + h e_i) - L(p - h e_i)`` loses about ``eps * |L|``, so each of its
+    elements is only known to about ``eps * |L| / h`` (~1e-11 here): that is the floor.
+    """
+    floor = 8 * np.finfo(np.float64).eps * max(1.0, abs(float(net.loss(x, t)))) / H
+    assert batched.keys() == loop.keys()
+    for name in loop:
+        np.testing.assert_allclose(
+            to_numpy(batched[name]), to_numpy(loop[name]), rtol=1e-10, atol=floor, err_msg=name
+        )
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_batched_equals_the_loop(xp, activation):
+    net, x, t = problem(xp, activation)
+    batched = net_numerical_gradient(net, x, t, method="batched", h=H)
+    loop = net_numerical_gradient(net, x, t, method="loop", h=H)
+    assert_same_differences(net, x, t, batched, loop)
+
+
+def test_batched_equals_the_loop_for_image_shaped_inputs(cpu_xp):
+    net, x, t = problem(cpu_xp, "tanh", hidden=(6,))
+    images = cpu_xp.reshape(x, (6, 1, 3, 4))  # Affine flattens (N, 1, 3, 4) to (N, 12)
+    batched = net_numerical_gradient(net, images, t, h=H)
+    loop = net_numerical_gradient(net, images, t, method="loop", h=H)
+    assert_same_differences(net, images, t, batched, loop)
+
+
+def test_a_tiny_memory_budget_gives_the_same_gradients(cpu_xp):
+    net, x, t = problem(cpu_xp)
+    roomy = net_numerical_gradient(net, x, t, h=H)
+    for budget in (1, 2048):  # one element per chunk, then a few
+        tight = net_numerical_gradient(net, x, t, h=H, memory_budget=budget)
+        for name in roomy:
+            np.testing.assert_allclose(
+                to_numpy(tight[name]), to_numpy(roomy[name]), rtol=1e-13, atol=1e-16
+            )
+
+
+def test_peak_memory_stays_within_the_budget():
+    xp = namespace("cpu")
+    net = MultiLayerNet(8, [4], 64, dtype="float64", seed=0, xp=xp)
+    rng = host_rng(1)
+    x, t = rng.random((512, 8)), rng.integers(0, 64, 512)  # 256 KiB per dense perturbation
+    peaks = {}
+    for budget in (8 * 2**20, 32 * 2**20):
+        net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
+        tracemalloc.start()
+        net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
+        peaks[budget] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peaks[budget] <= budget
+    assert peaks[32 * 2**20] > 8 * 2**20  # the larger budget is used, not just respected
+
+
+def test_memory_budget_reads_sizes_and_the_environment(monkeypatch):
+    assert memory_budget(4096) == 4096
+    assert memory_budget("512K") == 512 * 2**10
+    assert memory_budget("64MiB") == 64 * 2**20
+    monkeypatch.setenv("XPNET_GRADCHECK_MEMORY", "1g")
+    assert memory_budget() == 2**30
+    monkeypatch.delenv("XPNET_GRADCHECK_MEMORY")
+    assert memory_budget() == 64 * 2**20
+    with pytest.raises(ValueError, match="not a size"):
+        memory_budget("lots")
+    with pytest.raises(ValueError, match="positive"):
+        memory_budget(0)
+
+
+def kinked_problem(xp):
+    """A ReLU network where pre-activation z1[0, 2] = 1e-6, well within h = 1e-4 of the kink."""
+    net = MultiLayerNet(3, [4], 2, dtype="float64", seed=3, xp=xp)
+    x_host = np.array([[0.5, 0.8, 0.3], [0.9, 0.1, 0.6]])
+    W1 = to_numpy(net.params["W1"])
+    b1 = np.full(4, 0.5)
+    b1[2] = 1e-6 - x_host[0] @ W1[:, 2]
+    b1[b1 == 0.5] = 0.5 - np.minimum(0.0, (x_host @ W1).min(axis=0))[b1 == 0.5]  # others active
+    net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
+    x = to_device(x_host, dtype="float64", xp=xp)
+    t = to_device([1, 0], dtype="int64", xp=xp)
+    return net, x, t
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_kinks_are_reported_apart(cpu_xp, method):
+    net, x, t = kinked_problem(cpu_xp)
+    report = check_gradients(net, x, t, method=method, h=H)
+    checks = {p.name: p for p in report.params}
+    assert checks["b1"].kinks == 1 and checks["b1"].kink_elements == ((2,),)
+    assert checks["W1"].kink_elements == ((0, 2), (1, 2), (2, 2))  # every W1[i, 2] moves z1[0, 2]
+    assert checks["W2"].kinks == checks["b2"].kinks == 0
+    # The central difference across the kink is wrong by about half the slope ...
+    assert checks["b1"].kink_max_abs_error > 100 * report.atol
+    # ... and is reported, not failed: the other elements pass.
+    assert report.passed
+    text = str(report)
+    assert "straddles a ReLU kink" in text and text.splitlines()[-1] == "PASSED"
+
+
+def test_directional_check_passes_a_correct_network(xp):
+    report = directional_check(*problem(xp, "sigmoid"), n_directions=3, seed=0)
+    assert isinstance(report, DirectionalReport)
+    assert report.passed and len(report.directions) == 3
+    assert all(d.abs_error < 1e-9 for d in report.directions)
+    assert str(report).splitlines()[-1] == "PASSED"
+
+
+@pytest.fixture
+def wrong_dW(monkeypatch):
+    """Affine.backward returns dW scaled by 1.01."""
+    original = Affine.backward
+
+    def backward(self, dout=1):
+        dx = original(self, dout)
+        self.dW = self.dW * 1.01
+        return dx
+
+    monkeypatch.setattr(Affine, "backward", backward)
+
+
+def test_directional_check_catches_a_wrong_backward(cpu_xp, wrong_dW):
+    report = directional_check(*problem(cpu_xp, "sigmoid"), n_directions=3, seed=0)
+    assert not report.passed
+    assert all(not d.passed for d in report.directions)
+    assert "FAIL" in str(report) and str(report).splitlines()[-1] == "FAILED"
+
+
+def test_directional_check_leaves_out_directions_across_a_kink(cpu_xp):
+    net, x, t = kinked_problem(cpu_xp)
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert all(d.kink for d in report.directions)  # b1[2] moves z1[0, 2] in every direction
+    assert not report.passed
+    assert "no direction free of kinks" in str(report)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_runs_every_method(cpu_xp, method):
+    report = check_gradients(*problem(cpu_xp, "tanh"), method=method)
+    assert isinstance(report, DirectionalReport if method == "directional" else GradientReport)
+    assert report.passed and report.method == method
+    json.dumps(report.as_dict())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_fails_a_wrong_backward_with_every_method(cpu_xp, wrong_dW, method):
+    assert not check_gradients(*problem(cpu_xp, "tanh"), method=method).passed
+
+
+def test_unknown_methods_name_the_valid_ones(cpu_xp):
+    net, x, t = problem(cpu_xp)
+    with pytest.raises(ValueError, match=r"'fast'.*loop, batched, directional"):
+        check_gradients(net, x, t, method="fast")
+    with pytest.raises(ValueError, match=r"'directional'.*loop, batched$"):
+        net_numerical_gradient(net, x, t, method="directional")
+
+
+class PlainTanh:
+    """tanh without the local-perturbation hooks: only forward and backward."""
+
+    def forward(self, x):
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout=1):
+        return dout * (1.0 - self.out**2)
+
+
+def test_a_layer_without_hooks_falls_back_to_the_loop_before_it():
+    net, x, t = problem(namespace("cpu"), "tanh")
+    net.layers[1] = PlainTanh()
+    report = check_gradients(net, x, t, h=H)
+    assert report.passed
+    assert {p.name: p.via for p in report.params} == {
+        "W1": "loop", "b1": "loop", "W2": "local", "b2": "local", "W3": "local", "b3": "local"
+    }  # fmt: skip
+    assert_same_differences(
+        net,
+        x,
+        t,
+        net_numerical_gradient(net, x, t, h=H),
+        net_numerical_gradient(net, x, t, method="loop", h=H),
+    )
+
+
+class ShiftedLoss(MultiLayerNet):
+    """A network whose loss adds a term the layers do not know about."""
+
+    def loss(self, x, t):
+        b = self.params["b1"]
+        return super().loss(x, t) + 0.5 * namespace_of(b).sum(b**3)
+
+
+def test_a_loss_the_layers_do_not_explain_falls_back_to_the_loop(cpu_xp):
+    net = ShiftedLoss(12, [7], 4, dtype="float64", seed=0, xp=cpu_xp)
+    _, x, t = problem(cpu_xp)
+    net.params["b1"] = to_device(np.linspace(0.1, 0.7, 7), dtype="float64", xp=cpu_xp)
+    with pytest.warns(UserWarning, match="by the loop"):
+        batched = net_numerical_gradient(net, x, t, h=H)
+    loop = net_numerical_gradient(net, x, t, method="loop", h=H)
+    assert_same_differences(net, x, t, batched, loop)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cli_gradcheck_method_passes(capsys, method):
+    args = ["gradcheck", "--input-size", "12", "--hidden", "7", "--output-size", "4"]
+    assert main([*args, "--batch-size", "5", "--method", method]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "PASSED"
+
+
+@pytest.mark.parametrize("method", ["batched", "directional"])
+def test_cli_gradcheck_method_fails_a_wrong_backward(capsys, wrong_dW, method):
+    args = ["gradcheck", "--input-size", "12", "--hidden", "7", "--output-size", "4"]
+    assert main([*args, "--activation", "tanh", "--method", method]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "FAILED"
+
+
+def test_cli_gradcheck_rejects_an_unknown_method(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", "--method", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
