@@ -5,7 +5,13 @@ the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
 from xpnet import backend, datasets, gradcheck, layers, optim
-from xpnet.gradcheck import GradientReport, check_gradients, numerical_gradient
+from xpnet.gradcheck import (
+    GradientReport,
+    check_gradients,
+    directional_check,
+    net_numerical_gradient,
+    numerical_gradient,
+)
 from xpnet.networks import MultiLayerNet, TwoLayerNet
 
 __version__ = "0.1.0"
@@ -18,8 +24,10 @@ __all__ = [
     "backend",
     "check_gradients",
     "datasets",
+    "directional_check",
     "gradcheck",
     "layers",
+    "net_numerical_gradient",
     "numerical_gradient",
     "optim",
 ]
