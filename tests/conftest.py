@@ -16,6 +16,7 @@ import array_api_compat
 import pytest
 
 from xpnet.backend import BackendUnavailableError, namespace
+from xpnet.layers import Affine
 
 
 def _numpy():
@@ -51,3 +52,16 @@ def xp(request):
 def cpu_xp(request):
     """The CPU backends that must always run (for slower tests)."""
     return BACKENDS[request.param]()
+
+
+@pytest.fixture
+def wrong_dW(monkeypatch):
+    """Affine.backward returns dW scaled by 1.01."""
+    original = Affine.backward
+
+    def backward(self, dout=1):
+        dx = original(self, dout)
+        self.dW = self.dW * 1.01
+        return dx
+
+    monkeypatch.setattr(Affine, "backward", backward)
