@@ -1,0 +1,216 @@
+"""Options, fixtures and the end-of-session summary for ``pytest benchmarks/``.
+
+Every benchmark uses the ``timed`` fixture (never pytest-benchmark's raw
+``benchmark``): it wraps the timed callable with :func:`xpnet.bench.synced`, so each
+call ends with a device synchronize. Collection fails if a benchmark asks for
+``benchmark`` without ``timed``.
+
+Options (``pytest benchmarks/ --help``):
+
+- ``--xpnet-full`` (or ``XPNET_BENCH=full``): the full mode (more rounds, 1,000
+  parameters in the numerical-gradient subset, whole epochs); quick by default;
+- ``--xpnet-subset N``: parameters timed by the per-element numerical gradient;
+- ``--xpnet-data auto|mnist|mnist-5k|fashion-mnist|synthetic``: the data;
+- ``--xpnet-numerical-full``: also time one complete per-element numerical gradient
+  (tens of seconds per batch size on a CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+import pytest
+
+from xpnet import backend, bench
+
+RECORDS = pytest.StashKey[list]()
+MEDIANS = pytest.StashKey[dict]()
+LOAD_AT_START = pytest.StashKey[float]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("xpnet benchmarks")
+    group.addoption(
+        "--xpnet-full",
+        action="store_true",
+        default=False,
+        help="full benchmark mode (default: quick, or XPNET_BENCH=quick|full)",
+    )
+    group.addoption(
+        "--xpnet-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parameters timed by the per-element numerical gradient "
+        "(default: 32 quick, 1000 full)",
+    )
+    group.addoption(
+        "--xpnet-data",
+        default="auto",
+        choices=["auto", "mnist", "mnist-5k", "fashion-mnist", "synthetic"],
+        help="benchmark data (default auto: real MNIST if on disk, or downloadable in full "
+        "mode; else the offline mnist-5k subset)",
+    )
+    group.addoption(
+        "--xpnet-numerical-full",
+        action="store_true",
+        default=False,
+        help="also time one complete per-element numerical gradient (slow)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RECORDS] = []
+    config.stash[MEDIANS] = {}
+    config.stash[LOAD_AT_START] = _load_average()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse benchmarks that use pytest-benchmark's fixture directly (unsynchronized)."""
+    here = os.path.dirname(__file__)
+    raw = [
+        item.nodeid
+        for item in items
+        if str(item.path).startswith(here)
+        and "benchmark" in getattr(item, "fixturenames", ())
+        and "timed" not in getattr(item, "fixturenames", ())
+    ]
+    if raw:
+        raise pytest.UsageError(
+            "benchmarks must use the `timed` fixture (it synchronizes the device), not "
+            "`benchmark` directly: " + ", ".join(raw)
+        )
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def bench_mode(pytestconfig: pytest.Config) -> bench.BenchMode:
+    """The quick or full mode, with ``--xpnet-subset`` applied."""
+    mode = bench.select_mode(pytestconfig.getoption("--xpnet-full"))
+    subset = pytestconfig.getoption("--xpnet-subset")
+    if subset is not None:
+        if subset < 1:
+            raise pytest.UsageError("--xpnet-subset must be >= 1")
+        mode = bench.BenchMode(**{**vars(mode), "subset": subset})
+    return mode
+
+
+@pytest.fixture(scope="session")
+def run_device() -> tuple[Any, Any, str]:
+    """``(xp, device, name)`` from ``XPNET_DEVICE``; skips everything with the reason if absent."""
+    try:
+        xp, dev = backend.selected()
+    except backend.BackendUnavailableError as exc:
+        pytest.skip(f"XPNET_DEVICE={os.environ.get(backend.ENV_VAR)}: {exc}")
+    return xp, dev, str(backend.parse_device())
+
+
+@pytest.fixture(scope="session")
+def bench_data(pytestconfig: pytest.Config, bench_mode: bench.BenchMode) -> bench.BenchData:
+    """MNIST (if on disk, or downloadable in full mode), else mnist-5k; host arrays."""
+    return bench.choose_data(bench_mode, pytestconfig.getoption("--xpnet-data"))
+
+
+@pytest.fixture(scope="session")
+def run_info(run_device: tuple[Any, Any, str], bench_data: bench.BenchData) -> dict[str, Any]:
+    """What every benchmark record carries in ``extra_info`` (run, data, versions)."""
+    xp, _, device = run_device
+    return {
+        "run_backend": xp.__name__.rsplit(".", 1)[-1],
+        "run_device": device,
+        "data": bench_data.name,
+        "data_description": bench_data.describe(),
+        "network": bench.NETWORK,
+    }
+
+
+@pytest.fixture
+def timed(
+    benchmark: Any,
+    bench_mode: bench.BenchMode,
+    run_info: dict[str, Any],
+    pytestconfig: pytest.Config,
+) -> Any:
+    """The only way to time something here: ``timed(fn, kind=..., batch=..., ...)``.
+
+    Wraps pytest-benchmark's fixture in :class:`xpnet.bench.Timed` (synchronized calls,
+    rounds from the mode's budget, ``extra_info``) and keeps the record for the summary.
+    """
+    timer = bench.Timed(benchmark, bench_mode, run_info)
+    yield timer
+    if timer.used and benchmark.stats:
+        pytestconfig.stash[RECORDS].append(benchmark.stats.as_dict(include_data=False))
+        info = benchmark.extra_info
+        key = (info.get("kind"), info.get("framework"), info.get("batch"))
+        pytestconfig.stash[MEDIANS][key] = timer.median_s
+
+
+@pytest.fixture
+def medians(pytestconfig: pytest.Config) -> dict[tuple[Any, Any, Any], float]:
+    """Medians measured earlier in this session, by ``(kind, framework, batch)``."""
+    return pytestconfig.stash[MEDIANS]
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _load_average() -> float:
+    """The 1-minute load average (other processes competing for the cores), -1 if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return -1.0
+
+
+def _versions() -> dict[str, str]:
+    """Python, NumPy, CuPy, PyTorch (when imported) and the xpnet device."""
+    info = {"python": platform.python_version(), **backend.describe()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = str(torch.get_num_threads())
+    info["cpu_count"] = str(os.cpu_count())
+    return info
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Versions and the xpnet device in the JSON's ``machine_info``."""
+    machine_info["xpnet"] = {
+        **_versions(),
+        "load_average_start": f"{config.stash[LOAD_AT_START]:.2f}",
+        "load_average_end": f"{_load_average():.2f}",
+    }
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict) -> None:
+    """The summary (ratios included) in the JSON, next to pytest-benchmark's records."""
+    output_json["xpnet_summary"] = bench.summarize(output_json.get("benchmarks", []))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The xpnet summary table, after pytest-benchmark's own tables."""
+    records = config.stash.get(RECORDS, None)
+    if records is None:
+        return
+    terminalreporter.section("xpnet benchmark summary")
+    terminalreporter.write_line(bench.format_summary(bench.summarize(records)))
+    versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
+    terminalreporter.write_line(f"versions: {versions}")
+    start, end = config.stash[LOAD_AT_START], _load_average()
+    busy = start >= 0.5 * (os.cpu_count() or 1)
+    terminalreporter.write_line(
+        f"{'WARNING: ' if busy else ''}1-minute load average {start:.2f} before the run "
+        f"({end:.2f} after it, this run included) on {os.cpu_count()} CPUs"
+        + (
+            ": other processes were competing for the CPU, so these timings are "
+            "pessimistic and noisy; rerun on a quiet machine"
+            if busy
+            else ""
+        )
+    )

