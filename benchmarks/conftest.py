@@ -196,7 +196,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """The xpnet summary table, after pytest-benchmark's own tables."""
     records = config.stash.get(RECORDS, None)
-    if records is None:
+    if records is None or config.option.collectonly:
         return
     terminalreporter.section("xpnet benchmark summary")
     terminalreporter.write_line(bench.format_summary(bench.summarize(records)))

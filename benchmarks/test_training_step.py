@@ -5,14 +5,18 @@
   MLP, started from the same weights, in PyTorch eager mode with autograd and a
   hand-written in-place update (and, on CUDA, that step replayed from a CUDA graph);
 - ``epoch``: shuffled mini-batches of 100 over the training set (xpnet's
-  ``Trainer.train_epoch`` and the PyTorch loop); samples per second. The quick mode
-  times part of an epoch and extrapolates (marked in the summary).
+  ``Trainer.train_epoch`` and the same loop in PyTorch); samples per second. The quick
+  mode times part of an epoch and extrapolates (marked in the summary).
 
-PyTorch is optional: its benchmarks are skipped when it is not installed.
+Each xpnet benchmark runs right next to its peers (``[batch100-xpnet]``,
+``[batch100-torch-eager]``, ...), so a ratio compares timings taken seconds apart,
+not minutes apart on a machine whose load may have changed. PyTorch is optional:
+its benchmarks are skipped when it is not installed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ from xpnet.networks import TwoLayerNet
 from xpnet.optim import SGD
 
 STEP_BATCHES = [1, 100, 1000]
+FRAMEWORKS = ["xpnet", "torch-eager", "torch-cudagraph"]
 EPOCH_BATCH = 100
 DTYPE = "float32"
 LR = 0.1
@@ -30,6 +35,7 @@ SEED = 0
 
 
 def make_net(device: str | None = None) -> TwoLayerNet:
+    """The book's network (init std 0.01), seeded: the same weights on every device."""
     return TwoLayerNet(784, 50, 10, dtype=DTYPE, seed=SEED, device=device)
 
 
@@ -40,37 +46,39 @@ def batch_of(data: bench.BenchData, batch: int) -> tuple[np.ndarray, np.ndarray]
     return data.x_train[:batch], data.t_train[:batch]
 
 
-def step_info(batch: int, framework: str, backend_name: str, device: str) -> dict[str, Any]:
-    return {
-        "kind": "step",
-        "framework": framework,
-        "backend": backend_name,
-        "device": device,
-        "batch": batch,
-        "dtype": DTYPE,
-        "lr": LR,
-    }
-
-
-def torch_peer(run_device: tuple[Any, Any, str]) -> tuple[Any, Any]:
-    """``(torch, the peer module)``; skips when PyTorch is missing or lacks the device."""
+def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, Any]:
+    """``(torch, the peer module)``; skips when PyTorch or the device is missing."""
+    if framework == "torch-cudagraph" and not run_device[2].startswith("cuda"):
+        pytest.skip("CUDA graphs need a CUDA device (run with XPNET_DEVICE=cuda)")
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (peer benchmarks)")
     from benchmarks import _torch_peer
 
-    device = run_device[2]
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if run_device[2].startswith("cuda") and not torch.cuda.is_available():
         pytest.skip(f"this PyTorch build has no CUDA (torch {torch.__version__})")
     return torch, _torch_peer
+
+
+def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[str, Any]:
+    """Who runs the benchmark: framework, library and device."""
+    if framework == "xpnet":
+        return {
+            "framework": framework,
+            "backend": run_info["run_backend"],
+            "device": run_info["run_device"],
+        }
+    return {
+        "framework": framework,
+        "backend": "torch",
+        "device": run_info["run_device"],
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 # --------------------------------------------------------------------------- one step
 
 
-@pytest.mark.parametrize("batch", STEP_BATCHES, ids=lambda b: f"batch{b}")
-def test_step_xpnet(
-    timed: bench.Timed, bench_data: bench.BenchData, run_info: dict, batch: int
-) -> None:
-    x_host, t_host = batch_of(bench_data, batch)
+def xpnet_step(x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
     net = make_net()
     x = backend.to_device(x_host, dtype=DTYPE)
     t = backend.to_device(t_host, dtype=DTYPE)
@@ -80,8 +88,50 @@ def test_step_xpnet(
         opt.update(net.params, net.gradient(x, t))
         return net.params
 
+    return step
+
+
+def torch_step(
+    peer: Any, framework: str, device_name: str, x_host: np.ndarray, t_host: np.ndarray
+) -> Callable[[], Any]:
+    device = peer.torch_device(device_name)
+    model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
+    x, labels = peer.as_tensors(x_host, t_host, device)
+    if framework == "torch-cudagraph":
+        return peer.cuda_graph_step(model, x, labels)
+    return lambda: model.step(x, labels)
+
+
+@pytest.mark.parametrize(
+    ("batch", "framework"),
+    [(b, f) for b in STEP_BATCHES for f in FRAMEWORKS],
+    ids=[f"batch{b}-{f}" for b in STEP_BATCHES for f in FRAMEWORKS],
+)
+def test_step(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    run_device: tuple,
+    run_info: dict,
+    batch: int,
+    framework: str,
+) -> None:
+    torch = None
+    if framework == "xpnet":
+        x_host, t_host = batch_of(bench_data, batch)
+        step = xpnet_step(x_host, t_host)
+    else:
+        torch, peer = torch_peer(run_device, framework)
+        x_host, t_host = batch_of(bench_data, batch)
+        step = torch_step(peer, framework, run_device[2], x_host, t_host)
     timed.benchmark.group = f"SGD step batch {batch}"
-    timed(step, **step_info(batch, "xpnet", run_info["run_backend"], run_info["run_device"]))
+    timed(
+        step,
+        kind="step",
+        batch=batch,
+        dtype=DTYPE,
+        lr=LR,
+        **framework_info(framework, run_info, torch),
+    )
 
 
 # --------------------------------------------------------------------------- epochs
@@ -95,100 +145,32 @@ def epoch_samples(data: bench.BenchData, mode: bench.BenchMode) -> tuple[int, in
     return min(per_epoch, mode.epoch_batches * EPOCH_BATCH), per_epoch
 
 
-def epoch_info(framework: str, backend_name: str, device: str, timed_n: int, total: int) -> dict:
-    return {
-        "kind": "epoch",
-        "framework": framework,
-        "backend": backend_name,
-        "device": device,
-        "batch": EPOCH_BATCH,
-        "dtype": DTYPE,
-        "samples_timed": timed_n,
-        "samples_per_epoch": total,
-    }
-
-
-def test_epoch_xpnet(
-    timed: bench.Timed, bench_data: bench.BenchData, bench_mode: bench.BenchMode, run_info: dict
-) -> None:
+def xpnet_epoch(data: bench.BenchData, n: int) -> Callable[[], Any]:
+    """One pass of ``Trainer.train_epoch`` over the first ``n`` samples, freshly shuffled."""
     from xpnet.training import Trainer
 
-    n, total = epoch_samples(bench_data, bench_mode)
-    x = backend.to_device(bench_data.x_train[:n], dtype=DTYPE)
-    t = backend.to_device(bench_data.t_train[:n], dtype=DTYPE)
+    x = backend.to_device(data.x_train[:n], dtype=DTYPE)
+    t = backend.to_device(data.t_train[:n], dtype=DTYPE)
     net = make_net()
     trainer = Trainer(
         net, SGD(LR), x, t, x[:1], t[:1], epochs=1, batch_size=EPOCH_BATCH, progress=False
     )
-    xp = backend.namespace_of(x)
     rng = backend.host_rng(SEED)
 
     def epoch() -> Any:
-        order = backend.to_device(rng.permutation(n), dtype="int64")
-        trainer.train_epoch(order)
+        trainer.train_epoch(backend.to_device(rng.permutation(n), dtype="int64"))
         return net.params
 
-    timed.benchmark.group = "epoch"
-    timed(
-        epoch,
-        **epoch_info("xpnet", run_info["run_backend"], run_info["run_device"], n, total),
-        namespace=xp.__name__,
-    )
+    return epoch
 
 
-# --------------------------------------------------------------------------- PyTorch peers
-# (after the xpnet benchmarks: PyTorch's idle OpenMP threads must not slow NumPy's)
-
-
-@pytest.mark.parametrize("batch", STEP_BATCHES, ids=lambda b: f"batch{b}")
-def test_step_torch_eager(
-    timed: bench.Timed, bench_data: bench.BenchData, run_device: tuple, batch: int
-) -> None:
-    torch, peer = torch_peer(run_device)
-    x_host, t_host = batch_of(bench_data, batch)
-    device = peer.torch_device(run_device[2])
+def torch_epoch(
+    torch: Any, peer: Any, device_name: str, data: bench.BenchData, n: int
+) -> Callable[[], Any]:
+    """The same loop in PyTorch: shuffle on the host, gather on the device, step."""
+    device = peer.torch_device(device_name)
     model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
-    x, labels = peer.as_tensors(x_host, t_host, device)
-    timed.benchmark.group = f"SGD step batch {batch}"
-    timed(
-        lambda: model.step(x, labels),
-        **step_info(batch, "torch-eager", "torch", str(device)),
-        torch_version=torch.__version__,
-        torch_threads=torch.get_num_threads(),
-    )
-
-
-@pytest.mark.parametrize("batch", STEP_BATCHES, ids=lambda b: f"batch{b}")
-def test_step_torch_cudagraph(
-    timed: bench.Timed, bench_data: bench.BenchData, run_device: tuple, batch: int
-) -> None:
-    if not run_device[2].startswith("cuda"):
-        pytest.skip("CUDA graphs need a CUDA device (run with XPNET_DEVICE=cuda)")
-    torch, peer = torch_peer(run_device)
-    x_host, t_host = batch_of(bench_data, batch)
-    device = peer.torch_device(run_device[2])
-    model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
-    x, labels = peer.as_tensors(x_host, t_host, device)
-    replay = peer.cuda_graph_step(model, x, labels)
-    timed.benchmark.group = f"SGD step batch {batch}"
-    timed(
-        replay,
-        **step_info(batch, "torch-cudagraph", "torch", str(device)),
-        torch_version=torch.__version__,
-    )
-
-
-def test_epoch_torch_eager(
-    timed: bench.Timed,
-    bench_data: bench.BenchData,
-    bench_mode: bench.BenchMode,
-    run_device: tuple,
-) -> None:
-    torch, peer = torch_peer(run_device)
-    n, total = epoch_samples(bench_data, bench_mode)
-    device = peer.torch_device(run_device[2])
-    model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
-    x, labels = peer.as_tensors(bench_data.x_train[:n], bench_data.t_train[:n], device)
+    x, labels = peer.as_tensors(data.x_train[:n], data.t_train[:n], device)
     rng = backend.host_rng(SEED)
 
     def epoch() -> Any:
@@ -198,5 +180,32 @@ def test_epoch_torch_eager(
             model.step(x.index_select(0, idx), labels.index_select(0, idx))
         return model.params
 
+    return epoch
+
+
+@pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
+def test_epoch(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    bench_mode: bench.BenchMode,
+    run_device: tuple,
+    run_info: dict,
+    framework: str,
+) -> None:
+    n, total = epoch_samples(bench_data, bench_mode)
+    torch = None
+    if framework == "xpnet":
+        epoch = xpnet_epoch(bench_data, n)
+    else:
+        torch, peer = torch_peer(run_device, framework)
+        epoch = torch_epoch(torch, peer, run_device[2], bench_data, n)
     timed.benchmark.group = "epoch"
-    timed(epoch, **epoch_info("torch-eager", "torch", str(device), n, total))
+    timed(
+        epoch,
+        kind="epoch",
+        batch=EPOCH_BATCH,
+        dtype=DTYPE,
+        samples_timed=n,
+        samples_per_epoch=total,
+        **framework_info(framework, run_info, torch),
+    )

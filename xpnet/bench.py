@@ -162,8 +162,8 @@ class Timed:
         self.benchmark.extra_info.update({"suite": SUITE, "mode": self.mode.name})
         self.benchmark.extra_info.update(self.common)
         self.benchmark.extra_info.update(info)
-        if getattr(self.benchmark, "disabled", False):
-            return target()
+        if getattr(self.benchmark, "disabled", False):  # --benchmark-disable: run once
+            return self.benchmark.pedantic(target, rounds=1, warmup_rounds=0, iterations=1)
         one_call = math.inf
         for _ in range(warmup):
             start = time.perf_counter()
@@ -278,7 +278,7 @@ def choose_data(mode: BenchMode, requested: str = "auto") -> BenchData:
             why = (
                 "not on disk; quick mode never downloads"
                 if not download
-                else "unavailable: " + tried[0].split(": ", 1)[1]
+                else "not on disk and could not be downloaded"
             )
             note = f"{note}; real MNIST {why}".lstrip("; ")
         return BenchData(name, note, *arrays, tried=tried)
