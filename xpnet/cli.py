@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,8 +73,11 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def _run_info(args: argparse.Namespace) -> int:
     from xpnet import __version__
+    from xpnet.datasets import DATA_ENV_VAR, cache_dir
 
     info = {"xpnet": __version__, "python": sys.version.split()[0], **backend.describe()}
+    info["data cache"] = str(cache_dir("mnist").parent)
+    info[DATA_ENV_VAR] = os.environ.get(DATA_ENV_VAR, "(not set)")
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key.ljust(width)}  {value}")

@@ -1,0 +1,24 @@
+"""`xpnet info`: versions, the selected backend and where data is looked for."""
+
+import numpy as np
+
+from xpnet.cli import main
+
+
+def test_info_reports_versions_device_and_data_places(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XPNET_DATA", "/data/idx")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.rsplit(None, 1) for line in out.splitlines())
+    assert lines["numpy"] == np.__version__
+    assert lines["device"] == "cpu"
+    assert lines["XPNET_DATA"] == "/data/idx"
+    assert lines["data cache"] == str(tmp_path / "xpnet")
+
+
+def test_info_shows_an_invalid_device_instead_of_failing(monkeypatch, capsys):
+    monkeypatch.setenv("XPNET_DEVICE", "tpu")
+    assert main(["info"]) == 0
+    assert "invalid: unknown device 'tpu'" in capsys.readouterr().out
