@@ -85,3 +85,8 @@ def test_describe_reports_versions_and_device(monkeypatch):
     info = backend.describe()
     assert info["device"] == "cpu"
     assert info["numpy"] == np.__version__
+
+
+def test_namespace_of_needs_an_array():
+    with pytest.raises(TypeError, match="at least one array"):
+        backend.namespace_of(1.0, None)

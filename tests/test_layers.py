@@ -290,3 +290,16 @@ def test_no_layer_writes_into_its_inputs(xp, name):
     layer.backward(dout_dev)
     for original, array in zip(before, (*inputs, dout_dev), strict=True):
         np.testing.assert_array_equal(to_numpy(array), original)
+
+
+def test_affine_without_input_grad_skips_dx_but_keeps_dW_and_db(xp):
+    rng = np.random.default_rng(5)
+    x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)
+    dout = rng.standard_normal((3, 2))
+    full, data_layer = (layers.Affine(dev(xp, W), dev(xp, b), input_grad=g) for g in (True, False))
+    for layer in (full, data_layer):
+        layer.forward(dev(xp, x))
+    full.backward(dev(xp, dout))
+    assert data_layer.backward(dev(xp, dout)) is None
+    assert_close(data_layer.dW, to_numpy(full.dW), rtol=0)
+    assert_close(data_layer.db, to_numpy(full.db), rtol=0)

@@ -111,6 +111,9 @@ def namespace(device: str | None = None) -> ModuleType:
     return selected(device)[0]
 
 
+_NAMESPACE_BY_TYPES: dict[frozenset[type], ModuleType] = {}
+
+
 def namespace_of(*arrays: Any) -> ModuleType:
     """The namespace shared by ``arrays`` (Python scalars and ``None`` are ignored).
 
@@ -118,19 +121,29 @@ def namespace_of(*arrays: Any) -> ModuleType:
     libraries or live on different devices.
     """
     present = [a for a in arrays if a is not None and not _is_python_scalar(a)]
-    try:
-        xp = array_api_compat.array_namespace(*present)
-    except TypeError as exc:
-        kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
-        raise BackendMismatchError(
-            f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
-            "move them to one backend first, e.g. with xpnet.backend.to_device"
-        ) from exc
-    devices = {str(array_api_compat.device(a)) for a in present}
-    if len(devices) > 1:
-        raise BackendMismatchError(
-            f"arrays on different devices were mixed in one call ({', '.join(sorted(devices))})"
-        )
+    if not present:
+        raise TypeError("namespace_of needs at least one array")
+    # Layers call this on every forward and backward: the namespace depends only on
+    # the array types, so look it up once per combination of types.
+    types = frozenset(map(type, present))
+    xp = _NAMESPACE_BY_TYPES.get(types)
+    if xp is None:
+        try:
+            xp = array_api_compat.array_namespace(*present)
+        except TypeError as exc:
+            kinds = sorted(f"{t.__module__}.{t.__qualname__}" for t in types)
+            raise BackendMismatchError(
+                f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
+                "move them to one backend first, e.g. with xpnet.backend.to_device"
+            ) from exc
+        _NAMESPACE_BY_TYPES[types] = xp
+    if len(present) > 1:
+        first = array_api_compat.device(present[0])
+        if any(array_api_compat.device(a) != first for a in present[1:]):
+            devices = sorted({str(array_api_compat.device(a)) for a in present})
+            raise BackendMismatchError(
+                f"arrays on different devices were mixed in one call ({', '.join(devices)})"
+            )
     return xp
 
 

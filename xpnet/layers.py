@@ -121,11 +121,14 @@ class Affine:
 
     ``x`` has shape (N, ...) with the trailing sizes multiplying to D (images are
     flattened as in the book); ``backward`` returns ``dx`` in ``x``'s shape and
-    stores ``dW`` (D, M) and ``db`` (M,).
+    stores ``dW`` (D, M) and ``db`` (M,). With ``input_grad=False`` (a network's first
+    layer, whose input is data) ``backward`` skips ``dx`` and returns None, as PyTorch
+    skips inputs that do not require a gradient.
     """
 
-    def __init__(self, W: Any, b: Any) -> None:
+    def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         self.W, self.b = W, b
+        self.input_grad = input_grad
         self.dW = self.db = None
 
     def forward(self, x: Any) -> Any:
@@ -146,6 +149,8 @@ class Affine:
         xp = namespace_of(dout, self.W)
         self.dW = self.x.T @ dout
         self.db = xp.sum(dout, axis=0)
+        if not self.input_grad:
+            return None
         return xp.reshape(dout @ self.W.T, self.x_shape)
 
     # Local perturbations (xpnet.perturb): P perturbations ride on a leading axis.

@@ -123,7 +123,7 @@ class MultiLayerNet:
                 (fan_in, fan_out), std=std, rng=rng, dtype=dtype, device=device, xp=xp
             )
             b = to_device([0.0] * fan_out, dtype=dtype, device=device, xp=xp)
-            affine = Affine(W, b)
+            affine = Affine(W, b, input_grad=k > 1)  # the data need no gradient
             slots[f"W{k}"], slots[f"b{k}"] = (affine, "W"), (affine, "b")
             self.layers.append(affine)
             if k < len(sizes) - 1:
