@@ -20,6 +20,7 @@ from xpnet.gradcheck import (
     memory_budget,
     net_numerical_gradient,
 )
+from xpnet.perturb import LocalNet
 
 H = 1e-4
 
@@ -66,6 +67,26 @@ def test_batched_equals_the_loop(xp, activation):
     batched = net_numerical_gradient(net, x, t, method="batched", h=H)
     loop = net_numerical_gradient(net, x, t, method="loop", h=H)
     assert_same_differences(net, x, t, batched, loop)
+
+
+def test_blank_input_pixels_are_skipped_and_still_equal_the_loop(xp, monkeypatch):
+    net, x, t = problem(xp, "relu", weight_decay=0.0)
+    blank = to_numpy(x).copy()
+    blank[:, :5] = 0.0  # like MNIST's border: columns that are zero in every sample
+    x = to_device(blank, dtype="float64", xp=xp)
+    computed = []
+    original = LocalNet.loss_change
+
+    def counting(self, name, index, step):
+        computed.append((name, int(index.shape[0]) // 2))
+        return original(self, name, index, step)
+
+    monkeypatch.setattr(LocalNet, "loss_change", counting)
+    batched = net_numerical_gradient(net, x, t, method="batched", h=H)
+    loop = net_numerical_gradient(net, x, t, method="loop", h=H)
+    assert_same_differences(net, x, t, batched, loop)
+    assert sum(n for name, n in computed if name == "W1") == (12 - 5) * 7
+    np.testing.assert_array_equal(to_numpy(batched["W1"])[:5], 0.0)
 
 
 def test_batched_equals_the_loop_for_image_shaped_inputs(cpu_xp):

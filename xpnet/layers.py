@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 import array_api_extra as xpx
+from array_api_compat import device
 
 from xpnet.backend import namespace_of
 
@@ -181,6 +182,19 @@ class Affine:
             return index, xp.broadcast_to(step[:, None], (step.shape[0], x.shape[0]))
         width = self.W.shape[1]
         return index % width, step[:, None] * xp.take(x, index // width, axis=1).T
+
+    def inert_elements(self, x: Any, attr: str) -> Any:
+        """Flat bool mask of the elements of ``attr`` that cannot move the output at ``x``.
+
+        ``W[i, j]`` meets only input column i: where that column is zero in every sample,
+        moving it changes nothing. Every element of ``b`` moves the output.
+        """
+        xp = namespace_of(x, self.W)
+        param = self.W if attr == "W" else self.b
+        if attr == "b":
+            return xp.zeros(param.shape, dtype=xp.bool, device=device(param))
+        blank = xp.all(xp.reshape(x, (x.shape[0], self.W.shape[0])) == 0, axis=0)
+        return xp.reshape(xp.broadcast_to(blank[:, None], param.shape), (-1,))
 
 
 def softmax(x: Any) -> Any:

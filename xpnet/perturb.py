@@ -245,6 +245,37 @@ def _workers(x: Any) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def moving_elements(local: LocalNet, name: str) -> Any:
+    """A (size,) bool array: which flat elements of ``name`` can move the loss at this batch.
+
+    A layer may say, with ``inert_elements(x, attr)``, which of its parameter elements
+    cannot change its output at the input ``x`` (in ``Affine``, the rows of ``W`` whose
+    input column is zero in every sample, such as MNIST's blank border pixels). Their
+    central difference is exactly 0, in the loop too, so they need no work. Weight decay
+    moves the loss through every element, so then all of them count.
+    """
+    layer, attr = local.net.params.slot(name)
+    param = local.net.params[name]
+    xp = namespace_of(param)
+    if not hasattr(layer, "inert_elements") or local.net.decay_rate(name):
+        return xp.ones(
+            (math.prod(param.shape),), dtype=xp.bool, device=array_api_compat.device(param)
+        )
+    return ~layer.inert_elements(local.inputs[local._layer_index(name)], attr)
+
+
+def _spread(values: Any, mask: Any) -> Any:
+    """Put ``values`` (in order) where ``mask`` is true, zero elsewhere: the inverse of
+    ``values = x[mask]`` (the standard has no scatter, so a cumulative sum finds each
+    slot's value)."""
+    xp = namespace_of(values, mask)
+    zeros = xp.zeros(mask.shape, dtype=values.dtype, device=array_api_compat.device(values))
+    if values.shape[0] == 0:
+        return zeros
+    slot = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
+    return xp.where(mask, xp.take(values, xp.clip(slot, min=0), axis=0), zeros)
+
+
 def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, in chunks.
 
@@ -257,12 +288,14 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     param = local.net.params[name]
     xp = namespace_of(param)
     device = array_api_compat.device(param)
-    size = math.prod(param.shape)
+    moving = moving_elements(local, name)
+    active = xp.astype(xp.nonzero(moving)[0], xp.int64)  # one host read: how many move
+    size = active.shape[0]
     per_element = local.bytes_per_element(name)
     workers = min(_workers(param), max(1, budget // per_element))
-    chunk = min(size, max(1, budget // workers // per_element))
+    chunk = max(1, min(size, budget // workers // per_element))
     starts = range(0, size, chunk)
-    workers = min(workers, len(starts))
+    workers = max(1, min(workers, len(starts)))
     # Allocate (and at once free) one chunk's memory first: glibc's malloc then keeps
     # blocks up to that size on its heap instead of handing them back to the OS after
     # every chunk, and faulting those pages in again cost more than the arithmetic (3x
@@ -270,7 +303,7 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     xp.empty((min(budget, chunk * per_element),), dtype=xp.uint8, device=device)
 
     def chunk_at(start: int) -> tuple[Any, Any]:
-        index = xp.arange(start, min(start + chunk, size), dtype=xp.int64, device=device)
+        index = active[start : start + chunk]
         m = index.shape[0]
         step = xp.full((m,), h, dtype=param.dtype, device=device)
         dloss, kinked = local.loss_change(name, xp.concat([index, index]), xp.concat([step, -step]))
@@ -281,5 +314,7 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     else:
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(chunk_at, starts))
-    grads, kinks = zip(*results, strict=True)
-    return xp.reshape(xp.concat(grads), param.shape), xp.reshape(xp.concat(kinks), param.shape)
+    grads = [g for g, _ in results] or [xp.zeros((0,), dtype=param.dtype, device=device)]
+    kinks = [k for _, k in results] or [xp.zeros((0,), dtype=xp.bool, device=device)]
+    grad, kinked = (_spread(xp.concat(parts), moving) for parts in (grads, kinks))
+    return xp.reshape(grad, param.shape), xp.reshape(kinked, param.shape)
