@@ -128,6 +128,24 @@ def test_timed_warms_up_once_when_a_call_exceeds_the_budget(sync_log: list[Any])
     assert fake.calls[0]["rounds"] == 3 and len(sync_log) == 1 + 3
 
 
+def test_foreign_cpu_share() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpus = os.cpu_count() or 1
+    # Over one second, the machine was busy for one CPU-second, half of it ours.
+    share = bench.foreign_cpu_share((0, 0), (ticks, ticks // 2), 1.0)
+    assert share == pytest.approx(0.5 / cpus, rel=0.05)
+    assert bench.foreign_cpu_share((0, 0), (5, 5), 1.0) == 0.0
+    assert bench.foreign_cpu_share(None, (1, 1), 1.0) is None
+    assert bench.foreign_cpu_share((0, 0), (1, 1), 0.001) is None
+
+
+def test_cpu_snapshot_on_linux() -> None:
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc here")
+    busy, own = bench.cpu_snapshot()
+    assert busy >= own >= 0
+
+
 def test_timed_with_explicit_rounds(sync_log: list[Any]) -> None:
     fake = FakeBenchmark()
     bench.Timed(fake, bench.MODES["full"])(lambda: np.ones(1), rounds=1, warmup=0)
@@ -346,6 +364,7 @@ def fabricated_json() -> dict[str, Any]:
             record("step", "torch-eager", 100, 0.0006),
             record("step", "xpnet", 1, 0.0001),
             record("epoch", "xpnet", 100, 0.1, samples_timed=1000, samples_per_epoch=4000),
+            record("step", "torch-eager", 1, 0.0002, foreign_cpu_share=0.4),
             {"name": "someone_else", "extra_info": {}, "stats": {"median": 1.0}},
         ],
     }
@@ -368,7 +387,8 @@ def test_summarize_computes_the_ratios() -> None:
     assert g3["ratio_loop_batched"] is None
     s1, s100 = run["steps"]
     assert s100["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
-    assert s1["ratio_xpnet_torch_eager"] is None
+    assert s1["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+    assert run["contended"] == [{"name": "test_step[batch1]", "share": 0.4}]
     (epoch,) = run["epochs"]
     assert epoch["samples_per_s"] == pytest.approx(10_000)
     assert epoch["epoch_s"] == pytest.approx(0.4) and epoch["extrapolated"]
@@ -397,6 +417,14 @@ def test_format_summary_names_the_data_and_marks_extrapolations() -> None:
     assert "extrapolated from part of an epoch" in text
     assert "32 of 39,760 parameters" in text
     assert "measured" not in text
+    assert "WARNING: other processes" in text and "test_step[batch1] (40%)" in text
+
+
+def test_format_summary_as_markdown() -> None:
+    text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]), markdown=True)
+    assert "| batch | analytic |" in text and "|---:|" in text
+    assert "| 100 | 300 us | 600 us | 0.5x | - | - |" in text
+    assert "- extrapolated from part of an epoch" in text
 
 
 def test_format_summary_without_records() -> None:
@@ -418,6 +446,8 @@ def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "xpnet/torch" in capsys.readouterr().out
     assert bench.main(["summary", "--json", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["runs"][0]["data"] == "mnist-5k"
+    assert bench.main(["summary", "--markdown", str(path)]) == 0
+    assert "| batch |" in capsys.readouterr().out
 
 
 def test_cli_rejects_a_file_that_is_not_benchmark_json(tmp_path: Path) -> None:

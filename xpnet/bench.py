@@ -130,6 +130,39 @@ def choose_rounds(one_call_s: float, mode: BenchMode) -> int:
 
 # --------------------------------------------------------------------------- timing
 
+CONTENDED_SHARE = 0.10  # other processes' CPU share above which a timing is flagged
+
+
+def cpu_snapshot() -> tuple[int, int] | None:
+    """(busy CPU ticks of the whole machine, ticks of this process), from ``/proc``.
+
+    Busy includes time stolen by the hypervisor. ``None`` where ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])
+
+
+def foreign_cpu_share(
+    before: tuple[int, int] | None, after: tuple[int, int] | None, seconds: float
+) -> float | None:
+    """The share of all CPUs that other processes (or the hypervisor) used in between.
+
+    0 on a quiet machine; 0.5 on two cores means one core was busy elsewhere the
+    whole time. ``None`` when unknown (no ``/proc``, or too short to tell).
+    """
+    if before is None or after is None or seconds < 0.05:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, busy / ticks / (seconds * (os.cpu_count() or 1)))
+
 
 class Timed:
     """Times callables with a pytest-benchmark fixture, always through :func:`synced`.
@@ -139,6 +172,9 @@ class Timed:
     picks the rounds from the mode's budget, runs ``benchmark.pedantic`` on the synced
     callable, stores ``info`` (plus ``common``) in ``benchmark.extra_info`` and returns
     ``fn``'s last result. :attr:`median_s` is the median round time afterwards.
+
+    It also records ``foreign_cpu_share``: how much CPU other processes took while the
+    rounds ran (Linux), so that a timing disturbed by a busy machine can be told apart.
     """
 
     def __init__(
@@ -164,6 +200,7 @@ class Timed:
         self.benchmark.extra_info.update(info)
         if getattr(self.benchmark, "disabled", False):  # --benchmark-disable: run once
             return self.benchmark.pedantic(target, rounds=1, warmup_rounds=0, iterations=1)
+        before, began = cpu_snapshot(), time.perf_counter()  # warm-up included
         one_call = math.inf
         for _ in range(warmup):
             start = time.perf_counter()
@@ -173,7 +210,11 @@ class Timed:
                 break
         if rounds is None:
             rounds = choose_rounds(one_call, self.mode)
-        return self.benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+        result = self.benchmark.pedantic(target, rounds=rounds, warmup_rounds=0, iterations=1)
+        share = foreign_cpu_share(before, cpu_snapshot(), time.perf_counter() - began)
+        if share is not None:
+            self.benchmark.extra_info["foreign_cpu_share"] = round(share, 3)
+        return result
 
     @property
     def median_s(self) -> float | None:
@@ -350,6 +391,8 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
             row["loop_full_measured_s"] = median
         else:
             row[f"{kind}_s"] = median
+            if kind == "directional" and "n_directions" in info:
+                row["n_directions"] = int(info["n_directions"])
     for row in rows.values():
         loop_full = row.get("loop_full_measured_s") or row.get("loop_full_extrapolated_s")
         row["ratio_numerical_analytic"] = _ratio(loop_full, row.get("analytic_s"))
@@ -406,11 +449,15 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """
     groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
     notes: dict[tuple[str, str, str, str], str] = {}
+    contended: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for bench in _ours(benchmarks):
         info = bench["extra_info"]
         key = _run_key(info)
         groups.setdefault(key, []).append((info, _median(bench)))
         notes.setdefault(key, str(info.get("data_description", info.get("data", "?"))))
+        share = info.get("foreign_cpu_share")
+        if share is not None and share > CONTENDED_SHARE:
+            contended.setdefault(key, []).append({"name": bench.get("name"), "share": share})
     runs = []
     for key, items in groups.items():
         run_backend, run_device, data, mode = key
@@ -425,6 +472,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 "gradients": _gradient_rows(items),
                 "steps": _step_rows(items),
                 "epochs": _epoch_rows(items),
+                "contended": contended.get(key, []),
             }
         )
     return {"runs": runs}
@@ -447,8 +495,13 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:,.0f}x" if value >= 1000 else f"{value:.3g}x"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table with right-aligned columns."""
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """A plain-text table with right-aligned columns (or a Markdown table)."""
+    if markdown:
+        lines = ["| " + " | ".join(map(str, header)) + " |"]
+        lines.append("|" + "|".join("---:" for _ in header) + "|")
+        lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+        return "\n".join(lines)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -456,7 +509,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _format_gradients(rows: list[dict[str, Any]]) -> str:
+def _format_gradients(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     measured = any(r.get("loop_full_measured_s") is not None for r in rows)
     header = [
         "batch",
@@ -495,15 +548,23 @@ def _format_gradients(rows: list[dict[str, Any]]) -> str:
     ]
     if measured:
         notes.append("  ratios use the measured full time where there is one")
+    for n in sorted({r["n_directions"] for r in rows if "n_directions" in r}):
+        notes.append(
+            f"  directional: {n} random directions (two forward passes each) and one "
+            "analytic gradient"
+        )
     notes.append(
         "  num/analytic and loop/batched: the full loop time over the analytic gradient and "
         "over the batched numerical gradient; dir/analytic: the directional check over the "
         "analytic gradient"
     )
+    if markdown:
+        bullets = "\n".join("- " + n.strip().removeprefix("* ") for n in notes)
+        return f"{table(header, body, True)}\n\n{bullets}"
     return "\n".join([table(header, body), *notes])
 
 
-def _format_steps(rows: list[dict[str, Any]]) -> str:
+def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = ("batch", "xpnet", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph")
     body = [
         (
@@ -516,10 +577,10 @@ def _format_steps(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    return table(header, body)
+    return table(header, body, markdown)
 
 
-def _format_epochs(rows: list[dict[str, Any]]) -> str:
+def _format_epochs(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = ("framework", "batch", "samples/s", "epoch", "timed")
     body = [
         (
@@ -531,14 +592,21 @@ def _format_epochs(rows: list[dict[str, Any]]) -> str:
         )
         for r in rows
     ]
-    out = table(header, body)
+    out = table(header, body, markdown)
     if any(r["extrapolated"] for r in rows):
-        out += "\n  * extrapolated from part of an epoch (quick mode)"
+        out += (
+            "\n\n- extrapolated from part of an epoch (quick mode)"
+            if markdown
+            else "\n  * extrapolated from part of an epoch (quick mode)"
+        )
     return out
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
-    """The summary as text tables, one block per run (backend, device, data, mode)."""
+def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
+    """The summary as text tables, one block per run (backend, device, data, mode).
+
+    ``markdown=True`` gives Markdown tables (for ``docs/benchmarks.md``).
+    """
     if not summary.get("runs"):
         return "xpnet benchmarks: no timings recorded (benchmarks skipped or disabled)"
     blocks = []
@@ -552,7 +620,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             lines += [
                 "",
                 f"Gradients of {run['network']}, {dtype} (median per call)",
-                _format_gradients(run["gradients"]),
+                _format_gradients(run["gradients"], markdown),
             ]
         if run["steps"]:
             dtype = run["steps"][0].get("dtype") or "?"
@@ -560,11 +628,22 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 "",
                 f"One SGD step of {run['network']}, {dtype} "
                 "(median; xpnet/torch < 1: xpnet faster)",
-                _format_steps(run["steps"]),
+                _format_steps(run["steps"], markdown),
             ]
         if run["epochs"]:
-            lines += ["", "Training epoch (shuffled mini-batches)", _format_epochs(run["epochs"])]
-        blocks.append("\n".join(lines))
+            lines += [
+                "",
+                "Training epoch (shuffled mini-batches)",
+                _format_epochs(run["epochs"], markdown),
+            ]
+        if run.get("contended"):
+            where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
+            lines += [
+                "",
+                "WARNING: other processes took a share of the CPUs while these were timed, "
+                f"so their figures are pessimistic: {where}",
+            ]
+        blocks.append("\n\n".join(x for x in lines if x) if markdown else "\n".join(lines))
     return "\n\n".join(blocks)
 
 
@@ -664,7 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_sum = sub.add_parser("summary", help="print the summary table of JSON file(s)")
     p_sum.add_argument("files", nargs="+")
-    p_sum.add_argument("--json", action="store_true", help="print the summary as JSON")
+    form = p_sum.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the summary as JSON")
+    form.add_argument("--markdown", action="store_true", help="print Markdown tables")
     p_plot = sub.add_parser("plot", help="draw a log-scale comparison chart (matplotlib)")
     p_plot.add_argument("files", nargs="+", help="one JSON file, or two or more to compare")
     p_plot.add_argument("out", help="the image to write (e.g. out.png)")
@@ -674,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = "\n\n".join(
                 json.dumps(summary_of_file(p), indent=2)
                 if args.json
-                else format_summary(summary_of_file(p))
+                else format_summary(summary_of_file(p), markdown=args.markdown)
                 for p in args.files
             )
         else:
