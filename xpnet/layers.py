@@ -30,6 +30,14 @@ def _require_floating(xp: Any, name: str, x: Any) -> None:
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
+def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
+    _require_floating(xp, name, y)
+    if t.shape != y.shape:
+        raise ValueError(
+            f"targets must have the {name}' shape {tuple(y.shape)}, got {tuple(t.shape)}"
+        )
+
+
 class Mul:
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
 
@@ -309,11 +317,7 @@ class SigmoidWithLoss:
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
-        _require_floating(xp, "scores", x)
-        if t.shape != x.shape:
-            raise ValueError(
-                f"targets must have the scores' shape {tuple(x.shape)}, got {tuple(t.shape)}"
-            )
+        _require_targets_like(xp, "scores", x, t)
         self.t = xp.astype(t, x.dtype)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
@@ -329,11 +333,7 @@ class MeanSquaredError:
 
     def forward(self, y: Any, t: Any) -> Any:
         xp = namespace_of(y, t)
-        _require_floating(xp, "predictions", y)
-        if t.shape != y.shape:
-            raise ValueError(
-                f"targets must have the predictions' shape {tuple(y.shape)}, got {tuple(t.shape)}"
-            )
+        _require_targets_like(xp, "predictions", y, t)
         self.diff = y - xp.astype(t, y.dtype)
         return xp.sum(self.diff * self.diff) / math.prod(y.shape)
 
