@@ -113,20 +113,12 @@ def test_numerical_full(
     )
 
 
-def _fast(name: str) -> Any:
-    fn = getattr(gradcheck, name, None)
-    if fn is None:
-        pytest.skip(f"xpnet.gradcheck has no {name} yet")
-    return fn
-
-
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"batch{b}")
 def test_batched(timed: bench.Timed, bench_data: bench.BenchData, batch: int) -> None:
-    net_numerical_gradient = _fast("net_numerical_gradient")
     net, x, t = make_case(bench_data, batch)
     timed.benchmark.group = f"gradients batch {batch}"
     grads = timed(
-        lambda: net_numerical_gradient(net, x, t, method="batched", h=H),
+        lambda: gradcheck.net_numerical_gradient(net, x, t, method="batched", h=H),
         **info(batch, "batched"),
         params_total=param_count(net),
         memory_budget_bytes=gradcheck.memory_budget(),
@@ -138,12 +130,11 @@ def test_batched(timed: bench.Timed, bench_data: bench.BenchData, batch: int) ->
 def test_directional(
     timed: bench.Timed, bench_data: bench.BenchData, bench_mode: bench.BenchMode, batch: int
 ) -> None:
-    directional_check = _fast("directional_check")
     net, x, t = make_case(bench_data, batch)
     timed.benchmark.group = f"gradients batch {batch}"
     n = bench_mode.directions
     result = timed(
-        lambda: directional_check(net, x, t, n_directions=n, seed=SEED, h=H),
+        lambda: gradcheck.directional_check(net, x, t, n_directions=n, seed=SEED, h=H),
         **info(batch, "directional"),
         n_directions=n,
     )

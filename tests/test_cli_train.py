@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from xpnet import backend
+from xpnet import backend, datasets
 from xpnet.checkpoint import read_metadata
 from xpnet.cli import main
 
@@ -54,7 +54,6 @@ def epoch_lines(text):
 
 
 def test_mnist_5k_end_to_end_writes_checkpoint_and_plot(tmp_path, capsys):
-    datasets = pytest.importorskip("xpnet.datasets", reason="xpnet.datasets is not there yet")
     try:
         datasets.mnist_5k_path()
     except FileNotFoundError as exc:
