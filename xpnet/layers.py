@@ -231,6 +231,19 @@ class Softmax:
         return self.y * (dout - xp.sum(dout * self.y, axis=-1, keepdims=True))
 
 
+def check_labels(t: Any, classes: int) -> None:
+    """Raise ``ValueError`` naming a label of ``t`` outside ``[0, classes)`` (a host sync)."""
+    if t.shape[0] == 0:
+        return
+    xp = namespace_of(t)
+    low, high = int(xp.min(t)), int(xp.max(t))
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"label {low if low < 0 else high} is out of range: expected labels in "
+            f"[0, {classes - 1}] for {classes} classes"
+        )
+
+
 def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     """Targets ``t`` as one-hot rows shaped like the scores ``like`` (N, C).
 
@@ -246,13 +259,7 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
                 f"{tuple(like.shape)}, got {tuple(t.shape)}"
             )
         if check:
-            low, high = int(xp.min(t)), int(xp.max(t))
-            if low < 0 or high >= classes:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"label {bad} is out of range: expected labels in [0, {classes - 1}] "
-                    f"for {classes} classes"
-                )
+            check_labels(t, classes)
         return xpx.one_hot(t, classes, dtype=like.dtype, xp=xp)
     if t.shape != like.shape:
         raise ValueError(

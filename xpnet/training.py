@@ -29,6 +29,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from xpnet.backend import host_rng, namespace_of, synchronize
+from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
 
@@ -127,13 +128,7 @@ def _labels_and_targets(t: Any, classes: int, dtype: Any) -> tuple[Any, Any]:
     if xp.isdtype(t.dtype, "integral"):
         if t.ndim != 1:
             raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
-        if t.shape[0]:
-            low, high = int(xp.min(t)), int(xp.max(t))
-            if low < 0 or high >= classes:
-                raise ValueError(
-                    f"label {low if low < 0 else high} is out of range: expected labels in "
-                    f"[0, {classes - 1}] for {classes} classes"
-                )
+        check_labels(t, classes)
         return t, xpx.one_hot(t, classes, dtype=dtype, xp=xp)
     if t.ndim != 2 or t.shape[1] != classes:
         raise ValueError(f"one-hot targets must have shape (N, {classes}), got {tuple(t.shape)}")
