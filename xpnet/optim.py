@@ -145,38 +145,35 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
+    def _accumulate(self, h: Any, g: Any) -> Any:
+        """The new squared-gradient sum ``h`` after gradient ``g``."""
+        return h + g * g
+
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
         for key in params:
             g = grads[key]
             xp = namespace_of(params[key], g)
-            h = self._buffer("h", key, params[key]) + g * g
+            h = self._accumulate(self._buffer("h", key, params[key]), g)
             self.state["h"][key] = h
             params[key] = params[key] - self.lr * g / (xp.sqrt(h) + EPS)
 
 
-class RMSprop(Optimizer):
-    """RMSprop: ``h <- d * h + (1 - d) * dW**2``; ``W <- W - lr * dW / (sqrt(h) + 1e-7)``.
+class RMSprop(AdaGrad):
+    """RMSprop: AdaGrad with a decaying sum, ``h <- d * h + (1 - d) * dW**2``.
 
-    ``d`` is ``decay_rate``.
+    ``W <- W - lr * dW / (sqrt(h) + 1e-7)``; ``d`` is ``decay_rate``.
     """
 
     name = "rmsprop"
-    buffers = ("h",)
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
         self.decay_rate = decay_rate
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _accumulate(self, h: Any, g: Any) -> Any:
         d = self.decay_rate
-        for key in params:
-            g = grads[key]
-            xp = namespace_of(params[key], g)
-            h = d * self._buffer("h", key, params[key]) + (1 - d) * g * g
-            self.state["h"][key] = h
-            params[key] = params[key] - self.lr * g / (xp.sqrt(h) + EPS)
+        return d * h + (1 - d) * g * g
 
 
 class Adam(Optimizer):
