@@ -10,12 +10,12 @@ from xpnet import MultiLayerNet
 from xpnet.backend import to_device, to_numpy
 from xpnet.checkpoint import (
     METADATA_KEY,
-    atomic_write,
     load_network,
     load_params,
     read_metadata,
     save_params,
 )
+from xpnet.files import atomic_file
 from xpnet.optim import SGD, Adam
 
 
@@ -118,9 +118,10 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert target.read_bytes() == b"old contents"
 
 
-def test_atomic_write_needs_an_existing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        atomic_write(tmp_path / "nope" / "x.bin", lambda f: f.write(b"x"))
+def test_atomic_file_needs_an_existing_directory(tmp_path):
+    target = tmp_path / "nope" / "x.bin"
+    with pytest.raises(FileNotFoundError, match="does not exist"), atomic_file(target) as f:
+        f.write(b"x")
 
 
 def test_object_arrays_are_never_unpickled(tmp_path):

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import Any
 
 import array_api_compat
 import numpy as np
 
 from xpnet.backend import namespace_of, to_numpy
+from xpnet.files import atomic_file
 
 FORMAT = "xpnet-checkpoint/1"
 METADATA_KEY = "__metadata__"
@@ -38,32 +38,6 @@ _DTYPE_NAMES = (
     "float32", "float64", "float16", "int64", "int32", "int16", "int8",
     "uint64", "uint32", "uint16", "uint8", "bool", "complex64", "complex128",
 )  # fmt: skip
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    The file gets the usual permissions (``0o666`` less the umask).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _params_of(net_or_params: Any) -> Mapping[str, Any]:
@@ -116,7 +90,9 @@ def save_params(
     except TypeError as exc:
         raise ValueError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
     arrays[METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    return Path(path)
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -32,25 +32,23 @@ pickled.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import importlib.util
 import logging
 import os
 import struct
-import tempfile
 import urllib.request
 import zlib
-from collections.abc import Iterator
 from http.client import HTTPException
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from xpnet import backend
+from xpnet.files import atomic_file
 
 __all__ = [
     "DATASETS",
@@ -208,25 +206,11 @@ def write_idx(path: str | os.PathLike[str], array: Any) -> Path:
     header = struct.pack(f">HBB{host.ndim}I", 0, code, host.ndim, *host.shape)
     payload = np.ascontiguousarray(host, dtype=_IDX_DTYPES[code]).tobytes()
     path = Path(path)
-    with _atomic_file(path) as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
         gz.write(header)
         gz.write(payload)
     return path
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that replaces ``path`` when the block succeeds, and vanishes if not."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- locating files
@@ -332,15 +316,14 @@ def _download(name: str, role: str, path: Path) -> list[str]:
 
 def _fetch_verified(url: str, path: Path, sha256: str) -> None:
     digest = hashlib.sha256()
-    with (
-        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
-        _atomic_file(path) as out,
-    ):
-        while chunk := response.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise ValueError(f"checksum mismatch: got {digest.hexdigest()}, expected {sha256}")
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+        path.parent.mkdir(parents=True, exist_ok=True)  # only once a mirror answers
+        with atomic_file(path) as out:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise ValueError(f"checksum mismatch: got {digest.hexdigest()}, expected {sha256}")
 
 
 def _not_found_message(name: str, notes: list[str], failures: list[str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xpnet.checkpoint import atomic_write
+from xpnet.files import atomic_file
 
 INSTALL_HINT = 'pip install "xpnet[plot]"'
 
@@ -61,4 +61,6 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    with atomic_file(path) as f:
+        f.write(buffer.getvalue())
+    return Path(path)
