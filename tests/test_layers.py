@@ -224,6 +224,27 @@ def test_mean_squared_error(xp, shape, seed):
     assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
 
 
+LOSSES = {
+    "SoftmaxWithLoss": (layers.SoftmaxWithLoss, lambda x, t: np_cross_entropy(x, t.argmax(1))),
+    "SigmoidWithLoss": (layers.SigmoidWithLoss, np_binary_cross_entropy),
+    "MeanSquaredError": (layers.MeanSquaredError, lambda y, t: np.mean((y - t) ** 2)),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("as_array", [False, True], ids=["float", "0-D array"])
+def test_loss_backward_scales_by_dout(xp, name, as_array):
+    """The chain rule: ``backward(dout)`` is ``dout`` times the loss's gradient."""
+    loss_cls, np_loss = LOSSES[name]
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((3, 4)), np.eye(4)[[0, 3, 1]]
+    layer = loss_cls()
+    layer.forward(dev(xp, x), dev(xp, t))
+    dout = dev(xp, -2.5) if as_array else -2.5
+    expected = -2.5 * central_difference(lambda v: np_loss(v, t), x)
+    assert_close(layer.backward(dout), expected, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("loss_cls", [layers.SigmoidWithLoss, layers.MeanSquaredError])
 def test_losses_reject_targets_of_another_shape(xp, loss_cls):
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):

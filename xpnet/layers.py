@@ -65,11 +65,11 @@ class ReLU:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.where(self.mask, x, xp.zeros_like(x))
+        return xp.where(self.mask, x, 0.0)
 
     def backward(self, dout: Any = 1) -> Any:
         xp = namespace_of(dout)
-        return xp.where(self.mask, dout, xp.zeros_like(dout))
+        return xp.where(self.mask, dout, 0.0)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True
@@ -265,7 +265,7 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
         raise ValueError(
             f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"
         )
-    return xp.astype(t, like.dtype)
+    return xp.astype(t, like.dtype, copy=False)
 
 
 class SoftmaxWithLoss:
@@ -284,10 +284,10 @@ class SoftmaxWithLoss:
         self.t = as_one_hot(t, x)
         logp = log_softmax(x)
         self.y = xp.exp(logp)
-        return -xp.sum(self.t * logp) / x.shape[0]
+        return xp.sum(self.t * logp) / -x.shape[0]
 
     def backward(self, dout: Any = 1) -> Any:
-        return dout * (self.y - self.t) / self.t.shape[0]
+        return (self.y - self.t) * (dout / self.t.shape[0])
 
     # Local perturbations (xpnet.perturb).
 
@@ -328,11 +328,11 @@ class SigmoidWithLoss:
         self.t = xp.astype(t, x.dtype)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
-        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, xp.zeros_like(x))
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.clip(x, min=0.0)
         return xp.sum(softplus - x * self.t) / math.prod(x.shape)
 
     def backward(self, dout: Any = 1) -> Any:
-        return dout * (self.y - self.t) / math.prod(self.y.shape)
+        return (self.y - self.t) * (dout / math.prod(self.y.shape))
 
 
 class MeanSquaredError:
@@ -345,4 +345,4 @@ class MeanSquaredError:
         return xp.sum(self.diff * self.diff) / math.prod(y.shape)
 
     def backward(self, dout: Any = 1) -> Any:
-        return dout * 2.0 * self.diff / math.prod(self.diff.shape)
+        return self.diff * (2.0 * dout / math.prod(self.diff.shape))
