@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xpnet import backend, bench
+from xpnet import backend, bench, opcount
 from xpnet.networks import TwoLayerNet
 from xpnet.optim import SGD
 
@@ -78,10 +78,7 @@ def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[st
 # --------------------------------------------------------------------------- one step
 
 
-def xpnet_step(x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
-    net = make_net()
-    x = backend.to_device(x_host, dtype=DTYPE)
-    t = backend.to_device(t_host, dtype=DTYPE)
+def sgd_step(net: TwoLayerNet, x: Any, t: Any) -> Callable[[], Any]:
     opt = SGD(LR)
 
     def step() -> Any:
@@ -89,6 +86,23 @@ def xpnet_step(x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
         return net.params
 
     return step
+
+
+def xpnet_step(x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
+    x, t = (backend.to_device(a, dtype=DTYPE) for a in (x_host, t_host))
+    return sgd_step(make_net(), x, t)
+
+
+def step_operations(x_host: np.ndarray, t_host: np.ndarray) -> int:
+    """Array operations in one xpnet step, counted on NumPy: the same on every backend."""
+    net = make_net("cpu")
+    for name in net.params:
+        net.params[name] = opcount.counting(net.params[name])
+    x, t = (opcount.counting(np.asarray(a, dtype=DTYPE)) for a in (x_host, t_host))
+    step = sgd_step(net, x, t)
+    with opcount.counting_operations() as ops:
+        step()
+    return ops.total()
 
 
 def torch_step(
@@ -115,10 +129,11 @@ def test_step(
     batch: int,
     framework: str,
 ) -> None:
-    torch = None
+    torch, counted = None, {}
     if framework == "xpnet":
         x_host, t_host = batch_of(bench_data, batch)
         step = xpnet_step(x_host, t_host)
+        counted = {"array_ops": step_operations(x_host, t_host)}
     else:
         torch, peer = torch_peer(run_device, framework)
         x_host, t_host = batch_of(bench_data, batch)
@@ -130,6 +145,7 @@ def test_step(
         batch=batch,
         dtype=DTYPE,
         lr=LR,
+        **counted,
         **framework_info(framework, run_info, torch),
     )
 

@@ -348,7 +348,7 @@ def fabricated_json() -> dict[str, Any]:
             record("directional", "xpnet", 100, 0.004, n_directions=8),
             record("analytic", "xpnet", 3, 0.0001),
             record("numerical_loop", "xpnet", 3, 0.0064, params_timed=32, params_total=39_760),
-            record("step", "xpnet", 100, 0.0003),
+            record("step", "xpnet", 100, 0.0003, array_ops=31),
             record("step", "torch-eager", 100, 0.0006),
             record("step", "xpnet", 1, 0.0001),
             record("epoch", "xpnet", 100, 0.1, samples_timed=1000, samples_per_epoch=4000),
@@ -375,6 +375,7 @@ def test_summarize_computes_the_ratios() -> None:
     assert g3["ratio_loop_batched"] is None
     s1, s100 = run["steps"]
     assert s100["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+    assert s100["xpnet_array_ops"] == 31 and "xpnet_array_ops" not in s1
     assert s1["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
     assert run["contended"] == [{"name": "test_step[batch1]", "share": 0.4}]
     (epoch,) = run["epochs"]
@@ -411,7 +412,9 @@ def test_format_summary_names_the_data_and_marks_extrapolations() -> None:
 def test_format_summary_as_markdown() -> None:
     text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]), markdown=True)
     assert "| batch | analytic |" in text and "|---:|" in text
-    assert "| 100 | 300 us | 600 us | 0.5x | - | - |" in text
+    assert "| 100 | 300 us | 31 | 600 us | 0.5x | - | - |" in text
+    assert "| 1 | 100 us | - | 200 us | 0.5x | - | - |" in text
+    assert "- xpnet ops: array operations in one xpnet step" in text
     assert "- extrapolated from part of an epoch" in text
 
 

@@ -397,6 +397,8 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
         row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
         row["dtype"] = info.get("dtype")
         row[columns.get(str(info.get("framework")), str(info.get("framework")))] = median
+        if "array_ops" in info:
+            row["xpnet_array_ops"] = int(info["array_ops"])
     for row in rows.values():
         row["ratio_xpnet_torch_eager"] = _ratio(row.get("xpnet_s"), row.get("torch_eager_s"))
         row["ratio_xpnet_torch_graph"] = _ratio(row.get("xpnet_s"), row.get("torch_graph_s"))
@@ -541,18 +543,28 @@ def _format_gradients(rows: list[dict[str, Any]], markdown: bool = False) -> str
         "over the batched numerical gradient; dir/analytic: the directional check over the "
         "analytic gradient"
     )
+    return _table_with_notes(header, body, notes, markdown)
+
+
+def _table_with_notes(
+    header: Sequence[str], body: Sequence[Sequence[str]], notes: list[str], markdown: bool
+) -> str:
+    """The table, then its notes (indented lines; Markdown bullets)."""
     if markdown:
         bullets = "\n".join("- " + n.strip().removeprefix("* ") for n in notes)
-        return f"{table(header, body, True)}\n\n{bullets}"
+        return f"{table(header, body, True)}\n\n{bullets}" if notes else table(header, body, True)
     return "\n".join([table(header, body), *notes])
 
 
 def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    header = ("batch", "xpnet", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph")
+    header = (
+        "batch", "xpnet", "xpnet ops", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph"
+    )  # fmt: skip
     body = [
         (
             str(r["batch"]),
             fmt_time(r.get("xpnet_s")),
+            str(r.get("xpnet_array_ops", "-")),
             fmt_time(r.get("torch_eager_s")),
             fmt_ratio(r.get("ratio_xpnet_torch_eager")),
             fmt_time(r.get("torch_graph_s")),
@@ -560,7 +572,13 @@ def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         )
         for r in rows
     ]
-    return table(header, body, markdown)
+    notes = []
+    if any("xpnet_array_ops" in r for r in rows):
+        notes.append(
+            "  xpnet ops: array operations in one xpnet step (forward, backward, update), "
+            "counted on NumPy with xpnet.opcount; on a GPU each is at least one kernel launch"
+        )
+    return _table_with_notes(header, body, notes, markdown)
 
 
 def _format_epochs(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -1,0 +1,71 @@
+"""``xpnet.opcount`` counts the array operations a call makes (kernel launches on a GPU)."""
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from xpnet import layers
+from xpnet.opcount import CountingArray, counting, counting_operations
+
+
+def test_each_operator_and_function_counts_once():
+    x = counting(np.ones((2, 3)))
+    xp = array_namespace(x)
+    with counting_operations() as ops:
+        y = xp.exp(x * 2.0 + 1.0)
+        xp.sum(y, axis=0)
+    assert ops == {"multiply": 1, "add": 1, "exp": 1, "sum": 1}
+
+
+def test_results_and_0d_results_keep_counting():
+    x = counting(np.ones(4))
+    with counting_operations() as ops:
+        total = np.sum(x * x)
+        total / 2.0
+    assert isinstance(total, CountingArray) and total.ndim == 0
+    assert ops.total() == 3
+
+
+def test_view_changes_and_copy_free_astype_are_not_counted():
+    x = counting(np.ones((2, 3), dtype=np.float32))
+    xp = array_namespace(x)
+    with counting_operations() as ops:
+        xp.reshape(x, (3, 2))
+        xp.permute_dims(x, (1, 0))
+        xp.astype(x, xp.float32, copy=False)
+    assert ops.total() == 0
+    with counting_operations() as ops:
+        xp.astype(x, xp.float64)
+    assert ops == {"astype": 1}
+
+
+def test_item_assignment_counts():
+    x = counting(np.zeros(3))
+    with counting_operations() as ops:
+        x[1] = 5.0
+    assert ops == {"setitem": 1}
+    np.testing.assert_array_equal(x, [0.0, 5.0, 0.0])
+
+
+def test_inner_operations_of_a_function_are_not_counted_again():
+    x = counting(np.arange(6.0).reshape(2, 3))
+    with counting_operations() as ops:
+        np.linalg.norm(x)  # square, sum and sqrt inside: one call
+    assert ops.total() == 1
+
+
+def test_nothing_is_counted_outside_the_block_or_on_plain_arrays():
+    x = counting(np.ones(3))
+    x + 1.0
+    with counting_operations() as ops:
+        np.ones(3) + 1.0
+    assert ops.total() == 0
+
+
+def test_counted_results_equal_plain_numpy():
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((4, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3)
+    plain = layers.Affine(W, b).forward(x)
+    with counting_operations() as ops:
+        counted = layers.Affine(counting(W), counting(b)).forward(counting(x))
+    np.testing.assert_array_equal(np.asarray(counted), plain)
+    assert ops == {"matmul": 1, "add": 1}

@@ -1,0 +1,101 @@
+"""Count the array operations a call makes: on a GPU, each is at least one kernel launch.
+
+A small network's training step on a GPU is bound by kernel launches, not by
+arithmetic, so the number of array operations per step is the figure to cut. The
+layer code is backend-generic, so the operations it issues are the same on every
+backend; this module counts them on NumPy, without a GPU::
+
+    with counting_operations() as ops:
+        step()                     # arrays made with ``counting(a)``
+    sum(ops.values())              # e.g. 31 for a TwoLayerNet SGD step
+
+Arrays taking part must be :class:`CountingArray` views (``counting(a)``); results of
+operations on them are counting arrays too, 0-D results included (CuPy keeps those
+on the device, so an operation on a loss value is a launch as well). Counted, once at
+the outermost level: every ufunc call (operators, ``exp``, ``@``, reductions), every
+other NumPy function except those that only change the view (``reshape``,
+``permute_dims``, ...), ``astype`` when it copies, and item assignment. Not counted:
+slicing, and the extra kernels a library may launch inside one operation (cuBLAS can
+use two for one matmul).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+VIEW_ONLY = frozenset(
+    {"reshape", "transpose", "permute_dims", "matrix_transpose", "broadcast_to", "expand_dims",
+     "squeeze", "result_type", "shape", "ndim", "size"}
+)  # fmt: skip
+
+_counters: list[Counter[str]] = []  # the active counters, innermost last
+_depth = 0  # > 0 while an operation runs, so its inner operations are not counted again
+
+
+def counting(a: Any) -> CountingArray:
+    """A :class:`CountingArray` view of ``a`` (a NumPy array or anything ``asarray`` takes)."""
+    return np.asarray(a).view(CountingArray)
+
+
+@contextmanager
+def counting_operations() -> Iterator[Counter[str]]:
+    """Count operations on counting arrays inside the block: ``{operation name: calls}``."""
+    counter: Counter[str] = Counter()
+    _counters.append(counter)
+    try:
+        yield counter
+    finally:
+        _counters.remove(counter)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, CountingArray):
+        return obj.view(np.ndarray)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_plain(o) for o in obj)
+    return obj
+
+
+def _counting(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(obj, CountingArray):
+        return np.asarray(obj).view(CountingArray)
+    if isinstance(obj, tuple):
+        return tuple(_counting(o) for o in obj)
+    return obj
+
+
+def _run(name: str, operation: Any, *args: Any, **kwargs: Any) -> Any:
+    global _depth
+    if _depth == 0 and _counters and name not in VIEW_ONLY:
+        _counters[-1][name] += 1
+    _depth += 1
+    try:
+        return _counting(operation(*args, **kwargs))
+    finally:
+        _depth -= 1
+
+
+class CountingArray(np.ndarray):
+    """A NumPy array whose operations are counted inside :func:`counting_operations`."""
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+        if "out" in kwargs:
+            kwargs["out"] = _plain(kwargs["out"])
+        return _run(name, getattr(ufunc, method), *_plain(inputs), **kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        return _run(func.__name__, super().__array_function__, func, types, args, kwargs)
+
+    def astype(self, dtype: Any, *args: Any, copy: bool = True, **kwargs: Any) -> Any:
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        return _run("astype", np.ndarray.astype, self.view(np.ndarray), dtype, *args, **kwargs)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _run("setitem", np.ndarray.__setitem__, self.view(np.ndarray), _plain(key), _plain(value))
