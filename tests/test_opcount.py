@@ -1,5 +1,7 @@
 """``xpnet.opcount`` counts the array operations a call makes (kernel launches on a GPU)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from array_api_compat import array_namespace
 
@@ -69,3 +71,10 @@ def test_counted_results_equal_plain_numpy():
         counted = layers.Affine(counting(W), counting(b)).forward(counting(x))
     np.testing.assert_array_equal(np.asarray(counted), plain)
     assert ops == {"matmul": 1, "add": 1}
+
+
+def test_operations_in_other_threads_count():
+    x = counting(np.ones(3))
+    with counting_operations() as ops, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: np.exp(x + 1.0), range(8)))
+    assert ops == {"add": 8, "exp": 8}

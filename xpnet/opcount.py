@@ -21,6 +21,7 @@ use two for one matmul).
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,8 @@ VIEW_ONLY = frozenset(
 )  # fmt: skip
 
 _counters: list[Counter[str]] = []  # the active counters, innermost last
-_depth = 0  # > 0 while an operation runs, so its inner operations are not counted again
+_lock = threading.Lock()  # operations in worker threads (xpnet.perturb's chunks) count too
+_running = threading.local()  # .depth > 0 while an operation runs: its inner ones don't count
 
 
 def counting(a: Any) -> CountingArray:
@@ -70,14 +72,15 @@ def _counting(obj: Any) -> Any:
 
 
 def _run(name: str, operation: Any, *args: Any, **kwargs: Any) -> Any:
-    global _depth
-    if _depth == 0 and _counters and name not in VIEW_ONLY:
-        _counters[-1][name] += 1
-    _depth += 1
+    depth = getattr(_running, "depth", 0)
+    if depth == 0 and _counters and name not in VIEW_ONLY:
+        with _lock:
+            _counters[-1][name] += 1
+    _running.depth = depth + 1
     try:
         return _counting(operation(*args, **kwargs))
     finally:
-        _depth -= 1
+        _running.depth = depth
 
 
 class CountingArray(np.ndarray):
