@@ -4,8 +4,11 @@
 - ``numerical_loop``: the book's per-element central differences, timed on a fixed
   random subset of the 39,760 parameters (``--xpnet-subset``); the per-parameter time
   times 39,760 is the extrapolated full time (``--xpnet-numerical-full`` measures it);
-- ``batched`` and ``directional``: the fast numerical checks of
-  ``xpnet.gradcheck`` (skipped while that module does not offer them).
+- ``batched`` and ``directional``: the fast numerical checks of ``xpnet.gradcheck``.
+
+Each record also carries ``array_ops``: the array operations of one call (for the
+loop, over the timed subset), counted on NumPy (``xpnet.opcount``); on a GPU each is at
+least one kernel launch, the cost that bounds small work there.
 
 Batch sizes: the book's 3 samples and a mini-batch of 100.
 """
@@ -13,11 +16,12 @@ Batch sizes: the book's 3 samples and a mini-batch of 100.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from xpnet import backend, bench, gradcheck
+from xpnet import backend, bench, gradcheck, opcount
 from xpnet.networks import TwoLayerNet
 
 BATCHES = [3, 100]
@@ -26,12 +30,28 @@ H = 1e-4
 SEED = 0
 
 
-def make_case(data: bench.BenchData, batch: int) -> tuple[TwoLayerNet, Any, Any]:
+def make_case(
+    data: bench.BenchData, batch: int, device: str | None = None
+) -> tuple[TwoLayerNet, Any, Any]:
     """The network (book init, std 0.01) and the first ``batch`` training samples."""
-    net = TwoLayerNet(784, 50, 10, dtype=DTYPE, seed=SEED)
-    x = backend.to_device(data.x_train[:batch], dtype=DTYPE)
-    t = backend.to_device(data.t_train[:batch], dtype=DTYPE)
+    net = TwoLayerNet(784, 50, 10, dtype=DTYPE, seed=SEED, device=device)
+    x = backend.to_device(data.x_train[:batch], dtype=DTYPE, device=device)
+    t = backend.to_device(data.t_train[:batch], dtype=DTYPE, device=device)
     return net, x, t
+
+
+def array_ops(data: bench.BenchData, batch: int, call: Callable[..., Any]) -> int:
+    """Array operations of ``call(net, x, t)``, counted on NumPy (the same on every backend)."""
+    net, x, t = make_case(data, batch, device="cpu")
+    return opcount.count_operations(lambda x, t: call(net, x, t), x, t, params=net.params).total()
+
+
+def analytic(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
+    return net.gradient(x, t)
+
+
+def batched(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
+    return gradcheck.net_numerical_gradient(net, x, t, method="batched", h=H)
 
 
 def param_count(net: TwoLayerNet) -> int:
@@ -46,7 +66,11 @@ def info(batch: int, kind: str) -> dict[str, Any]:
 def test_analytic(timed: bench.Timed, bench_data: bench.BenchData, batch: int) -> None:
     net, x, t = make_case(bench_data, batch)
     timed.benchmark.group = f"gradients batch {batch}"
-    grads = timed(lambda: net.gradient(x, t), **info(batch, "analytic"))
+    grads = timed(
+        lambda: analytic(net, x, t),
+        **info(batch, "analytic"),
+        array_ops=array_ops(bench_data, batch, analytic),
+    )
     assert set(grads) == set(net.params)
 
 
@@ -63,7 +87,7 @@ def test_numerical_loop(
     chosen = bench.sample_indices(shapes, bench_mode.subset, seed=SEED)
     n_timed = sum(len(idx) for idx in chosen.values())
 
-    def loop() -> dict[str, Any]:
+    def subset_loop(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
         return {
             name: gradcheck.numerical_gradient(
                 lambda p, name=name: net.loss_at(name, p, x, t), net.params[name], H, indices=idx
@@ -73,7 +97,11 @@ def test_numerical_loop(
 
     timed.benchmark.group = f"gradients batch {batch}"
     numerical = timed(
-        loop, **info(batch, "numerical_loop"), params_timed=n_timed, params_total=param_count(net)
+        lambda: subset_loop(net, x, t),
+        **info(batch, "numerical_loop"),
+        params_timed=n_timed,
+        params_total=param_count(net),
+        array_ops=array_ops(bench_data, batch, subset_loop),
     )
     analytic = net.gradient(x, t)
     diffs = [
@@ -118,10 +146,11 @@ def test_batched(timed: bench.Timed, bench_data: bench.BenchData, batch: int) ->
     net, x, t = make_case(bench_data, batch)
     timed.benchmark.group = f"gradients batch {batch}"
     grads = timed(
-        lambda: gradcheck.net_numerical_gradient(net, x, t, method="batched", h=H),
+        lambda: batched(net, x, t),
         **info(batch, "batched"),
         params_total=param_count(net),
         memory_budget_bytes=gradcheck.memory_budget(),
+        array_ops=array_ops(bench_data, batch, batched),
     )
     assert set(grads) == set(net.params)
 
@@ -133,9 +162,14 @@ def test_directional(
     net, x, t = make_case(bench_data, batch)
     timed.benchmark.group = f"gradients batch {batch}"
     n = bench_mode.directions
+
+    def directional(net: TwoLayerNet, x: Any, t: Any) -> gradcheck.DirectionalReport:
+        return gradcheck.directional_check(net, x, t, n_directions=n, seed=SEED, h=H)
+
     result = timed(
-        lambda: gradcheck.directional_check(net, x, t, n_directions=n, seed=SEED, h=H),
+        lambda: directional(net, x, t),
         **info(batch, "directional"),
         n_directions=n,
+        array_ops=array_ops(bench_data, batch, directional),
     )
     assert result.passed

@@ -418,6 +418,26 @@ def test_format_summary_as_markdown() -> None:
     assert "- extrapolated from part of an epoch" in text
 
 
+def test_gradient_operation_counts_scale_the_loop_subset_to_all_parameters() -> None:
+    records = [
+        record("analytic", "xpnet", 3, 0.001, array_ops=24),
+        record("numerical_loop", "xpnet", 3, 0.01, params_timed=10, params_total=1000,
+               array_ops=350),
+        record("batched", "xpnet", 3, 0.02, array_ops=2577),
+    ]  # fmt: skip
+    summary = bench.summarize(records)
+    (row,) = summary["runs"][0]["gradients"]
+    assert row["loop_full_array_ops"] == 35_000
+    text = bench.format_summary(summary, markdown=True)
+    assert "| 3 | 24 | 35,000 | 2,577 | - |" in text
+    assert "scaled to all of them" in text
+
+
+def test_no_operation_table_without_counts() -> None:
+    records = [record("analytic", "xpnet", 3, 0.001)]
+    assert "Array operations" not in bench.format_summary(bench.summarize(records))
+
+
 def test_format_summary_without_records() -> None:
     assert "no timings" in bench.format_summary(bench.summarize([]))
 

@@ -6,7 +6,8 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from xpnet import layers
-from xpnet.opcount import CountingArray, counting, counting_operations
+from xpnet.networks import TwoLayerNet
+from xpnet.opcount import CountingArray, count_operations, counting, counting_operations
 
 
 def test_each_operator_and_function_counts_once():
@@ -78,3 +79,11 @@ def test_operations_in_other_threads_count():
     with counting_operations() as ops, ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: np.exp(x + 1.0), range(8)))
     assert ops == {"add": 8, "exp": 8}
+
+
+def test_count_operations_counts_a_networks_own_operations():
+    net = TwoLayerNet(5, 3, 2, dtype="float64", seed=0, device="cpu")
+    x = np.random.default_rng(1).standard_normal((4, 5))
+    ops = count_operations(net.predict, x, params=net.params)
+    assert ops == {"matmul": 2, "add": 2, "greater": 1, "where": 1}  # Affine, ReLU, Affine
+    assert all(isinstance(net.params[name], CountingArray) for name in net.params)

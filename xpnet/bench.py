@@ -370,10 +370,14 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
             row["loop_per_param_s"] = median / n
             row["loop_full_extrapolated_s"] = median / n * total
             row["params_timed"], row["params_total"] = n, total
+            if "array_ops" in info:
+                row["loop_full_array_ops"] = round(int(info["array_ops"]) / n * total)
         elif kind == "numerical_full":
             row["loop_full_measured_s"] = median
         else:
             row[f"{kind}_s"] = median
+            if "array_ops" in info:
+                row[f"{kind}_array_ops"] = int(info["array_ops"])
             if kind == "directional" and "n_directions" in info:
                 row["n_directions"] = int(info["n_directions"])
     for row in rows.values():
@@ -556,6 +560,23 @@ def _table_with_notes(
     return "\n".join([table(header, body), *notes])
 
 
+COUNTED_GRADIENTS = ("analytic", "loop_full", "batched", "directional")
+
+
+def _format_gradient_ops(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Array operations per call by batch size ('' when no record counted them)."""
+    counts = [[r.get(f"{kind}_array_ops") for kind in COUNTED_GRADIENTS] for r in rows]
+    if all(n is None for row in counts for n in row):
+        return ""
+    body = [
+        (str(r["batch"]), *("-" if n is None else f"{n:,}" for n in row))
+        for r, row in zip(rows, counts, strict=True)
+    ]
+    header = ("batch", "analytic", "loop full*", "batched", "directional")
+    notes = ["  * loop full: counted over the timed subset of parameters, scaled to all of them"]
+    return _table_with_notes(header, body, notes, markdown)
+
+
 def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = (
         "batch", "xpnet", "xpnet ops", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph"
@@ -623,6 +644,14 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
                 f"Gradients of {run['network']}, {dtype} (median per call)",
                 _format_gradients(run["gradients"], markdown),
             ]
+            ops = _format_gradient_ops(run["gradients"], markdown)
+            if ops:
+                lines += [
+                    "",
+                    "Array operations per gradient call (xpnet.opcount, counted on NumPy; "
+                    "on a GPU each is at least one kernel launch)",
+                    ops,
+                ]
         if run["steps"]:
             dtype = run["steps"][0].get("dtype") or "?"
             lines += [

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +53,23 @@ def counting_operations() -> Iterator[Counter[str]]:
         yield counter
     finally:
         _counters.remove(counter)
+
+
+def count_operations(
+    call: Callable[..., Any], *arrays: Any, params: MutableMapping[str, Any] | None = None
+) -> Counter[str]:
+    """The operations of ``call(*arrays)``, with ``arrays`` and ``params`` made counting.
+
+    ``params`` (e.g. a network's live ``net.params``, NumPy arrays) are replaced by
+    counting views of themselves, so the network's own operations count.
+    """
+    if params is not None:
+        for name in params:
+            params[name] = counting(params[name])
+    args = [counting(a) for a in arrays]
+    with counting_operations() as ops:
+        call(*args)
+    return ops
 
 
 def _plain(obj: Any) -> Any:
