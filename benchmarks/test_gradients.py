@@ -43,7 +43,7 @@ def make_case(
 def array_ops(data: bench.BenchData, batch: int, call: Callable[..., Any]) -> int:
     """Array operations of ``call(net, x, t)``, counted on NumPy (the same on every backend)."""
     net, x, t = make_case(data, batch, device="cpu")
-    return opcount.count_operations(lambda x, t: call(net, x, t), x, t, params=net.params).total()
+    return opcount.count_operations(lambda x, t: call(net, x, t), x, t, params=net.params).array_ops
 
 
 def analytic(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:

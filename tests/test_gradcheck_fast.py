@@ -20,6 +20,7 @@ from xpnet.gradcheck import (
     memory_budget,
     net_numerical_gradient,
 )
+from xpnet.opcount import count_operations
 from xpnet.perturb import LocalNet
 
 H = 1e-4
@@ -106,6 +107,20 @@ def test_a_tiny_memory_budget_gives_the_same_gradients(cpu_xp):
             np.testing.assert_allclose(
                 to_numpy(tight[name]), to_numpy(roomy[name]), rtol=1e-13, atol=1e-16
             )
+
+
+def test_host_reads_do_not_grow_with_the_number_of_chunks():
+    """More, smaller chunks mean more array operations, never more waits for a GPU."""
+    counts = {}
+    for budget in (2048, None):
+        net, x, t = problem(namespace("cpu"))
+
+        def gradient(x, t, net=net, budget=budget):
+            return net_numerical_gradient(net, x, t, memory_budget=budget)
+
+        counts[budget] = count_operations(gradient, x, t, params=net.params)
+    assert counts[2048].array_ops > counts[None].array_ops
+    assert counts[2048].host_reads == counts[None].host_reads
 
 
 def test_peak_memory_stays_within_the_budget():

@@ -25,7 +25,7 @@ def test_results_and_0d_results_keep_counting():
         total = np.sum(x * x)
         total / 2.0
     assert isinstance(total, CountingArray) and total.ndim == 0
-    assert ops.total() == 3
+    assert ops.array_ops == 3
 
 
 def test_view_changes_and_copy_free_astype_are_not_counted():
@@ -35,7 +35,7 @@ def test_view_changes_and_copy_free_astype_are_not_counted():
         xp.reshape(x, (3, 2))
         xp.permute_dims(x, (1, 0))
         xp.astype(x, xp.float32, copy=False)
-    assert ops.total() == 0
+    assert ops.array_ops == 0
     with counting_operations() as ops:
         xp.astype(x, xp.float64)
     assert ops == {"astype": 1}
@@ -53,7 +53,7 @@ def test_inner_operations_of_a_function_are_not_counted_again():
     x = counting(np.arange(6.0).reshape(2, 3))
     with counting_operations() as ops:
         np.linalg.norm(x)  # square, sum and sqrt inside: one call
-    assert ops.total() == 1
+    assert ops.array_ops == 1
 
 
 def test_nothing_is_counted_outside_the_block_or_on_plain_arrays():
@@ -61,7 +61,7 @@ def test_nothing_is_counted_outside_the_block_or_on_plain_arrays():
     x + 1.0
     with counting_operations() as ops:
         np.ones(3) + 1.0
-    assert ops.total() == 0
+    assert ops.array_ops == 0
 
 
 def test_counted_results_equal_plain_numpy():
@@ -87,3 +87,13 @@ def test_count_operations_counts_a_networks_own_operations():
     ops = count_operations(net.predict, x, params=net.params)
     assert ops == {"matmul": 2, "add": 2, "greater": 1, "where": 1}  # Affine, ReLU, Affine
     assert all(isinstance(net.params[name], CountingArray) for name in net.params)
+
+
+def test_conversions_to_python_are_counted_as_host_reads():
+    x = counting(np.arange(3.0))
+    with counting_operations() as ops:
+        total = np.sum(x)
+        float(total), int(total), bool(total > 1), total.item(), x.tolist()
+    assert ops.array_ops == 2  # sum, greater
+    assert ops.host_reads == 5
+    assert ops["to host: float"] == 1 and ops["to host: tolist"] == 1

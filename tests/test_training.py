@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from xpnet import MultiLayerNet
-from xpnet.backend import to_device, to_numpy
-from xpnet.optim import SGD, Momentum
+from xpnet.backend import namespace, to_device, to_numpy
+from xpnet.opcount import count_operations, counting
+from xpnet.optim import OPTIMIZERS, SGD, Momentum, make_optimizer
 from xpnet.training import EpochResult, History, ProgressBar, Trainer, evaluate, train
 
 
@@ -32,6 +33,29 @@ def blobs(xp, n_train=60, n_test=20, seed=0, one_hot=False):
 
 def make_net(xp, seed=0):
     return MultiLayerNet(4, [6], 2, weight_init=0.1, dtype="float64", seed=seed, xp=xp)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_training_step_never_reads_back_to_the_host(name):
+    """On a GPU a read (``float(loss)``, ``if xp.any(...)``) would wait for every kernel."""
+    net = make_net(namespace("cpu"))
+    x, t, _, _ = blobs(namespace("cpu"), one_hot=True)
+    optimizer = make_optimizer(name, lr=0.1)
+    for _ in range(2):  # the first update creates the optimizer's state
+        ops = count_operations(
+            lambda x, t: optimizer.update(net.params, net.gradient(x, t)), x, t, params=net.params
+        )
+        assert ops.array_ops > 0 and ops.host_reads == 0, dict(ops)
+
+
+def test_an_epoch_never_reads_back_to_the_host():
+    xp = namespace("cpu")
+    x, t, x_test, t_test = (counting(a) for a in blobs(xp, one_hot=True))
+    net = make_net(xp)
+    trainer = Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1, batch_size=10, progress=False)
+    order = to_device(np.arange(x.shape[0]), dtype="int64", xp=xp)
+    ops = count_operations(trainer.train_epoch, order, params=net.params)
+    assert ops["take"] == 2 * 6 and ops.host_reads == 0, dict(ops)  # x and t of 6 batches
 
 
 def test_training_reduces_the_loss_and_learns(xp):

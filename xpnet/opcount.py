@@ -1,13 +1,14 @@
 """Count the array operations a call makes: on a GPU, each is at least one kernel launch.
 
 A small network's training step on a GPU is bound by kernel launches, not by
-arithmetic, so the number of array operations per step is the figure to cut. The
-layer code is backend-generic, so the operations it issues are the same on every
-backend; this module counts them on NumPy, without a GPU::
+arithmetic, so the number of array operations per step is the figure to cut; and a
+read back to the host (``float(loss)``, ``if xp.any(...)``) waits for the GPU to
+finish. The layer code is backend-generic, so the operations it issues are the same
+on every backend; this module counts them on NumPy, without a GPU::
 
     with counting_operations() as ops:
         step()                     # arrays made with ``counting(a)``
-    sum(ops.values())              # e.g. 31 for a TwoLayerNet SGD step
+    ops.array_ops, ops.host_reads  # e.g. 32 and 0 for a TwoLayerNet SGD step
 
 Arrays taking part must be :class:`CountingArray` views (``counting(a)``); results of
 operations on them are counting arrays too, 0-D results included (CuPy keeps those
@@ -16,7 +17,9 @@ the outermost level: every ufunc call (operators, ``exp``, ``@``, reductions), e
 other NumPy function except those that only change the view (``reshape``,
 ``permute_dims``, ...), ``astype`` when it copies, and item assignment. Not counted:
 slicing, and the extra kernels a library may launch inside one operation (cuBLAS can
-use two for one matmul).
+use two for one matmul). Host reads are the conversions ``bool()``, ``int()``,
+``float()``, ``operator.index()``, ``.item()`` and ``.tolist()`` of a counting array;
+copying a whole array out (``np.asarray``, ``backend.to_numpy``) is not seen.
 """
 
 from __future__ import annotations
@@ -34,7 +37,23 @@ VIEW_ONLY = frozenset(
      "squeeze", "result_type", "shape", "ndim", "size"}
 )  # fmt: skip
 
-_counters: list[Counter[str]] = []  # the active counters, innermost last
+HOST_READ = "to host: "  # the prefix of host-read names, e.g. "to host: float"
+HOST_CONVERSIONS = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist")
+
+
+class Operations(Counter):
+    """``{operation name: calls}``; host reads are named ``"to host: <conversion>"``."""
+
+    @property
+    def host_reads(self) -> int:
+        return sum(n for name, n in self.items() if name.startswith(HOST_READ))
+
+    @property
+    def array_ops(self) -> int:
+        return self.total() - self.host_reads
+
+
+_counters: list[Operations] = []  # the active counters, innermost last
 _lock = threading.Lock()  # operations in worker threads (xpnet.perturb's chunks) count too
 _running = threading.local()  # .depth > 0 while an operation runs: its inner ones don't count
 
@@ -45,9 +64,9 @@ def counting(a: Any) -> CountingArray:
 
 
 @contextmanager
-def counting_operations() -> Iterator[Counter[str]]:
-    """Count operations on counting arrays inside the block: ``{operation name: calls}``."""
-    counter: Counter[str] = Counter()
+def counting_operations() -> Iterator[Operations]:
+    """Count operations on counting arrays inside the block."""
+    counter = Operations()
     _counters.append(counter)
     try:
         yield counter
@@ -57,7 +76,7 @@ def counting_operations() -> Iterator[Counter[str]]:
 
 def count_operations(
     call: Callable[..., Any], *arrays: Any, params: MutableMapping[str, Any] | None = None
-) -> Counter[str]:
+) -> Operations:
     """The operations of ``call(*arrays)``, with ``arrays`` and ``params`` made counting.
 
     ``params`` (e.g. a network's live ``net.params``, NumPy arrays) are replaced by
@@ -119,3 +138,15 @@ class CountingArray(np.ndarray):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         _run("setitem", np.ndarray.__setitem__, self.view(np.ndarray), _plain(key), _plain(value))
+
+
+def _host_read(conversion: str) -> Callable[..., Any]:
+    def read(self: CountingArray, *args: Any) -> Any:
+        return _run(HOST_READ + conversion.strip("_"), getattr(np.ndarray, conversion), self, *args)
+
+    read.__name__ = conversion
+    return read
+
+
+for _conversion in HOST_CONVERSIONS:
+    setattr(CountingArray, _conversion, _host_read(_conversion))
