@@ -67,7 +67,7 @@ class ReLU:
         self.mask = x > 0
         return xp.where(self.mask, x, 0.0)
 
-    def backward(self, dout: Any = 1) -> Any:
+    def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
         return xp.where(self.mask, dout, 0.0)
 
@@ -154,7 +154,7 @@ class Affine:
         self.x = xp.reshape(x, (x.shape[0], width))
         return self.x @ self.W + self.b
 
-    def backward(self, dout: Any = 1) -> Any:
+    def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
         self.dW = self.x.T @ dout
         self.db = xp.sum(dout, axis=0)
