@@ -131,11 +131,14 @@ def namespace_of(*arrays: Any) -> ModuleType:
         try:
             xp = array_api_compat.array_namespace(*present)
         except TypeError as exc:
-            kinds = sorted(f"{t.__module__}.{t.__qualname__}" for t in types)
-            raise BackendMismatchError(
-                f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
-                "move them to one backend first, e.g. with xpnet.backend.to_device"
-            ) from exc
+            xp = _dask_with_numpy(present)
+            if xp is None:
+                kinds = sorted(f"{t.__module__}.{t.__qualname__}" for t in types)
+                raise BackendMismatchError(
+                    f"arrays from different backends were mixed in one call "
+                    f"({', '.join(kinds)}); move them to one backend first, e.g. with "
+                    "xpnet.backend.to_device"
+                ) from exc
         _NAMESPACE_BY_TYPES[types] = xp
     if len(present) > 1:
         first = array_api_compat.device(present[0])
@@ -145,6 +148,22 @@ def namespace_of(*arrays: Any) -> ModuleType:
                 f"arrays on different devices were mixed in one call ({', '.join(devices)})"
             )
     return xp
+
+
+def _dask_with_numpy(arrays: list[Any]) -> ModuleType | None:
+    """Dask's namespace when ``arrays`` are dask arrays and NumPy arrays, else None.
+
+    Dask takes NumPy operands as constants of one chunk, so a network with NumPy
+    weights runs on dask inputs; every other mix of libraries stays an error.
+    """
+    lazy = [a for a in arrays if array_api_compat.is_dask_array(a)]
+    if lazy and all(array_api_compat.is_dask_array(a) or _is_numpy(a) for a in arrays):
+        return array_api_compat.array_namespace(*lazy)
+    return None
+
+
+def _is_numpy(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic))
 
 
 def _is_python_scalar(x: Any) -> bool:
@@ -180,6 +199,8 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     if array_api_compat.is_torch_array(x):
         return x.detach().cpu().numpy()
+    if array_api_compat.is_dask_array(x):
+        return np.asarray(x.compute())
     if _is_array(x):
         return np.from_dlpack(x)
     return np.asarray(x)

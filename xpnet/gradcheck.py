@@ -347,6 +347,8 @@ def check_gradients(
     memory_budget: int | str | None = None,
     n_directions: int = 3,
     seed: int = 0,
+    client: Any = None,
+    progress: Any = None,
 ) -> GradientReport | DirectionalReport:
     """Compare ``net.gradient(x, t)`` with numerical gradients of ``net.loss(x, t)``.
 
@@ -360,8 +362,16 @@ def check_gradients(
     names. Elements whose central difference straddles a ReLU kink are reported
     apart and left out of pass/fail (both ``loop`` and ``batched`` look for them
     where the network has local perturbations).
+
+    ``client`` (a ``dask.distributed.Client``) computes the numerical gradients of
+    ``loop`` and ``batched`` as tasks on its cluster, with the same report
+    (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then per task);
+    ``progress`` shows them (True, False, None: when stderr is a terminal, or a
+    callable ``progress(done, total)``).
     """
     _check_method(method, METHODS)
+    if method == "directional" and client is not None:
+        raise ValueError("client= runs the loop and batched methods; directional runs locally")
     if method == "directional":
         return directional_check(
             net,
@@ -377,7 +387,16 @@ def check_gradients(
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     analytic = net.gradient(x, t)
-    found = _numerical(net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=True)
+    if client is None:
+        found = _numerical(
+            net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=True
+        )
+    else:
+        from xpnet.distributed import numerical  # imports Dask
+
+        found = numerical(
+            client, net, x, t, names, method=method, h=h, budget=memory_budget, progress=progress
+        )
     report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
     report.params = [
         compare(n, analytic[n], found[n].grad, atol, rtol, kinks=found[n].kinks, via=found[n].via)

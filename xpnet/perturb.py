@@ -276,6 +276,20 @@ def _spread(values: Any, mask: Any) -> Any:
     return xp.where(mask, xp.take(values, xp.clip(slot, min=0), axis=0), zeros)
 
 
+def chunk_differences(local: LocalNet, name: str, index: Any, h: float) -> tuple[Any, Any]:
+    """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for the flat elements ``index`` (m,) of ``name``.
+
+    Returns the differences (m,) and which of them straddle a kink (m,) bool. The
+    hooks only read the network, so chunks may run at once on one network.
+    """
+    param = local.net.params[name]
+    xp = namespace_of(param)
+    m = index.shape[0]
+    step = xp.full((m,), h, dtype=param.dtype, device=array_api_compat.device(param))
+    dloss, kinked = local.loss_change(name, xp.concat([index, index]), xp.concat([step, -step]))
+    return (dloss[:m] - dloss[m:]) / (2 * h), kinked[:m] | kinked[m:]
+
+
 def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, in chunks.
 
@@ -303,11 +317,7 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     xp.empty((min(budget, chunk * per_element),), dtype=xp.uint8, device=device)
 
     def chunk_at(start: int) -> tuple[Any, Any]:
-        index = active[start : start + chunk]
-        m = index.shape[0]
-        step = xp.full((m,), h, dtype=param.dtype, device=device)
-        dloss, kinked = local.loss_change(name, xp.concat([index, index]), xp.concat([step, -step]))
-        return (dloss[:m] - dloss[m:]) / (2 * h), kinked[:m] | kinked[m:]
+        return chunk_differences(local, name, active[start : start + chunk], h)
 
     if workers == 1:
         results = list(map(chunk_at, starts))

@@ -1,0 +1,278 @@
+"""Beyond one machine with Dask (``dask.distributed``): gradient checks and full-data passes.
+
+Two kinds of work run on a Dask cluster, from a laptop's ``LocalCluster`` to many
+machines (or one worker per GPU with ``dask-cuda``):
+
+- the numerical gradients of a gradient check (``check_gradients(..., client=client)``,
+  :func:`numerical`). The network and the batch go to every worker once
+  (``client.scatter(..., broadcast=True)``); a task is a chunk of one parameter's flat
+  elements, computed by the loop (two forward passes per element) or, for the batched
+  method, by local perturbations (:mod:`xpnet.perturb`). Tasks return NumPy arrays,
+  which the client puts in place: the report is the one a local run gives. When a
+  worker dies, the scheduler runs its tasks again elsewhere;
+- passes over a whole data set: :func:`rows` turns a NumPy data set into a dask array
+  chunked by rows and kept on the cluster (``persist``); a network with NumPy weights
+  takes it as input (:func:`xpnet.backend.namespace_of` allows exactly that mix), and
+  ``Trainer(..., evaluate_on=...)`` evaluates on it.
+
+:func:`connect` gives a client for ``xpnet ... --scheduler ADDRESS|local:N``.
+
+This module imports Dask; ``import xpnet`` does not (install the ``xpnet[dask]`` extra).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from xpnet.backend import namespace_of, to_numpy
+from xpnet.gradcheck import _Numerical, memory_budget, numerical_gradient
+from xpnet.perturb import LocalNet, chunk_differences, moving_elements
+from xpnet.training import ProgressBar
+
+try:
+    import dask.array as da
+    from distributed import Client, LocalCluster, as_completed, wait
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError(
+        f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'"
+    ) from exc
+
+LOCAL_PREFIX = "local:"
+CONNECT_TIMEOUT_S = 5.0
+# Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
+# lose little when a worker dies, few enough that its overhead per task stays small.
+TASKS_PER_THREAD = 4
+
+Progress = bool | Callable[[int, int], None] | None
+
+
+class SchedulerUnavailableError(ConnectionError):
+    """No Dask scheduler answered at the address given."""
+
+
+@contextmanager
+def connect(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Client]:
+    """A client for ``scheduler``, closed (and a cluster it started stopped) on exit.
+
+    ``scheduler`` is the address of a running scheduler (``tcp://127.0.0.1:8786``) or
+    ``local:N``: a ``LocalCluster`` of N worker processes of one thread each, listening on
+    127.0.0.1 only, without a dashboard and without spilling to disk. Raises
+    :class:`SchedulerUnavailableError` naming the address when nothing answers within
+    ``timeout`` seconds, ``ValueError`` for a malformed ``local:N``.
+    """
+    if scheduler.startswith(LOCAL_PREFIX):
+        count = scheduler[len(LOCAL_PREFIX) :]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(
+                f"--scheduler {scheduler!r}: expected local:N with N >= 1 worker processes, "
+                "or a scheduler's address such as tcp://127.0.0.1:8786"
+            )
+        with (
+            LocalCluster(
+                n_workers=int(count),
+                processes=True,
+                threads_per_worker=1,
+                host="127.0.0.1",
+                dashboard_address=None,
+                memory_limit=0,  # no spilling: nothing is written to disk and read back
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        raise SchedulerUnavailableError(
+            f"no Dask scheduler answers at {scheduler} within {timeout:g} s ({exc}); "
+            "start one (dask scheduler) or use --scheduler local:N"
+        ) from exc
+    with client:
+        yield client
+
+
+def threads(client: Client) -> int:
+    """Worker threads in the client's cluster (at least 1)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None) -> Any:
+    """``x`` (N, ...) as a dask array of NumPy chunks of ``chunk_rows`` rows.
+
+    With a ``client``, the chunks are sent to its workers now (``persist``) and stay
+    there, so later computations send only their graph. ``chunk_rows`` defaults to
+    two chunks per worker thread (per CPU without a client).
+    """
+    host = to_numpy(x)
+    if chunk_rows is None:
+        parts = 2 * (threads(client) if client is not None else _cpus())
+        chunk_rows = max(1, math.ceil(host.shape[0] / parts))
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    lazy = da.from_array(host, chunks=(chunk_rows, *host.shape[1:]))
+    if client is None:
+        return lazy
+    lazy = client.persist(lazy)
+    wait(lazy)
+    return lazy
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(eq=False)  # hashed by identity: the key of a worker's LocalNet cache
+class Problem:
+    """What every task needs: the network and the batch, sent to each worker once."""
+
+    net: Any
+    x: Any
+    t: Any
+
+
+_LOCAL_NETS: weakref.WeakKeyDictionary[Problem, LocalNet] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _local_net(problem: Problem) -> LocalNet:
+    """The problem's LocalNet, built once per worker (one forward pass); tasks only read it."""
+    with _LOCK:
+        local = _LOCAL_NETS.get(problem)
+        if local is None:
+            local = _LOCAL_NETS[problem] = LocalNet(problem.net, problem.x, problem.t)
+        return local
+
+
+def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) -> tuple[Any, Any]:
+    """Central differences of the flat elements ``index`` of ``name``, on a worker.
+
+    ``how``: ``"local"`` (local perturbations), ``"loop"`` (two forward passes per
+    element) or ``"loop+kinks"`` (the loop, and the kinks from local perturbations).
+    Returns NumPy arrays: the differences (m,) and the kinks (m,) bool, or None.
+    """
+    param = problem.net.params[name]
+    xp = namespace_of(param)
+    flat = xp.asarray(index, dtype=xp.int64, device=array_api_compat.device(param))
+    if how == "local":
+        grad, kinks = chunk_differences(_local_net(problem), name, flat, h)
+        return to_numpy(grad), to_numpy(kinks)
+    kinks = None
+    if how == "loop+kinks":
+        kinks = to_numpy(chunk_differences(_local_net(problem), name, flat, h)[1])
+    with _LOCK:  # the loop moves the network's parameters: a copy of its own per task
+        net = copy.deepcopy(problem.net)
+    unravelled = np.stack(np.unravel_index(index, tuple(param.shape)), axis=1)
+    elements = [tuple(e) for e in unravelled.tolist()]  # Python ints: any namespace indexes with them
+    grad = numerical_gradient(
+        lambda p: net.loss_at(name, p, problem.x, problem.t), net.params[name], h, indices=elements
+    )
+    return to_numpy(grad).reshape(-1)[index], kinks
+
+
+@dataclass
+class _Job:
+    name: str
+    index: np.ndarray
+    how: str
+
+
+def _plan(
+    net: Any, local: LocalNet | None, names: list[str], method: str, budget: int, threads: int
+) -> tuple[dict[str, str], list[_Job]]:
+    """How each parameter is differenced (``_task``'s ``how``) and the tasks of a check.
+
+    The batched method differences only the elements that can move the loss, in
+    chunks within ``budget`` bytes each (as a local run); the loop takes every element.
+    """
+    hows, jobs = {}, []
+    for name in names:
+        param = net.params[name]
+        is_local = local is not None and local.is_local(name)
+        if method == "batched" and is_local:
+            index = np.flatnonzero(to_numpy(moving_elements(local, name)))
+            most, how = max(1, budget // local.bytes_per_element(name)), "local"
+        else:
+            index = np.arange(math.prod(param.shape))
+            most, how = index.shape[0], "loop+kinks" if is_local else "loop"
+        size = max(1, min(most, math.ceil(index.shape[0] / (TASKS_PER_THREAD * threads))))
+        hows[name] = how
+        jobs += [_Job(name, index[s : s + size], how) for s in range(0, index.shape[0], size)]
+    return hows, jobs
+
+
+def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]:
+    """The futures' results in order, reporting progress as they complete."""
+    total = len(futures)
+    if callable(progress):
+        report, bar = progress, None
+    else:
+        bar = ProgressBar(enabled=progress)
+        report = lambda done, total: bar.show("gradient check", done, total)  # noqa: E731
+    found = {}
+    try:
+        for done, (future, result) in enumerate(as_completed(futures, with_results=True), 1):
+            found[future.key] = result
+            report(done, total)
+    finally:
+        if bar is not None:
+            bar.clear()
+        client.cancel([f for f in futures if f.key not in found])
+    return [found[f.key] for f in futures]
+
+
+def numerical(
+    client: Client,
+    net: Any,
+    x: Any,
+    t: Any,
+    names: Iterable[str],
+    *,
+    method: str,
+    h: float,
+    budget: int | str | None = None,
+    progress: Progress = None,
+) -> dict[str, _Numerical]:
+    """Numerical gradients of the parameters ``names`` (with kinks where known), as tasks.
+
+    The same numbers as :func:`xpnet.gradcheck` computes locally for ``method``
+    (``"loop"`` or ``"batched"``). ``budget`` bounds each task's working memory.
+    ``progress``: a bar on stderr (None: when it is a terminal) or a callable
+    ``progress(done, total)`` called as tasks complete.
+    """
+    names = list(names)
+    local = LocalNet.of(net, x, t)
+    hows, jobs = _plan(net, local, names, method, memory_budget(budget), threads(client))
+    problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
+    futures = [
+        client.submit(_task, problem, job.name, job.index, h, job.how, pure=False) for job in jobs
+    ]
+    results = _gather(client, futures, progress)
+    out = {}
+    for name, how in hows.items():
+        param = net.params[name]
+        grad = np.zeros(math.prod(param.shape), dtype=to_numpy(param).dtype)
+        kinks = np.zeros(grad.shape, dtype=bool)
+        for job, (values, kinked) in zip(jobs, results, strict=True):
+            if job.name == name:
+                grad[job.index] = values
+                if kinked is not None:
+                    kinks[job.index] = kinked
+        xp, dev = namespace_of(param), array_api_compat.device(param)
+        out[name] = _Numerical(
+            xp.reshape(xp.asarray(grad, device=dev), param.shape),
+            None if how == "loop" else xp.reshape(xp.asarray(kinks, device=dev), param.shape),
+            "local" if how == "local" else "loop",
+        )
+    return out
