@@ -43,9 +43,7 @@ try:
     import dask.array as da
     from distributed import Client, LocalCluster, as_completed, wait
 except ImportError as exc:  # pragma: no cover - the message is the point
-    raise ImportError(
-        f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'"
-    ) from exc
+    raise ImportError(f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'") from exc
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5.0
@@ -174,7 +172,7 @@ def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) ->
     with _LOCK:  # the loop moves the network's parameters: a copy of its own per task
         net = copy.deepcopy(problem.net)
     unravelled = np.stack(np.unravel_index(index, tuple(param.shape)), axis=1)
-    elements = [tuple(e) for e in unravelled.tolist()]  # Python ints: any namespace indexes with them
+    elements = [tuple(e) for e in unravelled.tolist()]  # Python ints index every namespace
     grad = numerical_gradient(
         lambda p: net.loss_at(name, p, problem.x, problem.t), net.params[name], h, indices=elements
     )
