@@ -7,7 +7,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from xpnet import backend
@@ -39,7 +40,33 @@ def _add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "a time by local perturbations; directional: a few random directions, pass/fail only",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_scheduler(p, "compute the numerical gradients as tasks on a Dask cluster")
     p.set_defaults(run=_run_gradcheck)
+
+
+def _add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS|local:N",
+        help=f"{what}: a running scheduler's address (tcp://host:8786) or local:N to start "
+        "N local worker processes (needs xpnet[dask])",
+    )
+
+
+@contextmanager
+def _cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` (None without it), closed at the end."""
+    if args.scheduler is None:
+        yield None
+        return
+    if backend.parse_device(args.device).kind != "cpu":
+        raise ValueError("--scheduler runs on NumPy arrays: use it with --device cpu")
+    try:
+        from xpnet.distributed import connect
+    except ImportError as exc:
+        raise backend.BackendUnavailableError(f"--scheduler: {exc}") from None
+    with connect(args.scheduler) as client:
+        yield client
 
 
 def _run_gradcheck(args: argparse.Namespace) -> int:
@@ -63,7 +90,8 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     t = backend.to_device(
         rng.integers(0, args.output_size, args.batch_size), dtype="int64", device=args.device
     )
-    report = check_gradients(net, x, t, method=args.method, h=args.h)
+    with _cluster(args) as client:
+        report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
 
@@ -198,6 +226,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "settings; --epochs/--iters count from the start of training)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    _add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
     p.set_defaults(run=_run_train)
 
 
@@ -266,6 +295,25 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    with _cluster(args) as client:
+        return _train(args, client)
+
+
+def _cluster_evaluation(client: Any, sizes: tuple[int, int], quiet: bool) -> dict[str, Any]:
+    """Trainer keywords that evaluate on the cluster: every set as one dask array."""
+    if client is None:
+        return {}
+    from xpnet.distributed import rows, threads
+
+    if not quiet:
+        print(
+            f"evaluating on the Dask cluster at {client.scheduler.address} "
+            f"({threads(client)} worker threads)"
+        )
+    return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
+
+
+def _train(args: argparse.Namespace, client: Any) -> int:
     import math
     import time
 
@@ -376,6 +424,7 @@ def _run_train(args: argparse.Namespace) -> int:
         history=history,
         progress=False if args.quiet else None,
         callback=report,
+        **_cluster_evaluation(client, (n_train, x_test.shape[0]), args.quiet),
     )  # fmt: skip
     began, first_iteration = time.perf_counter(), trainer.iterations
     try:
@@ -418,5 +467,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, backend.BackendUnavailableError) as exc:
+    except (ValueError, FileNotFoundError, ConnectionError, backend.BackendUnavailableError) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")

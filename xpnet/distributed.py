@@ -41,7 +41,7 @@ from xpnet.training import ProgressBar
 
 try:
     import dask.array as da
-    from distributed import Client, LocalCluster, as_completed, wait
+    from distributed import Client, LocalCluster, as_completed
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'") from exc
 
@@ -107,9 +107,10 @@ def threads(client: Client) -> int:
 def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None) -> Any:
     """``x`` (N, ...) as a dask array of NumPy chunks of ``chunk_rows`` rows.
 
-    With a ``client``, the chunks are sent to its workers now (``persist``) and stay
-    there, so later computations send only their graph. ``chunk_rows`` defaults to
-    two chunks per worker thread (per CPU without a client).
+    With a ``client``, the chunks are sent to its workers now (``scatter``, spread over
+    them) and stay there, so later computations send only their graph; a worker lost
+    takes its chunks with it (computations on them then fail). ``chunk_rows`` defaults
+    to two chunks per worker thread (per CPU without a client).
     """
     host = to_numpy(x)
     if chunk_rows is None:
@@ -117,12 +118,12 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
         chunk_rows = max(1, math.ceil(host.shape[0] / parts))
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    lazy = da.from_array(host, chunks=(chunk_rows, *host.shape[1:]))
     if client is None:
-        return lazy
-    lazy = client.persist(lazy)
-    wait(lazy)
-    return lazy
+        return da.from_array(host, chunks=(chunk_rows, *host.shape[1:]))
+    pieces = [host[s : s + chunk_rows, ...] for s in range(0, host.shape[0], chunk_rows)]
+    sent = client.scatter(pieces)
+    parts = zip(sent, pieces, strict=True)
+    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in parts])
 
 
 def _cpus() -> int:

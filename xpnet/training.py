@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import array_api_compat
 import array_api_extra as xpx
 
-from xpnet.backend import host_rng, namespace_of, synchronize
+from xpnet.backend import host_rng, namespace_of, synchronize, to_numpy
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
@@ -141,7 +141,8 @@ def evaluate(
     """``(accuracy, mean loss)`` of ``net`` on ``x`` (N, D), in chunks of ``batch_size``.
 
     ``labels`` are integer labels (N,), ``targets`` the same as one-hot rows (N, C).
-    Sums stay on the device; the two results are read to the host once, at the end.
+    Sums stay on the device; the two results are read to the host once, at the end
+    (on dask arrays: one computation of the whole graph).
     The loss is the network's last layer (mean cross-entropy) without weight decay.
     """
     n = x.shape[0]
@@ -156,7 +157,8 @@ def evaluate(
         chunk_loss = net.last_layer.forward(y, targets[start:stop, ...]) * (stop - start)
         hits = chunk_hits if hits is None else hits + chunk_hits
         loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
-    return int(hits) / n, float(loss_sum) / n
+    totals = to_numpy(xp.stack([xp.astype(hits, xp.float64), xp.astype(loss_sum, xp.float64)]))
+    return float(totals[0]) / n, float(totals[1]) / n
 
 
 class Trainer:
@@ -171,6 +173,9 @@ class Trainer:
       generator seeded once, so a resumed run shuffles as an uninterrupted one would;
     - ``eval_samples``: evaluate on the first so many train and test samples
       (default: all); ``eval_batch_size`` bounds the memory evaluation uses;
+    - ``evaluate_on``: applied once to each array evaluation reads (inputs, integer
+      labels, one-hot targets), e.g. ``lambda a: xpnet.distributed.rows(a, client=c)``
+      to evaluate on a Dask cluster (default: the arrays as they are);
     - ``progress``: a terminal progress bar on stderr (``None``: when stderr is a TTY);
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch.
 
@@ -194,6 +199,7 @@ class Trainer:
         seed: int | None = 0,
         eval_samples: int | None = None,
         eval_batch_size: int = 10_000,
+        evaluate_on: Callable[[Any], Any] | None = None,
         start_epoch: int = 0,
         history: History | None = None,
         progress: bool | None = None,
@@ -217,6 +223,14 @@ class Trainer:
         self.x_train, self.x_test = x_train, x_test
         self.labels_train, self.t_train = _labels_and_targets(t_train, classes, first.dtype)
         self.labels_test, self.t_test = _labels_and_targets(t_test, classes, first.dtype)
+        place = (lambda a: a) if evaluate_on is None else evaluate_on
+        self._eval_sets = [
+            tuple(map(place, arrays))
+            for arrays in (
+                (x_train, self.labels_train, self.t_train),
+                (x_test, self.labels_test, self.t_test),
+            )
+        ]
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
         self.epoch = start_epoch  # epochs completed so far
@@ -268,8 +282,9 @@ class Trainer:
                 self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
             finally:
                 self.progress.clear()
-            train_acc, train_loss = self._evaluate(self.x_train, self.labels_train, self.t_train)
-            test_acc, test_loss = self._evaluate(self.x_test, self.labels_test, self.t_test)
+            (train_acc, train_loss), (test_acc, test_loss) = (
+                self._evaluate(*arrays) for arrays in self._eval_sets
+            )
             synchronize(*self.net.params.values())
             result = EpochResult(
                 epoch=epoch,
