@@ -163,6 +163,22 @@ def _local_net(problem: Problem) -> LocalNet:
         return local
 
 
+_COPIES = threading.local()
+
+
+def _own_copy(problem: Problem) -> Any:
+    """This thread's copy of the problem's network, made once: the loop moves parameters
+    (and puts them back), which other threads must not see."""
+    copies = getattr(_COPIES, "nets", None)
+    if copies is None:
+        copies = _COPIES.nets = weakref.WeakKeyDictionary()
+    net = copies.get(problem)
+    if net is None:
+        with _LOCK:
+            net = copies[problem] = copy.deepcopy(problem.net)
+    return net
+
+
 def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) -> tuple[Any, Any]:
     """Central differences of the flat elements ``index`` of ``name``, on a worker.
 
@@ -179,8 +195,7 @@ def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) ->
     kinks = None
     if how == "loop+kinks":
         kinks = to_numpy(chunk_differences(_local_net(problem), name, flat, h)[1])
-    with _LOCK:  # the loop moves the network's parameters: a copy of its own per task
-        net = copy.deepcopy(problem.net)
+    net = _own_copy(problem)
     unravelled = np.stack(np.unravel_index(index, tuple(param.shape)), axis=1)
     elements = [tuple(e) for e in unravelled.tolist()]  # Python ints index every namespace
     grad = numerical_gradient(
