@@ -257,6 +257,17 @@ def test_cli_an_address_that_does_not_answer_is_a_clear_error(monkeypatch, capsy
     assert "Traceback" not in err
 
 
+def test_a_scheduler_without_workers_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(xd, "CONNECT_TIMEOUT_S", 0.5)
+    with distributed.LocalCluster(
+        n_workers=0, host="127.0.0.1", dashboard_address=None, scheduler_kwargs=xd.LOOPBACK_HTTP
+    ) as empty:
+        assert run(["gradcheck", "--input-size", "8", "--scheduler", empty.scheduler_address]) == 2
+    assert f"the Dask scheduler at {empty.scheduler_address} has no workers" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -104,6 +104,24 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
         yield client
 
 
+def require_workers(client: Client, *, timeout: float | None = None) -> None:
+    """Wait up to ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``) for a first worker.
+
+    Raises :class:`SchedulerUnavailableError` naming the scheduler when none comes, rather
+    than leaving tasks queued for ever.
+    """
+    if client.nthreads():
+        return
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError as exc:
+        raise SchedulerUnavailableError(
+            f"the Dask scheduler at {client.scheduler.address} has no workers "
+            f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
+        ) from exc
+
+
 def threads(client: Client) -> int:
     """Worker threads in the client's cluster (at least 1)."""
     return max(1, sum(client.nthreads().values()))
@@ -118,6 +136,8 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     to two chunks per worker thread (per CPU without a client).
     """
     host = to_numpy(x)
+    if client is not None:
+        require_workers(client)
     if chunk_rows is None:
         parts = 2 * (threads(client) if client is not None else _cpus())
         chunk_rows = max(1, math.ceil(host.shape[0] / parts))
@@ -275,6 +295,7 @@ def numerical(
     ``progress(done, total)`` called as tasks complete.
     """
     names = list(names)
+    require_workers(client)
     local = LocalNet.of(net, x, t)
     hows, jobs = _plan(net, local, names, method, memory_budget(budget), threads(client))
     problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
