@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -132,14 +133,14 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
 
     With a ``client``, the chunks are sent to its workers now (``scatter``, spread over
     them) and stay there (``persist``), so later computations send only their graph; a
-    worker lost takes its chunks with it (computations on them then fail). ``chunk_rows`` defaults
-    to two chunks per worker thread (per CPU without a client).
+    worker lost takes its chunks with it (computations on them then fail).
+    ``chunk_rows`` defaults to two chunks per worker thread (per CPU without a client).
     """
     host = to_numpy(x)
     if client is not None:
         require_workers(client)
     if chunk_rows is None:
-        parts = 2 * (threads(client) if client is not None else _cpus())
+        parts = 2 * (threads(client) if client is not None else os.cpu_count() or 1)
         chunk_rows = max(1, math.ceil(host.shape[0] / parts))
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -153,12 +154,6 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     lazy = client.persist(lazy)
     wait(lazy)
     return lazy
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(eq=False)  # hashed by identity: the key of a worker's LocalNet cache
