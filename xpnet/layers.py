@@ -64,6 +64,28 @@ class Add:
         return dout, dout
 
 
+class Exp:
+    """``out = exp(x)``; backward ``dout * out``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = namespace_of(x).exp(x)
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * self.out
+
+
+class Reciprocal:
+    """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = 1.0 / x
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return -dout * self.out * self.out
+
+
 class ReLU:
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
