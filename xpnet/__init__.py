@@ -4,7 +4,7 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, datasets, gradcheck, layers, optim
+from xpnet import backend, datasets, gradcheck, graph, layers, optim
 from xpnet.gradcheck import (
     GradientReport,
     check_gradients,
@@ -27,6 +27,7 @@ __all__ = [
     "datasets",
     "directional_check",
     "gradcheck",
+    "graph",
     "layers",
     "net_numerical_gradient",
     "numerical_gradient",
