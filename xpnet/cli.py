@@ -1,4 +1,4 @@
-"""The ``xpnet`` command line: ``info``, ``gradcheck``, ``train`` (and ``python -m xpnet``)."""
+"""The ``xpnet`` command line: ``info``, ``gradcheck``, ``train``, ``graph``."""
 
 from __future__ import annotations
 
@@ -130,18 +130,12 @@ def _weight_init(text: str) -> str | float:
         ) from None
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from xpnet.optim import OPTIMIZERS
-
-    p = sub.add_parser(
-        "train",
-        help="train a network on MNIST-style data (the book's chapter 5 run)",
-        description="Train a fully connected network with backprop; print train/test "
-        "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
-        "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
-    )
+def _add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> None:
+    """The flags that describe a network and its data, shared by ``train`` and ``graph``."""
     p.add_argument(
-        "--dataset", choices=["mnist", "fashion-mnist", "mnist-5k"], help="data set (default mnist)"
+        "--dataset",
+        choices=["mnist", "fashion-mnist", "mnist-5k"],
+        help=f"data set (default {default_dataset})",
     )
     p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
     p.add_argument(
@@ -159,6 +153,60 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
     )
     p.add_argument("--weight-decay", type=_non_negative_float, help="L2 strength (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, help="default 100")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
+
+
+def _load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The data set of ``settings`` on ``args.device``, images in the settings' dtype."""
+    from xpnet.datasets import load_mnist
+
+    xp, _ = backend.selected(args.device)
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        name=settings["dataset"], root=args.data_dir, device=args.device
+    )
+    dtype = getattr(xp, settings["dtype"])
+    if x_train.dtype != dtype:
+        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    return (x_train, t_train), (x_test, t_test)
+
+
+def _network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
+    """The ``MultiLayerNet`` the flags describe (``--weight-init`` defaults as in ``train``)."""
+    from xpnet.networks import MultiLayerNet
+
+    if args.weight_init is not None:
+        weight_init = args.weight_init
+    elif len(settings["hidden"]) == 1:
+        weight_init = 0.01
+    else:
+        weight_init = "he" if settings["activation"] == "relu" else "xavier"
+    return MultiLayerNet(
+        input_size,
+        settings["hidden"],
+        10,
+        activation=settings["activation"],
+        weight_init=weight_init,
+        weight_decay=settings["weight_decay"],
+        dtype=settings["dtype"],
+        seed=settings["seed"],
+        device=args.device,
+    )
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from xpnet.optim import OPTIMIZERS
+
+    p = sub.add_parser(
+        "train",
+        help="train a network on MNIST-style data (the book's chapter 5 run)",
+        description="Train a fully connected network with backprop; print train/test "
+        "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
+        "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
+    )
+    _add_network_flags(p, default_dataset="mnist")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
     p.add_argument(
         "--lr",
@@ -166,7 +214,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="learning rate (default 0.1 for sgd, as the book's training script; "
         "the book's default for the others)",
     )
-    p.add_argument("--batch-size", type=_positive_int, help="default 100")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, help="train until this epoch")
     length.add_argument(
@@ -180,9 +227,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="evaluate on the first N train/test samples per epoch (default all)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
-    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
     p.add_argument(
         "--save",
         metavar="PATH",
@@ -205,8 +249,8 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def _error(message: str) -> int:
-    print(f"xpnet train: error: {message}", file=sys.stderr)
+def _error(message: str, command: str = "train") -> int:
+    print(f"xpnet {command}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -270,7 +314,6 @@ def _run_train(args: argparse.Namespace) -> int:
     import time
 
     from xpnet import checkpoint
-    from xpnet.networks import MultiLayerNet
     from xpnet.optim import make_optimizer
     from xpnet.training import EpochResult, History, Trainer
 
@@ -285,39 +328,16 @@ def _run_train(args: argparse.Namespace) -> int:
             require_matplotlib()
         except PlottingUnavailableError as exc:
             return _error(f"--plot: {exc}")
-    xp, _ = backend.selected(args.device)  # an unknown or unavailable device fails here
+    backend.selected(args.device)  # an unknown or unavailable device fails here
 
     saved = checkpoint.read_metadata(args.resume) if args.resume else {}
     if args.resume and not saved.get("architecture"):
         return _error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = _train_settings(args, saved)
 
-    from xpnet.datasets import load_mnist
-
-    (x_train, t_train), (x_test, t_test) = load_mnist(
-        name=s["dataset"], root=args.data_dir, device=args.device
-    )
-    dtype = getattr(xp, s["dtype"])
-    if x_train.dtype != dtype:
-        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    (x_train, t_train), (x_test, t_test) = _load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
-    if args.weight_init is not None:
-        weight_init = args.weight_init
-    elif len(s["hidden"]) == 1:
-        weight_init = 0.01
-    else:
-        weight_init = "he" if s["activation"] == "relu" else "xavier"
-    net = MultiLayerNet(
-        input_size,
-        s["hidden"],
-        10,
-        activation=s["activation"],
-        weight_init=weight_init,
-        weight_decay=s["weight_decay"],
-        dtype=s["dtype"],
-        seed=s["seed"],
-        device=args.device,
-    )
+    net = _network(s, args, input_size)
     optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
     start_epoch, history = 0, History()
     if args.resume:
@@ -402,6 +422,72 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+GRAPHS = ("apple", "apple-orange", "sigmoid-neuron", "net")
+
+
+def _add_graph(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph",
+        help="draw a computational graph with the forward and backward values of a run",
+        description="Run a computation node by node, recording it, and draw its graph: the "
+        "forward value above each edge (black), the backward value below it (red). apple, "
+        "apple-orange: the book's section 5.4; sigmoid-neuron: the CS231n notes; net: the "
+        "network the train flags describe, after one forward/backward pass on real data "
+        "(layers as nodes, shapes on the edges, gradient norms of every parameter); the "
+        "network flags apply to net only.",
+    )
+    p.add_argument("name", choices=GRAPHS, help="which graph: %(choices)s")
+    p.add_argument(
+        "--format",
+        choices=["dot", "svg", "png"],
+        help="default: the suffix of -o, else dot (svg and png need Graphviz's dot program)",
+    )
+    p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    _add_network_flags(p, default_dataset="mnist-5k")
+    p.set_defaults(run=_run_graph)
+
+
+def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
+    """One forward/backward of the network the flags describe, on its first batch, recorded."""
+    from xpnet.graph import record_network
+
+    s = TRAIN_DEFAULTS | {"dataset": "mnist-5k"}
+    s |= {k: getattr(args, k) for k in s if getattr(args, k, None) is not None}
+    (x, t), _ = _load_data(s, args)
+    n = min(s["batch_size"], x.shape[0])
+    net = _network(s, args, x.shape[1])
+    arch = "-".join(map(str, net.sizes))
+    title = f"{arch} {s['activation']}, {n} {s['dataset']} samples: one forward and backward pass"
+    return record_network(net, x[:n, ...], t[:n]), title
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xpnet import graph
+
+    problem = _check_output("-o", args.output)
+    if problem:
+        return _error(problem, "graph")
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    fmt = args.format or (suffix if suffix in graph.FORMATS else "dot")
+    if fmt == "png" and not args.output:
+        return _error("--format png needs -o PATH", "graph")
+    if args.name == "net":
+        recording, title = _network_recording(args)
+    else:
+        recording, title = graph.NAMED[args.name](), None
+    dot = recording.dot(title=title)
+    try:
+        if args.output:
+            graph.write(dot, args.output, fmt)
+        else:
+            sys.stdout.buffer.write(graph.render(dot, fmt))
+    except graph.GraphvizUnavailableError as exc:
+        return _error(str(exc), "graph")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xpnet", description="Backpropagation by hand on NumPy and CuPy."
@@ -410,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_gradcheck(sub)
     _add_train(sub)
+    _add_graph(sub)
     return parser
 
 
