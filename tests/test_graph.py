@@ -16,7 +16,7 @@ import pytest
 
 from xpnet import backend, datasets, graph, layers
 from xpnet.cli import main
-from xpnet.networks import MultiLayerNet
+from xpnet.networks import MultiLayerNet, Sequential
 
 X, NEGATE = graph.TIMES, f"{graph.TIMES}-1"  # the multiply gates
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -159,7 +159,35 @@ def test_recording_changes_no_result(xp):
     assert float(run_.output) == float(plain.last_layer.forward(plain.predict(x), t))
 
 
-def test_recording_leaves_no_wrapper_behind_even_after_an_error():
+class Mode:
+    """The identity, noting the ``train_flg`` it got (a stand-in for Dropout)."""
+
+    def forward(self, x, train_flg=True):
+        self.train_flg = train_flg
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+def test_any_sequential_is_drawn_and_its_layers_still_get_train_flg(cpu_xp):
+    rng = np.random.default_rng(4)
+    x, W, b = (
+        backend.to_device(rng.random(shape), dtype="float64", xp=cpu_xp)
+        for shape in ((5, 4), (4, 3), (3,))
+    )
+    t = backend.to_device([0, 1, 2, 0, 1], dtype="int64", xp=cpu_xp)
+    mode = Mode()
+    net = Sequential([layers.Affine(W, b), mode], loss=layers.SoftmaxWithLoss())
+    edges = {(s, d, f) for s, d, f, _ in drawn_edges(graph.record_network(net, x, t).dot())}
+    assert mode.train_flg is True
+    assert edges >= {
+        ("x", "Affine", "(5, 4)"),
+        ("W1", "Affine", "(4, 3)"),
+        ("b1", "Affine", "(3,)"),
+    }
+    assert edges >= {("Affine", "Mode", "(5, 3)"), ("Mode", "SoftmaxWithLoss", "(5, 3)")}
+
     mul, add, other = layers.Mul(), layers.Add(), layers.Mul()
     with pytest.raises(ZeroDivisionError), graph.record([mul, add]):
         assert "forward" in vars(mul) and "backward" in vars(add)

@@ -84,7 +84,8 @@ def _registry() -> dict[str, type]:
 
         for layer_cls in (
             layers.Affine, layers.ReLU, layers.Sigmoid, layers.Tanh, layers.Softmax,
-            layers.Exp, layers.Reciprocal, layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
+            layers.Exp, layers.Reciprocal,
+            layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
         ):  # fmt: skip
             _LAYERS[layer_cls.__name__] = layer_cls
     return _LAYERS

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xpnet import backend
+from xpnet.graph import NAMED as NAMED_GRAPHS
 
 
 def _add_gradcheck(sub: argparse._SubParsersAction) -> None:
@@ -422,7 +423,7 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-GRAPHS = ("apple", "apple-orange", "sigmoid-neuron", "net")
+GRAPHS = (*NAMED_GRAPHS, "net")
 
 
 def _add_graph(sub: argparse._SubParsersAction) -> None:
@@ -457,7 +458,10 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     n = min(s["batch_size"], x.shape[0])
     net = _network(s, args, x.shape[1])
     arch = "-".join(map(str, net.sizes))
-    title = f"{arch} {s['activation']}, {n} {s['dataset']} samples: one forward and backward pass"
+    title = (
+        f"{arch} {s['activation']}, {n} {s['dataset']} samples: one forward and backward pass "
+        "(red: gradients, ‖·‖ their norm)"
+    )
     return record_network(net, x[:n, ...], t[:n]), title
 
 
