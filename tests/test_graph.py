@@ -39,7 +39,7 @@ def drawn_edges(dot):
     labels = dict(re.findall(r'^  "([^"]+)" \[shape=[^\]]*label="([^"]*)"\];$', dot, re.M))
     forward, backward = {}, {}
     for source, target, attrs, label in re.findall(
-        r'^  "([^"]+)" -> "([^"]+)" \[(.*?)label="([^"]*)"\];$', dot, re.M
+        r'^  "([^"]+)" -> "([^"]+)" \[(.*?)label="([^"]*)", tooltip="[^"]*"\];$', dot, re.M
     ):
         (backward if "dir=back" in attrs else forward)[source, target] = label
     return {
@@ -144,6 +144,26 @@ def test_network_graph_shows_shapes_and_parameter_gradient_norms(digits):
         shape, norm = drawn[name, "Affine"]
         assert shape == str(grad.shape)
         assert norm_of(norm) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
+
+
+def test_arrays_are_recorded_as_shape_norm_min_and_max(xp):
+    a = np.random.default_rng(6).standard_normal((3, 4))
+    value = graph.Value.of(backend.to_device(a, dtype="float64", xp=xp))
+    assert value.shape == (3, 4) and value.number is None
+    assert value.norm == pytest.approx(np.linalg.norm(a), rel=1e-12)
+    assert (value.min, value.max) == (a.min(), a.max())
+    assert graph.Value.of(backend.to_device(2.5, dtype="float64", xp=xp)).number == 2.5
+
+
+def test_a_forward_only_recording_draws_parameters_without_gradients():
+    affine = layers.Affine(np.ones((4, 3)), np.zeros(3))
+    x = np.ones((2, 4))
+    with graph.record([affine], inputs={"x": x}) as run:
+        affine.forward(x)
+    assert drawn_edges(run.dot()) == {
+        ("x", "Affine", "(2, 4)", None), ("W", "Affine", "(4, 3)", None),
+        ("b", "Affine", "(3,)", None), ("Affine", "", "(2, 3)", None),
+    }  # fmt: skip
 
 
 def test_recording_changes_no_result(xp):

@@ -75,6 +75,8 @@ class Value:
             return None
         if isinstance(x, (int, float)):
             return cls(number=x)
+        if not hasattr(x, "shape"):
+            raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
         if x.ndim == 0:
             return cls(number=float(x))
         xp = namespace_of(x)
@@ -95,6 +97,14 @@ class Value:
         if self.number is not None or self.norm is None:
             return self.forward_label(number_format)
         return f"‖·‖ {self.norm:.3g}"
+
+    def summary(self) -> str:
+        """Everything recorded, in full: the number, or shape, norm, min and max."""
+        if self.number is not None:
+            return repr(self.number)
+        if self.norm is None:
+            return f"shape {self.shape}"
+        return f"shape {self.shape}, norm {self.norm:.6g}, min {self.min:.6g}, max {self.max:.6g}"
 
 
 @dataclass
@@ -152,7 +162,14 @@ class Recording:
 
     def _forward(self, node: int, args: tuple[Any, ...], output: Any) -> None:
         values = [Value.of(a) for a in args]
-        self.calls.append(Call(node, args, output, values, Value.of(output)))
+        call = Call(node, args, output, values, Value.of(output))
+        instance = self.nodes[node]
+        for attr in getattr(instance, "params", ()):
+            call.params[self._param_name(instance, attr)] = (
+                Value.of(getattr(instance, attr)),
+                None,
+            )
+        self.calls.append(call)
 
     def _backward(self, node: int, dout: Any, grads: Any) -> None:
         call = next((c for c in reversed(self.calls) if c.node == node), None)
@@ -164,9 +181,14 @@ class Recording:
         call.dinputs = [Value.of(g) for g in grads] + [None] * (len(call.inputs) - len(grads))
         instance = self.nodes[node]
         for attr in getattr(instance, "params", ()):
-            name = self.param_names.get((id(instance), attr), attr)
-            grad = getattr(instance, "d" + attr, None)
-            call.params[name] = (Value.of(getattr(instance, attr)), Value.of(grad))
+            name = self._param_name(instance, attr)
+            call.params[name] = (
+                call.params[name][0],
+                Value.of(getattr(instance, "d" + attr, None)),
+            )
+
+    def _param_name(self, node: Any, attr: str) -> str:
+        return self.param_names.get((id(node), attr), attr)
 
     # Reading the run.
 
@@ -239,19 +261,22 @@ class Recording:
                 edges.append(Edge(k, None, call.output_value, call.dout, main=True))
         return leaves, edges
 
-    def input_gradients(self) -> dict[str, Any]:
-        """``name -> gradient`` of every named input (the numbers for scalars), summed over
-        its uses; an input whose gradient was never computed maps to None."""
-        grads: dict[str, Any] = {}
+    def input_gradients(self) -> dict[str, float | None]:
+        """``name -> gradient`` of every named input, summed over its uses, as a number.
+
+        None where a use got no number: no backward call, or an array gradient (its
+        summary is on the edges).
+        """
+        grads: dict[str, float | None] = {}
         for k, i, name in self._leaf_names():
             if name is None:
                 continue
             dinputs = self.calls[k].dinputs
-            grad = dinputs[i] if dinputs else None
-            number = None if grad is None else grad.number
-            if name in grads and grads[name] is not None and number is not None:
-                number += grads[name]
-            grads[name] = number
+            grad = dinputs[i].number if dinputs and dinputs[i] is not None else None
+            if name not in grads:
+                grads[name] = grad
+            elif grads[name] is not None:
+                grads[name] = None if grad is None else grads[name] + grad
         return grads
 
     def dot(self, *, title: str | None = None) -> str:
@@ -278,12 +303,21 @@ class Recording:
             target = f"call:{edge.target}" if edge.target is not None else f"out:{j}"
             if edge.target is None:
                 lines.append(f'  "{target}" [shape=plaintext, label=""];')
+            # Labels show the gist; tooltips (SVG) everything recorded.
             forward = "" if edge.forward is None else edge.forward.forward_label(number_format)
+            tooltip = "" if edge.forward is None else edge.forward.summary()
             weight = "weight=8, " if edge.main else ""
-            lines.append(f'  "{source}" -> "{target}" [{weight}label="{_escape(forward)}"];')
+            lines.append(
+                f'  "{source}" -> "{target}" [{weight}label="{_escape(forward)}", '
+                f'tooltip="{_escape(tooltip)}"];'
+            )
             if edge.backward is not None:
                 backward = _escape(edge.backward.backward_label(number_format))
-                lines.append(f'  "{source}" -> "{target}" [{BACKWARD_EDGE}, label="{backward}"];')
+                tooltip = _escape(f"gradient: {edge.backward.summary()}")
+                lines.append(
+                    f'  "{source}" -> "{target}" [{BACKWARD_EDGE}, label="{backward}", '
+                    f'tooltip="{tooltip}"];'
+                )
         lines.append("}")
         return "\n".join(lines) + "\n"
 
