@@ -287,11 +287,21 @@ def test_cli_net_follows_the_train_flags(capsys, digits):
     argv = ["graph", "net", "--hidden", "6", "--hidden", "4", "--activation", "tanh"]
     assert run([*argv, "--batch-size", "12", "--seed", "3"]) == 0
     dot = capsys.readouterr().out
-    assert "784-6-4-10 tanh, 12 mnist-5k samples" in dot
+    assert "784-6-4-10 tanh, softmax-ce loss, 12 mnist-5k samples" in dot
     edges = {(s, d, f) for s, d, f, _ in drawn_edges(dot)}
     assert edges >= {("W1", "Affine", "(784, 6)"), ("W2", "Affine", "(6, 4)")}
     assert edges >= {("W3", "Affine", "(4, 10)"), ("x", "Affine", "(12, 784)")}
     assert edges >= {("Affine", "Tanh", "(12, 6)"), ("Affine", "Tanh", "(12, 4)")}
+
+
+def test_cli_net_takes_the_loss_and_targets_of_training(capsys, digits):
+    argv = ["graph", "net", "--hidden", "5", "--loss", "mse", "--target-range", "0.1,0.9"]
+    assert run([*argv, "--batch-size", "7"]) == 0
+    edges = {(s, d, f) for s, d, f, _ in drawn_edges(capsys.readouterr().out)}
+    assert edges >= {
+        ("Affine", "MeanSquaredError", "(7, 10)"),
+        ("t", "MeanSquaredError", "(7, 10)"),
+    }
 
 
 def test_without_dot_png_and_svg_say_how_to_install_it(tmp_path, monkeypatch, capsys):

@@ -91,12 +91,39 @@ TRAIN_DEFAULTS = {
     "dataset": "mnist",
     "hidden": [50],
     "activation": "relu",
+    "output_activation": None,
+    "loss": "softmax-ce",
+    "reduction": "mean",
+    "bias_init": "zero",
+    "input_range": None,
+    "target_range": None,
     "dtype": "float32",
     "optimizer": "sgd",
     "batch_size": 100,
     "seed": 0,
     "weight_decay": 0.0,
 }
+# The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
+# binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases
+# uniform in [0, 1), inputs x / 255 * 0.99 + 0.01, targets 0.01 / 0.99, SGD lr 0.3, one
+# sample a step, one epoch. Flags given override it.
+MODELS = {
+    "mlp": {},
+    "course": {
+        "hidden": [100],
+        "activation": "sigmoid",
+        "loss": "sigmoid-bce",
+        "reduction": "sum",
+        "weight_init": "he",
+        "bias_init": "uniform",
+        "input_range": [0.01, 1.0],
+        "target_range": [0.01, 0.99],
+        "batch_size": 1,
+        "lr": 0.3,
+        "epochs": 1,
+    },
+}
+LOSSES = ("softmax-ce", "sigmoid-bce", "mse")
 SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
 
 
@@ -118,6 +145,16 @@ def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bo
 _positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 _positive_float = _number(float, "a positive number", lambda v: 0.0 < v < math.inf)
 _non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.inf)
+
+
+def _value_range(text: str) -> list[float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not low < high:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    return [low, high]
 
 
 def _weight_init(text: str) -> str | float:
@@ -145,7 +182,45 @@ def _add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> N
         action="append",
         help="hidden layer size (repeat for more layers; default 50)",
     )
+    p.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="mlp",
+        help="mlp (default: the flags describe it) or course: the course notes' per-sample "
+        "784-100-10 sigmoid network with summed binary cross-entropy (its settings become "
+        "the defaults; flags given override them)",
+    )
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
+    p.add_argument(
+        "--output-activation",
+        choices=["relu", "sigmoid", "tanh"],
+        help="an activation after the last Affine (default none)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="softmax-ce (softmax and cross-entropy, default), sigmoid-bce (sigmoid and binary "
+        "cross-entropy) or mse (squared error)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=["mean", "sum"],
+        help="the loss over a batch's terms: mean (default) or sum",
+    )
+    p.add_argument("--bias-init", choices=["zero", "uniform"], help="default zero")
+    p.add_argument(
+        "--input-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="rescale pixels from [0, 1] to [LOW, HIGH] (course notes: 0.01,1)",
+    )
+    p.add_argument(
+        "--target-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="train towards HIGH for the label and LOW elsewhere instead of one-hot "
+        "(course notes: 0.01,0.99)",
+    )
     p.add_argument(
         "--weight-init",
         type=_weight_init,
@@ -161,7 +236,8 @@ def _add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> N
 
 
 def _load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """The data set of ``settings`` on ``args.device``, images in the settings' dtype."""
+    """The data set of ``settings`` on ``args.device``: images in the settings' dtype,
+    rescaled to ``input_range`` when one is set."""
     from xpnet.datasets import load_mnist
 
     xp, _ = backend.selected(args.device)
@@ -171,25 +247,35 @@ def _load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any
     dtype = getattr(xp, settings["dtype"])
     if x_train.dtype != dtype:
         x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    if settings["input_range"] is not None:
+        low, high = settings["input_range"]
+        x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
     return (x_train, t_train), (x_test, t_test)
 
 
 def _network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
-    """The ``MultiLayerNet`` the flags describe (``--weight-init`` defaults as in ``train``)."""
+    """The ``MultiLayerNet`` the settings describe (``weight_init`` defaults as the book's)."""
+    from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
     from xpnet.networks import MultiLayerNet
 
-    if args.weight_init is not None:
-        weight_init = args.weight_init
+    if settings["weight_init"] is not None:
+        weight_init = settings["weight_init"]
     elif len(settings["hidden"]) == 1:
         weight_init = 0.01
     else:
         weight_init = "he" if settings["activation"] == "relu" else "xavier"
+    loss_cls = {"softmax-ce": SoftmaxWithLoss, "sigmoid-bce": SigmoidWithLoss}.get(
+        settings["loss"], MeanSquaredError
+    )
     return MultiLayerNet(
         input_size,
         settings["hidden"],
         10,
         activation=settings["activation"],
+        output_activation=settings["output_activation"],
+        loss=loss_cls(reduction=settings["reduction"]),
         weight_init=weight_init,
+        bias_init=settings["bias_init"],
         weight_decay=settings["weight_decay"],
         dtype=settings["dtype"],
         seed=settings["seed"],
@@ -269,11 +355,14 @@ def _check_output(option: str, path: str | None) -> str | None:
 
 
 def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
-    """Defaults, overridden by the checkpoint's settings, overridden by the flags given.
+    """Defaults, overridden by the ``--model`` preset, by the checkpoint's settings, and by
+    the flags given.
 
     The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
     """
     resumed = dict(saved.get("run", {}))
+    model = resumed.get("model", args.model)
+    preset = MODELS[model]
     saved_opt = saved.get("optimizer") or {}
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
@@ -285,28 +374,34 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
             dtype=arch["dtype"],
             weight_decay=arch.get("weight_decay", 0.0),
         )
-        for key in ("hidden", "activation", "dtype"):
+        for key in ("hidden", "activation", "dtype", "output_activation"):
             given = getattr(args, key)
-            if given is not None and given != resumed[key]:
+            if given is not None and given != resumed.get(key):
                 raise ValueError(
                     f"--{key} {given} does not match the checkpoint's {resumed[key]} "
                     f"({args.resume}); leave it out to resume"
                 )
-    settings = {k: resumed.get(k, v) for k, v in TRAIN_DEFAULTS.items()}
+    settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+    settings["model"] = model
+    settings["weight_init"] = args.weight_init or preset.get("weight_init")
     if args.epochs is not None or args.iters is not None:
         settings["length"] = ("epochs", args.epochs) if args.epochs else ("iters", args.iters)
     elif "epochs" in resumed or "iters" in resumed:
         unit = "epochs" if "epochs" in resumed else "iters"
         settings["length"] = (unit, int(resumed[unit]))
+    elif "epochs" in preset:
+        settings["length"] = ("epochs", preset["epochs"])
     else:
         settings["length"] = ("iters", 10_000)
     if args.lr is not None:
         settings["lr"] = args.lr
     elif saved_opt.get("name") == settings["optimizer"]:
         settings["lr"] = saved_opt["lr"]
+    elif settings["optimizer"] == "sgd":
+        settings["lr"] = preset.get("lr", 0.1)
     else:
-        settings["lr"] = 0.1 if settings["optimizer"] == "sgd" else None
+        settings["lr"] = None
     return settings
 
 
@@ -358,9 +453,11 @@ def _run_train(args: argparse.Namespace) -> int:
     epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
     arch = "-".join(map(str, net.sizes))
     if not args.quiet:
+        output = f"/{s['output_activation']}" if s["output_activation"] else ""
+        loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch} "
-            f"{s['activation']}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{s['activation']}{output}{loss}, {optimizer!r}, batch {s['batch_size']}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
@@ -368,7 +465,8 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
         return 0
 
-    run = {k: s[k] for k in ("dataset", "batch_size", "seed")} | {unit: length}
+    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS) if k not in ("hidden", "dtype")}
+    run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
@@ -397,6 +495,7 @@ def _run_train(args: argparse.Namespace) -> int:
         history=history,
         progress=False if args.quiet else None,
         callback=report,
+        target_range=s["target_range"],
     )  # fmt: skip
     began, first_iteration = time.perf_counter(), trainer.iterations
     try:
@@ -445,24 +544,29 @@ def _add_graph(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
     _add_network_flags(p, default_dataset="mnist-5k")
-    p.set_defaults(run=_run_graph)
+    # What _train_settings reads beyond the network flags: no training, no checkpoint.
+    p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
+    p.set_defaults(epochs=None, iters=None, resume=None)
 
 
 def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     """One forward/backward of the network the flags describe, on its first batch, recorded."""
     from xpnet.graph import record_network
+    from xpnet.training import _labels_and_targets
 
-    s = TRAIN_DEFAULTS | {"dataset": "mnist-5k"}
-    s |= {k: getattr(args, k) for k in s if getattr(args, k, None) is not None}
+    s = _train_settings(args, {})
     (x, t), _ = _load_data(s, args)
     n = min(s["batch_size"], x.shape[0])
     net = _network(s, args, x.shape[1])
+    # The targets a training step uses: one-hot rows, or rows of --target-range.
+    _, targets = _labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
     arch = "-".join(map(str, net.sizes))
+    output = f"/{s['output_activation']}" if s["output_activation"] else ""
     title = (
-        f"{arch} {s['activation']}, {n} {s['dataset']} samples: one forward and backward pass "
-        "(red: gradients, ‖·‖ their norm)"
+        f"{arch} {s['activation']}{output}, {s['loss']} loss, {n} {s['dataset']} "
+        f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"
     )
-    return record_network(net, x[:n, ...], t[:n]), title
+    return record_network(net, x[:n, ...], targets), title
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -493,9 +597,12 @@ def _run_graph(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xpnet import __version__
+
     parser = argparse.ArgumentParser(
         prog="xpnet", description="Backpropagation by hand on NumPy and CuPy."
     )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_info(sub)
     _add_gradcheck(sub)

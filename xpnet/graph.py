@@ -237,6 +237,10 @@ class Recording:
         leaf_of = {(k, i): name for k, i, name in self._leaf_names()}
         consumed: set[int] = set()
         for k, call in enumerate(self.calls):
+            # Parameters first: drawn above the data, their edges cross nothing.
+            for name, (value, grad) in call.params.items():
+                leaves[f"param:{name}"] = name
+                edges.append(Edge(f"param:{name}", k, value, grad))
             for i, x in enumerate(call.inputs):
                 backward = call.dinputs[i] if call.dinputs else None
                 producer = self._producer(k, x)
@@ -253,9 +257,6 @@ class Recording:
                     leaves[source] = call.input_values[i].forward_label("{:g}")
                 main = isinstance(source, int)
                 edges.append(Edge(source, k, call.input_values[i], backward, main=main))
-            for name, (value, grad) in call.params.items():
-                leaves[f"param:{name}"] = name
-                edges.append(Edge(f"param:{name}", k, value, grad))
         for k, call in enumerate(self.calls):
             if k not in consumed:
                 edges.append(Edge(k, None, call.output_value, call.dout, main=True))
