@@ -29,9 +29,20 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of
 
+_KINDS: dict[tuple[Any, Any, str], bool] = {}
+
+
+def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered: layers ask it on every call."""
+    key = (xp, dtype, kind)
+    found = _KINDS.get(key)
+    if found is None:
+        found = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+    return found
+
 
 def _require_floating(xp: Any, name: str, x: Any) -> None:
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _isdtype(xp, x.dtype, "real floating"):
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
@@ -175,16 +186,18 @@ class Affine:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
         _require_floating(xp, "Affine input", x)
-        width = math.prod(x.shape[1:])
-        if x.ndim < 2 or width != self.W.shape[0]:
-            raise ValueError(
-                f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
-                f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
-                f"trailing sizes multiplying to {self.W.shape[0]}"
-            )
         self.x_shape = x.shape
-        self.x = xp.reshape(x, (x.shape[0], width))
-        return self.x @ self.W + self.b
+        if x.ndim != 2 or x.shape[1] != self.W.shape[0]:
+            width = math.prod(x.shape[1:])
+            if x.ndim < 2 or width != self.W.shape[0]:
+                raise ValueError(
+                    f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
+                    f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
+                    f"trailing sizes multiplying to {self.W.shape[0]}"
+                )
+            x = xp.reshape(x, (x.shape[0], width))  # images, flattened as in the book
+        self.x = x
+        return x @ self.W + self.b
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
@@ -192,7 +205,8 @@ class Affine:
         self.db = xp.sum(dout, axis=0)
         if not self.input_grad:
             return None
-        return xp.reshape(dout @ self.W.T, self.x_shape)
+        dx = dout @ self.W.T
+        return dx if len(self.x_shape) == 2 else xp.reshape(dx, self.x_shape)
 
     # Local perturbations (xpnet.perturb): P perturbations ride on a leading axis.
 
@@ -284,7 +298,7 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     """
     xp = namespace_of(t, like)
     n, classes = like.shape
-    if xp.isdtype(t.dtype, "integral"):
+    if _isdtype(xp, t.dtype, "integral"):
         if t.shape != (n,):
             raise ValueError(
                 f"integer labels must have shape ({n},) to match scores of shape "
