@@ -341,6 +341,14 @@ class Loss:
         """What the summed loss is divided by: the number of ``terms``, or 1 for ``"sum"``."""
         return terms if self.reduction == "mean" else 1
 
+    def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
+        """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
+
+        A scale of exactly 1 (a summed loss at the end of a graph) costs no multiply.
+        """
+        scale = factor * dout / self._divisor(terms)
+        return delta if type(scale) is float and scale == 1.0 else delta * scale
+
 
 class SoftmaxWithLoss(Loss):
     """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``).
@@ -361,7 +369,7 @@ class SoftmaxWithLoss(Loss):
         return xp.sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self._divisor(self.t.shape[0]))
+        return self._scaled(self.y - self.t, dout, self.t.shape[0])
 
     # Local perturbations (xpnet.perturb).
 
@@ -407,7 +415,7 @@ class SigmoidWithLoss(Loss):
         return xp.sum(softplus - x * self.t) / self._divisor(math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self._divisor(math.prod(self.y.shape)))
+        return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
 
 
 class MeanSquaredError(Loss):
@@ -423,4 +431,4 @@ class MeanSquaredError(Loss):
         return xp.sum(self.diff * self.diff) / self._divisor(math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return self.diff * (2.0 * dout / self._divisor(math.prod(self.diff.shape)))
+        return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
