@@ -160,6 +160,18 @@ def _require_one_device(present: list[Any]) -> None:
         )
 
 
+def matmul_transposed(a: Any, b: Any) -> Any:
+    """``a.T @ b`` for 2-D ``a`` (N, D) and ``b`` (N, M): the (D, M) sum over N of outer products.
+
+    NumPy's ``matmul`` takes no BLAS path when the shared size N is 1 (a batch of one
+    sample), and is then several times slower than ``numpy.dot``, which always calls
+    BLAS; other libraries get ``matmul``.
+    """
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.dot(a.T, b)
+    return a.T @ b
+
+
 def _is_python_scalar(x: Any) -> bool:
     # NumPy's float64 scalars subclass float, but they belong to NumPy.
     return isinstance(x, (int, float, complex)) and not isinstance(x, np.generic)
