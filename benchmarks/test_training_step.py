@@ -54,6 +54,7 @@ class StepNetwork:
     name: str
     make: Callable[[str | None], Any]  # device -> the seeded xpnet network
     lr: Callable[[int], float]  # batch -> learning rate
+    # (pixels in [0, 1], one-hot) -> (inputs, targets) as this network trains on them
     targets: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
     numpy_step: Callable[..., Any]  # (params, x, t, lr), updates params in place
     torch_kwargs: Callable[[Any], dict[str, Any]]  # peer module -> TorchMLP keywords

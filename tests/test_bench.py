@@ -211,6 +211,35 @@ def test_collection_refuses_raw_benchmark_use() -> None:
         conftest.pytest_collection_modifyitems(None, [good, raw])
 
 
+@pytest.mark.parametrize("network", ["two-layer", "course"])
+def test_the_hand_written_numpy_peers_make_the_same_sgd_update_as_xpnet(
+    monkeypatch: pytest.MonkeyPatch, network: str
+) -> None:
+    """The ``hand-numpy`` peers time the same maths as xpnet's step (float64, batch 5)."""
+    from xpnet.networks import TwoLayerNet
+    from xpnet.optim import SGD
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    course = importlib.import_module("benchmarks._course")
+    peer = importlib.import_module("benchmarks._numpy_peer")
+    rng = np.random.default_rng(0)
+    x, t = rng.random((5, 784)), np.eye(10)[rng.integers(0, 10, 5)]
+    if network == "course":
+        params, lr, step = course.host_params(0, "float64"), course.LR, peer.course_train
+        x, t = course.inputs_and_targets(x, t)
+        net = course.network(params, "float64", "cpu")
+    else:
+        net = TwoLayerNet(784, 50, 10, dtype="float64", seed=0, device="cpu")
+        lr, step = 0.1, peer.two_layer_step
+        params = {name: np.array(value) for name, value in net.params.items()}
+    expected = {name: value.copy() for name, value in params.items()}
+    step(expected, x, t, lr)
+    SGD(lr).update(net.params, net.gradient(x, t))
+    for name, value in expected.items():
+        assert not np.allclose(value, params[name])  # the step moved it
+        np.testing.assert_allclose(backend.to_numpy(net.params[name]), value, rtol=1e-10)
+
+
 def test_the_xpnet_package_does_not_import_torch() -> None:
     code = (
         "import sys, xpnet, xpnet.bench, xpnet.gradcheck, xpnet.networks\n"
