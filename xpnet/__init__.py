@@ -4,7 +4,8 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, datasets, gradcheck, layers, optim
+from xpnet import backend, datasets, gradcheck, graph, layers, optim
+from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
     GradientReport,
     check_gradients,
@@ -12,22 +13,28 @@ from xpnet.gradcheck import (
     net_numerical_gradient,
     numerical_gradient,
 )
-from xpnet.networks import MultiLayerNet, TwoLayerNet
+from xpnet.layercheck import check_function, check_layer
+from xpnet.networks import MultiLayerNet, Sequential, TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GradientReport",
     "MultiLayerNet",
+    "Sequential",
     "TwoLayerNet",
     "__version__",
     "backend",
+    "check_function",
     "check_gradients",
+    "check_layer",
     "datasets",
     "directional_check",
     "gradcheck",
+    "graph",
     "layers",
     "net_numerical_gradient",
     "numerical_gradient",
     "optim",
+    "register_layer",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -34,11 +35,11 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from tqdm import tqdm
 
 from xpnet.backend import namespace_of, to_numpy
 from xpnet.gradcheck import _Numerical, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, moving_elements
-from xpnet.training import ProgressBar
 
 try:
     import dask.array as da
@@ -253,19 +254,23 @@ def _plan(
 def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]:
     """The futures' results in order, reporting progress as they complete."""
     total = len(futures)
-    if callable(progress):
-        report, bar = progress, None
-    else:
-        bar = ProgressBar(enabled=progress)
-        report = lambda done, total: bar.show("gradient check", done, total)  # noqa: E731
+    bar = tqdm(
+        total=total,
+        desc="gradient check",
+        unit="task",
+        leave=False,
+        file=sys.stderr,
+        disable=True if callable(progress) else (None if progress is None else not progress),
+    )
     found = {}
     try:
         for done, (future, result) in enumerate(as_completed(futures, with_results=True), 1):
             found[future.key] = result
-            report(done, total)
+            bar.update()
+            if callable(progress):
+                progress(done, total)
     finally:
-        if bar is not None:
-            bar.clear()
+        bar.close()
         client.cancel([f for f in futures if f.key not in found])
     return [found[f.key] for f in futures]
 

@@ -7,6 +7,11 @@ PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
 No layer writes into an array it was given.
 
+The layer protocol that :class:`xpnet.Sequential` relies on is just that, plus a
+``params`` attribute naming the parameter attributes (``("W", "b")``; absent when a
+layer has none). A layer that can be rebuilt from a checkpoint also has ``config()``,
+the JSON-serialisable keywords of its constructor beside the parameters.
+
 Some layers also opt in to *local perturbations*, used by :mod:`xpnet.perturb`
 for fast gradient checks: short ``perturb*`` methods, kept apart below
 ``backward``, that give the change of a layer's output when its input or a
@@ -22,11 +27,22 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import namespace_of
+from xpnet.backend import matmul_transposed, namespace_of
+
+_KINDS: dict[tuple[Any, Any, str], bool] = {}
+
+
+def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered: layers ask it on every call."""
+    key = (xp, dtype, kind)
+    found = _KINDS.get(key)
+    if found is None:
+        found = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+    return found
 
 
 def _require_floating(xp: Any, name: str, x: Any) -> None:
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _isdtype(xp, x.dtype, "real floating"):
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
@@ -59,13 +75,35 @@ class Add:
         return dout, dout
 
 
+class Exp:
+    """``out = exp(x)``; backward ``dout * out``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = namespace_of(x).exp(x)
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * self.out
+
+
+class Reciprocal:
+    """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = 1.0 / x
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return -dout * self.out * self.out
+
+
 class ReLU:
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.where(self.mask, x, 0.0)
+        return xp.maximum(x, 0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
@@ -77,7 +115,7 @@ class ReLU:
     def perturb(self, x: Any, dx: Any) -> Any:
         """Output change when the input ``x`` moves by ``dx`` (broadcasting shapes)."""
         xp = namespace_of(x, dx)
-        return xp.clip(x + dx, min=0.0) - xp.clip(x, min=0.0)
+        return xp.maximum(x + dx, 0.0) - xp.maximum(x, 0.0)
 
     def kinks(self, x: Any, dx: Any) -> Any:
         """True where ``x + s * dx`` crosses the kink at 0 for some ``s`` in (-1, 1)."""
@@ -135,32 +173,40 @@ class Affine:
     skips inputs that do not require a gradient.
     """
 
+    params = ("W", "b")
+
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         self.W, self.b = W, b
         self.input_grad = input_grad
         self.dW = self.db = None
 
+    def config(self) -> dict[str, Any]:
+        return {"input_grad": self.input_grad}
+
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
         _require_floating(xp, "Affine input", x)
-        width = math.prod(x.shape[1:])
-        if x.ndim < 2 or width != self.W.shape[0]:
-            raise ValueError(
-                f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
-                f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
-                f"trailing sizes multiplying to {self.W.shape[0]}"
-            )
         self.x_shape = x.shape
-        self.x = xp.reshape(x, (x.shape[0], width))
-        return self.x @ self.W + self.b
+        if x.ndim != 2 or x.shape[1] != self.W.shape[0]:
+            width = math.prod(x.shape[1:])
+            if x.ndim < 2 or width != self.W.shape[0]:
+                raise ValueError(
+                    f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
+                    f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
+                    f"trailing sizes multiplying to {self.W.shape[0]}"
+                )
+            x = xp.reshape(x, (x.shape[0], width))  # images, flattened as in the book
+        self.x = x
+        return x @ self.W + self.b
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
-        self.dW = self.x.T @ dout
+        self.dW = matmul_transposed(self.x, dout)  # x.T @ dout
         self.db = xp.sum(dout, axis=0)
         if not self.input_grad:
             return None
-        return xp.reshape(dout @ self.W.T, self.x_shape)
+        dx = dout @ self.W.T
+        return dx if len(self.x_shape) == 2 else xp.reshape(dx, self.x_shape)
 
     # Local perturbations (xpnet.perturb): P perturbations ride on a leading axis.
 
@@ -252,7 +298,7 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     """
     xp = namespace_of(t, like)
     n, classes = like.shape
-    if xp.isdtype(t.dtype, "integral"):
+    if _isdtype(xp, t.dtype, "integral"):
         if t.shape != (n,):
             raise ValueError(
                 f"integer labels must have shape ({n},) to match scores of shape "
@@ -268,12 +314,46 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     return xp.astype(t, like.dtype, copy=False)
 
 
-class SoftmaxWithLoss:
-    """Softmax followed by mean cross-entropy; ``backward`` gives ``(y - t) / N``.
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
+
+    As in PyTorch's losses, ``"mean"`` divides the summed loss by the number of terms
+    (samples for :class:`SoftmaxWithLoss`, elements for the others) and ``"sum"`` does not.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"unknown reduction {reduction!r} for {type(self).__name__}: "
+                f"expected one of {', '.join(REDUCTIONS)}"
+            )
+        self.reduction = reduction
+
+    def config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+    def _divisor(self, terms: int) -> int:
+        """What the summed loss is divided by: the number of ``terms``, or 1 for ``"sum"``."""
+        return terms if self.reduction == "mean" else 1
+
+    def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
+        """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
+
+        A scale of exactly 1 (a summed loss at the end of a graph) costs no multiply.
+        """
+        scale = factor * dout / self._divisor(terms)
+        return delta if type(scale) is float and scale == 1.0 else delta * scale
+
+
+class SoftmaxWithLoss(Loss):
+    """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``).
 
     ``forward(x, t)`` takes scores ``x`` (N, C) and targets ``t``: integer labels
-    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array. The loss uses
-    log-softmax, so it stays finite for large logits.
+    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array, the mean over the
+    N samples (or their sum). The loss uses log-softmax, so it stays finite for large logits.
     """
 
     def forward(self, x: Any, t: Any) -> Any:
@@ -284,10 +364,10 @@ class SoftmaxWithLoss:
         self.t = as_one_hot(t, x)
         logp = log_softmax(x)
         self.y = xp.exp(logp)
-        return xp.sum(self.t * logp) / -x.shape[0]
+        return xp.sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self.t.shape[0])
+        return self._scaled(self.y - self.t, dout, self.t.shape[0])
 
     # Local perturbations (xpnet.perturb).
 
@@ -300,7 +380,7 @@ class SoftmaxWithLoss:
         xp = namespace_of(x, dx)
         t = as_one_hot(t, x, check=False)
         dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x)))
-        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / x.shape[0]
+        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / self._divisor(x.shape[0])
 
     def perturb_rank_one(self, x: Any, t: Any, u: Any, v: Any) -> Any:
         """Loss change (P,) when the scores ``x`` (N, C) move by the rank-one ``u[p] ⊗ v[p]``.
@@ -312,37 +392,41 @@ class SoftmaxWithLoss:
         xp = namespace_of(x, u, v)
         t = as_one_hot(t, x, check=False)
         dlse = xp.log1p(xp.sum(xp.expm1(v[:, :, None] * u[:, None, :]) * softmax(x).T, axis=1))
-        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / x.shape[0]
+        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
 
 
-class SigmoidWithLoss:
-    """Sigmoid followed by mean binary cross-entropy over all elements.
+class SigmoidWithLoss(Loss):
+    """Sigmoid followed by binary cross-entropy, averaged (or summed) over all elements.
 
     ``forward(x, t)`` takes scores and targets in [0, 1] of the same shape and
-    returns a 0-D loss; ``backward`` gives ``(sigmoid(x) - t) / x.size``.
+    returns a 0-D loss; ``backward`` gives ``(sigmoid(x) - t) / x.size`` (``"sum"``:
+    ``sigmoid(x) - t``).
     """
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
-        self.t = xp.astype(t, x.dtype)
+        self.t = xp.astype(t, x.dtype, copy=False)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
-        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.clip(x, min=0.0)
-        return xp.sum(softplus - x * self.t) / math.prod(x.shape)
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0)
+        return xp.sum(softplus - x * self.t) / self._divisor(math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / math.prod(self.y.shape))
+        return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
 
 
-class MeanSquaredError:
-    """``mean((y - t)**2)`` over all elements; backward ``2 (y - t) / y.size``."""
+class MeanSquaredError(Loss):
+    """``mean((y - t)**2)`` over all elements (``"sum"``: the sum).
+
+    Backward gives ``2 (y - t) / y.size`` (``"sum"``: ``2 (y - t)``).
+    """
 
     def forward(self, y: Any, t: Any) -> Any:
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
-        self.diff = y - xp.astype(t, y.dtype)
-        return xp.sum(self.diff * self.diff) / math.prod(y.shape)
+        self.diff = y - xp.astype(t, y.dtype, copy=False)
+        return xp.sum(self.diff * self.diff) / self._divisor(math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return self.diff * (2.0 * dout / math.prod(self.diff.shape))
+        return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
