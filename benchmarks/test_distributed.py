@@ -4,10 +4,12 @@ NumPy and on Dask, and the scheduler's overhead per task (docs/scaling.md).
 - ``dask_loop``: ``check_gradients(method="loop", client=...)`` of
   ``MultiLayerNet(784, [256, 128], 10)`` (235,146 parameters) in float64 on 100 samples,
   over one parameter (``b2``, 128 elements, quick; ``b1``, 256, full), on a
-  ``LocalCluster`` of 1 and 2 worker processes of one thread each, next to the same
-  check run in this process without Dask (``framework: local``). The time per element
-  times 235,146 is the extrapolated full check. The quick mode times one call (after
-  one warm-up call), so that it stays short;
+  ``LocalCluster`` of 1 and 2 worker processes of one thread each (``workers1``,
+  ``workers2``), next to the same check run in this process without Dask, with NumPy's
+  BLAS threads (``local``) and with one, as the workers have (``local-1thread``). The
+  time per element times 235,146 is the extrapolated full check. The quick mode times
+  one call (after one warm-up call), so that it stays short; ``dask_loop_small``: the
+  same over ``b3`` alone (10 elements), mostly the fixed cost of a call;
 - ``full_gradient``: ``TwoLayerNet(784, 50, 10)`` float32, the gradient over 60,000
   samples: NumPy arrays in this process against a dask array of 4 row chunks kept on a
   2-worker cluster (``client.compute`` of all four gradients at once). The data are
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -63,43 +66,78 @@ def loop_params(mode: bench.BenchMode) -> list[str]:
     return ["b2"] if mode.name == "quick" else ["b1"]
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2], ids=["local", "workers1", "workers2"])
-def test_loop_check(
-    timed: bench.Timed,
-    bench_data: bench.BenchData,
-    bench_mode: bench.BenchMode,
-    clients: Any,
-    workers: int,
+SETUPS = ["local", "local-1thread", "workers1", "workers2"]
+
+
+@contextmanager
+def where(setup: str, clients: Any) -> Iterator[Any]:
+    """The client for ``setup`` (None: in this process), BLAS limited to one thread for
+    ``local-1thread`` (as in Dask's workers, which start with OPENBLAS_NUM_THREADS=1)."""
+    if setup == "local":
+        yield None
+    elif setup == "local-1thread":
+        threadpoolctl = pytest.importorskip("threadpoolctl", reason="limits BLAS threads")
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            yield None
+    else:
+        yield clients(int(setup.removeprefix("workers")))
+
+
+def time_loop_check(
+    timed: bench.Timed, data: bench.BenchData, setup: str, clients: Any, names: list[str], **kw: Any
 ) -> None:
+    """Time ``check_gradients(method="loop", params=names)`` of the benchmark network."""
     net = MultiLayerNet(LOOP_SIZES[0], LOOP_SIZES[1:-1], LOOP_SIZES[-1], dtype="float64", seed=SEED)
-    x = bench_data.x_train[:LOOP_BATCH].astype(np.float64)
-    t = bench_data.t_train[:LOOP_BATCH].astype(np.float64)
-    names = loop_params(bench_mode)
-    client = clients(workers) if workers else None
+    x = data.x_train[:LOOP_BATCH].astype(np.float64)
+    t = data.t_train[:LOOP_BATCH].astype(np.float64)
     elements = sum(math.prod(net.params[n].shape) for n in names)
     total = sum(math.prod(p.shape) for p in net.params.values())
-    timed.benchmark.group = "dask loop check"
-    quick = bench_mode.name == "quick"
-    report = timed(
-        lambda: check_gradients(
-            net, x, t, method="loop", params=names, client=client, progress=False
-        ),
-        rounds=1 if quick else 5,  # seconds a call: quick mode only shows that it runs
-        warmup=1,
-        kind="dask_loop",
-        framework="local" if client is None else "dask",
-        batch=LOOP_BATCH,
-        workers=workers,
-        network="MultiLayerNet(784, [256, 128], 10)",
-        params_timed=elements,
-        params_total=total,
-    )
+    with where(setup, clients) as client:
+        report = timed(
+            lambda: check_gradients(
+                net, x, t, method="loop", params=names, client=client, progress=False
+            ),
+            framework=setup,
+            batch=LOOP_BATCH,
+            network="MultiLayerNet(784, [256, 128], 10)",
+            params=",".join(names),
+            params_timed=elements,
+            params_total=total,
+            **kw,
+        )
     if timed.median_s is not None:
         per_param = timed.median_s / elements
         timed.benchmark.extra_info.update(
             per_param_s=per_param, extrapolated_full_s=per_param * total
         )
     assert report.passed
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_loop_check(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    bench_mode: bench.BenchMode,
+    clients: Any,
+    setup: str,
+) -> None:
+    timed.benchmark.group = "dask loop check"
+    quick = bench_mode.name == "quick"
+    time_loop_check(
+        timed, bench_data, setup, clients, loop_params(bench_mode), kind="dask_loop",
+        rounds=1 if quick else 5,  # seconds a call: quick mode only shows that it runs
+        warmup=1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("setup", ["local-1thread", "workers1"])
+def test_loop_check_of_b3(
+    timed: bench.Timed, bench_data: bench.BenchData, clients: Any, setup: str
+) -> None:
+    """``b3`` alone: 10 elements, so a call is mostly its fixed cost (the analytic pass,
+    sending the problem, building the plan, on a worker its first copy of the network)."""
+    timed.benchmark.group = "dask loop check, 10 elements"
+    time_loop_check(timed, bench_data, setup, clients, ["b3"], kind="dask_loop_small")
 
 
 def full_data(bench_data: bench.BenchData) -> tuple[str, np.ndarray, np.ndarray]:
