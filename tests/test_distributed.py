@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -196,6 +197,19 @@ def test_progress_is_reported_as_tasks_complete(client, capsys):
     assert total > 1 and seen == [(k, total) for k in range(1, total + 1)]
     check_gradients(net, x, t, client=client, progress=True)
     assert "gradient check:" in capsys.readouterr().err
+
+
+def test_a_check_runs_on_its_own_client_while_another_is_the_default(client):
+    """Dask's ``as_completed`` listens on the default client's loop unless told otherwise:
+    with a second client as the default, a check on the first hung in a benchmark (here it
+    came late). A thread bounds the wait, so a hang fails instead of blocking the suite."""
+    net, x, t = problem(backend.namespace("cpu"))
+    with distributed.Client(client.scheduler.address) as other:
+        assert distributed.default_client() is other
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(check_gradients, net, x, t, client=client, progress=False)
+            remote = run.result(timeout=120)
+    assert remote.as_dict() == check_gradients(net, x, t).as_dict()
 
 
 def test_directional_does_not_take_a_client(client):

@@ -264,14 +264,18 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
     )
     found = {}
     try:
-        for done, (future, result) in enumerate(as_completed(futures, with_results=True), 1):
+        # This client's loop: as_completed otherwise waits on the default (latest) client's.
+        completed = as_completed(futures, loop=client.loop, with_results=True)
+        for done, (future, result) in enumerate(completed, 1):
             found[future.key] = result
             bar.update()
             if callable(progress):
                 progress(done, total)
     finally:
         bar.close()
-        client.cancel([f for f in futures if f.key not in found])
+        left = [f for f in futures if f.key not in found]
+        if left:  # an error or an interrupt: stop the rest
+            client.cancel(left)
     return [found[f.key] for f in futures]
 
 
