@@ -52,6 +52,16 @@ LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5.0
 # The scheduler's HTTP server (health, metrics) on a free loopback port, not on 8787.
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
+# local:N: worker processes of one thread, on loopback only, no dashboard, and no
+# spilling (nothing is written to disk and read back).
+LOCAL_CLUSTER = {
+    "processes": True,
+    "threads_per_worker": 1,
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "scheduler_kwargs": LOOPBACK_HTTP,
+    "memory_limit": 0,
+}
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap
 # threshold: every array over 128 KiB is then mapped and unmapped, page faults and all,
 # and the loop's forward passes ran 1.4x slower (docs/scaling.md). Clusters started here
@@ -90,15 +100,7 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
             )
         with (
             dask.config.set(KEEP_MALLOC_DEFAULTS),
-            LocalCluster(
-                n_workers=int(count),
-                processes=True,
-                threads_per_worker=1,
-                host="127.0.0.1",
-                dashboard_address=None,
-                scheduler_kwargs=LOOPBACK_HTTP,
-                memory_limit=0,  # no spilling: nothing is written to disk and read back
-            ) as cluster,
+            LocalCluster(n_workers=int(count), **LOCAL_CLUSTER) as cluster,
             Client(cluster) as client,
         ):
             yield client
