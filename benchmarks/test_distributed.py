@@ -6,9 +6,7 @@ NumPy and on Dask, and the scheduler's overhead per task (docs/scaling.md).
   over one parameter (``b2``, 128 elements, quick; ``b1``, 256, full), on a
   ``LocalCluster`` of 1 and 2 worker processes of one thread each (``workers1``,
   ``workers2``), next to the same check run in this process without Dask, with NumPy's
-  BLAS threads (``local``) and with one, as the workers have (``local-1thread``), and on
-  one worker started with Dask's ``MALLOC_TRIM_THRESHOLD_`` (``workers1-dask-malloc``;
-  ``xpnet.distributed.connect`` unsets it). The
+  BLAS threads (``local``) and with one, as the workers have (``local-1thread``). The
   time per element times 235,146 is the extrapolated full check. The quick mode times
   one call (after one warm-up call), so that it stays short; ``dask_loop_small``: the
   same over ``b3`` alone (10 elements), mostly the fixed cost of a call;
@@ -49,23 +47,15 @@ SEED = 0
 @pytest.fixture(scope="module")
 def clients() -> Iterator[Callable[..., Any]]:
     """``clients(workers)``: the client of a local cluster, started on first use."""
-    started: dict[tuple[int, bool], Any] = {}
+    started: dict[int, Any] = {}
     stack = []
 
-    def client_for(workers: int, *, dask_malloc: bool = False) -> Any:
-        """``dask_malloc``: a cluster with Dask's own MALLOC_TRIM_THRESHOLD_ (start it last:
-        its nanny sets the variable in this process, and later workers would inherit it)."""
-        key = (workers, dask_malloc)
-        if key not in started:
-            if dask_malloc:
-                cluster = distributed.LocalCluster(n_workers=workers, **xd.LOCAL_CLUSTER)
-                context = distributed.Client(cluster)
-                stack.append(cluster)
-            else:
-                context = xd.connect(f"local:{workers}")
-            started[key] = context.__enter__()
+    def client_for(workers: int) -> Any:
+        if workers not in started:
+            context = xd.connect(f"local:{workers}")
+            started[workers] = context.__enter__()
             stack.append(context)
-        return started[key]
+        return started[workers]
 
     yield client_for
     for context in reversed(stack):
@@ -76,7 +66,7 @@ def loop_params(mode: bench.BenchMode) -> list[str]:
     return ["b2"] if mode.name == "quick" else ["b1"]
 
 
-SETUPS = ["local", "local-1thread", "workers1", "workers2", "workers1-dask-malloc"]
+SETUPS = ["local", "local-1thread", "workers1", "workers2"]
 
 
 @contextmanager
@@ -89,8 +79,6 @@ def where(setup: str, clients: Any) -> Iterator[Any]:
         threadpoolctl = pytest.importorskip("threadpoolctl", reason="limits BLAS threads")
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
             yield None
-    elif setup == "workers1-dask-malloc":
-        yield clients(1, dask_malloc=True)
     else:
         yield clients(int(setup.removeprefix("workers")))
 

@@ -257,23 +257,6 @@ def test_cli_gradcheck_starts_and_stops_a_local_cluster(capsys):
     assert capsys.readouterr().out.rstrip().endswith("PASSED")
 
 
-def test_local_clusters_leave_glibcs_memory_thresholds_alone():
-    """Dask's default MALLOC_TRIM_THRESHOLD_ slows the loop (docs/scaling.md); a fresh
-    interpreter, since a nanny started earlier in this one has set it here already."""
-    code = (
-        "import os\n"
-        "from xpnet.distributed import connect\n"
-        "if __name__ == '__main__':\n"
-        "    with connect('local:1') as c:\n"
-        "        print(list(c.run(os.environ.get, 'MALLOC_TRIM_THRESHOLD_').values()))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    assert out.stdout.strip() == "[None]"
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

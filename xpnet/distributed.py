@@ -42,7 +42,6 @@ from xpnet.gradcheck import _Numerical, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, moving_elements
 
 try:
-    import dask
     import dask.array as da
     from distributed import Client, LocalCluster, as_completed, wait
 except ImportError as exc:  # pragma: no cover - the message is the point
@@ -62,11 +61,6 @@ LOCAL_CLUSTER = {
     "scheduler_kwargs": LOOPBACK_HTTP,
     "memory_limit": 0,
 }
-# Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap
-# threshold: every array over 128 KiB is then mapped and unmapped, page faults and all,
-# and the loop's forward passes ran 1.4x slower (docs/scaling.md). Clusters started here
-# leave glibc's adaptive defaults alone (None unsets the variable).
-KEEP_MALLOC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
 # lose little when a worker dies, few enough that its overhead per task stays small.
 TASKS_PER_THREAD = 4
@@ -84,8 +78,7 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
 
     ``scheduler`` is the address of a running scheduler (``tcp://127.0.0.1:8786``) or
     ``local:N``: a ``LocalCluster`` of N worker processes of one thread each, listening on
-    127.0.0.1 only, without a dashboard, without spilling to disk and with glibc's own
-    memory thresholds (``KEEP_MALLOC_DEFAULTS``). Raises
+    127.0.0.1 only, without a dashboard and without spilling to disk. Raises
     :class:`SchedulerUnavailableError` naming the address when nothing answers within
     ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``), ``ValueError`` for a malformed
     ``local:N``.
@@ -99,7 +92,6 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
                 "or a scheduler's address such as tcp://127.0.0.1:8786"
             )
         with (
-            dask.config.set(KEEP_MALLOC_DEFAULTS),
             LocalCluster(n_workers=int(count), **LOCAL_CLUSTER) as cluster,
             Client(cluster) as client,
         ):
@@ -163,7 +155,8 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     lazy = da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in parts])
     # A persisted array holds futures of its chunks, which keep them on the workers.
     lazy = client.persist(lazy)
-    wait(lazy)
+    with client.as_current():  # wait() waits on the default client, which may be another
+        wait(lazy)
     return lazy
 
 
