@@ -9,6 +9,7 @@ from numeric import central_difference
 
 from xpnet import layers
 from xpnet.backend import BackendMismatchError, to_device, to_numpy
+from xpnet.conv import Convolution, Pooling
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -297,6 +298,23 @@ CASES = {
         layers.MeanSquaredError(),
         (dev(xp, x), dev(xp, np.ones((2, 3)))),
         dev(xp, 1.0),
+    ),
+    "Dropout": _unary(layers.Dropout),
+    "BatchNormalization": lambda xp, x, dout: (
+        layers.BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3))),
+        (dev(xp, x),),
+        dev(xp, dout),
+    ),
+    # The images are x and dout reshaped: (1, 1, 2, 3) in, (1, 2, 1, 3) and (1, 1, 1, 2) out.
+    "Convolution": lambda xp, x, dout: (
+        Convolution(dev(xp, np.ones((2, 1, 2, 1))), dev(xp, np.ones(2))),
+        (dev(xp, x.reshape(1, 1, 2, 3)),),
+        dev(xp, dout.reshape(1, 2, 1, 3)),
+    ),
+    "Pooling": lambda xp, x, dout: (
+        Pooling(2, 2, stride=1),
+        (dev(xp, x.reshape(1, 1, 2, 3)),),
+        dev(xp, dout[:1, :2].reshape(1, 1, 1, 2)),
     ),
 }
 

@@ -1,11 +1,15 @@
-"""Layers with a forward pass and a hand-derived backward pass (chapter 5 of the book).
+"""Layers with a forward pass and a hand-derived backward pass (chapters 5 and 6 of the book).
 
 Every layer is written once against the Python Array API standard: the
 namespace comes from the input arrays, so the same code runs on NumPy, CuPy,
 PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
 ``backward(dout)`` returns the gradient of the output with respect to the
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
-No layer writes into an array it was given.
+No layer writes into an array it was given. Layers that act differently in
+training and in evaluation (``Dropout``, ``BatchNormalization``) take
+``forward(x, train_flg=True)`` as in the book. Layers with parameters name them in
+``params`` (and non-trained state in ``buffers``); ``config()`` gives the other
+constructor keywords, JSON-serialisable.
 
 Some layers also opt in to *local perturbations*, used by :mod:`xpnet.perturb`
 for fast gradient checks: short ``perturb*`` methods, kept apart below
@@ -22,7 +26,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import namespace_of
+from xpnet.backend import DeviceRNG, namespace_of
 
 
 def _require_floating(xp: Any, name: str, x: Any) -> None:
@@ -346,3 +350,115 @@ class MeanSquaredError:
 
     def backward(self, dout: Any = 1) -> Any:
         return self.diff * (2.0 * dout / math.prod(self.diff.shape))
+
+
+class Dropout:
+    """Zero each input element with probability ``dropout_ratio`` while training.
+
+    As in the book, ``forward(x, train_flg=True)`` keeps an element where a uniform
+    number exceeds ``dropout_ratio`` and zeroes the rest (no rescaling), and
+    ``forward(x, train_flg=False)`` multiplies by ``1 - dropout_ratio``, the expected
+    fraction kept. ``backward`` lets ``dout`` through the same mask (or the same
+    scale). The masks are drawn on ``x``'s device by a :class:`~xpnet.backend.DeviceRNG`
+    seeded with ``seed``, so a run is reproducible.
+    """
+
+    def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
+        if not 0.0 <= dropout_ratio < 1.0:
+            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
+        self.dropout_ratio, self.seed = float(dropout_ratio), seed
+        self.rng = DeviceRNG(seed)
+        self.mask = None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords."""
+        return {"dropout_ratio": self.dropout_ratio, "seed": self.seed}
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        if not train_flg:
+            self.mask = None
+            return x * (1.0 - self.dropout_ratio)
+        self.mask = self.rng.uniform(x.shape, like=x) > self.dropout_ratio
+        return namespace_of(x).where(self.mask, x, 0.0)
+
+    def backward(self, dout: Any) -> Any:
+        if self.mask is None:
+            return dout * (1.0 - self.dropout_ratio)
+        return namespace_of(dout).where(self.mask, dout, 0.0)
+
+
+class BatchNormalization:
+    """``out = gamma * (x - mean) / sqrt(var + eps) + beta``, per feature (the book's layer).
+
+    ``x`` is (N, D), or (N, C, H, W) images, which, as in the book, are normalized
+    per feature of the flattened (N, C * H * W), so ``gamma`` and ``beta`` have shape
+    (D,) with D = C * H * W. ``forward(x, train_flg=True)`` uses the batch's mean and
+    (biased) variance and updates ``running_mean``/``running_var`` to
+    ``momentum * running + (1 - momentum) * batch``; ``train_flg=False`` uses the
+    running statistics (zeros until the first training step, as in the book).
+    ``eps`` is the book's 1e-6. ``backward`` stores ``dgamma`` and ``dbeta`` and
+    returns ``dx`` in ``x``'s shape: in training, through the batch statistics too,
+    ``dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std`` with ``dxn = gamma * dout``.
+    """
+
+    params = ("gamma", "beta")
+    buffers = ("running_mean", "running_var")
+    eps = 1e-6
+
+    def __init__(
+        self,
+        gamma: Any,
+        beta: Any,
+        momentum: float = 0.9,
+        running_mean: Any = None,
+        running_var: Any = None,
+    ) -> None:
+        if gamma.ndim != 1 or tuple(beta.shape) != tuple(gamma.shape):
+            raise ValueError(
+                f"BatchNormalization needs gamma and beta of one shape (D,), "
+                f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
+            )
+        self.gamma, self.beta, self.momentum = gamma, beta, float(momentum)
+        xp = namespace_of(gamma)
+        self.running_mean = xp.zeros_like(gamma) if running_mean is None else running_mean
+        self.running_var = xp.zeros_like(gamma) if running_var is None else running_var
+        self.dgamma = self.dbeta = None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords besides the parameters and buffers."""
+        return {"momentum": self.momentum}
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        xp = namespace_of(x, self.gamma, self.beta)
+        _require_floating(xp, "BatchNormalization input", x)
+        width = math.prod(x.shape[1:])
+        if x.ndim < 2 or width != self.gamma.shape[0]:
+            raise ValueError(
+                f"BatchNormalization input of shape {tuple(x.shape)} does not fit gamma of "
+                f"shape {tuple(self.gamma.shape)}: expected (N, {self.gamma.shape[0]}) or "
+                f"(N, C, H, W) with C * H * W = {self.gamma.shape[0]}"
+            )
+        self.x_shape, self.train = x.shape, train_flg
+        x = xp.reshape(x, (x.shape[0], width))
+        if train_flg:
+            mu = xp.mean(x, axis=0)
+            xc = x - mu
+            var = xp.mean(xc * xc, axis=0)
+            m = self.momentum
+            self.running_mean = m * self.running_mean + (1.0 - m) * mu
+            self.running_var = m * self.running_var + (1.0 - m) * var
+        else:
+            xc, var = x - self.running_mean, self.running_var
+        self.std = xp.sqrt(var + self.eps)
+        self.xn = xc / self.std
+        return xp.reshape(self.gamma * self.xn + self.beta, self.x_shape)
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace_of(dout, self.gamma)
+        dout = xp.reshape(dout, self.xn.shape)
+        self.dbeta = xp.sum(dout, axis=0)
+        self.dgamma = xp.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        if self.train:
+            dxn = dxn - xp.mean(dxn, axis=0) - self.xn * xp.mean(dxn * self.xn, axis=0)
+        return xp.reshape(dxn / self.std, self.x_shape)
