@@ -12,13 +12,14 @@ from xpnet.gradcheck import (
     net_numerical_gradient,
     numerical_gradient,
 )
-from xpnet.networks import MultiLayerNet, TwoLayerNet
+from xpnet.networks import MultiLayerNet, Sequential, TwoLayerNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GradientReport",
     "MultiLayerNet",
+    "Sequential",
     "TwoLayerNet",
     "__version__",
     "backend",

@@ -5,11 +5,15 @@ namespace comes from the input arrays, so the same code runs on NumPy, CuPy,
 PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
 ``backward(dout)`` returns the gradient of the output with respect to the
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
-No layer writes into an array it was given. Layers that act differently in
-training and in evaluation (``Dropout``, ``BatchNormalization``) take
-``forward(x, train_flg=True)`` as in the book. Layers with parameters name them in
-``params`` (and non-trained state in ``buffers``); ``config()`` gives the other
-constructor keywords, JSON-serialisable.
+No layer writes into an array it was given.
+
+The layer protocol that :class:`xpnet.Sequential` relies on is just that, plus a
+``params`` attribute naming the parameter attributes (``("W", "b")``; absent when a
+layer has none). A layer that can be rebuilt from a checkpoint also has ``config()``,
+the JSON-serialisable keywords of its constructor beside the parameters, and names
+its non-trained state (BatchNormalization's running statistics) in ``buffers``.
+Layers that act differently in training and in evaluation (``Dropout``,
+``BatchNormalization``) take ``forward(x, train_flg=True)`` as in the book.
 
 Some layers also opt in to *local perturbations*, used by :mod:`xpnet.perturb`
 for fast gradient checks: short ``perturb*`` methods, kept apart below
@@ -139,10 +143,15 @@ class Affine:
     skips inputs that do not require a gradient.
     """
 
+    params = ("W", "b")
+
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         self.W, self.b = W, b
         self.input_grad = input_grad
         self.dW = self.db = None
+
+    def config(self) -> dict[str, Any]:
+        return {"input_grad": self.input_grad}
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
@@ -272,12 +281,38 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     return xp.astype(t, like.dtype, copy=False)
 
 
-class SoftmaxWithLoss:
-    """Softmax followed by mean cross-entropy; ``backward`` gives ``(y - t) / N``.
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
+
+    As in PyTorch's losses, ``"mean"`` divides the summed loss by the number of terms
+    (samples for :class:`SoftmaxWithLoss`, elements for the others) and ``"sum"`` does not.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"unknown reduction {reduction!r} for {type(self).__name__}: "
+                f"expected one of {', '.join(REDUCTIONS)}"
+            )
+        self.reduction = reduction
+
+    def config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+    def _divisor(self, terms: int) -> int:
+        """What the summed loss is divided by: the number of ``terms``, or 1 for ``"sum"``."""
+        return terms if self.reduction == "mean" else 1
+
+
+class SoftmaxWithLoss(Loss):
+    """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``).
 
     ``forward(x, t)`` takes scores ``x`` (N, C) and targets ``t``: integer labels
-    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array. The loss uses
-    log-softmax, so it stays finite for large logits.
+    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array, the mean over the
+    N samples (or their sum). The loss uses log-softmax, so it stays finite for large logits.
     """
 
     def forward(self, x: Any, t: Any) -> Any:
@@ -288,10 +323,10 @@ class SoftmaxWithLoss:
         self.t = as_one_hot(t, x)
         logp = log_softmax(x)
         self.y = xp.exp(logp)
-        return xp.sum(self.t * logp) / -x.shape[0]
+        return xp.sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self.t.shape[0])
+        return (self.y - self.t) * (dout / self._divisor(self.t.shape[0]))
 
     # Local perturbations (xpnet.perturb).
 
@@ -304,7 +339,7 @@ class SoftmaxWithLoss:
         xp = namespace_of(x, dx)
         t = as_one_hot(t, x, check=False)
         dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x)))
-        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / x.shape[0]
+        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / self._divisor(x.shape[0])
 
     def perturb_rank_one(self, x: Any, t: Any, u: Any, v: Any) -> Any:
         """Loss change (P,) when the scores ``x`` (N, C) move by the rank-one ``u[p] ⊗ v[p]``.
@@ -316,40 +351,44 @@ class SoftmaxWithLoss:
         xp = namespace_of(x, u, v)
         t = as_one_hot(t, x, check=False)
         dlse = xp.log1p(xp.sum(xp.expm1(v[:, :, None] * u[:, None, :]) * softmax(x).T, axis=1))
-        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / x.shape[0]
+        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
 
 
-class SigmoidWithLoss:
-    """Sigmoid followed by mean binary cross-entropy over all elements.
+class SigmoidWithLoss(Loss):
+    """Sigmoid followed by binary cross-entropy, averaged (or summed) over all elements.
 
     ``forward(x, t)`` takes scores and targets in [0, 1] of the same shape and
-    returns a 0-D loss; ``backward`` gives ``(sigmoid(x) - t) / x.size``.
+    returns a 0-D loss; ``backward`` gives ``(sigmoid(x) - t) / x.size`` (``"sum"``:
+    ``sigmoid(x) - t``).
     """
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
-        self.t = xp.astype(t, x.dtype)
+        self.t = xp.astype(t, x.dtype, copy=False)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
         softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.clip(x, min=0.0)
-        return xp.sum(softplus - x * self.t) / math.prod(x.shape)
+        return xp.sum(softplus - x * self.t) / self._divisor(math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / math.prod(self.y.shape))
+        return (self.y - self.t) * (dout / self._divisor(math.prod(self.y.shape)))
 
 
-class MeanSquaredError:
-    """``mean((y - t)**2)`` over all elements; backward ``2 (y - t) / y.size``."""
+class MeanSquaredError(Loss):
+    """``mean((y - t)**2)`` over all elements (``"sum"``: the sum).
+
+    Backward gives ``2 (y - t) / y.size`` (``"sum"``: ``2 (y - t)``).
+    """
 
     def forward(self, y: Any, t: Any) -> Any:
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
-        self.diff = y - xp.astype(t, y.dtype)
-        return xp.sum(self.diff * self.diff) / math.prod(y.shape)
+        self.diff = y - xp.astype(t, y.dtype, copy=False)
+        return xp.sum(self.diff * self.diff) / self._divisor(math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return self.diff * (2.0 * dout / math.prod(self.diff.shape))
+        return self.diff * (2.0 * dout / self._divisor(math.prod(self.diff.shape)))
 
 
 class Dropout:

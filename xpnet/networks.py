@@ -1,12 +1,15 @@
-"""Networks built from layers: the book's ``TwoLayerNet`` and an any-depth ``MultiLayerNet``.
+"""Networks built from layers: :class:`Sequential`, and the book's networks built as one.
 
-A network is a list of layers ending in ``SoftmaxWithLoss``. ``gradient``
-runs the forward pass, then the backward pass through the layers in reverse
-(the general backprop pattern), and collects each layer's parameter gradients.
+A :class:`Sequential` is a list of layers and a loss layer. ``gradient`` runs the
+forward pass, then the backward pass through the layers in reverse (the general
+backprop pattern), and collects each layer's parameter gradients. ``TwoLayerNet``
+and ``MultiLayerNet`` are builders: they draw the weights and hand the layers to
+``Sequential``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, MutableMapping, Sequence
 from itertools import pairwise
@@ -15,10 +18,11 @@ from typing import Any
 
 from xpnet.backend import host_rng, namespace_of, random_normal, to_device
 from xpnet.gradcheck import numerical_gradient
-from xpnet.layers import Affine, ReLU, Sigmoid, SoftmaxWithLoss, Tanh
+from xpnet.layers import Affine, Loss, ReLU, Sigmoid, SoftmaxWithLoss, Tanh
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 WEIGHT_INITS = ("he", "xavier")
+BIAS_INITS = ("zero", "uniform")
 
 
 class Parameters(MutableMapping):
@@ -65,94 +69,166 @@ class Parameters(MutableMapping):
         return self._slots[name]
 
 
-def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
-    if isinstance(weight_init, (int, float)) and not isinstance(weight_init, bool):
-        return float(weight_init)
-    if weight_init in ("he", "relu"):
-        return math.sqrt(2.0 / fan_in)
-    if weight_init in ("xavier", "sigmoid"):
-        return math.sqrt(1.0 / fan_in)
-    raise ValueError(
-        f"unknown weight_init {weight_init!r} for {name}: expected 'he', 'xavier' or a "
-        "standard deviation (float)"
-    )
+def _where(k: int, layer: Any) -> str:
+    return f"layer {k} ({type(layer).__name__})"
 
 
-class MultiLayerNet:
-    """A fully connected network: (Affine, activation) x len(hidden_sizes), Affine, softmax loss.
+def _dtype_name(array: Any) -> str:
+    xp = namespace_of(array)
+    for name in ("float64", "float32", "float16"):
+        if getattr(xp, name, None) == array.dtype:
+            return name
+    return str(array.dtype)
 
-    Parameters are ``W1, b1, ..., Wn, bn`` with ``Wk`` of shape (size_{k-1}, size_k).
-    ``weight_init`` is ``"he"`` (std sqrt(2/fan_in)), ``"xavier"`` (std sqrt(1/fan_in))
-    or a fixed standard deviation; biases start at zero. ``weight_decay`` adds
-    ``0.5 * weight_decay * sum(W**2)`` over every ``W`` to the loss.
-    Weights are drawn on the host from ``seed``, so one seed gives the same network
-    on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp`` picks where they live.
+
+def _takes_train_flg(layer: Any) -> bool:
+    try:
+        return "train_flg" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):  # a builtin or C method without a signature
+        return False
+
+
+def _check_loss(loss: Any) -> None:
+    kind = type(loss).__name__
+    if not all(callable(getattr(loss, m, None)) for m in ("forward", "backward")):
+        raise TypeError(
+            f"loss {kind} is not a loss layer: a loss layer has forward(y, t) returning a "
+            "scalar and backward(dout=1), e.g. xpnet.layers.SoftmaxWithLoss()"
+        )
+    if isinstance(loss, Loss):
+        return
+    try:
+        positional = [
+            p
+            for p in inspect.signature(loss.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+    except (TypeError, ValueError):
+        return
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in positional):
+        raise TypeError(
+            f"loss {kind} is not a loss layer: its forward takes "
+            f"({', '.join(p.name for p in positional)}), but a loss layer's forward takes "
+            "the predictions and the targets, forward(y, t)"
+        )
+
+
+def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
+    """``name -> (layer, attribute)``: each attribute named ``W`` numbered by order of
+    appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
+    slots: dict[str, tuple[Any, str]] = {}
+    counts: dict[str, int] = {}
+    for k, layer in enumerate(layers, start=1):
+        attrs = getattr(layer, "params", ())
+        if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
+            raise TypeError(
+                f"{_where(k, layer)}: params must be a tuple of attribute names, e.g. "
+                f"('W', 'b'), got {attrs!r}"
+            )
+        for attr in attrs:
+            if not hasattr(layer, attr):
+                raise ValueError(
+                    f"{_where(k, layer)} names {attr!r} in its params, but has no attribute "
+                    f"{attr!r}; its params are {tuple(attrs)}"
+                )
+            counts[attr] = counts.get(attr, 0) + 1
+            name = f"{attr}{'_' * attr[-1].isdigit()}{counts[attr]}"
+            if name in slots:
+                other = next(j for j, lay in enumerate(layers, 1) if lay is slots[name][0])
+                raise ValueError(
+                    f"parameter name {name!r} of {_where(k, layer)} clashes with the one of "
+                    f"{_where(other, slots[name][0])}: rename one of the attributes"
+                )
+            slots[name] = (layer, attr)
+    return slots
+
+
+class Sequential:
+    """A network from a list of layers and a loss layer: ``loss(layers(x), t)``.
+
+    ``layers`` are any objects with ``forward(x)`` and ``backward(dout)`` (returning the
+    gradient of the input); a layer with parameters names their attributes in
+    ``params`` (``("W", "b")``) and stores their gradients as ``d<name>`` (``dW``) in
+    ``backward``; a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNorm) gets
+    ``train_flg=True`` in :meth:`gradient` and ``False`` elsewhere. ``loss`` is a loss
+    layer: ``forward(y, t)`` returns a 0-D array, ``backward(dout=1)`` the gradient of ``y``.
+
+    Parameters are named as in the book, per attribute name in order of appearance:
+    ``W1, b1, W2, b2, ...``; ``params`` is a live mapping from these names to the layers'
+    arrays. ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every parameter
+    held in an attribute named ``W``.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_sizes: Sequence[int],
-        output_size: int,
-        *,
-        activation: str = "relu",
-        weight_init: str | float = "he",
-        weight_decay: float = 0.0,
-        dtype: str = "float32",
-        seed: int | None = None,
-        device: str | None = None,
-        xp: ModuleType | None = None,
-    ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
-        sizes = [input_size, *hidden_sizes, output_size]
-        if any(not isinstance(n, int) or n < 1 for n in sizes):
-            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.sizes, self.activation, self.dtype = sizes, activation, dtype
+    def __init__(self, layers: Sequence[Any], *, loss: Any, weight_decay: float = 0.0) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("a Sequential network needs at least one layer")
+        for k, layer in enumerate(self.layers, start=1):
+            for method in ("forward", "backward"):
+                if not callable(getattr(layer, method, None)):
+                    raise TypeError(
+                        f"{_where(k, layer)} has no {method}() method: a layer needs "
+                        "forward(x) and backward(dout)"
+                    )
+            if isinstance(layer, Loss):
+                raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
+        _check_loss(loss)
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.last_layer = loss
         self.weight_decay = weight_decay
-        rng = host_rng(seed)
-        self.layers: list[Any] = []
-        slots: dict[str, tuple[Any, str]] = {}
-        for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
-            std = _init_std(weight_init, fan_in, f"W{k}")
-            W = random_normal(
-                (fan_in, fan_out), std=std, rng=rng, dtype=dtype, device=device, xp=xp
-            )
-            b = to_device([0.0] * fan_out, dtype=dtype, device=device, xp=xp)
-            affine = Affine(W, b, input_grad=k > 1)  # the data need no gradient
-            slots[f"W{k}"], slots[f"b{k}"] = (affine, "W"), (affine, "b")
-            self.layers.append(affine)
-            if k < len(sizes) - 1:
-                self.layers.append(ACTIVATIONS[activation]())
-        self.last_layer = SoftmaxWithLoss()
-        self.params = Parameters(slots)
+        self.params = Parameters(_parameter_slots(self.layers))
+        self._decayed = tuple(n for n in self.params if self.params.slot(n)[1] == "W")
+        self._modal = tuple(_takes_train_flg(layer) for layer in self.layers)
+        # Backward stops at the first layer with parameters: the ones before need no gradient.
+        owners = {id(layer) for layer, _ in map(self.params.slot, self.params)}
+        self._backward_from = next(
+            (k for k, layer in enumerate(self.layers) if id(layer) in owners), len(self.layers)
+        )
 
-    def predict(self, x: Any) -> Any:
-        """Scores (N, output_size) for inputs (N, input_size) (or (N, ...) images)."""
-        for layer in self.layers:
-            x = layer.forward(x)
+    @property
+    def dtype(self) -> str:
+        """The floating dtype of the parameters, by name (``"float32"``)."""
+        first = next(iter(self.params.values()), None)
+        return "float64" if first is None else _dtype_name(first)
+
+    def predict(self, x: Any, train_flg: bool = False) -> Any:
+        """The last layer's output (scores) for the input batch ``x`` (N, ...)."""
+        for k, (layer, modal) in enumerate(zip(self.layers, self._modal, strict=True), 1):
+            try:
+                x = layer.forward(x, train_flg=train_flg) if modal else layer.forward(x)
+            except ValueError as exc:
+                source = (
+                    "the input" if k == 1 else f"the output of {_where(k - 1, self.layers[k - 2])}"
+                )
+                raise ValueError(
+                    f"{_where(k, layer)} cannot take {source}, of shape "
+                    f"{tuple(getattr(x, 'shape', ()))}: {exc}"
+                ) from exc
         return x
 
-    def loss(self, x: Any, t: Any) -> Any:
-        """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` labels (N,) or one-hot."""
-        loss = self.last_layer.forward(self.predict(x), t)
-        if self.weight_decay:
-            for name in self.params:
-                if name.startswith("W"):
-                    W = self.params[name]
-                    loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
+    def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
+        """The loss layer's loss (plus weight decay) as a 0-D array."""
+        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        for name in self._decayed:
+            W = self.params[name]
+            loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
         return loss
+
+    def _training_loss(self, x: Any, t: Any) -> Any:
+        # Networks without train/eval layers keep the book's two-argument loss(x, t), so
+        # subclasses that override it need not know about train_flg.
+        return self.loss(x, t, train_flg=True) if any(self._modal) else self.loss(x, t)
 
     def decay_rate(self, name: str) -> float:
         """The weight decay on parameter ``name``: ``loss`` adds ``0.5 * rate * sum(p**2)``."""
-        return self.weight_decay if name.startswith("W") else 0.0
+        return self.weight_decay if name in self._decayed else 0.0
 
     def accuracy(self, x: Any, t: Any) -> float:
-        """Fraction of samples whose highest score is the target class (a Python float)."""
+        """Fraction of samples whose highest score is the target class (a Python float).
+
+        ``t`` is integer labels (N,) or one-hot (or smoothed) rows (N, C).
+        """
         y = self.predict(x)
         xp = namespace_of(y, t)
         labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
@@ -160,16 +236,20 @@ class MultiLayerNet:
         return int(hits) / y.shape[0]
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
-        """Gradients of ``loss(x, t)`` for every parameter, by backpropagation."""
-        self.loss(x, t)
+        """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop."""
+        self._training_loss(x, t)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
+            if dout is None:
+                raise ValueError(
+                    f"{_where(k + 2, self.layers[k + 1])} returned no input gradient, but "
+                    f"{_where(self._backward_from + 1, self.layers[self._backward_from])} "
+                    "before it has parameters"
+                )
+            dout = self.layers[k].backward(dout)
         grads = {name: self.params.gradient_of(name) for name in self.params}
-        if self.weight_decay:
-            for name in grads:
-                if name.startswith("W"):
-                    grads[name] = grads[name] + self.weight_decay * self.params[name]
+        for name in self._decayed:
+            grads[name] = grads[name] + self.weight_decay * self.params[name]
         return grads
 
     def numerical_gradient(
@@ -187,13 +267,98 @@ class MultiLayerNet:
         return grads
 
     def loss_at(self, name: str, value: Any, x: Any, t: Any) -> Any:
-        """``loss(x, t)`` with parameter ``name`` set to ``value``; the network stays unchanged."""
+        """``loss(x, t)`` in training mode with parameter ``name`` set to ``value``.
+
+        The network's parameters are left unchanged.
+        """
         old = self.params[name]
         self.params[name] = value
         try:
-            return self.loss(x, t)
+            return self._training_loss(x, t)
         finally:
             self.params[name] = old
+
+    def __repr__(self) -> str:
+        inner = ", ".join(type(layer).__name__ for layer in self.layers)
+        return f"{type(self).__name__}([{inner}], loss={type(self.last_layer).__name__})"
+
+
+def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
+    if isinstance(weight_init, (int, float)) and not isinstance(weight_init, bool):
+        return float(weight_init)
+    if weight_init in ("he", "relu"):
+        return math.sqrt(2.0 / fan_in)
+    if weight_init in ("xavier", "sigmoid"):
+        return math.sqrt(1.0 / fan_in)
+    raise ValueError(
+        f"unknown weight_init {weight_init!r} for {name}: expected 'he', 'xavier' or a "
+        "standard deviation (float)"
+    )
+
+
+class MultiLayerNet(Sequential):
+    """A fully connected network: (Affine, activation) x len(hidden_sizes), Affine, loss.
+
+    Parameters are ``W1, b1, ..., Wn, bn`` with ``Wk`` of shape (size_{k-1}, size_k).
+    ``weight_init`` is ``"he"`` (std sqrt(2/fan_in)), ``"xavier"`` (std sqrt(1/fan_in))
+    or a fixed standard deviation; ``bias_init`` is ``"zero"`` or ``"uniform"`` (uniform in
+    [0, 1), as some course notes do). ``output_activation`` (a name of ``ACTIVATIONS``)
+    follows the last Affine; ``loss`` is a loss layer (default ``SoftmaxWithLoss()``).
+    ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every ``W`` to the loss.
+    Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
+    the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``
+    picks where they live.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes: Sequence[int],
+        output_size: int,
+        *,
+        activation: str = "relu",
+        output_activation: str | None = None,
+        loss: Any = None,
+        weight_init: str | float = "he",
+        bias_init: str = "zero",
+        weight_decay: float = 0.0,
+        dtype: str = "float32",
+        seed: int | None = None,
+        device: str | None = None,
+        xp: ModuleType | None = None,
+    ) -> None:
+        for what, name in (("activation", activation), ("output_activation", output_activation)):
+            if name not in ACTIVATIONS and (what == "activation" or name is not None):
+                raise ValueError(
+                    f"unknown {what} {name!r}: expected one of {', '.join(ACTIVATIONS)}"
+                )
+        if bias_init not in BIAS_INITS:
+            raise ValueError(
+                f"unknown bias_init {bias_init!r}: expected one of {', '.join(BIAS_INITS)}"
+            )
+        sizes = [input_size, *hidden_sizes, output_size]
+        if any(not isinstance(n, int) or n < 1 for n in sizes):
+            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.sizes, self.activation = sizes, activation
+        self.output_activation, self.bias_init = output_activation, bias_init
+        rng = host_rng(seed)
+        layers: list[Any] = []
+        for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
+            std = _init_std(weight_init, fan_in, f"W{k}")
+            W = random_normal(
+                (fan_in, fan_out), std=std, rng=rng, dtype=dtype, device=device, xp=xp
+            )
+            bias = rng.random(fan_out) if bias_init == "uniform" else [0.0] * fan_out
+            b = to_device(bias, dtype=dtype, device=device, xp=xp)
+            layers.append(Affine(W, b, input_grad=k > 1))  # the data need no gradient
+            activation_after = activation if k < len(sizes) - 1 else output_activation
+            if activation_after is not None:
+                layers.append(ACTIVATIONS[activation_after]())
+        super().__init__(
+            layers, loss=SoftmaxWithLoss() if loss is None else loss, weight_decay=weight_decay
+        )
 
 
 class TwoLayerNet(MultiLayerNet):
