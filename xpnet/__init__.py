@@ -4,7 +4,7 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, datasets, gradcheck, layers, optim
+from xpnet import backend, conv, datasets, gradcheck, layers, optim
 from xpnet.gradcheck import (
     GradientReport,
     check_gradients,
@@ -12,7 +12,7 @@ from xpnet.gradcheck import (
     net_numerical_gradient,
     numerical_gradient,
 )
-from xpnet.networks import MultiLayerNet, Sequential, TwoLayerNet
+from xpnet.networks import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet
 
 __version__ = "0.1.0"
 
@@ -20,10 +20,12 @@ __all__ = [
     "GradientReport",
     "MultiLayerNet",
     "Sequential",
+    "SimpleConvNet",
     "TwoLayerNet",
     "__version__",
     "backend",
     "check_gradients",
+    "conv",
     "datasets",
     "directional_check",
     "gradcheck",

@@ -73,11 +73,12 @@ class ReLU:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.where(self.mask, x, 0.0)
+        return xp.clip(x, min=0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        return xp.where(self.mask, dout, 0.0)
+        # A product, not xp.where: NumPy's where is ~10x slower on a random mask.
+        return dout * xp.astype(self.mask, dout.dtype)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True
@@ -417,13 +418,14 @@ class Dropout:
         if not train_flg:
             self.mask = None
             return x * (1.0 - self.dropout_ratio)
-        self.mask = self.rng.uniform(x.shape, like=x) > self.dropout_ratio
-        return namespace_of(x).where(self.mask, x, 0.0)
+        xp = namespace_of(x)
+        self.mask = xp.astype(self.rng.uniform(x.shape, like=x) > self.dropout_ratio, x.dtype)
+        return x * self.mask
 
     def backward(self, dout: Any) -> Any:
         if self.mask is None:
             return dout * (1.0 - self.dropout_ratio)
-        return namespace_of(dout).where(self.mask, dout, 0.0)
+        return dout * self.mask
 
 
 class BatchNormalization:
