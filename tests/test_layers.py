@@ -246,6 +246,30 @@ def test_loss_backward_scales_by_dout(xp, name, as_array):
     assert_close(layer.backward(dout), expected, rtol=1e-6, atol=1e-8)
 
 
+SUMMED = {  # the same losses summed instead of averaged, as PyTorch's reduction="sum"
+    "SoftmaxWithLoss": lambda x, t: len(x) * np_cross_entropy(x, t.argmax(1)),
+    "SigmoidWithLoss": lambda x, t: x.size * np_binary_cross_entropy(x, t),
+    "MeanSquaredError": lambda y, t: np.sum((y - t) ** 2),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_reduction_sum_sums_instead_of_averaging(xp, name):
+    loss_cls, _ = LOSSES[name]
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((3, 4)), np.eye(4)[[2, 0, 1]]
+    layer = loss_cls(reduction="sum")
+    assert_close(layer.forward(dev(xp, x), dev(xp, t)), SUMMED[name](x, t))
+    expected = central_difference(lambda v: SUMMED[name](v, t), x)
+    assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_an_unknown_reduction_is_refused(name):
+    with pytest.raises(ValueError, match=r"unknown reduction 'none'.*mean, sum"):
+        LOSSES[name][0](reduction="none")
+
+
 @pytest.mark.parametrize("loss_cls", [layers.SigmoidWithLoss, layers.MeanSquaredError])
 def test_losses_reject_targets_of_another_shape(xp, loss_cls):
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):

@@ -2,7 +2,6 @@
 reproduce, the history holds what it says, resuming matches an uninterrupted run; plus the
 progress bar and the learning-curve plot."""
 
-import io
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from xpnet import MultiLayerNet
 from xpnet.backend import namespace, to_device, to_numpy
 from xpnet.opcount import count_operations, counting
 from xpnet.optim import OPTIMIZERS, SGD, Momentum, make_optimizer
-from xpnet.training import EpochResult, History, ProgressBar, Trainer, evaluate, train
+from xpnet.training import EpochResult, History, Trainer, evaluate, train
 
 
 def blobs(xp, n_train=60, n_test=20, seed=0, one_hot=False):
@@ -167,16 +166,12 @@ def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
         np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(straight_net.params[k]))
 
 
-def test_progress_bar_draws_on_a_terminal_only():
-    stream = io.StringIO()
-    bar = ProgressBar(stream, enabled=True)
-    bar.show("epoch 1/2", 5, 10, force=True)
-    bar.clear()
-    text = stream.getvalue()
-    assert "epoch 1/2 [" in text and "5/10" in text and text.endswith("\r")
-    quiet = io.StringIO()  # not a TTY: nothing is drawn by default
-    ProgressBar(quiet).show("epoch 1/2", 5, 10, force=True)
-    assert quiet.getvalue() == ""
+def test_progress_bar_is_drawn_when_asked_and_not_on_a_pipe(xp, capsys):
+    data = blobs(xp)
+    Trainer(make_net(xp), SGD(0.1), *data, epochs=1, batch_size=10, progress=True).fit()
+    assert "epoch 1/1" in capsys.readouterr().err
+    Trainer(make_net(xp), SGD(0.1), *data, epochs=1, batch_size=10).fit()  # stderr: no TTY
+    assert capsys.readouterr().err == ""
 
 
 def test_plot_history_writes_a_png_atomically(tmp_path):

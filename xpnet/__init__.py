@@ -5,6 +5,7 @@ the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
 from xpnet import backend, conv, datasets, gradcheck, layers, optim
+from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
     GradientReport,
     check_gradients,
@@ -12,6 +13,7 @@ from xpnet.gradcheck import (
     net_numerical_gradient,
     numerical_gradient,
 )
+from xpnet.layercheck import check_function, check_layer
 from xpnet.networks import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet
 
 __version__ = "0.1.0"
@@ -24,7 +26,9 @@ __all__ = [
     "TwoLayerNet",
     "__version__",
     "backend",
+    "check_function",
     "check_gradients",
+    "check_layer",
     "conv",
     "datasets",
     "directional_check",
@@ -33,4 +37,5 @@ __all__ = [
     "net_numerical_gradient",
     "numerical_gradient",
     "optim",
+    "register_layer",
 ]

@@ -4,10 +4,19 @@ A checkpoint is a NumPy ``.npz`` archive (no pickle anywhere):
 
 - one array per parameter, under its name (``W1``, ``b1``, ...);
 - optimizer state, when given, under ``optimizer/<buffer>/<name>`` (``optimizer/v/W1``);
+- a layer's non-trained state (``buffers``, e.g. running statistics) under
+  ``buffer/<layer number>/<attribute>``;
 - ``__metadata__``: a ``uint8`` array holding UTF-8 JSON with ``format``, the network's
-  ``architecture`` (``sizes``, ``activation``, ``dtype``, ``weight_decay``), the
-  ``optimizer`` (name, hyperparameters, ``iterations``) and whatever the caller adds
-  (the trainer adds ``epoch`` and ``history``).
+  ``architecture``, the ``optimizer`` (name, hyperparameters, ``iterations``) and
+  whatever the caller adds (the trainer adds ``epoch`` and ``history``).
+
+The architecture of a :class:`~xpnet.networks.MultiLayerNet` is its constructor settings
+(``sizes``, ``activation``, ``dtype``, ``weight_decay``, and ``output_activation`` and
+``loss`` where they are not the defaults). That of any other
+:class:`~xpnet.networks.Sequential` lists its layers and loss by registered name, with
+their ``config()`` and the names of their parameters. Built-in layers are registered; a
+user's layer is registered with :func:`register_layer` (also before loading). Layers are
+rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle.
 
 Files are written atomically (a temporary file in the target's directory, then
 ``os.replace``), so a crash never leaves a half-written checkpoint, and read with
@@ -34,6 +43,9 @@ from xpnet.files import atomic_file
 FORMAT = "xpnet-checkpoint/1"
 METADATA_KEY = "__metadata__"
 OPTIMIZER_PREFIX = "optimizer/"
+BUFFER_PREFIX = "buffer/"
+_RESERVED = (OPTIMIZER_PREFIX, BUFFER_PREFIX)
+_LAYERS: dict[str, type] = {}
 _DTYPE_NAMES = (
     "float32", "float64", "float16", "int64", "int32", "int16", "int8",
     "uint64", "uint32", "uint16", "uint8", "bool", "complex64", "complex128",
@@ -44,17 +56,100 @@ def _params_of(net_or_params: Any) -> Mapping[str, Any]:
     return net_or_params.params if hasattr(net_or_params, "params") else net_or_params
 
 
+def register_layer(cls: type | None = None, *, name: str | None = None) -> Any:
+    """Register a layer class under ``name`` (default: its class name) for checkpoints.
+
+    Use as a decorator (``@register_layer`` or ``@register_layer(name="Square")``) or a
+    call (``register_layer(Square)``). Loading a checkpoint that names a layer needs the
+    name registered first. Returns the class.
+    """
+
+    def add(layer_cls: type) -> type:
+        key = layer_cls.__name__ if name is None else name
+        other = _registry().get(key)
+        if other is not None and other is not layer_cls:
+            raise ValueError(
+                f"layer name {key!r} is already registered for {other.__module__}."
+                f"{other.__qualname__}; register {layer_cls.__qualname__} under another name"
+            )
+        _LAYERS[key] = layer_cls
+        return layer_cls
+
+    return add if cls is None else add(cls)
+
+
+def _registry() -> dict[str, type]:
+    if not _LAYERS:
+        from xpnet import layers
+
+        for layer_cls in (
+            layers.Affine, layers.ReLU, layers.Sigmoid, layers.Tanh, layers.Softmax,
+            layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
+        ):  # fmt: skip
+            _LAYERS[layer_cls.__name__] = layer_cls
+    return _LAYERS
+
+
+def _layer_name(layer: Any) -> str:
+    cls = type(layer)
+    for key, registered in _registry().items():
+        if registered is cls:
+            return key
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _spec(layer: Any, param_names: Mapping[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"layer": _layer_name(layer)}
+    config = layer.config() if callable(getattr(layer, "config", None)) else {}
+    if config:
+        spec["config"] = dict(config)
+    if param_names:
+        spec["params"] = dict(param_names)
+    if getattr(layer, "buffers", ()):
+        spec["buffers"] = list(layer.buffers)
+    return spec
+
+
 def architecture(net: Any) -> dict[str, Any] | None:
-    """The constructor settings of a :class:`~xpnet.networks.MultiLayerNet` (else ``None``)."""
-    if not all(hasattr(net, a) for a in ("sizes", "activation", "dtype")):
+    """What rebuilds ``net`` (JSON-serialisable), or None for a plain mapping of arrays."""
+    from xpnet.networks import MultiLayerNet, Sequential
+
+    if isinstance(net, MultiLayerNet):
+        arch = {
+            "class": "MultiLayerNet",
+            "sizes": list(net.sizes),
+            "activation": net.activation,
+            "dtype": net.dtype,
+            "weight_decay": float(net.weight_decay),
+        }
+        if net.output_activation is not None:
+            arch["output_activation"] = net.output_activation
+        loss = _spec(net.last_layer, {})
+        if loss != {"layer": "SoftmaxWithLoss", "config": {"reduction": "mean"}}:
+            arch["loss"] = loss
+        return arch
+    if not isinstance(net, Sequential):
         return None
+    names: dict[int, dict[str, str]] = {}
+    for name in net.params:
+        layer, attr = net.params.slot(name)
+        names.setdefault(id(layer), {})[attr] = name
     return {
-        "class": "MultiLayerNet",
-        "sizes": list(net.sizes),
-        "activation": net.activation,
+        "class": "Sequential",
+        "layers": [_spec(layer, names.get(id(layer), {})) for layer in net.layers],
+        "loss": _spec(net.last_layer, {}),
         "dtype": net.dtype,
-        "weight_decay": float(getattr(net, "weight_decay", 0.0)),
+        "weight_decay": float(net.weight_decay),
     }
+
+
+def _buffers(net: Any) -> dict[str, Any]:
+    """``buffer/<k>/<attr> -> array`` for the layers (numbered from 1) that have buffers."""
+    out = {}
+    for k, layer in enumerate(getattr(net, "layers", ()), start=1):
+        for attr in getattr(layer, "buffers", ()):
+            out[f"{BUFFER_PREFIX}{k}/{attr}"] = getattr(layer, attr)
+    return out
 
 
 def save_params(
@@ -73,8 +168,9 @@ def save_params(
     params = _params_of(net_or_params)
     arrays = {name: to_numpy(value) for name, value in params.items()}
     for name in arrays:
-        if name == METADATA_KEY or name.startswith(OPTIMIZER_PREFIX):
+        if name == METADATA_KEY or name.startswith(_RESERVED):
             raise ValueError(f"parameter name {name!r} is reserved in checkpoints")
+    arrays.update({key: to_numpy(v) for key, v in _buffers(net_or_params).items()})
     meta: dict[str, Any] = {**(metadata or {}), "format": FORMAT}
     arch = architecture(net_or_params)
     if arch is not None:
@@ -182,13 +278,19 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
     """
     arrays, meta = _read(path)
     params = _params_of(net)
-    stored = {k: v for k, v in arrays.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    stored = {k: v for k, v in arrays.items() if not k.startswith(_RESERVED)}
     _check(path, stored, params, "parameters")
+    buffers = _buffers(net)
+    stored_buffers = {k: v for k, v in arrays.items() if k.startswith(BUFFER_PREFIX)}
+    _check(path, stored_buffers, buffers, "layer buffers")
     state = None
     if optimizer is not None:
         state = _optimizer_state(path, arrays, meta, params, optimizer)
     for name in list(params):
         params[name] = _to_like(stored[name], params[name])
+    for key, value in buffers.items():
+        k, attr = key[len(BUFFER_PREFIX) :].split("/")
+        setattr(net.layers[int(k) - 1], attr, _to_like(stored_buffers[key], value))
     if state is not None:
         optimizer.load_state_dict(state)
     return meta
@@ -222,26 +324,68 @@ def _optimizer_state(
 def load_network(
     path: str | os.PathLike, *, device: str | None = None, xp: ModuleType | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the :class:`~xpnet.networks.MultiLayerNet` saved in ``path``; ``(net, metadata)``."""
+    """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
+    are registered); ``(net, metadata)``. ``device`` or ``xp`` picks where it lives."""
     from xpnet.networks import MultiLayerNet
 
-    meta = read_metadata(path)
-    arch = meta.get("architecture")
-    if not arch or arch.get("class") != "MultiLayerNet":
-        raise ValueError(
-            f"{os.fspath(path)} does not record a MultiLayerNet architecture; build the "
-            "network yourself and call load_params(path, net)"
+    arrays, meta = _read(path)
+    arch = meta.get("architecture") or {}
+    where = os.fspath(path)
+    if arch.get("class") == "MultiLayerNet":
+        sizes = [int(n) for n in arch["sizes"]]
+        loss = arch.get("loss")
+        net = MultiLayerNet(
+            sizes[0],
+            sizes[1:-1],
+            sizes[-1],
+            activation=arch["activation"],
+            output_activation=arch.get("output_activation"),
+            loss=None if loss is None else _build(loss, {}, "the loss", where),
+            weight_decay=float(arch.get("weight_decay", 0.0)),
+            dtype=arch["dtype"],
+            device=device,
+            xp=xp,
         )
-    sizes = [int(n) for n in arch["sizes"]]
-    net = MultiLayerNet(
-        sizes[0],
-        sizes[1:-1],
-        sizes[-1],
-        activation=arch["activation"],
+        load_params(path, net)
+        return net, meta
+    if arch.get("class") != "Sequential":
+        raise ValueError(
+            f"{where} records no network architecture; build the network yourself and call "
+            "load_params(path, net)"
+        )
+    from xpnet.backend import to_device
+    from xpnet.networks import Sequential
+
+    def move(a: np.ndarray) -> Any:
+        return to_device(a, dtype=a.dtype.name, device=device, xp=xp)
+
+    layers = []
+    for k, spec in enumerate(arch["layers"], start=1):
+        given = {attr: move(arrays[name]) for attr, name in spec.get("params", {}).items()}
+        for attr in spec.get("buffers", ()):
+            given[attr] = move(arrays[f"{BUFFER_PREFIX}{k}/{attr}"])
+        layers.append(_build(spec, given, f"layer {k}", where))
+    net = Sequential(
+        layers,
+        loss=_build(arch["loss"], {}, "the loss", where),
         weight_decay=float(arch.get("weight_decay", 0.0)),
-        dtype=arch["dtype"],
-        device=device,
-        xp=xp,
     )
-    load_params(path, net)
     return net, meta
+
+
+def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
+    """A layer from its checkpoint ``spec`` and its arrays (parameters and buffers)."""
+    name = spec.get("layer")
+    cls = _registry().get(name)
+    if cls is None:
+        raise ValueError(
+            f"{where}: {what} is a {name!r}, which is not a registered layer; register it "
+            f"with xpnet.register_layer before loading (registered: {', '.join(_registry())})"
+        )
+    try:
+        return cls(**arrays, **spec.get("config", {}))
+    except TypeError as exc:
+        raise ValueError(
+            f"{where}: cannot rebuild {what} ({name}) from its parameters "
+            f"{sorted(arrays)} and config {spec.get('config', {})}: {exc}"
+        ) from exc

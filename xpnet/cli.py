@@ -30,7 +30,7 @@ def _add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--h", type=float, default=None, help="central-difference step")
+    p.add_argument("--h", type=_positive_float, default=None, help="central-difference step")
     p.add_argument(
         "--method",
         choices=["loop", "batched", "directional"],

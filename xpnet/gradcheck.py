@@ -56,6 +56,35 @@ DEFAULT_MEMORY_BUDGET = 64 * 2**20
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
+def values_around(
+    f: Callable[[Any], Any],
+    x: Any,
+    h: float,
+    *,
+    indices: Iterable[tuple[int, ...]] | None = None,
+) -> tuple[Any, Any]:
+    """``(f(x + h e_i), f(x - h e_i))`` for every element ``i`` of ``x``: two arrays of x's shape.
+
+    ``f`` is called with a perturbed copy of ``x``; ``x`` is not modified. The values are
+    kept in float64, so a float32 ``x`` does not round them. ``indices`` limits the work to
+    some elements (index tuples); the others stay zero in both.
+    """
+    xp = namespace_of(x)
+    plus = xp.zeros(x.shape, dtype=xp.float64, device=array_api_compat.device(x))
+    minus = xp.zeros_like(plus)
+    work = xp.asarray(x, copy=True)
+    if indices is None:
+        indices = product(*(range(n) for n in x.shape))
+    for idx in indices:
+        original = x[idx]
+        work[idx] = original + h
+        plus[idx] = f(work)
+        work[idx] = original - h
+        minus[idx] = f(work)
+        work[idx] = original
+    return plus, minus
+
+
 def numerical_gradient(
     f: Callable[[Any], Any],
     x: Any,
@@ -69,20 +98,8 @@ def numerical_gradient(
     return a 0-D array or a Python number. ``x`` is not modified. ``indices`` limits
     the work to some elements (index tuples); the others stay zero.
     """
-    xp = namespace_of(x)
-    grad = xp.zeros_like(x)
-    work = xp.asarray(x, copy=True)
-    if indices is None:
-        indices = product(*(range(n) for n in x.shape))
-    for idx in indices:
-        original = x[idx]
-        work[idx] = original + h
-        f_plus = f(work)
-        work[idx] = original - h
-        f_minus = f(work)
-        work[idx] = original
-        grad[idx] = (f_plus - f_minus) / (2 * h)
-    return grad
+    plus, minus = values_around(f, x, h, indices=indices)
+    return namespace_of(x).astype((plus - minus) / (2 * h), x.dtype)
 
 
 def memory_budget(value: int | str | None = None) -> int:
@@ -212,6 +229,7 @@ class GradientReport:
     rtol: float
     dtype: str
     params: list[ParamCheck] = field(default_factory=list)
+    subject: str = ""  # what was checked, when not a network ("layer Affine", "function f")
 
     @property
     def passed(self) -> bool:
@@ -250,14 +268,15 @@ class GradientReport:
             for p in self.params
         ]
         lines = [
-            f"gradient check ({self.method}, {self.dtype}, h={self.h:g}): "
+            f"gradient check{' of ' + self.subject if self.subject else ''} "
+            f"({self.method}, {self.dtype}, h={self.h:g}): "
             f"pass when |analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|",
             *_table(header, rows),
         ]
         if any(p.kinks for p in self.params):
             lines += [
-                "kinks: elements whose central difference straddles a ReLU kink (a pre-activation",
-                "  within its change of 0); they are left out of the errors and of pass/fail, and",
+                "kinks: elements whose central difference straddles a kink (ReLU's at 0, a max",
+                "  that changes hands); they are left out of the errors and of pass/fail, and",
                 "  'kink max err' is their largest |analytic - numerical|",
             ]
         if any(p.kinks is None for p in self.params):
@@ -315,6 +334,21 @@ def compare(
     )
 
 
+def check_step(h: float, dtype: str) -> None:
+    """Refuse a central-difference step that is not a positive number; warn when it is so
+    small that rounding (about ``eps * |f| / h``) swamps the difference in ``dtype``."""
+    if not (isinstance(h, (int, float)) and 0 < h < math.inf):
+        raise ValueError(f"the step h must be a positive number, got {h!r}")
+    eps = float(np.finfo(dtype).eps) if dtype in DEFAULTS else float(np.finfo("float64").eps)
+    if h < math.sqrt(eps):
+        warnings.warn(
+            f"h={h:g} is too small for {dtype}: rounding errors of about eps * |f| / h "
+            f"(eps = {eps:.1e}) swamp the central difference; use about "
+            f"{DEFAULTS.get(dtype, DEFAULTS['float64'])['h']:g}",
+            stacklevel=3,
+        )
+
+
 def _settings(
     net: Any, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[str, float, float, float]:
@@ -326,9 +360,11 @@ def _settings(
             stacklevel=3,
         )
     defaults = DEFAULTS.get(dtype, DEFAULTS["float64"])
+    h = defaults["h"] if h is None else h
+    check_step(h, dtype)
     return (
         dtype,
-        defaults["h"] if h is None else h,
+        h,
         defaults["atol"] if atol is None else atol,
         defaults["rtol"] if rtol is None else rtol,
     )

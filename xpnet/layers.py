@@ -73,12 +73,11 @@ class ReLU:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.clip(x, min=0.0)
+        return xp.where(self.mask, x, 0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        # A product, not xp.where: NumPy's where is ~10x slower on a random mask.
-        return dout * xp.astype(self.mask, dout.dtype)
+        return xp.where(self.mask, dout, 0.0)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True

@@ -23,10 +23,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TextIO
+from typing import Any
 
 import array_api_compat
 import array_api_extra as xpx
+from tqdm import tqdm
 
 from xpnet.backend import host_rng, namespace_of, synchronize
 from xpnet.layers import check_labels
@@ -35,7 +36,7 @@ from xpnet.optim import Optimizer
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one epoch achieved (accuracies in [0, 1]; losses are mean cross-entropy)."""
+    """What one epoch achieved (accuracies in [0, 1]; losses are the loss layer's)."""
 
     epoch: int
     epochs: int
@@ -52,8 +53,8 @@ class History:
     """Per-epoch learning curves, one list entry per epoch (``epochs`` are 1-based).
 
     ``iterations`` is the book's count of parameter updates so far; ``seconds`` the
-    wall time of each epoch, evaluation included. Losses are the mean cross-entropy
-    without the weight-decay penalty.
+    wall time of each epoch, evaluation included. Losses are the network's loss layer
+    (the mean cross-entropy for the book's networks), per sample, without weight decay.
     """
 
     epochs: list[int] = field(default_factory=list)
@@ -83,53 +84,23 @@ class History:
         return len(self.epochs)
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal: ``epoch 3/17 [######----] 240/600``.
+def _labels_and_targets(
+    t: Any, classes: int, dtype: Any, target_range: tuple[float, float] | None = None
+) -> tuple[Any, Any]:
+    """Integer labels (N,) and target rows (N, classes) from either form, on t's device.
 
-    ``enabled=None`` shows it only when ``stream`` is a terminal. Redraws at most
-    ten times a second; :meth:`clear` erases the line.
+    Labels become one-hot rows, or rows of ``target_range = (low, high)`` (0.01/0.99).
     """
-
-    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.stream = sys.stderr if stream is None else stream
-        if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty())
-        self.enabled = enabled
-        self._last = 0.0
-        self._width = 0
-
-    def show(self, label: str, done: int, total: int, *, force: bool = False) -> None:
-        """Draw ``label [bar] done/total`` (throttled unless ``force``)."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        width = 30
-        filled = width * done // max(total, 1)
-        line = f"{label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
-        self.stream.write("\r" + line.ljust(self._width))
-        self.stream.flush()
-        self._width = len(line)
-
-    def clear(self) -> None:
-        """Erase the bar's line."""
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0
-
-
-def _labels_and_targets(t: Any, classes: int, dtype: Any) -> tuple[Any, Any]:
-    """Integer labels (N,) and one-hot targets (N, classes) from either form, on t's device."""
     xp = namespace_of(t)
     if xp.isdtype(t.dtype, "integral"):
         if t.ndim != 1:
             raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
         check_labels(t, classes)
-        return t, xpx.one_hot(t, classes, dtype=dtype, xp=xp)
+        one_hot = xpx.one_hot(t, classes, dtype=dtype, xp=xp)
+        if target_range is None:
+            return t, one_hot
+        low, high = target_range
+        return t, low + (high - low) * one_hot
     if t.ndim != 2 or t.shape[1] != classes:
         raise ValueError(f"one-hot targets must have shape (N, {classes}), got {tuple(t.shape)}")
     return xp.argmax(t, axis=1), xp.astype(t, dtype)
@@ -140,9 +111,10 @@ def evaluate(
 ) -> tuple[float, float]:
     """``(accuracy, mean loss)`` of ``net`` on ``x`` (N, D), in chunks of ``batch_size``.
 
-    ``labels`` are integer labels (N,), ``targets`` the same as one-hot rows (N, C).
-    Sums stay on the device; the two results are read to the host once, at the end.
-    The loss is the network's last layer (mean cross-entropy) without weight decay.
+    ``labels`` are integer labels (N,), ``targets`` the same as one-hot (or smoothed)
+    rows (N, C). Sums stay on the device; the two results are read to the host once, at
+    the end. The loss is the network's last layer without weight decay, per sample (a
+    ``"sum"`` loss summed over each sample's outputs, a ``"mean"`` one as it is).
     """
     n = x.shape[0]
     if n == 0:
@@ -153,7 +125,9 @@ def evaluate(
         stop = min(start + batch_size, n)
         y = net.predict(x[start:stop, ...])
         chunk_hits = xp.sum(xp.astype(xp.argmax(y, axis=1) == labels[start:stop], xp.int64))
-        chunk_loss = net.last_layer.forward(y, targets[start:stop, ...]) * (stop - start)
+        chunk_loss = net.last_layer.forward(y, targets[start:stop, ...])
+        if getattr(net.last_layer, "reduction", "mean") == "mean":
+            chunk_loss = chunk_loss * (stop - start)
         hits = chunk_hits if hits is None else hits + chunk_hits
         loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
     return int(hits) / n, float(loss_sum) / n
@@ -162,8 +136,9 @@ def evaluate(
 class Trainer:
     """Train ``net`` with ``optimizer`` on mini-batches; evaluate after every epoch.
 
-    - ``x_train`` (N, D) and ``t_train`` (N,) integer labels or (N, C) one-hot, on the
-      network's device; the same for the test set;
+    - ``x_train`` (N, D) and ``t_train`` (N,) integer labels or (N, C) target rows
+      (one-hot, or smoothed such as 0.01/0.99), on the network's device; the same for
+      the test set;
     - ``epochs``: train until this epoch number (``start_epoch`` counts the epochs
       already done, for resuming); ``batch_size``: samples per update (1 works);
       the last batch of an epoch is smaller when ``batch_size`` does not divide N;
@@ -171,8 +146,11 @@ class Trainer:
       generator seeded once, so a resumed run shuffles as an uninterrupted one would;
     - ``eval_samples``: evaluate on the first so many train and test samples
       (default: all); ``eval_batch_size`` bounds the memory evaluation uses;
-    - ``progress``: a terminal progress bar on stderr (``None``: when stderr is a TTY);
-    - ``callback(result)`` is called with an :class:`EpochResult` after every epoch.
+    - ``progress``: a progress bar (tqdm) on stderr for each epoch (``None``: when stderr
+      is a terminal);
+    - ``callback(result)`` is called with an :class:`EpochResult` after every epoch;
+    - ``target_range=(low, high)`` turns integer labels into rows of ``low`` with ``high``
+      at the label (course notes train sigmoid outputs towards 0.01 / 0.99), else one-hot.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
     ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done.
@@ -198,6 +176,7 @@ class Trainer:
         history: History | None = None,
         progress: bool | None = None,
         callback: Callable[[EpochResult], None] | None = None,
+        target_range: tuple[float, float] | None = None,
     ) -> None:
         if epochs < 0 or start_epoch < 0:
             raise ValueError(f"epochs must be >= 0, got epochs={epochs}, start_epoch={start_epoch}")
@@ -212,11 +191,15 @@ class Trainer:
             )
         first = next(iter(net.params.values()))
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
-        classes = net.sizes[-1] if hasattr(net, "sizes") else int(self.xp.max(t_train)) + 1
+        classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
         self.net, self.optimizer = net, optimizer
         self.x_train, self.x_test = x_train, x_test
-        self.labels_train, self.t_train = _labels_and_targets(t_train, classes, first.dtype)
-        self.labels_test, self.t_test = _labels_and_targets(t_test, classes, first.dtype)
+        self.labels_train, self.t_train = _labels_and_targets(
+            t_train, classes, first.dtype, target_range
+        )
+        self.labels_test, self.t_test = _labels_and_targets(
+            t_test, classes, first.dtype, target_range
+        )
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
         self.epoch = start_epoch  # epochs completed so far
@@ -226,7 +209,7 @@ class Trainer:
             if len(self.history)
             else (start_epoch * self.batches_per_epoch)
         )
-        self.progress = ProgressBar(enabled=progress)
+        self.progress = progress
         self.callback = callback
 
     @property
@@ -244,15 +227,23 @@ class Trainer:
         """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
         xp, net, bs = self.xp, self.net, self.batch_size
         n = self.x_train.shape[0]
-        total = self.batches_per_epoch
-        for i, start in enumerate(range(0, n, bs), start=1):
-            idx = order[start : min(start + bs, n)]  # in-bounds stop: the standard's rule
-            x = xp.take(self.x_train, idx, axis=0)
-            t = xp.take(self.t_train, idx, axis=0)
-            grads = net.gradient(x, t)
-            self.optimizer.update(net.params, grads)
-            self.iterations += 1
-            self.progress.show(label, i, total)
+        bar = tqdm(
+            total=self.batches_per_epoch,
+            desc=label,
+            unit="batch",
+            leave=False,
+            file=sys.stderr,
+            disable=None if self.progress is None else not self.progress,  # None: TTY only
+        )
+        with bar:
+            for start in range(0, n, bs):
+                idx = order[start : min(start + bs, n)]  # in-bounds stop: the standard's rule
+                x = xp.take(self.x_train, idx, axis=0)
+                t = xp.take(self.t_train, idx, axis=0)
+                grads = net.gradient(x, t)
+                self.optimizer.update(net.params, grads)
+                self.iterations += 1
+                bar.update()
 
     def fit(self) -> History:
         """Train epochs ``epoch + 1 .. epochs`` (``epoch``: those done); return the history."""
@@ -264,10 +255,7 @@ class Trainer:
         for epoch in range(self.epoch + 1, self.epochs + 1):
             began = time.perf_counter()
             order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
-            try:
-                self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
-            finally:
-                self.progress.clear()
+            self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
             train_acc, train_loss = self._evaluate(self.x_train, self.labels_train, self.t_train)
             test_acc, test_loss = self._evaluate(self.x_test, self.labels_test, self.t_test)
             synchronize(*self.net.params.values())

@@ -1,0 +1,234 @@
+"""check_layer and check_function: they pass correct backward passes, fail wrong ones, and
+report kinks apart. The course notes' hand-written update is the real-world mistake."""
+
+import numpy as np
+import pytest
+
+from xpnet import check_function, check_layer
+from xpnet.backend import namespace_of, to_device, to_numpy
+from xpnet.cli import main
+from xpnet.layers import (
+    Add,
+    Affine,
+    MeanSquaredError,
+    Mul,
+    ReLU,
+    Sigmoid,
+    SigmoidWithLoss,
+    Softmax,
+    SoftmaxWithLoss,
+    Tanh,
+)
+
+
+def arr(xp, data, dtype="float64"):
+    return to_device(np.asarray(data), dtype=dtype, xp=xp)
+
+
+def rand(xp, *shape, seed=0, dtype="float64"):
+    return arr(xp, np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+def layer_cases(xp):
+    """(layer, inputs) for every built-in layer, with float32 parameters where it has some."""
+    targets = arr(xp, np.random.default_rng(3).random((4, 3)))
+    labels = arr(xp, [0, 2, 1, 1], "int64")
+    return {
+        "Affine": (
+            Affine(rand(xp, 5, 3, dtype="float32"), rand(xp, 3, dtype="float32")),
+            [rand(xp, 4, 5)],
+        ),
+        "ReLU": (ReLU(), [rand(xp, 4, 3)]),
+        "Sigmoid": (Sigmoid(), [rand(xp, 4, 3)]),
+        "Tanh": (Tanh(), [rand(xp, 4, 3)]),
+        "Softmax": (Softmax(), [rand(xp, 4, 3)]),
+        "SoftmaxWithLoss": (SoftmaxWithLoss(), [rand(xp, 4, 3), labels]),
+        "SoftmaxWithLoss-sum": (SoftmaxWithLoss("sum"), [rand(xp, 4, 3), labels]),
+        "SigmoidWithLoss-sum": (SigmoidWithLoss("sum"), [rand(xp, 4, 3), targets]),
+        "MeanSquaredError": (MeanSquaredError(), [rand(xp, 4, 3), targets]),
+        "Mul": (Mul(), [rand(xp, 4, 3), rand(xp, 4, 3, seed=1)]),
+        "Add": (Add(), [rand(xp, 4, 3), rand(xp, 4, 3, seed=1)]),
+    }
+
+
+@pytest.mark.parametrize("name", list(layer_cases(np)))  # the names; layers built per backend
+def test_every_built_in_layer_passes(xp, name):
+    layer, inputs = layer_cases(xp)[name]
+    report = check_layer(layer, *inputs)
+    assert report, str(report)
+    params = set(getattr(layer, "params", ()))
+    checked = {p.name for p in report.params}
+    assert checked >= params and checked - params  # the parameters and at least one input
+
+
+def test_scalars_are_checked_too():
+    report = check_layer(Mul(), 100.0, 2.0)
+    assert report and [p.name for p in report.params] == ["x", "y"]
+
+
+class Square:
+    """A user's layer: ``out = x**2 * a`` with a parameter ``a`` of shape (D,)."""
+
+    params = ("a",)
+
+    def __init__(self, a, wrong=False):
+        self.a, self.wrong = a, wrong
+
+    def forward(self, x):
+        self.x = x
+        return x * x * self.a
+
+    def backward(self, dout):
+        self.da = namespace_of(dout).sum(dout * self.x * self.x, axis=0)
+        return dout * (self.x if self.wrong else 2.0 * self.x) * self.a
+
+
+def test_a_users_layer_passes_and_keeps_its_parameters(xp):
+    a = rand(xp, 3, dtype="float32")
+    layer = Square(a)
+    report = check_layer(layer, rand(xp, 4, 3))
+    assert report and [p.name for p in report.params] == ["x", "a"]
+    assert layer.a is a and layer.a.dtype == xp.float32
+
+
+def test_a_wrong_backward_fails_and_says_where(xp):
+    report = check_layer(Square(rand(xp, 3), wrong=True), rand(xp, 4, 3))
+    assert not report
+    assert [p.name for p in report.params if not p.passed] == ["x"]
+    assert str(report).splitlines()[-1] == "FAILED"
+
+
+def test_inputs_near_a_kink_are_reported_apart(xp):
+    x = arr(xp, [[3e-5, -2e-5, 0.5], [0.3, -0.1, 2.0]])
+    report = check_layer(ReLU(), x)
+    assert report
+    assert report.params[0].kinks == 2 and report.params[0].kink_elements == ((0, 0), (0, 1))
+
+
+def test_a_wrong_slope_beside_a_kink_still_fails(xp):
+    class LeakyLie(ReLU):
+        def backward(self, dout):
+            return namespace_of(dout).where(self.mask, dout, 0.1 * dout)  # claims a leak
+
+    report = check_layer(LeakyLie(), arr(xp, [[0.5, -0.4, 1.5], [-2.0, 0.7, -0.3]]))
+    assert not report and report.params[0].kinks == 0
+
+
+def test_running_statistics_are_restored(xp):
+    class Counting:
+        buffers = ("seen",)
+
+        def __init__(self):
+            self.seen = arr(xp, [0.0])
+
+        def forward(self, x):
+            self.seen = self.seen + 1.0
+            return 3.0 * x
+
+        def backward(self, dout):
+            return 3.0 * dout
+
+    layer = Counting()
+    assert check_layer(layer, rand(xp, 2, 2))
+    assert to_numpy(layer.seen).tolist() == [0.0]
+
+
+def test_the_report_prints_a_table_and_converts_to_a_dict(xp):
+    report = check_layer(Affine(rand(xp, 5, 3), rand(xp, 3)), rand(xp, 4, 5))
+    text = str(report)
+    assert text.startswith("gradient check of layer Affine (loop, float64")
+    assert report.as_dict()["passed"] is True
+    assert [p["name"] for p in report.as_dict()["params"]] == ["x", "W", "b"]
+
+
+def test_an_input_without_a_returned_gradient_is_not_checked(xp):
+    layer = Affine(rand(xp, 5, 3), rand(xp, 3), input_grad=False)
+    assert [p.name for p in check_layer(layer, rand(xp, 4, 5)).params] == ["W", "b"]
+
+
+# check_function: the course notes' network, one sample, sigmoid hidden and output layers.
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def course_point():
+    rng = np.random.default_rng(0)
+    params = {
+        "W1": rng.standard_normal((8, 5)) / np.sqrt(8 / 2),
+        "b1": rng.random(5),
+        "W2": rng.standard_normal((5, 4)) / np.sqrt(5 / 2),
+        "b2": rng.random(4),
+    }
+    x = rng.integers(0, 256, (1, 8)) / 255 * 0.99 + 0.01
+    t = np.full((1, 4), 0.01)
+    t[0, 1] = 0.99
+    return params, x, t
+
+
+def course_code_gradient(p, x, t):
+    """The notes' backward pass, as their code does it: output delta (y - t) * y * (1 - y)."""
+    h = sigmoid(x @ p["W1"] + p["b1"])
+    y = sigmoid(h @ p["W2"] + p["b2"])
+    delta2 = (y - t) * y * (1 - y)
+    delta1 = (delta2 @ p["W2"].T) * h * (1 - h)
+    return {"W1": x.T @ delta1, "b1": delta1.sum(0), "W2": h.T @ delta2, "b2": delta2.sum(0)}
+
+
+def test_the_course_update_is_not_the_gradient_of_its_bce_loss():
+    p, x, t = course_point()
+
+    def bce(q):
+        y = sigmoid(sigmoid(x @ q["W1"] + q["b1"]) @ q["W2"] + q["b2"])
+        return -np.sum(t * np.log(y) + (1 - t) * np.log(1 - y))
+
+    report = check_function(bce, p, course_code_gradient(p, x, t))
+    assert not report
+    assert max(c.max_rel_error for c in report.params) > 0.5
+
+
+def test_the_course_update_is_the_gradient_of_half_the_squared_error():
+    p, x, t = course_point()
+
+    def half_squared_error(q):
+        y = sigmoid(sigmoid(x @ q["W1"] + q["b1"]) @ q["W2"] + q["b2"])
+        return 0.5 * np.sum((y - t) ** 2)
+
+    report = check_function(half_squared_error, p, course_code_gradient(p, x, t))
+    assert report, str(report)
+    assert report.subject == "function half_squared_error"
+
+
+def test_check_function_takes_one_array(xp):
+    x = rand(xp, 3, 2)
+    assert check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x**2)
+    assert not check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x)
+
+
+def test_check_function_names_a_gradient_of_the_wrong_shape(xp):
+    with pytest.raises(ValueError, match=r"gradient of x has shape \(2,\), but x has shape \(3,\)"):
+        check_function(lambda v: namespace_of(v).sum(v), rand(xp, 3), rand(xp, 2))
+
+
+def test_check_function_wants_the_keys_of_x(xp):
+    with pytest.raises(ValueError, match=r"grad must have the keys of x, \['a', 'b'\]"):
+        check_function(lambda q: 0.0, {"a": rand(xp, 2), "b": rand(xp, 2)}, {"a": rand(xp, 2)})
+
+
+@pytest.mark.parametrize("h", [0.0, -1e-4, float("nan")])
+def test_a_step_that_is_not_positive_is_refused(h):
+    with pytest.raises(ValueError, match="the step h must be a positive number"):
+        check_layer(ReLU(), np.ones((2, 2)), h=h)
+
+
+def test_a_step_too_small_for_the_dtype_warns():
+    with pytest.warns(UserWarning, match="too small for float64"):
+        check_layer(Tanh(), np.ones((2, 2)), h=1e-12)
+
+
+def test_cli_gradcheck_refuses_a_zero_step(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", "--h", "0"])
+    assert exit_info.value.code == 2
+    assert "--h: expected a positive number, got '0'" in capsys.readouterr().err

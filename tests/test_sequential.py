@@ -1,0 +1,403 @@
+"""Sequential: networks from any layers (a user's own too) and a loss layer. Gradients are
+checked against NumPy formulas differentiated by tests/numeric.py, never against xpnet."""
+
+import numpy as np
+import pytest
+from numeric import central_difference
+
+import xpnet
+from xpnet import Sequential, check_gradients
+from xpnet.backend import namespace_of, to_device, to_numpy
+from xpnet.checkpoint import load_network, register_layer, save_params
+from xpnet.layers import (
+    Affine,
+    MeanSquaredError,
+    ReLU,
+    Sigmoid,
+    SigmoidWithLoss,
+    SoftmaxWithLoss,
+    Tanh,
+)
+from xpnet.optim import OPTIMIZERS, SGD, make_optimizer
+from xpnet.training import Trainer
+
+
+class Scale:
+    """A user's layer with one parameter: ``out = x * s`` with ``s`` of shape (D,)."""
+
+    params = ("s",)
+
+    def __init__(self, s):
+        self.s = s
+
+    def forward(self, x):
+        self.x = x
+        return x * self.s
+
+    def backward(self, dout):
+        self.ds = namespace_of(dout).sum(dout * self.x, axis=0)
+        return dout * self.s
+
+
+def arrays(xp, seed, *shapes, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    return [to_device(rng.standard_normal(s), dtype=dtype, xp=xp) for s in shapes]
+
+
+def scaled_net(xp, seed=0, loss=None):
+    W1, b1, s, W2, b2 = arrays(xp, seed, (5, 4), (4,), (4,), (4, 3), (3,))
+    layers = [Affine(W1, b1), Tanh(), Scale(s), Affine(W2, b2)]
+    return Sequential(layers, loss=SoftmaxWithLoss() if loss is None else loss)
+
+
+def np_scaled_loss(p, x, labels):
+    h = np.tanh(x @ p["W1"] + p["b1"]) * p["s1"]
+    z = h @ p["W2"] + p["b2"]
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -np.mean(logp[np.arange(len(labels)), labels])
+
+
+def labels(xp, n=6, classes=3, seed=1):
+    return to_device(np.random.default_rng(seed).integers(0, classes, n), dtype="int64", xp=xp)
+
+
+def test_parameters_are_named_by_order_of_appearance_of_each_attribute(xp):
+    net = scaled_net(xp)
+    assert list(net.params) == ["W1", "b1", "s1", "W2", "b2"]
+    assert net.params.slot("s1") == (net.layers[2], "s")
+
+
+def test_a_users_layer_trains_in_the_gradient_of_a_sequential(xp):
+    net = scaled_net(xp)
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    params = {k: to_numpy(v) for k, v in net.params.items()}
+    grads = net.gradient(x, t)
+    for name, value in params.items():
+
+        def loss_of(v, name=name):
+            return np_scaled_loss({**params, name: v}, to_numpy(x), to_numpy(t))
+
+        expected = central_difference(loss_of, value)
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_name_ending_in_a_digit_gets_an_underscore(xp):
+    class Conv2:
+        params = ("w0",)
+
+        def __init__(self, w0):
+            self.w0 = w0
+
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return dout
+
+    (w,) = arrays(xp, 0, (2,))
+    net = Sequential([Conv2(w), Conv2(w)], loss=MeanSquaredError())
+    assert list(net.params) == ["w0_1", "w0_2"]
+
+
+def test_the_book_networks_are_sequentials_with_the_same_names(xp):
+    net = xpnet.MultiLayerNet(4, [3, 3], 2, xp=xp)
+    assert isinstance(net, Sequential) and isinstance(xpnet.TwoLayerNet(4, 3, 2), Sequential)
+    assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+
+
+def test_layers_before_the_first_parameter_get_no_backward(xp):
+    calls = []
+
+    class Flatten:
+        def forward(self, x):
+            self.shape = x.shape
+            return namespace_of(x).reshape(x, (x.shape[0], -1))
+
+        def backward(self, dout):
+            calls.append("backward")
+            return namespace_of(dout).reshape(dout, self.shape)
+
+    W, b = arrays(xp, 0, (6, 3), (3,))
+    net = Sequential([Flatten(), Affine(W, b)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (4, 2, 3))
+    net.gradient(x, labels(xp, 4))
+    assert calls == []
+
+
+def test_train_flg_reaches_the_layers_that_take_it(xp):
+    seen = []
+
+    class Mode:
+        def forward(self, x, train_flg=True):
+            seen.append(train_flg)
+            return x
+
+        def backward(self, dout):
+            return dout
+
+    W, b = arrays(xp, 0, (5, 3), (3,))
+    net = Sequential([Affine(W, b), Mode()], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    t = labels(xp)
+    net.gradient(x, t)
+    net.predict(x)
+    net.loss(x, t)
+    net.accuracy(x, t)
+    assert seen == [True, False, False, False]
+
+
+def test_weight_decay_applies_to_every_W(xp):
+    net = scaled_net(xp)
+    decayed = Sequential(net.layers, loss=net.last_layer, weight_decay=0.1)
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    penalty = 0.05 * sum(np.sum(to_numpy(net.params[k]) ** 2) for k in ("W1", "W2"))
+    assert float(decayed.loss(x, t)) == pytest.approx(float(net.loss(x, t)) + penalty, rel=1e-12)
+    assert [decayed.decay_rate(k) for k in decayed.params] == [0.1, 0, 0, 0.1, 0]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_updates_a_sequential(cpu_xp, name):
+    net = scaled_net(cpu_xp)
+    (x,) = arrays(cpu_xp, 2, (6, 5))
+    t = labels(cpu_xp)
+    before = float(net.loss(x, t))
+    optimizer = make_optimizer(name, lr=0.05)
+    for _ in range(5):
+        optimizer.update(net.params, net.gradient(x, t))
+    assert float(net.loss(x, t)) < before
+
+
+def test_the_trainer_trains_a_sequential_of_a_users_layer(cpu_xp):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    centres = np.array([[2.0, 0, 0, 0, 0], [0, 2.0, 0, 0, 0], [0, 0, 2.0, 0, 0]])
+    x = to_device(centres[y] + 0.3 * rng.standard_normal((90, 5)), dtype="float64", xp=cpu_xp)
+    t = to_device(y, dtype="int64", xp=cpu_xp)
+    net = scaled_net(cpu_xp)
+    history = Trainer(net, SGD(0.3), x, t, x, t, epochs=15, batch_size=10).fit()
+    assert history.train_acc[-1] >= 0.95
+
+
+def test_checks_use_local_perturbations_where_the_layers_have_them(cpu_xp):
+    net = scaled_net(cpu_xp)
+    (x,) = arrays(cpu_xp, 2, (6, 5))
+    report = check_gradients(net, x, labels(cpu_xp))
+    assert report.passed
+    via = {p.name: p.via for p in report.params}
+    # Scale has no perturbation hooks: its parameter and those before it use the loop.
+    assert via == {"W1": "loop", "b1": "loop", "s1": "loop", "W2": "local", "b2": "local"}
+
+
+def test_check_gradients_fails_a_wrong_users_layer(cpu_xp):
+    class WrongScale(Scale):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.ds = self.ds * 1.01
+            return dx
+
+    net = scaled_net(cpu_xp)
+    net.layers[2].__class__ = WrongScale
+    (x,) = arrays(cpu_xp, 2, (6, 5))
+    report = check_gradients(net, x, labels(cpu_xp))
+    assert not report.passed
+    assert [p.name for p in report.params if not p.passed] == ["s1"]
+
+
+# The course network: 784-100-10 in the course notes, sigmoid hidden and output layers.
+
+
+def course_params(xp, sizes=(6, 5, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    host = {
+        "W1": rng.standard_normal(sizes[:2]) / np.sqrt(sizes[0] / 2),
+        "b1": rng.random(sizes[1]),
+        "W2": rng.standard_normal(sizes[1:]) / np.sqrt(sizes[1] / 2),
+        "b2": rng.random(sizes[2]),
+    }
+    return host, {k: to_device(v, dtype="float64", xp=xp) for k, v in host.items()}
+
+
+def np_course_output(p, x):
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    return sig(sig(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+
+
+def np_bce_sum(p, x, t):
+    y = np_course_output(p, x)
+    return -np.sum(t * np.log(y) + (1 - t) * np.log(1 - y))
+
+
+def course_sample(xp, d=6, classes=4):
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, d)) / 255 * 0.99 + 0.01
+    t = np.full((1, classes), 0.01)
+    t[0, 2] = 0.99
+    return x, t, to_device(x, dtype="float64", xp=xp), to_device(t, dtype="float64", xp=xp)
+
+
+def test_the_course_network_with_its_stated_loss_matches_bce_summed(xp):
+    host, p = course_params(xp)
+    net = Sequential(
+        [Affine(p["W1"], p["b1"]), Sigmoid(), Affine(p["W2"], p["b2"])],
+        loss=SigmoidWithLoss(reduction="sum"),
+    )
+    x_np, t_np, x, t = course_sample(xp)
+    assert float(net.loss(x, t)) == pytest.approx(np_bce_sum(host, x_np, t_np), rel=1e-12)
+    grads = net.gradient(x, t)
+    for name in host:
+        expected = central_difference(
+            lambda v, n=name: np_bce_sum({**host, n: v}, x_np, t_np), host[name]
+        )
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-6, atol=1e-9)
+
+
+def np_course_update(p, x, t, lr):
+    """The course notes' hand-written update: output delta (y - t) * y * (1 - y)."""
+    h = 1 / (1 + np.exp(-(x @ p["W1"] + p["b1"])))
+    y = 1 / (1 + np.exp(-(h @ p["W2"] + p["b2"])))
+    delta2 = (y - t) * y * (1 - y)
+    delta1 = (delta2 @ p["W2"].T) * h * (1 - h)
+    grads = {"W2": h.T @ delta2, "b2": delta2.sum(0), "W1": x.T @ delta1, "b1": delta1.sum(0)}
+    return {k: p[k] - lr * grads[k] for k in p}
+
+
+def test_the_course_code_update_is_sgd_on_summed_squared_error_at_half_the_rate(xp):
+    host, p = course_params(xp)
+    net = Sequential(
+        [Affine(p["W1"], p["b1"]), Sigmoid(), Affine(p["W2"], p["b2"]), Sigmoid()],
+        loss=MeanSquaredError(reduction="sum"),
+    )
+    x_np, t_np, x, t = course_sample(xp)
+    SGD(lr=0.15).update(net.params, net.gradient(x, t))
+    expected = np_course_update(host, x_np, t_np, lr=0.3)
+    for name in host:
+        np.testing.assert_allclose(to_numpy(net.params[name]), expected[name], rtol=1e-13)
+
+
+# Checkpoints of any Sequential.
+
+
+@register_layer
+class Shift:
+    """A registered user layer with a parameter and a setting: ``out = x + factor * c``."""
+
+    params = ("c",)
+
+    def __init__(self, c, *, factor=1.0):
+        self.c, self.factor = c, factor
+
+    def config(self):
+        return {"factor": self.factor}
+
+    def forward(self, x):
+        return x + self.factor * self.c
+
+    def backward(self, dout):
+        self.dc = self.factor * namespace_of(dout).sum(dout, axis=0)
+        return dout
+
+
+def test_a_sequential_of_registered_layers_round_trips(cpu_xp, tmp_path):
+    W, b, c = arrays(cpu_xp, 0, (5, 3), (3,), (3,), dtype="float32")
+    net = Sequential([Affine(W, b), ReLU(), Shift(c, factor=2.0)], loss=MeanSquaredError("sum"))
+    save_params(tmp_path / "n.npz", net)
+    rebuilt, meta = load_network(tmp_path / "n.npz", xp=cpu_xp)
+    assert meta["architecture"]["layers"][2] == {
+        "layer": "Shift",
+        "config": {"factor": 2.0},
+        "params": {"c": "c1"},
+    }
+    assert [type(layer).__name__ for layer in rebuilt.layers] == ["Affine", "ReLU", "Shift"]
+    assert rebuilt.last_layer.reduction == "sum" and rebuilt.dtype == "float32"
+    (x,) = arrays(cpu_xp, 1, (4, 5), dtype="float32")
+    np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):
+    class Unregistered(Shift):
+        pass
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    save_params(
+        tmp_path / "n.npz", Sequential([Affine(W, b), Unregistered(c)], loss=MeanSquaredError())
+    )
+    with pytest.raises(ValueError, match=r"layer 2 is a '.*Unregistered'.*register_layer"):
+        load_network(tmp_path / "n.npz")
+
+
+def test_a_layer_name_is_registered_once():
+    class Other:
+        pass
+
+    with pytest.raises(ValueError, match="'Shift' is already registered"):
+        register_layer(Other, name="Shift")
+
+
+@register_layer(name="Centre")
+class Centre:
+    """A registered user layer with a buffer (state that is saved but not trained)."""
+
+    buffers = ("mean",)
+
+    def __init__(self, mean):
+        self.mean = mean
+
+    def forward(self, x):
+        return x - self.mean
+
+    def backward(self, dout):
+        return dout
+
+
+def test_layer_buffers_are_saved_and_restored(cpu_xp, tmp_path):
+    W, b, m = arrays(cpu_xp, 0, (3, 2), (2,), (3,))
+    net = Sequential([Centre(m), Affine(W, b)], loss=MeanSquaredError())
+    save_params(tmp_path / "n.npz", net)
+    rebuilt, _ = load_network(tmp_path / "n.npz", xp=cpu_xp)
+    np.testing.assert_array_equal(to_numpy(rebuilt.layers[0].mean), to_numpy(m))
+
+
+# Bad input names the layer's position and class.
+
+
+def test_a_layer_without_backward_is_named():
+    class NoBackward:
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match=r"layer 2 \(NoBackward\) has no backward\(\) method"):
+        Sequential([ReLU(), NoBackward()], loss=SoftmaxWithLoss())
+
+
+def test_a_loss_that_is_not_a_loss_layer_is_refused():
+    with pytest.raises(TypeError, match=r"loss ReLU is not a loss layer.*forward\(y, t\)"):
+        Sequential([ReLU()], loss=ReLU())
+
+
+def test_a_loss_layer_among_the_layers_is_refused():
+    with pytest.raises(TypeError, match=r"layer 2 \(SoftmaxWithLoss\) is a loss layer"):
+        Sequential([ReLU(), SoftmaxWithLoss()], loss=SoftmaxWithLoss())
+
+
+def test_shapes_that_do_not_chain_name_both_layers_and_shapes(xp):
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (3, 2), (2,))
+    net = Sequential([Affine(W1, b1), ReLU(), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"layer 3 \(Affine\) cannot take the output of layer 2 \(ReLU\), of shape "
+        r"\(6, 4\).*W of shape \(3, 2\)",
+    ):
+        net.predict(x)
+
+
+def test_a_params_name_the_layer_lacks_is_named(xp):
+    class Typo(Scale):
+        params = ("scale",)
+
+    (s,) = arrays(xp, 0, (3,))
+    with pytest.raises(ValueError, match=r"layer 1 \(Typo\) names 'scale' in its params"):
+        Sequential([Typo(s)], loss=MeanSquaredError())

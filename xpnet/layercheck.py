@@ -1,0 +1,236 @@
+"""Gradient checks of one layer or one function, in the spirit of Chainer's
+``check_backward`` and PyTorch's ``gradcheck``.
+
+- :func:`check_layer` runs a layer's ``forward`` on the given inputs, sends a seeded
+  random upstream gradient ``dout`` back through its ``backward``, and compares what
+  comes out (the input gradients, and ``d<name>`` for each parameter in ``params``) with
+  central differences of ``sum(forward(...) * dout)``, everything in float64.
+- :func:`check_function` compares a gradient the user worked out for a scalar function
+  ``f`` with central differences of ``f``: CS231n's ``eval_numerical_gradient`` with a
+  verdict.
+
+Both return a :class:`~xpnet.gradcheck.GradientReport`. A function is not differentiable
+at a kink (ReLU's 0, a max changing hands): there the central difference straddles the
+kink and is wrong by design. Such elements are found from the one-sided differences
+``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ by the jump in slope,
+and the analytic gradient agrees with one of them. They are reported apart and left out
+of pass/fail; an analytic gradient that matches neither side still fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import array_api_compat
+
+from xpnet.backend import host_rng, namespace, namespace_of
+from xpnet.gradcheck import DEFAULTS, GradientReport, check_step, compare, values_around
+
+# An analytic gradient within this fraction of the gap between the one-sided differences
+# of one of them is taken to sit on that side of a kink.
+KINK_SIDE = 0.1
+
+
+def _is_array(x: Any) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def _is_float(x: Any) -> bool:
+    if _is_array(x):
+        return namespace_of(x).isdtype(x.dtype, "real floating")
+    return isinstance(x, float)
+
+
+def _float64(xp: Any, x: Any, like: Any) -> Any:
+    """``x`` (an array or a Python float) as a float64 array of ``xp`` on ``like``'s device."""
+    if _is_array(x):
+        return xp.astype(x, xp.float64, copy=True)
+    return xp.asarray(x, dtype=xp.float64, device=array_api_compat.device(like))
+
+
+def _numerical(
+    f: Callable[[Any], Any], x: Any, analytic: Any, h: float, atol: float, rtol: float
+) -> tuple[Any, Any]:
+    """Central differences of ``f`` at ``x``, and where they straddle a kink (bool)."""
+    xp = namespace_of(x)
+    center = f(x)
+    plus, minus = values_around(f, x, h)
+    central = (plus - minus) / (2 * h)
+    forward, backward = (plus - center) / h, (center - minus) / h
+    gap = xp.abs(forward - backward)
+    nearest = xp.minimum(xp.abs(analytic - forward), xp.abs(analytic - backward))
+    tolerance = atol + rtol * xp.abs(central)
+    kinks = (xp.abs(analytic - central) > tolerance) & (gap > tolerance)
+    return central, kinks & (nearest <= KINK_SIDE * gap)
+
+
+def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
+    defaults = DEFAULTS["float64"]
+    h = defaults["h"] if h is None else h
+    check_step(h, "float64")
+    atol = defaults["atol"] if atol is None else atol
+    rtol = defaults["rtol"] if rtol is None else rtol
+    return GradientReport(
+        method="loop", h=h, atol=atol, rtol=rtol, dtype="float64", subject=subject
+    )
+
+
+def _check(name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport):
+    if tuple(analytic.shape) != tuple(x.shape):
+        raise ValueError(
+            f"the gradient of {name} has shape {tuple(analytic.shape)}, but {name} has shape "
+            f"{tuple(x.shape)}"
+        )
+    xp = namespace_of(x, analytic)
+    analytic = xp.astype(analytic, xp.float64)
+    central, kinks = _numerical(f, x, analytic, report.h, report.atol, report.rtol)
+    return compare(name, analytic, central, report.atol, report.rtol, kinks=kinks, via="loop")
+
+
+@contextmanager
+def _in_float64(layer: Any, attrs: list[str]) -> Iterator[None]:
+    """Set the layer's floating attributes ``attrs`` to float64 copies, restore them after."""
+    old = {a: getattr(layer, a) for a in attrs}
+    try:
+        for a, value in old.items():
+            if _is_array(value) and _is_float(value):
+                setattr(layer, a, namespace_of(value).astype(value, namespace_of(value).float64))
+        yield
+    finally:
+        for a, value in old.items():
+            setattr(layer, a, value)
+
+
+def _input_names(layer: Any, count: int) -> list[str]:
+    try:
+        names = [
+            p.name
+            for p in inspect.signature(layer.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        names = []
+    if len(names) < count:
+        names = [f"x{i}" for i in range(1, count + 1)]
+    return names[:count]
+
+
+def check_layer(
+    layer: Any,
+    *inputs: Any,
+    h: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    forward_kwargs: Mapping[str, Any] | None = None,
+) -> GradientReport:
+    """Check ``layer.backward`` against central differences of ``layer.forward``, in float64.
+
+    ``layer`` follows the layer protocol: ``forward(*inputs)``, ``backward(dout)`` returning
+    the gradient of the input (a tuple, one per input, for several), and parameters named
+    in ``params`` with gradients stored as ``d<name>``. Floating inputs (arrays or Python
+    floats) and parameters are checked in float64 copies; integer inputs (labels) are
+    passed as they are. ``dout`` is drawn from a normal distribution seeded by ``seed``,
+    so every element of the output counts. Inputs for which ``backward`` returns no
+    gradient (a loss layer's targets, the data of ``Affine(input_grad=False)``) are not
+    checked. ``forward_kwargs`` go to every ``forward`` call (e.g. ``{"train_flg": False}``).
+
+    The layer's parameters and ``buffers`` (running statistics) are restored afterwards;
+    its gradients (``dW``, ...) are those of the check. Returns a
+    :class:`~xpnet.gradcheck.GradientReport` with one row per input and parameter
+    (truthy when every element passes; kinks are reported apart).
+    """
+    kind = type(layer).__name__
+    for method in ("forward", "backward"):
+        if not callable(getattr(layer, method, None)):
+            raise TypeError(f"{kind} has no {method}() method: a layer needs forward and backward")
+    params = list(getattr(layer, "params", ()))
+    missing = [a for a in params if not hasattr(layer, a)]
+    if missing:
+        raise ValueError(f"{kind} names {missing} in its params but has no such attribute")
+    if not inputs:
+        raise TypeError(f"check_layer({kind}) needs the layer's inputs")
+    arrays = [a for a in [*inputs, *(getattr(layer, p) for p in params)] if _is_array(a)]
+    xp = namespace_of(*arrays) if arrays else namespace()
+    like = arrays[0] if arrays else xp.asarray(0.0)
+    kwargs = dict(forward_kwargs or {})
+    report = _report(f"layer {kind}", h, atol, rtol)
+    saved = [*params, *getattr(layer, "buffers", ())]
+    with _in_float64(layer, saved):
+        x64 = [_float64(xp, x, like) if _is_float(x) else x for x in inputs]
+        out = layer.forward(*x64, **kwargs)
+        out = out if _is_array(out) else xp.asarray(out, dtype=xp.float64)
+        rng = host_rng(seed)
+        dout = xp.asarray(
+            rng.standard_normal(tuple(out.shape)),
+            dtype=xp.float64,
+            device=array_api_compat.device(out),
+        )
+        grads = layer.backward(dout)
+        grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+        param_grads = {p: getattr(layer, "d" + p, None) for p in params}
+
+        def objective(at: int, value: Any) -> Any:
+            args = [*x64[:at], value, *x64[at + 1 :]] if at >= 0 else x64
+            return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
+
+        names = _input_names(layer, len(inputs))
+        for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=False)):
+            if g is None or not _is_float(x):
+                continue
+            label = f"input {name}" if name in params else name
+            report.params.append(_check(label, lambda v, i=i: objective(i, v), x, g, report))
+        for p, g in param_grads.items():
+            if g is None:
+                raise ValueError(f"{kind}.backward stored no gradient d{p} for its parameter {p}")
+            value = getattr(layer, p)
+
+            def at_param(v: Any, p: str = p) -> Any:
+                before = getattr(layer, p)
+                setattr(layer, p, v)
+                try:
+                    return objective(-1, None)
+                finally:
+                    setattr(layer, p, before)
+
+            report.params.append(_check(p, at_param, value, g, report))
+    return report
+
+
+def check_function(
+    f: Callable[[Any], Any],
+    x: Any,
+    grad: Any,
+    *,
+    h: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> GradientReport:
+    """Check a claimed gradient ``grad`` of the scalar function ``f`` at ``x``, in float64.
+
+    ``x`` is an array or a mapping of names to arrays (``{"W1": ..., "b1": ...}``) and
+    ``grad`` has the same form and shapes. ``f`` receives float64 copies of ``x`` (a
+    mapping with one entry perturbed at a time) and returns a number or a 0-D array.
+    Returns a :class:`~xpnet.gradcheck.GradientReport`, one row per array.
+    """
+    name = getattr(f, "__name__", type(f).__name__)
+    report = _report(f"function {name}", h, atol, rtol)
+    if isinstance(x, Mapping):
+        if not isinstance(grad, Mapping) or set(grad) != set(x):
+            have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
+            raise ValueError(f"grad must have the keys of x, {sorted(x)}; got {have}")
+        point = {k: _float64(namespace_of(v), v, v) for k, v in x.items()}
+        for key in point:
+
+            def at(v: Any, key: str = key) -> Any:
+                return f({**point, key: v})
+
+            report.params.append(_check(str(key), at, point[key], grad[key], report))
+        return report
+    if not _is_array(x):
+        raise TypeError(f"x must be an array or a mapping of arrays, got {type(x).__name__}")
+    report.params.append(_check("x", f, _float64(namespace_of(x), x, x), grad, report))
+    return report
