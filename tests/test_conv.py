@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from numeric import central_difference
 
+from xpnet import check_layer
 from xpnet.backend import to_device, to_numpy
 from xpnet.conv import Convolution, Pooling, col2im, im2col
 
@@ -214,3 +215,35 @@ def test_layer_configs_rebuild_the_layer():
     assert Convolution(W, b, **conv.config()).config() == conv.config()
     assert Pooling(**pool.config()).config() == pool.config()
     assert conv.params == ("W", "b")
+
+
+@pytest.mark.parametrize("case", ["stride1-pad1", "stride3-pad2"])
+def test_check_layer_passes_on_convolution(xp, case):
+    x_shape, w_shape, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(7)
+    x, W, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
+    layer = Convolution(dev(xp, W), dev(xp, b), stride=stride, pad=pad)
+    report = check_layer(layer, dev(xp, x))
+    assert report, str(report)
+    assert [p.name for p in report.params] == ["x", "W", "b"]
+
+
+@pytest.mark.parametrize("case", ["overlapping", "3x3-stride2-pad1"])
+def test_check_layer_passes_on_pooling(xp, case):
+    x_shape, ph, pw, stride, pad = POOL_CASES[case]
+    x = distinct_values(np.random.default_rng(8), x_shape)
+    assert check_layer(Pooling(ph, pw, stride=stride, pad=pad), dev(xp, x))
+
+
+def test_check_layer_reports_a_tied_windows_elements_as_kinks(xp):
+    report = check_layer(Pooling(2, 2, stride=2), dev(xp, np.ones((1, 1, 2, 2))))
+    assert report
+    assert report.params[0].kinks == 4
+
+
+def test_pooling_kinks_where_the_two_largest_are_within_reach(xp):
+    x = dev(xp, [[[[1.0, 0.99], [0.0, -1.0]]]])
+    layer = Pooling(2, 2, stride=2)
+    near = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.006))))
+    far = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.004))))
+    assert near.tolist() == [[[[True]]]] and far.tolist() == [[[[False]]]]

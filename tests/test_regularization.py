@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from numeric import central_difference
 
+from xpnet import check_layer
 from xpnet.backend import DeviceRNG, to_device, to_numpy
 from xpnet.layers import BatchNormalization, Dropout
 
@@ -181,3 +182,23 @@ def test_device_rng_draws_uniform_numbers_like_the_given_array(xp, dtype):
     host = to_numpy(u)
     assert host.min() >= 0.0 and host.max() < 1.0
     assert 0.4 < host.mean() < 0.6
+
+
+@pytest.mark.parametrize("train_flg", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_check_layer_passes_on_batchnorm(xp, shape, train_flg):
+    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
+    layer = BatchNormalization(
+        dev(xp, gamma),
+        dev(xp, beta),
+        running_mean=dev(xp, rng.standard_normal(gamma.shape)),
+        running_var=dev(xp, rng.uniform(0.5, 2.0, gamma.shape)),
+    )
+    report = check_layer(layer, dev(xp, x), forward_kwargs={"train_flg": train_flg})
+    assert report, str(report)
+    assert [p.name for p in report.params] == ["x", "gamma", "beta"]
+
+
+def test_check_layer_passes_on_dropout_in_eval_mode(xp):
+    x = dev(xp, nonzero(np.random.default_rng(4), (3, 5)))
+    assert check_layer(Dropout(0.3), x, forward_kwargs={"train_flg": False})

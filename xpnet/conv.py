@@ -245,3 +245,21 @@ class Pooling:
         return fold_pieces(
             grads, tuple(self.x.shape), self.pool_h, self.pool_w, self.stride, self.pad
         )
+
+    # Gradient checks (xpnet.perturb): where a central difference straddles a kink.
+
+    def kinks(self, x: Any, dx: Any) -> Any:
+        """True per output element (N, C, OH, OW) where moving the input ``x`` by up to
+        ``|dx|`` (x's shape) can hand the window's maximum to another element: the two
+        largest are closer than twice the largest move in the window."""
+        xp = namespace_of(x, dx)
+        pieces = window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        top = reduce(xp.maximum, pieces)
+        taken = xp.zeros(top.shape, dtype=xp.bool, device=device(top))
+        runner_up = xp.full(top.shape, -xp.inf, dtype=top.dtype, device=device(top))
+        for piece in pieces:
+            first = (piece == top) & ~taken
+            taken = taken | first
+            runner_up = xp.maximum(runner_up, xp.where(first, -xp.inf, piece))
+        moves = window_pieces(xp.abs(dx), self.pool_h, self.pool_w, self.stride, self.pad)
+        return top - runner_up < 2 * reduce(xp.maximum, moves)

@@ -362,6 +362,7 @@ class MultiLayerNet(Sequential):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
+        self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
         rng = host_rng(seed)
         layers: list[Any] = []
         for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):

@@ -25,20 +25,24 @@ central difference ``(dL(+h) - dL(-h)) / 2h`` is the loop's number, computed wit
 fewer operations and a little more accurately (the loop's ``L(p + h e_i) - L(p - h e_i)``
 loses about ``eps * |L|``). It is not an approximation of it.
 
-Layers with a ``kinks(x, dx)`` method (``ReLU``) flag perturbations whose change of
-their input reaches a point where they are not differentiable: those central
-differences straddle a kink.
+Layers with a ``kinks(x, dx)`` method (``ReLU``, max ``Pooling``) flag perturbations
+whose change of their input reaches a point where they are not differentiable: those
+central differences straddle a kink.
 
 A network takes part when it has ``layers`` (applied in order), ``last_layer`` (the
 loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 ``decay_rate(name)``, and its loss is ``last_layer(layers(x)) + sum(0.5 * rate * p**2)``
-(checked once, by :meth:`LocalNet.of`). A parameter is *local* when its layer has
+(checked once, by :meth:`LocalNet.of`), and no layer acts differently in training
+(``forward(x, train_flg)``: Dropout, BatchNormalization). A parameter is *local* when its layer has
 ``perturb_param``, every later layer has ``perturb`` and the loss layer has
-``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop.
+``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
+:func:`loop_differences`, which keeps each forward pass's layer inputs to find the
+kinks there too (a convolution's parameters, before ReLU and max pooling).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -46,6 +50,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
+from itertools import product
 from typing import Any
 
 import array_api_compat
@@ -139,6 +144,14 @@ def _width(a: Any) -> int:
     return math.prod(a.shape[1:])
 
 
+def _has_modes(layer: Any) -> bool:
+    """Whether ``layer.forward`` takes ``train_flg`` (acts differently in training)."""
+    try:
+        return "train_flg" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class LocalNet:
     """A layered network at one point ``(x, t)``: the input of every layer, computed once.
 
@@ -160,6 +173,8 @@ class LocalNet:
         needed = ("layers", "last_layer", "decay_rate", "params")
         if not all(hasattr(net, a) for a in needed) or not hasattr(net.params, "slot"):
             return None
+        if any(_has_modes(layer) for layer in net.layers):
+            return None  # Dropout, BatchNorm: the loop's training-mode loss is the reference
         local = cls(net, x, t)
         xp = namespace_of(local.inputs[-1])
         rebuilt = net.last_layer.forward(local.inputs[-1], t)
@@ -236,6 +251,46 @@ class LocalNet:
             # 0.5 * rate * ((p + s)**2 - p**2), written without the cancellation.
             dloss = dloss + 0.5 * rate * step * (2 * p + step)
         return dloss, kinks
+
+
+def loop_differences(local: LocalNet, name: str, h: float) -> tuple[Any, Any]:
+    """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, by the loop.
+
+    Two forward passes per element, as the book's loop, for a parameter that cannot be
+    perturbed locally. Each pass keeps its layer inputs, and :func:`crosses_kink` compares
+    them with the unperturbed ones, so the elements whose central difference straddles a
+    kink are known here too. Returns the gradient and that bool array, both in the
+    parameter's shape; nothing is read back to the host.
+    """
+    net = local.net
+    param = net.params[name]
+    xp = namespace_of(param)
+    device = array_api_compat.device(param)
+    rate = net.decay_rate(name)
+    work = xp.asarray(param, copy=True)
+    grads, kinks = [], []
+
+    def loss_and_inputs() -> tuple[Any, list[Any]]:
+        inputs = layer_inputs(net.layers, local.inputs[0])
+        loss = net.last_layer.forward(inputs[-1], local.t)
+        # The other parameters' weight decay is the same at +h and -h: it cancels.
+        return (loss + 0.5 * rate * xp.sum(work * work) if rate else loss), inputs
+
+    net.params[name] = work
+    try:
+        for idx in product(*(range(n) for n in param.shape)):
+            original = param[idx]
+            work[idx] = original + h
+            plus, moved_up = loss_and_inputs()
+            work[idx] = original - h
+            minus, moved_down = loss_and_inputs()
+            work[idx] = original
+            grads.append((plus - minus) / (2 * h))
+            kinked = crosses_kink(net.layers, local.inputs, moved_up, moved_down)
+            kinks.append(xp.asarray(False, device=device) if kinked is None else kinked)
+    finally:
+        net.params[name] = param
+    return xp.reshape(xp.stack(grads), param.shape), xp.reshape(xp.stack(kinks), param.shape)
 
 
 def _workers(x: Any) -> int:
