@@ -87,6 +87,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 TRAIN_DEFAULTS = {
+    "model": "mlp",
     "dataset": "mnist",
     "hidden": [50],
     "activation": "relu",
@@ -97,6 +98,9 @@ TRAIN_DEFAULTS = {
     "weight_decay": 0.0,
 }
 SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
+# Samples per evaluation chunk: a convnet's im2col columns are 25x its input (576 MB for
+# 10,000 MNIST digits in float32), so it evaluates in smaller chunks.
+EVAL_BATCH = {"mlp": 10_000, "convnet": 1_000}
 
 
 def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
@@ -139,6 +143,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train a fully connected network with backprop; print train/test "
         "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
         "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
+    )
+    p.add_argument(
+        "--model",
+        choices=["mlp", "convnet"],
+        help="mlp: fully connected (default); convnet: the book's SimpleConvNet (conv 30 "
+        "5x5 filters, ReLU, 2x2 max pool, 100 (or --hidden) ReLU, 10), weights std 0.01",
     )
     p.add_argument(
         "--dataset", choices=["mnist", "fashion-mnist", "mnist-5k"], help="data set (default mnist)"
@@ -233,7 +243,7 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
     arch = saved.get("architecture")
-    if arch:
+    if arch and arch.get("class") == "MultiLayerNet":
         resumed.update(
             hidden=arch["sizes"][1:-1],
             activation=arch["activation"],
@@ -265,12 +275,25 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
     return settings
 
 
+def _convnet_problem(args: argparse.Namespace, s: dict) -> str | None:
+    """Why the options do not fit ``--model convnet`` (None when they do)."""
+    if args.activation is not None:
+        return "--activation: the convnet uses ReLU; leave it out with --model convnet"
+    if args.hidden and len(args.hidden) > 1:
+        return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
+    if isinstance(args.weight_init, str):
+        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
+    if s["weight_decay"]:
+        return "--weight-decay is not supported with --model convnet"
+    return None
+
+
 def _run_train(args: argparse.Namespace) -> int:
     import math
     import time
 
     from xpnet import checkpoint
-    from xpnet.networks import MultiLayerNet
+    from xpnet.networks import MultiLayerNet, SimpleConvNet
     from xpnet.optim import make_optimizer
     from xpnet.training import EpochResult, History, Trainer
 
@@ -301,27 +324,44 @@ def _run_train(args: argparse.Namespace) -> int:
     if x_train.dtype != dtype:
         x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
-    if args.weight_init is not None:
-        weight_init = args.weight_init
-    elif len(s["hidden"]) == 1:
-        weight_init = 0.01
+    run_saved = saved.get("run", {})
+    if s["model"] == "convnet":
+        problem = _convnet_problem(args, s)
+        if problem:
+            return _error(problem)
+        x_train = xp.reshape(x_train, (n_train, 1, 28, 28))
+        x_test = xp.reshape(x_test, (x_test.shape[0], 1, 28, 28))
+        net = SimpleConvNet(
+            hidden_size=s["hidden"][0] if args.hidden or "hidden" in run_saved else 100,
+            weight_init_std=0.01 if args.weight_init is None else args.weight_init,
+            dtype=s["dtype"],
+            seed=s["seed"],
+            device=args.device,
+        )
+        arch = f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
     else:
-        weight_init = "he" if s["activation"] == "relu" else "xavier"
-    net = MultiLayerNet(
-        input_size,
-        s["hidden"],
-        10,
-        activation=s["activation"],
-        weight_init=weight_init,
-        weight_decay=s["weight_decay"],
-        dtype=s["dtype"],
-        seed=s["seed"],
-        device=args.device,
-    )
+        if args.weight_init is not None:
+            weight_init = args.weight_init
+        elif len(s["hidden"]) == 1:
+            weight_init = 0.01
+        else:
+            weight_init = "he" if s["activation"] == "relu" else "xavier"
+        net = MultiLayerNet(
+            input_size,
+            s["hidden"],
+            10,
+            activation=s["activation"],
+            weight_init=weight_init,
+            weight_decay=s["weight_decay"],
+            dtype=s["dtype"],
+            seed=s["seed"],
+            device=args.device,
+        )
+        arch = "-".join(map(str, net.sizes)) + f" {s['activation']}"
     optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
     start_epoch, history = 0, History()
     if args.resume:
-        if saved["architecture"]["sizes"] != net.sizes:
+        if s["model"] == "mlp" and saved["architecture"].get("sizes") != net.sizes:
             return _error(
                 f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
                 f" does not fit {s['dataset']} ({input_size} inputs)"
@@ -335,11 +375,10 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"resuming {args.resume} after epoch {start_epoch}{note}")
     unit, length = s["length"]
     epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
-    arch = "-".join(map(str, net.sizes))
     if not args.quiet:
         print(
-            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch} "
-            f"{s['activation']}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}, "
+            f"{optimizer!r}, batch {s['batch_size']}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
@@ -347,7 +386,9 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
         return 0
 
-    run = {k: s[k] for k in ("dataset", "batch_size", "seed")} | {unit: length}
+    run = {k: s[k] for k in ("model", "dataset", "batch_size", "seed")} | {unit: length}
+    if s["model"] == "convnet":
+        run["hidden"] = [net.sizes[2]]
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
@@ -372,6 +413,7 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=s["batch_size"],
         seed=s["seed"],
         eval_samples=args.eval_samples,
+        eval_batch_size=EVAL_BATCH[s["model"]],
         start_epoch=start_epoch,
         history=history,
         progress=False if args.quiet else None,
