@@ -1,4 +1,5 @@
-"""The peer: the same 784-50-10 ReLU MLP in PyTorch, with a hand-written SGD step.
+"""The peers: the same 784-50-10 ReLU MLP (and the book's SimpleConvNet) in PyTorch,
+with a hand-written SGD step.
 
 Weights are copied from an xpnet network (``backend.to_numpy``), so both start
 from the same point. The step is autograd for the gradients and an in-place update
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 PARAM_ORDER = ("W1", "b1", "W2", "b2")
+CONV_PARAM_ORDER = ("W1", "b1", "W2", "b2", "W3", "b3")
 
 
 def torch_device(run_device: str) -> torch.device:
@@ -27,11 +29,13 @@ def torch_device(run_device: str) -> torch.device:
 class TorchMLP:
     """``relu(x @ W1 + b1) @ W2 + b2`` with softmax cross-entropy on integer labels."""
 
+    names = PARAM_ORDER
+
     def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
         self.device, self.lr = device, lr
         self.params = [
             torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
-            for name in PARAM_ORDER
+            for name in self.names
         ]
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -46,6 +50,18 @@ class TorchMLP:
             for p, g in zip(self.params, grads, strict=True):
                 p.sub_(g, alpha=self.lr)
         return loss.detach()
+
+
+class TorchConvNet(TorchMLP):
+    """The book's SimpleConvNet: conv (W1, b1), ReLU, 2x2 max pool, Affine, ReLU, Affine."""
+
+    names = CONV_PARAM_ORDER
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        W1, b1, W2, b2, W3, b3 = self.params
+        h = F.max_pool2d(torch.relu(F.conv2d(x, W1, b1)), 2, 2)
+        h = torch.relu(h.flatten(1) @ W2 + b2)
+        return F.cross_entropy(h @ W3 + b3, labels)
 
 
 def cuda_graph_step(
@@ -86,4 +102,4 @@ def host_params(net: Any) -> dict[str, np.ndarray]:
     """An xpnet network's parameters as NumPy arrays (copied to the host)."""
     from xpnet.backend import to_numpy
 
-    return {name: np.array(to_numpy(net.params[name])) for name in PARAM_ORDER}
+    return {name: np.array(to_numpy(p)) for name, p in net.params.items()}

@@ -348,12 +348,13 @@ def _ours(benchmarks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [b for b in benchmarks if (b.get("extra_info") or {}).get("suite") == SUITE]
 
 
-def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str]:
+def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     return (
         str(info.get("run_backend", "?")),
         str(info.get("run_device", "?")),
         str(info.get("data", "?")),
         str(info.get("mode", "?")),
+        str(info.get("network", NETWORK)),
     )
 
 
@@ -432,13 +433,14 @@ def _epoch_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dic
 def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The summary of pytest-benchmark records (``as_dict`` / JSON ``benchmarks`` entries).
 
-    Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
+    Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode, network),
     each with ``gradients``, ``steps`` and ``epochs`` rows (times in seconds, median
     of the rounds; ratios are plain numbers, ``None`` where a side is missing).
     """
-    groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
-    notes: dict[tuple[str, str, str, str], str] = {}
-    contended: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    Key = tuple[str, str, str, str, str]
+    groups: dict[Key, list[tuple[Mapping[str, Any], float | None]]] = {}
+    notes: dict[Key, str] = {}
+    contended: dict[Key, list[dict[str, Any]]] = {}
     for bench in _ours(benchmarks):
         info = bench["extra_info"]
         key = _run_key(info)
@@ -449,7 +451,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             contended.setdefault(key, []).append({"name": bench.get("name"), "share": share})
     runs = []
     for key, items in groups.items():
-        run_backend, run_device, data, mode = key
+        run_backend, run_device, data, mode, network = key
         runs.append(
             {
                 "backend": run_backend,
@@ -457,7 +459,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 "data": data,
                 "data_description": notes[key],
                 "mode": mode,
-                "network": NETWORK,
+                "network": network,
                 "gradients": _gradient_rows(items),
                 "steps": _step_rows(items),
                 "epochs": _epoch_rows(items),
