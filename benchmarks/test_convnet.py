@@ -127,8 +127,12 @@ def test_numerical_loop(
         }
 
     timed.benchmark.group = "SimpleConvNet gradients"
-    timed(subset_loop, **info("numerical_loop", CHECK_BATCH, "float64",
-                              params_timed=n_timed, params_total=param_count(net)))  # fmt: skip
+    timed(
+        subset_loop,
+        rounds=3 if bench_mode.name == "full" else None,  # 1,000 parameters: seconds a call
+        **info("numerical_loop", CHECK_BATCH, "float64", params_timed=n_timed,
+               params_total=param_count(net)),
+    )  # fmt: skip
     if timed.median_s is not None:
         per_param = timed.median_s / n_timed
         timed.benchmark.extra_info.update(
@@ -145,6 +149,8 @@ def test_batched(
     timed.benchmark.group = "SimpleConvNet gradients"
     report = timed(
         lambda: gradcheck.check_gradients(net, x, t, h=H),
+        rounds=3,
+        warmup=1,
         **info("batched", CHECK_BATCH, "float64", params_total=param_count(net),
                timed="check_gradients: numerical (batched + loop), analytic, comparison"),
     )  # fmt: skip
