@@ -73,11 +73,13 @@ class ReLU:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.where(self.mask, x, 0.0)
+        return xp.clip(x, min=0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        return xp.where(self.mask, dout, 0.0)
+        # A product, not xp.where: NumPy's where is 4-10x slower on an irregular mask
+        # (a conv net's feature maps), for one more operation (the cast).
+        return dout * xp.astype(self.mask, dout.dtype)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True
