@@ -11,6 +11,7 @@ from xpnet.backend import to_device, to_numpy
 from xpnet.checkpoint import load_network, save_params
 from xpnet.conv import Convolution, Pooling
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU
+from xpnet.training import evaluate
 
 SMALL = {"input_dim": (2, 8, 8), "conv_param": {"filter_num": 3, "filter_size": 3}}
 
@@ -178,3 +179,16 @@ def test_a_batchnorm_net_checkpoint_keeps_the_running_statistics(tmp_path, cpu_x
     save_params(tmp_path / "bn.npz", net)
     loaded, _ = load_network(tmp_path / "bn.npz", xp=cpu_xp)
     np.testing.assert_array_equal(to_numpy(loaded.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_the_trainer_evaluates_in_eval_mode(cpu_xp):
+    net = MultiLayerNet(
+        6, [5], 4, use_batchnorm=True, use_dropout=True, dtype="float64", seed=0, xp=cpu_xp
+    )
+    x, t = images(cpu_xp, n=8, shape=(6,))
+    targets = to_device(np.eye(4)[to_numpy(t)], dtype="float64", xp=cpu_xp)
+    net.gradient(x, t)
+    running = to_numpy(net.layers[1].running_mean)
+    first, second = (evaluate(net, x, t, targets, batch_size=3) for _ in range(2))
+    assert first == second
+    np.testing.assert_array_equal(to_numpy(net.layers[1].running_mean), running)
