@@ -192,3 +192,18 @@ def test_the_trainer_evaluates_in_eval_mode(cpu_xp):
     first, second = (evaluate(net, x, t, targets, batch_size=3) for _ in range(2))
     assert first == second
     np.testing.assert_array_equal(to_numpy(net.layers[1].running_mean), running)
+
+
+@pytest.mark.slow
+def test_check_gradients_passes_on_the_books_conv_net_with_10_digits():
+    """The issue's check: all 433,890 parameters of the book's sizes, on 10 real digits."""
+    from xpnet import datasets
+
+    try:
+        (x, t), _ = datasets.load_mnist(name="mnist-5k", flatten=False, device="cpu")
+    except datasets.DatasetNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    net = SimpleConvNet(dtype="float64", seed=0, device="cpu")
+    report = check_gradients(net, x[:10, ...].astype("float64"), t[:10])
+    assert report, str(report)
+    assert [p.via for p in report.params] == ["loop", "loop", *["local"] * 4]

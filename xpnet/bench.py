@@ -726,7 +726,10 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
-    return f"{run['backend']} {run['device']} ({run['data']}, {run['mode']}) [{Path(path).name}]"
+    return (
+        f"{run['network']}: {run['backend']} {run['device']} ({run['data']}, {run['mode']}) "
+        f"[{Path(path).name}]"
+    )
 
 
 def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -756,7 +759,7 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("seconds per call (median; log scale)")
-    ax.set_title(f"xpnet benchmarks, {NETWORK}")
+    ax.set_title("xpnet benchmarks")
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
