@@ -90,3 +90,18 @@ def test_describe_reports_versions_and_device(monkeypatch):
 def test_namespace_of_needs_an_array():
     with pytest.raises(TypeError, match="at least one array"):
         backend.namespace_of(1.0, None)
+
+
+def test_blas_threads_limits_the_host_blas_inside_the_block_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads_now():
+        pools = threadpoolctl.threadpool_info()
+        return {pool["num_threads"] for pool in pools if pool["user_api"] == "blas"}
+
+    before = blas_threads_now()
+    if not before:
+        pytest.skip("NumPy reports no BLAS thread pool here")
+    with backend.blas_threads(1):
+        assert blas_threads_now() == {1}
+    assert blas_threads_now() == before

@@ -18,6 +18,8 @@ timing.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -260,6 +262,24 @@ class DeviceRNG:
                 gen = np.random.default_rng(self.seed)
             self._generators[key] = gen
         return gen
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Limit the host BLAS library (OpenBLAS, MKL) to ``n`` threads inside a ``with`` block.
+
+    Many small matrix products in a row (a gradient check's loop) run several times
+    faster on one BLAS thread than on threads that start, spin and wait for each tiny
+    product, the more so on a machine shared with other jobs. Uses ``threadpoolctl``;
+    without it this does nothing. GPU libraries are not affected.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 def synchronize(*arrays: Any) -> None:
