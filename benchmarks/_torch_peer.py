@@ -1,24 +1,25 @@
-"""The peers: the same 784-50-10 ReLU MLP (and the book's SimpleConvNet) in PyTorch,
-with a hand-written SGD step.
+"""The peer: the same two-layer MLPs (and the book's SimpleConvNet) in PyTorch, with a
+hand-written SGD step.
 
-Weights are copied from an xpnet network (``backend.to_numpy``), so both start
-from the same point. The step is autograd for the gradients and an in-place update
-under ``torch.no_grad`` (no ``torch.optim``), the same work as xpnet's
-``net.gradient`` plus ``SGD.update``. On CUDA the step can also be captured once in
-a CUDA graph and replayed. Only the benchmarks import this module (and torch).
+The book's 784-50-10 ReLU network with softmax cross-entropy on integer labels, and the
+course notes' 784-100-10 sigmoid network with binary cross-entropy (on the logits,
+summed) against 0.01/0.99 target rows. Weights are copied from the xpnet side (host
+arrays, or ``backend.to_numpy`` of a network's), so both start from the same point.
+The step is autograd for the gradients and an in-place update under ``torch.no_grad``
+(no ``torch.optim``), the same work as xpnet's ``net.gradient`` plus ``SGD.update``.
+On CUDA the step can also be captured once in a CUDA graph and replayed. Only the
+benchmarks import this module (and torch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 PARAM_ORDER = ("W1", "b1", "W2", "b2")
-CONV_PARAM_ORDER = ("W1", "b1", "W2", "b2", "W3", "b3")
 
 
 def torch_device(run_device: str) -> torch.device:
@@ -26,25 +27,41 @@ def torch_device(run_device: str) -> torch.device:
     return torch.device(run_device)
 
 
+def sum_bce_with_logits(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sigmoid and binary cross-entropy summed over all outputs (the course network's loss)."""
+    return F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+
+
 class TorchMLP:
-    """``relu(x @ W1 + b1) @ W2 + b2`` with softmax cross-entropy on integer labels."""
+    """``loss(activation(x @ W1 + b1) @ W2 + b2, target)``.
 
-    names = PARAM_ORDER
+    By default the book's network: ReLU and softmax cross-entropy on integer labels;
+    the course network is ``activation=torch.sigmoid, loss=sum_bce_with_logits``.
+    """
 
-    def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        device: torch.device,
+        lr: float,
+        *,
+        activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    ) -> None:
         self.device, self.lr = device, lr
+        self.activation, self.loss_fn = activation, loss
         self.params = [
             torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
-            for name in self.names
+            for name in PARAM_ORDER
         ]
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2 = self.params
-        return F.cross_entropy(torch.relu(x @ W1 + b1) @ W2 + b2, labels)
+        return self.loss_fn(self.activation(x @ W1 + b1) @ W2 + b2, target)
 
-    def step(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One SGD step; returns the loss (before the update) as a 0-D tensor."""
-        loss = self.loss(x, labels)
+        loss = self.loss(x, target)
         grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
             for p, g in zip(self.params, grads, strict=True):
@@ -52,22 +69,33 @@ class TorchMLP:
         return loss.detach()
 
 
-class TorchConvNet(TorchMLP):
-    """The book's SimpleConvNet: conv (W1, b1), ReLU, 2x2 max pool, Affine, ReLU, Affine."""
+class TorchConvNet:
+    """The book's SimpleConvNet: conv (W1, b1), ReLU, 2x2 max pool, Affine, ReLU, Affine,
+    softmax cross-entropy on integer labels; the same hand-written SGD step as ``TorchMLP``."""
 
-    names = CONV_PARAM_ORDER
+    step = TorchMLP.step
+
+    def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
+        self.device, self.lr = device, lr
+        self.params = [
+            torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
+            for name in ("W1", "b1", "W2", "b2", "W3", "b3")
+        ]
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = self.params
         h = F.max_pool2d(torch.relu(F.conv2d(x, W1, b1)), 2, 2)
-        h = torch.relu(h.flatten(1) @ W2 + b2)
-        return F.cross_entropy(h @ W3 + b3, labels)
+        return F.cross_entropy(torch.relu(h.flatten(1) @ W2 + b2) @ W3 + b3, labels)
+
+
+#: ``TorchMLP`` keywords for the course network.
+COURSE = {"activation": torch.sigmoid, "loss": sum_bce_with_logits}
 
 
 def cuda_graph_step(
-    model: TorchMLP, x: torch.Tensor, labels: torch.Tensor, warmup: int = 3
+    model: TorchMLP, x: torch.Tensor, target: torch.Tensor, warmup: int = 3
 ) -> Callable[[], torch.Tensor]:
-    """The step captured in a CUDA graph; the callable replays it on ``x``/``labels``.
+    """The step captured in a CUDA graph; the callable replays it on ``x``/``target``.
 
     Follows PyTorch's whole-network capture recipe: warm up on a side stream, capture,
     then each replay runs the forward, backward and update kernels as one graph.
@@ -76,11 +104,11 @@ def cuda_graph_step(
     side.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(side):
         for _ in range(warmup):
-            model.step(x, labels)
+            model.step(x, target)
     torch.cuda.current_stream(x.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_loss = model.step(x, labels)
+        static_loss = model.step(x, target)
 
     def replay() -> torch.Tensor:
         graph.replay()
@@ -98,8 +126,8 @@ def as_tensors(
     return x_t, labels
 
 
-def host_params(net: Any) -> dict[str, np.ndarray]:
-    """An xpnet network's parameters as NumPy arrays (copied to the host)."""
-    from xpnet.backend import to_numpy
-
-    return {name: np.array(to_numpy(p)) for name, p in net.params.items()}
+def as_float_tensors(
+    x: np.ndarray, targets: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 inputs and float32 target rows on ``device``."""
+    return tuple(torch.tensor(np.asarray(a, dtype=np.float32), device=device) for a in (x, targets))

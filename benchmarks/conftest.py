@@ -8,9 +8,11 @@ call ends with a device synchronize. Collection fails if a benchmark asks for
 Options (``pytest benchmarks/ --help``):
 
 - ``--xpnet-full`` (or ``XPNET_BENCH=full``): the full mode (more rounds, 1,000
-  parameters in the numerical-gradient subset, whole epochs); quick by default;
+  parameters in the numerical-gradient subset, whole epochs, 50,000 per-sample steps a
+  round); quick by default;
 - ``--xpnet-subset N``: parameters timed by the per-element numerical gradient;
-- ``--xpnet-data auto|mnist|mnist-5k|fashion-mnist|synthetic``: the data;
+- ``--xpnet-data auto|mnist|mnist-5k|fashion-mnist|synthetic``: the data (not for the
+  per-sample suite, which takes Fashion-MNIST where on disk, else mnist-5k);
 - ``--xpnet-numerical-full``: also time one complete per-element numerical gradient
   (tens of seconds per batch size on a CPU).
 """
@@ -55,7 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="auto",
         choices=["auto", "mnist", "mnist-5k", "fashion-mnist", "synthetic"],
         help="benchmark data (default auto: real MNIST if on disk, or downloadable in full "
-        "mode; else the offline mnist-5k subset)",
+        "mode; else the offline mnist-5k subset); the per-sample suite always takes "
+        "Fashion-MNIST where on disk, else mnist-5k",
     )
     group.addoption(
         "--xpnet-numerical-full",

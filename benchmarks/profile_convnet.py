@@ -56,7 +56,8 @@ def main() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
-    from benchmarks._torch_peer import TorchConvNet, host_params
+    from benchmarks._frameworks import host_params
+    from benchmarks._torch_peer import TorchConvNet
 
     model = TorchConvNet(host_params(net), torch.device("cpu"), 0.01)
     xt, labels = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(t))

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks._frameworks import framework_info, host_params, torch_peer
 from xpnet import backend, bench, gradcheck, opcount
 from xpnet.networks import SimpleConvNet
 from xpnet.optim import SGD
@@ -69,27 +70,22 @@ def test_step(
     run_info: dict,
     framework: str,
 ) -> None:
-    x_host = bench_data.x_train[:STEP_BATCH].reshape(STEP_BATCH, 1, 28, 28)
-    more: dict[str, Any] = {"network": NETWORK}
+    torch, more = None, {}
     if framework == "xpnet":
         x, t = images(bench_data, STEP_BATCH, "float32")
         step = sgd_step(SimpleConvNet(seed=SEED), x, t)
         more["array_ops"] = step_operations(bench_data)
-        more.update(framework="xpnet", backend=run_info["run_backend"])
     else:
-        torch = pytest.importorskip("torch", reason="PyTorch is not installed (peer benchmarks)")
-        from benchmarks import _torch_peer as peer
-
+        torch, peer = torch_peer(run_device, framework)
         device = peer.torch_device(run_device[2])
-        model = peer.TorchConvNet(peer.host_params(SimpleConvNet(seed=SEED, device="cpu")),
-                                  device, LR)  # fmt: skip
+        params = host_params(SimpleConvNet(seed=SEED, device="cpu"))
+        model = peer.TorchConvNet(params, device, LR)
+        x_host = bench_data.x_train[:STEP_BATCH].reshape(STEP_BATCH, 1, 28, 28)
         xt, labels = peer.as_tensors(x_host, bench_data.t_train[:STEP_BATCH], device)
         step = lambda: model.step(xt, labels)  # noqa: E731
-        more.update(framework=framework, backend="torch", torch_version=torch.__version__,
-                    torch_threads=torch.get_num_threads())  # fmt: skip
     timed.benchmark.group = "SimpleConvNet SGD step"
-    timed(step, kind="step", batch=STEP_BATCH, dtype="float32", lr=LR,
-          device=run_info["run_device"], **more)  # fmt: skip
+    timed(step, kind="step", batch=STEP_BATCH, dtype="float32", lr=LR, network=NETWORK,
+          **more, **framework_info(framework, run_info, torch))  # fmt: skip
 
 
 def conv_case(data: bench.BenchData, device: str | None = None) -> tuple:

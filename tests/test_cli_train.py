@@ -108,6 +108,29 @@ def test_resume_continues_from_the_saved_epoch(fake_data, tmp_path, capsys):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_the_course_network_trains_one_sample_at_a_time(fake_data, tmp_path, capsys):
+    path = tmp_path / "course.npz"
+    assert run(["train", "--model", "course", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "784-100-10 sigmoid sigmoid-bce (sum), SGD(lr=0.3), batch 1, 1 epoch" in out
+    assert "200 iterations" in out and len(epoch_lines(out)) == 1
+    meta = read_metadata(path)
+    assert meta["architecture"]["loss"] == {
+        "layer": "SigmoidWithLoss",
+        "config": {"reduction": "sum"},
+    }
+    assert meta["run"]["target_range"] == [0.01, 0.99] and meta["run"]["model"] == "course"
+    with np.load(path) as saved:
+        assert np.all(saved["b1"] != 0)  # biases drawn uniform in [0, 1), not zero
+
+
+def test_flags_override_the_course_preset(fake_data, capsys):
+    argv = ["train", "--model", "course", "--output-activation", "sigmoid", "--loss", "mse",
+            "--lr", "0.15", "--batch-size", "10"]  # fmt: skip
+    assert run(argv) == 0
+    assert "784-100-10 sigmoid/sigmoid mse (sum), SGD(lr=0.15), batch 10" in capsys.readouterr().out
+
+
 def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys):
     path = tmp_path / "p.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
@@ -126,6 +149,8 @@ def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys):
         (["--dataset", "cifar"], "invalid choice: 'cifar'"),
         (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (["--weight-init", "big"], "expected 'he', 'xavier' or a positive standard deviation"),
+        (["--target-range", "0.99,0.01"], "expected LOW,HIGH with LOW < HIGH, got '0.99,0.01'"),
+        (["--loss", "hinge"], "invalid choice: 'hinge'"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
@@ -200,7 +225,8 @@ def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--activation", "tanh"], "--activation: the convnet uses ReLU"),
+        (["--activation", "tanh"], "--activation: not settings of the book's convnet"),
+        (["--loss", "mse", "--weight-decay", "0.1"], "--loss, --weight-decay: not settings"),
         (["--hidden", "8", "--hidden", "4"], "--hidden: the convnet has one hidden Affine"),
         (["--weight-init", "he"], "--weight-init: the convnet takes a standard deviation"),
     ],

@@ -44,6 +44,8 @@ ELEMENTWISE = {
     "ReLU": (layers.ReLU, lambda x: np.maximum(x, 0)),
     "Sigmoid": (layers.Sigmoid, np_sigmoid),
     "Tanh": (layers.Tanh, np.tanh),
+    "Exp": (layers.Exp, np.exp),
+    "Reciprocal": (layers.Reciprocal, lambda x: 1 / x),
 }
 
 
@@ -53,7 +55,8 @@ ELEMENTWISE = {
 def test_elementwise_layer_forward_and_backward(xp, name, shape, seed):
     layer_cls, formula = ELEMENTWISE[name]
     rng = np.random.default_rng(seed)
-    x, dout = away_from_zero(rng, shape), rng.standard_normal(shape)
+    # 0.1 from zero: off ReLU's kink, and 1 / x stays smooth within the difference step.
+    x, dout = away_from_zero(rng, shape, margin=0.1), rng.standard_normal(shape)
     layer = layer_cls()
     assert_close(layer.forward(dev(xp, x)), formula(x))
     expected = central_difference(lambda v: np.sum(formula(v) * dout), x)
@@ -302,6 +305,8 @@ CASES = {
     "ReLU": _unary(layers.ReLU),
     "Sigmoid": _unary(layers.Sigmoid),
     "Tanh": _unary(layers.Tanh),
+    "Exp": _unary(layers.Exp),
+    "Reciprocal": _unary(layers.Reciprocal),
     "Softmax": _unary(layers.Softmax),
     "Affine": lambda xp, x, dout: (
         layers.Affine(dev(xp, np.ones((3, 3))), dev(xp, np.ones(3))),

@@ -4,7 +4,7 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, conv, datasets, gradcheck, layers, optim
+from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim
 from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
     GradientReport,
@@ -33,6 +33,7 @@ __all__ = [
     "datasets",
     "directional_check",
     "gradcheck",
+    "graph",
     "layers",
     "net_numerical_gradient",
     "numerical_gradient",

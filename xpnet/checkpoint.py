@@ -85,6 +85,7 @@ def _registry() -> dict[str, type]:
 
         for layer_cls in (
             layers.Affine, layers.ReLU, layers.Sigmoid, layers.Tanh, layers.Softmax,
+            layers.Exp, layers.Reciprocal,
             layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
             layers.Dropout, layers.BatchNormalization, conv.Convolution, conv.Pooling,
         ):  # fmt: skip

@@ -1,4 +1,4 @@
-"""The ``xpnet`` command line: ``info``, ``gradcheck``, ``train`` (and ``python -m xpnet``)."""
+"""The ``xpnet`` command line: ``info``, ``gradcheck``, ``train``, ``graph``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xpnet import backend
+from xpnet.graph import NAMED as NAMED_GRAPHS
 
 
 def _add_gradcheck(sub: argparse._SubParsersAction) -> None:
@@ -87,20 +88,49 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 TRAIN_DEFAULTS = {
-    "model": "mlp",
     "dataset": "mnist",
     "hidden": [50],
     "activation": "relu",
+    "output_activation": None,
+    "loss": "softmax-ce",
+    "reduction": "mean",
+    "bias_init": "zero",
+    "input_range": None,
+    "target_range": None,
     "dtype": "float32",
     "optimizer": "sgd",
     "batch_size": 100,
     "seed": 0,
     "weight_decay": 0.0,
 }
+# The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
+# binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases
+# uniform in [0, 1), inputs x / 255 * 0.99 + 0.01, targets 0.01 / 0.99, SGD lr 0.3, one
+# sample a step, one epoch. Flags given override it.
+MODELS = {
+    "mlp": {},
+    "course": {
+        "hidden": [100],
+        "activation": "sigmoid",
+        "loss": "sigmoid-bce",
+        "reduction": "sum",
+        "weight_init": "he",
+        "bias_init": "uniform",
+        "input_range": [0.01, 1.0],
+        "target_range": [0.01, 0.99],
+        "batch_size": 1,
+        "lr": 0.3,
+        "epochs": 1,
+    },
+    # The book's SimpleConvNet (chapter 7): conv 30 5x5, ReLU, 2x2 max pool, Affine 100
+    # (--hidden), ReLU, Affine 10, softmax cross-entropy; weights std 0.01 (--weight-init).
+    "convnet": {"hidden": [100]},
+}
+LOSSES = ("softmax-ce", "sigmoid-bce", "mse")
 SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
 # Samples per evaluation chunk: a convnet's im2col columns are 25x its input (576 MB for
 # 10,000 MNIST digits in float32), so it evaluates in smaller chunks.
-EVAL_BATCH = {"mlp": 10_000, "convnet": 1_000}
+EVAL_BATCH = {"convnet": 1_000}
 
 
 def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
@@ -123,6 +153,16 @@ _positive_float = _number(float, "a positive number", lambda v: 0.0 < v < math.i
 _non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.inf)
 
 
+def _value_range(text: str) -> list[float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not low < high:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    return [low, high]
+
+
 def _weight_init(text: str) -> str | float:
     if text in ("he", "xavier"):
         return text
@@ -132,6 +172,161 @@ def _weight_init(text: str) -> str | float:
         raise argparse.ArgumentTypeError(
             f"expected 'he', 'xavier' or a positive standard deviation, got {text!r}"
         ) from None
+
+
+def _add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> None:
+    """The flags that describe a network and its data, shared by ``train`` and ``graph``."""
+    p.add_argument(
+        "--dataset",
+        choices=["mnist", "fashion-mnist", "mnist-5k"],
+        help=f"data set (default {default_dataset})",
+    )
+    p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        action="append",
+        help="hidden layer size (repeat for more layers; default 50)",
+    )
+    p.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="mlp",
+        help="mlp (default: the flags describe it), course: the course notes' per-sample "
+        "784-100-10 sigmoid network with summed binary cross-entropy (its settings become "
+        "the defaults; flags given override them), or convnet: the book's SimpleConvNet "
+        "(conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights std 0.01)",
+    )
+    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
+    p.add_argument(
+        "--output-activation",
+        choices=["relu", "sigmoid", "tanh"],
+        help="an activation after the last Affine (default none)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="softmax-ce (softmax and cross-entropy, default), sigmoid-bce (sigmoid and binary "
+        "cross-entropy) or mse (squared error)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=["mean", "sum"],
+        help="the loss over a batch's terms: mean (default) or sum",
+    )
+    p.add_argument("--bias-init", choices=["zero", "uniform"], help="default zero")
+    p.add_argument(
+        "--input-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="rescale pixels from [0, 1] to [LOW, HIGH] (course notes: 0.01,1)",
+    )
+    p.add_argument(
+        "--target-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="train towards HIGH for the label and LOW elsewhere instead of one-hot "
+        "(course notes: 0.01,0.99)",
+    )
+    p.add_argument(
+        "--weight-init",
+        type=_weight_init,
+        default=None,
+        help="he, xavier or a standard deviation (default: 0.01 with one hidden "
+        "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
+    )
+    p.add_argument("--weight-decay", type=_non_negative_float, help="L2 strength (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, help="default 100")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
+
+
+def _load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The data set of ``settings`` on ``args.device``: images in the settings' dtype,
+    rescaled to ``input_range`` when one is set."""
+    from xpnet.datasets import load_mnist
+
+    xp, _ = backend.selected(args.device)
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        name=settings["dataset"], root=args.data_dir, device=args.device
+    )
+    dtype = getattr(xp, settings["dtype"])
+    if x_train.dtype != dtype:
+        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    if settings["input_range"] is not None:
+        low, high = settings["input_range"]
+        x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
+    if settings["model"] == "convnet":  # images (N, 1, 28, 28)
+        x_train, x_test = (xp.reshape(x, (x.shape[0], 1, 28, 28)) for x in (x_train, x_test))
+    return (x_train, t_train), (x_test, t_test)
+
+
+def _convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
+    """Why the flags do not fit ``--model convnet`` (None when they do)."""
+    given = {
+        "--activation": args.activation,
+        "--output-activation": args.output_activation,
+        "--loss": args.loss,
+        "--reduction": args.reduction,
+        "--bias-init": args.bias_init,
+        "--weight-decay": args.weight_decay,
+    }
+    extra = [flag for flag, value in given.items() if value]
+    if extra:
+        return f"{', '.join(extra)}: not settings of the book's convnet; leave them out"
+    if len(settings["hidden"]) != 1:
+        return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
+    if isinstance(settings["weight_init"], str):
+        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
+    return None
+
+
+def _describe(settings: dict, net: Any) -> str:
+    """The network in a few words: ``784-50-10 relu`` or ``SimpleConvNet conv30-pool-100-10``."""
+    if settings["model"] == "convnet":
+        return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
+    output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
+    return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}"
+
+
+def _network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
+    """The ``MultiLayerNet`` (or ``SimpleConvNet``) the settings describe (``weight_init``
+    defaults as the book's)."""
+    from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
+    from xpnet.networks import MultiLayerNet, SimpleConvNet
+
+    if settings["model"] == "convnet":
+        return SimpleConvNet(
+            hidden_size=settings["hidden"][0],
+            weight_init_std=settings["weight_init"] or 0.01,
+            dtype=settings["dtype"],
+            seed=settings["seed"],
+            device=args.device,
+        )
+    if settings["weight_init"] is not None:
+        weight_init = settings["weight_init"]
+    elif len(settings["hidden"]) == 1:
+        weight_init = 0.01
+    else:
+        weight_init = "he" if settings["activation"] == "relu" else "xavier"
+    loss_cls = {"softmax-ce": SoftmaxWithLoss, "sigmoid-bce": SigmoidWithLoss}.get(
+        settings["loss"], MeanSquaredError
+    )
+    return MultiLayerNet(
+        input_size,
+        settings["hidden"],
+        10,
+        activation=settings["activation"],
+        output_activation=settings["output_activation"],
+        loss=loss_cls(reduction=settings["reduction"]),
+        weight_init=weight_init,
+        bias_init=settings["bias_init"],
+        weight_decay=settings["weight_decay"],
+        dtype=settings["dtype"],
+        seed=settings["seed"],
+        device=args.device,
+    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -144,31 +339,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
         "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
     )
-    p.add_argument(
-        "--model",
-        choices=["mlp", "convnet"],
-        help="mlp: fully connected (default); convnet: the book's SimpleConvNet (conv 30 "
-        "5x5 filters, ReLU, 2x2 max pool, 100 (or --hidden) ReLU, 10), weights std 0.01",
-    )
-    p.add_argument(
-        "--dataset", choices=["mnist", "fashion-mnist", "mnist-5k"], help="data set (default mnist)"
-    )
-    p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
-    p.add_argument(
-        "--hidden",
-        type=_positive_int,
-        action="append",
-        help="hidden layer size (repeat for more layers; default 50)",
-    )
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
-    p.add_argument(
-        "--weight-init",
-        type=_weight_init,
-        default=None,
-        help="he, xavier or a standard deviation (default: 0.01 with one hidden "
-        "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
-    )
-    p.add_argument("--weight-decay", type=_non_negative_float, help="L2 strength (default 0)")
+    _add_network_flags(p, default_dataset="mnist")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
     p.add_argument(
         "--lr",
@@ -176,7 +347,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="learning rate (default 0.1 for sgd, as the book's training script; "
         "the book's default for the others)",
     )
-    p.add_argument("--batch-size", type=_positive_int, help="default 100")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, help="train until this epoch")
     length.add_argument(
@@ -190,9 +360,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="evaluate on the first N train/test samples per epoch (default all)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
-    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
     p.add_argument(
         "--save",
         metavar="PATH",
@@ -215,8 +382,8 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def _error(message: str) -> int:
-    print(f"xpnet train: error: {message}", file=sys.stderr)
+def _error(message: str, command: str = "train") -> int:
+    print(f"xpnet {command}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -234,11 +401,14 @@ def _check_output(option: str, path: str | None) -> str | None:
 
 
 def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
-    """Defaults, overridden by the checkpoint's settings, overridden by the flags given.
+    """Defaults, overridden by the ``--model`` preset, by the checkpoint's settings, and by
+    the flags given.
 
     The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
     """
     resumed = dict(saved.get("run", {}))
+    model = resumed.get("model", args.model)
+    preset = MODELS[model]
     saved_opt = saved.get("optimizer") or {}
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
@@ -250,42 +420,35 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
             dtype=arch["dtype"],
             weight_decay=arch.get("weight_decay", 0.0),
         )
-        for key in ("hidden", "activation", "dtype"):
+        for key in ("hidden", "activation", "dtype", "output_activation"):
             given = getattr(args, key)
-            if given is not None and given != resumed[key]:
+            if given is not None and given != resumed.get(key):
                 raise ValueError(
                     f"--{key} {given} does not match the checkpoint's {resumed[key]} "
                     f"({args.resume}); leave it out to resume"
                 )
-    settings = {k: resumed.get(k, v) for k, v in TRAIN_DEFAULTS.items()}
+    settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+    settings["model"] = model
+    settings["weight_init"] = args.weight_init or preset.get("weight_init")
     if args.epochs is not None or args.iters is not None:
         settings["length"] = ("epochs", args.epochs) if args.epochs else ("iters", args.iters)
     elif "epochs" in resumed or "iters" in resumed:
         unit = "epochs" if "epochs" in resumed else "iters"
         settings["length"] = (unit, int(resumed[unit]))
+    elif "epochs" in preset:
+        settings["length"] = ("epochs", preset["epochs"])
     else:
         settings["length"] = ("iters", 10_000)
     if args.lr is not None:
         settings["lr"] = args.lr
     elif saved_opt.get("name") == settings["optimizer"]:
         settings["lr"] = saved_opt["lr"]
+    elif settings["optimizer"] == "sgd":
+        settings["lr"] = preset.get("lr", 0.1)
     else:
-        settings["lr"] = 0.1 if settings["optimizer"] == "sgd" else None
+        settings["lr"] = None
     return settings
-
-
-def _convnet_problem(args: argparse.Namespace, s: dict) -> str | None:
-    """Why the options do not fit ``--model convnet`` (None when they do)."""
-    if args.activation is not None:
-        return "--activation: the convnet uses ReLU; leave it out with --model convnet"
-    if args.hidden and len(args.hidden) > 1:
-        return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
-    if isinstance(args.weight_init, str):
-        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
-    if s["weight_decay"]:
-        return "--weight-decay is not supported with --model convnet"
-    return None
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -293,7 +456,6 @@ def _run_train(args: argparse.Namespace) -> int:
     import time
 
     from xpnet import checkpoint
-    from xpnet.networks import MultiLayerNet, SimpleConvNet
     from xpnet.optim import make_optimizer
     from xpnet.training import EpochResult, History, Trainer
 
@@ -308,60 +470,23 @@ def _run_train(args: argparse.Namespace) -> int:
             require_matplotlib()
         except PlottingUnavailableError as exc:
             return _error(f"--plot: {exc}")
-    xp, _ = backend.selected(args.device)  # an unknown or unavailable device fails here
+    backend.selected(args.device)  # an unknown or unavailable device fails here
 
     saved = checkpoint.read_metadata(args.resume) if args.resume else {}
     if args.resume and not saved.get("architecture"):
         return _error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = _train_settings(args, saved)
+    problem = _convnet_problem(s, args) if s["model"] == "convnet" else None
+    if problem:
+        return _error(problem)
 
-    from xpnet.datasets import load_mnist
-
-    (x_train, t_train), (x_test, t_test) = load_mnist(
-        name=s["dataset"], root=args.data_dir, device=args.device
-    )
-    dtype = getattr(xp, s["dtype"])
-    if x_train.dtype != dtype:
-        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    (x_train, t_train), (x_test, t_test) = _load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
-    run_saved = saved.get("run", {})
-    if s["model"] == "convnet":
-        problem = _convnet_problem(args, s)
-        if problem:
-            return _error(problem)
-        x_train = xp.reshape(x_train, (n_train, 1, 28, 28))
-        x_test = xp.reshape(x_test, (x_test.shape[0], 1, 28, 28))
-        net = SimpleConvNet(
-            hidden_size=s["hidden"][0] if args.hidden or "hidden" in run_saved else 100,
-            weight_init_std=0.01 if args.weight_init is None else args.weight_init,
-            dtype=s["dtype"],
-            seed=s["seed"],
-            device=args.device,
-        )
-        arch = f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
-    else:
-        if args.weight_init is not None:
-            weight_init = args.weight_init
-        elif len(s["hidden"]) == 1:
-            weight_init = 0.01
-        else:
-            weight_init = "he" if s["activation"] == "relu" else "xavier"
-        net = MultiLayerNet(
-            input_size,
-            s["hidden"],
-            10,
-            activation=s["activation"],
-            weight_init=weight_init,
-            weight_decay=s["weight_decay"],
-            dtype=s["dtype"],
-            seed=s["seed"],
-            device=args.device,
-        )
-        arch = "-".join(map(str, net.sizes)) + f" {s['activation']}"
+    net = _network(s, args, input_size)
     optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
     start_epoch, history = 0, History()
     if args.resume:
-        if s["model"] == "mlp" and saved["architecture"].get("sizes") != net.sizes:
+        if s["model"] != "convnet" and saved["architecture"].get("sizes") != net.sizes:
             return _error(
                 f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
                 f" does not fit {s['dataset']} ({input_size} inputs)"
@@ -375,10 +500,12 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"resuming {args.resume} after epoch {start_epoch}{note}")
     unit, length = s["length"]
     epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
+    arch = _describe(s, net)
     if not args.quiet:
+        loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
         print(
-            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}, "
-            f"{optimizer!r}, batch {s['batch_size']}, "
+            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
+            f"{loss}, {optimizer!r}, batch {s['batch_size']}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
@@ -386,9 +513,10 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
         return 0
 
-    run = {k: s[k] for k in ("model", "dataset", "batch_size", "seed")} | {unit: length}
-    if s["model"] == "convnet":
-        run["hidden"] = [net.sizes[2]]
+    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS) if k not in ("hidden", "dtype")}
+    if s["model"] == "convnet":  # its checkpoint records layers, not MultiLayerNet's sizes
+        run.update(hidden=s["hidden"], dtype=s["dtype"])
+    run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
@@ -413,11 +541,12 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=s["batch_size"],
         seed=s["seed"],
         eval_samples=args.eval_samples,
-        eval_batch_size=EVAL_BATCH[s["model"]],
         start_epoch=start_epoch,
         history=history,
         progress=False if args.quiet else None,
         callback=report,
+        target_range=s["target_range"],
+        eval_batch_size=EVAL_BATCH.get(s["model"], 10_000),
     )  # fmt: skip
     began, first_iteration = time.perf_counter(), trainer.iterations
     try:
@@ -444,14 +573,90 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+GRAPHS = (*NAMED_GRAPHS, "net")
+
+
+def _add_graph(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph",
+        help="draw a computational graph with the forward and backward values of a run",
+        description="Run a computation node by node, recording it, and draw its graph: the "
+        "forward value above each edge (black), the backward value below it (red). apple, "
+        "apple-orange: the book's section 5.4; sigmoid-neuron: the CS231n notes; net: the "
+        "network the train flags describe, after one forward/backward pass on real data "
+        "(layers as nodes, shapes on the edges, gradient norms of every parameter); the "
+        "network flags apply to net only.",
+    )
+    p.add_argument("name", choices=GRAPHS, help="which graph: %(choices)s")
+    p.add_argument(
+        "--format",
+        choices=["dot", "svg", "png"],
+        help="default: the suffix of -o, else dot (svg and png need Graphviz's dot program)",
+    )
+    p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    _add_network_flags(p, default_dataset="mnist-5k")
+    # What _train_settings reads beyond the network flags: no training, no checkpoint.
+    p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
+    p.set_defaults(epochs=None, iters=None, resume=None)
+
+
+def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
+    """One forward/backward of the network the flags describe, on its first batch, recorded."""
+    from xpnet.graph import record_network
+    from xpnet.training import _labels_and_targets
+
+    s = _train_settings(args, {})
+    (x, t), _ = _load_data(s, args)
+    n = min(s["batch_size"], x.shape[0])
+    net = _network(s, args, x.shape[1])
+    # The targets a training step uses: one-hot rows, or rows of --target-range.
+    _, targets = _labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
+    title = (
+        f"{_describe(s, net)}, {s['loss']} loss, {n} {s['dataset']} "
+        f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"
+    )
+    return record_network(net, x[:n, ...], targets), title
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xpnet import graph
+
+    problem = _check_output("-o", args.output)
+    if problem:
+        return _error(problem, "graph")
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    fmt = args.format or (suffix if suffix in graph.FORMATS else "dot")
+    if fmt == "png" and not args.output:
+        return _error("--format png needs -o PATH", "graph")
+    if args.name == "net":
+        recording, title = _network_recording(args)
+    else:
+        recording, title = graph.NAMED[args.name](), None
+    dot = recording.dot(title=title)
+    try:
+        if args.output:
+            graph.write(dot, args.output, fmt)
+        else:
+            sys.stdout.buffer.write(graph.render(dot, fmt))
+    except graph.GraphvizUnavailableError as exc:
+        return _error(str(exc), "graph")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from xpnet import __version__
+
     parser = argparse.ArgumentParser(
         prog="xpnet", description="Backpropagation by hand on NumPy and CuPy."
     )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_info(sub)
     _add_gradcheck(sub)
     _add_train(sub)
+    _add_graph(sub)
     return parser
 
 

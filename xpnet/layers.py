@@ -30,11 +30,22 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import DeviceRNG, namespace_of
+from xpnet.backend import DeviceRNG, matmul_transposed, namespace_of
+
+_KINDS: dict[tuple[Any, Any, str], bool] = {}
+
+
+def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered: layers ask it on every call."""
+    key = (xp, dtype, kind)
+    found = _KINDS.get(key)
+    if found is None:
+        found = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+    return found
 
 
 def _require_floating(xp: Any, name: str, x: Any) -> None:
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _isdtype(xp, x.dtype, "real floating"):
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
@@ -67,13 +78,35 @@ class Add:
         return dout, dout
 
 
+class Exp:
+    """``out = exp(x)``; backward ``dout * out``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = namespace_of(x).exp(x)
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return dout * self.out
+
+
+class Reciprocal:
+    """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
+
+    def forward(self, x: Any) -> Any:
+        self.out = 1.0 / x
+        return self.out
+
+    def backward(self, dout: Any = 1) -> Any:
+        return -dout * self.out * self.out
+
+
 class ReLU:
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x > 0
-        return xp.clip(x, min=0.0)
+        return xp.maximum(x, 0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
@@ -87,7 +120,7 @@ class ReLU:
     def perturb(self, x: Any, dx: Any) -> Any:
         """Output change when the input ``x`` moves by ``dx`` (broadcasting shapes)."""
         xp = namespace_of(x, dx)
-        return xp.clip(x + dx, min=0.0) - xp.clip(x, min=0.0)
+        return xp.maximum(x + dx, 0.0) - xp.maximum(x, 0.0)
 
     def kinks(self, x: Any, dx: Any) -> Any:
         """True where ``x + s * dx`` crosses the kink at 0 for some ``s`` in (-1, 1)."""
@@ -158,24 +191,27 @@ class Affine:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
         _require_floating(xp, "Affine input", x)
-        width = math.prod(x.shape[1:])
-        if x.ndim < 2 or width != self.W.shape[0]:
-            raise ValueError(
-                f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
-                f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
-                f"trailing sizes multiplying to {self.W.shape[0]}"
-            )
         self.x_shape = x.shape
-        self.x = xp.reshape(x, (x.shape[0], width))
-        return self.x @ self.W + self.b
+        if x.ndim != 2 or x.shape[1] != self.W.shape[0]:
+            width = math.prod(x.shape[1:])
+            if x.ndim < 2 or width != self.W.shape[0]:
+                raise ValueError(
+                    f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
+                    f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
+                    f"trailing sizes multiplying to {self.W.shape[0]}"
+                )
+            x = xp.reshape(x, (x.shape[0], width))  # images, flattened as in the book
+        self.x = x
+        return x @ self.W + self.b
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
-        self.dW = self.x.T @ dout
+        self.dW = matmul_transposed(self.x, dout)  # x.T @ dout
         self.db = xp.sum(dout, axis=0)
         if not self.input_grad:
             return None
-        return xp.reshape(dout @ self.W.T, self.x_shape)
+        dx = dout @ self.W.T
+        return dx if len(self.x_shape) == 2 else xp.reshape(dx, self.x_shape)
 
     # Local perturbations (xpnet.perturb): P perturbations ride on a leading axis.
 
@@ -267,7 +303,7 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     """
     xp = namespace_of(t, like)
     n, classes = like.shape
-    if xp.isdtype(t.dtype, "integral"):
+    if _isdtype(xp, t.dtype, "integral"):
         if t.shape != (n,):
             raise ValueError(
                 f"integer labels must have shape ({n},) to match scores of shape "
@@ -308,6 +344,14 @@ class Loss:
         """What the summed loss is divided by: the number of ``terms``, or 1 for ``"sum"``."""
         return terms if self.reduction == "mean" else 1
 
+    def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
+        """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
+
+        A scale of exactly 1 (a summed loss at the end of a graph) costs no multiply.
+        """
+        scale = factor * dout / self._divisor(terms)
+        return delta if type(scale) is float and scale == 1.0 else delta * scale
+
 
 class SoftmaxWithLoss(Loss):
     """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``).
@@ -328,7 +372,7 @@ class SoftmaxWithLoss(Loss):
         return xp.sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self._divisor(self.t.shape[0]))
+        return self._scaled(self.y - self.t, dout, self.t.shape[0])
 
     # Local perturbations (xpnet.perturb).
 
@@ -370,11 +414,11 @@ class SigmoidWithLoss(Loss):
         self.t = xp.astype(t, x.dtype, copy=False)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
-        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.clip(x, min=0.0)
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0)
         return xp.sum(softplus - x * self.t) / self._divisor(math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return (self.y - self.t) * (dout / self._divisor(math.prod(self.y.shape)))
+        return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
 
 
 class MeanSquaredError(Loss):
@@ -390,7 +434,7 @@ class MeanSquaredError(Loss):
         return xp.sum(self.diff * self.diff) / self._divisor(math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
-        return self.diff * (2.0 * dout / self._divisor(math.prod(self.diff.shape)))
+        return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
 
 
 class Dropout:

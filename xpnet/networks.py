@@ -51,14 +51,15 @@ class Parameters(MutableMapping):
         return getattr(layer, attr)
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self._slots:
+        slot = self._slots.get(name)
+        if slot is None:
             raise KeyError(f"no parameter {name!r}; parameters are {', '.join(self._slots)}")
-        old = self[name]
-        if tuple(value.shape) != tuple(old.shape):
+        layer, attr = slot
+        old = getattr(layer, attr)
+        if value.shape != old.shape and tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(old.shape)}, got {tuple(value.shape)}"
             )
-        layer, attr = self._slots[name]
         setattr(layer, attr, value)
 
     def __delitem__(self, name: str) -> None:
@@ -191,11 +192,18 @@ class Sequential:
         self.params = Parameters(_parameter_slots(self.layers))
         self._decayed = tuple(n for n in self.params if self.params.slot(n)[1] == "W")
         self._modal = tuple(_takes_train_flg(layer) for layer in self.layers)
+        self._any_modal = any(self._modal)
+        self._gradient_slots = [
+            (name, layer, "d" + attr) for name, (layer, attr) in map(self._slot, self.params)
+        ]
         # Backward stops at the first layer with parameters: the ones before need no gradient.
         owners = {id(layer) for layer, _ in map(self.params.slot, self.params)}
         self._backward_from = next(
             (k for k, layer in enumerate(self.layers) if id(layer) in owners), len(self.layers)
         )
+
+    def _slot(self, name: str) -> tuple[str, tuple[Any, str]]:
+        return name, self.params.slot(name)
 
     @property
     def dtype(self) -> str:
@@ -221,7 +229,7 @@ class Sequential:
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
         loss = self.last_layer.forward(self.predict(x, train_flg), t)
-        for name in self._decayed:
+        for name in self._decayed if self.weight_decay else ():
             W = self.params[name]
             loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
         return loss
@@ -229,7 +237,7 @@ class Sequential:
     def _training_loss(self, x: Any, t: Any) -> Any:
         # Networks without train/eval layers keep the book's two-argument loss(x, t), so
         # subclasses that override it need not know about train_flg.
-        return self.loss(x, t, train_flg=True) if any(self._modal) else self.loss(x, t)
+        return self.loss(x, t, train_flg=True) if self._any_modal else self.loss(x, t)
 
     def decay_rate(self, name: str) -> float:
         """The weight decay on parameter ``name``: ``loss`` adds ``0.5 * rate * sum(p**2)``."""
@@ -258,8 +266,8 @@ class Sequential:
                     "before it has parameters"
                 )
             dout = self.layers[k].backward(dout)
-        grads = {name: self.params.gradient_of(name) for name in self.params}
-        for name in self._decayed:
+        grads = {name: getattr(layer, dattr) for name, layer, dattr in self._gradient_slots}
+        for name in self._decayed if self.weight_decay else ():
             grads[name] = grads[name] + self.weight_decay * self.params[name]
         return grads
 

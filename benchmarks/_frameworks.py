@@ -1,0 +1,57 @@
+"""Who runs a benchmark: the peers' availability on this run, and the records' fields.
+
+Shared by the suites that time xpnet against its peers (``hand-numpy``, ``torch-eager``,
+``torch-cudagraph``); the PyTorch peer is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xpnet import backend
+
+
+def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, Any]:
+    """``(torch, the peer module)``; skips when PyTorch or the device is missing."""
+    if framework == "torch-cudagraph" and not run_device[2].startswith("cuda"):
+        pytest.skip("CUDA graphs need a CUDA device (run with XPNET_DEVICE=cuda)")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (peer benchmarks)")
+    from benchmarks import _torch_peer
+
+    if run_device[2].startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"this PyTorch build has no CUDA (torch {torch.__version__})")
+    return torch, _torch_peer
+
+
+def require_host(run_device: tuple[Any, Any, str]) -> None:
+    """The hand-written NumPy peer is a CPU peer: skip it on other devices, with the reason."""
+    if run_device[2] != "cpu":
+        pytest.skip(
+            f"hand-numpy is plain NumPy on the host, not {run_device[2]}: on a GPU the "
+            "peers are PyTorch eager and its CUDA graph"
+        )
+
+
+def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[str, Any]:
+    """Who runs the benchmark: framework, library and device."""
+    if framework in ("xpnet", "hand-numpy"):
+        return {
+            "framework": framework,
+            "backend": run_info["run_backend"] if framework == "xpnet" else "numpy",
+            "device": run_info["run_device"],
+        }
+    return {
+        "framework": framework,
+        "backend": "torch",
+        "device": run_info["run_device"],
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def host_params(net: Any) -> dict[str, np.ndarray]:
+    """A network's parameters as host NumPy arrays of their own (a peer's starting point)."""
+    return {name: np.array(backend.to_numpy(value)) for name, value in net.params.items()}

@@ -1,0 +1,335 @@
+"""``xpnet.graph`` and ``xpnet graph``: the drawn values come from the recorded run, the
+recording leaves the nodes as they were, and Graphviz renders PNG and SVG (or, without
+its ``dot`` program, a clear error).
+
+Expected numbers are the book's (section 5.4) and CS231n's, or computed here in NumPy.
+"""
+
+import inspect
+import math
+import re
+import shutil
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from xpnet import backend, datasets, graph, layers
+from xpnet.cli import main
+from xpnet.networks import MultiLayerNet, Sequential
+
+X, NEGATE = graph.TIMES, f"{graph.TIMES}-1"  # the multiply gates
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz's dot program is not installed"
+)
+
+
+def run(argv):
+    """``main(argv)``'s exit status, whether it returns or exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def drawn_edges(dot):
+    """The edges of DOT text as a set of (source label, target label, forward, backward);
+    the output edge's target label is ''."""
+    labels = dict(re.findall(r'^  "([^"]+)" \[shape=[^\]]*label="([^"]*)"\];$', dot, re.M))
+    forward, backward = {}, {}
+    for source, target, attrs, label in re.findall(
+        r'^  "([^"]+)" -> "([^"]+)" \[(.*?)label="([^"]*)", tooltip="[^"]*"\];$', dot, re.M
+    ):
+        (backward if "dir=back" in attrs else forward)[source, target] = label
+    return {
+        (labels[s], labels[t], value, backward.get((s, t)))
+        for (s, t), value in forward.items()
+    }  # fmt: skip
+
+
+def test_apple_graph_draws_the_books_values():
+    assert drawn_edges(graph.apple().dot()) == {
+        ("apple", X, "100", "2.2"),
+        ("apple_num", X, "2", "110"),
+        (X, X, "200", "1.1"),
+        ("tax", X, "1.1", "200"),
+        (X, "", "220", "1"),
+    }
+
+
+def test_apple_orange_graph_draws_the_books_values():
+    assert drawn_edges(graph.apple_orange().dot()) == {
+        ("apple", X, "100", "2.2"),
+        ("apple_num", X, "2", "110"),
+        ("orange", X, "150", "3.3"),
+        ("orange_num", X, "3", "165"),
+        (X, "+", "200", "1.1"),
+        (X, "+", "450", "1.1"),
+        ("+", X, "650", "1.1"),
+        ("tax", X, "1.1", "650"),
+        (X, "", "715", "1"),
+    }
+
+
+def test_sigmoid_neuron_graph_draws_every_gate_with_cs231n_values():
+    w0, w1, w2, x0, x1 = 2.0, -3.0, -3.0, -1.0, -2.0
+    z = w0 * x0 + w1 * x1 + w2
+    e = math.exp(-z)
+    f = 1 / (1 + e)
+    # Back through 1/x, +1, exp, x-1: d(1/u)/du = -1/u**2 at u = 1 + e, then times e, times -1.
+    du = -1 / (1 + e) ** 2
+    dz = -(du * e)
+    expected = {
+        ("w0", X, w0, dz * x0), ("x0", X, x0, dz * w0),
+        ("w1", X, w1, dz * x1), ("x1", X, x1, dz * w1),
+        (X, "+", w0 * x0, dz), (X, "+", w1 * x1, dz),
+        ("+", "+", w0 * x0 + w1 * x1, dz), ("w2", "+", w2, dz),
+        ("+", NEGATE, z, dz), (NEGATE, "exp", -z, -dz), ("exp", "+1", e, du),
+        ("+1", "1/x", 1 + e, du), ("1/x", "", f, 1.0),
+    }  # fmt: skip
+    drawn = drawn_edges(graph.sigmoid_neuron().dot())
+    assert drawn == {(s, t, f"{v:.2f}", f"{g:.2f}") for s, t, v, g in expected}
+    # The numbers of the CS231n notes: f = 0.73, dw = (-0.20, -0.39, 0.20), dx = (0.39, -0.59).
+    assert {(s, b) for s, _, _, b in drawn if s in ("w0", "w1", "w2", "x0", "x1")} == {
+        ("w0", "-0.20"), ("w1", "-0.39"), ("w2", "0.20"), ("x0", "0.39"), ("x1", "-0.59"),
+    }  # fmt: skip
+    assert ("1/x", "", "0.73", "1.00") in drawn
+
+
+def numpy_two_layer_gradients(x, t, W1, b1, W2, b2):
+    """Loss and gradients of affine-ReLU-affine-softmax-cross-entropy, written out in NumPy."""
+    z = x @ W1 + b1
+    h = np.maximum(z, 0)
+    y = h @ W2 + b2
+    p = np.exp(y - y.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    n = x.shape[0]
+    loss = -np.log(p[np.arange(n), t]).mean()
+    dy = p.copy()
+    dy[np.arange(n), t] -= 1
+    dy /= n
+    dz = (dy @ W2.T) * (z > 0)
+    return loss, {"W1": x.T @ dz, "b1": dz.sum(0), "W2": h.T @ dy, "b2": dy.sum(0)}
+
+
+def norm_of(label):
+    match = re.fullmatch(r"‖·‖ (\S+)", label)
+    assert match, label
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    try:
+        (x, t), _ = datasets.load_mnist(name="mnist-5k", device="cpu")
+    except FileNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    return backend.to_numpy(x[:20, ...]).astype(np.float64), backend.to_numpy(t[:20])
+
+
+def test_network_graph_shows_shapes_and_parameter_gradient_norms(digits):
+    x, t = digits
+    net = MultiLayerNet(784, [8], 10, weight_init="he", dtype="float64", seed=1, device="cpu")
+    params = {name: backend.to_numpy(value).copy() for name, value in net.params.items()}
+    loss, grads = numpy_two_layer_gradients(x, t, **params)
+    drawn = {(s, d): (f, b) for s, d, f, b in drawn_edges(graph.record_network(net, x, t).dot())}
+
+    assert drawn["x", "Affine"] == ("(20, 784)", None)  # the data need no gradient
+    assert drawn["Affine", "ReLU"][0] == drawn["ReLU", "Affine"][0] == "(20, 8)"
+    assert drawn["Affine", "SoftmaxWithLoss"][0] == "(20, 10)"
+    assert drawn["t", "SoftmaxWithLoss"] == ("(20,)", None)
+    assert float(drawn["SoftmaxWithLoss", ""][0]) == pytest.approx(loss, rel=1e-3)
+    for name, grad in grads.items():
+        shape, norm = drawn[name, "Affine"]
+        assert shape == str(grad.shape)
+        assert norm_of(norm) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
+
+
+def test_arrays_are_recorded_as_shape_norm_min_and_max(xp):
+    a = np.random.default_rng(6).standard_normal((3, 4))
+    value = graph.Value.of(backend.to_device(a, dtype="float64", xp=xp))
+    assert value.shape == (3, 4) and value.number is None
+    assert value.norm == pytest.approx(np.linalg.norm(a), rel=1e-12)
+    assert (value.min, value.max) == (a.min(), a.max())
+    assert graph.Value.of(backend.to_device(2.5, dtype="float64", xp=xp)).number == 2.5
+
+
+def test_a_forward_only_recording_draws_parameters_without_gradients():
+    affine = layers.Affine(np.ones((4, 3)), np.zeros(3))
+    x = np.ones((2, 4))
+    with graph.record([affine], inputs={"x": x}) as run:
+        affine.forward(x)
+    assert drawn_edges(run.dot()) == {
+        ("x", "Affine", "(2, 4)", None), ("W", "Affine", "(4, 3)", None),
+        ("b", "Affine", "(3,)", None), ("Affine", "", "(2, 3)", None),
+    }  # fmt: skip
+
+
+def test_recording_changes_no_result(xp):
+    rng = np.random.default_rng(0)
+    x = backend.to_device(rng.random((6, 5)), dtype="float64", xp=xp)
+    t = backend.to_device(rng.integers(0, 3, 6), dtype="int64", xp=xp)
+    plain, recorded = (MultiLayerNet(5, [4], 3, dtype="float64", seed=2, xp=xp) for _ in "ab")
+    expected = plain.gradient(x, t)
+    run_ = graph.record_network(recorded, x, t)
+    got = recorded.gradient(x, t)
+    for name, grad in expected.items():
+        np.testing.assert_array_equal(backend.to_numpy(got[name]), backend.to_numpy(grad))
+    assert float(run_.output) == float(plain.last_layer.forward(plain.predict(x), t))
+
+
+class Mode:
+    """The identity, noting the ``train_flg`` it got (a stand-in for Dropout)."""
+
+    def forward(self, x, train_flg=True):
+        self.train_flg = train_flg
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+def test_any_sequential_is_drawn_and_its_layers_still_get_train_flg(cpu_xp):
+    rng = np.random.default_rng(4)
+    x, W, b = (
+        backend.to_device(rng.random(shape), dtype="float64", xp=cpu_xp)
+        for shape in ((5, 4), (4, 3), (3,))
+    )
+    t = backend.to_device([0, 1, 2, 0, 1], dtype="int64", xp=cpu_xp)
+    mode = Mode()
+    net = Sequential([layers.Affine(W, b), mode], loss=layers.SoftmaxWithLoss())
+    edges = {(s, d, f) for s, d, f, _ in drawn_edges(graph.record_network(net, x, t).dot())}
+    assert mode.train_flg is True
+    assert edges >= {
+        ("x", "Affine", "(5, 4)"),
+        ("W1", "Affine", "(4, 3)"),
+        ("b1", "Affine", "(3,)"),
+    }
+    assert edges >= {("Affine", "Mode", "(5, 3)"), ("Mode", "SoftmaxWithLoss", "(5, 3)")}
+
+    mul, add, other = layers.Mul(), layers.Add(), layers.Mul()
+    with pytest.raises(ZeroDivisionError), graph.record([mul, add]):
+        assert "forward" in vars(mul) and "backward" in vars(add)
+        add.forward(mul.forward(1, 2), 1 / 0)
+    for node in (mul, add, other):
+        assert "forward" not in vars(node) and "backward" not in vars(node)
+    assert mul.forward.__func__ is layers.Mul.forward
+    assert add.backward.__func__ is layers.Add.backward
+
+
+def test_a_recorded_forward_keeps_its_signature():
+    # Sequential passes train_flg to layers whose forward takes it, found by the signature.
+    relu = layers.ReLU()
+    original = inspect.signature(relu.forward)
+    with graph.record([relu]):
+        assert inspect.signature(relu.forward) == original
+
+
+def test_a_named_input_used_twice_is_one_leaf_with_the_summed_gradient():
+    square, x = layers.Mul(), 3.0
+    with graph.record([square], inputs={"x": x}) as run:
+        square.forward(x, x)
+        square.backward(1)
+    assert run.input_gradients() == {"x": 6.0}
+    assert drawn_edges(run.dot()) == {("x", X, "3", "3"), (X, "", "9", "1")}
+
+
+def test_one_object_with_several_names_gives_them_in_order_of_use():
+    a, b = 5.0, 7.0
+    w1 = w2 = -3.0  # Python may share equal constants, as CPython does within one function
+    mul1, mul2 = layers.Mul(), layers.Mul()
+    with graph.record([mul1, mul2], inputs={"a": a, "b": b, "w1": w1, "w2": w2}) as run:
+        mul1.forward(w1, a)
+        mul2.forward(w2, b)
+        mul1.backward(1)
+        mul2.backward(1)
+    assert run.input_gradients() == {"w1": 5.0, "a": -3.0, "w2": 7.0, "b": -3.0}
+
+
+def test_unnamed_constants_are_drawn_as_their_value():
+    mul = layers.Mul()
+    with graph.record([mul]) as run:
+        mul.forward(4, -1)
+        mul.backward(1)
+    assert drawn_edges(run.dot()) == {
+        ("4", X, "4", "-1"), ("-1", X, "-1", "4"), (X, "", "-4", "1"),
+    }  # fmt: skip
+
+
+@needs_dot
+@pytest.mark.parametrize("name", graph.NAMED)
+def test_named_graphs_render_png_and_svg(name, tmp_path):
+    dot = graph.NAMED[name]().dot()
+    graph.write(dot, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
+    graph.write(dot, tmp_path / "g.svg")
+    assert ET.parse(tmp_path / "g.svg").getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+
+@needs_dot
+@pytest.mark.parametrize("name", ["apple", "apple-orange", "sigmoid-neuron", "net"])
+def test_cli_renders_every_named_graph(name, tmp_path, digits):
+    small = ["--hidden", "8", "--batch-size", "10"] if name == "net" else []
+    assert run(["graph", name, "-o", str(tmp_path / "g.png"), *small]) == 0
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert run(["graph", name, "--format", "svg", "-o", str(tmp_path / "g.out"), *small]) == 0
+    assert ET.parse(tmp_path / "g.out").getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_cli_prints_dot_without_output_path(capsys):
+    assert run(["graph", "apple-orange"]) == 0
+    out = capsys.readouterr().out
+    assert out == graph.apple_orange().dot()
+
+
+def test_cli_net_follows_the_train_flags(capsys, digits):
+    argv = ["graph", "net", "--hidden", "6", "--hidden", "4", "--activation", "tanh"]
+    assert run([*argv, "--batch-size", "12", "--seed", "3"]) == 0
+    dot = capsys.readouterr().out
+    assert "784-6-4-10 tanh, softmax-ce loss, 12 mnist-5k samples" in dot
+    edges = {(s, d, f) for s, d, f, _ in drawn_edges(dot)}
+    assert edges >= {("W1", "Affine", "(784, 6)"), ("W2", "Affine", "(6, 4)")}
+    assert edges >= {("W3", "Affine", "(4, 10)"), ("x", "Affine", "(12, 784)")}
+    assert edges >= {("Affine", "Tanh", "(12, 6)"), ("Affine", "Tanh", "(12, 4)")}
+
+
+def test_cli_net_takes_the_loss_and_targets_of_training(capsys, digits):
+    argv = ["graph", "net", "--hidden", "5", "--loss", "mse", "--target-range", "0.1,0.9"]
+    assert run([*argv, "--batch-size", "7"]) == 0
+    edges = {(s, d, f) for s, d, f, _ in drawn_edges(capsys.readouterr().out)}
+    assert edges >= {
+        ("Affine", "MeanSquaredError", "(7, 10)"),
+        ("t", "MeanSquaredError", "(7, 10)"),
+    }
+
+
+def test_without_dot_png_and_svg_say_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without Graphviz's dot
+    dot = graph.apple().dot()
+    assert graph.render(dot, "dot") == dot.encode()
+    for fmt in ("png", "svg"):
+        with pytest.raises(graph.GraphvizUnavailableError, match="apt-get install graphviz"):
+            graph.write(dot, tmp_path / f"apple.{fmt}")
+        assert not (tmp_path / f"apple.{fmt}").exists()
+    assert run(["graph", "apple", "-o", str(tmp_path / "apple.png")]) == 2
+    assert "apt-get install graphviz" in capsys.readouterr().err
+
+
+def test_unknown_graph_name_lists_the_known_ones(capsys):
+    assert run(["graph", "pear"]) == 2
+    err = capsys.readouterr().err
+    assert "pear" in err
+    assert all(name in err for name in ("apple", "apple-orange", "sigmoid-neuron", "net"))
+
+
+def test_png_needs_an_output_path(capsys):
+    assert run(["graph", "apple", "--format", "png"]) == 2
+    assert "-o PATH" in capsys.readouterr().err
+
+
+def test_unknown_suffix_or_format_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"apple\.gif.*\.dot, \.svg, \.png"):
+        graph.write("digraph {}", tmp_path / "apple.gif")
+    with pytest.raises(ValueError, match=r"'jpg'.*dot, svg, png"):
+        graph.render("digraph {}", "jpg")

@@ -1,0 +1,516 @@
+"""Computational graphs drawn from a live run: forward values and gradients on every edge.
+
+:func:`record` watches some node instances (``Mul``, ``Add``, layers, anything with
+``forward`` and ``backward``) for the length of a ``with`` block. Each ``forward`` call
+notes its inputs and output, each ``backward`` call the gradient it got and the ones it
+returned; parameters named in a node's ``params`` (``("W", "b")``) are noted with their
+gradients ``dW``, ``db``. Values are kept as Python numbers for scalars and 0-D arrays,
+and as shape, norm, min and max for larger arrays.
+
+The edges come from the computation itself: an input of one call that *is* (``is``)
+the output of an earlier call is an edge between the two nodes; any other input is a
+leaf, named by the ``inputs`` given to :func:`record` (matched by identity too; a
+value with no name is drawn as its value). :meth:`Recording.dot` writes Graphviz DOT
+text as the book draws its graphs: left to right, the forward value above each edge
+in black, the backward value below it in red; :func:`write` renders it to a file.
+
+Recording costs nothing when off: :func:`record` shadows ``forward`` and ``backward``
+with recording wrappers on the given *instances* only (instance attributes) and
+deletes them when the block ends, so classes, other instances and every run outside
+the block are untouched.
+
+The named graphs (:data:`NAMED`) are the book's and CS231n's examples, computed here
+node by node: ``apple``, ``apple-orange`` and ``sigmoid-neuron``; :func:`record_network`
+draws any network with ``layers``, ``last_layer`` and ``params`` (a ``Sequential``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xpnet.backend import namespace_of, to_device
+from xpnet.files import atomic_file
+from xpnet.layers import Add, Exp, Mul, Reciprocal
+
+FORMATS = ("dot", "svg", "png")
+INSTALL_HINT = (
+    "install Graphviz's dot program: apt-get install graphviz (Debian, Ubuntu), "
+    "brew install graphviz (macOS), or see https://graphviz.org/download/"
+)
+# Each edge is drawn twice, as the book does: forward in black, backward in red, pointing back.
+BACKWARD_EDGE = "dir=back, color=red3, fontcolor=red3"
+TIMES = "\N{MULTIPLICATION SIGN}"
+SYMBOLS = {Mul: TIMES, Add: "+", Exp: "exp", Reciprocal: "1/x"}
+
+
+class GraphvizUnavailableError(RuntimeError):
+    """Graphviz (the ``graphviz`` package or its ``dot`` program) is missing."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """A recorded value: ``number`` for a scalar (or 0-D array), else ``shape`` and summary.
+
+    ``norm``, ``min`` and ``max`` are given for floating-point arrays only.
+    """
+
+    number: float | None = None
+    shape: tuple[int, ...] | None = None
+    norm: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, x: Any) -> Value | None:
+        """The record of ``x`` (None stays None); reads arrays back to the host."""
+        if x is None:
+            return None
+        if isinstance(x, (int, float)):
+            return cls(number=x)
+        if not hasattr(x, "shape"):
+            raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
+        if x.ndim == 0:
+            return cls(number=float(x))
+        xp = namespace_of(x)
+        shape = tuple(x.shape)
+        if not xp.isdtype(x.dtype, "real floating") or math.prod(shape) == 0:
+            return cls(shape=shape)
+        norm = float(xp.sqrt(xp.sum(x * x)))
+        return cls(shape=shape, norm=norm, min=float(xp.min(x)), max=float(xp.max(x)))
+
+    def forward_label(self, number_format: str) -> str:
+        """A number, or an array's shape (forward edges show what flows)."""
+        if self.number is not None:
+            return number_format.format(self.number)
+        return str(self.shape)
+
+    def backward_label(self, number_format: str) -> str:
+        """A number, or an array's norm (a gradient has the shape of its value)."""
+        if self.number is not None or self.norm is None:
+            return self.forward_label(number_format)
+        return f"‖·‖ {self.norm:.3g}"
+
+    def summary(self) -> str:
+        """Everything recorded, in full: the number, or shape, norm, min and max."""
+        if self.number is not None:
+            return repr(self.number)
+        if self.norm is None:
+            return f"shape {self.shape}"
+        return f"shape {self.shape}, norm {self.norm:.6g}, min {self.min:.6g}, max {self.max:.6g}"
+
+
+@dataclass
+class Call:
+    """One ``forward`` call of a node and the ``backward`` call that answered it."""
+
+    node: int  # index into Recording.nodes
+    inputs: tuple[Any, ...]  # the objects themselves, to find edges by identity
+    output: Any
+    input_values: list[Value | None]
+    output_value: Value | None
+    dout: Value | None = None  # the gradient backward got
+    dinputs: list[Value | None] = field(default_factory=list)  # one per input, or empty
+    params: dict[str, tuple[Value | None, Value | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """``source`` feeds call ``target``; ``source`` is a call or a leaf.
+
+    ``main`` edges (between calls, and outputs) are the lines the drawing keeps straight.
+    """
+
+    source: int | str  # a call's index, or a leaf's id in the leaves of Recording.edges
+    target: int | None  # a call's index; None for the graph's output
+    forward: Value | None
+    backward: Value | None
+    main: bool = False
+
+
+class Recording:
+    """What the nodes did inside a :func:`record` block: their calls, in order.
+
+    ``nodes`` is the list of node instances, ``labels`` their drawn labels, ``calls``
+    the :class:`Call` of each ``forward``. ``edges()`` joins them; ``dot()`` draws them,
+    scalars in ``number_format``, and unnamed leaves (constants) only when ``constants``.
+    """
+
+    number_format = "{:.4g}"
+    constants = True
+
+    def __init__(
+        self,
+        nodes: list[Any],
+        labels: list[str],
+        inputs: Mapping[str, Any],
+        param_names: Mapping[str, tuple[Any, str]],
+    ) -> None:
+        self.nodes, self.labels = nodes, labels
+        self.inputs = dict(inputs)
+        self.param_names = {(id(node), attr): name for name, (node, attr) in param_names.items()}
+        self.calls: list[Call] = []
+
+    # Recording (the wrappers call these).
+
+    def _forward(self, node: int, args: tuple[Any, ...], output: Any) -> None:
+        values = [Value.of(a) for a in args]
+        call = Call(node, args, output, values, Value.of(output))
+        instance = self.nodes[node]
+        for attr in getattr(instance, "params", ()):
+            call.params[self._param_name(instance, attr)] = (
+                Value.of(getattr(instance, attr)),
+                None,
+            )
+        self.calls.append(call)
+
+    def _backward(self, node: int, dout: Any, grads: Any) -> None:
+        call = next((c for c in reversed(self.calls) if c.node == node), None)
+        if call is None:
+            kind = type(self.nodes[node]).__name__
+            raise RuntimeError(f"{kind}.backward was called before its forward while recording")
+        call.dout = Value.of(dout)
+        grads = list(grads) if isinstance(grads, tuple) else [grads]
+        call.dinputs = [Value.of(g) for g in grads] + [None] * (len(call.inputs) - len(grads))
+        instance = self.nodes[node]
+        for attr in getattr(instance, "params", ()):
+            name = self._param_name(instance, attr)
+            call.params[name] = (
+                call.params[name][0],
+                Value.of(getattr(instance, "d" + attr, None)),
+            )
+
+    def _param_name(self, node: Any, attr: str) -> str:
+        return self.param_names.get((id(node), attr), attr)
+
+    # Reading the run.
+
+    @property
+    def output(self) -> Any:
+        """The output of the last ``forward`` call: the graph's result."""
+        if not self.calls:
+            raise ValueError("nothing was recorded: no node's forward ran inside the block")
+        return self.calls[-1].output
+
+    def _leaf_names(self) -> Iterator[tuple[int, int, str | None]]:
+        """(call, input index, name or None) for every input no earlier call produced.
+
+        A value named by several names (Python may share equal constants) gives its
+        names to its uses in order; later uses keep the last name.
+        """
+        names_of: dict[int, list[str]] = {}
+        for name, value in self.inputs.items():
+            names_of.setdefault(id(value), []).append(name)
+        uses: dict[int, int] = {}
+        for k, call in enumerate(self.calls):
+            for i, x in enumerate(call.inputs):
+                if self._producer(k, x) is not None:
+                    continue
+                names = names_of.get(id(x))
+                if names is None:
+                    yield k, i, None
+                    continue
+                used = uses.get(id(x), 0)
+                uses[id(x)] = used + 1
+                yield k, i, names[min(used, len(names) - 1)]
+
+    def _producer(self, k: int, x: Any) -> int | None:
+        """The latest call before call ``k`` whose output is ``x``, if any."""
+        return next((j for j in range(k - 1, -1, -1) if self.calls[j].output is x), None)
+
+    def edges(self) -> tuple[dict[str, str], list[Edge]]:
+        """The leaves (id -> label) and the edges of the graph, in call order.
+
+        Named leaves are drawn once however often they are used; unnamed ones (constants)
+        once per use. Parameters are leaves named as in ``param_names`` (or by attribute).
+        Calls whose output no later call used end in an output edge (``target`` None).
+        """
+        leaves: dict[str, str] = {}
+        edges: list[Edge] = []
+        leaf_of = {(k, i): name for k, i, name in self._leaf_names()}
+        consumed: set[int] = set()
+        for k, call in enumerate(self.calls):
+            # Parameters first: drawn above the data, their edges cross nothing.
+            for name, (value, grad) in call.params.items():
+                leaves[f"param:{name}"] = name
+                edges.append(Edge(f"param:{name}", k, value, grad))
+            for i, x in enumerate(call.inputs):
+                backward = call.dinputs[i] if call.dinputs else None
+                producer = self._producer(k, x)
+                if producer is not None:
+                    consumed.add(producer)
+                    source: int | str = producer
+                elif leaf_of[k, i] is not None:
+                    source = f"in:{leaf_of[k, i]}"
+                    leaves[source] = leaf_of[k, i]
+                elif not self.constants:
+                    continue
+                else:
+                    source = f"const:{k}:{i}"
+                    leaves[source] = call.input_values[i].forward_label("{:g}")
+                main = isinstance(source, int)
+                edges.append(Edge(source, k, call.input_values[i], backward, main=main))
+        for k, call in enumerate(self.calls):
+            if k not in consumed:
+                edges.append(Edge(k, None, call.output_value, call.dout, main=True))
+        return leaves, edges
+
+    def input_gradients(self) -> dict[str, float | None]:
+        """``name -> gradient`` of every named input, summed over its uses, as a number.
+
+        None where a use got no number: no backward call, or an array gradient (its
+        summary is on the edges).
+        """
+        grads: dict[str, float | None] = {}
+        for k, i, name in self._leaf_names():
+            if name is None:
+                continue
+            dinputs = self.calls[k].dinputs
+            grad = dinputs[i].number if dinputs and dinputs[i] is not None else None
+            if name not in grads:
+                grads[name] = grad
+            elif grads[name] is not None:
+                grads[name] = None if grad is None else grads[name] + grad
+        return grads
+
+    def dot(self, *, title: str | None = None) -> str:
+        """Graphviz DOT text: nodes left to right, on each edge the forward value above
+        (black) and the backward value below (red)."""
+        leaves, edges = self.edges()
+        number_format = self.number_format
+        lines = [
+            "digraph computational_graph {",
+            "  rankdir=LR; ordering=in; nodesep=0.5; ranksep=1.1;",
+            '  node [fontname="Helvetica"]; edge [fontname="Helvetica", arrowsize=0.7];',
+        ]
+        if title:
+            lines.append(f'  labelloc=t; label="{_escape(title)}"; fontname="Helvetica";')
+        for key, label in leaves.items():
+            lines.append(f'  "{key}" [shape=plaintext, label="{_escape(label)}"];')
+        for k, call in enumerate(self.calls):
+            label = _escape(self.labels[call.node])
+            short = len(self.labels[call.node]) <= 3  # a gate (×, exp, 1/x) or a layer
+            shape = "circle, width=0.55, fixedsize=true" if short else "box, style=rounded"
+            lines.append(f'  "call:{k}" [shape={shape}, label="{label}"];')
+        for j, edge in enumerate(edges):
+            source = f"call:{edge.source}" if isinstance(edge.source, int) else edge.source
+            target = f"call:{edge.target}" if edge.target is not None else f"out:{j}"
+            if edge.target is None:
+                lines.append(f'  "{target}" [shape=plaintext, label=""];')
+            # Labels show the gist; tooltips (SVG) everything recorded.
+            forward = "" if edge.forward is None else edge.forward.forward_label(number_format)
+            tooltip = "" if edge.forward is None else edge.forward.summary()
+            weight = "weight=8, " if edge.main else ""
+            lines.append(
+                f'  "{source}" -> "{target}" [{weight}label="{_escape(forward)}", '
+                f'tooltip="{_escape(tooltip)}"];'
+            )
+            if edge.backward is not None:
+                backward = _escape(edge.backward.backward_label(number_format))
+                tooltip = _escape(f"gradient: {edge.backward.summary()}")
+                lines.append(
+                    f'  "{source}" -> "{target}" [{BACKWARD_EDGE}, label="{backward}", '
+                    f'tooltip="{tooltip}"];'
+                )
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@contextlib.contextmanager
+def record(
+    nodes: Iterable[Any] | Mapping[Any, str],
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    param_names: Mapping[str, tuple[Any, str]] | None = None,
+) -> Iterator[Recording]:
+    """Record the forward and backward calls of ``nodes`` inside the ``with`` block.
+
+    ``nodes`` are node instances, or a mapping ``node -> label`` (default labels: ``×``,
+    ``+``, ``exp``, ``1/x`` or the class name). ``inputs`` names the leaf values (``{"apple":
+    apple}``), matched by identity. ``param_names`` names parameters as a network's
+    ``params.slot`` does (``{"W1": (affine, "W")}``; default: the attribute name).
+    Only positional arguments are inputs (keywords such as ``train_flg`` are not).
+    """
+    labelled = dict(nodes) if isinstance(nodes, Mapping) else {n: None for n in nodes}
+    instances = list(labelled)
+    labels = [label or SYMBOLS.get(type(n), type(n).__name__) for n, label in labelled.items()]
+    recording = Recording(instances, labels, inputs or {}, param_names or {})
+    for k, node in enumerate(instances):
+        for method in ("forward", "backward"):
+            if method in vars(node):
+                raise ValueError(
+                    f"{type(node).__name__} node {k} already has an instance attribute "
+                    f"{method!r} (recorded twice, or listed twice?)"
+                )
+    try:
+        for k, node in enumerate(instances):
+            node.forward = _recording_forward(recording, k, node.forward)
+            node.backward = _recording_backward(recording, k, node.backward)
+        yield recording
+    finally:
+        for node in instances:
+            for method in ("forward", "backward"):
+                vars(node).pop(method, None)
+
+
+def _recording_forward(recording: Recording, k: int, forward: Callable) -> Callable:
+    @functools.wraps(forward)  # keeps the signature (Sequential looks for train_flg)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        output = forward(*args, **kwargs)
+        recording._forward(k, args, output)
+        return output
+
+    return wrapper
+
+
+def _recording_backward(recording: Recording, k: int, backward: Callable) -> Callable:
+    signature = inspect.signature(backward)
+
+    @functools.wraps(backward)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        grads = backward(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        dout = next(iter(bound.arguments.values()), None)
+        recording._backward(k, dout, grads)
+        return grads
+
+    return wrapper
+
+
+# The named graphs: the book's (section 5.4) and CS231n's, computed node by node.
+
+
+def apple() -> Recording:
+    """Buying apples: 100 yen x 2 apples x 1.1 tax = 220; backward from 1."""
+    apple, apple_num, tax = 100, 2, 1.1
+    mul_apple, mul_tax = Mul(), Mul()
+    inputs = {"apple": apple, "apple_num": apple_num, "tax": tax}
+    with record([mul_apple, mul_tax], inputs=inputs) as run:
+        apple_price = mul_apple.forward(apple, apple_num)
+        mul_tax.forward(apple_price, tax)
+
+        dapple_price, _dtax = mul_tax.backward(1)
+        mul_apple.backward(dapple_price)
+    return run
+
+
+def apple_orange() -> Recording:
+    """Buying apples and oranges: (100 x 2 + 150 x 3) x 1.1 = 715; backward from 1."""
+    apple, apple_num = 100, 2
+    orange, orange_num = 150, 3
+    tax = 1.1
+    mul_apple, mul_orange, add_fruit, mul_tax = Mul(), Mul(), Add(), Mul()
+    nodes = [mul_apple, mul_orange, add_fruit, mul_tax]
+    inputs = {"apple": apple, "apple_num": apple_num, "orange": orange}
+    inputs |= {"orange_num": orange_num, "tax": tax}
+    with record(nodes, inputs=inputs) as run:
+        apple_price = mul_apple.forward(apple, apple_num)
+        orange_price = mul_orange.forward(orange, orange_num)
+        all_price = add_fruit.forward(apple_price, orange_price)
+        mul_tax.forward(all_price, tax)
+
+        dall_price, _dtax = mul_tax.backward(1)
+        dapple_price, dorange_price = add_fruit.backward(dall_price)
+        mul_orange.backward(dorange_price)
+        mul_apple.backward(dapple_price)
+    return run
+
+
+def sigmoid_neuron(device: str | None = None) -> Recording:
+    """CS231n's neuron ``1 / (1 + exp(-(w0*x0 + w1*x1 + w2)))`` at w = (2, -3, -3),
+    x = (-1, -2), gate by gate (every intermediate node), on 0-D float64 arrays."""
+    w0, w1, w2, x0, x1 = (to_device(v, dtype="float64", device=device) for v in (2, -3, -3, -1, -2))
+    mul0, mul1, add0, add1 = Mul(), Mul(), Add(), Add()
+    negate, exp, add_one, reciprocal = Mul(), Exp(), Add(), Reciprocal()
+    labels = {mul0: TIMES, mul1: TIMES, add0: "+", add1: "+"}
+    labels |= {negate: f"{TIMES}-1", exp: "exp", add_one: "+1", reciprocal: "1/x"}
+    inputs = {"w0": w0, "x0": x0, "w1": w1, "x1": x1, "w2": w2}
+    with record(labels, inputs=inputs) as run:
+        dot = add0.forward(mul0.forward(w0, x0), mul1.forward(w1, x1))
+        z = add1.forward(dot, w2)
+        reciprocal.forward(add_one.forward(exp.forward(negate.forward(z, -1.0)), 1.0))
+
+        dexp_plus_one, _ = add_one.backward(reciprocal.backward(1.0))
+        dz, _ = negate.backward(exp.backward(dexp_plus_one))
+        ddot, _dw2 = add1.backward(dz)
+        dw0x0, dw1x1 = add0.backward(ddot)
+        mul0.backward(dw0x0)
+        mul1.backward(dw1x1)
+    run.constants = False  # the constants are in the labels: ×-1, +1
+    run.number_format = "{:.2f}"  # as CS231n draws it
+    return run
+
+
+def record_network(net: Any, x: Any, t: Any) -> Recording:
+    """One ``net.gradient(x, t)`` (forward, then backward), recorded layer by layer.
+
+    ``net`` is any network with ``layers``, ``last_layer``, ``params`` (a mapping with
+    ``slot(name) -> (layer, attribute)``) and ``gradient(x, t)`` returning the gradients
+    by name, e.g. :class:`xpnet.Sequential`. ``x`` and ``t`` are the leaves ``x`` and
+    ``t``; each parameter is a leaf named as in ``net.params`` with the gradient that
+    ``gradient`` returned (weight decay included).
+    """
+    slots = {name: net.params.slot(name) for name in net.params}
+    with record([*net.layers, net.last_layer], inputs={"x": x, "t": t}, param_names=slots) as run:
+        grads = net.gradient(x, t)
+    for call in run.calls:
+        for name, (value, _) in call.params.items():
+            call.params[name] = (value, Value.of(grads[name]))
+    return run
+
+
+NAMED: dict[str, Callable[[], Recording]] = {
+    "apple": apple,
+    "apple-orange": apple_orange,
+    "sigmoid-neuron": sigmoid_neuron,
+}
+
+
+def render(dot: str, format: str) -> bytes:
+    """DOT text as ``format`` (``dot``, ``svg`` or ``png``) bytes; svg and png need Graphviz.
+
+    Raises :class:`GraphvizUnavailableError` saying how to install what is missing.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
+    if format == "dot":
+        return dot.encode()
+    try:
+        import graphviz
+    except ImportError:
+        raise GraphvizUnavailableError(
+            f"drawing {format} needs the graphviz package: pip install 'xpnet[graph]', and "
+            f"{INSTALL_HINT}"
+        ) from None
+    try:
+        return graphviz.Source(dot).pipe(format=format)
+    except graphviz.ExecutableNotFound:
+        raise GraphvizUnavailableError(
+            f"drawing {format} needs Graphviz's dot program, which is not on PATH: {INSTALL_HINT}"
+        ) from None
+
+
+def write(dot: str, path: str | os.PathLike[str], format: str | None = None) -> None:
+    """Render ``dot`` to ``path`` atomically; ``format`` defaults to the file's suffix."""
+    if format is None:
+        format = Path(path).suffix.lstrip(".").lower()
+        if format not in FORMATS:
+            raise ValueError(
+                f"cannot tell the format of {path} from its suffix: expected one of "
+                f"{', '.join('.' + f for f in FORMATS)}, or give the format"
+            )
+    data = render(dot, format)
+    with atomic_file(path) as f:
+        f.write(data)
