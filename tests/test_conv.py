@@ -161,12 +161,18 @@ def test_pooling_backward_matches_central_differences(xp, case):
     np.testing.assert_allclose(to_numpy(layer.backward(dev(xp, dout))), expected, **TOL)
 
 
-def test_pooling_sends_a_tied_windows_gradient_to_one_element(xp):
+@pytest.mark.parametrize("first", [(0, 0), (0, 1), (1, 0)])
+def test_pooling_sends_a_tied_windows_gradient_to_its_first_maximum(xp, first):
+    """As the book's argmax: the first of the equal maxima in row-major order."""
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, first[0] :, :] = 1.0
+    x[0, 0, first[0], : first[1]] = 0.0
     layer = Pooling(2, 2, stride=2)
-    layer.forward(dev(xp, np.ones((1, 1, 2, 2))))
+    layer.forward(dev(xp, x))
     dx = to_numpy(layer.backward(dev(xp, [[[[3.0]]]])))
-    assert np.sum(dx) == 3.0
-    assert np.count_nonzero(dx) == 1
+    expected = np.zeros((1, 1, 2, 2))
+    expected[0, 0, first[0], first[1]] = 3.0
+    np.testing.assert_array_equal(dx, expected)
 
 
 def test_convolution_rejects_a_filter_larger_than_the_padded_input(xp):
