@@ -107,7 +107,9 @@ class ReLU:
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        return xp.where(self.mask, dout, 0.0)
+        # A product, not xp.where: NumPy's where is 3-10x slower on an irregular mask,
+        # for one more operation (the cast).
+        return dout * xp.astype(self.mask, dout.dtype)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True
