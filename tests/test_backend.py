@@ -89,6 +89,13 @@ def test_a_mixed_call_fails_after_a_cached_single_backend_call():
         backend.namespace_of(np.ones(1), a)
 
 
+def test_to_device_always_copies(xp):
+    host = np.array([1.0, 2.0])
+    x = backend.to_device(host, dtype="float64", xp=xp)
+    x += 1.0  # as an optimizer trains a parameter in place
+    assert host.tolist() == [1.0, 2.0]
+
+
 def test_python_scalars_do_not_count_as_a_backend():
     x = np.ones(2)
     assert backend.namespace_of(x, 2.0, None) is backend.namespace_of(x)

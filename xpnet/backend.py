@@ -189,12 +189,14 @@ def to_device(
     ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests); by default
     the namespace and device come from ``device`` / ``XPNET_DEVICE``.
     ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``.
+    The result is always a new array, even from a NumPy array to NumPy: optimizers
+    train parameters in place, and the caller's data must not change with them.
     """
     xp, dev = selected(device) if xp is None else (xp, None)
     if isinstance(dtype, str):
         dtype = getattr(xp, dtype)
     host = to_numpy(x) if _is_array(x) else x
-    return xp.asarray(host, dtype=dtype, device=dev)
+    return xp.asarray(host, dtype=dtype, device=dev, copy=True)
 
 
 def _is_array(x: Any) -> bool:
