@@ -24,6 +24,7 @@ still works; gradient checks then use the loop for the parameters it affects.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -42,6 +43,14 @@ def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
     if found is None:
         found = _KINDS[key] = bool(xp.isdtype(dtype, kind))
     return found
+
+
+def takes_train_flg(layer: Any) -> bool:
+    """Whether ``layer.forward`` takes ``train_flg`` (acts differently in training)."""
+    try:
+        return "train_flg" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):  # a builtin or C method without a signature
+        return False
 
 
 def _require_floating(xp: Any, name: str, x: Any) -> None:

@@ -29,6 +29,7 @@ from xpnet.layers import (
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    takes_train_flg,
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
@@ -91,13 +92,6 @@ def _dtype_name(array: Any) -> str:
         if getattr(xp, name, None) == array.dtype:
             return name
     return str(array.dtype)
-
-
-def _takes_train_flg(layer: Any) -> bool:
-    try:
-        return "train_flg" in inspect.signature(layer.forward).parameters
-    except (TypeError, ValueError):  # a builtin or C method without a signature
-        return False
 
 
 def _check_loss(loss: Any) -> None:
@@ -191,7 +185,7 @@ class Sequential:
         self.weight_decay = weight_decay
         self.params = Parameters(_parameter_slots(self.layers))
         self._decayed = tuple(n for n in self.params if self.params.slot(n)[1] == "W")
-        self._modal = tuple(_takes_train_flg(layer) for layer in self.layers)
+        self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
         self._gradient_slots = [
             (name, layer, "d" + attr) for name, (layer, attr) in map(self._slot, self.params)

@@ -33,8 +33,8 @@ A network takes part when it has ``layers`` (applied in order), ``last_layer`` (
 loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 ``decay_rate(name)``, and its loss is ``last_layer(layers(x)) + sum(0.5 * rate * p**2)``
 (checked once, by :meth:`LocalNet.of`), and no layer acts differently in training
-(``forward(x, train_flg)``: Dropout, BatchNormalization). A parameter is *local* when its layer has
-``perturb_param``, every later layer has ``perturb`` and the loss layer has
+(``forward(x, train_flg)``: Dropout, BatchNormalization). A parameter is *local* when
+its layer has ``perturb_param``, every later layer has ``perturb`` and the loss layer has
 ``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
 :func:`loop_differences`, which keeps each forward pass's layer inputs to find the
 kinks there too (a convolution's parameters, before ReLU and max pooling).
@@ -42,7 +42,6 @@ kinks there too (a convolution's parameters, before ReLU and max pooling).
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -57,6 +56,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from xpnet.backend import blas_threads, namespace_of
+from xpnet.layers import takes_train_flg
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
 TEMPORARIES = 6
@@ -144,14 +144,6 @@ def _width(a: Any) -> int:
     return math.prod(a.shape[1:])
 
 
-def _has_modes(layer: Any) -> bool:
-    """Whether ``layer.forward`` takes ``train_flg`` (acts differently in training)."""
-    try:
-        return "train_flg" in inspect.signature(layer.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 class LocalNet:
     """A layered network at one point ``(x, t)``: the input of every layer, computed once.
 
@@ -173,7 +165,7 @@ class LocalNet:
         needed = ("layers", "last_layer", "decay_rate", "params")
         if not all(hasattr(net, a) for a in needed) or not hasattr(net.params, "slot"):
             return None
-        if any(_has_modes(layer) for layer in net.layers):
+        if any(takes_train_flg(layer) for layer in net.layers):
             return None  # Dropout, BatchNorm: the loop's training-mode loss is the reference
         local = cls(net, x, t)
         xp = namespace_of(local.inputs[-1])
