@@ -188,7 +188,8 @@ class Convolution:
         n, _, _, _, oh, ow = win.shape
         self.x_shape = tuple(x.shape)
         self.col = xp.reshape(win, (n, c * fh * fw, oh * ow))
-        out = xp.reshape(self.W, (fn, c * fh * fw)) @ self.col + self.b[:, None]
+        out = xp.reshape(self.W, (fn, c * fh * fw)) @ self.col
+        out += self.b[:, None]  # in place: out is this call's own array
         return xp.reshape(out, (n, fn, oh, ow))
 
     def backward(self, dout: Any) -> Any:
