@@ -75,11 +75,31 @@ def course_train(params: Params, x: np.ndarray, t: np.ndarray, lr: float) -> Non
     cross-entropy summed over the outputs, xpnet's ``SigmoidWithLoss(reduction="sum")``),
     NOT the notes' own ``(y - t) * y * (1 - y)`` (the gradient of half the squared error;
     ``examples/course_network.py``), so that both sides do the same maths. Like the notes,
-    it computes no loss value (xpnet's ``net.gradient`` does).
+    it computes no loss value (:func:`course_step` does).
     """
+    hidden, y = _course_forward(params, x)
+    _course_update(params, x, t, hidden, y, lr)
+
+
+def course_step(params: Params, x: np.ndarray, t: np.ndarray, lr: float) -> np.ndarray:
+    """:func:`course_train` that also computes the loss, as a training step of xpnet (or of
+    the book's networks) does in its loss layer's forward pass: the notes' stated loss,
+    binary cross-entropy summed over the outputs. Returns it (before the update)."""
+    hidden, y = _course_forward(params, x)
+    loss = -np.sum(t * np.log(y) + (1 - t) * np.log(1 - y))
+    _course_update(params, x, t, hidden, y, lr)
+    return loss
+
+
+def _course_forward(params: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hidden = sigmoid(np.dot(x, params["W1"]) + params["b1"])
+    return hidden, sigmoid(np.dot(hidden, params["W2"]) + params["b2"])
+
+
+def _course_update(
+    params: Params, x: np.ndarray, t: np.ndarray, hidden: np.ndarray, y: np.ndarray, lr: float
+) -> None:
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
-    hidden = sigmoid(np.dot(x, W1) + b1)
-    y = sigmoid(np.dot(hidden, W2) + b2)
     delta2 = y - t
     delta1 = np.dot(delta2, W2.T) * hidden * (1 - hidden)
     W2 -= lr * np.dot(hidden.T, delta2)

@@ -1,4 +1,5 @@
-"""The peer: the same two-layer MLPs in PyTorch, with a hand-written SGD step.
+"""The peer: the same two-layer MLPs (and the book's SimpleConvNet) in PyTorch, with a
+hand-written SGD step.
 
 The book's 784-50-10 ReLU network with softmax cross-entropy on integer labels, and the
 course notes' 784-100-10 sigmoid network with binary cross-entropy (on the logits,
@@ -66,6 +67,25 @@ class TorchMLP:
             for p, g in zip(self.params, grads, strict=True):
                 p.sub_(g, alpha=self.lr)
         return loss.detach()
+
+
+class TorchConvNet:
+    """The book's SimpleConvNet: conv (W1, b1), ReLU, 2x2 max pool, Affine, ReLU, Affine,
+    softmax cross-entropy on integer labels; the same hand-written SGD step as ``TorchMLP``."""
+
+    step = TorchMLP.step
+
+    def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
+        self.device, self.lr = device, lr
+        self.params = [
+            torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
+            for name in ("W1", "b1", "W2", "b2", "W3", "b3")
+        ]
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        W1, b1, W2, b2, W3, b3 = self.params
+        h = F.max_pool2d(torch.relu(F.conv2d(x, W1, b1)), 2, 2)
+        return F.cross_entropy(torch.relu(h.flatten(1) @ W2 + b2) @ W3 + b3, labels)
 
 
 #: ``TorchMLP`` keywords for the course network.

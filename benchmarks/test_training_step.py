@@ -76,7 +76,7 @@ NETWORKS = {
         lambda device: _course.network(_course.host_params(SEED), DTYPE, device),
         lambda batch: _course.LR / batch,
         _course.inputs_and_targets,
-        _numpy_peer.course_train,
+        _numpy_peer.course_step,
         lambda peer: peer.COURSE,
         torch_labels=False,
     ),

@@ -89,6 +89,13 @@ def test_a_mixed_call_fails_after_a_cached_single_backend_call():
         backend.namespace_of(np.ones(1), a)
 
 
+def test_to_device_always_copies(xp):
+    host = np.array([1.0, 2.0])
+    x = backend.to_device(host, dtype="float64", xp=xp)
+    x += 1.0  # as an optimizer trains a parameter in place
+    assert host.tolist() == [1.0, 2.0]
+
+
 def test_python_scalars_do_not_count_as_a_backend():
     x = np.ones(2)
     assert backend.namespace_of(x, 2.0, None) is backend.namespace_of(x)
@@ -109,3 +116,18 @@ def test_describe_reports_versions_and_device(monkeypatch):
 def test_namespace_of_needs_an_array():
     with pytest.raises(TypeError, match="at least one array"):
         backend.namespace_of(1.0, None)
+
+
+def test_blas_threads_limits_the_host_blas_inside_the_block_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads_now():
+        pools = threadpoolctl.threadpool_info()
+        return {pool["num_threads"] for pool in pools if pool["user_api"] == "blas"}
+
+    before = blas_threads_now()
+    if not before:
+        pytest.skip("NumPy reports no BLAS thread pool here")
+    with backend.blas_threads(1):
+        assert blas_threads_now() == {1}
+    assert blas_threads_now() == before

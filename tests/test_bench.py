@@ -225,7 +225,7 @@ def test_the_hand_written_numpy_peers_make_the_same_sgd_update_as_xpnet(
     rng = np.random.default_rng(0)
     x, t = rng.random((5, 784)), np.eye(10)[rng.integers(0, 10, 5)]
     if network == "course":
-        params, lr, step = course.host_params(0, "float64"), course.LR, peer.course_train
+        params, lr, step = course.host_params(0, "float64"), course.LR, peer.course_step
         x, t = course.inputs_and_targets(x, t)
         net = course.network(params, "float64", "cpu")
     else:

@@ -204,3 +204,33 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert f"interrupted during epoch 3; {path} holds epoch 2" in capsys.readouterr().err
     assert read_metadata(path)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+
+
+def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):
+    path = tmp_path / "conv.npz"
+    common = ["train", "--model", "convnet", "--hidden", "8", "--optimizer", "adam"]
+    assert run([*common, "--lr", "0.01", "--epochs", "1", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "SimpleConvNet conv30-pool-8-10" in out and epoch_lines(out) == [("1", "1")]
+    meta = read_metadata(path)
+    assert meta["run"]["model"] == "convnet"
+    assert [layer["layer"] for layer in meta["architecture"]["layers"]] == [
+        "Convolution", "ReLU", "Pooling", "Affine", "ReLU", "Affine"
+    ]  # fmt: skip
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "after epoch 1" in out and epoch_lines(out) == [("2", "2")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--activation", "tanh"], "--activation: not settings of the book's convnet"),
+        (["--loss", "mse", "--weight-decay", "0.1"], "--loss, --weight-decay: not settings"),
+        (["--hidden", "8", "--hidden", "4"], "--hidden: the convnet has one hidden Affine"),
+        (["--weight-init", "he"], "--weight-init: the convnet takes a standard deviation"),
+    ],
+)
+def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
+    assert run(["train", "--model", "convnet", "--epochs", "1", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -17,7 +17,13 @@ from test_networks import np_forward_loss
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
 da = pytest.importorskip("dask.array")
 
-from xpnet import MultiLayerNet, Sequential, backend, check_gradients  # noqa: E402
+from xpnet import (  # noqa: E402
+    MultiLayerNet,
+    Sequential,
+    SimpleConvNet,
+    backend,
+    check_gradients,
+)
 from xpnet import distributed as xd  # noqa: E402
 from xpnet.backend import to_device, to_numpy  # noqa: E402
 from xpnet.cli import main  # noqa: E402
@@ -173,13 +179,29 @@ def test_check_on_the_cluster_gives_the_local_report(client, cpu_xp, method):
 
 def test_a_layer_without_local_perturbations_is_looped_on_the_cluster_too(client):
     mlp, x, t = problem(backend.namespace("cpu"))
-    # Softmax has no perturb hooks: W1, b1, W2 and b2 before it fall back to the loop.
+    # Softmax has no perturb hooks: W1, b1, W2 and b2 before it fall back to the loop,
+    # which finds kinks from the layer inputs of its forward passes.
     net = Sequential([*mlp.layers[:3], Softmax(), *mlp.layers[3:]], loss=mlp.last_layer)
     local = check_gradients(net, x, t)
     remote = check_gradients(net, x, t, client=client, progress=False)
     assert remote.as_dict() == local.as_dict()
     assert [p.via for p in remote.params] == ["loop"] * 4 + ["local"] * 2
-    assert [p.kinks is None for p in remote.params] == [True] * 4 + [False] * 2
+    assert all(p.kinks is not None for p in remote.params)  # the loop keeps layer inputs
+
+
+def test_a_conv_net_is_checked_on_the_cluster_as_locally(client):
+    """Convolutions have no local perturbations: their loop is what a cluster is for."""
+    xp = backend.namespace("cpu")
+    net = SimpleConvNet(
+        input_dim=(2, 8, 8), conv_param={"filter_num": 3, "filter_size": 3}, hidden_size=5,
+        output_size=4, dtype="float64", seed=0, xp=xp,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = to_device(rng.standard_normal((4, 2, 8, 8)), dtype="float64", xp=xp)
+    t = to_device(rng.integers(0, 4, 4), xp=xp)
+    remote = check_gradients(net, x, t, client=client, progress=False)
+    assert remote.as_dict() == check_gradients(net, x, t).as_dict()
+    assert remote.passed and [p.via for p in remote.params][:2] == ["loop", "loop"]
 
 
 def test_a_wrong_backward_fails_on_the_cluster(client, wrong_dW):
@@ -288,6 +310,7 @@ def test_a_scheduler_without_workers_is_a_clear_error(monkeypatch, capsys):
     [
         (["gradcheck", "--scheduler", "local:0"], "expected local:N with N >= 1"),
         (["train", "--scheduler", "local:2", "--device", "cuda"], "use it with --device cpu"),
+        (["train", "--scheduler", "local:2", "--model", "convnet"], "not convnet"),
     ],
 )
 def test_cli_bad_scheduler_settings_are_clear_errors(argv, message, capsys):

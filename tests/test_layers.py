@@ -9,6 +9,7 @@ from numeric import central_difference
 
 from xpnet import layers
 from xpnet.backend import BackendMismatchError, to_device, to_numpy
+from xpnet.conv import Convolution, Pooling
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -327,12 +328,29 @@ CASES = {
         (dev(xp, x), dev(xp, np.ones((2, 3)))),
         dev(xp, 1.0),
     ),
+    "Dropout": _unary(layers.Dropout),
+    "BatchNormalization": lambda xp, x, dout: (
+        layers.BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3))),
+        (dev(xp, x),),
+        dev(xp, dout),
+    ),
+    # The images are x and dout reshaped: (1, 1, 2, 3) in, (1, 2, 1, 3) and (1, 1, 1, 2) out.
+    "Convolution": lambda xp, x, dout: (
+        Convolution(dev(xp, np.ones((2, 1, 2, 1))), dev(xp, np.ones(2))),
+        (dev(xp, x.reshape(1, 1, 2, 3)),),
+        dev(xp, dout.reshape(1, 2, 1, 3)),
+    ),
+    "Pooling": lambda xp, x, dout: (
+        Pooling(2, 2, stride=1),
+        (dev(xp, x.reshape(1, 1, 2, 3)),),
+        dev(xp, dout[:1, :2].reshape(1, 1, 1, 2)),
+    ),
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_no_layer_writes_into_its_inputs(xp, name):
-    x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.2, 0.0]])
+    x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.2, 0.1]])
     dout = np.array([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]])
     layer, inputs, dout_dev = CASES[name](xp, x, dout)
     before = [to_numpy(a).copy() for a in (*inputs, dout_dev)]

@@ -4,7 +4,7 @@ The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
 the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, datasets, gradcheck, graph, layers, optim
+from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim
 from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
     GradientReport,
@@ -14,7 +14,7 @@ from xpnet.gradcheck import (
     numerical_gradient,
 )
 from xpnet.layercheck import check_function, check_layer
-from xpnet.networks import MultiLayerNet, Sequential, TwoLayerNet
+from xpnet.networks import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet
 
 __version__ = "0.1.0"
 
@@ -22,12 +22,14 @@ __all__ = [
     "GradientReport",
     "MultiLayerNet",
     "Sequential",
+    "SimpleConvNet",
     "TwoLayerNet",
     "__version__",
     "backend",
     "check_function",
     "check_gradients",
     "check_layer",
+    "conv",
     "datasets",
     "directional_check",
     "gradcheck",

@@ -10,12 +10,16 @@ module picks the namespace and device that *new* arrays are created on, from the
 
 It also moves arrays between backends, draws seeded random weights on the host
 (the standard has no random numbers, and drawing on the host gives the same
-network on every device for one seed) and synchronizes a device for timing.
+network on every device for one seed), draws seeded random numbers on an array's
+own device (:class:`DeviceRNG`, for Dropout masks) and synchronizes a device for
+timing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -203,12 +207,14 @@ def to_device(
     ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests); by default
     the namespace and device come from ``device`` / ``XPNET_DEVICE``.
     ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``.
+    The result is always a new array, even from a NumPy array to NumPy: optimizers
+    train parameters in place, and the caller's data must not change with them.
     """
     xp, dev = selected(device) if xp is None else (xp, None)
     if isinstance(dtype, str):
         dtype = getattr(xp, dtype)
     host = to_numpy(x) if _is_array(x) else x
-    return xp.asarray(host, dtype=dtype, device=dev)
+    return xp.asarray(host, dtype=dtype, device=dev, copy=True)
 
 
 def _is_array(x: Any) -> bool:
@@ -251,6 +257,76 @@ def random_normal(
 def host_rng(seed: int | None) -> np.random.Generator:
     """A seeded NumPy random generator (for shuffling and initial weights)."""
     return np.random.default_rng(seed)
+
+
+class DeviceRNG:
+    """Seeded uniform random numbers drawn on the device of a given array.
+
+    The standard has no random numbers, so this is the one place that knows each
+    library's generator: NumPy's ``Generator`` for NumPy arrays, CuPy's
+    ``cupy.random.default_rng`` for CuPy arrays and ``torch.Generator`` for PyTorch
+    tensors, each seeded with ``seed`` and created on first use per backend and
+    device, so a step draws its numbers where the arrays live (no host round trip).
+    Any other Array API library (``array_api_strict``) gets NumPy's numbers moved to
+    the array's device: the fallback, a host-to-device copy per draw.
+    One seed gives a reproducible sequence per backend, not the same numbers on
+    every backend.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._generators: dict[tuple[str, str], Any] = {}
+
+    def uniform(self, shape: tuple[int, ...], *, like: Any) -> Any:
+        """Uniform numbers in [0, 1) of ``shape``, with ``like``'s dtype, backend and device."""
+        shape = tuple(shape)
+        if array_api_compat.is_cupy_array(like):
+            with like.device:
+                return self._generator("cupy", like).random(shape, dtype=like.dtype)
+        if array_api_compat.is_torch_array(like):
+            import torch
+
+            gen = self._generator("torch", like)
+            return torch.rand(shape, generator=gen, dtype=like.dtype, device=like.device)
+        gen = self._generator("numpy", like)
+        if isinstance(like, np.ndarray):
+            return gen.random(shape, dtype=like.dtype)
+        xp = array_api_compat.array_namespace(like)
+        return xp.asarray(gen.random(shape), dtype=like.dtype, device=array_api_compat.device(like))
+
+    def _generator(self, kind: str, like: Any) -> Any:
+        key = (kind, str(array_api_compat.device(like)) if kind != "numpy" else "host")
+        gen = self._generators.get(key)
+        if gen is None:
+            if kind == "cupy":
+                gen = _import_cupy().random.default_rng(self.seed)
+            elif kind == "torch":
+                import torch
+
+                gen = torch.Generator(device=like.device)
+                gen.manual_seed(self.seed if self.seed is not None else torch.seed())
+            else:
+                gen = np.random.default_rng(self.seed)
+            self._generators[key] = gen
+        return gen
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Limit the host BLAS library (OpenBLAS, MKL) to ``n`` threads inside a ``with`` block.
+
+    Many small matrix products in a row (a gradient check's loop) run several times
+    faster on one BLAS thread than on threads that start, spin and wait for each tiny
+    product, the more so on a machine shared with other jobs. Uses ``threadpoolctl``;
+    without it this does nothing. GPU libraries are not affected.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 def synchronize(*arrays: Any) -> None:

@@ -375,12 +375,14 @@ def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
+    """One row per (network, batch), networks in the order they were run."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     for info, median in items:
         kind = info.get("kind")
         if kind not in ("analytic", "numerical_loop", "numerical_full", "batched", "directional"):
             continue
-        row = rows.setdefault(int(info["batch"]), {"batch": int(info["batch"])})
+        network, batch = str(info.get("network", NETWORK)), int(info["batch"])
+        row = rows.setdefault((network, batch), {"network": network, "batch": batch})
         row["dtype"] = info.get("dtype")
         if kind == "numerical_loop" and median is not None:
             n, total = int(info["params_timed"]), int(info["params_total"])
@@ -402,7 +404,8 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
         row["ratio_numerical_analytic"] = _ratio(loop_full, row.get("analytic_s"))
         row["ratio_loop_batched"] = _ratio(loop_full, row.get("batched_s"))
         row["ratio_directional_analytic"] = _ratio(row.get("directional_s"), row.get("analytic_s"))
-    return [rows[b] for b in sorted(rows)]
+    order = list(dict.fromkeys(network for network, _ in rows))
+    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
 
 
 STEP_COLUMNS = {
@@ -734,14 +737,14 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
             f"xpnet benchmarks: backend {run['backend']} on {run['device']}, "
             f"{run['mode']} mode, data {run['data_description']}"
         ]
-        if run["gradients"]:
-            dtype = run["gradients"][0].get("dtype") or "?"
+        for network in dict.fromkeys(r.get("network", run["network"]) for r in run["gradients"]):
+            rows = [r for r in run["gradients"] if r.get("network", run["network"]) == network]
             lines += [
                 "",
-                f"Gradients of {run['network']}, {dtype} (median per call)",
-                _format_gradients(run["gradients"], markdown),
+                f"Gradients of {network}, {rows[0].get('dtype') or '?'} (median per call)",
+                _format_gradients(rows, markdown),
             ]
-            ops = _format_gradient_ops(run["gradients"], markdown)
+            ops = _format_gradient_ops(rows, markdown)
             if ops:
                 lines += [
                     "",
@@ -803,7 +806,9 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
     """``label -> seconds`` for the chart (one bar per measured quantity)."""
     series: dict[str, float] = {}
     for r in run["gradients"]:
-        b = r["batch"]
+        b = f"batch {r['batch']}"
+        if r.get("network", NETWORK) != NETWORK:
+            b = f"{r['network']}, {b}"
         for key, label in (
             ("analytic_s", "analytic gradient"),
             ("batched_s", "numerical, batched"),
@@ -812,7 +817,7 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
             ("loop_full_extrapolated_s", "numerical loop, full (extrapolated)"),
         ):
             if r.get(key) is not None:
-                series[f"{label}, batch {b}"] = r[key]
+                series[f"{label}, {b}"] = r[key]
     for r in run["steps"]:
         where = f"batch {r['batch']}"
         if r.get("network", NETWORK) != NETWORK:

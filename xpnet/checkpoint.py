@@ -13,7 +13,8 @@ A checkpoint is a NumPy ``.npz`` archive (no pickle anywhere):
 The architecture of a :class:`~xpnet.networks.MultiLayerNet` is its constructor settings
 (``sizes``, ``activation``, ``dtype``, ``weight_decay``, and ``output_activation`` and
 ``loss`` where they are not the defaults). That of any other
-:class:`~xpnet.networks.Sequential` lists its layers and loss by registered name, with
+:class:`~xpnet.networks.Sequential` (a ``SimpleConvNet``, a MultiLayerNet with
+BatchNorm or Dropout) lists its layers and loss by registered name, with
 their ``config()`` and the names of their parameters. Built-in layers are registered; a
 user's layer is registered with :func:`register_layer` (also before loading). Layers are
 rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle.
@@ -80,12 +81,13 @@ def register_layer(cls: type | None = None, *, name: str | None = None) -> Any:
 
 def _registry() -> dict[str, type]:
     if not _LAYERS:
-        from xpnet import layers
+        from xpnet import conv, layers
 
         for layer_cls in (
             layers.Affine, layers.ReLU, layers.Sigmoid, layers.Tanh, layers.Softmax,
             layers.Exp, layers.Reciprocal,
             layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
+            layers.Dropout, layers.BatchNormalization, conv.Convolution, conv.Pooling,
         ):  # fmt: skip
             _LAYERS[layer_cls.__name__] = layer_cls
     return _LAYERS
@@ -115,7 +117,7 @@ def architecture(net: Any) -> dict[str, Any] | None:
     """What rebuilds ``net`` (JSON-serialisable), or None for a plain mapping of arrays."""
     from xpnet.networks import MultiLayerNet, Sequential
 
-    if isinstance(net, MultiLayerNet):
+    if isinstance(net, MultiLayerNet) and not (net.use_batchnorm or net.use_dropout):
         arch = {
             "class": "MultiLayerNet",
             "sizes": list(net.sizes),

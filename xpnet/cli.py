@@ -150,9 +150,15 @@ MODELS = {
         "lr": 0.3,
         "epochs": 1,
     },
+    # The book's SimpleConvNet (chapter 7): conv 30 5x5, ReLU, 2x2 max pool, Affine 100
+    # (--hidden), ReLU, Affine 10, softmax cross-entropy; weights std 0.01 (--weight-init).
+    "convnet": {"hidden": [100]},
 }
 LOSSES = ("softmax-ce", "sigmoid-bce", "mse")
 SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
+# Samples per evaluation chunk: a convnet's im2col columns are 25x its input (576 MB for
+# 10,000 MNIST digits in float32), so it evaluates in smaller chunks.
+EVAL_BATCH = {"convnet": 1_000}
 
 
 def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
@@ -214,9 +220,10 @@ def _add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> N
         "--model",
         choices=list(MODELS),
         default="mlp",
-        help="mlp (default: the flags describe it) or course: the course notes' per-sample "
+        help="mlp (default: the flags describe it), course: the course notes' per-sample "
         "784-100-10 sigmoid network with summed binary cross-entropy (its settings become "
-        "the defaults; flags given override them)",
+        "the defaults; flags given override them), or convnet: the book's SimpleConvNet "
+        "(conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights std 0.01)",
     )
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
     p.add_argument(
@@ -278,14 +285,53 @@ def _load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any
     if settings["input_range"] is not None:
         low, high = settings["input_range"]
         x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
+    if settings["model"] == "convnet":  # images (N, 1, 28, 28)
+        x_train, x_test = (xp.reshape(x, (x.shape[0], 1, 28, 28)) for x in (x_train, x_test))
     return (x_train, t_train), (x_test, t_test)
 
 
-def _network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
-    """The ``MultiLayerNet`` the settings describe (``weight_init`` defaults as the book's)."""
-    from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
-    from xpnet.networks import MultiLayerNet
+def _convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
+    """Why the flags do not fit ``--model convnet`` (None when they do)."""
+    given = {
+        "--activation": args.activation,
+        "--output-activation": args.output_activation,
+        "--loss": args.loss,
+        "--reduction": args.reduction,
+        "--bias-init": args.bias_init,
+        "--weight-decay": args.weight_decay,
+    }
+    extra = [flag for flag, value in given.items() if value]
+    if extra:
+        return f"{', '.join(extra)}: not settings of the book's convnet; leave them out"
+    if len(settings["hidden"]) != 1:
+        return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
+    if isinstance(settings["weight_init"], str):
+        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
+    return None
 
+
+def _describe(settings: dict, net: Any) -> str:
+    """The network in a few words: ``784-50-10 relu`` or ``SimpleConvNet conv30-pool-100-10``."""
+    if settings["model"] == "convnet":
+        return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
+    output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
+    return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}"
+
+
+def _network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
+    """The ``MultiLayerNet`` (or ``SimpleConvNet``) the settings describe (``weight_init``
+    defaults as the book's)."""
+    from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
+    from xpnet.networks import MultiLayerNet, SimpleConvNet
+
+    if settings["model"] == "convnet":
+        return SimpleConvNet(
+            hidden_size=settings["hidden"][0],
+            weight_init_std=settings["weight_init"] or 0.01,
+            dtype=settings["dtype"],
+            seed=settings["seed"],
+            device=args.device,
+        )
     if settings["weight_init"] is not None:
         weight_init = settings["weight_init"]
     elif len(settings["hidden"]) == 1:
@@ -396,7 +442,7 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
     arch = saved.get("architecture")
-    if arch:
+    if arch and arch.get("class") == "MultiLayerNet":
         resumed.update(
             hidden=arch["sizes"][1:-1],
             activation=arch["activation"],
@@ -435,14 +481,19 @@ def _train_settings(args: argparse.Namespace, saved: dict) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.scheduler and args.model == "convnet":
+        # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
+        # the namespace of its (dask) input, which Dask refuses.
+        return _error("--scheduler evaluates fully connected models (mlp, course), not convnet")
     with _cluster(args) as client:
         return _train(args, client)
 
 
-def _cluster_evaluation(client: Any, sizes: tuple[int, int], quiet: bool) -> dict[str, Any]:
-    """Trainer keywords that evaluate on the cluster: every set as one dask array."""
+def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) -> dict[str, Any]:
+    """Trainer keywords for evaluation: chunks of ``batch`` samples here, or on the cluster
+    every set as one dask array (its chunks are Dask's)."""
     if client is None:
-        return {}
+        return {"eval_batch_size": batch}
     from xpnet.distributed import rows, threads
 
     if not quiet:
@@ -478,6 +529,9 @@ def _train(args: argparse.Namespace, client: Any) -> int:
     if args.resume and not saved.get("architecture"):
         return _error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = _train_settings(args, saved)
+    problem = _convnet_problem(s, args) if s["model"] == "convnet" else None
+    if problem:
+        return _error(problem)
 
     (x_train, t_train), (x_test, t_test) = _load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
@@ -485,7 +539,7 @@ def _train(args: argparse.Namespace, client: Any) -> int:
     optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
     start_epoch, history = 0, History()
     if args.resume:
-        if saved["architecture"]["sizes"] != net.sizes:
+        if s["model"] != "convnet" and saved["architecture"].get("sizes") != net.sizes:
             return _error(
                 f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
                 f" does not fit {s['dataset']} ({input_size} inputs)"
@@ -499,13 +553,12 @@ def _train(args: argparse.Namespace, client: Any) -> int:
             print(f"resuming {args.resume} after epoch {start_epoch}{note}")
     unit, length = s["length"]
     epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
-    arch = "-".join(map(str, net.sizes))
+    arch = _describe(s, net)
     if not args.quiet:
-        output = f"/{s['output_activation']}" if s["output_activation"] else ""
         loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
         print(
-            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch} "
-            f"{s['activation']}{output}{loss}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
+            f"{loss}, {optimizer!r}, batch {s['batch_size']}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
@@ -514,6 +567,8 @@ def _train(args: argparse.Namespace, client: Any) -> int:
         return 0
 
     run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS) if k not in ("hidden", "dtype")}
+    if s["model"] == "convnet":  # its checkpoint records layers, not MultiLayerNet's sizes
+        run.update(hidden=s["hidden"], dtype=s["dtype"])
     run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
@@ -544,7 +599,8 @@ def _train(args: argparse.Namespace, client: Any) -> int:
         progress=False if args.quiet else None,
         callback=report,
         target_range=s["target_range"],
-        **_cluster_evaluation(client, (n_train, x_test.shape[0]), args.quiet),
+        **_evaluation(client, (n_train, x_test.shape[0]), EVAL_BATCH.get(s["model"], 10_000),
+                      args.quiet),
     )  # fmt: skip
     began, first_iteration = time.perf_counter(), trainer.iterations
     try:
@@ -609,10 +665,8 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     net = _network(s, args, x.shape[1])
     # The targets a training step uses: one-hot rows, or rows of --target-range.
     _, targets = _labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
-    arch = "-".join(map(str, net.sizes))
-    output = f"/{s['output_activation']}" if s["output_activation"] else ""
     title = (
-        f"{arch} {s['activation']}{output}, {s['loss']} loss, {n} {s['dataset']} "
+        f"{_describe(s, net)}, {s['loss']} loss, {n} {s['dataset']} "
         f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"
     )
     return record_network(net, x[:n, ...], targets), title

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from xpnet.backend import namespace_of, to_numpy
 from xpnet.gradcheck import _Numerical, memory_budget, numerical_gradient
-from xpnet.perturb import LocalNet, chunk_differences, moving_elements
+from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
 try:
     import dask.array as da
@@ -201,9 +201,12 @@ def _own_copy(problem: Problem) -> Any:
 def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) -> tuple[Any, Any]:
     """Central differences of the flat elements ``index`` of ``name``, on a worker.
 
-    ``how``: ``"local"`` (local perturbations), ``"loop"`` (two forward passes per
-    element) or ``"loop+kinks"`` (the loop, and the kinks from local perturbations).
-    Returns NumPy arrays: the differences (m,) and the kinks (m,) bool, or None.
+    ``how``, as a local run computes them (:func:`xpnet.gradcheck.check_gradients`):
+    ``"local"`` (local perturbations), ``"loop"`` (two forward passes of ``net.loss`` per
+    element), ``"loop+kinks"`` (that loop, and the kinks from local perturbations) or
+    ``"loop-inputs"`` (:func:`xpnet.perturb.loop_differences`: the loop through the
+    layers, keeping their inputs to find the kinks). Returns NumPy arrays: the
+    differences (m,) and the kinks (m,) bool, or None.
     """
     param = problem.net.params[name]
     xp = namespace_of(param)
@@ -211,12 +214,17 @@ def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) ->
     if how == "local":
         grad, kinks = chunk_differences(_local_net(problem), name, flat, h)
         return to_numpy(grad), to_numpy(kinks)
+    unravelled = np.stack(np.unravel_index(index, tuple(param.shape)), axis=1)
+    elements = [tuple(e) for e in unravelled.tolist()]  # Python ints index every namespace
+    net = _own_copy(problem)
+    if how == "loop-inputs":
+        local = copy.copy(_local_net(problem))  # the shared layer inputs, this thread's net
+        local.net = net
+        grad, kinks = loop_differences(local, name, h, elements)
+        return to_numpy(grad), to_numpy(kinks)
     kinks = None
     if how == "loop+kinks":
         kinks = to_numpy(chunk_differences(_local_net(problem), name, flat, h)[1])
-    net = _own_copy(problem)
-    unravelled = np.stack(np.unravel_index(index, tuple(param.shape)), axis=1)
-    elements = [tuple(e) for e in unravelled.tolist()]  # Python ints index every namespace
     grad = numerical_gradient(
         lambda p: net.loss_at(name, p, problem.x, problem.t), net.params[name], h, indices=elements
     )
@@ -247,7 +255,8 @@ def _plan(
             most, how = max(1, budget // local.bytes_per_element(name)), "local"
         else:
             index = np.arange(math.prod(param.shape))
-            most, how = index.shape[0], "loop+kinks" if is_local else "loop"
+            most = index.shape[0]
+            how = "loop+kinks" if is_local else "loop" if local is None else "loop-inputs"
         size = max(1, min(most, math.ceil(index.shape[0] / (TASKS_PER_THREAD * threads))))
         hows[name] = how
         jobs += [_Job(name, index[s : s + size], how) for s in range(0, index.shape[0], size)]

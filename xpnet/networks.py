@@ -2,8 +2,9 @@
 
 A :class:`Sequential` is a list of layers and a loss layer. ``gradient`` runs the
 forward pass, then the backward pass through the layers in reverse (the general
-backprop pattern), and collects each layer's parameter gradients. ``TwoLayerNet``
-and ``MultiLayerNet`` are builders: they draw the weights and hand the layers to
+backprop pattern), and collects each layer's parameter gradients. ``TwoLayerNet``,
+``MultiLayerNet`` (with the book's BatchNorm and Dropout options) and
+``SimpleConvNet`` are builders: they draw the weights and hand the layers to
 ``Sequential``.
 """
 
@@ -17,8 +18,19 @@ from types import ModuleType
 from typing import Any
 
 from xpnet.backend import host_rng, namespace_of, random_normal, to_device
+from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import numerical_gradient
-from xpnet.layers import Affine, Loss, ReLU, Sigmoid, SoftmaxWithLoss, Tanh
+from xpnet.layers import (
+    Affine,
+    BatchNormalization,
+    Dropout,
+    Loss,
+    ReLU,
+    Sigmoid,
+    SoftmaxWithLoss,
+    Tanh,
+    takes_train_flg,
+)
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 WEIGHT_INITS = ("he", "xavier")
@@ -80,13 +92,6 @@ def _dtype_name(array: Any) -> str:
         if getattr(xp, name, None) == array.dtype:
             return name
     return str(array.dtype)
-
-
-def _takes_train_flg(layer: Any) -> bool:
-    try:
-        return "train_flg" in inspect.signature(layer.forward).parameters
-    except (TypeError, ValueError):  # a builtin or C method without a signature
-        return False
 
 
 def _check_loss(loss: Any) -> None:
@@ -180,7 +185,7 @@ class Sequential:
         self.weight_decay = weight_decay
         self.params = Parameters(_parameter_slots(self.layers))
         self._decayed = tuple(n for n in self.params if self.params.slot(n)[1] == "W")
-        self._modal = tuple(_takes_train_flg(layer) for layer in self.layers)
+        self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
         self._gradient_slots = [
             (name, layer, "d" + attr) for name, (layer, attr) in map(self._slot, self.params)
@@ -316,6 +321,11 @@ class MultiLayerNet(Sequential):
     Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
     the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``
     picks where they live.
+
+    As the book's ``MultiLayerNetExtend``: ``use_batchnorm`` puts a
+    ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
+    Affine and its activation, and ``use_dropout`` a ``Dropout(dropout_ratio)`` after
+    each hidden activation (its masks seeded from ``seed``: ``seed + k`` for the k-th).
     """
 
     def __init__(
@@ -330,6 +340,9 @@ class MultiLayerNet(Sequential):
         weight_init: str | float = "he",
         bias_init: str = "zero",
         weight_decay: float = 0.0,
+        use_batchnorm: bool = False,
+        use_dropout: bool = False,
+        dropout_ratio: float = 0.5,
         dtype: str = "float32",
         seed: int | None = None,
         device: str | None = None,
@@ -351,6 +364,7 @@ class MultiLayerNet(Sequential):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
+        self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
         rng = host_rng(seed)
         layers: list[Any] = []
         for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
@@ -361,9 +375,16 @@ class MultiLayerNet(Sequential):
             bias = rng.random(fan_out) if bias_init == "uniform" else [0.0] * fan_out
             b = to_device(bias, dtype=dtype, device=device, xp=xp)
             layers.append(Affine(W, b, input_grad=k > 1))  # the data need no gradient
-            activation_after = activation if k < len(sizes) - 1 else output_activation
+            hidden = k < len(sizes) - 1
+            if hidden and use_batchnorm:
+                gamma = to_device([1.0] * fan_out, dtype=dtype, device=device, xp=xp)
+                beta = to_device([0.0] * fan_out, dtype=dtype, device=device, xp=xp)
+                layers.append(BatchNormalization(gamma, beta))
+            activation_after = activation if hidden else output_activation
             if activation_after is not None:
                 layers.append(ACTIVATIONS[activation_after]())
+            if hidden and use_dropout:
+                layers.append(Dropout(dropout_ratio, seed=None if seed is None else seed + k))
         super().__init__(
             layers, loss=SoftmaxWithLoss() if loss is None else loss, weight_decay=weight_decay
         )
@@ -398,3 +419,78 @@ class TwoLayerNet(MultiLayerNet):
             device=device,
             xp=xp,
         )
+
+
+class SimpleConvNet(Sequential):
+    """The book's convolutional network: Conv, ReLU, max Pool, Affine, ReLU, Affine, softmax loss.
+
+    Input images ``input_dim`` = (C, H, W) (default (1, 28, 28), MNIST), batches
+    (N, C, H, W). ``conv_param`` gives the convolution: ``filter_num`` (30),
+    ``filter_size`` (5), ``pad`` (0), ``stride`` (1); the pooling is 2x2 with stride 2,
+    then Affine to ``hidden_size`` (100), ReLU, Affine to ``output_size`` (10).
+    Parameters as in the book: ``W1`` (FN, C, FS, FS), ``b1`` (FN,), ``W2``
+    (FN * OH/2 * OW/2, hidden_size), ``b2``, ``W3`` (hidden_size, output_size), ``b3``;
+    weights ``weight_init_std * N(0, 1)`` drawn on the host from ``seed`` (W1, W2, W3 in
+    that order), biases zero. ``dtype``, ``device`` and ``xp`` as for MultiLayerNet.
+    """
+
+    def __init__(
+        self,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        conv_param: dict[str, int] | None = None,
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float = 0.01,
+        *,
+        dtype: str = "float32",
+        seed: int | None = None,
+        device: str | None = None,
+        xp: ModuleType | None = None,
+    ) -> None:
+        conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+        unknown = set(conv_param or {}) - set(conv)
+        if unknown:
+            raise ValueError(
+                f"unknown conv_param key(s) {sorted(unknown)}: expected {', '.join(conv)}"
+            )
+        conv.update(conv_param or {})
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        channels = input_dim[0]
+        fn, fs, stride, pad = conv["filter_num"], conv["filter_size"], conv["stride"], conv["pad"]
+        oh, ow = _conv_pool_output(input_dim, fs, stride, pad)
+        self.input_dim, self.conv_param = tuple(input_dim), conv
+        self.sizes = [math.prod(input_dim), fn * oh * ow, hidden_size, output_size]
+        rng = host_rng(seed)
+
+        def weights(shape: tuple[int, ...]) -> Any:
+            return random_normal(
+                shape, std=weight_init_std, rng=rng, dtype=dtype, device=device, xp=xp
+            )
+
+        def zeros(n: int) -> Any:
+            return to_device([0.0] * n, dtype=dtype, device=device, xp=xp)
+
+        W1 = weights((fn, channels, fs, fs))
+        W2 = weights((fn * oh * ow, hidden_size))
+        W3 = weights((hidden_size, output_size))
+        super().__init__(
+            [
+                Convolution(W1, zeros(fn), stride, pad, input_grad=False),
+                ReLU(),
+                Pooling(2, 2, stride=2),
+                Affine(W2, zeros(hidden_size)),
+                ReLU(),
+                Affine(W3, zeros(output_size)),
+            ],
+            loss=SoftmaxWithLoss(),
+        )
+
+
+def _conv_pool_output(
+    input_dim: tuple[int, int, int], filter_size: int, stride: int, pad: int
+) -> tuple[int, int]:
+    """(OH, OW) after the convolution and the 2x2 pooling (with stride 2) of SimpleConvNet."""
+    shape = (1, *input_dim)
+    conv_h, conv_w = output_size(shape, filter_size, filter_size, stride, pad)
+    return output_size((1, 1, conv_h, conv_w), 2, 2, 2, 0)

@@ -9,8 +9,9 @@ root in the denominators.
 The code is backend-generic: per-parameter state (velocities, squared-gradient
 sums) is made with ``zeros_like`` of the parameter, so it has the parameter's
 dtype and lives on its device; nothing is copied to the host. Parameters are
-replaced by assignment (``params[k] = params[k] - step``), never written in
-place, so an array the caller still holds is not changed behind its back.
+updated in place (``params[k] -= step``), as the book's training script and
+PyTorch's optimizers do: an array given to a layer is the array that is trained
+(copy it first to keep the original), and a step writes no new parameter arrays.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class SGD(Optimizer):
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
         for key in params:
-            params[key] = params[key] - self.lr * grads[key]
+            params[key] -= self.lr * grads[key]
 
 
 class Momentum(Optimizer):
@@ -109,7 +110,7 @@ class Momentum(Optimizer):
             v = self._buffer("v", key, params[key])
             v = self.momentum * v - self.lr * grads[key]
             self.state["v"][key] = v
-            params[key] = params[key] + v
+            params[key] += v
 
 
 class Nesterov(Optimizer):
@@ -133,7 +134,7 @@ class Nesterov(Optimizer):
             g = grads[key]
             v = m * self._buffer("v", key, params[key]) - self.lr * g
             self.state["v"][key] = v
-            params[key] = params[key] + m * m * v - (1 + m) * self.lr * g
+            params[key] += m * m * v - (1 + m) * self.lr * g
 
 
 class AdaGrad(Optimizer):
@@ -156,7 +157,7 @@ class AdaGrad(Optimizer):
             xp = namespace_of(params[key], g)
             h = self._accumulate(self._buffer("h", key, params[key]), g)
             self.state["h"][key] = h
-            params[key] = params[key] - self.lr * g / (xp.sqrt(h) + EPS)
+            params[key] -= self.lr * g / (xp.sqrt(h) + EPS)
 
 
 class RMSprop(AdaGrad):
@@ -203,7 +204,7 @@ class Adam(Optimizer):
             m = m + (1 - self.beta1) * (g - m)
             v = v + (1 - self.beta2) * (g * g - v)
             self.state["m"][key], self.state["v"][key] = m, v
-            params[key] = params[key] - lr_t * m / (xp.sqrt(v) + EPS)
+            params[key] -= lr_t * m / (xp.sqrt(v) + EPS)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

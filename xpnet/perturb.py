@@ -25,16 +25,19 @@ central difference ``(dL(+h) - dL(-h)) / 2h`` is the loop's number, computed wit
 fewer operations and a little more accurately (the loop's ``L(p + h e_i) - L(p - h e_i)``
 loses about ``eps * |L|``). It is not an approximation of it.
 
-Layers with a ``kinks(x, dx)`` method (``ReLU``) flag perturbations whose change of
-their input reaches a point where they are not differentiable: those central
-differences straddle a kink.
+Layers with a ``kinks(x, dx)`` method (``ReLU``, max ``Pooling``) flag perturbations
+whose change of their input reaches a point where they are not differentiable: those
+central differences straddle a kink.
 
 A network takes part when it has ``layers`` (applied in order), ``last_layer`` (the
 loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 ``decay_rate(name)``, and its loss is ``last_layer(layers(x)) + sum(0.5 * rate * p**2)``
-(checked once, by :meth:`LocalNet.of`). A parameter is *local* when its layer has
-``perturb_param``, every later layer has ``perturb`` and the loss layer has
-``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop.
+(checked once, by :meth:`LocalNet.of`), and no layer acts differently in training
+(``forward(x, train_flg)``: Dropout, BatchNormalization). A parameter is *local* when
+its layer has ``perturb_param``, every later layer has ``perturb`` and the loss layer has
+``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
+:func:`loop_differences`, which keeps each forward pass's layer inputs to find the
+kinks there too (a convolution's parameters, before ReLU and max pooling).
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
+from itertools import product
 from typing import Any
 
 import array_api_compat
 import array_api_extra as xpx
 
-from xpnet.backend import namespace_of
+from xpnet.backend import blas_threads, namespace_of
+from xpnet.layers import takes_train_flg
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
 TEMPORARIES = 6
@@ -160,6 +165,8 @@ class LocalNet:
         needed = ("layers", "last_layer", "decay_rate", "params")
         if not all(hasattr(net, a) for a in needed) or not hasattr(net.params, "slot"):
             return None
+        if any(takes_train_flg(layer) for layer in net.layers):
+            return None  # Dropout, BatchNorm: the loop's training-mode loss is the reference
         local = cls(net, x, t)
         xp = namespace_of(local.inputs[-1])
         rebuilt = net.last_layer.forward(local.inputs[-1], t)
@@ -236,6 +243,52 @@ class LocalNet:
             # 0.5 * rate * ((p + s)**2 - p**2), written without the cancellation.
             dloss = dloss + 0.5 * rate * step * (2 * p + step)
         return dloss, kinks
+
+
+def loop_differences(
+    local: LocalNet, name: str, h: float, elements: Iterable[tuple[int, ...]] | None = None
+) -> tuple[Any, Any]:
+    """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, by the loop.
+
+    Two forward passes per element, as the book's loop, for a parameter that cannot be
+    perturbed locally. Each pass keeps its layer inputs, and :func:`crosses_kink` compares
+    them with the unperturbed ones, so the elements whose central difference straddles a
+    kink are known here too. Returns the gradient and that bool array, both in the
+    parameter's shape; nothing is read back to the host. ``elements`` (index tuples)
+    limits the work to some elements: both results are then (m,), in their order.
+    """
+    net = local.net
+    param = net.params[name]
+    xp = namespace_of(param)
+    device = array_api_compat.device(param)
+    rate = net.decay_rate(name)
+    work = xp.asarray(param, copy=True)
+    grads, kinks = [], []
+
+    def loss_and_inputs() -> tuple[Any, list[Any]]:
+        inputs = layer_inputs(net.layers, local.inputs[0])
+        loss = net.last_layer.forward(inputs[-1], local.t)
+        # The other parameters' weight decay is the same at +h and -h: it cancels.
+        return (loss + 0.5 * rate * xp.sum(work * work) if rate else loss), inputs
+
+    net.params[name] = work
+    try:
+        with blas_threads(1):  # small products one after another: one BLAS thread is faster
+            for idx in product(*map(range, param.shape)) if elements is None else elements:
+                original = param[idx]
+                work[idx] = original + h
+                plus, moved_up = loss_and_inputs()
+                work[idx] = original - h
+                minus, moved_down = loss_and_inputs()
+                work[idx] = original
+                grads.append((plus - minus) / (2 * h))
+                kinked = crosses_kink(net.layers, local.inputs, moved_up, moved_down)
+                kinks.append(xp.asarray(False, device=device) if kinked is None else kinked)
+    finally:
+        net.params[name] = param
+    if elements is not None:
+        return xp.stack(grads), xp.stack(kinks)
+    return xp.reshape(xp.stack(grads), param.shape), xp.reshape(xp.stack(kinks), param.shape)
 
 
 def _workers(x: Any) -> int:

@@ -1,0 +1,255 @@
+"""Convolution and max pooling against direct sums over windows written as NumPy loops,
+their backward passes against float64 central differences of those loops, on every backend."""
+
+import numpy as np
+import pytest
+from numeric import central_difference
+
+from xpnet import check_layer
+from xpnet.backend import to_device, to_numpy
+from xpnet.conv import Convolution, Pooling, col2im, im2col
+
+TOL = {"rtol": 1e-6, "atol": 1e-8}
+
+
+def dev(xp, a, dtype="float64"):
+    return to_device(np.asarray(a), dtype=dtype, xp=xp)
+
+
+def np_padded(x, pad):
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def out_size(size, window, stride, pad):
+    return (size + 2 * pad - window) // stride + 1
+
+
+def np_convolution(x, W, b, stride, pad):
+    """out[n, f, y, z] = sum over the window at (y, z) of x_padded * W[f], plus b[f]."""
+    n, _, h, w = x.shape
+    fn, _, fh, fw = W.shape
+    xpad = np_padded(x, pad)
+    out = np.empty((n, fn, out_size(h, fh, stride, pad), out_size(w, fw, stride, pad)))
+    for i, f, y, z in np.ndindex(out.shape):
+        window = xpad[i, :, y * stride : y * stride + fh, z * stride : z * stride + fw]
+        out[i, f, y, z] = np.sum(window * W[f]) + b[f]
+    return out
+
+
+def np_max_pool(x, ph, pw, stride, pad):
+    """out[n, c, y, z] = max of the window at (y, z) of x zero-padded."""
+    n, c, h, w = x.shape
+    xpad = np_padded(x, pad)
+    out = np.empty((n, c, out_size(h, ph, stride, pad), out_size(w, pw, stride, pad)))
+    for i, k, y, z in np.ndindex(out.shape):
+        out[i, k, y, z] = xpad[
+            i, k, y * stride : y * stride + ph, z * stride : z * stride + pw
+        ].max()
+    return out
+
+
+# (input shape, filter shape, stride, pad): small shapes where the stride fits.
+CONV_CASES = {
+    "stride1-pad0": ((2, 2, 5, 6), (3, 2, 3, 2), 1, 0),
+    "stride1-pad1": ((2, 1, 4, 4), (2, 1, 3, 3), 1, 1),
+    "stride2-pad1": ((1, 2, 5, 5), (2, 2, 3, 3), 2, 1),
+    "stride3-pad2": ((2, 1, 5, 4), (2, 1, 3, 2), 3, 2),
+    "1x1-filter": ((2, 3, 3, 2), (4, 3, 1, 1), 1, 0),
+}
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_forward_is_the_sum_over_each_window(xp, case):
+    x_shape, w_shape, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(0)
+    x, W, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
+    layer = Convolution(dev(xp, W), dev(xp, b), stride=stride, pad=pad)
+    np.testing.assert_allclose(
+        to_numpy(layer.forward(dev(xp, x))), np_convolution(x, W, b, stride, pad), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_convolution_backward_matches_central_differences(xp, case):
+    x_shape, w_shape, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(1)
+    x, W, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
+    dout = rng.standard_normal(np_convolution(x, W, b, stride, pad).shape)
+    layer = Convolution(dev(xp, W), dev(xp, b), stride=stride, pad=pad)
+    layer.forward(dev(xp, x))
+    dx = layer.backward(dev(xp, dout))
+
+    def objective(x_, W_, b_):
+        return np.sum(np_convolution(x_, W_, b_, stride, pad) * dout)
+
+    expected_dx = central_difference(lambda v: objective(v, W, b), x)
+    np.testing.assert_allclose(to_numpy(dx), expected_dx, **TOL)
+    expected_dW = central_difference(lambda v: objective(x, v, b), W)
+    np.testing.assert_allclose(to_numpy(layer.dW), expected_dW, **TOL)
+    expected_db = central_difference(lambda v: objective(x, W, v), b)
+    np.testing.assert_allclose(to_numpy(layer.db), expected_db, **TOL)
+
+
+def test_convolution_without_input_grad_returns_none_but_keeps_dW_and_db(xp):
+    rng = np.random.default_rng(2)
+    x, W, b = rng.standard_normal((2, 1, 4, 4)), rng.standard_normal((2, 1, 2, 2)), np.zeros(2)
+    dout = rng.standard_normal((2, 2, 3, 3))
+    full = Convolution(dev(xp, W), dev(xp, b))
+    data_layer = Convolution(dev(xp, W), dev(xp, b), input_grad=False)
+    for layer in (full, data_layer):
+        layer.forward(dev(xp, x))
+    full.backward(dev(xp, dout))
+    assert data_layer.backward(dev(xp, dout)) is None
+    np.testing.assert_array_equal(to_numpy(data_layer.dW), to_numpy(full.dW))
+    np.testing.assert_array_equal(to_numpy(data_layer.db), to_numpy(full.db))
+
+
+def test_im2col_rows_are_the_windows_in_the_books_layout(xp):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 4, 5))
+    col = to_numpy(im2col(dev(xp, x), 2, 3, stride=1, pad=1))
+    xpad, rows = np_padded(x, 1), []
+    for n, y, z in np.ndindex(2, 5, 5):
+        rows.append(xpad[n, :, y : y + 2, z : z + 3].reshape(-1))
+    np.testing.assert_array_equal(col, np.stack(rows))
+
+
+def test_col2im_is_the_adjoint_of_im2col(xp):
+    """<im2col(x), c> == <x, col2im(c)> for all x, c: what backprop needs of it."""
+    rng = np.random.default_rng(4)
+    x, shape = rng.standard_normal((2, 2, 5, 5)), (2, 2, 5, 5)
+    c = rng.standard_normal((2 * 3 * 3, 2 * 3 * 3))
+    lhs = np.sum(to_numpy(im2col(dev(xp, x), 3, 3, stride=2, pad=1)) * c)
+    rhs = np.sum(x * to_numpy(col2im(dev(xp, c), shape, 3, 3, stride=2, pad=1)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def distinct_values(rng, shape):
+    """Values at least 0.1 apart and from 0, so no window has a tie, even with a padded 0."""
+    size = int(np.prod(shape))
+    return (rng.permutation(size) - size / 2 + 0.5).reshape(shape) * 0.1
+
+
+# (input shape, pool_h, pool_w, stride, pad)
+POOL_CASES = {
+    "2x2-stride2": ((2, 3, 4, 6), 2, 2, 2, 0),
+    "overlapping": ((1, 2, 5, 4), 2, 2, 1, 0),
+    "3x2-stride1-pad1": ((2, 1, 3, 4), 3, 2, 1, 1),
+    "3x3-stride2-pad1": ((1, 2, 5, 5), 3, 3, 2, 1),
+}
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_forward_is_the_maximum_of_each_window(xp, case):
+    x_shape, ph, pw, stride, pad = POOL_CASES[case]
+    x = distinct_values(np.random.default_rng(5), x_shape)
+    layer = Pooling(ph, pw, stride=stride, pad=pad)
+    np.testing.assert_array_equal(
+        to_numpy(layer.forward(dev(xp, x))), np_max_pool(x, ph, pw, stride, pad)
+    )
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_backward_matches_central_differences(xp, case):
+    x_shape, ph, pw, stride, pad = POOL_CASES[case]
+    rng = np.random.default_rng(6)
+    x = distinct_values(rng, x_shape)
+    dout = rng.standard_normal(np_max_pool(x, ph, pw, stride, pad).shape)
+    layer = Pooling(ph, pw, stride=stride, pad=pad)
+    layer.forward(dev(xp, x))
+    expected = central_difference(lambda v: np.sum(np_max_pool(v, ph, pw, stride, pad) * dout), x)
+    np.testing.assert_allclose(to_numpy(layer.backward(dev(xp, dout))), expected, **TOL)
+
+
+@pytest.mark.parametrize("first", [(0, 0), (0, 1), (1, 0)])
+def test_pooling_sends_a_tied_windows_gradient_to_its_first_maximum(xp, first):
+    """As the book's argmax: the first of the equal maxima in row-major order."""
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, first[0] :, :] = 1.0
+    x[0, 0, first[0], : first[1]] = 0.0
+    layer = Pooling(2, 2, stride=2)
+    layer.forward(dev(xp, x))
+    dx = to_numpy(layer.backward(dev(xp, [[[[3.0]]]])))
+    expected = np.zeros((1, 1, 2, 2))
+    expected[0, 0, first[0], first[1]] = 3.0
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_convolution_rejects_a_filter_larger_than_the_padded_input(xp):
+    layer = Convolution(dev(xp, np.zeros((2, 1, 5, 5))), dev(xp, np.zeros(2)), pad=1)
+    with pytest.raises(ValueError, match=r"5x5 window is larger than the input \(1, 1, 2, 3\)"):
+        layer.forward(dev(xp, np.zeros((1, 1, 2, 3))))
+
+
+def test_convolution_rejects_a_stride_that_does_not_fit(xp):
+    layer = Convolution(dev(xp, np.zeros((2, 1, 3, 3))), dev(xp, np.zeros(2)), stride=2)
+    with pytest.raises(ValueError, match=r"stride 2 does not fit .*\(1, 1, 6, 5\)"):
+        layer.forward(dev(xp, np.zeros((1, 1, 6, 5))))
+
+
+def test_convolution_rejects_input_with_other_channels_than_its_filters(xp):
+    layer = Convolution(dev(xp, np.zeros((4, 3, 2, 2))), dev(xp, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"\(1, 2, 5, 5\).*\(4, 3, 2, 2\).*\(N, 3, H, W\)"):
+        layer.forward(dev(xp, np.zeros((1, 2, 5, 5))))
+
+
+def test_convolution_rejects_input_that_is_not_images(xp):
+    layer = Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"\(3, 16\).*\(N, 1, H, W\)"):
+        layer.forward(dev(xp, np.zeros((3, 16))))
+
+
+def test_convolution_rejects_filters_and_bias_that_do_not_match(xp):
+    with pytest.raises(ValueError, match=r"\(FN, C, FH, FW\).*\(4, 1, 2, 2\) and \(3,\)"):
+        Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(3)))
+
+
+def test_pooling_rejects_a_window_larger_than_the_input(xp):
+    with pytest.raises(ValueError, match=r"3x3 window is larger than the input \(1, 2, 2, 2\)"):
+        Pooling(3, 3).forward(dev(xp, np.zeros((1, 2, 2, 2))))
+
+
+def test_pooling_rejects_a_stride_that_does_not_fit(xp):
+    with pytest.raises(ValueError, match=r"stride 2 does not fit .*\(1, 1, 5, 5\)"):
+        Pooling(2, 2, stride=2).forward(dev(xp, np.zeros((1, 1, 5, 5))))
+
+
+def test_layer_configs_rebuild_the_layer():
+    W, b = np.zeros((2, 1, 3, 3)), np.zeros(2)
+    conv = Convolution(W, b, stride=2, pad=1)
+    pool = Pooling(2, 3, stride=2, pad=1)
+    assert Convolution(W, b, **conv.config()).config() == conv.config()
+    assert Pooling(**pool.config()).config() == pool.config()
+    assert conv.params == ("W", "b")
+
+
+@pytest.mark.parametrize("case", ["stride1-pad1", "stride3-pad2"])
+def test_check_layer_passes_on_convolution(xp, case):
+    x_shape, w_shape, stride, pad = CONV_CASES[case]
+    rng = np.random.default_rng(7)
+    x, W, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
+    layer = Convolution(dev(xp, W), dev(xp, b), stride=stride, pad=pad)
+    report = check_layer(layer, dev(xp, x))
+    assert report, str(report)
+    assert [p.name for p in report.params] == ["x", "W", "b"]
+
+
+@pytest.mark.parametrize("case", ["overlapping", "3x3-stride2-pad1"])
+def test_check_layer_passes_on_pooling(xp, case):
+    x_shape, ph, pw, stride, pad = POOL_CASES[case]
+    x = distinct_values(np.random.default_rng(8), x_shape)
+    assert check_layer(Pooling(ph, pw, stride=stride, pad=pad), dev(xp, x))
+
+
+def test_check_layer_reports_a_tied_windows_elements_as_kinks(xp):
+    report = check_layer(Pooling(2, 2, stride=2), dev(xp, np.ones((1, 1, 2, 2))))
+    assert report
+    assert report.params[0].kinks == 4
+
+
+def test_pooling_kinks_where_the_two_largest_are_within_reach(xp):
+    x = dev(xp, [[[[1.0, 0.99], [0.0, -1.0]]]])
+    layer = Pooling(2, 2, stride=2)
+    near = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.006))))
+    far = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.004))))
+    assert near.tolist() == [[[[True]]]] and far.tolist() == [[[[False]]]]

@@ -1,0 +1,209 @@
+"""SimpleConvNet and MultiLayerNet's BatchNorm/Dropout options: the book's structure, seeded
+weights, backprop against an independent NumPy float64 central difference, gradient checks."""
+
+import numpy as np
+import pytest
+from numeric import central_difference
+from test_conv import np_convolution, np_max_pool
+
+from xpnet import MultiLayerNet, SimpleConvNet, check_gradients
+from xpnet.backend import to_device, to_numpy
+from xpnet.checkpoint import load_network, save_params
+from xpnet.conv import Convolution, Pooling
+from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU
+from xpnet.training import evaluate
+
+SMALL = {"input_dim": (2, 8, 8), "conv_param": {"filter_num": 3, "filter_size": 3}}
+
+
+def images(xp, n=4, shape=(2, 8, 8), seed=0):
+    rng = np.random.default_rng(seed)
+    x = to_device(rng.standard_normal((n, *shape)), dtype="float64", xp=xp)
+    return x, to_device(rng.integers(0, 4, n), dtype="int64", xp=xp)
+
+
+def np_conv_net_loss(p, x, labels):
+    """The book's SimpleConvNet written out in plain NumPy: the reference."""
+    h = np.maximum(np_convolution(x, p["W1"], p["b1"], 1, 0), 0)
+    h = np_max_pool(h, 2, 2, 2, 0).reshape(x.shape[0], -1)
+    h = np.maximum(h @ p["W2"] + p["b2"], 0)
+    z = h @ p["W3"] + p["b3"]
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -np.mean(logp[np.arange(len(labels)), labels])
+
+
+def test_simple_conv_net_has_the_books_layers_and_parameters(xp):
+    net = SimpleConvNet(seed=0, xp=xp)
+    assert [type(layer) for layer in net.layers] == [
+        Convolution, ReLU, Pooling, Affine, ReLU, Affine
+    ]  # fmt: skip
+    shapes = {name: tuple(p.shape) for name, p in net.params.items()}
+    assert shapes == {
+        "W1": (30, 1, 5, 5), "b1": (30,), "W2": (4320, 100), "b2": (100,),
+        "W3": (100, 10), "b3": (10,),
+    }  # fmt: skip
+    assert np.std(to_numpy(net.params["W2"])) == pytest.approx(0.01, rel=0.02)
+    assert not np.any(to_numpy(net.params["b1"]))
+    assert net.params["W1"].dtype == xp.float32
+
+
+def test_a_seed_gives_the_same_conv_net_on_every_backend(xp):
+    here = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, seed=3, xp=xp)
+    reference = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, seed=3, device="cpu")
+    for name in reference.params:
+        np.testing.assert_array_equal(to_numpy(here.params[name]), reference.params[name])
+
+
+def test_conv_net_backprop_matches_an_independent_numerical_gradient(xp):
+    net = SimpleConvNet(
+        (1, 6, 6), {"filter_num": 2, "filter_size": 3}, 4, 4, 0.3, dtype="float64", seed=1, xp=xp
+    )
+    x, t = images(xp, n=3, shape=(1, 6, 6))
+    host = {name: to_numpy(p) for name, p in net.params.items()}
+    x_host, labels = to_numpy(x), to_numpy(t)
+    assert float(net.loss(x, t)) == pytest.approx(np_conv_net_loss(host, x_host, labels), rel=1e-12)
+    grads = net.gradient(x, t)
+    for name in host:
+
+        def loss_at(v, name=name):
+            return np_conv_net_loss({**host, name: v}, x_host, labels)
+
+        expected = central_difference(loss_at, host[name])
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_check_gradients_passes_on_a_conv_net(cpu_xp):
+    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    report = check_gradients(net, *images(cpu_xp))
+    assert report, str(report)
+    assert {p.name: p.via for p in report.params} == {
+        "W1": "loop", "b1": "loop", "W2": "local", "b2": "local", "W3": "local", "b3": "local"
+    }  # fmt: skip
+    assert all(p.kinks is not None for p in report.params)  # looked for in the loop too
+
+
+def test_check_gradients_fails_on_a_wrong_convolution_gradient(cpu_xp, monkeypatch):
+    original = Convolution.backward
+
+    def backward(self, dout):
+        dx = original(self, dout)
+        self.dW = self.dW * 1.01
+        return dx
+
+    monkeypatch.setattr(Convolution, "backward", backward)
+    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    report = check_gradients(net, *images(cpu_xp))
+    assert not report
+    assert [p.name for p in report.params if not p.passed] == ["W1"]
+
+
+def test_the_loop_reports_a_conv_nets_kinks(cpu_xp):
+    """Blank images give conv outputs of exactly b1 = 0: moving b1 crosses ReLU's kink."""
+    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    x = to_device(np.zeros((2, 2, 8, 8)), dtype="float64", xp=cpu_xp)
+    t = to_device([0, 1], dtype="int64", xp=cpu_xp)
+    report = check_gradients(net, x, t, params=["b1"])
+    assert report.params[0].kinks == 3
+
+
+def test_conv_net_predicts_from_images_and_rejects_flat_input(xp):
+    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=xp)
+    x, _ = images(xp, n=3)
+    assert tuple(net.predict(x).shape) == (3, 4)
+    with pytest.raises(ValueError, match=r"layer 1 \(Convolution\).*\(3, 128\)"):
+        net.predict(to_device(np.zeros((3, 128)), dtype="float64", xp=xp))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"conv_param": {"filter_count": 3}}, r"unknown conv_param key\(s\) \['filter_count'\]"),
+        ({"input_dim": (1, 4, 4)}, r"5x5 window is larger than the input \(1, 1, 4, 4\)"),
+        ({"input_dim": (1, 27, 27)}, r"stride 2 does not fit .*\(1, 1, 23, 23\)"),
+        ({"dtype": "float16"}, r"dtype must be 'float32' or 'float64'"),
+    ],
+)
+def test_bad_conv_net_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimpleConvNet(**kwargs)
+
+
+def test_a_conv_net_checkpoint_rebuilds_the_network(tmp_path, cpu_xp):
+    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    x, _ = images(cpu_xp)
+    save_params(tmp_path / "conv.npz", net)
+    loaded, _ = load_network(tmp_path / "conv.npz", xp=cpu_xp)
+    np.testing.assert_array_equal(to_numpy(loaded.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_multilayer_net_extend_layers_are_the_books(xp):
+    net = MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, use_dropout=True, seed=0, xp=xp)
+    assert [type(layer) for layer in net.layers] == [
+        Affine, BatchNormalization, ReLU, Dropout,
+        Affine, BatchNormalization, ReLU, Dropout,
+        Affine,
+    ]  # fmt: skip
+    assert list(net.params) == [
+        "W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"
+    ]  # fmt: skip
+    np.testing.assert_array_equal(to_numpy(net.params["gamma2"]), np.ones(4))
+
+
+def test_multilayer_net_runs_dropout_and_batchnorm_in_eval_mode_to_predict(xp):
+    net = MultiLayerNet(
+        6, [5], 4, use_batchnorm=True, use_dropout=True, dtype="float64", seed=0, xp=xp
+    )
+    x, t = images(xp, n=8, shape=(6,))
+    net.gradient(x, t)  # training mode: moves BatchNorm's running statistics, draws masks
+    bn = net.layers[1]
+    before = (to_numpy(bn.running_mean), to_numpy(bn.running_var))
+    first, second = to_numpy(net.predict(x)), to_numpy(net.predict(x))
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(to_numpy(bn.running_mean), before[0])
+    assert 0.0 <= net.accuracy(x, t) <= 1.0
+    np.testing.assert_array_equal(to_numpy(net.predict(x)), first)
+
+
+def test_check_gradients_passes_on_a_batchnorm_net_by_the_loop(cpu_xp):
+    net = MultiLayerNet(6, [5, 4], 4, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
+    report = check_gradients(net, *images(cpu_xp, n=8, shape=(6,)))
+    assert report, str(report)
+    assert {p.via for p in report.params} == {"loop"}
+
+
+def test_a_batchnorm_net_checkpoint_keeps_the_running_statistics(tmp_path, cpu_xp):
+    net = MultiLayerNet(6, [5], 4, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
+    x, t = images(cpu_xp, n=8, shape=(6,))
+    net.gradient(x, t)
+    save_params(tmp_path / "bn.npz", net)
+    loaded, _ = load_network(tmp_path / "bn.npz", xp=cpu_xp)
+    np.testing.assert_array_equal(to_numpy(loaded.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_the_trainer_evaluates_in_eval_mode(cpu_xp):
+    net = MultiLayerNet(
+        6, [5], 4, use_batchnorm=True, use_dropout=True, dtype="float64", seed=0, xp=cpu_xp
+    )
+    x, t = images(cpu_xp, n=8, shape=(6,))
+    targets = to_device(np.eye(4)[to_numpy(t)], dtype="float64", xp=cpu_xp)
+    net.gradient(x, t)
+    running = to_numpy(net.layers[1].running_mean)
+    first, second = (evaluate(net, x, t, targets, batch_size=3) for _ in range(2))
+    assert first == second
+    np.testing.assert_array_equal(to_numpy(net.layers[1].running_mean), running)
+
+
+@pytest.mark.slow
+def test_check_gradients_passes_on_the_books_conv_net_with_10_digits():
+    """The issue's check: all 433,890 parameters of the book's sizes, on 10 real digits."""
+    from xpnet import datasets
+
+    try:
+        (x, t), _ = datasets.load_mnist(name="mnist-5k", flatten=False, device="cpu")
+    except datasets.DatasetNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    net = SimpleConvNet(dtype="float64", seed=0, device="cpu")
+    report = check_gradients(net, x[:10, ...].astype("float64"), t[:10])
+    assert report, str(report)
+    assert [p.via for p in report.params] == ["loop", "loop", *["local"] * 4]

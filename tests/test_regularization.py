@@ -1,0 +1,204 @@
+"""Chapter 6's layers: BatchNormalization against the book's formulas in NumPy (its backward
+against float64 central differences of them) and Dropout's masks, on every backend."""
+
+import numpy as np
+import pytest
+from numeric import central_difference
+
+from xpnet import check_layer
+from xpnet.backend import DeviceRNG, to_device, to_numpy
+from xpnet.layers import BatchNormalization, Dropout
+
+EPS = 1e-6  # the book's 10e-7
+TOL = {"rtol": 1e-6, "atol": 1e-8}
+SHAPES = {"(N, D)": (4, 3), "NCHW": (3, 2, 2, 3)}
+
+
+def dev(xp, a, dtype="float64"):
+    return to_device(np.asarray(a), dtype=dtype, xp=xp)
+
+
+def np_batchnorm_train(x, gamma, beta):
+    flat = x.reshape(x.shape[0], -1)
+    mu, var = flat.mean(axis=0), flat.var(axis=0)
+    return (gamma * (flat - mu) / np.sqrt(var + EPS) + beta).reshape(x.shape)
+
+
+def np_batchnorm_eval(x, gamma, beta, mean, var):
+    flat = x.reshape(x.shape[0], -1)
+    return (gamma * (flat - mean) / np.sqrt(var + EPS) + beta).reshape(x.shape)
+
+
+def batchnorm_case(xp, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    width = int(np.prod(shape[1:]))
+    x = 2.0 * rng.standard_normal(shape) + 1.0
+    gamma, beta = rng.standard_normal(width) + 1.5, rng.standard_normal(width)
+    return rng, x, gamma, beta, BatchNormalization(dev(xp, gamma), dev(xp, beta))
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_batchnorm_train_normalizes_by_the_batch_statistics(xp, shape):
+    _, x, gamma, beta, layer = batchnorm_case(xp, shape)
+    out = layer.forward(dev(xp, x), train_flg=True)
+    np.testing.assert_allclose(to_numpy(out), np_batchnorm_train(x, gamma, beta), **TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_batchnorm_train_updates_the_running_averages(xp, shape):
+    _, x, _, _, layer = batchnorm_case(xp, shape)
+    layer.momentum = 0.8
+    layer.forward(dev(xp, x))
+    layer.forward(dev(xp, 3 * x))
+    flat = x.reshape(x.shape[0], -1)
+    mean = 0.8 * (0.2 * flat.mean(axis=0)) + 0.2 * (3 * flat).mean(axis=0)
+    var = 0.8 * (0.2 * flat.var(axis=0)) + 0.2 * (3 * flat).var(axis=0)
+    np.testing.assert_allclose(to_numpy(layer.running_mean), mean, **TOL)
+    np.testing.assert_allclose(to_numpy(layer.running_var), var, **TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_batchnorm_eval_uses_the_running_statistics_and_keeps_them(xp, shape):
+    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
+    mean, var = rng.standard_normal(gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)
+    layer = BatchNormalization(
+        dev(xp, gamma), dev(xp, beta), running_mean=dev(xp, mean), running_var=dev(xp, var)
+    )
+    out = layer.forward(dev(xp, x), train_flg=False)
+    np.testing.assert_allclose(to_numpy(out), np_batchnorm_eval(x, gamma, beta, mean, var), **TOL)
+    np.testing.assert_array_equal(to_numpy(layer.running_mean), mean)
+    np.testing.assert_array_equal(to_numpy(layer.running_var), var)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_batchnorm_train_backward_matches_central_differences(xp, shape):
+    rng, x, gamma, beta, layer = batchnorm_case(xp, shape)
+    dout = rng.standard_normal(shape)
+    layer.forward(dev(xp, x), train_flg=True)
+    dx = layer.backward(dev(xp, dout))
+
+    def objective(x_, g_, b_):
+        return np.sum(np_batchnorm_train(x_, g_, b_) * dout)
+
+    expected = central_difference(lambda v: objective(v, gamma, beta), x)
+    np.testing.assert_allclose(to_numpy(dx), expected, **TOL)
+    expected = central_difference(lambda v: objective(x, v, beta), gamma)
+    np.testing.assert_allclose(to_numpy(layer.dgamma), expected, **TOL)
+    expected = central_difference(lambda v: objective(x, gamma, v), beta)
+    np.testing.assert_allclose(to_numpy(layer.dbeta), expected, **TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_batchnorm_eval_backward_matches_central_differences(xp, shape):
+    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
+    mean, var = rng.standard_normal(gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)
+    layer = BatchNormalization(
+        dev(xp, gamma), dev(xp, beta), running_mean=dev(xp, mean), running_var=dev(xp, var)
+    )
+    dout = rng.standard_normal(shape)
+    layer.forward(dev(xp, x), train_flg=False)
+    dx = layer.backward(dev(xp, dout))
+
+    def objective(x_, g_):
+        return np.sum(np_batchnorm_eval(x_, g_, beta, mean, var) * dout)
+
+    np.testing.assert_allclose(
+        to_numpy(dx), central_difference(lambda v: objective(v, gamma), x), **TOL
+    )
+    np.testing.assert_allclose(
+        to_numpy(layer.dgamma), central_difference(lambda v: objective(x, v), gamma), **TOL
+    )
+
+
+def test_batchnorm_rejects_input_of_another_width(xp):
+    layer = BatchNormalization(dev(xp, np.ones(6)), dev(xp, np.zeros(6)))
+    with pytest.raises(ValueError, match=r"\(2, 2, 2, 2\).*\(6,\)"):
+        layer.forward(dev(xp, np.zeros((2, 2, 2, 2))))
+
+
+def test_batchnorm_rejects_gamma_and_beta_of_other_shapes(xp):
+    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\)"):
+        BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(4)))
+
+
+def test_batchnorm_names_its_parameters_buffers_and_config():
+    layer = BatchNormalization(np.ones(2), np.zeros(2), momentum=0.7)
+    assert layer.params == ("gamma", "beta")
+    assert layer.buffers == ("running_mean", "running_var")
+    assert layer.config() == {"momentum": 0.7}
+
+
+def nonzero(rng, shape):
+    return rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
+
+
+def test_dropout_train_keeps_or_zeroes_each_element_unscaled(xp):
+    x = nonzero(np.random.default_rng(0), (50, 40))
+    out = to_numpy(Dropout(0.3, seed=1).forward(dev(xp, x), train_flg=True))
+    kept = out != 0
+    np.testing.assert_array_equal(out[kept], x[kept])
+    # 2,000 draws with P(keep) = 0.7: the kept fraction is within 5 standard deviations.
+    assert abs(kept.mean() - 0.7) < 5 * np.sqrt(0.7 * 0.3 / x.size)
+
+
+def test_dropout_eval_scales_by_the_kept_fraction(xp):
+    x = nonzero(np.random.default_rng(0), (3, 4))
+    layer = Dropout(0.25)
+    np.testing.assert_allclose(to_numpy(layer.forward(dev(xp, x), train_flg=False)), 0.75 * x)
+    dout = np.full((3, 4), 2.0)
+    np.testing.assert_allclose(to_numpy(layer.backward(dev(xp, dout))), 1.5)
+
+
+def test_dropout_backward_uses_the_forward_mask(xp):
+    rng = np.random.default_rng(2)
+    x, dout = nonzero(rng, (20, 30)), rng.standard_normal((20, 30))
+    layer = Dropout(0.5, seed=3)
+    kept = to_numpy(layer.forward(dev(xp, x))) != 0
+    np.testing.assert_array_equal(to_numpy(layer.backward(dev(xp, dout))), np.where(kept, dout, 0))
+
+
+def test_dropout_masks_are_reproducible_from_the_seed_and_change_each_step(xp):
+    x = dev(xp, np.ones((10, 20)))
+    first, second = Dropout(0.5, seed=7), Dropout(0.5, seed=7)
+    steps = [[to_numpy(layer.forward(x)) for _ in range(2)] for layer in (first, second)]
+    np.testing.assert_array_equal(steps[0][0], steps[1][0])
+    np.testing.assert_array_equal(steps[0][1], steps[1][1])
+    assert not np.array_equal(steps[0][0], steps[0][1])
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0])
+def test_dropout_rejects_a_ratio_outside_0_1(ratio):
+    with pytest.raises(ValueError, match=rf"dropout_ratio must be in \[0, 1\), got {ratio}"):
+        Dropout(ratio)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_device_rng_draws_uniform_numbers_like_the_given_array(xp, dtype):
+    like = dev(xp, np.zeros(1), dtype=dtype)
+    u = DeviceRNG(0).uniform((200, 3), like=like)
+    assert u.dtype == like.dtype
+    assert tuple(u.shape) == (200, 3)
+    assert str(getattr(u, "device", "")) == str(getattr(like, "device", ""))
+    host = to_numpy(u)
+    assert host.min() >= 0.0 and host.max() < 1.0
+    assert 0.4 < host.mean() < 0.6
+
+
+@pytest.mark.parametrize("train_flg", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
+def test_check_layer_passes_on_batchnorm(xp, shape, train_flg):
+    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
+    layer = BatchNormalization(
+        dev(xp, gamma),
+        dev(xp, beta),
+        running_mean=dev(xp, rng.standard_normal(gamma.shape)),
+        running_var=dev(xp, rng.uniform(0.5, 2.0, gamma.shape)),
+    )
+    report = check_layer(layer, dev(xp, x), forward_kwargs={"train_flg": train_flg})
+    assert report, str(report)
+    assert [p.name for p in report.params] == ["x", "gamma", "beta"]
+
+
+def test_check_layer_passes_on_dropout_in_eval_mode(xp):
+    x = dev(xp, nonzero(np.random.default_rng(4), (3, 5)))
+    assert check_layer(Dropout(0.3), x, forward_kwargs={"train_flg": False})

@@ -1,0 +1,271 @@
+"""Convolution and max pooling on NCHW images, via im2col and col2im (chapter 7 of the book).
+
+``im2col`` lays every filter-sized window of a padded image batch out as one row,
+so a convolution is one matrix product; ``col2im`` is its adjoint, adding each
+window's gradient back onto the pixels it came from (overlapping windows add up).
+Both are written against the Python Array API: windows are strided slices stacked
+along a new axis, and ``col2im`` adds slice by slice into a fresh array
+(``array_api_extra.at``), so no integer-array indexing is needed and the same code
+runs on NumPy, CuPy, PyTorch and ``array_api_strict``.
+
+Shapes: images (N, C, H, W); filters (FN, C, FH, FW); the output of a window
+operation (N, *, OH, OW) with ``OH = (H + 2 pad - FH) / stride + 1`` (and OW alike),
+which must be a whole number.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+import array_api_extra as xpx
+from array_api_compat import device
+
+from xpnet.backend import namespace_of
+
+
+def output_size(
+    input_shape: tuple[int, ...], filter_h: int, filter_w: int, stride: int = 1, pad: int = 0
+) -> tuple[int, int]:
+    """``(OH, OW)`` of a ``filter_h`` x ``filter_w`` window sliding over images (N, C, H, W).
+
+    Raises ``ValueError`` naming the shapes when the input is not 4-D, the window is
+    larger than the padded input or the stride does not fit it exactly.
+    """
+    if len(input_shape) != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(input_shape)}")
+    if stride < 1 or pad < 0:
+        raise ValueError(f"stride must be at least 1 and pad at least 0, got {stride} and {pad}")
+    h, w = input_shape[2] + 2 * pad, input_shape[3] + 2 * pad
+    if filter_h > h or filter_w > w:
+        raise ValueError(
+            f"a {filter_h}x{filter_w} window is larger than the input {tuple(input_shape)} "
+            f"padded by {pad} ({h}x{w})"
+        )
+    if (h - filter_h) % stride or (w - filter_w) % stride:
+        raise ValueError(
+            f"stride {stride} does not fit a {filter_h}x{filter_w} window on the input "
+            f"{tuple(input_shape)} padded by {pad} ({h}x{w}): (size - window) must be a "
+            f"multiple of the stride"
+        )
+    return (h - filter_h) // stride + 1, (w - filter_w) // stride + 1
+
+
+def _window_slices(i: int, j: int, oh: int, ow: int, stride: int) -> tuple[slice, ...]:
+    """The pixels that window offset (i, j) reads at every output position."""
+    return (
+        slice(None),
+        slice(None),
+        slice(i, i + stride * (oh - 1) + 1, stride),
+        slice(j, j + stride * (ow - 1) + 1, stride),
+    )
+
+
+def window_pieces(x: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> list:
+    """What each window offset reads: ``FH * FW`` strided views (N, C, OH, OW) of the
+    zero-padded ``x`` (N, C, H, W), offset (i, j) at index ``i * FW + j``."""
+    xp = namespace_of(x)
+    oh, ow = output_size(tuple(x.shape), filter_h, filter_w, stride, pad)
+    if pad:
+        x = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp)
+    return [
+        x[_window_slices(i, j, oh, ow, stride)] for i in range(filter_h) for j in range(filter_w)
+    ]
+
+
+def windows(x: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
+    """Every window of the zero-padded ``x`` (N, C, H, W), as (N, C, FH, FW, OH, OW).
+
+    ``out[n, c, i, j, y, z] = x_padded[n, c, y * stride + i, z * stride + j]``.
+    """
+    xp = namespace_of(x)
+    pieces = window_pieces(x, filter_h, filter_w, stride, pad)
+    n, c, oh, ow = pieces[0].shape
+    return xp.reshape(xp.stack(pieces, axis=2), (n, c, filter_h, filter_w, oh, ow))
+
+
+def fold(d: Any, input_shape: tuple[int, ...], stride: int = 1, pad: int = 0) -> Any:
+    """The adjoint of :func:`windows`: add window gradients ``d`` (N, C, FH, FW, OH, OW)
+    back onto an image of ``input_shape`` (N, C, H, W); the padding's share is dropped."""
+    filter_h, filter_w = d.shape[2], d.shape[3]
+    pieces = [d[:, :, i, j, :, :] for i in range(filter_h) for j in range(filter_w)]
+    return fold_pieces(pieces, input_shape, filter_h, filter_w, stride, pad)
+
+
+def fold_pieces(
+    pieces: list, input_shape: tuple[int, ...], filter_h: int, filter_w: int, stride: int, pad: int
+) -> Any:
+    """The adjoint of :func:`window_pieces`: add each offset's (N, C, OH, OW) gradient back
+    where it was read, into a fresh image of ``input_shape``; the padding's share is dropped.
+
+    Windows that do not overlap (``stride`` at least the window) read each pixel at most
+    once, so their pieces are set, not added: half the memory traffic.
+    """
+    xp = namespace_of(*pieces)
+    first = pieces[0]
+    n, c, oh, ow = first.shape
+    h, w = input_shape[2], input_shape[3]
+    img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=first.dtype, device=device(first))
+    overlap = stride < filter_h or stride < filter_w
+    for k, piece in enumerate(pieces):
+        at = xpx.at(img, _window_slices(k // filter_w, k % filter_w, oh, ow, stride))
+        img = at.add(piece) if overlap else at.set(piece)
+    return img[:, :, pad : pad + h, pad : pad + w] if pad else img
+
+
+def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
+    """The book's im2col: one row per output position (n, y, z), one column per (c, i, j).
+
+    ``input_data`` (N, C, H, W) gives (N * OH * OW, C * FH * FW).
+    """
+    xp = namespace_of(input_data)
+    win = windows(input_data, filter_h, filter_w, stride, pad)
+    n, c, _, _, oh, ow = win.shape
+    return xp.reshape(
+        xp.permute_dims(win, (0, 4, 5, 1, 2, 3)), (n * oh * ow, c * filter_h * filter_w)
+    )
+
+
+def col2im(
+    col: Any,
+    input_shape: tuple[int, ...],
+    filter_h: int,
+    filter_w: int,
+    stride: int = 1,
+    pad: int = 0,
+) -> Any:
+    """The book's col2im, the adjoint of :func:`im2col`: (N * OH * OW, C * FH * FW) to
+    ``input_shape`` (N, C, H, W), adding up where windows overlap."""
+    xp = namespace_of(col)
+    n, c = input_shape[:2]
+    oh, ow = output_size(tuple(input_shape), filter_h, filter_w, stride, pad)
+    d = xp.reshape(col, (n, oh, ow, c, filter_h, filter_w))
+    return fold(xp.permute_dims(d, (0, 3, 4, 5, 1, 2)), input_shape, stride, pad)
+
+
+class Convolution:
+    """``out[n, f] = sum_c W[f, c] ⋆ x[n, c] + b[f]``: filters ``W`` (FN, C, FH, FW), ``b`` (FN,).
+
+    ``forward`` takes images (N, C, H, W), zero-pads them by ``pad`` and slides the
+    filters with step ``stride``, giving (N, FN, OH, OW). It is im2col and one matrix
+    product per image, with the columns laid out channel-first: ``col`` (N, C * FH * FW,
+    OH * OW), a reshape of :func:`windows`, so that ``W (FN, C * FH * FW) @ col`` is
+    already (N, FN, OH * OW) and neither the columns nor the output need the book's
+    transposes. ``backward`` stores ``dW`` (FN, C, FH, FW) and ``db`` (FN,) and returns
+    ``dx`` through :func:`fold` (col2im); with ``input_grad=False`` (a network's first
+    layer, whose input is data) it skips ``dx`` and returns None.
+    """
+
+    params = ("W", "b")
+
+    def __init__(
+        self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True
+    ) -> None:
+        if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
+            raise ValueError(
+                f"Convolution needs filters W of shape (FN, C, FH, FW) and b of shape (FN,), "
+                f"got {tuple(W.shape)} and {tuple(b.shape)}"
+            )
+        self.W, self.b = W, b
+        self.stride, self.pad, self.input_grad = stride, pad, input_grad
+        self.dW = self.db = None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords besides the parameters."""
+        return {"stride": self.stride, "pad": self.pad, "input_grad": self.input_grad}
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x, self.W, self.b)
+        if not xp.isdtype(x.dtype, "real floating"):
+            raise ValueError(f"Convolution input must be floating-point, got dtype {x.dtype}")
+        fn, c, fh, fw = self.W.shape
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(
+                f"Convolution input of shape {tuple(x.shape)} does not fit filters W of shape "
+                f"{tuple(self.W.shape)}: expected (N, {c}, H, W)"
+            )
+        win = windows(x, fh, fw, self.stride, self.pad)
+        n, _, _, _, oh, ow = win.shape
+        self.x_shape = tuple(x.shape)
+        self.col = xp.reshape(win, (n, c * fh * fw, oh * ow))
+        out = xp.reshape(self.W, (fn, c * fh * fw)) @ self.col
+        out += self.b[:, None]  # in place: out is this call's own array
+        return xp.reshape(out, (n, fn, oh, ow))
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace_of(dout, self.W)
+        fn, c, fh, fw = self.W.shape
+        n, _, oh, ow = dout.shape
+        dout = xp.reshape(dout, (n, fn, oh * ow))
+        self.db = xp.sum(dout, axis=(0, 2))
+        self.dW = xp.reshape(xp.sum(dout @ xp.matrix_transpose(self.col), axis=0), self.W.shape)
+        if not self.input_grad:
+            return None
+        dcol = xp.reshape(self.W, (fn, c * fh * fw)).T @ dout
+        return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
+
+
+class Pooling:
+    """Max pooling over ``pool_h`` x ``pool_w`` windows, channel by channel.
+
+    ``forward`` takes (N, C, H, W) and gives (N, C, OH, OW), the maximum of each
+    window of the input zero-padded by ``pad`` (the book's padding), stepping by
+    ``stride``. It takes the maximum as a knockout tournament over the window's
+    offsets, pairwise ``maximum`` of (N, C, OH, OW) views, and keeps the rounds;
+    ``backward`` replays them from the final down, sending ``dout`` to the winner of
+    each pairing: to the window's maximum, the first one when several are equal (as the
+    book's argmax), adding up where windows overlap. No integer indexing, no ``where``.
+    """
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
+        self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
+
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords."""
+        return {
+            "pool_h": self.pool_h,
+            "pool_w": self.pool_w,
+            "stride": self.stride,
+            "pad": self.pad,
+        }
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x)
+        self.x_shape = tuple(x.shape)
+        rounds = [window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)]
+        while len(rounds[-1]) > 1:
+            last = rounds[-1]
+            pairs = [xp.maximum(last[i], last[i + 1]) for i in range(0, len(last) - 1, 2)]
+            rounds.append(pairs + last[len(last) - len(last) % 2 :])  # an odd one out waits
+        self.rounds = rounds
+        return rounds[-1][0]
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace_of(dout)
+        grads = [dout]
+        for entrants in reversed(self.rounds[:-1]):
+            routed = []
+            for i in range(0, len(entrants) - 1, 2):
+                g = grads[i // 2]
+                left = g * xp.astype(entrants[i] >= entrants[i + 1], g.dtype)  # ties: the first
+                routed += [left, g - left]
+            grads = routed + grads[len(routed) // 2 :]
+        return fold_pieces(grads, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+
+    # Gradient checks (xpnet.perturb): where a central difference straddles a kink.
+
+    def kinks(self, x: Any, dx: Any) -> Any:
+        """True per output element (N, C, OH, OW) where moving the input ``x`` by up to
+        ``|dx|`` (x's shape) can hand the window's maximum to another element: the two
+        largest are closer than twice the largest move in the window."""
+        xp = namespace_of(x, dx)
+        pieces = window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        top = reduce(xp.maximum, pieces)
+        taken = xp.zeros(top.shape, dtype=xp.bool, device=device(top))
+        runner_up = xp.full(top.shape, -xp.inf, dtype=top.dtype, device=device(top))
+        for piece in pieces:
+            first = (piece == top) & ~taken
+            taken = taken | first
+            runner_up = xp.maximum(runner_up, xp.where(first, -xp.inf, piece))
+        moves = window_pieces(xp.abs(dx), self.pool_h, self.pool_w, self.stride, self.pad)
+        return top - runner_up < 2 * reduce(xp.maximum, moves)
