@@ -55,13 +55,23 @@ def cpu_xp(request):
 
 
 @pytest.fixture
-def wrong_dW(monkeypatch):
-    """Affine.backward returns dW scaled by 1.01."""
-    original = Affine.backward
+def wrong_dW_of(monkeypatch):
+    """``wrong_dW_of(cls)``: ``cls.backward`` (a layer with a ``W``) stores dW scaled by 1.01."""
 
-    def backward(self, dout):
-        dx = original(self, dout)
-        self.dW = self.dW * 1.01
-        return dx
+    def patch(cls):
+        original = cls.backward
 
-    monkeypatch.setattr(Affine, "backward", backward)
+        def backward(self, dout):
+            dx = original(self, dout)
+            self.dW = self.dW * 1.01
+            return dx
+
+        monkeypatch.setattr(cls, "backward", backward)
+
+    return patch
+
+
+@pytest.fixture
+def wrong_dW(wrong_dW_of):
+    """Affine.backward stores dW scaled by 1.01."""
+    wrong_dW_of(Affine)
