@@ -659,14 +659,14 @@ def _add_graph(sub: argparse._SubParsersAction) -> None:
 def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     """One forward/backward of the network the flags describe, on its first batch, recorded."""
     from xpnet.graph import record_network
-    from xpnet.training import _labels_and_targets
+    from xpnet.training import labels_and_targets
 
     s = _train_settings(args, {})
     (x, t), _ = _load_data(s, args)
     n = min(s["batch_size"], x.shape[0])
     net = _network(s, args, x.shape[1])
     # The targets a training step uses: one-hot rows, or rows of --target-range.
-    _, targets = _labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
+    _, targets = labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
     title = (
         f"{_describe(s, net)}, {s['loss']} loss, {n} {s['dataset']} "
         f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"

@@ -84,7 +84,7 @@ class History:
         return len(self.epochs)
 
 
-def _labels_and_targets(
+def labels_and_targets(
     t: Any, classes: int, dtype: Any, target_range: tuple[float, float] | None = None
 ) -> tuple[Any, Any]:
     """Integer labels (N,) and target rows (N, classes) from either form, on t's device.
@@ -200,10 +200,10 @@ class Trainer:
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
         self.net, self.optimizer = net, optimizer
         self.x_train, self.x_test = x_train, x_test
-        self.labels_train, self.t_train = _labels_and_targets(
+        self.labels_train, self.t_train = labels_and_targets(
             t_train, classes, first.dtype, target_range
         )
-        self.labels_test, self.t_test = _labels_and_targets(
+        self.labels_test, self.t_test = labels_and_targets(
             t_test, classes, first.dtype, target_range
         )
         place = (lambda a: a) if evaluate_on is None else evaluate_on
