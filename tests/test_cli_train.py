@@ -187,10 +187,10 @@ def test_invalid_device_in_a_subprocess():
 
 
 def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, monkeypatch):
-    from xpnet import cli
+    from xpnet.cli import train as cli_train
     from xpnet.training import Trainer
 
-    monkeypatch.setattr(cli, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
+    monkeypatch.setattr(cli_train, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
     original = Trainer.train_epoch
 
     def interrupt_in_epoch_3(self, order, label=""):

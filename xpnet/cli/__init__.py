@@ -1,0 +1,37 @@
+"""The ``xpnet`` command line (and ``python -m xpnet``): ``info``, ``gradcheck``, ``train``,
+``graph``, one module each; ``network`` holds the network flags ``train`` and ``graph`` share."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from xpnet import backend
+from xpnet.cli.gradcheck import add_gradcheck
+from xpnet.cli.graph import add_graph
+from xpnet.cli.info import add_info
+from xpnet.cli.train import add_train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xpnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="xpnet", description="Backpropagation by hand on NumPy and CuPy."
+    )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_info(sub)
+    add_gradcheck(sub)
+    add_train(sub)
+    add_graph(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, ConnectionError, backend.BackendUnavailableError) as exc:
+        parser.exit(2, f"xpnet {args.command}: error: {exc}\n")

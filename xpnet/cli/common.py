@@ -1,0 +1,78 @@
+"""What the subcommands share: argparse number types, one-line errors, Dask's ``--scheduler``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from xpnet import backend
+
+
+def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
+    """An argparse ``type`` converting with ``convert`` and refusing values ``accept`` rejects."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+positive_float = _number(float, "a positive number", lambda v: 0.0 < v < math.inf)
+non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.inf)
+
+
+def seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def error(message: str, command: str = "train") -> int:
+    print(f"xpnet {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def check_output(option: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"{option} {path} is a directory"
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        return f"{option} {path}: directory {target.parent} does not exist"
+    return None
+
+
+def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS|local:N",
+        help=f"{what}: a running scheduler's address (tcp://host:8786) or local:N to start "
+        "N local worker processes (needs xpnet[dask])",
+    )
+
+
+@contextmanager
+def cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` (None without it), closed at the end."""
+    if args.scheduler is None:
+        yield None
+        return
+    if backend.parse_device(args.device).kind != "cpu":
+        raise ValueError("--scheduler runs on NumPy arrays: use it with --device cpu")
+    try:
+        from xpnet.distributed import connect
+    except ImportError as exc:
+        raise backend.BackendUnavailableError(f"--scheduler: {exc}") from None
+    with connect(args.scheduler) as client:
+        yield client

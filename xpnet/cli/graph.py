@@ -1,0 +1,82 @@
+"""``xpnet graph``: a computational graph drawn with the values of a real run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from xpnet.cli.common import check_output, error
+from xpnet.cli.network import add_network_flags, describe, load_data, network, train_settings
+from xpnet.graph import NAMED as NAMED_GRAPHS
+
+GRAPHS = (*NAMED_GRAPHS, "net")
+
+
+def add_graph(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph",
+        help="draw a computational graph with the forward and backward values of a run",
+        description="Run a computation node by node, recording it, and draw its graph: the "
+        "forward value above each edge (black), the backward value below it (red). apple, "
+        "apple-orange: the book's section 5.4; sigmoid-neuron: the CS231n notes; net: the "
+        "network the train flags describe, after one forward/backward pass on real data "
+        "(layers as nodes, shapes on the edges, gradient norms of every parameter); the "
+        "network flags apply to net only.",
+    )
+    p.add_argument("name", choices=GRAPHS, help="which graph: %(choices)s")
+    p.add_argument(
+        "--format",
+        choices=["dot", "svg", "png"],
+        help="default: the suffix of -o, else dot (svg and png need Graphviz's dot program)",
+    )
+    p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    add_network_flags(p, default_dataset="mnist-5k")
+    # What train_settings reads beyond the network flags: no training, no checkpoint.
+    p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
+    p.set_defaults(epochs=None, iters=None, resume=None)
+
+
+def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
+    """One forward/backward of the network the flags describe, on its first batch, recorded."""
+    from xpnet.graph import record_network
+    from xpnet.training import labels_and_targets
+
+    s = train_settings(args, {})
+    (x, t), _ = load_data(s, args)
+    n = min(s["batch_size"], x.shape[0])
+    net = network(s, args, x.shape[1])
+    # The targets a training step uses: one-hot rows, or rows of --target-range.
+    _, targets = labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
+    title = (
+        f"{describe(s, net)}, {s['loss']} loss, {n} {s['dataset']} "
+        f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"
+    )
+    return record_network(net, x[:n, ...], targets), title
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xpnet import graph
+
+    problem = check_output("-o", args.output)
+    if problem:
+        return error(problem, "graph")
+    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    fmt = args.format or (suffix if suffix in graph.FORMATS else "dot")
+    if fmt == "png" and not args.output:
+        return error("--format png needs -o PATH", "graph")
+    if args.name == "net":
+        recording, title = _network_recording(args)
+    else:
+        recording, title = graph.NAMED[args.name](), None
+    dot = recording.dot(title=title)
+    try:
+        if args.output:
+            graph.write(dot, args.output, fmt)
+        else:
+            sys.stdout.buffer.write(graph.render(dot, fmt))
+    except graph.GraphvizUnavailableError as exc:
+        return error(str(exc), "graph")
+    return 0

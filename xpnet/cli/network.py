@@ -1,0 +1,285 @@
+"""The flags that describe a network and its data, shared by ``train`` and ``graph``, and
+what they build: the settings (defaults, ``--model`` presets, a checkpoint's, the flags),
+the data set and the network."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from xpnet import backend
+from xpnet.cli.common import non_negative_float, positive_float, positive_int
+
+TRAIN_DEFAULTS = {
+    "dataset": "mnist",
+    "hidden": [50],
+    "activation": "relu",
+    "output_activation": None,
+    "loss": "softmax-ce",
+    "reduction": "mean",
+    "bias_init": "zero",
+    "input_range": None,
+    "target_range": None,
+    "dtype": "float32",
+    "optimizer": "sgd",
+    "batch_size": 100,
+    "seed": 0,
+    "weight_decay": 0.0,
+}
+# The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
+# binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases
+# uniform in [0, 1), inputs x / 255 * 0.99 + 0.01, targets 0.01 / 0.99, SGD lr 0.3, one
+# sample a step, one epoch. Flags given override it.
+MODELS = {
+    "mlp": {},
+    "course": {
+        "hidden": [100],
+        "activation": "sigmoid",
+        "loss": "sigmoid-bce",
+        "reduction": "sum",
+        "weight_init": "he",
+        "bias_init": "uniform",
+        "input_range": [0.01, 1.0],
+        "target_range": [0.01, 0.99],
+        "batch_size": 1,
+        "lr": 0.3,
+        "epochs": 1,
+    },
+    # The book's SimpleConvNet (chapter 7): conv 30 5x5, ReLU, 2x2 max pool, Affine 100
+    # (--hidden), ReLU, Affine 10, softmax cross-entropy; weights std 0.01 (--weight-init);
+    # trained as the book's train_convnet.py does: Adam (lr 0.001), batch 100, 20 epochs.
+    "convnet": {"hidden": [100], "optimizer": "adam", "epochs": 20},
+}
+LOSSES = ("softmax-ce", "sigmoid-bce", "mse")
+# Samples per evaluation chunk: a convnet's im2col columns are 25x its input (576 MB for
+# 10,000 MNIST digits in float32), so it evaluates in smaller chunks.
+EVAL_BATCH = {"convnet": 1_000}
+
+
+def _value_range(text: str) -> list[float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not low < high:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    return [low, high]
+
+
+def _weight_init(text: str) -> str | float:
+    if text in ("he", "xavier"):
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'he', 'xavier' or a positive standard deviation, got {text!r}"
+        ) from None
+
+
+def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> None:
+    """The flags that describe a network and its data, shared by ``train`` and ``graph``."""
+    p.add_argument(
+        "--dataset",
+        choices=["mnist", "fashion-mnist", "mnist-5k"],
+        help=f"data set (default {default_dataset})",
+    )
+    p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
+    p.add_argument(
+        "--hidden",
+        type=positive_int,
+        action="append",
+        help="hidden layer size (repeat for more layers; default 50)",
+    )
+    p.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="mlp",
+        help="mlp (default: the flags describe it), course: the course notes' per-sample "
+        "784-100-10 sigmoid network with summed binary cross-entropy (its settings become "
+        "the defaults; flags given override them), or convnet: the book's SimpleConvNet "
+        "(conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights std 0.01; "
+        "Adam lr 0.001, 20 epochs, as the book trains it)",
+    )
+    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
+    p.add_argument(
+        "--output-activation",
+        choices=["relu", "sigmoid", "tanh"],
+        help="an activation after the last Affine (default none)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="softmax-ce (softmax and cross-entropy, default), sigmoid-bce (sigmoid and binary "
+        "cross-entropy) or mse (squared error)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=["mean", "sum"],
+        help="the loss over a batch's terms: mean (default) or sum",
+    )
+    p.add_argument("--bias-init", choices=["zero", "uniform"], help="default zero")
+    p.add_argument(
+        "--input-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="rescale pixels from [0, 1] to [LOW, HIGH] (course notes: 0.01,1)",
+    )
+    p.add_argument(
+        "--target-range",
+        type=_value_range,
+        metavar="LOW,HIGH",
+        help="train towards HIGH for the label and LOW elsewhere instead of one-hot "
+        "(course notes: 0.01,0.99)",
+    )
+    p.add_argument(
+        "--weight-init",
+        type=_weight_init,
+        default=None,
+        help="he, xavier or a standard deviation (default: 0.01 with one hidden "
+        "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
+    )
+    p.add_argument("--weight-decay", type=non_negative_float, help="L2 strength (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="default 100")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
+
+
+def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The data set of ``settings`` on ``args.device``: images in the settings' dtype,
+    rescaled to ``input_range`` when one is set."""
+    from xpnet.datasets import load_mnist
+
+    xp, _ = backend.selected(args.device)
+    (x_train, t_train), (x_test, t_test) = load_mnist(
+        name=settings["dataset"], root=args.data_dir, device=args.device
+    )
+    dtype = getattr(xp, settings["dtype"])
+    if x_train.dtype != dtype:
+        x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    if settings["input_range"] is not None:
+        low, high = settings["input_range"]
+        x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
+    if settings["model"] == "convnet":  # images (N, 1, 28, 28)
+        x_train, x_test = (xp.reshape(x, (x.shape[0], 1, 28, 28)) for x in (x_train, x_test))
+    return (x_train, t_train), (x_test, t_test)
+
+
+def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
+    """Why the flags do not fit ``--model convnet`` (None when they do)."""
+    given = {
+        "--activation": args.activation,
+        "--output-activation": args.output_activation,
+        "--loss": args.loss,
+        "--reduction": args.reduction,
+        "--bias-init": args.bias_init,
+        "--weight-decay": args.weight_decay,
+    }
+    extra = [flag for flag, value in given.items() if value]
+    if extra:
+        return f"{', '.join(extra)}: not settings of the book's convnet; leave them out"
+    if len(settings["hidden"]) != 1:
+        return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
+    if isinstance(settings["weight_init"], str):
+        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
+    return None
+
+
+def describe(settings: dict, net: Any) -> str:
+    """The network in a few words: ``784-50-10 relu`` or ``SimpleConvNet conv30-pool-100-10``."""
+    if settings["model"] == "convnet":
+        return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
+    output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
+    return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}"
+
+
+def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
+    """The ``MultiLayerNet`` (or ``SimpleConvNet``) the settings describe (``weight_init``
+    defaults as the book's)."""
+    from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
+    from xpnet.networks import MultiLayerNet, SimpleConvNet
+
+    if settings["model"] == "convnet":
+        return SimpleConvNet(
+            hidden_size=settings["hidden"][0],
+            weight_init_std=settings["weight_init"] or 0.01,
+            dtype=settings["dtype"],
+            seed=settings["seed"],
+            device=args.device,
+        )
+    if settings["weight_init"] is not None:
+        weight_init = settings["weight_init"]
+    elif len(settings["hidden"]) == 1:
+        weight_init = 0.01
+    else:
+        weight_init = "he" if settings["activation"] == "relu" else "xavier"
+    loss_cls = {"softmax-ce": SoftmaxWithLoss, "sigmoid-bce": SigmoidWithLoss}.get(
+        settings["loss"], MeanSquaredError
+    )
+    return MultiLayerNet(
+        input_size,
+        settings["hidden"],
+        10,
+        activation=settings["activation"],
+        output_activation=settings["output_activation"],
+        loss=loss_cls(reduction=settings["reduction"]),
+        weight_init=weight_init,
+        bias_init=settings["bias_init"],
+        weight_decay=settings["weight_decay"],
+        dtype=settings["dtype"],
+        seed=settings["seed"],
+        device=args.device,
+    )
+
+
+def train_settings(args: argparse.Namespace, saved: dict) -> dict:
+    """Defaults, overridden by the ``--model`` preset, by the checkpoint's settings, and by
+    the flags given.
+
+    The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
+    """
+    resumed = dict(saved.get("run", {}))
+    model = resumed.get("model", args.model)
+    preset = MODELS[model]
+    saved_opt = saved.get("optimizer") or {}
+    if saved_opt.get("name"):
+        resumed["optimizer"] = saved_opt["name"]
+    arch = saved.get("architecture")
+    if arch and arch.get("class") == "MultiLayerNet":
+        resumed.update(
+            hidden=arch["sizes"][1:-1],
+            activation=arch["activation"],
+            dtype=arch["dtype"],
+            weight_decay=arch.get("weight_decay", 0.0),
+        )
+        for key in ("hidden", "activation", "dtype", "output_activation"):
+            given = getattr(args, key)
+            if given is not None and given != resumed.get(key):
+                raise ValueError(
+                    f"--{key} {given} does not match the checkpoint's {resumed[key]} "
+                    f"({args.resume}); leave it out to resume"
+                )
+    settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
+    settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+    settings["model"] = model
+    settings["weight_init"] = args.weight_init or preset.get("weight_init")
+    if args.epochs is not None or args.iters is not None:
+        settings["length"] = ("epochs", args.epochs) if args.epochs else ("iters", args.iters)
+    elif "epochs" in resumed or "iters" in resumed:
+        unit = "epochs" if "epochs" in resumed else "iters"
+        settings["length"] = (unit, int(resumed[unit]))
+    elif "epochs" in preset:
+        settings["length"] = ("epochs", preset["epochs"])
+    else:
+        settings["length"] = ("iters", 10_000)
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    elif saved_opt.get("name") == settings["optimizer"]:
+        settings["lr"] = saved_opt["lr"]
+    elif settings["optimizer"] == "sgd":
+        settings["lr"] = preset.get("lr", 0.1)
+    else:
+        settings["lr"] = None
+    return settings

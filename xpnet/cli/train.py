@@ -1,0 +1,227 @@
+"""``xpnet train``: train the network the flags describe, print the learning curves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from xpnet import backend
+from xpnet.cli.common import (
+    add_scheduler,
+    check_output,
+    cluster,
+    error,
+    positive_float,
+    positive_int,
+    seconds,
+)
+from xpnet.cli.network import (
+    EVAL_BATCH,
+    TRAIN_DEFAULTS,
+    add_network_flags,
+    convnet_problem,
+    describe,
+    load_data,
+    network,
+    train_settings,
+)
+
+SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from xpnet.optim import OPTIMIZERS
+
+    p = sub.add_parser(
+        "train",
+        help="train a network on MNIST-style data (the book's chapter 5 run)",
+        description="Train a fully connected network with backprop; print train/test "
+        "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
+        "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
+    )
+    add_network_flags(p, default_dataset="mnist")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        help="learning rate (default 0.1 for sgd, as the book's training script; "
+        "the book's default for the others)",
+    )
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, help="train until this epoch")
+    length.add_argument(
+        "--iters",
+        type=positive_int,
+        help="iterations as in the book (default 10000); epochs = ceil(iters * batch / n_train)",
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=positive_int,
+        default=None,
+        help="evaluate on the first N train/test samples per epoch (default all)",
+    )
+    p.add_argument(
+        "--save",
+        metavar="PATH",
+        help="write a checkpoint (.npz) at the end and "
+        f"every {SAVE_INTERVAL_S:.0f} s during training",
+    )
+    p.add_argument("--plot", metavar="PATH", help="write the learning curves (PNG)")
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue from a checkpoint: its "
+        "network, optimizer state, epoch and settings (flags given override "
+        "settings; --epochs/--iters count from the start of training)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    if args.scheduler and args.model == "convnet":
+        # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
+        # the namespace of its (dask) input, which Dask refuses.
+        return error("--scheduler evaluates fully connected models (mlp, course), not convnet")
+    with cluster(args) as client:
+        return _train(args, client)
+
+
+def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) -> dict[str, Any]:
+    """Trainer keywords for evaluation: chunks of ``batch`` samples here, or on the cluster
+    every set as one dask array (its chunks are Dask's)."""
+    if client is None:
+        return {"eval_batch_size": batch}
+    from xpnet.distributed import rows, threads
+
+    if not quiet:
+        print(
+            f"evaluating on the Dask cluster at {client.scheduler.address} "
+            f"({threads(client)} worker threads)"
+        )
+    return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
+
+
+def _train(args: argparse.Namespace, client: Any) -> int:
+    import math
+    import time
+
+    from xpnet import checkpoint
+    from xpnet.optim import make_optimizer
+    from xpnet.training import EpochResult, History, Trainer
+
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        problem = check_output(option, path)
+        if problem:
+            return error(problem)
+    if args.plot:
+        from xpnet.plotting import PlottingUnavailableError, plot_history, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailableError as exc:
+            return error(f"--plot: {exc}")
+    backend.selected(args.device)  # an unknown or unavailable device fails here
+
+    saved = checkpoint.read_metadata(args.resume) if args.resume else {}
+    if args.resume and not saved.get("architecture"):
+        return error(f"--resume {args.resume}: the checkpoint records no network architecture")
+    s = train_settings(args, saved)
+    problem = convnet_problem(s, args) if s["model"] == "convnet" else None
+    if problem:
+        return error(problem)
+
+    (x_train, t_train), (x_test, t_test) = load_data(s, args)
+    n_train, input_size = x_train.shape[0], x_train.shape[1]
+    net = network(s, args, input_size)
+    optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
+    start_epoch, history = 0, History()
+    if args.resume:
+        if s["model"] != "convnet" and saved["architecture"].get("sizes") != net.sizes:
+            return error(
+                f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
+                f" does not fit {s['dataset']} ({input_size} inputs)"
+            )
+        same = (saved.get("optimizer") or {}).get("name") == optimizer.name
+        checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
+        start_epoch = int(saved.get("epoch", 0))
+        history = History.from_dict(saved.get("history", {}))
+        if not args.quiet:
+            note = "" if same else f"; {optimizer.name} starts with fresh state"
+            print(f"resuming {args.resume} after epoch {start_epoch}{note}")
+    unit, length = s["length"]
+    epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
+    arch = describe(s, net)
+    if not args.quiet:
+        loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
+        print(
+            f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
+            f"{loss}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{epochs} epoch{'s' * (epochs != 1)}, "
+            f"{s['dtype']} on {backend.parse_device(args.device)}"
+        )
+    if start_epoch >= epochs:
+        print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
+        return 0
+
+    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS) if k not in ("hidden", "dtype")}
+    if s["model"] == "convnet":  # its checkpoint records layers, not MultiLayerNet's sizes
+        run.update(hidden=s["hidden"], dtype=s["dtype"])
+    run[unit] = length
+    last_save, saved_epoch = time.perf_counter(), 0
+
+    def save(epoch: int) -> None:
+        nonlocal last_save, saved_epoch
+        meta = {"epoch": epoch, "history": history.as_dict(), "run": run}
+        checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
+        last_save, saved_epoch = time.perf_counter(), epoch
+
+    def report(r: EpochResult) -> None:
+        if not args.quiet:
+            print(
+                f"epoch {r.epoch}/{r.epochs}  train acc {r.train_acc:.4f}  "
+                f"test acc {r.test_acc:.4f}  loss {r.train_loss:.4f}  ({seconds(r.seconds)})",
+                flush=True,
+            )
+        if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
+            save(r.epoch)
+
+    trainer = Trainer(
+        net, optimizer, x_train, t_train, x_test, t_test,
+        epochs=epochs,
+        batch_size=s["batch_size"],
+        seed=s["seed"],
+        eval_samples=args.eval_samples,
+        start_epoch=start_epoch,
+        history=history,
+        progress=False if args.quiet else None,
+        callback=report,
+        target_range=s["target_range"],
+        **_evaluation(client, (n_train, x_test.shape[0]), EVAL_BATCH.get(s["model"], 10_000),
+                      args.quiet),
+    )  # fmt: skip
+    began, first_iteration = time.perf_counter(), trainer.iterations
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
+        hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+        print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
+        return 130
+    elapsed = time.perf_counter() - began
+    print(
+        f"done: epochs {start_epoch + 1}-{epochs}, "
+        f"{trainer.iterations - first_iteration} iterations in "
+        f"{seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
+        f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
+        f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
+    )
+    if args.save:
+        save(epochs)
+        print(f"saved {args.save}")
+    if args.plot:
+        plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
+        print(f"wrote {args.plot}")
+    return 0
