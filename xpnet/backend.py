@@ -194,6 +194,21 @@ def _is_numpy(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
+_DTYPE_NAMES = (
+    "float32", "float64", "float16", "int64", "int32", "int16", "int8",
+    "uint64", "uint32", "uint16", "uint8", "bool", "complex64", "complex128",
+)  # fmt: skip
+
+
+def dtype_name(array: Any) -> str:
+    """The standard's name of ``array``'s dtype (``"float32"``), in any namespace."""
+    xp = namespace_of(array)
+    for name in _DTYPE_NAMES:
+        if getattr(xp, name, None) == array.dtype:
+            return name
+    return str(array.dtype)
+
+
 def _is_python_scalar(x: Any) -> bool:
     # NumPy's float64 scalars subclass float, but they belong to NumPy.
     return isinstance(x, (int, float, complex)) and not isinstance(x, np.generic)

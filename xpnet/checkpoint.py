@@ -38,7 +38,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.backend import namespace_of, to_numpy
+from xpnet.backend import dtype_name, namespace_of, to_numpy
 from xpnet.files import atomic_file
 
 FORMAT = "xpnet-checkpoint/1"
@@ -47,10 +47,6 @@ OPTIMIZER_PREFIX = "optimizer/"
 BUFFER_PREFIX = "buffer/"
 _RESERVED = (OPTIMIZER_PREFIX, BUFFER_PREFIX)
 _LAYERS: dict[str, type] = {}
-_DTYPE_NAMES = (
-    "float32", "float64", "float16", "int64", "int32", "int16", "int8",
-    "uint64", "uint32", "uint16", "uint8", "bool", "complex64", "complex128",
-)  # fmt: skip
 
 
 def _params_of(net_or_params: Any) -> Mapping[str, Any]:
@@ -231,13 +227,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _read(path)[1]
 
 
-def _dtype_name(xp: ModuleType, dtype: Any) -> str:
-    for name in _DTYPE_NAMES:
-        if getattr(xp, name, None) == dtype:
-            return name
-    return str(dtype)
-
-
 def _to_like(host: np.ndarray, like: Any) -> Any:
     xp = namespace_of(like)
     return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like), copy=True)
@@ -260,7 +249,7 @@ def _check(path: Any, stored: Mapping[str, np.ndarray], params: Mapping[str, Any
                 f"{name} has shape {tuple(have.shape)} in the file but "
                 f"{tuple(want.shape)} in the network"
             )
-        want_dtype = _dtype_name(namespace_of(want), want.dtype)
+        want_dtype = dtype_name(want)
         if have.dtype.name != want_dtype:
             problems.append(
                 f"{name} has dtype {have.dtype.name} in the file but {want_dtype} in the network"

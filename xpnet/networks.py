@@ -17,7 +17,7 @@ from itertools import pairwise
 from types import ModuleType
 from typing import Any
 
-from xpnet.backend import host_rng, namespace_of, random_normal, to_device
+from xpnet.backend import dtype_name, host_rng, namespace_of, random_normal, to_device
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import numerical_gradient
 from xpnet.layers import (
@@ -72,11 +72,6 @@ class Parameters(MutableMapping):
     def __len__(self) -> int:
         return len(self._slots)
 
-    def gradient_of(self, name: str) -> Any:
-        """The gradient stored beside parameter ``name`` by the last backward pass."""
-        layer, attr = self._slots[name]
-        return getattr(layer, "d" + attr)
-
     def slot(self, name: str) -> tuple[Any, str]:
         """The layer holding parameter ``name`` and its attribute name (``"W1"`` -> Affine, "W")."""
         return self._slots[name]
@@ -84,14 +79,6 @@ class Parameters(MutableMapping):
 
 def _where(k: int, layer: Any) -> str:
     return f"layer {k} ({type(layer).__name__})"
-
-
-def _dtype_name(array: Any) -> str:
-    xp = namespace_of(array)
-    for name in ("float64", "float32", "float16"):
-        if getattr(xp, name, None) == array.dtype:
-            return name
-    return str(array.dtype)
 
 
 def _check_loss(loss: Any) -> None:
@@ -183,27 +170,23 @@ class Sequential:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.last_layer = loss
         self.weight_decay = weight_decay
-        self.params = Parameters(_parameter_slots(self.layers))
-        self._decayed = tuple(n for n in self.params if self.params.slot(n)[1] == "W")
+        slots = _parameter_slots(self.layers)
+        self.params = Parameters(slots)
+        self._decayed = tuple(name for name, (_, attr) in slots.items() if attr == "W")
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
-        self._gradient_slots = [
-            (name, layer, "d" + attr) for name, (layer, attr) in map(self._slot, self.params)
-        ]
+        self._gradient_slots = [(name, layer, "d" + attr) for name, (layer, attr) in slots.items()]
         # Backward stops at the first layer with parameters: the ones before need no gradient.
-        owners = {id(layer) for layer, _ in map(self.params.slot, self.params)}
+        owners = {id(layer) for layer, _ in slots.values()}
         self._backward_from = next(
             (k for k, layer in enumerate(self.layers) if id(layer) in owners), len(self.layers)
         )
-
-    def _slot(self, name: str) -> tuple[str, tuple[Any, str]]:
-        return name, self.params.slot(name)
 
     @property
     def dtype(self) -> str:
         """The floating dtype of the parameters, by name (``"float32"``)."""
         first = next(iter(self.params.values()), None)
-        return "float64" if first is None else _dtype_name(first)
+        return "float64" if first is None else dtype_name(first)
 
     def predict(self, x: Any, train_flg: bool = False) -> Any:
         """The last layer's output (scores) for the input batch ``x`` (N, ...)."""
