@@ -22,6 +22,7 @@ import array_api_extra as xpx
 from array_api_compat import device
 
 from xpnet.backend import namespace_of
+from xpnet.layers import require_floating
 
 
 def output_size(
@@ -176,8 +177,7 @@ class Convolution:
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
-        if not xp.isdtype(x.dtype, "real floating"):
-            raise ValueError(f"Convolution input must be floating-point, got dtype {x.dtype}")
+        require_floating(xp, "Convolution input", x)
         fn, c, fh, fw = self.W.shape
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(

@@ -53,13 +53,30 @@ def takes_train_flg(layer: Any) -> bool:
         return False
 
 
-def _require_floating(xp: Any, name: str, x: Any) -> None:
+def require_floating(xp: Any, name: str, x: Any) -> None:
+    """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
     if not _isdtype(xp, x.dtype, "real floating"):
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
+def _as_rows(xp: Any, x: Any, layer: str, param: str, like: Any) -> Any:
+    """``x`` (N, D), or (N, ...) with trailing sizes multiplying to D (images, flattened
+    as in the book), as rows (N, D), where D = ``like.shape[0]``; else ``ValueError``
+    naming both shapes (``param`` and ``like`` the parameter the rows meet)."""
+    width = like.shape[0]
+    if x.ndim == 2 and x.shape[1] == width:
+        return x
+    if x.ndim < 2 or math.prod(x.shape[1:]) != width:
+        raise ValueError(
+            f"{layer} input of shape {tuple(x.shape)} does not fit {param} of shape "
+            f"{tuple(like.shape)}: expected (N, {width}) or (N, ...) with trailing sizes "
+            f"multiplying to {width}"
+        )
+    return xp.reshape(x, (x.shape[0], width))
+
+
 def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
-    _require_floating(xp, name, y)
+    require_floating(xp, name, y)
     if t.shape != y.shape:
         raise ValueError(
             f"targets must have the {name}' shape {tuple(y.shape)}, got {tuple(t.shape)}"
@@ -199,19 +216,10 @@ class Affine:
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x, self.W, self.b)
-        _require_floating(xp, "Affine input", x)
+        require_floating(xp, "Affine input", x)
         self.x_shape = x.shape
-        if x.ndim != 2 or x.shape[1] != self.W.shape[0]:
-            width = math.prod(x.shape[1:])
-            if x.ndim < 2 or width != self.W.shape[0]:
-                raise ValueError(
-                    f"Affine input of shape {tuple(x.shape)} does not fit W of shape "
-                    f"{tuple(self.W.shape)}: expected (N, {self.W.shape[0]}) or (N, ...) with "
-                    f"trailing sizes multiplying to {self.W.shape[0]}"
-                )
-            x = xp.reshape(x, (x.shape[0], width))  # images, flattened as in the book
-        self.x = x
-        return x @ self.W + self.b
+        self.x = _as_rows(xp, x, "Affine", "W", self.W)
+        return self.x @ self.W + self.b
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
@@ -359,6 +367,10 @@ class Loss:
         """What the summed loss is divided by: the number of ``terms``, or 1 for ``"sum"``."""
         return terms if self.reduction == "mean" else 1
 
+    def _reduced(self, total: Any, terms: int) -> Any:
+        """The summed loss ``total`` of ``terms`` terms, reduced: no divide for ``"sum"``."""
+        return total if self.reduction == "sum" else total / terms
+
     def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
         """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
 
@@ -378,7 +390,7 @@ class SoftmaxWithLoss(Loss):
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
-        _require_floating(xp, "scores", x)
+        require_floating(xp, "scores", x)
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
         self.t = _as_one_hot(xp, t, x, check=True)
@@ -430,8 +442,7 @@ class SigmoidWithLoss(Loss):
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
         softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0)
-        total = xp.sum(softplus - x * self.t)
-        return total if self.reduction == "sum" else total / math.prod(x.shape)
+        return self._reduced(xp.sum(softplus - x * self.t), math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
@@ -447,8 +458,7 @@ class MeanSquaredError(Loss):
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
         self.diff = y - xp.astype(t, y.dtype, copy=False)
-        total = xp.sum(self.diff * self.diff)
-        return total if self.reduction == "sum" else total / math.prod(y.shape)
+        return self._reduced(xp.sum(self.diff * self.diff), math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
@@ -533,16 +543,9 @@ class BatchNormalization:
 
     def forward(self, x: Any, train_flg: bool = True) -> Any:
         xp = namespace_of(x, self.gamma, self.beta)
-        _require_floating(xp, "BatchNormalization input", x)
-        width = math.prod(x.shape[1:])
-        if x.ndim < 2 or width != self.gamma.shape[0]:
-            raise ValueError(
-                f"BatchNormalization input of shape {tuple(x.shape)} does not fit gamma of "
-                f"shape {tuple(self.gamma.shape)}: expected (N, {self.gamma.shape[0]}) or "
-                f"(N, C, H, W) with C * H * W = {self.gamma.shape[0]}"
-            )
+        require_floating(xp, "BatchNormalization input", x)
         self.x_shape, self.train = x.shape, train_flg
-        x = xp.reshape(x, (x.shape[0], width))
+        x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)
         if train_flg:
             mu = xp.mean(x, axis=0)
             xc = x - mu
