@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xpnet.backend import namespace_of, to_numpy
-from xpnet.gradcheck import _Numerical, memory_budget, numerical_gradient
+from xpnet.gradcheck import _Numerical, how_differenced, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
 try:
@@ -201,12 +201,8 @@ def _own_copy(problem: Problem) -> Any:
 def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) -> tuple[Any, Any]:
     """Central differences of the flat elements ``index`` of ``name``, on a worker.
 
-    ``how``, as a local run computes them (:func:`xpnet.gradcheck.check_gradients`):
-    ``"local"`` (local perturbations), ``"loop"`` (two forward passes of ``net.loss`` per
-    element), ``"loop+kinks"`` (that loop, and the kinks from local perturbations) or
-    ``"loop-inputs"`` (:func:`xpnet.perturb.loop_differences`: the loop through the
-    layers, keeping their inputs to find the kinks). Returns NumPy arrays: the
-    differences (m,) and the kinks (m,) bool, or None.
+    ``how`` as a local run computes them (:func:`xpnet.gradcheck.how_differenced`).
+    Returns NumPy arrays: the differences (m,) and the kinks (m,) bool, or None.
     """
     param = problem.net.params[name]
     xp = namespace_of(param)
@@ -249,14 +245,13 @@ def _plan(
     hows, jobs = {}, []
     for name in names:
         param = net.params[name]
-        is_local = local is not None and local.is_local(name)
-        if method == "batched" and is_local:
+        how = how_differenced(local, name, method)
+        if how == "local":
             index = np.flatnonzero(to_numpy(moving_elements(local, name)))
-            most, how = max(1, budget // local.bytes_per_element(name)), "local"
+            most = max(1, budget // local.bytes_per_element(name))
         else:
             index = np.arange(math.prod(param.shape))
             most = index.shape[0]
-            how = "loop+kinks" if is_local else "loop" if local is None else "loop-inputs"
         size = max(1, min(most, math.ceil(index.shape[0] / (TASKS_PER_THREAD * threads))))
         hows[name] = how
         jobs += [_Job(name, index[s : s + size], how) for s in range(0, index.shape[0], size)]

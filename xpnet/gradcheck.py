@@ -165,19 +165,32 @@ def _numerical(
     local = LocalNet.of(net, x, t) if method == "batched" or find_kinks else None
     out = {}
     for name in names:
-        grad = kinks = None
-        if local is not None and local.is_local(name):
-            grad, kinks = central_differences(local, name, h, budget)
-        elif local is not None:
-            grad, kinks = loop_differences(local, name, h)
-            out[name] = _Numerical(grad, kinks, "loop")
-            continue
-        if method == "loop" or grad is None:
+        how = how_differenced(local, name, method)
+        if how == "local":
+            out[name] = _Numerical(*central_differences(local, name, h, budget), "local")
+        elif how == "loop-inputs":
+            out[name] = _Numerical(*loop_differences(local, name, h), "loop")
+        else:
+            kinks = central_differences(local, name, h, budget)[1] if how == "loop+kinks" else None
             grad = net.numerical_gradient(x, t, h, params=[name])[name]
             out[name] = _Numerical(grad, kinks, "loop")
-        else:
-            out[name] = _Numerical(grad, kinks, "local")
     return out
+
+
+def how_differenced(local: LocalNet | None, name: str, method: str) -> str:
+    """How the central differences of parameter ``name`` are computed for ``method``.
+
+    ``"local"``: local perturbations (``batched``, where the layers allow them);
+    ``"loop+kinks"``: the book's loop (``net.loss``), with the kinks from local
+    perturbations; ``"loop-inputs"``: :func:`xpnet.perturb.loop_differences`, the loop
+    through the layers, which finds the kinks on its way; ``"loop"``: the book's loop
+    alone, when the network is not layered as :mod:`xpnet.perturb` assumes (``local`` None).
+    """
+    if local is None:
+        return "loop"
+    if not local.is_local(name):
+        return "loop-inputs"
+    return "local" if method == "batched" else "loop+kinks"
 
 
 def net_numerical_gradient(
@@ -355,8 +368,23 @@ def check_step(h: float, dtype: str) -> None:
             f"h={h:g} is too small for {dtype}: rounding errors of about eps * |f| / h "
             f"(eps = {eps:.1e}) swamp the central difference; use about "
             f"{DEFAULTS.get(dtype, DEFAULTS['float64'])['h']:g}",
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def tolerances(
+    dtype: str, h: float | None, atol: float | None, rtol: float | None
+) -> tuple[float, float, float]:
+    """``(h, atol, rtol)``: those given, the others ``DEFAULTS`` for ``dtype`` (float64's
+    for another dtype); ``h`` is checked by :func:`check_step`."""
+    defaults = DEFAULTS.get(dtype, DEFAULTS["float64"])
+    h = defaults["h"] if h is None else h
+    check_step(h, dtype)
+    return (
+        h,
+        defaults["atol"] if atol is None else atol,
+        defaults["rtol"] if rtol is None else rtol,
+    )
 
 
 def _settings(
@@ -369,15 +397,7 @@ def _settings(
             "build the network with dtype='float64' for a tight check",
             stacklevel=3,
         )
-    defaults = DEFAULTS.get(dtype, DEFAULTS["float64"])
-    h = defaults["h"] if h is None else h
-    check_step(h, dtype)
-    return (
-        dtype,
-        h,
-        defaults["atol"] if atol is None else atol,
-        defaults["rtol"] if rtol is None else rtol,
-    )
+    return (dtype, *tolerances(dtype, h, atol, rtol))
 
 
 def check_gradients(

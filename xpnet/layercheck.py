@@ -27,7 +27,7 @@ from typing import Any
 import array_api_compat
 
 from xpnet.backend import host_rng, namespace, namespace_of
-from xpnet.gradcheck import DEFAULTS, GradientReport, check_step, compare, values_around
+from xpnet.gradcheck import GradientReport, compare, tolerances, values_around
 
 # An analytic gradient within this fraction of the gap between the one-sided differences
 # of one of them is taken to sit on that side of a kink.
@@ -68,11 +68,7 @@ def _numerical(
 
 
 def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
-    defaults = DEFAULTS["float64"]
-    h = defaults["h"] if h is None else h
-    check_step(h, "float64")
-    atol = defaults["atol"] if atol is None else atol
-    rtol = defaults["rtol"] if rtol is None else rtol
+    h, atol, rtol = tolerances("float64", h, atol, rtol)
     return GradientReport(
         method="loop", h=h, atol=atol, rtol=rtol, dtype="float64", subject=subject
     )
