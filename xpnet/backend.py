@@ -166,16 +166,16 @@ def _require_one_device(present: list[Any]) -> None:
         )
 
 
-def matmul_transposed(a: Any, b: Any) -> Any:
-    """``a.T @ b`` for 2-D ``a`` (N, D) and ``b`` (N, M): the (D, M) sum over N of outer products.
+def dot(a: Any, b: Any) -> Any:
+    """``a @ b`` for 2-D ``a`` (N, D) and ``b`` (D, M), as the book's ``np.dot``.
 
-    NumPy's ``matmul`` takes no BLAS path when the shared size N is 1 (a batch of one
-    sample), and is then several times slower than ``numpy.dot``, which always calls
-    BLAS; other libraries get ``matmul``.
+    NumPy gets ``numpy.dot``: its ``matmul`` costs more a call, and takes no BLAS path
+    when the shared size D is 1 (``x.T @ dout`` for a batch of one sample), where it is
+    several times slower. Other libraries get ``matmul``.
     """
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return np.dot(a.T, b)
-    return a.T @ b
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return np.dot(a, b)
+    return a @ b
 
 
 def _dask_with_numpy(arrays: list[Any]) -> ModuleType | None:

@@ -57,6 +57,8 @@ class Parameters(MutableMapping):
             raise KeyError(f"no parameter {name!r}; parameters are {', '.join(self._slots)}")
         layer, attr = slot
         old = getattr(layer, attr)
+        if value is old:  # params[k] -= step, updated in place: nothing to rebind
+            return
         if value.shape != old.shape and tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(old.shape)}, got {tuple(value.shape)}"
