@@ -21,6 +21,8 @@ its benchmarks are skipped when it is not installed.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +191,57 @@ def test_step(
         **counted,
         **framework_info(framework, run_info, torch),
     )
+
+
+SIDE_BY_SIDE_BLOCK_S = 1e-3  # the least time of one side's block of steps
+SIDE_BY_SIDE_CASES = [(n, b) for n in NETWORKS for b in STEP_BATCHES]
+
+
+@pytest.mark.parametrize(
+    ("network", "batch"),
+    SIDE_BY_SIDE_CASES,
+    ids=[f"{n}-batch{b}" for n, b in SIDE_BY_SIDE_CASES],
+)
+def test_step_side_by_side(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    run_device: tuple,
+    run_info: dict,
+    network: str,
+    batch: int,
+) -> None:
+    """xpnet's step against the hand-written one, in alternating blocks of steps.
+
+    The summary's ``xpnet/numpy`` is the median of the pairs' ratios: each pair is a
+    block of xpnet steps and a block of hand-written steps, a millisecond or more each,
+    so the machine's load is nearly the same for both sides of a ratio. Both sides read
+    the same NumPy arrays (xpnet takes them as they are on the CPU).
+    """
+    require_host(run_device)
+    spec = NETWORKS[network]
+    # One copy of the batch for both sides: where an array lies in memory moves a step's
+    # time by a few per cent here, and that is no part of what xpnet costs.
+    x, t = (np.asarray(a, dtype=DTYPE) for a in spec.targets(*batch_of(bench_data, batch)))
+    ours = sgd_step(spec.make(None), x, t, spec.lr(batch))
+    hand = numpy_step(spec, x, t)
+    began = time.perf_counter()
+    for _ in range(3):
+        ours(), hand()
+    one_pair = (time.perf_counter() - began) / 3
+    block = max(1, math.ceil(2 * SIDE_BY_SIDE_BLOCK_S / one_pair))
+    pairs = bench.SideBySide(ours, hand, block)
+    timed.benchmark.group = f"SGD step {network} batch {batch}"
+    timed(
+        pairs,
+        kind="step_side_by_side",
+        network=spec.name,
+        batch=batch,
+        dtype=DTYPE,
+        lr=spec.lr(batch),
+        **framework_info("xpnet", run_info),
+        peer="hand-numpy",
+    )
+    timed.benchmark.extra_info.update(pairs.figures())
 
 
 # --------------------------------------------------------------------------- epochs

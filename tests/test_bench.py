@@ -128,6 +128,60 @@ def test_timed_warms_up_once_when_a_call_exceeds_the_budget(sync_log: list[Any])
     assert fake.calls[0]["rounds"] == 3 and len(sync_log) == 1 + 3
 
 
+class FakeClock:
+    """A clock that each callable moves on by its own fixed cost per call."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def costing(self, seconds: float, log: list[str], name: str) -> Any:
+        def call() -> None:
+            log.append(name)
+            self.now += seconds
+
+        return call
+
+
+def test_side_by_side_alternates_which_side_goes_first(sync_log: list[Any]) -> None:
+    clock, log = FakeClock(), []
+    pairs = bench.SideBySide(
+        clock.costing(3.0, log, "a"), clock.costing(2.0, log, "b"), block=2, clock=clock
+    )
+    for _ in range(3):
+        pairs()
+    assert log == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
+    assert sum(1 for entry in sync_log if entry[0] == "sync") == 12  # after every call
+
+
+def test_side_by_side_figures_are_per_call_and_per_pair(sync_log: list[Any]) -> None:
+    clock, log = FakeClock(), []
+    costs = iter([3.0, 2.0, 6.0, 2.0, 3.0, 3.0, 3.0, 2.0])  # a, b of pairs 1-4 (b first in 2, 4)
+    pairs = bench.SideBySide(
+        lambda: clock.costing(next(costs), log, "a")(),
+        lambda: clock.costing(next(costs), log, "b")(),
+        clock=clock,
+    )
+    for _ in range(4):
+        pairs()
+    figures = pairs.figures()
+    # pair 2 ran b (6.0) before a (2.0); pair 4 ran b (3.0) before a (2.0)
+    assert pairs.times == ([3.0, 2.0, 3.0, 2.0], [2.0, 6.0, 3.0, 3.0])
+    assert figures["first_s"] == pytest.approx(2.5) and figures["second_s"] == pytest.approx(3.0)
+    assert figures["ratio_median"] == pytest.approx(np.median([1.5, 1 / 3, 1.0, 2 / 3]))
+    assert figures["ratio_q1"] < figures["ratio_median"] < figures["ratio_q3"]
+    assert (figures["pairs"], figures["block"]) == (4, 1)
+
+
+def test_side_by_side_needs_a_pair_and_a_positive_block() -> None:
+    with pytest.raises(ValueError, match="block must be >= 1 call, got 0"):
+        bench.SideBySide(lambda: None, lambda: None, block=0)
+    with pytest.raises(ValueError, match="no pair was timed"):
+        bench.SideBySide(lambda: None, lambda: None).figures()
+
+
 def test_foreign_cpu_share() -> None:
     ticks = os.sysconf("SC_CLK_TCK")
     cpus = os.cpu_count() or 1
@@ -500,6 +554,23 @@ def test_steps_of_each_network_get_their_own_table() -> None:
     assert two_layer < course
     assert "xpnet/numpy" in text[two_layer:course] and "1.25x" in text[two_layer:course]
     assert "1.5x" in text[course:]
+
+
+def test_a_side_by_side_ratio_replaces_the_ratio_of_medians() -> None:
+    side_by_side = {"first_s": 9e-5, "second_s": 8e-5, "ratio_median": 1.1, "ratio_q1": 1.05,
+                    "ratio_q3": 1.2, "pairs": 120, "block": 10}  # fmt: skip
+    records = [
+        record("step", "xpnet", 1, 0.0001),
+        record("step", "hand-numpy", 1, 0.00008),
+        record("step_side_by_side", "xpnet", 1, 0.0017, peer="hand-numpy", **side_by_side),
+    ]
+    (run,) = bench.summarize(records)["runs"]
+    (row,) = run["steps"]
+    assert row["ratio_xpnet_numpy"] == pytest.approx(1.1)  # not 1e-4 / 8e-5 = 1.25
+    assert row["side_by_side"] == side_by_side
+    assert (row["xpnet_s"], row["numpy_s"]) == (0.0001, 0.00008)
+    text = bench.format_summary(bench.summarize(records))
+    assert "1.1x (1.05-1.2x)" in text and "120 pairs" in text
 
 
 def test_measured_full_numerical_time_takes_precedence() -> None:

@@ -225,6 +225,57 @@ class Timed:
         return float(stats.stats.median)
 
 
+class SideBySide:
+    """Two callables timed in alternating blocks: a ratio from pairs taken moments apart.
+
+    Each call runs one pair: ``block`` calls of ``first`` and ``block`` calls of ``second``,
+    each block synchronized and timed on its own, ``first``'s block going first in every
+    other pair. The load of a shared machine changes over seconds, so the ratio within
+    a pair, a few milliseconds apart, is steadier than the ratio of two medians taken
+    in separate runs. :meth:`figures` gives the medians per call and the quartiles of
+    the pairs' ratios. ``clock`` is the timer (``time.perf_counter``).
+    """
+
+    def __init__(
+        self,
+        first: Callable[[], Any],
+        second: Callable[[], Any],
+        block: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if block < 1:
+            raise ValueError(f"block must be >= 1 call, got {block}")
+        self.sides = (synced(first), synced(second))
+        self.block, self.clock = block, clock
+        self.times: tuple[list[float], list[float]] = ([], [])  # seconds per call, per pair
+
+    def __call__(self) -> None:
+        order = (0, 1) if len(self.times[0]) % 2 == 0 else (1, 0)
+        for side in order:
+            fn = self.sides[side]
+            start = self.clock()
+            for _ in range(self.block):
+                fn()
+            self.times[side].append((self.clock() - start) / self.block)
+
+    def figures(self) -> dict[str, Any]:
+        """``first_s``, ``second_s`` (median seconds a call), ``ratio_median``, ``ratio_q1``,
+        ``ratio_q3`` (of first/second over the pairs), ``pairs`` and ``block``."""
+        first, second = (np.asarray(t, dtype=np.float64) for t in self.times)
+        if first.size == 0:
+            raise ValueError("no pair was timed: call the SideBySide object first")
+        q1, median, q3 = np.quantile(first / second, [0.25, 0.5, 0.75])
+        return {
+            "first_s": float(np.median(first)),
+            "second_s": float(np.median(second)),
+            "ratio_median": float(median),
+            "ratio_q1": float(q1),
+            "ratio_q3": float(q3),
+            "pairs": int(first.size),
+            "block": self.block,
+        }
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -416,21 +467,36 @@ STEP_COLUMNS = {
 }
 
 
+SIDE_BY_SIDE_FIGURES = (
+    "first_s", "second_s", "ratio_median", "ratio_q1", "ratio_q3", "pairs", "block",
+)  # fmt: skip
+
+
 def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
-    """One row per (network, batch), networks in the order they were run."""
+    """One row per (network, batch), networks in the order they were run.
+
+    ``ratio_xpnet_numpy`` is the side-by-side figure (the median of the pairs' ratios,
+    ``side_by_side``) where that was timed, else the ratio of the two medians.
+    """
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for info, median in items:
-        if info.get("kind") != "step":
+        if info.get("kind") not in ("step", "step_side_by_side"):
             continue
         network, batch = str(info.get("network", NETWORK)), int(info["batch"])
         row = rows.setdefault((network, batch), {"network": network, "batch": batch})
         row["dtype"] = info.get("dtype")
+        if info["kind"] == "step_side_by_side":
+            row["side_by_side"] = {k: info[k] for k in SIDE_BY_SIDE_FIGURES if k in info}
+            continue
         framework = str(info.get("framework"))
         row[STEP_COLUMNS.get(framework, framework)] = median
         if "array_ops" in info:
             row["xpnet_array_ops"] = int(info["array_ops"])
     for row in rows.values():
-        row["ratio_xpnet_numpy"] = _ratio(row.get("xpnet_s"), row.get("numpy_s"))
+        paired = row.get("side_by_side", {}).get("ratio_median")
+        row["ratio_xpnet_numpy"] = (
+            _ratio(row.get("xpnet_s"), row.get("numpy_s")) if paired is None else paired
+        )
         row["ratio_xpnet_torch_eager"] = _ratio(row.get("xpnet_s"), row.get("torch_eager_s"))
         row["ratio_xpnet_torch_graph"] = _ratio(row.get("xpnet_s"), row.get("torch_graph_s"))
     order = list(dict.fromkeys(network for network, _ in rows))
@@ -644,6 +710,15 @@ def _format_gradient_ops(rows: list[dict[str, Any]], markdown: bool = False) -> 
     return _table_with_notes(header, body, notes, markdown)
 
 
+def _fmt_side_by_side(row: Mapping[str, Any]) -> str:
+    """xpnet/numpy, with the quartiles of the pairs' ratios when timed side by side."""
+    paired = row.get("side_by_side")
+    if not paired:
+        return fmt_ratio(row.get("ratio_xpnet_numpy"))
+    low, high = fmt_ratio(paired["ratio_q1"]), fmt_ratio(paired["ratio_q3"])
+    return f"{fmt_ratio(paired['ratio_median'])} ({low.removesuffix('x')}-{high})"
+
+
 def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = (
         "batch", "xpnet", "xpnet ops", "numpy", "xpnet/numpy", "torch eager", "xpnet/torch",
@@ -655,7 +730,7 @@ def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
             fmt_time(r.get("xpnet_s")),
             str(r.get("xpnet_array_ops", "-")),
             fmt_time(r.get("numpy_s")),
-            fmt_ratio(r.get("ratio_xpnet_numpy")),
+            _fmt_side_by_side(r),
             fmt_time(r.get("torch_eager_s")),
             fmt_ratio(r.get("ratio_xpnet_torch_eager")),
             fmt_time(r.get("torch_graph_s")),
@@ -668,6 +743,14 @@ def _format_steps(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         notes.append(
             "  numpy: the same step written by hand in plain NumPy (benchmarks/_numpy_peer.py), "
             "the abstraction's floor"
+        )
+    paired = [r["side_by_side"] for r in rows if "side_by_side" in r]
+    if paired:
+        notes.append(
+            "  xpnet/numpy: the median (quartiles in brackets) of the ratios of xpnet's step "
+            "time over the hand-written step's, in alternating blocks of steps timed side by "
+            f"side ({min(p['pairs'] for p in paired):,} pairs or more); a row without brackets "
+            "divides the two medians"
         )
     if any("xpnet_array_ops" in r for r in rows):
         notes.append(
