@@ -194,6 +194,7 @@ def test_step(
 
 
 SIDE_BY_SIDE_BLOCK_S = 1e-3  # the least time of one side's block of steps
+SIDE_BY_SIDE_NETS = 4  # networks (and hand-written parameter sets) per side, taken in turn
 SIDE_BY_SIDE_CASES = [(n, b) for n in NETWORKS for b in STEP_BATCHES]
 
 
@@ -215,19 +216,22 @@ def test_step_side_by_side(
     The summary's ``xpnet/numpy`` is the median of the pairs' ratios: each pair is a
     block of xpnet steps and a block of hand-written steps, a millisecond or more each,
     so the machine's load is nearly the same for both sides of a ratio. Both sides read
-    the same NumPy arrays (xpnet takes them as they are on the CPU).
+    the same NumPy arrays (xpnet takes them as they are on the CPU). Each side has
+    ``SIDE_BY_SIDE_NETS`` networks, used in turn: where the weights lie in memory moves
+    a step's time by a few per cent (``benchmarks/alignment.py``), and xpnet aligns its
+    weights while the hand-written step has NumPy's placement, which varies.
     """
     require_host(run_device)
     spec = NETWORKS[network]
     # One copy of the batch for both sides: where an array lies in memory moves a step's
     # time by a few per cent here, and that is no part of what xpnet costs.
     x, t = (np.asarray(a, dtype=DTYPE) for a in spec.targets(*batch_of(bench_data, batch)))
-    ours = sgd_step(spec.make(None), x, t, spec.lr(batch))
-    hand = numpy_step(spec, x, t)
+    ours = [sgd_step(spec.make(None), x, t, spec.lr(batch)) for _ in range(SIDE_BY_SIDE_NETS)]
+    hand = [numpy_step(spec, x, t) for _ in range(SIDE_BY_SIDE_NETS)]
     began = time.perf_counter()
-    for _ in range(3):
-        ours(), hand()
-    one_pair = (time.perf_counter() - began) / 3
+    for step in ours + hand:
+        step()
+    one_pair = (time.perf_counter() - began) / SIDE_BY_SIDE_NETS
     block = max(1, math.ceil(2 * SIDE_BY_SIDE_BLOCK_S / one_pair))
     pairs = bench.SideBySide(ours, hand, block)
     timed.benchmark.group = f"SGD step {network} batch {batch}"

@@ -96,6 +96,19 @@ def test_to_device_always_copies(xp):
     assert host.tolist() == [1.0, 2.0]
 
 
+@pytest.mark.parametrize("shape", [(784, 50), (50,), (3, 1, 28, 28), ()])
+def test_to_device_aligns_numpy_arrays_to_a_cache_line(shape):
+    host = np.random.default_rng(0).standard_normal(shape)
+    x = backend.to_device(host, dtype="float32", device="cpu")
+    assert x.ctypes.data % backend.ALIGNMENT == 0
+    assert x.shape == shape and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, host.astype(np.float32))
+
+
+def test_to_device_keeps_an_empty_shape():
+    assert backend.to_device(np.zeros((0, 784)), dtype="float32", device="cpu").shape == (0, 784)
+
+
 def test_python_scalars_do_not_count_as_a_backend():
     x = np.ones(2)
     assert backend.namespace_of(x, 2.0, None) is backend.namespace_of(x)

@@ -148,7 +148,7 @@ class FakeClock:
 def test_side_by_side_alternates_which_side_goes_first(sync_log: list[Any]) -> None:
     clock, log = FakeClock(), []
     pairs = bench.SideBySide(
-        clock.costing(3.0, log, "a"), clock.costing(2.0, log, "b"), block=2, clock=clock
+        [clock.costing(3.0, log, "a")], [clock.costing(2.0, log, "b")], block=2, clock=clock
     )
     for _ in range(3):
         pairs()
@@ -156,12 +156,22 @@ def test_side_by_side_alternates_which_side_goes_first(sync_log: list[Any]) -> N
     assert sum(1 for entry in sync_log if entry[0] == "sync") == 12  # after every call
 
 
+def test_side_by_side_takes_each_sides_callables_in_turn(sync_log: list[Any]) -> None:
+    clock, log = FakeClock(), []
+    firsts = [clock.costing(1.0, log, name) for name in ("a0", "a1")]
+    seconds = [clock.costing(1.0, log, name) for name in ("b0", "b1", "b2")]
+    pairs = bench.SideBySide(firsts, seconds, clock=clock)
+    for _ in range(4):
+        pairs()
+    assert log == ["a0", "b0", "b1", "a1", "a0", "b2", "b0", "a1"]
+
+
 def test_side_by_side_figures_are_per_call_and_per_pair(sync_log: list[Any]) -> None:
     clock, log = FakeClock(), []
     costs = iter([3.0, 2.0, 6.0, 2.0, 3.0, 3.0, 3.0, 2.0])  # a, b of pairs 1-4 (b first in 2, 4)
     pairs = bench.SideBySide(
-        lambda: clock.costing(next(costs), log, "a")(),
-        lambda: clock.costing(next(costs), log, "b")(),
+        [lambda: clock.costing(next(costs), log, "a")()],
+        [lambda: clock.costing(next(costs), log, "b")()],
         clock=clock,
     )
     for _ in range(4):
@@ -175,11 +185,13 @@ def test_side_by_side_figures_are_per_call_and_per_pair(sync_log: list[Any]) -> 
     assert (figures["pairs"], figures["block"]) == (4, 1)
 
 
-def test_side_by_side_needs_a_pair_and_a_positive_block() -> None:
+def test_side_by_side_needs_callables_a_pair_and_a_positive_block() -> None:
     with pytest.raises(ValueError, match="block must be >= 1 call, got 0"):
-        bench.SideBySide(lambda: None, lambda: None, block=0)
+        bench.SideBySide([lambda: None], [lambda: None], block=0)
+    with pytest.raises(ValueError, match="each side needs at least one callable"):
+        bench.SideBySide([lambda: None], [])
     with pytest.raises(ValueError, match="no pair was timed"):
-        bench.SideBySide(lambda: None, lambda: None).figures()
+        bench.SideBySide([lambda: None], [lambda: None]).figures()
 
 
 def test_foreign_cpu_share() -> None:

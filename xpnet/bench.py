@@ -226,33 +226,40 @@ class Timed:
 
 
 class SideBySide:
-    """Two callables timed in alternating blocks: a ratio from pairs taken moments apart.
+    """Two sides timed in alternating blocks: a ratio from pairs taken moments apart.
 
-    Each call runs one pair: ``block`` calls of ``first`` and ``block`` calls of ``second``,
-    each block synchronized and timed on its own, ``first``'s block going first in every
-    other pair. The load of a shared machine changes over seconds, so the ratio within
-    a pair, a few milliseconds apart, is steadier than the ratio of two medians taken
-    in separate runs. :meth:`figures` gives the medians per call and the quartiles of
-    the pairs' ratios. ``clock`` is the timer (``time.perf_counter``).
+    Each side is a sequence of callables doing the same work (e.g. the same step on
+    networks made one after the other), used in turn: pair k calls the k-th of each
+    (cycling), so where their arrays happen to lie in memory, which moves a step's time
+    by a few per cent, averages out. Each call of the object runs one pair: ``block``
+    calls of one side's callable and ``block`` of the other's, each block synchronized
+    and timed on its own, the first side going first in every other pair. The load of a
+    shared machine changes over seconds, so the ratio within a pair, a few milliseconds
+    apart, is steadier than the ratio of two medians taken in separate runs.
+    :meth:`figures` gives the medians per call and the quartiles of the pairs' ratios.
+    ``clock`` is the timer (``time.perf_counter``).
     """
 
     def __init__(
         self,
-        first: Callable[[], Any],
-        second: Callable[[], Any],
+        first: Sequence[Callable[[], Any]],
+        second: Sequence[Callable[[], Any]],
         block: int = 1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if block < 1:
             raise ValueError(f"block must be >= 1 call, got {block}")
-        self.sides = (synced(first), synced(second))
+        if not first or not second:
+            raise ValueError("each side needs at least one callable")
+        self.sides = ([synced(fn) for fn in first], [synced(fn) for fn in second])
         self.block, self.clock = block, clock
         self.times: tuple[list[float], list[float]] = ([], [])  # seconds per call, per pair
 
     def __call__(self) -> None:
-        order = (0, 1) if len(self.times[0]) % 2 == 0 else (1, 0)
-        for side in order:
-            fn = self.sides[side]
+        pair = len(self.times[0])
+        for side in (0, 1) if pair % 2 == 0 else (1, 0):
+            candidates = self.sides[side]
+            fn = candidates[pair % len(candidates)]
             start = self.clock()
             for _ in range(self.block):
                 fn()
