@@ -240,9 +240,10 @@ ALIGNMENT = 64  # bytes: a cache line, as PyTorch aligns its CPU tensors
 def _aligned_copy(a: np.ndarray) -> np.ndarray:
     """A C-ordered copy of ``a`` whose data start on a multiple of ``ALIGNMENT`` bytes.
 
-    NumPy's allocations are 16-byte aligned, and on this project's CPUs half of those
-    placements make a batch-100 training step about 5 % slower (misaligned vector loads
-    of the weights); ``docs/benchmarks.md`` has the measurement.
+    NumPy's allocations are 16-byte aligned. With two BLAS threads, a training step at
+    batch 100 or 1000 with its weights 16 or 48 bytes past a 64-byte boundary (half of
+    those placements) took 1.4-14 % longer on this project's CPU machine
+    (``python -m benchmarks.alignment``, recorded in ``docs/benchmarks.md``).
     """
     buffer = np.empty(a.nbytes + ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % ALIGNMENT
