@@ -149,6 +149,15 @@ def torch_step(
     return lambda: model.step(x, target)
 
 
+def time_step(
+    timed: bench.Timed, fn: Callable[[], Any], kind: str, network: str, batch: int, **info: Any
+) -> None:
+    """Time ``fn`` as one SGD step of ``network`` at ``batch``, in that step's group."""
+    spec = NETWORKS[network]
+    timed.benchmark.group = f"SGD step {network} batch {batch}"
+    timed(fn, kind=kind, network=spec.name, batch=batch, dtype=DTYPE, lr=spec.lr(batch), **info)
+
+
 STEP_CASES = [(n, b, f) for n in NETWORKS for b in STEP_BATCHES for f in FRAMEWORKS]
 
 
@@ -180,16 +189,8 @@ def test_step(
         step = numpy_step(spec, x_host, t_host)
     else:
         step = torch_step(peer, spec, framework, run_device[2], x_host, t_host)
-    timed.benchmark.group = f"SGD step {network} batch {batch}"
-    timed(
-        step,
-        kind="step",
-        network=spec.name,
-        batch=batch,
-        dtype=DTYPE,
-        lr=spec.lr(batch),
-        **counted,
-        **framework_info(framework, run_info, torch),
+    time_step(
+        timed, step, "step", network, batch, **counted, **framework_info(framework, run_info, torch)
     )
 
 
@@ -234,17 +235,10 @@ def test_step_side_by_side(
     one_pair = (time.perf_counter() - began) / SIDE_BY_SIDE_NETS
     block = max(1, math.ceil(2 * SIDE_BY_SIDE_BLOCK_S / one_pair))
     pairs = bench.SideBySide(ours, hand, block)
-    timed.benchmark.group = f"SGD step {network} batch {batch}"
-    timed(
-        pairs,
-        kind="step_side_by_side",
-        network=spec.name,
-        batch=batch,
-        dtype=DTYPE,
-        lr=spec.lr(batch),
-        **framework_info("xpnet", run_info),
-        peer="hand-numpy",
-    )
+    time_step(
+        timed, pairs, "step_side_by_side", network, batch,
+        **framework_info("xpnet", run_info), peer="hand-numpy",
+    )  # fmt: skip
     timed.benchmark.extra_info.update(pairs.figures())
 
 
