@@ -192,15 +192,14 @@ class Sequential:
 
     def predict(self, x: Any, train_flg: bool = False) -> Any:
         """The last layer's output (scores) for the input batch ``x`` (N, ...)."""
-        for k, (layer, modal) in enumerate(zip(self.layers, self._modal, strict=True), 1):
+        modal = self._modal
+        for k, layer in enumerate(self.layers):
             try:
-                x = layer.forward(x, train_flg=train_flg) if modal else layer.forward(x)
+                x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
-                source = (
-                    "the input" if k == 1 else f"the output of {_where(k - 1, self.layers[k - 2])}"
-                )
+                source = "the input" if k == 0 else f"the output of {_where(k, self.layers[k - 1])}"
                 raise ValueError(
-                    f"{_where(k, layer)} cannot take {source}, of shape "
+                    f"{_where(k + 1, layer)} cannot take {source}, of shape "
                     f"{tuple(getattr(x, 'shape', ()))}: {exc}"
                 ) from exc
         return x
