@@ -230,25 +230,28 @@ def to_device(
         dtype = getattr(xp, dtype)
     host = to_numpy(x) if _is_array(x) else x
     if array_api_compat.is_numpy_namespace(xp):
-        return _aligned_copy(np.asarray(host, dtype=dtype))
+        return _aligned_copy(np.asarray(host), dtype)
     return xp.asarray(host, dtype=dtype, device=dev, copy=True)
 
 
 ALIGNMENT = 64  # bytes: a cache line, as PyTorch aligns its CPU tensors
 
 
-def _aligned_copy(a: np.ndarray) -> np.ndarray:
-    """A C-ordered copy of ``a`` whose data start on a multiple of ``ALIGNMENT`` bytes.
+def _aligned_copy(a: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """A C-ordered copy of ``a`` (in ``dtype``, default ``a``'s) whose data start on a
+    multiple of ``ALIGNMENT`` bytes.
 
     NumPy's allocations are 16-byte aligned. With two BLAS threads, a training step at
     batch 100 or 1000 with its weights 16 or 48 bytes past a 64-byte boundary (half of
     those placements) took 1.4-14 % longer on this project's CPU machine
     (``python -m benchmarks.alignment``, recorded in ``docs/benchmarks.md``).
     """
-    buffer = np.empty(a.nbytes + ALIGNMENT, dtype=np.uint8)
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    nbytes = a.size * dtype.itemsize
+    buffer = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % ALIGNMENT
-    out = buffer[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
+    out = buffer[start : start + nbytes].view(dtype).reshape(a.shape)
+    out[...] = a  # one copy, converting to dtype on the way
     return out
 
 
