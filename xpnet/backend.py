@@ -169,7 +169,7 @@ def _require_one_device(present: list[Any]) -> None:
 def dot(a: Any, b: Any) -> Any:
     """``a @ b`` for 2-D ``a`` (N, D) and ``b`` (D, M), as the book's ``np.dot``.
 
-    NumPy gets ``numpy.dot``: its ``matmul`` costs more a call, and takes no BLAS path
+    NumPy gets ``numpy.dot``: its ``matmul`` costs more per call, and takes no BLAS path
     when the shared size D is 1 (``x.T @ dout`` for a batch of one sample), where it is
     several times slower. Other libraries get ``matmul``.
     """
@@ -241,10 +241,10 @@ def _aligned_copy(a: np.ndarray, dtype: Any = None) -> np.ndarray:
     """A C-ordered copy of ``a`` (in ``dtype``, default ``a``'s) whose data start on a
     multiple of ``ALIGNMENT`` bytes.
 
-    NumPy's allocations are 16-byte aligned. With two BLAS threads, a training step at
-    batch 100 or 1000 with its weights 16 or 48 bytes past a 64-byte boundary (half of
-    those placements) took 1.4-14 % longer on this project's CPU machine
-    (``python -m benchmarks.alignment``, recorded in ``docs/benchmarks.md``).
+    NumPy's allocations are 16-byte aligned. With two BLAS threads, aligned weights
+    saved 1.4-14 % of a training step at batch 100 or 1000 on this project's CPU machine,
+    against weights 16 or 48 bytes past a 64-byte boundary (half of NumPy's placements);
+    ``python -m benchmarks.alignment``, recorded in ``docs/benchmarks.md``.
     """
     dtype = a.dtype if dtype is None else np.dtype(dtype)
     nbytes = a.size * dtype.itemsize
