@@ -37,6 +37,16 @@ def batchnorm_case(xp, shape, seed=0):
     return rng, x, gamma, beta, BatchNormalization(dev(xp, gamma), dev(xp, beta))
 
 
+def batchnorm_eval_case(xp, shape):
+    """``batchnorm_case`` with random running statistics given to the layer."""
+    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
+    mean, var = rng.standard_normal(gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)
+    layer = BatchNormalization(
+        dev(xp, gamma), dev(xp, beta), running_mean=dev(xp, mean), running_var=dev(xp, var)
+    )
+    return rng, x, gamma, beta, mean, var, layer
+
+
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 def test_batchnorm_train_normalizes_by_the_batch_statistics(xp, shape):
     _, x, gamma, beta, layer = batchnorm_case(xp, shape)
@@ -59,11 +69,7 @@ def test_batchnorm_train_updates_the_running_averages(xp, shape):
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 def test_batchnorm_eval_uses_the_running_statistics_and_keeps_them(xp, shape):
-    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
-    mean, var = rng.standard_normal(gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)
-    layer = BatchNormalization(
-        dev(xp, gamma), dev(xp, beta), running_mean=dev(xp, mean), running_var=dev(xp, var)
-    )
+    _, x, gamma, beta, mean, var, layer = batchnorm_eval_case(xp, shape)
     out = layer.forward(dev(xp, x), train_flg=False)
     np.testing.assert_allclose(to_numpy(out), np_batchnorm_eval(x, gamma, beta, mean, var), **TOL)
     np.testing.assert_array_equal(to_numpy(layer.running_mean), mean)
@@ -90,11 +96,7 @@ def test_batchnorm_train_backward_matches_central_differences(xp, shape):
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 def test_batchnorm_eval_backward_matches_central_differences(xp, shape):
-    rng, x, gamma, beta, _ = batchnorm_case(xp, shape)
-    mean, var = rng.standard_normal(gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)
-    layer = BatchNormalization(
-        dev(xp, gamma), dev(xp, beta), running_mean=dev(xp, mean), running_var=dev(xp, var)
-    )
+    rng, x, gamma, beta, mean, var, layer = batchnorm_eval_case(xp, shape)
     dout = rng.standard_normal(shape)
     layer.forward(dev(xp, x), train_flg=False)
     dx = layer.backward(dev(xp, dout))

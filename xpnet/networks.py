@@ -280,6 +280,15 @@ class Sequential:
         return f"{type(self).__name__}([{inner}], loss={type(self.last_layer).__name__})"
 
 
+DTYPES = ("float32", "float64")
+
+
+def _require_float_dtype(dtype: str) -> None:
+    """The builders' check of their ``dtype`` argument (a name)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
     if isinstance(weight_init, (int, float)) and not isinstance(weight_init, bool):
         return float(weight_init)
@@ -344,8 +353,7 @@ class MultiLayerNet(Sequential):
         sizes = [input_size, *hidden_sizes, output_size]
         if any(not isinstance(n, int) or n < 1 for n in sizes):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        _require_float_dtype(dtype)
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
         self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
@@ -438,8 +446,7 @@ class SimpleConvNet(Sequential):
                 f"unknown conv_param key(s) {sorted(unknown)}: expected {', '.join(conv)}"
             )
         conv.update(conv_param or {})
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        _require_float_dtype(dtype)
         channels = input_dim[0]
         fn, fs, stride, pad = conv["filter_num"], conv["filter_size"], conv["stride"], conv["pad"]
         oh, ow = _conv_pool_output(input_dim, fs, stride, pad)

@@ -10,6 +10,7 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import non_negative_float, positive_float, positive_int
+from xpnet.networks import DTYPES
 
 TRAIN_DEFAULTS = {
     "dataset": "mnist",
@@ -143,7 +144,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     p.add_argument("--weight-decay", type=non_negative_float, help="L2 strength (default 0)")
     p.add_argument("--batch-size", type=positive_int, help="default 100")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--dtype", choices=DTYPES, help="default float32")
     p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
 
 
