@@ -19,10 +19,13 @@ SIZES = (784, 100, 10)
 LR = 0.3
 
 
-def host_params(seed: int = 0, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """``W1`` (784, 100), ``b1`` (100,), ``W2`` (100, 10), ``b2`` (10,) on the host."""
+def host_params(
+    seed: int = 0, dtype: str = "float32", sizes: tuple[int, int, int] = SIZES
+) -> dict[str, np.ndarray]:
+    """``W1`` (784, 100), ``b1`` (100,), ``W2`` (100, 10), ``b2`` (10,) on the host (other
+    ``sizes``: (inputs, hidden, outputs))."""
     rng = backend.host_rng(seed)
-    d, h, c = SIZES
+    d, h, c = sizes
     params = {
         "W1": rng.standard_normal((d, h)) / np.sqrt(d / 2),
         "b1": rng.random(h),

@@ -14,6 +14,7 @@ not grow with the batch; the step suite's ``xpnet/numpy`` at batch 100 is about
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,26 +41,14 @@ def networks() -> dict[str, tuple[list[Callable[[], Any]], list[Callable[[], Any
     two = [TwoLayerNet(d, h, c, dtype=DTYPE, seed=k) for k in range(NETS)]
     out["two-layer"] = (
         [sgd_step(net, x, t, 0.1) for net in two],
-        [_hand(_numpy_peer.two_layer_step, host_params(net), x, t, 0.1) for net in two],
+        [partial(_numpy_peer.two_layer_step, host_params(net), x, t, 0.1) for net in two],
     )
-    course = []
-    for _ in range(NETS):
-        params = {
-            "W1": rng.standard_normal((d, h)), "b1": rng.random(h),
-            "W2": rng.standard_normal((h, c)), "b2": rng.random(c),
-        }  # fmt: skip
-        course.append({name: value.astype(DTYPE) for name, value in params.items()})
+    course = [_course.host_params(k, DTYPE, SIZES) for k in range(NETS)]
     out["course"] = (
         [sgd_step(_course.network(p, DTYPE, "cpu"), x, t, _course.LR) for p in course],
-        [_hand(_numpy_peer.course_step, dict(p), x, t, _course.LR) for p in course],
+        [partial(_numpy_peer.course_step, dict(p), x, t, _course.LR) for p in course],
     )
     return out
-
-
-def _hand(
-    step: Callable[..., Any], params: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, lr: float
-) -> Callable[[], Any]:
-    return lambda: step(params, x, t, lr)
 
 
 def main() -> None:
