@@ -62,17 +62,29 @@ def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-@contextmanager
-def cluster(args: argparse.Namespace) -> Iterator[Any]:
-    """A Dask client for ``--scheduler`` (None without it), closed at the end."""
+def check_scheduler(args: argparse.Namespace) -> None:
+    """Raise unless ``--scheduler`` (when given) can be used: a CPU device and Dask installed.
+
+    Cheap next to starting a cluster, so commands call it before their other work.
+    """
     if args.scheduler is None:
-        yield None
         return
     if backend.parse_device(args.device).kind != "cpu":
         raise ValueError("--scheduler runs on NumPy arrays: use it with --device cpu")
     try:
-        from xpnet.distributed import connect
+        import xpnet.distributed  # noqa: F401 - needs dask and distributed
     except ImportError as exc:
         raise backend.BackendUnavailableError(f"--scheduler: {exc}") from None
+
+
+@contextmanager
+def cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client for ``--scheduler`` (None without it), closed at the end."""
+    check_scheduler(args)
+    if args.scheduler is None:
+        yield None
+        return
+    from xpnet.distributed import connect
+
     with connect(args.scheduler) as client:
         yield client

@@ -10,6 +10,7 @@ from xpnet import backend
 from xpnet.cli.common import (
     add_scheduler,
     check_output,
+    check_scheduler,
     cluster,
     error,
     positive_float,
@@ -77,16 +78,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
-    p.set_defaults(run=_run_train)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    if args.scheduler and args.model == "convnet":
-        # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
-        # the namespace of its (dask) input, which Dask refuses.
-        return error("--scheduler evaluates fully connected models (mlp, course), not convnet")
-    with cluster(args) as client:
-        return _train(args, client)
+    p.set_defaults(run=_train)
 
 
 def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) -> dict[str, Any]:
@@ -104,7 +96,7 @@ def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) ->
     return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
 
 
-def _train(args: argparse.Namespace, client: Any) -> int:
+def _train(args: argparse.Namespace) -> int:
     import math
     import time
 
@@ -112,6 +104,7 @@ def _train(args: argparse.Namespace, client: Any) -> int:
     from xpnet.optim import make_optimizer
     from xpnet.training import EpochResult, History, Trainer
 
+    check_scheduler(args)
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         problem = check_output(option, path)
         if problem:
@@ -132,6 +125,10 @@ def _train(args: argparse.Namespace, client: Any) -> int:
     problem = convnet_problem(s, args) if s["model"] == "convnet" else None
     if problem:
         return error(problem)
+    if args.scheduler and s["model"] == "convnet":  # a resumed convnet too
+        # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
+        # the namespace of its (dask) input, which Dask refuses.
+        return error("--scheduler evaluates fully connected models (mlp, course), not convnet")
 
     (x_train, t_train), (x_test, t_test) = load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
@@ -188,28 +185,29 @@ def _train(args: argparse.Namespace, client: Any) -> int:
         if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
             save(r.epoch)
 
-    trainer = Trainer(
-        net, optimizer, x_train, t_train, x_test, t_test,
-        epochs=epochs,
-        batch_size=s["batch_size"],
-        seed=s["seed"],
-        eval_samples=args.eval_samples,
-        start_epoch=start_epoch,
-        history=history,
-        progress=False if args.quiet else None,
-        callback=report,
-        target_range=s["target_range"],
-        **_evaluation(client, (n_train, x_test.shape[0]), EVAL_BATCH.get(s["model"], 10_000),
-                      args.quiet),
-    )  # fmt: skip
-    began, first_iteration = time.perf_counter(), trainer.iterations
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
-        hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
-        print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
-        return 130
+    with cluster(args) as client:  # started once everything else has been checked
+        trainer = Trainer(
+            net, optimizer, x_train, t_train, x_test, t_test,
+            epochs=epochs,
+            batch_size=s["batch_size"],
+            seed=s["seed"],
+            eval_samples=args.eval_samples,
+            start_epoch=start_epoch,
+            history=history,
+            progress=False if args.quiet else None,
+            callback=report,
+            target_range=s["target_range"],
+            **_evaluation(client, (n_train, x_test.shape[0]), EVAL_BATCH.get(s["model"], 10_000),
+                          args.quiet),
+        )  # fmt: skip
+        began, first_iteration = time.perf_counter(), trainer.iterations
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:
+            # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
+            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+            print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
+            return 130
     elapsed = time.perf_counter() - began
     print(
         f"done: epochs {start_epoch + 1}-{epochs}, "
