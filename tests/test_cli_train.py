@@ -25,7 +25,8 @@ def run(argv):
 
 @pytest.fixture
 def fake_data(monkeypatch):
-    """A tiny learnable 10-class data set (200 train / 50 test, 784 features) as xpnet.datasets."""
+    """A tiny learnable 10-class data set (200 train / 50 test, 784 features or 1x28x28
+    images) as xpnet.datasets."""
     calls = []
 
     def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, name="mnist",
@@ -37,6 +38,8 @@ def fake_data(monkeypatch):
         labels = np.arange(250) % 10
         x = rng.random((250, 784)) * 0.2
         x[np.arange(250), labels * 78] += 1.0
+        if not flatten:  # images, as load_mnist gives them
+            x = x.reshape(250, 1, 28, 28)
         x, t = (backend.to_device(x, dtype="float32", device=device),
                 backend.to_device(labels, dtype="int64", device=device))  # fmt: skip
         return (x[:200, ...], t[:200]), (x[200:, ...], t[200:])

@@ -207,12 +207,16 @@ class Trainer:
             t_test, classes, first.dtype, target_range
         )
         place = (lambda a: a) if evaluate_on is None else evaluate_on
+
+        def evaluated(arrays: tuple[Any, ...]) -> tuple[Any, ...]:
+            """The first ``eval_samples`` of each array, where evaluation reads them."""
+            n = arrays[0].shape[0]
+            k = n if eval_samples is None else min(eval_samples, n)
+            return tuple(place(a[:k, ...]) for a in arrays)
+
         self._eval_sets = [
-            tuple(map(place, arrays))
-            for arrays in (
-                (x_train, self.labels_train, self.t_train),
-                (x_test, self.labels_test, self.t_test),
-            )
+            evaluated((x_train, self.labels_train, self.t_train)),
+            evaluated((x_test, self.labels_test, self.t_test)),
         ]
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
@@ -230,12 +234,6 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         """Parameter updates per epoch: ``ceil(N / batch_size)``."""
         return math.ceil(self.x_train.shape[0] / self.batch_size)
-
-    def _evaluate(self, x: Any, labels: Any, targets: Any) -> tuple[float, float]:
-        k = x.shape[0] if self.eval_samples is None else min(self.eval_samples, x.shape[0])
-        return evaluate(
-            self.net, x[:k, ...], labels[:k], targets[:k, ...], batch_size=self.eval_batch_size
-        )
 
     def train_epoch(self, order: Any, label: str = "") -> None:
         """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
@@ -271,7 +269,8 @@ class Trainer:
             order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
             self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
             (train_acc, train_loss), (test_acc, test_loss) = (
-                self._evaluate(*arrays) for arrays in self._eval_sets
+                evaluate(self.net, *arrays, batch_size=self.eval_batch_size)
+                for arrays in self._eval_sets
             )
             synchronize(*self.net.params.values())
             result = EpochResult(

@@ -155,7 +155,10 @@ def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any]
 
     xp, _ = backend.selected(args.device)
     (x_train, t_train), (x_test, t_test) = load_mnist(
-        name=settings["dataset"], root=args.data_dir, device=args.device
+        flatten=settings["model"] != "convnet",  # the conv net takes images (N, 1, 28, 28)
+        name=settings["dataset"],
+        root=args.data_dir,
+        device=args.device,
     )
     dtype = getattr(xp, settings["dtype"])
     if x_train.dtype != dtype:
@@ -163,8 +166,6 @@ def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any]
     if settings["input_range"] is not None:
         low, high = settings["input_range"]
         x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
-    if settings["model"] == "convnet":  # images (N, 1, 28, 28)
-        x_train, x_test = (xp.reshape(x, (x.shape[0], 1, 28, 28)) for x in (x_train, x_test))
     return (x_train, t_train), (x_test, t_test)
 
 
