@@ -142,13 +142,18 @@ def architecture(net: Any) -> dict[str, Any] | None:
     }
 
 
-def _buffers(net: Any) -> dict[str, Any]:
-    """``buffer/<k>/<attr> -> array`` for the layers (numbered from 1) that have buffers."""
-    out = {}
-    for k, layer in enumerate(getattr(net, "layers", ()), start=1):
-        for attr in getattr(layer, "buffers", ()):
-            out[f"{BUFFER_PREFIX}{k}/{attr}"] = getattr(layer, attr)
-    return out
+def _buffer_key(k: int, attr: str) -> str:
+    """The file's name for buffer ``attr`` of layer ``k`` (numbered from 1)."""
+    return f"{BUFFER_PREFIX}{k}/{attr}"
+
+
+def _buffer_slots(net: Any) -> dict[str, tuple[Any, str]]:
+    """``buffer/<k>/<attr> -> (layer, attr)`` for the layers that have buffers."""
+    return {
+        _buffer_key(k, attr): (layer, attr)
+        for k, layer in enumerate(getattr(net, "layers", ()), start=1)
+        for attr in getattr(layer, "buffers", ())
+    }
 
 
 def save_params(
@@ -169,7 +174,12 @@ def save_params(
     for name in arrays:
         if name == METADATA_KEY or name.startswith(_RESERVED):
             raise ValueError(f"parameter name {name!r} is reserved in checkpoints")
-    arrays.update({key: to_numpy(v) for key, v in _buffers(net_or_params).items()})
+    arrays.update(
+        {
+            key: to_numpy(getattr(layer, attr))
+            for key, (layer, attr) in _buffer_slots(net_or_params).items()
+        }
+    )
     meta: dict[str, Any] = {**(metadata or {}), "format": FORMAT}
     arch = architecture(net_or_params)
     if arch is not None:
@@ -269,10 +279,19 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
     (the file must hold state for an optimizer of the same name). Returns the metadata.
     """
     arrays, meta = _read(path)
+    _load_into(path, arrays, meta, net, optimizer)
+    return meta
+
+
+def _load_into(
+    path: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], net: Any, optimizer: Any
+) -> None:
+    """:func:`load_params` on a file already read (``arrays``, ``meta``)."""
     params = _params_of(net)
     stored = {k: v for k, v in arrays.items() if not k.startswith(_RESERVED)}
     _check(path, stored, params, "parameters")
-    buffers = _buffers(net)
+    slots = _buffer_slots(net)
+    buffers = {key: getattr(layer, attr) for key, (layer, attr) in slots.items()}
     stored_buffers = {k: v for k, v in arrays.items() if k.startswith(BUFFER_PREFIX)}
     _check(path, stored_buffers, buffers, "layer buffers")
     state = None
@@ -280,12 +299,10 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
         state = _optimizer_state(path, arrays, meta, params, optimizer)
     for name in list(params):
         params[name] = _to_like(stored[name], params[name])
-    for key, value in buffers.items():
-        k, attr = key[len(BUFFER_PREFIX) :].split("/")
-        setattr(net.layers[int(k) - 1], attr, _to_like(stored_buffers[key], value))
+    for key, (layer, attr) in slots.items():
+        setattr(layer, attr, _to_like(stored_buffers[key], buffers[key]))
     if state is not None:
         optimizer.load_state_dict(state)
-    return meta
 
 
 def _optimizer_state(
@@ -338,7 +355,7 @@ def load_network(
             device=device,
             xp=xp,
         )
-        load_params(path, net)
+        _load_into(path, arrays, meta, net, None)
         return net, meta
     if arch.get("class") != "Sequential":
         raise ValueError(
@@ -355,7 +372,7 @@ def load_network(
     for k, spec in enumerate(arch["layers"], start=1):
         given = {attr: move(arrays[name]) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
-            given[attr] = move(arrays[f"{BUFFER_PREFIX}{k}/{attr}"])
+            given[attr] = move(arrays[_buffer_key(k, attr)])
         layers.append(_build(spec, given, f"layer {k}", where))
     net = Sequential(
         layers,
