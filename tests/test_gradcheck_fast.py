@@ -21,7 +21,7 @@ from xpnet.gradcheck import (
     net_numerical_gradient,
 )
 from xpnet.opcount import count_operations
-from xpnet.perturb import LocalNet
+from xpnet.perturb import LocalNet, loop_differences
 
 H = 1e-4
 
@@ -68,6 +68,14 @@ def test_batched_equals_the_loop(xp, activation):
     batched = net_numerical_gradient(net, x, t, method="batched", h=H)
     loop = net_numerical_gradient(net, x, t, method="loop", h=H)
     assert_same_differences(net, x, t, batched, loop)
+
+
+def test_the_layer_input_loop_includes_weight_decay(xp):
+    net, x, t = problem(xp, "sigmoid", weight_decay=0.3)
+    grad, kinks = loop_differences(LocalNet.of(net, x, t), "W2", H)
+    book = net.numerical_gradient(x, t, h=H, params=["W2"])["W2"]
+    np.testing.assert_allclose(to_numpy(grad), to_numpy(book), rtol=1e-8, atol=1e-10)
+    assert not np.any(to_numpy(kinks))
 
 
 def test_blank_input_pixels_are_skipped_and_still_equal_the_loop(xp, monkeypatch):

@@ -267,9 +267,7 @@ def loop_differences(
 
     def loss_and_inputs() -> tuple[Any, list[Any]]:
         inputs = layer_inputs(net.layers, local.inputs[0])
-        loss = net.last_layer.forward(inputs[-1], local.t)
-        # The other parameters' weight decay is the same at +h and -h: it cancels.
-        return (loss + 0.5 * rate * xp.sum(work * work) if rate else loss), inputs
+        return net.last_layer.forward(inputs[-1], local.t), inputs
 
     net.params[name] = work
     try:
@@ -281,7 +279,10 @@ def loop_differences(
                 work[idx] = original - h
                 minus, moved_down = loss_and_inputs()
                 work[idx] = original
-                grads.append((plus - minus) / (2 * h))
+                # Weight decay 0.5 * rate * sum(p**2) moves by exactly 2 * rate * p * h
+                # between the passes (the other parameters' decay cancels): its part of the
+                # difference is rate * p, added in closed form, as LocalNet adds it.
+                grads.append((plus - minus) / (2 * h) + rate * original)
                 kinked = crosses_kink(net.layers, local.inputs, moved_up, moved_down)
                 kinks.append(xp.asarray(False, device=device) if kinked is None else kinked)
     finally:
