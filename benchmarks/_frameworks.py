@@ -1,17 +1,20 @@
 """Who runs a benchmark: the peers' availability on this run, and the records' fields.
 
 Shared by the suites that time xpnet against its peers (``hand-numpy``, ``torch-eager``,
-``torch-cudagraph``); the PyTorch peer is imported only when it runs.
+``torch-cudagraph``), with xpnet's own timed step; the PyTorch peer is imported only when
+it runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-from xpnet import backend
+from xpnet import backend, opcount
+from xpnet.optim import SGD
 
 
 def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, Any]:
@@ -55,3 +58,21 @@ def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[st
 def host_params(net: Any) -> dict[str, np.ndarray]:
     """A network's parameters as host NumPy arrays of their own (a peer's starting point)."""
     return {name: np.array(backend.to_numpy(value)) for name, value in net.params.items()}
+
+
+def sgd_step(net: Any, x: Any, t: Any, lr: float) -> Callable[[], Any]:
+    """xpnet's timed step: ``SGD(lr).update(net.params, net.gradient(x, t))``."""
+    opt = SGD(lr)
+
+    def step() -> Any:
+        opt.update(net.params, net.gradient(x, t))
+        return net.params
+
+    return step
+
+
+def step_array_ops(net: Any, x: Any, t: Any, lr: float) -> int:
+    """Array operations in one :func:`sgd_step` of ``net`` on NumPy ``x``, ``t`` (the layer
+    code issues the same on every backend)."""
+    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t, lr)(), x, t, params=net.params)
+    return ops.array_ops

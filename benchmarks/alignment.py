@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.test_training_step import DTYPE, NETWORKS, STEP_BATCHES, sgd_step
+from benchmarks._frameworks import sgd_step
+from benchmarks.test_training_step import DTYPE, NETWORKS, STEP_BATCHES
 from xpnet import backend
 from xpnet.datasets import load_mnist
 

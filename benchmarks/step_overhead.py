@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _course, _numpy_peer
-from benchmarks._frameworks import host_params
-from benchmarks.test_training_step import DTYPE, sgd_step
+from benchmarks._frameworks import host_params, sgd_step
+from benchmarks.test_training_step import DTYPE
 from xpnet import bench
 from xpnet.networks import TwoLayerNet
 

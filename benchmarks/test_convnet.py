@@ -15,15 +15,13 @@ Records carry ``array_ops`` (``xpnet.opcount``, counted on NumPy) where cheap to
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from benchmarks._frameworks import framework_info, host_params, torch_peer
+from benchmarks._frameworks import framework_info, host_params, sgd_step, step_array_ops, torch_peer
 from xpnet import backend, bench, gradcheck, opcount
 from xpnet.networks import SimpleConvNet
-from xpnet.optim import SGD
 
 NETWORK = "SimpleConvNet(30 5x5, pool 2, 100, 10)"
 STEP_BATCH = 100
@@ -44,22 +42,11 @@ def info(kind: str, batch: int, dtype: str, **more: Any) -> dict[str, Any]:
             "network": NETWORK, **more}  # fmt: skip
 
 
-def sgd_step(net: SimpleConvNet, x: Any, t: Any) -> Callable[[], Any]:
-    opt = SGD(LR)
-
-    def step() -> Any:
-        opt.update(net.params, net.gradient(x, t))
-        return net.params
-
-    return step
-
-
 def step_operations(data: bench.BenchData) -> int:
     """Array operations in one step, counted on NumPy: the same on every backend."""
     net = SimpleConvNet(seed=SEED, device="cpu")
     x, t = images(data, STEP_BATCH, "float32", device="cpu")
-    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t)(), x, t, params=net.params)
-    return ops.array_ops
+    return step_array_ops(net, x, t, LR)
 
 
 @pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
@@ -73,7 +60,7 @@ def test_step(
     torch, more = None, {}
     if framework == "xpnet":
         x, t = images(bench_data, STEP_BATCH, "float32")
-        step = sgd_step(SimpleConvNet(seed=SEED), x, t)
+        step = sgd_step(SimpleConvNet(seed=SEED), x, t, LR)
         more["array_ops"] = step_operations(bench_data)
     else:
         torch, peer = torch_peer(run_device, framework)

@@ -31,8 +31,15 @@ import numpy as np
 import pytest
 
 from benchmarks import _course, _numpy_peer
-from benchmarks._frameworks import framework_info, host_params, require_host, torch_peer
-from xpnet import backend, bench, opcount
+from benchmarks._frameworks import (
+    framework_info,
+    host_params,
+    require_host,
+    sgd_step,
+    step_array_ops,
+    torch_peer,
+)
+from xpnet import backend, bench
 from xpnet.networks import TwoLayerNet
 from xpnet.optim import SGD
 
@@ -95,16 +102,6 @@ def batch_of(data: bench.BenchData, batch: int) -> tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- one step
 
 
-def sgd_step(net: Any, x: Any, t: Any, lr: float = LR) -> Callable[[], Any]:
-    opt = SGD(lr)
-
-    def step() -> Any:
-        opt.update(net.params, net.gradient(x, t))
-        return net.params
-
-    return step
-
-
 def xpnet_step(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
     x, t = (backend.to_device(a, dtype=DTYPE) for a in (x_host, t_host))
     return sgd_step(spec.make(None), x, t, spec.lr(x_host.shape[0]))
@@ -112,11 +109,8 @@ def xpnet_step(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> Cal
 
 def step_operations(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> int:
     """Array operations in one xpnet step, counted on NumPy: the same on every backend."""
-    net = spec.make("cpu")
     x, t = (np.asarray(a, dtype=DTYPE) for a in (x_host, t_host))
-    lr = spec.lr(x_host.shape[0])
-    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t, lr)(), x, t, params=net.params)
-    return ops.array_ops
+    return step_array_ops(spec.make("cpu"), x, t, spec.lr(x_host.shape[0]))
 
 
 def numpy_step(spec: StepNetwork, x_host: np.ndarray, t_host: np.ndarray) -> Callable[[], Any]:
