@@ -25,28 +25,26 @@ from contextlib import contextmanager
 from typing import Any
 
 import array_api_compat
+from array_api_compat import is_array_api_obj
 
 from xpnet.backend import host_rng, namespace, namespace_of
 from xpnet.gradcheck import GradientReport, compare, tolerances, values_around
+from xpnet.layers import require_layer_methods
 
 # An analytic gradient within this fraction of the gap between the one-sided differences
 # of one of them is taken to sit on that side of a kink.
 KINK_SIDE = 0.1
 
 
-def _is_array(x: Any) -> bool:
-    return array_api_compat.is_array_api_obj(x)
-
-
 def _is_float(x: Any) -> bool:
-    if _is_array(x):
+    if is_array_api_obj(x):
         return namespace_of(x).isdtype(x.dtype, "real floating")
     return isinstance(x, float)
 
 
 def _float64(xp: Any, x: Any, like: Any) -> Any:
     """``x`` (an array or a Python float) as a float64 array of ``xp`` on ``like``'s device."""
-    if _is_array(x):
+    if is_array_api_obj(x):
         return xp.astype(x, xp.float64, copy=True)
     return xp.asarray(x, dtype=xp.float64, device=array_api_compat.device(like))
 
@@ -92,7 +90,7 @@ def _in_float64(layer: Any, attrs: list[str]) -> Iterator[None]:
     old = {a: getattr(layer, a) for a in attrs}
     try:
         for a, value in old.items():
-            if _is_array(value) and _is_float(value):
+            if is_array_api_obj(value) and _is_float(value):
                 setattr(layer, a, namespace_of(value).astype(value, namespace_of(value).float64))
         yield
     finally:
@@ -140,16 +138,14 @@ def check_layer(
     (truthy when every element passes; kinks are reported apart).
     """
     kind = type(layer).__name__
-    for method in ("forward", "backward"):
-        if not callable(getattr(layer, method, None)):
-            raise TypeError(f"{kind} has no {method}() method: a layer needs forward and backward")
+    require_layer_methods(layer, kind)
     params = list(getattr(layer, "params", ()))
     missing = [a for a in params if not hasattr(layer, a)]
     if missing:
         raise ValueError(f"{kind} names {missing} in its params but has no such attribute")
     if not inputs:
         raise TypeError(f"check_layer({kind}) needs the layer's inputs")
-    arrays = [a for a in [*inputs, *(getattr(layer, p) for p in params)] if _is_array(a)]
+    arrays = [a for a in [*inputs, *(getattr(layer, p) for p in params)] if is_array_api_obj(a)]
     xp = namespace_of(*arrays) if arrays else namespace()
     like = arrays[0] if arrays else xp.asarray(0.0)
     kwargs = dict(forward_kwargs or {})
@@ -158,7 +154,7 @@ def check_layer(
     with _in_float64(layer, saved):
         x64 = [_float64(xp, x, like) if _is_float(x) else x for x in inputs]
         out = layer.forward(*x64, **kwargs)
-        out = out if _is_array(out) else xp.asarray(out, dtype=xp.float64)
+        out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
         rng = host_rng(seed)
         dout = xp.asarray(
             rng.standard_normal(tuple(out.shape)),
@@ -226,7 +222,7 @@ def check_function(
 
             report.params.append(_check(str(key), at, point[key], grad[key], report))
         return report
-    if not _is_array(x):
+    if not is_array_api_obj(x):
         raise TypeError(f"x must be an array or a mapping of arrays, got {type(x).__name__}")
     report.params.append(_check("x", f, _float64(namespace_of(x), x, x), grad, report))
     return report

@@ -53,6 +53,15 @@ def takes_train_flg(layer: Any) -> bool:
         return False
 
 
+def require_layer_methods(layer: Any, where: str) -> None:
+    """Raise ``TypeError`` naming ``where`` unless ``layer`` has forward() and backward()."""
+    for method in ("forward", "backward"):
+        if not callable(getattr(layer, method, None)):
+            raise TypeError(
+                f"{where} has no {method}() method: a layer needs forward(x) and backward(dout)"
+            )
+
+
 def require_floating(xp: Any, name: str, x: Any) -> None:
     """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
     if not _isdtype(xp, x.dtype, "real floating"):

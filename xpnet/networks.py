@@ -29,6 +29,7 @@ from xpnet.layers import (
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    require_layer_methods,
     takes_train_flg,
 )
 
@@ -159,12 +160,7 @@ class Sequential:
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
         for k, layer in enumerate(self.layers, start=1):
-            for method in ("forward", "backward"):
-                if not callable(getattr(layer, method, None)):
-                    raise TypeError(
-                        f"{_where(k, layer)} has no {method}() method: a layer needs "
-                        "forward(x) and backward(dout)"
-                    )
+            require_layer_methods(layer, _where(k, layer))
             if isinstance(layer, Loss):
                 raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
         _check_loss(loss)
