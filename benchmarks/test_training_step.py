@@ -21,8 +21,6 @@ its benchmarks are skipped when it is not installed.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -223,12 +221,7 @@ def test_step_side_by_side(
     x, t = (np.asarray(a, dtype=DTYPE) for a in spec.targets(*batch_of(bench_data, batch)))
     ours = [sgd_step(spec.make(None), x, t, spec.lr(batch)) for _ in range(SIDE_BY_SIDE_NETS)]
     hand = [numpy_step(spec, x, t) for _ in range(SIDE_BY_SIDE_NETS)]
-    began = time.perf_counter()
-    for step in ours + hand:
-        step()
-    one_pair = (time.perf_counter() - began) / SIDE_BY_SIDE_NETS
-    block = max(1, math.ceil(2 * SIDE_BY_SIDE_BLOCK_S / one_pair))
-    pairs = bench.SideBySide(ours, hand, block)
+    pairs = bench.SideBySide(ours, hand, bench.calls_per_block(ours + hand, SIDE_BY_SIDE_BLOCK_S))
     time_step(
         timed, pairs, "step_side_by_side", network, batch,
         **framework_info("xpnet", run_info), peer="hand-numpy",

@@ -185,6 +185,14 @@ def test_side_by_side_figures_are_per_call_and_per_pair(sync_log: list[Any]) -> 
     assert (figures["pairs"], figures["block"]) == (4, 1)
 
 
+def test_calls_per_block_fills_the_time_from_one_call_of_each(sync_log: list[Any]) -> None:
+    clock, log = FakeClock(), []
+    fns = [clock.costing(1.0, log, "a"), clock.costing(3.0, log, "b")]
+    assert bench.calls_per_block(fns, 9.0, clock=clock) == 5  # 2.0 a call on average
+    assert bench.calls_per_block(fns, 0.5, clock=clock) == 1
+    assert log == ["a", "b", "a", "b"]
+
+
 def test_side_by_side_needs_callables_a_pair_and_a_positive_block() -> None:
     with pytest.raises(ValueError, match="block must be >= 1 call, got 0"):
         bench.SideBySide([lambda: None], [lambda: None], block=0)

@@ -241,10 +241,11 @@ def _aligned_copy(a: np.ndarray, dtype: Any = None) -> np.ndarray:
     """A C-ordered copy of ``a`` (in ``dtype``, default ``a``'s) whose data start on a
     multiple of ``ALIGNMENT`` bytes.
 
-    NumPy's allocations are 16-byte aligned. With two BLAS threads, aligned weights
-    saved 1.4-14 % of a training step at batch 100 or 1000 on this project's CPU machine,
-    against weights 16 or 48 bytes past a 64-byte boundary (half of NumPy's placements);
-    ``python -m benchmarks.alignment``, recorded in ``docs/benchmarks.md``.
+    NumPy's allocations are 16-byte aligned. On this project's CPU machine, with two BLAS
+    threads, TwoLayerNet's batch-100 step with aligned weights took 0.86-0.96 of the time
+    of one with weights 16 or 48 bytes past a 64-byte boundary (half of NumPy's
+    placements), and no step took measurably longer; ``python -m benchmarks.alignment``,
+    recorded in ``docs/benchmarks.md``.
     """
     dtype = a.dtype if dtype is None else np.dtype(dtype)
     nbytes = a.size * dtype.itemsize

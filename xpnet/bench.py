@@ -225,6 +225,20 @@ class Timed:
         return float(stats.stats.median)
 
 
+def calls_per_block(
+    fns: Sequence[Callable[[], Any]],
+    seconds: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
+    """Calls that take about ``seconds``, from one synced call of each of ``fns`` (at least 1):
+    the block size for :class:`SideBySide`."""
+    began = clock()
+    for fn in fns:
+        synced(fn)()
+    per_call = (clock() - began) / len(fns)
+    return max(1, math.ceil(seconds / per_call))
+
+
 class SideBySide:
     """Two sides timed in alternating blocks: a ratio from pairs taken moments apart.
 
