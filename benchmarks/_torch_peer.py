@@ -13,7 +13,7 @@ benchmarks import this module (and torch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,15 @@ def torch_device(run_device: str) -> torch.device:
 def sum_bce_with_logits(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sigmoid and binary cross-entropy summed over all outputs (the course network's loss)."""
     return F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+
+
+def leaf_tensors(
+    params: Mapping[str, np.ndarray], names: Sequence[str], device: torch.device
+) -> list[torch.Tensor]:
+    """``params[name]`` for each of ``names``, copied to ``device`` as tensors to train."""
+    return [
+        torch.tensor(np.asarray(params[name]), device=device, requires_grad=True) for name in names
+    ]
 
 
 class TorchMLP:
@@ -50,10 +59,7 @@ class TorchMLP:
     ) -> None:
         self.device, self.lr = device, lr
         self.activation, self.loss_fn = activation, loss
-        self.params = [
-            torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
-            for name in PARAM_ORDER
-        ]
+        self.params = leaf_tensors(params, PARAM_ORDER, device)
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2 = self.params
@@ -77,10 +83,7 @@ class TorchConvNet:
 
     def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
         self.device, self.lr = device, lr
-        self.params = [
-            torch.tensor(np.asarray(params[name]), device=device, requires_grad=True)
-            for name in ("W1", "b1", "W2", "b2", "W3", "b3")
-        ]
+        self.params = leaf_tensors(params, ("W1", "b1", "W2", "b2", "W3", "b3"), device)
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = self.params
