@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from xpnet import backend, datasets
-from xpnet.checkpoint import read_metadata
+from xpnet import MultiLayerNet, backend, datasets
+from xpnet.checkpoint import read_metadata, save_params
 from xpnet.cli import main
 
 
@@ -207,6 +207,16 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert f"interrupted during epoch 3; {path} holds epoch 2" in capsys.readouterr().err
     assert read_metadata(path)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+
+
+def test_resume_checks_the_output_activation_against_the_architecture(fake_data, tmp_path, capsys):
+    path = tmp_path / "old.npz"
+    net = MultiLayerNet(784, [50], 10, seed=0)
+    save_params(path, net, {"epoch": 1, "run": {"dataset": "mnist", "model": "mlp"}})
+    assert run(["train", "--resume", str(path), "--output-activation", "sigmoid"]) == 2
+    err = capsys.readouterr().err
+    assert "--output_activation sigmoid does not match the checkpoint's None" in err
+    assert "Traceback" not in err
 
 
 def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):

@@ -253,6 +253,7 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         resumed.update(
             hidden=arch["sizes"][1:-1],
             activation=arch["activation"],
+            output_activation=arch.get("output_activation"),
             dtype=arch["dtype"],
             weight_decay=arch.get("weight_decay", 0.0),
         )
