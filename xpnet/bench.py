@@ -446,6 +446,20 @@ def _run_key(info: Mapping[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
+def _row(rows: dict[tuple[str, int], dict[str, Any]], info: Mapping[str, Any]) -> dict[str, Any]:
+    """The row of ``info``'s (network, batch) in ``rows``, made on first use; its dtype set."""
+    network, batch = str(info.get("network", NETWORK)), int(info["batch"])
+    row = rows.setdefault((network, batch), {"network": network, "batch": batch})
+    row["dtype"] = info.get("dtype")
+    return row
+
+
+def _in_run_order(rows: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows by network, in the order the networks were run, then by batch."""
+    order = list(dict.fromkeys(network for network, _ in rows))
+    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
+
+
 def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
     """One row per (network, batch), networks in the order they were run."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -453,9 +467,7 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
         kind = info.get("kind")
         if kind not in ("analytic", "numerical_loop", "numerical_full", "batched", "directional"):
             continue
-        network, batch = str(info.get("network", NETWORK)), int(info["batch"])
-        row = rows.setdefault((network, batch), {"network": network, "batch": batch})
-        row["dtype"] = info.get("dtype")
+        row = _row(rows, info)
         if kind == "numerical_loop" and median is not None:
             n, total = int(info["params_timed"]), int(info["params_total"])
             row["loop_per_param_s"] = median / n
@@ -476,8 +488,7 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
         row["ratio_numerical_analytic"] = _ratio(loop_full, row.get("analytic_s"))
         row["ratio_loop_batched"] = _ratio(loop_full, row.get("batched_s"))
         row["ratio_directional_analytic"] = _ratio(row.get("directional_s"), row.get("analytic_s"))
-    order = list(dict.fromkeys(network for network, _ in rows))
-    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
+    return _in_run_order(rows)
 
 
 STEP_COLUMNS = {
@@ -503,9 +514,7 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
     for info, median in items:
         if info.get("kind") not in ("step", "step_side_by_side"):
             continue
-        network, batch = str(info.get("network", NETWORK)), int(info["batch"])
-        row = rows.setdefault((network, batch), {"network": network, "batch": batch})
-        row["dtype"] = info.get("dtype")
+        row = _row(rows, info)
         if info["kind"] == "step_side_by_side":
             row["side_by_side"] = {k: info[k] for k in SIDE_BY_SIDE_FIGURES if k in info}
             continue
@@ -520,8 +529,7 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
         )
         row["ratio_xpnet_torch_eager"] = _ratio(row.get("xpnet_s"), row.get("torch_eager_s"))
         row["ratio_xpnet_torch_graph"] = _ratio(row.get("xpnet_s"), row.get("torch_graph_s"))
-    order = list(dict.fromkeys(network for network, _ in rows))
-    return [rows[k] for k in sorted(rows, key=lambda k: (order.index(k[0]), k[1]))]
+    return _in_run_order(rows)
 
 
 def _per_sample_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> dict[str, Any]:
