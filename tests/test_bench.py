@@ -153,7 +153,28 @@ def test_side_by_side_alternates_which_side_goes_first(sync_log: list[Any]) -> N
     for _ in range(3):
         pairs()
     assert log == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
-    assert sum(1 for entry in sync_log if entry[0] == "sync") == 12  # after every call
+
+
+def test_side_by_side_synchronizes_each_block_once_before_reading_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock, log = FakeClock(), []
+
+    def synchronize(*arrays: Any) -> None:  # waits 1.0 for the block's queued work
+        log.append(("sync", arrays))
+        clock.now += 1.0
+
+    monkeypatch.setattr(backend, "synchronize", synchronize)
+    a = np.ones(1)
+
+    def call() -> Any:
+        clock.costing(3.0, log, "a")()
+        return {"W": a}
+
+    pairs = bench.SideBySide([call], [clock.costing(2.0, log, "b")], block=2, clock=clock)
+    pairs()
+    assert log == ["a", "a", ("sync", (a,)), "b", "b", ("sync", ())]
+    assert pairs.times == ([3.5], [2.5])  # (2 calls + the wait) / 2
 
 
 def test_side_by_side_takes_each_sides_callables_in_turn(sync_log: list[Any]) -> None:

@@ -6,6 +6,7 @@ what they share and what can be unit-tested without running them:
 - :func:`synced` wraps a callable so that it ends with :func:`xpnet.backend.synchronize`
   of the arrays it returns; :class:`Timed` feeds only such wrapped callables to
   pytest-benchmark, so GPU timings include the work queued on the device;
+  :class:`SideBySide` times two sides in alternating blocks, each synchronized once;
 - :data:`MODES`: the quick mode (default, seconds, for CI) and the full mode;
 - :func:`choose_data`: real MNIST when it is already on disk (or, in full mode,
   downloadable), else the offline ``mnist-5k`` subset;
@@ -67,6 +68,13 @@ def arrays_in(obj: Any) -> list[Any]:
     return list(found.values())
 
 
+def synchronize_result(result: Any) -> None:
+    """``backend.synchronize`` of the arrays in ``result``, or of the selected device
+    (``XPNET_DEVICE``) when it holds none."""
+    # Looked up at call time, so tests can swap in a recorder.
+    backend.synchronize(*arrays_in(result))
+
+
 def synced(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` followed by ``backend.synchronize`` of the arrays it returns.
 
@@ -80,8 +88,7 @@ def synced(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = fn(*args, **kwargs)
-        # Looked up at call time, so tests can swap in a recorder.
-        backend.synchronize(*arrays_in(result))
+        synchronize_result(result)
         return result
 
     setattr(wrapper, SYNCED_ATTR, True)
@@ -246,10 +253,16 @@ class SideBySide:
     networks made one after the other), used in turn: pair k calls the k-th of each
     (cycling), so where their arrays happen to lie in memory, which moves a step's time
     by a few per cent, averages out. Each call of the object runs one pair: ``block``
-    calls of one side's callable and ``block`` of the other's, each block synchronized
-    and timed on its own, the first side going first in every other pair. The load of a
-    shared machine changes over seconds, so the ratio within a pair, a few milliseconds
-    apart, is steadier than the ratio of two medians taken in separate runs.
+    calls of one side's callable and ``block`` of the other's, each block timed on its
+    own, the first side going first in every other pair. The load of a shared machine
+    changes over seconds, so the ratio within a pair, a few milliseconds apart, is
+    steadier than the ratio of two medians taken in separate runs.
+
+    A block is synchronized once, after its last call and before the clock is read
+    (:func:`synchronize_result` of that call's result): a device runs queued work in
+    order, so that one wait covers the block. Finding the devices of the arrays a call
+    returns costs microseconds, more for a side that returns more arrays; once a block,
+    it is no part of the ratio.
     :meth:`figures` gives the medians per call and the quartiles of the pairs' ratios.
     ``clock`` is the timer (``time.perf_counter``).
     """
@@ -265,7 +278,7 @@ class SideBySide:
             raise ValueError(f"block must be >= 1 call, got {block}")
         if not first or not second:
             raise ValueError("each side needs at least one callable")
-        self.sides = ([synced(fn) for fn in first], [synced(fn) for fn in second])
+        self.sides = (list(first), list(second))
         self.block, self.clock = block, clock
         self.times: tuple[list[float], list[float]] = ([], [])  # seconds per call, per pair
 
@@ -276,7 +289,8 @@ class SideBySide:
             fn = candidates[pair % len(candidates)]
             start = self.clock()
             for _ in range(self.block):
-                fn()
+                result = fn()
+            synchronize_result(result)
             self.times[side].append((self.clock() - start) / self.block)
 
     def figures(self) -> dict[str, Any]:
