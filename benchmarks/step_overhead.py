@@ -9,6 +9,12 @@ what xpnet takes more is what its layers, ``Sequential`` and the optimizer do in
 around them: namespace and shape checks, calls, the parameter mapping. That cost does
 not grow with the batch; the step suite's ``xpnet/numpy`` at batch 100 is about
 ``1 + cost / (hand step at batch 100)``.
+
+A third step splits the cost: the same network's layers called one after the other and
+their parameters updated in place by hand (:func:`layers_step`), with no ``Sequential``,
+optimizer or parameter mapping. Its cost over the hand-written step is what the layers
+themselves add (their namespace lookups and checks); the rest of xpnet's is what drives
+them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from benchmarks import _course, _numpy_peer
 from benchmarks._frameworks import host_params, sgd_step
 from benchmarks.test_training_step import DTYPE
-from xpnet import bench
+from xpnet import Sequential, bench
 from xpnet.networks import TwoLayerNet
 
 SIZES = (4, 3, 2)
@@ -31,36 +37,68 @@ PAIRS = 400
 BLOCK = 200  # steps a block (about 10 ms)
 
 
-def networks() -> dict[str, tuple[list[Callable[[], Any]], list[Callable[[], Any]]]]:
-    """name -> (xpnet steps, hand-written steps), ``NETS`` of each, on one tiny batch."""
+def layers_step(net: Sequential, x: Any, t: Any, lr: float) -> Callable[[], None]:
+    """One SGD step of ``net`` (Affine, activation, Affine and a loss layer) through its
+    layers' own ``forward`` and ``backward``, updating ``W`` and ``b`` in place."""
+    first, activation, second = net.layers
+    loss = net.last_layer
+
+    def step() -> None:
+        loss.forward(second.forward(activation.forward(first.forward(x))), t)
+        first.backward(activation.backward(second.backward(loss.backward(1))))
+        for affine in (first, second):
+            affine.W -= lr * affine.dW
+            affine.b -= lr * affine.db
+
+    return step
+
+
+def networks() -> dict[str, dict[str, list[Callable[[], Any]]]]:
+    """name -> {``"xpnet"``, ``"layers"``, ``"numpy"``: ``NETS`` steps each}, on one tiny batch."""
     rng = np.random.default_rng(0)
     d, h, c = SIZES
     x = rng.random((1, d)).astype(DTYPE)
     t = np.eye(c, dtype=DTYPE)[[1]]
-    out = {}
-    two = [TwoLayerNet(d, h, c, dtype=DTYPE, seed=k) for k in range(NETS)]
-    out["two-layer"] = (
-        [sgd_step(net, x, t, 0.1) for net in two],
-        [partial(_numpy_peer.two_layer_step, host_params(net), x, t, 0.1) for net in two],
-    )
+    two = [TwoLayerNet(d, h, c, dtype=DTYPE, seed=k) for k in range(2 * NETS)]
     course = [_course.host_params(k, DTYPE, SIZES) for k in range(NETS)]
-    out["course"] = (
-        [sgd_step(_course.network(p, DTYPE, "cpu"), x, t, _course.LR) for p in course],
-        [partial(_numpy_peer.course_step, dict(p), x, t, _course.LR) for p in course],
-    )
-    return out
+    return {
+        "two-layer": {
+            "xpnet": [sgd_step(net, x, t, 0.1) for net in two[:NETS]],
+            "layers": [layers_step(net, x, t, 0.1) for net in two[NETS:]],
+            "numpy": [
+                partial(_numpy_peer.two_layer_step, host_params(net), x, t, 0.1)
+                for net in two[:NETS]
+            ],
+        },
+        "course": {
+            "xpnet": [sgd_step(_course.network(p, DTYPE, "cpu"), x, t, _course.LR) for p in course],
+            "layers": [
+                layers_step(_course.network(p, DTYPE, "cpu"), x, t, _course.LR) for p in course
+            ],
+            "numpy": [partial(_numpy_peer.course_step, dict(p), x, t, _course.LR) for p in course],
+        },
+    }
 
 
 def main() -> None:
-    print(f"{'network':10s} {'xpnet':>9s} {'numpy':>9s} {'cost':>9s}  (us a step, median)")
-    for name, (ours, hand) in networks().items():
-        pairs = bench.SideBySide(ours, hand, BLOCK)
+    print(
+        f"{'network':10s} {'xpnet':>8s} {'layers':>8s} {'numpy':>8s} {'cost':>8s} "
+        f"{'layers':>8s} {'driving':>8s}  (us a step, medians; cost = layers + driving)"
+    )
+    for name, steps in networks().items():
+        # Both comparisons against the same hand-written steps, their pairs interleaved.
+        whole = bench.SideBySide(steps["xpnet"], steps["numpy"], BLOCK)
+        bare = bench.SideBySide(steps["layers"], steps["numpy"], BLOCK)
         for _ in range(PAIRS):
-            pairs()
-        times = [np.asarray(side) * 1e6 for side in pairs.times]
-        cost = float(np.median(times[0] - times[1]))
-        xpnet_us, numpy_us = (float(np.median(side)) for side in times)
-        print(f"{name:10s} {xpnet_us:9.1f} {numpy_us:9.1f} {cost:9.1f}")
+            whole()
+            bare()
+        costs = [float(np.median(np.subtract(*pairs.times)) * 1e6) for pairs in (whole, bare)]
+        xpnet_us, layers_us = (float(np.median(p.times[0])) * 1e6 for p in (whole, bare))
+        numpy_us = float(np.median(whole.times[1] + bare.times[1])) * 1e6
+        print(
+            f"{name:10s} {xpnet_us:8.1f} {layers_us:8.1f} {numpy_us:8.1f} {costs[0]:8.1f} "
+            f"{costs[1]:8.1f} {costs[0] - costs[1]:8.1f}"
+        )
 
 
 if __name__ == "__main__":
