@@ -126,6 +126,22 @@ def test_describe_reports_versions_and_device(monkeypatch):
     assert info["numpy"] == np.__version__
 
 
+@pytest.mark.parametrize("reduce", ["sum", "max"])
+@pytest.mark.parametrize(
+    ("axis", "keepdims"), [(None, False), (0, False), (-1, True), ((0, 1), False)]
+)
+def test_reduce_sum_and_max_are_the_namespaces_own(xp, reduce, axis, keepdims):
+    host = np.array([[0.5, -2.0, 3.0], [1.5, 4.0, -1.0]], dtype=np.float32)
+    x = backend.to_device(host, dtype="float32", xp=xp)
+    ours = getattr(backend, f"reduce_{reduce}")(x, axis, keepdims=keepdims)
+    theirs = getattr(xp, reduce)(x, axis=axis, keepdims=keepdims)
+    assert ours.dtype == theirs.dtype == x.dtype
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    np.testing.assert_array_equal(backend.to_numpy(ours), backend.to_numpy(theirs))
+    expected = getattr(np, reduce)(host, axis=axis, keepdims=keepdims)
+    np.testing.assert_array_equal(backend.to_numpy(ours), expected)
+
+
 def test_namespace_of_needs_an_array():
     with pytest.raises(TypeError, match="at least one array"):
         backend.namespace_of(1.0, None)

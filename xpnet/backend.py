@@ -178,6 +178,25 @@ def dot(a: Any, b: Any) -> Any:
     return a @ b
 
 
+# NumPy's sum and max handle their arguments in Python (array-function dispatch, then
+# ``_wrapreduction``) before calling the ufunc's reduce; on the arrays of a small step
+# that costs more than the arithmetic, several times a step.
+
+
+def reduce_sum(x: Any, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = False) -> Any:
+    """``xp.sum(x, axis=axis, keepdims=keepdims)``; NumPy gets ``numpy.add.reduce``."""
+    if type(x) is np.ndarray:
+        return np.add.reduce(x, axis=axis, keepdims=keepdims)
+    return namespace_of(x).sum(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_max(x: Any, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = False) -> Any:
+    """``xp.max(x, axis=axis, keepdims=keepdims)``; NumPy gets ``numpy.maximum.reduce``."""
+    if type(x) is np.ndarray:
+        return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
+    return namespace_of(x).max(x, axis=axis, keepdims=keepdims)
+
+
 def _dask_with_numpy(arrays: list[Any]) -> ModuleType | None:
     """Dask's namespace when ``arrays`` are dask arrays and NumPy arrays, else None.
 

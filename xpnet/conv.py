@@ -21,7 +21,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import namespace_of
+from xpnet.backend import namespace_of, reduce_sum
 from xpnet.layers import require_floating
 
 
@@ -197,8 +197,8 @@ class Convolution:
         fn, c, fh, fw = self.W.shape
         n, _, oh, ow = dout.shape
         dout = xp.reshape(dout, (n, fn, oh * ow))
-        self.db = xp.sum(dout, axis=(0, 2))
-        self.dW = xp.reshape(xp.sum(dout @ xp.matrix_transpose(self.col), axis=0), self.W.shape)
+        self.db = reduce_sum(dout, axis=(0, 2))
+        self.dW = xp.reshape(reduce_sum(dout @ xp.matrix_transpose(self.col), axis=0), self.W.shape)
         if not self.input_grad:
             return None
         dcol = xp.reshape(self.W, (fn, c * fh * fw)).T @ dout

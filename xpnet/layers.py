@@ -31,7 +31,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import DeviceRNG, dot, namespace_of
+from xpnet.backend import DeviceRNG, dot, namespace_of, reduce_max, reduce_sum
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -239,7 +239,7 @@ class Affine:
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
         self.dW = dot(self.x.T, dout)
-        self.db = xp.sum(dout, axis=0)
+        self.db = reduce_sum(dout, axis=0)
         if not self.input_grad:
             return None
         dx = dot(dout, self.W.T)
@@ -291,8 +291,8 @@ class Affine:
 def softmax(x: Any) -> Any:
     """Softmax over the last axis, shifted by the row maximum so large logits do not overflow."""
     xp = namespace_of(x)
-    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
-    return e / xp.sum(e, axis=-1, keepdims=True)
+    e = xp.exp(x - reduce_max(x, axis=-1, keepdims=True))
+    return e / reduce_sum(e, axis=-1, keepdims=True)
 
 
 def log_softmax(x: Any) -> Any:
@@ -301,8 +301,8 @@ def log_softmax(x: Any) -> Any:
 
 
 def _log_softmax(xp: Any, x: Any) -> Any:
-    shifted = x - xp.max(x, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    shifted = x - reduce_max(x, axis=-1, keepdims=True)
+    return shifted - xp.log(reduce_sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
 class Softmax:
@@ -313,8 +313,7 @@ class Softmax:
         return self.y
 
     def backward(self, dout: Any = 1) -> Any:
-        xp = namespace_of(self.y)
-        return self.y * (dout - xp.sum(dout * self.y, axis=-1, keepdims=True))
+        return self.y * (dout - reduce_sum(dout * self.y, axis=-1, keepdims=True))
 
 
 def check_labels(t: Any, classes: int) -> None:
@@ -411,7 +410,7 @@ class SoftmaxWithLoss(Loss):
         self.t = _as_one_hot(xp, t, x, check=True)
         logp = _log_softmax(xp, x)
         self.y = xp.exp(logp)
-        return xp.sum(self.t * logp) / -self._divisor(x.shape[0])
+        return reduce_sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.y - self.t, dout, self.t.shape[0])
@@ -457,7 +456,7 @@ class SigmoidWithLoss(Loss):
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
         softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0)
-        return self._reduced(xp.sum(softplus - x * self.t), math.prod(x.shape))
+        return self._reduced(reduce_sum(softplus - x * self.t), math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
@@ -473,7 +472,7 @@ class MeanSquaredError(Loss):
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
         self.diff = y - _in_dtype(xp, t, y.dtype)
-        return self._reduced(xp.sum(self.diff * self.diff), math.prod(y.shape))
+        return self._reduced(reduce_sum(self.diff * self.diff), math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
@@ -577,8 +576,8 @@ class BatchNormalization:
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.gamma)
         dout = xp.reshape(dout, self.xn.shape)
-        self.dbeta = xp.sum(dout, axis=0)
-        self.dgamma = xp.sum(self.xn * dout, axis=0)
+        self.dbeta = reduce_sum(dout, axis=0)
+        self.dgamma = reduce_sum(self.xn * dout, axis=0)
         dxn = self.gamma * dout
         if self.train:
             dxn = dxn - xp.mean(dxn, axis=0) - self.xn * xp.mean(dxn * self.xn, axis=0)

@@ -17,7 +17,14 @@ from itertools import pairwise
 from types import ModuleType
 from typing import Any
 
-from xpnet.backend import dtype_name, host_rng, namespace_of, random_normal, to_device
+from xpnet.backend import (
+    dtype_name,
+    host_rng,
+    namespace_of,
+    random_normal,
+    reduce_sum,
+    to_device,
+)
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import numerical_gradient
 from xpnet.layers import (
@@ -205,7 +212,7 @@ class Sequential:
         loss = self.last_layer.forward(self.predict(x, train_flg), t)
         for name in self._decayed if self.weight_decay else ():
             W = self.params[name]
-            loss = loss + 0.5 * self.weight_decay * namespace_of(W).sum(W * W)
+            loss = loss + 0.5 * self.weight_decay * reduce_sum(W * W)
         return loss
 
     def _training_loss(self, x: Any, t: Any) -> Any:
