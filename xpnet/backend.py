@@ -12,7 +12,8 @@ It also moves arrays between backends, draws seeded random weights on the host
 (the standard has no random numbers, and drawing on the host gives the same
 network on every device for one seed), draws seeded random numbers on an array's
 own device (:class:`DeviceRNG`, for Dropout masks) and synchronizes a device for
-timing.
+timing. A few calls that layers make on every step (:func:`dot`, :func:`reduce_sum`,
+:func:`reduce_max`) take a cheaper NumPy route here and the namespace's own elsewhere.
 """
 
 from __future__ import annotations

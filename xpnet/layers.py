@@ -174,12 +174,19 @@ class Sigmoid:
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
-        # 0.5 * (1 + tanh(x / 2)) is the same function and never overflows.
-        self.out = 0.5 * (1.0 + xp.tanh(0.5 * x))
-        return self.out
+        # 0.5 * (1 + tanh(x / 2)) is the same function and never overflows. The last two
+        # steps work in place on this call's own array: a large batch's time goes as much
+        # to writing new arrays as to the arithmetic.
+        out = xp.tanh(0.5 * x)
+        out += 1.0
+        out *= 0.5
+        self.out = out
+        return out
 
     def backward(self, dout: Any = 1) -> Any:
-        return dout * (1.0 - self.out) * self.out
+        dx = dout * (1.0 - self.out)
+        dx *= self.out  # in place, as in forward
+        return dx
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
     elementwise = True
@@ -234,7 +241,9 @@ class Affine:
         require_floating(xp, "Affine input", x)
         self.x_shape = x.shape
         self.x = _as_rows(xp, x, "Affine", "W", self.W)
-        return dot(self.x, self.W) + self.b
+        out = dot(self.x, self.W)
+        out += self.b  # in place: out is this call's own array
+        return out
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
