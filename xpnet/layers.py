@@ -391,8 +391,10 @@ class Loss:
         return terms if self.reduction == "mean" else 1
 
     def _reduced(self, total: Any, terms: int) -> Any:
-        """The summed loss ``total`` of ``terms`` terms, reduced: no divide for ``"sum"``."""
-        return total if self.reduction == "sum" else total / terms
+        """The summed loss ``total`` of ``terms`` terms over :meth:`_divisor`; dividing by 1
+        (a summed loss) costs no operation."""
+        divisor = self._divisor(terms)
+        return total if divisor == 1 else total / divisor
 
     def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
         """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
