@@ -931,31 +931,34 @@ def summary_of_file(path: str | Path) -> dict[str, Any]:
 def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
     """``label -> seconds`` for the chart (one bar per measured quantity)."""
     series: dict[str, float] = {}
-    for r in run["gradients"]:
-        b = f"batch {r['batch']}"
-        if r.get("network", NETWORK) != NETWORK:
-            b = f"{r['network']}, {b}"
-        for key, label in (
-            ("analytic_s", "analytic gradient"),
-            ("batched_s", "numerical, batched"),
-            ("directional_s", "directional check"),
-            ("loop_full_measured_s", "numerical loop, full"),
-            ("loop_full_extrapolated_s", "numerical loop, full (extrapolated)"),
-        ):
-            if r.get(key) is not None:
-                series[f"{label}, {b}"] = r[key]
-    for r in run["steps"]:
-        where = f"batch {r['batch']}"
-        if r.get("network", NETWORK) != NETWORK:
-            where = f"{r['network']}, {where}"
-        for key, label in (
-            ("xpnet_s", "SGD step xpnet"),
-            ("numpy_s", "SGD step hand-written NumPy"),
-            ("torch_eager_s", "SGD step torch eager"),
-            ("torch_graph_s", "SGD step torch CUDA graph"),
-        ):
-            if r.get(key) is not None:
-                series[f"{label}, {where}"] = r[key]
+    for rows, labels in (
+        (
+            run["gradients"],
+            (
+                ("analytic_s", "analytic gradient"),
+                ("batched_s", "numerical, batched"),
+                ("directional_s", "directional check"),
+                ("loop_full_measured_s", "numerical loop, full"),
+                ("loop_full_extrapolated_s", "numerical loop, full (extrapolated)"),
+            ),
+        ),
+        (
+            run["steps"],
+            (
+                ("xpnet_s", "SGD step xpnet"),
+                ("numpy_s", "SGD step hand-written NumPy"),
+                ("torch_eager_s", "SGD step torch eager"),
+                ("torch_graph_s", "SGD step torch CUDA graph"),
+            ),
+        ),
+    ):
+        for r in rows:
+            where = f"batch {r['batch']}"
+            if r.get("network", NETWORK) != NETWORK:  # the book's network goes unnamed
+                where = f"{r['network']}, {where}"
+            for key, label in labels:
+                if r.get(key) is not None:
+                    series[f"{label}, {where}"] = r[key]
     for r in run.get("per_sample", {}).get("rows", []):
         series[f"per-sample step {r['framework']}"] = r["step_s"]
     for r in run["epochs"]:
