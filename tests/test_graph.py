@@ -294,6 +294,11 @@ def test_cli_net_follows_the_train_flags(capsys, digits):
     assert edges >= {("Affine", "Tanh", "(12, 6)"), ("Affine", "Tanh", "(12, 4)")}
 
 
+def test_cli_net_refuses_mlp_flags_for_the_convnet_as_train_does(capsys):
+    assert run(["graph", "net", "--model", "convnet", "--weight-init", "he"]) == 2
+    assert "--weight-init: the convnet takes a standard deviation" in capsys.readouterr().err
+
+
 def test_cli_net_takes_the_loss_and_targets_of_training(capsys, digits):
     argv = ["graph", "net", "--hidden", "5", "--loss", "mse", "--target-range", "0.1,0.9"]
     assert run([*argv, "--batch-size", "7"]) == 0

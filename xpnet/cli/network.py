@@ -238,7 +238,7 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
 
 def train_settings(args: argparse.Namespace, saved: dict) -> dict:
     """Defaults, overridden by the ``--model`` preset, by the checkpoint's settings, and by
-    the flags given.
+    the flags given; ``ValueError`` when they do not fit the model (:func:`convnet_problem`).
 
     The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
     """
@@ -285,4 +285,7 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         settings["lr"] = preset.get("lr", 0.1)
     else:
         settings["lr"] = None
+    problem = convnet_problem(settings, args) if model == "convnet" else None
+    if problem:
+        raise ValueError(problem)
     return settings

@@ -21,7 +21,6 @@ from xpnet.cli.network import (
     EVAL_BATCH,
     TRAIN_DEFAULTS,
     add_network_flags,
-    convnet_problem,
     describe,
     load_data,
     network,
@@ -122,9 +121,6 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not saved.get("architecture"):
         return error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = train_settings(args, saved)
-    problem = convnet_problem(s, args) if s["model"] == "convnet" else None
-    if problem:
-        return error(problem)
     if args.scheduler and s["model"] == "convnet":  # a resumed convnet too
         # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
         # the namespace of its (dask) input, which Dask refuses.
