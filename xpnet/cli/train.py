@@ -159,9 +159,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
         return 0
 
-    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS) if k not in ("hidden", "dtype")}
-    if s["model"] == "convnet":  # its checkpoint records layers, not MultiLayerNet's sizes
-        run.update(hidden=s["hidden"], dtype=s["dtype"])
+    # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
+    # sizes (for a MultiLayerNet, resuming takes them from the architecture).
+    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS)}
     run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
