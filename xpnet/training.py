@@ -33,6 +33,8 @@ from xpnet.backend import host_rng, namespace_of, synchronize, to_numpy
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
+EVAL_BATCH_SIZE = 10_000  # samples an evaluation chunk holds by default
+
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -107,7 +109,7 @@ def labels_and_targets(
 
 
 def evaluate(
-    net: Any, x: Any, labels: Any, targets: Any, *, batch_size: int = 10_000
+    net: Any, x: Any, labels: Any, targets: Any, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[float, float]:
     """``(accuracy, mean loss)`` of ``net`` on ``x`` (N, D), in chunks of ``batch_size``.
 
@@ -176,7 +178,7 @@ class Trainer:
         batch_size: int = 100,
         seed: int | None = 0,
         eval_samples: int | None = None,
-        eval_batch_size: int = 10_000,
+        eval_batch_size: int = EVAL_BATCH_SIZE,
         evaluate_on: Callable[[Any], Any] | None = None,
         start_epoch: int = 0,
         history: History | None = None,

@@ -101,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from xpnet import checkpoint
     from xpnet.optim import make_optimizer
-    from xpnet.training import EpochResult, History, Trainer
+    from xpnet.training import EVAL_BATCH_SIZE, EpochResult, History, Trainer
 
     check_scheduler(args)
     for option, path in (("--save", args.save), ("--plot", args.plot)):
@@ -193,8 +193,8 @@ def _train(args: argparse.Namespace) -> int:
             progress=False if args.quiet else None,
             callback=report,
             target_range=s["target_range"],
-            **_evaluation(client, (n_train, x_test.shape[0]), EVAL_BATCH.get(s["model"], 10_000),
-                          args.quiet),
+            **_evaluation(client, (n_train, x_test.shape[0]),
+                          EVAL_BATCH.get(s["model"], EVAL_BATCH_SIZE), args.quiet),
         )  # fmt: skip
         began, first_iteration = time.perf_counter(), trainer.iterations
         try:
