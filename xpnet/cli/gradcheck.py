@@ -7,6 +7,8 @@ import json
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, positive_float
+from xpnet.gradcheck import METHODS
+from xpnet.networks import ACTIVATIONS, DTYPES
 
 
 def add_gradcheck(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +23,15 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "--hidden", type=int, action="append", help="hidden layer size (repeat; default 50)"
     )
     p.add_argument("--output-size", type=int, default=10)
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
     p.add_argument("--batch-size", type=int, default=3, help="samples in the check (default 3)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--dtype", choices=DTYPES, default="float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
     p.add_argument("--h", type=positive_float, default=None, help="central-difference step")
     p.add_argument(
         "--method",
-        choices=["loop", "batched", "directional"],
+        choices=METHODS,
         default="batched",
         help="loop: one element at a time; batched (default): the same differences, many at "
         "a time by local perturbations; directional: a few random directions, pass/fail only",

@@ -8,6 +8,7 @@ from typing import Any
 
 from xpnet.cli.common import check_output, error
 from xpnet.cli.network import add_network_flags, describe, load_data, network, train_settings
+from xpnet.graph import FORMATS
 from xpnet.graph import NAMED as NAMED_GRAPHS
 
 GRAPHS = (*NAMED_GRAPHS, "net")
@@ -27,7 +28,7 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=GRAPHS, help="which graph: %(choices)s")
     p.add_argument(
         "--format",
-        choices=["dot", "svg", "png"],
+        choices=FORMATS,
         help="default: the suffix of -o, else dot (svg and png need Graphviz's dot program)",
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")

@@ -10,7 +10,9 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import non_negative_float, positive_float, positive_int
-from xpnet.networks import DTYPES
+from xpnet.datasets import DATASETS
+from xpnet.layers import REDUCTIONS
+from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES, WEIGHT_INITS
 
 TRAIN_DEFAULTS = {
     "dataset": "mnist",
@@ -69,7 +71,7 @@ def _value_range(text: str) -> list[float]:
 
 
 def _weight_init(text: str) -> str | float:
-    if text in ("he", "xavier"):
+    if text in WEIGHT_INITS:
         return text
     try:
         return positive_float(text)
@@ -83,7 +85,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     """The flags that describe a network and its data, shared by ``train`` and ``graph``."""
     p.add_argument(
         "--dataset",
-        choices=["mnist", "fashion-mnist", "mnist-5k"],
+        choices=DATASETS,
         help=f"data set (default {default_dataset})",
     )
     p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
@@ -103,10 +105,10 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
         "(conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights std 0.01; "
         "Adam lr 0.001, 20 epochs, as the book trains it)",
     )
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="default relu")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
     p.add_argument(
         "--output-activation",
-        choices=["relu", "sigmoid", "tanh"],
+        choices=list(ACTIVATIONS),
         help="an activation after the last Affine (default none)",
     )
     p.add_argument(
@@ -117,10 +119,10 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     )
     p.add_argument(
         "--reduction",
-        choices=["mean", "sum"],
+        choices=REDUCTIONS,
         help="the loss over a batch's terms: mean (default) or sum",
     )
-    p.add_argument("--bias-init", choices=["zero", "uniform"], help="default zero")
+    p.add_argument("--bias-init", choices=BIAS_INITS, help="default zero")
     p.add_argument(
         "--input-range",
         type=_value_range,
