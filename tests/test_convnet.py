@@ -16,6 +16,11 @@ from xpnet.training import evaluate
 SMALL = {"input_dim": (2, 8, 8), "conv_param": {"filter_num": 3, "filter_size": 3}}
 
 
+def small_net(xp):
+    """The float64 conv net of these tests: SMALL, 5 hidden units, 4 classes, seed 0."""
+    return SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=xp)
+
+
 def images(xp, n=4, shape=(2, 8, 8), seed=0):
     rng = np.random.default_rng(seed)
     x = to_device(rng.standard_normal((n, *shape)), dtype="float64", xp=xp)
@@ -74,7 +79,7 @@ def test_conv_net_backprop_matches_an_independent_numerical_gradient(xp):
 
 
 def test_check_gradients_passes_on_a_conv_net(cpu_xp):
-    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    net = small_net(cpu_xp)
     report = check_gradients(net, *images(cpu_xp))
     assert report, str(report)
     assert {p.name: p.via for p in report.params} == {
@@ -85,7 +90,7 @@ def test_check_gradients_passes_on_a_conv_net(cpu_xp):
 
 def test_check_gradients_fails_on_a_wrong_convolution_gradient(cpu_xp, wrong_dW_of):
     wrong_dW_of(Convolution)
-    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    net = small_net(cpu_xp)
     report = check_gradients(net, *images(cpu_xp))
     assert not report
     assert [p.name for p in report.params if not p.passed] == ["W1"]
@@ -93,7 +98,7 @@ def test_check_gradients_fails_on_a_wrong_convolution_gradient(cpu_xp, wrong_dW_
 
 def test_the_loop_reports_a_conv_nets_kinks(cpu_xp):
     """Blank images give conv outputs of exactly b1 = 0: moving b1 crosses ReLU's kink."""
-    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    net = small_net(cpu_xp)
     x = to_device(np.zeros((2, 2, 8, 8)), dtype="float64", xp=cpu_xp)
     t = to_device([0, 1], dtype="int64", xp=cpu_xp)
     report = check_gradients(net, x, t, params=["b1"])
@@ -101,7 +106,7 @@ def test_the_loop_reports_a_conv_nets_kinks(cpu_xp):
 
 
 def test_conv_net_predicts_from_images_and_rejects_flat_input(xp):
-    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=xp)
+    net = small_net(xp)
     x, _ = images(xp, n=3)
     assert tuple(net.predict(x).shape) == (3, 4)
     with pytest.raises(ValueError, match=r"layer 1 \(Convolution\).*\(3, 128\)"):
@@ -123,7 +128,7 @@ def test_bad_conv_net_settings_are_clear_errors(kwargs, message):
 
 
 def test_a_conv_net_checkpoint_rebuilds_the_network(tmp_path, cpu_xp):
-    net = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, dtype="float64", seed=0, xp=cpu_xp)
+    net = small_net(cpu_xp)
     x, _ = images(cpu_xp)
     save_params(tmp_path / "conv.npz", net)
     loaded, _ = load_network(tmp_path / "conv.npz", xp=cpu_xp)

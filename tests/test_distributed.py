@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from test_convnet import images, small_net
 from test_networks import np_forward_loss
 
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
@@ -20,7 +21,6 @@ da = pytest.importorskip("dask.array")
 from xpnet import (  # noqa: E402
     MultiLayerNet,
     Sequential,
-    SimpleConvNet,
     backend,
     check_gradients,
 )
@@ -192,13 +192,7 @@ def test_a_layer_without_local_perturbations_is_looped_on_the_cluster_too(client
 def test_a_conv_net_is_checked_on_the_cluster_as_locally(client):
     """Convolutions have no local perturbations: their loop is what a cluster is for."""
     xp = backend.namespace("cpu")
-    net = SimpleConvNet(
-        input_dim=(2, 8, 8), conv_param={"filter_num": 3, "filter_size": 3}, hidden_size=5,
-        output_size=4, dtype="float64", seed=0, xp=xp,
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    x = to_device(rng.standard_normal((4, 2, 8, 8)), dtype="float64", xp=xp)
-    t = to_device(rng.integers(0, 4, 4), xp=xp)
+    net, (x, t) = small_net(xp), images(xp)
     remote = check_gradients(net, x, t, client=client, progress=False)
     assert remote.as_dict() == check_gradients(net, x, t).as_dict()
     assert remote.passed and [p.via for p in remote.params][:2] == ["loop", "loop"]
