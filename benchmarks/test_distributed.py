@@ -33,7 +33,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
 
-from xpnet import bench, check_gradients  # noqa: E402
+from xpnet import backend, bench, check_gradients  # noqa: E402
 from xpnet import distributed as xd  # noqa: E402
 from xpnet.networks import MultiLayerNet, TwoLayerNet  # noqa: E402
 
@@ -76,8 +76,9 @@ def where(setup: str, clients: Any) -> Iterator[Any]:
     if setup == "local":
         yield None
     elif setup == "local-1thread":
-        threadpoolctl = pytest.importorskip("threadpoolctl", reason="limits BLAS threads")
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        # blas_threads does nothing without threadpoolctl; a "1 thread" record must not.
+        pytest.importorskip("threadpoolctl", reason="limits BLAS threads")
+        with backend.blas_threads(1):
             yield None
     else:
         yield clients(int(setup.removeprefix("workers")))
