@@ -14,12 +14,12 @@ Records carry ``array_ops`` (``xpnet.opcount``, counted on NumPy) where cheap to
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 
 from benchmarks._frameworks import framework_info, host_params, sgd_step, step_array_ops, torch_peer
+from benchmarks._numerical import param_count, record_extrapolation, subset_loop
 from xpnet import backend, bench, gradcheck, opcount
 from xpnet.networks import SimpleConvNet
 
@@ -80,10 +80,6 @@ def conv_case(data: bench.BenchData, device: str | None = None) -> tuple:
     return (net, *images(data, CHECK_BATCH, "float64", device=device))
 
 
-def param_count(net: SimpleConvNet) -> int:
-    return sum(math.prod(p.shape) for p in net.params.values())
-
-
 def test_analytic(timed: bench.Timed, bench_data: bench.BenchData) -> None:
     net, x, t = conv_case(bench_data)
     cpu_net, cx, ct = conv_case(bench_data, device="cpu")
@@ -100,27 +96,14 @@ def test_numerical_loop(
     shapes = {name: tuple(p.shape) for name, p in net.params.items()}
     chosen = bench.sample_indices(shapes, bench_mode.subset, seed=SEED)
     n_timed = sum(len(idx) for idx in chosen.values())
-
-    def subset_loop() -> dict[str, Any]:
-        return {
-            name: gradcheck.numerical_gradient(
-                lambda p, name=name: net.loss_at(name, p, x, t), net.params[name], H, indices=idx
-            )
-            for name, idx in chosen.items()
-        }
-
     timed.benchmark.group = "SimpleConvNet gradients"
     timed(
-        subset_loop,
+        lambda: subset_loop(net, x, t, chosen, H),
         rounds=3 if bench_mode.name == "full" else None,  # 1,000 parameters: seconds a call
         **info("numerical_loop", CHECK_BATCH, "float64", params_timed=n_timed,
                params_total=param_count(net)),
     )  # fmt: skip
-    if timed.median_s is not None:
-        per_param = timed.median_s / n_timed
-        timed.benchmark.extra_info.update(
-            per_param_s=per_param, extrapolated_full_s=per_param * param_count(net)
-        )
+    record_extrapolation(timed, n_timed, param_count(net))
 
 
 def test_batched(

@@ -33,6 +33,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
 
+from benchmarks._numerical import param_count, record_extrapolation  # noqa: E402
 from xpnet import backend, bench, check_gradients  # noqa: E402
 from xpnet import distributed as xd  # noqa: E402
 from xpnet.networks import MultiLayerNet, TwoLayerNet  # noqa: E402
@@ -92,7 +93,7 @@ def time_loop_check(
     x = data.x_train[:LOOP_BATCH].astype(np.float64)
     t = data.t_train[:LOOP_BATCH].astype(np.float64)
     elements = sum(math.prod(net.params[n].shape) for n in names)
-    total = sum(math.prod(p.shape) for p in net.params.values())
+    total = param_count(net)
     with where(setup, clients) as client:
         report = timed(
             lambda: check_gradients(
@@ -106,11 +107,7 @@ def time_loop_check(
             params_total=total,
             **kw,
         )
-    if timed.median_s is not None:
-        per_param = timed.median_s / elements
-        timed.benchmark.extra_info.update(
-            per_param_s=per_param, extrapolated_full_s=per_param * total
-        )
+    record_extrapolation(timed, elements, total)
     assert report.passed
 
 

@@ -15,12 +15,12 @@ Batch sizes: the book's 3 samples and a mini-batch of 100.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from benchmarks._numerical import param_count, record_extrapolation, subset_loop
 from xpnet import backend, bench, gradcheck, opcount
 from xpnet.networks import TwoLayerNet
 
@@ -54,10 +54,6 @@ def batched(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
     return gradcheck.net_numerical_gradient(net, x, t, method="batched", h=H)
 
 
-def param_count(net: TwoLayerNet) -> int:
-    return sum(math.prod(net.params[name].shape) for name in net.params)
-
-
 def info(batch: int, kind: str) -> dict[str, Any]:
     return {"kind": kind, "framework": "xpnet", "batch": batch, "dtype": DTYPE}
 
@@ -87,21 +83,16 @@ def test_numerical_loop(
     chosen = bench.sample_indices(shapes, bench_mode.subset, seed=SEED)
     n_timed = sum(len(idx) for idx in chosen.values())
 
-    def subset_loop(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
-        return {
-            name: gradcheck.numerical_gradient(
-                lambda p, name=name: net.loss_at(name, p, x, t), net.params[name], H, indices=idx
-            )
-            for name, idx in chosen.items()
-        }
+    def loop(net: TwoLayerNet, x: Any, t: Any) -> dict[str, Any]:
+        return subset_loop(net, x, t, chosen, H)
 
     timed.benchmark.group = f"gradients batch {batch}"
     numerical = timed(
-        lambda: subset_loop(net, x, t),
+        lambda: loop(net, x, t),
         **info(batch, "numerical_loop"),
         params_timed=n_timed,
         params_total=param_count(net),
-        array_ops=array_ops(bench_data, batch, subset_loop),
+        array_ops=array_ops(bench_data, batch, loop),
     )
     analytic = net.gradient(x, t)
     diffs = [
@@ -111,13 +102,10 @@ def test_numerical_loop(
     ]
     typical, worst = sorted(diffs)[len(diffs) // 2], max(diffs)
     extra = {"median_abs_diff_vs_analytic": typical, "max_abs_diff_vs_analytic": worst, "h": H}
-    if timed.median_s is not None:
-        per_param = timed.median_s / n_timed
-        extra["per_param_s"] = per_param
-        extra["extrapolated_full_s"] = per_param * param_count(net)
-        analytic_s = medians.get(("analytic", "xpnet", batch))
-        if analytic_s:
-            extra["ratio_numerical_analytic"] = extra["extrapolated_full_s"] / analytic_s
+    full_s = record_extrapolation(timed, n_timed, param_count(net))
+    analytic_s = medians.get(("analytic", "xpnet", batch))
+    if full_s is not None and analytic_s:
+        extra["ratio_numerical_analytic"] = full_s / analytic_s
     timed.benchmark.extra_info.update(extra)
     # A sanity check of what was timed (the tests in tests/ check gradients properly):
     # the median, since a perturbation that crosses a ReLU kink may miss by far more.
