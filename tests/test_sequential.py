@@ -126,6 +126,16 @@ def test_layers_before_the_first_parameter_get_no_backward(xp):
     assert calls == []
 
 
+def test_a_layer_that_returns_no_input_gradient_before_a_parameter_is_named(xp):
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4, 3), (3,))
+    layers = [Affine(W1, b1), Tanh(), Affine(W2, b2, input_grad=False)]
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    named = r"layer 3 \(Affine\) returned no input gradient.*layer 1 \(Affine\)"
+    with pytest.raises(ValueError, match=named):
+        net.gradient(x, labels(xp))
+
+
 def test_train_flg_reaches_the_layers_that_take_it(xp):
     seen = []
 
