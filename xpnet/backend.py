@@ -117,9 +117,10 @@ def namespace(device: str | None = None) -> ModuleType:
 
 
 # Layers call namespace_of on every forward and backward, so its answer is remembered per
-# signature (the types of the arguments): the namespace, and which arguments are arrays
-# whose devices must be compared on every call (none for NumPy's, which live on the host).
-_BY_SIGNATURE: dict[tuple[type, ...], tuple[ModuleType, tuple[int, ...]]] = {}
+# signature (the type of a single argument, else the tuple of their types): the namespace,
+# and which arguments are arrays whose devices must be compared on every call (none for
+# NumPy's, which live on the host).
+_BY_SIGNATURE: dict[type | tuple[type, ...], tuple[ModuleType, tuple[int, ...]]] = {}
 
 
 def namespace_of(*arrays: Any) -> ModuleType:
@@ -128,7 +129,7 @@ def namespace_of(*arrays: Any) -> ModuleType:
     Raises :class:`BackendMismatchError` when the arrays come from different
     libraries or live on different devices.
     """
-    signature = tuple(map(type, arrays))
+    signature = type(arrays[0]) if len(arrays) == 1 else tuple(map(type, arrays))
     known = _BY_SIGNATURE.get(signature)
     if known is None:
         known = _BY_SIGNATURE[signature] = _resolve(arrays)
