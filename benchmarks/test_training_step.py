@@ -191,6 +191,21 @@ SIDE_BY_SIDE_NETS = 4  # networks (and hand-written parameter sets) per side, ta
 SIDE_BY_SIDE_CASES = [(n, b) for n in NETWORKS for b in STEP_BATCHES]
 
 
+def side_by_side(
+    spec: StepNetwork,
+    x: np.ndarray,
+    t: np.ndarray,
+    step: Callable[..., Callable[[], Any]] = sgd_step,
+) -> bench.SideBySide:
+    """xpnet's step and the hand-written one on the batch ``x``, ``t`` (NumPy arrays of
+    ``DTYPE``, read by both sides), ``SIDE_BY_SIDE_NETS`` fresh networks a side.
+    ``step(net, x, t, lr)`` makes xpnet's side (default :func:`sgd_step`)."""
+    lr = spec.lr(x.shape[0])
+    ours = [step(spec.make(None), x, t, lr) for _ in range(SIDE_BY_SIDE_NETS)]
+    hand = [numpy_step(spec, x, t) for _ in range(SIDE_BY_SIDE_NETS)]
+    return bench.SideBySide(ours, hand, bench.calls_per_block(ours + hand, SIDE_BY_SIDE_BLOCK_S))
+
+
 @pytest.mark.parametrize(
     ("network", "batch"),
     SIDE_BY_SIDE_CASES,
@@ -219,9 +234,7 @@ def test_step_side_by_side(
     # One copy of the batch for both sides: where an array lies in memory moves a step's
     # time by a few per cent here, and that is no part of what xpnet costs.
     x, t = (np.asarray(a, dtype=DTYPE) for a in spec.targets(*batch_of(bench_data, batch)))
-    ours = [sgd_step(spec.make(None), x, t, spec.lr(batch)) for _ in range(SIDE_BY_SIDE_NETS)]
-    hand = [numpy_step(spec, x, t) for _ in range(SIDE_BY_SIDE_NETS)]
-    pairs = bench.SideBySide(ours, hand, bench.calls_per_block(ours + hand, SIDE_BY_SIDE_BLOCK_S))
+    pairs = side_by_side(spec, x, t)
     time_step(
         timed, pairs, "step_side_by_side", network, batch,
         **framework_info("xpnet", run_info), peer="hand-numpy",
