@@ -58,7 +58,9 @@ def arrays_in(obj: Any) -> list[Any]:
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, Mapping):
+        if type(item) is np.ndarray:  # the common case, told apart without asking for a device
+            found.setdefault(("numpy", "cpu"), item)
+        elif isinstance(item, Mapping):
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
