@@ -214,9 +214,7 @@ def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) ->
     elements = [tuple(e) for e in unravelled.tolist()]  # Python ints index every namespace
     net = _own_copy(problem)
     if how == "loop-inputs":
-        local = copy.copy(_local_net(problem))  # the shared layer inputs, this thread's net
-        local.net = net
-        grad, kinks = loop_differences(local, name, h, elements)
+        grad, kinks = loop_differences(_local_net(problem), name, h, elements, net=net)
         return to_numpy(grad), to_numpy(kinks)
     kinks = None
     if how == "loop+kinks":

@@ -246,7 +246,12 @@ class LocalNet:
 
 
 def loop_differences(
-    local: LocalNet, name: str, h: float, elements: Iterable[tuple[int, ...]] | None = None
+    local: LocalNet,
+    name: str,
+    h: float,
+    elements: Iterable[tuple[int, ...]] | None = None,
+    *,
+    net: Any = None,
 ) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, by the loop.
 
@@ -256,8 +261,10 @@ def loop_differences(
     kink are known here too. Returns the gradient and that bool array, both in the
     parameter's shape; nothing is read back to the host. ``elements`` (index tuples)
     limits the work to some elements: both results are then (m,), in their order.
+    ``net`` is the network whose parameter the loop moves and puts back: ``local.net`` by
+    default, or a copy of it where threads share ``local``.
     """
-    net = local.net
+    net = local.net if net is None else net
     param = net.params[name]
     xp = namespace_of(param)
     device = array_api_compat.device(param)
