@@ -106,3 +106,36 @@ def _course_update(
     b2 -= lr * np.sum(delta2, axis=0)
     W1 -= lr * np.dot(x.T, delta1)
     b1 -= lr * np.sum(delta1, axis=0)
+
+
+def course_step_in_xpnets_maths(
+    params: Params, x: np.ndarray, t: np.ndarray, lr: float
+) -> np.ndarray:
+    """:func:`course_step` with the arithmetic of xpnet's layers, in one plain function.
+
+    The sigmoid as ``0.5 * (1 + tanh(x / 2))``, worked in place; the loss as
+    ``softplus(s) - s * t`` (``SigmoidWithLoss``'s form, which never takes ``log(0)``); the
+    bias added in place; sums by ``numpy.add.reduce``; the update in the order of
+    ``net.params``. No layers, no checks, no mapping: what xpnet's course network would
+    cost with nothing in Python around its arithmetic. Returns the loss.
+    """
+    W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    hidden = np.dot(x, W1)
+    hidden += b1
+    hidden = np.tanh(0.5 * hidden)
+    hidden += 1.0
+    hidden *= 0.5
+    s = np.dot(hidden, W2)
+    s += b2
+    y = 0.5 * (1.0 + np.tanh(0.5 * s))
+    loss = np.add.reduce(np.log1p(np.exp(-np.abs(s))) + np.maximum(s, 0.0) - s * t, axis=None)
+    delta2 = y - t
+    dW2, db2 = np.dot(hidden.T, delta2), np.add.reduce(delta2, axis=0)
+    delta1 = np.dot(delta2, W2.T) * (1.0 - hidden)
+    delta1 *= hidden
+    dW1, db1 = np.dot(x.T, delta1), np.add.reduce(delta1, axis=0)
+    W1 -= lr * dW1
+    b1 -= lr * db1
+    W2 -= lr * dW2
+    b2 -= lr * db2
+    return loss

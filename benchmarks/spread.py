@@ -14,16 +14,22 @@ Beside xpnet's step (``SGD.update(net.params, net.gradient(x, t))``), the same n
 of measurements time its layers alone (``step_overhead.layers_step``: the layers'
 ``forward`` and ``backward`` called one after the other, the parameters updated in
 place by hand), the floor of what ``Sequential``, the optimizer and the parameter
-mapping can be cut to. On a real batch these cost more than on ``step_overhead``'s tiny
-network: the step's arrays push the Python code and data they use out of the caches.
+mapping can be cut to, and, for the course network, xpnet's arithmetic written out in
+one plain function (``_numpy_peer.course_step_in_xpnets_maths``, on the network's own
+weights), the floor of what the layers can be cut to. On a real batch the Python
+around the arithmetic costs more than on ``step_overhead``'s tiny network: the step's
+arrays push the code and data it uses out of the caches.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import partial
+from typing import Any
 
 import numpy as np
 
+from benchmarks import _numpy_peer
 from benchmarks._frameworks import sgd_step
 from benchmarks.step_overhead import layers_step
 from benchmarks.test_training_step import DTYPE, NETWORKS, side_by_side
@@ -34,13 +40,24 @@ PAIRS = 200
 STEPS = {"xpnet step": sgd_step, "layers alone": layers_step}
 
 
+def course_maths_step(net: Any, x: np.ndarray, t: np.ndarray, lr: float) -> Any:
+    """The course network's arithmetic as xpnet's layers do it, by hand, on ``net``'s weights."""
+    return partial(_numpy_peer.course_step_in_xpnets_maths, dict(net.params), x, t, lr)
+
+
+ARITHMETIC = {"course": course_maths_step}  # networks whose arithmetic is written out
+
+
 def main(network: str = "course", batch: int = 100) -> None:
     spec = NETWORKS[network]
     (x_all, t_all), _ = load_mnist(name="mnist-5k", one_hot_label=True, device="cpu")
     x, t = (np.asarray(a, dtype=DTYPE) for a in spec.targets(x_all[:batch], t_all[:batch]))
+    steps = dict(STEPS)
+    if network in ARITHMETIC:
+        steps["arithmetic only"] = ARITHMETIC[network]
     runs = {
         name: [side_by_side(spec, x, t, step) for _ in range(MEASUREMENTS)]
-        for name, step in STEPS.items()
+        for name, step in steps.items()
     }
     for _ in range(PAIRS):
         for measurements in runs.values():
@@ -52,7 +69,7 @@ def main(network: str = "course", batch: int = 100) -> None:
         ratios = np.concatenate([np.divide(*pairs.times) for pairs in measurements])
         step_us = np.median(np.concatenate([pairs.times[0] for pairs in measurements])) * 1e6
         print(
-            f"  {name:13s} {np.median(ratios):.3f} over all pairs; medians "
+            f"  {name:15s} {np.median(ratios):.3f} over all pairs; medians "
             f"{', '.join(f'{m:.3f}' for m in medians)}; {step_us:.1f} us a step"
         )
 

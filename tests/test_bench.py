@@ -308,11 +308,18 @@ def test_collection_refuses_raw_benchmark_use() -> None:
         conftest.pytest_collection_modifyitems(None, [good, raw])
 
 
-@pytest.mark.parametrize("network", ["two-layer", "course"])
+@pytest.mark.parametrize(
+    ("network", "peer_step"),
+    [
+        ("two-layer", "two_layer_step"),
+        ("course", "course_step"),
+        ("course", "course_step_in_xpnets_maths"),
+    ],
+)
 def test_the_hand_written_numpy_peers_make_the_same_sgd_update_as_xpnet(
-    monkeypatch: pytest.MonkeyPatch, network: str
+    monkeypatch: pytest.MonkeyPatch, network: str, peer_step: str
 ) -> None:
-    """The ``hand-numpy`` peers time the same maths as xpnet's step (float64, batch 5)."""
+    """The hand-written NumPy peers time the same maths as xpnet's step (float64, batch 5)."""
     from xpnet.networks import TwoLayerNet
     from xpnet.optim import SGD
 
@@ -321,13 +328,14 @@ def test_the_hand_written_numpy_peers_make_the_same_sgd_update_as_xpnet(
     peer = importlib.import_module("benchmarks._numpy_peer")
     rng = np.random.default_rng(0)
     x, t = rng.random((5, 784)), np.eye(10)[rng.integers(0, 10, 5)]
+    step = getattr(peer, peer_step)
     if network == "course":
-        params, lr, step = course.host_params(0, "float64"), course.LR, peer.course_step
+        params, lr = course.host_params(0, "float64"), course.LR
         x, t = course.inputs_and_targets(x, t)
         net = course.network(params, "float64", "cpu")
     else:
         net = TwoLayerNet(784, 50, 10, dtype="float64", seed=0, device="cpu")
-        lr, step = 0.1, peer.two_layer_step
+        lr = 0.1
         params = {name: np.array(value) for name, value in net.params.items()}
     expected = {name: value.copy() for name, value in params.items()}
     step(expected, x, t, lr)
