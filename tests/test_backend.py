@@ -142,6 +142,17 @@ def test_reduce_sum_and_max_are_the_namespaces_own(xp, reduce, axis, keepdims):
     np.testing.assert_array_equal(backend.to_numpy(ours), expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_positive_part_is_the_namespaces_maximum_with_zero(xp, dtype):
+    host = np.array([[-2.5, 0.0, 3.0, np.nan], [np.inf, -np.inf, 1e-30, -1e-30]])
+    x = backend.to_device(host, dtype=dtype, xp=xp)
+    ours = backend.positive_part(x)
+    theirs = xp.maximum(x, 0.0)
+    assert type(ours) is type(theirs) and ours.dtype == theirs.dtype == x.dtype
+    np.testing.assert_array_equal(backend.to_numpy(ours), backend.to_numpy(theirs))
+    np.testing.assert_array_equal(backend.to_numpy(ours), np.maximum(host, 0.0).astype(dtype))
+
+
 def test_namespace_of_needs_an_array():
     with pytest.raises(TypeError, match="at least one array"):
         backend.namespace_of(1.0, None)

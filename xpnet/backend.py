@@ -13,7 +13,8 @@ It also moves arrays between backends, draws seeded random weights on the host
 network on every device for one seed), draws seeded random numbers on an array's
 own device (:class:`DeviceRNG`, for Dropout masks) and synchronizes a device for
 timing. A few calls that layers make on every step (:func:`dot`, :func:`reduce_sum`,
-:func:`reduce_max`) take a cheaper NumPy route here and the namespace's own elsewhere.
+:func:`reduce_max`, :func:`positive_part`) take a cheaper NumPy route here and the
+namespace's own elsewhere.
 """
 
 from __future__ import annotations
@@ -197,6 +198,18 @@ def reduce_max(x: Any, axis: int | tuple[int, ...] | None = None, *, keepdims: b
     if type(x) is np.ndarray:
         return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
     return namespace_of(x).max(x, axis=axis, keepdims=keepdims)
+
+
+def positive_part(x: Any) -> Any:
+    """``max(x, 0)`` element-wise, in ``x``'s dtype: ``xp.maximum(x, 0.0)``.
+
+    NumPy gets the maximum with an array of zeros: its ``maximum`` against a scalar takes
+    a loop that is not vectorized, 2-3x slower from 50,000 float32 elements up on this
+    project's CPU machine (and no faster below). Other libraries get ``maximum(x, 0.0)``.
+    """
+    if type(x) is np.ndarray:
+        return np.maximum(x, np.zeros(x.shape, x.dtype))
+    return namespace_of(x).maximum(x, 0.0)
 
 
 def _dask_with_numpy(arrays: list[Any]) -> ModuleType | None:

@@ -31,7 +31,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import DeviceRNG, dot, namespace_of, reduce_max, reduce_sum
+from xpnet.backend import DeviceRNG, dot, namespace_of, positive_part, reduce_max, reduce_sum
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -145,9 +145,8 @@ class ReLU:
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
     def forward(self, x: Any) -> Any:
-        xp = namespace_of(x)
         self.mask = x > 0
-        return xp.maximum(x, 0.0)
+        return positive_part(x)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
@@ -466,7 +465,7 @@ class SigmoidWithLoss(Loss):
         self.t = _in_dtype(xp, t, x.dtype)
         self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
-        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0)
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + positive_part(x)
         return self._reduced(reduce_sum(softplus - x * self.t), math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
