@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,12 +155,32 @@ def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys):
         (["--weight-init", "big"], "expected 'he', 'xavier' or a positive standard deviation"),
         (["--target-range", "0.99,0.01"], "expected LOW,HIGH with LOW < HIGH, got '0.99,0.01'"),
         (["--loss", "hinge"], "invalid choice: 'hinge'"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
     assert run(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: xpnet train") and message in err
+
+
+def test_resume_rejects_a_different_model(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    assert run(["train", "--resume", str(path), "--model", "convnet"]) == 2
+    err = capsys.readouterr().err
+    assert "--model convnet does not match the checkpoint's mlp" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_directory_that_takes_no_files_is_refused_before_training(fake_data, capsys):
+    # /proc takes no new files, even from root (for whom permission bits do not count).
+    for option in ("--save", "--plot"):
+        assert run(["train", "--epochs", "1", option, "/proc/p.npz"]) == 2
+        err = capsys.readouterr().err
+        assert f"{option} /proc/p.npz: cannot write in directory /proc" in err, err
+    assert fake_data == []  # refused before loading any data
 
 
 def test_problems_found_after_parsing_exit_2_with_one_line(fake_data, tmp_path, capsys):

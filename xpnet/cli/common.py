@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bo
 
 
 positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: 0.0 < v < math.inf)
 non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.inf)
 
@@ -43,13 +45,21 @@ def error(message: str, command: str = "train") -> int:
 
 
 def check_output(option: str, path: str | None) -> str | None:
+    """Why ``path`` cannot be written (None when it can), checked before any work: a file
+    is created and removed in its directory, as the atomic write will do at the end."""
     if path is None:
         return None
     target = Path(path)
     if target.is_dir():
         return f"{option} {path} is a directory"
-    if not (target.parent if str(target.parent) else Path(".")).is_dir():
-        return f"{option} {path}: directory {target.parent} does not exist"
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        return f"{option} {path}: directory {directory} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"{option} {path}: cannot write in directory {directory} ({exc.strerror})"
     return None
 
 

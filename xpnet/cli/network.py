@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from xpnet import backend
-from xpnet.cli.common import non_negative_float, positive_float, positive_int
+from xpnet.cli.common import non_negative_float, non_negative_int, positive_float, positive_int
 from xpnet.datasets import DATASETS
 from xpnet.layers import REDUCTIONS
 from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES, WEIGHT_INITS
@@ -98,12 +98,12 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     p.add_argument(
         "--model",
         choices=list(MODELS),
-        default="mlp",
-        help="mlp (default: the flags describe it), course: the course notes' per-sample "
-        "784-100-10 sigmoid network with summed binary cross-entropy (its settings become "
-        "the defaults; flags given override them), or convnet: the book's SimpleConvNet "
-        "(conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights std 0.01; "
-        "Adam lr 0.001, 20 epochs, as the book trains it)",
+        help="mlp (default: the flags describe it; resuming: the checkpoint's), course: the "
+        "course notes' per-sample 784-100-10 sigmoid network with summed binary cross-"
+        "entropy (its settings become the defaults; flags given override them), or "
+        "convnet: the book's SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 "
+        "(--hidden), ReLU, 10; weights std 0.01; Adam lr 0.001, 20 epochs, as the book "
+        "trains it)",
     )
     p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
     p.add_argument(
@@ -147,7 +147,9 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     p.add_argument("--batch-size", type=positive_int, help="default 100")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
     p.add_argument("--dtype", choices=DTYPES, help="default float32")
-    p.add_argument("--seed", type=int, help="initial weights and shuffling (default 0)")
+    p.add_argument(
+        "--seed", type=non_negative_int, help="initial weights and shuffling (default 0)"
+    )
 
 
 def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -245,7 +247,12 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
     The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
     """
     resumed = dict(saved.get("run", {}))
-    model = resumed.get("model", args.model)
+    if args.model is not None and resumed.get("model", args.model) != args.model:
+        raise ValueError(
+            f"--model {args.model} does not match the checkpoint's {resumed['model']} "
+            f"({args.resume}); leave it out to resume"
+        )
+    model = resumed.get("model", args.model or "mlp")
     preset = MODELS[model]
     saved_opt = saved.get("optimizer") or {}
     if saved_opt.get("name"):
