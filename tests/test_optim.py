@@ -1,6 +1,7 @@
 """Optimizers: three steps on tiny arrays against the book's formulas written out in plain
 Python floats (one element at a time), plus the mapping, dtype and state behaviour."""
 
+import json
 import math
 
 import numpy as np
@@ -169,3 +170,128 @@ def test_config_and_state_dict_round_trip():
     np.testing.assert_array_equal(p1["w"], p2["w"])
     with pytest.raises(ValueError, match="no state buffer"):
         SGD().load_state_dict({"iterations": 1, "buffers": {"v": {}}})
+
+
+# Hyperparameter checks: (optimizer, argument, bad value, error, the valid range)
+LR, UNIT = "a finite number >= 0", "a number in [0, 1)"
+BAD_HYPERPARAMETERS = [
+    (SGD, "lr", -1, ValueError, LR),
+    (SGD, "lr", -1e-9, ValueError, LR),
+    (SGD, "lr", math.nan, ValueError, LR),
+    (AdaGrad, "lr", math.inf, ValueError, LR),
+    (SGD, "lr", "0.1", TypeError, LR),
+    (SGD, "lr", None, TypeError, LR),
+    (Adam, "lr", True, TypeError, LR),
+    (Momentum, "momentum", 1.5, ValueError, UNIT),
+    (Momentum, "momentum", 1, ValueError, UNIT),
+    (Nesterov, "momentum", -0.1, ValueError, UNIT),
+    (Nesterov, "momentum", False, TypeError, UNIT),
+    (Adam, "beta1", 1.0, ValueError, UNIT),
+    (Adam, "beta2", 1.0, ValueError, UNIT),
+    (Adam, "beta2", math.nan, ValueError, UNIT),
+    (RMSprop, "decay_rate", 1.5, ValueError, UNIT),
+    (RMSprop, "decay_rate", "0.9", TypeError, UNIT),
+]
+MAKE_BAD = [case for case in BAD_HYPERPARAMETERS if case[2] is not None]  # None: the default
+
+
+def hyper_ids(cases):
+    return [f"{cls.__name__}-{arg}={value!r}" for cls, arg, value, *_ in cases]
+
+
+def invalid(arg, value, error, expected):
+    """The message: the argument, its value, the valid range (and the type, if not a number)."""
+    got = f", got {type(value).__name__}" if error is TypeError else ""
+    return f"Invalid {arg}: {value!r} (expected {expected}{got})"
+
+
+@pytest.mark.parametrize(
+    ("cls", "arg", "value", "error", "expected"),
+    BAD_HYPERPARAMETERS,
+    ids=hyper_ids(BAD_HYPERPARAMETERS),
+)
+def test_constructors_reject_a_bad_hyperparameter_naming_it_its_value_and_range(
+    cls, arg, value, error, expected
+):
+    with pytest.raises(error) as info:
+        cls(**{arg: value})
+    assert str(info.value) == invalid(arg, value, error, expected)
+
+
+@pytest.mark.parametrize(
+    ("cls", "arg", "value", "error", "expected"), MAKE_BAD, ids=hyper_ids(MAKE_BAD)
+)
+def test_make_optimizer_checks_hyperparameters_as_the_constructors_do(
+    cls, arg, value, error, expected
+):
+    with pytest.raises(error) as info:
+        make_optimizer(cls.name, **{arg: value})
+    assert str(info.value) == invalid(arg, value, error, expected)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (SGD, {"lr": 0.0}),
+        (Momentum, {"momentum": 0.0}),
+        (Nesterov, {"momentum": 0}),
+        (RMSprop, {"decay_rate": 0.0}),
+        (Adam, {"beta1": 0.0, "beta2": 0.0}),
+        (Adam, {"lr": 1e6, "beta1": 0.999999}),
+    ],
+    ids=["lr=0", "momentum=0", "nesterov-momentum=0", "decay_rate=0", "betas=0", "large-lr"],
+)
+def test_the_ends_of_the_valid_ranges_are_accepted(cls, kwargs):
+    assert cls(**kwargs).config() == {"name": cls.name, **cls().config(), **kwargs}
+
+
+def test_lr_zero_moves_no_parameter_but_advances_the_state():
+    params, opt = {"w": np.array([1.0, -2.0])}, Momentum(lr=0.0)
+    opt.update(params, {"w": np.array([0.5, 0.5])})
+    np.testing.assert_array_equal(params["w"], [1.0, -2.0])
+    assert opt.iterations == 1
+
+
+def test_hyperparameters_are_stored_as_python_floats():
+    """NumPy scalars and ints become floats, so config() stays JSON-serialisable."""
+    opt = Adam(lr=np.float32(0.5), beta1=np.float64(0.5), beta2=0)
+    assert all(type(v) is float for k, v in opt.config().items() if k != "name")
+    assert json.loads(json.dumps(opt.config())) == opt.config()
+
+
+BAD_STATES = [
+    (None, TypeError, r"Momentum.load_state_dict expects a mapping .* got NoneType"),
+    ([("iterations", 1)], TypeError, r"expects a mapping .* got list"),
+    ({"foo": 1}, ValueError, r"unexpected key\(s\) 'foo'; expected 'iterations', 'buffers'"),
+    ({"iterations": 1, "buffers": {}, "lr": 0.1}, ValueError, r"unexpected key\(s\) 'lr'"),
+    ({"iterations": -1}, ValueError, r"Invalid iterations: -1 \(expected an integer >= 0\)"),
+    (
+        {"iterations": "3"},
+        TypeError,
+        r"Invalid iterations: '3' \(expected an integer >= 0, got str",
+    ),
+    ({"iterations": 2.0}, TypeError, r"Invalid iterations: 2.0 .* got float"),
+    ({"iterations": True}, TypeError, r"Invalid iterations: True .* got bool"),
+    ({"buffers": None}, TypeError, r"'buffers' must map buffer names to mappings"),
+    ({"buffers": {"v": None}}, TypeError, r"'buffers' must map buffer names to mappings"),
+    ({"buffers": {"m": {}}}, ValueError, r"Momentum has no state buffer\(s\) m; expected v"),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "message"), BAD_STATES, ids=[repr(s) for s, _, _ in BAD_STATES]
+)
+def test_load_state_dict_rejects_a_bad_state_and_changes_nothing(state, error, message):
+    opt, params = Momentum(), {"w": np.array([1.0])}
+    opt.update(params, {"w": np.array([0.5])})
+    before = opt.state_dict()
+    with pytest.raises(error, match=message):
+        opt.load_state_dict(state)
+    assert opt.iterations == before["iterations"] == 1
+    assert opt.state["v"]["w"] is before["buffers"]["v"]["w"]
+
+
+def test_load_state_dict_accepts_numpy_integer_iterations():
+    opt = SGD()
+    opt.load_state_dict({"iterations": np.int64(7), "buffers": {}})
+    assert opt.iterations == 7 and type(opt.iterations) is int

@@ -12,17 +12,43 @@ dtype and lives on its device; nothing is copied to the host. Parameters are
 updated in place (``params[k] -= step``), as the book's training script and
 PyTorch's optimizers do: an array given to a layer is the array that is trained
 (copy it first to keep the original), and a step writes no new parameter arrays.
+
+Hyperparameters are checked when an optimizer is made (also by :func:`make_optimizer`),
+as PyTorch's optimizers do: a real number (not ``bool``), stored as a Python ``float``;
+``lr`` finite and ``>= 0`` (``lr=0`` is allowed, as in PyTorch: the state still advances
+but no parameter moves); ``momentum``, ``beta1``, ``beta2`` and ``decay_rate`` in
+``[0, 1)``. A bad one raises ``ValueError`` (``TypeError`` for a non-number) naming it,
+its value and the valid range. :meth:`Optimizer.update` itself checks nothing: it is
+the inner loop of training.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
 from xpnet.backend import namespace_of
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
+
+
+def _hyperparameter(name: str, value: Any, high: float = math.inf) -> float:
+    """``value`` as a ``float`` when it is a real number in ``[0, high)`` (so finite).
+
+    ``TypeError`` for a non-number (``bool`` included), ``ValueError`` out of range; both
+    name the argument, the value and what was expected.
+    """
+    expected = "a finite number >= 0" if high == math.inf else f"a number in [0, {high:g})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid {name}: {value!r} (expected {expected}, got {type(value).__name__})"
+        )
+    number = float(value)
+    if not 0.0 <= number < high:  # also rejects nan and inf
+        raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
+    return number
 
 
 class Optimizer:
@@ -37,7 +63,7 @@ class Optimizer:
     buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, lr: float) -> None:
-        self.lr = lr
+        self.lr = _hyperparameter("lr", lr)
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
 
@@ -65,15 +91,49 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (arrays must already be on the right device)."""
-        unknown = set(state.get("buffers", {})) - set(self.buffers)
+        """Restore what :meth:`state_dict` returned (arrays must already be on the right device).
+
+        A missing ``iterations`` is 0 and a missing buffer is empty. ``TypeError`` for a
+        non-mapping or a non-integer ``iterations``, ``ValueError`` for unexpected keys or
+        buffers and a negative ``iterations``; nothing is changed then.
+        """
+        cls = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{cls}.load_state_dict expects a mapping like state_dict() returns "
+                f"({{'iterations': int, 'buffers': {{buffer: {{name: array}}}}}}), "
+                f"got {type(state).__name__}"
+            )
+        unexpected = set(state) - {"iterations", "buffers"}
+        if unexpected:
+            raise ValueError(
+                f"{cls}.load_state_dict: unexpected key(s) "
+                f"{', '.join(sorted(map(repr, unexpected)))}; expected 'iterations', 'buffers'"
+            )
+        iterations = state.get("iterations", 0)
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+            raise TypeError(
+                f"Invalid iterations: {iterations!r} (expected an integer >= 0, "
+                f"got {type(iterations).__name__})"
+            )
+        if iterations < 0:
+            raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 0)")
+        buffers = state.get("buffers", {})
+        if not isinstance(buffers, Mapping) or not all(
+            isinstance(slot, Mapping) for slot in buffers.values()
+        ):
+            raise TypeError(
+                f"{cls}.load_state_dict: 'buffers' must map buffer names to mappings "
+                f"name -> array, got {buffers!r:.80}"
+            )
+        unknown = set(buffers) - set(self.buffers)
         if unknown:
             raise ValueError(
-                f"{type(self).__name__} has no state buffer(s) {', '.join(sorted(unknown))}; "
+                f"{cls} has no state buffer(s) {', '.join(sorted(unknown))}; "
                 f"expected {', '.join(self.buffers) or 'none'}"
             )
-        self.iterations = int(state.get("iterations", 0))
-        self.state = {b: dict(state.get("buffers", {}).get(b, {})) for b in self.buffers}
+        self.iterations = int(iterations)
+        self.state = {b: dict(buffers.get(b, {})) for b in self.buffers}
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -102,7 +162,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = momentum
+        self.momentum = _hyperparameter("momentum", momentum, 1.0)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
@@ -125,7 +185,7 @@ class Nesterov(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = momentum
+        self.momentum = _hyperparameter("momentum", momentum, 1.0)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
@@ -170,7 +230,7 @@ class RMSprop(AdaGrad):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = decay_rate
+        self.decay_rate = _hyperparameter("decay_rate", decay_rate, 1.0)
 
     def _accumulate(self, h: Any, g: Any) -> Any:
         d = self.decay_rate
@@ -190,7 +250,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1, self.beta2 = beta1, beta2
+        self.beta1 = _hyperparameter("beta1", beta1, 1.0)
+        self.beta2 = _hyperparameter("beta2", beta2, 1.0)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
@@ -215,8 +276,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 def make_optimizer(name: str, **kwargs: Any) -> Optimizer:
     """An optimizer by name (case-insensitive: ``sgd``, ``momentum``, ``nesterov``, ...).
 
-    ``kwargs`` are its hyperparameters (``lr=0.1``); ``None`` values are dropped, so the
-    optimizer's own default is used.
+    ``kwargs`` are its hyperparameters (``lr=0.1``), checked as the constructors check
+    them; ``None`` values are dropped, so the optimizer's own default is used.
     """
     key = name.strip().lower()
     if key not in OPTIMIZERS:
