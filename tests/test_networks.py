@@ -117,6 +117,36 @@ def test_accuracy_counts_the_top_scoring_class(xp):
     assert net.accuracy(x, to_device(np.eye(2)[[0, 1, 1, 1]], xp=xp)) == 0.75
 
 
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ([0], r"integer labels of shape \(4,\) or rows of the scores' shape \(4, 3\), got "
+              r"int64 of shape \(1,\)"),
+        ([[0], [1], [2], [1]], r"got int64 of shape \(4, 1\)"),
+        ([0.0, 1.0, 2.0, 1.0], r"got float64 of shape \(4,\)"),
+        ([0, 1, 3, 1], r"label 3 is out of range: expected labels in \[0, 2\]"),
+        ([0, -1, 2, 1], r"label -1 is out of range"),
+    ],
+)  # fmt: skip
+def test_accuracy_refuses_targets_that_do_not_fit_the_scores(xp, targets, message):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
+    x, _ = batch(xp)
+    dtype = "float64" if isinstance(np.asarray(targets).flat[0], float) else "int64"
+    with pytest.raises(ValueError, match=message):
+        net.accuracy(x, to_device(targets, dtype=dtype, xp=xp))
+
+
+def test_an_empty_batch_has_nan_loss_and_accuracy_and_zero_gradients(xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
+    x = to_device(np.zeros((0, 6)), dtype="float64", xp=xp)
+    t = to_device(np.zeros(0), dtype="int64", xp=xp)
+    with np.errstate(invalid="ignore"):  # NumPy warns of the mean of nothing, as np.mean does
+        assert np.isnan(float(net.loss(x, t)))
+        grads = net.gradient(x, t)
+    assert np.isnan(net.accuracy(x, t))
+    assert all(not np.any(to_numpy(g)) for g in grads.values())
+
+
 def test_params_is_a_live_view_of_the_layers(xp):
     net = TwoLayerNet(3, 2, 2, dtype="float64", seed=0, xp=xp)
     new = to_device(np.full((3, 2), 0.5), dtype="float64", xp=xp)
@@ -126,6 +156,12 @@ def test_params_is_a_live_view_of_the_layers(xp):
         net.params["W1"] = to_device(np.zeros((2, 3)), xp=xp)
     with pytest.raises(KeyError, match="W9"):
         net.params["W9"] = new
+
+
+def test_a_parameter_keeps_its_dtype(xp):
+    net = TwoLayerNet(3, 2, 2, dtype="float32", seed=0, xp=xp)
+    with pytest.raises(ValueError, match="'W1' has dtype float32, got float64"):
+        net.params["W1"] = to_device(np.zeros((3, 2)), dtype="float64", xp=xp)
 
 
 def test_loss_at_leaves_the_network_unchanged(xp):
@@ -145,11 +181,24 @@ def test_loss_at_leaves_the_network_unchanged(xp):
         ({"activation": "gelu"}, "unknown activation 'gelu'"),
         ({"weight_init": "orthogonal"}, "unknown weight_init 'orthogonal'"),
         ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+        ({"weight_init": float("nan")}, "W1 must be 'he', 'xavier' or a positive finite "
+                                        "standard deviation, got nan"),
+        ({"weight_init": 0.0}, "positive finite standard deviation, got 0.0"),
+        ({"weight_init": -0.1}, "positive finite standard deviation, got -0.1"),
+        ({"seed": -1}, "seed must be an integer >= 0 or None, got -1"),
     ],
-)
+)  # fmt: skip
 def test_bad_network_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MultiLayerNet(4, [3], 2, **kwargs)
+
+
+def test_layer_sizes_are_any_positive_integers_but_bools():
+    assert MultiLayerNet(np.int64(4), [np.int32(3)], 2).sizes == [4, 3, 2]
+    with pytest.raises(ValueError, match=r"positive integers, got \[True, 3, 2\]"):
+        MultiLayerNet(True, [3], 2)
+    with pytest.raises(TypeError, match=r"hidden_sizes must be a sequence .* \[50\], got 3"):
+        MultiLayerNet(4, 3, 2)
 
 
 def test_wrong_input_width_names_the_shapes(xp):

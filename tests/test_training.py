@@ -149,6 +149,24 @@ def test_bad_labels_and_shapes_are_reported(cpu_xp):
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, batch_size=0)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 1.5}, "epochs must be an integer >= 0, got 1.5"),
+        ({"epochs": -1}, "epochs must be an integer >= 0, got -1"),
+        ({"batch_size": True}, "batch_size must be an integer >= 1, got True"),
+        ({"eval_samples": 0}, "eval_samples must be an integer >= 1, got 0"),
+        ({"eval_samples": -1}, "eval_samples must be an integer >= 1, got -1"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"target_range": (1.0, 0.0)}, r"low < high, got \(1.0, 0.0\)"),
+    ],
+)
+def test_bad_trainer_settings_name_the_setting_and_value(cpu_xp, settings, message):
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(ValueError, match=message):
+        Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, **{"epochs": 1, **settings})
+
+
 def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
     data = blobs(cpu_xp)
     straight_net, straight_opt = make_net(cpu_xp), Momentum(lr=0.1)

@@ -19,6 +19,8 @@ namespace's own elsewhere.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -323,12 +325,19 @@ def random_normal(
     ``rng`` is a NumPy ``Generator`` or a seed; the same seed gives bit-identical
     values on every backend and device.
     """
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not 0 < std < math.inf:
+        raise ValueError(f"std must be a positive finite number, got {std!r}")
+    gen = rng if isinstance(rng, np.random.Generator) else host_rng(rng)
     return to_device(std * gen.standard_normal(shape), dtype=dtype, device=device, xp=xp)
 
 
 def host_rng(seed: int | None) -> np.random.Generator:
-    """A seeded NumPy random generator (for shuffling and initial weights)."""
+    """A seeded NumPy random generator (for shuffling and initial weights); ``seed`` is an
+    integer >= 0 or None (fresh entropy)."""
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+    ):
+        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
     return np.random.default_rng(seed)
 
 

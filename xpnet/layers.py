@@ -398,8 +398,11 @@ class Loss:
     def _scaled(self, delta: Any, dout: Any, terms: int, factor: float = 1.0) -> Any:
         """``delta * factor * dout / divisor``: the chain rule with the reduction's scale.
 
-        A scale of exactly 1 (a summed loss at the end of a graph) costs no multiply.
+        A scale of exactly 1 (a summed loss at the end of a graph) costs no multiply, nor
+        does an empty batch (whose mean loss is NaN, as NumPy's mean of nothing).
         """
+        if terms == 0:
+            return delta
         scale = factor * dout / self._divisor(terms)
         return delta if type(scale) is float and scale == 1.0 else delta * scale
 

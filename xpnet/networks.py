@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Iterator, MutableMapping, Sequence
 from itertools import pairwise
 from types import ModuleType
@@ -36,6 +37,7 @@ from xpnet.layers import (
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    check_labels,
     require_layer_methods,
     takes_train_flg,
 )
@@ -49,7 +51,8 @@ class Parameters(MutableMapping):
     """``name -> array``, a live view of the layers' parameters (``W1`` is ``layers[0].W``).
 
     Assigning ``params["W1"] = new`` rebinds the layer's attribute, so optimizers may
-    update in place (``params[k] -= lr * g``) or by assignment; the shape must stay.
+    update in place (``params[k] -= lr * g``) or by assignment; the shape and the dtype
+    must stay.
     """
 
     def __init__(self, slots: dict[str, tuple[Any, str]]) -> None:
@@ -70,6 +73,11 @@ class Parameters(MutableMapping):
         if value.shape != old.shape and tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(old.shape)}, got {tuple(value.shape)}"
+            )
+        if value.dtype != old.dtype:
+            raise ValueError(
+                f"parameter {name!r} has dtype {dtype_name(old)}, got {dtype_name(value)}: "
+                "convert it first (xp.astype), as every parameter of a network has one dtype"
             )
         setattr(layer, attr, value)
 
@@ -227,13 +235,26 @@ class Sequential:
     def accuracy(self, x: Any, t: Any) -> float:
         """Fraction of samples whose highest score is the target class (a Python float).
 
-        ``t`` is integer labels (N,) or one-hot (or smoothed) rows (N, C).
+        ``t`` is integer labels (N,) in [0, C) or one-hot (or smoothed) rows (N, C). An
+        empty batch has no accuracy: NaN, as NumPy's mean of nothing.
         """
         y = self.predict(x)
+        n, classes = y.shape
         xp = namespace_of(y, t)
-        labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
+        if t.shape == (n,) and xp.isdtype(t.dtype, "integral"):
+            check_labels(t, classes)
+            labels = t
+        elif t.shape == y.shape:
+            labels = xp.argmax(t, axis=1)
+        else:
+            raise ValueError(
+                f"targets must be integer labels of shape ({n},) or rows of the scores' shape "
+                f"{tuple(y.shape)}, got {dtype_name(t)} of shape {tuple(t.shape)}"
+            )
+        if n == 0:
+            return math.nan
         hits = xp.sum(xp.astype(xp.argmax(y, axis=1) == labels, xp.int64))
-        return int(hits) / y.shape[0]
+        return int(hits) / n
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop."""
@@ -293,7 +314,12 @@ def _require_float_dtype(dtype: str) -> None:
 
 
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
-    if isinstance(weight_init, (int, float)) and not isinstance(weight_init, bool):
+    if isinstance(weight_init, numbers.Real) and not isinstance(weight_init, bool):
+        if not 0 < weight_init < math.inf:
+            raise ValueError(
+                f"weight_init for {name} must be 'he', 'xavier' or a positive finite "
+                f"standard deviation, got {weight_init!r}"
+            )
         return float(weight_init)
     if weight_init in ("he", "relu"):
         return math.sqrt(2.0 / fan_in)
@@ -353,9 +379,14 @@ class MultiLayerNet(Sequential):
             raise ValueError(
                 f"unknown bias_init {bias_init!r}: expected one of {', '.join(BIAS_INITS)}"
             )
+        if not isinstance(hidden_sizes, Sequence):
+            raise TypeError(
+                f"hidden_sizes must be a sequence of layer sizes such as [50], got {hidden_sizes!r}"
+            )
         sizes = [input_size, *hidden_sizes, output_size]
-        if any(not isinstance(n, int) or n < 1 for n in sizes):
+        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        sizes = [int(n) for n in sizes]
         _require_float_dtype(dtype)
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init

@@ -19,6 +19,7 @@ Where the work happens:
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -84,6 +85,12 @@ class History:
 
     def __len__(self) -> int:
         return len(self.epochs)
+
+
+def _require_count(name: str, value: Any, least: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def labels_and_targets(
@@ -186,10 +193,19 @@ class Trainer:
         callback: Callable[[EpochResult], None] | None = None,
         target_range: tuple[float, float] | None = None,
     ) -> None:
-        if epochs < 0 or start_epoch < 0:
-            raise ValueError(f"epochs must be >= 0, got epochs={epochs}, start_epoch={start_epoch}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        counts = [
+            ("epochs", epochs, 0),
+            ("start_epoch", start_epoch, 0),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+        ]
+        optional = [("eval_samples", eval_samples, 1), ("seed", seed, 0)]
+        for name, value, least in counts + [c for c in optional if c[1] is not None]:
+            _require_count(name, value, least)
+        if target_range is not None and not target_range[0] < target_range[1]:
+            raise ValueError(
+                f"target_range must be (low, high) with low < high, got {target_range}"
+            )
         if x_train.shape[0] == 0:
             raise ValueError("the training set is empty")
         if x_train.shape[0] != t_train.shape[0] or x_test.shape[0] != t_test.shape[0]:
