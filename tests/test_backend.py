@@ -62,6 +62,18 @@ def test_random_normal_honours_dtype(xp):
     assert x.dtype == xp.float32
 
 
+@pytest.mark.parametrize("std", [0.0, -1.0, float("nan"), float("inf"), True, "0.1"])
+def test_random_normal_needs_a_positive_finite_std(std):
+    with pytest.raises(ValueError, match=f"std must be a positive finite number, got {std!r}"):
+        backend.random_normal((2, 2), std=std, rng=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_host_rng_needs_an_integer_seed_from_0(seed):
+    with pytest.raises(ValueError, match=f"seed must be an integer >= 0 or None, got {seed!r}"):
+        backend.host_rng(seed)
+
+
 def test_mixing_backends_in_one_call_is_a_clear_error():
     strict = pytest.importorskip("array_api_strict")
     a = backend.to_device([1.0], xp=strict)

@@ -270,6 +270,14 @@ def test_different_numbers_of_images_and_labels_are_an_error(tmp_path):
         load_mnist(root=tmp_path)
 
 
+def test_a_set_of_no_images_is_reported(tmp_path):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES["test_images"], np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / datasets.FILES["test_labels"], np.zeros(0, np.uint8))
+    with pytest.raises(CorruptDataError, match=r"t10k-images.*: holds no images"):
+        load_mnist(root=tmp_path)
+
+
 # --------------------------------------------------------------------------- downloads
 
 

@@ -376,6 +376,8 @@ def _labels(path: Path) -> np.ndarray:
 
 def _pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _images(images_path), _labels(labels_path)
+    if len(images) == 0:
+        raise CorruptDataError(f"{images_path}: holds no images (its header says N = 0)")
     if len(images) != len(labels):
         raise CorruptDataError(
             f"{images_path.name} has {len(images)} images but {labels_path.name} has "
