@@ -1,6 +1,7 @@
 """The element-by-element numerical gradient and the gradient-check report."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +9,14 @@ import pytest
 from xpnet import MultiLayerNet, TwoLayerNet, check_gradients, numerical_gradient
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.cli import main
+from xpnet.gradcheck import (
+    METHODS,
+    DirectionalReport,
+    DirectionCheck,
+    GradientReport,
+    compare,
+    directional_check,
+)
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -39,6 +48,12 @@ def test_numerical_gradient_on_chosen_indices_leaves_the_rest_zero(xp):
     expected = np.zeros((2, 3))
     expected[0, 1], expected[1, 2] = 2.0, 10.0
     np.testing.assert_allclose(to_numpy(grad), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_numerical_gradient_refuses_an_integer_array(xp):
+    x = to_device([1, 2, 3], dtype="int64", xp=xp)
+    with pytest.raises(ValueError, match=r"x has dtype \S*int64: .* need a real floating array"):
+        numerical_gradient(lambda v: namespace_of(v).sum(v * v), x)
 
 
 def small_problem(xp, **net_kwargs):
@@ -97,3 +112,113 @@ def test_cli_gradcheck_rejects_an_unknown_device(capsys):
         main(["gradcheck", "--device", "tpu"])
     assert exit_info.value.code == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+# Non-finite gradients: inf <= atol + rtol * inf holds, so they need their own rule.
+
+NON_FINITE = [math.inf, -math.inf, math.nan]
+
+
+def vec(xp, data):
+    return to_device(data, dtype="float64", xp=xp)
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_a_non_finite_numerical_gradient_fails(xp, bad):
+    check = compare("W", vec(xp, [1.0, 2.0]), vec(xp, [1.0, bad]), 1e-6, 1e-4)
+    assert not check.passed
+    assert (check.nonfinite_numerical, check.nonfinite_analytic) == (1, 0)
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_a_non_finite_analytic_gradient_fails(xp, bad):
+    check = compare("W", vec(xp, [bad, 2.0]), vec(xp, [1.0, 2.0]), 1e-6, 1e-4)
+    assert not check.passed
+    assert (check.nonfinite_numerical, check.nonfinite_analytic) == (0, 1)
+
+
+def test_a_non_finite_value_at_a_kink_still_fails(xp):
+    kinks = to_device([False, True], dtype="bool", xp=xp)
+    check = compare("W", vec(xp, [1.0, 2.0]), vec(xp, [1.0, math.inf]), 1e-6, 1e-4, kinks=kinks)
+    assert not check.passed and check.kinks == 1
+
+
+def test_the_error_statistics_leave_non_finite_elements_out(xp):
+    check = compare("W", vec(xp, [1.0, 2.0, 3.0]), vec(xp, [1.5, math.inf, 3.0]), 1e-6, 1e-4)
+    assert check.max_abs_error == 0.5 and check.mean_abs_diff == 0.25
+    assert math.isfinite(check.max_rel_error)
+
+
+def test_the_report_says_which_gradient_is_not_finite(cpu_xp):
+    report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
+    report.params = [
+        compare("W", vec(cpu_xp, [1.0, 2.0]), vec(cpu_xp, [1.0, math.nan]), 1e-6, 1e-4),
+        compare("b", vec(cpu_xp, [math.inf]), vec(cpu_xp, [1.0]), 1e-6, 1e-4),
+    ]
+    text = str(report)
+    assert "W: the numerical gradient has 1 non-finite value(s) (inf or nan)" in text
+    assert "b: the analytic gradient has 1 non-finite value(s) (inf or nan)" in text
+    assert text.count("FAIL (non-finite)") == 2 and text.splitlines()[-1] == "FAILED"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow itself
+def test_check_gradients_fails_when_the_numerical_gradient_overflows(xp):
+    report = check_gradients(*small_problem(xp), h=1e200)
+    assert not report.passed
+    assert all(p.nonfinite_numerical > 0 and not p.passed for p in report.params)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_cli_gradcheck_fails_and_says_why_when_the_step_overflows_the_loss(capsys):
+    code = main(["gradcheck", "--h", "1e300", "--input-size", "4", "--hidden", "3"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "the numerical gradient has" in out and "try a smaller h" in out
+    assert out.splitlines()[-1] == "FAILED"
+
+
+class Cliff:
+    """A one-parameter network whose loss is ``w``, and inf beyond ``w = 1``."""
+
+    dtype = "float64"
+
+    def __init__(self, xp):
+        self.params = {"w": vec(xp, [1.0])}
+
+    def loss(self, x, t):
+        w = self.params["w"]
+        xp = namespace_of(w)
+        return xp.sum(xp.where(w > 1.0, xp.full_like(w, math.inf), w))
+
+    def gradient(self, x, t):
+        return {"w": namespace_of(self.params["w"]).ones_like(self.params["w"])}
+
+
+def test_directional_check_fails_when_the_loss_is_infinite_a_step_away(cpu_xp):
+    report = directional_check(Cliff(cpu_xp), None, None)
+    assert not report.passed
+    assert all(not d.passed and not d.finite for d in report.directions)
+    assert "FAIL (non-finite)" in str(report)
+
+
+def test_a_non_finite_direction_fails_even_at_a_kink():
+    report = DirectionalReport(h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64", seed=0, params=["W"])
+    report.directions = [
+        DirectionCheck(numerical=1.0, analytic=1.0, abs_error=0.0, kink=False, passed=True),
+        DirectionCheck(
+            numerical=math.nan, analytic=1.0, abs_error=math.nan, kink=True, passed=False
+        ),
+    ]
+    assert not report.passed
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_refuses_empty_params(cpu_xp, method):
+    with pytest.raises(ValueError, match=r"params is empty \(\[\]\).*\['W1', 'b1', 'W2', 'b2'\]"):
+        check_gradients(*small_problem(cpu_xp), method=method, params=[])
+
+
+def test_a_report_without_rows_does_not_pass():
+    report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
+    assert not report.passed
+    assert str(report).splitlines()[-2:] == ["nothing was checked", "FAILED"]

@@ -146,6 +146,40 @@ def test_an_input_without_a_returned_gradient_is_not_checked(xp):
     assert [p.name for p in check_layer(layer, rand(xp, 4, 5)).params] == ["W", "b"]
 
 
+class Forgetful:
+    """A user's layer whose ``backward`` computes ``dx`` but forgets ``return dx``."""
+
+    def forward(self, x):
+        return 2.0 * x
+
+    def backward(self, dout):
+        dx = 2.0 * dout  # noqa: F841
+
+
+def test_a_backward_that_returns_no_input_gradient_is_an_error(xp):
+    with pytest.raises(
+        ValueError, match=r"Forgetful.backward returned no input gradient .* input\(s\) x,.*dx"
+    ):
+        check_layer(Forgetful(), rand(xp, 2, 3))
+
+
+def test_integer_inputs_alone_are_nothing_to_check(xp):
+    with pytest.raises(
+        ValueError, match=r"nothing to check: no floating inputs or .*x \(\S*int64\)"
+    ):
+        check_layer(ReLU(), arr(xp, [[1, 2]], "int64"))
+
+
+def test_a_non_finite_input_gradient_fails_and_says_so(xp):
+    class Overflowing(Tanh):
+        def backward(self, dout):
+            return super().backward(dout) * namespace_of(dout).inf
+
+    report = check_layer(Overflowing(), rand(xp, 2, 3))
+    assert not report and report.params[0].nonfinite_analytic == 6
+    assert "x: the analytic gradient has 6 non-finite value(s)" in str(report)
+
+
 # check_function. The course notes' update, checked against its two losses, is in
 # examples/course_network.py (tests/test_examples.py runs it).
 
@@ -178,6 +212,11 @@ def test_check_function_names_a_gradient_of_the_wrong_shape(xp):
 def test_check_function_wants_the_keys_of_x(xp):
     with pytest.raises(ValueError, match=r"grad must have the keys of x, \['a', 'b'\]"):
         check_function(lambda q: 0.0, {"a": rand(xp, 2), "b": rand(xp, 2)}, {"a": rand(xp, 2)})
+
+
+def test_check_function_refuses_an_empty_mapping():
+    with pytest.raises(ValueError, match="x is an empty mapping: nothing to check"):
+        check_function(lambda q: 0.0, {}, {})
 
 
 @pytest.mark.parametrize("h", [0.0, -1e-4, float("nan")])

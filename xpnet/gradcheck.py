@@ -20,7 +20,9 @@ For a network there are three methods (``METHODS``):
 ReLU is not differentiable at 0. An element whose perturbation moves some
 pre-activation across 0 has a central difference that straddles the kink and is
 wrong by design; such elements are reported as kinks and left out of
-pass/fail.
+pass/fail. A gradient that is not finite (inf or nan) is never excused: the
+parameter (or direction) fails, at a kink too, and the report says which side
+(numerical or analytic) has such values.
 
 ``check_gradients(net, x, t, method=...)`` returns a :class:`GradientReport` (or a
 :class:`DirectionalReport`) that prints as a table.
@@ -73,9 +75,11 @@ def values_around(
 
     ``f`` is called with a perturbed copy of ``x``; ``x`` is not modified. The values are
     kept in float64, so a float32 ``x`` does not round them. ``indices`` limits the work to
-    some elements (index tuples); the others stay zero in both.
+    some elements (index tuples); the others stay zero in both. ``x`` must be a real
+    floating array: an integer one cannot move by ``h``.
     """
     xp = namespace_of(x)
+    _require_real_floating(x, "x")
     plus = xp.zeros(x.shape, dtype=xp.float64, device=array_api_compat.device(x))
     minus = xp.zeros_like(plus)
     work = xp.asarray(x, copy=True)
@@ -91,6 +95,16 @@ def values_around(
     return plus, minus
 
 
+def _require_real_floating(x: Any, name: str) -> None:
+    """Refuse an array ``x`` (called ``name`` in the message) that is not real floating."""
+    xp = namespace_of(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise ValueError(
+            f"{name} has dtype {x.dtype}: central differences need a real floating array "
+            f"(an integer element cannot move by h); convert it, e.g. xp.astype({name}, xp.float64)"
+        )
+
+
 def numerical_gradient(
     f: Callable[[Any], Any],
     x: Any,
@@ -101,8 +115,9 @@ def numerical_gradient(
     """Central-difference gradient of the scalar function ``f`` at ``x`` (same shape as ``x``).
 
     ``f`` is called twice per element of ``x`` with a perturbed copy of ``x``; it may
-    return a 0-D array or a Python number. ``x`` is not modified. ``indices`` limits
-    the work to some elements (index tuples); the others stay zero.
+    return a 0-D array or a Python number. ``x`` is not modified; it must be a real
+    floating array (ValueError otherwise). ``indices`` limits the work to some elements
+    (index tuples); the others stay zero.
     """
     plus, minus = values_around(f, x, h, indices=indices)
     return namespace_of(x).astype((plus - minus) / (2 * h), x.dtype)
@@ -135,10 +150,21 @@ def _check_method(method: str, valid: tuple[str, ...]) -> None:
 
 
 def _param_names(net: Any, params: Iterable[str] | None) -> list[str]:
+    """The parameter names to work on: ``params``, or all of the network's for None.
+
+    Refuses unknown names and an empty selection (there would be nothing to check).
+    """
     names = list(net.params) if params is None else list(params)
     unknown = [n for n in names if n not in net.params]
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}: the network has {list(net.params)}")
+    if not names and params is not None:
+        raise ValueError(
+            f"params is empty ({params!r}): nothing to check; name some of the network's "
+            f"parameters {list(net.params)}, or pass None for all of them"
+        )
+    if not names:
+        raise ValueError(f"{type(net).__name__} has no parameters: nothing to check")
     return names
 
 
@@ -227,7 +253,9 @@ class ParamCheck:
     The error statistics and ``passed`` leave out the ``kinks`` elements (None when
     kinks were not looked for); ``kink_max_abs_error`` is the largest error among
     them and ``kink_elements`` their indices. ``via`` says how the numerical
-    gradient was computed (``"local"`` or ``"loop"``).
+    gradient was computed (``"local"`` or ``"loop"``). ``nonfinite_analytic`` and
+    ``nonfinite_numerical`` count the elements where that gradient is inf or nan: any
+    makes the parameter fail (at a kink too), and the statistics leave them out.
     """
 
     name: str
@@ -240,11 +268,32 @@ class ParamCheck:
     kink_max_abs_error: float = 0.0
     kink_elements: tuple[tuple[int, ...], ...] = ()
     via: str = ""
+    nonfinite_analytic: int = 0
+    nonfinite_numerical: int = 0
+
+    def nonfinite_notes(self) -> list[str]:
+        """One line per gradient of this parameter that has inf or nan values, saying why."""
+        notes = []
+        if self.nonfinite_numerical:
+            notes.append(
+                f"{self.name}: the numerical gradient has {self.nonfinite_numerical} non-finite "
+                "value(s) (inf or nan): the function overflows or is undefined a step h "
+                "away; try a smaller h"
+            )
+        if self.nonfinite_analytic:
+            notes.append(
+                f"{self.name}: the analytic gradient has {self.nonfinite_analytic} non-finite "
+                "value(s) (inf or nan): backward computed them"
+            )
+        return notes
 
 
 @dataclass
 class GradientReport:
-    """The result of :func:`check_gradients`: one :class:`ParamCheck` per parameter."""
+    """The result of :func:`check_gradients`: one :class:`ParamCheck` per parameter.
+
+    It passes when every parameter passes and there is at least one.
+    """
 
     method: str
     h: float
@@ -256,7 +305,7 @@ class GradientReport:
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.params)
+        return bool(self.params) and all(p.passed for p in self.params)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -286,7 +335,7 @@ class GradientReport:
                 f"{p.mean_abs_diff:.3e}",
                 "-" if p.kinks is None else str(p.kinks),
                 f"{p.kink_max_abs_error:.3e}" if p.kinks else "-",
-                "ok" if p.passed else "FAIL",
+                _param_result(p),
             )
             for p in self.params
         ]
@@ -304,8 +353,19 @@ class GradientReport:
             ]
         if any(p.kinks is None for p in self.params):
             lines.append("kinks '-': not looked for (the network is not layered as assumed)")
+        notes = [note for p in self.params for note in p.nonfinite_notes()]
+        if notes:
+            lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
+        if not self.params:
+            lines.append("nothing was checked")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
+
+
+def _param_result(p: ParamCheck) -> str:
+    if p.nonfinite_analytic or p.nonfinite_numerical:
+        return "FAIL (non-finite)"
+    return "ok" if p.passed else "FAIL"
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -326,35 +386,58 @@ def compare(
     """Error statistics of ``analytic`` against ``numerical`` (arrays of one shape).
 
     ``kinks`` (bool, same shape) marks elements to report apart: they are left out of
-    the statistics and of ``passed``.
+    the statistics and of ``passed``. An element where either gradient is inf or nan
+    fails, at a kink too (no tolerance covers it); the statistics leave it out and
+    ``nonfinite_analytic`` / ``nonfinite_numerical`` count such elements. A few host
+    reads per call, none per element.
     """
     xp = namespace_of(analytic, numerical)
     shape = tuple(analytic.shape)
     if math.prod(shape) == 0:
         return ParamCheck(name, shape, 0.0, 0.0, 0.0, True, kinks=0, via=via)
+    finite_analytic, finite_numerical = xp.isfinite(analytic), xp.isfinite(numerical)
+    finite = finite_analytic & finite_numerical
+    # Zeros in place of the non-finite elements: their errors would be inf or nan.
+    analytic = xp.where(finite, analytic, xp.zeros_like(analytic))
+    numerical = xp.where(finite, numerical, xp.zeros_like(numerical))
     diff = xp.abs(analytic - numerical)
     scale = xp.maximum(xp.abs(analytic), xp.abs(numerical))
     tiny = xp.finfo(diff.dtype).smallest_normal
     rel = diff / xp.maximum(scale, xp.full_like(scale, tiny))
-    within = diff <= atol + rtol * xp.abs(numerical)
+    within = finite & (diff <= atol + rtol * xp.abs(numerical))
     looked = kinks is not None
     if not looked:
         kinks = xp.zeros_like(within)
+    counted = finite & ~kinks  # the elements of the error statistics
     zero = xp.zeros_like(diff)
-    kept = xp.where(kinks, zero, diff)
+    kept = xp.where(counted, diff, zero)
+    bad_analytic, bad_numerical, n_counted = (
+        int(n)
+        for n in to_numpy(
+            xp.stack([_count(~finite_analytic), _count(~finite_numerical), _count(counted)])
+        )
+    )
     hits = np.argwhere(to_numpy(kinks))
     return ParamCheck(
         name=name,
         shape=shape,
         max_abs_error=float(xp.max(kept)),
-        max_rel_error=float(xp.max(xp.where(kinks, zero, rel))),
-        mean_abs_diff=float(xp.sum(kept)) / max(math.prod(shape) - len(hits), 1),
-        passed=bool(xp.all(within | kinks)),
+        max_rel_error=float(xp.max(xp.where(counted, rel, zero))),
+        mean_abs_diff=float(xp.sum(kept)) / max(n_counted, 1),
+        passed=bool(xp.all(within | (kinks & finite))),
         kinks=len(hits) if looked else None,
-        kink_max_abs_error=float(xp.max(xp.where(kinks, diff, zero))),
+        kink_max_abs_error=float(xp.max(xp.where(kinks & finite, diff, zero))),
         kink_elements=tuple(tuple(int(i) for i in idx) for idx in hits),
         via=via,
+        nonfinite_analytic=bad_analytic,
+        nonfinite_numerical=bad_numerical,
     )
+
+
+def _count(mask: Any) -> Any:
+    """How many elements of the bool array ``mask`` are true: a 0-D int64 array."""
+    xp = namespace_of(mask)
+    return xp.sum(xp.astype(mask, xp.int64))
 
 
 def check_step(h: float, dtype: str) -> None:
@@ -482,12 +565,18 @@ class DirectionCheck:
     kink: bool | None  # the central difference reaches a ReLU kink (None: not looked for)
     passed: bool
 
+    @property
+    def finite(self) -> bool:
+        """Whether both derivatives are finite; one that is inf or nan fails, at a kink too."""
+        return math.isfinite(self.numerical) and math.isfinite(self.analytic)
+
 
 @dataclass
 class DirectionalReport:
     """The result of :func:`directional_check`: one :class:`DirectionCheck` per direction.
 
-    It passes when every direction free of kinks passes and there is at least one.
+    It passes when every direction free of kinks passes, there is at least one, and
+    no derivative (kinks included) is inf or nan.
     """
 
     h: float
@@ -502,7 +591,8 @@ class DirectionalReport:
     @property
     def passed(self) -> bool:
         checked = [d for d in self.directions if not d.kink]
-        return bool(checked) and all(d.passed for d in checked)
+        finite = all(d.finite for d in self.directions)
+        return bool(checked) and finite and all(d.passed for d in checked)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -518,7 +608,7 @@ class DirectionalReport:
                 f"{d.numerical:.6e}",
                 f"{d.analytic:.6e}",
                 f"{d.abs_error:.3e}",
-                "kink (left out)" if d.kink else ("ok" if d.passed else "FAIL"),
+                _direction_result(d),
             )
             for i, d in enumerate(self.directions)
         ]
@@ -531,8 +621,21 @@ class DirectionalReport:
         ]
         if not any(not d.kink for d in self.directions):
             lines.append("no direction free of kinks: use more directions or a smaller h")
+        if not all(d.finite for d in self.directions):
+            lines.append(
+                "non-finite: a derivative is inf or nan; numerical: the loss overflows or is "
+                "undefined at p +- h v (try a smaller h); analytic: backward computed it"
+            )
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
+
+
+def _direction_result(d: DirectionCheck) -> str:
+    if not d.finite:
+        return "FAIL (non-finite)"
+    if d.kink:
+        return "kink (left out)"
+    return "ok" if d.passed else "FAIL"
 
 
 @contextmanager
@@ -605,14 +708,15 @@ def directional_check(
     kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):
-        err = abs(float(numeric[i]) - float(exact[i]))
+        num, ana = float(numeric[i]), float(exact[i])
+        err = abs(num - ana)
         report.directions.append(
             DirectionCheck(
-                numerical=float(numeric[i]),
-                analytic=float(exact[i]),
+                numerical=num,
+                analytic=ana,
                 abs_error=err,
                 kink=None if kinks is None else bool(kinks[i]),
-                passed=err <= atol + rtol * abs(float(numeric[i])),
+                passed=math.isfinite(err) and err <= atol + rtol * abs(num),
             )
         )
     return report

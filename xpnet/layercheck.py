@@ -98,6 +98,39 @@ def _in_float64(layer: Any, attrs: list[str]) -> Iterator[None]:
             setattr(layer, a, value)
 
 
+def _kind_of(x: Any) -> str:
+    """The dtype of an array, else the type name: ``"int64"``, ``"float"``."""
+    return str(x.dtype) if is_array_api_obj(x) else type(x).__name__
+
+
+def _require_something_to_check(
+    kind: str, names: list[str], inputs: tuple[Any, ...], params: list[str]
+) -> None:
+    """Refuse a check with no floating input and no parameter: it would check nothing."""
+    if params or any(_is_float(x) for x in inputs):
+        return
+    given = ", ".join(f"{n} ({_kind_of(x)})" for n, x in zip(names, inputs, strict=True))
+    raise ValueError(
+        f"check_layer({kind}): nothing to check: no floating inputs or parameters; the "
+        f"inputs are {given}; pass real floating inputs (e.g. float64 arrays)"
+    )
+
+
+def _require_input_gradients(
+    kind: str, names: list[str], inputs: list[Any], grads: list[Any], params: list[str]
+) -> None:
+    """Refuse a ``backward`` that returned no gradient for any floating input of a layer
+    without parameters (``grads`` one per input): the check would compare nothing."""
+    if params or any(g is not None for x, g in zip(inputs, grads, strict=True) if _is_float(x)):
+        return
+    floating = [n for n, x in zip(names, inputs, strict=True) if _is_float(x)]
+    raise ValueError(
+        f"{kind}.backward returned no input gradient for the floating input(s) "
+        f"{', '.join(floating)}, and {kind} has no parameters: nothing to check; backward "
+        "must return dx (a tuple, one per input, for several inputs)"
+    )
+
+
 def _input_names(layer: Any, count: int) -> list[str]:
     try:
         names = [
@@ -131,6 +164,9 @@ def check_layer(
     so every element of the output counts. Inputs for which ``backward`` returns no
     gradient (a loss layer's targets, the data of ``Affine(input_grad=False)``) are not
     checked. ``forward_kwargs`` go to every ``forward`` call (e.g. ``{"train_flg": False}``).
+    A check that would compare nothing raises ValueError: no floating input and no
+    parameter, or a layer without parameters whose ``backward`` returns None (a missing
+    ``return dx``) for every floating input.
 
     The layer's parameters and ``buffers`` (running statistics) are restored afterwards;
     its gradients (``dW``, ...) are those of the check. Returns a
@@ -145,6 +181,8 @@ def check_layer(
         raise ValueError(f"{kind} names {missing} in its params but has no such attribute")
     if not inputs:
         raise TypeError(f"check_layer({kind}) needs the layer's inputs")
+    names = _input_names(layer, len(inputs))
+    _require_something_to_check(kind, names, inputs, params)
     arrays = [a for a in [*inputs, *(getattr(layer, p) for p in params)] if is_array_api_obj(a)]
     xp = namespace_of(*arrays) if arrays else namespace()
     like = arrays[0] if arrays else xp.asarray(0.0)
@@ -162,15 +200,16 @@ def check_layer(
             device=array_api_compat.device(out),
         )
         grads = layer.backward(dout)
-        grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+        grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+        grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
+        _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {p: getattr(layer, "d" + p, None) for p in params}
 
         def objective(at: int, value: Any) -> Any:
             args = [*x64[:at], value, *x64[at + 1 :]] if at >= 0 else x64
             return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
 
-        names = _input_names(layer, len(inputs))
-        for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=False)):
+        for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
             if g is None or not _is_float(x):
                 continue
             label = f"input {name}" if name in params else name
@@ -211,6 +250,8 @@ def check_function(
     name = getattr(f, "__name__", type(f).__name__)
     report = _report(f"function {name}", h, atol, rtol)
     if isinstance(x, Mapping):
+        if not x:
+            raise ValueError("x is an empty mapping: nothing to check; give at least one array")
         if not isinstance(grad, Mapping) or set(grad) != set(x):
             have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
             raise ValueError(f"grad must have the keys of x, {sorted(x)}; got {have}")
