@@ -198,6 +198,25 @@ def test_convolution_rejects_filters_and_bias_that_do_not_match(xp):
         Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(3)))
 
 
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"pool_h": 0, "pool_w": 2}, "window height must be an integer >= 1, got 0"),
+        ({"pool_h": 2, "pool_w": 2.5}, "window width must be an integer >= 1, got 2.5"),
+        ({"pool_h": 2, "pool_w": 2, "stride": 0}, "stride must be an integer >= 1, got 0"),
+        ({"pool_h": 2, "pool_w": 2, "pad": -1}, "pad must be an integer >= 0, got -1"),
+    ],
+)
+def test_pooling_refuses_a_window_that_cannot_slide(window, message):
+    with pytest.raises(ValueError, match=message):
+        Pooling(**window)
+
+
+def test_convolution_refuses_a_stride_of_zero(xp):
+    with pytest.raises(ValueError, match="stride must be an integer >= 1, got 0"):
+        Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(4)), stride=0)
+
+
 def test_pooling_rejects_a_window_larger_than_the_input(xp):
     with pytest.raises(ValueError, match=r"3x3 window is larger than the input \(1, 2, 2, 2\)"):
         Pooling(3, 3).forward(dev(xp, np.zeros((1, 2, 2, 2))))

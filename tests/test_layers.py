@@ -1,6 +1,8 @@
 """Each layer's forward pass against a NumPy formula, and its backward pass against an
 independent float64 central difference of that formula, on every backend."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -104,6 +106,19 @@ def test_affine_rejects_input_of_the_wrong_width(xp):
     layer = layers.Affine(dev(xp, np.zeros((5, 3))), dev(xp, np.zeros(3)))
     with pytest.raises(ValueError, match=r"\(2, 4\).*\(5, 3\)"):
         layer.forward(dev(xp, np.zeros((2, 4))))
+
+
+@pytest.mark.parametrize(("w_shape", "b_shape"), [((5,), (5,)), ((5, 3), (5,)), ((5, 3), (3, 1))])
+def test_affine_rejects_weights_and_bias_that_do_not_match(xp, w_shape, b_shape):
+    expected = rf"W of shape \(D, M\) and b of shape \(M,\), got {re.escape(str(w_shape))}"
+    with pytest.raises(ValueError, match=expected):
+        layers.Affine(dev(xp, np.zeros(w_shape)), dev(xp, np.zeros(b_shape)))
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan")])
+def test_batchnorm_rejects_a_momentum_outside_0_to_1(xp, momentum):
+    with pytest.raises(ValueError, match=f"momentum must be in \\[0, 1\\].*got {momentum}"):
+        layers.BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)), momentum=momentum)
 
 
 def test_affine_rejects_integer_input(xp):

@@ -15,6 +15,7 @@ which must be a whole number.
 
 from __future__ import annotations
 
+import numbers
 from functools import reduce
 from typing import Any
 
@@ -23,6 +24,16 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
 from xpnet.layers import require_floating
+
+
+def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
+    """Raise ``ValueError`` naming the values unless the window is at least 1x1, the stride
+    at least 1 and the padding at least 0 (integers all)."""
+    values = {"window height": filter_h, "window width": filter_w, "stride": stride, "pad": pad}
+    for name, value in values.items():
+        least = 0 if name == "pad" else 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def output_size(
@@ -35,8 +46,7 @@ def output_size(
     """
     if len(input_shape) != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(input_shape)}")
-    if stride < 1 or pad < 0:
-        raise ValueError(f"stride must be at least 1 and pad at least 0, got {stride} and {pad}")
+    check_window(filter_h, filter_w, stride, pad)
     h, w = input_shape[2] + 2 * pad, input_shape[3] + 2 * pad
     if filter_h > h or filter_w > w:
         raise ValueError(
@@ -167,6 +177,7 @@ class Convolution:
                 f"Convolution needs filters W of shape (FN, C, FH, FW) and b of shape (FN,), "
                 f"got {tuple(W.shape)} and {tuple(b.shape)}"
             )
+        check_window(W.shape[2], W.shape[3], stride, pad)
         self.W, self.b = W, b
         self.stride, self.pad, self.input_grad = stride, pad, input_grad
         self.dW = self.db = None
@@ -218,6 +229,7 @@ class Pooling:
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
+        check_window(pool_h, pool_w, stride, pad)
         self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
 
     def config(self) -> dict[str, Any]:

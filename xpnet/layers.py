@@ -228,6 +228,11 @@ class Affine:
     params = ("W", "b")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
+        if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
+            raise ValueError(
+                f"Affine needs W of shape (D, M) and b of shape (M,), "
+                f"got {tuple(W.shape)} and {tuple(b.shape)}"
+            )
         self.W, self.b = W, b
         self.input_grad = input_grad
         self.dW = self.db = None
@@ -557,6 +562,11 @@ class BatchNormalization:
             raise ValueError(
                 f"BatchNormalization needs gamma and beta of one shape (D,), "
                 f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
+            )
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(
+                f"BatchNormalization momentum must be in [0, 1] (the weight of the old "
+                f"running statistics), got {momentum!r}"
             )
         self.gamma, self.beta, self.momentum = gamma, beta, float(momentum)
         xp = namespace_of(gamma)
