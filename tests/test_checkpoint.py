@@ -2,6 +2,7 @@
 no pickle, architecture and optimizer state for resuming."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,13 +11,17 @@ from xpnet import MultiLayerNet
 from xpnet.backend import to_device, to_numpy
 from xpnet.checkpoint import (
     METADATA_KEY,
+    CheckpointError,
     load_network,
     load_params,
     read_metadata,
     save_params,
 )
 from xpnet.files import atomic_file
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
+from xpnet.networks import Sequential
 from xpnet.optim import SGD, Adam
+from xpnet.schema import json_object, one_of
 
 
 def host_params(net):
@@ -167,3 +172,154 @@ def test_optimizer_state_round_trip_continues_identically(cpu_xp, tmp_path):
 
     with pytest.raises(ValueError, match="state for optimizer 'adam', not 'sgd'"):
         load_params(path, net2, optimizer=SGD())
+
+
+def rewrite_metadata(path, edit):
+    """Replace the metadata of checkpoint ``path`` with ``edit(metadata)`` (as JSON)."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = edit(json.loads(arrays.pop(METADATA_KEY).tobytes().decode("utf-8")))
+    arrays[METADATA_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def parent(meta, field):
+    """The object holding the dotted ``field`` of ``meta``, and the field's own name."""
+    *parents, key = field.split(".")
+    for name in parents:
+        meta = meta[name]
+    return meta, key
+
+
+def setting(field, value):
+    """An edit setting the dotted ``field`` (``""``: the whole metadata) to ``value``."""
+
+    def edit(meta):
+        if not field:
+            return value
+        node, key = parent(meta, field)
+        node[key] = value
+        return meta
+
+    return edit
+
+
+def without(field):
+    """An edit removing the dotted ``field``."""
+
+    def edit(meta):
+        node, key = parent(meta, field)
+        del node[key]
+        return meta
+
+    return edit
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A checkpoint as training writes one: a network, SGD's state, epoch and history."""
+    history = {"epochs": [1], "iterations": [40], "train_acc": [0.3], "test_acc": [0.3],
+               "train_loss": [2.2], "test_loss": [2.2], "seconds": [0.6]}  # fmt: skip
+    return save_params(
+        tmp_path / "p.npz",
+        MultiLayerNet(4, [3], 2, seed=0),
+        {"epoch": 1, "history": history},
+        optimizer=SGD(lr=0.1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (setting("", None), "field __metadata__ is null, expected a JSON object"),
+        (setting("", [1, 2, 3]), "field __metadata__ is [1, 2, 3], expected a JSON object"),
+        (without("architecture.sizes"), "field architecture.sizes is missing, expected a list"),
+        (setting("architecture.sizes", [4, "3", 2]), 'architecture.sizes[1] is "3", expected an'),
+        (without("architecture.activation"), "field architecture.activation is missing"),
+        (setting("architecture.activation", "gelu"), 'activation is "gelu", expected one of'),
+        (setting("architecture.class", "Foo"), 'architecture.class is "Foo", expected one of'),
+        (setting("architecture", "MLP"), 'architecture is "MLP", expected a JSON object'),
+        (setting("history", "x"), 'field history is "x", expected a JSON object'),
+        (setting("history", {"epochs": [1]}), "history.iterations is missing, expected a list"),
+        (setting("optimizer", "sgd"), 'field optimizer is "sgd", expected a JSON object'),
+        (setting("optimizer", {"name": "sgd"}), "field optimizer.lr is missing, expected a"),
+        (setting("optimizer.lr", -1), "field optimizer.lr is -1, expected a finite number >= 0"),
+        (setting("epoch", "three"), 'field epoch is "three", expected an integer >= 0'),
+    ],
+)
+def test_malformed_metadata_is_an_error_naming_the_file_and_the_field(trained, edit, message):
+    rewrite_metadata(trained, edit)
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(trained)
+    assert str(info.value).startswith(f"{trained}: checkpoint field ")
+    assert message in str(info.value)
+
+
+def test_loading_checks_the_metadata_as_reading_does(trained):
+    rewrite_metadata(trained, without("architecture.sizes"))
+    with pytest.raises(CheckpointError, match=r"field architecture\.sizes is missing"):
+        load_network(trained)
+    with pytest.raises(CheckpointError, match=r"field architecture\.sizes is missing"):
+        load_params(trained, MultiLayerNet(4, [3], 2, seed=0))
+
+
+def test_checkpoint_errors_are_value_errors():
+    assert issubclass(CheckpointError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        ({"name": "momentum", "lr": 0.1, "momentum": 2}, "Invalid momentum: 2"),
+        ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "unexpected keyword argument 'momentum'"),
+    ],
+)
+def test_hyperparameters_the_optimizer_refuses_name_the_file(trained, saved, message):
+    rewrite_metadata(trained, setting("optimizer", saved))
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(trained)
+    assert str(info.value).startswith(f"{trained}: checkpoint field optimizer is {{")
+    assert message in str(info.value)
+
+
+def test_an_optimizer_of_another_library_is_read_without_being_rebuilt(trained):
+    rewrite_metadata(trained, setting("optimizer", {"name": "lion", "lr": 0.1, "beta": 2}))
+    assert read_metadata(trained)["optimizer"]["name"] == "lion"
+
+
+def test_read_metadata_checks_the_callers_fields_too(trained):
+    rewrite_metadata(trained, setting("run", {"model": "resnet"}))
+    fields = {"run": json_object({"model": one_of(["mlp", "convnet"])})}
+    with pytest.raises(
+        CheckpointError, match=r'field run.model is "resnet", expected one of "mlp"'
+    ):
+        read_metadata(trained, fields)
+    assert read_metadata(trained)["run"] == {"model": "resnet"}  # not the library's field
+
+
+def test_a_layer_array_missing_from_the_file_is_named(tmp_path):
+    W, b = np.ones((3, 2), dtype="float32"), np.zeros(2, dtype="float32")
+    path = save_params(
+        tmp_path / "n.npz", Sequential([Affine(W, b), ReLU()], loss=SoftmaxWithLoss())
+    )
+    with np.load(path) as data:
+        np.savez(path, **{k: data[k] for k in data.files if k != "W1"})
+    with pytest.raises(CheckpointError, match="layer 1 needs array 'W1', which is not in the file"):
+        load_network(path)
+
+
+@pytest.mark.parametrize("array", [np.array([None]), np.array(["text"])])
+def test_non_numeric_arrays_are_refused_when_saving(tmp_path, array):
+    with pytest.raises(ValueError, match=rf"cannot save 'a'.*dtype {array.dtype} is not numeric"):
+        save_params(tmp_path / "p.npz", {"a": array})
+    assert not list(tmp_path.iterdir())
+
+
+def test_saving_over_a_directory_names_it(tmp_path):
+    target = tmp_path / "p.npz"
+    target.mkdir()
+    with pytest.raises(
+        IsADirectoryError, match=re.escape(f"cannot write checkpoint {target}: it is a dir")
+    ):
+        save_params(target, {"w": np.zeros(1)})
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"] and not list(target.iterdir())

@@ -2,6 +2,7 @@
 rest on a tiny synthetic data set put in place of ``xpnet.datasets``: per-epoch lines,
 --iters, --save/--plot, --resume, and exit status 2 with a one-line message for bad input."""
 
+import json
 import re
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from xpnet import MultiLayerNet, backend, datasets
-from xpnet.checkpoint import read_metadata, save_params
+from xpnet.checkpoint import METADATA_KEY, read_metadata, save_params
 from xpnet.cli import main
+from xpnet.optim import Momentum
 
 
 def run(argv):
@@ -230,6 +232,19 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
 
 
+def test_resume_keeps_the_optimizers_other_hyperparameters(fake_data, tmp_path):
+    path = tmp_path / "old.npz"
+    net = MultiLayerNet(784, [50], 10, seed=0)
+    optimizer = Momentum(lr=0.05, momentum=0.5)
+    run_settings = {"dataset": "mnist", "model": "mlp", "optimizer": "momentum"}
+    save_params(path, net, {"epoch": 1, "run": run_settings}, optimizer=optimizer)
+    resumed = tmp_path / "new.npz"
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--save", str(resumed)]) == 0
+    assert read_metadata(resumed)["optimizer"] | {"iterations": 0} == {
+        "name": "momentum", "lr": 0.05, "momentum": 0.5, "iterations": 0
+    }  # fmt: skip
+
+
 def test_resume_checks_the_output_activation_against_the_architecture(fake_data, tmp_path, capsys):
     path = tmp_path / "old.npz"
     net = MultiLayerNet(784, [50], 10, seed=0)
@@ -268,3 +283,64 @@ def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):
 def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
     assert run(["train", "--model", "convnet", "--epochs", "1", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def edit_metadata(path, edit):
+    """Replace the metadata of checkpoint ``path`` with ``edit(metadata)``."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = edit(json.loads(arrays.pop(METADATA_KEY).tobytes().decode("utf-8")))
+    arrays[METADATA_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def setting(field, key, value):
+    """An edit setting ``metadata[field][key]`` (``key`` None: ``metadata[field]``)."""
+
+    def edit(meta):
+        if key is None:
+            meta[field] = value
+        else:
+            meta[field][key] = value
+        return meta
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda meta: None, "field __metadata__ is null, expected a JSON object"),
+        (setting("architecture", "sizes", None), "architecture.sizes is null, expected a list"),
+        (setting("history", "epochs", [1, 2]), "history.iterations is [2], expected a list of 2"),
+        (setting("epoch", None, "three"), 'field epoch is "three", expected an integer >= 0'),
+        (setting("optimizer", "lr", -1), "field optimizer.lr is -1, expected a finite number >= 0"),
+        (setting("optimizer", "name", "lbfgs"), 'optimizer.name is "lbfgs", expected one of'),
+        (setting("run", "model", "resnet"), 'field run.model is "resnet", expected one of "mlp"'),
+        (setting("run", "batch_size", "100"), 'run.batch_size is "100", expected an integer >= 1'),
+        (setting("run", "target_range", [1, 0]), "run.target_range is [1, 0], expected null or"),
+    ],
+)
+def test_resume_from_malformed_metadata_is_a_one_line_error_naming_the_field(
+    fake_data, tmp_path, capsys, edit, message
+):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    capsys.readouterr()
+    edit_metadata(path, edit)
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xpnet train: error: {path}: checkpoint field ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_resume_of_a_layered_network_as_an_mlp_is_a_one_line_error(fake_data, tmp_path, capsys):
+    path = tmp_path / "conv.npz"
+    assert run(["train", "--model", "convnet", "--hidden", "8", "--epochs", "1", "--quiet",
+                "--save", str(path)]) == 0  # fmt: skip
+    capsys.readouterr()
+    edit_metadata(path, setting("run", None, {"dataset": "mnist"}))  # no model: mlp, the default
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint's network (a Sequential) does not fit mlp on mnist" in err
+    assert err.count("\n") == 1

@@ -21,12 +21,16 @@ rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pi
 
 Files are written atomically (a temporary file in the target's directory, then
 ``os.replace``), so a crash never leaves a half-written checkpoint, and read with
-``allow_pickle=False``. Loading checks names, shapes and dtypes against the network
-and moves the arrays to the network's namespace and device.
+``allow_pickle=False``. Reading checks the metadata fields that loading and resuming use
+against a small schema (:mod:`xpnet.schema`), so a malformed one is a :class:`CheckpointError`
+naming the file and the field. Loading checks names, shapes and dtypes against the
+network and moves the arrays to the network's namespace and device.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import zipfile
@@ -40,6 +44,19 @@ import numpy as np
 
 from xpnet.backend import dtype_name, namespace_of, to_numpy
 from xpnet.files import atomic_file
+from xpnet.schema import (
+    Field,
+    integer,
+    is_number,
+    json_object,
+    list_of,
+    nullable,
+    number,
+    one_of,
+    problem,
+    show,
+    string,
+)
 
 FORMAT = "xpnet-checkpoint/1"
 METADATA_KEY = "__metadata__"
@@ -47,6 +64,115 @@ OPTIMIZER_PREFIX = "optimizer/"
 BUFFER_PREFIX = "buffer/"
 _RESERVED = (OPTIMIZER_PREFIX, BUFFER_PREFIX)
 _LAYERS: dict[str, type] = {}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable xpnet checkpoint: not an ``.npz`` archive, or metadata
+    that is not JSON or has a malformed field (the message names the file and the field)."""
+
+
+def _check_fields(where: str | os.PathLike, meta: Any, fields: Mapping[str, Field]) -> None:
+    """Raise :class:`CheckpointError` unless ``meta`` (the metadata of checkpoint ``where``)
+    is a JSON object whose ``fields`` are as described; the message reads
+    ``<file>: checkpoint field <name> is <value>, expected <what>``."""
+    found = problem(meta, json_object(fields), METADATA_KEY)
+    if found:
+        raise CheckpointError(f"{os.fspath(where)}: checkpoint {found}")
+
+
+def _layer_spec(*, required: bool = False) -> Field:
+    """A layer (or loss) as :func:`architecture` records it."""
+    names = Field(
+        lambda v: isinstance(v, dict) and all(isinstance(n, str) for n in v.values()),
+        "a JSON object of parameter names",
+    )
+    spec = {
+        "layer": string(required=True),
+        "config": json_object(),
+        "params": names,
+        "buffers": list_of(string()),
+    }
+    return json_object(spec, required=required)
+
+
+def _history_fields(history: Mapping[str, Any]) -> dict[str, Field]:
+    """The trainer's learning curves: one number per epoch of ``history.epochs`` in each."""
+    from xpnet.training import History
+
+    epochs = history.get("epochs")
+    n = len(epochs) if isinstance(epochs, list) else 0
+    curve = Field(
+        lambda v: isinstance(v, list) and len(v) == n,
+        f"a list of {n} number{'s' * (n != 1)}, one per epoch in history.epochs",
+        required=n > 0,
+        each=Field(is_number, "a number"),
+    )
+    return {"epochs": list_of(integer(1))} | {
+        f.name: curve for f in dataclasses.fields(History) if f.name != "epochs"
+    }
+
+
+@functools.cache
+def _metadata_fields() -> dict[str, Field]:
+    """The metadata fields that loading, and the trainer's resuming, use."""
+    from xpnet.networks import ACTIVATIONS, DTYPES
+
+    classes = {
+        "MultiLayerNet": {
+            "sizes": list_of(integer(1), min_length=2, required=True),
+            "activation": one_of(ACTIVATIONS, required=True),
+            "output_activation": nullable(one_of(ACTIVATIONS)),
+            "dtype": one_of(DTYPES, required=True),
+            "weight_decay": number(0.0),
+            "loss": _layer_spec(),
+        },
+        "Sequential": {
+            "layers": list_of(_layer_spec(), required=True),
+            "loss": _layer_spec(required=True),
+            "dtype": one_of(DTYPES),
+            "weight_decay": number(0.0),
+        },
+    }
+
+    def architecture_fields(arch: Mapping[str, Any]) -> dict[str, Field]:
+        return {"class": one_of(classes, required=True), **classes.get(arch.get("class"), {})}
+
+    optimizer = {
+        "name": string(required=True),
+        "lr": number(0.0, required=True),
+        "iterations": integer(0),
+    }
+    return {
+        "epoch": integer(0),
+        "history": json_object(_history_fields),
+        "architecture": nullable(json_object(architecture_fields)),
+        "optimizer": nullable(json_object(optimizer)),
+    }
+
+
+def _check_optimizer(where: str, saved: Mapping[str, Any] | None) -> None:
+    """Rebuild the optimizer ``saved`` describes (a built-in one), so that its own checks of
+    the hyperparameters run; their ``ValueError`` or ``TypeError`` names the file."""
+    from xpnet.optim import OPTIMIZERS
+
+    if not saved or saved["name"] not in OPTIMIZERS:
+        return
+    cls = OPTIMIZERS[saved["name"]]
+    try:
+        cls(**{k: v for k, v in saved.items() if k not in ("name", "iterations")})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{where}: checkpoint field optimizer is {show(saved)}, expected "
+            f"hyperparameters {cls.__name__} accepts ({exc})"
+        ) from exc
+
+
+def _check_metadata(where: str, meta: Any, extra: Mapping[str, Field] | None) -> None:
+    """The one check of a checkpoint's metadata: the library's fields, then ``extra``."""
+    _check_fields(where, meta, _metadata_fields())
+    _check_optimizer(where, meta.get("optimizer"))
+    if extra:
+        _check_fields(where, meta, extra)
 
 
 def _params_of(net_or_params: Any) -> Mapping[str, Any]:
@@ -167,8 +293,11 @@ def save_params(
 
     ``metadata`` is any JSON-serialisable mapping (e.g. ``{"epoch": 3}``); the
     architecture (for a network) and ``optimizer``'s hyperparameters and state
-    (when given) are added. The file is replaced atomically. Returns the path.
+    (when given) are added. Arrays must be numeric (bool, integer, float or complex). The
+    file is replaced atomically. Returns the path.
     """
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"cannot write checkpoint {os.fspath(path)}: it is a directory")
     params = _params_of(net_or_params)
     arrays = {name: to_numpy(value) for name, value in params.items()}
     for name in arrays:
@@ -190,6 +319,7 @@ def save_params(
         for buffer, slot in state["buffers"].items():
             for name, value in slot.items():
                 arrays[f"{OPTIMIZER_PREFIX}{buffer}/{name}"] = to_numpy(value)
+    _check_numeric(arrays)
     try:
         text = json.dumps(meta, allow_nan=True)
     except TypeError as exc:
@@ -200,13 +330,25 @@ def save_params(
     return Path(path)
 
 
-def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All arrays and the metadata of a checkpoint, without pickle."""
+def _check_numeric(arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuse arrays that :func:`load_params` could not read back (``object`` needs pickle)."""
+    for key, value in arrays.items():
+        if value.dtype.kind not in "biufc":
+            raise ValueError(
+                f"cannot save {key!r} in a checkpoint: its dtype {value.dtype} is not numeric"
+            )
+
+
+def _read(
+    path: str | os.PathLike, fields: Mapping[str, Field] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All arrays and the metadata of a checkpoint, without pickle; the metadata checked
+    (:func:`_check_metadata`, with the caller's ``fields``)."""
     name = os.fspath(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {name} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
+        raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -216,25 +358,33 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
                 except ValueError as exc:
                     if "pickle" not in str(exc):
                         raise
-                    raise ValueError(
+                    raise CheckpointError(
                         f"{name}: array {key!r} holds Python objects, which would need pickle; "
                         "xpnet checkpoints never contain pickled data, so it is not loaded"
                     ) from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
+        raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
     raw = arrays.pop(METADATA_KEY, None)
     if raw is None:
         return arrays, {}
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{os.fspath(path)}: the checkpoint metadata is not JSON: {exc}") from exc
+        raise CheckpointError(f"{name}: the checkpoint metadata is not JSON: {exc}") from exc
+    _check_metadata(name, meta, fields)
     return arrays, meta
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint (architecture, optimizer, epoch, ...)."""
-    return _read(path)[1]
+def read_metadata(
+    path: str | os.PathLike, fields: Mapping[str, Field] | None = None
+) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (architecture, optimizer, epoch, ...).
+
+    The fields the library uses are checked, and ``fields`` too: what the caller's own
+    metadata must hold (a :class:`Field` per name). A malformed one is a
+    :class:`CheckpointError` naming the file and the field.
+    """
+    return _read(path, fields)[1]
 
 
 def _to_like(host: np.ndarray, like: Any) -> Any:
@@ -358,21 +508,26 @@ def load_network(
         _load_into(path, arrays, meta, net, None)
         return net, meta
     if arch.get("class") != "Sequential":
-        raise ValueError(
+        raise CheckpointError(
             f"{where} records no network architecture; build the network yourself and call "
             "load_params(path, net)"
         )
     from xpnet.backend import to_device
     from xpnet.networks import Sequential
 
-    def move(a: np.ndarray) -> Any:
+    def array(key: str, k: int) -> Any:
+        if key not in arrays:
+            raise CheckpointError(
+                f"{where}: layer {k} needs array {key!r}, which is not in the file"
+            )
+        a = arrays[key]
         return to_device(a, dtype=a.dtype.name, device=device, xp=xp)
 
     layers = []
     for k, spec in enumerate(arch["layers"], start=1):
-        given = {attr: move(arrays[name]) for attr, name in spec.get("params", {}).items()}
+        given = {attr: array(name, k) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
-            given[attr] = move(arrays[_buffer_key(k, attr)])
+            given[attr] = array(_buffer_key(k, attr), k)
         layers.append(_build(spec, given, f"layer {k}", where))
     net = Sequential(
         layers,
@@ -387,14 +542,14 @@ def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where:
     name = spec.get("layer")
     cls = _registry().get(name)
     if cls is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{where}: {what} is a {name!r}, which is not a registered layer; register it "
             f"with xpnet.register_layer before loading (registered: {', '.join(_registry())})"
         )
     try:
         return cls(**arrays, **spec.get("config", {}))
-    except TypeError as exc:
-        raise ValueError(
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
             f"{where}: cannot rebuild {what} ({name}) from its parameters "
             f"{sorted(arrays)} and config {spec.get('config', {})}: {exc}"
         ) from exc

@@ -95,6 +95,62 @@ def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) ->
     return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
 
 
+def _resumed(path: str) -> dict[str, Any]:
+    """The metadata of the checkpoint ``--resume`` names, with the fields
+    :func:`~xpnet.cli.network.train_settings` reads checked too (a ``ValueError`` naming the
+    file and the field): the optimizer's name and the ``run`` settings."""
+    from xpnet import schema
+    from xpnet.checkpoint import read_metadata
+    from xpnet.cli.network import LOSSES, MODELS
+    from xpnet.datasets import DATASETS
+    from xpnet.layers import REDUCTIONS
+    from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES
+    from xpnet.optim import OPTIMIZERS
+
+    def low_high(v: Any) -> bool:  # as --input-range and --target-range take them
+        if v is None:
+            return True
+        return isinstance(v, list) and len(v) == 2 and all(map(schema.is_number, v)) and v[0] < v[1]
+
+    value_range = schema.Field(low_high, "null or [LOW, HIGH] with LOW < HIGH")
+    run = {
+        "model": schema.one_of(MODELS),
+        "dataset": schema.one_of(DATASETS),
+        "hidden": schema.list_of(schema.integer(1)),
+        "activation": schema.one_of(ACTIVATIONS),
+        "output_activation": schema.nullable(schema.one_of(ACTIVATIONS)),
+        "loss": schema.one_of(LOSSES),
+        "reduction": schema.one_of(REDUCTIONS),
+        "bias_init": schema.one_of(BIAS_INITS),
+        "input_range": value_range,
+        "target_range": value_range,
+        "dtype": schema.one_of(DTYPES),
+        "optimizer": schema.one_of(OPTIMIZERS),
+        "batch_size": schema.integer(1),
+        "seed": schema.integer(0),
+        "weight_decay": schema.number(0.0),
+        "epochs": schema.integer(1),
+        "iters": schema.integer(1),
+    }
+    optimizer = {"name": schema.one_of(OPTIMIZERS)}
+    return read_metadata(
+        path,
+        {
+            "optimizer": schema.nullable(schema.json_object(optimizer)),
+            "run": schema.json_object(run),
+        },
+    )
+
+
+def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The resumed optimizer's hyperparameters besides ``lr`` (momentum, betas, ...), when
+    the run goes on with the same optimizer; the CLI has flags for none of them."""
+    saved_opt = saved.get("optimizer") or {}
+    if saved_opt.get("name") != settings["optimizer"]:
+        return {}
+    return {k: v for k, v in saved_opt.items() if k not in ("name", "lr", "iterations")}
+
+
 def _train(args: argparse.Namespace) -> int:
     import math
     import time
@@ -117,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
             return error(f"--plot: {exc}")
     backend.selected(args.device)  # an unknown or unavailable device fails here
 
-    saved = checkpoint.read_metadata(args.resume) if args.resume else {}
+    saved = _resumed(args.resume) if args.resume else {}
     if args.resume and not saved.get("architecture"):
         return error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = train_settings(args, saved)
@@ -129,13 +185,14 @@ def _train(args: argparse.Namespace) -> int:
     (x_train, t_train), (x_test, t_test) = load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
     net = network(s, args, input_size)
-    optimizer = make_optimizer(s["optimizer"], lr=s["lr"])
+    optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
     start_epoch, history = 0, History()
     if args.resume:
-        if s["model"] != "convnet" and saved["architecture"].get("sizes") != net.sizes:
+        sizes = saved["architecture"].get("sizes", f"(a {saved['architecture']['class']})")
+        if s["model"] != "convnet" and sizes != net.sizes:
             return error(
-                f"--resume {args.resume}: the checkpoint's network {saved['architecture']['sizes']}"
-                f" does not fit {s['dataset']} ({input_size} inputs)"
+                f"--resume {args.resume}: the checkpoint's network {sizes}"
+                f" does not fit {s['model']} on {s['dataset']} ({input_size} inputs)"
             )
         same = (saved.get("optimizer") or {}).get("name") == optimizer.name
         checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
