@@ -1,6 +1,8 @@
 """The backend: device selection, moving arrays, seeded weights, mixed-backend errors."""
 
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -41,6 +43,26 @@ def test_default_device_is_cpu_numpy(monkeypatch):
 def test_cuda_without_cupy_says_how_to_install(monkeypatch):
     monkeypatch.setenv("XPNET_DEVICE", "cuda")
     with pytest.raises(backend.BackendUnavailableError, match=r'pip install "xpnet\[cuda12\]"'):
+        backend.namespace()
+
+
+@pytest.mark.parametrize(
+    ("gpus", "message"),
+    [
+        (0, r"has 0 CUDA GPU\(s\); use XPNET_DEVICE=cpu"),
+        (2, r"has 2 CUDA GPU\(s\) \(cuda:0 to cuda:1\)"),
+    ],
+)
+def test_a_gpu_index_past_the_last_gpu_says_which_exist(monkeypatch, gpus, message):
+    # CuPy as a GPU-less machine shows it: only the device count is read before the error.
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: gpus)
+    monkeypatch.setitem(
+        sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    )
+    monkeypatch.setenv("XPNET_DEVICE", "cuda:2")
+    with pytest.raises(
+        backend.BackendUnavailableError, match=rf"'cuda:2' does not exist: .*{message}"
+    ):
         backend.namespace()
 
 

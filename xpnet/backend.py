@@ -95,9 +95,9 @@ def _cuda_device(spec: DeviceSpec) -> Any:
             f"use XPNET_DEVICE=cpu, or {CUDA_INSTALL_HINT}"
         ) from exc
     if spec.index >= count:
+        have = f" (cuda:0 to cuda:{count - 1})" if count else "; use XPNET_DEVICE=cpu"
         raise BackendUnavailableError(
-            f"device '{spec}' does not exist: this machine has {count} CUDA GPU(s) "
-            f"(cuda:0 to cuda:{count - 1})"
+            f"device '{spec}' does not exist: this machine has {count} CUDA GPU(s){have}"
         )
     return cupy.cuda.Device(spec.index)
 
