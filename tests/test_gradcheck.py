@@ -114,6 +114,22 @@ def test_cli_gradcheck_rejects_an_unknown_device(capsys):
     assert "unknown device 'tpu'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--batch-size", "0", "a positive integer"),
+        ("--hidden", "-3", "a positive integer"),
+        ("--input-size", "0", "a positive integer"),
+        ("--seed", "-1", "an integer >= 0"),
+    ],
+)
+def test_cli_gradcheck_names_a_size_or_seed_out_of_range(capsys, flag, value, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected {expected}, got '{value}'" in capsys.readouterr().err
+
+
 # Non-finite gradients: inf <= atol + rtol * inf holds, so they need their own rule.
 
 NON_FINITE = [math.inf, -math.inf, math.nan]
