@@ -191,6 +191,8 @@ def test_problems_found_after_parsing_exit_2_with_one_line(fake_data, tmp_path, 
         (["--dataset", "fashion-mnist"], "fashion-mnist not found"),
         (["--save", str(tmp_path / "no" / "p.npz")], "does not exist"),
         (["--resume", str(tmp_path / "missing.npz")], "does not exist"),
+        (["--resume", str(tmp_path)], "is a directory, not a file"),
+        (["--save", ""], "--save needs a file name, got an empty one"),
     ]
     for argv, message in cases:
         assert run(["train", "--epochs", "1", *argv]) == 2, argv

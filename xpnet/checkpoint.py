@@ -345,6 +345,8 @@ def _read(
     """All arrays and the metadata of a checkpoint, without pickle; the metadata checked
     (:func:`_check_metadata`, with the caller's ``fields``)."""
     name = os.fspath(path)
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {name} does not exist")
     if not zipfile.is_zipfile(path):

@@ -33,5 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ConnectionError, backend.BackendUnavailableError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        IsADirectoryError,
+        ConnectionError,
+        backend.BackendUnavailableError,
+    ) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")

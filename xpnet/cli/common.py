@@ -49,6 +49,8 @@ def check_output(option: str, path: str | None) -> str | None:
     is created and removed in its directory, as the atomic write will do at the end."""
     if path is None:
         return None
+    if not path:
+        return f"{option} needs a file name, got an empty one"
     target = Path(path)
     if target.is_dir():
         return f"{option} {path} is a directory"
