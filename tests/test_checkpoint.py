@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from metadata import rewrite_metadata, setting, without
 
 from xpnet import MultiLayerNet
 from xpnet.backend import to_device, to_numpy
@@ -172,47 +173,6 @@ def test_optimizer_state_round_trip_continues_identically(cpu_xp, tmp_path):
 
     with pytest.raises(ValueError, match="state for optimizer 'adam', not 'sgd'"):
         load_params(path, net2, optimizer=SGD())
-
-
-def rewrite_metadata(path, edit):
-    """Replace the metadata of checkpoint ``path`` with ``edit(metadata)`` (as JSON)."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = edit(json.loads(arrays.pop(METADATA_KEY).tobytes().decode("utf-8")))
-    arrays[METADATA_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    np.savez(path, **arrays)
-
-
-def parent(meta, field):
-    """The object holding the dotted ``field`` of ``meta``, and the field's own name."""
-    *parents, key = field.split(".")
-    for name in parents:
-        meta = meta[name]
-    return meta, key
-
-
-def setting(field, value):
-    """An edit setting the dotted ``field`` (``""``: the whole metadata) to ``value``."""
-
-    def edit(meta):
-        if not field:
-            return value
-        node, key = parent(meta, field)
-        node[key] = value
-        return meta
-
-    return edit
-
-
-def without(field):
-    """An edit removing the dotted ``field``."""
-
-    def edit(meta):
-        node, key = parent(meta, field)
-        del node[key]
-        return meta
-
-    return edit
 
 
 @pytest.fixture
