@@ -187,6 +187,18 @@ def test_positive_part_is_the_namespaces_maximum_with_zero(xp, dtype):
     np.testing.assert_array_equal(backend.to_numpy(ours), np.maximum(host, 0.0).astype(dtype))
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_take_is_the_namespaces_own(xp, axis):
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x = backend.to_device(host, dtype="float32", xp=xp)
+    indices = backend.to_device([2, 0, 2], dtype="int64", xp=xp)
+    ours = backend.take(x, indices, axis=axis)
+    theirs = xp.take(x, indices, axis=axis)
+    assert type(ours) is type(theirs) and ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(backend.to_numpy(ours), backend.to_numpy(theirs))
+    np.testing.assert_array_equal(backend.to_numpy(ours), np.take(host, [2, 0, 2], axis=axis))
+
+
 def test_namespace_of_needs_an_array():
     with pytest.raises(TypeError, match="at least one array"):
         backend.namespace_of(1.0, None)

@@ -202,6 +202,15 @@ def reduce_max(x: Any, axis: int | tuple[int, ...] | None = None, *, keepdims: b
     return namespace_of(x).max(x, axis=axis, keepdims=keepdims)
 
 
+def take(x: Any, indices: Any, *, axis: int) -> Any:
+    """``xp.take(x, indices, axis=axis)``: the elements of ``x`` at the integer ``indices``
+    along ``axis``. NumPy gets the array's own ``take`` method, which skips ``numpy.take``'s
+    dispatch (about 0.8 us a call, twice a step when the trainer gathers one sample)."""
+    if type(x) is np.ndarray:
+        return x.take(indices, axis=axis)
+    return namespace_of(x, indices).take(x, indices, axis=axis)
+
+
 def positive_part(x: Any) -> Any:
     """``max(x, 0)`` element-wise, in ``x``'s dtype: ``xp.maximum(x, 0.0)``.
 

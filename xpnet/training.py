@@ -30,7 +30,7 @@ import array_api_compat
 import array_api_extra as xpx
 from tqdm import tqdm
 
-from xpnet.backend import host_rng, namespace_of, synchronize, to_numpy
+from xpnet.backend import host_rng, namespace_of, synchronize, take, to_numpy
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
@@ -255,7 +255,7 @@ class Trainer:
 
     def train_epoch(self, order: Any, label: str = "") -> None:
         """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
-        xp, net, bs = self.xp, self.net, self.batch_size
+        net, bs = self.net, self.batch_size
         n = self.x_train.shape[0]
         bar = tqdm(
             total=self.batches_per_epoch,
@@ -268,8 +268,8 @@ class Trainer:
         with bar:
             for start in range(0, n, bs):
                 idx = order[start : min(start + bs, n)]  # in-bounds stop: the standard's rule
-                x = xp.take(self.x_train, idx, axis=0)
-                t = xp.take(self.t_train, idx, axis=0)
+                x = take(self.x_train, idx, axis=0)
+                t = take(self.t_train, idx, axis=0)
                 grads = net.gradient(x, t)
                 self.optimizer.update(net.params, grads)
                 self.iterations += 1
