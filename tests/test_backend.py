@@ -84,9 +84,9 @@ def test_random_normal_honours_dtype(xp):
     assert x.dtype == xp.float32
 
 
-@pytest.mark.parametrize("std", [0.0, -1.0, float("nan"), float("inf"), True, "0.1"])
-def test_random_normal_needs_a_positive_finite_std(std):
-    with pytest.raises(ValueError, match=f"std must be a positive finite number, got {std!r}"):
+@pytest.mark.parametrize("std", [-1.0, float("nan"), float("inf"), True, "0.1"])
+def test_random_normal_needs_a_finite_std_from_0(std):
+    with pytest.raises(ValueError, match=f"std must be a finite number >= 0, got {std!r}"):
         backend.random_normal((2, 2), std=std, rng=0)
 
 

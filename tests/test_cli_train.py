@@ -245,6 +245,20 @@ def test_resume_keeps_the_optimizers_other_hyperparameters(fake_data, tmp_path):
     }  # fmt: skip
 
 
+def test_resume_names_the_file_when_its_optimizer_settings_are_refused(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    run_settings = {"dataset": "mnist", "model": "mlp", "optimizer": "momentum"}
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1, "run": run_settings},
+                optimizer=Momentum(lr=0.05))  # fmt: skip
+    rewrite_metadata(path, setting("optimizer.momentum", 2))
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"xpnet train: error: --resume {path}: checkpoint field optimizer: "
+        "Invalid momentum: 2 (expected a number in [0, 1))\n"
+    )
+
+
 def test_resume_checks_the_output_activation_against_the_architecture(fake_data, tmp_path, capsys):
     path = tmp_path / "old.npz"
     net = MultiLayerNet(784, [50], 10, seed=0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numeric import central_difference
 
-from xpnet import MultiLayerNet, TwoLayerNet
+from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from xpnet.backend import to_device, to_numpy
 
 
@@ -181,16 +181,28 @@ def test_loss_at_leaves_the_network_unchanged(xp):
         ({"activation": "gelu"}, "unknown activation 'gelu'"),
         ({"weight_init": "orthogonal"}, "unknown weight_init 'orthogonal'"),
         ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
-        ({"weight_init": float("nan")}, "W1 must be 'he', 'xavier' or a positive finite "
-                                        "standard deviation, got nan"),
-        ({"weight_init": 0.0}, "positive finite standard deviation, got 0.0"),
-        ({"weight_init": -0.1}, "positive finite standard deviation, got -0.1"),
+        ({"weight_init": float("nan")}, "weight_init must be a finite standard deviation "
+                                        ">= 0, got nan"),
+        ({"weight_init": -0.1}, "finite standard deviation >= 0, got -0.1"),
         ({"seed": -1}, "seed must be an integer >= 0 or None, got -1"),
     ],
 )  # fmt: skip
 def test_bad_network_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MultiLayerNet(4, [3], 2, **kwargs)
+
+
+def test_the_book_networks_name_a_bad_weight_init_std():
+    with pytest.raises(ValueError, match="weight_init_std must be a finite standard deviation"):
+        TwoLayerNet(4, 3, 2, weight_init_std=float("inf"))
+    with pytest.raises(ValueError, match=r"weight_init_std must be .* >= 0, got -1"):
+        SimpleConvNet(weight_init_std=-1)
+
+
+def test_a_std_of_zero_gives_all_zero_weights(xp):
+    """The book's example of what not to do (chapter 6), so it can be shown."""
+    net = TwoLayerNet(4, 3, 2, weight_init_std=0.0, xp=xp)
+    assert not np.any(to_numpy(net.params["W1"])) and not np.any(to_numpy(net.params["W2"]))
 
 
 def test_layer_sizes_are_any_positive_integers_but_bools():

@@ -208,7 +208,7 @@ def take(x: Any, indices: Any, *, axis: int) -> Any:
     dispatch (about 0.8 us a call, twice a step when the trainer gathers one sample)."""
     if type(x) is np.ndarray:
         return x.take(indices, axis=axis)
-    return namespace_of(x, indices).take(x, indices, axis=axis)
+    return namespace_of(x).take(x, indices, axis=axis)
 
 
 def positive_part(x: Any) -> Any:
@@ -334,8 +334,8 @@ def random_normal(
     ``rng`` is a NumPy ``Generator`` or a seed; the same seed gives bit-identical
     values on every backend and device.
     """
-    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not 0 < std < math.inf:
-        raise ValueError(f"std must be a positive finite number, got {std!r}")
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not 0 <= std < math.inf:
+        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     gen = rng if isinstance(rng, np.random.Generator) else host_rng(rng)
     return to_device(std * gen.standard_normal(shape), dtype=dtype, device=device, xp=xp)
 

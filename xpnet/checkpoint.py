@@ -21,15 +21,15 @@ rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pi
 
 Files are written atomically (a temporary file in the target's directory, then
 ``os.replace``), so a crash never leaves a half-written checkpoint, and read with
-``allow_pickle=False``. Reading checks the metadata fields that loading and resuming use
-against a small schema (:mod:`xpnet.schema`), so a malformed one is a :class:`CheckpointError`
-naming the file and the field. Loading checks names, shapes and dtypes against the
+``allow_pickle=False``. Reading checks the metadata fields the library writes
+(``architecture``, ``optimizer``), and any a caller names, against a small schema
+(:mod:`xpnet.schema`), so a malformed one is a :class:`CheckpointError` naming the file and
+the field; the rest of the metadata is the caller's, read back as written. Loading checks names, shapes and dtypes against the
 network and moves the arrays to the network's namespace and device.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -47,14 +47,12 @@ from xpnet.files import atomic_file
 from xpnet.schema import (
     Field,
     integer,
-    is_number,
     json_object,
     list_of,
     nullable,
     number,
     one_of,
     problem,
-    show,
     string,
 )
 
@@ -95,26 +93,10 @@ def _layer_spec(*, required: bool = False) -> Field:
     return json_object(spec, required=required)
 
 
-def _history_fields(history: Mapping[str, Any]) -> dict[str, Field]:
-    """The trainer's learning curves: one number per epoch of ``history.epochs`` in each."""
-    from xpnet.training import History
-
-    epochs = history.get("epochs")
-    n = len(epochs) if isinstance(epochs, list) else 0
-    curve = Field(
-        lambda v: isinstance(v, list) and len(v) == n,
-        f"a list of {n} number{'s' * (n != 1)}, one per epoch in history.epochs",
-        required=n > 0,
-        each=Field(is_number, "a number"),
-    )
-    return {"epochs": list_of(integer(1))} | {
-        f.name: curve for f in dataclasses.fields(History) if f.name != "epochs"
-    }
-
-
 @functools.cache
 def _metadata_fields() -> dict[str, Field]:
-    """The metadata fields that loading, and the trainer's resuming, use."""
+    """The metadata fields the library writes and loading reads: ``architecture`` and
+    ``optimizer`` (:func:`save_params` refuses them in a caller's metadata)."""
     from xpnet.networks import ACTIVATIONS, DTYPES
 
     classes = {
@@ -129,7 +111,7 @@ def _metadata_fields() -> dict[str, Field]:
         "Sequential": {
             "layers": list_of(_layer_spec(), required=True),
             "loss": _layer_spec(required=True),
-            "dtype": one_of(DTYPES),
+            "dtype": string(),  # any: a Sequential of a user's layers may be float16
             "weight_decay": number(0.0),
         },
     }
@@ -143,34 +125,14 @@ def _metadata_fields() -> dict[str, Field]:
         "iterations": integer(0),
     }
     return {
-        "epoch": integer(0),
-        "history": json_object(_history_fields),
         "architecture": nullable(json_object(architecture_fields)),
         "optimizer": nullable(json_object(optimizer)),
     }
 
 
-def _check_optimizer(where: str, saved: Mapping[str, Any] | None) -> None:
-    """Rebuild the optimizer ``saved`` describes (a built-in one), so that its own checks of
-    the hyperparameters run; their ``ValueError`` or ``TypeError`` names the file."""
-    from xpnet.optim import OPTIMIZERS
-
-    if not saved or saved["name"] not in OPTIMIZERS:
-        return
-    cls = OPTIMIZERS[saved["name"]]
-    try:
-        cls(**{k: v for k, v in saved.items() if k not in ("name", "iterations")})
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{where}: checkpoint field optimizer is {show(saved)}, expected "
-            f"hyperparameters {cls.__name__} accepts ({exc})"
-        ) from exc
-
-
 def _check_metadata(where: str, meta: Any, extra: Mapping[str, Field] | None) -> None:
     """The one check of a checkpoint's metadata: the library's fields, then ``extra``."""
     _check_fields(where, meta, _metadata_fields())
-    _check_optimizer(where, meta.get("optimizer"))
     if extra:
         _check_fields(where, meta, extra)
 
@@ -291,10 +253,11 @@ def save_params(
 ) -> Path:
     """Write a network's (or a ``name -> array`` mapping's) parameters to ``path`` (``.npz``).
 
-    ``metadata`` is any JSON-serialisable mapping (e.g. ``{"epoch": 3}``); the
-    architecture (for a network) and ``optimizer``'s hyperparameters and state
-    (when given) are added. Arrays must be numeric (bool, integer, float or complex). The
-    file is replaced atomically. Returns the path.
+    ``metadata`` is any JSON-serialisable mapping (e.g. ``{"epoch": 3}``) without the keys
+    ``architecture``, ``optimizer`` and ``format``: the architecture (for a network),
+    ``optimizer``'s hyperparameters and state (when given) and the format are added.
+    Arrays must be numeric (bool, integer, float or complex). The file is replaced
+    atomically. Returns the path.
     """
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write checkpoint {os.fspath(path)}: it is a directory")
@@ -309,6 +272,12 @@ def save_params(
             for key, (layer, attr) in _buffer_slots(net_or_params).items()
         }
     )
+    reserved = sorted(set(metadata or {}) & {"architecture", "optimizer", "format"})
+    if reserved:
+        raise ValueError(
+            f"metadata key(s) {', '.join(map(repr, reserved))} are written by save_params "
+            "itself (the network's architecture, optimizer=, the file format); use other names"
+        )
     meta: dict[str, Any] = {**(metadata or {}), "format": FORMAT}
     arch = architecture(net_or_params)
     if arch is not None:

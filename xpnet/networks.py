@@ -313,14 +313,17 @@ def _require_float_dtype(dtype: str) -> None:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
+def _require_std(value: Any, argument: str) -> float:
+    """``value`` as a float when it is a finite standard deviation >= 0 (0: all-zero
+    weights, the book's example of what not to do), else ``ValueError`` naming ``argument``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(f"{argument} must be a finite standard deviation >= 0, got {value!r}")
+    return float(value)
+
+
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
     if isinstance(weight_init, numbers.Real) and not isinstance(weight_init, bool):
-        if not 0 < weight_init < math.inf:
-            raise ValueError(
-                f"weight_init for {name} must be 'he', 'xavier' or a positive finite "
-                f"standard deviation, got {weight_init!r}"
-            )
-        return float(weight_init)
+        return _require_std(weight_init, "weight_init")
     if weight_init in ("he", "relu"):
         return math.sqrt(2.0 / fan_in)
     if weight_init in ("xavier", "sigmoid"):
@@ -439,7 +442,7 @@ class TwoLayerNet(MultiLayerNet):
             [hidden_size],
             output_size,
             activation="relu",
-            weight_init=float(weight_init_std),
+            weight_init=_require_std(weight_init_std, "weight_init_std"),
             dtype=dtype,
             seed=seed,
             device=device,
@@ -481,6 +484,7 @@ class SimpleConvNet(Sequential):
             )
         conv.update(conv_param or {})
         _require_float_dtype(dtype)
+        weight_init_std = _require_std(weight_init_std, "weight_init_std")
         channels = input_dim[0]
         fn, fs, stride, pad = conv["filter_num"], conv["filter_size"], conv["stride"], conv["pad"]
         oh, ow = _conv_pool_output(input_dim, fs, stride, pad)

@@ -95,10 +95,30 @@ def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) ->
     return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
 
 
+def _history_fields(history: Any) -> dict[str, Any]:
+    """The trainer's learning curves: one number per epoch of ``history.epochs`` in each."""
+    import dataclasses
+
+    from xpnet import schema
+    from xpnet.training import History
+
+    epochs = history.get("epochs")
+    n = len(epochs) if isinstance(epochs, list) else 0
+    curve = schema.Field(
+        lambda v: isinstance(v, list) and len(v) == n,
+        f"a list of {n} number{'s' * (n != 1)}, one per epoch in history.epochs",
+        required=n > 0,
+        each=schema.Field(schema.is_number, "a number"),
+    )
+    return {"epochs": schema.list_of(schema.integer(1))} | {
+        f.name: curve for f in dataclasses.fields(History) if f.name != "epochs"
+    }
+
+
 def _resumed(path: str) -> dict[str, Any]:
-    """The metadata of the checkpoint ``--resume`` names, with the fields
-    :func:`~xpnet.cli.network.train_settings` reads checked too (a ``ValueError`` naming the
-    file and the field): the optimizer's name and the ``run`` settings."""
+    """The metadata of the checkpoint ``--resume`` names, with the fields this command
+    reads checked too (a ``ValueError`` naming the file and the field): the epoch, the
+    learning curves, the optimizer's name and the ``run`` settings."""
     from xpnet import schema
     from xpnet.checkpoint import read_metadata
     from xpnet.cli.network import LOSSES, MODELS
@@ -136,6 +156,8 @@ def _resumed(path: str) -> dict[str, Any]:
     return read_metadata(
         path,
         {
+            "epoch": schema.integer(0),
+            "history": schema.json_object(_history_fields),
             "optimizer": schema.nullable(schema.json_object(optimizer)),
             "run": schema.json_object(run),
         },
@@ -144,11 +166,15 @@ def _resumed(path: str) -> dict[str, Any]:
 
 def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """The resumed optimizer's hyperparameters besides ``lr`` (momentum, betas, ...), when
-    the run goes on with the same optimizer; the CLI has flags for none of them."""
+    the run goes on with the same optimizer; the CLI has flags for none of them. Only the
+    ones its class takes: a subclass saved under a built-in name may have recorded more."""
+    from xpnet.optim import make_optimizer
+
     saved_opt = saved.get("optimizer") or {}
     if saved_opt.get("name") != settings["optimizer"]:
         return {}
-    return {k: v for k, v in saved_opt.items() if k not in ("name", "lr", "iterations")}
+    taken = set(make_optimizer(settings["optimizer"]).config()) - {"name", "lr"}
+    return {k: v for k, v in saved_opt.items() if k in taken}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -185,7 +211,10 @@ def _train(args: argparse.Namespace) -> int:
     (x_train, t_train), (x_test, t_test) = load_data(s, args)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
     net = network(s, args, input_size)
-    optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
+    try:
+        optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
+    except (TypeError, ValueError) as exc:  # only a checkpoint's hyperparameters can be bad here
+        return error(f"--resume {args.resume}: checkpoint field optimizer: {exc}")
     start_epoch, history = 0, History()
     if args.resume:
         sizes = saved["architecture"].get("sizes", f"(a {saved['architecture']['class']})")
