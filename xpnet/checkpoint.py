@@ -24,8 +24,9 @@ Files are written atomically (a temporary file in the target's directory, then
 ``allow_pickle=False``. Reading checks the metadata fields the library writes
 (``architecture``, ``optimizer``), and any a caller names, against a small schema
 (:mod:`xpnet.schema`), so a malformed one is a :class:`CheckpointError` naming the file and
-the field; the rest of the metadata is the caller's, read back as written. Loading checks names, shapes and dtypes against the
-network and moves the arrays to the network's namespace and device.
+the field; the rest of the metadata is the caller's, read back as written. Loading checks
+names, shapes and dtypes against the network and moves the arrays to the network's
+namespace and device.
 """
 
 from __future__ import annotations
