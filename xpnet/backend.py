@@ -19,8 +19,6 @@ namespace's own elsewhere.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +28,8 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from xpnet.checks import is_count, is_finite_at_least
 
 ENV_VAR = "XPNET_DEVICE"
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
@@ -334,7 +334,7 @@ def random_normal(
     ``rng`` is a NumPy ``Generator`` or a seed; the same seed gives bit-identical
     values on every backend and device.
     """
-    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not 0 <= std < math.inf:
+    if not is_finite_at_least(std, 0.0):
         raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     gen = rng if isinstance(rng, np.random.Generator) else host_rng(rng)
     return to_device(std * gen.standard_normal(shape), dtype=dtype, device=device, xp=xp)
@@ -343,9 +343,7 @@ def random_normal(
 def host_rng(seed: int | None) -> np.random.Generator:
     """A seeded NumPy random generator (for shuffling and initial weights); ``seed`` is an
     integer >= 0 or None (fresh entropy)."""
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
-    ):
+    if seed is not None and not is_count(seed, 0):
         raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
     return np.random.default_rng(seed)
 

@@ -15,7 +15,6 @@ which must be a whole number.
 
 from __future__ import annotations
 
-import numbers
 from functools import reduce
 from typing import Any
 
@@ -23,6 +22,7 @@ import array_api_extra as xpx
 from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
+from xpnet.checks import require_count
 from xpnet.layers import require_floating
 
 
@@ -31,9 +31,7 @@ def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
     at least 1 and the padding at least 0 (integers all)."""
     values = {"window height": filter_h, "window width": filter_w, "stride": stride, "pad": pad}
     for name, value in values.items():
-        least = 0 if name == "pad" else 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        require_count(name, value, 0 if name == "pad" else 1)
 
 
 def output_size(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Iterator, MutableMapping, Sequence
 from itertools import pairwise
 from types import ModuleType
@@ -26,6 +25,7 @@ from xpnet.backend import (
     reduce_sum,
     to_device,
 )
+from xpnet.checks import is_count, is_finite_at_least, is_real
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import numerical_gradient
 from xpnet.layers import (
@@ -316,13 +316,13 @@ def _require_float_dtype(dtype: str) -> None:
 def _require_std(value: Any, argument: str) -> float:
     """``value`` as a float when it is a finite standard deviation >= 0 (0: all-zero
     weights, the book's example of what not to do), else ``ValueError`` naming ``argument``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+    if not is_finite_at_least(value, 0.0):
         raise ValueError(f"{argument} must be a finite standard deviation >= 0, got {value!r}")
     return float(value)
 
 
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
-    if isinstance(weight_init, numbers.Real) and not isinstance(weight_init, bool):
+    if is_real(weight_init):
         return _require_std(weight_init, "weight_init")
     if weight_init in ("he", "relu"):
         return math.sqrt(2.0 / fan_in)
@@ -387,7 +387,7 @@ class MultiLayerNet(Sequential):
                 f"hidden_sizes must be a sequence of layer sizes such as [50], got {hidden_sizes!r}"
             )
         sizes = [input_size, *hidden_sizes, output_size]
-        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
+        if not all(is_count(n, 1) for n in sizes):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
         sizes = [int(n) for n in sizes]
         _require_float_dtype(dtype)

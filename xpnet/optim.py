@@ -25,11 +25,11 @@ the inner loop of training.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
 from xpnet.backend import namespace_of
+from xpnet.checks import is_integer, is_real
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 
@@ -41,7 +41,7 @@ def _hyperparameter(name: str, value: Any, high: float = math.inf) -> float:
     name the argument, the value and what was expected.
     """
     expected = "a finite number >= 0" if high == math.inf else f"a number in [0, {high:g})"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(
             f"Invalid {name}: {value!r} (expected {expected}, got {type(value).__name__})"
         )
@@ -111,7 +111,7 @@ class Optimizer:
                 f"{', '.join(sorted(map(repr, unexpected)))}; expected 'iterations', 'buffers'"
             )
         iterations = state.get("iterations", 0)
-        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+        if not is_integer(iterations):
             raise TypeError(
                 f"Invalid iterations: {iterations!r} (expected an integer >= 0, "
                 f"got {type(iterations).__name__})"

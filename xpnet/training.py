@@ -19,7 +19,6 @@ Where the work happens:
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ import array_api_extra as xpx
 from tqdm import tqdm
 
 from xpnet.backend import host_rng, namespace_of, synchronize, take, to_numpy
+from xpnet.checks import require_count
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
@@ -85,12 +85,6 @@ class History:
 
     def __len__(self) -> int:
         return len(self.epochs)
-
-
-def _require_count(name: str, value: Any, least: int) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``least``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def labels_and_targets(
@@ -201,7 +195,7 @@ class Trainer:
         ]
         optional = [("eval_samples", eval_samples, 1), ("seed", seed, 0)]
         for name, value, least in counts + [c for c in optional if c[1] is not None]:
-            _require_count(name, value, least)
+            require_count(name, value, least)
         if target_range is not None and not target_range[0] < target_range[1]:
             raise ValueError(
                 f"target_range must be (low, high) with low < high, got {target_range}"
