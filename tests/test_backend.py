@@ -104,6 +104,14 @@ def test_mixing_backends_in_one_call_is_a_clear_error():
         backend.namespace_of(a, b)
 
 
+@pytest.mark.parametrize("other", [[1.0], (1.0,), "1.0"], ids=["list", "tuple", "str"])
+def test_a_non_array_in_a_call_is_named_instead_of_a_backend_mix(other):
+    kind = type(other).__name__
+    with pytest.raises(TypeError, match=f"expected arrays, got {kind}: convert with") as info:
+        backend.namespace_of(np.ones(1), other)
+    assert not isinstance(info.value, backend.BackendMismatchError)
+
+
 def test_mixing_devices_in_one_call_is_a_clear_error_every_time():
     strict = pytest.importorskip("array_api_strict")
     a = strict.asarray([1.0])

@@ -287,6 +287,19 @@ def test_losses_reject_targets_of_another_shape(xp, loss_cls):
         loss_cls().forward(dev(xp, np.zeros((2, 3))), dev(xp, np.zeros((3, 2))))
 
 
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("t", [3, 0.5])
+def test_losses_refuse_a_python_number_as_targets(xp, name, t):
+    scores = dev(xp, np.zeros((2, 3)))
+    with pytest.raises(TypeError, match=f"targets must be an array, got {type(t).__name__} {t}"):
+        LOSSES[name][0]().forward(scores, t)
+
+
+def test_a_python_list_among_arrays_is_refused_as_not_an_array(xp):
+    with pytest.raises(TypeError, match="expected arrays, got list: convert with"):
+        layers.SoftmaxWithLoss().forward(dev(xp, np.zeros((2, 3))), [0, 1])
+
+
 def test_mul_and_add_take_python_scalars():
     mul, add = layers.Mul(), layers.Add()
     assert mul.forward(3.0, 4.0) == 12.0

@@ -136,6 +136,13 @@ def test_accuracy_refuses_targets_that_do_not_fit_the_scores(xp, targets, messag
         net.accuracy(x, to_device(targets, dtype=dtype, xp=xp))
 
 
+def test_accuracy_refuses_a_python_number_as_targets(xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
+    x, _ = batch(xp)
+    with pytest.raises(TypeError, match="targets must be an array, got int 2"):
+        net.accuracy(x, 2)
+
+
 def test_an_empty_batch_has_nan_loss_and_accuracy_and_zero_gradients(xp):
     net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
     x = to_device(np.zeros((0, 6)), dtype="float64", xp=xp)

@@ -148,6 +148,13 @@ def _resolve(arrays: tuple[Any, ...]) -> tuple[ModuleType, tuple[int, ...]]:
     if not at:
         raise TypeError("namespace_of needs at least one array")
     present = [arrays[i] for i in at]
+    others = [a for a in present if not array_api_compat.is_array_api_obj(a)]
+    if others:
+        kinds = ", ".join(sorted({type(a).__name__ for a in others}))
+        raise TypeError(
+            f"expected arrays, got {kinds}: convert with the backend's asarray first "
+            "(numpy.asarray, or xpnet.backend.to_device for the current device)"
+        )
     try:
         xp = array_api_compat.array_namespace(*present)
     except TypeError as exc:

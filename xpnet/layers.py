@@ -68,6 +68,13 @@ def require_floating(xp: Any, name: str, x: Any) -> None:
         raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
 
 
+def require_array(name: str, a: Any) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``a`` is an array (has a shape): a Python
+    number among arrays is taken as a scalar, which targets never are."""
+    if not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(a).__name__} {a!r:.40}")
+
+
 def _as_rows(xp: Any, x: Any, layer: str, param: str, like: Any) -> Any:
     """``x`` (N, D), or (N, ...) with trailing sizes multiplying to D (images, flattened
     as in the book), as rows (N, D), where D = ``like.shape[0]``; else ``ValueError``
@@ -92,6 +99,7 @@ def _in_dtype(xp: Any, a: Any, dtype: Any) -> Any:
 
 def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
     require_floating(xp, name, y)
+    require_array("targets", t)
     if t.shape != y.shape:
         raise ValueError(
             f"targets must have the {name}' shape {tuple(y.shape)}, got {tuple(t.shape)}"
@@ -423,6 +431,7 @@ class SoftmaxWithLoss(Loss):
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
         require_floating(xp, "scores", x)
+        require_array("targets", t)
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
         self.t = _as_one_hot(xp, t, x, check=True)

@@ -38,6 +38,7 @@ from xpnet.layers import (
     SoftmaxWithLoss,
     Tanh,
     check_labels,
+    require_array,
     require_layer_methods,
     takes_train_flg,
 )
@@ -238,6 +239,7 @@ class Sequential:
         ``t`` is integer labels (N,) in [0, C) or one-hot (or smoothed) rows (N, C). An
         empty batch has no accuracy: NaN, as NumPy's mean of nothing.
         """
+        require_array("targets", t)
         y = self.predict(x)
         n, classes = y.shape
         xp = namespace_of(y, t)
