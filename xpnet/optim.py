@@ -173,19 +173,15 @@ class Momentum(Optimizer):
             params[key] += v
 
 
-class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient in the book's form (http://arxiv.org/abs/1212.0901).
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in the book's form (http://arxiv.org/abs/1212.0901):
+    Momentum's settings and velocity, another step.
 
     ``v <- momentum * v - lr * dW``;
     ``W <- W + momentum**2 * v - (1 + momentum) * lr * dW``.
     """
 
     name = "nesterov"
-    buffers = ("v",)
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
-        super().__init__(lr)
-        self.momentum = _hyperparameter("momentum", momentum, 1.0)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
