@@ -127,8 +127,13 @@ def course_step_in_xpnets_maths(
     hidden *= 0.5
     s = np.dot(hidden, W2)
     s += b2
-    y = 0.5 * (1.0 + np.tanh(0.5 * s))
-    loss = np.add.reduce(np.log1p(np.exp(-np.abs(s))) + np.maximum(s, 0.0) - s * t, axis=None)
+    y = np.tanh(0.5 * s)
+    y += 1.0
+    y *= 0.5
+    terms = np.log1p(np.exp(-np.abs(s)))
+    terms += np.maximum(s, np.zeros(s.shape, s.dtype))
+    terms -= s * t
+    loss = np.add.reduce(terms, axis=None)
     delta2 = y - t
     dW2, db2 = np.dot(hidden.T, delta2), np.add.reduce(delta2, axis=0)
     delta1 = np.dot(delta2, W2.T) * (1.0 - hidden)

@@ -480,10 +480,15 @@ class SigmoidWithLoss(Loss):
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
         self.t = _in_dtype(xp, t, x.dtype)
-        self.y = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        y = xp.tanh(0.5 * x)  # sigmoid(x), worked in place as in Sigmoid
+        y += 1.0
+        y *= 0.5
+        self.y = y
         # -[t log y + (1 - t) log(1 - y)] written as softplus so it never takes log(0).
-        softplus = xp.log1p(xp.exp(-xp.abs(x))) + positive_part(x)
-        return self._reduced(reduce_sum(softplus - x * self.t), math.prod(x.shape))
+        terms = xp.log1p(xp.exp(-xp.abs(x)))
+        terms += positive_part(x)
+        terms -= x * self.t
+        return self._reduced(reduce_sum(terms), math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
