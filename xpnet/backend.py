@@ -130,9 +130,15 @@ def namespace_of(*arrays: Any) -> ModuleType:
     """The namespace shared by ``arrays`` (Python scalars and ``None`` are ignored).
 
     Raises :class:`BackendMismatchError` when the arrays come from different
-    libraries or live on different devices.
+    libraries or live on different devices, and ``TypeError`` naming anything else that
+    is not an array (a list, a string).
     """
-    signature = type(arrays[0]) if len(arrays) == 1 else tuple(map(type, arrays))
+    if len(arrays) == 1:
+        signature = type(arrays[0])
+    elif len(arrays) == 2:  # a layer's backward: a tuple display costs half of tuple(map())
+        signature = (type(arrays[0]), type(arrays[1]))
+    else:
+        signature = tuple(map(type, arrays))
     known = _BY_SIGNATURE.get(signature)
     if known is None:
         known = _BY_SIGNATURE[signature] = _resolve(arrays)
