@@ -1,7 +1,7 @@
 """xpnet: backpropagation by hand, written once against the Python Array API.
 
-The same layers run on NumPy (CPU) and CuPy (CUDA GPU); ``XPNET_DEVICE`` picks
-the device (``cpu``, ``cuda``, ``cuda:N``).
+The same layers run on NumPy (CPU), CuPy (CUDA GPU), PyTorch tensors and
+``array_api_strict``; ``XPNET_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
 from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim

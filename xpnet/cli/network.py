@@ -98,7 +98,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     p.add_argument(
         "--model",
         choices=list(MODELS),
-        help="mlp (default: the flags describe it; resuming: the checkpoint's), course: the "
+        help="mlp (default: the flags describe it; train --resume: the checkpoint's), course: the "
         "course notes' per-sample 784-100-10 sigmoid network with summed binary cross-"
         "entropy (its settings become the defaults; flags given override them), or "
         "convnet: the book's SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 "
