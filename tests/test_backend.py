@@ -161,6 +161,78 @@ def test_synchronize_returns_on_synchronous_backends(xp):
     backend.synchronize()
 
 
+class _RecordingDevice:
+    """A CUDA device as CuPy shows it, counting its ``synchronize()`` calls."""
+
+    def __init__(self) -> None:
+        self.synchronized = 0
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+
+def _cupy_with_recording_gpus(monkeypatch, gpus):
+    """A stand-in for CuPy on a machine with ``gpus`` GPUs; returns (its ndarray, the devices)."""
+    devices = [_RecordingDevice() for _ in range(gpus)]
+
+    class ndarray:  # the name array-api-compat looks for in ``cupy``
+        def __init__(self, device):
+            self.device = device
+
+    cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus), Device=devices.__getitem__
+    )
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(ndarray=ndarray, cuda=cuda))
+    return ndarray, devices
+
+
+def test_synchronize_waits_for_the_device_of_each_cupy_array(monkeypatch):
+    ndarray, devices = _cupy_with_recording_gpus(monkeypatch, gpus=3)
+    backend.synchronize(ndarray(devices[0]), ndarray(devices[2]))
+    assert [d.synchronized for d in devices] == [1, 0, 1]
+
+
+def test_synchronize_without_arrays_waits_for_the_selected_gpu(monkeypatch):
+    _, devices = _cupy_with_recording_gpus(monkeypatch, gpus=2)
+    monkeypatch.setenv("XPNET_DEVICE", "cuda:1")
+    backend.synchronize()
+    assert [d.synchronized for d in devices] == [0, 1]
+
+
+def test_synchronize_waits_for_cuda_torch_tensors_only(monkeypatch):
+    # PyTorch as it shows a CUDA and a CPU tensor; torch.cuda.synchronize records its device.
+    class Tensor:
+        def __init__(self, device):
+            self.device, self.is_cuda = device, device.startswith("cuda")
+
+    synchronized = []
+    torch = types.SimpleNamespace(
+        Tensor=Tensor, cuda=types.SimpleNamespace(synchronize=synchronized.append)
+    )
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    backend.synchronize(Tensor("cpu"), Tensor("cuda:1"))
+    assert synchronized == ["cuda:1"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pass_array", [True, False], ids=["the array's GPU", "the selected GPU"])
+def test_synchronize_returns_after_queued_cupy_work_has_finished(monkeypatch, pass_array):
+    try:
+        xp = backend.namespace("cuda")
+    except backend.BackendUnavailableError as exc:
+        pytest.skip(f"needs a CUDA GPU with CuPy: {exc}")
+    import cupy
+
+    monkeypatch.setenv("XPNET_DEVICE", "cuda")
+    x = backend.to_device(np.full((4096, 4096), 1e-4), dtype="float32", xp=xp)
+    y = x
+    for _ in range(20):  # tens of milliseconds of queued matrix products
+        y = y @ x
+    stream = cupy.cuda.get_current_stream()
+    backend.synchronize(*([y] if pass_array else []))
+    assert stream.done
+
+
 def test_describe_reports_versions_and_device(monkeypatch):
     monkeypatch.setenv("XPNET_DEVICE", "cpu")
     info = backend.describe()

@@ -243,6 +243,25 @@ def test_cpu_snapshot_on_linux() -> None:
     assert busy >= own >= 0
 
 
+def test_cpu_snapshot_counts_this_process_within_the_machines_busy_time() -> None:
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc here")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own_cpu_s() -> float:  # measured apart from /proc: times(2)
+        t = os.times()
+        return t.user + t.system
+
+    before, ours_before = bench.cpu_snapshot(), own_cpu_s()
+    while own_cpu_s() - ours_before < 0.25:  # a quarter of a CPU-second of our own work
+        sum(range(10_000))
+    after, ours_after = bench.cpu_snapshot(), own_cpu_s()
+    assert after[1] / ticks == pytest.approx(ours_after, abs=0.05)
+    own_s = (after[1] - before[1]) / ticks
+    assert own_s == pytest.approx(ours_after - ours_before, abs=0.05)
+    assert (after[0] - before[0]) / ticks >= own_s - 0.05  # the machine was busy with it too
+
+
 def test_timed_with_explicit_rounds(sync_log: list[Any]) -> None:
     fake = FakeBenchmark()
     bench.Timed(fake, bench.MODES["full"])(lambda: np.ones(1), rounds=1, warmup=0)
@@ -430,7 +449,8 @@ def test_full_mode_may_download_and_uses_real_mnist(monkeypatch: pytest.MonkeyPa
 
 def test_naming_a_missing_data_set_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "_datasets", lambda: FakeDatasets())
-    with pytest.raises(FileNotFoundError):
+    # The loader's own error for the named set, not a fall back to mnist-5k.
+    with pytest.raises(FileNotFoundError, match=r"could not find or download the mnist data"):
         bench.choose_data(bench.MODES["quick"], "mnist")
 
 
@@ -707,16 +727,32 @@ def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "| batch |" in capsys.readouterr().out
 
 
-def test_cli_rejects_a_file_that_is_not_benchmark_json(tmp_path: Path) -> None:
+def test_cli_rejects_a_file_that_is_not_benchmark_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "bad.json"
     path.write_text("[]")
     with pytest.raises(SystemExit) as exc:
         bench.main(["summary", str(path)])
     assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m xpnet.bench summary: error: {path}: "
+        "not a pytest-benchmark JSON file (no 'benchmarks' list)\n"
+    )
 
 
-def test_plot_writes_a_png(tmp_path: Path) -> None:
+def test_plot_writes_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    bars: dict[str, list[float]] = {}  # each drawn series: its label -> its bar lengths
+    barh = Axes.barh
+
+    def recording_barh(self, y, width, *args, **kwargs):
+        bars[kwargs["label"]] = list(width)
+        return barh(self, y, width, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "barh", recording_barh)
     cpu = tmp_path / "cpu.json"
     cpu.write_text(json.dumps(fabricated_json()))
     gpu_json = fabricated_json()
@@ -729,9 +765,26 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     out = tmp_path / "out.png"
     assert bench.main(["plot", str(cpu), str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cpu_run = "numpy cpu (mnist-5k, quick) [cpu.json]"
+    cpu_fashion = "numpy cpu (fashion-mnist, quick) [cpu.json]"
+    assert set(bars) == {cpu_run, cpu_fashion}
+    # One bar per quantity: the medians, with the full numerical loop (7.952 s, 39.76 s) and
+    # the epoch (0.4 s) extrapolated from what was timed.
+    gradients = [1e-4, 7.952, 1e-3, 2.0, 4e-3, 39.76]
+    steps = [1e-4, 8e-5, 2e-4, 3e-4, 4e-4, 6e-4, 3e-4, 2e-4]
+    assert sorted(bars[cpu_run]) == pytest.approx(sorted([*gradients, *steps, 0.4]))
+    assert sorted(bars[cpu_fashion]) == pytest.approx([2e-4, 2.5e-4, 5e-4])
+    cpu_bars = dict(bars)
+    bars.clear()
     both = tmp_path / "both.png"
     assert bench.main(["plot", str(cpu), str(gpu), str(both)]) == 0
-    assert both.stat().st_size > 0
+    assert both.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gpu_run = "cupy cuda:0 (mnist-5k, quick) [gpu.json]"
+    gpu_fashion = "cupy cuda:0 (fashion-mnist, quick) [gpu.json]"
+    assert set(bars) == {cpu_run, cpu_fashion, gpu_run, gpu_fashion}
+    assert bars[cpu_run] == cpu_bars[cpu_run]
+    assert bars[gpu_run] == pytest.approx([v / 3 for v in cpu_bars[cpu_run]])
+    assert bars[gpu_fashion] == pytest.approx([v / 3 for v in cpu_bars[cpu_fashion]])
 
 
 # --------------------------------------------------------------------------- end to end

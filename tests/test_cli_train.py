@@ -125,16 +125,22 @@ def test_the_course_network_trains_one_sample_at_a_time(fake_data, tmp_path, cap
         "layer": "SigmoidWithLoss",
         "config": {"reduction": "sum"},
     }
+    assert "output_activation" not in meta["architecture"]  # the loss applies the sigmoid
     assert meta["run"]["target_range"] == [0.01, 0.99] and meta["run"]["model"] == "course"
     with np.load(path) as saved:
         assert np.all(saved["b1"] != 0)  # biases drawn uniform in [0, 1), not zero
 
 
-def test_flags_override_the_course_preset(fake_data, capsys):
+def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
+    path = tmp_path / "course.npz"
     argv = ["train", "--model", "course", "--output-activation", "sigmoid", "--loss", "mse",
-            "--lr", "0.15", "--batch-size", "10"]  # fmt: skip
+            "--lr", "0.15", "--batch-size", "10", "--save", str(path)]  # fmt: skip
     assert run(argv) == 0
     assert "784-100-10 sigmoid/sigmoid mse (sum), SGD(lr=0.15), batch 10" in capsys.readouterr().out
+    architecture = read_metadata(path)["architecture"]  # the network trained, not just the line
+    assert architecture.get("output_activation") == "sigmoid"
+    assert architecture["loss"] == {"layer": "MeanSquaredError", "config": {"reduction": "sum"}}
+    assert read_metadata(path)["optimizer"]["lr"] == 0.15
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,17 @@ def images(xp, n=4, shape=(2, 8, 8), seed=0):
     return x, to_device(rng.integers(0, 4, n), dtype="int64", xp=xp)
 
 
-def np_conv_net_loss(p, x, labels):
-    """The book's SimpleConvNet written out in plain NumPy: the reference."""
+def np_conv_net_scores(p, x):
+    """The book's SimpleConvNet's scores written out in plain NumPy: the reference."""
     h = np.maximum(np_convolution(x, p["W1"], p["b1"], 1, 0), 0)
     h = np_max_pool(h, 2, 2, 2, 0).reshape(x.shape[0], -1)
     h = np.maximum(h @ p["W2"] + p["b2"], 0)
-    z = h @ p["W3"] + p["b3"]
+    return h @ p["W3"] + p["b3"]
+
+
+def np_conv_net_loss(p, x, labels):
+    """The book's SimpleConvNet's loss written out in plain NumPy: the reference."""
+    z = np_conv_net_scores(p, x)
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return -np.mean(logp[np.arange(len(labels)), labels])
@@ -108,7 +113,9 @@ def test_the_loop_reports_a_conv_nets_kinks(cpu_xp):
 def test_conv_net_predicts_from_images_and_rejects_flat_input(xp):
     net = small_net(xp)
     x, _ = images(xp, n=3)
-    assert tuple(net.predict(x).shape) == (3, 4)
+    host = {name: to_numpy(p) for name, p in net.params.items()}
+    expected = np_conv_net_scores(host, to_numpy(x))
+    np.testing.assert_allclose(to_numpy(net.predict(x)), expected, rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match=r"layer 1 \(Convolution\).*\(3, 128\)"):
         net.predict(to_device(np.zeros((3, 128)), dtype="float64", xp=xp))
 
@@ -159,7 +166,7 @@ def test_multilayer_net_runs_dropout_and_batchnorm_in_eval_mode_to_predict(xp):
     first, second = to_numpy(net.predict(x)), to_numpy(net.predict(x))
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(to_numpy(bn.running_mean), before[0])
-    assert 0.0 <= net.accuracy(x, t) <= 1.0
+    assert net.accuracy(x, t) == np.mean(first.argmax(axis=1) == to_numpy(t))  # eval mode too
     np.testing.assert_array_equal(to_numpy(net.predict(x)), first)
 
 

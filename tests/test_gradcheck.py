@@ -80,10 +80,17 @@ def test_check_gradients_catches_a_wrong_backward(cpu_xp, wrong_dW):
 
 
 def test_report_prints_a_table_with_every_parameter(cpu_xp):
-    text = str(check_gradients(*small_problem(cpu_xp), method="loop"))
-    for column in ("param", "max abs err", "max rel err", "mean abs diff"):
-        assert column in text
-    assert text.splitlines()[-1] == "PASSED"
+    lines = str(check_gradients(*small_problem(cpu_xp), method="loop")).splitlines()
+    for column in ("param", "shape", "max abs err", "max rel err", "mean abs diff", "result"):
+        assert column in lines[1]
+    rows = [line.split() for line in lines[2:-1]]
+    assert [(r[0], r[1], r[2], r[-1]) for r in rows] == [
+        ("W1", "5x4", "loop", "ok"),
+        ("b1", "4", "loop", "ok"),
+        ("W2", "4x3", "loop", "ok"),
+        ("b2", "3", "loop", "ok"),
+    ]
+    assert lines[-1] == "PASSED"
 
 
 def test_check_gradients_warns_in_float32():

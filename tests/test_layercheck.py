@@ -135,8 +135,16 @@ def test_running_statistics_are_restored(xp):
 
 def test_the_report_prints_a_table_and_converts_to_a_dict(xp):
     report = check_layer(Affine(rand(xp, 5, 3), rand(xp, 3)), rand(xp, 4, 5))
-    text = str(report)
-    assert text.startswith("gradient check of layer Affine (loop, float64")
+    lines = str(report).splitlines()
+    assert lines[0].startswith("gradient check of layer Affine (loop, float64")
+    assert lines[1].split()[:2] == ["param", "shape"] and lines[1].split()[-1] == "result"
+    rows = [line.split() for line in lines[2:-1]]
+    assert [(r[0], r[1], r[2], r[-1]) for r in rows] == [
+        ("x", "4x5", "loop", "ok"),
+        ("W", "5x3", "loop", "ok"),
+        ("b", "3", "loop", "ok"),
+    ]
+    assert lines[-1] == "PASSED"
     assert report.as_dict()["passed"] is True
     assert [p["name"] for p in report.as_dict()["params"]] == ["x", "W", "b"]
 

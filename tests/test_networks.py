@@ -16,8 +16,8 @@ def batch(xp, n=4, d=6, classes=3, seed=0):
     return x, t
 
 
-def np_forward_loss(params, x, labels, activation, weight_decay):
-    """The same network written out in plain NumPy: the reference for loss and gradients."""
+def np_scores(params, x, activation="relu"):
+    """The network's scores written out in plain NumPy, for rows ``x`` (N, D)."""
     act = {"relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}
     act["tanh"] = np.tanh
     depth = len(params) // 2
@@ -26,12 +26,33 @@ def np_forward_loss(params, x, labels, activation, weight_decay):
         h = h @ params[f"W{k}"] + params[f"b{k}"]
         if k < depth:
             h = act[activation](h)
+    return h
+
+
+def np_forward_loss(params, x, labels, activation, weight_decay):
+    """The same network written out in plain NumPy: the reference for loss and gradients."""
+    depth = len(params) // 2
+    h = np_scores(params, x, activation)
     z = h - h.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     loss = -np.mean(logp[np.arange(len(labels)), labels])
     return loss + 0.5 * weight_decay * sum(
         np.sum(params[f"W{k}"] ** 2) for k in range(1, depth + 1)
     )
+
+
+def reference_gradient(net, x, t, activation, weight_decay):
+    """Every parameter's gradient by ``central_difference`` of ``np_forward_loss``, on the host."""
+    params = {name: to_numpy(p) for name, p in net.params.items()}
+    x_np, t_np = to_numpy(x), to_numpy(t)
+
+    def gradient_of(name):
+        def loss_of(value):
+            return np_forward_loss({**params, name: value}, x_np, t_np, activation, weight_decay)
+
+        return central_difference(loss_of, params[name])
+
+    return {name: gradient_of(name) for name in params}
 
 
 def test_two_layer_net_has_the_books_parameters(xp):
@@ -62,15 +83,8 @@ def test_backprop_matches_an_independent_numerical_gradient(xp, activation, weig
         weight_decay=weight_decay, dtype="float64", seed=1, xp=xp,
     )  # fmt: skip
     x, t = batch(xp)
-    params = {name: to_numpy(p) for name, p in net.params.items()}
-    x_np, t_np = to_numpy(x), to_numpy(t)
     grads = net.gradient(x, t)
-    for name in params:
-
-        def loss_of(value, name=name):
-            return np_forward_loss({**params, name: value}, x_np, t_np, activation, weight_decay)
-
-        expected = central_difference(loss_of, params[name])
+    for name, expected in reference_gradient(net, x, t, activation, weight_decay).items():
         np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-5, atol=1e-8)
 
 
@@ -91,20 +105,21 @@ def test_one_hot_targets_give_the_same_gradient_as_labels(xp):
         np.testing.assert_allclose(to_numpy(by_one_hot[name]), to_numpy(by_label[name]))
 
 
-def test_numerical_gradient_method_agrees_with_backprop(cpu_xp):
+def test_numerical_gradient_method_matches_an_independent_numerical_gradient(cpu_xp):
     net = TwoLayerNet(6, 4, 3, weight_init_std=0.5, dtype="float64", seed=4, xp=cpu_xp)
     x, t = batch(cpu_xp)
-    analytic, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
-    for name in analytic:
-        np.testing.assert_allclose(
-            to_numpy(numerical[name]), to_numpy(analytic[name]), rtol=1e-5, atol=1e-9
-        )
+    numerical = net.numerical_gradient(x, t)
+    for name, expected in reference_gradient(net, x, t, "relu", 0.0).items():
+        np.testing.assert_allclose(to_numpy(numerical[name]), expected, rtol=1e-5, atol=1e-9)
 
 
-def test_predict_flattens_images(xp):
-    net = TwoLayerNet(12, 4, 3, dtype="float64", seed=0, xp=xp)
-    images = to_device(np.ones((2, 1, 3, 4)), dtype="float64", xp=xp)
-    assert tuple(net.predict(images).shape) == (2, 3)
+def test_predict_flattens_images_in_row_major_order(xp):
+    net = TwoLayerNet(12, 4, 3, weight_init_std=0.5, dtype="float64", seed=0, xp=xp)
+    images = np.random.default_rng(5).standard_normal((2, 1, 3, 4))
+    params = {name: to_numpy(p) for name, p in net.params.items()}
+    expected = np_scores(params, images.reshape(2, -1))
+    scores = net.predict(to_device(images, dtype="float64", xp=xp))
+    np.testing.assert_allclose(to_numpy(scores), expected, rtol=1e-12, atol=1e-15)
 
 
 def test_accuracy_counts_the_top_scoring_class(xp):

@@ -76,11 +76,47 @@ def test_batch_size_one_trains_per_sample(cpu_xp):
     assert history.train_loss[-1] < history.train_loss[0]
 
 
+def forward_by_hand(p, x):
+    """make_net's Affine-ReLU-Affine in NumPy: the hidden activations and the softmax."""
+    h = np.maximum(x @ p["W1"] + p["b1"], 0.0)
+    y = h @ p["W2"] + p["b2"]
+    e = np.exp(y - y.max(axis=1, keepdims=True))
+    return h, e / e.sum(axis=1, keepdims=True)
+
+
+def sgd_by_hand(params, batches, lr):
+    """Plain SGD in NumPy on make_net's network, softmax cross-entropy (mean over a batch)."""
+    p = {k: v.copy() for k, v in params.items()}
+    for x, t in batches:
+        h, probs = forward_by_hand(p, x)
+        dy = (probs - t) / len(t)  # t: one-hot rows, as the trainer passes them
+        dh = (dy @ p["W2"].T) * (h > 0)
+        grads = {"W1": x.T @ dh, "b1": dh.sum(0), "W2": h.T @ dy, "b2": dy.sum(0)}
+        for k in p:
+            p[k] -= lr * grads[k]
+    return p
+
+
 def test_a_partial_last_batch_is_used(cpu_xp):
-    trainer = Trainer(
-        make_net(cpu_xp), SGD(), *blobs(cpu_xp, n_train=25), epochs=1, batch_size=10, seed=0
-    )
+    x, t, x_test, t_test = blobs(cpu_xp, n_train=25)
+    net = make_net(cpu_xp)
+    initial = {k: to_numpy(v).copy() for k, v in net.params.items()}
+    batches = []
+    gradient = net.gradient
+
+    def recording_gradient(xb, tb):
+        batches.append((to_numpy(xb).copy(), to_numpy(tb).copy()))
+        return gradient(xb, tb)
+
+    net.gradient = recording_gradient
+    trainer = Trainer(net, SGD(lr=0.1), x, t, x_test, t_test, epochs=1, batch_size=10, seed=0)
     assert trainer.fit().iterations == [3]
+    assert [len(tb) for _, tb in batches] == [10, 10, 5]
+    seen = np.concatenate([xb for xb, _ in batches])  # every sample once, the remainder too
+    np.testing.assert_array_equal(np.unique(seen, axis=0), np.unique(to_numpy(x), axis=0))
+    expected = sgd_by_hand(initial, batches, lr=0.1)
+    for k in expected:
+        np.testing.assert_allclose(to_numpy(net.params[k]), expected[k], rtol=1e-10, atol=1e-12)
 
 
 def test_seeded_runs_are_reproducible_and_seeds_matter(cpu_xp):
@@ -98,8 +134,10 @@ def test_seeded_runs_are_reproducible_and_seeds_matter(cpu_xp):
 
 def test_history_content_and_callback(cpu_xp):
     seen = []
+    x, t, x_test, t_test = blobs(cpu_xp)
+    net = make_net(cpu_xp)
     trainer = Trainer(
-        make_net(cpu_xp), SGD(lr=0.3), *blobs(cpu_xp), epochs=3, batch_size=20, seed=0,
+        net, SGD(lr=0.3), x, t, x_test, t_test, epochs=3, batch_size=20, seed=0,
         callback=seen.append,
     )  # fmt: skip
     history = trainer.fit()
@@ -111,7 +149,16 @@ def test_history_content_and_callback(cpu_xp):
         "epochs", "iterations", "train_acc", "test_acc", "train_loss", "test_loss", "seconds"
     }  # fmt: skip
     assert all(len(v) == 3 for v in d.values())
-    assert all(0.0 <= a <= 1.0 for a in d["train_acc"] + d["test_acc"])
+    final = {k: to_numpy(v) for k, v in net.params.items()}  # the last epoch, recomputed
+    for xs, ts, acc, loss in (
+        (x, t, "train_acc", "train_loss"),
+        (x_test, t_test, "test_acc", "test_loss"),
+    ):
+        labels = to_numpy(ts)
+        probs = forward_by_hand(final, to_numpy(xs))[1]
+        assert d[acc][-1] == np.mean(probs.argmax(axis=1) == labels)
+        cross_entropy = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+        assert d[loss][-1] == pytest.approx(cross_entropy, rel=1e-9)
     assert all(isinstance(v, float) and v > 0 for v in d["train_loss"] + d["seconds"])
     assert History.from_dict(d) == history
     assert [r.epoch for r in seen] == [1, 2, 3]
@@ -201,6 +248,31 @@ def test_plot_history_writes_a_png_atomically(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_history(history.as_dict(), tmp_path / "curve.png")  # a dict works too; overwrites
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_plot_history_draws_train_and_test_accuracy_and_loss(tmp_path, monkeypatch, as_dict):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from xpnet.plotting import plot_history
+
+    drawn = []
+    original = Axes.plot
+
+    def recording_plot(ax, x, y, *args, **kwargs):
+        drawn.append((ax, kwargs.get("label"), list(x), list(y)))
+        return original(ax, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    history = History([1, 2], [10, 20], [0.5, 0.8], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6], [0.1] * 2)
+    plot_history(history.as_dict() if as_dict else history, tmp_path / "curve.png")
+    panels = {ax.get_ylabel(): [(label, x, y) for a, label, x, y in drawn if a is ax]
+              for ax, *_ in drawn}  # fmt: skip
+    assert panels == {
+        "accuracy": [("train", [1, 2], [0.5, 0.8]), ("test", [1, 2], [0.4, 0.7])],
+        "loss": [("train", [1, 2], [1.0, 0.5]), ("test", [1, 2], [1.1, 0.6])],
+    }
 
 
 def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
