@@ -266,3 +266,11 @@ def test_pooling_kinks_where_the_two_largest_are_within_reach(xp):
     near = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.006))))
     far = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.004))))
     assert near.tolist() == [[[[True]]]] and far.tolist() == [[[[False]]]]
+
+
+def test_pooling_kinks_where_the_maximum_is_tied(xp):
+    # Channel 0 ties all four: the smallest move hands its maximum to another element.
+    # Channel 1 has one clear maximum, 0.5 above the rest: moves of 1e-6 cannot.
+    x = dev(xp, [[[[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.5], [0.0, -1.0]]]])
+    kinks = Pooling(2, 2, stride=2).kinks(x, dev(xp, np.full((1, 2, 2, 2), 1e-6)))
+    assert to_numpy(kinks).tolist() == [[[[True]], [[False]]]]

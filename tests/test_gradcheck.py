@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from test_gradcheck_fast import kinked_problem
 
 from xpnet import MultiLayerNet, TwoLayerNet, check_gradients, numerical_gradient
 from xpnet.backend import namespace_of, to_device, to_numpy
@@ -17,6 +18,7 @@ from xpnet.gradcheck import (
     compare,
     directional_check,
 )
+from xpnet.layers import Affine
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -54,6 +56,15 @@ def test_numerical_gradient_refuses_an_integer_array(xp):
     x = to_device([1, 2, 3], dtype="int64", xp=xp)
     with pytest.raises(ValueError, match=r"x has dtype \S*int64: .* need a real floating array"):
         numerical_gradient(lambda v: namespace_of(v).sum(v * v), x)
+
+
+def test_numerical_gradient_keeps_a_float32_points_values_in_float64(xp):
+    x = to_device([1.0], dtype="float32", xp=xp)
+    # f(1 + h) and f(1 - h) differ by 2e-4 on top of 1e4, where float32 values are about
+    # 1e-3 apart: held in float32 both would round to 10001, a difference of 0. Held in
+    # float64, the difference of 1e4 + float32(1 +- 1e-4) is 2.00003e-4, a slope of ~1.
+    grad = numerical_gradient(lambda v: 1e4 + float(namespace_of(v).sum(v)), x)
+    assert abs(float(to_numpy(grad)[0]) - 1.0) < 1e-3
 
 
 def small_problem(xp, **net_kwargs):
@@ -99,6 +110,42 @@ def test_check_gradients_warns_in_float32():
     t = to_device([0, 1], dtype="int64")
     with pytest.warns(UserWarning, match="float64"):
         check_gradients(net, x, t, method="loop")
+
+
+def test_check_gradients_uses_the_given_rtol(xp, wrong_dW):
+    net, x, t = small_problem(xp, activation="tanh")
+    # dW is 1 % off: within 5 % of |numerical|, far outside the default rtol of 1e-4.
+    report = check_gradients(net, x, t, method="loop", rtol=0.05)
+    assert report.rtol == 0.05 and report.passed
+    assert not check_gradients(net, x, t, method="loop").passed
+
+
+def test_check_gradients_uses_the_given_atol(xp, monkeypatch):
+    backward = Affine.backward
+
+    def shifted(self, dout):  # every dW element 0.005 off
+        dx = backward(self, dout)
+        self.dW = self.dW + 0.005
+        return dx
+
+    monkeypatch.setattr(Affine, "backward", shifted)
+    net, x, t = small_problem(xp, activation="tanh")
+    report = check_gradients(net, x, t, method="loop", atol=0.01)
+    assert report.atol == 0.01 and report.passed
+    assert not check_gradients(net, x, t, method="loop").passed  # default atol 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:checking gradients in float32")
+def test_a_float32_network_is_checked_with_float32s_step_and_tolerances(xp):
+    net = MultiLayerNet(5, [4], 3, activation="tanh", dtype="float32", seed=0, xp=xp)
+    rng = np.random.default_rng(1)
+    x = to_device(rng.standard_normal((3, 5)), dtype="float32", xp=xp)
+    t = to_device(rng.integers(0, 3, 3), dtype="int64", xp=xp)
+    report = check_gradients(net, x, t, method="loop")
+    # gradcheck's table of defaults: float32 steps by h = 1e-2 (float64's 1e-4 would be
+    # lost in float32 rounding), with atol 1e-3 and rtol 1e-2.
+    assert (report.dtype, report.h, report.atol, report.rtol) == ("float32", 1e-2, 1e-3, 1e-2)
+    assert report.passed
 
 
 def test_check_gradients_rejects_unknown_parameter_names(cpu_xp):
@@ -172,6 +219,40 @@ def test_the_error_statistics_leave_non_finite_elements_out(xp):
     assert math.isfinite(check.max_rel_error)
 
 
+def flags(xp, data):
+    return to_device(data, dtype="bool", xp=xp)
+
+
+def test_the_error_statistics_leave_kink_elements_out(xp):
+    # The only error, 0.5, is at the kink: none is left for the statistics.
+    check = compare(
+        "W", vec(xp, [1.0, 2.0]), vec(xp, [1.5, 2.0]), 1e-6, 1e-4, kinks=flags(xp, [True, False])
+    )
+    assert (check.max_abs_error, check.max_rel_error, check.mean_abs_diff) == (0.0, 0.0, 0.0)
+    assert check.passed and check.kink_max_abs_error == 0.5
+
+
+def test_the_kink_error_leaves_the_other_elements_out(xp):
+    # The only error, 0.5, is off the kink: the kink element itself is exact.
+    check = compare(
+        "W", vec(xp, [1.0, 2.0]), vec(xp, [1.5, 2.0]), 1e-6, 1e-4, kinks=flags(xp, [False, True])
+    )
+    assert check.kink_max_abs_error == 0.0 and check.max_abs_error == 0.5
+
+
+def test_the_mean_error_is_over_the_elements_off_the_kinks(xp):
+    # Errors 0.5, 0 and 6 (at the kink): the mean over the two others is 0.25.
+    check = compare(
+        "W",
+        vec(xp, [1.0, 2.0, 3.0]),
+        vec(xp, [1.5, 2.0, 9.0]),
+        1e-6,
+        1e-4,
+        kinks=flags(xp, [False, False, True]),
+    )
+    assert check.mean_abs_diff == 0.25
+
+
 def test_the_report_says_which_gradient_is_not_finite(cpu_xp):
     report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
     report.params = [
@@ -233,6 +314,82 @@ def test_a_non_finite_direction_fails_even_at_a_kink():
         ),
     ]
     assert not report.passed
+
+
+def test_a_kink_direction_does_not_fail_the_report():
+    report = DirectionalReport(h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64", seed=0, params=["W"])
+    report.directions = [
+        DirectionCheck(numerical=1.0, analytic=1.0, abs_error=0.0, kink=False, passed=True),
+        DirectionCheck(numerical=0.5, analytic=1.0, abs_error=0.5, kink=True, passed=False),
+    ]
+    assert report.passed
+
+
+def seeded_directions(shapes, seed, n):
+    """The ``n`` directions ``directional_check(seed=seed)`` documents over parameters of
+    ``shapes`` ({name: shape}): from ``np.random.default_rng(seed)``, per direction a
+    standard normal array per parameter, all scaled together to unit length."""
+    rng = np.random.default_rng(seed)
+    directions = []
+    for _ in range(n):
+        v = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+        norm = math.sqrt(sum(float(np.sum(a * a)) for a in v.values()))
+        directions.append({name: a / norm for name, a in v.items()})
+    return directions
+
+
+SLOPES = {"W": [[1.0, -2.0, 0.5], [3.0, 0.25, -1.0]], "b": [0.5, -1.5, 2.0]}
+
+
+class Plane:
+    """A network whose loss is linear in its parameters, ``sum(c * p)`` with ``c`` from
+    ``SLOPES``: its gradient is ``c``."""
+
+    dtype = "float64"
+
+    def __init__(self, xp):
+        self.slopes = {name: vec(xp, c) for name, c in SLOPES.items()}
+        self.params = {name: vec(xp, np.ones(np.shape(c))) for name, c in SLOPES.items()}
+
+    def loss(self, x, t):
+        xp = namespace_of(self.params["b"])
+        return sum(xp.sum(self.slopes[n] * self.params[n]) for n in self.params)
+
+    def gradient(self, x, t):
+        return dict(self.slopes)
+
+
+def test_each_direction_is_a_fresh_seeded_unit_draw(xp):
+    report = directional_check(Plane(xp), None, None, n_directions=3, seed=5)
+    shapes = {name: np.shape(c) for name, c in SLOPES.items()}
+    # Along v, the linear loss changes at c . v.
+    expected = [
+        sum(float(np.sum(np.asarray(SLOPES[n]) * v[n])) for n in v)
+        for v in seeded_directions(shapes, 5, 3)
+    ]
+    np.testing.assert_allclose([d.analytic for d in report.directions], expected, rtol=1e-12)
+
+
+def test_a_direction_that_straddles_a_kink_is_reported_and_left_out(xp):
+    net, x, t = kinked_problem(xp)
+    h, n = 1e-4, 8
+    # z1[0, 2] moved to 2.1e-5 from the kink: some directions reach it within h, some not.
+    b1 = to_numpy(net.params["b1"])
+    b1[2] += 2e-5
+    net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
+    report = directional_check(net, x, t, n_directions=n, seed=0, h=h)
+    # The ReLU's input z1 = x @ W1 + b1 is linear in the parameters: a direction v
+    # straddles the kink where some z1 changes sign between p - h v and p + h v.
+    W1, x_host = to_numpy(net.params["W1"]), to_numpy(x)
+    shapes = {name: tuple(p.shape) for name, p in net.params.items()}
+    straddles = []
+    for v in seeded_directions(shapes, 0, n):
+        z = [x_host @ (W1 + s * v["W1"]) + b1 + s * v["b1"] for s in (h, -h)]
+        straddles.append(bool(np.any(np.sign(z[0]) != np.sign(z[1]))))
+    assert any(straddles) and not all(straddles)
+    assert [d.kink for d in report.directions] == straddles
+    assert not all(d.passed for d in report.directions)  # a kink direction is off ...
+    assert report.passed  # ... and left out
 
 
 @pytest.mark.parametrize("method", METHODS)

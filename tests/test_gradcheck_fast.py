@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from xpnet import MultiLayerNet
+from xpnet import MultiLayerNet, perturb
 from xpnet.backend import host_rng, namespace, namespace_of, to_device, to_numpy
 from xpnet.cli import main
 from xpnet.gradcheck import (
@@ -131,20 +131,40 @@ def test_host_reads_do_not_grow_with_the_number_of_chunks():
     assert counts[2048].host_reads == counts[None].host_reads
 
 
-def test_peak_memory_stays_within_the_budget():
-    xp = namespace("cpu")
-    net = MultiLayerNet(8, [4], 64, dtype="float64", seed=0, xp=xp)
+def wide_problem():
+    """A network whose W2 elements move 64 scores of 512 samples: 256 KiB per dense
+    perturbation, so a chunk of a few elements already takes megabytes."""
+    net = MultiLayerNet(8, [4], 64, dtype="float64", seed=0, xp=namespace("cpu"))
     rng = host_rng(1)
-    x, t = rng.random((512, 8)), rng.integers(0, 64, 512)  # 256 KiB per dense perturbation
+    return net, rng.random((512, 8)), rng.integers(0, 64, 512)
+
+
+def traced_peak(net, x, t, budget):
+    """Peak traced memory of the batched W2 check, after one call has warmed the caches."""
+    net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
+    tracemalloc.start()
+    try:
+        net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_peak_memory_stays_within_the_budget():
+    net, x, t = wide_problem()
     peaks = {}
     for budget in (8 * 2**20, 32 * 2**20):
-        net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
-        tracemalloc.start()
-        net_numerical_gradient(net, x, t, params=["W2"], memory_budget=budget)
-        peaks[budget] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        peaks[budget] = traced_peak(net, x, t, budget)
         assert peaks[budget] <= budget
     assert peaks[32 * 2**20] > 8 * 2**20  # the larger budget is used, not just respected
+
+
+def test_threads_share_the_memory_budget(monkeypatch):
+    """Chunks that run at once on several threads hold the budget together, not each."""
+    monkeypatch.setattr(perturb, "_workers", lambda x: 4)  # as on a 4-core CPU
+    net, x, t = wide_problem()
+    budget = 12 * 2**20  # 3 MiB per W2 element: one element per chunk on each of 4 threads
+    assert traced_peak(net, x, t, budget) <= budget
 
 
 def test_memory_budget_reads_sizes_and_the_environment(monkeypatch):
@@ -161,9 +181,13 @@ def test_memory_budget_reads_sizes_and_the_environment(monkeypatch):
         memory_budget(0)
 
 
-def kinked_problem(xp):
-    """A ReLU network where pre-activation z1[0, 2] = 1e-6, well within h = 1e-4 of the kink."""
-    net = MultiLayerNet(3, [4], 2, dtype="float64", seed=3, xp=xp)
+def kinked_problem(xp, hidden=(4,)):
+    """A ReLU network where pre-activation z1[0, 2] = 1e-6, well within h = 1e-4 of the kink.
+
+    With ``hidden=(4, 4)`` a second ReLU follows, whose pre-activations are all at least
+    0.07 away from 0: the kink is then in the first of two ReLUs.
+    """
+    net = MultiLayerNet(3, list(hidden), 2, dtype="float64", seed=3, xp=xp)
     x_host = np.array([[0.5, 0.8, 0.3], [0.9, 0.1, 0.6]])
     W1 = to_numpy(net.params["W1"])
     b1 = np.full(4, 0.5)
@@ -175,20 +199,40 @@ def kinked_problem(xp):
     return net, x, t
 
 
+DEPTHS = pytest.mark.parametrize("hidden", [(4,), (4, 4)], ids=["one-relu", "two-relus"])
+
+
+@DEPTHS
 @pytest.mark.parametrize("method", ["batched", "loop"])
-def test_kinks_are_reported_apart(cpu_xp, method):
-    net, x, t = kinked_problem(cpu_xp)
+def test_kinks_are_reported_apart(cpu_xp, method, hidden):
+    net, x, t = kinked_problem(cpu_xp, hidden)
     report = check_gradients(net, x, t, method=method, h=H)
     checks = {p.name: p for p in report.params}
     assert checks["b1"].kinks == 1 and checks["b1"].kink_elements == ((2,),)
     assert checks["W1"].kink_elements == ((0, 2), (1, 2), (2, 2))  # every W1[i, 2] moves z1[0, 2]
-    assert checks["W2"].kinks == checks["b2"].kinks == 0
+    later = [p for p in report.params if p.name not in ("W1", "b1")]  # moves no z1
+    assert later and all(p.kinks == 0 for p in later)
     # The central difference across the kink is wrong by about half the slope ...
     assert checks["b1"].kink_max_abs_error > 100 * report.atol
     # ... and is reported, not failed: the other elements pass.
     assert report.passed
     text = str(report)
     assert "straddles a kink" in text and text.splitlines()[-1] == "PASSED"
+
+
+def test_a_zero_pre_activation_that_does_not_move_is_no_kink(xp, wrong_dW):
+    """A wrong dW2 fails even where a sample sits on every ReLU's kink without moving."""
+    net = MultiLayerNet(5, [4, 4], 3, dtype="float64", seed=0, xp=xp)  # zero biases
+    x_host = host_rng(6).standard_normal((3, 5))
+    x_host[0] = 0.0  # so z1[0] = 0, a1[0] = 0 and z2[0] = a1[0] @ W2 + b2 = 0: all on kinks
+    x = to_device(x_host, dtype="float64", xp=xp)
+    t = to_device([0, 1, 2], dtype="int64", xp=xp)
+    report = check_gradients(net, x, t, params=["W2"], h=H)
+    # Moving W2[i, j] by h moves z2[0, j] by h * a1[0, i] = 0: it stays at 0 and never
+    # crosses the kink, so the loss is smooth along every W2 element (the other samples'
+    # pre-activations are all more than 0.1 away from 0, out of reach of steps of h).
+    assert report.params[0].kinks == 0
+    assert not report.passed
 
 
 def test_directional_check_passes_a_correct_network(xp):
@@ -206,8 +250,9 @@ def test_directional_check_catches_a_wrong_backward(cpu_xp, wrong_dW):
     assert "FAIL" in str(report) and str(report).splitlines()[-1] == "FAILED"
 
 
-def test_directional_check_leaves_out_directions_across_a_kink(cpu_xp):
-    net, x, t = kinked_problem(cpu_xp)
+@DEPTHS
+def test_directional_check_leaves_out_directions_across_a_kink(cpu_xp, hidden):
+    net, x, t = kinked_problem(cpu_xp, hidden)
     report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
     assert all(d.kink for d in report.directions)  # b1[2] moves z1[0, 2] in every direction
     assert not report.passed

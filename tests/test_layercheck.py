@@ -98,6 +98,20 @@ def test_a_wrong_backward_fails_and_says_where(xp):
     assert str(report).splitlines()[-1] == "FAILED"
 
 
+class NoDout(Tanh):
+    """tanh whose ``backward`` forgets the ``dout *`` of the chain rule."""
+
+    def backward(self, dout):
+        return 1.0 - self.out * self.out
+
+
+def test_a_backward_that_ignores_dout_fails(xp):
+    """``dout`` is random, not ones: the input gradient must be multiplied by it."""
+    report = check_layer(NoDout(), rand(xp, 4, 3))
+    assert not report
+    assert [p.name for p in report.params if not p.passed] == ["x"]
+
+
 def test_inputs_near_a_kink_are_reported_apart(xp):
     x = arr(xp, [[3e-5, -2e-5, 0.5], [0.3, -0.1, 2.0]])
     report = check_layer(ReLU(), x)
@@ -105,13 +119,29 @@ def test_inputs_near_a_kink_are_reported_apart(xp):
     assert report.params[0].kinks == 2 and report.params[0].kink_elements == ((0, 0), (0, 1))
 
 
-def test_a_wrong_slope_beside_a_kink_still_fails(xp):
-    class LeakyLie(ReLU):
-        def backward(self, dout):
-            return namespace_of(dout).where(self.mask, dout, 0.1 * dout)  # claims a leak
+class LeakyLie(ReLU):
+    """A ReLU whose ``backward`` claims a slope ``leak`` where ``x <= 0``."""
 
-    report = check_layer(LeakyLie(), arr(xp, [[0.5, -0.4, 1.5], [-2.0, 0.7, -0.3]]))
+    def __init__(self, leak):
+        self.leak = leak
+
+    def backward(self, dout):
+        return namespace_of(dout).where(self.mask, dout, self.leak * dout)
+
+
+def test_a_wrong_slope_beside_a_kink_still_fails(xp):
+    report = check_layer(LeakyLie(0.1), arr(xp, [[0.5, -0.4, 1.5], [-2.0, 0.7, -0.3]]))
     assert not report and report.params[0].kinks == 0
+
+
+def test_a_slope_that_matches_neither_side_of_a_kink_fails(xp):
+    # With h = 1e-4 the one-sided slopes of ReLU (times dout) are, at x = 2e-5,
+    # (1.2e-4 - 2e-5) / h = 1 and (2e-5 - 0) / h = 0.2: the claimed 1 is one side, a kink.
+    # At x = -2e-5 they are (8e-5 - 0) / h = 0.8 and 0: the claimed leak 0.3 is 0.5 and
+    # 0.3 away from them, not within a small fraction of their gap 0.8 of either.
+    report = check_layer(LeakyLie(0.3), arr(xp, [[-2e-5, 2e-5]]))
+    assert not report
+    assert report.params[0].kink_elements == ((0, 1),)
 
 
 def test_running_statistics_are_restored(xp):
@@ -210,6 +240,15 @@ def test_check_function_takes_a_dict_of_arrays(xp):
     report = check_function(f, point, grad)
     assert report and [p.name for p in report.params] == ["a", "b"]
     assert not check_function(f, point, {"a": grad["a"], "b": 2 * grad["b"]})
+
+
+def test_check_function_works_in_float64_at_a_float32_point(xp):
+    """f is differenced at a float64 copy of x: float32 steps of h would lose the check."""
+    host = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
+    exact = 3 * host.astype(np.float64) ** 2  # d/dv sum(v**3) at the float32 point
+    x = arr(xp, host, "float32")
+    report = check_function(lambda v: namespace_of(v).sum(v**3), x, arr(xp, exact))
+    assert report, str(report)
 
 
 def test_check_function_names_a_gradient_of_the_wrong_shape(xp):
