@@ -19,14 +19,26 @@ from xpnet.checkpoint import (
     save_params,
 )
 from xpnet.files import atomic_file
-from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
+from xpnet.layers import Affine, MeanSquaredError, ReLU, SoftmaxWithLoss
 from xpnet.networks import Sequential
-from xpnet.optim import SGD, Adam
+from xpnet.optim import SGD, Adam, Momentum
 from xpnet.schema import json_object, one_of
 
 
 def host_params(net):
     return {k: to_numpy(v).copy() for k, v in net.params.items()}
+
+
+def replace_arrays(path, **arrays):
+    """Rewrite checkpoint ``path`` with ``arrays`` (file name -> array) added or replaced."""
+    with np.load(path, allow_pickle=False) as data:
+        kept = {k: data[k] for k in data.files}
+    np.savez(path, **{**kept, **arrays})
+
+
+def batchnorm_net(seed=0):
+    """A MultiLayerNet whose layer 2 is a BatchNormalization (buffers running_mean/var)."""
+    return MultiLayerNet(6, [5], 4, use_batchnorm=True, dtype="float64", seed=seed)
 
 
 def test_round_trip_restores_values_dtype_and_backend(xp, tmp_path):
@@ -57,6 +69,7 @@ def test_the_file_is_plain_npz_with_json_metadata(tmp_path):
         assert data[METADATA_KEY].dtype == np.uint8
         meta = json.loads(data[METADATA_KEY].tobytes().decode("utf-8"))
     assert meta["note"] == "héllo" and meta["architecture"]["dtype"] == "float64"
+    assert meta["format"] == "xpnet-checkpoint/1"
     assert read_metadata(path) == meta
 
 
@@ -77,6 +90,83 @@ def test_load_network_rebuilds_the_architecture(cpu_xp, tmp_path):
     assert (rebuilt.sizes, rebuilt.activation, rebuilt.weight_decay) == ([6, 5, 4, 3], "tanh", 0.1)
     x = to_device(np.ones((2, 6)), dtype="float32", xp=cpu_xp)
     np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_load_network_rebuilds_the_output_activation(tmp_path):
+    net = MultiLayerNet(4, [3], 2, output_activation="sigmoid", loss=MeanSquaredError(), seed=0)
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz")
+    assert rebuilt.output_activation == "sigmoid"
+    x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_load_network_rebuilds_a_sequentials_weight_decay(tmp_path):
+    W = np.arange(6, dtype=np.float32).reshape(3, 2) / 6
+    net = Sequential(
+        [Affine(W, np.zeros(2, np.float32)), ReLU()], loss=SoftmaxWithLoss(), weight_decay=0.1
+    )
+    save_params(tmp_path / "s.npz", net)
+    rebuilt, _ = load_network(tmp_path / "s.npz")
+    assert rebuilt.weight_decay == 0.1
+    x, t = np.ones((1, 3), np.float32), np.array([0])
+    assert float(rebuilt.loss(x, t)) == float(net.loss(x, t))
+
+
+def test_load_params_restores_layer_buffers(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6))
+    net = batchnorm_net(seed=0)
+    net.gradient(x, np.arange(8) % 4)  # a training step moves the running statistics
+    bn = net.layers[1]
+    save_params(tmp_path / "bn.npz", net)
+    other = batchnorm_net(seed=0)
+    load_params(tmp_path / "bn.npz", other)
+    for attr in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(
+            to_numpy(getattr(other.layers[1], attr)), to_numpy(getattr(bn, attr))
+        )
+    np.testing.assert_array_equal(
+        to_numpy(other.predict(x, train_flg=False)), to_numpy(net.predict(x, train_flg=False))
+    )
+
+
+def test_a_file_without_the_layer_buffers_is_refused_and_changes_nothing(tmp_path):
+    save_params(tmp_path / "p.npz", dict(batchnorm_net(seed=1).params))  # parameters only
+    net = batchnorm_net(seed=0)
+    before = host_params(net)
+    with pytest.raises(
+        ValueError,
+        match=r"layer buffers in .*p\.npz do not match the network: "
+        r"missing from the file: buffer/2/running_mean, buffer/2/running_var",
+    ):
+        load_params(tmp_path / "p.npz", net)
+    for k, v in before.items():
+        np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+
+
+@pytest.fixture
+def momentum_checkpoint(tmp_path):
+    """A MultiLayerNet(4, [3], 2) saved with the state of Momentum after one step."""
+    net, opt = MultiLayerNet(4, [3], 2, seed=0), Momentum(0.1)
+    opt.update(net.params, net.gradient(np.ones((2, 4), np.float32), np.array([0, 1])))
+    return save_params(tmp_path / "p.npz", net, optimizer=opt)
+
+
+def test_optimizer_state_of_the_wrong_shape_is_refused(momentum_checkpoint):
+    replace_arrays(momentum_checkpoint, **{"optimizer/v/W1": np.ones((1, 3), np.float32)})
+    with pytest.raises(
+        ValueError,
+        match=r"optimizer state 'v' in .* do not match the network: "
+        r"W1 has shape \(1, 3\) in the file but \(4, 3\) in the network",
+    ):
+        load_params(momentum_checkpoint, MultiLayerNet(4, [3], 2, seed=0), optimizer=Momentum(0.1))
+
+
+def test_optimizer_state_for_no_parameter_is_refused(momentum_checkpoint):
+    replace_arrays(momentum_checkpoint, **{"optimizer/v/W9": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match=r"optimizer state optimizer/v/W9 in .* names no param"):
+        load_params(momentum_checkpoint, MultiLayerNet(4, [3], 2, seed=0), optimizer=Momentum(0.1))
 
 
 def test_missing_and_extra_names_are_listed(tmp_path):
@@ -202,6 +292,10 @@ def trained(tmp_path):
         (setting("optimizer", "sgd"), 'field optimizer is "sgd", expected a JSON object'),
         (setting("optimizer", {"name": "sgd"}), "field optimizer.lr is missing, expected a"),
         (setting("optimizer.lr", -1), "field optimizer.lr is -1, expected a finite number >= 0"),
+        (setting("architecture.sizes", [4, True, 2]), "sizes[1] is true, expected an integer >= 1"),
+        (setting("optimizer.lr", float("inf")), "optimizer.lr is Infinity, expected a finite num"),
+        (setting("optimizer.iterations", "three"), 'iterations is "three", expected an integer'),
+        (setting("architecture.dtype", "float128"), 'dtype is "float128", expected one of "float'),
     ],
 )
 def test_malformed_metadata_is_an_error_naming_the_file_and_the_field(trained, edit, message):
@@ -236,6 +330,13 @@ def test_a_callers_own_metadata_is_read_back_as_written(tmp_path):
 def test_save_params_refuses_the_keys_it_writes_itself(tmp_path, key):
     with pytest.raises(ValueError, match=f"metadata key\\(s\\) '{key}' are written by save_params"):
         save_params(tmp_path / "p.npz", {"w": np.ones(3, np.float32)}, {key: "mine"})
+    assert not (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["optimizer/x", "buffer/x", METADATA_KEY])
+def test_save_params_refuses_parameter_names_it_uses_itself(tmp_path, name):
+    with pytest.raises(ValueError, match=f"parameter name '{name}' is reserved in checkpoints"):
+        save_params(tmp_path / "p.npz", {name: np.zeros(1)})
     assert not (tmp_path / "p.npz").exists()
 
 

