@@ -163,6 +163,8 @@ def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys, fl
     ("argv", "message"),
     [
         (["--lr", "abc"], "argument --lr: expected a positive number"),
+        (["--lr", "inf"], "argument --lr: expected a positive number, got 'inf'"),
+        (["--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer"),
         (["--epochs", "2", "--iters", "5"], "not allowed with argument"),
         (["--dataset", "cifar"], "invalid choice: 'cifar'"),

@@ -108,6 +108,13 @@ def test_im2col_rows_are_the_windows_in_the_books_layout(xp):
     np.testing.assert_array_equal(col, np.stack(rows))
 
 
+def test_col2im_adds_windows_that_overlap_in_one_direction_only(xp):
+    # A 3x1 image, 2x1 windows at stride 1: two windows, rows 0-1 and 1-2, of one column;
+    # the middle pixel is in both, so it gets both windows' values.
+    image = col2im(dev(xp, np.ones((2, 2))), (1, 1, 3, 1), 2, 1, stride=1)
+    np.testing.assert_array_equal(to_numpy(image), np.array([1.0, 2.0, 1.0]).reshape(1, 1, 3, 1))
+
+
 def test_col2im_is_the_adjoint_of_im2col(xp):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: what backprop needs of it."""
     rng = np.random.default_rng(4)

@@ -115,6 +115,12 @@ def test_rows_are_chunked_by_rows_and_kept_on_the_cluster(client, rows_case):
     np.testing.assert_array_equal(lazy_x.compute(), x)
 
 
+@pytest.mark.parametrize("chunk_rows", [0, -1])
+def test_rows_refuses_chunks_of_no_rows(chunk_rows):
+    with pytest.raises(ValueError, match=f"chunk_rows must be at least 1, got {chunk_rows}"):
+        xd.rows(np.ones((4, 2)), chunk_rows=chunk_rows)
+
+
 def test_predict_and_loss_on_dask_rows_match_the_numpy_formula(rows_case):
     net, x, t, lazy_x, lazy_t = rows_case
     params = {name: to_numpy(p) for name, p in net.params.items()}

@@ -9,7 +9,7 @@ from test_gradcheck_fast import kinked_problem
 
 from xpnet import MultiLayerNet, TwoLayerNet, check_gradients, numerical_gradient
 from xpnet.backend import namespace_of, to_device, to_numpy
-from xpnet.cli import main
+from xpnet.cli import build_parser, main
 from xpnet.gradcheck import (
     METHODS,
     DirectionalReport,
@@ -159,6 +159,13 @@ def test_cli_gradcheck_passes_and_prints_json(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is True
     assert {p["name"] for p in report["params"]} == {"W1", "b1", "W2", "b2"}
+
+
+def test_cli_gradcheck_checks_a_784_50_10_network_on_3_samples_by_default(capsys):
+    assert build_parser().parse_args(["gradcheck"]).batch_size == 3
+    assert main(["gradcheck", "--json"]) == 0
+    shapes = {p["name"]: p["shape"] for p in json.loads(capsys.readouterr().out)["params"]}
+    assert shapes == {"W1": [784, 50], "b1": [50], "W2": [50, 10], "b2": [10]}
 
 
 def test_cli_gradcheck_rejects_an_unknown_device(capsys):

@@ -68,6 +68,14 @@ def test_sigmoid_is_finite_for_large_inputs(xp):
     np.testing.assert_array_equal(out, [0.0, 0.5, 1.0])
 
 
+def test_relu_passes_no_gradient_at_exactly_zero(xp):
+    # max(x, 0) has no derivative at 0; like the book's mask (x <= 0) and PyTorch, ReLU
+    # takes the left one, 0.
+    layer = layers.ReLU()
+    layer.forward(dev(xp, np.array([-1.0, 0.0, 2.0])))
+    np.testing.assert_array_equal(to_numpy(layer.backward(dev(xp, np.ones(3)))), [0.0, 0.0, 1.0])
+
+
 def test_sigmoid_backward_uses_only_its_output(xp):
     """The layer keeps no hold on its input: it can be freed after forward, and backward
     still gives dout * s * (1 - s), s the sigmoid of the input (here in NumPy float64)."""
@@ -159,6 +167,14 @@ def test_softmax_forward_and_backward(xp, shape, seed):
 def np_cross_entropy(x, labels):
     p = np_softmax(x)
     return -np.mean(np.log(p[np.arange(len(labels)), labels]))
+
+
+def test_softmax_shifts_each_row_by_its_own_maximum(xp):
+    # Softmax is unchanged by a shift of a row, and equal scores share 1/C: a shift by the
+    # batch's maximum would take exp(-1000) = 0 in the second row, 0 / 0.
+    x = dev(xp, np.array([[0.0, 0.0], [-1000.0, -1000.0]]))
+    for y in (layers.softmax(x), layers.Softmax().forward(x)):
+        np.testing.assert_array_equal(to_numpy(y), np.full((2, 2), 0.5))
 
 
 @SETTINGS

@@ -41,6 +41,25 @@ def test_view_changes_and_copy_free_astype_are_not_counted():
     assert ops == {"astype": 1}
 
 
+def test_a_copying_astype_to_the_same_dtype_counts_and_copies():
+    x = counting(np.ones(3))
+    with counting_operations() as ops:
+        y = array_namespace(x).astype(x, np.float64)
+    assert ops == {"astype": 1}
+    y[0] = 5.0
+    assert x[0] == 1.0
+
+
+def test_nested_blocks_count_in_the_innermost_only():
+    x = counting(np.ones(3))
+    with counting_operations() as outer:
+        with counting_operations() as inner:
+            x + x
+        x * x
+    assert inner == {"add": 1}
+    assert outer == {"multiply": 1}
+
+
 def test_item_assignment_counts():
     x = counting(np.zeros(3))
     with counting_operations() as ops:
