@@ -741,6 +741,17 @@ def test_cli_rejects_a_file_that_is_not_benchmark_json(
     )
 
 
+def test_cli_rejects_a_json_object_without_a_benchmarks_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"machine_info": {"node": "test"}}))  # a dict, but no records
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["summary", str(path)])
+    assert exc.value.code == 2
+    assert "not a pytest-benchmark JSON file (no 'benchmarks' list)" in capsys.readouterr().err
+
+
 def test_plot_writes_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
     from matplotlib.axes import Axes

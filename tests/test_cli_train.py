@@ -114,6 +114,16 @@ def test_resume_continues_from_the_saved_epoch(fake_data, tmp_path, capsys):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_resuming_a_run_that_reached_its_target_trains_nothing(fake_data, tmp_path, capsys):
+    part = tmp_path / "part.npz"
+    assert run(["train", "--epochs", "2", "--save", str(part)]) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--save", str(part)]) == 0
+    out = capsys.readouterr().out
+    assert "already trained 2 epochs (target 2); nothing to do" in out
+    assert epoch_lines(out) == [] and read_metadata(part)["epoch"] == 2
+
+
 def test_the_course_network_trains_one_sample_at_a_time(fake_data, tmp_path, capsys):
     path = tmp_path / "course.npz"
     assert run(["train", "--model", "course", "--save", str(path)]) == 0
@@ -206,6 +216,12 @@ def test_problems_found_after_parsing_exit_2_with_one_line(fake_data, tmp_path, 
         assert err.startswith("xpnet train: error: ") and message in err, err
         assert err.count("\n") == 1
     assert fake_data == ["fashion-mnist"]  # the other errors came before loading any data
+
+
+def test_a_save_path_that_is_a_directory_is_refused_before_training(fake_data, tmp_path, capsys):
+    assert run(["train", "--epochs", "1", "--save", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"xpnet train: error: --save {tmp_path} is a directory\n"
+    assert fake_data == []  # refused before loading any data
 
 
 def test_invalid_device_in_a_subprocess():

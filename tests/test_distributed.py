@@ -115,6 +115,11 @@ def test_rows_are_chunked_by_rows_and_kept_on_the_cluster(client, rows_case):
     np.testing.assert_array_equal(lazy_x.compute(), x)
 
 
+def test_rows_default_to_two_chunks_per_worker_thread(client):
+    # the cluster has two one-thread workers: 2 * 2 = 4 chunks of 40 / 4 = 10 rows
+    assert xd.rows(np.arange(40.0), client=client).chunks == ((10, 10, 10, 10),)
+
+
 @pytest.mark.parametrize("chunk_rows", [0, -1])
 def test_rows_refuses_chunks_of_no_rows(chunk_rows):
     with pytest.raises(ValueError, match=f"chunk_rows must be at least 1, got {chunk_rows}"):
@@ -219,6 +224,24 @@ def test_progress_is_reported_as_tasks_complete(client, capsys):
     assert total > 1 and seen == [(k, total) for k in range(1, total + 1)]
     check_gradients(net, x, t, client=client, progress=True)
     assert "gradient check:" in capsys.readouterr().err
+
+
+def test_a_one_byte_memory_budget_differences_one_element_per_task(client):
+    net, x, t = problem(backend.namespace("cpu"))
+    p = {name: np.asarray(value) for name, value in net.params.items()}
+    h1 = np.maximum(x @ p["W1"] + p["b1"], 0)
+    h2 = np.maximum(h1 @ p["W2"] + p["b2"], 0)
+    # Only rows of W whose input column is nonzero in some sample can move the loss;
+    # every bias element can. One byte holds at most one element a task.
+    moving = sum(
+        int(np.any(a != 0, axis=0).sum()) * w.shape[1]
+        for a, w in ((x, p["W1"]), (h1, p["W2"]), (h2, p["W3"]))
+    ) + sum(p[b].size for b in ("b1", "b2", "b3"))
+    seen = []
+    report = check_gradients(
+        net, x, t, client=client, memory_budget=1, progress=lambda *counts: seen.append(counts)
+    )
+    assert report.passed and seen[-1] == (moving, moving)
 
 
 def test_a_check_runs_on_its_own_client_while_another_is_the_default(client):

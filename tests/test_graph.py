@@ -146,6 +146,21 @@ def test_network_graph_shows_shapes_and_parameter_gradient_norms(digits):
         assert norm_of(norm) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
 
 
+def test_network_graph_shows_parameter_gradients_with_weight_decay(digits):
+    x, t = digits
+    decay = 0.5
+    net = MultiLayerNet(
+        784, [8], 10, weight_init="he", dtype="float64", seed=1, device="cpu", weight_decay=decay
+    )
+    params = {name: backend.to_numpy(value).copy() for name, value in net.params.items()}
+    _, grads = numpy_two_layer_gradients(x, t, **params)
+    # 0.5 * decay * sum(W**2) in the loss adds decay * W to each weight's gradient (not b's)
+    expected = {"W1": grads["W1"] + decay * params["W1"], "W2": grads["W2"] + decay * params["W2"]}
+    drawn = {(s, d): (f, b) for s, d, f, b in drawn_edges(graph.record_network(net, x, t).dot())}
+    for name, grad in expected.items():
+        assert norm_of(drawn[name, "Affine"][1]) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
+
+
 def test_arrays_are_recorded_as_shape_norm_min_and_max(xp):
     a = np.random.default_rng(6).standard_normal((3, 4))
     value = graph.Value.of(backend.to_device(a, dtype="float64", xp=xp))
@@ -235,6 +250,17 @@ def test_a_named_input_used_twice_is_one_leaf_with_the_summed_gradient():
     assert drawn_edges(run.dot()) == {("x", X, "3", "3"), (X, "", "9", "1")}
 
 
+def test_a_backward_belongs_to_the_latest_forward_of_its_node():
+    mul = layers.Mul()
+    a, b, c, d = 2.0, 3.0, 4.0, 5.0
+    with graph.record([mul], inputs={"a": a, "b": b, "c": c, "d": d}) as run:
+        mul.forward(a, b)
+        mul.forward(c, d)  # Mul keeps only these inputs: backward differentiates c * d
+        mul.backward(1)
+    # d(c*d)/dc = d = 5, d(c*d)/dd = c = 4; the first forward got no backward
+    assert run.input_gradients() == {"a": None, "b": None, "c": 5.0, "d": 4.0}
+
+
 def test_one_object_with_several_names_gives_them_in_order_of_use():
     a, b = 5.0, 7.0
     w1 = w2 = -3.0  # Python may share equal constants, as CPython does within one function
@@ -245,6 +271,16 @@ def test_one_object_with_several_names_gives_them_in_order_of_use():
         mul1.backward(1)
         mul2.backward(1)
     assert run.input_gradients() == {"w1": 5.0, "a": -3.0, "w2": 7.0, "b": -3.0}
+
+
+def test_recording_a_node_that_is_already_being_recorded_is_refused():
+    mul = layers.Mul()
+    with (
+        graph.record([mul]),
+        pytest.raises(ValueError, match="Mul node 0 already has an instance attribute"),
+        graph.record([mul]),  # the same node again, while the first recording runs
+    ):
+        pass
 
 
 def test_unnamed_constants_are_drawn_as_their_value():
@@ -292,6 +328,14 @@ def test_cli_net_follows_the_train_flags(capsys, digits):
     assert edges >= {("W1", "Affine", "(784, 6)"), ("W2", "Affine", "(6, 4)")}
     assert edges >= {("W3", "Affine", "(4, 10)"), ("x", "Affine", "(12, 784)")}
     assert edges >= {("Affine", "Tanh", "(12, 6)"), ("Affine", "Tanh", "(12, 4)")}
+
+
+def test_cli_net_with_a_batch_larger_than_the_data_draws_every_sample(capsys, digits):
+    assert run(["graph", "net", "--hidden", "3", "--batch-size", "5000"]) == 0
+    dot = capsys.readouterr().out
+    # mnist-5k trains on 4,000 samples: the batch is all of them, and the title says so
+    assert "784-3-10 relu, softmax-ce loss, 4000 mnist-5k samples" in dot
+    assert ("x", "Affine", "(4000, 784)") in {(s, d, f) for s, d, f, _ in drawn_edges(dot)}
 
 
 def test_cli_net_refuses_mlp_flags_for_the_convnet_as_train_does(capsys):

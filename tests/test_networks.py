@@ -7,6 +7,7 @@ from numeric import central_difference
 
 from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from xpnet.backend import to_device, to_numpy
+from xpnet.layers import BatchNormalization, Dropout
 
 
 def batch(xp, n=4, d=6, classes=3, seed=0):
@@ -249,3 +250,44 @@ def test_wrong_input_width_names_the_shapes(xp):
     x = to_device(np.zeros((2, 5)), dtype="float64", xp=xp)
     with pytest.raises(ValueError, match=r"\(2, 5\).*\(6, 4\)"):
         net.loss(x, to_device([0, 1], dtype="int64", xp=xp))
+
+
+def test_each_dropout_layer_draws_its_own_mask(xp):
+    """A seeded net's dropout layers must not repeat one another's mask: two equal-shaped
+    layers drawing the same 4 x 50 mask would drop the same units together (the chance
+    that independent masks agree is 2**-200)."""
+    net = MultiLayerNet(6, [50, 50], 3, use_dropout=True, seed=0, xp=xp, dtype="float64")
+    net.predict(batch(xp)[0], train_flg=True)
+    first, second = (to_numpy(layer.mask) for layer in net.layers if isinstance(layer, Dropout))
+    assert first.shape == second.shape == (4, 50)
+    assert not np.array_equal(first, second)
+
+
+def test_uniform_bias_init_draws_from_zero_to_one(xp):
+    """The documented range is [0, 1): of 53 biases, none is negative."""
+    net = MultiLayerNet(6, [50], 3, bias_init="uniform", seed=0, xp=xp)
+    b = np.concatenate([to_numpy(net.params["b1"]), to_numpy(net.params["b2"])])
+    assert b.min() >= 0.0 and b.max() < 1.0
+
+
+def test_dropout_ratio_reaches_the_dropout_layers(xp):
+    """In eval mode dropout scales its input by 1 - ratio = 0.8, so the scores are
+    relu(x W1 + b1) * 0.8 @ W2 + b2, written out in NumPy."""
+    net = MultiLayerNet(
+        6, [5], 3, use_dropout=True, dropout_ratio=0.2, seed=0, xp=xp, dtype="float64"
+    )
+    x = batch(xp)[0]
+    p = {k: to_numpy(v) for k, v in net.params.items()}
+    expected = np.maximum(to_numpy(x) @ p["W1"] + p["b1"], 0) * 0.8 @ p["W2"] + p["b2"]
+    np.testing.assert_allclose(to_numpy(net.predict(x)), expected, rtol=1e-10, atol=1e-14)
+
+
+def test_batchnorm_layers_use_the_books_momentum(xp):
+    """One training pass from zero running means gives 0.1 * the batch mean of x W1 + b1
+    (running = 0.9 * running + 0.1 * batch)."""
+    net = MultiLayerNet(6, [5], 3, use_batchnorm=True, seed=0, xp=xp, dtype="float64")
+    x = batch(xp)[0]
+    net.predict(x, train_flg=True)
+    (bn,) = (layer for layer in net.layers if isinstance(layer, BatchNormalization))
+    h = to_numpy(x) @ to_numpy(net.params["W1"]) + to_numpy(net.params["b1"])
+    np.testing.assert_allclose(to_numpy(bn.running_mean), 0.1 * h.mean(axis=0), rtol=1e-12)

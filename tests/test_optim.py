@@ -296,3 +296,17 @@ def test_load_state_dict_accepts_numpy_integer_iterations():
     opt = SGD()
     opt.load_state_dict({"iterations": np.int64(7), "buffers": {}})
     assert opt.iterations == 7 and type(opt.iterations) is int
+
+
+def test_load_state_dict_copies_the_buffer_mappings():
+    """Training after a load leaves the loaded mapping as it was, so it can be loaded again."""
+    saved = {"iterations": 1, "buffers": {"v": {"w": np.array([0.5])}}}
+    held = saved["buffers"]["v"]["w"]
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.load_state_dict(saved)
+    opt.update(
+        {"w": np.array([1.0]), "b": np.array([0.0])}, {"w": np.array([1.0]), "b": np.array([1.0])}
+    )
+    # Momentum stores a new v per step and a new slot for "b": neither lands in `saved`.
+    assert list(saved["buffers"]["v"]) == ["w"] and saved["buffers"]["v"]["w"] is held
+    np.testing.assert_array_equal(held, [0.5])
