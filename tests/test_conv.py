@@ -8,6 +8,7 @@ from numeric import central_difference, dev, partial_differences
 from xpnet import check_layer
 from xpnet.backend import to_numpy
 from xpnet.conv import Convolution, Pooling, col2im, im2col
+from xpnet.perturb import crosses_kink, layer_inputs
 
 TOL = {"rtol": 1e-6, "atol": 1e-8}
 
@@ -281,3 +282,46 @@ def test_pooling_kinks_where_the_maximum_is_tied(xp):
     x = dev(xp, [[[[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.5], [0.0, -1.0]]]])
     kinks = Pooling(2, 2, stride=2).kinks(x, dev(xp, np.full((1, 2, 2, 2), 1e-6)))
     assert to_numpy(kinks).tolist() == [[[[True]], [[False]]]]
+
+
+def np_pool_kinks(x, dx, ph, pw, stride, pad):
+    """Per window of the zero-padded x: are its two largest closer than twice its largest |dx|?"""
+    xpad, move = np_padded(x, pad), np_padded(np.abs(dx), pad)
+    n, c, h, w = x.shape
+    out = np.empty((n, c, out_size(h, ph, stride, pad), out_size(w, pw, stride, pad)), bool)
+    for i, k, y, z in np.ndindex(out.shape):
+        rows, cols = slice(y * stride, y * stride + ph), slice(z * stride, z * stride + pw)
+        first, second = np.sort(xpad[i, k, rows, cols], axis=None)[::-1][:2]
+        out[i, k, y, z] = first - second < 2 * move[i, k, rows, cols].max()
+    return out
+
+
+# (input shape, pool_h, pool_w, stride, pad, shift of x): non-square windows, padding,
+# and all-negative inputs whose runner-up is no zero.
+POOL_KINK_CASES = {
+    "2x3-stride1": ((2, 2, 4, 5), 2, 3, 1, 0, 0.0),
+    "3x2-stride2-pad1": ((1, 3, 5, 4), 3, 2, 2, 1, 0.0),
+    "negative-2x2": ((2, 2, 4, 4), 2, 2, 2, 0, -10.0),
+}
+
+
+@pytest.mark.parametrize("case", POOL_KINK_CASES)
+def test_pooling_kinks_match_each_windows_two_largest_and_largest_move(xp, case):
+    x_shape, ph, pw, stride, pad, shift = POOL_KINK_CASES[case]
+    rng = np.random.default_rng(11)
+    x = distinct_values(rng, x_shape) + shift
+    dx = -rng.uniform(0.0, 0.3, x_shape)  # moves of either sign count by their size
+    expected = np_pool_kinks(x, dx, ph, pw, stride, pad)
+    assert expected.any() and not expected.all()
+    kinks = Pooling(ph, pw, stride=stride, pad=pad).kinks(dev(xp, x), dev(xp, dx))
+    np.testing.assert_array_equal(to_numpy(kinks), expected)
+
+
+@pytest.mark.parametrize("step", [0.2, 0.01])
+def test_crosses_kink_takes_the_largest_move_of_either_sign_among_the_moved_inputs(xp, step):
+    x = distinct_values(np.random.default_rng(12), (2, 2, 4, 4))
+    layers = [Pooling(2, 2, stride=2)]
+    center, still = (layer_inputs(layers, dev(xp, x)) for _ in range(2))
+    down = layer_inputs(layers, dev(xp, x - step))  # the only move, downwards
+    expected = np_pool_kinks(x, np.full(x.shape, step), 2, 2, 2, 0).any()
+    assert bool(crosses_kink(layers, center, still, down)) == expected
