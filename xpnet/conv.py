@@ -29,9 +29,13 @@ from xpnet.layers import require_floating
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
     """Raise ``ValueError`` naming the values unless the window is at least 1x1, the stride
     at least 1 and the padding at least 0 (integers all)."""
-    values = {"window height": filter_h, "window width": filter_w, "stride": stride, "pad": pad}
-    for name, value in values.items():
-        require_count(name, value, 0 if name == "pad" else 1)
+    for name, value, least in (
+        ("window height", filter_h, 1),
+        ("window width", filter_w, 1),
+        ("stride", stride, 1),
+        ("pad", pad, 0),
+    ):
+        require_count(name, value, least)
 
 
 def output_size(
