@@ -46,6 +46,31 @@ def test_cuda_without_cupy_says_how_to_install(monkeypatch):
         backend.namespace()
 
 
+class _RecordingDevice:
+    """A CUDA device as CuPy shows it, counting its ``synchronize()`` calls."""
+
+    def __init__(self) -> None:
+        self.synchronized = 0
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+
+def _cupy_with_recording_gpus(monkeypatch, gpus):
+    """A stand-in for CuPy on a machine with ``gpus`` GPUs; returns (its ndarray, the devices)."""
+    devices = [_RecordingDevice() for _ in range(gpus)]
+
+    class ndarray:  # the name array-api-compat looks for in ``cupy``
+        def __init__(self, device):
+            self.device = device
+
+    cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus), Device=devices.__getitem__
+    )
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(ndarray=ndarray, cuda=cuda))
+    return ndarray, devices
+
+
 @pytest.mark.parametrize(
     ("gpus", "message"),
     [
@@ -54,11 +79,8 @@ def test_cuda_without_cupy_says_how_to_install(monkeypatch):
     ],
 )
 def test_a_gpu_index_past_the_last_gpu_says_which_exist(monkeypatch, gpus, message):
-    # CuPy as a GPU-less machine shows it: only the device count is read before the error.
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: gpus)
-    monkeypatch.setitem(
-        sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
-    )
+    # Only the device count is read before the error.
+    _cupy_with_recording_gpus(monkeypatch, gpus)
     monkeypatch.setenv("XPNET_DEVICE", "cuda:2")
     with pytest.raises(
         backend.BackendUnavailableError, match=rf"'cuda:2' does not exist: .*{message}"
@@ -159,31 +181,6 @@ def test_python_scalars_do_not_count_as_a_backend():
 def test_synchronize_returns_on_synchronous_backends(xp):
     backend.synchronize(backend.to_device([1.0], xp=xp))
     backend.synchronize()
-
-
-class _RecordingDevice:
-    """A CUDA device as CuPy shows it, counting its ``synchronize()`` calls."""
-
-    def __init__(self) -> None:
-        self.synchronized = 0
-
-    def synchronize(self) -> None:
-        self.synchronized += 1
-
-
-def _cupy_with_recording_gpus(monkeypatch, gpus):
-    """A stand-in for CuPy on a machine with ``gpus`` GPUs; returns (its ndarray, the devices)."""
-    devices = [_RecordingDevice() for _ in range(gpus)]
-
-    class ndarray:  # the name array-api-compat looks for in ``cupy``
-        def __init__(self, device):
-            self.device = device
-
-    cuda = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: gpus), Device=devices.__getitem__
-    )
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(ndarray=ndarray, cuda=cuda))
-    return ndarray, devices
 
 
 def test_synchronize_waits_for_the_device_of_each_cupy_array(monkeypatch):
