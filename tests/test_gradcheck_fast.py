@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from xpnet import MultiLayerNet, perturb
+from xpnet import MultiLayerNet, Sequential, perturb
 from xpnet.backend import host_rng, namespace, namespace_of, to_device, to_numpy
 from xpnet.cli import main
 from xpnet.gradcheck import (
@@ -20,6 +20,7 @@ from xpnet.gradcheck import (
     memory_budget,
     net_numerical_gradient,
 )
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss, Tanh
 from xpnet.opcount import count_operations
 from xpnet.perturb import LocalNet, loop_differences
 
@@ -76,6 +77,36 @@ def test_the_layer_input_loop_includes_weight_decay(xp):
     book = net.numerical_gradient(x, t, h=H, params=["W2"])["W2"]
     np.testing.assert_allclose(to_numpy(grad), to_numpy(book), rtol=1e-8, atol=1e-10)
     assert not np.any(to_numpy(kinks))
+
+
+@pytest.mark.parametrize("pass_", ["+h", "-h"])
+def test_the_loop_finds_a_kink_that_only_one_pass_reaches(xp, pass_):
+    """Affine, Tanh, Affine, ReLU: tanh is concave at 1 and convex at -1, so moving
+    ``W1[0, k]`` by -h (at 1) or +h (at -1) moves the ReLU input further than the other
+    pass does. Unit 0's ReLU input sits between the two moves, on the side where only the
+    further pass crosses its kink; unit 1's sits far from it."""
+    h, w = 1e-2, (1.0 if pass_ == "-h" else -1.0)
+    up, down = np.tanh(w + h) - np.tanh(w), np.tanh(w) - np.tanh(w - h)
+    between = (up + down) / 2
+    assert (down > between > up) if pass_ == "-h" else (up > between > down)  # by NumPy
+    relu_input = np.array([between if pass_ == "-h" else -between, 1.0])
+
+    def array(values):
+        return to_device(np.asarray(values, dtype=np.float64), dtype="float64", xp=xp)
+
+    net = Sequential(
+        [
+            Affine(array([[w, w]]), array([0.0, 0.0])),
+            Tanh(),
+            Affine(array(np.eye(2)), array(relu_input - np.tanh(w))),
+            ReLU(),
+            Affine(array([[1.0, -1.0], [0.5, 2.0]]), array([0.0, 0.0])),
+        ],
+        loss=SoftmaxWithLoss(),
+    )
+    x, t = array([[1.0]]), to_device(np.array([1]), dtype="int64", xp=xp)
+    _, kinks = loop_differences(LocalNet.of(net, x, t), "W1", h)
+    np.testing.assert_array_equal(to_numpy(kinks), [[True, False]])
 
 
 def test_blank_input_pixels_are_skipped_and_still_equal_the_loop(xp, monkeypatch):
