@@ -2,7 +2,8 @@
 
 Every layer is written once against the Python Array API standard: the
 namespace comes from the input arrays, so the same code runs on NumPy, CuPy,
-PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
+PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs (named
+in the layer's ``saved``, so that ``backward`` before ``forward`` says so);
 ``backward(dout)`` returns the gradient of the output with respect to the
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
 No layer writes into an array it was given.
@@ -106,8 +107,29 @@ def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
         )
 
 
-class Mul:
+class Layer:
+    """Base of the layers below: ``saved`` names what ``forward`` keeps for ``backward``.
+
+    Only so that ``backward`` before ``forward`` says what is wrong. Python looks an
+    attribute up here only when the layer does not have it, so a training step never
+    comes here. A layer of your own needs no base class.
+    """
+
+    saved: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self).saved:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is kept by forward, which has not run: "
+                f"call forward before backward"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class Mul(Layer):
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
+
+    saved = ("x", "y")
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x, self.y = x, y
@@ -127,8 +149,10 @@ class Add:
         return dout, dout
 
 
-class Exp:
+class Exp(Layer):
     """``out = exp(x)``; backward ``dout * out``."""
+
+    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = namespace_of(x).exp(x)
@@ -138,8 +162,10 @@ class Exp:
         return dout * self.out
 
 
-class Reciprocal:
+class Reciprocal(Layer):
     """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
+
+    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = 1.0 / x
@@ -149,8 +175,10 @@ class Reciprocal:
         return -dout * self.out * self.out
 
 
-class ReLU:
+class ReLU(Layer):
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
+
+    saved = ("mask",)
 
     def forward(self, x: Any) -> Any:
         self.mask = x > 0
@@ -176,8 +204,10 @@ class ReLU:
         return xp.abs(x) < xp.abs(dx)
 
 
-class Sigmoid:
+class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
+
+    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
@@ -204,8 +234,10 @@ class Sigmoid:
         return 0.5 * (xp.tanh(0.5 * (x + dx)) - xp.tanh(0.5 * x))
 
 
-class Tanh:
+class Tanh(Layer):
     """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
+
+    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = namespace_of(x).tanh(x)
@@ -223,7 +255,7 @@ class Tanh:
         return xp.tanh(x + dx) - xp.tanh(x)
 
 
-class Affine:
+class Affine(Layer):
     """``out = x @ W + b`` with ``W`` of shape (D, M) and ``b`` of shape (M,).
 
     ``x`` has shape (N, ...) with the trailing sizes multiplying to D (images are
@@ -234,6 +266,7 @@ class Affine:
     """
 
     params = ("W", "b")
+    saved = ("x", "x_shape")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
@@ -326,8 +359,10 @@ def _log_softmax(xp: Any, x: Any) -> Any:
     return shifted - xp.log(reduce_sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-class Softmax:
+class Softmax(Layer):
     """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
+
+    saved = ("y",)
 
     def forward(self, x: Any) -> Any:
         self.y = softmax(x)
@@ -380,7 +415,7 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
 REDUCTIONS = ("mean", "sum")
 
 
-class Loss:
+class Loss(Layer):
     """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
 
     As in PyTorch's losses, ``"mean"`` divides the summed loss by the number of terms
@@ -427,6 +462,8 @@ class SoftmaxWithLoss(Loss):
     (N,) or one-hot rows (N, C). It returns the loss as a 0-D array, the mean over the
     N samples (or their sum). The loss uses log-softmax, so it stays finite for large logits.
     """
+
+    saved = ("t", "y")
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
@@ -476,6 +513,8 @@ class SigmoidWithLoss(Loss):
     ``sigmoid(x) - t``).
     """
 
+    saved = ("t", "y")
+
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
@@ -500,6 +539,8 @@ class MeanSquaredError(Loss):
     Backward gives ``2 (y - t) / y.size`` (``"sum"``: ``2 (y - t)``).
     """
 
+    saved = ("diff",)
+
     def forward(self, y: Any, t: Any) -> Any:
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
@@ -510,7 +551,7 @@ class MeanSquaredError(Loss):
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
 
 
-class Dropout:
+class Dropout(Layer):
     """Zero each input element with probability ``dropout_ratio`` while training.
 
     As in the book, ``forward(x, train_flg=True)`` keeps an element where a uniform
@@ -521,12 +562,13 @@ class Dropout:
     seeded with ``seed``, so a run is reproducible.
     """
 
+    saved = ("mask",)
+
     def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
         if not 0.0 <= dropout_ratio < 1.0:
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
         self.dropout_ratio, self.seed = float(dropout_ratio), seed
         self.rng = DeviceRNG(seed)
-        self.mask = None
 
     def config(self) -> dict[str, Any]:
         """The constructor keywords."""
@@ -546,7 +588,7 @@ class Dropout:
         return dout * self.mask
 
 
-class BatchNormalization:
+class BatchNormalization(Layer):
     """``out = gamma * (x - mean) / sqrt(var + eps) + beta``, per feature (the book's layer).
 
     ``x`` is (N, D), or (N, C, H, W) images, which, as in the book, are normalized
@@ -561,6 +603,7 @@ class BatchNormalization:
     """
 
     params = ("gamma", "beta")
+    saved = ("x_shape", "train", "std", "xn")
     buffers = ("running_mean", "running_var")
     eps = 1e-6
 
