@@ -69,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    subset = config.getoption("--xpnet-subset")
+    if subset is not None and subset < 1:
+        raise pytest.UsageError(f"--xpnet-subset must be >= 1, got {subset}")
     config.stash[RECORDS] = []
     config.stash[MEDIANS] = {}
     config.stash[LOAD_AT_START] = _load_average()
@@ -100,8 +103,6 @@ def bench_mode(pytestconfig: pytest.Config) -> bench.BenchMode:
     mode = bench.select_mode(pytestconfig.getoption("--xpnet-full"))
     subset = pytestconfig.getoption("--xpnet-subset")
     if subset is not None:
-        if subset < 1:
-            raise pytest.UsageError("--xpnet-subset must be >= 1")
         mode = bench.BenchMode(**{**vars(mode), "subset": subset})
     return mode
 
@@ -168,13 +169,13 @@ def timed(
     if timer.used and benchmark.stats:
         pytestconfig.stash[RECORDS].append(benchmark.stats.as_dict(include_data=False))
         info = benchmark.extra_info
-        key = (info.get("kind"), info.get("framework"), info.get("batch"))
+        key = (info.get("kind"), info.get("framework"), info.get("batch"), info.get("network"))
         pytestconfig.stash[MEDIANS][key] = timer.median_s
 
 
 @pytest.fixture
-def medians(pytestconfig: pytest.Config) -> dict[tuple[Any, Any, Any], float]:
-    """Medians measured earlier in this session, by ``(kind, framework, batch)``."""
+def medians(pytestconfig: pytest.Config) -> dict[tuple[Any, Any, Any, Any], float]:
+    """Medians measured earlier in this session, by ``(kind, framework, batch, network)``."""
     return pytestconfig.stash[MEDIANS]
 
 

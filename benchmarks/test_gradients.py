@@ -103,7 +103,7 @@ def test_numerical_loop(
     typical, worst = sorted(diffs)[len(diffs) // 2], max(diffs)
     extra = {"median_abs_diff_vs_analytic": typical, "max_abs_diff_vs_analytic": worst, "h": H}
     full_s = record_extrapolation(timed, n_timed, param_count(net))
-    analytic_s = medians.get(("analytic", "xpnet", batch))
+    analytic_s = medians.get(("analytic", "xpnet", batch, bench.NETWORK))
     if full_s is not None and analytic_s:
         extra["ratio_numerical_analytic"] = full_s / analytic_s
     timed.benchmark.extra_info.update(extra)

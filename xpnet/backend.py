@@ -319,7 +319,11 @@ def _is_array(x: Any) -> bool:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy any array (NumPy, CuPy, array_api_strict, PyTorch, ...) to a NumPy array."""
+    """Any array (NumPy, CuPy, array_api_strict, PyTorch, ...) as a NumPy array on the host.
+
+    Copied from a GPU; an array already on the host may share its memory (as
+    ``np.asarray`` and ``Tensor.numpy()`` do), so copy the result before writing into it.
+    """
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
     if array_api_compat.is_cupy_array(x):
