@@ -835,3 +835,282 @@ def test_quick_suite_slice_end_to_end(tmp_path: Path) -> None:
     assert row["batch"] == 3 and row["ratio_numerical_analytic"] > 1
     assert run["data"] in ("mnist", "mnist-5k", "synthetic")
     assert "xpnet" in data["machine_info"]
+
+
+# --------------------------------------------------------------------------- more of the harness
+
+
+def test_choose_rounds_takes_only_the_whole_rounds_that_fit_the_budget() -> None:
+    mode = bench.MODES["quick"]
+    # 10.6 calls fit in the budget: 10 rounds; an 11th would overrun it
+    assert bench.choose_rounds(mode.budget_s / 10.6, mode) == 10
+
+
+@pytest.fixture
+def fake_proc(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The files ``bench`` opens, served from this dict (a path not in it does not exist)."""
+    import io
+
+    files: dict[str, str] = {}
+
+    def fake_open(path: str, *args: Any, **kwargs: Any) -> io.StringIO:
+        if path not in files:
+            raise FileNotFoundError(path)
+        return io.StringIO(files[path])
+
+    monkeypatch.setattr(bench, "open", fake_open, raising=False)
+    return files
+
+
+# utime 70, stime 50 (fields 14, 15); the children's cutime 300, cstime 400 (16, 17)
+SELF_STAT = "4242 (py (x) y) R 1 4242 4242 0 -1 4194304 900 0 0 0 70 50 300 400 20 0 1 0 5\n"
+
+
+def test_cpu_snapshot_counts_busy_and_stolen_ticks_but_not_idle_or_guest(
+    fake_proc: dict[str, str],
+) -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    fake_proc["/proc/stat"] = "cpu  100 20 30 5000 40 6 7 8 9 10\ncpu0 50 10 15 2500 20 3 3 4 4 5\n"
+    fake_proc["/proc/self/stat"] = SELF_STAT
+    busy, _ = bench.cpu_snapshot()
+    assert busy == 100 + 20 + 30 + 6 + 7 + 8
+
+
+def test_cpu_snapshot_counts_this_processs_user_and_system_ticks_not_its_childrens(
+    fake_proc: dict[str, str],
+) -> None:
+    fake_proc["/proc/stat"] = "cpu  100 20 30 5000 40 6 7 8 9 10\n"
+    fake_proc["/proc/self/stat"] = SELF_STAT
+    _, own = bench.cpu_snapshot()
+    assert own == 70 + 50
+
+
+def test_cpu_snapshot_without_proc_is_none(fake_proc: dict[str, str]) -> None:
+    assert bench.cpu_snapshot() is None
+
+
+def test_foreign_cpu_share_is_never_negative() -> None:
+    # The two /proc files are read a moment apart: our own ticks can run ahead of the
+    # machine's busy ticks by a tick or two.
+    assert bench.foreign_cpu_share((0, 0), (3, 5), 1.0) == 0.0
+
+
+def test_a_quick_mode_benchmark_lasts_long_enough_to_tell_the_cpu_share() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    share = bench.foreign_cpu_share((0, 0), (ticks, 0), bench.MODES["quick"].budget_s)
+    assert share is not None
+
+
+def test_timed_info_of_a_benchmark_takes_precedence_over_the_common_info(
+    sync_log: list[Any],
+) -> None:
+    fake = FakeBenchmark()
+    timed = bench.Timed(fake, bench.MODES["quick"], {"network": bench.NETWORK, "data": "mnist-5k"})
+    timed(lambda: np.ones(1), rounds=1, warmup=0, kind="step", batch=1, network=COURSE)
+    assert fake.extra_info["network"] == COURSE
+    assert fake.extra_info["data"] == "mnist-5k"
+
+
+def test_timed_without_warm_up_takes_the_least_rounds(sync_log: list[Any]) -> None:
+    fake = FakeBenchmark()
+    mode = bench.MODES["quick"]
+    bench.Timed(fake, mode)(lambda: np.ones(1), warmup=0)  # nothing tells how long a call takes
+    assert fake.calls[0]["rounds"] == mode.min_rounds
+
+
+def test_timed_records_no_cpu_share_when_it_cannot_tell(
+    sync_log: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "cpu_snapshot", lambda: None)  # no /proc
+    fake = FakeBenchmark()
+    bench.Timed(fake, bench.MODES["quick"])(lambda: np.ones(1), rounds=3, kind="step", batch=1)
+    assert "foreign_cpu_share" not in fake.extra_info
+
+
+def test_calls_per_block_counts_the_wait_for_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, log = FakeClock(), []
+
+    def synchronize(*arrays: Any) -> None:  # the queued work takes 1.0 more to finish
+        clock.now += 1.0
+
+    monkeypatch.setattr(backend, "synchronize", synchronize)
+    fns = [clock.costing(1.0, log, "a"), clock.costing(1.0, log, "b")]
+    assert bench.calls_per_block(fns, 9.0, clock=clock) == 5  # 2.0 a call, wait included
+
+
+def timed_pairs(first: list[float], second: list[float]) -> bench.SideBySide:
+    """A :class:`bench.SideBySide` run for ``len(first)`` pairs on a fake clock, the k-th
+    pair's calls costing ``first[k]`` and ``second[k]`` (whichever side goes first)."""
+    clock, log = FakeClock(), []
+    a, b = iter(first), iter(second)
+    pairs = bench.SideBySide(
+        [lambda: clock.costing(next(a), log, "a")()],
+        [lambda: clock.costing(next(b), log, "b")()],
+        clock=clock,
+    )
+    for _ in first:
+        pairs()
+    return pairs
+
+
+def test_side_by_side_gives_the_median_call_time_of_each_side(sync_log: list[Any]) -> None:
+    figures = timed_pairs([1.0, 1.0, 10.0], [2.0, 20.0, 2.0]).figures()
+    assert (figures["first_s"], figures["second_s"]) == (1.0, 2.0)  # the means: 4.0, 8.0
+
+
+def test_side_by_side_ratio_is_the_median_of_the_pairs_ratios(sync_log: list[Any]) -> None:
+    figures = timed_pairs([1.0, 2.0, 4.0], [1.0, 4.0, 1.0]).figures()
+    # the pairs' ratios 1, 0.5, 4 have the median 1; the medians' ratio would be 2 / 1
+    assert figures["ratio_median"] == pytest.approx(1.0)
+
+
+def test_side_by_side_quartiles_are_those_of_the_pairs_ratios(sync_log: list[Any]) -> None:
+    figures = timed_pairs([1.0, 2.0, 3.0, 4.0, 5.0], [1.0] * 5).figures()
+    # ratios 1, 2, 3, 4, 5: a quarter of the way along is 2, three quarters 4
+    assert (figures["ratio_q1"], figures["ratio_q3"]) == pytest.approx((2.0, 4.0))
+
+
+def test_naming_a_data_set_in_quick_mode_may_download_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDatasets(have_mnist=True)
+    monkeypatch.setattr(bench, "_datasets", lambda: fake)
+    data = bench.choose_data(bench.MODES["quick"], "mnist")
+    assert data.name == "mnist"
+    assert fake.downloads == [True]
+
+
+# --------------------------------------------------------------------------- more of the summary
+
+
+def test_a_peer_median_of_zero_gives_no_ratio() -> None:
+    records = [record("step", "xpnet", 1, 0.0001), record("step", "hand-numpy", 1, 0.0)]
+    summary = bench.summarize(records)
+    (row,) = summary["runs"][0]["steps"]
+    assert row["ratio_xpnet_numpy"] is None
+    assert "| 1 | 100 us | - | 0 ns | - |" in bench.format_summary(summary, markdown=True)
+
+
+def test_networks_keep_the_order_they_were_run_in() -> None:
+    records = [
+        record("step", "xpnet", 1, 0.0003, network=COURSE),
+        record("step", "xpnet", 1, 0.0001),
+    ]
+    (run,) = bench.summarize(records)["runs"]
+    assert [r["network"] for r in run["steps"]] == [COURSE, bench.NETWORK]
+
+
+def test_format_summary_gives_the_number_of_directions() -> None:
+    text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]))
+    assert "directional: 8 random directions" in text
+
+
+def test_a_cuda_graph_step_fills_the_torch_graph_columns() -> None:
+    records = [record("step", "xpnet", 1, 0.0003), record("step", "torch-cudagraph", 1, 0.0001)]
+    (row,) = bench.summarize(records)["runs"][0]["steps"]
+    assert row["torch_graph_s"] == 0.0001 and row.get("torch_eager_s") is None
+    assert row["ratio_xpnet_torch_graph"] == pytest.approx(0.0003 / 0.0001)
+    assert row["ratio_xpnet_torch_eager"] is None
+
+
+def test_per_sample_rows_are_listed_by_framework_name() -> None:
+    (run,) = bench.summarize(per_sample_records())["runs"]  # records: xpnet, hand-numpy, torch
+    assert [r["framework"] for r in run["per_sample"]["rows"]] == [
+        "hand-numpy",
+        "torch-eager",
+        "xpnet",
+    ]
+
+
+def test_a_whole_epoch_is_not_extrapolated() -> None:
+    records = [record("epoch", "xpnet", 100, 0.4, samples_timed=4000, samples_per_epoch=4000)]
+    summary = bench.summarize(records)
+    (epoch,) = summary["runs"][0]["epochs"]
+    assert not epoch["extrapolated"]
+    text = bench.format_summary(summary)
+    assert "400 ms " in text and "400 ms*" not in text and "extrapolated" not in text
+
+
+def test_an_extrapolated_epoch_is_starred() -> None:
+    text = bench.format_summary(bench.summarize(fabricated_json()["benchmarks"]))
+    assert "400 ms*" in text  # 0.1 s for 1,000 samples: 0.4 s for 4,000
+
+
+def test_a_small_share_of_the_cpus_taken_by_others_is_no_warning() -> None:
+    records = [record("step", "xpnet", 1, 0.0001, foreign_cpu_share=0.05)]
+    summary = bench.summarize(records)
+    assert summary["runs"][0]["contended"] == []
+    assert "WARNING" not in bench.format_summary(summary)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(1.0, "1 s"), (1e-3, "1 ms"), (1e-6, "1 us")])
+def test_fmt_time_of_one_whole_unit(seconds: float, text: str) -> None:
+    assert bench.fmt_time(seconds) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(999.0, "999x"), (1000.0, "1,000x")])
+def test_fmt_ratio_from_a_thousand_on_uses_thousands_separators(value: float, text: str) -> None:
+    assert bench.fmt_ratio(value) == text
+
+
+def test_plain_table_columns_are_as_wide_as_their_header() -> None:
+    assert bench.table(("batch", "analytic"), [("1", "2 s")]) == (
+        "batch  analytic\n-----  --------\n    1       2 s"
+    )
+
+
+def test_side_by_side_note_gives_the_fewest_pairs() -> None:
+    figures = {"first_s": 9e-5, "second_s": 8e-5, "ratio_median": 1.1, "ratio_q1": 1.05,
+               "ratio_q3": 1.2, "block": 10}  # fmt: skip
+    records = [
+        record("step_side_by_side", "xpnet", 1, 0.0017, pairs=120, **figures),
+        record("step_side_by_side", "xpnet", 100, 0.0017, pairs=80, **figures),
+    ]
+    text = bench.format_summary(bench.summarize(records))
+    assert "(80 pairs or more)" in text
+
+
+def test_gradients_of_each_network_get_their_own_table() -> None:
+    records = [
+        record("analytic", "xpnet", 3, 0.0001),
+        record("analytic", "xpnet", 3, 0.0002, network=COURSE),
+    ]
+    text = bench.format_summary(bench.summarize(records))
+    assert f"Gradients of {bench.NETWORK}, float64" in text
+    assert f"Gradients of {COURSE}, float64" in text
+
+
+def test_the_numpy_note_shows_when_any_row_has_a_hand_written_step() -> None:
+    records = [
+        record("step", "xpnet", 1, 0.0001),
+        record("step", "hand-numpy", 1, 0.00008),
+        record("step", "xpnet", 100, 0.0003),  # no hand-written step at batch 100
+    ]
+    text = bench.format_summary(bench.summarize(records))
+    assert "numpy: the same step written by hand in plain NumPy" in text
+
+
+def test_cli_summary_prints_every_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cpu, gpu = tmp_path / "cpu.json", tmp_path / "gpu.json"
+    cpu.write_text(json.dumps(fabricated_json()))
+    gpu_step = record("step", "xpnet", 1, 0.0001, run_backend="cupy", run_device="cuda:0")
+    gpu.write_text(json.dumps({"benchmarks": [gpu_step]}))
+    assert bench.main(["summary", str(cpu), str(gpu)]) == 0
+    out = capsys.readouterr().out
+    assert "backend numpy on cpu" in out and "backend cupy on cuda:0" in out
+
+
+def test_plot_labels_extrapolated_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    set_yticklabels = Axes.set_yticklabels
+
+    def recording(self, ticklabels, *args, **kwargs):
+        labels.extend(ticklabels)
+        return set_yticklabels(self, ticklabels, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_yticklabels", recording)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(fabricated_json()))
+    bench.plot([path], tmp_path / "out.png")
+    assert "epoch xpnet, batch 100 (extrapolated)" in labels
