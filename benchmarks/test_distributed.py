@@ -159,7 +159,13 @@ def test_full_gradient(
     name, x, t = full_data(bench_data)
     net = TwoLayerNet(784, 50, 10, dtype="float32", seed=SEED)
     timed.benchmark.group = "full-data gradient"
-    info = {"kind": "full_gradient", "framework": framework, "batch": x.shape[0], "data": name}
+    info = {
+        "kind": "full_gradient",
+        "framework": framework,
+        "batch": x.shape[0],
+        "data": name,
+        "data_description": name,
+    }
     if framework == "numpy":
         grads = timed(lambda: net.gradient(x, t), **info)
     else:

@@ -1114,3 +1114,66 @@ def test_plot_labels_extrapolated_epochs(tmp_path: Path, monkeypatch: pytest.Mon
     path.write_text(json.dumps(fabricated_json()))
     bench.plot([path], tmp_path / "out.png")
     assert "epoch xpnet, batch 100 (extrapolated)" in labels
+
+
+def test_cli_summary_json_of_several_files_is_one_json_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cpu, gpu = tmp_path / "cpu.json", tmp_path / "gpu.json"
+    cpu.write_text(json.dumps(fabricated_json()))
+    gpu_step = record("step", "xpnet", 1, 0.0001, run_backend="cupy", run_device="cuda:0")
+    gpu.write_text(json.dumps({"benchmarks": [gpu_step]}))
+    assert bench.main(["summary", "--json", str(cpu), str(gpu)]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["runs"][0]["backend"] for s in summaries] == ["numpy", "cupy"]
+
+
+def test_the_full_data_gradient_gets_its_own_table() -> None:
+    records = [
+        record("full_gradient", "numpy", 60000, 0.5, data="fashion-mnist"),
+        record("full_gradient", "dask", 60000, 0.8, data="fashion-mnist", workers=2),
+    ]
+    summary = bench.summarize(records)
+    (run,) = summary["runs"]
+    assert [
+        (r["framework"], r["samples"], r["time_s"], r["workers"]) for r in run["full_gradient"]
+    ] == [
+        ("dask", 60000, 0.8, 2),
+        ("numpy", 60000, 0.5, None),
+    ]
+    text = bench.format_summary(summary, markdown=True)
+    assert f"Gradient of {bench.NETWORK} over the whole data set" in text
+    assert "| dask | 60,000 | 800 ms | 2 |" in text and "| numpy | 60,000 | 500 ms | - |" in text
+
+
+def test_a_record_without_a_dtype_keeps_the_rows_dtype() -> None:
+    figures = {"ratio_median": 1.1, "ratio_q1": 1.0, "ratio_q3": 1.2}
+    side_by_side = record("step_side_by_side", "xpnet", 1, 0.001, pairs=9, **figures)
+    del side_by_side["extra_info"]["dtype"]
+    records = [record("step", "xpnet", 1, 0.0001), side_by_side]
+    (row,) = bench.summarize(records)["runs"][0]["steps"]
+    assert row["dtype"] == "float32"
+
+
+def test_only_xpnets_array_operations_fill_the_xpnet_ops_column() -> None:
+    records = [
+        record("step", "xpnet", 1, 0.0001, array_ops=40),
+        record("step", "torch-eager", 1, 0.0002, array_ops=7),
+    ]
+    (row,) = bench.summarize(records)["runs"][0]["steps"]
+    assert row["xpnet_array_ops"] == 40
+
+
+def test_fmt_ratio_of_nan_is_a_dash() -> None:
+    assert bench.fmt_ratio(float("nan")) == "-"
+
+
+def test_calls_per_block_on_a_clock_that_does_not_move_is_one(sync_log: list[Any]) -> None:
+    assert bench.calls_per_block([lambda: None], 1e-3, clock=lambda: 0.0) == 1
+
+
+def test_the_cpu_share_of_a_run_with_worker_processes_is_no_warning() -> None:
+    records = [record("full_gradient", "dask", 60000, 0.4, workers=2, foreign_cpu_share=0.55)]
+    summary = bench.summarize(records)
+    assert summary["runs"][0]["contended"] == []
+    assert "WARNING" not in bench.format_summary(summary)

@@ -245,6 +245,8 @@ def calls_per_block(
     for fn in fns:
         synced(fn)()
     per_call = (clock() - began) / len(fns)
+    if per_call <= 0:  # a clock too coarse to see one call: a call per block
+        return 1
     return max(1, math.ceil(seconds / per_call))
 
 
@@ -466,7 +468,7 @@ def _row(rows: dict[tuple[str, int], dict[str, Any]], info: Mapping[str, Any]) -
     """The row of ``info``'s (network, batch) in ``rows``, made on first use; its dtype set."""
     network, batch = str(info.get("network", NETWORK)), int(info["batch"])
     row = rows.setdefault((network, batch), {"network": network, "batch": batch})
-    row["dtype"] = info.get("dtype")
+    row["dtype"] = info.get("dtype", row.get("dtype"))
     return row
 
 
@@ -536,7 +538,7 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
             continue
         framework = str(info.get("framework"))
         row[STEP_COLUMNS.get(framework, framework)] = median
-        if "array_ops" in info:
+        if framework == "xpnet" and "array_ops" in info:
             row["xpnet_array_ops"] = int(info["array_ops"])
     for row in rows.values():
         paired = row.get("side_by_side", {}).get("ratio_median")
@@ -605,12 +607,30 @@ def _epoch_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dic
     return sorted(rows, key=lambda r: str(r["framework"]))
 
 
+def _full_gradient_rows(
+    items: list[tuple[Mapping[str, Any], float | None]],
+) -> list[dict[str, Any]]:
+    """One row per framework of ``benchmarks/test_distributed.py``'s full-data gradient."""
+    rows = [
+        {
+            "framework": info.get("framework"),
+            "samples": int(info["batch"]),
+            "time_s": median,
+            "workers": info.get("workers"),
+        }
+        for info, median in items
+        if info.get("kind") == "full_gradient"
+    ]
+    return sorted(rows, key=lambda r: str(r["framework"]))
+
+
 def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The summary of pytest-benchmark records (``as_dict`` / JSON ``benchmarks`` entries).
 
     Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
-    each with ``gradients``, ``steps`` (per network and batch) and ``epochs`` rows and
-    the ``per_sample`` training figures (times in seconds, median of the rounds; ratios
+    each with ``gradients``, ``steps`` (per network and batch), ``epochs`` and
+    ``full_gradient`` rows and the ``per_sample`` training figures (times in seconds,
+    median of the rounds; ratios
     are plain numbers, ``None`` where a side is missing).
     """
     groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
@@ -622,7 +642,8 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         groups.setdefault(key, []).append((info, _median(bench)))
         notes.setdefault(key, str(info.get("data_description", info.get("data", "?"))))
         share = info.get("foreign_cpu_share")
-        if share is not None and share > CONTENDED_SHARE:
+        # Work that ran in worker processes (Dask) shows up as other processes' share.
+        if share is not None and share > CONTENDED_SHARE and not info.get("workers"):
             contended.setdefault(key, []).append({"name": bench.get("name"), "share": share})
     runs = []
     for key, items in groups.items():
@@ -639,6 +660,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 "steps": _step_rows(items),
                 "epochs": _epoch_rows(items),
                 "per_sample": _per_sample_rows(items),
+                "full_gradient": _full_gradient_rows(items),
                 "contended": contended.get(key, []),
             }
         )
@@ -657,7 +679,7 @@ def fmt_time(seconds: float | None) -> str:
 
 def fmt_ratio(value: float | None) -> str:
     """``12.3x``-style text with three significant digits (``-`` when missing)."""
-    if value is None:
+    if value is None or math.isnan(value):
         return "-"
     return f"{value:,.0f}x" if value >= 1000 else f"{value:.3g}x"
 
@@ -852,6 +874,15 @@ def _format_epochs(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return out
 
 
+def _format_full_gradient(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    header = ("framework", "samples", "median", "workers")
+    body = [
+        (str(r["framework"]), f"{r['samples']:,}", fmt_time(r["time_s"]), str(r["workers"] or "-"))
+        for r in rows
+    ]
+    return table(header, body, markdown)
+
+
 def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
     """The summary as text tables, one block per run (backend, device, data, mode).
 
@@ -901,6 +932,12 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
                 f"Per-sample training of {figures['network']}, {figures['dtype']}, batch 1, "
                 f"lr {figures['lr']} (median round)",
                 _format_per_sample(figures, markdown),
+            ]
+        if run.get("full_gradient"):
+            lines += [
+                "",
+                f"Gradient of {run['network']} over the whole data set, float32",
+                _format_full_gradient(run["full_gradient"], markdown),
             ]
         if run.get("contended"):
             where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
@@ -1020,19 +1057,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sum = sub.add_parser("summary", help="print the summary table of JSON file(s)")
     p_sum.add_argument("files", nargs="+")
     form = p_sum.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true", help="print the summary as JSON")
+    form.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (a list, for several files)"
+    )
     form.add_argument("--markdown", action="store_true", help="print Markdown tables")
     p_plot = sub.add_parser("plot", help="draw a log-scale comparison chart (matplotlib)")
     p_plot.add_argument("files", nargs="+", help="one JSON file, or two or more to compare")
     p_plot.add_argument("out", help="the image to write (e.g. out.png)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "summary":
+        if args.command == "summary" and args.json:
+            summaries = [summary_of_file(p) for p in args.files]
+            text = json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2)
+        elif args.command == "summary":
             text = "\n\n".join(
-                json.dumps(summary_of_file(p), indent=2)
-                if args.json
-                else format_summary(summary_of_file(p), markdown=args.markdown)
-                for p in args.files
+                format_summary(summary_of_file(p), markdown=args.markdown) for p in args.files
             )
         else:
             text = f"wrote {plot(args.files, args.out)}"
