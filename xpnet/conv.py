@@ -23,7 +23,7 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
 from xpnet.checks import require_count
-from xpnet.layers import Layer, require_floating
+from xpnet.layers import require_floating
 
 
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
@@ -156,7 +156,7 @@ def col2im(
     return fold(xp.permute_dims(d, (0, 3, 4, 5, 1, 2)), input_shape, stride, pad)
 
 
-class Convolution(Layer):
+class Convolution:
     """``out[n, f] = sum_c W[f, c] ⋆ x[n, c] + b[f]``: filters ``W`` (FN, C, FH, FW), ``b`` (FN,).
 
     ``forward`` takes images (N, C, H, W), zero-pads them by ``pad`` and slides the
@@ -170,7 +170,6 @@ class Convolution(Layer):
     """
 
     params = ("W", "b")
-    saved = ("x_shape", "col")
 
     def __init__(
         self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True
@@ -219,7 +218,7 @@ class Convolution(Layer):
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
 
 
-class Pooling(Layer):
+class Pooling:
     """Max pooling over ``pool_h`` x ``pool_w`` windows, channel by channel.
 
     ``forward`` takes (N, C, H, W) and gives (N, C, OH, OW), the maximum of each
@@ -230,8 +229,6 @@ class Pooling(Layer):
     each pairing: to the window's maximum, the first one when several are equal (as the
     book's argmax), adding up where windows overlap. No integer indexing, no ``where``.
     """
-
-    saved = ("x_shape", "rounds")
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
         check_window(pool_h, pool_w, stride, pad)

@@ -2,8 +2,7 @@
 
 Every layer is written once against the Python Array API standard: the
 namespace comes from the input arrays, so the same code runs on NumPy, CuPy,
-PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs (named
-in the layer's ``saved``, so that ``backward`` before ``forward`` says so);
+PyTorch and ``array_api_strict``. ``forward`` caches what ``backward`` needs;
 ``backward(dout)`` returns the gradient of the output with respect to the
 input(s) and stores parameter gradients beside the parameters (``dW``, ``db``).
 No layer writes into an array it was given.
@@ -107,29 +106,8 @@ def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
         )
 
 
-class Layer:
-    """Base of the layers below: ``saved`` names what ``forward`` keeps for ``backward``.
-
-    Only so that ``backward`` before ``forward`` says what is wrong. Python looks an
-    attribute up here only when the layer does not have it, so a training step never
-    comes here. A layer of your own needs no base class.
-    """
-
-    saved: tuple[str, ...] = ()
-
-    def __getattr__(self, name: str) -> Any:
-        if name in type(self).saved:
-            raise AttributeError(
-                f"{type(self).__name__}.{name} is kept by forward, which has not run: "
-                f"call forward before backward"
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-
-class Mul(Layer):
+class Mul:
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
-
-    saved = ("x", "y")
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x, self.y = x, y
@@ -149,10 +127,8 @@ class Add:
         return dout, dout
 
 
-class Exp(Layer):
+class Exp:
     """``out = exp(x)``; backward ``dout * out``."""
-
-    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = namespace_of(x).exp(x)
@@ -162,10 +138,8 @@ class Exp(Layer):
         return dout * self.out
 
 
-class Reciprocal(Layer):
+class Reciprocal:
     """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
-
-    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = 1.0 / x
@@ -175,10 +149,8 @@ class Reciprocal(Layer):
         return -dout * self.out * self.out
 
 
-class ReLU(Layer):
+class ReLU:
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
-
-    saved = ("mask",)
 
     def forward(self, x: Any) -> Any:
         self.mask = x > 0
@@ -204,10 +176,8 @@ class ReLU(Layer):
         return xp.abs(x) < xp.abs(dx)
 
 
-class Sigmoid(Layer):
+class Sigmoid:
     """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
-
-    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
@@ -234,10 +204,8 @@ class Sigmoid(Layer):
         return 0.5 * (xp.tanh(0.5 * (x + dx)) - xp.tanh(0.5 * x))
 
 
-class Tanh(Layer):
+class Tanh:
     """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
-
-    saved = ("out",)
 
     def forward(self, x: Any) -> Any:
         self.out = namespace_of(x).tanh(x)
@@ -255,7 +223,7 @@ class Tanh(Layer):
         return xp.tanh(x + dx) - xp.tanh(x)
 
 
-class Affine(Layer):
+class Affine:
     """``out = x @ W + b`` with ``W`` of shape (D, M) and ``b`` of shape (M,).
 
     ``x`` has shape (N, ...) with the trailing sizes multiplying to D (images are
@@ -266,7 +234,6 @@ class Affine(Layer):
     """
 
     params = ("W", "b")
-    saved = ("x", "x_shape")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
@@ -359,10 +326,8 @@ def _log_softmax(xp: Any, x: Any) -> Any:
     return shifted - xp.log(reduce_sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-class Softmax(Layer):
+class Softmax:
     """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
-
-    saved = ("y",)
 
     def forward(self, x: Any) -> Any:
         self.y = softmax(x)
@@ -415,7 +380,7 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
 REDUCTIONS = ("mean", "sum")
 
 
-class Loss(Layer):
+class Loss:
     """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
 
     As in PyTorch's losses, ``"mean"`` divides the summed loss by the number of terms
@@ -462,8 +427,6 @@ class SoftmaxWithLoss(Loss):
     (N,) or one-hot rows (N, C). It returns the loss as a 0-D array, the mean over the
     N samples (or their sum). The loss uses log-softmax, so it stays finite for large logits.
     """
-
-    saved = ("t", "y")
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
@@ -513,8 +476,6 @@ class SigmoidWithLoss(Loss):
     ``sigmoid(x) - t``).
     """
 
-    saved = ("t", "y")
-
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
@@ -539,8 +500,6 @@ class MeanSquaredError(Loss):
     Backward gives ``2 (y - t) / y.size`` (``"sum"``: ``2 (y - t)``).
     """
 
-    saved = ("diff",)
-
     def forward(self, y: Any, t: Any) -> Any:
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
@@ -551,7 +510,7 @@ class MeanSquaredError(Loss):
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
 
 
-class Dropout(Layer):
+class Dropout:
     """Zero each input element with probability ``dropout_ratio`` while training.
 
     As in the book, ``forward(x, train_flg=True)`` keeps an element where a uniform
@@ -562,13 +521,12 @@ class Dropout(Layer):
     seeded with ``seed``, so a run is reproducible.
     """
 
-    saved = ("mask",)
-
     def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
         if not 0.0 <= dropout_ratio < 1.0:
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
         self.dropout_ratio, self.seed = float(dropout_ratio), seed
         self.rng = DeviceRNG(seed)
+        self.mask = None
 
     def config(self) -> dict[str, Any]:
         """The constructor keywords."""
@@ -588,7 +546,7 @@ class Dropout(Layer):
         return dout * self.mask
 
 
-class BatchNormalization(Layer):
+class BatchNormalization:
     """``out = gamma * (x - mean) / sqrt(var + eps) + beta``, per feature (the book's layer).
 
     ``x`` is (N, D), or (N, C, H, W) images, which, as in the book, are normalized
@@ -603,7 +561,6 @@ class BatchNormalization(Layer):
     """
 
     params = ("gamma", "beta")
-    saved = ("x_shape", "train", "std", "xn")
     buffers = ("running_mean", "running_var")
     eps = 1e-6
 
