@@ -419,6 +419,14 @@ def test_no_layer_writes_into_its_inputs(xp, name):
         np.testing.assert_array_equal(to_numpy(array), original)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_backward_before_forward_fails_instead_of_returning_a_gradient(xp, name):
+    x = np.array([[-1.0, 0.5, 2.0], [3.0, -0.2, 0.1]])
+    layer, _, dout = CASES[name](xp, x, np.ones((2, 3)))
+    with pytest.raises(AttributeError, match="has no attribute"):
+        layer.backward(dout)
+
+
 def test_affine_without_input_grad_skips_dx_but_keeps_dW_and_db(xp):
     rng = np.random.default_rng(5)
     x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)

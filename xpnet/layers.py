@@ -526,7 +526,6 @@ class Dropout:
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
         self.dropout_ratio, self.seed = float(dropout_ratio), seed
         self.rng = DeviceRNG(seed)
-        self.mask = None
 
     def config(self) -> dict[str, Any]:
         """The constructor keywords."""
