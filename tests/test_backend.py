@@ -294,3 +294,124 @@ def test_blas_threads_limits_the_host_blas_inside_the_block_only():
     with backend.blas_threads(1):
         assert blas_threads_now() == {1}
     assert blas_threads_now() == before
+
+
+def test_parse_device_ignores_surrounding_whitespace():
+    assert str(backend.parse_device(" cuda:1\n")) == "cuda:1"
+
+
+def test_unknown_device_quotes_the_value_as_given():
+    with pytest.raises(ValueError) as info:
+        backend.parse_device(" GPU ")
+    assert repr(" GPU ") in str(info.value)
+
+
+def test_selected_cpu_is_numpy_on_the_cpu_device():
+    xp, device = backend.selected("cpu")
+    assert xp is backend.namespace_of(np.ones(1))
+    assert device == "cpu"
+
+
+def test_a_cuda_driver_error_says_cuda_reports_no_gpu(monkeypatch):
+    _cupy_with_recording_gpus(monkeypatch, gpus=1)
+
+    def no_driver():
+        raise RuntimeError("cudaErrorInsufficientDriver")
+
+    monkeypatch.setattr(sys.modules["cupy"].cuda.runtime, "getDeviceCount", no_driver)
+    with pytest.raises(
+        backend.BackendUnavailableError, match=r"'cuda:0' needs a CUDA GPU.*InsufficientDriver"
+    ):
+        backend.namespace("cuda")
+
+
+def test_mixing_backends_names_both_array_types():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    with pytest.raises(backend.BackendMismatchError) as info:
+        backend.namespace_of(a, np.ones(1))
+    message = str(info.value)
+    assert f"{type(a).__module__}.{type(a).__qualname__}" in message
+    assert "numpy.ndarray" in message
+
+
+def test_mixing_devices_names_every_device():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    b = strict.asarray([1.0], device=strict.Device("device1"))
+    with pytest.raises(backend.BackendMismatchError) as info:
+        backend.namespace_of(a, b)
+    assert str(a.device) in str(info.value) and str(b.device) in str(info.value)
+
+
+def test_a_device_mix_in_the_middle_of_three_arrays_is_an_error():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    b = strict.asarray([1.0], device=strict.Device("device1"))
+    with pytest.raises(backend.BackendMismatchError, match="different devices"):
+        backend.namespace_of(a, b, a)
+
+
+def test_a_device_mix_around_none_and_scalars_is_an_error():
+    strict = pytest.importorskip("array_api_strict")
+    a = strict.asarray([1.0])
+    b = strict.asarray([1.0], device=strict.Device("device1"))
+    with pytest.raises(backend.BackendMismatchError, match="different devices"):
+        backend.namespace_of(2.0, a, None, b)
+
+
+def test_device_rng_draws_on_the_device_of_a_fallback_array():
+    strict = pytest.importorskip("array_api_strict")
+    like = strict.asarray([0.0], device=strict.Device("device1"))
+    u = backend.DeviceRNG(0).uniform((2, 3), like=like)
+    assert u.device == like.device
+
+
+def test_blas_threads_sets_the_given_count_not_only_one():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads_now():
+        pools = threadpoolctl.threadpool_info()
+        return {pool["num_threads"] for pool in pools if pool["user_api"] == "blas"}
+
+    if not blas_threads_now() or max(blas_threads_now()) < 2:
+        pytest.skip("NumPy's BLAS runs fewer than 2 threads here")
+    with backend.blas_threads(1), backend.blas_threads(2):
+        assert blas_threads_now() == {2}
+
+
+def test_synchronize_with_arrays_leaves_the_selected_gpu_alone(monkeypatch):
+    ndarray, devices = _cupy_with_recording_gpus(monkeypatch, gpus=2)
+    monkeypatch.setenv("XPNET_DEVICE", "cuda:1")
+    backend.synchronize(ndarray(devices[0]))
+    assert [d.synchronized for d in devices] == [1, 0]
+
+
+def test_to_numpy_reads_an_array_from_another_array_api_strict_device():
+    strict = pytest.importorskip("array_api_strict")
+    x = strict.asarray([1.5, -2.0], device=strict.Device("device1"))
+    np.testing.assert_array_equal(backend.to_numpy(x), [1.5, -2.0])
+
+
+@pytest.mark.parametrize("value", ["cuda:\u00b2", "cuda:\u0661"])  # superscript 2, Arabic-Indic 1
+def test_a_gpu_index_in_other_than_ascii_digits_is_an_unknown_device(value):
+    with pytest.raises(ValueError, match=r"unknown device .*expected one of cpu, cuda"):
+        backend.parse_device(value)
+
+
+def test_an_unseeded_device_rng_leaves_torchs_global_generator_alone():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    backend.DeviceRNG(None).uniform((1,), like=torch.zeros(1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_fallback_float32_draws_stay_below_one():
+    # Seed 0's float64 draw number 14,817,372 is 0.99999999842, which rounds to 1.0 in float32.
+    strict = pytest.importorskip("array_api_strict")
+    u = backend.DeviceRNG(0).uniform(
+        (14_817_373,), like=strict.asarray([0.0], dtype=strict.float32)
+    )
+    assert float(strict.max(u)) < 1.0

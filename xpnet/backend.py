@@ -67,7 +67,7 @@ def parse_device(value: str | None = None) -> DeviceSpec:
         return DeviceSpec("cpu")
     if text == "cuda":
         return DeviceSpec("cuda", 0)
-    if text.startswith("cuda:") and text[5:].isdigit():
+    if text.startswith("cuda:") and text[5:].isascii() and text[5:].isdigit():
         return DeviceSpec("cuda", int(text[5:]))
     raise ValueError(
         f"unknown device {value!r} (from {ENV_VAR} or --device); "
@@ -277,7 +277,8 @@ def to_device(
 ) -> Any:
     """Copy host data (NumPy array, list, scalar) to the selected backend and device.
 
-    ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests); by default
+    ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests), and the array
+    goes to that namespace's default device (``device`` is then not used); by default
     the namespace and device come from ``device`` / ``XPNET_DEVICE``.
     ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``.
     The result is always a new array, even from a NumPy array to NumPy: optimizers
@@ -398,7 +399,9 @@ class DeviceRNG:
         if isinstance(like, np.ndarray):
             return gen.random(shape, dtype=like.dtype)
         xp = array_api_compat.array_namespace(like)
-        return xp.asarray(gen.random(shape), dtype=like.dtype, device=array_api_compat.device(like))
+        # Drawn in float32 for float32: a float64 draw can round up to 1.0.
+        host = gen.random(shape, dtype=np.float32 if like.dtype == xp.float32 else np.float64)
+        return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like))
 
     def _generator(self, kind: str, like: Any) -> Any:
         key = (kind, str(array_api_compat.device(like)) if kind != "numpy" else "host")
@@ -410,7 +413,10 @@ class DeviceRNG:
                 import torch
 
                 gen = torch.Generator(device=like.device)
-                gen.manual_seed(self.seed if self.seed is not None else torch.seed())
+                if self.seed is None:
+                    gen.seed()  # its own fresh seed: torch.seed() would reseed torch's global one
+                else:
+                    gen.manual_seed(self.seed)
             else:
                 gen = np.random.default_rng(self.seed)
             self._generators[key] = gen
