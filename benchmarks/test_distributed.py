@@ -105,6 +105,7 @@ def time_loop_check(
             params=",".join(names),
             params_timed=elements,
             params_total=total,
+            workers=int(setup.removeprefix("workers")) if setup.startswith("workers") else None,
             **kw,
         )
     record_extrapolation(timed, elements, total)
