@@ -32,3 +32,13 @@ def test_version_prints_the_package_version(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     assert capsys.readouterr().out.strip() == f"xpnet {__version__}"
+
+
+def test_info_reports_the_python_version_and_an_unset_data_variable(monkeypatch, capsys):
+    import platform
+
+    monkeypatch.delenv("XPNET_DATA", raising=False)
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["python"].strip() == platform.python_version()
+    assert lines["XPNET_DATA"].strip() == "(not set)"

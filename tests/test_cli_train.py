@@ -289,7 +289,7 @@ def test_resume_checks_the_output_activation_against_the_architecture(fake_data,
     save_params(path, net, {"epoch": 1, "run": {"dataset": "mnist", "model": "mlp"}})
     assert run(["train", "--resume", str(path), "--output-activation", "sigmoid"]) == 2
     err = capsys.readouterr().err
-    assert "--output_activation sigmoid does not match the checkpoint's None" in err
+    assert "--output-activation sigmoid does not match the checkpoint's None" in err
     assert "Traceback" not in err
 
 
@@ -360,3 +360,137 @@ def test_resume_of_a_layered_network_as_an_mlp_is_a_one_line_error(fake_data, tm
     err = capsys.readouterr().err
     assert "the checkpoint's network (a Sequential) does not fit mlp on mnist" in err
     assert err.count("\n") == 1
+
+
+def settings_of(argv, saved=None):
+    """The settings ``xpnet train`` builds from ``argv`` (and a checkpoint's metadata)."""
+    from xpnet.cli import build_parser
+    from xpnet.cli.network import train_settings
+
+    args = build_parser().parse_args(["train", *argv])
+    return args, train_settings(args, saved or {})
+
+
+def test_a_weight_decay_of_zero_is_accepted(fake_data):
+    assert run(["train", "--epochs", "1", "--quiet", "--weight-decay", "0"]) == 0
+
+
+def test_an_empty_value_range_is_refused(capsys):
+    assert run(["train", "--input-range", "0.5,0.5"]) == 2
+    assert "expected LOW,HIGH with LOW < HIGH, got '0.5,0.5'" in capsys.readouterr().err
+
+
+def test_the_convnet_preset_trains_with_adam_for_20_epochs():
+    _, s = settings_of(["--model", "convnet"])
+    assert s["optimizer"] == "adam" and s["lr"] is None  # Adam's own default, 0.001
+    assert s["length"] == ("epochs", 20)
+
+
+def test_the_default_length_is_the_books_10000_iterations():
+    _, s = settings_of([])
+    assert s["length"] == ("iters", 10_000) and s["batch_size"] == 100 and s["lr"] == 0.1
+
+
+def test_a_zero_flag_overrides_the_checkpoints_setting():
+    _, s = settings_of(["--seed", "0"], {"run": {"seed": 5, "model": "mlp"}})
+    assert s["seed"] == 0
+
+
+def test_input_range_rescales_the_pixels_linearly(fake_data):
+    from xpnet.cli.network import load_data
+
+    plain_args, plain = settings_of(["--dtype", "float64"])
+    args, ranged = settings_of(["--dtype", "float64", "--input-range", "0.01,1"])
+    (x, _), (x_test, _) = load_data(plain, plain_args)
+    (y, _), (y_test, _) = load_data(ranged, args)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, 0.01 + 0.99 * x)
+    np.testing.assert_allclose(y_test, 0.01 + 0.99 * x_test)
+
+
+@pytest.mark.parametrize(
+    ("argv", "std"),
+    [
+        (["--hidden", "50"], 0.01),  # the book's TwoLayerNet
+        (["--hidden", "50", "--hidden", "50"], np.sqrt(2 / 784)),  # he for deeper ReLU nets
+        (["--hidden", "50", "--hidden", "50", "--activation", "tanh"], np.sqrt(1 / 784)),
+        (["--model", "course"], np.sqrt(2 / 784)),  # the course's randn / sqrt(fan_in / 2)
+        (["--model", "convnet", "--hidden", "8"], 0.01),  # the book's SimpleConvNet
+    ],
+)
+def test_default_weight_init_gives_the_documented_first_layer_std(argv, std):
+    from xpnet.cli.network import network
+
+    args, s = settings_of(argv)
+    net = network(s, args, 784)
+    assert float(np.std(backend.to_numpy(net.params["W1"]))) == pytest.approx(std, rel=0.1)
+
+
+def test_eval_samples_limits_the_samples_evaluated(fake_data, tmp_path):
+    path = tmp_path / "p.npz"
+    argv = ["train", "--epochs", "2", "--lr", "0.1", "--eval-samples", "7", "--quiet",
+            "--save", str(path)]  # fmt: skip
+    assert run(argv) == 0
+    history = read_metadata(path)["history"]
+    for acc in history["train_acc"] + history["test_acc"]:
+        assert acc * 7 == pytest.approx(round(acc * 7))  # a fraction of 7 samples
+    assert any(0 < acc < 1 for acc in history["train_acc"] + history["test_acc"])
+
+
+def test_target_range_changes_what_the_network_trains_towards(fake_data, tmp_path):
+    one_hot, ranged = tmp_path / "one_hot.npz", tmp_path / "ranged.npz"
+    common = ["train", "--epochs", "1", "--quiet", "--loss", "mse"]
+    assert run([*common, "--save", str(one_hot)]) == 0
+    assert run([*common, "--target-range", "0.2,0.8", "--save", str(ranged)]) == 0
+    with np.load(one_hot) as a, np.load(ranged) as b:
+        assert not np.allclose(a["W2"], b["W2"])
+
+
+def test_iters_count_batches_of_the_given_size(fake_data, capsys):
+    assert run(["train", "--iters", "6", "--batch-size", "50", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("done: epochs 1-2, 8 iterations")  # ceil(6*50/200)
+
+
+def test_the_summary_names_the_best_epoch_of_the_resumed_history(fake_data, tmp_path, capsys):
+    path = tmp_path / "old.npz"
+    history = {"epochs": [1], "iterations": [2], "train_acc": [0.99], "test_acc": [0.995],
+               "train_loss": [0.1], "test_loss": [0.1], "seconds": [1.0]}  # fmt: skip
+    meta = {"epoch": 1, "history": history, "run": {"dataset": "mnist", "model": "mlp"}}
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0, weight_init=0.01), meta)
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--lr", "0.001", "--quiet"]) == 0
+    assert "(best 0.9950, epoch 1)" in capsys.readouterr().out
+
+
+def test_resuming_with_another_optimizer_starts_it_fresh(fake_data, tmp_path, capsys):
+    path = tmp_path / "old.npz"
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1, "run": {"model": "mlp"}},
+                optimizer=Momentum(lr=0.05, momentum=0.5))  # fmt: skip
+    new = tmp_path / "new.npz"
+    argv = ["train", "--resume", str(path), "--optimizer", "nesterov", "--epochs", "2",
+            "--save", str(new)]  # fmt: skip
+    assert run(argv) == 0
+    assert "; nesterov starts with fresh state" in capsys.readouterr().out
+    saved = read_metadata(new)["optimizer"]
+    assert saved["name"] == "nesterov" and saved["momentum"] == 0.9  # its default, not 0.5
+
+
+def test_resume_keeps_the_checkpoints_weight_decay(fake_data, tmp_path):
+    path, resumed = tmp_path / "old.npz", tmp_path / "new.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--weight-decay", "0.1",
+                "--save", str(path)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
+                "--save", str(resumed)]) == 0  # fmt: skip
+    assert read_metadata(resumed)["architecture"]["weight_decay"] == 0.1
+
+
+def test_the_seed_decides_the_shuffling_of_a_resumed_run(fake_data, tmp_path):
+    finals = []
+    for seed in (1, 2):
+        path, resumed = tmp_path / f"old{seed}.npz", tmp_path / f"new{seed}.npz"
+        run_settings = {"dataset": "mnist", "model": "mlp", "seed": seed, "batch_size": 32}
+        save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1, "run": run_settings})
+        assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
+                    "--save", str(resumed)]) == 0  # fmt: skip
+        with np.load(resumed) as saved:
+            finals.append(saved["W1"])
+    assert not np.array_equal(*finals)  # same start, batches drawn in another order

@@ -270,7 +270,8 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             given = getattr(args, key)
             if given is not None and given != resumed.get(key):
                 raise ValueError(
-                    f"--{key} {given} does not match the checkpoint's {resumed[key]} "
+                    f"--{key.replace('_', '-')} {given} does not match the checkpoint's "
+                    f"{resumed[key]} "
                     f"({args.resume}); leave it out to resume"
                 )
     settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
