@@ -70,6 +70,11 @@ def loop_params(mode: bench.BenchMode) -> list[str]:
 SETUPS = ["local", "local-1thread", "workers1", "workers2"]
 
 
+def workers_of(setup: str) -> int | None:
+    """The worker processes of ``setup`` (``workers2``: 2), None for one in this process."""
+    return int(setup.removeprefix("workers")) if setup.startswith("workers") else None
+
+
 @contextmanager
 def where(setup: str, clients: Any) -> Iterator[Any]:
     """The client for ``setup`` (None: in this process), BLAS limited to one thread for
@@ -82,7 +87,7 @@ def where(setup: str, clients: Any) -> Iterator[Any]:
         with backend.blas_threads(1):
             yield None
     else:
-        yield clients(int(setup.removeprefix("workers")))
+        yield clients(workers_of(setup))
 
 
 def time_loop_check(
@@ -105,7 +110,7 @@ def time_loop_check(
             params=",".join(names),
             params_timed=elements,
             params_total=total,
-            workers=int(setup.removeprefix("workers")) if setup.startswith("workers") else None,
+            workers=workers_of(setup),
             **kw,
         )
     record_extrapolation(timed, elements, total)
@@ -158,12 +163,14 @@ def test_full_gradient(
     timed: bench.Timed, bench_data: bench.BenchData, clients: Any, framework: str
 ) -> None:
     name, x, t = full_data(bench_data)
-    net = TwoLayerNet(784, 50, 10, dtype="float32", seed=SEED)
+    dtype = "float32"
+    net = TwoLayerNet(784, 50, 10, dtype=dtype, seed=SEED)
     timed.benchmark.group = "full-data gradient"
     info = {
         "kind": "full_gradient",
         "framework": framework,
         "batch": x.shape[0],
+        "dtype": dtype,
         "data": name,
         "data_description": name,
     }

@@ -862,6 +862,8 @@ def fake_proc(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return files
 
 
+# user nice system idle iowait irq softirq steal guest guest_nice, then a CPU's own line
+PROC_STAT = "cpu  100 20 30 5000 40 6 7 8 9 10\ncpu0 50 10 15 2500 20 3 3 4 4 5\n"
 # utime 70, stime 50 (fields 14, 15); the children's cutime 300, cstime 400 (16, 17)
 SELF_STAT = "4242 (py (x) y) R 1 4242 4242 0 -1 4194304 900 0 0 0 70 50 300 400 20 0 1 0 5\n"
 
@@ -869,8 +871,7 @@ SELF_STAT = "4242 (py (x) y) R 1 4242 4242 0 -1 4194304 900 0 0 0 70 50 300 400 
 def test_cpu_snapshot_counts_busy_and_stolen_ticks_but_not_idle_or_guest(
     fake_proc: dict[str, str],
 ) -> None:
-    # user nice system idle iowait irq softirq steal guest guest_nice
-    fake_proc["/proc/stat"] = "cpu  100 20 30 5000 40 6 7 8 9 10\ncpu0 50 10 15 2500 20 3 3 4 4 5\n"
+    fake_proc["/proc/stat"] = PROC_STAT
     fake_proc["/proc/self/stat"] = SELF_STAT
     busy, _ = bench.cpu_snapshot()
     assert busy == 100 + 20 + 30 + 6 + 7 + 8
@@ -879,7 +880,7 @@ def test_cpu_snapshot_counts_busy_and_stolen_ticks_but_not_idle_or_guest(
 def test_cpu_snapshot_counts_this_processs_user_and_system_ticks_not_its_childrens(
     fake_proc: dict[str, str],
 ) -> None:
-    fake_proc["/proc/stat"] = "cpu  100 20 30 5000 40 6 7 8 9 10\n"
+    fake_proc["/proc/stat"] = PROC_STAT
     fake_proc["/proc/self/stat"] = SELF_STAT
     _, own = bench.cpu_snapshot()
     assert own == 70 + 50

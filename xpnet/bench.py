@@ -615,6 +615,7 @@ def _full_gradient_rows(
         {
             "framework": info.get("framework"),
             "samples": int(info["batch"]),
+            "dtype": info.get("dtype"),
             "time_s": median,
             "workers": info.get("workers"),
         }
@@ -630,8 +631,7 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
     each with ``gradients``, ``steps`` (per network and batch), ``epochs`` and
     ``full_gradient`` rows and the ``per_sample`` training figures (times in seconds,
-    median of the rounds; ratios
-    are plain numbers, ``None`` where a side is missing).
+    median of the rounds; ratios are plain numbers, ``None`` where a side is missing).
     """
     groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
     notes: dict[tuple[str, str, str, str], str] = {}
@@ -934,10 +934,12 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
                 _format_per_sample(figures, markdown),
             ]
         if run.get("full_gradient"):
+            rows = run["full_gradient"]
             lines += [
                 "",
-                f"Gradient of {run['network']} over the whole data set, float32",
-                _format_full_gradient(run["full_gradient"], markdown),
+                f"Gradient of {run['network']} over the whole data set, "
+                f"{rows[0].get('dtype') or '?'}",
+                _format_full_gradient(rows, markdown),
             ]
         if run.get("contended"):
             where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])

@@ -271,8 +271,7 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             if given is not None and given != resumed.get(key):
                 raise ValueError(
                     f"--{key.replace('_', '-')} {given} does not match the checkpoint's "
-                    f"{resumed[key]} "
-                    f"({args.resume}); leave it out to resume"
+                    f"{resumed[key]} ({args.resume}); leave it out to resume"
                 )
     settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
