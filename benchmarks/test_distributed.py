@@ -40,6 +40,7 @@ from xpnet.networks import MultiLayerNet, TwoLayerNet  # noqa: E402
 
 LOOP_SIZES = [784, 256, 128, 10]
 LOOP_BATCH = 100
+LOOP_DTYPE = "float64"
 FULL_ROWS = 60_000
 FULL_CHUNKS = 4
 SEED = 0
@@ -94,9 +95,11 @@ def time_loop_check(
     timed: bench.Timed, data: bench.BenchData, setup: str, clients: Any, names: list[str], **kw: Any
 ) -> None:
     """Time ``check_gradients(method="loop", params=names)`` of the benchmark network."""
-    net = MultiLayerNet(LOOP_SIZES[0], LOOP_SIZES[1:-1], LOOP_SIZES[-1], dtype="float64", seed=SEED)
-    x = data.x_train[:LOOP_BATCH].astype(np.float64)
-    t = data.t_train[:LOOP_BATCH].astype(np.float64)
+    net = MultiLayerNet(
+        LOOP_SIZES[0], LOOP_SIZES[1:-1], LOOP_SIZES[-1], dtype=LOOP_DTYPE, seed=SEED
+    )
+    x = data.x_train[:LOOP_BATCH].astype(LOOP_DTYPE)
+    t = data.t_train[:LOOP_BATCH].astype(LOOP_DTYPE)
     elements = sum(math.prod(net.params[n].shape) for n in names)
     total = param_count(net)
     with where(setup, clients) as client:
@@ -107,6 +110,7 @@ def time_loop_check(
             framework=setup,
             batch=LOOP_BATCH,
             network="MultiLayerNet(784, [256, 128], 10)",
+            dtype=LOOP_DTYPE,
             params=",".join(names),
             params_timed=elements,
             params_total=total,

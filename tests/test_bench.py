@@ -1178,3 +1178,77 @@ def test_the_cpu_share_of_a_run_with_worker_processes_is_no_warning() -> None:
     summary = bench.summarize(records)
     assert summary["runs"][0]["contended"] == []
     assert "WARNING" not in bench.format_summary(summary)
+
+
+def dask_loop(setup: str, median: float, params: str, elements: int, **extra: Any) -> dict:
+    return record(
+        "dask_loop",
+        setup,
+        100,
+        median,
+        network="MultiLayerNet(784, [256, 128], 10)",
+        params=params,
+        params_timed=elements,
+        params_total=235146,
+        **extra,
+    )
+
+
+def test_the_dask_loop_checks_get_a_row_per_setup_with_their_extrapolation_and_speedup() -> None:
+    records = [
+        dask_loop("local", 0.4, "b1", 256),
+        dask_loop("workers1", 1.0, "b1", 256, workers=1),
+        dask_loop("workers2", 0.625, "b1", 256, workers=2),
+        dask_loop("workers2", 0.1, "b3", 10, workers=2),  # no workers1 row for b3
+    ]
+    rows = bench.summarize(records)["runs"][0]["dask_loops"]
+    assert [(r["setup"], r["params"], r["workers"]) for r in rows] == [
+        ("local", "b1", None),
+        ("workers1", "b1", 1),
+        ("workers2", "b1", 2),
+        ("workers2", "b3", 2),
+    ]
+    assert rows[0]["per_element_s"] == pytest.approx(0.4 / 256)
+    assert rows[0]["full_s"] == pytest.approx(0.4 / 256 * 235146)
+    speedups = [r["speedup_over_workers1"] for r in rows]
+    assert speedups[:3] == pytest.approx([1.0 / 0.4, 1.0, 1.0 / 0.625])
+    assert speedups[3] is None
+
+
+def test_the_dask_loop_table_names_the_network_dtype_and_setups() -> None:
+    records = [
+        dask_loop("local-1thread", 0.5, "b1", 250),
+        dask_loop("workers2", 0.25, "b1", 250, workers=2),
+        dask_loop("workers1", 0.5, "b1", 250, workers=1),
+    ]
+    text = bench.format_summary(bench.summarize(records), markdown=True)
+    assert "Loop gradient check of MultiLayerNet(784, [256, 128], 10), float64, batch 100" in text
+    assert "| workers2 | b1 | 250 | 250 ms | 1 ms | 235 s | 2x |" in text
+    assert "| local-1thread | b1 | 250 | 500 ms | 2 ms | 470 s | 1x |" in text
+    assert "all 235,146 elements: the time per element times 235,146" in text
+
+
+def test_the_task_overhead_is_given_per_task() -> None:
+    records = [record("task_overhead", "dask", 5000, 10.0, workers=2, tasks=5000)]
+    summary = bench.summarize(records)
+    (row,) = summary["runs"][0]["task_overhead"]
+    assert row["per_task_s"] == pytest.approx(10.0 / 5000)
+    text = bench.format_summary(summary, markdown=True)
+    assert "Dask's overhead per task" in text
+    assert "| 5,000 | 2 | 10 s | 2 ms |" in text
+
+
+def test_a_dask_loop_check_of_a_few_elements_is_not_extrapolated() -> None:
+    small = dask_loop("workers1", 0.1, "b3", 10, workers=1)
+    small["extra_info"]["kind"] = "dask_loop_small"
+    (row,) = bench.summarize([small])["runs"][0]["dask_loops"]
+    assert row["full_s"] is None
+    assert row["per_element_s"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(999.4, "999 s"), (999.6, "16.7 min"), (2010.0, "33.5 min"), (72_000.0, "20 h")],
+)
+def test_fmt_time_of_long_extrapolations_is_in_minutes_or_hours(seconds: float, text: str) -> None:
+    assert bench.fmt_time(seconds) == text

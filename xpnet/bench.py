@@ -625,12 +625,66 @@ def _full_gradient_rows(
     return sorted(rows, key=lambda r: str(r["framework"]))
 
 
+DASK_LOOP_KINDS = ("dask_loop", "dask_loop_small")
+
+
+def _dask_loop_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict[str, Any]]:
+    """One row per loop gradient check of ``benchmarks/test_distributed.py``, in run order.
+
+    ``speedup_over_workers1`` is the time per element on one worker process over this
+    row's (> 1: faster), for the same parameters; None without a ``workers1`` row. The
+    checks of a few elements (``dask_loop_small``) time mostly a call's fixed cost, so they
+    are not extrapolated to the whole network (``full_s`` None).
+    """
+    rows = []
+    for info, median in items:
+        if info.get("kind") not in DASK_LOOP_KINDS or median is None:
+            continue
+        elements, total = int(info["params_timed"]), int(info["params_total"])
+        rows.append(
+            {
+                "setup": str(info.get("framework")),
+                "network": info.get("network"),
+                "dtype": info.get("dtype"),
+                "batch": int(info["batch"]),
+                "params": info.get("params"),
+                "elements": elements,
+                "params_total": total,
+                "time_s": median,
+                "per_element_s": median / elements,
+                "full_s": median / elements * total if info["kind"] == "dask_loop" else None,
+                "workers": info.get("workers"),
+            }
+        )
+    one_worker = {r["params"]: r["per_element_s"] for r in rows if r["setup"] == "workers1"}
+    for row in rows:
+        row["speedup_over_workers1"] = _ratio(one_worker.get(row["params"]), row["per_element_s"])
+    return rows
+
+
+def _task_overhead_rows(
+    items: list[tuple[Mapping[str, Any], float | None]],
+) -> list[dict[str, Any]]:
+    """The scheduler's overhead: no-op tasks on Dask workers, the time per task."""
+    return [
+        {
+            "tasks": int(info["tasks"]),
+            "workers": info.get("workers"),
+            "time_s": median,
+            "per_task_s": median / int(info["tasks"]),
+        }
+        for info, median in items
+        if info.get("kind") == "task_overhead" and median is not None
+    ]
+
+
 def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The summary of pytest-benchmark records (``as_dict`` / JSON ``benchmarks`` entries).
 
     Returns ``{"runs": [...]}``, one run per (xpnet backend, device, data, mode),
-    each with ``gradients``, ``steps`` (per network and batch), ``epochs`` and
-    ``full_gradient`` rows and the ``per_sample`` training figures (times in seconds,
+    each with ``gradients``, ``steps`` (per network and batch), ``epochs``,
+    ``full_gradient``, ``dask_loops`` and ``task_overhead`` rows and the ``per_sample``
+    training figures (times in seconds,
     median of the rounds; ratios are plain numbers, ``None`` where a side is missing).
     """
     groups: dict[tuple[str, str, str, str], list[tuple[Mapping[str, Any], float | None]]] = {}
@@ -661,6 +715,8 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 "epochs": _epoch_rows(items),
                 "per_sample": _per_sample_rows(items),
                 "full_gradient": _full_gradient_rows(items),
+                "dask_loops": _dask_loop_rows(items),
+                "task_overhead": _task_overhead_rows(items),
                 "contended": contended.get(key, []),
             }
         )
@@ -668,13 +724,25 @@ def summarize(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def fmt_time(seconds: float | None) -> str:
-    """``1.23 ms``-style text (``-`` for a missing value)."""
+    """``1.23 ms``-style text, three significant digits (``-`` for a missing value); minutes
+    from 1,000 s and hours from 1,000 min (extrapolated checks), never an exponent."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(seconds) >= scale:
+    shown = abs(float(f"{seconds:.3g}"))  # 999.7 s shows as 1,000 s: minutes then
+    for unit, scale, least in TIME_UNITS:
+        if shown >= least:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+#: (unit, seconds in one, least seconds shown in it), largest first.
+TIME_UNITS = (
+    ("h", 3600.0, 60_000.0),
+    ("min", 60.0, 1000.0),
+    ("s", 1.0, 1.0),
+    ("ms", 1e-3, 1e-3),
+    ("us", 1e-6, 1e-6),
+)
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -883,6 +951,46 @@ def _format_full_gradient(rows: list[dict[str, Any]], markdown: bool = False) ->
     return table(header, body, markdown)
 
 
+def _format_dask_loops(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    header = ("setup", "params", "elements", "median", "per element", "all*", "vs workers1")
+    body = [
+        (
+            r["setup"],
+            str(r["params"]),
+            f"{r['elements']:,}",
+            fmt_time(r["time_s"]),
+            fmt_time(r["per_element_s"]),
+            fmt_time(r["full_s"]),
+            fmt_ratio(r["speedup_over_workers1"]),
+        )
+        for r in rows
+    ]
+    notes = [
+        f"  * all {t:,} elements: the time per element times {t:,}"
+        for t in sorted({r["params_total"] for r in rows})
+    ]
+    notes += [
+        "  local: in this process with NumPy's BLAS threads; local-1thread: one BLAS thread, "
+        "as a worker has; workersN: N worker processes of one thread each",
+        "  vs workers1: the time per element on one worker over this row's (> 1: faster)",
+    ]
+    return _table_with_notes(header, body, notes, markdown)
+
+
+def _format_task_overhead(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    header = ("tasks", "workers", "median", "per task")
+    body = [
+        (
+            f"{r['tasks']:,}",
+            str(r["workers"] or "-"),
+            fmt_time(r["time_s"]),
+            fmt_time(r["per_task_s"]),
+        )
+        for r in rows
+    ]
+    return table(header, body, markdown)
+
+
 def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
     """The summary as text tables, one block per run (backend, device, data, mode).
 
@@ -940,6 +1048,20 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
                 f"Gradient of {run['network']} over the whole data set, "
                 f"{rows[0].get('dtype') or '?'}",
                 _format_full_gradient(rows, markdown),
+            ]
+        if run.get("dask_loops"):
+            first = run["dask_loops"][0]
+            lines += [
+                "",
+                f"Loop gradient check of {first['network']}, {first.get('dtype') or '?'}, "
+                f"batch {first['batch']}, in this process and on Dask workers (median per call)",
+                _format_dask_loops(run["dask_loops"], markdown),
+            ]
+        if run.get("task_overhead"):
+            lines += [
+                "",
+                "Dask's overhead per task: no-op tasks (client.map, gathered)",
+                _format_task_overhead(run["task_overhead"], markdown),
             ]
         if run.get("contended"):
             where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
