@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -991,6 +991,66 @@ def _format_task_overhead(rows: list[dict[str, Any]], markdown: bool = False) ->
     return table(header, body, markdown)
 
 
+def _by_network(run: Mapping[str, Any], rows: list[dict[str, Any]]) -> dict[str, list[dict]]:
+    """``rows`` grouped by their network (the run's own where a row names none), in run order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get("network", run["network"]), []).append(row)
+    return groups
+
+
+def _sections(run: Mapping[str, Any], markdown: bool) -> Iterator[tuple[str, str]]:
+    """(title, table) for each kind of benchmark the run recorded, in a fixed order."""
+    for network, rows in _by_network(run, run["gradients"]).items():
+        title = f"Gradients of {network}, {rows[0].get('dtype') or '?'} (median per call)"
+        yield title, _format_gradients(rows, markdown)
+        ops = _format_gradient_ops(rows, markdown)
+        if ops:
+            title = (
+                "Array operations per gradient call (xpnet.opcount, counted on NumPy; "
+                "on a GPU each is at least one kernel launch)"
+            )
+            yield title, ops
+    for network, rows in _by_network(run, run["steps"]).items():
+        title = (
+            f"One SGD step of {network}, {rows[0].get('dtype') or '?'} "
+            "(median; xpnet/numpy, xpnet/torch < 1: xpnet faster)"
+        )
+        yield title, _format_steps(rows, markdown)
+    if run["epochs"]:
+        yield "Training epoch (shuffled mini-batches)", _format_epochs(run["epochs"], markdown)
+    if run.get("per_sample"):
+        figures = run["per_sample"]
+        title = (
+            f"Per-sample training of {figures['network']}, {figures['dtype']}, batch 1, "
+            f"lr {figures['lr']} (median round)"
+        )
+        yield title, _format_per_sample(figures, markdown)
+    if run.get("full_gradient"):
+        rows = run["full_gradient"]
+        title = (
+            f"Gradient of {run['network']} over the whole data set, {rows[0].get('dtype') or '?'}"
+        )
+        yield title, _format_full_gradient(rows, markdown)
+    if run.get("dask_loops"):
+        first = run["dask_loops"][0]
+        title = (
+            f"Loop gradient check of {first['network']}, {first.get('dtype') or '?'}, "
+            f"batch {first['batch']}, in this process and on Dask workers (median per call)"
+        )
+        yield title, _format_dask_loops(run["dask_loops"], markdown)
+    if run.get("task_overhead"):
+        title = "Dask's overhead per task: no-op tasks (client.map, gathered)"
+        yield title, _format_task_overhead(run["task_overhead"], markdown)
+    if run.get("contended"):
+        where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
+        title = (
+            "WARNING: other processes took a share of the CPUs while these were timed, "
+            f"so their figures are pessimistic: {where}"
+        )
+        yield title, ""
+
+
 def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
     """The summary as text tables, one block per run (backend, device, data, mode).
 
@@ -1004,72 +1064,8 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
             f"xpnet benchmarks: backend {run['backend']} on {run['device']}, "
             f"{run['mode']} mode, data {run['data_description']}"
         ]
-        for network in dict.fromkeys(r.get("network", run["network"]) for r in run["gradients"]):
-            rows = [r for r in run["gradients"] if r.get("network", run["network"]) == network]
-            lines += [
-                "",
-                f"Gradients of {network}, {rows[0].get('dtype') or '?'} (median per call)",
-                _format_gradients(rows, markdown),
-            ]
-            ops = _format_gradient_ops(rows, markdown)
-            if ops:
-                lines += [
-                    "",
-                    "Array operations per gradient call (xpnet.opcount, counted on NumPy; "
-                    "on a GPU each is at least one kernel launch)",
-                    ops,
-                ]
-        for network in dict.fromkeys(r.get("network", run["network"]) for r in run["steps"]):
-            rows = [r for r in run["steps"] if r.get("network", run["network"]) == network]
-            lines += [
-                "",
-                f"One SGD step of {network}, {rows[0].get('dtype') or '?'} "
-                "(median; xpnet/numpy, xpnet/torch < 1: xpnet faster)",
-                _format_steps(rows, markdown),
-            ]
-        if run["epochs"]:
-            lines += [
-                "",
-                "Training epoch (shuffled mini-batches)",
-                _format_epochs(run["epochs"], markdown),
-            ]
-        if run.get("per_sample"):
-            figures = run["per_sample"]
-            lines += [
-                "",
-                f"Per-sample training of {figures['network']}, {figures['dtype']}, batch 1, "
-                f"lr {figures['lr']} (median round)",
-                _format_per_sample(figures, markdown),
-            ]
-        if run.get("full_gradient"):
-            rows = run["full_gradient"]
-            lines += [
-                "",
-                f"Gradient of {run['network']} over the whole data set, "
-                f"{rows[0].get('dtype') or '?'}",
-                _format_full_gradient(rows, markdown),
-            ]
-        if run.get("dask_loops"):
-            first = run["dask_loops"][0]
-            lines += [
-                "",
-                f"Loop gradient check of {first['network']}, {first.get('dtype') or '?'}, "
-                f"batch {first['batch']}, in this process and on Dask workers (median per call)",
-                _format_dask_loops(run["dask_loops"], markdown),
-            ]
-        if run.get("task_overhead"):
-            lines += [
-                "",
-                "Dask's overhead per task: no-op tasks (client.map, gathered)",
-                _format_task_overhead(run["task_overhead"], markdown),
-            ]
-        if run.get("contended"):
-            where = ", ".join(f"{c['name']} ({c['share']:.0%})" for c in run["contended"])
-            lines += [
-                "",
-                "WARNING: other processes took a share of the CPUs while these were timed, "
-                f"so their figures are pessimistic: {where}",
-            ]
+        for title, text in _sections(run, markdown):
+            lines += ["", title, *([text] if text else [])]
         blocks.append("\n\n".join(x for x in lines if x) if markdown else "\n".join(lines))
     return "\n\n".join(blocks)
 
