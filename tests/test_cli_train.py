@@ -494,3 +494,38 @@ def test_the_seed_decides_the_shuffling_of_a_resumed_run(fake_data, tmp_path):
         with np.load(resumed) as saved:
             finals.append(saved["W1"])
     assert not np.array_equal(*finals)  # same start, batches drawn in another order
+
+
+def test_a_diverged_run_exits_1_and_keeps_the_last_finite_checkpoint(
+    fake_data, tmp_path, capsys, monkeypatch
+):
+    from xpnet.cli import train as cli_train
+    from xpnet.training import Trainer
+
+    monkeypatch.setattr(cli_train, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
+    original = Trainer.train_epoch
+
+    def poison_in_epoch_3(self, order, label=""):
+        original(self, order, label)
+        if self.epoch == 2:  # as a too-large step would leave them
+            self.net.params["W1"][...] = float("nan")
+
+    monkeypatch.setattr(Trainer, "train_epoch", poison_in_epoch_3)
+    path = tmp_path / "p.npz"
+    with np.errstate(all="ignore"):
+        assert run(["train", "--epochs", "5", "--save", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert [e for e, _ in epoch_lines(out)] == ["1", "2"]
+    assert err.startswith("xpnet train: error: training diverged in epoch 3")
+    assert err.rstrip().endswith(f"{path} holds epoch 2") and err.count("\n") == 1
+    assert read_metadata(path)["epoch"] == 2
+    with np.load(path) as saved:
+        assert np.isfinite(saved["W1"]).all()
+
+
+def test_a_run_that_diverges_at_once_saves_nothing(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    with np.errstate(all="ignore"):
+        assert run(["train", "--epochs", "2", "--lr", "1e30", "--save", str(path)]) == 1
+    assert "the train loss is nan" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

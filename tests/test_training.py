@@ -2,16 +2,17 @@
 reproduce, the history holds what it says, resuming matches an uninterrupted run; plus the
 progress bar and the learning-curve plot."""
 
+import math
 import sys
 
 import numpy as np
 import pytest
 
-from xpnet import MultiLayerNet
-from xpnet.backend import namespace, to_device, to_numpy
+from xpnet import MultiLayerNet, Sequential
+from xpnet.backend import namespace, namespace_of, to_device, to_numpy
 from xpnet.opcount import count_operations, counting
 from xpnet.optim import OPTIMIZERS, SGD, Momentum, make_optimizer
-from xpnet.training import EpochResult, History, Trainer, evaluate, train
+from xpnet.training import EpochResult, History, Trainer, TrainingDiverged, evaluate, train
 
 
 def blobs(xp, n_train=60, n_test=20, seed=0, one_hot=False):
@@ -338,3 +339,56 @@ def test_target_range_applies_to_the_test_targets_too(cpu_xp):
     targets = 0.01 + 0.98 * np.eye(2)[to_numpy(t)]  # 0.99 at the label, 0.01 elsewhere
     cross_entropy = -np.mean(np.sum(targets * np.log(probs), axis=1))
     assert history.test_loss[0] == pytest.approx(cross_entropy, rel=1e-9)
+
+
+def test_a_loss_that_turns_nan_stops_training_in_that_epoch(cpu_xp):
+    seen = []
+    x, t, x_test, t_test = blobs(cpu_xp)
+    trainer = Trainer(
+        make_net(cpu_xp), SGD(lr=1e100), x, t, x_test, t_test, epochs=5, batch_size=20,
+        callback=seen.append,
+    )  # fmt: skip
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged) as raised:
+        trainer.fit()
+    message = str(raised.value)
+    assert "diverged in epoch 1 (iteration 3): the train loss is nan" in message
+    assert "SGD(lr=1e+100)" in message
+    assert raised.value.result.epoch == 1 and math.isnan(raised.value.result.train_loss)
+    assert trainer.epoch == 1 and trainer.history.epochs == [1]
+    assert seen == []  # the callback (a checkpoint, say) never sees the diverged epoch
+
+
+def test_nan_in_the_data_stops_training_after_the_first_epoch(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp)
+    x = to_device(np.where(np.arange(60)[:, None] == 7, np.nan, to_numpy(x)), xp=cpu_xp)
+    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, x_test, t_test, epochs=3)
+    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged, match="NaN or huge values"):
+        trainer.fit()
+    assert trainer.epoch == 1
+
+
+def test_a_large_but_finite_loss_is_not_divergence(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp)
+    history = Trainer(make_net(cpu_xp), SGD(lr=1e10), x, t, x_test, t_test, epochs=2).fit()
+    assert history.epochs == [1, 2] and history.train_loss[-1] > 1e6
+
+
+class InfiniteLoss:
+    """A user's loss layer whose value is +inf while its gradient is finite (zero)."""
+
+    def forward(self, y, t):
+        self.zero = y * 0.0
+        return namespace_of(y).sum(self.zero) + math.inf
+
+    def backward(self, dout=1):
+        return self.zero
+
+
+def test_an_infinite_loss_stops_training_too(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp)
+    net = make_net(cpu_xp)
+    net = Sequential(list(net.layers), loss=InfiniteLoss())
+    trainer = Trainer(net, SGD(lr=0.1), x, t, x_test, t_test, epochs=3)
+    with pytest.raises(TrainingDiverged, match="the train loss is inf"):
+        trainer.fit()
+    assert trainer.epoch == 1

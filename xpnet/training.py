@@ -51,6 +51,23 @@ class EpochResult:
     seconds: float
 
 
+class TrainingDiverged(FloatingPointError):
+    """The train loss of an epoch was NaN or infinite: the parameters have (almost surely)
+    stopped being finite, and more epochs cannot bring them back.
+
+    ``result`` is that epoch's :class:`EpochResult`; it is in the trainer's ``history``
+    too, but the epoch callback (a checkpoint, say) did not see it.
+    """
+
+    def __init__(self, result: EpochResult, optimizer: Any) -> None:
+        super().__init__(
+            f"training diverged in epoch {result.epoch} (iteration {result.iterations}): the "
+            f"train loss is {result.train_loss}; lower the learning rate ({optimizer!r}), "
+            "or look for NaN or huge values in the data"
+        )
+        self.result = result
+
+
 @dataclass
 class History:
     """Per-epoch learning curves, one list entry per epoch (``epochs`` are 1-based).
@@ -161,7 +178,10 @@ class Trainer:
       at the label (course notes train sigmoid outputs towards 0.01 / 0.99), else one-hot.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
-    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done.
+    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. An
+    epoch whose train loss is NaN or infinite stops training with
+    :class:`TrainingDiverged` (after it is in the history, before the callback sees it),
+    as Keras's ``TerminateOnNaN`` stops: a diverged network only trains on NaN.
     Pass the same optimizer object (or one restored from a checkpoint) and the
     previous ``history`` when resuming. Labels are validated once, up front.
     """
@@ -297,6 +317,8 @@ class Trainer:
             )
             self.history.append(result)
             self.epoch = epoch
+            if not math.isfinite(train_loss):  # read once an epoch, on the host already
+                raise TrainingDiverged(result, self.optimizer)
             if self.callback is not None:
                 self.callback(result)
         return self.history

@@ -183,7 +183,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from xpnet import checkpoint
     from xpnet.optim import make_optimizer
-    from xpnet.training import EVAL_BATCH_SIZE, EpochResult, History, Trainer
+    from xpnet.training import EVAL_BATCH_SIZE, EpochResult, History, Trainer, TrainingDiverged
 
     check_scheduler(args)
     for option, path in (("--save", args.save), ("--plot", args.plot)):
@@ -290,6 +290,10 @@ def _train(args: argparse.Namespace) -> int:
             hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
             print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
             return 130
+        except TrainingDiverged as exc:  # nothing is saved: the parameters are not finite
+            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+            print(f"xpnet train: error: {exc}{hint}", file=sys.stderr)
+            return 1
     elapsed = time.perf_counter() - began
     print(
         f"done: epochs {start_epoch + 1}-{epochs}, "
