@@ -44,6 +44,7 @@ import array_api_compat
 import numpy as np
 
 from xpnet.backend import host_rng, namespace_of, to_numpy
+from xpnet.held import held, layers_of, require_deterministic, training_loss
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -228,6 +229,7 @@ def net_numerical_gradient(
     h: float = 1e-4,
     params: Iterable[str] | None = None,
     memory_budget: int | str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Central-difference gradients of ``net.loss(x, t)``: ``{name: array}`` per parameter.
 
@@ -239,11 +241,24 @@ def net_numerical_gradient(
     Parameters the network cannot perturb locally (a layer from theirs on without
     the hooks, a ``loss`` that is not the layers' plus weight decay) fall back to the
     loop. ``params`` limits the work to some parameter names (default: all).
+
+    The loss is the training-mode one that ``net.gradient`` differentiates, with the
+    network held still (:mod:`xpnet.held`): Dropout masks drawn once, from ``seed``, for
+    every pass; BatchNorm's running statistics as they were at the end. A loss that still
+    differs between two passes at one point is a ``ValueError``.
     """
     _check_method(method, GRADIENT_METHODS)
     names = _param_names(net, params)
-    found = _numerical(net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=False)
+    with held(layers_of(net), seed):
+        _require_deterministic(net, x, t)
+        found = _numerical(
+            net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=False
+        )
     return {name: found[name].grad for name in names}
+
+
+def _require_deterministic(net: Any, x: Any, t: Any) -> None:
+    require_deterministic(lambda: training_loss(net, x, t), f"{type(net).__name__}'s loss")
 
 
 @dataclass(frozen=True)
@@ -505,13 +520,21 @@ def check_gradients(
     ``memory_budget``, the loop where the network does not allow them), ``"loop"``
     (one element at a time, the book's method) or ``"directional"`` (see
     :func:`directional_check`, which takes ``n_directions`` and ``seed``; it returns a
-    :class:`DirectionalReport`). ``h``, ``atol`` and ``rtol`` default by the network's
+    :class:`DirectionalReport`; ``seed`` also draws the Dropout masks). ``h``, ``atol`` and
+    ``rtol`` default by the network's
     dtype (see ``DEFAULTS``); float64 is the dtype to check in: float32 rounding
     swamps the central difference. ``params`` restricts the check to some parameter
     names. Elements whose central difference straddles a kink (ReLU's 0, a max pool's
     maximum changing hands) are reported apart and left out of pass/fail (both ``loop``
     and ``batched`` look for them where the network is layered as :mod:`xpnet.perturb`
     assumes, for the parameters computed by the loop too).
+
+    The check differentiates what ``net.gradient`` does, the training-mode loss, with the
+    network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
+    from ``seed``, not from the layers' own generators), and BatchNorm's running
+    statistics are put back at the end, so the network is left as it was. A loss that
+    differs between two passes at one point (a layer drawing random numbers some other
+    way) is a ``ValueError``.
 
     ``client`` (a ``dask.distributed.Client``) computes the numerical gradients of
     ``loop`` and ``batched`` as tasks on its cluster, with the same report
@@ -536,17 +559,20 @@ def check_gradients(
         )
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    analytic = net.gradient(x, t)
-    if client is None:
-        found = _numerical(
-            net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=True
-        )
-    else:
-        from xpnet.distributed import numerical  # imports Dask
+    with held(layers_of(net), seed):
+        _require_deterministic(net, x, t)
+        analytic = net.gradient(x, t)
+        if client is None:
+            found = _numerical(
+                net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=True
+            )
+        else:
+            from xpnet.distributed import numerical  # imports Dask
 
-        found = numerical(
-            client, net, x, t, names, method=method, h=h, budget=memory_budget, progress=progress
-        )
+            found = numerical(
+                client, net, x, t, names, method=method, h=h, budget=memory_budget,
+                progress=progress,
+            )  # fmt: skip
     report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
     report.params = [
         compare(n, analytic[n], found[n].grad, atol, rtol, kinks=found[n].kinks, via=found[n].via)
@@ -681,29 +707,32 @@ def directional_check(
     with the analytic ``sum(grad * v)``: a fast check of the whole backward pass that
     gives no per-element gradient. ``params`` limits the directions to some parameters.
     A direction whose step reaches a ReLU kink (networks with local perturbations
-    only; two more forward passes) is reported and left out of pass/fail.
+    only; two more forward passes) is reported and left out of pass/fail. The loss is the
+    training-mode one, the network held still as in :func:`check_gradients`.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    analytic = net.gradient(x, t)
-    local = LocalNet.of(net, x, t)
-    rng = host_rng(seed)
-    xp = namespace_of(analytic[names[0]])
-    numeric, exact, kinks = [], [], []  # per direction, on the device until the end
-    for _ in range(n_directions):
-        v = _random_direction(net, names, rng)
-        exact.append(sum(xp.sum(analytic[n] * v[n]) for n in names))
-        losses, moved = [], []
-        for step in (h, -h):
-            with _moved(net, {n: net.params[n] + step * v[n] for n in names}):
-                losses.append(net.loss(x, t))
-                if local is not None:
-                    moved.append(layer_inputs(net.layers, x))
-        numeric.append((losses[0] - losses[1]) / (2 * h))
-        if local is not None:
-            kinks.append(crosses_kink(net.layers, local.inputs, *moved))
+    with held(layers_of(net), seed):
+        _require_deterministic(net, x, t)
+        analytic = net.gradient(x, t)
+        local = LocalNet.of(net, x, t)
+        rng = host_rng(seed)
+        xp = namespace_of(analytic[names[0]])
+        numeric, exact, kinks = [], [], []  # per direction, on the device until the end
+        for _ in range(n_directions):
+            v = _random_direction(net, names, rng)
+            exact.append(sum(xp.sum(analytic[n] * v[n]) for n in names))
+            losses, moved = [], []
+            for step in (h, -h):
+                with _moved(net, {n: net.params[n] + step * v[n] for n in names}):
+                    losses.append(training_loss(net, x, t))
+                    if local is not None:
+                        moved.append(layer_inputs(net.layers, x))
+            numeric.append((losses[0] - losses[1]) / (2 * h))
+            if local is not None:
+                kinks.append(crosses_kink(net.layers, local.inputs, *moved))
     numeric, exact = to_numpy(xp.stack(numeric)), to_numpy(xp.stack(exact))  # one host read
     kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)

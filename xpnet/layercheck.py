@@ -29,6 +29,7 @@ from array_api_compat import is_array_api_obj
 
 from xpnet.backend import host_rng, namespace, namespace_of
 from xpnet.gradcheck import GradientReport, compare, tolerances, values_around
+from xpnet.held import held, require_deterministic
 from xpnet.layers import require_layer_methods
 
 # An analytic gradient within this fraction of the gap between the one-sided differences
@@ -169,7 +170,10 @@ def check_layer(
     ``return dx``) for every floating input.
 
     The layer's parameters and ``buffers`` (running statistics) are restored afterwards;
-    its gradients (``dW``, ...) are those of the check. Returns a
+    its gradients (``dW``, ...) are those of the check. A layer that draws random numbers
+    with a :class:`~xpnet.backend.DeviceRNG` in its ``rng`` (Dropout) draws them once, from
+    ``seed``, for every pass (:mod:`xpnet.held`); a ``forward`` that still differs between
+    two calls on the same inputs is a ``ValueError``. Returns a
     :class:`~xpnet.gradcheck.GradientReport` with one row per input and parameter
     (truthy when every element passes; kinks are reported apart).
     """
@@ -189,7 +193,7 @@ def check_layer(
     kwargs = dict(forward_kwargs or {})
     report = _report(f"layer {kind}", h, atol, rtol)
     saved = [*params, *getattr(layer, "buffers", ())]
-    with _in_float64(layer, saved):
+    with held([layer], seed), _in_float64(layer, saved):
         x64 = [_float64(xp, x, like) if _is_float(x) else x for x in inputs]
         out = layer.forward(*x64, **kwargs)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
@@ -208,6 +212,8 @@ def check_layer(
         def objective(at: int, value: Any) -> Any:
             args = [*x64[:at], value, *x64[at + 1 :]] if at >= 0 else x64
             return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
+
+        require_deterministic(lambda: objective(-1, None), f"{kind}.forward")
 
         for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
             if g is None or not _is_float(x):

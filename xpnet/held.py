@@ -1,0 +1,114 @@
+"""Holding a network still while its gradients are checked.
+
+Central differences compare losses of many forward passes with the gradient of one, so
+every pass must compute the same function of the parameters as the pass that
+:meth:`gradient` differentiated. Two kinds of layer break that:
+
+- a layer that draws random numbers in each training-mode pass (``Dropout``'s mask):
+  a new mask per pass turns the differences into noise. While a network is held, a
+  layer whose ``rng`` is a :class:`~xpnet.backend.DeviceRNG` draws from a replay
+  instead: the first draw of each shape comes from a generator of the check's own
+  (seeded), every later pass gets the same numbers again, and the layer's own
+  generator does not move;
+- a layer that updates state in each training-mode pass (BatchNormalization's running
+  statistics, named in its ``buffers``): the check's passes would move it hundreds of
+  times. Held, the buffers are put back as they were at the end.
+
+A user's layer that draws random numbers some other way cannot be held;
+:func:`require_deterministic` then refuses the check with a message saying so, instead
+of reporting a correct backward pass as wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from array_api_compat import is_array_api_obj
+
+from xpnet.backend import DeviceRNG, namespace_of
+
+
+class ReplayedRNG:
+    """Stands in for a layer's :class:`~xpnet.backend.DeviceRNG` while a network is held.
+
+    ``uniform`` draws each (shape, dtype) once, from a ``DeviceRNG(seed)`` of its own,
+    and returns that draw again on every later call: all forward passes see the numbers
+    of the first. (A layer applied twice in one pass to inputs of one shape gets the same
+    numbers twice.)
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._rng = DeviceRNG(seed)
+        self._draws: dict[tuple[Any, ...], Any] = {}
+
+    def uniform(self, shape: tuple[int, ...], *, like: Any) -> Any:
+        key = (tuple(shape), str(like.dtype), type(like))
+        draw = self._draws.get(key)
+        if draw is None:
+            draw = self._draws[key] = self._rng.uniform(shape, like=like)
+        return draw
+
+
+def _copy(value: Any) -> Any:
+    return namespace_of(value).asarray(value, copy=True) if is_array_api_obj(value) else value
+
+
+@contextmanager
+def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
+    """Hold ``layers`` still for a ``with`` block: replayed random numbers (seeded by
+    ``seed``, one stream per random layer) and, at the end, the ``buffers`` as they were."""
+    layers = list(layers)
+    random = [layer for layer in layers if isinstance(getattr(layer, "rng", None), DeviceRNG)]
+    buffers = [
+        (layer, name, _copy(getattr(layer, name)))
+        for layer in layers
+        for name in getattr(layer, "buffers", ())
+    ]
+    rngs = [layer.rng for layer in random]
+    try:
+        for k, layer in enumerate(random):
+            layer.rng = ReplayedRNG(seed + k)
+        yield
+    finally:
+        for layer, rng in zip(random, rngs, strict=True):
+            layer.rng = rng
+        for layer, name, value in buffers:
+            setattr(layer, name, value)
+
+
+def layers_of(net: Any) -> list[Any]:
+    """The layers of ``net`` and its loss layer (none for a network without ``layers``)."""
+    layers = list(getattr(net, "layers", ()))
+    loss = getattr(net, "last_layer", None)
+    return layers if loss is None else [*layers, loss]
+
+
+def training_loss(net: Any, x: Any, t: Any) -> Any:
+    """``net``'s loss as its ``gradient`` sees it: in training mode for a
+    :class:`~xpnet.Sequential` with Dropout or BatchNorm, else ``net.loss(x, t)``."""
+    in_training = getattr(net, "_training_loss", None)
+    return net.loss(x, t) if in_training is None else in_training(x, t)
+
+
+def require_deterministic(value: Callable[[], Any], subject: str) -> None:
+    """Refuse a check of ``subject`` when ``value()`` (a 0-D array) differs between two calls
+    at one point: a layer draws new random numbers in every pass.
+
+    Two evaluations and one host read each; the tolerance is that of
+    :meth:`xpnet.perturb.LocalNet.of` (64 machine epsilons, relative).
+    """
+    first, second = value(), value()
+    a, b = float(first), float(second)
+    if a == b or a != a or b != b:  # equal, or NaN: the report says so
+        return
+    if abs(a - b) <= 64 * namespace_of(first).finfo(first.dtype).eps * (1 + abs(a)):
+        return
+    raise ValueError(
+        f"{subject} is not a function of its inputs and parameters alone: two passes at the "
+        f"same point gave {a!r} and {b!r}, so central differences would be noise. A layer "
+        "draws new random numbers in every pass; one that draws them with "
+        "xpnet.backend.DeviceRNG in an attribute named rng (as Dropout does) is held fixed "
+        "during a check"
+    )
