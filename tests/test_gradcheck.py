@@ -405,6 +405,13 @@ def test_check_gradients_refuses_empty_params(cpu_xp, method):
         check_gradients(*small_problem(cpu_xp), method=method, params=[])
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_takes_one_parameter_name_as_a_string(cpu_xp, method):
+    report = check_gradients(*small_problem(cpu_xp), method=method, params="W1")
+    names = report.params if method == "directional" else [p.name for p in report.params]
+    assert names == ["W1"]
+
+
 def test_a_report_without_rows_does_not_pass():
     report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
     assert not report.passed

@@ -261,6 +261,22 @@ def test_check_function_wants_the_keys_of_x(xp):
         check_function(lambda q: 0.0, {"a": rand(xp, 2), "b": rand(xp, 2)}, {"a": rand(xp, 2)})
 
 
+def test_check_function_refuses_a_function_that_returns_an_array(xp):
+    with pytest.raises(ValueError, match=r"scalar function: <lambda> returned .* \(3,\)"):
+        check_function(lambda v: v**2, rand(xp, 3), rand(xp, 3))
+
+
+def test_check_function_wants_the_gradients_value_not_the_gradient_function(xp):
+    x = rand(xp, 3)
+    with pytest.raises(TypeError, match=r"array of x's shape \(3,\), got function: pass its"):
+        check_function(lambda v: namespace_of(v).sum(v**2), x, lambda v: 2 * v)
+
+
+def test_check_function_refuses_a_list_for_a_gradient():
+    with pytest.raises(TypeError, match=r"gradient of x must be an array .* got list"):
+        check_function(lambda v: float(np.sum(v**2)), np.ones(3), [2.0, 2.0, 2.0])
+
+
 def test_check_function_refuses_an_empty_mapping():
     with pytest.raises(ValueError, match="x is an empty mapping: nothing to check"):
         check_function(lambda q: 0.0, {}, {})

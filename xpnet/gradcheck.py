@@ -153,8 +153,11 @@ def _check_method(method: str, valid: tuple[str, ...]) -> None:
 def _param_names(net: Any, params: Iterable[str] | None) -> list[str]:
     """The parameter names to work on: ``params``, or all of the network's for None.
 
-    Refuses unknown names and an empty selection (there would be nothing to check).
+    Refuses unknown names and an empty selection (there would be nothing to check); one
+    name may come as a string.
     """
+    if isinstance(params, str):
+        params = [params]
     names = list(net.params) if params is None else list(params)
     unknown = [n for n in names if n not in net.params]
     if unknown:

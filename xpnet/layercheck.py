@@ -74,6 +74,12 @@ def _report(subject: str, h: float | None, atol: float | None, rtol: float | Non
 
 
 def _check(name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport):
+    if not is_array_api_obj(analytic):
+        hint = f": pass its value at {name}" if callable(analytic) else ""
+        raise TypeError(
+            f"the gradient of {name} must be an array of {name}'s shape {tuple(x.shape)}, "
+            f"got {type(analytic).__name__}{hint}"
+        )
     if tuple(analytic.shape) != tuple(x.shape):
         raise ValueError(
             f"the gradient of {name} has shape {tuple(analytic.shape)}, but {name} has shape "
@@ -83,6 +89,27 @@ def _check(name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: Gr
     analytic = xp.astype(analytic, xp.float64)
     central, kinks = _numerical(f, x, analytic, report.h, report.atol, report.rtol)
     return compare(name, analytic, central, report.atol, report.rtol, kinks=kinks, via="loop")
+
+
+def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``f``, refusing with a ``ValueError`` a value that is not a number or a 0-D array."""
+
+    def scalar(x: Any) -> Any:
+        value = f(x)
+        if getattr(value, "ndim", 0) != 0 or not (is_array_api_obj(value) or _is_number(value)):
+            shape = f"of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
+            raise ValueError(
+                f"check_function needs a scalar function: {name} returned "
+                f"{type(value).__name__} {shape}".rstrip()
+                + "; return a number or a 0-D array (e.g. the sum of a loss's terms)"
+            )
+        return value
+
+    return scalar
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @contextmanager
@@ -255,6 +282,7 @@ def check_function(
     """
     name = getattr(f, "__name__", type(f).__name__)
     report = _report(f"function {name}", h, atol, rtol)
+    f = _scalar_valued(f, name)
     if isinstance(x, Mapping):
         if not x:
             raise ValueError("x is an empty mapping: nothing to check; give at least one array")
