@@ -134,6 +134,55 @@ def test_bad_conv_net_settings_are_clear_errors(kwargs, message):
         SimpleConvNet(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"conv_param": {"filter_num": 0}}, r"conv_param\['filter_num'\] must be an integer >= 1, "
+                                            r"got 0"),
+        ({"conv_param": {"filter_num": True}}, r"conv_param\['filter_num'\] .* got True"),
+        ({"conv_param": {"filter_size": 0}}, r"conv_param\['filter_size'\] .* >= 1, got 0"),
+        ({"conv_param": {"filter_size": 2.0}}, r"conv_param\['filter_size'\] .* got 2\.0"),
+        ({"conv_param": {"stride": 0}}, r"conv_param\['stride'\] must be an integer >= 1, got 0"),
+        ({"conv_param": {"pad": -1}}, r"conv_param\['pad'\] must be an integer >= 0, got -1"),
+        ({"hidden_size": 0}, r"hidden_size must be an integer >= 1, got 0"),
+        ({"output_size": 0}, r"output_size must be an integer >= 1, got 0"),
+        ({"output_size": 10.0}, r"output_size must be an integer >= 1, got 10\.0"),
+        ({"input_dim": (0, 28, 28)}, r"input_dim must be \(C, H, W\).* got \(0, 28, 28\)"),
+        ({"input_dim": (28, 28)}, r"input_dim must be \(C, H, W\).* got \(28, 28\)"),
+        ({"input_dim": 784}, r"input_dim must be \(C, H, W\).* got 784"),
+    ],
+)  # fmt: skip
+def test_conv_net_sizes_are_checked_when_it_is_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimpleConvNet(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"input_dim": (1, 4, 4)}, r"the convolution \(filter_size 5, stride 1, pad 0\) does "
+                                   r"not fit input_dim \(1, 4, 4\)"),
+        ({"input_dim": (1, 8, 8), "conv_param": {"filter_size": 3, "stride": 2}},
+         r"the convolution \(filter_size 3, stride 2, pad 0\) does not fit input_dim "
+         r"\(1, 8, 8\): stride 2 does not fit"),
+        ({"input_dim": (1, 27, 27)}, r"the 2x2 max pooling \(stride 2\) does not fit the "
+                                     r"convolution's 23x23 output"),
+    ],
+)  # fmt: skip
+def test_a_convolution_or_pooling_that_does_not_fit_the_image_names_the_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimpleConvNet(**kwargs)
+
+
+def test_conv_net_sizes_may_be_numpy_integers():
+    net = SimpleConvNet(
+        np.array([1, 6, 6]), {"filter_num": np.int64(2), "filter_size": np.int32(3)},
+        np.int64(3), np.int64(2),
+    )  # fmt: skip
+    assert net.input_dim == (1, 6, 6) and net.sizes == [36, 8, 3, 2]
+    assert all(type(v) is int for v in (*net.input_dim, *net.conv_param.values(), *net.sizes))
+
+
 def test_a_conv_net_checkpoint_rebuilds_the_network(tmp_path, cpu_xp):
     net = small_net(cpu_xp)
     x, _ = images(cpu_xp)

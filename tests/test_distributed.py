@@ -126,6 +126,18 @@ def test_rows_refuses_chunks_of_no_rows(chunk_rows):
         xd.rows(np.ones((4, 2)), chunk_rows=chunk_rows)
 
 
+def test_rows_refuses_a_0d_array():
+    with pytest.raises(
+        ValueError, match=r"rows needs an array of shape \(N, \.\.\.\), got a 0-D float32 array"
+    ):
+        xd.rows(np.float32(1))
+
+
+def test_rows_refuses_a_list_as_the_rest_of_xpnet_does():
+    with pytest.raises(TypeError, match=r"rows needs an array of shape \(N, \.\.\.\), got list"):
+        xd.rows([[1.0, 2.0], [3.0, 4.0]])
+
+
 def test_predict_and_loss_on_dask_rows_match_the_numpy_formula(rows_case):
     net, x, t, lazy_x, lazy_t = rows_case
     params = {name: to_numpy(p) for name, p in net.params.items()}

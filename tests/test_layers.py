@@ -242,6 +242,19 @@ def test_softmax_with_loss_rejects_targets_of_the_wrong_shape(xp, t_shape, messa
         )
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_float_labels_are_named_with_their_dtype_and_how_to_convert_them(xp, dtype):
+    """Labels read with numpy.loadtxt are float64: the error says so, not 'one-hot'."""
+    with pytest.raises(
+        ValueError,
+        match=rf"integer labels of shape \(4,\) or target rows of shape \(4, 10\).*"
+        rf"got {dtype} of shape \(4,\).*astype.*int64",
+    ):
+        layers.SoftmaxWithLoss().forward(
+            dev(xp, np.zeros((4, 10))), dev(xp, [1.0, 2.0, 3.0, 4.0], dtype=dtype)
+        )
+
+
 def np_binary_cross_entropy(x, t):
     y = np_sigmoid(x)
     return -np.mean(t * np.log(y) + (1 - t) * np.log(1 - y))

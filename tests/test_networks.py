@@ -1,13 +1,15 @@
 """TwoLayerNet and MultiLayerNet: the book's surface, seeded weights, and backprop gradients
 checked against an independent NumPy float64 central difference."""
 
+import re
+
 import numpy as np
 import pytest
 from numeric import central_difference
 
 from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from xpnet.backend import to_device, to_numpy
-from xpnet.layers import BatchNormalization, Dropout
+from xpnet.layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 
 def batch(xp, n=4, d=6, classes=3, seed=0):
@@ -213,6 +215,41 @@ def test_loss_at_leaves_the_network_unchanged(xp):
 def test_bad_network_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MultiLayerNet(4, [3], 2, **kwargs)
+
+
+def test_a_loss_class_instead_of_an_instance_is_refused_when_the_net_is_built():
+    with pytest.raises(TypeError, match=r"class SoftmaxWithLoss, not an instance"):
+        MultiLayerNet(4, [3], 2, loss=SoftmaxWithLoss)
+
+
+BUILDERS = {
+    "TwoLayerNet": lambda **kw: TwoLayerNet(4, 3, 2, **kw),
+    "MultiLayerNet": lambda **kw: MultiLayerNet(4, [3], 2, **kw),
+    "SimpleConvNet": lambda **kw: SimpleConvNet((1, 6, 6), {"filter_num": 2}, 3, 2, **kw),
+}
+
+
+DTYPE_SPELLINGS = {"name": str, "numpy dtype": np.dtype, "numpy type": lambda n: getattr(np, n)}
+
+
+@pytest.mark.parametrize("builder", list(BUILDERS))
+@pytest.mark.parametrize("name", ["float32", "float64"])
+@pytest.mark.parametrize("spelling", list(DTYPE_SPELLINGS))
+def test_the_builders_take_a_numpy_dtype_or_type_as_well_as_its_name(xp, builder, name, spelling):
+    net = BUILDERS[builder](dtype=DTYPE_SPELLINGS[spelling](name), xp=xp)
+    assert net.dtype == name
+    assert all(p.dtype == getattr(xp, name) for p in net.params.values())
+
+
+@pytest.mark.parametrize("builder", list(BUILDERS))
+@pytest.mark.parametrize(
+    "dtype", ["float16", np.float16, np.dtype("int64"), np.int32, "int64", float, None]
+)
+def test_the_builders_refuse_other_dtypes_naming_them(builder, dtype):
+    with pytest.raises(
+        ValueError, match=rf"dtype must be .*float32.*, got {re.escape(repr(dtype))}"
+    ):
+        BUILDERS[builder](dtype=dtype)
 
 
 @pytest.mark.parametrize(("weight_init", "gain"), [("he", 2.0), ("xavier", 1.0)])

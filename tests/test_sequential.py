@@ -6,9 +6,9 @@ import pytest
 from numeric import central_difference
 
 import xpnet
-from xpnet import Sequential, check_gradients
+from xpnet import Sequential, check_gradients, checkpoint
 from xpnet.backend import namespace_of, to_device, to_numpy
-from xpnet.checkpoint import load_network, register_layer, save_params
+from xpnet.checkpoint import load_network, load_params, register_layer, save_params
 from xpnet.layers import (
     Affine,
     MeanSquaredError,
@@ -338,6 +338,42 @@ def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):
         load_network(tmp_path / "n.npz")
 
 
+def test_loading_an_unknown_layer_says_how_to_load_its_parameters(tmp_path):
+    class Unregistered(Shift):
+        pass
+
+    def network(seed):
+        W, b, c = arrays(None, seed, (5, 3), (3,), (3,))
+        return Sequential([Affine(W, b), Unregistered(c)], loss=MeanSquaredError())
+
+    saved = network(0)
+    save_params(tmp_path / "n.npz", saved)
+    with pytest.raises(ValueError, match=r"build the network yourself.*load_params\("):
+        load_network(tmp_path / "n.npz")
+    built = network(1)  # what the message says: build it, then load_params(path, net)
+    load_params(tmp_path / "n.npz", built)
+    (x,) = arrays(None, 2, (4, 5))
+    np.testing.assert_array_equal(built.predict(x), saved.predict(x))
+
+
+def test_a_layer_registered_after_saving_is_rebuilt_by_loading(tmp_path, monkeypatch):
+    """The file names an unregistered class by module and qualified name; registering
+    the class before loading (as the loading error says) finds it under that name."""
+    monkeypatch.setattr(checkpoint, "_LAYERS", dict(checkpoint._registry()))
+
+    class Late(Shift):
+        pass
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    net = Sequential([Affine(W, b), Late(c, factor=2.0)], loss=MeanSquaredError())
+    save_params(tmp_path / "n.npz", net)
+    register_layer(Late)
+    rebuilt, _ = load_network(tmp_path / "n.npz")
+    assert type(rebuilt.layers[1]) is Late and rebuilt.layers[1].factor == 2.0
+    (x,) = arrays(None, 1, (4, 5))
+    np.testing.assert_array_equal(rebuilt.predict(x), net.predict(x))
+
+
 def test_a_layer_name_is_registered_once():
     class Other:
         pass
@@ -385,6 +421,21 @@ def test_a_layer_without_backward_is_named():
 def test_a_loss_that_is_not_a_loss_layer_is_refused():
     with pytest.raises(TypeError, match=r"loss ReLU is not a loss layer.*forward\(y, t\)"):
         Sequential([ReLU()], loss=ReLU())
+
+
+def test_a_loss_class_instead_of_an_instance_is_refused():
+    with pytest.raises(
+        TypeError,
+        match=r"loss is the class SoftmaxWithLoss, not an instance: pass SoftmaxWithLoss\(\)",
+    ):
+        Sequential([ReLU()], loss=SoftmaxWithLoss)
+
+
+def test_a_layer_class_instead_of_an_instance_is_refused():
+    with pytest.raises(
+        TypeError, match=r"layer 2 is the class Tanh, not an instance: pass Tanh\(\)"
+    ):
+        Sequential([ReLU(), Tanh], loss=SoftmaxWithLoss())
 
 
 def test_a_loss_layer_among_the_layers_is_refused():

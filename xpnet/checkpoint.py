@@ -16,8 +16,14 @@ The architecture of a :class:`~xpnet.networks.MultiLayerNet` is its constructor 
 :class:`~xpnet.networks.Sequential` (a ``SimpleConvNet``, a MultiLayerNet with
 BatchNorm or Dropout) lists its layers and loss by registered name, with
 their ``config()`` and the names of their parameters. Built-in layers are registered; a
-user's layer is registered with :func:`register_layer` (also before loading). Layers are
+user's layer is registered with :func:`register_layer`, before saving or before loading
+(a file names an unregistered class by module and qualified name). Layers are
 rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle.
+
+Rebuilding is optional: any network, of registered layers or not, is saved, and
+:func:`load_params` loads the parameters (and layer buffers) of a file into a network
+built by the caller, as PyTorch's ``load_state_dict`` does; :func:`load_network`'s error
+for an unregistered layer says so.
 
 Files are written atomically (a temporary file in the target's directory, then
 ``os.replace``), so a crash never leaves a half-written checkpoint, and read with
@@ -178,12 +184,22 @@ def _registry() -> dict[str, type]:
     return _LAYERS
 
 
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _registered_since_saving(name: Any) -> type | None:
+    """The registered class a checkpoint names by :func:`_qualified_name`: one that was
+    not registered when the file was saved."""
+    return next((cls for cls in _registry().values() if _qualified_name(cls) == name), None)
+
+
 def _layer_name(layer: Any) -> str:
     cls = type(layer)
     for key, registered in _registry().items():
         if registered is cls:
             return key
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return _qualified_name(cls)
 
 
 def _spec(layer: Any, param_names: Mapping[str, str]) -> dict[str, Any]:
@@ -259,6 +275,10 @@ def save_params(
     ``optimizer``'s hyperparameters and state (when given) and the format are added.
     Arrays must be numeric (bool, integer, float or complex). The file is replaced
     atomically. Returns the path.
+
+    A network with layers that are not registered (:func:`register_layer`) is saved too:
+    :func:`load_params` loads it into a network you build, and :func:`load_network`
+    rebuilds it once its layer classes are registered.
     """
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write checkpoint {os.fspath(path)}: it is a directory")
@@ -456,7 +476,11 @@ def load_network(
     path: str | os.PathLike, *, device: str | None = None, xp: ModuleType | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
-    are registered); ``(net, metadata)``. ``device`` or ``xp`` picks where it lives."""
+    are registered); ``(net, metadata)``. ``device`` or ``xp`` picks where it lives.
+
+    A layer class that is not registered is a :class:`CheckpointError` naming it: register
+    it (:func:`register_layer`), or build the network yourself and call
+    ``load_params(path, net)``."""
     from xpnet.networks import MultiLayerNet
 
     arrays, meta = _read(path)
@@ -512,11 +536,13 @@ def load_network(
 def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
     """A layer from its checkpoint ``spec`` and its arrays (parameters and buffers)."""
     name = spec.get("layer")
-    cls = _registry().get(name)
+    cls = _registry().get(name) or _registered_since_saving(name)
     if cls is None:
         raise CheckpointError(
-            f"{where}: {what} is a {name!r}, which is not a registered layer; register it "
-            f"with xpnet.register_layer before loading (registered: {', '.join(_registry())})"
+            f"{where}: {what} is a {name!r}, which is not a registered layer (registered: "
+            f"{', '.join(_registry())}). Register the class with xpnet.register_layer before "
+            "loading, or build the network yourself and load the parameters into it: "
+            f"xpnet.checkpoint.load_params({where!r}, net)"
         )
     try:
         return cls(**arrays, **spec.get("config", {}))

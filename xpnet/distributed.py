@@ -37,7 +37,7 @@ import array_api_compat
 import numpy as np
 from tqdm import tqdm
 
-from xpnet.backend import namespace_of, to_numpy
+from xpnet.backend import dtype_name, namespace_of, to_numpy
 from xpnet.gradcheck import _Numerical, how_differenced, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
@@ -138,7 +138,19 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     them) and stay there (``persist``), so later computations send only their graph; a
     worker lost takes its chunks with it (computations on them then fail).
     ``chunk_rows`` defaults to two chunks per worker thread (per CPU without a client).
+    ``x`` must be an array (a list is a ``TypeError``, as everywhere in xpnet) with at least
+    one dimension (a 0-D array is a ``ValueError``).
     """
+    if not array_api_compat.is_array_api_obj(x):
+        raise TypeError(
+            f"rows needs an array of shape (N, ...), got {type(x).__name__}: convert it "
+            "first (numpy.asarray)"
+        )
+    if x.ndim == 0:
+        raise ValueError(
+            f"rows needs an array of shape (N, ...), got a 0-D {dtype_name(x)} array: "
+            "it has no rows to chunk"
+        )
     host = to_numpy(x)
     if client is not None:
         require_workers(client)

@@ -31,7 +31,15 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import DeviceRNG, dot, namespace_of, positive_part, reduce_max, reduce_sum
+from xpnet.backend import (
+    DeviceRNG,
+    dot,
+    dtype_name,
+    namespace_of,
+    positive_part,
+    reduce_max,
+    reduce_sum,
+)
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -354,7 +362,8 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     """Targets ``t`` as one-hot rows shaped like the scores ``like`` (N, C).
 
     ``t`` is either integer labels of shape (N,) in ``[0, C)`` or already one-hot
-    (N, C). Label range is checked when ``check`` is true (a device-to-host sync).
+    (N, C); other 1-D targets (float labels) are a ``ValueError`` naming their dtype.
+    Label range is checked when ``check`` is true (a device-to-host sync).
     """
     return _as_one_hot(namespace_of(t, like), t, like, check)
 
@@ -371,6 +380,12 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
             check_labels(t, classes)
         return xpx.one_hot(t, classes, dtype=like.dtype, xp=xp)
     if t.shape != like.shape:
+        if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
+            raise ValueError(
+                f"targets must be integer labels of shape ({n},) or target rows of shape "
+                f"{tuple(like.shape)}, got {dtype_name(t)} of shape {tuple(t.shape)}: convert "
+                "labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
+            )
         raise ValueError(
             f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"
         )

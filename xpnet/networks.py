@@ -25,7 +25,7 @@ from xpnet.backend import (
     reduce_sum,
     to_device,
 )
-from xpnet.checks import is_count, is_finite_at_least, is_real
+from xpnet.checks import is_count, is_finite_at_least, is_real, require_count
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import numerical_gradient
 from xpnet.layers import (
@@ -100,7 +100,16 @@ def _where(k: int, layer: Any) -> str:
     return f"layer {k} ({type(layer).__name__})"
 
 
+def _require_instance(what: str, layer: Any) -> None:
+    """Raise ``TypeError`` naming ``what`` when ``layer`` is a class, not an instance of it."""
+    if isinstance(layer, type):
+        raise TypeError(
+            f"{what} is the class {layer.__name__}, not an instance: pass {layer.__name__}()"
+        )
+
+
 def _check_loss(loss: Any) -> None:
+    _require_instance("loss", loss)
     kind = type(loss).__name__
     if not all(callable(getattr(loss, m, None)) for m in ("forward", "backward")):
         raise TypeError(
@@ -176,6 +185,7 @@ class Sequential:
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
         for k, layer in enumerate(self.layers, start=1):
+            _require_instance(f"layer {k}", layer)
             require_layer_methods(layer, _where(k, layer))
             if isinstance(layer, Loss):
                 raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
@@ -309,10 +319,17 @@ class Sequential:
 DTYPES = ("float32", "float64")
 
 
-def _require_float_dtype(dtype: str) -> None:
-    """The builders' check of their ``dtype`` argument (a name)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+def _float_dtype(dtype: Any) -> str:
+    """The builders' ``dtype`` argument by name (``"float32"``): given as that name, a NumPy
+    dtype (``numpy.dtype("float32")``) or a type of that name (``numpy.float32``); anything
+    else is a ``ValueError`` naming it."""
+    name = dtype.__name__ if isinstance(dtype, type) else getattr(dtype, "name", dtype)
+    if not (isinstance(name, str) and name in DTYPES):
+        raise ValueError(
+            "dtype must be 'float32' or 'float64' (by name, as a NumPy dtype or as "
+            f"numpy.float32 / numpy.float64), got {dtype!r}"
+        )
+    return name
 
 
 def _require_std(value: Any, argument: str) -> float:
@@ -347,7 +364,8 @@ class MultiLayerNet(Sequential):
     ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every ``W`` to the loss.
     Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
     the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``
-    picks where they live.
+    picks where they live, ``dtype`` their type: ``"float32"`` (the default) or
+    ``"float64"``, by name or as NumPy's dtype or type (``numpy.float64``).
 
     As the book's ``MultiLayerNetExtend``: ``use_batchnorm`` puts a
     ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
@@ -370,7 +388,7 @@ class MultiLayerNet(Sequential):
         use_batchnorm: bool = False,
         use_dropout: bool = False,
         dropout_ratio: float = 0.5,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         seed: int | None = None,
         device: str | None = None,
         xp: ModuleType | None = None,
@@ -392,7 +410,7 @@ class MultiLayerNet(Sequential):
         if not all(is_count(n, 1) for n in sizes):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
         sizes = [int(n) for n in sizes]
-        _require_float_dtype(dtype)
+        dtype = _float_dtype(dtype)
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
         self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
@@ -434,7 +452,7 @@ class TwoLayerNet(MultiLayerNet):
         output_size: int,
         weight_init_std: float = 0.01,
         *,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         seed: int | None = None,
         device: str | None = None,
         xp: ModuleType | None = None,
@@ -473,7 +491,7 @@ class SimpleConvNet(Sequential):
         output_size: int = 10,
         weight_init_std: float = 0.01,
         *,
-        dtype: str = "float32",
+        dtype: Any = "float32",
         seed: int | None = None,
         device: str | None = None,
         xp: ModuleType | None = None,
@@ -485,12 +503,19 @@ class SimpleConvNet(Sequential):
                 f"unknown conv_param key(s) {sorted(unknown)}: expected {', '.join(conv)}"
             )
         conv.update(conv_param or {})
-        _require_float_dtype(dtype)
+        for key, value in conv.items():
+            require_count(f"conv_param[{key!r}]", value, 0 if key == "pad" else 1)
+        require_count("hidden_size", hidden_size, 1)
+        require_count("output_size", output_size, 1)
+        input_dim = _image_dim(input_dim)
+        dtype = _float_dtype(dtype)
         weight_init_std = _require_std(weight_init_std, "weight_init_std")
+        conv = {key: int(value) for key, value in conv.items()}
+        hidden_size, output_size = int(hidden_size), int(output_size)
         channels = input_dim[0]
         fn, fs, stride, pad = conv["filter_num"], conv["filter_size"], conv["stride"], conv["pad"]
         oh, ow = _conv_pool_output(input_dim, fs, stride, pad)
-        self.input_dim, self.conv_param = tuple(input_dim), conv
+        self.input_dim, self.conv_param = input_dim, conv
         self.sizes = [math.prod(input_dim), fn * oh * ow, hidden_size, output_size]
         rng = host_rng(seed)
 
@@ -518,10 +543,36 @@ class SimpleConvNet(Sequential):
         )
 
 
+def _image_dim(input_dim: Any) -> tuple[int, int, int]:
+    """``input_dim`` as a tuple of three ints (C, H, W) >= 1, else ``ValueError`` naming it."""
+    try:
+        dims = tuple(input_dim)
+    except TypeError:
+        dims = ()
+    if len(dims) != 3 or not all(is_count(n, 1) for n in dims):
+        raise ValueError(
+            f"input_dim must be (C, H, W), three integers >= 1 such as (1, 28, 28), "
+            f"got {input_dim!r}"
+        )
+    return int(dims[0]), int(dims[1]), int(dims[2])
+
+
 def _conv_pool_output(
     input_dim: tuple[int, int, int], filter_size: int, stride: int, pad: int
 ) -> tuple[int, int]:
-    """(OH, OW) after the convolution and the 2x2 pooling (with stride 2) of SimpleConvNet."""
-    shape = (1, *input_dim)
-    conv_h, conv_w = output_size(shape, filter_size, filter_size, stride, pad)
-    return output_size((1, 1, conv_h, conv_w), 2, 2, 2, 0)
+    """(OH, OW) after the convolution and the 2x2 pooling (with stride 2) of SimpleConvNet;
+    ``ValueError`` naming the sizes when either does not fit its input."""
+    try:
+        conv_h, conv_w = output_size((1, *input_dim), filter_size, filter_size, stride, pad)
+    except ValueError as exc:
+        raise ValueError(
+            f"the convolution (filter_size {filter_size}, stride {stride}, pad {pad}) does not "
+            f"fit input_dim {input_dim}: {exc}"
+        ) from exc
+    try:
+        return output_size((1, 1, conv_h, conv_w), 2, 2, 2, 0)
+    except ValueError as exc:
+        raise ValueError(
+            f"the 2x2 max pooling (stride 2) does not fit the convolution's {conv_h}x{conv_w} "
+            f"output on input_dim {input_dim}: {exc}"
+        ) from exc
