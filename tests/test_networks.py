@@ -328,3 +328,25 @@ def test_batchnorm_layers_use_the_books_momentum(xp):
     (bn,) = (layer for layer in net.layers if isinstance(layer, BatchNormalization))
     h = to_numpy(x) @ to_numpy(net.params["W1"]) + to_numpy(net.params["b1"])
     np.testing.assert_allclose(to_numpy(bn.running_mean), 0.1 * h.mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("network", "data"), [("float32", "float64"), ("float64", "float32")])
+def test_a_network_computes_in_its_own_dtype_on_data_of_another_precision(xp, network, data):
+    rng = np.random.default_rng(3)
+    x, labels = rng.random((5, 6)), rng.integers(0, 3, 5)
+    t = to_device(labels, dtype="int64", xp=xp)
+    net = TwoLayerNet(6, 4, 3, weight_init_std=0.5, dtype=network, seed=1, xp=xp)
+    given = to_device(x, dtype=data, xp=xp)
+    converted = to_device(to_numpy(given), dtype=network, xp=xp)  # by hand
+    assert to_numpy(net.predict(given)).dtype == np.dtype(network)
+    np.testing.assert_array_equal(to_numpy(net.predict(given)), to_numpy(net.predict(converted)))
+    grads, expected = net.gradient(given, t), net.gradient(converted, t)
+    for name, grad in grads.items():
+        assert to_numpy(grad).dtype == np.dtype(network)
+        np.testing.assert_array_equal(to_numpy(grad), to_numpy(expected[name]))
+
+
+def test_integer_data_is_still_refused_naming_its_dtype(xp):
+    net = TwoLayerNet(6, 4, 3, seed=1, xp=xp)
+    with pytest.raises(ValueError, match="real floating-point array, got dtype uint8"):
+        net.predict(to_device(np.ones((2, 6)), dtype="uint8", xp=xp))

@@ -70,10 +70,15 @@ def require_layer_methods(layer: Any, where: str) -> None:
             )
 
 
+def is_real_floating(xp: Any, x: Any) -> bool:
+    """Whether the array ``x`` (of namespace ``xp``) has a real floating dtype."""
+    return _isdtype(xp, x.dtype, "real floating")
+
+
 def require_floating(xp: Any, name: str, x: Any) -> None:
     """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
-    if not _isdtype(xp, x.dtype, "real floating"):
-        raise ValueError(f"{name} must be a real floating-point array, got dtype {x.dtype}")
+    if not is_real_floating(xp, x):
+        raise ValueError(f"{name} must be a real floating-point array, got dtype {dtype_name(x)}")
 
 
 def require_array(name: str, a: Any) -> None:

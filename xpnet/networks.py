@@ -38,6 +38,7 @@ from xpnet.layers import (
     SoftmaxWithLoss,
     Tanh,
     check_labels,
+    is_real_floating,
     require_array,
     require_layer_methods,
     takes_train_flg,
@@ -199,6 +200,8 @@ class Sequential:
         self._decayed = tuple(name for name, (_, attr) in slots.items() if attr == "W")
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
+        first = next(iter(self.params.values()), None)
+        self._input_dtype = None if first is None else first.dtype  # a parameter's keeps
         self._gradient_slots = [(name, layer, "d" + attr) for name, (layer, attr) in slots.items()]
         # Backward stops at the first layer with parameters: the ones before need no gradient.
         owners = {id(layer) for layer, _ in slots.values()}
@@ -213,7 +216,14 @@ class Sequential:
         return "float64" if first is None else dtype_name(first)
 
     def predict(self, x: Any, train_flg: bool = False) -> Any:
-        """The last layer's output (scores) for the input batch ``x`` (N, ...)."""
+        """The last layer's output (scores) for the input batch ``x`` (N, ...).
+
+        A floating ``x`` of another precision than the parameters is converted to theirs
+        first, as Keras's and Flax's layers do: a float32 network computes in float32 on
+        float64 data, and a float64 one in float64 on float32 data.
+        """
+        if getattr(x, "dtype", self._input_dtype) != self._input_dtype:
+            x = self._in_parameter_dtype(x)
         modal = self._modal
         for k, layer in enumerate(self.layers):
             try:
@@ -225,6 +235,14 @@ class Sequential:
                     f"{tuple(getattr(x, 'shape', ()))}: {exc}"
                 ) from exc
         return x
+
+    def _in_parameter_dtype(self, x: Any) -> Any:
+        """``x`` converted to the parameters' dtype when it is real floating (integers, such
+        as raw pixels, are left for the first layer to refuse), else ``x`` itself."""
+        if self._input_dtype is None:
+            return x
+        xp = namespace_of(x)
+        return xp.astype(x, self._input_dtype) if is_real_floating(xp, x) else x
 
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
