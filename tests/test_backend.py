@@ -33,6 +33,12 @@ def test_device_is_read_from_the_environment_when_called(monkeypatch):
         backend.namespace()
 
 
+def test_an_empty_device_variable_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "")
+    assert str(backend.parse_device()) == "cpu"
+    assert isinstance(backend.to_device([1.0, 2.0]), np.ndarray)
+
+
 def test_default_device_is_cpu_numpy(monkeypatch):
     monkeypatch.delenv("XPNET_DEVICE", raising=False)
     x = backend.to_device([1.0, 2.0])

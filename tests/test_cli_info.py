@@ -1,7 +1,12 @@
-"""`xpnet info`: versions, the selected backend and where data is looked for."""
+"""`xpnet info`: versions, the selected backend and where data is looked for; `--version`
+and `xpnet gradcheck --help`."""
+
+import re
 
 import numpy as np
+import pytest
 
+from xpnet import backend
 from xpnet.cli import main
 
 
@@ -24,6 +29,28 @@ def test_info_shows_an_invalid_device_instead_of_failing(monkeypatch, capsys):
     assert "invalid: unknown device 'tpu'" in capsys.readouterr().out
 
 
+def test_info_takes_an_empty_device_variable_as_unset(monkeypatch, capsys):
+    monkeypatch.setenv("XPNET_DEVICE", "")
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["device"].strip() == "cpu"
+    assert lines["XPNET_DEVICE"].strip() == "(empty: the default, cpu)"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:99"])
+def test_info_shows_an_unusable_device_and_why_instead_of_failing(monkeypatch, capsys, device):
+    monkeypatch.setenv("XPNET_DEVICE", device)
+    try:
+        backend.selected()
+    except backend.BackendUnavailableError as exc:
+        why = str(exc)
+    else:
+        pytest.skip(f"{device} is usable here")
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["device"].strip() == f"unavailable: {why}"
+
+
 def test_version_prints_the_package_version(capsys):
     from xpnet import __version__
 
@@ -42,3 +69,33 @@ def test_info_reports_the_python_version_and_an_unset_data_variable(monkeypatch,
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert lines["python"].strip() == platform.python_version()
     assert lines["XPNET_DATA"].strip() == "(not set)"
+
+
+def option_helps(text):
+    """``{option: its help}`` from ``--help`` output, whitespace normalized."""
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    return {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks[1:]}
+
+
+def gradcheck_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["gradcheck", "--help"])
+    return option_helps(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("option", "default"),
+    [("--input-size", "784"), ("--output-size", "10"), ("--activation", "relu"),
+     ("--dtype", "float64"), ("--seed", "0"), ("--batch-size", "3")],
+)  # fmt: skip
+def test_gradcheck_help_gives_the_default_of_each_option(capsys, option, default):
+    assert f"default {default}" in gradcheck_help(capsys)[option]
+
+
+def test_gradcheck_help_gives_the_steps_h_defaults_to_per_dtype(capsys):
+    from xpnet.gradcheck import DEFAULTS
+
+    text = gradcheck_help(capsys)["--h"]
+    assert "central-difference step" in text
+    for dtype, defaults in DEFAULTS.items():
+        assert f"{defaults['h']:g} for {dtype}" in text

@@ -70,7 +70,7 @@ def test_mnist_5k_end_to_end_writes_checkpoint_and_plot(tmp_path, capsys):
             "--plot", str(plot)]  # fmt: skip
     assert run(argv) == 0
     out = capsys.readouterr().out
-    assert epoch_lines(out) == [("1", "2"), ("2", "2")]  # 80 iterations x 100 / 4,000 = 2 epochs
+    assert epoch_lines(out) == [("1", "2"), ("2", "2")]  # 80 iterations, 40 an epoch of 4,000
     assert "784-50-10 relu" in out and "80 iterations" in out
     meta = read_metadata(save)
     assert meta["epoch"] == 2 and meta["run"]["dataset"] == "mnist-5k"
@@ -81,7 +81,7 @@ def test_mnist_5k_end_to_end_writes_checkpoint_and_plot(tmp_path, capsys):
 def test_iters_become_epochs_and_lines_are_printed(fake_data, capsys):
     assert run(["train", "--iters", "5", "--batch-size", "100", "--lr", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert epoch_lines(out) == [("1", "3"), ("2", "3"), ("3", "3")]  # ceil(5 * 100 / 200)
+    assert epoch_lines(out) == [("1", "3"), ("2", "3"), ("3", "3")]  # 5 iterations, 2 an epoch
     assert re.search(r"^done: epochs 1-3, 6 iterations in .* test acc", out, re.MULTILINE)
     assert fake_data == ["mnist"]
 
@@ -448,7 +448,54 @@ def test_target_range_changes_what_the_network_trains_towards(fake_data, tmp_pat
 
 def test_iters_count_batches_of_the_given_size(fake_data, capsys):
     assert run(["train", "--iters", "6", "--batch-size", "50", "--quiet"]) == 0
-    assert capsys.readouterr().out.startswith("done: epochs 1-2, 8 iterations")  # ceil(6*50/200)
+    assert capsys.readouterr().out.startswith("done: epochs 1-2, 8 iterations")  # 6, 4 an epoch
+
+
+def test_iters_count_updates_when_the_batch_does_not_divide_the_training_set(fake_data, capsys):
+    # 200 samples in batches of 150 and 50: 2 updates an epoch, so 4 iterations are 2 epochs
+    assert run(["train", "--iters", "4", "--batch-size", "150", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("done: epochs 1-2, 4 iterations")
+
+
+def test_a_batch_larger_than_the_training_set_is_one_update_an_epoch(fake_data, capsys):
+    # as PyTorch's DataLoader: one smaller batch, all 200 samples, per epoch
+    assert run(["train", "--iters", "3", "--batch-size", "500", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("done: epochs 1-3, 3 iterations")
+
+
+@pytest.mark.parametrize(("n_train", "epochs"), [(4_000, 250), (60_000, 17)])
+def test_the_books_10000_iterations_of_100_are_whole_epochs(n_train, epochs):
+    from xpnet.cli.train import epochs_for_iters
+
+    # mnist-5k's 4,000 samples: 40 updates an epoch; MNIST's 60,000: 600 (16.7 epochs, rounded up)
+    assert epochs_for_iters(10_000, 100, n_train) == epochs
+
+
+def test_data_dir_with_mnist_5k_is_a_usage_error(fake_data, tmp_path, capsys):
+    argv = ["train", "--dataset", "mnist-5k", "--data-dir", str(tmp_path), "--epochs", "1"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet train: error: --data-dir") and "mnist-5k" in err
+    assert err.count("\n") == 1
+    assert fake_data == []  # refused before loading any data
+
+
+def test_a_data_dir_without_the_data_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"  # a complete copy the run must not fall back on
+    rng = np.random.default_rng(0)
+    for role, file in datasets.FILES.items():
+        n = 20 if role.startswith("train") else 10
+        labels = np.arange(n, dtype=np.uint8) % 10
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        datasets.write_idx(elsewhere / file, images if role.endswith("images") else labels)
+    monkeypatch.setenv("XPNET_DATA", str(elsewhere))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    typo = tmp_path / "typo"
+    argv = ["train", "--dataset", "fashion-mnist", "--data-dir", str(typo), "--epochs", "1"]
+    assert run([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet train: error: ") and err.count("\n") == 1
+    assert f"{typo} (no such folder)" in err
 
 
 def test_the_summary_names_the_best_epoch_of_the_resumed_history(fake_data, tmp_path, capsys):

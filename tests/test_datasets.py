@@ -190,6 +190,34 @@ def test_a_system_copy_is_used_before_downloading(tmp_path, monkeypatch):
     assert x.shape[0] == 14
 
 
+def test_a_root_that_does_not_exist_is_an_error_even_with_copies_elsewhere(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "env")
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "env"))
+    make_idx_set(tmp_path / "system")
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "system"])
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(name="fashion-mnist", root=tmp_path / "typo")
+    assert f"root: {tmp_path / 'typo'} (no such folder)" in str(info.value)
+
+
+def test_a_root_missing_a_file_is_an_error_naming_the_file_instead_of_a_download(
+    tmp_path, monkeypatch
+):
+    make_idx_set(tmp_path / "mirror")
+    serve_as_mirror(monkeypatch, tmp_path / "mirror", [(tmp_path / "mirror").as_uri() + "/"])
+    make_idx_set(tmp_path / "root")
+    (tmp_path / "root" / datasets.FILES["test_labels"]).unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(root=tmp_path / "root")
+    assert f"root: {tmp_path / 'root'} (missing t10k-labels-idx1-ubyte.gz)" in str(info.value)
+    assert not datasets.cache_dir("mnist").exists()  # nothing was downloaded
+
+
+def test_a_root_for_mnist_5k_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"root.*mnist-5k"):
+        load_mnist(name="mnist-5k", root=tmp_path)
+
+
 def test_cache_is_under_xdg_cache_home_per_dataset(tmp_path):
     assert datasets.cache_dir("fashion-mnist") == tmp_path / "cache" / "xpnet" / "fashion-mnist"
 
@@ -374,10 +402,11 @@ def test_missing_data_error_lists_every_place_each_mirror_and_the_fix(tmp_path, 
     mirrors = [(tmp_path / "mirror1").as_uri() + "/", (tmp_path / "mirror2").as_uri() + "/"]
     monkeypatch.setitem(datasets.MIRRORS, "mnist", mirrors)
     with pytest.raises(DatasetNotFoundError) as info:
-        load_mnist(root=tmp_path / "root")
+        load_mnist()
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for place in [tmp_path / "root", tmp_path / "env", datasets.cache_dir("mnist")]:
+    assert "root: not given" in message
+    for place in [tmp_path / "env", datasets.cache_dir("mnist")]:
         assert str(place) in message
     for mirror in mirrors:
         assert mirror + "train-images-idx3-ubyte.gz" in message

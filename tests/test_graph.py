@@ -382,3 +382,36 @@ def test_unknown_suffix_or_format_is_a_clear_error(tmp_path):
         graph.write("digraph {}", tmp_path / "apple.gif")
     with pytest.raises(ValueError, match=r"'jpg'.*dot, svg, png"):
         graph.render("digraph {}", "jpg")
+
+
+def test_a_format_that_contradicts_the_output_suffix_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "g.svg"
+    assert run(["graph", "apple", "-o", str(out), "--format", "dot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet graph: error: --format dot") and f"-o {out}" in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_format_matching_the_output_suffix_is_accepted(tmp_path):
+    out = tmp_path / "g.DOT"
+    assert run(["graph", "apple", "-o", str(out), "--format", "dot"]) == 0
+    assert out.read_text() == graph.apple().dot()
+
+
+def help_text(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+
+
+def test_graph_help_says_nothing_about_training(capsys):
+    text = help_text(capsys, "graph")
+    for training_only in ("--resume", "epochs", "shuffling", "lr 0.001"):
+        assert training_only not in text
+
+
+def test_train_help_keeps_what_the_network_flags_mean_for_training(capsys):
+    text = help_text(capsys, "train")
+    for training in ("--resume: the checkpoint's", "Adam lr 0.001, 20 epochs", "shuffling"):
+        assert training in text

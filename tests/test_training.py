@@ -207,12 +207,52 @@ def test_bad_labels_and_shapes_are_reported(cpu_xp):
         ({"eval_samples": -1}, "eval_samples must be an integer >= 1, got -1"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"target_range": (1.0, 0.0)}, r"low < high, got \(1.0, 0.0\)"),
+        ({"target_range": [0.1]}, r"target_range must be a pair \(low, high\), got \[0.1\]"),
+        ({"target_range": (0.0, 1.0, 2.0)}, r"target_range must be a pair"),
+        ({"target_range": 0.5}, r"target_range must be a pair \(low, high\), got 0.5"),
+        ({"target_range": (0.0, math.inf)}, r"target_range must be finite"),
+        ({"target_range": (math.nan, 1.0)}, r"target_range must be finite"),
+        ({"epochs": 1, "start_epoch": 3}, r"start_epoch 3 is past epochs 1"),
     ],
 )
 def test_bad_trainer_settings_name_the_setting_and_value(cpu_xp, settings, message):
     x, t, xt, tt = blobs(cpu_xp)
     with pytest.raises(ValueError, match=message):
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, **{"epochs": 1, **settings})
+
+
+@pytest.mark.parametrize("target_range", [("0.1", "0.9"), (None, 1.0), (False, True)])
+def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_range):
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(TypeError, match=r"target_range must hold two numbers"):
+        Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=target_range)
+
+
+def test_a_start_epoch_equal_to_epochs_trains_nothing(cpu_xp):
+    net = make_net(cpu_xp)
+    before = {k: to_numpy(v).copy() for k, v in net.params.items()}
+    history = Trainer(net, SGD(lr=0.1), *blobs(cpu_xp), epochs=2, start_epoch=2).fit()
+    assert len(history) == 0
+    for k, v in before.items():
+        np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+
+
+@pytest.mark.parametrize("bad", ["features", "uint8"])
+def test_a_test_set_the_network_cannot_take_fails_before_any_update(cpu_xp, bad):
+    x, t, xt, tt = blobs(cpu_xp)
+    xt = xt[:, :3] if bad == "features" else cpu_xp.astype(xt, cpu_xp.uint8)
+    net = make_net(cpu_xp)
+    before = {k: to_numpy(v).copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match="x_test"):
+        Trainer(net, SGD(lr=0.1), x, t, xt, tt, epochs=3, progress=False).fit()
+    for k, v in before.items():  # nothing moved
+        np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+
+
+def test_an_empty_test_set_is_allowed(cpu_xp):
+    x, t, xt, tt = blobs(cpu_xp)
+    history = Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, xt[:0, :], tt[:0], epochs=1).fit()
+    assert len(history) == 1 and math.isnan(history.test_acc[0])
 
 
 def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):

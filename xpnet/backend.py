@@ -59,9 +59,10 @@ class DeviceSpec:
 
 
 def parse_device(value: str | None = None) -> DeviceSpec:
-    """Parse a device string (``cpu``, ``cuda``, ``cuda:N``); ``None`` reads ``XPNET_DEVICE``."""
+    """Parse a device string (``cpu``, ``cuda``, ``cuda:N``); ``None`` reads ``XPNET_DEVICE``
+    (unset or empty: ``cpu``)."""
     if value is None:
-        value = os.environ.get(ENV_VAR, "cpu")
+        value = os.environ.get(ENV_VAR) or "cpu"
     text = value.strip().lower()
     if text == "cpu":
         return DeviceSpec("cpu")

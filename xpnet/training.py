@@ -30,7 +30,7 @@ import array_api_extra as xpx
 from tqdm import tqdm
 
 from xpnet.backend import host_rng, namespace_of, synchronize, take, to_numpy
-from xpnet.checks import require_count
+from xpnet.checks import is_real, require_count
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
 
@@ -126,6 +126,24 @@ def labels_and_targets(
     return xp.argmax(t, axis=1), xp.astype(t, dtype)
 
 
+def _checked_range(value: Any) -> tuple[float, float] | None:
+    """``target_range`` as a pair of floats (``None`` stays ``None``); a ``ValueError`` or
+    ``TypeError`` naming it unless it is two finite numbers, low < high."""
+    if value is None:
+        return None
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"target_range must be a pair (low, high), got {value!r}") from None
+    if not (is_real(low) and is_real(high)):
+        raise TypeError(f"target_range must hold two numbers (low, high), got {value!r}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"target_range must be finite, got {value!r}")
+    if not low < high:
+        raise ValueError(f"target_range must be (low, high) with low < high, got {value!r}")
+    return float(low), float(high)
+
+
 def evaluate(
     net: Any, x: Any, labels: Any, targets: Any, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> tuple[float, float]:
@@ -162,7 +180,8 @@ class Trainer:
       (one-hot, or smoothed such as 0.01/0.99), on the network's device; the same for
       the test set;
     - ``epochs``: train until this epoch number (``start_epoch`` counts the epochs
-      already done, for resuming); ``batch_size``: samples per update (1 works);
+      already done, for resuming; at most ``epochs``); ``batch_size``: samples per
+      update (1 works; one larger than N makes one update of all N an epoch);
       the last batch of an epoch is smaller when ``batch_size`` does not divide N;
     - ``seed``: the shuffling order; epoch ``k`` gets the ``k``-th permutation of a
       generator seeded once, so a resumed run shuffles as an uninterrupted one would;
@@ -174,8 +193,9 @@ class Trainer:
     - ``progress``: a progress bar (tqdm) on stderr for each epoch (``None``: when stderr
       is a terminal);
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch;
-    - ``target_range=(low, high)`` turns integer labels into rows of ``low`` with ``high``
-      at the label (course notes train sigmoid outputs towards 0.01 / 0.99), else one-hot.
+    - ``target_range=(low, high)``, two finite numbers with low < high, turns integer labels
+      into rows of ``low`` with ``high`` at the label (course notes train sigmoid outputs
+      towards 0.01 / 0.99), else one-hot.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
     ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. An
@@ -183,7 +203,9 @@ class Trainer:
     :class:`TrainingDiverged` (after it is in the history, before the callback sees it),
     as Keras's ``TerminateOnNaN`` stops: a diverged network only trains on NaN.
     Pass the same optimizer object (or one restored from a checkpoint) and the
-    previous ``history`` when resuming. Labels are validated once, up front.
+    previous ``history`` when resuming. Labels are validated once, up front, and so is
+    that the network takes the test inputs (an empty test set is allowed), before any
+    weight moves.
     """
 
     def __init__(
@@ -216,10 +238,12 @@ class Trainer:
         optional = [("eval_samples", eval_samples, 1), ("seed", seed, 0)]
         for name, value, least in counts + [c for c in optional if c[1] is not None]:
             require_count(name, value, least)
-        if target_range is not None and not target_range[0] < target_range[1]:
+        if start_epoch > epochs:  # equal is a finished run: nothing left to train
             raise ValueError(
-                f"target_range must be (low, high) with low < high, got {target_range}"
+                f"start_epoch {start_epoch} is past epochs {epochs}: training runs until "
+                "epoch `epochs`, counting the `start_epoch` already done"
             )
+        target_range = _checked_range(target_range)
         if x_train.shape[0] == 0:
             raise ValueError("the training set is empty")
         if x_train.shape[0] != t_train.shape[0] or x_test.shape[0] != t_test.shape[0]:
@@ -230,6 +254,11 @@ class Trainer:
         first = next(iter(net.params.values()))
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
+        if x_test.shape[0]:  # fail now, not after an epoch has moved the weights
+            try:
+                net.predict(x_test[:1, ...])
+            except ValueError as exc:
+                raise ValueError(f"x_test does not fit the network: {exc}") from exc
         self.net, self.optimizer = net, optimizer
         self.x_train, self.x_test = x_train, x_test
         self.labels_train, self.t_train = labels_and_targets(

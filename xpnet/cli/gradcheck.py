@@ -7,7 +7,7 @@ import json
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
-from xpnet.gradcheck import METHODS
+from xpnet.gradcheck import DEFAULTS, METHODS
 from xpnet.networks import ACTIVATIONS, DTYPES
 
 
@@ -18,22 +18,42 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         description="Build a network, compare its analytic (backprop) gradients with "
         "numerical central differences, print a table; exit 1 when a parameter fails.",
     )
-    p.add_argument("--input-size", type=positive_int, default=784)
+    p.add_argument(
+        "--input-size", type=positive_int, default=784, help="the network's inputs (default 784)"
+    )
     p.add_argument(
         "--hidden",
         type=positive_int,
         action="append",
         help="hidden layer size (repeat; default 50)",
     )
-    p.add_argument("--output-size", type=positive_int, default=10)
-    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    p.add_argument(
+        "--output-size", type=positive_int, default=10, help="the network's classes (default 10)"
+    )
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu", help="default relu")
     p.add_argument(
         "--batch-size", type=positive_int, default=3, help="samples in the check (default 3)"
     )
-    p.add_argument("--dtype", choices=DTYPES, default="float64")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float64",
+        help="default float64, a tight check (float32's rounding errors are near 1e-3)",
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="the network's weights and the random inputs and labels (default 0)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--h", type=positive_float, default=None, help="central-difference step")
+    steps = ", ".join(f"{d['h']:g} for {dtype}" for dtype, d in DEFAULTS.items())
+    p.add_argument(
+        "--h",
+        type=positive_float,
+        default=None,
+        help=f"central-difference step (default per --dtype: {steps})",
+    )
     p.add_argument(
         "--method",
         choices=METHODS,

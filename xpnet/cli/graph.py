@@ -29,10 +29,11 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         choices=FORMATS,
-        help="default: the suffix of -o, else dot (svg and png need Graphviz's dot program)",
+        help="default: the suffix of -o, else dot; one that contradicts the suffix of -o is "
+        "an error (svg and png need Graphviz's dot program)",
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
-    add_network_flags(p, default_dataset="mnist-5k")
+    add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
     p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
     p.set_defaults(epochs=None, iters=None, resume=None)
@@ -65,6 +66,8 @@ def _run_graph(args: argparse.Namespace) -> int:
     if problem:
         return error(problem, "graph")
     suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    if args.format and suffix in graph.FORMATS and suffix != args.format:
+        return error(f"--format {args.format} contradicts -o {args.output} ({suffix})", "graph")
     fmt = args.format or (suffix if suffix in graph.FORMATS else "dot")
     if fmt == "png" and not args.output:
         return error("--format png needs -o PATH", "graph")

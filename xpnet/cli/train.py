@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -40,7 +41,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "accuracy per epoch and a summary. The defaults are the book's: 784-50-10 ReLU, "
         "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
     )
-    add_network_flags(p, default_dataset="mnist")
+    add_network_flags(p, command="train", default_dataset="mnist")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
     p.add_argument(
         "--lr",
@@ -53,7 +54,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     length.add_argument(
         "--iters",
         type=positive_int,
-        help="iterations as in the book (default 10000); epochs = ceil(iters * batch / n_train)",
+        help="iterations (updates) as in the book, rounded up to whole epochs of "
+        "ceil(n_train / batch) updates (default 10000: at batch 100, 250 epochs of mnist-5k's "
+        "4,000 samples, 17 of MNIST's 60,000); a batch larger than the training set is "
+        "all of it, one update an epoch",
     )
     p.add_argument(
         "--eval-samples",
@@ -78,6 +82,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
     p.set_defaults(run=_train)
+
+
+def epochs_for_iters(iters: int, batch_size: int, n_train: int) -> int:
+    """The whole epochs that ``iters`` updates take: an epoch is ``ceil(n_train / batch_size)``
+    updates (the last batch smaller, or the only one when the batch exceeds the set)."""
+    return math.ceil(iters / math.ceil(n_train / batch_size))
 
 
 def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) -> dict[str, Any]:
@@ -178,7 +188,6 @@ def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> d
 
 
 def _train(args: argparse.Namespace) -> int:
-    import math
     import time
 
     from xpnet import checkpoint
@@ -231,13 +240,14 @@ def _train(args: argparse.Namespace) -> int:
             note = "" if same else f"; {optimizer.name} starts with fresh state"
             print(f"resuming {args.resume} after epoch {start_epoch}{note}")
     unit, length = s["length"]
-    epochs = length if unit == "epochs" else math.ceil(length * s["batch_size"] / n_train)
+    epochs = length if unit == "epochs" else epochs_for_iters(length, s["batch_size"], n_train)
     arch = describe(s, net)
     if not args.quiet:
         loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
+        whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
-            f"{loss}, {optimizer!r}, batch {s['batch_size']}, "
+            f"{loss}, {optimizer!r}, batch {s['batch_size']}{whole}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
