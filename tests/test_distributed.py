@@ -200,6 +200,15 @@ def test_check_on_the_cluster_gives_the_local_report(client, cpu_xp, method):
     )
 
 
+def test_a_dropout_and_batchnorm_net_is_checked_on_the_cluster_as_locally(client):
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 8)), rng.integers(0, 3, 6)
+    net = MultiLayerNet(8, [5], 3, dtype="float64", seed=0, use_dropout=True, use_batchnorm=True)
+    local = check_gradients(net, x, t, method="loop")
+    remote = check_gradients(net, x, t, method="loop", client=client, progress=False)
+    assert remote.passed and remote.as_dict() == local.as_dict()
+
+
 def test_a_layer_without_local_perturbations_is_looped_on_the_cluster_too(client):
     mlp, x, t = problem(backend.namespace("cpu"))
     # Softmax has no perturb hooks: W1, b1, W2 and b2 before it fall back to the loop,
