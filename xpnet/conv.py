@@ -10,7 +10,9 @@ runs on NumPy, CuPy, PyTorch and ``array_api_strict``.
 
 Shapes: images (N, C, H, W); filters (FN, C, FH, FW); the output of a window
 operation (N, *, OH, OW) with ``OH = (H + 2 pad - FH) / stride + 1`` (and OW alike),
-which must be a whole number.
+which must be a whole number. PyTorch's ``conv2d`` and ``max_pool2d`` round it down and
+leave the last rows and columns unread; here that is an error naming the sizes, as the
+book's ``im2col`` assumes windows that tile the padded image.
 """
 
 from __future__ import annotations
