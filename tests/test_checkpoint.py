@@ -3,6 +3,7 @@ no pickle, architecture and optimizer state for resuming."""
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -163,10 +164,58 @@ def test_optimizer_state_of_the_wrong_shape_is_refused(momentum_checkpoint):
         load_params(momentum_checkpoint, MultiLayerNet(4, [3], 2, seed=0), optimizer=Momentum(0.1))
 
 
+def stepped_momentum(net):
+    """A Momentum that has made one step on ``net`` (so it has state to lose)."""
+    opt = Momentum(0.1)
+    opt.update(net.params, net.gradient(np.ones((2, 4), np.float32), np.array([1, 0])))
+    return opt
+
+
+def assert_unchanged(net, params_before, opt, state_before):
+    for k, v in params_before.items():
+        np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+    state = opt.state_dict()
+    assert state["iterations"] == state_before["iterations"]
+    assert state["buffers"]["v"].keys() == state_before["buffers"]["v"].keys()
+    for k, v in state["buffers"]["v"].items():
+        assert v is state_before["buffers"]["v"][k]
+
+
 def test_optimizer_state_for_no_parameter_is_refused(momentum_checkpoint):
     replace_arrays(momentum_checkpoint, **{"optimizer/v/W9": np.zeros(1, np.float32)})
+    net = MultiLayerNet(4, [3], 2, seed=1)
+    opt = stepped_momentum(net)
+    params_before, state_before = host_params(net), opt.state_dict()
     with pytest.raises(ValueError, match=r"optimizer state optimizer/v/W9 in .* names no param"):
-        load_params(momentum_checkpoint, MultiLayerNet(4, [3], 2, seed=0), optimizer=Momentum(0.1))
+        load_params(momentum_checkpoint, net, optimizer=opt)
+    assert_unchanged(net, params_before, opt, state_before)
+
+
+def test_state_for_a_buffer_the_optimizer_lacks_changes_neither_network_nor_optimizer(
+    momentum_checkpoint,
+):
+    replace_arrays(momentum_checkpoint, **{"optimizer/h/W1": np.zeros((4, 3), np.float32)})
+    net = MultiLayerNet(4, [3], 2, seed=1)
+    opt = stepped_momentum(net)
+    params_before, state_before = host_params(net), opt.state_dict()
+    with pytest.raises(ValueError) as info:
+        load_params(momentum_checkpoint, net, optimizer=opt)
+    assert str(info.value) == (
+        f"optimizer state optimizer/h/W1 in {momentum_checkpoint} is for a buffer 'h', "
+        "which momentum does not have (its buffers: v)"
+    )
+    assert_unchanged(net, params_before, opt, state_before)
+
+
+def test_a_checkpoint_saved_after_loading_float64_state_into_float32_loads_back(tmp_path):
+    net, opt = MultiLayerNet(4, [3], 2, seed=0), Momentum(0.1)  # float32 parameters
+    v64 = {name: np.full(tuple(p.shape), 0.5) for name, p in net.params.items()}
+    opt.load_state_dict({"iterations": 1, "buffers": {"v": v64}})
+    opt.update(net.params, net.gradient(np.ones((2, 4), np.float32), np.array([0, 1])))
+    path = save_params(tmp_path / "p.npz", net, optimizer=opt)
+    other, other_opt = MultiLayerNet(4, [3], 2, seed=1), Momentum(0.1)
+    load_params(path, other, optimizer=other_opt)
+    assert all(v.dtype == np.float32 for v in other_opt.state_dict()["buffers"]["v"].values())
 
 
 def test_missing_and_extra_names_are_listed(tmp_path):
@@ -227,6 +276,49 @@ def test_object_arrays_are_never_unpickled(tmp_path):
         load_params(path, {"W1": np.zeros(2)})
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            setting("format", "xpnet-checkpoint/2"),
+            "checkpoint format 'xpnet-checkpoint/2' is not supported; this xpnet reads "
+            "'xpnet-checkpoint/1' (the file was written by a newer xpnet)",
+        ),
+        (
+            setting("format", "something-else/7"),
+            "checkpoint format 'something-else/7' is not supported; this xpnet reads "
+            "'xpnet-checkpoint/1'",
+        ),
+        (
+            without("format"),
+            "the checkpoint records no format; this xpnet reads 'xpnet-checkpoint/1', "
+            "which every file it writes records",
+        ),
+    ],
+    ids=["newer", "other", "missing"],
+)
+@pytest.mark.parametrize("load", [read_metadata, load_network, load_params])
+def test_a_format_other_than_xpnet_checkpoint_1_is_refused_naming_the_file(
+    trained, edit, message, load
+):
+    rewrite_metadata(trained, edit)
+    args = (MultiLayerNet(4, [3], 2, seed=0),) if load is load_params else ()
+    with pytest.raises(CheckpointError) as info:
+        load(trained, *args)
+    assert str(info.value) == f"{trained}: {message}"
+
+
+def test_an_npz_without_metadata_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, w=np.zeros(3, np.float32))
+    with pytest.raises(CheckpointError) as info:
+        load_params(path, {"w": np.ones(3, np.float32)})
+    assert str(info.value) == (
+        f"{path} is not an xpnet checkpoint: it has no __metadata__ array, which records "
+        "the format ('xpnet-checkpoint/1') in every file xpnet writes"
+    )
+
+
 def test_files_that_are_not_checkpoints(tmp_path):
     (tmp_path / "x.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"not an \.npz archive"):
@@ -263,6 +355,27 @@ def test_optimizer_state_round_trip_continues_identically(cpu_xp, tmp_path):
 
     with pytest.raises(ValueError, match="state for optimizer 'adam', not 'sgd'"):
         load_params(path, net2, optimizer=SGD())
+
+
+def test_load_params_keeps_the_optimizers_hyperparameters_and_warns_of_the_files(tmp_path):
+    path = save_params(tmp_path / "p.npz", MultiLayerNet(4, [3], 2, seed=0),
+                       optimizer=Adam(lr=0.001, beta1=0.8))  # fmt: skip
+    opt = Adam(lr=0.5)
+    with pytest.warns(UserWarning) as record:
+        load_params(path, MultiLayerNet(4, [3], 2, seed=1), optimizer=opt)
+    assert [str(w.message) for w in record] == [
+        f"{path}: loading the optimizer's state, keeping its own hyperparameters, which "
+        "differ from the file's: lr 0.5 (file: 0.001), beta1 0.9 (file: 0.8)"
+    ]
+    assert (opt.lr, opt.beta1) == (0.5, 0.9)
+
+
+def test_load_params_with_the_files_hyperparameters_does_not_warn(tmp_path):
+    path = save_params(tmp_path / "p.npz", MultiLayerNet(4, [3], 2, seed=0),
+                       optimizer=Adam(lr=0.001, beta1=0.8))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_params(path, MultiLayerNet(4, [3], 2, seed=1), optimizer=Adam(0.001, beta1=0.8))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -576,3 +577,14 @@ def test_a_run_that_diverges_at_once_saves_nothing(fake_data, tmp_path, capsys):
         assert run(["train", "--epochs", "2", "--lr", "1e30", "--save", str(path)]) == 1
     assert "the train loss is nan" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_learning_rate_given_on_resume_is_used_without_a_warning(fake_data, tmp_path, capsys):
+    path = tmp_path / "old.npz"
+    assert run(["train", "--epochs", "1", "--optimizer", "momentum", "--lr", "0.05", "--quiet",
+                "--save", str(path)]) == 0  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(["train", "--resume", str(path), "--epochs", "2", "--lr", "0.01", "--quiet",
+                    "--save", str(path)]) == 0  # fmt: skip
+    assert read_metadata(path)["optimizer"]["lr"] == 0.01

@@ -152,9 +152,40 @@ def test_make_optimizer_names_and_errors():
     assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}
     with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'.*sgd, momentum"):
         make_optimizer("lbfgs")
-    # Plain SGD has no momentum: the constructor refuses the argument by name.
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'momentum'"):
-        make_optimizer("sgd", momentum=0.9)
+
+
+@pytest.mark.parametrize("name", [None, 3, Adam])
+def test_make_optimizer_refuses_a_name_that_is_not_a_string(name):
+    with pytest.raises(TypeError) as info:
+        make_optimizer(name)
+    assert str(info.value) == (
+        "make_optimizer: name must be a string, one of sgd, momentum, nesterov, adagrad, "
+        f"rmsprop, adam; got {name!r} ({type(name).__name__})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("sgd", {"momentum": 0.9}, "sgd takes lr, not momentum"),
+        ("Adam", {"lr": 0.1, "momentum": 0.9}, "adam takes lr, beta1, beta2, not momentum"),
+        ("rmsprop", {"rho": 0.9, "eps": 1e-8}, "rmsprop takes lr, decay_rate, not rho, eps"),
+    ],
+)
+def test_make_optimizer_names_the_hyperparameters_an_optimizer_takes(name, kwargs, message):
+    with pytest.raises(TypeError) as info:
+        make_optimizer(name, **kwargs)
+    assert str(info.value) == message
+
+
+def test_make_optimizer_says_weight_decay_is_the_networks_setting():
+    with pytest.raises(TypeError) as info:
+        make_optimizer("sgd", weight_decay=1e-4)
+    assert str(info.value) == (
+        "sgd takes lr, not weight_decay; weight_decay is a setting of the network "
+        "(weight_decay= of MultiLayerNet or Sequential, --weight-decay of xpnet train), "
+        "not of the optimizer"
+    )
 
 
 def test_config_and_state_dict_round_trip():
@@ -263,7 +294,11 @@ def test_hyperparameters_are_stored_as_python_floats():
 BAD_STATES = [
     (None, TypeError, r"Momentum.load_state_dict expects a mapping .* got NoneType"),
     ([("iterations", 1)], TypeError, r"expects a mapping .* got list"),
-    ({"foo": 1}, ValueError, r"unexpected key\(s\) 'foo'; expected 'iterations', 'buffers'"),
+    (
+        {"foo": 1},
+        ValueError,
+        r"unexpected key\(s\) 'foo'; expected 'iterations', 'buffers', 'hyperparameters'",
+    ),
     ({"iterations": 1, "buffers": {}, "lr": 0.1}, ValueError, r"unexpected key\(s\) 'lr'"),
     ({"iterations": -1}, ValueError, r"Invalid iterations: -1 \(expected an integer >= 0\)"),
     (
@@ -276,6 +311,24 @@ BAD_STATES = [
     ({"buffers": None}, TypeError, r"'buffers' must map buffer names to mappings"),
     ({"buffers": {"v": None}}, TypeError, r"'buffers' must map buffer names to mappings"),
     ({"buffers": {"m": {}}}, ValueError, r"Momentum has no state buffer\(s\) m; expected v"),
+    (
+        {"buffers": {"v": {"w": [0.5]}}},
+        TypeError,
+        r"Momentum.load_state_dict: state 'v' of 'w' is a list, expected an array",
+    ),
+    ({"buffers": {"v": {"w": 0.5}}}, TypeError, r"state 'v' of 'w' is a float, expected an array"),
+    ({"hyperparameters": None}, TypeError, r"'hyperparameters' must map names to numbers"),
+    (
+        {"hyperparameters": {"beta1": 0.5}},
+        ValueError,
+        r"Momentum has no hyperparameter\(s\) beta1; expected lr, momentum",
+    ),
+    (
+        {"iterations": 2, "hyperparameters": {"lr": 0.5, "momentum": 1.5}},
+        ValueError,
+        r"Invalid momentum: 1.5 \(expected a number in \[0, 1\)\)",
+    ),
+    ({"hyperparameters": {"lr": "0.5"}}, TypeError, r"Invalid lr: '0.5' .* got str"),
 ]
 
 
@@ -290,6 +343,7 @@ def test_load_state_dict_rejects_a_bad_state_and_changes_nothing(state, error, m
         opt.load_state_dict(state)
     assert opt.iterations == before["iterations"] == 1
     assert opt.state["v"]["w"] is before["buffers"]["v"]["w"]
+    assert opt.config() == Momentum().config()
 
 
 def test_load_state_dict_accepts_numpy_integer_iterations():
@@ -310,3 +364,55 @@ def test_load_state_dict_copies_the_buffer_mappings():
     # Momentum stores a new v per step and a new slot for "b": neither lands in `saved`.
     assert list(saved["buffers"]["v"]) == ["w"] and saved["buffers"]["v"]["w"] is held
     np.testing.assert_array_equal(held, [0.5])
+
+
+def test_state_dict_holds_the_hyperparameters():
+    state = Adam(lr=0.001, beta1=0.8).state_dict()
+    assert state["hyperparameters"] == {"lr": 0.001, "beta1": 0.8, "beta2": 0.999}
+
+
+def test_load_state_dict_restores_the_hyperparameters_as_pytorch_does():
+    opt = Adam(lr=0.5)
+    opt.load_state_dict(Adam(lr=0.001, beta1=0.8).state_dict())
+    assert (opt.lr, opt.beta1, opt.beta2) == (0.001, 0.8, 0.999)
+
+
+def test_a_state_without_hyperparameters_keeps_the_optimizers_own():
+    opt = Adam(lr=0.5)
+    opt.load_state_dict({"iterations": 2, "buffers": {}})
+    assert (opt.lr, opt.iterations) == (0.5, 2)
+
+
+def test_loaded_state_of_another_shape_is_refused_at_its_first_use():
+    opt = Momentum(lr=0.1)
+    opt.load_state_dict({"buffers": {"v": {"w": np.array([0.5])}}})
+    params = {"w": np.array([1.0, 2.0, 3.0])}
+    with pytest.raises(ValueError) as info:
+        opt.update(params, {"w": np.ones(3)})
+    assert str(info.value) == (
+        "Momentum state 'v' of parameter 'w' has shape (1,), but the parameter has shape (3,)"
+    )
+    np.testing.assert_array_equal(params["w"], [1.0, 2.0, 3.0])
+
+
+def test_loaded_state_takes_the_parameters_dtype_and_namespace(xp):
+    """As PyTorch's load_state_dict casts floating state to each parameter's dtype."""
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.load_state_dict({"buffers": {"v": {"w": np.array([0.5, -0.5])}}})  # NumPy float64
+    params = {"w": to_device([1.0, 2.0], dtype="float32", xp=xp)}
+    opt.update(params, {"w": to_device([1.0, 1.0], dtype="float32", xp=xp)})
+    v = opt.state_dict()["buffers"]["v"]["w"]
+    assert type(v) is type(params["w"]) and v.dtype == xp.float32
+    # v = 0.9 * [0.5, -0.5] - 0.1 * 1 = [0.35, -0.55]; w = [1.35, 1.45]
+    np.testing.assert_allclose(to_numpy(v), [0.35, -0.55], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(params["w"]), [1.35, 1.45], rtol=1e-6)
+
+
+def test_state_loaded_but_not_yet_used_is_in_the_state_dict():
+    saved = {"iterations": 4, "buffers": {"m": {"w": np.array([0.1])}, "v": {"w": np.array([0.2])}}}
+    opt = Adam()
+    opt.load_state_dict(saved)
+    state = opt.state_dict()
+    assert state["iterations"] == 4
+    assert state["buffers"]["m"]["w"] is saved["buffers"]["m"]["w"]
+    assert state["buffers"]["v"]["w"] is saved["buffers"]["v"]["w"]

@@ -33,6 +33,14 @@ Files are written atomically (a temporary file in the target's directory, then
 the field; the rest of the metadata is the caller's, read back as written. Loading checks
 names, shapes and dtypes against the network and moves the arrays to the network's
 namespace and device.
+
+Every file xpnet has written records its ``format``, ``xpnet-checkpoint/1``; reading
+refuses a file without one (or without metadata) and any other format, a newer version
+of this one included, with a :class:`CheckpointError` naming the file and both formats.
+
+Layers' random generators are not saved: a network with Dropout resumes with masks drawn
+afresh from each layer's seed, so a resumed run trains as well but is not bit-identical
+to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,8 +81,9 @@ _LAYERS: dict[str, type] = {}
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable xpnet checkpoint: not an ``.npz`` archive, or metadata
-    that is not JSON or has a malformed field (the message names the file and the field)."""
+    """A file that is not a usable xpnet checkpoint: not an ``.npz`` archive, no metadata or
+    another ``format``, or metadata that is not JSON or has a malformed field (the message
+    names the file and the field)."""
 
 
 def _check_fields(where: str | os.PathLike, meta: Any, fields: Mapping[str, Field]) -> None:
@@ -137,8 +147,31 @@ def _metadata_fields() -> dict[str, Field]:
     }
 
 
+def _check_format(where: str, meta: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``meta`` records :data:`FORMAT` (every file
+    xpnet has written does)."""
+    if "format" not in meta:
+        raise CheckpointError(
+            f"{where}: the checkpoint records no format; this xpnet reads {FORMAT!r}, "
+            "which every file it writes records"
+        )
+    found = meta["format"]
+    if found != FORMAT:
+        family, _, version = FORMAT.partition("/")
+        found_family, _, found_version = str(found).partition("/")
+        newer = found_family == family and found_version.isascii() and found_version.isdigit()
+        newer = newer and int(found_version) > int(version)
+        raise CheckpointError(
+            f"{where}: checkpoint format {found!r} is not supported; this xpnet reads "
+            f"{FORMAT!r}" + (" (the file was written by a newer xpnet)" if newer else "")
+        )
+
+
 def _check_metadata(where: str, meta: Any, extra: Mapping[str, Field] | None) -> None:
-    """The one check of a checkpoint's metadata: the library's fields, then ``extra``."""
+    """The one check of a checkpoint's metadata: its format, the library's fields, then
+    ``extra``."""
+    if isinstance(meta, dict):  # anything else: _check_fields says what the metadata is
+        _check_format(where, meta)
     _check_fields(where, meta, _metadata_fields())
     if extra:
         _check_fields(where, meta, extra)
@@ -358,7 +391,10 @@ def _read(
         raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
     raw = arrays.pop(METADATA_KEY, None)
     if raw is None:
-        return arrays, {}
+        raise CheckpointError(
+            f"{name} is not an xpnet checkpoint: it has no {METADATA_KEY} array, which "
+            f"records the format ({FORMAT!r}) in every file xpnet writes"
+        )
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -416,9 +452,16 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
     """Load parameters from ``path`` into ``net`` (a network or a ``name -> array`` mapping).
 
     Names, shapes and dtypes must match exactly, else ``ValueError`` lists every
-    difference and ``net`` is left unchanged. Arrays move to the namespace and device
-    of the network's parameters. With ``optimizer``, its state is restored too
-    (the file must hold state for an optimizer of the same name). Returns the metadata.
+    difference. Arrays move to the namespace and device of the network's parameters.
+    With ``optimizer``, its state (iterations and buffers) is restored too: the file must
+    hold state for an optimizer of the same name, with the optimizer's buffers, for the
+    network's parameters. Everything is checked before anything is assigned, so on any
+    error ``net`` and ``optimizer`` are left unchanged. Returns the metadata.
+
+    The optimizer keeps its own hyperparameters (``lr``, ``momentum``, ...), since they are
+    the caller's choice (``xpnet train --resume`` takes the file's unless a flag overrides
+    them); a ``UserWarning`` names those that differ from the file's. To continue with
+    the file's, build the optimizer from ``read_metadata(path)["optimizer"]``.
     """
     arrays, meta = _read(path)
     _load_into(path, arrays, meta, net, optimizer)
@@ -428,7 +471,9 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
 def _load_into(
     path: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], net: Any, optimizer: Any
 ) -> None:
-    """:func:`load_params` on a file already read (``arrays``, ``meta``)."""
+    """:func:`load_params` on a file already read (``arrays``, ``meta``): every array
+    checked and converted, the optimizer loaded (which changes nothing if it refuses the
+    state), and only then the network's arrays replaced."""
     params = _params_of(net)
     stored = {k: v for k, v in arrays.items() if not k.startswith(_RESERVED)}
     _check(path, stored, params, "parameters")
@@ -436,15 +481,16 @@ def _load_into(
     buffers = {key: getattr(layer, attr) for key, (layer, attr) in slots.items()}
     stored_buffers = {k: v for k, v in arrays.items() if k.startswith(BUFFER_PREFIX)}
     _check(path, stored_buffers, buffers, "layer buffers")
-    state = None
+    new_params = {name: _to_like(stored[name], params[name]) for name in params}
+    new_buffers = {key: _to_like(stored_buffers[key], buffers[key]) for key in slots}
     if optimizer is not None:
-        state = _optimizer_state(path, arrays, meta, params, optimizer)
-    for name in list(params):
-        params[name] = _to_like(stored[name], params[name])
+        optimizer.load_state_dict(_optimizer_state(path, arrays, meta, params, optimizer))
+    for name, value in new_params.items():
+        params[name] = value
     for key, (layer, attr) in slots.items():
-        setattr(layer, attr, _to_like(stored_buffers[key], buffers[key]))
-    if state is not None:
-        optimizer.load_state_dict(state)
+        setattr(layer, attr, new_buffers[key])
+    if optimizer is not None:  # last: a warning turned into an error leaves a whole load
+        _warn_of_other_hyperparameters(path, meta["optimizer"], optimizer)
 
 
 def _optimizer_state(
@@ -464,12 +510,34 @@ def _optimizer_state(
         buffer, _, name = key[len(OPTIMIZER_PREFIX) :].partition("/")
         if name not in params:
             raise ValueError(f"optimizer state {key} in {os.fspath(path)} names no parameter")
+        if buffer not in opt.buffers:
+            raise ValueError(
+                f"optimizer state {key} in {os.fspath(path)} is for a buffer {buffer!r}, "
+                f"which {opt.name} does not have (its buffers: {', '.join(opt.buffers) or 'none'})"
+            )
         buffers.setdefault(buffer, {})[name] = value
     for buffer, slot in buffers.items():
         _check(path, slot, {n: params[n] for n in slot}, f"optimizer state {buffer!r}")
         for name in slot:
             slot[name] = _to_like(slot[name], params[name])
     return {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
+
+
+def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any) -> None:
+    """Warn, naming them, when ``opt``'s hyperparameters differ from the ``saved`` ones."""
+    own = {k: v for k, v in opt.config().items() if k != "name"}
+    file = {k: v for k, v in saved.items() if k not in ("name", "iterations")}
+    differing = [
+        f"{k} {own.get(k, 'unset')} (file: {file.get(k, 'unset')})"
+        for k in {**file, **own}
+        if own.get(k) != file.get(k)
+    ]
+    if differing:
+        warnings.warn(
+            f"{os.fspath(path)}: loading the optimizer's state, keeping its own "
+            f"hyperparameters, which differ from the file's: {', '.join(differing)}",
+            stacklevel=4,
+        )
 
 
 def load_network(

@@ -20,18 +20,28 @@ but no parameter moves); ``momentum``, ``beta1``, ``beta2`` and ``decay_rate`` i
 ``[0, 1)``. A bad one raises ``ValueError`` (``TypeError`` for a non-number) naming it,
 its value and the valid range. :meth:`Optimizer.update` itself checks nothing: it is
 the inner loop of training.
+
+:meth:`Optimizer.state_dict` holds the hyperparameters too, and
+:meth:`Optimizer.load_state_dict` restores them, as PyTorch's optimizers do. State loaded
+for a parameter is checked against it the first time an update uses it (the optimizer
+meets its parameters only then): its shape must be the parameter's (else ``ValueError``),
+and it is converted to the parameter's dtype and device, as PyTorch converts loaded state.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
-from xpnet.backend import namespace_of
+import array_api_compat
+
+from xpnet.backend import namespace_of, to_numpy
 from xpnet.checks import is_integer, is_real
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
+_BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
 
 
 def _hyperparameter(name: str, value: Any, high: float = math.inf) -> float:
@@ -55,8 +65,9 @@ class Optimizer:
     """Base class: hyperparameters, per-parameter state buffers and an update counter.
 
     ``buffers`` names the per-parameter state (e.g. ``("v",)`` for Momentum);
-    ``state[buffer][name]`` is created lazily with ``zeros_like(params[name])``.
-    ``iterations`` counts calls to :meth:`update`.
+    ``state[buffer][name]`` is created lazily by :meth:`_buffer`: with
+    ``zeros_like(params[name])``, or from what :meth:`load_state_dict` loaded, which waits
+    unchecked in ``_loaded`` until then. ``iterations`` counts calls to :meth:`update`.
     """
 
     name: ClassVar[str] = ""
@@ -66,6 +77,7 @@ class Optimizer:
         self.lr = _hyperparameter("lr", lr)
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
+        self._loaded: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Move every parameter one step against its gradient (in the mapping)."""
@@ -74,8 +86,25 @@ class Optimizer:
     def _buffer(self, buffer: str, key: str, like: Any) -> Any:
         slot = self.state[buffer]
         if key not in slot:
-            slot[key] = namespace_of(like).zeros_like(like)
+            slot[key] = self._first(buffer, key, like)
         return slot[key]
+
+    def _first(self, buffer: str, key: str, like: Any) -> Any:
+        """The state ``buffer`` of parameter ``key`` (array ``like``) at its first use: zeros,
+        or the loaded array, checked against the parameter and in its dtype and device."""
+        loaded = self._loaded[buffer].get(key)
+        if loaded is None:
+            return namespace_of(like).zeros_like(like)
+        if tuple(loaded.shape) != tuple(like.shape):
+            raise ValueError(
+                f"{type(self).__name__} state {buffer!r} of parameter {key!r} has shape "
+                f"{tuple(loaded.shape)}, but the parameter has shape {tuple(like.shape)}"
+            )
+        del self._loaded[buffer][key]
+        xp = namespace_of(like)
+        if namespace_of(loaded) is not xp:
+            loaded = to_numpy(loaded)
+        return xp.asarray(loaded, dtype=like.dtype, device=array_api_compat.device(like))
 
     def config(self) -> dict[str, Any]:
         """The optimizer's name and hyperparameters (JSON-serialisable)."""
@@ -84,31 +113,40 @@ class Optimizer:
         return {"name": self.name, **hyper}
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"iterations": int, "buffers": {buffer: {name: array}}}`` (arrays not copied)."""
+        """``{"iterations": int, "buffers": {buffer: {name: array}}, "hyperparameters":
+        {name: float}}`` (arrays not copied; the hyperparameters are :meth:`config`'s)."""
+        hyper = self.config()
+        del hyper["name"]
         return {
             "iterations": self.iterations,
-            "buffers": {b: dict(slot) for b, slot in self.state.items()},
+            "buffers": {b: {**self._loaded[b], **slot} for b, slot in self.state.items()},
+            "hyperparameters": hyper,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (arrays must already be on the right device).
+        """Restore what :meth:`state_dict` returned, hyperparameters included (as PyTorch does).
 
-        A missing ``iterations`` is 0 and a missing buffer is empty. ``TypeError`` for a
-        non-mapping or a non-integer ``iterations``, ``ValueError`` for unexpected keys or
-        buffers and a negative ``iterations``; nothing is changed then.
+        A missing ``iterations`` is 0, a missing buffer is empty and missing
+        ``hyperparameters`` leave the optimizer's own. The arrays are checked against the
+        parameters, and moved to their dtype and device, when an update first uses them.
+        ``TypeError`` for a non-mapping, a non-integer ``iterations``, a value that is not an
+        array or a hyperparameter that is not a number; ``ValueError`` for unexpected keys,
+        buffers or hyperparameters, a negative ``iterations`` and a hyperparameter out of its
+        range; nothing is changed then.
         """
         cls = type(self).__name__
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"{cls}.load_state_dict expects a mapping like state_dict() returns "
-                f"({{'iterations': int, 'buffers': {{buffer: {{name: array}}}}}}), "
-                f"got {type(state).__name__}"
+                f"({{'iterations': int, 'buffers': {{buffer: {{name: array}}}}, "
+                f"'hyperparameters': {{name: number}}}}), got {type(state).__name__}"
             )
-        unexpected = set(state) - {"iterations", "buffers"}
+        unexpected = set(state) - {"iterations", "buffers", "hyperparameters"}
         if unexpected:
             raise ValueError(
                 f"{cls}.load_state_dict: unexpected key(s) "
-                f"{', '.join(sorted(map(repr, unexpected)))}; expected 'iterations', 'buffers'"
+                f"{', '.join(sorted(map(repr, unexpected)))}; "
+                "expected 'iterations', 'buffers', 'hyperparameters'"
             )
         iterations = state.get("iterations", 0)
         if not is_integer(iterations):
@@ -118,7 +156,17 @@ class Optimizer:
             )
         if iterations < 0:
             raise ValueError(f"Invalid iterations: {iterations!r} (expected an integer >= 0)")
-        buffers = state.get("buffers", {})
+        buffers = self._checked_buffers(state.get("buffers", {}))
+        hyper = self._checked_hyperparameters(state.get("hyperparameters", {}))
+        self.iterations = int(iterations)
+        self.state = {b: {} for b in self.buffers}
+        self._loaded = {b: dict(buffers.get(b, {})) for b in self.buffers}
+        for name, value in hyper.items():
+            setattr(self, name, value)
+
+    def _checked_buffers(self, buffers: Any) -> Mapping[str, Mapping[str, Any]]:
+        """``buffers`` of a state dict, when they are this optimizer's and hold arrays."""
+        cls = type(self).__name__
         if not isinstance(buffers, Mapping) or not all(
             isinstance(slot, Mapping) for slot in buffers.values()
         ):
@@ -132,8 +180,34 @@ class Optimizer:
                 f"{cls} has no state buffer(s) {', '.join(sorted(unknown))}; "
                 f"expected {', '.join(self.buffers) or 'none'}"
             )
-        self.iterations = int(iterations)
-        self.state = {b: dict(buffers.get(b, {})) for b in self.buffers}
+        for buffer, slot in buffers.items():
+            for name, value in slot.items():
+                if not array_api_compat.is_array_api_obj(value):
+                    raise TypeError(
+                        f"{cls}.load_state_dict: state {buffer!r} of {name!r} is a "
+                        f"{type(value).__name__}, expected an array"
+                    )
+        return buffers
+
+    def _checked_hyperparameters(self, hyper: Any) -> dict[str, float]:
+        """``hyperparameters`` of a state dict, checked as the constructors check them."""
+        cls = type(self).__name__
+        if not isinstance(hyper, Mapping):
+            raise TypeError(
+                f"{cls}.load_state_dict: 'hyperparameters' must map names to numbers, "
+                f"got {hyper!r:.80}"
+            )
+        own = [k for k in self.config() if k != "name"]
+        unknown = set(hyper) - set(own)
+        if unknown:
+            raise ValueError(
+                f"{cls} has no hyperparameter(s) {', '.join(sorted(unknown))}; "
+                f"expected {', '.join(own)}"
+            )
+        return {
+            name: _hyperparameter(name, value, 1.0 if name in _BELOW_ONE else math.inf)
+            for name, value in hyper.items()
+        }
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -273,9 +347,27 @@ def make_optimizer(name: str, **kwargs: Any) -> Optimizer:
     """An optimizer by name (case-insensitive: ``sgd``, ``momentum``, ``nesterov``, ...).
 
     ``kwargs`` are its hyperparameters (``lr=0.1``), checked as the constructors check
-    them; ``None`` values are dropped, so the optimizer's own default is used.
+    them; ``None`` values are dropped, so the optimizer's own default is used. A name
+    that is not a string, or a hyperparameter the optimizer does not take, is a
+    ``TypeError`` saying what it takes (``weight_decay`` is the network's setting).
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"make_optimizer: name must be a string, one of {', '.join(OPTIMIZERS)}; "
+            f"got {name!r} ({type(name).__name__})"
+        )
     key = name.strip().lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[key](**{k: v for k, v in kwargs.items() if v is not None})
+    cls, given = OPTIMIZERS[key], {k: v for k, v in kwargs.items() if v is not None}
+    taken = list(inspect.signature(cls).parameters)
+    unknown = [k for k in given if k not in taken]
+    if unknown:
+        hint = (
+            "; weight_decay is a setting of the network (weight_decay= of MultiLayerNet or "
+            "Sequential, --weight-decay of xpnet train), not of the optimizer"
+            if "weight_decay" in unknown
+            else ""
+        )
+        raise TypeError(f"{key} takes {', '.join(taken)}, not {', '.join(unknown)}{hint}")
+    return cls(**given)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from typing import Any
 
 from xpnet import backend
@@ -233,7 +234,9 @@ def _train(args: argparse.Namespace) -> int:
                 f" does not fit {s['model']} on {s['dataset']} ({input_size} inputs)"
             )
         same = (saved.get("optimizer") or {}).get("name") == optimizer.name
-        checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
+        with warnings.catch_warnings():  # a flag that differs from the file is meant to
+            warnings.filterwarnings("ignore", message=".*keeping its own hyperparameters")
+            checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
         start_epoch = int(saved.get("epoch", 0))
         history = History.from_dict(saved.get("history", {}))
         if not args.quiet:
