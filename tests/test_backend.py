@@ -421,3 +421,27 @@ def test_fallback_float32_draws_stay_below_one():
         (14_817_373,), like=strict.asarray([0.0], dtype=strict.float32)
     )
     assert float(strict.max(u)) < 1.0
+
+
+@pytest.mark.parametrize("name", ["float", "int", "double", "asarray"])
+def test_to_device_names_the_valid_dtype_names_for_an_unknown_one(xp, name):
+    with pytest.raises(ValueError, match=rf"unknown dtype '{name}': expected one of float32, "):
+        backend.to_device([1.5], dtype=name, xp=xp)
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_blas_threads_needs_at_least_one_thread(n):
+    with (
+        pytest.raises(ValueError, match=rf"integer number of threads >= 1, got {n}"),
+        backend.blas_threads(n),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("n", [True, 2.0, "2", None])
+def test_blas_threads_needs_an_integer(n):
+    with (
+        pytest.raises(TypeError, match=rf"integer number of threads >= 1, got {n!r}"),
+        backend.blas_threads(n),
+    ):
+        pass

@@ -261,6 +261,41 @@ def test_a_backward_belongs_to_the_latest_forward_of_its_node():
     assert run.input_gradients() == {"a": None, "b": None, "c": 5.0, "d": 4.0}
 
 
+def test_a_node_used_twice_gets_each_backward_for_its_forwards_in_reverse_order():
+    add, mul = layers.Add(), layers.Mul()
+    with graph.record([add, mul], inputs={"a": 1.0, "b": 2.0, "c": 3.0}) as run:
+        u = add.forward(add.forward(1.0, 2.0), 3.0)  # (a + b) + c
+        mul.forward(u, 10.0)
+        du, _ = mul.backward(1.0)
+        ds, _ = add.backward(du)  # answers the second add
+        add.backward(ds)  # answers the first add
+    assert [call.dout for call in run.calls] == [graph.Value(number=n) for n in (10.0, 10.0, 1.0)]
+    assert run.input_gradients() == {"a": 10.0, "b": 10.0, "c": 10.0}
+
+
+def test_a_backward_without_a_forward_left_to_answer_is_refused():
+    mul = layers.Mul()
+    with graph.record([mul]):
+        mul.forward(2.0, 3.0)
+        mul.backward(1.0)
+        with pytest.raises(RuntimeError, match=r"Mul\.backward .*no forward call .*left"):
+            mul.backward(1.0)
+
+
+def test_a_layer_instance_used_twice_in_a_network_gets_both_gradients():
+    rng = np.random.default_rng(5)
+    W1, b1, W2, b2 = (rng.standard_normal(s) for s in ((4, 3), (3,), (3, 3), (3,)))
+    relu = layers.ReLU()  # drawn twice, as each of its calls
+    net = Sequential(
+        [layers.Affine(W1, b1), relu, layers.Affine(W2, b2), relu], loss=layers.SoftmaxWithLoss()
+    )
+    run_ = graph.record_network(net, rng.standard_normal((5, 4)), np.array([0, 1, 2, 0, 1]))
+    affine1, relu1, affine2, relu2, _ = run_.calls
+    assert relu1.dout is not None and relu2.dout is not None
+    assert relu1.dinputs[0] == affine1.dout  # what the first ReLU passed back
+    assert relu2.dinputs[0] == affine2.dout
+
+
 def test_one_object_with_several_names_gives_them_in_order_of_use():
     a, b = 5.0, 7.0
     w1 = w2 = -3.0  # Python may share equal constants, as CPython does within one function
@@ -382,6 +417,26 @@ def test_unknown_suffix_or_format_is_a_clear_error(tmp_path):
         graph.write("digraph {}", tmp_path / "apple.gif")
     with pytest.raises(ValueError, match=r"'jpg'.*dot, svg, png"):
         graph.render("digraph {}", "jpg")
+
+
+def test_a_given_format_is_read_in_any_case(tmp_path):
+    graph.write("digraph {}", tmp_path / "g", format="DOT")
+    assert (tmp_path / "g").read_text() == "digraph {}"
+    assert graph.render("digraph {}", "Dot") == b"digraph {}"
+
+
+@needs_dot
+def test_an_upper_case_svg_format_draws_svg(tmp_path):
+    graph.write(graph.apple().dot(), tmp_path / "g", format="SVG")
+    assert ET.parse(tmp_path / "g").getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_writing_to_a_directory_names_the_directory_given(tmp_path):
+    folder = tmp_path / "g.dot"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"^cannot write {re.escape(str(folder))}: it is"):
+        graph.write("digraph {}", folder)
+    assert list(folder.iterdir()) == [] and list(tmp_path.iterdir()) == [folder]
 
 
 def test_a_format_that_contradicts_the_output_suffix_is_a_usage_error(tmp_path, capsys):

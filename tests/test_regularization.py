@@ -177,6 +177,51 @@ def test_device_rng_draws_uniform_numbers_like_the_given_array(xp, dtype):
     assert 0.4 < host.mean() < 0.6
 
 
+def on_float16(xp, a):
+    """``a`` as float16 on ``xp``; skipped where the library has none (array_api_strict)."""
+    if not hasattr(xp, "float16"):
+        pytest.skip(f"{xp.__name__} has no float16")
+    return dev(xp, a, dtype="float16")
+
+
+def test_device_rng_draws_float16_numbers_below_one(xp):
+    like = on_float16(xp, np.zeros(1))
+    u = DeviceRNG(0).uniform((100_000,), like=like)  # float32 draws may round to 1.0 in float16
+    assert u.dtype == like.dtype
+    host = to_numpy(u).astype(np.float64)
+    assert host.min() >= 0.0 and host.max() < 1.0
+    assert 0.49 < host.mean() < 0.51
+
+
+def test_dropout_trains_on_float16_input(xp):
+    x = on_float16(xp, np.ones((20, 30)))
+    out = Dropout(0.5, seed=0).forward(x)
+    assert out.dtype == x.dtype
+    assert set(np.unique(to_numpy(out))) == {0.0, 1.0}
+
+
+def test_device_rng_takes_an_int_as_a_1d_shape(xp):
+    like = dev(xp, np.zeros(1))
+    assert tuple(DeviceRNG(0).uniform(3, like=like).shape) == (3,)
+    np.testing.assert_array_equal(
+        to_numpy(DeviceRNG(5).uniform(3, like=like)),
+        to_numpy(DeviceRNG(5).uniform((3,), like=like)),
+    )
+
+
+@pytest.mark.parametrize("seed", [-1, 2.5, True, "0"])
+def test_a_bad_dropout_seed_is_refused_when_the_layer_is_made(seed):
+    with pytest.raises(ValueError, match=rf"seed must be an integer >= 0 or None, got {seed!r}"):
+        Dropout(0.5, seed=seed)
+    with pytest.raises(ValueError, match=rf"seed must be an integer >= 0 or None, got {seed!r}"):
+        DeviceRNG(seed)
+
+
+@pytest.mark.parametrize("seed", [None, 0, np.int64(3)])
+def test_device_rng_takes_none_or_an_integer_seed_from_0(seed):
+    assert DeviceRNG(seed).seed == seed
+
+
 @pytest.mark.parametrize("train_flg", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES)
 def test_check_layer_passes_on_batchnorm(xp, shape, train_flg):

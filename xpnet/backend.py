@@ -29,7 +29,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.checks import is_count, is_finite_at_least
+from xpnet.checks import is_count, is_finite_at_least, is_integer
 
 ENV_VAR = "XPNET_DEVICE"
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
@@ -281,17 +281,27 @@ def to_device(
     ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests), and the array
     goes to that namespace's default device (``device`` is then not used); by default
     the namespace and device come from ``device`` / ``XPNET_DEVICE``.
-    ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``.
+    ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``
+    (``ValueError`` naming the valid names otherwise).
     The result is always a new array, even from a NumPy array to NumPy: optimizers
     train parameters in place, and the caller's data must not change with them.
     """
     xp, dev = selected(device) if xp is None else (xp, None)
     if isinstance(dtype, str):
-        dtype = getattr(xp, dtype)
+        dtype = _dtype_named(xp, dtype)
     host = to_numpy(x) if _is_array(x) else x
     if array_api_compat.is_numpy_namespace(xp):
         return _aligned_copy(np.asarray(host), dtype)
     return xp.asarray(host, dtype=dtype, device=dev, copy=True)
+
+
+def _dtype_named(xp: ModuleType, name: str) -> Any:
+    """The dtype of ``xp`` called ``name`` (``"float32"``); ValueError naming the valid names."""
+    dtype = getattr(xp, name, None) if name in _DTYPE_NAMES else None
+    if dtype is None:
+        valid = ", ".join(n for n in _DTYPE_NAMES if hasattr(xp, n))
+        raise ValueError(f"unknown dtype {name!r}: expected one of {valid}")
+    return dtype
 
 
 ALIGNMENT = 64  # bytes: a cache line, as PyTorch aligns its CPU tensors
@@ -362,9 +372,13 @@ def random_normal(
 def host_rng(seed: int | None) -> np.random.Generator:
     """A seeded NumPy random generator (for shuffling and initial weights); ``seed`` is an
     integer >= 0 or None (fresh entropy)."""
+    _require_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _require_seed(seed: Any) -> None:
     if seed is not None and not is_count(seed, 0):
         raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
-    return np.random.default_rng(seed)
 
 
 class DeviceRNG:
@@ -382,12 +396,14 @@ class DeviceRNG:
     """
 
     def __init__(self, seed: int | None = None) -> None:
+        _require_seed(seed)
         self.seed = seed
         self._generators: dict[tuple[str, str], Any] = {}
 
-    def uniform(self, shape: tuple[int, ...], *, like: Any) -> Any:
-        """Uniform numbers in [0, 1) of ``shape``, with ``like``'s dtype, backend and device."""
-        shape = tuple(shape)
+    def uniform(self, shape: int | tuple[int, ...], *, like: Any) -> Any:
+        """Uniform numbers in [0, 1) of ``shape`` (a tuple, or an int for 1-D), with ``like``'s
+        dtype, backend and device."""
+        shape = (shape,) if is_integer(shape) else tuple(shape)
         if array_api_compat.is_cupy_array(like):
             with like.device:
                 return self._generator("cupy", like).random(shape, dtype=like.dtype)
@@ -398,10 +414,10 @@ class DeviceRNG:
             return torch.rand(shape, generator=gen, dtype=like.dtype, device=like.device)
         gen = self._generator("numpy", like)
         if isinstance(like, np.ndarray):
-            return gen.random(shape, dtype=like.dtype)
+            return _host_uniform(gen, shape, like.dtype)
         xp = array_api_compat.array_namespace(like)
-        # Drawn in float32 for float32: a float64 draw can round up to 1.0.
-        host = gen.random(shape, dtype=np.float32 if like.dtype == xp.float32 else np.float64)
+        # Drawn in like's precision for float32 and float16: a float64 draw can round up to 1.0.
+        host = _host_uniform(gen, shape, _NARROW_DRAWS.get(dtype_name(like), np.float64))
         return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like))
 
     def _generator(self, kind: str, like: Any) -> Any:
@@ -424,6 +440,18 @@ class DeviceRNG:
         return gen
 
 
+_NARROW_DRAWS = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
+_BELOW_ONE_FLOAT16 = np.float16(1 - 2**-11)  # the largest float16 below 1.0
+
+
+def _host_uniform(gen: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """NumPy's uniform numbers in [0, 1) in ``dtype``. NumPy draws no float16: those are
+    drawn in float32 and rounded, kept below the 1.0 that rounding may reach."""
+    if dtype != np.float16:
+        return gen.random(shape, dtype=dtype)
+    return np.minimum(gen.random(shape, dtype=np.float32).astype(np.float16), _BELOW_ONE_FLOAT16)
+
+
 @contextmanager
 def blas_threads(n: int) -> Iterator[None]:
     """Limit the host BLAS library (OpenBLAS, MKL) to ``n`` threads inside a ``with`` block.
@@ -431,8 +459,13 @@ def blas_threads(n: int) -> Iterator[None]:
     Many small matrix products in a row (a gradient check's loop) run several times
     faster on one BLAS thread than on threads that start, spin and wait for each tiny
     product, the more so on a machine shared with other jobs. Uses ``threadpoolctl``;
-    without it this does nothing. GPU libraries are not affected.
+    without it this does nothing. GPU libraries are not affected. ``n`` is an integer >= 1
+    (``TypeError`` for a non-integer, ``ValueError`` below 1).
     """
+    if not is_integer(n):
+        raise TypeError(f"blas_threads needs an integer number of threads >= 1, got {n!r}")
+    if n < 1:
+        raise ValueError(f"blas_threads needs an integer number of threads >= 1, got {n!r}")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

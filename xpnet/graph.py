@@ -3,9 +3,11 @@
 :func:`record` watches some node instances (``Mul``, ``Add``, layers, anything with
 ``forward`` and ``backward``) for the length of a ``with`` block. Each ``forward`` call
 notes its inputs and output, each ``backward`` call the gradient it got and the ones it
-returned; parameters named in a node's ``params`` (``("W", "b")``) are noted with their
-gradients ``dW``, ``db``. Values are kept as Python numbers for scalars and 0-D arrays,
-and as shape, norm, min and max for larger arrays.
+returned, for its node's latest forward call not yet answered (a node used twice is
+answered in reverse order, as backpropagation runs); parameters named in a node's
+``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``. Values are
+kept as Python numbers for scalars and 0-D arrays, and as shape, norm, min and max for
+larger arrays.
 
 The edges come from the computation itself: an input of one call that *is* (``is``)
 the output of an earlier call is an edge between the two nodes; any other input is a
@@ -109,7 +111,11 @@ class Value:
 
 @dataclass
 class Call:
-    """One ``forward`` call of a node and the ``backward`` call that answered it."""
+    """One ``forward`` call of a node and the ``backward`` call that answered it.
+
+    Backward calls answer forward calls in reverse order, per node: a backward call
+    answers its node's latest forward call that no backward call has answered yet.
+    """
 
     node: int  # index into Recording.nodes
     inputs: tuple[Any, ...]  # the objects themselves, to find edges by identity
@@ -157,6 +163,8 @@ class Recording:
         self.inputs = dict(inputs)
         self.param_names = {(id(node), attr): name for name, (node, attr) in param_names.items()}
         self.calls: list[Call] = []
+        # Per node, its forward calls that no backward has answered yet, latest last.
+        self._unanswered: list[list[Call]] = [[] for _ in nodes]
 
     # Recording (the wrappers call these).
 
@@ -170,12 +178,18 @@ class Recording:
                 None,
             )
         self.calls.append(call)
+        self._unanswered[node].append(call)
 
     def _backward(self, node: int, dout: Any, grads: Any) -> None:
-        call = next((c for c in reversed(self.calls) if c.node == node), None)
-        if call is None:
+        # Backward passes run in reverse: each answers its node's latest unanswered forward.
+        unanswered = self._unanswered[node]
+        if not unanswered:
             kind = type(self.nodes[node]).__name__
-            raise RuntimeError(f"{kind}.backward was called before its forward while recording")
+            raise RuntimeError(
+                f"{kind}.backward was called with no forward call of its node left to answer "
+                "while recording: each backward answers one forward"
+            )
+        call = unanswered.pop()
         call.dout = Value.of(dout)
         grads = list(grads) if isinstance(grads, tuple) else [grads]
         call.dinputs = [Value.of(g) for g in grads] + [None] * (len(call.inputs) - len(grads))
@@ -479,31 +493,36 @@ NAMED: dict[str, Callable[[], Recording]] = {
 
 
 def render(dot: str, format: str) -> bytes:
-    """DOT text as ``format`` (``dot``, ``svg`` or ``png``) bytes; svg and png need Graphviz.
+    """DOT text as ``format`` (``dot``, ``svg`` or ``png``, in any case) bytes; svg and png
+    need Graphviz.
 
     Raises :class:`GraphvizUnavailableError` saying how to install what is missing.
     """
-    if format not in FORMATS:
+    kind = format.lower() if isinstance(format, str) else format
+    if kind not in FORMATS:
         raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
-    if format == "dot":
+    if kind == "dot":
         return dot.encode()
     try:
         import graphviz
     except ImportError:
         raise GraphvizUnavailableError(
-            f"drawing {format} needs the graphviz package: pip install 'xpnet[graph]', and "
+            f"drawing {kind} needs the graphviz package: pip install 'xpnet[graph]', and "
             f"{INSTALL_HINT}"
         ) from None
     try:
-        return graphviz.Source(dot).pipe(format=format)
+        return graphviz.Source(dot).pipe(format=kind)
     except graphviz.ExecutableNotFound:
         raise GraphvizUnavailableError(
-            f"drawing {format} needs Graphviz's dot program, which is not on PATH: {INSTALL_HINT}"
+            f"drawing {kind} needs Graphviz's dot program, which is not on PATH: {INSTALL_HINT}"
         ) from None
 
 
 def write(dot: str, path: str | os.PathLike[str], format: str | None = None) -> None:
-    """Render ``dot`` to ``path`` atomically; ``format`` defaults to the file's suffix."""
+    """Render ``dot`` to ``path`` atomically; ``format`` (in any case) defaults to the
+    file's suffix."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"cannot write {os.fspath(path)}: it is a directory")
     if format is None:
         format = Path(path).suffix.lstrip(".").lower()
         if format not in FORMATS:
