@@ -12,6 +12,8 @@ ratios (aligned over not).
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -67,5 +69,16 @@ def main() -> None:
             )
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: no arguments; ``--help`` prints this module's description."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.alignment",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     main()

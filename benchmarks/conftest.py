@@ -19,9 +19,9 @@ Options (``pytest benchmarks/ --help``):
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
-import sys
 import time
 from typing import Any
 
@@ -69,9 +69,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Refuse bad options and environment variables once, before any benchmark runs.
+
+    ``XPNET_DEVICE`` is only parsed here: a device that is missing (no GPU, no CuPy)
+    makes the benchmarks skip, with the reason, in ``run_device``.
+    """
     subset = config.getoption("--xpnet-subset")
     if subset is not None and subset < 1:
         raise pytest.UsageError(f"--xpnet-subset must be >= 1, got {subset}")
+    try:
+        bench.select_mode()
+        backend.parse_device()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[RECORDS] = []
     config.stash[MEDIANS] = {}
     config.stash[LOAD_AT_START] = _load_average()
@@ -190,29 +200,42 @@ def _load_average() -> float:
         return -1.0
 
 
+def _installed(package: str) -> str:
+    """``package``'s installed version, without importing it ("not installed" if absent)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def _versions() -> dict[str, str]:
-    """Python, NumPy, CuPy, PyTorch (when imported) and the xpnet device."""
+    """Python, NumPy, CuPy, PyTorch (installed, imported or not), the CPUs and the xpnet
+    device: what describes the machine and its software, the same in every run on it."""
     info = {"python": platform.python_version(), **backend.describe()}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = str(torch.get_num_threads())
+    info["torch"] = _installed("torch")
     info["cpu_count"] = str(os.cpu_count())
     return info
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Versions and the xpnet device in the JSON's ``machine_info``."""
-    machine_info["xpnet"] = {
-        **_versions(),
-        "load_average_start": f"{config.stash[LOAD_AT_START]:.2f}",
-        "load_average_end": f"{_load_average():.2f}",
-    }
+    """Versions and the xpnet device in the JSON's ``machine_info``.
+
+    Nothing that changes from run to run goes there (``--benchmark-compare`` warns when
+    it differs): the load averages go in the JSON's ``xpnet_load_average``, PyTorch's
+    threads in the records.
+    """
+    machine_info["xpnet"] = _versions()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict) -> None:
-    """The summary (ratios included) in the JSON, next to pytest-benchmark's records."""
+    """The summary (ratios included) and the run's 1-minute load averages (``None`` where
+    unknown) in the JSON, next to pytest-benchmark's records."""
     output_json["xpnet_summary"] = bench.summarize(output_json.get("benchmarks", []))
+    start, end = config.stash[LOAD_AT_START], _load_average()
+    output_json["xpnet_load_average"] = {
+        "start": round(start, 2) if start >= 0 else None,
+        "end": round(end, 2) if end >= 0 else None,
+    }
 
 
 @pytest.hookimpl(trylast=True)

@@ -16,6 +16,7 @@ ran: the Python interpreter, NumPy, BLAS, the C library (``malloc``, ``memset``)
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import shutil
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,5 +129,24 @@ def main(network: str = "course", batch: int = 100) -> None:
         print(f"  {kind:18s} " + "".join(f"{per_step[c] / 1e3:20,.1f}" for c in columns))
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: ``[network] [batch]``; ``--help`` prints this module's description."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.instructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "network", nargs="?", default="course", choices=list(NETWORKS),
+        help="the step suite's network (default: course)",
+    )  # fmt: skip
+    parser.add_argument("batch", nargs="?", type=int, default=100, help="samples (default: 100)")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"batch must be >= 1, got {args.batch}")
+    return args
+
+
 if __name__ == "__main__":
-    main(*(f(a) for f, a in zip((str, int), sys.argv[1:], strict=False)))
+    args = parse_args()
+    main(args.network, args.batch)

@@ -11,8 +11,9 @@ Batch 100 of mnist-5k digits, float32, NumPy; SGD step (``net.gradient`` + updat
 
 from __future__ import annotations
 
+import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -64,5 +65,16 @@ def main() -> None:
     print(f"torch eager step, 1 thread: {cpu_ms(lambda: model.step(xt, labels)):.2f} ms CPU")
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: no arguments; ``--help`` prints this module's description."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_convnet",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     main()

@@ -23,7 +23,8 @@ arrays push the code and data it uses out of the caches.
 
 from __future__ import annotations
 
-import sys
+import argparse
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -74,5 +75,24 @@ def main(network: str = "course", batch: int = 100) -> None:
         )
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: ``[network] [batch]``; ``--help`` prints this module's description."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.spread",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "network", nargs="?", default="course", choices=list(NETWORKS),
+        help="the step suite's network (default: course)",
+    )  # fmt: skip
+    parser.add_argument("batch", nargs="?", type=int, default=100, help="samples (default: 100)")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"batch must be >= 1, got {args.batch}")
+    return args
+
+
 if __name__ == "__main__":
-    main(*(f(a) for f, a in zip((str, int), sys.argv[1:], strict=False)))
+    args = parse_args()
+    main(args.network, args.batch)

@@ -19,7 +19,8 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -101,5 +102,16 @@ def main() -> None:
         )
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line: no arguments; ``--help`` prints this module's description."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.step_overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     main()

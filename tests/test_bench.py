@@ -1114,7 +1114,7 @@ def test_plot_labels_extrapolated_epochs(tmp_path: Path, monkeypatch: pytest.Mon
     path = tmp_path / "results.json"
     path.write_text(json.dumps(fabricated_json()))
     bench.plot([path], tmp_path / "out.png")
-    assert "epoch xpnet, batch 100 (extrapolated)" in labels
+    assert "epoch xpnet, TwoLayerNet(784, 50, 10), batch 100 (extrapolated)" in labels
 
 
 def test_cli_summary_json_of_several_files_is_one_json_list(
@@ -1252,3 +1252,171 @@ def test_a_dask_loop_check_of_a_few_elements_is_not_extrapolated() -> None:
 )
 def test_fmt_time_of_long_extrapolations_is_in_minutes_or_hours(seconds: float, text: str) -> None:
     assert bench.fmt_time(seconds) == text
+
+
+# --------------------------------------------------------------------------- the chart, drawn
+
+
+@pytest.fixture
+def drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``drawn(*runs)``: the axes ``bench.plot`` draws for JSON files of those records (one
+    file a run), inspected on matplotlib's Agg backend before the figure is closed."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figures: list[Any] = []
+    savefig = Figure.savefig
+
+    def keeping(self: Any, *args: Any, **kwargs: Any) -> None:
+        figures.append(self)
+        savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keeping)
+
+    def draw(*runs: list[dict[str, Any]]) -> Any:
+        paths = []
+        for k, records in enumerate(runs):
+            paths.append(tmp_path / f"run{k}.json")
+            paths[-1].write_text(json.dumps({"benchmarks": records}))
+        bench.plot(paths, tmp_path / "out.png")
+        (ax,) = figures.pop().axes
+        return ax
+
+    return draw
+
+
+def bar_centres(ax: Any) -> list[float]:
+    return [bar.get_y() + bar.get_height() / 2 for bar in ax.patches]
+
+
+def test_plot_draws_the_dask_and_whole_data_set_tables_too() -> None:
+    records = [
+        record("full_gradient", "numpy", 60000, 0.5),
+        dask_loop("workers2", 0.25, "b1", 250, workers=2),
+        record("task_overhead", "dask", 5000, 10.0, workers=2, tasks=5000),
+    ]
+    series = bench._plot_series(bench.summarize(records)["runs"][0])
+    assert series == {
+        "gradient over the data set numpy, TwoLayerNet(784, 50, 10), 60,000 samples": 0.5,
+        "loop check workers2, 250 elements of b1, MultiLayerNet(784, [256, 128], 10), "
+        "batch 100": 0.25,
+        "Dask, 5,000 no-op tasks on 2 workers": 10.0,
+    }
+
+
+def test_plot_draws_a_bar_for_every_time_in_the_dask_tables(drawn: Any) -> None:
+    records = [
+        dask_loop("local", 0.4, "b1", 256),
+        record("task_overhead", "dask", 5000, 10.0, tasks=5000),
+    ]
+    ax = drawn(records)
+    assert sorted(bar.get_width() for bar in ax.patches) == [0.4, 10.0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "loop check local, 256 elements of b1, MultiLayerNet(784, [256, 128], 10), batch 100",
+        "Dask, 5,000 no-op tasks",
+    ]
+
+
+def test_plot_gives_a_run_with_nothing_to_draw_no_bar_slot_or_legend_entry(drawn: Any) -> None:
+    # only the side-by-side ratio: a row in the steps table, but no time to draw
+    ratio_only = record("step_side_by_side", "xpnet", 1, 0.01, run_backend="other",
+                        ratio_median=1.1, ratio_q1=1.0, ratio_q3=1.2, pairs=10)  # fmt: skip
+    ax = drawn([record("analytic", "xpnet", 3, 0.001)], [ratio_only])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["numpy cpu (mnist-5k, quick) [run0.json]"]
+    assert len(ax.patches) == 1 and bar_centres(ax) == pytest.approx([0.0])
+
+
+def test_plot_refuses_files_with_nothing_to_draw(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "ratios.json"
+    ratio_only = record("step_side_by_side", "xpnet", 1, 0.01, ratio_median=1.1)
+    path.write_text(json.dumps({"benchmarks": [ratio_only]}))
+    with pytest.raises(ValueError, match=r"no xpnet timings to plot in .*ratios\.json"):
+        bench.plot([path], tmp_path / "out.png")
+
+
+def test_plot_centres_each_labels_bars_on_it(drawn: Any) -> None:
+    cpu = [record("analytic", "xpnet", 3, 0.001), record("analytic", "xpnet", 100, 0.01)]
+    gpu = [record("analytic", "xpnet", 3, 0.0005, run_backend="cupy", run_device="cuda:0")]
+    ax = drawn(cpu, gpu)
+    ticks = list(ax.get_yticks())
+    assert ticks == [0, 1]
+    # batch 3: both runs, one bar each side of the tick; batch 100: the CPU's, on its tick
+    centres = sorted(bar_centres(ax))
+    assert centres[2] == pytest.approx(1.0)
+    assert (centres[0] + centres[1]) / 2 == pytest.approx(0.0) and centres[0] < centres[1]
+
+
+def test_plot_names_each_bars_network_and_the_title_none(drawn: Any) -> None:
+    ax = drawn(
+        [record("step", "xpnet", 1, 0.0003, network=COURSE), record("step", "xpnet", 1, 0.0001)]
+    )
+    assert ax.get_title() == "xpnet benchmarks"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        f"SGD step xpnet, {COURSE}, batch 1",
+        "SGD step xpnet, TwoLayerNet(784, 50, 10), batch 1",
+    ]
+
+
+# --------------------------------------------------------------------------- the summary's words
+
+
+def test_a_loop_over_every_parameter_is_measured_not_extrapolated() -> None:
+    records = [
+        record("analytic", "xpnet", 3, 0.001),
+        record("numerical_loop", "xpnet", 3, 2.0, params_timed=1000, params_total=1000),
+    ]
+    summary = bench.summarize(records)
+    (row,) = summary["runs"][0]["gradients"]
+    assert row["loop_full_measured_s"] == 2.0 and "loop_full_extrapolated_s" not in row
+    assert row["ratio_numerical_analytic"] == pytest.approx(2000)
+    text = bench.format_summary(summary)
+    assert "loop full (measured)" in text and "over all 1,000 parameters" in text
+    assert "*" not in text.split("Array operations")[0] and "extrapolated" not in text
+
+
+def test_cli_summary_refuses_a_file_of_someone_elses_benchmarks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "foreign.json"
+    others = [{"name": f"test_{k}", "extra_info": {}, "stats": {"median": 1.0}} for k in range(3)]
+    path.write_text(json.dumps({"benchmarks": others}))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["summary", str(path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m xpnet.bench summary: error: {path}: none of its 3 benchmark records is "
+        "xpnet's (their extra_info has no suite 'xpnet-bench'): not a `pytest benchmarks/` run\n"
+    )
+
+
+def test_cli_summary_of_a_run_that_recorded_nothing_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"benchmarks": []}))  # e.g. every benchmark skipped
+    assert bench.main(["summary", str(path)]) == 0
+    assert "no timings recorded" in capsys.readouterr().out
+
+
+def test_cli_names_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["summary", str(path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"python -m xpnet.bench summary: error: {path}: not a JSON file (Expecting value"
+    )
+
+
+def test_an_old_json_file_with_load_averages_in_machine_info_still_summarizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old = fabricated_json()
+    old["machine_info"]["xpnet"] = {"torch_threads": "2", "load_average_start": "0.78"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert bench.main(["summary", str(path)]) == 0
+    assert "xpnet/torch" in capsys.readouterr().out

@@ -6,13 +6,20 @@
   --model course``'s);
 - the suites' helpers: which samples, learning rates and epochs they take, which peers
   run on which device, what the records say, and the numerical-gradient extrapolation;
-- ``benchmarks/spread.py``'s report, and ``benchmarks/conftest.py``'s options.
+- ``benchmarks/spread.py``'s report, and ``benchmarks/conftest.py``'s options and what it
+  writes in the JSON file;
+- the helper scripts' command lines (``--help``, their arguments).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.metadata
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -763,3 +770,154 @@ def test_medians(medians):
     )
     result, _ = bench_session("--xpnet-data", "synthetic", tests=tests)
     result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("XPNET_BENCH", "fast", "XPNET_BENCH='fast': expected 'quick' or 'full'"),
+        ("XPNET_DEVICE", "gpu", "unknown device 'gpu' (from XPNET_DEVICE or --device)"),
+    ],
+)
+def test_a_bad_mode_or_device_in_the_environment_is_one_usage_error(
+    bench_session: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result, seen = bench_session("--xpnet-data", "synthetic")
+    assert seen is None and result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stdout.str() + result.stderr.str()
+
+
+def test_a_device_that_is_missing_skips_the_benchmarks_with_the_reason(
+    bench_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XPNET_DEVICE", "cuda:99")  # no machine has it: parsed, then missing
+    result, seen = bench_session("--xpnet-data", "synthetic", "-rs")
+    assert seen is None
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*XPNET_DEVICE=cuda:99: *"])
+
+
+# --------------------------------------------------------------------------- the JSON file
+
+
+@pytest.fixture
+def conftest(bench_module: Any, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """``benchmarks/conftest.py``'s JSON hooks, with a session that began at load 0.5 and a
+    load of ``loads[0]`` now (``loads`` may be changed: a fake ``os.getloadavg``)."""
+    module = bench_module("conftest")
+    loads = [1.25]
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (loads[0], 0.0, 0.0))
+    config = SimpleNamespace(stash={module.LOAD_AT_START: 0.5})
+
+    def machine_info() -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        module.pytest_benchmark_update_machine_info(config, info)
+        return info
+
+    def output_json() -> dict[str, Any]:
+        out: dict[str, Any] = {"benchmarks": []}
+        module.pytest_benchmark_update_json(config, [], out)
+        return out
+
+    return SimpleNamespace(machine_info=machine_info, output_json=output_json, loads=loads)
+
+
+def test_machine_info_is_the_same_in_every_run_on_one_machine(
+    conftest: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # a run that never imports it
+    first = conftest.machine_info()
+    conftest.loads[0] = 3.5
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(__version__="imported"))
+    assert conftest.machine_info() == first
+
+
+def test_machine_info_gives_pytorchs_installed_version_without_importing_it(
+    conftest: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    try:
+        installed = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        installed = "not installed"
+    versions = conftest.machine_info()["xpnet"]
+    assert versions["torch"] == installed
+    assert "torch" not in sys.modules
+    assert not any(key.startswith("load_average") for key in versions)
+
+
+def test_the_load_averages_go_beside_the_summary_in_the_json(conftest: SimpleNamespace) -> None:
+    out = conftest.output_json()
+    assert out["xpnet_load_average"] == {"start": 0.5, "end": 1.25}
+    assert out["xpnet_summary"] == {"runs": []}
+
+
+def test_an_unknown_load_average_is_none_in_the_json(
+    conftest: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_load_average() -> tuple[float, float, float]:
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", no_load_average)
+    assert conftest.output_json()["xpnet_load_average"]["end"] is None
+
+
+def test_a_benchmark_json_keeps_the_load_averages_out_of_machine_info(
+    bench_session: Any, tmp_path: Path
+) -> None:
+    tests = (
+        RECORD_FIXTURES + "\ndef test_timed(timed):\n    timed(lambda: None, kind='x', batch=1)\n"
+    )
+    out = tmp_path / "out.json"
+    result, _ = bench_session(
+        "--xpnet-data", "synthetic", "--benchmark-json", str(out), tests=tests
+    )
+    result.assert_outcomes(passed=2)
+    data = json.loads(out.read_text())
+    assert set(data["xpnet_load_average"]) == {"start", "end"}
+    assert "torch" in data["machine_info"]["xpnet"]
+    assert not any(key.startswith("load_average") for key in data["machine_info"]["xpnet"])
+
+
+# --------------------------------------------------------------------------- helper scripts
+
+HELPER_SCRIPTS = [
+    "spread", "step_overhead", "alignment", "instructions", "update_after_product",
+    "profile_convnet",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", HELPER_SCRIPTS)
+def test_each_helper_script_prints_its_usage_on_help_and_measures_nothing(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: python -m benchmarks.{name} [-h]")
+    # the help, the script's description in it, and nothing printed after it
+    assert proc.stdout.rstrip().endswith("show this help message and exit")
+    doc = ast.get_docstring(ast.parse((ROOT / "benchmarks" / f"{name}.py").read_text()))
+    assert doc.splitlines()[0] in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["spread", "instructions"])
+def test_the_step_helpers_take_a_network_and_a_batch_as_before(
+    bench_module: Any, name: str
+) -> None:
+    module = bench_module(name)
+    assert vars(module.parse_args([])) == {"network": "course", "batch": 100}
+    assert vars(module.parse_args(["two-layer", "10"])) == {"network": "two-layer", "batch": 10}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["gpu"], "invalid choice: 'gpu'"), (["course", "0"], "batch must be >= 1, got 0")],
+)
+def test_the_step_helpers_name_a_bad_argument(
+    bench_module: Any, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_module("spread").parse_args(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

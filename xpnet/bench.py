@@ -489,7 +489,10 @@ def _gradient_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[
         if kind == "numerical_loop" and median is not None:
             n, total = int(info["params_timed"]), int(info["params_total"])
             row["loop_per_param_s"] = median / n
-            row["loop_full_extrapolated_s"] = median / n * total
+            if n < total:
+                row["loop_full_extrapolated_s"] = median / n * total
+            else:  # every parameter timed: the full loop itself
+                row["loop_full_measured_s"] = median
             row["params_timed"], row["params_total"] = n, total
             if "array_ops" in info:
                 row["loop_full_array_ops"] = round(int(info["array_ops"]) / n * total)
@@ -768,11 +771,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool =
 
 def _format_gradients(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     measured = any(r.get("loop_full_measured_s") is not None for r in rows)
+    # The extrapolated column is left out only where every full loop was measured.
+    extrapolated = not measured or any(r.get("loop_full_extrapolated_s") is not None for r in rows)
     header = [
         "batch",
         "analytic",
         "loop/param",
-        "loop full*",
+        *(["loop full*"] if extrapolated else []),
         *(["loop full (measured)"] if measured else []),
         "num/analytic",
         "batched",
@@ -782,13 +787,12 @@ def _format_gradients(rows: list[dict[str, Any]], markdown: bool = False) -> str
     ]
     body = []
     for r in rows:
-        extrapolated = r.get("loop_full_extrapolated_s")
         body.append(
             (
                 str(r["batch"]),
                 fmt_time(r.get("analytic_s")),
                 fmt_time(r.get("loop_per_param_s")),
-                fmt_time(extrapolated),
+                *([fmt_time(r.get("loop_full_extrapolated_s"))] if extrapolated else []),
                 *([fmt_time(r.get("loop_full_measured_s"))] if measured else []),
                 fmt_ratio(r.get("ratio_numerical_analytic")),
                 fmt_time(r.get("batched_s")),
@@ -801,9 +805,12 @@ def _format_gradients(rows: list[dict[str, Any]], markdown: bool = False) -> str
     notes = [
         f"  * extrapolated: per-element central differences (the book's loop) timed on "
         f"{n:,} of {t:,} parameters (a fixed random subset), times {t:,}"
+        if n < t
+        else f"  loop full (measured): per-element central differences (the book's loop) "
+        f"over all {t:,} parameters"
         for n, t in sorted(subsets)
     ]
-    if measured:
+    if measured and extrapolated:
         notes.append("  ratios use the measured full time where there is one")
     for n in sorted({r["n_directions"] for r in rows if "n_directions" in r}):
         notes.append(
@@ -1076,19 +1083,33 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
 def load_json(path: str | Path) -> dict[str, Any]:
     """A ``--benchmark-json`` file (or a saved ``.benchmarks`` run)."""
     with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+        try:
+            data = json.load(fh)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     return data
 
 
 def summary_of_file(path: str | Path) -> dict[str, Any]:
-    """The summary recomputed from a JSON file's benchmark records."""
-    return summarize(load_json(path)["benchmarks"])
+    """The summary recomputed from a JSON file's benchmark records.
+
+    A file whose records are all someone else's (none written by ``pytest benchmarks/``)
+    is refused (``ValueError``); a file with no records at all gives an empty summary.
+    """
+    records = load_json(path)["benchmarks"]
+    if records and not _ours(records):
+        raise ValueError(
+            f"{path}: none of its {len(records):,} benchmark records is xpnet's (their "
+            f"extra_info has no suite {SUITE!r}): not a `pytest benchmarks/` run"
+        )
+    return summarize(records)
 
 
 def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
-    """``label -> seconds`` for the chart (one bar per measured quantity)."""
+    """``label -> seconds`` for the chart: one bar per time in the summary's tables, each
+    label naming its network."""
     series: dict[str, float] = {}
     for rows, labels in (
         (
@@ -1112,18 +1133,26 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
         ),
     ):
         for r in rows:
-            where = f"batch {r['batch']}"
-            if r.get("network", NETWORK) != NETWORK:  # the book's network goes unnamed
-                where = f"{r['network']}, {where}"
             for key, label in labels:
                 if r.get(key) is not None:
-                    series[f"{label}, {where}"] = r[key]
-    for r in run.get("per_sample", {}).get("rows", []):
-        series[f"per-sample step {r['framework']}"] = r["step_s"]
+                    series[f"{label}, {r['network']}, batch {r['batch']}"] = r[key]
+    per_sample = run.get("per_sample") or {}
+    for r in per_sample.get("rows", []):
+        series[f"per-sample step {r['framework']}, {per_sample['network']}"] = r["step_s"]
     for r in run["epochs"]:
         extra = " (extrapolated)" if r["extrapolated"] else ""
-        series[f"epoch {r['framework']}, batch {r['batch']}{extra}"] = r["epoch_s"]
-    return series
+        where = f"{r.get('network', run['network'])}, batch {r['batch']}"
+        series[f"epoch {r['framework']}, {where}{extra}"] = r["epoch_s"]
+    for r in run.get("full_gradient", []):
+        where = f"{r.get('network', run['network'])}, {r['samples']:,} samples"
+        series[f"gradient over the data set {r['framework']}, {where}"] = r["time_s"]
+    for r in run.get("dask_loops", []):
+        what = f"loop check {r['setup']}, {r['elements']:,} elements of {r['params']}"
+        series[f"{what}, {r['network']}, batch {r['batch']}"] = r["time_s"]
+    for r in run.get("task_overhead", []):
+        where = f" on {r['workers']} workers" if r["workers"] else ""
+        series[f"Dask, {r['tasks']:,} no-op tasks{where}"] = r["time_s"]
+    return {label: seconds for label, seconds in series.items() if seconds is not None}
 
 
 def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
@@ -1131,33 +1160,43 @@ def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
 
 
 def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Draw every run in ``paths`` as horizontal bars on a log time axis; write ``out``."""
+    """Draw every run in ``paths`` as horizontal bars on a log time axis; write ``out``.
+
+    A run with nothing to draw gets no bars and no legend entry; each label's bars are
+    centred on it, one per run that timed it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = [(run, p) for p in paths for run in summary_of_file(p)["runs"]]
-    if not runs:
-        raise ValueError("no xpnet benchmark records in " + ", ".join(map(str, paths)))
     series = [(_run_label(run, p), _plot_series(run)) for run, p in runs]
-    labels: list[str] = []
-    for _, s in series:
-        labels += [k for k in s if k not in labels]
-    height = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) * max(1, len(series) * 0.7) + 1.5))
-    for i, (name, s) in enumerate(series):
-        ys = [j + i * height for j, k in enumerate(labels) if k in s]
-        values = [s[k] for k in labels if k in s]
+    series = [(name, s) for name, s in series if s]
+    if not series:
+        raise ValueError("no xpnet timings to plot in " + ", ".join(map(str, paths)))
+    labels = list(dict.fromkeys(k for _, s in series for k in s))
+    # label -> the runs that timed it, in legend order: their bars sit side by side
+    timed_by = {k: [name for name, s in series if k in s] for k in labels}
+    slots = max(len(names) for names in timed_by.values())
+    height = 0.8 / slots
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) * max(1, slots * 0.7) + 1.5))
+    for name, s in series:
+        ys, values = [], []
+        for j, k in enumerate(labels):
+            if k in s:
+                slot, slots = timed_by[k].index(name), len(timed_by[k])
+                ys.append(j + (slot - (slots - 1) / 2) * height)
+                values.append(s[k])
         ax.barh(ys, values, height=height, label=name)
         for y, v in zip(ys, values, strict=True):
             ax.text(v, y, f" {fmt_time(v)}", va="center", fontsize=7)
-    ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(labels))])
+    ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("seconds per call (median; log scale)")
-    ax.set_title(f"xpnet benchmarks, {NETWORK}")
+    ax.set_title("xpnet benchmarks")
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
