@@ -12,12 +12,12 @@ ratios (aligned over not).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from benchmarks import _cli
 from benchmarks._frameworks import sgd_step
 from benchmarks.test_training_step import DTYPE, NETWORKS, STEP_BATCHES
 from xpnet import backend, bench
@@ -69,14 +69,9 @@ def main() -> None:
             )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> None:
     """The command line: no arguments; ``--help`` prints this module's description."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.alignment",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser.parse_args(argv)
+    _cli.no_arguments("benchmarks.alignment", __doc__, argv)
 
 
 if __name__ == "__main__":

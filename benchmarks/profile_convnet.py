@@ -11,13 +11,13 @@ Batch 100 of mnist-5k digits, float32, NumPy; SGD step (``net.gradient`` + updat
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 import xpnet
+from benchmarks import _cli
 from xpnet.datasets import load_mnist
 from xpnet.optim import SGD
 
@@ -65,14 +65,9 @@ def main() -> None:
     print(f"torch eager step, 1 thread: {cpu_ms(lambda: model.step(xt, labels)):.2f} ms CPU")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> None:
     """The command line: no arguments; ``--help`` prints this module's description."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.profile_convnet",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser.parse_args(argv)
+    _cli.no_arguments("benchmarks.profile_convnet", __doc__, argv)
 
 
 if __name__ == "__main__":

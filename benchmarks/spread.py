@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import _numpy_peer
+from benchmarks import _cli, _numpy_peer
 from benchmarks._frameworks import sgd_step
 from benchmarks.step_overhead import layers_step
 from benchmarks.test_training_step import DTYPE, NETWORKS, side_by_side
@@ -77,20 +77,7 @@ def main(network: str = "course", batch: int = 100) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: ``[network] [batch]``; ``--help`` prints this module's description."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.spread",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "network", nargs="?", default="course", choices=list(NETWORKS),
-        help="the step suite's network (default: course)",
-    )  # fmt: skip
-    parser.add_argument("batch", nargs="?", type=int, default=100, help="samples (default: 100)")
-    args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error(f"batch must be >= 1, got {args.batch}")
-    return args
+    return _cli.network_and_batch("benchmarks.spread", __doc__, NETWORKS, argv)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ them.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from benchmarks import _course, _numpy_peer
+from benchmarks import _cli, _course, _numpy_peer
 from benchmarks._frameworks import host_params, sgd_step
 from benchmarks.test_training_step import DTYPE
 from xpnet import Sequential, bench
@@ -102,14 +101,9 @@ def main() -> None:
         )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> None:
     """The command line: no arguments; ``--help`` prints this module's description."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.step_overhead",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser.parse_args(argv)
+    _cli.no_arguments("benchmarks.step_overhead", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ sides of the step suite's ratio.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from benchmarks import _cli
 from xpnet import backend
 
 STEPS = 2000
@@ -54,14 +54,9 @@ def main() -> None:
         print(f"  {name:38s} {update_time(W, g, before) * 1e6:6.1f} us")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> None:
     """The command line: no arguments; ``--help`` prints this module's description."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.update_after_product",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser.parse_args(argv)
+    _cli.no_arguments("benchmarks.update_after_product", __doc__, argv)
 
 
 if __name__ == "__main__":

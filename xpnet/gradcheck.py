@@ -24,6 +24,11 @@ pass/fail. A gradient that is not finite (inf or nan) is never excused: the
 parameter (or direction) fails, at a kink too, and the report says which side
 (numerical or analytic) has such values.
 
+Every method differentiates the loss that ``net.gradient`` does, the training-mode one,
+with the network held still (:mod:`xpnet.held`): Dropout's masks drawn once, from the
+check's ``seed``, for every pass, and BatchNorm's running statistics put back at the end.
+A loss that still differs between two passes at one point is a ``ValueError``.
+
 ``check_gradients(net, x, t, method=...)`` returns a :class:`GradientReport` (or a
 :class:`DirectionalReport`) that prints as a table.
 """

@@ -28,6 +28,7 @@ from typing import Any
 from array_api_compat import is_array_api_obj
 
 from xpnet.backend import DeviceRNG, namespace_of
+from xpnet.perturb import rounding_tolerance
 
 
 class ReplayedRNG:
@@ -60,19 +61,19 @@ def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
     """Hold ``layers`` still for a ``with`` block: replayed random numbers (seeded by
     ``seed``, one stream per random layer) and, at the end, the ``buffers`` as they were."""
     layers = list(layers)
-    random = [layer for layer in layers if isinstance(getattr(layer, "rng", None), DeviceRNG)]
+    drawing = [layer for layer in layers if isinstance(getattr(layer, "rng", None), DeviceRNG)]
     buffers = [
         (layer, name, _copy(getattr(layer, name)))
         for layer in layers
         for name in getattr(layer, "buffers", ())
     ]
-    rngs = [layer.rng for layer in random]
+    own_rngs = [layer.rng for layer in drawing]
     try:
-        for k, layer in enumerate(random):
+        for k, layer in enumerate(drawing):
             layer.rng = ReplayedRNG(seed + k)
         yield
     finally:
-        for layer, rng in zip(random, rngs, strict=True):
+        for layer, rng in zip(drawing, own_rngs, strict=True):
             layer.rng = rng
         for layer, name, value in buffers:
             setattr(layer, name, value)
@@ -86,24 +87,24 @@ def layers_of(net: Any) -> list[Any]:
 
 
 def training_loss(net: Any, x: Any, t: Any) -> Any:
-    """``net``'s loss as its ``gradient`` sees it: in training mode for a
-    :class:`~xpnet.Sequential` with Dropout or BatchNorm, else ``net.loss(x, t)``."""
-    in_training = getattr(net, "_training_loss", None)
-    return net.loss(x, t) if in_training is None else in_training(x, t)
+    """``net``'s loss as its ``gradient`` sees it: :meth:`~xpnet.Sequential.training_loss`
+    for a network that has one (a :class:`~xpnet.Sequential`), else ``net.loss(x, t)``."""
+    in_training = getattr(net, "training_loss", None)
+    return in_training(x, t) if callable(in_training) else net.loss(x, t)
 
 
 def require_deterministic(value: Callable[[], Any], subject: str) -> None:
     """Refuse a check of ``subject`` when ``value()`` (a 0-D array) differs between two calls
     at one point: a layer draws new random numbers in every pass.
 
-    Two evaluations and one host read each; the tolerance is that of
-    :meth:`xpnet.perturb.LocalNet.of` (64 machine epsilons, relative).
+    Two evaluations and one host read each; the tolerance is
+    :func:`xpnet.perturb.rounding_tolerance`, as :meth:`xpnet.perturb.LocalNet.of` uses.
     """
     first, second = value(), value()
     a, b = float(first), float(second)
     if a == b or a != a or b != b:  # equal, or NaN: the report says so
         return
-    if abs(a - b) <= 64 * namespace_of(first).finfo(first.dtype).eps * (1 + abs(a)):
+    if abs(a - b) <= rounding_tolerance(namespace_of(first), first.dtype, a):
         return
     raise ValueError(
         f"{subject} is not a function of its inputs and parameters alone: two passes at the "

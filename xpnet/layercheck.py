@@ -4,10 +4,14 @@
 - :func:`check_layer` runs a layer's ``forward`` on the given inputs, sends a seeded
   random upstream gradient ``dout`` back through its ``backward``, and compares what
   comes out (the input gradients, and ``d<name>`` for each parameter in ``params``) with
-  central differences of ``sum(forward(...) * dout)``, everything in float64.
+  central differences of ``sum(forward(...) * dout)``, everything in float64; a layer
+  drawing random numbers with a :class:`~xpnet.backend.DeviceRNG` (Dropout) is held to
+  one draw (:mod:`xpnet.held`), and a ``forward`` that still changes between two calls
+  is refused.
 - :func:`check_function` compares a gradient the user worked out for a scalar function
-  ``f`` with central differences of ``f``: CS231n's ``eval_numerical_gradient`` with a
-  verdict.
+  ``f`` (a number or a 0-D array; anything else is a ``ValueError``) with central
+  differences of ``f``: CS231n's ``eval_numerical_gradient`` with a verdict. The gradient
+  must be an array of ``x``'s shape (``TypeError`` for a function or a list).
 
 Both return a :class:`~xpnet.gradcheck.GradientReport`. A function is not differentiable
 at a kink (ReLU's 0, a max changing hands): there the central difference straddles the
@@ -277,8 +281,10 @@ def check_function(
 
     ``x`` is an array or a mapping of names to arrays (``{"W1": ..., "b1": ...}``) and
     ``grad`` has the same form and shapes. ``f`` receives float64 copies of ``x`` (a
-    mapping with one entry perturbed at a time) and returns a number or a 0-D array.
-    Returns a :class:`~xpnet.gradcheck.GradientReport`, one row per array.
+    mapping with one entry perturbed at a time) and returns a number or a 0-D array
+    (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
+    array (a function, a list) is a ``TypeError``. Returns a
+    :class:`~xpnet.gradcheck.GradientReport`, one row per array.
     """
     name = getattr(f, "__name__", type(f).__name__)
     report = _report(f"function {name}", h, atol, rtol)

@@ -77,7 +77,7 @@ def is_real_floating(xp: Any, x: Any) -> bool:
 
 def require_floating(xp: Any, name: str, x: Any) -> None:
     """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
-    if not is_real_floating(xp, x):
+    if not _isdtype(xp, x.dtype, "real floating"):  # directly: a call fewer a forward
         raise ValueError(f"{name} must be a real floating-point array, got dtype {dtype_name(x)}")
 
 

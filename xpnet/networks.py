@@ -200,8 +200,10 @@ class Sequential:
         self._decayed = tuple(name for name, (_, attr) in slots.items() if attr == "W")
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
+        # predict converts floating input to this dtype; Parameters refuses a parameter of
+        # another dtype, so it holds for the network's life.
         first = next(iter(self.params.values()), None)
-        self._input_dtype = None if first is None else first.dtype  # a parameter's keeps
+        self._input_dtype = None if first is None else first.dtype
         self._gradient_slots = [(name, layer, "d" + attr) for name, (layer, attr) in slots.items()]
         # Backward stops at the first layer with parameters: the ones before need no gradient.
         owners = {id(layer) for layer, _ in slots.values()}
@@ -252,7 +254,9 @@ class Sequential:
             loss = loss + 0.5 * self.weight_decay * reduce_sum(W * W)
         return loss
 
-    def _training_loss(self, x: Any, t: Any) -> Any:
+    def training_loss(self, x: Any, t: Any) -> Any:
+        """The loss that :meth:`gradient` differentiates: :meth:`loss` in training mode
+        (Dropout's masks, BatchNorm's batch statistics) as a 0-D array."""
         # Networks without train/eval layers keep the book's two-argument loss(x, t), so
         # subclasses that override it need not know about train_flg.
         return self.loss(x, t, train_flg=True) if self._any_modal else self.loss(x, t)
@@ -288,7 +292,7 @@ class Sequential:
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop."""
-        self._training_loss(x, t)
+        self.training_loss(x, t)
         dout = self.last_layer.backward(1)
         for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
             if dout is None:
@@ -325,7 +329,7 @@ class Sequential:
         old = self.params[name]
         self.params[name] = value
         try:
-            return self._training_loss(x, t)
+            return self.training_loss(x, t)
         finally:
             self.params[name] = old
 

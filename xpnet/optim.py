@@ -44,12 +44,14 @@ EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
 
 
-def _hyperparameter(name: str, value: Any, high: float = math.inf) -> float:
-    """``value`` as a ``float`` when it is a real number in ``[0, high)`` (so finite).
+def _hyperparameter(name: str, value: Any) -> float:
+    """``value`` as a ``float`` when it is a real number in ``name``'s range (so finite):
+    ``[0, 1)`` for those in ``_BELOW_ONE``, ``[0, inf)`` for the others.
 
     ``TypeError`` for a non-number (``bool`` included), ``ValueError`` out of range; both
     name the argument, the value and what was expected.
     """
+    high = 1.0 if name in _BELOW_ONE else math.inf
     expected = "a finite number >= 0" if high == math.inf else f"a number in [0, {high:g})"
     if not is_real(value):
         raise TypeError(
@@ -204,10 +206,7 @@ class Optimizer:
                 f"{cls} has no hyperparameter(s) {', '.join(sorted(unknown))}; "
                 f"expected {', '.join(own)}"
             )
-        return {
-            name: _hyperparameter(name, value, 1.0 if name in _BELOW_ONE else math.inf)
-            for name, value in hyper.items()
-        }
+        return {name: _hyperparameter(name, value) for name, value in hyper.items()}
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -236,7 +235,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = _hyperparameter("momentum", momentum, 1.0)
+        self.momentum = _hyperparameter("momentum", momentum)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1
@@ -300,7 +299,7 @@ class RMSprop(AdaGrad):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = _hyperparameter("decay_rate", decay_rate, 1.0)
+        self.decay_rate = _hyperparameter("decay_rate", decay_rate)
 
     def _accumulate(self, h: Any, g: Any) -> Any:
         d = self.decay_rate
@@ -320,8 +319,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1 = _hyperparameter("beta1", beta1, 1.0)
-        self.beta2 = _hyperparameter("beta2", beta2, 1.0)
+        self.beta1 = _hyperparameter("beta1", beta1)
+        self.beta2 = _hyperparameter("beta2", beta2)
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         self.iterations += 1

@@ -62,6 +62,12 @@ from xpnet.layers import takes_train_flg
 TEMPORARIES = 6
 
 
+def rounding_tolerance(xp: Any, dtype: Any, loss: float) -> float:
+    """How far two computations of one ``loss`` value (of ``dtype``, in namespace ``xp``) may
+    differ by rounding alone: 64 machine epsilons, relative (absolute below 1)."""
+    return 64 * xp.finfo(dtype).eps * (1 + abs(loss))
+
+
 @dataclass
 class Change:
     """How P perturbations change one layer's output (N, M), in the cheapest form that fits.
@@ -176,7 +182,7 @@ class LocalNet:
                 p = net.params[name]
                 rebuilt = rebuilt + 0.5 * rate * xp.sum(p * p)
         reference = net.loss(x, t)
-        tolerance = 64 * xp.finfo(reference.dtype).eps * (1 + abs(float(reference)))
+        tolerance = rounding_tolerance(xp, reference.dtype, float(reference))
         if abs(float(rebuilt - reference)) > tolerance:
             warnings.warn(
                 f"{type(net).__name__}.loss is not last_layer(layers(x)) plus weight decay; "
