@@ -181,7 +181,12 @@ def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys, fl
         (["--dataset", "cifar"], "invalid choice: 'cifar'"),
         (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (["--weight-init", "big"], "expected 'he', 'xavier' or a positive standard deviation"),
-        (["--target-range", "0.99,0.01"], "expected LOW,HIGH with LOW < HIGH, got '0.99,0.01'"),
+        (
+            ["--target-range", "0.99,0.01"],
+            "expected LOW,HIGH, two finite numbers with LOW < HIGH, got '0.99,0.01'",
+        ),
+        (["--target-range", "0,inf"], "two finite numbers with LOW < HIGH, got '0,inf'"),
+        (["--input-range=-inf,1"], "two finite numbers with LOW < HIGH, got '-inf,1'"),
         (["--loss", "hinge"], "invalid choice: 'hinge'"),
         (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
     ],
@@ -378,7 +383,10 @@ def test_a_weight_decay_of_zero_is_accepted(fake_data):
 
 def test_an_empty_value_range_is_refused(capsys):
     assert run(["train", "--input-range", "0.5,0.5"]) == 2
-    assert "expected LOW,HIGH with LOW < HIGH, got '0.5,0.5'" in capsys.readouterr().err
+    assert (
+        "expected LOW,HIGH, two finite numbers with LOW < HIGH, got '0.5,0.5'"
+        in capsys.readouterr().err
+    )
 
 
 def test_the_convnet_preset_trains_with_adam_for_20_epochs():

@@ -65,8 +65,10 @@ def _value_range(text: str) -> list[float]:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         low = high = math.nan
-    if not low < high:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    if not (low < high and math.isfinite(low) and math.isfinite(high)):  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH, two finite numbers with LOW < HIGH, got {text!r}"
+        )
     return [low, high]
 
 
