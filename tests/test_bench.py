@@ -727,15 +727,20 @@ def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "| batch |" in capsys.readouterr().out
 
 
+def summary_error(path: Path, capsys: pytest.CaptureFixture) -> str:
+    """What ``python -m xpnet.bench summary path`` writes to stderr, having exited with 2."""
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["summary", str(path)])
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_cli_rejects_a_file_that_is_not_benchmark_json(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = tmp_path / "bad.json"
     path.write_text("[]")
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["summary", str(path)])
-    assert exc.value.code == 2
-    assert capsys.readouterr().err == (
+    assert summary_error(path, capsys) == (
         f"python -m xpnet.bench summary: error: {path}: "
         "not a pytest-benchmark JSON file (no 'benchmarks' list)\n"
     )
@@ -746,10 +751,7 @@ def test_cli_rejects_a_json_object_without_a_benchmarks_list(
 ) -> None:
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"machine_info": {"node": "test"}}))  # a dict, but no records
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["summary", str(path)])
-    assert exc.value.code == 2
-    assert "not a pytest-benchmark JSON file (no 'benchmarks' list)" in capsys.readouterr().err
+    assert "not a pytest-benchmark JSON file (no 'benchmarks' list)" in summary_error(path, capsys)
 
 
 def test_plot_writes_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1382,10 +1384,7 @@ def test_cli_summary_refuses_a_file_of_someone_elses_benchmarks(
     path = tmp_path / "foreign.json"
     others = [{"name": f"test_{k}", "extra_info": {}, "stats": {"median": 1.0}} for k in range(3)]
     path.write_text(json.dumps({"benchmarks": others}))
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["summary", str(path)])
-    assert exc.value.code == 2
-    assert capsys.readouterr().err == (
+    assert summary_error(path, capsys) == (
         f"python -m xpnet.bench summary: error: {path}: none of its 3 benchmark records is "
         "xpnet's (their extra_info has no suite 'xpnet-bench'): not a `pytest benchmarks/` run\n"
     )
@@ -1403,10 +1402,7 @@ def test_cli_summary_of_a_run_that_recorded_nothing_says_so(
 def test_cli_names_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "broken.json"
     path.write_text("")
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["summary", str(path)])
-    assert exc.value.code == 2
-    assert capsys.readouterr().err.startswith(
+    assert summary_error(path, capsys).startswith(
         f"python -m xpnet.bench summary: error: {path}: not a JSON file (Expecting value"
     )
 
