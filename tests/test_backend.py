@@ -445,3 +445,31 @@ def test_blas_threads_needs_an_integer(n):
         backend.blas_threads(n),
     ):
         pass
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+def test_a_device_rng_checks_its_seed_when_made(seed):
+    with pytest.raises(ValueError, match=rf"seed must be an integer >= 0 or None, got {seed!r}"):
+        backend.DeviceRNG(seed)
+
+
+def test_a_device_rng_takes_an_int_shape_for_one_dimension(xp):
+    like = backend.to_device([0.0], dtype="float32", xp=xp)
+    u = backend.DeviceRNG(0).uniform(5, like=like)
+    assert tuple(u.shape) == (5,)
+
+
+def test_numpy_float16_draws_stay_below_one():
+    # About one float32 draw in 4,100 is at least 1 - 2**-12 and rounds to 1.0 in float16.
+    u = backend.DeviceRNG(0).uniform((100_000,), like=np.zeros(1, dtype=np.float16))
+    assert u.dtype == np.float16
+    assert float(u.max()) < 1.0
+
+
+def test_fallback_float16_draws_stay_below_one():
+    # A library reached through the fallback (Dask here) gets float16 draws in float16's
+    # precision: a float64 draw of at least 1 - 2**-12 would round to 1.0.
+    da = pytest.importorskip("dask.array")
+    u = backend.DeviceRNG(0).uniform((100_000,), like=da.zeros(1, dtype=np.float16))
+    assert u.dtype == np.float16
+    assert float(u.max().compute()) < 1.0

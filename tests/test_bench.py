@@ -1250,7 +1250,15 @@ def test_a_dask_loop_check_of_a_few_elements_is_not_extrapolated() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(999.4, "999 s"), (999.6, "16.7 min"), (2010.0, "33.5 min"), (72_000.0, "20 h")],
+    [
+        (999.4, "999 s"),
+        (999.6, "16.7 min"),
+        (2010.0, "33.5 min"),
+        (3600.0, "60 min"),
+        (59_000.0, "983 min"),
+        (60_000.0, "16.7 h"),
+        (72_000.0, "20 h"),
+    ],
 )
 def test_fmt_time_of_long_extrapolations_is_in_minutes_or_hours(seconds: float, text: str) -> None:
     assert bench.fmt_time(seconds) == text
@@ -1376,6 +1384,19 @@ def test_a_loop_over_every_parameter_is_measured_not_extrapolated() -> None:
     text = bench.format_summary(summary)
     assert "loop full (measured)" in text and "over all 1,000 parameters" in text
     assert "*" not in text.split("Array operations")[0] and "extrapolated" not in text
+
+
+def test_measured_and_extrapolated_loops_in_one_table_each_get_their_column() -> None:
+    records = [
+        record("analytic", "xpnet", 3, 0.001),
+        record("numerical_loop", "xpnet", 3, 2.0, params_timed=1000, params_total=1000),
+        record("analytic", "xpnet", 5, 0.001),
+        record("numerical_loop", "xpnet", 5, 0.5, params_timed=10, params_total=1000),
+    ]
+    text = bench.format_summary(bench.summarize(records))
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("batch"))
+    assert "loop full*" in header and "loop full (measured)" in header
+    assert "50 s" in text  # batch 5: 0.5 s for 10 of 1,000 parameters, times 1,000
 
 
 def test_cli_summary_refuses_a_file_of_someone_elses_benchmarks(

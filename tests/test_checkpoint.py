@@ -370,6 +370,14 @@ def test_load_params_keeps_the_optimizers_hyperparameters_and_warns_of_the_files
     assert (opt.lr, opt.beta1) == (0.5, 0.9)
 
 
+def test_a_hyperparameter_only_the_file_has_is_named_in_the_warning(tmp_path):
+    """A file written by an xpnet whose SGD took one more hyperparameter, say."""
+    path = save_params(tmp_path / "p.npz", MultiLayerNet(4, [3], 2, seed=0), optimizer=SGD(lr=0.1))
+    rewrite_metadata(path, setting("optimizer.dampening", 0.5))
+    with pytest.warns(UserWarning, match=r"differ from the file's: dampening unset \(file: 0.5\)$"):
+        load_params(path, MultiLayerNet(4, [3], 2, seed=1), optimizer=SGD(lr=0.1))
+
+
 def test_load_params_with_the_files_hyperparameters_does_not_warn(tmp_path):
     path = save_params(tmp_path / "p.npz", MultiLayerNet(4, [3], 2, seed=0),
                        optimizer=Adam(lr=0.001, beta1=0.8))  # fmt: skip

@@ -150,6 +150,7 @@ def test_bad_conv_net_settings_are_clear_errors(kwargs, message):
         ({"input_dim": (0, 28, 28)}, r"input_dim must be \(C, H, W\).* got \(0, 28, 28\)"),
         ({"input_dim": (28, 28)}, r"input_dim must be \(C, H, W\).* got \(28, 28\)"),
         ({"input_dim": 784}, r"input_dim must be \(C, H, W\).* got 784"),
+        ({"input_dim": (1, 1, 28, 28)}, r"input_dim must be \(C, H, W\).* got \(1, 1, 28, 28\)"),
     ],
 )  # fmt: skip
 def test_conv_net_sizes_are_checked_when_it_is_built(kwargs, message):
@@ -181,6 +182,13 @@ def test_conv_net_sizes_may_be_numpy_integers():
     )  # fmt: skip
     assert net.input_dim == (1, 6, 6) and net.sizes == [36, 8, 3, 2]
     assert all(type(v) is int for v in (*net.input_dim, *net.conv_param.values(), *net.sizes))
+
+
+def test_a_conv_net_keeps_the_height_and_width_of_a_non_square_input_apart():
+    # 6x10 input, 3x3 filter: a 4x8 convolution output, pooled to 2x4 with 2 filters.
+    net = SimpleConvNet((1, 6, 10), {"filter_num": 2, "filter_size": 3}, 3, 2)
+    assert net.input_dim == (1, 6, 10)
+    assert net.sizes == [60, 2 * 2 * 4, 3, 2]
 
 
 def test_a_conv_net_checkpoint_rebuilds_the_network(tmp_path, cpu_xp):

@@ -169,6 +169,23 @@ def test_xpnet_data_is_read_when_called(tmp_path, monkeypatch):
     assert x.shape[0] == 12
 
 
+def test_a_root_starting_with_a_tilde_is_in_the_users_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_idx_set(tmp_path / "data", n_train=11)
+    (x, _), _ = load_mnist(root="~/data")
+    assert x.shape[0] == 11
+
+
+def test_an_empty_xpnet_data_counts_as_unset(tmp_path, monkeypatch):
+    make_idx_set(tmp_path / "cwd", n_train=11)  # not to be found as the folder ""
+    make_idx_set(tmp_path / "system", n_train=14)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("XPNET_DATA", "")
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "system"])
+    (x, _), _ = load_mnist(name="fashion-mnist")
+    assert x.shape[0] == 14
+
+
 def test_a_subfolder_named_after_the_dataset_wins_over_the_folder_itself(tmp_path):
     make_idx_set(tmp_path, n_train=11)
     make_idx_set(tmp_path / "fashion-mnist", n_train=13)

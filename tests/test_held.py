@@ -9,7 +9,7 @@ from numeric import dev
 from xpnet import MultiLayerNet, check_gradients, check_layer
 from xpnet.backend import to_numpy
 from xpnet.gradcheck import METHODS, net_numerical_gradient
-from xpnet.held import held, layers_of
+from xpnet.held import ReplayedRNG, held, layers_of, require_deterministic
 from xpnet.layers import BatchNormalization, Dropout
 
 KINDS = {
@@ -110,3 +110,84 @@ def test_check_layer_fails_a_dropout_backward_that_ignores_the_mask(xp, monkeypa
     monkeypatch.setattr(Dropout, "backward", lambda self, dout: dout)
     x = dev(xp, np.random.default_rng(4).uniform(0.5, 2.0, (3, 5)))
     assert not check_layer(Dropout(0.3, seed=2), x)
+
+
+# The holding itself (xpnet.held), one behaviour each.
+
+
+def test_a_replayed_generator_draws_each_dtype_of_a_shape_apart(xp):
+    rng = ReplayedRNG(0)
+    single = rng.uniform((4,), like=dev(xp, np.zeros(4), dtype="float32"))
+    double = rng.uniform((4,), like=dev(xp, np.zeros(4), dtype="float64"))
+    assert single.dtype == xp.float32
+    assert double.dtype == xp.float64
+
+
+def test_two_held_dropout_layers_draw_different_masks(cpu_xp):
+    first, second = Dropout(0.5, seed=1), Dropout(0.5, seed=1)  # the same own generator
+    like = dev(cpu_xp, np.zeros(64))
+    with held([first, second], seed=0):
+        a = to_numpy(first.rng.uniform((64,), like=like))
+        b = to_numpy(second.rng.uniform((64,), like=like))
+    assert not np.array_equal(a, b)
+
+
+class InPlaceCounter:
+    """A user's layer whose buffer ``seen`` is updated in place in every pass."""
+
+    buffers = ("seen",)
+
+    def __init__(self):
+        self.seen = np.zeros(1)
+
+    def forward(self, x, train_flg=True):
+        self.seen += 1  # in place: the same array object
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+def test_held_puts_back_a_buffer_that_a_pass_updated_in_place():
+    layer = InPlaceCounter()
+    with held([layer]):
+        layer.forward(np.ones(2))
+        layer.forward(np.ones(2))
+    np.testing.assert_array_equal(layer.seen, [0.0])
+
+
+def test_layers_of_a_network_end_with_its_loss_layer(cpu_xp):
+    net, _, _ = case(cpu_xp, "dropout")
+    assert layers_of(net) == [*net.layers, net.last_layer]
+
+
+def test_differences_within_rounding_of_a_large_loss_are_not_refused(xp):
+    # Two sums of one large loss in another order differ in the last bits: 1e6 and the
+    # next float64 but two differ by about 2.3e-10, 1e-16 of it, far below 64 epsilons.
+    values = iter([1e6, np.nextafter(np.nextafter(1e6, 2e6), 2e6)])
+    require_deterministic(lambda: dev(xp, next(values)), "a large loss")
+
+
+def test_a_loss_that_is_nan_in_both_passes_is_not_refused(xp):
+    # A NaN loss is the report's to show (as nonfinite gradients), not a random layer.
+    require_deterministic(lambda: dev(xp, float("nan")), "a NaN loss")
+
+
+def test_a_loss_that_differs_beyond_rounding_is_refused(xp):
+    values = iter([1.0, 1.0 + 1e-9])
+    with pytest.raises(ValueError, match="a noisy loss is not a function of its inputs"):
+        require_deterministic(lambda: dev(xp, next(values)), "a noisy loss")
+
+
+def test_check_gradients_draws_the_dropout_masks_from_its_seed(cpu_xp):
+    checked, x, t = case(cpu_xp, "dropout")
+    reference, _, _ = case(cpu_xp, "dropout")
+    check_gradients(checked, x, t, method="loop", seed=5)
+    with held(layers_of(reference), seed=5):
+        reference.gradient(x, t)
+    dropouts = [k for k, layer in enumerate(reference.layers) if isinstance(layer, Dropout)]
+    assert dropouts
+    for k in dropouts:
+        np.testing.assert_array_equal(
+            to_numpy(checked.layers[k].mask), to_numpy(reference.layers[k].mask)
+        )

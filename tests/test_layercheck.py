@@ -277,6 +277,16 @@ def test_check_function_refuses_a_list_for_a_gradient():
         check_function(lambda v: float(np.sum(v**2)), np.ones(3), [2.0, 2.0, 2.0])
 
 
+def test_check_function_takes_a_function_that_returns_a_python_float():
+    x = np.array([0.5, -1.0, 2.0])
+    assert check_function(lambda v: float(np.sum(v**2)), x, 2 * x)
+
+
+def test_check_function_refuses_a_function_that_returns_a_bool():
+    with pytest.raises(ValueError, match="scalar function: <lambda> returned bool"):
+        check_function(lambda v: bool(np.sum(v) > 0), np.ones(3), np.zeros(3))
+
+
 def test_check_function_refuses_an_empty_mapping():
     with pytest.raises(ValueError, match="x is an empty mapping: nothing to check"):
         check_function(lambda q: 0.0, {}, {})

@@ -1,5 +1,6 @@
 """``xpnet.opcount`` counts the array operations a call makes (kernel launches on a GPU)."""
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -198,6 +199,30 @@ def test_indexing_with_arrays_or_masks_counts_as_a_gather():
         x[x > 1.0]
     np.testing.assert_array_equal(picked, [0.0, 2.0])
     assert ops == {"getitem": 2, "greater": 1}
+
+
+def test_indexing_that_mixes_an_integer_with_an_array_counts_as_a_gather():
+    x = counting(np.arange(6.0).reshape(2, 3))
+    with counting_operations() as ops:
+        picked = x[1, [0, 2]]
+    np.testing.assert_array_equal(picked, [3.0, 5.0])
+    assert ops == {"getitem": 1}
+
+
+def test_indexing_with_a_bool_counts_as_a_gather():
+    # NumPy reads a[True] as a mask: a new axis and a copy, not a view.
+    x = counting(np.arange(3.0))
+    with counting_operations() as ops:
+        picked = x[True]
+    assert picked.shape == (1, 3)
+    assert ops == {"getitem": 1}
+
+
+def test_copying_with_the_copy_module_counts_as_copy():
+    x = counting(np.arange(3.0))
+    with counting_operations() as ops:
+        copy.copy(x), copy.deepcopy(x)
+    assert ops == {"copy": 1, "deepcopy": 1}
 
 
 def test_basic_indexing_is_a_view_and_not_counted():

@@ -318,6 +318,8 @@ BAD_STATES = [
     ),
     ({"buffers": {"v": {"w": 0.5}}}, TypeError, r"state 'v' of 'w' is a float, expected an array"),
     ({"hyperparameters": None}, TypeError, r"'hyperparameters' must map names to numbers"),
+    ({"hyperparameters": [0.5]}, TypeError, r"'hyperparameters' must map names to numbers"),
+    ({"hyperparameters": "lr"}, TypeError, r"'hyperparameters' must map names to numbers"),
     (
         {"hyperparameters": {"beta1": 0.5}},
         ValueError,
@@ -364,6 +366,25 @@ def test_load_state_dict_copies_the_buffer_mappings():
     # Momentum stores a new v per step and a new slot for "b": neither lands in `saved`.
     assert list(saved["buffers"]["v"]) == ["w"] and saved["buffers"]["v"]["w"] is held
     np.testing.assert_array_equal(held, [0.5])
+
+
+def test_loaded_state_replaces_the_state_an_optimizer_already_has():
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update({"w": np.array([0.0])}, {"w": np.array([1.0])})  # its own v: [-0.1]
+    opt.load_state_dict({"iterations": 7, "buffers": {"v": {"w": np.array([0.5])}}})
+    params = {"w": np.array([1.0])}
+    opt.update(params, {"w": np.array([1.0])})
+    # from the loaded v: v = 0.9 * 0.5 - 0.1 * 1 = 0.35, w = 1.35
+    np.testing.assert_allclose(params["w"], [1.35])
+
+
+def test_loading_a_state_without_buffers_starts_from_zeros():
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update({"w": np.array([0.0])}, {"w": np.array([1.0])})
+    opt.load_state_dict({"iterations": 0})
+    params = {"w": np.array([1.0])}
+    opt.update(params, {"w": np.array([1.0])})
+    np.testing.assert_allclose(params["w"], [0.9])  # v = 0.9 * 0 - 0.1 * 1
 
 
 def test_state_dict_holds_the_hyperparameters():

@@ -207,12 +207,14 @@ def test_bad_labels_and_shapes_are_reported(cpu_xp):
         ({"eval_samples": -1}, "eval_samples must be an integer >= 1, got -1"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"target_range": (1.0, 0.0)}, r"low < high, got \(1.0, 0.0\)"),
+        ({"target_range": (0.5, 0.5)}, r"low < high, got \(0.5, 0.5\)"),
         ({"target_range": [0.1]}, r"target_range must be a pair \(low, high\), got \[0.1\]"),
         ({"target_range": (0.0, 1.0, 2.0)}, r"target_range must be a pair"),
         ({"target_range": 0.5}, r"target_range must be a pair \(low, high\), got 0.5"),
         ({"target_range": (0.0, math.inf)}, r"target_range must be finite"),
         ({"target_range": (math.nan, 1.0)}, r"target_range must be finite"),
         ({"epochs": 1, "start_epoch": 3}, r"start_epoch 3 is past epochs 1"),
+        ({"epochs": 1, "start_epoch": 2}, r"start_epoch 2 is past epochs 1"),
     ],
 )
 def test_bad_trainer_settings_name_the_setting_and_value(cpu_xp, settings, message):
@@ -221,7 +223,9 @@ def test_bad_trainer_settings_name_the_setting_and_value(cpu_xp, settings, messa
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, **{"epochs": 1, **settings})
 
 
-@pytest.mark.parametrize("target_range", [("0.1", "0.9"), (None, 1.0), (False, True)])
+@pytest.mark.parametrize(
+    "target_range", [("0.1", "0.9"), (None, 1.0), (False, True), (0.0, "1"), (0.0, None)]
+)
 def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_range):
     x, t, xt, tt = blobs(cpu_xp)
     with pytest.raises(TypeError, match=r"target_range must hold two numbers"):
@@ -247,6 +251,12 @@ def test_a_test_set_the_network_cannot_take_fails_before_any_update(cpu_xp, bad)
         Trainer(net, SGD(lr=0.1), x, t, xt, tt, epochs=3, progress=False).fit()
     for k, v in before.items():  # nothing moved
         np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+
+
+def test_a_test_set_of_one_sample_the_network_cannot_take_fails_up_front(cpu_xp):
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(ValueError, match="x_test does not fit the network"):
+        Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, xt[:1, :3], tt[:1], epochs=1)
 
 
 def test_an_empty_test_set_is_allowed(cpu_xp):
