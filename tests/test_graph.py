@@ -470,3 +470,8 @@ def test_train_help_keeps_what_the_network_flags_mean_for_training(capsys):
     text = help_text(capsys, "train")
     for training in ("--resume: the checkpoint's", "Adam lr 0.001, 20 epochs", "shuffling"):
         assert training in text
+
+
+def test_a_numpy_scalar_is_recorded_as_a_plain_number():
+    recorded = graph.Value.of(np.float64(-0.5))
+    assert type(recorded.number) is float and recorded.number == -0.5

@@ -191,3 +191,27 @@ def test_check_gradients_draws_the_dropout_masks_from_its_seed(cpu_xp):
         np.testing.assert_array_equal(
             to_numpy(checked.layers[k].mask), to_numpy(reference.layers[k].mask)
         )
+
+
+class RunningCenter:
+    """Subtracts a running mean that every training pass updates (and reads)."""
+
+    buffers = ("mean",)
+
+    def __init__(self):
+        self.mean = np.zeros(7)
+
+    def forward(self, x, train_flg=True):
+        if train_flg:
+            self.mean = 0.9 * self.mean + 0.1 * x.mean(axis=0)
+        return x - self.mean
+
+    def backward(self, dout):
+        return dout
+
+
+def test_a_layer_whose_forward_reads_state_it_updates_is_refused_naming_that_cause():
+    net, x, t = case(np, "dropout")  # Affine, ReLU, Dropout, ...: no BatchNorm to undo it
+    net.layers[1] = RunningCenter()
+    with pytest.raises(ValueError, match="updates state that its forward pass reads"):
+        check_gradients(net, x, t)

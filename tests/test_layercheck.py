@@ -308,3 +308,18 @@ def test_cli_gradcheck_refuses_a_zero_step(capsys):
         main(["gradcheck", "--h", "0"])
     assert exit_info.value.code == 2
     assert "--h: expected a positive number, got '0'" in capsys.readouterr().err
+
+
+class TripleInPlace:
+    """``3 x``, whose correct backward scales ``dout`` in place, as the book's Relu writes it."""
+
+    def forward(self, x):
+        return 3 * x
+
+    def backward(self, dout):
+        dout *= 3
+        return dout
+
+
+def test_a_backward_that_writes_into_dout_is_checked_on_the_dout_it_was_given():
+    assert check_layer(TripleInPlace(), np.random.default_rng(0).random((3, 4)))

@@ -76,7 +76,7 @@ class Value:
         if x is None:
             return None
         if isinstance(x, (int, float)):
-            return cls(number=x)
+            return cls(number=x if type(x) in (int, float) else float(x))  # np.float64 too
         if not hasattr(x, "shape"):
             raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
         if x.ndim == 0:

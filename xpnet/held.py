@@ -109,7 +109,8 @@ def require_deterministic(value: Callable[[], Any], subject: str) -> None:
     raise ValueError(
         f"{subject} is not a function of its inputs and parameters alone: two passes at the "
         f"same point gave {a!r} and {b!r}, so central differences would be noise. A layer "
-        "draws new random numbers in every pass; one that draws them with "
-        "xpnet.backend.DeviceRNG in an attribute named rng (as Dropout does) is held fixed "
-        "during a check"
+        "draws new random numbers in every pass (one that draws them with "
+        "xpnet.backend.DeviceRNG in an attribute named rng, as Dropout does, is held fixed "
+        "during a check), or updates state that its forward pass reads (state named in its "
+        "buffers is put back after a check, not between passes)"
     )
