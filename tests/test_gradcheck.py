@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_gradcheck_fast import kinked_problem
 
-from xpnet import MultiLayerNet, TwoLayerNet, check_gradients, numerical_gradient
+from xpnet import MultiLayerNet, Sequential, TwoLayerNet, check_gradients, numerical_gradient
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.cli import build_parser, main
 from xpnet.gradcheck import (
@@ -18,7 +18,7 @@ from xpnet.gradcheck import (
     compare,
     directional_check,
 )
-from xpnet.layers import Affine
+from xpnet.layers import Affine, SoftmaxWithLoss
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -416,3 +416,59 @@ def test_a_report_without_rows_does_not_pass():
     report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
     assert not report.passed
     assert str(report).splitlines()[-2:] == ["nothing was checked", "FAILED"]
+
+
+class HooklessPReLU:
+    """A user's PReLU: a kink at 0 and no ``kinks`` method for the checker to ask."""
+
+    params = ("a",)
+
+    def __init__(self, a, da_scale=1.0):
+        self.a, self.da_scale = a, da_scale
+
+    def forward(self, x):
+        xp = namespace_of(x, self.a)
+        self.x, self.mask = x, x > 0
+        return xp.where(self.mask, x, self.a * x)
+
+    def backward(self, dout):
+        xp = namespace_of(dout, self.a)
+        self.da = self.da_scale * xp.sum(xp.where(self.mask, 0.0, dout * self.x), axis=0)
+        return xp.where(self.mask, dout, self.a * dout)
+
+
+def prelu_net_at_a_kink(xp, da_scale=1.0):
+    """Affine, a hookless PReLU, Affine; sample 0's first pre-activation is 2e-5 from the
+    kink, so the central difference of b1[0] (a step of 1e-4) straddles it."""
+    rng = np.random.default_rng(0)
+    x, W1, W2 = (
+        rng.standard_normal((5, 3)),
+        rng.standard_normal((3, 4)),
+        rng.standard_normal((4, 2)),
+    )
+    b1 = np.zeros(4)
+    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
+    arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, np.zeros(2))]
+    prelu = HooklessPReLU(to_device(np.full(4, 0.25), dtype="float64", xp=xp), da_scale)
+    net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
+    t = to_device(np.array([0, 1, 0, 1, 1]), dtype="int64", xp=xp)
+    return net, to_device(x, dtype="float64", xp=xp), t
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_kink_in_a_layer_without_a_kinks_method_is_reported_not_failed(cpu_xp, method):
+    report = check_gradients(*prelu_net_at_a_kink(cpu_xp), method=method)
+    assert report.passed, str(report)
+    (b1,) = [p for p in report.params if p.name == "b1"]
+    assert (0,) in b1.kink_elements
+
+
+def test_a_direction_across_a_kink_in_a_layer_without_a_kinks_method_is_left_out(cpu_xp):
+    report = check_gradients(*prelu_net_at_a_kink(cpu_xp), method="directional", n_directions=8)
+    assert report.passed, str(report)
+    assert any(d.kink for d in report.directions)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "directional"])
+def test_a_wrong_gradient_in_a_layer_without_a_kinks_method_still_fails(cpu_xp, method):
+    assert not check_gradients(*prelu_net_at_a_kink(cpu_xp, da_scale=2.0), method=method).passed

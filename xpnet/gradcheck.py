@@ -396,6 +396,70 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
 
 
+# An analytic gradient within this fraction of the gap between the one-sided differences
+# of one of them is taken to sit on that side of a kink.
+KINK_SIDE = 0.1
+# Failing elements of one parameter, not flagged by the layers' kinks methods, that are
+# tested for a kink by one-sided differences; more is a wrong gradient, not kinks.
+ONE_SIDED_LIMIT = 64
+
+
+def straddles_kink(
+    analytic: Any, plus: Any, center: Any, minus: Any, h: float, atol: float, rtol: float
+) -> Any:
+    """Where the central difference straddles a kink, found from the one-sided differences
+    ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h`` (arrays or 0-D, broadcasting):
+    the central difference fails, the two one-sided ones differ by more than the tolerance,
+    and ``analytic`` agrees with one of them (within ``KINK_SIDE`` of their gap). An
+    analytic gradient that matches neither side is no kink: it fails."""
+    xp = namespace_of(analytic, plus)
+    central = (plus - minus) / (2 * h)
+    forward, backward = (plus - center) / h, (center - minus) / h
+    gap = xp.abs(forward - backward)
+    nearest = xp.minimum(xp.abs(analytic - forward), xp.abs(analytic - backward))
+    tolerance = atol + rtol * xp.abs(central)
+    return (
+        (xp.abs(analytic - central) > tolerance) & (gap > tolerance) & (nearest <= KINK_SIDE * gap)
+    )
+
+
+def _with_one_sided_kinks(
+    net: Any, x: Any, t: Any, name: str, analytic: Any, found: _Numerical, center: float,
+    h: float, atol: float, rtol: float,
+) -> Any:  # fmt: skip
+    """``found.kinks``, plus the kinks that one-sided differences find among the elements
+    that fail without a kink flagged: a kink in a layer without a ``kinks`` method (a
+    user's PReLU) that the layers' hooks cannot see. Two loss evaluations per such element,
+    done only when there are at most ``ONE_SIDED_LIMIT`` of them."""
+    xp = namespace_of(analytic)
+    numerical = xp.astype(found.grad, analytic.dtype)
+    failing = ~(xp.abs(analytic - numerical) <= atol + rtol * xp.abs(numerical))
+    if found.kinks is not None:
+        failing = failing & ~found.kinks
+    elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(failing))]
+    if not elements or len(elements) > ONE_SIDED_LIMIT:
+        return found.kinks
+    param = net.params[name]
+    plus, minus = values_around(lambda p: _loss_at(net, name, p, x, t), param, h, indices=elements)
+    host = [to_numpy(a) for a in (xp.astype(analytic, xp.float64), plus, minus)]
+    at = tuple(np.array(elements).T)
+    kinked = straddles_kink(*(a[at] for a in host[:2]), center, host[2][at], h, atol, rtol)
+    kinks = np.zeros(tuple(param.shape), dtype=bool)
+    if found.kinks is not None:
+        kinks |= to_numpy(found.kinks)
+    kinks[at] |= kinked
+    return xp.asarray(kinks, device=array_api_compat.device(analytic))
+
+
+def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
+    """The training loss with parameter ``name`` at ``value`` (``net.loss_at`` where the
+    network has it, as :class:`~xpnet.Sequential` does)."""
+    if hasattr(net, "loss_at"):
+        return net.loss_at(name, value, x, t)
+    with _moved(net, {name: value}):
+        return training_loss(net, x, t)
+
+
 def compare(
     name: str,
     analytic: Any,
@@ -535,7 +599,9 @@ def check_gradients(
     names. Elements whose central difference straddles a kink (ReLU's 0, a max pool's
     maximum changing hands) are reported apart and left out of pass/fail (both ``loop``
     and ``batched`` look for them where the network is layered as :mod:`xpnet.perturb`
-    assumes, for the parameters computed by the loop too).
+    assumes, for the parameters computed by the loop too; a kink in a layer without a
+    ``kinks`` method is found by one-sided differences of the elements that fail, at most
+    ``ONE_SIDED_LIMIT`` of them a parameter).
 
     The check differentiates what ``net.gradient`` does, the training-mode loss, with the
     network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
@@ -581,9 +647,14 @@ def check_gradients(
                 client, net, x, t, names, method=method, h=h, budget=memory_budget,
                 progress=progress,
             )  # fmt: skip
+        center = float(training_loss(net, x, t))
+        kinks = {
+            n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, atol, rtol)
+            for n in names
+        }
     report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
     report.params = [
-        compare(n, analytic[n], found[n].grad, atol, rtol, kinks=found[n].kinks, via=found[n].via)
+        compare(n, analytic[n], found[n].grad, atol, rtol, kinks=kinks[n], via=found[n].via)
         for n in names
     ]
     return report
@@ -714,8 +785,10 @@ def directional_check(
     Per direction, two forward passes give ``(L(p + h v) - L(p - h v)) / 2h``, compared
     with the analytic ``sum(grad * v)``: a fast check of the whole backward pass that
     gives no per-element gradient. ``params`` limits the directions to some parameters.
-    A direction whose step reaches a ReLU kink (networks with local perturbations
-    only; two more forward passes) is reported and left out of pass/fail. The loss is the
+    A direction whose step reaches a kink is reported and left out of pass/fail: found by
+    the layers' ``kinks`` methods (ReLU, max pooling; networks with local perturbations,
+    two more forward passes), or for any layer by the one-sided differences along ``v``
+    (one more forward pass), as in :func:`check_gradients`. The loss is the
     training-mode one, the network held still as in :func:`check_gradients`.
     """
     if n_directions < 1:
@@ -728,20 +801,26 @@ def directional_check(
         local = LocalNet.of(net, x, t)
         rng = host_rng(seed)
         xp = namespace_of(analytic[names[0]])
-        numeric, exact, kinks = [], [], []  # per direction, on the device until the end
+        exact, plus, minus, kinks = [], [], [], []  # per direction, on the device till the end
         for _ in range(n_directions):
             v = _random_direction(net, names, rng)
             exact.append(sum(xp.sum(analytic[n] * v[n]) for n in names))
-            losses, moved = [], []
-            for step in (h, -h):
+            moved = []
+            for step, losses in ((h, plus), (-h, minus)):
                 with _moved(net, {n: net.params[n] + step * v[n] for n in names}):
                     losses.append(training_loss(net, x, t))
                     if local is not None:
                         moved.append(layer_inputs(net.layers, x))
-            numeric.append((losses[0] - losses[1]) / (2 * h))
             if local is not None:
                 kinks.append(crosses_kink(net.layers, local.inputs, *moved))
-    numeric, exact = to_numpy(xp.stack(numeric)), to_numpy(xp.stack(exact))  # one host read
+        center = training_loss(net, x, t)
+    exact, plus, minus = (
+        to_numpy(xp.astype(xp.stack(a), xp.float64)) for a in (exact, plus, minus)
+    )
+    numeric = (plus - minus) / (2 * h)
+    # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
+    # differences, as in check_gradients.
+    one_sided = straddles_kink(exact, plus, float(center), minus, h, atol, rtol)
     kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):
@@ -752,7 +831,7 @@ def directional_check(
                 numerical=num,
                 analytic=ana,
                 abs_error=err,
-                kink=None if kinks is None else bool(kinks[i]),
+                kink=bool(one_sided[i]) or (kinks is not None and bool(kinks[i])),
                 passed=math.isfinite(err) and err <= atol + rtol * abs(num),
             )
         )

@@ -32,13 +32,9 @@ import array_api_compat
 from array_api_compat import is_array_api_obj
 
 from xpnet.backend import host_rng, namespace, namespace_of
-from xpnet.gradcheck import GradientReport, compare, tolerances, values_around
+from xpnet.gradcheck import GradientReport, compare, straddles_kink, tolerances, values_around
 from xpnet.held import held, require_deterministic
 from xpnet.layers import require_layer_methods
-
-# An analytic gradient within this fraction of the gap between the one-sided differences
-# of one of them is taken to sit on that side of a kink.
-KINK_SIDE = 0.1
 
 
 def _is_float(x: Any) -> bool:
@@ -58,16 +54,9 @@ def _numerical(
     f: Callable[[Any], Any], x: Any, analytic: Any, h: float, atol: float, rtol: float
 ) -> tuple[Any, Any]:
     """Central differences of ``f`` at ``x``, and where they straddle a kink (bool)."""
-    xp = namespace_of(x)
     center = f(x)
     plus, minus = values_around(f, x, h)
-    central = (plus - minus) / (2 * h)
-    forward, backward = (plus - center) / h, (center - minus) / h
-    gap = xp.abs(forward - backward)
-    nearest = xp.minimum(xp.abs(analytic - forward), xp.abs(analytic - backward))
-    tolerance = atol + rtol * xp.abs(central)
-    kinks = (xp.abs(analytic - central) > tolerance) & (gap > tolerance)
-    return central, kinks & (nearest <= KINK_SIDE * gap)
+    return (plus - minus) / (2 * h), straddles_kink(analytic, plus, center, minus, h, atol, rtol)
 
 
 def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
