@@ -472,3 +472,14 @@ def test_a_direction_across_a_kink_in_a_layer_without_a_kinks_method_is_left_out
 @pytest.mark.parametrize("method", ["loop", "batched", "directional"])
 def test_a_wrong_gradient_in_a_layer_without_a_kinks_method_still_fails(cpu_xp, method):
     assert not check_gradients(*prelu_net_at_a_kink(cpu_xp, da_scale=2.0), method=method).passed
+
+
+def test_a_relative_error_above_rtol_in_a_passing_row_is_explained():
+    report = GradientReport(method="loop", h=1e-2, atol=1e-3, rtol=1e-2, dtype="float32")
+    report.params = [compare("b", np.array([1e-4]), np.array([3e-4]), 1e-3, 1e-2)]
+    text = str(report)
+    assert report.passed and report.params[0].max_rel_error == pytest.approx(2e-4 / 3e-4)
+    assert (
+        "it exceeds rtol where both are near 0, and such an element\n  passes by atol (0.001)"
+        in text
+    )

@@ -376,6 +376,12 @@ class GradientReport:
             ]
         if any(p.kinks is None for p in self.params):
             lines.append("kinks '-': not looked for (the network is not layered as assumed)")
+        if any(p.passed and p.max_rel_error > self.rtol for p in self.params):
+            lines += [
+                "max rel err: |analytic - numerical| / max(|analytic|, |numerical|), CS231n's",
+                "  relative error; it exceeds rtol where both are near 0, and such an element",
+                f"  passes by atol ({self.atol:g})",
+            ]
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
