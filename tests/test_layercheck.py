@@ -323,3 +323,25 @@ class TripleInPlace:
 
 def test_a_backward_that_writes_into_dout_is_checked_on_the_dout_it_was_given():
     assert check_layer(TripleInPlace(), np.random.default_rng(0).random((3, 4)))
+
+
+class ScaleShiftWithoutReturn:
+    """``x * g + c`` whose backward stores dg and dc but forgets ``return dx``."""
+
+    params = ("g", "c")
+
+    def __init__(self):
+        self.g, self.c = np.full(3, 2.0), np.zeros(3)
+
+    def forward(self, x):
+        self.x = x
+        return x * self.g + self.c
+
+    def backward(self, dout):
+        self.dg, self.dc = (dout * self.x).sum(axis=0), dout.sum(axis=0)
+
+
+def test_a_floating_input_without_a_gradient_is_named_as_not_checked():
+    report = check_layer(ScaleShiftWithoutReturn(), np.random.default_rng(0).random((4, 3)))
+    assert [p.name for p in report.params] == ["g", "c"]
+    assert "x: backward returned no gradient for it; not checked" in str(report).splitlines()

@@ -325,6 +325,7 @@ class GradientReport:
     dtype: str
     params: list[ParamCheck] = field(default_factory=list)
     subject: str = ""  # what was checked, when not a network ("layer Affine", "function f")
+    notes: list[str] = field(default_factory=list)  # what was left unchecked, and why
 
     @property
     def passed(self) -> bool:
@@ -385,6 +386,7 @@ class GradientReport:
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
+        lines += self.notes
         if not self.params:
             lines.append("nothing was checked")
         lines.append("PASSED" if self.passed else "FAILED")
