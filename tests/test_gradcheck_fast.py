@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -376,3 +377,48 @@ def test_cli_gradcheck_rejects_an_unknown_method(capsys):
         main(["gradcheck", "--method", "fast"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+# Found by a GPU-readiness review: what CuPy would pay for, caught on the CPU.
+
+
+def _labelled(xp, hidden, *, batch=6, **kwargs):
+    net = MultiLayerNet(12, hidden, 4, dtype="float64", seed=0, xp=xp, **kwargs)
+    rng = host_rng(1)
+    x = to_device(rng.random((batch, 12)), dtype="float64", xp=xp)
+    t = to_device(rng.integers(0, 4, batch), dtype="int64", xp=xp)
+    return net, x, t
+
+
+def test_batched_chunks_slice_within_bounds_on_strict_arrays(cpu_xp, monkeypatch):
+    # W1's 60 elements in chunks of 7 (one worker; 2,304 bytes an element here): the last
+    # chunk's slice must stop at the end, as the standard leaves a stop past it undefined
+    # (array_api_strict refuses it; NumPy and CuPy clamp it).
+    monkeypatch.setattr(perturb, "_workers", lambda x: 1)
+    net, x, t = _labelled(cpu_xp, [5])
+    local = perturb.LocalNet.of(net, x, t)
+    budget = 7 * local.bytes_per_element("W1")
+    grads = net_numerical_gradient(net, x, t, method="batched", memory_budget=budget)
+    loop = net_numerical_gradient(net, x, t, method="loop")
+    for name in loop:
+        np.testing.assert_allclose(
+            to_numpy(grads[name]), to_numpy(loop[name]), rtol=1e-6, atol=1e-9
+        )
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+@pytest.mark.parametrize("options", [{}, {"use_dropout": True}, {"use_batchnorm": True}])
+def test_integer_labels_are_read_to_the_host_a_fixed_number_of_times(method, options):
+    # SoftmaxWithLoss checks integer labels' range with two host reads per forward pass; a
+    # gradient check makes two passes per parameter element, so it must check them once.
+    reads = []
+    for hidden in ([3], [6]):
+        net, x, t = _labelled(None, hidden, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ops = count_operations(
+                lambda x, t, net=net: check_gradients(net, x, t, method=method), x, t,
+                params=net.params,
+            )  # fmt: skip
+        reads.append(ops["to host: int"])
+    assert reads[0] == reads[1] <= 12, reads

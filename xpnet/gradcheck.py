@@ -50,6 +50,7 @@ import numpy as np
 
 from xpnet.backend import host_rng, namespace_of, to_numpy
 from xpnet.held import held, layers_of, require_deterministic, training_loss
+from xpnet.layers import SoftmaxWithLoss, as_one_hot
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -257,12 +258,28 @@ def net_numerical_gradient(
     """
     _check_method(method, GRADIENT_METHODS)
     names = _param_names(net, params)
+    t = _targets_once(net, x, t)
     with held(layers_of(net), seed):
         _require_deterministic(net, x, t)
         found = _numerical(
             net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=False
         )
     return {name: found[name].grad for name in names}
+
+
+def _targets_once(net: Any, x: Any, t: Any) -> Any:
+    """``t`` as the rows that ``net``'s :class:`~xpnet.layers.SoftmaxWithLoss` makes of
+    integer labels, their range checked here, once: the layer checks it in every forward
+    pass (two host reads, each a device synchronize), and a check makes two passes per
+    parameter element. Other targets, and other losses, are returned as they are."""
+    if not isinstance(getattr(net, "last_layer", None), SoftmaxWithLoss):
+        return t
+    if not array_api_compat.is_array_api_obj(t) or t.ndim != 1:
+        return t
+    predict = getattr(net, "predict", None)
+    if not callable(predict) or not namespace_of(t).isdtype(t.dtype, "integral"):
+        return t
+    return as_one_hot(t, predict(x))  # evaluation mode: no draw, no running statistics
 
 
 def _require_deterministic(net: Any, x: Any, t: Any) -> None:
@@ -641,6 +658,7 @@ def check_gradients(
         )
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
+    t = _targets_once(net, x, t)
     with held(layers_of(net), seed):
         _require_deterministic(net, x, t)
         analytic = net.gradient(x, t)
@@ -803,6 +821,7 @@ def directional_check(
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
+    t = _targets_once(net, x, t)
     with held(layers_of(net), seed):
         _require_deterministic(net, x, t)
         analytic = net.gradient(x, t)

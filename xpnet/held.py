@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from array_api_compat import is_array_api_obj
+from array_api_compat import device, is_array_api_obj
 
 from xpnet.backend import DeviceRNG, namespace_of
 from xpnet.perturb import rounding_tolerance
@@ -34,7 +34,7 @@ from xpnet.perturb import rounding_tolerance
 class ReplayedRNG:
     """Stands in for a layer's :class:`~xpnet.backend.DeviceRNG` while a network is held.
 
-    ``uniform`` draws each (shape, dtype) once, from a ``DeviceRNG(seed)`` of its own,
+    ``uniform`` draws each (shape, dtype, device) once, from a ``DeviceRNG(seed)`` of its own,
     and returns that draw again on every later call: all forward passes see the numbers
     of the first. (A layer applied twice in one pass to inputs of one shape gets the same
     numbers twice.)
@@ -45,7 +45,7 @@ class ReplayedRNG:
         self._draws: dict[tuple[Any, ...], Any] = {}
 
     def uniform(self, shape: tuple[int, ...], *, like: Any) -> Any:
-        key = (tuple(shape), str(like.dtype), type(like))
+        key = (tuple(shape), str(like.dtype), type(like), str(device(like)))
         draw = self._draws.get(key)
         if draw is None:
             draw = self._draws[key] = self._rng.uniform(shape, like=like)

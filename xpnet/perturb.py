@@ -384,7 +384,8 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     xp.empty((min(budget, chunk * per_element),), dtype=xp.uint8, device=device)
 
     def chunk_at(start: int) -> tuple[Any, Any]:
-        return chunk_differences(local, name, active[start : start + chunk], h)
+        stop = min(start + chunk, size)  # in bounds: the standard leaves a stop past it open
+        return chunk_differences(local, name, active[start:stop], h)
 
     if workers == 1:
         results = list(map(chunk_at, starts))
