@@ -261,7 +261,7 @@ def xpnet_epoch(data: bench.BenchData, n: int) -> Callable[[], Any]:
     t = backend.to_device(data.t_train[:n], dtype=DTYPE)
     net = make_net()
     trainer = Trainer(
-        net, SGD(LR), x, t, x[:1], t[:1], epochs=1, batch_size=EPOCH_BATCH, progress=False
+        net, SGD(LR), x, t, x[:1, ...], t[:1, ...], epochs=1, batch_size=EPOCH_BATCH, progress=False
     )
     rng = backend.host_rng(SEED)
 

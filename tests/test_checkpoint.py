@@ -37,6 +37,13 @@ def replace_arrays(path, **arrays):
     np.savez(path, **{**kept, **arrays})
 
 
+@pytest.fixture(autouse=True)
+def on_the_host(monkeypatch):
+    """Networks made without ``xp=`` live on the host here, even under XPNET_DEVICE=cuda:
+    these tests feed them NumPy arrays; the ``xp`` fixture's tests cover the devices."""
+    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+
+
 def batchnorm_net(seed=0):
     """A MultiLayerNet whose layer 2 is a BatchNormalization (buffers running_mean/var)."""
     return MultiLayerNet(6, [5], 4, use_batchnorm=True, dtype="float64", seed=seed)

@@ -412,6 +412,7 @@ def test_input_range_rescales_the_pixels_linearly(fake_data):
     args, ranged = settings_of(["--dtype", "float64", "--input-range", "0.01,1"])
     (x, _), (x_test, _) = load_data(plain, plain_args)
     (y, _), (y_test, _) = load_data(ranged, args)
+    x, x_test, y, y_test = map(backend.to_numpy, (x, x_test, y, y_test))  # on the default device
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, 0.01 + 0.99 * x)
     np.testing.assert_allclose(y_test, 0.01 + 0.99 * x_test)

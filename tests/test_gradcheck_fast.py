@@ -413,7 +413,7 @@ def test_integer_labels_are_read_to_the_host_a_fixed_number_of_times(method, opt
     # gradient check makes two passes per parameter element, so it must check them once.
     reads = []
     for hidden in ([3], [6]):
-        net, x, t = _labelled(None, hidden, **options)
+        net, x, t = _labelled(namespace("cpu"), hidden, **options)  # opcount counts NumPy
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ops = count_operations(
