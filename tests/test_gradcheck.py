@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -483,3 +484,20 @@ def test_a_relative_error_above_rtol_in_a_passing_row_is_explained():
         "it exceeds rtol where both are near 0, and such an element\n  passes by atol (0.001)"
         in text
     )
+
+
+def test_one_sided_tests_stop_past_the_limit_of_failing_elements(monkeypatch):
+    from xpnet import gradcheck
+
+    monkeypatch.setattr(gradcheck, "ONE_SIDED_LIMIT", 0)  # b1[0] alone fails: one is too many
+    assert not check_gradients(*prelu_net_at_a_kink(np), method="loop").passed
+
+
+def test_the_command_line_shows_a_warning_as_one_line(capsys):
+    argv = ["gradcheck", "--input-size", "8", "--hidden", "5", "--output-size", "3"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main([*argv, "--dtype", "float32"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet gradcheck: warning: checking gradients in float32")
+    assert err.count("\n") == 1 and "UserWarning" not in err

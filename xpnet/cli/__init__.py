@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from xpnet import backend
 from xpnet.cli.gradcheck import add_gradcheck
@@ -32,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _as_a_line(args.command)
+            return args.run(args)
     except (
         ValueError,
         FileNotFoundError,
@@ -41,3 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend.BackendUnavailableError,
     ) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")
+
+
+def _as_a_line(command: str) -> Callable[..., None]:
+    """``warnings.showwarning`` for the command line: one line on stderr, ``xpnet train:
+    warning: ...``, without the library's file, line and source that Python adds."""
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        print(f"xpnet {command}: warning: {message}", file=sys.stderr)
+
+    return show
