@@ -215,3 +215,10 @@ def test_a_layer_whose_forward_reads_state_it_updates_is_refused_naming_that_cau
     net.layers[1] = RunningCenter()
     with pytest.raises(ValueError, match="updates state that its forward pass reads"):
         check_gradients(net, x, t)
+
+
+def test_a_replayed_generator_takes_an_int_shape_as_a_device_rng_does():
+    from xpnet.held import ReplayedRNG
+
+    replay, like = ReplayedRNG(0), np.zeros(1)
+    assert replay.uniform(3, like=like) is replay.uniform((3,), like=like)

@@ -44,8 +44,9 @@ class ReplayedRNG:
         self._rng = DeviceRNG(seed)
         self._draws: dict[tuple[Any, ...], Any] = {}
 
-    def uniform(self, shape: tuple[int, ...], *, like: Any) -> Any:
-        key = (tuple(shape), str(like.dtype), type(like), str(device(like)))
+    def uniform(self, shape: int | tuple[int, ...], *, like: Any) -> Any:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)  # as DeviceRNG takes it
+        key = (shape, str(like.dtype), type(like), str(device(like)))
         draw = self._draws.get(key)
         if draw is None:
             draw = self._draws[key] = self._rng.uniform(shape, like=like)
