@@ -501,3 +501,28 @@ def test_the_command_line_shows_a_warning_as_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("xpnet gradcheck: warning: checking gradients in float32")
     assert err.count("\n") == 1 and "UserWarning" not in err
+
+
+def test_directional_with_a_scheduler_is_refused_in_the_flags_words_before_a_cluster(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["gradcheck", "--method", "directional", "--scheduler", "local:2"])
+    assert exc.value.code == 2
+    assert "--scheduler runs --method loop or batched; directional runs here" in (
+        capsys.readouterr().err
+    )
+
+
+def test_ctrl_c_during_a_command_line_check_is_one_line_and_status_130(monkeypatch, capsys):
+    from xpnet import gradcheck
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradcheck, "check_gradients", interrupted)
+    assert main(["gradcheck", "--input-size", "4", "--hidden", "3", "--output-size", "2"]) == 130
+    assert capsys.readouterr().err == "\ninterrupted: no report\n"
+
+
+def test_a_scheduler_address_given_as_client_says_to_connect_first(cpu_xp):
+    with pytest.raises(TypeError, match=r"client must be a distributed\.Client, got the address"):
+        check_gradients(*small_problem(cpu_xp), client="tcp://127.0.0.1:8786")

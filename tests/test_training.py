@@ -442,3 +442,9 @@ def test_an_infinite_loss_stops_training_too(cpu_xp):
     with pytest.raises(TrainingDiverged, match="the train loss is inf"):
         trainer.fit()
     assert trainer.epoch == 1
+
+
+def test_the_training_module_is_reached_from_the_package():
+    import xpnet
+
+    assert xpnet.training.TrainingDiverged is TrainingDiverged

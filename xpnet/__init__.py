@@ -4,9 +4,10 @@ The same layers run on NumPy (CPU), CuPy (CUDA GPU), PyTorch tensors and
 ``array_api_strict``; ``XPNET_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim
+from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim, training
 from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
+    DirectionalReport,
     GradientReport,
     check_gradients,
     directional_check,
@@ -19,6 +20,7 @@ from xpnet.networks import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet
 __version__ = "0.1.0"
 
 __all__ = [
+    "DirectionalReport",
     "GradientReport",
     "MultiLayerNet",
     "Sequential",
@@ -39,4 +41,5 @@ __all__ = [
     "numerical_gradient",
     "optim",
     "register_layer",
+    "training",
 ]

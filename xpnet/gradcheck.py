@@ -644,6 +644,11 @@ def check_gradients(
     _check_method(method, METHODS)
     if method == "directional" and client is not None:
         raise ValueError("client= runs the loop and batched methods; directional runs locally")
+    if isinstance(client, str):
+        raise TypeError(
+            f"client must be a distributed.Client, got the address {client!r}: connect first, "
+            "e.g. with xpnet.distributed.connect(address) as client"
+        )
     if method == "directional":
         return directional_check(
             net,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
@@ -87,7 +88,13 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     t = backend.to_device(
         rng.integers(0, args.output_size, args.batch_size), dtype="int64", device=args.device
     )
-    with cluster(args) as client:
-        report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
+    if args.method == "directional" and args.scheduler is not None:
+        raise ValueError("--scheduler runs --method loop or batched; directional runs here")
+    try:
+        with cluster(args) as client:
+            report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no report", file=sys.stderr)
+        return 130
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
