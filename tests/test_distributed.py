@@ -375,3 +375,50 @@ def test_cli_train_evaluates_on_the_cluster(client, capsys):
         return [line.split("  loss")[0] for line in text.splitlines() if line.startswith("epoch")]
 
     assert accuracies(there) == accuracies(here) and len(accuracies(here)) == 1
+
+
+@pytest.fixture
+def listener():
+    """``listener(reply)``: the address of a loopback port that accepts connections and
+    sends ``reply`` (bytes; b"" sends nothing), as a port that is no Dask scheduler does."""
+    import socket
+    import threading
+
+    servers = []
+
+    def start(reply: bytes) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                if reply:
+                    conn.sendall(reply)
+                servers.append(conn)  # kept open, closed at the end
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    "reply", [b"", b"SSH-2.0-OpenSSH_9.6\r\n"], ids=["silent", "another protocol"]
+)
+def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listener, reply):
+    """Dask's own timeout covers the TCP connection only: a silent port hung for ever, and
+    one speaking another protocol failed with MemoryError deep in the handshake."""
+    address = listener(reply)
+    with (
+        pytest.raises(
+            xd.SchedulerUnavailableError, match=f"no Dask scheduler answers at {address}"
+        ),
+        xd.connect(address, timeout=1.0),
+    ):
+        pass

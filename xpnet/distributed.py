@@ -97,15 +97,42 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
         ):
             yield client
         return
-    try:
-        client = Client(scheduler, timeout=timeout)
-    except (OSError, ValueError) as exc:
-        raise SchedulerUnavailableError(
-            f"no Dask scheduler answers at {scheduler} within {timeout:g} s ({exc}); "
-            "start one (dask scheduler) or use --scheduler local:N"
-        ) from exc
-    with client:
+    with _client_within(scheduler, timeout) as client:
         yield client
+
+
+def _client_within(scheduler: str, timeout: float) -> Client:
+    """``Client(scheduler)``, or :class:`SchedulerUnavailableError` after ``timeout`` seconds.
+
+    Dask's own timeout covers the TCP connection only: a port that accepts it but does not
+    speak Dask's protocol (a dashboard's, an HTTP server's) hangs its handshake for ever
+    (dask/distributed#8071) or fails deep in it. The client is made in a thread that is
+    given up on (it is a daemon) when it has not answered in time.
+    """
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(scheduler, timeout=timeout)
+        except BaseException as exc:  # anything: a garbled reply can raise MemoryError
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name="xpnet-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if "client" in made:
+        return made["client"]
+    exc = made.get("error")
+    why = (
+        f"nothing answered as a Dask scheduler ({type(exc).__name__}: {exc})"
+        if exc is not None
+        else "something accepted the connection but did not answer as a Dask scheduler "
+        "(a dashboard's port? a scheduler's is usually 8786)"
+    )
+    raise SchedulerUnavailableError(
+        f"no Dask scheduler answers at {scheduler} within {timeout:g} s: {why}; "
+        "start one (dask scheduler) or use --scheduler local:N"
+    ) from exc
 
 
 def require_workers(client: Client, *, timeout: float | None = None) -> None:
