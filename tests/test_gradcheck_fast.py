@@ -21,7 +21,7 @@ from xpnet.gradcheck import (
     memory_budget,
     net_numerical_gradient,
 )
-from xpnet.layers import Affine, ReLU, SoftmaxWithLoss, Tanh
+from xpnet.layers import Affine, MeanSquaredError, ReLU, SigmoidWithLoss, SoftmaxWithLoss, Tanh
 from xpnet.opcount import count_operations
 from xpnet.perturb import LocalNet, loop_differences
 
@@ -422,3 +422,44 @@ def test_integer_labels_are_read_to_the_host_a_fixed_number_of_times(method, opt
             )  # fmt: skip
         reads.append(ops["to host: int"])
     assert reads[0] == reads[1] <= 12, reads
+
+
+ELEMENTWISE_LOSSES = {
+    "sigmoid-bce mean": lambda: SigmoidWithLoss(),
+    "sigmoid-bce sum": lambda: SigmoidWithLoss(reduction="sum"),
+    "mse mean": lambda: MeanSquaredError(),
+    "mse sum": lambda: MeanSquaredError(reduction="sum"),
+}
+
+
+def elementwise_loss_problem(xp, loss):
+    """A sigmoid MLP with weight decay on targets 0.01 / 0.99, as the course network trains."""
+    rng = np.random.default_rng(0)
+    x = to_device(rng.random((9, 12)), dtype="float64", xp=xp)
+    t = to_device(0.01 + 0.98 * np.eye(4)[rng.integers(0, 4, 9)], dtype="float64", xp=xp)
+    net = MultiLayerNet(
+        12, [6], 4, activation="sigmoid", loss=loss, weight_decay=0.1, dtype="float64",
+        seed=0, xp=xp,
+    )  # fmt: skip
+    return net, x, t
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE_LOSSES)
+def test_sigmoid_bce_and_mse_nets_are_differenced_locally_as_the_loop_does(cpu_xp, loss):
+    net, x, t = elementwise_loss_problem(cpu_xp, ELEMENTWISE_LOSSES[loss]())
+    batched = net_numerical_gradient(net, x, t, method="batched")
+    loop = net_numerical_gradient(net, x, t, method="loop")
+    for name in loop:
+        np.testing.assert_allclose(
+            to_numpy(batched[name]), to_numpy(loop[name]), rtol=1e-6, atol=1e-8
+        )
+    report = check_gradients(net, x, t)
+    assert report.passed and {p.via for p in report.params} == {"local"}
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE_LOSSES)
+def test_a_wrong_elementwise_loss_backward_fails_the_batched_check(cpu_xp, loss, monkeypatch):
+    layer = ELEMENTWISE_LOSSES[loss]()
+    original = type(layer).backward
+    monkeypatch.setattr(type(layer), "backward", lambda self, dout=1: 1.01 * original(self, dout))
+    assert not check_gradients(*elementwise_loss_problem(cpu_xp, layer)).passed

@@ -400,6 +400,11 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
 REDUCTIONS = ("mean", "sum")
 
 
+def _per_perturbation(xp: Any, terms: Any) -> Any:
+    """``terms`` (P, ...) summed over all but the leading axis: one loss change per perturbation."""
+    return xp.sum(xp.reshape(terms, (terms.shape[0], -1)), axis=1)
+
+
 class Loss:
     """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
 
@@ -513,6 +518,20 @@ class SigmoidWithLoss(Loss):
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
 
+    # Local perturbations (xpnet.perturb).
+
+    def perturb(self, x: Any, t: Any, dx: Any) -> Any:
+        """Loss change (P,) when the scores ``x`` move by ``dx`` (P, *x.shape).
+
+        Per element, ``softplus(x + dx) - softplus(x) - dx t``, with the softplus change
+        written as ``log1p(sigmoid(x) * expm1(dx))`` so that a small one keeps its
+        relative precision.
+        """
+        xp = namespace_of(x, dx)
+        y = 0.5 * (1.0 + xp.tanh(0.5 * x))
+        terms = xp.log1p(y * xp.expm1(dx)) - dx * _in_dtype(xp, t, x.dtype)
+        return _per_perturbation(xp, terms) / self._divisor(math.prod(x.shape))
+
 
 class MeanSquaredError(Loss):
     """``mean((y - t)**2)`` over all elements (``"sum"``: the sum).
@@ -528,6 +547,15 @@ class MeanSquaredError(Loss):
 
     def backward(self, dout: Any = 1) -> Any:
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
+
+    # Local perturbations (xpnet.perturb).
+
+    def perturb(self, y: Any, t: Any, dy: Any) -> Any:
+        """Loss change (P,) when the predictions ``y`` move by ``dy`` (P, *y.shape):
+        ``(y + dy - t)**2 - (y - t)**2``, written as ``dy (2 (y - t) + dy)``."""
+        xp = namespace_of(y, dy)
+        terms = dy * (2.0 * (y - _in_dtype(xp, t, y.dtype)) + dy)
+        return _per_perturbation(xp, terms) / self._divisor(math.prod(y.shape))
 
 
 class Dropout:
