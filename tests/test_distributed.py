@@ -422,3 +422,8 @@ def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listene
         xd.connect(address, timeout=1.0),
     ):
         pass
+
+
+def test_rows_of_an_empty_array_on_the_cluster_is_an_empty_dask_array(client):
+    lazy = xd.rows(np.zeros((0, 3), np.float32), client=client)
+    assert lazy.shape == (0, 3) and lazy.compute().shape == (0, 3)

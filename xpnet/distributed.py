@@ -186,7 +186,7 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
         chunk_rows = max(1, math.ceil(host.shape[0] / parts))
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    if client is None:
+    if client is None or host.shape[0] == 0:  # no rows: nothing to send to the workers
         return da.from_array(host, chunks=(chunk_rows, *host.shape[1:]))
     pieces = [host[s : s + chunk_rows, ...] for s in range(0, host.shape[0], chunk_rows)]
     sent = client.scatter(pieces)
