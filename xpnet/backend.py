@@ -349,6 +349,16 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def to_like(x: Any, like: Any, *, copy: bool | None = None) -> Any:
+    """``x`` (an array of any library, or host data) as an array of ``like``'s namespace,
+    dtype and device, through the host when ``x`` is another library's; ``copy`` as in
+    ``asarray`` (True: always a new array)."""
+    xp = namespace_of(like)
+    if _is_array(x) and namespace_of(x) is not xp:
+        x = to_numpy(x)
+    return xp.asarray(x, dtype=like.dtype, device=array_api_compat.device(like), copy=copy)
+
+
 def random_normal(
     shape: tuple[int, ...],
     *,
@@ -415,10 +425,10 @@ class DeviceRNG:
         gen = self._generator("numpy", like)
         if isinstance(like, np.ndarray):
             return _host_uniform(gen, shape, like.dtype)
-        xp = array_api_compat.array_namespace(like)
         # Drawn in like's precision for float32 and float16: a float64 draw can round up to 1.0.
-        host = _host_uniform(gen, shape, _NARROW_DRAWS.get(dtype_name(like), np.float64))
-        return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like))
+        return to_like(
+            _host_uniform(gen, shape, _NARROW_DRAWS.get(dtype_name(like), np.float64)), like
+        )
 
     def _generator(self, kind: str, like: Any) -> Any:
         key = (kind, str(array_api_compat.device(like)) if kind != "numpy" else "host")

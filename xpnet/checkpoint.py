@@ -55,10 +55,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
-from xpnet.backend import dtype_name, namespace_of, to_numpy
+from xpnet.backend import dtype_name, to_like, to_numpy
 from xpnet.files import atomic_file
 from xpnet.schema import (
     Field,
@@ -415,11 +414,6 @@ def read_metadata(
     return _read(path, fields)[1]
 
 
-def _to_like(host: np.ndarray, like: Any) -> Any:
-    xp = namespace_of(like)
-    return xp.asarray(host, dtype=like.dtype, device=array_api_compat.device(like), copy=True)
-
-
 def _check(path: Any, stored: Mapping[str, np.ndarray], params: Mapping[str, Any], what: str):
     problems = []
     missing = [n for n in params if n not in stored]
@@ -481,8 +475,8 @@ def _load_into(
     buffers = {key: getattr(layer, attr) for key, (layer, attr) in slots.items()}
     stored_buffers = {k: v for k, v in arrays.items() if k.startswith(BUFFER_PREFIX)}
     _check(path, stored_buffers, buffers, "layer buffers")
-    new_params = {name: _to_like(stored[name], params[name]) for name in params}
-    new_buffers = {key: _to_like(stored_buffers[key], buffers[key]) for key in slots}
+    new_params = {name: to_like(stored[name], params[name], copy=True) for name in params}
+    new_buffers = {key: to_like(stored_buffers[key], buffers[key], copy=True) for key in slots}
     if optimizer is not None:
         optimizer.load_state_dict(_optimizer_state(path, arrays, meta, params, optimizer))
     for name, value in new_params.items():
@@ -519,7 +513,7 @@ def _optimizer_state(
     for buffer, slot in buffers.items():
         _check(path, slot, {n: params[n] for n in slot}, f"optimizer state {buffer!r}")
         for name in slot:
-            slot[name] = _to_like(slot[name], params[name])
+            slot[name] = to_like(slot[name], params[name], copy=True)
     return {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.backend import host_rng, namespace_of, to_numpy
+from xpnet.backend import host_rng, namespace_of, to_like, to_numpy
 from xpnet.held import held, layers_of, require_deterministic, training_loss
 from xpnet.layers import SoftmaxWithLoss, as_one_hot
 from xpnet.perturb import (
@@ -258,9 +258,7 @@ def net_numerical_gradient(
     """
     _check_method(method, GRADIENT_METHODS)
     names = _param_names(net, params)
-    t = _targets_once(net, x, t)
-    with held(layers_of(net), seed):
-        _require_deterministic(net, x, t)
+    with _held_for_checking(net, x, t, seed) as (t, _):
         found = _numerical(
             net, x, t, names, method=method, h=h, budget=memory_budget, find_kinks=False
         )
@@ -282,8 +280,18 @@ def _targets_once(net: Any, x: Any, t: Any) -> Any:
     return as_one_hot(t, predict(x))  # evaluation mode: no draw, no running statistics
 
 
-def _require_deterministic(net: Any, x: Any, t: Any) -> None:
-    require_deterministic(lambda: training_loss(net, x, t), f"{type(net).__name__}'s loss")
+@contextmanager
+def _held_for_checking(net: Any, x: Any, t: Any, seed: int) -> Iterator[tuple[Any, float]]:
+    """What every check of a network does first: integer labels made one-hot rows once
+    (:func:`_targets_once`), the network held still (:func:`xpnet.held.held`), and its
+    training loss refused unless two passes agree. Yields the targets to use and that
+    loss at the unmoved parameters (the centre of one-sided differences)."""
+    t = _targets_once(net, x, t)
+    with held(layers_of(net), seed):
+        loss = require_deterministic(
+            lambda: training_loss(net, x, t), f"{type(net).__name__}'s loss"
+        )
+        yield t, loss
 
 
 @dataclass(frozen=True)
@@ -663,9 +671,7 @@ def check_gradients(
         )
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    t = _targets_once(net, x, t)
-    with held(layers_of(net), seed):
-        _require_deterministic(net, x, t)
+    with _held_for_checking(net, x, t, seed) as (t, center):
         analytic = net.gradient(x, t)
         if client is None:
             found = _numerical(
@@ -678,7 +684,6 @@ def check_gradients(
                 client, net, x, t, names, method=method, h=h, budget=memory_budget,
                 progress=progress,
             )  # fmt: skip
-        center = float(training_loss(net, x, t))
         kinks = {
             n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, atol, rtol)
             for n in names
@@ -791,12 +796,7 @@ def _random_direction(net: Any, names: list[str], rng: np.random.Generator) -> d
     """A random direction of unit length over the parameters ``names``, drawn on the host."""
     host = {name: rng.standard_normal(tuple(net.params[name].shape)) for name in names}
     norm = math.sqrt(sum(float(np.sum(v * v)) for v in host.values()))
-    out = {}
-    for name, v in host.items():
-        p = net.params[name]
-        xp = namespace_of(p)
-        out[name] = xp.asarray(v / norm, dtype=p.dtype, device=array_api_compat.device(p))
-    return out
+    return {name: to_like(v / norm, net.params[name]) for name, v in host.items()}
 
 
 def directional_check(
@@ -826,9 +826,7 @@ def directional_check(
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    t = _targets_once(net, x, t)
-    with held(layers_of(net), seed):
-        _require_deterministic(net, x, t)
+    with _held_for_checking(net, x, t, seed) as (t, center):
         analytic = net.gradient(x, t)
         local = LocalNet.of(net, x, t)
         rng = host_rng(seed)
@@ -845,14 +843,13 @@ def directional_check(
                         moved.append(layer_inputs(net.layers, x))
             if local is not None:
                 kinks.append(crosses_kink(net.layers, local.inputs, *moved))
-        center = training_loss(net, x, t)
     exact, plus, minus = (
         to_numpy(xp.astype(xp.stack(a), xp.float64)) for a in (exact, plus, minus)
     )
     numeric = (plus - minus) / (2 * h)
     # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
     # differences, as in check_gradients.
-    one_sided = straddles_kink(exact, plus, float(center), minus, h, atol, rtol)
+    one_sided = straddles_kink(exact, plus, center, minus, h, atol, rtol)
     kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):

@@ -94,9 +94,9 @@ def training_loss(net: Any, x: Any, t: Any) -> Any:
     return in_training(x, t) if callable(in_training) else net.loss(x, t)
 
 
-def require_deterministic(value: Callable[[], Any], subject: str) -> None:
-    """Refuse a check of ``subject`` when ``value()`` (a 0-D array) differs between two calls
-    at one point: a layer draws new random numbers in every pass.
+def require_deterministic(value: Callable[[], Any], subject: str) -> float:
+    """``value()`` (a 0-D array) as a float, refusing a check of ``subject`` when it differs
+    between two calls at one point: a layer draws new random numbers in every pass.
 
     Two evaluations and one host read each; the tolerance is
     :func:`xpnet.perturb.rounding_tolerance`, as :meth:`xpnet.perturb.LocalNet.of` uses.
@@ -104,9 +104,9 @@ def require_deterministic(value: Callable[[], Any], subject: str) -> None:
     first, second = value(), value()
     a, b = float(first), float(second)
     if a == b or a != a or b != b:  # equal, or NaN: the report says so
-        return
+        return b
     if abs(a - b) <= rounding_tolerance(namespace_of(first), first.dtype, a):
-        return
+        return b
     raise ValueError(
         f"{subject} is not a function of its inputs and parameters alone: two passes at the "
         f"same point gave {a!r} and {b!r}, so central differences would be noise. A layer "

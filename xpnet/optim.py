@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import array_api_compat
 
-from xpnet.backend import namespace_of, to_numpy
+from xpnet.backend import namespace_of, to_like
 from xpnet.checks import is_integer, is_real
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
@@ -103,10 +103,7 @@ class Optimizer:
                 f"{tuple(loaded.shape)}, but the parameter has shape {tuple(like.shape)}"
             )
         del self._loaded[buffer][key]
-        xp = namespace_of(like)
-        if namespace_of(loaded) is not xp:
-            loaded = to_numpy(loaded)
-        return xp.asarray(loaded, dtype=like.dtype, device=array_api_compat.device(like))
+        return to_like(loaded, like)
 
     def config(self) -> dict[str, Any]:
         """The optimizer's name and hyperparameters (JSON-serialisable)."""
