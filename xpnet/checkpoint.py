@@ -454,8 +454,9 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
 
     The optimizer keeps its own hyperparameters (``lr``, ``momentum``, ...), since they are
     the caller's choice (``xpnet train --resume`` takes the file's unless a flag overrides
-    them); a ``UserWarning`` names those that differ from the file's. To continue with
-    the file's, build the optimizer from ``read_metadata(path)["optimizer"]``.
+    them); a :class:`HyperparametersDiffer` warning (a ``UserWarning``) names those that
+    differ from the file's. To continue with the file's, build the optimizer from
+    ``read_metadata(path)["optimizer"]``.
     """
     arrays, meta = _read(path)
     _load_into(path, arrays, meta, net, optimizer)
@@ -517,9 +518,13 @@ def _optimizer_state(
     return {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
 
 
+class HyperparametersDiffer(UserWarning):
+    """:func:`load_params` kept an optimizer's hyperparameters that differ from the file's."""
+
+
 def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any) -> None:
     """Warn, naming them, when ``opt``'s hyperparameters differ from the ``saved`` ones."""
-    own = {k: v for k, v in opt.config().items() if k != "name"}
+    own = opt.hyperparameters()
     file = {k: v for k, v in saved.items() if k not in ("name", "iterations")}
     differing = [
         f"{k} {own.get(k, 'unset')} (file: {file.get(k, 'unset')})"
@@ -530,6 +535,7 @@ def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any
         warnings.warn(
             f"{os.fspath(path)}: loading the optimizer's state, keeping its own "
             f"hyperparameters, which differ from the file's: {', '.join(differing)}",
+            HyperparametersDiffer,
             stacklevel=4,
         )
 

@@ -111,15 +111,17 @@ class Optimizer:
         hyper.pop("iterations", None)
         return {"name": self.name, **hyper}
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """:meth:`config` without the name: ``{"lr": 0.01, ...}``."""
+        return {k: v for k, v in self.config().items() if k != "name"}
+
     def state_dict(self) -> dict[str, Any]:
         """``{"iterations": int, "buffers": {buffer: {name: array}}, "hyperparameters":
         {name: float}}`` (arrays not copied; the hyperparameters are :meth:`config`'s)."""
-        hyper = self.config()
-        del hyper["name"]
         return {
             "iterations": self.iterations,
             "buffers": {b: {**self._loaded[b], **slot} for b, slot in self.state.items()},
-            "hyperparameters": hyper,
+            "hyperparameters": self.hyperparameters(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -196,7 +198,7 @@ class Optimizer:
                 f"{cls}.load_state_dict: 'hyperparameters' must map names to numbers, "
                 f"got {hyper!r:.80}"
             )
-        own = [k for k in self.config() if k != "name"]
+        own = list(self.hyperparameters())
         unknown = set(hyper) - set(own)
         if unknown:
             raise ValueError(
@@ -206,7 +208,7 @@ class Optimizer:
         return {name: _hyperparameter(name, value) for name, value in hyper.items()}
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({hyper})"
 
 

@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
             )
         same = (saved.get("optimizer") or {}).get("name") == optimizer.name
         with warnings.catch_warnings():  # a flag that differs from the file is meant to
-            warnings.filterwarnings("ignore", message=".*keeping its own hyperparameters")
+            warnings.simplefilter("ignore", checkpoint.HyperparametersDiffer)
             checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
         start_epoch = int(saved.get("epoch", 0))
         history = History.from_dict(saved.get("history", {}))
