@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numeric import central_difference, dev, partial_differences
 
 from xpnet import layers
-from xpnet.backend import BackendMismatchError, to_numpy
+from xpnet.backend import BackendMismatchError, to_device, to_numpy
 from xpnet.conv import Convolution, Pooling
 
 SETTINGS = settings(
@@ -451,3 +451,23 @@ def test_affine_without_input_grad_skips_dx_but_keeps_dW_and_db(xp):
     assert data_layer.backward(dev(xp, dout)) is None
     assert_close(data_layer.dW, to_numpy(full.dW), rtol=0)
     assert_close(data_layer.db, to_numpy(full.db), rtol=0)
+
+
+def test_a_layers_repr_gives_its_parameters_by_dtype_and_shape_then_its_keywords(xp):
+    W, b = (to_device(np.zeros(s), dtype="float32", xp=xp) for s in ((2, 1, 3, 3), (2,)))
+    conv = Convolution(W, b, stride=2, pad=1, input_grad=False)
+    assert (
+        repr(conv)
+        == "Convolution(W=float32[2, 1, 3, 3], b=float32[2], stride=2, pad=1, input_grad=False)"
+    )
+    assert repr(Pooling(2, 2, stride=2)) == "Pooling(pool_h=2, pool_w=2, stride=2, pad=0)"
+    assert repr(layers.Dropout(0.25, seed=3)) == "Dropout(dropout_ratio=0.25, seed=3)"
+    assert repr(layers.ReLU()) == "ReLU()"
+
+
+def test_describe_takes_a_users_layer_whose_parameter_is_not_set_yet():
+    class Gate:
+        params = ("g",)
+        g = None
+
+    assert layers.describe(Gate()) == "Gate(g=None)"

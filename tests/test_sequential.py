@@ -107,6 +107,25 @@ def test_the_book_networks_are_sequentials_with_the_same_names(xp):
     assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
 
 
+def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
+    net = scaled_net(xp, loss=SigmoidWithLoss(reduction="sum"))
+    assert repr(net) == (
+        "Sequential(\n"
+        "  (0): Affine(W=float64[5, 4], b=float64[4], input_grad=True)\n"
+        "  (1): Tanh()\n"
+        "  (2): Scale(s=float64[4])\n"
+        "  (3): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
+        "  loss: SigmoidWithLoss(reduction='sum')\n"
+        ")"
+    )
+
+
+def test_the_repr_shows_a_weight_decay_and_the_subclass():
+    net = xpnet.MultiLayerNet(4, [3], 2, dtype="float64", weight_decay=0.1)
+    assert repr(net).splitlines()[0] == "MultiLayerNet("
+    assert repr(net).splitlines()[-2:] == ["  weight_decay: 0.1", ")"]
+
+
 def test_layers_before_the_first_parameter_get_no_backward(xp):
     calls = []
 

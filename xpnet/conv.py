@@ -25,7 +25,7 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
 from xpnet.checks import require_count
-from xpnet.layers import require_floating
+from xpnet.layers import Layer, require_floating
 
 
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
@@ -158,7 +158,7 @@ def col2im(
     return fold(xp.permute_dims(d, (0, 3, 4, 5, 1, 2)), input_shape, stride, pad)
 
 
-class Convolution:
+class Convolution(Layer):
     """``out[n, f] = sum_c W[f, c] ⋆ x[n, c] + b[f]``: filters ``W`` (FN, C, FH, FW), ``b`` (FN,).
 
     ``forward`` takes images (N, C, H, W), zero-pads them by ``pad`` and slides the
@@ -220,7 +220,7 @@ class Convolution:
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
 
 
-class Pooling:
+class Pooling(Layer):
     """Max pooling over ``pool_h`` x ``pool_w`` windows, channel by channel.
 
     ``forward`` takes (N, C, H, W) and gives (N, C, OH, OW), the maximum of each

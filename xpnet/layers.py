@@ -12,6 +12,7 @@ The layer protocol that :class:`xpnet.Sequential` relies on is just that, plus a
 layer has none). A layer that can be rebuilt from a checkpoint also has ``config()``,
 the JSON-serialisable keywords of its constructor beside the parameters, and names
 its non-trained state (BatchNormalization's running statistics) in ``buffers``.
+xpnet's layers derive from :class:`Layer` for their ``repr`` alone.
 Layers that act differently in training and in evaluation (``Dropout``,
 ``BatchNormalization``) take ``forward(x, train_flg=True)`` as in the book.
 
@@ -119,7 +120,35 @@ def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
         )
 
 
-class Mul:
+def describe(layer: Any) -> str:
+    """``Name(W=float32[784, 50], b=float32[50], input_grad=True)``: the layer's class, its
+    parameters (``params``) by dtype and shape, then its ``config()`` keywords. Any layer
+    works, a user's own too (the network's ``repr`` uses it)."""
+    parts = [
+        f"{name}={_summary(getattr(layer, name, None))}" for name in getattr(layer, "params", ())
+    ]
+    config = getattr(layer, "config", None)
+    if callable(config):
+        parts += [f"{key}={value!r}" for key, value in config().items()]
+    return f"{type(layer).__name__}({', '.join(parts)})"
+
+
+def _summary(a: Any) -> str:
+    """``float32[784, 50]`` for an array; anything else (a parameter not set yet) by its repr."""
+    if not hasattr(a, "shape"):
+        return repr(a)
+    return f"{dtype_name(a)}[{', '.join(str(n) for n in a.shape)}]"
+
+
+class Layer:
+    """The base of xpnet's layers, for their ``repr`` (:func:`describe`) alone: the layer
+    protocol needs no base class, and a user's layer may do without it."""
+
+    def __repr__(self) -> str:
+        return describe(self)
+
+
+class Mul(Layer):
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
 
     def forward(self, x: Any, y: Any) -> Any:
@@ -130,7 +159,7 @@ class Mul:
         return dout * self.y, dout * self.x
 
 
-class Add:
+class Add(Layer):
     """``out = x + y``; the gradient flows unchanged to both inputs."""
 
     def forward(self, x: Any, y: Any) -> Any:
@@ -140,7 +169,7 @@ class Add:
         return dout, dout
 
 
-class Exp:
+class Exp(Layer):
     """``out = exp(x)``; backward ``dout * out``."""
 
     def forward(self, x: Any) -> Any:
@@ -151,7 +180,7 @@ class Exp:
         return dout * self.out
 
 
-class Reciprocal:
+class Reciprocal(Layer):
     """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
 
     def forward(self, x: Any) -> Any:
@@ -162,7 +191,7 @@ class Reciprocal:
         return -dout * self.out * self.out
 
 
-class ReLU:
+class ReLU(Layer):
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
     def forward(self, x: Any) -> Any:
@@ -189,7 +218,7 @@ class ReLU:
         return xp.abs(x) < xp.abs(dx)
 
 
-class Sigmoid:
+class Sigmoid(Layer):
     """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
 
     def forward(self, x: Any) -> Any:
@@ -217,7 +246,7 @@ class Sigmoid:
         return 0.5 * (xp.tanh(0.5 * (x + dx)) - xp.tanh(0.5 * x))
 
 
-class Tanh:
+class Tanh(Layer):
     """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
 
     def forward(self, x: Any) -> Any:
@@ -236,7 +265,7 @@ class Tanh:
         return xp.tanh(x + dx) - xp.tanh(x)
 
 
-class Affine:
+class Affine(Layer):
     """``out = x @ W + b`` with ``W`` of shape (D, M) and ``b`` of shape (M,).
 
     ``x`` has shape (N, ...) with the trailing sizes multiplying to D (images are
@@ -339,7 +368,7 @@ def _log_softmax(xp: Any, x: Any) -> Any:
     return shifted - xp.log(reduce_sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-class Softmax:
+class Softmax(Layer):
     """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
 
     def forward(self, x: Any) -> Any:
@@ -405,7 +434,7 @@ def _per_perturbation(xp: Any, terms: Any) -> Any:
     return xp.sum(xp.reshape(terms, (terms.shape[0], -1)), axis=1)
 
 
-class Loss:
+class Loss(Layer):
     """Base of the loss layers: ``reduction`` is ``"mean"`` (the default) or ``"sum"``.
 
     As in PyTorch's losses, ``"mean"`` divides the summed loss by the number of terms
@@ -558,7 +587,7 @@ class MeanSquaredError(Loss):
         return _per_perturbation(xp, terms) / self._divisor(math.prod(y.shape))
 
 
-class Dropout:
+class Dropout(Layer):
     """Zero each input element with probability ``dropout_ratio`` while training.
 
     As in the book, ``forward(x, train_flg=True)`` keeps an element where a uniform
@@ -595,7 +624,7 @@ class Dropout:
         return dout * self.mask
 
 
-class BatchNormalization:
+class BatchNormalization(Layer):
     """``out = gamma * (x - mean) / sqrt(var + eps) + beta``, per feature (the book's layer).
 
     ``x`` is (N, D), or (N, C, H, W) images, which, as in the book, are normalized

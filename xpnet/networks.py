@@ -38,6 +38,7 @@ from xpnet.layers import (
     SoftmaxWithLoss,
     Tanh,
     check_labels,
+    describe,
     is_real_floating,
     require_array,
     require_layer_methods,
@@ -334,8 +335,13 @@ class Sequential:
             self.params[name] = old
 
     def __repr__(self) -> str:
-        inner = ", ".join(type(layer).__name__ for layer in self.layers)
-        return f"{type(self).__name__}([{inner}], loss={type(self.last_layer).__name__})"
+        """One line per layer (:func:`xpnet.layers.describe`: parameters by dtype and shape,
+        then the constructor keywords), as PyTorch prints its modules."""
+        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers)]
+        lines.append(f"  loss: {describe(self.last_layer)}")
+        if self.weight_decay:
+            lines.append(f"  weight_decay: {self.weight_decay!r}")
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 
 
 DTYPES = ("float32", "float64")
