@@ -18,6 +18,7 @@ from xpnet.gradcheck import (
     GradientReport,
     compare,
     directional_check,
+    within_tolerance,
 )
 from xpnet.layers import Affine, SoftmaxWithLoss
 
@@ -134,6 +135,20 @@ def test_check_gradients_uses_the_given_atol(xp, monkeypatch):
     report = check_gradients(net, x, t, method="loop", atol=0.01)
     assert report.atol == 0.01 and report.passed
     assert not check_gradients(net, x, t, method="loop").passed  # default atol 1e-6
+
+
+def test_the_pass_rule_is_numpys_isclose_relative_to_the_numerical_gradient(xp):
+    numerical = np.array([1.0, 1.0, -2.0, 0.0, 0.0, np.nan, 1.0, 1.0, 10.0])
+    analytic = np.array(
+        [1.0 + 1.5e-4, 1.0 + 0.9e-4, -2.0 - 2.1e-4, 0.9e-6, 2e-6, 1.0, np.nan, np.inf, 10.00100105]
+    )
+    expected = np.isclose(analytic, numerical, rtol=1e-4, atol=1e-6)
+    got = within_tolerance(
+        *(to_device(a, dtype="float64", xp=xp) for a in (analytic, numerical)), 1e-6, 1e-4
+    )
+    np.testing.assert_array_equal(to_numpy(got), expected)
+    assert within_tolerance(1.0 + 0.9e-4, 1.0, 1e-6, 1e-4) is True
+    assert within_tolerance(math.nan, 1.0, 1e-6, 1e-4) is False
 
 
 @pytest.mark.filterwarnings("ignore:checking gradients in float32")

@@ -59,7 +59,7 @@ from xpnet.perturb import (
     loop_differences,
 )
 
-# Tolerances and step per dtype: |analytic - numerical| <= atol + rtol * |numerical|.
+# Tolerances and step per dtype, for within_tolerance.
 DEFAULTS = {
     "float64": {"h": 1e-4, "atol": 1e-6, "rtol": 1e-4},
     "float32": {"h": 1e-2, "atol": 1e-3, "rtol": 1e-2},
@@ -69,6 +69,13 @@ GRADIENT_METHODS = ("loop", "batched")
 MEMORY_ENV_VAR = "XPNET_GRADCHECK_MEMORY"
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def within_tolerance(analytic: Any, numerical: Any, atol: float, rtol: float) -> Any:
+    """The checks' pass rule, ``|analytic - numerical| <= atol + rtol * |numerical|``
+    (as ``numpy.isclose``): element-wise for arrays, a bool for numbers. NaN never passes;
+    an infinity is left to the caller (:func:`compare` and the directional check fail it)."""
+    return abs(analytic - numerical) <= atol + rtol * abs(numerical)
 
 
 def values_around(
@@ -450,10 +457,8 @@ def straddles_kink(
     forward, backward = (plus - center) / h, (center - minus) / h
     gap = xp.abs(forward - backward)
     nearest = xp.minimum(xp.abs(analytic - forward), xp.abs(analytic - backward))
-    tolerance = atol + rtol * xp.abs(central)
-    return (
-        (xp.abs(analytic - central) > tolerance) & (gap > tolerance) & (nearest <= KINK_SIDE * gap)
-    )
+    fails = ~within_tolerance(analytic, central, atol, rtol)
+    return fails & (gap > atol + rtol * xp.abs(central)) & (nearest <= KINK_SIDE * gap)
 
 
 def _with_one_sided_kinks(
@@ -466,7 +471,7 @@ def _with_one_sided_kinks(
     done only when there are at most ``ONE_SIDED_LIMIT`` of them."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
-    failing = ~(xp.abs(analytic - numerical) <= atol + rtol * xp.abs(numerical))
+    failing = ~within_tolerance(analytic, numerical, atol, rtol)
     if found.kinks is not None:
         failing = failing & ~found.kinks
     elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(failing))]
@@ -524,7 +529,7 @@ def compare(
     scale = xp.maximum(xp.abs(analytic), xp.abs(numerical))
     tiny = xp.finfo(diff.dtype).smallest_normal
     rel = diff / xp.maximum(scale, xp.full_like(scale, tiny))
-    within = finite & (diff <= atol + rtol * xp.abs(numerical))
+    within = finite & within_tolerance(analytic, numerical, atol, rtol)
     looked = kinks is not None
     if not looked:
         kinks = xp.zeros_like(within)
@@ -861,7 +866,7 @@ def directional_check(
                 analytic=ana,
                 abs_error=err,
                 kink=bool(one_sided[i]) or (kinks is not None and bool(kinks[i])),
-                passed=math.isfinite(err) and err <= atol + rtol * abs(num),
+                passed=math.isfinite(err) and within_tolerance(ana, num, atol, rtol),
             )
         )
     return report
