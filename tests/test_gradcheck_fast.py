@@ -463,3 +463,16 @@ def test_a_wrong_elementwise_loss_backward_fails_the_batched_check(cpu_xp, loss,
     original = type(layer).backward
     monkeypatch.setattr(type(layer), "backward", lambda self, dout=1: 1.01 * original(self, dout))
     assert not check_gradients(*elementwise_loss_problem(cpu_xp, layer)).passed
+
+
+def test_a_softmax_net_on_target_range_rows_passes_and_a_wrong_backward_fails(cpu_xp, monkeypatch):
+    """0.01/0.99 rows (Trainer's target_range) do not sum to 1: the loss's gradient is
+    y * sum(t) - t, and the check, local perturbations included, compares against it."""
+    rng = np.random.default_rng(3)
+    x = to_device(rng.standard_normal((5, 6)), dtype="float64", xp=cpu_xp)
+    t = to_device(0.01 + 0.98 * np.eye(4)[[0, 3, 1, 2, 2]], dtype="float64", xp=cpu_xp)
+    net = MultiLayerNet(6, [5], 4, activation="tanh", dtype="float64", seed=0, xp=cpu_xp)
+    assert check_gradients(net, x, t).passed
+    # y - t, the gradient only for rows that sum to 1 (the layer before the fix):
+    monkeypatch.setattr(SoftmaxWithLoss, "backward", lambda self, dout=1: (self.y - self.t) / 5)
+    assert not check_gradients(net, x, t).passed

@@ -206,6 +206,51 @@ def test_softmax_with_loss_accepts_one_hot_targets(xp):
     assert_close(by_label.backward(), to_numpy(by_one_hot.backward()), rtol=1e-15)
 
 
+def np_soft_cross_entropy(x, t):
+    """-sum(t * log_softmax(x)) / N for target rows ``t`` of any sum (PyTorch's
+    cross_entropy with class probabilities)."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -np.sum(t * logp) / len(x)
+
+
+def range_rows(labels, classes, low=0.01, high=0.99):
+    """Rows of ``low`` with ``high`` at the label, as ``Trainer(target_range=...)`` makes."""
+    return low + (high - low) * np.eye(classes)[labels]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_softmax_with_loss_backward_is_the_gradient_for_rows_not_summing_to_1(xp, reduction):
+    # 0.01/0.99 rows (Trainer's target_range) sum to 1.02 over 4 classes: backward is
+    # then y * sum(t) - t, not y - t.
+    rng = np.random.default_rng(11)
+    x, t = rng.standard_normal((3, 4)), range_rows([0, 3, 1], 4)
+    scale = 3 if reduction == "sum" else 1
+    layer = layers.SoftmaxWithLoss(reduction=reduction)
+    assert_close(layer.forward(dev(xp, x), dev(xp, t)), scale * np_soft_cross_entropy(x, t))
+    expected = scale * central_difference(lambda v: np_soft_cross_entropy(v, t), x)
+    assert_close(layer.backward(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_softmax_with_loss_perturbations_hold_for_rows_not_summing_to_1(xp):
+    """The local perturbations that fast gradient checks use agree with the loss itself,
+    so a check does not pass a backward that is wrong in the same way."""
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((3, 4)), range_rows([2, 0, 1], 4)
+    dx = 1e-3 * rng.standard_normal((2, 3, 4))
+    u, v = 1e-3 * rng.standard_normal((2, 3)), 1e-3 * rng.standard_normal((2, 4))
+    base = np_soft_cross_entropy(x, t)
+    layer = layers.SoftmaxWithLoss()
+    dense = [np_soft_cross_entropy(x + d, t) - base for d in dx]
+    got = layer.perturb(dev(xp, x), dev(xp, t), dev(xp, dx))
+    assert_close(got, dense, rtol=1e-9, atol=1e-15)
+    rank_one = [
+        np_soft_cross_entropy(x + np.outer(a, b), t) - base for a, b in zip(u, v, strict=True)
+    ]
+    got = layer.perturb_rank_one(dev(xp, x), dev(xp, t), dev(xp, u), dev(xp, v))
+    assert_close(got, rank_one, rtol=1e-9, atol=1e-15)
+
+
 def test_softmax_with_loss_is_stable_for_large_logits(xp):
     x = dev(xp, [[1000.0, 0.0, -1000.0], [0.0, 800.0, 0.0]])
     layer = layers.SoftmaxWithLoss()

@@ -475,11 +475,15 @@ class Loss(Layer):
 
 
 class SoftmaxWithLoss(Loss):
-    """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``).
+    """Softmax followed by cross-entropy; ``backward`` gives ``(y - t) / N`` (``"sum"``: ``y - t``)
+    for targets that sum to 1 per row.
 
     ``forward(x, t)`` takes scores ``x`` (N, C) and targets ``t``: integer labels
-    (N,) or one-hot rows (N, C). It returns the loss as a 0-D array, the mean over the
-    N samples (or their sum). The loss uses log-softmax, so it stays finite for large logits.
+    (N,) or target rows (N, C), one-hot or not. It returns the loss
+    ``-sum(t * log_softmax(x)) / N`` as a 0-D array, the mean over the N samples (or
+    their sum). The loss uses log-softmax, so it stays finite for large logits. Target
+    rows that do not sum to 1 (0.01/0.99 rows) are taken as they are, as PyTorch's
+    ``cross_entropy`` takes them: the gradient is then ``(y * sum(t) - t) / N``, row by row.
     """
 
     def forward(self, x: Any, t: Any) -> Any:
@@ -489,24 +493,29 @@ class SoftmaxWithLoss(Loss):
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
         self.t = _as_one_hot(xp, t, x, check=True)
+        # Target rows may sum to other than 1 (0.01/0.99 rows), which weighs each row's
+        # log-sum-exp, so its gradient; rows made from integer labels sum to 1.
+        self.t_sum = None if t.ndim == 1 else reduce_sum(self.t, axis=-1, keepdims=True)
         logp = _log_softmax(xp, x)
         self.y = xp.exp(logp)
         return reduce_sum(self.t * logp) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
-        return self._scaled(self.y - self.t, dout, self.t.shape[0])
+        delta = self.y - self.t if self.t_sum is None else self.y * self.t_sum - self.t
+        return self._scaled(delta, dout, self.t.shape[0])
 
     # Local perturbations (xpnet.perturb).
 
     def perturb(self, x: Any, t: Any, dx: Any) -> Any:
         """Loss change (P,) when the scores ``x`` (N, C) move by ``dx`` (P, N, C).
 
-        Per row, logsumexp(x + dx) - logsumexp(x) = log(sum(y * exp(dx))) with y = softmax(x),
-        written as log1p(sum(y * expm1(dx))) so that a small change keeps its relative precision.
+        Per row, sum(t) * (logsumexp(x + dx) - logsumexp(x)) - dx . t, with the logsumexp change
+        log(sum(y * exp(dx))) (y = softmax(x)) written as log1p(sum(y * expm1(dx))) so that a
+        small change keeps its relative precision.
         """
         xp = namespace_of(x, dx)
         t = as_one_hot(t, x, check=False)
-        dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x)))
+        dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x))) * xp.sum(t, axis=-1)
         return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / self._divisor(x.shape[0])
 
     def perturb_rank_one(self, x: Any, t: Any, u: Any, v: Any) -> Any:
@@ -519,7 +528,7 @@ class SoftmaxWithLoss(Loss):
         xp = namespace_of(x, u, v)
         t = as_one_hot(t, x, check=False)
         dlse = xp.log1p(xp.sum(xp.expm1(v[:, :, None] * u[:, None, :]) * softmax(x).T, axis=1))
-        return (xp.sum(dlse, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
+        return (dlse @ xp.sum(t, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
 
 
 class SigmoidWithLoss(Loss):
