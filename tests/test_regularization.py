@@ -109,6 +109,15 @@ def test_batchnorm_rejects_input_of_another_width(xp):
         layer.forward(dev(xp, np.zeros((2, 2, 2, 2))))
 
 
+def test_batchnorm_refuses_an_empty_training_batch_and_keeps_its_running_statistics(xp):
+    *_, mean, var, layer = batchnorm_eval_case(xp, (4, 3))
+    with pytest.raises(ValueError, match="empty batch in training"):
+        layer.forward(dev(xp, np.zeros((0, 3))), train_flg=True)
+    np.testing.assert_array_equal(to_numpy(layer.running_mean), mean)
+    np.testing.assert_array_equal(to_numpy(layer.running_var), var)
+    assert layer.forward(dev(xp, np.zeros((0, 3))), train_flg=False).shape == (0, 3)
+
+
 def test_batchnorm_rejects_gamma_and_beta_of_other_shapes(xp):
     with pytest.raises(ValueError, match=r"\(3,\) and \(4,\)"):
         BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(4)))

@@ -224,7 +224,8 @@ class Pooling(Layer):
     """Max pooling over ``pool_h`` x ``pool_w`` windows, channel by channel.
 
     ``forward`` takes (N, C, H, W) and gives (N, C, OH, OW), the maximum of each
-    window of the input zero-padded by ``pad`` (the book's padding), stepping by
+    window of the input zero-padded by ``pad`` (the book's padding; PyTorch's ``max_pool2d``
+    pads with -inf, which differs where a window's real entries are all negative), stepping by
     ``stride``. It takes the maximum as a knockout tournament over the window's
     offsets, pairwise ``maximum`` of (N, C, OH, OW) views, and keeps the rounds;
     ``backward`` replays them from the final down, sending ``dout`` to the winner of

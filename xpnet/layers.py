@@ -645,6 +645,9 @@ class BatchNormalization(Layer):
     ``eps`` is the book's 1e-6. ``backward`` stores ``dgamma`` and ``dbeta`` and
     returns ``dx`` in ``x``'s shape: in training, through the batch statistics too,
     ``dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std`` with ``dxn = gamma * dout``.
+    A training batch of one sample normalizes to 0 (its variance is 0), so it passes no
+    gradient to the layers below (PyTorch refuses it); an empty one is refused, as its
+    statistics would turn the running ones into NaN.
     """
 
     params = ("gamma", "beta")
@@ -685,6 +688,11 @@ class BatchNormalization(Layer):
         self.x_shape, self.train = x.shape, train_flg
         x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)
         if train_flg:
+            if x.shape[0] == 0:
+                raise ValueError(
+                    "BatchNormalization got an empty batch in training: it has no mean or "
+                    "variance to normalize by (evaluate with train_flg=False)"
+                )
             mu = xp.mean(x, axis=0)
             xc = x - mu
             var = xp.mean(xc * xc, axis=0)

@@ -251,6 +251,11 @@ class Nesterov(Momentum):
 
     ``v <- momentum * v - lr * dW``;
     ``W <- W + momentum**2 * v - (1 + momentum) * lr * dW``.
+
+    This is the book's code (``common/optimizer.py``), which takes the *updated* ``v``.
+    The paper's equation 7, and PyTorch's ``SGD(nesterov=True)``, take the velocity
+    before the update: their first step from ``v = 0`` is ``-(1 + momentum) * lr * dW``,
+    this one's ``-(1 + momentum + momentum**2) * lr * dW``, so the trajectories differ.
     """
 
     name = "nesterov"
