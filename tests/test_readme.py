@@ -66,7 +66,10 @@ def test_the_layer_snippet_checks_its_prelu_and_names_the_slope_a1(monkeypatch, 
     # A registry of its own: examples/custom_layer.py registers another PReLU.
     monkeypatch.setattr(xpnet.checkpoint, "_LAYERS", {})
     namespace = run(OWN_LAYER)
-    assert capsys.readouterr().out.rstrip().endswith("PASSED")
+    check, network = capsys.readouterr().out.split("\nSequential(\n")
+    assert check.rstrip().endswith("PASSED")
+    (layer,) = said(r"print\(net\)  # a line per layer: (.*?),", OWN_LAYER)
+    assert f"  {layer}" in network.splitlines()
     assert list(namespace["net"].params) == said(r"net\.params  # (.*?):", OWN_LAYER)
 
 
