@@ -4,6 +4,7 @@ core package staying free of Dask. Skipped, with the reason, without ``xpnet[das
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -198,6 +199,19 @@ def test_check_on_the_cluster_gives_the_local_report(client, cpu_xp, method):
             "loop": {"loop"},
         }[method]
     )
+
+
+def test_the_problem_sent_to_the_workers_leaves_the_gradients_out_and_puts_them_back():
+    net, x, t = problem(np)
+    grads = net.gradient(x, t)
+    slots = [net.params.slot(name) for name in net.params]
+    whole = len(pickle.dumps(net))
+    with xd.gradients_set_aside(net) as sent:
+        assert all(getattr(layer, "d" + attr) is None for layer, attr in slots)
+        saved = whole - len(pickle.dumps(sent))
+    assert saved >= sum(g.nbytes for g in grads.values())
+    for name, (layer, attr) in zip(net.params, slots, strict=True):
+        assert getattr(layer, "d" + attr) is grads[name]
 
 
 def test_a_dropout_and_batchnorm_net_is_checked_on_the_cluster_as_locally(client):

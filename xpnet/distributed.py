@@ -323,6 +323,27 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
     return [found[f.key] for f in futures]
 
 
+@contextmanager
+def gradients_set_aside(net: Any) -> Iterator[Any]:
+    """``net`` with its layers' parameter gradients (``dW``, ``db``, ...) set to None, put
+    back on leaving: the workers never read them, and, as large as the parameters, they
+    would make the problem sent to each worker (and each thread's copy) half as big again.
+    A network without :class:`~xpnet.networks.Parameters` (``params.slot``) is left as it is."""
+    slot = getattr(getattr(net, "params", None), "slot", None)
+    held = []
+    for name in net.params if callable(slot) else ():
+        layer, attr = slot(name)
+        grad = getattr(layer, "d" + attr, None)
+        if grad is not None:
+            held.append((layer, "d" + attr, grad))
+            setattr(layer, "d" + attr, None)
+    try:
+        yield net
+    finally:
+        for layer, attr, grad in held:
+            setattr(layer, attr, grad)
+
+
 def numerical(
     client: Client,
     net: Any,
@@ -346,7 +367,8 @@ def numerical(
     require_workers(client)
     local = LocalNet.of(net, x, t)
     hows, jobs = _plan(net, local, names, method, memory_budget(budget), threads(client))
-    problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
+    with gradients_set_aside(net):
+        problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
     futures = [
         client.submit(_task, problem, job.name, job.index, h, job.how, pure=False) for job in jobs
     ]
