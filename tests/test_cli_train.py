@@ -341,6 +341,7 @@ def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
         (setting("run.model", "resnet"), 'field run.model is "resnet", expected one of "mlp"'),
         (setting("run.batch_size", "100"), 'run.batch_size is "100", expected an integer >= 1'),
         (setting("run.target_range", [1, 0]), "run.target_range is [1, 0], expected null or"),
+        (setting("run.eval_samples", 0), "run.eval_samples is 0, expected an integer >= 1 or null"),
     ],
 )
 def test_resume_from_malformed_metadata_is_a_one_line_error_naming_the_field(
@@ -538,6 +539,18 @@ def test_resume_keeps_the_checkpoints_weight_decay(fake_data, tmp_path):
     assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
                 "--save", str(resumed)]) == 0  # fmt: skip
     assert read_metadata(resumed)["architecture"]["weight_decay"] == 0.1
+
+
+def test_resume_evaluates_on_the_checkpoints_eval_samples(fake_data, tmp_path):
+    path, resumed = tmp_path / "old.npz", tmp_path / "new.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--eval-samples", "7",
+                "--save", str(path)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
+                "--save", str(resumed)]) == 0  # fmt: skip
+    meta = read_metadata(resumed)
+    assert meta["run"]["eval_samples"] == 7
+    for key in ("train_acc", "test_acc"):  # accuracies of 7 samples: multiples of 1/7
+        assert all(abs(7 * a - round(7 * a)) < 1e-9 for a in meta["history"][key]), key
 
 
 def test_the_seed_decides_the_shuffling_of_a_resumed_run(fake_data, tmp_path):

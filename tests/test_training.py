@@ -232,6 +232,14 @@ def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_ran
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=target_range)
 
 
+def test_a_target_range_with_target_rows_is_refused_not_ignored(cpu_xp):
+    x, t, xt, tt = blobs(cpu_xp, one_hot=True)
+    with pytest.raises(
+        ValueError, match=r"target_range \(0.01, 0.99\).*rows already \(shape \(60, 2\)\)"
+    ):
+        Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=(0.01, 0.99))
+
+
 def test_a_start_epoch_equal_to_epochs_trains_nothing(cpu_xp):
     net = make_net(cpu_xp)
     before = {k: to_numpy(v).copy() for k, v in net.params.items()}

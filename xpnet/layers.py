@@ -642,7 +642,11 @@ class BatchNormalization(Layer):
     (biased) variance and updates ``running_mean``/``running_var`` to
     ``momentum * running + (1 - momentum) * batch``; ``train_flg=False`` uses the
     running statistics (zeros until the first training step, as in the book).
-    ``eps`` is the book's 1e-6. ``backward`` stores ``dgamma`` and ``dbeta`` and
+    ``eps`` is the book's 1e-6. Unlike PyTorch's ``BatchNorm1d`` (``momentum=0.1`` is the
+    weight of the batch; running variance from 1 and updated with the unbiased batch
+    variance), ``momentum`` here weighs the old statistics (0.9 is PyTorch's 0.1) and the
+    running variance starts at 0 and follows the biased one, so evaluation differs even
+    where training agrees. ``backward`` stores ``dgamma`` and ``dbeta`` and
     returns ``dx`` in ``x``'s shape: in training, through the batch statistics too,
     ``dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std`` with ``dxn = gamma * dout``.
     A training batch of one sample normalizes to 0 (its variance is 0), so it passes no

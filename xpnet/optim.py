@@ -316,6 +316,12 @@ class Adam(Optimizer):
     ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
     ``m <- m + (1 - beta1) * (dW - m)``; ``v <- v + (1 - beta2) * (dW**2 - v)``;
     ``W <- W - lr_t * m / (sqrt(v) + 1e-7)``.
+
+    The book's ``1e-7`` is added to ``sqrt(v)`` before the bias correction; PyTorch's
+    ``Adam`` adds its ``eps`` (default 1e-8) to ``sqrt(v / (1 - beta2**t))``, after it, so
+    this one's epsilon is ``1e-7 / sqrt(1 - beta2**t)`` in PyTorch's terms (3.2e-6 at the
+    first step). Steps agree for large gradients but not for small ones (a first step on
+    a gradient of 1e-6 is 0.24 * lr here, 0.99 * lr in PyTorch), so the trajectories differ.
     """
 
     name = "adam"

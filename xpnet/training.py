@@ -109,7 +109,8 @@ def labels_and_targets(
 ) -> tuple[Any, Any]:
     """Integer labels (N,) and target rows (N, classes) from either form, on t's device.
 
-    Labels become one-hot rows, or rows of ``target_range = (low, high)`` (0.01/0.99).
+    Labels become one-hot rows, or rows of ``target_range = (low, high)`` (0.01/0.99);
+    rows given with a ``target_range`` are a ``ValueError``, as the range would not apply.
     """
     xp = namespace_of(t)
     if xp.isdtype(t.dtype, "integral"):
@@ -123,6 +124,12 @@ def labels_and_targets(
         return t, low + (high - low) * one_hot
     if t.ndim != 2 or t.shape[1] != classes:
         raise ValueError(f"one-hot targets must have shape (N, {classes}), got {tuple(t.shape)}")
+    if target_range is not None:
+        raise ValueError(
+            f"target_range {target_range} turns integer labels into target rows, but the "
+            f"targets are rows already (shape {tuple(t.shape)}): pass integer labels "
+            "(load_mnist(one_hot_label=False)), or rows in the range without target_range"
+        )
     return xp.argmax(t, axis=1), xp.astype(t, dtype)
 
 
@@ -195,7 +202,8 @@ class Trainer:
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch;
     - ``target_range=(low, high)``, two finite numbers with low < high, turns integer labels
       into rows of ``low`` with ``high`` at the label (course notes train sigmoid outputs
-      towards 0.01 / 0.99), else one-hot.
+      towards 0.01 / 0.99), else one-hot; target rows (N, C) are used as they are, and
+      refused with a ``target_range``.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
     ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. An

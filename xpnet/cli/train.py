@@ -64,7 +64,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--eval-samples",
         type=positive_int,
         default=None,
-        help="evaluate on the first N train/test samples per epoch (default all)",
+        help="evaluate on the first N train/test samples per epoch (default all; "
+        "--resume keeps the checkpoint's)",
     )
     p.add_argument(
         "--save",
@@ -162,6 +163,7 @@ def _resumed(path: str) -> dict[str, Any]:
         "weight_decay": schema.number(0.0),
         "epochs": schema.integer(1),
         "iters": schema.integer(1),
+        "eval_samples": schema.nullable(schema.integer(1)),
     }
     optimizer = {"name": schema.one_of(OPTIMIZERS)}
     return read_metadata(
@@ -262,6 +264,12 @@ def _train(args: argparse.Namespace) -> int:
     # sizes (for a MultiLayerNet, resuming takes them from the architecture).
     run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS)}
     run[unit] = length
+    # Kept, so that a resumed run's epochs are evaluated on the same samples as before.
+    eval_samples = run["eval_samples"] = (
+        args.eval_samples
+        if args.eval_samples is not None
+        else saved.get("run", {}).get("eval_samples")
+    )
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
@@ -286,7 +294,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=epochs,
             batch_size=s["batch_size"],
             seed=s["seed"],
-            eval_samples=args.eval_samples,
+            eval_samples=eval_samples,
             start_epoch=start_epoch,
             history=history,
             progress=False if args.quiet else None,
