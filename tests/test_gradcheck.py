@@ -541,3 +541,24 @@ def test_ctrl_c_during_a_command_line_check_is_one_line_and_status_130(monkeypat
 def test_a_scheduler_address_given_as_client_says_to_connect_first(cpu_xp):
     with pytest.raises(TypeError, match=r"client must be a distributed\.Client, got the address"):
         check_gradients(*small_problem(cpu_xp), client="tcp://127.0.0.1:8786")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_refuses_an_empty_batch(cpu_xp, method):
+    # The batched and loop methods divided by zero; directional failed on a NaN loss.
+    net, x, t = small_problem(cpu_xp)
+    with pytest.raises(ValueError, match=r"x is an empty batch, of shape \(0, 5\)"):
+        check_gradients(net, x[:0, ...], t[:0], method=method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_refuses_a_negative_tolerance(cpu_xp, method):
+    with pytest.raises(ValueError, match=r"atol must be a number >= 0, got -1\.0"):
+        check_gradients(*small_problem(cpu_xp), method=method, atol=-1.0)
+
+
+@pytest.mark.parametrize("h", [0.0, -1e-4])
+def test_numerical_gradient_refuses_a_step_that_is_not_positive(h):
+    # h = 0 gave NaN everywhere.
+    with pytest.raises(ValueError, match="the step h must be a positive number"):
+        numerical_gradient(lambda v: float(np.sum(v**2)), np.ones(3), h)

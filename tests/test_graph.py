@@ -282,18 +282,19 @@ def test_a_backward_without_a_forward_left_to_answer_is_refused():
             mul.backward(1.0)
 
 
-def test_a_layer_instance_used_twice_in_a_network_gets_both_gradients():
+def test_a_node_called_twice_keeps_both_calls_gradients():
+    # A Sequential refuses one layer object twice (its caches would clash); a graph of
+    # nodes may call one twice, as the book's square x * x does.
     rng = np.random.default_rng(5)
     W1, b1, W2, b2 = (rng.standard_normal(s) for s in ((4, 3), (3,), (3, 3), (3,)))
-    relu = layers.ReLU()  # drawn twice, as each of its calls
-    net = Sequential(
-        [layers.Affine(W1, b1), relu, layers.Affine(W2, b2), relu], loss=layers.SoftmaxWithLoss()
-    )
-    run_ = graph.record_network(net, rng.standard_normal((5, 4)), np.array([0, 1, 2, 0, 1]))
-    affine1, relu1, affine2, relu2, _ = run_.calls
+    affine1, affine2, relu = layers.Affine(W1, b1), layers.Affine(W2, b2), layers.ReLU()
+    with graph.record([affine1, relu, affine2]) as run_:
+        relu.forward(affine2.forward(relu.forward(affine1.forward(rng.standard_normal((5, 4))))))
+        affine1.backward(relu.backward(affine2.backward(relu.backward(np.ones((5, 3))))))
+    first, relu1, affine2_, relu2 = run_.calls
     assert relu1.dout is not None and relu2.dout is not None
-    assert relu1.dinputs[0] == affine1.dout  # what the first ReLU passed back
-    assert relu2.dinputs[0] == affine2.dout
+    assert relu1.dinputs[0] == first.dout  # what the first ReLU call passed back
+    assert relu2.dinputs[0] == affine2_.dout
 
 
 def test_one_object_with_several_names_gives_them_in_order_of_use():

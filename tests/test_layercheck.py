@@ -345,3 +345,28 @@ def test_a_floating_input_without_a_gradient_is_named_as_not_checked():
     report = check_layer(ScaleShiftWithoutReturn(), np.random.default_rng(0).random((4, 3)))
     assert [p.name for p in report.params] == ["g", "c"]
     assert "x: backward returned no gradient for it; not checked" in str(report).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("atol", -1.0), ("rtol", float("nan")), ("atol", "1e-6")]
+)
+def test_a_tolerance_that_is_not_a_number_at_least_0_is_refused(name, value):
+    # A negative or NaN tolerance failed a correct gradient; a string failed deep in NumPy.
+    x = np.array([0.5, -1.0, 2.0])
+    with pytest.raises(ValueError, match=f"{name} must be a number >= 0, got {value!r}"):
+        check_function(lambda v: float(np.sum(v**2)), x, 2 * x, **{name: value})
+
+
+def test_a_numpy_float32_step_is_a_positive_number():
+    x = np.array([0.5, -1.0, 2.0])
+    assert check_function(lambda v: float(np.sum(v**2)), x, 2 * x, h=np.float32(1e-4))
+
+
+def test_check_function_refuses_a_complex_gradient(xp):
+    # astype(float64) dropped the imaginary part: ones + 1j passed as the gradient of sum.
+    if not hasattr(xp, "complex128"):
+        pytest.skip("no complex dtype")
+    x = rand(xp, 3)
+    grad = xp.astype(arr(xp, np.ones(3)), xp.complex128) * (1 + 1j)
+    with pytest.raises(ValueError, match="gradient of x has the complex dtype"):
+        check_function(lambda v: namespace_of(v).sum(v), x, grad)

@@ -140,6 +140,22 @@ def test_batchnorm_rejects_a_momentum_outside_0_to_1(xp, momentum):
         layers.BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)), momentum=momentum)
 
 
+@pytest.mark.parametrize("name", ["running_mean", "running_var"])
+def test_batchnorm_rejects_running_statistics_of_another_shape(xp, name):
+    # They were taken as given, and broke (or broadcast) in the first forward.
+    with pytest.raises(ValueError, match=rf"{name} of gamma's shape \(3,\), got shape \(2,\)"):
+        layers.BatchNormalization(
+            dev(xp, np.ones(3)), dev(xp, np.zeros(3)), **{name: dev(xp, np.zeros(2))}
+        )
+
+
+def test_batchnorm_and_dropout_name_a_string_for_a_number(xp):
+    with pytest.raises(ValueError, match=r"momentum must be in .*got '0\.9'"):
+        layers.BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)), momentum="0.9")
+    with pytest.raises(ValueError, match=r"dropout_ratio must be in \[0, 1\), got '0.5'"):
+        layers.Dropout("0.5")
+
+
 def test_affine_rejects_integer_input(xp):
     layer = layers.Affine(dev(xp, np.zeros((2, 3))), dev(xp, np.zeros(3)))
     with pytest.raises(ValueError, match=r"floating-point.*int"):

@@ -3,12 +3,13 @@ checked against an independent NumPy float64 central difference."""
 
 import re
 
+import array_api_strict
 import numpy as np
 import pytest
 from numeric import central_difference
 
 from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
-from xpnet.backend import to_device, to_numpy
+from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy
 from xpnet.layers import BatchNormalization, Dropout, SoftmaxWithLoss
 
 
@@ -189,6 +190,25 @@ def test_a_parameter_keeps_its_dtype(xp):
         net.params["W1"] = to_device(np.zeros((3, 2)), dtype="float64", xp=xp)
 
 
+def test_a_parameter_must_be_an_array_of_the_networks_backend(xp):
+    net = TwoLayerNet(3, 2, 2, dtype="float64", seed=0, xp=xp)
+    with pytest.raises(TypeError, match=r"'b1' must be an array of shape \(2,\), got float"):
+        net.params["b1"] = 0.0
+    other = to_device(np.zeros(2), dtype="float64", xp=array_api_strict)
+    if namespace_of(other) is not namespace_of(net.params["b1"]):
+        with pytest.raises(BackendMismatchError, match="different backends"):
+            net.params["b1"] = other
+
+
+def test_predict_names_an_input_of_another_backend(xp):
+    net = TwoLayerNet(3, 2, 2, dtype="float64", seed=0, xp=xp)
+    x = to_device(np.ones((4, 3)), dtype="float64", xp=array_api_strict)
+    if namespace_of(x) is namespace_of(net.params["W1"]):
+        x = np.ones((4, 3))  # the strict network gets a NumPy batch
+    with pytest.raises(BackendMismatchError, match="different backends"):
+        net.predict(x)
+
+
 def test_loss_at_leaves_the_network_unchanged(xp):
     net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
     x, t = batch(xp)
@@ -210,6 +230,8 @@ def test_loss_at_leaves_the_network_unchanged(xp):
                                         ">= 0, got nan"),
         ({"weight_init": -0.1}, "finite standard deviation >= 0, got -0.1"),
         ({"seed": -1}, "seed must be an integer >= 0 or None, got -1"),
+        ({"weight_decay": "0.1"}, "weight_decay must be a finite number >= 0, got '0.1'"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0, got inf"),
     ],
 )  # fmt: skip
 def test_bad_network_settings_are_clear_errors(kwargs, message):

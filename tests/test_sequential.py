@@ -481,3 +481,77 @@ def test_a_params_name_the_layer_lacks_is_named(xp):
     (s,) = arrays(xp, 0, (3,))
     with pytest.raises(ValueError, match=r"layer 1 \(Typo\) names 'scale' in its params"):
         Sequential([Typo(s)], loss=MeanSquaredError())
+
+
+def test_a_layer_object_used_twice_is_refused(xp):
+    # Reusing one ReLU() as PyTorch users do: its forward caches the second mask, so the
+    # first ReLU's backward would use it and the gradients below it be silently wrong.
+    W1, b1, W2, b2, W3, b3 = arrays(xp, 0, (5, 4), (4,), (4, 4), (4,), (4, 3), (3,))
+    relu = ReLU()
+    layers = [Affine(W1, b1), relu, Affine(W2, b2), relu, Affine(W3, b3)]
+    with pytest.raises(ValueError, match=r"layer 4 \(ReLU\) is the same object as layer 2"):
+        Sequential(layers, loss=SoftmaxWithLoss())
+
+
+def test_a_backward_returning_a_gradient_of_another_shape_is_named(xp):
+    # (D,) for an (N, D) input: ReLU's dout * mask below would broadcast it without a word.
+    class Summed(Scale):
+        def backward(self, dout):
+            return namespace_of(dout).sum(super().backward(dout), axis=0)
+
+    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
+    net = Sequential([Affine(W1, b1), ReLU(), Summed(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"layer 3 \(Summed\)\.backward returned an input gradient of shape "
+        r"\(4,\), but its input had shape \(6, 4\)",
+    ):
+        net.gradient(x, labels(xp))
+
+
+def test_a_parameter_gradient_of_another_shape_is_named(xp):
+    # A sum over every axis (a 0-D ds for s of shape (4,)): an optimizer would broadcast it.
+    class AllSummed(Scale):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.ds = namespace_of(dout).sum(self.ds)
+            return dx
+
+    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
+    net = Sequential([Affine(W1, b1), AllSummed(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"layer 2 \(AllSummed\)\.backward stored ds of shape \(\), but its "
+        r"parameter s \(s1\) has shape \(4,\)",
+    ):
+        net.gradient(x, labels(xp))
+
+
+def test_a_parameter_gradient_never_stored_is_named(xp):
+    class Forgetful(Scale):
+        def backward(self, dout):
+            return dout * self.s
+
+    W, b, s = arrays(xp, 0, (5, 4), (4,), (4,))
+    net = Sequential([Affine(W, b), Forgetful(s)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    with pytest.raises(ValueError, match=r"layer 2 \(Forgetful\)\.backward stored no gradient ds"):
+        net.gradient(x, labels(xp, classes=4))
+
+
+def test_shapes_are_checked_for_each_new_shape_of_the_batch(xp):
+    # Right at batch 6, wrong at batch 1: a squeeze drops the batch axis of a single sample.
+    class Squeezing(Scale):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            return namespace_of(dx).squeeze(dx, axis=0) if dx.shape[0] == 1 else dx
+
+    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
+    net = Sequential([Affine(W1, b1), ReLU(), Squeezing(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 1, (6, 5))
+    net.gradient(x, labels(xp))
+    net.gradient(x, labels(xp))  # the same shapes: checked once
+    with pytest.raises(ValueError, match=r"layer 3 \(Squeezing\)\.backward .* shape \(4,\), "):
+        net.gradient(x[:1, ...], labels(xp)[:1])

@@ -235,7 +235,8 @@ def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_ran
 def test_a_target_range_with_target_rows_is_refused_not_ignored(cpu_xp):
     x, t, xt, tt = blobs(cpu_xp, one_hot=True)
     with pytest.raises(
-        ValueError, match=r"target_range \(0.01, 0.99\).*rows already \(shape \(60, 2\)\)"
+        ValueError,
+        match=r"t_train: target_range \(0.01, 0.99\).*rows already \(float64 of shape \(60, 2\)\)",
     ):
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=(0.01, 0.99))
 
@@ -456,3 +457,43 @@ def test_the_training_module_is_reached_from_the_package():
     import xpnet
 
     assert xpnet.training.TrainingDiverged is TrainingDiverged
+
+
+def test_a_network_without_parameters_is_refused_by_name(cpu_xp):
+    # next(iter(net.params.values())) raised a bare StopIteration.
+    from xpnet.layers import ReLU, SoftmaxWithLoss
+
+    x, t, x_test, t_test = blobs(cpu_xp)
+    net = Sequential([ReLU()], loss=SoftmaxWithLoss())
+    with pytest.raises(ValueError, match="Sequential has no parameters: there is nothing to train"):
+        Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)
+
+
+def test_labels_that_are_not_an_array_of_samples_are_named(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp)
+    with pytest.raises(TypeError, match="t_train must be an array, got list"):
+        Trainer(make_net(cpu_xp), SGD(0.1), x, [0, 1] * 30, x_test, t_test, epochs=1)
+    with pytest.raises(ValueError, match=r"t_test must be an array of samples .* 0-D"):
+        Trainer(make_net(cpu_xp), SGD(0.1), x, t, x_test, t_test[0], epochs=1)
+
+
+def test_float_labels_are_named_with_their_dtype_and_the_fix(cpu_xp):
+    x, t, x_test, t_test = blobs(cpu_xp)
+    floats = cpu_xp.astype(t, cpu_xp.float64)
+    with pytest.raises(
+        ValueError, match=r"t_train: .*got float64 of shape \(60,\): convert labels to integers"
+    ):
+        Trainer(make_net(cpu_xp), SGD(0.1), x, floats, x_test, t_test, epochs=1)
+
+
+def test_a_read_only_parameter_is_named_before_training():
+    # numpy.broadcast_to's weights failed in the first update with NumPy's bare
+    # "output array is read-only", naming no parameter.
+    from xpnet.layers import Affine, SoftmaxWithLoss
+
+    xp = namespace("cpu")
+    x, t, x_test, t_test = blobs(xp)
+    W = np.broadcast_to(np.float64(0.1), (4, 2))
+    net = Sequential([Affine(W, np.zeros(2))], loss=SoftmaxWithLoss())
+    with pytest.raises(ValueError, match="parameter 'W1' is a read-only array"):
+        Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)

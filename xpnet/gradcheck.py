@@ -49,6 +49,7 @@ import array_api_compat
 import numpy as np
 
 from xpnet.backend import host_rng, namespace_of, to_like, to_numpy
+from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic, training_loss
 from xpnet.layers import SoftmaxWithLoss, as_one_hot
 from xpnet.perturb import (
@@ -133,6 +134,8 @@ def numerical_gradient(
     floating array (ValueError otherwise). ``indices`` limits the work to some elements
     (index tuples); the others stay zero.
     """
+    if not (is_real(h) and 0 < h < math.inf):
+        raise ValueError(f"the step h must be a positive number, got {h!r}")
     plus, minus = values_around(f, x, h, indices=indices)
     return namespace_of(x).astype((plus - minus) / (2 * h), x.dtype)
 
@@ -568,7 +571,7 @@ def _count(mask: Any) -> Any:
 def check_step(h: float, dtype: str) -> None:
     """Refuse a central-difference step that is not a positive number; warn when it is so
     small that rounding (about ``eps * |f| / h``) swamps the difference in ``dtype``."""
-    if not (isinstance(h, (int, float)) and 0 < h < math.inf):
+    if not (is_real(h) and 0 < h < math.inf):
         raise ValueError(f"the step h must be a positive number, got {h!r}")
     eps = float(np.finfo(dtype).eps) if dtype in DEFAULTS else float(np.finfo("float64").eps)
     if h < math.sqrt(eps):
@@ -580,6 +583,16 @@ def check_step(h: float, dtype: str) -> None:
         )
 
 
+def _require_samples(x: Any) -> None:
+    """Refuse an empty batch: the loss of no samples (NaN, or 0 summed) has no gradient."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) and shape[0] == 0:
+        raise ValueError(
+            f"x is an empty batch, of shape {tuple(shape)}: there is no loss to differentiate; "
+            "check the gradients on at least one sample"
+        )
+
+
 def tolerances(
     dtype: str, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[float, float, float]:
@@ -588,6 +601,10 @@ def tolerances(
     defaults = DEFAULTS.get(dtype, DEFAULTS["float64"])
     h = defaults["h"] if h is None else h
     check_step(h, dtype)
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        # A negative or NaN tolerance fails every element, a correct gradient too.
+        if value is not None and not (is_real(value) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     return (
         h,
         defaults["atol"] if atol is None else atol,
@@ -674,6 +691,7 @@ def check_gradients(
             rtol=rtol,
             params=params,
         )
+    _require_samples(x)
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):
@@ -829,6 +847,7 @@ def directional_check(
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
+    _require_samples(x)
     dtype, h, atol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):

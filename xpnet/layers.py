@@ -41,6 +41,7 @@ from xpnet.backend import (
     reduce_max,
     reduce_sum,
 )
+from xpnet.checks import is_real
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -610,8 +611,8 @@ class Dropout(Layer):
     """
 
     def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
-        if not 0.0 <= dropout_ratio < 1.0:
-            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio}")
+        if not (is_real(dropout_ratio) and 0.0 <= dropout_ratio < 1.0):
+            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
         self.dropout_ratio, self.seed = float(dropout_ratio), seed
         self.rng = DeviceRNG(seed)
 
@@ -671,11 +672,20 @@ class BatchNormalization(Layer):
                 f"BatchNormalization needs gamma and beta of one shape (D,), "
                 f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
             )
-        if not 0.0 <= momentum <= 1.0:
+        if not (is_real(momentum) and 0.0 <= momentum <= 1.0):
             raise ValueError(
                 f"BatchNormalization momentum must be in [0, 1] (the weight of the old "
                 f"running statistics), got {momentum!r}"
             )
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and tuple(getattr(stat, "shape", ())) != tuple(gamma.shape):
+                got = (
+                    f"shape {tuple(stat.shape)}" if hasattr(stat, "shape") else type(stat).__name__
+                )
+                raise ValueError(
+                    f"BatchNormalization needs {name} of gamma's shape {tuple(gamma.shape)}, "
+                    f"got {got}"
+                )
         self.gamma, self.beta, self.momentum = gamma, beta, float(momentum)
         xp = namespace_of(gamma)
         self.running_mean = xp.zeros_like(gamma) if running_mean is None else running_mean

@@ -73,6 +73,12 @@ class Parameters(MutableMapping):
         old = getattr(layer, attr)
         if value is old:  # params[k] -= step, updated in place: nothing to rebind
             return
+        if not hasattr(value, "shape"):
+            raise TypeError(
+                f"parameter {name!r} must be an array of shape {tuple(old.shape)}, got "
+                f"{type(value).__name__} {value!r:.40}"
+            )
+        namespace_of(value, old)  # BackendMismatchError for an array of another library
         if value.shape != old.shape and tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(old.shape)}, got {tuple(value.shape)}"
@@ -100,6 +106,34 @@ class Parameters(MutableMapping):
 
 def _where(k: int, layer: Any) -> str:
     return f"layer {k} ({type(layer).__name__})"
+
+
+def _require_input_gradient(dx: Any, shape: Any, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless its backward's ``dx`` has ``shape``, the
+    shape of its input in the forward pass (Python-side metadata: no device work)."""
+    if getattr(dx, "shape", None) != shape and shape is not None:
+        got = f"shape {tuple(dx.shape)}" if hasattr(dx, "shape") else type(dx).__name__
+        raise ValueError(
+            f"{where}.backward returned an input gradient of {got}, but its input had shape "
+            f"{tuple(shape)}: backward must return dx in the shape of forward's input"
+        )
+
+
+def _require_parameter_gradient(grad: Any, param: Any, name: str, dattr: str, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless the gradient ``grad`` its backward stored
+    as ``dattr`` has the shape of the parameter ``name`` (``param``)."""
+    if getattr(grad, "shape", None) == param.shape:
+        return
+    if grad is None:
+        raise ValueError(
+            f"{where}.backward stored no gradient {dattr} for its parameter {dattr[1:]} "
+            f"({name}); a layer stores d<name> for each name in its params"
+        )
+    got = f"shape {tuple(grad.shape)}" if hasattr(grad, "shape") else type(grad).__name__
+    raise ValueError(
+        f"{where}.backward stored {dattr} of {got}, but its parameter {dattr[1:]} ({name}) "
+        f"has shape {tuple(param.shape)}: a parameter's gradient has its shape"
+    )
 
 
 def _require_instance(what: str, layer: Any) -> None:
@@ -186,14 +220,22 @@ class Sequential:
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
+        seen: dict[int, int] = {}
         for k, layer in enumerate(self.layers, start=1):
             _require_instance(f"layer {k}", layer)
             require_layer_methods(layer, _where(k, layer))
             if isinstance(layer, Loss):
                 raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
+            if id(layer) in seen:
+                raise ValueError(
+                    f"{_where(k, layer)} is the same object as layer {seen[id(layer)]}: a "
+                    "layer keeps what its forward saw for its backward, so one object cannot "
+                    f"appear twice in a network; create another ({type(layer).__name__}(...))"
+                )
+            seen[id(layer)] = k
         _check_loss(loss)
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not is_finite_at_least(weight_decay, 0.0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.last_layer = loss
         self.weight_decay = weight_decay
         slots = _parameter_slots(self.layers)
@@ -205,7 +247,13 @@ class Sequential:
         # another dtype, so it holds for the network's life.
         first = next(iter(self.params.values()), None)
         self._input_dtype = None if first is None else first.dtype
-        self._gradient_slots = [(name, layer, "d" + attr) for name, (layer, attr) in slots.items()]
+        # name, layer, attribute, its gradient's attribute, and where (for messages)
+        self._slots = [
+            (name, layer, attr, "d" + attr, _where(seen[id(layer)], layer))
+            for name, (layer, attr) in slots.items()
+        ]
+        self._shapes: list[Any] | None = None  # the layers' input shapes, while gradient() checks
+        self._checked_shapes: set[tuple[Any, Any]] = set()  # (x.shape, t.shape) gradient() checked
         # Backward stops at the first layer with parameters: the ones before need no gradient.
         owners = {id(layer) for layer, _ in slots.values()}
         self._backward_from = next(
@@ -225,10 +273,14 @@ class Sequential:
         first, as Keras's and Flax's layers do: a float32 network computes in float32 on
         float64 data, and a float64 one in float64 on float32 data.
         """
-        if getattr(x, "dtype", self._input_dtype) != self._input_dtype:
+        # Dtypes are singletons, so "is" is the cheap test; another dtype object may still be
+        # equal, or of another library (compared after the namespace check: no warning).
+        if getattr(x, "dtype", self._input_dtype) is not self._input_dtype:
             x = self._in_parameter_dtype(x)
-        modal = self._modal
+        modal, shapes = self._modal, self._shapes
         for k, layer in enumerate(self.layers):
+            if shapes is not None:
+                shapes.append(getattr(x, "shape", None))
             try:
                 x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
@@ -237,6 +289,8 @@ class Sequential:
                     f"{_where(k + 1, layer)} cannot take {source}, of shape "
                     f"{tuple(getattr(x, 'shape', ()))}: {exc}"
                 ) from exc
+        if shapes is not None:
+            shapes.append(getattr(x, "shape", None))
         return x
 
     def _in_parameter_dtype(self, x: Any) -> Any:
@@ -244,8 +298,12 @@ class Sequential:
         as raw pixels, are left for the first layer to refuse), else ``x`` itself."""
         if self._input_dtype is None:
             return x
-        xp = namespace_of(x)
-        return xp.astype(x, self._input_dtype) if is_real_floating(xp, x) else x
+        # An array of another library (array_api_strict's into a NumPy network) has a dtype
+        # of another kind too: a BackendMismatchError here, not astype's own confusion.
+        xp = namespace_of(x, next(iter(self.params.values())))
+        if x.dtype == self._input_dtype or not is_real_floating(xp, x):
+            return x
+        return xp.astype(x, self._input_dtype)
 
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
@@ -292,9 +350,27 @@ class Sequential:
         return int(hits) / n
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
-        """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop."""
-        self.training_loss(x, t)
+        """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop.
+
+        The first call for each shape of ``x`` and ``t`` also checks that every layer's
+        backward gave gradients of the shapes of its input and its parameters, naming the
+        layer that did not: a wrong one would be broadcast further down without a word
+        (ReLU's ``dout * mask`` takes a (D,) gradient for (N, D)), and by the optimizer.
+        Later calls of those shapes skip it (PyTorch's autograd checks every call, in C++):
+        a layer's shapes follow its input's, and in Python the check would cost every step.
+        """
+        key = (getattr(x, "shape", None), getattr(t, "shape", None))
+        shapes = None if key in self._checked_shapes else []
+        self._shapes = shapes  # predict records the layers' input shapes (and the output's)
+        try:
+            self.training_loss(x, t)
+        finally:
+            self._shapes = None
+        # A loss of the user's that does not call predict records no shapes to check.
+        check = shapes is not None and len(shapes) == len(self.layers) + 1
         dout = self.last_layer.backward(1)
+        if check:
+            _require_input_gradient(dout, shapes[-1], f"loss {type(self.last_layer).__name__}")
         for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
             if dout is None:
                 raise ValueError(
@@ -303,7 +379,13 @@ class Sequential:
                     "before it has parameters"
                 )
             dout = self.layers[k].backward(dout)
-        grads = {name: getattr(layer, dattr) for name, layer, dattr in self._gradient_slots}
+            if check and dout is not None:
+                _require_input_gradient(dout, shapes[k], _where(k + 1, self.layers[k]))
+        grads = {name: getattr(layer, dattr, None) for name, layer, _, dattr, _ in self._slots}
+        if shapes is not None:
+            for name, layer, attr, dattr, where in self._slots:
+                _require_parameter_gradient(grads[name], getattr(layer, attr), name, dattr, where)
+            self._checked_shapes.add(key)
         for name in self._decayed if self.weight_decay else ():
             grads[name] = grads[name] + self.weight_decay * self.params[name]
         return grads

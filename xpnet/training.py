@@ -29,7 +29,7 @@ import array_api_compat
 import array_api_extra as xpx
 from tqdm import tqdm
 
-from xpnet.backend import host_rng, namespace_of, synchronize, take, to_numpy
+from xpnet.backend import dtype_name, host_rng, namespace_of, synchronize, take, to_numpy
 from xpnet.checks import is_real, require_count
 from xpnet.layers import check_labels
 from xpnet.optim import Optimizer
@@ -123,14 +123,32 @@ def labels_and_targets(
         low, high = target_range
         return t, low + (high - low) * one_hot
     if t.ndim != 2 or t.shape[1] != classes:
-        raise ValueError(f"one-hot targets must have shape (N, {classes}), got {tuple(t.shape)}")
+        hint = (
+            ": convert labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
+            if t.ndim == 1
+            else ""
+        )
+        raise ValueError(
+            f"targets must be integer labels of shape (N,) or target rows of shape "
+            f"(N, {classes}), got {dtype_name(t)} of shape {tuple(t.shape)}{hint}"
+        )
     if target_range is not None:
         raise ValueError(
             f"target_range {target_range} turns integer labels into target rows, but the "
-            f"targets are rows already (shape {tuple(t.shape)}): pass integer labels "
-            "(load_mnist(one_hot_label=False)), or rows in the range without target_range"
+            f"targets are rows already ({dtype_name(t)} of shape {tuple(t.shape)}): pass "
+            "integer labels (load_mnist(one_hot_label=False)), or rows in the range without "
+            "target_range"
         )
     return xp.argmax(t, axis=1), xp.astype(t, dtype)
+
+
+def _require_batch(name: str, a: Any) -> None:
+    """Raise ``TypeError`` (not an array) or ``ValueError`` (0-D) naming ``name`` unless
+    ``a`` is an array of samples, (N, ...)."""
+    if not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(a).__name__} {a!r:.40}")
+    if len(a.shape) == 0:
+        raise ValueError(f"{name} must be an array of samples (N, ...), got a 0-D array")
 
 
 def _checked_range(value: Any) -> tuple[float, float] | None:
@@ -252,6 +270,10 @@ class Trainer:
                 "epoch `epochs`, counting the `start_epoch` already done"
             )
         target_range = _checked_range(target_range)
+        for name, a in (("x_train", x_train), ("t_train", t_train)):
+            _require_batch(name, a)
+        for name, a in (("x_test", x_test), ("t_test", t_test)):
+            _require_batch(name, a)
         if x_train.shape[0] == 0:
             raise ValueError("the training set is empty")
         if x_train.shape[0] != t_train.shape[0] or x_test.shape[0] != t_test.shape[0]:
@@ -259,7 +281,16 @@ class Trainer:
                 f"inputs and labels differ in length: train {x_train.shape[0]} vs "
                 f"{t_train.shape[0]}, test {x_test.shape[0]} vs {t_test.shape[0]}"
             )
-        first = next(iter(net.params.values()))
+        first = next(iter(net.params.values()), None)
+        if first is None:
+            raise ValueError(f"{type(net).__name__} has no parameters: there is nothing to train")
+        for name, p in net.params.items():  # updated in place: NumPy's read-only arrays fail
+            if not getattr(getattr(p, "flags", None), "writeable", True):
+                raise ValueError(
+                    f"parameter {name!r} is a read-only array (writeable=False, as "
+                    "numpy.broadcast_to gives): the optimizer updates parameters in place; "
+                    "give the layer a writable copy (numpy.array(a))"
+                )
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
         if x_test.shape[0]:  # fail now, not after an epoch has moved the weights
@@ -269,12 +300,13 @@ class Trainer:
                 raise ValueError(f"x_test does not fit the network: {exc}") from exc
         self.net, self.optimizer = net, optimizer
         self.x_train, self.x_test = x_train, x_test
-        self.labels_train, self.t_train = labels_and_targets(
-            t_train, classes, first.dtype, target_range
-        )
-        self.labels_test, self.t_test = labels_and_targets(
-            t_test, classes, first.dtype, target_range
-        )
+        sets = []
+        for name, t in (("t_train", t_train), ("t_test", t_test)):
+            try:
+                sets.append(labels_and_targets(t, classes, first.dtype, target_range))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+        (self.labels_train, self.t_train), (self.labels_test, self.t_test) = sets
         place = (lambda a: a) if evaluate_on is None else evaluate_on
 
         def evaluated(arrays: tuple[Any, ...]) -> tuple[Any, ...]:
