@@ -134,6 +134,14 @@ def test_affine_rejects_weights_and_bias_that_do_not_match(xp, w_shape, b_shape)
         layers.Affine(dev(xp, np.zeros(w_shape)), dev(xp, np.zeros(b_shape)))
 
 
+@pytest.mark.parametrize("layer", [layers.Affine, Convolution])
+def test_weights_given_as_lists_are_named(layer):
+    with pytest.raises(TypeError, match=r"W must be an array, got list \[\[0.0, 1.0\]\]"):
+        layer([[0.0, 1.0]], np.zeros(2))
+    with pytest.raises(TypeError, match=r"b must be an array, got list \[0.0\]"):
+        layer(np.zeros((1, 1, 1, 1)), [0.0])
+
+
 @pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan")])
 def test_batchnorm_rejects_a_momentum_outside_0_to_1(xp, momentum):
     with pytest.raises(ValueError, match=f"momentum must be in \\[0, 1\\].*got {momentum}"):

@@ -25,7 +25,7 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
 from xpnet.checks import require_count
-from xpnet.layers import Layer, require_floating
+from xpnet.layers import Layer, require_array, require_floating
 
 
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
@@ -176,6 +176,8 @@ class Convolution(Layer):
     def __init__(
         self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True
     ) -> None:
+        require_array("W", W)
+        require_array("b", b)
         if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
             raise ValueError(
                 f"Convolution needs filters W of shape (FN, C, FH, FW) and b of shape (FN,), "

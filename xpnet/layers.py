@@ -279,6 +279,8 @@ class Affine(Layer):
     params = ("W", "b")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
+        require_array("W", W)
+        require_array("b", b)
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
             raise ValueError(
                 f"Affine needs W of shape (D, M) and b of shape (M,), "
