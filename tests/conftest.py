@@ -55,6 +55,14 @@ def cpu_xp(request):
 
 
 @pytest.fixture
+def on_the_host(monkeypatch):
+    """``XPNET_DEVICE=cpu`` for the test: for tests of what only the host does (Dask, which
+    takes NumPy arrays) or that feed NumPy arrays to networks made without ``xp=``, so that
+    ``XPNET_DEVICE=cuda pytest`` runs them as they are meant."""
+    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+
+
+@pytest.fixture
 def wrong_dW_of(monkeypatch):
     """``wrong_dW_of(cls)``: ``cls.backward`` (a layer with a ``W``) stores dW scaled by 1.01."""
 

@@ -37,11 +37,9 @@ def replace_arrays(path, **arrays):
     np.savez(path, **{**kept, **arrays})
 
 
-@pytest.fixture(autouse=True)
-def on_the_host(monkeypatch):
-    """Networks made without ``xp=`` live on the host here, even under XPNET_DEVICE=cuda:
-    these tests feed them NumPy arrays; the ``xp`` fixture's tests cover the devices."""
-    monkeypatch.setenv("XPNET_DEVICE", "cpu")
+# Networks made without xp= live on the host here, even under XPNET_DEVICE=cuda: these
+# tests feed them NumPy arrays; the xp fixture's tests cover the devices.
+pytestmark = pytest.mark.usefixtures("on_the_host")
 
 
 def batchnorm_net(seed=0):

@@ -32,6 +32,10 @@ from xpnet.layers import Softmax  # noqa: E402
 from xpnet.optim import SGD  # noqa: E402
 from xpnet.training import Trainer  # noqa: E402
 
+# Dask takes NumPy arrays: networks made without xp= live on the host here, and the CLI's
+# --scheduler refuses another device, even under XPNET_DEVICE=cuda.
+pytestmark = pytest.mark.usefixtures("on_the_host")
+
 
 @pytest.fixture(scope="module")
 def client():
