@@ -20,7 +20,7 @@ from xpnet.gradcheck import (
     directional_check,
     within_tolerance,
 )
-from xpnet.layers import Affine, SoftmaxWithLoss
+from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -261,6 +261,17 @@ def test_the_kink_error_leaves_the_other_elements_out(xp):
         "W", vec(xp, [1.0, 2.0]), vec(xp, [1.5, 2.0]), 1e-6, 1e-4, kinks=flags(xp, [False, True])
     )
     assert check.kink_max_abs_error == 0.0 and check.max_abs_error == 0.5
+
+
+def test_a_kink_element_whose_difference_agrees_anyway_is_compared(xp):
+    # A conv filter's weight moves so many positions that some ReLU input nearly always
+    # crosses 0; where the central difference agrees all the same, it is evidence.
+    check = compare(
+        "W", vec(xp, [1.0, 2.0, 3.5]), vec(xp, [1.0, 2.00001, 3.0]), 1e-6, 1e-4,
+        kinks=flags(xp, [True, True, True]),
+    )  # fmt: skip
+    assert (check.kinks, check.kink_elements, check.passed) == (1, ((2,),), True)
+    assert check.max_abs_error == pytest.approx(1e-5) and check.kink_max_abs_error == 0.5
 
 
 def test_the_mean_error_is_over_the_elements_off_the_kinks(xp):
@@ -562,3 +573,79 @@ def test_numerical_gradient_refuses_a_step_that_is_not_positive(h):
     # h = 0 gave NaN everywhere.
     with pytest.raises(ValueError, match="the step h must be a positive number"):
         numerical_gradient(lambda v: float(np.sum(v**2)), np.ones(3), h)
+
+
+def quadratic_net_with_a_gradient_off_by_its_curvature(xp):
+    """Affine(W1 1x1, b1) under a summed squared error, whose backward is off in dW by
+    ``h * f'' / 2``: the forward one-sided difference at h = 1e-4, exactly (the loss is
+    quadratic in W). The one-sided differences are ``h * f''`` apart, far above the
+    tolerance, so a check that took that gap for a kink would excuse the error."""
+    x = np.array([[3.0], [-4.0], [2.0]])
+    t = np.array([[1.0], [0.5], [-1.0]])
+    W, b = np.array([[0.2]]), np.array([0.1])
+    curvature = float(2 * np.sum(x[:, 0] ** 2))  # d2L/dW2 = 58, so the gap is 5.8e-3
+    net = Sequential(
+        [Affine(to_device(W, dtype="float64", xp=xp), to_device(b, dtype="float64", xp=xp))],
+        loss=MeanSquaredError(reduction="sum"),
+    )
+    gradient = net.gradient
+
+    def off(x, t):
+        grads = dict(gradient(x, t))
+        grads["W1"] = grads["W1"] + 1e-4 * curvature / 2
+        return grads
+
+    net.gradient = off
+    exact = 2 * np.sum(x[:, 0] * (x[:, 0] * 0.2 + 0.1 - t[:, 0]))  # -3.6: the error is 8e-4 rel
+    assert abs(1e-4 * curvature / 2) > 1e-6 + 1e-4 * abs(exact)
+    return net, to_device(x, dtype="float64", xp=xp), to_device(t, dtype="float64", xp=xp)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_gradient_off_by_the_curvature_is_no_kink(cpu_xp, method):
+    net, x, t = quadratic_net_with_a_gradient_off_by_its_curvature(cpu_xp)
+    report = check_gradients(net, x, t, method=method)
+    assert not report.passed, str(report)
+    (W,) = [p for p in report.params if p.name == "W1"]
+    assert W.kinks == 0 and not W.passed
+
+
+def test_a_direction_off_by_the_curvature_is_no_kink(cpu_xp):
+    net, x, t = quadratic_net_with_a_gradient_off_by_its_curvature(cpu_xp)
+    report = check_gradients(net, x, t, method="directional", params=["W1"])
+    assert not report.passed, str(report)
+    assert not any(d.kink for d in report.directions)
+
+
+class StaleAffine(Affine):
+    """An Affine whose backward reads the input of the forward call *before* the last one."""
+
+    def forward(self, x):
+        self.previous = getattr(self, "x", None)
+        return super().forward(x)
+
+    def backward(self, dout):
+        current = self.x
+        self.x = current if self.previous is None else self.previous
+        try:
+            return super().backward(dout)
+        finally:
+            self.x = current
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_backward_that_reads_a_stale_cache_fails(cpu_xp, method):
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    first = Affine(
+        to_device(W1, dtype="float64", xp=cpu_xp),
+        to_device(np.zeros(4), dtype="float64", xp=cpu_xp),
+    )
+    second = StaleAffine(
+        to_device(W2, dtype="float64", xp=cpu_xp),
+        to_device(np.zeros(2), dtype="float64", xp=cpu_xp),
+    )
+    net = Sequential([first, second], loss=SoftmaxWithLoss())
+    x = to_device(rng.standard_normal((5, 3)), dtype="float64", xp=cpu_xp)
+    t = to_device(np.array([0, 1, 1, 0, 1]), dtype="int64", xp=cpu_xp)
+    assert not check_gradients(net, x, t, method=method).passed

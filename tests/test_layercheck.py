@@ -7,6 +7,7 @@ import pytest
 from xpnet import check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.cli import main
+from xpnet.conv import Pooling
 from xpnet.layers import (
     Add,
     Affine,
@@ -370,3 +371,49 @@ def test_check_function_refuses_a_complex_gradient(xp):
     grad = xp.astype(arr(xp, np.ones(3)), xp.complex128) * (1 + 1j)
     with pytest.raises(ValueError, match="gradient of x has the complex dtype"):
         check_function(lambda v: namespace_of(v).sum(v), x, grad)
+
+
+def test_a_smooth_function_s_curvature_is_no_kink(xp):
+    # f = 50 * sum(x**2): its one-sided differences at h = 1e-4 are f' +- h * f'' / 2 =
+    # 100 x +- 5e-3, a gap of 1e-2, well above the tolerance 1e-6 + 1e-4 * 30. A gradient
+    # off by 5e-3 (relative 1.7e-4 > rtol) is the forward difference exactly: curvature,
+    # not a kink, so it fails (it was called a kink and passed).
+    x = arr(xp, [0.3, -0.2])
+    grad = arr(xp, [30.0 + 5e-3, -20.0])
+    report = check_function(lambda v: 50.0 * namespace_of(v).sum(v * v), x, grad)
+    assert not report, str(report)
+    assert report.params[0].kinks == 0
+    assert report.params[0].max_abs_error == pytest.approx(5e-3, rel=1e-4)
+
+
+class StaleAffine(Affine):
+    """An Affine whose backward reads the input of the forward call *before* the last one."""
+
+    def forward(self, x):
+        self.previous = getattr(self, "x", None)
+        return super().forward(x)
+
+    def backward(self, dout):
+        current = self.x
+        self.x = current if self.previous is None else self.previous
+        try:
+            return super().backward(dout)
+        finally:
+            self.x = current
+
+
+def test_a_backward_that_reads_a_stale_cache_fails(xp):
+    # Every forward pass of the check was at x, so the stale input was x itself and the
+    # gradients came out right; in training they are those of the previous batch.
+    rng = np.random.default_rng(0)
+    layer = StaleAffine(arr(xp, rng.standard_normal((3, 2))), arr(xp, np.zeros(2)))
+    report = check_layer(layer, arr(xp, rng.standard_normal((4, 3))))
+    assert not report, str(report)
+    assert {p.name for p in report.params if not p.passed} == {"W"}
+
+
+def test_a_layer_whose_every_element_is_at_a_kink_says_none_was_compared(xp):
+    report = check_layer(Pooling(2, 2, stride=2), arr(xp, np.ones((1, 1, 2, 2))))
+    text = str(report)
+    assert report.params[0].kinks == 4 and "not compared (all kinks)" in text
+    assert "x: every element's central difference straddles a kink, so none was compared" in text
