@@ -1437,3 +1437,39 @@ def test_an_old_json_file_with_load_averages_in_machine_info_still_summarizes(
     path.write_text(json.dumps(old))
     assert bench.main(["summary", str(path)]) == 0
     assert "xpnet/torch" in capsys.readouterr().out
+
+
+def test_plot_writes_the_file_it_names(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(fabricated_json()))
+    out = tmp_path / "chart"  # no suffix: PNG, under this very name
+    assert bench.main(["plot", str(results), str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "r.json"]
+
+
+def test_an_interrupted_plot_keeps_the_old_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(fabricated_json()))
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the old chart")
+    savefig = Figure.savefig
+
+    def interrupted(self, fname, **kwargs):  # Ctrl-C halfway through writing the image
+        savefig(self, fname, **kwargs)
+        if isinstance(fname, (str, os.PathLike)):
+            Path(fname).write_bytes(Path(fname).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench.plot([results], out)
+    assert out.read_bytes() == b"the old chart"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "r.json"]

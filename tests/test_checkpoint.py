@@ -535,3 +535,67 @@ def test_saving_over_a_directory_names_it(tmp_path):
     ):
         save_params(target, {"w": np.zeros(1)})
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"] and not list(target.iterdir())
+
+
+def rezip(path, **members):
+    """Rewrite the ``.npz`` ``path`` with ``members`` (zip member name -> bytes) added or
+    replaced, or removed where the bytes are None."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        kept = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in {**kept, **members}.items():
+            if data is not None:
+                z.writestr(name, data)
+
+
+def huge_header_npy():
+    """An ``.npy`` file whose header claims 10**11 float32 values (400 GB), holding 12 bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**11,)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + bytes(12)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (
+            {f"{METADATA_KEY}.npy": None, METADATA_KEY: b'{"format": "xpnet-checkpoint/1"}'},
+            f"member {METADATA_KEY!r} is not a NumPy array (.npy)",
+        ),
+        ({"W1.npy": b"not an array"}, "array 'W1' is not a NumPy array (.npy)"),
+        (
+            {"W1.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': 'x'   \n"},
+            "array 'W1' has a malformed .npy header (",
+        ),
+        (
+            # a header claiming 800 GB, followed by 12 bytes
+            {"W1.npy": huge_header_npy()},
+            "array 'W1' of shape (100000000000,) and dtype float32 needs 400000000000 "
+            "bytes; the file holds 12",
+        ),
+    ],
+    ids=["metadata-not-npy", "array-not-npy", "malformed-header", "huge-shape"],
+)
+@pytest.mark.parametrize("load", [read_metadata, load_network])
+def test_a_malformed_member_is_a_checkpoint_error_naming_the_file_and_the_member(
+    trained, members, message, load
+):
+    rezip(trained, **members)
+    with pytest.raises(CheckpointError, match=re.escape(f"{trained}: {message}")):
+        load(trained)
+
+
+def test_an_architecture_that_contradicts_the_arrays_is_refused_before_building_it(trained):
+    # A MultiLayerNet of these sizes would need 32 TB: the file's W1 is (4, 3).
+    rewrite_metadata(trained, setting("architecture.sizes", [4, 2 * 10**12, 2]))
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"{trained}: W1 has shape (4, 3) in the file, but the architecture's "
+                        "sizes [4, 2000000000000, 2] make it (4, 2000000000000)"),
+    ):  # fmt: skip
+        load_network(trained)

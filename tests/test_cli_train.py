@@ -2,6 +2,7 @@
 rest on a tiny synthetic data set put in place of ``xpnet.datasets``: per-epoch lines,
 --iters, --save/--plot, --resume, and exit status 2 with a one-line message for bad input."""
 
+import os
 import re
 import subprocess
 import sys
@@ -610,3 +611,37 @@ def test_a_learning_rate_given_on_resume_is_used_without_a_warning(fake_data, tm
         assert run(["train", "--resume", str(path), "--epochs", "2", "--lr", "0.01", "--quiet",
                     "--save", str(path)]) == 0  # fmt: skip
     assert read_metadata(path)["optimizer"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("other", ["--save", "--resume"])
+def test_a_plot_onto_the_checkpoint_is_refused_before_training(fake_data, tmp_path, capsys, other):
+    path = tmp_path / "p.npz"
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1})
+    before = path.read_bytes()
+    same = tmp_path / "." / "p.npz"  # the same file, named otherwise
+    assert run(["train", "--epochs", "2", other, str(path), "--plot", str(same)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --plot {same} is the checkpoint {other} names ({path})\n"
+    )
+    assert path.read_bytes() == before and fake_data == []
+
+
+def test_a_save_name_too_long_for_the_file_system_is_refused_before_training(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / ("p" * 300 + ".npz")
+    assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xpnet train: error: --save {path}: File name too long"), err
+    assert fake_data == []
+
+
+def test_a_read_only_save_file_is_refused_before_training(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    path.write_bytes(b"keep me")
+    path.chmod(0o444)
+    if os.access(path, os.W_OK):
+        pytest.skip("this user may write read-only files (root)")
+    assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == f"xpnet train: error: --save {path}: the file is read-only\n"
+    assert path.read_bytes() == b"keep me" and fake_data == []

@@ -580,3 +580,15 @@ def test_debian_fashion_files_are_the_published_ones_with_a_plainer_gzip_header(
     header = b"\x1f\x8b\x08\x08" + struct.pack("<I", mtime) + b"\x00\x03"
     original = header + fname.removesuffix(".gz").encode() + b"\x00" + body
     assert hashlib.sha256(original).hexdigest() == datasets.SHA256["fashion-mnist"][role]
+
+
+def test_a_header_whose_sizes_overflow_64_bits_is_reported(tmp_path):
+    # 65536**4 = 2**64 bytes: 0 in 64-bit arithmetic, which an empty file would match.
+    path = tmp_path / "huge.gz"
+    path.write_bytes(gzip_bytes(struct.pack(">HBB4I", 0, 0x08, 4, *[65536] * 4)))
+    with pytest.raises(CorruptDataError) as info:
+        read_idx(path)
+    assert str(info.value) == (
+        f"{path}: header says shape (65536, 65536, 65536, 65536) "
+        f"({2**64} bytes of data), file has 0 bytes of data (truncated)"
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import array_api_compat
 import numpy as np
 
 from xpnet import backend
+from xpnet.files import atomic_file
 
 ENV_MODE = "XPNET_BENCH"
 NETWORK = "TwoLayerNet(784, 50, 10)"
@@ -1201,8 +1203,15 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    # In memory, then atomically to ``out`` itself (savefig would add .png to a name
+    # without a suffix, and leave half an image if interrupted).
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format=out.suffix[1:].lower() or "png", dpi=120)
+    finally:
+        plt.close(fig)
+    with atomic_file(out) as f:
+        f.write(image.getvalue())
     return out
 
 

@@ -46,7 +46,9 @@ to an uninterrupted one.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -361,6 +363,52 @@ def _check_numeric(arrays: Mapping[str, np.ndarray]) -> None:
             )
 
 
+def _read_arrays(name: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive, each ``.npy`` header checked before its data is
+    read: an object dtype (pickle), a malformed header or a shape the member's bytes do not
+    fill is a :class:`CheckpointError` naming the file and the array."""
+    arrays: dict[str, np.ndarray] = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(
+                f"{name}: member {info.filename!r} is not a NumPy array (.npy); xpnet "
+                "checkpoints hold nothing else"
+            )
+        key = info.filename[: -len(".npy")]
+        if key in arrays:
+            raise CheckpointError(f"{name}: the archive holds two arrays named {key!r}")
+        with archive.open(info) as f:
+            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                raise CheckpointError(f"{name}: array {key!r} is not a NumPy array (.npy)")
+            f.seek(0)
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }[version]
+                shape, _, dtype = read_header(f)
+            except Exception as exc:  # ValueError, SyntaxError, KeyError, tokenize's errors
+                raise CheckpointError(
+                    f"{name}: array {key!r} has a malformed .npy header ({exc!r})"
+                ) from exc
+            if dtype.hasobject:
+                raise CheckpointError(
+                    f"{name}: array {key!r} holds Python objects, which would need pickle; "
+                    "xpnet checkpoints never contain pickled data, so it is not loaded"
+                )
+            needed = math.prod(shape) * dtype.itemsize
+            held = info.file_size - f.tell()
+            if needed != held:
+                raise CheckpointError(
+                    f"{name}: array {key!r} of shape {shape} and dtype {dtype} needs "
+                    f"{needed} bytes; the file holds {held}"
+                )
+            f.seek(0)
+            arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
+
+
 def _read(
     path: str | os.PathLike, fields: Mapping[str, Field] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -373,20 +421,10 @@ def _read(
         raise FileNotFoundError(f"checkpoint {name} does not exist")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
-    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as data:
-            for key in data.files:
-                try:
-                    arrays[key] = data[key]
-                except ValueError as exc:
-                    if "pickle" not in str(exc):
-                        raise
-                    raise CheckpointError(
-                        f"{name}: array {key!r} holds Python objects, which would need pickle; "
-                        "xpnet checkpoints never contain pickled data, so it is not loaded"
-                    ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        with zipfile.ZipFile(path) as archive:
+            arrays = _read_arrays(name, archive)
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
     raw = arrays.pop(METADATA_KEY, None)
     if raw is None:
@@ -556,6 +594,7 @@ def load_network(
     where = os.fspath(path)
     if arch.get("class") == "MultiLayerNet":
         sizes = [int(n) for n in arch["sizes"]]
+        _check_sizes(where, sizes, arrays)  # before building a network of those sizes
         loss = arch.get("loss")
         net = MultiLayerNet(
             sizes[0],
@@ -599,6 +638,23 @@ def load_network(
         weight_decay=float(arch.get("weight_decay", 0.0)),
     )
     return net, meta
+
+
+def _check_sizes(where: str, sizes: list[int], arrays: Mapping[str, np.ndarray]) -> None:
+    """Raise :class:`CheckpointError` unless the weights ``W1``, ``W2``, ... of the file have
+    the shapes a MultiLayerNet of ``sizes`` gives them."""
+    for k, shape in enumerate(itertools.pairwise(sizes), start=1):
+        name = f"W{k}"
+        if name not in arrays:
+            raise CheckpointError(
+                f"{where}: {name} is missing from the file, but the architecture's sizes "
+                f"{sizes} need it"
+            )
+        if tuple(arrays[name].shape) != shape:
+            raise CheckpointError(
+                f"{where}: {name} has shape {tuple(arrays[name].shape)} in the file, but the "
+                f"architecture's sizes {sizes} make it {shape}"
+            )
 
 
 def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:

@@ -37,6 +37,7 @@ import gzip
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import struct
 import urllib.request
@@ -175,7 +176,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise CorruptDataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no 64-bit overflow
     if len(data) - header != expected:
         raise CorruptDataError(
             f"{path}: header says shape {shape} ({expected} bytes of data), "

@@ -4,10 +4,86 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so temporary files of dead writers are not removed
+    fcntl = None  # type: ignore[assignment]
+
+#: A temporary file is ``.<name>.<8 random characters>.tmp``, ``<name>`` the target's name
+#: cut to this many bytes, so that a target name of up to 255 bytes can be written.
+_NAME_BYTES = 128
+_SUFFIX = ".tmp"
+_RANDOM = 8  # the length of tempfile's random part
+
+
+def _temp_prefix(name: str) -> str:
+    while len(os.fsencode(name)) > _NAME_BYTES:
+        name = name[:-1]
+    return f".{name}."
+
+
+def _lock(fd: int, *, wait: bool) -> bool:
+    """Lock ``fd`` for as long as it is open; False if another process holds the lock (or
+    the file system has no locks)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(fd))
+    except OSError:
+        return False
+
+
+def _new_temp(directory: Path, prefix: str) -> tuple[int, str]:
+    """A temporary file in ``directory``, locked while it is written: a writer that dies
+    leaves it unlocked, so that a later write removes it (:func:`_remove_dead_temps`)."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=_SUFFIX)
+        if not _lock(fd, wait=True) or _same_file(tmp, fd):
+            return fd, tmp
+        os.close(fd)  # a cleaner removed it before it was locked: make another
+
+
+def _remove_dead_temps(directory: Path, prefix: str, own: str) -> None:
+    """Remove the temporary files for the same target that no live writer holds."""
+    if fcntl is None:
+        return
+    length = len(prefix) + _RANDOM + len(_SUFFIX)
+    try:
+        names = [
+            entry.name
+            for entry in os.scandir(directory)
+            if entry.name.startswith(prefix) and entry.name.endswith(_SUFFIX)
+            and len(entry.name) == length and entry.name != own
+        ]  # fmt: skip
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            if _lock(fd, wait=False) and _same_file(path, fd):
+                os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -15,23 +91,37 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` when the block succeeds, and vanishes if not.
 
     The data go to a temporary file beside ``path``, are flushed to disk, and the file
-    is renamed over ``path`` with the usual permissions (``0o666`` less the umask). On
-    any error the temporary file is removed and ``path`` is left as it was.
+    is renamed over ``path``. A new file gets the usual permissions (``0o666`` less the
+    umask); a file replaced keeps its own, and a read-only one is not replaced
+    (``PermissionError``). A symbolic link is followed: the file it points to is replaced.
+    On any error the temporary file is removed and ``path`` is left as it was; the
+    temporary files of writers that died (``SIGKILL``) are removed by the next write.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    else:
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"cannot write {path}: the file is read-only")
+    prefix = _temp_prefix(path.name)
+    fd, tmp = _new_temp(directory, prefix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+            os.fchmod(f.fileno(), mode)
+            os.replace(tmp, path)  # still open, so still locked: no cleaner removes it
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_dead_temps(directory, prefix, os.path.basename(tmp))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -52,8 +53,16 @@ def check_output(option: str, path: str | None) -> str | None:
     if not path:
         return f"{option} needs a file name, got an empty one"
     target = Path(path)
+    try:
+        target.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a file where a folder should be, ...
+        return f"{option} {path}: {exc.strerror}"
     if target.is_dir():
         return f"{option} {path} is a directory"
+    if target.exists() and not os.access(target, os.W_OK):
+        return f"{option} {path}: the file is read-only"
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         return f"{option} {path}: directory {directory} does not exist"

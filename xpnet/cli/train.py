@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from typing import Any
@@ -190,6 +191,14 @@ def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> d
     return {k: v for k, v in saved_opt.items() if k in taken}
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links too), existing or not."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _train(args: argparse.Namespace) -> int:
     import time
 
@@ -202,6 +211,9 @@ def _train(args: argparse.Namespace) -> int:
         problem = check_output(option, path)
         if problem:
             return error(problem)
+    for option, path in (("--save", args.save), ("--resume", args.resume)):
+        if args.plot and path and _same_file(args.plot, path):  # the plot would replace it
+            return error(f"--plot {args.plot} is the checkpoint {option} names ({path})")
     if args.plot:
         from xpnet.plotting import PlottingUnavailableError, plot_history, require_matplotlib
 
