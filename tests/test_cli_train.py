@@ -263,6 +263,17 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
 
 
+def test_an_interrupt_while_the_data_load_is_one_line_and_status_130(
+    fake_data, monkeypatch, capsys
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["xpnet.datasets"], "load_mnist", interrupted)
+    assert run(["train", "--epochs", "1"]) == 130
+    assert capsys.readouterr().err == "\nxpnet train: interrupted\n"
+
+
 def test_resume_keeps_the_optimizers_other_hyperparameters(fake_data, tmp_path):
     path = tmp_path / "old.npz"
     net = MultiLayerNet(784, [50], 10, seed=0)

@@ -42,10 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         FileNotFoundError,
         IsADirectoryError,
+        PermissionError,
         ConnectionError,
         backend.BackendUnavailableError,
     ) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:  # before or after the work that says what it was doing (train)
+        print(f"\nxpnet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _as_a_line(command: str) -> Callable[..., None]:
