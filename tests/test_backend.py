@@ -101,6 +101,19 @@ def test_to_device_and_to_numpy_round_trip(xp):
     np.testing.assert_array_equal(backend.to_numpy(x), host)
 
 
+@pytest.mark.parametrize("dtype", [None, "float32", "float64"])
+def test_to_device_takes_host_data_in_either_byte_order(xp, dtype):
+    # Big-endian arrays come from files (.npy written on such a machine, np.frombuffer of
+    # '>f4' data): NumPy takes them, PyTorch refused them ("byte order different from the
+    # native byte order"), array_api_strict without a dtype too.
+    host = np.arange(6, dtype=">f4").reshape(2, 3)
+    x = backend.to_device(host, dtype=dtype, xp=xp)
+    assert backend.dtype_name(x) == (dtype or "float32")
+    np.testing.assert_array_equal(backend.to_numpy(x), host)
+    like = backend.to_device(np.zeros(3), dtype="float64", xp=xp)
+    np.testing.assert_array_equal(backend.to_numpy(backend.to_like(host[0], like)), host[0])
+
+
 def test_random_normal_gives_the_same_values_on_every_backend(xp):
     reference = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=None)
     here = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=xp)

@@ -67,6 +67,23 @@ def test_round_trip_restores_values_dtype_and_backend(xp, tmp_path):
     }
 
 
+def test_a_big_endian_checkpoint_loads_on_every_backend(xp, tmp_path):
+    # .npy keeps the writer's byte order: a checkpoint from a big-endian machine holds '>f4'
+    saved = MultiLayerNet(5, [4], 2, seed=1, dtype="float64")
+    path = save_params(tmp_path / "p.npz", saved)
+    with np.load(path, allow_pickle=False) as data:
+        kept = {k: data[k] for k in data.files}
+    big = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in kept.items() if k != METADATA_KEY}
+    np.savez(path, **{**kept, **big})
+    into = MultiLayerNet(5, [4], 2, seed=2, dtype="float64", xp=xp)
+    load_params(path, into)
+    rebuilt, _ = load_network(path, xp=xp)
+    for net in (into, rebuilt):
+        for name, value in host_params(saved).items():
+            assert net.params[name].dtype == xp.float64
+            np.testing.assert_array_equal(to_numpy(net.params[name]), value)
+
+
 def test_the_file_is_plain_npz_with_json_metadata(tmp_path):
     net = MultiLayerNet(3, [2], 2, seed=0, dtype="float64")
     path = save_params(tmp_path / "p.npz", net, {"note": "héllo"})

@@ -72,6 +72,27 @@ def test_default_dtype_is_float32_and_float64_is_available(xp):
     assert TwoLayerNet(4, 3, 2, dtype="float64", xp=xp).params["W1"].dtype == xp.float64
 
 
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_builders_take_the_namespaces_own_dtype(xp, name):
+    # A user of xp= writes dtype=xp.float64 (torch.float64, array_api_strict.float64), as
+    # to_device and random_normal take it; the builders refused all but NumPy's.
+    dtype = getattr(xp, name)
+    nets = [
+        TwoLayerNet(4, 3, 2, dtype=dtype, xp=xp),
+        MultiLayerNet(4, [3], 2, dtype=dtype, xp=xp),
+        SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3}, 3, 2, dtype=dtype, xp=xp),
+    ]
+    for net in nets:
+        assert net.dtype == name
+        assert all(p.dtype == dtype for p in net.params.values())
+
+
+def test_a_dtype_of_another_namespace_is_refused_by_name(xp):
+    other = pytest.importorskip("torch") if xp is array_api_strict else array_api_strict
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        TwoLayerNet(4, 3, 2, dtype=other.float64, xp=xp)
+
+
 def test_a_seed_gives_the_same_network_on_every_backend(xp):
     here = MultiLayerNet(5, [4, 3], 2, seed=42, xp=xp)
     reference = MultiLayerNet(5, [4, 3], 2, seed=42, device="cpu")

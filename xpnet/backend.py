@@ -289,10 +289,19 @@ def to_device(
     xp, dev = selected(device) if xp is None else (xp, None)
     if isinstance(dtype, str):
         dtype = _dtype_named(xp, dtype)
-    host = to_numpy(x) if _is_array(x) else x
+    host = _native(to_numpy(x) if _is_array(x) else x)
     if array_api_compat.is_numpy_namespace(xp):
         return _aligned_copy(np.asarray(host), dtype)
     return xp.asarray(host, dtype=dtype, device=dev, copy=True)
+
+
+def _native(host: Any) -> Any:
+    """``host`` in the machine's byte order when it is a NumPy array of the other one
+    (``.npy`` files keep the writer's, IDX data is big-endian): PyTorch refuses such arrays
+    and ``array_api_strict`` has no dtype for them. Anything else is returned as it is."""
+    if isinstance(host, np.ndarray) and not host.dtype.isnative:
+        return host.astype(host.dtype.newbyteorder("="))
+    return host
 
 
 def _dtype_named(xp: ModuleType, name: str) -> Any:
@@ -356,6 +365,7 @@ def to_like(x: Any, like: Any, *, copy: bool | None = None) -> Any:
     xp = namespace_of(like)
     if _is_array(x) and namespace_of(x) is not xp:
         x = to_numpy(x)
+    x = _native(x)
     return xp.asarray(x, dtype=like.dtype, device=array_api_compat.device(like), copy=copy)
 
 

@@ -429,15 +429,18 @@ class Sequential:
 DTYPES = ("float32", "float64")
 
 
-def _float_dtype(dtype: Any) -> str:
+def _float_dtype(dtype: Any, xp: ModuleType | None = None) -> str:
     """The builders' ``dtype`` argument by name (``"float32"``): given as that name, a NumPy
-    dtype (``numpy.dtype("float32")``) or a type of that name (``numpy.float32``); anything
+    dtype (``numpy.dtype("float32")``), a type of that name (``numpy.float32``) or, with
+    ``xp``, that namespace's own (``xp.float32``: ``torch.float32`` for PyTorch's); anything
     else is a ``ValueError`` naming it."""
     name = dtype.__name__ if isinstance(dtype, type) else getattr(dtype, "name", dtype)
+    if not isinstance(name, str) and xp is not None:  # dtypes are singletons: no cross-library ==
+        name = next((n for n in DTYPES if getattr(xp, n, None) is dtype), name)
     if not (isinstance(name, str) and name in DTYPES):
         raise ValueError(
-            "dtype must be 'float32' or 'float64' (by name, as a NumPy dtype or as "
-            f"numpy.float32 / numpy.float64), got {dtype!r}"
+            "dtype must be 'float32' or 'float64' (by name, as a NumPy dtype, as "
+            f"numpy.float32 / numpy.float64 or as the xp= namespace's own), got {dtype!r}"
         )
     return name
 
@@ -475,7 +478,8 @@ class MultiLayerNet(Sequential):
     Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
     the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``
     picks where they live, ``dtype`` their type: ``"float32"`` (the default) or
-    ``"float64"``, by name or as NumPy's dtype or type (``numpy.float64``).
+    ``"float64"``, by name, as NumPy's dtype or type (``numpy.float64``) or as ``xp``'s own
+    (``xp.float64``).
 
     As the book's ``MultiLayerNetExtend``: ``use_batchnorm`` puts a
     ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
@@ -520,7 +524,7 @@ class MultiLayerNet(Sequential):
         if not all(is_count(n, 1) for n in sizes):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
         sizes = [int(n) for n in sizes]
-        dtype = _float_dtype(dtype)
+        dtype = _float_dtype(dtype, xp)
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
         self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
@@ -618,7 +622,7 @@ class SimpleConvNet(Sequential):
         require_count("hidden_size", hidden_size, 1)
         require_count("output_size", output_size, 1)
         input_dim = _image_dim(input_dim)
-        dtype = _float_dtype(dtype)
+        dtype = _float_dtype(dtype, xp)
         weight_init_std = _require_std(weight_init_std, "weight_init_std")
         conv = {key: int(value) for key, value in conv.items()}
         hidden_size, output_size = int(hidden_size), int(output_size)
