@@ -590,7 +590,7 @@ def huge_header_npy():
             "array 'W1' has a malformed .npy header (",
         ),
         (
-            # a header claiming 800 GB, followed by 12 bytes
+            # a header claiming 400 GB, followed by 12 bytes
             {"W1.npy": huge_header_npy()},
             "array 'W1' of shape (100000000000,) and dtype float32 needs 400000000000 "
             "bytes; the file holds 12",

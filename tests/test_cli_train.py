@@ -554,13 +554,18 @@ def test_resume_keeps_the_checkpoints_weight_decay(fake_data, tmp_path):
 
 
 def test_resume_evaluates_on_the_checkpoints_eval_samples(fake_data, tmp_path):
-    path, resumed = tmp_path / "old.npz", tmp_path / "new.npz"
+    # The resumed epoch's numbers are those of a resume told --eval-samples 7 outright.
+    path, resumed, told = tmp_path / "old.npz", tmp_path / "new.npz", tmp_path / "told.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--eval-samples", "7",
                 "--save", str(path)]) == 0  # fmt: skip
     assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
                 "--save", str(resumed)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
+                "--eval-samples", "7", "--save", str(told)]) == 0  # fmt: skip
     meta = read_metadata(resumed)
     assert meta["run"]["eval_samples"] == 7
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        assert meta["history"][key] == read_metadata(told)["history"][key], key
     for key in ("train_acc", "test_acc"):  # accuracies of 7 samples: multiples of 1/7
         assert all(abs(7 * a - round(7 * a)) < 1e-9 for a in meta["history"][key]), key
 
@@ -656,3 +661,17 @@ def test_a_read_only_save_file_is_refused_before_training(fake_data, tmp_path, c
     assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
     assert capsys.readouterr().err == f"xpnet train: error: --save {path}: the file is read-only\n"
     assert path.read_bytes() == b"keep me" and fake_data == []
+
+
+def test_a_save_link_into_a_missing_directory_is_refused_before_training(
+    fake_data, tmp_path, capsys
+):
+    # The checkpoint is written beside the file the link points to (atomic_file follows it).
+    link = tmp_path / "latest.npz"
+    link.symlink_to(tmp_path / "runs" / "p.npz")
+    assert run(["train", "--epochs", "1", "--save", str(link)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"xpnet train: error: --save {link}: directory {tmp_path / 'runs'} does not exist\n"
+    )
+    assert fake_data == []

@@ -3,6 +3,7 @@ report kinks apart. The course notes' hand-written update is the real-world mist
 
 import numpy as np
 import pytest
+from test_gradcheck import StaleAffine
 
 from xpnet import check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
@@ -384,22 +385,6 @@ def test_a_smooth_function_s_curvature_is_no_kink(xp):
     assert not report, str(report)
     assert report.params[0].kinks == 0
     assert report.params[0].max_abs_error == pytest.approx(5e-3, rel=1e-4)
-
-
-class StaleAffine(Affine):
-    """An Affine whose backward reads the input of the forward call *before* the last one."""
-
-    def forward(self, x):
-        self.previous = getattr(self, "x", None)
-        return super().forward(x)
-
-    def backward(self, dout):
-        current = self.x
-        self.x = current if self.previous is None else self.previous
-        try:
-            return super().backward(dout)
-        finally:
-            self.x = current
 
 
 def test_a_backward_that_reads_a_stale_cache_fails(xp):

@@ -111,10 +111,10 @@ def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
     net = scaled_net(xp, loss=SigmoidWithLoss(reduction="sum"))
     assert repr(net) == (
         "Sequential(\n"
-        "  (0): Affine(W=float64[5, 4], b=float64[4], input_grad=True)\n"
-        "  (1): Tanh()\n"
-        "  (2): Scale(s=float64[4])\n"
-        "  (3): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
+        "  (1): Affine(W=float64[5, 4], b=float64[4], input_grad=True)\n"
+        "  (2): Tanh()\n"
+        "  (3): Scale(s=float64[4])\n"
+        "  (4): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
         "  loss: SigmoidWithLoss(reduction='sum')\n"
         ")"
     )

@@ -134,8 +134,7 @@ def numerical_gradient(
     floating array (ValueError otherwise). ``indices`` limits the work to some elements
     (index tuples); the others stay zero.
     """
-    if not (is_real(h) and 0 < h < math.inf):
-        raise ValueError(f"the step h must be a positive number, got {h!r}")
+    _require_step(h)
     plus, minus = values_around(f, x, h, indices=indices)
     return namespace_of(x).astype((plus - minus) / (2 * h), x.dtype)
 
@@ -656,11 +655,16 @@ def _count(mask: Any) -> Any:
     return xp.sum(xp.astype(mask, xp.int64))
 
 
+def _require_step(h: float) -> None:
+    """Refuse a central-difference step that is not a positive finite number."""
+    if not (is_real(h) and 0 < h < math.inf):
+        raise ValueError(f"the step h must be a positive number, got {h!r}")
+
+
 def check_step(h: float, dtype: str) -> None:
     """Refuse a central-difference step that is not a positive number; warn when it is so
     small that rounding (about ``eps * |f| / h``) swamps the difference in ``dtype``."""
-    if not (is_real(h) and 0 < h < math.inf):
-        raise ValueError(f"the step h must be a positive number, got {h!r}")
+    _require_step(h)
     eps = float(np.finfo(dtype).eps) if dtype in DEFAULTS else float(np.finfo("float64").eps)
     if h < math.sqrt(eps):
         warnings.warn(
@@ -930,7 +934,8 @@ def directional_check(
     A direction whose step reaches a kink is reported and left out of pass/fail: found by
     the layers' ``kinks`` methods (ReLU, max pooling; networks with local perturbations,
     two more forward passes), or for any layer by the one-sided differences along ``v``
-    (one more forward pass), as in :func:`check_gradients`. The loss is the
+    (one more forward pass, and two more per direction they flag, to confirm it at ``h/2``),
+    as in :func:`check_gradients`. The loss is the
     training-mode one, the network held still as in :func:`check_gradients`.
     """
     if n_directions < 1:

@@ -418,8 +418,9 @@ class Sequential:
 
     def __repr__(self) -> str:
         """One line per layer (:func:`xpnet.layers.describe`: parameters by dtype and shape,
-        then the constructor keywords), as PyTorch prints its modules."""
-        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers)]
+        then the constructor keywords), as PyTorch prints its modules; numbered from 1, as
+        the error messages name them (``layer 2 (ReLU)``)."""
+        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers, start=1)]
         lines.append(f"  loss: {describe(self.last_layer)}")
         if self.weight_decay:
             lines.append(f"  weight_decay: {self.weight_decay!r}")

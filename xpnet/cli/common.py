@@ -54,6 +54,8 @@ def check_output(option: str, path: str | None) -> str | None:
         return f"{option} needs a file name, got an empty one"
     target = Path(path)
     try:
+        if target.is_symlink():  # atomic_file writes beside the file the link points to
+            target = Path(os.path.realpath(target))
         target.stat()
     except FileNotFoundError:
         pass
