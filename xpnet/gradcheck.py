@@ -446,21 +446,24 @@ class GradientReport:
                 "  relative error; it exceeds rtol where both are near 0, and such an element",
                 f"  passes by atol ({self.atol:g})",
             ]
-        lines += [
-            f"{p.name}: every element's central difference straddles a kink, so none was "
-            "compared and its gradient is unchecked (it passes only for want of a test): "
-            "check it at another input or other parameter values (a bias of exactly 0 "
-            "before ReLU on blank inputs sits on the kink for every step)"
-            for p in self.params
-            if p.all_kinks
-        ]
+        unchecked = [p.name for p in self.params if p.all_kinks]
+        if unchecked:
+            lines += [
+                f"not compared (all kinks): {', '.join(unchecked)}: every element's central",
+                "  difference straddles a kink, so the gradient went unchecked (it passes for",
+                "  want of a test); check it at other inputs or parameter values (a bias of",
+                "  exactly 0 before ReLU sits on the kink at every blank input)",
+            ]
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
         lines += self.notes
         if not self.params:
             lines.append("nothing was checked")
-        lines.append("PASSED" if self.passed else "FAILED")
+        verdict = "PASSED" if self.passed else "FAILED"
+        if self.passed and unchecked:
+            verdict += f" (but {', '.join(unchecked)} not compared)"
+        lines.append(verdict)
         return "\n".join(lines)
 
 
