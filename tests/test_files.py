@@ -39,7 +39,9 @@ def test_atomic_file_fsyncs_the_data_before_renaming_it_over_the_target(tmp_path
     with atomic_file(target) as f:
         f.write(b"payload")
     inode = target.stat().st_ino
-    assert events == [("fsync", inode), ("replace", inode, os.fspath(target))]
+    # the data, the rename, then the folder's entry (so that a power loss keeps the name)
+    folder = tmp_path.stat().st_ino
+    assert events == [("fsync", inode), ("replace", inode, os.fspath(target)), ("fsync", folder)]
     assert target.read_bytes() == b"payload"
 
 
@@ -172,3 +174,12 @@ def test_writing_to_a_symlink_replaces_the_file_it_points_to(tmp_path):
     assert link.is_symlink() and real.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.npz", "runs"]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["model.npz"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_like_a_temporary_file_is_left_alone_without_blocking(tmp_path):
+    target = tmp_path / "out.bin"
+    os.mkfifo(tmp_path / ".out.bin.abcdefgh.tmp")
+    with atomic_file(target) as f:
+        f.write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.bin.abcdefgh.tmp", "out.bin"]

@@ -68,13 +68,17 @@ def _remove_dead_temps(directory: Path, prefix: str, own: str) -> None:
             for entry in os.scandir(directory)
             if entry.name.startswith(prefix) and entry.name.endswith(_SUFFIX)
             and len(entry.name) == length and entry.name != own
+            and entry.is_file(follow_symlinks=False)
         ]  # fmt: skip
     except OSError:
         return
     for name in names:
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # Non-blocking: a FIFO put there since the scan would block the open for ever.
+            fd = os.open(
+                path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            )
         except OSError:
             continue
         try:
@@ -124,4 +128,20 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_directory(directory)
     _remove_dead_temps(directory, prefix, os.path.basename(tmp))
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries to disk, so that after a power loss the new name is
+    there too, not only the old file (POSIX; elsewhere, and where it fails, nothing)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
