@@ -493,15 +493,21 @@ def test_a_layer_object_used_twice_is_refused(xp):
         Sequential(layers, loss=SoftmaxWithLoss())
 
 
+def around(xp, scale_layer, *below):
+    """``Affine, *below, scale_layer(s), Affine``, 5 inputs, 3 classes, and a batch of 6."""
+    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
+    layers = [Affine(W1, b1), *below, scale_layer(s), Affine(W2, b2)]
+    (x,) = arrays(xp, 1, (6, 5))
+    return Sequential(layers, loss=SoftmaxWithLoss()), x
+
+
 def test_a_backward_returning_a_gradient_of_another_shape_is_named(xp):
     # (D,) for an (N, D) input: ReLU's dout * mask below would broadcast it without a word.
     class Summed(Scale):
         def backward(self, dout):
             return namespace_of(dout).sum(super().backward(dout), axis=0)
 
-    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
-    net = Sequential([Affine(W1, b1), ReLU(), Summed(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
-    (x,) = arrays(xp, 1, (6, 5))
+    net, x = around(xp, Summed, ReLU())
     with pytest.raises(
         ValueError,
         match=r"layer 3 \(Summed\)\.backward returned an input gradient of shape "
@@ -518,9 +524,7 @@ def test_a_parameter_gradient_of_another_shape_is_named(xp):
             self.ds = namespace_of(dout).sum(self.ds)
             return dx
 
-    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
-    net = Sequential([Affine(W1, b1), AllSummed(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
-    (x,) = arrays(xp, 1, (6, 5))
+    net, x = around(xp, AllSummed)
     with pytest.raises(
         ValueError,
         match=r"layer 2 \(AllSummed\)\.backward stored ds of shape \(\), but its "
@@ -548,9 +552,7 @@ def test_shapes_are_checked_for_each_new_shape_of_the_batch(xp):
             dx = super().backward(dout)
             return namespace_of(dx).squeeze(dx, axis=0) if dx.shape[0] == 1 else dx
 
-    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
-    net = Sequential([Affine(W1, b1), ReLU(), Squeezing(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
-    (x,) = arrays(xp, 1, (6, 5))
+    net, x = around(xp, Squeezing, ReLU())
     net.gradient(x, labels(xp))
     net.gradient(x, labels(xp))  # the same shapes: checked once
     with pytest.raises(ValueError, match=r"layer 3 \(Squeezing\)\.backward .* shape \(4,\), "):
