@@ -476,3 +476,48 @@ def test_train_help_keeps_what_the_network_flags_mean_for_training(capsys):
 def test_a_numpy_scalar_is_recorded_as_a_plain_number():
     recorded = graph.Value.of(np.float64(-0.5))
     assert type(recorded.number) is float and recorded.number == -0.5
+
+
+def test_small_integers_that_python_shares_are_still_separate_leaves():
+    # CS231n's f = (x + y) * z at x, y, z = 1, 2, 3: CPython's 1 + 2 *is* the object 3 of
+    # z, so an edge found by identity alone drew (x + y) * (x + y) and lost the leaf z.
+    x, y, z = 1, 2, 3
+    add, mul = layers.Add(), layers.Mul()
+    with graph.record([add, mul], inputs={"x": x, "y": y, "z": z}) as run:
+        q = add.forward(x, y)
+        f = mul.forward(q, z)
+        dq, _dz = mul.backward(1)
+        add.backward(dq)
+    assert f == 9 and q == 3 and repr(q) == "3"
+    assert run.input_gradients() == {"x": 3, "y": 3, "z": 3}
+    assert drawn_edges(run.dot()) == {
+        ("x", "+", "1", "3"), ("y", "+", "2", "3"), ("+", X, "3", "3"), ("z", X, "3", "3"),
+        (X, "", "9", "1"),
+    }  # fmt: skip
+
+
+def test_exp_and_reciprocal_gates_take_python_floats():
+    # 1 / (1 + exp(x)) at x = 0.5, gate by gate on plain floats, as Mul and Add take them.
+    x = 0.5
+    exp, add, reciprocal = layers.Exp(), layers.Add(), layers.Reciprocal()
+    with graph.record([exp, add, reciprocal], inputs={"x": x}) as run:
+        reciprocal.forward(add.forward(exp.forward(x), 1.0))
+        d, _ = add.backward(reciprocal.backward(1.0))
+        exp.backward(d)
+    s = 1 / (1 + math.exp(x))
+    assert run.output == pytest.approx(s)
+    assert run.input_gradients()["x"] == pytest.approx(-s * s * math.exp(x))
+
+
+def test_a_node_without_backward_is_named_before_recording():
+    class Double:
+        def forward(self, x):
+            return 2 * x
+
+    node = Double()
+    with (
+        pytest.raises(TypeError, match="Double node 0 has no backward method"),
+        graph.record([node]),
+    ):
+        pass
+    assert "forward" not in vars(node)

@@ -76,7 +76,9 @@ class Value:
         if x is None:
             return None
         if isinstance(x, (int, float)):
-            return cls(number=x if type(x) in (int, float) else float(x))  # np.float64 too
+            if type(x) in (int, float):
+                return cls(number=x)
+            return cls(number=int(x) if isinstance(x, SharedInt) else float(x))  # np.float64
         if not hasattr(x, "shape"):
             raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
         if x.ndim == 0:
@@ -361,6 +363,12 @@ def record(
     labels = [label or SYMBOLS.get(type(n), type(n).__name__) for n, label in labelled.items()]
     recording = Recording(instances, labels, inputs or {}, param_names or {})
     for k, node in enumerate(instances):
+        missing = [m for m in ("forward", "backward") if not callable(getattr(node, m, None))]
+        if missing:
+            raise TypeError(
+                f"{type(node).__name__} node {k} has no {' and no '.join(missing)} method: "
+                "a recorded node needs forward and backward"
+            )
         for method in ("forward", "backward"):
             if method in vars(node):
                 raise ValueError(
@@ -378,10 +386,24 @@ def record(
                 vars(node).pop(method, None)
 
 
+class SharedInt(int):
+    """An ``int`` that is its own object: CPython shares the ints -5 to 256, so ``1 + 2``
+    *is* the ``3`` of ``z = 3``, and edges found by identity would join them."""
+
+    __repr__ = int.__repr__
+
+
+def _own_object(output: Any, args: tuple[Any, ...]) -> Any:
+    """``output``, or a :class:`SharedInt` of it where CPython may share it with a leaf."""
+    if type(output) is int and -5 <= output <= 256 and not any(a is output for a in args):
+        return SharedInt(output)
+    return output
+
+
 def _recording_forward(recording: Recording, k: int, forward: Callable) -> Callable:
     @functools.wraps(forward)  # keeps the signature (Sequential looks for train_flg)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        output = forward(*args, **kwargs)
+        output = _own_object(forward(*args, **kwargs), args)
         recording._forward(k, args, output)
         return output
 

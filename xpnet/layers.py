@@ -171,10 +171,12 @@ class Add(Layer):
 
 
 class Exp(Layer):
-    """``out = exp(x)``; backward ``dout * out``."""
+    """``out = exp(x)`` for arrays or Python scalars; backward ``dout * out``."""
 
     def forward(self, x: Any) -> Any:
-        self.out = namespace_of(x).exp(x)
+        # A Python number has no namespace: math.exp (Mul, Add and Reciprocal take one too).
+        python_number = isinstance(x, (int, float)) and not hasattr(x, "dtype")
+        self.out = math.exp(x) if python_number else namespace_of(x).exp(x)
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:
