@@ -1473,3 +1473,12 @@ def test_an_interrupted_plot_keeps_the_old_image(
         bench.plot([results], out)
     assert out.read_bytes() == b"the old chart"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "r.json"]
+
+
+def test_plot_writes_the_format_its_suffix_names(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(fabricated_json()))
+    out = tmp_path / "chart.SVG"
+    assert bench.main(["plot", str(results), str(out)]) == 0
+    assert b"<svg" in out.read_bytes()[:1000]

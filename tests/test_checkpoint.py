@@ -616,3 +616,100 @@ def test_an_architecture_that_contradicts_the_arrays_is_refused_before_building_
                         "sizes [4, 2000000000000, 2] make it (4, 2000000000000)"),
     ):  # fmt: skip
         load_network(trained)
+
+
+def npy_bytes(array, version=None):
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, version=version, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_an_array_with_a_version_2_header_is_read(trained):
+    W1 = load_network(trained)[0].params["W1"]
+    rezip(trained, **{"W1.npy": npy_bytes(to_numpy(W1), version=(2, 0))})
+    np.testing.assert_array_equal(to_numpy(load_network(trained)[0].params["W1"]), to_numpy(W1))
+
+
+def test_an_array_with_bytes_beyond_its_shape_is_refused(trained):
+    # W1 (4, 3) float32 is 48 bytes; 4 more follow it
+    W1 = to_numpy(load_network(trained)[0].params["W1"])
+    rezip(trained, **{"W1.npy": npy_bytes(W1) + bytes(4)})
+    message = f"{trained}: array 'W1' of shape (4, 3) and dtype float32 needs 48 bytes; the file "
+    message += "holds 52"
+    for load in (read_metadata, load_network):
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load(trained)
+
+
+def test_two_arrays_of_one_name_are_refused(trained):
+    import zipfile
+
+    W1 = to_numpy(load_network(trained)[0].params["W1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+        with zipfile.ZipFile(trained, "a") as z:
+            z.writestr("W1.npy", npy_bytes(np.zeros_like(W1)))
+    message = f"{trained}: the archive holds two arrays named 'W1'"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_network(trained)
+
+
+def test_a_compressed_checkpoint_is_read(trained):
+    import zipfile
+
+    with zipfile.ZipFile(trained) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(trained, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    net, meta = load_network(trained)
+    with np.load(trained) as data:
+        for name in ("W1", "b1", "W2", "b2"):
+            np.testing.assert_array_equal(to_numpy(net.params[name]), data[name])
+    assert meta["epoch"] == 1
+
+
+def patched_zip(path, local, central):
+    """Set the 2-byte fields at offsets ``local`` and ``central`` of every member's local
+    and central-directory headers (flag bits: 6 and 8; compression method: 8 and 10)."""
+    data = bytearray(path.read_bytes())
+    for signature, offset, value in ((b"PK\x03\x04", *local), (b"PK\x01\x02", *central)):
+        start = data.find(signature)
+        while start != -1:
+            data[start + offset : start + offset + 2] = value.to_bytes(2, "little")
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("local", "central"),
+    [((6, 1), (8, 1)), ((8, 99), (10, 99))],
+    ids=["encrypted", "unknown-compression"],
+)
+def test_an_unreadable_member_is_a_checkpoint_error(trained, local, central):
+    patched_zip(trained, local, central)
+    message = f"cannot read {trained} as an xpnet checkpoint (.npz)"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_network(trained)
+
+
+def test_architecture_sizes_that_contradict_the_last_weights_are_refused(trained):
+    rewrite_metadata(trained, setting("architecture.sizes", [4, 3, 5]))
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"{trained}: W2 has shape (3, 2) in the file, but the architecture's "
+                        "sizes [4, 3, 5] make it (3, 5)"),
+    ):  # fmt: skip
+        load_network(trained)
+
+
+def test_architecture_sizes_that_need_a_weight_the_file_lacks_are_refused(trained):
+    rewrite_metadata(trained, setting("architecture.sizes", [4, 3, 2, 2]))
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"{trained}: W3 is missing from the file, but the architecture's "
+                        "sizes [4, 3, 2, 2] need it"),
+    ):  # fmt: skip
+        load_network(trained)

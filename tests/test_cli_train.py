@@ -675,3 +675,72 @@ def test_a_save_link_into_a_missing_directory_is_refused_before_training(
         f"xpnet train: error: --save {link}: directory {tmp_path / 'runs'} does not exist\n"
     )
     assert fake_data == []
+
+
+def test_a_save_file_this_user_may_not_write_is_refused_before_training(
+    fake_data, tmp_path, capsys, monkeypatch
+):
+    # test_a_read_only_save_file_is_refused_before_training for root too
+    path = tmp_path / "p.npz"
+    path.write_bytes(b"keep me")
+    real_access = os.access
+
+    def access(p, mode, **kwargs):
+        if os.fspath(p) == os.fspath(path) and mode & os.W_OK:
+            return False
+        return real_access(p, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == f"xpnet train: error: --save {path}: the file is read-only\n"
+    assert path.read_bytes() == b"keep me" and fake_data == []
+
+
+def test_a_plot_onto_a_checkpoint_not_written_yet_is_refused_before_training(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / "runs" / "p.npz"
+    path.parent.mkdir()
+    same = tmp_path / "runs" / ".." / "runs" / "p.npz"  # neither exists yet
+    assert run(["train", "--epochs", "1", "--save", str(path), "--plot", str(same)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --plot {same} is the checkpoint --save names ({path})\n"
+    )
+    assert not path.exists() and fake_data == []
+
+
+def test_a_plot_onto_a_link_to_the_checkpoint_is_refused_before_training(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / "p.npz"
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1})
+    before = path.read_bytes()
+    link = tmp_path / "latest.npz"
+    link.symlink_to(path)
+    assert run(["train", "--epochs", "2", "--resume", str(path), "--plot", str(link)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --plot {link} is the checkpoint --resume names ({path})\n"
+    )
+    assert path.read_bytes() == before and fake_data == []
+
+
+def test_a_checkpoint_made_read_only_during_training_is_a_one_line_error(
+    fake_data, tmp_path, capsys, monkeypatch
+):
+    # --save passes the check before training; the file is read-only when it is written.
+    path = tmp_path / "p.npz"
+    path.write_bytes(b"old")
+    real_access, asked = os.access, []
+
+    def access(p, mode, **kwargs):
+        if os.fspath(p) == os.fspath(path) and mode & os.W_OK:
+            asked.append(p)
+            return len(asked) == 1  # writable when checked, read-only when written
+        return real_access(p, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: cannot write {path}: the file is read-only\n"
+    )
+    assert path.read_bytes() == b"old" and len(asked) == 2

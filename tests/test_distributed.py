@@ -445,3 +445,21 @@ def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listene
 def test_rows_of_an_empty_array_on_the_cluster_is_an_empty_dask_array(client):
     lazy = xd.rows(np.zeros((0, 3), np.float32), client=client)
     assert lazy.shape == (0, 3) and lazy.compute().shape == (0, 3)
+
+
+def test_the_gradients_are_left_out_of_the_problem_the_check_sends(client, monkeypatch):
+    net, x, t = problem(np)
+    net.gradient(x, t)
+    slots = [net.params.slot(name) for name in net.params]
+    sent = []
+    real_scatter = client.scatter
+
+    def scatter(data, *args, **kwargs):
+        if isinstance(data, xd.Problem) and data.net is net:
+            sent.append([getattr(layer, "d" + attr) for (layer, attr) in slots])
+        return real_scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", scatter)
+    check_gradients(net, x, t, method="loop", params=["b2"], client=client, progress=False)
+    assert sent and all(g is None for g in sent[0])  # as large as the parameters
+    assert all(getattr(layer, "d" + attr) is not None for layer, attr in slots)  # put back

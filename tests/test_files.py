@@ -183,3 +183,132 @@ def test_a_pipe_named_like_a_temporary_file_is_left_alone_without_blocking(tmp_p
     with atomic_file(target) as f:
         f.write(b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.bin.abcdefgh.tmp", "out.bin"]
+
+
+def test_the_temporary_file_is_named_after_the_target(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as f:
+        (temp,) = [p.name for p in tmp_path.iterdir()]
+        f.write(b"x")
+    # .<name>.<8 random characters>.tmp, beside the target
+    assert temp.startswith(".out.bin.") and temp.endswith(".tmp")
+    assert len(temp) == len(".out.bin.") + 8 + len(".tmp")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_files_that_are_not_dead_temporary_files_of_the_target_are_kept(tmp_path):
+    others = {
+        ".out.bin.backup.tmp": b"a name of another length",
+        ".out.bin.abcdefgh.bak": b"another suffix",
+        ".out.npz.abcdefgh.tmp": b"another target's",
+        ".xut.bin.abcdefgh.tmp": b"another prefix",
+    }
+    for name, data in others.items():
+        (tmp_path / name).write_bytes(data)
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as f:
+        f.write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "out.bin"])
+    for name, data in others.items():
+        assert (tmp_path / name).read_bytes() == data
+
+
+def test_a_temporary_file_removed_before_it_was_locked_is_made_again(tmp_path, monkeypatch):
+    # A cleaner may remove a new temporary file between its creation and its lock.
+    import tempfile
+
+    real_mkstemp, made = tempfile.mkstemp, []
+
+    def mkstemp(**kwargs):
+        fd, name = real_mkstemp(**kwargs)
+        made.append(name)
+        if len(made) == 1:
+            os.unlink(name)  # as a cleaner would, before the writer locks it
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as f:
+        f.write(b"new")
+    assert len(made) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    assert target.read_bytes() == b"new"
+
+
+def test_a_temporary_file_replaced_while_it_was_being_locked_is_kept(tmp_path, monkeypatch):
+    # The cleaner locks what it opened; if the name now holds another file (a new writer's),
+    # that file is not removed.
+    import xpnet.files
+
+    dead = tmp_path / ".out.bin.abcdefgh.tmp"
+    dead.write_bytes(b"dead")
+    newer = tmp_path / "newer"
+    newer.write_bytes(b"a live writer's")
+    real_lock = xpnet.files._lock
+
+    def lock(fd, *, wait):
+        if not wait and newer.exists():
+            os.replace(newer, dead)
+        return real_lock(fd, wait=wait)
+
+    monkeypatch.setattr(xpnet.files, "_lock", lock)
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as f:
+        f.write(b"new")
+    assert dead.read_bytes() == b"a live writer's"
+
+
+def test_a_file_this_process_may_not_write_is_not_replaced(tmp_path, monkeypatch):
+    # test_a_read_only_file_is_not_replaced for root too, who may write read-only files
+    target = tmp_path / "keep.bin"
+    target.write_bytes(b"keep me")
+    real_access = os.access
+
+    def access(path, mode, **kwargs):
+        if os.fspath(path) == os.fspath(target) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    message = f"cannot write {target}: the file is read-only"
+    with pytest.raises(PermissionError, match=message), atomic_file(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.bin"]
+
+
+def test_a_pipe_put_in_place_of_a_dead_temporary_file_does_not_block(tmp_path, monkeypatch):
+    # Between the scan of the folder and the open, a dead writer's temporary file is
+    # replaced by a pipe (that no one writes): the clean-up must not wait on it.
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    dead = tmp_path / ".out.bin.abcdefgh.tmp"
+    dead.write_bytes(b"dead")
+    real_scandir = os.scandir
+
+    def scandir(directory):
+        entries = list(real_scandir(directory))  # a regular file when scanned
+        if dead.exists() and not dead.is_fifo():
+            dead.unlink()
+            os.mkfifo(dead)
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    target = tmp_path / "out.bin"
+
+    def write():
+        with atomic_file(target) as f:
+            f.write(b"new")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    blocked = writer.is_alive()
+    if blocked:  # let it go: open the pipe for writing, which lets its reader's open return
+        fd = os.open(dead, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        writer.join()
+    assert not blocked
+    assert target.read_bytes() == b"new"

@@ -649,3 +649,191 @@ def test_a_backward_that_reads_a_stale_cache_fails(cpu_xp, method):
     x = to_device(rng.standard_normal((5, 3)), dtype="float64", xp=cpu_xp)
     t = to_device(np.array([0, 1, 1, 0, 1]), dtype="int64", xp=cpu_xp)
     assert not check_gradients(net, x, t, method=method).passed
+
+
+def test_the_pass_rule_includes_its_boundary():
+    # np.isclose passes |a - n| == atol + rtol * |n| (values exact in binary)
+    assert within_tolerance(1.5, 1.0, 0.5, 0.0) is True
+    assert within_tolerance(3.0, 2.0, 0.0, 0.5) is True
+    assert within_tolerance(2.0, 2.0, 0.0, 0.0) is True
+
+
+def test_a_backward_that_reads_a_stale_cache_fails_on_a_batch_of_two(cpu_xp):
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    net = Sequential(
+        [
+            Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W1, np.zeros(4)))),
+            StaleAffine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W2, np.zeros(2)))),
+        ],
+        loss=SoftmaxWithLoss(),
+    )
+    x = to_device(rng.standard_normal((2, 3)), dtype="float64", xp=cpu_xp)
+    t = to_device(np.array([0, 1]), dtype="int64", xp=cpu_xp)
+    assert not check_gradients(net, x, t, method="loop").passed
+
+
+class StaleTargetsLoss(SoftmaxWithLoss):
+    """A SoftmaxWithLoss whose backward reads the targets of the forward call *before* the
+    last one (and the current scores)."""
+
+    def forward(self, x, t):
+        previous = getattr(self, "t", None)
+        loss = super().forward(x, t)
+        self.previous = previous
+        return loss
+
+    def backward(self, dout=1):
+        current = self.t
+        self.t = current if self.previous is None else self.previous
+        try:
+            return super().backward(dout)
+        finally:
+            self.t = current
+
+
+@pytest.mark.parametrize("method", ["loop", "directional"])
+def test_a_loss_whose_backward_reads_stale_targets_fails(cpu_xp, method):
+    rng = np.random.default_rng(0)
+    W, b = rng.standard_normal((3, 2)), np.zeros(2)
+    net = Sequential(
+        [Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W, b)))],
+        loss=StaleTargetsLoss(),
+    )
+    x = to_device(rng.standard_normal((5, 3)), dtype="float64", xp=cpu_xp)
+    t = to_device(np.array([0, 1, 1, 0, 1]), dtype="int64", xp=cpu_xp)
+    assert not check_gradients(net, x, t, method=method).passed
+
+
+def test_a_parameter_with_some_kinks_is_not_all_kinks():
+    from xpnet.gradcheck import ParamCheck
+
+    some = ParamCheck("b1", (3,), 0.0, 0.0, 0.0, True, kinks=2)
+    every = ParamCheck("b1", (3,), 0.0, 0.0, 0.0, True, kinks=3)
+    assert not some.all_kinks and every.all_kinks
+    report = GradientReport(method="loop", h=1e-4, atol=1e-6, rtol=1e-4, dtype="float64")
+    report.params = [some]
+    assert "not compared" not in str(report) and "all kinks" not in str(report)
+
+
+def smooth_one_sided(xp, curvature=1.0, h=0.1):
+    """Loss values of f(d) = curvature * d**2 / 2 (f'(0) = 0) at 0, +-h and +-h/2."""
+    f = [curvature * d * d / 2 for d in (0.0, h, -h, h / 2, -h / 2)]
+    return [to_device(np.array(v), dtype="float64", xp=xp) for v in f]
+
+
+def test_straddles_kink_needs_the_central_difference_to_fail(xp):
+    from xpnet.gradcheck import straddles_kink
+
+    # |x| at 0: one-sided differences +1 and -1, central 0; an analytic gradient of 0.9 is
+    # within a (large) atol of the central difference, so it is compared, not excused.
+    center, plus, minus = (to_device(np.array(v), dtype="float64", xp=xp) for v in (0.0, 0.1, 0.1))
+    half = tuple(to_device(np.array(0.05), dtype="float64", xp=xp) for _ in range(2))
+    analytic = to_device(np.array(0.9), dtype="float64", xp=xp)
+    assert not bool(straddles_kink(analytic, plus, center, minus, 0.1, 1.5, 0.0))
+    assert not bool(straddles_kink(analytic, plus, center, minus, 0.1, 1.5, 0.0, half=half))
+    # ... and a gradient of 1 (one side's) that fails the central difference is a kink
+    one = to_device(np.array(1.0), dtype="float64", xp=xp)
+    assert bool(straddles_kink(one, plus, center, minus, 0.1, 1e-6, 1e-4, half=half))
+
+
+@pytest.mark.parametrize("analytic", [0.025, 0.044, 0.05])
+def test_straddles_kink_excuses_no_wrong_gradient_of_a_smooth_function(xp, analytic):
+    from xpnet.gradcheck import straddles_kink
+
+    # f = d**2 / 2 at h = 0.1: one-sided differences +-0.05 (gap 0.1), +-0.025 at h/2.
+    # 0.025 matches the forward difference at h/2 only, 0.044 is within KINK_SIDE * gap
+    # of the one at h but 0.019 from the one at h/2, 0.05 is the one at h: all wrong.
+    center, plus, minus, plus_half, minus_half = smooth_one_sided(xp)
+    a = to_device(np.array(analytic), dtype="float64", xp=xp)
+    kink = straddles_kink(a, plus, center, minus, 0.1, 1e-6, 1e-4, half=(plus_half, minus_half))
+    assert not bool(kink)
+
+
+def prelu_net_at_two_kinks(xp):
+    """As prelu_net_at_a_kink, with sample 0's first two pre-activations near the kink, at
+    different distances and slopes."""
+    rng = np.random.default_rng(0)
+    x, W1, W2 = (
+        rng.standard_normal((5, 3)),
+        rng.standard_normal((3, 4)),
+        rng.standard_normal((4, 2)),
+    )
+    b1 = np.zeros(4)
+    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
+    b1[1] = -(x[0] @ W1[:, 1]) - 3e-5
+    arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, np.zeros(2))]
+    prelu = HooklessPReLU(to_device(np.full(4, 0.25), dtype="float64", xp=xp))
+    net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
+    t = to_device(np.array([0, 1, 0, 1, 1]), dtype="int64", xp=xp)
+    return net, to_device(x, dtype="float64", xp=xp), t
+
+
+def test_two_kinks_in_a_layer_without_a_kinks_method_are_each_confirmed(cpu_xp):
+    report = check_gradients(*prelu_net_at_two_kinks(cpu_xp), method="loop", params=["b1"])
+    assert report.passed, str(report)
+    (b1,) = report.params
+    assert {(0,), (1,)} <= set(b1.kink_elements)
+
+
+@pytest.mark.parametrize("method", ["loop", "directional"])
+def test_zero_tolerances_are_accepted(cpu_xp, method):
+    report = check_gradients(*small_problem(cpu_xp), method=method, atol=0.0, rtol=0.0)
+    assert (report.atol, report.rtol) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(("scale", "passed"), [(0.6, True), (1.9, False)])
+def test_the_directional_pass_rule_is_relative_to_the_numerical_derivative(cpu_xp, scale, passed):
+    # |a - n| <= atol + rtol * |n| with rtol 0.5: a = 0.6 n passes, 1.9 n fails (relative
+    # to |a| it would be the other way round). The loss is quadratic: n is exact.
+    x = np.array([[3.0], [-4.0], [2.0]])
+    t = np.array([[1.0], [0.5], [-1.0]])
+    net = Sequential(
+        [Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in ([[0.2]], [0.1])))],
+        loss=MeanSquaredError(reduction="sum"),
+    )
+    gradient = net.gradient
+
+    def scaled(x, t):
+        return {k: scale * v for k, v in gradient(x, t).items()}
+
+    net.gradient = scaled
+    x, t = (to_device(a, dtype="float64", xp=cpu_xp) for a in (x, t))
+    report = directional_check(net, x, t, n_directions=3, atol=0.0, rtol=0.5)
+    assert report.passed is passed, str(report)
+    assert np.isclose(scale, 1.0, rtol=0.5, atol=0.0) is np.bool_(passed)
+
+
+def test_check_gradients_refuses_an_empty_batch_of_1d_inputs(cpu_xp):
+    # Affine takes x (N,) for W of shape (1, M): the trailing sizes multiply to 1
+    W, b = np.array([[0.5, -1.0]]), np.zeros(2)
+    net = Sequential(
+        [Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W, b)))],
+        loss=SoftmaxWithLoss(),
+    )
+    x = to_device(np.zeros(0), dtype="float64", xp=cpu_xp)
+    t = to_device(np.zeros(0, dtype=np.int64), dtype="int64", xp=cpu_xp)
+    with pytest.raises(ValueError, match=r"x is an empty batch, of shape \(0,\)"):
+        check_gradients(net, x, t, method="loop")
+
+
+def test_a_kink_is_found_among_many_elements_that_pass_only_by_rtol(cpu_xp):
+    # atol = 0: most of W1's 240 elements differ from their central difference by rounding
+    # and pass by rtol; only the failing ones count towards ONE_SIDED_LIMIT, so the kink
+    # of sample 0's unit 0 (2e-5 from it) is still looked for by one-sided differences.
+    rng = np.random.default_rng(0)
+    x, W1, W2 = (
+        rng.standard_normal((5, 3)),
+        rng.standard_normal((3, 80)),
+        rng.standard_normal((80, 2)),
+    )
+    b1 = np.zeros(80)
+    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
+    arrays = [to_device(a, dtype="float64", xp=cpu_xp) for a in (W1, b1, W2, np.zeros(2))]
+    prelu = HooklessPReLU(to_device(np.full(80, 0.25), dtype="float64", xp=cpu_xp))
+    net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
+    x = to_device(x, dtype="float64", xp=cpu_xp)
+    t = to_device(np.array([0, 1, 0, 1, 1]), dtype="int64", xp=cpu_xp)
+    report = check_gradients(net, x, t, method="loop", params=["W1"], atol=0.0)
+    assert report.passed, str(report)
+    assert report.params[0].kinks >= 1

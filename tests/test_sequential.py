@@ -557,3 +557,83 @@ def test_shapes_are_checked_for_each_new_shape_of_the_batch(xp):
     net.gradient(x, labels(xp))  # the same shapes: checked once
     with pytest.raises(ValueError, match=r"layer 3 \(Squeezing\)\.backward .* shape \(4,\), "):
         net.gradient(x[:1, ...], labels(xp)[:1])
+
+
+def test_a_loss_returning_a_gradient_of_another_shape_is_named(xp):
+    class SummedLoss(SoftmaxWithLoss):
+        def backward(self, dout=1):
+            return namespace_of(self.y).sum(super().backward(dout), axis=0)
+
+    net = scaled_net(xp, loss=SummedLoss())
+    (x,) = arrays(xp, 2, (6, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"loss SummedLoss\.backward returned an input gradient of shape \(3,\), but its "
+        r"input had shape \(6, 3\)",
+    ):
+        net.gradient(x, labels(xp))
+
+
+def test_a_loss_returning_no_gradient_is_named(xp):
+    class NoGradientLoss(SoftmaxWithLoss):
+        def backward(self, dout=1):
+            return None
+
+    net = scaled_net(xp, loss=NoGradientLoss())
+    (x,) = arrays(xp, 2, (6, 5))
+    with pytest.raises(
+        ValueError,
+        match=r"loss NoGradientLoss\.backward returned an input gradient of NoneType, but its "
+        r"input had shape \(6, 3\)",
+    ):
+        net.gradient(x, labels(xp))
+
+
+def test_the_shapes_are_checked_again_for_targets_of_another_shape(xp):
+    # Labels (N,), then target rows (N, C) of the same x: the loss's backward goes wrong
+    # only for rows, and is named then.
+    class WrongForRows(SoftmaxWithLoss):
+        def backward(self, dout=1):
+            dx = super().backward(dout)
+            return dx if self.t_sum is None else namespace_of(dx).sum(dx, axis=0)
+
+    net = scaled_net(xp, loss=WrongForRows())
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    net.gradient(x, t)
+    rows = to_device(np.eye(3)[to_numpy(t)], dtype="float64", xp=xp)
+    with pytest.raises(ValueError, match=r"loss WrongForRows\.backward returned an input gradient"):
+        net.gradient(x, rows)
+
+
+def test_a_subclass_whose_loss_does_not_call_predict_gets_its_gradient(xp):
+    # No shapes are recorded without predict: the check is skipped, not an IndexError.
+    class OwnForward(Sequential):
+        def training_loss(self, x, t):
+            for layer in self.layers:
+                x = layer.forward(x)
+            return self.last_layer.forward(x, t)
+
+    W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
+    net = OwnForward([Affine(W1, b1), Tanh(), Scale(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    params = {k: to_numpy(v) for k, v in net.params.items()}
+    grads = net.gradient(x, t)
+    for name, value in params.items():
+
+        def loss_of(v, name=name):
+            return np_scaled_loss({**params, name: v}, to_numpy(x), to_numpy(t))
+
+        expected = central_difference(loss_of, value)
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_failed_gradient_leaves_predict_recording_nothing(xp):
+    # White-box: gradient() has predict record the layers' input shapes only while it runs.
+    net = scaled_net(xp)
+    (x,) = arrays(xp, 2, (6, 5))
+    bad = to_device(np.full(6, 7), dtype="int64", xp=xp)  # labels out of range
+    with pytest.raises(ValueError):
+        net.gradient(x, bad)
+    assert net._shapes is None
