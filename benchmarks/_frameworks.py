@@ -26,6 +26,7 @@ def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, A
 
     if run_device[2].startswith("cuda") and not torch.cuda.is_available():
         pytest.skip(f"this PyTorch build has no CUDA (torch {torch.__version__})")
+    _torch_peer.ieee_float32()  # no TF32: the same float32 work as xpnet's
     return torch, _torch_peer
 
 
@@ -52,6 +53,9 @@ def framework_info(framework: str, run_info: dict, torch: Any = None) -> dict[st
         "device": run_info["run_device"],
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_tf32": bool(
+            torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        ),
     }
 
 

@@ -22,6 +22,20 @@ import torch.nn.functional as F
 PARAM_ORDER = ("W1", "b1", "W2", "b2")
 
 
+def ieee_float32() -> None:
+    """float32 matrix products and convolutions in full float32, as xpnet's on CuPy.
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 by default
+    (``torch.backends.cudnn.allow_tf32``: 10-bit mantissas on the tensor cores of an
+    A100, H100 or H200; ``SimpleConvNet``'s peer), where xpnet's convolution is CuPy's
+    float32 matrix product, never TF32 unless ``CUPY_TF32=1``: a peer in TF32 does less
+    precise, faster work. The records' ``torch_tf32`` says what was in force (True where
+    ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`` overrides this).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def torch_device(run_device: str) -> torch.device:
     """The torch device matching xpnet's (``cpu`` or ``cuda:N``)."""
     return torch.device(run_device)

@@ -91,13 +91,26 @@ def where(setup: str, clients: Any) -> Iterator[Any]:
         yield clients(workers_of(setup))
 
 
+def loop_net() -> MultiLayerNet:
+    """The loop check's network, on the host whatever ``XPNET_DEVICE`` says: its data are
+    NumPy arrays, and Dask's workers and ``local`` are CPU setups."""
+    return MultiLayerNet(
+        LOOP_SIZES[0], LOOP_SIZES[1:-1], LOOP_SIZES[-1], dtype=LOOP_DTYPE, seed=SEED,
+        device="cpu",
+    )  # fmt: skip
+
+
+def full_gradient_net(dtype: str) -> TwoLayerNet:
+    """The full-data gradient's network, on the host whatever ``XPNET_DEVICE`` says (the
+    ``numpy`` side is NumPy arrays in this process, the ``dask`` side NumPy chunks)."""
+    return TwoLayerNet(784, 50, 10, dtype=dtype, seed=SEED, device="cpu")
+
+
 def time_loop_check(
     timed: bench.Timed, data: bench.BenchData, setup: str, clients: Any, names: list[str], **kw: Any
 ) -> None:
     """Time ``check_gradients(method="loop", params=names)`` of the benchmark network."""
-    net = MultiLayerNet(
-        LOOP_SIZES[0], LOOP_SIZES[1:-1], LOOP_SIZES[-1], dtype=LOOP_DTYPE, seed=SEED
-    )
+    net = loop_net()
     x = data.x_train[:LOOP_BATCH].astype(LOOP_DTYPE)
     t = data.t_train[:LOOP_BATCH].astype(LOOP_DTYPE)
     elements = sum(math.prod(net.params[n].shape) for n in names)
@@ -168,7 +181,7 @@ def test_full_gradient(
 ) -> None:
     name, x, t = full_data(bench_data)
     dtype = "float32"
-    net = TwoLayerNet(784, 50, 10, dtype=dtype, seed=SEED)
+    net = full_gradient_net(dtype)
     timed.benchmark.group = "full-data gradient"
     info = {
         "kind": "full_gradient",

@@ -103,7 +103,8 @@ def test_timed_only_times_synchronized_callables(sync_log: list[Any]) -> None:
     (call,) = fake.calls
     assert getattr(call["target"], bench.SYNCED_ATTR) is True
     calls_made = 2 + call["rounds"]  # two warm-up / calibration calls, then the rounds
-    assert [entry[0] for entry in sync_log] == ["sync"] * calls_made
+    assert sync_log[0] == ("sync", ())  # the selected device, before the first clock read
+    assert [entry[0] for entry in sync_log] == ["sync"] * (1 + calls_made)
     assert bench.MODES["quick"].min_rounds <= call["rounds"] <= bench.MODES["quick"].max_rounds
     info = dict(fake.extra_info)
     info.pop("foreign_cpu_share", None)  # recorded only when the call lasts long enough to tell
@@ -127,7 +128,7 @@ def test_timed_warms_up_once_when_a_call_exceeds_the_budget(sync_log: list[Any])
     fake = FakeBenchmark()
     slow = bench.BenchMode("slow", 0.0, 3, 10, 1, None, 1, download=False)
     bench.Timed(fake, slow)(lambda: np.ones(1))
-    assert fake.calls[0]["rounds"] == 3 and len(sync_log) == 1 + 3
+    assert fake.calls[0]["rounds"] == 3 and len(sync_log) == 1 + 1 + 3
 
 
 class FakeClock:
@@ -265,7 +266,7 @@ def test_cpu_snapshot_counts_this_process_within_the_machines_busy_time() -> Non
 def test_timed_with_explicit_rounds(sync_log: list[Any]) -> None:
     fake = FakeBenchmark()
     bench.Timed(fake, bench.MODES["full"])(lambda: np.ones(1), rounds=1, warmup=0)
-    assert fake.calls[0]["rounds"] == 1 and len(sync_log) == 1
+    assert fake.calls[0]["rounds"] == 1 and len(sync_log) == 1 + 1
 
 
 # --------------------------------------------------------------------------- the suites' code
@@ -1482,3 +1483,52 @@ def test_plot_writes_the_format_its_suffix_names(tmp_path: Path) -> None:
     out = tmp_path / "chart.SVG"
     assert bench.main(["plot", str(results), str(out)]) == 0
     assert b"<svg" in out.read_bytes()[:1000]
+
+
+class FakeDevice:
+    """An asynchronous device: work is queued at once and runs, moving ``clock`` on, only
+    when the device is synchronized (``backend.synchronize`` is patched to it)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.queued = clock, 0.0
+
+    def launch(self, seconds: float) -> None:
+        self.queued += seconds
+
+    def synchronize(self, *arrays: Any) -> None:
+        self.clock.now += self.queued
+        self.queued = 0.0
+
+
+class ClockedBenchmark(FakeBenchmark):
+    """A FakeBenchmark whose ``pedantic`` reads ``clock`` around each round, as
+    pytest-benchmark reads its timer."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock, self.rounds_s = clock, []
+
+    def pedantic(self, target: Any, *, rounds: int, warmup_rounds: int, iterations: int) -> Any:
+        result = None
+        for _ in range(rounds):
+            start = self.clock()
+            result = target()
+            self.rounds_s.append(self.clock() - start)
+        return result
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_timed_charges_no_work_queued_by_the_set_up_to_the_first_round(
+    monkeypatch: pytest.MonkeyPatch, warmup: int
+) -> None:
+    # The per-sample suite times its rounds without warm-up: on a GPU the set-up's copies
+    # and initialisation kernels may still be queued when the first round starts.
+    clock = FakeClock()
+    device = FakeDevice(clock)
+    monkeypatch.setattr(backend, "synchronize", device.synchronize)
+    device.launch(5.0)  # the set-up's work, not yet run
+    fake = ClockedBenchmark(clock)
+    bench.Timed(fake, bench.MODES["quick"])(
+        lambda: device.launch(0.5), rounds=3, warmup=warmup, kind="step", batch=1
+    )
+    assert fake.rounds_s == [0.5, 0.5, 0.5]

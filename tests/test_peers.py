@@ -499,8 +499,15 @@ def test_framework_info_names_the_library_that_runs_each_side(frameworks: Module
 
 
 def test_framework_info_records_torchs_version_and_threads(frameworks: ModuleType) -> None:
+    backends = SimpleNamespace(
+        cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False)),
+        cudnn=SimpleNamespace(allow_tf32=True),
+    )
     torch = SimpleNamespace(
-        __version__="9.9", get_num_threads=lambda: 3, get_num_interop_threads=lambda: 1
+        __version__="9.9",
+        get_num_threads=lambda: 3,
+        get_num_interop_threads=lambda: 1,
+        backends=backends,
     )
     info = frameworks.framework_info("torch-eager", {"run_device": "cpu"}, torch)
     assert info == {
@@ -509,6 +516,7 @@ def test_framework_info_records_torchs_version_and_threads(frameworks: ModuleTyp
         "device": "cpu",
         "torch_version": "9.9",
         "torch_threads": 3,
+        "torch_tf32": True,  # cuDNN's convolutions may use TF32
     }
 
 
@@ -519,6 +527,43 @@ def test_the_torch_peer_runs_on_the_cpu(frameworks: ModuleType) -> None:
     except pytest.skip.Exception as exc:
         pytest.fail(f"torch-eager was skipped on the CPU: {exc}")
     assert found is torch and module.__name__ == "benchmarks._torch_peer"
+
+
+@pytest.fixture
+def tf32_allowed() -> Any:
+    """PyTorch allowed TF32 in cuDNN and cuBLAS for the test; the flags restored after."""
+    torch = pytest.importorskip("torch")
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    saved = [flag.allow_tf32 for flag in flags]
+    for flag in flags:
+        flag.allow_tf32 = True  # cuDNN's is PyTorch's default
+    yield torch
+    for flag, value in zip(flags, saved, strict=True):
+        flag.allow_tf32 = value
+
+
+def test_the_torch_peers_compute_in_full_float32_not_tf32(
+    frameworks: ModuleType, tf32_allowed: Any
+) -> None:
+    # PyTorch's default lets cuDNN convolve float32 in TF32 on an A100/H100/H200, where
+    # xpnet's convolution (CuPy's float32 matrix product) never does: less work for the peer.
+    torch, _ = frameworks.torch_peer((None, None, "cpu"), "torch-eager")
+    assert not torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32
+    info = frameworks.framework_info("torch-eager", {"run_device": "cpu"}, torch)
+    assert info["torch_tf32"] is False
+
+
+def test_the_dask_suites_networks_are_on_the_host_whatever_the_device(
+    bench_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their data are NumPy arrays (in this process, or chunks on Dask's workers): a
+    # network on XPNET_DEVICE=cuda would mix backends (or time copies) on a GPU machine.
+    pytest.importorskip("distributed")
+    suite = bench_module("test_distributed")
+    monkeypatch.setenv(backend.ENV_VAR, "cuda")
+    for net in (suite.loop_net(), suite.full_gradient_net("float32")):
+        assert all(type(p) is np.ndarray for p in net.params.values())
 
 
 def test_the_hand_written_numpy_peer_runs_on_the_cpu_only(frameworks: ModuleType) -> None:

@@ -178,7 +178,8 @@ def foreign_cpu_share(
 class Timed:
     """Times callables with a pytest-benchmark fixture, always through :func:`synced`.
 
-    ``timed(fn, **info)`` calls ``fn`` twice to warm up and calibrate (both synced; once
+    ``timed(fn, **info)`` synchronizes the selected device (work queued by the set-up is
+    no part of any timing), calls ``fn`` twice to warm up and calibrate (both synced; once
     when the first call alone exceeds the mode's budget),
     picks the rounds from the mode's budget, runs ``benchmark.pedantic`` on the synced
     callable, stores ``info`` (plus ``common``) in ``benchmark.extra_info`` and returns
@@ -211,6 +212,10 @@ class Timed:
         self.benchmark.extra_info.update(info)
         if getattr(self.benchmark, "disabled", False):  # --benchmark-disable: run once
             return self.benchmark.pedantic(target, rounds=1, warmup_rounds=0, iterations=1)
+        # Work queued before (the set-up's copies to the device, its initialisation
+        # kernels, another benchmark's leftovers) must not be charged to the first call
+        # timed: with ``warmup=0`` that is the first round.
+        synchronize_result(None)
         before, began = cpu_snapshot(), time.perf_counter()  # warm-up included
         one_call = math.inf
         for _ in range(warmup):
