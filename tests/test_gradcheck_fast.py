@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import tracemalloc
 import warnings
+from itertools import pairwise
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from xpnet import MultiLayerNet, Sequential, perturb
 from xpnet.backend import host_rng, namespace, namespace_of, to_device, to_numpy
@@ -23,7 +26,7 @@ from xpnet.gradcheck import (
 )
 from xpnet.layers import Affine, MeanSquaredError, ReLU, SigmoidWithLoss, SoftmaxWithLoss, Tanh
 from xpnet.opcount import count_operations
-from xpnet.perturb import LocalNet, loop_differences
+from xpnet.perturb import LocalNet, central_differences, loop_differences
 
 H = 1e-4
 
@@ -476,3 +479,122 @@ def test_a_softmax_net_on_target_range_rows_passes_and_a_wrong_backward_fails(cp
     # y - t, the gradient only for rows that sum to 1 (the layer before the fix):
     monkeypatch.setattr(SoftmaxWithLoss, "backward", lambda self, dout=1: (self.y - self.t) / 5)
     assert not check_gradients(net, x, t).passed
+
+
+FAR_LOSSES = {
+    "softmax": (lambda: SoftmaxWithLoss(), [[1.0, -1.0]], [0, 0]),
+    "sigmoid-bce": (lambda: SigmoidWithLoss(), [[1.0]], [[1.0], [1.0]]),
+}
+
+
+@pytest.mark.parametrize("loss", FAR_LOSSES)
+def test_batched_equals_the_loop_when_a_step_moves_a_score_far(cpu_xp, loss):
+    """Inputs of 2e5 and 1e6 move the scores by 20 and 100 per step h of W: the samples'
+    dominant score moves far down in one of the two passes. The loss is flat there (0, to
+    the last bit), so the loop's differences and backprop are 0; local perturbations
+    computed log1p(y * expm1(dx)) with y = 1, which loses every digit at dx = -20 (1e-4
+    instead of 0) and is log1p(-1) = -inf at dx = -100, failing a correct network."""
+    make, W, t = FAR_LOSSES[loss]
+    W = to_device(W, dtype="float64", xp=cpu_xp)
+    net = Sequential([Affine(W, cpu_xp.zeros(W.shape[1], dtype=cpu_xp.float64))], loss=make())
+    x = to_device([[2e5], [1e6]], dtype="float64", xp=cpu_xp)
+    t = to_device(t, dtype="int64" if loss == "softmax" else "float64", xp=cpu_xp)
+    batched = net_numerical_gradient(net, x, t, method="batched")
+    loop = net_numerical_gradient(net, x, t, method="loop")
+    for name in loop:
+        np.testing.assert_allclose(to_numpy(batched[name]), to_numpy(loop[name]), atol=1e-12)
+    report = check_gradients(net, x, t)
+    assert report.passed and {p.via for p in report.params} == {"local"}, report
+
+
+def test_batched_differences_a_float32_network_in_float32_on_float64_data(cpu_xp):
+    """A float32 network computes in float32 on float64 data (Sequential.predict converts
+    it), and so does the loop; local perturbations must not compute in float64 instead:
+    another function, and another dtype of gradient."""
+    net = MultiLayerNet(4, [5], 3, dtype="float32", seed=0, xp=cpu_xp)
+    rng = host_rng(0)
+    x = to_device(rng.standard_normal((3, 4)), dtype="float64", xp=cpu_xp)
+    t = to_device([0, 1, 2], dtype="int64", xp=cpu_xp)
+    batched = net_numerical_gradient(net, x, t, method="batched", h=1e-2)
+    loop = net_numerical_gradient(net, x, t, method="loop", h=1e-2)
+    as32 = net_numerical_gradient(net, cpu_xp.astype(x, cpu_xp.float32), t, h=1e-2)
+    for name in loop:
+        assert batched[name].dtype == loop[name].dtype == cpu_xp.float32, name
+        np.testing.assert_array_equal(to_numpy(batched[name]), to_numpy(as32[name]), err_msg=name)
+
+
+RANDOM_LOSSES = {
+    "softmax labels": (lambda: SoftmaxWithLoss(), "labels"),
+    "softmax rows summing to 1.5": (lambda: SoftmaxWithLoss(reduction="sum"), "rows"),
+    "sigmoid-bce": (lambda: SigmoidWithLoss(), "rows"),
+    "mse sum": (lambda: MeanSquaredError(reduction="sum"), "values"),
+}
+
+
+@st.composite
+def random_layered_problems(draw):
+    """A random stack of Affine, ReLU, Tanh and Sigmoid layers with a random loss, on values
+    that are multiples of 1/2 (ReLU inputs exactly at 0, blank input columns), at a random
+    scale, and a random memory budget."""
+    widths = draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))
+    activations = [draw(st.sampled_from([ReLU, Tanh, None])) for _ in widths]
+    output = draw(st.sampled_from([None, ReLU, Tanh]))
+    return {
+        "sizes": [draw(st.integers(1, 5)), *widths],
+        "activations": [*activations[:-1], output],
+        "loss": draw(st.sampled_from(list(RANDOM_LOSSES))),
+        "batch": draw(st.integers(1, 5)),
+        "scale": draw(st.sampled_from([1.0, 1e-3, 30.0, 2e5])),
+        "decay": draw(st.sampled_from([0.0, 0.5])),
+        "budget": draw(st.sampled_from([1, 1024, None])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def build_random_problem(xp, spec):
+    rng = np.random.default_rng(spec["seed"])
+
+    def halves(*shape):
+        return np.round(2 * rng.standard_normal(shape)) / 2
+
+    layers, sizes = [], spec["sizes"]
+    for k, (fan_in, fan_out) in enumerate(pairwise(sizes)):
+        W, b = (
+            to_device(a, dtype="float64", xp=xp) for a in (halves(fan_in, fan_out), halves(fan_out))
+        )
+        layers.append(Affine(W, b, input_grad=k > 0))
+        if spec["activations"][k] is not None:
+            layers.append(spec["activations"][k]())
+    make, targets = RANDOM_LOSSES[spec["loss"]]
+    net = Sequential(layers, loss=make(), weight_decay=spec["decay"])
+    n, c = spec["batch"], sizes[-1]
+    x = spec["scale"] * halves(n, sizes[0])
+    x[:, rng.integers(0, sizes[0])] = 0.0  # a blank input column
+    t = {
+        "labels": lambda: rng.integers(0, c, n),
+        "rows": lambda: 1.5 * rng.random((n, c)),
+        "values": lambda: halves(n, c),
+    }[targets]()
+    dtype = "int64" if targets == "labels" else "float64"
+    return net, to_device(x, dtype="float64", xp=xp), to_device(t, dtype=dtype, xp=xp)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(spec=random_layered_problems())
+def test_random_layered_networks_difference_locally_as_the_loop_does(cpu_xp, spec):
+    """On random networks, the batched differences equal the loop's (beyond the loop's own
+    rounding, about eps * |L| / h with L the largest value in the forward pass), and the kinks
+    that local perturbations flag are the ones the loop through the layers meets."""
+    net, x, t = build_random_problem(cpu_xp, spec)
+    batched = net_numerical_gradient(net, x, t, memory_budget=spec["budget"])
+    loop = net_numerical_gradient(net, x, t, method="loop")
+    local = LocalNet.of(net, x, t)
+    largest = max([1.0, *(float(cpu_xp.max(cpu_xp.abs(a))) for a in local.inputs[1:])])
+    floor = 64 * np.finfo(np.float64).eps * largest / H
+    for name in loop:
+        np.testing.assert_allclose(
+            to_numpy(batched[name]), to_numpy(loop[name]), rtol=1e-7, atol=floor, err_msg=name
+        )
+        _, kinks = central_differences(local, name, H, 1024)
+        _, met = loop_differences(local, name, H)
+        np.testing.assert_array_equal(to_numpy(kinks), to_numpy(met), err_msg=name)

@@ -515,24 +515,37 @@ class SoftmaxWithLoss(Loss):
         """Loss change (P,) when the scores ``x`` (N, C) move by ``dx`` (P, N, C).
 
         Per row, sum(t) * (logsumexp(x + dx) - logsumexp(x)) - dx . t, with the logsumexp change
-        log(sum(y * exp(dx))) (y = softmax(x)) written as log1p(sum(y * expm1(dx))) so that a
-        small change keeps its relative precision.
+        log(sum(y * exp(dx))) (y = softmax(x)) written around the row's top class r as
+        dx_r + log1p(sum(y * expm1(dx - dx_r))), so that a small change keeps its relative
+        precision and a large one its value: the sum is at least y_r - 1 >= 1/C - 1, never
+        the log1p(-1) that log1p(sum(y * expm1(dx))) meets when the top class moves far down.
+        (A score moved up past the top one by more than the dtype's exponent range, 709 in
+        float64, still overflows: the difference is then inf or nan, reported as non-finite.)
         """
         xp = namespace_of(x, dx)
         t = as_one_hot(t, x, check=False)
-        dlse = xp.log1p(xp.vecdot(xp.expm1(dx), softmax(x))) * xp.sum(t, axis=-1)
-        return xp.sum(dlse - xp.vecdot(dx, t), axis=-1) / self._divisor(x.shape[0])
+        top = xpx.one_hot(xp.argmax(x, axis=-1), x.shape[-1], dtype=x.dtype, xp=xp)
+        dx_top = xp.vecdot(dx, top)  # (P, N)
+        dlse = dx_top + xp.log1p(xp.vecdot(xp.expm1(dx - dx_top[..., None]), softmax(x)))
+        return xp.sum(dlse * xp.sum(t, axis=-1) - xp.vecdot(dx, t), axis=-1) / self._divisor(
+            x.shape[0]
+        )
 
     def perturb_rank_one(self, x: Any, t: Any, u: Any, v: Any) -> Any:
         """Loss change (P,) when the scores ``x`` (N, C) move by the rank-one ``u[p] ⊗ v[p]``.
 
         ``u`` is (P, N), ``v`` is (P, C). The sums of ``perturb`` with ``dx = u ⊗ v``: the
-        target term, summed over the rows, is ``(u @ t) . v``, and ``dx`` is built as
-        (P, C, N), which keeps the element-wise work on rows of N.
+        target term, summed over the rows, is ``(u @ t) . v``, and ``dx - dx_r`` is built as
+        (P, C, N), ``(v - v_r) ⊗ u``, which keeps the element-wise work on rows of N.
         """
         xp = namespace_of(x, u, v)
         t = as_one_hot(t, x, check=False)
-        dlse = xp.log1p(xp.sum(xp.expm1(v[:, :, None] * u[:, None, :]) * softmax(x).T, axis=1))
+        dx_top = xp.take(v, xp.argmax(x, axis=-1), axis=1) * u  # (P, N): at each row's top class
+        moved = v[:, :, None] * u[:, None, :]
+        moved -= dx_top[:, None, :]  # in place, as in Sigmoid.forward: this call's own array
+        change = xp.expm1(moved)
+        change *= softmax(x).T
+        dlse = dx_top + xp.log1p(xp.sum(change, axis=1))
         return (dlse @ xp.sum(t, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
 
 
@@ -567,12 +580,19 @@ class SigmoidWithLoss(Loss):
         """Loss change (P,) when the scores ``x`` move by ``dx`` (P, *x.shape).
 
         Per element, ``softplus(x + dx) - softplus(x) - dx t``, with the softplus change
-        written as ``log1p(sigmoid(x) * expm1(dx))`` so that a small one keeps its
-        relative precision.
+        written as ``log1p(sigmoid(x) * expm1(dx))`` for ``x <= 0`` and, by symmetry, as
+        ``dx + log1p(sigmoid(-x) * expm1(-dx))`` for ``x > 0``: a small change keeps its
+        relative precision, and a large one its value (the argument of log1p stays above
+        -1/2, where ``log1p(sigmoid(x) * expm1(dx))`` reaches log1p(-1) when a large ``x``
+        moves far down). ``sigmoid(-|x|)`` is ``exp(-|x|) / (1 + exp(-|x|))``, which keeps
+        its relative precision where 0.5 * (1 + tanh(x / 2)) loses it.
         """
         xp = namespace_of(x, dx)
-        y = 0.5 * (1.0 + xp.tanh(0.5 * x))
-        terms = xp.log1p(y * xp.expm1(dx)) - dx * _in_dtype(xp, t, x.dtype)
+        e = xp.exp(-xp.abs(x))
+        low = e / (1.0 + e)  # sigmoid(-|x|)
+        up = xp.astype(x > 0, x.dtype)  # the side whose softplus is about x
+        flip = 1.0 - 2.0 * up  # dx seen from the low side: -dx where x > 0
+        terms = xp.log1p(low * xp.expm1(flip * dx)) + dx * (up - _in_dtype(xp, t, x.dtype))
         return _per_perturbation(xp, terms) / self._divisor(math.prod(x.shape))
 
 

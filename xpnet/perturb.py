@@ -158,7 +158,10 @@ class LocalNet:
 
     def __init__(self, net: Any, x: Any, t: Any) -> None:
         self.net, self.t = net, t
-        self.inputs = layer_inputs(net.layers, x)
+        # In the parameters' dtype, as Sequential.predict converts floating input: a float32
+        # network on float64 data computes in float32, in the loop too.
+        convert = getattr(net, "_in_parameter_dtype", None)
+        self.inputs = layer_inputs(net.layers, convert(x) if callable(convert) else x)
 
     @classmethod
     def of(cls, net: Any, x: Any, t: Any) -> LocalNet | None:
