@@ -464,19 +464,19 @@ class HooklessPReLU:
         return xp.where(self.mask, dout, self.a * dout)
 
 
-def prelu_net_at_a_kink(xp, da_scale=1.0):
-    """Affine, a hookless PReLU, Affine; sample 0's first pre-activation is 2e-5 from the
-    kink, so the central difference of b1[0] (a step of 1e-4) straddles it."""
+def prelu_net_at_a_kink(xp, da_scale=1.0, hidden=4):
+    """Affine, a hookless PReLU of ``hidden`` units, Affine; sample 0's first pre-activation
+    is 2e-5 from the kink, so the central difference of b1[0] (a step of 1e-4) straddles it."""
     rng = np.random.default_rng(0)
     x, W1, W2 = (
         rng.standard_normal((5, 3)),
-        rng.standard_normal((3, 4)),
-        rng.standard_normal((4, 2)),
+        rng.standard_normal((3, hidden)),
+        rng.standard_normal((hidden, 2)),
     )
-    b1 = np.zeros(4)
+    b1 = np.zeros(hidden)
     b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
     arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, np.zeros(2))]
-    prelu = HooklessPReLU(to_device(np.full(4, 0.25), dtype="float64", xp=xp), da_scale)
+    prelu = HooklessPReLU(to_device(np.full(hidden, 0.25), dtype="float64", xp=xp), da_scale)
     net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
     t = to_device(np.array([0, 1, 0, 1, 1]), dtype="int64", xp=xp)
     return net, to_device(x, dtype="float64", xp=xp), t
@@ -821,19 +821,7 @@ def test_a_kink_is_found_among_many_elements_that_pass_only_by_rtol(cpu_xp):
     # atol = 0: most of W1's 240 elements differ from their central difference by rounding
     # and pass by rtol; only the failing ones count towards ONE_SIDED_LIMIT, so the kink
     # of sample 0's unit 0 (2e-5 from it) is still looked for by one-sided differences.
-    rng = np.random.default_rng(0)
-    x, W1, W2 = (
-        rng.standard_normal((5, 3)),
-        rng.standard_normal((3, 80)),
-        rng.standard_normal((80, 2)),
-    )
-    b1 = np.zeros(80)
-    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
-    arrays = [to_device(a, dtype="float64", xp=cpu_xp) for a in (W1, b1, W2, np.zeros(2))]
-    prelu = HooklessPReLU(to_device(np.full(80, 0.25), dtype="float64", xp=cpu_xp))
-    net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
-    x = to_device(x, dtype="float64", xp=cpu_xp)
-    t = to_device(np.array([0, 1, 0, 1, 1]), dtype="int64", xp=cpu_xp)
+    net, x, t = prelu_net_at_a_kink(cpu_xp, hidden=80)
     report = check_gradients(net, x, t, method="loop", params=["W1"], atol=0.0)
     assert report.passed, str(report)
     assert report.params[0].kinks >= 1
