@@ -524,26 +524,19 @@ def straddles_kink(
 
 def kinks_by_one_sided(
     f: Callable[[Any], Any], x: Any, analytic: Any, plus: Any, center: Any, minus: Any,
-    h: float, atol: float, rtol: float, elements: list[tuple[int, ...]] | None = None,
+    h: float, atol: float, rtol: float, among: Any = None,
 ) -> Any:  # fmt: skip
     """:func:`straddles_kink` for the array ``x`` of the function ``f`` (``f(x)`` is
     ``center``; ``plus``, ``minus`` are :func:`values_around` at ``h``), confirmed at ``h/2``:
-    ``f`` is evaluated twice more per candidate only. ``elements`` (index tuples): the
-    arrays are the values at those elements, (m,), in their order; else of x's shape."""
-    xp = namespace_of(analytic, plus)
+    ``f`` is evaluated twice more per candidate only. ``among`` (bool, x's shape) limits the
+    candidates to those elements, where ``plus`` and ``minus`` were computed."""
     candidates = straddles_kink(analytic, plus, center, minus, h, atol, rtol)
-    hits = np.argwhere(to_numpy(candidates))
-    if not len(hits):
+    if among is not None:
+        candidates = candidates & among
+    where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(candidates))]
+    if not where:
         return candidates
-    where = [tuple(int(i) for i in idx) for idx in hits]
-    at = where if elements is None else [elements[i] for (i,) in where]
-    half = values_around(f, x, h / 2, indices=at)
-    if elements is not None:  # the values at the candidates, placed as the arrays are
-        at_x = tuple(np.array(at).T)
-        picked = [np.zeros(analytic.shape) for _ in half]
-        for full, host in zip(half, picked, strict=True):
-            host[tuple(np.array(where).T)] = to_numpy(full)[at_x]
-        half = tuple(xp.asarray(a, device=array_api_compat.device(analytic)) for a in picked)
+    half = values_around(f, x, h / 2, indices=where)
     return candidates & straddles_kink(analytic, plus, center, minus, h, atol, rtol, half=half)
 
 
@@ -564,20 +557,16 @@ def _with_one_sided_kinks(
     if not elements or len(elements) > ONE_SIDED_LIMIT:
         return found.kinks
     param = net.params[name]
-    plus, minus = values_around(lambda p: _loss_at(net, name, p, x, t), param, h, indices=elements)
-    host = [to_numpy(a) for a in (xp.astype(analytic, xp.float64), plus, minus)]
-    at = tuple(np.array(elements).T)
-    kinked = to_numpy(
-        kinks_by_one_sided(
-            lambda p: _loss_at(net, name, p, x, t), param, host[0][at], host[1][at], center,
-            host[2][at], h, atol, rtol, elements,
-        )
-    )  # fmt: skip
-    kinks = np.zeros(tuple(param.shape), dtype=bool)
-    if found.kinks is not None:
-        kinks |= to_numpy(found.kinks)
-    kinks[at] |= kinked
-    return xp.asarray(kinks, device=array_api_compat.device(analytic))
+
+    def loss_at(p: Any) -> Any:
+        return _loss_at(net, name, p, x, t)
+
+    plus, minus = values_around(loss_at, param, h, indices=elements)
+    analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
+    kinked = kinks_by_one_sided(
+        loss_at, param, analytic, plus, center, minus, h, atol, rtol, among=failing
+    )
+    return kinked if found.kinks is None else kinked | found.kinks
 
 
 def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -968,19 +957,19 @@ def directional_check(
         exact, plus, minus = (
             to_numpy(xp.astype(xp.stack(a), xp.float64)) for a in (exact, plus, minus)
         )
+
+        def loss_along(steps: np.ndarray) -> float:
+            """The loss after ``steps[i]`` along direction ``i``, for each i."""
+            taken = [(float(s), v) for s, v in zip(steps, directions, strict=True) if s]
+            moved_to = {n: net.params[n] + sum(s * v[n] for s, v in taken) for n in names}
+            with _moved(net, moved_to):
+                return float(training_loss(net, x, t))
+
         # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
         # differences, as in check_gradients, confirmed at h / 2 (two more passes each).
-        one_sided = straddles_kink(exact, plus, center, minus, h, atol, rtol)
-        if one_sided.any():
-            half = np.zeros((2, n_directions))
-            for i in np.flatnonzero(one_sided):
-                for k, step in enumerate((h / 2, -h / 2)):
-                    moved_to = {n: net.params[n] + step * directions[i][n] for n in names}
-                    with _moved(net, moved_to):
-                        half[k, i] = float(training_loss(net, x, t))
-            one_sided &= straddles_kink(
-                exact, plus, center, minus, h, atol, rtol, half=(half[0], half[1])
-            )
+        one_sided = kinks_by_one_sided(
+            loss_along, np.zeros(n_directions), exact, plus, center, minus, h, atol, rtol
+        )
     numeric = (plus - minus) / (2 * h)
     kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
