@@ -407,6 +407,21 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
     return _as_one_hot(namespace_of(t, like), t, like, check)
 
 
+def not_labels_or_rows(t: Any, labels: str, rows: str) -> ValueError:
+    """The error for targets ``t`` that are neither integer labels of shape ``labels`` nor
+    target rows of shape ``rows`` (both as text, ``"(N,)"``); 1-D targets are told how to
+    become labels (float labels, often float64 from ``numpy.loadtxt``)."""
+    hint = (
+        ": convert labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
+        if t.ndim == 1
+        else ""
+    )
+    return ValueError(
+        f"targets must be integer labels of shape {labels} or target rows of shape {rows}, "
+        f"got {dtype_name(t)} of shape {tuple(t.shape)}{hint}"
+    )
+
+
 def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
     n, classes = like.shape
     if _isdtype(xp, t.dtype, "integral"):
@@ -420,11 +435,7 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
         return xpx.one_hot(t, classes, dtype=like.dtype, xp=xp)
     if t.shape != like.shape:
         if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
-            raise ValueError(
-                f"targets must be integer labels of shape ({n},) or target rows of shape "
-                f"{tuple(like.shape)}, got {dtype_name(t)} of shape {tuple(t.shape)}: convert "
-                "labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
-            )
+            raise not_labels_or_rows(t, f"({n},)", str(tuple(like.shape)))
         raise ValueError(
             f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"
         )

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from xpnet.backend import dtype_name, host_rng, namespace_of, synchronize, take, to_numpy
 from xpnet.checks import is_real, require_count
-from xpnet.layers import check_labels
+from xpnet.layers import check_labels, not_labels_or_rows
 from xpnet.optim import Optimizer
 
 EVAL_BATCH_SIZE = 10_000  # samples an evaluation chunk holds by default
@@ -123,15 +123,7 @@ def labels_and_targets(
         low, high = target_range
         return t, low + (high - low) * one_hot
     if t.ndim != 2 or t.shape[1] != classes:
-        hint = (
-            ": convert labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
-            if t.ndim == 1
-            else ""
-        )
-        raise ValueError(
-            f"targets must be integer labels of shape (N,) or target rows of shape "
-            f"(N, {classes}), got {dtype_name(t)} of shape {tuple(t.shape)}{hint}"
-        )
+        raise not_labels_or_rows(t, "(N,)", f"(N, {classes})")
     if target_range is not None:
         raise ValueError(
             f"target_range {target_range} turns integer labels into target rows, but the "
