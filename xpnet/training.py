@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from xpnet.backend import dtype_name, host_rng, namespace_of, synchronize, take, to_numpy
 from xpnet.checks import is_real, require_count
-from xpnet.layers import check_labels, not_labels_or_rows
+from xpnet.layers import check_labels, not_labels_or_rows, require_array
 from xpnet.optim import Optimizer
 
 EVAL_BATCH_SIZE = 10_000  # samples an evaluation chunk holds by default
@@ -137,8 +137,7 @@ def labels_and_targets(
 def _require_batch(name: str, a: Any) -> None:
     """Raise ``TypeError`` (not an array) or ``ValueError`` (0-D) naming ``name`` unless
     ``a`` is an array of samples, (N, ...)."""
-    if not hasattr(a, "shape"):
-        raise TypeError(f"{name} must be an array, got {type(a).__name__} {a!r:.40}")
+    require_array(name, a)
     if len(a.shape) == 0:
         raise ValueError(f"{name} must be an array of samples (N, ...), got a 0-D array")
 
@@ -262,9 +261,8 @@ class Trainer:
                 "epoch `epochs`, counting the `start_epoch` already done"
             )
         target_range = _checked_range(target_range)
-        for name, a in (("x_train", x_train), ("t_train", t_train)):
-            _require_batch(name, a)
-        for name, a in (("x_test", x_test), ("t_test", t_test)):
+        given = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
+        for name, a in given.items():
             _require_batch(name, a)
         if x_train.shape[0] == 0:
             raise ValueError("the training set is empty")
