@@ -36,7 +36,7 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
     p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
-    p.set_defaults(epochs=None, iters=None, resume=None)
+    p.set_defaults(epochs=None, iters=None, resume=None, eval_samples=None)
 
 
 def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:

@@ -29,6 +29,7 @@ TRAIN_DEFAULTS = {
     "batch_size": 100,
     "seed": 0,
     "weight_decay": 0.0,
+    "eval_samples": None,  # all of them
 }
 # The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
 # binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases

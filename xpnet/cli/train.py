@@ -276,12 +276,6 @@ def _train(args: argparse.Namespace) -> int:
     # sizes (for a MultiLayerNet, resuming takes them from the architecture).
     run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS)}
     run[unit] = length
-    # Kept, so that a resumed run's epochs are evaluated on the same samples as before.
-    eval_samples = run["eval_samples"] = (
-        args.eval_samples
-        if args.eval_samples is not None
-        else saved.get("run", {}).get("eval_samples")
-    )
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
@@ -306,7 +300,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=epochs,
             batch_size=s["batch_size"],
             seed=s["seed"],
-            eval_samples=eval_samples,
+            eval_samples=s["eval_samples"],
             start_epoch=start_epoch,
             history=history,
             progress=False if args.quiet else None,
