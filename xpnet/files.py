@@ -90,6 +90,13 @@ def _remove_dead_temps(directory: Path, prefix: str, own: str) -> None:
             os.close(fd)
 
 
+def written_path(path: str | os.PathLike[str]) -> Path:
+    """The file :func:`atomic_file` replaces for ``path``: ``path`` itself, or the file a
+    symbolic link there points to."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` when the block succeeds, and vanishes if not.
@@ -101,9 +108,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     On any error the temporary file is removed and ``path`` is left as it was; the
     temporary files of writers that died (``SIGKILL``) are removed by the next write.
     """
-    path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
+    path = written_path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")

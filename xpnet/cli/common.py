@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xpnet import backend
+from xpnet.files import written_path
 
 
 def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
@@ -52,10 +53,8 @@ def check_output(option: str, path: str | None) -> str | None:
         return None
     if not path:
         return f"{option} needs a file name, got an empty one"
-    target = Path(path)
     try:
-        if target.is_symlink():  # atomic_file writes beside the file the link points to
-            target = Path(os.path.realpath(target))
+        target = written_path(path)  # beside which atomic_file writes
         target.stat()
     except FileNotFoundError:
         pass
