@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from numeric import dev
 
-from xpnet import MultiLayerNet, check_gradients, check_layer
+from xpnet import MultiLayerNet, Sequential, check_gradients, check_layer
 from xpnet.backend import to_numpy
-from xpnet.gradcheck import METHODS, net_numerical_gradient
+from xpnet.gradcheck import METHODS, ONE_SIDED_LIMIT, net_numerical_gradient
 from xpnet.held import ReplayedRNG, held, layers_of, require_deterministic
-from xpnet.layers import BatchNormalization, Dropout
+from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss
 
 KINDS = {
     "batchnorm": {"use_batchnorm": True},
@@ -61,6 +61,54 @@ def test_a_check_leaves_the_running_statistics_and_predictions_as_they_were(cpu_
     before = to_numpy(net.predict(x))
     check_gradients(net, x, t, method=method)
     np.testing.assert_array_equal(to_numpy(net.predict(x)), before)
+
+
+def at_relus_kink(xp, hidden=70):
+    """A BatchNorm network on one sample: BatchNorm makes every feature 0, so every input of
+    the ReLU after it is exactly at its kink; ``hidden`` (more than ``ONE_SIDED_LIMIT``)
+    units of it."""
+    net = MultiLayerNet(12, [hidden], 4, dtype="float64", seed=0, xp=xp, use_batchnorm=True)
+    rng = np.random.default_rng(0)
+    return net, dev(xp, rng.random((1, 12))), dev(xp, rng.integers(0, 4, 1), dtype="int64")
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_batchnorm_network_on_one_sample_has_its_relu_kinks_found_not_failed(cpu_xp, method):
+    net, x, t = at_relus_kink(cpu_xp)
+    report = check_gradients(net, x, t, method=method, params=["beta1"])
+    (beta,) = report.params
+    assert report.passed, str(report)
+    assert beta.all_kinks and beta.kinks == 70 > ONE_SIDED_LIMIT, str(report)
+
+
+def test_a_batchnorm_network_on_one_sample_is_at_a_kink_in_every_direction(cpu_xp):
+    net, x, t = at_relus_kink(cpu_xp, hidden=5)
+    report = check_gradients(net, x, t, method="directional", n_directions=4)
+    assert all(d.kink for d in report.directions), str(report)
+    assert "BatchNorm on one sample" in str(report)
+
+
+def test_features_constant_in_the_batch_put_the_relu_after_batchnorm_on_its_kink(cpu_xp):
+    rng = np.random.default_rng(0)
+    W, b = rng.standard_normal((6, 3)), np.zeros(3)
+    net = Sequential(
+        [BatchNormalization(np.ones(6), np.zeros(6)), ReLU(), Affine(W, b)],
+        loss=SoftmaxWithLoss(),
+    )
+    x = rng.standard_normal((5, 6))
+    x[:, 1:4] = [0.7, -2.0, 3.0]  # three ReLU inputs at 0, moved up and down by a direction
+    t = rng.integers(0, 3, 5)
+    report = check_gradients(net, x, t, method="directional", n_directions=3)
+    assert all(d.kink for d in report.directions), str(report)
+    assert check_gradients(net, x, t, method="batched").passed
+
+
+def test_batched_perturbs_the_parameters_after_the_last_batchnorm_locally(cpu_xp):
+    net, x, t = case(cpu_xp, "both")
+    report = check_gradients(net, x, t, method="batched")
+    via = {p.name: p.via for p in report.params}
+    assert via == {name: "local" if name in ("W3", "b3") else "loop" for name in net.params}
+    assert report.passed, str(report)
 
 
 def test_a_check_does_not_move_the_networks_own_dropout_masks(cpu_xp):

@@ -50,14 +50,14 @@ import numpy as np
 
 from xpnet.backend import host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
-from xpnet.held import held, layers_of, require_deterministic, training_loss
+from xpnet.held import held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot
 from xpnet.perturb import (
     LocalNet,
     central_differences,
     crosses_kink,
-    layer_inputs,
     loop_differences,
+    training_loss,
 )
 
 # Tolerances and step per dtype, for within_tolerance.
@@ -452,7 +452,8 @@ class GradientReport:
                 f"not compared (all kinks): {', '.join(unchecked)}: every element's central",
                 "  difference straddles a kink, so the gradient went unchecked (it passes for",
                 "  want of a test); check it at other inputs or parameter values (a bias of",
-                "  exactly 0 before ReLU sits on the kink at every blank input)",
+                "  exactly 0 before ReLU sits on the kink at every blank input, and so does",
+                "  BatchNorm before ReLU on one sample or on a feature constant in the batch)",
             ]
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
@@ -868,7 +869,12 @@ class DirectionalReport:
             *_table(header, rows),
         ]
         if not any(not d.kink for d in self.directions):
-            lines.append("no direction free of kinks: use more directions or a smaller h")
+            lines.append(
+                "no direction free of kinks: use more directions or a smaller h; a ReLU input "
+                "of exactly 0 (BatchNorm on one sample or on a feature constant in the batch, "
+                "a zero bias on blank inputs) is a kink in every direction: check at other "
+                'inputs, or element by element (method="batched")'
+            )
         if not all(d.finite for d in self.directions):
             lines.append(
                 "non-finite: a derivative is inf or nan; numerical: the loss overflows or is "
@@ -951,7 +957,7 @@ def directional_check(
                 with _moved(net, {n: net.params[n] + step * v[n] for n in names}):
                     losses.append(training_loss(net, x, t))
                     if local is not None:
-                        moved.append(layer_inputs(net.layers, x))
+                        moved.append(local.inputs_at(local.inputs[0]))
             if local is not None:
                 kinks.append(crosses_kink(net.layers, local.inputs, *moved))
         exact, plus, minus = (

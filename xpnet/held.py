@@ -87,13 +87,6 @@ def layers_of(net: Any) -> list[Any]:
     return layers if loss is None else [*layers, loss]
 
 
-def training_loss(net: Any, x: Any, t: Any) -> Any:
-    """``net``'s loss as its ``gradient`` sees it: :meth:`~xpnet.Sequential.training_loss`
-    for a network that has one (a :class:`~xpnet.Sequential`), else ``net.loss(x, t)``."""
-    in_training = getattr(net, "training_loss", None)
-    return in_training(x, t) if callable(in_training) else net.loss(x, t)
-
-
 def require_deterministic(value: Callable[[], Any], subject: str) -> float:
     """``value()`` (a 0-D array) as a float, refusing a check of ``subject`` when it differs
     between two calls at one point: a layer draws new random numbers in every pass.

@@ -32,8 +32,11 @@ central differences straddle a kink.
 A network takes part when it has ``layers`` (applied in order), ``last_layer`` (the
 loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 ``decay_rate(name)``, and its loss is ``last_layer(layers(x)) + sum(0.5 * rate * p**2)``
-(checked once, by :meth:`LocalNet.of`), and no layer acts differently in training
-(``forward(x, train_flg)``: Dropout, BatchNormalization). A parameter is *local* when
+(checked once, by :meth:`LocalNet.of`). Every pass is a training-mode one, as the
+gradient's: a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNormalization)
+gets ``train_flg=True``, and the caller holds the network still (:mod:`xpnet.held`:
+the same Dropout masks in every pass, BatchNorm's running statistics put back). A
+parameter is *local* when
 its layer has ``perturb_param``, every later layer has ``perturb`` and the loss layer has
 ``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
 :func:`loop_differences`, which keeps each forward pass's layer inputs to find the
@@ -60,6 +63,13 @@ from xpnet.layers import takes_train_flg
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
 TEMPORARIES = 6
+
+
+def training_loss(net: Any, x: Any, t: Any) -> Any:
+    """``net``'s loss as its ``gradient`` sees it: :meth:`~xpnet.Sequential.training_loss`
+    for a network that has one (a :class:`~xpnet.Sequential`), else ``net.loss(x, t)``."""
+    in_training = getattr(net, "training_loss", None)
+    return in_training(x, t) if callable(in_training) else net.loss(x, t)
 
 
 def rounding_tolerance(xp: Any, dtype: Any, loss: float) -> float:
@@ -98,11 +108,14 @@ class Change:
         return u[:, :, None] * v[:, None, :]
 
 
-def layer_inputs(layers: Sequence[Any], x: Any) -> list[Any]:
-    """The input of every layer for the batch ``x``, followed by the last layer's output."""
+def layer_inputs(layers: Sequence[Any], x: Any, modal: Sequence[bool]) -> list[Any]:
+    """The input of every layer for the batch ``x`` in training mode, followed by the last
+    layer's output. ``modal[k]``: whether layer k takes ``train_flg``
+    (:func:`~xpnet.layers.takes_train_flg`); those get ``train_flg=True``."""
     inputs = [x]
-    for layer in layers:
-        inputs.append(layer.forward(inputs[-1]))
+    for layer, training in zip(layers, modal, strict=True):
+        x = inputs[-1]
+        inputs.append(layer.forward(x, train_flg=True) if training else layer.forward(x))
     return inputs
 
 
@@ -158,24 +171,28 @@ class LocalNet:
 
     def __init__(self, net: Any, x: Any, t: Any) -> None:
         self.net, self.t = net, t
+        self.modal = [takes_train_flg(layer) for layer in net.layers]
         # In the parameters' dtype, as Sequential.predict converts floating input: a float32
         # network on float64 data computes in float32, in the loop too.
         convert = getattr(net, "_in_parameter_dtype", None)
-        self.inputs = layer_inputs(net.layers, convert(x) if callable(convert) else x)
+        self.inputs = self.inputs_at(convert(x) if callable(convert) else x)
+
+    def inputs_at(self, x: Any) -> list[Any]:
+        """:func:`layer_inputs` of the network's layers (as they are now) for the batch ``x``."""
+        return layer_inputs(self.net.layers, x, self.modal)
 
     @classmethod
     def of(cls, net: Any, x: Any, t: Any) -> LocalNet | None:
         """A :class:`LocalNet` for ``net``, or None when ``net`` is not layered as assumed.
 
-        Compares the loss rebuilt from the layers with ``net.loss(x, t)`` (one host
-        read) and warns when they differ, so that a network whose ``loss`` adds
-        something else is never perturbed locally.
+        Compares the loss rebuilt from the layers with the network's training loss
+        (:func:`training_loss`; one host read) and warns when they differ, so
+        that a network whose ``loss`` adds something else is never perturbed locally. A
+        network with Dropout or BatchNorm must be held (:mod:`xpnet.held`) first.
         """
         needed = ("layers", "last_layer", "decay_rate", "params")
         if not all(hasattr(net, a) for a in needed) or not hasattr(net.params, "slot"):
             return None
-        if any(takes_train_flg(layer) for layer in net.layers):
-            return None  # Dropout, BatchNorm: the loop's training-mode loss is the reference
         local = cls(net, x, t)
         xp = namespace_of(local.inputs[-1])
         rebuilt = net.last_layer.forward(local.inputs[-1], t)
@@ -184,7 +201,7 @@ class LocalNet:
             if rate:
                 p = net.params[name]
                 rebuilt = rebuilt + 0.5 * rate * xp.sum(p * p)
-        reference = net.loss(x, t)
+        reference = training_loss(net, x, t)
         tolerance = rounding_tolerance(xp, reference.dtype, float(reference))
         if abs(float(rebuilt - reference)) > tolerance:
             warnings.warn(
@@ -282,7 +299,7 @@ def loop_differences(
     grads, kinks = [], []
 
     def loss_and_inputs() -> tuple[Any, list[Any]]:
-        inputs = layer_inputs(net.layers, local.inputs[0])
+        inputs = layer_inputs(net.layers, local.inputs[0], local.modal)
         return net.last_layer.forward(inputs[-1], local.t), inputs
 
     net.params[name] = work
