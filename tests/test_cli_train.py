@@ -744,3 +744,105 @@ def test_a_checkpoint_made_read_only_during_training_is_a_one_line_error(
         f"xpnet train: error: cannot write {path}: the file is read-only\n"
     )
     assert path.read_bytes() == b"old" and len(asked) == 2
+
+
+@pytest.mark.parametrize("flags", [["--weight-init", "he"], ["--bias-init", "uniform"]])
+def test_resume_refuses_the_initial_weight_flags_it_cannot_use(fake_data, tmp_path, capsys, flags):
+    # The weights come from the checkpoint: the flags were ignored, and --bias-init was
+    # recorded in the new checkpoint's settings as though it had been used.
+    part = tmp_path / "part.npz"
+    assert run(["train", "--epochs", "1", "--save", str(part)]) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "2", *flags]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: {flags[0]}: the weights come from the checkpoint ({part}); "
+        "leave it out to resume\n"
+    )
+    assert read_metadata(part)["epoch"] == 1
+
+
+def test_resuming_a_finished_run_still_writes_save_and_plot(fake_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    part, copy, plot = tmp_path / "part.npz", tmp_path / "copy.npz", tmp_path / "curve.png"
+    assert run(["train", "--epochs", "2", "--save", str(part)]) == 0
+    capsys.readouterr()
+    argv = ["train", "--resume", str(part), "--save", str(copy), "--plot", str(plot)]
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and f"saved {copy}" in out and f"wrote {plot}" in out
+    assert read_metadata(copy)["history"] == read_metadata(part)["history"]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "suffix, start", [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".PNG", b"\x89PNG")]
+)
+def test_the_plot_is_drawn_in_the_format_its_name_says(fake_data, tmp_path, suffix, start):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / f"curve{suffix}"
+    assert run(["train", "--epochs", "1", "--quiet", "--plot", str(plot)]) == 0
+    assert plot.read_bytes().startswith(start)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_an_output_that_is_a_pipe_is_refused_before_training(fake_data, tmp_path, capsys, option):
+    # The atomic write would have put a file in its place (/dev/null too, for root).
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    assert run(["train", "--epochs", "1", option, str(fifo)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: {option} {fifo} is not a regular file (a pipe); name a file\n"
+    )
+    assert fifo.is_fifo() and fake_data == []
+
+
+def test_a_resume_name_too_long_for_the_file_system_is_a_one_line_error(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / ("p" * 300 + ".npz")
+    assert run(["train", "--resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet train: error: ") and "File name too long" in err, err
+    assert err.count("\n") == 1 and fake_data == []
+
+
+def test_an_unreadable_checkpoint_is_not_called_a_non_archive(
+    fake_data, tmp_path, capsys, monkeypatch
+):
+    # As a user without read permission sees it (root reads any file).
+    import builtins
+
+    from xpnet import checkpoint
+
+    path = tmp_path / "p.npz"
+    save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1})
+
+    def unreadable(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", unreadable, raising=False)
+    assert run(["train", "--resume", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: [Errno 13] Permission denied: '{path}'\n"
+    )
+
+
+def test_a_file_name_that_is_not_utf_8_is_printed_as_given(fake_data, tmp_path, monkeypatch):
+    # A UTF-8 locale other than C.UTF-8 gives stdout strict errors: the checkpoint was
+    # written, then printing its name failed, and the run exited 2.
+    import io
+
+    save = tmp_path / os.fsdecode(b"p\xff.npz")
+    try:
+        save.write_bytes(b"")
+        save.unlink()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(save)]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue().endswith(b"saved " + os.fsencode(save) + b"\n")

@@ -312,3 +312,14 @@ def test_a_pipe_put_in_place_of_a_dead_temporary_file_does_not_block(tmp_path, m
         writer.join()
     assert not blocked
     assert target.read_bytes() == b"new"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_or_device_is_not_replaced_by_a_file(tmp_path):
+    # The rename would put a regular file in its place: /dev/null, for root.
+    target = tmp_path / "out.bin"
+    os.mkfifo(target)
+    error = r"^cannot write .*out\.bin: not a regular file"
+    with pytest.raises(ValueError, match=error), atomic_file(target) as f:
+        f.write(b"new")
+    assert target.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["out.bin"]

@@ -449,6 +449,20 @@ def test_a_format_that_contradicts_the_output_suffix_is_a_usage_error(tmp_path, 
     assert not out.exists()
 
 
+def test_an_output_suffix_of_another_format_is_a_usage_error(tmp_path, capsys):
+    # -o g.pdf wrote DOT text into g.pdf; graph.write refuses such a name too.
+    out = tmp_path / "g.pdf"
+    assert run(["graph", "apple", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet graph: error: -o {out}: cannot tell the format from its suffix: expected one "
+        "of .dot, .svg, .png, or give --format\n"
+    )
+    assert not out.exists()
+    assert run(["graph", "apple", "-o", str(tmp_path / "g"), "--format", "dot"]) == 0
+    assert run(["graph", "apple", "-o", str(tmp_path / "g.txt"), "--format", "dot"]) == 0
+    assert (tmp_path / "g.txt").read_text() == graph.apple().dot()
+
+
 def test_a_format_matching_the_output_suffix_is_accepted(tmp_path):
     out = tmp_path / "g.DOT"
     assert run(["graph", "apple", "-o", str(out), "--format", "dot"]) == 0

@@ -419,7 +419,9 @@ def _read(
         raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {name} does not exist")
-    if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:  # an unreadable file is a PermissionError, not "not an .npz"
+        is_zip = zipfile.is_zipfile(f)
+    if not is_zip:
         raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
     try:
         with zipfile.ZipFile(path) as archive:

@@ -104,21 +104,26 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     The data go to a temporary file beside ``path``, are flushed to disk, and the file
     is renamed over ``path``. A new file gets the usual permissions (``0o666`` less the
     umask); a file replaced keeps its own, and a read-only one is not replaced
-    (``PermissionError``). A symbolic link is followed: the file it points to is replaced.
-    On any error the temporary file is removed and ``path`` is left as it was; the
-    temporary files of writers that died (``SIGKILL``) are removed by the next write.
+    (``PermissionError``), nor a device or a pipe (``ValueError``). A symbolic link is
+    followed: the file it points to is replaced. On any error the temporary file is
+    removed and ``path`` is left as it was; the temporary files of writers that died
+    (``SIGKILL``) are removed by the next write.
     """
     path = written_path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        st_mode = os.stat(path).st_mode
     except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
     else:
+        mode = stat.S_IMODE(st_mode)
+        if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):  # a folder fails at the rename
+            # The rename would put a file in place of a device or pipe (/dev/null, as root).
+            raise ValueError(f"cannot write {path}: not a regular file (a device or a pipe)")
         if not os.access(path, os.W_OK):
             raise PermissionError(f"cannot write {path}: the file is read-only")
     prefix = _temp_prefix(path.name)

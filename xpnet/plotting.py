@@ -1,4 +1,4 @@
-"""Learning curves as a PNG: accuracy and loss per epoch, train and test, in two panels.
+"""Learning curves as a PNG (SVG, PDF): accuracy and loss per epoch, train and test, in two panels.
 
 Needs matplotlib (``pip install "xpnet[plot]"``). The figure is drawn with the Agg
 canvas directly, so the global pyplot backend of the caller is not touched, and
@@ -16,6 +16,8 @@ from typing import Any
 from xpnet.files import atomic_file
 
 INSTALL_HINT = 'pip install "xpnet[plot]"'
+#: The formats a file name's suffix picks; any other name gets PNG.
+FORMATS = ("png", "svg", "pdf")
 
 
 class PlottingUnavailableError(ImportError):
@@ -33,7 +35,8 @@ def require_matplotlib() -> None:
 
 
 def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write the learning curves of ``history`` to ``path`` (PNG); return the path.
+    """Write the learning curves of ``history`` to ``path`` (PNG, or SVG or PDF when its
+    suffix says so); return the path.
 
     ``history`` is a :class:`~xpnet.training.History` or its ``as_dict()``: lists
     ``epochs``, ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss`` of equal length.
@@ -60,7 +63,8 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
     if title:
         fig.suptitle(title)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    suffix = Path(path).suffix.lstrip(".").lower()
+    fig.savefig(buffer, format=suffix if suffix in FORMATS else "png", dpi=100)
     with atomic_file(path) as f:
         f.write(buffer.getvalue())
     return Path(path)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,20 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names as given, as ls prints them
+        with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper
+            stream.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _as_a_line(args.command)
             return args.run(args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        IsADirectoryError,
-        PermissionError,
-        ConnectionError,
-        backend.BackendUnavailableError,
-    ) as exc:
+    except BrokenPipeError:  # `... | head`: the Python docs' recipe to exit quietly
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no fileno
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except MemoryError as exc:  # a network or batch too large for this machine
+        print(f"xpnet {args.command}: error: out of memory: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, backend.BackendUnavailableError) as exc:
         parser.exit(2, f"xpnet {args.command}: error: {exc}\n")
     except KeyboardInterrupt:  # before or after the work that says what it was doing (train)
         print(f"\nxpnet {args.command}: interrupted", file=sys.stderr)

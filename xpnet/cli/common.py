@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -62,6 +63,9 @@ def check_output(option: str, path: str | None) -> str | None:
         return f"{option} {path}: {exc.strerror}"
     if target.is_dir():
         return f"{option} {path} is a directory"
+    kind = _special(path)
+    if kind:  # the write would put a file in its place (/dev/null, a named pipe)
+        return f"{option} {path} is not a regular file ({kind}); name a file"
     if target.exists() and not os.access(target, os.W_OK):
         return f"{option} {path}: the file is read-only"
     directory = target.parent if str(target.parent) else Path(".")
@@ -73,6 +77,20 @@ def check_output(option: str, path: str | None) -> str | None:
     except OSError as exc:
         return f"{option} {path}: cannot write in directory {directory} ({exc.strerror})"
     return None
+
+
+def _special(path: str) -> str | None:
+    """What ``path`` (followed through links) is when it exists and is neither a file nor
+    a folder: a device, a pipe (``/dev/stdout`` in a pipeline), a socket; else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:

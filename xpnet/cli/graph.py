@@ -29,8 +29,8 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         choices=FORMATS,
-        help="default: the suffix of -o, else dot; one that contradicts the suffix of -o is "
-        "an error (svg and png need Graphviz's dot program)",
+        help="default: the suffix of -o (.dot, .svg, .png), dot without one; one that "
+        "contradicts the suffix of -o is an error (svg and png need Graphviz's dot program)",
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
@@ -68,7 +68,13 @@ def _run_graph(args: argparse.Namespace) -> int:
     suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
     if args.format and suffix in graph.FORMATS and suffix != args.format:
         return error(f"--format {args.format} contradicts -o {args.output} ({suffix})", "graph")
-    fmt = args.format or (suffix if suffix in graph.FORMATS else "dot")
+    if not args.format and suffix and suffix not in graph.FORMATS:  # -o g.pdf: not DOT text
+        return error(
+            f"-o {args.output}: cannot tell the format from its suffix: expected one of "
+            f"{', '.join('.' + f for f in graph.FORMATS)}, or give --format",
+            "graph",
+        )
+    fmt = args.format or suffix or "dot"
     if fmt == "png" and not args.output:
         return error("--format png needs -o PATH", "graph")
     if args.name == "net":

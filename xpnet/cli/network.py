@@ -270,6 +270,13 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             f"--model {args.model} does not match the checkpoint's {resumed['model']} "
             f"({args.resume}); leave it out to resume"
         )
+    given = [f for f, v in (("--weight-init", args.weight_init), ("--bias-init", args.bias_init))
+             if v is not None]  # fmt: skip
+    if args.resume and given:  # the initial weights are the checkpoint's
+        raise ValueError(
+            f"{', '.join(given)}: the weights come from the checkpoint ({args.resume}); "
+            f"leave {'them' if len(given) > 1 else 'it'} out to resume"
+        )
     model = resumed.get("model", args.model or "mlp")
     preset = MODELS[model]
     saved_opt = saved.get("optimizer") or {}

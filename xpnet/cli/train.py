@@ -74,7 +74,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="write a checkpoint (.npz) at the end and "
         f"every {SAVE_INTERVAL_S:.0f} s during training",
     )
-    p.add_argument("--plot", metavar="PATH", help="write the learning curves (PNG)")
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write the learning curves (PNG; SVG or PDF for a .svg or .pdf name)",
+    )
     p.add_argument(
         "--resume",
         metavar="PATH",
@@ -268,10 +272,6 @@ def _train(args: argparse.Namespace) -> int:
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
-    if start_epoch >= epochs:
-        print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
-        return 0
-
     # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
     # sizes (for a MultiLayerNet, resuming takes them from the architecture).
     run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS)}
@@ -283,6 +283,19 @@ def _train(args: argparse.Namespace) -> int:
         meta = {"epoch": epoch, "history": history.as_dict(), "run": run}
         checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
         last_save, saved_epoch = time.perf_counter(), epoch
+
+    def write_outputs(epoch: int) -> None:
+        if args.save:
+            save(epoch)
+            print(f"saved {args.save}")
+        if args.plot:
+            plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
+            print(f"wrote {args.plot}")
+
+    if start_epoch >= epochs:  # --save and --plot are still written, from the checkpoint
+        print(f"already trained {start_epoch} epochs (target {epochs}); nothing to do")
+        write_outputs(start_epoch)
+        return 0
 
     def report(r: EpochResult) -> None:
         if not args.quiet:
@@ -329,10 +342,5 @@ def _train(args: argparse.Namespace) -> int:
         f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
         f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
     )
-    if args.save:
-        save(epochs)
-        print(f"saved {args.save}")
-    if args.plot:
-        plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
-        print(f"wrote {args.plot}")
+    write_outputs(epochs)
     return 0
