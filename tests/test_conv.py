@@ -99,6 +99,15 @@ def test_convolution_without_input_grad_returns_none_but_keeps_dW_and_db(xp):
     np.testing.assert_array_equal(to_numpy(data_layer.db), to_numpy(full.db))
 
 
+def test_convolution_backward_rejects_dout_of_another_batch_size(xp):
+    # dout (1, ...) for a batch of 2 would broadcast: dW summed twice, dx of one sample.
+    rng = np.random.default_rng(2)
+    layer = Convolution(dev(xp, rng.standard_normal((2, 1, 2, 2))), dev(xp, np.zeros(2)))
+    layer.forward(dev(xp, rng.standard_normal((2, 1, 4, 4))))
+    with pytest.raises(ValueError, match=r"\(2, 2, 3, 3\), got \(1, 2, 3, 3\)"):
+        layer.backward(dev(xp, np.ones((1, 2, 3, 3))))
+
+
 def test_im2col_rows_are_the_windows_in_the_books_layout(xp):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 4, 5))
@@ -269,30 +278,43 @@ def test_check_layer_reports_a_tied_windows_elements_as_kinks(xp):
 
 
 def test_pooling_kinks_where_the_two_largest_are_within_reach(xp):
+    # The maximum 1.0 moving down and the runner-up 0.99 up close their gap of 0.01 by
+    # 0.012 (a kink) or by 0.008 (none).
     x = dev(xp, [[[[1.0, 0.99], [0.0, -1.0]]]])
     layer = Pooling(2, 2, stride=2)
-    near = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.006))))
-    far = to_numpy(layer.kinks(x, dev(xp, np.full((1, 1, 2, 2), 0.004))))
+    near = to_numpy(layer.kinks(x, dev(xp, [[[[-0.006, 0.006], [0.0, 0.0]]]])))
+    far = to_numpy(layer.kinks(x, dev(xp, [[[[-0.004, 0.004], [0.0, 0.0]]]])))
     assert near.tolist() == [[[[True]]]] and far.tolist() == [[[[False]]]]
 
 
 def test_pooling_kinks_where_the_maximum_is_tied(xp):
-    # Channel 0 ties all four: the smallest move hands its maximum to another element.
+    # Channel 0 ties all four: the smallest move of one of them hands its maximum on.
     # Channel 1 has one clear maximum, 0.5 above the rest: moves of 1e-6 cannot.
     x = dev(xp, [[[[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.5], [0.0, -1.0]]]])
-    kinks = Pooling(2, 2, stride=2).kinks(x, dev(xp, np.full((1, 2, 2, 2), 1e-6)))
+    dx = np.zeros((1, 2, 2, 2))
+    dx[0, :, 1, 1] = 1e-6
+    kinks = Pooling(2, 2, stride=2).kinks(x, dev(xp, dx))
     assert to_numpy(kinks).tolist() == [[[[True]], [[False]]]]
 
 
+def test_pooling_a_tie_whose_elements_move_alike_is_no_kink(xp):
+    # A blank region's equal outputs, all moved by one bias: the maximum stays their value.
+    x = dev(xp, np.full((1, 1, 2, 2), 0.1))
+    kinks = Pooling(2, 2, stride=2).kinks(x, dev(xp, np.full((1, 1, 2, 2), 1e-4)))
+    assert to_numpy(kinks).tolist() == [[[[False]]]]
+
+
 def np_pool_kinks(x, dx, ph, pw, stride, pad):
-    """Per window of the zero-padded x: are its two largest closer than twice its largest |dx|?"""
-    xpad, move = np_padded(x, pad), np_padded(np.abs(dx), pad)
+    """Per window of the zero-padded x: does some element lie closer below the (first)
+    maximum than its move dx differs from the maximum's?"""
+    xpad, move = np_padded(x, pad), np_padded(dx, pad)
     n, c, h, w = x.shape
     out = np.empty((n, c, out_size(h, ph, stride, pad), out_size(w, pw, stride, pad)), bool)
     for i, k, y, z in np.ndindex(out.shape):
         rows, cols = slice(y * stride, y * stride + ph), slice(z * stride, z * stride + pw)
-        first, second = np.sort(xpad[i, k, rows, cols], axis=None)[::-1][:2]
-        out[i, k, y, z] = first - second < 2 * move[i, k, rows, cols].max()
+        window, moves = xpad[i, k, rows, cols].ravel(), move[i, k, rows, cols].ravel()
+        top = np.argmax(window)
+        out[i, k, y, z] = np.any(window[top] - window < np.abs(moves - moves[top]))
     return out
 
 
@@ -306,11 +328,11 @@ POOL_KINK_CASES = {
 
 
 @pytest.mark.parametrize("case", POOL_KINK_CASES)
-def test_pooling_kinks_match_each_windows_two_largest_and_largest_move(xp, case):
+def test_pooling_kinks_match_each_windows_elements_and_moves(xp, case):
     x_shape, ph, pw, stride, pad, shift = POOL_KINK_CASES[case]
     rng = np.random.default_rng(11)
     x = distinct_values(rng, x_shape) + shift
-    dx = -rng.uniform(0.0, 0.3, x_shape)  # moves of either sign count by their size
+    dx = rng.uniform(-0.3, 0.3, x_shape)  # moves of either sign
     expected = np_pool_kinks(x, dx, ph, pw, stride, pad)
     assert expected.any() and not expected.all()
     kinks = Pooling(ph, pw, stride=stride, pad=pad).kinks(dev(xp, x), dev(xp, dx))
@@ -318,10 +340,21 @@ def test_pooling_kinks_match_each_windows_two_largest_and_largest_move(xp, case)
 
 
 @pytest.mark.parametrize("step", [0.2, 0.01])
-def test_crosses_kink_takes_the_largest_move_of_either_sign_among_the_moved_inputs(xp, step):
+def test_crosses_kink_takes_each_moved_input_with_its_signs(xp, step):
+    x = distinct_values(np.random.default_rng(12), (2, 2, 4, 4))
+    dx = np.zeros(x.shape)
+    dx[:, :, ::2, ::2] = -step  # the only move: each window's first element, downwards
+    layers = [Pooling(2, 2, stride=2)]
+    center, still = (layer_inputs(layers, dev(xp, x)) for _ in range(2))
+    down = layer_inputs(layers, dev(xp, x + dx))
+    expected = np_pool_kinks(x, dx, 2, 2, 2, 0).any()
+    assert bool(crosses_kink(layers, center, still, down)) == expected
+
+
+def test_crosses_kink_finds_none_where_every_element_moves_alike(xp):
+    # Equal moves keep every window's order: no maximum changes hands, however close.
     x = distinct_values(np.random.default_rng(12), (2, 2, 4, 4))
     layers = [Pooling(2, 2, stride=2)]
     center, still = (layer_inputs(layers, dev(xp, x)) for _ in range(2))
-    down = layer_inputs(layers, dev(xp, x - step))  # the only move, downwards
-    expected = np_pool_kinks(x, np.full(x.shape, step), 2, 2, 2, 0).any()
-    assert bool(crosses_kink(layers, center, still, down)) == expected
+    down = layer_inputs(layers, dev(xp, x - 0.2))
+    assert not bool(crosses_kink(layers, center, still, down))

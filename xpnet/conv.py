@@ -203,7 +203,7 @@ class Convolution(Layer):
             )
         win = windows(x, fh, fw, self.stride, self.pad)
         n, _, _, _, oh, ow = win.shape
-        self.x_shape = tuple(x.shape)
+        self.x_shape, self.out_shape = tuple(x.shape), (n, fn, oh, ow)
         self.col = xp.reshape(win, (n, c * fh * fw, oh * ow))
         out = xp.reshape(self.W, (fn, c * fh * fw)) @ self.col
         out += self.b[:, None]  # in place: out is this call's own array
@@ -212,6 +212,11 @@ class Convolution(Layer):
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
         fn, c, fh, fw = self.W.shape
+        if tuple(dout.shape) != self.out_shape:  # a batch of 1 would broadcast silently
+            raise ValueError(
+                f"Convolution.backward needs dout of the shape of forward's output "
+                f"{self.out_shape}, got {tuple(dout.shape)}"
+            )
         n, _, oh, ow = dout.shape
         dout = xp.reshape(dout, (n, fn, oh * ow))
         self.db = reduce_sum(dout, axis=(0, 2))
@@ -274,17 +279,23 @@ class Pooling(Layer):
     # Gradient checks (xpnet.perturb): where a central difference straddles a kink.
 
     def kinks(self, x: Any, dx: Any) -> Any:
-        """True per output element (N, C, OH, OW) where moving the input ``x`` by up to
-        ``|dx|`` (x's shape) can hand the window's maximum to another element: the two
-        largest are closer than twice the largest move in the window."""
+        """True per output element (N, C, OH, OW) where moving the input ``x`` along ``dx``
+        (x's shape, with its signs), to ``x + s * dx`` for some ``s`` in (-1, 1), hands the
+        window's maximum to another element: one that is closer below the maximum than the
+        two elements' moves differ, ``top - x_j < |dx_j - dx_top|``. A tie whose elements
+        move alike (a blank region's equal outputs, moved by a bias) is no kink: the
+        maximum stays their common value."""
         xp = namespace_of(x, dx)
         pieces = window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        moves = window_pieces(dx, self.pool_h, self.pool_w, self.stride, self.pad)
         top = reduce(xp.maximum, pieces)
         taken = xp.zeros(top.shape, dtype=xp.bool, device=device(top))
-        runner_up = xp.full(top.shape, -xp.inf, dtype=top.dtype, device=device(top))
-        for piece in pieces:
-            first = (piece == top) & ~taken
+        top_move = xp.zeros(top.shape, dtype=moves[0].dtype, device=device(top))
+        for piece, move in zip(pieces, moves, strict=True):
+            first = (piece == top) & ~taken  # the maximum backward routes to
             taken = taken | first
-            runner_up = xp.maximum(runner_up, xp.where(first, -xp.inf, piece))
-        moves = window_pieces(xp.abs(dx), self.pool_h, self.pool_w, self.stride, self.pad)
-        return top - runner_up < 2 * reduce(xp.maximum, moves)
+            top_move = xp.where(first, move, top_move)
+        kinked = xp.zeros(top.shape, dtype=xp.bool, device=device(top))
+        for piece, move in zip(pieces, moves, strict=True):
+            kinked = kinked | (top - piece < xp.abs(move - top_move))
+        return kinked

@@ -108,10 +108,12 @@ class Change:
         return u[:, :, None] * v[:, None, :]
 
 
-def layer_inputs(layers: Sequence[Any], x: Any, modal: Sequence[bool]) -> list[Any]:
+def layer_inputs(layers: Sequence[Any], x: Any, modal: Sequence[bool] | None = None) -> list[Any]:
     """The input of every layer for the batch ``x`` in training mode, followed by the last
-    layer's output. ``modal[k]``: whether layer k takes ``train_flg``
-    (:func:`~xpnet.layers.takes_train_flg`); those get ``train_flg=True``."""
+    layer's output. ``modal[k]``: whether layer k takes ``train_flg`` (default: asked of
+    each layer, :func:`~xpnet.layers.takes_train_flg`); those get ``train_flg=True``."""
+    if modal is None:
+        modal = [takes_train_flg(layer) for layer in layers]
     inputs = [x]
     for layer, training in zip(layers, modal, strict=True):
         x = inputs[-1]
@@ -145,16 +147,17 @@ def propagate(layer: Any, x: Any, change: Change) -> tuple[Change, Any]:
 def crosses_kink(layers: Sequence[Any], center: Sequence[Any], *moved: Sequence[Any]) -> Any:
     """Whether going from the layer inputs ``center`` to any of ``moved`` reaches a kink.
 
-    All are :func:`layer_inputs` lists. Returns a 0-D bool array, or None when no
-    layer has ``kinks``.
+    All are :func:`layer_inputs` lists. Each move goes to a layer's ``kinks`` with its
+    signs, ``moved[k] - center[k]``: elements that move alike keep their order (a max
+    pooling's tie stays a tie), which their sizes alone cannot tell. Returns a 0-D bool
+    array, or None when no layer has ``kinks``.
     """
     found = None
     for k, layer in enumerate(layers):
         if hasattr(layer, "kinks"):
             x = center[k]
             xp = namespace_of(x)
-            reach = reduce(xp.maximum, [xp.abs(m[k] - x) for m in moved])
-            hit = xp.any(layer.kinks(x, reach))
+            hit = reduce(lambda a, b: a | b, [xp.any(layer.kinks(x, m[k] - x)) for m in moved])
             found = hit if found is None else found | hit
     return found
 
