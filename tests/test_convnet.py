@@ -138,6 +138,34 @@ def test_check_gradients_fails_a_wrong_bias_gradient_where_blank_windows_tie(
     assert not report, str(report)
 
 
+def many_positions(xp):
+    """The small conv net (weights of the book's scale, 0.01) on 100 images: each filter
+    weight moves 3,600 ReLU inputs, and at the default h nearly every weight's central
+    difference straddles a kink at one of them (none at h / 100)."""
+    return small_net(xp), *images(xp, n=100)
+
+
+def test_kinks_at_h_are_differenced_again_at_a_smaller_step(cpu_xp):
+    report = check_gradients(*many_positions(cpu_xp), params=["W1"])
+    (w1,) = report.params
+    assert report, str(report)
+    assert w1.refined > w1.kinks and "differenced again at h=1e-06" in str(report)
+
+
+def test_a_wrong_filter_gradient_fails_where_its_weights_straddle_kinks_at_h(cpu_xp, monkeypatch):
+    # Every straddling element was excused whatever its error: a sign-flipped dW1 passed.
+    original = Convolution.backward
+
+    def backward(self, dout):
+        dx = original(self, dout)
+        self.dW = -self.dW
+        return dx
+
+    monkeypatch.setattr(Convolution, "backward", backward)
+    report = check_gradients(*many_positions(cpu_xp), params=["W1"])
+    assert not report, str(report)
+
+
 def test_the_loop_reports_a_conv_nets_kinks(cpu_xp):
     """Blank images give conv outputs of exactly b1 = 0: moving b1 crosses ReLU's kink."""
     net = small_net(cpu_xp)

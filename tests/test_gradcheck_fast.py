@@ -217,7 +217,8 @@ def test_memory_budget_reads_sizes_and_the_environment(monkeypatch):
 
 
 def kinked_problem(xp, hidden=(4,)):
-    """A ReLU network where pre-activation z1[0, 2] = 1e-6, well within h = 1e-4 of the kink.
+    """A ReLU network where pre-activation z1[0, 2] = 1e-8, well within h = 1e-4 of the kink
+    (and within h / 100, where check_gradients differences again what straddles one).
 
     With ``hidden=(4, 4)`` a second ReLU follows, whose pre-activations are all at least
     0.07 away from 0: the kink is then in the first of two ReLUs.
@@ -226,7 +227,7 @@ def kinked_problem(xp, hidden=(4,)):
     x_host = np.array([[0.5, 0.8, 0.3], [0.9, 0.1, 0.6]])
     W1 = to_numpy(net.params["W1"])
     b1 = np.full(4, 0.5)
-    b1[2] = 1e-6 - x_host[0] @ W1[:, 2]
+    b1[2] = 1e-8 - x_host[0] @ W1[:, 2]
     b1[b1 == 0.5] = 0.5 - np.minimum(0.0, (x_host @ W1).min(axis=0))[b1 == 0.5]  # others active
     net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
     x = to_device(x_host, dtype="float64", xp=xp)

@@ -111,6 +111,52 @@ def test_batched_perturbs_the_parameters_after_the_last_batchnorm_locally(cpu_xp
     assert report.passed, str(report)
 
 
+class SquaredInTraining:
+    """A user's layer: ``x**2`` while training, ``x`` in evaluation (its forward's default).
+    Its ``perturb`` hook cannot know the mode; it follows the default. ``wrong`` makes
+    backward the evaluation-mode derivative, wrong for the training-mode loss."""
+
+    elementwise = True
+
+    def __init__(self, wrong=False):
+        self.wrong = wrong
+
+    def forward(self, x, train_flg=False):
+        self.x, self.train = x, train_flg
+        return x * x if train_flg else x
+
+    def backward(self, dout):
+        return dout if self.wrong or not self.train else 2.0 * self.x * dout
+
+    def perturb(self, x, dx):
+        return dx
+
+
+def with_squared_in_training(xp, wrong):
+    rng = np.random.default_rng(0)
+    layers = [
+        Affine(dev(xp, rng.standard_normal((5, 4))), dev(xp, rng.standard_normal(4))),
+        SquaredInTraining(wrong),
+        ReLU(),
+        Affine(dev(xp, rng.standard_normal((4, 3))), dev(xp, rng.standard_normal(3))),
+    ]
+    x, t = dev(xp, rng.standard_normal((6, 5))), dev(xp, rng.integers(0, 3, 6), dtype="int64")
+    return Sequential(layers, loss=SoftmaxWithLoss()), x, t
+
+
+def test_a_layers_perturb_hook_is_not_trusted_in_training_mode(cpu_xp):
+    net, x, t = with_squared_in_training(cpu_xp, wrong=True)
+    report = check_gradients(net, x, t, method="batched")
+    assert not report.passed, str(report)
+
+
+def test_parameters_before_a_user_layer_that_takes_train_flg_are_looped(cpu_xp):
+    net, x, t = with_squared_in_training(cpu_xp, wrong=False)
+    report = check_gradients(net, x, t, method="batched")
+    assert [p.via for p in report.params] == ["loop", "loop", "local", "local"], str(report)
+    assert report.passed, str(report)
+
+
 def test_a_check_does_not_move_the_networks_own_dropout_masks(cpu_xp):
     checked, x, t = case(cpu_xp, "dropout")
     untouched, _, _ = case(cpu_xp, "dropout")

@@ -36,9 +36,10 @@ loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 gradient's: a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNormalization)
 gets ``train_flg=True``, and the caller holds the network still (:mod:`xpnet.held`:
 the same Dropout masks in every pass, BatchNorm's running statistics put back). A
-parameter is *local* when
-its layer has ``perturb_param``, every later layer has ``perturb`` and the loss layer has
-``perturb``; the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
+parameter is *local* when its layer has ``perturb_param``, every later layer has
+``perturb``, the loss layer has ``perturb``, and no layer from its on takes ``train_flg``
+(a hook has no mode to follow: a user's may describe the evaluation-mode forward); the
+callers in :mod:`xpnet.gradcheck` compute the others by the loop,
 :func:`loop_differences`, which keeps each forward pass's layer inputs to find the
 kinks there too (a convolution's parameters, before ReLU and max pooling).
 """
@@ -220,9 +221,10 @@ class LocalNet:
         return next((k for k, other in enumerate(self.net.layers) if other is layer), None)
 
     def is_local(self, name: str) -> bool:
-        """Whether every layer from ``name``'s on (and the loss) can perturb locally."""
+        """Whether every layer from ``name``'s on (and the loss) can perturb locally, and
+        none of those layers takes ``train_flg`` (its hooks could follow either mode)."""
         k = self._layer_index(name)
-        if k is None or not hasattr(self.net.layers[k], "perturb_param"):
+        if k is None or not hasattr(self.net.layers[k], "perturb_param") or any(self.modal[k:]):
             return False
         later = [*self.net.layers[k + 1 :], self.net.last_layer]
         return all(hasattr(layer, "perturb") for layer in later)
@@ -354,7 +356,7 @@ def moving_elements(local: LocalNet, name: str) -> Any:
     return ~layer.inert_elements(local.inputs[local._layer_index(name)], attr)
 
 
-def _spread(values: Any, mask: Any) -> Any:
+def spread(values: Any, mask: Any) -> Any:
     """Put ``values`` (in order) where ``mask`` is true, zero elsewhere: the inverse of
     ``values = x[mask]`` (the standard has no scatter, so a cumulative sum finds each
     slot's value)."""
@@ -380,7 +382,9 @@ def chunk_differences(local: LocalNet, name: str, index: Any, h: float) -> tuple
     return (dloss[:m] - dloss[m:]) / (2 * h), kinked[:m] | kinked[m:]
 
 
-def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tuple[Any, Any]:
+def central_differences(
+    local: LocalNet, name: str, h: float, budget: int, among: Any = None
+) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, in chunks.
 
     The chunks together hold at most ``budget`` bytes of working memory
@@ -388,11 +392,15 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
     run on one thread per core: the hooks only read the network, and NumPy releases the
     GIL in its loops. Returns the numerical gradient in the parameter's shape and a bool
     array of that shape marking the elements whose central difference straddles a kink.
+    ``among`` (bool, the parameter's shape) limits the work to those elements; the others
+    are 0 and no kink.
     """
     param = local.net.params[name]
     xp = namespace_of(param)
     device = array_api_compat.device(param)
     moving = moving_elements(local, name)
+    if among is not None:
+        moving = moving & xp.reshape(among, (-1,))
     active = xp.astype(xp.nonzero(moving)[0], xp.int64)  # one host read: how many move
     size = active.shape[0]
     per_element = local.bytes_per_element(name)
@@ -417,5 +425,5 @@ def central_differences(local: LocalNet, name: str, h: float, budget: int) -> tu
             results = list(pool.map(chunk_at, starts))
     grads = [g for g, _ in results] or [xp.zeros((0,), dtype=param.dtype, device=device)]
     kinks = [k for _, k in results] or [xp.zeros((0,), dtype=xp.bool, device=device)]
-    grad, kinked = (_spread(xp.concat(parts), moving) for parts in (grads, kinks))
+    grad, kinked = (spread(xp.concat(parts), moving) for parts in (grads, kinks))
     return xp.reshape(grad, param.shape), xp.reshape(kinked, param.shape)
