@@ -19,6 +19,7 @@ from xpnet.gradcheck import (
     METHODS,
     DirectionalReport,
     GradientReport,
+    between_sides,
     check_gradients,
     directional_check,
     memory_budget,
@@ -599,3 +600,13 @@ def test_random_layered_networks_difference_locally_as_the_loop_does(cpu_xp, spe
         _, kinks = central_differences(local, name, H, 1024)
         _, met = loop_differences(local, name, H)
         np.testing.assert_array_equal(to_numpy(kinks), to_numpy(met), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "analytic, between", [(-1.0, True), (0.3, True), (1.0, True), (2.0, False), (-1.1, False)]
+)
+def test_a_derivative_at_a_kink_lies_between_the_one_sided_slopes(analytic, between):
+    # f = |x| at 0: slopes -1 on the left and 1 on the right; any subgradient is in [-1, 1].
+    h = 1e-3
+    plus, center, minus = np.float64(h), np.float64(0.0), np.float64(h)
+    assert bool(between_sides(np.float64(analytic), plus, center, minus, h, 1e-6, 1e-4)) is between

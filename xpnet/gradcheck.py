@@ -485,8 +485,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 # An analytic gradient within this fraction of the gap between the one-sided differences
 # of one of them is taken to sit on that side of a kink.
 KINK_SIDE = 0.1
-# Failing elements of one parameter, not flagged by the layers' kinks methods, that are
-# tested for a kink by one-sided differences; more is a wrong gradient, not kinks.
+# Failing elements of one parameter tested for a kink by one-sided differences: at most
+# this many not flagged by the layers' kinks methods (more is a wrong gradient, not
+# kinks), and of those flagged, this many with the largest errors.
 ONE_SIDED_LIMIT = 64
 
 
@@ -524,6 +525,21 @@ def straddles_kink(
     return found & (xp.abs(analytic - side) <= KINK_SIDE * gap)
 
 
+def between_sides(
+    analytic: Any, plus: Any, center: Any, minus: Any, h: float, atol: float, rtol: float
+) -> Any:
+    """Where ``analytic`` lies between the one-sided differences ``(f(x + h) - f(x)) / h``
+    and ``(f(x) - f(x - h)) / h`` (arrays or 0-D, broadcasting), within the tolerance of
+    the central difference: what the derivative of a function with kinks within ``h`` of
+    ``x`` can be, whichever side of each kink it takes. A derivative outside is wrong,
+    kinks or not."""
+    xp = namespace_of(analytic, plus)
+    forward, backward = (plus - center) / h, (center - minus) / h
+    slack = atol + rtol * xp.abs((plus - minus) / (2 * h))
+    low, high = xp.minimum(forward, backward) - slack, xp.maximum(forward, backward) + slack
+    return (analytic >= low) & (analytic <= high)
+
+
 def kinks_by_one_sided(
     f: Callable[[Any], Any], x: Any, analytic: Any, plus: Any, center: Any, minus: Any,
     h: float, atol: float, rtol: float, among: Any = None,
@@ -544,31 +560,58 @@ def kinks_by_one_sided(
 
 def _with_one_sided_kinks(
     net: Any, x: Any, t: Any, name: str, analytic: Any, found: _Numerical, center: float,
-    h: float, atol: float, rtol: float,
+    h: float, atol: float, rtol: float, small: float | None = None,
 ) -> Any:  # fmt: skip
-    """``found.kinks``, plus the kinks that one-sided differences find among the elements
-    that fail without a kink flagged: a kink in a layer without a ``kinks`` method (a
-    user's PReLU) that the layers' hooks cannot see. Two loss evaluations per such element,
-    done only when there are at most ``ONE_SIDED_LIMIT`` of them."""
+    """The kinks of ``name``, tested by one-sided differences; two loss evaluations per
+    element tested.
+
+    - Elements that fail without a kink flagged may straddle one in a layer without a
+      ``kinks`` method (a user's PReLU) that the layers' hooks cannot see: when there are
+      at most ``ONE_SIDED_LIMIT`` of them, each is a kink where its analytic gradient
+      matches the slope on one side at ``h`` and at ``h/2`` (:func:`kinks_by_one_sided`).
+    - Elements that a layer's hook flags (``found.kinks``; differenced again at ``small``
+      where :func:`_refined_at_kinks` could) and that fail are kinks only where their
+      analytic gradient lies between the slopes on the two sides, at the step of their
+      central difference (:func:`between_sides`): crossing kinks moves the two slopes
+      apart, while a flag alone excused a wrong gradient of any size (a float32 check of
+      a sign-flipped weight gradient passed, every element near some ReLU's 0). Of those,
+      the ``ONE_SIDED_LIMIT`` with the largest errors are tested; any others stay kinks.
+    """
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, atol, rtol)
-    if found.kinks is not None:
-        failing = failing & ~found.kinks
-    elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(failing))]
-    if not elements or len(elements) > ONE_SIDED_LIMIT:
-        return found.kinks
     param = net.params[name]
+    analytic64 = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
 
     def loss_at(p: Any) -> Any:
         return _loss_at(net, name, p, x, t)
 
-    plus, minus = values_around(loss_at, param, h, indices=elements)
-    analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
-    kinked = kinks_by_one_sided(
-        loss_at, param, analytic, plus, center, minus, h, atol, rtol, among=failing
-    )
-    return kinked if found.kinks is None else kinked | found.kinks
+    def around(mask: Any, step: float) -> tuple[Any, Any]:
+        elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(mask))]
+        return values_around(loss_at, param, step, indices=elements)
+
+    unflagged = failing if found.kinks is None else failing & ~found.kinks
+    kinks = xp.zeros_like(failing)
+    if 0 < int(xp.sum(xp.astype(unflagged, xp.int64))) <= ONE_SIDED_LIMIT:
+        plus, minus = around(unflagged, h)
+        kinks = kinks_by_one_sided(
+            loss_at, param, analytic64, plus, center, minus, h, atol, rtol, among=unflagged
+        )
+    if found.kinks is None:
+        return kinks
+    flagged = to_numpy(failing & found.kinks)
+    errors = np.where(flagged, to_numpy(xp.abs(analytic - numerical)), -np.inf)
+    worst = np.zeros(errors.shape, dtype=bool)  # the flagged ones with the largest errors
+    worst.flat[np.argsort(errors, axis=None)[::-1][: min(ONE_SIDED_LIMIT, flagged.sum())]] = True
+    tested = to_like(worst, failing)
+    kinks = kinks | (found.kinks & ~tested)  # flagged and passing, or beyond the limit
+    if worst.any():
+        step = h if small is None else small
+        plus, minus = around(tested, step)
+        one_side = straddles_kink(analytic64, plus, center, minus, step, atol, rtol)
+        between = between_sides(analytic64, plus, center, minus, step, atol, rtol)
+        kinks = kinks | (tested & (one_side | between))
+    return kinks
 
 
 def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -801,7 +844,19 @@ def check_gradients(
             for n in names
         }
         kinks = {
-            n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, atol, rtol)
+            n: _with_one_sided_kinks(
+                net,
+                x,
+                t,
+                n,
+                analytic[n],
+                found[n],
+                center,
+                h,
+                atol,
+                rtol,
+                small if refined[n] else None,
+            )
             for n in names
         }
     report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
