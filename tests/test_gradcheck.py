@@ -404,26 +404,44 @@ def test_each_direction_is_a_fresh_seeded_unit_draw(xp):
     np.testing.assert_allclose([d.analytic for d in report.directions], expected, rtol=1e-12)
 
 
-def test_a_direction_that_straddles_a_kink_is_reported_and_left_out(xp):
+def straddling(xp, shift, n):
+    """``kinked_problem`` with z1[0, 2] moved ``shift`` further from the kink; its directional
+    check at h = 1e-4 along ``n`` directions, and which of them straddle the kink at a step."""
     net, x, t = kinked_problem(xp)
-    h, n = 1e-4, 8
-    # z1[0, 2] moved to 2.1e-5 from the kink: some directions reach it within h, some not.
     b1 = to_numpy(net.params["b1"])
-    b1[2] += 2e-5
+    b1[2] += shift
     net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
-    report = directional_check(net, x, t, n_directions=n, seed=0, h=h)
+    report = directional_check(net, x, t, n_directions=n, seed=0, h=1e-4)
     # The ReLU's input z1 = x @ W1 + b1 is linear in the parameters: a direction v
     # straddles the kink where some z1 changes sign between p - h v and p + h v.
     W1, x_host = to_numpy(net.params["W1"]), to_numpy(x)
     shapes = {name: tuple(p.shape) for name, p in net.params.items()}
-    straddles = []
-    for v in seeded_directions(shapes, 0, n):
-        z = [x_host @ (W1 + s * v["W1"]) + b1 + s * v["b1"] for s in (h, -h)]
-        straddles.append(bool(np.any(np.sign(z[0]) != np.sign(z[1]))))
-    assert any(straddles) and not all(straddles)
-    assert [d.kink for d in report.directions] == straddles
+    directions = seeded_directions(shapes, 0, n)
+
+    def straddles(h):
+        zs = ([x_host @ (W1 + s * v["W1"]) + b1 + s * v["b1"] for s in (h, -h)] for v in directions)
+        return [bool(np.any(np.sign(z[0]) != np.sign(z[1]))) for z in zs]
+
+    return report, straddles
+
+
+def test_a_direction_that_straddles_a_kink_is_reported_and_left_out(xp):
+    # z1[0, 2] at 2e-7 from the kink: every direction reaches it within h = 1e-4, and is
+    # taken again at h / 100, where some still do: those are left out, the others compared.
+    report, straddles = straddling(xp, 2e-7 - 1e-8, n=8)
+    assert all(straddles(1e-4)) and any(straddles(1e-6)) and not all(straddles(1e-6))
+    assert [d.kink for d in report.directions] == straddles(1e-6)
     assert not all(d.passed for d in report.directions)  # a kink direction is off ...
     assert report.passed  # ... and left out
+
+
+def test_a_direction_that_straddles_a_kink_at_h_is_taken_again_at_a_smaller_step(xp):
+    # z1[0, 2] at 2e-5 from the kink: reached by some directions within h, by none within h / 100.
+    report, straddles = straddling(xp, 2e-5, n=8)
+    assert any(straddles(1e-4)) and not any(straddles(1e-6))
+    assert [d.step == 1e-6 for d in report.directions] == straddles(1e-4)
+    assert not any(d.kink for d in report.directions)
+    assert report.passed and "differenced again at h=1e-06" in str(report)
 
 
 @pytest.mark.parametrize("method", METHODS)

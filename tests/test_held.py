@@ -89,6 +89,8 @@ def test_a_batchnorm_network_on_one_sample_is_at_a_kink_in_every_direction(cpu_x
 
 
 def test_features_constant_in_the_batch_put_the_relu_after_batchnorm_on_its_kink(cpu_xp):
+    # Three ReLU inputs at exactly 0, moved up and down by a direction: the derivative the
+    # layers take (every such ReLU off) is no slope along it, so no difference can check it.
     rng = np.random.default_rng(0)
     W, b = rng.standard_normal((6, 3)), np.zeros(3)
     net = Sequential(
@@ -96,10 +98,11 @@ def test_features_constant_in_the_batch_put_the_relu_after_batchnorm_on_its_kink
         loss=SoftmaxWithLoss(),
     )
     x = rng.standard_normal((5, 6))
-    x[:, 1:4] = [0.7, -2.0, 3.0]  # three ReLU inputs at 0, moved up and down by a direction
+    x[:, 1:4] = [0.7, -2.0, 3.0]
     t = rng.integers(0, 3, 5)
     report = check_gradients(net, x, t, method="directional", n_directions=3)
-    assert all(d.kink for d in report.directions), str(report)
+    assert all(d.kink or d.crossed for d in report.directions), str(report)
+    assert "FAIL (across a kink)" in str(report) and 'method="batched"' in str(report)
     assert check_gradients(net, x, t, method="batched").passed
 
 

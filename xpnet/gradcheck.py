@@ -937,6 +937,8 @@ class DirectionCheck:
     abs_error: float
     kink: bool | None  # the central difference reaches a ReLU kink (None: not looked for)
     passed: bool
+    step: float | None = None  # of the central difference: the report's h, or a smaller one
+    crossed: bool = False  # it crosses a kink that the slopes on its two sides do not explain
 
     @property
     def finite(self) -> bool:
@@ -999,6 +1001,20 @@ class DirectionalReport:
                 "a zero bias on blank inputs) is a kink in every direction: check at other "
                 'inputs, or element by element (method="batched")'
             )
+        again = [str(i) for i, d in enumerate(self.directions) if d.step not in (None, self.h)]
+        if again:
+            lines.append(
+                f"refined: direction {', '.join(again)} crossed a kink at h={self.h:g} and "
+                f"disagreed; differenced again at h={self.directions[int(again[0])].step:g}"
+            )
+        if any(d.crossed and not d.passed for d in self.directions):
+            lines.append(
+                "FAIL (across a kink): the direction crosses a kink of the layers' even at the "
+                "smaller step, and the analytic derivative matches neither side's slope nor "
+                "lies between them: a wrong gradient, or several ReLU inputs at exactly 0 "
+                "(BatchNorm on a feature constant in the batch), where the derivative the "
+                'layers take is no slope along v; then check element by element (method="batched")'
+            )
         if not all(d.finite for d in self.directions):
             lines.append(
                 "non-finite: a derivative is inf or nan; numerical: the loss overflows or is "
@@ -1013,6 +1029,8 @@ def _direction_result(d: DirectionCheck) -> str:
         return "FAIL (non-finite)"
     if d.kink:
         return "kink (left out)"
+    if d.crossed and not d.passed:
+        return "FAIL (across a kink)"
     return "ok" if d.passed else "FAIL"
 
 
@@ -1053,12 +1071,14 @@ def directional_check(
     Per direction, two forward passes give ``(L(p + h v) - L(p - h v)) / 2h``, compared
     with the analytic ``sum(grad * v)``: a fast check of the whole backward pass that
     gives no per-element gradient. ``params`` limits the directions to some parameters.
-    A direction whose step reaches a kink is reported and left out of pass/fail: found by
-    the layers' ``kinks`` methods (ReLU, max pooling; networks with local perturbations,
-    two more forward passes), or for any layer by the one-sided differences along ``v``
-    (one more forward pass, and two more per direction they flag, to confirm it at ``h/2``),
-    as in :func:`check_gradients`. The loss is the
-    training-mode one, the network held still as in :func:`check_gradients`.
+    A direction whose step reaches a kink is reported and left out of pass/fail, as in
+    :func:`check_gradients`: found by the layers' ``kinks`` methods (ReLU, max pooling;
+    layered networks), a direction that crosses one and disagrees is taken again at the
+    smaller step of :func:`refined_step` (two more passes), and still crossing it is left
+    out only where the analytic slope matches one side or lies between the two; or, for any
+    layer, by the one-sided differences along ``v`` (confirmed at ``h/2``, two more passes
+    per direction they flag). The loss is the training-mode one, the network held still as
+    in :func:`check_gradients`.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
@@ -1070,27 +1090,38 @@ def directional_check(
         local = LocalNet.of(net, x, t)
         rng = host_rng(seed)
         xp = namespace_of(analytic[names[0]])
-        exact, plus, minus, kinks = [], [], [], []  # per direction, on the device till the end
-        directions = []
-        for _ in range(n_directions):
-            v = _random_direction(net, names, rng)
-            directions.append(v)
-            exact.append(sum(xp.sum(analytic[n] * v[n]) for n in names))
-            moved = []
-            for step, losses in ((h, plus), (-h, minus)):
-                with _moved(net, {n: net.params[n] + step * v[n] for n in names}):
-                    losses.append(training_loss(net, x, t))
+        small = refined_step(h, dtype)
+
+        def along(v: dict[str, Any], step: float) -> tuple[float, float, bool]:
+            """The losses at ``p + step v`` and ``p - step v``, and whether going there
+            crosses a kink of the layers' (False where they are not looked at)."""
+            losses, moved = [], []
+            for s in (step, -step):
+                with _moved(net, {n: net.params[n] + s * v[n] for n in names}):
+                    losses.append(float(training_loss(net, x, t)))
                     if local is not None:
                         moved.append(local.inputs_at(local.inputs[0]))
-            if local is not None:
-                kinks.append(crosses_kink(net.layers, local.inputs, *moved))
-        exact, plus, minus = (
-            to_numpy(xp.astype(xp.stack(a), xp.float64)) for a in (exact, plus, minus)
-        )
+            crossed = local is not None and crosses_kink(net.layers, local.inputs, *moved)
+            return losses[0], losses[1], bool(crossed)
 
-        def loss_along(steps: np.ndarray) -> float:
-            """The loss after ``steps[i]`` along direction ``i``, for each i."""
-            taken = [(float(s), v) for s, v in zip(steps, directions, strict=True) if s]
+        directions = [_random_direction(net, names, rng) for _ in range(n_directions)]
+        exact = np.array(
+            [float(sum(xp.sum(analytic[n] * v[n]) for n in names)) for v in directions]
+        )
+        found = [along(v, h) for v in directions]
+        plus, minus = (np.array([f[k] for f in found]) for k in (0, 1))
+        hooked = np.array([f[2] for f in found])
+        steps = np.full(n_directions, h)
+        # A direction that crosses a kink at h and disagrees is taken again at the smaller
+        # step, as check_gradients does elements: a ReLU input merely near 0 is clear there.
+        failing = ~within_tolerance(exact, (plus - minus) / (2 * h), atol, rtol)
+        for i in np.flatnonzero(hooked & failing) if small is not None else ():
+            plus[i], minus[i], hooked[i] = along(directions[i], small)
+            steps[i] = small
+
+        def loss_along(moves: np.ndarray) -> float:
+            """The loss after ``moves[i]`` along direction ``i``, for each i."""
+            taken = [(float(s), v) for s, v in zip(moves, directions, strict=True) if s]
             moved_to = {n: net.params[n] + sum(s * v[n] for s, v in taken) for n in names}
             with _moved(net, moved_to):
                 return float(training_loss(net, x, t))
@@ -1098,10 +1129,15 @@ def directional_check(
         # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
         # differences, as in check_gradients, confirmed at h / 2 (two more passes each).
         one_sided = kinks_by_one_sided(
-            loss_along, np.zeros(n_directions), exact, plus, center, minus, h, atol, rtol
-        )
-    numeric = (plus - minus) / (2 * h)
-    kinks = to_numpy(xp.stack(kinks)) if kinks and kinks[0] is not None else None
+            loss_along, np.zeros(n_directions), exact, plus, center, minus, h, atol, rtol,
+            among=~hooked & (steps == h),
+        )  # fmt: skip
+    # A crossing the hooks see explains only an error a kink can: the analytic slope on one
+    # side of it, or between the two.
+    explained = straddles_kink(exact, plus, center, minus, steps, atol, rtol) | between_sides(
+        exact, plus, center, minus, steps, atol, rtol
+    )
+    numeric = (plus - minus) / (2 * steps)
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):
         num, ana = float(numeric[i]), float(exact[i])
@@ -1111,8 +1147,10 @@ def directional_check(
                 numerical=num,
                 analytic=ana,
                 abs_error=err,
-                kink=bool(one_sided[i]) or (kinks is not None and bool(kinks[i])),
+                kink=bool(one_sided[i]) or bool(hooked[i] and explained[i]),
                 passed=math.isfinite(err) and within_tolerance(ana, num, atol, rtol),
+                step=float(steps[i]),
+                crossed=bool(hooked[i] and not explained[i]),
             )
         )
     return report
