@@ -358,3 +358,13 @@ def test_crosses_kink_finds_none_where_every_element_moves_alike(xp):
     center, still = (layer_inputs(layers, dev(xp, x)) for _ in range(2))
     down = layer_inputs(layers, dev(xp, x - 0.2))
     assert not bool(crosses_kink(layers, center, still, down))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_pooling_refuses_input_that_is_not_real_floating(xp, dtype):
+    # It pooled integers and booleans, whose gradient no check could take.
+    x = dev(xp, np.ones((1, 1, 4, 4)), dtype=dtype)
+    with pytest.raises(
+        ValueError, match=f"Pooling input must be a real floating-point array, got dtype {dtype}"
+    ):
+        Pooling(2, 2, stride=2).forward(x)

@@ -255,6 +255,7 @@ class Pooling(Layer):
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
+        require_floating(xp, "Pooling input", x)  # as Convolution's: its gradient is real
         self.x_shape = tuple(x.shape)
         rounds = [window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)]
         while len(rounds[-1]) > 1:
