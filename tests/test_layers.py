@@ -134,6 +134,16 @@ def test_affine_rejects_weights_and_bias_that_do_not_match(xp, w_shape, b_shape)
         layers.Affine(dev(xp, np.zeros(w_shape)), dev(xp, np.zeros(b_shape)))
 
 
+@pytest.mark.parametrize(
+    ("layer", "w_shape"), [(layers.Affine, (4, 3)), (Convolution, (3, 1, 2, 2))]
+)
+def test_weights_and_bias_of_two_dtypes_are_refused(xp, layer, w_shape):
+    # The bias added in place was cast into the product's dtype without a word (NumPy).
+    W, b = dev(xp, np.zeros(w_shape), dtype="float32"), dev(xp, np.zeros(3))
+    with pytest.raises(ValueError, match="needs W and b of one dtype, got float32 and float64"):
+        layer(W, b)
+
+
 @pytest.mark.parametrize("layer", [layers.Affine, Convolution])
 def test_weights_given_as_lists_are_named(layer):
     with pytest.raises(TypeError, match=r"W must be an array, got list \[\[0.0, 1.0\]\]"):

@@ -3,7 +3,7 @@ checked against NumPy formulas differentiated by tests/numeric.py, never against
 
 import numpy as np
 import pytest
-from numeric import central_difference
+from numeric import central_difference, dev
 
 import xpnet
 from xpnet import Sequential, check_gradients, checkpoint
@@ -631,3 +631,14 @@ def test_a_failed_gradient_leaves_predict_recording_nothing(xp):
     with pytest.raises(ValueError):
         net.gradient(x, bad)
     assert net._shapes is None
+
+
+def test_layers_of_two_dtypes_are_refused_naming_the_parameter(xp):
+    # A float64 layer after float32 ones promoted the scores without a word (NumPy).
+    single = Affine(dev(xp, np.zeros((4, 3)), "float32"), dev(xp, np.zeros(3), "float32"))
+    double = Affine(dev(xp, np.zeros((3, 2)), "float64"), dev(xp, np.zeros(2), "float64"))
+    with pytest.raises(
+        ValueError,
+        match=r"parameter W2 \(layer 3 \(Affine\)\) has dtype float64, but W1 has float32",
+    ):
+        Sequential([single, ReLU(), double], loss=SoftmaxWithLoss())

@@ -25,7 +25,7 @@ from array_api_compat import device
 
 from xpnet.backend import namespace_of, reduce_sum
 from xpnet.checks import require_count
-from xpnet.layers import Layer, require_array, require_floating
+from xpnet.layers import Layer, require_array, require_floating, require_one_dtype
 
 
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
@@ -183,6 +183,7 @@ class Convolution(Layer):
                 f"Convolution needs filters W of shape (FN, C, FH, FW) and b of shape (FN,), "
                 f"got {tuple(W.shape)} and {tuple(b.shape)}"
             )
+        require_one_dtype("Convolution", W, b)
         check_window(W.shape[2], W.shape[3], stride, pad)
         self.W, self.b = W, b
         self.stride, self.pad, self.input_grad = stride, pad, input_grad

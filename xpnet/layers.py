@@ -90,6 +90,18 @@ def require_array(name: str, a: Any) -> None:
         raise TypeError(f"{name} must be an array, got {type(a).__name__} {a!r:.40}")
 
 
+def require_one_dtype(layer: str, W: Any, b: Any) -> None:
+    """Refuse weights ``W`` and bias ``b`` of different libraries, devices or dtypes: the
+    bias added in place would be cast silently into the product's dtype (NumPy), or fail
+    in the first forward pass (array_api_strict), as PyTorch's ``F.linear`` refuses them."""
+    namespace_of(W, b)  # BackendMismatchError naming both
+    if W.dtype != b.dtype:
+        raise ValueError(
+            f"{layer} needs W and b of one dtype, got {dtype_name(W)} and {dtype_name(b)}: "
+            "convert one (xp.astype)"
+        )
+
+
 def _as_rows(xp: Any, x: Any, layer: str, param: str, like: Any) -> Any:
     """``x`` (N, D), or (N, ...) with trailing sizes multiplying to D (images, flattened
     as in the book), as rows (N, D), where D = ``like.shape[0]``; else ``ValueError``
@@ -288,6 +300,7 @@ class Affine(Layer):
                 f"Affine needs W of shape (D, M) and b of shape (M,), "
                 f"got {tuple(W.shape)} and {tuple(b.shape)}"
             )
+        require_one_dtype("Affine", W, b)
         self.W, self.b = W, b
         self.input_grad = input_grad
         self.dW = self.db = None

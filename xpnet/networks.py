@@ -170,6 +170,24 @@ def _check_loss(loss: Any) -> None:
         )
 
 
+def _require_one_dtype(params: Parameters, seen: dict[int, int]) -> None:
+    """Refuse parameters of more than one library, device or dtype, naming the first that
+    differs from the first parameter: a float64 layer after float32 ones would promote
+    the scores silently (NumPy), or fail in the first pass (array_api_strict)."""
+    names = iter(params)
+    first = next(names, None)
+    for name in names:
+        value, reference = params[name], params[first]
+        namespace_of(value, reference)  # BackendMismatchError naming both
+        if value.dtype != reference.dtype:
+            layer, _ = params.slot(name)
+            raise ValueError(
+                f"parameter {name} ({_where(seen[id(layer)], layer)}) has dtype "
+                f"{dtype_name(value)}, but {first} has {dtype_name(reference)}: every "
+                "parameter of a network has one dtype; convert them first (xp.astype)"
+            )
+
+
 def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     """``name -> (layer, attribute)``: each attribute named ``W`` numbered by order of
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
@@ -247,6 +265,7 @@ class Sequential:
         # another dtype, so it holds for the network's life.
         first = next(iter(self.params.values()), None)
         self._input_dtype = None if first is None else first.dtype
+        _require_one_dtype(self.params, seen)
         # name, layer, attribute, its gradient's attribute, and where (for messages)
         self._slots = [
             (name, layer, attr, "d" + attr, _where(seen[id(layer)], layer))
