@@ -160,9 +160,16 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
     [
         (["--hidden", "100"], "--hidden [100] does not match the checkpoint's [50]"),
         (["--model", "convnet"], "--model convnet does not match the checkpoint's mlp"),
+        # It trained on the other data set, and joined the two histories.
+        (
+            ["--dataset", "fashion-mnist"],
+            "--dataset fashion-mnist does not match the checkpoint's mnist",
+        ),
     ],
 )
-def test_resume_rejects_a_different_architecture(fake_data, tmp_path, capsys, flag, message):
+def test_resume_rejects_another_architecture_or_data_set(
+    fake_data, tmp_path, capsys, flag, message
+):
     path = tmp_path / "p.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
     assert run(["train", "--resume", str(path), *flag]) == 2

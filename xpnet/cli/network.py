@@ -277,6 +277,12 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             f"{', '.join(given)}: the weights come from the checkpoint ({args.resume}); "
             f"leave {'them' if len(given) > 1 else 'it'} out to resume"
         )
+    if args.dataset is not None and resumed.get("dataset", args.dataset) != args.dataset:
+        # Its history would join epochs on two data sets, its best epoch of either.
+        raise ValueError(
+            f"--dataset {args.dataset} does not match the checkpoint's {resumed['dataset']} "
+            f"({args.resume}); leave it out to resume"
+        )
     model = resumed.get("model", args.model or "mlp")
     preset = MODELS[model]
     saved_opt = saved.get("optimizer") or {}

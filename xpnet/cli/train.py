@@ -84,7 +84,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="continue from a checkpoint: its "
         "network, optimizer state, epoch and settings (flags given override "
-        "settings; --epochs/--iters count from the start of training)",
+        "settings, but not the architecture, --dataset or the initial weights; "
+        "--epochs/--iters count from the start of training)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
