@@ -193,6 +193,7 @@ class _Numerical:
     grad: Any
     kinks: Any  # bool array of the parameter's shape, or None when not known
     via: str  # "local" (batched) or "loop"
+    refined: Any = None  # bool, the elements differenced again at the smaller step
 
 
 def _numerical(
@@ -485,9 +486,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 # An analytic gradient within this fraction of the gap between the one-sided differences
 # of one of them is taken to sit on that side of a kink.
 KINK_SIDE = 0.1
-# Failing elements of one parameter tested for a kink by one-sided differences: at most
-# this many not flagged by the layers' kinks methods (more is a wrong gradient, not
-# kinks), and of those flagged, this many with the largest errors.
+# Failing elements of one parameter, not flagged by the layers' kinks methods, that are
+# tested for a kink by one-sided differences; more is a wrong gradient, not kinks.
 ONE_SIDED_LIMIT = 64
 
 
@@ -525,21 +525,6 @@ def straddles_kink(
     return found & (xp.abs(analytic - side) <= KINK_SIDE * gap)
 
 
-def between_sides(
-    analytic: Any, plus: Any, center: Any, minus: Any, h: float, atol: float, rtol: float
-) -> Any:
-    """Where ``analytic`` lies between the one-sided differences ``(f(x + h) - f(x)) / h``
-    and ``(f(x) - f(x - h)) / h`` (arrays or 0-D, broadcasting), within the tolerance of
-    the central difference: what the derivative of a function with kinks within ``h`` of
-    ``x`` can be, whichever side of each kink it takes. A derivative outside is wrong,
-    kinks or not."""
-    xp = namespace_of(analytic, plus)
-    forward, backward = (plus - center) / h, (center - minus) / h
-    slack = atol + rtol * xp.abs((plus - minus) / (2 * h))
-    low, high = xp.minimum(forward, backward) - slack, xp.maximum(forward, backward) + slack
-    return (analytic >= low) & (analytic <= high)
-
-
 def kinks_by_one_sided(
     f: Callable[[Any], Any], x: Any, analytic: Any, plus: Any, center: Any, minus: Any,
     h: float, atol: float, rtol: float, among: Any = None,
@@ -562,56 +547,39 @@ def _with_one_sided_kinks(
     net: Any, x: Any, t: Any, name: str, analytic: Any, found: _Numerical, center: float,
     h: float, atol: float, rtol: float, small: float | None = None,
 ) -> Any:  # fmt: skip
-    """The kinks of ``name``, tested by one-sided differences; two loss evaluations per
-    element tested.
-
-    - Elements that fail without a kink flagged may straddle one in a layer without a
-      ``kinks`` method (a user's PReLU) that the layers' hooks cannot see: when there are
-      at most ``ONE_SIDED_LIMIT`` of them, each is a kink where its analytic gradient
-      matches the slope on one side at ``h`` and at ``h/2`` (:func:`kinks_by_one_sided`).
-    - Elements that a layer's hook flags (``found.kinks``; differenced again at ``small``
-      where :func:`_refined_at_kinks` could) and that fail are kinks only where their
-      analytic gradient lies between the slopes on the two sides, at the step of their
-      central difference (:func:`between_sides`): crossing kinks moves the two slopes
-      apart, while a flag alone excused a wrong gradient of any size (a float32 check of
-      a sign-flipped weight gradient passed, every element near some ReLU's 0). Of those,
-      the ``ONE_SIDED_LIMIT`` with the largest errors are tested; any others stay kinks.
-    """
+    """``found.kinks``, plus the kinks that one-sided differences find among the elements
+    that fail without a kink flagged: a kink in a layer without a ``kinks`` method (a
+    user's PReLU) that the layers' hooks cannot see. Two loss evaluations per such element,
+    done only when there are at most ``ONE_SIDED_LIMIT`` of them, at the step of its central
+    difference: ``small`` for one differenced again there (:func:`_refined_at_kinks`),
+    where it is clear of the kink it straddled at ``h``, which must not excuse it."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, atol, rtol)
+    if found.kinks is not None:
+        failing = failing & ~found.kinks
+    if not 0 < int(xp.sum(xp.astype(failing, xp.int64))) <= ONE_SIDED_LIMIT:
+        return found.kinks
     param = net.params[name]
-    analytic64 = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
+    analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
 
     def loss_at(p: Any) -> Any:
         return _loss_at(net, name, p, x, t)
 
-    def around(mask: Any, step: float) -> tuple[Any, Any]:
-        elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(mask))]
-        return values_around(loss_at, param, step, indices=elements)
-
-    unflagged = failing if found.kinks is None else failing & ~found.kinks
-    kinks = xp.zeros_like(failing)
-    if 0 < int(xp.sum(xp.astype(unflagged, xp.int64))) <= ONE_SIDED_LIMIT:
-        plus, minus = around(unflagged, h)
-        kinks = kinks_by_one_sided(
-            loss_at, param, analytic64, plus, center, minus, h, atol, rtol, among=unflagged
+    steps = [(failing, h)]
+    if found.refined is not None and small is not None:
+        steps = [(failing & ~found.refined, h), (failing & found.refined, small)]
+    kinked = found.kinks
+    for among, step in steps:
+        elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(among))]
+        if not elements:
+            continue
+        plus, minus = values_around(loss_at, param, step, indices=elements)
+        found_here = kinks_by_one_sided(
+            loss_at, param, analytic, plus, center, minus, step, atol, rtol, among=among
         )
-    if found.kinks is None:
-        return kinks
-    flagged = to_numpy(failing & found.kinks)
-    errors = np.where(flagged, to_numpy(xp.abs(analytic - numerical)), -np.inf)
-    worst = np.zeros(errors.shape, dtype=bool)  # the flagged ones with the largest errors
-    worst.flat[np.argsort(errors, axis=None)[::-1][: min(ONE_SIDED_LIMIT, flagged.sum())]] = True
-    tested = to_like(worst, failing)
-    kinks = kinks | (found.kinks & ~tested)  # flagged and passing, or beyond the limit
-    if worst.any():
-        step = h if small is None else small
-        plus, minus = around(tested, step)
-        one_side = straddles_kink(analytic64, plus, center, minus, step, atol, rtol)
-        between = between_sides(analytic64, plus, center, minus, step, atol, rtol)
-        kinks = kinks | (tested & (one_side | between))
-    return kinks
+        kinked = found_here if kinked is None else kinked | found_here
+    return kinked
 
 
 def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -925,6 +893,7 @@ def _refined_at_kinks(
         grad, kinks = (xp.reshape(spread(a, flat), again.shape) for a in (values, kinked))
     found.grad = xp.where(again, xp.astype(grad, found.grad.dtype), found.grad)
     found.kinks = xp.where(again, kinks, found.kinks)
+    found.refined = again
     return count
 
 
@@ -938,7 +907,6 @@ class DirectionCheck:
     kink: bool | None  # the central difference reaches a ReLU kink (None: not looked for)
     passed: bool
     step: float | None = None  # of the central difference: the report's h, or a smaller one
-    crossed: bool = False  # it crosses a kink that the slopes on its two sides do not explain
 
     @property
     def finite(self) -> bool:
@@ -1007,14 +975,6 @@ class DirectionalReport:
                 f"refined: direction {', '.join(again)} crossed a kink at h={self.h:g} and "
                 f"disagreed; differenced again at h={self.directions[int(again[0])].step:g}"
             )
-        if any(d.crossed and not d.passed for d in self.directions):
-            lines.append(
-                "FAIL (across a kink): the direction crosses a kink of the layers' even at the "
-                "smaller step, and the analytic derivative matches neither side's slope nor "
-                "lies between them: a wrong gradient, or several ReLU inputs at exactly 0 "
-                "(BatchNorm on a feature constant in the batch), where the derivative the "
-                'layers take is no slope along v; then check element by element (method="batched")'
-            )
         if not all(d.finite for d in self.directions):
             lines.append(
                 "non-finite: a derivative is inf or nan; numerical: the loss overflows or is "
@@ -1029,8 +989,6 @@ def _direction_result(d: DirectionCheck) -> str:
         return "FAIL (non-finite)"
     if d.kink:
         return "kink (left out)"
-    if d.crossed and not d.passed:
-        return "FAIL (across a kink)"
     return "ok" if d.passed else "FAIL"
 
 
@@ -1073,12 +1031,11 @@ def directional_check(
     gives no per-element gradient. ``params`` limits the directions to some parameters.
     A direction whose step reaches a kink is reported and left out of pass/fail, as in
     :func:`check_gradients`: found by the layers' ``kinks`` methods (ReLU, max pooling;
-    layered networks), a direction that crosses one and disagrees is taken again at the
-    smaller step of :func:`refined_step` (two more passes), and still crossing it is left
-    out only where the analytic slope matches one side or lies between the two; or, for any
-    layer, by the one-sided differences along ``v`` (confirmed at ``h/2``, two more passes
-    per direction they flag). The loss is the training-mode one, the network held still as
-    in :func:`check_gradients`.
+    layered networks), a direction that crosses one and disagrees being taken again at the
+    smaller step of :func:`refined_step` (two more passes), where a ReLU input merely near
+    0 is clear; or, for any layer, by the one-sided differences along ``v`` (confirmed at
+    half the step, two more passes per direction they flag). The loss is the training-mode
+    one, the network held still as in :func:`check_gradients`.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
@@ -1127,16 +1084,14 @@ def directional_check(
                 return float(training_loss(net, x, t))
 
         # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
-        # differences, as in check_gradients, confirmed at h / 2 (two more passes each).
-        one_sided = kinks_by_one_sided(
-            loss_along, np.zeros(n_directions), exact, plus, center, minus, h, atol, rtol,
-            among=~hooked & (steps == h),
-        )  # fmt: skip
-    # A crossing the hooks see explains only an error a kink can: the analytic slope on one
-    # side of it, or between the two.
-    explained = straddles_kink(exact, plus, center, minus, steps, atol, rtol) | between_sides(
-        exact, plus, center, minus, steps, atol, rtol
-    )
+        # differences, as in check_gradients, confirmed at half the step (two more passes
+        # each), at the step of the direction's central difference.
+        one_sided = np.zeros(n_directions, dtype=bool)
+        for step in sorted(set(steps.tolist())):
+            one_sided |= kinks_by_one_sided(
+                loss_along, np.zeros(n_directions), exact, plus, center, minus, step, atol,
+                rtol, among=~hooked & (steps == step),
+            )  # fmt: skip
     numeric = (plus - minus) / (2 * steps)
     report = DirectionalReport(h=h, atol=atol, rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):
@@ -1147,10 +1102,9 @@ def directional_check(
                 numerical=num,
                 analytic=ana,
                 abs_error=err,
-                kink=bool(one_sided[i]) or bool(hooked[i] and explained[i]),
+                kink=bool(one_sided[i] or hooked[i]),
                 passed=math.isfinite(err) and within_tolerance(ana, num, atol, rtol),
                 step=float(steps[i]),
-                crossed=bool(hooked[i] and not explained[i]),
             )
         )
     return report
