@@ -63,15 +63,16 @@ def on_the_host(monkeypatch):
 
 
 @pytest.fixture
-def wrong_dW_of(monkeypatch):
-    """``wrong_dW_of(cls)``: ``cls.backward`` (a layer with a ``W``) stores dW scaled by 1.01."""
+def wrong_gradient_of(monkeypatch):
+    """``wrong_gradient_of(cls, grad="dW", factor=1.01)``: ``cls.backward`` stores the
+    parameter gradient ``grad`` scaled by ``factor``."""
 
-    def patch(cls):
+    def patch(cls, grad="dW", factor=1.01):
         original = cls.backward
 
         def backward(self, dout):
             dx = original(self, dout)
-            self.dW = self.dW * 1.01
+            setattr(self, grad, getattr(self, grad) * factor)
             return dx
 
         monkeypatch.setattr(cls, "backward", backward)
@@ -80,6 +81,6 @@ def wrong_dW_of(monkeypatch):
 
 
 @pytest.fixture
-def wrong_dW(wrong_dW_of):
+def wrong_dW(wrong_gradient_of):
     """Affine.backward stores dW scaled by 1.01."""
-    wrong_dW_of(Affine)
+    wrong_gradient_of(Affine)

@@ -93,8 +93,8 @@ def test_check_gradients_passes_on_a_conv_net(cpu_xp):
     assert all(p.kinks is not None for p in report.params)  # looked for in the loop too
 
 
-def test_check_gradients_fails_on_a_wrong_convolution_gradient(cpu_xp, wrong_dW_of):
-    wrong_dW_of(Convolution)
+def test_check_gradients_fails_on_a_wrong_convolution_gradient(cpu_xp, wrong_gradient_of):
+    wrong_gradient_of(Convolution)
     net = small_net(cpu_xp)
     report = check_gradients(net, *images(cpu_xp))
     assert not report
@@ -124,16 +124,9 @@ def test_check_gradients_passes_where_blank_windows_tie(cpu_xp, method):
 
 @pytest.mark.parametrize("method", ["batched", "loop"])
 def test_check_gradients_fails_a_wrong_bias_gradient_where_blank_windows_tie(
-    cpu_xp, monkeypatch, method
+    cpu_xp, wrong_gradient_of, method
 ):
-    original = Convolution.backward
-
-    def backward(self, dout):
-        dx = original(self, dout)
-        self.db = self.db * 2.0
-        return dx
-
-    monkeypatch.setattr(Convolution, "backward", backward)
+    wrong_gradient_of(Convolution, "db", 2.0)
     report = check_gradients(*blank_bordered(cpu_xp), method=method, params=["b1"])
     assert not report, str(report)
 
@@ -152,16 +145,11 @@ def test_kinks_at_h_are_differenced_again_at_a_smaller_step(cpu_xp):
     assert w1.refined > w1.kinks and "differenced again at h=1e-06" in str(report)
 
 
-def test_a_wrong_filter_gradient_fails_where_its_weights_straddle_kinks_at_h(cpu_xp, monkeypatch):
+def test_a_wrong_filter_gradient_fails_where_its_weights_straddle_kinks_at_h(
+    cpu_xp, wrong_gradient_of
+):
     # Every straddling element was excused whatever its error: a sign-flipped dW1 passed.
-    original = Convolution.backward
-
-    def backward(self, dout):
-        dx = original(self, dout)
-        self.dW = -self.dW
-        return dx
-
-    monkeypatch.setattr(Convolution, "backward", backward)
+    wrong_gradient_of(Convolution, "dW", -1.0)
     report = check_gradients(*many_positions(cpu_xp), params=["W1"])
     assert not report, str(report)
 
