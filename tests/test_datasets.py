@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import importlib.util
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,17 @@ def test_a_subfolder_named_after_the_dataset_wins_over_the_folder_itself(tmp_pat
     assert x.shape[0] == 13
 
 
+def test_a_subfolder_missing_a_file_is_an_error_not_a_reason_to_use_the_folder_itself(tmp_path):
+    make_idx_set(tmp_path, n_train=11)  # another data set's files, beside its subfolder
+    make_idx_set(tmp_path / "fashion-mnist", n_train=13)
+    (tmp_path / "fashion-mnist" / datasets.FILES["test_labels"]).unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(name="fashion-mnist", root=tmp_path)
+    message = str(info.value)
+    assert f"root: {tmp_path / 'fashion-mnist'} (missing t10k-labels-idx1-ubyte.gz)" in message
+    assert f"root: {tmp_path} (" not in message
+
+
 def test_a_user_copy_is_used_without_a_checksum(tmp_path, monkeypatch):
     make_idx_set(tmp_path)
     monkeypatch.setitem(datasets.SHA256, "mnist", dict.fromkeys(datasets.FILES, "0" * 64))
@@ -296,6 +308,26 @@ def test_trailing_bytes_after_the_data_are_reported_with_both_sizes(tmp_path):
     assert str(info.value) == (
         f"{path}: header says shape (20,) (20 bytes of data), file has 27 bytes of data"
     )
+
+
+def test_data_far_past_the_header_is_reported_without_holding_it_in_memory(tmp_path):
+    # 64 MiB of zeros after one label: a 64 KiB file that read whole would take 64 MiB.
+    path = tmp_path / "bomb.gz"
+    with gzip.GzipFile(path, "wb", mtime=0) as f:
+        f.write(struct.pack(">HBBI", 0, 0x08, 1, 1) + b"\0")
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptDataError) as info:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"{path}: header says shape (1,) (1 bytes of data), file has {2**26 + 1} bytes of data"
+    )
+    assert peak < 2**23
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ naming it and what it lacks. Without ``root`` it looks, in order, in
 
 and downloads what the cache lacks from :data:`MIRRORS`. ``root`` and ``XPNET_DATA``
 may hold the four files themselves or in a subfolder named after the data set
-(``<folder>/fashion-mnist/``); the subfolder wins.
+(``<folder>/fashion-mnist/``); when that subfolder exists, it is the only place looked
+in there (the files beside it are another data set's).
 
 Trust: files in the cache are downloaded by xpnet, so their SHA-256 must match
 :data:`SHA256` (a mismatch means a corrupt file, which is fetched again). Files in
@@ -161,38 +162,54 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     not match the header.
     """
     path = Path(path)
-    data = _gunzip(path)
-    if len(data) < 4:
-        raise CorruptDataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    try:
+        with gzip.open(path, "rb") as f:
+            return _parse_idx(path, f)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise CorruptDataError(f"{path}: not a readable gzip file ({exc})") from exc
+
+
+def _parse_idx(path: Path, f: gzip.GzipFile) -> np.ndarray:
+    """Decode the IDX stream ``f``, holding no more of it in memory than its header
+    announces: a small file that inflates to gigabytes past the announced data (or a
+    header announcing terabytes) fails without allocating them."""
+    magic = _read_at_most(f, 4)
+    if len(magic) < 4:
+        raise CorruptDataError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", magic)
     if zero != 0:
         raise CorruptDataError(
-            f"{path}: bad IDX magic number 0x{data[:4].hex()} (must start with two zero bytes)"
+            f"{path}: bad IDX magic number 0x{magic.hex()} (must start with two zero bytes)"
         )
     if code not in _IDX_DTYPES:
         raise CorruptDataError(f"{path}: unknown IDX type code 0x{code:02x}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    dims = _read_at_most(f, 4 * ndim)
+    if len(dims) < 4 * ndim:
         raise CorruptDataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+    shape = struct.unpack(f">{ndim}I", dims)
     dtype = _IDX_DTYPES[code]
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no 64-bit overflow
-    if len(data) - header != expected:
+    data = _read_at_most(f, expected)
+    extra = 0  # read to the end all the same: gzip checks its CRC and length there
+    while chunk := f.read(_CHUNK):
+        extra += len(chunk)
+    if len(data) + extra != expected:
         raise CorruptDataError(
             f"{path}: header says shape {shape} ({expected} bytes of data), "
-            f"file has {len(data) - header} bytes of data"
-            + (" (truncated)" if len(data) - header < expected else "")
+            f"file has {len(data) + extra} bytes of data"
+            + (" (truncated)" if len(data) < expected else "")
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 
-def _gunzip(path: Path) -> bytes:
-    try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise CorruptDataError(f"{path}: not a readable gzip file ({exc})") from exc
+def _read_at_most(f: gzip.GzipFile, size: int) -> bytearray:
+    """Up to ``size`` bytes of ``f``, fewer at its end, read a chunk at a time: one
+    ``read(size)`` would allocate ``size`` bytes at once, whatever the file holds."""
+    data = bytearray()
+    while len(data) < size and (chunk := f.read(min(_CHUNK, size - len(data)))):
+        data += chunk
+    return data
 
 
 def write_idx(path: str | os.PathLike[str], array: Any) -> Path:
@@ -255,15 +272,20 @@ def _user_places(name: str, root: str | os.PathLike[str] | None) -> list[tuple[s
     """Where to look before the cache: ``root`` alone when given, else ``$XPNET_DATA``
     and the system copies."""
     if root is not None:
-        base = Path(root).expanduser()
-        return [("root", base / name), ("root", base)]
+        return _subfolder_or_folder("root", Path(root).expanduser(), name)
     places: list[tuple[str, Path]] = []
     env = os.environ.get(DATA_ENV_VAR)
     if env:
-        base = Path(env).expanduser()
-        places += [(f"${DATA_ENV_VAR}", base / name), (f"${DATA_ENV_VAR}", base)]
+        places += _subfolder_or_folder(f"${DATA_ENV_VAR}", Path(env).expanduser(), name)
     places += [("system copy", folder) for folder in SYSTEM_DIRS.get(name, [])]
     return places
+
+
+def _subfolder_or_folder(label: str, base: Path, name: str) -> list[tuple[str, Path]]:
+    """``base/name`` alone when that folder exists, else it and ``base``: the files beside
+    a ``name`` subfolder (missing a file, say) are another data set's."""
+    sub = base / name
+    return [(label, sub)] if sub.is_dir() else [(label, sub), (label, base)]
 
 
 def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | None:
