@@ -205,6 +205,24 @@ def test_a_subfolder_missing_a_file_is_an_error_not_a_reason_to_use_the_folder_i
     assert f"root: {tmp_path} (" not in message
 
 
+def fashion_files_in(folder: Path) -> None:
+    """A tiny set whose training labels begin as Fashion-MNIST's do."""
+    make_idx_set(folder)
+    labels = (np.arange(N_TRAIN) % 10).astype(np.uint8)
+    labels[:10] = datasets.FIRST_TRAIN_LABELS["fashion-mnist"]
+    write_idx(folder / datasets.FILES["train_labels"], labels)
+
+
+def test_another_data_sets_files_are_refused_naming_it(tmp_path, monkeypatch):
+    # XPNET_DATA set to a folder of one data set's files served them as the other's.
+    fashion_files_in(tmp_path)
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path))
+    with pytest.raises(CorruptDataError, match="these are fashion-mnist's training labels"):
+        load_mnist(name="mnist", download=False)
+    (x, _), _ = load_mnist(name="fashion-mnist", download=False)
+    assert x.shape[0] == N_TRAIN
+
+
 def test_a_user_copy_is_used_without_a_checksum(tmp_path, monkeypatch):
     make_idx_set(tmp_path)
     monkeypatch.setitem(datasets.SHA256, "mnist", dict.fromkeys(datasets.FILES, "0" * 64))

@@ -147,7 +147,16 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class CorruptDataError(ValueError):
-    """A data file is malformed; the message names the file and what is wrong."""
+    """A data file is malformed, or is another data set's; the message names the file and
+    what is wrong."""
+
+
+#: The first ten training labels of each IDX data set, as published. MNIST and
+#: Fashion-MNIST name their four files alike, so a folder of one can pass for the other.
+FIRST_TRAIN_LABELS = {
+    "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
+    "fashion-mnist": (9, 0, 0, 3, 0, 2, 7, 2, 5, 5),
+}
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -432,8 +441,25 @@ def load_mnist_host(
     """
     paths = find_dataset(name, root, download=download)
     train = _pair(paths["train_images"], paths["train_labels"])
+    _require_named_set(name, train[1], paths["train_labels"])
     test = _pair(paths["test_images"], paths["test_labels"])
     return train, test
+
+
+def _require_named_set(name: str, labels: np.ndarray, path: Path) -> None:
+    """Refuse training ``labels`` (from ``path``) that begin as another data set's do
+    (:data:`FIRST_TRAIN_LABELS`): ``XPNET_DATA`` set to a folder of MNIST's files served
+    them as Fashion-MNIST. A subset or a copy of one's own begins otherwise and passes."""
+    head = tuple(int(v) for v in labels[:10])
+    for other, first in FIRST_TRAIN_LABELS.items():
+        if other != name and head == first:
+            raise CorruptDataError(
+                f"{path}: these are {other}'s training labels (they begin "
+                f"{' '.join(map(str, first))}), not {name}'s, whose files have the same "
+                f"names: put each data set in a subfolder named after it ({path.parent}/"
+                f"{name}/, {path.parent}/{other}/), or name the right folder (root=, "
+                "--data-dir)"
+            )
 
 
 def mnist_5k_path() -> Path:
