@@ -355,6 +355,13 @@ def test_cli_prints_dot_without_output_path(capsys):
     assert out == graph.apple_orange().dot()
 
 
+def test_cli_refuses_network_flags_for_a_graph_other_than_net(capsys):
+    # They were ignored without a word.
+    assert run(["graph", "apple", "--hidden", "10", "--dtype", "float64"]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden, --dtype: the network flags apply to graph net only" in err
+
+
 def test_cli_net_follows_the_train_flags(capsys, digits):
     argv = ["graph", "net", "--hidden", "6", "--hidden", "4", "--activation", "tanh"]
     assert run([*argv, "--batch-size", "12", "--seed", "3"]) == 0

@@ -33,10 +33,17 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "contradicts the suffix of -o is an error (svg and png need Graphviz's dot program)",
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    before = len(p._actions)
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
     p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
     p.set_defaults(epochs=None, iters=None, resume=None, eval_samples=None)
+    # dest -> (flag, default), to refuse network flags given with another graph than net
+    p.set_defaults(
+        network_flags={
+            a.dest: (a.option_strings[0], p.get_default(a.dest)) for a in p._actions[before:]
+        }
+    )
 
 
 def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
@@ -62,6 +69,11 @@ def _run_graph(args: argparse.Namespace) -> int:
 
     from xpnet import graph
 
+    given = [
+        f for dest, (f, default) in args.network_flags.items() if getattr(args, dest) != default
+    ]
+    if args.name != "net" and given:
+        return error(f"{', '.join(given)}: the network flags apply to graph net only", "graph")
     problem = check_output("-o", args.output)
     if problem:
         return error(problem, "graph")
