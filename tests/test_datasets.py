@@ -223,6 +223,13 @@ def test_another_data_sets_files_are_refused_naming_it(tmp_path, monkeypatch):
     assert x.shape[0] == N_TRAIN
 
 
+def test_a_root_that_is_a_file_is_named_as_one(tmp_path):
+    # It read "(no such folder)".
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(DatasetNotFoundError, match=r"data \(a file, not a folder\)"):
+        load_mnist(root=tmp_path / "data")
+
+
 def test_a_user_copy_is_used_without_a_checksum(tmp_path, monkeypatch):
     make_idx_set(tmp_path)
     monkeypatch.setitem(datasets.SHA256, "mnist", dict.fromkeys(datasets.FILES, "0" * 64))

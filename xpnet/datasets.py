@@ -303,7 +303,10 @@ def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | N
     missing = [p.name for p in paths.values() if not p.is_file()]
     if not missing:
         return paths
-    what = "no such folder" if not folder.is_dir() else "missing " + ", ".join(missing)
+    if folder.is_dir():
+        what = "missing " + ", ".join(missing)
+    else:
+        what = "a file, not a folder" if folder.exists() else "no such folder"
     notes.append(f"{label}: {folder} ({what})")
     return None
 
