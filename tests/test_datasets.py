@@ -282,6 +282,12 @@ def test_cache_defaults_to_dot_cache_in_home(tmp_path, monkeypatch):
     assert datasets.cache_dir("mnist") == tmp_path / "home" / ".cache" / "xpnet" / "mnist"
 
 
+def test_a_relative_xdg_cache_home_is_ignored_as_the_spec_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert datasets.cache_dir("mnist") == tmp_path / "home" / ".cache" / "xpnet" / "mnist"
+
+
 # --------------------------------------------------------------------------- malformed files
 
 

@@ -245,8 +245,13 @@ def write_idx(path: str | os.PathLike[str], array: Any) -> Path:
 
 
 def cache_dir(name: str) -> Path:
-    """The download folder: ``$XDG_CACHE_HOME/xpnet/<name>``, else ``~/.cache/xpnet/<name>``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """The download folder: ``$XDG_CACHE_HOME/xpnet/<name>``, else ``~/.cache/xpnet/<name>``.
+
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says: it would put the
+    cache in whatever folder the program runs from."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "xpnet" / name
 
 
