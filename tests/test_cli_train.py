@@ -782,7 +782,8 @@ def test_resuming_a_finished_run_still_writes_save_and_plot(fake_data, tmp_path,
 
 
 @pytest.mark.parametrize(
-    "suffix, start", [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".PNG", b"\x89PNG")]
+    "suffix, start",
+    [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".SVG", b"<?xml"), (".PNG", b"\x89PNG")],
 )
 def test_the_plot_is_drawn_in_the_format_its_name_says(fake_data, tmp_path, suffix, start):
     pytest.importorskip("matplotlib")

@@ -351,6 +351,19 @@ def test_crosses_kink_takes_each_moved_input_with_its_signs(xp, step):
     assert bool(crosses_kink(layers, center, still, down)) == expected
 
 
+def test_crosses_kink_finds_the_two_largest_moving_toward_each_other(xp):
+    # 1.0 up by 0.1 and 0.85 down by 0.1: they tie at three quarters of the way back,
+    # though the moves are of one size.
+    x = np.full((1, 1, 2, 2), -5.0)
+    x[0, 0, 0, :] = [1.0, 0.85]
+    dx = np.zeros(x.shape)
+    dx[0, 0, 0, :] = [0.1, -0.1]
+    layers = [Pooling(2, 2, stride=2)]
+    center, still = (layer_inputs(layers, dev(xp, x)) for _ in range(2))
+    moved = layer_inputs(layers, dev(xp, x + dx))
+    assert bool(crosses_kink(layers, center, still, moved))
+
+
 def test_crosses_kink_finds_none_where_every_element_moves_alike(xp):
     # Equal moves keep every window's order: no maximum changes hands, however close.
     x = distinct_values(np.random.default_rng(12), (2, 2, 4, 4))

@@ -223,6 +223,30 @@ def test_another_data_sets_files_are_refused_naming_it(tmp_path, monkeypatch):
     assert x.shape[0] == N_TRAIN
 
 
+def test_a_file_named_after_the_dataset_is_no_subfolder_to_look_in_alone(tmp_path):
+    make_idx_set(tmp_path, n_train=11)
+    (tmp_path / "fashion-mnist").write_text("not a folder")
+    (x, _), _ = load_mnist(name="fashion-mnist", root=tmp_path)
+    assert x.shape[0] == 11
+
+
+def test_xpnet_data_starting_with_a_tilde_is_in_the_users_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_idx_set(tmp_path / "data", n_train=11)
+    monkeypatch.setenv("XPNET_DATA", "~/data")
+    (x, _), _ = load_mnist()
+    assert x.shape[0] == 11
+
+
+def test_mnists_published_files_are_refused_as_fashion_mnist(tmp_path):
+    make_idx_set(tmp_path)
+    labels = (np.arange(N_TRAIN) % 10).astype(np.uint8)
+    labels[:10] = (5, 0, 4, 1, 9, 2, 1, 3, 1, 4)  # MNIST's first training labels
+    write_idx(tmp_path / datasets.FILES["train_labels"], labels)
+    with pytest.raises(CorruptDataError, match="these are mnist's training labels"):
+        load_mnist(name="fashion-mnist", root=tmp_path)
+
+
 def test_a_root_that_is_a_file_is_named_as_one(tmp_path):
     # It read "(no such folder)".
     (tmp_path / "data").write_text("not a folder")
@@ -328,6 +352,21 @@ def test_unknown_idx_type_code_is_reported(tmp_path):
     path.write_bytes(gzip_bytes(struct.pack(">HBBI", 0, 0x07, 1, 2) + b"\0\0"))
     with pytest.raises(CorruptDataError, match="type code 0x07"):
         load_mnist(root=tmp_path)
+
+
+@pytest.mark.parametrize("size", [0, 1, 3])
+def test_an_idx_file_shorter_than_its_magic_number_is_reported(tmp_path, size):
+    path = tmp_path / "short.gz"
+    path.write_bytes(gzip_bytes(bytes(size)))
+    with pytest.raises(CorruptDataError, match=rf"too short for an IDX header \({size} bytes\)"):
+        read_idx(path)
+
+
+def test_an_idx_header_cut_off_in_its_dimensions_is_reported(tmp_path):
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip_bytes(struct.pack(">HBBI", 0, 0x08, 3, 20)))  # 1 of 3 dimensions
+    with pytest.raises(CorruptDataError, match=r"truncated IDX header \(3 dimensions announced\)"):
+        read_idx(path)
 
 
 def test_trailing_bytes_after_the_data_are_reported_with_both_sizes(tmp_path):

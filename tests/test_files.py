@@ -323,3 +323,10 @@ def test_a_pipe_or_device_is_not_replaced_by_a_file(tmp_path):
     with pytest.raises(ValueError, match=error), atomic_file(target) as f:
         f.write(b"new")
     assert target.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_folder_in_the_way_is_an_is_a_directory_error_leaving_no_temporary_file(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError), atomic_file(tmp_path / "out") as f:
+        f.write(b"data")
+    assert os.listdir(tmp_path) == ["out"]

@@ -23,6 +23,7 @@ from xpnet.gradcheck import (
     directional_check,
     memory_budget,
     net_numerical_gradient,
+    refined_step,
 )
 from xpnet.layers import Affine, MeanSquaredError, ReLU, SigmoidWithLoss, SoftmaxWithLoss, Tanh
 from xpnet.opcount import count_operations
@@ -281,6 +282,59 @@ def test_an_element_clear_of_the_kink_at_the_smaller_step_is_not_excused_at_h(
     assert not report.passed, str(report)
 
 
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_an_element_across_a_kink_that_agrees_is_not_differenced_again(cpu_xp, method):
+    # ReLU unit 2 barely feeds the scores (W2[2] scaled by 1e-6): b1[2] straddles its kink
+    # and agrees all the same, so it is compared at h without a second difference.
+    net, x, t = kinked_problem(cpu_xp)
+    W2 = to_numpy(net.params["W2"]).copy()
+    W2[2] *= 1e-6
+    net.params["W2"] = to_device(W2, dtype="float64", xp=cpu_xp)
+    report = check_gradients(net, x, t, method=method, h=H, params=["b1"])
+    (b,) = report.params
+    assert b.refined == 0 and not b.kinks and b.passed, str(report)
+    assert "refined" not in str(report)
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_a_kink_stays_reported_beside_an_element_that_fails_without_one(
+    cpu_xp, method, monkeypatch
+):
+    # b1[2] straddles the kink at h and at h / 100; b1[0]'s gradient is wrong, and it has
+    # no kink flagged, so the one-sided differences look at it: what they find adds to
+    # the kinks found, it does not replace them.
+    net, x, t = kinked_problem(cpu_xp)
+    original = net.gradient
+
+    def gradient(x, t):
+        grads = original(x, t)
+        grads["b1"] = grads["b1"] + to_device(np.eye(4)[0], dtype="float64", xp=cpu_xp)
+        return grads
+
+    monkeypatch.setattr(net, "gradient", gradient)
+    report = check_gradients(net, x, t, method=method, h=H, params=["b1"])
+    (b,) = report.params
+    assert b.kink_elements == ((2,),), str(report)
+    assert not b.passed, str(report)
+
+
+@pytest.mark.parametrize(
+    ("h", "dtype", "expected"),
+    [
+        (1e-4, "float64", 1e-6),  # h / 100
+        (1e-6, "float64", 10 * np.sqrt(np.finfo("float64").eps)),  # not below rounding's
+        (1e-2, "float32", 10 * np.sqrt(np.finfo("float32").eps)),  # float32's, not float64's
+    ],
+)
+def test_refined_step_is_a_hundredth_of_h_but_not_below_ten_root_eps(h, dtype, expected):
+    assert refined_step(h, dtype) == pytest.approx(expected, rel=1e-12)
+
+
+def test_refined_step_is_none_when_the_floor_is_not_twice_smaller_than_h():
+    # 10 * sqrt(eps) = 1.49e-7 of float64 is above h / 2 = 1.25e-7, below h / 1.5.
+    assert refined_step(2.5e-7, "float64") is None
+
+
 def test_a_zero_pre_activation_that_does_not_move_is_no_kink(xp, wrong_dW):
     """A wrong dW2 fails even where a sample sits on every ReLU's kink without moving."""
     net = MultiLayerNet(5, [4, 4], 3, dtype="float64", seed=0, xp=xp)  # zero biases
@@ -318,6 +372,19 @@ def test_directional_check_leaves_out_directions_across_a_kink(cpu_xp, hidden):
     assert all(d.kink for d in report.directions)  # b1[2] moves z1[0, 2] in every direction
     assert not report.passed
     assert "no direction free of kinks" in str(report)
+
+
+def test_a_direction_across_a_kink_that_agrees_is_not_taken_again(cpu_xp):
+    # ReLU unit 2 feeds nothing (W2[2] = 0): every direction crosses its kink at z1[0, 2]
+    # and agrees all the same, so none is differenced again at the smaller step.
+    net, x, t = kinked_problem(cpu_xp)
+    W2 = to_numpy(net.params["W2"]).copy()
+    W2[2] = 0.0
+    net.params["W2"] = to_device(W2, dtype="float64", xp=cpu_xp)
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert all(d.kink and d.passed for d in report.directions), str(report)
+    assert all(d.step == report.h for d in report.directions), str(report)
+    assert "refined" not in str(report)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -11,6 +11,7 @@ from xpnet.backend import to_numpy
 from xpnet.gradcheck import METHODS, ONE_SIDED_LIMIT, net_numerical_gradient
 from xpnet.held import ReplayedRNG, held, layers_of, require_deterministic
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss
+from xpnet.perturb import layer_inputs
 
 KINDS = {
     "batchnorm": {"use_batchnorm": True},
@@ -157,6 +158,12 @@ def test_parameters_before_a_user_layer_that_takes_train_flg_are_looped(cpu_xp):
     report = check_gradients(net, x, t, method="batched")
     assert [p.via for p in report.params] == ["loop", "loop", "local", "local"], str(report)
     assert report.passed, str(report)
+
+
+def test_layer_inputs_are_those_of_the_training_mode_pass(cpu_xp):
+    # Asked of the layer, not its forward's default (evaluation, here).
+    _, out = layer_inputs([SquaredInTraining()], dev(cpu_xp, [[1.0, -2.0, 3.0]]))
+    np.testing.assert_array_equal(to_numpy(out), [[1.0, 4.0, 9.0]])
 
 
 def test_a_check_does_not_move_the_networks_own_dropout_masks(cpu_xp):

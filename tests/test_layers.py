@@ -144,6 +144,17 @@ def test_weights_and_bias_of_two_dtypes_are_refused(xp, layer, w_shape):
         layer(W, b)
 
 
+@pytest.mark.parametrize(
+    ("layer", "w_shape"), [(layers.Affine, (4, 3)), (Convolution, (3, 1, 2, 2))]
+)
+def test_weights_and_bias_on_two_devices_are_refused(layer, w_shape):
+    strict = pytest.importorskip("array_api_strict")
+    W = strict.asarray(np.zeros(w_shape))
+    b = strict.asarray(np.zeros(3), device=strict.Device("device1"))
+    with pytest.raises(BackendMismatchError, match="different devices"):
+        layer(W, b)
+
+
 @pytest.mark.parametrize("layer", [layers.Affine, Convolution])
 def test_weights_given_as_lists_are_named(layer):
     with pytest.raises(TypeError, match=r"W must be an array, got list \[\[0.0, 1.0\]\]"):

@@ -7,7 +7,7 @@ from numeric import central_difference, dev
 
 import xpnet
 from xpnet import Sequential, check_gradients, checkpoint
-from xpnet.backend import namespace_of, to_device, to_numpy
+from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy
 from xpnet.checkpoint import load_network, load_params, register_layer, save_params
 from xpnet.layers import (
     Affine,
@@ -621,6 +621,17 @@ def test_a_subclass_whose_loss_does_not_call_predict_gets_its_gradient(xp):
     W1, b1, s, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4,), (4, 3), (3,))
     net = OwnForward([Affine(W1, b1), Tanh(), Scale(s), Affine(W2, b2)], loss=SoftmaxWithLoss())
     assert_gradients_of_the_scaled_net(xp, net)
+
+
+def test_layers_on_two_devices_are_refused():
+    strict = pytest.importorskip("array_api_strict")
+    other = strict.Device("device1")
+    first = Affine(strict.asarray(np.zeros((4, 3))), strict.asarray(np.zeros(3)))
+    second = Affine(
+        strict.asarray(np.zeros((3, 2)), device=other), strict.asarray(np.zeros(2), device=other)
+    )
+    with pytest.raises(BackendMismatchError, match="different devices"):
+        Sequential([first, ReLU(), second], loss=SoftmaxWithLoss())
 
 
 def test_a_failed_gradient_leaves_predict_recording_nothing(xp):
