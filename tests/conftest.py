@@ -11,6 +11,7 @@ Tests create arrays with ``to_device(data, dtype=..., xp=xp)`` and compare on th
 from __future__ import annotations
 
 import importlib
+import os
 
 import array_api_compat
 import pytest
@@ -60,6 +61,28 @@ def on_the_host(monkeypatch):
     takes NumPy arrays) or that feed NumPy arrays to networks made without ``xp=``, so that
     ``XPNET_DEVICE=cuda pytest`` runs them as they are meant."""
     monkeypatch.setenv("XPNET_DEVICE", "cpu")
+
+
+@pytest.fixture
+def read_only_to_this_process(monkeypatch):
+    """``read_only_to_this_process(path, writable_checks=0)``: ``os.access`` says ``path``
+    cannot be written (after ``writable_checks`` checks that say it can), as a read-only
+    file is for any user but root, who runs the tests here. Returns the list of the write
+    checks asked of ``path``."""
+
+    def patch(path, writable_checks=0):
+        real_access, asked = os.access, []
+
+        def access(p, mode, **kwargs):
+            if os.fspath(p) == os.fspath(path) and mode & os.W_OK:
+                asked.append(p)
+                return len(asked) <= writable_checks
+            return real_access(p, mode, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+        return asked
+
+    return patch
 
 
 @pytest.fixture

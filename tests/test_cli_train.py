@@ -685,19 +685,12 @@ def test_a_save_link_into_a_missing_directory_is_refused_before_training(
 
 
 def test_a_save_file_this_user_may_not_write_is_refused_before_training(
-    fake_data, tmp_path, capsys, monkeypatch
+    fake_data, tmp_path, capsys, read_only_to_this_process
 ):
     # test_a_read_only_save_file_is_refused_before_training for root too
     path = tmp_path / "p.npz"
     path.write_bytes(b"keep me")
-    real_access = os.access
-
-    def access(p, mode, **kwargs):
-        if os.fspath(p) == os.fspath(path) and mode & os.W_OK:
-            return False
-        return real_access(p, mode, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
+    read_only_to_this_process(path)
     assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
     assert capsys.readouterr().err == f"xpnet train: error: --save {path}: the file is read-only\n"
     assert path.read_bytes() == b"keep me" and fake_data == []
@@ -732,20 +725,12 @@ def test_a_plot_onto_a_link_to_the_checkpoint_is_refused_before_training(
 
 
 def test_a_checkpoint_made_read_only_during_training_is_a_one_line_error(
-    fake_data, tmp_path, capsys, monkeypatch
+    fake_data, tmp_path, capsys, read_only_to_this_process
 ):
     # --save passes the check before training; the file is read-only when it is written.
     path = tmp_path / "p.npz"
     path.write_bytes(b"old")
-    real_access, asked = os.access, []
-
-    def access(p, mode, **kwargs):
-        if os.fspath(p) == os.fspath(path) and mode & os.W_OK:
-            asked.append(p)
-            return len(asked) == 1  # writable when checked, read-only when written
-        return real_access(p, mode, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
+    asked = read_only_to_this_process(path, writable_checks=1)
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"xpnet train: error: cannot write {path}: the file is read-only\n"

@@ -258,18 +258,11 @@ def test_a_temporary_file_replaced_while_it_was_being_locked_is_kept(tmp_path, m
     assert dead.read_bytes() == b"a live writer's"
 
 
-def test_a_file_this_process_may_not_write_is_not_replaced(tmp_path, monkeypatch):
+def test_a_file_this_process_may_not_write_is_not_replaced(tmp_path, read_only_to_this_process):
     # test_a_read_only_file_is_not_replaced for root too, who may write read-only files
     target = tmp_path / "keep.bin"
     target.write_bytes(b"keep me")
-    real_access = os.access
-
-    def access(path, mode, **kwargs):
-        if os.fspath(path) == os.fspath(target) and mode & os.W_OK:
-            return False
-        return real_access(path, mode, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
+    read_only_to_this_process(target)
     message = f"cannot write {target}: the file is read-only"
     with pytest.raises(PermissionError, match=message), atomic_file(target) as f:
         f.write(b"new")
