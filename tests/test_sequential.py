@@ -563,31 +563,27 @@ def test_shapes_are_checked_for_each_new_shape_of_the_batch(xp):
         net.gradient(x[:1, ...], labels(xp)[:1])
 
 
-def test_a_loss_returning_a_gradient_of_another_shape_is_named(xp):
-    class SummedLoss(SoftmaxWithLoss):
-        def backward(self, dout=1):
-            return namespace_of(self.y).sum(super().backward(dout), axis=0)
+class SummedLoss(SoftmaxWithLoss):
+    def backward(self, dout=1):
+        return namespace_of(self.y).sum(super().backward(dout), axis=0)
 
-    net = scaled_net(xp, loss=SummedLoss())
+
+class NoGradientLoss(SoftmaxWithLoss):
+    def backward(self, dout=1):
+        return None
+
+
+@pytest.mark.parametrize(
+    ("loss", "returned"),
+    [(SummedLoss, r"of shape \(3,\)"), (NoGradientLoss, "of NoneType")],
+    ids=["another-shape", "none"],
+)
+def test_a_loss_returning_a_wrong_input_gradient_is_named(xp, loss, returned):
+    net = scaled_net(xp, loss=loss())
     (x,) = arrays(xp, 2, (6, 5))
     with pytest.raises(
         ValueError,
-        match=r"loss SummedLoss\.backward returned an input gradient of shape \(3,\), but its "
-        r"input had shape \(6, 3\)",
-    ):
-        net.gradient(x, labels(xp))
-
-
-def test_a_loss_returning_no_gradient_is_named(xp):
-    class NoGradientLoss(SoftmaxWithLoss):
-        def backward(self, dout=1):
-            return None
-
-    net = scaled_net(xp, loss=NoGradientLoss())
-    (x,) = arrays(xp, 2, (6, 5))
-    with pytest.raises(
-        ValueError,
-        match=r"loss NoGradientLoss\.backward returned an input gradient of NoneType, but its "
+        match=rf"loss {loss.__name__}\.backward returned an input gradient {returned}, but its "
         r"input had shape \(6, 3\)",
     ):
         net.gradient(x, labels(xp))
