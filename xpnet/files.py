@@ -97,6 +97,16 @@ def written_path(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def special_kind(st_mode: int) -> str | None:
+    """What a file of ``os.stat`` mode ``st_mode`` is when it is neither a regular file nor
+    a folder: a device, a pipe (``/dev/stdout`` in a pipeline), a socket; else None."""
+    if stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode):
+        return None
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((kind for test, kind in kinds if test(st_mode)), "not a file")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` when the block succeeds, and vanishes if not.
@@ -121,9 +131,9 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         mode = 0o666 & ~umask
     else:
         mode = stat.S_IMODE(st_mode)
-        if not (stat.S_ISREG(st_mode) or stat.S_ISDIR(st_mode)):  # a folder fails at the rename
-            # The rename would put a file in place of a device or pipe (/dev/null, as root).
-            raise ValueError(f"cannot write {path}: not a regular file (a device or a pipe)")
+        kind = special_kind(st_mode)  # a folder fails at the rename
+        if kind:  # the rename would put a file in its place (/dev/null, as root)
+            raise ValueError(f"cannot write {path}: not a regular file ({kind})")
         if not os.access(path, os.W_OK):
             raise PermissionError(f"cannot write {path}: the file is read-only")
     prefix = _temp_prefix(path.name)

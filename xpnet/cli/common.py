@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xpnet import backend
-from xpnet.files import written_path
+from xpnet.files import special_kind, written_path
 
 
 def _number(convert: Callable[[str], Any], what: str, accept: Callable[[Any], bool]) -> Any:
@@ -54,16 +53,16 @@ def check_output(option: str, path: str | None) -> str | None:
         return None
     if not path:
         return f"{option} needs a file name, got an empty one"
+    kind = None
     try:
         target = written_path(path)  # beside which atomic_file writes
-        target.stat()
+        kind = special_kind(target.stat().st_mode)
     except FileNotFoundError:
         pass
     except OSError as exc:  # a name too long, a file where a folder should be, ...
         return f"{option} {path}: {exc.strerror}"
     if target.is_dir():
         return f"{option} {path} is a directory"
-    kind = _special(path)
     if kind:  # the write would put a file in its place (/dev/null, a named pipe)
         return f"{option} {path} is not a regular file ({kind}); name a file"
     if target.exists() and not os.access(target, os.W_OK):
@@ -77,20 +76,6 @@ def check_output(option: str, path: str | None) -> str | None:
     except OSError as exc:
         return f"{option} {path}: cannot write in directory {directory} ({exc.strerror})"
     return None
-
-
-def _special(path: str) -> str | None:
-    """What ``path`` (followed through links) is when it exists and is neither a file nor
-    a folder: a device, a pipe (``/dev/stdout`` in a pipeline), a socket; else None."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
-    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
