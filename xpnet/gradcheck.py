@@ -567,7 +567,7 @@ def _with_one_sided_kinks(
         return _loss_at(net, name, p, x, t)
 
     steps = [(failing, h)]
-    if found.refined is not None and small is not None:
+    if found.refined is not None:  # differenced again at small (_refined_at_kinks)
         steps = [(failing & ~found.refined, h), (failing & found.refined, small)]
     kinked = found.kinks
     for among, step in steps:
@@ -813,17 +813,7 @@ def check_gradients(
         }
         kinks = {
             n: _with_one_sided_kinks(
-                net,
-                x,
-                t,
-                n,
-                analytic[n],
-                found[n],
-                center,
-                h,
-                atol,
-                rtol,
-                small if refined[n] else None,
+                net, x, t, n, analytic[n], found[n], center, h, atol, rtol, small
             )
             for n in names
         }
