@@ -87,6 +87,25 @@ def test_write_idx_rejects_a_dtype_idx_cannot_store(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def decompress_beside(path: Path) -> Path:
+    """Write the uncompressed copy of the gzip file ``path`` beside it, named without ``.gz``."""
+    plain = path.with_suffix("")
+    plain.write_bytes(gzip.decompress(path.read_bytes()))
+    return plain
+
+
+def test_read_idx_reads_an_uncompressed_file(tmp_path):
+    array = np.arange(24, dtype=np.int16).reshape(4, 6)
+    plain = decompress_beside(write_idx(tmp_path / "a.gz", array))
+    np.testing.assert_array_equal(read_idx(plain), array)
+
+
+def test_read_idx_reads_a_gzip_file_whatever_its_name(tmp_path):
+    array = np.arange(6, dtype=np.uint8)
+    path = write_idx(tmp_path / "a.gz", array).rename(tmp_path / "a-idx1-ubyte")
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
 def test_interrupted_write_idx_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
     path = write_idx(tmp_path / "a.gz", np.ones(4, np.uint8))
     before = path.read_bytes()
@@ -201,7 +220,7 @@ def test_a_subfolder_missing_a_file_is_an_error_not_a_reason_to_use_the_folder_i
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist(name="fashion-mnist", root=tmp_path)
     message = str(info.value)
-    assert f"root: {tmp_path / 'fashion-mnist'} (missing t10k-labels-idx1-ubyte.gz)" in message
+    assert f"root: {tmp_path / 'fashion-mnist'} (missing t10k-labels-idx1-ubyte[.gz])" in message
     assert f"root: {tmp_path} (" not in message
 
 
@@ -261,6 +280,34 @@ def test_a_user_copy_is_used_without_a_checksum(tmp_path, monkeypatch):
     assert x.shape[0] == N_TRAIN
 
 
+def test_uncompressed_files_are_used_as_torchvision_leaves_them(tmp_path):
+    arrays = make_idx_set(tmp_path / "gz")
+    for fname in datasets.FILES.values():
+        decompress_beside(tmp_path / "gz" / fname).rename(tmp_path / fname.removesuffix(".gz"))
+    (x, t), (x_test, t_test) = datasets.load_mnist_host(root=tmp_path)
+    for role, got in zip(datasets.FILES, (x, t, x_test, t_test), strict=True):
+        np.testing.assert_array_equal(got, arrays[role])
+
+
+def test_a_gz_file_is_used_before_the_uncompressed_one_beside_it(tmp_path):
+    arrays = make_idx_set(tmp_path)
+    plain = decompress_beside(tmp_path / datasets.FILES["train_images"])
+    write_idx(tmp_path / "other.gz", np.zeros_like(arrays["train_images"]))
+    plain.write_bytes(gzip.decompress((tmp_path / "other.gz").read_bytes()))
+    (x, _), _ = datasets.load_mnist_host(root=tmp_path)
+    np.testing.assert_array_equal(x, arrays["train_images"])
+
+
+def test_a_broken_uncompressed_file_is_reported_by_name(tmp_path):
+    make_idx_set(tmp_path)
+    gz = tmp_path / datasets.FILES["test_images"]
+    plain = decompress_beside(gz)
+    gz.unlink()
+    plain.write_bytes(plain.read_bytes()[:-100])
+    with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte: .*truncated"):
+        datasets.load_mnist_host(root=tmp_path)
+
+
 def test_a_system_copy_is_used_before_downloading(tmp_path, monkeypatch):
     make_idx_set(tmp_path / "system", n_train=14)
     monkeypatch.setitem(datasets.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "system"])
@@ -287,7 +334,7 @@ def test_a_root_missing_a_file_is_an_error_naming_the_file_instead_of_a_download
     (tmp_path / "root" / datasets.FILES["test_labels"]).unlink()
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist(root=tmp_path / "root")
-    assert f"root: {tmp_path / 'root'} (missing t10k-labels-idx1-ubyte.gz)" in str(info.value)
+    assert f"root: {tmp_path / 'root'} (missing t10k-labels-idx1-ubyte[.gz])" in str(info.value)
     assert not datasets.cache_dir("mnist").exists()  # nothing was downloaded
 
 

