@@ -1,6 +1,8 @@
 """Convolution and max pooling against direct sums over windows written as NumPy loops,
 their backward passes against float64 central differences of those loops, on every backend."""
 
+import re
+
 import numpy as np
 import pytest
 from numeric import central_difference, dev, partial_differences
@@ -99,13 +101,24 @@ def test_convolution_without_input_grad_returns_none_but_keeps_dW_and_db(xp):
     np.testing.assert_array_equal(to_numpy(data_layer.db), to_numpy(full.db))
 
 
-def test_convolution_backward_rejects_dout_of_another_batch_size(xp):
+@pytest.mark.parametrize(
+    ("make", "out_shape"),
+    [
+        (
+            lambda xp: Convolution(dev(xp, np.ones((2, 1, 2, 2))), dev(xp, np.zeros(2))),
+            (2, 2, 3, 3),
+        ),
+        (lambda xp: Pooling(2, 2, stride=1), (2, 1, 3, 3)),
+    ],
+    ids=["Convolution", "Pooling"],
+)
+def test_backward_rejects_dout_of_another_batch_size(xp, make, out_shape):
     # dout (1, ...) for a batch of 2 would broadcast: dW summed twice, dx of one sample.
-    rng = np.random.default_rng(2)
-    layer = Convolution(dev(xp, rng.standard_normal((2, 1, 2, 2))), dev(xp, np.zeros(2)))
-    layer.forward(dev(xp, rng.standard_normal((2, 1, 4, 4))))
-    with pytest.raises(ValueError, match=r"\(2, 2, 3, 3\), got \(1, 2, 3, 3\)"):
-        layer.backward(dev(xp, np.ones((1, 2, 3, 3))))
+    layer = make(xp)
+    layer.forward(dev(xp, np.random.default_rng(2).standard_normal((2, 1, 4, 4))))
+    one_sample = (1, *out_shape[1:])
+    with pytest.raises(ValueError, match=re.escape(f"{out_shape}, got {one_sample}")):
+        layer.backward(dev(xp, np.ones(one_sample)))
 
 
 def test_im2col_rows_are_the_windows_in_the_books_layout(xp):

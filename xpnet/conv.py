@@ -213,11 +213,7 @@ class Convolution(Layer):
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
         fn, c, fh, fw = self.W.shape
-        if tuple(dout.shape) != self.out_shape:  # a batch of 1 would broadcast silently
-            raise ValueError(
-                f"Convolution.backward needs dout of the shape of forward's output "
-                f"{self.out_shape}, got {tuple(dout.shape)}"
-            )
+        require_output_shape("Convolution", dout, self.out_shape)
         n, _, oh, ow = dout.shape
         dout = xp.reshape(dout, (n, fn, oh * ow))
         self.db = reduce_sum(dout, axis=(0, 2))
@@ -226,6 +222,16 @@ class Convolution(Layer):
             return None
         dcol = xp.reshape(self.W, (fn, c * fh * fw)).T @ dout
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
+
+
+def require_output_shape(layer: str, dout: Any, out_shape: tuple[int, ...]) -> None:
+    """Refuse a ``dout`` of another shape than forward's output: a batch of 1 would
+    broadcast silently against the layer's cached arrays."""
+    if tuple(dout.shape) != out_shape:
+        raise ValueError(
+            f"{layer}.backward needs dout of the shape of forward's output "
+            f"{out_shape}, got {tuple(dout.shape)}"
+        )
 
 
 class Pooling(Layer):
@@ -268,6 +274,7 @@ class Pooling(Layer):
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
+        require_output_shape("Pooling", dout, tuple(self.rounds[-1][0].shape))
         grads = [dout]
         for entrants in reversed(self.rounds[:-1]):
             routed = []
