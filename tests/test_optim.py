@@ -119,6 +119,29 @@ def test_hand_computed_first_steps():
     assert p["w"][0] == pytest.approx(1 - 0.001, rel=1e-6)
 
 
+def test_adam_steps_as_in_float64_on_a_float32_gradient_whose_square_overflows(xp):
+    """1e20 has no float32 square (above 1.8e19); the steps are still the book's, as its
+    formulas give them in float64 (and PyTorch's Adam in float32)."""
+    opt, params = Adam(lr=0.001), {"w": to_device([1.0], dtype="float32", xp=xp)}
+    g, p, m, v = float(np.float32(1e20)), 1.0, 0.0, 0.0  # the book's Adam on Python floats
+    for t in range(1, 4):
+        opt.update(params, {"w": to_device([g], dtype="float32", xp=xp)})
+        m += 0.1 * (g - m)
+        v += 0.001 * (g * g - v)
+        p -= 0.001 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t) * m / (math.sqrt(v) + 1e-7)
+    np.testing.assert_allclose(to_numpy(params["w"]), [p], rtol=1e-6)
+
+
+def test_adam_keeps_parameters_finite_on_the_largest_float32_gradients(xp):
+    """Even (1 - beta2) * g**2 overflows for g above 5.8e20: v is then inf and the step 0,
+    never the NaN of inf - inf."""
+    opt, params = Adam(), {"w": to_device([1.0], dtype="float32", xp=xp)}
+    with np.errstate(over="ignore"):  # NumPy's warning of the overflow this test makes
+        for _ in range(3):
+            opt.update(params, {"w": to_device([3e38], dtype="float32", xp=xp)})
+    assert np.isfinite(to_numpy(params["w"])).all()
+
+
 def test_the_books_default_hyperparameters():
     assert SGD().lr == 0.01
     assert (Momentum().lr, Momentum().momentum) == (0.01, 0.9)

@@ -314,7 +314,7 @@ class Adam(Optimizer):
     """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form, with the step ``t`` from 1.
 
     ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
-    ``m <- m + (1 - beta1) * (dW - m)``; ``v <- v + (1 - beta2) * (dW**2 - v)``;
+    ``m <- m + (1 - beta1) * (dW - m)``; ``v <- beta2 * v + (1 - beta2) * dW**2``;
     ``W <- W - lr_t * m / (sqrt(v) + 1e-7)``.
 
     The book's ``1e-7`` is added to ``sqrt(v)`` before the bias correction; PyTorch's
@@ -342,7 +342,10 @@ class Adam(Optimizer):
             m = self._buffer("m", key, params[key])
             v = self._buffer("v", key, params[key])
             m = m + (1 - self.beta1) * (g - m)
-            v = v + (1 - self.beta2) * (g * g - v)
+            # The book's v + (1 - beta2) * (g * g - v) in as many operations, but g is scaled
+            # before it is squared, as PyTorch does: a float32 gradient above 1.8e19 squares
+            # to inf, and the next step's inf - inf would make the parameter NaN.
+            v = self.beta2 * v + (1 - self.beta2) * g * g
             self.state["m"][key], self.state["v"][key] = m, v
             params[key] -= lr_t * m / (xp.sqrt(v) + EPS)
 
