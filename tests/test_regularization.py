@@ -1,12 +1,14 @@
 """Chapter 6's layers: BatchNormalization against the book's formulas in NumPy (its backward
 against float64 central differences of them) and Dropout's masks, on every backend."""
 
+import math
+
 import numpy as np
 import pytest
 from numeric import dev, partial_differences
 
 from xpnet import check_layer
-from xpnet.backend import DeviceRNG, to_numpy
+from xpnet.backend import DeviceRNG, dtype_name, namespace_of, to_device, to_numpy
 from xpnet.layers import BatchNormalization, Dropout
 
 EPS = 1e-6  # the book's 10e-7
@@ -207,6 +209,30 @@ def test_dropout_trains_on_float16_input(xp):
     out = Dropout(0.5, seed=0).forward(x)
     assert out.dtype == x.dtype
     assert set(np.unique(to_numpy(out))) == {0.0, 1.0}
+
+
+class GridDraws:
+    """A stand-in for a Dropout layer's generator: the draws 0, 1/4, 1/2, 3/4, repeated."""
+
+    def uniform(self, shape, *, like):
+        grid = np.resize(np.arange(4) / 4, math.prod(shape)).reshape(shape)
+        return to_device(grid, dtype=dtype_name(like), xp=namespace_of(like))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75])
+def test_dropout_keeps_the_fraction_one_minus_ratio_of_evenly_spaced_draws(xp, ratio):
+    # Draws are multiples of a grid step (2**-24 in float32); keeping those above the ratio
+    # dropped one step too many: at a ratio of 0, every draw of exactly 0.
+    layer = Dropout(ratio)
+    layer.rng = GridDraws()
+    kept = to_numpy(layer.forward(dev(xp, np.ones((4, 8))))) != 0
+    assert kept.mean() == 1.0 - ratio
+
+
+def test_dropout_ratio_0_keeps_every_float16_element(xp):
+    # PyTorch draws float16 numbers on a grid of 2**-11: one in 2,048 was exactly 0, dropped.
+    x = on_float16(xp, np.ones((100, 1000)))
+    assert (to_numpy(Dropout(0.0, seed=0).forward(x)) == 1.0).all()
 
 
 def test_device_rng_takes_an_int_as_a_1d_shape(xp):

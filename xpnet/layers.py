@@ -649,7 +649,7 @@ class Dropout(Layer):
     """Zero each input element with probability ``dropout_ratio`` while training.
 
     As in the book, ``forward(x, train_flg=True)`` keeps an element where a uniform
-    number exceeds ``dropout_ratio`` and zeroes the rest (no rescaling), and
+    number in [0, 1) is at least ``dropout_ratio`` and zeroes the rest (no rescaling), and
     ``forward(x, train_flg=False)`` multiplies by ``1 - dropout_ratio``, the expected
     fraction kept. ``backward`` lets ``dout`` through the same mask (or the same
     scale). The masks are drawn on ``x``'s device by a :class:`~xpnet.backend.DeviceRNG`
@@ -673,7 +673,10 @@ class Dropout(Layer):
             self.mask = None
             return x * (1.0 - self.dropout_ratio)
         xp = namespace_of(x)
-        self.mask = xp.astype(self.rng.uniform(x.shape, like=x) > self.dropout_ratio, x.dtype)
+        # ">=", not the book's ">": the draws are multiples of 2**-24 (float32) or 2**-11
+        # (PyTorch's float16), so ">" dropped the draws of exactly 0 at a ratio of 0 and kept
+        # one grid step too few at any ratio; ">=" keeps 1 - ratio of them exactly.
+        self.mask = xp.astype(self.rng.uniform(x.shape, like=x) >= self.dropout_ratio, x.dtype)
         return x * self.mask
 
     def backward(self, dout: Any) -> Any:
