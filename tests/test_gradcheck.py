@@ -69,6 +69,21 @@ def test_numerical_gradient_keeps_a_float32_points_values_in_float64(xp):
     assert abs(float(to_numpy(grad)[0]) - 1.0) < 1e-3
 
 
+def test_numerical_gradient_divides_by_the_step_a_float32_point_took(xp):
+    # float32's spacing at 1000 is 2**-14 (6.1e-5): 1000 +- 1e-4 round to 1000 +- 2**-13, so
+    # the step taken is 2.44e-4, not 2e-4. Dividing by 2e-4 gave a slope of x**2 22% high.
+    x = to_device([1000.0, -3.0], dtype="float32", xp=xp)
+    grad = numerical_gradient(lambda v: float(np.sum(to_numpy(v).astype(np.float64) ** 2)), x)
+    np.testing.assert_allclose(to_numpy(grad), [2000.0, -6.0], rtol=1e-6)
+
+
+def test_numerical_gradient_refuses_a_step_that_rounds_away(xp):
+    # float32's spacing at 1e8 is 8: 1e8 + 1 and 1e8 - 1 are 1e8, a step of 0 (0 / 0 = NaN).
+    x = to_device([1.0, 1e8], dtype="float32", xp=xp)
+    with pytest.raises(ValueError, match=r"the step h=1 rounds away at x=1e\+08 in float32"):
+        numerical_gradient(lambda v: float(np.sum(to_numpy(v))), x, 1.0)
+
+
 def small_problem(xp, **net_kwargs):
     net = MultiLayerNet(5, [4], 3, dtype="float64", seed=0, xp=xp, **net_kwargs)
     rng = np.random.default_rng(1)
@@ -112,6 +127,18 @@ def test_check_gradients_warns_in_float32():
     t = to_device([0, 1], dtype="int64")
     with pytest.warns(UserWarning, match="float64"):
         check_gradients(net, x, t, method="loop")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_check_gradients_refuses_a_float16_network(method):
+    # It used float64's step and tolerances: a step of 1e-4 moves no float16 parameter of
+    # about 1, so the numerical gradient read 0 and a correct gradient failed.
+    rng = np.random.default_rng(0)
+    W, b = (a.astype(np.float16) for a in (rng.standard_normal((4, 3)), np.zeros(3)))
+    net = Sequential([Affine(W, b)], loss=SoftmaxWithLoss())
+    x, t = np.ones((2, 4), dtype=np.float16), np.array([0, 1])
+    with pytest.raises(ValueError, match="cannot check the gradients of a float16 network"):
+        check_gradients(net, x, t, method=method)
 
 
 def test_check_gradients_uses_the_given_rtol(xp, wrong_dW):

@@ -48,7 +48,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.backend import host_rng, namespace_of, to_like, to_numpy
+from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot
@@ -134,10 +134,29 @@ def numerical_gradient(
     return a 0-D array or a Python number. ``x`` is not modified; it must be a real
     floating array (ValueError otherwise). ``indices`` limits the work to some elements
     (index tuples); the others stay zero.
+
+    The difference is divided by the step ``x`` actually took, ``(x + h) - (x - h)`` as
+    x's dtype rounds the two, not by ``2 h``: in float32, 1000 + 1e-4 is 1000.000122, and
+    dividing by 2e-4 would make the gradient 22% too large. A step that rounds away
+    entirely (``h`` below half of x's spacing there) is a ``ValueError``.
     """
     _require_step(h)
+    xp = namespace_of(x)
     plus, minus = values_around(f, x, h, indices=indices)
-    return namespace_of(x).astype((plus - minus) / (2 * h), x.dtype)
+    return xp.astype((plus - minus) / _steps_taken(xp, x, h), x.dtype)
+
+
+def _steps_taken(xp: Any, x: Any, h: float) -> Any:
+    """``(x + h) - (x - h)`` element by element, each rounded to x's dtype as the perturbed
+    copies are, in float64; ``ValueError`` naming the first element where it is 0."""
+    steps = xp.astype(x + h, xp.float64) - xp.astype(x - h, xp.float64)
+    if bool(xp.any(steps == 0)):
+        value = float(xp.reshape(x, (-1,))[int(xp.argmin(xp.reshape(steps, (-1,))))])
+        raise ValueError(
+            f"the step h={h:g} rounds away at x={value:g} in {dtype_name(x)}: x + h and x - h "
+            f"are both x there; use a larger h, or x in float64"
+        )
+    return steps
 
 
 def memory_budget(value: int | str | None = None) -> int:
@@ -713,6 +732,13 @@ def _settings(
     net: Any, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[str, float, float, float]:
     dtype = str(net.dtype)
+    if dtype not in DEFAULTS:
+        # float16's steps and losses round at about 1e-3: a correct gradient fails, and
+        # float64's defaults (h = 1e-4) would move no parameter at all.
+        raise ValueError(
+            f"cannot check the gradients of a {dtype} network: its rounding swamps a central "
+            f"difference; check a copy with float64 parameters (or float32, loosely)"
+        )
     if dtype == "float32":
         warnings.warn(
             "checking gradients in float32: expect errors near 1e-3; "
