@@ -2,6 +2,7 @@
 checked against an independent NumPy float64 central difference."""
 
 import re
+import warnings
 
 import array_api_strict
 import numpy as np
@@ -136,6 +137,23 @@ def test_numerical_gradient_method_matches_an_independent_numerical_gradient(cpu
     numerical = net.numerical_gradient(x, t)
     for name, expected in reference_gradient(net, x, t, "relu", 0.0).items():
         np.testing.assert_allclose(to_numpy(numerical[name]), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_numerical_gradient_method_warns_of_the_books_step_on_a_float32_network(cpu_xp):
+    # float32 rounds a loss of about 1 at 1e-7: divided by 2e-4, errors of about 1e-3.
+    net = TwoLayerNet(6, 4, 3, dtype="float32", seed=4, xp=cpu_xp)
+    x, t = batch(cpu_xp)
+    with pytest.warns(UserWarning, match=r"h=0.0001 is too small for float32") as caught:
+        net.numerical_gradient(cpu_xp.astype(x, cpu_xp.float32), t, params=["b2"])
+    assert caught[0].filename == __file__
+
+
+def test_numerical_gradient_method_takes_a_larger_step_on_a_float32_network_quietly(cpu_xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float32", seed=4, xp=cpu_xp)
+    x, t = batch(cpu_xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.numerical_gradient(cpu_xp.astype(x, cpu_xp.float32), t, 1e-2, params=["b2"])
 
 
 def test_predict_flattens_images_in_row_major_order(xp):

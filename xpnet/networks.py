@@ -27,7 +27,7 @@ from xpnet.backend import (
 )
 from xpnet.checks import is_count, is_finite_at_least, is_real, require_count
 from xpnet.conv import Convolution, Pooling, output_size
-from xpnet.gradcheck import numerical_gradient
+from xpnet.gradcheck import check_step, numerical_gradient
 from xpnet.layers import (
     Affine,
     BatchNormalization,
@@ -414,8 +414,11 @@ class Sequential:
     ) -> dict[str, Any]:
         """Gradients of ``loss(x, t)`` by central differences, one element at a time (slow).
 
-        ``params`` limits the work to some parameter names (default: all).
+        ``params`` limits the work to some parameter names (default: all). The book's
+        ``h = 1e-4`` suits float64; on a float32 network it warns, as rounding errors of
+        about 1e-3 swamp the difference (``check_gradients`` takes 1e-2 there).
         """
+        check_step(h, self.dtype, stacklevel=3)
         grads = {}
         for name in self.params if params is None else params:
             grads[name] = numerical_gradient(
