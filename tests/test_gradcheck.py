@@ -46,6 +46,27 @@ def test_numerical_gradient_works_for_a_function_that_copies_its_argument(xp):
     np.testing.assert_allclose(to_numpy(grad), 3 * weights * to_numpy(x) ** 2, rtol=1e-7)
 
 
+def test_numerical_gradient_warns_of_a_function_that_ignores_its_argument(xp):
+    # The book's f = lambda W: net.loss(x, t) reads the network's W, which the book's
+    # numerical_gradient moves in place; this one moves a copy, so f sees no change.
+    x = to_device([1.0, 2.0], dtype="float64", xp=xp)
+    with pytest.warns(UserWarning, match=r"same value at x \+ h and x - h for every element"):
+        grad = numerical_gradient(lambda _: namespace_of(x).sum(x * x), x)
+    assert not np.any(to_numpy(grad))
+
+
+def test_a_networks_numerical_gradient_of_zeros_is_given_without_a_warning(xp):
+    # With W2 = 0 the scores do not depend on W1: its gradient is exactly zero.
+    net = TwoLayerNet(4, 3, 2, weight_init_std=0.5, dtype="float64", seed=0, xp=xp)
+    net.params["W2"] = to_device(np.zeros((3, 2)), dtype="float64", xp=xp)
+    x = to_device(np.ones((2, 4)), dtype="float64", xp=xp)
+    t = to_device([0, 1], dtype="int64", xp=xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grad = net.numerical_gradient(x, t, params=["W1"])["W1"]
+    assert not np.any(to_numpy(grad))
+
+
 def test_numerical_gradient_on_chosen_indices_leaves_the_rest_zero(xp):
     x = to_device(np.arange(6.0).reshape(2, 3), dtype="float64", xp=xp)
     grad = numerical_gradient(lambda v: namespace_of(v).sum(v * v), x, indices=[(0, 1), (1, 2)])

@@ -175,6 +175,23 @@ def test_accuracy_counts_the_top_scoring_class(xp):
     assert net.accuracy(x, to_device(np.eye(2)[[0, 1, 1, 1]], xp=xp)) == 0.75
 
 
+def test_accuracy_puts_batch_size_samples_through_the_network_at_a_time(xp):
+    net = TwoLayerNet(6, 4, 3, weight_init_std=0.5, dtype="float64", seed=0, xp=xp)
+    x, t = batch(xp, n=5)
+    expected = np.mean(to_numpy(net.predict(x)).argmax(axis=1) == to_numpy(t))
+    sizes, predict = [], net.predict
+    net.predict = lambda x: sizes.append(x.shape[0]) or predict(x)
+    assert net.accuracy(x, t, batch_size=2) == expected
+    assert sizes == [2, 2, 1]
+
+
+def test_accuracy_refuses_a_batch_size_below_one(xp):
+    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
+    x, t = batch(xp)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        net.accuracy(x, t, batch_size=0)
+
+
 @pytest.mark.parametrize(
     ("targets", "message"),
     [
@@ -320,6 +337,19 @@ def test_he_and_xavier_draw_weights_of_std_sqrt_gain_over_fan_in(weight_init, ga
     net = MultiLayerNet(2000, [2000], 2, weight_init=weight_init, dtype="float64", seed=0)
     W1 = to_numpy(net.params["W1"])
     assert W1.std() == pytest.approx(np.sqrt(gain / 2000), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("book_name", "name"),
+    [("relu", "he"), ("He", "he"), ("sigmoid", "xavier"), ("Xavier", "xavier")],
+)
+def test_weight_init_takes_the_books_names_in_any_case(book_name, name):
+    # The book's MultiLayerNet lowercases weight_init_std and takes 'relu' for He's init,
+    # 'sigmoid' for Xavier's.
+    book = MultiLayerNet(6, [5], 3, weight_init=book_name, dtype="float64", seed=0)
+    ours = MultiLayerNet(6, [5], 3, weight_init=name, dtype="float64", seed=0)
+    for key in ours.params:
+        np.testing.assert_array_equal(to_numpy(book.params[key]), to_numpy(ours.params[key]))
 
 
 def test_the_book_networks_name_a_bad_weight_init_std():

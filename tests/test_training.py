@@ -232,6 +232,22 @@ def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_ran
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=target_range)
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "message"),
+    [
+        ("sgd", r"got the name 'sgd': make one with xpnet.optim.make_optimizer\('sgd', lr=...\)"),
+        (SGD, r"got the class SGD: pass an instance, SGD\(lr=...\)"),
+        (0.01, r"got an object of type float"),
+    ],
+)  # fmt: skip
+def test_an_optimizer_that_is_not_one_is_refused_naming_it(cpu_xp, optimizer, message):
+    # The book's Trainer takes optimizer='sgd', optimizer_param={'lr': 0.01}: a name.
+    x, t, xt, tt = blobs(cpu_xp)
+    expected = r"optimizer must be an optimizer with update\(params, grads\), such as .*; "
+    with pytest.raises(TypeError, match=expected + message):
+        Trainer(make_net(cpu_xp), optimizer, x, t, xt, tt, epochs=1)
+
+
 def test_a_target_range_with_target_rows_is_refused_not_ignored(cpu_xp):
     x, t, xt, tt = blobs(cpu_xp, one_hot=True)
     with pytest.raises(

@@ -139,7 +139,37 @@ def numerical_gradient(
     x's dtype rounds the two, not by ``2 h``: in float32, 1000 + 1e-4 is 1000.000122, and
     dividing by 2e-4 would make the gradient 22% too large. A step that rounds away
     entirely (``h`` below half of x's spacing there) is a ``ValueError``.
+
+    Unlike the book's ``numerical_gradient``, which moves ``x`` itself, ``f`` must compute
+    from its argument: the book's ``lambda W: net.loss(x, t)`` reads the network's own
+    ``W``, sees no change and gets zeros, with a warning when no element moved ``f``. For a
+    network's parameter: ``net.numerical_gradient(x, t)``, or
+    ``lambda W: net.loss_at("W1", W, x, t)``.
     """
+    grad = central_gradient(f, x, h, indices=indices)
+    xp = namespace_of(x)
+    if indices is None and math.prod(x.shape) and not bool(xp.any(grad != 0)):
+        warnings.warn(
+            f"f returned the same value at x + h and x - h for every element of x (shape "
+            f"{tuple(x.shape)}), so its numerical gradient is all zeros. numerical_gradient "
+            "calls f with a perturbed copy of x and leaves x as it is: a function that "
+            "ignores its argument and reads x from elsewhere, as the book's "
+            "lambda W: net.loss(x, t) does, sees no change. Compute f from its argument, "
+            "e.g. lambda W: net.loss_at('W1', W, x, t), or use net.numerical_gradient(x, t)",
+            stacklevel=2,
+        )
+    return grad
+
+
+def central_gradient(
+    f: Callable[[Any], Any],
+    x: Any,
+    h: float = 1e-4,
+    *,
+    indices: Iterable[tuple[int, ...]] | None = None,
+) -> Any:
+    """:func:`numerical_gradient` without its warning, for callers whose ``f`` computes from
+    its argument, so that a gradient of zeros is the gradient (a bias before BatchNorm)."""
     _require_step(h)
     xp = namespace_of(x)
     plus, minus = values_around(f, x, h, indices=indices)

@@ -27,7 +27,7 @@ from xpnet.backend import (
 )
 from xpnet.checks import is_count, is_finite_at_least, is_real, require_count
 from xpnet.conv import Convolution, Pooling, output_size
-from xpnet.gradcheck import check_step, numerical_gradient
+from xpnet.gradcheck import central_gradient, check_step
 from xpnet.layers import (
     Affine,
     BatchNormalization,
@@ -48,6 +48,7 @@ from xpnet.layers import (
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 WEIGHT_INITS = ("he", "xavier")
 BIAS_INITS = ("zero", "uniform")
+ACCURACY_BATCH_SIZE = 1_000  # samples accuracy() puts through the network at a time
 
 
 class Parameters(MutableMapping):
@@ -343,29 +344,40 @@ class Sequential:
         """The weight decay on parameter ``name``: ``loss`` adds ``0.5 * rate * sum(p**2)``."""
         return self.weight_decay if name in self._decayed else 0.0
 
-    def accuracy(self, x: Any, t: Any) -> float:
+    def accuracy(self, x: Any, t: Any, batch_size: int = ACCURACY_BATCH_SIZE) -> float:
         """Fraction of samples whose highest score is the target class (a Python float).
 
         ``t`` is integer labels (N,) in [0, C) or one-hot (or smoothed) rows (N, C). An
-        empty batch has no accuracy: NaN, as NumPy's mean of nothing.
+        empty batch has no accuracy: NaN, as NumPy's mean of nothing. ``x`` goes through the
+        network ``batch_size`` samples at a time, as the book's ``SimpleConvNet.accuracy``
+        does, so that the layers' intermediate arrays stay small (the conv net's, for
+        10,000 images at once, take about 2 GB); the hits are summed on the device.
         """
         require_array("targets", t)
-        y = self.predict(x)
-        n, classes = y.shape
+        require_count("batch_size", batch_size, 1)
+        n = x.shape[0]
+        y = self.predict(x[: min(batch_size, n), ...])
+        classes = y.shape[1]
         xp = namespace_of(y, t)
         if t.shape == (n,) and xp.isdtype(t.dtype, "integral"):
             check_labels(t, classes)
             labels = t
-        elif t.shape == y.shape:
+        elif t.shape == (n, classes):
             labels = xp.argmax(t, axis=1)
         else:
             raise ValueError(
                 f"targets must be integer labels of shape ({n},) or rows of the scores' shape "
-                f"{tuple(y.shape)}, got {dtype_name(t)} of shape {tuple(t.shape)}"
+                f"{(n, classes)}, got {dtype_name(t)} of shape {tuple(t.shape)}"
             )
         if n == 0:
             return math.nan
-        hits = xp.sum(xp.astype(xp.argmax(y, axis=1) == labels, xp.int64))
+        hits = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if start:
+                y = self.predict(x[start:stop, ...])
+            chunk = xp.sum(xp.astype(xp.argmax(y, axis=1) == labels[start:stop], xp.int64))
+            hits = chunk if hits is None else hits + chunk
         return int(hits) / n
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
@@ -415,13 +427,14 @@ class Sequential:
         """Gradients of ``loss(x, t)`` by central differences, one element at a time (slow).
 
         ``params`` limits the work to some parameter names (default: all). The book's
-        ``h = 1e-4`` suits float64; on a float32 network it warns, as rounding errors of
-        about 1e-3 swamp the difference (``check_gradients`` takes 1e-2 there).
+        ``h = 1e-4`` is for float64, its NumPy arrays' dtype: in a float32 network (the
+        default) rounding swamps the differences at that step, with a warning saying so;
+        build the network with ``dtype="float64"`` to compare with backprop.
         """
         check_step(h, self.dtype, stacklevel=3)
         grads = {}
         for name in self.params if params is None else params:
-            grads[name] = numerical_gradient(
+            grads[name] = central_gradient(
                 lambda p, name=name: self.loss_at(name, p, x, t), self.params[name], h
             )
         return grads
@@ -479,13 +492,14 @@ def _require_std(value: Any, argument: str) -> float:
 def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
     if is_real(weight_init):
         return _require_std(weight_init, "weight_init")
-    if weight_init in ("he", "relu"):
+    kind = weight_init.lower() if isinstance(weight_init, str) else weight_init
+    if kind in ("he", "relu"):
         return math.sqrt(2.0 / fan_in)
-    if weight_init in ("xavier", "sigmoid"):
+    if kind in ("xavier", "sigmoid"):
         return math.sqrt(1.0 / fan_in)
     raise ValueError(
-        f"unknown weight_init {weight_init!r} for {name}: expected 'he', 'xavier' or a "
-        "standard deviation (float)"
+        f"unknown weight_init {weight_init!r} for {name}: expected 'he' (or 'relu'), "
+        "'xavier' (or 'sigmoid'), in any case, or a standard deviation (float)"
     )
 
 
@@ -493,10 +507,12 @@ class MultiLayerNet(Sequential):
     """A fully connected network: (Affine, activation) x len(hidden_sizes), Affine, loss.
 
     Parameters are ``W1, b1, ..., Wn, bn`` with ``Wk`` of shape (size_{k-1}, size_k).
-    ``weight_init`` is ``"he"`` (std sqrt(2/fan_in)), ``"xavier"`` (std sqrt(1/fan_in))
-    or a fixed standard deviation; ``bias_init`` is ``"zero"`` or ``"uniform"`` (uniform in
-    [0, 1), as some course notes do). ``output_activation`` (a name of ``ACTIVATIONS``)
-    follows the last Affine; ``loss`` is a loss layer (default ``SoftmaxWithLoss()``).
+    ``weight_init`` is ``"he"`` (std sqrt(2/fan_in)), ``"xavier"`` (std sqrt(1/fan_in)),
+    by the book's other names ``"relu"`` and ``"sigmoid"`` too and in any case (``"He"``),
+    or a fixed standard deviation (the book's ``weight_init_std``); ``bias_init`` is
+    ``"zero"`` or ``"uniform"`` (uniform in [0, 1), as some course notes do).
+    ``output_activation`` (a name of ``ACTIVATIONS``) follows the last Affine; ``loss``
+    is a loss layer (default ``SoftmaxWithLoss()``).
     ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every ``W`` to the loss.
     Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
     the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``

@@ -142,6 +142,26 @@ def _require_batch(name: str, a: Any) -> None:
         raise ValueError(f"{name} must be an array of samples (N, ...), got a 0-D array")
 
 
+def _require_optimizer(optimizer: Any) -> None:
+    """Raise ``TypeError`` naming ``optimizer`` unless it has ``update(params, grads)``: the
+    book's Trainer takes a name (``optimizer='sgd'``), this one an object."""
+    if callable(getattr(optimizer, "update", None)) and not isinstance(optimizer, type):
+        return
+    if isinstance(optimizer, str):
+        got = (
+            f"the name {optimizer!r}: make one with "
+            f"xpnet.optim.make_optimizer({optimizer!r}, lr=...)"
+        )
+    elif isinstance(optimizer, type):
+        got = f"the class {optimizer.__name__}: pass an instance, {optimizer.__name__}(lr=...)"
+    else:
+        got = f"an object of type {type(optimizer).__name__}"
+    raise TypeError(
+        "optimizer must be an optimizer with update(params, grads), such as "
+        f"xpnet.optim.SGD(lr=0.01); got {got}"
+    )
+
+
 def _checked_range(value: Any) -> tuple[float, float] | None:
     """``target_range`` as a pair of floats (``None`` stays ``None``); a ``ValueError`` or
     ``TypeError`` naming it unless it is two finite numbers, low < high."""
@@ -260,6 +280,7 @@ class Trainer:
                 f"start_epoch {start_epoch} is past epochs {epochs}: training runs until "
                 "epoch `epochs`, counting the `start_epoch` already done"
             )
+        _require_optimizer(optimizer)
         target_range = _checked_range(target_range)
         given = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
         for name, a in given.items():
