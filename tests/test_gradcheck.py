@@ -20,7 +20,7 @@ from xpnet.gradcheck import (
     directional_check,
     within_tolerance,
 )
-from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss
+from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss, Tanh
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -182,7 +182,101 @@ def test_check_gradients_uses_the_given_atol(xp, monkeypatch):
     net, x, t = small_problem(xp, activation="tanh")
     report = check_gradients(net, x, t, method="loop", atol=0.01)
     assert report.atol == 0.01 and report.passed
-    assert not check_gradients(net, x, t, method="loop").passed  # default atol 1e-6
+    assert not check_gradients(net, x, t, method="loop").passed  # default atol 1e-8
+
+
+def with_b1_scaled(net, factor):
+    """``net`` whose ``gradient`` returns ``b1``'s gradient scaled by ``factor``."""
+    gradient = net.gradient
+
+    def scaled(x, t):
+        grads = gradient(x, t)
+        return {**grads, "b1": factor * grads["b1"]}
+
+    net.gradient = scaled
+    return net
+
+
+def small_gradients_problem(xp):
+    """Three hidden layers with the book's 0.01 init: b1's gradient is at most 6.4e-7."""
+    rng = np.random.default_rng(1)
+    net = MultiLayerNet(20, [8, 8, 8], 5, weight_init=0.01, dtype="float64", seed=0, xp=xp)
+    x = to_device(rng.standard_normal((10, 20)), dtype="float64", xp=xp)
+    return net, x, to_device(rng.integers(0, 5, 10), dtype="int64", xp=xp)
+
+
+@pytest.mark.parametrize("method", ["batched", "loop", "directional"])
+def test_a_wrong_gradient_smaller_than_1e_6_fails(cpu_xp, method):
+    net, x, t = small_gradients_problem(cpu_xp)
+    with_b1_scaled(net, 1.5)
+    # Off by up to 3.2e-7: under the earlier defaults' atol of 1e-6 (at h = 1e-4), it passed.
+    if method != "directional":
+        assert check_gradients(net, x, t, method=method, h=1e-4, atol=1e-6).passed
+    report = check_gradients(net, x, t, method=method, params=["b1"])
+    assert not report.passed, str(report)
+
+
+@pytest.mark.parametrize("method", ["batched", "loop", "directional"])
+def test_the_small_gradients_of_a_correct_network_pass(cpu_xp, method):
+    report = check_gradients(*small_gradients_problem(cpu_xp), method=method)
+    assert report.passed, str(report)
+
+
+def summed_loss_problem(xp, n=1000):
+    """A tanh network under a loss summed over 1,000 samples (about 2,300): rounding the loss
+    moves its central differences by about eps * |L| / h = 5e-8 at h = 1e-5."""
+    rng = np.random.default_rng(1)
+    W1, b1 = rng.standard_normal((49, 6)) * 0.01, np.zeros(6)
+    W2, b2 = rng.standard_normal((6, 10)) * 0.01, np.zeros(10)
+    W1, b1, W2, b2 = (to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, b2))
+    net = Sequential(
+        [Affine(W1, b1, input_grad=False), Tanh(), Affine(W2, b2)],
+        loss=SoftmaxWithLoss(reduction="sum"),
+    )
+    x = to_device(rng.random((n, 49)), dtype="float64", xp=xp)
+    return net, x, to_device(rng.integers(0, 10, n), dtype="int64", xp=xp)
+
+
+def test_the_default_atol_grows_with_the_loss_to_cover_its_rounding(cpu_xp):
+    net, x, t = summed_loss_problem(cpu_xp)
+    loss = float(to_numpy(net.loss(x, t)))
+    report = check_gradients(net, x, t, method="loop")
+    eps = float(np.finfo(np.float64).eps)
+    assert report.atol == pytest.approx(64 * eps * loss / 1e-5) and report.atol > 1e-8
+    assert report.passed, str(report)
+    assert f"atol: {report.atol:.2g}, above 1e-08 for the loss of {loss:.4g}" in str(report)
+
+
+def test_a_given_atol_is_used_as_it_is_whatever_the_loss(cpu_xp):
+    report = check_gradients(*summed_loss_problem(cpu_xp, n=100), method="loop", atol=1e-9)
+    assert report.atol == 1e-9 and "atol:" not in str(report)
+
+
+def batchnorm_on_two_samples(xp):
+    """BatchNorm on two samples is nearly a step, about 1e-3 wide (its eps of 1e-6 under a
+    square root): a central difference at h = 1e-4 is off by 1.5e-5 from curvature alone."""
+    net = MultiLayerNet(
+        20, [8], 5, weight_init="sigmoid", use_batchnorm=True, use_dropout=True,
+        weight_decay=0.1, dtype="float64", seed=0, xp=xp,
+    )  # fmt: skip
+    rng = np.random.default_rng(1000)
+    x = to_device(rng.standard_normal((2, 20)), dtype="float64", xp=xp)
+    return net, x, to_device(rng.integers(0, 5, 2), dtype="int64", xp=xp)
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_an_element_failing_from_curvature_passes_at_a_tenth_of_the_step(cpu_xp, method):
+    report = check_gradients(*batchnorm_on_two_samples(cpu_xp), method=method, h=1e-4)
+    assert report.passed, str(report)
+    (w1,) = [p for p in report.params if p.name == "W1"]
+    assert w1.retried >= 1 and "differenced again\n  at h=1e-05" in str(report)
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_a_wrong_gradient_still_fails_at_a_tenth_of_the_step(cpu_xp, method, wrong_dW):
+    report = check_gradients(*batchnorm_on_two_samples(cpu_xp), method=method, h=1e-4)
+    assert not report.passed, str(report)
+    assert any(p.retried for p in report.params)
 
 
 def test_the_pass_rule_is_numpys_isclose_relative_to_the_numerical_gradient(xp):
@@ -206,9 +300,13 @@ def test_a_float32_network_is_checked_with_float32s_step_and_tolerances(xp):
     x = to_device(rng.standard_normal((3, 5)), dtype="float32", xp=xp)
     t = to_device(rng.integers(0, 3, 3), dtype="int64", xp=xp)
     report = check_gradients(net, x, t, method="loop")
-    # gradcheck's table of defaults: float32 steps by h = 1e-2 (float64's 1e-4 would be
-    # lost in float32 rounding), with atol 1e-3 and rtol 1e-2.
-    assert (report.dtype, report.h, report.atol, report.rtol) == ("float32", 1e-2, 1e-3, 1e-2)
+    # gradcheck's table of defaults: float32 steps by h = 1e-2 (float64's 1e-5 would be
+    # lost in float32 rounding), with rtol 1e-2 and atol 1e-3, or what rounding the loss L
+    # can make of a central difference, 64 eps |L| / h, when that is larger.
+    loss = float(to_numpy(net.loss(x, t)))
+    atol = max(1e-3, 64 * float(np.finfo(np.float32).eps) * abs(loss) / 1e-2)
+    assert (report.dtype, report.h, report.rtol) == ("float32", 1e-2, 1e-2)
+    assert report.atol == pytest.approx(atol, rel=1e-6)
     assert report.passed
 
 
@@ -532,7 +630,8 @@ class HooklessPReLU:
 
 def prelu_net_at_a_kink(xp, da_scale=1.0, hidden=4):
     """Affine, a hookless PReLU of ``hidden`` units, Affine; sample 0's first pre-activation
-    is 2e-5 from the kink, so the central difference of b1[0] (a step of 1e-4) straddles it."""
+    is 2e-7 from the kink, so the central difference of b1[0] straddles it at the default
+    step (1e-5) and at the step it is retried at (1e-6)."""
     rng = np.random.default_rng(0)
     x, W1, W2 = (
         rng.standard_normal((5, 3)),
@@ -540,7 +639,7 @@ def prelu_net_at_a_kink(xp, da_scale=1.0, hidden=4):
         rng.standard_normal((hidden, 2)),
     )
     b1 = np.zeros(hidden)
-    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
+    b1[0] = -(x[0] @ W1[:, 0]) + 2e-7
     arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, np.zeros(2))]
     prelu = HooklessPReLU(to_device(np.full(hidden, 0.25), dtype="float64", xp=xp), da_scale)
     net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
@@ -826,8 +925,8 @@ def prelu_net_at_two_kinks(xp):
         rng.standard_normal((4, 2)),
     )
     b1 = np.zeros(4)
-    b1[0] = -(x[0] @ W1[:, 0]) + 2e-5
-    b1[1] = -(x[0] @ W1[:, 1]) - 3e-5
+    b1[0] = -(x[0] @ W1[:, 0]) + 2e-7
+    b1[1] = -(x[0] @ W1[:, 1]) - 3e-7
     arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1, W2, np.zeros(2))]
     prelu = HooklessPReLU(to_device(np.full(4, 0.25), dtype="float64", xp=xp))
     net = Sequential([Affine(*arrays[:2]), prelu, Affine(*arrays[2:])], loss=SoftmaxWithLoss())
@@ -886,7 +985,7 @@ def test_check_gradients_refuses_an_empty_batch_of_1d_inputs(cpu_xp):
 def test_a_kink_is_found_among_many_elements_that_pass_only_by_rtol(cpu_xp):
     # atol = 0: most of W1's 240 elements differ from their central difference by rounding
     # and pass by rtol; only the failing ones count towards ONE_SIDED_LIMIT, so the kink
-    # of sample 0's unit 0 (2e-5 from it) is still looked for by one-sided differences.
+    # of sample 0's unit 0 (2e-7 from it) is still looked for by one-sided differences.
     net, x, t = prelu_net_at_a_kink(cpu_xp, hidden=80)
     report = check_gradients(net, x, t, method="loop", params=["W1"], atol=0.0)
     assert report.passed, str(report)

@@ -284,11 +284,11 @@ def test_an_element_clear_of_the_kink_at_the_smaller_step_is_not_excused_at_h(
 
 @pytest.mark.parametrize("method", ["batched", "loop"])
 def test_an_element_across_a_kink_that_agrees_is_not_differenced_again(cpu_xp, method):
-    # ReLU unit 2 barely feeds the scores (W2[2] scaled by 1e-6): b1[2] straddles its kink
+    # ReLU unit 2 barely feeds the scores (W2[2] scaled by 1e-8): b1[2] straddles its kink
     # and agrees all the same, so it is compared at h without a second difference.
     net, x, t = kinked_problem(cpu_xp)
     W2 = to_numpy(net.params["W2"]).copy()
-    W2[2] *= 1e-6
+    W2[2] *= 1e-8
     net.params["W2"] = to_device(W2, dtype="float64", xp=cpu_xp)
     report = check_gradients(net, x, t, method=method, h=H, params=["b1"])
     (b,) = report.params

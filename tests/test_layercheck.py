@@ -115,7 +115,7 @@ def test_a_backward_that_ignores_dout_fails(xp):
 
 
 def test_inputs_near_a_kink_are_reported_apart(xp):
-    x = arr(xp, [[3e-5, -2e-5, 0.5], [0.3, -0.1, 2.0]])
+    x = arr(xp, [[3e-7, -2e-7, 0.5], [0.3, -0.1, 2.0]])  # within h = 1e-5 of 0, and h / 10
     report = check_layer(ReLU(), x)
     assert report
     assert report.params[0].kinks == 2 and report.params[0].kink_elements == ((0, 0), (0, 1))
@@ -137,11 +137,12 @@ def test_a_wrong_slope_beside_a_kink_still_fails(xp):
 
 
 def test_a_slope_that_matches_neither_side_of_a_kink_fails(xp):
-    # With h = 1e-4 the one-sided slopes of ReLU (times dout) are, at x = 2e-5,
-    # (1.2e-4 - 2e-5) / h = 1 and (2e-5 - 0) / h = 0.2: the claimed 1 is one side, a kink.
-    # At x = -2e-5 they are (8e-5 - 0) / h = 0.8 and 0: the claimed leak 0.3 is 0.5 and
-    # 0.3 away from them, not within a small fraction of their gap 0.8 of either.
-    report = check_layer(LeakyLie(0.3), arr(xp, [[-2e-5, 2e-5]]))
+    # With h = 1e-5 the one-sided slopes of ReLU (times dout) are, at x = 2e-6,
+    # (1.2e-5 - 2e-6) / h = 1 and (2e-6 - 0) / h = 0.2: the claimed 1 is one side, a kink.
+    # At x = -2e-6 they are (8e-6 - 0) / h = 0.8 and 0: the claimed leak 0.3 is 0.5 and
+    # 0.3 away from them, not within a small fraction of their gap 0.8 of either (and at
+    # h / 10, where it is retried, the slope is 0).
+    report = check_layer(LeakyLie(0.3), arr(xp, [[-2e-6, 2e-6]]))
     assert not report
     assert report.params[0].kink_elements == ((0, 1),)
 
