@@ -252,6 +252,47 @@ def test_a_given_atol_is_used_as_it_is_whatever_the_loss(cpu_xp):
     assert report.atol == 1e-9 and "atol:" not in str(report)
 
 
+def with_smallest_W1_element_shifted(net, by):
+    """``net`` whose ``gradient`` returns W1's with its smallest element ``by`` off."""
+    gradient = net.gradient
+
+    def shifted(x, t):
+        grads = gradient(x, t)
+        dW1 = to_numpy(grads["W1"]).copy()
+        dW1.flat[np.argmin(np.abs(dW1))] += by
+        return {**grads, "W1": to_device(dW1, dtype="float64", xp=namespace_of(grads["W1"]))}
+
+    net.gradient = shifted
+    return net
+
+
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_a_retry_at_a_tenth_of_the_step_keeps_the_atol_of_the_step(cpu_xp, method):
+    net, x, t = summed_loss_problem(cpu_xp)
+    atol = check_gradients(net, x, t, method=method, params=["W1"]).atol
+    # 3 times the atol at h, a third of the atol at h / 10 (rounding's there): the element
+    # is retried and passed at h / 10's atol.
+    report = check_gradients(
+        with_smallest_W1_element_shifted(net, 3 * atol), x, t, method=method, params=["W1"]
+    )
+    assert not report.passed, str(report)
+    assert report.params[0].retried == 1
+
+
+class OffsetLoss(SoftmaxWithLoss):
+    """SoftmaxWithLoss plus 1e9: the same gradient, a loss whose rounding is 2e-7."""
+
+    def forward(self, x, t):
+        return super().forward(x, t) + 1e9
+
+
+def test_a_network_whose_loss_swamps_its_gradients_says_nothing_was_resolved(cpu_xp):
+    net, x, t = small_problem(cpu_xp, activation="tanh")
+    net = Sequential(net.layers, loss=OffsetLoss())
+    report = check_gradients(net, x, t, method="loop")
+    assert report.unresolved and str(report).endswith("nothing was resolved)")
+
+
 def batchnorm_on_two_samples(xp):
     """BatchNorm on two samples is nearly a step, about 1e-3 wide (its eps of 1e-6 under a
     square root): a central difference at h = 1e-4 is off by 1.5e-5 from curvature alone."""

@@ -225,6 +225,37 @@ def test_a_non_finite_input_gradient_fails_and_says_so(xp):
 # examples/course_network.py (tests/test_examples.py runs it).
 
 
+def test_a_retry_keeps_the_atol_of_the_step_for_a_large_function(xp):
+    # f of 1e6 raises the default atol with it; an element off by 3 times that fails at h
+    # and is retried at h / 10, whose atol (10 times more) passed it.
+    x = rand(xp, 6)
+
+    def f(v):
+        return 1e6 + xp.sum(xp.sin(v))
+
+    atol = check_function(f, x, xp.cos(x)).atol
+    grad = to_numpy(xp.cos(x)).copy()
+    grad[2] += 3 * atol
+    report = check_function(f, x, arr(xp, grad))
+    assert not report and report.params[0].retried == 1
+
+
+def test_an_atol_as_large_as_the_gradients_says_nothing_was_resolved(xp):
+    # f of 1e9 rounds at 2e-7: at h = 1e-5 its differences are good to about 1, the size of
+    # the gradient itself, so a gradient twice off passes, and the verdict says why.
+    x = rand(xp, 6)
+    report = check_function(lambda v: 1e9 + xp.sum(xp.sin(v)), x, 2 * xp.cos(x))
+    assert report.passed and report.unresolved
+    verdict = "PASSED (but the atol is as large as the gradients: nothing was resolved)"
+    assert str(report).endswith(verdict)
+
+
+def test_a_grown_atol_below_the_gradients_resolves_them(xp):
+    x = rand(xp, 6)
+    report = check_function(lambda v: 1e3 + xp.sum(xp.sin(v)), x, xp.cos(x))
+    assert report.passed and not report.unresolved and "atol: 1.4e-06" in str(report)
+
+
 def test_check_function_takes_one_array(xp):
     x = rand(xp, 3, 2)
     assert check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x**2)
