@@ -18,6 +18,7 @@ from xpnet.gradcheck import (
     GradientReport,
     compare,
     directional_check,
+    refined_step,
     within_tolerance,
 )
 from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss, Tanh
@@ -50,8 +51,32 @@ def test_numerical_gradient_warns_of_a_function_that_ignores_its_argument(xp):
     # The book's f = lambda W: net.loss(x, t) reads the network's W, which the book's
     # numerical_gradient moves in place; this one moves a copy, so f sees no change.
     x = to_device([1.0, 2.0], dtype="float64", xp=xp)
-    with pytest.warns(UserWarning, match=r"same value at x \+ h and x - h for every element"):
+    with pytest.warns(UserWarning, match=r"same value at x, x \+ h and x - h for every element"):
         grad = numerical_gradient(lambda _: namespace_of(x).sum(x * x), x)
+    assert not np.any(to_numpy(grad))
+
+
+def test_numerical_gradients_warning_points_at_the_callers_line(cpu_xp):
+    x = to_device([1.0, 2.0], dtype="float64", xp=cpu_xp)
+    with pytest.warns(UserWarning, match="numerical gradient is all zeros") as caught:
+        numerical_gradient(lambda _: 1.0, x)
+    assert caught[0].filename == __file__
+
+
+def test_numerical_gradient_of_an_empty_array_is_empty_and_quiet(xp):
+    x = to_device(np.zeros((0, 3)), dtype="float64", xp=xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grad = numerical_gradient(lambda v: namespace_of(v).sum(v), x)
+    assert tuple(grad.shape) == (0, 3)
+
+
+def test_numerical_gradient_at_a_minimum_of_zero_slope_is_given_without_a_warning(xp):
+    # sum(x**2) is the same at 0 + h and 0 - h in every element, but not at 0: f reads x.
+    x = to_device([0.0, 0.0], dtype="float64", xp=xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grad = numerical_gradient(lambda v: namespace_of(v).sum(v * v), x)
     assert not np.any(to_numpy(grad))
 
 
@@ -237,10 +262,11 @@ def summed_loss_problem(xp, n=1000):
     return net, x, to_device(rng.integers(0, 10, n), dtype="int64", xp=xp)
 
 
-def test_the_default_atol_grows_with_the_loss_to_cover_its_rounding(cpu_xp):
+@pytest.mark.parametrize("method", ["loop", "directional"])
+def test_the_default_atol_grows_with_the_loss_to_cover_its_rounding(cpu_xp, method):
     net, x, t = summed_loss_problem(cpu_xp)
     loss = float(to_numpy(net.loss(x, t)))
-    report = check_gradients(net, x, t, method="loop")
+    report = check_gradients(net, x, t, method=method)
     eps = float(np.finfo(np.float64).eps)
     assert report.atol == pytest.approx(64 * eps * loss / 1e-5) and report.atol > 1e-8
     assert report.passed, str(report)
@@ -313,11 +339,41 @@ def test_an_element_failing_from_curvature_passes_at_a_tenth_of_the_step(cpu_xp,
     assert w1.retried >= 1 and "differenced again\n  at h=1e-05" in str(report)
 
 
+def test_a_direction_failing_from_curvature_is_retried_at_a_tenth_of_the_step(cpu_xp):
+    net, x, t = batchnorm_on_two_samples(cpu_xp)
+    report = check_gradients(net, x, t, method="directional", h=1e-3, n_directions=8)
+    retried = [str(i) for i, d in enumerate(report.directions) if d.step == 1e-4]
+    text = str(report)
+    assert report.passed and retried, text
+    assert f"retried: direction {', '.join(retried)} failed at h=0.001" in text, text
+    assert "refined" not in text, text
+
+
 @pytest.mark.parametrize("method", ["batched", "loop"])
 def test_a_wrong_gradient_still_fails_at_a_tenth_of_the_step(cpu_xp, method, wrong_dW):
     report = check_gradients(*batchnorm_on_two_samples(cpu_xp), method=method, h=1e-4)
     assert not report.passed, str(report)
     assert any(p.retried for p in report.params)
+
+
+def float32_tanh_problem(xp):
+    """A float32 tanh network of 10-8-4 on 20 samples: b1's gradient reaches about 0.06."""
+    rng = np.random.default_rng(0)
+    net = MultiLayerNet(10, [8], 4, activation="tanh", dtype="float32", seed=0, xp=xp)
+    x = to_device(rng.standard_normal((20, 10)), dtype="float32", xp=xp)
+    return net, x, to_device(rng.integers(0, 4, 20), dtype="int64", xp=xp)
+
+
+@pytest.mark.filterwarnings("ignore:checking gradients in float32")
+@pytest.mark.parametrize("method", METHODS)
+def test_an_element_retried_at_a_tenth_of_the_step_keeps_the_atol_of_h(cpu_xp, method):
+    # b1's gradient 10% off, by up to 6e-3: outside float32's atol at h (1.2e-3 for this
+    # loss) plus rtol. Rounding the loss makes the atol at h / 10 ten times larger, and a
+    # retry compared with that one passed the wrong gradient.
+    net, x, t = float32_tanh_problem(cpu_xp)
+    assert check_gradients(net, x, t, method=method).passed, "the correct gradient"
+    report = check_gradients(with_b1_scaled(net, 1.1), x, t, method=method, params=["b1"])
+    assert not report.passed, str(report)
 
 
 def test_the_pass_rule_is_numpys_isclose_relative_to_the_numerical_gradient(xp):
@@ -591,14 +647,14 @@ def test_each_direction_is_a_fresh_seeded_unit_draw(xp):
     np.testing.assert_allclose([d.analytic for d in report.directions], expected, rtol=1e-12)
 
 
-def straddling(xp, shift, n):
+def straddling(xp, shift, n, h=1e-4):
     """``kinked_problem`` with z1[0, 2] moved ``shift`` further from the kink; its directional
-    check at h = 1e-4 along ``n`` directions, and which of them straddle the kink at a step."""
+    check at ``h`` along ``n`` directions, and which of them straddle the kink at a step."""
     net, x, t = kinked_problem(xp)
     b1 = to_numpy(net.params["b1"])
     b1[2] += shift
     net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
-    report = directional_check(net, x, t, n_directions=n, seed=0, h=1e-4)
+    report = directional_check(net, x, t, n_directions=n, seed=0, h=h)
     # The ReLU's input z1 = x @ W1 + b1 is linear in the parameters: a direction v
     # straddles the kink where some z1 changes sign between p - h v and p + h v.
     W1, x_host = to_numpy(net.params["W1"]), to_numpy(x)
@@ -629,6 +685,17 @@ def test_a_direction_that_straddles_a_kink_at_h_is_taken_again_at_a_smaller_step
     assert [d.step == 1e-6 for d in report.directions] == straddles(1e-4)
     assert not any(d.kink for d in report.directions)
     assert report.passed and "differenced again at h=1e-06" in str(report)
+
+
+def test_a_direction_taken_again_for_a_kink_is_reported_so_when_that_step_is_h_over_retry(xp):
+    # At h = 100 sqrt(eps) the refined step, 10 sqrt(eps), is h / 10 as well, the step of a
+    # retry: the directions that straddled the kink at h are still reported as refined.
+    h = 100 * math.sqrt(np.finfo(np.float64).eps)
+    report, straddles = straddling(xp, 2e-5 * h / 1e-4, n=8, h=h)
+    assert refined_step(h, "float64") == h / 10 and any(straddles(h))
+    assert [d.step != h for d in report.directions] == straddles(h)
+    text = str(report)
+    assert "refined: direction" in text and "retried" not in text, text
 
 
 @pytest.mark.parametrize("method", METHODS)

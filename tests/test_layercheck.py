@@ -285,6 +285,38 @@ def test_check_function_works_in_float64_at_a_float32_point(xp):
     assert report, str(report)
 
 
+def wavy(v):
+    """sum(sin(5000 v)): a central difference of its slope at h = 1e-5 is off by a relative
+    h**2 5000**2 / 6 = 4e-4 from curvature (above rtol 1e-4), at h / 10 by 4e-6."""
+    xp = namespace_of(v)
+    return xp.sum(xp.sin(5000 * v))
+
+
+def test_check_function_retries_an_element_failing_from_curvature_at_a_tenth_of_the_step(xp):
+    host = np.random.default_rng(0).random(4)
+    slope = arr(xp, 5000 * np.cos(5000 * host))
+    report = check_function(wavy, arr(xp, host), slope)
+    assert report and report.params[0].retried >= 1, str(report)
+
+
+def test_check_function_fails_a_wrong_slope_at_a_tenth_of_the_step_too(xp):
+    host = np.random.default_rng(0).random(4)
+    slope = arr(xp, 1.01 * 5000 * np.cos(5000 * host))
+    report = check_function(wavy, arr(xp, host), slope)
+    assert not report and report.params[0].retried >= 1, str(report)
+
+
+def test_check_functions_default_atol_grows_with_the_value_of_f(xp):
+    # Rounding f's value of about 1e4 moves a central difference by about eps * 1e4 / h.
+    host = np.random.default_rng(0).standard_normal(3)
+    value = float(np.sum(host**3)) + 1e4
+    report = check_function(
+        lambda v: namespace_of(v).sum(v**3) + 1e4, arr(xp, host), arr(xp, 3 * host**2)
+    )
+    assert report.atol == pytest.approx(64 * np.finfo(np.float64).eps * value / 1e-5)
+    assert report and f"atol: {report.atol:.2g}, above 1e-08" in str(report), str(report)
+
+
 def test_check_function_names_a_gradient_of_the_wrong_shape(xp):
     with pytest.raises(ValueError, match=r"gradient of x has shape \(2,\), but x has shape \(3,\)"):
         check_function(lambda v: namespace_of(v).sum(v), rand(xp, 3), rand(xp, 2))

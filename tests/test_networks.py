@@ -185,6 +185,13 @@ def test_accuracy_puts_batch_size_samples_through_the_network_at_a_time(xp):
     assert sizes == [2, 2, 1]
 
 
+def test_accuracy_counts_the_hits_of_every_batch(xp):
+    net = TwoLayerNet(6, 4, 3, weight_init_std=0.5, dtype="float64", seed=0, xp=xp)
+    x, _ = batch(xp, n=5)
+    top = to_device(to_numpy(net.predict(x)).argmax(axis=1), dtype="int64", xp=xp)
+    assert net.accuracy(x, top, batch_size=2) == 1.0
+
+
 def test_accuracy_refuses_a_batch_size_below_one(xp):
     net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, xp=xp)
     x, t = batch(xp)

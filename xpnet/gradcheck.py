@@ -75,7 +75,10 @@ DEFAULTS = {
 ROUNDING = 64
 #: How much smaller the step is at which a failing element is differenced again: its
 #: truncation error (``h**2`` times the third derivative over 6) falls RETRY**2-fold there,
-#: the error of a wrong gradient stays.
+#: the error of a wrong gradient stays. It is compared there with h's atol, not the larger
+#: one of the smaller step: ROUNDING's margin covers the rounding, RETRY times larger
+#: there, and a retry must not loosen the check (float32's atol at h / 10 passed a 10%
+#: error in a gradient of 0.06).
 RETRY = 10
 METHODS = ("loop", "batched", "directional")
 GRADIENT_METHODS = ("loop", "batched")
@@ -86,10 +89,11 @@ _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 @dataclass(frozen=True)
 class Atol:
-    """The absolute tolerance at a central difference's step: ``floor`` given, or by
-    default at least ``ROUNDING * eps * max(|loss|, 1) / step`` (``eps`` of the dtype; 0
-    for an atol given, the same at every step), what rounding the loss can make of a
-    correct gradient: a summed loss of 2,300 in float64 at h = 1e-5 gets 3.3e-6."""
+    """The absolute tolerance at a central difference's step: the larger of ``floor`` and
+    ``ROUNDING * eps * max(|loss|, 1) / step``, what rounding the loss can make of a
+    correct gradient (a summed loss of 2,300 in float64 at h = 1e-5 gets 3.3e-6). The
+    default atol is ``Atol(DEFAULTS[dtype]["atol"], eps of dtype, loss)``; an atol the
+    user gives is ``Atol(atol)``, ``eps`` 0: the same at every step."""
 
     floor: float
     eps: float = 0.0
@@ -98,17 +102,10 @@ class Atol:
     def at(self, step: float) -> float:
         return max(self.floor, ROUNDING * self.eps * max(abs(self.loss), 1.0) / step)
 
-    def in_check(self, step: float, h: float) -> float:
-        """The atol of a difference at ``step`` in a check at ``h``: that of ``step``, but
-        ``h``'s for a retry at ``h / RETRY``. A retry is to shed curvature, not to widen
-        the atol: at ``h / RETRY``'s, 10 times ``h``'s on a summed loss, a gradient 6 % off
-        passed. Rounding there stays within ``h``'s (at most 0.96 * eps * |L| / step was
-        measured at either step)."""
-        return self.at(h if step == h / RETRY else step)
-
     def of(self, found: _Numerical, h: float, small: float | None) -> Any:
-        """Per element of ``found``'s parameter (float64): the atol at the step it was
-        differenced at, ``h`` (for ``found.retried`` too), ``small`` for ``found.refined``."""
+        """Per element of ``found``'s parameter (float64): the atol at ``h``, and at
+        ``small`` for the elements differenced again there (``found.refined``); those
+        retried at ``h / RETRY`` keep h's (see ``RETRY``)."""
         xp = namespace_of(found.grad)
         atol = xp.full_like(found.grad, self.at(h), dtype=xp.float64)
         if found.refined is not None and small is not None:
@@ -185,15 +182,17 @@ def numerical_gradient(
 
     Unlike the book's ``numerical_gradient``, which moves ``x`` itself, ``f`` must compute
     from its argument: the book's ``lambda W: net.loss(x, t)`` reads the network's own
-    ``W``, sees no change and gets zeros, with a warning when no element moved ``f``. For a
-    network's parameter: ``net.numerical_gradient(x, t)``, or
-    ``lambda W: net.loss_at("W1", W, x, t)``.
+    ``W``, sees no change and gets zeros, with a warning when no element moved ``f`` (``f``
+    is called once more, at ``x``, when the gradient is all zeros: at the minimum of
+    ``sum(x**2)``, 0, it is the gradient). For a network's parameter:
+    ``net.numerical_gradient(x, t)``, or ``lambda W: net.loss_at("W1", W, x, t)``.
     """
-    grad = central_gradient(f, x, h, indices=indices)
+    grad, plus, minus = _central(f, x, h, indices)
     xp = namespace_of(x)
-    if indices is None and math.prod(x.shape) and not bool(xp.any(grad != 0)):
+    unmoved = indices is None and math.prod(x.shape) and not bool(xp.any(plus != minus))
+    if unmoved and bool(xp.all(plus == float(f(xp.asarray(x, copy=True))))):
         warnings.warn(
-            f"f returned the same value at x + h and x - h for every element of x (shape "
+            f"f returned the same value at x, x + h and x - h for every element of x (shape "
             f"{tuple(x.shape)}), so its numerical gradient is all zeros. numerical_gradient "
             "calls f with a perturbed copy of x and leaves x as it is: a function that "
             "ignores its argument and reads x from elsewhere, as the book's "
@@ -213,10 +212,17 @@ def central_gradient(
 ) -> Any:
     """:func:`numerical_gradient` without its warning, for callers whose ``f`` computes from
     its argument, so that a gradient of zeros is the gradient (a bias before BatchNorm)."""
+    return _central(f, x, h, indices)[0]
+
+
+def _central(
+    f: Callable[[Any], Any], x: Any, h: float, indices: Iterable[tuple[int, ...]] | None
+) -> tuple[Any, Any, Any]:
+    """:func:`central_gradient`, and the values of ``f`` it is made of (:func:`values_around`)."""
     _require_step(h)
     xp = namespace_of(x)
     plus, minus = values_around(f, x, h, indices=indices)
-    return xp.astype((plus - minus) / _steps_taken(xp, x, h), x.dtype)
+    return xp.astype((plus - minus) / _steps_taken(xp, x, h), x.dtype), plus, minus
 
 
 def _steps_taken(xp: Any, x: Any, h: float) -> Any:
@@ -557,8 +563,8 @@ class GradientReport:
             lines += textwrap.wrap(
                 f"retried: elements that failed at h={self.h:g} clear of kinks "
                 f"({', '.join(retried)}) were differenced again at h={self.h / RETRY:g} and "
-                f"compared there: a truncation error falls {RETRY**2}-fold, the error of a "
-                "wrong gradient stays",
+                f"compared there, with the same atol: a truncation error falls {RETRY**2}-fold, "
+                "the error of a wrong gradient stays",
                 width=88,
                 subsequent_indent="  ",
             )
@@ -660,7 +666,7 @@ def _with_one_sided_kinks(
     done only when there are at most ``ONE_SIDED_LIMIT`` of them, at the step of its central
     difference: ``small`` for one differenced again there (:func:`_refined_at_kinks`),
     where it is clear of the kink it straddled at ``h``, which must not excuse it; ``h /
-    RETRY`` for one retried (:func:`_retried`). ``tol`` gives the atol at each step."""
+    RETRY`` for one retried (:func:`_retried`). ``tol`` gives the atols (:meth:`Atol.of`)."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, tol.of(found, h, small), rtol)
@@ -674,19 +680,20 @@ def _with_one_sided_kinks(
     def loss_at(p: Any) -> Any:
         return _loss_at(net, name, p, x, t)
 
-    steps = []
-    for again, step in ((found.refined, small), (found.retried, h / RETRY)):
-        if again is not None:  # differenced again at step (_refined_at_kinks, _retried)
-            steps.append((failing & again, step))
-            failing = failing & ~again
-    steps.append((failing, h))
+    steps = []  # (elements, the step of their central difference, their atol)
+    if found.refined is not None:  # differenced again at small (_refined_at_kinks)
+        steps.append((failing & found.refined, small, tol.at(small)))
+        failing = failing & ~found.refined
+    if found.retried is not None:  # at h / RETRY, compared with h's atol (_retried)
+        steps.append((failing & found.retried, h / RETRY, tol.at(h)))
+        failing = failing & ~found.retried
+    steps.append((failing, h, tol.at(h)))
     kinked = found.kinks
-    for among, step in steps:
+    for among, step, atol in steps:
         elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(among))]
         if not elements:
             continue
         plus, minus = values_around(loss_at, param, step, indices=elements)
-        atol = tol.in_check(step, h)
         found_here = kinks_by_one_sided(
             loss_at, param, analytic, plus, center, minus, step, atol, rtol, among=among
         )
@@ -870,8 +877,10 @@ def check_gradients(
     ``rtol`` default by the network's dtype (see ``DEFAULTS``), the default atol grown with
     the loss to cover its rounding (:class:`Atol`); float64 is the dtype to check in:
     float32 rounding swamps the central difference. An element that fails clear of kinks
-    is differenced again at ``h / RETRY`` and compared there, where an error from
-    curvature is ``RETRY**2`` times smaller (BatchNorm on two samples failed without).
+    is differenced again at ``h / RETRY`` and compared there, with the same atol, where an
+    error from curvature is ``RETRY**2`` times smaller (BatchNorm on two samples failed
+    without); as kinks are, only where the network is layered as :mod:`xpnet.perturb`
+    assumes.
     ``params`` restricts the check to some parameter names. Elements whose central
     difference straddles a kink (ReLU's 0, a max pool's maximum changing hands) are
     reported apart and left out of pass/fail (both ``loop``
@@ -1046,7 +1055,8 @@ def _retried(
     atol: float, rtol: float, budget: int | str | None,
 ) -> int:  # fmt: skip
     """Difference again, at ``h / RETRY``, the elements of ``name`` that fail at ``h``
-    (neither kinks nor refined at kinks); update ``found`` in place; return how many.
+    (neither kinks nor refined at kinks); update ``found`` in place; return how many (0
+    where the kinks are not known, ``local`` None: the retry would not know them either).
 
     Curvature alone can fail a correct gradient at ``h``: BatchNorm on two samples is a
     step about 1e-3 wide, and its central differences were off by 4% at h = 1e-5. Their
@@ -1099,6 +1109,7 @@ class DirectionCheck:
     kink: bool | None  # the central difference reaches a ReLU kink (None: not looked for)
     passed: bool
     step: float | None = None  # of the central difference: the report's h, or a smaller one
+    retried: bool = False  # failed at h clear of kinks, differenced again at h / RETRY
 
     @property
     def finite(self) -> bool:
@@ -1162,20 +1173,23 @@ class DirectionalReport:
                 "a zero bias on blank inputs) is a kink in every direction: check at other "
                 'inputs, or element by element (method="batched")'
             )
-        retry = self.h / RETRY
-        again = [i for i, d in enumerate(self.directions) if d.step not in (None, self.h, retry)]
+        again = [
+            i
+            for i, d in enumerate(self.directions)
+            if d.step not in (None, self.h) and not d.retried
+        ]
         if again:
             lines.append(
                 f"refined: direction {', '.join(map(str, again))} crossed a kink at "
                 f"h={self.h:g} and disagreed; differenced again at "
                 f"h={self.directions[again[0]].step:g}"
             )
-        retried = [str(i) for i, d in enumerate(self.directions) if d.step == retry]
+        retried = [str(i) for i, d in enumerate(self.directions) if d.retried]
         if retried:
             lines.append(
                 f"retried: direction {', '.join(retried)} failed at h={self.h:g} clear of kinks; "
-                f"differenced again at h={retry:g}, where a truncation error is "
-                f"{RETRY**2} times smaller"
+                f"differenced again at h={self.h / RETRY:g}, where a truncation error is "
+                f"{RETRY**2} times smaller, and compared there with h's atol"
             )
         if not all(d.finite for d in self.directions):
             lines.append(
@@ -1273,21 +1287,20 @@ def directional_check(
         plus, minus = (np.array([f[k] for f in found]) for k in (0, 1))
         hooked = np.array([f[2] for f in found])
         steps = np.full(n_directions, h)
-
-        def failing() -> np.ndarray:
-            atol = np.array([tol.in_check(step, h) for step in steps])
-            return ~within_tolerance(exact, (plus - minus) / (2 * steps), atol, rtol)
-
+        refined, retried = np.zeros(n_directions, dtype=bool), np.zeros(n_directions, dtype=bool)
+        failing = ~within_tolerance(exact, (plus - minus) / (2 * h), tol.at(h), rtol)
         # A direction that crosses a kink at h and disagrees is taken again at the smaller
         # step, as check_gradients does elements: a ReLU input merely near 0 is clear there;
         # one that fails clear of kinks, again at h / RETRY, where a truncation error is
         # RETRY**2 times smaller.
-        for i in np.flatnonzero(hooked & failing()) if small is not None else ():
+        for i in np.flatnonzero(hooked & failing) if small is not None else ():
             plus[i], minus[i], hooked[i] = along(directions[i], small)
-            steps[i] = small
-        for i in np.flatnonzero(~hooked & (steps == h) & failing()):
+            steps[i], refined[i] = small, True
+        for i in np.flatnonzero(~hooked & ~refined & failing):
             plus[i], minus[i], hooked[i] = along(directions[i], h / RETRY)
-            steps[i] = h / RETRY
+            steps[i], retried[i] = h / RETRY, True
+        # Each direction's atol: at its step where refined, else h's (see RETRY).
+        atol = np.where(refined, tol.at(small) if small is not None else 0.0, tol.at(h))
 
         def loss_along(moves: np.ndarray) -> float:
             """The loss after ``moves[i]`` along direction ``i``, for each i."""
@@ -1300,11 +1313,13 @@ def directional_check(
         # differences, as in check_gradients, confirmed at half the step (two more passes
         # each), at the step of the direction's central difference.
         one_sided = np.zeros(n_directions, dtype=bool)
-        for step in sorted(set(steps.tolist())):
-            one_sided |= kinks_by_one_sided(
-                loss_along, np.zeros(n_directions), exact, plus, center, minus, step,
-                tol.in_check(step, h), rtol, among=~hooked & (steps == step),
-            )  # fmt: skip
+        for group in (refined, retried, ~refined & ~retried):
+            if group.any():  # one step and one atol a group
+                step, group_atol = float(steps[group][0]), float(atol[group][0])
+                one_sided |= kinks_by_one_sided(
+                    loss_along, np.zeros(n_directions), exact, plus, center, minus, step,
+                    group_atol, rtol, among=~hooked & group,
+                )  # fmt: skip
     numeric = (plus - minus) / (2 * steps)
     report = DirectionalReport(h=h, atol=tol.at(h), rtol=rtol, dtype=dtype, seed=seed, params=names)
     for i in range(n_directions):
@@ -1316,9 +1331,9 @@ def directional_check(
                 analytic=ana,
                 abs_error=err,
                 kink=bool(one_sided[i] or hooked[i]),
-                passed=math.isfinite(err)
-                and within_tolerance(ana, num, tol.in_check(steps[i], h), rtol),
+                passed=math.isfinite(err) and within_tolerance(ana, num, float(atol[i]), rtol),
                 step=float(steps[i]),
+                retried=bool(retried[i]),
             )
         )
     if tol.at(h) > tol.floor:
