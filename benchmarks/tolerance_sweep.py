@@ -1,17 +1,19 @@
 """How often ``check_gradients`` fails correct networks, and catches wrong gradients.
 
-A sweep of small float64 networks, each checked by the batched and the loop method: the
-book's TwoLayerNet (0.01 init), MultiLayerNet (ReLU, sigmoid and tanh; He, Xavier and
-0.01 inits; one to three hidden layers; BatchNorm, Dropout and weight decay drawn at
-random), a sigmoid network under a binary cross-entropy summed over its outputs, and the
-conv net (3 filters of 3x3) on 8x8 images, at batches of 1, 2, 10 and 100, of random
-inputs or mnist-5k digits (shrunk to 7x7 or 14x14), three seeds. A correct network that
-fails is a false alarm; a wrong one (its first bias's gradient, or for BatchNorm its
-gamma's, scaled by 1.01 or 1.5) that passes is a miss, which it can only be where the
-error is below what a central difference resolves (a gradient of about 0)::
+A sweep of 153 small networks (float64, or ``--dtype float32``), each checked by the
+batched and the loop method: the book's TwoLayerNet (0.01 init), MultiLayerNet (ReLU,
+sigmoid and tanh; He, Xavier and 0.01 inits; one to three hidden layers; BatchNorm,
+Dropout and weight decay drawn at random), a sigmoid network under a binary cross-entropy
+summed over its outputs, and the conv net (3 filters of 3x3) on 14x14 digits, at batches
+of 1, 2, 10 and 100 (the conv net to 10), of random inputs or mnist-5k digits (shrunk to
+7x7), three seeds. A correct network that fails is a false alarm; a wrong one (its first
+bias's gradient, or for BatchNorm its gamma's, scaled by 1.01 or 1.5) that passes is a
+miss, which it can only be where the error is below what a central difference resolves
+(a gradient of about 0)::
 
     python -m benchmarks.tolerance_sweep                     # the defaults
     python -m benchmarks.tolerance_sweep --h 1e-4 --atol 1e-6  # other settings
+    python -m benchmarks.tolerance_sweep --dtype float32
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def digits(side: int) -> np.ndarray:
     return x.reshape(len(x), 1, side, f, side, f).mean(axis=(3, 5))
 
 
-def cases(xp: Any) -> Iterator[tuple[str, Any, Any, Any]]:
-    """``(description, net, x, t)`` for every correct network of the sweep."""
+def cases(xp: Any, dtype: str = "float64") -> Iterator[tuple[str, Any, Any, Any]]:
+    """``(description, net, x, t)`` for every correct network of the sweep, in ``dtype``."""
     images = {7: digits(7), 14: digits(14)}
     draw = np.random.default_rng(0)  # the random architecture choices
     for seed in SEEDS:
@@ -60,7 +62,7 @@ def cases(xp: Any) -> Iterator[tuple[str, Any, Any, Any]]:
             for data, x in inputs.items():
                 yield (
                     f"TwoLayerNet 0.01 {data} b{batch} s{seed}",
-                    TwoLayerNet(49, 10, 5, 0.01, dtype="float64", seed=seed, xp=xp),
+                    TwoLayerNet(49, 10, 5, 0.01, dtype=dtype, seed=seed, xp=xp),
                     x,
                     labels,
                 )
@@ -73,31 +75,31 @@ def cases(xp: Any) -> Iterator[tuple[str, Any, Any, Any]]:
                     net = MultiLayerNet(
                         49, [8] * depth, 5, activation=act, weight_init=init,
                         weight_decay=decay, use_batchnorm=bn, use_dropout=dropout,
-                        dtype="float64", seed=seed, xp=xp,
+                        dtype=dtype, seed=seed, xp=xp,
                     )  # fmt: skip
                     what = f"{act} {init} {depth} hidden{' bn' * bn}{' dropout' * dropout}"
                     what = f"MultiLayerNet {what} wd {decay:g} {data} b{batch} s{seed}"
                     yield what, net, inputs[data], labels
             targets = (rng.random((batch, 4)) < 0.5).astype(np.float64)
             what = f"sigmoid BCE summed b{batch} s{seed}"
-            yield what, bce_net(xp, seed), inputs["mnist"], targets
+            yield what, bce_net(xp, seed, dtype), inputs["mnist"], targets
             if batch <= 10:
                 conv = SimpleConvNet(
                     (1, 14, 14), {"filter_num": 3, "filter_size": 3}, 10, 5, 0.1,
-                    dtype="float64", seed=seed, xp=xp,
+                    dtype=dtype, seed=seed, xp=xp,
                 )  # fmt: skip
                 x = images[14][pick]
                 yield f"SimpleConvNet 14x14 b{batch} s{seed}", conv, x, labels
 
 
-def bce_net(xp: Any, seed: int) -> Sequential:
+def bce_net(xp: Any, seed: int, dtype: str) -> Sequential:
     """49-8-4 with a sigmoid hidden layer and binary cross-entropy summed over 4 outputs."""
     rng = host_rng(seed)
     arrays = [
         rng.standard_normal((49, 8)) / 7, rng.standard_normal(8) * 0.1,
         rng.standard_normal((8, 4)) / 3, rng.standard_normal(4) * 0.1,
     ]  # fmt: skip
-    W1, b1, W2, b2 = (to_device(a, dtype="float64", xp=xp) for a in arrays)
+    W1, b1, W2, b2 = (to_device(a, dtype=dtype, xp=xp) for a in arrays)
     return Sequential(
         [Affine(W1, b1, input_grad=False), Sigmoid(), Affine(W2, b2)],
         loss=SigmoidWithLoss(reduction="sum"),
@@ -122,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = {"h": args.h, "atol": args.atol, "rtol": args.rtol}
     false_alarms, checks, caught, wrong = [], 0, 0, 0
     start = time.perf_counter()
-    for what, net, x, t in cases(xp):
-        x = to_device(x, dtype="float64", xp=xp)
-        t = to_device(t, dtype="float64" if t.ndim == 2 else "int64", xp=xp)
+    for what, net, x, t in cases(xp, args.dtype):
+        x = to_device(x, dtype=args.dtype, xp=xp)
+        t = to_device(t, dtype=args.dtype if t.ndim == 2 else "int64", xp=xp)
         name = "gamma1" if "gamma1" in net.params else list(net.params)[1]  # b1's is 0 there
         for method in METHODS:
             with warnings.catch_warnings():
@@ -143,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     ).passed
                     del wrong_net.gradient  # back to the class's
     given = ", ".join(f"{k}={v:g}" for k, v in settings.items() if v is not None)
-    print(f"check_gradients ({given or 'defaults'}), {time.perf_counter() - start:.0f} s:")
+    elapsed = time.perf_counter() - start
+    print(f"check_gradients ({given or 'defaults'}), {args.dtype}, {elapsed:.0f} s:")
     print(f"  correct networks failed: {len(false_alarms)} of {checks} checks")
     print(f"  wrong gradients caught:  {caught} of {wrong} checks")
     for line in false_alarms:
@@ -151,8 +154,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--h``, ``--atol``, ``--rtol`` (default: check_gradients' own)."""
+    """``--h``, ``--atol``, ``--rtol`` (default: check_gradients' own), ``--dtype``."""
     p = _cli.parser("benchmarks.tolerance_sweep", __doc__)
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     for name in ("h", "atol", "rtol"):
         p.add_argument(f"--{name}", type=float, default=None, help=f"check_gradients' {name}")
     return p.parse_args(argv)
