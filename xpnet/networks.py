@@ -48,7 +48,7 @@ from xpnet.layers import (
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 WEIGHT_INITS = ("he", "xavier")
 BIAS_INITS = ("zero", "uniform")
-ACCURACY_BATCH_SIZE = 1_000  # samples accuracy() puts through the network at a time
+EVAL_BATCH_SIZE = 1_000  # samples an evaluation (accuracy, the Trainer's) puts through at a time
 
 
 class Parameters(MutableMapping):
@@ -344,7 +344,7 @@ class Sequential:
         """The weight decay on parameter ``name``: ``loss`` adds ``0.5 * rate * sum(p**2)``."""
         return self.weight_decay if name in self._decayed else 0.0
 
-    def accuracy(self, x: Any, t: Any, batch_size: int = ACCURACY_BATCH_SIZE) -> float:
+    def accuracy(self, x: Any, t: Any, batch_size: int = EVAL_BATCH_SIZE) -> float:
         """Fraction of samples whose highest score is the target class (a Python float).
 
         ``t`` is integer labels (N,) in [0, C) or one-hot (or smoothed) rows (N, C). An

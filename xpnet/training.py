@@ -32,9 +32,8 @@ from tqdm import tqdm
 from xpnet.backend import dtype_name, host_rng, namespace_of, synchronize, take, to_numpy
 from xpnet.checks import is_real, require_count
 from xpnet.layers import check_labels, not_labels_or_rows, require_array
+from xpnet.networks import EVAL_BATCH_SIZE
 from xpnet.optim import Optimizer
-
-EVAL_BATCH_SIZE = 10_000  # samples an evaluation chunk holds by default
 
 
 @dataclass(frozen=True)
