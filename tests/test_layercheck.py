@@ -256,6 +256,21 @@ def test_a_grown_atol_below_the_gradients_resolves_them(xp):
     assert report.passed and not report.unresolved and "atol: 3.6e-07" in str(report)
 
 
+def test_a_grown_atol_resolves_the_check_when_any_array_has_larger_gradients(xp):
+    # 1e10's rounding gives an atol of about 3.6: a's gradients (about 1e-3) are under it,
+    # b's (about 1e3) far above, whichever of them comes first.
+    a, b = rand(xp, 3), rand(xp, 3, seed=1)
+
+    def f(q):
+        return 1e10 + 1e-3 * xp.sum(xp.sin(q["a"])) + 1e3 * xp.sum(q["b"] ** 2)
+
+    grad = {"a": 1e-3 * xp.cos(a), "b": 2e3 * b}
+    for point in ({"a": a, "b": b}, {"b": b, "a": a}):
+        report = check_function(f, point, grad)
+        assert report.passed and not report.unresolved
+        assert len([n for n in report.notes if n.startswith("atol:")]) == 1
+
+
 def test_check_function_takes_one_array(xp):
     x = rand(xp, 3, 2)
     assert check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x**2)

@@ -38,6 +38,7 @@ from xpnet.gradcheck import (
     RETRY,
     Atol,
     GradientReport,
+    ParamCheck,
     _atol_note,
     _largest,
     compare,
@@ -99,7 +100,10 @@ def _report(subject: str, h: float | None, atol: float | None, rtol: float | Non
 
 def _check(
     name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport, tol: Atol
-):
+) -> tuple[ParamCheck, Atol, float]:
+    """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), the atol
+    it was compared with (grown with ``f(x)`` where it is the default), and the largest of
+    its numerical derivatives; :func:`_add_rows` puts rows into ``report``."""
     if not is_array_api_obj(analytic):
         hint = f": pass its value at {name}" if callable(analytic) else ""
         raise TypeError(
@@ -123,13 +127,22 @@ def _check(
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
     central, kinks, retried = _numerical(f, x, center, analytic, report.h, atol, report.rtol)
-    if atol > report.atol:  # the default atol, grown with f's value (one value)
-        report.atol = atol
-        largest = _largest([central])
-        report.notes.append(_atol_note(tol, report.h, largest))
-        report.unresolved = atol >= largest
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
-    return replace(check, retried=retried)
+    return replace(check, retried=retried), tol, _largest([central])
+
+
+def _add_rows(report: GradientReport, rows: list[tuple[ParamCheck, Atol, float]]) -> None:
+    """Put :func:`_check`'s rows into ``report``. A default atol grown with f's value (the
+    same value for every row) is the report's atol and is noted once, against the largest
+    numerical derivative of all rows: the check resolves nothing only when that atol is
+    as large as every row's derivatives, whatever their order."""
+    report.params += [check for check, _, _ in rows]
+    grown = [tol for _, tol, _ in rows if tol.at(report.h) > tol.floor]
+    if grown:
+        tol, largest = grown[0], max(largest for _, _, largest in rows)
+        report.atol = tol.at(report.h)
+        report.notes.append(_atol_note(tol, report.h, largest))
+        report.unresolved = report.atol >= largest
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -285,6 +298,7 @@ def check_layer(
             return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
 
         require_deterministic(lambda: objective(-1, None), f"{kind}.forward")
+        rows = []
 
         for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
             if g is None and _is_float(x):
@@ -292,7 +306,7 @@ def check_layer(
             if g is None or not _is_float(x):
                 continue
             label = f"input {name}" if name in params else name
-            report.params.append(_check(label, lambda v, i=i: objective(i, v), x, g, report, tol))
+            rows.append(_check(label, lambda v, i=i: objective(i, v), x, g, report, tol))
         for p, g in param_grads.items():
             if g is None:
                 raise ValueError(f"{kind}.backward stored no gradient d{p} for its parameter {p}")
@@ -306,7 +320,8 @@ def check_layer(
                 finally:
                     setattr(layer, p, before)
 
-            report.params.append(_check(p, at_param, value, g, report, tol))
+            rows.append(_check(p, at_param, value, g, report, tol))
+    _add_rows(report, rows)
     return report
 
 
@@ -338,14 +353,16 @@ def check_function(
             have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
             raise ValueError(f"grad must have the keys of x, {sorted(x)}; got {have}")
         point = {k: _float64(namespace_of(v), v, v) for k, v in x.items()}
+        rows = []
         for key in point:
 
             def at(v: Any, key: str = key) -> Any:
                 return f({**point, key: v})
 
-            report.params.append(_check(str(key), at, point[key], grad[key], report, tol))
+            rows.append(_check(str(key), at, point[key], grad[key], report, tol))
+        _add_rows(report, rows)
         return report
     if not is_array_api_obj(x):
         raise TypeError(f"x must be an array or a mapping of arrays, got {type(x).__name__}")
-    report.params.append(_check("x", f, _float64(namespace_of(x), x, x), grad, report, tol))
+    _add_rows(report, [_check("x", f, _float64(namespace_of(x), x, x), grad, report, tol)])
     return report
