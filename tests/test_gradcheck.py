@@ -19,6 +19,7 @@ from xpnet.gradcheck import (
     compare,
     directional_check,
     refined_step,
+    rounding_noise,
     within_tolerance,
 )
 from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss, Tanh
@@ -317,6 +318,47 @@ def test_a_network_whose_loss_swamps_its_gradients_says_nothing_was_resolved(cpu
     net = Sequential(net.layers, loss=OffsetLoss())
     report = check_gradients(net, x, t, method="loop")
     assert report.unresolved and str(report).endswith("nothing was resolved)")
+
+
+def test_rounding_noise_is_the_noise_of_a_smooth_function():
+    # A quadratic (its 6th differences are 0) plus independent noise of 1e-9.
+    rng = np.random.default_rng(0)
+    steps = np.arange(7) * 1e-6
+    rows = [(1.0 + 3 * steps + steps**2) + rng.normal(0, 1e-9, 7) for _ in range(400)]
+    assert rounding_noise(rows) == pytest.approx(1e-9, rel=0.1)
+
+
+def test_rounding_noise_ignores_a_row_across_a_kink_and_rows_that_are_not_finite():
+    rng = np.random.default_rng(1)
+    steps = np.arange(7) * 1e-6
+    smooth = [2 + steps + rng.normal(0, 1e-12, 7) for _ in range(4)]
+    kinked = np.abs(steps - 2.5e-6)  # |x| across its kink: a 6th difference of about 1e-5
+    assert rounding_noise([*smooth, kinked, np.full(7, np.inf)]) < 1e-11
+
+
+def fitted_regression(xp, scale=1e5):
+    """One Affine fitted by least squares to targets of about ``scale`` under a mean squared
+    error: a loss of 0.77 whose terms, (y - t)**2 with y and t near 1e5, round at 1e-11,
+    and gradients of about 1e-10 that no central difference resolves."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 5))
+    t = scale + x @ rng.standard_normal((5, 1)) + rng.standard_normal((100, 1))
+    fit = np.linalg.lstsq(np.hstack([x, np.ones((100, 1))]), t, rcond=None)[0]
+    W, b, x, t = (to_device(a, dtype="float64", xp=xp) for a in (fit[:5], fit[5], x, t))
+    return Sequential([Affine(W, b, input_grad=False)], loss=MeanSquaredError()), x, t
+
+
+@pytest.mark.parametrize("method", ["batched", "loop", "directional"])
+def test_a_loss_whose_terms_round_more_than_its_size_says_gets_the_atol_of_its_noise(
+    cpu_xp, method
+):
+    # The loop's differences were off by 6e-7 where the atol from the loss's size is 1e-8:
+    # a correct gradient failed. The noise measured along a few directions covers them.
+    net, x, t = fitted_regression(cpu_xp)
+    report = check_gradients(net, x, t, method=method)
+    assert report.passed, str(report)
+    assert report.atol > 1e-7 and "for the loss's rounding noise of" in str(report)
+    assert "cannot tell from 0 with this rounding" in str(report)
 
 
 def batchnorm_on_two_samples(xp):

@@ -40,7 +40,7 @@ import os
 import re
 import textwrap
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
@@ -83,6 +83,13 @@ ROUNDING = 16
 #: there, and a retry must not loosen the check (float32's atol at h / 10 passed a 10%
 #: error in a gradient of 0.06).
 RETRY = 10
+#: The rounding noise of the loss, measured where it is checked (:func:`rounding_noise`):
+#: its values at ``p + j * (h / RETRY) * v``, j = 0..NOISE_ORDER, along NOISE_DIRECTIONS
+#: random unit directions v. The default atol is at least NOISE_MARGIN * noise / step: a
+#: central difference's rounding error has a standard deviation of noise / (sqrt(2) h).
+NOISE_DIRECTIONS = 5
+NOISE_ORDER = 6
+NOISE_MARGIN = 8
 METHODS = ("loop", "batched", "directional")
 GRADIENT_METHODS = ("loop", "batched")
 MEMORY_ENV_VAR = "XPNET_GRADCHECK_MEMORY"
@@ -101,9 +108,11 @@ class Atol:
     floor: float
     eps: float = 0.0
     loss: float = 0.0
+    noise: float = 0.0  # the loss's rounding noise, measured (rounding_noise)
 
     def at(self, step: float) -> float:
-        return max(self.floor, ROUNDING * self.eps * max(abs(self.loss), 1.0) / step)
+        from_loss = ROUNDING * self.eps * max(abs(self.loss), 1.0) / step
+        return max(self.floor, from_loss, NOISE_MARGIN * self.noise / step)
 
     def of(self, found: _Numerical, h: float, small: float | None) -> Any:
         """Per element of ``found``'s parameter (float64): the atol at ``h``, and at
@@ -114,6 +123,48 @@ class Atol:
         if found.refined is not None and small is not None:
             atol = xp.where(found.refined, xp.full_like(atol, self.at(small)), atol)
         return atol
+
+
+def rounding_noise(rows: Sequence[Sequence[float]]) -> float:
+    """The standard deviation of the rounding in a function's values, from ``rows`` of
+    its values at ``NOISE_ORDER + 1`` evenly spaced points a small step apart along a
+    direction (Moré and Wild's ECnoise): a smooth function's ``NOISE_ORDER``-th difference
+    there is about 0, its rounding's has a standard deviation of sqrt(C(12, 6)) = 30.4
+    times the noise. The median of the rows' differences (0.674 standard deviations), so
+    that one row across a kink does not count; rows with a value that is not finite are
+    left out; 0 for no rows.
+
+    The loss's own size can hide its rounding: a regression fitted to targets of 1e5 has a
+    loss of 0.77 but rounds its terms at 1e-11, and its central differences at h = 1e-5
+    were off by 6e-7, 60 times the default atol of 1e-8."""
+    finite = [np.asarray(row, dtype=np.float64) for row in rows]
+    finite = [row for row in finite if np.isfinite(row).all()]
+    if not finite:
+        return 0.0
+    order = len(finite[0]) - 1
+    differences = [abs(float(np.diff(row, order)[0])) for row in finite]
+    return float(np.median(differences)) / (0.6745 * math.sqrt(math.comb(2 * order, order)))
+
+
+def _network_noise(
+    net: Any, x: Any, t: Any, names: list[str], local: LocalNet | None, center: float,
+    step: float, seed: int,
+) -> float:  # fmt: skip
+    """:func:`rounding_noise` of ``net``'s training loss at its parameters ``names``, along
+    random directions (seeded) that cross no kink of the layers' within ``NOISE_ORDER``
+    steps (where the layers tell: ``local``)."""
+    rng, rows = host_rng(seed + 1), []
+    for _ in range(NOISE_DIRECTIONS):
+        v = _random_direction(net, names, rng)
+        row, moved = [center], []
+        for j in range(1, NOISE_ORDER + 1):
+            with _moved(net, {n: net.params[n] + (j * step) * v[n] for n in names}):
+                row.append(float(training_loss(net, x, t)))
+                if local is not None:
+                    moved.append(local.inputs_at(local.inputs[0]))
+        if local is None or not bool(crosses_kink(net.layers, local.inputs, *moved)):
+            rows.append(row)
+    return rounding_noise(rows)
 
 
 def within_tolerance(analytic: Any, numerical: Any, atol: Any, rtol: float) -> Any:
@@ -945,6 +996,10 @@ def check_gradients(
             # The workers found kinks only where the network is layered as LocalNet assumes.
             layered = any(f.kinks is not None for f in found.values())
             local = LocalNet.of(net, x, t) if layered else None
+        if tol.eps:  # the default atol: grown with the loss's rounding noise too
+            noise = _network_noise(net, x, t, names, local, center, h / RETRY, seed)
+            tol = replace(tol, noise=noise)
+            atol = tol.at(h)
         small = refined_step(h, dtype)
         refined = {
             n: _refined_at_kinks(local, n, analytic[n], found[n], small, atol, rtol, budget)
@@ -986,18 +1041,22 @@ def check_gradients(
 
 
 def _atol_note(tol: Atol, h: float, largest: float) -> str:
-    """The report's line on a default atol above its floor, grown with the loss; and when
-    it is as large as the ``largest`` numerical derivative, that the check resolves
-    nothing (a loss of 1e10 + sum(sin p) has an atol of 3.6: a gradient twice off passes)."""
-    note = (
-        f"atol: {tol.at(h):.2g}, above {tol.floor:g} for the loss of {tol.loss:.4g}: "
-        f"{ROUNDING} * eps * |loss| / h, what its rounding can make of a correct gradient"
-    )
+    """The report's line on a default atol above its floor, grown with the loss or its
+    measured rounding noise; and when it is as large as the ``largest`` numerical
+    derivative, that the check resolves nothing (a loss of 1e10 + sum(sin p) has an atol
+    of 3.6: a gradient twice off passes)."""
+    from_loss = ROUNDING * tol.eps * max(abs(tol.loss), 1.0) / h
+    if from_loss >= NOISE_MARGIN * tol.noise / h:
+        why = f"for the loss of {tol.loss:.4g}: {ROUNDING} * eps * |loss| / h"
+    else:
+        why = f"for the loss's rounding noise of {tol.noise:.2g}: {NOISE_MARGIN} * noise / h"
+    note = f"atol: {tol.at(h):.2g}, above {tol.floor:g} {why}, what rounding can make of "
+    note += "a correct gradient"
     if tol.at(h) >= largest:
         note += (
             f"; it is as large as the numerical gradients (at most {largest:.2g}), which the "
-            "check cannot tell from 0 at this loss: pass a larger h, or check a loss of "
-            "smaller magnitude (a mean rather than a sum, without a constant term)"
+            "check cannot tell from 0 with this rounding: pass a larger h, or check a loss "
+            "of smaller magnitude (a mean rather than a sum, without a constant term)"
         )
     return note
 
@@ -1266,6 +1325,9 @@ def directional_check(
         tol = replace(tol, loss=center)
         analytic = gradient_after_decoy(net, x, t)
         local = LocalNet.of(net, x, t)
+        if tol.eps:  # the default atol: grown with the loss's rounding noise too
+            noise = _network_noise(net, x, t, names, local, center, h / RETRY, seed)
+            tol = replace(tol, noise=noise)
         rng = host_rng(seed)
         xp = namespace_of(analytic[names[0]])
         small = refined_step(h, dtype)
