@@ -111,8 +111,15 @@ class Atol:
     noise: float = 0.0  # the loss's rounding noise, measured (rounding_noise)
 
     def at(self, step: float) -> float:
-        from_loss = ROUNDING * self.eps * max(abs(self.loss), 1.0) / step
-        return max(self.floor, from_loss, NOISE_MARGIN * self.noise / step)
+        return max(self.floor, self.from_loss(step), self.from_noise(step))
+
+    def from_loss(self, step: float) -> float:
+        """What rounding a loss of ``loss``'s size can make of a difference at ``step``."""
+        return ROUNDING * self.eps * max(abs(self.loss), 1.0) / step
+
+    def from_noise(self, step: float) -> float:
+        """What the loss's measured rounding ``noise`` can make of a difference at ``step``."""
+        return NOISE_MARGIN * self.noise / step
 
     def of(self, found: _Numerical, h: float, small: float | None) -> Any:
         """Per element of ``found``'s parameter (float64): the atol at ``h``, and at
@@ -146,6 +153,18 @@ def rounding_noise(rows: Sequence[Sequence[float]]) -> float:
     return float(np.median(differences)) / (0.6745 * math.sqrt(math.comb(2 * order, order)))
 
 
+def _at_the_point(
+    tol: Atol, net: Any, x: Any, t: Any, names: list[str], local: LocalNet | None,
+    center: float, h: float, seed: int,
+) -> Atol:  # fmt: skip
+    """``tol`` for the loss ``center`` at the point checked, and, for the default atol
+    (``tol.eps``), that loss's rounding noise there (:func:`_network_noise`)."""
+    tol = replace(tol, loss=center)
+    if not tol.eps:  # an atol given: the same at every step
+        return tol
+    return replace(tol, noise=_network_noise(net, x, t, names, local, center, h / RETRY, seed))
+
+
 def _network_noise(
     net: Any, x: Any, t: Any, names: list[str], local: LocalNet | None, center: float,
     step: float, seed: int,
@@ -164,9 +183,8 @@ def _network_noise(
         for j in range(1, NOISE_ORDER + 1):
             with _moved(net, {n: net.params[n] + (j * step) * v[n] for n in names}):
                 row.append(float(training_loss(net, x, t)))
-                if local is not None:
-                    moved.append(local.inputs_at(local.inputs[0]))
-        if local is None or not bool(crosses_kink(net.layers, local.inputs, *moved)):
+                moved.append(local.inputs_at(local.inputs[0]))
+        if not bool(crosses_kink(net.layers, local.inputs, *moved)):
             rows.append(row)
     return rounding_noise(rows)
 
@@ -564,6 +582,15 @@ class GradientReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
+
+    def note_grown_atol(self, tol: Atol, largest: float) -> None:
+        """A default atol ``tol`` grown above its floor at ``h`` becomes the report's atol,
+        with a note saying why, and the verdict says nothing was resolved when it is as
+        large as the ``largest`` numerical derivative."""
+        if tol.at(self.h) > tol.floor:
+            self.atol = tol.at(self.h)
+            self.notes.append(_atol_note(tol, self.h, largest))
+            self.unresolved = self.atol >= largest
 
     def __str__(self) -> str:
         header = (
@@ -990,8 +1017,6 @@ def check_gradients(
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):
-        tol = replace(tol, loss=center)
-        atol = tol.at(h)
         analytic = gradient_after_decoy(net, x, t)
         budget = memory_budget  # the parameter hides the function of that name
         if client is None:
@@ -1006,10 +1031,8 @@ def check_gradients(
             # The workers found kinks only where the network is layered as LocalNet assumes.
             layered = any(f.kinks is not None for f in found.values())
             local = LocalNet.of(net, x, t) if layered else None
-        if tol.eps:  # the default atol: grown with the loss's rounding noise too
-            noise = _network_noise(net, x, t, names, local, center, h / RETRY, seed)
-            tol = replace(tol, noise=noise)
-            atol = tol.at(h)
+        tol = _at_the_point(tol, net, x, t, names, local, center, h, seed)
+        atol = tol.at(h)
         small = refined_step(h, dtype)
         refined = {
             n: _refined_at_kinks(local, n, analytic[n], found[n], small, atol, rtol, budget)
@@ -1036,10 +1059,7 @@ def check_gradients(
         )
         for n in names
     ]  # fmt: skip
-    if atol > tol.floor:
-        largest = _largest(found[n].grad for n in names)
-        report.notes.append(_atol_note(tol, h, largest))
-        report.unresolved = atol >= largest
+    report.note_grown_atol(tol, _largest(found[n].grad for n in names))
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)
         report.notes.append(
@@ -1055,8 +1075,7 @@ def _atol_note(tol: Atol, h: float, largest: float) -> str:
     measured rounding noise; and when it is as large as the ``largest`` numerical
     derivative, that the check resolves nothing (a loss of 1e10 + sum(sin p) has an atol
     of 3.6: a gradient twice off passes)."""
-    from_loss = ROUNDING * tol.eps * max(abs(tol.loss), 1.0) / h
-    if from_loss >= NOISE_MARGIN * tol.noise / h:
+    if tol.from_loss(h) >= tol.from_noise(h):
         why = f"for the loss of {tol.loss:.4g}: {ROUNDING} * eps * |loss| / h"
     else:
         why = f"for the loss's rounding noise of {tol.noise:.2g}: {NOISE_MARGIN} * noise / h"
@@ -1332,12 +1351,9 @@ def directional_check(
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):
-        tol = replace(tol, loss=center)
         analytic = gradient_after_decoy(net, x, t)
         local = LocalNet.of(net, x, t)
-        if tol.eps:  # the default atol: grown with the loss's rounding noise too
-            noise = _network_noise(net, x, t, names, local, center, h / RETRY, seed)
-            tol = replace(tol, noise=noise)
+        tol = _at_the_point(tol, net, x, t, names, local, center, h, seed)
         rng = host_rng(seed)
         xp = namespace_of(analytic[names[0]])
         small = refined_step(h, dtype)

@@ -39,7 +39,6 @@ from xpnet.gradcheck import (
     Atol,
     GradientReport,
     ParamCheck,
-    _atol_note,
     _largest,
     compare,
     decoy,
@@ -137,12 +136,8 @@ def _add_rows(report: GradientReport, rows: list[tuple[ParamCheck, Atol, float]]
     numerical derivative of all rows: the check resolves nothing only when that atol is
     as large as every row's derivatives, whatever their order."""
     report.params += [check for check, _, _ in rows]
-    grown = [tol for _, tol, _ in rows if tol.at(report.h) > tol.floor]
-    if grown:
-        tol, largest = grown[0], max(largest for _, _, largest in rows)
-        report.atol = tol.at(report.h)
-        report.notes.append(_atol_note(tol, report.h, largest))
-        report.unresolved = report.atol >= largest
+    if rows:
+        report.note_grown_atol(rows[0][1], max(largest for _, _, largest in rows))
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
