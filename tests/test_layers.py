@@ -307,6 +307,19 @@ def test_softmax_with_loss_is_stable_for_large_logits(xp):
     assert_close(layer.backward(), [[0.5, -0.5, 0.0], [0.0, 0.0, 0.0]], rtol=0, atol=1e-15)
 
 
+def test_softmax_with_loss_ignores_a_class_masked_out_with_minus_inf_on_labels(xp):
+    # A -inf score is a class ruled out (PyTorch's cross_entropy on labels gives a finite
+    # loss there): its probability is 0, and it adds nothing to the loss or its gradient.
+    x, labels = np.array([[0.5, -np.inf, 2.0], [-np.inf, 1.0, 0.0]]), np.array([0, 2])
+    kept = [np.array([0.5, 2.0]), np.array([1.0, 0.0])]  # the rows without the masked class
+    expected_loss = (-np.log(np_softmax(kept[0])[0]) - np.log(np_softmax(kept[1])[1])) / 2
+    layer = layers.SoftmaxWithLoss()
+    loss = layer.forward(dev(xp, x), dev(xp, labels, dtype="int64"))
+    assert_close(loss, expected_loss)
+    y = [np.insert(np_softmax(kept[0]), 1, 0.0), np.insert(np_softmax(kept[1]), 0, 0.0)]
+    assert_close(layer.backward(), (np.array(y) - np.eye(3)[labels]) / 2)
+
+
 @pytest.mark.parametrize("label", [-1, 3])
 def test_softmax_with_loss_rejects_labels_out_of_range(xp, label):
     with pytest.raises(ValueError, match=rf"label {label} is out of range.*\[0, 2\]"):

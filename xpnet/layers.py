@@ -436,23 +436,28 @@ def not_labels_or_rows(t: Any, labels: str, rows: str) -> ValueError:
 
 
 def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
-    n, classes = like.shape
     if _isdtype(xp, t.dtype, "integral"):
-        if t.shape != (n,):
-            raise ValueError(
-                f"integer labels must have shape ({n},) to match scores of shape "
-                f"{tuple(like.shape)}, got {tuple(t.shape)}"
-            )
-        if check:
-            check_labels(t, classes)
-        return xpx.one_hot(t, classes, dtype=like.dtype, xp=xp)
+        return xp.astype(_label_mask(xp, t, like, check), like.dtype)
     if t.shape != like.shape:
         if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
-            raise not_labels_or_rows(t, f"({n},)", str(tuple(like.shape)))
+            raise not_labels_or_rows(t, f"({like.shape[0]},)", str(tuple(like.shape)))
         raise ValueError(
             f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"
         )
     return _in_dtype(xp, t, like.dtype)
+
+
+def _label_mask(xp: Any, t: Any, like: Any, check: bool) -> Any:
+    """Integer labels ``t`` (N,) as a boolean (N, C) array, true at each row's label."""
+    n, classes = like.shape
+    if t.shape != (n,):
+        raise ValueError(
+            f"integer labels must have shape ({n},) to match scores of shape "
+            f"{tuple(like.shape)}, got {tuple(t.shape)}"
+        )
+    if check:
+        check_labels(t, classes)
+    return xp.reshape(t, (n, 1)) == xp.arange(classes, dtype=t.dtype, device=device(t))
 
 
 REDUCTIONS = ("mean", "sum")
@@ -510,7 +515,8 @@ class SoftmaxWithLoss(Loss):
     ``forward(x, t)`` takes scores ``x`` (N, C) and targets ``t``: integer labels
     (N,) or target rows (N, C), one-hot or not. It returns the loss
     ``-sum(t * log_softmax(x)) / N`` as a 0-D array, the mean over the N samples (or
-    their sum). The loss uses log-softmax, so it stays finite for large logits. Target
+    their sum). The loss uses log-softmax, so it stays finite for large logits; with
+    integer labels, a -inf score (a class masked out) adds nothing, as in PyTorch. Target
     rows that do not sum to 1 (0.01/0.99 rows) are taken as they are, as PyTorch's
     ``cross_entropy`` takes them: the gradient is then ``(y * sum(t) - t) / N``, row by row.
     """
@@ -521,13 +527,21 @@ class SoftmaxWithLoss(Loss):
         require_array("targets", t)
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
-        self.t = _as_one_hot(xp, t, x, check=True)
+        labels = _isdtype(xp, t.dtype, "integral")
+        if labels:
+            chosen = _label_mask(xp, t, x, check=True)
+            self.t = xp.astype(chosen, x.dtype)
+        else:
+            self.t = _as_one_hot(xp, t, x, check=True)
         # Target rows may sum to other than 1 (0.01/0.99 rows), which weighs each row's
         # log-sum-exp, so its gradient; rows made from integer labels sum to 1.
-        self.t_sum = None if t.ndim == 1 else reduce_sum(self.t, axis=-1, keepdims=True)
+        self.t_sum = None if labels else reduce_sum(self.t, axis=-1, keepdims=True)
         logp = _log_softmax(xp, x)
         self.y = xp.exp(logp)
-        return reduce_sum(self.t * logp) / -self._divisor(x.shape[0])
+        # Labels pick each row's log-probability, so that a class masked out by a -inf score
+        # adds nothing (as in PyTorch's cross_entropy); t * logp would make 0 * -inf = nan.
+        picked = xp.where(chosen, logp, 0.0) if labels else self.t * logp
+        return reduce_sum(picked) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
         delta = self.y - self.t if self.t_sum is None else self.y * self.t_sum - self.t
