@@ -524,3 +524,79 @@ def test_a_read_only_parameter_is_named_before_training():
     net = Sequential([Affine(W, np.zeros(2))], loss=SoftmaxWithLoss())
     with pytest.raises(ValueError, match="parameter 'W1' is a read-only array"):
         Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)
+
+
+def book_smooth_curve(x):
+    """The book's ``common/util.py`` smooth_curve, verbatim (curves of 11 points or more)."""
+    window_len = 11
+    s = np.r_[x[window_len - 1 : 0 : -1], x, x[-1:-window_len:-1]]
+    w = np.kaiser(window_len, 2)
+    y = np.convolve(w / w.sum(), s, mode="valid")
+    return y[5 : len(y) - 5]
+
+
+@pytest.mark.parametrize("length", [11, 12, 200])
+def test_smooth_curve_is_the_books(length):
+    from xpnet.plotting import smooth_curve
+
+    losses = np.random.default_rng(length).random(length)
+    np.testing.assert_allclose(smooth_curve(list(losses)), book_smooth_curve(losses), rtol=1e-15)
+
+
+@pytest.mark.parametrize("length", range(11))
+def test_smooth_curve_keeps_every_point_of_a_short_curve(length):
+    from xpnet.plotting import smooth_curve
+
+    # The book's gives fewer points back below 11; a constant stays itself under any window.
+    assert smooth_curve([2.5] * length) == pytest.approx([2.5] * length, rel=1e-15)
+
+
+def test_smooth_curve_takes_a_device_array(xp):
+    from xpnet.plotting import smooth_curve
+
+    losses = np.linspace(3.0, 1.0, 30) ** 2
+    np.testing.assert_allclose(smooth_curve(to_device(losses, xp=xp)), book_smooth_curve(losses))
+
+
+@pytest.mark.parametrize(
+    ("values", "window", "message"),
+    [
+        ([1.0] * 20, 4, "window must be an odd integer >= 1, got 4"),
+        ([1.0] * 20, 0, "window must be an odd integer >= 1, got 0"),
+        ([[1.0, 2.0]] * 20, 11, r"a curve of shape \(T,\), got shape \(20, 2\)"),
+    ],
+)
+def test_smooth_curve_rejects_a_bad_window_or_curve(values, window, message):
+    from xpnet.plotting import smooth_curve
+
+    with pytest.raises(ValueError, match=message):
+        smooth_curve(values, window)
+
+
+def test_shuffle_dataset_keeps_each_sample_with_its_target(xp):
+    from xpnet.training import shuffle_dataset
+
+    x = to_device(np.arange(40.0).reshape(10, 2, 2), xp=xp)  # sample k holds 4k .. 4k+3
+    t = to_device(np.arange(10), dtype="int64", xp=xp)
+    xs, ts = shuffle_dataset(x, t, seed=3)
+    xs, ts = to_numpy(xs), to_numpy(ts)
+    assert sorted(ts.tolist()) == list(range(10)) and ts.tolist() != list(range(10))
+    np.testing.assert_array_equal(xs, 4.0 * ts[:, None, None] + np.arange(4.0).reshape(2, 2))
+
+
+def test_shuffle_dataset_gives_a_seed_one_order_on_every_backend(xp):
+    from xpnet.training import shuffle_dataset
+
+    t = np.arange(50)
+    on_host = shuffle_dataset(t[:, None] * 1.0, t, seed=7)[1]
+    here = shuffle_dataset(to_device(t[:, None], xp=xp), to_device(t, dtype="int64", xp=xp), seed=7)
+    np.testing.assert_array_equal(to_numpy(here[1]), on_host)
+    assert not np.array_equal(shuffle_dataset(t, t, seed=8)[1], on_host)
+
+
+def test_shuffle_dataset_refuses_sets_of_different_lengths(xp):
+    from xpnet.training import shuffle_dataset
+
+    x, t = to_device(np.zeros((5, 3)), xp=xp), to_device(np.zeros(4), xp=xp)
+    with pytest.raises(ValueError, match=r"same number of samples, got 5 .*\(5, 3\).* 4 .*\(4,\)"):
+        shuffle_dataset(x, t)

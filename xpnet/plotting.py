@@ -1,4 +1,5 @@
-"""Learning curves as a PNG (SVG, PDF): accuracy and loss per epoch, train and test, in two panels.
+"""Learning curves as a PNG (SVG, PDF): accuracy and loss per epoch, train and test, in two panels;
+and the book's ``smooth_curve`` for noisy per-iteration losses.
 
 Needs matplotlib (``pip install "xpnet[plot]"``). The figure is drawn with the Agg
 canvas directly, so the global pyplot backend of the caller is not touched, and
@@ -13,6 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from xpnet.backend import to_numpy
+from xpnet.checks import is_count
 from xpnet.files import atomic_file
 
 INSTALL_HINT = 'pip install "xpnet[plot]"'
@@ -68,3 +73,26 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
     with atomic_file(path) as f:
         f.write(buffer.getvalue())
     return Path(path)
+
+
+def smooth_curve(values: Any, window: int = 11) -> np.ndarray:
+    """``values`` (T,), a curve such as per-iteration losses, smoothed: a host float64 array (T,).
+
+    The book's ``common.util.smooth_curve``: a normalized Kaiser window (beta 2) of
+    ``window`` points (odd) slides along the curve, extended at both ends by its values in
+    reverse, exactly as the book extends it; a curve shorter than the window is smoothed
+    by the longest odd window it holds (the book's gives fewer values back).
+    """
+    if not is_count(window, 1) or window % 2 == 0:
+        raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
+    curve = np.asarray(to_numpy(values), dtype=np.float64)
+    if curve.ndim != 1:
+        raise ValueError(f"smooth_curve takes a curve of shape (T,), got shape {curve.shape}")
+    window = min(window, curve.size - 1 + curve.size % 2)
+    if window <= 1:
+        return curve.copy()
+    half = window // 2
+    extended = np.concatenate([curve[window - 1 : 0 : -1], curve, curve[-1:-window:-1]])
+    weights = np.kaiser(window, 2)
+    smoothed = np.convolve(weights / weights.sum(), extended, mode="valid")
+    return smoothed[half : smoothed.size - half]

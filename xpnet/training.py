@@ -133,6 +133,25 @@ def labels_and_targets(
     return xp.argmax(t, axis=1), xp.astype(t, dtype)
 
 
+def shuffle_dataset(x: Any, t: Any, *, seed: int | None = None) -> tuple[Any, Any]:
+    """``x`` (N, ...) and ``t`` (N, ...) with their samples in one random order, on their
+    device: the book's ``common.util.shuffle_dataset`` (which splits off a validation set
+    after it). The order is drawn on the host from ``seed`` (fresh entropy when None), so
+    a seed gives the same order on every device.
+    """
+    _require_batch("x", x)
+    _require_batch("t", t)
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(
+            f"x and t must hold the same number of samples, got {x.shape[0]} "
+            f"(x of shape {tuple(x.shape)}) and {t.shape[0]} (t of shape {tuple(t.shape)})"
+        )
+    xp = namespace_of(x, t)
+    order = host_rng(seed).permutation(x.shape[0])
+    order = xp.asarray(order, dtype=xp.int64, device=array_api_compat.device(x))
+    return take(x, order, axis=0), take(t, order, axis=0)
+
+
 def _require_batch(name: str, a: Any) -> None:
     """Raise ``TypeError`` (not an array) or ``ValueError`` (0-D) naming ``name`` unless
     ``a`` is an array of samples, (N, ...)."""
