@@ -116,6 +116,68 @@ def test_resume_continues_from_the_saved_epoch(fake_data, tmp_path, capsys):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_batchnorm_and_dropout_build_the_books_extended_network(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    argv = ["train", "--hidden", "8", "--batchnorm", "--dropout", "0.2", "--epochs", "1"]
+    assert run([*argv, "--save", str(path)]) == 0
+    assert "784-8-10 relu, batchnorm, dropout 0.2, SGD" in capsys.readouterr().out
+    layers = read_metadata(path)["architecture"]["layers"]
+    assert [spec["layer"] for spec in layers] == [
+        "Affine", "BatchNormalization", "ReLU", "Dropout", "Affine"
+    ]  # fmt: skip
+    assert layers[3]["config"]["dropout_ratio"] == 0.2
+
+
+def test_a_resumed_batchnorm_network_trains_as_an_uninterrupted_one(fake_data, tmp_path, capsys):
+    common = ["train", "--batchnorm", "--batch-size", "32", "--hidden", "20"]
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
+    assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "3", "--save", str(part)]) == 0
+    assert "after epoch 2" in capsys.readouterr().out
+    with np.load(part) as a, np.load(straight) as b:  # the weights and running statistics
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            if name != "__metadata__":
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("saved", "given", "message"),
+    [
+        ([], ["--batchnorm"], "--batchnorm does not match the checkpoint's network (no batch"),
+        (["--dropout", "0.2"], ["--dropout", "0.5"], "0.5 does not match the checkpoint's "
+         "network (dropout 0.2)"),
+        ([], ["--dropout", "0"], "--dropout 0 does not match the checkpoint's network (no drop"),
+        (["--batchnorm"], ["--hidden", "9"], "--hidden [9] does not match the checkpoint's [8]"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_other_layers(fake_data, tmp_path, capsys, saved, given, message):
+    path = tmp_path / "p.npz"
+    argv = ["train", "--hidden", "8", "--epochs", "1", "--quiet", "--save", str(path), *saved]
+    assert run(argv) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(path), "--epochs", "2", *given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet train: error: ") and message in err and err.count("\n") == 1
+
+
+def test_train_samples_trains_on_the_first_n_samples(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--train-samples", "30", "--epochs", "1", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist: 30 train / 50 test" in out and "1 epoch," in out
+    assert read_metadata(path)["history"]["iterations"] == [1]  # 30 samples: one batch of 100
+    assert read_metadata(path)["run"]["train_samples"] == 30
+
+
+def test_train_samples_beyond_the_training_set_is_a_one_line_error(fake_data, capsys):
+    assert run(["train", "--train-samples", "201", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "xpnet train: error: --train-samples 201: mnist has 200 training samples\n"
+
+
 def test_resuming_a_run_that_reached_its_target_trains_nothing(fake_data, tmp_path, capsys):
     part = tmp_path / "part.npz"
     assert run(["train", "--epochs", "2", "--save", str(part)]) == 0
@@ -197,6 +259,8 @@ def test_resume_rejects_another_architecture_or_data_set(
         (["--input-range=-inf,1"], "two finite numbers with LOW < HIGH, got '-inf,1'"),
         (["--loss", "hinge"], "invalid choice: 'hinge'"),
         (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
+        (["--train-samples", "0"], "argument --train-samples: expected a positive integer"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
@@ -341,6 +405,7 @@ def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):
         (["--loss", "mse", "--weight-decay", "0.1"], "--loss, --weight-decay: not settings"),
         (["--hidden", "8", "--hidden", "4"], "--hidden: the convnet has one hidden Affine"),
         (["--weight-init", "he"], "--weight-init: the convnet takes a standard deviation"),
+        (["--batchnorm", "--dropout", "0.5"], "--batchnorm, --dropout: not settings"),
     ],
 )
 def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
@@ -361,6 +426,8 @@ def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
         (setting("run.batch_size", "100"), 'run.batch_size is "100", expected an integer >= 1'),
         (setting("run.target_range", [1, 0]), "run.target_range is [1, 0], expected null or"),
         (setting("run.eval_samples", 0), "run.eval_samples is 0, expected an integer >= 1 or null"),
+        (setting("run.dropout", 1), "run.dropout is 1, expected a number in [0, 1) or null"),
+        (setting("run.batchnorm", 1), "run.batchnorm is 1, expected true or false"),
     ],
 )
 def test_resume_from_malformed_metadata_is_a_one_line_error_naming_the_field(

@@ -469,6 +469,15 @@ def test_cli_gradcheck_checks_a_784_50_10_network_on_3_samples_by_default(capsys
     assert shapes == {"W1": [784, 50], "b1": [50], "W2": [50, 10], "b2": [10]}
 
 
+def test_cli_gradcheck_checks_the_books_extended_network(capsys):
+    argv = ["gradcheck", "--input-size", "8", "--hidden", "5", "--output-size", "3", "--json"]
+    assert main([*argv, "--batchnorm", "--dropout", "0.3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    names = {"W1", "b1", "gamma1", "beta1", "W2", "b2"}
+    assert {p["name"] for p in report["params"]} == names
+
+
 def test_cli_gradcheck_rejects_an_unknown_device(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["gradcheck", "--device", "tpu"])
@@ -483,6 +492,7 @@ def test_cli_gradcheck_rejects_an_unknown_device(capsys):
         ("--hidden", "-3", "a positive integer"),
         ("--input-size", "0", "a positive integer"),
         ("--seed", "-1", "an integer >= 0"),
+        ("--dropout", "1", "a number in [0, 1)"),
     ],
 )
 def test_cli_gradcheck_names_a_size_or_seed_out_of_range(capsys, flag, value, expected):

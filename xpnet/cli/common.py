@@ -35,6 +35,7 @@ positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: 0.0 < v < math.inf)
 non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.inf)
+ratio = _number(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 
 
 def seconds(seconds: float) -> str:

@@ -8,6 +8,7 @@ import sys
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
+from xpnet.cli.network import add_extend_flags
 from xpnet.gradcheck import DEFAULTS, METHODS
 from xpnet.networks import ACTIVATIONS, DTYPES
 
@@ -32,6 +33,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "--output-size", type=positive_int, default=10, help="the network's classes (default 10)"
     )
     p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu", help="default relu")
+    add_extend_flags(p)
     p.add_argument(
         "--batch-size", type=positive_int, default=3, help="samples in the check (default 3)"
     )
@@ -77,6 +79,9 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         hidden,
         args.output_size,
         activation=args.activation,
+        use_batchnorm=bool(args.batchnorm),
+        use_dropout=args.dropout is not None,
+        dropout_ratio=args.dropout or 0.0,
         dtype=args.dtype,
         seed=args.seed,
         device=args.device,

@@ -37,7 +37,7 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
     p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
-    p.set_defaults(epochs=None, iters=None, resume=None, eval_samples=None)
+    p.set_defaults(epochs=None, iters=None, resume=None, eval_samples=None, train_samples=None)
     # dest -> (flag, default), to refuse network flags given with another graph than net
     p.set_defaults(
         network_flags={

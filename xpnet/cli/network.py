@@ -9,7 +9,13 @@ import math
 from typing import Any
 
 from xpnet import backend
-from xpnet.cli.common import non_negative_float, non_negative_int, positive_float, positive_int
+from xpnet.cli.common import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    ratio,
+)
 from xpnet.datasets import DATASETS
 from xpnet.layers import REDUCTIONS
 from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES, WEIGHT_INITS
@@ -29,8 +35,13 @@ TRAIN_DEFAULTS = {
     "batch_size": 100,
     "seed": 0,
     "weight_decay": 0.0,
+    "batchnorm": False,
+    "dropout": None,  # no Dropout layers
+    "train_samples": None,  # all of them
     "eval_samples": None,  # all of them
 }
+# The settings that make the network's layers, which a resumed run cannot change.
+ARCHITECTURE = ("hidden", "activation", "output_activation", "dtype", "batchnorm", "dropout")
 # The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
 # binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases
 # uniform in [0, 1), inputs x / 255 * 0.99 + 0.01, targets 0.01 / 0.99, SGD lr 0.3, one
@@ -156,6 +167,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
     )
     p.add_argument("--weight-decay", type=non_negative_float, help="L2 strength (default 0)")
+    add_extend_flags(p)
     p.add_argument(
         "--batch-size",
         type=positive_int,
@@ -167,6 +179,24 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         "--seed",
         type=non_negative_int,
         help=f"initial weights{' and shuffling' * train} (default 0)",
+    )
+
+
+def add_extend_flags(p: argparse.ArgumentParser) -> None:
+    """``--batchnorm`` and ``--dropout RATIO``: the layers of the book's ``MultiLayerNetExtend``."""
+    p.add_argument(
+        "--batchnorm",
+        action="store_true",
+        default=None,
+        help="a BatchNormalization between each hidden Affine and its activation (the book's "
+        "MultiLayerNetExtend)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=ratio,
+        metavar="RATIO",
+        help="a Dropout zeroing RATIO of each hidden activation while training (the book's "
+        "MultiLayerNetExtend; its overfitting run uses 0.2)",
     )
 
 
@@ -185,6 +215,13 @@ def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any]
     dtype = getattr(xp, settings["dtype"])
     if x_train.dtype != dtype:
         x_train, x_test = xp.astype(x_train, dtype), xp.astype(x_test, dtype)
+    wanted, n_train = settings["train_samples"], x_train.shape[0]
+    if wanted is not None:
+        if wanted > n_train:
+            raise ValueError(
+                f"--train-samples {wanted}: {settings['dataset']} has {n_train} training samples"
+            )
+        x_train, t_train = x_train[:wanted, ...], t_train[:wanted]
     if settings["input_range"] is not None:
         low, high = settings["input_range"]
         x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
@@ -200,6 +237,8 @@ def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
         "--reduction": args.reduction,
         "--bias-init": args.bias_init,
         "--weight-decay": args.weight_decay,
+        "--batchnorm": args.batchnorm,
+        "--dropout": args.dropout is not None,
     }
     extra = [flag for flag, value in given.items() if value]
     if extra:
@@ -216,7 +255,10 @@ def describe(settings: dict, net: Any) -> str:
     if settings["model"] == "convnet":
         return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
     output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
-    return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}"
+    extras = ", batchnorm" * bool(settings["batchnorm"])
+    if settings["dropout"] is not None:
+        extras += f", dropout {settings['dropout']:g}"
+    return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}{extras}"
 
 
 def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
@@ -252,10 +294,34 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
         weight_init=weight_init,
         bias_init=settings["bias_init"],
         weight_decay=settings["weight_decay"],
+        use_batchnorm=bool(settings["batchnorm"]),
+        use_dropout=settings["dropout"] is not None,
+        dropout_ratio=settings["dropout"] or 0.0,
         dtype=settings["dtype"],
         seed=settings["seed"],
         device=args.device,
     )
+
+
+def _as_flag(key: str, value: Any) -> str:
+    """The flag that gives setting ``key`` its ``value``: ``--hidden [100]``, ``--batchnorm``."""
+    flag = f"--{key.replace('_', '-')}"
+    return (
+        flag
+        if key == "batchnorm"
+        else f"{flag} {value:g}"
+        if key == "dropout"
+        else f"{flag} {value}"
+    )
+
+
+def _as_value(key: str, value: Any) -> str:
+    """Setting ``key``'s ``value`` in words: ``[50]``, ``network (no batchnorm)``."""
+    if key == "batchnorm":
+        return f"network ({'batchnorm' if value else 'no batchnorm'})"
+    if key == "dropout":
+        return f"network ({'no dropout' if value is None else f'dropout {value:g}'})"
+    return str(value)
 
 
 def train_settings(args: argparse.Namespace, saved: dict) -> dict:
@@ -289,21 +355,23 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
     arch = saved.get("architecture")
-    if arch and arch.get("class") == "MultiLayerNet":
+    if arch and arch.get("class") == "MultiLayerNet":  # (saved without BatchNorm and Dropout)
         resumed.update(
             hidden=arch["sizes"][1:-1],
             activation=arch["activation"],
             output_activation=arch.get("output_activation"),
             dtype=arch["dtype"],
             weight_decay=arch.get("weight_decay", 0.0),
+            batchnorm=False,
+            dropout=None,
         )
-        for key in ("hidden", "activation", "dtype", "output_activation"):
-            given = getattr(args, key)
-            if given is not None and given != resumed.get(key):
-                raise ValueError(
-                    f"--{key.replace('_', '-')} {given} does not match the checkpoint's "
-                    f"{resumed[key]} ({args.resume}); leave it out to resume"
-                )
+    for key in ARCHITECTURE if args.resume else ():
+        given, had = getattr(args, key), resumed.get(key, TRAIN_DEFAULTS[key])
+        if given is not None and given != had:
+            raise ValueError(
+                f"{_as_flag(key, given)} does not match the checkpoint's {_as_value(key, had)} "
+                f"({args.resume}); leave it out to resume"
+            )
     settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
     settings["model"] = model

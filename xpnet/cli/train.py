@@ -62,6 +62,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "all of it, one update an epoch",
     )
     p.add_argument(
+        "--train-samples",
+        type=positive_int,
+        default=None,
+        help="train on the first N training samples (default all; the book's overfitting "
+        "runs take 300; --resume keeps the checkpoint's)",
+    )
+    p.add_argument(
         "--eval-samples",
         type=positive_int,
         default=None,
@@ -151,6 +158,7 @@ def _resumed(path: str) -> dict[str, Any]:
         return isinstance(v, list) and len(v) == 2 and all(map(schema.is_number, v)) and v[0] < v[1]
 
     value_range = schema.Field(low_high, "null or [LOW, HIGH] with LOW < HIGH")
+    dropout_ratio = schema.Field(lambda v: schema.is_number(v) and 0 <= v < 1, "a number in [0, 1)")
     run = {
         "model": schema.one_of(MODELS),
         "dataset": schema.one_of(DATASETS),
@@ -170,6 +178,9 @@ def _resumed(path: str) -> dict[str, Any]:
         "epochs": schema.integer(1),
         "iters": schema.integer(1),
         "eval_samples": schema.nullable(schema.integer(1)),
+        "train_samples": schema.nullable(schema.integer(1)),
+        "batchnorm": schema.Field(lambda v: isinstance(v, bool), "true or false"),
+        "dropout": schema.nullable(dropout_ratio),
     }
     optimizer = {"name": schema.one_of(OPTIMIZERS)}
     return read_metadata(
@@ -194,6 +205,21 @@ def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> d
         return {}
     taken = set(make_optimizer(settings["optimizer"]).config()) - {"name", "lr"}
     return {k: v for k, v in saved_opt.items() if k in taken}
+
+
+def _fits(saved: dict[str, Any], net: Any) -> bool:
+    """Whether ``net``, built from the settings, has the layers of the checkpoint's network
+    (``saved``, its architecture); the shapes of their parameters are ``load_params``'s to check."""
+    from xpnet.checkpoint import architecture
+
+    rebuilt = architecture(net)
+    if rebuilt is None or saved["class"] != rebuilt["class"]:
+        return False
+    if rebuilt["class"] == "MultiLayerNet":
+        return saved["sizes"] == rebuilt["sizes"]
+    return [spec["layer"] for spec in saved["layers"]] == [
+        spec["layer"] for spec in rebuilt["layers"]
+    ]
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -246,8 +272,8 @@ def _train(args: argparse.Namespace) -> int:
         return error(f"--resume {args.resume}: checkpoint field optimizer: {exc}")
     start_epoch, history = 0, History()
     if args.resume:
-        sizes = saved["architecture"].get("sizes", f"(a {saved['architecture']['class']})")
-        if s["model"] != "convnet" and sizes != net.sizes:
+        if not _fits(saved["architecture"], net):
+            sizes = saved["architecture"].get("sizes", f"(a {saved['architecture']['class']})")
             return error(
                 f"--resume {args.resume}: the checkpoint's network {sizes}"
                 f" does not fit {s['model']} on {s['dataset']} ({input_size} inputs)"
