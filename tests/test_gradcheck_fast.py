@@ -421,7 +421,11 @@ class PlainTanh:
 
 def test_a_layer_without_hooks_falls_back_to_the_loop_before_it():
     net, x, t = problem(namespace("cpu"), "tanh")
-    net.layers[1] = PlainTanh()
+    net = Sequential(
+        [net.layers[0], PlainTanh(), *net.layers[2:]],
+        loss=net.last_layer,
+        weight_decay=net.weight_decay,
+    )
     report = check_gradients(net, x, t, h=H)
     assert report.passed
     assert {p.name: p.via for p in report.params} == {

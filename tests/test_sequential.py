@@ -349,6 +349,23 @@ def test_a_sequential_of_registered_layers_round_trips(cpu_xp, tmp_path):
     np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
 
 
+def test_saving_a_layer_whose_settings_the_file_cannot_record_warns_naming_them(tmp_path):
+    # Without config(), Shift(c, factor=2.0) came back from load_network as Shift(c), with
+    # factor 1.0: another network, without a word.
+    class Forgetful(Shift):
+        config = None
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    net = Sequential([Affine(W, b), ReLU(), Forgetful(c, factor=2.0)], loss=MeanSquaredError())
+    with pytest.warns(
+        checkpoint.ArgumentsNotSaved,
+        match=r"layer 3 \(Forgetful\): its constructor takes factor, which the checkpoint "
+        r"does not record.*defaults of factor.*config\(\) returning them, e.g. "
+        r"\{'factor': self.factor\}",
+    ):
+        save_params(tmp_path / "n.npz", net)
+
+
 def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):
     class Unregistered(Shift):
         pass
@@ -495,6 +512,32 @@ def test_a_layer_object_used_twice_is_refused(xp):
     layers = [Affine(W1, b1), relu, Affine(W2, b2), relu, Affine(W3, b3)]
     with pytest.raises(ValueError, match=r"layer 4 \(ReLU\) is the same object as layer 2"):
         Sequential(layers, loss=SoftmaxWithLoss())
+
+
+def test_a_layer_cannot_be_replaced_after_the_network_is_built(xp):
+    # net.layers[3] = Affine(...) ran the new head forward while the optimizer went on
+    # training the old one's W2, b2 with its last gradients, without a word.
+    net = scaled_net(xp)
+    W, b = arrays(xp, 1, (4, 3), (3,))
+    with pytest.raises(TypeError, match=r"layers cannot be replaced \(layers\[3\] = Affine"):
+        net.layers[3] = Affine(W, b)
+    with pytest.raises(TypeError, match=r"layers cannot be removed"):
+        del net.layers[2]
+    assert net.params["W2"] is net.layers[3].W
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (0.25, r"parameter 's' is float 0.25, expected a real floating array"),
+        (None, r"parameter 's' is NoneType None, expected a real floating array"),
+        (np.arange(4), r"parameter 's' has dtype int64, expected a real floating array"),
+    ],
+)
+def test_a_parameter_that_is_not_a_floating_array_is_named(value, says):
+    # A Python float failed with "'float' object has no attribute 'dtype'".
+    with pytest.raises(TypeError, match=r"layer 1 \(Scale\): " + says):
+        Sequential([Scale(value)], loss=MeanSquaredError())
 
 
 def around(xp, scale_layer, *below):

@@ -18,7 +18,8 @@ BatchNorm or Dropout) lists its layers and loss by registered name, with
 their ``config()`` and the names of their parameters. Built-in layers are registered; a
 user's layer is registered with :func:`register_layer`, before saving or before loading
 (a file names an unregistered class by module and qualified name). Layers are
-rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle.
+rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle;
+saving warns (:class:`ArgumentsNotSaved`) of a constructor argument none of them records.
 
 Rebuilding is optional: any network, of registered layers or not, is saved, and
 :func:`load_params` loads the parameters (and layer buffers) of a file into a network
@@ -46,6 +47,7 @@ to an uninterrupted one.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import json
 import math
@@ -248,10 +250,52 @@ def _spec(layer: Any, param_names: Mapping[str, str]) -> dict[str, Any]:
     return spec
 
 
+class ArgumentsNotSaved(UserWarning):
+    """:func:`save_params` saved a layer whose constructor takes arguments that the file does
+    not record (neither its ``params``, its ``buffers`` nor its ``config()``)."""
+
+
+def _unrecorded(layer: Any, spec: Mapping[str, Any]) -> list[inspect.Parameter]:
+    """The arguments of ``layer``'s constructor that its checkpoint ``spec`` does not record."""
+    try:
+        taken = inspect.signature(type(layer)).parameters.values()
+    except (TypeError, ValueError):  # a class without a signature Python can read
+        return []
+    recorded = {*spec.get("params", {}), *spec.get("buffers", ()), *spec.get("config", {})}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p for p in taken if p.kind not in variadic and p.name not in recorded]
+
+
+def _warn_of_unrecorded_arguments(what: str, layer: Any, spec: Mapping[str, Any]) -> None:
+    """Warn, naming them, of constructor arguments of ``layer`` that ``spec`` lacks: a
+    ``Softplus(beta=5.0)`` without ``config()`` came back from :func:`load_network` as
+    ``Softplus()``, another function of its input, without a word."""
+    missing = _unrecorded(layer, spec)
+    if not missing:
+        return
+    names = ", ".join(p.name for p in missing)
+    defaulted = [p.name for p in missing if p.default is not p.empty]
+    outcome = (
+        f"load_network will rebuild it with the defaults of {', '.join(defaulted)}"
+        if len(defaulted) == len(missing)
+        else "load_network cannot rebuild it"
+    )
+    warnings.warn(
+        f"{what} ({type(layer).__name__}): its constructor takes {names}, which the checkpoint "
+        f"does not record (not in its params, buffers or config()), so {outcome}; "
+        "give the class a config() returning them, e.g. "
+        f"{{{', '.join(f'{p.name!r}: self.{p.name}' for p in missing)}}}",
+        ArgumentsNotSaved,
+        stacklevel=4,
+    )
+
+
 def architecture(net: Any) -> dict[str, Any] | None:
     """What rebuilds ``net`` (JSON-serialisable), or None for a plain mapping of arrays."""
     from xpnet.networks import MultiLayerNet, Sequential
 
+    if isinstance(net, Sequential):
+        _warn_of_unrecorded_arguments("the loss", net.last_layer, _spec(net.last_layer, {}))
     if isinstance(net, MultiLayerNet) and not (net.use_batchnorm or net.use_dropout):
         arch = {
             "class": "MultiLayerNet",
@@ -272,10 +316,14 @@ def architecture(net: Any) -> dict[str, Any] | None:
     for name in net.params:
         layer, attr = net.params.slot(name)
         names.setdefault(id(layer), {})[attr] = name
+    specs = [_spec(layer, names.get(id(layer), {})) for layer in net.layers]
+    loss = _spec(net.last_layer, {})
+    for k, (layer, spec) in enumerate(zip(net.layers, specs, strict=True), start=1):
+        _warn_of_unrecorded_arguments(f"layer {k}", layer, spec)
     return {
         "class": "Sequential",
-        "layers": [_spec(layer, names.get(id(layer), {})) for layer in net.layers],
-        "loss": _spec(net.last_layer, {}),
+        "layers": specs,
+        "loss": loss,
         "dtype": net.dtype,
         "weight_decay": float(net.weight_decay),
     }

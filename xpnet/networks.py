@@ -105,6 +105,25 @@ class Parameters(MutableMapping):
         return self._slots[name]
 
 
+class Layers(tuple):
+    """A network's layers, fixed when it is built: its parameters, its backward's start and
+    which layers take ``train_flg`` are worked out from them once, so a layer put in later
+    would run forward while the optimizer went on training the one it replaced."""
+
+    def __setitem__(self, index: Any, layer: Any) -> None:
+        raise TypeError(
+            f"a network's layers cannot be replaced (layers[{index!r}] = "
+            f"{type(layer).__name__}(...)): its parameters are those of the layers it was "
+            "built with; build a new Sequential with the new layer"
+        )
+
+    def __delitem__(self, index: Any) -> None:
+        raise TypeError(
+            f"a network's layers cannot be removed (del layers[{index!r}]): build a new "
+            "Sequential without it"
+        )
+
+
 def _where(k: int, layer: Any) -> str:
     return f"layer {k} ({type(layer).__name__})"
 
@@ -189,6 +208,21 @@ def _require_one_dtype(params: Parameters, seen: dict[int, int]) -> None:
             )
 
 
+def _require_floating_array(value: Any, attr: str, where: str) -> None:
+    """Raise ``TypeError`` naming ``where`` and ``attr`` unless the parameter ``value`` is a
+    real floating array: the optimizers update arrays in place, in their dtype."""
+    if not hasattr(value, "shape"):
+        raise TypeError(
+            f"{where}: parameter {attr!r} is {type(value).__name__} {value!r:.40}, expected a "
+            "real floating array (a scalar one too: xp.asarray(0.25, dtype=xp.float32))"
+        )
+    if not is_real_floating(namespace_of(value), value):
+        raise TypeError(
+            f"{where}: parameter {attr!r} has dtype {dtype_name(value)}, expected a real "
+            "floating array (xp.astype(..., xp.float32)): an optimizer's step is fractional"
+        )
+
+
 def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     """``name -> (layer, attribute)``: each attribute named ``W`` numbered by order of
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
@@ -207,6 +241,7 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
                     f"{_where(k, layer)} names {attr!r} in its params, but has no attribute "
                     f"{attr!r}; its params are {tuple(attrs)}"
                 )
+            _require_floating_array(getattr(layer, attr), attr, _where(k, layer))
             counts[attr] = counts.get(attr, 0) + 1
             name = f"{attr}{'_' * attr[-1].isdigit()}{counts[attr]}"
             if name in slots:
@@ -228,6 +263,8 @@ class Sequential:
     ``backward``; a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNorm) gets
     ``train_flg=True`` in :meth:`gradient` and ``False`` elsewhere. ``loss`` is a loss
     layer: ``forward(y, t)`` returns a 0-D array, ``backward(dout=1)`` the gradient of ``y``.
+    ``layers`` is kept as a tuple that refuses item assignment (:class:`Layers`): the
+    parameters are those of the layers the network was built with.
 
     Parameters are named as in the book, per attribute name in order of appearance:
     ``W1, b1, W2, b2, ...``; ``params`` is a live mapping from these names to the layers'
@@ -236,7 +273,7 @@ class Sequential:
     """
 
     def __init__(self, layers: Sequence[Any], *, loss: Any, weight_decay: float = 0.0) -> None:
-        self.layers = list(layers)
+        self.layers = Layers(layers)
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
         seen: dict[int, int] = {}
