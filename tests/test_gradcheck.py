@@ -992,6 +992,45 @@ def test_a_backward_that_reads_a_stale_cache_fails(cpu_xp, method):
     assert not check_gradients(net, x, t, method=method).passed
 
 
+class StaleNormalize:
+    """``(x - mean) / std`` over the batch, whose backward keeps the std of its first call:
+    a statistic of the batch, the same for the batch in any order."""
+
+    def __init__(self):
+        self.first_std = None
+
+    def forward(self, x):
+        xp = namespace_of(x)
+        self.xc = x - xp.mean(x, axis=0)
+        std = xp.sqrt(xp.mean(self.xc**2, axis=0) + 1e-5)
+        self.first_std = std if self.first_std is None else self.first_std
+        return self.xc / std
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        y = self.xc / self.first_std
+        return (dout - xp.mean(dout, axis=0) - y * xp.mean(dout * y, axis=0)) / self.first_std
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_backward_that_reads_a_stale_batch_statistic_fails(cpu_xp, method):
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    net = Sequential(
+        [
+            Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W1, np.zeros(4)))),
+            StaleNormalize(),
+            Affine(*(to_device(a, dtype="float64", xp=cpu_xp) for a in (W2, np.zeros(2)))),
+        ],
+        loss=SoftmaxWithLoss(),
+    )
+    x = to_device(rng.standard_normal((5, 3)), dtype="float64", xp=cpu_xp)
+    t = to_device(np.array([0, 1, 1, 0, 1]), dtype="int64", xp=cpu_xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a layer without the perturbation hooks
+        assert not check_gradients(net, x, t, method=method).passed
+
+
 def test_the_pass_rule_includes_its_boundary():
     # np.isclose passes |a - n| == atol + rtol * |n| (values exact in binary)
     assert within_tolerance(1.5, 1.0, 0.5, 0.0) is True

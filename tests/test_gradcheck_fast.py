@@ -387,6 +387,21 @@ def test_a_direction_across_a_kink_that_agrees_is_not_taken_again(cpu_xp):
     assert "refined" not in str(report)
 
 
+def test_directions_across_a_kink_that_agree_are_compared(cpu_xp, wrong_gradient_of):
+    # As test_a_direction_across_a_kink_that_agrees_is_not_taken_again: every direction
+    # crosses the kink of a unit that feeds nothing and agrees, which is a check passed, not
+    # "no direction free of kinks" (a float32 check of a ReLU network failed so, correct).
+    net, x, t = kinked_problem(cpu_xp)
+    W2 = to_numpy(net.params["W2"]).copy()
+    W2[2] = 0.0
+    net.params["W2"] = to_device(W2, dtype="float64", xp=cpu_xp)
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert report.passed, str(report)
+    assert "ok (across a kink)" in str(report) and "no direction free" not in str(report)
+    wrong_gradient_of(Affine, "db")
+    assert not directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_check_gradients_runs_every_method(cpu_xp, method):
     report = check_gradients(*problem(cpu_xp, "tanh"), method=method)

@@ -3,7 +3,7 @@ report kinks apart. The course notes' hand-written update is the real-world mist
 
 import numpy as np
 import pytest
-from test_gradcheck import StaleAffine
+from test_gradcheck import StaleAffine, StaleNormalize
 
 from xpnet import check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
@@ -240,6 +240,15 @@ def test_a_retry_keeps_the_atol_of_the_step_for_a_large_function(xp):
     assert not report and report.params[0].retried == 1
 
 
+def test_check_function_divides_by_the_step_that_x_took(xp):
+    # At x near 1e7, x + h is off by up to 1e-9 (float64's spacing there is 1.9e-9): the
+    # differences of sum(sin(x)) divided by 2h were off by 1e-3 of cos(x), 10 times rtol.
+    host = 1e7 + np.random.default_rng(0).random(5) * 1e7
+    x = arr(xp, host)
+    assert check_function(lambda v: xp.sum(xp.sin(v)), x, arr(xp, np.cos(host)))
+    assert not check_function(lambda v: xp.sum(xp.sin(v)), x, arr(xp, 1.001 * np.cos(host)))
+
+
 def test_an_atol_as_large_as_the_gradients_says_nothing_was_resolved(xp):
     # f of 1e10 rounds at 2e-6: at h = 1e-5 its differences are good to about 1, the size
     # of the gradient itself, so a gradient twice off passes, and the verdict says why.
@@ -269,6 +278,20 @@ def test_a_grown_atol_resolves_the_check_when_any_array_has_larger_gradients(xp)
         report = check_function(f, point, grad)
         assert report.passed and not report.unresolved
         assert len([n for n in report.notes if n.startswith("atol:")]) == 1
+
+
+def test_a_grown_atol_names_the_arrays_whose_gradients_it_is_as_large_as(xp):
+    # As above: a's gradients (about 1e-3) are under the atol of about 3.6, so a gradient of
+    # a twice off passes, and the verdict says that a was not resolved.
+    a, b = rand(xp, 3), rand(xp, 3, seed=1)
+
+    def f(q):
+        return 1e10 + 1e-3 * xp.sum(xp.sin(q["a"])) + 1e3 * xp.sum(q["b"] ** 2)
+
+    report = check_function(f, {"a": a, "b": b}, {"a": 2e-3 * xp.cos(a), "b": 2e3 * b})
+    assert report.passed and report.unresolved_params == ["a"]
+    verdict = "PASSED (but the atol is as large as the gradients of a: they were not resolved)"
+    assert str(report).endswith(verdict)
 
 
 def test_check_function_takes_one_array(xp):
@@ -474,6 +497,12 @@ def test_a_backward_that_reads_a_stale_cache_fails(xp):
     report = check_layer(layer, arr(xp, rng.standard_normal((4, 3))))
     assert not report, str(report)
     assert {p.name for p in report.params if not p.passed} == {"W"}
+
+
+def test_a_backward_that_reads_a_stale_batch_statistic_fails(xp):
+    # The batch in reverse order has the same std: the decoy pulls its samples together too.
+    report = check_layer(StaleNormalize(), rand(xp, 5, 3))
+    assert not report, str(report)
 
 
 def test_a_layer_whose_every_element_is_at_a_kink_says_none_was_compared(xp):

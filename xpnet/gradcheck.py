@@ -40,7 +40,7 @@ import os
 import re
 import textwrap
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
@@ -471,36 +471,52 @@ def _targets_once(net: Any, x: Any, t: Any) -> Any:
     return as_one_hot(t, predict(x))  # evaluation mode: no draw, no running statistics
 
 
-def decoy(a: Any) -> Any:
-    """``a`` with its samples in reverse order (axis 0), for :func:`gradient_after_decoy`;
-    anything that is not an array of at least one axis is returned as it is."""
+def decoy(a: Any, *, pulled: bool = True) -> Any:
+    """``a`` with its samples in reverse order (axis 0), for :func:`gradient_after_decoy`,
+    and, where ``pulled`` and ``a`` is floating, each pulled halfway to the first of them:
+    a batch's mean and spread are those of any order of its samples, and a backward reading
+    them from a previous call (a BatchNorm of the user's caching its std) went unseen; the
+    samples stay within the batch's range. Anything that is not an array of at least one
+    axis is returned as it is."""
     if not array_api_compat.is_array_api_obj(a) or a.ndim == 0:
         return a
-    return namespace_of(a).flip(a, axis=0)
+    xp = namespace_of(a)
+    reversed_ = xp.flip(a, axis=0)
+    if not pulled or not xp.isdtype(a.dtype, "real floating"):
+        return reversed_
+    return (reversed_ + reversed_[:1, ...]) / 2
 
 
 def gradient_after_decoy(net: Any, x: Any, t: Any) -> dict[str, Any]:
-    """``net.gradient(x, t)`` right after a training-mode pass on the batch in reverse order.
+    """``net.gradient(x, t)`` right after a training-mode pass on the :func:`decoy` of the
+    batch (its targets only reversed, so that they stay targets).
 
     Every other pass of a check is at ``x`` too, so a backward that reads the input cached
     by the *previous* forward call (a stale cache) would give the right gradient there and
     wrong ones in training; after the decoy pass it gives wrong ones here as well. (A batch
-    of one sample, or of identical samples, reversed is itself: such a bug goes unseen.)
+    of one sample, or of identical samples, is its own decoy: such a bug goes unseen.)
     The network is held (:func:`_held_for_checking`): the decoy's Dropout masks are the
     check's, BatchNorm's running statistics are put back."""
-    if getattr(x, "ndim", 0) and x.shape[0] > 1:
-        training_loss(net, decoy(x), decoy(t))
+    _decoy_pass(net, x, t)
     return net.gradient(x, t)
+
+
+def _decoy_pass(net: Any, x: Any, t: Any) -> None:
+    """A training-mode pass of ``net`` on the :func:`decoy` of a batch of several samples."""
+    if getattr(x, "ndim", 0) and x.shape[0] > 1:
+        training_loss(net, decoy(x), decoy(t, pulled=False))
 
 
 @contextmanager
 def _held_for_checking(net: Any, x: Any, t: Any, seed: int) -> Iterator[tuple[Any, float]]:
-    """What every check of a network does first: integer labels made one-hot rows once
-    (:func:`_targets_once`), the network held still (:func:`xpnet.held.held`), and its
-    training loss refused unless two passes agree. Yields the targets to use and that
+    """What every check of a network does first: the network held still
+    (:func:`xpnet.held.held`), a pass on the :func:`decoy` of the batch before any other,
+    integer labels made one-hot rows once (:func:`_targets_once`), and its training loss
+    refused unless two passes agree. Yields the targets to use and that
     loss at the unmoved parameters (the centre of one-sided differences)."""
-    t = _targets_once(net, x, t)
     with held(layers_of(net), seed):
+        _decoy_pass(net, x, t)  # first: a backward reading what the first call cached fails
+        t = _targets_once(net, x, t)
         loss = require_deterministic(
             lambda: training_loss(net, x, t), f"{type(net).__name__}'s loss"
         )
@@ -572,6 +588,7 @@ class GradientReport:
     subject: str = ""  # what was checked, when not a network ("layer Affine", "function f")
     notes: list[str] = field(default_factory=list)  # what was left unchecked, and why
     unresolved: bool = False  # the atol, grown with the loss, is as large as the gradients
+    unresolved_params: list[str] = field(default_factory=list)  # as large as theirs
 
     @property
     def passed(self) -> bool:
@@ -583,14 +600,17 @@ class GradientReport:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
-    def note_grown_atol(self, tol: Atol, largest: float) -> None:
+    def note_grown_atol(self, tol: Atol, largest: Mapping[str, float]) -> None:
         """A default atol ``tol`` grown above its floor at ``h`` becomes the report's atol,
         with a note saying why, and the verdict says nothing was resolved when it is as
-        large as the ``largest`` numerical derivative."""
+        large as the ``largest`` numerical derivative of every parameter (name: value), or
+        names the parameters whose derivatives it is as large as: a wrong gradient of
+        theirs passes (b's, twice off, beside a's 1e4 times larger)."""
         if tol.at(self.h) > tol.floor:
             self.atol = tol.at(self.h)
-            self.notes.append(_atol_note(tol, self.h, largest))
-            self.unresolved = self.atol >= largest
+            self.notes.append(_atol_note(tol, self.h, max(largest.values(), default=0.0)))
+            self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
+            self.unresolved = len(self.unresolved_params) == len(largest)
 
     def __str__(self) -> str:
         header = (
@@ -670,6 +690,11 @@ class GradientReport:
             verdict += f" (but {', '.join(unchecked)} not compared)"
         if self.passed and self.unresolved:
             verdict += " (but the atol is as large as the gradients: nothing was resolved)"
+        elif self.passed and self.unresolved_params:
+            verdict += (
+                f" (but the atol is as large as the gradients of "
+                f"{', '.join(self.unresolved_params)}: they were not resolved)"
+            )
         lines.append(verdict)
         return "\n".join(lines)
 
@@ -1059,7 +1084,7 @@ def check_gradients(
         )
         for n in names
     ]  # fmt: skip
-    report.note_grown_atol(tol, _largest(found[n].grad for n in names))
+    report.note_grown_atol(tol, {n: _largest([found[n].grad]) for n in names})
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)
         report.notes.append(
@@ -1212,8 +1237,10 @@ class DirectionCheck:
 class DirectionalReport:
     """The result of :func:`directional_check`: one :class:`DirectionCheck` per direction.
 
-    It passes when every direction free of kinks passes, there is at least one, and
-    no derivative (kinks included) is inf or nan.
+    It passes when every direction compared passes, there is at least one, and no
+    derivative (kinks included) is inf or nan. A direction across a kink is compared when
+    it agrees anyway, as :func:`compare` does elements: a float32 check of ReLU networks
+    crosses one in nearly every direction.
     """
 
     h: float
@@ -1227,10 +1254,14 @@ class DirectionalReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def compared(self) -> list[DirectionCheck]:
+        """The directions free of kinks, and those across one that agree anyway."""
+        return [d for d in self.directions if not d.kink or d.passed]
+
+    @property
     def passed(self) -> bool:
-        checked = [d for d in self.directions if not d.kink]
         finite = all(d.finite for d in self.directions)
-        return bool(checked) and finite and all(d.passed for d in checked)
+        return bool(self.compared) and finite and all(d.passed for d in self.compared)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -1257,7 +1288,7 @@ class DirectionalReport:
             f"pass when |analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|",
             *_table(header, rows),
         ]
-        if not any(not d.kink for d in self.directions):
+        if not self.compared:
             lines.append(
                 "no direction free of kinks: use more directions or a smaller h; a ReLU input "
                 "of exactly 0 (BatchNorm on one sample or on a feature constant in the batch, "
@@ -1296,7 +1327,7 @@ def _direction_result(d: DirectionCheck) -> str:
     if not d.finite:
         return "FAIL (non-finite)"
     if d.kink:
-        return "kink (left out)"
+        return "ok (across a kink)" if d.passed else "kink (left out)"
     return "ok" if d.passed else "FAIL"
 
 
@@ -1337,13 +1368,13 @@ def directional_check(
     Per direction, two forward passes give ``(L(p + h v) - L(p - h v)) / 2h``, compared
     with the analytic ``sum(grad * v)``: a fast check of the whole backward pass that
     gives no per-element gradient. ``params`` limits the directions to some parameters.
-    A direction whose step reaches a kink is reported and left out of pass/fail, as in
-    :func:`check_gradients`: found by the layers' ``kinks`` methods (ReLU, max pooling;
-    layered networks), a direction that crosses one and disagrees being taken again at the
-    smaller step of :func:`refined_step` (two more passes), where a ReLU input merely near
-    0 is clear; or, for any layer, by the one-sided differences along ``v`` (confirmed at
-    half the step, two more passes per direction they flag). The loss is the training-mode
-    one, the network held still as in :func:`check_gradients`.
+    A direction whose step reaches a kink and disagrees is reported and left out of
+    pass/fail, as in :func:`check_gradients`: found by the layers' ``kinks`` methods
+    (ReLU, max pooling; layered networks), a direction that crosses one and disagrees
+    being taken again at the smaller step of :func:`refined_step` (two more passes), where
+    a ReLU input merely near 0 is clear; or, for any layer, by the one-sided differences
+    along ``v`` (confirmed at half the step, two more passes per direction they flag). The
+    loss is the training-mode one, the network held still as in :func:`check_gradients`.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
