@@ -14,6 +14,7 @@ miss, which it can only be where the error is below what a central difference re
     python -m benchmarks.tolerance_sweep                     # the defaults
     python -m benchmarks.tolerance_sweep --h 1e-4 --atol 1e-6  # other settings
     python -m benchmarks.tolerance_sweep --dtype float32
+    python -m benchmarks.tolerance_sweep --method directional   # another method
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _cli
-from xpnet import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet, check_gradients
+from xpnet import (
+    DirectionalReport,
+    MultiLayerNet,
+    Sequential,
+    SimpleConvNet,
+    TwoLayerNet,
+    check_gradients,
+)
 from xpnet.backend import host_rng, namespace, to_device, to_numpy
 from xpnet.datasets import load_mnist
 from xpnet.layers import Affine, Sigmoid, SigmoidWithLoss
@@ -128,15 +136,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         x = to_device(x, dtype=args.dtype, xp=xp)
         t = to_device(t, dtype=args.dtype if t.ndim == 2 else "int64", xp=xp)
         name = "gamma1" if "gamma1" in net.params else list(net.params)[1]  # b1's is 0 there
-        for method in METHODS:
+        for method in args.method or METHODS:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # about networks without kink hooks
                 report = check_gradients(net, x, t, method=method, **settings)
                 checks += 1
                 if not report.passed:
-                    failed = [c for c in report.params if not c.passed]
-                    errors = ", ".join(f"{c.name} {c.max_abs_error:.1e}" for c in failed)
-                    false_alarms.append(f"{method} {what}: {errors}")
+                    false_alarms.append(f"{method} {what}: {_failures(report)}")
                 for factor in FACTORS:
                     wrong_net = with_gradient_scaled(net, name, factor)
                     wrong += 1
@@ -153,10 +159,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  FAILED {line}")
 
 
+def _failures(report: Any) -> str:
+    """What failed in a report: its parameters' largest errors, or its directions'."""
+    if isinstance(report, DirectionalReport):
+        if not report.compared:
+            return "no direction compared (every one across a kink)"
+        failed = [d for d in report.compared if not d.passed]
+        if not failed:
+            return "a derivative that is not finite"
+        return f"{len(failed)} directions, largest error {max(d.abs_error for d in failed):.1e}"
+    failed = [c for c in report.params if not c.passed]
+    return ", ".join(f"{c.name} {c.max_abs_error:.1e}" for c in failed)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--h``, ``--atol``, ``--rtol`` (default: check_gradients' own), ``--dtype``."""
+    """``--h``, ``--atol``, ``--rtol`` (default: check_gradients' own), ``--dtype``,
+    ``--method`` (repeated; default batched and loop)."""
     p = _cli.parser("benchmarks.tolerance_sweep", __doc__)
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=("batched", "loop", "directional"),
+        help="a method of check_gradients to sweep (repeat for more; default batched and loop)",
+    )
     for name in ("h", "atol", "rtol"):
         p.add_argument(f"--{name}", type=float, default=None, help=f"check_gradients' {name}")
     return p.parse_args(argv)

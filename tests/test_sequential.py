@@ -514,6 +514,16 @@ def test_a_layer_object_used_twice_is_refused(xp):
         Sequential(layers, loss=SoftmaxWithLoss())
 
 
+def test_an_array_shared_by_two_layers_is_refused(xp):
+    # Tied weights: Adam kept two states for one array, weight decay counted it twice, and
+    # load_params untied it, without a word.
+    W, b1, b2 = arrays(xp, 0, (4, 4), (4,), (4,))
+    with pytest.raises(
+        ValueError, match=r"parameter W2 of layer 3 \(Affine\) is the same array as W1"
+    ):
+        Sequential([Affine(W, b1), ReLU(), Affine(W, b2)], loss=SoftmaxWithLoss())
+
+
 def test_a_layer_cannot_be_replaced_after_the_network_is_built(xp):
     # net.layers[3] = Affine(...) ran the new head forward while the optimizer went on
     # training the old one's W2, b2 with its last gradients, without a word.

@@ -228,6 +228,7 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
     slots: dict[str, tuple[Any, str]] = {}
     counts: dict[str, int] = {}
+    named: dict[int, str] = {}  # id of each parameter array -> its name
     for k, layer in enumerate(layers, start=1):
         attrs = getattr(layer, "params", ())
         if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
@@ -250,6 +251,15 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
                     f"parameter name {name!r} of {_where(k, layer)} clashes with the one of "
                     f"{_where(other, slots[name][0])}: rename one of the attributes"
                 )
+            value = getattr(layer, attr)
+            if id(value) in named:
+                raise ValueError(
+                    f"parameter {name} of {_where(k, layer)} is the same array as "
+                    f"{named[id(value)]}: tied weights are not supported (the optimizer would "
+                    "update it once per name, weight decay count it twice, and a checkpoint "
+                    "would untie it); give the layer its own copy (xp.asarray(W, copy=True))"
+                )
+            named[id(value)] = name
             slots[name] = (layer, attr)
     return slots
 
