@@ -100,8 +100,8 @@ def test_a_name_ending_in_a_digit_gets_an_underscore(xp):
         def backward(self, dout):
             return dout
 
-    (w,) = arrays(xp, 0, (2,))
-    net = Sequential([Conv2(w), Conv2(w)], loss=MeanSquaredError())
+    w, v = arrays(xp, 0, (2,), (2,))
+    net = Sequential([Conv2(w), Conv2(v)], loss=MeanSquaredError())
     assert list(net.params) == ["w0_1", "w0_2"]
 
 
@@ -364,6 +364,19 @@ def test_saving_a_layer_whose_settings_the_file_cannot_record_warns_naming_them(
         r"\{'factor': self.factor\}",
     ):
         save_params(tmp_path / "n.npz", net)
+
+
+def test_a_setting_json_cannot_write_is_named_where_it_sits(tmp_path):
+    # It said "Object of type float32 is not JSON serializable", naming no layer.
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    net = Sequential([Affine(W, b), Shift(c, factor=np.float32(2.0))], loss=MeanSquaredError())
+    with pytest.raises(
+        ValueError, match=r"architecture\.layers\[1\]\.config\.factor is float32 2\.0"
+    ):
+        save_params(tmp_path / "n.npz", net)
+    with pytest.raises(ValueError, match=r"JSON-serialisable: epoch is int64 3 \(convert"):
+        save_params(tmp_path / "p.npz", {"W": np.ones(2)}, {"epoch": np.int64(3)})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):

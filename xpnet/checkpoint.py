@@ -395,11 +395,30 @@ def save_params(
     try:
         text = json.dumps(meta, allow_nan=True)
     except TypeError as exc:
-        raise ValueError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
+        raise ValueError(
+            f"checkpoint metadata must be JSON-serialisable: {_unserialisable(meta) or exc} "
+            "(convert NumPy scalars and arrays with float(), int() or .tolist())"
+        ) from exc
     arrays[METADATA_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with atomic_file(path) as f:
         np.savez(f, **arrays)
     return Path(path)
+
+
+def _unserialisable(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (dicts and lists) the first value JSON cannot write sits, and what
+    it is: ``architecture.layers[2].config.beta is float32 1.5`` (None when nowhere)."""
+    if isinstance(value, Mapping):
+        items = [(f"{where}.{key}" if where else str(key), v) for key, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        try:
+            json.dumps(value)
+        except TypeError:
+            return f"{where} is {type(value).__name__} {value!s:.40}"
+        return None
+    return next((found for key, v in items if (found := _unserialisable(v, key))), None)
 
 
 def _check_numeric(arrays: Mapping[str, np.ndarray]) -> None:
