@@ -181,7 +181,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--method",
         action="append",
         choices=("batched", "loop", "directional"),
-        help="a method of check_gradients to sweep (repeat for more; default batched and loop)",
+        metavar="METHOD",
+        help="batched, loop or directional (repeatable)",
     )
     for name in ("h", "atol", "rtol"):
         p.add_argument(f"--{name}", type=float, default=None, help=f"check_gradients' {name}")
