@@ -191,6 +191,37 @@ def test_weight_decay_applies_to_every_W(xp):
     assert [decayed.decay_rate(k) for k in decayed.params] == [0.1, 0, 0, 0.1, 0]
 
 
+class DecayedScale(Scale):
+    decayed = ("s",)
+
+
+def test_a_layer_names_the_parameters_weight_decay_applies_to(xp):
+    # A user's second weight (not called W) got no decay, without a word.
+    net = scaled_net(xp)
+    layers = [*net.layers[:2], DecayedScale(net.layers[2].s), net.layers[3]]
+    decayed = Sequential(layers, loss=net.last_layer, weight_decay=0.1)
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    penalty = 0.05 * sum(np.sum(to_numpy(net.params[k]) ** 2) for k in ("W1", "s1", "W2"))
+    assert float(decayed.loss(x, t)) == pytest.approx(float(net.loss(x, t)) + penalty, rel=1e-12)
+    assert [decayed.decay_rate(k) for k in decayed.params] == [0.1, 0, 0.1, 0.1, 0]
+    gradient = decayed.gradient(x, t)["s1"] - net.gradient(x, t)["s1"]
+    np.testing.assert_allclose(to_numpy(gradient), 0.1 * to_numpy(net.params["s1"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("decayed", ["s", ("W",)])
+def test_decayed_names_among_the_params_or_is_refused(decayed):
+    class Misnamed(Scale):
+        pass
+
+    Misnamed.decayed = decayed
+    (s,) = arrays(None, 0, (4,))
+    with pytest.raises(
+        ValueError, match=r"Misnamed\.decayed must be a tuple of names among its params \('s',\)"
+    ):
+        Sequential([Misnamed(s)], loss=MeanSquaredError())
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_updates_a_sequential(cpu_xp, name):
     net = scaled_net(cpu_xp)

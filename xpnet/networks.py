@@ -223,6 +223,21 @@ def _require_floating_array(value: Any, attr: str, where: str) -> None:
         )
 
 
+def _decayed_attributes(layer: Any) -> tuple[str, ...]:
+    """The attributes of ``layer`` that weight decay applies to: its ``decayed`` (names among
+    its ``params``), or ``("W",)``."""
+    decayed = getattr(layer, "decayed", None)
+    if decayed is None:
+        return ("W",)
+    params = getattr(layer, "params", ())
+    if isinstance(decayed, str) or not all(name in params for name in decayed):
+        raise ValueError(
+            f"{type(layer).__name__}.decayed must be a tuple of names among its params "
+            f"{tuple(params)}, got {decayed!r}"
+        )
+    return tuple(decayed)
+
+
 def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     """``name -> (layer, attribute)``: each attribute named ``W`` numbered by order of
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
@@ -279,7 +294,8 @@ class Sequential:
     Parameters are named as in the book, per attribute name in order of appearance:
     ``W1, b1, W2, b2, ...``; ``params`` is a live mapping from these names to the layers'
     arrays. ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every parameter
-    held in an attribute named ``W``.
+    held in an attribute named ``W``, as the book decays weights and not biases; a layer
+    names other attributes to decay in ``decayed`` (``decayed = ("W", "V")``).
     """
 
     def __init__(self, layers: Sequence[Any], *, loss: Any, weight_decay: float = 0.0) -> None:
@@ -306,7 +322,9 @@ class Sequential:
         self.weight_decay = weight_decay
         slots = _parameter_slots(self.layers)
         self.params = Parameters(slots)
-        self._decayed = tuple(name for name, (_, attr) in slots.items() if attr == "W")
+        self._decayed = tuple(
+            name for name, (layer, attr) in slots.items() if attr in _decayed_attributes(layer)
+        )
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
         # predict converts floating input to this dtype; Parameters refuses a parameter of
