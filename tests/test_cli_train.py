@@ -163,6 +163,21 @@ def test_resume_refuses_other_layers(fake_data, tmp_path, capsys, saved, given, 
     assert err.startswith("xpnet train: error: ") and message in err and err.count("\n") == 1
 
 
+def test_a_batchnorm_network_saved_from_python_resumes_with_the_flags_that_build_it(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / "p.npz"
+    save_params(path, MultiLayerNet(784, [8], 10, use_batchnorm=True, seed=0), {"epoch": 1})
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    assert "(a Sequential of Affine, BatchNormalization, ReLU, Affine) does not fit mlp" in (
+        capsys.readouterr().err
+    )
+    assert (
+        run(["train", "--resume", str(path), "--epochs", "2", "--batchnorm", "--hidden", "8"]) == 0
+    )
+    assert epoch_lines(capsys.readouterr().out) == [("2", "2")]
+
+
 def test_train_samples_trains_on_the_first_n_samples(fake_data, tmp_path, capsys):
     path = tmp_path / "p.npz"
     assert run(["train", "--train-samples", "30", "--epochs", "1", "--save", str(path)]) == 0
@@ -451,7 +466,8 @@ def test_resume_of_a_layered_network_as_an_mlp_is_a_one_line_error(fake_data, tm
     rewrite_metadata(path, setting("run", {"dataset": "mnist"}))  # no model: mlp, the default
     assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
-    assert "the checkpoint's network (a Sequential) does not fit mlp on mnist" in err
+    assert "the checkpoint's network (a Sequential of Convolution, ReLU, Pooling, Affine, " in err
+    assert "does not fit mlp on mnist (784 inputs); xpnet train resumes the networks its " in err
     assert err.count("\n") == 1
 
 

@@ -366,8 +366,9 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             dropout=None,
         )
     for key in ARCHITECTURE if args.resume else ():
-        given, had = getattr(args, key), resumed.get(key, TRAIN_DEFAULTS[key])
-        if given is not None and given != had:
+        # (A file saved from Python records no run; its layers are then checked when loaded.)
+        given, had = getattr(args, key), resumed.get(key)
+        if given is not None and key in resumed and given != had:
             raise ValueError(
                 f"{_as_flag(key, given)} does not match the checkpoint's {_as_value(key, had)} "
                 f"({args.resume}); leave it out to resume"

@@ -272,11 +272,16 @@ def _train(args: argparse.Namespace) -> int:
         return error(f"--resume {args.resume}: checkpoint field optimizer: {exc}")
     start_epoch, history = 0, History()
     if args.resume:
-        if not _fits(saved["architecture"], net):
-            sizes = saved["architecture"].get("sizes", f"(a {saved['architecture']['class']})")
+        arch = saved["architecture"]
+        if not _fits(arch, net):
+            layered = "sizes" not in arch  # a Sequential: its layers by name
+            held = ", ".join(spec["layer"] for spec in arch["layers"]) if layered else ""
             return error(
-                f"--resume {args.resume}: the checkpoint's network {sizes}"
-                f" does not fit {s['model']} on {s['dataset']} ({input_size} inputs)"
+                f"--resume {args.resume}: the checkpoint's network "
+                f"{f'(a Sequential of {held})' if layered else arch['sizes']} does not fit "
+                f"{s['model']} on {s['dataset']} ({input_size} inputs)"
+                + "; xpnet train resumes the networks its flags build (--model, --hidden, "
+                "--batchnorm, --dropout, ...), xpnet.checkpoint.load_network any other" * layered
             )
         same = (saved.get("optimizer") or {}).get("name") == optimizer.name
         with warnings.catch_warnings():  # a flag that differs from the file is meant to
