@@ -194,6 +194,28 @@ def test_recording_changes_no_result(xp):
     assert float(run_.output) == float(plain.last_layer.forward(plain.predict(x), t))
 
 
+def test_recording_leaves_running_statistics_and_dropout_draws_as_they_were(xp):
+    # Drawing a trained network's graph moved BatchNorm's running mean, and the masks of
+    # its next Dropout step.
+    rng = np.random.default_rng(0)
+    x = backend.to_device(rng.random((6, 5)), dtype="float64", xp=xp)
+    t = backend.to_device(rng.integers(0, 3, 6), dtype="int64", xp=xp)
+    plain, recorded = (
+        MultiLayerNet(5, [4], 3, use_batchnorm=True, use_dropout=True, dtype="float64",
+                      seed=2, xp=xp)
+        for _ in "ab"
+    )  # fmt: skip
+    graph.record_network(recorded, x, t)
+    expected, got = plain.gradient(x, t), recorded.gradient(x, t)
+    for name, grad in expected.items():
+        np.testing.assert_array_equal(backend.to_numpy(got[name]), backend.to_numpy(grad))
+    for a, b in zip(plain.layers, recorded.layers, strict=True):
+        for buffer in getattr(a, "buffers", ()):
+            np.testing.assert_array_equal(
+                backend.to_numpy(getattr(b, buffer)), backend.to_numpy(getattr(a, buffer))
+            )
+
+
 class Mode:
     """The identity, noting the ``train_flg`` it got (a stand-in for Dropout)."""
 

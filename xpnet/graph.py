@@ -40,6 +40,7 @@ from typing import Any
 
 from xpnet.backend import namespace_of, to_device
 from xpnet.files import atomic_file
+from xpnet.held import held
 from xpnet.layers import Add, Exp, Mul, Reciprocal
 
 FORMATS = ("dot", "svg", "png")
@@ -497,9 +498,17 @@ def record_network(net: Any, x: Any, t: Any) -> Recording:
     by name, e.g. :class:`xpnet.Sequential`. ``x`` and ``t`` are the leaves ``x`` and
     ``t``; each parameter is a leaf named as in ``net.params`` with the gradient that
     ``gradient`` returned (weight decay included).
+
+    Recording leaves the network as it was, as a gradient check does
+    (:func:`xpnet.held.held`): BatchNorm's running statistics are put back, and Dropout's
+    masks are drawn from a stream of the recording's own, so its generator does not move.
     """
     slots = {name: net.params.slot(name) for name in net.params}
-    with record([*net.layers, net.last_layer], inputs={"x": x, "t": t}, param_names=slots) as run:
+    layers = [*net.layers, net.last_layer]
+    with (
+        held(layers),
+        record(layers, inputs={"x": x, "t": t}, param_names=slots) as run,
+    ):
         grads = net.gradient(x, t)
     for call in run.calls:
         for name, (value, _) in call.params.items():
