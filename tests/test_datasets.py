@@ -153,6 +153,18 @@ def test_flatten_false_gives_one_channel_images(tmp_path, xp):
     np.testing.assert_allclose(to_numpy(x)[:, 0], data["train_images"] / np.float32(255))
 
 
+def test_normalizing_makes_one_float_copy_of_the_images(tmp_path):
+    # 4,000 images are 12.5 MB in float32: each float copy more would show in the peak.
+    make_idx_set(tmp_path, n_train=4000)
+    tracemalloc.start()
+    try:
+        (x, _), _ = load_mnist(root=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * x.nbytes  # the floats and the file's bytes fit; a second float copy not
+
+
 def test_one_hot_label_gives_float32_rows_with_a_single_one(tmp_path, xp):
     data = make_idx_set(tmp_path)
     (_, t), _ = load_mnist(one_hot_label=True, root=tmp_path, xp=xp)

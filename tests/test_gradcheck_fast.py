@@ -84,6 +84,21 @@ def test_the_layer_input_loop_includes_weight_decay(xp):
     assert not np.any(to_numpy(kinks))
 
 
+def test_the_loop_runs_no_layer_before_the_parameters(cpu_xp, monkeypatch):
+    """Moving W2 changes nothing before its Affine: the loop's passes start there, from the
+    input LocalNet kept, not at the first Affine, twice per element."""
+    net, x, t = problem(cpu_xp, "relu")
+    local = LocalNet.of(net, x, t)
+    first, calls = net.layers[0], []
+    forward = first.forward
+    monkeypatch.setattr(first, "forward", lambda a: calls.append(a) or forward(a))
+    grad, _ = loop_differences(local, "W2", H)
+    assert calls == []
+    monkeypatch.undo()
+    book = net.numerical_gradient(x, t, h=H, params=["W2"])["W2"]
+    np.testing.assert_allclose(to_numpy(grad), to_numpy(book), rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("pass_", ["+h", "-h"])
 def test_the_loop_finds_a_kink_that_only_one_pass_reaches(xp, pass_):
     """Affine, Tanh, Affine, ReLU: tanh is concave at 1 and convex at -1, so moving

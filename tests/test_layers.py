@@ -296,6 +296,16 @@ def test_softmax_with_loss_perturbations_hold_for_rows_not_summing_to_1(xp):
     assert_close(got, rank_one, rtol=1e-9, atol=1e-15)
 
 
+def test_relu_perturbation_is_exact_where_the_input_stays_on_one_side(xp):
+    """A gradient check's change through ReLU is the move itself above 0 and nothing below
+    it, not ``(x + dx) - x``, which loses a move smaller than x's rounding."""
+    x = np.array([1.0, 1.0, -1.0, -1.0, 0.5])
+    dx = np.array([[1e-17, -3e-12, 1e-17, 1.25, -2.0]])  # the last two cross 0
+    expected = [[1e-17, -3e-12, 0.0, 0.25, -0.5]]
+    got = layers.ReLU().perturb(dev(xp, x), dev(xp, dx))
+    np.testing.assert_array_equal(to_numpy(got), expected)
+
+
 def test_softmax_with_loss_is_stable_for_large_logits(xp):
     x = dev(xp, [[1000.0, 0.0, -1000.0], [0.0, 800.0, 0.0]])
     layer = layers.SoftmaxWithLoss()

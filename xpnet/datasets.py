@@ -219,7 +219,7 @@ def _parse_idx(path: Path, f: BinaryIO) -> np.ndarray:
             + (" (truncated)" if len(data) < expected else "")
         )
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+    return array.astype(dtype.newbyteorder("="), copy=False)  # bytes are copied for other orders
 
 
 def _read_at_most(f: BinaryIO, size: int) -> bytearray:
@@ -607,12 +607,9 @@ def _to_backend(
     xp: ModuleType | None,
 ) -> tuple[Any, Any]:
     x = images.reshape(len(images), -1) if flatten else images[:, None, :, :]
+    x = backend.to_device(x, dtype="float32" if normalize else "uint8", device=device, xp=xp)
     if normalize:
-        x = x.astype(np.float32) / np.float32(255.0)
+        x /= 255.0  # in place: the one float copy (dividing on the host made two more)
     t = np.eye(NUM_CLASSES, dtype=np.float32)[labels] if one_hot_label else labels
-    x_dtype = "float32" if normalize else "uint8"
     t_dtype = "float32" if one_hot_label else "int64"
-    return (
-        backend.to_device(x, dtype=x_dtype, device=device, xp=xp),
-        backend.to_device(t, dtype=t_dtype, device=device, xp=xp),
-    )
+    return x, backend.to_device(t, dtype=t_dtype, device=device, xp=xp)

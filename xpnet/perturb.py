@@ -287,11 +287,13 @@ def loop_differences(
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, by the loop.
 
     Two forward passes per element, as the book's loop, for a parameter that cannot be
-    perturbed locally. Each pass keeps its layer inputs, and :func:`crosses_kink` compares
-    them with the unperturbed ones, so the elements whose central difference straddles a
-    kink are known here too. Returns the gradient and that bool array, both in the
-    parameter's shape; nothing is read back to the host. ``elements`` (index tuples)
-    limits the work to some elements: both results are then (m,), in their order.
+    perturbed locally; they start at the parameter's layer, from its input in ``local``
+    (the layers before it see no change). Each pass keeps its layer inputs, and
+    :func:`crosses_kink` compares them with the unperturbed ones, so the elements whose
+    central difference straddles a kink are known here too. Returns the gradient and that
+    bool array, both in the parameter's shape; nothing is read back to the host.
+    ``elements`` (index tuples) limits the work to some elements: both results are then
+    (m,), in their order.
     ``net`` is the network whose parameter the loop moves and puts back: ``local.net`` by
     default, or a copy of it where threads share ``local``.
     """
@@ -302,9 +304,11 @@ def loop_differences(
     rate = net.decay_rate(name)
     work = xp.asarray(param, copy=True)
     grads, kinks = [], []
+    k = local._layer_index(name) or 0  # deeper parameters skip the first Affine, the costliest
+    layers, center = net.layers[k:], local.inputs[k:]
 
     def loss_and_inputs() -> tuple[Any, list[Any]]:
-        inputs = layer_inputs(net.layers, local.inputs[0], local.modal)
+        inputs = layer_inputs(layers, center[0], local.modal[k:])
         return net.last_layer.forward(inputs[-1], local.t), inputs
 
     net.params[name] = work
@@ -321,7 +325,7 @@ def loop_differences(
                 # between the passes (the other parameters' decay cancels): its part of the
                 # difference is rate * p, added in closed form, as LocalNet adds it.
                 grads.append((plus - minus) / (2 * h) + rate * original)
-                kinked = crosses_kink(net.layers, local.inputs, moved_up, moved_down)
+                kinked = crosses_kink(layers, center, moved_up, moved_down)
                 kinks.append(xp.asarray(False, device=device) if kinked is None else kinked)
     finally:
         net.params[name] = param
