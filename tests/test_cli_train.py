@@ -242,6 +242,8 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
             ["--dataset", "fashion-mnist"],
             "--dataset fashion-mnist does not match the checkpoint's mnist",
         ),
+        # It joined epochs on 30 samples to epochs on all 200 in one history.
+        (["--train-samples", "30"], "--train-samples 30 does not match the checkpoint's all"),
     ],
 )
 def test_resume_rejects_another_architecture_or_data_set(

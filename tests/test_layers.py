@@ -330,6 +330,16 @@ def test_softmax_with_loss_ignores_a_class_masked_out_with_minus_inf_on_labels(x
     assert_close(layer.backward(), (np.array(y) - np.eye(3)[labels]) / 2)
 
 
+def test_softmax_with_loss_takes_uint8_labels_of_more_than_256_classes(xp):
+    # MNIST's IDX labels are uint8; an arange of 300 classes in uint8 wraps at 256, so
+    # label 1 also matched class 257 and the loss counted that class too.
+    x, labels = np.random.default_rng(0).standard_normal((3, 300)), np.array([1, 7, 255])
+    expected = -np.mean(np.log(np_softmax(x)[np.arange(3), labels]))
+    layer = layers.SoftmaxWithLoss()
+    assert_close(layer.forward(dev(xp, x), dev(xp, labels, dtype="uint8")), expected)
+    assert_close(layer.backward(), (np_softmax(x) - np.eye(300)[labels]) / 3)
+
+
 @pytest.mark.parametrize("label", [-1, 3])
 def test_softmax_with_loss_rejects_labels_out_of_range(xp, label):
     with pytest.raises(ValueError, match=rf"label {label} is out of range.*\[0, 2\]"):

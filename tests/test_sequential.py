@@ -568,6 +568,24 @@ def test_an_array_shared_by_two_layers_is_refused(xp):
         Sequential([Affine(W, b1), ReLU(), Affine(W, b2)], loss=SoftmaxWithLoss())
 
 
+def test_parameters_read_as_new_views_each_time_are_not_taken_for_tied_weights(xp):
+    # Each read of ViewedScale.s is a new array object; one freed after its check could
+    # hand its id to the next layer's, which was then refused as the same array.
+    class ViewedScale(Scale):
+        params = ("s",)
+
+        def __init__(self, s):
+            self._s = s
+
+        @property
+        def s(self):
+            return self._s[...]
+
+    layers = [ViewedScale(s) for s in arrays(xp, 0, *[(3,)] * 6)]
+    net = Sequential(layers, loss=MeanSquaredError())
+    assert list(net.params) == [f"s{k}" for k in range(1, 7)]
+
+
 def test_a_layer_cannot_be_replaced_after_the_network_is_built(xp):
     # net.layers[3] = Affine(...) ran the new head forward while the optimizer went on
     # training the old one's W2, b2 with its last gradients, without a word.

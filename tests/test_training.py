@@ -558,6 +558,17 @@ def test_smooth_curve_takes_a_device_array(xp):
     np.testing.assert_allclose(smooth_curve(to_device(losses, xp=xp)), book_smooth_curve(losses))
 
 
+def test_smooth_curve_takes_a_list_of_0d_device_arrays():
+    # net.loss per step, kept in a list: on a GPU np.asarray refused the whole list (an
+    # array_api_strict device other than the CPU refuses it the same way).
+    from xpnet.plotting import smooth_curve
+
+    strict = pytest.importorskip("array_api_strict")
+    losses = np.linspace(3.0, 1.0, 30) ** 2
+    on_device = [strict.asarray(v, device=strict.Device("device1")) for v in losses]
+    np.testing.assert_allclose(smooth_curve(on_device), book_smooth_curve(losses))
+
+
 @pytest.mark.parametrize(
     ("values", "window", "message"),
     [

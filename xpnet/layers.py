@@ -462,6 +462,8 @@ def _label_mask(xp: Any, t: Any, like: Any, check: bool) -> Any:
         )
     if check:
         check_labels(t, classes)
+    if xp.iinfo(t.dtype).max < classes - 1:  # uint8 labels of 300 classes: arange would wrap
+        t = xp.astype(t, xp.int64)
     return xp.reshape(t, (n, 1)) == xp.arange(classes, dtype=t.dtype, device=device(t))
 
 
@@ -521,7 +523,8 @@ class SoftmaxWithLoss(Loss):
     (N,) or target rows (N, C), one-hot or not. It returns the loss
     ``-sum(t * log_softmax(x)) / N`` as a 0-D array, the mean over the N samples (or
     their sum). The loss uses log-softmax, so it stays finite for large logits; with
-    integer labels, a -inf score (a class masked out) adds nothing, as in PyTorch. Target
+    integer labels, a -inf score (a class masked out) adds nothing, as in PyTorch (target
+    rows, which the ``Trainer`` passes, give nan there, as PyTorch's do). Target
     rows that do not sum to 1 (0.01/0.99 rows) are taken as they are, as PyTorch's
     ``cross_entropy`` takes them: the gradient is then ``(y * sum(t) - t) / N``, row by row.
     """

@@ -243,7 +243,8 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
     slots: dict[str, tuple[Any, str]] = {}
     counts: dict[str, int] = {}
-    named: dict[int, str] = {}  # id of each parameter array -> its name
+    # id of each parameter array -> its name and the array, held so that no id is reused
+    named: dict[int, tuple[str, Any]] = {}
     for k, layer in enumerate(layers, start=1):
         attrs = getattr(layer, "params", ())
         if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
@@ -257,7 +258,8 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
                     f"{_where(k, layer)} names {attr!r} in its params, but has no attribute "
                     f"{attr!r}; its params are {tuple(attrs)}"
                 )
-            _require_floating_array(getattr(layer, attr), attr, _where(k, layer))
+            value = getattr(layer, attr)
+            _require_floating_array(value, attr, _where(k, layer))
             counts[attr] = counts.get(attr, 0) + 1
             name = f"{attr}{'_' * attr[-1].isdigit()}{counts[attr]}"
             if name in slots:
@@ -266,15 +268,14 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
                     f"parameter name {name!r} of {_where(k, layer)} clashes with the one of "
                     f"{_where(other, slots[name][0])}: rename one of the attributes"
                 )
-            value = getattr(layer, attr)
             if id(value) in named:
                 raise ValueError(
                     f"parameter {name} of {_where(k, layer)} is the same array as "
-                    f"{named[id(value)]}: tied weights are not supported (the optimizer would "
+                    f"{named[id(value)][0]}: tied weights are not supported (the optimizer would "
                     "update it once per name, weight decay count it twice, and a checkpoint "
                     "would untie it); give the layer its own copy (xp.asarray(W, copy=True))"
                 )
-            named[id(value)] = name
+            named[id(value)] = (name, value)
             slots[name] = (layer, attr)
     return slots
 

@@ -76,7 +76,8 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
 
 
 def smooth_curve(values: Any, window: int = 11) -> np.ndarray:
-    """``values`` (T,), a curve such as per-iteration losses, smoothed: a host float64 array (T,).
+    """``values`` (T,), a curve such as per-iteration losses (an array, or a list of numbers
+    or 0-D arrays), smoothed: a host float64 array (T,).
 
     The book's ``common.util.smooth_curve``: a normalized Kaiser window (beta 2) of
     ``window`` points (odd) slides along the curve, extended at both ends by its values in
@@ -85,7 +86,9 @@ def smooth_curve(values: Any, window: int = 11) -> np.ndarray:
     """
     if not is_count(window, 1) or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 1, got {window!r}")
-    curve = np.asarray(to_numpy(values), dtype=np.float64)
+    # A list of 0-D losses (net.loss per step) on a GPU cannot go through np.asarray whole.
+    host = [to_numpy(v) for v in values] if isinstance(values, list | tuple) else to_numpy(values)
+    curve = np.asarray(host, dtype=np.float64)
     if curve.ndim != 1:
         raise ValueError(f"smooth_curve takes a curve of shape (T,), got shape {curve.shape}")
     window = min(window, curve.size - 1 + curve.size % 2)

@@ -257,7 +257,9 @@ def describe(settings: dict, net: Any) -> str:
     if settings["model"] == "convnet":
         return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
     output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
-    extras = ", batchnorm" * bool(settings["batchnorm"])
+    extras = ""
+    if settings["batchnorm"]:
+        extras += ", batchnorm"
     if settings["dropout"] is not None:
         extras += f", dropout {settings['dropout']:g}"
     return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}{extras}"
@@ -308,13 +310,11 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
 def _as_flag(key: str, value: Any) -> str:
     """The flag that gives setting ``key`` its ``value``: ``--hidden [100]``, ``--batchnorm``."""
     flag = f"--{key.replace('_', '-')}"
-    return (
-        flag
-        if key == "batchnorm"
-        else f"{flag} {value:g}"
-        if key == "dropout"
-        else f"{flag} {value}"
-    )
+    if key == "batchnorm":
+        return flag
+    if key == "dropout":
+        return f"{flag} {value:g}"
+    return f"{flag} {value}"
 
 
 def _as_value(key: str, value: Any) -> str:
@@ -350,6 +350,13 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         raise ValueError(
             f"--dataset {args.dataset} does not match the checkpoint's {resumed['dataset']} "
             f"({args.resume}); leave it out to resume"
+        )
+    # (A file saved from Python records no run: nothing to hold the flag against.)
+    if "run" in saved and args.train_samples not in (None, resumed.get("train_samples")):
+        raise ValueError(  # as another data set would
+            f"--train-samples {args.train_samples} does not match the checkpoint's "
+            f"{resumed.get('train_samples') or 'all samples'} ({args.resume}); leave it out "
+            "to resume"
         )
     model = resumed.get("model", args.model or "mlp")
     preset = MODELS[model]
