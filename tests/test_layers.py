@@ -306,6 +306,60 @@ def test_relu_perturbation_is_exact_where_the_input_stays_on_one_side(xp):
     np.testing.assert_array_equal(to_numpy(got), expected)
 
 
+def np_batchnorm_training(x, gamma, beta, eps=1e-6):
+    """The book's BatchNormalization in training mode: each feature over the batch."""
+    xc = x - x.mean(axis=0)
+    return gamma * xc / np.sqrt((xc * xc).mean(axis=0) + eps) + beta
+
+
+def test_batchnorm_perturbations_are_the_training_pass_of_the_moved_batch(xp):
+    """A gradient check's changes through BatchNorm (dense, one column, a parameter
+    element) renormalize the moved batch, as the training-mode loss it differentiates."""
+    rng = np.random.default_rng(13)
+    x, gamma, beta = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal(3)
+    layer = layers.BatchNormalization(dev(xp, gamma), dev(xp, beta))
+    base = np_batchnorm_training(x, gamma, beta)
+    dx = 1e-3 * rng.standard_normal((2, 5, 3))
+    dense = [np_batchnorm_training(x + d, gamma, beta) - base for d in dx]
+    assert_close(layer.perturb(dev(xp, x), dev(xp, dx)), dense, rtol=1e-9, atol=1e-15)
+    cols, d = np.array([2, 0]), 1e-3 * rng.standard_normal((2, 5))
+    moved = [x + np.outer(d[p], np.eye(3)[c]) for p, c in enumerate(cols)]
+    column = [
+        (np_batchnorm_training(m, gamma, beta) - base)[:, c]
+        for m, c in zip(moved, cols, strict=True)
+    ]
+    got = layer.perturb_columns(dev(xp, x), dev(xp, cols, dtype="int64"), dev(xp, d))
+    assert_close(got, column, rtol=1e-9, atol=1e-15)
+    index, step = np.array([1, 2]), np.array([1e-3, -2e-3])
+    for attr in ("gamma", "beta"):
+        moved = [
+            np_batchnorm_training(x, gamma + s * np.eye(3)[i] * (attr == "gamma"),
+                                  beta + s * np.eye(3)[i] * (attr == "beta")) - base
+            for i, s in zip(index, step, strict=True)
+        ]  # fmt: skip
+        got_cols, got = layer.perturb_param(
+            dev(xp, x), attr, dev(xp, index, dtype="int64"), dev(xp, step)
+        )
+        assert to_numpy(got_cols).tolist() == index.tolist()
+        assert_close(
+            got, [m[:, i] for m, i in zip(moved, index, strict=True)], rtol=1e-9, atol=1e-15
+        )
+
+
+def test_dropout_perturbations_go_through_the_last_training_mask(xp):
+    rng = np.random.default_rng(14)
+    x, dx = 1.0 + rng.random((4, 6)), rng.standard_normal((3, 4, 6))
+    layer = layers.Dropout(0.5, seed=0)
+    kept = to_numpy(layer.forward(dev(xp, x), train_flg=True)) != 0
+    assert_close(layer.perturb(dev(xp, x), dev(xp, dx)), dx * kept, rtol=0, atol=0)
+    cols, d = np.array([5, 1, 5]), rng.standard_normal((3, 4))
+    got = layer.perturb_columns(dev(xp, x), dev(xp, cols, dtype="int64"), dev(xp, d))
+    assert_close(got, d * kept[:, cols].T, rtol=0, atol=0)
+    layer.forward(dev(xp, x), train_flg=False)
+    with pytest.raises(ValueError, match="not a training pass on an input of this shape"):
+        layer.perturb(dev(xp, x), dev(xp, dx))
+
+
 def test_softmax_with_loss_is_stable_for_large_logits(xp):
     x = dev(xp, [[1000.0, 0.0, -1000.0], [0.0, 800.0, 0.0]])
     layer = layers.SoftmaxWithLoss()

@@ -706,6 +706,27 @@ class Dropout(Layer):
             return dout * (1.0 - self.dropout_ratio)
         return dout * self.mask
 
+    # Local perturbations (xpnet.perturb), in training mode: through the mask of the last
+    # training pass, which a held network (xpnet.held) draws again in every pass.
+    perturbs_in_training = True
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change (P, *x.shape) when the input ``x`` moves by ``dx``: ``dx * mask``."""
+        return dx * self._training_mask(x)
+
+    def perturb_columns(self, x: Any, cols: Any, d: Any) -> Any:
+        """Change (P, N) of output column ``cols[p]`` when that input column of ``x`` (N, D)
+        moves by ``d[p]`` (P, N)."""
+        return d * namespace_of(x, d).take(self._training_mask(x), cols, axis=1).T
+
+    def _training_mask(self, x: Any) -> Any:
+        if self.mask is None or tuple(self.mask.shape) != tuple(x.shape):
+            raise ValueError(
+                "Dropout's perturbations follow the mask of its last forward pass, which was "
+                "not a training pass on an input of this shape: run one first"
+            )
+        return self.mask
+
 
 class BatchNormalization(Layer):
     """``out = gamma * (x - mean) / sqrt(var + eps) + beta``, per feature (the book's layer).
@@ -801,3 +822,39 @@ class BatchNormalization(Layer):
         if self.train:
             dxn = dxn - xp.mean(dxn, axis=0) - self.xn * xp.mean(dxn * self.xn, axis=0)
         return xp.reshape(dxn / self.std, self.x_shape)
+
+    # Local perturbations (xpnet.perturb), in training mode, the loss a gradient check
+    # differentiates: each perturbed batch is normalized by its own mean and variance.
+    perturbs_in_training = True
+
+    def _normalized(self, xp: Any, x: Any) -> Any:
+        """``x`` (P, N, ...) normalized over its samples (axis 1), as a training pass does."""
+        xc = x - xp.mean(x, axis=1, keepdims=True)
+        return xc / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + self.eps)
+
+    def perturb(self, x: Any, dx: Any) -> Any:
+        """Output change (P, *x.shape) when the input ``x`` (N, ...) moves by ``dx`` (P, N, ...)."""
+        xp = namespace_of(x, dx, self.gamma)
+        rows = xp.reshape(x, (1, x.shape[0], self.gamma.shape[0]))
+        moved = rows + xp.reshape(dx, (dx.shape[0], *rows.shape[1:]))
+        change = self.gamma * (self._normalized(xp, moved) - self._normalized(xp, rows))
+        return xp.reshape(change, dx.shape)
+
+    def perturb_columns(self, x: Any, cols: Any, d: Any) -> Any:
+        """Change (P, N) of output column ``cols[p]`` when input column ``cols[p]`` of ``x``
+        (N, D) moves by ``d[p]`` (P, N): features are normalized one by one."""
+        xp = namespace_of(x, d, self.gamma)
+        column = xp.take(x, cols, axis=1).T
+        change = self._normalized(xp, column + d) - self._normalized(xp, column)
+        return xp.take(self.gamma, cols)[:, None] * change
+
+    def perturb_param(self, x: Any, attr: str, index: Any, step: Any) -> tuple[Any, Any]:
+        """Changed output columns (P,) and their change (P, N) when ``gamma[j]`` or
+        ``beta[j]`` (``j = index[p]``) moves by ``step[p]`` at the input ``x`` (N, D):
+        ``gamma[j]`` moves column j by ``step * xn[:, j]`` (x normalized over the batch),
+        ``beta[j]`` by ``step``."""
+        xp = namespace_of(x, step, self.gamma)
+        if attr == "beta":
+            return index, xp.broadcast_to(step[:, None], (step.shape[0], x.shape[0]))
+        xn = self._normalized(xp, xp.reshape(x, (1, x.shape[0], self.gamma.shape[0])))[0, ...]
+        return index, step[:, None] * xp.take(xn, index, axis=1).T

@@ -11,7 +11,8 @@ memory budget):
    perturbation moves and by how much: in ``Affine``, ``W[i, j] += s`` moves column j
    by ``s * x[:, i]`` and ``b[j] += s`` moves it by ``s``, a *column change* (P, N);
 2. an element-wise layer (``elementwise = True``, ``perturb``) keeps a column change a
-   column change: ``f(z[:, j] + d) - f(z[:, j])``;
+   column change: ``f(z[:, j] + d) - f(z[:, j])``; so does a layer that works feature by
+   feature through ``perturb_columns`` (BatchNorm, over the batch; Dropout's mask);
 3. the next ``Affine`` (``perturb_column``) turns it into the rank-one change
    ``d ⊗ W[j, :]``, kept as its two factors;
 4. the loss layer turns a rank-one change of the scores (``perturb_rank_one``) or a
@@ -38,7 +39,8 @@ gets ``train_flg=True``, and the caller holds the network still (:mod:`xpnet.hel
 the same Dropout masks in every pass, BatchNorm's running statistics put back). A
 parameter is *local* when its layer has ``perturb_param``, every later layer has
 ``perturb``, the loss layer has ``perturb``, and no layer from its on takes ``train_flg``
-(a hook has no mode to follow: a user's may describe the evaluation-mode forward); the
+unless its hooks follow training mode (``perturbs_in_training = True``, as BatchNorm's
+and Dropout's do; a user's may describe the evaluation-mode forward); the
 callers in :mod:`xpnet.gradcheck` compute the others by the loop,
 :func:`loop_differences`, which keeps each forward pass's layer inputs to find the
 kinks there too (a convolution's parameters, before ReLU and max pooling).
@@ -129,10 +131,14 @@ def propagate(layer: Any, x: Any, change: Change) -> tuple[Change, Any]:
     kinks: a (P,) bool array, or None for a layer without ``kinks``.
     """
     xp = namespace_of(x, change.delta)
-    if change.cols is not None and getattr(layer, "elementwise", False):
-        x = xp.take(x, change.cols, axis=1).T  # each perturbation's own column, (P, N)
+    if change.cols is not None and keeps_columns(layer):
+        column = xp.take(x, change.cols, axis=1).T  # each perturbation's own column, (P, N)
         dx = change.delta
-        out = Change(layer.perturb(x, dx), change.cols)
+        if hasattr(layer, "perturb_columns"):
+            out = Change(layer.perturb_columns(x, change.cols, dx), change.cols)
+        else:
+            out = Change(layer.perturb(column, dx), change.cols)
+        x = column
     elif change.cols is not None and hasattr(layer, "perturb_column"):
         u, v = layer.perturb_column(change.cols, change.delta)
         return Change(u, row=v), None
@@ -143,6 +149,13 @@ def propagate(layer: Any, x: Any, change: Change) -> tuple[Change, Any]:
         return out, None
     kinked = layer.kinks(x, dx)
     return out, xp.any(kinked, axis=tuple(range(1, kinked.ndim)))
+
+
+def keeps_columns(layer: Any) -> bool:
+    """Whether ``layer`` turns a change of one input column into a change of that column
+    alone: an element-wise layer (``elementwise = True``, its ``perturb`` taken column by
+    column), or one with ``perturb_columns(x, cols, d)`` (BatchNorm: per feature)."""
+    return getattr(layer, "elementwise", False) or hasattr(layer, "perturb_columns")
 
 
 def crosses_kink(layers: Sequence[Any], center: Sequence[Any], *moved: Sequence[Any]) -> Any:
@@ -222,9 +235,19 @@ class LocalNet:
 
     def is_local(self, name: str) -> bool:
         """Whether every layer from ``name``'s on (and the loss) can perturb locally, and
-        none of those layers takes ``train_flg`` (its hooks could follow either mode)."""
+        none of those layers takes ``train_flg`` unless its hooks say they follow training
+        mode (``perturbs_in_training = True``: BatchNorm, Dropout); a user's may describe
+        the evaluation-mode forward. The parameter's layer gives a column change, so its
+        output must be (N, M) (BatchNorm's gammas after a convolution are not local)."""
         k = self._layer_index(name)
-        if k is None or not hasattr(self.net.layers[k], "perturb_param") or any(self.modal[k:]):
+        if k is None or not hasattr(self.net.layers[k], "perturb_param"):
+            return False
+        if self.inputs[k + 1].ndim != 2:
+            return False
+        modes = zip(self.net.layers[k:], self.modal[k:], strict=True)
+        if any(
+            modal and not getattr(layer, "perturbs_in_training", False) for layer, modal in modes
+        ):
             return False
         later = [*self.net.layers[k + 1 :], self.net.last_layer]
         return all(hasattr(layer, "perturb") for layer in later)
@@ -239,7 +262,7 @@ class LocalNet:
         k = self._layer_index(name)
         widths, dense = [1], False
         for layer, out in zip(self.net.layers[k + 1 :], self.inputs[k + 2 :], strict=True):
-            dense = dense or not getattr(layer, "elementwise", False)
+            dense = dense or not keeps_columns(layer)
             if dense:
                 widths.append(_width(out))
         widths.append(_width(self.inputs[-1]))
