@@ -1,6 +1,8 @@
 """Sequential: networks from any layers (a user's own too) and a loss layer. Gradients are
 checked against NumPy formulas differentiated by tests/numeric.py, never against xpnet."""
 
+import warnings
+
 import numpy as np
 import pytest
 from numeric import central_difference, dev
@@ -395,6 +397,17 @@ def test_saving_a_layer_whose_settings_the_file_cannot_record_warns_naming_them(
         r"\{'factor': self.factor\}",
     ):
         save_params(tmp_path / "n.npz", net)
+
+
+def test_a_setting_at_its_default_that_the_file_does_not_record_needs_no_warning(tmp_path):
+    class Forgetful(Shift):
+        config = None
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    net = Sequential([Affine(W, b), Forgetful(c)], loss=MeanSquaredError())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", checkpoint.ArgumentsNotSaved)
+        save_params(tmp_path / "n.npz", net)  # factor=1.0: rebuilding gives it back
 
 
 def test_a_setting_json_cannot_write_is_named_where_it_sits(tmp_path):

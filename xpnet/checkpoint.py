@@ -263,7 +263,19 @@ def _unrecorded(layer: Any, spec: Mapping[str, Any]) -> list[inspect.Parameter]:
         return []
     recorded = {*spec.get("params", {}), *spec.get("buffers", ()), *spec.get("config", {})}
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return [p for p in taken if p.kind not in variadic and p.name not in recorded]
+    return [
+        p
+        for p in taken
+        if p.kind not in variadic and p.name not in recorded and not _at_default(layer, p)
+    ]
+
+
+def _at_default(layer: Any, argument: inspect.Parameter) -> bool:
+    """Whether ``layer`` keeps ``argument`` under its name at its default, a plain value that
+    rebuilding gives back anyway (``Softplus(beta=1.0)`` without ``config()``)."""
+    plain = (bool, int, float, str, type(None))
+    default, kept = argument.default, getattr(layer, argument.name, inspect.Parameter.empty)
+    return isinstance(default, plain) and type(kept) is type(default) and kept == default
 
 
 def _warn_of_unrecorded_arguments(what: str, layer: Any, spec: Mapping[str, Any]) -> None:
