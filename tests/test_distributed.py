@@ -324,6 +324,35 @@ def test_a_worker_killed_mid_check_loses_nothing(client):
     assert killed[0] not in client.scheduler_info()["workers"]
 
 
+def test_losing_every_worker_mid_check_is_a_clear_error(client):
+    """The problem lives only on the workers: killing them all (SIGKILL, once the first
+    task has completed) cancels the rest, which had reached the report as a TypeError."""
+    net, x, t = problem(backend.namespace("cpu"), n=40, d=60)
+    killed = []
+
+    def kill_every_worker(done, total):
+        if not killed:
+            assert done < total, "nothing left running to lose"
+            killed.extend(client.run(os.getpid).values())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    try:
+        with pytest.raises(xd.WorkLostError, match="the Dask cluster lost the gradient check"):
+            check_gradients(net, x, t, method="loop", client=client, progress=kill_every_worker)
+    finally:
+        client.wait_for_workers(2, timeout=60)  # the nannies restart them for later tests
+    assert len(killed) == 2
+
+
+def test_local_workers_keep_glibcs_own_malloc_thresholds(monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_ fixes glibc's mmap threshold: every array above 128 KiB
+    is mapped and page-faulted afresh, which made a worker's batched check 2x slower."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a cluster before set it
+    with xd.connect("local:1") as local:
+        assert set(local.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+
+
 # ---------------------------------------------------------------- the command line
 
 
