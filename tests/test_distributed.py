@@ -400,6 +400,8 @@ def test_a_scheduler_without_workers_is_a_clear_error(monkeypatch, capsys):
     ("argv", "message"),
     [
         (["gradcheck", "--scheduler", "local:0"], "expected local:N with N >= 1"),
+        (["gradcheck", "--scheduler", "local:²"], "expected local:N with N >= 1"),
+        (["gradcheck", "--scheduler", "local"], "expected local:N with N >= 1"),
         (["train", "--scheduler", "local:2", "--device", "cuda"], "use it with --device cpu"),
         (["train", "--scheduler", "local:2", "--model", "convnet"], "not convnet"),
     ],

@@ -94,9 +94,9 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
     ``local:N``.
     """
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-    if scheduler.startswith(LOCAL_PREFIX):
+    if scheduler.startswith(LOCAL_PREFIX) or scheduler == LOCAL_PREFIX.rstrip(":"):
         count = scheduler[len(LOCAL_PREFIX) :]
-        if not count.isdigit() or int(count) < 1:
+        if not (count.isascii() and count.isdigit()) or int(count) < 1:  # not "²"
             raise ValueError(
                 f"--scheduler {scheduler!r}: expected local:N with N >= 1 worker processes, "
                 "or a scheduler's address such as tcp://127.0.0.1:8786"
