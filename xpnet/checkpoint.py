@@ -19,7 +19,8 @@ their ``config()`` and the names of their parameters. Built-in layers are regist
 user's layer is registered with :func:`register_layer`, before saving or before loading
 (a file names an unregistered class by module and qualified name). Layers are
 rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle;
-saving warns (:class:`ArgumentsNotSaved`) of a constructor argument none of them records.
+saving warns (:class:`ArgumentsNotSaved`) of a constructor argument none of them records,
+unless the layer keeps it under its own name at its (plain) default.
 
 Rebuilding is optional: any network, of registered layers or not, is saved, and
 :func:`load_params` loads the parameters (and layer buffers) of a file into a network
@@ -252,7 +253,8 @@ def _spec(layer: Any, param_names: Mapping[str, str]) -> dict[str, Any]:
 
 class ArgumentsNotSaved(UserWarning):
     """:func:`save_params` saved a layer whose constructor takes arguments that the file does
-    not record (neither its ``params``, its ``buffers`` nor its ``config()``)."""
+    not record (neither its ``params``, its ``buffers`` nor its ``config()``) and that the
+    layer does not keep under their own names at their plain defaults."""
 
 
 def _unrecorded(layer: Any, spec: Mapping[str, Any]) -> list[inspect.Parameter]:

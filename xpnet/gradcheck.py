@@ -18,11 +18,14 @@ For a network there are three methods (``METHODS``):
   per-element gradient.
 
 ReLU is not differentiable at 0. An element whose perturbation moves some
-pre-activation across 0 has a central difference that straddles the kink and is
-wrong by design; such elements are reported as kinks and left out of
-pass/fail. A gradient that is not finite (inf or nan) is never excused: the
-parameter (or direction) fails, at a kink too, and the report says which side
-(numerical or analytic) has such values.
+pre-activation across 0 has a central difference that straddles the kink and can be
+wrong by design. One that disagrees with the analytic gradient is differenced again at
+a smaller step (:func:`refined_step`), and only one that still straddles a kink there is
+reported as a kink and left out of pass/fail (kinks of a layer without a ``kinks``
+method are found by one-sided differences); one that agrees is compared as any other,
+as is a direction of the directional method. A gradient that is not finite (inf or
+nan) is never excused: the parameter (or direction) fails, at a kink too, and the
+report says which side (numerical or analytic) has such values.
 
 Every method differentiates the loss that ``net.gradient`` does, the training-mode one,
 with the network held still (:mod:`xpnet.held`): Dropout's masks drawn once, from the

@@ -17,8 +17,9 @@ Both return a :class:`~xpnet.gradcheck.GradientReport`. A function is not differ
 at a kink (ReLU's 0, a max changing hands): there the central difference straddles the
 kink and is wrong by design. Such elements are found from the one-sided differences
 ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ by the jump in slope,
-and the analytic gradient agrees with one of them. They are reported apart and left out
-of pass/fail; an analytic gradient that matches neither side still fails.
+and the analytic gradient agrees with one of them, at ``h`` and at ``h / 2``. They are
+reported apart and left out of pass/fail; an analytic gradient that matches neither side
+still fails.
 """
 
 from __future__ import annotations

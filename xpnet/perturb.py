@@ -37,11 +37,11 @@ loss, ``forward(scores, t)``), ``params.slot(name) -> (layer, attribute)`` and
 gradient's: a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNormalization)
 gets ``train_flg=True``, and the caller holds the network still (:mod:`xpnet.held`:
 the same Dropout masks in every pass, BatchNorm's running statistics put back). A
-parameter is *local* when its layer has ``perturb_param``, every later layer has
-``perturb``, the loss layer has ``perturb``, and no layer from its on takes ``train_flg``
-unless its hooks follow training mode (``perturbs_in_training = True``, as BatchNorm's
-and Dropout's do; a user's may describe the evaluation-mode forward); the
-callers in :mod:`xpnet.gradcheck` compute the others by the loop,
+parameter is *local* when its layer has ``perturb_param`` and an output of (N, M), every
+later layer has ``perturb``, the loss layer has ``perturb``, and no layer from its own on
+takes ``train_flg`` unless its hooks follow training mode (``perturbs_in_training =
+True``, as BatchNorm's and Dropout's do; a user's may describe the evaluation-mode
+forward); the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
 :func:`loop_differences`, which keeps each forward pass's layer inputs to find the
 kinks there too (a convolution's parameters, before ReLU and max pooling).
 """

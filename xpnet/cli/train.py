@@ -89,10 +89,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="PATH",
-        help="continue from a checkpoint: its "
-        "network, optimizer state, epoch and settings (flags given override "
-        "settings, but not the architecture, --dataset or the initial weights; "
-        "--epochs/--iters count from the start of training)",
+        help="continue from a checkpoint: its network, optimizer state, epoch and settings "
+        "(flags given override settings, but not the architecture, --dataset, "
+        "--train-samples or the initial weights; --epochs/--iters count from the start of "
+        "training)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
