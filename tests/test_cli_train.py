@@ -163,19 +163,40 @@ def test_resume_refuses_other_layers(fake_data, tmp_path, capsys, saved, given, 
     assert err.startswith("xpnet train: error: ") and message in err and err.count("\n") == 1
 
 
-def test_a_batchnorm_network_saved_from_python_resumes_with_the_flags_that_build_it(
+def test_a_batchnorm_network_saved_from_python_resumes_given_its_hidden_sizes(
     fake_data, tmp_path, capsys
 ):
+    # Its layers (BatchNorm, no Dropout) come from the file; its sizes from --hidden.
     path = tmp_path / "p.npz"
     save_params(path, MultiLayerNet(784, [8], 10, use_batchnorm=True, seed=0), {"epoch": 1})
     assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
-    assert "(a Sequential of Affine, BatchNormalization, ReLU, Affine) does not fit mlp" in (
+    assert "W1 has shape (784, 8) in the file but (784, 50) in the network" in (
         capsys.readouterr().err
     )
-    assert (
-        run(["train", "--resume", str(path), "--epochs", "2", "--batchnorm", "--hidden", "8"]) == 0
-    )
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--hidden", "8"]) == 0
     assert epoch_lines(capsys.readouterr().out) == [("2", "2")]
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--dropout", "0.1"]) == 2
+    assert "--dropout 0.1 does not match the checkpoint's network (no dropout)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_network_saved_from_python_resumes_with_its_own_dropout_and_weight_decay(
+    fake_data, tmp_path, capsys
+):
+    # The flags rebuilt it with dropout 0.5 and no weight decay, where the file says 0.2
+    # and 0.1.
+    path = tmp_path / "p.npz"
+    net = MultiLayerNet(784, [8], 10, use_batchnorm=True, use_dropout=True, dropout_ratio=0.2,
+                        weight_decay=0.1, seed=0)  # fmt: skip
+    save_params(path, net, {"epoch": 1})
+    resume = ["--resume", str(path), "--hidden", "8", "--batchnorm"]
+    _, settings = settings_of(resume, read_metadata(path))
+    assert (settings["weight_decay"], settings["dropout"]) == (0.1, 0.2)
+    assert run(["train", *resume, "--dropout", "0.5", "--epochs", "2"]) == 2
+    assert "--dropout 0.5 does not match the checkpoint's network (dropout 0.2)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_train_samples_trains_on_the_first_n_samples(fake_data, tmp_path, capsys):

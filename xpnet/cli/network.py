@@ -307,6 +307,23 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
     )
 
 
+def _from_layers(resumed: dict, arch: dict) -> None:
+    """Add to ``resumed`` the settings a layered architecture records (a BatchNorm or
+    Dropout MLP is saved as one), where the run record does not hold them already: a file
+    saved from Python has no run record, and its weight decay and dropout ratio are the
+    file's, not the flags' defaults."""
+    names = [spec["layer"] for spec in arch["layers"]]
+    ratios = {
+        spec.get("config", {}).get("dropout_ratio")
+        for spec in arch["layers"]
+        if spec["layer"] == "Dropout"
+    }
+    resumed.setdefault("weight_decay", arch.get("weight_decay", 0.0))
+    resumed.setdefault("batchnorm", "BatchNormalization" in names)
+    if len(ratios) <= 1:  # one ratio, as MultiLayerNet gives every Dropout
+        resumed.setdefault("dropout", next(iter(ratios), None))
+
+
 def _as_flag(key: str, value: Any) -> str:
     """The flag that gives setting ``key`` its ``value``: ``--hidden [100]``, ``--batchnorm``."""
     flag = f"--{key.replace('_', '-')}"
@@ -374,6 +391,8 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             batchnorm=False,
             dropout=None,
         )
+    elif arch and arch.get("class") == "Sequential":  # its layers by name, and their config
+        _from_layers(resumed, arch)
     for key in ARCHITECTURE if args.resume else ():
         # (A file saved from Python records no run; its layers are then checked when loaded.)
         given, had = getattr(args, key), resumed.get(key)
