@@ -150,7 +150,7 @@ def test_a_resumed_batchnorm_network_trains_as_an_uninterrupted_one(fake_data, t
         (["--dropout", "0.2"], ["--dropout", "0.5"], "0.5 does not match the checkpoint's "
          "network (dropout 0.2)"),
         ([], ["--dropout", "0"], "--dropout 0 does not match the checkpoint's network (no drop"),
-        (["--batchnorm"], ["--hidden", "9"], "--hidden [9] does not match the checkpoint's [8]"),
+        (["--batchnorm"], ["--hidden", "9"], "--hidden 9 does not match the checkpoint's [8]"),
     ],
 )  # fmt: skip
 def test_resume_refuses_other_layers(fake_data, tmp_path, capsys, saved, given, message):
@@ -256,7 +256,7 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        (["--hidden", "100"], "--hidden [100] does not match the checkpoint's [50]"),
+        (["--hidden", "100"], "--hidden 100 does not match the checkpoint's [50]"),
         (["--model", "convnet"], "--model convnet does not match the checkpoint's mlp"),
         # It trained on the other data set, and joined the two histories.
         (

@@ -325,12 +325,14 @@ def _from_layers(resumed: dict, arch: dict) -> None:
 
 
 def _as_flag(key: str, value: Any) -> str:
-    """The flag that gives setting ``key`` its ``value``: ``--hidden [100]``, ``--batchnorm``."""
+    """The flag that gives setting ``key`` its ``value``: ``--hidden 100``, ``--batchnorm``."""
     flag = f"--{key.replace('_', '-')}"
     if key == "batchnorm":
         return flag
     if key == "dropout":
         return f"{flag} {value:g}"
+    if key == "hidden":  # the flag as typed, once per layer
+        return " ".join(f"{flag} {size}" for size in value)
     return f"{flag} {value}"
 
 
