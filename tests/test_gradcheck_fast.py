@@ -449,6 +449,40 @@ class PlainTanh:
         return dout * (1.0 - self.out**2)
 
 
+class Leaky(ReLU):
+    """A user's leaky ReLU (slope 0.1 below 0), right, that inherits ReLU's hooks."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        return namespace_of(x).where(self.mask, x, 0.1 * x)
+
+    def backward(self, dout):
+        return namespace_of(dout).where(self.mask, dout, 0.1 * dout)
+
+
+def test_a_subclass_that_replaces_forward_is_not_perturbed_by_the_hooks_it_inherits(cpu_xp):
+    # Trusted, ReLU's hooks (max(x, 0)) failed the right W1 and b1 of the leaky one.
+    net, x, t = problem(cpu_xp)
+    net = Sequential([net.layers[0], Leaky(), *net.layers[2:]], loss=net.last_layer)
+    report = check_gradients(net, x, t, method="batched")
+    assert report.passed, str(report)
+    assert [p.via for p in report.params][:3] == ["loop", "loop", "local"], str(report)
+
+
+class BackwardOff(ReLU):
+    """A ReLU whose backward lets a tenth of ``dout`` through where ``x <= 0`` (wrong)."""
+
+    def backward(self, dout):
+        return namespace_of(dout).where(self.mask, dout, 0.1 * dout)
+
+
+def test_a_subclass_that_replaces_only_backward_keeps_the_hooks(cpu_xp):
+    net, x, t = problem(cpu_xp)
+    net = Sequential([net.layers[0], BackwardOff(), *net.layers[2:]], loss=net.last_layer)
+    report = check_gradients(net, x, t, method="batched", params=["W1"])
+    assert [(p.via, p.passed) for p in report.params] == [("local", False)], str(report)
+
+
 def test_a_layer_without_hooks_falls_back_to_the_loop_before_it():
     net, x, t = problem(namespace("cpu"), "tanh")
     net = Sequential(

@@ -175,6 +175,56 @@ def test_parameters_before_a_user_layer_that_takes_train_flg_are_looped(cpu_xp):
     assert report.passed, str(report)
 
 
+class WithoutGamma(BatchNormalization):
+    """A user's BatchNorm whose forward leaves gamma out, its backward inherited (wrong:
+    it still scales by gamma and gives gamma a gradient)."""
+
+    def forward(self, x, train_flg=True):
+        super().forward(x, train_flg)
+        return self.xn + self.beta
+
+
+class InvertedDropout(Dropout):
+    """A user's Dropout that scales the kept elements by 1 / (1 - ratio) in training, its
+    backward too (right)."""
+
+    def forward(self, x, train_flg=True):
+        return super().forward(x, train_flg) / (1.0 - self.dropout_ratio) if train_flg else x
+
+    def backward(self, dout):
+        return super().backward(dout) / (1.0 - self.dropout_ratio)
+
+
+def with_layer(xp, layer):
+    rng = np.random.default_rng(0)
+    layers = [
+        Affine(dev(xp, rng.standard_normal((5, 4))), dev(xp, rng.standard_normal(4))),
+        layer,
+        ReLU(),
+        Affine(dev(xp, rng.standard_normal((4, 3))), dev(xp, rng.standard_normal(3))),
+    ]
+    x, t = dev(xp, rng.standard_normal((6, 5))), dev(xp, rng.integers(0, 3, 6), dtype="int64")
+    return Sequential(layers, loss=SoftmaxWithLoss()), x, t
+
+
+def test_a_batchnorm_subclass_with_another_forward_is_not_perturbed_by_the_inherited_hooks(
+    cpu_xp,
+):
+    # Trusted, BatchNorm's hooks differentiated the forward with gamma: W1 and gamma1 passed.
+    layer = WithoutGamma(dev(cpu_xp, np.full(4, 1.5)), dev(cpu_xp, np.full(4, 0.1)))
+    report = check_gradients(*with_layer(cpu_xp, layer), method="batched")
+    assert {p.name for p in report.params if not p.passed} == {"W1", "gamma1"}, str(report)
+
+
+def test_a_dropout_subclass_with_another_forward_is_not_perturbed_by_the_inherited_hooks(
+    cpu_xp,
+):
+    # Trusted, Dropout's hooks left out the scale: the right W1 and b1 failed.
+    report = check_gradients(*with_layer(cpu_xp, InvertedDropout(0.5, seed=1)), method="batched")
+    assert report.passed, str(report)
+    assert [p.via for p in report.params] == ["loop", "loop", "local", "local"], str(report)
+
+
 def test_layer_inputs_are_those_of_the_training_mode_pass(cpu_xp):
     # Asked of the layer, not its forward's default (evaluation, here).
     _, out = layer_inputs([SquaredInTraining()], dev(cpu_xp, [[1.0, -2.0, 3.0]]))

@@ -38,12 +38,13 @@ gradient's: a layer whose ``forward`` takes ``train_flg`` (Dropout, BatchNormali
 gets ``train_flg=True``, and the caller holds the network still (:mod:`xpnet.held`:
 the same Dropout masks in every pass, BatchNorm's running statistics put back). A
 parameter is *local* when its layer has ``perturb_param`` and an output of (N, M), every
-later layer has ``perturb``, the loss layer has ``perturb``, and no layer from its own on
+later layer has ``perturb``, the loss layer has ``perturb``, no layer from its own on
 takes ``train_flg`` unless its hooks follow training mode (``perturbs_in_training =
 True``, as BatchNorm's and Dropout's do; a user's may describe the evaluation-mode
-forward); the callers in :mod:`xpnet.gradcheck` compute the others by the loop,
-:func:`loop_differences`, which keeps each forward pass's layer inputs to find the
-kinks there too (a convolution's parameters, before ReLU and max pooling).
+forward), and none has hooks inherited from above a ``forward`` that a subclass replaced
+(:func:`hooks_follow_forward`); the callers in :mod:`xpnet.gradcheck` compute the others
+by the loop, :func:`loop_differences`, which keeps each forward pass's layer inputs to
+find the kinks there too (a convolution's parameters, before ReLU and max pooling).
 """
 
 from __future__ import annotations
@@ -158,6 +159,41 @@ def keeps_columns(layer: Any) -> bool:
     return getattr(layer, "elementwise", False) or hasattr(layer, "perturb_columns")
 
 
+#: The attributes through which LocalNet perturbs a layer instead of calling its forward.
+HOOKS = (
+    "perturb",
+    "perturb_columns",
+    "perturb_column",
+    "perturb_param",
+    "perturb_rank_one",
+    "perturbs_in_training",
+)
+
+
+def _defined_by(layer: Any, attr: str) -> Any:
+    """The class whose body defines ``attr`` for ``layer``; None where the instance itself
+    holds it, or nothing does."""
+    if attr in getattr(layer, "__dict__", {}):
+        return None
+    return next((cls for cls in type(layer).__mro__ if attr in vars(cls)), None)
+
+
+def hooks_follow_forward(layer: Any) -> bool:
+    """Whether ``layer``'s perturbation hooks (``HOOKS``) may describe its ``forward``: none
+    of them is inherited from a class whose ``forward`` a subclass (or the instance) has
+    replaced. A user's subclass of BatchNormalization without gamma, or of Dropout that
+    rescales, inherits hooks of the base's function: trusted, they passed its wrong
+    backward and failed its right one."""
+    forward = _defined_by(layer, "forward")
+    for hook in HOOKS:
+        owner = _defined_by(layer, hook)
+        if owner is None:
+            continue
+        if forward is None or (forward is not owner and issubclass(forward, owner)):
+            return False
+    return True
+
+
 def crosses_kink(layers: Sequence[Any], center: Sequence[Any], *moved: Sequence[Any]) -> Any:
     """Whether going from the layer inputs ``center`` to any of ``moved`` reaches a kink.
 
@@ -237,8 +273,10 @@ class LocalNet:
         """Whether every layer from ``name``'s on (and the loss) can perturb locally, and
         none of those layers takes ``train_flg`` unless its hooks say they follow training
         mode (``perturbs_in_training = True``: BatchNorm, Dropout); a user's may describe
-        the evaluation-mode forward. The parameter's layer gives a column change, so its
-        output must be (N, M) (BatchNorm's gammas after a convolution are not local)."""
+        the evaluation-mode forward. No layer's hooks may be inherited from above the
+        forward they describe (:func:`hooks_follow_forward`). The parameter's layer gives a
+        column change, so its output must be (N, M) (BatchNorm's gammas after a
+        convolution are not local)."""
         k = self._layer_index(name)
         if k is None or not hasattr(self.net.layers[k], "perturb_param"):
             return False
@@ -248,6 +286,8 @@ class LocalNet:
         if any(
             modal and not getattr(layer, "perturbs_in_training", False) for layer, modal in modes
         ):
+            return False
+        if not all(map(hooks_follow_forward, [*self.net.layers[k:], self.net.last_layer])):
             return False
         later = [*self.net.layers[k + 1 :], self.net.last_layer]
         return all(hasattr(layer, "perturb") for layer in later)
