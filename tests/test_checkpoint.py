@@ -22,7 +22,7 @@ from xpnet.checkpoint import (
 from xpnet.files import atomic_file
 from xpnet.layers import Affine, MeanSquaredError, ReLU, SoftmaxWithLoss
 from xpnet.networks import Sequential
-from xpnet.optim import SGD, Adam, Momentum
+from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum
 from xpnet.schema import json_object, one_of
 
 
@@ -377,6 +377,27 @@ def test_optimizer_state_round_trip_continues_identically(cpu_xp, tmp_path):
 
     with pytest.raises(ValueError, match="state for optimizer 'adam', not 'sgd'"):
         load_params(path, net2, optimizer=SGD())
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_run_resumed_from_a_checkpoint_follows_the_uninterrupted_trajectory(name, tmp_path):
+    """Ten steps, saved with optimizer=, loaded into a fresh network and optimizer, ten more:
+    the same parameters, to the bit, as twenty steps without a break."""
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((20, 8, 4)), rng.integers(0, 2, (20, 8))
+    straight, optimizer = MultiLayerNet(4, [3], 2, dtype="float64", seed=0), OPTIMIZERS[name]()
+    for step in range(10):
+        optimizer.update(straight.params, straight.gradient(x[step], t[step]))
+    path = save_params(tmp_path / "p.npz", straight, optimizer=optimizer)
+    resumed = MultiLayerNet(4, [3], 2, dtype="float64", seed=1)
+    resumed_optimizer = OPTIMIZERS[name]()
+    load_params(path, resumed, optimizer=resumed_optimizer)
+    for step in range(10, 20):
+        optimizer.update(straight.params, straight.gradient(x[step], t[step]))
+        resumed_optimizer.update(resumed.params, resumed.gradient(x[step], t[step]))
+    assert resumed_optimizer.iterations == 20
+    for k in straight.params:
+        np.testing.assert_array_equal(resumed.params[k], straight.params[k])
 
 
 def test_load_params_keeps_the_optimizers_hyperparameters_and_warns_of_the_files(tmp_path):

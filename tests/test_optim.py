@@ -97,6 +97,135 @@ def test_three_steps_match_the_books_formulas(xp, cls, kind, hyper):
     assert opt.iterations == 3
 
 
+class BookSGD:
+    """The book's ``common/optimizer.py`` (oreilly-japan/deep-learning-from-scratch, MIT
+    License) rewritten in NumPy statement for statement, as the independent reference (its
+    classes create their state for every parameter at the first update and change it in
+    place)."""
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class BookMomentum:
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class BookNesterov(BookMomentum):
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+
+
+class BookAdaGrad:
+    def __init__(self, lr=0.01):
+        self.lr, self.h = lr, None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class BookRMSprop:
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr, self.decay_rate, self.h = lr, decay_rate, None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class BookAdam:
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter, self.m, self.v = 0, None, None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key in params:
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+BOOK = {
+    "sgd": BookSGD,
+    "momentum": BookMomentum,
+    "nesterov": BookNesterov,
+    "adagrad": BookAdaGrad,
+    "rmsprop": BookRMSprop,
+    "adam": BookAdam,
+}
+
+
+def random_run(steps=20, seed=0):
+    """Float64 parameters (a matrix and a vector) and ``steps`` gradients for them."""
+    rng = np.random.default_rng(seed)
+    params = {"W": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(steps)]
+    return params, grads
+
+
+@pytest.mark.parametrize("name", list(BOOK))
+def test_twenty_steps_with_the_default_hyperparameters_follow_the_books_code(xp, name):
+    """Equal to rounding: Nesterov adds its two terms before updating the parameter (the
+    book updates it twice), Adam scales the squared gradient before adding it to ``v``."""
+    params, grads = random_run()
+    book, ours = {k: v.copy() for k, v in params.items()}, device_dict(params, xp)
+    book_optimizer, optimizer = BOOK[name](), OPTIMIZERS[name]()
+    for g in grads:
+        book_optimizer.update(book, g)
+        optimizer.update(ours, device_dict(g, xp))
+    for k in book:
+        np.testing.assert_allclose(to_numpy(ours[k]), book[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_state_dict_taken_mid_run_resumes_the_uninterrupted_trajectory(name):
+    params, grads = random_run()
+    straight, optimizer = {k: v.copy() for k, v in params.items()}, OPTIMIZERS[name]()
+    for g in grads[:10]:
+        optimizer.update(straight, g)
+    state, halfway = optimizer.state_dict(), {k: v.copy() for k, v in straight.items()}
+    for g in grads[10:]:  # the state dict holds the optimizer's arrays: they must not move
+        optimizer.update(straight, g)
+    resumed = OPTIMIZERS[name](lr=0.5)  # its hyperparameters are the state's
+    resumed.load_state_dict(state)
+    for g in grads[10:]:
+        resumed.update(halfway, g)
+    assert resumed.iterations == optimizer.iterations == 20
+    for k in straight:
+        np.testing.assert_array_equal(halfway[k], straight[k])
+
+
 def test_hand_computed_first_steps():
     """A few values worked out on paper, so the reference above is not the only check."""
     p = {"w": np.array([1.0])}
@@ -232,6 +361,7 @@ LR, UNIT = "a finite number >= 0", "a number in [0, 1)"
 BAD_HYPERPARAMETERS = [
     (SGD, "lr", -1, ValueError, LR),
     (SGD, "lr", -1e-9, ValueError, LR),
+    (SGD, "lr", 10**400, ValueError, LR),  # no float holds it
     (SGD, "lr", math.nan, ValueError, LR),
     (AdaGrad, "lr", math.inf, ValueError, LR),
     (SGD, "lr", "0.1", TypeError, LR),
@@ -251,7 +381,7 @@ MAKE_BAD = [case for case in BAD_HYPERPARAMETERS if case[2] is not None]  # None
 
 
 def hyper_ids(cases):
-    return [f"{cls.__name__}-{arg}={value!r}" for cls, arg, value, *_ in cases]
+    return [f"{cls.__name__}-{arg}={value!r:.12}" for cls, arg, value, *_ in cases]
 
 
 def invalid(arg, value, error, expected):

@@ -318,6 +318,19 @@ def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
         np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(straight_net.params[k]))
 
 
+@pytest.mark.parametrize("start_epoch", [0, 1, 3])
+def test_a_history_that_does_not_end_at_start_epoch_is_refused(cpu_xp, start_epoch):
+    """Resuming with the history but without start_epoch would train epochs 1, 2, ... again,
+    on the same shuffles, and append them to the history."""
+    data = blobs(cpu_xp)
+    first = train(make_net(cpu_xp), SGD(lr=0.1), *data, epochs=2, batch_size=8, seed=3)
+    message = f"the history ends at epoch 2, but start_epoch is {start_epoch}"
+    with pytest.raises(ValueError, match=message):
+        Trainer(make_net(cpu_xp), SGD(lr=0.1), *data, epochs=4, start_epoch=start_epoch,
+                history=first)  # fmt: skip
+    assert first.epochs == [1, 2]
+
+
 def test_progress_bar_is_drawn_when_asked_and_not_on_a_pipe(xp, capsys):
     data = blobs(xp)
     Trainer(make_net(xp), SGD(0.1), *data, epochs=1, batch_size=10, progress=True).fit()

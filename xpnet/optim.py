@@ -57,7 +57,10 @@ def _hyperparameter(name: str, value: Any) -> float:
         raise TypeError(
             f"Invalid {name}: {value!r} (expected {expected}, got {type(value).__name__})"
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range: out of every range
+        number = math.inf
     if not 0.0 <= number < high:  # also rejects nan and inf
         raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
     return number

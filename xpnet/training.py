@@ -258,9 +258,9 @@ class Trainer:
     :class:`TrainingDiverged` (after it is in the history, before the callback sees it),
     as Keras's ``TerminateOnNaN`` stops: a diverged network only trains on NaN.
     Pass the same optimizer object (or one restored from a checkpoint) and the
-    previous ``history`` when resuming. Labels are validated once, up front, and so is
-    that the network takes the test inputs (an empty test set is allowed), before any
-    weight moves.
+    previous ``history`` when resuming, with ``start_epoch`` its last epoch (another is a
+    ``ValueError``). Labels are validated once, up front, and so is that the network takes
+    the test inputs (an empty test set is allowed), before any weight moves.
     """
 
     def __init__(
@@ -297,6 +297,12 @@ class Trainer:
             raise ValueError(
                 f"start_epoch {start_epoch} is past epochs {epochs}: training runs until "
                 "epoch `epochs`, counting the `start_epoch` already done"
+            )
+        if history is not None and len(history) and history.epochs[-1] != start_epoch:
+            raise ValueError(
+                f"the history ends at epoch {history.epochs[-1]}, but start_epoch is "
+                f"{start_epoch}: to resume, pass start_epoch={history.epochs[-1]} (the epochs "
+                "would repeat, and their shuffles, otherwise); to start afresh, no history"
             )
         _require_optimizer(optimizer)
         target_range = _checked_range(target_range)
