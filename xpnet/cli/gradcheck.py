@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
 from xpnet.cli.network import add_extend_flags
+from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS
 from xpnet.networks import ACTIVATIONS, DTYPES
+
+PIXELS, CLASSES = 784, 10  # MNIST's and Fashion-MNIST's, and the random batch's defaults
 
 
 def add_gradcheck(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +25,19 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "numerical central differences, print a table; exit 1 when a parameter fails.",
     )
     p.add_argument(
-        "--input-size", type=positive_int, default=784, help="the network's inputs (default 784)"
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="check on the first --batch-size training samples of this data set, as the "
+        "book's gradient_check.py takes x_train[:3] (default: random inputs and labels)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the folder holding the data set's IDX files (as for xpnet train)",
+    )
+    p.add_argument(
+        "--input-size", type=positive_int, default=None, help="the network's inputs (default 784)"
     )
     p.add_argument(
         "--hidden",
@@ -30,7 +46,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         help="hidden layer size (repeat; default 50)",
     )
     p.add_argument(
-        "--output-size", type=positive_int, default=10, help="the network's classes (default 10)"
+        "--output-size", type=positive_int, default=None, help="the network's classes (default 10)"
     )
     p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu", help="default relu")
     add_extend_flags(p)
@@ -73,11 +89,12 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     from xpnet.gradcheck import check_gradients
     from xpnet.networks import MultiLayerNet
 
+    x, t = _batch(args)
     hidden = args.hidden or [50]
     net = MultiLayerNet(
-        args.input_size,
+        x.shape[1],
         hidden,
-        args.output_size,
+        args.output_size or CLASSES,
         activation=args.activation,
         use_batchnorm=bool(args.batchnorm),
         use_dropout=args.dropout is not None,
@@ -85,13 +102,6 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         seed=args.seed,
         device=args.device,
-    )
-    rng = backend.host_rng(args.seed + 1)
-    x = backend.to_device(
-        rng.random((args.batch_size, args.input_size)), dtype=args.dtype, device=args.device
-    )
-    t = backend.to_device(
-        rng.integers(0, args.output_size, args.batch_size), dtype="int64", device=args.device
     )
     if args.method == "directional" and args.scheduler is not None:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
@@ -103,3 +113,32 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         return 130
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
+
+
+def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The inputs (N, D) and integer labels (N,) to check at: the first ``--batch-size``
+    training samples of ``--dataset``, or random ones drawn from ``--seed``."""
+    if args.dataset is None:
+        if args.data_dir is not None:
+            raise ValueError(f"--data-dir {args.data_dir}: give --dataset too")
+        rng = backend.host_rng(args.seed + 1)
+        size, classes = args.input_size or PIXELS, args.output_size or CLASSES
+        x = rng.random((args.batch_size, size))
+        t = rng.integers(0, classes, args.batch_size)
+        return (
+            backend.to_device(x, dtype=args.dtype, device=args.device),
+            backend.to_device(t, dtype="int64", device=args.device),
+        )
+    for flag, given, fixed in (("--input-size", args.input_size, PIXELS),
+                               ("--output-size", args.output_size, CLASSES)):  # fmt: skip
+        if given not in (None, fixed):
+            raise ValueError(f"{flag} {given}: {args.dataset} has {fixed}; leave it out")
+    from xpnet.datasets import load_mnist
+
+    (x, t), _ = load_mnist(name=args.dataset, root=args.data_dir, device=args.device)
+    if args.batch_size > x.shape[0]:
+        raise ValueError(
+            f"--batch-size {args.batch_size}: {args.dataset} has {x.shape[0]} training samples"
+        )
+    xp = backend.namespace_of(x)
+    return xp.astype(x[: args.batch_size, ...], getattr(xp, args.dtype)), t[: args.batch_size]
