@@ -539,6 +539,35 @@ def test_a_read_only_parameter_is_named_before_training():
         Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)
 
 
+def test_inputs_that_require_grad_train_as_their_values_and_leave_no_autograd_graph():
+    # Tracked inputs made every gradient tracked, and each in-place update chained the
+    # parameters to the graph of every step before: memory grew by the step, unbounded.
+    torch = pytest.importorskip("torch")
+    xp = namespace_of(torch.empty(0))
+    x, t, x_test, t_test = blobs(xp, one_hot=True)
+    tracked = [a.clone().requires_grad_() for a in (x, t, x_test, t_test)]
+    nets = make_net(xp), make_net(xp)
+    for net, arrays in zip(nets, (tracked, (x, t, x_test, t_test)), strict=True):
+        Trainer(net, SGD(0.1), *arrays, epochs=2, batch_size=10, progress=False).fit()
+    for name, p in nets[0].params.items():
+        assert not p.requires_grad, name
+        assert torch.equal(p, nets[1].params[name]), name
+
+
+def test_a_parameter_that_requires_grad_is_named_before_training():
+    # A torch.nn.Parameter failed in the first update with autograd's "a leaf Variable
+    # that requires grad is being used in an in-place operation", naming no parameter.
+    torch = pytest.importorskip("torch")
+    from xpnet.layers import Affine, SoftmaxWithLoss
+
+    xp = namespace_of(torch.empty(0))
+    x, t, x_test, t_test = blobs(xp)
+    W = torch.nn.Parameter(torch.full((4, 2), 0.1, dtype=torch.float64))
+    net = Sequential([Affine(W, torch.zeros(2, dtype=torch.float64))], loss=SoftmaxWithLoss())
+    with pytest.raises(ValueError, match="parameter 'W1' is a PyTorch tensor with requires_grad"):
+        Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)
+
+
 def book_smooth_curve(x):
     """The book's ``common/util.py`` smooth_curve, verbatim (curves of 11 points or more)."""
     window_len = 11

@@ -358,6 +358,21 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def tracked_by_autograd(x: Any) -> bool:
+    """Whether ``x`` is a PyTorch tensor with ``requires_grad=True`` (``torch.nn.Parameter``)."""
+    return array_api_compat.is_torch_array(x) and x.requires_grad
+
+
+def untracked(x: Any) -> Any:
+    """``x`` without PyTorch's autograd tracking: a tensor with ``requires_grad=True`` is
+    detached (the same memory, no copy); any other array is returned as it is.
+
+    xpnet computes gradients itself; a tracked input makes every result tracked too, and a
+    parameter updated in place with such a result holds the graph of every step before.
+    """
+    return x.detach() if tracked_by_autograd(x) else x
+
+
 def to_like(x: Any, like: Any, *, copy: bool | None = None) -> Any:
     """``x`` (an array of any library, or host data) as an array of ``like``'s namespace,
     dtype and device, through the host when ``x`` is another library's; ``copy`` as in

@@ -29,7 +29,16 @@ import array_api_compat
 import array_api_extra as xpx
 from tqdm import tqdm
 
-from xpnet.backend import dtype_name, host_rng, namespace_of, synchronize, take, to_numpy
+from xpnet.backend import (
+    dtype_name,
+    host_rng,
+    namespace_of,
+    synchronize,
+    take,
+    to_numpy,
+    tracked_by_autograd,
+    untracked,
+)
 from xpnet.checks import is_real, require_count
 from xpnet.layers import check_labels, not_labels_or_rows, require_array
 from xpnet.networks import EVAL_BATCH_SIZE
@@ -232,7 +241,9 @@ class Trainer:
 
     - ``x_train`` (N, D) and ``t_train`` (N,) integer labels or (N, C) target rows
       (one-hot, or smoothed such as 0.01/0.99), on the network's device; the same for
-      the test set;
+      the test set (PyTorch tensors that require grad are read detached: xpnet computes
+      the gradients, and a parameter that requires grad, a ``torch.nn.Parameter``, is a
+      ``ValueError``);
     - ``epochs``: train until this epoch number (``start_epoch`` counts the epochs
       already done, for resuming; at most ``epochs``); ``batch_size``: samples per
       update (1 works; one larger than N makes one update of all N an epoch);
@@ -309,6 +320,7 @@ class Trainer:
         given = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
         for name, a in given.items():
             _require_batch(name, a)
+        x_train, t_train, x_test, t_test = map(untracked, given.values())
         if x_train.shape[0] == 0:
             raise ValueError("the training set is empty")
         if x_train.shape[0] != t_train.shape[0] or x_test.shape[0] != t_test.shape[0]:
@@ -325,6 +337,13 @@ class Trainer:
                     f"parameter {name!r} is a read-only array (writeable=False, as "
                     "numpy.broadcast_to gives): the optimizer updates parameters in place; "
                     "give the layer a writable copy (numpy.array(a))"
+                )
+            if tracked_by_autograd(p):
+                raise ValueError(
+                    f"parameter {name!r} is a PyTorch tensor with requires_grad=True (as "
+                    "torch.nn.Parameter is): the optimizer updates parameters in place, which "
+                    "autograd refuses, and xpnet computes the gradients itself; give the layer "
+                    "the tensor's .detach()"
                 )
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
