@@ -308,8 +308,10 @@ def architecture(net: Any) -> dict[str, Any] | None:
     """What rebuilds ``net`` (JSON-serialisable), or None for a plain mapping of arrays."""
     from xpnet.networks import MultiLayerNet, Sequential
 
-    if isinstance(net, Sequential):
-        _warn_of_unrecorded_arguments("the loss", net.last_layer, _spec(net.last_layer, {}))
+    if not isinstance(net, Sequential):
+        return None
+    loss = _spec(net.last_layer, {})
+    _warn_of_unrecorded_arguments("the loss", net.last_layer, loss)
     if isinstance(net, MultiLayerNet) and not (net.use_batchnorm or net.use_dropout):
         arch = {
             "class": "MultiLayerNet",
@@ -320,18 +322,14 @@ def architecture(net: Any) -> dict[str, Any] | None:
         }
         if net.output_activation is not None:
             arch["output_activation"] = net.output_activation
-        loss = _spec(net.last_layer, {})
         if loss != {"layer": "SoftmaxWithLoss", "config": {"reduction": "mean"}}:
             arch["loss"] = loss
         return arch
-    if not isinstance(net, Sequential):
-        return None
     names: dict[int, dict[str, str]] = {}
     for name in net.params:
         layer, attr = net.params.slot(name)
         names.setdefault(id(layer), {})[attr] = name
     specs = [_spec(layer, names.get(id(layer), {})) for layer in net.layers]
-    loss = _spec(net.last_layer, {})
     for k, (layer, spec) in enumerate(zip(net.layers, specs, strict=True), start=1):
         _warn_of_unrecorded_arguments(f"layer {k}", layer, spec)
     return {

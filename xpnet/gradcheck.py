@@ -310,10 +310,16 @@ def _central(
     return xp.astype((plus - minus) / _steps_taken(xp, x, h), x.dtype), plus, minus
 
 
-def _steps_taken(xp: Any, x: Any, h: float) -> Any:
+def steps_of(xp: Any, x: Any, h: float) -> Any:
     """``(x + h) - (x - h)`` element by element, each rounded to x's dtype as the perturbed
-    copies are, in float64; ``ValueError`` naming the first element where it is 0."""
-    steps = xp.astype(x + h, xp.float64) - xp.astype(x - h, xp.float64)
+    copies are, in float64: the step a central difference at ``x`` takes (0 where ``h``
+    rounds away)."""
+    return xp.astype(x + h, xp.float64) - xp.astype(x - h, xp.float64)
+
+
+def _steps_taken(xp: Any, x: Any, h: float) -> Any:
+    """:func:`steps_of`, or ``ValueError`` naming the first element where it is 0."""
+    steps = steps_of(xp, x, h)
     if bool(xp.any(steps == 0)):
         value = float(xp.reshape(x, (-1,))[int(xp.argmin(xp.reshape(steps, (-1,))))])
         raise ValueError(

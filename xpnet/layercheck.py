@@ -45,6 +45,7 @@ from xpnet.gradcheck import (
     compare,
     decoy,
     kinks_by_one_sided,
+    steps_of,
     tolerances,
     values_around,
     within_tolerance,
@@ -81,7 +82,7 @@ def _numerical(
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
     # off by 1e-3 of the step; an element whose smaller step rounds away is not retried.
-    taken = (x + step) - (x - step)
+    taken = steps_of(xp, x, step)
     again = ~within_tolerance(analytic, central, atol, rtol) & ~kinks & (taken > 0)
     where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(again))]
     if where:

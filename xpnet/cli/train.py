@@ -326,6 +326,10 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
         last_save, saved_epoch = time.perf_counter(), epoch
 
+    def kept() -> str:
+        """What a run stopped mid-training leaves: the last periodic checkpoint, if any."""
+        return f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
+
     def write_outputs(epoch: int) -> None:
         if args.save:
             save(epoch)
@@ -369,20 +373,17 @@ def _train(args: argparse.Namespace) -> int:
             trainer.fit()
         except KeyboardInterrupt:
             # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
-            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
-            print(f"\ninterrupted during epoch {trainer.epoch + 1}{hint}", file=sys.stderr)
+            print(f"\ninterrupted during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
             return 130
         except TrainingDiverged as exc:  # nothing is saved: the parameters are not finite
-            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
-            print(f"xpnet train: error: {exc}{hint}", file=sys.stderr)
+            print(f"xpnet train: error: {exc}{kept()}", file=sys.stderr)
             return 1
         except _lost_on_cluster(client) as exc:
             from xpnet.distributed import WorkLostError
 
-            hint = f"; {args.save} holds epoch {saved_epoch}" if saved_epoch else ""
             raise WorkLostError(
                 f"the Dask cluster lost the evaluation data during epoch {trainer.epoch + 1} "
-                f"(a worker holding it died: {exc}){hint}"
+                f"(a worker holding it died: {exc}){kept()}"
             ) from exc
     elapsed = time.perf_counter() - began
     print(
