@@ -88,6 +88,12 @@ def test_iters_become_epochs_and_lines_are_printed(fake_data, capsys):
     assert fake_data == ["mnist"]
 
 
+def test_the_run_line_gives_the_networks_parameter_count(fake_data, capsys):
+    assert run(["train", "--hidden", "20", "--epochs", "1"]) == 0
+    count = 784 * 20 + 20 + 20 * 10 + 10
+    assert f"; 784-20-10 relu, {count:,} parameters, SGD(" in capsys.readouterr().out
+
+
 def test_quiet_prints_only_the_summary(fake_data, capsys):
     assert run(["train", "--epochs", "2", "--quiet"]) == 0
     captured = capsys.readouterr()
@@ -120,7 +126,10 @@ def test_batchnorm_and_dropout_build_the_books_extended_network(fake_data, tmp_p
     path = tmp_path / "p.npz"
     argv = ["train", "--hidden", "8", "--batchnorm", "--dropout", "0.2", "--epochs", "1"]
     assert run([*argv, "--save", str(path)]) == 0
-    assert "784-8-10 relu, batchnorm, dropout 0.2, SGD" in capsys.readouterr().out
+    count = (784 * 8 + 8) + (8 + 8) + (8 * 10 + 10)  # the BatchNorm's gamma and beta too
+    assert f"784-8-10 relu, batchnorm, dropout 0.2, {count:,} parameters, SGD" in (
+        capsys.readouterr().out
+    )
     layers = read_metadata(path)["architecture"]["layers"]
     assert [spec["layer"] for spec in layers] == [
         "Affine", "BatchNormalization", "ReLU", "Dropout", "Affine"
@@ -228,7 +237,11 @@ def test_the_course_network_trains_one_sample_at_a_time(fake_data, tmp_path, cap
     path = tmp_path / "course.npz"
     assert run(["train", "--model", "course", "--save", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "784-100-10 sigmoid sigmoid-bce (sum), SGD(lr=0.3), batch 1, 1 epoch" in out
+    count = 784 * 100 + 100 + 100 * 10 + 10
+    assert (
+        f"784-100-10 sigmoid sigmoid-bce (sum), {count:,} parameters, SGD(lr=0.3), batch 1, 1 epoch"
+        in out
+    )
     assert "200 iterations" in out and len(epoch_lines(out)) == 1
     meta = read_metadata(path)
     assert meta["architecture"]["loss"] == {
@@ -246,7 +259,9 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
     argv = ["train", "--model", "course", "--output-activation", "sigmoid", "--loss", "mse",
             "--lr", "0.15", "--batch-size", "10", "--save", str(path)]  # fmt: skip
     assert run(argv) == 0
-    assert "784-100-10 sigmoid/sigmoid mse (sum), SGD(lr=0.15), batch 10" in capsys.readouterr().out
+    count = 784 * 100 + 100 + 100 * 10 + 10
+    line = f"784-100-10 sigmoid/sigmoid mse (sum), {count:,} parameters, SGD(lr=0.15), batch 10"
+    assert line in capsys.readouterr().out
     architecture = read_metadata(path)["architecture"]  # the network trained, not just the line
     assert architecture.get("output_activation") == "sigmoid"
     assert architecture["loss"] == {"layer": "MeanSquaredError", "config": {"reduction": "sum"}}

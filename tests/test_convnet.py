@@ -59,6 +59,12 @@ def test_simple_conv_net_has_the_books_layers_and_parameters(xp):
     assert net.params["W1"].dtype == xp.float32
 
 
+def test_a_conv_nets_parameter_count_follows_its_sizes(xp):
+    net = SimpleConvNet((2, 10, 10), {"filter_num": 3, "filter_size": 3}, 7, 4, xp=xp)
+    pooled = 3 * 4 * 4  # 3 filters, 8x8 from a 3x3 filter on 10x10, halved by the pooling
+    assert net.num_parameters() == (3 * 2 * 3 * 3 + 3) + (pooled * 7 + 7) + (7 * 4 + 4)
+
+
 def test_a_seed_gives_the_same_conv_net_on_every_backend(xp):
     here = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, seed=3, xp=xp)
     reference = SimpleConvNet(**SMALL, hidden_size=5, output_size=4, seed=3, device="cpu")

@@ -73,6 +73,17 @@ def test_the_layer_snippet_checks_its_prelu_and_names_the_slope_a1(monkeypatch, 
     assert list(namespace["net"].params) == said(r"net\.params  # (.*?):", OWN_LAYER)
 
 
+def test_the_layer_snippets_network_ends_with_the_parameter_count_its_comment_gives(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(xpnet.checkpoint, "_LAYERS", {})
+    namespace = run(OWN_LAYER)
+    (count,) = re.findall(r'"parameters: (\d+)" last', OWN_LAYER)
+    assert int(count) == 3 * 4 + 4 + 4 + 4 * 2 + 2  # W1, b1, a1 (the PReLU's), W2, b2
+    assert capsys.readouterr().out.splitlines()[-2] == f"  parameters: {count}"
+    assert type(namespace["net"][1]).__name__ == "PReLU"  # as the comment says
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
 def test_the_graph_snippet_prints_the_gradient_its_comment_shows_and_draws_it(
     monkeypatch, tmp_path, capsys

@@ -122,6 +122,7 @@ def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
         "  (3): Scale(s=float64[4])\n"
         "  (4): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
         "  loss: SigmoidWithLoss(reduction='sum')\n"
+        f"  parameters: {5 * 4 + 4 + 4 + 4 * 3 + 3}\n"
         ")"
     )
 
@@ -129,7 +130,83 @@ def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
 def test_the_repr_shows_a_weight_decay_and_the_subclass():
     net = xpnet.MultiLayerNet(4, [3], 2, dtype="float64", weight_decay=0.1)
     assert repr(net).splitlines()[0] == "MultiLayerNet("
-    assert repr(net).splitlines()[-2:] == ["  weight_decay: 0.1", ")"]
+    assert repr(net).splitlines()[-3:-1] == ["  weight_decay: 0.1", "  parameters: 23"]
+
+
+def test_the_repr_ends_with_the_parameter_total_in_thousands():
+    net = xpnet.MultiLayerNet(784, [50], 10)
+    assert repr(net).splitlines()[-2:] == [f"  parameters: {784 * 50 + 50 + 50 * 10 + 10:,}", ")"]
+
+
+def test_the_repr_shows_batchnorms_running_statistics_and_their_total(xp):
+    net = xpnet.MultiLayerNet(4, [3], 2, use_batchnorm=True, dtype="float64", xp=xp)
+    lines = repr(net).splitlines()
+    assert lines[2] == (
+        "  (2): BatchNormalization(gamma=float64[3], beta=float64[3], "
+        "running_mean=float64[3], running_var=float64[3], momentum=0.9)"
+    )
+    assert lines[-2] == f"  parameters: {4 * 3 + 3 + 3 + 3 + 3 * 2 + 2}, buffers: {3 + 3}"
+
+
+def test_len_is_the_number_of_layers_without_the_loss(xp):
+    assert len(scaled_net(xp)) == 4
+    assert len(xpnet.MultiLayerNet(4, [3, 3], 2, xp=xp)) == 5  # (Affine, ReLU) x 2, Affine
+
+
+def test_indexing_gives_the_layers_counted_from_zero_and_from_the_end(xp):
+    net = scaled_net(xp)
+    assert net[0] is net.layers[0] and isinstance(net[0], Affine)
+    assert net[2] is net.layers[2] and isinstance(net[2], Scale)
+    assert net[-1] is net.layers[3] and net[-4] is net.layers[0]
+
+
+def test_a_slice_gives_the_tuple_of_those_layers(xp):
+    net = scaled_net(xp)
+    assert net[1:3] == (net.layers[1], net.layers[2]) and type(net[1:3]) is tuple
+    assert net[::-1] == tuple(reversed(net.layers))
+
+
+def test_iterating_goes_over_the_layers_in_order(xp):
+    net = scaled_net(xp)
+    assert [type(layer) for layer in net] == [Affine, Tanh, Scale, Affine]
+    assert net.last_layer not in list(net)
+
+
+@pytest.mark.parametrize("index", [4, -5])
+def test_an_index_out_of_range_names_the_layers_there_are(index):
+    with pytest.raises(IndexError, match=rf"index {index} .* has 4 layers, net\[0\] to net\[3\]"):
+        scaled_net(np)[index]
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (1.0, r"integer or a slice .*, got float 1\.0$"),
+        ((0, 1), r"integer or a slice .*, got tuple \(0, 1\)$"),
+        ("W1", r"got str 'W1'; parameter 'W1' is net\.params\['W1'\]"),
+        ("relu", r"got str 'relu'$"),
+    ],
+)
+def test_an_index_that_is_no_position_is_a_clear_error(index, message):
+    with pytest.raises(TypeError, match=message):
+        scaled_net(np)[index]
+
+
+def test_num_parameters_is_the_number_of_trainable_elements(xp):
+    assert (
+        xpnet.MultiLayerNet(784, [50], 10, xp=xp).num_parameters() == 784 * 50 + 50 + 50 * 10 + 10
+    )
+    assert scaled_net(xp).num_parameters() == 5 * 4 + 4 + 4 + 4 * 3 + 3  # a user's layer's s too
+
+
+def test_num_parameters_is_a_python_int(xp):
+    assert type(scaled_net(xp).num_parameters()) is int
+
+
+def test_num_parameters_leaves_out_batchnorms_running_statistics(xp):
+    net = xpnet.MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, use_dropout=True, xp=xp)
+    gammas_and_betas = 2 * 5 + 2 * 4
+    assert net.num_parameters() == (6 * 5 + 5) + (5 * 4 + 4) + (4 * 3 + 3) + gammas_and_betas
 
 
 def test_layers_before_the_first_parameter_get_no_backward(xp):

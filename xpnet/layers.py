@@ -135,11 +135,11 @@ def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
 
 def describe(layer: Any) -> str:
     """``Name(W=float32[784, 50], b=float32[50], input_grad=True)``: the layer's class, its
-    parameters (``params``) by dtype and shape, then its ``config()`` keywords. Any layer
-    works, a user's own too (the network's ``repr`` uses it)."""
-    parts = [
-        f"{name}={_summary(getattr(layer, name, None))}" for name in getattr(layer, "params", ())
-    ]
+    parameters (``params``) and buffers (``buffers``: BatchNormalization's running
+    statistics) by dtype and shape, then its ``config()`` keywords, as a checkpoint
+    rebuilds it. Any layer works, a user's own too (the network's ``repr`` uses it)."""
+    names = (*getattr(layer, "params", ()), *getattr(layer, "buffers", ()))
+    parts = [f"{name}={_summary(getattr(layer, name, None))}" for name in names]
     config = getattr(layer, "config", None)
     if callable(config):
         parts += [f"{key}={value!r}" for key, value in config().items()]

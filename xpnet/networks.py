@@ -290,7 +290,8 @@ class Sequential:
     ``train_flg=True`` in :meth:`gradient` and ``False`` elsewhere. ``loss`` is a loss
     layer: ``forward(y, t)`` returns a 0-D array, ``backward(dout=1)`` the gradient of ``y``.
     ``layers`` is kept as a tuple that refuses item assignment (:class:`Layers`): the
-    parameters are those of the layers the network was built with.
+    parameters are those of the layers the network was built with. ``len(net)``,
+    ``net[i]`` and ``for layer in net`` go over ``layers``, as on a PyTorch ``Sequential``.
 
     Parameters are named as in the book, per attribute name in order of appearance:
     ``W1, b1, W2, b2, ...``; ``params`` is a live mapping from these names to the layers'
@@ -517,14 +518,64 @@ class Sequential:
         finally:
             self.params[name] = old
 
+    def __len__(self) -> int:
+        """The number of layers, the loss layer not counted (``len(net.layers)``)."""
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Any]:
+        """The layers in order, the loss layer not included."""
+        return iter(self.layers)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        """``net[i]`` is ``net.layers[i]``, counted from 0 (``net[-1]`` is the last layer); a
+        slice gives the tuple of those layers. The ``repr`` and the error messages number the
+        layers from 1: ``net[0]`` is ``(1)``, ``layer 1``."""
+        try:
+            return self.layers[index]
+        except IndexError:
+            n = len(self.layers)
+            raise IndexError(
+                f"layer index {index} is out of range: the network has {n} layer"
+                f"{'s' * (n != 1)}, net[0] to net[{n - 1}] (net[-{n}] to net[-1])"
+            ) from None
+        except TypeError:
+            hint = ""
+            if isinstance(index, str) and index in self.params:
+                hint = f"; parameter {index!r} is net.params[{index!r}]"
+            raise TypeError(
+                "a network's layers are indexed by position, an integer or a slice (net[0], "
+                f"net[-1], net[1:]), got {type(index).__name__} {index!r}{hint}"
+            ) from None
+
+    def num_parameters(self) -> int:
+        """The number of trainable elements, the sum of the parameters' sizes (a 784-50-10
+        MultiLayerNet: 784*50 + 50 + 50*10 + 10 = 39,760).
+
+        The same count as PyTorch's ``sum(p.numel() for p in model.parameters())`` and
+        Hugging Face's ``model.num_parameters()``: buffers (BatchNormalization's running
+        mean and variance) are not parameters. It is Keras's summary's "Trainable params",
+        not Keras's ``count_params()``, which adds the BatchNorm's moving statistics.
+        """
+        return sum(math.prod(value.shape) for value in self.params.values())
+
     def __repr__(self) -> str:
-        """One line per layer (:func:`xpnet.layers.describe`: parameters by dtype and shape,
-        then the constructor keywords), as PyTorch prints its modules; numbered from 1, as
-        the error messages name them (``layer 2 (ReLU)``)."""
+        """One line per layer (:func:`xpnet.layers.describe`: parameters and buffers by dtype
+        and shape, then the constructor keywords), as PyTorch prints its modules; numbered
+        from 1, as the error messages name them (``layer 2 (ReLU)``); then the parameter
+        total (:meth:`num_parameters`), and the buffers' when there are any, as Keras's summary
+        ends with its "Trainable params" and "Non-trainable params"."""
         lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers, start=1)]
         lines.append(f"  loss: {describe(self.last_layer)}")
         if self.weight_decay:
             lines.append(f"  weight_decay: {self.weight_decay!r}")
+        buffers = (
+            getattr(lay, a, None) for lay in self.layers for a in getattr(lay, "buffers", ())
+        )
+        buffer_shapes = [value.shape for value in buffers if hasattr(value, "shape")]
+        total = f"  parameters: {self.num_parameters():,}"
+        if buffer_shapes:
+            total += f", buffers: {sum(map(math.prod, buffer_shapes)):,}"
+        lines.append(total)
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 
 

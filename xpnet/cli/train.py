@@ -310,7 +310,8 @@ def _train(args: argparse.Namespace) -> int:
         whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
-            f"{loss}, {optimizer!r}, batch {s['batch_size']}{whole}, "
+            f"{loss}, {net.num_parameters():,} parameters, {optimizer!r}, "
+            f"batch {s['batch_size']}{whole}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
