@@ -490,7 +490,7 @@ def test_a_callers_own_metadata_is_read_back_as_written(tmp_path):
     assert {k: read_metadata(path)[k] for k in metadata} == metadata
 
 
-@pytest.mark.parametrize("key", ["architecture", "optimizer", "format"])
+@pytest.mark.parametrize("key", ["architecture", "optimizer", "generators", "format"])
 def test_save_params_refuses_the_keys_it_writes_itself(tmp_path, key):
     with pytest.raises(ValueError, match=f"metadata key\\(s\\) '{key}' are written by save_params"):
         save_params(tmp_path / "p.npz", {"w": np.ones(3, np.float32)}, {key: "mine"})
@@ -598,13 +598,20 @@ def huge_header_npy():
     return buffer.getvalue() + bytes(12)
 
 
+@pytest.mark.parametrize("load", [read_metadata, load_network])
+def test_a_member_that_is_not_npy_is_a_checkpoint_error_naming_the_file_and_the_member(
+    trained, load
+):
+    metadata = b'{"format": "xpnet-checkpoint/1"}'
+    rezip(trained, **{f"{METADATA_KEY}.npy": None, METADATA_KEY: metadata})
+    message = f"{trained}: member {METADATA_KEY!r} is not a NumPy array (.npy)"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load(trained)
+
+
 @pytest.mark.parametrize(
     ("members", "message"),
     [
-        (
-            {f"{METADATA_KEY}.npy": None, METADATA_KEY: b'{"format": "xpnet-checkpoint/1"}'},
-            f"member {METADATA_KEY!r} is not a NumPy array (.npy)",
-        ),
         ({"W1.npy": b"not an array"}, "array 'W1' is not a NumPy array (.npy)"),
         (
             {"W1.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': 'x'   \n"},
@@ -617,15 +624,15 @@ def huge_header_npy():
             "bytes; the file holds 12",
         ),
     ],
-    ids=["metadata-not-npy", "array-not-npy", "malformed-header", "huge-shape"],
+    ids=["array-not-npy", "malformed-header", "huge-shape"],
 )
-@pytest.mark.parametrize("load", [read_metadata, load_network])
-def test_a_malformed_member_is_a_checkpoint_error_naming_the_file_and_the_member(
-    trained, members, message, load
+def test_a_malformed_array_is_a_checkpoint_error_naming_the_file_and_the_array(
+    trained, members, message
 ):
+    # read_metadata reads no array (test_read_metadata_reads_no_array)
     rezip(trained, **members)
     with pytest.raises(CheckpointError, match=re.escape(f"{trained}: {message}")):
-        load(trained)
+        load_network(trained)
 
 
 @pytest.mark.parametrize(
@@ -666,9 +673,17 @@ def test_an_array_with_bytes_beyond_its_shape_is_refused(trained):
     rezip(trained, **{"W1.npy": npy_bytes(W1) + bytes(4)})
     message = f"{trained}: array 'W1' of shape (4, 3) and dtype float32 needs 48 bytes; the file "
     message += "holds 52"
-    for load in (read_metadata, load_network):
-        with pytest.raises(CheckpointError, match=re.escape(message)):
-            load(trained)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_network(trained)
+
+
+def test_read_metadata_reads_no_array(trained):
+    # It reads the metadata member alone, so a broken array does not stop it (xpnet train
+    # --resume reads the metadata, then the whole file once, to load it).
+    rezip(trained, **{"W1.npy": b"not an array"})
+    assert read_metadata(trained)["epoch"] == 1
+    with pytest.raises(CheckpointError, match="array 'W1' is not a NumPy array"):
+        load_params(trained, MultiLayerNet(4, [3], 2, seed=1))
 
 
 def test_two_arrays_of_one_name_are_refused(trained):
@@ -731,3 +746,79 @@ def test_architecture_sizes_that_need_a_weight_the_file_lacks_are_refused(traine
                         "sizes [4, 3, 2, 2] need it"),
     ):  # fmt: skip
         load_network(trained)
+
+
+def dropout_net(xp, seed=0):
+    """A MultiLayerNet whose layer 3 is a Dropout drawing with its own generator."""
+    return MultiLayerNet(6, [5], 4, use_dropout=True, dtype="float64", seed=seed, xp=xp)
+
+
+def masks(net, x, n=3):
+    """The Dropout masks of ``n`` training passes of ``net`` on ``x``."""
+    drawn = []
+    for _ in range(n):
+        net.predict(x, train_flg=True)
+        drawn.append(to_numpy(net.layers[2].mask).copy())
+    return drawn
+
+
+@pytest.mark.parametrize("load", ["load_params", "load_network"])
+def test_a_dropout_network_draws_on_after_loading(xp, tmp_path, load):
+    saved = dropout_net(xp)
+    x = to_device(np.ones((8, 6)), dtype="float64", xp=xp)
+    masks(saved, x)  # its generator has moved on from the seed
+    path = save_params(tmp_path / "p.npz", saved)
+    following = masks(saved, x)
+    if load == "load_params":
+        loaded = dropout_net(xp)
+        masks(loaded, x, 5)  # elsewhere in its sequence: loading moves it
+        load_params(path, loaded)
+    else:
+        loaded, _ = load_network(path, xp=xp)
+    for got, expected in zip(masks(loaded, x), following, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_loaded_generator_state_is_saved_again_before_any_draw(xp, tmp_path):
+    # a resumed run that trains no further (xpnet train at its target) still saves it
+    saved = dropout_net(xp)
+    x = to_device(np.ones((8, 6)), dtype="float64", xp=xp)
+    masks(saved, x)
+    first = save_params(tmp_path / "first.npz", saved)
+    loaded, _ = load_network(first, xp=xp)
+    again, _ = load_network(save_params(tmp_path / "again.npz", loaded), xp=xp)
+    for got, expected in zip(masks(again, x), masks(saved, x), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_checkpoint_without_generator_states_leaves_the_generators_as_they_are(tmp_path):
+    # as files written before xpnet saved them: loading changes no layer's draws
+    x = np.ones((8, 6))
+    path = save_params(tmp_path / "p.npz", dropout_net(np))
+    rewrite_metadata(path, without("generators"))
+    net, twin = dropout_net(np), dropout_net(np)
+    masks(net, x)
+    masks(twin, x)
+    load_params(path, net)
+    for got, expected in zip(masks(net, x), masks(twin, x), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"numpy/host": {"bit_generator": "MT19937"}}, "'numpy/host' is not a NumPy PCG64 state"),
+        ({"cupy/0": {}}, "'cupy/0' is not one DeviceRNG saves"),
+        ({"torch/cpu": "not hex"}, "'torch/cpu' is not one DeviceRNG saves"),
+    ],
+)
+def test_a_malformed_generator_state_is_refused_naming_the_layer(tmp_path, state, message):
+    net = dropout_net(np)
+    path = save_params(tmp_path / "p.npz", net)
+    rewrite_metadata(path, setting("generators", {"3": state}))
+    before = host_params(net)
+    expected = rf"p\.npz: layer 3: random generator state {message}"
+    with pytest.raises(CheckpointError, match=expected):
+        load_params(path, net)
+    for name, value in before.items():  # nothing loaded
+        np.testing.assert_array_equal(to_numpy(net.params[name]), value)

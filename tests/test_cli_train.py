@@ -137,15 +137,19 @@ def test_batchnorm_and_dropout_build_the_books_extended_network(fake_data, tmp_p
     assert layers[3]["config"]["dropout_ratio"] == 0.2
 
 
-def test_a_resumed_batchnorm_network_trains_as_an_uninterrupted_one(fake_data, tmp_path, capsys):
-    common = ["train", "--batchnorm", "--batch-size", "32", "--hidden", "20"]
+@pytest.mark.parametrize(
+    "layers", [["--batchnorm"], ["--dropout", "0.5"], ["--batchnorm", "--dropout", "0.5"]]
+)
+def test_a_resumed_network_trains_as_an_uninterrupted_one(fake_data, tmp_path, capsys, layers):
+    common = ["train", *layers, "--batch-size", "32", "--hidden", "20"]
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
     assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
     assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
     capsys.readouterr()
     assert run(["train", "--resume", str(part), "--epochs", "3", "--save", str(part)]) == 0
     assert "after epoch 2" in capsys.readouterr().out
-    with np.load(part) as a, np.load(straight) as b:  # the weights and running statistics
+    # the weights and running statistics; with Dropout, after the same masks
+    with np.load(part) as a, np.load(straight) as b:
         assert sorted(a.files) == sorted(b.files)
         for name in a.files:
             if name != "__metadata__":

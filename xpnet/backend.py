@@ -20,7 +20,7 @@ namespace's own elsewhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -30,6 +30,7 @@ import array_api_compat
 import numpy as np
 
 from xpnet.checks import is_count, is_finite_at_least, is_integer
+from xpnet.schema import show
 
 ENV_VAR = "XPNET_DEVICE"
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
@@ -434,6 +435,7 @@ class DeviceRNG:
         _require_seed(seed)
         self.seed = seed
         self._generators: dict[tuple[str, str], Any] = {}
+        self._pending: dict[tuple[str, str], str] = {}  # loaded states of generators not made yet
 
     def uniform(self, shape: int | tuple[int, ...], *, like: Any) -> Any:
         """Uniform numbers in [0, 1) of ``shape`` (a tuple, or an int for 1-D), with ``like``'s
@@ -455,6 +457,46 @@ class DeviceRNG:
             _host_uniform(gen, shape, _NARROW_DRAWS.get(dtype_name(like), np.float64)), like
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of each generator drawn from (or loaded) so far, JSON-serialisable, under
+        ``"<backend>/<device>"``: NumPy's ``bit_generator.state`` (``"numpy/host"``) and
+        PyTorch's ``get_state()`` bytes in hex (``"torch/cpu"``). CuPy's is on its device,
+        out of reach, and not given: a CuPy generator restarts from ``seed``."""
+        states = {f"{kind}/{device}": state for (kind, device), state in self._pending.items()}
+        for (kind, device), gen in self._generators.items():
+            if kind == "numpy":
+                states[f"{kind}/{device}"] = gen.bit_generator.state
+            elif kind == "torch":
+                states[f"{kind}/{device}"] = bytes(gen.get_state().numpy()).hex()
+        return states
+
+    def load_state_dict(self, states: Mapping[str, Any]) -> None:
+        """Continue from ``states`` (:meth:`state_dict`'s): each generator it names draws on
+        from there, the others start again from ``seed``. ``ValueError`` names a state that
+        is not one; a PyTorch state is checked when its device is first drawn on."""
+        generators, pending = {}, {}
+        for name, state in states.items():
+            kind, _, device = str(name).partition("/")
+            if kind == "numpy" and device == "host":
+                gen = np.random.default_rng(self.seed)
+                try:
+                    gen.bit_generator.state = state
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise ValueError(
+                        f"random generator state {name!r} is not a NumPy "
+                        f"{type(gen.bit_generator).__name__} state: {exc}"
+                    ) from exc
+                generators[(kind, device)] = gen
+            elif kind == "torch" and isinstance(state, str) and _is_hex(state):
+                pending[(kind, device)] = state
+            else:
+                raise ValueError(
+                    f"random generator state {name!r} is not one DeviceRNG saves: expected "
+                    "'numpy/host' with a NumPy bit_generator.state, or 'torch/<device>' with "
+                    f"the bytes of a torch.Generator's state in hex, got {show(state)}"
+                )
+        self._generators, self._pending = generators, pending
+
     def _generator(self, kind: str, like: Any) -> Any:
         key = (kind, str(array_api_compat.device(like)) if kind != "numpy" else "host")
         gen = self._generators.get(key)
@@ -465,7 +507,10 @@ class DeviceRNG:
                 import torch
 
                 gen = torch.Generator(device=like.device)
-                if self.seed is None:
+                state = self._pending.pop(key, None)
+                if state is not None:
+                    _set_torch_state(gen, key, state)
+                elif self.seed is None:
                     gen.seed()  # its own fresh seed: torch.seed() would reseed torch's global one
                 else:
                     gen.manual_seed(self.seed)
@@ -473,6 +518,22 @@ class DeviceRNG:
                 gen = np.random.default_rng(self.seed)
             self._generators[key] = gen
         return gen
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) % 2 == 0 and all(c in "0123456789abcdef" for c in text)
+
+
+def _set_torch_state(gen: Any, key: tuple[str, str], state: str) -> None:
+    import torch
+
+    try:
+        gen.set_state(torch.frombuffer(bytearray.fromhex(state), dtype=torch.uint8))
+    except (RuntimeError, ValueError) as exc:  # a state of another size or device kind
+        raise ValueError(
+            f"random generator state '{key[0]}/{key[1]}' does not fit a torch.Generator on "
+            f"{key[1]}: {exc}"
+        ) from exc
 
 
 _NARROW_DRAWS = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}

@@ -40,9 +40,12 @@ Every file xpnet has written records its ``format``, ``xpnet-checkpoint/1``; rea
 refuses a file without one (or without metadata) and any other format, a newer version
 of this one included, with a :class:`CheckpointError` naming the file and both formats.
 
-Layers' random generators are not saved: a network with Dropout resumes with masks drawn
-afresh from each layer's seed, so a resumed run trains as well but is not bit-identical
-to an uninterrupted one.
+The state of each layer's random generator (a :class:`~xpnet.backend.DeviceRNG` in its
+``rng``, as Dropout's) is in the metadata too, under ``generators`` (``{"<layer number>":
+DeviceRNG.state_dict()}``: JSON, no pickle), and loading restores it, so a network with
+Dropout resumes drawing the masks an uninterrupted run would (NumPy and PyTorch; CuPy's
+state stays on its device and is not saved). Files written before xpnet saved it load as
+they did: their layers' generators are left as they are.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from xpnet.backend import dtype_name, to_like, to_numpy
+from xpnet.backend import DeviceRNG, dtype_name, to_like, to_numpy
 from xpnet.files import atomic_file
 from xpnet.schema import (
     Field,
@@ -80,6 +83,7 @@ FORMAT = "xpnet-checkpoint/1"
 METADATA_KEY = "__metadata__"
 OPTIMIZER_PREFIX = "optimizer/"
 BUFFER_PREFIX = "buffer/"
+GENERATORS_KEY = "generators"
 _RESERVED = (OPTIMIZER_PREFIX, BUFFER_PREFIX)
 _LAYERS: dict[str, type] = {}
 
@@ -145,9 +149,14 @@ def _metadata_fields() -> dict[str, Field]:
         "lr": number(0.0, required=True),
         "iterations": integer(0),
     }
+    generators = Field(
+        lambda v: isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()),
+        "a JSON object of layer numbers to DeviceRNG states",
+    )
     return {
         "architecture": nullable(json_object(architecture_fields)),
         "optimizer": nullable(json_object(optimizer)),
+        GENERATORS_KEY: generators,
     }
 
 
@@ -355,6 +364,35 @@ def _buffer_slots(net: Any) -> dict[str, tuple[Any, str]]:
     }
 
 
+def _generator_slots(net: Any) -> dict[str, Any]:
+    """``<layer number> -> layer`` (numbered from 1) for the layers that draw with a
+    :class:`~xpnet.backend.DeviceRNG` in ``rng`` (Dropout)."""
+    return {
+        str(k): layer
+        for k, layer in enumerate(getattr(net, "layers", ()), start=1)
+        if isinstance(getattr(layer, "rng", None), DeviceRNG)
+    }
+
+
+def _loaded_generators(path: Any, meta: Mapping[str, Any], net: Any) -> list[tuple[Any, DeviceRNG]]:
+    """``(layer, generator)`` for each layer of ``net`` that draws with a DeviceRNG: a new one
+    in the state the file holds for that layer number (from its seed if none), checked.
+    Nothing for a file written before xpnet saved the states: its layers draw on as they
+    were."""
+    saved = meta.get(GENERATORS_KEY)
+    if saved is None:
+        return []
+    loaded = []
+    for k, layer in _generator_slots(net).items():
+        rng = DeviceRNG(layer.rng.seed)
+        try:
+            rng.load_state_dict(saved.get(k, {}))
+        except ValueError as exc:
+            raise CheckpointError(f"{os.fspath(path)}: layer {k}: {exc}") from exc
+        loaded.append((layer, rng))
+    return loaded
+
+
 def save_params(
     path: str | os.PathLike,
     net_or_params: Any,
@@ -365,8 +403,9 @@ def save_params(
     """Write a network's (or a ``name -> array`` mapping's) parameters to ``path`` (``.npz``).
 
     ``metadata`` is any JSON-serialisable mapping (e.g. ``{"epoch": 3}``) without the keys
-    ``architecture``, ``optimizer`` and ``format``: the architecture (for a network),
-    ``optimizer``'s hyperparameters and state (when given) and the format are added.
+    ``architecture``, ``optimizer``, ``generators`` and ``format``: the architecture (for a
+    network), ``optimizer``'s hyperparameters and state (when given), the layers' random
+    generators' states and the format are added.
     Arrays must be numeric (bool, integer, float or complex). The file is replaced
     atomically. Returns the path.
 
@@ -387,16 +426,21 @@ def save_params(
             for key, (layer, attr) in _buffer_slots(net_or_params).items()
         }
     )
-    reserved = sorted(set(metadata or {}) & {"architecture", "optimizer", "format"})
+    written = {"architecture", "optimizer", GENERATORS_KEY, "format"}
+    reserved = sorted(set(metadata or {}) & written)
     if reserved:
         raise ValueError(
             f"metadata key(s) {', '.join(map(repr, reserved))} are written by save_params "
-            "itself (the network's architecture, optimizer=, the file format); use other names"
+            "itself (the network's architecture, optimizer=, its layers' random generators, "
+            "the file format); use other names"
         )
     meta: dict[str, Any] = {**(metadata or {}), "format": FORMAT}
     arch = architecture(net_or_params)
     if arch is not None:
         meta["architecture"] = arch
+    generators = {k: layer.rng.state_dict() for k, layer in _generator_slots(net_or_params).items()}
+    if generators:
+        meta[GENERATORS_KEY] = generators
     if optimizer is not None:
         state = optimizer.state_dict()
         meta["optimizer"] = {**optimizer.config(), "iterations": state["iterations"]}
@@ -442,11 +486,10 @@ def _check_numeric(arrays: Mapping[str, np.ndarray]) -> None:
             )
 
 
-def _read_arrays(name: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` archive, each ``.npy`` header checked before its data is
-    read: an object dtype (pickle), a malformed header or a shape the member's bytes do not
-    fill is a :class:`CheckpointError` naming the file and the array."""
-    arrays: dict[str, np.ndarray] = {}
+def _members(name: str, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by array name, from its directory alone (no data read): a
+    member that is not a ``.npy`` or two of one name is a :class:`CheckpointError`."""
+    members: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
         if not info.filename.endswith(".npy"):
             raise CheckpointError(
@@ -454,45 +497,52 @@ def _read_arrays(name: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
                 "checkpoints hold nothing else"
             )
         key = info.filename[: -len(".npy")]
-        if key in arrays:
+        if key in members:
             raise CheckpointError(f"{name}: the archive holds two arrays named {key!r}")
-        with archive.open(info) as f:
-            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
-                raise CheckpointError(f"{name}: array {key!r} is not a NumPy array (.npy)")
-            f.seek(0)
-            try:
-                version = np.lib.format.read_magic(f)
-                read_header = {
-                    (1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0,
-                }[version]
-                shape, _, dtype = read_header(f)
-            except Exception as exc:  # ValueError, SyntaxError, KeyError, tokenize's errors
-                raise CheckpointError(
-                    f"{name}: array {key!r} has a malformed .npy header ({exc!r})"
-                ) from exc
-            if dtype.hasobject:
-                raise CheckpointError(
-                    f"{name}: array {key!r} holds Python objects, which would need pickle; "
-                    "xpnet checkpoints never contain pickled data, so it is not loaded"
-                )
-            needed = math.prod(shape) * dtype.itemsize
-            held = info.file_size - f.tell()
-            if needed != held:
-                raise CheckpointError(
-                    f"{name}: array {key!r} of shape {shape} and dtype {dtype} needs "
-                    f"{needed} bytes; the file holds {held}"
-                )
-            f.seek(0)
-            arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
-    return arrays
+        members[key] = info
+    return members
+
+
+def _read_array(name: str, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> np.ndarray:
+    """Array ``key`` of an ``.npz`` archive, its ``.npy`` header checked before its data is
+    read: an object dtype (pickle), a malformed header or a shape the member's bytes do not
+    fill is a :class:`CheckpointError` naming the file and the array."""
+    with archive.open(info) as f:
+        if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            raise CheckpointError(f"{name}: array {key!r} is not a NumPy array (.npy)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }[version]
+            shape, _, dtype = read_header(f)
+        except Exception as exc:  # ValueError, SyntaxError, KeyError, tokenize's errors
+            raise CheckpointError(
+                f"{name}: array {key!r} has a malformed .npy header ({exc!r})"
+            ) from exc
+        if dtype.hasobject:
+            raise CheckpointError(
+                f"{name}: array {key!r} holds Python objects, which would need pickle; "
+                "xpnet checkpoints never contain pickled data, so it is not loaded"
+            )
+        needed = math.prod(shape) * dtype.itemsize
+        held = info.file_size - f.tell()
+        if needed != held:
+            raise CheckpointError(
+                f"{name}: array {key!r} of shape {shape} and dtype {dtype} needs "
+                f"{needed} bytes; the file holds {held}"
+            )
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _read(
-    path: str | os.PathLike, fields: Mapping[str, Field] | None = None
+    path: str | os.PathLike, fields: Mapping[str, Field] | None = None, *, arrays: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All arrays and the metadata of a checkpoint, without pickle; the metadata checked
-    (:func:`_check_metadata`, with the caller's ``fields``)."""
+    """The arrays (none unless ``arrays``) and the metadata of a checkpoint, without pickle;
+    the metadata checked (:func:`_check_metadata`, with the caller's ``fields``)."""
     name = os.fspath(path)
     if Path(path).is_dir():
         raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
@@ -504,10 +554,14 @@ def _read(
         raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
     try:
         with zipfile.ZipFile(path) as archive:
-            arrays = _read_arrays(name, archive)
+            read = {
+                key: _read_array(name, archive, key, info)
+                for key, info in _members(name, archive).items()
+                if arrays or key == METADATA_KEY
+            }
     except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
-    raw = arrays.pop(METADATA_KEY, None)
+    raw = read.pop(METADATA_KEY, None)
     if raw is None:
         raise CheckpointError(
             f"{name} is not an xpnet checkpoint: it has no {METADATA_KEY} array, which "
@@ -518,19 +572,20 @@ def _read(
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{name}: the checkpoint metadata is not JSON: {exc}") from exc
     _check_metadata(name, meta, fields)
-    return arrays, meta
+    return read, meta
 
 
 def read_metadata(
     path: str | os.PathLike, fields: Mapping[str, Field] | None = None
 ) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint (architecture, optimizer, epoch, ...).
+    """The JSON metadata of a checkpoint (architecture, optimizer, epoch, ...), read without
+    reading its arrays.
 
     The fields the library uses are checked, and ``fields`` too: what the caller's own
     metadata must hold (a :class:`Field` per name). A malformed one is a
     :class:`CheckpointError` naming the file and the field.
     """
-    return _read(path, fields)[1]
+    return _read(path, fields, arrays=False)[1]
 
 
 def _check(path: Any, stored: Mapping[str, np.ndarray], params: Mapping[str, Any], what: str):
@@ -569,7 +624,10 @@ def load_params(path: str | os.PathLike, net: Any, *, optimizer: Any = None) -> 
     With ``optimizer``, its state (iterations and buffers) is restored too: the file must
     hold state for an optimizer of the same name, with the optimizer's buffers, for the
     network's parameters. Everything is checked before anything is assigned, so on any
-    error ``net`` and ``optimizer`` are left unchanged. Returns the metadata.
+    error ``net`` and ``optimizer`` are left unchanged. The layers that draw random numbers
+    (Dropout) go on from the generator states in the file, by layer number (from their
+    seed where it has none for them; as they were for a file without any). Returns the
+    metadata.
 
     The optimizer keeps its own hyperparameters (``lr``, ``momentum``, ...), since they are
     the caller's choice (``xpnet train --resume`` takes the file's unless a flag overrides
@@ -595,14 +653,19 @@ def _load_into(
     buffers = {key: getattr(layer, attr) for key, (layer, attr) in slots.items()}
     stored_buffers = {k: v for k, v in arrays.items() if k.startswith(BUFFER_PREFIX)}
     _check(path, stored_buffers, buffers, "layer buffers")
-    new_params = {name: to_like(stored[name], params[name], copy=True) for name in params}
-    new_buffers = {key: to_like(stored_buffers[key], buffers[key], copy=True) for key in slots}
+    # No copy=True: these arrays were read for this load alone, and copies of them held
+    # the file's arrays twice at the peak.
+    new_params = {name: to_like(stored[name], params[name]) for name in params}
+    new_buffers = {key: to_like(stored_buffers[key], buffers[key]) for key in slots}
+    generators = _loaded_generators(path, meta, net)
     if optimizer is not None:
         optimizer.load_state_dict(_optimizer_state(path, arrays, meta, params, optimizer))
     for name, value in new_params.items():
         params[name] = value
     for key, (layer, attr) in slots.items():
         setattr(layer, attr, new_buffers[key])
+    for layer, rng in generators:
+        layer.rng = rng
     if optimizer is not None:  # last: a warning turned into an error leaves a whole load
         _warn_of_other_hyperparameters(path, meta["optimizer"], optimizer)
 
@@ -633,7 +696,7 @@ def _optimizer_state(
     for buffer, slot in buffers.items():
         _check(path, slot, {n: params[n] for n in slot}, f"optimizer state {buffer!r}")
         for name in slot:
-            slot[name] = to_like(slot[name], params[name], copy=True)
+            slot[name] = to_like(slot[name], params[name])
     return {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
 
 
@@ -718,6 +781,8 @@ def load_network(
         loss=_build(arch["loss"], {}, "the loss", where),
         weight_decay=float(arch.get("weight_decay", 0.0)),
     )
+    for layer, rng in _loaded_generators(path, meta, net):
+        layer.rng = rng
     return net, meta
 
 

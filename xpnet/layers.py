@@ -675,9 +675,8 @@ class Dropout(Layer):
     ``forward(x, train_flg=False)`` multiplies by ``1 - dropout_ratio``, the expected
     fraction kept. ``backward`` lets ``dout`` through the same mask (or the same
     scale). The masks are drawn on ``x``'s device by a :class:`~xpnet.backend.DeviceRNG`
-    seeded with ``seed``, so a run is reproducible. The generator's state is not saved in
-    checkpoints: a layer rebuilt from one draws its masks afresh from ``seed``, so a
-    resumed run trains as well as an uninterrupted one but not bit for bit like it.
+    seeded with ``seed``, so a run is reproducible. Checkpoints save the generator's state
+    (:mod:`xpnet.checkpoint`), so a resumed run draws the masks an uninterrupted one would.
     """
 
     def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
