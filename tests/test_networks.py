@@ -1,6 +1,7 @@
 """TwoLayerNet and MultiLayerNet: the book's surface, seeded weights, and backprop gradients
 checked against an independent NumPy float64 central difference."""
 
+import inspect
 import re
 import warnings
 
@@ -143,7 +144,8 @@ def test_numerical_gradient_method_warns_of_the_books_step_on_a_float32_network(
     # float32 rounds a loss of about 1 at 1e-7: divided by 2e-4, errors of about 1e-3.
     net = TwoLayerNet(6, 4, 3, dtype="float32", seed=4, xp=cpu_xp)
     x, t = batch(cpu_xp)
-    with pytest.warns(UserWarning, match=r"h=0.0001 is too small for float32") as caught:
+    message = r"h=0.0001 is too small for float32: .* build the network with dtype='float64'"
+    with pytest.warns(UserWarning, match=message) as caught:
         net.numerical_gradient(cpu_xp.astype(x, cpu_xp.float32), t, params=["b2"])
     assert caught[0].filename == __file__
 
@@ -357,6 +359,34 @@ def test_weight_init_takes_the_books_names_in_any_case(book_name, name):
     ours = MultiLayerNet(6, [5], 3, weight_init=name, dtype="float64", seed=0)
     for key in ours.params:
         np.testing.assert_array_equal(to_numpy(book.params[key]), to_numpy(ours.params[key]))
+
+
+@pytest.mark.parametrize(
+    ("book", "xpnet"),
+    [
+        ("hidden_size_list", "hidden_sizes"),
+        ("weight_init_std", "weight_init"),
+        ("weight_decay_lambda", "weight_decay"),
+        ("dropout_ration", "dropout_ratio"),
+    ],
+)
+def test_the_books_multilayernet_keywords_are_refused_naming_xpnets(book, xpnet):
+    # The book's MultiLayerNet(Extend) keyword, as its chapter 6 scripts pass them.
+    kwargs = {"input_size": 4, "hidden_sizes": [3], "output_size": 2, book: [5]}
+    with pytest.raises(TypeError, match=rf"MultiLayerNet\(\).* {xpnet}=\[5\] \(not {book}\)"):
+        MultiLayerNet(**kwargs)
+
+
+def test_every_book_keyword_of_a_call_is_named_at_once():
+    book = {"hidden_size_list": [3], "weight_decay_lambda": 0.1}
+    with pytest.raises(TypeError) as refused:
+        MultiLayerNet(input_size=4, output_size=2, **book)
+    assert "hidden_sizes=[3] (not hidden_size_list)" in str(refused.value)
+    assert "weight_decay=0.1 (not weight_decay_lambda)" in str(refused.value)
+
+
+def test_multilayernet_shows_its_own_signature():
+    assert "hidden_sizes" in inspect.signature(MultiLayerNet).parameters
 
 
 def test_the_book_networks_name_a_bad_weight_init_std():

@@ -97,6 +97,26 @@ def test_three_steps_match_the_books_formulas(xp, cls, kind, hyper):
     assert opt.iterations == 3
 
 
+@pytest.mark.parametrize("cls", [Momentum, Nesterov, AdaGrad, RMSprop, Adam])
+def test_an_optimizer_with_state_names_a_python_float_parameter(cls):
+    # The book's optimizer_compare_naive.py keeps its parameters x and y as Python floats.
+    with pytest.raises(
+        TypeError, match=r"parameter 'x' is float -7.0, expected an array.*numpy.float64\(-7.0\)"
+    ):
+        cls().update({"x": -7.0}, {"x": -0.7})
+
+
+@pytest.mark.parametrize(("cls", "kind", "hyper"), CASES, ids=[c[1] for c in CASES])
+def test_numpy_scalar_parameters_step_as_the_books_python_floats(cls, kind, hyper):
+    opt = cls(**hyper)
+    params = {f"{k}{i}": np.float64(v) for k, vs in P0.items() for i, v in enumerate(flat(vs))}
+    expected = reference(kind, hyper, 3)
+    for step, grads in enumerate(GRADS):
+        opt.update(params, {f"{k}{i}": g for k in P0 for i, g in enumerate(flat(grads[k]))})
+        want = [v for k in P0 for v in expected[step][k]]
+        np.testing.assert_allclose(list(params.values()), want, rtol=1e-12, atol=1e-15)
+
+
 class BookSGD:
     """The book's ``common/optimizer.py`` (oreilly-japan/deep-learning-from-scratch, MIT
     License) rewritten in NumPy statement for statement, as the independent reference (its

@@ -3,6 +3,7 @@ reproduce, the history holds what it says, resuming matches an uninterrupted run
 progress bar and the learning-curve plot."""
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -337,6 +338,42 @@ def test_progress_bar_is_drawn_when_asked_and_not_on_a_pipe(xp, capsys):
     assert "epoch 1/1" in capsys.readouterr().err
     Trainer(make_net(xp), SGD(0.1), *data, epochs=1, batch_size=10).fit()  # stderr: no TTY
     assert capsys.readouterr().err == ""
+
+
+def test_verbose_prints_a_line_per_epoch_to_stdout(xp, capsys):
+    trainer = Trainer(make_net(xp), SGD(0.1), *blobs(xp), epochs=2, batch_size=10, verbose=True)
+    history = trainer.fit()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for k, line in enumerate(lines):
+        assert line.startswith(f"epoch {k + 1}/2  train acc {history.train_acc[k]:.4f}  ")
+        assert f"test acc {history.test_acc[k]:.4f}  loss {history.train_loss[k]:.4f}" in line
+
+
+def test_a_trainer_prints_nothing_unless_verbose(xp, capsys):
+    Trainer(make_net(xp), SGD(0.1), *blobs(xp), epochs=1, batch_size=10, progress=False).fit()
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("book", "xpnet"),
+    [
+        ({"mini_batch_size": 10}, "batch_size=10 (not mini_batch_size)"),
+        (
+            {"evaluate_sample_num_per_epoch": 5},
+            "eval_samples=5 (not evaluate_sample_num_per_epoch)",
+        ),
+        (
+            {"optimizer": "Momentum", "optimizer_param": {"lr": 0.1, "momentum": 0.8}},
+            "Trainer(network, xpnet.optim.make_optimizer('Momentum', lr=0.1, momentum=0.8), "
+            "x_train, ...) (not optimizer_param)",
+        ),
+    ],
+)
+def test_the_books_trainer_keywords_are_refused_naming_xpnets(cpu_xp, book, xpnet):
+    # The book's Trainer(network, x_train, t_train, x_test, t_test, ...): the data second.
+    with pytest.raises(TypeError, match=re.escape(xpnet)):
+        Trainer(make_net(cpu_xp), *blobs(cpu_xp), epochs=1, **book)
 
 
 def test_plot_history_writes_a_png_atomically(tmp_path):

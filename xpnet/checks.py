@@ -1,11 +1,26 @@
 """Checks of plain arguments that several modules share (counts, sizes, seeds, scales):
-NumPy's integer and float scalars are numbers here as Python's are; a ``bool`` is not."""
+NumPy's integer and float scalars are numbers here as Python's are; a ``bool`` is not.
+:func:`refuses_book_keywords` names xpnet's keyword for one of the book's."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
+
+# The book's keyword -> xpnet's, which takes the book's values as they are (docs/book.md).
+BOOK_KEYWORDS = {
+    "hidden_size_list": "hidden_sizes",
+    "weight_init_std": "weight_init",  # 'relu'/'he', 'sigmoid'/'xavier' or a std, in both
+    "weight_decay_lambda": "weight_decay",
+    "dropout_ration": "dropout_ratio",
+    "mini_batch_size": "batch_size",
+    "evaluate_sample_num_per_epoch": "eval_samples",
+    "optimizer_param": "optimizer",  # the book's Trainer makes one from optimizer's name
+}
 
 
 def is_integer(value: Any) -> bool:
@@ -32,3 +47,34 @@ def require_count(name: str, value: Any, least: int) -> None:
 def is_finite_at_least(value: Any, least: float) -> bool:
     """Whether ``value`` is a finite real number >= ``least``."""
     return is_real(value) and least <= value < math.inf
+
+
+def _in_xpnet_terms(book: str, given: dict[str, Any]) -> str:
+    """What xpnet takes for the book's keyword ``book`` given among ``given``."""
+    value = given[book]
+    if book == "optimizer_param":
+        hyper = ", ".join(f"{k}={v!r}" for k, v in value.items()) if isinstance(value, dict) else ""
+        made = f"xpnet.optim.make_optimizer({given.get('optimizer', 'sgd')!r}, {hyper})"
+        return f"the optimizer second, Trainer(network, {made}, x_train, ...)"
+    return f"{BOOK_KEYWORDS[book]}={value!r}"
+
+
+def refuses_book_keywords(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` (a class's ``__init__``) raising a ``TypeError`` that names xpnet's keyword
+    for each of the book's it is given (:data:`BOOK_KEYWORDS`, those whose xpnet name it
+    takes), where Python would say only "unexpected keyword argument"."""
+    taken = inspect.signature(init).parameters
+    renamed = {b for b, x in BOOK_KEYWORDS.items() if b not in taken and x in taken}
+
+    @functools.wraps(init)  # help() and inspect.signature show init's own signature
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        book = [name for name in kwargs if name in renamed]
+        if book:
+            raise TypeError(
+                f"{type(self).__name__}() takes xpnet's names for the book's keywords: "
+                + ", ".join(f"{_in_xpnet_terms(name, kwargs)} (not {name})" for name in book)
+                + ", with the book's values; docs/book.md maps the book's names"
+            )
+        init(self, *args, **kwargs)
+
+    return checked

@@ -407,7 +407,8 @@ def _not_found_message(name: str, notes: list[str], failures: list[str]) -> str:
     lines.append(
         f"Fix: put the four files ({', '.join(FILES.values())}) in a folder and set "
         f"{DATA_ENV_VAR}=/path/to/idx/files (or pass root=, or --data-dir to xpnet), "
-        f"or use --dataset mnist-5k (no download; {MNIST5K_INSTALL_HINT})."
+        f"or use name='mnist-5k' (--dataset mnist-5k for xpnet; no download; "
+        f"{MNIST5K_INSTALL_HINT})."
     )
     return "\n".join(lines)
 

@@ -910,17 +910,19 @@ def _require_step(h: float) -> None:
         raise ValueError(f"the step h must be a positive number, got {h!r}")
 
 
-def check_step(h: float, dtype: str, *, stacklevel: int = 4) -> None:
+def check_step(h: float, dtype: str, *, stacklevel: int = 4, alternative: str = "") -> None:
     """Refuse a central-difference step that is not a positive number; warn when it is so
     small that rounding (about ``eps * |f| / h``) swamps the difference in ``dtype``
-    (``stacklevel``: the caller's caller's caller, the user's, by default)."""
+    (``stacklevel``: the caller's caller's caller, the user's, by default), naming the
+    step to use or the caller's ``alternative``."""
     _require_step(h)
     eps = float(np.finfo(dtype).eps) if dtype in DEFAULTS else float(np.finfo("float64").eps)
     if h < math.sqrt(eps):
         warnings.warn(
             f"h={h:g} is too small for {dtype}: rounding errors of about eps * |f| / h "
             f"(eps = {eps:.1e}) swamp the central difference; use about "
-            f"{DEFAULTS.get(dtype, DEFAULTS['float64'])['h']:g}",
+            f"{DEFAULTS.get(dtype, DEFAULTS['float64'])['h']:g}"
+            + (f", or {alternative}" if alternative else ""),
             stacklevel=stacklevel,
         )
 

@@ -25,7 +25,13 @@ from xpnet.backend import (
     reduce_sum,
     to_device,
 )
-from xpnet.checks import is_count, is_finite_at_least, is_real, require_count
+from xpnet.checks import (
+    is_count,
+    is_finite_at_least,
+    is_real,
+    refuses_book_keywords,
+    require_count,
+)
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import central_gradient, check_step
 from xpnet.layers import (
@@ -498,7 +504,9 @@ class Sequential:
         default) rounding swamps the differences at that step, with a warning saying so;
         build the network with ``dtype="float64"`` to compare with backprop.
         """
-        check_step(h, self.dtype, stacklevel=3)
+        # The book's gradient_check.py expects differences near 1e-10, which float64 gives.
+        alternative = "build the network with dtype='float64', the book's arrays' dtype"
+        check_step(h, self.dtype, stacklevel=3, alternative=alternative)
         grads = {}
         for name in self.params if params is None else params:
             grads[name] = central_gradient(
@@ -641,8 +649,11 @@ class MultiLayerNet(Sequential):
     ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
     Affine and its activation, and ``use_dropout`` a ``Dropout(dropout_ratio)`` after
     each hidden activation (its masks seeded from ``seed``: ``seed + k`` for the k-th).
+    The book's keywords (``hidden_size_list``, ``weight_init_std``, ...) are a ``TypeError``
+    naming xpnet's.
     """
 
+    @refuses_book_keywords
     def __init__(
         self,
         input_size: int,

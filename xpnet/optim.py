@@ -97,6 +97,14 @@ class Optimizer:
     def _first(self, buffer: str, key: str, like: Any) -> Any:
         """The state ``buffer`` of parameter ``key`` (array ``like``) at its first use: zeros,
         or the loaded array, checked against the parameter and in its dtype and device."""
+        if not array_api_compat.is_array_api_obj(like):
+            # The book's optimizer_compare_naive.py keeps x and y as Python floats.
+            raise TypeError(
+                f"{type(self).__name__}: parameter {key!r} is {type(like).__name__} "
+                f"{like!r:.40}, expected an array, in whose shape the optimizer keeps its "
+                f"state {buffer!r}; a NumPy scalar (numpy.float64({like!r:.20})) steps as a "
+                "Python float would"
+            )
         loaded = self._loaded[buffer].get(key)
         if loaded is None:
             return namespace_of(like).zeros_like(like)
@@ -290,8 +298,8 @@ class AdaGrad(Optimizer):
         self.iterations += 1
         for key in params:
             g = grads[key]
-            xp = namespace_of(params[key], g)
             h = self._accumulate(self._buffer("h", key, params[key]), g)
+            xp = namespace_of(params[key], g)
             self.state["h"][key] = h
             params[key] -= self.lr * g / (xp.sqrt(h) + EPS)
 
@@ -341,9 +349,9 @@ class Adam(Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         for key in params:
             g = grads[key]
-            xp = namespace_of(params[key], g)
             m = self._buffer("m", key, params[key])
             v = self._buffer("v", key, params[key])
+            xp = namespace_of(params[key], g)
             m = m + (1 - self.beta1) * (g - m)
             # The book's v + (1 - beta2) * (g * g - v) in as many operations, but g is scaled
             # before it is squared, as PyTorch does: a float32 gradient above 1.8e19 squares

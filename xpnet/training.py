@@ -39,7 +39,7 @@ from xpnet.backend import (
     tracked_by_autograd,
     untracked,
 )
-from xpnet.checks import is_real, require_count
+from xpnet.checks import is_real, refuses_book_keywords, require_count
 from xpnet.layers import check_labels, not_labels_or_rows, require_array
 from xpnet.networks import EVAL_BATCH_SIZE
 from xpnet.optim import Optimizer
@@ -57,6 +57,19 @@ class EpochResult:
     train_loss: float
     test_loss: float
     seconds: float
+
+    def __str__(self) -> str:
+        """One line, as ``xpnet train`` and ``Trainer(verbose=True)`` print each epoch."""
+        return (
+            f"epoch {self.epoch}/{self.epochs}  train acc {self.train_acc:.4f}  "
+            f"test acc {self.test_acc:.4f}  loss {self.train_loss:.4f}  "
+            f"({format_seconds(self.seconds)})"
+        )
+
+
+def format_seconds(seconds: float) -> str:
+    """``seconds`` to two decimals below 10 s, to one above (``"3.14 s"``, ``"31.4 s"``)."""
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 class TrainingDiverged(FloatingPointError):
@@ -257,6 +270,8 @@ class Trainer:
       evaluate on a Dask cluster (default: the arrays as they are);
     - ``progress``: a progress bar (tqdm) on stderr for each epoch (``None``: when stderr
       is a terminal);
+    - ``verbose``: print a line for each epoch to stdout (``str(result)``: epoch, train
+      and test accuracy, train loss, seconds), as ``xpnet train`` does;
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch;
     - ``target_range=(low, high)``, two finite numbers with low < high, turns integer labels
       into rows of ``low`` with ``high`` at the label (course notes train sigmoid outputs
@@ -264,8 +279,9 @@ class Trainer:
       refused with a ``target_range``.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
-    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. An
-    epoch whose train loss is NaN or infinite stops training with
+    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. The
+    book's keywords (``mini_batch_size``, ``optimizer_param``, ...) are a ``TypeError``
+    naming xpnet's. An epoch whose train loss is NaN or infinite stops training with
     :class:`TrainingDiverged` (after it is in the history, before the callback sees it),
     as Keras's ``TerminateOnNaN`` stops: a diverged network only trains on NaN.
     Pass the same optimizer object (or one restored from a checkpoint) and the
@@ -274,6 +290,7 @@ class Trainer:
     the test inputs (an empty test set is allowed), before any weight moves.
     """
 
+    @refuses_book_keywords
     def __init__(
         self,
         net: Any,
@@ -292,6 +309,7 @@ class Trainer:
         start_epoch: int = 0,
         history: History | None = None,
         progress: bool | None = None,
+        verbose: bool = False,
         callback: Callable[[EpochResult], None] | None = None,
         target_range: tuple[float, float] | None = None,
     ) -> None:
@@ -382,7 +400,7 @@ class Trainer:
             if len(self.history)
             else (start_epoch * self.batches_per_epoch)
         )
-        self.progress = progress
+        self.progress, self.verbose = progress, verbose
         self.callback = callback
 
     @property
@@ -442,6 +460,8 @@ class Trainer:
             self.epoch = epoch
             if not math.isfinite(train_loss):  # read once an epoch, on the host already
                 raise TrainingDiverged(result, self.optimizer)
+            if self.verbose:
+                print(result, flush=True)
             if self.callback is not None:
                 self.callback(result)
         return self.history

@@ -38,10 +38,6 @@ non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.i
 ratio = _number(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 
 
-def seconds(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
 def error(message: str, command: str = "train") -> int:
     print(f"xpnet {command}: error: {message}", file=sys.stderr)
     return 2

@@ -18,7 +18,6 @@ from xpnet.cli.common import (
     error,
     positive_float,
     positive_int,
-    seconds,
 )
 from xpnet.cli.network import (
     EVAL_BATCH,
@@ -245,7 +244,14 @@ def _train(args: argparse.Namespace) -> int:
 
     from xpnet import checkpoint
     from xpnet.optim import make_optimizer
-    from xpnet.training import EVAL_BATCH_SIZE, EpochResult, History, Trainer, TrainingDiverged
+    from xpnet.training import (
+        EVAL_BATCH_SIZE,
+        EpochResult,
+        History,
+        Trainer,
+        TrainingDiverged,
+        format_seconds,
+    )
 
     check_scheduler(args)
     for option, path in (("--save", args.save), ("--plot", args.plot)):
@@ -344,13 +350,7 @@ def _train(args: argparse.Namespace) -> int:
         write_outputs(start_epoch)
         return 0
 
-    def report(r: EpochResult) -> None:
-        if not args.quiet:
-            print(
-                f"epoch {r.epoch}/{r.epochs}  train acc {r.train_acc:.4f}  "
-                f"test acc {r.test_acc:.4f}  loss {r.train_loss:.4f}  ({seconds(r.seconds)})",
-                flush=True,
-            )
+    def save_now_and_then(r: EpochResult) -> None:
         if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
             save(r.epoch)
 
@@ -364,7 +364,8 @@ def _train(args: argparse.Namespace) -> int:
             start_epoch=start_epoch,
             history=history,
             progress=False if args.quiet else None,
-            callback=report,
+            verbose=not args.quiet,
+            callback=save_now_and_then,
             target_range=s["target_range"],
             **_evaluation(client, (n_train, x_test.shape[0]),
                           EVAL_BATCH.get(s["model"], EVAL_BATCH_SIZE), args.quiet),
@@ -390,7 +391,7 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"done: epochs {start_epoch + 1}-{epochs}, "
         f"{trainer.iterations - first_iteration} iterations in "
-        f"{seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
+        f"{format_seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
         f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
         f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
     )
