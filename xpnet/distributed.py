@@ -23,6 +23,7 @@ This module imports Dask; ``import xpnet`` does not (install the ``xpnet[dask]``
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import sys
@@ -37,7 +38,8 @@ import array_api_compat
 import numpy as np
 from tqdm import tqdm
 
-from xpnet.backend import dtype_name, namespace_of, to_numpy
+from xpnet import __version__
+from xpnet.backend import BackendUnavailableError, dtype_name, namespace_of, to_numpy
 from xpnet.gradcheck import _Numerical, how_differenced, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
@@ -53,7 +55,9 @@ CONNECT_TIMEOUT_S = 5.0
 # The scheduler's HTTP server (health, metrics) on a free loopback port, not on 8787.
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
 # local:N: worker processes of one thread, on loopback only, no dashboard, and no
-# spilling (nothing is written to disk and read back).
+# spilling (nothing is written to disk and read back). Dask's errors only: its warnings
+# (a worker cancelling its task as the cluster stops on Ctrl-C, a nanny killing a busy
+# worker) are not the command line's to print.
 LOCAL_CLUSTER = {
     "processes": True,
     "threads_per_worker": 1,
@@ -61,12 +65,17 @@ LOCAL_CLUSTER = {
     "dashboard_address": None,
     "scheduler_kwargs": LOOPBACK_HTTP,
     "memory_limit": 0,
+    "silence_logs": logging.ERROR,
 }
 # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's
 # mmap threshold at 128 KiB: every array above that is mapped afresh and page-faulted
 # (a batched check of MultiLayerNet(784, [256, 128], 10)'s W2 ran 2.2x slower, the loop
 # 1.35x). local:N workers do not manage memory (memory_limit 0), so they keep glibc's own.
 LOCAL_WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# A terminal's Ctrl-C reaches local:N's worker processes too (one process group), and each
+# printed a KeyboardInterrupt traceback; they ignore it (a Dask preload, as script text)
+# and stop when the client's process stops the cluster.
+IGNORE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
 # Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
 # lose little when a worker dies, few enough that its overhead per task stays small.
 TASKS_PER_THREAD = 4
@@ -80,6 +89,10 @@ class SchedulerUnavailableError(ConnectionError):
 
 class WorkLostError(ConnectionError):
     """The cluster lost what a computation needed (every worker holding it died)."""
+
+
+class WorkerEnvironmentError(BackendUnavailableError):
+    """Dask workers cannot run this xpnet: it is missing there, or another version."""
 
 
 @contextmanager
@@ -101,15 +114,37 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
                 f"--scheduler {scheduler!r}: expected local:N with N >= 1 worker processes, "
                 "or a scheduler's address such as tcp://127.0.0.1:8786"
             )
+        preloads = [*dask.config.get("distributed.worker.preload"), IGNORE_CTRL_C]
         with (
-            dask.config.set(LOCAL_WORKER_ENVIRON),
+            dask.config.set({**LOCAL_WORKER_ENVIRON, "distributed.worker.preload": preloads}),
             LocalCluster(n_workers=int(count), **LOCAL_CLUSTER) as cluster,
             Client(cluster) as client,
         ):
+            _quiet_abandoned_gathers(client)
             yield client
         return
     with _client_within(scheduler, timeout) as client:
+        _quiet_abandoned_gathers(client)
         yield client
+
+
+def _quiet_abandoned_gathers(client: Client) -> None:
+    """Keep Dask's ``AllExit`` off stderr: a gather that Ctrl-C abandons leaves tasks that
+    end with it, Dask's own signal that nothing is left to wait for, which asyncio then
+    printed as a "Task exception was never retrieved" traceback. Other errors are reported
+    as before. The handler stays on the client's event loop (Dask's, shared in a process)."""
+    loop = client.loop.asyncio_loop
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_all_exit", False):
+        return
+
+    def handle(loop: Any, context: dict[str, Any]) -> None:
+        if type(context.get("exception")).__name__ == "AllExit":  # distributed.client's
+            return
+        (previous or type(loop).default_exception_handler)(loop, context)
+
+    handle.quiets_all_exit = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handle)
 
 
 def _client_within(scheduler: str, timeout: float) -> Client:
@@ -147,21 +182,55 @@ def _client_within(scheduler: str, timeout: float) -> Client:
 
 
 def require_workers(client: Client, *, timeout: float | None = None) -> None:
-    """Wait up to ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``) for a first worker.
+    """Wait up to ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``) for a first worker,
+    then check that every worker runs this xpnet, before any work is sent.
 
-    Raises :class:`SchedulerUnavailableError` naming the scheduler when none comes, rather
-    than leaving tasks queued for ever.
+    Raises :class:`SchedulerUnavailableError` naming the scheduler when no worker comes,
+    rather than leaving tasks queued for ever; :class:`WorkerEnvironmentError` naming the
+    workers that cannot import xpnet (whose tasks failed deep inside Dask's unpickling)
+    or that run another version. Workers that join later are not checked.
     """
-    if client.nthreads():
-        return
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except TimeoutError as exc:
-        raise SchedulerUnavailableError(
-            f"the Dask scheduler at {client.scheduler.address} has no workers "
-            f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
-        ) from exc
+    if not client.nthreads():
+        timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError as exc:
+            raise SchedulerUnavailableError(
+                f"the Dask scheduler at {client.scheduler.address} has no workers "
+                f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
+            ) from exc
+    found = client.run(_xpnet_version, on_error="return")
+    # A worker leaving as the check runs (its connection closed, an OSError) is not checked.
+    found = {w: v for w, v in found.items() if not isinstance(v, OSError)}
+    install = (
+        f"install xpnet {__version__} where the workers run "
+        f"(pip install 'xpnet[dask]=={__version__}') or start them from this environment"
+    )
+    failed = {w: v for w, v in found.items() if isinstance(v, BaseException)}
+    if failed:
+        raise WorkerEnvironmentError(
+            f"Dask {_workers(failed)} cannot load xpnet ({next(iter(failed.values()))}): {install}"
+        )
+    other = {w: v for w, v in found.items() if v != __version__}
+    if other:
+        versions = ", ".join(sorted(set(other.values())))
+        raise WorkerEnvironmentError(
+            f"Dask {_workers(other)} run{'s' * (len(other) == 1)} xpnet {versions}, "
+            f"this client {__version__}: {install}"
+        )
+
+
+def _xpnet_version() -> str:
+    """On a worker, its xpnet's version; unpickling this function there imports this module,
+    which fails where xpnet (or a package it needs) is missing."""
+    return __version__
+
+
+def _workers(found: dict[str, Any], shown: int = 3) -> str:
+    """``worker tcp://...`` or ``workers tcp://..., tcp://... and 5 more``."""
+    names = sorted(found)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"worker{'s' * (len(names) > 1)} {', '.join(names[:shown])}{more}"
 
 
 def threads(client: Client) -> int:
@@ -200,7 +269,10 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
     if client is None or host.shape[0] == 0:  # no rows: nothing to send to the workers
         return da.from_array(host, chunks=(chunk_rows, *host.shape[1:]))
     pieces = [host[s : s + chunk_rows, ...] for s in range(0, host.shape[0], chunk_rows)]
-    sent = client.scatter(pieces)
+    # Keys of this call's own (hash=False): with keys from the data's hash, two clients
+    # sending the same data at once shared them, and one's release lost the other's chunks
+    # (its rows failed with "lost dependencies", or hung).
+    sent = client.scatter(pieces, hash=False)
     parts = zip(sent, pieces, strict=True)
     lazy = da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in parts])
     # A persisted array holds futures of its chunks, which keep them on the workers.

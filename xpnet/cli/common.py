@@ -101,12 +101,14 @@ def check_scheduler(args: argparse.Namespace) -> None:
 
 @contextmanager
 def cluster(args: argparse.Namespace) -> Iterator[Any]:
-    """A Dask client for ``--scheduler`` (None without it), closed at the end."""
+    """A Dask client for ``--scheduler`` (None without it), closed at the end; its workers
+    are checked (they run this xpnet) before the command's work starts."""
     check_scheduler(args)
     if args.scheduler is None:
         yield None
         return
-    from xpnet.distributed import connect
+    from xpnet.distributed import connect, require_workers
 
     with connect(args.scheduler) as client:
+        require_workers(client)
         yield client
