@@ -3,7 +3,10 @@
 - ``numpy``: NumPy through array-api-compat (always);
 - ``array_api_strict``: rejects anything outside the standard (always, with the test extra);
 - ``cupy``: CuPy on the current CUDA GPU (skipped with the reason when there is none);
-- ``torch``: PyTorch CPU tensors (skipped when torch is not installed).
+- ``torch``: PyTorch CPU tensors (skipped when torch is not installed);
+- ``device1``: ``array_api_strict`` whose new arrays live on its second device,
+  ``Device("device1")``, which no operation mixes with its default one: as CUDA tensors
+  are for PyTorch, where an array made without ``device=`` lands on the CPU.
 
 Tests create arrays with ``to_device(data, dtype=..., xp=xp)`` and compare on the host.
 """
@@ -40,7 +43,41 @@ def _torch():
     return array_api_compat.array_namespace(torch.empty(0))
 
 
-BACKENDS = {"numpy": _numpy, "array_api_strict": _strict, "cupy": _cupy, "torch": _torch}
+class OnDevice:
+    """A namespace whose creation functions put new arrays on ``device`` when given none;
+    everything else is ``xp``'s own, so what xpnet does with the arrays' namespace
+    (:func:`xpnet.backend.namespace_of`) must pass ``device=`` itself."""
+
+    CREATION = (
+        "arange", "asarray", "empty", "eye", "from_dlpack", "full", "linspace", "ones", "zeros",
+    )  # fmt: skip
+
+    def __init__(self, xp, device):
+        self._xp, self.device = xp, device
+
+    def __getattr__(self, name):
+        made = getattr(self._xp, name)
+        if name not in self.CREATION:
+            return made
+
+        def on_device(*args, device=None, **kwargs):
+            return made(*args, device=self.device if device is None else device, **kwargs)
+
+        return on_device
+
+
+def _device1():
+    strict = _strict()
+    return OnDevice(strict, strict.Device("device1"))
+
+
+BACKENDS = {
+    "numpy": _numpy,
+    "array_api_strict": _strict,
+    "cupy": _cupy,
+    "torch": _torch,
+    "device1": _device1,
+}
 
 
 @pytest.fixture(params=list(BACKENDS))

@@ -97,7 +97,7 @@ def test_a_gpu_index_past_the_last_gpu_says_which_exist(monkeypatch, gpus, messa
 def test_to_device_and_to_numpy_round_trip(xp):
     host = np.arange(6, dtype=np.float64).reshape(2, 3)
     x = backend.to_device(host, dtype="float64", xp=xp)
-    assert backend.namespace_of(x) is xp
+    assert backend.namespace_of(x) is backend.namespace_of(xp.asarray(0.0))
     np.testing.assert_array_equal(backend.to_numpy(x), host)
 
 
@@ -170,6 +170,24 @@ def test_a_mixed_call_fails_after_a_cached_single_backend_call():
     backend.namespace_of(np.ones(1))
     with pytest.raises(backend.BackendMismatchError, match="different backends"):
         backend.namespace_of(np.ones(1), a)
+
+
+def test_to_device_with_xp_puts_the_array_on_that_namespaces_device():
+    strict = pytest.importorskip("array_api_strict")
+    device1 = strict.Device("device1")
+    x = backend.to_device([1.0, 2.0], dtype="float32", device=device1, xp=strict)
+    assert x.device == device1
+
+
+def test_to_device_refuses_a_device_numpy_does_not_have():
+    with pytest.raises(ValueError, match="NumPy arrays live on the host: device 'cuda:1'"):
+        backend.to_device([1.0], device="cuda:1", xp=backend.namespace("cpu"))
+
+
+def test_a_device_object_without_its_namespace_names_xp():
+    strict = pytest.importorskip("array_api_strict")
+    with pytest.raises(TypeError, match=r"Device\('device1'\).*pass its namespace as xp="):
+        backend.to_device([1.0], device=strict.Device("device1"))
 
 
 def test_to_device_always_copies(xp):

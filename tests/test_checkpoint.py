@@ -115,6 +115,20 @@ def test_load_network_rebuilds_the_architecture(cpu_xp, tmp_path):
     np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
 
 
+@pytest.mark.parametrize("kind", ["MultiLayerNet", "Sequential"])
+def test_load_network_with_xp_and_device_builds_on_that_device(tmp_path, kind):
+    strict = pytest.importorskip("array_api_strict")
+    device1 = strict.Device("device1")
+    net = MultiLayerNet(4, [3], 2, use_batchnorm=True, seed=0, xp=strict)
+    save_params(
+        tmp_path / "p.npz", net if kind == "MultiLayerNet" else Sequential(net, loss=net.last_layer)
+    )
+    rebuilt, _ = load_network(tmp_path / "p.npz", device=device1, xp=strict)
+    batchnorm = rebuilt[1]
+    arrays = [*rebuilt.params.values(), batchnorm.running_mean, batchnorm.running_var]
+    assert [a.device for a in arrays] == [device1] * 8
+
+
 def test_load_network_rebuilds_the_output_activation(tmp_path):
     net = MultiLayerNet(4, [3], 2, output_activation="sigmoid", loss=MeanSquaredError(), seed=0)
     save_params(tmp_path / "p.npz", net)

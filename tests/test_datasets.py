@@ -123,6 +123,15 @@ def test_interrupted_write_idx_keeps_the_old_file_and_leaves_no_temp_file(tmp_pa
 # --------------------------------------------------------------------------- load_mnist flags
 
 
+@pytest.mark.parametrize("one_hot_label", [False, True])
+def test_load_mnist_with_xp_and_device_loads_onto_that_device(tmp_path, one_hot_label):
+    strict = pytest.importorskip("array_api_strict")
+    device1 = strict.Device("device1")
+    make_idx_set(tmp_path)
+    train, test = load_mnist(one_hot_label=one_hot_label, root=tmp_path, device=device1, xp=strict)
+    assert [a.device for a in (*train, *test)] == [device1] * 4
+
+
 def test_default_flags_give_flat_float32_images_in_0_1_and_int64_labels(tmp_path, xp):
     data = make_idx_set(tmp_path)
     (x, t), (x_test, t_test) = load_mnist(root=tmp_path, xp=xp)

