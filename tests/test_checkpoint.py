@@ -10,7 +10,7 @@ import pytest
 from metadata import rewrite_metadata, setting, without
 
 from xpnet import MultiLayerNet
-from xpnet.backend import to_device, to_numpy
+from xpnet.backend import ALIGNMENT, to_device, to_numpy
 from xpnet.checkpoint import (
     METADATA_KEY,
     CheckpointError,
@@ -65,6 +65,39 @@ def test_round_trip_restores_values_dtype_and_backend(xp, tmp_path):
         "dtype": "float32",
         "weight_decay": 0.0,
     }
+
+
+def test_load_params_writes_into_the_networks_own_arrays(xp, tmp_path):
+    saved = MultiLayerNet(5, [4], 2, seed=1, xp=xp)
+    path = save_params(tmp_path / "p.npz", saved)
+    other = MultiLayerNet(5, [4], 2, seed=2, xp=xp)
+    held = dict(other.params)
+    load_params(path, other)
+    assert all(other.params[name] is array for name, array in held.items())
+    for name, value in host_params(saved).items():
+        np.testing.assert_array_equal(to_numpy(held[name]), value)
+
+
+@pytest.mark.parametrize("load", ["load_params", "load_network"])
+def test_loaded_numpy_weights_keep_their_cache_line_alignment(tmp_path, load):
+    path = save_params(tmp_path / "p.npz", MultiLayerNet(784, [100], 10, seed=1))
+    if load == "load_params":
+        net = MultiLayerNet(784, [100], 10, seed=2)
+        load_params(path, net)
+    else:
+        net, _ = load_network(path)
+    assert {name: a.ctypes.data % ALIGNMENT for name, a in net.params.items()} == dict.fromkeys(
+        net.params, 0
+    )
+
+
+def test_a_read_only_parameter_is_replaced_by_the_loaded_array(tmp_path):
+    saved = MultiLayerNet(5, [4], 2, seed=1)
+    path = save_params(tmp_path / "p.npz", saved)
+    net = MultiLayerNet(5, [4], 2, seed=2)
+    net.params["W1"].flags.writeable = False
+    load_params(path, net)
+    np.testing.assert_array_equal(net.params["W1"], saved.params["W1"])
 
 
 def test_a_big_endian_checkpoint_loads_on_every_backend(xp, tmp_path):

@@ -661,13 +661,25 @@ def _load_into(
     if optimizer is not None:
         optimizer.load_state_dict(_optimizer_state(path, arrays, meta, params, optimizer))
     for name, value in new_params.items():
-        params[name] = value
+        _assign(params, name, value)
     for key, (layer, attr) in slots.items():
         setattr(layer, attr, new_buffers[key])
     for layer, rng in generators:
         layer.rng = rng
     if optimizer is not None:  # last: a warning turned into an error leaves a whole load
         _warn_of_other_hyperparameters(path, meta["optimizer"], optimizer)
+
+
+def _assign(params: Any, name: str, value: Any) -> None:
+    """``params[name]`` takes ``value`` (its shape and dtype, checked), written into the
+    parameter's own array as PyTorch's ``load_state_dict`` copies: the array keeps its
+    64-byte alignment (:func:`xpnet.backend.to_device`; the file's arrays have NumPy's 16)
+    and whoever holds it sees the loaded values. An array that cannot be written (read-only,
+    a PyTorch leaf that requires grad) is replaced instead."""
+    try:
+        params[name][...] = value
+    except (ValueError, TypeError, RuntimeError):
+        params[name] = value
 
 
 def _optimizer_state(
