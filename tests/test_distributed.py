@@ -19,6 +19,7 @@ from test_networks import np_forward_loss
 
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
 da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
 
 from xpnet import (  # noqa: E402
     MultiLayerNet,
@@ -352,6 +353,41 @@ def test_local_workers_keep_glibcs_own_malloc_thresholds(monkeypatch):
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a cluster before set it
     with xd.connect("local:1") as local:
         assert set(local.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+
+
+MARK_PRELOAD = "import os; os.environ['XPNET_TEST_PRELOADED'] = 'yes'"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"distributed.worker.preload": MARK_PRELOAD},  # one string, as an environment variable
+        {"distributed.worker.preload": [MARK_PRELOAD], "distributed.worker.preload-argv": [[]]},
+    ],
+    ids=["a-string", "with-an-argv-per-preload"],
+)
+def test_local_workers_run_the_callers_preloads_and_ignore_ctrl_c(config):
+    def preloaded_and_deaf():
+        return os.environ.get("XPNET_TEST_PRELOADED"), signal.getsignal(signal.SIGINT)
+
+    with dask.config.set(config), xd.connect("local:1") as local:
+        assert list(local.run(preloaded_and_deaf).values()) == [("yes", signal.SIG_IGN)]
+
+
+def test_a_cluster_of_the_callers_own_made_while_connected_keeps_ctrl_c():
+    # local:N's workers ignore SIGINT; workers the caller starts meanwhile are Dask's.
+    def sigint_ignored():
+        return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+    with (
+        xd.connect("local:1") as local,
+        distributed.LocalCluster(
+            n_workers=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as own,
+        distributed.Client(own) as theirs,
+    ):
+        assert set(local.run(sigint_ignored).values()) == {True}
+        assert set(theirs.run(sigint_ignored).values()) == {False}
 
 
 # ---------------------------------------------------------------- the command line

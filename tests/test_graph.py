@@ -341,6 +341,15 @@ def test_recording_a_node_that_is_already_being_recorded_is_refused():
         pass
 
 
+def test_a_network_given_as_nodes_is_refused_naming_record_network():
+    # A Sequential iterates over its layers: recorded so, it would lose its loss and names.
+    with (
+        pytest.raises(TypeError, match=r"got a MultiLayerNet network: record_network\(net, x, t\)"),
+        graph.record(MultiLayerNet(4, [3], 2)),
+    ):
+        pass
+
+
 def test_unnamed_constants_are_drawn_as_their_value():
     mul = layers.Mul()
     with graph.record([mul]) as run:

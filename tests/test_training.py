@@ -368,6 +368,10 @@ def test_a_trainer_prints_nothing_unless_verbose(xp, capsys):
             "Trainer(network, xpnet.optim.make_optimizer('Momentum', lr=0.1, momentum=0.8), "
             "x_train, ...) (not optimizer_param)",
         ),
+        (
+            {"optimizer": "Adam", "optimizer_param": {}},
+            "Trainer(network, xpnet.optim.make_optimizer('Adam'), x_train, ...)",
+        ),
     ],
 )
 def test_the_books_trainer_keywords_are_refused_naming_xpnets(cpu_xp, book, xpnet):

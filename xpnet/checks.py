@@ -53,8 +53,9 @@ def _in_xpnet_terms(book: str, given: dict[str, Any]) -> str:
     """What xpnet takes for the book's keyword ``book`` given among ``given``."""
     value = given[book]
     if book == "optimizer_param":
-        hyper = ", ".join(f"{k}={v!r}" for k, v in value.items()) if isinstance(value, dict) else ""
-        made = f"xpnet.optim.make_optimizer({given.get('optimizer', 'sgd')!r}, {hyper})"
+        hyper = [f"{k}={v!r}" for k, v in value.items()] if isinstance(value, dict) else []
+        arguments = ", ".join([repr(given.get("optimizer", "sgd")), *hyper])
+        made = f"xpnet.optim.make_optimizer({arguments})"
         return f"the optimizer second, Trainer(network, {made}, x_train, ...)"
     return f"{BOOK_KEYWORDS[book]}={value!r}"
 

@@ -114,18 +114,30 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
                 f"--scheduler {scheduler!r}: expected local:N with N >= 1 worker processes, "
                 "or a scheduler's address such as tcp://127.0.0.1:8786"
             )
-        preloads = [*dask.config.get("distributed.worker.preload"), IGNORE_CTRL_C]
-        with (
-            dask.config.set({**LOCAL_WORKER_ENVIRON, "distributed.worker.preload": preloads}),
-            LocalCluster(n_workers=int(count), **LOCAL_CLUSTER) as cluster,
-            Client(cluster) as client,
-        ):
+        # Set while the nannies are made (they keep it for their restarts), not while the
+        # caller's code runs: a cluster of the caller's own keeps Dask's settings.
+        with dask.config.set(_local_worker_config()):
+            cluster = LocalCluster(n_workers=int(count), **LOCAL_CLUSTER)
+        with cluster, Client(cluster) as client:
             _quiet_abandoned_gathers(client)
             yield client
         return
     with _client_within(scheduler, timeout) as client:
         _quiet_abandoned_gathers(client)
         yield client
+
+
+def _local_worker_config() -> dict[str, Any]:
+    """The Dask settings local:N's workers start with: glibc's malloc thresholds, and
+    IGNORE_CTRL_C after the caller's own preloads, which Dask takes as one string or a
+    list, with ``preload-argv`` one list for all or a list per preload."""
+    preload = dask.config.get("distributed.worker.preload")
+    preloads = [preload] if isinstance(preload, str) else [*preload]
+    config = {**LOCAL_WORKER_ENVIRON, "distributed.worker.preload": [*preloads, IGNORE_CTRL_C]}
+    argv = dask.config.get("distributed.worker.preload-argv")
+    if argv and not isinstance(argv[0], str):  # a list per preload: an empty one for ours
+        config["distributed.worker.preload-argv"] = [*argv, []]
+    return config
 
 
 def _quiet_abandoned_gathers(client: Client) -> None:

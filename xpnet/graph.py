@@ -358,7 +358,16 @@ def record(
     apple}``), matched by identity. ``param_names`` names parameters as a network's
     ``params.slot`` does (``{"W1": (affine, "W")}``; default: the attribute name).
     Only positional arguments are inputs (keywords such as ``train_flg`` are not).
+    A network is refused (:func:`record_network` records one).
     """
+    if hasattr(nodes, "layers") and hasattr(nodes, "last_layer"):
+        # Iterating a Sequential gives its layers: the loss, the parameters' names and
+        # record_network's held state would be silently left out.
+        raise TypeError(
+            f"record takes nodes, got a {type(nodes).__name__} network: record_network(net, "
+            "x, t) records its gradient (the loss and the parameters' names included), or "
+            "pass its layers, record([*net, net.last_layer])"
+        )
     labelled = dict(nodes) if isinstance(nodes, Mapping) else {n: None for n in nodes}
     instances = list(labelled)
     labels = [label or SYMBOLS.get(type(n), type(n).__name__) for n, label in labelled.items()]
