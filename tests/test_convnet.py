@@ -177,7 +177,7 @@ def test_conv_net_predicts_from_images_and_rejects_flat_input(xp):
     host = {name: to_numpy(p) for name, p in net.params.items()}
     expected = np_conv_net_scores(host, to_numpy(x))
     np.testing.assert_allclose(to_numpy(net.predict(x)), expected, rtol=1e-12, atol=1e-15)
-    with pytest.raises(ValueError, match=r"layer 1 \(Convolution\).*\(3, 128\)"):
+    with pytest.raises(ValueError, match=r"layers\[0\] \(Convolution\).*\(3, 128\)"):
         net.predict(to_device(np.zeros((3, 128)), dtype="float64", xp=xp))
 
 

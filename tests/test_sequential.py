@@ -117,10 +117,10 @@ def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
     net = scaled_net(xp, loss=SigmoidWithLoss(reduction="sum"))
     assert repr(net) == (
         "Sequential(\n"
-        "  (1): Affine(W=float64[5, 4], b=float64[4], input_grad=True)\n"
-        "  (2): Tanh()\n"
-        "  (3): Scale(s=float64[4])\n"
-        "  (4): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
+        "  (0): Affine(W=float64[5, 4], b=float64[4], input_grad=True)\n"
+        "  (1): Tanh()\n"
+        "  (2): Scale(s=float64[4])\n"
+        "  (3): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
         "  loss: SigmoidWithLoss(reduction='sum')\n"
         f"  parameters: {5 * 4 + 4 + 4 + 4 * 3 + 3}\n"
         ")"
@@ -142,7 +142,7 @@ def test_the_repr_shows_batchnorms_running_statistics_and_their_total(xp):
     net = xpnet.MultiLayerNet(4, [3], 2, use_batchnorm=True, dtype="float64", xp=xp)
     lines = repr(net).splitlines()
     assert lines[2] == (
-        "  (2): BatchNormalization(gamma=float64[3], beta=float64[3], "
+        "  (1): BatchNormalization(gamma=float64[3], beta=float64[3], "
         "running_mean=float64[3], running_var=float64[3], momentum=0.9)"
     )
     assert lines[-2] == f"  parameters: {4 * 3 + 3 + 3 + 3 + 3 * 2 + 2}, buffers: {3 + 3}"
@@ -233,7 +233,7 @@ def test_a_layer_that_returns_no_input_gradient_before_a_parameter_is_named(xp):
     layers = [Affine(W1, b1), Tanh(), Affine(W2, b2, input_grad=False)]
     net = Sequential(layers, loss=SoftmaxWithLoss())
     (x,) = arrays(xp, 1, (6, 5))
-    named = r"layer 3 \(Affine\) returned no input gradient.*layer 1 \(Affine\)"
+    named = r"layers\[2\] \(Affine\) returned no input gradient.*layers\[0\] \(Affine\)"
     with pytest.raises(ValueError, match=named):
         net.gradient(x, labels(xp))
 
@@ -469,7 +469,7 @@ def test_saving_a_layer_whose_settings_the_file_cannot_record_warns_naming_them(
     net = Sequential([Affine(W, b), ReLU(), Forgetful(c, factor=2.0)], loss=MeanSquaredError())
     with pytest.warns(
         checkpoint.ArgumentsNotSaved,
-        match=r"layer 3 \(Forgetful\): its constructor takes factor, which the checkpoint "
+        match=r"layers\[2\] \(Forgetful\): its constructor takes factor, which the checkpoint "
         r"does not record.*defaults of factor.*config\(\) returning them, e.g. "
         r"\{'factor': self.factor\}",
     ):
@@ -508,7 +508,7 @@ def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):
     save_params(
         tmp_path / "n.npz", Sequential([Affine(W, b), Unregistered(c)], loss=MeanSquaredError())
     )
-    with pytest.raises(ValueError, match=r"layer 2 is a '.*Unregistered'.*register_layer"):
+    with pytest.raises(ValueError, match=r"layers\[1\] is a '.*Unregistered'.*register_layer"):
         load_network(tmp_path / "n.npz")
 
 
@@ -588,7 +588,7 @@ def test_a_layer_without_backward_is_named():
         def forward(self, x):
             return x
 
-    with pytest.raises(TypeError, match=r"layer 2 \(NoBackward\) has no backward\(\) method"):
+    with pytest.raises(TypeError, match=r"layers\[1\] \(NoBackward\) has no backward\(\) method"):
         Sequential([ReLU(), NoBackward()], loss=SoftmaxWithLoss())
 
 
@@ -607,13 +607,13 @@ def test_a_loss_class_instead_of_an_instance_is_refused():
 
 def test_a_layer_class_instead_of_an_instance_is_refused():
     with pytest.raises(
-        TypeError, match=r"layer 2 is the class Tanh, not an instance: pass Tanh\(\)"
+        TypeError, match=r"layers\[1\] is the class Tanh, not an instance: pass Tanh\(\)"
     ):
         Sequential([ReLU(), Tanh], loss=SoftmaxWithLoss())
 
 
 def test_a_loss_layer_among_the_layers_is_refused():
-    with pytest.raises(TypeError, match=r"layer 2 \(SoftmaxWithLoss\) is a loss layer"):
+    with pytest.raises(TypeError, match=r"layers\[1\] \(SoftmaxWithLoss\) is a loss layer"):
         Sequential([ReLU(), SoftmaxWithLoss()], loss=SoftmaxWithLoss())
 
 
@@ -623,7 +623,7 @@ def test_shapes_that_do_not_chain_name_both_layers_and_shapes(xp):
     (x,) = arrays(xp, 1, (6, 5))
     with pytest.raises(
         ValueError,
-        match=r"layer 3 \(Affine\) cannot take the output of layer 2 \(ReLU\), of shape "
+        match=r"layers\[2\] \(Affine\) cannot take the output of layers\[1\] \(ReLU\), of shape "
         r"\(6, 4\).*W of shape \(3, 2\)",
     ):
         net.predict(x)
@@ -634,7 +634,7 @@ def test_a_params_name_the_layer_lacks_is_named(xp):
         params = ("scale",)
 
     (s,) = arrays(xp, 0, (3,))
-    with pytest.raises(ValueError, match=r"layer 1 \(Typo\) names 'scale' in its params"):
+    with pytest.raises(ValueError, match=r"layers\[0\] \(Typo\) names 'scale' in its params"):
         Sequential([Typo(s)], loss=MeanSquaredError())
 
 
@@ -644,7 +644,7 @@ def test_a_layer_object_used_twice_is_refused(xp):
     W1, b1, W2, b2, W3, b3 = arrays(xp, 0, (5, 4), (4,), (4, 4), (4,), (4, 3), (3,))
     relu = ReLU()
     layers = [Affine(W1, b1), relu, Affine(W2, b2), relu, Affine(W3, b3)]
-    with pytest.raises(ValueError, match=r"layer 4 \(ReLU\) is the same object as layer 2"):
+    with pytest.raises(ValueError, match=r"layers\[3\] \(ReLU\) is the same object as layers\[1\]"):
         Sequential(layers, loss=SoftmaxWithLoss())
 
 
@@ -653,7 +653,7 @@ def test_an_array_shared_by_two_layers_is_refused(xp):
     # load_params untied it, without a word.
     W, b1, b2 = arrays(xp, 0, (4, 4), (4,), (4,))
     with pytest.raises(
-        ValueError, match=r"parameter W2 of layer 3 \(Affine\) is the same array as W1"
+        ValueError, match=r"parameter W2 of layers\[2\] \(Affine\) is the same array as W1"
     ):
         Sequential([Affine(W, b1), ReLU(), Affine(W, b2)], loss=SoftmaxWithLoss())
 
@@ -698,7 +698,7 @@ def test_a_layer_cannot_be_replaced_after_the_network_is_built(xp):
 )
 def test_a_parameter_that_is_not_a_floating_array_is_named(value, says):
     # A Python float failed with "'float' object has no attribute 'dtype'".
-    with pytest.raises(TypeError, match=r"layer 1 \(Scale\): " + says):
+    with pytest.raises(TypeError, match=r"layers\[0\] \(Scale\): " + says):
         Sequential([Scale(value)], loss=MeanSquaredError())
 
 
@@ -719,7 +719,7 @@ def test_a_backward_returning_a_gradient_of_another_shape_is_named(xp):
     net, x = around(xp, Summed, ReLU())
     with pytest.raises(
         ValueError,
-        match=r"layer 3 \(Summed\)\.backward returned an input gradient of shape "
+        match=r"layers\[2\] \(Summed\)\.backward returned an input gradient of shape "
         r"\(4,\), but its input had shape \(6, 4\)",
     ):
         net.gradient(x, labels(xp))
@@ -736,7 +736,7 @@ def test_a_parameter_gradient_of_another_shape_is_named(xp):
     net, x = around(xp, AllSummed)
     with pytest.raises(
         ValueError,
-        match=r"layer 2 \(AllSummed\)\.backward stored ds of shape \(\), but its "
+        match=r"layers\[1\] \(AllSummed\)\.backward stored ds of shape \(\), but its "
         r"parameter s \(s1\) has shape \(4,\)",
     ):
         net.gradient(x, labels(xp))
@@ -750,7 +750,9 @@ def test_a_parameter_gradient_never_stored_is_named(xp):
     W, b, s = arrays(xp, 0, (5, 4), (4,), (4,))
     net = Sequential([Affine(W, b), Forgetful(s)], loss=SoftmaxWithLoss())
     (x,) = arrays(xp, 1, (6, 5))
-    with pytest.raises(ValueError, match=r"layer 2 \(Forgetful\)\.backward stored no gradient ds"):
+    with pytest.raises(
+        ValueError, match=r"layers\[1\] \(Forgetful\)\.backward stored no gradient ds"
+    ):
         net.gradient(x, labels(xp, classes=4))
 
 
@@ -764,7 +766,7 @@ def test_shapes_are_checked_for_each_new_shape_of_the_batch(xp):
     net, x = around(xp, Squeezing, ReLU())
     net.gradient(x, labels(xp))
     net.gradient(x, labels(xp))  # the same shapes: checked once
-    with pytest.raises(ValueError, match=r"layer 3 \(Squeezing\)\.backward .* shape \(4,\), "):
+    with pytest.raises(ValueError, match=r"layers\[2\] \(Squeezing\)\.backward .* shape \(4,\), "):
         net.gradient(x[:1, ...], labels(xp)[:1])
 
 
@@ -851,6 +853,6 @@ def test_layers_of_two_dtypes_are_refused_naming_the_parameter(xp):
     double = Affine(dev(xp, np.zeros((3, 2)), "float64"), dev(xp, np.zeros(2), "float64"))
     with pytest.raises(
         ValueError,
-        match=r"parameter W2 \(layer 3 \(Affine\)\) has dtype float64, but W1 has float32",
+        match=r"parameter W2 \(layers\[2\] \(Affine\)\) has dtype float64, but W1 has float32",
     ):
         Sequential([single, ReLU(), double], loss=SoftmaxWithLoss())

@@ -339,8 +339,8 @@ def architecture(net: Any) -> dict[str, Any] | None:
         layer, attr = net.params.slot(name)
         names.setdefault(id(layer), {})[attr] = name
     specs = [_spec(layer, names.get(id(layer), {})) for layer in net.layers]
-    for k, (layer, spec) in enumerate(zip(net.layers, specs, strict=True), start=1):
-        _warn_of_unrecorded_arguments(f"layer {k}", layer, spec)
+    for k, (layer, spec) in enumerate(zip(net.layers, specs, strict=True)):
+        _warn_of_unrecorded_arguments(f"layers[{k}]", layer, spec)
     return {
         "class": "Sequential",
         "layers": specs,
@@ -351,7 +351,8 @@ def architecture(net: Any) -> dict[str, Any] | None:
 
 
 def _buffer_key(k: int, attr: str) -> str:
-    """The file's name for buffer ``attr`` of layer ``k`` (numbered from 1)."""
+    """The file's name for buffer ``attr`` of layer ``k``, numbered from 1 in the file
+    (``net.layers[k - 1]``)."""
     return f"{BUFFER_PREFIX}{k}/{attr}"
 
 
@@ -365,8 +366,8 @@ def _buffer_slots(net: Any) -> dict[str, tuple[Any, str]]:
 
 
 def _generator_slots(net: Any) -> dict[str, Any]:
-    """``<layer number> -> layer`` (numbered from 1) for the layers that draw with a
-    :class:`~xpnet.backend.DeviceRNG` in ``rng`` (Dropout)."""
+    """``<layer number> -> layer`` (numbered from 1 in the file, as buffers are) for the
+    layers that draw with a :class:`~xpnet.backend.DeviceRNG` in ``rng`` (Dropout)."""
     return {
         str(k): layer
         for k, layer in enumerate(getattr(net, "layers", ()), start=1)
@@ -388,7 +389,7 @@ def _loaded_generators(path: Any, meta: Mapping[str, Any], net: Any) -> list[tup
         try:
             rng.load_state_dict(saved.get(k, {}))
         except ValueError as exc:
-            raise CheckpointError(f"{os.fspath(path)}: layer {k}: {exc}") from exc
+            raise CheckpointError(f"{os.fspath(path)}: layers[{int(k) - 1}]: {exc}") from exc
         loaded.append((layer, rng))
     return loaded
 
@@ -778,7 +779,7 @@ def load_network(
     def array(key: str, k: int) -> Any:
         if key not in arrays:
             raise CheckpointError(
-                f"{where}: layer {k} needs array {key!r}, which is not in the file"
+                f"{where}: layers[{k - 1}] needs array {key!r}, which is not in the file"
             )
         a = arrays[key]
         return to_device(a, dtype=a.dtype.name, device=device, xp=xp)
@@ -788,7 +789,7 @@ def load_network(
         given = {attr: array(name, k) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
             given[attr] = array(_buffer_key(k, attr), k)
-        layers.append(_build(spec, given, f"layer {k}", where))
+        layers.append(_build(spec, given, f"layers[{k - 1}]", where))
     net = Sequential(
         layers,
         loss=_build(arch["loss"], {}, "the loss", where),

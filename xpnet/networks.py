@@ -137,7 +137,8 @@ class Layers(tuple):
 
 
 def _where(k: int, layer: Any) -> str:
-    return f"layer {k} ({type(layer).__name__})"
+    """How messages name layer ``k`` (from 0, as ``net[k]`` and ``net.layers[k]`` count)."""
+    return f"layers[{k}] ({type(layer).__name__})"
 
 
 def _require_input_gradient(dx: Any, shape: Any, where: str) -> None:
@@ -257,7 +258,7 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
     counts: dict[str, int] = {}
     # id of each parameter array -> its name and the array, held so that no id is reused
     named: dict[int, tuple[str, Any]] = {}
-    for k, layer in enumerate(layers, start=1):
+    for k, layer in enumerate(layers):
         attrs = getattr(layer, "params", ())
         if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
             raise TypeError(
@@ -275,7 +276,7 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
             counts[attr] = counts.get(attr, 0) + 1
             name = f"{attr}{'_' * attr[-1].isdigit()}{counts[attr]}"
             if name in slots:
-                other = next(j for j, lay in enumerate(layers, 1) if lay is slots[name][0])
+                other = next(j for j, lay in enumerate(layers) if lay is slots[name][0])
                 raise ValueError(
                     f"parameter name {name!r} of {_where(k, layer)} clashes with the one of "
                     f"{_where(other, slots[name][0])}: rename one of the attributes"
@@ -317,14 +318,14 @@ class Sequential:
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
         seen: dict[int, int] = {}
-        for k, layer in enumerate(self.layers, start=1):
-            _require_instance(f"layer {k}", layer)
+        for k, layer in enumerate(self.layers):
+            _require_instance(f"layers[{k}]", layer)
             require_layer_methods(layer, _where(k, layer))
             if isinstance(layer, Loss):
                 raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
             if id(layer) in seen:
                 raise ValueError(
-                    f"{_where(k, layer)} is the same object as layer {seen[id(layer)]}: a "
+                    f"{_where(k, layer)} is the same object as layers[{seen[id(layer)]}]: a "
                     "layer keeps what its forward saw for its backward, so one object cannot "
                     f"appear twice in a network; create another ({type(layer).__name__}(...))"
                 )
@@ -383,9 +384,11 @@ class Sequential:
             try:
                 x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
-                source = "the input" if k == 0 else f"the output of {_where(k, self.layers[k - 1])}"
+                source = (
+                    "the input" if k == 0 else f"the output of {_where(k - 1, self.layers[k - 1])}"
+                )
                 raise ValueError(
-                    f"{_where(k + 1, layer)} cannot take {source}, of shape "
+                    f"{_where(k, layer)} cannot take {source}, of shape "
                     f"{tuple(getattr(x, 'shape', ()))}: {exc}"
                 ) from exc
         if shapes is not None:
@@ -484,13 +487,13 @@ class Sequential:
         for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
             if dout is None:
                 raise ValueError(
-                    f"{_where(k + 2, self.layers[k + 1])} returned no input gradient, but "
-                    f"{_where(self._backward_from + 1, self.layers[self._backward_from])} "
+                    f"{_where(k + 1, self.layers[k + 1])} returned no input gradient, but "
+                    f"{_where(self._backward_from, self.layers[self._backward_from])} "
                     "before it has parameters"
                 )
             dout = self.layers[k].backward(dout)
             if check and dout is not None:
-                _require_input_gradient(dout, shapes[k], _where(k + 1, self.layers[k]))
+                _require_input_gradient(dout, shapes[k], _where(k, self.layers[k]))
         grads = {name: getattr(layer, dattr, None) for name, layer, _, dattr, _ in self._slots}
         if shapes is not None:
             for name, layer, attr, dattr, where in self._slots:
@@ -542,8 +545,8 @@ class Sequential:
 
     def __getitem__(self, index: int | slice) -> Any:
         """``net[i]`` is ``net.layers[i]``, counted from 0 (``net[-1]`` is the last layer); a
-        slice gives the tuple of those layers. The ``repr`` and the error messages number the
-        layers from 1: ``net[0]`` is ``(1)``, ``layer 1``."""
+        slice gives the tuple of those layers. The ``repr`` and the error messages count the
+        same way: ``net[2]`` is ``(2)`` and ``layers[2]``."""
         try:
             return self.layers[index]
         except IndexError:
@@ -575,10 +578,10 @@ class Sequential:
     def __repr__(self) -> str:
         """One line per layer (:func:`xpnet.layers.describe`: parameters and buffers by dtype
         and shape, then the constructor keywords), as PyTorch prints its modules; numbered
-        from 1, as the error messages name them (``layer 2 (ReLU)``); then the parameter
-        total (:meth:`num_parameters`), and the buffers' when there are any, as Keras's summary
-        ends with its "Trainable params" and "Non-trainable params"."""
-        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers, start=1)]
+        from 0, as ``net[k]`` and the error messages count (``layers[1] (ReLU)``); then the
+        parameter total (:meth:`num_parameters`), and the buffers' when there are any, as
+        Keras's summary ends with its "Trainable params" and "Non-trainable params"."""
+        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers)]
         lines.append(f"  loss: {describe(self.last_layer)}")
         if self.weight_decay:
             lines.append(f"  weight_decay: {self.weight_decay!r}")
