@@ -21,7 +21,9 @@ def torch_peer(run_device: tuple[Any, Any, str], framework: str) -> tuple[Any, A
     """``(torch, the peer module)``; skips when PyTorch or the device is missing."""
     if framework == "torch-cudagraph" and not run_device[2].startswith("cuda"):
         pytest.skip("CUDA graphs need a CUDA device (run with XPNET_DEVICE=cuda)")
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (peer benchmarks)")
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch is not installed (peer benchmarks): pip install torch"
+    )
     from benchmarks import _torch_peer
 
     if run_device[2].startswith("cuda") and not torch.cuda.is_available():

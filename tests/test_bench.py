@@ -1315,6 +1315,17 @@ def test_plot_draws_the_dask_and_whole_data_set_tables_too() -> None:
     }
 
 
+def test_plot_keeps_every_time_label_inside_the_axes(drawn: Any) -> None:
+    # The longest bar's label ("17 min") was cut off at the right edge.
+    records = [dask_loop("local", 0.4, "b1", 256), record("full_gradient", "numpy", 60000, 1020.0)]
+    ax = drawn(records)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(ax.figure).get_renderer()  # the figure was closed
+    right = ax.get_window_extent(renderer).x1
+    assert [t.get_window_extent(renderer).x1 <= right for t in ax.texts] == [True, True]
+
+
 def test_plot_draws_a_bar_for_every_time_in_the_dask_tables(drawn: Any) -> None:
     records = [
         dask_loop("local", 0.4, "b1", 256),

@@ -1,6 +1,8 @@
 """check_layer and check_function: they pass correct backward passes, fail wrong ones, and
 report kinks apart. The course notes' hand-written update is the real-world mistake."""
 
+import warnings
+
 import numpy as np
 import pytest
 from test_gradcheck import StaleAffine, StaleNormalize
@@ -511,3 +513,74 @@ def test_a_layer_whose_every_element_is_at_a_kink_says_none_was_compared(xp):
     assert report.params[0].kinks == 4 and "not compared (all kinks)" in text
     assert "not compared (all kinks): x: every element's central" in text
     assert text.endswith("PASSED (but x not compared)")
+
+
+class ReLUWithoutCopy:
+    """The book's ReLU without its ``x.copy()``: forward zeroes the negative inputs in place."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        x[...] = namespace_of(x).where(self.mask, x, 0.0)
+        return x
+
+    def backward(self, dout):
+        return namespace_of(dout).where(self.mask, dout, 0.0)
+
+
+def test_a_forward_that_writes_into_its_input_is_refused_naming_it(xp):
+    # It passed, every negative input zeroed into a kink at 0 and left out of the check.
+    with pytest.raises(ValueError, match=r"ReLUWithoutCopy\.forward wrote into its input x"):
+        check_layer(ReLUWithoutCopy(), rand(xp, 4, 3))
+
+
+class ScaleWithoutParams:
+    """``x * w`` whose backward stores ``dw`` but whose class does not name ``w`` in params."""
+
+    def __init__(self, w):
+        self.w = w
+
+    def forward(self, x):
+        self.x = x
+        return x * self.w
+
+    def backward(self, dout):
+        self.dw = namespace_of(dout).sum(dout * self.x, axis=0)
+        return dout * self.w
+
+
+def test_a_parameter_missing_from_params_is_named_as_not_checked(xp):
+    # Only x was checked, silently; a network would not have trained w either.
+    report = check_layer(ScaleWithoutParams(rand(xp, 3, seed=1)), rand(xp, 4, 3))
+    assert [p.name for p in report.params] == ["x"]
+    assert any(
+        line.startswith("w: backward stored dw, but ScaleWithoutParams.params does not")
+        for line in str(report).splitlines()
+    )
+
+
+class SquareKeepingDx:
+    """``x ** 2`` that caches its input as ``self.x`` and keeps ``self.dx`` as well."""
+
+    def forward(self, x):
+        self.x = x
+        return x**2
+
+    def backward(self, dout):
+        self.dx = 2 * self.x * dout
+        return self.dx
+
+
+def test_a_cached_input_and_its_kept_gradient_are_no_parameter_missing_from_params(xp):
+    layer = SquareKeepingDx()
+    layer.forward(rand(xp, 4, 3, seed=2))  # a cache from an earlier call, as in a network
+    report = check_layer(layer, rand(xp, 4, 3))
+    assert report.notes == []
+
+
+def test_check_function_takes_tensors_that_autograd_tracks_without_warnings():
+    torch = pytest.importorskip("torch")
+    x = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(torch.sum(x**3), x, create_graph=True)  # tracked too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warned twice of reading tracked tensors
+        assert check_function(lambda v: torch.sum(v**3), x, grad)

@@ -416,6 +416,28 @@ def test_plot_history_draws_train_and_test_accuracy_and_loss(tmp_path, monkeypat
     }
 
 
+def test_plot_history_marks_whole_epochs_only(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from xpnet.plotting import plot_history
+
+    saved = []
+    original = Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        saved.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    epochs = [1, 2, 3, 4, 5]  # matplotlib's default ticks for these are 1.0, 1.5, ..., 5.0
+    history = History(epochs, [10] * 5, [0.5] * 5, [0.4] * 5, [1.0] * 5, [1.1] * 5, [0.1] * 5)
+    plot_history(history, tmp_path / "curve.png")
+    (fig,) = saved
+    for ax in fig.axes:
+        assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
 def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     from xpnet.plotting import PlottingUnavailableError, plot_history
 

@@ -1202,6 +1202,8 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    # A decade past the longest bar, so that its time label is not cut off at the edge
+    ax.set_xlim(right=10 * max(v for _, s in series for v in s.values()))
     ax.set_xlabel("seconds per call (median; log scale)")
     ax.set_title("xpnet benchmarks")
     ax.grid(axis="x", which="both", alpha=0.3)

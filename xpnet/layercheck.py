@@ -34,7 +34,7 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from xpnet.backend import host_rng, namespace, namespace_of, to_numpy
+from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
 from xpnet.gradcheck import (
     RETRY,
     Atol,
@@ -62,8 +62,8 @@ def _is_float(x: Any) -> bool:
 
 def _float64(xp: Any, x: Any, like: Any) -> Any:
     """``x`` (an array or a Python float) as a float64 array of ``xp`` on ``like``'s device."""
-    if is_array_api_obj(x):
-        return xp.astype(x, xp.float64, copy=True)
+    if is_array_api_obj(x):  # a copy, and one PyTorch's autograd does not track
+        return xp.astype(untracked(x), xp.float64, copy=True)
     return xp.asarray(x, dtype=xp.float64, device=array_api_compat.device(like))
 
 
@@ -128,7 +128,7 @@ def _check(
             f"the gradient of {name} has the complex dtype {analytic.dtype}: the gradient of "
             "a real function is real"
         )
-    analytic = xp.astype(analytic, xp.float64)
+    analytic = xp.astype(untracked(analytic), xp.float64)
     center = f(x)
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
@@ -216,6 +216,39 @@ def _require_input_gradients(
     )
 
 
+def _require_inputs_unchanged(
+    kind: str, names: list[str], before: list[Any], after: list[Any], xp: Any
+) -> None:
+    """Refuse a ``forward`` that wrote into a floating input (``before``: copies taken
+    ahead of the call, ``None`` for the others): the check would difference the changed
+    values (the book's ReLU without its ``copy()`` turns every negative input into a kink
+    at 0, and passes), and in a network it changes what the previous layer holds."""
+    for name, old, new in zip(names, before, after, strict=True):
+        if old is None:
+            continue
+        same = (old == new) | (xp.isnan(old) & xp.isnan(new))
+        if not bool(xp.all(same)):
+            raise ValueError(
+                f"{kind}.forward wrote into its input {name}: a layer must not change the "
+                "arrays it is given; compute the output into a new array (the book's ReLU "
+                "copies first: out = x.copy())"
+            )
+
+
+def _undeclared_parameters(layer: Any, kept: dict[str, Any], params: list[str]) -> list[str]:
+    """The attributes ``w`` of ``layer`` that ``forward`` left as they were (``kept``: name
+    to object, taken before the call) and ``backward`` gave a gradient ``dw`` of their
+    shape, but that ``params`` does not name: parameters the check and a network miss."""
+    found = []
+    for name, value in kept.items():
+        grad = getattr(layer, "d" + name, None)
+        if name in params or getattr(layer, name, None) is not value:
+            continue
+        if is_array_api_obj(value) and is_array_api_obj(grad) and grad.shape == value.shape:
+            found.append(name)
+    return found
+
+
 def _input_names(layer: Any, count: int) -> list[str]:
     try:
         names = [
@@ -251,7 +284,10 @@ def check_layer(
     checked. ``forward_kwargs`` go to every ``forward`` call (e.g. ``{"train_flg": False}``).
     A check that would compare nothing raises ValueError: no floating input and no
     parameter, or a layer without parameters whose ``backward`` returns None (a missing
-    ``return dx``) for every floating input.
+    ``return dx``) for every floating input. So does a ``forward`` that writes into a
+    floating input. An attribute ``w`` that ``forward`` leaves as it is and whose
+    gradient ``dw`` ``backward`` stores, but that ``params`` does not name, is noted as
+    not checked.
 
     The layer's parameters and ``buffers`` (running statistics) are restored afterwards;
     its gradients (``dW``, ...) are those of the check. A layer that draws random numbers
@@ -282,7 +318,10 @@ def check_layer(
         # A forward pass on the inputs' decoys first, so that a backward reading a previous
         # call's cached input or batch statistic (a stale cache) shows (gradient_after_decoy)
         layer.forward(*(decoy(a) for a in x64), **kwargs)
+        given = [xp.asarray(x, copy=True) if _is_float(x) else None for x in x64]
+        kept = dict(getattr(layer, "__dict__", {}))  # what forward replaces is a cache
         out = layer.forward(*x64, **kwargs)
+        _require_inputs_unchanged(kind, names, given, x64, xp)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
         rng = host_rng(seed)
         dout = xp.asarray(
@@ -295,6 +334,11 @@ def check_layer(
         grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {p: getattr(layer, "d" + p, None) for p in params}
+        for name in _undeclared_parameters(layer, kept, params):
+            report.notes.append(
+                f"{name}: backward stored d{name}, but {kind}.params does not name {name}: "
+                "not checked, and not trained in a network; add it to params"
+            )
 
         def objective(at: int, value: Any) -> Any:
             args = [*x64[:at], value, *x64[at + 1 :]] if at >= 0 else x64
@@ -343,8 +387,9 @@ def check_function(
     ``grad`` has the same form and shapes. ``f`` receives float64 copies of ``x`` (a
     mapping with one entry perturbed at a time) and returns a number or a 0-D array
     (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
-    array (a function, a list) is a ``TypeError``. Returns a
-    :class:`~xpnet.gradcheck.GradientReport`, one row per array.
+    array (a function, a list) is a ``TypeError``. PyTorch tensors that autograd tracks
+    (``requires_grad=True``, a gradient from ``torch.autograd.grad``) are read detached.
+    Returns a :class:`~xpnet.gradcheck.GradientReport`, one row per array.
     """
     name = getattr(f, "__name__", type(f).__name__)
     report, tol = _report(f"function {name}", h, atol, rtol)

@@ -49,6 +49,7 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     data: Mapping[str, Any] = history if isinstance(history, Mapping) else history.as_dict()
     epochs = list(data["epochs"])
@@ -60,6 +61,7 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
         ax.plot(epochs, data[f"train_{key}"], marker=marker, label="train")
         ax.plot(epochs, data[f"test_{key}"], marker=marker, linestyle="--", label="test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
