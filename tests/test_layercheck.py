@@ -302,6 +302,14 @@ def test_check_function_takes_one_array(xp):
     assert not check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x)
 
 
+@pytest.mark.parametrize("x", [2.0, [2.0, 3.0]])
+def test_check_function_given_a_python_number_or_list_says_to_make_an_array(x):
+    with pytest.raises(
+        TypeError, match=r"got (float 2\.0|list \[2\.0, 3\.0\]): pass numpy\.asarray"
+    ):
+        check_function(lambda v: v**3, x, x)
+
+
 def test_check_function_takes_a_dict_of_arrays(xp):
     point = {"a": rand(xp, 3, 2), "b": rand(xp, 2, seed=1)}
 

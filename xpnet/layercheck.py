@@ -411,6 +411,9 @@ def check_function(
         _add_rows(report, rows)
         return report
     if not is_array_api_obj(x):
-        raise TypeError(f"x must be an array or a mapping of arrays, got {type(x).__name__}")
+        raise TypeError(
+            f"x must be an array or a mapping of arrays, got {type(x).__name__} {x!r:.40}: "
+            "pass numpy.asarray(x) (and the gradient as an array too)"
+        )
     _add_rows(report, [_check("x", f, _float64(namespace_of(x), x, x), grad, report, tol)])
     return report
