@@ -9,10 +9,10 @@ along a new axis, and ``col2im`` adds slice by slice into a fresh array
 runs on NumPy, CuPy, PyTorch and ``array_api_strict``.
 
 Shapes: images (N, C, H, W); filters (FN, C, FH, FW); the output of a window
-operation (N, *, OH, OW) with ``OH = (H + 2 pad - FH) / stride + 1`` (and OW alike),
-which must be a whole number. PyTorch's ``conv2d`` and ``max_pool2d`` round it down and
-leave the last rows and columns unread; here that is an error naming the sizes, as the
-book's ``im2col`` assumes windows that tile the padded image.
+operation (N, *, OH, OW) with ``OH = (H + 2 pad - FH) // stride + 1`` (and OW alike),
+rounded down as the book's ``im2col`` and PyTorch's ``conv2d`` and ``max_pool2d`` round
+it: where the stride does not fit the padded image, its last rows and columns are read
+by no window and get no gradient.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def output_size(
 ) -> tuple[int, int]:
     """``(OH, OW)`` of a ``filter_h`` x ``filter_w`` window sliding over images (N, C, H, W).
 
-    Raises ``ValueError`` naming the shapes when the input is not 4-D, the window is
-    larger than the padded input or the stride does not fit it exactly.
+    Rounded down where the stride does not fit the padded input exactly, as the book's
+    ``im2col`` and PyTorch do. Raises ``ValueError`` naming the shapes when the input is
+    not 4-D or the window is larger than the padded input.
     """
     if len(input_shape) != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(input_shape)}")
@@ -56,12 +57,6 @@ def output_size(
         raise ValueError(
             f"a {filter_h}x{filter_w} window is larger than the input {tuple(input_shape)} "
             f"padded by {pad} ({h}x{w})"
-        )
-    if (h - filter_h) % stride or (w - filter_w) % stride:
-        raise ValueError(
-            f"stride {stride} does not fit a {filter_h}x{filter_w} window on the input "
-            f"{tuple(input_shape)} padded by {pad} ({h}x{w}): (size - window) must be a "
-            f"multiple of the stride"
         )
     return (h - filter_h) // stride + 1, (w - filter_w) // stride + 1
 
@@ -154,6 +149,12 @@ def col2im(
     xp = namespace_of(col)
     n, c = input_shape[:2]
     oh, ow = output_size(tuple(input_shape), filter_h, filter_w, stride, pad)
+    expected = (n * oh * ow, c * filter_h * filter_w)
+    if tuple(col.shape) != expected:  # a reshape would take a transposed col of that size
+        raise ValueError(
+            f"col2im needs col of shape (N * OH * OW, C * FH * FW) = {expected} for the input "
+            f"{tuple(input_shape)}, got {tuple(col.shape)}"
+        )
     d = xp.reshape(col, (n, oh, ow, c, filter_h, filter_w))
     return fold(xp.permute_dims(d, (0, 3, 4, 5, 1, 2)), input_shape, stride, pad)
 

@@ -769,9 +769,11 @@ class SimpleConvNet(Sequential):
     ``filter_size`` (5), ``pad`` (0), ``stride`` (1); the pooling is 2x2 with stride 2,
     then Affine to ``hidden_size`` (100), ReLU, Affine to ``output_size`` (10).
     Parameters as in the book: ``W1`` (FN, C, FS, FS), ``b1`` (FN,), ``W2``
-    (FN * OH/2 * OW/2, hidden_size), ``b2``, ``W3`` (hidden_size, output_size), ``b3``;
-    weights ``weight_init_std * N(0, 1)`` drawn on the host from ``seed`` (W1, W2, W3 in
-    that order), biases zero. ``dtype``, ``device`` and ``xp`` as for MultiLayerNet.
+    (FN * (OH // 2) * (OW // 2), hidden_size) for a convolution output of OH x OW (an odd
+    size's last row or column is pooled by no window), ``b2``, ``W3`` (hidden_size,
+    output_size), ``b3``; weights ``weight_init_std * N(0, 1)`` drawn on the host from
+    ``seed`` (W1, W2, W3 in that order), biases zero. ``dtype``, ``device`` and ``xp`` as
+    for MultiLayerNet.
     """
 
     def __init__(
