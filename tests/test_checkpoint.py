@@ -859,6 +859,7 @@ def test_a_checkpoint_without_generator_states_leaves_the_generators_as_they_are
         ({"numpy/host": {"bit_generator": "MT19937"}}, "'numpy/host' is not a NumPy PCG64 state"),
         ({"cupy/0": {}}, "'cupy/0' is not one DeviceRNG saves"),
         ({"torch/cpu": "not hex"}, "'torch/cpu' is not one DeviceRNG saves"),
+        ({"torch/cpu": "00ff"}, "'torch/cpu' does not fit a torch.Generator on cpu"),
     ],
 )
 def test_a_malformed_generator_state_is_refused_naming_the_layer(tmp_path, state, message):

@@ -484,7 +484,7 @@ class DeviceRNG:
     def load_state_dict(self, states: Mapping[str, Any]) -> None:
         """Continue from ``states`` (:meth:`state_dict`'s): each generator it names draws on
         from there, the others start again from ``seed``. ``ValueError`` names a state that
-        is not one; a PyTorch state is checked when its device is first drawn on."""
+        is not one; a PyTorch state for a GPU is checked when its device is first drawn on."""
         generators, pending = {}, {}
         for name, state in states.items():
             kind, _, device = str(name).partition("/")
@@ -499,6 +499,10 @@ class DeviceRNG:
                     ) from exc
                 generators[(kind, device)] = gen
             elif kind == "torch" and isinstance(state, str) and _is_hex(state):
+                if device == "cpu":  # checked now; a GPU's waits for its device's first draw
+                    import torch
+
+                    _set_torch_state(torch.Generator(), (kind, device), state)
                 pending[(kind, device)] = state
             else:
                 raise ValueError(
