@@ -453,6 +453,14 @@ def test_a_torch_cpu_generator_state_of_another_size_is_refused_on_loading():
         rng.load_state_dict({"torch/cpu": "00ff"})
 
 
+def test_a_torch_generator_state_loads_where_pytorch_is_not_installed(monkeypatch):
+    # A checkpoint from a PyTorch network with Dropout loads into a NumPy one anywhere.
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    rng = backend.DeviceRNG(0)
+    rng.load_state_dict({"torch/cpu": "00ff"})
+    assert rng.state_dict() == {"torch/cpu": "00ff"}  # kept, and saved again as it was
+
+
 def test_fallback_float32_draws_stay_below_one():
     # Seed 0's float64 draw number 14,817,372 is 0.99999999842, which rounds to 1.0 in float32.
     strict = pytest.importorskip("array_api_strict")

@@ -499,10 +499,10 @@ class DeviceRNG:
                     ) from exc
                 generators[(kind, device)] = gen
             elif kind == "torch" and isinstance(state, str) and _is_hex(state):
-                if device == "cpu":  # checked now; a GPU's waits for its device's first draw
-                    import torch
-
-                    _set_torch_state(torch.Generator(), (kind, device), state)
+                if device == "cpu" and _torch_or_none() is not None:
+                    # Checked now; a GPU's waits for its device's first draw, and without
+                    # PyTorch the state is only kept (a NumPy network never draws with it).
+                    _set_torch_state(_torch_or_none().Generator(), (kind, device), state)
                 pending[(kind, device)] = state
             else:
                 raise ValueError(
@@ -533,6 +533,14 @@ class DeviceRNG:
                 gen = np.random.default_rng(self.seed)
             self._generators[key] = gen
         return gen
+
+
+def _torch_or_none() -> ModuleType | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def _is_hex(text: str) -> bool:
