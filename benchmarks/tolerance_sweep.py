@@ -162,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _failures(report: Any) -> str:
     """What failed in a report: its parameters' largest errors, or its directions'."""
     if isinstance(report, DirectionalReport):
-        if not report.compared:
-            return "no direction compared (every one across a kink)"
+        if report.fallback is not None:  # no direction compared: element by element
+            failures = _failures(report.fallback) or "a derivative that is not finite"
+            return f"element by element, {failures}"
         failed = [d for d in report.compared if not d.passed]
         if not failed:
             return "a derivative that is not finite"

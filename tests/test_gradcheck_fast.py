@@ -385,8 +385,48 @@ def test_directional_check_leaves_out_directions_across_a_kink(cpu_xp, hidden):
     net, x, t = kinked_problem(cpu_xp, hidden)
     report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
     assert all(d.kink for d in report.directions)  # b1[2] moves z1[0, 2] in every direction
-    assert not report.passed
-    assert "no direction free of kinks" in str(report)
+    assert not report.compared and "kink (left out)" in str(report)
+
+
+def dead_unit_problem(xp):
+    """``kinked_problem`` with ReLU unit 2's weights and bias 0: its input z1[:, 2] is
+    exactly 0 for both samples, a kink at every step, that b1[2] moves in every direction."""
+    net, x, t = kinked_problem(xp)
+    W1, b1 = to_numpy(net.params["W1"]).copy(), to_numpy(net.params["b1"]).copy()
+    W1[:, 2], b1[2] = 0.0, 0.0
+    net.params["W1"] = to_device(W1, dtype="float64", xp=xp)
+    net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
+    return net, x, t
+
+
+def test_directional_check_with_no_direction_compared_passes_element_by_element(xp):
+    net, x, t = dead_unit_problem(xp)
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert not report.compared  # every direction crosses the kink and disagrees
+    assert report.passed, str(report)
+    assert report.fallback.params[0].kink_elements == ((2,),)  # the others compared
+    text = str(report)
+    assert "fell back: no direction was compared" in text and "parameters (b1) were checked" in text
+    assert text.splitlines()[-1] == "PASSED"
+
+
+def test_directional_check_falling_back_says_which_parameter_no_element_checked(xp):
+    net, x, _ = dead_unit_problem(xp)
+    for name in ("W1", "b1"):  # every ReLU input exactly 0: every b1 element at a kink
+        net.params[name] = xp.zeros_like(net.params[name])
+    t = to_device([1, 1], dtype="int64", xp=xp)  # [1, 0] has a loss flat in the outputs
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert report.fallback.params[0].all_kinks
+    assert str(report).splitlines()[-1] == "PASSED (but b1 not compared)"
+
+
+def test_directional_check_with_no_direction_compared_fails_a_wrong_gradient(xp, wrong_gradient_of):
+    net, x, t = dead_unit_problem(xp)
+    wrong_gradient_of(Affine, "db")
+    report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
+    assert not report.compared and report.fallback is not None
+    assert not report.passed and not report.fallback.params[0].passed
+    assert str(report).splitlines()[-1] == "FAILED"
 
 
 def test_a_direction_across_a_kink_that_agrees_is_not_taken_again(cpu_xp):
@@ -404,15 +444,16 @@ def test_a_direction_across_a_kink_that_agrees_is_not_taken_again(cpu_xp):
 
 def test_directions_across_a_kink_that_agree_are_compared(cpu_xp, wrong_gradient_of):
     # As test_a_direction_across_a_kink_that_agrees_is_not_taken_again: every direction
-    # crosses the kink of a unit that feeds nothing and agrees, which is a check passed, not
-    # "no direction free of kinks" (a float32 check of a ReLU network failed so, correct).
+    # crosses the kink of a unit that feeds nothing and agrees, which is a check passed by
+    # the directions, not one left to the element-wise fallback (a float32 check of a ReLU
+    # network failed so, correct, when no direction compared was a failure).
     net, x, t = kinked_problem(cpu_xp)
     W2 = to_numpy(net.params["W2"]).copy()
     W2[2] = 0.0
     net.params["W2"] = to_device(W2, dtype="float64", xp=cpu_xp)
     report = directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
     assert report.passed, str(report)
-    assert "ok (across a kink)" in str(report) and "no direction free" not in str(report)
+    assert "ok (across a kink)" in str(report) and report.fallback is None
     wrong_gradient_of(Affine, "db")
     assert not directional_check(net, x, t, n_directions=4, seed=0, params=["b1"])
 

@@ -15,7 +15,8 @@ For a network there are three methods (``METHODS``):
 - ``"directional"``: a few random unit directions ``v``, two forward passes each,
   ``(L(p + h v) - L(p - h v)) / 2h`` against the analytic ``grad . v``; a fast
   pass/fail in the spirit of PyTorch's ``gradcheck(fast_mode=True)``, with no
-  per-element gradient.
+  per-element gradient; where every direction crosses a kink and disagrees, the
+  element-wise check of ``"batched"`` instead.
 
 ReLU is not differentiable at 0. An element whose perturbation moves some
 pre-activation across 0 has a central difference that straddles the kink and can be
@@ -694,7 +695,13 @@ class GradientReport:
         lines += self.notes
         if not self.params:
             lines.append("nothing was checked")
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """The report's last line: PASSED or FAILED, and what a pass leaves unchecked."""
         verdict = "PASSED" if self.passed else "FAILED"
+        unchecked = [p.name for p in self.params if p.all_kinks]
         if self.passed and unchecked:
             verdict += f" (but {', '.join(unchecked)} not compared)"
         if self.passed and self.unresolved:
@@ -704,8 +711,7 @@ class GradientReport:
                 f" (but the atol is as large as the gradients of "
                 f"{', '.join(self.unresolved_params)}: they were not resolved)"
             )
-        lines.append(verdict)
-        return "\n".join(lines)
+        return verdict
 
 
 def _param_result(p: ParamCheck) -> str:
@@ -1048,6 +1054,7 @@ def check_gradients(
             atol=atol,
             rtol=rtol,
             params=params,
+            memory_budget=memory_budget,
         )
     _require_samples(x)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
@@ -1068,21 +1075,33 @@ def check_gradients(
             layered = any(f.kinks is not None for f in found.values())
             local = LocalNet.of(net, x, t) if layered else None
         tol = _at_the_point(tol, net, x, t, names, local, center, h, seed)
-        atol = tol.at(h)
-        small = refined_step(h, dtype)
-        refined = {
-            n: _refined_at_kinks(local, n, analytic[n], found[n], small, atol, rtol, budget)
-            for n in names
-        }
-        retried = {
-            n: _retried(local, n, analytic[n], found[n], h, atol, rtol, budget) for n in names
-        }
-        kinks = {
-            n: _with_one_sided_kinks(
-                net, x, t, n, analytic[n], found[n], center, h, tol, rtol, small
-            )
-            for n in names
-        }
+        return _element_wise(
+            net, x, t, names, analytic, found, local, tol, center,
+            method=method, h=h, rtol=rtol, dtype=dtype, budget=budget,
+        )  # fmt: skip
+
+
+def _element_wise(
+    net: Any, x: Any, t: Any, names: list[str], analytic: Mapping[str, Any],
+    found: dict[str, _Numerical], local: LocalNet | None, tol: Atol, center: float, *,
+    method: str, h: float, rtol: float, dtype: str, budget: int | str | None,
+) -> GradientReport:  # fmt: skip
+    """:func:`check_gradients`' comparison of the ``analytic`` gradients of ``names`` with
+    their central differences ``found`` at ``h``, inside the check's held network: the
+    elements across a kink that disagree differenced again at :func:`refined_step`, those
+    failing clear of kinks at ``h / RETRY``, kinks that no hook sees found by one-sided
+    differences; ``found`` is updated in place."""
+    atol = tol.at(h)
+    small = refined_step(h, dtype)
+    refined = {
+        n: _refined_at_kinks(local, n, analytic[n], found[n], small, atol, rtol, budget)
+        for n in names
+    }
+    retried = {n: _retried(local, n, analytic[n], found[n], h, atol, rtol, budget) for n in names}
+    kinks = {
+        n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, tol, rtol, small)
+        for n in names
+    }
     report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
     report.params = [
         replace(
@@ -1251,7 +1270,9 @@ class DirectionalReport:
     It passes when every direction compared passes, there is at least one, and no
     derivative (kinks included) is inf or nan. A direction across a kink is compared when
     it agrees anyway, as :func:`compare` does elements: a float32 check of ReLU networks
-    crosses one in nearly every direction.
+    crosses one in nearly every direction. When none is compared, ``fallback`` is the
+    element-wise check of the parameters (:func:`directional_check`), and it passes when
+    that does and no derivative is inf or nan.
     """
 
     h: float
@@ -1263,6 +1284,7 @@ class DirectionalReport:
     directions: list[DirectionCheck] = field(default_factory=list)
     method: str = "directional"
     notes: list[str] = field(default_factory=list)
+    fallback: GradientReport | None = None  # element by element, when no direction compared
 
     @property
     def compared(self) -> list[DirectionCheck]:
@@ -1272,13 +1294,16 @@ class DirectionalReport:
     @property
     def passed(self) -> bool:
         finite = all(d.finite for d in self.directions)
+        if self.fallback is not None:
+            return finite and self.fallback.passed
         return bool(self.compared) and finite and all(d.passed for d in self.compared)
 
     def __bool__(self) -> bool:
         return self.passed
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        fallback = None if self.fallback is None else self.fallback.as_dict()
+        return {**asdict(self), "fallback": fallback, "passed": self.passed}
 
     def __str__(self) -> str:
         header = ("direction", "numerical", "analytic", "abs err", "result")
@@ -1299,13 +1324,6 @@ class DirectionalReport:
             f"pass when |analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|",
             *_table(header, rows),
         ]
-        if not self.compared:
-            lines.append(
-                "no direction free of kinks: use more directions or a smaller h; a ReLU input "
-                "of exactly 0 (BatchNorm on one sample or on a feature constant in the batch, "
-                "a zero bias on blank inputs) is a kink in every direction: check at other "
-                'inputs, or element by element (method="batched")'
-            )
         again = [
             i
             for i, d in enumerate(self.directions)
@@ -1330,7 +1348,12 @@ class DirectionalReport:
                 "undefined at p +- h v (try a smaller h); analytic: backward computed it"
             )
         lines += self.notes
-        lines.append("PASSED" if self.passed else "FAILED")
+        if self.fallback is None:
+            lines.append("PASSED" if self.passed else "FAILED")
+            return "\n".join(lines)
+        # The element-wise check's table and notes, and its verdict as the report's.
+        lines += ["  " + line for line in str(self.fallback).splitlines()[:-1]]
+        lines.append(self.fallback.verdict() if self.passed else "FAILED")
         return "\n".join(lines)
 
 
@@ -1373,6 +1396,7 @@ def directional_check(
     atol: float | None = None,
     rtol: float | None = None,
     params: Iterable[str] | None = None,
+    memory_budget: int | str | None = None,
 ) -> DirectionalReport:
     """Check backprop along ``n_directions`` random unit directions ``v`` (seeded).
 
@@ -1386,6 +1410,13 @@ def directional_check(
     a ReLU input merely near 0 is clear; or, for any layer, by the one-sided differences
     along ``v`` (confirmed at half the step, two more passes per direction they flag). The
     loss is the training-mode one, the network held still as in :func:`check_gradients`.
+
+    When no direction is compared, every one across a kink and disagreeing (a ReLU input
+    of exactly 0 moves in every direction: BatchNorm on one sample, a zero bias on blank
+    pixels), the parameters are checked element by element instead, as
+    :func:`check_gradients` does by default (local perturbations within ``memory_budget``,
+    the loop where the layers do not allow them): the elements at kinks are reported
+    apart, and the report's ``fallback`` gives the verdict.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
@@ -1453,22 +1484,39 @@ def directional_check(
                     loss_along, np.zeros(n_directions), exact, plus, center, minus, step,
                     group_atol, rtol, among=~hooked & group,
                 )  # fmt: skip
-    numeric = (plus - minus) / (2 * steps)
-    report = DirectionalReport(h=h, atol=tol.at(h), rtol=rtol, dtype=dtype, seed=seed, params=names)
-    for i in range(n_directions):
-        num, ana = float(numeric[i]), float(exact[i])
-        err = abs(num - ana)
-        report.directions.append(
-            DirectionCheck(
-                numerical=num,
-                analytic=ana,
-                abs_error=err,
-                kink=bool(one_sided[i] or hooked[i]),
-                passed=math.isfinite(err) and within_tolerance(ana, num, float(atol[i]), rtol),
-                step=float(steps[i]),
-                retried=bool(retried[i]),
-            )
+        numeric = (plus - minus) / (2 * steps)
+        report = DirectionalReport(
+            h=h, atol=tol.at(h), rtol=rtol, dtype=dtype, seed=seed, params=names
         )
-    if tol.at(h) > tol.floor:
-        report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
+        for i in range(n_directions):
+            num, ana = float(numeric[i]), float(exact[i])
+            err = abs(num - ana)
+            report.directions.append(
+                DirectionCheck(
+                    numerical=num,
+                    analytic=ana,
+                    abs_error=err,
+                    kink=bool(one_sided[i] or hooked[i]),
+                    passed=math.isfinite(err) and within_tolerance(ana, num, float(atol[i]), rtol),
+                    step=float(steps[i]),
+                    retried=bool(retried[i]),
+                )
+            )
+        if tol.at(h) > tol.floor:
+            report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
+        if not report.compared:
+            differences = _numerical(
+                net, x, t, names, method="batched", h=h, budget=memory_budget, local=local
+            )
+            report.fallback = _element_wise(
+                net, x, t, names, analytic, differences, local, tol, center,
+                method="batched", h=h, rtol=rtol, dtype=dtype, budget=memory_budget,
+            )  # fmt: skip
+            report.notes.append(
+                "fell back: no direction was compared (every one crossed a kink and disagreed: "
+                "a ReLU input of exactly 0, as BatchNorm on one sample or on a feature constant "
+                "in the batch, or a zero bias on blank inputs, gives one in every direction), "
+                f"so the parameters ({', '.join(names)}) were checked element by element, their "
+                "elements at kinks reported apart; the verdict is that check's"
+            )
     return report
