@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("on_the_host")
 
 
 def batchnorm_net(seed=0):
-    """A MultiLayerNet whose layer 2 is a BatchNormalization (buffers running_mean/var)."""
+    """A MultiLayerNet whose layers[1] is a BatchNormalization (buffers running_mean/var)."""
     return MultiLayerNet(6, [5], 4, use_batchnorm=True, dtype="float64", seed=seed)
 
 
@@ -798,7 +798,7 @@ def test_architecture_sizes_that_need_a_weight_the_file_lacks_are_refused(traine
 
 
 def dropout_net(xp, seed=0):
-    """A MultiLayerNet whose layer 3 is a Dropout drawing with its own generator."""
+    """A MultiLayerNet whose layers[2] is a Dropout drawing with its own generator."""
     return MultiLayerNet(6, [5], 4, use_dropout=True, dtype="float64", seed=seed, xp=xp)
 
 

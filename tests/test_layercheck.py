@@ -585,6 +585,26 @@ def test_a_cached_input_and_its_kept_gradient_are_no_parameter_missing_from_para
     assert report.notes == []
 
 
+class SquareIntoItsCache(SquareKeepingDx):
+    """:class:`SquareKeepingDx` whose cache is an array of its own, made on the first call
+    and written into after it (``self.x[...] = x``)."""
+
+    def forward(self, x):
+        if getattr(self, "x", None) is None or self.x.shape != x.shape:
+            self.x = namespace_of(x).zeros_like(x)
+        self.x[...] = x
+        return x**2
+
+
+def test_a_cache_written_into_and_its_kept_gradient_are_no_parameter_missing_from_params(xp):
+    # It was noted as a parameter x missing from params: the same array before and after
+    # forward, with a dx of its shape, though forward had changed its values.
+    layer = SquareIntoItsCache()
+    layer.forward(rand(xp, 4, 3, seed=2))
+    report = check_layer(layer, rand(xp, 4, 3))
+    assert report.notes == []
+
+
 def test_check_function_takes_tensors_that_autograd_tracks_without_warnings():
     torch = pytest.importorskip("torch")
     x = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64, requires_grad=True)

@@ -226,8 +226,7 @@ def _require_inputs_unchanged(
     for name, old, new in zip(names, before, after, strict=True):
         if old is None:
             continue
-        same = (old == new) | (xp.isnan(old) & xp.isnan(new))
-        if not bool(xp.all(same)):
+        if not _same_values(xp, old, new):
             raise ValueError(
                 f"{kind}.forward wrote into its input {name}: a layer must not change the "
                 "arrays it is given; compute the output into a new array (the book's ReLU "
@@ -235,16 +234,39 @@ def _require_inputs_unchanged(
             )
 
 
+def _same_values(xp: Any, old: Any, new: Any) -> bool:
+    """Whether the floating arrays ``old`` and ``new`` hold the same values (NaN as NaN)."""
+    return bool(xp.all((old == new) | (xp.isnan(old) & xp.isnan(new))))
+
+
+def _floating_attributes(layer: Any) -> dict[str, tuple[Any, Any]]:
+    """``name -> (array, a copy of it)`` for the floating array attributes of ``layer``."""
+    return {
+        name: (value, namespace_of(value).asarray(value, copy=True))
+        for name, value in getattr(layer, "__dict__", {}).items()
+        if is_array_api_obj(value) and _is_float(value)
+    }
+
+
+def _left_alone(layer: Any, before: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """The attributes of ``before`` (:func:`_floating_attributes`, taken ahead of
+    ``forward``) that ``forward`` left as they were, the same array with the same values:
+    what it replaces or writes into (``self.x[...] = x``) is a cache, not a parameter."""
+    return {
+        name: value
+        for name, (value, copy) in before.items()
+        if getattr(layer, name, None) is value and _same_values(namespace_of(value), copy, value)
+    }
+
+
 def _undeclared_parameters(layer: Any, kept: dict[str, Any], params: list[str]) -> list[str]:
-    """The attributes ``w`` of ``layer`` that ``forward`` left as they were (``kept``: name
-    to object, taken before the call) and ``backward`` gave a gradient ``dw`` of their
-    shape, but that ``params`` does not name: parameters the check and a network miss."""
+    """The attributes ``w`` of ``layer`` that ``forward`` left as they were (``kept``:
+    :func:`_left_alone`'s) and ``backward`` gave a gradient ``dw`` of their shape, but that
+    ``params`` does not name: parameters the check and a network miss."""
     found = []
     for name, value in kept.items():
         grad = getattr(layer, "d" + name, None)
-        if name in params or getattr(layer, name, None) is not value:
-            continue
-        if is_array_api_obj(value) and is_array_api_obj(grad) and grad.shape == value.shape:
+        if name not in params and is_array_api_obj(grad) and grad.shape == value.shape:
             found.append(name)
     return found
 
@@ -319,9 +341,10 @@ def check_layer(
         # call's cached input or batch statistic (a stale cache) shows (gradient_after_decoy)
         layer.forward(*(decoy(a) for a in x64), **kwargs)
         given = [xp.asarray(x, copy=True) if _is_float(x) else None for x in x64]
-        kept = dict(getattr(layer, "__dict__", {}))  # what forward replaces is a cache
+        before = _floating_attributes(layer)
         out = layer.forward(*x64, **kwargs)
         _require_inputs_unchanged(kind, names, given, x64, xp)
+        kept = _left_alone(layer, before)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
         rng = host_rng(seed)
         dout = xp.asarray(
