@@ -255,7 +255,9 @@ def rows(x: Any, *, client: Client | None = None, chunk_rows: int | None = None)
 
     With a ``client``, the chunks are sent to its workers now (``scatter``, spread over
     them) and stay there (``persist``), so later computations send only their graph; a
-    worker lost takes its chunks with it (computations on them then fail).
+    worker lost takes its chunks with it (computations on them then fail with Dask's
+    ``FutureCancelledError``: scattered data cannot be recomputed; ``Trainer`` then calls
+    ``rows`` again).
     ``chunk_rows`` defaults to two chunks per worker thread (per CPU without a client).
     ``x`` must be an array (a list is a ``TypeError``, as everywhere in xpnet) with at least
     one dimension (a 0-D array is a ``ValueError``).

@@ -18,6 +18,7 @@ Where the work happens:
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import sys
 import time
@@ -70,6 +71,12 @@ class EpochResult:
 def format_seconds(seconds: float) -> str:
     """``seconds`` to two decimals below 10 s, to one above (``"3.14 s"``, ``"31.4 s"``)."""
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+# What computing on arrays placed elsewhere raises when that place lost their data: Dask's
+# FutureCancelledError (a worker holding scattered rows died; they cannot be recomputed) is
+# one. The standard library's base, so that ``import xpnet`` stays free of Dask.
+EVALUATION_LOST = (concurrent.futures.CancelledError,)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -267,7 +274,9 @@ class Trainer:
       (default: all); ``eval_batch_size`` bounds the memory evaluation uses;
     - ``evaluate_on``: applied once to each array evaluation reads (inputs, integer
       labels, targets), e.g. ``lambda a: xpnet.distributed.rows(a, client=c)`` to
-      evaluate on a Dask cluster (default: the arrays as they are);
+      evaluate on a Dask cluster (default: the arrays as they are); when an epoch's
+      evaluation raises ``concurrent.futures.CancelledError`` (Dask's error for rows lost
+      with a worker), it is applied again and that epoch evaluated again, once;
     - ``progress``: a progress bar (tqdm) on stderr for each epoch (``None``: when stderr
       is a terminal);
     - ``verbose``: print a line for each epoch to stdout (``str(result)``: epoch, train
@@ -379,20 +388,10 @@ class Trainer:
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
         (self.labels_train, self.t_train), (self.labels_test, self.t_test) = sets
-        place = (lambda a: a) if evaluate_on is None else evaluate_on
-
-        def evaluated(arrays: tuple[Any, ...]) -> tuple[Any, ...]:
-            """The first ``eval_samples`` of each array, where evaluation reads them."""
-            n = arrays[0].shape[0]
-            k = n if eval_samples is None else min(eval_samples, n)
-            return tuple(place(a[:k, ...]) for a in arrays)
-
-        self._eval_sets = [
-            evaluated((x_train, self.labels_train, self.t_train)),
-            evaluated((x_test, self.labels_test, self.t_test)),
-        ]
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.eval_samples, self.eval_batch_size = eval_samples, eval_batch_size
+        self.evaluate_on = evaluate_on
+        self._eval_sets = self._placed_eval_sets()
         self.epoch = start_epoch  # epochs completed so far
         self.history = History() if history is None else history
         self.iterations = (
@@ -402,6 +401,39 @@ class Trainer:
         )
         self.progress, self.verbose = progress, verbose
         self.callback = callback
+
+    def _placed_eval_sets(self) -> list[tuple[Any, ...]]:
+        """The first ``eval_samples`` of the train and test sets' inputs, labels and targets,
+        where evaluation reads them (``evaluate_on`` applied to each)."""
+        place = (lambda a: a) if self.evaluate_on is None else self.evaluate_on
+        sets = []
+        for arrays in (
+            (self.x_train, self.labels_train, self.t_train),
+            (self.x_test, self.labels_test, self.t_test),
+        ):
+            n = arrays[0].shape[0]
+            k = n if self.eval_samples is None else min(self.eval_samples, n)
+            sets.append(tuple(place(a[:k, ...]) for a in arrays))
+        return sets
+
+    def _evaluate_epoch(self) -> list[tuple[float, float]]:
+        """``[(train accuracy, loss), (test accuracy, loss)]``. Where ``evaluate_on`` placed
+        the sets, a set that place lost (:data:`EVALUATION_LOST`) is placed again from the
+        arrays here and the epoch evaluated again, once; a second loss is raised."""
+
+        def evaluate_sets() -> list[tuple[float, float]]:
+            return [
+                evaluate(self.net, *arrays, batch_size=self.eval_batch_size)
+                for arrays in self._eval_sets
+            ]
+
+        try:
+            return evaluate_sets()
+        except EVALUATION_LOST:
+            if self.evaluate_on is None:
+                raise
+            self._eval_sets = self._placed_eval_sets()
+            return evaluate_sets()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -441,10 +473,7 @@ class Trainer:
             began = time.perf_counter()
             order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
             self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
-            (train_acc, train_loss), (test_acc, test_loss) = (
-                evaluate(self.net, *arrays, batch_size=self.eval_batch_size)
-                for arrays in self._eval_sets
-            )
+            (train_acc, train_loss), (test_acc, test_loss) = self._evaluate_epoch()
             synchronize(*self.net.params.values())
             result = EpochResult(
                 epoch=epoch,

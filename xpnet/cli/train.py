@@ -207,13 +207,16 @@ def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> d
 
 
 def _lost_on_cluster(client: Any) -> tuple[type[BaseException], ...]:
-    """What Dask raises when a computation's data died with a worker (``rows`` keeps the
-    evaluation sets' chunks on the workers); nothing without a cluster."""
+    """What ends a run whose evaluation data died with a worker (``rows`` keeps the sets'
+    chunks on the workers; the trainer sends them again once): Dask's error for lost data,
+    or no worker left to send them to; nothing without a cluster."""
     if client is None:
         return ()
     from distributed.client import FutureCancelledError
 
-    return (FutureCancelledError,)
+    from xpnet.distributed import SchedulerUnavailableError
+
+    return (FutureCancelledError, SchedulerUnavailableError)
 
 
 def _fits(saved: dict[str, Any], net: Any) -> bool:
@@ -385,7 +388,7 @@ def _train(args: argparse.Namespace) -> int:
 
             raise WorkLostError(
                 f"the Dask cluster lost the evaluation data during epoch {trainer.epoch + 1} "
-                f"(a worker holding it died: {exc}){kept()}"
+                f"(a worker holding it died), and sending it again did not help: {exc}{kept()}"
             ) from exc
     elapsed = time.perf_counter() - began
     print(
