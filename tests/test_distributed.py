@@ -33,7 +33,7 @@ from xpnet.backend import to_device, to_numpy  # noqa: E402
 from xpnet.cli import main  # noqa: E402
 from xpnet.layers import Softmax  # noqa: E402
 from xpnet.optim import SGD  # noqa: E402
-from xpnet.training import Trainer  # noqa: E402
+from xpnet.training import EvaluationResent, Trainer  # noqa: E402
 
 # Dask takes NumPy arrays: networks made without xp= live on the host here, and the CLI's
 # --scheduler refuses another device, even under XPNET_DEVICE=cuda.
@@ -223,7 +223,10 @@ def test_trainer_sends_rows_lost_with_a_worker_again_and_evaluates_the_epoch_aga
             killed.append(kill_a_worker(client))
 
     try:
-        there = two_class_history(evaluate_on=rows, callback=kill_a_worker_after_the_first_epoch)
+        with pytest.warns(EvaluationResent, match="epoch 2: the evaluation data was lost"):
+            there = two_class_history(
+                evaluate_on=rows, callback=kill_a_worker_after_the_first_epoch
+            )
     finally:
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it for later tests
     here = two_class_history()
@@ -245,7 +248,7 @@ def test_trainer_sends_lost_rows_again_only_once(client):
             client.wait_for_workers(2, timeout=60)
         return sent[-1]
 
-    with pytest.raises(FutureCancelledError):
+    with pytest.raises(FutureCancelledError), pytest.warns(EvaluationResent):
         two_class_history(evaluate_on=rows_lost_twice)
     client.wait_for_workers(2, timeout=60)
     assert len(sent) == 12 and len(killed) == 2
@@ -561,7 +564,9 @@ def test_cli_train_goes_on_after_losing_a_worker_with_evaluation_data(client, ca
     finally:
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it for later tests
     out, err = capsys.readouterr()
-    assert killed and err == ""
+    assert killed
+    assert err.startswith("xpnet train: warning: epoch 2: the evaluation data was lost")
+    assert len(err.splitlines()) == 1  # one line, and the run goes on
     assert epoch_accuracies(out) == here and len(here) == 3
 
 

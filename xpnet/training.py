@@ -22,6 +22,7 @@ import concurrent.futures
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -77,6 +78,11 @@ def format_seconds(seconds: float) -> str:
 # FutureCancelledError (a worker holding scattered rows died; they cannot be recomputed) is
 # one. The standard library's base, so that ``import xpnet`` stays free of Dask.
 EVALUATION_LOST = (concurrent.futures.CancelledError,)
+
+
+class EvaluationResent(RuntimeWarning):
+    """An epoch's evaluation lost its data where ``evaluate_on`` put it (a Dask worker
+    died) and the :class:`Trainer` sent it again and evaluated the epoch again."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -416,10 +422,11 @@ class Trainer:
             sets.append(tuple(place(a[:k, ...]) for a in arrays))
         return sets
 
-    def _evaluate_epoch(self) -> list[tuple[float, float]]:
-        """``[(train accuracy, loss), (test accuracy, loss)]``. Where ``evaluate_on`` placed
-        the sets, a set that place lost (:data:`EVALUATION_LOST`) is placed again from the
-        arrays here and the epoch evaluated again, once; a second loss is raised."""
+    def _evaluate_epoch(self, epoch: int) -> list[tuple[float, float]]:
+        """``[(train accuracy, loss), (test accuracy, loss)]`` after ``epoch``. Where
+        ``evaluate_on`` placed the sets, a set that place lost (:data:`EVALUATION_LOST`) is
+        placed again from the arrays here and the epoch evaluated again, once, with a
+        :class:`EvaluationResent` warning; a second loss is raised."""
 
         def evaluate_sets() -> list[tuple[float, float]]:
             return [
@@ -429,10 +436,17 @@ class Trainer:
 
         try:
             return evaluate_sets()
-        except EVALUATION_LOST:
+        except EVALUATION_LOST as exc:
             if self.evaluate_on is None:
                 raise
             self._eval_sets = self._placed_eval_sets()
+            warnings.warn(  # once the data is back where evaluation reads it
+                f"epoch {epoch}: the evaluation data was lost where evaluate_on had put it "
+                f"({type(exc).__name__}: a Dask worker holding it died); sent again, and the "
+                "epoch evaluated again",
+                EvaluationResent,
+                stacklevel=2,
+            )
             return evaluate_sets()
 
     @property
@@ -473,7 +487,7 @@ class Trainer:
             began = time.perf_counter()
             order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
             self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
-            (train_acc, train_loss), (test_acc, test_loss) = self._evaluate_epoch()
+            (train_acc, train_loss), (test_acc, test_loss) = self._evaluate_epoch(epoch)
             synchronize(*self.net.params.values())
             result = EpochResult(
                 epoch=epoch,
