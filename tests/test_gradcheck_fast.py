@@ -429,6 +429,32 @@ def test_directional_check_with_no_direction_compared_fails_a_wrong_gradient(xp,
     assert str(report).splitlines()[-1] == "FAILED"
 
 
+class BookReLU:
+    """The book's ReLU as a user writes it: no hooks, so no layer reports its kinks."""
+
+    def forward(self, x):
+        self.mask = x <= 0
+        return namespace_of(x).where(self.mask, 0.0, x)
+
+    def backward(self, dout):
+        return namespace_of(dout).where(self.mask, 0.0, dout)
+
+
+def test_a_direction_failing_at_a_kink_no_layer_reports_falls_back_element_by_element(xp):
+    # Every ReLU input is exactly 0 (zero inputs and biases): a direction moves some units
+    # up and others down, so neither one-sided difference agrees and the kink goes unseen.
+    rng = host_rng(0)
+    W1, W2 = (to_device(rng.standard_normal(s), dtype="float64", xp=xp) for s in ((4, 3), (3, 2)))
+    b1, b2 = (to_device(np.zeros(n), dtype="float64", xp=xp) for n in (3, 2))
+    net = Sequential([Affine(W1, b1), BookReLU(), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    x = to_device(np.zeros((2, 4)), dtype="float64", xp=xp)
+    t = to_device([0, 0], dtype="int64", xp=xp)
+    report = directional_check(net, x, t, n_directions=4, seed=0)
+    assert any(not d.kink and not d.passed for d in report.directions)  # unseen: compared
+    assert report.fallback is not None and report.passed, str(report)
+    assert "fell back: direction" in str(report)
+
+
 def test_a_direction_across_a_kink_that_agrees_is_not_taken_again(cpu_xp):
     # ReLU unit 2 feeds nothing (W2[2] = 0): every direction crosses its kink at z1[0, 2]
     # and agrees all the same, so none is differenced again at the smaller step.

@@ -15,8 +15,8 @@ For a network there are three methods (``METHODS``):
 - ``"directional"``: a few random unit directions ``v``, two forward passes each,
   ``(L(p + h v) - L(p - h v)) / 2h`` against the analytic ``grad . v``; a fast
   pass/fail in the spirit of PyTorch's ``gradcheck(fast_mode=True)``, with no
-  per-element gradient; where every direction crosses a kink and disagrees, the
-  element-wise check of ``"batched"`` instead.
+  per-element gradient; where a direction disagrees, or every one crosses a kink and
+  disagrees, the element-wise check of ``"batched"`` instead.
 
 ReLU is not differentiable at 0. An element whose perturbation moves some
 pre-activation across 0 has a central difference that straddles the kink and can be
@@ -1270,9 +1270,10 @@ class DirectionalReport:
     It passes when every direction compared passes, there is at least one, and no
     derivative (kinks included) is inf or nan. A direction across a kink is compared when
     it agrees anyway, as :func:`compare` does elements: a float32 check of ReLU networks
-    crosses one in nearly every direction. When none is compared, ``fallback`` is the
-    element-wise check of the parameters (:func:`directional_check`), and it passes when
-    that does and no derivative is inf or nan.
+    crosses one in nearly every direction. When one compared disagrees, or none is
+    compared, ``fallback`` is the element-wise check of the parameters
+    (:func:`directional_check`), and it passes when that does and no derivative is inf or
+    nan.
     """
 
     h: float
@@ -1284,7 +1285,7 @@ class DirectionalReport:
     directions: list[DirectionCheck] = field(default_factory=list)
     method: str = "directional"
     notes: list[str] = field(default_factory=list)
-    fallback: GradientReport | None = None  # element by element, when no direction compared
+    fallback: GradientReport | None = None  # element by element, when directions failed
 
     @property
     def compared(self) -> list[DirectionCheck]:
@@ -1411,9 +1412,12 @@ def directional_check(
     along ``v`` (confirmed at half the step, two more passes per direction they flag). The
     loss is the training-mode one, the network held still as in :func:`check_gradients`.
 
-    When no direction is compared, every one across a kink and disagreeing (a ReLU input
-    of exactly 0 moves in every direction: BatchNorm on one sample, a zero bias on blank
-    pixels), the parameters are checked element by element instead, as
+    When a direction compared disagrees (a wrong gradient, or a kink that no layer
+    reports and the one-sided differences miss: a ReLU of the user's own whose inputs sit
+    at 0 on both sides of a direction), or none is compared, every one across a kink and
+    disagreeing (a ReLU input of exactly 0 moves in every direction: BatchNorm on one
+    sample, a zero bias on blank pixels), the parameters are checked element by element
+    instead, as
     :func:`check_gradients` does by default (local perturbations within ``memory_budget``,
     the loop where the layers do not allow them): the elements at kinks are reported
     apart, and the report's ``fallback`` gives the verdict.
@@ -1504,7 +1508,11 @@ def directional_check(
             )
         if tol.at(h) > tol.floor:
             report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
-        if not report.compared:
+        failed = [
+            str(i) for i, d in enumerate(report.directions) if d in report.compared and not d.passed
+        ]
+        # A non-finite derivative fails the check whatever the elements say.
+        if (not report.compared or failed) and all(d.finite for d in report.directions):
             differences = _numerical(
                 net, x, t, names, method="batched", h=h, budget=memory_budget, local=local
             )
@@ -1512,11 +1520,17 @@ def directional_check(
                 net, x, t, names, analytic, differences, local, tol, center,
                 method="batched", h=h, rtol=rtol, dtype=dtype, budget=memory_budget,
             )  # fmt: skip
+            why = (
+                f"direction{'s' * (len(failed) > 1)} {', '.join(failed)} disagreed (a wrong "
+                "gradient, or a kink no layer reports: a ReLU of your own whose inputs sit at "
+                "0 on both sides of a direction)"
+                if failed
+                else "no direction was compared (every one crossed a kink and disagreed: a ReLU "
+                "input of exactly 0, as BatchNorm on one sample or on a feature constant in "
+                "the batch, or a zero bias on blank inputs, gives one in every direction)"
+            )
             report.notes.append(
-                "fell back: no direction was compared (every one crossed a kink and disagreed: "
-                "a ReLU input of exactly 0, as BatchNorm on one sample or on a feature constant "
-                "in the batch, or a zero bias on blank inputs, gives one in every direction), "
-                f"so the parameters ({', '.join(names)}) were checked element by element, their "
-                "elements at kinks reported apart; the verdict is that check's"
+                f"fell back: {why}, so the parameters ({', '.join(names)}) were checked element "
+                "by element, their elements at kinks reported apart; the verdict is that check's"
             )
     return report

@@ -79,7 +79,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         default="batched",
         help="loop: one element at a time; batched (default): the same differences, many at "
         "a time by local perturbations; directional: a few random directions, pass/fail only "
-        "(element by element where every direction crosses a kink)",
+        "(element by element where a direction disagrees or every one crosses a kink)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_scheduler(p, "compute the numerical gradients as tasks on a Dask cluster")
