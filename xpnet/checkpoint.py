@@ -504,39 +504,62 @@ def _members(name: str, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return members
 
 
+def _header(name: str, f: Any, key: str, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], Any]:
+    """The shape and dtype in the ``.npy`` header of array ``key`` (``f``: its member, opened
+    at its start), checked: an object dtype (pickle), a malformed header or a shape the
+    member's bytes do not fill is a :class:`CheckpointError` naming the file and the array.
+    ``f`` is left after the header."""
+    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+        raise CheckpointError(f"{name}: array {key!r} is not a NumPy array (.npy)")
+    f.seek(0)
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, _, dtype = read_header(f)
+    except Exception as exc:  # ValueError, SyntaxError, KeyError, tokenize's errors
+        raise CheckpointError(
+            f"{name}: array {key!r} has a malformed .npy header ({exc!r})"
+        ) from exc
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"{name}: array {key!r} holds Python objects, which would need pickle; "
+            "xpnet checkpoints never contain pickled data, so it is not loaded"
+        )
+    needed = math.prod(shape) * dtype.itemsize
+    held = info.file_size - f.tell()
+    if needed != held:
+        raise CheckpointError(
+            f"{name}: array {key!r} of shape {shape} and dtype {dtype} needs "
+            f"{needed} bytes; the file holds {held}"
+        )
+    return shape, dtype
+
+
 def _read_array(name: str, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> np.ndarray:
-    """Array ``key`` of an ``.npz`` archive, its ``.npy`` header checked before its data is
-    read: an object dtype (pickle), a malformed header or a shape the member's bytes do not
-    fill is a :class:`CheckpointError` naming the file and the array."""
+    """Array ``key`` of an ``.npz`` archive, its ``.npy`` header checked (:func:`_header`)
+    before its data is read."""
     with archive.open(info) as f:
-        if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
-            raise CheckpointError(f"{name}: array {key!r} is not a NumPy array (.npy)")
-        f.seek(0)
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }[version]
-            shape, _, dtype = read_header(f)
-        except Exception as exc:  # ValueError, SyntaxError, KeyError, tokenize's errors
-            raise CheckpointError(
-                f"{name}: array {key!r} has a malformed .npy header ({exc!r})"
-            ) from exc
-        if dtype.hasobject:
-            raise CheckpointError(
-                f"{name}: array {key!r} holds Python objects, which would need pickle; "
-                "xpnet checkpoints never contain pickled data, so it is not loaded"
-            )
-        needed = math.prod(shape) * dtype.itemsize
-        held = info.file_size - f.tell()
-        if needed != held:
-            raise CheckpointError(
-                f"{name}: array {key!r} of shape {shape} and dtype {dtype} needs "
-                f"{needed} bytes; the file holds {held}"
-            )
+        _header(name, f, key, info)
         f.seek(0)
         return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of each array of a checkpoint (its metadata read and checked already), from
+    the ``.npy`` headers alone: no array's data is read."""
+    name = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for key, info in _members(name, archive).items():
+                with archive.open(info) as f:
+                    shapes[key] = _header(name, f, key, info)[0]
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
+    return shapes
 
 
 def _read(
@@ -747,12 +770,12 @@ def load_network(
     ``load_params(path, net)``."""
     from xpnet.networks import MultiLayerNet
 
-    arrays, meta = _read(path)
+    _, meta = _read(path, arrays=False)
     arch = meta.get("architecture") or {}
     where = os.fspath(path)
     if arch.get("class") == "MultiLayerNet":
         sizes = [int(n) for n in arch["sizes"]]
-        _check_sizes(where, sizes, arrays)  # before building a network of those sizes
+        _check_sizes(where, sizes, _shapes(path))  # before building a network of those sizes
         loss = arch.get("loss")
         net = MultiLayerNet(
             sizes[0],
@@ -766,6 +789,9 @@ def load_network(
             device=device,
             xp=xp,
         )
+        # Read after building: the network's random weights, drawn on the host, and the
+        # file's arrays were held together (+440 MB at the peak for a 160 MB file).
+        arrays, meta = _read(path)
         _load_into(path, arrays, meta, net, None)
         return net, meta
     if arch.get("class") != "Sequential":
@@ -775,6 +801,8 @@ def load_network(
         )
     from xpnet.backend import to_device
     from xpnet.networks import Sequential
+
+    arrays, meta = _read(path)
 
     def array(key: str, k: int) -> Any:
         if key not in arrays:
@@ -800,19 +828,19 @@ def load_network(
     return net, meta
 
 
-def _check_sizes(where: str, sizes: list[int], arrays: Mapping[str, np.ndarray]) -> None:
+def _check_sizes(where: str, sizes: list[int], shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Raise :class:`CheckpointError` unless the weights ``W1``, ``W2``, ... of the file have
-    the shapes a MultiLayerNet of ``sizes`` gives them."""
+    the ``shapes`` (:func:`_shapes`) a MultiLayerNet of ``sizes`` gives them."""
     for k, shape in enumerate(itertools.pairwise(sizes), start=1):
         name = f"W{k}"
-        if name not in arrays:
+        if name not in shapes:
             raise CheckpointError(
                 f"{where}: {name} is missing from the file, but the architecture's sizes "
                 f"{sizes} need it"
             )
-        if tuple(arrays[name].shape) != shape:
+        if tuple(shapes[name]) != shape:
             raise CheckpointError(
-                f"{where}: {name} has shape {tuple(arrays[name].shape)} in the file, but the "
+                f"{where}: {name} has shape {tuple(shapes[name])} in the file, but the "
                 f"architecture's sizes {sizes} make it {shape}"
             )
 
