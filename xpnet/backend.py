@@ -499,10 +499,11 @@ class DeviceRNG:
                     ) from exc
                 generators[(kind, device)] = gen
             elif kind == "torch" and isinstance(state, str) and _is_hex(state):
-                if device == "cpu" and _torch_or_none() is not None:
-                    # Checked now; a GPU's waits for its device's first draw, and without
-                    # PyTorch the state is only kept (a NumPy network never draws with it).
-                    _set_torch_state(_torch_or_none().Generator(), (kind, device), state)
+                # A CPU state is checked now; a GPU's waits for its device's first draw, and
+                # without PyTorch the state is only kept (a NumPy network never draws with it).
+                torch = _torch_or_none() if device == "cpu" else None
+                if torch is not None:
+                    _set_torch_state(torch.Generator(), (kind, device), state)
                 pending[(kind, device)] = state
             else:
                 raise ValueError(

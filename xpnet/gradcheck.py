@@ -604,6 +604,11 @@ class GradientReport:
     def passed(self) -> bool:
         return bool(self.params) and all(p.passed for p in self.params)
 
+    @property
+    def not_compared(self) -> list[str]:
+        """The parameters whose every element straddles a kink: none of them was compared."""
+        return [p.name for p in self.params if p.all_kinks]
+
     def __bool__(self) -> bool:
         return self.passed
 
@@ -670,7 +675,7 @@ class GradientReport:
                 "  relative error; it exceeds rtol where both are near 0, and such an element",
                 f"  passes by atol ({self.atol:g})",
             ]
-        unchecked = [p.name for p in self.params if p.all_kinks]
+        unchecked = self.not_compared
         if unchecked:
             lines += [
                 f"not compared (all kinks): {', '.join(unchecked)}: every element's central",
@@ -701,9 +706,8 @@ class GradientReport:
     def verdict(self) -> str:
         """The report's last line: PASSED or FAILED, and what a pass leaves unchecked."""
         verdict = "PASSED" if self.passed else "FAILED"
-        unchecked = [p.name for p in self.params if p.all_kinks]
-        if self.passed and unchecked:
-            verdict += f" (but {', '.join(unchecked)} not compared)"
+        if self.passed and self.not_compared:
+            verdict += f" (but {', '.join(self.not_compared)} not compared)"
         if self.passed and self.unresolved:
             verdict += " (but the atol is as large as the gradients: nothing was resolved)"
         elif self.passed and self.unresolved_params:
@@ -1293,6 +1297,12 @@ class DirectionalReport:
         return [d for d in self.directions if not d.kink or d.passed]
 
     @property
+    def disagreeing(self) -> list[int]:
+        """The indices of the directions compared that fail: free of kinks, and beyond the
+        tolerance."""
+        return [i for i, d in enumerate(self.directions) if not (d.kink or d.passed)]
+
+    @property
     def passed(self) -> bool:
         finite = all(d.finite for d in self.directions)
         if self.fallback is not None:
@@ -1417,10 +1427,9 @@ def directional_check(
     at 0 on both sides of a direction), or none is compared, every one across a kink and
     disagreeing (a ReLU input of exactly 0 moves in every direction: BatchNorm on one
     sample, a zero bias on blank pixels), the parameters are checked element by element
-    instead, as
-    :func:`check_gradients` does by default (local perturbations within ``memory_budget``,
-    the loop where the layers do not allow them): the elements at kinks are reported
-    apart, and the report's ``fallback`` gives the verdict.
+    instead, as :func:`check_gradients` does by default (local perturbations within
+    ``memory_budget``, the loop where the layers do not allow them): the elements at kinks
+    are reported apart, and the report's ``fallback`` gives the verdict.
     """
     if n_directions < 1:
         raise ValueError(f"n_directions must be at least 1, got {n_directions}")
@@ -1508,9 +1517,7 @@ def directional_check(
             )
         if tol.at(h) > tol.floor:
             report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
-        failed = [
-            str(i) for i, d in enumerate(report.directions) if d in report.compared and not d.passed
-        ]
+        failed = [str(i) for i in report.disagreeing]
         # A non-finite derivative fails the check whatever the elements say.
         if (not report.compared or failed) and all(d.finite for d in report.directions):
             differences = _numerical(
