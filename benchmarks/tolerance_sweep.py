@@ -162,10 +162,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _failures(report: Any) -> str:
     """What failed in a report: its parameters' largest errors, or its directions'."""
     if isinstance(report, DirectionalReport):
-        if report.fallback is not None:  # no direction compared: element by element
+        if report.fallback is not None:  # a direction disagreed, or none was compared
             failures = _failures(report.fallback) or "a derivative that is not finite"
             return f"element by element, {failures}"
-        failed = [d for d in report.compared if not d.passed]
+        failed = [report.directions[i] for i in report.disagreeing]
         if not failed:
             return "a derivative that is not finite"
         return f"{len(failed)} directions, largest error {max(d.abs_error for d in failed):.1e}"
