@@ -307,6 +307,16 @@ def test_a_layer_without_local_perturbations_is_looped_on_the_cluster_too(client
     assert all(p.kinks is not None for p in remote.params)  # the loop keeps layer inputs
 
 
+@pytest.mark.parametrize("method", ["batched", "loop"])
+def test_a_nested_network_is_checked_on_the_cluster_as_locally(client, method):
+    mlp, x, t = problem(backend.namespace("cpu"))
+    inner = Sequential(list(mlp.layers[:2]))  # Affine, ReLU: a stack inside the network
+    net = Sequential([inner, *mlp.layers[2:]], loss=mlp.last_layer)
+    local = check_gradients(net, x, t, method=method)
+    remote = check_gradients(net, x, t, method=method, client=client, progress=False)
+    assert remote.passed and remote.as_dict() == local.as_dict()
+
+
 def test_a_conv_net_is_checked_on_the_cluster_as_locally(client):
     """Convolutions have no local perturbations: their loop is what a cluster is for."""
     xp = backend.namespace("cpu")

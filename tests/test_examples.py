@@ -283,3 +283,10 @@ def test_the_course_example_prints_both_reports(capsys):
     reports = run_example("course_network", hidden=20)
     printed = capsys.readouterr().out
     assert all(f"{report}\n\n" in printed for report in reports.values())
+
+
+def test_the_residual_block_example_checks_and_trains_its_block():
+    result = run_example("residual_block", epochs=1)
+    assert result["layer_check_passed"] and result["network_check_passed"]
+    assert result["test_acc"] > 0.8
+    assert result["rebuilt_acc"] == result["test_acc"]

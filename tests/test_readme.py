@@ -27,6 +27,7 @@ def snippet(marker: str) -> str:
 
 USAGE = snippet("load_mnist(")
 OWN_LAYER = snippet("class PReLU")
+NESTED = snippet("class Residual")
 GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
 
@@ -45,7 +46,7 @@ def run(text: str, namespace: dict | None = None) -> dict:
 
 
 def test_these_tests_cover_every_python_snippet_of_the_readme():
-    assert sorted(SNIPPETS) == sorted([USAGE, OWN_LAYER, GRAPH, DASK])
+    assert sorted(SNIPPETS) == sorted([USAGE, OWN_LAYER, NESTED, GRAPH, DASK])
 
 
 def test_the_usage_snippet_prints_a_passing_float64_gradient_check(capsys):
@@ -117,3 +118,11 @@ def test_the_dask_snippet_checks_and_computes_on_a_cluster_as_a_local_run_does()
     expected = net.gradient(x_train, t_train)
     for name, grad in namespace["grads"].items():
         np.testing.assert_allclose(grad, expected[name], rtol=1e-4, atol=1e-7)
+
+
+def test_the_nested_layer_snippet_names_the_parameters_its_comment_lists(monkeypatch):
+    monkeypatch.setattr(xpnet.checkpoint, "_LAYERS", {})  # as the layer snippet's tests
+    namespace = run(NESTED, run(OWN_LAYER))
+    deep = namespace["deep"]
+    assert list(deep.params) == said(r"deep\.params  # (.*?):", NESTED)
+    assert deep.params["W2"] is namespace["block"].inner[0].W

@@ -67,6 +67,7 @@ import numpy as np
 
 from xpnet.backend import DeviceRNG, dtype_name, to_like, to_numpy
 from xpnet.files import atomic_file
+from xpnet.layers import inner_layers, walk
 from xpnet.schema import (
     Field,
     integer,
@@ -109,11 +110,18 @@ def _layer_spec(*, required: bool = False) -> Field:
         lambda v: isinstance(v, dict) and all(isinstance(n, str) for n in v.values()),
         "a JSON object of parameter names",
     )
+    inner = json_object(
+        lambda held: {
+            attr: _layer_spec() if isinstance(value, dict) else list_of(_layer_spec())
+            for attr, value in held.items()
+        }
+    )
     spec = {
         "layer": string(required=True),
         "config": json_object(),
         "params": names,
         "buffers": list_of(string()),
+        "sublayers": inner,
     }
     return json_object(spec, required=required)
 
@@ -218,13 +226,14 @@ def register_layer(cls: type | None = None, *, name: str | None = None) -> Any:
 
 def _registry() -> dict[str, type]:
     if not _LAYERS:
-        from xpnet import conv, layers
+        from xpnet import conv, layers, networks
 
         for layer_cls in (
             layers.Affine, layers.ReLU, layers.Sigmoid, layers.Tanh, layers.Softmax,
             layers.Exp, layers.Reciprocal,
             layers.SoftmaxWithLoss, layers.SigmoidWithLoss, layers.MeanSquaredError,
             layers.Dropout, layers.BatchNormalization, conv.Convolution, conv.Pooling,
+            networks.Sequential,  # a stack of layers inside a network
         ):  # fmt: skip
             _LAYERS[layer_cls.__name__] = layer_cls
     return _LAYERS
@@ -248,15 +257,34 @@ def _layer_name(layer: Any) -> str:
     return _qualified_name(cls)
 
 
-def _spec(layer: Any, param_names: Mapping[str, str]) -> dict[str, Any]:
+def _spec(layer: Any, names: Mapping[int, Mapping[str, str]], path: str = "") -> dict[str, Any]:
+    """What rebuilds ``layer`` (at ``path``; ``names``: its parameters' names by the id of
+    the layer holding them), the layers inside it (``sublayers``) too, each a spec under its
+    attribute (a list of them for a sequence); warns of what none records."""
+    from xpnet.networks import Sequential
+
     spec: dict[str, Any] = {"layer": _layer_name(layer)}
     config = layer.config() if callable(getattr(layer, "config", None)) else {}
     if config:
         spec["config"] = dict(config)
-    if param_names:
-        spec["params"] = dict(param_names)
+    if names.get(id(layer)):
+        spec["params"] = dict(names[id(layer)])
     if getattr(layer, "buffers", ()):
         spec["buffers"] = list(layer.buffers)
+    inner: dict[str, Any] = {}
+    for suffix, sub in inner_layers(layer):
+        attr, _, index = suffix[1:].partition("[")
+        sub_spec = _spec(sub, names, path + suffix)
+        if index:
+            inner.setdefault(attr, []).append(sub_spec)
+        else:
+            inner[attr] = sub_spec
+    for attr in getattr(layer, "sublayers", ()):  # an empty sequence of layers
+        inner.setdefault(attr, [])
+    if inner:
+        spec["sublayers"] = inner
+    if path and type(layer) is not Sequential:  # a stack's loss=None and layers are recorded
+        _warn_of_unrecorded_arguments(path, layer, spec)
     return spec
 
 
@@ -273,6 +301,7 @@ def _unrecorded(layer: Any, spec: Mapping[str, Any]) -> list[inspect.Parameter]:
     except (TypeError, ValueError):  # a class without a signature Python can read
         return []
     recorded = {*spec.get("params", {}), *spec.get("buffers", ()), *spec.get("config", {})}
+    recorded |= {*spec.get("sublayers", {})}
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     return [
         p
@@ -319,6 +348,11 @@ def architecture(net: Any) -> dict[str, Any] | None:
 
     if not isinstance(net, Sequential):
         return None
+    if net.last_layer is None:
+        raise ValueError(
+            "a Sequential without loss= is a stack of layers, not a network: save the network "
+            "it is part of, or its parameters alone with save_params(path, dict(stack.params))"
+        )
     loss = _spec(net.last_layer, {})
     _warn_of_unrecorded_arguments("the loss", net.last_layer, loss)
     if isinstance(net, MultiLayerNet) and not (net.use_batchnorm or net.use_dropout):
@@ -338,9 +372,7 @@ def architecture(net: Any) -> dict[str, Any] | None:
     for name in net.params:
         layer, attr = net.params.slot(name)
         names.setdefault(id(layer), {})[attr] = name
-    specs = [_spec(layer, names.get(id(layer), {})) for layer in net.layers]
-    for k, (layer, spec) in enumerate(zip(net.layers, specs, strict=True)):
-        _warn_of_unrecorded_arguments(f"layers[{k}]", layer, spec)
+    specs = [_spec(layer, names, f"layers[{k}]") for k, layer in enumerate(net.layers)]
     return {
         "class": "Sequential",
         "layers": specs,
@@ -352,25 +384,32 @@ def architecture(net: Any) -> dict[str, Any] | None:
 
 def _buffer_key(k: int, attr: str) -> str:
     """The file's name for buffer ``attr`` of layer ``k``, numbered from 1 in the file
-    (``net.layers[k - 1]``)."""
+    (``net.layers[k - 1]``), in :func:`~xpnet.layers.walk`'s order where layers nest: a
+    layer, then those inside it."""
     return f"{BUFFER_PREFIX}{k}/{attr}"
+
+
+def _numbered(net: Any) -> list[tuple[int, str, Any]]:
+    """``(number, path, layer)`` for the layers of ``net`` and those inside them, numbered
+    from 1 in :func:`~xpnet.layers.walk`'s order (the top-level ones alone: 1 to n)."""
+    return [(k, path, layer) for k, (path, layer) in enumerate(walk(getattr(net, "layers", ())), 1)]
 
 
 def _buffer_slots(net: Any) -> dict[str, tuple[Any, str]]:
     """``buffer/<k>/<attr> -> (layer, attr)`` for the layers that have buffers."""
     return {
         _buffer_key(k, attr): (layer, attr)
-        for k, layer in enumerate(getattr(net, "layers", ()), start=1)
+        for k, _, layer in _numbered(net)
         for attr in getattr(layer, "buffers", ())
     }
 
 
-def _generator_slots(net: Any) -> dict[str, Any]:
-    """``<layer number> -> layer`` (numbered from 1 in the file, as buffers are) for the
-    layers that draw with a :class:`~xpnet.backend.DeviceRNG` in ``rng`` (Dropout)."""
+def _generator_slots(net: Any) -> dict[str, tuple[str, Any]]:
+    """``<layer number> -> (path, layer)`` (numbered as buffers are) for the layers that
+    draw with a :class:`~xpnet.backend.DeviceRNG` in ``rng`` (Dropout)."""
     return {
-        str(k): layer
-        for k, layer in enumerate(getattr(net, "layers", ()), start=1)
+        str(k): (path, layer)
+        for k, path, layer in _numbered(net)
         if isinstance(getattr(layer, "rng", None), DeviceRNG)
     }
 
@@ -384,12 +423,12 @@ def _loaded_generators(path: Any, meta: Mapping[str, Any], net: Any) -> list[tup
     if saved is None:
         return []
     loaded = []
-    for k, layer in _generator_slots(net).items():
+    for k, (where, layer) in _generator_slots(net).items():
         rng = DeviceRNG(layer.rng.seed)
         try:
             rng.load_state_dict(saved.get(k, {}))
         except ValueError as exc:
-            raise CheckpointError(f"{os.fspath(path)}: layers[{int(k) - 1}]: {exc}") from exc
+            raise CheckpointError(f"{os.fspath(path)}: {where}: {exc}") from exc
         loaded.append((layer, rng))
     return loaded
 
@@ -439,7 +478,9 @@ def save_params(
     arch = architecture(net_or_params)
     if arch is not None:
         meta["architecture"] = arch
-    generators = {k: layer.rng.state_dict() for k, layer in _generator_slots(net_or_params).items()}
+    generators = {
+        k: layer.rng.state_dict() for k, (_, layer) in _generator_slots(net_or_params).items()
+    }
     if generators:
         meta[GENERATORS_KEY] = generators
     if optimizer is not None:
@@ -804,20 +845,28 @@ def load_network(
 
     arrays, meta = _read(path)
 
-    def array(key: str, k: int) -> Any:
+    def array(key: str, layer: str) -> Any:
         if key not in arrays:
-            raise CheckpointError(
-                f"{where}: layers[{k - 1}] needs array {key!r}, which is not in the file"
-            )
+            raise CheckpointError(f"{where}: {layer} needs array {key!r}, which is not in the file")
         a = arrays[key]
         return to_device(a, dtype=a.dtype.name, device=device, xp=xp)
 
-    layers = []
-    for k, spec in enumerate(arch["layers"], start=1):
-        given = {attr: array(name, k) for attr, name in spec.get("params", {}).items()}
+    numbers = itertools.count(1)  # walk's order: a layer, then those inside it
+
+    def layer(spec: Mapping[str, Any], path: str) -> Any:
+        k = next(numbers)
+        given = {attr: array(name, path) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
-            given[attr] = array(_buffer_key(k, attr), k)
-        layers.append(_build(spec, given, f"layers[{k - 1}]", where))
+            given[attr] = array(_buffer_key(k, attr), path)
+        for attr, inner in spec.get("sublayers", {}).items():
+            given[attr] = (
+                [layer(s, f"{path}.{attr}[{i}]") for i, s in enumerate(inner)]
+                if isinstance(inner, list)
+                else layer(inner, f"{path}.{attr}")
+            )
+        return _build(spec, given, path, where)
+
+    layers = [layer(spec, f"layers[{k}]") for k, spec in enumerate(arch["layers"])]
     net = Sequential(
         layers,
         loss=_build(arch["loss"], {}, "the loss", where),

@@ -56,7 +56,7 @@ import numpy as np
 from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
-from xpnet.layers import SoftmaxWithLoss, as_one_hot
+from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk_from
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -195,8 +195,14 @@ def _network_noise(
 
 def _kinks_known(layer: Any) -> bool:
     """Whether ``layer``'s kinks are known: it reports them (``kinks``), or it is one of
-    xpnet's own, which have none otherwise; a user's layer may have one it does not report."""
-    return hasattr(layer, "kinks") or type(layer).__module__.startswith("xpnet.")
+    xpnet's own, which have none otherwise; a user's layer may have one it does not report.
+    A layer made of layers (a nested Sequential) without ``kinks`` has none only where no
+    layer inside it has one: a ReLU inside reports its kinks to nobody."""
+    if hasattr(layer, "kinks"):
+        return True
+    inside = [inner for _, inner in walk_from("", layer)][1:]
+    own = type(layer).__module__.startswith("xpnet.")
+    return own and not any(hasattr(inner, "kinks") or not _kinks_known(inner) for inner in inside)
 
 
 def within_tolerance(analytic: Any, numerical: Any, atol: Any, rtol: float) -> Any:

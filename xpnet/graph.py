@@ -5,7 +5,8 @@
 notes its inputs and output, each ``backward`` call the gradient it got and the ones it
 returned, for its node's latest forward call not yet answered (a node used twice is
 answered in reverse order, as backpropagation runs); parameters named in a node's
-``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``. Values are
+``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``, and so are those
+of the layers inside a node made of layers (``sublayers``), which is one node. Values are
 kept as Python numbers for scalars and 0-D arrays, and as shape, norm, min and max for
 larger arrays.
 
@@ -40,8 +41,8 @@ from typing import Any
 
 from xpnet.backend import namespace_of, to_device
 from xpnet.files import atomic_file
-from xpnet.held import held
-from xpnet.layers import Add, Exp, Mul, Reciprocal
+from xpnet.held import held, layers_of
+from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
 
 FORMATS = ("dot", "svg", "png")
 INSTALL_HINT = (
@@ -174,12 +175,8 @@ class Recording:
     def _forward(self, node: int, args: tuple[Any, ...], output: Any) -> None:
         values = [Value.of(a) for a in args]
         call = Call(node, args, output, values, Value.of(output))
-        instance = self.nodes[node]
-        for attr in getattr(instance, "params", ()):
-            call.params[self._param_name(instance, attr)] = (
-                Value.of(getattr(instance, attr)),
-                None,
-            )
+        for owner, attr in _parameters_in(self.nodes[node]):
+            call.params[self._param_name(owner, attr)] = (Value.of(getattr(owner, attr)), None)
         self.calls.append(call)
         self._unanswered[node].append(call)
 
@@ -196,15 +193,11 @@ class Recording:
         call.dout = Value.of(dout)
         grads = list(grads) if isinstance(grads, tuple) else [grads]
         call.dinputs = [Value.of(g) for g in grads] + [None] * (len(call.inputs) - len(grads))
-        instance = self.nodes[node]
-        for attr in getattr(instance, "params", ()):
-            name = self._param_name(instance, attr)
-            call.params[name] = (
-                call.params[name][0],
-                Value.of(getattr(instance, "d" + attr, None)),
-            )
+        for owner, attr in _parameters_in(self.nodes[node]):
+            name = self._param_name(owner, attr)
+            call.params[name] = (call.params[name][0], Value.of(getattr(owner, "d" + attr, None)))
 
-    def _param_name(self, node: Any, attr: str) -> str:
+    def _param_name(self, node: Any, attr: str) -> str:  # node: the layer holding attr
         return self.param_names.get((id(node), attr), attr)
 
     # Reading the run.
@@ -499,6 +492,12 @@ def sigmoid_neuron(device: str | None = None) -> Recording:
     return run
 
 
+def _parameters_in(node: Any) -> list[tuple[Any, str]]:
+    """``(layer, attribute)`` for each parameter of ``node`` and of the layers inside it
+    (``sublayers``): a layer made of layers is one node, its inner parameters its leaves."""
+    return [(layer, attr) for _, layer in walk_from("", node) for attr in own_params(layer)]
+
+
 def record_network(net: Any, x: Any, t: Any) -> Recording:
     """One ``net.gradient(x, t)`` (forward, then backward), recorded layer by layer.
 
@@ -506,7 +505,8 @@ def record_network(net: Any, x: Any, t: Any) -> Recording:
     ``slot(name) -> (layer, attribute)``) and ``gradient(x, t)`` returning the gradients
     by name, e.g. :class:`xpnet.Sequential`. ``x`` and ``t`` are the leaves ``x`` and
     ``t``; each parameter is a leaf named as in ``net.params`` with the gradient that
-    ``gradient`` returned (weight decay included).
+    ``gradient`` returned (weight decay included). A layer made of layers (a nested
+    Sequential, a residual block) is one node, its inner layers' parameters its leaves.
 
     Recording leaves the network as it was, as a gradient check does
     (:func:`xpnet.held.held`): BatchNorm's running statistics are put back, and Dropout's
@@ -515,7 +515,7 @@ def record_network(net: Any, x: Any, t: Any) -> Recording:
     slots = {name: net.params.slot(name) for name in net.params}
     layers = [*net.layers, net.last_layer]
     with (
-        held(layers),
+        held(layers_of(net)),
         record(layers, inputs={"x": x, "t": t}, param_names=slots) as run,
     ):
         grads = net.gradient(x, t)

@@ -28,6 +28,7 @@ from typing import Any
 from array_api_compat import device, is_array_api_obj
 
 from xpnet.backend import DeviceRNG, namespace_of
+from xpnet.layers import walk
 from xpnet.perturb import rounding_tolerance
 
 
@@ -81,8 +82,9 @@ def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
 
 
 def layers_of(net: Any) -> list[Any]:
-    """The layers of ``net`` and its loss layer (none for a network without ``layers``)."""
-    layers = list(getattr(net, "layers", ()))
+    """The layers of ``net``, those inside them too (:func:`~xpnet.layers.walk`), and its
+    loss layer (none for a network without ``layers``)."""
+    layers = [layer for _, layer in walk(getattr(net, "layers", ()))]
     loss = getattr(net, "last_layer", None)
     return layers if loss is None else [*layers, loss]
 

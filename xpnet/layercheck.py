@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -51,7 +51,7 @@ from xpnet.gradcheck import (
     within_tolerance,
 )
 from xpnet.held import held, require_deterministic
-from xpnet.layers import require_layer_methods
+from xpnet.layers import own_params, require_layer_methods, walk_from
 
 
 def _is_float(x: Any) -> bool:
@@ -298,7 +298,9 @@ def check_layer(
 
     ``layer`` follows the layer protocol: ``forward(*inputs)``, ``backward(dout)`` returning
     the gradient of the input (a tuple, one per input, for several), and parameters named
-    in ``params`` with gradients stored as ``d<name>``. Floating inputs (arrays or Python
+    in ``params`` with gradients stored as ``d<name>``; a layer made of layers
+    (``sublayers``) has those of the layers inside it checked too, as ``inner.W`` (the
+    attribute's path). Floating inputs (arrays or Python
     floats) and parameters are checked in float64 copies; integer inputs (labels) are
     passed as they are. ``dout`` is drawn from a normal distribution seeded by ``seed``,
     so every element of the output counts. Inputs for which ``backward`` returns no
@@ -321,21 +323,35 @@ def check_layer(
     """
     kind = type(layer).__name__
     require_layer_methods(layer, kind)
-    params = list(getattr(layer, "params", ()))
-    missing = [a for a in params if not hasattr(layer, a)]
-    if missing:
-        raise ValueError(f"{kind} names {missing} in its params but has no such attribute")
+    walked = list(walk_from("", layer))  # itself, then the layers inside it (sublayers)
+    for path, owner in walked:
+        missing = [a for a in own_params(owner) if not hasattr(owner, a)]
+        if missing:
+            raise ValueError(
+                f"{kind}{path} names {missing} in its params but has no such attribute"
+            )
+    # (label, layer, attribute) per parameter: "W", or "inner.W" for a layer inside
+    slots = [
+        (f"{path[1:]}.{attr}" if path else attr, owner, attr)
+        for path, owner in walked
+        for attr in own_params(owner)
+    ]
+    params = [label for label, _, _ in slots]
     if not inputs:
         raise TypeError(f"check_layer({kind}) needs the layer's inputs")
     names = _input_names(layer, len(inputs))
     _require_something_to_check(kind, names, inputs, params)
-    arrays = [a for a in [*inputs, *(getattr(layer, p) for p in params)] if is_array_api_obj(a)]
+    values = [getattr(owner, attr) for _, owner, attr in slots]
+    arrays = [a for a in [*inputs, *values] if is_array_api_obj(a)]
     xp = namespace_of(*arrays) if arrays else namespace()
     like = arrays[0] if arrays else xp.asarray(0.0)
     kwargs = dict(forward_kwargs or {})
     report, tol = _report(f"layer {kind}", h, atol, rtol)
-    saved = [*params, *getattr(layer, "buffers", ())]
-    with held([layer], seed), _in_float64(layer, saved):
+    with ExitStack() as stack:
+        stack.enter_context(held([owner for _, owner in walked], seed))
+        for _, owner in walked:
+            saved = [*own_params(owner), *getattr(owner, "buffers", ())]
+            stack.enter_context(_in_float64(owner, saved))
         x64 = [_float64(xp, x, like) if _is_float(x) else x for x in inputs]
         # A forward pass on the inputs' decoys first, so that a backward reading a previous
         # call's cached input or batch statistic (a stale cache) shows (gradient_after_decoy)
@@ -356,8 +372,8 @@ def check_layer(
         grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
         grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
-        param_grads = {p: getattr(layer, "d" + p, None) for p in params}
-        for name in _undeclared_parameters(layer, kept, params):
+        param_grads = {label: getattr(owner, "d" + attr, None) for label, owner, attr in slots}
+        for name in _undeclared_parameters(layer, kept, list(own_params(layer))):
             report.notes.append(
                 f"{name}: backward stored d{name}, but {kind}.params does not name {name}: "
                 "not checked, and not trained in a network; add it to params"
@@ -377,20 +393,22 @@ def check_layer(
                 continue
             label = f"input {name}" if name in params else name
             rows.append(_check(label, lambda v, i=i: objective(i, v), x, g, report, tol))
-        for p, g in param_grads.items():
+        for label, owner, attr in slots:
+            g = param_grads[label]
             if g is None:
-                raise ValueError(f"{kind}.backward stored no gradient d{p} for its parameter {p}")
-            value = getattr(layer, p)
+                raise ValueError(
+                    f"{kind}.backward stored no gradient d{attr} for its parameter {label}"
+                )
 
-            def at_param(v: Any, p: str = p) -> Any:
-                before = getattr(layer, p)
-                setattr(layer, p, v)
+            def at_param(v: Any, owner: Any = owner, attr: str = attr) -> Any:
+                before = getattr(owner, attr)
+                setattr(owner, attr, v)
                 try:
                     return objective(-1, None)
                 finally:
-                    setattr(layer, p, before)
+                    setattr(owner, attr, before)
 
-            rows.append(_check(p, at_param, value, g, report, tol))
+            rows.append(_check(label, at_param, getattr(owner, attr), g, report, tol))
     _add_rows(report, rows)
     return report
 

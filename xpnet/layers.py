@@ -9,7 +9,10 @@ No layer writes into an array it was given.
 
 The layer protocol that :class:`xpnet.Sequential` relies on is just that, plus a
 ``params`` attribute naming the parameter attributes (``("W", "b")``; absent when a
-layer has none). A layer that can be rebuilt from a checkpoint also has ``config()``,
+layer has none). A layer made of layers (a residual block) names the attributes that
+hold them in ``sublayers`` (``("inner",)``; each holds one layer or a sequence of them),
+and its ``forward`` and ``backward`` call theirs: :func:`walk` finds them all. A
+layer that can be rebuilt from a checkpoint also has ``config()``,
 the JSON-serialisable keywords of its constructor beside the parameters, and names
 its non-trained state (BatchNormalization's running statistics) in ``buffers``.
 xpnet's layers derive from :class:`Layer` for their ``repr`` alone.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import array_api_extra as xpx
@@ -133,17 +137,75 @@ def _require_targets_like(xp: Any, name: str, y: Any, t: Any) -> None:
         )
 
 
-def describe(layer: Any) -> str:
+def own_params(layer: Any) -> Any:
+    """The names of the parameter attributes that ``layer`` holds itself: its ``params``;
+    none where ``params`` is a mapping (a :class:`~xpnet.Sequential`'s, name -> array, a
+    view of its inner layers' parameters, which :func:`walk` finds)."""
+    attrs = getattr(layer, "params", ())
+    return () if isinstance(attrs, Mapping) else attrs
+
+
+def inner_layers(layer: Any) -> list[tuple[str, Any]]:
+    """``(path suffix, layer)`` for each layer held in the attributes that ``layer`` names
+    in ``sublayers``: ``(".inner", Affine)`` for one layer, ``(".layers[0]", Affine)`` for
+    a sequence of them; none for a layer without ``sublayers``."""
+    names = getattr(layer, "sublayers", ())
+    kind = type(layer).__name__
+    if isinstance(names, str) or not all(isinstance(a, str) for a in names):
+        raise TypeError(
+            f"{kind}.sublayers must be a tuple of attribute names, e.g. ('inner',), got {names!r}"
+        )
+    found = []
+    for attr in names:
+        if not hasattr(layer, attr):
+            raise ValueError(
+                f"{kind} names {attr!r} in its sublayers, but has no attribute {attr!r}"
+            )
+        value = getattr(layer, attr)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            found += [(f".{attr}[{i}]", inner) for i, inner in enumerate(value)]
+        else:
+            found.append((f".{attr}", value))
+    return found
+
+
+def walk(layers: Iterable[Any], prefix: str = "layers") -> Iterator[tuple[str, Any]]:
+    """``(path, layer)`` for each of ``layers`` and, right after each, the layers inside it
+    (:func:`inner_layers`), depth first: ``("layers[1]", Residual)``, ``("layers[1].inner",
+    Affine)``, ... The order of appearance, in which a network numbers its parameters."""
+    for k, layer in enumerate(layers):
+        yield from walk_from(f"{prefix}[{k}]", layer)
+
+
+def walk_from(path: str, layer: Any) -> Iterator[tuple[str, Any]]:
+    """:func:`walk` of the one ``layer`` at ``path``: itself first, then the layers inside it."""
+    yield path, layer
+    for suffix, inner in inner_layers(layer):
+        yield from walk_from(path + suffix, inner)
+
+
+def describe(layer: Any, indent: str = "") -> str:
     """``Name(W=float32[784, 50], b=float32[50], input_grad=True)``: the layer's class, its
     parameters (``params``) and buffers (``buffers``: BatchNormalization's running
     statistics) by dtype and shape, then its ``config()`` keywords, as a checkpoint
-    rebuilds it. Any layer works, a user's own too (the network's ``repr`` uses it)."""
-    names = (*getattr(layer, "params", ()), *getattr(layer, "buffers", ()))
+    rebuilds it. Any layer works, a user's own too (the network's ``repr`` uses it). A
+    layer made of layers (``sublayers``) lists them below, one a line, indented by
+    ``indent`` and two spaces more, as PyTorch prints its modules: ``(inner): Affine(...)``,
+    ``(0)``, ``(1)``, ... where its only sublayer attribute holds a sequence."""
+    names = (*own_params(layer), *getattr(layer, "buffers", ()))
     parts = [f"{name}={_summary(getattr(layer, name, None))}" for name in names]
     config = getattr(layer, "config", None)
     if callable(config):
         parts += [f"{key}={value!r}" for key, value in config().items()]
-    return f"{type(layer).__name__}({', '.join(parts)})"
+    inner = inner_layers(layer)
+    if not inner:
+        return f"{type(layer).__name__}({', '.join(parts)})"
+    numbered = len(getattr(layer, "sublayers", ())) == 1 and inner[0][0].endswith("[0]")
+    lines = [f"{indent}  {', '.join(parts)}"] if parts else []
+    for i, (suffix, sub) in enumerate(inner):
+        label = i if numbered else suffix[1:]
+        lines.append(f"{indent}  ({label}): {describe(sub, indent + '  ')}")
+    return "\n".join([f"{type(layer).__name__}(", *lines, f"{indent})"])
 
 
 def _summary(a: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterator, MutableMapping, Sequence
-from itertools import pairwise
+from itertools import islice, pairwise
 from types import ModuleType
 from typing import Any
 
@@ -46,10 +46,14 @@ from xpnet.layers import (
     Tanh,
     check_labels,
     describe,
+    inner_layers,
     is_real_floating,
+    own_params,
     require_array,
     require_layer_methods,
     takes_train_flg,
+    walk,
+    walk_from,
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
@@ -136,9 +140,10 @@ class Layers(tuple):
         )
 
 
-def _where(k: int, layer: Any) -> str:
-    """How messages name layer ``k`` (from 0, as ``net[k]`` and ``net.layers[k]`` count)."""
-    return f"layers[{k}] ({type(layer).__name__})"
+def _where(k: int | str, layer: Any) -> str:
+    """How messages name layer ``k`` (from 0, as ``net[k]`` and ``net.layers[k]`` count), or
+    the layer at ``path`` inside another (``layers[1].inner (Affine)``, :func:`walk`)."""
+    return f"{f'layers[{k}]' if isinstance(k, int) else k} ({type(layer).__name__})"
 
 
 def _require_input_gradient(dx: Any, shape: Any, where: str) -> None:
@@ -203,7 +208,7 @@ def _check_loss(loss: Any) -> None:
         )
 
 
-def _require_one_dtype(params: Parameters, seen: dict[int, int]) -> None:
+def _require_one_dtype(params: Parameters, seen: dict[int, str]) -> None:
     """Refuse parameters of more than one library, device or dtype, naming the first that
     differs from the first parameter: a float64 layer after float32 ones would promote
     the scores silently (NumPy), or fail in the first pass (array_api_strict)."""
@@ -251,39 +256,41 @@ def _decayed_attributes(layer: Any) -> tuple[str, ...]:
     return tuple(decayed)
 
 
-def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
-    """``name -> (layer, attribute)``: each attribute named ``W`` numbered by order of
+def _parameter_slots(walked: Sequence[tuple[str, Any]]) -> dict[str, tuple[Any, str]]:
+    """``name -> (layer, attribute)`` for the layers ``walked`` (:func:`walk`'s ``(path,
+    layer)``, inner layers included): each attribute named ``W`` numbered by order of
     appearance (``W1``, ``W2``, ...); a name ending in a digit gets ``_`` first (``w0_1``)."""
     slots: dict[str, tuple[Any, str]] = {}
     counts: dict[str, int] = {}
+    paths = {id(layer): path for path, layer in walked}
     # id of each parameter array -> its name and the array, held so that no id is reused
     named: dict[int, tuple[str, Any]] = {}
-    for k, layer in enumerate(layers):
-        attrs = getattr(layer, "params", ())
+    for path, layer in walked:
+        attrs = own_params(layer)
         if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
             raise TypeError(
-                f"{_where(k, layer)}: params must be a tuple of attribute names, e.g. "
+                f"{_where(path, layer)}: params must be a tuple of attribute names, e.g. "
                 f"('W', 'b'), got {attrs!r}"
             )
         for attr in attrs:
             if not hasattr(layer, attr):
                 raise ValueError(
-                    f"{_where(k, layer)} names {attr!r} in its params, but has no attribute "
-                    f"{attr!r}; its params are {tuple(attrs)}"
+                    f"{_where(path, layer)} names {attr!r} in its params, but has no "
+                    f"attribute {attr!r}; its params are {tuple(attrs)}"
                 )
             value = getattr(layer, attr)
-            _require_floating_array(value, attr, _where(k, layer))
+            _require_floating_array(value, attr, _where(path, layer))
             counts[attr] = counts.get(attr, 0) + 1
             name = f"{attr}{'_' * attr[-1].isdigit()}{counts[attr]}"
             if name in slots:
-                other = next(j for j, lay in enumerate(layers) if lay is slots[name][0])
+                other = slots[name][0]
                 raise ValueError(
-                    f"parameter name {name!r} of {_where(k, layer)} clashes with the one of "
-                    f"{_where(other, slots[name][0])}: rename one of the attributes"
+                    f"parameter name {name!r} of {_where(path, layer)} clashes with the one of "
+                    f"{_where(paths[id(other)], other)}: rename one of the attributes"
                 )
             if id(value) in named:
                 raise ValueError(
-                    f"parameter {name} of {_where(k, layer)} is the same array as "
+                    f"parameter {name} of {_where(path, layer)} is the same array as "
                     f"{named[id(value)][0]}: tied weights are not supported (the optimizer would "
                     "update it once per name, weight decay count it twice, and a checkpoint "
                     "would untie it); give the layer its own copy (xp.asarray(W, copy=True))"
@@ -291,6 +298,58 @@ def _parameter_slots(layers: Sequence[Any]) -> dict[str, tuple[Any, str]]:
             named[id(value)] = (name, value)
             slots[name] = (layer, attr)
     return slots
+
+
+def _require_layer(path: str, layer: Any, seen: dict[int, str]) -> None:
+    """Refuse what cannot be layer ``path`` of a network (``seen``: the paths of the layers
+    before it, by id), naming it: a class, an object without forward and backward, a loss
+    layer, a network with a loss, a layer seen before, or a layer made of layers whose
+    forward does not take the ``train_flg`` that a layer inside it takes."""
+    _require_instance(path, layer)
+    where = _where(path, layer)
+    require_layer_methods(layer, where)
+    if isinstance(layer, Loss):
+        raise TypeError(f"{where} is a loss layer: pass it as loss=")
+    if isinstance(layer, Sequential) and layer.last_layer is not None:
+        raise TypeError(
+            f"{where} has a loss ({type(layer.last_layer).__name__}): a network inside another "
+            "is a stack of layers, Sequential([...]) without loss=; the outer network's loss= "
+            "ends the whole"
+        )
+    if id(layer) in seen:
+        raise ValueError(
+            f"{where} is the same object as {seen[id(layer)]}: a layer keeps what its forward "
+            "saw for its backward, so one object cannot appear twice in a network; create "
+            f"another ({type(layer).__name__}(...))"
+        )
+    seen[id(layer)] = path
+    inside = islice(walk_from(path, layer), 1, None)  # a stack takes train_flg for those in it
+    modal = next(
+        (
+            _where(p, inner)
+            for p, inner in inside
+            if takes_train_flg(inner) and not inner_layers(inner)
+        ),
+        None,
+    )
+    if modal is not None and not takes_train_flg(layer):
+        raise TypeError(
+            f"{where} holds {modal}, whose forward takes train_flg, but its own forward does "
+            "not: take forward(x, train_flg=False) and pass it on, so that the layer inside "
+            "knows training from evaluation"
+        )
+
+
+def _has_params(layer: Any) -> bool:
+    """Whether ``layer`` or a layer inside it has parameters."""
+    return any(own_params(inner) for _, inner in walk_from("", layer))
+
+
+_NO_LOSS = (
+    "this Sequential has no loss: built without loss=, it is a stack of layers (forward, "
+    "backward) to put in a network; build Sequential(layers, loss=SoftmaxWithLoss()) for "
+    "loss, gradient and accuracy"
+)
 
 
 class Sequential:
@@ -311,31 +370,45 @@ class Sequential:
     arrays. ``weight_decay`` adds ``0.5 * weight_decay * sum(W**2)`` over every parameter
     held in an attribute named ``W``, as the book decays weights and not biases; a layer
     names other attributes to decay in ``decayed`` (``decayed = ("W", "V")``).
+
+    Layers nest. A layer made of layers (a residual block) names the attributes holding
+    them in ``sublayers`` (``sublayers = ("inner",)``; an attribute holds one layer or a
+    sequence of them), as ``params`` names arrays, and its ``forward`` and ``backward``
+    call theirs; its forward takes ``train_flg`` and passes it on when a layer inside it
+    takes it. The network finds their parameters depth first, in order of appearance,
+    numbered across the nesting (a nested network's names are those of the flat network
+    of the same layers): ``params["W2"]`` is the innermost layer's ``W``, and its
+    gradient that layer's ``dW``. Weight decay, buffers and the checks (one object
+    twice, one dtype, tied weights) see the inner layers too; messages name them by
+    path, ``layers[1].inner (Affine)``. Built without ``loss``, a Sequential is such a
+    layer, a stack (``sublayers = ("layers",)``): ``forward(x, train_flg=False)``,
+    ``backward(dout)`` returning the input's gradient, and ``params``; ``loss``,
+    ``gradient`` and ``accuracy`` need a loss. A Sequential with a loss is refused
+    inside another.
     """
 
-    def __init__(self, layers: Sequence[Any], *, loss: Any, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, layers: Sequence[Any], *, loss: Any = None, weight_decay: float = 0.0
+    ) -> None:
         self.layers = Layers(layers)
         if not self.layers:
             raise ValueError("a Sequential network needs at least one layer")
-        seen: dict[int, int] = {}
-        for k, layer in enumerate(self.layers):
-            _require_instance(f"layers[{k}]", layer)
-            require_layer_methods(layer, _where(k, layer))
-            if isinstance(layer, Loss):
-                raise TypeError(f"{_where(k, layer)} is a loss layer: pass it as loss=")
-            if id(layer) in seen:
-                raise ValueError(
-                    f"{_where(k, layer)} is the same object as layers[{seen[id(layer)]}]: a "
-                    "layer keeps what its forward saw for its backward, so one object cannot "
-                    f"appear twice in a network; create another ({type(layer).__name__}(...))"
-                )
-            seen[id(layer)] = k
-        _check_loss(loss)
+        seen: dict[int, str] = {}  # id -> path of every layer, inner ones included
+        walked = list(walk(self.layers))
+        for path, layer in walked:
+            _require_layer(path, layer, seen)
+        if loss is not None:
+            _check_loss(loss)
         if not is_finite_at_least(weight_decay, 0.0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        if loss is None and weight_decay:
+            raise ValueError(
+                f"weight_decay={weight_decay!r} needs a loss to add to: give it to the network "
+                "that has the loss= (it decays the W of the layers inside this one too)"
+            )
         self.last_layer = loss
         self.weight_decay = weight_decay
-        slots = _parameter_slots(self.layers)
+        slots = _parameter_slots(walked)
         self.params = Parameters(slots)
         self._decayed = tuple(
             name for name, (layer, attr) in slots.items() if attr in _decayed_attributes(layer)
@@ -355,9 +428,8 @@ class Sequential:
         self._shapes: list[Any] | None = None  # the layers' input shapes, while gradient() checks
         self._checked_shapes: set[tuple[Any, Any]] = set()  # (x.shape, t.shape) gradient() checked
         # Backward stops at the first layer with parameters: the ones before need no gradient.
-        owners = {id(layer) for layer, _ in slots.values()}
         self._backward_from = next(
-            (k for k, layer in enumerate(self.layers) if id(layer) in owners), len(self.layers)
+            (k for k, layer in enumerate(self.layers) if _has_params(layer)), len(self.layers)
         )
 
     @property
@@ -409,7 +481,12 @@ class Sequential:
 
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
-        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        try:
+            loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        except AttributeError:
+            if self.last_layer is None:
+                raise TypeError(_NO_LOSS) from None
+            raise
         for name in self._decayed if self.weight_decay else ():
             W = self.params[name]
             loss = loss + 0.5 * self.weight_decay * reduce_sum(W * W)
@@ -435,6 +512,8 @@ class Sequential:
         does, so that the layers' intermediate arrays stay small (the conv net's, for
         10,000 images at once, take about 2 GB); the hits are summed on the device.
         """
+        if self.last_layer is None:
+            raise TypeError(_NO_LOSS)
         require_array("targets", t)
         require_count("batch_size", batch_size, 1)
         n = x.shape[0]
@@ -502,6 +581,26 @@ class Sequential:
         for name in self._decayed if self.weight_decay else ():
             grads[name] = grads[name] + self.weight_decay * self.params[name]
         return grads
+
+    sublayers = ("layers",)
+
+    def forward(self, x: Any, train_flg: bool = False) -> Any:
+        """:meth:`predict`: the output of the layers for ``x`` (N, ...), as a layer of
+        another network (a Sequential without ``loss=``) computes it."""
+        return self.predict(x, train_flg)
+
+    def backward(self, dout: Any) -> Any:
+        """The gradient of the input of the last :meth:`forward`, for the gradient ``dout``
+        of its output, through the layers in reverse; they store their parameters'
+        gradients (``dW``) as in :meth:`gradient`."""
+        for k in range(len(self.layers) - 1, -1, -1):
+            if dout is None:
+                raise ValueError(
+                    f"{_where(k + 1, self.layers[k + 1])} returned no input gradient, but "
+                    f"{_where(k, self.layers[k])} before it needs one"
+                )
+            dout = self.layers[k].backward(dout)
+        return dout
 
     def numerical_gradient(
         self, x: Any, t: Any, h: float = 1e-4, *, params: Sequence[str] | None = None
@@ -581,12 +680,15 @@ class Sequential:
         from 0, as ``net[k]`` and the error messages count (``layers[1] (ReLU)``); then the
         parameter total (:meth:`num_parameters`), and the buffers' when there are any, as
         Keras's summary ends with its "Trainable params" and "Non-trainable params"."""
-        lines = [f"  ({k}): {describe(layer)}" for k, layer in enumerate(self.layers)]
-        lines.append(f"  loss: {describe(self.last_layer)}")
+        lines = [f"  ({k}): {describe(layer, '  ')}" for k, layer in enumerate(self.layers)]
+        if self.last_layer is not None:
+            lines.append(f"  loss: {describe(self.last_layer)}")
         if self.weight_decay:
             lines.append(f"  weight_decay: {self.weight_decay!r}")
         buffers = (
-            getattr(lay, a, None) for lay in self.layers for a in getattr(lay, "buffers", ())
+            getattr(lay, a, None)
+            for _, lay in walk(self.layers)
+            for a in getattr(lay, "buffers", ())
         )
         buffer_shapes = [value.shape for value in buffers if hasattr(value, "shape")]
         total = f"  parameters: {self.num_parameters():,}"

@@ -45,6 +45,8 @@ forward), and none has hooks inherited from above a ``forward`` that a subclass 
 (:func:`hooks_follow_forward`); the callers in :mod:`xpnet.gradcheck` compute the others
 by the loop, :func:`loop_differences`, which keeps each forward pass's layer inputs to
 find the kinks there too (a convolution's parameters, before ReLU and max pooling).
+A layer made of layers (``sublayers``: a nested Sequential, a residual block) has no
+hooks: the parameters inside it and before it are looped, from its own layer on.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from xpnet.backend import blas_threads, namespace_of
-from xpnet.layers import takes_train_flg
+from xpnet.layers import takes_train_flg, walk_from
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
 TEMPORARIES = 6
@@ -266,8 +268,17 @@ class LocalNet:
         return local
 
     def _layer_index(self, name: str) -> int | None:
+        """The index of the layer that holds parameter ``name``, or the layer made of layers
+        (``sublayers``) that holds it inside; None for neither."""
         layer, _ = self.net.params.slot(name)
-        return next((k for k, other in enumerate(self.net.layers) if other is layer), None)
+        return next(
+            (
+                k
+                for k, top in enumerate(self.net.layers)
+                if any(inner is layer for _, inner in walk_from("", top))
+            ),
+            None,
+        )
 
     def is_local(self, name: str) -> bool:
         """Whether every layer from ``name``'s on (and the loss) can perturb locally, and
@@ -278,7 +289,9 @@ class LocalNet:
         column change, so its output must be (N, M) (BatchNorm's gammas after a
         convolution are not local)."""
         k = self._layer_index(name)
-        if k is None or not hasattr(self.net.layers[k], "perturb_param"):
+        if k is None or self.net.layers[k] is not self.net.params.slot(name)[0]:
+            return False  # a parameter inside a layer made of layers: the loop from that layer
+        if not hasattr(self.net.layers[k], "perturb_param"):
             return False
         if self.inputs[k + 1].ndim != 2:
             return False

@@ -1,0 +1,349 @@
+"""Layers made of layers: Sequentials inside Sequentials and a user's residual block. Their
+gradients are checked against NumPy formulas differentiated by tests/numeric.py, and against
+the flat network of the same layers."""
+
+import shutil
+
+import numpy as np
+import pytest
+from numeric import central_difference, dev
+
+import xpnet
+from xpnet import Sequential, check_gradients, check_layer, graph
+from xpnet.backend import namespace_of, to_numpy
+from xpnet.checkpoint import load_network, load_params, register_layer, save_params
+from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss, Tanh
+from xpnet.optim import Adam
+from xpnet.training import Trainer
+
+
+@register_layer(name="NestedTestResidual")  # examples/residual_block.py registers Residual
+class Residual:
+    """``out = x + inner(x)``, a user's layer made of layers."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        return x + self.inner.forward(x, train_flg)
+
+    def backward(self, dout):
+        return dout + self.inner.backward(dout)
+
+
+class SkipForgotten(Residual):
+    """A wrong backward: the skip path's gradient is left out."""
+
+    def backward(self, dout):
+        return self.inner.backward(dout)
+
+
+class Unaware:
+    """A layer made of layers whose forward does not take train_flg."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+    def backward(self, dout):
+        return self.inner.backward(dout)
+
+
+SIZES = {"W1": (4, 3), "b1": (3,), "W2": (3, 3), "b2": (3,), "W3": (3, 3), "b3": (3,)}
+SIZES |= {"W4": (3, 2), "b4": (2,)}
+
+
+def weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape) * 0.7 for name, shape in SIZES.items()}
+
+
+def batch(xp, n=5):
+    rng = np.random.default_rng(9)
+    return dev(xp, rng.standard_normal((n, 4))), dev(xp, rng.integers(0, 2, n), "int64")
+
+
+def affine(xp, w, k):
+    return Affine(dev(xp, w[f"W{k}"]), dev(xp, w[f"b{k}"]))
+
+
+def residual_net(xp, w, block=Residual, act=Tanh):
+    """Affine, Residual(Sequential(Affine, act, Affine)), Affine, softmax loss."""
+    inner = Sequential([affine(xp, w, 2), act(), affine(xp, w, 3)])
+    return Sequential([affine(xp, w, 1), block(inner), affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+
+def numpy_residual_loss(x, t, W1, b1, W2, b2, W3, b3, W4, b4):
+    """The residual network's loss written out in NumPy."""
+    h = x @ W1 + b1
+    h = h + np.tanh(h @ W2 + b2) @ W3 + b3
+    s = h @ W4 + b4
+    s = s - s.max(axis=1, keepdims=True)
+    log_p = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(t)), t].mean()
+
+
+def flat_and_nested(xp, w):
+    """Two networks of the same layers' weights: flat, and as two nested stacks."""
+    flat = Sequential(
+        [affine(xp, w, 1), ReLU(), affine(xp, w, 2), ReLU(), affine(xp, w, 4)],
+        loss=SoftmaxWithLoss(),
+    )
+    first = Sequential([affine(xp, w, 1), ReLU()])
+    second = Sequential([affine(xp, w, 2), Sequential([ReLU()]), affine(xp, w, 4)])
+    return flat, Sequential([first, second], loss=SoftmaxWithLoss())
+
+
+def host(params):
+    return {name: to_numpy(value) for name, value in params.items()}
+
+
+def test_a_nested_network_names_its_parameters_as_the_flat_network(xp):
+    flat, nested = flat_and_nested(xp, weights())
+    assert list(nested.params) == list(flat.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert nested.params["W2"] is nested[1][0].W  # a live view of the innermost layer's W
+    nested.params["b3"] = dev(xp, np.ones(2))
+    np.testing.assert_array_equal(to_numpy(nested[1][2].b), np.ones(2))
+
+
+def test_a_nested_networks_gradient_equals_the_flat_networks(xp):
+    flat, nested = flat_and_nested(xp, weights())
+    x, t = batch(xp)
+    expected, got = host(flat.gradient(x, t)), host(nested.gradient(x, t))
+    assert list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_a_residual_blocks_gradients_equal_central_differences_of_its_formula(xp):
+    w = weights()
+    net = residual_net(xp, w)
+    x, t = batch(xp)
+    grads = host(net.gradient(x, t))
+    hx, ht = to_numpy(x), to_numpy(t)
+    for name in SIZES:
+
+        def loss(v, name=name):
+            return numpy_residual_loss(hx, ht, **{**w, name: v})
+
+        np.testing.assert_allclose(grads[name], central_difference(loss, w[name]), atol=1e-8)
+
+
+def test_weight_decay_reaches_the_weights_inside_a_block(xp):
+    w = weights()
+    x, t = batch(xp)
+    plain, decayed = residual_net(xp, w), residual_net(xp, w)
+    decayed.weight_decay = 0.5  # the network's own _decayed names the W inside too
+    extra = 0.25 * sum(float((w[f"W{k}"] ** 2).sum()) for k in range(1, 5))
+    assert float(decayed.loss(x, t)) == pytest.approx(float(plain.loss(x, t)) + extra)
+    assert decayed.decay_rate("W2") == decayed.decay_rate("W3") == 0.5
+
+
+def test_a_stack_without_a_loss_is_a_layer(xp):
+    w = weights()
+    stack = Sequential([affine(xp, w, 1), Tanh()])
+    x, _ = batch(xp)
+    y = stack.forward(x)
+    dx = stack.backward(xp.ones_like(y))
+    hx = to_numpy(x)
+    expected = central_difference(lambda v: np.tanh(v @ w["W1"] + w["b1"]).sum(), hx)
+    np.testing.assert_allclose(to_numpy(dx), expected, atol=1e-8)
+    assert stack.sublayers == ("layers",) and list(stack.params) == ["W1", "b1"]
+
+
+@pytest.mark.parametrize("call", ["loss", "gradient", "accuracy"])
+def test_a_stack_without_a_loss_says_so_when_asked_for_one(xp, call):
+    stack = Sequential([affine(xp, weights(), 1)])
+    with pytest.raises(TypeError, match=r"has no loss: built without loss=.*loss=SoftmaxWithLoss"):
+        getattr(stack, call)(*batch(xp))
+
+
+def test_a_network_with_a_loss_is_refused_inside_another(xp):
+    inner = Sequential([affine(xp, weights(), 1)], loss=SoftmaxWithLoss())
+    with pytest.raises(TypeError, match=r"layers\[0\] \(Sequential\) has a loss.*without loss="):
+        Sequential([inner], loss=SoftmaxWithLoss())
+
+
+def test_weight_decay_without_a_loss_is_refused(xp):
+    with pytest.raises(ValueError, match=r"weight_decay=0\.1 needs a loss"):
+        Sequential([affine(xp, weights(), 1)], weight_decay=0.1)
+
+
+def test_the_same_layer_twice_is_refused_across_nesting(xp):
+    relu = ReLU()
+    with pytest.raises(
+        ValueError, match=r"layers\[1\]\.layers\[1\] \(ReLU\) is the same object as layers\[0\]"
+    ):
+        Sequential([relu, Sequential([affine(xp, weights(), 2), relu])], loss=SoftmaxWithLoss())
+
+
+def test_tied_weights_are_refused_across_nesting(xp):
+    a = affine(xp, weights(), 2)
+    tied = Affine(a.W, dev(xp, np.zeros(3)))
+    with pytest.raises(ValueError, match=r"parameter W2 of layers\[1\]\.inner \(Affine\).*W1"):
+        Sequential([a, Residual(tied)], loss=SoftmaxWithLoss())
+
+
+def test_a_parameter_of_another_dtype_inside_a_block_is_named_by_its_path(xp):
+    w = weights()
+    odd = Affine(dev(xp, w["W2"], "float32"), dev(xp, w["b2"], "float32"))
+    block = Residual(Sequential([Tanh(), odd]))
+    with pytest.raises(ValueError, match=r"W2 \(layers\[1\]\.inner\.layers\[1\] \(Affine\)\)"):
+        Sequential([affine(xp, w, 1), block], loss=SoftmaxWithLoss())
+
+
+def test_a_block_whose_forward_does_not_pass_train_flg_on_is_refused(xp):
+    norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+    with pytest.raises(TypeError, match=r"layers\[0\].inner \(BatchNormalization\).*train_flg"):
+        Sequential([Unaware(norm)], loss=SoftmaxWithLoss())
+
+
+def test_a_stack_passes_train_flg_on_to_the_layers_inside(xp):
+    norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+    block = Residual(Sequential([Tanh(), norm]))
+    net = Sequential([affine(xp, weights(), 1), block], loss=SoftmaxWithLoss())
+    x, t = batch(xp)
+    before = to_numpy(norm.running_mean).copy()
+    net.predict(x)
+    np.testing.assert_array_equal(to_numpy(norm.running_mean), before)  # evaluation mode
+    net.gradient(x, t)
+    assert not np.array_equal(to_numpy(norm.running_mean), before)  # training mode
+
+
+def test_the_repr_nests_and_counts_the_inner_parameters(xp):
+    net = residual_net(xp, weights())
+    assert repr(net).splitlines()[2:9] == [
+        "  (1): Residual(",
+        "    (inner): Sequential(",
+        "      (0): Affine(W=float64[3, 3], b=float64[3], input_grad=True)",
+        "      (1): Tanh()",
+        "      (2): Affine(W=float64[3, 3], b=float64[3], input_grad=True)",
+        "    )",
+        "  )",
+    ]
+    assert net.num_parameters() == sum(np.prod(s) for s in SIZES.values())
+    assert len(net) == 3 and isinstance(net[1], Residual)  # the top level, as PyTorch's
+
+
+def test_training_a_nested_network_gives_the_flat_networks_parameters(xp):
+    flat, nested = flat_and_nested(xp, weights())
+    rng = np.random.default_rng(3)
+    x, t = dev(xp, rng.standard_normal((40, 4))), dev(xp, rng.integers(0, 2, 40), "int64")
+    for net in (flat, nested):
+        Trainer(net, Adam(lr=0.01), x, t, x, t, epochs=3, batch_size=8, seed=1).fit()
+    for name, value in host(flat.params).items():
+        np.testing.assert_array_equal(to_numpy(nested.params[name]), value)
+
+
+def test_a_nested_network_with_buffers_round_trips_a_checkpoint(xp, tmp_path):
+    w = weights()
+    norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+    block = Residual(Sequential([norm, Tanh(), Dropout(0.3, seed=4), affine(xp, w, 3)]))
+    net = Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+    x, t = batch(xp)
+    net.gradient(x, t)  # moves the running statistics and the dropout generator
+    path = save_params(tmp_path / "nested.npz", net)
+    rebuilt, _ = load_network(path, xp=xp)
+    assert repr(rebuilt) == repr(net)
+    for name, value in host(net.params).items():
+        np.testing.assert_array_equal(to_numpy(rebuilt.params[name]), value)
+    inner = rebuilt[1].inner[0]
+    for attr in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(to_numpy(getattr(inner, attr)), to_numpy(getattr(norm, attr)))
+    np.testing.assert_array_equal(
+        to_numpy(rebuilt.loss(x, t, True)), to_numpy(net.loss(x, t, True))
+    )
+
+
+def test_load_params_fills_a_nested_network_from_a_flat_networks_file(xp, tmp_path):
+    flat, _ = flat_and_nested(xp, weights(1))
+    _, nested = flat_and_nested(xp, weights(2))
+    load_params(save_params(tmp_path / "flat.npz", flat), nested)
+    for name, value in host(flat.params).items():
+        np.testing.assert_array_equal(to_numpy(nested.params[name]), value)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "directional"])
+def test_the_gradient_check_passes_a_correct_residual_network(cpu_xp, method):
+    net = residual_net(cpu_xp, weights(), act=ReLU)
+    assert check_gradients(net, *batch(cpu_xp), method=method).passed
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "directional"])
+def test_the_gradient_check_fails_a_block_whose_backward_forgets_the_skip_path(cpu_xp, method):
+    net = residual_net(cpu_xp, weights(), block=SkipForgotten, act=ReLU)
+    report = check_gradients(net, *batch(cpu_xp), method=method)
+    assert not report.passed
+    assert "W1" in str(report)
+
+
+def test_a_gradient_check_puts_back_the_statistics_of_a_batchnorm_inside_a_block(cpu_xp):
+    norm = BatchNormalization(dev(cpu_xp, np.ones(3)), dev(cpu_xp, np.zeros(3)))
+    net = Sequential([affine(cpu_xp, weights(), 1), Residual(norm)], loss=SoftmaxWithLoss())
+    before = to_numpy(norm.running_mean).copy()
+    assert check_gradients(net, *batch(cpu_xp)).passed
+    np.testing.assert_array_equal(to_numpy(norm.running_mean), before)
+
+
+def block_input(xp):
+    return dev(xp, np.random.default_rng(2).standard_normal((5, 3)))
+
+
+def test_check_layer_checks_the_parameters_inside_a_block(xp):
+    block = residual_net(xp, weights())[1]
+    report = check_layer(block, block_input(xp))
+    assert report.passed
+    assert [p.name for p in report.params] == [
+        "x",
+        "inner.layers[0].W",
+        "inner.layers[0].b",
+        "inner.layers[2].W",
+        "inner.layers[2].b",
+    ]
+
+
+def test_check_layer_fails_a_block_whose_backward_forgets_the_skip_path(xp):
+    block = residual_net(xp, weights(), block=SkipForgotten)[1]
+    report = check_layer(block, block_input(xp))
+    assert [p.name for p in report.params if not p.passed] == ["x"]
+
+
+def test_a_block_is_one_node_of_the_networks_graph_with_the_inner_parameters(cpu_xp):
+    net = residual_net(cpu_xp, weights())
+    x, t = batch(cpu_xp)
+    run = graph.record_network(net, x, t)
+    kinds = [type(run.nodes[call.node]).__name__ for call in run.calls]
+    assert kinds == ["Affine", "Residual", "Affine", "SoftmaxWithLoss"]
+    block_call = run.calls[1]
+    assert list(block_call.params) == ["W2", "b2", "W3", "b3"]
+    grads = host(net.gradient(x, t))
+    assert block_call.params["W3"][1].norm == pytest.approx(np.linalg.norm(grads["W3"]))
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_a_nested_network_renders_with_dot(cpu_xp, tmp_path):
+    _, nested = flat_and_nested(cpu_xp, weights())
+    run = graph.record_network(nested, *batch(cpu_xp))
+    graph.write(run.dot(), tmp_path / "nested.svg")
+    svg = (tmp_path / "nested.svg").read_text()
+    assert svg.count("Sequential") >= 2 and "W2" in svg
+
+
+def test_xpnets_namespace_takes_a_layers_inside_walk():
+    net = residual_net(namespace_of(np.zeros(1)), weights())
+    paths = [path for path, _ in xpnet.layers.walk(net.layers)]
+    assert paths == [
+        "layers[0]",
+        "layers[1]",
+        "layers[1].inner",
+        "layers[1].inner.layers[0]",
+        "layers[1].inner.layers[1]",
+        "layers[1].inner.layers[2]",
+        "layers[2]",
+    ]
