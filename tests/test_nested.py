@@ -347,3 +347,62 @@ def test_xpnets_namespace_takes_a_layers_inside_walk():
         "layers[1].inner.layers[2]",
         "layers[2]",
     ]
+
+
+class ShapeLosingReLU(ReLU):
+    """A wrong backward: the input gradient of the first sample alone, (D,) for (N, D)."""
+
+    def backward(self, dout):
+        return super().backward(dout)[0, ...]
+
+
+def test_a_layer_refusing_its_input_deep_inside_is_named_by_its_full_path(xp):
+    w = weights()
+    inner = Sequential([affine(xp, w, 1), Tanh()])  # takes 4 features, gets 3
+    net = Sequential([affine(xp, w, 1), Residual(inner)], loss=SoftmaxWithLoss())
+    with pytest.raises(
+        ValueError, match=r"^layers\[1\]\.inner\.layers\[0\] \(Affine\) cannot take"
+    ):
+        net.predict(batch(xp)[0])
+
+
+def test_a_wrong_input_gradient_inside_a_stack_is_named_by_its_full_path(xp):
+    w = weights()
+    inner = Sequential([affine(xp, w, 2), ShapeLosingReLU(), affine(xp, w, 3)])
+    net = Sequential([affine(xp, w, 1), Residual(inner), affine(xp, w, 4)], loss=SoftmaxWithLoss())
+    with pytest.raises(ValueError, match=r"^layers\[1\]\.inner\.layers\[1\] \(ShapeLosingReLU\)"):
+        net.gradient(*batch(xp))
+
+
+def test_a_stack_gives_no_input_gradient_where_nothing_before_needs_one(xp):
+    w = weights()
+
+    def layers():  # Tanh, then an Affine that computes no input gradient
+        first = Affine(dev(xp, w["W1"]), dev(xp, w["b1"]), input_grad=False)
+        return [Tanh(), first], [Tanh(), affine(xp, w, 2), affine(xp, w, 4)]
+
+    (a, b), (c, d, e) = layers()
+    flat = Sequential([a, b, c, d, e], loss=SoftmaxWithLoss())
+    (a, b), (c, d, e) = layers()
+    nested = Sequential([Sequential([a, b]), c, d, e], loss=SoftmaxWithLoss())
+    x, t = batch(xp)
+    expected = host(flat.gradient(x, t))
+    for name, value in host(nested.gradient(x, t)).items():
+        np.testing.assert_allclose(value, expected[name], rtol=1e-12)
+
+
+def test_a_flat_networks_buffers_load_into_the_same_layers_in_stacks(xp, tmp_path):
+    w = weights()
+
+    def norm():
+        return BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+
+    flat = Sequential([affine(xp, w, 1), norm(), Tanh(), affine(xp, w, 4)], loss=SoftmaxWithLoss())
+    flat.gradient(*batch(xp))  # moves the running statistics
+    inner = Sequential([Sequential([norm()]), Tanh()])
+    nested = Sequential([affine(xp, w, 1), inner, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+    load_params(save_params(tmp_path / "flat.npz", flat), nested)
+    for attr in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(
+            to_numpy(getattr(inner[0][0], attr)), to_numpy(getattr(flat[1], attr))
+        )

@@ -384,15 +384,21 @@ def architecture(net: Any) -> dict[str, Any] | None:
 
 def _buffer_key(k: int, attr: str) -> str:
     """The file's name for buffer ``attr`` of layer ``k``, numbered from 1 in the file
-    (``net.layers[k - 1]``), in :func:`~xpnet.layers.walk`'s order where layers nest: a
-    layer, then those inside it."""
+    (``net.layers[k - 1]``); where layers nest, as :func:`_numbered` counts them."""
     return f"{BUFFER_PREFIX}{k}/{attr}"
 
 
 def _numbered(net: Any) -> list[tuple[int, str, Any]]:
     """``(number, path, layer)`` for the layers of ``net`` and those inside them, numbered
-    from 1 in :func:`~xpnet.layers.walk`'s order (the top-level ones alone: 1 to n)."""
-    return [(k, path, layer) for k, (path, layer) in enumerate(walk(getattr(net, "layers", ())), 1)]
+    from 1 in :func:`~xpnet.layers.walk`'s order (the top-level ones alone: 1 to n). A
+    stack (a Sequential inside) has no number of its own, its layers are numbered as if
+    they stood in its place, as the network names parameters: a flat network's buffers
+    load into the network of the same layers in stacks."""
+    from xpnet.networks import Sequential
+
+    walked = walk(getattr(net, "layers", ()))
+    layers = [(path, layer) for path, layer in walked if not isinstance(layer, Sequential)]
+    return [(k, path, layer) for k, (path, layer) in enumerate(layers, 1)]
 
 
 def _buffer_slots(net: Any) -> dict[str, tuple[Any, str]]:
@@ -851,10 +857,10 @@ def load_network(
         a = arrays[key]
         return to_device(a, dtype=a.dtype.name, device=device, xp=xp)
 
-    numbers = itertools.count(1)  # walk's order: a layer, then those inside it
+    numbers = itertools.count(1)  # as _numbered counts: walk's order, stacks left out
 
     def layer(spec: Mapping[str, Any], path: str) -> Any:
-        k = next(numbers)
+        k = 0 if spec["layer"] == "Sequential" else next(numbers)
         given = {attr: array(name, path) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
             given[attr] = array(_buffer_key(k, attr), path)

@@ -146,15 +146,41 @@ def _where(k: int | str, layer: Any) -> str:
     return f"{f'layers[{k}]' if isinstance(k, int) else k} ({type(layer).__name__})"
 
 
+def _at(prefix: str, path: str) -> str:
+    """``path`` inside the layer at ``prefix`` (``layers[2].inner`` + ``layers[0]``); ``path``
+    itself for the outermost network (``prefix`` empty)."""
+    return f"{prefix}.{path}" if prefix else path
+
+
+class LayerError(ValueError):
+    """A layer of the stack ``stack`` (a Sequential) refused what it was given: ``text(prefix)``
+    names the layers by path, inside the stack at ``prefix`` (:func:`_at`). A network holding
+    the stack re-raises it with the stack's path in it (:meth:`Sequential._renamed`), so the
+    message names a layer deep inside by its full path."""
+
+    def __init__(self, stack: Any, text: Any) -> None:
+        super().__init__(text(""))
+        self.stack, self.text = stack, text
+
+
+def _wrong_input_gradient(dx: Any, shape: Any) -> str | None:
+    """What is wrong with a backward's ``dx`` for an input of ``shape`` (None for nothing or
+    an unknown shape): Python-side metadata, no device work."""
+    if getattr(dx, "shape", None) == shape or shape is None:
+        return None
+    got = f"shape {tuple(dx.shape)}" if hasattr(dx, "shape") else type(dx).__name__
+    return (
+        f".backward returned an input gradient of {got}, but its input had shape "
+        f"{tuple(shape)}: backward must return dx in the shape of forward's input"
+    )
+
+
 def _require_input_gradient(dx: Any, shape: Any, where: str) -> None:
     """Raise ``ValueError`` naming ``where`` unless its backward's ``dx`` has ``shape``, the
-    shape of its input in the forward pass (Python-side metadata: no device work)."""
-    if getattr(dx, "shape", None) != shape and shape is not None:
-        got = f"shape {tuple(dx.shape)}" if hasattr(dx, "shape") else type(dx).__name__
-        raise ValueError(
-            f"{where}.backward returned an input gradient of {got}, but its input had shape "
-            f"{tuple(shape)}: backward must return dx in the shape of forward's input"
-        )
+    shape of its input in the forward pass."""
+    wrong = _wrong_input_gradient(dx, shape)
+    if wrong is not None:
+        raise ValueError(where + wrong)
 
 
 def _require_parameter_gradient(grad: Any, param: Any, name: str, dattr: str, where: str) -> None:
@@ -428,6 +454,9 @@ class Sequential:
         self._shapes: list[Any] | None = None  # the layers' input shapes, while gradient() checks
         self._checked_shapes: set[tuple[Any, Any]] = set()  # (x.shape, t.shape) gradient() checked
         # Backward stops at the first layer with parameters: the ones before need no gradient.
+        # The stacks inside (Sequentials without loss), whose backward checks their layers'
+        # shapes while gradient() checks them.
+        self._stacks = [lay for _, lay in walked if isinstance(lay, Sequential)]
         self._backward_from = next(
             (k for k, layer in enumerate(self.layers) if _has_params(layer)), len(self.layers)
         )
@@ -456,16 +485,42 @@ class Sequential:
             try:
                 x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
-                source = (
-                    "the input" if k == 0 else f"the output of {_where(k - 1, self.layers[k - 1])}"
-                )
-                raise ValueError(
-                    f"{_where(k, layer)} cannot take {source}, of shape "
-                    f"{tuple(getattr(x, 'shape', ()))}: {exc}"
-                ) from exc
+                raise self._refused(k, x, exc) from exc
         if shapes is not None:
             shapes.append(getattr(x, "shape", None))
         return x
+
+    def _refused(self, k: int, x: Any, exc: ValueError) -> LayerError:
+        """The error for layer ``k``'s forward refusing ``x`` with ``exc``: naming the layer,
+        or, for a stack inside it that named one of its own, that one by its full path."""
+        renamed = self._renamed(exc, walk_from(f"layers[{k}]", self.layers[k]))
+        if renamed is not exc:
+            return renamed
+
+        def text(prefix: str) -> str:
+            source = (
+                f"the input{f' of {prefix}' if prefix else ''}"
+                if k == 0
+                else f"the output of {_where(_at(prefix, f'layers[{k - 1}]'), self.layers[k - 1])}"
+            )
+            return (
+                f"{_where(_at(prefix, f'layers[{k}]'), self.layers[k])} cannot take {source}, "
+                f"of shape {tuple(getattr(x, 'shape', ()))}: {exc}"
+            )
+
+        return LayerError(self, text)
+
+    def _renamed(self, exc: Exception, walked: Any = None) -> Any:
+        """``exc`` with this network's paths, where a stack among the layers ``walked``
+        (default: all of them, :func:`walk`) raised it (:class:`LayerError`); else ``exc``."""
+        stack = getattr(exc, "stack", None)
+        if stack is None or stack is self:
+            return exc
+        found = (p for p, layer in (walked or walk(self.layers)) if layer is stack)
+        path = next(found, None)
+        if path is None:  # a stack that its holder does not name in its sublayers
+            return exc
+        return LayerError(self, lambda prefix: exc.text(_at(prefix, path)))
 
     def _in_parameter_dtype(self, x: Any) -> Any:
         """``x`` converted to the parameters' dtype when it is real floating (integers, such
@@ -554,25 +609,32 @@ class Sequential:
         key = (getattr(x, "shape", None), getattr(t, "shape", None))
         shapes = None if key in self._checked_shapes else []
         self._shapes = shapes  # predict records the layers' input shapes (and the output's)
+        stacks = () if shapes is None else self._stacks
+        for stack in stacks:
+            stack._shapes = []  # and so do the stacks inside, for their backward to check
         try:
             self.training_loss(x, t)
+            self._shapes = None
+            # A loss of the user's that does not call predict records no shapes to check.
+            check = shapes is not None and len(shapes) == len(self.layers) + 1
+            dout = self.last_layer.backward(1)
+            if check:
+                _require_input_gradient(dout, shapes[-1], f"loss {type(self.last_layer).__name__}")
+            for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
+                if dout is None:
+                    raise LayerError(self, self._no_input_gradient(k + 1))
+                dout = self.layers[k].backward(dout)
+                if check and dout is not None:
+                    _require_input_gradient(dout, shapes[k], _where(k, self.layers[k]))
+        except LayerError as exc:  # from a stack inside: named by its path in this network
+            renamed = self._renamed(exc)
+            if renamed is exc:
+                raise
+            raise renamed from exc
         finally:
             self._shapes = None
-        # A loss of the user's that does not call predict records no shapes to check.
-        check = shapes is not None and len(shapes) == len(self.layers) + 1
-        dout = self.last_layer.backward(1)
-        if check:
-            _require_input_gradient(dout, shapes[-1], f"loss {type(self.last_layer).__name__}")
-        for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
-            if dout is None:
-                raise ValueError(
-                    f"{_where(k + 1, self.layers[k + 1])} returned no input gradient, but "
-                    f"{_where(self._backward_from, self.layers[self._backward_from])} "
-                    "before it has parameters"
-                )
-            dout = self.layers[k].backward(dout)
-            if check and dout is not None:
-                _require_input_gradient(dout, shapes[k], _where(k, self.layers[k]))
+            for stack in stacks:
+                stack._shapes = None
         grads = {name: getattr(layer, dattr, None) for name, layer, _, dattr, _ in self._slots}
         if shapes is not None:
             for name, layer, attr, dattr, where in self._slots:
@@ -590,17 +652,40 @@ class Sequential:
         return self.predict(x, train_flg)
 
     def backward(self, dout: Any) -> Any:
-        """The gradient of the input of the last :meth:`forward`, for the gradient ``dout``
-        of its output, through the layers in reverse; they store their parameters'
-        gradients (``dW``) as in :meth:`gradient`."""
-        for k in range(len(self.layers) - 1, -1, -1):
-            if dout is None:
-                raise ValueError(
-                    f"{_where(k + 1, self.layers[k + 1])} returned no input gradient, but "
-                    f"{_where(k, self.layers[k])} before it needs one"
-                )
-            dout = self.layers[k].backward(dout)
+        """The gradient of the input (N, ...) of the last :meth:`forward`, for the gradient
+        ``dout`` of its output, through the layers in reverse; they store their parameters'
+        gradients (``dW``) as in :meth:`gradient`. None where a layer returns none and no
+        layer before it has parameters. Within the outer network's :meth:`gradient` that
+        checks shapes, the layers' input gradients are checked here, named by full path."""
+        shapes, self._shapes = self._shapes, None
+        check = shapes is not None and len(shapes) == len(self.layers) + 1
+        try:
+            for k in range(len(self.layers) - 1, -1, -1):
+                if dout is None:
+                    if k < self._backward_from:
+                        return None  # no layer from k down has parameters
+                    raise LayerError(self, self._no_input_gradient(k + 1))
+                dout = self.layers[k].backward(dout)
+                wrong = _wrong_input_gradient(dout, shapes[k]) if check else None
+                if wrong is not None and dout is not None:
+                    text = _where(k, self.layers[k]) + wrong
+                    raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
+        except LayerError as exc:
+            renamed = self._renamed(exc)
+            if renamed is exc:
+                raise
+            raise renamed from exc
         return dout
+
+    def _no_input_gradient(self, k: int) -> Any:
+        """The message (as :class:`LayerError` takes it) for layer ``k`` returning no input
+        gradient to the layers before it, one of which has parameters."""
+        first = self._backward_from
+        return lambda prefix: (
+            f"{_where(_at(prefix, f'layers[{k}]'), self.layers[k])} returned no input "
+            f"gradient, but {_where(_at(prefix, f'layers[{first}]'), self.layers[first])} "
+            "before it has parameters"
+        )
 
     def numerical_gradient(
         self, x: Any, t: Any, h: float = 1e-4, *, params: Sequence[str] | None = None
