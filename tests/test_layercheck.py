@@ -75,15 +75,15 @@ class Square:
 
     params = ("a",)
 
-    def __init__(self, a, wrong=False):
-        self.a, self.wrong = a, wrong
+    def __init__(self, a, wrong=False, sign=1.0):
+        self.a, self.wrong, self.sign = a, wrong, sign
 
     def forward(self, x):
         self.x = x
         return x * x * self.a
 
     def backward(self, dout):
-        self.da = namespace_of(dout).sum(dout * self.x * self.x, axis=0)
+        self.da = self.sign * namespace_of(dout).sum(dout * self.x * self.x, axis=0)
         return dout * (self.x if self.wrong else 2.0 * self.x) * self.a
 
 
@@ -114,6 +114,31 @@ def test_a_backward_that_ignores_dout_fails(xp):
     report = check_layer(NoDout(), rand(xp, 4, 3))
     assert not report
     assert [p.name for p in report.params if not p.passed] == ["x"]
+
+
+class MaskedByDout(ReLU):
+    """A ReLU whose ``backward`` masks by the sign of ``dout`` instead of ``x``'s."""
+
+    def backward(self, dout):
+        return dout * namespace_of(dout).astype(dout > 0, dout.dtype)
+
+
+class TransposedDW(Affine):
+    """An Affine whose ``backward`` stores ``dW`` transposed (unseen for a square ``W``)."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.dW = self.dW.T
+        return dx
+
+
+@pytest.mark.parametrize(
+    "make", [lambda xp: MaskedByDout(), lambda xp: TransposedDW(rand(xp, 3, 3), rand(xp, 3))]
+)
+def test_a_wrong_backward_fails_on_data_drawn_with_the_checks_seed(xp, make):
+    """x drawn with np.random.default_rng(0), as the check's dout would be with its default
+    seed 0 from the same generator: dout == x would pass both of these backward passes."""
+    assert not check_layer(make(xp), rand(xp, 4, 3, seed=0))
 
 
 def test_inputs_near_a_kink_are_reported_apart(xp):
@@ -204,6 +229,89 @@ def test_a_backward_that_returns_no_input_gradient_is_an_error(xp):
         ValueError, match=r"Forgetful.backward returned no input gradient .* input\(s\) x,.*dx"
     ):
         check_layer(Forgetful(), rand(xp, 2, 3))
+
+
+class AffineMistake(Affine):
+    """An Affine whose ``backward`` stores ``dW`` transposed or ``db`` not summed over the batch."""
+
+    def __init__(self, W, b, mistake):
+        super().__init__(W, b)
+        self.mistake = mistake
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        if self.mistake == "dW.T":
+            self.dW = self.dW.T
+        else:
+            self.db = dout
+        return dx
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("dW.T", r"gradient of W has shape \(3, 5\), but W has shape \(5, 3\): transposed"),
+        ("db = dout", r"b has shape \(3,\): one row per sample of a batch of 4; sum over the"),
+    ],
+)
+def test_a_gradient_of_the_wrong_shape_says_what_it_most_likely_forgot(xp, mistake, message):
+    layer = AffineMistake(rand(xp, 5, 3), rand(xp, 3), mistake)
+    with pytest.raises(ValueError, match=message):
+        check_layer(layer, rand(xp, 4, 5))
+
+
+class MulReturningDxAlone(Mul):
+    """A two-input node whose ``backward`` returns ``dx`` and forgets ``dy``."""
+
+    def backward(self, dout=1):
+        return dout * self.y
+
+
+@pytest.mark.parametrize("shape", [(), (4, 3)])  # the book's apples, and arrays
+def test_a_two_input_backward_returning_one_array_is_an_error_naming_both(xp, shape):
+    with pytest.raises(
+        ValueError, match=r"returned one array for its 2 floating inputs x, y: .*\(dx, dy\)"
+    ):
+        check_layer(MulReturningDxAlone(), rand(xp, *shape), rand(xp, *shape, seed=1))
+
+
+class BookSoftmaxWithLoss:
+    """The book's ``SoftmaxWithLoss`` (one-hot targets): its backward takes ``dout=1``, as
+    a network's backward pass starts, and ignores it; ``per_batch=False`` forgets the
+    division by the batch size in backward."""
+
+    def __init__(self, per_batch=True):
+        self.per_batch = per_batch
+
+    def forward(self, x, t):
+        xp = namespace_of(x)
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        self.y, self.t = e / xp.sum(e, axis=1, keepdims=True), t
+        return -xp.sum(t * xp.log(self.y + 1e-7)) / x.shape[0]
+
+    def backward(self, dout=1):
+        return (self.y - self.t) / (self.t.shape[0] if self.per_batch else 1)
+
+
+def one_hot_targets(xp):
+    return arr(xp, np.eye(3)[[0, 2, 1, 1]])
+
+
+def test_the_books_loss_layer_passes_without_a_note_on_its_targets(xp):
+    report = check_layer(BookSoftmaxWithLoss(), rand(xp, 4, 3), one_hot_targets(xp))
+    assert report and not report.notes, str(report)
+
+
+def test_a_gradient_off_by_the_batch_size_says_by_what_factor(xp):
+    report = check_layer(BookSoftmaxWithLoss(per_batch=False), rand(xp, 4, 3), one_hot_targets(xp))
+    assert not report and report.params[0].factor == pytest.approx(4.0)
+    assert "x: the analytic gradient is 4 times the numerical one in every element" in str(report)
+
+
+def test_a_gradient_of_the_opposite_sign_says_so(xp):
+    report = check_layer(Square(rand(xp, 3), sign=-1.0), rand(xp, 4, 3))
+    assert [p.factor for p in report.params] == [None, pytest.approx(-1.0)]
+    assert "a: the analytic gradient has the opposite sign in every element" in str(report)
 
 
 def test_integer_inputs_alone_are_nothing_to_check(xp):

@@ -536,6 +536,23 @@ def test_mul_and_add_take_python_scalars():
     assert add.backward(2.0) == (2.0, 2.0)
 
 
+@pytest.mark.parametrize(
+    ("node", "f"),
+    [
+        (layers.Sigmoid, lambda x: 1 / (1 + np.exp(-x))),
+        (layers.Tanh, np.tanh),
+        (layers.Exp, np.exp),
+    ],
+)
+def test_sigmoid_tanh_and_exp_take_a_python_number(node, f):
+    """The book's graph nodes on plain numbers (x = 0.5), as Mul and Add take them."""
+    layer = node()
+    out = layer.forward(0.5)
+    assert type(out) is float and out == pytest.approx(float(f(0.5)), rel=1e-12)
+    grad = central_difference(lambda x: 2.0 * f(x[()]), 0.5)
+    assert layer.backward(2.0) == pytest.approx(float(grad), rel=1e-8)
+
+
 def test_mul_on_arrays(xp):
     rng = np.random.default_rng(3)
     x, y, dout = (rng.standard_normal(4) for _ in range(3))

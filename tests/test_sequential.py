@@ -742,6 +742,22 @@ def test_a_parameter_gradient_of_another_shape_is_named(xp):
         net.gradient(x, labels(xp))
 
 
+def test_a_parameter_gradient_not_summed_over_the_batch_says_so(xp):
+    class NotSummed(Scale):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.ds = dout * self.x  # a row per sample
+            return dx
+
+    net, x = around(xp, NotSummed)
+    with pytest.raises(
+        ValueError,
+        match=r"stored ds of shape \(6, 4\), but its parameter s \(s1\) has shape \(4,\): one "
+        r"row per sample of a batch of 6; sum over the batch \(axis=0\)",
+    ):
+        net.gradient(x, labels(xp))
+
+
 def test_a_parameter_gradient_never_stored_is_named(xp):
     class Forgetful(Scale):
         def backward(self, dout):

@@ -1,6 +1,7 @@
 """Checks of plain arguments that several modules share (counts, sizes, seeds, scales):
 NumPy's integer and float scalars are numbers here as Python's are; a ``bool`` is not.
-:func:`refuses_book_keywords` names xpnet's keyword for one of the book's."""
+:func:`refuses_book_keywords` names xpnet's keyword for one of the book's;
+:func:`shape_mistake` says what a gradient of the wrong shape most likely forgot."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def require_count(name: str, value: Any, least: int) -> None:
 def is_finite_at_least(value: Any, least: float) -> bool:
     """Whether ``value`` is a finite real number >= ``least``."""
     return is_real(value) and least <= value < math.inf
+
+
+def shape_mistake(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """What a gradient of shape ``got`` for an array of shape ``want`` most likely forgot,
+    as a clause to end a message with (empty when no usual mistake fits): a transposed
+    product (``dout.T @ x`` for ``x.T @ dout``), or the sum over the batch axis."""
+    if len(got) >= 2 and got == want[::-1]:
+        return ": transposed (a product's factors swapped, as dout.T @ x for x.T @ dout?)"
+    if got[1:] == want:
+        return f": one row per sample of a batch of {got[0]}; sum over the batch (axis=0)"
+    return ""
 
 
 def _in_xpnet_terms(book: str, given: dict[str, Any]) -> str:

@@ -565,6 +565,7 @@ class ParamCheck:
     nonfinite_numerical: int = 0
     refined: int = 0
     retried: int = 0
+    factor: float | None = None  # a failing analytic gradient = factor * numerical
 
     @property
     def all_kinks(self) -> bool:
@@ -586,6 +587,18 @@ class ParamCheck:
                 "value(s) (inf or nan): backward computed them"
             )
         return notes
+
+    def factor_note(self) -> str | None:
+        """What a failing gradient off by one factor in every element says (None otherwise)."""
+        if self.factor is None:
+            return None
+        if abs(self.factor + 1) < 1e-3:
+            return f"{self.name}: the analytic gradient has the opposite sign in every element"
+        return (
+            f"{self.name}: the analytic gradient is {self.factor:.4g} times the numerical one "
+            "in every element: off by a constant factor (a division by the batch size "
+            "missing from backward, or one too many?)"
+        )
 
 
 @dataclass
@@ -700,6 +713,8 @@ class GradientReport:
                 width=88,
                 subsequent_indent="  ",
             )
+        for note in filter(None, (p.factor_note() for p in self.params)):
+            lines += textwrap.wrap(note, width=88, subsequent_indent="  ")
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
@@ -898,20 +913,37 @@ def compare(
         )
     )
     hits = np.argwhere(to_numpy(kinks))
+    passed = bool(xp.all(within | (kinks & finite)))
     return ParamCheck(
         name=name,
         shape=shape,
         max_abs_error=float(xp.max(kept)),
         max_rel_error=float(xp.max(xp.where(counted, rel, zero))),
         mean_abs_diff=float(xp.sum(kept)) / max(n_counted, 1),
-        passed=bool(xp.all(within | (kinks & finite))),
+        passed=passed,
         kinks=len(hits) if looked else None,
         kink_max_abs_error=float(xp.max(xp.where(kinks & finite, diff, zero))),
         kink_elements=tuple(tuple(int(i) for i in idx) for idx in hits),
         via=via,
         nonfinite_analytic=bad_analytic,
         nonfinite_numerical=bad_numerical,
+        factor=None if passed else _constant_factor(xp, analytic, numerical, counted, atol, rtol),
     )
+
+
+def _constant_factor(
+    xp: Any, analytic: Any, numerical: Any, counted: Any, atol: float, rtol: float
+) -> float | None:
+    """``k`` when ``analytic`` is within tolerance of ``k * numerical`` in every ``counted``
+    element (``k`` fitted by least squares), else None: a gradient off by one factor
+    everywhere (a loss's missing division by the batch size, a flipped sign)."""
+    a = xp.where(counted, analytic, xp.zeros_like(analytic))
+    n = xp.where(counted, numerical, xp.zeros_like(numerical))
+    norm = float(xp.sum(n * n))
+    if norm == 0.0:
+        return None
+    k = float(xp.sum(a * n)) / norm
+    return k if bool(xp.all(within_tolerance(a, k * n, atol, rtol))) else None
 
 
 def _count(mask: Any) -> Any:

@@ -2,7 +2,7 @@
 ``check_backward`` and PyTorch's ``gradcheck``.
 
 - :func:`check_layer` runs a layer's ``forward`` on the given inputs, sends a seeded
-  random upstream gradient ``dout`` back through its ``backward``, and compares what
+  random upstream gradient ``dout`` (1 for a loss) back through its ``backward``, and compares what
   comes out (the input gradients, and ``d<name>`` for each parameter in ``params``) with
   central differences of ``sum(forward(...) * dout)``, everything in float64; a layer
   drawing random numbers with a :class:`~xpnet.backend.DeviceRNG` (Dropout) is held to
@@ -35,6 +35,7 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 
 from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
+from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
     RETRY,
     Atol,
@@ -119,7 +120,7 @@ def _check(
     if tuple(analytic.shape) != tuple(x.shape):
         raise ValueError(
             f"the gradient of {name} has shape {tuple(analytic.shape)}, but {name} has shape "
-            f"{tuple(x.shape)}"
+            f"{tuple(x.shape)}{shape_mistake(tuple(analytic.shape), tuple(x.shape))}"
         )
     xp = namespace_of(x, analytic)
     if xp.isdtype(analytic.dtype, "complex floating"):
@@ -216,6 +217,30 @@ def _require_input_gradients(
     )
 
 
+def _is_loss(out: Any, inputs: list[Any]) -> bool:
+    """Whether a layer's output ``out`` is a loss: 0-D, from floating arrays that are not
+    (the book's ``SoftmaxWithLoss``, not its apples' ``MulLayer``)."""
+    return out.ndim == 0 and any(x.ndim > 0 for x in inputs if _is_float(x))
+
+
+def _require_a_tuple_for_several_inputs(
+    kind: str, names: list[str], inputs: list[Any], grad: Any, loss: bool
+) -> None:
+    """Refuse one array from the ``backward`` of a layer with several floating inputs that
+    is no ``loss``: the book's ``MulLayer`` returns ``dx, dy``, and a ``backward`` returning
+    ``dx`` alone leaves ``dy`` unchecked. A loss layer returns the gradient of its first
+    input alone: its targets need none."""
+    floating = [n for n, x in zip(names, inputs, strict=True) if _is_float(x)]
+    if grad is None or len(floating) < 2 or loss:
+        return
+    grads = ", ".join(f"d{n}" for n in floating)
+    raise ValueError(
+        f"{kind}.backward returned one array for its {len(floating)} floating inputs "
+        f"{', '.join(floating)}: return a gradient for each, as a tuple ({grads}), "
+        "with None for an input that needs none"
+    )
+
+
 def _require_inputs_unchanged(
     kind: str, names: list[str], before: list[Any], after: list[Any], xp: Any
 ) -> None:
@@ -303,9 +328,13 @@ def check_layer(
     attribute's path). Floating inputs (arrays or Python
     floats) and parameters are checked in float64 copies; integer inputs (labels) are
     passed as they are. ``dout`` is drawn from a normal distribution seeded by ``seed``,
-    so every element of the output counts. Inputs for which ``backward`` returns no
+    so every element of the output counts; a loss (a 0-D output of arrays) gets
+    ``dout = 1``, as a network's backward pass starts, for which the book's
+    ``SoftmaxWithLoss.backward(dout=1)`` is written. Inputs for which ``backward`` returns no
     gradient (a loss layer's targets, the data of ``Affine(input_grad=False)``) are not
-    checked. ``forward_kwargs`` go to every ``forward`` call (e.g. ``{"train_flg": False}``).
+    checked; one array returned for several floating inputs of a layer that is no loss
+    (its output not 0-D) is a ValueError. ``forward_kwargs`` go to every ``forward`` call
+    (e.g. ``{"train_flg": False}``).
     A check that would compare nothing raises ValueError: no floating input and no
     parameter, or a layer without parameters whose ``backward`` returns None (a missing
     ``return dx``) for every floating input. So does a ``forward`` that writes into a
@@ -362,14 +391,20 @@ def check_layer(
         _require_inputs_unchanged(kind, names, given, x64, xp)
         kept = _left_alone(layer, before)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
-        rng = host_rng(seed)
+        # A stream of its own: host_rng(seed) is np.random.default_rng(seed), with which a
+        # student draws x too, and dout == x passes a transposed square dW (x.T @ x is
+        # symmetric) or a ReLU masked by dout's sign instead of x's.
+        rng = host_rng(seed).spawn(1)[0]
+        loss = _is_loss(out, x64)
         dout = xp.asarray(
-            rng.standard_normal(tuple(out.shape)),
+            1.0 if loss else rng.standard_normal(tuple(out.shape)),
             dtype=xp.float64,
             device=array_api_compat.device(out),
         )
         grads = layer.backward(xp.asarray(dout, copy=True))  # the book's backward writes in it
-        grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+        if not isinstance(grads, (tuple, list)):
+            _require_a_tuple_for_several_inputs(kind, names, x64, grads, loss)
+            grads = [grads]
         grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {label: getattr(owner, "d" + attr, None) for label, owner, attr in slots}
@@ -387,7 +422,7 @@ def check_layer(
         rows = []
 
         for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
-            if g is None and _is_float(x):
+            if g is None and _is_float(x) and not (loss and i > 0):  # a loss's targets
                 report.notes.append(f"{name}: backward returned no gradient for it; not checked")
             if g is None or not _is_float(x):
                 continue

@@ -223,6 +223,12 @@ class Layer:
         return describe(self)
 
 
+def _is_python_number(x: Any) -> bool:
+    """Whether ``x`` is a Python number, which has no namespace: the book's graph nodes take
+    one (Mul, Add and Reciprocal need nothing; Exp, Sigmoid and Tanh use ``math``)."""
+    return isinstance(x, (int, float)) and not hasattr(x, "dtype")
+
+
 class Mul(Layer):
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
 
@@ -248,9 +254,7 @@ class Exp(Layer):
     """``out = exp(x)`` for arrays or Python scalars; backward ``dout * out``."""
 
     def forward(self, x: Any) -> Any:
-        # A Python number has no namespace: math.exp (Mul, Add and Reciprocal take one too).
-        python_number = isinstance(x, (int, float)) and not hasattr(x, "dtype")
-        self.out = math.exp(x) if python_number else namespace_of(x).exp(x)
+        self.out = math.exp(x) if _is_python_number(x) else namespace_of(x).exp(x)
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:
@@ -301,9 +305,13 @@ class ReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """``out = 1 / (1 + exp(-x))``; backward uses only the output: ``dout * out * (1 - out)``."""
+    """``out = 1 / (1 + exp(-x))`` for arrays or Python numbers; backward uses only the
+    output: ``dout * out * (1 - out)``."""
 
     def forward(self, x: Any) -> Any:
+        if _is_python_number(x):
+            self.out = 0.5 * (1.0 + math.tanh(0.5 * x))
+            return self.out
         xp = namespace_of(x)
         # 0.5 * (1 + tanh(x / 2)) is the same function and never overflows. The last two
         # steps work in place on this call's own array: a large batch's time goes as much
@@ -329,10 +337,10 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
-    """``out = tanh(x)``; backward ``dout * (1 - out**2)``."""
+    """``out = tanh(x)`` for arrays or Python numbers; backward ``dout * (1 - out**2)``."""
 
     def forward(self, x: Any) -> Any:
-        self.out = namespace_of(x).tanh(x)
+        self.out = math.tanh(x) if _is_python_number(x) else namespace_of(x).tanh(x)
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:

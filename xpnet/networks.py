@@ -32,6 +32,7 @@ from xpnet.checks import (
     is_real,
     refuses_book_keywords,
     require_count,
+    shape_mistake,
 )
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import central_gradient, check_step
@@ -193,10 +194,12 @@ def _require_parameter_gradient(grad: Any, param: Any, name: str, dattr: str, wh
             f"{where}.backward stored no gradient {dattr} for its parameter {dattr[1:]} "
             f"({name}); a layer stores d<name> for each name in its params"
         )
-    got = f"shape {tuple(grad.shape)}" if hasattr(grad, "shape") else type(grad).__name__
+    shaped = hasattr(grad, "shape")
+    got = f"shape {tuple(grad.shape)}" if shaped else type(grad).__name__
+    mistake = shaped and shape_mistake(tuple(grad.shape), tuple(param.shape))
     raise ValueError(
         f"{where}.backward stored {dattr} of {got}, but its parameter {dattr[1:]} ({name}) "
-        f"has shape {tuple(param.shape)}: a parameter's gradient has its shape"
+        f"has shape {tuple(param.shape)}" + (mistake or ": a parameter's gradient has its shape")
     )
 
 
