@@ -87,6 +87,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[LOAD_AT_START] = _load_average()
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Lift pyproject.toml's per-test ``timeout`` from a benchmark: it is there to turn a hung
+    test into a failure, and a benchmark takes as long as its mode says (minutes in full
+    mode). A timeout asked for (``--timeout``, ``PYTEST_TIMEOUT``) still applies."""
+    config = item.config
+    asked = config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT")
+    if config.pluginmanager.hasplugin("timeout") and not asked:
+        item.add_marker(pytest.mark.timeout(0))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse benchmarks that use pytest-benchmark's fixture directly (unsynchronized)."""
     here = os.path.dirname(__file__)

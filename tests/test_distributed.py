@@ -78,6 +78,17 @@ def run(argv):
         return exc.code
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process and in those the test starts, as in a
+    terminal. Started in the background (``cmd &``, ``nohup``), pytest had it ignored, which
+    the processes it starts inherit: the commands ran on through Ctrl-C, and the caller's
+    own workers ignored it as only local:N's should."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 # ---------------------------------------------------------------- the core stays free of Dask
 
 
@@ -442,6 +453,7 @@ MARK_PRELOAD = "import os; os.environ['XPNET_TEST_PRELOADED'] = 'yes'"
     ],
     ids=["a-string", "with-an-argv-per-preload"],
 )
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_local_workers_run_the_callers_preloads_and_ignore_ctrl_c(config):
     def preloaded_and_deaf():
         return os.environ.get("XPNET_TEST_PRELOADED"), signal.getsignal(signal.SIGINT)
@@ -450,6 +462,7 @@ def test_local_workers_run_the_callers_preloads_and_ignore_ctrl_c(config):
         assert list(local.run(preloaded_and_deaf).values()) == [("yes", signal.SIG_IGN)]
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_cluster_of_the_callers_own_made_while_connected_keeps_ctrl_c():
     # local:N's workers ignore SIGINT; workers the caller starts meanwhile are Dask's.
     def sigint_ignored():
@@ -458,7 +471,11 @@ def test_a_cluster_of_the_callers_own_made_while_connected_keeps_ctrl_c():
     with (
         xd.connect("local:1") as local,
         distributed.LocalCluster(
-            n_workers=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs=xd.LOOPBACK_HTTP,
         ) as own,
         distributed.Client(own) as theirs,
     ):
@@ -656,6 +673,42 @@ def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listene
         pass
 
 
+def test_a_scheduler_that_answers_after_the_timeout_is_left_without_a_client(tmp_path):
+    """connect gives up on a handshake after its timeout, but the thread making the client went
+    on: the client it made later stayed connected, as the process's default client."""
+    found = tmp_path / "scheduler.json"  # its address, once it listens
+    argv = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
+    scheduler = subprocess.Popen(
+        [*argv, "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file", found],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert eventually(found.exists)
+        with distributed.Client(scheduler_file=str(found), timeout=60) as watcher:
+            address = watcher.scheduler.address
+            os.kill(scheduler.pid, signal.SIGSTOP)  # connections are accepted, not answered
+            try:
+                with (
+                    pytest.raises(xd.SchedulerUnavailableError, match=r"within 0\.5 s"),
+                    xd.connect(address, timeout=0.5),
+                ):
+                    pass
+            finally:
+                os.kill(scheduler.pid, signal.SIGCONT)
+
+            def the_late_client_came_and_went():
+                events = watcher.get_events("all")
+                came = {m["client"] for _, m in events if m.get("action") == "add-client"}
+                late = came - {watcher.id}
+                connected = watcher.run_on_scheduler(lambda dask_scheduler: dask_scheduler.clients)
+                return late and not late & set(connected)
+
+            assert eventually(the_late_client_came_and_went)
+    finally:
+        scheduler.kill()
+        scheduler.wait(60)
+
+
 def test_rows_of_an_empty_array_on_the_cluster_is_an_empty_dask_array(client):
     lazy = xd.rows(np.zeros((0, 3), np.float32), client=client)
     assert lazy.shape == (0, 3) and lazy.compute().shape == (0, 3)
@@ -722,9 +775,14 @@ def worker_from(tmp_path):
     yield start
     for worker in workers:
         worker.terminate()
-        worker.wait(60)
-    for cluster in clusters:
-        cluster.close()
+    try:
+        for worker in workers:
+            worker.wait(60)
+    finally:  # bounded, and everything stopped even when a worker would not stop
+        for worker in workers:
+            worker.kill()
+        for cluster in clusters:
+            cluster.close(timeout=60)
 
 
 def test_workers_that_cannot_import_xpnet_are_named_before_any_work(worker_from):
@@ -831,6 +889,7 @@ def group_gone(pgid):
     return False
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_during_train_on_a_local_cluster_prints_xpnets_line_only():
     """A terminal's Ctrl-C reaches the whole process group, local:N's workers too: each
     printed a KeyboardInterrupt traceback, and Dask its warnings as the cluster stopped."""
@@ -868,6 +927,7 @@ with xd.connect(sys.argv[1]) as client:
 """
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_gather_abandoned_by_ctrl_c_prints_no_dask_traceback(client):
     """Dask's inner tasks of an interrupted gather end with AllExit, which asyncio printed
     as "Task exception was never retrieved" (xpnet train, interrupted while it evaluated)."""
@@ -876,6 +936,7 @@ def test_a_gather_abandoned_by_ctrl_c_prints_no_dask_traceback(client):
     assert done.returncode == 0 and done.stderr == "interrupted\n", done.stderr
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_during_gradcheck_on_a_scheduler_prints_xpnets_line_only(client):
     argv = ["gradcheck", "--input-size", "400", "--hidden", "100", "--method", "loop"]
     proc = xpnet_command([*argv, "--scheduler", client.scheduler.address])

@@ -817,6 +817,38 @@ def test_medians(medians):
     result.assert_outcomes(passed=3)
 
 
+SLEEPS_2_S = '''
+import time
+
+import pytest
+
+@pytest.fixture(scope="session")
+def warm_up():
+    """Nothing is timed here: no warm-up."""
+
+def test_sleep():
+    time.sleep(2.0)
+'''
+
+
+def test_the_tests_timeout_from_the_configuration_is_lifted_from_benchmarks(
+    bench_session: Any,
+) -> None:
+    pytest.importorskip("pytest_timeout")
+    ini = ("-o", "timeout=0.5", "-o", "timeout_method=signal")  # signal: fails the test only
+    result, _ = bench_session(*ini, tests=SLEEPS_2_S)
+    result.assert_outcomes(passed=1)
+
+
+def test_a_timeout_asked_for_on_the_command_line_applies_to_benchmarks(
+    bench_session: Any,
+) -> None:
+    pytest.importorskip("pytest_timeout")
+    result, _ = bench_session("--timeout", "0.5", "-o", "timeout_method=signal", tests=SLEEPS_2_S)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Timeout (>0.5s) from pytest-timeout*"])
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

@@ -165,21 +165,30 @@ def _client_within(scheduler: str, timeout: float) -> Client:
     Dask's own timeout covers the TCP connection only: a port that accepts it but does not
     speak Dask's protocol (a dashboard's, an HTTP server's) hangs its handshake for ever
     (dask/distributed#8071) or fails deep in it. The client is made in a thread that is
-    given up on (it is a daemon) when it has not answered in time.
+    given up on (it is a daemon) when it has not answered in time; a client that it makes
+    after that is closed, not left connected as the process's default client.
     """
     made: dict[str, Any] = {}
+    handover = threading.Lock()
 
     def make() -> None:
         try:
-            made["client"] = Client(scheduler, timeout=timeout)
+            client = Client(scheduler, timeout=timeout)
         except BaseException as exc:  # anything: a garbled reply can raise MemoryError
             made["error"] = exc
+            return
+        with handover:
+            taken = made.setdefault("client", client) is client
+        if not taken:  # the caller gave up on it and raised
+            client.close()
 
     thread = threading.Thread(target=make, name="xpnet-connect", daemon=True)
     thread.start()
     thread.join(timeout + 1.0)
-    if "client" in made:
-        return made["client"]
+    with handover:
+        client = made.setdefault("client", None)
+    if client is not None:
+        return client
     exc = made.get("error")
     why = (
         f"nothing answered as a Dask scheduler ({type(exc).__name__}: {exc})"
