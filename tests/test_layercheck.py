@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from numeric import central_difference
 from test_gradcheck import StaleAffine, StaleNormalize
 
 from xpnet import check_function, check_layer
@@ -329,6 +330,87 @@ def test_a_non_finite_input_gradient_fails_and_says_so(xp):
     report = check_layer(Overflowing(), rand(xp, 2, 3))
     assert not report and report.params[0].nonfinite_analytic == 6
     assert "x: the analytic gradient has 6 non-finite value(s)" in str(report)
+
+
+class SquareNanAtZero:
+    """``x * x``, whose backward ``2 * x * dout * (x / x)`` is right except at ``x == 0``,
+    where it is NaN."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dout):
+        return 2 * self.x * dout * (self.x / self.x)
+
+
+def test_a_gradient_failing_at_a_non_finite_value_alone_notes_no_factor(xp):
+    x = arr(xp, [[0.0, 1.0, -2.0], [0.5, 3.0, -1.5]])
+    report = check_layer(SquareNanAtZero(), x)
+    assert not report and report.params[0].nonfinite_analytic == 1
+    assert report.params[0].factor is None and "times the numerical" not in str(report)
+
+
+class CubeSum:
+    """The loss ``sum(x**3)``, whose backward adds 1 to the gradient of its largest input."""
+
+    def forward(self, x):
+        self.x = x
+        return namespace_of(x).sum(x**3)
+
+    def backward(self, dout=1):
+        xp = namespace_of(self.x)
+        return 3 * self.x**2 + xp.astype(self.x == xp.max(self.x), self.x.dtype)
+
+
+def test_a_failing_gradient_names_how_many_elements_fail_and_the_worst(xp):
+    data = np.random.default_rng(5).standard_normal((3, 4))
+    worst = np.unravel_index(np.argmax(data), data.shape)
+    numerical = central_difference(lambda v: float(np.sum(v**3)), data)[worst]
+    report = check_layer(CubeSum(), arr(xp, data))
+    row = report.params[0]
+    assert (row.failing, row.worst) == (1, worst)
+    assert row.worst_analytic == pytest.approx(numerical + 1, rel=1e-6)
+    assert row.worst_numerical == pytest.approx(numerical, rel=1e-6)
+    assert f"x: 1 of 12 elements fail; worst x[{worst[0]}, {worst[1]}]: analytic " in str(report)
+
+
+class PairMax:
+    """The larger of each row's two inputs, ``x`` of shape (N, 2) to (N,); backward routes
+    the gradient to the first of two tied maxima, or, ``to_every_tie``, to both (the
+    naive ``mask = (x == max)``, which doubles the gradient of a tie)."""
+
+    def __init__(self, to_every_tie=False):
+        self.to_every_tie = to_every_tie
+
+    def forward(self, x):
+        self.first, self.second = x[:, 0], x[:, 1]
+        return namespace_of(x).maximum(self.first, self.second)
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        zero = xp.zeros_like(dout)
+        to_first = self.first >= self.second
+        to_second = self.second >= self.first if self.to_every_tie else ~to_first
+        return xp.stack([xp.where(to_first, dout, zero), xp.where(to_second, dout, zero)], axis=1)
+
+
+def tied_pairs(xp):
+    return arr(xp, [[1.0, 1.0], [0.5, 0.5], [2.0, -1.0], [-3.0, -3.0], [0.0, 0.0], [1.5, 2.5]])
+
+
+def test_a_gradient_routed_to_one_of_tied_maxima_passes_with_the_ties_as_kinks(xp):
+    report = check_layer(PairMax(), tied_pairs(xp))
+    assert report and report.params[0].kinks == 8, str(report)
+
+
+def test_a_gradient_given_in_full_to_every_tied_maximum_fails(xp):
+    report = check_layer(PairMax(to_every_tie=True), tied_pairs(xp))
+    row = report.params[0]
+    assert not report and row.kinks == 8 and row.kinks_together is not None, str(report)
+    slope, claimed = row.kinks_together
+    assert claimed == pytest.approx(2 * slope, rel=1e-6)  # the maximum moves once, not twice
+    assert "FAIL (kinks together)" in str(report) and "tied maxima" in str(report)
 
 
 # check_function. The course notes' update, checked against its two losses, is in

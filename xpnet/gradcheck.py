@@ -566,6 +566,13 @@ class ParamCheck:
     refined: int = 0
     retried: int = 0
     factor: float | None = None  # a failing analytic gradient = factor * numerical
+    failing: int = 0  # finite elements clear of kinks that fail
+    worst: tuple[int, ...] | None = None  # the failing one with the largest error
+    worst_analytic: float = 0.0
+    worst_numerical: float = 0.0
+    # (slope of f, analytic . v) along v moving every kink at once to its matched side,
+    # where they disagree (xpnet.layercheck's _kinks_together: tied maxima)
+    kinks_together: tuple[float, float] | None = None
 
     @property
     def all_kinks(self) -> bool:
@@ -587,6 +594,31 @@ class ParamCheck:
                 "value(s) (inf or nan): backward computed them"
             )
         return notes
+
+    def worst_note(self) -> str | None:
+        """Where a failing parameter fails most: how many elements fail, the worst one's
+        index and both gradients there (None when no finite element fails)."""
+        if self.worst is None:
+            return None
+        where = f"[{', '.join(map(str, self.worst))}]" if self.worst else ""
+        return (
+            f"{self.name}: {self.failing} of {math.prod(self.shape)} elements fail; worst "
+            f"{self.name}{where}: analytic {self.worst_analytic:.6g}, numerical "
+            f"{self.worst_numerical:.6g}"
+        )
+
+    def kinks_together_note(self) -> str | None:
+        """What kinks that each match a side, but disagree moved together, say (None
+        otherwise)."""
+        if self.kinks_together is None:
+            return None
+        slope, claimed = self.kinks_together
+        return (
+            f"{self.name}: its {self.kinks} kinks each match a one-sided difference, but moved "
+            f"together, each to the side its gradient matches, f changes at a slope of "
+            f"{slope:.6g} where their gradients add up to {claimed:.6g}: a gradient given in "
+            "full to each of several tied maxima? Route it to one of them (or split it)"
+        )
 
     def factor_note(self) -> str | None:
         """What a failing gradient off by one factor in every element says (None otherwise)."""
@@ -713,7 +745,13 @@ class GradientReport:
                 width=88,
                 subsequent_indent="  ",
             )
-        for note in filter(None, (p.factor_note() for p in self.params)):
+        explained = [
+            note
+            for p in self.params
+            for note in (p.worst_note(), p.kinks_together_note(), p.factor_note())
+            if note
+        ]
+        for note in explained:
             lines += textwrap.wrap(note, width=88, subsequent_indent="  ")
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
@@ -742,6 +780,8 @@ class GradientReport:
 def _param_result(p: ParamCheck) -> str:
     if p.nonfinite_analytic or p.nonfinite_numerical:
         return "FAIL (non-finite)"
+    if p.kinks_together is not None:
+        return "FAIL (kinks together)"
     if p.all_kinks:
         return "not compared (all kinks)"
     return "ok" if p.passed else "FAIL"
@@ -906,14 +946,26 @@ def compare(
     counted = finite & ~kinks  # the elements of the error statistics
     zero = xp.zeros_like(diff)
     kept = xp.where(counted, diff, zero)
-    bad_analytic, bad_numerical, n_counted = (
+    failing = counted & ~within
+    bad_analytic, bad_numerical, n_counted, failed = (
         int(n)
         for n in to_numpy(
-            xp.stack([_count(~finite_analytic), _count(~finite_numerical), _count(counted)])
+            xp.stack(
+                [
+                    _count(~finite_analytic),
+                    _count(~finite_numerical),
+                    _count(counted),
+                    _count(failing),
+                ]
+            )
         )
     )
     hits = np.argwhere(to_numpy(kinks))
     passed = bool(xp.all(within | (kinks & finite)))
+    worst = None
+    if failed:
+        flat = int(xp.argmax(xp.reshape(xp.where(failing, diff, -xp.ones_like(diff)), (-1,))))
+        worst = tuple(int(i) for i in np.unravel_index(flat, shape))
     return ParamCheck(
         name=name,
         shape=shape,
@@ -928,6 +980,10 @@ def compare(
         nonfinite_analytic=bad_analytic,
         nonfinite_numerical=bad_numerical,
         factor=None if passed else _constant_factor(xp, analytic, numerical, counted, atol, rtol),
+        failing=failed,
+        worst=worst,
+        worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
+        worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
     )
 
 
@@ -936,11 +992,13 @@ def _constant_factor(
 ) -> float | None:
     """``k`` when ``analytic`` is within tolerance of ``k * numerical`` in every ``counted``
     element (``k`` fitted by least squares), else None: a gradient off by one factor
-    everywhere (a loss's missing division by the batch size, a flipped sign)."""
+    everywhere (a loss's missing division by the batch size, a flipped sign). None too
+    when the counted elements pass as they are (k = 1): what fails is elsewhere (a
+    non-finite value)."""
     a = xp.where(counted, analytic, xp.zeros_like(analytic))
     n = xp.where(counted, numerical, xp.zeros_like(numerical))
     norm = float(xp.sum(n * n))
-    if norm == 0.0:
+    if norm == 0.0 or bool(xp.all(within_tolerance(a, n, atol, rtol))):
         return None
     k = float(xp.sum(a * n)) / norm
     return k if bool(xp.all(within_tolerance(a, k * n, atol, rtol))) else None

@@ -19,7 +19,8 @@ kink and is wrong by design. Such elements are found from the one-sided differen
 ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ by the jump in slope,
 and the analytic gradient agrees with one of them, at ``h`` and at ``h / 2``. They are
 reported apart and left out of pass/fail; an analytic gradient that matches neither side
-still fails.
+still fails, and so do an array's kinks that disagree when moved together, each to the
+side its gradient matched (the whole gradient given to each of two tied maxima).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from array_api_compat import is_array_api_obj
 from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
+    KINK_SIDE,
     RETRY,
     Atol,
     GradientReport,
@@ -70,15 +72,21 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 def _numerical(
     f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, atol: float, rtol: float
-) -> tuple[Any, Any, int]:
+) -> tuple[Any, Any, int, Any]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
-    kink (bool), and how many elements were differenced again: one that fails clear of
+    kink (bool), how many elements were differenced again, and the one-sided difference at
+    ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward): one that fails clear of
     kinks is differenced again at ``h / RETRY`` (where a truncation error is ``RETRY**2``
     times smaller) and compared there, with the same ``atol``, as
     :func:`~xpnet.gradcheck.check_gradients` does."""
     xp = namespace_of(x)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
+    forward, backward = (
+        xp.abs(analytic - (plus - center) / h),
+        xp.abs(analytic - (center - minus) / h),
+    )
+    side = xp.where(forward <= backward, xp.ones_like(forward), -xp.ones_like(forward))
     central = (plus - minus) / _steps_taken(xp, x, h)
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
@@ -94,7 +102,44 @@ def _numerical(
         taken = xp.where(again, taken, xp.ones_like(taken))
         central = xp.where(again, (plus - minus) / taken, central)
         kinks = kinks | redone
-    return central, kinks, len(where)
+    return central, kinks, len(where), side
+
+
+def _kinks_together(
+    f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, check: ParamCheck, side: Any,
+    h: float, atol: float, rtol: float,
+) -> tuple[float, float] | None:  # fmt: skip
+    """``(slope, claimed)`` where the kinks of ``check`` disagree moved together, else None.
+
+    Each kink is excused alone because ``analytic`` matches one of its one-sided
+    differences, but a backward giving the whole gradient to each of two tied maxima
+    matches a side at both, while moving both together (each to its matched side) moves
+    the maximum once: ``f`` changes at half the slope their gradients claim. Along such a
+    direction ``v`` the one-sided slope of ``f`` must be ``analytic . v``, as it is at
+    independent kinks (ReLU's zeros). The kinks go in two groups by the sign of their
+    claimed slopes, which would otherwise cancel (tied maxima under upstream gradients of
+    both signs); each is compared at ``h`` and ``h / 2``, where curvature's error halves and
+    a wrong gradient's stays, within the tolerance that excuses each kink alone summed over
+    the group (``KINK_SIDE`` of a gap, twice the 'kink max err')."""
+    if len(check.kink_elements) < 2:
+        return None
+    xp = namespace_of(x, analytic)
+    mask = np.zeros(check.shape, dtype=bool)
+    mask[tuple(np.asarray(check.kink_elements).T)] = True
+    kinks = xp.asarray(mask, device=array_api_compat.device(x))
+    claims = analytic * side
+    for group in (kinks & (claims > 0), kinks & (claims < 0)):
+        count = int(xp.sum(xp.astype(group, xp.int64)))
+        if count < 2:
+            continue
+        v = xp.where(group, side, xp.zeros_like(side))
+        claimed = float(xp.sum(analytic * v))
+        slopes = [float(f(x + step * v) - center) / step for step in (h, h / 2)]
+        tol = count * (atol + KINK_SIDE * 2 * check.kink_max_abs_error) + rtol * abs(claimed)
+        errors = [abs(slope - claimed) for slope in slopes]
+        if errors[1] > tol and errors[1] > 0.75 * errors[0]:
+            return slopes[1], claimed
+    return None
 
 
 def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
@@ -133,8 +178,11 @@ def _check(
     center = f(x)
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
-    central, kinks, retried = _numerical(f, x, center, analytic, report.h, atol, report.rtol)
+    central, kinks, retried, side = _numerical(f, x, center, analytic, report.h, atol, report.rtol)
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
+    together = _kinks_together(f, x, center, analytic, check, side, report.h, atol, report.rtol)
+    if together is not None:
+        check = replace(check, passed=False, kinks_together=together)
     return replace(check, retried=retried), tol, _largest([central])
 
 
