@@ -12,6 +12,7 @@ import xpnet
 from xpnet import Sequential, check_gradients, check_layer, graph
 from xpnet.backend import namespace_of, to_numpy
 from xpnet.checkpoint import load_network, load_params, register_layer, save_params
+from xpnet.gradcheck import METHODS
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss, Tanh
 from xpnet.optim import Adam
 from xpnet.training import Trainer
@@ -406,3 +407,98 @@ def test_a_flat_networks_buffers_load_into_the_same_layers_in_stacks(xp, tmp_pat
         np.testing.assert_array_equal(
             to_numpy(getattr(inner[0][0], attr)), to_numpy(getattr(flat[1], attr))
         )
+
+
+def dead_unit(w):
+    """``w`` with hidden unit 2's weights and bias 0: its ReLU input is exactly 0 in every
+    sample, a kink that b1[2] moves in every direction."""
+    w = {name: value.copy() for name, value in w.items()}
+    w["W1"][:, 2], w["b1"][2] = 0.0, 0.0
+    return w
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("w", [weights(), dead_unit(weights())], ids=["smooth", "dead-unit"])
+def test_a_stacked_networks_gradient_check_reports_as_the_flat_networks(xp, method, w):
+    flat, nested = flat_and_nested(xp, w)
+    x, t = batch(xp)
+    expected = check_gradients(flat, x, t, method=method)
+    assert check_gradients(nested, x, t, method=method).as_dict() == expected.as_dict()
+
+
+def test_the_batched_check_perturbs_the_layers_inside_stacks_locally(xp):
+    _, nested = flat_and_nested(xp, weights())
+    report = check_gradients(nested, *batch(xp))
+    assert report.passed and {p.via for p in report.params} == {"local"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_wrong_backward_inside_a_stack_fails_every_method(xp, wrong_dW, method):
+    _, nested = flat_and_nested(xp, weights())
+    assert not check_gradients(nested, *batch(xp), method=method).passed
+
+
+def stacked_residual_net(xp, w, block=Residual):
+    """``residual_net``'s layers with ReLU, the first Affine and the block in a stack."""
+    inner = Sequential([affine(xp, w, 2), ReLU(), affine(xp, w, 3)])
+    stack = Sequential([affine(xp, w, 1), block(inner)])
+    return Sequential([stack, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+
+def test_a_residual_block_inside_a_stack_is_looped_from_its_own_layer_on(xp):
+    report = check_gradients(stacked_residual_net(xp, weights()), *batch(xp))
+    assert report.passed
+    assert {p.name: p.via for p in report.params} == {
+        "W1": "loop", "b1": "loop", "W2": "loop", "b2": "loop", "W3": "loop", "b3": "loop",
+        "W4": "local", "b4": "local",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_residual_block_inside_a_stack_forgetting_the_skip_path_fails_every_method(xp, method):
+    net = stacked_residual_net(xp, weights(), block=SkipForgotten)
+    report = check_gradients(net, *batch(xp), method=method)
+    assert not report.passed
+
+
+class Doubled(Sequential):
+    """A stack whose output is twice its layers': a forward that is not their chain."""
+
+    def forward(self, x, train_flg=False):
+        return 2 * super().forward(x, train_flg)
+
+    def backward(self, dout):
+        return super().backward(2 * dout)
+
+
+def test_a_stack_subclass_that_replaces_forward_is_checked_as_one_layer(xp):
+    w = weights()
+    doubled = Doubled([affine(xp, w, 1), Tanh()])
+    net = Sequential([doubled, affine(xp, w, 2)], loss=SoftmaxWithLoss())
+    report = check_gradients(net, *batch(xp))
+    assert report.passed and [p.via for p in report.params] == ["loop", "loop", "local", "local"]
+
+
+def norm_and_dropout(xp, w, nested):
+    """Affine, BatchNorm, ReLU, Dropout, Affine; with ``nested``, as stacks in stacks."""
+    norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+    first, drop, last = affine(xp, w, 1), Dropout(0.3, seed=4), affine(xp, w, 4)
+    if nested:
+        layers = [Sequential([first, Sequential([norm, ReLU()])]), Sequential([drop]), last]
+    else:
+        layers = [first, norm, ReLU(), drop, last]
+    return Sequential(layers, loss=SoftmaxWithLoss()), norm
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batchnorm_and_dropout_inside_stacks_are_held_as_in_the_flat_network(xp, method):
+    x, t = batch(xp, 8)
+    flat, _ = norm_and_dropout(xp, weights(), nested=False)
+    nested, norm = norm_and_dropout(xp, weights(), nested=True)
+    before = to_numpy(norm.running_mean).copy()
+    expected = check_gradients(flat, x, t, method=method)
+    report = check_gradients(nested, x, t, method=method)
+    assert report.passed and report.as_dict() == expected.as_dict()
+    np.testing.assert_array_equal(to_numpy(norm.running_mean), before)
+    if method == "batched":
+        assert {p.via for p in report.params} == {"local"}

@@ -56,7 +56,7 @@ import numpy as np
 from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
-from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk_from
+from xpnet.layers import SoftmaxWithLoss, as_one_hot
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -178,7 +178,7 @@ def _network_noise(
     steps; 0 unless every layer can tell (``local``, :func:`_kinks_known`): a kink that
     none reports, a user's PReLU 2e-7 from it, made a noise that grew the atol to 1.9e-4
     and passed a dW 1% off."""
-    if local is None or not all(map(_kinks_known, [*net.layers, net.last_layer])):
+    if local is None or not all(map(_kinks_known, [*local.layers, net.last_layer])):
         return 0.0
     rng, rows = host_rng(seed + 1), []
     for _ in range(NOISE_DIRECTIONS):
@@ -188,21 +188,17 @@ def _network_noise(
             with _moved(net, {n: net.params[n] + (j * step) * v[n] for n in names}):
                 row.append(float(training_loss(net, x, t)))
                 moved.append(local.inputs_at(local.inputs[0]))
-        if not bool(crosses_kink(net.layers, local.inputs, *moved)):
+        if not bool(crosses_kink(local.layers, local.inputs, *moved)):
             rows.append(row)
     return rounding_noise(rows)
 
 
 def _kinks_known(layer: Any) -> bool:
     """Whether ``layer``'s kinks are known: it reports them (``kinks``), or it is one of
-    xpnet's own, which have none otherwise; a user's layer may have one it does not report.
-    A layer made of layers (a nested Sequential) without ``kinks`` has none only where no
-    layer inside it has one: a ReLU inside reports its kinks to nobody."""
-    if hasattr(layer, "kinks"):
-        return True
-    inside = [inner for _, inner in walk_from("", layer)][1:]
-    own = type(layer).__module__.startswith("xpnet.")
-    return own and not any(hasattr(inner, "kinks") or not _kinks_known(inner) for inner in inside)
+    xpnet's own, which have none otherwise; a user's layer may have one it does not report
+    (a ReLU inside a residual block of the user's). Asked of :attr:`LocalNet.layers`, in
+    which a stack stands replaced by its layers."""
+    return hasattr(layer, "kinks") or type(layer).__module__.startswith("xpnet.")
 
 
 def within_tolerance(analytic: Any, numerical: Any, atol: Any, rtol: float) -> Any:
@@ -1549,7 +1545,7 @@ def directional_check(
                     losses.append(float(training_loss(net, x, t)))
                     if local is not None:
                         moved.append(local.inputs_at(local.inputs[0]))
-            crossed = local is not None and crosses_kink(net.layers, local.inputs, *moved)
+            crossed = local is not None and crosses_kink(local.layers, local.inputs, *moved)
             return losses[0], losses[1], bool(crossed)
 
         directions = [_random_direction(net, names, rng) for _ in range(n_directions)]

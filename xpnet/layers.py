@@ -184,6 +184,23 @@ def walk_from(path: str, layer: Any) -> Iterator[tuple[str, Any]]:
         yield from walk_from(path + suffix, inner)
 
 
+def flat_layers(layers: Iterable[Any]) -> list[Any]:
+    """``layers`` with each chain among them replaced by the layers inside it, recursively:
+    the layers that a forward pass runs one after another. A chain is a layer whose own
+    class says ``chain = True`` (a :class:`~xpnet.Sequential` without a loss): its forward
+    is its sublayers' forwards in order (``train_flg`` passed to those that take it), its
+    backward theirs in reverse. A subclass, which may replace ``forward``, is a chain only
+    where its own body says so; any other layer made of layers (a residual block) stays
+    one layer."""
+    flat = []
+    for layer in layers:
+        if vars(type(layer)).get("chain", False):
+            flat += flat_layers(inner for _, inner in inner_layers(layer))
+        else:
+            flat.append(layer)
+    return flat
+
+
 def describe(layer: Any, indent: str = "") -> str:
     """``Name(W=float32[784, 50], b=float32[50], input_grad=True)``: the layer's class, its
     parameters (``params``) and buffers (``buffers``: BatchNormalization's running

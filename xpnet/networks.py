@@ -648,6 +648,9 @@ class Sequential:
         return grads
 
     sublayers = ("layers",)
+    # forward is the layers' forwards in order: gradient checks see through it
+    # (xpnet.layers.flat_layers); a subclass that keeps that forward says so again.
+    chain = True
 
     def forward(self, x: Any, train_flg: bool = False) -> Any:
         """:meth:`predict`: the output of the layers for ``x`` (N, ...), as a layer of

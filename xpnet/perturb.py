@@ -45,8 +45,10 @@ forward), and none has hooks inherited from above a ``forward`` that a subclass 
 (:func:`hooks_follow_forward`); the callers in :mod:`xpnet.gradcheck` compute the others
 by the loop, :func:`loop_differences`, which keeps each forward pass's layer inputs to
 find the kinks there too (a convolution's parameters, before ReLU and max pooling).
-A layer made of layers (``sublayers``: a nested Sequential, a residual block) has no
-hooks: the parameters inside it and before it are looped, from its own layer on.
+The layers are those of the chain a forward pass runs (:func:`~xpnet.layers.flat_layers`):
+a stack (a Sequential without a loss) is replaced by its layers, which are perturbed as
+in a flat network. Any other layer made of layers (``sublayers``: a residual block) has
+no hooks: the parameters inside it and before it are looped, from its own layer on.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from xpnet.backend import blas_threads, namespace_of
-from xpnet.layers import takes_train_flg, walk_from
+from xpnet.layers import flat_layers, takes_train_flg, walk_from
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
 TEMPORARIES = 6
@@ -221,20 +223,24 @@ def _width(a: Any) -> int:
 class LocalNet:
     """A layered network at one point ``(x, t)``: the input of every layer, computed once.
 
-    Build it with :meth:`of`, which checks that the network fits this module's model.
+    ``layers`` is the network's chain of layers, stacks replaced by theirs
+    (:func:`~xpnet.layers.flat_layers`); every index ``k`` here counts in it, and
+    ``inputs[k]`` is the input of ``layers[k]``. Build it with :meth:`of`, which checks
+    that the network fits this module's model.
     """
 
     def __init__(self, net: Any, x: Any, t: Any) -> None:
         self.net, self.t = net, t
-        self.modal = [takes_train_flg(layer) for layer in net.layers]
+        self.layers = flat_layers(net.layers)
+        self.modal = [takes_train_flg(layer) for layer in self.layers]
         # In the parameters' dtype, as Sequential.predict converts floating input: a float32
         # network on float64 data computes in float32, in the loop too.
         convert = getattr(net, "_in_parameter_dtype", None)
         self.inputs = self.inputs_at(convert(x) if callable(convert) else x)
 
     def inputs_at(self, x: Any) -> list[Any]:
-        """:func:`layer_inputs` of the network's layers (as they are now) for the batch ``x``."""
-        return layer_inputs(self.net.layers, x, self.modal)
+        """:func:`layer_inputs` of :attr:`layers` (as they are now) for the batch ``x``."""
+        return layer_inputs(self.layers, x, self.modal)
 
     @classmethod
     def of(cls, net: Any, x: Any, t: Any) -> LocalNet | None:
@@ -268,13 +274,14 @@ class LocalNet:
         return local
 
     def _layer_index(self, name: str) -> int | None:
-        """The index of the layer that holds parameter ``name``, or the layer made of layers
-        (``sublayers``) that holds it inside; None for neither."""
+        """The index in :attr:`layers` of the layer that holds parameter ``name``, or of the
+        layer made of layers (``sublayers``: a residual block) that holds it inside; None
+        for neither."""
         layer, _ = self.net.params.slot(name)
         return next(
             (
                 k
-                for k, top in enumerate(self.net.layers)
+                for k, top in enumerate(self.layers)
                 if any(inner is layer for _, inner in walk_from("", top))
             ),
             None,
@@ -289,20 +296,20 @@ class LocalNet:
         column change, so its output must be (N, M) (BatchNorm's gammas after a
         convolution are not local)."""
         k = self._layer_index(name)
-        if k is None or self.net.layers[k] is not self.net.params.slot(name)[0]:
+        if k is None or self.layers[k] is not self.net.params.slot(name)[0]:
             return False  # a parameter inside a layer made of layers: the loop from that layer
-        if not hasattr(self.net.layers[k], "perturb_param"):
+        if not hasattr(self.layers[k], "perturb_param"):
             return False
         if self.inputs[k + 1].ndim != 2:
             return False
-        modes = zip(self.net.layers[k:], self.modal[k:], strict=True)
+        modes = zip(self.layers[k:], self.modal[k:], strict=True)
         if any(
             modal and not getattr(layer, "perturbs_in_training", False) for layer, modal in modes
         ):
             return False
-        if not all(map(hooks_follow_forward, [*self.net.layers[k:], self.net.last_layer])):
+        if not all(map(hooks_follow_forward, [*self.layers[k:], self.net.last_layer])):
             return False
-        later = [*self.net.layers[k + 1 :], self.net.last_layer]
+        later = [*self.layers[k + 1 :], self.net.last_layer]
         return all(hasattr(layer, "perturb") for layer in later)
 
     def bytes_per_element(self, name: str) -> int:
@@ -314,7 +321,7 @@ class LocalNet:
         """
         k = self._layer_index(name)
         widths, dense = [1], False
-        for layer, out in zip(self.net.layers[k + 1 :], self.inputs[k + 2 :], strict=True):
+        for layer, out in zip(self.layers[k + 1 :], self.inputs[k + 2 :], strict=True):
             dense = dense or not keeps_columns(layer)
             if dense:
                 widths.append(_width(out))
@@ -335,7 +342,7 @@ class LocalNet:
         cols, delta = layer.perturb_param(self.inputs[k], attr, index, step)
         change = Change(delta, cols)
         kinks = xp.zeros(step.shape, dtype=xp.bool, device=array_api_compat.device(step))
-        for later, x in zip(net.layers[k + 1 :], self.inputs[k + 1 :], strict=False):
+        for later, x in zip(self.layers[k + 1 :], self.inputs[k + 1 :], strict=False):
             change, kinked = propagate(later, x, change)
             if kinked is not None:
                 kinks = kinks | kinked
@@ -381,7 +388,7 @@ def loop_differences(
     work = xp.asarray(param, copy=True)
     grads, kinks = [], []
     k = local._layer_index(name) or 0  # deeper parameters skip the first Affine, the costliest
-    layers, center = net.layers[k:], local.inputs[k:]
+    layers, center = flat_layers(net.layers)[k:], local.inputs[k:]  # net: maybe a copy
 
     def loss_and_inputs() -> tuple[Any, list[Any]]:
         inputs = layer_inputs(layers, center[0], local.modal[k:])
