@@ -233,7 +233,8 @@ def test_a_backward_that_returns_no_input_gradient_is_an_error(xp):
 
 
 class AffineMistake(Affine):
-    """An Affine whose ``backward`` stores ``dW`` transposed or ``db`` not summed over the batch."""
+    """An Affine whose ``backward`` stores ``dW`` transposed, or ``db`` not summed over the
+    batch or summed with ``keepdims=True``."""
 
     def __init__(self, W, b, mistake):
         super().__init__(W, b)
@@ -243,6 +244,8 @@ class AffineMistake(Affine):
         dx = super().backward(dout)
         if self.mistake == "dW.T":
             self.dW = self.dW.T
+        elif self.mistake == "keepdims":
+            self.db = namespace_of(dout).sum(dout, axis=0, keepdims=True)
         else:
             self.db = dout
         return dx
@@ -253,6 +256,7 @@ class AffineMistake(Affine):
     [
         ("dW.T", r"gradient of W has shape \(3, 5\), but W has shape \(5, 3\): transposed"),
         ("db = dout", r"b has shape \(3,\): one row per sample of a batch of 4; sum over the"),
+        ("keepdims", r"of b has shape \(1, 3\), but b has shape \(3,\): an axis of size 1 too"),
     ],
 )
 def test_a_gradient_of_the_wrong_shape_says_what_it_most_likely_forgot(xp, mistake, message):

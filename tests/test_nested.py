@@ -3,6 +3,7 @@ gradients are checked against NumPy formulas differentiated by tests/numeric.py,
 the flat network of the same layers."""
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,13 @@ from numeric import central_difference, dev
 import xpnet
 from xpnet import Sequential, check_gradients, check_layer, graph
 from xpnet.backend import namespace_of, to_numpy
-from xpnet.checkpoint import load_network, load_params, register_layer, save_params
+from xpnet.checkpoint import (
+    ArgumentsNotSaved,
+    load_network,
+    load_params,
+    register_layer,
+    save_params,
+)
 from xpnet.gradcheck import METHODS
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss, Tanh
 from xpnet.optim import Adam
@@ -461,6 +468,7 @@ def test_a_residual_block_inside_a_stack_forgetting_the_skip_path_fails_every_me
     assert not report.passed
 
 
+@register_layer(name="NestedTestDoubled")
 class Doubled(Sequential):
     """A stack whose output is twice its layers': a forward that is not their chain."""
 
@@ -477,6 +485,37 @@ def test_a_stack_subclass_that_replaces_forward_is_checked_as_one_layer(xp):
     net = Sequential([doubled, affine(xp, w, 2)], loss=SoftmaxWithLoss())
     report = check_gradients(net, *batch(xp))
     assert report.passed and [p.via for p in report.params] == ["loop", "loop", "local", "local"]
+
+
+def doubled_net_with_norms(xp, w):
+    """Doubled(Affine, BatchNorm), BatchNorm, Affine: buffers inside a stack subclass and
+    after it."""
+
+    def norm():
+        return BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+
+    doubled = Doubled([affine(xp, w, 1), norm()])
+    return Sequential([doubled, norm(), affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+
+def test_a_stack_subclass_with_buffers_round_trips_a_checkpoint(xp, tmp_path):
+    net = doubled_net_with_norms(xp, weights())
+    x, t = batch(xp)
+    net.gradient(x, t)  # moves the running statistics
+    rebuilt, _ = load_network(save_params(tmp_path / "doubled.npz", net), xp=xp)
+    for before, after in ((net[0][1], rebuilt[0][1]), (net[1], rebuilt[1])):
+        for attr in ("running_mean", "running_var"):
+            np.testing.assert_array_equal(
+                to_numpy(getattr(after, attr)), to_numpy(getattr(before, attr))
+            )
+    np.testing.assert_array_equal(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)))
+
+
+def test_saving_a_stack_subclass_warns_of_no_unrecorded_argument(xp, tmp_path):
+    net = doubled_net_with_norms(xp, weights())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArgumentsNotSaved)
+        save_params(tmp_path / "doubled.npz", net)
 
 
 def norm_and_dropout(xp, w, nested):

@@ -243,10 +243,13 @@ def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _registered_since_saving(name: Any) -> type | None:
-    """The registered class a checkpoint names by :func:`_qualified_name`: one that was
-    not registered when the file was saved."""
-    return next((cls for cls in _registry().values() if _qualified_name(cls) == name), None)
+def _class_named(name: Any) -> type | None:
+    """The registered class that a checkpoint names ``name`` (None for none): by its
+    registered name, or by :func:`_qualified_name` for one that was not registered when
+    the file was saved."""
+    registered = _registry()
+    found = (cls for cls in registered.values() if _qualified_name(cls) == name)
+    return registered.get(name) or next(found, None)
 
 
 def _layer_name(layer: Any) -> str:
@@ -283,7 +286,9 @@ def _spec(layer: Any, names: Mapping[int, Mapping[str, str]], path: str = "") ->
         inner.setdefault(attr, [])
     if inner:
         spec["sublayers"] = inner
-    if path and type(layer) is not Sequential:  # a stack's loss=None and layers are recorded
+    # A stack's layers are recorded, and its loss=None and weight_decay=0 are the only values
+    # it can have (a subclass's own constructor may take more).
+    if path and type(layer).__init__ is not Sequential.__init__:
         _warn_of_unrecorded_arguments(path, layer, spec)
     return spec
 
@@ -860,7 +865,8 @@ def load_network(
     numbers = itertools.count(1)  # as _numbered counts: walk's order, stacks left out
 
     def layer(spec: Mapping[str, Any], path: str) -> Any:
-        k = 0 if spec["layer"] == "Sequential" else next(numbers)
+        stack = issubclass(_class_named(spec["layer"]) or object, Sequential)
+        k = 0 if stack else next(numbers)
         given = {attr: array(name, path) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
             given[attr] = array(_buffer_key(k, attr), path)
@@ -903,7 +909,7 @@ def _check_sizes(where: str, sizes: list[int], shapes: Mapping[str, tuple[int, .
 def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
     """A layer from its checkpoint ``spec`` and its arrays (parameters and buffers)."""
     name = spec.get("layer")
-    cls = _registry().get(name) or _registered_since_saving(name)
+    cls = _class_named(name)
     if cls is None:
         raise CheckpointError(
             f"{where}: {what} is a {name!r}, which is not a registered layer (registered: "

@@ -53,9 +53,12 @@ def is_finite_at_least(value: Any, least: float) -> bool:
 def shape_mistake(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     """What a gradient of shape ``got`` for an array of shape ``want`` most likely forgot,
     as a clause to end a message with (empty when no usual mistake fits): a transposed
-    product (``dout.T @ x`` for ``x.T @ dout``), or the sum over the batch axis."""
+    product (``dout.T @ x`` for ``x.T @ dout``), the sum over the batch axis, or that
+    sum's ``keepdims=True``."""
     if len(got) >= 2 and got == want[::-1]:
         return ": transposed (a product's factors swapped, as dout.T @ x for x.T @ dout?)"
+    if got == (1, *want):
+        return ": an axis of size 1 too many (keepdims=True, or a batch of 1 not summed over)"
     if got[1:] == want:
         return f": one row per sample of a batch of {got[0]}; sum over the batch (axis=0)"
     return ""

@@ -326,10 +326,13 @@ class Sigmoid(Layer):
     output: ``dout * out * (1 - out)``."""
 
     def forward(self, x: Any) -> Any:
-        if _is_python_number(x):
+        try:
+            xp = namespace_of(x)
+        except TypeError:  # no namespace: tested here, not first, to spare arrays the test
+            if not _is_python_number(x):
+                raise
             self.out = 0.5 * (1.0 + math.tanh(0.5 * x))
             return self.out
-        xp = namespace_of(x)
         # 0.5 * (1 + tanh(x / 2)) is the same function and never overflows. The last two
         # steps work in place on this call's own array: a large batch's time goes as much
         # to writing new arrays as to the arithmetic.
@@ -357,7 +360,12 @@ class Tanh(Layer):
     """``out = tanh(x)`` for arrays or Python numbers; backward ``dout * (1 - out**2)``."""
 
     def forward(self, x: Any) -> Any:
-        self.out = math.tanh(x) if _is_python_number(x) else namespace_of(x).tanh(x)
+        try:
+            self.out = namespace_of(x).tanh(x)
+        except TypeError:  # no namespace: tested here, not first, to spare arrays the test
+            if not _is_python_number(x):
+                raise
+            self.out = math.tanh(x)
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:

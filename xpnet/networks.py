@@ -617,7 +617,6 @@ class Sequential:
             stack._shapes = []  # and so do the stacks inside, for their backward to check
         try:
             self.training_loss(x, t)
-            self._shapes = None
             # A loss of the user's that does not call predict records no shapes to check.
             check = shapes is not None and len(shapes) == len(self.layers) + 1
             dout = self.last_layer.backward(1)
@@ -672,8 +671,8 @@ class Sequential:
                         return None  # no layer from k down has parameters
                     raise LayerError(self, self._no_input_gradient(k + 1))
                 dout = self.layers[k].backward(dout)
-                wrong = _wrong_input_gradient(dout, shapes[k]) if check else None
-                if wrong is not None and dout is not None:
+                wrong = check and dout is not None and _wrong_input_gradient(dout, shapes[k])
+                if wrong:
                     text = _where(k, self.layers[k]) + wrong
                     raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
         except LayerError as exc:
