@@ -11,6 +11,7 @@ from test_gradcheck_fast import kinked_problem
 from xpnet import MultiLayerNet, Sequential, TwoLayerNet, check_gradients, numerical_gradient
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.cli import build_parser, main
+from xpnet.conv import Convolution, Pooling
 from xpnet.gradcheck import (
     METHODS,
     DirectionalReport,
@@ -1258,3 +1259,85 @@ def test_a_kink_is_found_among_many_elements_that_pass_only_by_rtol(cpu_xp):
     report = check_gradients(net, x, t, method="loop", params=["W1"], atol=0.0)
     assert report.passed, str(report)
     assert report.params[0].kinks >= 1
+
+
+class PairPool:
+    """A user's max pool over feature pairs, (N, 2M) to (N, M), without a ``kinks`` method:
+    backward routes the gradient to the first of two tied maxima, or, ``to_every_tie``, to
+    both (the naive ``mask = (x == max)``, which doubles the gradient of a tie)."""
+
+    def __init__(self, to_every_tie=False):
+        self.to_every_tie = to_every_tie
+
+    def forward(self, x):
+        self.first, self.second = x[:, 0::2], x[:, 1::2]
+        return namespace_of(x).maximum(self.first, self.second)
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        zero = xp.zeros_like(dout)
+        to_first = self.first >= self.second
+        to_second = self.second >= self.first if self.to_every_tie else ~to_first
+        pairs = [xp.where(to_first, dout, zero), xp.where(to_second, dout, zero)]
+        return xp.reshape(xp.stack(pairs, axis=2), (dout.shape[0], -1))
+
+
+def net_with_tied_maxima(xp, to_every_tie=False):
+    """Affine, PairPool, Affine; W1's and b1's columns come in equal pairs, so every pair
+    the pool compares is tied, and the inputs are positive: moving an element of W1 or b1
+    up moves its column up in every sample, to one side of the tie."""
+    rng = np.random.default_rng(0)
+    x = 0.1 + rng.random((5, 3))
+    W1, b1 = np.repeat(rng.standard_normal((3, 2)), 2, axis=1), np.repeat([0.3, -0.2], 2)
+    arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1)]
+    arrays += [to_device(rng.standard_normal((2, 3)), dtype="float64", xp=xp)]
+    arrays += [to_device(np.zeros(3), dtype="float64", xp=xp)]
+    layers = [Affine(*arrays[:2]), PairPool(to_every_tie), Affine(*arrays[2:])]
+    t = to_device(np.array([0, 1, 2, 1, 0]), dtype="int64", xp=xp)
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    return net, to_device(x, dtype="float64", xp=xp), t
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "directional"])
+def test_a_users_pool_routing_to_one_of_tied_maxima_passes_in_a_network(xp, method):
+    assert check_gradients(*net_with_tied_maxima(xp), method=method)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_users_pool_giving_every_tied_maximum_the_gradient_fails_in_a_network(xp, method):
+    report = check_gradients(*net_with_tied_maxima(xp, to_every_tie=True), method=method)
+    rows = {p.name: p for p in report.params}
+    assert not report and rows["b1"].kinks_together is not None, str(report)
+    slope, claimed = rows["b1"].kinks_together
+    assert claimed == pytest.approx(2 * slope, rel=1e-3)  # the maximum moves once, not twice
+    assert "FAIL (kinks together)" in str(report) and "tied maxima" in str(report)
+
+
+def test_a_users_pool_giving_every_tied_maximum_the_gradient_fails_directionally(xp):
+    # A direction across the ties disagrees (grad . v counts each tie twice), and the
+    # element-by-element check it falls back to moves the kinks together.
+    report = check_gradients(*net_with_tied_maxima(xp, to_every_tie=True), method="directional")
+    assert not report and report.fallback is not None, str(report)
+    assert any(p.kinks_together for p in report.fallback.params), str(report)
+
+
+def pooled_ties(xp):
+    """A 1x1 convolution whose filters weigh both channels alike, of images whose pixels
+    hold one channel each, alternately, then xpnet's Pooling: every 2x2 window it pools is
+    a tie between the two channels' pixels, which a move of a filter's weight breaks."""
+    rng = np.random.default_rng(1)
+    pattern = np.array([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # (2, 2, 2)
+    x = np.kron(0.1 + rng.random((3, 1, 2, 2)), pattern)  # (3, 2, 4, 4)
+    W = np.repeat(rng.standard_normal((2, 1, 1, 1)), 2, axis=1)  # (2, 2, 1, 1)
+    conv = Convolution(*(to_device(a, dtype="float64", xp=xp) for a in (W, np.zeros(2))))
+    W2, b2 = rng.standard_normal((8, 3)), np.zeros(3)
+    affine = Affine(*(to_device(a, dtype="float64", xp=xp) for a in (W2, b2)))
+    net = Sequential([conv, Pooling(2, 2, stride=2), affine], loss=SoftmaxWithLoss())
+    t = to_device(np.array([0, 2, 1]), dtype="int64", xp=xp)
+    return net, to_device(x, dtype="float64", xp=xp), t
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "directional"])
+def test_xpnets_pooling_on_tied_inputs_passes_in_a_network(xp, method):
+    report = check_gradients(*pooled_ties(xp), method=method)
+    assert report, str(report)

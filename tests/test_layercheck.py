@@ -313,6 +313,30 @@ def test_a_gradient_off_by_the_batch_size_says_by_what_factor(xp):
     assert "x: the analytic gradient is 4 times the numerical one in every element" in str(report)
 
 
+def test_a_gradient_off_by_the_batch_size_names_the_batch_size(xp):
+    report = check_layer(BookSoftmaxWithLoss(per_batch=False), rand(xp, 4, 3), one_hot_targets(xp))
+    text = " ".join(str(report).split())  # the note wraps
+    assert "off by a constant factor, the batch size of 4 (a division by it" in text, text
+
+
+class ScaledScores:
+    """Attention's scores scaled by ``1 / sqrt(d)``, d = 4, whose backward forgets the scale."""
+
+    def forward(self, x):
+        return x / 2
+
+    def backward(self, dout):
+        return dout
+
+
+def test_a_gradient_off_by_another_factor_than_the_batch_size_says_just_the_factor(xp):
+    report = check_layer(ScaledScores(), rand(xp, 4, 3))
+    assert report.params[0].factor == pytest.approx(2.0), str(report)
+    text = " ".join(str(report).split())  # the note wraps
+    note = "x: the analytic gradient is 2 times the numerical one in every element: off by a "
+    assert note + "constant factor FAILED" in text, text
+
+
 def test_a_gradient_of_the_opposite_sign_says_so(xp):
     report = check_layer(Square(rand(xp, 3), sign=-1.0), rand(xp, 4, 3))
     assert [p.factor for p in report.params] == [None, pytest.approx(-1.0)]
@@ -416,6 +440,44 @@ def test_a_gradient_given_in_full_to_every_tied_maximum_fails(xp):
     slope, claimed = row.kinks_together
     assert claimed == pytest.approx(2 * slope, rel=1e-6)  # the maximum moves once, not twice
     assert "FAIL (kinks together)" in str(report) and "tied maxima" in str(report)
+
+
+class Maximum:
+    """``maximum(x, y)``; backward routes the gradient of a tie to ``x``, or, ``to_both``,
+    to both inputs (``dx = dout * (x >= y)``, ``dy = dout * (y >= x)``)."""
+
+    def __init__(self, to_both=False):
+        self.to_both = to_both
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return namespace_of(x).maximum(x, y)
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        zero = xp.zeros_like(dout)
+        to_y = self.y >= self.x if self.to_both else self.y > self.x
+        return xp.where(self.x >= self.y, dout, zero), xp.where(to_y, dout, zero)
+
+
+def tied_inputs(xp):
+    x = [[1.0, 0.5, 2.0], [-3.0, 0.0, 1.5]]
+    y = [[1.0, 0.5, -1.0], [-3.0, 0.0, 2.5]]
+    return arr(xp, x), arr(xp, y)
+
+
+def test_a_maximum_routing_a_tie_to_one_input_passes_with_the_ties_as_kinks(xp):
+    report = check_layer(Maximum(), *tied_inputs(xp))
+    assert report and [p.kinks for p in report.params] == [4, 4], str(report)
+
+
+def test_a_maximum_giving_a_tie_to_both_inputs_fails(xp):
+    report = check_layer(Maximum(to_both=True), *tied_inputs(xp))
+    x, y = report.params
+    assert not report and (x.together_with, y.together_with) == (("y",), ("x",)), str(report)
+    slope, claimed = x.kinks_together
+    assert claimed == pytest.approx(2 * slope, rel=1e-6)  # the maximum moves once, not twice
+    assert str(report).count("x, y: the kinks of x, y each match a one-sided difference") == 1
 
 
 # check_function. The course notes' update, checked against its two losses, is in

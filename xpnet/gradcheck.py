@@ -567,8 +567,10 @@ class ParamCheck:
     worst_analytic: float = 0.0
     worst_numerical: float = 0.0
     # (slope of f, analytic . v) along v moving every kink at once to its matched side,
-    # where they disagree (xpnet.layercheck's _kinks_together: tied maxima)
+    # where they disagree (kinks_together: tied maxima)
     kinks_together: tuple[float, float] | None = None
+    # the other arrays whose kinks moved with this one's there (check_layer's inputs)
+    together_with: tuple[str, ...] = ()
 
     @property
     def all_kinks(self) -> bool:
@@ -609,24 +611,32 @@ class ParamCheck:
         if self.kinks_together is None:
             return None
         slope, claimed = self.kinks_together
+        names = ", ".join(sorted((self.name, *self.together_with)))
+        whose = f"the kinks of {names}" if self.together_with else f"{self.name}'s kinks"
         return (
-            f"{self.name}: its {self.kinks} kinks each match a one-sided difference, but moved "
-            f"together, each to the side its gradient matches, f changes at a slope of "
-            f"{slope:.6g} where their gradients add up to {claimed:.6g}: a gradient given in "
-            "full to each of several tied maxima? Route it to one of them (or split it)"
+            f"{names}: {whose} each match a one-sided difference, but moved together, each "
+            f"to the side its gradient matches, f changes at a slope of {slope:.6g} where "
+            f"their gradients add up to {claimed:.6g}: a gradient given in full to each of "
+            "several tied maxima? Route it to one of them (or split it)"
         )
 
-    def factor_note(self) -> str | None:
-        """What a failing gradient off by one factor in every element says (None otherwise)."""
+    def factor_note(self, batch: int | None = None) -> str | None:
+        """What a failing gradient off by one factor in every element says (None otherwise);
+        where that factor is the ``batch`` size or its inverse (within 1%), a division by it
+        missing from backward, or one too many."""
         if self.factor is None:
             return None
         if abs(self.factor + 1) < 1e-3:
             return f"{self.name}: the analytic gradient has the opposite sign in every element"
-        return (
+        note = (
             f"{self.name}: the analytic gradient is {self.factor:.4g} times the numerical one "
-            "in every element: off by a constant factor (a division by the batch size "
-            "missing from backward, or one too many?)"
+            "in every element: off by a constant factor"
         )
+        sizes = (batch, 1 / batch) if batch is not None and batch > 1 else ()
+        if any(math.isclose(self.factor, k, rel_tol=0.01) for k in sizes):
+            note += f", the batch size of {batch} (a division by it missing from backward, or "
+            note += "one too many?)"
+        return note
 
 
 @dataclass
@@ -646,6 +656,7 @@ class GradientReport:
     notes: list[str] = field(default_factory=list)  # what was left unchecked, and why
     unresolved: bool = False  # the atol, grown with the loss, is as large as the gradients
     unresolved_params: list[str] = field(default_factory=list)  # as large as theirs
+    batch: int | None = None  # the batch size, where known: the factor notes name it
 
     @property
     def passed(self) -> bool:
@@ -741,12 +752,12 @@ class GradientReport:
                 width=88,
                 subsequent_indent="  ",
             )
-        explained = [
+        explained = dict.fromkeys(  # kinks moved together across arrays: one note
             note
             for p in self.params
-            for note in (p.worst_note(), p.kinks_together_note(), p.factor_note())
+            for note in (p.worst_note(), p.kinks_together_note(), p.factor_note(self.batch))
             if note
-        ]
+        )
         for note in explained:
             lines += textwrap.wrap(note, width=88, subsequent_indent="  ")
         notes = [note for p in self.params for note in p.nonfinite_notes()]
@@ -848,24 +859,77 @@ def kinks_by_one_sided(
     return candidates & straddles_kink(analytic, plus, center, minus, h, atol, rtol, half=half)
 
 
+def matched_side(analytic: Any, plus: Any, center: Any, minus: Any, h: float) -> Any:
+    """The one-sided difference at ``h`` that ``analytic`` is nearer to, element by element:
+    +1 for the forward ``(f(x + h) - f(x)) / h``, -1 for the backward ``(f(x) - f(x - h)) / h``
+    (``plus``, ``minus``: :func:`values_around`)."""
+    xp = namespace_of(analytic, plus)
+    forward = xp.abs(analytic - (plus - center) / h)
+    backward = xp.abs(analytic - (center - minus) / h)
+    return xp.where(forward <= backward, xp.ones_like(forward), -xp.ones_like(forward))
+
+
+def kinks_together(
+    f: Callable[[list[Any]], Any], xs: Sequence[Any], center: Any, analytic: Sequence[Any],
+    kinks: Sequence[Any], side: Sequence[Any], h: float, atol: float, rtol: float,
+    kink_error: float,
+) -> tuple[float, float] | None:  # fmt: skip
+    """``(slope, claimed)`` where the ``kinks`` of the arrays ``xs`` disagree moved together,
+    else None. ``f`` takes one value per array (``f(xs)`` is ``center``); per array,
+    ``analytic`` is its claimed gradient, ``kinks`` (bool) its kinks and ``side``
+    (:func:`matched_side`) the side each matched.
+
+    Each kink is excused alone because ``analytic`` matches one of its one-sided
+    differences, but a backward giving the whole gradient to each of two tied maxima
+    matches a side at both, while moving both together (each to its matched side) moves
+    the maximum once: ``f`` changes at half the slope their gradients claim. Along such a
+    direction ``v`` the one-sided slope of ``f`` must be ``analytic . v``, as it is at
+    independent kinks (ReLU's zeros). The kinks go in two groups by the sign of their
+    claimed slopes, which would otherwise cancel (tied maxima under upstream gradients of
+    both signs); each group of two or more is compared at ``h`` and ``h / 2`` (two
+    evaluations of ``f``), where curvature's error halves and a wrong gradient's stays,
+    within the tolerance that excuses each kink alone summed over the group (``KINK_SIDE``
+    of a gap, twice ``kink_error``, the largest error of a kink)."""
+    xp = namespace_of(*xs)
+    for sign in (1.0, -1.0):
+        group = [k & (a * s * sign > 0) for k, a, s in zip(kinks, analytic, side, strict=True)]
+        count = sum(int(xp.sum(xp.astype(g, xp.int64))) for g in group)
+        if count < 2:
+            continue
+        v = [xp.where(g, s, xp.zeros_like(s)) for g, s in zip(group, side, strict=True)]
+        claimed = sum(float(xp.sum(a * d)) for a, d in zip(analytic, v, strict=True))
+        slopes = [
+            float(f([x + xp.astype(step * d, x.dtype) for x, d in zip(xs, v, strict=True)])
+            - center) / step
+            for step in (h, h / 2)
+        ]  # fmt: skip
+        tol = count * (atol + KINK_SIDE * 2 * kink_error) + rtol * abs(claimed)
+        errors = [abs(slope - claimed) for slope in slopes]
+        if errors[1] > tol and errors[1] > 0.75 * errors[0]:
+            return slopes[1], claimed
+    return None
+
+
 def _with_one_sided_kinks(
     net: Any, x: Any, t: Any, name: str, analytic: Any, found: _Numerical, center: float,
     h: float, tol: Atol, rtol: float, small: float | None = None,
-) -> Any:  # fmt: skip
+) -> tuple[Any, tuple[float, float] | None]:  # fmt: skip
     """``found.kinks``, plus the kinks that one-sided differences find among the elements
     that fail without a kink flagged: a kink in a layer without a ``kinks`` method (a
-    user's PReLU) that the layers' hooks cannot see. Two loss evaluations per such element,
-    done only when there are at most ``ONE_SIDED_LIMIT`` of them, at the step of its central
-    difference: ``small`` for one differenced again there (:func:`_refined_at_kinks`),
-    where it is clear of the kink it straddled at ``h``, which must not excuse it; ``h /
-    RETRY`` for one retried (:func:`_retried`). ``tol`` gives the atols (:meth:`Atol.of`)."""
+    user's PReLU, or max pool) that the layers' hooks cannot see. Two loss evaluations per
+    such element, done only when there are at most ``ONE_SIDED_LIMIT`` of them, at the step
+    of its central difference: ``small`` for one differenced again there
+    (:func:`_refined_at_kinks`), where it is clear of the kink it straddled at ``h``, which
+    must not excuse it; ``h / RETRY`` for one retried (:func:`_retried`). ``tol`` gives the
+    atols (:meth:`Atol.of`). Second, :func:`kinks_together` of the kinks found at one step,
+    each moved to the side it matched (None where they agree, or are fewer than two)."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, tol.of(found, h, small), rtol)
     if found.kinks is not None:
         failing = failing & ~found.kinks
     if not 0 < int(xp.sum(xp.astype(failing, xp.int64))) <= ONE_SIDED_LIMIT:
-        return found.kinks
+        return found.kinks, None
     param = net.params[name]
     analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
 
@@ -880,7 +944,7 @@ def _with_one_sided_kinks(
         steps.append((failing & found.retried, h / RETRY, tol.at(h)))
         failing = failing & ~found.retried
     steps.append((failing, h, tol.at(h)))
-    kinked = found.kinks
+    kinked, together = found.kinks, None
     for among, step, atol in steps:
         elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(among))]
         if not elements:
@@ -890,7 +954,14 @@ def _with_one_sided_kinks(
             loss_at, param, analytic, plus, center, minus, step, atol, rtol, among=among
         )
         kinked = found_here if kinked is None else kinked | found_here
-    return kinked
+        if together is None and len(elements) > 1:
+            error = xp.where(found_here, xp.abs(analytic - numerical), xp.zeros_like(analytic))
+            together = kinks_together(
+                lambda moved: loss_at(moved[0]), [param], center, [analytic], [found_here],
+                [matched_side(analytic, plus, center, minus, step)], step, atol, rtol,
+                float(xp.max(error)),
+            )  # fmt: skip
+    return kinked, together
 
 
 def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -1116,7 +1187,9 @@ def check_gradients(
     and ``batched`` look for them where the network is layered as :mod:`xpnet.perturb`
     assumes, for the parameters computed by the loop too; a kink in a layer without a
     ``kinks`` method is found by one-sided differences of the elements that fail, at most
-    ``ONE_SIDED_LIMIT`` of them a parameter).
+    ``ONE_SIDED_LIMIT`` of them a parameter; those are then moved together, each to the
+    side it matched, and a parameter whose kinks disagree so fails: :func:`kinks_together`,
+    the whole gradient given to each of two tied maxima).
 
     The check differentiates what ``net.gradient`` does, the training-mode loss, with the
     network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
@@ -1194,22 +1267,22 @@ def _element_wise(
         for n in names
     }
     retried = {n: _retried(local, n, analytic[n], found[n], h, atol, rtol, budget) for n in names}
-    kinks = {
+    one_sided = {
         n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, tol, rtol, small)
         for n in names
     }
-    report = GradientReport(method=method, h=h, atol=atol, rtol=rtol, dtype=dtype)
-    report.params = [
-        replace(
-            compare(
-                n, analytic[n], found[n].grad, tol.of(found[n], h, small), rtol,
-                kinks=kinks[n], via=found[n].via,
-            ),
-            refined=refined[n],
-            retried=retried[n],
-        )
-        for n in names
-    ]  # fmt: skip
+    report = GradientReport(
+        method=method, h=h, atol=atol, rtol=rtol, dtype=dtype, batch=int(x.shape[0])
+    )
+    for n in names:
+        kinks, together = one_sided[n]
+        check = compare(
+            n, analytic[n], found[n].grad, tol.of(found[n], h, small), rtol,
+            kinks=kinks, via=found[n].via,
+        )  # fmt: skip
+        if together is not None:
+            check = replace(check, passed=False, kinks_together=together)
+        report.params.append(replace(check, refined=refined[n], retried=retried[n]))
     report.note_grown_atol(tol, {n: _largest([found[n].grad]) for n in names})
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)

@@ -19,8 +19,9 @@ kink and is wrong by design. Such elements are found from the one-sided differen
 ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ by the jump in slope,
 and the analytic gradient agrees with one of them, at ``h`` and at ``h / 2``. They are
 reported apart and left out of pass/fail; an analytic gradient that matches neither side
-still fails, and so do an array's kinks that disagree when moved together, each to the
-side its gradient matched (the whole gradient given to each of two tied maxima).
+still fails, and so do kinks that disagree when moved together, each to the side its
+gradient matched: an array's, then those of all the arrays checked (the whole gradient
+given to each of two tied maxima, of one input or of two: ``maximum(x, y)``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat
 import numpy as np
@@ -38,7 +39,6 @@ from array_api_compat import is_array_api_obj
 from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
-    KINK_SIDE,
     RETRY,
     Atol,
     GradientReport,
@@ -48,6 +48,8 @@ from xpnet.gradcheck import (
     compare,
     decoy,
     kinks_by_one_sided,
+    kinks_together,
+    matched_side,
     steps_of,
     tolerances,
     values_around,
@@ -82,11 +84,7 @@ def _numerical(
     xp = namespace_of(x)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
-    forward, backward = (
-        xp.abs(analytic - (plus - center) / h),
-        xp.abs(analytic - (center - minus) / h),
-    )
-    side = xp.where(forward <= backward, xp.ones_like(forward), -xp.ones_like(forward))
+    side = matched_side(analytic, plus, center, minus, h)
     central = (plus - minus) / _steps_taken(xp, x, h)
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
@@ -105,41 +103,27 @@ def _numerical(
     return central, kinks, len(where), side
 
 
-def _kinks_together(
-    f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, check: ParamCheck, side: Any,
-    h: float, atol: float, rtol: float,
-) -> tuple[float, float] | None:  # fmt: skip
-    """``(slope, claimed)`` where the kinks of ``check`` disagree moved together, else None.
+class _Row(NamedTuple):
+    """:func:`_check`'s row of one array: its :class:`ParamCheck`, the atol it was compared
+    with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, and where it
+    has kinks, for moving them together with other arrays': the claimed gradient (float64),
+    the kinks (bool; None for none) and the side each matched (:func:`matched_side`)."""
 
-    Each kink is excused alone because ``analytic`` matches one of its one-sided
-    differences, but a backward giving the whole gradient to each of two tied maxima
-    matches a side at both, while moving both together (each to its matched side) moves
-    the maximum once: ``f`` changes at half the slope their gradients claim. Along such a
-    direction ``v`` the one-sided slope of ``f`` must be ``analytic . v``, as it is at
-    independent kinks (ReLU's zeros). The kinks go in two groups by the sign of their
-    claimed slopes, which would otherwise cancel (tied maxima under upstream gradients of
-    both signs); each is compared at ``h`` and ``h / 2``, where curvature's error halves and
-    a wrong gradient's stays, within the tolerance that excuses each kink alone summed over
-    the group (``KINK_SIDE`` of a gap, twice the 'kink max err')."""
-    if len(check.kink_elements) < 2:
+    check: ParamCheck
+    tol: Atol
+    largest: float
+    analytic: Any
+    kinks: Any
+    side: Any
+
+
+def _kink_mask(check: ParamCheck, like: Any) -> Any:
+    """``check``'s kinks as a bool array of its shape on ``like``'s device (None for none)."""
+    if not check.kink_elements:
         return None
-    xp = namespace_of(x, analytic)
     mask = np.zeros(check.shape, dtype=bool)
     mask[tuple(np.asarray(check.kink_elements).T)] = True
-    kinks = xp.asarray(mask, device=array_api_compat.device(x))
-    claims = analytic * side
-    for group in (kinks & (claims > 0), kinks & (claims < 0)):
-        count = int(xp.sum(xp.astype(group, xp.int64)))
-        if count < 2:
-            continue
-        v = xp.where(group, side, xp.zeros_like(side))
-        claimed = float(xp.sum(analytic * v))
-        slopes = [float(f(x + step * v) - center) / step for step in (h, h / 2)]
-        tol = count * (atol + KINK_SIDE * 2 * check.kink_max_abs_error) + rtol * abs(claimed)
-        errors = [abs(slope - claimed) for slope in slopes]
-        if errors[1] > tol and errors[1] > 0.75 * errors[0]:
-            return slopes[1], claimed
-    return None
+    return namespace_of(like).asarray(mask, device=array_api_compat.device(like))
 
 
 def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
@@ -152,10 +136,10 @@ def _report(subject: str, h: float | None, atol: float | None, rtol: float | Non
 
 def _check(
     name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport, tol: Atol
-) -> tuple[ParamCheck, Atol, float]:
-    """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), the atol
-    it was compared with (grown with ``f(x)`` where it is the default), and the largest of
-    its numerical derivatives; :func:`_add_rows` puts rows into ``report``."""
+) -> _Row:
+    """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), its
+    kinks moved together (:func:`~xpnet.gradcheck.kinks_together`); :func:`_add_rows` puts
+    rows into ``report``."""
     if not is_array_api_obj(analytic):
         hint = f": pass its value at {name}" if callable(analytic) else ""
         raise TypeError(
@@ -180,21 +164,65 @@ def _check(
     atol = tol.at(report.h)
     central, kinks, retried, side = _numerical(f, x, center, analytic, report.h, atol, report.rtol)
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
-    together = _kinks_together(f, x, center, analytic, check, side, report.h, atol, report.rtol)
-    if together is not None:
-        check = replace(check, passed=False, kinks_together=together)
-    return replace(check, retried=retried), tol, _largest([central])
+    kinked = _kink_mask(check, x)
+    if len(check.kink_elements) > 1:
+        together = kinks_together(
+            lambda moved: f(moved[0]), [x], center, [analytic], [kinked], [side], report.h,
+            atol, report.rtol, check.kink_max_abs_error,
+        )  # fmt: skip
+        if together is not None:
+            check = replace(check, passed=False, kinks_together=together)
+    check = replace(check, retried=retried)
+    return _Row(check, tol, _largest([central]), analytic, kinked, side)
 
 
-def _add_rows(report: GradientReport, rows: list[tuple[ParamCheck, Atol, float]]) -> None:
+def _kinks_between(
+    rows: list[_Row], points: list[Any], f: Callable[[list[Any]], Any], report: GradientReport
+) -> list[_Row]:
+    """``rows`` (of the arrays ``points``, ``f`` taking one value per row), with the kinks
+    of every array that has some moved together in one direction, each to its matched side
+    (:func:`~xpnet.gradcheck.kinks_together`): a ``maximum(x, y)`` giving the whole
+    gradient to both inputs at a tie matches a side at each, and each array's kinks agree
+    among themselves. Where they disagree, each of those rows fails. Nothing is evaluated
+    unless two arrays or more have kinks and none failed alone."""
+    kinked = [i for i, row in enumerate(rows) if row.kinks is not None]
+    if len(kinked) < 2 or any(rows[i].check.kinks_together for i in kinked):
+        return rows
+    others = [i for i in range(len(rows)) if i not in kinked]
+
+    def moving(values: list[Any]) -> Any:
+        at = dict(zip(kinked, values, strict=True)) | {i: points[i] for i in others}
+        return f([at[i] for i in range(len(rows))])
+
+    first = rows[kinked[0]]
+    together = kinks_together(
+        moving, [points[i] for i in kinked], first.tol.loss,
+        *([getattr(rows[i], a) for i in kinked] for a in ("analytic", "kinks", "side")),
+        report.h, first.tol.at(report.h), report.rtol,
+        max(rows[i].check.kink_max_abs_error for i in kinked),
+    )  # fmt: skip
+    if together is None:
+        return rows
+    names = [rows[i].check.name for i in kinked]
+    rows = list(rows)
+    for i in kinked:
+        others_named = tuple(n for n in names if n != rows[i].check.name)
+        check = replace(
+            rows[i].check, passed=False, kinks_together=together, together_with=others_named
+        )
+        rows[i] = rows[i]._replace(check=check)
+    return rows
+
+
+def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     """Put :func:`_check`'s rows into ``report``. A default atol grown with f's value (the
     same value for every row) is the report's atol and is noted once, against the largest
     numerical derivative of each row: the check resolves nothing only when that atol is
     as large as every row's derivatives, whatever their order, and the verdict names the
     rows whose derivatives it is as large as."""
-    report.params += [check for check, _, _ in rows]
+    report.params += [row.check for row in rows]
     if rows:
-        report.note_grown_atol(rows[0][1], {check.name: largest for check, _, largest in rows})
+        report.note_grown_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -424,6 +452,7 @@ def check_layer(
     like = arrays[0] if arrays else xp.asarray(0.0)
     kwargs = dict(forward_kwargs or {})
     report, tol = _report(f"layer {kind}", h, atol, rtol)
+    report.batch = int(inputs[0].shape[0]) if getattr(inputs[0], "ndim", 0) else None
     with ExitStack() as stack:
         stack.enter_context(held([owner for _, owner in walked], seed))
         for _, owner in walked:
@@ -462,12 +491,19 @@ def check_layer(
                 "not checked, and not trained in a network; add it to params"
             )
 
-        def objective(at: int, value: Any) -> Any:
-            args = [*x64[:at], value, *x64[at + 1 :]] if at >= 0 else x64
-            return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
+        def objective(moved: Mapping[int | str, Any]) -> Any:
+            """sum(forward * dout) with the inputs (by index) and parameters (by label) in
+            ``moved`` at those values."""
+            args = [moved.get(i, x) for i, x in enumerate(x64)]
+            with ExitStack() as restore:
+                for label, owner, attr in slots:
+                    if label in moved:
+                        restore.callback(setattr, owner, attr, getattr(owner, attr))
+                        setattr(owner, attr, moved[label])
+                return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
 
-        require_deterministic(lambda: objective(-1, None), f"{kind}.forward")
-        rows = []
+        require_deterministic(lambda: objective({}), f"{kind}.forward")
+        rows, keys, points = [], [], []
 
         for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
             if g is None and _is_float(x) and not (loss and i > 0):  # a loss's targets
@@ -475,23 +511,24 @@ def check_layer(
             if g is None or not _is_float(x):
                 continue
             label = f"input {name}" if name in params else name
-            rows.append(_check(label, lambda v, i=i: objective(i, v), x, g, report, tol))
+            rows.append(_check(label, lambda v, i=i: objective({i: v}), x, g, report, tol))
+            keys.append(i)
+            points.append(x)
         for label, owner, attr in slots:
             g = param_grads[label]
             if g is None:
                 raise ValueError(
                     f"{kind}.backward stored no gradient d{attr} for its parameter {label}"
                 )
+            point = getattr(owner, attr)
+            rows.append(_check(label, lambda v, k=label: objective({k: v}), point, g, report, tol))
+            keys.append(label)
+            points.append(point)
 
-            def at_param(v: Any, owner: Any = owner, attr: str = attr) -> Any:
-                before = getattr(owner, attr)
-                setattr(owner, attr, v)
-                try:
-                    return objective(-1, None)
-                finally:
-                    setattr(owner, attr, before)
+        def at_all(values: list[Any]) -> Any:
+            return objective(dict(zip(keys, values, strict=True)))
 
-            rows.append(_check(label, at_param, getattr(owner, attr), g, report, tol))
+        rows = _kinks_between(rows, points, at_all, report)
     _add_rows(report, rows)
     return report
 
@@ -532,7 +569,11 @@ def check_function(
                 return f({**point, key: v})
 
             rows.append(_check(str(key), at, point[key], grad[key], report, tol))
-        _add_rows(report, rows)
+
+        def at_all(values: list[Any]) -> Any:
+            return f(dict(zip(point, values, strict=True)))
+
+        _add_rows(report, _kinks_between(rows, list(point.values()), at_all, report))
         return report
     if not is_array_api_obj(x):
         raise TypeError(
