@@ -1,4 +1,5 @@
-"""The Python snippets of README.md run as written and print what the text beside them says.
+"""The Python snippets of README.md and docs/*.md run as written and print what the text
+beside them says.
 
 They build on each other as a reader runs them: the graph and Dask snippets use the
 network and digits of the first one.
@@ -15,13 +16,19 @@ import xpnet
 import xpnet.checkpoint
 from xpnet import backend
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-SNIPPETS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+LAYERS_DOC = ROOT / "docs" / "layers.md"
 
 
-def snippet(marker: str) -> str:
-    """The one README snippet that contains ``marker``."""
-    (found,) = (text for text in SNIPPETS if marker in text)
+def snippets(path: Path) -> list[str]:
+    """The Python code blocks of a Markdown file, in order."""
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), re.S | re.M)
+
+
+def snippet(marker: str, path: Path = README) -> str:
+    """The one snippet of ``path`` that contains ``marker``."""
+    (found,) = (text for text in snippets(path) if marker in text)
     return found
 
 
@@ -30,6 +37,7 @@ OWN_LAYER = snippet("class PReLU")
 NESTED = snippet("class Residual")
 GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
+CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
 
 
 def said(pattern: str, text: str) -> list[str]:
@@ -38,15 +46,21 @@ def said(pattern: str, text: str) -> list[str]:
     return names.split(", ")
 
 
-def run(text: str, namespace: dict | None = None) -> dict:
-    """Run a snippet in ``namespace`` (a fresh one by default), as a reader would."""
+def run(text: str, namespace: dict | None = None, path: Path = README) -> dict:
+    """Run a snippet of ``path`` in ``namespace`` (a fresh one by default), as a reader would."""
     namespace = {} if namespace is None else namespace
-    exec(compile(text, str(README), "exec"), namespace)
+    exec(compile(text, str(path), "exec"), namespace)
     return namespace
 
 
 def test_these_tests_cover_every_python_snippet_of_the_readme():
-    assert sorted(SNIPPETS) == sorted([USAGE, OWN_LAYER, NESTED, GRAPH, DASK])
+    assert sorted(snippets(README)) == sorted([USAGE, OWN_LAYER, NESTED, GRAPH, DASK])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_these_tests_cover_every_python_snippet_of_the_docs(path):
+    covered = {LAYERS_DOC: [CHECK_FUNCTION]}
+    assert sorted(snippets(path)) == sorted(covered.get(path, []))
 
 
 def test_the_usage_snippet_prints_a_passing_float64_gradient_check(capsys):
@@ -126,3 +140,14 @@ def test_the_nested_layer_snippet_names_the_parameters_its_comment_lists(monkeyp
     deep = namespace["deep"]
     assert list(deep.params) == said(r"deep\.params  # (.*?):", NESTED)
     assert deep.params["W2"] is namespace["block"].inner[0].W
+
+
+def test_the_check_function_snippet_passes_the_derived_gradient_and_names_the_wrong_factor(
+    capsys,
+):
+    run(CHECK_FUNCTION, path=LAYERS_DOC)
+    right, wrong = capsys.readouterr().out.split("PASSED\n")
+    assert "FAIL" not in right
+    (factor,) = re.findall(r'FAILED: "(.*)"', CHECK_FUNCTION)
+    assert factor in wrong
+    assert wrong.rstrip().endswith("FAILED")
