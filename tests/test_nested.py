@@ -41,6 +41,25 @@ class Residual:
         return dout + self.inner.backward(dout)
 
 
+@register_layer(name="NestedTestProjected")
+class Projected:
+    """``out = skip(x) + inner(x)``, a ResNet block whose skip path is the projection
+    ``downsample`` or, where that is None (PyTorch's ``self.downsample = None``), ``x``."""
+
+    sublayers = ("inner", "downsample")
+
+    def __init__(self, inner, downsample=None):
+        self.inner, self.downsample = inner, downsample
+
+    def forward(self, x, train_flg=False):
+        skip = x if self.downsample is None else self.downsample.forward(x)
+        return skip + self.inner.forward(x, train_flg)
+
+    def backward(self, dout):
+        skip = dout if self.downsample is None else self.downsample.backward(dout)
+        return skip + self.inner.backward(dout)
+
+
 class SkipForgotten(Residual):
     """A wrong backward: the skip path's gradient is left out."""
 
@@ -129,9 +148,10 @@ def test_a_nested_networks_gradient_equals_the_flat_networks(xp):
         np.testing.assert_array_equal(got[name], expected[name])
 
 
-def test_a_residual_blocks_gradients_equal_central_differences_of_its_formula(xp):
+@pytest.mark.parametrize("block", [Residual, Projected], ids=["residual", "no-projection"])
+def test_a_residual_blocks_gradients_equal_central_differences_of_its_formula(xp, block):
     w = weights()
-    net = residual_net(xp, w)
+    net = residual_net(xp, w, block=block)
     x, t = batch(xp)
     grads = host(net.gradient(x, t))
     hx, ht = to_numpy(x), to_numpy(t)
@@ -541,3 +561,115 @@ def test_batchnorm_and_dropout_inside_stacks_are_held_as_in_the_flat_network(xp,
     np.testing.assert_array_equal(to_numpy(norm.running_mean), before)
     if method == "batched":
         assert {p.via for p in report.params} == {"local"}
+
+
+def test_an_empty_stack_is_the_identity(xp):
+    x, _ = batch(xp)
+    stack = Sequential([])
+    assert stack.forward(x) is x and stack.backward(x) is x
+    assert len(stack.params) == 0 and stack.num_parameters() == 0
+
+
+def with_empty_stacks(xp, w):
+    """``flat_and_nested``'s flat network with an empty stack first and one in the middle."""
+    layers = [affine(xp, w, 1), ReLU(), Sequential([]), affine(xp, w, 2), ReLU(), affine(xp, w, 4)]
+    return Sequential([Sequential([]), *layers], loss=SoftmaxWithLoss())
+
+
+def test_an_empty_stack_in_a_network_shows_as_pytorchs(xp):
+    assert "  (3): Sequential()" in repr(with_empty_stacks(xp, weights())).splitlines()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_stacks_leave_a_networks_gradient_check_as_the_flat_networks(xp, method):
+    flat, _ = flat_and_nested(xp, weights())
+    x, t = batch(xp)
+    expected = check_gradients(flat, x, t, method=method).as_dict()
+    assert check_gradients(with_empty_stacks(xp, weights()), x, t, method=method).as_dict() == (
+        expected
+    )
+
+
+def test_a_network_with_empty_stacks_round_trips_a_checkpoint(xp, tmp_path):
+    net = with_empty_stacks(xp, weights())
+    rebuilt, _ = load_network(save_params(tmp_path / "empty.npz", net), xp=xp)
+    assert repr(rebuilt) == repr(net)
+    x, t = batch(xp)
+    np.testing.assert_array_equal(to_numpy(rebuilt.loss(x, t)), to_numpy(net.loss(x, t)))
+
+
+def test_a_network_with_a_loss_and_no_layers_is_refused(xp):
+    with pytest.raises(ValueError, match=r"with a loss needs at least one layer.*identity"):
+        Sequential([], loss=SoftmaxWithLoss())
+
+
+def test_a_block_holding_no_projection_shows_none_in_the_repr(xp):
+    lines = repr(residual_net(xp, weights(), block=Projected)).splitlines()
+    assert lines[2:4] == ["  (1): Projected(", "    (inner): Sequential("]
+    assert lines[8:10] == ["    (downsample): None", "  )"]
+
+
+def test_a_walk_passes_over_an_attribute_holding_no_layer(xp):
+    net = residual_net(xp, weights(), block=Projected)
+    paths = [path for path, _ in xpnet.layers.walk(net.layers)]
+    assert "layers[1].downsample" not in paths and "layers[1].inner" in paths
+
+
+def test_none_among_a_sequence_of_inner_layers_is_refused_by_its_path(xp):
+    class Blocks(Residual):
+        sublayers = ("blocks",)
+
+        def __init__(self, *blocks):
+            self.blocks = list(blocks)
+
+    with pytest.raises(TypeError, match=r"layers\[1\]\.blocks\[1\] \(NoneType\) has no forward"):
+        Sequential([affine(xp, weights(), 1), Blocks(Tanh(), None)], loss=SoftmaxWithLoss())
+
+
+def test_a_block_holding_no_projection_round_trips_a_checkpoint(xp, tmp_path):
+    net = residual_net(xp, weights(), block=Projected)
+    rebuilt, _ = load_network(save_params(tmp_path / "projected.npz", net), xp=xp)
+    assert rebuilt[1].downsample is None and repr(rebuilt) == repr(net)
+    x, t = batch(xp)
+    np.testing.assert_array_equal(to_numpy(rebuilt.loss(x, t)), to_numpy(net.loss(x, t)))
+
+
+def projected_net(xp, w, projection):
+    """``residual_net`` with a ``Projected`` block, whose ``downsample`` is an Affine (W4,
+    b4: the last Affine is then W5, b5) or None."""
+    downsample = Affine(dev(xp, w["W2"].T), dev(xp, w["b3"])) if projection else None
+    inner = Sequential([affine(xp, w, 2), ReLU(), affine(xp, w, 3)])
+    block = Projected(inner, downsample)
+    return Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("projection", [True, False], ids=["projection", "no-projection"])
+def test_the_gradient_check_passes_a_block_with_or_without_its_projection(xp, method, projection):
+    net = projected_net(xp, weights(), projection)
+    report = check_gradients(net, *batch(xp), method=method)
+    assert report.passed and len(report.params) == (10 if projection else 8)
+
+
+def test_check_layer_checks_a_block_holding_no_projection(xp):
+    block = projected_net(xp, weights(), projection=False)[1]
+    report = check_layer(block, block_input(xp))
+    assert report.passed and [p.name for p in report.params][1:] == [
+        "inner.layers[0].W",
+        "inner.layers[0].b",
+        "inner.layers[2].W",
+        "inner.layers[2].b",
+    ]
+
+
+def test_a_networks_named_layers_are_its_layers_and_those_inside_by_path(xp):
+    net = residual_net(xp, weights())
+    assert [(path, type(layer).__name__) for path, layer in net.named_layers()] == [
+        ("layers[0]", "Affine"),
+        ("layers[1]", "Residual"),
+        ("layers[1].inner", "Sequential"),
+        ("layers[1].inner.layers[0]", "Affine"),
+        ("layers[1].inner.layers[1]", "Tanh"),
+        ("layers[1].inner.layers[2]", "Affine"),
+        ("layers[2]", "Affine"),
+    ]

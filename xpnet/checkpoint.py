@@ -112,7 +112,7 @@ def _layer_spec(*, required: bool = False) -> Field:
     )
     inner = json_object(
         lambda held: {
-            attr: _layer_spec() if isinstance(value, dict) else list_of(_layer_spec())
+            attr: _layer_spec() if isinstance(value, dict) else nullable(list_of(_layer_spec()))
             for attr, value in held.items()
         }
     )
@@ -263,7 +263,7 @@ def _layer_name(layer: Any) -> str:
 def _spec(layer: Any, names: Mapping[int, Mapping[str, str]], path: str = "") -> dict[str, Any]:
     """What rebuilds ``layer`` (at ``path``; ``names``: its parameters' names by the id of
     the layer holding them), the layers inside it (``sublayers``) too, each a spec under its
-    attribute (a list of them for a sequence); warns of what none records."""
+    attribute (a list of them for a sequence, null for None); warns of what none records."""
     from xpnet.networks import Sequential
 
     spec: dict[str, Any] = {"layer": _layer_name(layer)}
@@ -275,9 +275,9 @@ def _spec(layer: Any, names: Mapping[int, Mapping[str, str]], path: str = "") ->
     if getattr(layer, "buffers", ()):
         spec["buffers"] = list(layer.buffers)
     inner: dict[str, Any] = {}
-    for suffix, sub in inner_layers(layer):
+    for suffix, sub in inner_layers(layer, with_none=True):
         attr, _, index = suffix[1:].partition("[")
-        sub_spec = _spec(sub, names, path + suffix)
+        sub_spec = None if sub is None else _spec(sub, names, path + suffix)
         if index:
             inner.setdefault(attr, []).append(sub_spec)
         else:
@@ -871,11 +871,10 @@ def load_network(
         for attr in spec.get("buffers", ()):
             given[attr] = array(_buffer_key(k, attr), path)
         for attr, inner in spec.get("sublayers", {}).items():
-            given[attr] = (
-                [layer(s, f"{path}.{attr}[{i}]") for i, s in enumerate(inner)]
-                if isinstance(inner, list)
-                else layer(inner, f"{path}.{attr}")
-            )
+            if isinstance(inner, list):
+                given[attr] = [layer(s, f"{path}.{attr}[{i}]") for i, s in enumerate(inner)]
+            else:
+                given[attr] = None if inner is None else layer(inner, f"{path}.{attr}")
         return _build(spec, given, path, where)
 
     layers = [layer(spec, f"layers[{k}]") for k, spec in enumerate(arch["layers"])]

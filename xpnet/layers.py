@@ -10,14 +10,21 @@ No layer writes into an array it was given.
 The layer protocol that :class:`xpnet.Sequential` relies on is just that, plus a
 ``params`` attribute naming the parameter attributes (``("W", "b")``; absent when a
 layer has none). A layer made of layers (a residual block) names the attributes that
-hold them in ``sublayers`` (``("inner",)``; each holds one layer or a sequence of them),
-and its ``forward`` and ``backward`` call theirs: :func:`walk` finds them all. A
-layer that can be rebuilt from a checkpoint also has ``config()``,
-the JSON-serialisable keywords of its constructor beside the parameters, and names
-its non-trained state (BatchNormalization's running statistics) in ``buffers``.
-xpnet's layers derive from :class:`Layer` for their ``repr`` alone.
+hold them in ``sublayers`` (``("inner",)``; each holds one layer, a sequence of them, or
+``None`` for no layer there, as a block's ``self.downsample = None`` in PyTorch), and its
+``forward`` and ``backward`` call theirs. A layer that can be rebuilt from a checkpoint
+also has ``config()``, the JSON-serialisable keywords of its constructor beside the
+parameters, and names its non-trained state (BatchNormalization's running statistics)
+in ``buffers``. xpnet's layers derive from :class:`Layer` for their ``repr`` alone.
 Layers that act differently in training and in evaluation (``Dropout``,
 ``BatchNormalization``) take ``forward(x, train_flg=True)`` as in the book.
+
+Two functions go over the layers of a network, those inside others too, as PyTorch's
+``named_modules()`` does: :func:`walk` (``for path, layer in walk(net.layers)``, with the
+paths the error messages name, ``("layers[1].inner", Affine)``; also
+:meth:`xpnet.Sequential.named_layers`) and :func:`flat_layers` (the layers a forward pass
+runs one after another, stacks opened). :func:`walk_from`, :func:`inner_layers` and
+:func:`own_params` are helpers of xpnet's own modules.
 
 Some layers also opt in to *local perturbations*, used by :mod:`xpnet.perturb`
 for fast gradient checks: short ``perturb*`` methods, kept apart below
@@ -63,7 +70,9 @@ def takes_train_flg(layer: Any) -> bool:
     """Whether ``layer.forward`` takes ``train_flg`` (acts differently in training)."""
     try:
         return "train_flg" in inspect.signature(layer.forward).parameters
-    except (TypeError, ValueError):  # a builtin or C method without a signature
+    # A builtin or C method without a signature; or no forward at all (None among a
+    # layer's sublayers), which the network refuses by its path.
+    except (AttributeError, TypeError, ValueError):
         return False
 
 
@@ -145,10 +154,12 @@ def own_params(layer: Any) -> Any:
     return () if isinstance(attrs, Mapping) else attrs
 
 
-def inner_layers(layer: Any) -> list[tuple[str, Any]]:
+def inner_layers(layer: Any, *, with_none: bool = False) -> list[tuple[str, Any]]:
     """``(path suffix, layer)`` for each layer held in the attributes that ``layer`` names
     in ``sublayers``: ``(".inner", Affine)`` for one layer, ``(".layers[0]", Affine)`` for
-    a sequence of them; none for a layer without ``sublayers``."""
+    a sequence of them; none for a layer without ``sublayers``, nor for an attribute
+    holding ``None`` (no layer there: a residual block's ``downsample``), unless
+    ``with_none`` (``(".downsample", None)``, for the ``repr`` and checkpoints)."""
     names = getattr(layer, "sublayers", ())
     kind = type(layer).__name__
     if isinstance(names, str) or not all(isinstance(a, str) for a in names):
@@ -162,6 +173,8 @@ def inner_layers(layer: Any) -> list[tuple[str, Any]]:
                 f"{kind} names {attr!r} in its sublayers, but has no attribute {attr!r}"
             )
         value = getattr(layer, attr)
+        if value is None and not with_none:
+            continue
         if isinstance(value, Sequence) and not isinstance(value, str):
             found += [(f".{attr}[{i}]", inner) for i, inner in enumerate(value)]
         else:
@@ -208,20 +221,22 @@ def describe(layer: Any, indent: str = "") -> str:
     rebuilds it. Any layer works, a user's own too (the network's ``repr`` uses it). A
     layer made of layers (``sublayers``) lists them below, one a line, indented by
     ``indent`` and two spaces more, as PyTorch prints its modules: ``(inner): Affine(...)``,
-    ``(0)``, ``(1)``, ... where its only sublayer attribute holds a sequence."""
+    ``(0)``, ``(1)``, ... where its only sublayer attribute holds a sequence;
+    ``(downsample): None`` for an attribute holding no layer."""
     names = (*own_params(layer), *getattr(layer, "buffers", ()))
     parts = [f"{name}={_summary(getattr(layer, name, None))}" for name in names]
     config = getattr(layer, "config", None)
     if callable(config):
         parts += [f"{key}={value!r}" for key, value in config().items()]
-    inner = inner_layers(layer)
+    inner = inner_layers(layer, with_none=True)
     if not inner:
         return f"{type(layer).__name__}({', '.join(parts)})"
     numbered = len(getattr(layer, "sublayers", ())) == 1 and inner[0][0].endswith("[0]")
     lines = [f"{indent}  {', '.join(parts)}"] if parts else []
     for i, (suffix, sub) in enumerate(inner):
         label = i if numbered else suffix[1:]
-        lines.append(f"{indent}  ({label}): {describe(sub, indent + '  ')}")
+        shown = "None" if sub is None else describe(sub, indent + "  ")
+        lines.append(f"{indent}  ({label}): {shown}")
     return "\n".join([f"{type(layer).__name__}(", *lines, f"{indent})"])
 
 

@@ -401,8 +401,8 @@ class Sequential:
     names other attributes to decay in ``decayed`` (``decayed = ("W", "V")``).
 
     Layers nest. A layer made of layers (a residual block) names the attributes holding
-    them in ``sublayers`` (``sublayers = ("inner",)``; an attribute holds one layer or a
-    sequence of them), as ``params`` names arrays, and its ``forward`` and ``backward``
+    them in ``sublayers`` (``sublayers = ("inner",)``; an attribute holds one layer, a
+    sequence of them or None), as ``params`` names arrays, and its ``forward`` and ``backward``
     call theirs; its forward takes ``train_flg`` and passes it on when a layer inside it
     takes it. The network finds their parameters depth first, in order of appearance,
     numbered across the nesting (a nested network's names are those of the flat network
@@ -413,15 +413,19 @@ class Sequential:
     layer, a stack (``sublayers = ("layers",)``): ``forward(x, train_flg=False)``,
     ``backward(dout)`` returning the input's gradient, and ``params``; ``loss``,
     ``gradient`` and ``accuracy`` need a loss. A Sequential with a loss is refused
-    inside another.
+    inside another. ``Sequential([])`` without ``loss`` is the identity, as PyTorch's
+    ``nn.Sequential()``; with a loss, it is refused (nothing to train).
     """
 
     def __init__(
         self, layers: Sequence[Any], *, loss: Any = None, weight_decay: float = 0.0
     ) -> None:
         self.layers = Layers(layers)
-        if not self.layers:
-            raise ValueError("a Sequential network needs at least one layer")
+        if not self.layers and loss is not None:
+            raise ValueError(
+                "a Sequential with a loss needs at least one layer (it would have nothing to "
+                "train); Sequential([]) without loss= is the identity, a stack to nest"
+            )
         seen: dict[int, str] = {}  # id -> path of every layer, inner ones included
         walked = list(walk(self.layers))
         for path, layer in walked:
@@ -478,8 +482,10 @@ class Sequential:
         float64 data, and a float64 one in float64 on float32 data.
         """
         # Dtypes are singletons, so "is" is the cheap test; another dtype object may still be
-        # equal, or of another library (compared after the namespace check: no warning).
-        if getattr(x, "dtype", self._input_dtype) is not self._input_dtype:
+        # equal, or of another library (compared after the namespace check: no warning). A
+        # network without parameters (a stack of activations) leaves the dtype to its layers.
+        dtype = self._input_dtype
+        if dtype is not None and getattr(x, "dtype", dtype) is not dtype:
             x = self._in_parameter_dtype(x)
         modal, shapes = self._modal, self._shapes
         for k, layer in enumerate(self.layers):
@@ -723,6 +729,13 @@ class Sequential:
             return self.training_loss(x, t)
         finally:
             self.params[name] = old
+
+    def named_layers(self) -> Iterator[tuple[str, Any]]:
+        """``(path, layer)`` for every layer, those inside others too, depth first
+        (:func:`xpnet.layers.walk`), as PyTorch's ``named_modules()`` but without the
+        network itself: ``("layers[1]", Residual)``, ``("layers[1].inner", Affine)``, ...,
+        by the paths that error messages name; the loss layer not included."""
+        return walk(self.layers)
 
     def __len__(self) -> int:
         """The number of layers, the loss layer not counted (``len(net.layers)``)."""
