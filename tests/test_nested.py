@@ -673,3 +673,62 @@ def test_a_networks_named_layers_are_its_layers_and_those_inside_by_path(xp):
         ("layers[1].inner.layers[2]", "Affine"),
         ("layers[2]", "Affine"),
     ]
+
+
+class Unnamed(Residual):
+    """A block that forgot ``sublayers``: PyTorch would find ``inner`` itself."""
+
+    sublayers = ()
+
+
+class SecondName(Residual):
+    """A block keeping a second name for a layer that ``sublayers`` already reaches."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.first = inner[0]
+
+
+def test_a_block_holding_layers_with_parameters_its_sublayers_do_not_name_is_refused(xp):
+    w = weights()
+    block = Unnamed(Sequential([affine(xp, w, 2), Tanh(), affine(xp, w, 3)]))
+    with pytest.raises(
+        ValueError, match=r"layers\[1\] \(Unnamed\).*'inner'.*sublayers = \('inner',\)"
+    ):
+        Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+
+def test_a_second_name_for_a_layer_inside_a_block_is_allowed(xp):
+    w = weights()
+    block = SecondName(Sequential([affine(xp, w, 2), Tanh(), affine(xp, w, 3)]))
+    net = Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+    assert list(net.params) == list(residual_net(xp, w).params)
+
+
+def test_a_nested_network_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_does(
+    xp, tmp_path
+):
+    def network():
+        w = weights()
+        norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
+        inner = Sequential([affine(xp, w, 2), norm, Tanh(), Dropout(0.3, seed=4), affine(xp, w, 3)])
+        block = Projected(inner, downsample=Affine(dev(xp, np.eye(3)), dev(xp, np.zeros(3))))
+        return Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
+
+    rng = np.random.default_rng(3)
+    x, t = dev(xp, rng.standard_normal((40, 4))), dev(xp, rng.integers(0, 2, 40), "int64")
+    straight = network()
+    Trainer(straight, Adam(lr=0.01), x, t, x, t, epochs=4, batch_size=8).fit()
+    first, opt = network(), Adam(lr=0.01)
+    history = Trainer(first, opt, x, t, x, t, epochs=2, batch_size=8).fit()
+    path = save_params(tmp_path / "mid.npz", first, optimizer=opt)
+    resumed, opt = network(), Adam(lr=0.01)
+    load_params(path, resumed, optimizer=opt)
+    trainer = Trainer(
+        resumed, opt, x, t, x, t, epochs=4, batch_size=8, start_epoch=2, history=history
+    )
+    trainer.fit()
+    for name, value in host(straight.params).items():
+        np.testing.assert_array_equal(to_numpy(resumed.params[name]), value)
+    norms = (straight[1].inner[1], resumed[1].inner[1])  # running statistics, saved too
+    np.testing.assert_array_equal(to_numpy(norms[1].running_var), to_numpy(norms[0].running_var))
