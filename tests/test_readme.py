@@ -19,6 +19,7 @@ from xpnet import backend
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 LAYERS_DOC = ROOT / "docs" / "layers.md"
+PYTORCH_DOC = ROOT / "docs" / "pytorch.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -38,6 +39,7 @@ NESTED = snippet("class Residual")
 GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
 CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
+BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 
 
 def said(pattern: str, text: str) -> list[str]:
@@ -59,8 +61,15 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
-    covered = {LAYERS_DOC: [CHECK_FUNCTION]}
+    covered = {LAYERS_DOC: [CHECK_FUNCTION], PYTORCH_DOC: [BOTH_WAYS]}
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
+
+
+def test_the_pytorch_snippet_prints_torchs_loss_and_gradient_to_rounding(capsys):
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    run(BOTH_WAYS, path=PYTORCH_DOC)
+    loss_difference, gradient_difference = map(float, capsys.readouterr().out.split())
+    assert abs(loss_difference) < 1e-14 and gradient_difference < 1e-14
 
 
 def test_the_usage_snippet_prints_a_passing_float64_gradient_check(capsys):
