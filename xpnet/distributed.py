@@ -22,6 +22,7 @@ This module imports Dask; ``import xpnet`` does not (install the ``xpnet[dask]``
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import math
@@ -215,7 +216,7 @@ def require_workers(client: Client, *, timeout: float | None = None) -> None:
         timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
         try:
             client.wait_for_workers(1, timeout=timeout)
-        except TimeoutError as exc:
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # one class only from Python 3.11
             raise SchedulerUnavailableError(
                 f"the Dask scheduler at {client.scheduler.address} has no workers "
                 f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
