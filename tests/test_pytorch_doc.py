@@ -274,11 +274,10 @@ def test_sequential_is_counted_indexed_and_named_as_nn_sequential(on_the_host):
     assert [name for name, _ in model.named_modules()][1:] == ["0", "1", "1.0", "1.1", "2"]
 
 
-def test_a_network_is_not_callable_predict_is_its_forward(on_the_host):
+def test_calling_a_network_is_predict_as_is_its_forward(on_the_host):
     net = xpnet.TwoLayerNet(4, 5, 3, dtype="float64", seed=0)
     x = rng(10).standard_normal((2, 4))
-    with pytest.raises(TypeError, match="not callable"):
-        net(x)
+    close(net(x), net.predict(x))
     close(net.forward(x), net.predict(x))
 
 

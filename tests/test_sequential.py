@@ -872,3 +872,24 @@ def test_layers_of_two_dtypes_are_refused_naming_the_parameter(xp):
         match=r"parameter W2 \(layers\[2\] \(Affine\)\) has dtype float64, but W1 has float32",
     ):
         Sequential([single, ReLU(), double], loss=SoftmaxWithLoss())
+
+
+def test_calling_a_network_gives_its_scores_as_predict_does(xp):
+    net = scaled_net(xp)
+    (x,) = arrays(xp, 1, (6, 5))
+    assert net(x).shape == (6, 3)
+    np.testing.assert_array_equal(to_numpy(net(x)), to_numpy(net.predict(x)))
+
+
+def test_calling_a_network_passes_train_flg_on_as_predict_does(xp):
+    class Mode:
+        def forward(self, x, train_flg=False):
+            return x + (1.0 if train_flg else 0.0)
+
+        def backward(self, dout):
+            return dout
+
+    net = Sequential([Mode()], loss=MeanSquaredError())
+    (x,) = arrays(xp, 1, (2, 3))
+    np.testing.assert_array_equal(to_numpy(net(x, train_flg=True)), to_numpy(x) + 1.0)
+    np.testing.assert_array_equal(to_numpy(net(x)), to_numpy(x))

@@ -693,6 +693,11 @@ class Sequential:
         another network (a Sequential without ``loss=``) computes it."""
         return self.predict(x, train_flg)
 
+    def __call__(self, x: Any, train_flg: bool = False) -> Any:
+        """``net(x)``, as a PyTorch or Keras model is called: :meth:`predict`, the scores
+        (N, C) for ``x`` (N, ...), in evaluation mode unless ``train_flg``."""
+        return self.predict(x, train_flg)
+
     def backward(self, dout: Any) -> Any:
         """The gradient of the input (N, ...) of the last :meth:`forward`, for the gradient
         ``dout`` of its output, through the layers in reverse; they store their parameters'
