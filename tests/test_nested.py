@@ -698,6 +698,13 @@ def test_a_block_holding_layers_with_parameters_its_sublayers_do_not_name_is_ref
         Sequential([affine(xp, w, 1), block, affine(xp, w, 4)], loss=SoftmaxWithLoss())
 
 
+def test_check_layer_refuses_a_block_hiding_layers_with_parameters_from_its_sublayers(xp):
+    w = weights()
+    block = Unnamed(Sequential([affine(xp, w, 2), Tanh(), affine(xp, w, 3)]))
+    with pytest.raises(ValueError, match=r"Unnamed holds .*'inner'.*sublayers = \('inner',\)"):
+        check_layer(block, block_input(xp))
+
+
 def test_a_second_name_for_a_layer_inside_a_block_is_allowed(xp):
     w = weights()
     block = SecondName(Sequential([affine(xp, w, 2), Tanh(), affine(xp, w, 3)]))

@@ -56,7 +56,7 @@ from xpnet.gradcheck import (
     within_tolerance,
 )
 from xpnet.held import held, require_deterministic
-from xpnet.layers import own_params, require_layer_methods, walk_from
+from xpnet.layers import own_params, require_layer_methods, require_named_sublayers, walk_from
 
 
 def _is_float(x: Any) -> bool:
@@ -428,6 +428,7 @@ def check_layer(
     """
     kind = type(layer).__name__
     require_layer_methods(layer, kind)
+    require_named_sublayers(layer, kind)
     walked = list(walk_from("", layer))  # itself, then the layers inside it (sublayers)
     for path, owner in walked:
         missing = [a for a in own_params(owner) if not hasattr(owner, a)]

@@ -197,6 +197,42 @@ def walk_from(path: str, layer: Any) -> Iterator[tuple[str, Any]]:
         yield from walk_from(path + suffix, inner)
 
 
+def has_params(layer: Any) -> bool:
+    """Whether ``layer`` or a layer inside it (:func:`walk_from`) has parameters."""
+    return any(own_params(inner) for _, inner in walk_from("", layer))
+
+
+def _is_layer(value: Any) -> bool:
+    """Whether ``value`` is a layer instance: forward() and backward(), not a class."""
+    return not isinstance(value, type) and all(
+        callable(getattr(value, m, None)) for m in ("forward", "backward")
+    )
+
+
+def require_named_sublayers(layer: Any, where: str) -> None:
+    """Refuse a layer (named ``where`` in the message) holding, in an attribute that its
+    ``sublayers`` does not name, a layer with parameters (or a list of them): PyTorch finds
+    a module's submodules itself, xpnet only through ``sublayers``, so those parameters
+    would go untrained, unsaved and unchecked without a word. Private attributes
+    (``_cache``) and second names for layers found through ``sublayers`` pass."""
+    named = tuple(getattr(layer, "sublayers", ()))
+    found = {id(inner) for _, inner in walk_from("", layer)}  # a second name for one is fine
+    for attr, value in vars(layer).items() if hasattr(layer, "__dict__") else ():
+        held = value if isinstance(value, (list, tuple)) else [value]
+        if attr in named or attr.startswith("_") or not all(map(_is_layer, held)):
+            continue
+        if all(id(inner) in found for inner in held):
+            continue
+        if any(map(has_params, held)):
+            kinds = ", ".join(dict.fromkeys(type(inner).__name__ for inner in held))
+            raise ValueError(
+                f"{where} holds layers with parameters in its attribute {attr!r} ({kinds}), "
+                f"which its sublayers does not name: a network would not train, save or "
+                f"check them, nor check_layer check them; name it in the class, "
+                f"sublayers = {(*named, attr)!r}"
+            )
+
+
 def flat_layers(layers: Iterable[Any]) -> list[Any]:
     """``layers`` with each chain among them replaced by the layers inside it, recursively:
     the layers that a forward pass runs one after another. A chain is a layer whose own

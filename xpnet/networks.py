@@ -47,11 +47,13 @@ from xpnet.layers import (
     Tanh,
     check_labels,
     describe,
+    has_params,
     inner_layers,
     is_real_floating,
     own_params,
     require_array,
     require_layer_methods,
+    require_named_sublayers,
     takes_train_flg,
     walk,
     walk_from,
@@ -367,42 +369,7 @@ def _require_layer(path: str, layer: Any, seen: dict[int, str]) -> None:
             "not: take forward(x, train_flg=False) and pass it on, so that the layer inside "
             "knows training from evaluation"
         )
-    _require_named_sublayers(where, layer)
-
-
-def _require_named_sublayers(where: str, layer: Any) -> None:
-    """Refuse a layer holding, in an attribute that its ``sublayers`` does not name, a layer
-    with parameters (or a list of them): PyTorch finds a module's submodules itself, a
-    network here only through ``sublayers``, so those parameters would go untrained,
-    unsaved and unchecked without a word. Private attributes (``_cache``) and second names
-    for layers found through ``sublayers`` pass."""
-    named = tuple(getattr(layer, "sublayers", ()))
-    found = {id(inner) for _, inner in walk_from("", layer)}  # a second name for one is fine
-    for attr, value in vars(layer).items() if hasattr(layer, "__dict__") else ():
-        held = value if isinstance(value, (list, tuple)) else [value]
-        if attr in named or attr.startswith("_") or not all(map(_is_layer, held)):
-            continue
-        if all(id(inner) in found for inner in held):
-            continue
-        if any(map(_has_params, held)):
-            kinds = ", ".join(dict.fromkeys(type(inner).__name__ for inner in held))
-            raise ValueError(
-                f"{where} holds layers with parameters in its attribute {attr!r} ({kinds}), "
-                f"which its sublayers does not name: the network would not train, save or "
-                f"check them; name it in the class, sublayers = {(*named, attr)!r}"
-            )
-
-
-def _is_layer(value: Any) -> bool:
-    """Whether ``value`` is a layer instance: forward() and backward(), not a class."""
-    return not isinstance(value, type) and all(
-        callable(getattr(value, m, None)) for m in ("forward", "backward")
-    )
-
-
-def _has_params(layer: Any) -> bool:
-    """Whether ``layer`` or a layer inside it has parameters."""
-    return any(own_params(inner) for _, inner in walk_from("", layer))
+    require_named_sublayers(layer, where)
 
 
 _NO_LOSS = (
@@ -496,7 +463,7 @@ class Sequential:
         # shapes while gradient() checks them.
         self._stacks = [lay for _, lay in walked if isinstance(lay, Sequential)]
         self._backward_from = next(
-            (k for k, layer in enumerate(self.layers) if _has_params(layer)), len(self.layers)
+            (k for k, layer in enumerate(self.layers) if has_params(layer)), len(self.layers)
         )
 
     @property
