@@ -543,12 +543,9 @@ class Sequential:
 
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
-        try:
-            loss = self.last_layer.forward(self.predict(x, train_flg), t)
-        except AttributeError:
-            if self.last_layer is None:
-                raise TypeError(_NO_LOSS) from None
-            raise
+        if self.last_layer is None:
+            raise TypeError(_NO_LOSS)
+        loss = self.last_layer.forward(self.predict(x, train_flg), t)
         for name in self._decayed if self.weight_decay else ():
             W = self.params[name]
             loss = loss + 0.5 * self.weight_decay * reduce_sum(W * W)
@@ -626,12 +623,7 @@ class Sequential:
             dout = self.last_layer.backward(1)
             if check:
                 _require_input_gradient(dout, shapes[-1], f"loss {type(self.last_layer).__name__}")
-            for k in range(len(self.layers) - 1, self._backward_from - 1, -1):
-                if dout is None:
-                    raise LayerError(self, self._no_input_gradient(k + 1))
-                dout = self.layers[k].backward(dout)
-                if check and dout is not None:
-                    _require_input_gradient(dout, shapes[k], _where(k, self.layers[k]))
+            self._backward_to(self._backward_from, dout, shapes if check else None)
         except LayerError as exc:  # from a stack inside: named by its path in this network
             renamed = self._renamed(exc)
             if renamed is exc:
@@ -674,21 +666,31 @@ class Sequential:
         shapes, self._shapes = self._shapes, None
         check = shapes is not None and len(shapes) == len(self.layers) + 1
         try:
-            for k in range(len(self.layers) - 1, -1, -1):
-                if dout is None:
-                    if k < self._backward_from:
-                        return None  # no layer from k down has parameters
-                    raise LayerError(self, self._no_input_gradient(k + 1))
-                dout = self.layers[k].backward(dout)
-                wrong = check and dout is not None and _wrong_input_gradient(dout, shapes[k])
-                if wrong:
-                    text = _where(k, self.layers[k]) + wrong
-                    raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
+            return self._backward_to(0, dout, shapes if check else None)
         except LayerError as exc:
             renamed = self._renamed(exc)
             if renamed is exc:
                 raise
             raise renamed from exc
+
+    def _backward_to(self, stop: int, dout: Any, shapes: list[Any] | None) -> Any:
+        """``dout`` (the gradient of the last layer's output) through the layers in reverse,
+        down to ``layers[stop]``, as :meth:`gradient` and :meth:`backward` run them: the
+        gradient of ``layers[stop]``'s input, or None where a layer returns none and no
+        layer before it has parameters. With ``shapes`` (the layers' input shapes, as
+        :meth:`predict` recorded them), each input gradient is checked against its shape."""
+        for k in range(len(self.layers) - 1, stop - 1, -1):
+            if dout is None:
+                if k < self._backward_from:
+                    return None  # no layer from k down has parameters
+                raise LayerError(self, self._no_input_gradient(k + 1))
+            dout = self.layers[k].backward(dout)
+            wrong = (
+                shapes is not None and dout is not None and _wrong_input_gradient(dout, shapes[k])
+            )
+            if wrong:
+                text = _where(k, self.layers[k]) + wrong
+                raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
         return dout
 
     def _no_input_gradient(self, k: int) -> Any:
