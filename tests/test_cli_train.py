@@ -2,6 +2,7 @@
 rest on a tiny synthetic data set put in place of ``xpnet.datasets``: per-epoch lines,
 --iters, --save/--plot, --resume, and exit status 2 with a one-line message for bad input."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from metadata import rewrite_metadata, setting
+from metadata import rewrite_metadata, setting, without
 
-from xpnet import MultiLayerNet, backend, datasets
+from xpnet import MultiLayerNet, Sequential, SimpleConvNet, backend, checkpoint, datasets
 from xpnet.checkpoint import read_metadata, save_params
 from xpnet.cli import main
-from xpnet.optim import Momentum
+from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss
+from xpnet.optim import Adam, Momentum
+from xpnet.training import History
 
 
 def run(argv):
@@ -54,6 +57,61 @@ def fake_data(monkeypatch):
     module.DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
     monkeypatch.setitem(sys.modules, "xpnet.datasets", module)
     return calls
+
+
+# A module of the user's that registers a layer made of layers when imported.
+USER_LAYERS = '''
+import xpnet
+
+
+@xpnet.register_layer(name="CliTestResidual")
+class Residual:
+    """out = x + inner(x)"""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        return x + self.inner.forward(x, train_flg)
+
+    def backward(self, dout):
+        return dout + self.inner.backward(dout)
+'''
+
+
+@pytest.fixture
+def user_layers(tmp_path, monkeypatch):
+    """The name of the user's module (USER_LAYERS), importable from ``tmp_path``; the layer
+    registry and the imported modules are put back after the test."""
+    name = "xpnet_cli_test_layers"
+    (tmp_path / f"{name}.py").write_text(USER_LAYERS)
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.setattr(checkpoint, "_LAYERS", dict(checkpoint._registry()))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def nested_network(block=None, n_in=784, n_out=10):
+    """n_in-16-(a stack: Affine, BatchNorm, ReLU, Dropout, Affine)-n_out with softmax
+    cross-entropy, the stack inside ``block(stack)`` when given (a user's residual block)."""
+
+    def affine(fan_in, fan_out, seed):
+        W = backend.random_normal((fan_in, fan_out), std=(2 / fan_in) ** 0.5, rng=seed)
+        return Affine(W, backend.to_device(np.zeros(fan_out), dtype="float32"))
+
+    ones, zeros = (backend.to_device(np.full(16, v), dtype="float32") for v in (1.0, 0.0))
+    stack = Sequential([affine(16, 16, 1), BatchNormalization(ones, zeros), ReLU(),
+                        Dropout(0.3, seed=0), affine(16, 16, 2)])  # fmt: skip
+    inner = stack if block is None else block(stack)
+    return Sequential([affine(n_in, 16, 0), ReLU(), inner, affine(16, n_out, 3)],
+                      loss=SoftmaxWithLoss())  # fmt: skip
+
+
+def save_from_python(path, net, optimizer=None):
+    """``net`` saved before its first epoch, as docs/training.md saves one from Python."""
+    return save_params(path, net, {"epoch": 0, "history": History().as_dict()}, optimizer=optimizer)
 
 
 def epoch_lines(text):
@@ -138,15 +196,37 @@ def test_batchnorm_and_dropout_build_the_books_extended_network(fake_data, tmp_p
 
 
 @pytest.mark.parametrize(
-    "layers", [["--batchnorm"], ["--dropout", "0.5"], ["--batchnorm", "--dropout", "0.5"]]
+    "layers",
+    [
+        ["--batchnorm"],
+        ["--dropout", "0.5"],
+        ["--batchnorm", "--dropout", "0.5"],
+        "a nested Sequential saved from Python",
+        "a user's block saved from Python",
+    ],
 )
-def test_a_resumed_network_trains_as_an_uninterrupted_one(fake_data, tmp_path, capsys, layers):
-    common = ["train", *layers, "--batch-size", "32", "--hidden", "20"]
+def test_a_resumed_network_trains_as_an_uninterrupted_one(
+    fake_data, tmp_path, capsys, user_layers, layers
+):
+    # The flags build the network, or it is rebuilt from the file it was saved in before
+    # training (BatchNorm and Dropout inside a stack, the stack inside the user's block).
+    modules = []
+    if isinstance(layers, list):
+        common = ["train", *layers, "--hidden", "20", "--batch-size", "32"]
+    else:
+        block = None
+        if "block" in layers:
+            block = importlib.import_module(user_layers).Residual
+            modules = ["--layers-module", user_layers]
+        start = save_from_python(tmp_path / "start.npz", nested_network(block), Adam(lr=0.01))
+        common = ["train", "--resume", str(start), *modules, "--batch-size", "32"]
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
     assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
     assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
     capsys.readouterr()
-    assert run(["train", "--resume", str(part), "--epochs", "3", "--save", str(part)]) == 0
+    assert (
+        run(["train", "--resume", str(part), *modules, "--epochs", "3", "--save", str(part)]) == 0
+    )
     assert "after epoch 2" in capsys.readouterr().out
     # the weights and running statistics; with Dropout, after the same masks
     with np.load(part) as a, np.load(straight) as b:
@@ -176,40 +256,166 @@ def test_resume_refuses_other_layers(fake_data, tmp_path, capsys, saved, given, 
     assert err.startswith("xpnet train: error: ") and message in err and err.count("\n") == 1
 
 
-def test_a_batchnorm_network_saved_from_python_resumes_given_its_hidden_sizes(
-    fake_data, tmp_path, capsys
-):
-    # Its layers (BatchNorm, no Dropout) come from the file; its sizes from --hidden.
+def test_a_batchnorm_network_saved_from_python_resumes_as_saved(fake_data, tmp_path, capsys):
+    # Its layers come from the file, its hidden size too: no --hidden 8 to give.
     path = tmp_path / "p.npz"
     save_params(path, MultiLayerNet(784, [8], 10, use_batchnorm=True, seed=0), {"epoch": 1})
-    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
-    assert "W1 has shape (784, 8) in the file but (784, 50) in the network" in (
-        capsys.readouterr().err
-    )
-    assert run(["train", "--resume", str(path), "--epochs", "2", "--hidden", "8"]) == 0
-    assert epoch_lines(capsys.readouterr().out) == [("2", "2")]
-    assert run(["train", "--resume", str(path), "--epochs", "2", "--dropout", "0.1"]) == 2
-    assert "--dropout 0.1 does not match the checkpoint's network (no dropout)" in (
-        capsys.readouterr().err
-    )
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Sequential(Affine, BatchNormalization, ReLU, Affine) with SoftmaxWithLoss" in out
+    assert epoch_lines(out) == [("2", "2")]
 
 
 def test_a_network_saved_from_python_resumes_with_its_own_dropout_and_weight_decay(
-    fake_data, tmp_path, capsys
+    fake_data, tmp_path
 ):
-    # The flags rebuilt it with dropout 0.5 and no weight decay, where the file says 0.2
-    # and 0.1.
-    path = tmp_path / "p.npz"
+    path, resumed = tmp_path / "p.npz", tmp_path / "resumed.npz"
     net = MultiLayerNet(784, [8], 10, use_batchnorm=True, use_dropout=True, dropout_ratio=0.2,
                         weight_decay=0.1, seed=0)  # fmt: skip
     save_params(path, net, {"epoch": 1})
-    resume = ["--resume", str(path), "--hidden", "8", "--batchnorm"]
-    _, settings = settings_of(resume, read_metadata(path))
-    assert (settings["weight_decay"], settings["dropout"]) == (0.1, 0.2)
-    assert run(["train", *resume, "--dropout", "0.5", "--epochs", "2"]) == 2
-    assert "--dropout 0.5 does not match the checkpoint's network (dropout 0.2)" in (
+    assert run(["train", "--resume", str(path), "--epochs", "2", "--save", str(resumed)]) == 0
+    assert read_metadata(resumed)["architecture"] == read_metadata(path)["architecture"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--hidden", "16"],
+        ["--model", "mlp"],
+        ["--loss", "mse", "--reduction", "sum"],
+        ["--dtype", "float64"],
+        ["--batchnorm", "--dropout", "0.3"],
+        ["--weight-decay", "0.1"],
+        ["--weight-init", "he"],
+    ],
+)
+def test_resuming_a_network_of_your_own_refuses_the_flags_of_a_network(
+    fake_data, tmp_path, capsys, flags
+):
+    # They describe the network the flags build; this one's layers and loss are the file's.
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    assert run(["train", "--resume", str(path), "--epochs", "1", *flags]) == 2
+    given = [flag for flag in flags if flag.startswith("--")]
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: {', '.join(given)}: the network (layers and loss) comes from the "
+        f"checkpoint ({path}); leave {'them' if len(given) > 1 else 'it'} out to resume\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"n_in": 100}, "does not fit mnist: layers[0] (Affine) cannot take the input, of "
+         "shape (1, 784): Affine input of shape (1, 784) does not fit W of shape (100, 16)"),
+        ({"n_out": 5}, "gives scores of shape (1, 5) for one mnist sample of shape (784,); its "
+         "10 classes need (1, 10)"),
+    ],
+)  # fmt: skip
+def test_a_network_of_your_own_that_does_not_fit_the_data_is_a_one_line_error(
+    fake_data, tmp_path, capsys, sizes, message
+):
+    path = save_from_python(tmp_path / "p.npz", nested_network(**sizes))
+    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xpnet train: error: --resume {path}: the checkpoint's network ")
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (without("architecture.loss"), "checkpoint field architecture.loss is missing"),
+        (setting("architecture.loss", {"layer": "ReLU"}), "cannot rebuild the network: loss "
+         "ReLU is not a loss layer"),
+    ],
+)  # fmt: skip
+def test_a_network_of_your_own_without_a_loss_layer_is_a_one_line_error(
+    fake_data, tmp_path, capsys, edit, message
+):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    rewrite_metadata(path, edit)
+    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xpnet train: error: {path}: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_a_layer_class_of_your_own_is_found_through_layers_module(
+    fake_data, tmp_path, capsys, monkeypatch, user_layers
+):
+    path = save_from_python(
+        tmp_path / "p.npz", nested_network(importlib.import_module(user_layers).Residual)
+    )
+    # As a new process sees it: the module not imported, its class not registered.
+    monkeypatch.setattr(checkpoint, "_LAYERS", {})
+    del sys.modules[user_layers]
+    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"xpnet train: error: {path}: layers[2] is a 'CliTestResidual', which is not a "
+        "registered layer (registered: Affine, "
+    )
+    assert err.endswith(
+        "Give --layers-module MODULE, the module that registers the class with "
+        "xpnet.register_layer, importable here (installed, or its folder on PYTHONPATH)\n"
+    )
+    assert run(["train", "--resume", str(path), "--epochs", "1", "--layers-module", "json"]) == 2
+    assert "--layers-module json did not register it; give --layers-module MODULE" in (
         capsys.readouterr().err
     )
+    assert run(["train", "--resume", str(path), "--epochs", "1",
+                "--layers-module", user_layers]) == 0  # fmt: skip
+    assert epoch_lines(capsys.readouterr().out) == [("1", "1")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--layers-module", "no_such_module_here"], "--layers-module no_such_module_here: No "
+         "module named 'no_such_module_here'; the module is imported as Python imports modules: "
+         "install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the current one)\n"),
+        (["--layers-module", "my_layers.py"], "argument --layers-module: expected a module "
+         "name, not a file name: 'my_layers' for 'my_layers.py'\n"),
+        (["--layers-module", "my-layers"], "argument --layers-module: expected a module name "
+         "(my_layers, package.layers), got 'my-layers'\n"),
+    ],
+)  # fmt: skip
+def test_a_layers_module_that_cannot_be_imported_is_a_one_line_error(
+    fake_data, tmp_path, capsys, argv, message
+):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    assert run(["train", "--resume", str(path), *argv]) == 2
+    assert capsys.readouterr().err.endswith(f"xpnet train: error: {message}")
+    assert fake_data == []
+
+
+def test_layers_module_without_resume_is_refused(fake_data, capsys):
+    assert run(["train", "--epochs", "1", "--layers-module", "json"]) == 2
+    assert capsys.readouterr().err == (
+        "xpnet train: error: --layers-module imports the layer classes of a checkpoint: use it "
+        "with --resume\n"
+    )
+
+
+def test_a_conv_net_saved_from_python_resumes_on_images(fake_data, tmp_path, capsys):
+    path = tmp_path / "conv.npz"
+    save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
+    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Sequential(Convolution, ReLU, Pooling, Affine, ReLU, Affine)" in out
+    assert epoch_lines(out) == [("1", "1")]
+
+
+def test_scheduler_refuses_a_network_of_your_own_with_a_convolution(fake_data, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    path = tmp_path / "conv.npz"
+    save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
+    assert run(["train", "--resume", str(path), "--scheduler", "local:1"]) == 2
+    assert capsys.readouterr().err == (
+        "xpnet train: error: --scheduler evaluates fully connected networks, not the "
+        "checkpoint's, which has a Convolution (layers[0])\n"
+    )
+    assert fake_data == []
 
 
 def test_train_samples_trains_on_the_first_n_samples(fake_data, tmp_path, capsys):
@@ -505,11 +711,11 @@ def test_resume_of_a_layered_network_as_an_mlp_is_a_one_line_error(fake_data, tm
     assert run(["train", "--model", "convnet", "--hidden", "8", "--epochs", "1", "--quiet",
                 "--save", str(path)]) == 0  # fmt: skip
     capsys.readouterr()
-    rewrite_metadata(path, setting("run", {"dataset": "mnist"}))  # no model: mlp, the default
+    rewrite_metadata(path, setting("run", {"dataset": "mnist", "model": "mlp"}))
     assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert "the checkpoint's network (a Sequential of Convolution, ReLU, Pooling, Affine, " in err
-    assert "does not fit mlp on mnist (784 inputs); xpnet train resumes the networks its " in err
+    assert "does not fit mlp on mnist (784 inputs), the model of its run settings\n" in err
     assert err.count("\n") == 1
 
 

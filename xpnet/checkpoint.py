@@ -95,6 +95,16 @@ class CheckpointError(ValueError):
     names the file and the field)."""
 
 
+class UnregisteredLayer(CheckpointError):
+    """:func:`load_network` met a layer that no registered class rebuilds. ``what`` names the
+    file, the layer and its name (``p.npz: layers[2] is a 'Residual', which is not a
+    registered layer (registered: ...)``); the message adds how to load it from Python."""
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(f"{what}. {fix}")
+        self.what = what
+
+
 def _check_fields(where: str | os.PathLike, meta: Any, fields: Mapping[str, Field]) -> None:
     """Raise :class:`CheckpointError` unless ``meta`` (the metadata of checkpoint ``where``)
     is a JSON object whose ``fields`` are as described; the message reads
@@ -614,11 +624,9 @@ def _shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _read(
-    path: str | os.PathLike, fields: Mapping[str, Field] | None = None, *, arrays: bool = True
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays (none unless ``arrays``) and the metadata of a checkpoint, without pickle;
-    the metadata checked (:func:`_check_metadata`, with the caller's ``fields``)."""
+def _archive(path: str | os.PathLike, wanted: Any) -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint whose names ``wanted(name)`` accepts, without pickle, each
+    ``.npy`` header checked first (:func:`_read_array`)."""
     name = os.fspath(path)
     if Path(path).is_dir():
         raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
@@ -630,13 +638,27 @@ def _read(
         raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
     try:
         with zipfile.ZipFile(path) as archive:
-            read = {
+            return {
                 key: _read_array(name, archive, key, info)
                 for key, info in _members(name, archive).items()
-                if arrays or key == METADATA_KEY
+                if wanted(key)
             }
     except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"cannot read {name} as an xpnet checkpoint (.npz): {exc}") from exc
+
+
+def _arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint whose metadata was read already (:func:`_read`)."""
+    return _archive(path, lambda key: key != METADATA_KEY)
+
+
+def _read(
+    path: str | os.PathLike, fields: Mapping[str, Field] | None = None, *, arrays: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays (none unless ``arrays``) and the metadata of a checkpoint, without pickle;
+    the metadata checked (:func:`_check_metadata`, with the caller's ``fields``)."""
+    name = os.fspath(path)
+    read = _archive(path, lambda key: arrays or key == METADATA_KEY)
     raw = read.pop(METADATA_KEY, None)
     if raw is None:
         raise CheckpointError(
@@ -811,13 +833,18 @@ def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any
 
 
 def load_network(
-    path: str | os.PathLike, *, device: Any = None, xp: ModuleType | None = None
+    path: str | os.PathLike,
+    *,
+    device: Any = None,
+    xp: ModuleType | None = None,
+    optimizer: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
     are registered); ``(net, metadata)``. ``device`` and ``xp`` pick where it lives, as for
-    :func:`xpnet.backend.to_device` (``xp=`` PyTorch's with ``device="cuda:1"``).
+    :func:`xpnet.backend.to_device` (``xp=`` PyTorch's with ``device="cuda:1"``). With
+    ``optimizer``, its state is loaded too, as :func:`load_params` loads it.
 
-    A layer class that is not registered is a :class:`CheckpointError` naming it: register
+    A layer class that is not registered is an :class:`UnregisteredLayer` naming it: register
     it (:func:`register_layer`), or build the network yourself and call
     ``load_params(path, net)``."""
     from xpnet.networks import MultiLayerNet
@@ -843,8 +870,7 @@ def load_network(
         )
         # Read after building: the network's random weights, drawn on the host, and the
         # file's arrays were held together (+440 MB at the peak for a 160 MB file).
-        arrays, meta = _read(path)
-        _load_into(path, arrays, meta, net, None)
+        _load_into(path, _arrays(path), meta, net, optimizer)
         return net, meta
     if arch.get("class") != "Sequential":
         raise CheckpointError(
@@ -854,7 +880,7 @@ def load_network(
     from xpnet.backend import to_device
     from xpnet.networks import Sequential
 
-    arrays, meta = _read(path)
+    arrays = _arrays(path)
 
     def array(key: str, layer: str) -> Any:
         if key not in arrays:
@@ -865,8 +891,8 @@ def load_network(
     numbers = itertools.count(1)  # as _numbered counts: walk's order, stacks left out
 
     def layer(spec: Mapping[str, Any], path: str) -> Any:
-        stack = issubclass(_class_named(spec["layer"]) or object, Sequential)
-        k = 0 if stack else next(numbers)
+        cls = _layer_class(spec, path, where)
+        k = 0 if issubclass(cls, Sequential) else next(numbers)
         given = {attr: array(name, path) for attr, name in spec.get("params", {}).items()}
         for attr in spec.get("buffers", ()):
             given[attr] = array(_buffer_key(k, attr), path)
@@ -875,17 +901,28 @@ def load_network(
                 given[attr] = [layer(s, f"{path}.{attr}[{i}]") for i, s in enumerate(inner)]
             else:
                 given[attr] = None if inner is None else layer(inner, f"{path}.{attr}")
-        return _build(spec, given, path, where)
+        return _construct(cls, spec, given, path, where)
 
     layers = [layer(spec, f"layers[{k}]") for k, spec in enumerate(arch["layers"])]
-    net = Sequential(
-        layers,
-        loss=_build(arch["loss"], {}, "the loss", where),
-        weight_decay=float(arch.get("weight_decay", 0.0)),
-    )
+    loss = _build(arch["loss"], {}, "the loss", where)
+    try:
+        net = Sequential(layers, loss=loss, weight_decay=float(arch.get("weight_decay", 0.0)))
+    except (TypeError, ValueError) as exc:  # a loss that is not a loss layer, say
+        raise CheckpointError(f"{where}: cannot rebuild the network: {exc}") from exc
     for layer, rng in _loaded_generators(path, meta, net):
         layer.rng = rng
+    if optimizer is not None:
+        _load_optimizer(path, arrays, meta, net.params, optimizer)
     return net, meta
+
+
+def _load_optimizer(
+    path: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], params: Any, opt: Any
+) -> None:
+    """The state of ``opt`` from a file already read, for a network just built from it; the
+    warning of other hyperparameters after (:func:`_load_into` splits the two)."""
+    opt.load_state_dict(_optimizer_state(path, arrays, meta, params, opt))
+    _warn_of_other_hyperparameters(path, meta["optimizer"], opt)
 
 
 def _check_sizes(where: str, sizes: list[int], shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -905,21 +942,36 @@ def _check_sizes(where: str, sizes: list[int], shapes: Mapping[str, tuple[int, .
             )
 
 
-def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
-    """A layer from its checkpoint ``spec`` and its arrays (parameters and buffers)."""
+def _layer_class(spec: Mapping[str, Any], what: str, where: str) -> type:
+    """The registered class of layer ``what``'s checkpoint ``spec``; else an
+    :class:`UnregisteredLayer` saying how to load it."""
     name = spec.get("layer")
     cls = _class_named(name)
     if cls is None:
-        raise CheckpointError(
+        raise UnregisteredLayer(
             f"{where}: {what} is a {name!r}, which is not a registered layer (registered: "
-            f"{', '.join(_registry())}). Register the class with xpnet.register_layer before "
-            "loading, or build the network yourself and load the parameters into it: "
-            f"xpnet.checkpoint.load_params({where!r}, net)"
+            f"{', '.join(_registry())})",
+            "Register the class with xpnet.register_layer before loading, or build the "
+            "network yourself and load the parameters into it: "
+            f"xpnet.checkpoint.load_params({where!r}, net)",
         )
+    return cls
+
+
+def _construct(
+    cls: type, spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str
+) -> Any:
+    """Layer ``what`` of class ``cls`` from its checkpoint ``spec`` and its arrays
+    (parameters, buffers and inner layers)."""
     try:
         return cls(**arrays, **spec.get("config", {}))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
-            f"{where}: cannot rebuild {what} ({name}) from its parameters "
+            f"{where}: cannot rebuild {what} ({spec.get('layer')}) from its parameters "
             f"{sorted(arrays)} and config {spec.get('config', {})}: {exc}"
         ) from exc
+
+
+def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
+    """A layer from its checkpoint ``spec`` and its arrays (parameters and buffers)."""
+    return _construct(_layer_class(spec, what, where), spec, arrays, what, where)

@@ -42,6 +42,9 @@ TRAIN_DEFAULTS = {
 }
 # The settings that make the network's layers, which a resumed run cannot change.
 ARCHITECTURE = ("hidden", "activation", "output_activation", "dtype", "batchnorm", "dropout")
+# The settings of the network the flags build, which a network rebuilt from its checkpoint
+# (from_the_file) has in the file instead: no flag gives them, no run record keeps them.
+NETWORK_SETTINGS = (*ARCHITECTURE, "loss", "reduction", "bias_init", "weight_decay")
 # The per-sample network of many course notes: 784-100-10, sigmoid hidden and output layers,
 # binary cross-entropy summed over the outputs, weights randn / sqrt(fan_in / 2), biases
 # uniform in [0, 1), inputs x / 255 * 0.99 + 0.01, targets 0.01 / 0.99, SGD lr 0.3, one
@@ -67,11 +70,11 @@ MODELS = {
     "convnet": {"hidden": [100], "optimizer": "adam", "epochs": 20},
 }
 LOSSES = ("softmax-ce", "sigmoid-bce", "mse")
-# Samples per evaluation chunk: a convnet's im2col columns are 25x its input (576 MB for
-# 10,000 MNIST digits in float32), so it evaluates in smaller chunks: 200 take 54 MB, and
-# evaluated 60,000 digits in 0.77-0.84x the time of chunks of 1,000 (270 MB, which the
+# Samples per evaluation chunk of images: a convnet's im2col columns are 25x its input (576
+# MB for 10,000 MNIST digits in float32), so it evaluates in smaller chunks: 200 take 54 MB,
+# and evaluated 60,000 digits in 0.77-0.84x the time of chunks of 1,000 (270 MB, which the
 # allocator hands back to the OS and faults in again chunk after chunk).
-EVAL_BATCH = {"convnet": 200}
+IMAGES_EVAL_BATCH = 200
 
 
 def _value_range(text: str) -> list[float]:
@@ -202,14 +205,17 @@ def add_extend_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_data(settings: dict, args: argparse.Namespace) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+def load_data(
+    settings: dict, args: argparse.Namespace, *, images: bool | None = None
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """The data set of ``settings`` on ``args.device``: images in the settings' dtype,
-    rescaled to ``input_range`` when one is set."""
+    rescaled to ``input_range`` when one is set; each an image (N, 1, 28, 28) for the
+    convnet or where ``images`` says so, else a vector (N, 784)."""
     from xpnet.datasets import load_mnist
 
     xp, _ = backend.selected(args.device)
     (x_train, t_train), (x_test, t_test) = load_mnist(
-        flatten=settings["model"] != "convnet",  # the conv net takes images (N, 1, 28, 28)
+        flatten=not (settings["model"] == "convnet" if images is None else images),
         name=settings["dataset"],
         root=args.data_dir,
         device=args.device,
@@ -253,7 +259,12 @@ def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
 
 
 def describe(settings: dict, net: Any) -> str:
-    """The network in a few words: ``784-50-10 relu`` or ``SimpleConvNet conv30-pool-100-10``."""
+    """The network in a few words: ``784-50-10 relu``, ``SimpleConvNet conv30-pool-100-10``,
+    or for one rebuilt from its checkpoint ``Sequential(Affine, ReLU, Residual, Affine) with
+    SoftmaxWithLoss``."""
+    if settings["model"] is None:
+        held = ", ".join(type(layer).__name__ for layer in net.layers)
+        return f"{type(net).__name__}({held}) with {type(net.last_layer).__name__}"
     if settings["model"] == "convnet":
         return f"SimpleConvNet conv{net.conv_param['filter_num']}-pool-{net.sizes[2]}-10"
     output = f"/{settings['output_activation']}" if settings["output_activation"] else ""
@@ -307,23 +318,6 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
     )
 
 
-def _from_layers(resumed: dict, arch: dict) -> None:
-    """Add to ``resumed`` the settings a layered architecture records (a BatchNorm or
-    Dropout MLP is saved as one), where the run record does not hold them already: a file
-    saved from Python has no run record, and its weight decay and dropout ratio are the
-    file's, not the flags' defaults."""
-    names = [spec["layer"] for spec in arch["layers"]]
-    ratios = {
-        spec.get("config", {}).get("dropout_ratio")
-        for spec in arch["layers"]
-        if spec["layer"] == "Dropout"
-    }
-    resumed.setdefault("weight_decay", arch.get("weight_decay", 0.0))
-    resumed.setdefault("batchnorm", "BatchNormalization" in names)
-    if len(ratios) <= 1:  # one ratio, as MultiLayerNet gives every Dropout
-        resumed.setdefault("dropout", next(iter(ratios), None))
-
-
 def _as_flag(key: str, value: Any) -> str:
     """The flag that gives setting ``key`` its ``value``: ``--hidden 100``, ``--batchnorm``."""
     flag = f"--{key.replace('_', '-')}"
@@ -345,23 +339,35 @@ def _as_value(key: str, value: Any) -> str:
     return str(value)
 
 
+def from_the_file(saved: dict) -> bool:
+    """Whether ``--resume`` rebuilds the checkpoint's network as saved
+    (:func:`xpnet.checkpoint.load_network`) rather than from the flags: a Sequential whose run
+    settings name no ``--model`` (saved from Python, or such a network resumed and saved)."""
+    arch = saved.get("architecture") or {}
+    return arch.get("class") == "Sequential" and "model" not in saved.get("run", {})
+
+
 def train_settings(args: argparse.Namespace, saved: dict) -> dict:
     """Defaults, overridden by the ``--model`` preset, by the checkpoint's settings, and by
     the flags given; ``ValueError`` when they do not fit the model (:func:`convnet_problem`).
+    A network rebuilt from its checkpoint (:func:`from_the_file`) has model None and none of
+    the :data:`NETWORK_SETTINGS`, and the flags that give them are refused.
 
     The training length is ``epochs`` or ``iters`` (one of them), taken the same way.
     """
     resumed = dict(saved.get("run", {}))
-    if args.model is not None and resumed.get("model", args.model) != args.model:
+    rebuilt = bool(args.resume) and from_the_file(saved)
+    if args.model is not None and not rebuilt and resumed.get("model", args.model) != args.model:
         raise ValueError(
             f"--model {args.model} does not match the checkpoint's {resumed['model']} "
             f"({args.resume}); leave it out to resume"
         )
-    given = [f for f, v in (("--weight-init", args.weight_init), ("--bias-init", args.bias_init))
-             if v is not None]  # fmt: skip
-    if args.resume and given:  # the initial weights are the checkpoint's
+    fixed = ("model", *NETWORK_SETTINGS, "weight_init") if rebuilt else ("weight_init", "bias_init")
+    given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
+    if args.resume and given:  # the checkpoint's: the initial weights, or the whole network
+        held = "network (layers and loss) comes" if rebuilt else "weights come"
         raise ValueError(
-            f"{', '.join(given)}: the weights come from the checkpoint ({args.resume}); "
+            f"{', '.join(given)}: the {held} from the checkpoint ({args.resume}); "
             f"leave {'them' if len(given) > 1 else 'it'} out to resume"
         )
     if args.dataset is not None and resumed.get("dataset", args.dataset) != args.dataset:
@@ -377,8 +383,8 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             f"{resumed.get('train_samples') or 'all samples'} ({args.resume}); leave it out "
             "to resume"
         )
-    model = resumed.get("model", args.model or "mlp")
-    preset = MODELS[model]
+    model = None if rebuilt else resumed.get("model", args.model or "mlp")
+    preset = MODELS.get(model, {})
     saved_opt = saved.get("optimizer") or {}
     if saved_opt.get("name"):
         resumed["optimizer"] = saved_opt["name"]
@@ -393,8 +399,6 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
             batchnorm=False,
             dropout=None,
         )
-    elif arch and arch.get("class") == "Sequential":  # its layers by name, and their config
-        _from_layers(resumed, arch)
     for key in ARCHITECTURE if args.resume else ():
         # (A file saved from Python records no run; its layers are then checked when loaded.)
         given, had = getattr(args, key), resumed.get(key)
@@ -403,7 +407,11 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
                 f"{_as_flag(key, given)} does not match the checkpoint's {_as_value(key, had)} "
                 f"({args.resume}); leave it out to resume"
             )
-    settings = {k: resumed.get(k, preset.get(k, v)) for k, v in TRAIN_DEFAULTS.items()}
+    settings = {
+        k: resumed.get(k, preset.get(k, v))
+        for k, v in TRAIN_DEFAULTS.items()
+        if not (rebuilt and k in NETWORK_SETTINGS)
+    }
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
     settings["model"] = model
     settings["weight_init"] = args.weight_init or preset.get("weight_init")

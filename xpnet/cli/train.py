@@ -7,6 +7,8 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from xpnet import backend
@@ -20,7 +22,8 @@ from xpnet.cli.common import (
     positive_int,
 )
 from xpnet.cli.network import (
-    EVAL_BATCH,
+    IMAGES_EVAL_BATCH,
+    NETWORK_SETTINGS,
     TRAIN_DEFAULTS,
     add_network_flags,
     describe,
@@ -91,11 +94,95 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="continue from a checkpoint: its network, optimizer state, epoch and settings "
         "(flags given override settings, but not the architecture, --dataset, "
         "--train-samples or the initial weights; --epochs/--iters count from the start of "
-        "training)",
+        "training); a network saved from Python is rebuilt as saved, with the file's layers "
+        "and loss",
+    )
+    p.add_argument(
+        "--layers-module",
+        type=_module_name,
+        action="append",
+        metavar="MODULE",
+        help="with --resume: import MODULE first (repeat for more), the module that registers "
+        "the layer classes of your own (xpnet.register_layer) that the checkpoint's network "
+        "holds; imported as Python imports modules: installed, or its folder on PYTHONPATH",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
     p.set_defaults(run=_train)
+
+
+def _module_name(text: str) -> str:
+    """An argparse ``type``: a module name to import, ``my_layers`` or ``package.layers``."""
+    if text.endswith(".py"):
+        raise argparse.ArgumentTypeError(
+            f"expected a module name, not a file name: {text[:-3]!r} for {text!r}"
+        )
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"expected a module name (my_layers, package.layers), got {text!r}"
+        )
+    return text
+
+
+def _import_layers(modules: list[str]) -> None:
+    """Import the ``--layers-module`` modules, which register the user's layer classes."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(
+                f"--layers-module {name}: {exc}; the module is imported as Python imports "
+                "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
+                "current one)"
+            ) from None
+
+
+@contextmanager
+def _the_flags_hyperparameters() -> Iterator[None]:
+    """Load an optimizer's state keeping its hyperparameters, the flags', without the
+    warning that they differ from the file's: a flag that differs is meant to."""
+    from xpnet.checkpoint import HyperparametersDiffer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HyperparametersDiffer)
+        yield
+
+
+def _network_from_the_file(args: argparse.Namespace, optimizer: Any) -> Any:
+    """The network of the checkpoint ``--resume`` names, rebuilt as saved on ``--device``,
+    with ``optimizer``'s state from the file when given (its flags' hyperparameters kept); a
+    layer class that no module registered here is an error saying how to register it."""
+    from xpnet import checkpoint
+
+    try:
+        with _the_flags_hyperparameters():
+            net, _ = checkpoint.load_network(args.resume, device=args.device, optimizer=optimizer)
+    except checkpoint.UnregisteredLayer as exc:
+        imported = ", ".join(args.layers_module or ())
+        tried = f"--layers-module {imported} did not register it; give" if imported else "Give"
+        raise ValueError(
+            f"{exc.what}. {tried} --layers-module MODULE, the module that registers the class "
+            "with xpnet.register_layer, importable here (installed, or its folder on PYTHONPATH)"
+        ) from None
+    return net
+
+
+def _misfit(net: Any, x: Any, dataset: str) -> str | None:
+    """Why the network rebuilt from a checkpoint cannot train on ``dataset`` (None when it
+    can), from one forward pass of its first sample ``x[:1]`` in evaluation mode, which
+    draws no Dropout mask: it must take the sample and give 10 scores, one a class."""
+    try:
+        scores = net.predict(x[:1, ...])
+    except ValueError as exc:  # the layer that refused the input names both shapes
+        return f"the checkpoint's network does not fit {dataset}: {exc}"
+    if tuple(scores.shape) != (1, 10):
+        return (
+            f"the checkpoint's network gives scores of shape {tuple(scores.shape)} for one "
+            f"{dataset} sample of shape {tuple(x.shape[1:])}; its 10 classes need (1, 10)"
+        )
+    return None
 
 
 def epochs_for_iters(iters: int, batch_size: int, n_train: int) -> int:
@@ -272,6 +359,11 @@ def _train(args: argparse.Namespace) -> int:
         except PlottingUnavailableError as exc:
             return error(f"--plot: {exc}")
     backend.selected(args.device)  # an unknown or unavailable device fails here
+    if args.layers_module and not args.resume:
+        return error(
+            "--layers-module imports the layer classes of a checkpoint: use it with --resume"
+        )
+    _import_layers(args.layers_module or [])
 
     saved = _resumed(args.resume) if args.resume else {}
     if args.resume and not saved.get("architecture"):
@@ -281,16 +373,35 @@ def _train(args: argparse.Namespace) -> int:
         # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
         # the namespace of its (dask) input, which Dask refuses.
         return error("--scheduler evaluates fully connected models (mlp, course), not convnet")
-
-    (x_train, t_train), (x_test, t_test) = load_data(s, args)
-    n_train, input_size = x_train.shape[0], x_train.shape[1]
-    net = network(s, args, input_size)
     try:
         optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
     except (TypeError, ValueError) as exc:  # only a checkpoint's hyperparameters can be bad here
         return error(f"--resume {args.resume}: checkpoint field optimizer: {exc}")
-    start_epoch, history = 0, History()
-    if args.resume:
+    same = (saved.get("optimizer") or {}).get("name") == optimizer.name
+    rebuilt, images = s["model"] is None, s["model"] == "convnet"
+    if rebuilt:  # the checkpoint's network as saved: its dtype and input are the data's
+        from xpnet.conv import Convolution
+        from xpnet.layers import flat_layers
+
+        net = _network_from_the_file(args, optimizer if same else None)
+        s["dtype"] = net.dtype
+        images = isinstance(flat_layers(net.layers)[0], Convolution)
+        convolutions = [p for p, lay in net.named_layers() if isinstance(lay, Convolution)]
+        if args.scheduler and convolutions:  # as for the convnet above
+            return error(
+                "--scheduler evaluates fully connected networks, not the checkpoint's, "
+                f"which has a Convolution ({convolutions[0]})"
+            )
+
+    (x_train, t_train), (x_test, t_test) = load_data(s, args, images=images)
+    n_train, input_size = x_train.shape[0], x_train.shape[1]
+    if rebuilt:
+        problem = _misfit(net, x_train, s["dataset"])
+        if problem:
+            return error(f"--resume {args.resume}: {problem}")
+    else:
+        net = network(s, args, input_size)
+    if args.resume and not rebuilt:
         arch = saved["architecture"]
         if not _fits(arch, net):
             layered = "sizes" not in arch  # a Sequential: its layers by name
@@ -298,14 +409,13 @@ def _train(args: argparse.Namespace) -> int:
             return error(
                 f"--resume {args.resume}: the checkpoint's network "
                 f"{f'(a Sequential of {held})' if layered else arch['sizes']} does not fit "
-                f"{s['model']} on {s['dataset']} ({input_size} inputs)"
-                + "; xpnet train resumes the networks its flags build (--model, --hidden, "
-                "--batchnorm, --dropout, ...), xpnet.checkpoint.load_network any other" * layered
+                f"{s['model']} on {s['dataset']} ({input_size} inputs), the model of its run "
+                "settings"
             )
-        same = (saved.get("optimizer") or {}).get("name") == optimizer.name
-        with warnings.catch_warnings():  # a flag that differs from the file is meant to
-            warnings.simplefilter("ignore", checkpoint.HyperparametersDiffer)
+        with _the_flags_hyperparameters():
             checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
+    start_epoch, history = 0, History()
+    if args.resume:
         start_epoch = int(saved.get("epoch", 0))
         history = History.from_dict(saved.get("history", {}))
         if not args.quiet:
@@ -315,7 +425,7 @@ def _train(args: argparse.Namespace) -> int:
     epochs = length if unit == "epochs" else epochs_for_iters(length, s["batch_size"], n_train)
     arch = describe(s, net)
     if not args.quiet:
-        loss = "" if s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
+        loss = "" if rebuilt or s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
         whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
@@ -325,8 +435,10 @@ def _train(args: argparse.Namespace) -> int:
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
     # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
-    # sizes (for a MultiLayerNet, resuming takes them from the architecture).
-    run = {k: s[k] for k in ("model", *TRAIN_DEFAULTS)}
+    # sizes (for a MultiLayerNet, resuming takes them from the architecture). A network
+    # rebuilt from its checkpoint has neither a model nor settings of its layers.
+    kept = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
+    run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in kept}
     run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
@@ -371,7 +483,7 @@ def _train(args: argparse.Namespace) -> int:
             callback=save_now_and_then,
             target_range=s["target_range"],
             **_evaluation(client, (n_train, x_test.shape[0]),
-                          EVAL_BATCH.get(s["model"], EVAL_BATCH_SIZE), args.quiet),
+                          IMAGES_EVAL_BATCH if images else EVAL_BATCH_SIZE, args.quiet),
         )  # fmt: skip
         began, first_iteration = time.perf_counter(), trainer.iterations
         try:
