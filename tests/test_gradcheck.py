@@ -23,7 +23,7 @@ from xpnet.gradcheck import (
     rounding_noise,
     within_tolerance,
 )
-from xpnet.layers import Affine, MeanSquaredError, SoftmaxWithLoss, Tanh
+from xpnet.layers import Affine, MeanSquaredError, ReLU, SoftmaxWithLoss, Tanh
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -1282,8 +1282,18 @@ class PairPool:
         return xp.reshape(xp.stack(pairs, axis=2), (dout.shape[0], -1))
 
 
-def net_with_tied_maxima(xp, to_every_tie=False):
-    """Affine, PairPool, Affine; W1's and b1's columns come in equal pairs, so every pair
+class ReportingPairPool(PairPool):
+    """:class:`PairPool` with a ``kinks`` method, as docs/layers.md invites a user's layer to
+    have: True per output (N, M) where moving the input along ``dx`` hands the maximum of
+    the pair to its other element."""
+
+    def kinks(self, x, dx):
+        xp = namespace_of(x, dx)
+        return xp.abs(x[:, 0::2] - x[:, 1::2]) < xp.abs(dx[..., 0::2] - dx[..., 1::2])
+
+
+def net_with_tied_maxima(xp, to_every_tie=False, pool=PairPool):
+    """Affine, ``pool``, Affine; W1's and b1's columns come in equal pairs, so every pair
     the pool compares is tied, and the inputs are positive: moving an element of W1 or b1
     up moves its column up in every sample, to one side of the tie."""
     rng = np.random.default_rng(0)
@@ -1292,7 +1302,7 @@ def net_with_tied_maxima(xp, to_every_tie=False):
     arrays = [to_device(a, dtype="float64", xp=xp) for a in (W1, b1)]
     arrays += [to_device(rng.standard_normal((2, 3)), dtype="float64", xp=xp)]
     arrays += [to_device(np.zeros(3), dtype="float64", xp=xp)]
-    layers = [Affine(*arrays[:2]), PairPool(to_every_tie), Affine(*arrays[2:])]
+    layers = [Affine(*arrays[:2]), pool(to_every_tie), Affine(*arrays[2:])]
     t = to_device(np.array([0, 1, 2, 1, 0]), dtype="int64", xp=xp)
     net = Sequential(layers, loss=SoftmaxWithLoss())
     return net, to_device(x, dtype="float64", xp=xp), t
@@ -1321,6 +1331,27 @@ def test_a_users_pool_giving_every_tied_maximum_the_gradient_fails_directionally
     assert any(p.kinks_together for p in report.fallback.params), str(report)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_a_users_pool_reporting_its_kinks_and_routing_to_one_tied_maximum_passes(xp, method):
+    net, x, t = net_with_tied_maxima(xp, pool=ReportingPairPool)
+    assert check_gradients(net, x, t, method=method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_users_pool_reporting_its_kinks_and_giving_every_tied_maximum_the_gradient_fails(
+    xp, method
+):
+    # The ties are kinks that the pool reports, each excused alone: moved together, each to
+    # the side its gradient matches, the maximum moves once where the gradients add up twice.
+    net, x, t = net_with_tied_maxima(xp, to_every_tie=True, pool=ReportingPairPool)
+    report = check_gradients(net, x, t, method=method)
+    element_wise = report.fallback if method == "directional" else report
+    rows = {p.name: p for p in element_wise.params}
+    assert not report and rows["b1"].kinks == 4 and rows["b1"].kinks_together, str(report)
+    slope, claimed = rows["b1"].kinks_together
+    assert claimed == pytest.approx(2 * slope, rel=1e-3)
+
+
 def pooled_ties(xp):
     """A 1x1 convolution whose filters weigh both channels alike, of images whose pixels
     hold one channel each, alternately, then xpnet's Pooling: every 2x2 window it pools is
@@ -1341,3 +1372,35 @@ def pooled_ties(xp):
 def test_xpnets_pooling_on_tied_inputs_passes_in_a_network(xp, method):
     report = check_gradients(*pooled_ties(xp), method=method)
     assert report, str(report)
+
+
+def relu_zeros_pooled(xp):
+    """A 1x1 convolution with biases of 0, of images whose left half is blank, then ReLU,
+    xpnet's Pooling and Affine: every ReLU input on the blank half is exactly 0, a kink
+    that each bias moves with the rest of its channel (whose pixels are active, so the
+    bias's gradient is not 0), and the pool's windows there are ties at 0."""
+    rng = np.random.default_rng(2)
+    x = 0.1 + rng.random((3, 1, 4, 4))
+    x[..., :2] = 0.0
+    W, b = np.array([0.8, 1.3]).reshape(2, 1, 1, 1), np.zeros(2)
+    conv = Convolution(*(to_device(a, dtype="float64", xp=xp) for a in (W, b)))
+    W2, b2 = rng.standard_normal((8, 3)), np.zeros(3)
+    affine = Affine(*(to_device(a, dtype="float64", xp=xp) for a in (W2, b2)))
+    net = Sequential([conv, ReLU(), Pooling(2, 2, stride=2), affine], loss=SoftmaxWithLoss())
+    t = to_device(np.array([1, 0, 2]), dtype="int64", xp=xp)
+    return net, to_device(x, dtype="float64", xp=xp), t
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_xpnets_relu_kinks_moved_together_each_to_its_side_pass_in_a_network(xp, method):
+    report = check_gradients(*relu_zeros_pooled(xp), method=method)
+    element_wise = report.fallback if method == "directional" else report
+    b = {p.name: p for p in element_wise.params}["b1"]
+    assert report and b.kinks == 2 and b.kinks_together is None, str(report)
+
+
+def test_a_parameter_failed_by_its_kinks_moved_together_is_not_called_not_compared(xp):
+    net, x, t = net_with_tied_maxima(xp, to_every_tie=True, pool=ReportingPairPool)
+    report = check_gradients(net, x, t, method="batched")
+    assert all(p.all_kinks for p in report.params if p.name in ("W1", "b1")), str(report)
+    assert report.not_compared == [] and "not compared" not in str(report), str(report)

@@ -481,6 +481,20 @@ def test_a_residual_block_inside_a_stack_is_looped_from_its_own_layer_on(xp):
     }  # fmt: skip
 
 
+def test_the_batched_check_names_the_block_that_made_it_loop(xp):
+    report = check_gradients(stacked_residual_net(xp, weights()), *batch(xp))
+    text = str(report)
+    assert "via loop: layers[0].layers[1] (Residual) is not one xpnet can difference" in text
+    assert "the parameters in and before it (W1, b1, W2, b2, W3, b3)" in text, text
+
+
+def test_the_via_loop_note_is_left_out_where_no_block_made_the_batched_check_loop(xp):
+    _, nested = flat_and_nested(xp, weights())
+    x, t = batch(xp)
+    assert "via loop:" not in str(check_gradients(nested, x, t))  # stacks: every one local
+    assert "via loop:" not in str(check_gradients(residual_net(xp, weights()), x, t, method="loop"))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_a_residual_block_inside_a_stack_forgetting_the_skip_path_fails_every_method(xp, method):
     net = stacked_residual_net(xp, weights(), block=SkipForgotten)

@@ -56,7 +56,7 @@ import numpy as np
 from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
-from xpnet.layers import SoftmaxWithLoss, as_one_hot
+from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -577,6 +577,13 @@ class ParamCheck:
         """Whether every element of the parameter straddles a kink, so none was compared."""
         return bool(self.kinks) and self.kinks == math.prod(self.shape)
 
+    @property
+    def unchecked(self) -> bool:
+        """Whether nothing tested this parameter's gradient: every element straddles a kink,
+        and neither its kinks moved together nor non-finite values failed it."""
+        nonfinite = self.nonfinite_analytic or self.nonfinite_numerical
+        return self.all_kinks and self.kinks_together is None and not nonfinite
+
     def nonfinite_notes(self) -> list[str]:
         """One line per gradient of this parameter that has inf or nan values, saying why."""
         notes = []
@@ -664,8 +671,9 @@ class GradientReport:
 
     @property
     def not_compared(self) -> list[str]:
-        """The parameters whose every element straddles a kink: none of them was compared."""
-        return [p.name for p in self.params if p.all_kinks]
+        """The parameters whose every element straddles a kink and that nothing else tested
+        (:attr:`ParamCheck.unchecked`): none of their elements was compared."""
+        return [p.name for p in self.params if p.unchecked]
 
     def __bool__(self) -> bool:
         return self.passed
@@ -789,7 +797,7 @@ def _param_result(p: ParamCheck) -> str:
         return "FAIL (non-finite)"
     if p.kinks_together is not None:
         return "FAIL (kinks together)"
-    if p.all_kinks:
+    if p.unchecked:
         return "not compared (all kinks)"
     return "ok" if p.passed else "FAIL"
 
@@ -921,14 +929,27 @@ def _with_one_sided_kinks(
     of its central difference: ``small`` for one differenced again there
     (:func:`_refined_at_kinks`), where it is clear of the kink it straddled at ``h``, which
     must not excuse it; ``h / RETRY`` for one retried (:func:`_retried`). ``tol`` gives the
-    atols (:meth:`Atol.of`). Second, :func:`kinks_together` of the kinks found at one step,
-    each moved to the side it matched (None where they agree, or are fewer than two)."""
+    atols (:meth:`Atol.of`).
+
+    Second, :func:`kinks_together` of the kinks at one step, each moved to the side it
+    matched (None where they agree, or are fewer than two): those found so, and those that
+    the layers' ``kinks`` methods report (``found.kinks``) and that fail, have a gradient
+    other than 0 (which claims no slope) and match a side (:func:`straddles_kink`), two
+    loss evaluations each. A correct backward's matched side keeps every kink the element
+    crosses on the side backward took (a ReLU input below 0, the maximum with the one it
+    was routed to), so such kinks agree moved together, ReLU's independent ones too; a
+    gradient given in full to each of two tied maxima does not. A reported kink matching
+    neither side (a move across kinks of several samples) stays excused alone."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, tol.of(found, h, small), rtol)
+    reported = xp.zeros_like(failing)
     if found.kinks is not None:
+        reported = found.kinks & failing & (analytic != 0)
         failing = failing & ~found.kinks
-    if not 0 < int(xp.sum(xp.astype(failing, xp.int64))) <= ONE_SIDED_LIMIT:
+    counts = to_numpy(xp.stack([_count(failing), _count(reported)]))
+    n_failing, n_reported = (int(n) for n in counts)
+    if n_failing > ONE_SIDED_LIMIT or (not n_failing and n_reported < 2):
         return found.kinks, None
     param = net.params[name]
     analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
@@ -936,14 +957,15 @@ def _with_one_sided_kinks(
     def loss_at(p: Any) -> Any:
         return _loss_at(net, name, p, x, t)
 
+    among = failing | reported
     steps = []  # (elements, the step of their central difference, their atol)
     if found.refined is not None:  # differenced again at small (_refined_at_kinks)
-        steps.append((failing & found.refined, small, tol.at(small)))
-        failing = failing & ~found.refined
+        steps.append((among & found.refined, small, tol.at(small)))
+        among = among & ~found.refined
     if found.retried is not None:  # at h / RETRY, compared with h's atol (_retried)
-        steps.append((failing & found.retried, h / RETRY, tol.at(h)))
-        failing = failing & ~found.retried
-    steps.append((failing, h, tol.at(h)))
+        steps.append((among & found.retried, h / RETRY, tol.at(h)))
+        among = among & ~found.retried
+    steps.append((among, h, tol.at(h)))
     kinked, together = found.kinks, None
     for among, step, atol in steps:
         elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(among))]
@@ -951,13 +973,16 @@ def _with_one_sided_kinks(
             continue
         plus, minus = values_around(loss_at, param, step, indices=elements)
         found_here = kinks_by_one_sided(
-            loss_at, param, analytic, plus, center, minus, step, atol, rtol, among=among
-        )
+            loss_at, param, analytic, plus, center, minus, step, atol, rtol,
+            among=among & failing,
+        )  # fmt: skip
         kinked = found_here if kinked is None else kinked | found_here
+        sided = reported & among & straddles_kink(analytic, plus, center, minus, step, atol, rtol)
+        kinks_here = found_here | sided
         if together is None and len(elements) > 1:
-            error = xp.where(found_here, xp.abs(analytic - numerical), xp.zeros_like(analytic))
+            error = xp.where(kinks_here, xp.abs(analytic - numerical), xp.zeros_like(analytic))
             together = kinks_together(
-                lambda moved: loss_at(moved[0]), [param], center, [analytic], [found_here],
+                lambda moved: loss_at(moved[0]), [param], center, [analytic], [kinks_here],
                 [matched_side(analytic, plus, center, minus, step)], step, atol, rtol,
                 float(xp.max(error)),
             )  # fmt: skip
@@ -1187,9 +1212,10 @@ def check_gradients(
     and ``batched`` look for them where the network is layered as :mod:`xpnet.perturb`
     assumes, for the parameters computed by the loop too; a kink in a layer without a
     ``kinks`` method is found by one-sided differences of the elements that fail, at most
-    ``ONE_SIDED_LIMIT`` of them a parameter; those are then moved together, each to the
-    side it matched, and a parameter whose kinks disagree so fails: :func:`kinks_together`,
-    the whole gradient given to each of two tied maxima).
+    ``ONE_SIDED_LIMIT`` of them a parameter; those, and those the layers' ``kinks``
+    methods report that match a side, are then moved together, each to the side it
+    matched, and a parameter whose kinks disagree so fails: :func:`kinks_together`, the
+    whole gradient given to each of two tied maxima).
 
     The check differentiates what ``net.gradient`` does, the training-mode loss, with the
     network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
@@ -1291,7 +1317,27 @@ def _element_wise(
             f"again at h={small:g} ({counts}); those clear of kinks there are compared at that "
             f"step (atol {tol.at(small):.2g}), the others stay kinks"
         )
+    if method == "batched" and local is not None:
+        report.notes += _looped_notes(net, local, [n for n in names if found[n].via == "loop"])
     return report
+
+
+def _looped_notes(net: Any, local: LocalNet, names: list[str]) -> list[str]:
+    """Why the batched method differenced the parameters ``names`` by the loop, where a
+    layer made of layers is why (:meth:`~xpnet.perturb.LocalNet.looping_block`): a line per
+    such layer, naming it by its path and the parameters it made the loop's."""
+    looped: dict[int, tuple[Any, list[str]]] = {}
+    for name in names:
+        block = local.looping_block(name)
+        if block is not None:
+            looped.setdefault(id(block), (block, []))[1].append(name)
+    paths = {id(layer): path for path, layer in walk(net.layers)}
+    return [
+        f"via loop: {paths[key]} ({type(block).__name__}) is not one xpnet can difference "
+        "layer by layer (a layer made of layers that is not a stack), so the parameters in "
+        f"and before it ({', '.join(params)}) are differenced by the loop"
+        for key, (block, params) in looped.items()
+    ]
 
 
 def _atol_note(tol: Atol, h: float, largest: float) -> str:

@@ -312,6 +312,15 @@ class LocalNet:
         later = [*self.layers[k + 1 :], self.net.last_layer]
         return all(hasattr(layer, "perturb") for layer in later)
 
+    def looping_block(self, name: str) -> Any:
+        """The layer made of layers that no perturbation goes through (``sublayers``, not a
+        stack, no ``perturb``: a residual block) holding ``name``'s layer, or the first after
+        it, which makes the batched method difference ``name`` by the loop; None for none."""
+        k = self._layer_index(name)
+        later = [] if k is None else self.layers[k:]
+        blocks = (b for b in later if hasattr(b, "sublayers") and not hasattr(b, "perturb"))
+        return next(blocks, None)
+
     def bytes_per_element(self, name: str) -> int:
         """Working memory to difference one element of ``name`` (two perturbations).
 
