@@ -4,11 +4,13 @@ Python floats (one element at a time), plus the mapping, dtype and state behavio
 import json
 import math
 
+import array_api_compat
+import array_api_strict
 import numpy as np
 import pytest
 
 from xpnet import MultiLayerNet
-from xpnet.backend import to_device, to_numpy
+from xpnet.backend import BackendMismatchError, namespace, to_device, to_numpy
 from xpnet.optim import (
     OPTIMIZERS,
     SGD,
@@ -610,3 +612,214 @@ def test_state_loaded_but_not_yet_used_is_in_the_state_dict():
     assert state["iterations"] == 4
     assert state["buffers"]["m"]["w"] is saved["buffers"]["m"]["w"]
     assert state["buffers"]["v"]["w"] is saved["buffers"]["v"]["w"]
+
+
+# Gradients that do not fit their parameters: refused by update, before any parameter moves.
+W = [[1.0, -2.0, 0.5], [0.5, 3.0, -1.0]]  # a (2, 3) parameter
+
+
+def another_library(xp):
+    """A namespace whose arrays ``xp``'s are not, and its name: array_api_strict for NumPy,
+    else NumPy."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return array_api_strict, "array_api_strict"
+    return namespace("cpu"), "numpy"
+
+
+@pytest.mark.parametrize(
+    ("param_dtype", "grad_dtype"),
+    [("float32", "float64"), ("float64", "float32"), ("float32", "int64")],
+)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_of_another_dtype_is_refused_naming_both(xp, name, param_dtype, grad_dtype):
+    cls = OPTIMIZERS[name]
+    params = {"W": to_device(W, dtype=param_dtype, xp=xp)}
+    with pytest.raises(ValueError) as info:
+        cls().update(params, {"W": to_device(W, dtype=grad_dtype, xp=xp)})
+    assert str(info.value) == (
+        f"{cls.__name__}.update: the gradient of parameter 'W' has dtype {grad_dtype}, but the "
+        f"parameter {param_dtype}: a gradient has its parameter's dtype (convert it with "
+        "xp.astype), as PyTorch requires of a .grad"
+    )
+
+
+NOT_BROADCAST = ": a gradient has its parameter's shape, and is not broadcast to it"
+WRONG_SHAPES = [  # parameter, gradient, the end of the message
+    ((2, 3), (3, 2), ": transposed (a product's factors swapped, as dout.T @ x for x.T @ dout?)"),
+    ((1, 3), (3,), NOT_BROADCAST),
+    ((3,), (1,), NOT_BROADCAST),
+    ((3,), (2, 3), ": one row per sample of a batch of 2; sum over the batch (axis=0)"),
+]
+
+
+@pytest.mark.parametrize(("shape", "grad_shape", "end"), WRONG_SHAPES)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_of_another_shape_is_refused_broadcastable_or_not(
+    xp, name, shape, grad_shape, end
+):
+    cls = OPTIMIZERS[name]
+    params = {"W": to_device(np.ones(shape), dtype="float32", xp=xp)}
+    with pytest.raises(ValueError) as info:
+        cls().update(params, {"W": to_device(np.ones(grad_shape), dtype="float32", xp=xp)})
+    assert str(info.value) == (
+        f"{cls.__name__}.update: the gradient of parameter 'W' has shape {grad_shape}, but the "
+        f"parameter {shape}{end}"
+    )
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_python_float_gradient_of_an_array_parameter_is_refused(xp, name):
+    params = {"W": to_device(W, dtype="float32", xp=xp)}
+    with pytest.raises(TypeError) as info:
+        OPTIMIZERS[name]().update(params, {"W": 0.5})
+    message = str(info.value)
+    assert message.startswith(
+        f"{OPTIMIZERS[name].__name__}.update: the gradient of parameter 'W' is float 0.5, "
+        "expected an array of "
+    )
+    assert message.endswith(", of shape (2, 3) and dtype float32, as the parameter")
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_of_another_library_is_refused_naming_both(xp, name):
+    other, library = another_library(xp)
+    params = {"W": to_device(W, dtype="float32", xp=xp)}
+    grads = {"W": to_device(W, dtype="float32", xp=other)}
+    with pytest.raises(
+        BackendMismatchError,
+        match=rf"the gradient of parameter 'W' is an array of {library}, but the parameter of "
+        rf"(?!{library})\w+: a gradient lives where its parameter does",
+    ):
+        OPTIMIZERS[name]().update(params, grads)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_on_another_device_is_refused_naming_both(name):
+    """array_api_strict's two devices, as a CPU gradient meets a CUDA parameter in PyTorch."""
+    strict = array_api_strict
+    params = {"W": to_device(W, dtype="float32", xp=strict, device=strict.Device("device1"))}
+    grads = {"W": to_device(W, dtype="float32", xp=strict)}
+    with pytest.raises(BackendMismatchError) as info:
+        OPTIMIZERS[name]().update(params, grads)
+    assert str(info.value) == (
+        f"{OPTIMIZERS[name].__name__}.update: the gradient of parameter 'W' is on device "
+        "array_api_strict.Device('CPU_DEVICE'), but the parameter on "
+        "array_api_strict.Device('device1'): a gradient lives where its parameter does "
+        "(xpnet.backend.to_like(grad, param))"
+    )
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_parameter_without_a_gradient_is_refused_naming_it(xp, name):
+    params = {
+        "W": to_device(W, dtype="float32", xp=xp),
+        "b": to_device([0.0], dtype="float64", xp=xp),
+    }
+    with pytest.raises(ValueError) as info:
+        OPTIMIZERS[name]().update(params, {"W": to_device(W, dtype="float32", xp=xp)})
+    assert str(info.value) == (
+        f"{OPTIMIZERS[name].__name__}.update: grads has no gradient for parameter(s) 'b'; "
+        "expected one for every name in params (to train some parameters only, pass params "
+        "without the others)"
+    )
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_of_none_is_refused_not_skipped_as_in_pytorch(xp, name):
+    params = {"W": to_device(W, dtype="float32", xp=xp)}
+    with pytest.raises(ValueError) as info:
+        OPTIMIZERS[name]().update(params, {"W": None})
+    assert str(info.value).startswith(
+        f"{OPTIMIZERS[name].__name__}.update: the gradient of parameter 'W' is None (a layer's "
+        "backward that stored none?), expected an array of "
+    )
+    assert str(info.value).endswith(
+        ", of shape (2, 3) and dtype float32, as the parameter (to train some parameters only, "
+        "pass params without the others)"
+    )
+
+
+def test_gradients_of_names_not_in_params_are_ignored(xp):
+    """Training part of a network: ``grads`` of the whole, ``params`` of the part."""
+    params = {"b": to_device([1.0, -2.0], dtype="float64", xp=xp)}
+    grads = {
+        "W": to_device(W, dtype="float32", xp=xp),
+        "b": to_device([0.5, 1.0], dtype="float64", xp=xp),
+    }
+    SGD(lr=0.1).update(params, grads)
+    np.testing.assert_allclose(to_numpy(params["b"]), [1.0 - 0.05, -2.0 - 0.1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_refused_update_moves_no_parameter_and_counts_no_iteration(xp, name):
+    params = {
+        "W": to_device(W, dtype="float64", xp=xp),
+        "b": to_device([0.5], dtype="float64", xp=xp),
+    }
+    opt = OPTIMIZERS[name]()
+    with pytest.raises(ValueError):  # W's gradient fits, b's (2,) does not, and comes after
+        opt.update(
+            params, {"W": params["W"] * 2, "b": to_device([1.0, 1.0], dtype="float64", xp=xp)}
+        )
+    np.testing.assert_array_equal(to_numpy(params["W"]), W)
+    assert opt.iterations == 0 and all(not slot for slot in opt.state.values())
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_gradient_that_stops_fitting_after_updates_that_fit_is_refused(xp, name):
+    """The check is skipped for the shapes and dtypes it passed, not for any others."""
+    params, opt = {"W": to_device(W, dtype="float32", xp=xp)}, OPTIMIZERS[name]()
+    for _ in range(2):
+        opt.update(params, {"W": to_device(W, dtype="float32", xp=xp)})
+    with pytest.raises(ValueError, match="has dtype float64, but the parameter float32"):
+        opt.update(params, {"W": to_device(W, dtype="float64", xp=xp)})
+    assert opt.iterations == 2
+
+
+STATEFUL = [name for name in OPTIMIZERS if OPTIMIZERS[name].buffers]
+REPLACEMENTS = [  # the parameter's new shape and dtype, what the message says of them
+    ((5,), "float32", "has shape (3,), but the parameter (5,)"),
+    ((3,), "float64", "has dtype float32, but the parameter float64"),
+]
+
+
+@pytest.mark.parametrize(("shape", "dtype", "says"), REPLACEMENTS, ids=["shape", "dtype"])
+@pytest.mark.parametrize("name", STATEFUL)
+def test_a_parameter_replaced_by_another_shape_or_dtype_no_longer_fits_its_state(
+    xp, name, shape, dtype, says
+):
+    cls = OPTIMIZERS[name]
+    params, opt = {"w": to_device(np.ones(3), dtype="float32", xp=xp)}, cls()
+    opt.update(params, {"w": to_device(np.ones(3), dtype="float32", xp=xp)})
+    params["w"] = to_device(np.ones(shape), dtype=dtype, xp=xp)
+    with pytest.raises(ValueError) as info:
+        opt.update(params, {"w": to_device(np.ones(shape), dtype=dtype, xp=xp)})
+    assert str(info.value) == (
+        f"{cls.__name__} state {cls.buffers[0]!r} of parameter 'w' {says}: the parameter was "
+        "replaced since the state was made; a new optimizer starts afresh"
+    )
+
+
+def test_a_parameter_added_between_updates_starts_from_zero_velocity(xp):
+    """As a parameter added to a PyTorch optimizer starts without state."""
+    params, opt = {"w": to_device([1.0], dtype="float64", xp=xp)}, Momentum(lr=0.1, momentum=0.9)
+    opt.update(params, {"w": to_device([1.0], dtype="float64", xp=xp)})
+    params["u"] = to_device([2.0, -1.0], dtype="float64", xp=xp)
+    opt.update(
+        params,
+        {
+            "w": to_device([1.0], dtype="float64", xp=xp),
+            "u": to_device([0.5, -0.5], dtype="float64", xp=xp),
+        },
+    )
+    # u: v = 0.9 * 0 - 0.1 * g = [-0.05, 0.05]; w: v = 0.9 * -0.1 - 0.1 = -0.19, w = 0.71
+    np.testing.assert_allclose(to_numpy(params["u"]), [1.95, -0.95], rtol=1e-15)
+    np.testing.assert_allclose(to_numpy(params["w"]), [0.71], rtol=1e-15)
+
+
+def test_sgd_refuses_an_array_gradient_for_a_python_float_parameter(xp):
+    with pytest.raises(TypeError) as info:
+        SGD().update({"x": -7.0}, {"x": to_device([0.5, 0.5], dtype="float64", xp=xp)})
+    message = str(info.value)
+    assert message.startswith("SGD.update: the gradient of parameter 'x' is an array of ")
+    assert message.endswith(", of shape (2,), expected a number, as the parameter is -7.0")

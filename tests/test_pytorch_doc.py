@@ -220,6 +220,27 @@ def test_optimizers_take_torchs_steps_with_the_stated_settings(xp, name):
     close(xpnet_steps(xp, type(ours)(**ours.hyperparameters()), params, grads, 5), expected)
 
 
+@pytest.mark.parametrize(
+    "grad", [np.ones(3, dtype=np.float32), np.ones(1)], ids=["float32-for-float64", "(1,)-for-(3,)"]
+)
+def test_a_gradient_torch_refuses_as_a_grad_update_refuses(xp, grad):
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError):  # "attempting to assign a gradient with dtype ..."
+        p.grad = torch.from_numpy(grad)
+    with pytest.raises(ValueError, match="the gradient of parameter 'W' has"):
+        optim.SGD().update({"W": on(xp, np.zeros(3))}, {"W": to_device(grad, xp=xp)})
+
+
+def test_torch_skips_a_parameter_whose_grad_is_none_where_update_refuses_it(xp):
+    p, q = (torch.zeros(2, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    p.grad = torch.ones(2, dtype=torch.float64)
+    torch.optim.SGD([p, q], lr=0.1).step()  # q.grad is None: q is left as it was
+    close(q, np.zeros(2))
+    params = {"W": on(xp, np.zeros(2)), "b": on(xp, np.zeros(2))}
+    with pytest.raises(ValueError, match="the gradient of parameter 'b' is None"):
+        optim.SGD(lr=0.1).update(params, {"W": on(xp, np.ones(2)), "b": None})
+
+
 def test_adam_is_torchs_adam_only_with_eps_1e_7_over_sqrt_1_minus_beta2_t(xp):
     g = rng(8)
     params, grads = g.standard_normal(4), g.standard_normal((5, 4)) * 1e-6

@@ -18,8 +18,33 @@ as PyTorch's optimizers do: a real number (not ``bool``), stored as a Python ``f
 ``lr`` finite and ``>= 0`` (``lr=0`` is allowed, as in PyTorch: the state still advances
 but no parameter moves); ``momentum``, ``beta1``, ``beta2`` and ``decay_rate`` in
 ``[0, 1)``. A bad one raises ``ValueError`` (``TypeError`` for a non-number) naming it,
-its value and the valid range. :meth:`Optimizer.update` itself checks nothing: it is
-the inner loop of training.
+its value and the valid range.
+
+:meth:`Optimizer.update` refuses gradients that do not fit their parameters before it moves
+any parameter (``iterations`` unchanged), naming the parameter, what it got and what was
+expected:
+
+- a name of ``params`` without a gradient in ``grads``, or with ``None`` (``ValueError``).
+  PyTorch's optimizers skip a parameter whose ``.grad`` is None; here gradients come from
+  ``net.gradient``, which gives every one, so a missing one is a mistake (a layer's backward
+  that stored none). To train some parameters only, pass ``params`` without the others:
+  gradients of names not in ``params`` are ignored.
+- a gradient that is not an array (``TypeError``), but for a number where the parameter has
+  shape ``()`` (the book's ``optimizer_compare_naive.py``), or is one (``SGD`` only);
+- a gradient of another library or on another device (:class:`BackendMismatchError`), of
+  another shape (``ValueError``; none is broadcast, not even a (1,) one for (D,) or (D,) for
+  (1, D)), or of another dtype, a float64 one for float32 parameters or an integer one
+  (``ValueError``): as PyTorch refuses to take such a ``.grad`` (NumPy would compute the
+  steps, and Momentum's or Adam's state, in float64);
+- a parameter replaced since its state was made by an array of another shape, dtype, library
+  or device (the same errors): its velocity or moments are the old array's. A name added to
+  ``params`` starts with no state (zeros), as a parameter added to a PyTorch optimizer does.
+
+These checks are Python-side metadata, no device work. They run at the first update and
+again whenever the parameters' names, or the gradients' types, shapes or dtypes, change (as
+``Sequential.gradient`` checks a shape of input once): an update is the inner loop of
+training. A gradient later moved to another device of the same library, with the same shape
+and dtype, is left to that library to refuse.
 
 :meth:`Optimizer.state_dict` holds the hyperparameters too, and
 :meth:`Optimizer.load_state_dict` restores them, as PyTorch's optimizers do. State loaded
@@ -37,8 +62,8 @@ from typing import Any, ClassVar
 
 import array_api_compat
 
-from xpnet.backend import namespace_of, to_like
-from xpnet.checks import is_integer, is_real
+from xpnet.backend import BackendMismatchError, dtype_name, namespace_of, to_like
+from xpnet.checks import is_integer, is_real, shape_mistake
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
@@ -66,6 +91,53 @@ def _hyperparameter(name: str, value: Any) -> float:
     return number
 
 
+def _signature(params: Mapping[str, Any], grads: Mapping[str, Any]) -> list[tuple] | None:
+    """The names of ``params`` and the types, shapes and dtypes of their ``grads``, which
+    :meth:`Optimizer.update` checks again when they change; None where a gradient is missing
+    or is not an array (a number, None), which it checks at every update. (The parameters'
+    own shapes are left out: reading them through a network's mapping costs as much again,
+    and a parameter replaced by one of another shape gets gradients of that shape.)"""
+    try:
+        return [(key, type(g := grads[key]), g.shape, g.dtype) for key in params]
+    except (AttributeError, KeyError):
+        return None
+
+
+def _library(x: Any) -> str:
+    """The name of the library of array ``x``: ``numpy``, ``torch``, ``array_api_strict``."""
+    return namespace_of(x).__name__.removeprefix("array_api_compat.")
+
+
+def _misfit(value: Any, param: Any) -> tuple[str, str] | None:
+    """How the array ``value`` (a gradient, a state) does not fit the array ``param``: the
+    first of ``"library"``, ``"device"``, ``"shape"``, ``"dtype"`` that differs and a clause
+    saying how (``"has shape (3, 2), but the parameter (2, 3)"``); None when all fit."""
+    if namespace_of(value) is not namespace_of(param):
+        return (
+            "library",
+            f"is an array of {_library(value)}, but the parameter of {_library(param)}",
+        )
+    device, expected = array_api_compat.device(value), array_api_compat.device(param)
+    if device != expected:
+        return "device", f"is on device {device}, but the parameter on {expected}"
+    if tuple(value.shape) != tuple(param.shape):
+        return "shape", f"has shape {tuple(value.shape)}, but the parameter {tuple(param.shape)}"
+    if value.dtype != param.dtype:
+        return "dtype", f"has dtype {dtype_name(value)}, but the parameter {dtype_name(param)}"
+    return None
+
+
+_ERRORS = {"library": BackendMismatchError, "device": BackendMismatchError}  # else ValueError
+_MOVE = ": a gradient lives where its parameter does (xpnet.backend.to_like(grad, param))"
+_GRADIENT_HINTS = {
+    "library": _MOVE,
+    "device": _MOVE,
+    "shape": ": a gradient has its parameter's shape, and is not broadcast to it",
+    "dtype": ": a gradient has its parameter's dtype (convert it with xp.astype), as PyTorch "
+    "requires of a .grad",
+}
+
+
 class Optimizer:
     """Base class: hyperparameters, per-parameter state buffers and an update counter.
 
@@ -73,6 +145,8 @@ class Optimizer:
     ``state[buffer][name]`` is created lazily by :meth:`_buffer`: with
     ``zeros_like(params[name])``, or from what :meth:`load_state_dict` loaded, which waits
     unchecked in ``_loaded`` until then. ``iterations`` counts calls to :meth:`update`.
+    A subclass writes its step in ``_step(params, grads)``, which :meth:`update` calls once
+    the gradients are checked.
     """
 
     name: ClassVar[str] = ""
@@ -83,10 +157,111 @@ class Optimizer:
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
         self._loaded: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
+        self._checked: list[tuple] | None = None  # the _signature the last update checked
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        """Move every parameter one step against its gradient (in the mapping)."""
+        """Move every parameter of ``params`` (``name -> array``) one step against its
+        gradient ``grads[name]``, an array of the parameter's library, device, shape and dtype
+        (``grads`` may hold more names), in the mapping.
+
+        Raises, moving nothing, when a gradient does not fit its parameter or a parameter no
+        longer fits its state (the module's docstring lists the errors); checked again only
+        when the names, shapes or dtypes change.
+        """
+        signature = _signature(params, grads)
+        if signature is None or signature != self._checked:
+            self._require_fit(params, grads)
+            self._checked = signature
+        self.iterations += 1
+        self._step(params, grads)
+
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         raise NotImplementedError
+
+    def _require_fit(self, params: Mapping[str, Any], grads: Mapping[str, Any]) -> None:
+        """Raise unless every parameter has a gradient that fits it, and fits its own state."""
+        missing = [key for key in params if key not in grads]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}.update: grads has no gradient for parameter(s) "
+                f"{', '.join(map(repr, missing))}; expected one for every name in params "
+                "(to train some parameters only, pass params without the others)"
+            )
+        for key in params:
+            param = params[key]
+            if array_api_compat.is_array_api_obj(param):
+                self._require_gradient(key, param, grads[key])
+                self._require_state(key, param)
+            else:
+                self._require_number_gradient(key, param, grads[key])
+
+    def _require_gradient(self, key: str, param: Any, grad: Any) -> None:
+        """Raise unless ``grad`` fits the array ``param``: an array of its library, device,
+        shape and dtype, or a number where ``param`` has shape ``()``."""
+        cls = type(self).__name__
+        if not array_api_compat.is_array_api_obj(grad):
+            if param.shape == () and is_real(grad):
+                return  # the book's optimizer_compare_naive.py: NumPy scalars, Python floats
+            expected = (
+                f"expected an array of {_library(param)}, of shape {tuple(param.shape)} and "
+                f"dtype {dtype_name(param)}, as the parameter"
+            )
+            if grad is None:
+                raise ValueError(
+                    f"{cls}.update: the gradient of parameter {key!r} is None (a layer's "
+                    f"backward that stored none?), {expected} (to train some parameters only, "
+                    "pass params without the others)"
+                )
+            raise TypeError(
+                f"{cls}.update: the gradient of parameter {key!r} is {type(grad).__name__} "
+                f"{grad!r:.40}, {expected}"
+            )
+        misfit = _misfit(grad, param)
+        if misfit is not None:
+            kind, clause = misfit
+            hint = _GRADIENT_HINTS[kind]
+            if kind == "shape":
+                hint = shape_mistake(tuple(grad.shape), tuple(param.shape)) or hint
+            raise _ERRORS.get(kind, ValueError)(
+                f"{cls}.update: the gradient of parameter {key!r} {clause}{hint}"
+            )
+
+    def _require_state(self, key: str, param: Any) -> None:
+        """Raise unless the state kept for ``key`` fits ``param``: not so when the parameter
+        was replaced by an array of another shape, dtype, library or device."""
+        for buffer in self.buffers:
+            state = self.state[buffer].get(key)
+            misfit = None if state is None else _misfit(state, param)
+            if misfit is not None:
+                kind, clause = misfit
+                raise _ERRORS.get(kind, ValueError)(
+                    f"{type(self).__name__} state {buffer!r} of parameter {key!r} {clause}: "
+                    "the parameter was replaced since the state was made; a new optimizer "
+                    "starts afresh"
+                )
+
+    def _require_number_gradient(self, key: str, param: Any, grad: Any) -> None:
+        """Raise unless ``grad`` is a number for the parameter ``param`` that is not an array
+        (a Python float, which only an optimizer without state steps)."""
+        cls = type(self).__name__
+        if self.buffers:
+            # The book's optimizer_compare_naive.py keeps x and y as Python floats.
+            raise TypeError(
+                f"{cls}: parameter {key!r} is {type(param).__name__} {param!r:.40}, expected "
+                "an array, in whose shape the optimizer keeps its state "
+                f"{self.buffers[0]!r}; a NumPy scalar (numpy.float64({param!r:.20})) steps as "
+                "a Python float would"
+            )
+        if not is_real(grad):
+            got = (
+                f"an array of {_library(grad)}, of shape {tuple(grad.shape)}"
+                if array_api_compat.is_array_api_obj(grad)
+                else f"{type(grad).__name__} {grad!r:.40}"
+            )
+            raise TypeError(
+                f"{cls}.update: the gradient of parameter {key!r} is {got}, expected a number, "
+                f"as the parameter is {param!r:.40}"
+            )
 
     def _buffer(self, buffer: str, key: str, like: Any) -> Any:
         slot = self.state[buffer]
@@ -97,14 +272,6 @@ class Optimizer:
     def _first(self, buffer: str, key: str, like: Any) -> Any:
         """The state ``buffer`` of parameter ``key`` (array ``like``) at its first use: zeros,
         or the loaded array, checked against the parameter and in its dtype and device."""
-        if not array_api_compat.is_array_api_obj(like):
-            # The book's optimizer_compare_naive.py keeps x and y as Python floats.
-            raise TypeError(
-                f"{type(self).__name__}: parameter {key!r} is {type(like).__name__} "
-                f"{like!r:.40}, expected an array, in whose shape the optimizer keeps its "
-                f"state {buffer!r}; a NumPy scalar (numpy.float64({like!r:.20})) steps as a "
-                "Python float would"
-            )
         loaded = self._loaded[buffer].get(key)
         if loaded is None:
             return namespace_of(like).zeros_like(like)
@@ -231,8 +398,7 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         for key in params:
             params[key] -= self.lr * grads[key]
 
@@ -247,8 +413,7 @@ class Momentum(Optimizer):
         super().__init__(lr)
         self.momentum = _hyperparameter("momentum", momentum)
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         for key in params:
             v = self._buffer("v", key, params[key])
             v = self.momentum * v - self.lr * grads[key]
@@ -271,8 +436,7 @@ class Nesterov(Momentum):
 
     name = "nesterov"
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         m = self.momentum
         for key in params:
             g = grads[key]
@@ -294,8 +458,7 @@ class AdaGrad(Optimizer):
         """The new squared-gradient sum ``h`` after gradient ``g``."""
         return h + g * g
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         for key in params:
             g = grads[key]
             h = self._accumulate(self._buffer("h", key, params[key]), g)
@@ -343,8 +506,7 @@ class Adam(Optimizer):
         self.beta1 = _hyperparameter("beta1", beta1)
         self.beta2 = _hyperparameter("beta2", beta2)
 
-    def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        self.iterations += 1
+    def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         t = self.iterations
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         for key in params:
