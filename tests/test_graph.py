@@ -413,8 +413,8 @@ def test_cli_net_with_a_batch_larger_than_the_data_draws_every_sample(capsys, di
 
 
 def test_cli_net_refuses_mlp_flags_for_the_convnet_as_train_does(capsys):
-    assert run(["graph", "net", "--model", "convnet", "--weight-init", "he"]) == 2
-    assert "--weight-init: the convnet takes a standard deviation" in capsys.readouterr().err
+    assert run(["graph", "net", "--model", "convnet", "--activation", "tanh"]) == 2
+    assert "--activation: not settings of the book's convnet" in capsys.readouterr().err
 
 
 def test_cli_net_takes_the_loss_and_targets_of_training(capsys, digits):

@@ -414,6 +414,11 @@ def test_the_book_networks_name_a_bad_weight_init_std():
         SimpleConvNet(weight_init_std=-1)
 
 
+def test_a_conv_net_names_an_unknown_initialisation_and_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown weight_init_std 'kaiming' for W1: .*'he'"):
+        SimpleConvNet(weight_init_std="kaiming")
+
+
 def test_a_std_of_zero_gives_all_zero_weights(xp):
     """The book's example of what not to do (chapter 6), so it can be shown."""
     net = TwoLayerNet(4, 3, 2, weight_init_std=0.0, xp=xp)

@@ -111,6 +111,13 @@ def test_batchnorm_rejects_input_of_another_width(xp):
         layer.forward(dev(xp, np.zeros((2, 2, 2, 2))))
 
 
+def test_batchnorm_given_one_gamma_per_channel_says_images_take_one_per_element(xp):
+    # A PyTorch user's BatchNorm2d after a Convolution (N, 4, 3, 3): gamma of shape (4,).
+    layer = BatchNormalization(dev(xp, np.ones(4)), dev(xp, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"gamma and beta of shape \(36,\) here, not one per"):
+        layer.forward(dev(xp, np.zeros((2, 4, 3, 3))))
+
+
 def test_batchnorm_refuses_an_empty_training_batch_and_keeps_its_running_statistics(xp):
     *_, mean, var, layer = batchnorm_eval_case(xp, (4, 3))
     with pytest.raises(ValueError, match="empty batch in training"):

@@ -199,9 +199,15 @@ class Convolution(Layer):
         require_floating(xp, "Convolution input", x)
         fn, c, fh, fw = self.W.shape
         if x.ndim != 4 or x.shape[1] != c:
+            rows = (  # load_mnist flattens by default, as the book's does
+                ": rows of flattened images are not images; load them with "
+                f"load_mnist(flatten=False) or reshape them to (N, {c}, H, W)"
+                if x.ndim == 2
+                else ""
+            )
             raise ValueError(
                 f"Convolution input of shape {tuple(x.shape)} does not fit filters W of shape "
-                f"{tuple(self.W.shape)}: expected (N, {c}, H, W)"
+                f"{tuple(self.W.shape)}: expected (N, {c}, H, W){rows}"
             )
         win = windows(x, fh, fw, self.stride, self.pad)
         n, _, _, _, oh, ow = win.shape

@@ -939,7 +939,16 @@ class BatchNormalization(Layer):
         xp = namespace_of(x, self.gamma, self.beta)
         require_floating(xp, "BatchNormalization input", x)
         self.x_shape, self.train = x.shape, train_flg
-        x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)
+        try:
+            x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)
+        except ValueError as exc:
+            if x.ndim != 4:
+                raise
+            raise ValueError(
+                f"{exc}; images are normalized per element of the flattened image, as the "
+                f"book's layer does: gamma and beta of shape ({math.prod(x.shape[1:])},) here, "
+                "not one per channel as PyTorch's BatchNorm2d"
+            ) from None
         if train_flg:
             if x.shape[0] == 0:
                 raise ValueError(

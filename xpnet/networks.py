@@ -833,16 +833,22 @@ def _require_std(value: Any, argument: str) -> float:
     return float(value)
 
 
-def _init_std(weight_init: str | float, fan_in: int, name: str) -> float:
+def _init_std(
+    weight_init: str | float, fan_in: int, name: str, argument: str = "weight_init"
+) -> float:
+    """The standard deviation of weights ``name`` with ``fan_in`` inputs per output (an
+    Affine's D_in, a Convolution's C * FH * FW), by ``weight_init`` (the keyword
+    ``argument`` that messages name): ``'he'`` sqrt(2/fan_in), ``'xavier'`` sqrt(1/fan_in),
+    or a number."""
     if is_real(weight_init):
-        return _require_std(weight_init, "weight_init")
+        return _require_std(weight_init, argument)
     kind = weight_init.lower() if isinstance(weight_init, str) else weight_init
     if kind in ("he", "relu"):
         return math.sqrt(2.0 / fan_in)
     if kind in ("xavier", "sigmoid"):
         return math.sqrt(1.0 / fan_in)
     raise ValueError(
-        f"unknown weight_init {weight_init!r} for {name}: expected 'he' (or 'relu'), "
+        f"unknown {argument} {weight_init!r} for {name}: expected 'he' (or 'relu'), "
         "'xavier' (or 'sigmoid'), in any case, or a standard deviation (float)"
     )
 
@@ -982,8 +988,11 @@ class SimpleConvNet(Sequential):
     (FN * (OH // 2) * (OW // 2), hidden_size) for a convolution output of OH x OW (an odd
     size's last row or column is pooled by no window), ``b2``, ``W3`` (hidden_size,
     output_size), ``b3``; weights ``weight_init_std * N(0, 1)`` drawn on the host from
-    ``seed`` (W1, W2, W3 in that order), biases zero. ``dtype``, ``device`` and ``xp`` as
-    for MultiLayerNet.
+    ``seed`` (W1, W2, W3 in that order), biases zero. ``weight_init_std`` may also name
+    an initialisation as MultiLayerNet's ``weight_init`` does: ``"he"`` (or ``"relu"``,
+    std sqrt(2 / fan_in)) or ``"xavier"`` (or ``"sigmoid"``, sqrt(1 / fan_in)), in any
+    case, with each weight's own fan-in: C * FS * FS for the filters ``W1``, the rows of
+    ``W2`` and ``W3``. ``dtype``, ``device`` and ``xp`` as for MultiLayerNet.
     """
 
     def __init__(
@@ -992,7 +1001,7 @@ class SimpleConvNet(Sequential):
         conv_param: dict[str, int] | None = None,
         hidden_size: int = 100,
         output_size: int = 10,
-        weight_init_std: float = 0.01,
+        weight_init_std: str | float = 0.01,
         *,
         dtype: Any = "float32",
         seed: int | None = None,
@@ -1012,7 +1021,6 @@ class SimpleConvNet(Sequential):
         require_count("output_size", output_size, 1)
         input_dim = _image_dim(input_dim)
         dtype = _float_dtype(dtype, xp)
-        weight_init_std = _require_std(weight_init_std, "weight_init_std")
         conv = {key: int(value) for key, value in conv.items()}
         hidden_size, output_size = int(hidden_size), int(output_size)
         channels = input_dim[0]
@@ -1020,19 +1028,21 @@ class SimpleConvNet(Sequential):
         oh, ow = _conv_pool_output(input_dim, fs, stride, pad)
         self.input_dim, self.conv_param = input_dim, conv
         self.sizes = [math.prod(input_dim), fn * oh * ow, hidden_size, output_size]
+        shapes = [(fn, channels, fs, fs), (fn * oh * ow, hidden_size), (hidden_size, output_size)]
+        fan_ins = [channels * fs * fs, fn * oh * ow, hidden_size]
+        stds = [
+            _init_std(weight_init_std, fan_in, f"W{k}", "weight_init_std")
+            for k, fan_in in enumerate(fan_ins, start=1)
+        ]
         rng = host_rng(seed)
-
-        def weights(shape: tuple[int, ...]) -> Any:
-            return random_normal(
-                shape, std=weight_init_std, rng=rng, dtype=dtype, device=device, xp=xp
-            )
 
         def zeros(n: int) -> Any:
             return to_device([0.0] * n, dtype=dtype, device=device, xp=xp)
 
-        W1 = weights((fn, channels, fs, fs))
-        W2 = weights((fn * oh * ow, hidden_size))
-        W3 = weights((hidden_size, output_size))
+        W1, W2, W3 = (
+            random_normal(shape, std=std, rng=rng, dtype=dtype, device=device, xp=xp)
+            for shape, std in zip(shapes, stds, strict=True)
+        )
         super().__init__(
             [
                 Convolution(W1, zeros(fn), stride, pad, input_grad=False),

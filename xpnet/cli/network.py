@@ -253,8 +253,6 @@ def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
         return f"{', '.join(extra)}: not settings of the book's convnet; leave them out"
     if len(settings["hidden"]) != 1:
         return "--hidden: the convnet has one hidden Affine layer; give --hidden once"
-    if isinstance(settings["weight_init"], str):
-        return "--weight-init: the convnet takes a standard deviation (default 0.01)"
     return None
 
 
