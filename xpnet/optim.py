@@ -41,7 +41,8 @@ expected:
   ``params`` starts with no state (zeros), as a parameter added to a PyTorch optimizer does.
 
 These checks are Python-side metadata, no device work. They run at the first update and
-again whenever the parameters' names, or the gradients' types, shapes or dtypes, change (as
+again whenever the parameter mapping or its length, or the gradients' names, types, shapes or
+dtypes change (as
 ``Sequential.gradient`` checks a shape of input once): an update is the inner loop of
 training. A gradient later moved to another device of the same library, with the same shape
 and dtype, is left to that library to refuse.
@@ -91,16 +92,18 @@ def _hyperparameter(name: str, value: Any) -> float:
     return number
 
 
-def _signature(params: Mapping[str, Any], grads: Mapping[str, Any]) -> list[tuple] | None:
-    """The names of ``params`` and the types, shapes and dtypes of their ``grads``, which
-    :meth:`Optimizer.update` checks again when they change; None where a gradient is missing
-    or is not an array (a number, None), which it checks at every update. (The parameters'
-    own shapes are left out: reading them through a network's mapping costs as much again,
-    and a parameter replaced by one of another shape gets gradients of that shape.)"""
+def _signature(params: Mapping[str, Any], grads: Mapping[str, Any]) -> tuple | None:
+    """What :meth:`Optimizer.update` checks again when it changes: the mapping ``params``,
+    how many names it holds, and the names, types, shapes and dtypes of ``grads``; None
+    where a gradient is not an array (a number, None), which it checks at every update.
+    The parameters' own shapes are left out: read through a network's mapping they cost a
+    microsecond a step more (issue #12's budget), and a parameter replaced by one of
+    another shape or dtype gets gradients of those."""
     try:
-        return [(key, type(g := grads[key]), g.shape, g.dtype) for key in params]
-    except (AttributeError, KeyError):
+        described = [(key, type(g), g.shape, g.dtype) for key, g in grads.items()]
+    except AttributeError:
         return None
+    return id(params), len(params), described
 
 
 def _library(x: Any) -> str:
@@ -157,7 +160,7 @@ class Optimizer:
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
         self._loaded: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
-        self._checked: list[tuple] | None = None  # the _signature the last update checked
+        self._checked: tuple | None = None  # the _signature the last update checked
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Move every parameter of ``params`` (``name -> array``) one step against its
