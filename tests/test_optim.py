@@ -783,6 +783,35 @@ REPLACEMENTS = [  # the parameter's new shape and dtype, what the message says o
 ]
 
 
+@pytest.mark.parametrize("updates_before", [0, 2])
+@pytest.mark.parametrize("name", STATEFUL)
+def test_loaded_state_of_another_shape_is_refused_before_any_parameter_moves(
+    xp, name, updates_before
+):
+    # b's loaded state (1,) does not fit b (2,); W comes first and fits. Loaded after
+    # updates, the gradients' shapes unchanged, it is checked all the same.
+    cls = OPTIMIZERS[name]
+    params = {
+        "W": to_device(W, dtype="float32", xp=xp),
+        "b": to_device([0.5, 1.0], dtype="float32", xp=xp),
+    }
+    grads = {key: value * 0 + 1 for key, value in params.items()}
+    opt = cls()
+    for _ in range(updates_before):
+        opt.update(params, grads)
+    before = {key: to_numpy(value).copy() for key, value in params.items()}
+    opt.load_state_dict({"buffers": {buffer: {"b": np.ones(1)} for buffer in cls.buffers}})
+    with pytest.raises(ValueError) as info:
+        opt.update(params, grads)
+    assert str(info.value) == (
+        f"{cls.__name__} state {cls.buffers[0]!r} of parameter 'b' has shape (1,), but the "
+        "parameter has shape (2,)"
+    )
+    for key, value in before.items():
+        np.testing.assert_array_equal(to_numpy(params[key]), value)
+    assert opt.iterations == 0 and all(not slot for slot in opt.state.values())
+
+
 @pytest.mark.parametrize(("shape", "dtype", "says"), REPLACEMENTS, ids=["shape", "dtype"])
 @pytest.mark.parametrize("name", STATEFUL)
 def test_a_parameter_replaced_by_another_shape_or_dtype_no_longer_fits_its_state(

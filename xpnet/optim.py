@@ -38,11 +38,13 @@ expected:
   steps, and Momentum's or Adam's state, in float64);
 - a parameter replaced since its state was made by an array of another shape, dtype, library
   or device (the same errors): its velocity or moments are the old array's. A name added to
-  ``params`` starts with no state (zeros), as a parameter added to a PyTorch optimizer does.
+  ``params`` starts with no state (zeros), as a parameter added to a PyTorch optimizer does;
+- state loaded for a parameter (:meth:`Optimizer.load_state_dict`) of another shape
+  (``ValueError``).
 
-These checks are Python-side metadata, no device work. They run at the first update and
-again whenever the parameter mapping or its length, or the gradients' names, types, shapes or
-dtypes change (as
+These checks are Python-side metadata, no device work. They run at the first update, the
+first after a :meth:`Optimizer.load_state_dict`, and again whenever the parameter mapping or
+its length, or the gradients' names, types, shapes or dtypes change (as
 ``Sequential.gradient`` checks a shape of input once): an update is the inner loop of
 training. A gradient later moved to another device of the same library, with the same shape
 and dtype, is left to that library to refuse.
@@ -231,8 +233,16 @@ class Optimizer:
 
     def _require_state(self, key: str, param: Any) -> None:
         """Raise unless the state kept for ``key`` fits ``param``: not so when the parameter
-        was replaced by an array of another shape, dtype, library or device."""
+        was replaced by an array of another shape, dtype, library or device, or when state
+        loaded for it (:meth:`load_state_dict`), which takes its dtype and device at its
+        first use, has another shape."""
         for buffer in self.buffers:
+            loaded = self._loaded[buffer].get(key)
+            if loaded is not None and tuple(loaded.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"{type(self).__name__} state {buffer!r} of parameter {key!r} has shape "
+                    f"{tuple(loaded.shape)}, but the parameter has shape {tuple(param.shape)}"
+                )
             state = self.state[buffer].get(key)
             misfit = None if state is None else _misfit(state, param)
             if misfit is not None:
@@ -274,15 +284,11 @@ class Optimizer:
 
     def _first(self, buffer: str, key: str, like: Any) -> Any:
         """The state ``buffer`` of parameter ``key`` (array ``like``) at its first use: zeros,
-        or the loaded array, checked against the parameter and in its dtype and device."""
+        or the loaded array (its shape checked by :meth:`_require_state`) in the parameter's
+        dtype and device."""
         loaded = self._loaded[buffer].get(key)
         if loaded is None:
             return namespace_of(like).zeros_like(like)
-        if tuple(loaded.shape) != tuple(like.shape):
-            raise ValueError(
-                f"{type(self).__name__} state {buffer!r} of parameter {key!r} has shape "
-                f"{tuple(loaded.shape)}, but the parameter has shape {tuple(like.shape)}"
-            )
         del self._loaded[buffer][key]
         return to_like(loaded, like)
 
@@ -310,7 +316,8 @@ class Optimizer:
 
         A missing ``iterations`` is 0, a missing buffer is empty and missing
         ``hyperparameters`` leave the optimizer's own. The arrays are checked against the
-        parameters, and moved to their dtype and device, when an update first uses them.
+        parameters by the next update, before it moves any, and moved to their dtype and
+        device when an update first uses them.
         ``TypeError`` for a non-mapping, a non-integer ``iterations``, a value that is not an
         array or a hyperparameter that is not a number; ``ValueError`` for unexpected keys,
         buffers or hyperparameters, a negative ``iterations`` and a hyperparameter out of its
@@ -343,6 +350,7 @@ class Optimizer:
         self.iterations = int(iterations)
         self.state = {b: {} for b in self.buffers}
         self._loaded = {b: dict(buffers.get(b, {})) for b in self.buffers}
+        self._checked = None  # the next update checks the loaded state
         for name, value in hyper.items():
             setattr(self, name, value)
 
