@@ -18,8 +18,8 @@ the parameters W1, b1, ..., W8, b8, as the book's does.
 2. it trains as ``train_deepnet.py`` does (Adam, lr 0.001, batches of 100), on the first
    ``train_samples`` mnist-5k digits, evaluated on the first ``eval_samples`` training and
    test digits, and saves a checkpoint with Adam's state after the first epoch;
-3. ``load_network`` rebuilds it from the checkpoint (Dropout's generators too), and
-   ``load_params`` restores Adam, so that training resumes up to ``epochs``;
+3. ``load_network`` rebuilds it from the checkpoint (Dropout's generators too) and
+   restores Adam's state, so that training resumes up to ``epochs``;
 4. ``xpnet.graph`` records one forward and backward pass: ``graph.write(dot,
    "deep_convnet.svg")`` draws it with Graphviz.
 """
@@ -33,7 +33,7 @@ import numpy as np
 import xpnet
 from xpnet import graph
 from xpnet.backend import random_normal, to_device
-from xpnet.checkpoint import load_network, load_params, save_params
+from xpnet.checkpoint import load_network, save_params
 from xpnet.conv import Convolution, Pooling
 from xpnet.datasets import load_mnist
 from xpnet.layers import Affine, Dropout, ReLU, SoftmaxWithLoss
@@ -115,10 +115,9 @@ def main(
         )
 
         # 3. Rebuilt from the file, trained on from where it stopped.
-        resumed, meta = load_network(path)
-        rebuilt_acc = resumed.accuracy(x_test[:eval_samples, ...], t_test[:eval_samples])
         resumed_adam = Adam(lr=0.001)
-        load_params(path, resumed, optimizer=resumed_adam)
+        resumed, meta = load_network(path, optimizer=resumed_adam)
+        rebuilt_acc = resumed.accuracy(x_test[:eval_samples, ...], t_test[:eval_samples])
         history = History.from_dict(meta["history"])
         Trainer(
             resumed, resumed_adam, *data, epochs=epochs, start_epoch=1, history=history, **settings

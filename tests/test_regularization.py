@@ -118,6 +118,13 @@ def test_batchnorm_given_one_gamma_per_channel_says_images_take_one_per_element(
         layer.forward(dev(xp, np.zeros((2, 4, 3, 3))))
 
 
+def test_batchnorm_of_images_with_gamma_not_one_per_channel_gets_no_batchnorm2d_hint(xp):
+    layer = BatchNormalization(dev(xp, np.ones(36)), dev(xp, np.zeros(36)))
+    with pytest.raises(ValueError, match=r"\(2, 4, 3, 4\)") as info:
+        layer.forward(dev(xp, np.zeros((2, 4, 3, 4))))
+    assert "per channel" not in str(info.value)
+
+
 def test_batchnorm_refuses_an_empty_training_batch_and_keeps_its_running_statistics(xp):
     *_, mean, var, layer = batchnorm_eval_case(xp, (4, 3))
     with pytest.raises(ValueError, match="empty batch in training"):

@@ -942,7 +942,7 @@ class BatchNormalization(Layer):
         try:
             x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)
         except ValueError as exc:
-            if x.ndim != 4:
+            if x.ndim != 4 or tuple(self.gamma.shape) != (x.shape[1],):
                 raise
             raise ValueError(
                 f"{exc}; images are normalized per element of the flattened image, as the "
