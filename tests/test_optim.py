@@ -750,12 +750,14 @@ def test_gradients_of_names_not_in_params_are_ignored(xp):
     np.testing.assert_allclose(to_numpy(params["b"]), [1.0 - 0.05, -2.0 - 0.1], rtol=1e-15)
 
 
+def w_and_b(xp, dtype):
+    """Parameters ``W`` (the module's) and ``b`` (1,) in ``dtype``."""
+    return {"W": to_device(W, dtype=dtype, xp=xp), "b": to_device([0.5], dtype=dtype, xp=xp)}
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_a_refused_update_moves_no_parameter_and_counts_no_iteration(xp, name):
-    params = {
-        "W": to_device(W, dtype="float64", xp=xp),
-        "b": to_device([0.5], dtype="float64", xp=xp),
-    }
+    params = w_and_b(xp, "float64")
     opt = OPTIMIZERS[name]()
     with pytest.raises(ValueError):  # W's gradient fits, b's (2,) does not, and comes after
         opt.update(
@@ -768,10 +770,7 @@ def test_a_refused_update_moves_no_parameter_and_counts_no_iteration(xp, name):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_a_gradient_missing_after_updates_that_fit_is_refused(xp, name):
     """The check is skipped while the mapping and the counts stay as checked, not after."""
-    params = {
-        "W": to_device(W, dtype="float32", xp=xp),
-        "b": to_device([0.5], dtype="float32", xp=xp),
-    }
+    params = w_and_b(xp, "float32")
     opt = OPTIMIZERS[name]()
     for _ in range(2):
         opt.update(params, {key: value * 1 for key, value in params.items()})
