@@ -118,6 +118,32 @@ def test_a_big_endian_checkpoint_loads_on_every_backend(xp, tmp_path):
             np.testing.assert_array_equal(to_numpy(net.params[name]), value)
 
 
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["MultiLayerNet", "Sequential"])
+def test_load_network_converts_the_files_arrays_to_the_dtype_asked_for(xp, tmp_path, batchnorm):
+    # As PyTorch's model.double(): a float32 network checked in float64.
+    saved = MultiLayerNet(5, [4], 2, seed=1, use_batchnorm=batchnorm)
+    if batchnorm:  # running statistics other than the initial ones
+        saved.layers[1].running_var = saved.layers[1].running_var + 0.5
+    optimizer = Momentum()
+    optimizer.update(saved.params, {k: v + 1 for k, v in saved.params.items()})
+    path = save_params(tmp_path / "p.npz", saved, optimizer=optimizer)
+    loaded_optimizer = Momentum()
+    net, _ = load_network(path, xp=xp, dtype="float64", optimizer=loaded_optimizer)
+    assert net.dtype == "float64"
+    with np.load(path, allow_pickle=False) as file:
+        for name, value in net.params.items():
+            assert value.dtype == xp.float64
+            np.testing.assert_array_equal(to_numpy(value), file[name].astype(np.float64))
+            velocity = loaded_optimizer.state_dict()["buffers"]["v"][name]
+            assert velocity.dtype == xp.float64
+            np.testing.assert_array_equal(to_numpy(velocity), file[f"optimizer/v/{name}"])
+        if batchnorm:
+            assert net.layers[1].running_var.dtype == xp.float64
+            np.testing.assert_array_equal(
+                to_numpy(net.layers[1].running_var), file["buffer/2/running_var"]
+            )
+
+
 def test_the_file_is_plain_npz_with_json_metadata(tmp_path):
     net = MultiLayerNet(3, [2], 2, seed=0, dtype="float64")
     path = save_params(tmp_path / "p.npz", net, {"note": "héllo"})

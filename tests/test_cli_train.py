@@ -219,7 +219,16 @@ def test_a_resumed_network_trains_as_an_uninterrupted_one(
             block = importlib.import_module(user_layers).Residual
             modules = ["--layers-module", user_layers]
         start = save_from_python(tmp_path / "start.npz", nested_network(block), Adam(lr=0.01))
-        common = ["train", "--resume", str(start), *modules, "--batch-size", "32"]
+        common = [
+            "train",
+            "--resume",
+            str(start),
+            *modules,
+            "--dataset",
+            "mnist",
+            "--batch-size",
+            "32",
+        ]
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
     assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
     assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
@@ -260,7 +269,7 @@ def test_a_batchnorm_network_saved_from_python_resumes_as_saved(fake_data, tmp_p
     # Its layers come from the file, its hidden size too: no --hidden 8 to give.
     path = tmp_path / "p.npz"
     save_params(path, MultiLayerNet(784, [8], 10, use_batchnorm=True, seed=0), {"epoch": 1})
-    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 0
+    assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "Sequential(Affine, BatchNormalization, ReLU, Affine) with SoftmaxWithLoss" in out
     assert epoch_lines(out) == [("2", "2")]
@@ -273,7 +282,8 @@ def test_a_network_saved_from_python_resumes_with_its_own_dropout_and_weight_dec
     net = MultiLayerNet(784, [8], 10, use_batchnorm=True, use_dropout=True, dropout_ratio=0.2,
                         weight_decay=0.1, seed=0)  # fmt: skip
     save_params(path, net, {"epoch": 1})
-    assert run(["train", "--resume", str(path), "--epochs", "2", "--save", str(resumed)]) == 0
+    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "2"]
+    assert run([*argv, "--save", str(resumed)]) == 0
     assert read_metadata(resumed)["architecture"] == read_metadata(path)["architecture"]
 
 
@@ -315,7 +325,7 @@ def test_a_network_of_your_own_that_does_not_fit_the_data_is_a_one_line_error(
     fake_data, tmp_path, capsys, sizes, message
 ):
     path = save_from_python(tmp_path / "p.npz", nested_network(**sizes))
-    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"xpnet train: error: --resume {path}: the checkpoint's network ")
     assert message in err and err.count("\n") == 1
@@ -334,7 +344,7 @@ def test_a_network_of_your_own_without_a_loss_layer_is_a_one_line_error(
 ):
     path = save_from_python(tmp_path / "p.npz", nested_network())
     rewrite_metadata(path, edit)
-    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"xpnet train: error: {path}: ") and message in err
     assert err.count("\n") == 1
@@ -349,7 +359,8 @@ def test_a_layer_class_of_your_own_is_found_through_layers_module(
     # As a new process sees it: the module not imported, its class not registered.
     monkeypatch.setattr(checkpoint, "_LAYERS", {})
     del sys.modules[user_layers]
-    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 2
+    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]
+    assert run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(
         f"xpnet train: error: {path}: layers[2] is a 'CliTestResidual', which is not a "
@@ -359,12 +370,11 @@ def test_a_layer_class_of_your_own_is_found_through_layers_module(
         "Give --layers-module MODULE, the module that registers the class with "
         "xpnet.register_layer, importable here (installed, or its folder on PYTHONPATH)\n"
     )
-    assert run(["train", "--resume", str(path), "--epochs", "1", "--layers-module", "json"]) == 2
+    assert run([*argv, "--layers-module", "json"]) == 2
     assert "--layers-module json did not register it; give --layers-module MODULE" in (
         capsys.readouterr().err
     )
-    assert run(["train", "--resume", str(path), "--epochs", "1",
-                "--layers-module", user_layers]) == 0  # fmt: skip
+    assert run([*argv, "--layers-module", user_layers]) == 0
     assert epoch_lines(capsys.readouterr().out) == [("1", "1")]
 
 
@@ -400,7 +410,7 @@ def test_layers_module_without_resume_is_refused(fake_data, capsys):
 def test_a_conv_net_saved_from_python_resumes_on_images(fake_data, tmp_path, capsys):
     path = tmp_path / "conv.npz"
     save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
-    assert run(["train", "--resume", str(path), "--epochs", "1"]) == 0
+    assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "Sequential(Convolution, ReLU, Pooling, Affine, ReLU, Affine)" in out
     assert epoch_lines(out) == [("1", "1")]
@@ -410,7 +420,8 @@ def test_scheduler_refuses_a_network_of_your_own_with_a_convolution(fake_data, t
     pytest.importorskip("distributed")
     path = tmp_path / "conv.npz"
     save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
-    assert run(["train", "--resume", str(path), "--scheduler", "local:1"]) == 2
+    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--scheduler", "local:1"]
+    assert run(argv) == 2
     assert capsys.readouterr().err == (
         "xpnet train: error: --scheduler evaluates fully connected networks, not the "
         "checkpoint's, which has a Convolution (layers[0])\n"
@@ -883,8 +894,8 @@ def test_resuming_with_another_optimizer_starts_it_fresh(fake_data, tmp_path, ca
     save_params(path, MultiLayerNet(784, [50], 10, seed=0), {"epoch": 1, "run": {"model": "mlp"}},
                 optimizer=Momentum(lr=0.05, momentum=0.5))  # fmt: skip
     new = tmp_path / "new.npz"
-    argv = ["train", "--resume", str(path), "--optimizer", "nesterov", "--epochs", "2",
-            "--save", str(new)]  # fmt: skip
+    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--optimizer", "nesterov",
+            "--epochs", "2", "--save", str(new)]  # fmt: skip
     assert run(argv) == 0
     assert "; nesterov starts with fresh state" in capsys.readouterr().out
     saved = read_metadata(new)["optimizer"]

@@ -838,17 +838,23 @@ def load_network(
     device: Any = None,
     xp: ModuleType | None = None,
     optimizer: Any = None,
+    dtype: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
     are registered); ``(net, metadata)``. ``device`` and ``xp`` pick where it lives, as for
     :func:`xpnet.backend.to_device` (``xp=`` PyTorch's with ``device="cuda:1"``). With
-    ``optimizer``, its state is loaded too, as :func:`load_params` loads it.
+    ``optimizer``, its state is loaded too, as :func:`load_params` loads it. ``dtype``
+    (``"float32"`` or ``"float64"``, as the builders take it; default the file's) converts
+    every floating array of the file, parameters, layer buffers and optimizer state, as
+    PyTorch's ``model.double()`` does: ``dtype="float64"`` for a tight gradient check of a
+    float32 network.
 
     A layer class that is not registered is an :class:`UnregisteredLayer` naming it: register
     it (:func:`register_layer`), or build the network yourself and call
     ``load_params(path, net)``."""
-    from xpnet.networks import MultiLayerNet
+    from xpnet.networks import MultiLayerNet, _float_dtype
 
+    wanted = None if dtype is None else _float_dtype(dtype, xp)
     _, meta = _read(path, arrays=False)
     arch = meta.get("architecture") or {}
     where = os.fspath(path)
@@ -864,13 +870,13 @@ def load_network(
             output_activation=arch.get("output_activation"),
             loss=None if loss is None else _build(loss, {}, "the loss", where),
             weight_decay=float(arch.get("weight_decay", 0.0)),
-            dtype=arch["dtype"],
+            dtype=wanted or arch["dtype"],
             device=device,
             xp=xp,
         )
         # Read after building: the network's random weights, drawn on the host, and the
         # file's arrays were held together (+440 MB at the peak for a 160 MB file).
-        _load_into(path, _arrays(path), meta, net, optimizer)
+        _load_into(path, _in_dtype(_arrays(path), wanted), meta, net, optimizer)
         return net, meta
     if arch.get("class") != "Sequential":
         raise CheckpointError(
@@ -880,7 +886,7 @@ def load_network(
     from xpnet.backend import to_device
     from xpnet.networks import Sequential
 
-    arrays = _arrays(path)
+    arrays = _in_dtype(_arrays(path), wanted)
 
     def array(key: str, layer: str) -> Any:
         if key not in arrays:
@@ -914,6 +920,13 @@ def load_network(
     if optimizer is not None:
         _load_optimizer(path, arrays, meta, net.params, optimizer)
     return net, meta
+
+
+def _in_dtype(arrays: dict[str, np.ndarray], dtype: str | None) -> dict[str, np.ndarray]:
+    """``arrays`` with the floating ones in ``dtype`` (all as they are for None)."""
+    if dtype is None:
+        return arrays
+    return {k: a.astype(dtype) if a.dtype.kind == "f" else a for k, a in arrays.items()}
 
 
 def _load_optimizer(

@@ -38,6 +38,19 @@ non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.i
 ratio = _number(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 
 
+def module_name(text: str) -> str:
+    """An argparse ``type``: a module name to import, ``my_layers`` or ``package.layers``."""
+    if text.endswith(".py"):
+        raise argparse.ArgumentTypeError(
+            f"expected a module name, not a file name: {text[:-3]!r} for {text!r}"
+        )
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"expected a module name (my_layers, package.layers), got {text!r}"
+        )
+    return text
+
+
 def error(message: str, command: str = "train") -> int:
     print(f"xpnet {command}: error: {message}", file=sys.stderr)
     return 2

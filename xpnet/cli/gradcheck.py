@@ -9,7 +9,19 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
-from xpnet.cli.network import add_extend_flags, describe
+from xpnet.cli.network import (
+    add_extend_flags,
+    add_layers_module,
+    checkpoint_dataset,
+    describe,
+    import_layers,
+    load_data,
+    misfit,
+    network_from_the_file,
+    refuse_network_flags,
+    run_fields,
+    takes_images,
+)
 from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS
 from xpnet.networks import ACTIVATIONS, DTYPES
@@ -21,15 +33,26 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gradcheck",
         help="compare backprop gradients with numerical ones",
-        description="Build a network, compare its analytic (backprop) gradients with "
-        "numerical central differences, print a table; exit 1 when a parameter fails.",
+        description="Build a network (or read one from --checkpoint), compare its analytic "
+        "(backprop) gradients with numerical central differences, print a table; exit 1 when "
+        "a parameter fails.",
     )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="check the network this checkpoint (.npz) holds, rebuilt as saved (xpnet train "
+        "--save, or xpnet.checkpoint.save_params from Python), at the first --batch-size "
+        "training samples of its run's data set (or --dataset), its parameters in --dtype; "
+        "the flags that describe a network are refused",
+    )
+    add_layers_module(p, "--checkpoint")
     p.add_argument(
         "--dataset",
         choices=DATASETS,
         default=None,
         help="check on the first --batch-size training samples of this data set, as the "
-        "book's gradient_check.py takes x_train[:3] (default: random inputs and labels)",
+        "book's gradient_check.py takes x_train[:3] (default: random inputs and labels; with "
+        "--checkpoint, the data set of its run)",
     )
     p.add_argument(
         "--data-dir",
@@ -48,7 +71,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output-size", type=positive_int, default=None, help="the network's classes (default 10)"
     )
-    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu", help="default relu")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
     add_extend_flags(p)
     p.add_argument(
         "--batch-size", type=positive_int, default=3, help="samples in the check (default 3)"
@@ -57,12 +80,12 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=DTYPES,
         default="float64",
-        help="default float64, a tight check (float32's rounding errors are near 1e-3)",
+        help="default float64, a tight check (float32's rounding errors are near 1e-3); a "
+        "--checkpoint's parameters are converted to it",
     )
     p.add_argument(
         "--seed",
         type=non_negative_int,
-        default=0,
         help="the network's weights and the random inputs and labels (default 0)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
@@ -86,28 +109,44 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_gradcheck)
 
 
+# The flags that describe the network gradcheck builds, refused with --checkpoint.
+NETWORK_FLAGS = (
+    "input_size",
+    "hidden",
+    "output_size",
+    "activation",
+    "batchnorm",
+    "dropout",
+    "seed",
+)
+
+
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from xpnet.gradcheck import check_gradients
     from xpnet.networks import MultiLayerNet
 
-    x, t = _batch(args)
-    hidden = args.hidden or [50]
-    net = MultiLayerNet(
-        x.shape[1],
-        hidden,
-        args.output_size or CLASSES,
-        activation=args.activation,
-        use_batchnorm=bool(args.batchnorm),
-        use_dropout=args.dropout is not None,
-        dropout_ratio=args.dropout or 0.0,
-        dtype=args.dtype,
-        seed=args.seed,
-        device=args.device,
-    )
+    import_layers(args, "--checkpoint", args.checkpoint)
+    if args.checkpoint is not None:
+        net, x, t, checked = _from_the_checkpoint(args)
+    else:
+        x, t = _batch(args)
+        net = MultiLayerNet(
+            x.shape[1],
+            args.hidden or [50],
+            args.output_size or CLASSES,
+            activation=args.activation or "relu",
+            use_batchnorm=bool(args.batchnorm),
+            use_dropout=args.dropout is not None,
+            dropout_ratio=args.dropout or 0.0,
+            dtype=args.dtype,
+            seed=args.seed or 0,
+            device=args.device,
+        )
+        checked = _checked(args, net)
     if args.method == "directional" and args.scheduler is not None:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
     if not args.json:
-        print(_checked(args, net), flush=True)
+        print(checked, flush=True)
     try:
         with cluster(args) as client:
             report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
@@ -124,7 +163,7 @@ def _checked(args: argparse.Namespace, net: Any) -> str:
     arch = describe(
         {
             "model": "mlp",
-            "activation": args.activation,
+            "activation": args.activation or "relu",
             "output_activation": None,
             "batchnorm": args.batchnorm,
             "dropout": args.dropout,
@@ -133,7 +172,7 @@ def _checked(args: argparse.Namespace, net: Any) -> str:
     )
     n = args.batch_size
     at = (
-        f"{n} random sample{'s' * (n != 1)} (--seed {args.seed})"
+        f"{n} random sample{'s' * (n != 1)} (--seed {args.seed or 0})"
         if args.dataset is None
         else f"the first {n} {args.dataset} training sample{'s' * (n != 1)}"
     )
@@ -143,13 +182,56 @@ def _checked(args: argparse.Namespace, net: Any) -> str:
     )
 
 
+def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """The network ``--checkpoint`` holds, rebuilt as saved with its parameters in
+    ``--dtype``, the inputs (N, ...) and labels (N,) to check it at (the first
+    ``--batch-size`` training samples of its data set, as its run fed them), and what is
+    checked, in a line."""
+    from xpnet.checkpoint import read_metadata
+    from xpnet.schema import json_object
+
+    path = args.checkpoint
+    given = [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(args, k) is not None]
+    refuse_network_flags(given, "network (layers and loss) comes", path, "check it")
+    saved = read_metadata(path, {"run": json_object(run_fields())})
+    dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
+    net = network_from_the_file(path, args)
+    saved_dtype = net.dtype
+    if saved_dtype != args.dtype:
+        net = network_from_the_file(path, args, dtype=args.dtype)
+    settings = {
+        "model": None,
+        "dataset": dataset,
+        "dtype": args.dtype,
+        "train_samples": None,
+        "input_range": saved.get("run", {}).get("input_range"),
+    }
+    (x, t), _ = load_data(settings, args, images=takes_images(net))
+    problem = misfit(net, x, dataset)
+    if problem:
+        raise ValueError(f"--checkpoint {path}: {problem}")
+    n = args.batch_size
+    x, t = _first(n, x, t, dataset)
+    converted = (
+        ""
+        if saved_dtype == args.dtype
+        else f" ({saved_dtype} parameters converted; --dtype {saved_dtype} checks them as saved)"
+    )
+    checked = (
+        f"{describe(settings, net)} from {path}, {net.num_parameters():,} parameters, at the "
+        f"first {n} {dataset} training sample{'s' * (n != 1)}, {args.dtype} on "
+        f"{backend.parse_device(args.device)}{converted}"
+    )
+    return net, x, t, checked
+
+
 def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
     """The inputs (N, D) and integer labels (N,) to check at: the first ``--batch-size``
     training samples of ``--dataset``, or random ones drawn from ``--seed``."""
     if args.dataset is None:
         if args.data_dir is not None:
             raise ValueError(f"--data-dir {args.data_dir}: give --dataset too")
-        rng = backend.host_rng(args.seed + 1)
+        rng = backend.host_rng((args.seed or 0) + 1)
         size, classes = args.input_size or PIXELS, args.output_size or CLASSES
         x = rng.random((args.batch_size, size))
         t = rng.integers(0, classes, args.batch_size)
@@ -164,9 +246,13 @@ def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
     from xpnet.datasets import load_mnist
 
     (x, t), _ = load_mnist(name=args.dataset, root=args.data_dir, device=args.device)
-    if args.batch_size > x.shape[0]:
-        raise ValueError(
-            f"--batch-size {args.batch_size}: {args.dataset} has {x.shape[0]} training samples"
-        )
+    x, t = _first(args.batch_size, x, t, args.dataset)
     xp = backend.namespace_of(x)
-    return xp.astype(x[: args.batch_size, ...], getattr(xp, args.dtype)), t[: args.batch_size]
+    return xp.astype(x, getattr(xp, args.dtype)), t
+
+
+def _first(n: int, x: Any, t: Any, dataset: str) -> tuple[Any, Any]:
+    """The first ``n`` samples ``x[:n]`` and labels ``t[:n]`` of ``dataset``'s training set."""
+    if n > x.shape[0]:
+        raise ValueError(f"--batch-size {n}: {dataset} has {x.shape[0]} training samples")
+    return x[:n, ...], t[:n]

@@ -7,7 +7,22 @@ import sys
 from typing import Any
 
 from xpnet.cli.common import check_output, error
-from xpnet.cli.network import add_network_flags, describe, load_data, network, train_settings
+from xpnet.cli.network import (
+    NETWORK_SETTINGS,
+    add_layers_module,
+    add_network_flags,
+    checkpoint_dataset,
+    describe,
+    import_layers,
+    load_data,
+    misfit,
+    network,
+    network_from_the_file,
+    refuse_network_flags,
+    run_fields,
+    takes_images,
+    train_settings,
+)
 from xpnet.graph import FORMATS
 from xpnet.graph import NAMED as NAMED_GRAPHS
 
@@ -22,10 +37,15 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "forward value above each edge (black), the backward value below it (red). apple, "
         "apple-orange: the book's section 5.4; sigmoid-neuron: the CS231n notes; net: the "
         "network the train flags describe, after one forward/backward pass on real data "
-        "(layers as nodes, shapes on the edges, gradient norms of every parameter); the "
-        "network flags apply to net only.",
+        "(layers as nodes, shapes on the edges, gradient norms of every parameter), or the "
+        "network a --checkpoint holds; the network flags apply to net only.",
     )
-    p.add_argument("name", choices=GRAPHS, help="which graph: %(choices)s")
+    p.add_argument(
+        "name",
+        nargs="?",
+        choices=GRAPHS,
+        help="which graph: %(choices)s (net when --checkpoint is given)",
+    )
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -34,9 +54,17 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
     before = len(p._actions)
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="draw the network this checkpoint (.npz) holds, rebuilt as saved (xpnet train "
+        "--save, or xpnet.checkpoint.save_params from Python), on its run's data set (or "
+        "--dataset) and input and target ranges; the flags that describe a network are refused",
+    )
+    add_layers_module(p, "--checkpoint")
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
-    p.set_defaults(run=_run_graph, dataset="mnist-5k", optimizer=None, lr=None)
+    p.set_defaults(run=_run_graph, optimizer=None, lr=None)
     p.set_defaults(epochs=None, iters=None, resume=None, eval_samples=None, train_samples=None)
     # dest -> (flag, default), to refuse network flags given with another graph than net
     p.set_defaults(
@@ -47,21 +75,57 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
 
 
 def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
-    """One forward/backward of the network the flags describe, on its first batch, recorded."""
+    """One forward/backward of the network the flags describe, or that ``--checkpoint``
+    holds, on its first batch, recorded."""
     from xpnet.graph import record_network
     from xpnet.training import labels_and_targets
 
-    s = train_settings(args, {})
-    (x, t), _ = load_data(s, args)
+    if args.checkpoint is None:
+        args.dataset = args.dataset or "mnist-5k"  # graph's default (train's is mnist)
+        s = train_settings(args, {})
+        (x, t), _ = load_data(s, args)
+        net = network(s, args, x.shape[1])
+        what = f"{describe(s, net)}, {s['loss']} loss"
+    else:
+        net, s = _saved_network(args)
+        (x, t), _ = load_data(s, args, images=takes_images(net))
+        problem = misfit(net, x, s["dataset"])
+        if problem:
+            raise ValueError(f"--checkpoint {args.checkpoint}: {problem}")
+        what = f"{describe(s, net)} from {args.checkpoint}"
     n = min(s["batch_size"], x.shape[0])
-    net = network(s, args, x.shape[1])
     # The targets a training step uses: one-hot rows, or rows of --target-range.
     _, targets = labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
     title = (
-        f"{describe(s, net)}, {s['loss']} loss, {n} {s['dataset']} "
-        f"sample{'s' * (n > 1)}: one forward and backward pass (red: gradients, ‖·‖ their norm)"
+        f"{what}, {n} {s['dataset']} sample{'s' * (n > 1)}: one forward and backward pass "
+        "(red: gradients, ‖·‖ their norm)"
     )
     return record_network(net, x[:n, ...], targets), title
+
+
+def _saved_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The network ``--checkpoint`` holds, rebuilt as saved, and the settings of its data: its
+    run's data set, input and target ranges and batch size, unless the flags give them."""
+    from xpnet.checkpoint import read_metadata
+    from xpnet.schema import json_object
+
+    path = args.checkpoint
+    fixed = ("model", *NETWORK_SETTINGS, "weight_init", "seed")
+    given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
+    refuse_network_flags(given, "network (layers and loss) comes", path, "draw it")
+    saved = read_metadata(path, {"run": json_object(run_fields())})
+    run = saved.get("run", {})
+    dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
+    net = network_from_the_file(path, args)
+    return net, {
+        "model": None,
+        "dataset": dataset,
+        "dtype": net.dtype,
+        "train_samples": None,
+        "input_range": args.input_range or run.get("input_range"),
+        "target_range": args.target_range or run.get("target_range"),
+        "batch_size": args.batch_size or run.get("batch_size", 100),
+    }
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -69,10 +133,13 @@ def _run_graph(args: argparse.Namespace) -> int:
 
     from xpnet import graph
 
+    if args.name is None and args.checkpoint is None:
+        return error(f"give the graph to draw: one of {', '.join(GRAPHS)}", "graph")
+    name = args.name or "net"
     given = [
         f for dest, (f, default) in args.network_flags.items() if getattr(args, dest) != default
     ]
-    if args.name != "net" and given:
+    if name != "net" and given:
         return error(f"{', '.join(given)}: the network flags apply to graph net only", "graph")
     problem = check_output("-o", args.output)
     if problem:
@@ -89,10 +156,11 @@ def _run_graph(args: argparse.Namespace) -> int:
     fmt = args.format or suffix or "dot"
     if fmt == "png" and not args.output:
         return error("--format png needs -o PATH", "graph")
-    if args.name == "net":
+    import_layers(args, "--checkpoint", args.checkpoint)
+    if name == "net":
         recording, title = _network_recording(args)
     else:
-        recording, title = graph.NAMED[args.name](), None
+        recording, title = graph.NAMED[name](), None
     dot = recording.dot(title=title)
     try:
         if args.output:

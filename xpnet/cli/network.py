@@ -1,6 +1,7 @@
 """The flags that describe a network and its data, shared by ``train`` and ``graph``, and
 what they build: the settings (defaults, ``--model`` presets, a checkpoint's, the flags),
-the data set and the network."""
+the data set and the network; and the network a checkpoint holds, rebuilt as saved, which
+``train --resume``, ``gradcheck --checkpoint`` and ``graph net --checkpoint`` share."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import (
+    module_name,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -205,6 +207,145 @@ def add_extend_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def run_fields() -> dict[str, Any]:
+    """What each setting of a checkpoint's ``run`` record (written by ``xpnet train --save``)
+    must hold, to check the record field by field when it is read."""
+    from xpnet import schema
+    from xpnet.optim import OPTIMIZERS
+
+    def low_high(v: Any) -> bool:  # as --input-range and --target-range take them
+        if v is None:
+            return True
+        return isinstance(v, list) and len(v) == 2 and all(map(schema.is_number, v)) and v[0] < v[1]
+
+    value_range = schema.Field(low_high, "null or [LOW, HIGH] with LOW < HIGH")
+    dropout_ratio = schema.Field(lambda v: schema.is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+    return {
+        "model": schema.one_of(MODELS),
+        "dataset": schema.one_of(DATASETS),
+        "hidden": schema.list_of(schema.integer(1)),
+        "activation": schema.one_of(ACTIVATIONS),
+        "output_activation": schema.nullable(schema.one_of(ACTIVATIONS)),
+        "loss": schema.one_of(LOSSES),
+        "reduction": schema.one_of(REDUCTIONS),
+        "bias_init": schema.one_of(BIAS_INITS),
+        "input_range": value_range,
+        "target_range": value_range,
+        "dtype": schema.one_of(DTYPES),
+        "optimizer": schema.one_of(OPTIMIZERS),
+        "batch_size": schema.integer(1),
+        "seed": schema.integer(0),
+        "weight_decay": schema.number(0.0),
+        "epochs": schema.integer(1),
+        "iters": schema.integer(1),
+        "eval_samples": schema.nullable(schema.integer(1)),
+        "train_samples": schema.nullable(schema.integer(1)),
+        "batchnorm": schema.Field(lambda v: isinstance(v, bool), "true or false"),
+        "dropout": schema.nullable(dropout_ratio),
+    }
+
+
+def add_layers_module(p: argparse.ArgumentParser, option: str) -> None:
+    """``--layers-module MODULE``, for the checkpoint that ``option`` names."""
+    p.add_argument(
+        "--layers-module",
+        type=module_name,
+        action="append",
+        metavar="MODULE",
+        help=f"with {option}: import MODULE first (repeat for more), the module that registers "
+        "the layer classes of your own (xpnet.register_layer) that the checkpoint's network "
+        "holds; imported as Python imports modules: installed, or its folder on PYTHONPATH",
+    )
+
+
+def import_layers(args: argparse.Namespace, option: str, path: str | None) -> None:
+    """Import the ``--layers-module`` modules, which register the user's layer classes for
+    the checkpoint ``option`` names (``path``; refused without one)."""
+    import importlib
+
+    if args.layers_module and path is None:
+        raise ValueError(
+            f"--layers-module imports the layer classes of a checkpoint: use it with {option}"
+        )
+    for name in args.layers_module or ():
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(
+                f"--layers-module {name}: {exc}; the module is imported as Python imports "
+                "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
+                "current one)"
+            ) from None
+
+
+def refuse_network_flags(given: list[str], held: str, path: str, purpose: str) -> None:
+    """Refuse the flags ``given`` with a checkpoint (``path``), from which what they set,
+    ``held`` (``network (layers and loss) comes``), comes; ``purpose``: ``resume``."""
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: the {held} from the checkpoint ({path}); "
+            f"leave {'them' if len(given) > 1 else 'it'} out to {purpose}"
+        )
+
+
+def checkpoint_dataset(saved: dict, given: str | None, option: str, path: str) -> str:
+    """The data set for the network of a checkpoint (``saved``, its metadata, which ``option``
+    names): ``given`` (``--dataset``), else the one its run record names; a file without a
+    run record (saved from Python) and no ``--dataset`` is an error saying to give it."""
+    recorded = saved.get("run", {}).get("dataset")
+    if given is None and recorded is None:
+        raise ValueError(
+            f"{option} {path}: the checkpoint records no data set (a network saved from Python "
+            f"records none); give --dataset ({', '.join(DATASETS)})"
+        )
+    return given or recorded
+
+
+def network_from_the_file(
+    path: str, args: argparse.Namespace, *, optimizer: Any = None, dtype: str | None = None
+) -> Any:
+    """The network of the checkpoint ``path``, rebuilt as saved on ``--device`` (in ``dtype``
+    when given), with ``optimizer``'s state from the file when given; a layer class that no
+    module registered here is an error saying how to register it (``--layers-module``)."""
+    from xpnet import checkpoint
+
+    try:
+        net, _ = checkpoint.load_network(path, device=args.device, optimizer=optimizer, dtype=dtype)
+    except checkpoint.UnregisteredLayer as exc:
+        imported = ", ".join(args.layers_module or ())
+        tried = f"--layers-module {imported} did not register it; give" if imported else "Give"
+        raise ValueError(
+            f"{exc.what}. {tried} --layers-module MODULE, the module that registers the class "
+            "with xpnet.register_layer, importable here (installed, or its folder on PYTHONPATH)"
+        ) from None
+    return net
+
+
+def takes_images(net: Any) -> bool:
+    """Whether ``net`` takes images (N, 1, 28, 28), its first layer a Convolution, rather
+    than vectors (N, 784)."""
+    from xpnet.conv import Convolution
+    from xpnet.layers import flat_layers
+
+    return isinstance(flat_layers(net.layers)[0], Convolution)
+
+
+def misfit(net: Any, x: Any, dataset: str) -> str | None:
+    """Why the network rebuilt from a checkpoint cannot take ``dataset`` (None when it can),
+    from one forward pass of its first sample ``x[:1]`` in evaluation mode, which draws no
+    Dropout mask: it must take the sample and give 10 scores, one a class."""
+    try:
+        scores = net.predict(x[:1, ...])
+    except ValueError as exc:  # the layer that refused the input names both shapes
+        return f"the checkpoint's network does not fit {dataset}: {exc}"
+    if tuple(scores.shape) != (1, 10):
+        return (
+            f"the checkpoint's network gives scores of shape {tuple(scores.shape)} for one "
+            f"{dataset} sample of shape {tuple(x.shape[1:])}; its 10 classes need (1, 10)"
+        )
+    return None
+
+
 def load_data(
     settings: dict, args: argparse.Namespace, *, images: bool | None = None
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -362,18 +503,17 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         )
     fixed = ("model", *NETWORK_SETTINGS, "weight_init") if rebuilt else ("weight_init", "bias_init")
     given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
-    if args.resume and given:  # the checkpoint's: the initial weights, or the whole network
+    if args.resume:  # the checkpoint's: the initial weights, or the whole network
         held = "network (layers and loss) comes" if rebuilt else "weights come"
-        raise ValueError(
-            f"{', '.join(given)}: the {held} from the checkpoint ({args.resume}); "
-            f"leave {'them' if len(given) > 1 else 'it'} out to resume"
-        )
+        refuse_network_flags(given, held, args.resume, "resume")
     if args.dataset is not None and resumed.get("dataset", args.dataset) != args.dataset:
         # Its history would join epochs on two data sets, its best epoch of either.
         raise ValueError(
             f"--dataset {args.dataset} does not match the checkpoint's {resumed['dataset']} "
             f"({args.resume}); leave it out to resume"
         )
+    if args.resume:
+        resumed["dataset"] = checkpoint_dataset(saved, args.dataset, "--resume", args.resume)
     # (A file saved from Python records no run: nothing to hold the flag against.)
     if "run" in saved and args.train_samples not in (None, resumed.get("train_samples")):
         raise ValueError(  # as another data set would

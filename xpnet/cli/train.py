@@ -25,10 +25,16 @@ from xpnet.cli.network import (
     IMAGES_EVAL_BATCH,
     NETWORK_SETTINGS,
     TRAIN_DEFAULTS,
+    add_layers_module,
     add_network_flags,
     describe,
+    import_layers,
     load_data,
+    misfit,
     network,
+    network_from_the_file,
+    run_fields,
+    takes_images,
     train_settings,
 )
 
@@ -97,46 +103,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "training); a network saved from Python is rebuilt as saved, with the file's layers "
         "and loss",
     )
-    p.add_argument(
-        "--layers-module",
-        type=_module_name,
-        action="append",
-        metavar="MODULE",
-        help="with --resume: import MODULE first (repeat for more), the module that registers "
-        "the layer classes of your own (xpnet.register_layer) that the checkpoint's network "
-        "holds; imported as Python imports modules: installed, or its folder on PYTHONPATH",
-    )
+    add_layers_module(p, "--resume")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
     p.set_defaults(run=_train)
-
-
-def _module_name(text: str) -> str:
-    """An argparse ``type``: a module name to import, ``my_layers`` or ``package.layers``."""
-    if text.endswith(".py"):
-        raise argparse.ArgumentTypeError(
-            f"expected a module name, not a file name: {text[:-3]!r} for {text!r}"
-        )
-    if not all(part.isidentifier() for part in text.split(".")):
-        raise argparse.ArgumentTypeError(
-            f"expected a module name (my_layers, package.layers), got {text!r}"
-        )
-    return text
-
-
-def _import_layers(modules: list[str]) -> None:
-    """Import the ``--layers-module`` modules, which register the user's layer classes."""
-    import importlib
-
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ValueError(
-                f"--layers-module {name}: {exc}; the module is imported as Python imports "
-                "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
-                "current one)"
-            ) from None
 
 
 @contextmanager
@@ -148,41 +118,6 @@ def _the_flags_hyperparameters() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HyperparametersDiffer)
         yield
-
-
-def _network_from_the_file(args: argparse.Namespace, optimizer: Any) -> Any:
-    """The network of the checkpoint ``--resume`` names, rebuilt as saved on ``--device``,
-    with ``optimizer``'s state from the file when given (its flags' hyperparameters kept); a
-    layer class that no module registered here is an error saying how to register it."""
-    from xpnet import checkpoint
-
-    try:
-        with _the_flags_hyperparameters():
-            net, _ = checkpoint.load_network(args.resume, device=args.device, optimizer=optimizer)
-    except checkpoint.UnregisteredLayer as exc:
-        imported = ", ".join(args.layers_module or ())
-        tried = f"--layers-module {imported} did not register it; give" if imported else "Give"
-        raise ValueError(
-            f"{exc.what}. {tried} --layers-module MODULE, the module that registers the class "
-            "with xpnet.register_layer, importable here (installed, or its folder on PYTHONPATH)"
-        ) from None
-    return net
-
-
-def _misfit(net: Any, x: Any, dataset: str) -> str | None:
-    """Why the network rebuilt from a checkpoint cannot train on ``dataset`` (None when it
-    can), from one forward pass of its first sample ``x[:1]`` in evaluation mode, which
-    draws no Dropout mask: it must take the sample and give 10 scores, one a class."""
-    try:
-        scores = net.predict(x[:1, ...])
-    except ValueError as exc:  # the layer that refused the input names both shapes
-        return f"the checkpoint's network does not fit {dataset}: {exc}"
-    if tuple(scores.shape) != (1, 10):
-        return (
-            f"the checkpoint's network gives scores of shape {tuple(scores.shape)} for one "
-            f"{dataset} sample of shape {tuple(x.shape[1:])}; its 10 classes need (1, 10)"
-        )
-    return None
 
 
 def epochs_for_iters(iters: int, batch_size: int, n_train: int) -> int:
@@ -232,42 +167,8 @@ def _resumed(path: str) -> dict[str, Any]:
     learning curves, the optimizer's name and the ``run`` settings."""
     from xpnet import schema
     from xpnet.checkpoint import read_metadata
-    from xpnet.cli.network import LOSSES, MODELS
-    from xpnet.datasets import DATASETS
-    from xpnet.layers import REDUCTIONS
-    from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES
     from xpnet.optim import OPTIMIZERS
 
-    def low_high(v: Any) -> bool:  # as --input-range and --target-range take them
-        if v is None:
-            return True
-        return isinstance(v, list) and len(v) == 2 and all(map(schema.is_number, v)) and v[0] < v[1]
-
-    value_range = schema.Field(low_high, "null or [LOW, HIGH] with LOW < HIGH")
-    dropout_ratio = schema.Field(lambda v: schema.is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-    run = {
-        "model": schema.one_of(MODELS),
-        "dataset": schema.one_of(DATASETS),
-        "hidden": schema.list_of(schema.integer(1)),
-        "activation": schema.one_of(ACTIVATIONS),
-        "output_activation": schema.nullable(schema.one_of(ACTIVATIONS)),
-        "loss": schema.one_of(LOSSES),
-        "reduction": schema.one_of(REDUCTIONS),
-        "bias_init": schema.one_of(BIAS_INITS),
-        "input_range": value_range,
-        "target_range": value_range,
-        "dtype": schema.one_of(DTYPES),
-        "optimizer": schema.one_of(OPTIMIZERS),
-        "batch_size": schema.integer(1),
-        "seed": schema.integer(0),
-        "weight_decay": schema.number(0.0),
-        "epochs": schema.integer(1),
-        "iters": schema.integer(1),
-        "eval_samples": schema.nullable(schema.integer(1)),
-        "train_samples": schema.nullable(schema.integer(1)),
-        "batchnorm": schema.Field(lambda v: isinstance(v, bool), "true or false"),
-        "dropout": schema.nullable(dropout_ratio),
-    }
     optimizer = {"name": schema.one_of(OPTIMIZERS)}
     return read_metadata(
         path,
@@ -275,7 +176,7 @@ def _resumed(path: str) -> dict[str, Any]:
             "epoch": schema.integer(0),
             "history": schema.json_object(_history_fields),
             "optimizer": schema.nullable(schema.json_object(optimizer)),
-            "run": schema.json_object(run),
+            "run": schema.json_object(run_fields()),
         },
     )
 
@@ -359,11 +260,7 @@ def _train(args: argparse.Namespace) -> int:
         except PlottingUnavailableError as exc:
             return error(f"--plot: {exc}")
     backend.selected(args.device)  # an unknown or unavailable device fails here
-    if args.layers_module and not args.resume:
-        return error(
-            "--layers-module imports the layer classes of a checkpoint: use it with --resume"
-        )
-    _import_layers(args.layers_module or [])
+    import_layers(args, "--resume", args.resume)
 
     saved = _resumed(args.resume) if args.resume else {}
     if args.resume and not saved.get("architecture"):
@@ -381,11 +278,11 @@ def _train(args: argparse.Namespace) -> int:
     rebuilt, images = s["model"] is None, s["model"] == "convnet"
     if rebuilt:  # the checkpoint's network as saved: its dtype and input are the data's
         from xpnet.conv import Convolution
-        from xpnet.layers import flat_layers
 
-        net = _network_from_the_file(args, optimizer if same else None)
+        with _the_flags_hyperparameters():
+            net = network_from_the_file(args.resume, args, optimizer=optimizer if same else None)
         s["dtype"] = net.dtype
-        images = isinstance(flat_layers(net.layers)[0], Convolution)
+        images = takes_images(net)
         convolutions = [p for p, lay in net.named_layers() if isinstance(lay, Convolution)]
         if args.scheduler and convolutions:  # as for the convnet above
             return error(
@@ -396,7 +293,7 @@ def _train(args: argparse.Namespace) -> int:
     (x_train, t_train), (x_test, t_test) = load_data(s, args, images=images)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
     if rebuilt:
-        problem = _misfit(net, x_train, s["dataset"])
+        problem = misfit(net, x_train, s["dataset"])
         if problem:
             return error(f"--resume {args.resume}: {problem}")
     else:

@@ -1,0 +1,163 @@
+"""``xpnet gradcheck --checkpoint`` and ``xpnet graph --checkpoint``: the network a
+checkpoint holds, rebuilt as saved, checked or drawn on its run's data set; and the
+one-line error of all three commands for a file that records no data set. On the tiny
+synthetic data set of test_cli_train.py, put in place of ``xpnet.datasets``."""
+
+import importlib
+import json
+import sys
+
+import pytest
+from test_cli_train import fake_data, nested_network, run, save_from_python, user_layers
+
+from xpnet import MultiLayerNet, checkpoint
+from xpnet.checkpoint import save_params
+
+__all__ = ["fake_data", "user_layers"]  # the fixtures this module takes from test_cli_train
+
+
+def test_gradcheck_checks_a_float32_checkpoint_in_float64_and_says_so(fake_data, tmp_path, capsys):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    assert run(["gradcheck", "--checkpoint", str(path), "--dataset", "mnist", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["dtype"] == "float64"
+    names = {"W1", "b1", "W2", "b2", "gamma1", "beta1", "W3", "b3", "W4", "b4"}
+    assert {p["name"] for p in report["params"]} == names
+    assert run(["gradcheck", "--checkpoint", str(path), "--dataset", "mnist"]) == 0
+    n = 784 * 16 + 16 + 2 * (16 * 16 + 16) + 2 * 16 + 16 * 10 + 10
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"Sequential(Affine, ReLU, Sequential, Affine) with SoftmaxWithLoss from {path}, "
+        f"{n:,} parameters, at the first 3 mnist training samples, float64 on cpu (float32 "
+        "parameters converted; --dtype float32 checks them as saved)"
+    )
+
+
+def test_gradcheck_checks_a_checkpoint_as_saved_with_dtype_float32(fake_data, tmp_path, capsys):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    argv = ["gradcheck", "--checkpoint", str(path), "--dataset", "mnist", "--dtype", "float32"]
+    assert run([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "float32"
+
+
+def test_gradcheck_of_a_checkpoint_fails_on_a_wrong_backward(fake_data, tmp_path, wrong_dW):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    assert run(["gradcheck", "--checkpoint", str(path), "--dataset", "mnist"]) == 1
+
+
+def test_gradcheck_takes_the_data_set_of_a_run_saved_by_train(fake_data, tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    assert run(["train", "--hidden", "8", "--epochs", "1", "--save", str(path), "--quiet"]) == 0
+    capsys.readouterr()
+    assert run(["gradcheck", "--checkpoint", str(path), "--batch-size", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"MultiLayerNet(Affine, ReLU, Affine) with SoftmaxWithLoss from {path}")
+    assert "at the first 2 mnist training samples, float64 on cpu (float32 parameters" in first
+    assert fake_data == ["mnist", "mnist"]
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("gradcheck", ["--hidden", "16"]),
+        ("gradcheck", ["--activation", "tanh", "--batchnorm", "--seed", "1"]),
+        ("gradcheck", ["--input-size", "20", "--output-size", "3"]),
+        ("graph", ["--hidden", "16"]),
+        ("graph", ["--model", "convnet", "--dtype", "float64", "--seed", "1"]),
+    ],
+)
+def test_network_flags_with_a_checkpoint_are_refused(fake_data, tmp_path, capsys, command, flags):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    assert run([command, "--checkpoint", str(path), "--dataset", "mnist", *flags]) == 2
+    given = [flag for flag in flags if flag.startswith("--")]
+    purpose = "check it" if command == "gradcheck" else "draw it"
+    assert capsys.readouterr().err == (
+        f"xpnet {command}: error: {', '.join(given)}: the network (layers and loss) comes from "
+        f"the checkpoint ({path}); leave {'them' if len(given) > 1 else 'it'} out to {purpose}\n"
+    )
+    assert fake_data == []
+
+
+@pytest.mark.parametrize("name", [["net"], []])
+def test_graph_draws_the_network_of_a_checkpoint(fake_data, tmp_path, capsys, name):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    argv = ["graph", *name, "--checkpoint", str(path), "--dataset", "mnist", "--batch-size", "5"]
+    assert run(argv) == 0
+    dot = capsys.readouterr().out
+    assert (
+        f"Sequential(Affine, ReLU, Sequential, Affine) with SoftmaxWithLoss from {path}, 5 mnist "
+        "samples: one forward and backward pass"
+    ) in dot
+    for edge in ("(784, 16)", "(16, 16)", "(16, 10)", "(5, 784)"):
+        assert f'label="{edge}"' in dot
+
+
+def test_graph_draws_a_conv_net_checkpoint_on_images(fake_data, tmp_path, capsys):
+    from xpnet import SimpleConvNet
+
+    path = save_from_python(tmp_path / "conv.npz", SimpleConvNet(hidden_size=8, seed=0))
+    assert run(["graph", "--checkpoint", str(path), "--dataset", "mnist", "--batch-size", "2"]) == 0
+    assert 'label="(2, 1, 28, 28)"' in capsys.readouterr().out
+
+
+def test_graph_without_a_name_or_a_checkpoint_names_the_graphs(capsys):
+    assert run(["graph"]) == 2
+    assert capsys.readouterr().err == (
+        "xpnet graph: error: give the graph to draw: one of apple, apple-orange, "
+        "sigmoid-neuron, net\n"
+    )
+
+
+def test_graph_refuses_a_checkpoint_for_a_named_graph(tmp_path, capsys):
+    assert run(["graph", "apple", "--checkpoint", str(tmp_path / "p.npz")]) == 2
+    assert "--checkpoint: the network flags apply to graph net only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "1", "--resume"],
+        ["gradcheck", "--checkpoint"],
+        ["graph", "net", "--checkpoint"],
+    ],
+)
+def test_a_checkpoint_that_records_no_data_set_is_a_one_line_error(
+    fake_data, tmp_path, capsys, argv
+):
+    # Saved from Python: no run record. train --resume trained on MNIST without a word.
+    path = tmp_path / "p.npz"
+    save_params(path, MultiLayerNet(784, [8], 10, seed=0), {"epoch": 1})
+    option = argv[-1]
+    assert run([*argv, str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet {argv[0]}: error: {option} {path}: the checkpoint records no data set (a "
+        "network saved from Python records none); give --dataset (mnist, fashion-mnist, "
+        "mnist-5k)\n"
+    )
+    assert fake_data == []
+
+
+@pytest.mark.parametrize("command", [["gradcheck"], ["graph", "net"]])
+def test_a_layer_class_of_your_own_is_found_through_layers_module(
+    fake_data, tmp_path, capsys, monkeypatch, user_layers, command
+):
+    block = importlib.import_module(user_layers).Residual
+    path = save_from_python(tmp_path / "p.npz", nested_network(block))
+    monkeypatch.setattr(checkpoint, "_LAYERS", {})  # as a new process sees it
+    del sys.modules[user_layers]
+    argv = [*command, "--checkpoint", str(path), "--dataset", "mnist"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: layers[2] is a 'CliTestResidual', which is not a registered layer" in err
+    assert err.endswith("Give --layers-module MODULE, the module that registers the class with "
+                        "xpnet.register_layer, importable here (installed, or its folder on "
+                        "PYTHONPATH)\n")  # fmt: skip
+    assert run([*argv, "--layers-module", user_layers]) == 0
+
+
+@pytest.mark.parametrize("command", [["gradcheck"], ["graph", "net"]])
+def test_layers_module_without_a_checkpoint_is_refused(capsys, command):
+    assert run([*command, "--layers-module", "json"]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet {command[0]}: error: --layers-module imports the layer classes of a checkpoint: "
+        "use it with --checkpoint\n"
+    )
