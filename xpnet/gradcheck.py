@@ -1156,6 +1156,17 @@ def tolerances(
     )
 
 
+class Float32Warning(UserWarning):
+    """Gradients checked in float32, whose rounding errors are near 1e-3; ``alternative``
+    says how to check in float64 instead."""
+
+    def __init__(self, alternative: str = "build the network with dtype='float64'") -> None:
+        super().__init__(
+            f"checking gradients in float32: expect errors near 1e-3; {alternative} for a "
+            "tight check"
+        )
+
+
 def _settings(
     net: Any, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[str, float, Atol, float]:
@@ -1168,11 +1179,7 @@ def _settings(
             f"difference; check a copy with float64 parameters (or float32, loosely)"
         )
     if dtype == "float32":
-        warnings.warn(
-            "checking gradients in float32: expect errors near 1e-3; "
-            "build the network with dtype='float64' for a tight check",
-            stacklevel=3,
-        )
+        warnings.warn(Float32Warning(), stacklevel=3)
     return (dtype, *tolerances(dtype, h, atol, rtol))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 from xpnet import backend
@@ -18,12 +19,13 @@ from xpnet.cli.network import (
     load_data,
     misfit,
     network_from_the_file,
+    refuse_data_dir,
     refuse_network_flags,
     run_fields,
     takes_images,
 )
 from xpnet.datasets import DATASETS
-from xpnet.gradcheck import DEFAULTS, METHODS
+from xpnet.gradcheck import DEFAULTS, METHODS, Float32Warning
 from xpnet.networks import ACTIVATIONS, DTYPES
 
 PIXELS, CLASSES = 784, 10  # MNIST's and Fashion-MNIST's, and the random batch's defaults
@@ -147,8 +149,11 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
     if not args.json:
         print(checked, flush=True)
+    if args.dtype == "float32":  # the advice in the flags' words, not the library's
+        warnings.warn(Float32Warning("give --dtype float64 (the default)"), stacklevel=1)
     try:
-        with cluster(args) as client:
+        with cluster(args) as client, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Float32Warning)
             report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
     except KeyboardInterrupt:
         print("\ninterrupted: no report", file=sys.stderr)
@@ -189,6 +194,7 @@ def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     checked, in a line."""
     from xpnet.checkpoint import read_metadata
     from xpnet.schema import json_object
+    from xpnet.training import labels_and_targets
 
     path = args.checkpoint
     given = [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(args, k) is not None]
@@ -212,6 +218,8 @@ def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         raise ValueError(f"--checkpoint {path}: {problem}")
     n = args.batch_size
     x, t = _first(n, x, t, dataset)
+    # The targets its training steps used: one-hot rows, or rows of its run's --target-range.
+    _, t = labels_and_targets(t, 10, x.dtype, saved.get("run", {}).get("target_range"))
     converted = (
         ""
         if saved_dtype == args.dtype
@@ -245,6 +253,7 @@ def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
             raise ValueError(f"{flag} {given}: {args.dataset} has {fixed}; leave it out")
     from xpnet.datasets import load_mnist
 
+    refuse_data_dir(args.dataset, args.data_dir)
     (x, t), _ = load_mnist(name=args.dataset, root=args.data_dir, device=args.device)
     x, t = _first(args.batch_size, x, t, args.dataset)
     xp = backend.namespace_of(x)

