@@ -926,7 +926,7 @@ def _in_dtype(arrays: dict[str, np.ndarray], dtype: str | None) -> dict[str, np.
     """``arrays`` with the floating ones in ``dtype`` (all as they are for None)."""
     if dtype is None:
         return arrays
-    return {k: a.astype(dtype) if a.dtype.kind == "f" else a for k, a in arrays.items()}
+    return {k: a.astype(dtype, copy=False) if a.dtype.kind == "f" else a for k, a in arrays.items()}
 
 
 def _load_optimizer(

@@ -13,16 +13,10 @@ from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_
 from xpnet.cli.network import (
     add_extend_flags,
     add_layers_module,
-    checkpoint_dataset,
+    checkpoint_network,
     describe,
     import_layers,
-    load_data,
-    misfit,
-    network_from_the_file,
     refuse_data_dir,
-    refuse_network_flags,
-    run_fields,
-    takes_images,
 )
 from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS, Float32Warning
@@ -192,43 +186,24 @@ def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     ``--dtype``, the inputs (N, ...) and labels (N,) to check it at (the first
     ``--batch-size`` training samples of its data set, as its run fed them), and what is
     checked, in a line."""
-    from xpnet.checkpoint import read_metadata
-    from xpnet.schema import json_object
     from xpnet.training import labels_and_targets
 
-    path = args.checkpoint
     given = [f"--{k.replace('_', '-')}" for k in NETWORK_FLAGS if getattr(args, k) is not None]
-    refuse_network_flags(given, "network (layers and loss) comes", path, "check it")
-    saved = read_metadata(path, {"run": json_object(run_fields())})
-    dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
-    net = network_from_the_file(path, args)
-    saved_dtype = net.dtype
-    if saved_dtype != args.dtype:
-        net = network_from_the_file(path, args, dtype=args.dtype)
-    settings = {
-        "model": None,
-        "dataset": dataset,
-        "dtype": args.dtype,
-        "train_samples": None,
-        "input_range": saved.get("run", {}).get("input_range"),
-    }
-    (x, t), _ = load_data(settings, args, images=takes_images(net))
-    problem = misfit(net, x, dataset)
-    if problem:
-        raise ValueError(f"--checkpoint {path}: {problem}")
-    n = args.batch_size
+    net, saved, settings, (x, t) = checkpoint_network(args, given, "check it", dtype=args.dtype)
+    n, dataset = args.batch_size, settings["dataset"]
     x, t = _first(n, x, t, dataset)
     # The targets its training steps used: one-hot rows, or rows of its run's --target-range.
-    _, t = labels_and_targets(t, 10, x.dtype, saved.get("run", {}).get("target_range"))
+    _, t = labels_and_targets(t, 10, x.dtype, settings["target_range"])
+    saved_dtype = (saved.get("architecture") or {}).get("dtype", args.dtype)
     converted = (
         ""
         if saved_dtype == args.dtype
         else f" ({saved_dtype} parameters converted; --dtype {saved_dtype} checks them as saved)"
     )
     checked = (
-        f"{describe(settings, net)} from {path}, {net.num_parameters():,} parameters, at the "
-        f"first {n} {dataset} training sample{'s' * (n != 1)}, {args.dtype} on "
-        f"{backend.parse_device(args.device)}{converted}"
+        f"{describe(settings, net)} from {args.checkpoint}, {net.num_parameters():,} "
+        f"parameters, at the first {n} {dataset} training sample{'s' * (n != 1)}, {args.dtype} "
+        f"on {backend.parse_device(args.device)}{converted}"
     )
     return net, x, t, checked
 

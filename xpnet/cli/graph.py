@@ -11,16 +11,11 @@ from xpnet.cli.network import (
     NETWORK_SETTINGS,
     add_layers_module,
     add_network_flags,
-    checkpoint_dataset,
+    checkpoint_network,
     describe,
     import_layers,
     load_data,
-    misfit,
     network,
-    network_from_the_file,
-    refuse_network_flags,
-    run_fields,
-    takes_images,
     train_settings,
 )
 from xpnet.graph import FORMATS
@@ -87,11 +82,9 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
         net = network(s, args, x.shape[1])
         what = f"{describe(s, net)}, {s['loss']} loss"
     else:
-        net, s = _saved_network(args)
-        (x, t), _ = load_data(s, args, images=takes_images(net))
-        problem = misfit(net, x, s["dataset"])
-        if problem:
-            raise ValueError(f"--checkpoint {args.checkpoint}: {problem}")
+        fixed = ("model", *NETWORK_SETTINGS, "weight_init", "seed")
+        given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
+        net, _, s, (x, t) = checkpoint_network(args, given, "draw it")
         what = f"{describe(s, net)} from {args.checkpoint}"
     n = min(s["batch_size"], x.shape[0])
     # The targets a training step uses: one-hot rows, or rows of --target-range.
@@ -101,31 +94,6 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
         "(red: gradients, ‖·‖ their norm)"
     )
     return record_network(net, x[:n, ...], targets), title
-
-
-def _saved_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The network ``--checkpoint`` holds, rebuilt as saved, and the settings of its data: its
-    run's data set, input and target ranges and batch size, unless the flags give them."""
-    from xpnet.checkpoint import read_metadata
-    from xpnet.schema import json_object
-
-    path = args.checkpoint
-    fixed = ("model", *NETWORK_SETTINGS, "weight_init", "seed")
-    given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
-    refuse_network_flags(given, "network (layers and loss) comes", path, "draw it")
-    saved = read_metadata(path, {"run": json_object(run_fields())})
-    run = saved.get("run", {})
-    dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
-    net = network_from_the_file(path, args)
-    return net, {
-        "model": None,
-        "dataset": dataset,
-        "dtype": net.dtype,
-        "train_samples": None,
-        "input_range": args.input_range or run.get("input_range"),
-        "target_range": args.target_range or run.get("target_range"),
-        "batch_size": args.batch_size or run.get("batch_size", 100),
-    }
 
 
 def _run_graph(args: argparse.Namespace) -> int:

