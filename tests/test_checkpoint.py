@@ -3,6 +3,7 @@ no pickle, architecture and optimizer state for resuming."""
 
 import importlib.util
 import json
+import os
 import re
 import warnings
 
@@ -919,3 +920,72 @@ def test_a_malformed_generator_state_is_refused_naming_the_layer(tmp_path, state
         load_params(path, net)
     for name, value in before.items():  # nothing loaded
         np.testing.assert_array_equal(to_numpy(net.params[name]), value)
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def without_arrays(path, *names):
+    """Rewrite checkpoint ``path`` without the arrays ``names``."""
+    with np.load(path, allow_pickle=False) as data:
+        kept = {k: data[k] for k in data.files if k not in names}
+    np.savez(path, **kept)
+
+
+def assert_unchanged_params(net, before):
+    for name, value in before.items():
+        np.testing.assert_array_equal(to_numpy(net.params[name]), value)
+
+
+def test_optimizer_state_missing_from_one_buffer_is_refused_and_changes_nothing(tmp_path):
+    # Adam started W1's first moment afresh, without a word, beside its saved second moment.
+    net, opt = MultiLayerNet(4, [3], 2, seed=0), Adam(0.01)
+    opt.update(net.params, net.gradient(np.ones((2, 4), np.float32), np.array([0, 1])))
+    path = save_params(tmp_path / "p.npz", net, optimizer=opt)
+    without_arrays(path, "optimizer/m/W1")
+    other, other_opt = MultiLayerNet(4, [3], 2, seed=1), Adam(0.01)
+    before = host_params(other)
+    with pytest.raises(ValueError) as info:
+        load_params(path, other, optimizer=other_opt)
+    assert str(info.value) == (
+        f"{path}: optimizer state 'm' is missing for W1, whose other state the file holds; "
+        "adam keeps 'm', 'v' for every parameter it has updated"
+    )
+    assert_unchanged_params(other, before)
+    assert other_opt.state_dict()["iterations"] == 0
+
+
+def test_a_checkpoint_cut_short_is_named_as_such(trained):
+    # It read "not an .npz archive", as for any file of another kind.
+    trained.write_bytes(trained.read_bytes()[:-1])
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(trained)
+    assert str(info.value) == (
+        f"{trained} is not an xpnet checkpoint (an .npz archive cut short: it begins as one, "
+        "but its end is missing)"
+    )
+
+
+def test_an_empty_checkpoint_file_is_named_as_such(tmp_path):
+    (tmp_path / "p.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(tmp_path / "p.npz")
+    assert str(info.value) == f"{tmp_path / 'p.npz'} is not an xpnet checkpoint (an empty file)"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_as_a_checkpoint_is_refused_without_reading_it(tmp_path):
+    # It said the pipe "does not exist".
+    os.mkfifo(tmp_path / "p.npz")
+    with pytest.raises(CheckpointError, match=r"checkpoint .*p\.npz is not a file: a pipe"):
+        load_network(tmp_path / "p.npz")
+
+
+def test_a_broken_link_as_a_checkpoint_names_its_target(tmp_path):
+    (tmp_path / "p.npz").symlink_to(tmp_path / "runs" / "gone.npz")
+    with pytest.raises(FileNotFoundError) as info:
+        read_metadata(tmp_path / "p.npz")
+    assert str(info.value) == (
+        f"checkpoint {tmp_path / 'p.npz'} is not a file: a broken link to "
+        f"{tmp_path / 'runs' / 'gone.npz'}"
+    )

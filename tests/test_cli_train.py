@@ -884,6 +884,26 @@ def test_a_run_that_diverges_at_once_saves_nothing(fake_data, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_resuming_from_a_checkpoint_with_a_nan_weight_is_one_line_naming_it(
+    fake_data, tmp_path, capsys
+):
+    # It trained, and failed in the next epoch: "diverged ... lower the learning rate".
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["W2"][7, 3] = np.nan
+    np.savez(path, **arrays)
+    capsys.readouterr()
+    assert run(["train", "--epochs", "2", "--resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "xpnet train: error: parameter 'W2' holds 1 non-finite value of 500, the first nan "
+        "at [7, 3] before training: training from it gives NaN; build the network again, or "
+        "load a checkpoint saved before it diverged\n"
+    )
+
+
 def test_a_learning_rate_given_on_resume_is_used_without_a_warning(fake_data, tmp_path, capsys):
     path = tmp_path / "old.npz"
     assert run(["train", "--epochs", "1", "--optimizer", "momentum", "--lr", "0.05", "--quiet",

@@ -106,6 +106,15 @@ def test_read_idx_reads_a_gzip_file_whatever_its_name(tmp_path):
     np.testing.assert_array_equal(read_idx(path), array)
 
 
+def test_an_uncompressed_file_named_gz_is_read_as_a_browser_leaves_it(tmp_path):
+    # A browser may decode a download served gzip-encoded yet keep its .gz name; it read
+    # "not a readable gzip file".
+    arrays = make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES["train_images"]
+    path.write_bytes(gzip.decompress(path.read_bytes()))
+    np.testing.assert_array_equal(read_idx(path), arrays["train_images"])
+
+
 def test_interrupted_write_idx_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
     path = write_idx(tmp_path / "a.gz", np.ones(4, np.uint8))
     before = path.read_bytes()
@@ -357,6 +366,31 @@ def test_a_root_missing_a_file_is_an_error_naming_the_file_instead_of_a_download
         load_mnist(root=tmp_path / "root")
     assert f"root: {tmp_path / 'root'} (missing t10k-labels-idx1-ubyte[.gz])" in str(info.value)
     assert not datasets.cache_dir("mnist").exists()  # nothing was downloaded
+
+
+def test_a_folder_in_place_of_an_idx_file_is_named_as_one(tmp_path):
+    # It read "missing train-images-idx3-ubyte[.gz]", with the name right there.
+    make_idx_set(tmp_path)
+    gz = tmp_path / datasets.FILES["train_images"]
+    gz.unlink()
+    gz.mkdir()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(root=tmp_path)
+    assert f"root: {tmp_path} (train-images-idx3-ubyte.gz is a directory)" in str(info.value)
+
+
+def test_a_broken_link_in_place_of_an_idx_file_names_its_target(tmp_path):
+    make_idx_set(tmp_path)
+    (tmp_path / datasets.FILES["test_labels"]).unlink()
+    (tmp_path / datasets.FILES["train_labels"]).unlink()
+    plain = tmp_path / "t10k-labels-idx1-ubyte"
+    plain.symlink_to(tmp_path / "elsewhere" / "labels")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(root=tmp_path)
+    assert (
+        f"root: {tmp_path} (missing train-labels-idx1-ubyte[.gz]; t10k-labels-idx1-ubyte is "
+        f"a broken link to {tmp_path / 'elsewhere' / 'labels'})"
+    ) in str(info.value)
 
 
 def test_a_root_for_mnist_5k_is_refused_naming_it(tmp_path):

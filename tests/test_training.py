@@ -529,6 +529,34 @@ def test_nan_in_the_data_stops_training_after_the_first_epoch(cpu_xp):
     assert trainer.epoch == 1
 
 
+@pytest.mark.parametrize("value", [np.nan, -np.inf])
+def test_a_non_finite_parameter_is_refused_before_training_naming_it_and_where(xp, value):
+    # It trained, and the first epoch ended "diverged ... lower the learning rate".
+    x, t, x_test, t_test = blobs(xp)
+    net = make_net(xp)
+    W2 = to_numpy(net.params["W2"]).copy()
+    W2[1, 0] = value
+    net.params["W2"] = to_device(W2, dtype=net.dtype, xp=xp)
+    with pytest.raises(ValueError) as raised:
+        Trainer(net, SGD(lr=0.1), x, t, x_test, t_test, epochs=1)
+    assert str(raised.value) == (
+        f"parameter 'W2' holds 1 non-finite value of {W2.size}, the first {value} at [1, 0] "
+        "before training: training from it gives NaN; build the network again, or load a "
+        "checkpoint saved before it diverged"
+    )
+
+
+def test_a_non_finite_optimizer_state_is_refused_before_training(xp):
+    x, t, x_test, t_test = blobs(xp)
+    net = make_net(xp)
+    v = np.zeros(tuple(net.params["W1"].shape))
+    v[0, :2] = np.nan
+    opt = Momentum(lr=0.1)
+    opt.load_state_dict({"buffers": {"v": {"W1": to_device(v, dtype=net.dtype, xp=xp)}}})
+    with pytest.raises(ValueError, match=r"^optimizer state 'v' of 'W1' holds 2 non-finite "):
+        Trainer(net, opt, x, t, x_test, t_test, epochs=1)
+
+
 def test_a_large_but_finite_loss_is_not_divergence(cpu_xp):
     x, t, x_test, t_test = blobs(cpu_xp)
     history = Trainer(make_net(cpu_xp), SGD(lr=1e10), x, t, x_test, t_test, epochs=2).fit()

@@ -369,6 +369,26 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def non_finite(x: Any) -> str | None:
+    """How many elements of the floating array ``x`` are NaN or infinite, and the first:
+    ``2 non-finite values of 39200, the first nan at [3, 4]``; None when all are finite, and
+    for other dtypes. Tested where ``x`` lies; copied to the host only when some are not."""
+    xp = namespace_of(x)
+    if not xp.isdtype(x.dtype, ("real floating", "complex floating")):
+        return None
+    if bool(xp.all(xp.isfinite(x))):
+        return None
+    host = to_numpy(x)
+    bad = ~np.isfinite(host)
+    count = int(np.count_nonzero(bad))
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f" at {list(first)}" if first else ""
+    return (
+        f"{count} non-finite value{'s' * (count != 1)} of {host.size}, the first "
+        f"{host[first]}{where}"
+    )
+
+
 def tracked_by_autograd(x: Any) -> bool:
     """Whether ``x`` is a PyTorch tensor with ``requires_grad=True`` (``torch.nn.Parameter``)."""
     return array_api_compat.is_torch_array(x) and x.requires_grad

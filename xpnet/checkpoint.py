@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from xpnet.backend import DeviceRNG, dtype_name, to_like, to_numpy
-from xpnet.files import atomic_file
+from xpnet.files import atomic_file, not_a_file
 from xpnet.layers import inner_layers, walk
 from xpnet.schema import (
     Field,
@@ -86,6 +86,7 @@ OPTIMIZER_PREFIX = "optimizer/"
 BUFFER_PREFIX = "buffer/"
 GENERATORS_KEY = "generators"
 _RESERVED = (OPTIMIZER_PREFIX, BUFFER_PREFIX)
+_ZIP_START = b"PK\x03\x04"  # a local file header: how every .npz archive begins
 _LAYERS: dict[str, type] = {}
 
 
@@ -628,14 +629,27 @@ def _archive(path: str | os.PathLike, wanted: Any) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint whose names ``wanted(name)`` accepts, without pickle, each
     ``.npy`` header checked first (:func:`_read_array`)."""
     name = os.fspath(path)
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
-    if not Path(path).is_file():
+    fault = not_a_file(path)
+    if fault == "no such file":
         raise FileNotFoundError(f"checkpoint {name} does not exist")
+    if fault == "a directory":
+        raise IsADirectoryError(f"checkpoint {name} is a directory, not a file")
+    if fault is not None:  # a pipe would block the read below for ever
+        missing = not os.path.exists(path)
+        raise (FileNotFoundError if missing else CheckpointError)(
+            f"checkpoint {name} is not a file: {fault}"
+        )
     with open(path, "rb") as f:  # an unreadable file is a PermissionError, not "not an .npz"
         is_zip = zipfile.is_zipfile(f)
+        f.seek(0)
+        head = f.read(len(_ZIP_START))
     if not is_zip:
-        raise CheckpointError(f"{name} is not an xpnet checkpoint (not an .npz archive)")
+        what = "not an .npz archive"
+        if not head:
+            what = "an empty file"
+        elif head == _ZIP_START:
+            what = "an .npz archive cut short: it begins as one, but its end is missing"
+        raise CheckpointError(f"{name} is not an xpnet checkpoint ({what})")
     try:
         with zipfile.ZipFile(path) as archive:
             return {
@@ -803,6 +817,15 @@ def _optimizer_state(
                 f"which {opt.name} does not have (its buffers: {', '.join(opt.buffers) or 'none'})"
             )
         buffers.setdefault(buffer, {})[name] = value
+    held = {name for slot in buffers.values() for name in slot}
+    for buffer in opt.buffers:
+        lacking = sorted(held - set(buffers.get(buffer, {})))
+        if lacking:  # else the optimizer would start that state afresh, without a word
+            raise ValueError(
+                f"{os.fspath(path)}: optimizer state {buffer!r} is missing for "
+                f"{', '.join(lacking)}, whose other state the file holds; {opt.name} keeps "
+                f"{', '.join(map(repr, opt.buffers))} for every parameter it has updated"
+            )
     for buffer, slot in buffers.items():
         _check(path, slot, {n: params[n] for n in slot}, f"optimizer state {buffer!r}")
         for name in slot:

@@ -53,7 +53,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from xpnet import backend
-from xpnet.files import atomic_file
+from xpnet.files import atomic_file, not_a_file
 
 __all__ = [
     "DATASETS",
@@ -140,6 +140,7 @@ _IDX_DTYPES = {
 _IDX_CODES = {dt.newbyteorder("=").str: code for code, dt in _IDX_DTYPES.items()}
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_IDX_START = b"\x00\x00"  # the first two bytes of every IDX magic number
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -169,18 +170,19 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file, gzip-compressed or not, into a native-endian NumPy array.
 
     The shape and dtype are the file's own (e.g. ``(N, 28, 28)`` uint8 images,
-    ``(N,)`` uint8 labels). A file named ``*.gz`` is gzip-compressed; any other is
-    read as plain IDX (as ``torchvision`` leaves them beside the ``.gz`` files) unless it
-    begins with gzip's magic bytes. Raises :class:`CorruptDataError` for a broken gzip
-    stream, a bad magic number, an unknown type code, or data whose length does
-    not match the header.
+    ``(N,)`` uint8 labels). A file is read as gzip when it begins with gzip's magic bytes,
+    else as plain IDX (as ``torchvision`` leaves them beside the ``.gz`` files, or as a
+    browser that unpacked a download leaves it under its ``.gz`` name); a ``*.gz`` file
+    that begins as neither is reported as not gzip. Raises :class:`CorruptDataError` for a
+    broken gzip stream, a bad magic number, an unknown type code, or data whose length
+    does not match the header.
     """
     path = Path(path)
-    if path.suffix != ".gz":
-        with open(path, "rb") as raw:
-            if raw.read(2) != _GZIP_MAGIC:
-                raw.seek(0)
-                return _parse_idx(path, raw)
+    with open(path, "rb") as raw:
+        head = raw.read(2)
+        if head != _GZIP_MAGIC and (path.suffix != ".gz" or head == _IDX_START):
+            raw.seek(0)
+            return _parse_idx(path, raw)
     try:
         with gzip.open(path, "rb") as f:
             return _parse_idx(path, f)
@@ -315,16 +317,31 @@ def _subfolder_or_folder(label: str, base: Path, name: str) -> list[tuple[str, P
 
 def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | None:
     """The four files in ``folder`` if all are there, each as its ``.gz`` file or else
-    uncompressed (the name without ``.gz``); else note what is missing."""
+    uncompressed (the name without ``.gz``); else note what is missing, and what stands in a
+    file's place (a folder, a broken link)."""
     paths = {role: _either_form(folder / fname) for role, fname in FILES.items()}
-    missing = [f"{p.stem}[.gz]" for p in paths.values() if not p.is_file()]
-    if not missing:
+    absent = [p for p in paths.values() if not p.is_file()]
+    if not absent:
         return paths
     if folder.is_dir():
-        what = "missing " + ", ".join(missing)
+        faults = [_in_place_of(p) for p in absent]
+        missing = [f"{p.stem}[.gz]" for p, fault in zip(absent, faults, strict=True) if not fault]
+        what = "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + [f for f in faults if f]
+        )
     else:
         what = "a file, not a folder" if folder.exists() else "no such folder"
     notes.append(f"{label}: {folder} ({what})")
+    return None
+
+
+def _in_place_of(gz_path: Path) -> str | None:
+    """What stands where the file ``gz_path`` (or the uncompressed one beside it) should be,
+    ``train-images-idx3-ubyte.gz is a directory``; None when neither name is taken."""
+    for path in (gz_path, gz_path.with_suffix("")):
+        fault = not_a_file(path)
+        if fault != "no such file":
+            return f"{path.name} is {fault}"
     return None
 
 

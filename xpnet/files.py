@@ -107,6 +107,20 @@ def special_kind(st_mode: int) -> str | None:
     return next((kind for test, kind in kinds if test(st_mode)), "not a file")
 
 
+def not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a regular file, in words (None when it can): ``no such
+    file``, ``a directory``, ``a broken link to <target>``, ``a pipe``, ..."""
+    try:
+        st_mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a broken link to {os.readlink(path)}"
+        return "no such file"
+    except OSError as exc:  # a file where a folder should be, a loop of links, ...
+        return f"not found ({exc.strerror or exc})"
+    return "a directory" if stat.S_ISDIR(st_mode) else special_kind(st_mode)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` when the block succeeds, and vanishes if not.

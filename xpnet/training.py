@@ -35,6 +35,7 @@ from xpnet.backend import (
     dtype_name,
     host_rng,
     namespace_of,
+    non_finite,
     synchronize,
     take,
     to_numpy,
@@ -215,6 +216,22 @@ def _require_optimizer(optimizer: Any) -> None:
     )
 
 
+def _require_finite(net: Any, optimizer: Optimizer) -> None:
+    """Raise unless the network's parameters and the optimizer's state are finite: from NaN
+    or infinity (a damaged checkpoint, say) training gives NaN, and the first epoch would
+    end blaming the learning rate (:class:`TrainingDiverged`)."""
+    arrays = [(f"parameter {name!r}", p) for name, p in net.params.items()]
+    for buffer, slot in optimizer.state_dict()["buffers"].items():
+        arrays += [(f"optimizer state {buffer!r} of {name!r}", a) for name, a in slot.items()]
+    for what, a in arrays:
+        fault = non_finite(a) if array_api_compat.is_array_api_obj(a) else None
+        if fault:
+            raise ValueError(
+                f"{what} holds {fault} before training: training from it gives NaN; "
+                "build the network again, or load a checkpoint saved before it diverged"
+            )
+
+
 def _checked_range(value: Any) -> tuple[float, float] | None:
     """``target_range`` as a pair of floats (``None`` stays ``None``); a ``ValueError`` or
     ``TypeError`` naming it unless it is two finite numbers, low < high."""
@@ -301,8 +318,9 @@ class Trainer:
     as Keras's ``TerminateOnNaN`` stops: a diverged network only trains on NaN.
     Pass the same optimizer object (or one restored from a checkpoint) and the
     previous ``history`` when resuming, with ``start_epoch`` its last epoch (another is a
-    ``ValueError``). Labels are validated once, up front, and so is that the network takes
-    the test inputs (an empty test set is allowed), before any weight moves.
+    ``ValueError``). Labels are validated once, up front, and so are that the network takes
+    the test inputs (an empty test set is allowed) and that its parameters and the
+    optimizer's state are finite, before any weight moves.
     """
 
     @refuses_book_keywords
@@ -378,6 +396,7 @@ class Trainer:
                     "autograd refuses, and xpnet computes the gradients itself; give the layer "
                     "the tensor's .detach()"
                 )
+        _require_finite(net, optimizer)
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
         if x_test.shape[0]:  # fail now, not after an epoch has moved the weights
