@@ -255,6 +255,76 @@ def test_any_sequential_is_drawn_and_its_layers_still_get_train_flg(cpu_xp):
     assert add.backward.__func__ is layers.Add.backward
 
 
+class BookRelu:
+    """The book's ``Relu`` (common/layers.py): its backward writes into the ``dout`` it got."""
+
+    def forward(self, x):
+        self.mask = x <= 0
+        out = backend.namespace_of(x).asarray(x, copy=True)
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dout[self.mask] = 0
+        return dout
+
+
+def test_a_gradient_that_backward_writes_into_is_drawn_as_it_came(xp):
+    # The book's Relu zeroes dout in place: its incoming gradient was drawn already masked.
+    relu = BookRelu()
+    x = backend.to_device([-1.0, 2.0], dtype="float64", xp=xp)
+    dout = backend.to_device([3.0, 4.0], dtype="float64", xp=xp)
+    with graph.record([relu], inputs={"x": x}) as run:
+        relu.forward(x)
+        relu.backward(dout)
+    (call,) = run.calls
+    assert (call.dout.norm, call.dout.min, call.dout.max) == (5.0, 3.0, 4.0)
+    assert (call.dinputs[0].norm, call.dinputs[0].min, call.dinputs[0].max) == (4.0, 0.0, 4.0)
+
+
+class AddOneInPlace:
+    """``x += 1``: a forward that writes into its input."""
+
+    def forward(self, x):
+        x += 1
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+def test_an_input_that_forward_writes_into_is_drawn_as_it_came(xp):
+    node = AddOneInPlace()
+    x = backend.to_device([1.0, 2.0], dtype="float64", xp=xp)
+    with graph.record([node], inputs={"x": x}) as run:
+        node.forward(x)
+    (call,) = run.calls
+    assert (call.input_values[0].min, call.input_values[0].max) == (1.0, 2.0)
+    assert (call.output_value.min, call.output_value.max) == (2.0, 3.0)
+
+
+@pytest.mark.parametrize("by", ["position", "keyword"])
+def test_a_node_in_eval_mode_says_so_and_its_mode_is_no_input(xp, by):
+    # dropout.forward(x, False) drew the False as a constant input "0"; and Dropout in eval
+    # mode was drawn as in training.
+    dropout, x = layers.Dropout(0.5), backend.to_device(np.ones((2, 3)), dtype="float64", xp=xp)
+    with graph.record([dropout], inputs={"x": x}) as run:
+        y = dropout.forward(x, False) if by == "position" else dropout.forward(x, train_flg=False)
+        dropout.backward(backend.to_device(np.ones((2, 3)), dtype="float64", xp=xp))
+    eval_mode = "Dropout\\ntrain_flg=False"
+    assert drawn_edges(run.dot()) == {
+        ("x", eval_mode, "(2, 3)", "‖·‖ 1.22"), (eval_mode, "", "(2, 3)", "‖·‖ 2.45"),
+    }  # fmt: skip
+    np.testing.assert_array_equal(backend.to_numpy(y), np.full((2, 3), 0.5))  # x * (1 - 0.5)
+
+
+def test_a_node_in_training_mode_keeps_its_label_and_its_mode_is_no_input(xp):
+    dropout, x = layers.Dropout(0.5), backend.to_device(np.ones((2, 3)), dtype="float64", xp=xp)
+    with graph.record([dropout], inputs={"x": x}) as run:
+        dropout.forward(x, True)
+    assert {(s, d) for s, d, _, _ in drawn_edges(run.dot())} == {("x", "Dropout"), ("Dropout", "")}
+
+
 def test_a_recorded_forward_keeps_its_signature():
     # Sequential passes train_flg to layers whose forward takes it, found by the signature.
     relu = layers.ReLU()
@@ -350,6 +420,32 @@ def test_a_network_given_as_nodes_is_refused_naming_record_network():
         pass
 
 
+def test_a_named_number_that_may_be_a_shared_constant_is_warned_about():
+    # x = 1.0 and the sigmoid's "+ 1.0" are one object when Python shares the constant:
+    # the + node's 1 was drawn as x, and x's gradient summed in the +'s, without a word.
+    exp, add, x = layers.Exp(), layers.Add(), 1.0
+    with (
+        pytest.warns(UserWarning, match=r"^x = 1\.0 was drawn for 2 inputs of several nodes"),
+        graph.record([exp, add], inputs={"x": x}),
+    ):
+        add.forward(exp.forward(x), x)  # the second x: the object a shared 1.0 would be
+
+
+def test_a_named_number_used_twice_by_one_node_is_not_warned_about(recwarn):
+    square, x = layers.Mul(), 3.0
+    with graph.record([square], inputs={"x": x}):
+        square.forward(x, x)
+    assert not recwarn.list
+
+
+def test_a_named_0d_array_used_by_several_nodes_is_not_warned_about(xp, recwarn):
+    exp, add = layers.Exp(), layers.Add()
+    x = backend.to_device(1.0, dtype="float64", xp=xp)
+    with graph.record([exp, add], inputs={"x": x}):
+        add.forward(exp.forward(x), x)
+    assert not recwarn.list
+
+
 def test_unnamed_constants_are_drawn_as_their_value():
     mul = layers.Mul()
     with graph.record([mul]) as run:
@@ -378,6 +474,19 @@ def test_cli_renders_every_named_graph(name, tmp_path, digits):
     assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
     assert run(["graph", name, "--format", "svg", "-o", str(tmp_path / "g.out"), *small]) == 0
     assert ET.parse(tmp_path / "g.out").getroot().tag == "{http://www.w3.org/2000/svg}svg"
+
+
+@needs_dot
+def test_leaf_names_with_quotes_and_backslashes_are_drawn(tmp_path):
+    # A quote in an input's name ended the DOT node's name: stray nodes, the leaf unjoined
+    # (or, with a trailing backslash, Graphviz's syntax error).
+    mul, a, b = layers.Mul(), 2.0, 3.0
+    with graph.record([mul], inputs={'price "net"': a, "c:\\b": b}) as run:
+        mul.forward(a, b)
+    graph.write(run.dot(), tmp_path / "g.svg")
+    svg = "{http://www.w3.org/2000/svg}"
+    texts = {t.text for t in ET.parse(tmp_path / "g.svg").iter(f"{svg}text")}
+    assert texts == {'price "net"', "c:\\b", X, "2", "3", "6"}  # and no stray nodes
 
 
 def test_cli_prints_dot_without_output_path(capsys):
@@ -456,6 +565,15 @@ def test_unknown_suffix_or_format_is_a_clear_error(tmp_path):
         graph.write("digraph {}", tmp_path / "apple.gif")
     with pytest.raises(ValueError, match=r"'jpg'.*dot, svg, png"):
         graph.render("digraph {}", "jpg")
+
+
+def test_a_format_that_contradicts_the_suffix_is_refused(tmp_path):
+    # graph.write(dot, "g.png", format="svg") wrote SVG text into g.png.
+    with pytest.raises(ValueError, match=r"format 'svg' contradicts the suffix of .*g\.png"):
+        graph.write("digraph {}", tmp_path / "g.png", format="svg")
+    assert list(tmp_path.iterdir()) == []
+    graph.write("digraph {}", tmp_path / "g.DOT", format="dot")  # the same, in another case
+    assert (tmp_path / "g.DOT").read_text() == "digraph {}"
 
 
 def test_a_given_format_is_read_in_any_case(tmp_path):
@@ -559,6 +677,23 @@ def test_exp_and_reciprocal_gates_take_python_floats():
     s = 1 / (1 + math.exp(x))
     assert run.output == pytest.approx(s)
     assert run.input_gradients()["x"] == pytest.approx(-s * s * math.exp(x))
+
+
+def test_a_value_that_cannot_be_drawn_names_its_node(xp):
+    # A forward returning two values failed with "cannot record a tuple", naming no node.
+    class Split:
+        def forward(self, x):
+            return x, x
+
+        def backward(self, dx1, dx2):
+            return dx1 + dx2
+
+    split = Split()
+    with (
+        pytest.raises(TypeError, match=r"^Split node 0, output: cannot record a tuple"),
+        graph.record([split]),
+    ):
+        split.forward(backend.to_device([1.0, 2.0], dtype="float64", xp=xp))
 
 
 def test_a_node_without_backward_is_named_before_recording():

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 LAYERS_DOC = ROOT / "docs" / "layers.md"
 PYTORCH_DOC = ROOT / "docs" / "pytorch.md"
+GRAPHS_DOC = ROOT / "docs" / "graphs.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -40,6 +41,7 @@ GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
 CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
+FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 
 
 def said(pattern: str, text: str) -> list[str]:
@@ -61,7 +63,7 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
-    covered = {LAYERS_DOC: [CHECK_FUNCTION], PYTORCH_DOC: [BOTH_WAYS]}
+    covered = {LAYERS_DOC: [CHECK_FUNCTION], PYTORCH_DOC: [BOTH_WAYS], GRAPHS_DOC: [FIGURES]}
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
 
 
@@ -123,6 +125,25 @@ def test_the_graph_snippet_prints_the_gradient_its_comment_shows_and_draws_it(
     assert "<svg" in (tmp_path / "square.svg").read_text()
     net_run = namespace["net_run"]
     assert len(net_run.calls) == len(net_run.nodes) > 1  # one forward call per layer
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_the_figures_snippet_prints_the_sigmoids_gradient_both_ways_and_draws_affine_shapes(
+    monkeypatch, tmp_path, capsys, recwarn
+):
+    pytest.importorskip("graphviz", reason="xpnet[graph] is not installed")
+    monkeypatch.chdir(tmp_path)  # the snippet writes sigmoid-gates.svg and affine.svg
+    namespace = run(FIGURES, path=GRAPHS_DOC)
+    (shown,) = re.findall(r"print\(.*\)  # (.*)", FIGURES)
+    y = 1 / (1 + np.exp(-1.0))  # dy/dx = y (1 - y), gate by gate and as one node
+    dx = f"{y * (1 - y):.4f}"
+    assert capsys.readouterr().out.splitlines() == [shown] == [f"{dx} {dx}"]
+    assert not recwarn.list  # x is its own object: no constant is taken for it
+    assert "<svg" in (tmp_path / "sigmoid-gates.svg").read_text()
+    assert "<svg" in (tmp_path / "affine.svg").read_text()
+    drawn = re.findall(r'label="(\(\d[^"]*\))"', namespace["run"].dot())
+    assert "# X (1, 2), W (2, 3), B (3,) in, (1, 3) out" in FIGURES
+    assert sorted(drawn) == sorted(["(1, 2)", "(2, 3)", "(3,)", "(1, 3)"])
 
 
 @pytest.mark.slow

@@ -2,9 +2,10 @@
 
 :func:`record` watches some node instances (``Mul``, ``Add``, layers, anything with
 ``forward`` and ``backward``) for the length of a ``with`` block. Each ``forward`` call
-notes its inputs and output, each ``backward`` call the gradient it got and the ones it
-returned, for its node's latest forward call not yet answered (a node used twice is
-answered in reverse order, as backpropagation runs); parameters named in a node's
+notes its inputs (before it runs, which may write into them) and output, each
+``backward`` call the gradient it got (before it runs) and the ones it returned, for its
+node's latest forward call not yet answered (a node used twice is answered in reverse
+order, as backpropagation runs); parameters named in a node's
 ``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``, and so are those
 of the layers inside a node made of layers (``sublayers``), which is one node. Values are
 kept as Python numbers for scalars and 0-D arrays, and as shape, norm, min and max for
@@ -13,7 +14,8 @@ larger arrays.
 The edges come from the computation itself: an input of one call that *is* (``is``)
 the output of an earlier call is an edge between the two nodes; any other input is a
 leaf, named by the ``inputs`` given to :func:`record` (matched by identity too; a
-value with no name is drawn as its value). :meth:`Recording.dot` writes Graphviz DOT
+value with no name is drawn as its value; a named Python number that may be an equal
+constant Python shared with it is warned about). :meth:`Recording.dot` writes Graphviz DOT
 text as the book draws its graphs: left to right, the forward value above each edge
 in black, the backward value below it in red; :func:`write` renders it to a file.
 
@@ -34,6 +36,7 @@ import functools
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +132,7 @@ class Call:
     dout: Value | None = None  # the gradient backward got
     dinputs: list[Value | None] = field(default_factory=list)  # one per input, or empty
     params: dict[str, tuple[Value | None, Value | None]] = field(default_factory=dict)
+    train_flg: bool | None = None  # the mode of a node whose forward takes it (Dropout)
 
 
 @dataclass(frozen=True)
@@ -172,15 +176,22 @@ class Recording:
 
     # Recording (the wrappers call these).
 
-    def _forward(self, node: int, args: tuple[Any, ...], output: Any) -> None:
-        values = [Value.of(a) for a in args]
-        call = Call(node, args, output, values, Value.of(output))
+    def _start_forward(self, node: int, args: tuple[Any, ...], train_flg: bool | None) -> Call:
+        """The call of ``node``'s forward on ``args``, its inputs and parameters noted
+        before it runs: a forward may write into them (``x += 1``)."""
+        values = [self._value(node, f"input {i}", a) for i, a in enumerate(args)]
+        call = Call(node, args, None, values, None, train_flg=train_flg)
         for owner, attr in _parameters_in(self.nodes[node]):
-            call.params[self._param_name(owner, attr)] = (Value.of(getattr(owner, attr)), None)
-        self.calls.append(call)
-        self._unanswered[node].append(call)
+            value = self._value(node, f"parameter {attr}", getattr(owner, attr))
+            call.params[self._param_name(owner, attr)] = (value, None)
+        return call
 
-    def _backward(self, node: int, dout: Any, grads: Any) -> None:
+    def _forward(self, call: Call, output: Any) -> None:
+        call.output, call.output_value = output, self._value(call.node, "output", output)
+        self.calls.append(call)
+        self._unanswered[call.node].append(call)
+
+    def _backward(self, node: int, dout: Value | None, grads: Any) -> None:
         # Backward passes run in reverse: each answers its node's latest unanswered forward.
         unanswered = self._unanswered[node]
         if not unanswered:
@@ -190,12 +201,25 @@ class Recording:
                 "while recording: each backward answers one forward"
             )
         call = unanswered.pop()
-        call.dout = Value.of(dout)
+        call.dout = dout
         grads = list(grads) if isinstance(grads, tuple) else [grads]
-        call.dinputs = [Value.of(g) for g in grads] + [None] * (len(call.inputs) - len(grads))
+        call.dinputs = [self._value(node, f"gradient of input {i}", g) for i, g in enumerate(grads)]
+        call.dinputs += [None] * (len(call.inputs) - len(grads))
         for owner, attr in _parameters_in(self.nodes[node]):
             name = self._param_name(owner, attr)
-            call.params[name] = (call.params[name][0], Value.of(getattr(owner, "d" + attr, None)))
+            grad = self._value(node, f"gradient d{attr}", getattr(owner, "d" + attr, None))
+            call.params[name] = (call.params[name][0], grad)
+
+    def _value(self, node: int, what: str, x: Any) -> Value | None:
+        """:meth:`Value.of` ``x``, an error naming the node and ``what`` ``x`` is."""
+        try:
+            return Value.of(x)
+        except TypeError as exc:
+            kind = type(self.nodes[node]).__name__
+            raise TypeError(
+                f"{kind} node {node}, {what}: {exc} (a recorded node takes and returns "
+                "numbers and arrays, one output per forward call)"
+            ) from None
 
     def _param_name(self, node: Any, attr: str) -> str:  # node: the layer holding attr
         return self.param_names.get((id(node), attr), attr)
@@ -230,6 +254,25 @@ class Recording:
                 used = uses.get(id(x), 0)
                 uses[id(x)] = used + 1
                 yield k, i, names[min(used, len(names) - 1)]
+
+    def _constants_taken_for_names(self) -> list[tuple[list[str], int]]:
+        """(names, uses) of each named Python number that inputs of several calls used
+        more often than it has names: CPython shares equal constants (``x = 1.0`` and a
+        later ``+ 1.0`` are one object), so some of those uses may be constants."""
+        names_of: dict[int, list[str]] = {}
+        for name, value in self.inputs.items():
+            if type(value) in (int, float):
+                names_of.setdefault(id(value), []).append(name)
+        calls_of: dict[int, list[int]] = {}
+        for k, i, _ in self._leaf_names():
+            key = id(self.calls[k].inputs[i])
+            if key in names_of:
+                calls_of.setdefault(key, []).append(k)
+        return [
+            (names_of[key], len(calls))
+            for key, calls in calls_of.items()
+            if len(calls) > len(names_of[key]) and len(set(calls)) > 1
+        ]
 
     def _producer(self, k: int, x: Any) -> int | None:
         """The latest call before call ``k`` whose output is ``x``, if any."""
@@ -303,14 +346,17 @@ class Recording:
         if title:
             lines.append(f'  labelloc=t; label="{_escape(title)}"; fontname="Helvetica";')
         for key, label in leaves.items():
-            lines.append(f'  "{key}" [shape=plaintext, label="{_escape(label)}"];')
+            lines.append(f'  "{_escape(key)}" [shape=plaintext, label="{_escape(label)}"];')
         for k, call in enumerate(self.calls):
             label = _escape(self.labels[call.node])
             short = len(self.labels[call.node]) <= 3  # a gate (×, exp, 1/x) or a layer
             shape = "circle, width=0.55, fixedsize=true" if short else "box, style=rounded"
+            if call.train_flg is not None and not call.train_flg:  # else eval looks as training
+                label += "\\ntrain_flg=False"
+                shape = "box, style=rounded"
             lines.append(f'  "call:{k}" [shape={shape}, label="{label}"];')
         for j, edge in enumerate(edges):
-            source = f"call:{edge.source}" if isinstance(edge.source, int) else edge.source
+            source = f"call:{edge.source}" if isinstance(edge.source, int) else _escape(edge.source)
             target = f"call:{edge.target}" if edge.target is not None else f"out:{j}"
             if edge.target is None:
                 lines.append(f'  "{target}" [shape=plaintext, label=""];')
@@ -350,7 +396,9 @@ def record(
     ``+``, ``exp``, ``1/x`` or the class name). ``inputs`` names the leaf values (``{"apple":
     apple}``), matched by identity. ``param_names`` names parameters as a network's
     ``params.slot`` does (``{"W1": (affine, "W")}``; default: the attribute name).
-    Only positional arguments are inputs (keywords such as ``train_flg`` are not).
+    Only positional arguments are inputs, and ``train_flg`` is none (given by position or
+    keyword): a node run with ``train_flg=False`` (Dropout, BatchNorm in eval mode) says
+    so under its label.
     A network is refused (:func:`record_network` records one).
     """
     if hasattr(nodes, "layers") and hasattr(nodes, "last_layer"):
@@ -383,6 +431,16 @@ def record(
             node.forward = _recording_forward(recording, k, node.forward)
             node.backward = _recording_backward(recording, k, node.backward)
         yield recording
+        for names, uses in recording._constants_taken_for_names():
+            value = recording.inputs[names[0]]
+            warnings.warn(
+                f"{' = '.join(names)} = {value!r} was drawn for {uses} inputs of several nodes: "
+                f"Python shares equal constants, so a {value!r} written elsewhere in the code "
+                f"may be this object, and is drawn as {names[0]} (with its gradient summed "
+                f"in). Name a 0-D array instead (np.float64({value!r})) to tell them apart; "
+                f"if every one of those uses is {names[0]}, ignore this warning",
+                stacklevel=3,
+            )
     finally:
         for node in instances:
             for method in ("forward", "backward"):
@@ -404,10 +462,20 @@ def _own_object(output: Any, args: tuple[Any, ...]) -> Any:
 
 
 def _recording_forward(recording: Recording, k: int, forward: Callable) -> Callable:
+    parameters = list(inspect.signature(forward).parameters.values())
+    names = [p.name for p in parameters]
+    flag = names.index("train_flg") if "train_flg" in names else None
+
     @functools.wraps(forward)  # keeps the signature (Sequential looks for train_flg)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        output = _own_object(forward(*args, **kwargs), args)
-        recording._forward(k, args, output)
+        inputs, train_flg = args, None
+        if flag is not None:  # the mode, given by keyword or by position, is no input
+            train_flg = kwargs.get("train_flg", parameters[flag].default)
+            if len(args) > flag:
+                inputs, train_flg = args[:flag] + args[flag + 1 :], args[flag]
+        call = recording._start_forward(k, inputs, train_flg)
+        output = _own_object(forward(*args, **kwargs), inputs)
+        recording._forward(call, output)
         return output
 
     return wrapper
@@ -418,10 +486,11 @@ def _recording_backward(recording: Recording, k: int, backward: Callable) -> Cal
 
     @functools.wraps(backward)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        grads = backward(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        dout = next(iter(bound.arguments.values()), None)
+        # Noted before backward runs, which may write into it (the book's Relu does).
+        dout = recording._value(k, "backward's dout", next(iter(bound.arguments.values()), None))
+        grads = backward(*args, **kwargs)
         recording._backward(k, dout, grads)
         return grads
 
@@ -558,18 +627,29 @@ def render(dot: str, format: str) -> bytes:
         ) from None
 
 
+def suffix_format(path: str | os.PathLike[str]) -> str:
+    """The suffix of ``path`` in lower case, without its dot (``"png"``; ``""`` for none)."""
+    return Path(path).suffix.lstrip(".").lower()
+
+
 def write(dot: str, path: str | os.PathLike[str], format: str | None = None) -> None:
     """Render ``dot`` to ``path`` atomically; ``format`` (in any case) defaults to the
-    file's suffix."""
+    file's suffix, and may not contradict it (SVG text in ``g.png`` opens nowhere)."""
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write {os.fspath(path)}: it is a directory")
+    suffix = suffix_format(path)
     if format is None:
-        format = Path(path).suffix.lstrip(".").lower()
+        format = suffix
         if format not in FORMATS:
             raise ValueError(
                 f"cannot tell the format of {path} from its suffix: expected one of "
                 f"{', '.join('.' + f for f in FORMATS)}, or give the format"
             )
+    elif suffix in FORMATS and isinstance(format, str) and format.lower() != suffix:
+        raise ValueError(
+            f"format {format!r} contradicts the suffix of {path}: give format={suffix!r}, "
+            f"or a path ending in .{format.lower()}"
+        )
     data = render(dot, format)
     with atomic_file(path) as f:
         f.write(data)

@@ -97,8 +97,6 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _run_graph(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from xpnet import graph
 
     if args.name is None and args.checkpoint is None:
@@ -112,7 +110,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     problem = check_output("-o", args.output)
     if problem:
         return error(problem, "graph")
-    suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
+    suffix = graph.suffix_format(args.output) if args.output else ""
     if args.format and suffix in graph.FORMATS and suffix != args.format:
         return error(f"--format {args.format} contradicts -o {args.output} ({suffix})", "graph")
     if not args.format and suffix and suffix not in graph.FORMATS:  # -o g.pdf: not DOT text
