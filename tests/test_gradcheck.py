@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from numeric import central_difference, dev
 from test_gradcheck_fast import kinked_problem
 
 from xpnet import MultiLayerNet, Sequential, TwoLayerNet, check_gradients, numerical_gradient
@@ -23,7 +24,15 @@ from xpnet.gradcheck import (
     rounding_noise,
     within_tolerance,
 )
-from xpnet.layers import Affine, MeanSquaredError, ReLU, SoftmaxWithLoss, Tanh
+from xpnet.layers import (
+    Affine,
+    MeanSquaredError,
+    ReLU,
+    SoftmaxWithLoss,
+    Tanh,
+    cross_entropy_error,
+    softmax,
+)
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -49,13 +58,59 @@ def test_numerical_gradient_works_for_a_function_that_copies_its_argument(xp):
     np.testing.assert_allclose(to_numpy(grad), 3 * weights * to_numpy(x) ** 2, rtol=1e-7)
 
 
-def test_numerical_gradient_warns_of_a_function_that_ignores_its_argument(xp):
-    # The book's f = lambda W: net.loss(x, t) reads the network's W, which the book's
-    # numerical_gradient moves in place; this one moves a copy, so f sees no change.
+class SimpleNet:
+    """The book's chapter 4 simpleNet: softmax cross-entropy of ``x @ W``, reading ``self.W``."""
+
+    def __init__(self, W):
+        self.W = W
+
+    def loss(self, x, t):
+        return cross_entropy_error(softmax(x @ self.W), t)
+
+
+def np_simple_net_loss(W, x, label):
+    z = x @ W
+    return -np.log(np.exp(z[label]) / np.sum(np.exp(z)) + 1e-7)
+
+
+def test_numerical_gradient_moves_x_itself_so_the_books_lambda_w_trick_works(xp):
+    # The book's f = lambda w: net.loss(x, t) ignores w and reads net.W: the array moved.
+    W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
+    net, x = SimpleNet(dev(xp, W)), np.array([0.6, 0.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dW = numerical_gradient(lambda w: net.loss(dev(xp, x), dev(xp, 2, dtype="int64")), net.W)
+    expected = central_difference(lambda v: np_simple_net_loss(v, x, 2), W)
+    np.testing.assert_allclose(to_numpy(dW), expected, rtol=1e-7)
+    np.testing.assert_array_equal(to_numpy(net.W), W)
+
+
+def test_numerical_gradient_warns_of_a_function_that_reads_neither_its_argument_nor_x(xp):
     x = to_device([1.0, 2.0], dtype="float64", xp=xp)
+    copy = namespace_of(x).asarray(x, copy=True)
     with pytest.warns(UserWarning, match=r"same value at x, x \+ h and x - h for every element"):
-        grad = numerical_gradient(lambda _: namespace_of(x).sum(x * x), x)
+        grad = numerical_gradient(lambda _: namespace_of(copy).sum(copy * copy), x)
     assert not np.any(to_numpy(grad))
+
+
+def test_numerical_gradient_puts_x_back_when_f_raises(xp):
+    x = to_device([1.0, 2.0], dtype="float64", xp=xp)
+
+    def f(v):
+        if float(v[1]) != 2.0:
+            raise RuntimeError("f failed")
+        return float(namespace_of(v).sum(v))
+
+    with pytest.raises(RuntimeError, match="f failed"):
+        numerical_gradient(f, x)
+    np.testing.assert_array_equal(to_numpy(x), [1.0, 2.0])
+
+
+def test_numerical_gradient_of_a_read_only_array_moves_a_copy():
+    x = np.array([3.0, 4.0])
+    x.flags.writeable = False
+    grad = numerical_gradient(lambda v: np.sum(v * v), x)
+    np.testing.assert_allclose(grad, [6.0, 8.0], rtol=1e-9)
 
 
 def test_numerical_gradients_warning_points_at_the_callers_line(cpu_xp):
@@ -130,6 +185,15 @@ def test_numerical_gradient_refuses_a_step_that_rounds_away(xp):
     x = to_device([1.0, 1e8], dtype="float32", xp=xp)
     with pytest.raises(ValueError, match=r"the step h=1 rounds away at x=1e\+08 in float32"):
         numerical_gradient(lambda v: float(np.sum(to_numpy(v))), x, 1.0)
+
+
+def test_a_step_rounding_away_in_float64_points_at_a_diverging_descent(xp):
+    # The book's gradient_descent(function_2, init_x, lr=10.0) reaches x of about -1e12.
+    x = to_device([-1.3e12, 4.0], dtype="float64", xp=xp)
+    with pytest.raises(
+        ValueError, match=r"rounds away at x=-1\.3e\+12 in float64: .*learning rate"
+    ):
+        numerical_gradient(lambda v: float(np.sum(to_numpy(v) ** 2)), x)
 
 
 def small_problem(xp, **net_kwargs):

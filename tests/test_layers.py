@@ -251,6 +251,72 @@ def test_softmax_with_loss_accepts_one_hot_targets(xp):
     assert_close(by_label.backward(), to_numpy(by_one_hot.backward()), rtol=1e-15)
 
 
+def test_softmax_with_loss_takes_integer_one_hot_rows_as_the_books_t(xp):
+    # The book writes t = np.array([0, 0, 1]): one-hot rows of an integer dtype.
+    rng = np.random.default_rng(1)
+    x, rows = rng.standard_normal((2, 3)), np.array([[0, 0, 1], [1, 0, 0]])
+    loss = layers.SoftmaxWithLoss()
+    value = loss.forward(dev(xp, x), dev(xp, rows, dtype="int64"))
+    assert_close(value, np_soft_cross_entropy(x, rows), rtol=1e-12)
+    assert_close(loss.backward(), (np_softmax(x) - rows) / 2, rtol=1e-12)
+
+
+BOOK_Y = [0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]
+BOOK_Y_WRONG = [0.1, 0.05, 0.1, 0.0, 0.05, 0.1, 0.0, 0.6, 0.0, 0.0]
+
+
+def np_cross_entropy_error(y, labels):
+    """The book's batch formula written out: -sum(log(y[i, label_i] + 1e-7)) / N."""
+    y = np.atleast_2d(y)
+    return -np.sum(np.log(y[np.arange(len(y)), labels] + 1e-7)) / len(y)
+
+
+@pytest.mark.parametrize(
+    ("t", "dtype"),
+    [(np.eye(10)[2], "int64"), (np.eye(10)[2], "float64"), (2, "int64"), ([2], "int64")],
+    ids=["one-hot-int", "one-hot-float", "label", "label-(1,)"],
+)
+@pytest.mark.parametrize(
+    ("y", "expected"), [(BOOK_Y, 0.510825457099338), (BOOK_Y_WRONG, 2.302584092994546)]
+)
+def test_cross_entropy_error_of_one_sample_gives_the_books_values(xp, y, expected, t, dtype):
+    assert_close(
+        layers.cross_entropy_error(dev(xp, y), dev(xp, t, dtype=dtype)), expected, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_cross_entropy_error_of_a_batch_is_the_mean_over_its_samples(xp, one_hot):
+    rng = np.random.default_rng(2)
+    y, labels = np_softmax(rng.standard_normal((5, 4))), rng.integers(0, 4, 5)
+    t = np.eye(4)[labels] if one_hot else labels
+    value = layers.cross_entropy_error(dev(xp, y), dev(xp, t, dtype="int64"))
+    assert_close(value, np_cross_entropy_error(y, labels), rtol=1e-12)
+
+
+def test_cross_entropy_error_refuses_a_label_out_of_range(xp):
+    with pytest.raises(ValueError, match=r"label 10 is out of range: expected labels in \[0, 9\]"):
+        layers.cross_entropy_error(dev(xp, BOOK_Y), dev(xp, 10, dtype="int64"))
+
+
+@pytest.mark.parametrize(("y", "expected"), [(BOOK_Y, 0.0975), (BOOK_Y_WRONG, 0.5975)])
+def test_mean_squared_error_of_one_sample_gives_the_books_values(xp, y, expected):
+    t = dev(xp, np.eye(10)[2], dtype="int64")
+    assert_close(layers.mean_squared_error(dev(xp, y), t), expected, rtol=1e-12)
+
+
+def test_mean_squared_error_of_a_batch_is_half_the_summed_squares(xp):
+    rng = np.random.default_rng(3)
+    y, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    assert_close(layers.mean_squared_error(dev(xp, y), dev(xp, t)), 0.5 * np.sum((y - t) ** 2))
+
+
+def test_affine_given_one_sample_says_to_make_it_a_batch_of_one(xp):
+    layer = layers.Affine(dev(xp, np.zeros((4, 2))), dev(xp, np.zeros(2)))
+    with pytest.raises(ValueError, match=r"one sample goes as a batch of one, x\[None, :\]"):
+        layer.forward(dev(xp, np.zeros(4)))
+
+
 def np_soft_cross_entropy(x, t):
     """-sum(t * log_softmax(x)) / N for target rows ``t`` of any sum (PyTorch's
     cross_entropy with class probabilities)."""

@@ -21,6 +21,7 @@ README = ROOT / "README.md"
 LAYERS_DOC = ROOT / "docs" / "layers.md"
 PYTORCH_DOC = ROOT / "docs" / "pytorch.md"
 GRAPHS_DOC = ROOT / "docs" / "graphs.md"
+BOOK_DOC = ROOT / "docs" / "book.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -42,6 +43,7 @@ DASK = snippet("LocalCluster(")
 CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
+CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
 
 
 def said(pattern: str, text: str) -> list[str]:
@@ -63,8 +65,28 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
-    covered = {LAYERS_DOC: [CHECK_FUNCTION], PYTORCH_DOC: [BOTH_WAYS], GRAPHS_DOC: [FIGURES]}
+    covered = {
+        LAYERS_DOC: [CHECK_FUNCTION],
+        PYTORCH_DOC: [BOTH_WAYS],
+        GRAPHS_DOC: [FIGURES],
+        BOOK_DOC: [CHAPTER_4],
+    }
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
+
+
+def test_the_chapter_4_snippet_prints_the_books_losses_and_gradients(capsys):
+    run(CHAPTER_4, path=BOOK_DOC)
+    out = capsys.readouterr().out
+    losses, gradient = out.splitlines()[0], out.splitlines()[1]
+    np.testing.assert_allclose(
+        [float(v) for v in losses.split()],
+        [0.0975, -np.log(0.6 + 1e-7), -np.log(0.6 + 1e-7)],
+        rtol=1e-12,
+    )
+    assert gradient == "[6. 8.]"
+    dW = np.array([float(v) for v in re.findall(r"-?\d+\.\d+", out.split("\n", 2)[2])])
+    book = [0.21924763, 0.14356247, -0.36281009, 0.32887144, 0.2153437, -0.54421514]
+    np.testing.assert_allclose(dW, book, rtol=1e-6)
 
 
 def test_the_pytorch_snippet_prints_torchs_loss_and_gradient_to_rounding(capsys):

@@ -2,8 +2,9 @@
 
 ``numerical_gradient(f, x)`` is the book's central difference,
 ``(f(x + h e_i) - f(x - h e_i)) / 2h`` for every element ``i``, written against the
-Array API: ``f`` receives a perturbed *copy* of ``x`` and must compute its value from
-that argument alone.
+Array API: as the book's, it moves ``x`` itself one element at a time, calls ``f(x)``
+and puts the element back, so ``f`` may read ``x`` from its argument or from elsewhere
+(the book's ``lambda W: net.loss(x, t)``).
 
 For a network there are three methods (``METHODS``):
 
@@ -214,29 +215,49 @@ def values_around(
     h: float,
     *,
     indices: Iterable[tuple[int, ...]] | None = None,
+    in_place: bool = False,
 ) -> tuple[Any, Any]:
     """``(f(x + h e_i), f(x - h e_i))`` for every element ``i`` of ``x``: two arrays of x's shape.
 
-    ``f`` is called with a perturbed copy of ``x``; ``x`` is not modified. The values are
-    kept in float64, so a float32 ``x`` does not round them. ``indices`` limits the work to
-    some elements (index tuples); the others stay zero in both. ``x`` must be a real
-    floating array: an integer one cannot move by ``h``.
+    ``f`` is called with a perturbed copy of ``x``, or, with ``in_place``, with ``x``
+    itself, each element moved and put back as the book does (a copy all the same where
+    ``x`` cannot be written: a read-only NumPy array, a tensor that requires grad); ``x``
+    holds its values again on return, even when ``f`` raises. The values are kept in
+    float64, so a float32 ``x`` does not round them. ``indices`` limits the work to some
+    elements (index tuples); the others stay zero in both. ``x`` must be a real floating
+    array: an integer one cannot move by ``h``.
     """
     xp = namespace_of(x)
     _require_real_floating(x, "x")
     plus = xp.zeros(x.shape, dtype=xp.float64, device=array_api_compat.device(x))
     minus = xp.zeros_like(plus)
-    work = xp.asarray(x, copy=True)
+    saved = xp.asarray(x, copy=True)  # x[idx] is a view of x on CuPy and torch
+    work = x if in_place and _writable(x, saved) else xp.asarray(x, copy=True)
     if indices is None:
         indices = product(*(range(n) for n in x.shape))
     for idx in indices:
-        original = x[idx]
-        work[idx] = original + h
-        plus[idx] = f(work)
-        work[idx] = original - h
-        minus[idx] = f(work)
-        work[idx] = original
+        original = saved[idx]
+        try:
+            work[idx] = original + h
+            plus[idx] = f(work)
+            work[idx] = original - h
+            minus[idx] = f(work)
+        finally:
+            work[idx] = original
     return plus, minus
+
+
+def _writable(x: Any, values: Any) -> bool:
+    """Whether elements of ``x`` can be assigned, tried by writing its first element's own
+    value (``values``: a copy of ``x``) back; an empty ``x`` has nothing to write."""
+    if math.prod(x.shape) == 0:
+        return False
+    first = (0,) * x.ndim
+    try:
+        x[first] = values[first]
+    except (ValueError, RuntimeError, TypeError):
+        return False
+    return True
 
 
 def _require_real_floating(x: Any, name: str) -> None:
@@ -258,34 +279,35 @@ def numerical_gradient(
 ) -> Any:
     """Central-difference gradient of the scalar function ``f`` at ``x`` (same shape as ``x``).
 
-    ``f`` is called twice per element of ``x`` with a perturbed copy of ``x``; it may
-    return a 0-D array or a Python number. ``x`` is not modified; it must be a real
-    floating array (ValueError otherwise). ``indices`` limits the work to some elements
-    (index tuples); the others stay zero.
+    ``f`` is called twice per element of ``x``, with ``x`` itself moved by ``+h`` and
+    ``-h`` at that element, as the book's ``numerical_gradient`` does; it may return a
+    0-D array or a Python number. Each element is put back after its two calls, so ``x``
+    holds its values on return (a read-only ``x`` is moved in a copy instead). ``x`` must
+    be a real floating array (ValueError otherwise), of any shape. ``indices`` limits the
+    work to some elements (index tuples); the others stay zero.
 
     The difference is divided by the step ``x`` actually took, ``(x + h) - (x - h)`` as
     x's dtype rounds the two, not by ``2 h``: in float32, 1000 + 1e-4 is 1000.000122, and
     dividing by 2e-4 would make the gradient 22% too large. A step that rounds away
     entirely (``h`` below half of x's spacing there) is a ``ValueError``.
 
-    Unlike the book's ``numerical_gradient``, which moves ``x`` itself, ``f`` must compute
-    from its argument: the book's ``lambda W: net.loss(x, t)`` reads the network's own
-    ``W``, sees no change and gets zeros, with a warning when no element moved ``f`` (``f``
-    is called once more, at ``x``, when the gradient is all zeros: at the minimum of
-    ``sum(x**2)``, 0, it is the gradient). For a network's parameter:
-    ``net.numerical_gradient(x, t)``, or ``lambda W: net.loss_at("W1", W, x, t)``.
+    So the book's ``f = lambda w: net.loss(x, t)`` with ``numerical_gradient(f, net.W)``
+    works: ``f`` ignores its argument and reads the array being moved. A function that
+    reads neither (a copy of ``x``, a parameter other than ``x``) gets zeros, with a
+    warning when no element moved ``f`` (``f`` is called once more, at ``x``, when the
+    gradient is all zeros: at the minimum of ``sum(x**2)``, 0, it is the gradient).
     """
-    grad, plus, minus = _central(f, x, h, indices)
+    grad, plus, minus = _central(f, x, h, indices, in_place=True)
     xp = namespace_of(x)
     unmoved = indices is None and math.prod(x.shape) and not bool(xp.any(plus != minus))
-    if unmoved and bool(xp.all(plus == float(f(xp.asarray(x, copy=True))))):
+    if unmoved and bool(xp.all(plus == float(f(x)))):
         warnings.warn(
             f"f returned the same value at x, x + h and x - h for every element of x (shape "
             f"{tuple(x.shape)}), so its numerical gradient is all zeros. numerical_gradient "
-            "calls f with a perturbed copy of x and leaves x as it is: a function that "
-            "ignores its argument and reads x from elsewhere, as the book's "
-            "lambda W: net.loss(x, t) does, sees no change. Compute f from its argument, "
-            "e.g. lambda W: net.loss_at('W1', W, x, t), or use net.numerical_gradient(x, t)",
+            "moves x itself, element by element, and passes it to f, as the book's does: f "
+            "depends on neither, reading a copy of x or another array (a network's parameter "
+            "other than x, or x converted to another dtype). Compute f from its argument, or "
+            "pass the very array f reads (net.params['W1'])",
             stacklevel=2,
         )
     return grad
@@ -304,12 +326,17 @@ def central_gradient(
 
 
 def _central(
-    f: Callable[[Any], Any], x: Any, h: float, indices: Iterable[tuple[int, ...]] | None
+    f: Callable[[Any], Any],
+    x: Any,
+    h: float,
+    indices: Iterable[tuple[int, ...]] | None,
+    *,
+    in_place: bool = False,
 ) -> tuple[Any, Any, Any]:
     """:func:`central_gradient`, and the values of ``f`` it is made of (:func:`values_around`)."""
     _require_step(h)
     xp = namespace_of(x)
-    plus, minus = values_around(f, x, h, indices=indices)
+    plus, minus = values_around(f, x, h, indices=indices, in_place=in_place)
     return xp.astype((plus - minus) / _steps_taken(xp, x, h), x.dtype), plus, minus
 
 
@@ -325,9 +352,15 @@ def _steps_taken(xp: Any, x: Any, h: float) -> Any:
     steps = steps_of(xp, x, h)
     if bool(xp.any(steps == 0)):
         value = float(xp.reshape(x, (-1,))[int(xp.argmin(xp.reshape(steps, (-1,))))])
+        fix = (
+            " (an x this large in float64 often means a descent that diverged: a smaller "
+            "learning rate)"
+            if x.dtype == xp.float64
+            else ", or x in float64"
+        )
         raise ValueError(
             f"the step h={h:g} rounds away at x={value:g} in {dtype_name(x)}: x + h and x - h "
-            f"are both x there; use a larger h, or x in float64"
+            f"are both x there; use a larger h{fix}"
         )
     return steps
 

@@ -123,10 +123,15 @@ def _as_rows(xp: Any, x: Any, layer: str, param: str, like: Any) -> Any:
     if x.ndim == 2 and x.shape[1] == width:
         return x
     if x.ndim < 2 or math.prod(x.shape[1:]) != width:
+        one = (
+            "; one sample goes as a batch of one, x[None, :] (x_test[i:i+1], not x_test[i])"
+            if tuple(x.shape) == (width,)
+            else ""
+        )
         raise ValueError(
             f"{layer} input of shape {tuple(x.shape)} does not fit {param} of shape "
             f"{tuple(like.shape)}: expected (N, {width}) or (N, ...) with trailing sizes "
-            f"multiplying to {width}"
+            f"multiplying to {width}{one}"
         )
     return xp.reshape(x, (x.shape[0], width))
 
@@ -537,6 +542,40 @@ def _log_softmax(xp: Any, x: Any) -> Any:
     return shifted - xp.log(reduce_sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
+def mean_squared_error(y: Any, t: Any) -> Any:
+    """The book's ``0.5 * sum((y - t)**2)`` over every element, as a 0-D array: one sample
+    (C,) or a batch (N, C), targets ``t`` of ``y``'s shape (one-hot, integer or floating).
+
+    Not divided by the batch size, as in the book (:class:`MeanSquaredError` is the mean,
+    as PyTorch's ``mse_loss``).
+    """
+    xp = namespace_of(y, t)
+    _require_targets_like(xp, "predictions", y, t)
+    diff = y - _in_dtype(xp, t, y.dtype)
+    return 0.5 * reduce_sum(diff * diff)
+
+
+def cross_entropy_error(y: Any, t: Any) -> Any:
+    """The book's ``-sum(t * log(y + 1e-7)) / N`` of probabilities ``y`` (softmax's output),
+    as a 0-D array.
+
+    ``y`` is one sample (C,) or a batch (N, C); ``t`` is one-hot (or any target rows) of
+    ``y``'s shape, or integer labels: one label (0-D or (1,)) for a sample, (N,) for a
+    batch. The 1e-7 keeps ``log(0)`` finite, so the values are the book's; from scores
+    rather than probabilities, :class:`SoftmaxWithLoss` needs no such term.
+    """
+    xp = namespace_of(y, t)
+    require_floating(xp, "probabilities", y)
+    require_array("targets", t)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"probabilities must have shape (C,) or (N, C), got {tuple(y.shape)}")
+    if y.ndim == 1:
+        y = xp.reshape(y, (1, y.shape[0]))
+        t = xp.reshape(t, (1, -1) if t.shape == (y.shape[1],) else (-1,))
+    rows = _as_one_hot(xp, t, y, check=True)
+    return reduce_sum(rows * xp.log(y + 1e-7)) / -y.shape[0]
+
+
 class Softmax(Layer):
     """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
 
@@ -586,8 +625,14 @@ def not_labels_or_rows(t: Any, labels: str, rows: str) -> ValueError:
     )
 
 
+def _is_labels(xp: Any, t: Any) -> bool:
+    """Whether targets ``t`` are integer labels (N,); integer rows (N, C), the book's
+    ``t = np.array([[0, 0, 1]])``, are one-hot targets."""
+    return _isdtype(xp, t.dtype, "integral") and t.ndim != 2
+
+
 def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
-    if _isdtype(xp, t.dtype, "integral"):
+    if _is_labels(xp, t):
         return xp.astype(_label_mask(xp, t, like, check), like.dtype)
     if t.shape != like.shape:
         if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
@@ -681,7 +726,7 @@ class SoftmaxWithLoss(Loss):
         require_array("targets", t)
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
-        labels = _isdtype(xp, t.dtype, "integral")
+        labels = _is_labels(xp, t)
         if labels:
             chosen = _label_mask(xp, t, x, check=True)
             self.t = xp.astype(chosen, x.dtype)
