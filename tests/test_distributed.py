@@ -826,6 +826,64 @@ def test_cli_workers_without_xpnet_are_a_one_line_error(worker_from, capsys):
     assert "cannot load xpnet" in err and err.count("\n") == 1
 
 
+def test_a_layer_from_a_module_the_workers_lack_is_named_before_any_work(
+    client, tmp_path, monkeypatch
+):
+    """The workers (started before the module's folder joined sys.path) cannot unpickle the
+    layer: the check failed with a bare Exception from Dask's scatter, 18 frames deep."""
+    (tmp_path / "my_layers.py").write_text(
+        "from xpnet.layers import ReLU\nclass MyReLU(ReLU): ...\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    from my_layers import MyReLU
+
+    mlp, x, t = problem(backend.namespace("cpu"))
+    net = Sequential([mlp.layers[0], MyReLU(), *mlp.layers[2:]], loss=mlp.last_layer)
+    with pytest.raises(
+        xd.WorkerEnvironmentError,
+        match=r"^Dask workers .* cannot import my_layers \(No module named 'my_layers'\), which "
+        r"the network needs: .* client\.upload_file\('my_layers\.py'\)$",
+    ):
+        check_gradients(net, x, t, client=client, progress=False)
+
+
+def test_a_worker_that_does_not_answer_is_named_within_the_probe_timeout(client, monkeypatch):
+    """A stopped worker (SIGSTOP) never answers Dask's client.run, which has no timeout:
+    require_workers, and the check or rows after it, waited for ever."""
+    monkeypatch.setattr(xd, "PROBE_TIMEOUT_S", 1.0, raising=False)
+    worker, pid = next(iter(client.run(os.getpid).items()))
+    pool = ThreadPoolExecutor(1)  # a hang fails the test instead of blocking the suite
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        probed = pool.submit(xd.rows, np.ones((4, 2)), client=client)
+        with pytest.raises(
+            xd.SchedulerUnavailableError,
+            match=f"^Dask worker {worker} of the scheduler at .* did not answer within 1 s",
+        ):
+            probed.result(timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        pool.shutdown()
+
+
+def test_a_cluster_or_a_closed_client_given_as_client_is_a_clear_error(client):
+    cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None)
+    with cluster, pytest.raises(TypeError, match=r"got LocalCluster \(Client\(cluster\)"):
+        xd.rows(np.ones((4, 2)), client=cluster)
+    closed = distributed.Client(client.scheduler.address)
+    closed.close()
+    with pytest.raises(ValueError, match="the Dask client is closed: pass an open one"):
+        check_gradients(*problem(np), client=closed, progress=False)
+
+
+def test_connect_refuses_a_client_for_an_address(client):
+    with (
+        pytest.raises(TypeError, match=r"local:N, got Client: use the client as it is"),
+        xd.connect(client),
+    ):
+        pass
+
+
 # ---------------------------------------------------------------- two clients at once
 
 ROWS_AGAIN = """

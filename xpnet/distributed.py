@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import importlib
 import logging
 import math
 import os
@@ -41,7 +42,14 @@ from tqdm import tqdm
 
 from xpnet import __version__
 from xpnet.backend import BackendUnavailableError, dtype_name, namespace_of, to_numpy
-from xpnet.gradcheck import _Numerical, how_differenced, memory_budget, numerical_gradient
+from xpnet.gradcheck import (
+    _Numerical,
+    address_given_as_client,
+    how_differenced,
+    memory_budget,
+    numerical_gradient,
+)
+from xpnet.held import layers_of
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
 try:
@@ -53,6 +61,9 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5.0
+# How long a worker may take to answer require_workers' probe: its first one imports xpnet,
+# about 0.5 s on an idle core; a stopped or hung worker never answers (Dask waits for ever).
+PROBE_TIMEOUT_S = 30.0
 # The scheduler's HTTP server (health, metrics) on a free loopback port, not on 8787.
 LOOPBACK_HTTP = {"dashboard_address": "127.0.0.1:0"}
 # local:N: worker processes of one thread, on loopback only, no dashboard, and no
@@ -85,7 +96,8 @@ Progress = bool | Callable[[int, int], None] | None
 
 
 class SchedulerUnavailableError(ConnectionError):
-    """No Dask scheduler answered at the address given."""
+    """The Dask cluster cannot take work: no scheduler answered at the address given, it
+    has no workers, or some of its workers do not answer."""
 
 
 class WorkLostError(ConnectionError):
@@ -107,6 +119,12 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
     ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``), ``ValueError`` for a malformed
     ``local:N``.
     """
+    if not isinstance(scheduler, str):
+        hint = ": use the client as it is" if isinstance(scheduler, Client) else ""
+        raise TypeError(
+            "connect takes a scheduler's address (tcp://HOST:PORT) or local:N, got "
+            f"{type(scheduler).__name__}{hint}"
+        )
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if scheduler.startswith(LOCAL_PREFIX) or scheduler == LOCAL_PREFIX.rstrip(":"):
         count = scheduler[len(LOCAL_PREFIX) :]
@@ -203,15 +221,31 @@ def _client_within(scheduler: str, timeout: float) -> Client:
     ) from exc
 
 
-def require_workers(client: Client, *, timeout: float | None = None) -> None:
+def require_workers(
+    client: Client, *, timeout: float | None = None, modules: Iterable[str] = ()
+) -> None:
     """Wait up to ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``) for a first worker,
-    then check that every worker runs this xpnet, before any work is sent.
+    then check that every worker answers within ``PROBE_TIMEOUT_S``, runs this xpnet and
+    can import ``modules`` (those of a network's own layers), before any work is sent.
 
-    Raises :class:`SchedulerUnavailableError` naming the scheduler when no worker comes,
-    rather than leaving tasks queued for ever; :class:`WorkerEnvironmentError` naming the
-    workers that cannot import xpnet (whose tasks failed deep inside Dask's unpickling)
-    or that run another version. Workers that join later are not checked.
+    Raises ``TypeError`` for anything but a ``distributed.Client`` and ``ValueError`` for a
+    closed one; :class:`SchedulerUnavailableError` naming the scheduler when no worker
+    comes, rather than leaving tasks queued for ever, or naming the workers that do not
+    answer (stopped, hung: Dask's ``client.run`` waits for them for ever);
+    :class:`WorkerEnvironmentError` naming the workers that cannot import xpnet (whose
+    tasks failed deep inside Dask's unpickling), that run another version, or that lack
+    one of ``modules``. Workers that join later are not checked.
     """
+    if not isinstance(client, Client):
+        if isinstance(client, str):
+            raise address_given_as_client(client)
+        made = " (Client(cluster) makes one for a cluster)" * hasattr(client, "scheduler_address")
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}{made}")
+    if client.status in ("closing", "closed"):
+        raise ValueError(
+            f"the Dask client is {client.status}: pass an open one (make the calls "
+            "inside `with Client(...) as client:`)"
+        )
     if not client.nthreads():
         timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
         try:
@@ -221,7 +255,7 @@ def require_workers(client: Client, *, timeout: float | None = None) -> None:
                 f"the Dask scheduler at {client.scheduler.address} has no workers "
                 f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
             ) from exc
-    found = client.run(_xpnet_version, on_error="return")
+    found = _answers(client, _xpnet_version)
     # A worker leaving as the check runs (its connection closed, an OSError) is not checked.
     found = {w: v for w, v in found.items() if not isinstance(v, OSError)}
     install = (
@@ -240,12 +274,79 @@ def require_workers(client: Client, *, timeout: float | None = None) -> None:
             f"Dask {_workers(other)} run{'s' * (len(other) == 1)} xpnet {versions}, "
             f"this client {__version__}: {install}"
         )
+    if not modules:
+        return
+    # Answers that are not a dict: a worker that left since (an OSError).
+    answers = _answers(client, _missing, *sorted(set(modules)))
+    lacking = {w: m for w, m in answers.items() if isinstance(m, dict) and m}
+    if lacking:
+        module, why = next(iter(next(iter(lacking.values())).items()))
+        raise WorkerEnvironmentError(
+            f"Dask {_workers(lacking)} cannot import {module} ({why}), which the network "
+            f"needs: install it where the workers run, or send a one-file module with "
+            f"client.upload_file('{module.replace('.', '/')}.py')"
+        )
+
+
+def _answers(client: Client, function: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """``client.run(function, *args, on_error="return")``, one call per worker at once, or
+    :class:`SchedulerUnavailableError` naming the workers that do not answer within
+    ``PROBE_TIMEOUT_S``: ``client.run`` has no timeout, and waits for a stopped worker."""
+    workers = list(client.nthreads())
+    found = client.sync(_probe, client, workers, function, args, PROBE_TIMEOUT_S)
+    silent = [w for w in workers if w not in found]
+    if silent:
+        raise SchedulerUnavailableError(
+            f"Dask {_workers(dict.fromkeys(silent))} of the scheduler at "
+            f"{client.scheduler.address} did not answer within {PROBE_TIMEOUT_S:g} s "
+            "(stopped, hung or cut off?): restart them; the scheduler drops a silent worker "
+            "after distributed.scheduler.worker-ttl (5 minutes by default)"
+        )
+    return found
+
+
+async def _probe(
+    client: Client, workers: list[str], function: Callable[..., Any], args: tuple, timeout: float
+) -> dict[str, Any]:
+    """What ``function(*args)`` gives on each of ``workers`` (its exception, with
+    ``on_error="return"``) that answers within ``timeout`` seconds; the others are left out."""
+    calls = {
+        w: asyncio.ensure_future(
+            client.run(function, *args, workers=[w], on_error="return", asynchronous=True)
+        )
+        for w in workers
+    }
+    done, pending = await asyncio.wait(calls.values(), timeout=timeout)
+    for call in pending:  # the scheduler's own message to the worker waits on
+        call.cancel()
+    return {
+        w: value for w, call in calls.items() if call in done for value in call.result().values()
+    }
 
 
 def _xpnet_version() -> str:
     """On a worker, its xpnet's version; unpickling this function there imports this module,
     which fails where xpnet (or a package it needs) is missing."""
     return __version__
+
+
+def _missing(*modules: str) -> dict[str, str]:
+    """On a worker, the ``modules`` it cannot import, with why."""
+    missing = {}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing[module] = str(exc)
+    return missing
+
+
+def modules_of(net: Any) -> set[str]:
+    """The modules of ``net``'s class and of its layers' (:func:`xpnet.held.layers_of`) that
+    are not xpnet's own, which workers import to unpickle the network: a user's layers."""
+    classes = [type(net), *map(type, layers_of(net))]
+    found = {c.__module__ for c in classes}
+    return {m for m in found if m != "__main__" and m.split(".")[0] != "xpnet"}
 
 
 def _workers(found: dict[str, Any], shown: int = 3) -> str:
@@ -477,7 +578,7 @@ def numerical(
     ``progress(done, total)`` called as tasks complete.
     """
     names = list(names)
-    require_workers(client)
+    require_workers(client, modules=modules_of(net))
     local = LocalNet.of(net, x, t)
     hows, jobs = _plan(net, local, names, method, memory_budget(budget), threads(client))
     with gradients_set_aside(net):

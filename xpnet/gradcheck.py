@@ -1216,6 +1216,14 @@ def _settings(
     return (dtype, *tolerances(dtype, h, atol, rtol))
 
 
+def address_given_as_client(address: str) -> TypeError:
+    """The error for a scheduler's address passed where a ``distributed.Client`` goes."""
+    return TypeError(
+        f"client must be a distributed.Client, got the address {address!r}: connect first, "
+        "e.g. with xpnet.distributed.connect(address) as client"
+    )
+
+
 def check_gradients(
     net: Any,
     x: Any,
@@ -1274,10 +1282,7 @@ def check_gradients(
     if method == "directional" and client is not None:
         raise ValueError("client= runs the loop and batched methods; directional runs locally")
     if isinstance(client, str):
-        raise TypeError(
-            f"client must be a distributed.Client, got the address {client!r}: connect first, "
-            "e.g. with xpnet.distributed.connect(address) as client"
-        )
+        raise address_given_as_client(client)
     if method == "directional":
         return directional_check(
             net,
