@@ -295,7 +295,8 @@ def test_cross_entropy_error_of_a_batch_is_the_mean_over_its_samples(xp, one_hot
 
 
 def test_cross_entropy_error_refuses_a_label_out_of_range(xp):
-    with pytest.raises(ValueError, match=r"label 10 is out of range: expected labels in \[0, 9\]"):
+    expected = r"label 10 is out of range \(.*\): expected labels in \[0, 9\]"
+    with pytest.raises(ValueError, match=expected):
         layers.cross_entropy_error(dev(xp, BOOK_Y), dev(xp, 10, dtype="int64"))
 
 

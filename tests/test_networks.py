@@ -218,7 +218,8 @@ def test_accuracy_refuses_a_batch_size_below_one(xp):
               r"int64 of shape \(1,\)"),
         ([[0], [1], [2], [1]], r"got int64 of shape \(4, 1\)"),
         ([0.0, 1.0, 2.0, 1.0], r"got float64 of shape \(4,\)"),
-        ([0, 1, 3, 1], r"label 3 is out of range: expected labels in \[0, 2\]"),
+        ([0, 1, 3, 1], r"label 3 is out of range \(at index 2; 1 of 4 labels are\): expected "
+                       r"labels in \[0, 2\]"),
         ([0, -1, 2, 1], r"label -1 is out of range"),
     ],
 )  # fmt: skip

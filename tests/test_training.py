@@ -557,6 +557,33 @@ def test_a_non_finite_optimizer_state_is_refused_before_training(xp):
         Trainer(net, opt, x, t, x_test, t_test, epochs=1)
 
 
+def test_labels_out_of_range_are_named_with_where_the_first_is_and_how_many(xp):
+    x, t, x_test, t_test = blobs(xp)
+    labels = to_numpy(t).copy()
+    labels[[7, 9, 30]] = [255, 2, 255]
+    with pytest.raises(ValueError) as raised:
+        Trainer(make_net(xp), SGD(lr=0.1), x, to_device(labels, xp=xp), x_test, t_test, epochs=1)
+    assert str(raised.value) == (
+        "t_train: label 255 is out of range (at index 7; 3 of 60 labels are): expected labels "
+        "in [0, 1] for 2 classes"
+    )
+
+
+def test_integer_one_hot_rows_train_as_float_rows_do(cpu_xp):
+    # The book's one-hot t = np.array([[0, 0, 1]]): SoftmaxWithLoss takes them, and so
+    # does the Trainer, where they were "integer labels must have shape (N,)".
+    x, t, x_test, t_test = blobs(cpu_xp, one_hot=True)
+    histories = [
+        train(make_net(cpu_xp), SGD(lr=0.1), x, rows, x_test, rows_test, epochs=2)
+        for rows, rows_test in [
+            (t, t_test),
+            (cpu_xp.astype(t, cpu_xp.int64), cpu_xp.astype(t_test, cpu_xp.int64)),
+        ]
+    ]
+    first, second = (dict(h.as_dict(), seconds=None) for h in histories)
+    assert first == second
+
+
 def test_a_large_but_finite_loss_is_not_divergence(cpu_xp):
     x, t, x_test, t_test = blobs(cpu_xp)
     history = Trainer(make_net(cpu_xp), SGD(lr=1e10), x, t, x_test, t_test, epochs=2).fit()

@@ -594,9 +594,13 @@ def check_labels(t: Any, classes: int) -> None:
     xp = namespace_of(t)
     low, high = int(xp.min(t)), int(xp.max(t))
     if low < 0 or high >= classes:
+        # The error path only: where the first bad label is, and how many there are.
+        bad = xp.astype((t < 0) | (t >= classes), xp.int32)
+        first, count = int(xp.argmax(bad)), int(xp.sum(bad))
         raise ValueError(
-            f"label {low if low < 0 else high} is out of range: expected labels in "
-            f"[0, {classes - 1}] for {classes} classes"
+            f"label {int(t[first])} is out of range (at index {first}; {count:,} of "
+            f"{t.shape[0]:,} labels are): expected labels in [0, {classes - 1}] for "
+            f"{classes} classes"
         )
 
 

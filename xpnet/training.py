@@ -146,9 +146,10 @@ def labels_and_targets(
 
     Labels become one-hot rows, or rows of ``target_range = (low, high)`` (0.01/0.99);
     rows given with a ``target_range`` are a ``ValueError``, as the range would not apply.
+    Integer rows (N, classes), the book's one-hot ``[[0, 0, 1]]``, are rows.
     """
     xp = namespace_of(t)
-    if xp.isdtype(t.dtype, "integral"):
+    if xp.isdtype(t.dtype, "integral") and t.ndim != 2:
         if t.ndim != 1:
             raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
         check_labels(t, classes)
