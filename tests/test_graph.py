@@ -548,6 +548,23 @@ def test_without_dot_png_and_svg_say_how_to_install_it(tmp_path, monkeypatch, ca
     assert "apt-get install graphviz" in capsys.readouterr().err
 
 
+def test_without_dot_the_command_says_so_before_loading_any_data(tmp_path, monkeypatch, capsys):
+    # It loaded the data set and ran the network first: here, a missing folder of IDX files.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    argv = ["graph", "net", "--dataset", "mnist", "--data-dir", str(tmp_path / "absent")]
+    assert run([*argv, "-o", str(tmp_path / "net.svg")]) == 2
+    err = capsys.readouterr().err
+    assert "needs Graphviz's dot program, which is not on PATH" in err and "absent" not in err
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_dot_text_that_graphviz_cannot_read_is_its_message_not_a_traceback(tmp_path):
+    expected = r"Graphviz's dot cannot draw this DOT text as svg: .*line"
+    with pytest.raises(ValueError, match=expected):
+        graph.write("digraph { a -> }", tmp_path / "g.svg")
+    assert not (tmp_path / "g.svg").exists()
+
+
 def test_unknown_graph_name_lists_the_known_ones(capsys):
     assert run(["graph", "pear"]) == 2
     err = capsys.readouterr().err

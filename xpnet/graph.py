@@ -36,6 +36,8 @@ import functools
 import inspect
 import math
 import os
+import shutil
+import subprocess
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -605,26 +607,39 @@ def render(dot: str, format: str) -> bytes:
     """DOT text as ``format`` (``dot``, ``svg`` or ``png``, in any case) bytes; svg and png
     need Graphviz.
 
-    Raises :class:`GraphvizUnavailableError` saying how to install what is missing.
+    Raises :class:`GraphvizUnavailableError` saying how to install what is missing, and
+    ``ValueError`` with Graphviz's own message for DOT text that ``dot`` cannot read.
     """
     kind = format.lower() if isinstance(format, str) else format
     if kind not in FORMATS:
         raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
     if kind == "dot":
         return dot.encode()
+    require_graphviz(kind)
+    import graphviz
+
     try:
-        import graphviz
+        return graphviz.Source(dot).pipe(format=kind, quiet=True)
+    except subprocess.CalledProcessError as exc:
+        said = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
+        raise ValueError(f"Graphviz's dot cannot draw this DOT text as {kind}: {said}") from None
+
+
+def require_graphviz(kind: str) -> None:
+    """Raise :class:`GraphvizUnavailableError`, saying how to install what is missing, unless
+    drawing ``kind`` (``svg``, ``png``) can run: the ``graphviz`` package and the ``dot``
+    program on ``PATH``. The command line asks before it loads any data."""
+    try:
+        import graphviz  # noqa: F401
     except ImportError:
         raise GraphvizUnavailableError(
             f"drawing {kind} needs the graphviz package: pip install 'xpnet[graph]', and "
             f"{INSTALL_HINT}"
         ) from None
-    try:
-        return graphviz.Source(dot).pipe(format=kind)
-    except graphviz.ExecutableNotFound:
+    if shutil.which("dot") is None:
         raise GraphvizUnavailableError(
             f"drawing {kind} needs Graphviz's dot program, which is not on PATH: {INSTALL_HINT}"
-        ) from None
+        )
 
 
 def suffix_format(path: str | os.PathLike[str]) -> str:

@@ -122,6 +122,11 @@ def _run_graph(args: argparse.Namespace) -> int:
     fmt = args.format or suffix or "dot"
     if fmt == "png" and not args.output:
         return error("--format png needs -o PATH", "graph")
+    try:
+        if fmt != "dot":  # before the data are loaded and the network run
+            graph.require_graphviz(fmt)
+    except graph.GraphvizUnavailableError as exc:
+        return error(str(exc), "graph")
     import_layers(args, "--checkpoint", args.checkpoint)
     if name == "net":
         recording, title = _network_recording(args)
