@@ -324,19 +324,6 @@ def test_a_conv_net_saved_from_python_resumes_on_images(fake_data, tmp_path, cap
     assert epoch_lines(out) == [("1", "1")]
 
 
-def test_scheduler_refuses_a_network_of_your_own_with_a_convolution(fake_data, tmp_path, capsys):
-    pytest.importorskip("distributed")
-    path = tmp_path / "conv.npz"
-    save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
-    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--scheduler", "local:1"]
-    assert run(argv) == 2
-    assert capsys.readouterr().err == (
-        "xpnet train: error: --scheduler evaluates fully connected networks, not the "
-        "checkpoint's, which has a Convolution (layers[0])\n"
-    )
-    assert fake_data == []
-
-
 def test_train_samples_trains_on_the_first_n_samples(fake_data, tmp_path, capsys):
     path = tmp_path / "p.npz"
     assert run(["train", "--train-samples", "30", "--epochs", "1", "--save", str(path)]) == 0

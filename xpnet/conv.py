@@ -213,9 +213,15 @@ class Convolution(Layer):
         n, _, _, _, oh, ow = win.shape
         self.x_shape, self.out_shape = tuple(x.shape), (n, fn, oh, ow)
         self.col = xp.reshape(win, (n, c * fh * fw, oh * ow))
-        out = xp.reshape(self.W, (fn, c * fh * fw)) @ self.col
+        out = self._rows() @ self.col
         out += self.b[:, None]  # in place: out is this call's own array
         return xp.reshape(out, (n, fn, oh, ow))
+
+    def _rows(self) -> Any:
+        """The filters as rows (FN, C*FH*FW), reshaped by their own namespace: NumPy weights
+        meet Dask inputs (evaluation on a cluster), whose reshape takes no NumPy array."""
+        fn, c, fh, fw = self.W.shape
+        return namespace_of(self.W).reshape(self.W, (fn, c * fh * fw))
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout, self.W)
@@ -227,7 +233,7 @@ class Convolution(Layer):
         self.dW = xp.reshape(reduce_sum(dout @ xp.matrix_transpose(self.col), axis=0), self.W.shape)
         if not self.input_grad:
             return None
-        dcol = xp.reshape(self.W, (fn, c * fh * fw)).T @ dout
+        dcol = self._rows().T @ dout
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
 
 

@@ -266,10 +266,6 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not saved.get("architecture"):
         return error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = train_settings(args, saved)
-    if args.scheduler and s["model"] == "convnet":  # a resumed convnet too
-        # Dask takes NumPy weights as operands, but Convolution reshapes its weights with
-        # the namespace of its (dask) input, which Dask refuses.
-        return error("--scheduler evaluates fully connected models (mlp, course), not convnet")
     try:
         optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
     except (TypeError, ValueError) as exc:  # only a checkpoint's hyperparameters can be bad here
@@ -277,18 +273,10 @@ def _train(args: argparse.Namespace) -> int:
     same = (saved.get("optimizer") or {}).get("name") == optimizer.name
     rebuilt, images = s["model"] is None, s["model"] == "convnet"
     if rebuilt:  # the checkpoint's network as saved: its dtype and input are the data's
-        from xpnet.conv import Convolution
-
         with _the_flags_hyperparameters():
             net = network_from_the_file(args.resume, args, optimizer=optimizer if same else None)
         s["dtype"] = net.dtype
         images = takes_images(net)
-        convolutions = [p for p, lay in net.named_layers() if isinstance(lay, Convolution)]
-        if args.scheduler and convolutions:  # as for the convnet above
-            return error(
-                "--scheduler evaluates fully connected networks, not the checkpoint's, "
-                f"which has a Convolution ({convolutions[0]})"
-            )
 
     (x_train, t_train), (x_test, t_test) = load_data(s, args, images=images)
     n_train, input_size = x_train.shape[0], x_train.shape[1]
