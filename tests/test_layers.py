@@ -214,6 +214,26 @@ def np_cross_entropy(x, labels):
     return -np.mean(np.log(p[np.arange(len(labels)), labels]))
 
 
+def test_the_books_activation_functions_give_its_formulas(xp):
+    # Chapter 3's step_function, sigmoid and relu, against the book's NumPy lines.
+    x = np.array([[-1000.0, -1.0, 0.0], [0.5, 2.0, 1000.0]])
+    with np.errstate(over="ignore"):
+        expected = {
+            "step_function": np.array(x > 0, dtype=np.float64),
+            "sigmoid": 1 / (1 + np.exp(-x)),
+            "relu": np.maximum(0, x),
+        }
+    for name, want in expected.items():
+        got = getattr(layers, name)(dev(xp, x))
+        assert got.dtype == dev(xp, x).dtype and got.shape == x.shape
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-15, atol=0, err_msg=name)
+
+
+def test_the_books_sigmoid_takes_a_python_number():
+    assert layers.sigmoid(0.0) == 0.5
+    assert layers.sigmoid(2.0) == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-15, abs=0)
+
+
 def test_softmax_shifts_each_row_by_its_own_maximum(xp):
     # Softmax is unchanged by a shift of a row, and equal scores share 1/C: a shift by the
     # batch's maximum would take exp(-1000) = 0 in the second row, 0 / 0.

@@ -525,6 +525,24 @@ class Affine(Layer):
         return xp.reshape(xp.broadcast_to(blank[:, None], param.shape), (-1,))
 
 
+def step_function(x: Any) -> Any:
+    """The book's step function (chapter 3): 1 where ``x > 0``, else 0, in ``x``'s dtype
+    (the book's gives integers; a float curve plots beside ``sigmoid``'s)."""
+    xp = namespace_of(x)
+    return xp.astype(x > 0, x.dtype)
+
+
+def sigmoid(x: Any) -> Any:
+    """The book's ``1 / (1 + exp(-x))``, element-wise, for an array or a Python number, as
+    :class:`Sigmoid` computes it (``0.5 * (1 + tanh(x / 2))``: no overflow at -1000)."""
+    return Sigmoid().forward(x)
+
+
+def relu(x: Any) -> Any:
+    """The book's ``max(0, x)``, element-wise, as :class:`ReLU` computes it."""
+    return positive_part(x)
+
+
 def softmax(x: Any) -> Any:
     """Softmax over the last axis, shifted by the row maximum so large logits do not overflow."""
     xp = namespace_of(x)
