@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from numeric import dev
 
 from xpnet import backend, datasets, graph, layers
 from xpnet.cli import main
@@ -46,6 +47,26 @@ def drawn_edges(dot):
         (labels[s], labels[t], value, backward.get((s, t)))
         for (s, t), value in forward.items()
     }  # fmt: skip
+
+
+def test_a_gradient_of_a_few_elements_is_drawn_element_by_element(xp):
+    # It was drawn as its norm, which loses the signs: y's gradient [1, -2] read "‖·‖ 2.24".
+    mul = layers.Mul()
+    x, y = dev(xp, [1.0, -2.0]), dev(xp, [3.0, 0.5])
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, [1.0, 1.0]))
+    edges = drawn_edges(run.dot())
+    assert {("x", X, "(2,)", "[3, 0.5]"), ("y", X, "(2,)", "[1, -2]")} <= edges
+
+
+def test_a_gradient_of_more_elements_is_drawn_as_its_norm(xp):
+    mul = layers.Mul()
+    x, y = dev(xp, [3.0, 0.0, 0.0, 4.0]), dev(xp, [1.0, 1.0, 1.0, 1.0])
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, [1.0, 1.0, 1.0, 1.0]))
+    assert ("y", X, "(4,)", "‖·‖ 5") in drawn_edges(run.dot())
 
 
 def test_apple_graph_draws_the_books_values():

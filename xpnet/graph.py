@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from xpnet.backend import namespace_of, to_device
 from xpnet.files import atomic_file
@@ -68,14 +68,18 @@ class GraphvizUnavailableError(RuntimeError):
 class Value:
     """A recorded value: ``number`` for a scalar (or 0-D array), else ``shape`` and summary.
 
-    ``norm``, ``min`` and ``max`` are given for floating-point arrays only.
+    ``norm``, ``min`` and ``max`` are given for floating-point arrays only, and their
+    ``elements`` (in order) for those of at most ``SMALL`` elements.
     """
+
+    SMALL: ClassVar[int] = 3  # a gradient this small is drawn element by element
 
     number: float | None = None
     shape: tuple[int, ...] | None = None
     norm: float | None = None
     min: float | None = None
     max: float | None = None
+    elements: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, x: Any) -> Value | None:
@@ -95,7 +99,19 @@ class Value:
         if not xp.isdtype(x.dtype, "real floating") or math.prod(shape) == 0:
             return cls(shape=shape)
         norm = float(xp.sqrt(xp.sum(x * x)))
-        return cls(shape=shape, norm=norm, min=float(xp.min(x)), max=float(xp.max(x)))
+        flat = xp.reshape(x, (-1,))
+        elements = (
+            tuple(float(flat[i]) for i in range(flat.shape[0]))
+            if flat.shape[0] <= cls.SMALL
+            else None
+        )
+        return cls(
+            shape=shape,
+            norm=norm,
+            min=float(xp.min(x)),
+            max=float(xp.max(x)),
+            elements=elements,
+        )
 
     def forward_label(self, number_format: str) -> str:
         """A number, or an array's shape (forward edges show what flows)."""
@@ -104,9 +120,12 @@ class Value:
         return str(self.shape)
 
     def backward_label(self, number_format: str) -> str:
-        """A number, or an array's norm (a gradient has the shape of its value)."""
+        """A number, a small array's elements (its signs matter), or an array's norm (a
+        gradient has the shape of its value)."""
         if self.number is not None or self.norm is None:
             return self.forward_label(number_format)
+        if self.elements is not None:
+            return f"[{', '.join(number_format.format(e) for e in self.elements)}]"
         return f"‖·‖ {self.norm:.3g}"
 
     def summary(self) -> str:
