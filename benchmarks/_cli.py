@@ -1,10 +1,12 @@
 """The helper scripts' command lines: ``python -m benchmarks.NAME --help`` prints the
-script's module docstring, and the step helpers take ``[network] [batch]``."""
+script's module docstring, the step helpers take ``[network] [batch]``, and a number out
+of its range (a step, a count, a tolerance) is a usage error naming it, not a traceback."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 
 def parser(module: str, description: str | None) -> argparse.ArgumentParser:
@@ -14,6 +16,26 @@ def parser(module: str, description: str | None) -> argparse.ArgumentParser:
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def number(
+    kind: Callable[[str], float], least: float = 0, *, or_equal: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` (``int`` or ``float``), finite and above ``least``
+    (or equal to it with ``or_equal``), else a usage error naming the value and what was
+    expected."""
+    what = f"{'an integer' if kind is int else 'a number'} {'>=' if or_equal else '>'} {least:g}"
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and (value >= least if or_equal else value > least)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return convert
 
 
 def no_arguments(module: str, description: str | None, argv: Sequence[str] | None) -> None:

@@ -5,24 +5,29 @@ perturbations for the Affine layers after the pooling, the loop (with kink detec
 for the convolution's 780 parameters. Prints the report, the wall and CPU time and the
 1-minute load average (other jobs on the machine inflate the wall time)::
 
-    python benchmarks/gradcheck_convnet.py [--h 1e-6]
+    python -m benchmarks.gradcheck_convnet [--h 1e-6] [--samples 10]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from collections.abc import Sequence
 
 import xpnet
+from benchmarks import _cli
 from xpnet.datasets import load_mnist
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--h", type=float, default=None, help="central-difference step")
-    parser.add_argument("--samples", type=int, default=10)
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _cli.parser("benchmarks.gradcheck_convnet", __doc__)
+    parser.add_argument(
+        "--h", type=_cli.number(float), default=None, help="central-difference step (> 0)"
+    )
+    parser.add_argument(
+        "--samples", type=_cli.number(int), default=10, help="digits checked (default: 10)"
+    )
+    args = parser.parse_args(argv)
     (x, t), _ = load_mnist(name="mnist-5k", flatten=False, device="cpu")
     x, t = x[: args.samples, ...].astype("float64"), t[: args.samples]
     net = xpnet.SimpleConvNet(dtype="float64", seed=0, device="cpu")

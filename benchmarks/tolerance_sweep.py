@@ -185,8 +185,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="METHOD",
         help="batched, loop or directional (repeatable)",
     )
-    for name in ("h", "atol", "rtol"):
-        p.add_argument(f"--{name}", type=float, default=None, help=f"check_gradients' {name}")
+    p.add_argument("--h", type=_cli.number(float), default=None, help="check_gradients' h (> 0)")
+    for name in ("atol", "rtol"):
+        p.add_argument(
+            f"--{name}", type=_cli.number(float, 0, or_equal=True), default=None,
+            help=f"check_gradients' {name} (>= 0)",
+        )  # fmt: skip
     return p.parse_args(argv)
 
 

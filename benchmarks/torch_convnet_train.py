@@ -5,21 +5,22 @@ from ``xpnet.SimpleConvNet(seed=...)``), same shuffles (``host_rng(seed).permuta
 per epoch, as ``xpnet.training.Trainer``), Adam, softmax cross-entropy; PyTorch eager on
 the CPU. Prints the per-epoch test accuracy and a summary line::
 
-    python benchmarks/torch_convnet_train.py --dataset mnist-5k --seed 0 --epochs 20
+    python -m benchmarks.torch_convnet_train --dataset mnist-5k --seed 0 --epochs 20
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import xpnet
+from benchmarks import _cli
 from xpnet.backend import host_rng, to_numpy
-from xpnet.datasets import load_mnist
+from xpnet.datasets import DATASETS, load_mnist
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
@@ -31,15 +32,17 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
     return hits / x.shape[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist-5k")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _cli.parser("benchmarks.torch_convnet_train", __doc__)
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist-5k")
+    parser.add_argument("--seed", type=_cli.number(int, 0, or_equal=True), default=0)
+    parser.add_argument("--epochs", type=_cli.number(int), default=20)
+    parser.add_argument("--batch-size", type=_cli.number(int), default=100)
+    parser.add_argument("--lr", type=_cli.number(float), default=0.001)
+    parser.add_argument(
+        "--threads", type=_cli.number(int), default=None, help="torch threads (default all)"
+    )
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 

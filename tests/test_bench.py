@@ -1270,8 +1270,9 @@ def test_fmt_time_of_long_extrapolations_is_in_minutes_or_hours(seconds: float, 
 
 @pytest.fixture
 def drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``drawn(*runs)``: the axes ``bench.plot`` draws for JSON files of those records (one
-    file a run), inspected on matplotlib's Agg backend before the figure is closed."""
+    """``drawn(*runs, paths=None)``: the axes ``bench.plot`` draws for JSON files of those
+    records (one file a run, at ``paths`` or ``run0.json``, ...), inspected on matplotlib's
+    Agg backend before the figure is closed."""
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
@@ -1284,11 +1285,10 @@ def drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(Figure, "savefig", keeping)
 
-    def draw(*runs: list[dict[str, Any]]) -> Any:
-        paths = []
-        for k, records in enumerate(runs):
-            paths.append(tmp_path / f"run{k}.json")
-            paths[-1].write_text(json.dumps({"benchmarks": records}))
+    def draw(*runs: list[dict[str, Any]], paths: list[Path] | None = None) -> Any:
+        paths = paths or [tmp_path / f"run{k}.json" for k in range(len(runs))]
+        for path, records in zip(paths, runs, strict=True):
+            path.write_text(json.dumps({"benchmarks": records}))
         bench.plot(paths, tmp_path / "out.png")
         (ax,) = figures.pop().axes
         return ax
@@ -1347,6 +1347,29 @@ def test_plot_gives_a_run_with_nothing_to_draw_no_bar_slot_or_legend_entry(drawn
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["numpy cpu (mnist-5k, quick) [run0.json]"]
     assert len(ax.patches) == 1 and bar_centres(ax) == pytest.approx([0.0])
+
+
+def test_plot_keeps_apart_two_runs_in_files_of_the_same_name(drawn: Any, tmp_path: Path) -> None:
+    # cpu/results.json against gpu/results.json: one legend entry and one bar slot each
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "gpu").mkdir()
+    ax = drawn(
+        [record("analytic", "xpnet", 3, 0.001)],
+        [record("analytic", "xpnet", 3, 0.002)],
+        paths=[tmp_path / "cpu" / "results.json", tmp_path / "gpu" / "results.json"],
+    )
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [
+        f"numpy cpu (mnist-5k, quick) [{tmp_path / 'cpu' / 'results.json'}]",
+        f"numpy cpu (mnist-5k, quick) [{tmp_path / 'gpu' / 'results.json'}]",
+    ]
+    assert bar_centres(ax) == pytest.approx([-0.2, 0.2])
+
+
+def test_plot_draws_a_file_given_twice_as_two_runs_side_by_side(drawn: Any, tmp_path: Path) -> None:
+    records, path = [record("analytic", "xpnet", 3, 0.001)], tmp_path / "run.json"
+    ax = drawn(records, records, paths=[path, path])
+    assert bar_centres(ax) == pytest.approx([-0.2, 0.2])
 
 
 def test_plot_refuses_files_with_nothing_to_draw(tmp_path: Path) -> None:
@@ -1430,6 +1453,24 @@ def test_cli_summary_of_a_run_that_recorded_nothing_says_so(
     path.write_text(json.dumps({"benchmarks": []}))  # e.g. every benchmark skipped
     assert bench.main(["summary", str(path)]) == 0
     assert "no timings recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("benchmarks", "message"),
+    [
+        (None, "'benchmarks' is null, expected a list of benchmark records"),
+        ({}, "'benchmarks' is {}, expected a list of benchmark records"),
+        ([{"name": "test_a"}, 7], "benchmark record 1 is 7, expected a JSON object"),
+    ],
+)
+def test_cli_names_benchmark_records_that_are_not_a_list_of_objects(
+    tmp_path: Path, capsys: pytest.CaptureFixture, benchmarks: Any, message: str
+) -> None:
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+    assert (
+        summary_error(path, capsys) == f"python -m xpnet.bench summary: error: {path}: {message}\n"
+    )
 
 
 def test_cli_names_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

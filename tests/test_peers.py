@@ -1000,3 +1000,42 @@ def test_the_step_helpers_name_a_bad_argument(
     with pytest.raises(SystemExit) as exc:
         bench_module("spread").parse_args(args)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+SCRIPT_ARGUMENTS = [  # (script, option, bad value, what the error says it expected)
+    ("gradcheck_convnet", "--samples", "0", "expected an integer > 0"),
+    ("gradcheck_convnet", "--h", "0", "expected a number > 0"),
+    ("gradcheck_convnet", "--h", "nan", "expected a number > 0"),
+    ("tolerance_sweep", "--h", "-0.5", "expected a number > 0"),
+    ("tolerance_sweep", "--atol", "-1", "expected a number >= 0"),
+    ("torch_convnet_train", "--batch-size", "-1", "expected an integer > 0"),
+    ("torch_convnet_train", "--epochs", "0", "expected an integer > 0"),
+    ("torch_convnet_train", "--epochs", "two", "expected an integer > 0"),
+    ("torch_convnet_train", "--lr", "-0.001", "expected a number > 0"),
+    ("torch_convnet_train", "--dataset", "cifar", "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value", "expected"),
+    SCRIPT_ARGUMENTS,
+    ids=[" ".join(a[:3]) for a in SCRIPT_ARGUMENTS],
+)
+def test_the_scripts_name_a_bad_argument_before_doing_any_work(
+    bench_module: Any,
+    capsys: pytest.CaptureFixture,
+    name: str,
+    option: str,
+    value: str,
+    expected: str,
+) -> None:
+    if name == "torch_convnet_train":
+        pytest.importorskip("torch")
+    module = bench_module(name)
+    parse = module.parse_args if name == "tolerance_sweep" else module.main
+    with pytest.raises(SystemExit) as exc:
+        parse([option, value])
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert exc.value.code == 2
+    assert last_line.startswith(f"python -m benchmarks.{name}: error: argument {option}: ")
+    assert expected in last_line and repr(value) in last_line

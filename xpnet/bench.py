@@ -1096,6 +1096,17 @@ def load_json(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    records = data["benchmarks"]
+    if not isinstance(records, list):
+        raise ValueError(
+            f"{path}: 'benchmarks' is {json.dumps(records)[:40]}, expected a list of "
+            "benchmark records"
+        )
+    for i, entry in enumerate(records):
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{path}: benchmark record {i} is {json.dumps(entry)[:40]}, expected a JSON object"
+            )
     return data
 
 
@@ -1162,8 +1173,15 @@ def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
     return {label: seconds for label, seconds in series.items() if seconds is not None}
 
 
-def _run_label(run: Mapping[str, Any], path: str | Path) -> str:
-    return f"{run['backend']} {run['device']} ({run['data']}, {run['mode']}) [{Path(path).name}]"
+def _run_label(run: Mapping[str, Any], source: str) -> str:
+    return f"{run['backend']} {run['device']} ({run['data']}, {run['mode']}) [{source}]"
+
+
+def _sources(paths: Sequence[str | Path]) -> list[str]:
+    """Each file's name, or its path as given where two files share a name
+    (``cpu/results.json``, ``gpu/results.json``)."""
+    names = [Path(p).name for p in paths]
+    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths, strict=True)]
 
 
 def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -1177,22 +1195,27 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(run, p) for p in paths for run in summary_of_file(p)["runs"]]
-    series = [(_run_label(run, p), _plot_series(run)) for run, p in runs]
+    runs = [
+        (run, source)
+        for p, source in zip(paths, _sources(paths), strict=True)
+        for run in summary_of_file(p)["runs"]
+    ]
+    series = [(_run_label(run, source), _plot_series(run)) for run, source in runs]
     series = [(name, s) for name, s in series if s]
     if not series:
         raise ValueError("no xpnet timings to plot in " + ", ".join(map(str, paths)))
     labels = list(dict.fromkeys(k for _, s in series for k in s))
-    # label -> the runs that timed it, in legend order: their bars sit side by side
-    timed_by = {k: [name for name, s in series if k in s] for k in labels}
-    slots = max(len(names) for names in timed_by.values())
+    # label -> the runs that timed it (their indices in legend order): their bars sit side
+    # by side, even where two runs have the same name (the same file given twice)
+    timed_by = {k: [i for i, (_, s) in enumerate(series) if k in s] for k in labels}
+    slots = max(map(len, timed_by.values()))
     height = 0.8 / slots
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) * max(1, slots * 0.7) + 1.5))
-    for name, s in series:
+    for i, (name, s) in enumerate(series):
         ys, values = [], []
         for j, k in enumerate(labels):
             if k in s:
-                slot, slots = timed_by[k].index(name), len(timed_by[k])
+                slot, slots = timed_by[k].index(i), len(timed_by[k])
                 ys.append(j + (slot - (slots - 1) / 2) * height)
                 values.append(s[k])
         ax.barh(ys, values, height=height, label=name)
