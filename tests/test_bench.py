@@ -728,6 +728,55 @@ def test_cli_summary_reprints_the_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "| batch |" in capsys.readouterr().out
 
 
+def test_compare_gives_each_benchmarks_medians_in_two_runs_and_their_ratio(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cpu, gpu = tmp_path / "cpu" / "run.json", tmp_path / "gpu" / "run.json"
+    cpu.parent.mkdir(), gpu.parent.mkdir()
+    cpu.write_text(
+        json.dumps(
+            {"benchmarks": [record("step", "xpnet", 1, 4e-4), record("step", "xpnet", 100, 8e-4)]}
+        )
+    )
+    gpu.write_text(json.dumps({"benchmarks": [record("step", "xpnet", 100, 2e-4),
+                                              record("epoch", "xpnet", 100, 0.5)]}))  # fmt: skip
+    assert bench.compare(cpu, gpu) == [
+        {"name": "benchmarks/x.py::test_step[batch1]", "base_s": 4e-4, "other_s": None,
+         "ratio": None},
+        {"name": "benchmarks/x.py::test_step[batch100]", "base_s": 8e-4, "other_s": 2e-4,
+         "ratio": 0.25},
+        {"name": "benchmarks/x.py::test_epoch[batch100]", "base_s": None, "other_s": 0.5,
+         "ratio": None},
+    ]  # fmt: skip
+    assert bench.main(["compare", str(cpu), str(gpu)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "benchmark",
+        str(cpu),
+        "(median)",
+        str(gpu),
+        "(median)",
+        "ratio",
+    ]  # the files share a name, so each is named by its path
+    assert lines[2].split() == ["test_step[batch1]", "400", "us", "-", "-"]
+    assert lines[3].split() == ["test_step[batch100]", "800", "us", "200", "us", "0.25x"]
+    assert lines[-1] == (
+        f"ratio: {gpu}'s median over {cpu}'s (below 1x: faster in {gpu}); - : not run"
+    )
+
+
+def test_compare_refuses_a_file_that_is_not_benchmark_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"benchmarks": []}))
+    bad.write_text("[]")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["compare", str(good), str(bad)])
+    assert exc.value.code == 2
+    assert f"error: {bad}: not a pytest-benchmark JSON file" in capsys.readouterr().err
+
+
 def summary_error(path: Path, capsys: pytest.CaptureFixture) -> str:
     """What ``python -m xpnet.bench summary path`` writes to stderr, having exited with 2."""
     with pytest.raises(SystemExit) as exc:

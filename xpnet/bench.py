@@ -1125,6 +1125,46 @@ def summary_of_file(path: str | Path) -> dict[str, Any]:
     return summarize(records)
 
 
+def compare(base: str | Path, other: str | Path) -> list[dict[str, Any]]:
+    """Each benchmark of two runs, matched by its test id (``fullname``), in ``base``'s
+    order and then ``other``'s: ``{"name", "base_s", "other_s", "ratio"}``, the medians
+    (None where a run lacks it: a peer that skipped) and ``other_s / base_s``."""
+    medians = [
+        {b.get("fullname") or b.get("name"): _median(b) for b in load_json(path)["benchmarks"]}
+        for path in (base, other)
+    ]
+    names = list(dict.fromkeys([*medians[0], *medians[1]]))
+    return [
+        {
+            "name": name,
+            "base_s": medians[0].get(name),
+            "other_s": medians[1].get(name),
+            "ratio": _ratio(medians[1].get(name), medians[0].get(name)),
+        }
+        for name in names
+    ]
+
+
+def format_compare(
+    rows: Sequence[Mapping[str, Any]], base: str, other: str, markdown: bool = False
+) -> str:
+    """:func:`compare`'s rows as a table: each benchmark's median in both runs and their
+    ratio, ``other / base`` (below 1x: faster in ``other``)."""
+    short = [row["name"].split("::")[-1] for row in rows]
+    body = [
+        [
+            name if short.count(name) == 1 else row["name"],
+            fmt_time(row["base_s"]),
+            fmt_time(row["other_s"]),
+            fmt_ratio(row["ratio"]),
+        ]
+        for row, name in zip(rows, short, strict=True)
+    ]
+    header = ["benchmark", f"{base} (median)", f"{other} (median)", "ratio"]
+    note = f"ratio: {other}'s median over {base}'s (below 1x: faster in {other}); - : not run"
+    return f"{table(header, body, markdown)}\n{note}"
+
+
 def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
     """``label -> seconds`` for the chart: one bar per time in the summary's tables, each
     label naming its network."""
@@ -1246,7 +1286,8 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xpnet.bench summary FILE...`` or ``plot FILE... OUT.png``."""
+    """``python -m xpnet.bench summary FILE...``, ``compare BASE OTHER`` or ``plot FILE...
+    OUT.png``."""
     parser = argparse.ArgumentParser(
         prog="python -m xpnet.bench",
         description="Summaries and charts of `pytest benchmarks/ --benchmark-json FILE` runs.",
@@ -1259,6 +1300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", action="store_true", help="print the summary as JSON (a list, for several files)"
     )
     form.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    p_cmp = sub.add_parser(
+        "compare", help="each benchmark's median in two runs and their ratio (e.g. GPU / CPU)"
+    )
+    p_cmp.add_argument("base", help="the run to compare against (e.g. cpu.json)")
+    p_cmp.add_argument("other", help="the other run (e.g. gpu.json)")
+    p_cmp.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p_plot = sub.add_parser("plot", help="draw a log-scale comparison chart (matplotlib)")
     p_plot.add_argument("files", nargs="+", help="one JSON file, or two or more to compare")
     p_plot.add_argument("out", help="the image to write (e.g. out.png)")
@@ -1271,6 +1318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = "\n\n".join(
                 format_summary(summary_of_file(p), markdown=args.markdown) for p in args.files
             )
+        elif args.command == "compare":
+            rows = compare(args.base, args.other)
+            names = _sources([args.base, args.other])
+            text = format_compare(rows, *names, markdown=args.markdown)
         else:
             text = f"wrote {plot(args.files, args.out)}"
     except (OSError, ValueError) as exc:
