@@ -385,6 +385,40 @@ def test_a_network_whose_loss_swamps_its_gradients_says_nothing_was_resolved(cpu
     assert report.unresolved and str(report).endswith("nothing was resolved)")
 
 
+class TinyInput(Affine):
+    """An Affine of ``1e-9 * x`` (dW is about 1e-9) whose backward stores dW twice over."""
+
+    def forward(self, x):
+        return super().forward(1e-9 * x)
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.dW = 2.0 * self.dW
+        return 1e-9 * dx
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_gradients_under_the_atol_floor_pass_naming_the_parameters_not_resolved(xp, method):
+    net, x, t = small_problem(xp, activation="tanh")
+    first, second = net.layers[0], net.layers[2]
+    b = dev(xp, np.ones(4))  # b1 of 0 would leave W2's gradient at 1e-9 too
+    net = Sequential([TinyInput(first.W, b), *net.layers[1:]], loss=net.last_layer)
+    xh, th, b1, W2, b2 = (to_numpy(a) for a in (x, t, b, second.W, second.b))
+
+    def loss(W1):  # the network's loss as a function of W1, in NumPy
+        s = np.tanh(1e-9 * xh @ W1 + b1) @ W2 + b2
+        s = s - s.max(axis=1, keepdims=True)
+        return -np.mean(s[np.arange(len(th)), th] - np.log(np.exp(s).sum(axis=1)))
+
+    true = central_difference(loss, to_numpy(first.W))
+    assert np.max(np.abs(true)) < 1e-8
+    assert np.allclose(to_numpy(net.gradient(x, t)["W1"]), 2 * true, rtol=1e-3)
+    report = check_gradients(net, x, t, method=method)
+    assert report.passed and report.unresolved_params == ["W1"]
+    verdict = "PASSED (but the atol is as large as the gradients of W1: they were not resolved)"
+    assert report.verdict() == verdict
+
+
 def test_rounding_noise_is_the_noise_of_a_smooth_function():
     # A quadratic (its 6th differences are 0) plus independent noise of 1e-9.
     rng = np.random.default_rng(0)

@@ -553,6 +553,49 @@ def test_a_grown_atol_names_the_arrays_whose_gradients_it_is_as_large_as(xp):
     assert str(report).endswith(verdict)
 
 
+def test_gradients_under_the_atol_floor_pass_saying_they_were_not_resolved(xp):
+    # f = 1e-9 * sum(sin(x)): its gradient, 1e-9 cos(x), is under the floor atol of 1e-8,
+    # so a gradient three times off passes, and the verdict must say so.
+    host = np.random.default_rng(0).standard_normal(6)
+    true = central_difference(lambda v: 1e-9 * np.sum(np.sin(v)), host)
+    claimed = 3e-9 * np.cos(host)
+    assert np.allclose(claimed, 3 * true, rtol=1e-3)
+    report = check_function(lambda v: 1e-9 * xp.sum(xp.sin(v)), arr(xp, host), arr(xp, claimed))
+    assert report.passed and report.unresolved
+    verdict = "PASSED (but the atol is as large as the gradients: nothing was resolved)"
+    assert str(report).endswith(verdict)
+    assert "pass a smaller atol" in str(report)
+
+
+def test_a_layers_parameter_with_gradients_under_the_atol_floor_is_named(xp):
+    # Square at inputs of 1e-5: da = sum(dout * x**2) is about 1e-10, under the atol of
+    # 1e-8, and a's gradient given with the wrong sign passes; dx (about 1e-5) is resolved.
+    host = 1e-5 * np.random.default_rng(1).standard_normal((4, 3))
+    a = np.array([0.5, -1.0, 2.0])
+    dout = np.random.default_rng(2).standard_normal((4, 3))
+    true = central_difference(lambda v: np.sum(host * host * v * dout), a)
+    assert np.max(np.abs(true)) < 1e-8
+    report = check_layer(Square(arr(xp, a), sign=-1.0), arr(xp, host))
+    assert report.passed and report.unresolved_params == ["a"]
+    verdict = "PASSED (but the atol is as large as the gradients of a: they were not resolved)"
+    assert str(report).endswith(verdict)
+
+
+class TwoOutputs:
+    """A layer returning two outputs, (2x, 3x), outside the one-output protocol."""
+
+    def forward(self, x):
+        return 2.0 * x, 3.0 * x
+
+    def backward(self, dout):
+        return 2.0 * dout
+
+
+def test_a_forward_with_several_outputs_is_refused_saying_what_to_check_instead(xp):
+    with pytest.raises(ValueError, match=r"TwoOutputs.forward returned a tuple of 2: .*"):
+        check_layer(TwoOutputs(), rand(xp, 4, 3))
+
+
 def test_check_function_takes_one_array(xp):
     x = rand(xp, 3, 2)
     assert check_function(lambda v: namespace_of(v).sum(v**3), x, 3 * x**2)

@@ -694,7 +694,7 @@ class GradientReport:
     params: list[ParamCheck] = field(default_factory=list)
     subject: str = ""  # what was checked, when not a network ("layer Affine", "function f")
     notes: list[str] = field(default_factory=list)  # what was left unchecked, and why
-    unresolved: bool = False  # the atol, grown with the loss, is as large as the gradients
+    unresolved: bool = False  # the atol is as large as every parameter's gradients
     unresolved_params: list[str] = field(default_factory=list)  # as large as theirs
     batch: int | None = None  # the batch size, where known: the factor notes name it
 
@@ -714,17 +714,21 @@ class GradientReport:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
-    def note_grown_atol(self, tol: Atol, largest: Mapping[str, float]) -> None:
-        """A default atol ``tol`` grown above its floor at ``h`` becomes the report's atol,
-        with a note saying why, and the verdict says nothing was resolved when it is as
-        large as the ``largest`` numerical derivative of every parameter (name: value), or
-        names the parameters whose derivatives it is as large as: a wrong gradient of
-        theirs passes (b's, twice off, beside a's 1e4 times larger)."""
-        if tol.at(self.h) > tol.floor:
+    def note_atol(self, tol: Atol, largest: Mapping[str, float]) -> None:
+        """Say what the atol ``tol`` at ``h`` leaves unresolved. A default atol grown above
+        its floor becomes the report's atol, with a note saying why. The verdict says
+        nothing was resolved when the atol, grown or not, is as large as the ``largest``
+        numerical derivative of every parameter (name: value), or names the parameters
+        whose derivatives it is as large as: a wrong gradient of theirs passes (b's, twice
+        off, beside a's 1e4 times larger; or gradients of 1e-9 under the floor of 1e-8)."""
+        grown = tol.at(self.h) > tol.floor
+        if grown:
             self.atol = tol.at(self.h)
             self.notes.append(_atol_note(tol, self.h, max(largest.values(), default=0.0)))
-            self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
-            self.unresolved = len(self.unresolved_params) == len(largest)
+        self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
+        self.unresolved = bool(largest) and len(self.unresolved_params) == len(largest)
+        if self.unresolved_params and not grown:
+            self.notes.append(_floor_note(tol, self.h, self.unresolved_params, largest))
 
     def __str__(self) -> str:
         header = (
@@ -1354,7 +1358,7 @@ def _element_wise(
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
-    report.note_grown_atol(tol, {n: _largest([found[n].grad]) for n in names})
+    report.note_atol(tol, {n: _largest([found[n].grad]) for n in names})
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)
         report.notes.append(
@@ -1403,6 +1407,20 @@ def _atol_note(tol: Atol, h: float, largest: float) -> str:
             "of smaller magnitude (a mean rather than a sum, without a constant term)"
         )
     return note
+
+
+def _floor_note(tol: Atol, h: float, names: list[str], largest: Mapping[str, float]) -> str:
+    """The report's line on an atol that was not grown but is as large as the numerical
+    derivatives of the parameters ``names`` (``largest``: name -> the largest of each):
+    which ones, and how small an atol the loss's rounding allows (none for an atol given)."""
+    most = max(largest[n] for n in names)
+    rounding = max(tol.from_loss(h), tol.from_noise(h))
+    allowed = f" (the loss's rounding allows {rounding:.2g})" if rounding else ""
+    return (
+        f"atol: {tol.at(h):g} is as large as the numerical gradients of {', '.join(names)} "
+        f"(at most {most:.2g}), so a wrong gradient of theirs within the atol passes: pass a "
+        f"smaller atol{allowed}, or check at inputs or parameters of larger magnitude"
+    )
 
 
 def _largest(values: Iterable[Any]) -> float:

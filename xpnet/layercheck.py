@@ -222,7 +222,7 @@ def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     rows whose derivatives it is as large as."""
     report.params += [row.check for row in rows]
     if rows:
-        report.note_grown_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
+        report.note_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -333,6 +333,21 @@ def _require_inputs_unchanged(
                 "arrays it is given; compute the output into a new array (the book's ReLU "
                 "copies first: out = x.copy())"
             )
+
+
+def _require_one_output(kind: str, out: Any) -> None:
+    """Refuse a ``forward`` output that is not one array or number (a tuple of outputs):
+    the protocol's ``backward(dout)`` takes the gradient of one output."""
+    if is_array_api_obj(out) or _is_number(out):
+        return
+    what = f"a {type(out).__name__}"
+    if isinstance(out, (tuple, list)):
+        what += f" of {len(out)}"
+    raise ValueError(
+        f"{kind}.forward returned {what}: check_layer checks a layer with one output array, "
+        "whose backward(dout) takes its gradient; for several outputs y1, y2, check the "
+        "scalar sum(y1 * d1) + sum(y2 * d2) with check_function"
+    )
 
 
 def _same_values(xp: Any, old: Any, new: Any) -> bool:
@@ -468,6 +483,7 @@ def check_layer(
         out = layer.forward(*x64, **kwargs)
         _require_inputs_unchanged(kind, names, given, x64, xp)
         kept = _left_alone(layer, before)
+        _require_one_output(kind, out)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
         # A stream of its own: host_rng(seed) is np.random.default_rng(seed), with which a
         # student draws x too, and dout == x passes a transposed square dW (x.T @ x is
