@@ -293,8 +293,14 @@ def np_cross_entropy_error(y, labels):
 
 @pytest.mark.parametrize(
     ("t", "dtype"),
-    [(np.eye(10)[2], "int64"), (np.eye(10)[2], "float64"), (2, "int64"), ([2], "int64")],
-    ids=["one-hot-int", "one-hot-float", "label", "label-(1,)"],
+    [
+        (np.eye(10)[2], "int64"),
+        (np.eye(10)[2], "float64"),
+        (np.eye(10)[2:3], "int64"),
+        (2, "int64"),
+        ([2], "int64"),
+    ],
+    ids=["one-hot-int", "one-hot-float", "one-hot-row-(1,C)", "label", "label-(1,)"],
 )
 @pytest.mark.parametrize(
     ("y", "expected"), [(BOOK_Y, 0.510825457099338), (BOOK_Y_WRONG, 2.302584092994546)]

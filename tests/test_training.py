@@ -557,6 +557,28 @@ def test_a_non_finite_optimizer_state_is_refused_before_training(xp):
         Trainer(net, opt, x, t, x_test, t_test, epochs=1)
 
 
+class BookSGD:
+    """The book's ``common/optimizer.py`` SGD: ``update(params, grads)`` and nothing else."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+def test_an_optimizer_with_update_alone_trains_as_sgd_does(xp):
+    # The finite check read every optimizer's state_dict(): AttributeError for the book's.
+    x, t, x_test, t_test = blobs(xp)
+    histories = [
+        train(make_net(xp), optimizer, x, t, x_test, t_test, epochs=2)
+        for optimizer in (SGD(lr=0.1), BookSGD(lr=0.1))
+    ]
+    first, second = (dict(h.as_dict(), seconds=None) for h in histories)
+    assert first == second
+
+
 def test_labels_out_of_range_are_named_with_where_the_first_is_and_how_many(xp):
     x, t, x_test, t_test = blobs(xp)
     labels = to_numpy(t).copy()

@@ -578,9 +578,10 @@ def cross_entropy_error(y: Any, t: Any) -> Any:
     as a 0-D array.
 
     ``y`` is one sample (C,) or a batch (N, C); ``t`` is one-hot (or any target rows) of
-    ``y``'s shape, or integer labels: one label (0-D or (1,)) for a sample, (N,) for a
-    batch. The 1e-7 keeps ``log(0)`` finite, so the values are the book's; from scores
-    rather than probabilities, :class:`SoftmaxWithLoss` needs no such term.
+    ``y``'s shape (a sample's may be a row (1, C)), or integer labels: one label (0-D or
+    (1,)) for a sample, (N,) for a batch. The 1e-7 keeps ``log(0)`` finite, so the values
+    are the book's; from scores rather than probabilities, :class:`SoftmaxWithLoss` needs
+    no such term.
     """
     xp = namespace_of(y, t)
     require_floating(xp, "probabilities", y)
@@ -589,7 +590,8 @@ def cross_entropy_error(y: Any, t: Any) -> Any:
         raise ValueError(f"probabilities must have shape (C,) or (N, C), got {tuple(y.shape)}")
     if y.ndim == 1:
         y = xp.reshape(y, (1, y.shape[0]))
-        t = xp.reshape(t, (1, -1) if t.shape == (y.shape[1],) else (-1,))
+        if t.ndim < 2:  # a row (1, C) is one sample's already, as the book's reshape makes it
+            t = xp.reshape(t, (1, -1) if t.shape == (y.shape[1],) else (-1,))
     rows = _as_one_hot(xp, t, y, check=True)
     return reduce_sum(rows * xp.log(y + 1e-7)) / -y.shape[0]
 

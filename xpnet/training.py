@@ -217,13 +217,14 @@ def _require_optimizer(optimizer: Any) -> None:
     )
 
 
-def _require_finite(net: Any, optimizer: Optimizer) -> None:
-    """Raise unless the network's parameters and the optimizer's state are finite: from NaN
+def _require_finite(net: Any, optimizer: Any) -> None:
+    """Raise unless the network's parameters and an xpnet optimizer's state are finite: from NaN
     or infinity (a damaged checkpoint, say) training gives NaN, and the first epoch would
     end blaming the learning rate (:class:`TrainingDiverged`)."""
     arrays = [(f"parameter {name!r}", p) for name, p in net.params.items()]
-    for buffer, slot in optimizer.state_dict()["buffers"].items():
-        arrays += [(f"optimizer state {buffer!r} of {name!r}", a) for name, a in slot.items()]
+    if isinstance(optimizer, Optimizer):  # one with update() alone (the book's) keeps its own
+        for buffer, slot in optimizer.state_dict()["buffers"].items():
+            arrays += [(f"optimizer state {buffer!r} of {name!r}", a) for name, a in slot.items()]
     for what, a in arrays:
         fault = non_finite(a) if array_api_compat.is_array_api_obj(a) else None
         if fault:
