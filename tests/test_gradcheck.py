@@ -386,15 +386,16 @@ def test_a_network_whose_loss_swamps_its_gradients_says_nothing_was_resolved(cpu
 
 
 class TinyInput(Affine):
-    """An Affine of ``1e-9 * x`` (dW is about 1e-9) whose backward stores dW twice over."""
+    """An Affine of ``1e-8 * x`` (dW is about 1e-9: under the atol of 1e-8, above what the
+    loss's rounding makes of a difference, 4e-10) whose backward stores dW twice over."""
 
     def forward(self, x):
-        return super().forward(1e-9 * x)
+        return super().forward(1e-8 * x)
 
     def backward(self, dout):
         dx = super().backward(dout)
         self.dW = 2.0 * self.dW
-        return 1e-9 * dx
+        return 1e-8 * dx
 
 
 @pytest.mark.parametrize("method", ["loop", "batched"])
@@ -406,17 +407,33 @@ def test_gradients_under_the_atol_floor_pass_naming_the_parameters_not_resolved(
     xh, th, b1, W2, b2 = (to_numpy(a) for a in (x, t, b, second.W, second.b))
 
     def loss(W1):  # the network's loss as a function of W1, in NumPy
-        s = np.tanh(1e-9 * xh @ W1 + b1) @ W2 + b2
+        s = np.tanh(1e-8 * xh @ W1 + b1) @ W2 + b2
         s = s - s.max(axis=1, keepdims=True)
         return -np.mean(s[np.arange(len(th)), th] - np.log(np.exp(s).sum(axis=1)))
 
     true = central_difference(loss, to_numpy(first.W))
-    assert np.max(np.abs(true)) < 1e-8
+    assert 5e-10 < np.max(np.abs(true)) < 1e-8
     assert np.allclose(to_numpy(net.gradient(x, t)["W1"]), 2 * true, rtol=1e-3)
     report = check_gradients(net, x, t, method=method)
     assert report.passed and report.unresolved_params == ["W1"]
     verdict = "PASSED (but the atol is as large as the gradients of W1: they were not resolved)"
     assert report.verdict() == verdict
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_gradient_of_zero_to_rounding_is_compared_with_zero_saying_so(xp, method):
+    # A bias before BatchNorm has a true gradient of 0 (about 1e-12 numerically): a smaller
+    # atol cannot resolve it, and its check said "PASSED (but ... b1: not resolved)".
+    net = MultiLayerNet(6, [5], 3, use_batchnorm=True, dtype="float64", seed=0, xp=xp)
+    rng = np.random.default_rng(0)
+    x, t = dev(xp, rng.standard_normal((4, 6))), dev(xp, rng.integers(0, 3, 4), dtype="int64")
+    assert float(xp.max(xp.abs(net.gradient(x, t)["b1"]))) < 1e-12
+    report = check_gradients(net, x, t, method=method)
+    assert report.verdict() == "PASSED" and report.unresolved_params == []
+    assert not any(note.startswith("atol:") for note in report.notes)
+    (note,) = [note for note in report.notes if note.startswith("rounding:")]
+    assert note.startswith("rounding: the numerical gradients of b1 (at most ")
+    assert "so they were compared with 0 only" in note
 
 
 def test_rounding_noise_is_the_noise_of_a_smooth_function():

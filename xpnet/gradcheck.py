@@ -725,7 +725,19 @@ class GradientReport:
         if grown:
             self.atol = tol.at(self.h)
             self.notes.append(_atol_note(tol, self.h, max(largest.values(), default=0.0)))
-        self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
+            self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
+        else:
+            # Under the floor, gradients above the loss's rounding are left unresolved: a
+            # smaller atol would check them. Those within the rounding (a bias before
+            # BatchNorm, whose gradient is 0) are only compared with 0, which a note says.
+            # An atol of the user's knows no rounding: nothing is said.
+            rounding = max(tol.from_loss(self.h), tol.from_noise(self.h))
+            self.unresolved_params = [
+                n for n, value in largest.items() if 0 < rounding < value <= self.atol
+            ]
+            within = {n: v for n, v in largest.items() if v <= rounding}
+            if within:
+                self.notes.append(_rounding_note(self.h, rounding, within))
         self.unresolved = bool(largest) and len(self.unresolved_params) == len(largest)
         if self.unresolved_params and not grown:
             self.notes.append(_floor_note(tol, self.h, self.unresolved_params, largest))
@@ -1420,6 +1432,17 @@ def _floor_note(tol: Atol, h: float, names: list[str], largest: Mapping[str, flo
         f"atol: {tol.at(h):g} is as large as the numerical gradients of {', '.join(names)} "
         f"(at most {most:.2g}), so a wrong gradient of theirs within the atol passes: pass a "
         f"smaller atol{allowed}, or check at inputs or parameters of larger magnitude"
+    )
+
+
+def _rounding_note(h: float, rounding: float, within: Mapping[str, float]) -> str:
+    """The report's line on parameters whose numerical derivatives (``within``: name -> the
+    largest) are no larger than what the loss's ``rounding`` makes of a difference at ``h``."""
+    return (
+        f"rounding: the numerical gradients of {', '.join(within)} (at most "
+        f"{max(within.values()):.2g}) are within what the loss's rounding makes of a "
+        f"difference at h={h:g} ({rounding:.2g}), so they were compared with 0 only; if they "
+        "should not be 0, check at inputs or parameters of larger magnitude"
     )
 
 
