@@ -229,7 +229,9 @@ def test_the_books_activation_functions_give_its_formulas(xp):
         np.testing.assert_allclose(to_numpy(got), want, rtol=1e-15, atol=0, err_msg=name)
 
 
-def test_the_books_sigmoid_takes_a_python_number():
+def test_the_books_activation_functions_take_a_python_number():
+    assert (layers.step_function(-0.5), layers.step_function(2)) == (0.0, 1.0)
+    assert (layers.relu(-0.5), layers.relu(2.5), layers.relu(3)) == (0, 2.5, 3)
     assert layers.sigmoid(0.0) == 0.5
     assert layers.sigmoid(2.0) == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-15, abs=0)
 

@@ -527,7 +527,10 @@ class Affine(Layer):
 
 def step_function(x: Any) -> Any:
     """The book's step function (chapter 3): 1 where ``x > 0``, else 0, in ``x``'s dtype
-    (the book's gives integers; a float curve plots beside ``sigmoid``'s)."""
+    (the book's gives integers; a float curve plots beside ``sigmoid``'s); for a Python
+    number, ``1.0`` or ``0.0``."""
+    if _is_python_number(x):
+        return float(x > 0)
     xp = namespace_of(x)
     return xp.astype(x > 0, x.dtype)
 
@@ -539,8 +542,9 @@ def sigmoid(x: Any) -> Any:
 
 
 def relu(x: Any) -> Any:
-    """The book's ``max(0, x)``, element-wise, as :class:`ReLU` computes it."""
-    return positive_part(x)
+    """The book's ``max(0, x)``, element-wise, as :class:`ReLU` computes it, for an array or
+    a Python number."""
+    return max(x, 0) if _is_python_number(x) else positive_part(x)
 
 
 def softmax(x: Any) -> Any:
