@@ -6,6 +6,7 @@ network and digits of the first one.
 """
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import xpnet
 import xpnet.checkpoint
 from xpnet import backend
+from xpnet.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -46,6 +48,22 @@ FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
 
 
+def commands(path: Path) -> list[str]:
+    """The ``xpnet`` command lines of a Markdown file's bash blocks, without what follows
+    ``#``, lines continued with ``\\`` joined, and ``&&`` or ``|`` chains split."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", path.read_text(encoding="utf-8"), re.S | re.M)
+    parts = [
+        part.strip()
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        for part in re.split(r"&&|\||;", line.split(" #")[0])
+    ]
+    return [part for part in parts if re.match(r"(\w+=\S* )*xpnet ", part)]
+
+
+DOCUMENTED = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def said(pattern: str, text: str) -> list[str]:
     """The names a snippet's comment lists (``# W1, b1, W2, b2``), read with ``pattern``."""
     (names,) = re.findall(pattern, text)
@@ -72,6 +90,20 @@ def test_these_tests_cover_every_python_snippet_of_the_docs(path):
         BOOK_DOC: [CHAPTER_4],
     }
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    [(path, command) for path in DOCUMENTED for command in commands(path)],
+    ids=lambda value: value.name if isinstance(value, Path) else value,
+)
+def test_every_xpnet_command_of_the_docs_parses_with_the_flags_it_gives(path, command):
+    words = shlex.split(command)
+    argv = words[[word.startswith("xpnet") for word in words].index(True) + 1 :]  # no VAR=
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{path.name}: {command!r} does not parse (the error is above)")
 
 
 def test_the_chapter_4_snippet_prints_the_books_losses_and_gradients(capsys):

@@ -111,7 +111,8 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
     p.add_argument(
         "--dataset",
         choices=DATASETS,
-        help=f"data set (default {default_dataset})",
+        help=f"data set (default {default_dataset}; with {'--resume' if train else '--checkpoint'}"
+        ": the data set of its run)",
     )
     p.add_argument(
         "--data-dir",
