@@ -7,9 +7,9 @@ the gradient of half the squared error, ``0.5 * sum((y - t)**2)``, not of the st
 (whose delta is ``y - t``): ``check_function`` shows it on a real mnist-5k digit.
 
 The network trains either way (a different loss, not a broken one); in xpnet the two are
-``xpnet train --model course`` (the stated loss) and the same with ``--output-activation
-sigmoid --loss mse --lr 0.15`` (the code's update: the sum of squares has twice the
-gradient of half of it).
+``xpnet train --model course`` (the stated loss) and the same with ``--loss mse --lr 0.15``
+(the code's update, on the course network's sigmoid output: the sum of squares has twice
+the gradient of half of it).
 """
 
 import numpy as np

@@ -384,6 +384,25 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
     assert read_metadata(path)["optimizer"]["lr"] == 0.15
 
 
+def test_the_course_network_keeps_its_sigmoid_output_with_the_squared_error(
+    fake_data, tmp_path, capsys
+):
+    # The notes' own update: their sigmoid output, as a layer now that the loss has none.
+    path = tmp_path / "course.npz"
+    assert run(["train", "--model", "course", "--loss", "mse", "--save", str(path)]) == 0
+    assert "784-100-10 sigmoid/sigmoid mse (sum)" in capsys.readouterr().out
+    assert read_metadata(path)["architecture"].get("output_activation") == "sigmoid"
+
+
+def test_a_sigmoid_output_before_sigmoid_bce_is_a_one_line_error(fake_data, capsys):
+    assert run(["train", "--model", "course", "--output-activation", "sigmoid"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--output-activation sigmoid with --loss sigmoid-bce would apply the sigmoid twice" in err
+    )
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
     [

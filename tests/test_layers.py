@@ -346,6 +346,15 @@ def test_affine_given_one_sample_says_to_make_it_a_batch_of_one(xp):
         layer.forward(dev(xp, np.zeros(4)))
 
 
+def test_affine_given_a_column_vector_says_samples_go_as_rows(xp):
+    # Course notes write W @ x with inputs as columns (784, 1); xpnet's layers take x @ W.
+    layer = layers.Affine(dev(xp, np.zeros((4, 2))), dev(xp, np.zeros(2)))
+    with pytest.raises(
+        ValueError, match=r"shape \(4, 1\).*a column vector: samples go as rows, x\.T"
+    ):
+        layer.forward(dev(xp, np.zeros((4, 1))))
+
+
 def np_soft_cross_entropy(x, t):
     """-sum(t * log_softmax(x)) / N for target rows ``t`` of any sum (PyTorch's
     cross_entropy with class probabilities)."""

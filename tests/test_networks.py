@@ -13,7 +13,7 @@ from numeric import central_difference
 
 from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy
-from xpnet.layers import BatchNormalization, Dropout, SoftmaxWithLoss
+from xpnet.layers import BatchNormalization, Dropout, SigmoidWithLoss, SoftmaxWithLoss
 
 
 def batch(xp, n=4, d=6, classes=3, seed=0):
@@ -68,6 +68,11 @@ def test_two_layer_net_has_the_books_parameters(xp):
     assert shapes == {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
     assert np.std(to_numpy(net.params["W1"])) == pytest.approx(0.01, rel=0.05)
     assert not np.any(to_numpy(net.params["b1"]))
+
+
+def test_a_sigmoid_output_before_sigmoid_with_loss_is_refused(xp):
+    with pytest.raises(ValueError, match=r"layers\[3\] \(Sigmoid\) feeds SigmoidWithLoss"):
+        MultiLayerNet(4, [3], 2, output_activation="sigmoid", loss=SigmoidWithLoss(), xp=xp)
 
 
 def test_default_dtype_is_float32_and_float64_is_available(xp):

@@ -617,6 +617,37 @@ def test_a_loss_layer_among_the_layers_is_refused():
         Sequential([ReLU(), SoftmaxWithLoss()], loss=SoftmaxWithLoss())
 
 
+def test_a_sigmoid_before_sigmoid_with_loss_is_refused(xp):
+    # The course notes' network has a sigmoid output and states a BCE loss; SigmoidWithLoss
+    # applies the sigmoid itself, so the two trained on sigmoid(sigmoid(scores)) silently.
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4, 3), (3,))
+    layers = [Affine(W1, b1), Sigmoid(), Affine(W2, b2), Sigmoid()]
+    with pytest.raises(
+        ValueError,
+        match=r"layers\[3\] \(Sigmoid\) feeds SigmoidWithLoss, which applies the sigmoid itself"
+        r".*MeanSquaredError",
+    ):
+        Sequential(layers, loss=SigmoidWithLoss(reduction="sum"))
+
+
+def test_a_stack_ending_in_a_sigmoid_before_sigmoid_with_loss_is_refused(xp):
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4, 3), (3,))
+    stack = Sequential([Affine(W2, b2), Sigmoid()])
+    with pytest.raises(ValueError, match=r"layers\[2\]\.layers\[1\] \(Sigmoid\) feeds"):
+        Sequential([Affine(W1, b1), Sigmoid(), stack], loss=SigmoidWithLoss())
+
+
+def test_a_sigmoid_output_takes_the_squared_error(xp):
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (4, 3), (3,))
+    net = Sequential(
+        [Affine(W1, b1), Sigmoid(), Affine(W2, b2), Sigmoid()],
+        loss=MeanSquaredError(reduction="sum"),
+    )
+    (x,) = arrays(xp, 1, (2, 5))
+    y = to_numpy(net.predict(x))
+    assert np.all((y > 0) & (y < 1))
+
+
 def test_shapes_that_do_not_chain_name_both_layers_and_shapes(xp):
     W1, b1, W2, b2 = arrays(xp, 0, (5, 4), (4,), (3, 2), (2,))
     net = Sequential([Affine(W1, b1), ReLU(), Affine(W2, b2)], loss=SoftmaxWithLoss())

@@ -123,11 +123,11 @@ def _as_rows(xp: Any, x: Any, layer: str, param: str, like: Any) -> Any:
     if x.ndim == 2 and x.shape[1] == width:
         return x
     if x.ndim < 2 or math.prod(x.shape[1:]) != width:
-        one = (
-            "; one sample goes as a batch of one, x[None, :] (x_test[i:i+1], not x_test[i])"
-            if tuple(x.shape) == (width,)
-            else ""
-        )
+        one = ""
+        if tuple(x.shape) == (width,):
+            one = "; one sample goes as a batch of one, x[None, :] (x_test[i:i+1], not x_test[i])"
+        elif tuple(x.shape) == (width, 1):  # the inputs of course notes that write W @ x
+            one = "; a column vector: samples go as rows, x.T (W is (inputs, outputs), x @ W)"
         raise ValueError(
             f"{layer} input of shape {tuple(x.shape)} does not fit {param} of shape "
             f"{tuple(like.shape)}: expected (N, {width}) or (N, ...) with trailing sizes "

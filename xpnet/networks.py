@@ -43,6 +43,7 @@ from xpnet.layers import (
     Loss,
     ReLU,
     Sigmoid,
+    SigmoidWithLoss,
     SoftmaxWithLoss,
     Tanh,
     check_labels,
@@ -239,6 +240,23 @@ def _check_loss(loss: Any) -> None:
         )
 
 
+def _refuse_sigmoid_twice(layers: Sequence[Any], loss: Any) -> None:
+    """Refuse a :class:`Sigmoid` as the last layer (of the stacks inside too) before a
+    :class:`SigmoidWithLoss`, which applies the sigmoid to the scores itself: the outputs
+    would go through it twice, and the network would train, badly, without an error."""
+    prefix, path, last = "layers", "", None
+    while layers:
+        path, last = f"{prefix}[{len(layers) - 1}]", layers[-1]
+        prefix, layers = f"{path}.layers", last.layers if isinstance(last, Sequential) else ()
+    if isinstance(last, Sigmoid) and isinstance(loss, SigmoidWithLoss):
+        raise ValueError(
+            f"{path} (Sigmoid) feeds SigmoidWithLoss, which applies the sigmoid itself (it takes "
+            "scores, as PyTorch's BCEWithLogitsLoss): the outputs would go through the sigmoid "
+            "twice. Leave the last Sigmoid out (predict then gives scores, whose sigmoid is the "
+            "output), or keep it with MeanSquaredError (the squared error of sigmoid outputs)"
+        )
+
+
 def _require_one_dtype(params: Parameters, seen: dict[int, str]) -> None:
     """Refuse parameters of more than one library, device or dtype, naming the first that
     differs from the first parameter: a float64 layer after float32 ones would promote
@@ -430,6 +448,7 @@ class Sequential:
             _require_layer(path, layer, seen)
         if loss is not None:
             _check_loss(loss)
+            _refuse_sigmoid_twice(self.layers, loss)
         if not is_finite_at_least(weight_decay, 0.0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         if loss is None and weight_decay:

@@ -132,7 +132,8 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         choices=list(MODELS),
         help=f"mlp (default: the flags describe it{resumed}), course: the course notes' "
         "per-sample 784-100-10 sigmoid network with summed binary cross-entropy (its settings "
-        "become the defaults; flags given override them), or convnet: the book's "
+        "become the defaults; flags given override them; its output stays sigmoid with "
+        "--loss mse), or convnet: the book's "
         "SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights "
         f"std 0.01{trained})",
     )
@@ -620,6 +621,22 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         settings["lr"] = preset.get("lr", 0.1)
     else:
         settings["lr"] = None
+    output, loss = settings.get("output_activation"), settings.get("loss")
+    if (
+        model == "course"
+        and loss == "mse"
+        and output is None
+        and "output_activation" not in resumed
+    ):
+        # The notes' sigmoid output: inside the loss for sigmoid-bce, a layer before mse (a
+        # resumed run's output is its checkpoint's).
+        settings["output_activation"] = "sigmoid"
+    if (output, loss) == ("sigmoid", "sigmoid-bce"):
+        raise ValueError(
+            "--output-activation sigmoid with --loss sigmoid-bce would apply the sigmoid twice: "
+            "sigmoid-bce takes scores and applies it itself; leave --output-activation out, or "
+            "give --loss mse"
+        )
     problem = convnet_problem(settings, args) if model == "convnet" else None
     if problem:
         raise ValueError(problem)
