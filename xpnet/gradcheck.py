@@ -231,8 +231,13 @@ def values_around(
     _require_real_floating(x, "x")
     plus = xp.zeros(x.shape, dtype=xp.float64, device=array_api_compat.device(x))
     minus = xp.zeros_like(plus)
-    saved = xp.asarray(x, copy=True)  # x[idx] is a view of x on CuPy and torch
-    work = x if in_place and _writable(x, saved) else xp.asarray(x, copy=True)
+    # One copy: the array f is given, or, where x itself is moved, the values it is put
+    # back to (x[idx] is a view of x on CuPy and torch).
+    work = saved = xp.asarray(x, copy=True)
+    if in_place and _writable(x, saved):
+        work = x
+    else:
+        saved = x  # left as it is
     if indices is None:
         indices = product(*(range(n) for n in x.shape))
     for idx in indices:
@@ -738,9 +743,10 @@ class GradientReport:
             within = {n: v for n, v in largest.items() if v <= rounding}
             if within:
                 self.notes.append(_rounding_note(self.h, rounding, within))
+            if self.unresolved_params:
+                above = {n: largest[n] for n in self.unresolved_params}
+                self.notes.append(_floor_note(self.atol, rounding, above))
         self.unresolved = bool(largest) and len(self.unresolved_params) == len(largest)
-        if self.unresolved_params and not grown:
-            self.notes.append(_floor_note(tol, self.h, self.unresolved_params, largest))
 
     def __str__(self) -> str:
         header = (
@@ -1421,17 +1427,15 @@ def _atol_note(tol: Atol, h: float, largest: float) -> str:
     return note
 
 
-def _floor_note(tol: Atol, h: float, names: list[str], largest: Mapping[str, float]) -> str:
-    """The report's line on an atol that was not grown but is as large as the numerical
-    derivatives of the parameters ``names`` (``largest``: name -> the largest of each):
-    which ones, and how small an atol the loss's rounding allows (none for an atol given)."""
-    most = max(largest[n] for n in names)
-    rounding = max(tol.from_loss(h), tol.from_noise(h))
-    allowed = f" (the loss's rounding allows {rounding:.2g})" if rounding else ""
+def _floor_note(atol: float, rounding: float, unresolved: Mapping[str, float]) -> str:
+    """The report's line on an ``atol`` that was not grown but is as large as the numerical
+    derivatives of the parameters ``unresolved`` (name -> the largest of each), which are
+    above what the loss's ``rounding`` makes of a difference: a smaller atol checks them."""
     return (
-        f"atol: {tol.at(h):g} is as large as the numerical gradients of {', '.join(names)} "
-        f"(at most {most:.2g}), so a wrong gradient of theirs within the atol passes: pass a "
-        f"smaller atol{allowed}, or check at inputs or parameters of larger magnitude"
+        f"atol: {atol:g} is as large as the numerical gradients of {', '.join(unresolved)} "
+        f"(at most {max(unresolved.values()):.2g}), so a wrong gradient of theirs within the "
+        f"atol passes: pass a smaller atol (the loss's rounding allows {rounding:.2g}), or "
+        "check at inputs or parameters of larger magnitude"
     )
 
 
