@@ -61,6 +61,7 @@ def test_gradcheck_takes_the_data_set_of_a_run_saved_by_train(fake_data, tmp_pat
         ("gradcheck", ["--hidden", "16"]),
         ("gradcheck", ["--activation", "tanh", "--batchnorm", "--seed", "1"]),
         ("gradcheck", ["--input-size", "20", "--output-size", "3"]),
+        ("gradcheck", ["--model", "course", "--loss", "mse", "--weight-init", "xavier"]),
         ("graph", ["--hidden", "16"]),
         ("graph", ["--model", "convnet", "--dtype", "float64", "--seed", "1"]),
     ],

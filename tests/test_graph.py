@@ -432,6 +432,63 @@ def test_recording_a_node_that_is_already_being_recorded_is_refused():
         pass
 
 
+def batchnorm_dropout_net(xp):
+    """A 5-4-3 network with BatchNorm (running statistics away from their initial zeros)
+    and Dropout (ratio 0.3), and a batch of 6 to run it on."""
+    rng = np.random.default_rng(0)
+    x = dev(xp, rng.random((6, 5)))
+    t = backend.to_device(rng.integers(0, 3, 6), dtype="int64", xp=xp)
+    net = MultiLayerNet(5, [4], 3, use_batchnorm=True, use_dropout=True, dropout_ratio=0.3,
+                        dtype="float64", seed=2, xp=xp)  # fmt: skip
+    net.layers[1].running_mean = dev(xp, rng.standard_normal(4))
+    net.layers[1].running_var = dev(xp, rng.random(4) + 0.5)
+    return net, x, t
+
+
+def call_of(run_, cls):
+    """The recorded call of the node of class ``cls`` (one in the network)."""
+    return next(call for call in run_.calls if isinstance(run_.nodes[call.node], cls))
+
+
+def test_eval_mode_records_the_scores_and_loss_of_predict(xp):
+    net, x, t = batchnorm_dropout_net(xp)
+    run_ = graph.record_network(net, x, t, train_flg=False)
+    scores = call_of(run_, layers.SoftmaxWithLoss).inputs[0]
+    expected = net.predict(x, train_flg=False)
+    np.testing.assert_array_equal(backend.to_numpy(scores), backend.to_numpy(expected))
+    assert float(run_.output) == float(net.loss(x, t, train_flg=False))
+    assert [call.train_flg for call in run_.calls if call.train_flg is not None] == [False] * 2
+
+
+def test_dropout_in_eval_mode_scales_where_training_mode_masks(xp):
+    net, x, t = batchnorm_dropout_net(xp)
+    evaluated = call_of(graph.record_network(net, x, t, train_flg=False), layers.Dropout)
+    trained = call_of(graph.record_network(net, x, t), layers.Dropout)
+    got_in, got_out = (backend.to_numpy(a) for a in (evaluated.inputs[0], evaluated.output))
+    np.testing.assert_allclose(got_out, 0.7 * got_in, rtol=1e-15)  # the kept fraction
+    train_in, train_out = (backend.to_numpy(a) for a in (trained.inputs[0], trained.output))
+    assert np.all((train_out == train_in) | (train_out == 0))  # a mask, unscaled
+    assert np.any((train_out == 0) & (train_in != 0))
+    assert not np.allclose(train_out, got_out)
+
+
+def test_cli_net_in_eval_mode_draws_the_evaluation_pass(capsys, digits):
+    argv = ["graph", "net", "--hidden", "4", "--batchnorm", "--dropout", "0.5", "--batch-size", "3"]
+    assert run([*argv, "--eval"]) == 0
+    dot = capsys.readouterr().out
+    assert "3 mnist-5k samples: one forward and backward pass in evaluation mode" in dot
+    assert "BatchNormalization\\ntrain_flg=False" in dot
+    assert "Dropout\\ntrain_flg=False" in dot
+    assert run(argv) == 0
+    dot = capsys.readouterr().out
+    assert "train_flg=False" not in dot and "evaluation mode" not in dot
+
+
+def test_cli_refuses_eval_for_a_graph_other_than_net(capsys):
+    assert run(["graph", "apple-orange", "--eval"]) == 2
+    assert "--eval: the network flags apply to graph net only" in capsys.readouterr().err
+
+
 def test_a_network_given_as_nodes_is_refused_naming_record_network():
     # A Sequential iterates over its layers: recorded so, it would lose its loss and names.
     with (

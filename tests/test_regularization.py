@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numeric import dev, partial_differences
 
-from xpnet import check_layer
+from xpnet import MultiLayerNet, check_layer
 from xpnet.backend import DeviceRNG, to_like, to_numpy
 from xpnet.layers import BatchNormalization, Dropout
 
@@ -283,3 +283,27 @@ def test_check_layer_passes_on_batchnorm(xp, shape, train_flg):
 def test_check_layer_passes_on_dropout_in_eval_mode(xp):
     x = dev(xp, nonzero(np.random.default_rng(4), (3, 5)))
     assert check_layer(Dropout(0.3), x, forward_kwargs={"train_flg": False})
+
+
+def test_a_network_gradient_in_eval_mode_is_that_of_the_evaluation_loss(xp):
+    # As PyTorch's backward() after model.eval(): running statistics, Dropout's scaling.
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 5)), rng.integers(0, 3, 6)
+    mean, var = rng.standard_normal(4), rng.random(4) + 0.5
+    net = MultiLayerNet(5, [4], 3, use_batchnorm=True, use_dropout=True, dropout_ratio=0.3,
+                        dtype="float64", seed=2, xp=xp)  # fmt: skip
+    bn = net.layers[1]
+    bn.running_mean, bn.running_var = dev(xp, mean), dev(xp, var)
+    names = ("W1", "b1", "gamma1", "beta1", "W2", "b2")
+    values = [to_numpy(net.params[name]) for name in names]
+
+    def loss(W1, b1, gamma, beta, W2, b2):
+        h = np.maximum(np_batchnorm_eval(x @ W1 + b1, gamma, beta, mean, var), 0.0)
+        y = (0.7 * h) @ W2 + b2
+        y = y - y.max(axis=1, keepdims=True)
+        log_p = y - np.log(np.exp(y).sum(axis=1, keepdims=True))
+        return -log_p[np.arange(6), t].mean()
+
+    grads = net.gradient(dev(xp, x), dev(xp, t, "int64"), train_flg=False)
+    for name, expected in zip(names, partial_differences(loss, *values), strict=True):
+        np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-5, atol=1e-8)

@@ -588,8 +588,11 @@ def _parameters_in(node: Any) -> list[tuple[Any, str]]:
     return [(layer, attr) for _, layer in walk_from("", node) for attr in own_params(layer)]
 
 
-def record_network(net: Any, x: Any, t: Any) -> Recording:
-    """One ``net.gradient(x, t)`` (forward, then backward), recorded layer by layer.
+def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recording:
+    """One ``net.gradient(x, t)`` (forward, then backward), recorded layer by layer: in
+    training mode, or with ``train_flg=False`` in evaluation mode, as ``net.predict(x)``
+    runs (BatchNorm's running statistics, Dropout's scaling instead of a mask), through
+    ``net.gradient(x, t, train_flg=False)``.
 
     ``net`` is any network with ``layers``, ``last_layer``, ``params`` (a mapping with
     ``slot(name) -> (layer, attribute)``) and ``gradient(x, t)`` returning the gradients
@@ -608,7 +611,8 @@ def record_network(net: Any, x: Any, t: Any) -> Recording:
         held(layers_of(net)),
         record(layers, inputs={"x": x, "t": t}, param_names=slots) as run,
     ):
-        grads = net.gradient(x, t)
+        # (A network of the user's may take gradient(x, t) only, as the book's.)
+        grads = net.gradient(x, t) if train_flg else net.gradient(x, t, train_flg=False)
     for call in run.calls:
         for name, (value, _) in call.params.items():
             call.params[name] = (value, Value.of(grads[name]))

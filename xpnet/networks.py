@@ -619,8 +619,11 @@ class Sequential:
             hits = chunk if hits is None else hits + chunk
         return int(hits) / n
 
-    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
-        """Gradients of ``loss(x, t)`` (in training mode) for every parameter, by backprop.
+    def gradient(self, x: Any, t: Any, train_flg: bool = True) -> dict[str, Any]:
+        """Gradients of ``loss(x, t)`` for every parameter, by backprop: in training mode
+        (Dropout's masks, BatchNorm's batch statistics), or with ``train_flg=False`` in
+        evaluation mode (Dropout's scaling, BatchNorm's running statistics), as PyTorch's
+        ``backward()`` after ``model.eval()``.
 
         The first call for each shape of ``x`` and ``t`` also checks that every layer's
         backward gave gradients of the shapes of its input and its parameters, naming the
@@ -636,7 +639,7 @@ class Sequential:
         for stack in stacks:
             stack._shapes = []  # and so do the stacks inside, for their backward to check
         try:
-            self.training_loss(x, t)
+            self.training_loss(x, t) if train_flg else self.loss(x, t)
             # A loss of the user's that does not call predict records no shapes to check.
             check = shapes is not None and len(shapes) == len(self.layers) + 1
             dout = self.last_layer.backward(1)

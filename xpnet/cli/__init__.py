@@ -1,5 +1,6 @@
 """The ``xpnet`` command line (and ``python -m xpnet``): ``info``, ``gradcheck``, ``train``,
-``graph``, one module each; ``network`` holds the network flags ``train`` and ``graph`` share."""
+``graph``, one module each; ``network`` holds the network flags ``train``, ``graph`` and
+``gradcheck`` share."""
 
 from __future__ import annotations
 

@@ -11,16 +11,20 @@ from typing import Any
 from xpnet import backend
 from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
 from xpnet.cli.network import (
-    add_extend_flags,
     add_layers_module,
+    add_model_flags,
     checkpoint_network,
     describe,
     import_layers,
-    refuse_data_dir,
+    load_data,
+    loss_words,
+    network,
+    rescale,
+    train_settings,
 )
 from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS, Float32Warning
-from xpnet.networks import ACTIVATIONS, DTYPES
+from xpnet.networks import DTYPES
 
 PIXELS, CLASSES = 784, 10  # MNIST's and Fashion-MNIST's, and the random batch's defaults
 
@@ -59,16 +63,9 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "--input-size", type=positive_int, default=None, help="the network's inputs (default 784)"
     )
     p.add_argument(
-        "--hidden",
-        type=positive_int,
-        action="append",
-        help="hidden layer size (repeat; default 50)",
-    )
-    p.add_argument(
         "--output-size", type=positive_int, default=None, help="the network's classes (default 10)"
     )
-    p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
-    add_extend_flags(p)
+    add_model_flags(p, command="gradcheck")
     p.add_argument(
         "--batch-size", type=positive_int, default=3, help="samples in the check (default 3)"
     )
@@ -103,14 +100,25 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_scheduler(p, "compute the numerical gradients as tasks on a Dask cluster")
     p.set_defaults(run=_run_gradcheck)
+    # What train_settings reads beyond the network flags: no training, no checkpoint.
+    p.set_defaults(optimizer=None, lr=None, epochs=None, iters=None, resume=None)
+    p.set_defaults(eval_samples=None, train_samples=None)
 
 
-# The flags that describe the network gradcheck builds, refused with --checkpoint.
+# The flags that describe the network gradcheck builds, refused with --checkpoint
+# (--input-range and --target-range apply to a checkpoint's data too, as for graph).
 NETWORK_FLAGS = (
     "input_size",
     "hidden",
     "output_size",
+    "model",
     "activation",
+    "output_activation",
+    "loss",
+    "reduction",
+    "bias_init",
+    "weight_init",
+    "weight_decay",
     "batchnorm",
     "dropout",
     "seed",
@@ -119,26 +127,12 @@ NETWORK_FLAGS = (
 
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from xpnet.gradcheck import check_gradients
-    from xpnet.networks import MultiLayerNet
 
     import_layers(args, "--checkpoint", args.checkpoint)
     if args.checkpoint is not None:
         net, x, t, checked = _from_the_checkpoint(args)
     else:
-        x, t = _batch(args)
-        net = MultiLayerNet(
-            x.shape[1],
-            args.hidden or [50],
-            args.output_size or CLASSES,
-            activation=args.activation or "relu",
-            use_batchnorm=bool(args.batchnorm),
-            use_dropout=args.dropout is not None,
-            dropout_ratio=args.dropout or 0.0,
-            dtype=args.dtype,
-            seed=args.seed or 0,
-            device=args.device,
-        )
-        checked = _checked(args, net)
+        net, x, t, checked = _from_the_flags(args)
     if args.method == "directional" and args.scheduler is not None:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
     if not args.json:
@@ -156,29 +150,39 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def _checked(args: argparse.Namespace, net: Any) -> str:
-    """What is checked, in a line: ``784-50-10 relu, 39,760 parameters, at the first 3
-    mnist-5k training samples, float64 on cpu``."""
-    arch = describe(
-        {
-            "model": "mlp",
-            "activation": args.activation or "relu",
-            "output_activation": None,
-            "batchnorm": args.batchnorm,
-            "dropout": args.dropout,
-        },
-        net,
-    )
+def _from_the_flags(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """The network the flags describe, built as ``xpnet train`` builds it, the inputs
+    (N, ...) and labels (N,) or target rows (N, classes) to check it at, and what is
+    checked, in a line: ``784-50-10 relu, 39,760 parameters, at the first 3 mnist-5k
+    training samples, float64 on cpu``."""
+    from xpnet.training import labels_and_targets
+
+    s = train_settings(args, {})
+    images = s["model"] == "convnet"
+    if images:
+        for flag, given in (("--input-size", args.input_size), ("--output-size", args.output_size)):
+            if given is not None:
+                raise ValueError(
+                    f"{flag} {given}: the convnet takes 28x28 images to 10 classes; leave it out"
+                )
+    if s["model"] == "mlp" and s["weight_init"] is None:  # the book's 0.01 for train
+        s["weight_init"] = "he"  # gradcheck's documented default, MultiLayerNet's
+    classes = args.output_size or CLASSES
+    x, t = _batch(args, s, images)
+    net = network(s, args, x.shape[1], classes)
+    if s["target_range"] is not None:  # the targets a training step uses
+        _, t = labels_and_targets(t, classes, x.dtype, s["target_range"])
     n = args.batch_size
     at = (
-        f"{n} random sample{'s' * (n != 1)} (--seed {args.seed or 0})"
+        f"{n} random sample{'s' * (n != 1)} (--seed {s['seed']})"
         if args.dataset is None
         else f"the first {n} {args.dataset} training sample{'s' * (n != 1)}"
     )
-    return (
-        f"{arch}, {net.num_parameters():,} parameters, at {at}, {args.dtype} on "
-        f"{backend.parse_device(args.device)}"
+    checked = (
+        f"{describe(s, net)}{loss_words(s)}, {net.num_parameters():,} parameters, at {at}, "
+        f"{args.dtype} on {backend.parse_device(args.device)}"
     )
+    return net, x, t, checked
 
 
 def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
@@ -208,31 +212,26 @@ def _from_the_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     return net, x, t, checked
 
 
-def _batch(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The inputs (N, D) and integer labels (N,) to check at: the first ``--batch-size``
-    training samples of ``--dataset``, or random ones drawn from ``--seed``."""
+def _batch(args: argparse.Namespace, settings: dict, images: bool) -> tuple[Any, Any]:
+    """The inputs (N, D), or images (N, 1, 28, 28) where ``images``, rescaled to the
+    settings' ``input_range``, and integer labels (N,) to check at: the first
+    ``--batch-size`` training samples of ``--dataset``, or random ones drawn from ``--seed``."""
     if args.dataset is None:
         if args.data_dir is not None:
             raise ValueError(f"--data-dir {args.data_dir}: give --dataset too")
-        rng = backend.host_rng((args.seed or 0) + 1)
+        rng = backend.host_rng(settings["seed"] + 1)
         size, classes = args.input_size or PIXELS, args.output_size or CLASSES
-        x = rng.random((args.batch_size, size))
+        x = rng.random((args.batch_size, 1, 28, 28) if images else (args.batch_size, size))
         t = rng.integers(0, classes, args.batch_size)
-        return (
-            backend.to_device(x, dtype=args.dtype, device=args.device),
-            backend.to_device(t, dtype="int64", device=args.device),
-        )
+        x = backend.to_device(x, dtype=args.dtype, device=args.device)
+        t = backend.to_device(t, dtype="int64", device=args.device)
+        return rescale(x, settings["input_range"]), t
     for flag, given, fixed in (("--input-size", args.input_size, PIXELS),
                                ("--output-size", args.output_size, CLASSES)):  # fmt: skip
         if given not in (None, fixed):
             raise ValueError(f"{flag} {given}: {args.dataset} has {fixed}; leave it out")
-    from xpnet.datasets import load_mnist
-
-    refuse_data_dir(args.dataset, args.data_dir)
-    (x, t), _ = load_mnist(name=args.dataset, root=args.data_dir, device=args.device)
-    x, t = _first(args.batch_size, x, t, args.dataset)
-    xp = backend.namespace_of(x)
-    return xp.astype(x, getattr(xp, args.dtype)), t
+    (x, t), _ = load_data(settings, args, images=images)
+    return _first(args.batch_size, x, t, args.dataset)
 
 
 def _first(n: int, x: Any, t: Any, dataset: str) -> tuple[Any, Any]:

@@ -57,6 +57,13 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "--dataset) and input and target ranges; the flags that describe a network are refused",
     )
     add_layers_module(p, "--checkpoint")
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="run the pass in evaluation mode, as predict does (model.eval() in PyTorch): "
+        "BatchNorm's running statistics instead of the batch's, Dropout's scaling instead of "
+        "a mask; those nodes read train_flg=False (default: training mode)",
+    )
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
     p.set_defaults(run=_run_graph, optimizer=None, lr=None)
@@ -89,11 +96,12 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     n = min(s["batch_size"], x.shape[0])
     # The targets a training step uses: one-hot rows, or rows of --target-range.
     _, targets = labels_and_targets(t[:n], 10, x.dtype, s["target_range"])
+    mode = " in evaluation mode" if args.eval else ""
     title = (
-        f"{what}, {n} {s['dataset']} sample{'s' * (n > 1)}: one forward and backward pass "
-        "(red: gradients, ‖·‖ their norm)"
+        f"{what}, {n} {s['dataset']} sample{'s' * (n > 1)}: one forward and backward pass"
+        f"{mode} (red: gradients, ‖·‖ their norm)"
     )
-    return record_network(net, x[:n, ...], targets), title
+    return record_network(net, x[:n, ...], targets, train_flg=not args.eval), title
 
 
 def _run_graph(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
-"""The flags that describe a network and its data, shared by ``train`` and ``graph``, and
-what they build: the settings (defaults, ``--model`` presets, a checkpoint's, the flags),
-the data set and the network; and the network a checkpoint holds, rebuilt as saved, which
-``train --resume``, ``gradcheck --checkpoint`` and ``graph net --checkpoint`` share."""
+"""The flags that describe a network and its data, shared by ``train`` and ``graph`` (those
+of the network alone by ``gradcheck`` too), and what they build: the settings (defaults,
+``--model`` presets, a checkpoint's, the flags), the data set and the network; and the
+network a checkpoint holds, rebuilt as saved, which ``train --resume``, ``gradcheck
+--checkpoint`` and ``graph net --checkpoint`` share."""
 
 from __future__ import annotations
 
@@ -106,8 +107,6 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
     """The flags that describe a network and its data, shared by ``train`` and ``graph``;
     their help mentions training, resuming and shuffling for ``command`` train only."""
     train = command == "train"
-    resumed = "; with --resume: the checkpoint's" if train else ""
-    trained = "; Adam lr 0.001, 20 epochs, as the book trains it" if train else ""
     p.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -121,6 +120,27 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         "subfolder named after the data set), the only place looked in when given "
         "(default: $XPNET_DATA, a system copy, the download cache); not with mnist-5k",
     )
+    add_model_flags(p, command=command)
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="default 100" if train else "samples in the forward and backward pass (default 100)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
+    p.add_argument("--dtype", choices=DTYPES, help="default float32")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        help=f"initial weights{' and shuffling' * train} (default 0)",
+    )
+
+
+def add_model_flags(p: argparse.ArgumentParser, *, command: str) -> None:
+    """The flags that describe the network's layers, loss and initial weights and the
+    inputs and targets it takes, shared by ``train``, ``graph`` and ``gradcheck``."""
+    train = command == "train"
+    resumed = "; with --resume: the checkpoint's" if train else ""
+    trained = "; Adam lr 0.001, 20 epochs, as the book trains it" if train else ""
     p.add_argument(
         "--hidden",
         type=positive_int,
@@ -172,23 +192,17 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         "--weight-init",
         type=_weight_init,
         default=None,
-        help="he, xavier or a standard deviation (default: 0.01 with one hidden "
-        "layer, as the book's TwoLayerNet; he for deeper ReLU nets, else xavier)",
+        help="he, xavier or a standard deviation (default: "
+        + (
+            "he, as MultiLayerNet's"
+            if command == "gradcheck"
+            else "0.01 with one hidden layer, as the book's TwoLayerNet; he for deeper ReLU "
+            "nets, else xavier"
+        )
+        + "; the --model's own where it has one)",
     )
     p.add_argument("--weight-decay", type=non_negative_float, help="L2 strength (default 0)")
     add_extend_flags(p)
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        help="default 100" if train else "samples in the forward and backward pass (default 100)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--dtype", choices=DTYPES, help="default float32")
-    p.add_argument(
-        "--seed",
-        type=non_negative_int,
-        help=f"initial weights{' and shuffling' * train} (default 0)",
-    )
 
 
 def add_extend_flags(p: argparse.ArgumentParser) -> None:
@@ -422,10 +436,24 @@ def load_data(
                 f"--train-samples {wanted}: {settings['dataset']} has {n_train} training samples"
             )
         x_train, t_train = x_train[:wanted, ...], t_train[:wanted]
-    if settings["input_range"] is not None:
-        low, high = settings["input_range"]
-        x_train, x_test = (low + (high - low) * x for x in (x_train, x_test))
+    x_train, x_test = (rescale(x, settings["input_range"]) for x in (x_train, x_test))
     return (x_train, t_train), (x_test, t_test)
+
+
+def rescale(x: Any, input_range: list[float] | None) -> Any:
+    """Inputs ``x`` in [0, 1] rescaled to ``input_range`` [LOW, HIGH] (``x`` without one)."""
+    if input_range is None:
+        return x
+    low, high = input_range
+    return low + (high - low) * x
+
+
+def loss_words(settings: dict) -> str:
+    """The loss in words after the network's, `` sigmoid-bce (sum)``; empty for the default
+    softmax-ce or a network rebuilt from its checkpoint (model None)."""
+    if settings["model"] is None or settings["loss"] == "softmax-ce":
+        return ""
+    return f" {settings['loss']} ({settings['reduction']})"
 
 
 def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
@@ -466,9 +494,12 @@ def describe(settings: dict, net: Any) -> str:
     return f"{'-'.join(map(str, net.sizes))} {settings['activation']}{output}{extras}"
 
 
-def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
-    """The ``MultiLayerNet`` (or ``SimpleConvNet``) the settings describe (``weight_init``
-    defaults as the book's)."""
+def network(
+    settings: dict, args: argparse.Namespace, input_size: int, output_size: int = 10
+) -> Any:
+    """The ``MultiLayerNet`` (or ``SimpleConvNet``, of 10 classes) the settings describe
+    (``weight_init`` defaults as the book's), taking (N, ``input_size``) inputs to
+    (N, ``output_size``) scores; ``train``, ``graph`` and ``gradcheck`` build theirs here."""
     from xpnet.layers import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
     from xpnet.networks import MultiLayerNet, SimpleConvNet
 
@@ -492,7 +523,7 @@ def network(settings: dict, args: argparse.Namespace, input_size: int) -> Any:
     return MultiLayerNet(
         input_size,
         settings["hidden"],
-        10,
+        output_size,
         activation=settings["activation"],
         output_activation=settings["output_activation"],
         loss=loss_cls(reduction=settings["reduction"]),

@@ -30,6 +30,7 @@ from xpnet.cli.network import (
     describe,
     import_layers,
     load_data,
+    loss_words,
     misfit,
     network,
     network_from_the_file,
@@ -310,11 +311,10 @@ def _train(args: argparse.Namespace) -> int:
     epochs = length if unit == "epochs" else epochs_for_iters(length, s["batch_size"], n_train)
     arch = describe(s, net)
     if not args.quiet:
-        loss = "" if rebuilt or s["loss"] == "softmax-ce" else f" {s['loss']} ({s['reduction']})"
         whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
-            f"{loss}, {net.num_parameters():,} parameters, {optimizer!r}, "
+            f"{loss_words(s)}, {net.num_parameters():,} parameters, {optimizer!r}, "
             f"batch {s['batch_size']}{whole}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
