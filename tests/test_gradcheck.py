@@ -1570,3 +1570,72 @@ def test_a_parameter_failed_by_its_kinks_moved_together_is_not_called_not_compar
     report = check_gradients(net, x, t, method="batched")
     assert all(p.all_kinks for p in report.params if p.name in ("W1", "b1")), str(report)
     assert report.not_compared == [] and "not compared" not in str(report), str(report)
+
+
+class NegateInPlace:
+    """``-x``, written into ``x``: the array that the layer before it returns and caches."""
+
+    def forward(self, x):
+        x *= -1.0
+        return x
+
+    def backward(self, dout):
+        return -dout
+
+
+class DoubleInPlace:
+    """``2 x``, whose backward doubles the ``dout`` it is given in place."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, dout):
+        dout *= 2.0
+        return dout
+
+
+def _small_affine(xp, seed, n_in, n_out):
+    rng = np.random.default_rng(seed)
+    return Affine(dev(xp, rng.standard_normal((n_in, n_out))), dev(xp, rng.standard_normal(n_out)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_forward_writing_into_an_input_another_layer_holds_is_named(xp, method):
+    from xpnet.layers import Sigmoid  # caches its output, which NegateInPlace overwrites
+
+    layers = [_small_affine(xp, 0, 3, 4), Sigmoid(), NegateInPlace(), _small_affine(xp, 1, 4, 2)]
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    x, t = (
+        dev(xp, np.random.default_rng(2).standard_normal((5, 3))),
+        dev(xp, [0, 1, 0, 1, 1], "int64"),
+    )
+    report = check_gradients(net, x, t, method=method)
+    text = str(report)
+    assert not report and "NegateInPlace.forward wrote into its input: where another layer" in text
+    assert "forward" not in vars(layers[2]), "the layer's own method is back"
+
+
+def test_a_backward_writing_into_a_dout_a_residual_block_holds_is_named_not_the_block(xp):
+    from test_nested import Residual  # its skip path adds the dout the inner layers got
+
+    inner = Sequential([_small_affine(xp, 3, 4, 4), DoubleInPlace()])
+    layers = [_small_affine(xp, 0, 3, 4), Residual(inner), _small_affine(xp, 1, 4, 2)]
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    x, t = (
+        dev(xp, np.random.default_rng(2).standard_normal((5, 3))),
+        dev(xp, [0, 1, 0, 1, 1], "int64"),
+    )
+    text = str(check_gradients(net, x, t))
+    assert "DoubleInPlace.backward wrote into the dout it was given" in text, text
+    assert "Residual.backward wrote" not in text and "FAILED" in text
+
+
+def test_a_wrong_gradient_without_writes_in_place_blames_none(xp, wrong_gradient_of):
+    net = TwoLayerNet(3, 4, 2, dtype="float64", seed=0, xp=xp)
+    wrong_gradient_of(Affine, "db", 1.5)
+    x, t = (
+        dev(xp, np.random.default_rng(2).standard_normal((5, 3))),
+        dev(xp, [0, 1, 0, 1, 1], "int64"),
+    )
+    text = str(check_gradients(net, x, t))
+    assert "FAILED" in text and "wrote into" not in text, text

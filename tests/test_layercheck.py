@@ -913,3 +913,44 @@ def test_check_function_takes_tensors_that_autograd_tracks_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PyTorch warned twice of reading tracked tensors
         assert check_function(lambda v: torch.sum(v**3), x, grad)
+
+
+class SignedSquare:
+    """``x * |x|``: its gradient ``2 |x|`` is exact, but its second derivative jumps at 0,
+    where a central difference is off by O(h) (it is ``h`` there), not O(h**2)."""
+
+    def forward(self, x):
+        self.x = x
+        return x * namespace_of(x).abs(x)
+
+    def backward(self, dout):
+        return dout * 2 * namespace_of(dout).abs(self.x)
+
+
+def test_a_gradient_at_a_jump_of_the_second_derivative_passes_as_the_error_converges(xp):
+    # It failed: at x = 0 the error fell only tenfold at h / 10, as a wrong one's might.
+    report = check_layer(SignedSquare(), arr(xp, [0.0, 0.5, -1.0, 0.0, 2.0]))
+    assert report and report.params[0].converged >= 1, str(report)
+    assert "converged: retried elements whose error fell in proportion" in str(report)
+
+
+class OffAtZero(SignedSquare):
+    """``x * |x|`` whose gradient is off by 3e-6 where x is 0."""
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        return dout * (2 * xp.abs(self.x) + 3e-6 * xp.astype(self.x == 0, self.x.dtype))
+
+
+def test_a_gradient_off_at_a_jump_of_the_second_derivative_still_fails(xp):
+    report = check_layer(OffAtZero(), arr(xp, [0.0, 0.5, -1.0, 0.0, 2.0]))
+    assert not report and report.params[0].converged == 0, str(report)
+
+
+def test_an_error_that_falls_tenfold_once_by_chance_does_not_pass_as_converging(xp):
+    # 1e5 x**3 at 0: its central differences are 1e5 h**2, 1e-5 at h and 1e-7 at h / 10.
+    # A gradient of -1e-6 is off by 1.1e-5 and 1.1e-6 there, tenfold less, as a converging
+    # error; at h / 100 it is still off by 1e-6 (the differences' own limit is 0).
+    x = arr(xp, [0.0])
+    report = check_function(lambda v: 1e5 * namespace_of(v).sum(v**3), x, arr(xp, [-1e-6]))
+    assert not report and report.params[0].converged == 0, str(report)

@@ -57,7 +57,7 @@ import numpy as np
 from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
-from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk
+from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk, walk_from
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -551,6 +551,63 @@ def gradient_after_decoy(net: Any, x: Any, t: Any) -> dict[str, Any]:
     return net.gradient(x, t)
 
 
+def same_values(xp: Any, old: Any, new: Any) -> bool:
+    """Whether the floating arrays ``old`` and ``new`` hold the same values (NaN as NaN)."""
+    return bool(xp.all((old == new) | (xp.isnan(old) & xp.isnan(new))))
+
+
+def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
+    """What the layers of ``net`` wrote into the arrays they were given, in one
+    ``net.gradient(x, t)``: a line per layer (the innermost, where layers are made of
+    layers) whose ``forward`` changed a floating input or whose ``backward`` changed its
+    ``dout``. Such a write corrupts the gradients of the layers before it, which the check
+    then blames, when another layer still holds the array (a cached output, the ``dout``
+    of a residual block's skip path). Each layer's methods are wrapped on the instance for
+    the pass, and unwrapped after; a copy of each array given costs one pass's memory."""
+    found: dict[int, str] = {}
+
+    def watched(layer: Any, method: str) -> Callable[..., Any]:
+        call = getattr(layer, method)
+        inner = {id(below) for _, below in walk_from("", layer)} - {id(layer)}
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = [a for a in args if array_api_compat.is_array_api_obj(a) and _floating(a)]
+            copies = [namespace_of(a).asarray(a, copy=True) for a in given]
+            out = call(*args, **kwargs)
+            changed = any(
+                not same_values(namespace_of(a), c, a) for a, c in zip(given, copies, strict=True)
+            )
+            # A layer made of layers whose inner layer wrote is not named: the innermost
+            # call returns first.
+            if changed and id(layer) not in found and not inner & found.keys():
+                what = "its input" if method == "forward" else "the dout it was given"
+                found[id(layer)] = f"{type(layer).__name__}.{method} wrote into {what}"
+            return out
+
+        return wrapper
+
+    layers = layers_of(net)
+    own = [
+        {m: vars(layer)[m] for m in ("forward", "backward") if m in vars(layer)} for layer in layers
+    ]
+    try:
+        for layer in layers:
+            for method in ("forward", "backward"):
+                setattr(layer, method, watched(layer, method))
+        net.gradient(x, t)
+    finally:
+        for layer, methods in zip(layers, own, strict=True):
+            for method in ("forward", "backward"):
+                vars(layer).pop(method, None)
+            vars(layer).update(methods)
+    return list(dict.fromkeys(found.values()))
+
+
+def _floating(a: Any) -> bool:
+    """Whether the array ``a`` has a real floating dtype."""
+    return namespace_of(a).isdtype(a.dtype, "real floating")
+
+
 def _decoy_pass(net: Any, x: Any, t: Any) -> None:
     """A training-mode pass of ``net`` on the :func:`decoy` of a batch of several samples."""
     if getattr(x, "ndim", 0) and x.shape[0] > 1:
@@ -599,6 +656,7 @@ class ParamCheck:
     nonfinite_numerical: int = 0
     refined: int = 0
     retried: int = 0
+    converged: int = 0  # of the retried: compared with the limit their error fell towards
     factor: float | None = None  # a failing analytic gradient = factor * numerical
     failing: int = 0  # finite elements clear of kinks that fail
     worst: tuple[int, ...] | None = None  # the failing one with the largest error
@@ -812,6 +870,16 @@ class GradientReport:
                 f"({', '.join(retried)}) were differenced again at h={self.h / RETRY:g} and "
                 f"compared there, with the same atol: a truncation error falls {RETRY**2}-fold, "
                 "the error of a wrong gradient stays",
+                width=88,
+                subsequent_indent="  ",
+            )
+        converged = [f"{p.name} {p.converged}" for p in self.params if p.converged]
+        if converged:
+            lines += textwrap.wrap(
+                f"converged: retried elements whose error fell in proportion to the step "
+                f"({', '.join(converged)}; at h={self.h:g}, {self.h / RETRY:g} and "
+                f"{self.h / RETRY**2:g}: a second derivative that jumps there, as x * |x|'s "
+                "at 0) were compared with the limit of their differences",
                 width=88,
                 subsequent_indent="  ",
             )
@@ -1343,6 +1411,15 @@ def check_gradients(
         )  # fmt: skip
 
 
+def _in_place_note(write: str) -> str:
+    """The note of a failed check whose network wrote in place (:func:`in_place_writes`)."""
+    return (
+        f"{write}: where another layer still holds that array (a cached output, a "
+        "residual block's skip path), it backpropagates from the changed values, and the "
+        "parameters before the writing layer fail for it; compute into a new array"
+    )
+
+
 def _element_wise(
     net: Any, x: Any, t: Any, names: list[str], analytic: Mapping[str, Any],
     found: dict[str, _Numerical], local: LocalNet | None, tol: Atol, center: float, *,
@@ -1352,7 +1429,8 @@ def _element_wise(
     their central differences ``found`` at ``h``, inside the check's held network: the
     elements across a kink that disagree differenced again at :func:`refined_step`, those
     failing clear of kinks at ``h / RETRY``, kinks that no hook sees found by one-sided
-    differences; ``found`` is updated in place."""
+    differences; ``found`` is updated in place. A failing report names the layers that
+    wrote into arrays they were given (:func:`in_place_writes`)."""
     atol = tol.at(h)
     small = refined_step(h, dtype)
     refined = {
@@ -1386,6 +1464,8 @@ def _element_wise(
         )
     if method == "batched" and local is not None:
         report.notes += _looped_notes(net, local, [n for n in names if found[n].via == "loop"])
+    if not report.passed:
+        report.notes += [_in_place_note(w) for w in in_place_writes(net, x, t)]
     return report
 
 

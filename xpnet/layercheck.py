@@ -50,6 +50,7 @@ from xpnet.gradcheck import (
     kinks_by_one_sided,
     kinks_together,
     matched_side,
+    same_values,
     steps_of,
     tolerances,
     values_around,
@@ -74,13 +75,14 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 def _numerical(
     f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, atol: float, rtol: float
-) -> tuple[Any, Any, int, Any]:
+) -> tuple[Any, Any, int, int, Any]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
-    kink (bool), how many elements were differenced again, and the one-sided difference at
-    ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward): one that fails clear of
-    kinks is differenced again at ``h / RETRY`` (where a truncation error is ``RETRY**2``
-    times smaller) and compared there, with the same ``atol``, as
-    :func:`~xpnet.gradcheck.check_gradients` does."""
+    kink (bool), how many elements were differenced again and how many converged, and the
+    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward):
+    one that fails clear of kinks is differenced again at ``h / RETRY`` (where a truncation
+    error is ``RETRY**2`` times smaller) and compared there, with the same ``atol``, as
+    :func:`~xpnet.gradcheck.check_gradients` does. One that still fails is differenced at
+    ``h / RETRY**2`` too (:func:`_converged`)."""
     xp = namespace_of(x)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
@@ -92,15 +94,48 @@ def _numerical(
     taken = steps_of(xp, x, step)
     again = ~within_tolerance(analytic, central, atol, rtol) & ~kinks & (taken > 0)
     where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(again))]
+    converged = 0
     if where:
         plus, minus = values_around(f, x, step, indices=where)
         redone = kinks_by_one_sided(
             f, x, analytic, plus, center, minus, step, atol, rtol, among=again
         )
         taken = xp.where(again, taken, xp.ones_like(taken))
-        central = xp.where(again, (plus - minus) / taken, central)
+        coarse, central = central, xp.where(again, (plus - minus) / taken, central)
         kinks = kinks | redone
-    return central, kinks, len(where), side
+        still = again & ~kinks & ~within_tolerance(analytic, central, atol, rtol)
+        central, converged = _converged(f, x, analytic, coarse, central, still, step, atol, rtol)
+    return central, kinks, len(where), converged, side
+
+
+def _converged(
+    f: Callable[[Any], Any], x: Any, analytic: Any, coarse: Any, fine: Any, still: Any,
+    step: float, atol: float, rtol: float,
+) -> tuple[Any, int]:  # fmt: skip
+    """``fine`` (the central differences at ``step``; ``coarse`` at ``RETRY * step``) with
+    the elements ``still`` (bool) that converge to ``analytic`` replaced by their limit, and
+    how many. Where the second derivative jumps (``x * |x|`` at 0) a central difference is
+    off by O(step), not O(step**2), so the retry at ``step`` only takes a tenth off the
+    error. Such an element is differenced once more at ``step / RETRY``; it converges when
+    the error falls in proportion to the step: the first-order Richardson limits of both
+    pairs of steps, ``fine + (fine - coarse) / (RETRY - 1)``, pass. A wrong gradient's error
+    stays as the step shrinks. A smooth function's truncation error ``e`` at ``coarse``,
+    which falls ``RETRY**2``-fold, puts the two limits ``0.1 e`` and ``0.001 e`` off the
+    derivative: a gradient passing both is off by at most about the atol (the retry alone
+    passes one off by ``atol + 0.01 e``)."""
+    xp = namespace_of(x)
+    finer = step / RETRY
+    taken = steps_of(xp, x, finer)
+    still = still & (taken > 0)
+    where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(still))]
+    if not where:
+        return fine, 0
+    plus, minus = values_around(f, x, finer, indices=where)
+    finest = (plus - minus) / xp.where(still, taken, xp.ones_like(taken))
+    limit = finest + (finest - fine) / (RETRY - 1)
+    passed = within_tolerance(analytic, fine + (fine - coarse) / (RETRY - 1), atol, rtol)
+    passed = still & passed & within_tolerance(analytic, limit, atol, rtol)
+    return xp.where(passed, limit, fine), int(np.count_nonzero(to_numpy(passed)))
 
 
 class _Row(NamedTuple):
@@ -162,7 +197,9 @@ def _check(
     center = f(x)
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
-    central, kinks, retried, side = _numerical(f, x, center, analytic, report.h, atol, report.rtol)
+    central, kinks, retried, converged, side = _numerical(
+        f, x, center, analytic, report.h, atol, report.rtol
+    )
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
     kinked = _kink_mask(check, x)
     if len(check.kink_elements) > 1:
@@ -172,7 +209,7 @@ def _check(
         )  # fmt: skip
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
-    check = replace(check, retried=retried)
+    check = replace(check, retried=retried, converged=converged)
     return _Row(check, tol, _largest([central]), analytic, kinked, side)
 
 
@@ -327,7 +364,7 @@ def _require_inputs_unchanged(
     for name, old, new in zip(names, before, after, strict=True):
         if old is None:
             continue
-        if not _same_values(xp, old, new):
+        if not same_values(xp, old, new):
             raise ValueError(
                 f"{kind}.forward wrote into its input {name}: a layer must not change the "
                 "arrays it is given; compute the output into a new array (the book's ReLU "
@@ -350,11 +387,6 @@ def _require_one_output(kind: str, out: Any) -> None:
     )
 
 
-def _same_values(xp: Any, old: Any, new: Any) -> bool:
-    """Whether the floating arrays ``old`` and ``new`` hold the same values (NaN as NaN)."""
-    return bool(xp.all((old == new) | (xp.isnan(old) & xp.isnan(new))))
-
-
 def _floating_attributes(layer: Any) -> dict[str, tuple[Any, Any]]:
     """``name -> (array, a copy of it)`` for the floating array attributes of ``layer``."""
     return {
@@ -371,7 +403,7 @@ def _left_alone(layer: Any, before: dict[str, tuple[Any, Any]]) -> dict[str, Any
     return {
         name: value
         for name, (value, copy) in before.items()
-        if getattr(layer, name, None) is value and _same_values(namespace_of(value), copy, value)
+        if getattr(layer, name, None) is value and same_values(namespace_of(value), copy, value)
     }
 
 
