@@ -989,3 +989,10 @@ def test_a_broken_link_as_a_checkpoint_names_its_target(tmp_path):
         f"checkpoint {tmp_path / 'p.npz'} is not a file: a broken link to "
         f"{tmp_path / 'runs' / 'gone.npz'}"
     )
+
+
+def test_the_checkpoint_module_is_part_of_xpnets_public_names():
+    """The docs call ``xpnet.checkpoint.save_params`` and ``load_network``."""
+    names: dict = {}
+    exec("from xpnet import *", names)
+    assert names["checkpoint"].save_params is save_params

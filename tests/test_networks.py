@@ -328,6 +328,33 @@ def test_bad_network_settings_are_clear_errors(kwargs, message):
         MultiLayerNet(4, [3], 2, **kwargs)
 
 
+def _batchnorm(xp, momentum):
+    return BatchNormalization(to_device(np.ones(3), xp=xp), to_device(np.zeros(3), xp=xp), momentum)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda xp: TwoLayerNet("4", 3, 2, xp=xp), r"layer sizes must be .*, got \['4', 3, 2\]"),
+        (lambda xp: TwoLayerNet(4, 3.0, 2, xp=xp), r"layer sizes must be .*, got \[4, 3\.0, 2\]"),
+        (lambda xp: MultiLayerNet(4, [3], 2, seed="0", xp=xp), "seed must be .*, got '0'"),
+        (lambda xp: MultiLayerNet(4, [3], 2, seed=1.5, xp=xp), "seed must be .*, got 1.5"),
+        (lambda xp: MultiLayerNet(4, [3], 2, weight_decay="0", xp=xp), "weight_decay .*, got '0'"),
+        (lambda xp: SimpleConvNet(hidden_size=10.0, xp=xp), "hidden_size must be .*, got 10.0"),
+        (lambda xp: Dropout("0.5"), r"dropout_ratio must be in \[0, 1\), got '0.5'"),
+        (lambda xp: _batchnorm(xp, momentum="0.9"), "momentum must be in .*got '0.9'"),
+    ],
+)
+def test_an_argument_of_the_wrong_type_is_a_type_error_that_is_still_a_value_error(
+    xp, build, message
+):
+    """NumPy and PyTorch raise ``TypeError`` for a string or a float given as a count; xpnet's
+    error is that, and the ``ValueError`` its other argument errors are."""
+    with pytest.raises(TypeError, match=message) as raised:
+        build(xp)
+    assert isinstance(raised.value, ValueError)
+
+
 def test_a_loss_class_instead_of_an_instance_is_refused_when_the_net_is_built():
     with pytest.raises(TypeError, match=r"class SoftmaxWithLoss, not an instance"):
         MultiLayerNet(4, [3], 2, loss=SoftmaxWithLoss)

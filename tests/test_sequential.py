@@ -924,3 +924,9 @@ def test_calling_a_network_passes_train_flg_on_as_predict_does(xp):
     (x,) = arrays(xp, 1, (2, 3))
     np.testing.assert_array_equal(to_numpy(net(x, train_flg=True)), to_numpy(x) + 1.0)
     np.testing.assert_array_equal(to_numpy(net(x)), to_numpy(x))
+
+
+def test_layers_given_one_by_one_as_to_torchs_sequential_are_a_type_error_showing_the_list():
+    with pytest.raises(TypeError, match=r"layers must be a list of layers, got ReLU: "
+                                        r"Sequential\(\[a, b\], loss=\.\.\.\)"):  # fmt: skip
+        Sequential(ReLU())

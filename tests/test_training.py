@@ -236,6 +236,26 @@ def test_bad_trainer_settings_name_the_setting_and_value(cpu_xp, settings, messa
 
 
 @pytest.mark.parametrize(
+    "settings", [{"epochs": 1.5}, {"epochs": "1"}, {"batch_size": True}, {"seed": "0"}]
+)
+def test_a_trainer_setting_of_the_wrong_type_is_a_type_error(cpu_xp, settings):
+    x, t, xt, tt = blobs(cpu_xp)
+    ((name, value),) = settings.items()
+    with pytest.raises(TypeError, match=rf"{name} must be an integer >= \d, got {value!r}"):
+        Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, **{"epochs": 1, **settings})
+
+
+def test_a_trainers_repr_gives_the_network_optimizer_data_settings_and_progress(xp):
+    x, t, xt, tt = blobs(xp)
+    trainer = Trainer(make_net(xp), SGD(lr=0.5), x, t, xt, tt, epochs=2, batch_size=20, seed=3)
+    trainer.fit()
+    assert repr(trainer) == (
+        "Trainer(net=MultiLayerNet, optimizer=SGD(lr=0.5), x_train=float64[60, 4], "
+        "x_test=float64[20, 4], epochs=2, batch_size=20, seed=3, epoch=2, iterations=6)"
+    )
+
+
+@pytest.mark.parametrize(
     "target_range", [("0.1", "0.9"), (None, 1.0), (False, True), (0.0, "1"), (0.0, None)]
 )
 def test_a_target_range_of_other_than_numbers_is_a_type_error(cpu_xp, target_range):

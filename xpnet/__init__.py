@@ -4,7 +4,17 @@ The same layers run on NumPy (CPU), CuPy (CUDA GPU), PyTorch tensors and
 ``array_api_strict``; ``XPNET_DEVICE`` picks the device (``cpu``, ``cuda``, ``cuda:N``).
 """
 
-from xpnet import backend, conv, datasets, gradcheck, graph, layers, optim, training
+from xpnet import (
+    backend,
+    checkpoint,
+    conv,
+    datasets,
+    gradcheck,
+    graph,
+    layers,
+    optim,
+    training,
+)
 from xpnet.checkpoint import register_layer
 from xpnet.gradcheck import (
     DirectionalReport,
@@ -31,6 +41,7 @@ __all__ = [
     "check_function",
     "check_gradients",
     "check_layer",
+    "checkpoint",
     "conv",
     "datasets",
     "directional_check",

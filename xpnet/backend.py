@@ -29,7 +29,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.checks import is_count, is_finite_at_least, is_integer
+from xpnet.checks import bad_argument, is_count, is_finite_at_least, is_integer
 from xpnet.schema import show
 
 ENV_VAR = "XPNET_DEVICE"
@@ -445,7 +445,7 @@ def host_rng(seed: int | None) -> np.random.Generator:
 
 def _require_seed(seed: Any) -> None:
     if seed is not None and not is_count(seed, 0):
-        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        raise bad_argument(is_integer(seed))(f"seed must be an integer >= 0 or None, got {seed!r}")
 
 
 class DeviceRNG:

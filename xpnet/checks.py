@@ -24,6 +24,19 @@ BOOK_KEYWORDS = {
 }
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a string or a float for a count): a ``TypeError``, as
+    NumPy and PyTorch raise for one, and a ``ValueError`` too, the type of xpnet's other
+    argument errors, so that ``except ValueError`` still catches every bad argument (as
+    NumPy's ``AxisError`` is both a ``ValueError`` and an ``IndexError``)."""
+
+
+def bad_argument(valid_type: bool) -> type[ValueError]:
+    """The error for an argument that failed its check: ``ValueError`` when it has a valid
+    type (``valid_type``) but a bad value, :class:`ArgumentTypeError` when its type is wrong."""
+    return ValueError if valid_type else ArgumentTypeError
+
+
 def is_integer(value: Any) -> bool:
     """Whether ``value`` is an integer (``int`` or a NumPy integer), not a ``bool``."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -40,9 +53,11 @@ def is_count(value: Any, least: int) -> bool:
 
 
 def require_count(name: str, value: Any, least: int) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``least``."""
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``least``
+    (:class:`ArgumentTypeError`, a ``TypeError``, when it is no integer)."""
     if not is_count(value, least):
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        message = f"{name} must be an integer >= {least}, got {value!r}"
+        raise bad_argument(is_integer(value))(message)
 
 
 def is_finite_at_least(value: Any, least: float) -> bool:

@@ -52,7 +52,7 @@ from xpnet.backend import (
     reduce_max,
     reduce_sum,
 )
-from xpnet.checks import is_real
+from xpnet.checks import bad_argument, is_real
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -265,7 +265,7 @@ def describe(layer: Any, indent: str = "") -> str:
     ``(0)``, ``(1)``, ... where its only sublayer attribute holds a sequence;
     ``(downsample): None`` for an attribute holding no layer."""
     names = (*own_params(layer), *getattr(layer, "buffers", ()))
-    parts = [f"{name}={_summary(getattr(layer, name, None))}" for name in names]
+    parts = [f"{name}={describe_array(getattr(layer, name, None))}" for name in names]
     config = getattr(layer, "config", None)
     if callable(config):
         parts += [f"{key}={value!r}" for key, value in config().items()]
@@ -281,7 +281,7 @@ def describe(layer: Any, indent: str = "") -> str:
     return "\n".join([f"{type(layer).__name__}(", *lines, f"{indent})"])
 
 
-def _summary(a: Any) -> str:
+def describe_array(a: Any) -> str:
     """``float32[784, 50]`` for an array; anything else (a parameter not set yet) by its repr."""
     if not hasattr(a, "shape"):
         return repr(a)
@@ -900,7 +900,9 @@ class Dropout(Layer):
 
     def __init__(self, dropout_ratio: float = 0.5, *, seed: int | None = None) -> None:
         if not (is_real(dropout_ratio) and 0.0 <= dropout_ratio < 1.0):
-            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
+            raise bad_argument(is_real(dropout_ratio))(
+                f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}"
+            )
         self.dropout_ratio, self.seed = float(dropout_ratio), seed
         self.rng = DeviceRNG(seed)
 
@@ -985,7 +987,7 @@ class BatchNormalization(Layer):
                 f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
             )
         if not (is_real(momentum) and 0.0 <= momentum <= 1.0):
-            raise ValueError(
+            raise bad_argument(is_real(momentum))(
                 f"BatchNormalization momentum must be in [0, 1] (the weight of the old "
                 f"running statistics), got {momentum!r}"
             )

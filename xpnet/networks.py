@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from itertools import islice, pairwise
 from types import ModuleType
 from typing import Any
@@ -27,8 +27,10 @@ from xpnet.backend import (
     to_device,
 )
 from xpnet.checks import (
+    bad_argument,
     is_count,
     is_finite_at_least,
+    is_integer,
     is_real,
     refuses_book_keywords,
     require_count,
@@ -436,6 +438,11 @@ class Sequential:
     def __init__(
         self, layers: Sequence[Any], *, loss: Any = None, weight_decay: float = 0.0
     ) -> None:
+        if not isinstance(layers, Iterable):
+            raise TypeError(
+                f"layers must be a list of layers, got {type(layers).__name__}: "
+                "Sequential([a, b], loss=...), where torch.nn.Sequential takes nn.Sequential(a, b)"
+            )
         self.layers = Layers(layers)
         if not self.layers and loss is not None:
             raise ValueError(
@@ -450,7 +457,9 @@ class Sequential:
             _check_loss(loss)
             _refuse_sigmoid_twice(self.layers, loss)
         if not is_finite_at_least(weight_decay, 0.0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+            raise bad_argument(is_real(weight_decay))(
+                f"weight_decay must be a finite number >= 0, got {weight_decay!r}"
+            )
         if loss is None and weight_decay:
             raise ValueError(
                 f"weight_decay={weight_decay!r} needs a loss to add to: give it to the network "
@@ -937,7 +946,9 @@ class MultiLayerNet(Sequential):
             )
         sizes = [input_size, *hidden_sizes, output_size]
         if not all(is_count(n, 1) for n in sizes):
-            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+            raise bad_argument(all(map(is_integer, sizes)))(
+                f"layer sizes must be positive integers, got {sizes}"
+            )
         sizes = [int(n) for n in sizes]
         dtype = _float_dtype(dtype, xp)
         self.sizes, self.activation = sizes, activation

@@ -43,7 +43,7 @@ from xpnet.backend import (
     untracked,
 )
 from xpnet.checks import is_real, refuses_book_keywords, require_count
-from xpnet.layers import check_labels, not_labels_or_rows, require_array
+from xpnet.layers import check_labels, describe_array, not_labels_or_rows, require_array
 from xpnet.networks import EVAL_BATCH_SIZE
 from xpnet.optim import Optimizer
 
@@ -469,6 +469,22 @@ class Trainer:
                 stacklevel=2,
             )
             return evaluate_sets()
+
+    def __repr__(self) -> str:
+        """One line: the network's class, the optimizer, the data by dtype and shape, the
+        settings, and the epochs and updates done (``Trainer(net=TwoLayerNet, optimizer=
+        SGD(lr=0.1), x_train=float32[5000, 784], ..., epoch=0, iterations=0)``)."""
+        settings = {
+            "net": type(self.net).__name__,
+            "optimizer": repr(self.optimizer),
+            "x_train": describe_array(self.x_train),
+            "x_test": describe_array(self.x_test),
+            **{
+                key: repr(getattr(self, key))
+                for key in ("epochs", "batch_size", "seed", "epoch", "iterations")
+            },
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
     @property
     def batches_per_epoch(self) -> int:
