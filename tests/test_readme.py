@@ -43,6 +43,7 @@ NESTED = snippet("class Residual")
 GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
 CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
+TIED = snippet("class TiedAutoencoder", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
@@ -84,7 +85,7 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
     covered = {
-        LAYERS_DOC: [CHECK_FUNCTION],
+        LAYERS_DOC: [CHECK_FUNCTION, TIED],
         PYTORCH_DOC: [BOTH_WAYS],
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
@@ -224,6 +225,13 @@ def test_the_nested_layer_snippet_names_the_parameters_its_comment_lists(monkeyp
     deep = namespace["deep"]
     assert list(deep.params) == said(r"deep\.params  # (.*?):", NESTED)
     assert deep.params["W2"] is namespace["block"].inner[0].W
+
+
+def test_the_tied_weights_snippet_checks_one_layer_holding_W_once(capsys):
+    namespace = run(TIED, path=LAYERS_DOC)
+    assert capsys.readouterr().out.rstrip().endswith("PASSED")
+    net = namespace["net"]
+    assert list(net.params) == said(r"list\(net\.params\)  # (.*?):", TIED)
 
 
 def test_the_check_function_snippet_passes_the_derived_gradient_and_names_the_wrong_factor(

@@ -689,6 +689,23 @@ def test_an_array_shared_by_two_layers_is_refused(xp):
         Sequential([Affine(W, b1), ReLU(), Affine(W, b2)], loss=SoftmaxWithLoss())
 
 
+def test_a_view_of_another_parameter_is_refused_as_tied_weights(xp):
+    # A tied decoder written Affine(W.T, b2): the optimizer updated W through both names,
+    # the gradient check and load_params treated W1 and W2 as two arrays, without a word.
+    W, b1, b2 = arrays(xp, 0, (4, 3), (3,), (4,))
+    with pytest.raises(
+        ValueError,
+        match=r"parameter W2 of layers\[2\] \(Affine\) shares memory with W1 \(one is a view",
+    ):
+        Sequential([Affine(W, b1), ReLU(), Affine(W.T, b2)], loss=SoftmaxWithLoss())
+
+
+def test_parameters_in_disjoint_parts_of_one_array_are_not_tied(xp):
+    (s,) = arrays(xp, 0, (2, 3))
+    net = Sequential([Scale(s[0, :]), Scale(s[1, :])], loss=MeanSquaredError())
+    assert list(net.params) == ["s1", "s2"]
+
+
 def test_parameters_read_as_new_views_each_time_are_not_taken_for_tied_weights(xp):
     # Each read of ViewedScale.s is a new array object; one freed after its check could
     # hand its id to the next layer's, which was then refused as the same array.

@@ -19,6 +19,7 @@ namespace's own elsewhere.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -367,6 +368,25 @@ def to_numpy(x: Any) -> np.ndarray:
     if _is_array(x):
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def byte_bounds(a: Any) -> tuple[str, int, int] | None:
+    """``(device, first byte, one past the last byte)`` of the memory the array ``a`` spans,
+    as ``numpy.lib.array_utils.byte_bounds``: arrays on one device whose bounds overlap may
+    share memory (a view, as ``W.T`` is of ``W``). None for an empty or a dask array."""
+    if array_api_compat.is_dask_array(a) or not math.prod(a.shape):
+        return None
+    if array_api_compat.is_torch_array(a):
+        size = a.element_size()
+        start, strides = a.data_ptr(), [s * size for s in a.stride()]
+    elif array_api_compat.is_cupy_array(a):
+        size, start, strides = a.itemsize, a.data.ptr, a.strides
+    else:
+        host = to_numpy(a)  # no copy on the host
+        size, start, strides = host.itemsize, host.ctypes.data, host.strides
+    low = sum((n - 1) * s for n, s in zip(a.shape, strides, strict=True) if s < 0)
+    high = sum((n - 1) * s for n, s in zip(a.shape, strides, strict=True) if s > 0)
+    return str(array_api_compat.device(a)), start + low, start + high + size
 
 
 def non_finite(x: Any) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from xpnet.backend import (
     BackendMismatchError,
+    byte_bounds,
     dtype_name,
     host_rng,
     namespace_of,
@@ -316,6 +317,7 @@ def _parameter_slots(walked: Sequence[tuple[str, Any]]) -> dict[str, tuple[Any, 
     paths = {id(layer): path for path, layer in walked}
     # id of each parameter array -> its name and the array, held so that no id is reused
     named: dict[int, tuple[str, Any]] = {}
+    spans: list[tuple[Any, ...]] = []  # (device, first byte, end, order, name, where)
     for path, layer in walked:
         attrs = own_params(layer)
         if isinstance(attrs, str) or not all(isinstance(a, str) for a in attrs):
@@ -340,15 +342,39 @@ def _parameter_slots(walked: Sequence[tuple[str, Any]]) -> dict[str, tuple[Any, 
                     f"{_where(paths[id(other)], other)}: rename one of the attributes"
                 )
             if id(value) in named:
-                raise ValueError(
-                    f"parameter {name} of {_where(path, layer)} is the same array as "
-                    f"{named[id(value)][0]}: tied weights are not supported (the optimizer would "
-                    "update it once per name, weight decay count it twice, and a checkpoint "
-                    "would untie it); give the layer its own copy (xp.asarray(W, copy=True))"
+                _refuse_tied(
+                    name, _where(path, layer), f"is the same array as {named[id(value)][0]}"
                 )
+            bounds = byte_bounds(value)
+            if bounds is not None:
+                spans.append((*bounds, len(spans), name, _where(path, layer)))
             named[id(value)] = (name, value)
             slots[name] = (layer, attr)
+    _refuse_views(spans)
     return slots
+
+
+def _refuse_views(spans: list[tuple[Any, ...]]) -> None:
+    """Refuse two parameters whose ``spans`` (:func:`~xpnet.backend.byte_bounds` with their
+    order, name and layer) overlap on one device: views of one array, as ``W`` and ``W.T``."""
+    reach = None  # the span reaching furthest among those started on this device so far
+    for span in sorted(spans):
+        if reach is not None and reach[0] == span[0] and span[1] < reach[2]:
+            first, second = sorted((reach, span), key=lambda s: s[3])
+            how = f"shares memory with {first[4]} (one is a view of the other, as W.T is of W)"
+            _refuse_tied(second[4], second[5], how)
+        if reach is None or reach[0] != span[0] or span[2] > reach[2]:
+            reach = span
+
+
+def _refuse_tied(name: str, where: str, how: str) -> None:
+    raise ValueError(
+        f"parameter {name} of {where} {how}: tied weights are not supported (the "
+        "optimizer would update it once per name, weight decay count it twice, and a "
+        "checkpoint would untie it); give the layer its own copy (xp.asarray(W, copy=True)), "
+        "or write one layer that holds the array once and adds up its gradients "
+        "(docs/layers.md, tied weights)"
+    )
 
 
 def _require_layer(path: str, layer: Any, seen: dict[int, str]) -> None:
