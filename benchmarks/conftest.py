@@ -220,8 +220,14 @@ def _installed(package: str) -> str:
 
 def _versions() -> dict[str, str]:
     """Python, NumPy, CuPy, PyTorch (installed, imported or not), the CPUs and the xpnet
-    device: what describes the machine and its software, the same in every run on it."""
+    device: what describes the machine and its software, the same in every run on it. A
+    device that is missing (``XPNET_DEVICE=cuda`` without CuPy or a GPU) says so, and that
+    its benchmarks were skipped (``run_device``)."""
     info = {"python": platform.python_version(), **backend.describe()}
+    try:
+        backend.selected()
+    except backend.BackendUnavailableError as exc:
+        info["device"] = f"{info['device']} unavailable, its benchmarks skipped ({exc})"
     info["torch"] = _installed("torch")
     info["cpu_count"] = str(os.cpu_count())
     return info

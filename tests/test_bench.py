@@ -1633,3 +1633,68 @@ def test_timed_charges_no_work_queued_by_the_set_up_to_the_first_round(
         lambda: device.launch(0.5), rounds=3, warmup=warmup, kind="step", batch=1
     )
     assert fake.rounds_s == [0.5, 0.5, 0.5]
+
+
+def without(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    """``entry`` (a :func:`record`) with ``key`` of its extra_info removed."""
+    return {**entry, "extra_info": {k: v for k, v in entry["extra_info"].items() if k != key}}
+
+
+STEP_ID = "benchmarks/x.py::test_step[batch100]"
+HAND_EDITED = [
+    (without(record("step", "xpnet", 100, 1e-3), "batch"), "has no extra_info 'batch'"),
+    (
+        without(record("numerical_loop", "xpnet", 100, 2.0, params_timed=10), "params_total"),
+        "has no extra_info 'params_total'",
+    ),
+    (record("step", "xpnet", "100", 1e-3), "has extra_info 'batch' \"100\""),
+    (record("epoch", "xpnet", 100, 0.5, samples_timed=None), "has extra_info 'samples_timed' null"),
+]
+
+
+@pytest.mark.parametrize(("entry", "says"), HAND_EDITED, ids=["batch", "params", "str", "null"])
+def test_cli_summary_names_a_record_without_an_integer_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture, entry: dict[str, Any], says: str
+) -> None:
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"benchmarks": [record("analytic", "xpnet", 1, 1e-3), entry]}))
+    name = entry["fullname"]
+    assert summary_error(path, capsys) == (
+        f"python -m xpnet.bench summary: error: {path}: benchmark record 1 ({name}) {says}, "
+        "expected an integer\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ({"stats": {"median": "fast"}}, "has stats 'median' \"fast\", expected seconds"),
+        ({"stats": [1e-3]}, "has stats [0.001], expected an object"),
+        ({"extra_info": "xpnet"}, 'has extra_info "xpnet", expected an object'),
+    ],
+    ids=["median", "stats", "extra_info"],
+)
+def test_cli_summary_names_a_record_whose_stats_or_extra_info_are_malformed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, edit: dict[str, Any], says: str
+) -> None:
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"benchmarks": [{**record("step", "xpnet", 100, 1e-3), **edit}]}))
+    assert summary_error(path, capsys) == (
+        f"python -m xpnet.bench summary: error: {path}: benchmark record 0 ({STEP_ID}) {says}\n"
+    )
+
+
+def test_cli_compare_names_a_record_without_a_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good, edited = tmp_path / "good.json", tmp_path / "edited.json"
+    good.write_text(json.dumps({"benchmarks": [record("step", "xpnet", 100, 1e-3)]}))
+    nameless = {k: v for k, v in record("step", "xpnet", 1, 1e-3).items() if "name" not in k}
+    edited.write_text(json.dumps({"benchmarks": [record("step", "xpnet", 100, 1e-3), nameless]}))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["compare", str(good), str(edited)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m xpnet.bench compare: error: {edited}: benchmark record 1 has no 'fullname' "
+        "or 'name', expected the test id of the benchmark\n"
+    )

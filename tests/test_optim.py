@@ -1,6 +1,7 @@
 """Optimizers: three steps on tiny arrays against the book's formulas written out in plain
 Python floats (one element at a time), plus the mapping, dtype and state behaviour."""
 
+import copy
 import json
 import math
 
@@ -370,7 +371,7 @@ def test_config_and_state_dict_round_trip():
     opt.update(params, {"w": np.array([0.5, -0.5])})
     other = Adam(lr=0.01, beta1=0.8)
     other.load_state_dict(opt.state_dict())
-    p1, p2 = {"w": params["w"].copy()}, {"w": params["w"].copy()}
+    p1, p2 = params, {"w": params["w"].copy()}  # opt goes on with its own parameters
     opt.update(p1, {"w": np.array([0.1, 0.2])})
     other.update(p2, {"w": np.array([0.1, 0.2])})
     np.testing.assert_array_equal(p1["w"], p2["w"])
@@ -855,3 +856,77 @@ def test_sgd_refuses_an_array_gradient_for_a_python_float_parameter(xp):
     message = str(info.value)
     assert message.startswith("SGD.update: the gradient of parameter 'x' is an array of ")
     assert message.endswith(", of shape (2,), expected a number, as the parameter is -7.0")
+
+
+def _two_networks(xp):
+    """Two networks' parameters of the same names, and a gradient of one step."""
+    net1 = {"W1": to_device([1.0, 2.0], dtype="float64", xp=xp)}
+    net2 = {"W1": to_device([5.0, 6.0], dtype="float64", xp=xp)}
+    return net1, net2, {"W1": to_device([1.0, -1.0], dtype="float64", xp=xp)}
+
+
+@pytest.mark.parametrize("name", STATEFUL)
+def test_an_optimizer_with_state_refuses_a_second_networks_parameters(xp, name):
+    """PyTorch binds an optimizer to its parameters; here the state is kept by name."""
+    net1, net2, grads = _two_networks(xp)
+    opt = OPTIMIZERS[name]()
+    opt.update(net1, grads)
+    with pytest.raises(ValueError) as info:
+        opt.update(net2, grads)
+    buffer = OPTIMIZERS[name].buffers[0]
+    assert str(info.value) == (
+        f"{OPTIMIZERS[name].__name__}.update: parameter 'W1' is not the array whose state "
+        f"{buffer!r} this optimizer holds: params are another network's (or this one's, "
+        "replaced by new arrays), and the state, kept by name, would mix them; make one "
+        "optimizer per network (or load_state_dict to start this one on other parameters)"
+    )
+    np.testing.assert_array_equal(to_numpy(net2["W1"]), [5.0, 6.0])
+    assert opt.iterations == 1
+
+
+def test_sgd_without_state_may_step_two_networks(xp):
+    net1, net2, grads = _two_networks(xp)
+    opt = SGD(lr=0.5)
+    opt.update(net1, grads)
+    opt.update(net2, grads)
+    np.testing.assert_array_equal(to_numpy(net2["W1"]), [4.5, 6.5])
+
+
+def test_a_new_mapping_of_the_same_arrays_keeps_the_velocity(xp):
+    net, _, grads = _two_networks(xp)
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update(net, grads)
+    opt.update(dict(net), grads)  # v = 0.9 * -0.1 - 0.1 = -0.19 for W1[0]
+    np.testing.assert_allclose(to_numpy(net["W1"]), [0.71, 2.29], rtol=1e-15)
+
+
+def test_arrays_replaced_in_the_mapping_updated_last_keep_their_state(xp):
+    """As load_params replaces an array it cannot write into, in the network's mapping."""
+    net, _, grads = _two_networks(xp)
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update(net, grads)
+    net["W1"] = to_device([1.0, 2.0], dtype="float64", xp=xp)
+    opt.update(dict(net), grads)
+    np.testing.assert_allclose(to_numpy(net["W1"]), [0.81, 2.19], rtol=1e-15)
+
+
+def test_load_state_dict_moves_the_state_to_the_next_updates_parameters(xp):
+    """A checkpoint restored into a new network (load_network(path, optimizer=opt))."""
+    net1, net2, grads = _two_networks(xp)
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update(net1, grads)
+    opt.load_state_dict(opt.state_dict())
+    opt.update(net2, grads)
+    np.testing.assert_allclose(to_numpy(net2["W1"]), [4.81, 6.19], rtol=1e-15)
+
+
+def test_a_copy_of_an_optimizer_updates_a_copy_of_its_network(xp):
+    """Copied apart, as a network is copied to a Dask worker: the copy is bound to neither."""
+    net, _, grads = _two_networks(xp)
+    opt = Momentum(lr=0.1, momentum=0.9)
+    opt.update(net, grads)
+    net_copy, opt_copy = copy.deepcopy(net), copy.deepcopy(opt)
+    opt_copy.update(net_copy, grads)
+    opt.update(net, grads)
+    np.testing.assert_allclose(to_numpy(net_copy["W1"]), [0.71, 2.29], rtol=1e-15)
+    np.testing.assert_array_equal(to_numpy(net_copy["W1"]), to_numpy(net["W1"]))

@@ -1039,3 +1039,15 @@ def test_the_scripts_name_a_bad_argument_before_doing_any_work(
     assert exc.value.code == 2
     assert last_line.startswith(f"python -m benchmarks.{name}: error: argument {option}: ")
     assert expected in last_line and repr(value) in last_line
+
+
+def test_machine_info_says_a_cuda_device_without_cupy_is_unavailable_and_skipped(
+    conftest: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XPNET_DEVICE", "cuda")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    device = conftest.machine_info()["xpnet"]["device"]
+    assert device.startswith(
+        "cuda:0 unavailable, its benchmarks skipped (device 'cuda' needs CuPy, which is not "
+        "installed: "
+    )

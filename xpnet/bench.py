@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import array_api_compat
 import numpy as np
 
 from xpnet import backend
+from xpnet.checks import is_integer, is_real
 from xpnet.files import atomic_file
 
 ENV_MODE = "XPNET_BENCH"
@@ -1107,7 +1108,50 @@ def load_json(path: str | Path) -> dict[str, Any]:
             raise ValueError(
                 f"{path}: benchmark record {i} is {json.dumps(entry)[:40]}, expected a JSON object"
             )
+        for key in ("extra_info", "stats"):
+            if not isinstance(entry.get(key, {}), dict):
+                _malformed(path, i, entry, f"{key} {json.dumps(entry[key])[:40]}", "an object")
+        median = entry.get("stats", {}).get("median")
+        if median is not None and not is_real(median):
+            _malformed(path, i, entry, f"stats 'median' {json.dumps(median)[:40]}", "seconds")
     return data
+
+
+def _malformed(
+    path: str | Path, i: int, entry: Mapping[str, Any], has: str, expected: str
+) -> NoReturn:
+    """Raise ``ValueError`` naming record ``i`` of ``path`` (and its test), what it ``has``
+    and what was ``expected``."""
+    name = entry.get("fullname") or entry.get("name")
+    named = f" ({name})" if isinstance(name, str) else ""
+    raise ValueError(f"{path}: benchmark record {i}{named} has {has}, expected {expected}")
+
+
+# The integers of extra_info that summarize() reads from an xpnet record, by its kind.
+_LOOP_FIELDS = ("batch", "params_timed", "params_total")
+SUMMARY_FIELDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("analytic", "batched", "directional", "numerical_full"), ("batch",)),
+    **dict.fromkeys(("step", "step_side_by_side", "full_gradient"), ("batch",)),
+    **dict.fromkeys(("numerical_loop", *DASK_LOOP_KINDS), _LOOP_FIELDS),
+    "per_sample": ("steps_timed", "steps_target"),
+    "epoch": ("batch", "samples_timed", "samples_per_epoch"),
+    "task_overhead": ("tasks",),
+}
+
+
+def _require_summary_fields(path: str | Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Raise ``ValueError`` naming the first xpnet record of ``path`` that lacks an integer
+    :func:`summarize` reads (a record edited by hand)."""
+    for i, entry in enumerate(records):
+        info = entry.get("extra_info") or {}
+        if info.get("suite") != SUITE:
+            continue
+        for key in SUMMARY_FIELDS.get(info.get("kind"), ()):
+            if key not in info:
+                _malformed(path, i, entry, f"no extra_info {key!r}", "an integer")
+            if not is_integer(info[key]):
+                got = json.dumps(info[key])[:40]
+                _malformed(path, i, entry, f"extra_info {key!r} {got}", "an integer")
 
 
 def summary_of_file(path: str | Path) -> dict[str, Any]:
@@ -1122,6 +1166,7 @@ def summary_of_file(path: str | Path) -> dict[str, Any]:
             f"{path}: none of its {len(records):,} benchmark records is xpnet's (their "
             f"extra_info has no suite {SUITE!r}): not a `pytest benchmarks/` run"
         )
+    _require_summary_fields(path, records)
     return summarize(records)
 
 
@@ -1129,10 +1174,7 @@ def compare(base: str | Path, other: str | Path) -> list[dict[str, Any]]:
     """Each benchmark of two runs, matched by its test id (``fullname``), in ``base``'s
     order and then ``other``'s: ``{"name", "base_s", "other_s", "ratio"}``, the medians
     (None where a run lacks it: a peer that skipped) and ``other_s / base_s``."""
-    medians = [
-        {b.get("fullname") or b.get("name"): _median(b) for b in load_json(path)["benchmarks"]}
-        for path in (base, other)
-    ]
+    medians = [_medians_by_name(path) for path in (base, other)]
     names = list(dict.fromkeys([*medians[0], *medians[1]]))
     return [
         {
@@ -1143,6 +1185,18 @@ def compare(base: str | Path, other: str | Path) -> list[dict[str, Any]]:
         }
         for name in names
     ]
+
+
+def _medians_by_name(path: str | Path) -> dict[str, float | None]:
+    """``test id -> median`` of the records of ``path``; ``ValueError`` naming a record
+    without a ``fullname`` or ``name`` string, which no record of another run could match."""
+    medians = {}
+    for i, entry in enumerate(load_json(path)["benchmarks"]):
+        name = entry.get("fullname") or entry.get("name")
+        if not isinstance(name, str):
+            _malformed(path, i, entry, "no 'fullname' or 'name'", "the test id of the benchmark")
+        medians[name] = _median(entry)
+    return medians
 
 
 def format_compare(

@@ -42,6 +42,17 @@ expected:
 - state loaded for a parameter (:meth:`Optimizer.load_state_dict`) of another shape
   (``ValueError``).
 
+An optimizer with state steps one network's parameters, as a PyTorch optimizer is bound to
+its own. Its state is kept by name, as the book's is, so a mapping in which a name with
+state holds another array than the one that state was made for (another network's ``W1``)
+is refused (``ValueError``), rather than stepped with this network's velocity or moments;
+make one optimizer per network. A new mapping of the same arrays (``dict(net.params)``,
+some of them) goes on with their state, as do arrays replaced in the mapping updated last
+(what :func:`xpnet.checkpoint.load_params` does to an array it cannot write into).
+:meth:`Optimizer.load_state_dict` (a checkpoint restored into a new network) gives the state
+to the parameters of the next update, and a copy of an optimizer (``copy.deepcopy``) is bound
+to none until its first update. ``SGD``, without state, may step any parameters.
+
 These checks are Python-side metadata, no device work. They run at the first update, the
 first after a :meth:`Optimizer.load_state_dict`, and again whenever another mapping is
 passed as ``params`` or the number of parameters or of gradients changes, as
@@ -159,6 +170,7 @@ class Optimizer:
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
         self._loaded: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
         self._checked: tuple[int, int, int] | None = None  # the last _signature checked
+        self._unbind()
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Move every parameter of ``params`` (``name -> array``) one step against its
@@ -172,6 +184,8 @@ class Optimizer:
         signature = _signature(params, grads)
         if signature != self._checked:
             self._require_fit(params, grads)
+            self._require_same_network(params)
+            self._bind(params)
             self._checked = signature
         self.iterations += 1
         self._step(params, grads)
@@ -195,6 +209,44 @@ class Optimizer:
                 self._require_state(key, param)
             else:
                 self._require_number_gradient(key, param, grads[key])
+
+    def _require_same_network(self, params: Mapping[str, Any]) -> None:
+        """Raise unless every parameter of ``params`` that has state is the array the state
+        was made for: state is kept by name, so another network's ``W1`` would take this
+        one's velocity. The mapping updated last is read again first, for its arrays
+        replaced since (:func:`xpnet.checkpoint.load_params` into a read-only array)."""
+        if self._params is not None:
+            self._arrays.update(self._params)
+        for key in params:
+            known = self._arrays.get(key)
+            if known is None or params[key] is known:
+                continue
+            buffer = next((b for b in self.buffers if key in self.state[b]), None)
+            if buffer is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.update: parameter {key!r} is not the array whose "
+                    f"state {buffer!r} this optimizer holds: params are another network's "
+                    "(or this one's, replaced by new arrays), and the state, kept by name, "
+                    "would mix them; make one optimizer per network (or load_state_dict "
+                    "to start this one on other parameters)"
+                )
+
+    def _bind(self, params: Mapping[str, Any]) -> None:
+        """Remember ``params`` and its arrays, for :meth:`_require_same_network`."""
+        self._params = params
+        self._arrays.update(params)
+
+    def _unbind(self) -> None:
+        """Forget the parameters updated so far: the next update's are the state's."""
+        self._params: Mapping[str, Any] | None = None
+        self._arrays: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``copy.deepcopy``, pickle) without the parameters this optimizer updated:
+        it updates the copy of the network, which would not be theirs."""
+        state = {**vars(self), "_checked": None}
+        state["_params"], state["_arrays"] = None, {}
+        return state
 
     def _require_gradient(self, key: str, param: Any, grad: Any) -> None:
         """Raise unless ``grad`` fits the array ``param``: an array of its library, device,
@@ -347,6 +399,7 @@ class Optimizer:
         self.state = {b: {} for b in self.buffers}
         self._loaded = {b: dict(buffers.get(b, {})) for b in self.buffers}
         self._checked = None  # the next update checks the loaded state
+        self._unbind()  # which is for the parameters of the next update
         for name, value in hyper.items():
             setattr(self, name, value)
 
