@@ -27,6 +27,7 @@ from xpnet import (  # noqa: E402
     Sequential,
     backend,
     check_gradients,
+    numerical_gradient,
 )
 from xpnet import distributed as xd  # noqa: E402
 from xpnet.backend import to_device, to_numpy  # noqa: E402
@@ -188,6 +189,20 @@ def test_gradient_on_dask_rows_is_lazy_and_equals_numpys(rows_case):
     expected = net.gradient(x, t)
     for name in expected:
         np.testing.assert_allclose(computed[name], expected[name], rtol=1e-12, atol=1e-15)
+
+
+def test_numerical_gradient_of_a_dask_array_moves_a_copy_and_leaves_its_graph_alone():
+    """Moved in place, a dask x recorded an item assignment per element in its graph."""
+    host = np.random.default_rng(7).standard_normal((3, 4))
+    lazy = da.from_array(host, chunks=(2, 4))
+    before = len(lazy.__dask_graph__())
+
+    grad = numerical_gradient(lambda v: (v * v * v).sum(), lazy)
+
+    expected = numerical_gradient(lambda v: np.sum(v * v * v), host.copy())
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-12)
+    assert len(lazy.__dask_graph__()) == before
+    np.testing.assert_array_equal(lazy.compute(), host)
 
 
 def test_a_conv_net_with_numpy_weights_takes_dask_rows_as_the_dense_layers_do(client):
@@ -470,19 +485,42 @@ MARK_PRELOAD = "import os; os.environ['XPNET_TEST_PRELOADED'] = 'yes'"
     ids=["a-string", "with-an-argv-per-preload"],
 )
 @pytest.mark.usefixtures("ctrl_c_raises")
-def test_local_workers_run_the_callers_preloads_and_ignore_ctrl_c(config):
-    def preloaded_and_deaf():
+def test_local_workers_run_the_callers_preloads_and_take_ctrl_c_quietly(config):
+    def preloaded_and_quiet():
         return os.environ.get("XPNET_TEST_PRELOADED"), signal.getsignal(signal.SIGINT)
 
     with dask.config.set(config), xd.connect("local:1") as local:
-        assert list(local.run(preloaded_and_deaf).values()) == [("yes", signal.SIG_IGN)]
+        assert list(local.run(preloaded_and_quiet).values()) == [("yes", xd._quiet_from_now_on)]
+
+
+LOGS_AFTER_CTRL_C = """
+import logging, os, signal
+import xpnet.distributed as xd
+
+def ctrl_c_then_an_error():  # a heartbeat meeting the closed scheduler logs such an ERROR
+    os.kill(os.getpid(), signal.SIGINT)
+    logging.getLogger("distributed.worker").error("Failed to communicate with scheduler")
+    return "running"
+
+with xd.connect("local:1") as client:
+    print(list(client.run(ctrl_c_then_an_error).values()))
+"""
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_a_local_worker_logs_nothing_after_ctrl_c_and_keeps_running():
+    """Under load, a worker's heartbeat met the scheduler closed on Ctrl-C, and Dask's ERROR
+    with its StreamClosedError traceback came after xpnet's line."""
+    argv = [sys.executable, "-c", LOGS_AFTER_CTRL_C]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "['running']\n", "")
 
 
 @pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_cluster_of_the_callers_own_made_while_connected_keeps_ctrl_c():
-    # local:N's workers ignore SIGINT; workers the caller starts meanwhile are Dask's.
-    def sigint_ignored():
-        return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    # local:N's workers take SIGINT quietly; workers the caller starts meanwhile are Dask's.
+    def sigint_taken_quietly():
+        return signal.getsignal(signal.SIGINT) is xd._quiet_from_now_on
 
     with (
         xd.connect("local:1") as local,
@@ -495,8 +533,8 @@ def test_a_cluster_of_the_callers_own_made_while_connected_keeps_ctrl_c():
         ) as own,
         distributed.Client(own) as theirs,
     ):
-        assert set(local.run(sigint_ignored).values()) == {True}
-        assert set(theirs.run(sigint_ignored).values()) == {False}
+        assert set(local.run(sigint_taken_quietly).values()) == {True}
+        assert set(theirs.run(sigint_taken_quietly).values()) == {False}
 
 
 # ---------------------------------------------------------------- the command line
@@ -848,6 +886,29 @@ def test_workers_running_another_xpnet_version_are_named(worker_from, tmp_path):
             xd.rows(np.ones((4, 2)), client=client)
 
 
+def test_workers_whose_older_probe_answers_the_version_alone_are_named(worker_from, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import xpnet
+
+    older = tmp_path / "older"
+    shutil.copytree(Path(xpnet.__file__).parent, older / "xpnet")
+    init, module = older / "xpnet" / "__init__.py", older / "xpnet" / "distributed.py"
+    init.write_text(init.read_text().replace(f'"{xpnet.__version__}"', '"0.0.0.older"'))
+    module.write_text(
+        module.read_text().replace("return __version__, missing", "return __version__")
+    )
+    address = worker_from(older)
+    with distributed.Client(address) as client:
+        (worker,) = client.nthreads()
+        with pytest.raises(
+            xd.WorkerEnvironmentError,
+            match=f"Dask worker {worker} runs xpnet 0.0.0.older, this client {xpnet.__version__}",
+        ):
+            xd.rows(np.ones((4, 2)), client=client)
+
+
 def test_cli_workers_without_xpnet_are_a_one_line_error(worker_from, capsys):
     address = worker_from()
     assert run(["gradcheck", "--input-size", "8", "--scheduler", address]) == 2
@@ -875,6 +936,44 @@ def test_a_layer_from_a_module_the_workers_lack_is_named_before_any_work(
         r"the network needs: .* client\.upload_file\('my_layers\.py'\)$",
     ):
         check_gradients(net, x, t, client=client, progress=False)
+
+
+A_SCRIPTS_OWN_LAYER = """
+import sys
+import numpy as np
+import distributed
+from xpnet import MultiLayerNet, Sequential, check_gradients
+from xpnet.layers import ReLU
+
+class MyReLU(ReLU): ...
+
+mlp = MultiLayerNet(6, [4], 3, dtype="float64", seed=0)
+net = Sequential([mlp.layers[0], MyReLU(), *mlp.layers[2:]], loss=mlp.last_layer)
+rng = np.random.default_rng(0)
+x, t = rng.random((4, 6)), rng.integers(0, 3, 4)
+with distributed.Client(sys.argv[1]) as client:
+    print(check_gradients(net, x, t, client=client, progress=False).passed)
+"""
+
+
+def test_a_layer_defined_in_a_script_is_sent_to_the_workers_by_value(client):
+    """No module for the workers to import: Dask pickles a class of __main__ by value."""
+    argv = [sys.executable, "-c", A_SCRIPTS_OWN_LAYER, client.scheduler.address]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", "")
+
+
+def test_workers_are_probed_once_for_xpnet_and_the_layers_modules(client, monkeypatch):
+    probes = []
+    answers = xd._answers
+
+    def counted(*args):
+        probes.append(args[1:])
+        return answers(*args)
+
+    monkeypatch.setattr(xd, "_answers", counted)
+    xd.require_workers(client, modules=["json"])
+    assert len(probes) == 1
 
 
 def test_a_worker_that_does_not_answer_is_named_within_the_probe_timeout(client, monkeypatch):

@@ -85,9 +85,13 @@ LOCAL_CLUSTER = {
 # 1.35x). local:N workers do not manage memory (memory_limit 0), so they keep glibc's own.
 LOCAL_WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # A terminal's Ctrl-C reaches local:N's worker processes too (one process group), and each
-# printed a KeyboardInterrupt traceback; they ignore it (a Dask preload, as script text)
-# and stop when the client's process stops the cluster.
-IGNORE_CTRL_C = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+# printed a KeyboardInterrupt traceback; they take it (a Dask preload, as script text) as
+# the news that the client's process is stopping the cluster, and log nothing from then on:
+# under load, a worker's heartbeat met the closed scheduler and logged Dask's ERROR "Failed
+# to communicate with scheduler during heartbeat" (StreamClosedError) after xpnet's line.
+QUIET_ON_CTRL_C = (
+    "import signal, xpnet.distributed as xd; signal.signal(signal.SIGINT, xd._quiet_from_now_on)"
+)
 # Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
 # lose little when a worker dies, few enough that its overhead per task stays small.
 TASKS_PER_THREAD = 4
@@ -148,15 +152,21 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
 
 def _local_worker_config() -> dict[str, Any]:
     """The Dask settings local:N's workers start with: glibc's malloc thresholds, and
-    IGNORE_CTRL_C after the caller's own preloads, which Dask takes as one string or a
+    QUIET_ON_CTRL_C after the caller's own preloads, which Dask takes as one string or a
     list, with ``preload-argv`` one list for all or a list per preload."""
     preload = dask.config.get("distributed.worker.preload")
     preloads = [preload] if isinstance(preload, str) else [*preload]
-    config = {**LOCAL_WORKER_ENVIRON, "distributed.worker.preload": [*preloads, IGNORE_CTRL_C]}
+    config = {**LOCAL_WORKER_ENVIRON, "distributed.worker.preload": [*preloads, QUIET_ON_CTRL_C]}
     argv = dask.config.get("distributed.worker.preload-argv")
     if argv and not isinstance(argv[0], str):  # a list per preload: an empty one for ours
         config["distributed.worker.preload-argv"] = [*argv, []]
     return config
+
+
+def _quiet_from_now_on(signum: int, frame: Any) -> None:
+    """A local:N worker's SIGINT handler: Ctrl-C, on which the client's process stops the
+    cluster, so nothing this process logs any more (its closing connections) is news."""
+    logging.disable(logging.CRITICAL)
 
 
 def _quiet_abandoned_gathers(client: Client) -> None:
@@ -255,7 +265,7 @@ def require_workers(
                 f"the Dask scheduler at {client.scheduler.address} has no workers "
                 f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
             ) from exc
-    found = _answers(client, _xpnet_version)
+    found = _answers(client, _xpnet_version, *sorted(set(modules)))
     # A worker leaving as the check runs (its connection closed, an OSError) is not checked.
     found = {w: v for w, v in found.items() if not isinstance(v, OSError)}
     install = (
@@ -267,18 +277,16 @@ def require_workers(
         raise WorkerEnvironmentError(
             f"Dask {_workers(failed)} cannot load xpnet ({next(iter(failed.values()))}): {install}"
         )
-    other = {w: v for w, v in found.items() if v != __version__}
+    # An older xpnet's probe took no modules and answered its version alone.
+    found = {w: v if isinstance(v, tuple) else (v, {}) for w, v in found.items()}
+    other = {w: version for w, (version, _) in found.items() if version != __version__}
     if other:
         versions = ", ".join(sorted(set(other.values())))
         raise WorkerEnvironmentError(
             f"Dask {_workers(other)} run{'s' * (len(other) == 1)} xpnet {versions}, "
             f"this client {__version__}: {install}"
         )
-    if not modules:
-        return
-    # Answers that are not a dict: a worker that left since (an OSError).
-    answers = _answers(client, _missing, *sorted(set(modules)))
-    lacking = {w: m for w, m in answers.items() if isinstance(m, dict) and m}
+    lacking = {w: missing for w, (_, missing) in found.items() if missing}
     if lacking:
         module, why = next(iter(next(iter(lacking.values())).items()))
         raise WorkerEnvironmentError(
@@ -324,21 +332,17 @@ async def _probe(
     }
 
 
-def _xpnet_version() -> str:
-    """On a worker, its xpnet's version; unpickling this function there imports this module,
-    which fails where xpnet (or a package it needs) is missing."""
-    return __version__
-
-
-def _missing(*modules: str) -> dict[str, str]:
-    """On a worker, the ``modules`` it cannot import, with why."""
+def _xpnet_version(*modules: str) -> tuple[str, dict[str, str]]:
+    """On a worker, its xpnet's version and the ``modules`` it cannot import, with why;
+    unpickling this function there imports this module, which fails where xpnet (or a
+    package it needs) is missing."""
     missing = {}
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             missing[module] = str(exc)
-    return missing
+    return __version__, missing
 
 
 def modules_of(net: Any) -> set[str]:

@@ -221,7 +221,8 @@ def values_around(
 
     ``f`` is called with a perturbed copy of ``x``, or, with ``in_place``, with ``x``
     itself, each element moved and put back as the book does (a copy all the same where
-    ``x`` cannot be written: a read-only NumPy array, a tensor that requires grad); ``x``
+    ``x`` cannot be written, a read-only NumPy array, a tensor that requires grad, or not
+    cheaply, a dask array, whose graph would grow by an assignment per element); ``x``
     holds its values again on return, even when ``f`` raises. The values are kept in
     float64, so a float32 ``x`` does not round them. ``indices`` limits the work to some
     elements (index tuples); the others stay zero in both. ``x`` must be a real floating
@@ -253,9 +254,10 @@ def values_around(
 
 
 def _writable(x: Any, values: Any) -> bool:
-    """Whether elements of ``x`` can be assigned, tried by writing its first element's own
-    value (``values``: a copy of ``x``) back; an empty ``x`` has nothing to write."""
-    if math.prod(x.shape) == 0:
+    """Whether elements of ``x`` can be assigned in place cheaply, tried by writing its first
+    element's own value (``values``: a copy of ``x``) back; an empty ``x`` has nothing to
+    write, and a lazy one (dask) would record each assignment in its graph, this one too."""
+    if math.prod(x.shape) == 0 or array_api_compat.is_lazy_array(x):
         return False
     first = (0,) * x.ndim
     try:
@@ -287,9 +289,9 @@ def numerical_gradient(
     ``f`` is called twice per element of ``x``, with ``x`` itself moved by ``+h`` and
     ``-h`` at that element, as the book's ``numerical_gradient`` does; it may return a
     0-D array or a Python number. Each element is put back after its two calls, so ``x``
-    holds its values on return (a read-only ``x`` is moved in a copy instead). ``x`` must
-    be a real floating array (ValueError otherwise), of any shape. ``indices`` limits the
-    work to some elements (index tuples); the others stay zero.
+    holds its values on return (a read-only or dask ``x`` is moved in a copy instead).
+    ``x`` must be a real floating array (ValueError otherwise), of any shape. ``indices``
+    limits the work to some elements (index tuples); the others stay zero.
 
     The difference is divided by the step ``x`` actually took, ``(x + h) - (x - h)`` as
     x's dtype rounds the two, not by ``2 h``: in float32, 1000 + 1e-4 is 1000.000122, and
