@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 from metadata import rewrite_metadata, setting, without
+from normal_user import raised_as_nobody
 
 from xpnet import MultiLayerNet
 from xpnet.backend import ALIGNMENT, to_device, to_numpy
@@ -979,6 +980,15 @@ def test_a_pipe_named_as_a_checkpoint_is_refused_without_reading_it(tmp_path):
     os.mkfifo(tmp_path / "p.npz")
     with pytest.raises(CheckpointError, match=r"checkpoint .*p\.npz is not a file: a pipe"):
         load_network(tmp_path / "p.npz")
+
+
+def test_a_checkpoint_in_a_folder_the_user_cannot_search_is_a_permission_error(tmp_path):
+    # It was a FileNotFoundError: "... is not a file: not found (Permission denied)".
+    (tmp_path / "private").mkdir(mode=0o700)
+    path = save_params(tmp_path / "private" / "p.npz", {"w": np.zeros(1)})
+    said = raised_as_nobody(lambda: read_metadata(path))
+    assert said.startswith("PermissionError: ")
+    assert f"'{path}'" in said
 
 
 def test_a_broken_link_as_a_checkpoint_names_its_target(tmp_path):

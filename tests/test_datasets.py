@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from normal_user import raised_as_nobody
 
 from xpnet import datasets
 from xpnet.backend import to_numpy
@@ -391,6 +392,80 @@ def test_a_broken_link_in_place_of_an_idx_file_names_its_target(tmp_path):
         f"root: {tmp_path} (missing train-labels-idx1-ubyte[.gz]; t10k-labels-idx1-ubyte is "
         f"a broken link to {tmp_path / 'elsewhere' / 'labels'})"
     ) in str(info.value)
+
+
+def torchvision_files_in(root: Path, name: str = "mnist", n_train: int = N_TRAIN) -> dict:
+    """A tiny set where torchvision keeps it: ``root/MNIST/raw``, each file as ``.gz`` and
+    uncompressed beside it."""
+    raw = root / datasets.TORCHVISION_FOLDERS[name]
+    arrays = make_idx_set(raw, n_train=n_train)
+    for fname in datasets.FILES.values():
+        decompress_beside(raw / fname)
+    return arrays
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_torchvisions_layout_under_root_is_read(tmp_path, xp, name):
+    arrays = torchvision_files_in(tmp_path, name)
+    (x, t), (x_test, t_test) = load_mnist(
+        normalize=False, flatten=False, name=name, root=tmp_path, xp=xp
+    )
+    for role, got in zip(datasets.FILES, (x, t, x_test, t_test), strict=True):
+        np.testing.assert_array_equal(to_numpy(got).reshape(arrays[role].shape), arrays[role])
+
+
+def test_torchvisions_layout_under_xpnet_data_is_read(tmp_path, monkeypatch):
+    torchvision_files_in(tmp_path, "fashion-mnist", n_train=12)
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path))
+    (x, _), _ = load_mnist(name="fashion-mnist", download=False)
+    assert x.shape[0] == 12
+
+
+def test_torchvisions_uncompressed_files_alone_are_read(tmp_path):
+    arrays = torchvision_files_in(tmp_path)
+    for fname in datasets.FILES.values():
+        (tmp_path / "MNIST" / "raw" / fname).unlink()
+    (x, _), _ = datasets.load_mnist_host(root=tmp_path)
+    np.testing.assert_array_equal(x, arrays["train_images"])
+
+
+@pytest.mark.parametrize("xpnets", [".", "mnist"])
+def test_xpnets_layout_is_used_before_torchvisions_in_the_same_folder(tmp_path, xpnets):
+    make_idx_set(tmp_path / xpnets, n_train=11)
+    torchvision_files_in(tmp_path, n_train=12)
+    (x, _), _ = load_mnist(root=tmp_path)
+    assert x.shape[0] == 11
+
+
+def test_kaggles_mnist_names_are_read_as_the_same_idx_files(tmp_path, xp):
+    arrays = make_idx_set(tmp_path / "gz")
+    for fname in datasets.FILES.values():  # train-images.idx3-ubyte, ...
+        kaggle = fname.removesuffix(".gz").replace("-idx", ".idx")
+        decompress_beside(tmp_path / "gz" / fname).rename(tmp_path / kaggle)
+    (_, t), (x_test, _) = load_mnist(normalize=False, root=tmp_path, xp=xp)
+    np.testing.assert_array_equal(to_numpy(t), arrays["train_labels"])
+    np.testing.assert_array_equal(to_numpy(x_test), arrays["test_images"].reshape(N_TEST, 784))
+
+
+def test_a_folder_without_the_files_names_every_name_and_layout_looked_for(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(name="fashion-mnist", root=tmp_path)
+    message = str(info.value)
+    for fname in datasets.FILES.values():
+        plain = fname.removesuffix(".gz")
+        assert f"{plain}[.gz] or {plain.replace('-idx', '.idx')}" in message
+    assert f"root: {tmp_path / 'fashion-mnist'} (no such folder)" in message
+    assert f"root: {tmp_path} (missing train-images-idx3-ubyte[.gz]," in message
+    assert f"root: {tmp_path / 'FashionMNIST' / 'raw'} (no such folder)" in message
+    assert "FashionMNIST/raw/ subfolder as torchvision keeps them" in message
+
+
+def test_a_root_in_a_folder_the_user_cannot_search_is_a_permission_error(tmp_path):
+    (tmp_path / "private").mkdir(mode=0o700)
+    make_idx_set(tmp_path / "private" / "data")
+    said = raised_as_nobody(lambda: load_mnist(root=tmp_path / "private" / "data"))
+    assert said.startswith("PermissionError: ")
+    assert f"{tmp_path / 'private' / 'data'}" in said
 
 
 def test_a_root_for_mnist_5k_is_refused_naming_it(tmp_path):

@@ -9,19 +9,22 @@ backend and device. Three data sets (:data:`DATASETS`):
   split 400 train / 100 test per digit (see :func:`load_mnist_5k_host`).
 
 The first two are read from the four standard IDX ``.gz`` files (:data:`FILES`), or
-the same files uncompressed (named without ``.gz``). :func:`find_dataset` looks in the
+the same files uncompressed: named without ``.gz`` (``train-images-idx3-ubyte``), or as
+Kaggle's MNIST names them (``train-images.idx3-ubyte``). :func:`find_dataset` looks in the
 ``root`` argument when it is given, and nowhere else: a ``root`` without the four files
-is a :class:`DatasetNotFoundError` naming it and what it lacks. Without ``root`` it
-looks, in order, in
+is a :class:`DatasetNotFoundError` naming it, what it lacks and every name and folder
+looked for. Without ``root`` it looks, in order, in
 
 1. the ``XPNET_DATA`` environment variable (read at call time),
 2. system copies (:data:`SYSTEM_DIRS`: Debian's ``dataset-fashion-mnist`` package),
 3. the per-user cache ``$XDG_CACHE_HOME/xpnet/<name>`` (default ``~/.cache/xpnet/<name>``),
 
 and downloads what the cache lacks from :data:`MIRRORS`. ``root`` and ``XPNET_DATA``
-may hold the four files themselves or in a subfolder named after the data set
-(``<folder>/fashion-mnist/``); when that subfolder exists, it is the only place looked
-in there (the files beside it are another data set's).
+may hold the four files in a subfolder named after the data set
+(``<folder>/fashion-mnist/``) or, when that subfolder does not exist, in the folder itself
+(the files beside the subfolder are another data set's); then, as torchvision keeps them,
+in ``<folder>/FashionMNIST/raw/`` (:data:`TORCHVISION_FOLDERS`). The first of these with
+all four files is used.
 
 Trust: files in the cache are downloaded by xpnet, so their SHA-256 must match
 :data:`SHA256` (a mismatch means a corrupt file, which is fetched again). Files in
@@ -61,6 +64,7 @@ __all__ = [
     "MIRRORS",
     "SHA256",
     "SYSTEM_DIRS",
+    "TORCHVISION_FOLDERS",
     "CorruptDataError",
     "DatasetNotFoundError",
     "cache_dir",
@@ -113,6 +117,12 @@ SHA256: dict[str, dict[str, str]] = {
         "test_images": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
         "test_labels": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
     },
+}
+
+#: Where torchvision's ``MNIST(root)`` and ``FashionMNIST(root)`` keep the files under ``root``.
+TORCHVISION_FOLDERS: dict[str, Path] = {
+    "mnist": Path("MNIST", "raw"),
+    "fashion-mnist": Path("FashionMNIST", "raw"),
 }
 
 #: Folders where an operating-system package installs the files (looked in before the cache).
@@ -274,10 +284,12 @@ def find_dataset(
 
     With ``download=False`` a missing file fails at once, without touching the network.
 
-    Looks in ``root`` only when it is given (its ``name`` subfolder, then itself); else in
-    ``$XPNET_DATA``, :data:`SYSTEM_DIRS`, then the cache (see the module docstring).
-    Raises :class:`DatasetNotFoundError` naming ``root`` and what it lacks, or listing
-    every place and every mirror failure, when no complete copy can be had.
+    Looks in ``root`` only when it is given (its ``name`` subfolder, else itself; then
+    torchvision's subfolder); else in ``$XPNET_DATA`` (the same way), :data:`SYSTEM_DIRS`,
+    then the cache (see the module docstring). Raises :class:`DatasetNotFoundError` naming
+    ``root``, what it lacks and what was looked for, or listing every place and every mirror
+    failure, when no complete copy can be had; ``PermissionError`` naming a folder that
+    cannot be searched.
     """
     _check_name(name, idx_only=True)
     notes: list[str] = []
@@ -288,9 +300,8 @@ def find_dataset(
     if root is not None:  # the folder the caller named, and only that one
         raise DatasetNotFoundError(
             f"no {name} data set in the folder given (root=, or xpnet's --data-dir): "
-            f"{'; '.join(notes)}; put the four files ({', '.join(FILES.values())}, or "
-            f"uncompressed) there "
-            f"or in its {name}/ subfolder, or leave it out to look elsewhere"
+            f"{'; '.join(notes)}. Looked for {_looked_for(name)}; put them there, "
+            "or leave it out to look elsewhere"
         )
     return _from_cache(name, notes, download)
 
@@ -299,56 +310,83 @@ def _user_places(name: str, root: str | os.PathLike[str] | None) -> list[tuple[s
     """Where to look before the cache: ``root`` alone when given, else ``$XPNET_DATA``
     and the system copies."""
     if root is not None:
-        return _subfolder_or_folder("root", Path(root).expanduser(), name)
+        return _folders_in("root", Path(root).expanduser(), name)
     places: list[tuple[str, Path]] = []
     env = os.environ.get(DATA_ENV_VAR)
     if env:
-        places += _subfolder_or_folder(f"${DATA_ENV_VAR}", Path(env).expanduser(), name)
+        places += _folders_in(f"${DATA_ENV_VAR}", Path(env).expanduser(), name)
     places += [("system copy", folder) for folder in SYSTEM_DIRS.get(name, [])]
     return places
 
 
-def _subfolder_or_folder(label: str, base: Path, name: str) -> list[tuple[str, Path]]:
-    """``base/name`` alone when that folder exists, else it and ``base``: the files beside
-    a ``name`` subfolder (missing a file, say) are another data set's."""
+def _folders_in(label: str, base: Path, name: str) -> list[tuple[str, Path]]:
+    """The folders under ``base`` that may hold ``name``'s files, in order: ``base/name``,
+    then ``base`` itself unless ``base/name`` is a folder (the files beside that subfolder,
+    missing a file, say, are another data set's), then torchvision's ``base/MNIST/raw``."""
     sub = base / name
-    return [(label, sub)] if sub.is_dir() else [(label, sub), (label, base)]
+    own = [(label, sub)] if not_a_file(sub) == "a directory" else [(label, sub), (label, base)]
+    return [*own, (label, base / TORCHVISION_FOLDERS[name])]
 
 
 def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | None:
-    """The four files in ``folder`` if all are there, each as its ``.gz`` file or else
-    uncompressed (the name without ``.gz``); else note what is missing, and what stands in a
-    file's place (a folder, a broken link)."""
-    paths = {role: _either_form(folder / fname) for role, fname in FILES.items()}
-    absent = [p for p in paths.values() if not p.is_file()]
+    """The four files in ``folder`` if all are there, each under the first of its names
+    (:func:`_names`) that is a file; else note what is missing, and what stands in a file's
+    place (a folder, a broken link)."""
+    if not_a_file(folder) != "a directory":  # a folder that cannot be searched raises
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        notes.append(f"{label}: {folder} ({what})")
+        return None
+    paths = {role: _first_file(folder, fname) for role, fname in FILES.items()}
+    absent = [FILES[role] for role, path in paths.items() if not path.is_file()]
     if not absent:
         return paths
-    if folder.is_dir():
-        faults = [_in_place_of(p) for p in absent]
-        missing = [f"{p.stem}[.gz]" for p, fault in zip(absent, faults, strict=True) if not fault]
-        what = "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + [f for f in faults if f]
-        )
-    else:
-        what = "a file, not a folder" if folder.exists() else "no such folder"
+    faults = [_in_place_of(folder, fname) for fname in absent]
+    missing = [
+        f"{fname.removesuffix('.gz')}[.gz]"
+        for fname, fault in zip(absent, faults, strict=True)
+        if not fault
+    ]
+    what = "; ".join(
+        ([f"missing {', '.join(missing)}"] if missing else []) + [f for f in faults if f]
+    )
     notes.append(f"{label}: {folder} ({what})")
     return None
 
 
-def _in_place_of(gz_path: Path) -> str | None:
-    """What stands where the file ``gz_path`` (or the uncompressed one beside it) should be,
-    ``train-images-idx3-ubyte.gz is a directory``; None when neither name is taken."""
-    for path in (gz_path, gz_path.with_suffix("")):
-        fault = not_a_file(path)
+def _names(fname: str) -> tuple[str, str, str]:
+    """The names the file ``fname`` of :data:`FILES` is looked for under, in order: itself,
+    uncompressed (without ``.gz``, as torchvision keeps it beside the ``.gz`` file), and
+    uncompressed as Kaggle's MNIST names it (``train-images.idx3-ubyte``)."""
+    plain = fname.removesuffix(".gz")
+    return fname, plain, plain.replace("-idx", ".idx")
+
+
+def _looked_for(name: str) -> str:
+    """Every name and folder :func:`find_dataset` looks for in a folder, in words."""
+    files = ", ".join(
+        f"{plain}[.gz] or {kaggle}" for _, plain, kaggle in map(_names, FILES.values())
+    )
+    return (
+        f"the four files ({files}) in the folder's {name}/ subfolder, in the folder itself, "
+        f"or in its {TORCHVISION_FOLDERS[name].as_posix()}/ subfolder as torchvision keeps them"
+    )
+
+
+def _in_place_of(folder: Path, fname: str) -> str | None:
+    """What stands in ``folder`` where the file ``fname`` (under any of its names) should
+    be, ``train-images-idx3-ubyte.gz is a directory``; None when no name is taken."""
+    for candidate in _names(fname):
+        fault = not_a_file(folder / candidate)
         if fault != "no such file":
-            return f"{path.name} is {fault}"
+            return f"{candidate} is {fault}"
     return None
 
 
-def _either_form(gz_path: Path) -> Path:
-    """``gz_path`` if it is a file, else the uncompressed file beside it if that is one."""
-    plain = gz_path.with_suffix("")
-    return plain if not gz_path.is_file() and plain.is_file() else gz_path
+def _first_file(folder: Path, fname: str) -> Path:
+    """``folder/fname`` under the first of its names (:func:`_names`) that is a file, else
+    under its own name."""
+    paths = [folder / candidate for candidate in _names(fname)]
+    return next((path for path in paths if path.is_file()), paths[0])
 
 
 def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
@@ -422,8 +460,8 @@ def _not_found_message(name: str, notes: list[str], failures: list[str]) -> str:
     lines.append("Downloads failed:")
     lines += [f"  {f}" for f in failures]
     lines.append(
-        f"Fix: put the four files ({', '.join(FILES.values())}) in a folder and set "
-        f"{DATA_ENV_VAR}=/path/to/idx/files (or pass root=, or --data-dir to xpnet), "
+        f"Fix: set {DATA_ENV_VAR}=/path/to/idx/files (or pass root=, or --data-dir to "
+        f"xpnet) with {_looked_for(name)}; "
         f"or use name='mnist-5k' (--dataset mnist-5k for xpnet; no download; "
         f"{MNIST5K_INSTALL_HINT})."
     )

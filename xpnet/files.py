@@ -109,13 +109,20 @@ def special_kind(st_mode: int) -> str | None:
 
 def not_a_file(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be read as a regular file, in words (None when it can): ``no such
-    file``, ``a directory``, ``a broken link to <target>``, ``a pipe``, ..."""
+    file``, ``a directory``, ``a broken link to <target>``, ``a pipe``, ...
+
+    Raises ``PermissionError`` naming ``path`` when a folder on its way cannot be searched:
+    the file may well be there, so it is not "not found"."""
     try:
         st_mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
             return f"a broken link to {os.readlink(path)}"
         return "no such file"
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno, f"{exc.strerror} (a folder on its path cannot be searched)", os.fspath(path)
+        ) from exc
     except OSError as exc:  # a file where a folder should be, a loop of links, ...
         return f"not found ({exc.strerror or exc})"
     return "a directory" if stat.S_ISDIR(st_mode) else special_kind(st_mode)
