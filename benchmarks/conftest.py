@@ -226,8 +226,8 @@ def _versions() -> dict[str, str]:
     info = {"python": platform.python_version(), **backend.describe()}
     try:
         backend.selected()
-    except backend.BackendUnavailableError as exc:
-        info["device"] = f"{info['device']} unavailable, its benchmarks skipped ({exc})"
+    except backend.BackendUnavailableError:  # describe() says why
+        info["device"] += ", its benchmarks skipped"
     info["torch"] = _installed("torch")
     info["cpu_count"] = str(os.cpu_count())
     return info

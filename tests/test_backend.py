@@ -274,6 +274,16 @@ def test_describe_reports_versions_and_device(monkeypatch):
     assert info["numpy"] == np.__version__
 
 
+def test_describe_says_a_cuda_device_without_cupy_is_unavailable_and_why(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "cuda")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    info = backend.describe()
+    assert info["device"].startswith(
+        "cuda:0 unavailable (device 'cuda' needs CuPy, which is not installed: "
+    )
+    assert info["cupy"] == "not installed"
+
+
 @pytest.mark.parametrize("reduce", ["sum", "max"])
 @pytest.mark.parametrize(
     ("axis", "keepdims"), [(None, False), (0, False), (-1, True), ((0, 1), False)]

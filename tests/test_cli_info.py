@@ -1,13 +1,22 @@
 """`xpnet info`: versions, the selected backend and where data is looked for; `--version`
 and `xpnet gradcheck --help`."""
 
+import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import xpnet
 from xpnet import backend
 from xpnet.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_info_reports_versions_device_and_data_places(monkeypatch, tmp_path, capsys):
@@ -48,7 +57,7 @@ def test_info_shows_an_unusable_device_and_why_instead_of_failing(monkeypatch, c
         pytest.skip(f"{device} is usable here")
     assert main(["info"]) == 0
     lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
-    assert lines["device"].strip() == f"unavailable: {why}"
+    assert lines["device"].strip() == f"{backend.parse_device(device)} unavailable ({why})"
 
 
 def test_version_prints_the_package_version(capsys):
@@ -59,6 +68,27 @@ def test_version_prints_the_package_version(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     assert capsys.readouterr().out.strip() == f"xpnet {__version__}"
+
+
+def test_the_command_the_module_and_the_package_metadata_give_one_version():
+    script = shutil.which("xpnet", path=os.path.dirname(sys.executable)) or "xpnet"
+    outputs = [
+        subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+        for command in ([script], [sys.executable, "-m", "xpnet"])
+    ]
+    assert outputs == [f"xpnet {xpnet.__version__}"] * 2
+    assert importlib.metadata.version("xpnet") == xpnet.__version__
+
+
+def test_the_version_is_written_once_in_the_package():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert "version" in project["project"]["dynamic"]
+    version = project["tool"]["setuptools"]["dynamic"]["version"]
+    assert version == {"attr": "xpnet.__version__"}
 
 
 def test_info_reports_the_python_version_and_an_unset_data_variable(monkeypatch, capsys):

@@ -212,6 +212,49 @@ def test_check_gradients_passes_a_correct_network(xp):
     assert all(p.mean_abs_diff < 1e-9 for p in report.params)
 
 
+class FakePrettyPrinter:
+    """The one method of IPython's pretty printer that a report's ``_repr_pretty_`` calls."""
+
+    def __init__(self):
+        self.written = ""
+
+    def text(self, text):
+        self.written += text
+
+
+def shown_in_ipython(obj):
+    """What IPython or a Jupyter cell shows for ``obj``; through a fake printer where IPython
+    is not installed."""
+    try:
+        from IPython.lib.pretty import pretty
+    except ImportError:
+        printer = FakePrettyPrinter()
+        obj._repr_pretty_(printer, False)
+        return printer.written
+    return pretty(obj)
+
+
+def test_a_gradient_report_is_one_line_in_a_repl_and_its_table_in_ipython(xp):
+    report = check_gradients(*small_problem(xp, activation="tanh"), progress=False)
+    assert repr(report) == "<GradientReport PASSED: 4 params, batched, float64>"
+    assert repr([report]) == f"[{report!r}]"
+    assert shown_in_ipython(report) == str(report)
+    assert report.params[0].name == "W1" and report.method == "batched"
+
+
+def test_a_failing_gradient_reports_repr_says_failed(cpu_xp, wrong_dW):
+    report = check_gradients(*small_problem(cpu_xp), method="loop", progress=False)
+    assert repr(report) == "<GradientReport FAILED: 4 params, loop, float64>"
+
+
+def test_a_directional_report_is_one_line_in_a_repl_and_its_table_in_ipython(xp):
+    report = directional_check(Plane(xp), None, None, n_directions=3, seed=5)
+    assert repr(report) == (
+        "<DirectionalReport PASSED: 3 directions over 2 params, directional, float64>"
+    )
+    assert shown_in_ipython(report) == str(report)
+
+
 def test_check_gradients_catches_a_wrong_backward(cpu_xp, wrong_dW):
     report = check_gradients(*small_problem(cpu_xp, activation="tanh"), method="loop")
     assert not report.passed

@@ -69,6 +69,38 @@ def test_a_gradient_of_more_elements_is_drawn_as_its_norm(xp):
     assert ("y", X, "(4,)", "‖·‖ 5") in drawn_edges(run.dot())
 
 
+def tooltips(dot):
+    """Every edge's tooltip in DOT text."""
+    return re.findall(r'tooltip="([^"]*)"', dot)
+
+
+def test_a_float32_scalar_reads_as_float32_prints_it(xp):
+    # A float32 2.2 read 2.200000047683716 in tooltips and input_gradients().
+    mul = layers.Mul()
+    x, y = dev(xp, np.float32(2.2), "float32"), dev(xp, np.float32(1.1), "float32")
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, np.float32(1.0), "float32"))
+    assert run.input_gradients() == {"x": 1.1, "y": 2.2}
+    assert tooltips(run.dot()) == [
+        "2.2",
+        "gradient: 1.1",
+        "1.1",
+        "gradient: 2.2",
+        "2.42",
+        "gradient: 1.0",
+    ]
+
+
+def test_a_float64_scalar_keeps_every_digit(xp):
+    mul = layers.Mul()
+    x, y = dev(xp, 0.1), dev(xp, 3.0)
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, 1.0))
+    assert "0.30000000000000004" in tooltips(run.dot())
+
+
 def test_apple_graph_draws_the_books_values():
     assert drawn_edges(graph.apple().dot()) == {
         ("apple", X, "100", "2.2"),

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 from numeric import central_difference
-from test_gradcheck import StaleAffine, StaleNormalize
+from test_gradcheck import StaleAffine, StaleNormalize, shown_in_ipython
 
 from xpnet import check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
@@ -208,6 +208,21 @@ def test_the_report_prints_a_table_and_converts_to_a_dict(xp):
     assert lines[-1] == "PASSED"
     assert report.as_dict()["passed"] is True
     assert [p["name"] for p in report.as_dict()["params"]] == ["x", "W", "b"]
+
+
+def test_a_layers_report_is_one_line_in_a_repl_and_its_table_in_ipython(xp):
+    report = check_layer(Affine(rand(xp, 5, 3), rand(xp, 3)), rand(xp, 4, 5))
+    assert repr(report) == "<GradientReport of layer Affine PASSED: 3 params, loop, float64>"
+    assert shown_in_ipython(report) == str(report)
+
+
+def test_a_functions_report_is_one_line_in_a_repl(xp):
+    def square_norm(v):
+        return namespace_of(v).sum(v * v)
+
+    x = rand(xp, 3)
+    report = check_function(square_norm, x, 2 * x)
+    assert repr(report) == "<GradientReport of function square_norm PASSED: 1 param, loop, float64>"
 
 
 def test_an_input_without_a_returned_gradient_is_not_checked(xp):

@@ -27,7 +27,7 @@ from xpnet.gradcheck import (
 from xpnet.layercheck import check_function, check_layer
 from xpnet.networks import MultiLayerNet, Sequential, SimpleConvNet, TwoLayerNet
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it
 
 __all__ = [
     "DirectionalReport",

@@ -656,7 +656,11 @@ def synchronize(*arrays: Any) -> None:
 
 
 def describe() -> dict[str, str]:
-    """Versions and the selected backend, for ``xpnet info`` and benchmark records."""
+    """Versions and the selected backend, for ``xpnet info`` and benchmark records.
+
+    ``device`` is the selected device (``cuda:0``), or says why it cannot be used
+    (``cuda:0 unavailable (...)``, ``invalid: ...``).
+    """
     info = {
         "XPNET_DEVICE": os.environ.get(ENV_VAR, "cpu"),
         "numpy": np.__version__,
@@ -668,6 +672,10 @@ def describe() -> dict[str, str]:
     except ValueError as exc:
         info["device"] = f"invalid: {exc}"
         return info
+    try:
+        selected()
+    except BackendUnavailableError as exc:  # a valid name this machine cannot use
+        info["device"] = f"{spec} unavailable ({exc})"
     try:
         cupy = _import_cupy()
         info["cupy"] = cupy.__version__

@@ -744,8 +744,26 @@ class ParamCheck:
         return note
 
 
-@dataclass
-class GradientReport:
+class _Displayed:
+    """A report's display: a one-line ``repr`` (a plain REPL, a list of reports), and in
+    IPython or Jupyter the table that ``print`` gives."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._summary()}>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self) if cycle else str(self))
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+
+def _counted(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+@dataclass(repr=False)
+class GradientReport(_Displayed):
     """The result of :func:`check_gradients`: one :class:`ParamCheck` per parameter.
 
     It passes when every parameter passes and there is at least one.
@@ -901,6 +919,13 @@ class GradientReport:
             lines.append("nothing was checked")
         lines.append(self.verdict())
         return "\n".join(lines)
+
+    def _summary(self) -> str:
+        subject = f"of {self.subject} " if self.subject else ""
+        return (
+            f"{subject}{self.verdict()}: {_counted(len(self.params), 'param')}, "
+            f"{self.method}, {self.dtype}"
+        )
 
     def verdict(self) -> str:
         """The report's last line: PASSED or FAILED, and what a pass leaves unchecked."""
@@ -1650,8 +1675,8 @@ class DirectionCheck:
         return math.isfinite(self.numerical) and math.isfinite(self.analytic)
 
 
-@dataclass
-class DirectionalReport:
+@dataclass(repr=False)
+class DirectionalReport(_Displayed):
     """The result of :func:`directional_check`: one :class:`DirectionCheck` per direction.
 
     It passes when every direction compared passes, there is at least one, and no
@@ -1742,13 +1767,23 @@ class DirectionalReport:
                 "undefined at p +- h v (try a smaller h); analytic: backward computed it"
             )
         lines += self.notes
-        if self.fallback is None:
-            lines.append("PASSED" if self.passed else "FAILED")
-            return "\n".join(lines)
-        # The element-wise check's table and notes, and its verdict as the report's.
-        lines += ["  " + line for line in str(self.fallback).splitlines()[:-1]]
-        lines.append(self.fallback.verdict() if self.passed else "FAILED")
+        if self.fallback is not None:  # the element-wise check's table and notes
+            lines += ["  " + line for line in str(self.fallback).splitlines()[:-1]]
+        lines.append(self.verdict())
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """The report's last line: PASSED or FAILED; after a fallback, the element-wise
+        check's verdict."""
+        if self.fallback is not None and self.passed:
+            return self.fallback.verdict()
+        return "PASSED" if self.passed else "FAILED"
+
+    def _summary(self) -> str:
+        return (
+            f"{self.verdict()}: {_counted(len(self.directions), 'direction')} over "
+            f"{_counted(len(self.params), 'param')}, {self.method}, {self.dtype}"
+        )
 
 
 def _direction_result(d: DirectionCheck) -> str:

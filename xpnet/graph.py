@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from xpnet.backend import namespace_of, to_device
+from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.files import atomic_file
 from xpnet.held import held, layers_of
 from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
@@ -92,9 +92,9 @@ class Value:
             return cls(number=int(x) if isinstance(x, SharedInt) else float(x))  # np.float64
         if not hasattr(x, "shape"):
             raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
-        if x.ndim == 0:
-            return cls(number=float(x))
         xp = namespace_of(x)
+        if x.ndim == 0:
+            return cls(number=_shortest(x) if xp.isdtype(x.dtype, "real floating") else float(x))
         shape = tuple(x.shape)
         if not xp.isdtype(x.dtype, "real floating") or math.prod(shape) == 0:
             return cls(shape=shape)
@@ -135,6 +135,12 @@ class Value:
         if self.norm is None:
             return f"shape {self.shape}"
         return f"shape {self.shape}, norm {self.norm:.6g}, min {self.min:.6g}, max {self.max:.6g}"
+
+
+def _shortest(x: Any) -> float:
+    """A floating-point 0-D array as the Python float that reads as it does in its own dtype:
+    a float32's 2.2, where ``float()`` gives 2.200000047683716."""
+    return float(str(to_numpy(x)[()]))
 
 
 @dataclass

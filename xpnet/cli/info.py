@@ -21,12 +21,6 @@ def _run_info(args: argparse.Namespace) -> int:
     info = {"xpnet": __version__, "python": sys.version.split()[0], **backend.describe()}
     if os.environ.get(backend.ENV_VAR) == "":
         info[backend.ENV_VAR] = "(empty: the default, cpu)"
-    try:
-        backend.selected()
-    except ValueError:
-        pass  # describe() shows the device as invalid
-    except backend.BackendUnavailableError as exc:  # a valid name this machine cannot use
-        info["device"] = f"unavailable: {exc}"
     info["data cache"] = str(cache_dir("mnist").parent)
     info[DATA_ENV_VAR] = os.environ.get(DATA_ENV_VAR, "(not set)")
     width = max(map(len, info))
