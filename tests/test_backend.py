@@ -114,6 +114,16 @@ def test_to_device_takes_host_data_in_either_byte_order(xp, dtype):
     np.testing.assert_array_equal(backend.to_numpy(backend.to_like(host[0], like)), host[0])
 
 
+@pytest.mark.parametrize("host", [np.asarray(2.2), np.float64(2.2), np.asarray([2.2])])
+def test_to_device_converts_a_0d_host_value_to_the_dtype_asked(xp, host):
+    # PyTorch's asarray(0-D float64 array, dtype=float32, copy=True) raised "can't alias
+    # tensor with dtype 'Double' into dtype 'Float'"; a 1-D one converted.
+    x = backend.to_device(host, dtype="float32", xp=xp)
+    assert backend.dtype_name(x) == "float32"
+    assert x.shape == np.shape(host)
+    np.testing.assert_array_equal(backend.to_numpy(x), np.asarray(host, dtype=np.float32))
+
+
 def test_random_normal_gives_the_same_values_on_every_backend(xp):
     reference = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=None)
     here = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=xp)
