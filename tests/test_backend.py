@@ -124,6 +124,12 @@ def test_to_device_converts_a_0d_host_value_to_the_dtype_asked(xp, host):
     np.testing.assert_array_equal(backend.to_numpy(x), np.asarray(host, dtype=np.float32))
 
 
+@pytest.mark.parametrize("value", [2.2, 1 / 3])
+def test_to_device_keeps_every_digit_of_a_python_float_asked_for_in_float64(xp, value):
+    x = backend.to_device(value, dtype="float64", xp=xp)
+    assert backend.to_numpy(x)[()] == value
+
+
 def test_random_normal_gives_the_same_values_on_every_backend(xp):
     reference = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=None)
     here = backend.random_normal((4, 3), std=0.5, rng=7, dtype="float64", xp=xp)

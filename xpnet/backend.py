@@ -304,7 +304,7 @@ def to_device(
         if dev not in (None, "cpu"):
             raise ValueError(f"NumPy arrays live on the host: device {dev!r} with xp=NumPy")
         return _aligned_copy(np.asarray(host), dtype)
-    if dtype is not None and np.ndim(host) == 0:
+    if dtype is not None and isinstance(host, np.ndarray | np.generic) and host.ndim == 0:
         # PyTorch's asarray refuses to convert a 0-D array's dtype with copy=True ("can't
         # alias tensor with dtype 'Double' into dtype 'Float'"): copy first, then convert.
         return xp.astype(xp.asarray(host, device=dev, copy=True), dtype)
