@@ -2,6 +2,7 @@
 independent float64 central difference of that formula, on every backend."""
 
 import gc
+import inspect
 import re
 import weakref
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numeric import central_difference, dev, partial_differences
 
-from xpnet import layers
+from xpnet import conv, layers
 from xpnet.backend import BackendMismatchError, to_device, to_numpy
 from xpnet.conv import Convolution, Pooling
 
@@ -769,3 +770,29 @@ def test_describe_takes_a_users_layer_whose_parameter_is_not_set_yet():
         g = None
 
     assert layers.describe(Gate()) == "Gate(g=None)"
+
+
+def layer_classes():
+    """Every public class of xpnet.layers and xpnet.conv with forward and backward, those
+    added later too."""
+    return [
+        cls
+        for module in (layers, conv)
+        for name, cls in vars(module).items()
+        if isinstance(cls, type)
+        and cls.__module__ == module.__name__
+        and not name.startswith("_")
+        and all(callable(getattr(cls, m, None)) for m in ("forward", "backward"))
+    ]
+
+
+def test_the_layer_classes_include_those_of_both_modules():
+    assert {layers.Affine, layers.SoftmaxWithLoss, Convolution, Pooling} <= set(layer_classes())
+
+
+@pytest.mark.parametrize("method", ["forward", "backward"])
+@pytest.mark.parametrize("cls", layer_classes(), ids=lambda cls: cls.__name__)
+def test_help_on_a_layers_forward_and_backward_gives_the_shapes(cls, method):
+    # help(Affine.forward) showed only the signature: "x (N, D) ... -> out (N, M) = x @ W + b".
+    doc = inspect.getdoc(getattr(cls, method)) or ""
+    assert re.search(r"\(.+?\).*? -> ", doc), f"{cls.__name__}.{method}: {doc!r}"

@@ -195,6 +195,8 @@ class Convolution(Layer):
         return {"stride": self.stride, "pad": self.pad, "input_grad": self.input_grad}
 
     def forward(self, x: Any) -> Any:
+        """x (N, C, H, W) -> out (N, FN, OH, OW): the filters over x padded by pad, plus b;
+        keeps the columns for backward."""
         xp = namespace_of(x, self.W, self.b)
         require_floating(xp, "Convolution input", x)
         fn, c, fh, fw = self.W.shape
@@ -224,6 +226,8 @@ class Convolution(Layer):
         return namespace_of(self.W).reshape(self.W, (fn, c * fh * fw))
 
     def backward(self, dout: Any) -> Any:
+        """dout (N, FN, OH, OW) -> dx (N, C, H, W), None when input_grad is False; sets dW
+        (FN, C, FH, FW) and db (FN,)."""
         xp = namespace_of(dout, self.W)
         fn, c, fh, fw = self.W.shape
         require_output_shape("Convolution", dout, self.out_shape)
@@ -274,6 +278,8 @@ class Pooling(Layer):
         }
 
     def forward(self, x: Any) -> Any:
+        """x (N, C, H, W) -> out (N, C, OH, OW), the maximum of each window; keeps the
+        tournament's rounds for backward."""
         xp = namespace_of(x)
         require_floating(xp, "Pooling input", x)  # as Convolution's: its gradient is real
         self.x_shape = tuple(x.shape)
@@ -286,6 +292,8 @@ class Pooling(Layer):
         return rounds[-1][0]
 
     def backward(self, dout: Any) -> Any:
+        """dout (N, C, OH, OW) -> dx (N, C, H, W): dout to each window's maximum, added up
+        where windows overlap."""
         xp = namespace_of(dout)
         require_output_shape("Pooling", dout, tuple(self.rounds[-1][0].shape))
         grads = [dout]

@@ -306,10 +306,12 @@ class Mul(Layer):
     """``out = x * y`` for arrays or Python scalars; backward gives ``(dout * y, dout * x)``."""
 
     def forward(self, x: Any, y: Any) -> Any:
+        """x, y (one shape, or Python numbers) -> out = x * y (that shape); keeps x and y."""
         self.x, self.y = x, y
         return x * y
 
     def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        """dout (out's shape) -> (dx, dy) = (dout * y, dout * x), each of out's shape."""
         return dout * self.y, dout * self.x
 
 
@@ -317,9 +319,11 @@ class Add(Layer):
     """``out = x + y``; the gradient flows unchanged to both inputs."""
 
     def forward(self, x: Any, y: Any) -> Any:
+        """x, y (one shape, or Python numbers) -> out = x + y (that shape)."""
         return x + y
 
     def backward(self, dout: Any = 1) -> tuple[Any, Any]:
+        """dout (out's shape) -> (dx, dy) = (dout, dout): the gradient passes on unchanged."""
         return dout, dout
 
 
@@ -327,10 +331,12 @@ class Exp(Layer):
     """``out = exp(x)`` for arrays or Python scalars; backward ``dout * out``."""
 
     def forward(self, x: Any) -> Any:
+        """x (any shape, or a Python number) -> out = exp(x) (x's shape); keeps out."""
         self.out = math.exp(x) if _is_python_number(x) else namespace_of(x).exp(x)
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (out's shape) -> dx = dout * out (x's shape)."""
         return dout * self.out
 
 
@@ -338,10 +344,12 @@ class Reciprocal(Layer):
     """``out = 1 / x``; backward ``-dout / x**2``, written ``-dout * out**2``."""
 
     def forward(self, x: Any) -> Any:
+        """x (any shape, or a Python number) -> out = 1 / x (x's shape); keeps out."""
         self.out = 1.0 / x
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (out's shape) -> dx = -dout * out**2 (x's shape)."""
         return -dout * self.out * self.out
 
 
@@ -349,10 +357,12 @@ class ReLU(Layer):
     """``out = max(x, 0)``; backward lets ``dout`` through where ``x > 0``."""
 
     def forward(self, x: Any) -> Any:
+        """x (any shape) -> out = max(x, 0) (x's shape); keeps the mask x > 0 for backward."""
         self.mask = x > 0
         return positive_part(x)
 
     def backward(self, dout: Any) -> Any:
+        """dout (x's shape) -> dx (x's shape): dout where x > 0, else 0."""
         xp = namespace_of(dout)
         # A product, not xp.where: NumPy's where is 3-10x slower on an irregular mask,
         # for one more operation (the cast).
@@ -382,6 +392,8 @@ class Sigmoid(Layer):
     output: ``dout * out * (1 - out)``."""
 
     def forward(self, x: Any) -> Any:
+        """x (any shape, or a Python number) -> out = 1 / (1 + exp(-x)) (x's shape);
+        keeps out for backward."""
         try:
             xp = namespace_of(x)
         except TypeError:  # no namespace: tested here, not first, to spare arrays the test
@@ -399,6 +411,7 @@ class Sigmoid(Layer):
         return out
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (x's shape) -> dx = dout * out * (1 - out) (x's shape)."""
         dx = dout * (1.0 - self.out)
         dx *= self.out  # in place, as in forward
         return dx
@@ -416,6 +429,7 @@ class Tanh(Layer):
     """``out = tanh(x)`` for arrays or Python numbers; backward ``dout * (1 - out**2)``."""
 
     def forward(self, x: Any) -> Any:
+        """x (any shape, or a Python number) -> out = tanh(x) (x's shape); keeps out."""
         try:
             self.out = namespace_of(x).tanh(x)
         except TypeError:  # no namespace: tested here, not first, to spare arrays the test
@@ -425,6 +439,7 @@ class Tanh(Layer):
         return self.out
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (x's shape) -> dx = dout * (1 - out**2) (x's shape)."""
         return dout * (1.0 - self.out * self.out)
 
     # Local perturbations (xpnet.perturb): element-wise, so one changed column stays one column.
@@ -465,6 +480,8 @@ class Affine(Layer):
         return {"input_grad": self.input_grad}
 
     def forward(self, x: Any) -> Any:
+        """x (N, D), or (N, ...) flattened to it -> out (N, M) = x @ W + b; keeps x for
+        backward."""
         xp = namespace_of(x, self.W, self.b)
         require_floating(xp, "Affine input", x)
         self.x_shape = x.shape
@@ -474,6 +491,8 @@ class Affine(Layer):
         return out
 
     def backward(self, dout: Any) -> Any:
+        """dout (N, M) -> dx in x's shape, None when input_grad is False; sets dW (D, M) and
+        db (M,)."""
         xp = namespace_of(dout, self.W)
         self.dW = dot(self.x.T, dout)
         self.db = reduce_sum(dout, axis=0)
@@ -604,10 +623,12 @@ class Softmax(Layer):
     """Softmax over the last axis; backward ``y * (dout - sum(dout * y))``."""
 
     def forward(self, x: Any) -> Any:
+        """x (..., C) -> y = softmax(x) over the last axis (x's shape); keeps y."""
         self.y = softmax(x)
         return self.y
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (y's shape) -> dx = y * (dout - sum(dout * y) over the last axis) (x's shape)."""
         return self.y * (dout - reduce_sum(dout * self.y, axis=-1, keepdims=True))
 
 
@@ -749,6 +770,8 @@ class SoftmaxWithLoss(Loss):
     """
 
     def forward(self, x: Any, t: Any) -> Any:
+        """scores x (N, C), targets t: labels (N,) or rows (N, C) -> loss (0-D), the mean
+        (or sum) cross-entropy of softmax(x); keeps softmax(x) and t."""
         xp = namespace_of(x, t)
         require_floating(xp, "scores", x)
         require_array("targets", t)
@@ -771,6 +794,8 @@ class SoftmaxWithLoss(Loss):
         return reduce_sum(picked) / -self._divisor(x.shape[0])
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (0-D, 1 by default) -> dx (N, C) = dout * (y - t) / N for rows t that sum to 1
+        (no / N for ``"sum"``)."""
         delta = self.y - self.t if self.t_sum is None else self.y * self.t_sum - self.t
         return self._scaled(delta, dout, self.t.shape[0])
 
@@ -823,6 +848,8 @@ class SigmoidWithLoss(Loss):
     """
 
     def forward(self, x: Any, t: Any) -> Any:
+        """scores x, targets t in [0, 1] (one shape) -> loss (0-D), the mean (or sum)
+        binary cross-entropy; keeps sigmoid(x) and t."""
         xp = namespace_of(x, t)
         _require_targets_like(xp, "scores", x, t)
         self.t = _in_dtype(xp, t, x.dtype)
@@ -837,6 +864,8 @@ class SigmoidWithLoss(Loss):
         return self._reduced(reduce_sum(terms), math.prod(x.shape))
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (0-D, 1 by default) -> dx (x's shape) = dout * (sigmoid(x) - t) / x.size
+        (no / x.size for ``"sum"``)."""
         return self._scaled(self.y - self.t, dout, math.prod(self.y.shape))
 
     # Local perturbations (xpnet.perturb).
@@ -868,12 +897,16 @@ class MeanSquaredError(Loss):
     """
 
     def forward(self, y: Any, t: Any) -> Any:
+        """predictions y, targets t (one shape) -> loss (0-D) = mean((y - t)**2) (or the
+        sum); keeps y - t."""
         xp = namespace_of(y, t)
         _require_targets_like(xp, "predictions", y, t)
         self.diff = y - _in_dtype(xp, t, y.dtype)
         return self._reduced(reduce_sum(self.diff * self.diff), math.prod(y.shape))
 
     def backward(self, dout: Any = 1) -> Any:
+        """dout (0-D, 1 by default) -> dy (y's shape) = dout * 2 (y - t) / y.size
+        (no / y.size for ``"sum"``)."""
         return self._scaled(self.diff, dout, math.prod(self.diff.shape), factor=2.0)
 
     # Local perturbations (xpnet.perturb).
@@ -911,6 +944,8 @@ class Dropout(Layer):
         return {"dropout_ratio": self.dropout_ratio, "seed": self.seed}
 
     def forward(self, x: Any, train_flg: bool = True) -> Any:
+        """x (any shape) -> out (x's shape): x times a new 0/1 mask in training, else
+        x * (1 - dropout_ratio); keeps the mask."""
         if not train_flg:
             self.mask = None
             return x * (1.0 - self.dropout_ratio)
@@ -922,6 +957,7 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dout: Any) -> Any:
+        """dout (x's shape) -> dx (x's shape): dout through the same mask, or the same scale."""
         if self.mask is None:
             return dout * (1.0 - self.dropout_ratio)
         return dout * self.mask
@@ -1011,6 +1047,8 @@ class BatchNormalization(Layer):
         return {"momentum": self.momentum}
 
     def forward(self, x: Any, train_flg: bool = True) -> Any:
+        """x (N, D), or images (N, C, H, W) with D = C * H * W -> out (x's shape),
+        normalized per feature by the batch's statistics (training) or the running ones."""
         xp = namespace_of(x, self.gamma, self.beta)
         require_floating(xp, "BatchNormalization input", x)
         self.x_shape, self.train = x.shape, train_flg
@@ -1043,6 +1081,7 @@ class BatchNormalization(Layer):
         return xp.reshape(self.gamma * self.xn + self.beta, self.x_shape)
 
     def backward(self, dout: Any) -> Any:
+        """dout (x's shape) -> dx (x's shape); sets dgamma (D,) and dbeta (D,)."""
         xp = namespace_of(dout, self.gamma)
         dout = xp.reshape(dout, self.xn.shape)
         self.dbeta = reduce_sum(dout, axis=0)
