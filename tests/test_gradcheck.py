@@ -1682,3 +1682,30 @@ def test_a_wrong_gradient_without_writes_in_place_blames_none(xp, wrong_gradient
     )
     text = str(check_gradients(net, x, t))
     assert "FAILED" in text and "wrote into" not in text, text
+
+
+class TripledSlotted:
+    """``2 x`` whose backward gives ``3 dout``: a wrong gradient, in a class with
+    ``__slots__`` (no instance ``__dict__`` to wrap its methods in)."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self):
+        self.scale = 2.0
+
+    def forward(self, x):
+        return self.scale * x
+
+    def backward(self, dout):
+        return 3.0 * dout
+
+
+def test_a_failing_network_with_a_slotted_layer_is_reported(xp):
+    layers = [_small_affine(xp, 0, 3, 4), TripledSlotted(), _small_affine(xp, 1, 4, 2)]
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    x, t = (
+        dev(xp, np.random.default_rng(2).standard_normal((5, 3))),
+        dev(xp, [0, 1, 0, 1, 1], "int64"),
+    )
+    report = check_gradients(net, x, t)
+    assert not report and "FAILED" in str(report) and "wrote into" not in str(report)

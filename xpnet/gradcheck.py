@@ -565,7 +565,8 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
     ``dout``. Such a write corrupts the gradients of the layers before it, which the check
     then blames, when another layer still holds the array (a cached output, the ``dout``
     of a residual block's skip path). Each layer's methods are wrapped on the instance for
-    the pass, and unwrapped after; a copy of each array given costs one pass's memory."""
+    the pass, and unwrapped after (a layer without a ``__dict__``, its class's
+    ``__slots__``, is not watched); a copy of each array given costs one pass's memory."""
     found: dict[int, str] = {}
 
     def watched(layer: Any, method: str) -> Callable[..., Any]:
@@ -588,7 +589,7 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
 
         return wrapper
 
-    layers = layers_of(net)
+    layers = [layer for layer in layers_of(net) if hasattr(layer, "__dict__")]
     own = [
         {m: vars(layer)[m] for m in ("forward", "backward") if m in vars(layer)} for layer in layers
     ]
