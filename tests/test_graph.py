@@ -504,6 +504,38 @@ def test_dropout_in_eval_mode_scales_where_training_mode_masks(xp):
     assert not np.allclose(train_out, got_out)
 
 
+def test_eval_mode_of_a_network_whose_gradient_takes_no_train_flg_is_refused_by_name(xp):
+    net, x, t = batchnorm_dropout_net(xp)
+
+    class BookNet:  # the book's networks: gradient(x, t), always in training mode
+        layers, last_layer, params = net.layers, net.last_layer, net.params
+
+        def gradient(self, x, t):
+            return net.gradient(x, t)
+
+    with pytest.raises(TypeError, match=r"BookNet.gradient\(x, t\) takes no train_flg"):
+        graph.record_network(BookNet(), x, t, train_flg=False)
+    assert graph.record_network(BookNet(), x, t).calls  # training mode records it
+
+
+def test_a_node_with_slots_is_refused_naming_what_to_add():
+    class Slotted:  # a node of the user's, without a __dict__
+        __slots__ = ("x",)
+
+        def forward(self, x):
+            self.x = x
+            return 2 * x
+
+        def backward(self, dout):
+            return 2 * dout
+
+    with (
+        pytest.raises(TypeError, match=r"Slotted node 0 has __slots__ .* add '__dict__'"),
+        graph.record([Slotted()]),
+    ):
+        pass
+
+
 def test_cli_net_in_eval_mode_draws_the_evaluation_pass(capsys, digits):
     argv = ["graph", "net", "--hidden", "4", "--batchnorm", "--dropout", "0.5", "--batch-size", "3"]
     assert run([*argv, "--eval"]) == 0

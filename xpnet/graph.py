@@ -447,6 +447,12 @@ def record(
                 f"{type(node).__name__} node {k} has no {' and no '.join(missing)} method: "
                 "a recorded node needs forward and backward"
             )
+        if not hasattr(node, "__dict__"):
+            raise TypeError(
+                f"{type(node).__name__} node {k} has __slots__ and no __dict__: recording "
+                "wraps a node's forward and backward on the instance; add '__dict__' to its "
+                "__slots__"
+            )
         for method in ("forward", "backward"):
             if method in vars(node):
                 raise ValueError(
@@ -611,6 +617,12 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
     (:func:`xpnet.held.held`): BatchNorm's running statistics are put back, and Dropout's
     masks are drawn from a stream of the recording's own, so its generator does not move.
     """
+    if not train_flg and "train_flg" not in inspect.signature(net.gradient).parameters:
+        raise TypeError(
+            f"record_network(train_flg=False): {type(net).__name__}.gradient(x, t) takes no "
+            "train_flg, so it has no evaluation mode to record; give it one, as "
+            "xpnet.Sequential.gradient(x, t, train_flg=True) does, or record in training mode"
+        )
     slots = {name: net.params.slot(name) for name in net.params}
     layers = [*net.layers, net.last_layer]
     with (
