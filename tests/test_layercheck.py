@@ -962,6 +962,27 @@ def test_a_gradient_off_at_a_jump_of_the_second_derivative_still_fails(xp):
     assert not report and report.params[0].converged == 0, str(report)
 
 
+def signed_square_plus_100(v):
+    """``sum(v * |v|) + 100``: the loss of 100 rounds its central differences at h / 100
+    (1e-7) by about eps * 100 / 1e-7 = 2e-7, above the atol of h (3.7e-8)."""
+    return namespace_of(v).sum(v * namespace_of(v).abs(v)) + 100.0
+
+
+def test_a_gradient_at_a_jump_of_the_second_derivative_converges_under_a_large_loss(xp):
+    # It failed from a loss of about 30: the limit at h / 100 was compared with h's atol,
+    # which the loss's rounding there passed.
+    x = arr(xp, [0.0, 0.5, -1.0, 0.0, 2.0])
+    report = check_function(signed_square_plus_100, x, arr(xp, [0.0, 1.0, 2.0, 0.0, 4.0]))
+    assert report and report.params[0].converged == 2, str(report)
+
+
+def test_a_gradient_off_at_a_jump_of_the_second_derivative_fails_under_a_large_loss(xp):
+    x = arr(xp, [0.0, 0.5, -1.0, 0.0, 2.0])
+    report = check_function(signed_square_plus_100, x, arr(xp, [3e-6, 1.0, 2.0, 0.0, 4.0]))
+    row = report.params[0]  # x[3], the right one at 0, converges
+    assert not report and (row.failing, row.worst, row.converged) == (1, (0,), 1), str(report)
+
+
 def test_an_error_that_falls_tenfold_once_by_chance_does_not_pass_as_converging(xp):
     # 1e5 x**3 at 0: its central differences are 1e5 h**2, 1e-5 at h and 1e-7 at h / 10.
     # A gradient of -1e-6 is off by 1.1e-5 and 1.1e-6 there, tenfold less, as a converging
@@ -969,3 +990,18 @@ def test_an_error_that_falls_tenfold_once_by_chance_does_not_pass_as_converging(
     x = arr(xp, [0.0])
     report = check_function(lambda v: 1e5 * namespace_of(v).sum(v**3), x, arr(xp, [-1e-6]))
     assert not report and report.params[0].converged == 0, str(report)
+
+
+def test_a_layer_inside_a_block_writing_into_the_blocks_dout_is_named_not_the_block(xp):
+    from test_gradcheck import DoubleInPlace  # doubles the dout it is given, in place
+    from test_nested import Residual  # its skip path adds the dout the inner layers got
+
+    from xpnet import Sequential
+
+    inner = Sequential([Affine(rand(xp, 4, 4, seed=3), rand(xp, 4, seed=4)), DoubleInPlace()])
+    report = check_layer(Residual(inner), rand(xp, 5, 4, seed=2))
+    text = str(report)
+    assert not report and [p.name for p in report.params if not p.passed] == ["x"], text
+    assert "DoubleInPlace.backward wrote into the dout it was given: where another" in text
+    assert "Residual.backward wrote" not in text and "Sequential.backward wrote" not in text
+    assert "backward" not in vars(inner.layers[1]), "the layer's own method is back"

@@ -564,8 +564,14 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
     layers) whose ``forward`` changed a floating input or whose ``backward`` changed its
     ``dout``. Such a write corrupts the gradients of the layers before it, which the check
     then blames, when another layer still holds the array (a cached output, the ``dout``
-    of a residual block's skip path). Each layer's methods are wrapped on the instance for
-    the pass, and unwrapped after (a layer without a ``__dict__``, its class's
+    of a residual block's skip path). See :func:`writes_during`."""
+    return writes_during(layers_of(net), lambda: net.gradient(x, t))
+
+
+def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
+    """What ``layers`` wrote into the arrays they were given while ``run()`` ran, a line
+    per layer as :func:`in_place_writes` says. Each layer's methods are wrapped on the
+    instance for the run, and unwrapped after (a layer without a ``__dict__``, its class's
     ``__slots__``, is not watched); a copy of each array given costs one pass's memory."""
     found: dict[int, str] = {}
 
@@ -589,7 +595,7 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
 
         return wrapper
 
-    layers = [layer for layer in layers_of(net) if hasattr(layer, "__dict__")]
+    layers = [layer for layer in layers if hasattr(layer, "__dict__")]
     own = [
         {m: vars(layer)[m] for m in ("forward", "backward") if m in vars(layer)} for layer in layers
     ]
@@ -597,7 +603,7 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
         for layer in layers:
             for method in ("forward", "backward"):
                 setattr(layer, method, watched(layer, method))
-        net.gradient(x, t)
+        run()
     finally:
         for layer, methods in zip(layers, own, strict=True):
             for method in ("forward", "backward"):
@@ -1444,7 +1450,7 @@ def _in_place_note(write: str) -> str:
     return (
         f"{write}: where another layer still holds that array (a cached output, a "
         "residual block's skip path), it backpropagates from the changed values, and the "
-        "parameters before the writing layer fail for it; compute into a new array"
+        "gradients before the writing layer fail for it; compute into a new array"
     )
 
 

@@ -43,6 +43,7 @@ from xpnet.gradcheck import (
     Atol,
     GradientReport,
     ParamCheck,
+    _in_place_note,
     _largest,
     _steps_taken,
     compare,
@@ -55,6 +56,7 @@ from xpnet.gradcheck import (
     tolerances,
     values_around,
     within_tolerance,
+    writes_during,
 )
 from xpnet.held import held, require_deterministic
 from xpnet.layers import own_params, require_layer_methods, require_named_sublayers, walk_from
@@ -74,7 +76,7 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 
 def _numerical(
-    f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, atol: float, rtol: float
+    f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, tol: Atol, rtol: float
 ) -> tuple[Any, Any, int, int, Any]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
     kink (bool), how many elements were differenced again and how many converged, and the
@@ -82,8 +84,9 @@ def _numerical(
     one that fails clear of kinks is differenced again at ``h / RETRY`` (where a truncation
     error is ``RETRY**2`` times smaller) and compared there, with the same ``atol``, as
     :func:`~xpnet.gradcheck.check_gradients` does. One that still fails is differenced at
-    ``h / RETRY**2`` too (:func:`_converged`)."""
+    ``h / RETRY**2`` too (:func:`_converged`). ``tol`` gives the atol at each step."""
     xp = namespace_of(x)
+    atol = tol.at(h)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
     side = matched_side(analytic, plus, center, minus, h)
@@ -104,27 +107,32 @@ def _numerical(
         coarse, central = central, xp.where(again, (plus - minus) / taken, central)
         kinks = kinks | redone
         still = again & ~kinks & ~within_tolerance(analytic, central, atol, rtol)
-        central, converged = _converged(f, x, analytic, coarse, central, still, step, atol, rtol)
+        central, converged = _converged(f, x, analytic, coarse, central, still, h, tol, rtol)
     return central, kinks, len(where), converged, side
 
 
 def _converged(
     f: Callable[[Any], Any], x: Any, analytic: Any, coarse: Any, fine: Any, still: Any,
-    step: float, atol: float, rtol: float,
+    h: float, tol: Atol, rtol: float,
 ) -> tuple[Any, int]:  # fmt: skip
-    """``fine`` (the central differences at ``step``; ``coarse`` at ``RETRY * step``) with
-    the elements ``still`` (bool) that converge to ``analytic`` replaced by their limit, and
-    how many. Where the second derivative jumps (``x * |x|`` at 0) a central difference is
-    off by O(step), not O(step**2), so the retry at ``step`` only takes a tenth off the
-    error. Such an element is differenced once more at ``step / RETRY``; it converges when
-    the error falls in proportion to the step: the first-order Richardson limits of both
-    pairs of steps, ``fine + (fine - coarse) / (RETRY - 1)``, pass. A wrong gradient's error
-    stays as the step shrinks. A smooth function's truncation error ``e`` at ``coarse``,
-    which falls ``RETRY**2``-fold, puts the two limits ``0.1 e`` and ``0.001 e`` off the
-    derivative: a gradient passing both is off by at most about the atol (the retry alone
-    passes one off by ``atol + 0.01 e``)."""
+    """``fine`` (the central differences at ``h / RETRY``; ``coarse`` at ``h``) with the
+    elements ``still`` (bool) that converge to ``analytic`` replaced by the limit of
+    ``coarse`` and ``fine``, and how many. Where the second derivative jumps (``x * |x|``
+    at 0) a central difference is off by O(step), not O(step**2), so the retry at
+    ``h / RETRY`` only takes a tenth off the error. Such an element is differenced once
+    more at ``h / RETRY**2``; it converges when the error falls in proportion to the
+    step: the first-order Richardson limits of both pairs of steps,
+    ``fine + (fine - coarse) / (RETRY - 1)``, pass. The first is compared with the atol of
+    ``h`` (``tol.at``), as the retry is; the second with that of ``h / RETRY**2``, grown by
+    the loss's rounding there: at the default h that step (1e-7) is below
+    :func:`~xpnet.gradcheck.refined_step`'s floor, and its rounding (``eps * |f| / step``)
+    failed a correct element from a loss of 30 on. A wrong gradient's error stays as the
+    step shrinks, and the first limit fails it. A smooth function's truncation error ``e``
+    at ``coarse``, which falls ``RETRY**2``-fold, puts the two limits ``0.1 e`` and
+    ``0.001 e`` off the derivative: a gradient passing both is off by at most about the
+    atol (the retry alone passes one off by ``atol + 0.01 e``)."""
     xp = namespace_of(x)
-    finer = step / RETRY
+    finer = h / RETRY**2
     taken = steps_of(xp, x, finer)
     still = still & (taken > 0)
     where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(still))]
@@ -132,9 +140,10 @@ def _converged(
         return fine, 0
     plus, minus = values_around(f, x, finer, indices=where)
     finest = (plus - minus) / xp.where(still, taken, xp.ones_like(taken))
-    limit = finest + (finest - fine) / (RETRY - 1)
-    passed = within_tolerance(analytic, fine + (fine - coarse) / (RETRY - 1), atol, rtol)
-    passed = still & passed & within_tolerance(analytic, limit, atol, rtol)
+    limit = fine + (fine - coarse) / (RETRY - 1)
+    passed = within_tolerance(analytic, limit, tol.at(h), rtol)
+    finest_limit = finest + (finest - fine) / (RETRY - 1)
+    passed = still & passed & within_tolerance(analytic, finest_limit, tol.at(finer), rtol)
     return xp.where(passed, limit, fine), int(np.count_nonzero(to_numpy(passed)))
 
 
@@ -198,7 +207,7 @@ def _check(
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
     central, kinks, retried, converged, side = _numerical(
-        f, x, center, analytic, report.h, atol, report.rtol
+        f, x, center, analytic, report.h, tol, report.rtol
     )
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
     kinked = _kink_mask(check, x)
@@ -577,8 +586,17 @@ def check_layer(
         def at_all(values: list[Any]) -> Any:
             return objective(dict(zip(keys, values, strict=True)))
 
-        rows = _kinks_between(rows, points, at_all, report)
-    _add_rows(report, rows)
+        _add_rows(report, _kinks_between(rows, points, at_all, report))
+        if not report.passed and len(walked) > 1:
+            # The layer's own writes harm nothing here: its dout is a copy, and its input
+            # was found unchanged above. Those of the layers inside it may (the dout its
+            # skip path adds): they are named, as a network check names them.
+            def one_pass() -> None:
+                layer.forward(*x64, **kwargs)
+                layer.backward(xp.asarray(dout, copy=True))
+
+            writes = writes_during([owner for path, owner in walked if path], one_pass)
+            report.notes += [_in_place_note(w) for w in writes]
     return report
 
 
