@@ -36,9 +36,11 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
+from xpnet.backend import host_rng, namespace, namespace_of, to_like, to_numpy, untracked
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
+    NOISE_DIRECTIONS,
+    NOISE_ORDER,
     RETRY,
     Atol,
     GradientReport,
@@ -51,6 +53,7 @@ from xpnet.gradcheck import (
     kinks_by_one_sided,
     kinks_together,
     matched_side,
+    rounding_noise,
     same_values,
     steps_of,
     tolerances,
@@ -77,20 +80,27 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 def _numerical(
     f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, tol: Atol, rtol: float
-) -> tuple[Any, Any, int, int, Any]:
+) -> tuple[Any, Any, int, int, Any, Atol]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
-    kink (bool), how many elements were differenced again and how many converged, and the
-    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward):
-    one that fails clear of kinks is differenced again at ``h / RETRY`` (where a truncation
-    error is ``RETRY**2`` times smaller) and compared there, with the same ``atol``, as
+    kink (bool), how many elements were differenced again and how many converged, the
+    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward),
+    and ``tol`` as compared. ``tol`` gives the atol at each step; a default one is grown
+    by ``f``'s rounding noise (:func:`_noise_of`) when an element fails clear of kinks: a
+    sum of large terms that cancel rounds more than its value says. One that fails still
+    is differenced again at ``h / RETRY`` (where a truncation error is ``RETRY**2`` times
+    smaller) and compared there, with the same ``atol``, as
     :func:`~xpnet.gradcheck.check_gradients` does. One that still fails is differenced at
-    ``h / RETRY**2`` too (:func:`_converged`). ``tol`` gives the atol at each step."""
+    ``h / RETRY**2`` too (:func:`_converged`)."""
     xp = namespace_of(x)
     atol = tol.at(h)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
     side = matched_side(analytic, plus, center, minus, h)
     central = (plus - minus) / _steps_taken(xp, x, h)
+    failing = ~within_tolerance(analytic, central, atol, rtol) & ~kinks
+    if tol.eps and bool(xp.any(failing)):
+        tol = replace(tol, noise=_noise_of(f, x, float(center), h / RETRY, failing))
+        atol = tol.at(h)
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
     # off by 1e-3 of the step; an element whose smaller step rounds away is not retried.
@@ -108,7 +118,27 @@ def _numerical(
         kinks = kinks | redone
         still = again & ~kinks & ~within_tolerance(analytic, central, atol, rtol)
         central, converged = _converged(f, x, analytic, coarse, central, still, h, tol, rtol)
-    return central, kinks, len(where), converged, side
+    return central, kinks, len(where), converged, side, tol
+
+
+def _noise_of(f: Callable[[Any], Any], x: Any, center: float, step: float, among: Any) -> float:
+    """:func:`~xpnet.gradcheck.rounding_noise` of ``f`` at ``x`` (``f(x)`` is ``center``)
+    along ``NOISE_DIRECTIONS`` random unit directions ``v`` (seeded) over the elements
+    ``among`` (bool, x's shape), taking of the rows along ``v`` and ``-v`` the one that
+    rounds less. A kink of ``f``'s, which nothing reports here, would pass for noise: the
+    elements at kinks are not moved, and one near a kink is crossed going one way only.
+    Two ReLU inputs 2e-7 either side of 0, moved in every direction, grew the atol of a
+    function of 6 to 0.04."""
+    rng, rows = host_rng(1), []
+    for _ in range(NOISE_DIRECTIONS):
+        v = rng.standard_normal(tuple(x.shape)) * to_numpy(among)
+        v = to_like(v / np.linalg.norm(v), x)
+        pair = [
+            [center, *(float(f(x + (sign * j * step) * v)) for j in range(1, NOISE_ORDER + 1))]
+            for sign in (1, -1)
+        ]
+        rows.append(min(pair, key=lambda row: rounding_noise([row])))
+    return rounding_noise(rows)
 
 
 def _converged(
@@ -149,9 +179,10 @@ def _converged(
 
 class _Row(NamedTuple):
     """:func:`_check`'s row of one array: its :class:`ParamCheck`, the atol it was compared
-    with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, and where it
-    has kinks, for moving them together with other arrays': the claimed gradient (float64),
-    the kinks (bool; None for none) and the side each matched (:func:`matched_side`)."""
+    with (grown with ``f(x)``, its ``loss``, and its measured ``noise``), its largest
+    numerical derivative, and where it has kinks, for moving them together with other
+    arrays': the claimed gradient (float64), the kinks (bool; None for none) and the side
+    each matched (:func:`matched_side`)."""
 
     check: ParamCheck
     tol: Atol
@@ -204,11 +235,10 @@ def _check(
         )
     analytic = xp.astype(untracked(analytic), xp.float64)
     center = f(x)
-    tol = replace(tol, loss=float(center))
-    atol = tol.at(report.h)
-    central, kinks, retried, converged, side = _numerical(
-        f, x, center, analytic, report.h, tol, report.rtol
+    central, kinks, retried, converged, side, tol = _numerical(
+        f, x, center, analytic, report.h, replace(tol, loss=float(center)), report.rtol
     )
+    atol = tol.at(report.h)
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
     kinked = _kink_mask(check, x)
     if len(check.kink_elements) > 1:
@@ -262,13 +292,15 @@ def _kinks_between(
 
 def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     """Put :func:`_check`'s rows into ``report``. A default atol grown with f's value (the
-    same value for every row) is the report's atol and is noted once, against the largest
-    numerical derivative of each row: the check resolves nothing only when that atol is
-    as large as every row's derivatives, whatever their order, and the verdict names the
-    rows whose derivatives it is as large as."""
+    same for every row) or with its rounding noise (measured along each row's array where
+    one of its elements failed) is the report's atol, the largest row's, and is noted once,
+    against the largest numerical derivative of each row: the check resolves nothing only
+    when that atol is as large as every row's derivatives, whatever their order, and the
+    verdict names the rows whose derivatives it is as large as."""
     report.params += [row.check for row in rows]
     if rows:
-        report.note_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
+        tol = max((row.tol for row in rows), key=lambda tol: tol.at(report.h))
+        report.note_atol(tol, {row.check.name: row.largest for row in rows})
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -364,20 +396,25 @@ def _require_a_tuple_for_several_inputs(
 
 
 def _require_inputs_unchanged(
-    kind: str, names: list[str], before: list[Any], after: list[Any], xp: Any
-) -> None:
+    kind: str, names: list[str], before: list[Any], after: list[Any], xp: Any,
+    inner_writes: Callable[[], list[str]],
+) -> None:  # fmt: skip
     """Refuse a ``forward`` that wrote into a floating input (``before``: copies taken
     ahead of the call, ``None`` for the others): the check would difference the changed
     values (the book's ReLU without its ``copy()`` turns every negative input into a kink
-    at 0, and passes), and in a network it changes what the previous layer holds."""
+    at 0, and passes), and in a network it changes what the previous layer holds. The
+    refusal names the layers inside that wrote into their inputs (``inner_writes()``, a
+    line each, :func:`~xpnet.gradcheck.writes_during`), where the block has some."""
     for name, old, new in zip(names, before, after, strict=True):
         if old is None:
             continue
         if not same_values(xp, old, new):
+            inside = "; ".join(inner_writes())
             raise ValueError(
-                f"{kind}.forward wrote into its input {name}: a layer must not change the "
-                "arrays it is given; compute the output into a new array (the book's ReLU "
-                "copies first: out = x.copy())"
+                f"{kind}.forward wrote into its input {name}"
+                + (f" (inside it, {inside})" if inside else "")
+                + ": a layer must not change the arrays it is given; compute the output "
+                "into a new array (the book's ReLU copies first: out = x.copy())"
             )
 
 
@@ -522,7 +559,18 @@ def check_layer(
         given = [xp.asarray(x, copy=True) if _is_float(x) else None for x in x64]
         before = _floating_attributes(layer)
         out = layer.forward(*x64, **kwargs)
-        _require_inputs_unchanged(kind, names, given, x64, xp)
+        inner = [owner for path, owner in walked if path]
+
+        def inner_writes() -> list[str]:
+            """What the layers inside wrote into their inputs in a forward pass on the
+            inputs as given."""
+            again = [
+                x if g is None else xp.asarray(g, copy=True)
+                for x, g in zip(x64, given, strict=True)
+            ]
+            return writes_during(inner, lambda: layer.forward(*again, **kwargs))
+
+        _require_inputs_unchanged(kind, names, given, x64, xp, inner_writes)
         kept = _left_alone(layer, before)
         _require_one_output(kind, out)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
@@ -595,7 +643,7 @@ def check_layer(
                 layer.forward(*x64, **kwargs)
                 layer.backward(xp.asarray(dout, copy=True))
 
-            writes = writes_during([owner for path, owner in walked if path], one_pass)
+            writes = writes_during(inner, one_pass)
             report.notes += [_in_place_note(w) for w in writes]
     return report
 
