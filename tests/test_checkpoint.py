@@ -986,7 +986,7 @@ def test_a_checkpoint_in_a_folder_the_user_cannot_search_is_a_permission_error(t
     # It was a FileNotFoundError: "... is not a file: not found (Permission denied)".
     (tmp_path / "private").mkdir(mode=0o700)
     path = save_params(tmp_path / "private" / "p.npz", {"w": np.zeros(1)})
-    said = raised_as_nobody(lambda: read_metadata(path))
+    said = raised_as_nobody(read_metadata, path)
     assert said.startswith("PermissionError: ")
     assert f"'{path}'" in said
 

@@ -463,7 +463,7 @@ def test_a_folder_without_the_files_names_every_name_and_layout_looked_for(tmp_p
 def test_a_root_in_a_folder_the_user_cannot_search_is_a_permission_error(tmp_path):
     (tmp_path / "private").mkdir(mode=0o700)
     make_idx_set(tmp_path / "private" / "data")
-    said = raised_as_nobody(lambda: load_mnist(root=tmp_path / "private" / "data"))
+    said = raised_as_nobody(load_mnist, root=tmp_path / "private" / "data")
     assert said.startswith("PermissionError: ")
     assert f"{tmp_path / 'private' / 'data'}" in said
 
