@@ -401,6 +401,24 @@ def test_softmax_with_loss_perturbations_hold_for_rows_not_summing_to_1(xp):
     assert_close(got, rank_one, rtol=1e-9, atol=1e-15)
 
 
+def test_softmax_with_loss_rank_one_perturbation_skips_rows_that_do_not_move(xp):
+    """A rank-one change whose ``u`` is 0 in some samples (a pixel that is blank there, a
+    ReLU that is off) moves the loss by the other samples' rows alone; a ``u`` of zeros
+    moves it by exactly 0."""
+    rng = np.random.default_rng(13)
+    x, t = rng.standard_normal((5, 4)), np.eye(4)[[1, 0, 3, 3, 2]]
+    u, v = 1e-3 * rng.standard_normal((3, 5)), 1e-3 * rng.standard_normal((3, 4))
+    u[0, [1, 3]] = 0.0
+    u[2] = 0.0
+    base = np_soft_cross_entropy(x, t)
+    expected = [
+        np_soft_cross_entropy(x + np.outer(a, b), t) - base for a, b in zip(u, v, strict=True)
+    ]
+    got = layers.SoftmaxWithLoss().perturb_rank_one(dev(xp, x), dev(xp, t), dev(xp, u), dev(xp, v))
+    assert_close(got, expected, rtol=1e-9, atol=1e-15)
+    assert float(got[2]) == 0.0
+
+
 def test_relu_perturbation_is_exact_where_the_input_stays_on_one_side(xp):
     """A gradient check's change through ReLU is the move itself above 0 and nothing below
     it, not ``(x + dx) - x``, which loses a move smaller than x's rounding."""

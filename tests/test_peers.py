@@ -961,7 +961,7 @@ def test_a_benchmark_json_keeps_the_load_averages_out_of_machine_info(
 
 HELPER_SCRIPTS = [
     "spread", "step_overhead", "alignment", "instructions", "update_after_product",
-    "profile_convnet", "tolerance_sweep",
+    "profile_convnet", "profile_gradcheck", "tolerance_sweep",
 ]  # fmt: skip
 
 
@@ -1006,6 +1006,7 @@ SCRIPT_ARGUMENTS = [  # (script, option, bad value, what the error says it expec
     ("gradcheck_convnet", "--samples", "0", "expected an integer > 0"),
     ("gradcheck_convnet", "--h", "0", "expected a number > 0"),
     ("gradcheck_convnet", "--h", "nan", "expected a number > 0"),
+    ("profile_gradcheck", "--rounds", "0", "expected an integer > 0"),
     ("tolerance_sweep", "--h", "-0.5", "expected a number > 0"),
     ("tolerance_sweep", "--atol", "-1", "expected a number >= 0"),
     ("torch_convnet_train", "--batch-size", "-1", "expected an integer > 0"),

@@ -234,6 +234,18 @@ def take(x: Any, indices: Any, *, axis: int) -> Any:
     return namespace_of(x).take(x, indices, axis=axis)
 
 
+def spread(values: Any, mask: Any) -> Any:
+    """Put ``values`` (in order) where ``mask`` is true, zero elsewhere: the inverse of
+    ``values = x[mask]`` (the standard has no scatter, so a cumulative sum finds each
+    slot's value)."""
+    xp = namespace_of(values, mask)
+    zeros = xp.zeros(mask.shape, dtype=values.dtype, device=array_api_compat.device(values))
+    if values.shape[0] == 0:
+        return zeros
+    slot = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
+    return xp.where(mask, xp.take(values, xp.clip(slot, min=0), axis=0), zeros)
+
+
 def positive_part(x: Any) -> Any:
     """``max(x, 0)`` element-wise, in ``x``'s dtype: ``xp.maximum(x, 0.0)``.
 

@@ -54,7 +54,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.backend import dtype_name, host_rng, namespace_of, to_like, to_numpy
+from xpnet.backend import dtype_name, host_rng, namespace_of, spread, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk, walk_from
@@ -63,7 +63,6 @@ from xpnet.perturb import (
     central_differences,
     crosses_kink,
     loop_differences,
-    spread,
     training_loss,
 )
 

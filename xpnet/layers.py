@@ -51,6 +51,7 @@ from xpnet.backend import (
     positive_part,
     reduce_max,
     reduce_sum,
+    spread,
 )
 from xpnet.checks import bad_argument, is_real
 
@@ -826,16 +827,27 @@ class SoftmaxWithLoss(Loss):
 
         ``u`` is (P, N), ``v`` is (P, C). The sums of ``perturb`` with ``dx = u ⊗ v``: the
         target term, summed over the rows, is ``(u @ t) . v``, and ``dx - dx_r`` is built as
-        (P, C, N), ``(v - v_r) ⊗ u``, which keeps the element-wise work on rows of N.
+        (C, K) for the K pairs (p, n) with ``u[p, n] != 0``, ``(v[p] - v[p, r]) u[p, n]``,
+        which keeps the element-wise work on rows of K. The other pairs' rows do not move
+        (their logsumexp change is 0), and they are most of them: a first layer's weight
+        meets only the samples where its pixel is not 0, and a ReLU passes no change where
+        it is off.
         """
         xp = namespace_of(x, u, v)
         t = as_one_hot(t, x, check=False)
         dx_top = xp.take(v, xp.argmax(x, axis=-1), axis=1) * u  # (P, N): at each row's top class
-        moved = v[:, :, None] * u[:, None, :]
-        moved -= dx_top[:, None, :]  # in place, as in Sigmoid.forward: this call's own array
+        moving = xp.reshape(u != 0, (-1,))
+        pairs = xp.nonzero(moving)[0]  # flat indices p * N + n, (K,)
+        rows = xp.take(softmax(x).T, pairs % x.shape[0], axis=1)  # (C, K)
+        # (C, K) in row-major order, as the sum over C must be: NumPy sums a (K, C) layout
+        # pairwise, which rounds differently from the dense (P, C, N) sum's order.
+        moved = xp.take(v.T, pairs // x.shape[0], axis=1)
+        moved *= xp.take(xp.reshape(u, (-1,)), pairs)
+        top = xp.take(xp.reshape(dx_top, (-1,)), pairs)
+        moved -= top
         change = xp.expm1(moved)
-        change *= softmax(x).T
-        dlse = dx_top + xp.log1p(xp.sum(change, axis=1))
+        change *= rows
+        dlse = xp.reshape(spread(top + xp.log1p(xp.sum(change, axis=0)), moving), u.shape)
         return (dlse @ xp.sum(t, axis=-1) - xp.vecdot(u @ t, v)) / self._divisor(x.shape[0])
 
 

@@ -66,7 +66,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from xpnet.backend import blas_threads, namespace_of
+from xpnet.backend import blas_threads, namespace_of, spread
 from xpnet.layers import flat_layers, takes_train_flg, walk_from
 
 # Arrays of one perturbation's widest change (N, width) alive at once, for chunk sizes.
@@ -450,18 +450,6 @@ def moving_elements(local: LocalNet, name: str) -> Any:
             (math.prod(param.shape),), dtype=xp.bool, device=array_api_compat.device(param)
         )
     return ~layer.inert_elements(local.inputs[local._layer_index(name)], attr)
-
-
-def spread(values: Any, mask: Any) -> Any:
-    """Put ``values`` (in order) where ``mask`` is true, zero elsewhere: the inverse of
-    ``values = x[mask]`` (the standard has no scatter, so a cumulative sum finds each
-    slot's value)."""
-    xp = namespace_of(values, mask)
-    zeros = xp.zeros(mask.shape, dtype=values.dtype, device=array_api_compat.device(values))
-    if values.shape[0] == 0:
-        return zeros
-    slot = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
-    return xp.where(mask, xp.take(values, xp.clip(slot, min=0), axis=0), zeros)
 
 
 def chunk_differences(local: LocalNet, name: str, index: Any, h: float) -> tuple[Any, Any]:
