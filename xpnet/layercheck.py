@@ -36,11 +36,9 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from xpnet.backend import host_rng, namespace, namespace_of, to_like, to_numpy, untracked
+from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
-    NOISE_DIRECTIONS,
-    NOISE_ORDER,
     RETRY,
     Atol,
     GradientReport,
@@ -53,7 +51,6 @@ from xpnet.gradcheck import (
     kinks_by_one_sided,
     kinks_together,
     matched_side,
-    rounding_noise,
     same_values,
     steps_of,
     tolerances,
@@ -80,27 +77,26 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 def _numerical(
     f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, tol: Atol, rtol: float
-) -> tuple[Any, Any, int, int, Any, Atol]:
+) -> tuple[Any, Any, int, int, Any]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
-    kink (bool), how many elements were differenced again and how many converged, the
-    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward),
-    and ``tol`` as compared. ``tol`` gives the atol at each step; a default one is grown
-    by ``f``'s rounding noise (:func:`_noise_of`) when an element fails clear of kinks: a
-    sum of large terms that cancel rounds more than its value says. One that fails still
-    is differenced again at ``h / RETRY`` (where a truncation error is ``RETRY**2`` times
-    smaller) and compared there, with the same ``atol``, as
+    kink (bool), how many elements were differenced again and how many converged, and the
+    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward):
+    one that fails clear of kinks is differenced again at ``h / RETRY`` (where a truncation
+    error is ``RETRY**2`` times smaller) and compared there, with the same ``atol``, as
     :func:`~xpnet.gradcheck.check_gradients` does. One that still fails is differenced at
-    ``h / RETRY**2`` too (:func:`_converged`)."""
+    ``h / RETRY**2`` too (:func:`_converged`). ``tol`` gives the atol at each step.
+
+    Unlike :func:`~xpnet.gradcheck.check_gradients`, no rounding noise of ``f`` is
+    measured: nothing reports ``f``'s kinks here, and a measurement that crosses them
+    (two failing elements near kinks, either side) grew the atol enough to pass a wrong
+    gradient elsewhere. So a sum of large terms that cancel can fail a correct gradient;
+    a user's ``atol`` is the way out."""
     xp = namespace_of(x)
     atol = tol.at(h)
     plus, minus = values_around(f, x, h)
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
     side = matched_side(analytic, plus, center, minus, h)
     central = (plus - minus) / _steps_taken(xp, x, h)
-    failing = ~within_tolerance(analytic, central, atol, rtol) & ~kinks
-    if tol.eps and bool(xp.any(failing)):
-        tol = replace(tol, noise=_noise_of(f, x, float(center), h / RETRY, failing))
-        atol = tol.at(h)
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
     # off by 1e-3 of the step; an element whose smaller step rounds away is not retried.
@@ -118,27 +114,7 @@ def _numerical(
         kinks = kinks | redone
         still = again & ~kinks & ~within_tolerance(analytic, central, atol, rtol)
         central, converged = _converged(f, x, analytic, coarse, central, still, h, tol, rtol)
-    return central, kinks, len(where), converged, side, tol
-
-
-def _noise_of(f: Callable[[Any], Any], x: Any, center: float, step: float, among: Any) -> float:
-    """:func:`~xpnet.gradcheck.rounding_noise` of ``f`` at ``x`` (``f(x)`` is ``center``)
-    along ``NOISE_DIRECTIONS`` random unit directions ``v`` (seeded) over the elements
-    ``among`` (bool, x's shape), taking of the rows along ``v`` and ``-v`` the one that
-    rounds less. A kink of ``f``'s, which nothing reports here, would pass for noise: the
-    elements at kinks are not moved, and one near a kink is crossed going one way only.
-    Two ReLU inputs 2e-7 either side of 0, moved in every direction, grew the atol of a
-    function of 6 to 0.04."""
-    rng, rows = host_rng(1), []
-    for _ in range(NOISE_DIRECTIONS):
-        v = rng.standard_normal(tuple(x.shape)) * to_numpy(among)
-        v = to_like(v / np.linalg.norm(v), x)
-        pair = [
-            [center, *(float(f(x + (sign * j * step) * v)) for j in range(1, NOISE_ORDER + 1))]
-            for sign in (1, -1)
-        ]
-        rows.append(min(pair, key=lambda row: rounding_noise([row])))
-    return rounding_noise(rows)
+    return central, kinks, len(where), converged, side
 
 
 def _converged(
@@ -179,10 +155,9 @@ def _converged(
 
 class _Row(NamedTuple):
     """:func:`_check`'s row of one array: its :class:`ParamCheck`, the atol it was compared
-    with (grown with ``f(x)``, its ``loss``, and its measured ``noise``), its largest
-    numerical derivative, and where it has kinks, for moving them together with other
-    arrays': the claimed gradient (float64), the kinks (bool; None for none) and the side
-    each matched (:func:`matched_side`)."""
+    with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, and where it
+    has kinks, for moving them together with other arrays': the claimed gradient (float64),
+    the kinks (bool; None for none) and the side each matched (:func:`matched_side`)."""
 
     check: ParamCheck
     tol: Atol
@@ -235,10 +210,11 @@ def _check(
         )
     analytic = xp.astype(untracked(analytic), xp.float64)
     center = f(x)
-    central, kinks, retried, converged, side, tol = _numerical(
-        f, x, center, analytic, report.h, replace(tol, loss=float(center)), report.rtol
-    )
+    tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
+    central, kinks, retried, converged, side = _numerical(
+        f, x, center, analytic, report.h, tol, report.rtol
+    )
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
     kinked = _kink_mask(check, x)
     if len(check.kink_elements) > 1:
@@ -292,15 +268,13 @@ def _kinks_between(
 
 def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     """Put :func:`_check`'s rows into ``report``. A default atol grown with f's value (the
-    same for every row) or with its rounding noise (measured along each row's array where
-    one of its elements failed) is the report's atol, the largest row's, and is noted once,
-    against the largest numerical derivative of each row: the check resolves nothing only
-    when that atol is as large as every row's derivatives, whatever their order, and the
-    verdict names the rows whose derivatives it is as large as."""
+    same value for every row) is the report's atol and is noted once, against the largest
+    numerical derivative of each row: the check resolves nothing only when that atol is
+    as large as every row's derivatives, whatever their order, and the verdict names the
+    rows whose derivatives it is as large as."""
     report.params += [row.check for row in rows]
     if rows:
-        tol = max((row.tol for row in rows), key=lambda tol: tol.at(report.h))
-        report.note_atol(tol, {row.check.name: row.largest for row in rows})
+        report.note_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
