@@ -866,45 +866,38 @@ def test_workers_that_cannot_import_xpnet_are_named_before_any_work(worker_from)
     assert "No module named 'xpnet'" in message and "\n" not in message
 
 
-def test_workers_running_another_xpnet_version_are_named(worker_from, tmp_path):
+def xpnet_copy(folder, version, *, edit=("", "")):
+    """A copy of this xpnet in ``folder`` whose version reads ``version``, with
+    ``distributed.py``'s text ``edit[0]`` replaced by ``edit[1]`` (an older probe)."""
     import shutil
     from pathlib import Path
 
     import xpnet
 
-    other = tmp_path / "other"
-    shutil.copytree(Path(xpnet.__file__).parent, other / "xpnet")
-    init = other / "xpnet" / "__init__.py"
-    init.write_text(init.read_text().replace(f'"{xpnet.__version__}"', '"0.0.0.other"'))
-    address = worker_from(other)
-    with distributed.Client(address) as client:
-        (worker,) = client.nthreads()
-        with pytest.raises(
-            xd.WorkerEnvironmentError,
-            match=f"Dask worker {worker} runs xpnet 0.0.0.other, this client {xpnet.__version__}",
-        ):
-            xd.rows(np.ones((4, 2)), client=client)
+    shutil.copytree(Path(xpnet.__file__).parent, folder / "xpnet")
+    init, module = folder / "xpnet" / "__init__.py", folder / "xpnet" / "distributed.py"
+    init.write_text(init.read_text().replace(f'"{xpnet.__version__}"', f'"{version}"'))
+    module.write_text(module.read_text().replace(*edit))
+    return folder
 
 
-def test_workers_whose_older_probe_answers_the_version_alone_are_named(worker_from, tmp_path):
-    import shutil
-    from pathlib import Path
-
+@pytest.mark.parametrize(
+    ("version", "edit"),
+    [
+        ("0.0.0.other", ("", "")),
+        # An older xpnet's probe took no modules and answered its version alone.
+        ("0.0.0.older", ("return __version__, missing", "return __version__")),
+    ],
+)
+def test_workers_running_another_xpnet_version_are_named(worker_from, tmp_path, version, edit):
     import xpnet
 
-    older = tmp_path / "older"
-    shutil.copytree(Path(xpnet.__file__).parent, older / "xpnet")
-    init, module = older / "xpnet" / "__init__.py", older / "xpnet" / "distributed.py"
-    init.write_text(init.read_text().replace(f'"{xpnet.__version__}"', '"0.0.0.older"'))
-    module.write_text(
-        module.read_text().replace("return __version__, missing", "return __version__")
-    )
-    address = worker_from(older)
+    address = worker_from(xpnet_copy(tmp_path / "copy", version, edit=edit))
     with distributed.Client(address) as client:
         (worker,) = client.nthreads()
         with pytest.raises(
             xd.WorkerEnvironmentError,
-            match=f"Dask worker {worker} runs xpnet 0.0.0.older, this client {xpnet.__version__}",
+            match=f"Dask worker {worker} runs xpnet {version}, this client {xpnet.__version__}",
         ):
             xd.rows(np.ones((4, 2)), client=client)
 
