@@ -57,7 +57,7 @@ import numpy as np
 from xpnet.backend import dtype_name, host_rng, namespace_of, spread, to_like, to_numpy
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
-from xpnet.layers import SoftmaxWithLoss, as_one_hot, walk, walk_from
+from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -579,7 +579,11 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
         inner = {id(below) for _, below in walk_from("", layer)} - {id(layer)}
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            given = [a for a in args if array_api_compat.is_array_api_obj(a) and _floating(a)]
+            given = [
+                a
+                for a in args
+                if array_api_compat.is_array_api_obj(a) and is_real_floating(namespace_of(a), a)
+            ]
             copies = [namespace_of(a).asarray(a, copy=True) for a in given]
             out = call(*args, **kwargs)
             changed = any(
@@ -609,11 +613,6 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
                 vars(layer).pop(method, None)
             vars(layer).update(methods)
     return list(dict.fromkeys(found.values()))
-
-
-def _floating(a: Any) -> bool:
-    """Whether the array ``a`` has a real floating dtype."""
-    return namespace_of(a).isdtype(a.dtype, "real floating")
 
 
 def _decoy_pass(net: Any, x: Any, t: Any) -> None:

@@ -675,14 +675,14 @@ def not_labels_or_rows(t: Any, labels: str, rows: str) -> ValueError:
     )
 
 
-def _is_labels(xp: Any, t: Any) -> bool:
+def is_labels(xp: Any, t: Any) -> bool:
     """Whether targets ``t`` are integer labels (N,); integer rows (N, C), the book's
     ``t = np.array([[0, 0, 1]])``, are one-hot targets."""
     return _isdtype(xp, t.dtype, "integral") and t.ndim != 2
 
 
 def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
-    if _is_labels(xp, t):
+    if is_labels(xp, t):
         return xp.astype(_label_mask(xp, t, like, check), like.dtype)
     if t.shape != like.shape:
         if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
@@ -778,7 +778,7 @@ class SoftmaxWithLoss(Loss):
         require_array("targets", t)
         if x.ndim != 2:
             raise ValueError(f"scores must have shape (N, C), got {tuple(x.shape)}")
-        labels = _is_labels(xp, t)
+        labels = is_labels(xp, t)
         if labels:
             chosen = _label_mask(xp, t, x, check=True)
             self.t = xp.astype(chosen, x.dtype)

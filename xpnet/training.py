@@ -43,7 +43,13 @@ from xpnet.backend import (
     untracked,
 )
 from xpnet.checks import is_real, refuses_book_keywords, require_count
-from xpnet.layers import check_labels, describe_array, not_labels_or_rows, require_array
+from xpnet.layers import (
+    check_labels,
+    describe_array,
+    is_labels,
+    not_labels_or_rows,
+    require_array,
+)
 from xpnet.networks import EVAL_BATCH_SIZE
 from xpnet.optim import Optimizer
 
@@ -149,7 +155,7 @@ def labels_and_targets(
     Integer rows (N, classes), the book's one-hot ``[[0, 0, 1]]``, are rows.
     """
     xp = namespace_of(t)
-    if xp.isdtype(t.dtype, "integral") and t.ndim != 2:
+    if is_labels(xp, t):
         if t.ndim != 1:
             raise ValueError(f"integer labels must have shape (N,), got {tuple(t.shape)}")
         check_labels(t, classes)
