@@ -384,6 +384,29 @@ def test_flags_override_the_course_preset(fake_data, tmp_path, capsys):
     assert read_metadata(path)["optimizer"]["lr"] == 0.15
 
 
+def test_a_summed_loss_at_a_batch_with_the_preset_lr_gets_advice(fake_data, capsys):
+    # lr 0.3 is the course's for one sample a step; summed over 100 samples it saturates.
+    assert run(["train", "--model", "course", "--batch-size", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --reduction sum adds up the batch's 100 losses" in err
+    assert "lr 0.3 is the course's, for one sample a step: try --lr 0.003" in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "course"],  # one sample a step, as the preset's lr is meant for
+        ["--model", "course", "--batch-size", "100", "--lr", "0.003"],  # the user's own lr
+        ["--model", "course", "--batch-size", "100", "--optimizer", "adam"],  # scale-free
+        ["--batch-size", "100"],  # the mean
+    ],
+    ids=["batch-1", "lr-given", "adam", "mean"],
+)
+def test_no_advice_where_the_step_does_not_grow_with_the_batch(fake_data, capsys, flags):
+    assert run(["train", *flags]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_the_course_network_keeps_its_sigmoid_output_with_the_squared_error(
     fake_data, tmp_path, capsys
 ):

@@ -231,6 +231,31 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+# Optimizers whose step grows with the gradient (AdaGrad, RMSprop and Adam divide by its size).
+SCALED_BY_THE_GRADIENT = ("sgd", "momentum", "nesterov")
+
+
+def _summed_loss_advice(settings: dict[str, Any], lr_given: float | None) -> str | None:
+    """Advice when a summed loss meets a batch and a learning rate chosen for a mean (or for
+    one sample a step, the course network's): the gradient, and so the step, is
+    ``batch_size`` times the mean's. ``--model course --batch-size 100`` at lr 0.3 otherwise
+    saturates every sigmoid and stays at chance, without a NaN to stop it."""
+    batch, lr = settings["batch_size"], settings["lr"]
+    if (
+        settings.get("reduction") != "sum"
+        or batch == 1
+        or lr_given is not None
+        or settings["optimizer"] not in SCALED_BY_THE_GRADIENT
+    ):
+        return None
+    course = settings.get("model") == "course"
+    chosen = "the course's, for one sample a step" if course else "the default"
+    return (
+        f"--reduction sum adds up the batch's {batch} losses, so each step is {batch} times "
+        f"the mean's; lr {lr:g} is {chosen}: try --lr {lr / batch:g} or --reduction mean"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     import time
 
@@ -319,6 +344,9 @@ def _train(args: argparse.Namespace) -> int:
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
+    advice = None if args.resume else _summed_loss_advice(s, args.lr)  # said at the start
+    if advice:
+        print(f"xpnet train: note: {advice}", file=sys.stderr)
     # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
     # sizes (for a MultiLayerNet, resuming takes them from the architecture). A network
     # rebuilt from its checkpoint has neither a model nor settings of its layers.
