@@ -2,6 +2,7 @@
 dask inputs to networks with NumPy weights, ``--scheduler`` on the command line, and the
 core package staying free of Dask. Skipped, with the reason, without ``xpnet[dask]``."""
 
+import inspect
 import json
 import os
 import pickle
@@ -881,25 +882,34 @@ def xpnet_copy(folder, version, *, edit=("", "")):
     return folder
 
 
+OLDER_PROBE = "def _xpnet_version() -> str:\n    return __version__\n"
+
+
 @pytest.mark.parametrize(
-    ("version", "edit"),
+    ("version", "edit", "modules"),
     [
-        ("0.0.0.other", ("", "")),
+        ("0.0.0.other", ("", ""), ()),
         # An older xpnet's probe took no modules and answered its version alone.
-        ("0.0.0.older", ("return __version__, missing", "return __version__")),
+        ("0.0.0.older", (inspect.getsource(xd._xpnet_version), OLDER_PROBE), ()),
+        # Asked about the layers' modules, it raised TypeError (too many arguments).
+        ("0.0.0.older", (inspect.getsource(xd._xpnet_version), OLDER_PROBE), ("json",)),
     ],
 )
-def test_workers_running_another_xpnet_version_are_named(worker_from, tmp_path, version, edit):
+def test_workers_running_another_xpnet_version_are_named(
+    worker_from, tmp_path, version, edit, modules
+):
     import xpnet
 
     address = worker_from(xpnet_copy(tmp_path / "copy", version, edit=edit))
     with distributed.Client(address) as client:
         (worker,) = client.nthreads()
-        with pytest.raises(
-            xd.WorkerEnvironmentError,
-            match=f"Dask worker {worker} runs xpnet {version}, this client {xpnet.__version__}",
-        ):
-            xd.rows(np.ones((4, 2)), client=client)
+        with pytest.raises(xd.WorkerEnvironmentError) as caught:
+            xd.require_workers(client, modules=modules)
+    assert str(caught.value) == (
+        f"Dask worker {worker} runs xpnet {version}, this client {xpnet.__version__}: "
+        f"install xpnet {xpnet.__version__} where the workers run (pip install "
+        f"'xpnet[dask]=={xpnet.__version__}') or start them from this environment"
+    )
 
 
 def test_cli_workers_without_xpnet_are_a_one_line_error(worker_from, capsys):

@@ -265,7 +265,13 @@ def require_workers(
                 f"the Dask scheduler at {client.scheduler.address} has no workers "
                 f"(none joined within {timeout:g} s): start some (dask worker ADDRESS)"
             ) from exc
-    found = _answers(client, _xpnet_version, *sorted(set(modules)))
+    modules = sorted(set(modules))
+    found = _answers(client, _xpnet_version, *modules)
+    refused = [w for w, v in found.items() if isinstance(v, TypeError)]
+    if modules and refused:
+        # An older xpnet's probe took no modules: asked without them, it answers its version.
+        again = _answers(client, _xpnet_version, workers=refused)
+        found.update({w: v for w, v in again.items() if isinstance(v, str)})
     # A worker leaving as the check runs (its connection closed, an OSError) is not checked.
     found = {w: v for w, v in found.items() if not isinstance(v, OSError)}
     install = (
@@ -296,11 +302,14 @@ def require_workers(
         )
 
 
-def _answers(client: Client, function: Callable[..., Any], *args: Any) -> dict[str, Any]:
-    """``client.run(function, *args, on_error="return")``, one call per worker at once, or
-    :class:`SchedulerUnavailableError` naming the workers that do not answer within
-    ``PROBE_TIMEOUT_S``: ``client.run`` has no timeout, and waits for a stopped worker."""
-    workers = list(client.nthreads())
+def _answers(
+    client: Client, function: Callable[..., Any], *args: Any, workers: list[str] | None = None
+) -> dict[str, Any]:
+    """``client.run(function, *args, on_error="return")``, one call per worker (of
+    ``workers``, default all) at once, or :class:`SchedulerUnavailableError` naming the
+    workers that do not answer within ``PROBE_TIMEOUT_S``: ``client.run`` has no timeout,
+    and waits for a stopped worker."""
+    workers = list(client.nthreads()) if workers is None else workers
     found = client.sync(_probe, client, workers, function, args, PROBE_TIMEOUT_S)
     silent = [w for w in workers if w not in found]
     if silent:
