@@ -92,6 +92,19 @@ def test_a_float32_scalar_reads_as_float32_prints_it(xp):
     ]
 
 
+def test_a_float32_input_used_twice_sums_its_gradients_in_float32(xp):
+    # The sum of 0.1 and 0.2 read 0.30000000000000004: it was taken in Python floats.
+    first, second = layers.Mul(), layers.Mul()
+    x, one = dev(xp, 0.1, "float32"), dev(xp, 1.0, "float32")
+    with graph.record([first, second], inputs={"x": x}) as run:
+        first.forward(x, one)
+        second.forward(x, one)
+        second.backward(dev(xp, 0.2, "float32"))
+        first.backward(dev(xp, 0.1, "float32"))
+    assert run.input_gradients() == {"x": 0.3}
+    assert float(np.float32(0.1) + np.float32(0.2)) == float(np.float32(0.3))  # the dtype's sum
+
+
 def test_a_float64_scalar_keeps_every_digit(xp):
     mul = layers.Mul()
     x, y = dev(xp, 0.1), dev(xp, 3.0)
@@ -267,6 +280,34 @@ def test_recording_leaves_running_statistics_and_dropout_draws_as_they_were(xp):
             np.testing.assert_array_equal(
                 backend.to_numpy(getattr(b, buffer)), backend.to_numpy(getattr(a, buffer))
             )
+
+
+def layer_states(net):
+    """Every attribute of every layer of ``net`` but its generator, arrays on the host."""
+    return [
+        {
+            name: backend.to_numpy(value) if hasattr(value, "shape") else value
+            for name, value in vars(layer).items()
+            if name != "rng"
+        }
+        for layer in [*net.layers, net.last_layer]
+    ]
+
+
+def test_recording_in_eval_mode_leaves_the_layers_as_the_plain_eval_pass_does(xp):
+    # Dropout's mask is None afterwards, as after net.gradient(x, t, train_flg=False): its
+    # backward in evaluation mode scales by 1 - ratio, which a training mask kept would not.
+    (plain, x, t), (recorded, _, _) = batchnorm_dropout_net(xp), batchnorm_dropout_net(xp)
+    for net in (plain, recorded):
+        net.gradient(x, t)  # a training step first: a mask and caches to overwrite
+    plain.gradient(x, t, train_flg=False)
+    graph.record_network(recorded, x, t, train_flg=False)
+    expected, got = layer_states(plain), layer_states(recorded)
+    for want, have in zip(expected, got, strict=True):
+        assert want.keys() == have.keys()
+        for name, value in want.items():
+            np.testing.assert_array_equal(have[name], value, err_msg=name)
+    assert [layer.mask for layer in recorded.layers if isinstance(layer, layers.Dropout)] == [None]
 
 
 class Mode:

@@ -69,7 +69,9 @@ class Value:
     """A recorded value: ``number`` for a scalar (or 0-D array), else ``shape`` and summary.
 
     ``norm``, ``min`` and ``max`` are given for floating-point arrays only, and their
-    ``elements`` (in order) for those of at most ``SMALL`` elements.
+    ``elements`` (in order) for those of at most ``SMALL`` elements. ``exact`` is a scalar
+    in its own dtype (the Python number, or a 0-D array read back as a NumPy scalar), so
+    that gradients summed over uses are summed as that dtype sums them.
     """
 
     SMALL: ClassVar[int] = 3  # a gradient this small is drawn element by element
@@ -80,6 +82,7 @@ class Value:
     min: float | None = None
     max: float | None = None
     elements: tuple[float, ...] | None = None
+    exact: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, x: Any) -> Value | None:
@@ -88,13 +91,16 @@ class Value:
             return None
         if isinstance(x, (int, float)):
             if type(x) in (int, float):
-                return cls(number=x)
-            return cls(number=int(x) if isinstance(x, SharedInt) else float(x))  # np.float64
+                return cls(number=x, exact=x)
+            number = int(x) if isinstance(x, SharedInt) else float(x)  # np.float64
+            return cls(number=number, exact=x)
         if not hasattr(x, "shape"):
             raise TypeError(f"cannot record a {type(x).__name__}: expected a number or an array")
         xp = namespace_of(x)
         if x.ndim == 0:
-            return cls(number=_shortest(x) if xp.isdtype(x.dtype, "real floating") else float(x))
+            host = to_numpy(x)[()]
+            floating = xp.isdtype(x.dtype, "real floating")
+            return cls(number=_shortest(host) if floating else float(host), exact=host)
         shape = tuple(x.shape)
         if not xp.isdtype(x.dtype, "real floating") or math.prod(shape) == 0:
             return cls(shape=shape)
@@ -138,9 +144,9 @@ class Value:
 
 
 def _shortest(x: Any) -> float:
-    """A floating-point 0-D array as the Python float that reads as it does in its own dtype:
-    a float32's 2.2, where ``float()`` gives 2.200000047683716."""
-    return float(str(to_numpy(x)[()]))
+    """A floating-point NumPy scalar as the Python float that reads as it does in its own
+    dtype: a float32's 2.2, where ``float()`` gives 2.200000047683716."""
+    return float(str(x))
 
 
 @dataclass
@@ -345,20 +351,22 @@ class Recording:
     def input_gradients(self) -> dict[str, float | None]:
         """``name -> gradient`` of every named input, summed over its uses, as a number.
 
-        None where a use got no number: no backward call, or an array gradient (its
-        summary is on the edges).
+        The sum is taken in the gradients' dtype, as backpropagation sums them, and read as
+        that dtype prints it (float32's 0.1 + 0.2 is 0.3). None where a use got no number:
+        no backward call, or an array gradient (its summary is on the edges).
         """
-        grads: dict[str, float | None] = {}
+        sums: dict[str, Any] = {}
         for k, i, name in self._leaf_names():
             if name is None:
                 continue
             dinputs = self.calls[k].dinputs
-            grad = dinputs[i].number if dinputs and dinputs[i] is not None else None
-            if name not in grads:
-                grads[name] = grad
-            elif grads[name] is not None:
-                grads[name] = None if grad is None else grads[name] + grad
-        return grads
+            value = dinputs[i] if dinputs else None
+            grad = value.exact if value is not None and value.number is not None else None
+            if name not in sums:
+                sums[name] = grad
+            elif sums[name] is not None:
+                sums[name] = None if grad is None else sums[name] + grad
+        return {name: None if g is None else Value.of(g).number for name, g in sums.items()}
 
     def dot(self, *, title: str | None = None) -> str:
         """Graphviz DOT text: nodes left to right, on each edge the forward value above
@@ -613,8 +621,10 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
     ``gradient`` returned (weight decay included). A layer made of layers (a nested
     Sequential, a residual block) is one node, its inner layers' parameters its leaves.
 
-    Recording leaves the network as it was, as a gradient check does
-    (:func:`xpnet.held.held`): BatchNorm's running statistics are put back, and Dropout's
+    Recording changes the network as the recorded pass does, and no more: the layers keep
+    what that pass cached (the gradients drawn, Dropout's mask, None in evaluation mode as
+    after ``net.gradient(x, t, train_flg=False)``), and, as a gradient check does
+    (:func:`xpnet.held.held`), BatchNorm's running statistics are put back and Dropout's
     masks are drawn from a stream of the recording's own, so its generator does not move.
     """
     if not train_flg and "train_flg" not in inspect.signature(net.gradient).parameters:
