@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
+from pathlib import Path
 
 import array_api_compat
 import pytest
@@ -98,6 +100,16 @@ def on_the_host(monkeypatch):
     takes NumPy arrays) or that feed NumPy arrays to networks made without ``xp=``, so that
     ``XPNET_DEVICE=cuda pytest`` runs them as they are meant."""
     monkeypatch.setenv("XPNET_DEVICE", "cpu")
+
+
+@pytest.fixture
+def nobodys_tmp_path():
+    """An empty folder that user ``nobody`` (``normal_user.raised_as_nobody``) may reach:
+    ``tmp_path`` lies in pytest's folder, which only its owner may search, so every path
+    in it is refused to him whatever its own mode."""
+    with tempfile.TemporaryDirectory() as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import struct
 import tracemalloc
 from pathlib import Path
@@ -329,6 +330,27 @@ def test_a_gz_file_is_used_before_the_uncompressed_one_beside_it(tmp_path):
     np.testing.assert_array_equal(x, arrays["train_images"])
 
 
+def test_a_corrupt_gz_file_is_reported_not_passed_over_for_the_uncompressed_one(tmp_path):
+    make_idx_set(tmp_path)
+    gz = tmp_path / datasets.FILES["train_labels"]
+    decompress_beside(gz)
+    gz.write_bytes(gz.read_bytes()[:-10])
+    with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte\.gz: not a readable gzip"):
+        datasets.load_mnist_host(root=tmp_path)
+
+
+def test_one_folder_may_mix_compressed_plain_and_kaggle_names(tmp_path):
+    arrays = make_idx_set(tmp_path)
+    decompress_beside(tmp_path / datasets.FILES["train_labels"])
+    (tmp_path / datasets.FILES["train_labels"]).unlink()
+    plain = decompress_beside(tmp_path / datasets.FILES["test_images"])
+    plain.rename(tmp_path / "t10k-images.idx3-ubyte")
+    (tmp_path / datasets.FILES["test_images"]).unlink()
+    (x, t), (x_test, t_test) = datasets.load_mnist_host(root=tmp_path)
+    for role, got in zip(datasets.FILES, (x, t, x_test, t_test), strict=True):
+        np.testing.assert_array_equal(got, arrays[role])
+
+
 def test_a_broken_uncompressed_file_is_reported_by_name(tmp_path):
     make_idx_set(tmp_path)
     gz = tmp_path / datasets.FILES["test_images"]
@@ -460,12 +482,48 @@ def test_a_folder_without_the_files_names_every_name_and_layout_looked_for(tmp_p
     assert "FashionMNIST/raw/ subfolder as torchvision keeps them" in message
 
 
-def test_a_root_in_a_folder_the_user_cannot_search_is_a_permission_error(tmp_path):
-    (tmp_path / "private").mkdir(mode=0o700)
-    make_idx_set(tmp_path / "private" / "data")
-    said = raised_as_nobody(load_mnist, root=tmp_path / "private" / "data")
+def test_a_root_in_a_folder_the_user_cannot_search_is_a_permission_error(nobodys_tmp_path):
+    private = nobodys_tmp_path / "private"
+    private.mkdir(mode=0o700)
+    make_idx_set(private / "data")
+    said = raised_as_nobody(load_mnist, root=private / "data")
     assert said.startswith("PermissionError: ")
-    assert f"{tmp_path / 'private' / 'data'}" in said
+    assert f"'{private / 'data' / 'mnist'}'" in said
+    assert f"cannot look into the folder {private} (it lacks search permission" in said
+
+
+@pytest.mark.parametrize("layout", [".", "mnist", "MNIST/raw"])
+def test_a_data_folder_listed_but_not_searched_is_a_permission_error_naming_it(
+    nobodys_tmp_path, layout
+):
+    # `chmod 444 data`: a subfolder's was a bare PermissionError from Path.is_file, naming
+    # one file, the folder's named data/mnist "a folder on its path".
+    folder = nobodys_tmp_path / layout
+    make_idx_set(folder)
+    folder.chmod(0o444)
+    said = raised_as_nobody(load_mnist, root=nobodys_tmp_path)
+    assert said.startswith("PermissionError: [Errno 13] Permission denied: ")
+    assert f"cannot look into the folder {folder} (it lacks search permission" in said
+
+
+def load_from_cache(cache: Path) -> None:
+    """``load_mnist(download=False)`` with only the cache in ``cache`` to look in, for a
+    child process whose environment no ``monkeypatch`` reaches."""
+    os.environ.pop("XPNET_DATA", None)
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    load_mnist(download=False)
+
+
+def test_a_cache_folder_listed_but_not_searched_is_a_permission_error_naming_it(
+    nobodys_tmp_path,
+):
+    # It was a bare PermissionError from Path.is_file, naming one file.
+    folder = nobodys_tmp_path / "xpnet" / "mnist"
+    make_idx_set(folder)
+    folder.chmod(0o444)
+    said = raised_as_nobody(load_from_cache, nobodys_tmp_path)
+    assert said.startswith("PermissionError: [Errno 13] Permission denied: ")
+    assert f"cannot look into the folder {folder} (it lacks search permission" in said
 
 
 def test_a_root_for_mnist_5k_is_refused_naming_it(tmp_path):
@@ -527,8 +585,12 @@ def test_unknown_idx_type_code_is_reported(tmp_path):
     make_idx_set(tmp_path)
     path = tmp_path / datasets.FILES["train_labels"]
     path.write_bytes(gzip_bytes(struct.pack(">HBBI", 0, 0x07, 1, 2) + b"\0\0"))
-    with pytest.raises(CorruptDataError, match="type code 0x07"):
+    with pytest.raises(CorruptDataError) as info:
         load_mnist(root=tmp_path)
+    assert str(info.value) == (  # it did not say which codes there are
+        f"{path}: unknown IDX type code 0x07 in magic number 0x00000701 (expected one of "
+        "0x08 (uint8), 0x09 (int8), 0x0b (int16), 0x0c (int32), 0x0d (float32), 0x0e (float64))"
+    )
 
 
 @pytest.mark.parametrize("size", [0, 1, 3])
@@ -620,8 +682,12 @@ def test_a_label_outside_0_to_9_is_reported(tmp_path):
 def test_different_numbers_of_images_and_labels_are_an_error(tmp_path):
     make_idx_set(tmp_path)
     write_idx(tmp_path / datasets.FILES["train_labels"], np.zeros(N_TRAIN - 1, np.uint8))
-    with pytest.raises(CorruptDataError, match=r"20 images but .* 19 labels"):
+    with pytest.raises(CorruptDataError) as info:
         load_mnist(root=tmp_path)
+    assert str(info.value) == (  # it did not say what was expected
+        f"{tmp_path / 'train-images-idx3-ubyte.gz'}: 20 images, but "
+        "train-labels-idx1-ubyte.gz beside it has 19 labels; expected one label per image"
+    )
 
 
 def test_a_set_of_no_images_is_reported(tmp_path):

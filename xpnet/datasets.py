@@ -213,7 +213,11 @@ def _parse_idx(path: Path, f: BinaryIO) -> np.ndarray:
             f"{path}: bad IDX magic number 0x{magic.hex()} (must start with two zero bytes)"
         )
     if code not in _IDX_DTYPES:
-        raise CorruptDataError(f"{path}: unknown IDX type code 0x{code:02x}")
+        known = ", ".join(f"0x{c:02x} ({dt.name})" for c, dt in _IDX_DTYPES.items())
+        raise CorruptDataError(
+            f"{path}: unknown IDX type code 0x{code:02x} in magic number 0x{magic.hex()} "
+            f"(expected one of {known})"
+        )
     dims = _read_at_most(f, 4 * ndim)
     if len(dims) < 4 * ndim:
         raise CorruptDataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
@@ -337,9 +341,10 @@ def _complete(folder: Path, notes: list[str], label: str) -> dict[str, Path] | N
         notes.append(f"{label}: {folder} ({what})")
         return None
     paths = {role: _first_file(folder, fname) for role, fname in FILES.items()}
-    absent = [FILES[role] for role, path in paths.items() if not path.is_file()]
-    if not absent:
-        return paths
+    found = {role: path for role, path in paths.items() if path is not None}
+    if len(found) == len(FILES):
+        return found
+    absent = [fname for role, fname in FILES.items() if role not in found]
     faults = [_in_place_of(folder, fname) for fname in absent]
     missing = [
         f"{fname.removesuffix('.gz')}[.gz]"
@@ -382,11 +387,11 @@ def _in_place_of(folder: Path, fname: str) -> str | None:
     return None
 
 
-def _first_file(folder: Path, fname: str) -> Path:
+def _first_file(folder: Path, fname: str) -> Path | None:
     """``folder/fname`` under the first of its names (:func:`_names`) that is a file, else
-    under its own name."""
+    None. ``PermissionError`` naming ``folder`` when it cannot be searched."""
     paths = [folder / candidate for candidate in _names(fname)]
-    return next((path for path in paths if path.is_file()), paths[0])
+    return next((path for path in paths if not_a_file(path) is None), None)
 
 
 def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
@@ -405,7 +410,7 @@ def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
 
 
 def _cache_state(path: Path, sha256: str) -> str:
-    if not path.is_file():
+    if not_a_file(path) is not None:  # a cache folder that cannot be searched raises
         return "missing"
     actual = _sha256_file(path)
     return "ok" if actual == sha256 else f"checksum mismatch: {actual}, expected {sha256}"
@@ -505,8 +510,8 @@ def _pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]
         raise CorruptDataError(f"{images_path}: holds no images (its header says N = 0)")
     if len(images) != len(labels):
         raise CorruptDataError(
-            f"{images_path.name} has {len(images)} images but {labels_path.name} has "
-            f"{len(labels)} labels (in {images_path.parent})"
+            f"{images_path}: {len(images)} images, but {labels_path.name} beside it has "
+            f"{len(labels)} labels; expected one label per image"
         )
     return images, labels
 

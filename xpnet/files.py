@@ -111,8 +111,9 @@ def not_a_file(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be read as a regular file, in words (None when it can): ``no such
     file``, ``a directory``, ``a broken link to <target>``, ``a pipe``, ...
 
-    Raises ``PermissionError`` naming ``path`` when a folder on its way cannot be searched:
-    the file may well be there, so it is not "not found"."""
+    Raises ``PermissionError`` naming ``path`` and the folder on its way that cannot be
+    searched (one listed but not entered, ``chmod 444``): the file may well be there, so it
+    is not "not found"."""
     try:
         st_mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -121,11 +122,23 @@ def not_a_file(path: str | os.PathLike[str]) -> str | None:
         return "no such file"
     except PermissionError as exc:
         raise PermissionError(
-            exc.errno, f"{exc.strerror} (a folder on its path cannot be searched)", os.fspath(path)
+            exc.errno,
+            f"{exc.strerror}: cannot look into the folder {_unsearchable_folder(path)} "
+            "(it lacks search permission, x, for this user)",
+            os.fspath(path),
         ) from exc
     except OSError as exc:  # a file where a folder should be, a loop of links, ...
         return f"not found ({exc.strerror or exc})"
     return "a directory" if stat.S_ISDIR(st_mode) else special_kind(st_mode)
+
+
+def _unsearchable_folder(path: str | os.PathLike[str]) -> Path:
+    """The first folder on the way to ``path``, from the top, that this process cannot
+    search; ``path``'s own folder when none says so (a network file system may refuse
+    what the permission bits allow)."""
+    absolute = Path(os.path.abspath(path))
+    folders = reversed(absolute.parents)
+    return next((f for f in folders if not os.access(f, os.X_OK)), absolute.parent)
 
 
 @contextlib.contextmanager
