@@ -1053,3 +1053,78 @@ def test_kinks_failing_on_both_sides_do_not_pass_a_wrong_gradient_elsewhere(xp):
     report = check_function(relu_times_5_plus_square, arr(xp, x), arr(xp, grad), h=h)
     assert not report and report.atol < 1e-6, str(report)
     assert report.params[0].failing >= 1, str(report)
+
+
+# A central difference's rounding error grows tenfold at a tenth of the step; so does the
+# error of one straddling a kink a fraction of the step away, and a larger step averages
+# the slopes either side of it. Retrying at 10 h and 100 h the elements whose error grew
+# so passed each wrong gradient below.
+
+
+def test_a_slope_halfway_between_the_sides_of_a_kink_beside_x_fails(xp):
+    # 5e-9 below ReLU's kink the central differences at a step s are 0.5 - 5e-9 / (2 s)
+    # (times dout): 2.5e-4 off the claimed 0.5 at h, 2.5e-3 at h / 10, and 2.5e-5 and
+    # 2.5e-6 at 10 h and 100 h, within the tolerance of 5e-5 there.
+    report = check_layer(LeakyLie(0.5), arr(xp, [[-5e-9, 0.7], [1.2, 0.4]]))
+    assert not report and report.params[0].worst == (0, 0), str(report)
+
+
+def test_a_gradient_off_beside_a_small_kink_within_a_tenth_of_the_step_fails(xp):
+    # A slope jump of 5e-3 at h / 20 above each x: the central differences at h, h / 10,
+    # 10 h and 100 h are cos(x) plus 0.475, 0.25, 0.4975 and 0.49975 times the jump. A
+    # gradient 0.475 jumps + 1.5e-4 off fails by 1.5e-4 at h and by 1.3e-3 at h / 10, and
+    # is within 4e-5 at 10 h and 100 h.
+    x = np.array([0.3, -0.7, 0.1])
+    kink = arr(xp, x + 1e-5 / 20)
+
+    def sine_with_a_small_kink(v):
+        vx = namespace_of(v)
+        return vx.sum(vx.sin(v) + 5e-3 * vx.maximum(v - kink, 0.0))
+
+    grad = arr(xp, np.cos(x) + 0.475 * 5e-3 + 1.5e-4)
+    report = check_function(sine_with_a_small_kink, arr(xp, x), grad)
+    assert not report and report.params[0].failing == 3, str(report)
+
+
+def cancelling_cube(v):
+    """``sum((1e8 v + v**3) - 1e8 v)``: terms of 1e8 that cancel, whose rounding moves a
+    central difference at h = 1e-5 by up to 0.3 ``eps * 1e8 * max|v| / h`` (about 1e-3)."""
+    return namespace_of(v).sum((1e8 * v + v**3) - 1e8 * v)
+
+
+@pytest.mark.parametrize("off", [1e-3, 1e-2, 1e-1])
+def test_a_gradient_off_under_cancelling_terms_fails_at_the_elements_rounding_leaves(xp, off):
+    # The terms' rounding can cover an offset of 1e-3 at h, as it did at one element of 6
+    x = np.random.default_rng(0).standard_normal(6)
+    report = check_function(cancelling_cube, arr(xp, x), arr(xp, 3 * x**2 + off))
+    assert not report and report.params[0].failing >= (5 if off < 2e-3 else 6), str(report)
+
+
+def test_a_gradient_off_beside_a_kink_under_cancelling_terms_fails(xp):
+    # A slope jump of 1e-3 at 2 h above x = 0.8: the error of a gradient 4.5e-4 off grows
+    # from the terms' rounding as the step shrinks, and the differences at 10 h and 100 h,
+    # straddling the jump (0.4 and 0.49 of it), are within the tolerance of it.
+    def cancelling_cube_with_a_kink(v):
+        vx = namespace_of(v)
+        return cancelling_cube(v) + 1e-3 * vx.sum(vx.maximum(v - (0.8 + 2e-5), 0.0))
+
+    x = np.array([0.8])
+    report = check_function(cancelling_cube_with_a_kink, arr(xp, x), arr(xp, 3 * x**2 + 4.5e-4))
+    assert not report, str(report)
+
+
+def cancelling_atol(x):
+    """What rounding terms of ``1e8 * max|x|`` makes of a central difference at h = 1e-5."""
+    return float(np.finfo(np.float64).eps * 1e8 * np.abs(x).max() / 1e-5)
+
+
+def test_a_function_whose_large_terms_cancel_passes_with_the_atol_of_their_rounding(xp):
+    x = np.random.default_rng(0).standard_normal(20)
+    report = check_function(cancelling_cube, arr(xp, x), arr(xp, 3 * x**2), atol=cancelling_atol(x))
+    assert report, str(report)
+
+
+def test_the_atol_of_cancelling_terms_rounding_still_fails_a_gradient_off_by_more(xp):
+    x = np.random.default_rng(0).standard_normal(20)
+    grad = arr(xp, 3 * x**2 + 1e-2)
+    assert not check_function(cancelling_cube, arr(xp, x), grad, atol=cancelling_atol(x))
