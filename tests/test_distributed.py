@@ -941,6 +941,23 @@ def test_a_layer_from_a_module_the_workers_lack_is_named_before_any_work(
         check_gradients(net, x, t, client=client, progress=False)
 
 
+def test_a_layers_module_that_fails_as_it_loads_on_the_workers_is_named_with_its_error(
+    client, tmp_path
+):
+    """It read "cannot load xpnet (TypeError ...)": the probe caught ImportError only."""
+    (tmp_path / "broken_layers.py").write_text("raise TypeError('a bug in the module')\n")
+    client.run(exec, f"import sys; sys.path.insert(0, {str(tmp_path)!r})")
+    try:
+        with pytest.raises(
+            xd.WorkerEnvironmentError,
+            match=r"^Dask workers? .* cannot import broken_layers \(it raised TypeError: a bug "
+            r"in the module\), which the network needs: ",
+        ):
+            xd.require_workers(client, modules=["broken_layers"])
+    finally:
+        client.run(exec, f"import sys; sys.path.remove({str(tmp_path)!r})")
+
+
 A_SCRIPTS_OWN_LAYER = """
 import sys
 import numpy as np

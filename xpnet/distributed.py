@@ -351,6 +351,8 @@ def _xpnet_version(*modules: str) -> tuple[str, dict[str, str]]:
             importlib.import_module(module)
         except ImportError as exc:
             missing[module] = str(exc)
+        except Exception as exc:  # the module is there, but fails as it loads
+            missing[module] = f"it raised {type(exc).__name__}: {exc}"
     return __version__, missing
 
 
