@@ -786,6 +786,21 @@ def test_download_false_never_touches_the_network(monkeypatch):
         load_mnist(download=False)
 
 
+def test_a_folder_in_a_cached_files_place_is_named_and_nothing_is_downloaded(monkeypatch):
+    # It read "(missing)", and a download went on to fail at its last step, the rename.
+    def no_network(*args, **kwargs):
+        raise AssertionError("urlopen was called: the download could not replace a folder")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", no_network)
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", ["https://example.invalid/"])
+    blocked = datasets.cache_dir("mnist") / datasets.FILES["train_images"]
+    blocked.mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(download=True)
+    assert f"cache: {blocked} (a directory in the file's place)" in str(info.value)
+    assert f"{blocked}: a directory in the file's place: remove it" in str(info.value)
+
+
 def test_without_mirrors_the_error_says_so(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="no download mirrors"):
         load_mnist(name="fashion-mnist")

@@ -402,16 +402,27 @@ def _from_cache(name: str, notes: list[str], download: bool) -> dict[str, Path]:
         state = _cache_state(path, SHA256[name][role])
         if state != "ok":
             notes.append(f"cache: {path} ({state})")
-            failures = _download(name, role, path) if download else ["downloads are off"]
+            if state.endswith(IN_THE_WAY):  # a download would fetch the file, then fail
+                failures = [f"{path}: {state}: remove it"]
+            elif not download:
+                failures = ["downloads are off"]
+            else:
+                failures = _download(name, role, path)
             if failures:
                 raise DatasetNotFoundError(_not_found_message(name, notes, failures))
         paths[role] = path
     return paths
 
 
+IN_THE_WAY = "in the file's place"
+
+
 def _cache_state(path: Path, sha256: str) -> str:
-    if not_a_file(path) is not None:  # a cache folder that cannot be searched raises
-        return "missing"
+    """``ok``, ``missing``, a checksum mismatch, or what stands in the file's place (a
+    directory, a broken link), which no download can replace."""
+    reason = not_a_file(path)  # a cache folder that cannot be searched raises
+    if reason is not None:
+        return "missing" if reason == "no such file" else f"{reason} {IN_THE_WAY}"
     actual = _sha256_file(path)
     return "ok" if actual == sha256 else f"checksum mismatch: {actual}, expected {sha256}"
 
