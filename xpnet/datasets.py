@@ -418,11 +418,13 @@ IN_THE_WAY = "in the file's place"
 
 
 def _cache_state(path: Path, sha256: str) -> str:
-    """``ok``, ``missing``, a checksum mismatch, or what stands in the file's place (a
-    directory, a broken link), which no download can replace."""
+    """``ok``, ``missing`` (a download replaces a link or a special file there too), a
+    checksum mismatch, or a directory in the file's place, which no download can replace."""
     reason = not_a_file(path)  # a cache folder that cannot be searched raises
+    if reason == "a directory":
+        return f"{reason} {IN_THE_WAY}"
     if reason is not None:
-        return "missing" if reason == "no such file" else f"{reason} {IN_THE_WAY}"
+        return "missing" if reason == "no such file" else reason
     actual = _sha256_file(path)
     return "ok" if actual == sha256 else f"checksum mismatch: {actual}, expected {sha256}"
 
