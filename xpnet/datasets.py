@@ -418,8 +418,9 @@ IN_THE_WAY = "in the file's place"
 
 
 def _cache_state(path: Path, sha256: str) -> str:
-    """``ok``, ``missing`` (a download replaces a link or a special file there too), a
-    checksum mismatch, or a directory in the file's place, which no download can replace."""
+    """``ok``, ``missing``, a checksum mismatch, what else stands there (a broken link, a
+    pipe: a download's rename replaces it), or a directory in the file's place, which no
+    download can replace."""
     reason = not_a_file(path)  # a cache folder that cannot be searched raises
     if reason == "a directory":
         return f"{reason} {IN_THE_WAY}"
