@@ -101,6 +101,12 @@ def test_to_device_and_to_numpy_round_trip(xp):
     np.testing.assert_array_equal(backend.to_numpy(x), host)
 
 
+def test_to_numpy_reads_a_read_only_array(xp):
+    # A broadcast is a read-only view, which NumPy before 2.1 cannot export by DLPack.
+    x = xp.broadcast_to(backend.to_device([1.5, -2.0], dtype="float64", xp=xp), (3, 2))
+    np.testing.assert_array_equal(backend.to_numpy(x), [[1.5, -2.0]] * 3)
+
+
 @pytest.mark.parametrize("dtype", [None, "float32", "float64"])
 def test_to_device_takes_host_data_in_either_byte_order(xp, dtype):
     # Big-endian arrays come from files (.npy written on such a machine, np.frombuffer of

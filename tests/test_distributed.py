@@ -35,7 +35,7 @@ from xpnet.backend import to_device, to_numpy  # noqa: E402
 from xpnet.cli import main  # noqa: E402
 from xpnet.layers import Softmax  # noqa: E402
 from xpnet.optim import SGD  # noqa: E402
-from xpnet.training import EvaluationResent, Trainer  # noqa: E402
+from xpnet.training import EVALUATION_LOST, EvaluationResent, Trainer  # noqa: E402
 
 # Dask takes NumPy arrays: networks made without xp= live on the host here, and the CLI's
 # --scheduler refuses another device, even under XPNET_DEVICE=cuda.
@@ -280,8 +280,6 @@ def test_trainer_sends_rows_lost_with_a_worker_again_and_evaluates_the_epoch_aga
 
 
 def test_trainer_sends_lost_rows_again_only_once(client):
-    from distributed.client import FutureCancelledError
-
     sent, killed = [], []
 
     def rows_lost_twice(a):
@@ -291,7 +289,7 @@ def test_trainer_sends_lost_rows_again_only_once(client):
             client.wait_for_workers(2, timeout=60)
         return sent[-1]
 
-    with pytest.raises(FutureCancelledError), pytest.warns(EvaluationResent):
+    with pytest.raises(EVALUATION_LOST), pytest.warns(EvaluationResent):
         two_class_history(evaluate_on=rows_lost_twice)
     client.wait_for_workers(2, timeout=60)
     assert len(sent) == 12 and len(killed) == 2

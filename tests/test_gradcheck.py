@@ -966,7 +966,7 @@ def straddling(xp, shift, n, h=1e-4):
     """``kinked_problem`` with z1[0, 2] moved ``shift`` further from the kink; its directional
     check at ``h`` along ``n`` directions, and which of them straddle the kink at a step."""
     net, x, t = kinked_problem(xp)
-    b1 = to_numpy(net.params["b1"])
+    b1 = to_numpy(net.params["b1"]).copy()  # a host array may be a read-only view
     b1[2] += shift
     net.params["b1"] = to_device(b1, dtype="float64", xp=xp)
     report = directional_check(net, x, t, n_directions=n, seed=0, h=h)

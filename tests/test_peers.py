@@ -846,7 +846,7 @@ def test_a_timeout_asked_for_on_the_command_line_applies_to_benchmarks(
     pytest.importorskip("pytest_timeout")
     result, _ = bench_session("--timeout", "0.5", "-o", "timeout_method=signal", tests=SLEEPS_2_S)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*Timeout (>0.5s) from pytest-timeout*"])
+    result.stdout.fnmatch_lines(["*Timeout*>0.5s*"])  # 2.4 adds "(...) from pytest-timeout"
 
 
 @pytest.mark.parametrize(

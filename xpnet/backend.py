@@ -382,7 +382,10 @@ def to_numpy(x: Any) -> np.ndarray:
     if array_api_compat.is_dask_array(x):
         return np.asarray(x.compute())
     if _is_array(x):
-        return np.from_dlpack(x)
+        try:
+            return np.from_dlpack(x)
+        except BufferError:  # a read-only array, which NumPy < 2.1 cannot export by DLPack
+            return np.from_dlpack(namespace_of(x).asarray(x, copy=True))
     return np.asarray(x)
 
 

@@ -201,11 +201,10 @@ def _lost_on_cluster(client: Any) -> tuple[type[BaseException], ...]:
     or no worker left to send them to; nothing without a cluster."""
     if client is None:
         return ()
-    from distributed.client import FutureCancelledError
-
     from xpnet.distributed import SchedulerUnavailableError
+    from xpnet.training import EVALUATION_LOST
 
-    return (FutureCancelledError, SchedulerUnavailableError)
+    return (*EVALUATION_LOST, SchedulerUnavailableError)
 
 
 def _fits(saved: dict[str, Any], net: Any) -> bool:
