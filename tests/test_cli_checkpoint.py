@@ -92,6 +92,41 @@ def test_graph_draws_the_network_of_a_checkpoint(fake_data, tmp_path, capsys, na
         assert f'label="{edge}"' in dot
 
 
+UNTRAINED_NOTE = (
+    "xpnet graph: note: --eval without --checkpoint draws an untrained network, whose "
+    "BatchNorm running statistics are their initial zeros, so the gradients drawn mean "
+    "little; --checkpoint PATH draws a trained one\n"
+)
+BATCHNORM_NET = ["graph", "net", "--dataset", "mnist", "--hidden", "4", "--batchnorm"]
+
+
+def test_graph_of_an_untrained_batchnorm_network_in_eval_mode_notes_it_and_draws_it(
+    fake_data, capsys
+):
+    assert run([*BATCHNORM_NET, "--batch-size", "3", "--eval"]) == 0
+    out, err = capsys.readouterr()
+    assert err == UNTRAINED_NOTE
+    assert "BatchNormalization\\ntrain_flg=False" in out
+
+
+def test_graph_of_an_untrained_batchnorm_network_in_training_mode_notes_nothing(fake_data, capsys):
+    assert run([*BATCHNORM_NET, "--batch-size", "3"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_graph_of_a_trained_batchnorm_checkpoint_in_eval_mode_notes_nothing(
+    fake_data, tmp_path, capsys
+):
+    path = tmp_path / "run.npz"
+    train = ["train", "--hidden", "4", "--batchnorm", "--epochs", "1", "--save", str(path)]
+    assert run([*train, "--quiet"]) == 0
+    capsys.readouterr()
+    assert run(["graph", "--checkpoint", str(path), "--batch-size", "3", "--eval"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "BatchNormalization\\ntrain_flg=False" in out
+
+
 def test_graph_draws_a_conv_net_checkpoint_on_images(fake_data, tmp_path, capsys):
     from xpnet import SimpleConvNet
 

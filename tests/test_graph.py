@@ -9,6 +9,7 @@ import inspect
 import math
 import re
 import shutil
+import struct
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -637,6 +638,98 @@ def test_unnamed_constants_are_drawn_as_their_value():
     assert drawn_edges(run.dot()) == {
         ("4", X, "4", "-1"), ("-1", X, "-1", "4"), (X, "", "-4", "1"),
     }  # fmt: skip
+
+
+def test_unnamed_constants_are_drawn_in_the_number_format_of_their_edges():
+    # Constants were drawn with {:g}: the leaf read 0.666667 and its edge 0.6667.
+    mul = layers.Mul()
+    with graph.record([mul]) as run:
+        mul.forward(2 / 3, -1)
+        mul.backward(1)
+    assert drawn_edges(run.dot()) == {
+        ("0.6667", X, "0.6667", "-1"), ("-1", X, "-1", "0.6667"), (X, "", "-0.6667", "1"),
+    }  # fmt: skip
+    run.number_format = "{:.2f}"
+    assert drawn_edges(run.dot()) == {
+        ("0.67", X, "0.67", "-1.00"), ("-1.00", X, "-1.00", "0.67"), (X, "", "-0.67", "1.00"),
+    }  # fmt: skip
+
+
+def test_integers_are_drawn_as_written(xp):
+    # 12345 yen read 1.234e+04: every number was drawn with {:.4g}.
+    mul, price, count = layers.Mul(), 12345, dev(xp, 2, "int32")
+    with graph.record([mul], inputs={"price": price, "count": count}) as run:
+        mul.forward(price, count)
+        mul.backward(1)
+    assert drawn_edges(run.dot()) == {
+        ("price", X, "12345", "2"), ("count", X, "2", "12345"), (X, "", "24690", "1"),
+    }  # fmt: skip
+
+
+def test_floats_holding_an_integer_below_a_million_are_drawn_as_integers(xp):
+    mul, x, y = layers.Mul(), dev(xp, 123456.0), dev(xp, 0.5)
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, 1e6))
+    assert drawn_edges(run.dot()) == {
+        ("x", X, "123456", "500000"), ("y", X, "0.5", "1.235e+11"), (X, "", "61728", "1e+06"),
+    }  # fmt: skip
+
+
+def test_a_number_format_of_ones_own_applies_to_integers_too():
+    mul, price = layers.Mul(), 12345
+    with graph.record([mul], inputs={"price": price}) as run:
+        mul.forward(price, 2)
+    run.number_format = "{:.4g}"
+    assert ("price", X, "1.234e+04", None) in drawn_edges(run.dot())
+
+
+def png_width(data):
+    """A PNG's width in pixels, from its header (the IHDR chunk's first field)."""
+    assert data.startswith(PNG_SIGNATURE)
+    return struct.unpack(">I", data[16:20])[0]
+
+
+@needs_dot
+def test_dpi_scales_a_pngs_pixels_and_leaves_svg_as_it_is():
+    dot = graph.apple().dot()
+    default, sharp = (png_width(graph.render(dot, "png", dpi=d)) for d in (None, 300))
+    assert sharp / default == pytest.approx(300 / 96, rel=0.01)
+    assert graph.render(dot, "svg", dpi=300) == graph.render(dot, "svg")
+
+
+@needs_dot
+def test_dpi_wins_over_the_dpi_of_the_dot_text():
+    dot = graph.apple().dot().replace("rankdir=LR;", "rankdir=LR; dpi=48;")
+    assert png_width(graph.render(dot, "png", dpi=96)) == png_width(
+        graph.render(graph.apple().dot(), "png")
+    )
+
+
+@pytest.mark.parametrize("dpi", [0, -1, math.nan, "300"])
+def test_a_dpi_that_is_not_a_positive_number_is_refused_naming_it(dpi, tmp_path):
+    with pytest.raises(ValueError, match=rf"dpi must be a positive number .*got {dpi!r}$"):
+        graph.write(graph.apple().dot(), tmp_path / "g.png", dpi=dpi)
+    assert not (tmp_path / "g.png").exists()
+
+
+@needs_dot
+def test_cli_dpi_scales_the_png(tmp_path):
+    default, sharp = tmp_path / "default.png", tmp_path / "sharp.png"
+    assert run(["graph", "apple", "-o", str(default)]) == 0
+    assert run(["graph", "apple", "-o", str(sharp), "--dpi", "300"]) == 0
+    ratio = png_width(sharp.read_bytes()) / png_width(default.read_bytes())
+    assert ratio == pytest.approx(300 / 96, rel=0.01)
+
+
+@pytest.mark.parametrize("dpi", ["0", "-1", "abc"])
+def test_cli_refuses_a_dpi_that_is_not_a_positive_number(dpi, tmp_path, capsys):
+    assert run(["graph", "apple", "-o", str(tmp_path / "g.png"), f"--dpi={dpi}"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"xpnet graph: error: argument --dpi: expected a positive number, got {dpi!r}\n"
+    )
+    assert not (tmp_path / "g.png").exists()
 
 
 @needs_dot

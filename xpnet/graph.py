@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xpnet.backend import namespace_of, to_device, to_numpy
+from xpnet.checks import bad_argument, is_real
 from xpnet.files import atomic_file
 from xpnet.held import held, layers_of
 from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
@@ -58,6 +59,9 @@ INSTALL_HINT = (
 BACKWARD_EDGE = "dir=back, color=red3, fontcolor=red3"
 TIMES = "\N{MULTIPLICATION SIGN}"
 SYMBOLS = {Mul: TIMES, Add: "+", Exp: "exp", Reciprocal: "1/x"}
+NUMBER_FORMAT = "{:.4g}"  # numbers that are not integers, unless a Recording sets its own
+# A float holding an integer is drawn as one below this: 123456.0 reads 123456, 1e20 1e+20.
+WHOLE_BELOW = 1e6
 
 
 class GraphvizUnavailableError(RuntimeError):
@@ -99,8 +103,10 @@ class Value:
         xp = namespace_of(x)
         if x.ndim == 0:
             host = to_numpy(x)[()]
-            floating = xp.isdtype(x.dtype, "real floating")
-            return cls(number=_shortest(host) if floating else float(host), exact=host)
+            if xp.isdtype(x.dtype, "real floating"):
+                return cls(number=_shortest(host), exact=host)
+            integral = xp.isdtype(x.dtype, "integral")
+            return cls(number=int(host) if integral else float(host), exact=host)
         shape = tuple(x.shape)
         if not xp.isdtype(x.dtype, "real floating") or math.prod(shape) == 0:
             return cls(shape=shape)
@@ -119,19 +125,20 @@ class Value:
             elements=elements,
         )
 
-    def forward_label(self, number_format: str) -> str:
-        """A number, or an array's shape (forward edges show what flows)."""
+    def forward_label(self, number_format: str | None) -> str:
+        """A number (see :func:`format_number`), or an array's shape (forward edges show
+        what flows)."""
         if self.number is not None:
-            return number_format.format(self.number)
+            return format_number(self.number, number_format)
         return str(self.shape)
 
-    def backward_label(self, number_format: str) -> str:
+    def backward_label(self, number_format: str | None) -> str:
         """A number, a small array's elements (its signs matter), or an array's norm (a
         gradient has the shape of its value)."""
         if self.number is not None or self.norm is None:
             return self.forward_label(number_format)
         if self.elements is not None:
-            return f"[{', '.join(number_format.format(e) for e in self.elements)}]"
+            return f"[{', '.join(format_number(e, number_format) for e in self.elements)}]"
         return f"‖·‖ {self.norm:.3g}"
 
     def summary(self) -> str:
@@ -141,6 +148,19 @@ class Value:
         if self.norm is None:
             return f"shape {self.shape}"
         return f"shape {self.shape}, norm {self.norm:.6g}, min {self.min:.6g}, max {self.max:.6g}"
+
+
+def format_number(x: float, number_format: str | None) -> str:
+    """``x`` in ``number_format``, or by default (None) as written when it is an integer
+    (12345, not 1.234e+04), a float that holds one exactly below :data:`WHOLE_BELOW` in
+    magnitude too (12345.0 reads 12345), and any other number in :data:`NUMBER_FORMAT`."""
+    if number_format is not None:
+        return number_format.format(x)
+    if isinstance(x, int):
+        return str(int(x))
+    if x.is_integer() and abs(x) < WHOLE_BELOW:
+        return f"{x:.0f}"  # -0.0 reads -0, as in NUMBER_FORMAT
+    return NUMBER_FORMAT.format(x)
 
 
 def _shortest(x: Any) -> float:
@@ -187,10 +207,12 @@ class Recording:
 
     ``nodes`` is the list of node instances, ``labels`` their drawn labels, ``calls``
     the :class:`Call` of each ``forward``. ``edges()`` joins them; ``dot()`` draws them,
-    scalars in ``number_format``, and unnamed leaves (constants) only when ``constants``.
+    numbers (and unnamed leaves, the constants, drawn only when ``constants``) in
+    ``number_format``: by default (None) integers as written and other numbers in
+    :data:`NUMBER_FORMAT` (:func:`format_number`); a format set here applies to every number.
     """
 
-    number_format = "{:.4g}"
+    number_format: str | None = None
     constants = True
 
     def __init__(
@@ -340,7 +362,7 @@ class Recording:
                     continue
                 else:
                     source = f"const:{k}:{i}"
-                    leaves[source] = call.input_values[i].forward_label("{:g}")
+                    leaves[source] = call.input_values[i].forward_label(self.number_format)
                 main = isinstance(source, int)
                 edges.append(Edge(source, k, call.input_values[i], backward, main=main))
         for k, call in enumerate(self.calls):
@@ -654,9 +676,14 @@ NAMED: dict[str, Callable[[], Recording]] = {
 }
 
 
-def render(dot: str, format: str) -> bytes:
+def render(dot: str, format: str, *, dpi: float | None = None) -> bytes:
     """DOT text as ``format`` (``dot``, ``svg`` or ``png``, in any case) bytes; svg and png
     need Graphviz.
+
+    ``dpi`` (a positive number) is a PNG's resolution in dots per inch, Graphviz's ``dpi``
+    graph attribute, which it overrides in ``dot``: 192 draws twice as many pixels each way
+    as Graphviz's default 96. SVG is a vector drawing, drawn at any size without loss, and
+    DOT text is text: neither changes.
 
     Raises :class:`GraphvizUnavailableError` saying how to install what is missing, and
     ``ValueError`` with Graphviz's own message for DOT text that ``dot`` cannot read.
@@ -664,16 +691,32 @@ def render(dot: str, format: str) -> bytes:
     kind = format.lower() if isinstance(format, str) else format
     if kind not in FORMATS:
         raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
+    if dpi is not None and not (is_real(dpi) and 0 < dpi < math.inf):
+        raise bad_argument(is_real(dpi))(
+            f"dpi must be a positive number (dots per inch; Graphviz draws 96), got {dpi!r}"
+        )
     if kind == "dot":
         return dot.encode()
     require_graphviz(kind)
     import graphviz
 
+    if dpi is not None and kind == "png":
+        dot = _with_graph_attribute(dot, f"dpi={float(dpi)!r}")
     try:
         return graphviz.Source(dot).pipe(format=kind, quiet=True)
     except subprocess.CalledProcessError as exc:
         said = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
         raise ValueError(f"Graphviz's dot cannot draw this DOT text as {kind}: {said}") from None
+
+
+def _with_graph_attribute(dot: str, attribute: str) -> str:
+    """``dot`` with ``attribute`` (``"dpi=300"``) set on its graph, as the last statement of
+    the graph's body, so that it wins over one the text sets (Graphviz's command-line ``-G``
+    would lose, and its Python package passes no other arguments to ``dot``)."""
+    end = dot.rfind("}")
+    if end < 0:  # no graph: Graphviz's message says what is wrong
+        return dot
+    return f"{dot[:end]}  {attribute};\n{dot[end:]}"
 
 
 def require_graphviz(kind: str) -> None:
@@ -698,9 +741,17 @@ def suffix_format(path: str | os.PathLike[str]) -> str:
     return Path(path).suffix.lstrip(".").lower()
 
 
-def write(dot: str, path: str | os.PathLike[str], format: str | None = None) -> None:
+def write(
+    dot: str,
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    dpi: float | None = None,
+) -> None:
     """Render ``dot`` to ``path`` atomically; ``format`` (in any case) defaults to the
-    file's suffix, and may not contradict it (SVG text in ``g.png`` opens nowhere)."""
+    file's suffix, and may not contradict it (SVG text in ``g.png`` opens nowhere).
+    ``dpi`` is a PNG's resolution in dots per inch (default: Graphviz's 96), as in
+    :func:`render`."""
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write {os.fspath(path)}: it is a directory")
     suffix = suffix_format(path)
@@ -716,6 +767,6 @@ def write(dot: str, path: str | os.PathLike[str], format: str | None = None) -> 
             f"format {format!r} contradicts the suffix of {path}: give format={suffix!r}, "
             f"or a path ending in .{format.lower()}"
         )
-    data = render(dot, format)
+    data = render(dot, format, dpi=dpi)
     with atomic_file(path) as f:
         f.write(data)

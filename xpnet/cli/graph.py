@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from xpnet.cli.common import check_output, error
+from xpnet.cli.common import check_output, error, positive_float
 from xpnet.cli.network import (
     NETWORK_SETTINGS,
     add_layers_module,
@@ -48,6 +48,14 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "contradicts the suffix of -o is an error (svg and png need Graphviz's dot program)",
     )
     p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    p.add_argument(
+        "--dpi",
+        type=positive_float,
+        metavar="N",
+        help="a PNG's resolution in dots per inch (default: Graphviz's 96; 300 for slides or "
+        "print draws 300/96 times the pixels each way); SVG, a vector drawing, and DOT text "
+        "are unchanged",
+    )
     before = len(p._actions)
     p.add_argument(
         "--checkpoint",
@@ -62,7 +70,9 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run the pass in evaluation mode, as predict does (model.eval() in PyTorch): "
         "BatchNorm's running statistics instead of the batch's, Dropout's scaling instead of "
-        "a mask; those nodes read train_flg=False (default: training mode)",
+        "a mask; those nodes read train_flg=False (default: training mode). Without "
+        "--checkpoint the network is untrained, its BatchNorm running statistics zeros: a "
+        "note on stderr says so",
     )
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
@@ -80,6 +90,8 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
     """One forward/backward of the network the flags describe, or that ``--checkpoint``
     holds, on its first batch, recorded."""
     from xpnet.graph import record_network
+    from xpnet.held import layers_of
+    from xpnet.layers import BatchNormalization
     from xpnet.training import labels_and_targets
 
     if args.checkpoint is None:
@@ -88,6 +100,13 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
         (x, t), _ = load_data(s, args)
         net = network(s, args, x.shape[1])
         what = f"{describe(s, net)}, {s['loss']} loss"
+        if args.eval and any(isinstance(la, BatchNormalization) for la in layers_of(net)):
+            print(
+                "xpnet graph: note: --eval without --checkpoint draws an untrained network, "
+                "whose BatchNorm running statistics are their initial zeros, so the gradients "
+                "drawn mean little; --checkpoint PATH draws a trained one",
+                file=sys.stderr,
+            )
     else:
         fixed = ("model", *NETWORK_SETTINGS, "weight_init", "seed")
         given = [f"--{key.replace('_', '-')}" for key in fixed if getattr(args, key) is not None]
@@ -143,9 +162,9 @@ def _run_graph(args: argparse.Namespace) -> int:
     dot = recording.dot(title=title)
     try:
         if args.output:
-            graph.write(dot, args.output, fmt)
+            graph.write(dot, args.output, fmt, dpi=args.dpi)
         else:
-            sys.stdout.buffer.write(graph.render(dot, fmt))
+            sys.stdout.buffer.write(graph.render(dot, fmt, dpi=args.dpi))
     except graph.GraphvizUnavailableError as exc:
         return error(str(exc), "graph")
     return 0
