@@ -392,6 +392,16 @@ def test_a_summed_loss_at_a_batch_with_the_preset_lr_gets_advice(fake_data, caps
     assert "lr 0.3 is the course's, for one sample a step: try --lr 0.003" in err
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov"])
+def test_a_summed_loss_at_a_batch_with_the_optimizers_own_lr_gets_advice(
+    fake_data, capsys, optimizer
+):
+    # No --lr: the course's 0.3 is SGD's, these take their own 0.01 (it was a traceback).
+    assert run(["train", "--model", "course", "--batch-size", "100", "--optimizer", optimizer]) == 0
+    err = capsys.readouterr().err
+    assert f"lr 0.01 is {optimizer}'s default: try --lr 0.0001 or --reduction mean" in err
+
+
 @pytest.mark.parametrize(
     "flags",
     [

@@ -706,7 +706,7 @@ def test_dpi_wins_over_the_dpi_of_the_dot_text():
     )
 
 
-@pytest.mark.parametrize("dpi", [0, -1, math.nan, "300"])
+@pytest.mark.parametrize("dpi", [0, -1, math.nan, "300", 10**400])  # 10**400: no float
 def test_a_dpi_that_is_not_a_positive_number_is_refused_naming_it(dpi, tmp_path):
     with pytest.raises(ValueError, match=rf"dpi must be a positive number .*got {dpi!r}$"):
         graph.write(graph.apple().dot(), tmp_path / "g.png", dpi=dpi)

@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -691,7 +692,7 @@ def render(dot: str, format: str, *, dpi: float | None = None) -> bytes:
     kind = format.lower() if isinstance(format, str) else format
     if kind not in FORMATS:
         raise ValueError(f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
-    if dpi is not None and not (is_real(dpi) and 0 < dpi < math.inf):
+    if dpi is not None and not (is_real(dpi) and 0 < dpi <= sys.float_info.max):  # 10**400 too
         raise bad_argument(is_real(dpi))(
             f"dpi must be a positive number (dots per inch; Graphviz draws 96), got {dpi!r}"
         )

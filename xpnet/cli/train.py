@@ -247,8 +247,14 @@ def _summed_loss_advice(settings: dict[str, Any], lr_given: float | None) -> str
         or settings["optimizer"] not in SCALED_BY_THE_GRADIENT
     ):
         return None
-    course = settings.get("model") == "course"
-    chosen = "the course's, for one sample a step" if course else "the default"
+    if lr is None:  # --optimizer momentum without --lr: the optimizer's own default
+        from xpnet.optim import make_optimizer
+
+        lr, chosen = make_optimizer(settings["optimizer"]).lr, f"{settings['optimizer']}'s default"
+    elif settings.get("model") == "course":
+        chosen = "the course's, for one sample a step"
+    else:
+        chosen = "the default"
     return (
         f"--reduction sum adds up the batch's {batch} losses, so each step is {batch} times "
         f"the mean's; lr {lr:g} is {chosen}: try --lr {lr / batch:g} or --reduction mean"
