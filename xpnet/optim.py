@@ -43,14 +43,12 @@ expected:
   (``ValueError``).
 
 An optimizer with state steps one network's parameters, as a PyTorch optimizer is bound to
-its own. Its state is kept by name, as the book's is, so a mapping whose names with state
-hold none of the arrays this optimizer stepped (another network's) is refused
-(``ValueError``), rather than stepped with this network's velocity or moments; make one
-optimizer per network. A mapping holding one of them is this network's, whose arrays may
-be replaced by name, as PyTorch's ``load_state_dict`` keeps a parameter's state: a new
-mapping of the same arrays (``dict(net.params)``, some of them) goes on with their state,
-as do arrays replaced in it or in the network's (what :func:`xpnet.checkpoint.load_params`
-does to an array it cannot write into), and arrays all replaced in the mapping updated last.
+its own. Its state is kept by name, as the book's is, so a mapping in which a name with
+state holds another array than the one that state was made for (another network's ``W1``)
+is refused (``ValueError``), rather than stepped with this network's velocity or moments;
+make one optimizer per network. A new mapping of the same arrays (``dict(net.params)``,
+some of them) goes on with their state, as do arrays replaced in the mapping updated last
+(what :func:`xpnet.checkpoint.load_params` does to an array it cannot write into).
 :meth:`Optimizer.load_state_dict` (a checkpoint restored into a new network) gives the state
 to the parameters of the next update, and a copy of an optimizer (``copy.deepcopy``) is bound
 to none until its first update. ``SGD``, without state, may step any parameters.
@@ -213,28 +211,25 @@ class Optimizer:
                 self._require_number_gradient(key, param, grads[key])
 
     def _require_same_network(self, params: Mapping[str, Any]) -> None:
-        """Raise when ``params`` holds none of the arrays this optimizer stepped, but holds
-        names with state: another network's, whose ``W1`` would take this one's velocity
-        (state is kept by name). A mapping holding one of them is this network's, and its
-        other arrays take their names' state: replaced by name, in this mapping or another
-        (:func:`xpnet.checkpoint.load_params` into a read-only array). The mapping updated
-        last is read again first, for its arrays replaced since."""
+        """Raise unless every parameter of ``params`` that has state is the array the state
+        was made for: state is kept by name, so another network's ``W1`` would take this
+        one's velocity. The mapping updated last is read again first, for its arrays
+        replaced since (:func:`xpnet.checkpoint.load_params` into a read-only array)."""
         if self._params is not None:
             self._arrays.update(self._params)
-        stepped = [key for key in params if key in self._arrays and self._state_of(key)]
-        if stepped and all(params[key] is not self._arrays[key] for key in stepped):
-            key = stepped[0]
-            raise ValueError(
-                f"{type(self).__name__}.update: parameter {key!r} is not the array whose "
-                f"state {self._state_of(key)!r} this optimizer holds: params are another "
-                "network's (or this one's, replaced by new arrays), and the state, kept by "
-                "name, would mix them; make one optimizer per network (or load_state_dict "
-                "to start this one on other parameters)"
-            )
-
-    def _state_of(self, key: str) -> str | None:
-        """The first buffer holding state for parameter ``key``; None when none does."""
-        return next((b for b in self.buffers if key in self.state[b]), None)
+        for key in params:
+            known = self._arrays.get(key)
+            if known is None or params[key] is known:
+                continue
+            buffer = next((b for b in self.buffers if key in self.state[b]), None)
+            if buffer is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.update: parameter {key!r} is not the array whose "
+                    f"state {buffer!r} this optimizer holds: params are another network's "
+                    "(or this one's, replaced by new arrays), and the state, kept by name, "
+                    "would mix them; make one optimizer per network (or load_state_dict "
+                    "to start this one on other parameters)"
+                )
 
     def _bind(self, params: Mapping[str, Any]) -> None:
         """Remember ``params`` and its arrays, for :meth:`_require_same_network`."""
