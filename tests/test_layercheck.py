@@ -1,6 +1,7 @@
 """check_layer and check_function: they pass correct backward passes, fail wrong ones, and
 report kinks apart. The course notes' hand-written update is the real-world mistake."""
 
+import re
 import warnings
 
 import numpy as np
@@ -1128,3 +1129,89 @@ def test_the_atol_of_cancelling_terms_rounding_still_fails_a_gradient_off_by_mor
     x = np.random.default_rng(0).standard_normal(20)
     grad = arr(xp, 3 * x**2 + 1e-2)
     assert not check_function(cancelling_cube, arr(xp, x), grad, atol=cancelling_atol(x))
+
+
+# A function that rounds more than float64 fails its correct gradient at the default atol;
+# the report says why. Every backend computes in float32, so each runs these.
+
+
+def square_in_float32(v):
+    """``sum(v**2)`` computed in float32: its rounding swamps a difference at h = 1e-5."""
+    vx = namespace_of(v)
+    return vx.sum(vx.astype(v, vx.float32) ** 2)
+
+
+def rounding_notes(report):
+    return [note for note in report.notes if note.startswith("rounding:")]
+
+
+class Float32Square:
+    """``x**2`` computed in float32, with the right backward."""
+
+    params = ()
+
+    def forward(self, x):
+        self.x = x
+        return namespace_of(x).astype(x, namespace_of(x).float32) ** 2
+
+    def backward(self, dout):
+        return 2 * self.x * dout
+
+
+def test_a_function_returning_float32_is_noted_with_what_its_rounding_makes_of_a_difference(xp):
+    x = np.random.default_rng(0).standard_normal(5)
+    report = check_function(square_in_float32, arr(xp, x), arr(xp, 2 * x))
+    eps_f_over_h = np.finfo(np.float32).eps * float(np.sum(x.astype(np.float32) ** 2)) / 1e-5
+    assert not report, str(report)  # the note changes no verdict
+    [note] = [n for n in report.notes if "computes in float32" in n]
+    assert f"= {eps_f_over_h:.2g} of a central difference" in note, note
+
+
+def test_a_layer_whose_forward_returns_float32_is_noted_as_a_function_is(xp):
+    report = check_layer(Float32Square(), rand(xp, 4, 3))
+    assert any("layer Float32Square computes in float32" in n for n in report.notes), str(report)
+
+
+def test_a_function_returning_float64_gets_no_precision_note(xp):
+    x = np.random.default_rng(0).standard_normal(5)
+    report = check_function(lambda v: namespace_of(v).sum(v**2), arr(xp, x), arr(xp, 2 * x))
+    assert report and not report.notes, str(report)
+
+
+def test_errors_that_grow_at_the_retry_are_noted_for_a_float_computed_in_float32(xp):
+    # A Python float hides the dtype; the retry's errors grow about tenfold, as rounding's
+    x = np.random.default_rng(0).standard_normal(5)
+    report = check_function(lambda v: float(square_in_float32(v)), arr(xp, x), arr(xp, 2 * x))
+    assert not report and len(rounding_notes(report)) == 1, str(report)
+
+
+def test_errors_that_grow_at_the_retry_are_noted_for_large_terms_that_cancel(xp):
+    x = np.random.default_rng(0).standard_normal(20)
+    report = check_function(cancelling_cube, arr(xp, x), arr(xp, 3 * x**2))
+    assert not report and len(rounding_notes(report)) == 1, str(report)
+
+
+@pytest.mark.parametrize("off", [0.1, 1e-3])
+def test_a_wrong_gradient_of_a_smooth_function_gets_no_rounding_note(xp, off):
+    x = np.random.default_rng(0).standard_normal(5)
+    report = check_function(lambda v: namespace_of(v).sum(v**2), arr(xp, x), arr(xp, 2 * x + off))
+    assert not report and not rounding_notes(report), str(report)
+
+
+def test_a_relu_with_a_wrong_slope_gets_no_rounding_note(xp):
+    report = check_layer(LeakyLie(0.1), rand(xp, 6, 4) * 1e-5)  # inputs within h of the kink
+    assert not report and not rounding_notes(report), str(report)
+
+
+def test_the_rounding_note_is_left_out_where_the_precision_note_names_the_cause(xp):
+    x = np.random.default_rng(0).standard_normal(5)
+    report = check_function(square_in_float32, arr(xp, x), arr(xp, 2 * x))
+    assert not rounding_notes(report) and len(report.notes) == 1, str(report)
+
+
+def test_the_atol_the_rounding_note_gives_passes_the_correct_gradient(xp):
+    x = np.random.default_rng(0).standard_normal(5)
+    f = lambda v: float(square_in_float32(v))  # noqa: E731
+    [note] = rounding_notes(check_function(f, arr(xp, x), arr(xp, 2 * x)))
+    atol = float(re.search(r"an atol that covers it \(([^)]+)\)", note).group(1))
+    assert check_function(f, arr(xp, x), arr(xp, 2 * x), atol=atol)

@@ -36,10 +36,11 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from xpnet.backend import host_rng, namespace, namespace_of, to_numpy, untracked
+from xpnet.backend import dtype_name, host_rng, namespace, namespace_of, to_numpy, untracked
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
     RETRY,
+    ROUNDING,
     Atol,
     GradientReport,
     ParamCheck,
@@ -61,6 +62,14 @@ from xpnet.gradcheck import (
 from xpnet.held import held, require_deterministic
 from xpnet.layers import own_params, require_layer_methods, require_named_sublayers, walk_from
 
+PRECISION = "precision: "  # the note on a dtype that rounds more than float64
+#: The median growth of the retried elements' errors from ``h`` to ``h / RETRY`` above
+#: which (up to ``RETRY * GROWN``) the report says ``f`` rounds more than float64:
+#: rounding's error grows about RETRY-fold, a wrong gradient's stays and a truncation
+#: error falls RETRY**2-fold. Kinks within h, whose claims fit neither side, grew 46-fold.
+GROWN = 3
+MARGIN = 4  # the atol the rounding note advises, over the largest error it saw at h
+
 
 def _is_float(x: Any) -> bool:
     if is_array_api_obj(x):
@@ -77,12 +86,14 @@ def _float64(xp: Any, x: Any, like: Any) -> Any:
 
 def _numerical(
     f: Callable[[Any], Any], x: Any, center: Any, analytic: Any, h: float, tol: Atol, rtol: float
-) -> tuple[Any, Any, int, int, Any]:
+) -> tuple[Any, Any, int, int, Any, tuple[float, float] | None]:
     """Central differences of ``f`` at ``x`` (``f(x)`` is ``center``), where they straddle a
-    kink (bool), how many elements were differenced again and how many converged, and the
-    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward):
-    one that fails clear of kinks is differenced again at ``h / RETRY`` (where a truncation
-    error is ``RETRY**2`` times smaller) and compared there, with the same ``atol``, as
+    kink (bool), how many elements were differenced again and how many converged, the
+    one-sided difference at ``h`` that ``analytic`` is nearer to (+1 forward, -1 backward),
+    and how the errors of the elements differenced again clear of kinks grew there
+    (:func:`_error_growth`): one that fails clear of kinks is differenced again at
+    ``h / RETRY`` (where a truncation error is ``RETRY**2`` times smaller, that of
+    rounding ``RETRY`` times larger) and compared there, with the same ``atol``, as
     :func:`~xpnet.gradcheck.check_gradients` does. One that still fails is differenced at
     ``h / RETRY**2`` too (:func:`_converged`). ``tol`` gives the atol at each step.
 
@@ -97,13 +108,14 @@ def _numerical(
     kinks = kinks_by_one_sided(f, x, analytic, plus, center, minus, h, atol, rtol)
     side = matched_side(analytic, plus, center, minus, h)
     central = (plus - minus) / _steps_taken(xp, x, h)
+    bend = plus + minus - 2 * center
     step = h / RETRY
     # Divided by the step x took, as numerical_gradient does: at x = 1e7, x + h / RETRY is
     # off by 1e-3 of the step; an element whose smaller step rounds away is not retried.
     taken = steps_of(xp, x, step)
     again = ~within_tolerance(analytic, central, atol, rtol) & ~kinks & (taken > 0)
     where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(again))]
-    converged = 0
+    converged, growth = 0, None
     if where:
         plus, minus = values_around(f, x, step, indices=where)
         redone = kinks_by_one_sided(
@@ -113,8 +125,34 @@ def _numerical(
         coarse, central = central, xp.where(again, (plus - minus) / taken, central)
         kinks = kinks | redone
         still = again & ~kinks & ~within_tolerance(analytic, central, atol, rtol)
+        bends = (bend, plus + minus - 2 * center)
+        growth = _error_growth(analytic, coarse, central, again, bends)
         central, converged = _converged(f, x, analytic, coarse, central, still, h, tol, rtol)
-    return central, kinks, len(where), converged, side
+    return central, kinks, len(where), converged, side, growth
+
+
+def _error_growth(
+    analytic: Any, coarse: Any, fine: Any, among: Any, bends: tuple[Any, Any]
+) -> tuple[float, float] | None:
+    """Over ``among`` (bool; elements that failed at the coarse step), the median of
+    ``|analytic - fine| / |analytic - coarse|`` and the largest ``|analytic - coarse|``;
+    None where there are none, or where ``bends``, the second differences
+    ``f(x + s) - 2 f(x) + f(x - s)`` at both steps over the step, did not grow ``GROWN``-fold
+    too (in median). Rounding's grow tenfold, as its errors do; a smooth function's fall
+    tenfold, and those across a kink a fraction of the step away (whose central
+    difference's error grows tenfold too, docs/gradcheck.md) stay the jump in slope."""
+    picked = to_numpy(among)
+    if not picked.any():
+        return None
+    coarse_bend, fine_bend = (np.abs(to_numpy(b)[picked]) for b in bends)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bent = RETRY * fine_bend / coarse_bend  # nan where neither step bends: left out
+    if np.isnan(bent).all() or not np.nanmedian(bent) >= GROWN:
+        return None
+    claimed = to_numpy(analytic)[picked]
+    coarse_error = np.abs(claimed - to_numpy(coarse)[picked])
+    fine_error = np.abs(claimed - to_numpy(fine)[picked])
+    return float(np.median(fine_error / coarse_error)), float(coarse_error.max())
 
 
 def _converged(
@@ -157,7 +195,8 @@ class _Row(NamedTuple):
     """:func:`_check`'s row of one array: its :class:`ParamCheck`, the atol it was compared
     with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, and where it
     has kinks, for moving them together with other arrays': the claimed gradient (float64),
-    the kinks (bool; None for none) and the side each matched (:func:`matched_side`)."""
+    the kinks (bool; None for none) and the side each matched (:func:`matched_side`); and
+    how its retried elements' errors grew (:func:`_error_growth`)."""
 
     check: ParamCheck
     tol: Atol
@@ -165,6 +204,7 @@ class _Row(NamedTuple):
     analytic: Any
     kinks: Any
     side: Any
+    growth: tuple[float, float] | None
 
 
 def _kink_mask(check: ParamCheck, like: Any) -> Any:
@@ -210,9 +250,11 @@ def _check(
         )
     analytic = xp.astype(untracked(analytic), xp.float64)
     center = f(x)
+    if is_array_api_obj(center):
+        _note_once(report, _precision_note(report.subject, center, abs(float(center)), report.h))
     tol = replace(tol, loss=float(center))
     atol = tol.at(report.h)
-    central, kinks, retried, converged, side = _numerical(
+    central, kinks, retried, converged, side, growth = _numerical(
         f, x, center, analytic, report.h, tol, report.rtol
     )
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
@@ -225,7 +267,60 @@ def _check(
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
     check = replace(check, retried=retried, converged=converged)
-    return _Row(check, tol, _largest([central]), analytic, kinked, side)
+    return _Row(check, tol, _largest([central]), analytic, kinked, side, growth)
+
+
+def _note_once(report: GradientReport, note: str | None) -> None:
+    if note and note not in report.notes:
+        report.notes.append(note)
+
+
+def _rounding_advice(atol: float) -> str:
+    return f"compute in the input's dtype (float64), or pass an atol that covers it ({atol:.2g})"
+
+
+def _precision_note(what: str, value: Any, size: float, h: float) -> str | None:
+    """What the rounding of ``value`` (``what`` computed it from float64 inputs; ``size``
+    is ``|f|``, or ``sum(|forward * dout|)`` for a layer) makes of a central difference at
+    ``h``, where its real floating dtype is less precise than float64 (None otherwise).
+    The atol it advises has the default atol's margin over that (:class:`Atol`): the
+    float32 example of docs/gradcheck.md erred by 4 times ``eps * |f| / h``."""
+    xp = namespace_of(value)
+    if not xp.isdtype(value.dtype, "real floating"):
+        return None
+    eps = float(xp.finfo(value.dtype).eps)
+    if eps <= float(np.finfo(np.float64).eps):
+        return None
+    dtype = dtype_name(value)
+    return (
+        f"{PRECISION}{what} computes in {dtype}, from float64 inputs: {dtype}'s rounding "
+        f"makes about eps {eps:.3g} x |f| {size:.3g} / h {h:g} = {eps * size / h:.2g} of a central "
+        f"difference, which a wrong gradient's error cannot be told from; "
+        + _rounding_advice(Atol(0.0, eps, size).from_loss(h))
+        + f", {ROUNDING} * eps * max(|f|, 1) / h as the default atol's margin"
+    )
+
+
+def _growth_note(rows: list[_Row], h: float) -> str | None:
+    """What errors that grew at the retry say (:data:`GROWN`; None where none grew so)."""
+    grew = {
+        row.check.name: row.growth
+        for row in rows
+        if row.growth and GROWN <= row.growth[0] <= RETRY * GROWN
+    }
+    if not grew:
+        return None
+    named = ", ".join(f"{ratio:.2g} times ({name})" for name, (ratio, _) in grew.items())
+    largest = max(error for _, error in grew.values())
+    return (
+        f"rounding: the errors of the elements retried at h={h / RETRY:g} grew there, a "
+        f"median {named}, as rounding's do (about {RETRY}-fold; a wrong gradient's error "
+        f"stays, a truncation error falls {RETRY**2}-fold): f rounds more than float64 "
+        "(it computes in lower precision inside, or adds large terms that cancel); its "
+        f"errors at h={h:g} were up to {largest:.2g}, what it makes of a difference there: "
+        + _rounding_advice(MARGIN * largest)
+        + f", {MARGIN} times that, as rounding varies from element to element"
+    )
 
 
 def _kinks_between(
@@ -271,10 +366,13 @@ def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     same value for every row) is the report's atol and is noted once, against the largest
     numerical derivative of each row: the check resolves nothing only when that atol is
     as large as every row's derivatives, whatever their order, and the verdict names the
-    rows whose derivatives it is as large as."""
+    rows whose derivatives it is as large as. Errors that grew at the retry are noted
+    (:func:`_growth_note`)."""
     report.params += [row.check for row in rows]
     if rows:
         report.note_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
+    if not any(note.startswith(PRECISION) for note in report.notes):  # that named the cause
+        _note_once(report, _growth_note(rows, report.h))
 
 
 def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
@@ -558,6 +656,8 @@ def check_layer(
             dtype=xp.float64,
             device=array_api_compat.device(out),
         )
+        size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * dout)))
+        _note_once(report, _precision_note(report.subject, out, size, report.h))
         grads = layer.backward(xp.asarray(dout, copy=True))  # the book's backward writes in it
         if not isinstance(grads, (tuple, list)):
             _require_a_tuple_for_several_inputs(kind, names, x64, grads, loss)
