@@ -763,6 +763,11 @@ class _Displayed:
         raise NotImplementedError
 
 
+def _wrapped(note: str) -> list[str]:
+    """A report's note as lines of at most 88 characters, the later ones indented."""
+    return textwrap.wrap(note, width=88, subsequent_indent="  ")
+
+
 def _counted(n: int, what: str) -> str:
     return f"{n} {what}{'s' * (n != 1)}"
 
@@ -890,23 +895,19 @@ class GradientReport(_Displayed):
             ]
         retried = [f"{p.name} {p.retried}" for p in self.params if p.retried]
         if retried:
-            lines += textwrap.wrap(
+            lines += _wrapped(
                 f"retried: elements that failed at h={self.h:g} clear of kinks "
                 f"({', '.join(retried)}) were differenced again at h={self.h / RETRY:g} and "
                 f"compared there, with the same atol: a truncation error falls {RETRY**2}-fold, "
-                "the error of a wrong gradient stays",
-                width=88,
-                subsequent_indent="  ",
+                "the error of a wrong gradient stays"
             )
         converged = [f"{p.name} {p.converged}" for p in self.params if p.converged]
         if converged:
-            lines += textwrap.wrap(
+            lines += _wrapped(
                 f"converged: retried elements whose error fell in proportion to the step "
                 f"({', '.join(converged)}; at h={self.h:g}, {self.h / RETRY:g} and "
                 f"{self.h / RETRY**2:g}: a second derivative that jumps there, as x * |x|'s "
-                "at 0) were compared with the limit of their differences",
-                width=88,
-                subsequent_indent="  ",
+                "at 0) were compared with the limit of their differences"
             )
         explained = dict.fromkeys(  # kinks moved together across arrays: one note
             note
@@ -915,7 +916,7 @@ class GradientReport(_Displayed):
             if note
         )
         for note in explained:
-            lines += textwrap.wrap(note, width=88, subsequent_indent="  ")
+            lines += _wrapped(note)
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]

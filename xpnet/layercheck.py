@@ -250,9 +250,10 @@ def _check(
         )
     analytic = xp.astype(untracked(analytic), xp.float64)
     center = f(x)
+    loss = float(center)
     if is_array_api_obj(center):
-        _note_once(report, _precision_note(report.subject, center, abs(float(center)), report.h))
-    tol = replace(tol, loss=float(center))
+        _note_once(report, _precision_note(report.subject, center, abs(loss), report.h))
+    tol = replace(tol, loss=loss)
     atol = tol.at(report.h)
     central, kinks, retried, converged, side, growth = _numerical(
         f, x, center, analytic, report.h, tol, report.rtol

@@ -234,12 +234,12 @@ def _same_file(a: str, b: str) -> bool:
 SCALED_BY_THE_GRADIENT = ("sgd", "momentum", "nesterov")
 
 
-def _summed_loss_advice(settings: dict[str, Any], lr_given: float | None) -> str | None:
-    """Advice when a summed loss meets a batch and a learning rate chosen for a mean (or for
-    one sample a step, the course network's): the gradient, and so the step, is
-    ``batch_size`` times the mean's. ``--model course --batch-size 100`` at lr 0.3 otherwise
-    saturates every sigmoid and stays at chance, without a NaN to stop it."""
-    batch, lr = settings["batch_size"], settings["lr"]
+def _summed_loss_advice(settings: dict[str, Any], lr_given: float | None, lr: float) -> str | None:
+    """Advice when a summed loss meets a batch and a learning rate ``lr`` (the optimizer's)
+    chosen for a mean (or for one sample a step, the course network's): the gradient, and
+    so the step, is ``batch_size`` times the mean's. ``--model course --batch-size 100`` at
+    lr 0.3 otherwise saturates every sigmoid and stays at chance, without a NaN to stop it."""
+    batch = settings["batch_size"]
     if (
         settings.get("reduction") != "sum"
         or batch == 1
@@ -247,10 +247,8 @@ def _summed_loss_advice(settings: dict[str, Any], lr_given: float | None) -> str
         or settings["optimizer"] not in SCALED_BY_THE_GRADIENT
     ):
         return None
-    if lr is None:  # --optimizer momentum without --lr: the optimizer's own default
-        from xpnet.optim import make_optimizer
-
-        lr, chosen = make_optimizer(settings["optimizer"]).lr, f"{settings['optimizer']}'s default"
+    if settings["lr"] is None:  # --optimizer momentum without --lr: the optimizer's own default
+        chosen = f"{settings['optimizer']}'s default"
     elif settings.get("model") == "course":
         chosen = "the course's, for one sample a step"
     else:
@@ -349,7 +347,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{epochs} epoch{'s' * (epochs != 1)}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
-    advice = None if args.resume else _summed_loss_advice(s, args.lr)  # said at the start
+    advice = None if args.resume else _summed_loss_advice(s, args.lr, optimizer.lr)  # at start
     if advice:
         print(f"xpnet train: note: {advice}", file=sys.stderr)
     # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
