@@ -833,6 +833,67 @@ def test_without_dot_the_command_says_so_before_loading_any_data(tmp_path, monke
     assert "needs Graphviz's dot program, which is not on PATH" in err and "absent" not in err
 
 
+def mul_of_two_vectors(xp):
+    """A recording of x * y on ``xp``'s arrays, x = [1, -2], y = [3, 0.5], backward from ones."""
+    mul = layers.Mul()
+    x, y = dev(xp, [1.0, -2.0]), dev(xp, [3.0, 0.5])
+    with graph.record([mul], inputs={"x": x, "y": y}) as run:
+        mul.forward(x, y)
+        mul.backward(dev(xp, [1.0, 1.0]))
+    return run
+
+
+@needs_dot
+def test_a_recording_displays_in_a_notebook_as_its_drawing(xp):
+    # A Recording left last in a Jupyter cell showed <xpnet.graph.Recording object at 0x...>.
+    bundle = mul_of_two_vectors(xp)._repr_mimebundle_()
+    assert list(bundle) == ["image/svg+xml"]
+    svg = ET.fromstring(bundle["image/svg+xml"])
+    texts = {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")}
+    assert texts == {"x", "y", X, "(2,)", "[3, 0.5]", "[1, -2]", "[1, 1]"}  # [1, 1]: dout
+
+
+def test_a_display_that_asks_for_text_only_draws_nothing():
+    # IPython in a terminal asks for text/plain only: the repr, without running dot.
+    assert graph.apple()._repr_mimebundle_(include={"text/plain"}) is None
+    assert graph.apple()._repr_mimebundle_(exclude={"image/svg+xml"}) is None
+
+
+def test_without_dot_a_recording_displays_as_text_saying_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without Graphviz's dot
+    run = graph.apple()
+    bundle = run._repr_mimebundle_()  # IPython shows a traceback for a display that raises
+    assert list(bundle) == ["text/plain"]
+    text = bundle["text/plain"]
+    assert text.startswith(f"{run!r}\nNot drawn: ")
+    assert "dot program, which is not on PATH" in text and "apt-get install graphviz" in text
+
+
+def test_a_recording_repr_names_its_nodes_calls_and_inputs():
+    assert repr(graph.apple_orange()) == (
+        f"<Recording: 4 nodes ({X}, {X}, +, {X}), 4 forward calls, 4 answered by backward; "
+        "inputs: apple, apple_num, orange, orange_num, tax>"
+    )
+
+
+def test_a_recording_repr_counts_forward_calls_that_backward_did_not_answer():
+    mul, a, b = layers.Mul(), 2.0, 3.0
+    with graph.record([mul], inputs={"a": a}) as run:
+        mul.forward(a, b)
+    assert (
+        repr(run) == f"<Recording: 1 node ({X}), 1 forward call, 0 answered by backward; inputs: a>"
+    )
+
+
+def test_a_recording_repr_of_a_deep_network_elides_the_middle_layers():
+    net = MultiLayerNet(4, [3] * 5, 2, dtype="float64", seed=0, device="cpu")
+    x, t = np.ones((2, 4)), np.array([0, 1])
+    assert repr(graph.record_network(net, x, t)) == (
+        "<Recording: 12 nodes (Affine, ReLU, Affine, ReLU, ..., Affine, SoftmaxWithLoss), "
+        "12 forward calls, 12 answered by backward; inputs: x, t>"
+    )
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 def test_dot_text_that_graphviz_cannot_read_is_its_message_not_a_traceback(tmp_path):
     expected = r"Graphviz's dot cannot draw this DOT text as svg: .*line"

@@ -148,6 +148,15 @@ def test_the_repr_shows_batchnorms_running_statistics_and_their_total(xp):
     assert lines[-2] == f"  parameters: {4 * 3 + 3 + 3 + 3 + 3 * 2 + 2}, buffers: {3 + 3}"
 
 
+def test_the_parameters_repr_gives_each_by_name_dtype_and_shape(xp):
+    # net.params, last in a notebook cell, showed <xpnet.networks.Parameters at 0x...>.
+    net = scaled_net(xp)
+    assert repr(net.params) == (
+        "Parameters(W1=float64[5, 4], b1=float64[4], s1=float64[4], W2=float64[4, 3], "
+        "b2=float64[3])"
+    )
+
+
 def test_len_is_the_number_of_layers_without_the_loss(xp):
     assert len(scaled_net(xp)) == 4
     assert len(xpnet.MultiLayerNet(4, [3, 3], 2, xp=xp)) == 5  # (Affine, ReLU) x 2, Affine

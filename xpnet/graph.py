@@ -52,6 +52,7 @@ from xpnet.held import held, layers_of
 from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
 
 FORMATS = ("dot", "svg", "png")
+SVG_MIME = "image/svg+xml"
 INSTALL_HINT = (
     "install Graphviz's dot program: apt-get install graphviz (Debian, Ubuntu), "
     "brew install graphviz (macOS), or see https://graphviz.org/download/"
@@ -282,6 +283,28 @@ class Recording:
 
     # Reading the run.
 
+    def __repr__(self) -> str:
+        nodes, calls = len(self.nodes), len(self.calls)
+        answered = calls - sum(len(u) for u in self._unanswered)
+        labels = f" ({_listed(self.labels)})" if nodes else ""
+        return (
+            f"<Recording: {nodes} node{'s' * (nodes != 1)}{labels}, "
+            f"{calls} forward call{'s' * (calls != 1)}, {answered} answered by backward; "
+            f"inputs: {_listed(list(self.inputs)) or 'none named'}>"
+        )
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str] | None:
+        """IPython's and Jupyter's display: the drawing as SVG; without Graphviz, the
+        ``repr`` and how to install it (a display that raised would print a traceback)."""
+        if (include is not None and SVG_MIME not in include) or SVG_MIME in (exclude or ()):
+            return None
+        try:
+            return {SVG_MIME: render(self.dot(), "svg").decode()}
+        except GraphvizUnavailableError as exc:
+            return {"text/plain": f"{self!r}\nNot drawn: {exc}"}
+
     @property
     def output(self) -> Any:
         """The output of the last ``forward`` call: the graph's result."""
@@ -435,6 +458,13 @@ class Recording:
                 )
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+
+def _listed(names: list[str], most: int = 6) -> str:
+    """``names`` joined by commas, the middle ones elided beyond ``most``: a repr stays short."""
+    if len(names) > most:
+        names = [*names[: most - 2], "...", *names[-2:]]
+    return ", ".join(names)
 
 
 def _escape(text: str) -> str:

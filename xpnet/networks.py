@@ -51,6 +51,7 @@ from xpnet.layers import (
     Tanh,
     check_labels,
     describe,
+    describe_array,
     has_params,
     inner_layers,
     is_real_floating,
@@ -126,6 +127,12 @@ class Parameters(MutableMapping):
     def slot(self, name: str) -> tuple[Any, str]:
         """The layer holding parameter ``name`` and its attribute name (``"W1"`` -> Affine, "W")."""
         return self._slots[name]
+
+    def __repr__(self) -> str:
+        """Each parameter by dtype and shape, as the layers print them:
+        ``Parameters(W1=float32[784, 50], b1=float32[50], ...)``."""
+        described = ", ".join(f"{name}={describe_array(self[name])}" for name in self)
+        return f"{type(self).__name__}({described})"
 
 
 class Layers(tuple):
