@@ -18,6 +18,11 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 - a trial that diverges (``TrainingDiverged``: a NaN or infinite loss) is reported as
   diverged, without NumPy's overflow warnings, and the search goes on, as the book's keeps
   going past NaN accuracies;
+- a trial whose workers all died while running it (Dask's ``KilledWorker``, after
+  ``distributed.scheduler.allowed-failures`` tries) is reported as lost, and the search
+  goes on;
+- Ctrl-C stops the search: the trials that ended are ranked as at the normal end, the
+  rest cancelled and counted, and the script exits with status 130;
 - Dask's nannies start each worker with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and
   the like), so trials running side by side do not fight over the cores.
 
@@ -28,6 +33,7 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 """
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,21 +79,25 @@ class Split:
 @dataclass(frozen=True)
 class Result:
     """A trial's validation and training accuracy after each epoch; ``diverged``: the epoch
-    whose train loss was NaN or infinite, where training stopped (None: it did not)."""
+    whose train loss was NaN or infinite, where training stopped (None: it did not);
+    ``lost``: the trial's workers all died while running it (no accuracies)."""
 
     setting: Setting
     val_acc: list[float]
     train_acc: list[float]
     diverged: int | None = None
+    lost: bool = False
 
     @property
     def score(self) -> float:
-        """The last validation accuracy; a diverged trial ranks below every other."""
-        return -1.0 if self.diverged is not None else self.val_acc[-1]
+        """The last validation accuracy; a diverged or lost trial ranks below every other."""
+        return -1.0 if self.diverged is not None or self.lost else self.val_acc[-1]
 
     @property
     def outcome(self) -> str:
-        """``val acc:0.713``, or ``diverged in epoch 3``."""
+        """``val acc:0.713``, ``diverged in epoch 3``, or ``lost with its workers``."""
+        if self.lost:
+            return "lost with its workers"
         if self.diverged is not None:
             return f"diverged in epoch {self.diverged}"
         return f"val acc:{self.val_acc[-1]:.3f}"
@@ -145,17 +155,28 @@ def trial(setting: Setting, data: Split, epochs: int) -> Result:
 
 def search(client: "Client", data: Split, settings: list[Setting], epochs: int) -> list[Result]:
     """Every setting's trial as a task on ``client``'s cluster, printed as each ends;
-    the results in the order of ``settings``."""
-    from distributed import as_completed
+    the results in the order of ``settings``, only those that ended if Ctrl-C stopped
+    the search (the other trials are cancelled)."""
+    from distributed import KilledWorker
 
-    from xpnet.distributed import require_workers
+    from xpnet.distributed import completed, require_workers
 
     require_workers(client)
     shared = client.scatter(data, broadcast=True, hash=False)  # once per worker
     futures = client.map(trial, settings, data=shared, epochs=epochs)
-    for future in as_completed(futures, loop=client.loop):  # this client's, not the default's
-        print(future.result(), flush=True)
-    return client.gather(futures)
+    setting_of = {future.key: setting for future, setting in zip(futures, settings, strict=True)}
+    ended = {}
+    try:
+        for future, result in completed(client, futures, raise_errors=False):
+            if isinstance(result, KilledWorker):
+                result = Result(setting_of[future.key], [], [], lost=True)
+            elif isinstance(result, BaseException):
+                raise result
+            ended[future.key] = result
+            print(result, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return [ended[f.key] for f in futures if f.key in ended]
 
 
 def main(
@@ -166,26 +187,32 @@ def main(
     lr_exponents: tuple[float, float] = BOOK_LR_EXPONENTS,
 ) -> list[Result]:
     """Run the search (``scheduler``: an address, ``local:N``, or None for this process)
-    and print the best trials; return every trial's result, best first."""
+    and print the best trials; return every trial's result (those that ended, after
+    Ctrl-C), best first."""
     data, settings = book_split(), draw_settings(trials, seed, lr_exponents)
     began = time.perf_counter()
     if scheduler is None:
         results = []
-        for setting in settings:
-            results.append(trial(setting, data, epochs))
-            print(results[-1], flush=True)
+        try:
+            for setting in settings:
+                results.append(trial(setting, data, epochs))
+                print(results[-1], flush=True)
+        except KeyboardInterrupt:
+            pass
     else:
         from xpnet.distributed import connect
 
         with connect(scheduler) as client:
             results = search(client, data, settings, epochs)
     seconds = time.perf_counter() - began
+    if len(results) < trials:  # Ctrl-C: after the terminal's ^C, on a line of its own
+        print(f"\ninterrupted: {trials - len(results)} of {trials} trials not run", file=sys.stderr)
     ranked = sorted(results, key=lambda r: r.score, reverse=True)
     print("=========== Hyper-Parameter Optimization Result ===========")
     for i, result in enumerate(ranked[:SHOWN]):
         print(f"Best-{i + 1}({result.outcome}) | {result.setting}")
     where = "in this process" if scheduler is None else f"on {scheduler}"
-    print(f"{trials} trials x {epochs} epochs {where}: {seconds:.1f} s")
+    print(f"{len(results)} trials x {epochs} epochs {where}: {seconds:.1f} s")
     return ranked
 
 
@@ -210,4 +237,9 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     scheduler = None if args.scheduler == "none" else args.scheduler
-    main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
+    try:
+        ranked = main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
+    except KeyboardInterrupt:  # before the first trial: loading the data, starting the cluster
+        print("\ninterrupted: no trial run", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(130 if len(ranked) < args.trials else 0)

