@@ -1,18 +1,56 @@
 """What the CLI's tests share: ``run`` (main's exit status), a tiny synthetic data set in
 place of ``xpnet.datasets`` (``fake_data``), a module of the user's that registers a layer
-(``user_layers``), and networks saved from Python (``nested_network``, ``save_from_python``)."""
+(``user_layers``), networks saved from Python (``nested_network``, ``save_from_python``), and
+``xpnet_command``, the command in a process of its own as a terminal starts it
+(``mnist_5k_training``: one at work, for Ctrl-C)."""
 
+import subprocess
 import sys
+import time
 import types
 
 import numpy as np
 import pytest
 
-from xpnet import Sequential, backend, checkpoint
+from xpnet import Sequential, backend, checkpoint, datasets
 from xpnet.checkpoint import save_params
 from xpnet.cli import main
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU, SoftmaxWithLoss
 from xpnet.training import History
+
+
+def xpnet_command(argv, **kwargs):
+    """``python -m xpnet argv`` in a process group of its own, as a terminal starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "xpnet", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+# Epochs of 4,000 single-sample steps, 0.24 s each on an idle core.
+ONE_SAMPLE_STEPS = ["train", "--dataset", "mnist-5k", "--batch-size", "1", "--lr", "0.01",
+                    "--hidden", "10"]  # fmt: skip
+
+
+def mnist_5k_training(argv):
+    """``xpnet train ONE_SAMPLE_STEPS argv`` at work: its process, in the second epoch."""
+    try:
+        datasets.mnist_5k_path()
+    except FileNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    proc = xpnet_command([*ONE_SAMPLE_STEPS, *argv])
+    first = next((line for line in proc.stdout if line.startswith("epoch 1/")), None)
+    if first is None:
+        proc.kill()
+        pytest.fail(f"no first epoch: {proc.communicate()}")
+    # The line is printed just before the epoch's callback: a signal sent as soon as it is
+    # read landed there, in 3 runs of 3, and ended the run after epoch 1, not mid-epoch.
+    time.sleep(0.1)
+    return proc
 
 
 def run(argv):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -156,3 +157,14 @@ def wrong_gradient_of(monkeypatch):
 def wrong_dW(wrong_gradient_of):
     """Affine.backward stores dW scaled by 1.01."""
     wrong_gradient_of(Affine)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process and in those the test starts, as in a
+    terminal. Started in the background (``cmd &``, ``nohup``), pytest had it ignored, which
+    the processes it starts inherit: the commands ran on through Ctrl-C, and the caller's
+    own workers ignored it as only local:N's should."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

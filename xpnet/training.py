@@ -312,14 +312,19 @@ class Trainer:
       is a terminal);
     - ``verbose``: print a line for each epoch to stdout (``str(result)``: epoch, train
       and test accuracy, train loss, seconds), as ``xpnet train`` does;
-    - ``callback(result)`` is called with an :class:`EpochResult` after every epoch;
+    - ``callback(result)`` is called with an :class:`EpochResult` after every epoch; it
+      ends training by setting ``trainer.stop_training = True`` (Keras's name): ``fit()``
+      then returns the history after that epoch, with ``trainer.epoch`` that epoch;
     - ``target_range=(low, high)``, two finite numbers with low < high, turns integer labels
       into rows of ``low`` with ``high`` at the label (course notes train sigmoid outputs
       towards 0.01 / 0.99), else one-hot; target rows (N, C) are used as they are, and
       refused with a ``target_range``.
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
-    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. The
+    ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. Each
+    ``fit()`` sets ``stop_training`` to False first, as Keras's and Lightning's do, so a
+    later call goes on from ``epoch + 1`` (a signal handler or another thread may set it
+    too: training stops after the epoch in progress). The
     book's keywords (``mini_batch_size``, ``optimizer_param``, ...) are a ``TypeError``
     naming xpnet's. An epoch whose train loss is NaN or infinite stops training with
     :class:`TrainingDiverged` (after it is in the history, before the callback sees it),
@@ -434,6 +439,7 @@ class Trainer:
         )
         self.progress, self.verbose = progress, verbose
         self.callback = callback
+        self.stop_training = False  # True ends fit() after the current epoch
 
     def _placed_eval_sets(self) -> list[tuple[Any, ...]]:
         """The first ``eval_samples`` of the train and test sets' inputs, labels and targets,
@@ -520,7 +526,9 @@ class Trainer:
                 bar.update()
 
     def fit(self) -> History:
-        """Train epochs ``epoch + 1 .. epochs`` (``epoch``: those done); return the history."""
+        """Train epochs ``epoch + 1 .. epochs`` (``epoch``: those done), or until an epoch
+        ends with ``stop_training`` set; return the history."""
+        self.stop_training = False
         rng = host_rng(self.seed)
         n = self.x_train.shape[0]
         for _ in range(self.epoch):  # replay the shuffles of the epochs already done
@@ -550,6 +558,8 @@ class Trainer:
                 print(result, flush=True)
             if self.callback is not None:
                 self.callback(result)
+            if self.stop_training:
+                break
         return self.history
 
 

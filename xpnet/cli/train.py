@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -87,8 +89,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save",
         metavar="PATH",
-        help="write a checkpoint (.npz) at the end and "
-        f"every {SAVE_INTERVAL_S:.0f} s during training",
+        help="write a checkpoint (.npz) at the end, at the end of the epoch a first Ctrl-C "
+        f"stops after, and every {SAVE_INTERVAL_S:.0f} s during training",
     )
     p.add_argument(
         "--plot",
@@ -119,6 +121,41 @@ def _the_flags_hyperparameters() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HyperparametersDiffer)
         yield
+
+
+@contextmanager
+def _ctrl_c_stops_after_the_epoch(trainer: Any, running: Callable[[], int]) -> Iterator[None]:
+    """While training: the first Ctrl-C (SIGINT) sets ``trainer.stop_training`` and says
+    so on stderr at once (``running()``: the epoch it stops after), the second raises
+    ``KeyboardInterrupt`` (the parameters are mid-epoch then). The previous handler is back
+    on exit. Nothing changes outside the main thread (``signal.signal`` raises there) or
+    where SIGINT is ignored (``nohup``, ``cmd &``), as Python leaves it."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (
+        signal.SIG_IGN,
+        None,  # a handler not set from Python, which could not be put back
+    ):
+        yield
+        return
+    pressed = False
+
+    def stop_after_the_epoch(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        if pressed:
+            raise KeyboardInterrupt
+        pressed = trainer.stop_training = True
+        line = f"\nstopping after epoch {running()} (Ctrl-C again to stop now)\n"
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except RuntimeError:  # the signal came in the middle of a write to stderr
+            os.write(2, line.encode())
+
+    signal.signal(signal.SIGINT, stop_after_the_epoch)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def epochs_for_iters(iters: int, batch_size: int, n_train: int) -> int:
@@ -381,9 +418,13 @@ def _train(args: argparse.Namespace) -> int:
         write_outputs(start_epoch)
         return 0
 
+    ended = start_epoch  # the epochs whose callback has returned: a stop asked now ends the next
+
     def save_now_and_then(r: EpochResult) -> None:
+        nonlocal ended
         if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
             save(r.epoch)
+        ended = r.epoch
 
     with cluster(args) as client:  # started once everything else has been checked
         trainer = Trainer(
@@ -403,7 +444,8 @@ def _train(args: argparse.Namespace) -> int:
         )  # fmt: skip
         began, first_iteration = time.perf_counter(), trainer.iterations
         try:
-            trainer.fit()
+            with _ctrl_c_stops_after_the_epoch(trainer, lambda: ended + 1):
+                trainer.fit()
         except KeyboardInterrupt:
             # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
             print(f"\ninterrupted during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
@@ -419,12 +461,17 @@ def _train(args: argparse.Namespace) -> int:
                 f"(a worker holding it died), and sending it again did not help: {exc}{kept()}"
             ) from exc
     elapsed = time.perf_counter() - began
+    stopped = trainer.epoch < epochs
     print(
-        f"done: epochs {start_epoch + 1}-{epochs}, "
+        f"{'stopped' if stopped else 'done'}: epochs {start_epoch + 1}-{trainer.epoch}"
+        f"{f' of {epochs}' if stopped else ''}, "
         f"{trainer.iterations - first_iteration} iterations in "
         f"{format_seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
         f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
         f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
     )
-    write_outputs(epochs)
+    write_outputs(trainer.epoch)
+    if trainer.stop_training:  # only Ctrl-C sets it here
+        print(f"interrupted after epoch {trainer.epoch}{kept()}", file=sys.stderr)
+        return 130
     return 0
