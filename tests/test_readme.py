@@ -49,6 +49,7 @@ BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
 EARLY_STOPPING = snippet("def early_stopping(", TRAINING_DOC)
+NOTEBOOK = snippet("history_figure(", TRAINING_DOC)
 
 
 def commands(path: Path) -> list[str]:
@@ -91,7 +92,7 @@ def test_these_tests_cover_every_python_snippet_of_the_docs(path):
         PYTORCH_DOC: [BOTH_WAYS],
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
-        TRAINING_DOC: [EARLY_STOPPING],
+        TRAINING_DOC: [EARLY_STOPPING, NOTEBOOK],
     }
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
 
@@ -282,3 +283,20 @@ def test_the_early_stopping_snippet_stops_where_its_rule_says_and_resumes_bit_fo
     further = trainer_for(stop + 2)
     assert resumed.fit().test_loss == further.fit().test_loss
     assert_same_params(resumed.net, further.net)
+
+
+def test_the_notebook_snippet_prints_a_row_per_epoch_and_draws_the_curves(xp, capsys):
+    pytest.importorskip("matplotlib")
+    from test_training import overfitting_data, overfitting_net
+
+    from xpnet.optim import Momentum
+    from xpnet.training import Trainer
+
+    given = dict(zip(("x_train", "t_train", "x_test", "t_test"), overfitting_data(xp), strict=True))
+    given |= {"Trainer": Trainer, "net": overfitting_net(xp), "optimizer": Momentum(lr=0.3)}
+    namespace = run(NOTEBOOK, given, TRAINING_DOC)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "History: 20 epochs" and lines[1].split()[:2] == ["epoch", "iterations"]
+    assert [line.split()[0] for line in lines[3:]] == [str(e) for e in range(1, 21)]
+    fig = namespace["history_figure"](namespace["history"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["accuracy", "loss"]

@@ -446,11 +446,103 @@ def test_the_books_trainer_keywords_are_refused_naming_xpnets(cpu_xp, book, xpne
         Trainer(make_net(cpu_xp), *blobs(cpu_xp), epochs=1, **book)
 
 
+def two_epochs():
+    return History([1, 2], [10, 20], [0.5, 0.8], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6], [0.1] * 2)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_history_figure_draws_train_and_test_accuracy_and_loss_per_epoch(as_dict):
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import history_figure
+
+    history = two_epochs()
+    fig = history_figure(history.as_dict() if as_dict else history, title="mnist-5k")
+    panels = {
+        ax.get_ylabel(): [(line.get_label(), list(line.get_xdata()), list(line.get_ydata()))
+                          for line in ax.get_lines()]
+        for ax in fig.axes
+    }  # fmt: skip
+    assert panels == {
+        "accuracy": [("train", [1, 2], [0.5, 0.8]), ("test", [1, 2], [0.4, 0.7])],
+        "loss": [("train", [1, 2], [1.0, 0.5]), ("test", [1, 2], [1.1, 0.6])],
+    }
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"]
+    assert fig._suptitle.get_text() == "mnist-5k"  # Figure.get_suptitle is matplotlib 3.8's
+
+
+def test_history_figure_is_not_one_of_pyplots_so_a_notebook_shows_it_once():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from xpnet.plotting import history_figure
+
+    before = plt.get_fignums()
+    fig = history_figure(two_epochs())
+    assert plt.get_fignums() == before  # the inline backend shows pyplot's figures again
+    assert isinstance(fig.canvas, FigureCanvasAgg)  # drawn without pyplot's backend
+
+
+def test_a_history_prints_a_row_per_epoch_as_xpnet_train_prints_its_numbers():
+    history = History([1, 2], [10, 20], [0.5, 0.81234], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6],
+                      [0.123, 12.34])  # fmt: skip
+    assert str(history) == (
+        "History: 2 epochs\n"
+        "epoch  iterations  train acc  test acc  train loss  test loss    time\n"
+        "-----  ----------  ---------  --------  ----------  ---------  ------\n"
+        "    1          10     0.5000    0.4000      1.0000     1.1000  0.12 s\n"
+        "    2          20     0.8123    0.7000      0.5000     0.6000  12.3 s"
+    )
+
+
+@pytest.mark.parametrize(("epochs", "shown"), [
+    (60, list(range(1, 61))),
+    (61, [1, 2, 3, 4, 5, "...", 57, 58, 59, 60, 61]),
+    (300, [1, 2, 3, 4, 5, "...", 296, 297, 298, 299, 300]),
+])  # fmt: skip
+def test_a_long_history_prints_its_first_and_last_epochs_as_pandas_prints_a_long_frame(
+    epochs, shown
+):
+    n = range(1, epochs + 1)
+    history = History(list(n), [10 * e for e in n], *([0.5] * epochs,) * 4, [0.1] * epochs)
+    lines = str(history).splitlines()
+    assert lines[0] == f"History: {epochs} epochs"
+    rows = lines[3:]  # after the header and its rule
+    assert [row.split()[0] for row in rows] == [str(e) for e in shown]
+    if "..." in shown:
+        assert rows[5].split() == ["..."] * 7
+
+
+def test_an_empty_history_says_so():
+    assert str(History()) == "History: no epochs"
+
+
+def test_a_history_shows_its_table_in_ipython_and_keeps_the_dataclass_repr():
+    from test_gradcheck import shown_in_ipython
+
+    history = two_epochs()
+    assert shown_in_ipython(history) == str(history)
+    assert str(history).startswith("History: 2 epochs\nepoch  iterations")
+    assert repr(history).startswith("History(epochs=[1, 2], iterations=[10, 20], train_acc=")
+    assert eval(repr(history)) == history
+
+
+def test_a_trained_history_prints_the_numbers_it_holds(xp):
+    history = train(make_net(xp), SGD(lr=0.5), *blobs(xp), epochs=2, batch_size=10, seed=0)
+    rows = str(history).splitlines()[3:]
+    assert [row.split()[:6] for row in rows] == [
+        [str(e), str(i), f"{a:.4f}", f"{b:.4f}", f"{c:.4f}", f"{d:.4f}"]
+        for e, i, a, b, c, d in zip(
+            history.epochs, history.iterations, history.train_acc, history.test_acc,
+            history.train_loss, history.test_loss, strict=True,
+        )
+    ]  # fmt: skip
+
+
 def test_plot_history_writes_a_png_atomically(tmp_path):
     pytest.importorskip("matplotlib")
     from xpnet.plotting import plot_history
 
-    history = History([1, 2], [10, 20], [0.5, 0.8], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6], [0.1] * 2)
+    history = two_epochs()
     path = plot_history(history, tmp_path / "curve.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_history(history.as_dict(), tmp_path / "curve.png")  # a dict works too; overwrites
@@ -472,7 +564,7 @@ def test_plot_history_draws_train_and_test_accuracy_and_loss(tmp_path, monkeypat
         return original(ax, x, y, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "plot", recording_plot)
-    history = History([1, 2], [10, 20], [0.5, 0.8], [0.4, 0.7], [1.0, 0.5], [1.1, 0.6], [0.1] * 2)
+    history = two_epochs()
     plot_history(history.as_dict() if as_dict else history, tmp_path / "curve.png")
     panels = {ax.get_ylabel(): [(label, x, y) for a, label, x, y in drawn if a is ax]
               for ax, *_ in drawn}  # fmt: skip
@@ -505,12 +597,14 @@ def test_plot_history_marks_whole_epochs_only(tmp_path, monkeypatch):
 
 
 def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
-    from xpnet.plotting import PlottingUnavailableError, plot_history
+    from xpnet.plotting import PlottingUnavailableError, history_figure, plot_history
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(PlottingUnavailableError, match=r'pip install "xpnet\[plot\]"'):
         plot_history(History(), tmp_path / "curve.png")
     assert not list(tmp_path.iterdir())
+    with pytest.raises(PlottingUnavailableError, match=r'pip install "xpnet\[plot\]"'):
+        history_figure(History())
 
 
 def test_a_fresh_start_at_a_later_epoch_counts_the_updates_of_the_epochs_done(cpu_xp):

@@ -1,5 +1,6 @@
-"""Learning curves as a PNG (SVG, PDF): accuracy and loss per epoch, train and test, in two panels;
-and the book's ``smooth_curve`` for noisy per-iteration losses.
+"""Learning curves as a matplotlib figure (shown inline in a notebook) or a PNG (SVG, PDF):
+accuracy and loss per epoch, train and test, in two panels; and the book's ``smooth_curve``
+for noisy per-iteration losses.
 
 Needs matplotlib (``pip install "xpnet[plot]"``). The figure is drawn with the Agg
 canvas directly, so the global pyplot backend of the caller is not touched, and
@@ -12,13 +13,16 @@ import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xpnet.backend import to_numpy
 from xpnet.checks import is_count
 from xpnet.files import atomic_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 INSTALL_HINT = 'pip install "xpnet[plot]"'
 #: The formats a file name's suffix picks; any other name gets PNG.
@@ -39,12 +43,16 @@ def require_matplotlib() -> None:
         ) from exc
 
 
-def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write the learning curves of ``history`` to ``path`` (PNG, or SVG or PDF when its
-    suffix says so); return the path.
+def history_figure(history: Any, *, title: str | None = None) -> Figure:
+    """The learning curves of ``history``: a matplotlib ``Figure``, accuracy and loss per
+    epoch in two panels, train and test in each.
 
     ``history`` is a :class:`~xpnet.training.History` or its ``as_dict()``: lists
     ``epochs``, ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss`` of equal length.
+    The figure has its own Agg canvas and is not one of pyplot's (``plt.show()`` and
+    ``plt.close`` leave it alone): last in a Jupyter cell it shows once, as the cell's
+    value, through matplotlib's inline backend, which a kernel loads with its first pyplot
+    figure or ``%matplotlib inline``. ``fig.savefig(path)`` writes it.
     """
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,6 +77,13 @@ def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = N
     loss_ax.set_ylim(bottom=0.0)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Write :func:`history_figure` of ``history`` to ``path`` (PNG, or SVG or PDF when its
+    suffix says so); return the path."""
+    fig = history_figure(history, title=title)
     buffer = io.BytesIO()
     suffix = Path(path).suffix.lstrip(".").lower()
     fig.savefig(buffer, format=suffix if suffix in FORMATS else "png", dpi=100)

@@ -144,6 +144,43 @@ class History:
     def __len__(self) -> int:
         return len(self.epochs)
 
+    def __str__(self) -> str:
+        """A table, a row per epoch, the numbers as ``xpnet train`` prints them; past
+        ``HISTORY_MAX_ROWS`` epochs, the first and last ``HISTORY_END_ROWS`` with ``...``
+        between them, as pandas prints a long DataFrame."""
+        from xpnet.bench import table  # the benchmarks' tables: not loaded by import xpnet
+
+        n = len(self)
+        if not n:
+            return "History: no epochs"
+        header = ("epoch", "iterations", "train acc", "test acc", "train loss", "test loss", "time")
+        numbers = zip(  # not strict: a hand-made History with a shorter list still prints
+            self.epochs, self.iterations, self.train_acc, self.test_acc, self.train_loss,
+            self.test_loss, self.seconds, strict=False,
+        )  # fmt: skip
+        rows = [
+            (
+                str(e),
+                str(i),
+                *(f"{v:.4f}" for v in (acc, test_acc, loss, test_loss)),
+                format_seconds(s),
+            )
+            for e, i, acc, test_acc, loss, test_loss, s in numbers
+        ]
+        if n > HISTORY_MAX_ROWS:
+            rows = [*rows[:HISTORY_END_ROWS], ("...",) * len(header), *rows[-HISTORY_END_ROWS:]]
+        return f"History: {n} epoch{'s' * (n != 1)}\n" + table(header, rows)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython and Jupyter show the table that ``print`` gives."""
+        p.text(str(self))
+
+
+#: A :class:`History` of more epochs prints its first and last ``HISTORY_END_ROWS`` only
+#: (pandas' ``display.max_rows`` and ``display.min_rows``: 60 and 10).
+HISTORY_MAX_ROWS = 60
+HISTORY_END_ROWS = 5
+
 
 def labels_and_targets(
     t: Any, classes: int, dtype: Any, target_range: tuple[float, float] | None = None
