@@ -1062,3 +1062,23 @@ def test_a_node_without_backward_is_named_before_recording():
     ):
         pass
     assert "forward" not in vars(node)
+
+
+class _Scale:
+    """A node with an optional positional argument: ``x * k``, k = 2 when left out."""
+
+    def forward(self, x, k=None):
+        self.k = 2.0 if k is None else k
+        return x * self.k
+
+    def backward(self, dout):
+        return dout * self.k, None
+
+
+def test_a_none_given_for_an_optional_argument_draws_no_edge(xp):
+    # Its edge was looked up as a constant's value, and dot() raised AttributeError.
+    scale, x = _Scale(), dev(xp, 3.0)
+    with graph.record({scale: "scale"}, inputs={"x": x}) as run:
+        scale.forward(x, None)
+        scale.backward(dev(xp, 1.0))
+    assert drawn_edges(run.dot()) == {("x", "scale", "3", "2"), ("scale", "", "6", "1")}

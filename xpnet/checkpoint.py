@@ -938,8 +938,8 @@ def load_network(
         net = Sequential(layers, loss=loss, weight_decay=float(arch.get("weight_decay", 0.0)))
     except (TypeError, ValueError) as exc:  # a loss that is not a loss layer, say
         raise CheckpointError(f"{where}: cannot rebuild the network: {exc}") from exc
-    for layer, rng in _loaded_generators(path, meta, net):
-        layer.rng = rng
+    for owner, rng in _loaded_generators(path, meta, net):
+        owner.rng = rng
     if optimizer is not None:
         _load_optimizer(path, arrays, meta, net.params, optimizer)
     return net, meta

@@ -374,6 +374,8 @@ class Recording:
                 leaves[f"param:{name}"] = name
                 edges.append(Edge(f"param:{name}", k, value, grad))
             for i, x in enumerate(call.inputs):
+                if x is None:  # an optional argument left out: no value flows along it
+                    continue
                 backward = call.dinputs[i] if call.dinputs else None
                 producer = self._producer(k, x)
                 if producer is not None:
@@ -484,9 +486,9 @@ def record(
     ``+``, ``exp``, ``1/x`` or the class name). ``inputs`` names the leaf values (``{"apple":
     apple}``), matched by identity. ``param_names`` names parameters as a network's
     ``params.slot`` does (``{"W1": (affine, "W")}``; default: the attribute name).
-    Only positional arguments are inputs, and ``train_flg`` is none (given by position or
-    keyword): a node run with ``train_flg=False`` (Dropout, BatchNorm in eval mode) says
-    so under its label.
+    Only positional arguments are inputs (``None`` draws no edge), and ``train_flg`` is
+    none (given by position or keyword): a node run with ``train_flg=False`` (Dropout,
+    BatchNorm in eval mode) says so under its label.
     A network is refused (:func:`record_network` records one).
     """
     if hasattr(nodes, "layers") and hasattr(nodes, "last_layer"):

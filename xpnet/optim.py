@@ -233,12 +233,12 @@ class Optimizer:
 
     def _bind(self, params: Mapping[str, Any]) -> None:
         """Remember ``params`` and its arrays, for :meth:`_require_same_network`."""
-        self._params = params
+        self._params: Mapping[str, Any] | None = params
         self._arrays.update(params)
 
     def _unbind(self) -> None:
         """Forget the parameters updated so far: the next update's are the state's."""
-        self._params: Mapping[str, Any] | None = None
+        self._params = None
         self._arrays: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:

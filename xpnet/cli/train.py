@@ -390,8 +390,8 @@ def _train(args: argparse.Namespace) -> int:
     # hidden and dtype too: a convnet's checkpoint records its layers, not MultiLayerNet's
     # sizes (for a MultiLayerNet, resuming takes them from the architecture). A network
     # rebuilt from its checkpoint has neither a model nor settings of its layers.
-    kept = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
-    run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in kept}
+    keys = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
+    run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in keys}
     run[unit] = length
     last_save, saved_epoch = time.perf_counter(), 0
 
