@@ -8,7 +8,8 @@
   run on which device, what the records say, and the numerical-gradient extrapolation;
 - ``benchmarks/spread.py``'s report, and ``benchmarks/conftest.py``'s options and what it
   writes in the JSON file;
-- the helper scripts' command lines (``--help``, their arguments).
+- the helper scripts' command lines (``--help``, their arguments), and
+  ``benchmarks/checker_peer.py``'s report at its smallest setting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -961,7 +963,7 @@ def test_a_benchmark_json_keeps_the_load_averages_out_of_machine_info(
 
 HELPER_SCRIPTS = [
     "spread", "step_overhead", "alignment", "instructions", "update_after_product",
-    "profile_convnet", "profile_gradcheck", "tolerance_sweep",
+    "profile_convnet", "profile_gradcheck", "tolerance_sweep", "checker_peer",
 ]  # fmt: skip
 
 
@@ -1009,6 +1011,7 @@ SCRIPT_ARGUMENTS = [  # (script, option, bad value, what the error says it expec
     ("profile_gradcheck", "--rounds", "0", "expected an integer > 0"),
     ("tolerance_sweep", "--h", "-0.5", "expected a number > 0"),
     ("tolerance_sweep", "--atol", "-1", "expected a number >= 0"),
+    ("checker_peer", "--seeds", "0", "expected an integer > 0"),
     ("torch_convnet_train", "--batch-size", "-1", "expected an integer > 0"),
     ("torch_convnet_train", "--epochs", "0", "expected an integer > 0"),
     ("torch_convnet_train", "--epochs", "two", "expected an integer > 0"),
@@ -1040,6 +1043,22 @@ def test_the_scripts_name_a_bad_argument_before_doing_any_work(
     assert exc.value.code == 2
     assert last_line.startswith(f"python -m benchmarks.{name}: error: argument {option}: ")
     assert expected in last_line and repr(value) in last_line
+
+
+@pytest.mark.slow
+def test_checker_peer_reports_every_case_and_both_checkers_totals_at_one_seed(
+    bench_module: Any, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("torch")
+    module = bench_module("checker_peer")
+    assert module.main(["--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(case.name in out for case in module.CASES)
+    correct = sum(case.correct for case in module.CASES)
+    wrong = len(module.CASES) - correct
+    for checker in module.CHECKERS:
+        totals = rf"^{checker}: false alarms \d+ of {correct}, misses \d+ of {wrong}, [\d.]+ s$"
+        assert re.search(totals, out, re.MULTILINE), out
 
 
 def test_machine_info_says_a_cuda_device_without_cupy_is_unavailable_and_skipped(
