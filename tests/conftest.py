@@ -162,7 +162,7 @@ def wrong_dW(wrong_gradient_of):
 @pytest.fixture
 def ctrl_c_raises():
     """SIGINT raises KeyboardInterrupt in this process and in those the test starts, as in a
-    terminal. Started in the background (``cmd &``, ``nohup``), pytest had it ignored, which
+    terminal. Started in the background (``cmd &`` in a script), pytest had it ignored, which
     the processes it starts inherit: the commands ran on through Ctrl-C, and the caller's
     own workers ignored it as only local:N's should."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -596,6 +596,21 @@ def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
 
 
 @pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_once_in_the_last_epoch_lets_the_run_end_as_it_would_have(tmp_path):
+    save = tmp_path / "p.npz"
+    proc = mnist_5k_training(["--epochs", "2", "--save", str(save)])  # now in epoch 2
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err == "\nstopping after epoch 2 (Ctrl-C again to stop now)\n"
+    assert re.search(r"^done: epochs 1-2, 8000 iterations", out, re.M), out
+    assert read_metadata(save)["epoch"] == 2
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_twice_stops_at_once_saving_nothing_and_exits_130(tmp_path):
     save = tmp_path / "p.npz"
     proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])

@@ -476,7 +476,8 @@ def test_losing_every_worker_mid_check_is_a_clear_error(client):
 def test_local_workers_start_with_glibcs_highest_malloc_thresholds(monkeypatch):
     """Dask's MALLOC_TRIM_THRESHOLD_ fixes glibc's mmap threshold: every array above 128 KiB
     is mapped and page-faulted afresh, which made a worker's batched check 2x slower."""
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a cluster before set it
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):  # a cluster before set it
+        monkeypatch.delenv(name, raising=False)
     with xd.connect("local:1") as local:
         (environ,) = local.run(
             lambda: {k: v for k, v in os.environ.items() if "MALLOC" in k}
@@ -503,7 +504,8 @@ def test_a_local_workers_freed_arrays_are_reused_without_page_faults(monkeypatch
     faulted in again (a hyperparameter search's workers: 0.3 s of system time each)."""
     # A variable set in this process wins over Dask's configuration, and a cluster started
     # before with Dask's defaults left MALLOC_TRIM_THRESHOLD_=65536 here.
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
     namespace = {"__name__": "sent_by_value"}  # no module that the worker imports first
     exec(BATCHES, namespace)
     with xd.connect("local:1") as local:

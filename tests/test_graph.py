@@ -854,7 +854,7 @@ def test_a_recording_displays_in_a_notebook_as_its_drawing(xp):
 
 
 def test_a_display_that_asks_for_text_only_draws_nothing():
-    # IPython in a terminal asks for text/plain only: the repr, without running dot.
+    # display(run, include=["text/plain"]) asks for text only: the repr, without running dot.
     assert graph.apple()._repr_mimebundle_(include={"text/plain"}) is None
     assert graph.apple()._repr_mimebundle_(exclude={"image/svg+xml"}) is None
 

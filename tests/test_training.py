@@ -380,9 +380,8 @@ def test_stop_training_is_false_until_set_and_a_later_fit_goes_on(xp):
 def test_a_stop_asked_before_fit_is_cleared_as_kerass_fit_clears_it(xp):
     data = overfitting_data(xp)
     trainer = overfitting_trainer(xp, data, epochs=3)
-    trainer.callback = lambda result: setattr(trainer, "stop_training", True)
-    trainer.stop_training = True  # before fit(): cleared, as in Keras
-    assert trainer.fit().epochs == [1] and trainer.epoch == 1
+    trainer.stop_training = True  # before fit(), with no callback to set it again
+    assert trainer.fit().epochs == [1, 2, 3] and trainer.epoch == 3
 
 
 @pytest.mark.parametrize("start_epoch", [0, 1, 3])

@@ -129,7 +129,7 @@ def _ctrl_c_stops_after_the_epoch(trainer: Any, running: Callable[[], int]) -> I
     so on stderr at once (``running()``: the epoch it stops after), the second raises
     ``KeyboardInterrupt`` (the parameters are mid-epoch then). The previous handler is back
     on exit. Nothing changes outside the main thread (``signal.signal`` raises there) or
-    where SIGINT is ignored (``nohup``, ``cmd &``), as Python leaves it."""
+    where SIGINT is ignored (``cmd &`` in a script), as Python leaves it."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous in (
         signal.SIG_IGN,
@@ -471,7 +471,7 @@ def _train(args: argparse.Namespace) -> int:
         f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
     )
     write_outputs(trainer.epoch)
-    if trainer.stop_training:  # only Ctrl-C sets it here
+    if stopped:  # by Ctrl-C, the only stop here; one in the last epoch lets the run end
         print(f"interrupted after epoch {trainer.epoch}{kept()}", file=sys.stderr)
         return 130
     return 0
