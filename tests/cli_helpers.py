@@ -32,7 +32,7 @@ def xpnet_command(argv, **kwargs):
 
 
 # Epochs of 4,000 single-sample steps, 0.24 s each on an idle core.
-# Epochs of about 0.7 s on a 2-core machine: a second Ctrl-C sent as soon as the first is
+# Epochs of 0.3-0.7 s on a 2-core machine: a second Ctrl-C sent as soon as the first is
 # answered lands in the epoch the first one named.
 ONE_SAMPLE_STEPS = ["train", "--dataset", "mnist-5k", "--batch-size", "1", "--lr", "0.01",
                     "--hidden", "100"]  # fmt: skip
