@@ -35,6 +35,7 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 import argparse
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -167,13 +168,14 @@ def search(client: "Client", data: Split, settings: list[Setting], epochs: int) 
     setting_of = {future.key: setting for future, setting in zip(futures, settings, strict=True)}
     ended = {}
     try:
-        for future, result in completed(client, futures, raise_errors=False):
-            if isinstance(result, KilledWorker):
-                result = Result(setting_of[future.key], [], [], lost=True)
-            elif isinstance(result, BaseException):
-                raise result
-            ended[future.key] = result
-            print(result, flush=True)
+        with closing(completed(client, futures, raise_errors=False)) as results:
+            for future, result in results:
+                if isinstance(result, KilledWorker):
+                    result = Result(setting_of[future.key], [], [], lost=True)
+                elif isinstance(result, BaseException):
+                    raise result
+                ended[future.key] = result
+                print(result, flush=True)
     except KeyboardInterrupt:
         pass
     return [ended[f.key] for f in futures if f.key in ended]
@@ -206,7 +208,8 @@ def main(
             results = search(client, data, settings, epochs)
     seconds = time.perf_counter() - began
     if len(results) < trials:  # Ctrl-C: after the terminal's ^C, on a line of its own
-        print(f"\ninterrupted: {trials - len(results)} of {trials} trials not run", file=sys.stderr)
+        left = trials - len(results)
+        print(f"\ninterrupted: {left} of {trials} trials not finished", file=sys.stderr)
     ranked = sorted(results, key=lambda r: r.score, reverse=True)
     print("=========== Hyper-Parameter Optimization Result ===========")
     for i, result in enumerate(ranked[:SHOWN]):

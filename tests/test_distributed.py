@@ -1180,7 +1180,7 @@ def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
         "=========== Hyper-Parameter Optimization Result ===========\n"
     )
     ended, ranking = ended.splitlines(), ranking.splitlines()
-    assert err == f"\ninterrupted: {100 - len(ended)} of 100 trials not run\n"
+    assert err == f"\ninterrupted: {100 - len(ended)} of 100 trials not finished\n"
     assert ranking[0].startswith("Best-1(val acc:0.") and len(ranking) == len(ended) + 1
     assert sorted(t.split(" | ")[1] for t in ended) == sorted(
         b.split(" | ")[1] for b in ranking[:-1]

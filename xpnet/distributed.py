@@ -32,7 +32,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -534,8 +534,9 @@ def completed(
     A cancelled future (the cluster lost what it needed) comes with its ``CancelledError``,
     unraised, as Dask's ``as_completed`` gives it; a failed task raises its error, or comes
     with it unraised when ``raise_errors`` is False. The futures not yet completed when
-    the caller stops (an error, Ctrl-C's ``KeyboardInterrupt``, ``break``) are cancelled:
-    their tasks leave the cluster rather than run on for nobody.
+    the caller stops (an error, Ctrl-C's ``KeyboardInterrupt``, ``break``) and closes the
+    generator (``contextlib.closing``; CPython closes one a ``for`` loop drops) are
+    cancelled: their tasks leave the cluster rather than run on for nobody.
     """
     done = set()
     try:
@@ -567,17 +568,18 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
     )
     found = {}
     try:
-        for done, (future, result) in enumerate(completed(client, futures), 1):
-            if future.status == "cancelled":
-                raise WorkLostError(
-                    f"the Dask cluster lost the gradient check ({result}): the workers "
-                    "holding the network and batch died (all of them at once, or the "
-                    "cluster was restarted); run the check again"
-                ) from result
-            found[future.key] = result
-            bar.update()
-            if callable(progress):
-                progress(done, total)
+        with closing(completed(client, futures)) as results:
+            for done, (future, result) in enumerate(results, 1):
+                if future.status == "cancelled":
+                    raise WorkLostError(
+                        f"the Dask cluster lost the gradient check ({result}): the workers "
+                        "holding the network and batch died (all of them at once, or the "
+                        "cluster was restarted); run the check again"
+                    ) from result
+                found[future.key] = result
+                bar.update()
+                if callable(progress):
+                    progress(done, total)
     finally:
         bar.close()
     return [found[f.key] for f in futures]
