@@ -7,9 +7,11 @@ grad(x))`` at its defaults (h 1e-5, atol 1e-8 grown with the loss's rounding, rt
 1e-4); torch checks a ``torch.autograd.Function`` whose forward is ``f`` and whose
 backward returns ``dout * grad(x)``, with ``gradcheck(..., raise_exception=False)`` at
 its defaults (eps 1e-6, atol 1e-5, rtol 1e-3), and again with ``fast_mode=True`` (one
-random direction instead of element by element: "torch fast"). A correct gradient that
-fails is a false alarm; a wrong one that passes is a miss. PyTorch is needed (the script
-says so and exits without it)::
+random direction instead of element by element: "torch fast"); xpnet's directional
+mode, ``check_function(..., method="directional")`` (3 random directions, the
+element-wise check where one disagrees: "xpnet directional"), is its counterpart. A
+correct gradient that fails is a false alarm; a wrong one that passes is a miss. PyTorch
+is needed (the script says so and exits without it)::
 
     python -m benchmarks.checker_peer             # every case, 3 seeds
     python -m benchmarks.checker_peer --seeds 1   # the smallest setting
@@ -278,6 +280,10 @@ def xpnet_passes(case: Case, x: Any) -> bool:
     return check_function(case.f, x, case.grad(x)).passed
 
 
+def xpnet_directional_passes(case: Case, x: Any) -> bool:
+    return check_function(case.f, x, case.grad(x), method="directional").passed
+
+
 def torch_passes(case: Case, x: Any, fast_mode: bool = False) -> bool:
     import torch
 
@@ -298,6 +304,7 @@ def torch_passes(case: Case, x: Any, fast_mode: bool = False) -> bool:
 
 CHECKERS = {
     "xpnet": xpnet_passes,
+    "xpnet directional": xpnet_directional_passes,
     "torch": torch_passes,
     "torch fast": partial(torch_passes, fast_mode=True),
 }
@@ -336,8 +343,9 @@ def run(cases: Sequence[Case], seeds: int) -> list[Row]:
 def report(rows: Sequence[Row], seeds: int) -> str:
     """The table of verdicts and times, per case and in total."""
     width = max(len(r.case.name) for r in rows)
-    failed = "  ".join(f"{name:>10}" for name in CHECKERS)
-    ms = "  ".join(f"{name + ' ms':>13}" for name in CHECKERS)
+    wide = {name: max(10, len(name)) for name in CHECKERS}  # a column per checker
+    failed = "  ".join(f"{name:>{wide[name]}}" for name in CHECKERS)
+    ms = "  ".join(f"{name + ' ms':>{wide[name] + 3}}" for name in CHECKERS)
     lines = [
         f"{seeds} seed(s) a case; failed: checks failed of {seeds} (a correct gradient "
         "should fail none, a wrong one all); ms: their time together",
@@ -345,8 +353,8 @@ def report(rows: Sequence[Row], seeds: int) -> str:
     ]
     for r in rows:
         kind = "correct" if r.case.correct else "wrong"
-        failed = "  ".join(f"{r.failed[name]:>10}" for name in CHECKERS)
-        ms = "  ".join(f"{1e3 * r.seconds[name]:>13.1f}" for name in CHECKERS)
+        failed = "  ".join(f"{r.failed[name]:>{wide[name]}}" for name in CHECKERS)
+        ms = "  ".join(f"{1e3 * r.seconds[name]:>{wide[name] + 3}.1f}" for name in CHECKERS)
         lines.append(f"{r.case.name:<{width}}  {kind:<8}  {failed}  {ms}")
     for name in CHECKERS:
         correct = [r for r in rows if r.case.correct]

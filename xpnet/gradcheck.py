@@ -182,7 +182,7 @@ def _network_noise(
         return 0.0
     rng, rows = host_rng(seed + 1), []
     for _ in range(NOISE_DIRECTIONS):
-        v = _random_direction(net, names, rng)
+        v = random_direction({n: net.params[n] for n in names}, rng)
         row, moved = [center], []
         for j in range(1, NOISE_ORDER + 1):
             with _moved(net, {n: net.params[n] + (j * step) * v[n] for n in names}):
@@ -1813,11 +1813,101 @@ def _moved(net: Any, values: dict[str, Any]) -> Iterator[None]:
             net.params[name] = value
 
 
-def _random_direction(net: Any, names: list[str], rng: np.random.Generator) -> dict[str, Any]:
-    """A random direction of unit length over the parameters ``names``, drawn on the host."""
-    host = {name: rng.standard_normal(tuple(net.params[name].shape)) for name in names}
+def require_directions(n_directions: int) -> None:
+    if n_directions < 1:
+        raise ValueError(f"n_directions must be at least 1, got {n_directions}")
+
+
+def random_direction(arrays: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """A random direction of unit length over ``arrays`` (name -> array; a direction of
+    their shapes, on their devices), drawn on the host."""
+    host = {name: rng.standard_normal(tuple(a.shape)) for name, a in arrays.items()}
     norm = math.sqrt(sum(float(np.sum(v * v)) for v in host.values()))
-    return {name: to_like(v / norm, net.params[name]) for name, v in host.items()}
+    return {name: to_like(v / norm, arrays[name]) for name, v in host.items()}
+
+
+def compare_directions(
+    along: Callable[[int, float], tuple[float, float, bool]],
+    loss_along: Callable[[np.ndarray], float],
+    exact: np.ndarray, center: float, h: float, tol: Atol, rtol: float, small: float | None,
+) -> list[DirectionCheck]:  # fmt: skip
+    """One :class:`DirectionCheck` per random direction ``i``, whose analytic derivative
+    is ``exact[i]``: ``along(i, step)`` gives the losses at ``p + step v_i`` and
+    ``p - step v_i`` and whether going there crosses a kink that the layers report
+    (False where nothing reports kinks); ``loss_along(moves)`` the loss after ``moves[i]``
+    along each direction ``i``; ``center`` the loss at ``p``; ``tol`` the atol at each
+    step; ``small`` the :func:`refined_step` (None for none)."""
+    n = len(exact)
+    found = [along(i, h) for i in range(n)]
+    plus, minus = (np.array([f[k] for f in found]) for k in (0, 1))
+    hooked = np.array([f[2] for f in found])
+    steps = np.full(n, h)
+    refined, retried = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    failing = ~within_tolerance(exact, (plus - minus) / (2 * h), tol.at(h), rtol)
+    # A direction that crosses a kink at h and disagrees is taken again at the smaller
+    # step, as check_gradients does elements: a ReLU input merely near 0 is clear there;
+    # one that fails clear of kinks, again at h / RETRY, where a truncation error is
+    # RETRY**2 times smaller.
+    for i in np.flatnonzero(hooked & failing) if small is not None else ():
+        plus[i], minus[i], hooked[i] = along(i, small)
+        steps[i], refined[i] = small, True
+    for i in np.flatnonzero(~hooked & ~refined & failing):
+        plus[i], minus[i], hooked[i] = along(i, h / RETRY)
+        steps[i], retried[i] = h / RETRY, True
+    # Each direction's atol: at its step where refined, else h's (see RETRY).
+    atol = np.where(refined, tol.at(small) if small is not None else 0.0, tol.at(h))
+    # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
+    # differences, as in check_gradients, confirmed at half the step (two more passes
+    # each), at the step of the direction's central difference.
+    one_sided = np.zeros(n, dtype=bool)
+    for group in (refined, retried, ~refined & ~retried):
+        if group.any():  # one step and one atol a group
+            step, group_atol = float(steps[group][0]), float(atol[group][0])
+            one_sided |= kinks_by_one_sided(
+                loss_along, np.zeros(n), exact, plus, center, minus, step,
+                group_atol, rtol, among=~hooked & group,
+            )  # fmt: skip
+    numeric = (plus - minus) / (2 * steps)
+    checks = []
+    for i in range(n):
+        num, ana = float(numeric[i]), float(exact[i])
+        err = abs(num - ana)
+        checks.append(
+            DirectionCheck(
+                numerical=num,
+                analytic=ana,
+                abs_error=err,
+                kink=bool(one_sided[i] or hooked[i]),
+                passed=math.isfinite(err) and within_tolerance(ana, num, float(atol[i]), rtol),
+                step=float(steps[i]),
+                retried=bool(retried[i]),
+            )
+        )
+    return checks
+
+
+def fell_back_note(
+    report: DirectionalReport, unseen_kink: str, what: str = "parameters"
+) -> str | None:
+    """Why ``report`` needs the element-wise check of its ``what`` (None where it does
+    not): a direction compared disagreed (a wrong gradient, or ``unseen_kink``: a kink the
+    check did not see), or none was compared; None too where a derivative is not finite,
+    which fails whatever the elements say."""
+    failed = [str(i) for i in report.disagreeing]
+    if (report.compared and not failed) or not all(d.finite for d in report.directions):
+        return None
+    why = (
+        f"direction{'s' * (len(failed) > 1)} {', '.join(failed)} disagreed (a wrong "
+        f"gradient, or {unseen_kink})"
+        if failed
+        else "no direction was compared (every one crossed a kink and disagreed: a ReLU "
+        "input of exactly 0, as BatchNorm on one sample or on a feature constant in "
+        "the batch, or a zero bias on blank inputs, gives one in every direction)"
+    )
+    return (
+        f"fell back: {why}, so the {what} ({', '.join(report.params)}) were checked element "
+        "by element, their elements at kinks reported apart; the verdict is that check's"
+    )
 
 
 def directional_check(
@@ -1855,8 +1945,7 @@ def directional_check(
     ``memory_budget``, the loop where the layers do not allow them): the elements at kinks
     are reported apart, and the report's ``fallback`` gives the verdict.
     """
-    if n_directions < 1:
-        raise ValueError(f"n_directions must be at least 1, got {n_directions}")
+    require_directions(n_directions)
     _require_samples(x)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
@@ -1868,40 +1957,25 @@ def directional_check(
         xp = namespace_of(analytic[names[0]])
         small = refined_step(h, dtype)
 
-        def along(v: dict[str, Any], step: float) -> tuple[float, float, bool]:
-            """The losses at ``p + step v`` and ``p - step v``, and whether going there
-            crosses a kink of the layers' (False where they are not looked at)."""
+        def along(i: int, step: float) -> tuple[float, float, bool]:
+            """The losses at ``p + step v`` and ``p - step v`` along direction ``i``, and
+            whether going there crosses a kink of the layers' (False where they are not
+            looked at)."""
             losses, moved = [], []
             for s in (step, -step):
-                with _moved(net, {n: net.params[n] + s * v[n] for n in names}):
+                with _moved(net, {n: net.params[n] + s * directions[i][n] for n in names}):
                     losses.append(float(training_loss(net, x, t)))
                     if local is not None:
                         moved.append(local.inputs_at(local.inputs[0]))
             crossed = local is not None and crosses_kink(local.layers, local.inputs, *moved)
             return losses[0], losses[1], bool(crossed)
 
-        directions = [_random_direction(net, names, rng) for _ in range(n_directions)]
+        directions = [
+            random_direction({n: net.params[n] for n in names}, rng) for _ in range(n_directions)
+        ]
         exact = np.array(
             [float(sum(xp.sum(analytic[n] * v[n]) for n in names)) for v in directions]
         )
-        found = [along(v, h) for v in directions]
-        plus, minus = (np.array([f[k] for f in found]) for k in (0, 1))
-        hooked = np.array([f[2] for f in found])
-        steps = np.full(n_directions, h)
-        refined, retried = np.zeros(n_directions, dtype=bool), np.zeros(n_directions, dtype=bool)
-        failing = ~within_tolerance(exact, (plus - minus) / (2 * h), tol.at(h), rtol)
-        # A direction that crosses a kink at h and disagrees is taken again at the smaller
-        # step, as check_gradients does elements: a ReLU input merely near 0 is clear there;
-        # one that fails clear of kinks, again at h / RETRY, where a truncation error is
-        # RETRY**2 times smaller.
-        for i in np.flatnonzero(hooked & failing) if small is not None else ():
-            plus[i], minus[i], hooked[i] = along(directions[i], small)
-            steps[i], refined[i] = small, True
-        for i in np.flatnonzero(~hooked & ~refined & failing):
-            plus[i], minus[i], hooked[i] = along(directions[i], h / RETRY)
-            steps[i], retried[i] = h / RETRY, True
-        # Each direction's atol: at its step where refined, else h's (see RETRY).
-        atol = np.where(refined, tol.at(small) if small is not None else 0.0, tol.at(h))
 
         def loss_along(moves: np.ndarray) -> float:
             """The loss after ``moves[i]`` along direction ``i``, for each i."""
@@ -1910,40 +1984,21 @@ def directional_check(
             with _moved(net, moved_to):
                 return float(training_loss(net, x, t))
 
-        # A kink the layers' hooks do not see (a layer of the user's) shows in the one-sided
-        # differences, as in check_gradients, confirmed at half the step (two more passes
-        # each), at the step of the direction's central difference.
-        one_sided = np.zeros(n_directions, dtype=bool)
-        for group in (refined, retried, ~refined & ~retried):
-            if group.any():  # one step and one atol a group
-                step, group_atol = float(steps[group][0]), float(atol[group][0])
-                one_sided |= kinks_by_one_sided(
-                    loss_along, np.zeros(n_directions), exact, plus, center, minus, step,
-                    group_atol, rtol, among=~hooked & group,
-                )  # fmt: skip
-        numeric = (plus - minus) / (2 * steps)
         report = DirectionalReport(
             h=h, atol=tol.at(h), rtol=rtol, dtype=dtype, seed=seed, params=names
         )
-        for i in range(n_directions):
-            num, ana = float(numeric[i]), float(exact[i])
-            err = abs(num - ana)
-            report.directions.append(
-                DirectionCheck(
-                    numerical=num,
-                    analytic=ana,
-                    abs_error=err,
-                    kink=bool(one_sided[i] or hooked[i]),
-                    passed=math.isfinite(err) and within_tolerance(ana, num, float(atol[i]), rtol),
-                    step=float(steps[i]),
-                    retried=bool(retried[i]),
-                )
-            )
+        report.directions = compare_directions(
+            along, loss_along, exact, center, h, tol, rtol, small
+        )
         if tol.at(h) > tol.floor:
+            numeric = [d.numerical for d in report.directions]
             report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
-        failed = [str(i) for i in report.disagreeing]
-        # A non-finite derivative fails the check whatever the elements say.
-        if (not report.compared or failed) and all(d.finite for d in report.directions):
+        note = fell_back_note(
+            report,
+            "a kink no layer reports: a ReLU of your own whose inputs sit at 0 on both sides "
+            "of a direction",
+        )
+        if note is not None:
             differences = _numerical(
                 net, x, t, names, method="batched", h=h, budget=memory_budget, local=local
             )
@@ -1951,17 +2006,5 @@ def directional_check(
                 net, x, t, names, analytic, differences, local, tol, center,
                 method="batched", h=h, rtol=rtol, dtype=dtype, budget=memory_budget,
             )  # fmt: skip
-            why = (
-                f"direction{'s' * (len(failed) > 1)} {', '.join(failed)} disagreed (a wrong "
-                "gradient, or a kink no layer reports: a ReLU of your own whose inputs sit at "
-                "0 on both sides of a direction)"
-                if failed
-                else "no direction was compared (every one crossed a kink and disagreed: a ReLU "
-                "input of exactly 0, as BatchNorm on one sample or on a feature constant in "
-                "the batch, or a zero bias on blank inputs, gives one in every direction)"
-            )
-            report.notes.append(
-                f"fell back: {why}, so the parameters ({', '.join(names)}) were checked element "
-                "by element, their elements at kinks reported apart; the verdict is that check's"
-            )
+            report.notes.append(note)
     return report

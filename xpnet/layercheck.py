@@ -42,16 +42,23 @@ from xpnet.gradcheck import (
     RETRY,
     ROUNDING,
     Atol,
+    DirectionalReport,
     GradientReport,
     ParamCheck,
+    _atol_note,
+    _check_method,
     _in_place_note,
     _largest,
     _steps_taken,
     compare,
+    compare_directions,
     decoy,
+    fell_back_note,
     kinks_by_one_sided,
     kinks_together,
     matched_side,
+    random_direction,
+    require_directions,
     same_values,
     steps_of,
     tolerances,
@@ -69,6 +76,7 @@ PRECISION = "precision: "  # the note on a dtype that rounds more than float64
 #: error falls RETRY**2-fold. Kinks within h, whose claims fit neither side, grew 46-fold.
 GROWN = 3
 MARGIN = 4  # the atol the rounding note advises, over the largest error it saw at h
+FUNCTION_METHODS = ("loop", "directional")
 
 
 def _is_float(x: Any) -> bool:
@@ -224,12 +232,9 @@ def _report(subject: str, h: float | None, atol: float | None, rtol: float | Non
     return report, tol
 
 
-def _check(
-    name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport, tol: Atol
-) -> _Row:
-    """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), its
-    kinks moved together (:func:`~xpnet.gradcheck.kinks_together`); :func:`_add_rows` puts
-    rows into ``report``."""
+def _claimed(name: str, x: Any, analytic: Any) -> Any:
+    """The gradient ``analytic`` claimed for ``x`` (named ``name``), as a float64 array;
+    a ``TypeError`` or ``ValueError`` for one that is not a real array of ``x``'s shape."""
     if not is_array_api_obj(analytic):
         hint = f": pass its value at {name}" if callable(analytic) else ""
         raise TypeError(
@@ -248,7 +253,16 @@ def _check(
             f"the gradient of {name} has the complex dtype {analytic.dtype}: the gradient of "
             "a real function is real"
         )
-    analytic = xp.astype(untracked(analytic), xp.float64)
+    return xp.astype(untracked(analytic), xp.float64)
+
+
+def _check(
+    name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport, tol: Atol
+) -> _Row:
+    """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), its
+    kinks moved together (:func:`~xpnet.gradcheck.kinks_together`); :func:`_add_rows` puts
+    rows into ``report``."""
+    analytic = _claimed(name, x, analytic)
     center = f(x)
     loss = float(center)
     if is_array_api_obj(center):
@@ -269,6 +283,67 @@ def _check(
             check = replace(check, passed=False, kinks_together=together)
     check = replace(check, retried=retried, converged=converged)
     return _Row(check, tol, _largest([central]), analytic, kinked, side, growth)
+
+
+def _directional(
+    f: Callable[[list[Any]], Any], names: list[str], points: list[Any], grads: list[Any],
+    report: GradientReport, tol: Atol, n_directions: int, seed: int,
+    element_wise: Callable[[], GradientReport],
+) -> DirectionalReport:  # fmt: skip
+    """Check the gradients ``grads`` of ``f`` (taking one value per array of ``points``,
+    named ``names``) along ``n_directions`` random unit directions ``v`` over all the
+    arrays together, seeded by ``seed``, as :func:`~xpnet.gradcheck.directional_check`
+    does a network's parameters (:func:`~xpnet.gradcheck.compare_directions`): two calls
+    of ``f`` a direction, more for one that fails (a retry at ``h / RETRY``, the
+    one-sided differences that find a kink along it). Where a direction compared
+    disagrees, or none is compared, ``element_wise()`` is the report's ``fallback``.
+    ``report`` gives the settings and the notes found so far, ``tol`` the default atol."""
+    analytic = [_claimed(n, x, g) for n, x, g in zip(names, points, grads, strict=True)]
+    center = f(points)
+    loss = float(center)
+    if is_array_api_obj(center):
+        _note_once(report, _precision_note(report.subject, center, abs(loss), report.h))
+    tol = replace(tol, loss=loss)
+    h, rtol = report.h, report.rtol
+    # A stream of its own, as check_layer's dout: x drawn from host_rng(seed) would be
+    # the first direction itself.
+    rng = host_rng(seed).spawn(2)[1]
+    arrays = dict(zip(names, points, strict=True))
+    directions = [list(random_direction(arrays, rng).values()) for _ in range(n_directions)]
+    exact = np.array(
+        [
+            sum(float(namespace_of(g).sum(g * u)) for g, u in zip(analytic, v, strict=True))
+            for v in directions
+        ]
+    )
+
+    def moved(steps: list[tuple[float, list[Any]]]) -> float:
+        """``f`` after each ``(s, v)`` of ``steps``: ``s`` along ``v``."""
+        return float(f([p + sum(s * v[j] for s, v in steps) for j, p in enumerate(points)]))
+
+    def along(i: int, step: float) -> tuple[float, float, bool]:
+        return moved([(step, directions[i])]), moved([(-step, directions[i])]), False
+
+    def loss_along(moves: np.ndarray) -> float:
+        return moved([(float(s), v) for s, v in zip(moves, directions, strict=True) if s])
+
+    result = DirectionalReport(
+        h=h, atol=tol.at(h), rtol=rtol, dtype="float64", seed=seed, params=names,
+        notes=list(report.notes),
+    )  # fmt: skip
+    result.directions = compare_directions(along, loss_along, exact, loss, h, tol, rtol, None)
+    if tol.at(h) > tol.floor:
+        numeric = [d.numerical for d in result.directions]
+        result.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
+    note = fell_back_note(
+        result,
+        "kinks along it whose gradients match different sides: several elements at a kink",
+        what="arrays",
+    )
+    if note is not None:
+        result.fallback = element_wise()
+        result.notes.append(note)
+    return result
 
 
 def _note_once(report: GradientReport, note: str | None) -> None:
@@ -560,7 +635,9 @@ def check_layer(
     rtol: float | None = None,
     seed: int = 0,
     forward_kwargs: Mapping[str, Any] | None = None,
-) -> GradientReport:
+    method: str = "loop",
+    n_directions: int = 3,
+) -> GradientReport | DirectionalReport:
     """Check ``layer.backward`` against central differences of ``layer.forward``, in float64.
 
     ``layer`` follows the layer protocol: ``forward(*inputs)``, ``backward(dout)`` returning
@@ -591,7 +668,14 @@ def check_layer(
     two calls on the same inputs is a ``ValueError``. Returns a
     :class:`~xpnet.gradcheck.GradientReport` with one row per input and parameter
     (truthy when every element passes; kinks are reported apart).
+
+    ``method="directional"`` compares ``n_directions`` random unit directions over all the
+    inputs and parameters checked instead, as :func:`check_function` does (a
+    :class:`~xpnet.gradcheck.DirectionalReport`, the element-wise check its ``fallback``
+    where a direction disagrees).
     """
+    _check_method(method, FUNCTION_METHODS)
+    require_directions(n_directions)
     kind = type(layer).__name__
     require_layer_methods(layer, kind)
     require_named_sublayers(layer, kind)
@@ -684,43 +768,48 @@ def check_layer(
                 return xp.sum(xp.astype(layer.forward(*args, **kwargs), xp.float64) * dout)
 
         require_deterministic(lambda: objective({}), f"{kind}.forward")
-        rows, keys, points = [], [], []
-
+        entries = []  # (label, key for objective, point, claimed gradient) per array checked
         for i, (name, x, g) in enumerate(zip(names, x64, grads, strict=True)):
             if g is None and _is_float(x) and not (loss and i > 0):  # a loss's targets
                 report.notes.append(f"{name}: backward returned no gradient for it; not checked")
             if g is None or not _is_float(x):
                 continue
-            label = f"input {name}" if name in params else name
-            rows.append(_check(label, lambda v, i=i: objective({i: v}), x, g, report, tol))
-            keys.append(i)
-            points.append(x)
+            entries.append((f"input {name}" if name in params else name, i, x, g))
         for label, owner, attr in slots:
             g = param_grads[label]
             if g is None:
                 raise ValueError(
                     f"{kind}.backward stored no gradient d{attr} for its parameter {label}"
                 )
-            point = getattr(owner, attr)
-            rows.append(_check(label, lambda v, k=label: objective({k: v}), point, g, report, tol))
-            keys.append(label)
-            points.append(point)
+            entries.append((label, label, getattr(owner, attr), g))
+        labels, keys, points, claimed = (list(e) for e in zip(*entries, strict=True))
 
         def at_all(values: list[Any]) -> Any:
             return objective(dict(zip(keys, values, strict=True)))
 
-        _add_rows(report, _kinks_between(rows, points, at_all, report))
-        if not report.passed and len(walked) > 1:
-            # The layer's own writes harm nothing here: its dout is a copy, and its input
-            # was found unchanged above. Those of the layers inside it may (the dout its
-            # skip path adds): they are named, as a network check names them.
-            def one_pass() -> None:
-                layer.forward(*x64, **kwargs)
-                layer.backward(xp.asarray(dout, copy=True))
+        def element_wise() -> GradientReport:
+            rows = [
+                _check(label, lambda v, k=key: objective({k: v}), point, g, report, tol)
+                for label, key, point, g in entries
+            ]
+            _add_rows(report, _kinks_between(rows, points, at_all, report))
+            if not report.passed and len(walked) > 1:
+                # The layer's own writes harm nothing here: its dout is a copy, and its
+                # input was found unchanged above. Those of the layers inside it may (the
+                # dout its skip path adds): they are named, as a network check names them.
+                def one_pass() -> None:
+                    layer.forward(*x64, **kwargs)
+                    layer.backward(xp.asarray(dout, copy=True))
 
-            writes = writes_during(inner, one_pass)
-            report.notes += [_in_place_note(w) for w in writes]
-    return report
+                writes = writes_during(inner, one_pass)
+                report.notes += [_in_place_note(w) for w in writes]
+            return report
+
+        if method == "directional":
+            return _directional(
+                at_all, labels, points, claimed, report, tol, n_directions, seed, element_wise
+            )
+        return element_wise()
 
 
 def check_function(
@@ -728,10 +817,13 @@ def check_function(
     x: Any,
     grad: Any,
     *,
+    method: str = "loop",
+    n_directions: int = 3,
+    seed: int = 0,
     h: float | None = None,
     atol: float | None = None,
     rtol: float | None = None,
-) -> GradientReport:
+) -> GradientReport | DirectionalReport:
     """Check a claimed gradient ``grad`` of the scalar function ``f`` at ``x``, in float64.
 
     ``x`` is an array or a mapping of names to arrays (``{"W1": ..., "b1": ...}``) and
@@ -740,35 +832,59 @@ def check_function(
     (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
     array (a function, a list) is a ``TypeError``. PyTorch tensors that autograd tracks
     (``requires_grad=True``, a gradient from ``torch.autograd.grad``) are read detached.
-    Returns a :class:`~xpnet.gradcheck.GradientReport`, one row per array.
+
+    ``method`` is ``"loop"`` (every element, two calls of ``f`` each) or ``"directional"``:
+    ``n_directions`` random unit directions ``v`` over all of ``x`` (seeded by ``seed``),
+    ``(f(x + h v) - f(x - h v)) / 2h`` against ``sum(grad * v)``, as
+    :func:`~xpnet.gradcheck.directional_check` does a network's parameters: about
+    ``2 * n_directions`` calls of ``f`` whatever ``x``'s size, and no per-element verdict.
+    Where a direction disagrees, or none is compared (each crossed a kink and disagreed),
+    the loop's check is the report's ``fallback`` and gives the verdict, naming elements.
+    Returns a :class:`~xpnet.gradcheck.GradientReport`, one row per array (a
+    :class:`~xpnet.gradcheck.DirectionalReport` for ``"directional"``).
     """
+    _check_method(method, FUNCTION_METHODS)
+    require_directions(n_directions)
     name = getattr(f, "__name__", type(f).__name__)
     report, tol = _report(f"function {name}", h, atol, rtol)
-    f = _scalar_valued(f, name)
+    scalar = _scalar_valued(f, name)
     if isinstance(x, Mapping):
         if not x:
             raise ValueError("x is an empty mapping: nothing to check; give at least one array")
         if not isinstance(grad, Mapping) or set(grad) != set(x):
             have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
             raise ValueError(f"grad must have the keys of x, {sorted(x)}; got {have}")
-        point = {k: _float64(namespace_of(v), v, v) for k, v in x.items()}
-        rows = []
-        for key in point:
-
-            def at(v: Any, key: str = key) -> Any:
-                return f({**point, key: v})
-
-            rows.append(_check(str(key), at, point[key], grad[key], report, tol))
+        keys = list(x)
+        grads = [grad[k] for k in keys]
 
         def at_all(values: list[Any]) -> Any:
-            return f(dict(zip(point, values, strict=True)))
+            return scalar(dict(zip(keys, values, strict=True)))
 
-        _add_rows(report, _kinks_between(rows, list(point.values()), at_all, report))
-        return report
-    if not is_array_api_obj(x):
+    elif not is_array_api_obj(x):
         raise TypeError(
             f"x must be an array or a mapping of arrays, got {type(x).__name__} {x!r:.40}: "
             "pass numpy.asarray(x) (and the gradient as an array too)"
         )
-    _add_rows(report, [_check("x", f, _float64(namespace_of(x), x, x), grad, report, tol)])
+    else:
+        keys, grads = ["x"], [grad]
+
+        def at_all(values: list[Any]) -> Any:
+            return scalar(values[0])
+
+    arrays = [x[k] for k in keys] if isinstance(x, Mapping) else [x]
+    points = [_float64(namespace_of(a), a, a) for a in arrays]
+    names = [str(k) for k in keys]
+    if method == "directional":
+        return _directional(
+            at_all, names, points, grads, report, tol, n_directions, seed,
+            lambda: check_function(f, x, grad, h=h, atol=atol, rtol=rtol),
+        )  # fmt: skip
+    rows = []
+    for i, (key, point) in enumerate(zip(names, points, strict=True)):
+
+        def at(v: Any, i: int = i) -> Any:
+            return at_all([v if j == i else p for j, p in enumerate(points)])
+
+        rows.append(_check(key, at, point, grads[i], report, tol))
+    _add_rows(report, _kinks_between(rows, points, at_all, report))
     return report
