@@ -188,3 +188,31 @@ def test_check_layer_at_relu_zeros_is_no_false_alarm(xp):
     report = check_layer(ReLU(), arr(xp, [[0.0, -0.5, 0.0], [0.3, 0.0, 2.0]]),
                          method="directional")  # fmt: skip
     assert report, str(report)
+
+
+def in_float32(v):
+    """sum(v ** 2) computed in float32: a precision note, found before any direction."""
+    xp = namespace_of(v)
+    return xp.sum(xp.astype(v, xp.float32) ** 2)
+
+
+def test_a_note_found_before_falling_back_is_printed_once(xp):
+    host = point(5)
+    report = check_function(in_float32, arr(xp, host), arr(xp, 3 * host), method="directional")
+    assert not report and report.fallback is not None, str(report)
+    assert str(report).count("precision: ") == 1, str(report)
+
+
+class Float32ScaledDW(ScaledDW):
+    """A :class:`ScaledDW` whose output is float32."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return namespace_of(out).astype(out, namespace_of(out).float32)
+
+
+def test_check_layer_prints_a_note_found_before_falling_back_once(xp):
+    layer = Float32ScaledDW(arr(xp, point((5, 3))), arr(xp, point(3, seed=1)))
+    report = check_layer(layer, arr(xp, point((4, 5), seed=2)), method="directional")
+    assert not report and report.fallback is not None, str(report)
+    assert str(report).count("precision: ") == 1, str(report)

@@ -13,11 +13,13 @@
   differences of ``f``: CS231n's ``eval_numerical_gradient`` with a verdict. The gradient
   must be an array of ``x``'s shape (``TypeError`` for a function or a list).
 
-Both return a :class:`~xpnet.gradcheck.GradientReport`. A function is not differentiable
-at a kink (ReLU's 0, a max changing hands): there the central difference straddles the
-kink and is wrong by design. Such elements are found from the one-sided differences
-``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ by the jump in slope,
-and the analytic gradient agrees with one of them, at ``h`` and at ``h / 2``. They are
+Both return a :class:`~xpnet.gradcheck.GradientReport` (a
+:class:`~xpnet.gradcheck.DirectionalReport` with ``method="directional"``). A function is
+not differentiable at a kink (ReLU's 0, a max changing hands): there the central
+difference straddles the kink and is wrong by design. Such elements are found from the
+one-sided differences ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``: they differ
+by the jump in slope, and the analytic gradient agrees with one of them, at ``h`` and at
+``h / 2``. They are
 reported apart and left out of pass/fail; an analytic gradient that matches neither side
 still fails, and so do kinks that disagree when moved together, each to the side its
 gradient matched: an array's, then those of all the arrays checked (the whole gradient
@@ -341,7 +343,11 @@ def _directional(
         what="arrays",
     )
     if note is not None:
-        result.fallback = element_wise()
+        fallback = element_wise()
+        # Its notes found before the directions (the precision note, an input not
+        # checked) are this report's already: printed once, above the fallback's table.
+        fallback.notes = [n for n in fallback.notes if n not in result.notes]
+        result.fallback = fallback
         result.notes.append(note)
     return result
 
