@@ -50,14 +50,19 @@ def drawn_edges(dot):
     }  # fmt: skip
 
 
-def test_a_gradient_of_a_few_elements_is_drawn_element_by_element(xp):
-    # It was drawn as its norm, which loses the signs: y's gradient [1, -2] read "‖·‖ 2.24".
+def mul_of_two_vectors(xp):
+    """A recording of x * y on ``xp``'s arrays, x = [1, -2], y = [3, 0.5], backward from ones."""
     mul = layers.Mul()
     x, y = dev(xp, [1.0, -2.0]), dev(xp, [3.0, 0.5])
     with graph.record([mul], inputs={"x": x, "y": y}) as run:
         mul.forward(x, y)
         mul.backward(dev(xp, [1.0, 1.0]))
-    edges = drawn_edges(run.dot())
+    return run
+
+
+def test_a_gradient_of_a_few_elements_is_drawn_element_by_element(xp):
+    # It was drawn as its norm, which loses the signs: y's gradient [1, -2] read "‖·‖ 2.24".
+    edges = drawn_edges(mul_of_two_vectors(xp).dot())
     assert {("x", X, "(2,)", "[3, 0.5]"), ("y", X, "(2,)", "[1, -2]")} <= edges
 
 
@@ -831,16 +836,6 @@ def test_without_dot_the_command_says_so_before_loading_any_data(tmp_path, monke
     assert run([*argv, "-o", str(tmp_path / "net.svg")]) == 2
     err = capsys.readouterr().err
     assert "needs Graphviz's dot program, which is not on PATH" in err and "absent" not in err
-
-
-def mul_of_two_vectors(xp):
-    """A recording of x * y on ``xp``'s arrays, x = [1, -2], y = [3, 0.5], backward from ones."""
-    mul = layers.Mul()
-    x, y = dev(xp, [1.0, -2.0]), dev(xp, [3.0, 0.5])
-    with graph.record([mul], inputs={"x": x, "y": y}) as run:
-        mul.forward(x, y)
-        mul.backward(dev(xp, [1.0, 1.0]))
-    return run
 
 
 @needs_dot
