@@ -834,7 +834,8 @@ def check_function(
 
     ``x`` is an array or a mapping of names to arrays (``{"W1": ..., "b1": ...}``) and
     ``grad`` has the same form and shapes. ``f`` receives float64 copies of ``x`` (a
-    mapping with one entry perturbed at a time) and returns a number or a 0-D array
+    mapping: one entry moved at a time by the loop, all together along a direction) and
+    returns a number or a 0-D array
     (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
     array (a function, a list) is a ``TypeError``. PyTorch tensors that autograd tracks
     (``requires_grad=True``, a gradient from ``torch.autograd.grad``) are read detached.
