@@ -515,6 +515,14 @@ def test_an_empty_history_says_so():
     assert str(History()) == "History: no epochs"
 
 
+def test_a_history_missing_a_column_prints_every_epoch_with_a_dash_there():
+    data = two_epochs().as_dict()
+    del data["seconds"]  # a dict kept from elsewhere
+    rows = str(History.from_dict(data)).splitlines()[3:]
+    assert [row.split()[0] for row in rows] == ["1", "2"]
+    assert all(row.split()[-1] == "-" for row in rows)
+
+
 def test_a_history_shows_its_table_in_ipython_and_keeps_the_dataclass_repr():
     from test_gradcheck import shown_in_ipython
 

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from itertools import zip_longest
 from typing import Any
 
 import array_api_compat
@@ -154,18 +155,15 @@ class History:
         if not n:
             return "History: no epochs"
         header = ("epoch", "iterations", "train acc", "test acc", "train loss", "test loss", "time")
-        numbers = zip(  # not strict: a hand-made History with a shorter list still prints
+        # A list shorter than epochs (a dict from elsewhere, without seconds) reads "-".
+        numbers = zip_longest(
             self.epochs, self.iterations, self.train_acc, self.test_acc, self.train_loss,
-            self.test_loss, self.seconds, strict=False,
+            self.test_loss, self.seconds,
         )  # fmt: skip
+        formats = (str, str, *(lambda v: f"{v:.4f}",) * 4, format_seconds)
         rows = [
-            (
-                str(e),
-                str(i),
-                *(f"{v:.4f}" for v in (acc, test_acc, loss, test_loss)),
-                format_seconds(s),
-            )
-            for e, i, acc, test_acc, loss, test_loss, s in numbers
+            tuple("-" if v is None else show(v) for show, v in zip(formats, row, strict=True))
+            for row in numbers
         ]
         if n > HISTORY_MAX_ROWS:
             rows = [*rows[:HISTORY_END_ROWS], ("...",) * len(header), *rows[-HISTORY_END_ROWS:]]
