@@ -1180,12 +1180,14 @@ def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
         "=========== Hyper-Parameter Optimization Result ===========\n"
     )
     ended, ranking = ended.splitlines(), ranking.splitlines()
-    assert err == f"\ninterrupted: {100 - len(ended)} of 100 trials not finished\n"
-    assert ranking[0].startswith("Best-1(val acc:0.") and len(ranking) == len(ended) + 1
-    assert sorted(t.split(" | ")[1] for t in ended) == sorted(
-        b.split(" | ")[1] for b in ranking[:-1]
-    )
-    assert ranking[-1].startswith(f"{len(ended)} trials x 10 epochs on local:2: ")
+    # Every trial printed as it ended is ranked; the Ctrl-C may also land between a trial's
+    # ending and its line, which leaves it ranked (and counted) without that line.
+    ranked = ranking[:-1]
+    assert err == f"\ninterrupted: {100 - len(ranked)} of 100 trials not finished\n"
+    assert ranking[0].startswith("Best-1(val acc:0.")
+    assert len(ranked) in (len(ended), len(ended) + 1)
+    assert {t.split(" | ")[1] for t in ended} <= {b.split(" | ")[1] for b in ranked}
+    assert ranking[-1].startswith(f"{len(ranked)} trials x 10 epochs on local:2: ")
     assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
 
 
