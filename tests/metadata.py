@@ -6,6 +6,13 @@ import numpy as np
 
 from xpnet.checkpoint import METADATA_KEY
 
+#: Why a Dropout network on CuPy does not draw on as saved: the limitation docs/training.md
+#: states, skipped there rather than failed.
+CUPY_GENERATORS_NOT_SAVED = (
+    "CuPy's generator state stays on the GPU and is not saved (docs/training.md): a loaded "
+    "Dropout network draws its masks again from the seed"
+)
+
 
 def rewrite_metadata(path, edit):
     """Replace the metadata of checkpoint ``path`` with ``edit(metadata)`` (as JSON)."""

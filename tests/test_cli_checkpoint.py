@@ -10,7 +10,7 @@ import sys
 import pytest
 from cli_helpers import fake_data, nested_network, run, save_from_python, user_layers
 
-from xpnet import MultiLayerNet, checkpoint
+from xpnet import MultiLayerNet, backend, checkpoint
 from xpnet.checkpoint import save_params
 
 __all__ = ["fake_data", "user_layers"]  # the fixtures this module takes from cli_helpers
@@ -27,8 +27,9 @@ def test_gradcheck_checks_a_float32_checkpoint_in_float64_and_says_so(fake_data,
     n = 784 * 16 + 16 + 2 * (16 * 16 + 16) + 2 * 16 + 16 * 10 + 10
     assert capsys.readouterr().out.splitlines()[0] == (
         f"Sequential(Affine, ReLU, Sequential, Affine) with SoftmaxWithLoss from {path}, "
-        f"{n:,} parameters, at the first 3 mnist training samples, float64 on cpu (float32 "
-        "parameters converted; --dtype float32 checks them as saved)"
+        f"{n:,} parameters, at the first 3 mnist training samples, float64 on "
+        f"{backend.parse_device()} (float32 parameters converted; --dtype float32 checks them "
+        "as saved)"
     )
 
 
@@ -51,7 +52,8 @@ def test_gradcheck_takes_the_data_set_of_a_run_saved_by_train(fake_data, tmp_pat
     assert run(["gradcheck", "--checkpoint", str(path), "--batch-size", "2"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"MultiLayerNet(Affine, ReLU, Affine) with SoftmaxWithLoss from {path}")
-    assert "at the first 2 mnist training samples, float64 on cpu (float32 parameters" in first
+    on = f"float64 on {backend.parse_device()} (float32 parameters"  # XPNET_DEVICE's
+    assert f"at the first 2 mnist training samples, {on}" in first
     assert fake_data == ["mnist", "mnist"]
 
 

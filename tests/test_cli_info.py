@@ -71,6 +71,10 @@ def test_version_prints_the_package_version(capsys):
 
 
 def test_the_command_the_module_and_the_package_metadata_give_one_version():
+    try:
+        installed = importlib.metadata.version("xpnet")
+    except importlib.metadata.PackageNotFoundError:  # a checkout on PYTHONPATH: no command
+        pytest.skip("xpnet is not installed (pip install -e .): no xpnet command, no metadata")
     script = shutil.which("xpnet", path=os.path.dirname(sys.executable)) or "xpnet"
     outputs = [
         subprocess.run(
@@ -79,7 +83,7 @@ def test_the_command_the_module_and_the_package_metadata_give_one_version():
         for command in ([script], [sys.executable, "-m", "xpnet"])
     ]
     assert outputs == [f"xpnet {xpnet.__version__}"] * 2
-    assert importlib.metadata.version("xpnet") == xpnet.__version__
+    assert installed == xpnet.__version__
 
 
 def test_the_version_is_written_once_in_the_package():

@@ -22,7 +22,7 @@ from cli_helpers import (
     save_from_python,
     user_layers,
 )
-from metadata import rewrite_metadata, setting, without
+from metadata import CUPY_GENERATORS_NOT_SAVED, rewrite_metadata, setting, without
 
 from xpnet import MultiLayerNet, SimpleConvNet, backend, checkpoint, datasets
 from xpnet.checkpoint import read_metadata, save_params
@@ -127,6 +127,8 @@ def test_a_resumed_network_trains_as_an_uninterrupted_one(
 ):
     # The flags build the network, or it is rebuilt from the file it was saved in before
     # training (BatchNorm and Dropout inside a stack, the stack inside the user's block).
+    if backend.parse_device().kind == "cuda" and layers != ["--batchnorm"]:
+        pytest.skip(CUPY_GENERATORS_NOT_SAVED)  # each of the others holds a Dropout
     modules = []
     if isinstance(layers, list):
         common = ["train", *layers, "--hidden", "20", "--batch-size", "32"]
