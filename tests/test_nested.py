@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
+from array_api_compat import is_cupy_namespace
+from metadata import CUPY_GENERATORS_NOT_SAVED
 from numeric import central_difference, dev
 
 import xpnet
@@ -270,6 +272,8 @@ def test_training_a_nested_network_gives_the_flat_networks_parameters(xp):
 
 
 def test_a_nested_network_with_buffers_round_trips_a_checkpoint(xp, tmp_path):
+    if is_cupy_namespace(xp):  # its Dropout
+        pytest.skip(CUPY_GENERATORS_NOT_SAVED)
     w = weights()
     norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))
     block = Residual(Sequential([norm, Tanh(), Dropout(0.3, seed=4), affine(xp, w, 3)]))
@@ -729,6 +733,9 @@ def test_a_second_name_for_a_layer_inside_a_block_is_allowed(xp):
 def test_a_nested_network_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_does(
     xp, tmp_path
 ):
+    if is_cupy_namespace(xp):  # its Dropout
+        pytest.skip(CUPY_GENERATORS_NOT_SAVED)
+
     def network():
         w = weights()
         norm = BatchNormalization(dev(xp, np.ones(3)), dev(xp, np.zeros(3)))

@@ -521,6 +521,7 @@ def test_loading_an_unknown_layer_is_a_clear_error(tmp_path):
         load_network(tmp_path / "n.npz")
 
 
+@pytest.mark.usefixtures("on_the_host")  # networks of arrays(None, ...), read by NumPy
 def test_loading_an_unknown_layer_says_how_to_load_its_parameters(tmp_path):
     class Unregistered(Shift):
         pass
@@ -539,6 +540,7 @@ def test_loading_an_unknown_layer_says_how_to_load_its_parameters(tmp_path):
     np.testing.assert_array_equal(built.predict(x), saved.predict(x))
 
 
+@pytest.mark.usefixtures("on_the_host")  # networks of arrays(None, ...), read by NumPy
 def test_a_layer_registered_after_saving_is_rebuilt_by_loading(tmp_path, monkeypatch):
     """The file names an unregistered class by module and qualified name; registering
     the class before loading (as the loading error says) finds it under that name."""

@@ -513,7 +513,7 @@ class DeviceRNG:
         shape = (shape,) if is_integer(shape) else tuple(shape)
         if array_api_compat.is_cupy_array(like):
             with like.device:
-                return self._generator("cupy", like).random(shape, dtype=like.dtype)
+                return _cupy_uniform(self._generator("cupy", like), shape, like.dtype)
         if array_api_compat.is_torch_array(like):
             import torch
 
@@ -629,6 +629,17 @@ def _host_uniform(gen: np.random.Generator, shape: tuple[int, ...], dtype: Any) 
     if dtype != np.float16:
         return gen.random(shape, dtype=dtype)
     return np.minimum(gen.random(shape, dtype=np.float32).astype(np.float16), _BELOW_ONE_FLOAT16)
+
+
+def _cupy_uniform(gen: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """CuPy's uniform numbers in [0, 1) in ``dtype``; float16, as :func:`_host_uniform`, drawn
+    in float32 and rounded below 1.0 (CuPy's own float16 draws reached 1.0 on an H200)."""
+    if dtype != np.float16:
+        return gen.random(shape, dtype=dtype)
+    import cupy
+
+    drawn = gen.random(shape, dtype=cupy.float32).astype(cupy.float16)
+    return cupy.minimum(drawn, _BELOW_ONE_FLOAT16)
 
 
 @contextmanager
