@@ -52,13 +52,14 @@ def main(epochs: int = 3, seed: int = 0) -> dict[str, float]:
     report = xpnet.check_layer(PReLU(a), x)
     print(report, end="\n\n")
 
-    # 2. Train 784-100-10 with a PReLU hidden layer (He initialisation, as for ReLU).
-    def affine(fan_in, fan_out, k):
-        W = random_normal((fan_in, fan_out), std=(2 / fan_in) ** 0.5, rng=seed + k)
-        return Affine(W, to_device([0.0] * fan_out, dtype="float32"), input_grad=k > 1)
-
+    # 2. Train 784-100-10 with a PReLU hidden layer (He initialisation, as for ReLU: the
+    # default of Affine.initialized; the data need no gradient).
     net = xpnet.Sequential(
-        [affine(784, 100, 1), PReLU(to_device([0.25] * 100, dtype="float32")), affine(100, 10, 2)],
+        [
+            Affine.initialized(784, 100, rng=seed + 1, input_grad=False),
+            PReLU(to_device([0.25] * 100, dtype="float32")),
+            Affine.initialized(100, 10, rng=seed + 2),
+        ],
         loss=SoftmaxWithLoss(),
     )
     print(net, list(net.params))

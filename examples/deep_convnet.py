@@ -7,8 +7,9 @@
 
 The book's 3x3 filters (16, 16, 32, 32, 64, 64; the fourth padded by 2, so that the 14x14
 maps grow to 16x16 and pool evenly down to 4x4) and its He initialisation, std
-sqrt(2 / fan_in) with fan_in = C * 3 * 3 for a convolution; biases zero. The network names
-the parameters W1, b1, ..., W8, b8, as the book's does.
+sqrt(2 / fan_in) with fan_in = C * 3 * 3 for a convolution (``Convolution.initialized``'s
+default); biases zero. The network names the parameters W1, b1, ..., W8, b8, as the
+book's does.
 
 1. ``check_gradients`` checks a narrow copy (an eighth of the filters, 10 hidden units) in
    float64 at two random images, as chapter 7's ``gradient_check.py`` checks SimpleConvNet.
@@ -32,7 +33,7 @@ import numpy as np
 
 import xpnet
 from xpnet import graph
-from xpnet.backend import random_normal, to_device
+from xpnet.backend import random_normal
 from xpnet.checkpoint import load_network, save_params
 from xpnet.conv import Convolution, Pooling
 from xpnet.datasets import load_mnist
@@ -61,30 +62,25 @@ def deep_convnet(
 ):
     """The DeepConvNet for images (N, *input_dim); the Affine's input size follows the
     convolutions and poolings (the book writes 64 * 4 * 4)."""
-    rng = np.random.default_rng(seed)
-
-    def he(shape, fan_in):
-        return random_normal(shape, std=math.sqrt(2.0 / fan_in), rng=rng, dtype=dtype)
-
-    def zeros(n):
-        return to_device([0.0] * n, dtype=dtype)
-
+    on = {"rng": np.random.default_rng(seed), "dtype": dtype}  # one Generator, layer by layer
     layers, shape = [], (1, *input_dim)
     for k, p in enumerate(conv_params):
         fn, fs, channels = p["filter_num"], p["filter_size"], shape[1]
-        W = he((fn, channels, fs, fs), channels * fs * fs)
         # The first convolution's input is data: no gradient to send it.
-        layers += [Convolution(W, zeros(fn), p["stride"], p["pad"], input_grad=k > 0), ReLU()]
+        conv = Convolution.initialized(
+            channels, fn, fs, p["stride"], p["pad"], input_grad=k > 0, **on
+        )
+        layers += [conv, ReLU()]
         shape = (1, fn, *xpnet.conv.output_size(shape, fs, fs, p["stride"], p["pad"]))
         if k % 2 == 1:
             layers.append(Pooling(2, 2, stride=2))
             shape = (1, fn, *xpnet.conv.output_size(shape, 2, 2, 2))
     flat = math.prod(shape)
     layers += [
-        Affine(he((flat, hidden_size), flat), zeros(hidden_size)),
+        Affine.initialized(flat, hidden_size, **on),
         ReLU(),
         Dropout(0.5, seed=seed),
-        Affine(he((hidden_size, output_size), hidden_size), zeros(output_size)),
+        Affine.initialized(hidden_size, output_size, **on),
         Dropout(0.5, seed=seed + 1),
     ]
     return xpnet.Sequential(layers, loss=SoftmaxWithLoss())

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import xpnet
-from xpnet.backend import random_normal, to_device
+from xpnet.backend import random_normal
 from xpnet.checkpoint import load_network, save_params
 from xpnet.datasets import load_mnist
 from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
@@ -45,8 +45,7 @@ def network(sizes, seed, dtype="float32"):
     n_in, hidden, n_out = sizes
 
     def affine(fan_in, fan_out, k):
-        W = random_normal((fan_in, fan_out), std=(2 / fan_in) ** 0.5, rng=seed + k, dtype=dtype)
-        return Affine(W, to_device([0.0] * fan_out, dtype=dtype), input_grad=k > 1)
+        return Affine.initialized(fan_in, fan_out, rng=seed + k, dtype=dtype, input_grad=k > 1)
 
     block = xpnet.Sequential([affine(hidden, hidden, 2), ReLU(), affine(hidden, hidden, 3)])
     layers = [affine(n_in, hidden, 1), ReLU(), Residual(block), affine(hidden, n_out, 4)]

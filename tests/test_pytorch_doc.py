@@ -68,6 +68,26 @@ def test_affine_W_is_the_transpose_of_linear_weight(xp):
     close(affine.db, linear.bias.grad)
 
 
+def test_initialized_layers_have_the_shapes_of_linear_and_conv2d_weights():
+    assert Affine.initialized(6, 4, rng=0, xp=np).W.shape == nn.Linear(6, 4).weight.T.shape
+    conv = xpnet.conv.Convolution.initialized(3, 8, 5, rng=0, xp=np)
+    assert conv.W.shape == nn.Conv2d(3, 8, 5).weight.shape
+    bn = BatchNormalization.initialized(7, xp=np)
+    torch_bn = nn.BatchNorm1d(7)
+    close(bn.gamma, torch_bn.weight.double())
+    close(bn.beta, torch_bn.bias.double())
+
+
+def test_linear_draws_weight_and_bias_uniform_within_one_over_sqrt_in():
+    torch.manual_seed(0)
+    linear = nn.Linear(400, 300)
+    bound = 1 / math.sqrt(400)
+    weight, bias = (host(p) for p in (linear.weight, linear.bias))
+    for p in (weight, bias):
+        assert 0.99 * bound < np.abs(p).max() <= bound  # spread over the whole interval
+    assert abs(weight.std() - math.sqrt(1 / (3 * 400))) < 0.01 * bound
+
+
 @pytest.mark.parametrize("onehot", [False, True], ids=["labels", "probabilities"])
 def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
     g = rng(1)

@@ -5,6 +5,7 @@ They build on each other as a reader runs them: the graph and Dask snippets use 
 network and digits of the first one.
 """
 
+import math
 import re
 import shlex
 import shutil
@@ -17,6 +18,7 @@ import xpnet
 import xpnet.checkpoint
 from xpnet import backend
 from xpnet.cli import build_parser
+from xpnet.datasets import load_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -45,6 +47,7 @@ GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
 CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
 TIED = snippet("class TiedAutoencoder", LAYERS_DOC)
+FROM_SIZES = snippet("Affine.initialized(", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
@@ -88,7 +91,7 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
     covered = {
-        LAYERS_DOC: [CHECK_FUNCTION, TIED],
+        LAYERS_DOC: [CHECK_FUNCTION, TIED, FROM_SIZES],
         PYTORCH_DOC: [BOTH_WAYS],
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
@@ -236,6 +239,14 @@ def test_the_tied_weights_snippet_checks_one_layer_holding_W_once(capsys):
     assert capsys.readouterr().out.rstrip().endswith("PASSED")
     net = namespace["net"]
     assert list(net.params) == said(r"list\(net\.params\)  # (.*?):", TIED)
+
+
+def test_the_from_sizes_snippet_builds_the_network_its_comments_describe():
+    net = run(FROM_SIZES, path=LAYERS_DOC)["net"]
+    assert tuple(net.params["W1"].shape) == (30, 1, 5, 5)
+    assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    (x, t), _ = load_mnist(name="mnist-5k", flatten=False)
+    assert math.isfinite(float(net.loss(x[:10, ...], t[:10])))
 
 
 def test_the_check_function_snippet_passes_the_derived_gradient_and_names_the_wrong_factor(

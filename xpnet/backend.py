@@ -471,8 +471,7 @@ def random_normal(
     """
     if not is_finite_at_least(std, 0.0):
         raise ValueError(f"std must be a finite number >= 0, got {std!r}")
-    gen = rng if isinstance(rng, np.random.Generator) else host_rng(rng)
-    return to_device(std * gen.standard_normal(shape), dtype=dtype, device=device, xp=xp)
+    return to_device(std * generator(rng).standard_normal(shape), dtype=dtype, device=device, xp=xp)
 
 
 def host_rng(seed: int | None) -> np.random.Generator:
@@ -480,6 +479,12 @@ def host_rng(seed: int | None) -> np.random.Generator:
     integer >= 0 or None (fresh entropy)."""
     _require_seed(seed)
     return np.random.default_rng(seed)
+
+
+def generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """``rng`` as a NumPy ``Generator``: itself, or :func:`host_rng` of a seed (None: fresh
+    entropy), as SciPy's ``rng`` arguments (SPEC 7) take either."""
+    return rng if isinstance(rng, np.random.Generator) else host_rng(rng)
 
 
 def _require_seed(seed: Any) -> None:

@@ -141,7 +141,8 @@ def _layer_spec(*, required: bool = False) -> Field:
 def _metadata_fields() -> dict[str, Field]:
     """The metadata fields the library writes and loading reads: ``architecture`` and
     ``optimizer`` (:func:`save_params` refuses them in a caller's metadata)."""
-    from xpnet.networks import ACTIVATIONS, DTYPES
+    from xpnet.init import DTYPES
+    from xpnet.networks import ACTIVATIONS
 
     classes = {
         "MultiLayerNet": {
@@ -875,9 +876,10 @@ def load_network(
     A layer class that is not registered is an :class:`UnregisteredLayer` naming it: register
     it (:func:`register_layer`), or build the network yourself and call
     ``load_params(path, net)``."""
-    from xpnet.networks import MultiLayerNet, _float_dtype
+    from xpnet.init import float_dtype
+    from xpnet.networks import MultiLayerNet
 
-    wanted = None if dtype is None else _float_dtype(dtype, xp)
+    wanted = None if dtype is None else float_dtype(dtype, xp)
     _, meta = _read(path, arrays=False)
     arch = meta.get("architecture") or {}
     where = os.fspath(path)

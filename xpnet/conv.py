@@ -18,14 +18,19 @@ by no window and get no gradient.
 from __future__ import annotations
 
 from functools import reduce
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import array_api_extra as xpx
 from array_api_compat import device
 
-from xpnet.backend import namespace_of, reduce_sum
+from xpnet import init
+from xpnet.backend import generator, namespace_of, reduce_sum
 from xpnet.checks import require_count
-from xpnet.layers import Layer, require_array, require_floating, require_one_dtype
+from xpnet.layers import Layer, require_arrays_not_sizes, require_floating, require_one_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def check_window(filter_h: int, filter_w: int, stride: int, pad: int) -> None:
@@ -177,8 +182,7 @@ class Convolution(Layer):
     def __init__(
         self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True
     ) -> None:
-        require_array("W", W)
-        require_array("b", b)
+        require_arrays_not_sizes("Convolution", W, b, "Convolution.initialized(1, 30, 5)")
         if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
             raise ValueError(
                 f"Convolution needs filters W of shape (FN, C, FH, FW) and b of shape (FN,), "
@@ -189,6 +193,46 @@ class Convolution(Layer):
         self.W, self.b = W, b
         self.stride, self.pad, self.input_grad = stride, pad, input_grad
         self.dW = self.db = None
+
+    @classmethod
+    def initialized(
+        cls,
+        channels: int,
+        filter_num: int,
+        filter_size: int | tuple[int, int],
+        stride: int = 1,
+        pad: int = 0,
+        *,
+        weight_init: str | float = "he",
+        bias_init: str = "zero",
+        rng: np.random.Generator | int | None = None,
+        dtype: Any = "float32",
+        device: Any = None,
+        xp: ModuleType | None = None,
+        input_grad: bool = True,
+    ) -> Convolution:
+        """A new Convolution of ``filter_num`` filters over ``channels`` input channels, as
+        PyTorch's ``nn.Conv2d(channels, filter_num, filter_size, stride, pad)``: ``W``
+        (filter_num, channels, FH, FW), ``filter_size`` FH = FW or (FH, FW), drawn as
+        :meth:`~xpnet.layers.Affine.initialized` draws an Affine's, with fan-in
+        ``channels * FH * FW`` (the book's He initialisation of chapter 8); ``b`` zeros
+        (filter_num,). ``rng``, ``dtype``, ``device`` and ``xp`` as there."""
+        require_count("channels", channels, 1)
+        require_count("filter_num", filter_num, 1)
+        sizes = tuple(filter_size) if isinstance(filter_size, tuple | list) else (filter_size,) * 2
+        if len(sizes) != 2:
+            raise ValueError(f"filter_size must be an integer or (FH, FW), got {filter_size!r}")
+        for size in sizes:
+            require_count("filter_size", size, 1)
+        fh, fw = sizes
+        init.require_bias_init(bias_init)
+        check_window(int(fh), int(fw), stride, pad)
+        dtype, rng = init.float_dtype(dtype, xp), generator(rng)
+        where = {"dtype": dtype, "device": device, "xp": xp}
+        shape = (int(filter_num), int(channels), int(fh), int(fw))
+        W = init.weights(shape, channels * fh * fw, weight_init, rng, **where)
+        b = init.bias(shape[0], bias_init, rng, **where)
+        return cls(W, b, stride, pad, input_grad=input_grad)
 
     def config(self) -> dict[str, Any]:
         """The constructor keywords besides the parameters."""

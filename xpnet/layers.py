@@ -38,22 +38,28 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import array_api_extra as xpx
 from array_api_compat import device
 
+from xpnet import init
 from xpnet.backend import (
     DeviceRNG,
     dot,
     dtype_name,
+    generator,
     namespace_of,
     positive_part,
     reduce_max,
     reduce_sum,
     spread,
 )
-from xpnet.checks import bad_argument, is_real
+from xpnet.checks import bad_argument, is_count, is_real, require_count
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _KINDS: dict[tuple[Any, Any, str], bool] = {}
 
@@ -102,6 +108,18 @@ def require_array(name: str, a: Any) -> None:
     number among arrays is taken as a scalar, which targets never are."""
     if not hasattr(a, "shape"):
         raise TypeError(f"{name} must be an array, got {type(a).__name__} {a!r:.40}")
+
+
+def require_arrays_not_sizes(layer: str, W: Any, b: Any, example: str) -> None:
+    """Raise ``TypeError`` unless ``W`` and ``b`` are arrays; sizes given instead (PyTorch's
+    ``nn.Linear(784, 50)``) get the ``initialized`` constructor named in ``example``."""
+    if is_count(W, 1) and is_count(b, 1):
+        raise TypeError(
+            f"{layer} takes its parameters, the arrays W and b (the book's layer), got the "
+            f"numbers {W!r} and {b!r}: to draw them from sizes, use {example}"
+        )
+    require_array("W", W)
+    require_array("b", b)
 
 
 def require_one_dtype(layer: str, W: Any, b: Any) -> None:
@@ -465,8 +483,7 @@ class Affine(Layer):
     params = ("W", "b")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
-        require_array("W", W)
-        require_array("b", b)
+        require_arrays_not_sizes("Affine", W, b, "Affine.initialized(784, 50)")
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
             raise ValueError(
                 f"Affine needs W of shape (D, M) and b of shape (M,), "
@@ -476,6 +493,41 @@ class Affine(Layer):
         self.W, self.b = W, b
         self.input_grad = input_grad
         self.dW = self.db = None
+
+    @classmethod
+    def initialized(
+        cls,
+        input_size: int,
+        output_size: int,
+        *,
+        weight_init: str | float = "he",
+        bias_init: str = "zero",
+        rng: np.random.Generator | int | None = None,
+        dtype: Any = "float32",
+        device: Any = None,
+        xp: ModuleType | None = None,
+        input_grad: bool = True,
+    ) -> Affine:
+        """A new Affine from ``input_size`` to ``output_size`` features, as PyTorch's
+        ``nn.Linear(input_size, output_size)``: ``W`` (input_size, output_size) drawn from
+        ``std * N(0, 1)`` with ``std`` by ``weight_init`` (:func:`xpnet.init.weight_std`:
+        ``"he"`` sqrt(2 / input_size), ``"xavier"`` sqrt(1 / input_size), or a number, the
+        book's ``weight_init_std``), ``b`` zeros (``bias_init="uniform"``: uniform in [0, 1)).
+
+        ``rng`` is a NumPy ``Generator`` or a seed (None: fresh entropy). The numbers are
+        drawn on the host, so one seed gives the same layer on every backend and device;
+        the layers of one network share a Generator, each drawing the next numbers (layers
+        given one seed draw the same numbers). ``dtype``, ``device`` and ``xp`` are as for
+        :class:`~xpnet.MultiLayerNet`. PyTorch's own ``nn.Linear`` draws from a uniform
+        distribution of std sqrt(1 / (3 * input_size)), bias too.
+        """
+        require_count("input_size", input_size, 1)
+        require_count("output_size", output_size, 1)
+        init.require_bias_init(bias_init)
+        dtype, rng = init.float_dtype(dtype, xp), generator(rng)
+        where = {"dtype": dtype, "device": device, "xp": xp}
+        W = init.weights((int(input_size), int(output_size)), input_size, weight_init, rng, **where)
+        return cls(W, init.bias(int(output_size), bias_init, rng, **where), input_grad=input_grad)
 
     def config(self) -> dict[str, Any]:
         return {"input_grad": self.input_grad}
@@ -1020,6 +1072,26 @@ class BatchNormalization(Layer):
     params = ("gamma", "beta")
     buffers = ("running_mean", "running_var")
     eps = 1e-6
+
+    @classmethod
+    def initialized(
+        cls,
+        features: int,
+        momentum: float = 0.9,
+        *,
+        dtype: Any = "float32",
+        device: Any = None,
+        xp: ModuleType | None = None,
+    ) -> BatchNormalization:
+        """A new BatchNormalization of ``features`` (D) features, as PyTorch's
+        ``nn.BatchNorm1d(features)``: ``gamma`` ones and ``beta`` zeros (D,), as the book's
+        ``MultiLayerNetExtend`` starts them. ``dtype``, ``device`` and ``xp`` as for
+        :meth:`Affine.initialized`; ``momentum`` as for the constructor (this layer's
+        meaning, not PyTorch's)."""
+        require_count("features", features, 1)
+        where = {"dtype": init.float_dtype(dtype, xp), "device": device, "xp": xp}
+        gamma, beta = (init.constant(int(features), v, **where) for v in (1.0, 0.0))
+        return cls(gamma, beta, momentum)
 
     def __init__(
         self,

@@ -23,9 +23,7 @@ from xpnet.backend import (
     dtype_name,
     host_rng,
     namespace_of,
-    random_normal,
     reduce_sum,
-    to_device,
 )
 from xpnet.checks import (
     bad_argument,
@@ -39,6 +37,7 @@ from xpnet.checks import (
 )
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import central_gradient, check_step
+from xpnet.init import float_dtype, require_bias_init, require_std, weight_std
 from xpnet.layers import (
     Affine,
     BatchNormalization,
@@ -65,8 +64,6 @@ from xpnet.layers import (
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
-WEIGHT_INITS = ("he", "xavier")
-BIAS_INITS = ("zero", "uniform")
 EVAL_BATCH_SIZE = 1_000  # samples an evaluation (accuracy, the Trainer's) puts through at a time
 
 
@@ -870,53 +867,6 @@ class Sequential:
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 
 
-DTYPES = ("float32", "float64")
-
-
-def _float_dtype(dtype: Any, xp: ModuleType | None = None) -> str:
-    """The builders' ``dtype`` argument by name (``"float32"``): given as that name, a NumPy
-    dtype (``numpy.dtype("float32")``), a type of that name (``numpy.float32``) or, with
-    ``xp``, that namespace's own (``xp.float32``: ``torch.float32`` for PyTorch's); anything
-    else is a ``ValueError`` naming it."""
-    name = dtype.__name__ if isinstance(dtype, type) else getattr(dtype, "name", dtype)
-    if not isinstance(name, str) and xp is not None:  # dtypes are singletons: no cross-library ==
-        name = next((n for n in DTYPES if getattr(xp, n, None) is dtype), name)
-    if not (isinstance(name, str) and name in DTYPES):
-        raise ValueError(
-            "dtype must be 'float32' or 'float64' (by name, as a NumPy dtype, as "
-            f"numpy.float32 / numpy.float64 or as the xp= namespace's own), got {dtype!r}"
-        )
-    return name
-
-
-def _require_std(value: Any, argument: str) -> float:
-    """``value`` as a float when it is a finite standard deviation >= 0 (0: all-zero
-    weights, the book's example of what not to do), else ``ValueError`` naming ``argument``."""
-    if not is_finite_at_least(value, 0.0):
-        raise ValueError(f"{argument} must be a finite standard deviation >= 0, got {value!r}")
-    return float(value)
-
-
-def _init_std(
-    weight_init: str | float, fan_in: int, name: str, argument: str = "weight_init"
-) -> float:
-    """The standard deviation of weights ``name`` with ``fan_in`` inputs per output (an
-    Affine's D_in, a Convolution's C * FH * FW), by ``weight_init`` (the keyword
-    ``argument`` that messages name): ``'he'`` sqrt(2/fan_in), ``'xavier'`` sqrt(1/fan_in),
-    or a number."""
-    if is_real(weight_init):
-        return _require_std(weight_init, argument)
-    kind = weight_init.lower() if isinstance(weight_init, str) else weight_init
-    if kind in ("he", "relu"):
-        return math.sqrt(2.0 / fan_in)
-    if kind in ("xavier", "sigmoid"):
-        return math.sqrt(1.0 / fan_in)
-    raise ValueError(
-        f"unknown {argument} {weight_init!r} for {name}: expected 'he' (or 'relu'), "
-        "'xavier' (or 'sigmoid'), in any case, or a standard deviation (float)"
-    )
-
-
 class MultiLayerNet(Sequential):
     """A fully connected network: (Affine, activation) x len(hidden_sizes), Affine, loss.
 
@@ -969,10 +919,7 @@ class MultiLayerNet(Sequential):
                 raise ValueError(
                     f"unknown {what} {name!r}: expected one of {', '.join(ACTIVATIONS)}"
                 )
-        if bias_init not in BIAS_INITS:
-            raise ValueError(
-                f"unknown bias_init {bias_init!r}: expected one of {', '.join(BIAS_INITS)}"
-            )
+        require_bias_init(bias_init)
         if not isinstance(hidden_sizes, Sequence):
             raise TypeError(
                 f"hidden_sizes must be a sequence of layer sizes such as [50], got {hidden_sizes!r}"
@@ -983,25 +930,29 @@ class MultiLayerNet(Sequential):
                 f"layer sizes must be positive integers, got {sizes}"
             )
         sizes = [int(n) for n in sizes]
-        dtype = _float_dtype(dtype, xp)
+        dtype = float_dtype(dtype, xp)
         self.sizes, self.activation = sizes, activation
         self.output_activation, self.bias_init = output_activation, bias_init
         self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
         rng = host_rng(seed)
+        on = {"dtype": dtype, "device": device, "xp": xp}
         layers: list[Any] = []
         for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
-            std = _init_std(weight_init, fan_in, f"W{k}")
-            W = random_normal(
-                (fan_in, fan_out), std=std, rng=rng, dtype=dtype, device=device, xp=xp
+            std = weight_std(weight_init, fan_in, f"W{k}")  # refused naming W{k}
+            # W, then b (when uniform) from rng; the data need no gradient
+            affine = Affine.initialized(
+                fan_in,
+                fan_out,
+                weight_init=std,
+                bias_init=bias_init,
+                rng=rng,
+                input_grad=k > 1,
+                **on,
             )
-            bias = rng.random(fan_out) if bias_init == "uniform" else [0.0] * fan_out
-            b = to_device(bias, dtype=dtype, device=device, xp=xp)
-            layers.append(Affine(W, b, input_grad=k > 1))  # the data need no gradient
+            layers.append(affine)
             hidden = k < len(sizes) - 1
             if hidden and use_batchnorm:
-                gamma = to_device([1.0] * fan_out, dtype=dtype, device=device, xp=xp)
-                beta = to_device([0.0] * fan_out, dtype=dtype, device=device, xp=xp)
-                layers.append(BatchNormalization(gamma, beta))
+                layers.append(BatchNormalization.initialized(fan_out, **on))
             activation_after = activation if hidden else output_activation
             if activation_after is not None:
                 layers.append(ACTIVATIONS[activation_after]())
@@ -1035,7 +986,7 @@ class TwoLayerNet(MultiLayerNet):
             [hidden_size],
             output_size,
             activation="relu",
-            weight_init=_require_std(weight_init_std, "weight_init_std"),
+            weight_init=require_std(weight_init_std, "weight_init_std"),
             dtype=dtype,
             seed=seed,
             device=device,
@@ -1086,7 +1037,7 @@ class SimpleConvNet(Sequential):
         require_count("hidden_size", hidden_size, 1)
         require_count("output_size", output_size, 1)
         input_dim = _image_dim(input_dim)
-        dtype = _float_dtype(dtype, xp)
+        dtype = float_dtype(dtype, xp)
         conv = {key: int(value) for key, value in conv.items()}
         hidden_size, output_size = int(hidden_size), int(output_size)
         channels = input_dim[0]
@@ -1094,29 +1045,22 @@ class SimpleConvNet(Sequential):
         oh, ow = _conv_pool_output(input_dim, fs, stride, pad)
         self.input_dim, self.conv_param = input_dim, conv
         self.sizes = [math.prod(input_dim), fn * oh * ow, hidden_size, output_size]
-        shapes = [(fn, channels, fs, fs), (fn * oh * ow, hidden_size), (hidden_size, output_size)]
         fan_ins = [channels * fs * fs, fn * oh * ow, hidden_size]
         stds = [
-            _init_std(weight_init_std, fan_in, f"W{k}", "weight_init_std")
+            weight_std(weight_init_std, fan_in, f"W{k}", "weight_init_std")
             for k, fan_in in enumerate(fan_ins, start=1)
         ]
-        rng = host_rng(seed)
-
-        def zeros(n: int) -> Any:
-            return to_device([0.0] * n, dtype=dtype, device=device, xp=xp)
-
-        W1, W2, W3 = (
-            random_normal(shape, std=std, rng=rng, dtype=dtype, device=device, xp=xp)
-            for shape, std in zip(shapes, stds, strict=True)
-        )
-        super().__init__(
+        where = {"rng": host_rng(seed), "dtype": dtype, "device": device, "xp": xp}
+        super().__init__(  # W1, W2, W3 drawn in that order
             [
-                Convolution(W1, zeros(fn), stride, pad, input_grad=False),
+                Convolution.initialized(
+                    channels, fn, fs, stride, pad, weight_init=stds[0], input_grad=False, **where
+                ),
                 ReLU(),
                 Pooling(2, 2, stride=2),
-                Affine(W2, zeros(hidden_size)),
+                Affine.initialized(fn * oh * ow, hidden_size, weight_init=stds[1], **where),
                 ReLU(),
-                Affine(W3, zeros(output_size)),
+                Affine.initialized(hidden_size, output_size, weight_init=stds[2], **where),
             ],
             loss=SoftmaxWithLoss(),
         )

@@ -24,7 +24,7 @@ from xpnet.cli.network import (
 )
 from xpnet.datasets import DATASETS
 from xpnet.gradcheck import DEFAULTS, METHODS, Float32Warning
-from xpnet.networks import DTYPES
+from xpnet.init import DTYPES
 
 PIXELS, CLASSES = 784, 10  # MNIST's and Fashion-MNIST's, and the random batch's defaults
 

@@ -20,8 +20,9 @@ from xpnet.cli.common import (
     ratio,
 )
 from xpnet.datasets import DATASETS
+from xpnet.init import BIAS_INITS, DTYPES, WEIGHT_INITS
 from xpnet.layers import REDUCTIONS
-from xpnet.networks import ACTIVATIONS, BIAS_INITS, DTYPES, WEIGHT_INITS
+from xpnet.networks import ACTIVATIONS
 
 TRAIN_DEFAULTS = {
     "dataset": "mnist",
