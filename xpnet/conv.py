@@ -25,7 +25,7 @@ import array_api_extra as xpx
 from array_api_compat import device
 
 from xpnet import init
-from xpnet.backend import generator, namespace_of, reduce_sum
+from xpnet.backend import namespace_of, reduce_sum
 from xpnet.checks import require_count
 from xpnet.layers import Layer, require_arrays_not_sizes, require_floating, require_one_dtype
 
@@ -225,13 +225,12 @@ class Convolution(Layer):
         for size in sizes:
             require_count("filter_size", size, 1)
         fh, fw = sizes
-        init.require_bias_init(bias_init)
         check_window(int(fh), int(fw), stride, pad)
-        dtype, rng = init.float_dtype(dtype, xp), generator(rng)
-        where = {"dtype": dtype, "device": device, "xp": xp}
-        shape = (int(filter_num), int(channels), int(fh), int(fw))
-        W = init.weights(shape, channels * fh * fw, weight_init, rng, **where)
-        b = init.bias(shape[0], bias_init, rng, **where)
+        W, b = init.weights_and_bias(
+            (int(filter_num), int(channels), int(fh), int(fw)), int(channels * fh * fw),
+            int(filter_num), weight_init=weight_init, bias_init=bias_init, rng=rng,
+            dtype=dtype, device=device, xp=xp,
+        )  # fmt: skip
         return cls(W, b, stride, pad, input_grad=input_grad)
 
     def config(self) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 seed gives the same layer on every backend and device.
 
 :func:`weight_std` turns a ``weight_init`` (the book's ``weight_init_std``: ``"he"``,
-``"xavier"`` or a number) into a standard deviation; :func:`weights` and :func:`bias` draw
-the arrays; :func:`float_dtype` reads the builders' ``dtype`` argument. The layers'
+``"xavier"`` or a number) into a standard deviation; :func:`weights_and_bias` draws a
+layer's; :func:`float_dtype` reads the builders' ``dtype`` argument. The layers'
 ``initialized`` constructors (``Affine.initialized(784, 50)``) and the networks use them.
 """
 
@@ -13,7 +13,7 @@ import math
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from xpnet.backend import random_normal, to_device
+from xpnet.backend import generator, random_normal, to_device
 from xpnet.checks import is_finite_at_least, is_real
 
 if TYPE_CHECKING:
@@ -76,38 +76,36 @@ def require_bias_init(bias_init: Any) -> None:
         )
 
 
-def weights(
+def weights_and_bias(
     shape: tuple[int, ...],
     fan_in: int,
+    outputs: int,
+    *,
     weight_init: str | float,
-    rng: np.random.Generator,
-    *,
-    dtype: str,
-    device: Any = None,
-    xp: ModuleType | None = None,
-) -> Any:
-    """Weights of ``shape`` drawn from ``rng`` on the host, ``std * N(0, 1)`` with the
-    :func:`weight_std` of ``weight_init`` for ``fan_in``, moved as :func:`~xpnet.backend.to_device`
-    moves (``dtype``, ``device``, ``xp``)."""
-    std = weight_std(weight_init, fan_in)
-    return random_normal(shape, std=std, rng=rng, dtype=dtype, device=device, xp=xp)
-
-
-def bias(
-    size: int,
     bias_init: str,
-    rng: np.random.Generator,
-    *,
-    dtype: str,
+    rng: np.random.Generator | int | None,
+    dtype: Any,
     device: Any = None,
     xp: ModuleType | None = None,
-) -> Any:
-    """A bias (size,): zeros for ``"zero"``, uniform in [0, 1) from ``rng`` for ``"uniform"``
-    (as some course notes draw it), moved as :func:`weights`."""
-    values = rng.random(size) if bias_init == "uniform" else [0.0] * size
-    return to_device(values, dtype=dtype, device=device, xp=xp)
+) -> tuple[Any, Any]:
+    """A layer's ``W`` of ``shape``, with ``fan_in`` inputs per output, and its bias
+    (outputs,), drawn from ``rng`` (a seed or a NumPy ``Generator``) on the host
+    and moved as :func:`~xpnet.backend.to_device` moves (``dtype`` as :func:`float_dtype`
+    reads it, ``device``, ``xp``).
+
+    ``W`` is ``std * N(0, 1)`` with the :func:`weight_std` of ``weight_init`` for
+    ``fan_in``; the bias is zeros for ``"zero"``, and uniform in [0, 1) for ``"uniform"``
+    (as some course notes draw it), drawn after ``W``.
+    """
+    require_bias_init(bias_init)
+    std = weight_std(weight_init, fan_in)
+    gen = generator(rng)
+    where = {"dtype": float_dtype(dtype, xp), "device": device, "xp": xp}
+    W = random_normal(shape, std=std, rng=gen, **where)
+    b = gen.random(outputs) if bias_init == "uniform" else [0.0] * outputs
+    return W, to_device(b, **where)
 
 
-def constant(size: int, value: float, *, dtype: str, device: Any = None, xp: Any = None) -> Any:
+def constant(size: int, value: float, *, dtype: Any, device: Any = None, xp: Any = None) -> Any:
     """``value`` repeated (size,) (BatchNormalization's ``gamma`` ones and ``beta`` zeros)."""
-    return to_device([value] * size, dtype=dtype, device=device, xp=xp)
+    return to_device([value] * size, dtype=float_dtype(dtype, xp), device=device, xp=xp)

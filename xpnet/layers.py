@@ -49,7 +49,6 @@ from xpnet.backend import (
     DeviceRNG,
     dot,
     dtype_name,
-    generator,
     namespace_of,
     positive_part,
     reduce_max,
@@ -523,11 +522,12 @@ class Affine(Layer):
         """
         require_count("input_size", input_size, 1)
         require_count("output_size", output_size, 1)
-        init.require_bias_init(bias_init)
-        dtype, rng = init.float_dtype(dtype, xp), generator(rng)
-        where = {"dtype": dtype, "device": device, "xp": xp}
-        W = init.weights((int(input_size), int(output_size)), input_size, weight_init, rng, **where)
-        return cls(W, init.bias(int(output_size), bias_init, rng, **where), input_grad=input_grad)
+        W, b = init.weights_and_bias(
+            (int(input_size), int(output_size)), int(input_size), int(output_size),
+            weight_init=weight_init,
+            bias_init=bias_init, rng=rng, dtype=dtype, device=device, xp=xp,
+        )  # fmt: skip
+        return cls(W, b, input_grad=input_grad)
 
     def config(self) -> dict[str, Any]:
         return {"input_grad": self.input_grad}
@@ -1089,7 +1089,7 @@ class BatchNormalization(Layer):
         :meth:`Affine.initialized`; ``momentum`` as for the constructor (this layer's
         meaning, not PyTorch's)."""
         require_count("features", features, 1)
-        where = {"dtype": init.float_dtype(dtype, xp), "device": device, "xp": xp}
+        where = {"dtype": dtype, "device": device, "xp": xp}
         gamma, beta = (init.constant(int(features), v, **where) for v in (1.0, 0.0))
         return cls(gamma, beta, momentum)
 
