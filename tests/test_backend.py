@@ -159,6 +159,24 @@ def test_host_rng_needs_an_integer_seed_from_0(seed):
         backend.host_rng(seed)
 
 
+@pytest.mark.parametrize("rng", [-1, 1.5, "0", np.random.RandomState(0)])
+def test_random_normal_names_its_rng_argument_and_what_it_takes(rng):
+    with pytest.raises(
+        ValueError, match=r"rng must be a seed \(an integer >= 0\), a numpy\.random\.Generator"
+    ):
+        backend.random_normal((2, 2), rng=rng)
+
+
+def test_random_normal_draws_from_a_given_generator_where_it_left_off():
+    gen = np.random.default_rng(3)
+    first, second = (
+        backend.random_normal((2,), rng=gen, dtype="float64", device="cpu") for _ in "12"
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([first, second]), np.random.default_rng(3).standard_normal(4)
+    )
+
+
 def test_mixing_backends_in_one_call_is_a_clear_error():
     strict = pytest.importorskip("array_api_strict")
     a = backend.to_device([1.0], xp=strict)

@@ -105,7 +105,7 @@ def test_sizes_given_to_the_constructor_point_to_initialized():
         ({"input_size": 3, "output_size": 2, "weight_init": -1.0}, "weight_init must be a finite"),
         ({"input_size": 3, "output_size": 2, "bias_init": "ones"}, "unknown bias_init 'ones'"),
         ({"input_size": 3, "output_size": 2, "dtype": "float16"}, "dtype must be 'float32'"),
-        ({"input_size": 3, "output_size": 2, "rng": -1}, "seed must be an integer >= 0"),
+        ({"input_size": 3, "output_size": 2, "rng": -1}, "rng must be a seed .* got int -1"),
     ],
 )
 def test_affine_refuses_bad_settings_naming_them(kwargs, message):

@@ -10,7 +10,7 @@ import array_api_strict
 import numpy as np
 import pytest
 
-from xpnet import MultiLayerNet
+from xpnet import MultiLayerNet, TwoLayerNet
 from xpnet.backend import BackendMismatchError, namespace, to_device, to_numpy
 from xpnet.optim import (
     OPTIMIZERS,
@@ -424,6 +424,21 @@ def test_constructors_reject_a_bad_hyperparameter_naming_it_its_value_and_range(
     with pytest.raises(error) as info:
         cls(**{arg: value})
     assert str(info.value) == invalid(arg, value, error, expected)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("given", ["mapping", "iterator", "list"])
+def test_parameters_given_as_pytorch_gives_them_point_to_update(name, given):
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    params = {
+        "mapping": net.params,
+        "iterator": iter(net.params.values()),
+        "list": list(net.params.values()),
+    }[given]
+    cls = type(OPTIMIZERS[name]())
+    expected = rf"{cls.__name__} takes its settings, not the parameters.*opt\.update\(net\.params"
+    with pytest.raises(TypeError, match=expected):
+        cls(params)
 
 
 @pytest.mark.parametrize(

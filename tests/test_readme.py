@@ -88,6 +88,33 @@ def test_these_tests_cover_every_python_snippet_of_the_readme():
     assert sorted(snippets(README)) == sorted([USAGE, OWN_LAYER, NESTED, GRAPH, DASK])
 
 
+MARKDOWN = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of ``path``: lower case, punctuation but ``-``
+    and ``_`` dropped, spaces as ``-``, and ``-1``, ``-2`` after a repeated one."""
+    anchors, repeats = set(), {}
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+    for heading in re.findall(r"^#+ +(.*)", text, re.M):
+        words = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", words).replace(" ", "-")
+        n = repeats.get(slug, 0)
+        repeats[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: p.name)
+def test_every_link_to_a_heading_finds_it(path):
+    text = path.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s:]*#[^)\s]*)\)", text):
+        name, _, anchor = target.partition("#")
+        linked = (path.parent / name) if name else path
+        assert linked.exists(), f"{path.name} links to {target}: no such file"
+        assert anchor in heading_anchors(linked), f"{path.name} links to {target}: no such heading"
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
     covered = {

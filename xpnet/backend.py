@@ -484,7 +484,14 @@ def host_rng(seed: int | None) -> np.random.Generator:
 def generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     """``rng`` as a NumPy ``Generator``: itself, or :func:`host_rng` of a seed (None: fresh
     entropy), as SciPy's ``rng`` arguments (SPEC 7) take either."""
-    return rng if isinstance(rng, np.random.Generator) else host_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is not None and not is_count(rng, 0):
+        raise bad_argument(is_integer(rng))(
+            f"rng must be a seed (an integer >= 0), a numpy.random.Generator or None, got "
+            f"{type(rng).__name__} {rng!r:.40}"
+        )
+    return host_rng(rng)
 
 
 def _require_seed(seed: Any) -> None:

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar
 
 import array_api_compat
@@ -165,6 +165,13 @@ class Optimizer:
     buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, lr: float) -> None:
+        if isinstance(lr, Mapping | Iterator | list | tuple):  # PyTorch's SGD(model.parameters())
+            raise TypeError(
+                f"{type(self).__name__} takes its settings, not the parameters: xpnet's "
+                f"optimizers are given them at every step, opt = {type(self).__name__}(lr=0.01); "
+                f"opt.update(net.params, grads), where PyTorch's take them when made; got lr="
+                f"{type(lr).__name__}"
+            )
         self.lr = _hyperparameter("lr", lr)
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
