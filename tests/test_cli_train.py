@@ -1181,13 +1181,32 @@ def test_resuming_a_finished_run_still_writes_save_and_plot(fake_data, tmp_path,
 
 @pytest.mark.parametrize(
     "suffix, start",
-    [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".SVG", b"<?xml"), (".PNG", b"\x89PNG")],
+    [
+        (".svg", b"<?xml"),
+        (".pdf", b"%PDF"),
+        (".SVG", b"<?xml"),
+        (".PNG", b"\x89PNG"),
+        (".jpg", b"\xff\xd8\xff"),
+        ("", b"\x89PNG"),
+    ],
 )
 def test_the_plot_is_drawn_in_the_format_its_name_says(fake_data, tmp_path, suffix, start):
     pytest.importorskip("matplotlib")
     plot = tmp_path / f"curve{suffix}"
     assert run(["train", "--epochs", "1", "--quiet", "--plot", str(plot)]) == 0
     assert plot.read_bytes().startswith(start)
+
+
+def test_a_plot_suffix_matplotlib_cannot_write_is_refused_before_training(
+    fake_data, tmp_path, capsys
+):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curve.pgn"
+    assert run(["train", "--epochs", "1", "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xpnet train: error: --plot: cannot draw a plot into {plot}: ")
+    assert ".png, " in err and err.endswith("not .pgn\n")
+    assert not plot.exists() and fake_data == []
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")

@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 INSTALL_HINT = 'pip install "xpnet[plot]"'
-#: The formats a file name's suffix picks; any other name gets PNG.
-FORMATS = ("png", "svg", "pdf")
 
 
 class PlottingUnavailableError(ImportError):
@@ -80,13 +78,33 @@ def history_figure(history: Any, *, title: str | None = None) -> Figure:
     return fig
 
 
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format of ``path``'s suffix (``"png"``, ``"svg"``, ``"pdf"``, ``"jpg"``, any
+    that matplotlib writes, in any case), ``"png"`` for a name without one; ``ValueError``
+    naming the suffix and those it takes for another (a typo should not cost a run)."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if not suffix:
+        return "png"
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(
+            f"cannot draw a plot into {os.fspath(path)}: matplotlib writes "
+            f"{', '.join('.' + f for f in sorted(formats))}, not .{suffix}"
+        )
+    return suffix
+
+
 def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write :func:`history_figure` of ``history`` to ``path`` (PNG, or SVG or PDF when its
-    suffix says so); return the path."""
+    """Write :func:`history_figure` of ``history`` to ``path`` in the format its suffix
+    names (:func:`plot_format`: PNG without one); return the path."""
+    fmt = plot_format(path)
     fig = history_figure(history, title=title)
     buffer = io.BytesIO()
-    suffix = Path(path).suffix.lstrip(".").lower()
-    fig.savefig(buffer, format=suffix if suffix in FORMATS else "png", dpi=100)
+    fig.savefig(buffer, format=fmt, dpi=100)
     with atomic_file(path) as f:
         f.write(buffer.getvalue())
     return Path(path)

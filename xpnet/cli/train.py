@@ -95,7 +95,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--plot",
         metavar="PATH",
-        help="write the learning curves (PNG; SVG or PDF for a .svg or .pdf name)",
+        help="write the learning curves, in the format the suffix names (.png, .svg, .pdf, .jpg, "
+        "...: any that matplotlib writes; PNG without one)",
     )
     p.add_argument(
         "--resume",
@@ -319,11 +320,11 @@ def _train(args: argparse.Namespace) -> int:
         if args.plot and path and _same_file(args.plot, path):  # the plot would replace it
             return error(f"--plot {args.plot} is the checkpoint {option} names ({path})")
     if args.plot:
-        from xpnet.plotting import PlottingUnavailableError, plot_history, require_matplotlib
+        from xpnet.plotting import PlottingUnavailableError, plot_format, plot_history
 
         try:
-            require_matplotlib()
-        except PlottingUnavailableError as exc:
+            plot_format(args.plot)  # before training: no matplotlib, or a suffix it cannot write
+        except (PlottingUnavailableError, ValueError) as exc:
             return error(f"--plot: {exc}")
     backend.selected(args.device)  # an unknown or unavailable device fails here
     import_layers(args, "--resume", args.resume)
