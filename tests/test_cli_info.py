@@ -32,6 +32,22 @@ def test_info_reports_versions_device_and_data_places(monkeypatch, tmp_path, cap
     assert lines["data cache"] == str(tmp_path / "xpnet")
 
 
+def test_info_reports_each_optional_package_and_what_a_missing_one_costs(capsys):
+    from xpnet.cli.info import OPTIONAL
+
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert {"torch", "dask", "matplotlib", "graphviz", "mlxtend"} <= set(OPTIONAL)
+    for name, gives in OPTIONAL.items():
+        try:
+            expected = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            expected = f"not installed ({gives})"
+        assert lines[name].strip() == expected
+    dot = shutil.which("dot")
+    assert lines["dot"].strip() == dot if dot else lines["dot"].startswith("not found")
+
+
 def test_info_shows_an_invalid_device_instead_of_failing(monkeypatch, capsys):
     monkeypatch.setenv("XPNET_DEVICE", "tpu")
     assert main(["info"]) == 0

