@@ -45,7 +45,8 @@ OWN_LAYER = snippet("class PReLU")
 NESTED = snippet("class Residual")
 GRAPH = snippet("graph.record(")
 DASK = snippet("LocalCluster(")
-CHECK_FUNCTION = snippet("check_function(", LAYERS_DOC)
+CHECK_FUNCTION = snippet("check_function(loss", LAYERS_DOC)
+CHECK_BACKWARD = snippet("backward=backward", LAYERS_DOC)
 TIED = snippet("class TiedAutoencoder", LAYERS_DOC)
 FROM_SIZES = snippet("Affine.initialized(", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
@@ -118,7 +119,7 @@ def test_every_link_to_a_heading_finds_it(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_these_tests_cover_every_python_snippet_of_the_docs(path):
     covered = {
-        LAYERS_DOC: [CHECK_FUNCTION, TIED, FROM_SIZES],
+        LAYERS_DOC: [CHECK_FUNCTION, CHECK_BACKWARD, TIED, FROM_SIZES],
         PYTORCH_DOC: [BOTH_WAYS],
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
@@ -298,6 +299,17 @@ def test_the_check_function_snippet_passes_the_derived_gradient_and_names_the_wr
     assert "FAIL" not in right
     (factor,) = re.findall(r'FAILED: "(.*)"', CHECK_FUNCTION)
     assert factor in wrong
+    assert wrong.rstrip().endswith("FAILED")
+
+
+def test_the_check_backward_snippet_passes_the_derived_backward_and_fails_the_row_missing_a_factor(
+    capsys,
+):
+    run(CHECK_BACKWARD, path=LAYERS_DOC)
+    right, wrong = capsys.readouterr().out.split("PASSED\n")
+    assert "FAIL" not in right and "seed 0" in right
+    failing = [row.split()[0] for row in wrong.splitlines() if row.split()[-1:] == ["FAIL"]]
+    assert failing == ["W"]
     assert wrong.rstrip().endswith("FAILED")
 
 

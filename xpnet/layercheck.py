@@ -11,7 +11,9 @@
 - :func:`check_function` compares a gradient the user worked out for a scalar function
   ``f`` (a number or a 0-D array; anything else is a ``ValueError``) with central
   differences of ``f``: CS231n's ``eval_numerical_gradient`` with a verdict. The gradient
-  must be an array of ``x``'s shape (``TypeError`` for a function or a list).
+  must be an array of ``x``'s shape (``TypeError`` for a function or a list). For an ``f``
+  with an array output, ``backward=`` takes its vector-Jacobian product instead, checked
+  for one seeded random ``dout`` as :func:`check_layer` checks a layer's ``backward``.
 
 Both return a :class:`~xpnet.gradcheck.GradientReport` (a
 :class:`~xpnet.gradcheck.DirectionalReport` with ``method="directional"``). A function is
@@ -467,7 +469,8 @@ def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
             raise ValueError(
                 f"check_function needs a scalar function: {name} returned "
                 f"{type(value).__name__} {shape}".rstrip()
-                + "; return a number or a 0-D array (e.g. the sum of a loss's terms)"
+                + "; return a number or a 0-D array (e.g. the sum of a loss's terms), or "
+                "check the vector-Jacobian product of an array output with backward="
             )
         return value
 
@@ -737,16 +740,8 @@ def check_layer(
         kept = _left_alone(layer, before)
         _require_one_output(kind, out)
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
-        # A stream of its own: host_rng(seed) is np.random.default_rng(seed), with which a
-        # student draws x too, and dout == x passes a transposed square dW (x.T @ x is
-        # symmetric) or a ReLU masked by dout's sign instead of x's.
-        rng = host_rng(seed).spawn(1)[0]
         loss = _is_loss(out, x64)
-        dout = xp.asarray(
-            1.0 if loss else rng.standard_normal(tuple(out.shape)),
-            dtype=xp.float64,
-            device=array_api_compat.device(out),
-        )
+        dout = _upstream(xp, tuple(out.shape), seed, array_api_compat.device(out), one=loss)
         size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * dout)))
         _note_once(report, _precision_note(report.subject, out, size, report.h))
         grads = layer.backward(xp.asarray(dout, copy=True))  # the book's backward writes in it
@@ -821,8 +816,9 @@ def check_layer(
 def check_function(
     f: Callable[[Any], Any],
     x: Any,
-    grad: Any,
+    grad: Any = None,
     *,
+    backward: Callable[[Any], Any] | None = None,
     method: str = "loop",
     n_directions: int = 3,
     seed: int = 0,
@@ -830,7 +826,8 @@ def check_function(
     atol: float | None = None,
     rtol: float | None = None,
 ) -> GradientReport | DirectionalReport:
-    """Check a claimed gradient ``grad`` of the scalar function ``f`` at ``x``, in float64.
+    """Check a claimed gradient ``grad`` of the scalar function ``f`` at ``x``, or the
+    vector-Jacobian product ``backward`` of a function ``f`` with an array output, in float64.
 
     ``x`` is an array or a mapping of names to arrays (``{"W1": ..., "b1": ...}``) and
     ``grad`` has the same form and shapes. ``f`` receives float64 copies of ``x`` (a
@@ -839,6 +836,17 @@ def check_function(
     (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
     array (a function, a list) is a ``TypeError``. PyTorch tensors that autograd tracks
     (``requires_grad=True``, a gradient from ``torch.autograd.grad``) are read detached.
+
+    ``backward`` instead of ``grad`` (exactly one of them; else a ``TypeError``) checks an
+    ``f`` returning one array ``y`` of any shape (a tuple or list of outputs is a
+    ``ValueError``), as :func:`check_layer` does a layer: ``backward(dout)`` returns the
+    gradient of ``sum(f(x) * dout)`` with respect to ``x``, in the form of ``x`` (the
+    book's ``backward(dout)``). It is called once, with ``dout`` of ``y``'s shape drawn
+    from a standard normal seeded by ``seed`` (``dout = 1`` for a 0-D ``y``), in float64 on
+    ``x``'s device, and its result is checked as ``grad`` would be, against central
+    differences of ``sum(f(x) * dout)``. Every element of the product is compared, so a
+    wrong Jacobian fails unless its error ``E`` has ``E.T @ dout == 0``: probability 0 for
+    a random normal ``dout``, up to rounding. One ``dout`` is checked, which the report says.
 
     ``method`` is ``"loop"`` (every element, two calls of ``f`` each) or ``"directional"``:
     ``n_directions`` random unit directions ``v`` over all of ``x`` (seeded by ``seed``),
@@ -852,46 +860,140 @@ def check_function(
     """
     _check_method(method, FUNCTION_METHODS)
     require_directions(n_directions)
+    _require_grad_or_backward(grad, backward)
     name = getattr(f, "__name__", type(f).__name__)
-    report, tol = _report(f"function {name}", h, atol, rtol)
-    scalar = _scalar_valued(f, name)
     if isinstance(x, Mapping):
         if not x:
             raise ValueError("x is an empty mapping: nothing to check; give at least one array")
-        if not isinstance(grad, Mapping) or set(grad) != set(x):
-            have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
-            raise ValueError(f"grad must have the keys of x, {sorted(x)}; got {have}")
         keys = list(x)
-        grads = [grad[k] for k in keys]
-
-        def at_all(values: list[Any]) -> Any:
-            return scalar(dict(zip(keys, values, strict=True)))
-
     elif not is_array_api_obj(x):
         raise TypeError(
             f"x must be an array or a mapping of arrays, got {type(x).__name__} {x!r:.40}: "
             "pass numpy.asarray(x) (and the gradient as an array too)"
         )
     else:
-        keys, grads = ["x"], [grad]
-
-        def at_all(values: list[Any]) -> Any:
-            return scalar(values[0])
-
+        keys = ["x"]
     arrays = [x[k] for k in keys] if isinstance(x, Mapping) else [x]
     points = [_float64(namespace_of(a), a, a) for a in arrays]
     names = [str(k) for k in keys]
+
+    def form(values: list[Any]) -> Any:
+        """``values`` (one per array of ``x``) in the form of ``x``."""
+        return dict(zip(keys, values, strict=True)) if isinstance(x, Mapping) else values[0]
+
+    subject = f"function {name}" if backward is None else f"function {name}'s backward"
+    report, tol = _report(subject, h, atol, rtol)
+    if backward is None:
+        at_all, what = _scalar_valued(f, name), "grad"
+    else:
+        what = "backward(dout)"
+        at_all, dout = _against_dout(f, name, form(points), points[0], seed, report)
+        grad = backward(namespace_of(dout).asarray(dout, copy=True))  # it may write in it
+    if isinstance(x, Mapping):
+        if not isinstance(grad, Mapping) or set(grad) != set(x):
+            have = sorted(grad) if isinstance(grad, Mapping) else type(grad).__name__
+            raise ValueError(f"{what} must have the keys of x, {sorted(x)}; got {have}")
+        grads = [grad[k] for k in keys]
+    else:
+        grads = [grad]
+
+    def scalar(values: list[Any]) -> Any:
+        return at_all(form(values))
+
+    def loop() -> GradientReport:
+        rows = []
+        for i, (key, point) in enumerate(zip(names, points, strict=True)):
+
+            def at(v: Any, i: int = i) -> Any:
+                return scalar([v if j == i else p for j, p in enumerate(points)])
+
+            rows.append(_check(key, at, point, grads[i], report, tol))
+        _add_rows(report, _kinks_between(rows, points, scalar, report))
+        return report
+
     if method == "directional":
         return _directional(
-            at_all, names, points, grads, report, tol, n_directions, seed,
-            lambda: check_function(f, x, grad, h=h, atol=atol, rtol=rtol),
+            scalar, names, points, grads, report, tol, n_directions, seed, loop
         )  # fmt: skip
-    rows = []
-    for i, (key, point) in enumerate(zip(names, points, strict=True)):
+    return loop()
 
-        def at(v: Any, i: int = i) -> Any:
-            return at_all([v if j == i else p for j, p in enumerate(points)])
 
-        rows.append(_check(key, at, point, grads[i], report, tol))
-    _add_rows(report, _kinks_between(rows, points, at_all, report))
-    return report
+def _require_grad_or_backward(grad: Any, backward: Any) -> None:
+    """Refuse both ``grad`` and ``backward`` given to :func:`check_function`, or neither."""
+    if (grad is None) == (backward is None):
+        given = "both" if grad is not None else "neither"
+        raise TypeError(
+            f"check_function takes exactly one of grad (the gradient of a scalar f) and "
+            f"backward (backward(dout), the vector-Jacobian product of an f with an array "
+            f"output); got {given}"
+        )
+    if backward is not None and not callable(backward):
+        raise TypeError(
+            f"backward must be a function of dout, got {type(backward).__name__}: for the "
+            "gradient of a scalar f, pass it as grad"
+        )
+
+
+def _against_dout(
+    f: Callable[[Any], Any], name: str, at: Any, like: Any, seed: int, report: GradientReport
+) -> tuple[Callable[[Any], Any], Any]:
+    """The scalar ``sum(f(x) * dout)`` and the ``dout`` it weighs ``f``'s output with
+    (:func:`_upstream`, of the shape of ``f(at)``, on ``like``'s device); ``report`` gets
+    notes on which ``dout``, and on what ``f``'s dtype rounds (the scalar is float64)."""
+    xp, device = namespace_of(like), array_api_compat.device(like)
+    out = _one_array(f, name, at)
+    out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64, device=device)
+    shape = tuple(out.shape)
+    dout = _upstream(xp, shape, seed, device, one=not shape)
+    if shape:
+        report.notes.append(
+            f"backward: checked for one dout of shape {shape}, drawn from a standard normal "
+            f"with seed {seed}: every element of backward(dout) against central differences "
+            "of sum(f(x) * dout); another seed draws another dout"
+        )
+    else:
+        report.notes.append(
+            "backward: checked for dout = 1 (f's output is 0-D): every element of "
+            "backward(dout) against central differences of f(x)"
+        )
+    size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * dout)))
+    _note_once(report, _precision_note(report.subject, out, size, report.h))
+
+    def weighted(v: Any) -> Any:
+        value = _one_array(f, name, v)
+        value = (
+            value if is_array_api_obj(value) else xp.asarray(value, dtype=xp.float64, device=device)
+        )
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f"{name} returned an output of shape {tuple(value.shape)} at a moved x, but "
+                f"of shape {shape} at x: its shape must not depend on x's values"
+            )
+        return xp.sum(xp.astype(value, xp.float64) * dout)
+
+    return weighted, dout
+
+
+def _one_array(f: Callable[[Any], Any], name: str, x: Any) -> Any:
+    """``f(x)``, refusing with a ``ValueError`` a value that is not one array or number (a
+    tuple of outputs): ``backward(dout)`` takes the gradient of one output."""
+    value = f(x)
+    if is_array_api_obj(value) or _is_number(value):
+        return value
+    what = type(value).__name__
+    if isinstance(value, (tuple, list)):
+        what += f" of {len(value)}"
+    raise ValueError(
+        f"check_function with backward needs one output array: {name} returned {what}; for "
+        "several outputs y1, y2, check the scalar sum(y1 * d1) + sum(y2 * d2) with grad"
+    )
+
+
+def _upstream(xp: Any, shape: tuple[int, ...], seed: int, device: Any, one: bool) -> Any:
+    """The upstream gradient ``dout`` of an output of ``shape``, float64 on ``device``: 1
+    where ``one`` (a loss), else drawn from a standard normal seeded by ``seed``."""
+    # A stream of its own: host_rng(seed) is np.random.default_rng(seed), with which a
+    # student draws x too, and dout == x passes a transposed square dW (x.T @ x is
+    # symmetric) or a ReLU masked by dout's sign instead of x's.
+    rng = host_rng(seed).spawn(1)[0]
+    return xp.asarray(1.0 if one else rng.standard_normal(shape), dtype=xp.float64, device=device)
