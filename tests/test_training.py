@@ -280,6 +280,18 @@ def test_an_optimizer_that_is_not_one_is_refused_naming_it(cpu_xp, optimizer, me
         Trainer(make_net(cpu_xp), optimizer, x, t, xt, tt, epochs=1)
 
 
+def test_the_books_argument_order_is_refused_naming_xpnets(cpu_xp):
+    # The book's Trainer(network, x_train, t_train, x_test, t_test, epochs=20, ...): one
+    # positional argument short of xpnet's, which Python would report as t_test missing.
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(
+        TypeError,
+        match=rf"got an array of shape \({x.shape[0]}, {x.shape[1]}\): Trainer takes the "
+        r"optimizer second, Trainer\(net, optimizer, x_train",
+    ):
+        Trainer(make_net(cpu_xp), x, t, xt, tt, epochs=1)
+
+
 def test_a_target_range_with_target_rows_is_refused_not_ignored(cpu_xp):
     x, t, xt, tt = blobs(cpu_xp, one_hot=True)
     with pytest.raises(

@@ -19,6 +19,7 @@ Where the work happens:
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 import sys
 import time
@@ -250,6 +251,12 @@ def _require_optimizer(optimizer: Any) -> None:
         )
     elif isinstance(optimizer, type):
         got = f"the class {optimizer.__name__}: pass an instance, {optimizer.__name__}(lr=...)"
+    elif hasattr(optimizer, "shape"):
+        got = (
+            f"an array of shape {tuple(optimizer.shape)}: Trainer takes the optimizer second, "
+            "Trainer(net, optimizer, x_train, t_train, x_test, t_test, epochs=...), where the "
+            "book's takes the data second and the optimizer by name"
+        )
     else:
         got = f"an object of type {type(optimizer).__name__}"
     raise TypeError(
@@ -273,6 +280,20 @@ def _require_finite(net: Any, optimizer: Any) -> None:
                 f"{what} holds {fault} before training: training from it gives NaN; "
                 "build the network again, or load a checkpoint saved before it diverged"
             )
+
+
+def _optimizer_checked_first(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` checking its second positional argument, the optimizer, before Python binds
+    the others: in the book's order, ``Trainer(net, x_train, t_train, x_test, t_test)``, it
+    would say only that ``t_test`` is missing."""
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1:
+            _require_optimizer(args[1])
+        init(self, *args, **kwargs)
+
+    return checked
 
 
 def _checked_range(value: Any) -> tuple[float, float] | None:
@@ -372,6 +393,7 @@ class Trainer:
     """
 
     @refuses_book_keywords
+    @_optimizer_checked_first
     def __init__(
         self,
         net: Any,
