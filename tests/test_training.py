@@ -5,6 +5,7 @@ progress bar and the learning-curve plot."""
 import math
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -972,3 +973,25 @@ def test_shuffle_dataset_refuses_sets_of_different_lengths(xp):
     x, t = to_device(np.zeros((5, 3)), xp=xp), to_device(np.zeros(4), xp=xp)
     with pytest.raises(ValueError, match=r"same number of samples, got 5 .*\(5, 3\).* 4 .*\(4,\)"):
         shuffle_dataset(x, t)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "which"),
+    [(61, 10, "the last batch of every epoch"), (1, 10, "every batch"), (60, 1, "every batch")],
+)
+def test_batches_of_one_sample_through_batchnorm_are_warned_of(xp, n_train, batch_size, which):
+    x, t, xt, tt = blobs(xp, n_train=n_train)
+    net = MultiLayerNet(4, [6], 2, use_batchnorm=True, dtype="float64", seed=0, xp=xp)
+    with pytest.warns(UserWarning, match=rf"^{which} is one sample .* \(layers\[1\]\) normalizes"):
+        Trainer(net, SGD(), x, t, xt, tt, epochs=1, batch_size=batch_size)
+
+
+@pytest.mark.parametrize(("n_train", "use_batchnorm"), [(62, True), (61, False)])
+def test_batches_of_two_or_more_or_no_batchnorm_train_without_that_warning(
+    xp, n_train, use_batchnorm
+):
+    x, t, xt, tt = blobs(xp, n_train=n_train)
+    net = MultiLayerNet(4, [6], 2, use_batchnorm=use_batchnorm, dtype="float64", seed=0, xp=xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(net, SGD(), x, t, xt, tt, epochs=1, batch_size=10)

@@ -46,6 +46,7 @@ from xpnet.backend import (
 )
 from xpnet.checks import is_real, refuses_book_keywords, require_count
 from xpnet.layers import (
+    BatchNormalization,
     check_labels,
     describe_array,
     is_labels,
@@ -282,6 +283,27 @@ def _require_finite(net: Any, optimizer: Any) -> None:
             )
 
 
+def _warn_of_batches_of_one(net: Any, n: int, batch_size: int) -> None:
+    """Warn when a batch of every epoch is one sample and ``net`` holds a
+    :class:`~xpnet.layers.BatchNormalization`: in training it normalizes one sample to 0, so
+    that batch passes no gradient below it (PyTorch's ``BatchNorm1d`` refuses it)."""
+    if batch_size > 1 and n % batch_size != 1:
+        return
+    named = getattr(net, "named_layers", None)
+    found = (
+        [path for path, layer in named() if isinstance(layer, BatchNormalization)] if named else []
+    )
+    if found:
+        which = "every batch" if batch_size == 1 or n == 1 else "the last batch of every epoch"
+        warnings.warn(
+            f"{which} is one sample ({n} samples, batch_size {batch_size}), which "
+            f"BatchNormalization ({found[0]}) normalizes to 0 in training: it passes no "
+            "gradient below it; pick a batch_size that leaves two samples or more, or "
+            "drop a sample",
+            stacklevel=5,  # the caller of Trainer(), past __init__'s two decorators
+        )
+
+
 def _optimizer_checked_first(init: Callable[..., None]) -> Callable[..., None]:
     """``init`` checking its second positional argument, the optimizer, before Python binds
     the others: in the book's order, ``Trainer(net, x_train, t_train, x_test, t_test)``, it
@@ -467,6 +489,7 @@ class Trainer:
                     "the tensor's .detach()"
                 )
         _require_finite(net, optimizer)
+        _warn_of_batches_of_one(net, x_train.shape[0], batch_size)
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
         classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
         if x_test.shape[0]:  # fail now, not after an epoch has moved the weights
