@@ -534,3 +534,26 @@ def test_integer_data_is_still_refused_naming_its_dtype(xp):
     net = TwoLayerNet(6, 4, 3, seed=1, xp=xp)
     with pytest.raises(ValueError, match="real floating-point array, got dtype uint8"):
         net.predict(to_device(np.ones((2, 6)), dtype="uint8", xp=xp))
+
+
+@pytest.mark.parametrize(
+    ("name", "use"),
+    [
+        ("lastLayer", "net.last_layer"),
+        ("save_params", r"xpnet.checkpoint.save_params\(path, net\)"),
+        ("load_params", r"xpnet.checkpoint.load_params\(path, net\)"),
+    ],
+)
+def test_the_books_network_attributes_name_xpnets(name, use):
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.raises(
+        AttributeError, match=rf"no attribute '{name}'; for the book's {name}, use {use}"
+    ):
+        getattr(net, name)
+
+
+def test_another_missing_network_attribute_is_a_plain_attribute_error():
+    with pytest.raises(
+        AttributeError, match=r"^'TwoLayerNet' object has no attribute 'lastlayer'$"
+    ):
+        getattr(TwoLayerNet(4, 3, 2, seed=0), "lastlayer")  # noqa: B009

@@ -963,3 +963,18 @@ def test_a_network_sharing_one_array_with_the_stepped_one_is_refused(xp):
     with pytest.raises(ValueError, match="parameter 'W2' is not the array whose state 'v'"):
         opt.update(second, grads)
     np.testing.assert_array_equal(to_numpy(second["W2"]), [7.0])
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "use"),
+    [
+        (Adam, "iter", "opt.iterations"),
+        (Momentum, "v", r"opt.state\['v'\]"),
+        (AdaGrad, "h", r"opt.state\['h'\]"),
+    ],
+)
+def test_the_books_optimizer_attributes_name_xpnets(cls, name, use):
+    with pytest.raises(
+        AttributeError, match=rf"no attribute '{name}'; for the book's {name}, use {use}"
+    ):
+        getattr(cls(), name)

@@ -995,3 +995,10 @@ def test_batches_of_two_or_more_or_no_batchnorm_train_without_that_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer(net, SGD(), x, t, xt, tt, epochs=1, batch_size=10)
+
+
+@pytest.mark.parametrize("name", ["train", "train_acc_list", "test_acc_list", "train_loss_list"])
+def test_the_books_trainer_attributes_name_fit_and_its_history(cpu_xp, name):
+    trainer = Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1)
+    with pytest.raises(AttributeError, match=rf"for the book's {name}, use .*trainer\.fit\(\)"):
+        getattr(trainer, name)

@@ -9,7 +9,7 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # The book's keyword -> xpnet's, which takes the book's values as they are (docs/book.md).
@@ -22,6 +22,16 @@ BOOK_KEYWORDS = {
     "evaluate_sample_num_per_epoch": "eval_samples",
     "optimizer_param": "optimizer",  # the book's Trainer makes one from optimizer's name
 }
+
+
+def missing_attribute(obj: Any, name: str, book: Mapping[str, str]) -> AttributeError:
+    """The ``AttributeError`` for ``obj.name``, which ``obj`` lacks; for one of the book's
+    names (``book``: its name -> what xpnet has instead), it says what to use. For a class's
+    ``__getattr__``, which Python calls only when the attribute is not found."""
+    message = f"{type(obj).__name__!r} object has no attribute {name!r}"
+    if name in book:
+        message += f"; for the book's {name}, use {book[name]} (docs/book.md)"
+    return AttributeError(message, name=name, obj=obj)
 
 
 class ArgumentTypeError(TypeError, ValueError):

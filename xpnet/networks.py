@@ -31,6 +31,7 @@ from xpnet.checks import (
     is_finite_at_least,
     is_integer,
     is_real,
+    missing_attribute,
     refuses_book_keywords,
     require_count,
     shape_mistake,
@@ -64,6 +65,12 @@ from xpnet.layers import (
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+# The book's network attributes -> xpnet's (an AttributeError says which).
+BOOK_ATTRIBUTES = {
+    "lastLayer": "net.last_layer",
+    "save_params": "xpnet.checkpoint.save_params(path, net)",
+    "load_params": "xpnet.checkpoint.load_params(path, net)",
+}
 EVAL_BATCH_SIZE = 1_000  # samples an evaluation (accuracy, the Trainer's) puts through at a time
 
 
@@ -806,6 +813,9 @@ class Sequential:
     def __len__(self) -> int:
         """The number of layers, the loss layer not counted (``len(net.layers)``)."""
         return len(self.layers)
+
+    def __getattr__(self, name: str) -> Any:
+        raise missing_attribute(self, name, BOOK_ATTRIBUTES)
 
     def __iter__(self) -> Iterator[Any]:
         """The layers in order, the loss layer not included."""
