@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     xp = namespace("cpu")
     settings = {"h": args.h, "atol": args.atol, "rtol": args.rtol}
-    false_alarms, checks, caught, wrong = [], 0, 0, 0
+    false_alarms, checks, caught, inconclusive, wrong = [], 0, 0, 0, 0
     start = time.perf_counter()
     for what, net, x, t in cases(xp, args.dtype):
         x = to_device(x, dtype=args.dtype, xp=xp)
@@ -146,15 +146,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for factor in FACTORS:
                     wrong_net = with_gradient_scaled(net, name, factor)
                     wrong += 1
-                    caught += not check_gradients(
+                    checked = check_gradients(
                         wrong_net, x, t, method=method, params=[name], **settings
-                    ).passed
+                    )
+                    inconclusive += checked.inconclusive  # neither caught nor passed
+                    caught += not checked.passed and not checked.inconclusive
                     del wrong_net.gradient  # back to the class's
     given = ", ".join(f"{k}={v:g}" for k, v in settings.items() if v is not None)
     elapsed = time.perf_counter() - start
     print(f"check_gradients ({given or 'defaults'}), {args.dtype}, {elapsed:.0f} s:")
     print(f"  correct networks failed: {len(false_alarms)} of {checks} checks")
     print(f"  wrong gradients caught:  {caught} of {wrong} checks")
+    print(f"  inconclusive (nothing was resolved): {inconclusive} of {wrong} checks")
     for line in false_alarms:
         print(f"  FAILED {line}")
 

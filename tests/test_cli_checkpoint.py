@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 
+import numpy as np
 import pytest
 from cli_helpers import fake_data, nested_network, run, save_from_python, user_layers
 
@@ -258,3 +259,31 @@ def test_a_layers_module_that_raises_on_import_is_a_one_line_error(
         "RuntimeError: no GPU here\n"
     )
     assert fake_data == []
+
+
+def test_gradcheck_of_a_checkpoint_holding_nan_is_one_line_naming_it(fake_data, tmp_path, capsys):
+    # Every row failed "(non-finite)", advising a smaller h.
+    path = tmp_path / "run.npz"
+    assert run(["train", "--hidden", "8", "--epochs", "1", "--save", str(path), "--quiet"]) == 0
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["W1"][0, 0] = np.nan
+    np.savez(path, **arrays)
+    capsys.readouterr()
+    assert run(["gradcheck", "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(
+        "xpnet gradcheck: error: parameter 'W1' holds 1 non-finite value of 6272, the first "
+        "nan at [0, 0]: the function is not finite there"
+    )
+
+
+def test_gradcheck_that_resolved_nothing_exits_1_and_says_inconclusive(capsys):
+    # It printed "PASSED (but ... nothing was resolved)" and exited 0.
+    argv = ["gradcheck", "--input-size", "4", "--hidden", "3", "--output-size", "2", "--h", "1e-30"]
+    assert run(argv) == 1
+    assert capsys.readouterr().out.endswith(
+        "\nINCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)\n"
+    )
+    assert run([*argv, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is False and report["inconclusive"] is True

@@ -524,13 +524,13 @@ def test_check_function_divides_by_the_step_that_x_took(xp):
     assert not check_function(lambda v: xp.sum(xp.sin(v)), x, arr(xp, 1.001 * np.cos(host)))
 
 
-def test_an_atol_as_large_as_the_gradients_says_nothing_was_resolved(xp):
+def test_an_atol_as_large_as_the_gradients_is_inconclusive_saying_nothing_was_resolved(xp):
     # f of 1e10 rounds at 2e-6: at h = 1e-5 its differences are good to about 1, the size
     # of the gradient itself, so a gradient twice off passes, and the verdict says why.
     x = rand(xp, 6)
     report = check_function(lambda v: 1e10 + xp.sum(xp.sin(v)), x, 2 * xp.cos(x))
-    assert report.passed and report.unresolved
-    verdict = "PASSED (but the atol is as large as the gradients: nothing was resolved)"
+    assert not report and report.unresolved and report.inconclusive
+    verdict = "INCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)"
     assert str(report).endswith(verdict)
 
 
@@ -569,7 +569,7 @@ def test_a_grown_atol_names_the_arrays_whose_gradients_it_is_as_large_as(xp):
     assert str(report).endswith(verdict)
 
 
-def test_gradients_under_the_atol_floor_pass_saying_they_were_not_resolved(xp):
+def test_gradients_all_under_the_atol_floor_are_inconclusive_saying_so(xp):
     # f = 1e-9 * sum(sin(x)): its gradient, 1e-9 cos(x), is under the floor atol of 1e-8,
     # so a gradient three times off passes, and the verdict must say so.
     host = np.random.default_rng(0).standard_normal(6)
@@ -577,8 +577,8 @@ def test_gradients_under_the_atol_floor_pass_saying_they_were_not_resolved(xp):
     claimed = 3e-9 * np.cos(host)
     assert np.allclose(claimed, 3 * true, rtol=1e-3)
     report = check_function(lambda v: 1e-9 * xp.sum(xp.sin(v)), arr(xp, host), arr(xp, claimed))
-    assert report.passed and report.unresolved
-    verdict = "PASSED (but the atol is as large as the gradients: nothing was resolved)"
+    assert not report and report.unresolved and report.inconclusive
+    verdict = "INCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)"
     assert str(report).endswith(verdict)
     assert "pass a smaller atol" in str(report)
 
@@ -1215,3 +1215,23 @@ def test_the_atol_the_rounding_note_gives_passes_the_correct_gradient(xp):
     [note] = rounding_notes(check_function(f, arr(xp, x), arr(xp, 2 * x)))
     atol = float(re.search(r"an atol that covers it \(([^)]+)\)", note).group(1))
     assert check_function(f, arr(xp, x), arr(xp, 2 * x), atol=atol)
+
+
+def test_check_function_refuses_an_x_holding_nan_naming_it_and_where(xp):
+    # It failed "(non-finite)", advising a smaller h.
+    x = arr(xp, [1.0, np.nan, 2.0])
+    with pytest.raises(
+        ValueError, match=r"^x holds 1 non-finite value of 3, the first nan at \[1\]"
+    ):
+        check_function(lambda v: xp.sum(v * v), x, 2 * x)
+    point = {"a": arr(xp, [1.0]), "b": arr(xp, [np.inf])}
+    with pytest.raises(ValueError, match=r"^x\['b'\] holds 1 non-finite value of 1, the first inf"):
+        check_function(lambda q: xp.sum(q["a"] * q["b"]), point, point)
+
+
+def test_check_layer_refuses_a_parameter_holding_nan_naming_it_and_where(xp):
+    layer = Square(arr(xp, [0.5, np.nan, 2.0]))
+    with pytest.raises(
+        ValueError, match=r"^parameter 'a' holds 1 non-finite value of 3, the first"
+    ):
+        check_layer(layer, rand(xp, 4, 3))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -426,6 +426,16 @@ def non_finite(x: Any) -> str | None:
         f"{count} non-finite value{'s' * (count != 1)} of {host.size}, the first "
         f"{host[first]}{where}"
     )
+
+
+def require_finite(arrays: Iterable[tuple[str, Any]], why: str) -> None:
+    """Raise a ``ValueError`` for the first of ``arrays`` (``(what, array)`` pairs; what is
+    not an array is skipped) holding NaN or infinity: ``{what} holds {non_finite}{why}``,
+    ``parameter 'W1' holds 1 non-finite value of 39200, the first nan at [0, 0]: ...``."""
+    for what, a in arrays:
+        fault = non_finite(a) if array_api_compat.is_array_api_obj(a) else None
+        if fault:
+            raise ValueError(f"{what} holds {fault}{why}")
 
 
 def tracked_by_autograd(x: Any) -> bool:

@@ -54,7 +54,15 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from xpnet.backend import dtype_name, host_rng, namespace_of, spread, to_like, to_numpy
+from xpnet.backend import (
+    dtype_name,
+    host_rng,
+    namespace_of,
+    require_finite,
+    spread,
+    to_like,
+    to_numpy,
+)
 from xpnet.checks import is_real
 from xpnet.held import held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
@@ -289,8 +297,11 @@ def numerical_gradient(
     ``-h`` at that element, as the book's ``numerical_gradient`` does; it may return a
     0-D array or a Python number. Each element is put back after its two calls, so ``x``
     holds its values on return (a read-only or dask ``x`` is moved in a copy instead).
-    ``x`` must be a real floating array (ValueError otherwise), of any shape. ``indices``
-    limits the work to some elements (index tuples); the others stay zero.
+    ``x`` must be a real floating array (ValueError otherwise), of any shape, and ``f``
+    scalar-valued (a ValueError naming what it returned otherwise). ``indices`` limits the
+    work to some elements (index tuples); the others stay zero. The book's ``h = 1e-4`` is
+    for float64: in float32 rounding swamps the differences at that step, with a warning
+    saying so, as ``net.numerical_gradient``'s (:func:`check_step`).
 
     The difference is divided by the step ``x`` actually took, ``(x + h) - (x - h)`` as
     x's dtype rounds the two, not by ``2 h``: in float32, 1000 + 1e-4 is 1000.000122, and
@@ -303,6 +314,8 @@ def numerical_gradient(
     warning when no element moved ``f`` (``f`` is called once more, at ``x``, when the
     gradient is all zeros: at the minimum of ``sum(x**2)``, 0, it is the gradient).
     """
+    check_step(h, dtype_name(x), stacklevel=3, alternative="x in float64")
+    f = scalar_valued(f, getattr(f, "__name__", type(f).__name__), "numerical_gradient")
     grad, plus, minus = _central(f, x, h, indices, in_place=True)
     xp = namespace_of(x)
     unmoved = indices is None and math.prod(x.shape) and not bool(xp.any(plus != minus))
@@ -317,6 +330,33 @@ def numerical_gradient(
             stacklevel=2,
         )
     return grad
+
+
+def scalar_valued(
+    f: Callable[[Any], Any], name: str, caller: str, also: str = ""
+) -> Callable[[Any], Any]:
+    """``f``, refusing with a ``ValueError`` a value that is not a number or a 0-D array:
+    ``{caller} needs a scalar function: {name} returned ...``, and ``also`` for advice."""
+
+    def scalar(x: Any) -> Any:
+        value = f(x)
+        if getattr(value, "ndim", 0) != 0 or not (
+            array_api_compat.is_array_api_obj(value) or is_number(value)
+        ):
+            shape = f"of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
+            raise ValueError(
+                f"{caller} needs a scalar function: {name} returned "
+                f"{type(value).__name__} {shape}".rstrip()
+                + f"; return a number or a 0-D array (e.g. the sum of a loss's terms){also}"
+            )
+        return value
+
+    return scalar
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a Python ``int`` or ``float`` (NumPy's float64 too), not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def central_gradient(
@@ -776,7 +816,10 @@ def _counted(n: int, what: str) -> str:
 class GradientReport(_Displayed):
     """The result of :func:`check_gradients`: one :class:`ParamCheck` per parameter.
 
-    It passes when every parameter passes and there is at least one.
+    It passes when every parameter passes, there is at least one, and the atol left some
+    gradient resolved: one as large as every parameter's gradients (``unresolved``) would
+    pass a wrong gradient too, so such a check is ``inconclusive``, neither passed nor
+    failed, and the report is falsy.
     """
 
     method: str
@@ -793,7 +836,12 @@ class GradientReport(_Displayed):
 
     @property
     def passed(self) -> bool:
-        return bool(self.params) and all(p.passed for p in self.params)
+        return bool(self.params) and all(p.passed for p in self.params) and not self.unresolved
+
+    @property
+    def inconclusive(self) -> bool:
+        """Whether every parameter passes, but the atol is as large as all their gradients."""
+        return self.unresolved and all(p.passed for p in self.params)
 
     @property
     def not_compared(self) -> list[str]:
@@ -805,7 +853,7 @@ class GradientReport(_Displayed):
         return self.passed
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "passed": self.passed, "inconclusive": self.inconclusive}
 
     def note_atol(self, tol: Atol, largest: Mapping[str, float]) -> None:
         """Say what the atol ``tol`` at ``h`` leaves unresolved. A default atol grown above
@@ -934,13 +982,14 @@ class GradientReport(_Displayed):
         )
 
     def verdict(self) -> str:
-        """The report's last line: PASSED or FAILED, and what a pass leaves unchecked."""
+        """The report's last line: PASSED, FAILED or INCONCLUSIVE (every parameter passed
+        but nothing was resolved), and what a pass leaves unchecked."""
+        if self.inconclusive:
+            return "INCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)"
         verdict = "PASSED" if self.passed else "FAILED"
         if self.passed and self.not_compared:
             verdict += f" (but {', '.join(self.not_compared)} not compared)"
-        if self.passed and self.unresolved:
-            verdict += " (but the atol is as large as the gradients: nothing was resolved)"
-        elif self.passed and self.unresolved_params:
+        if self.passed and self.unresolved_params:
             verdict += (
                 f" (but the atol is as large as the gradients of "
                 f"{', '.join(self.unresolved_params)}: they were not resolved)"
@@ -1291,6 +1340,22 @@ def _require_samples(x: Any) -> None:
         )
 
 
+#: Why a checker refuses a parameter or an input that holds NaN or infinity.
+NOT_FINITE = (
+    ": the function is not finite there, nor is any central difference of it, so no "
+    "gradient can be checked; check at finite values"
+)
+
+
+def require_finite_point(net: Any, x: Any, t: Any) -> None:
+    """Refuse a network parameter, an input or a target holding NaN or infinity, naming it
+    and where (one pass over each, once per check): the loss is not finite there."""
+    require_finite(
+        [*((f"parameter {n!r}", p) for n, p in net.params.items()), ("x", x), ("t", t)],
+        f"{NOT_FINITE} (a network saved before its training diverged)",
+    )
+
+
 def tolerances(
     dtype: str, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[float, Atol, float]:
@@ -1400,6 +1465,10 @@ def check_gradients(
     (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then per task);
     ``progress`` shows them (True, False, None: when stderr is a terminal, or a
     callable ``progress(done, total)``).
+
+    A parameter, ``x`` or ``t`` holding NaN or infinity is a ``ValueError`` naming it and
+    where. A check whose atol is as large as every parameter's gradients resolved nothing:
+    its report is ``inconclusive``, and falsy, as a failed one is.
     """
     _check_method(method, METHODS)
     if method == "directional" and client is not None:
@@ -1420,6 +1489,7 @@ def check_gradients(
             memory_budget=memory_budget,
         )
     _require_samples(x)
+    require_finite_point(net, x, t)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):
@@ -1723,12 +1793,24 @@ class DirectionalReport(_Displayed):
             return finite and self.fallback.passed
         return bool(self.compared) and finite and all(d.passed for d in self.compared)
 
+    @property
+    def inconclusive(self) -> bool:
+        """Whether the element-wise check it fell back to is (:attr:`GradientReport.inconclusive`),
+        and every derivative is finite."""
+        finite = all(d.finite for d in self.directions)
+        return self.fallback is not None and finite and self.fallback.inconclusive
+
     def __bool__(self) -> bool:
         return self.passed
 
     def as_dict(self) -> dict[str, Any]:
         fallback = None if self.fallback is None else self.fallback.as_dict()
-        return {**asdict(self), "fallback": fallback, "passed": self.passed}
+        return {
+            **asdict(self),
+            "fallback": fallback,
+            "passed": self.passed,
+            "inconclusive": self.inconclusive,
+        }
 
     def __str__(self) -> str:
         header = ("direction", "numerical", "analytic", "abs err", "result")
@@ -1780,8 +1862,8 @@ class DirectionalReport(_Displayed):
 
     def verdict(self) -> str:
         """The report's last line: PASSED or FAILED; after a fallback, the element-wise
-        check's verdict."""
-        if self.fallback is not None and self.passed:
+        check's verdict (INCONCLUSIVE too) unless a derivative is not finite."""
+        if self.fallback is not None and all(d.finite for d in self.directions):
             return self.fallback.verdict()
         return "PASSED" if self.passed else "FAILED"
 
@@ -1947,6 +2029,7 @@ def directional_check(
     """
     require_directions(n_directions)
     _require_samples(x)
+    require_finite_point(net, x, t)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
     with _held_for_checking(net, x, t, seed) as (t, center):

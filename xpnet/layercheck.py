@@ -40,9 +40,18 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from xpnet.backend import dtype_name, host_rng, namespace, namespace_of, to_numpy, untracked
+from xpnet.backend import (
+    dtype_name,
+    host_rng,
+    namespace,
+    namespace_of,
+    require_finite,
+    to_numpy,
+    untracked,
+)
 from xpnet.checks import shape_mistake
 from xpnet.gradcheck import (
+    NOT_FINITE,
     RETRY,
     ROUNDING,
     Atol,
@@ -58,12 +67,14 @@ from xpnet.gradcheck import (
     compare_directions,
     decoy,
     fell_back_note,
+    is_number,
     kinks_by_one_sided,
     kinks_together,
     matched_side,
     random_direction,
     require_directions,
     same_values,
+    scalar_valued,
     steps_of,
     tolerances,
     values_around,
@@ -459,28 +470,6 @@ def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
         _note_once(report, _growth_note(rows, report.h))
 
 
-def _scalar_valued(f: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
-    """``f``, refusing with a ``ValueError`` a value that is not a number or a 0-D array."""
-
-    def scalar(x: Any) -> Any:
-        value = f(x)
-        if getattr(value, "ndim", 0) != 0 or not (is_array_api_obj(value) or _is_number(value)):
-            shape = f"of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
-            raise ValueError(
-                f"check_function needs a scalar function: {name} returned "
-                f"{type(value).__name__} {shape}".rstrip()
-                + "; return a number or a 0-D array (e.g. the sum of a loss's terms), or "
-                "check the vector-Jacobian product of an array output with backward="
-            )
-        return value
-
-    return scalar
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @contextmanager
 def _in_float64(layer: Any, attrs: list[str]) -> Iterator[None]:
     """Set the layer's floating attributes ``attrs`` to float64 copies, restore them after."""
@@ -578,7 +567,7 @@ def _require_inputs_unchanged(
 def _require_one_output(kind: str, out: Any) -> None:
     """Refuse a ``forward`` output that is not one array or number (a tuple of outputs):
     the protocol's ``backward(dout)`` takes the gradient of one output."""
-    if is_array_api_obj(out) or _is_number(out):
+    if is_array_api_obj(out) or is_number(out):
         return
     what = f"a {type(out).__name__}"
     if isinstance(out, (tuple, list)):
@@ -707,6 +696,13 @@ def check_layer(
     names = _input_names(layer, len(inputs))
     _require_something_to_check(kind, names, inputs, params)
     values = [getattr(owner, attr) for _, owner, attr in slots]
+    require_finite(
+        [
+            *((f"input {n}", x) for n, x in zip(names, inputs, strict=True)),
+            *((f"parameter {label!r}", v) for label, v in zip(params, values, strict=True)),
+        ],
+        NOT_FINITE,
+    )
     arrays = [a for a in [*inputs, *values] if is_array_api_obj(a)]
     xp = namespace_of(*arrays) if arrays else namespace()
     like = arrays[0] if arrays else xp.asarray(0.0)
@@ -874,6 +870,8 @@ def check_function(
     else:
         keys = ["x"]
     arrays = [x[k] for k in keys] if isinstance(x, Mapping) else [x]
+    labels = [f"x[{k!r}]" for k in keys] if isinstance(x, Mapping) else ["x"]
+    require_finite(zip(labels, arrays, strict=True), NOT_FINITE)
     points = [_float64(namespace_of(a), a, a) for a in arrays]
     names = [str(k) for k in keys]
 
@@ -884,7 +882,8 @@ def check_function(
     subject = f"function {name}" if backward is None else f"function {name}'s backward"
     report, tol = _report(subject, h, atol, rtol)
     if backward is None:
-        at_all, what = _scalar_valued(f, name), "grad"
+        also = ", or check the vector-Jacobian product of an array output with backward="
+        at_all, what = scalar_valued(f, name, "check_function", also), "grad"
     else:
         what = "backward(dout)"
         at_all, dout = _against_dout(f, name, form(points), points[0], seed, report)
@@ -978,7 +977,7 @@ def _one_array(f: Callable[[Any], Any], name: str, x: Any) -> Any:
     """``f(x)``, refusing with a ``ValueError`` a value that is not one array or number (a
     tuple of outputs): ``backward(dout)`` takes the gradient of one output."""
     value = f(x)
-    if is_array_api_obj(value) or _is_number(value):
+    if is_array_api_obj(value) or is_number(value):
         return value
     what = type(value).__name__
     if isinstance(value, (tuple, list)):

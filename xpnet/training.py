@@ -37,7 +37,7 @@ from xpnet.backend import (
     dtype_name,
     host_rng,
     namespace_of,
-    non_finite,
+    require_finite,
     synchronize,
     take,
     to_numpy,
@@ -274,13 +274,11 @@ def _require_finite(net: Any, optimizer: Any) -> None:
     if isinstance(optimizer, Optimizer):  # one with update() alone (the book's) keeps its own
         for buffer, slot in optimizer.state_dict()["buffers"].items():
             arrays += [(f"optimizer state {buffer!r} of {name!r}", a) for name, a in slot.items()]
-    for what, a in arrays:
-        fault = non_finite(a) if array_api_compat.is_array_api_obj(a) else None
-        if fault:
-            raise ValueError(
-                f"{what} holds {fault} before training: training from it gives NaN; "
-                "build the network again, or load a checkpoint saved before it diverged"
-            )
+    require_finite(
+        arrays,
+        " before training: training from it gives NaN; build the network again, or load a "
+        "checkpoint saved before it diverged",
+    )
 
 
 # The book's Trainer attributes -> xpnet's (an AttributeError says which).

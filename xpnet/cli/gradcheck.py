@@ -35,7 +35,8 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         help="compare backprop gradients with numerical ones",
         description="Build a network (or read one from --checkpoint), compare its analytic "
         "(backprop) gradients with numerical central differences, print a table; exit 1 when "
-        "a parameter fails.",
+        "a parameter fails, or when the check is inconclusive (the atol as large as every "
+        "gradient: a wrong one would pass too).",
     )
     p.add_argument(
         "--checkpoint",
