@@ -401,7 +401,8 @@ class Recording:
 
         The sum is taken in the gradients' dtype, as backpropagation sums them, and read as
         that dtype prints it (float32's 0.1 + 0.2 is 0.3). None where a use got no number:
-        no backward call, or an array gradient (its summary is on the edges).
+        no backward call, or an array gradient (its summary is on the edges; the recording
+        keeps no arrays: the array is what the node's ``backward`` returned).
         """
         sums: dict[str, Any] = {}
         for k, i, name in self._leaf_names():
