@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"check_gradients ({given or 'defaults'}), {args.dtype}, {elapsed:.0f} s:")
     print(f"  correct networks failed: {len(false_alarms)} of {checks} checks")
     print(f"  wrong gradients caught:  {caught} of {wrong} checks")
-    print(f"  inconclusive (nothing was resolved): {inconclusive} of {wrong} checks")
+    print(f"  inconclusive (nothing was tested): {inconclusive} of {wrong} checks")
     for line in false_alarms:
         print(f"  FAILED {line}")
 

@@ -9,7 +9,7 @@ import pytest
 from numeric import central_difference
 from test_gradcheck import StaleAffine, StaleNormalize, shown_in_ipython
 
-from xpnet import check_function, check_layer
+from xpnet import Sequential, check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.cli import main
 from xpnet.conv import Pooling
@@ -837,7 +837,18 @@ def test_a_layer_whose_every_element_is_at_a_kink_says_none_was_compared(xp):
     text = str(report)
     assert report.params[0].kinks == 4 and "not compared (all kinks)" in text
     assert "not compared (all kinks): x: every element's central" in text
-    assert text.endswith("PASSED (but x not compared)")
+    assert text.endswith("INCONCLUSIVE (every element is on a kink: nothing was compared)")
+    assert not report and report.inconclusive and report.as_dict()["passed"] is False
+
+
+def test_a_layer_with_a_parameter_compared_passes_naming_the_one_all_on_kinks(xp):
+    # Pooling's input all on ties; the Affine's parameters after it compared.
+    inner = Sequential(
+        [Pooling(2, 2, stride=2), Affine(arr(xp, [[2.0, -1.0]]), arr(xp, [0.5, 0.0]))]
+    )
+    report = check_layer(inner, arr(xp, np.ones((1, 1, 2, 2))))
+    assert report and not report.inconclusive
+    assert str(report).endswith("PASSED (but x not compared)")
 
 
 class ReLUWithoutCopy:

@@ -816,10 +816,11 @@ def _counted(n: int, what: str) -> str:
 class GradientReport(_Displayed):
     """The result of :func:`check_gradients`: one :class:`ParamCheck` per parameter.
 
-    It passes when every parameter passes, there is at least one, and the atol left some
-    gradient resolved: one as large as every parameter's gradients (``unresolved``) would
-    pass a wrong gradient too, so such a check is ``inconclusive``, neither passed nor
-    failed, and the report is falsy.
+    It passes when every parameter passes, there is at least one, and one at least was
+    tested: a check in which each parameter's gradients are within the atol
+    (``unresolved_params``; ``unresolved`` when all are) or has every element on a kink
+    (``not_compared``) would pass a wrong gradient too, so it is ``inconclusive``,
+    neither passed nor failed, and the report is falsy.
     """
 
     method: str
@@ -836,12 +837,18 @@ class GradientReport(_Displayed):
 
     @property
     def passed(self) -> bool:
-        return bool(self.params) and all(p.passed for p in self.params) and not self.unresolved
+        return bool(self.params) and all(p.passed for p in self.params) and not self.inconclusive
 
     @property
     def inconclusive(self) -> bool:
-        """Whether every parameter passes, but the atol is as large as all their gradients."""
-        return self.unresolved and all(p.passed for p in self.params)
+        """Whether every parameter passes but none was tested: each one's gradients are
+        within the atol, or every element of it is on a kink (not compared)."""
+        untested = {*self.unresolved_params, *self.not_compared}
+        return (
+            bool(self.params)
+            and all(p.passed for p in self.params)
+            and (self.unresolved or all(p.name in untested for p in self.params))
+        )
 
     @property
     def not_compared(self) -> list[str]:
@@ -937,7 +944,8 @@ class GradientReport(_Displayed):
             lines += [
                 f"not compared (all kinks): {', '.join(unchecked)}: every element's central",
                 "  difference straddles a kink, so the gradient went unchecked (it passes for",
-                "  want of a test); check it at other inputs or parameter values (a bias of",
+                "  want of a test, unless nothing else was: INCONCLUSIVE); check it at other",
+                "  inputs or parameter values (a bias of",
                 "  exactly 0 before ReLU sits on the kink at every blank input, and so does",
                 "  BatchNorm before ReLU on one sample or on a feature constant in the batch)",
             ]
@@ -983,9 +991,17 @@ class GradientReport(_Displayed):
 
     def verdict(self) -> str:
         """The report's last line: PASSED, FAILED or INCONCLUSIVE (every parameter passed
-        but nothing was resolved), and what a pass leaves unchecked."""
-        if self.inconclusive:
+        but none was tested), and what a pass leaves unchecked."""
+        if self.inconclusive and (self.unresolved or not self.not_compared):
             return "INCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)"
+        if self.inconclusive and not self.unresolved_params:
+            return "INCONCLUSIVE (every element is on a kink: nothing was compared)"
+        if self.inconclusive:
+            return (
+                f"INCONCLUSIVE (nothing was tested: {', '.join(self.not_compared)} not compared, "
+                f"on kinks; the atol as large as the gradients of "
+                f"{', '.join(self.unresolved_params)})"
+            )
         verdict = "PASSED" if self.passed else "FAILED"
         if self.passed and self.not_compared:
             verdict += f" (but {', '.join(self.not_compared)} not compared)"
