@@ -139,8 +139,14 @@ def run_device() -> tuple[Any, Any, str]:
 
 @pytest.fixture(scope="session")
 def bench_data(pytestconfig: pytest.Config, bench_mode: bench.BenchMode) -> bench.BenchData:
-    """MNIST (if on disk, or downloadable in full mode), else mnist-5k; host arrays."""
-    return bench.choose_data(bench_mode, pytestconfig.getoption("--xpnet-data"))
+    """MNIST (if on disk, or downloadable in full mode), else mnist-5k; host arrays.
+
+    Data that cannot be had ends the session with one usage error, not an error per test."""
+    requested = pytestconfig.getoption("--xpnet-data")
+    try:
+        return bench.choose_data(bench_mode, requested)
+    except (OSError, RuntimeError) as exc:  # DatasetNotFoundError; no data set at all
+        pytest.exit(f"--xpnet-data {requested}: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

@@ -738,28 +738,31 @@ def test_compare_gives_each_benchmarks_medians_in_two_runs_and_their_ratio(
             {"benchmarks": [record("step", "xpnet", 1, 4e-4), record("step", "xpnet", 100, 8e-4)]}
         )
     )
-    gpu.write_text(json.dumps({"benchmarks": [record("step", "xpnet", 100, 2e-4),
-                                              record("epoch", "xpnet", 100, 0.5)]}))  # fmt: skip
+    epoch = record("epoch", "xpnet", 100, 0.5, samples_timed=1000, samples_per_epoch=4000)
+    gpu.write_text(json.dumps({"benchmarks": [record("step", "xpnet", 100, 2e-4), epoch]}))
+    epoch = {"name": "benchmarks/x.py::test_epoch[batch100]", "per": "epoch", "base_s": None,
+             "other_s": 0.5 / 1000 * 4000, "ratio": None}  # fmt: skip
     assert bench.compare(cpu, gpu) == [
-        {"name": "benchmarks/x.py::test_step[batch1]", "base_s": 4e-4, "other_s": None,
-         "ratio": None},
-        {"name": "benchmarks/x.py::test_step[batch100]", "base_s": 8e-4, "other_s": 2e-4,
-         "ratio": 0.25},
-        {"name": "benchmarks/x.py::test_epoch[batch100]", "base_s": None, "other_s": 0.5,
-         "ratio": None},
+        {"name": "benchmarks/x.py::test_step[batch1]", "per": "call", "base_s": 4e-4,
+         "other_s": None, "ratio": None},
+        {"name": "benchmarks/x.py::test_step[batch100]", "per": "call", "base_s": 8e-4,
+         "other_s": 2e-4, "ratio": 0.25},
+        epoch,
     ]  # fmt: skip
     assert bench.main(["compare", str(cpu), str(gpu)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "benchmark",
+        "per",
         str(cpu),
         "(median)",
         str(gpu),
         "(median)",
         "ratio",
     ]  # the files share a name, so each is named by its path
-    assert lines[2].split() == ["test_step[batch1]", "400", "us", "-", "-"]
-    assert lines[3].split() == ["test_step[batch100]", "800", "us", "200", "us", "0.25x"]
+    assert lines[2].split() == ["x.py::test_step[batch1]", "call", "400", "us", "-", "-"]
+    assert lines[3].split() == ["x.py::test_step[batch100]", "call", "800", "us", "200", "us",
+                                "0.25x"]  # fmt: skip
     assert lines[-1] == (
         f"ratio: {gpu}'s median over {cpu}'s (below 1x: faster in {gpu}); - : not run"
     )
@@ -1426,8 +1429,9 @@ def test_plot_refuses_files_with_nothing_to_draw(tmp_path: Path) -> None:
     path = tmp_path / "ratios.json"
     ratio_only = record("step_side_by_side", "xpnet", 1, 0.01, ratio_median=1.1)
     path.write_text(json.dumps({"benchmarks": [ratio_only]}))
-    with pytest.raises(ValueError, match=r"no xpnet timings to plot in .*ratios\.json"):
+    with pytest.raises(ValueError, match=r"no xpnet timings to plot in .*ratios\.json: ") as exc:
         bench.plot([path], tmp_path / "out.png")
+    assert "`pytest benchmarks/ --benchmark-json FILE` writes one to plot" in str(exc.value)
 
 
 def test_plot_centres_each_labels_bars_on_it(drawn: Any) -> None:
@@ -1698,3 +1702,89 @@ def test_cli_compare_names_a_record_without_a_name(
         f"python -m xpnet.bench compare: error: {edited}: benchmark record 1 has no 'fullname' "
         "or 'name', expected the test id of the benchmark\n"
     )
+
+
+# --------------------------------------------------------------------------- side by side in files
+
+
+def side_by_side_record(
+    batch: int, pair_s: float, xpnet_s: float, numpy_s: float, block: int, **extra: Any
+) -> dict[str, Any]:
+    """A ``test_step_side_by_side`` record: rounds of a ``block`` of steps a side."""
+    figures = {"first_s": xpnet_s, "second_s": numpy_s, "ratio_median": xpnet_s / numpy_s,
+               "ratio_q1": 0.9 * xpnet_s / numpy_s, "ratio_q3": 1.1 * xpnet_s / numpy_s,
+               "pairs": 100, "block": block}  # fmt: skip
+    entry = record("step_side_by_side", "xpnet", batch, pair_s, peer="hand-numpy", **figures)
+    entry["fullname"] = f"benchmarks/test_training_step.py::test_step_side_by_side[batch{batch}]"
+    return {**entry, **extra}
+
+
+def test_compare_gives_each_side_of_a_side_by_side_step_per_step(tmp_path: Path) -> None:
+    base, other = tmp_path / "base.json", tmp_path / "other.json"
+    # the other machine is twice as fast a step, so fits twice the steps in a block
+    base.write_text(json.dumps({"benchmarks": [side_by_side_record(1, 1.3e-3, 7e-5, 6e-5, 10)]}))
+    other.write_text(json.dumps({"benchmarks": [side_by_side_record(1, 1.3e-3, 3.5e-5, 3e-5, 20)]}))
+    name = "benchmarks/test_training_step.py::test_step_side_by_side[batch1]"
+    xpnet_row, numpy_row = bench.compare(base, other)
+    assert xpnet_row == {"name": f"{name} xpnet", "per": "step", "base_s": 7e-5,
+                         "other_s": 3.5e-5, "ratio": pytest.approx(0.5)}  # fmt: skip
+    assert numpy_row == {"name": f"{name} hand-numpy", "per": "step", "base_s": 6e-5,
+                         "other_s": 3e-5, "ratio": pytest.approx(0.5)}  # fmt: skip
+
+
+def test_compare_gives_per_sample_rounds_per_step(tmp_path: Path) -> None:
+    quick, full = tmp_path / "quick.json", tmp_path / "full.json"
+    quick.write_text(json.dumps({"benchmarks": per_sample_records(steps=2_000)[:1]}))
+    full.write_text(json.dumps({"benchmarks": per_sample_records(steps=50_000)[:1]}))
+    (row,) = bench.compare(quick, full)
+    assert (row["per"], row["base_s"], row["other_s"]) == ("step", 0.5 / 2_000, 0.5 / 50_000)
+
+
+def test_compare_names_each_benchmark_by_its_file_and_test_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    conv, two_layer = record("analytic", "xpnet", 100, 1e-2), record("analytic", "xpnet", 3, 1e-4)
+    conv["fullname"] = "benchmarks/test_convnet.py::test_analytic"
+    two_layer["fullname"] = "benchmarks/test_gradients.py::test_analytic[batch3]"
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"benchmarks": [conv, two_layer]}))
+    assert bench.main(["compare", str(path), str(path)]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:4]]
+    assert names == ["test_convnet.py::test_analytic", "test_gradients.py::test_analytic[batch3]"]
+
+
+def test_a_side_by_side_run_alone_fills_the_xpnet_and_numpy_columns_per_step() -> None:
+    (run,) = bench.summarize([side_by_side_record(1, 1.3e-3, 7e-5, 6e-5, 10)])["runs"]
+    (row,) = run["steps"]
+    assert (row["xpnet_s"], row["numpy_s"]) == (7e-5, 6e-5)
+    assert row["ratio_xpnet_numpy"] == pytest.approx(7 / 6)
+
+
+def test_plot_draws_a_side_by_side_run_per_step(drawn: Any) -> None:
+    ax = drawn([side_by_side_record(1, 1.3e-3, 7e-5, 6e-5, 10)])
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [
+        f"SGD step xpnet, {bench.NETWORK}, batch 1",
+        f"SGD step hand-written NumPy, {bench.NETWORK}, batch 1",
+    ]
+    assert sorted(bar.get_width() for bar in ax.patches) == [6e-5, 7e-5]
+
+
+def test_data_that_cannot_be_had_is_one_usage_error_for_the_session(tmp_path: Path) -> None:
+    pytest.importorskip("pytest_benchmark")
+    cache = tmp_path / "cache"
+    # a folder in the first file's place fails at once, without trying a download
+    (cache / "xpnet" / "mnist" / "train-images-idx3-ubyte.gz").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    env = {**os.environ, "XPNET_DEVICE": "cpu", "XPNET_BENCH": "quick",
+           "XPNET_DATA": str(tmp_path / "data"), "XDG_CACHE_HOME": str(cache)}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_training_step.py", "-p",
+         "no:cacheprovider", "-k", "test_step_side_by_side and two-layer", "--xpnet-data",
+         "mnist", "--benchmark-disable"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+    assert out.count("--xpnet-data mnist: could not find or download the mnist data set") == 1
+    assert "Traceback" not in out and "ERROR at setup" not in out

@@ -537,7 +537,9 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
     """One row per (network, batch), networks in the order they were run.
 
     ``ratio_xpnet_numpy`` is the side-by-side figure (the median of the pairs' ratios,
-    ``side_by_side``) where that was timed, else the ratio of the two medians.
+    ``side_by_side``) where that was timed, else the ratio of the two medians. Where no
+    ``step`` benchmark timed xpnet or hand-numpy alone, ``xpnet_s`` and ``numpy_s`` are the
+    side-by-side medians per step.
     """
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for info, median in items:
@@ -552,6 +554,10 @@ def _step_rows(items: list[tuple[Mapping[str, Any], float | None]]) -> list[dict
         if framework == "xpnet" and "array_ops" in info:
             row["xpnet_array_ops"] = int(info["array_ops"])
     for row in rows.values():
+        for column, figure in (("xpnet_s", "first_s"), ("numpy_s", "second_s")):
+            per_step = row.get("side_by_side", {}).get(figure)
+            if column not in row and per_step is not None:
+                row[column] = per_step
         paired = row.get("side_by_side", {}).get("ratio_median")
         row["ratio_xpnet_numpy"] = (
             _ratio(row.get("xpnet_s"), row.get("numpy_s")) if paired is None else paired
@@ -1172,30 +1178,69 @@ def summary_of_file(path: str | Path) -> dict[str, Any]:
 
 def compare(base: str | Path, other: str | Path) -> list[dict[str, Any]]:
     """Each benchmark of two runs, matched by its test id (``fullname``), in ``base``'s
-    order and then ``other``'s: ``{"name", "base_s", "other_s", "ratio"}``, the medians
-    (None where a run lacks it: a peer that skipped) and ``other_s / base_s``."""
+    order and then ``other``'s: ``{"name", "per", "base_s", "other_s", "ratio"}``, the
+    medians (None where a run lacks it: a peer that skipped) and ``other_s / base_s``.
+
+    A median is per ``per``, as the summary gives it: per ``call`` of the timed function,
+    except where a round's work depends on the mode or the machine (see :func:`_per_unit`).
+    """
     medians = [_medians_by_name(path) for path in (base, other)]
-    names = list(dict.fromkeys([*medians[0], *medians[1]]))
+    keys = list(dict.fromkeys([*medians[0], *medians[1]]))
     return [
         {
             "name": name,
-            "base_s": medians[0].get(name),
-            "other_s": medians[1].get(name),
-            "ratio": _ratio(medians[1].get(name), medians[0].get(name)),
+            "per": per,
+            "base_s": medians[0].get((name, per)),
+            "other_s": medians[1].get((name, per)),
+            "ratio": _ratio(medians[1].get((name, per)), medians[0].get((name, per))),
         }
-        for name in names
+        for name, per in keys
     ]
 
 
-def _medians_by_name(path: str | Path) -> dict[str, float | None]:
-    """``test id -> median`` of the records of ``path``; ``ValueError`` naming a record
-    without a ``fullname`` or ``name`` string, which no record of another run could match."""
+def _per_unit(info: Mapping[str, Any], median: float | None) -> list[tuple[str, str, Any]]:
+    """(name suffix, unit, seconds) for an xpnet record's median, from the summary's rows.
+
+    A side-by-side round is a block of xpnet's steps and one of the peer's, of as many
+    steps as fill a millisecond on that machine: its two sides' medians per step. The
+    per-sample and epoch rounds, and the loop checks, time as many steps, samples or
+    elements as the mode says: per step, per (whole) epoch, per element.
+    """
+    kind, items = info.get("kind"), [(info, median)]
+    if kind == "step_side_by_side":
+        (row,) = _step_rows(items)
+        peer = str(info.get("peer", "hand-numpy"))
+        return [(" xpnet", "step", row.get("xpnet_s")), (f" {peer}", "step", row.get("numpy_s"))]
+    if median is None:
+        return [("", "call", None)]
+    if kind == "per_sample":
+        return [("", "step", _per_sample_rows(items)["rows"][0]["step_s"])]
+    if kind == "epoch":
+        return [("", "epoch", _epoch_rows(items)[0]["epoch_s"])]
+    if kind == "numerical_loop":
+        return [("", "element", _gradient_rows(items)[0]["loop_per_param_s"])]
+    if kind in DASK_LOOP_KINDS:
+        return [("", "element", _dask_loop_rows(items)[0]["per_element_s"])]
+    return [("", "call", median)]
+
+
+def _medians_by_name(path: str | Path) -> dict[tuple[str, str], float | None]:
+    """``(test id, unit) -> median`` of the records of ``path`` (:func:`_per_unit`);
+    ``ValueError`` naming a record without a ``fullname`` or ``name`` string, which no
+    record of another run could match."""
+    records = load_json(path)["benchmarks"]
+    _require_summary_fields(path, records)
     medians = {}
-    for i, entry in enumerate(load_json(path)["benchmarks"]):
+    for i, entry in enumerate(records):
         name = entry.get("fullname") or entry.get("name")
         if not isinstance(name, str):
             _malformed(path, i, entry, "no 'fullname' or 'name'", "the test id of the benchmark")
-        medians[name] = _median(entry)
+        info = entry.get("extra_info") or {}
+        if info.get("suite") == SUITE:
+            for suffix, per, seconds in _per_unit(info, _median(entry)):
+                medians[name + suffix, per] = seconds
+        else:
+            medians[name, "call"] = _median(entry)
     return medians
 
 
@@ -1203,20 +1248,29 @@ def format_compare(
     rows: Sequence[Mapping[str, Any]], base: str, other: str, markdown: bool = False
 ) -> str:
     """:func:`compare`'s rows as a table: each benchmark's median in both runs and their
-    ratio, ``other / base`` (below 1x: faster in ``other``)."""
-    short = [row["name"].split("::")[-1] for row in rows]
+    ratio, ``other / base`` (below 1x: faster in ``other``). A benchmark is named by its
+    file and test id (``test_convnet.py::test_step[xpnet]``), by its whole id where two
+    files of that name hold it."""
+    short = [_without_folders(row["name"]) for row in rows]
     body = [
         [
             name if short.count(name) == 1 else row["name"],
+            row["per"],
             fmt_time(row["base_s"]),
             fmt_time(row["other_s"]),
             fmt_ratio(row["ratio"]),
         ]
         for row, name in zip(rows, short, strict=True)
     ]
-    header = ["benchmark", f"{base} (median)", f"{other} (median)", "ratio"]
+    header = ["benchmark", "per", f"{base} (median)", f"{other} (median)", "ratio"]
     note = f"ratio: {other}'s median over {base}'s (below 1x: faster in {other}); - : not run"
     return f"{table(header, body, markdown)}\n{note}"
+
+
+def _without_folders(test_id: str) -> str:
+    """``benchmarks/test_x.py::test_y[z]`` as ``test_x.py::test_y[z]``."""
+    path, sep, rest = test_id.partition("::")
+    return Path(path).name + sep + rest if sep else test_id
 
 
 def _plot_series(run: Mapping[str, Any]) -> dict[str, float]:
@@ -1297,7 +1351,11 @@ def plot(paths: Sequence[str | Path], out: str | Path) -> Path:
     series = [(_run_label(run, source), _plot_series(run)) for run, source in runs]
     series = [(name, s) for name, s in series if s]
     if not series:
-        raise ValueError("no xpnet timings to plot in " + ", ".join(map(str, paths)))
+        raise ValueError(
+            "no xpnet timings to plot in " + ", ".join(map(str, paths)) + ": no xpnet record "
+            "holds a time the summary shows (none at all, or side-by-side ratios without their "
+            "per-step medians); `pytest benchmarks/ --benchmark-json FILE` writes one to plot"
+        )
     labels = list(dict.fromkeys(k for _, s in series for k in s))
     # label -> the runs that timed it (their indices in legend order): their bars sit side
     # by side, even where two runs have the same name (the same file given twice)
