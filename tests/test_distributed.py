@@ -290,6 +290,24 @@ def test_trainer_sends_lost_rows_again_only_once(client):
 # ---------------------------------------------------------------- gradient checks as tasks
 
 
+@pytest.mark.parametrize("lazy", ["x", "t", "x and t"])
+@pytest.mark.parametrize("on_the_cluster", [False, True], ids=["here", "with client"])
+def test_check_gradients_refuses_dask_inputs_up_front(client, xp, lazy, on_the_cluster):
+    """They failed deep inside: an AttributeError, Dask's unknown chunks on a worker, or a
+    TypeError in the differences; the check sends the arrays to the cluster itself."""
+    net, x, t = problem(xp)
+    x_given = xd.rows(to_numpy(x), client=client) if "x" in lazy else x
+    t_given = xd.rows(to_numpy(t), client=client) if "t" in lazy.split(" and ")[-1] else t
+    library = type(net.params["W1"]).__module__.split(".")[0]
+    expected = (
+        f"check_gradients takes x and t as arrays of the network's library ({library}), "
+        f"got {lazy} as {'dask arrays' if ' and ' in lazy else 'a dask array'}: pass the "
+        "arrays themselves"
+    )
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        check_gradients(net, x_given, t_given, client=client if on_the_cluster else None)
+
+
 @pytest.mark.parametrize("method", ["batched", "loop"])
 def test_check_on_the_cluster_gives_the_local_report(client, cpu_xp, method):
     net, x, t = problem(cpu_xp)
@@ -588,6 +606,17 @@ def test_cli_gradcheck_on_a_running_scheduler_prints_the_local_report(client, ca
     assert json.loads(capsys.readouterr().out) == here
 
 
+def test_cli_gradcheck_says_what_runs_on_the_cluster_as_train_does(client, capsys):
+    argv = ["gradcheck", "--input-size", "10", "--hidden", "4"]
+    assert run([*argv, "--scheduler", client.scheduler.address]) == 0
+    where = capsys.readouterr().out.splitlines()[1]
+    assert where == (
+        f"checking on the Dask cluster at {client.scheduler.address} (2 worker threads): the "
+        "numerical gradients run there (via local: by local perturbations), backprop and any "
+        "element differenced again here"
+    )
+
+
 def test_cli_gradcheck_starts_and_stops_a_local_cluster(capsys):
     argv = ["gradcheck", "--input-size", "10", "--hidden", "4", "--method", "loop"]
     assert run([*argv, "--scheduler", "local:1"]) == 0
@@ -632,6 +661,31 @@ def test_a_scheduler_without_workers_is_a_clear_error(monkeypatch, capsys):
 def test_cli_bad_scheduler_settings_are_clear_errors(argv, message, capsys):
     assert run(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["gradcheck", "train"])
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("foo://x", "unknown scheme 'foo'"),
+        ("", "no HOST:PORT (port 1 to 65535)"),
+        ("tcp://127.0.0.1", "no HOST:PORT (port 1 to 65535)"),
+        ("127.0.0.1:99999", "no HOST:PORT (port 1 to 65535)"),
+    ],
+)
+def test_cli_a_malformed_address_is_named_before_anything_is_built(command, address, why, capsys):
+    """It was reported as "no Dask scheduler answers at  within 5 s", after the header."""
+    assert run([command, "--scheduler", address]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"xpnet {command}: error: --scheduler {address!r}: {why}; ")
+    assert "expected local:N with N >= 1 worker processes, or a scheduler's address: " in err
+    assert "tcp://HOST:PORT" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "127.0.0.1:8786", "local:3"])
+def test_the_forms_of_address_dask_takes_pass_the_check(address):
+    xd.check_address(address)
 
 
 def test_cli_train_evaluates_on_the_cluster(client, capsys):
@@ -766,15 +820,26 @@ def listener():
 
 
 @pytest.mark.parametrize(
-    "reply", [b"", b"SSH-2.0-OpenSSH_9.6\r\n"], ids=["silent", "another protocol"]
+    "reply",
+    [
+        b"",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        b"\xff" * 64,
+        bytes(range(256)) * 4,
+    ],
+    ids=["silent", "another protocol", "http", "garbage", "other garbage"],
 )
 def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listener, reply):
-    """Dask's own timeout covers the TCP connection only: a silent port hung for ever, and
-    one speaking another protocol failed with MemoryError deep in the handshake."""
+    """Dask's own timeout covers the TCP connection only: a silent port hung for ever (or
+    timed out as if nothing listened), and one speaking another protocol failed with
+    MemoryError or ValueError deep in the handshake, reported as "nothing answered"."""
     address = listener(reply)
     with (
         pytest.raises(
-            xd.SchedulerUnavailableError, match=f"no Dask scheduler answers at {address}"
+            xd.SchedulerUnavailableError,
+            match=f"no Dask scheduler answers at {address} within 1 s: something accepted the "
+            "connection but did not answer as a Dask scheduler",
         ),
         xd.connect(address, timeout=1.0),
     ):

@@ -28,6 +28,7 @@ import importlib
 import logging
 import math
 import os
+import socket
 import sys
 import threading
 import weakref
@@ -56,6 +57,8 @@ try:
     import dask
     import dask.array as da
     from distributed import Client, LocalCluster, as_completed, wait
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends as comm_backends
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'") from exc
 
@@ -129,7 +132,7 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
     127.0.0.1 only, without a dashboard and without spilling to disk. Raises
     :class:`SchedulerUnavailableError` naming the address when nothing answers within
     ``timeout`` seconds (default ``CONNECT_TIMEOUT_S``), ``ValueError`` for a malformed
-    ``local:N``.
+    address (:func:`check_address`).
     """
     if not isinstance(scheduler, str):
         hint = ": use the client as it is" if isinstance(scheduler, Client) else ""
@@ -138,13 +141,9 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
             f"{type(scheduler).__name__}{hint}"
         )
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-    if scheduler.startswith(LOCAL_PREFIX) or scheduler == LOCAL_PREFIX.rstrip(":"):
+    check_address(scheduler)
+    if scheduler.startswith(LOCAL_PREFIX):
         count = scheduler[len(LOCAL_PREFIX) :]
-        if not (count.isascii() and count.isdigit()) or int(count) < 1:  # not "²"
-            raise ValueError(
-                f"--scheduler {scheduler!r}: expected local:N with N >= 1 worker processes, "
-                "or a scheduler's address such as tcp://127.0.0.1:8786"
-            )
         # Set while the nannies are made (they keep it for their restarts), not while the
         # caller's code runs: a cluster of the caller's own keeps Dask's settings.
         with dask.config.set(_local_worker_config()):
@@ -156,6 +155,33 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
     with _client_within(scheduler, timeout) as client:
         _quiet_abandoned_gathers(client)
         yield client
+
+
+def check_address(scheduler: str) -> None:
+    """Raise ``ValueError`` naming ``scheduler`` unless it has the form of ``local:N``
+    (N >= 1) or of a scheduler's address: ``SCHEME://HOST:PORT`` for a scheme Dask knows
+    (tcp, tls, ws, ...), ``HOST:PORT`` (tcp), or ``inproc://...``. Nothing is connected to."""
+    others = ", ".join(f"{s}://" for s in sorted(comm_backends) if s != "tcp")
+    forms = (
+        "expected local:N with N >= 1 worker processes, or a scheduler's address: "
+        f"tcp://HOST:PORT (tcp://127.0.0.1:8786), HOST:PORT, or Dask's other schemes ({others})"
+    )
+    if scheduler.startswith(LOCAL_PREFIX) or scheduler == LOCAL_PREFIX.rstrip(":"):
+        count = scheduler[len(LOCAL_PREFIX) :]
+        if not (count.isascii() and count.isdigit()) or int(count) < 1:  # not "²"
+            raise ValueError(f"--scheduler {scheduler!r}: {forms}")
+        return
+    scheme, location = parse_address(scheduler, strict=False)
+    if scheme not in comm_backends:
+        raise ValueError(f"--scheduler {scheduler!r}: unknown scheme {scheme!r}; {forms}")
+    if scheme == "inproc":
+        return
+    try:
+        host, port = parse_host_port(location)
+    except ValueError:
+        host, port = "", 0
+    if not host or not 0 < port < 2**16:
+        raise ValueError(f"--scheduler {scheduler!r}: no HOST:PORT (port 1 to 65535); {forms}")
 
 
 def _local_worker_config() -> dict[str, Any]:
@@ -229,7 +255,7 @@ def _client_within(scheduler: str, timeout: float) -> Client:
     exc = made.get("error")
     why = (
         f"nothing answered as a Dask scheduler ({type(exc).__name__}: {exc})"
-        if exc is not None
+        if exc is not None and not _accepts_connections(scheduler, timeout)
         else "something accepted the connection but did not answer as a Dask scheduler "
         "(a dashboard's port? a scheduler's is usually 8786)"
     )
@@ -237,6 +263,24 @@ def _client_within(scheduler: str, timeout: float) -> Client:
         f"no Dask scheduler answers at {scheduler} within {timeout:g} s: {why}; "
         "start one (dask scheduler) or use --scheduler local:N"
     ) from exc
+
+
+def _accepts_connections(scheduler: str, timeout: float) -> bool:
+    """Whether a TCP connection to ``scheduler``'s host and port is accepted (within
+    ``timeout`` seconds, at most 1): after a failed handshake, that tells a port where
+    nothing listens from one where something else does (a silent listener, another
+    protocol's bytes read as a Dask frame, which failed with MemoryError or ValueError).
+    False for addresses without a host and port (inproc://)."""
+    scheme, location = parse_address(scheduler, strict=False)
+    if scheme == "inproc":
+        return False
+    host, port = parse_host_port(location)
+    try:
+        # A port that accepted the client's connection accepts this one at once.
+        socket.create_connection((host, port), timeout=min(timeout, 1.0)).close()
+    except OSError:
+        return False
+    return True
 
 
 def require_workers(

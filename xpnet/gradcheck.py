@@ -1420,6 +1420,22 @@ def _settings(
     return (dtype, *tolerances(dtype, h, atol, rtol))
 
 
+def _require_eager_inputs(net: Any, x: Any, t: Any) -> None:
+    """Refuse dask arrays for ``x`` or ``t``: the check moves parameters and compares
+    element by element on the arrays themselves (with ``client=`` it sends them to the
+    workers itself), which failed deep inside for lazy ones."""
+    lazy = [name for name, a in (("x", x), ("t", t)) if array_api_compat.is_dask_array(a)]
+    if lazy:
+        param = next(iter(net.params.values()), None)
+        library = type(param).__module__.split(".")[0] if param is not None else "its own"
+        raise TypeError(
+            f"check_gradients takes x and t as arrays of the network's library ({library}), "
+            f"got {' and '.join(lazy)} as {'dask arrays' if len(lazy) > 1 else 'a dask array'}: "
+            "pass the arrays themselves (x_train[:3], not rows(x_train[:3])); with client= the "
+            "check sends them to the cluster itself"
+        )
+
+
 def address_given_as_client(address: str) -> TypeError:
     """The error for a scheduler's address passed where a ``distributed.Client`` goes."""
     return TypeError(
@@ -1480,13 +1496,15 @@ def check_gradients(
     ``loop`` and ``batched`` as tasks on its cluster, with the same report
     (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then per task);
     ``progress`` shows them (True, False, None: when stderr is a terminal, or a
-    callable ``progress(done, total)``).
+    callable ``progress(done, total)``). ``x`` and ``t`` are arrays of the network's library
+    either way (the check sends them to the workers itself): a dask array is a ``TypeError``.
 
     A parameter, ``x`` or ``t`` holding NaN or infinity is a ``ValueError`` naming it and
     where. A check whose atol is as large as every parameter's gradients resolved nothing:
     its report is ``inconclusive``, and falsy, as a failed one is.
     """
     _check_method(method, METHODS)
+    _require_eager_inputs(net, x, t)
     if method == "directional" and client is not None:
         raise ValueError("client= runs the loop and batched methods; directional runs locally")
     if isinstance(client, str):

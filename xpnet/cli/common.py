@@ -98,7 +98,8 @@ def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def check_scheduler(args: argparse.Namespace) -> None:
-    """Raise unless ``--scheduler`` (when given) can be used: a CPU device and Dask installed.
+    """Raise unless ``--scheduler`` (when given) can be used: a CPU device, Dask installed
+    and an address of a form Dask takes, or ``local:N``.
 
     Cheap next to starting a cluster, so commands call it before their other work.
     """
@@ -107,9 +108,10 @@ def check_scheduler(args: argparse.Namespace) -> None:
     if backend.parse_device(args.device).kind != "cpu":
         raise ValueError("--scheduler runs on NumPy arrays: use it with --device cpu")
     try:
-        import xpnet.distributed  # noqa: F401 - needs dask and distributed
+        from xpnet.distributed import check_address  # needs dask and distributed
     except ImportError as exc:
         raise backend.BackendUnavailableError(f"--scheduler: {exc}") from None
+    check_address(args.scheduler)
 
 
 @contextmanager

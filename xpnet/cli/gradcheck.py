@@ -9,7 +9,14 @@ import warnings
 from typing import Any
 
 from xpnet import backend
-from xpnet.cli.common import add_scheduler, cluster, non_negative_int, positive_float, positive_int
+from xpnet.cli.common import (
+    add_scheduler,
+    check_scheduler,
+    cluster,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from xpnet.cli.network import (
     add_layers_module,
     add_model_flags,
@@ -129,19 +136,22 @@ NETWORK_FLAGS = (
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from xpnet.gradcheck import check_gradients
 
+    if args.method == "directional" and args.scheduler is not None:
+        raise ValueError("--scheduler runs --method loop or batched; directional runs here")
+    check_scheduler(args)  # before the network is built: the header line is for a check that runs
     import_layers(args, "--checkpoint", args.checkpoint)
     if args.checkpoint is not None:
         net, x, t, checked = _from_the_checkpoint(args)
     else:
         net, x, t, checked = _from_the_flags(args)
-    if args.method == "directional" and args.scheduler is not None:
-        raise ValueError("--scheduler runs --method loop or batched; directional runs here")
     if not args.json:
         print(checked, flush=True)
     if args.dtype == "float32":  # the advice in the flags' words, not the library's
         warnings.warn(Float32Warning("give --dtype float64 (the default)"), stacklevel=1)
     try:
         with cluster(args) as client, warnings.catch_warnings():
+            if client is not None and not args.json:
+                print(_where_it_runs(client), flush=True)
             warnings.simplefilter("ignore", Float32Warning)
             report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
     except KeyboardInterrupt:
@@ -149,6 +159,18 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         return 130
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
+
+
+def _where_it_runs(client: Any) -> str:
+    """Which part of the check the cluster runs, as ``xpnet train`` says where it evaluates."""
+    from xpnet.distributed import threads
+
+    n = threads(client)
+    return (
+        f"checking on the Dask cluster at {client.scheduler.address} ({n} worker "
+        f"thread{'s' * (n != 1)}): the numerical gradients run there (via local: by local "
+        "perturbations), backprop and any element differenced again here"
+    )
 
 
 def _from_the_flags(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
