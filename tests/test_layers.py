@@ -814,16 +814,3 @@ def test_help_on_a_layers_forward_and_backward_gives_the_shapes(cls, method):
     # help(Affine.forward) showed only the signature: "x (N, D) ... -> out (N, M) = x @ W + b".
     doc = inspect.getdoc(getattr(cls, method)) or ""
     assert re.search(r"\(.+?\).*? -> ", doc), f"{cls.__name__}.{method}: {doc!r}"
-
-
-@pytest.mark.parametrize(
-    "layer", [layers.ReLU(), layers.Sigmoid(), layers.Affine(np.ones((2, 3)), np.zeros(3))]
-)
-def test_backward_before_forward_says_to_call_forward_first(layer):
-    with pytest.raises(AttributeError, match=r"has no attribute .*call forward before backward"):
-        layer.backward(np.ones((1, 3)))
-
-
-def test_a_missing_attribute_of_a_layer_is_still_an_attribute_error_for_getattr():
-    assert getattr(layers.ReLU(), "kinks_of_mine", None) is None
-    assert not hasattr(layers.ReLU(), "mask")

@@ -9,7 +9,7 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 # The book's keyword -> xpnet's, which takes the book's values as they are (docs/book.md).
@@ -24,14 +24,28 @@ BOOK_KEYWORDS = {
 }
 
 
-def missing_attribute(obj: Any, name: str, book: Mapping[str, str]) -> AttributeError:
-    """The ``AttributeError`` for ``obj.name``, which ``obj`` lacks; for one of the book's
-    names (``book``: its name -> what xpnet has instead), it says what to use. For a class's
-    ``__getattr__``, which Python calls only when the attribute is not found."""
-    message = f"{type(obj).__name__!r} object has no attribute {name!r}"
-    if name in book:
-        message += f"; for the book's {name}, use {book[name]} (docs/book.md)"
-    return AttributeError(message, name=name, obj=obj)
+class BookName:
+    """A class attribute under one of the book's names that xpnet spells otherwise
+    (``lastLayer = BookName("net.last_layer")``): read from an instance, it raises the
+    ``AttributeError`` Python would, saying what to use. A descriptor, not ``__getattr__``,
+    which would slow every attribute read of the class (CPython then looks attributes up
+    through a Python-level hook, and specializes none of them)."""
+
+    def __init__(self, use: str) -> None:
+        self.use = use
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # on the class: help() and inspect see the descriptor
+            return self
+        raise AttributeError(
+            f"{type(obj).__name__!r} object has no attribute {self.name!r}; for the book's "
+            f"{self.name}, use {self.use} (docs/book.md)",
+            name=self.name,
+            obj=obj,
+        )
 
 
 class ArgumentTypeError(TypeError, ValueError):

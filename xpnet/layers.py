@@ -313,16 +313,6 @@ class Layer:
     def __repr__(self) -> str:
         return describe(self)
 
-    def __getattr__(self, name: str) -> Any:
-        # Called only for an attribute not found: most often what forward keeps for
-        # backward (x, mask, out), read by a backward called first.
-        raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}; a layer keeps what "
-            "backward needs when forward runs: call forward before backward",
-            name=name,
-            obj=self,
-        )
-
 
 def _is_python_number(x: Any) -> bool:
     """Whether ``x`` is a Python number, which has no namespace: the book's graph nodes take

@@ -26,12 +26,12 @@ from xpnet.backend import (
     reduce_sum,
 )
 from xpnet.checks import (
+    BookName,
     bad_argument,
     is_count,
     is_finite_at_least,
     is_integer,
     is_real,
-    missing_attribute,
     refuses_book_keywords,
     require_count,
     shape_mistake,
@@ -65,12 +65,6 @@ from xpnet.layers import (
 )
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
-# The book's network attributes -> xpnet's (an AttributeError says which).
-BOOK_ATTRIBUTES = {
-    "lastLayer": "net.last_layer",
-    "save_params": "xpnet.checkpoint.save_params(path, net)",
-    "load_params": "xpnet.checkpoint.load_params(path, net)",
-}
 EVAL_BATCH_SIZE = 1_000  # samples an evaluation (accuracy, the Trainer's) puts through at a time
 
 
@@ -814,8 +808,10 @@ class Sequential:
         """The number of layers, the loss layer not counted (``len(net.layers)``)."""
         return len(self.layers)
 
-    def __getattr__(self, name: str) -> Any:
-        raise missing_attribute(self, name, BOOK_ATTRIBUTES)
+    # The book's names for what xpnet spells otherwise: reading one says what to use.
+    lastLayer = BookName("net.last_layer")
+    save_params = BookName("xpnet.checkpoint.save_params(path, net)")
+    load_params = BookName("xpnet.checkpoint.load_params(path, net)")
 
     def __iter__(self) -> Iterator[Any]:
         """The layers in order, the loss layer not included."""

@@ -79,7 +79,7 @@ from typing import Any, ClassVar
 import array_api_compat
 
 from xpnet.backend import BackendMismatchError, dtype_name, namespace_of, to_like
-from xpnet.checks import is_integer, is_real, missing_attribute, shape_mistake
+from xpnet.checks import BookName, is_integer, is_real, shape_mistake
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
@@ -105,13 +105,6 @@ def _hyperparameter(name: str, value: Any) -> float:
     if not 0.0 <= number < high:  # also rejects nan and inf
         raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
     return number
-
-
-# The book's optimizer attributes -> xpnet's (an AttributeError says which).
-BOOK_ATTRIBUTES = {
-    "iter": "opt.iterations",
-    **{b: f"opt.state[{b!r}], a dict by parameter name" for b in ("v", "h", "m")},
-}
 
 
 def _signature(params: Mapping[str, Any], grads: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -186,8 +179,11 @@ class Optimizer:
         self._checked: tuple[int, int, int] | None = None  # the last _signature checked
         self._unbind()
 
-    def __getattr__(self, name: str) -> Any:
-        raise missing_attribute(self, name, BOOK_ATTRIBUTES)
+    # The book's names for what xpnet spells otherwise: reading one says what to use.
+    iter = BookName("opt.iterations")
+    v = BookName("opt.state['v'], a dict by parameter name")
+    h = BookName("opt.state['h'], a dict by parameter name")
+    m = BookName("opt.state['m'], a dict by parameter name")
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Move every parameter of ``params`` (``name -> array``) one step against its

@@ -44,7 +44,7 @@ from xpnet.backend import (
     tracked_by_autograd,
     untracked,
 )
-from xpnet.checks import is_real, missing_attribute, refuses_book_keywords, require_count
+from xpnet.checks import BookName, is_real, refuses_book_keywords, require_count
 from xpnet.layers import (
     BatchNormalization,
     check_labels,
@@ -279,15 +279,6 @@ def _require_finite(net: Any, optimizer: Any) -> None:
         " before training: training from it gives NaN; build the network again, or load a "
         "checkpoint saved before it diverged",
     )
-
-
-# The book's Trainer attributes -> xpnet's (an AttributeError says which).
-BOOK_ATTRIBUTES = {
-    "train": "history = trainer.fit()",
-    "train_acc_list": "history.train_acc (history = trainer.fit())",
-    "test_acc_list": "history.test_acc (history = trainer.fit())",
-    "train_loss_list": "history.train_loss (history = trainer.fit(), per epoch)",
-}
 
 
 def _warn_of_batches_of_one(net: Any, n: int, batch_size: int) -> None:
@@ -585,8 +576,11 @@ class Trainer:
         }
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
-    def __getattr__(self, name: str) -> Any:
-        raise missing_attribute(self, name, BOOK_ATTRIBUTES)
+    # The book's names for what xpnet spells otherwise: reading one says what to use.
+    train = BookName("history = trainer.fit()")
+    train_acc_list = BookName("history.train_acc (history = trainer.fit())")
+    test_acc_list = BookName("history.test_acc (history = trainer.fit())")
+    train_loss_list = BookName("history.train_loss (history = trainer.fit(), per epoch)")
 
     @property
     def batches_per_epoch(self) -> int:
