@@ -78,7 +78,7 @@ def test_a_batchnorm_network_on_one_sample_has_its_relu_kinks_found_not_failed(c
     net, x, t = at_relus_kink(cpu_xp)
     report = check_gradients(net, x, t, method=method, params=["beta1"])
     (beta,) = report.params
-    assert report.passed, str(report)
+    assert beta.passed and report.inconclusive, str(report)  # not failed: nothing compared
     assert beta.all_kinks and beta.kinks == 70 > ONE_SIDED_LIMIT, str(report)
 
 
