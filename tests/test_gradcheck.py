@@ -176,7 +176,8 @@ def test_numerical_gradient_keeps_a_float32_points_values_in_float64(xp):
     # f(1 + h) and f(1 - h) differ by 2e-4 on top of 1e4, where float32 values are about
     # 1e-3 apart: held in float32 both would round to 10001, a difference of 0. Held in
     # float64, the difference of 1e4 + float32(1 +- 1e-4) is 2.00003e-4, a slope of ~1.
-    grad = numerical_gradient(lambda v: 1e4 + float(namespace_of(v).sum(v)), x)
+    with pytest.warns(UserWarning, match="h=0.0001 is too small for float32"):
+        grad = numerical_gradient(lambda v: 1e4 + float(namespace_of(v).sum(v)), x)
     assert abs(float(to_numpy(grad)[0]) - 1.0) < 1e-3
 
 
@@ -184,7 +185,8 @@ def test_numerical_gradient_divides_by_the_step_a_float32_point_took(xp):
     # float32's spacing at 1000 is 2**-14 (6.1e-5): 1000 +- 1e-4 round to 1000 +- 2**-13, so
     # the step taken is 2.44e-4, not 2e-4. Dividing by 2e-4 gave a slope of x**2 22% high.
     x = to_device([1000.0, -3.0], dtype="float32", xp=xp)
-    grad = numerical_gradient(lambda v: float(np.sum(to_numpy(v).astype(np.float64) ** 2)), x)
+    with pytest.warns(UserWarning, match="h=0.0001 is too small for float32"):
+        grad = numerical_gradient(lambda v: float(np.sum(to_numpy(v).astype(np.float64) ** 2)), x)
     np.testing.assert_allclose(to_numpy(grad), [2000.0, -6.0], rtol=1e-6)
 
 
