@@ -1209,6 +1209,21 @@ def test_a_plot_suffix_matplotlib_cannot_write_is_refused_before_training(
     assert not plot.exists() and fake_data == []
 
 
+@pytest.mark.parametrize("name", ["curve.png", "curve"])
+def test_a_plot_without_matplotlib_is_refused_before_training(
+    fake_data, tmp_path, capsys, monkeypatch, name
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    plot = tmp_path / name
+    assert run(["train", "--epochs", "1", "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "xpnet train: error: --plot: plotting needs matplotlib, which is not installed: "
+        'pip install "xpnet[plot]"\n'
+    )
+    assert not plot.exists() and fake_data == []
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 @pytest.mark.parametrize("option", ["--save", "--plot"])
 def test_an_output_that_is_a_pipe_is_refused_before_training(fake_data, tmp_path, capsys, option):

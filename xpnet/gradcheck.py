@@ -73,6 +73,7 @@ from xpnet.perturb import (
     loop_differences,
     training_loss,
 )
+from xpnet.schema import is_number
 
 # Step and tolerances per dtype, for within_tolerance; the default atol is at least
 # ``atol``, and grows with the loss (:class:`Atol`).
@@ -352,11 +353,6 @@ def scalar_valued(
         return value
 
     return scalar
-
-
-def is_number(value: Any) -> bool:
-    """Whether ``value`` is a Python ``int`` or ``float`` (NumPy's float64 too), not a ``bool``."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def central_gradient(
@@ -1500,8 +1496,9 @@ def check_gradients(
     either way (the check sends them to the workers itself): a dask array is a ``TypeError``.
 
     A parameter, ``x`` or ``t`` holding NaN or infinity is a ``ValueError`` naming it and
-    where. A check whose atol is as large as every parameter's gradients resolved nothing:
-    its report is ``inconclusive``, and falsy, as a failed one is.
+    where. A check that tested nothing, the default atol as large as every parameter's
+    gradients or every element on a kink, is ``inconclusive``, and falsy, as a failed one
+    is (an ``atol`` you pass is used as it is, and is not judged).
     """
     _check_method(method, METHODS)
     _require_eager_inputs(net, x, t)

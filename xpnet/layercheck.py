@@ -67,7 +67,6 @@ from xpnet.gradcheck import (
     compare_directions,
     decoy,
     fell_back_note,
-    is_number,
     kinks_by_one_sided,
     kinks_together,
     matched_side,
@@ -83,6 +82,7 @@ from xpnet.gradcheck import (
 )
 from xpnet.held import held, require_deterministic
 from xpnet.layers import own_params, require_layer_methods, require_named_sublayers, walk_from
+from xpnet.schema import is_number
 
 PRECISION = "precision: "  # the note on a dtype that rounds more than float64
 #: The median growth of the retried elements' errors from ``h`` to ``h / RETRY`` above

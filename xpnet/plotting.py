@@ -81,11 +81,12 @@ def history_figure(history: Any, *, title: str | None = None) -> Figure:
 def plot_format(path: str | os.PathLike) -> str:
     """The image format of ``path``'s suffix (``"png"``, ``"svg"``, ``"pdf"``, ``"jpg"``, any
     that matplotlib writes, in any case), ``"png"`` for a name without one; ``ValueError``
-    naming the suffix and those it takes for another (a typo should not cost a run)."""
+    naming the suffix and those it takes for another (a typo should not cost a run), and
+    :class:`PlottingUnavailableError` without matplotlib, whatever the name."""
+    require_matplotlib()
     suffix = Path(path).suffix.lstrip(".").lower()
     if not suffix:
         return "png"
-    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
