@@ -224,8 +224,7 @@ class Convolution(Layer):
             raise ValueError(f"filter_size must be an integer or (FH, FW), got {filter_size!r}")
         for size in sizes:
             require_count("filter_size", size, 1)
-        fh, fw = sizes
-        check_window(int(fh), int(fw), stride, pad)
+        fh, fw = sizes  # stride and pad: checked by the constructor
         W, b = init.weights_and_bias(
             (int(filter_num), int(channels), int(fh), int(fw)), int(channels * fh * fw),
             int(filter_num), weight_init=weight_init, bias_init=bias_init, rng=rng,

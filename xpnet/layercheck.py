@@ -564,16 +564,23 @@ def _require_inputs_unchanged(
             )
 
 
+def _not_one_output(out: Any) -> str | None:
+    """What ``out`` is when it is not one array or number (``"tuple of 2"``, ``"dict"``):
+    ``backward(dout)`` takes the gradient of one output; None for one."""
+    if is_array_api_obj(out) or is_number(out):
+        return None
+    what = type(out).__name__
+    return f"{what} of {len(out)}" if isinstance(out, (tuple, list)) else what
+
+
 def _require_one_output(kind: str, out: Any) -> None:
     """Refuse a ``forward`` output that is not one array or number (a tuple of outputs):
     the protocol's ``backward(dout)`` takes the gradient of one output."""
-    if is_array_api_obj(out) or is_number(out):
+    what = _not_one_output(out)
+    if what is None:
         return
-    what = f"a {type(out).__name__}"
-    if isinstance(out, (tuple, list)):
-        what += f" of {len(out)}"
     raise ValueError(
-        f"{kind}.forward returned {what}: check_layer checks a layer with one output array, "
+        f"{kind}.forward returned a {what}: check_layer checks a layer with one output array, "
         "whose backward(dout) takes its gradient; for several outputs y1, y2, check the "
         "scalar sum(y1 * d1) + sum(y2 * d2) with check_function"
     )
@@ -940,8 +947,22 @@ def _against_dout(
     (:func:`_upstream`, of the shape of ``f(at)``, on ``like``'s device); ``report`` gets
     notes on which ``dout``, and on what ``f``'s dtype rounds (the scalar is float64)."""
     xp, device = namespace_of(like), array_api_compat.device(like)
-    out = _one_array(f, name, at)
-    out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64, device=device)
+
+    def output(v: Any) -> Any:
+        """``f(v)``, one array (a number as a 0-D float64 one on ``like``'s device)."""
+        value = f(v)
+        what = _not_one_output(value)
+        if what is not None:
+            raise ValueError(
+                f"check_function with backward needs one output array: {name} returned "
+                f"{what}; for several outputs y1, y2, check the scalar sum(y1 * d1) + "
+                "sum(y2 * d2) with grad"
+            )
+        return (
+            value if is_array_api_obj(value) else xp.asarray(value, dtype=xp.float64, device=device)
+        )
+
+    out = output(at)
     shape = tuple(out.shape)
     dout = _upstream(xp, shape, seed, device, one=not shape)
     if shape:
@@ -959,10 +980,7 @@ def _against_dout(
     _note_once(report, _precision_note(report.subject, out, size, report.h))
 
     def weighted(v: Any) -> Any:
-        value = _one_array(f, name, v)
-        value = (
-            value if is_array_api_obj(value) else xp.asarray(value, dtype=xp.float64, device=device)
-        )
+        value = output(v)
         if tuple(value.shape) != shape:
             raise ValueError(
                 f"{name} returned an output of shape {tuple(value.shape)} at a moved x, but "
@@ -971,21 +989,6 @@ def _against_dout(
         return xp.sum(xp.astype(value, xp.float64) * dout)
 
     return weighted, dout
-
-
-def _one_array(f: Callable[[Any], Any], name: str, x: Any) -> Any:
-    """``f(x)``, refusing with a ``ValueError`` a value that is not one array or number (a
-    tuple of outputs): ``backward(dout)`` takes the gradient of one output."""
-    value = f(x)
-    if is_array_api_obj(value) or is_number(value):
-        return value
-    what = type(value).__name__
-    if isinstance(value, (tuple, list)):
-        what += f" of {len(value)}"
-    raise ValueError(
-        f"check_function with backward needs one output array: {name} returned {what}; for "
-        "several outputs y1, y2, check the scalar sum(y1 * d1) + sum(y2 * d2) with grad"
-    )
 
 
 def _upstream(xp: Any, shape: tuple[int, ...], seed: int, device: Any, one: bool) -> Any:
