@@ -861,7 +861,9 @@ def test_quick_suite_slice_end_to_end(tmp_path: Path) -> None:
     """A slice of ``pytest benchmarks/`` (batch 3 gradients): JSON and summary with the ratio."""
     pytest.importorskip("pytest_benchmark")
     out = tmp_path / "results.json"
-    env = {**os.environ, "XPNET_DEVICE": "cpu", "XPNET_BENCH": "quick"}
+    # pytest-benchmark turns itself off in a pytest-xdist worker, which it tells by this name.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    env |= {"XPNET_DEVICE": "cpu", "XPNET_BENCH": "quick"}
     proc = subprocess.run(
         [
             sys.executable,

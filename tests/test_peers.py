@@ -760,6 +760,8 @@ def bench_session(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.setenv("XPNET_DEVICE", "cpu")
     monkeypatch.delenv("XPNET_BENCH", raising=False)
+    # pytest-benchmark turns itself off in a pytest-xdist worker, which it tells by this name.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
     def run(*options: str, tests: str = RECORD_FIXTURES) -> tuple[Any, dict[str, Any] | None]:
         seen = pytester.path / "seen.json"
