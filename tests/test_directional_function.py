@@ -216,3 +216,32 @@ def test_check_layer_prints_a_note_found_before_falling_back_once(xp):
     report = check_layer(layer, arr(xp, point((4, 5), seed=2)), method="directional")
     assert not report and report.fallback is not None, str(report)
     assert str(report).count("precision: ") == 1, str(report)
+
+
+def tiny_wave(v):
+    """1e-9 * wave(v): derivatives of about 1e-9, above the loss's rounding at h = 1e-5
+    (about 4e-10) and under float64's default atol of 1e-8."""
+    return 1e-9 * wave(v)
+
+
+@pytest.mark.parametrize("factor", [1.0, 3.0], ids=["correct", "three-times-off"])
+def test_directions_all_within_the_default_atol_are_inconclusive(xp, factor):
+    # The atol passes a gradient three times off as well as the right one: neither passes.
+    host = point(10)
+    grad = arr(xp, factor * 1e-9 * wave_gradient(host))
+    report = check_function(tiny_wave, arr(xp, host), grad, method="directional")
+    assert report.fallback is None and report.unresolved, str(report)
+    assert report.inconclusive and not report and not report.passed
+    assert report.verdict().startswith("INCONCLUSIVE (the atol is as large as the directional")
+    assert "atol: 1e-08 is as large as every directional derivative compared" in str(report)
+    assert report.as_dict()["inconclusive"] is True
+
+
+def test_an_atol_of_the_users_is_used_as_it_is_and_resolves_what_it_can(xp):
+    host = point(10)
+    x, grad = arr(xp, host), arr(xp, 1e-9 * wave_gradient(host))
+    report = check_function(tiny_wave, x, grad, method="directional", atol=1e-13)
+    assert report.passed and not report.inconclusive and not report.unresolved, str(report)
+    # Even an atol as large as the derivatives: the user chose it.
+    report = check_function(tiny_wave, x, grad, method="directional", atol=1e-8)
+    assert report.passed and not report.inconclusive, str(report)

@@ -869,22 +869,19 @@ class GradientReport(_Displayed):
         if grown:
             self.atol = tol.at(self.h)
             self.notes.append(_atol_note(tol, self.h, max(largest.values(), default=0.0)))
-            self.unresolved_params = [n for n, value in largest.items() if self.atol >= value]
-        else:
-            # Under the floor, gradients above the loss's rounding are left unresolved: a
-            # smaller atol would check them. Those within the rounding (a bias before
+        self.unresolved_params = [n for n, v in largest.items() if _unresolved(tol, self.h, v)]
+        if not grown:
+            # Under the floor, gradients within the loss's rounding (a bias before
             # BatchNorm, whose gradient is 0) are only compared with 0, which a note says.
             # An atol of the user's knows no rounding: nothing is said.
             rounding = max(tol.from_loss(self.h), tol.from_noise(self.h))
-            self.unresolved_params = [
-                n for n, value in largest.items() if 0 < rounding < value <= self.atol
-            ]
             within = {n: v for n, v in largest.items() if v <= rounding}
             if within:
                 self.notes.append(_rounding_note(self.h, rounding, within))
             if self.unresolved_params:
-                above = {n: largest[n] for n in self.unresolved_params}
-                self.notes.append(_floor_note(self.atol, rounding, above))
+                what = f"the numerical gradients of {', '.join(self.unresolved_params)}"
+                above = max(largest[n] for n in self.unresolved_params)
+                self.notes.append(_floor_note(self.atol, rounding, what, above))
         self.unresolved = bool(largest) and len(self.unresolved_params) == len(largest)
 
     def __str__(self) -> str:
@@ -1621,6 +1618,19 @@ def _looped_notes(net: Any, local: LocalNet, names: list[str]) -> list[str]:
     ]
 
 
+def _unresolved(tol: Atol, h: float, largest: float) -> bool:
+    """Whether ``tol``'s atol at ``h`` leaves numerical derivatives of at most ``largest``
+    unresolved, so that a wrong one within it would pass: a default atol grown above its
+    floor, when it is as large as ``largest``; else when ``largest`` is above what the
+    loss's rounding makes of a difference (those within it are compared with 0) and within
+    the atol. An atol of the user's knows no rounding and leaves nothing unresolved."""
+    atol = tol.at(h)
+    if atol > tol.floor:
+        return atol >= largest
+    rounding = max(tol.from_loss(h), tol.from_noise(h))
+    return 0 < rounding < largest <= atol
+
+
 def _atol_note(tol: Atol, h: float, largest: float) -> str:
     """The report's line on a default atol above its floor, grown with the loss or its
     measured rounding noise; and when it is as large as the ``largest`` numerical
@@ -1641,15 +1651,14 @@ def _atol_note(tol: Atol, h: float, largest: float) -> str:
     return note
 
 
-def _floor_note(atol: float, rounding: float, unresolved: Mapping[str, float]) -> str:
-    """The report's line on an ``atol`` that was not grown but is as large as the numerical
-    derivatives of the parameters ``unresolved`` (name -> the largest of each), which are
-    above what the loss's ``rounding`` makes of a difference: a smaller atol checks them."""
+def _floor_note(atol: float, rounding: float, what: str, largest: float) -> str:
+    """The report's line on an ``atol`` that was not grown but is as large as ``what``
+    (numerical derivatives, at most ``largest``), which are above what the loss's
+    ``rounding`` makes of a difference: a smaller atol checks them."""
     return (
-        f"atol: {atol:g} is as large as the numerical gradients of {', '.join(unresolved)} "
-        f"(at most {max(unresolved.values()):.2g}), so a wrong gradient of theirs within the "
-        f"atol passes: pass a smaller atol (the loss's rounding allows {rounding:.2g}), or "
-        "check at inputs or parameters of larger magnitude"
+        f"atol: {atol:g} is as large as {what} (at most {largest:.2g}), so a wrong gradient "
+        f"within the atol passes there: pass a smaller atol (the loss's rounding allows "
+        f"{rounding:.2g}), or check at inputs or parameters of larger magnitude"
     )
 
 
@@ -1805,6 +1814,7 @@ class DirectionalReport(_Displayed):
     method: str = "directional"
     notes: list[str] = field(default_factory=list)
     fallback: GradientReport | None = None  # element by element, when directions failed
+    unresolved: bool = False  # the atol is as large as every derivative compared
 
     @property
     def compared(self) -> list[DirectionCheck]:
@@ -1822,14 +1832,35 @@ class DirectionalReport(_Displayed):
         finite = all(d.finite for d in self.directions)
         if self.fallback is not None:
             return finite and self.fallback.passed
-        return bool(self.compared) and finite and all(d.passed for d in self.compared)
+        compared = self.compared
+        return bool(compared) and finite and all(d.passed for d in compared) and not self.unresolved
 
     @property
     def inconclusive(self) -> bool:
-        """Whether the element-wise check it fell back to is (:attr:`GradientReport.inconclusive`),
-        and every derivative is finite."""
-        finite = all(d.finite for d in self.directions)
-        return self.fallback is not None and finite and self.fallback.inconclusive
+        """Whether every derivative is finite and nothing was tested: every direction
+        compared passes within an atol as large as all their derivatives (``unresolved``),
+        or the element-wise check it fell back to is inconclusive
+        (:attr:`GradientReport.inconclusive`)."""
+        if not all(d.finite for d in self.directions):
+            return False
+        if self.fallback is not None:
+            return self.fallback.inconclusive
+        return self.unresolved and all(d.passed for d in self.compared)
+
+    def note_atol(self, tol: Atol) -> None:
+        """Say what the atol ``tol`` at ``h`` leaves unresolved, as
+        :meth:`GradientReport.note_atol` does: why a default atol grew above its floor, and
+        ``unresolved`` when it is as large as every numerical derivative compared (a wrong
+        gradient would pass as well)."""
+        largest = max((abs(d.numerical) for d in self.compared), default=0.0)
+        grown = tol.at(self.h) > tol.floor
+        if grown:
+            self.notes.append(_atol_note(tol, self.h, largest))
+        self.unresolved = bool(self.compared) and _unresolved(tol, self.h, largest)
+        if self.unresolved and not grown:
+            rounding = max(tol.from_loss(self.h), tol.from_noise(self.h))
+            what = "every directional derivative compared"
+            self.notes.append(_floor_note(self.atol, rounding, what, largest))
 
     def __bool__(self) -> bool:
         return self.passed
@@ -1896,6 +1927,11 @@ class DirectionalReport(_Displayed):
         check's verdict (INCONCLUSIVE too) unless a derivative is not finite."""
         if self.fallback is not None and all(d.finite for d in self.directions):
             return self.fallback.verdict()
+        if self.inconclusive:
+            return (
+                "INCONCLUSIVE (the atol is as large as the directional derivatives: nothing "
+                "was resolved)"
+            )
         return "PASSED" if self.passed else "FAILED"
 
     def _summary(self) -> str:
@@ -2104,9 +2140,7 @@ def directional_check(
         report.directions = compare_directions(
             along, loss_along, exact, center, h, tol, rtol, small
         )
-        if tol.at(h) > tol.floor:
-            numeric = [d.numerical for d in report.directions]
-            report.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
+        report.note_atol(tol)
         note = fell_back_note(
             report,
             "a kink no layer reports: a ReLU of your own whose inputs sit at 0 on both sides "

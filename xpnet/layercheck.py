@@ -58,7 +58,6 @@ from xpnet.gradcheck import (
     DirectionalReport,
     GradientReport,
     ParamCheck,
-    _atol_note,
     _check_method,
     _in_place_note,
     _largest,
@@ -347,9 +346,7 @@ def _directional(
         notes=list(report.notes),
     )  # fmt: skip
     result.directions = compare_directions(along, loss_along, exact, loss, h, tol, rtol, None)
-    if tol.at(h) > tol.floor:
-        numeric = [d.numerical for d in result.directions]
-        result.notes.append(_atol_note(tol, h, float(np.max(np.abs(numeric), initial=0.0))))
+    result.note_atol(tol)
     note = fell_back_note(
         result,
         "kinks along it whose gradients match different sides: several elements at a kink",

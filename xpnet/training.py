@@ -377,8 +377,9 @@ class Trainer:
       the last batch of an epoch is smaller when ``batch_size`` does not divide N;
     - ``seed``: the shuffling order; epoch ``k`` gets the ``k``-th permutation of a
       generator seeded once, so a resumed run shuffles as an uninterrupted one would;
-    - ``eval_samples``: evaluate on the first so many train and test samples
-      (default: all); ``eval_batch_size`` bounds the memory evaluation uses;
+    - ``eval_samples``: evaluate on the first so many train and test samples, all of a
+      set with fewer, as the book's slicing (default: all); ``eval_batch_size`` bounds
+      the memory evaluation uses;
     - ``evaluate_on``: applied once to each array evaluation reads (inputs, integer
       labels, targets), e.g. ``lambda a: xpnet.distributed.rows(a, client=c)`` to
       evaluate on a Dask cluster (default: the arrays as they are); when an epoch's

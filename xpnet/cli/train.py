@@ -83,8 +83,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--eval-samples",
         type=positive_int,
         default=None,
-        help="evaluate on the first N train/test samples per epoch (default all; "
-        "--resume keeps the checkpoint's)",
+        help="evaluate on the first N train/test samples per epoch, all of a set with "
+        "fewer, as the book's slicing (default all; --resume keeps the checkpoint's)",
     )
     p.add_argument(
         "--save",
