@@ -35,6 +35,7 @@ from xpnet.layers import (
     Affine,
     MeanSquaredError,
     ReLU,
+    Sigmoid,
     SigmoidWithLoss,
     SoftmaxWithLoss,
     Tanh,
@@ -1662,8 +1663,7 @@ def _small_affine(xp, seed, n_in, n_out):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_forward_writing_into_an_input_another_layer_holds_is_named(xp, method):
-    from xpnet.layers import Sigmoid  # caches its output, which NegateInPlace overwrites
-
+    # Sigmoid caches its output, which NegateInPlace overwrites.
     layers = [_small_affine(xp, 0, 3, 4), Sigmoid(), NegateInPlace(), _small_affine(xp, 1, 4, 2)]
     net = Sequential(layers, loss=SoftmaxWithLoss())
     x, t = (
@@ -1689,6 +1689,44 @@ def test_a_backward_writing_into_a_dout_a_residual_block_holds_is_named_not_the_
     text = str(check_gradients(net, x, t))
     assert "DoubleInPlace.backward wrote into the dout it was given" in text, text
     assert "Residual.backward wrote" not in text and "FAILED" in text
+
+
+class AffineZeroingItsInput(Affine):
+    """An Affine whose backward then zeroes the input its forward cached."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.x *= 0.0
+        return dx
+
+
+def _zeroing_net(xp, first):
+    """A network with AffineZeroingItsInput first (it caches the input x) or last (it
+    caches the Sigmoid's output), on a batch of 5."""
+    a, b = _small_affine(xp, 0, 3, 4), _small_affine(xp, 1, 4, 2)
+    replaced = a if first else b
+    zeroing = AffineZeroingItsInput(replaced.W, replaced.b)
+    layers = [zeroing, Sigmoid(), b] if first else [a, Sigmoid(), zeroing]
+    x = dev(xp, np.random.default_rng(2).standard_normal((5, 3)))
+    return Sequential(layers, loss=SoftmaxWithLoss()), x, dev(xp, [0, 1, 0, 1, 1], "int64")
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["caching-x", "caching-an-output"])
+@pytest.mark.parametrize("method", METHODS)
+def test_a_backward_writing_into_the_array_it_cached_is_named(xp, method, first):
+    # A write into the input x had only a rounding note ("at most 0 ... larger magnitude").
+    net, x, t = _zeroing_net(xp, first)
+    text = str(check_gradients(net, x, t, method=method))
+    assert "FAILED" in text, text
+    assert "AffineZeroingItsInput.backward wrote into the array it cached as x" in text, text
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_check_leaves_the_callers_input_as_it_was_when_a_layer_writes_into_it(xp, method):
+    net, x, t = _zeroing_net(xp, first=True)
+    before = to_numpy(x).copy()
+    check_gradients(net, x, t, method=method)
+    np.testing.assert_array_equal(to_numpy(x), before)
 
 
 def test_a_wrong_gradient_without_writes_in_place_blames_none(xp, wrong_gradient_of):

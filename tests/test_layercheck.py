@@ -869,6 +869,22 @@ def test_a_forward_that_writes_into_its_input_is_refused_naming_it(xp):
         check_layer(ReLUWithoutCopy(), rand(xp, 4, 3))
 
 
+def test_a_backward_that_writes_into_its_cached_input_is_refused_naming_it(xp):
+    class Zeroing:
+        def forward(self, x):
+            self.x = x
+            return 2.0 * x
+
+        def backward(self, dout):
+            self.x *= 0.0
+            return 2.0 * dout
+
+    with pytest.raises(
+        ValueError, match=r"Zeroing\.backward wrote into its input x, which forward cached"
+    ):
+        check_layer(Zeroing(), rand(xp, 4, 3))
+
+
 class ScaleWithoutParams:
     """``x * w`` whose backward stores ``dw`` but whose class does not name ``w`` in params."""
 

@@ -597,9 +597,10 @@ def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:
     """What the layers of ``net`` wrote into the arrays they were given, in one
     ``net.gradient(x, t)``: a line per layer (the innermost, where layers are made of
     layers) whose ``forward`` changed a floating input or whose ``backward`` changed its
-    ``dout``. Such a write corrupts the gradients of the layers before it, which the check
-    then blames, when another layer still holds the array (a cached output, the ``dout``
-    of a residual block's skip path). See :func:`writes_during`."""
+    ``dout`` or an array the layer holds (its cached input; gradients such as ``dW`` are
+    its own to write). Such a write corrupts the gradients of the layers before it, which
+    the check then blames, when another layer still holds the array (a cached output, the
+    ``dout`` of a residual block's skip path). See :func:`writes_during`."""
     return writes_during(layers_of(net), lambda: net.gradient(x, t))
 
 
@@ -615,20 +616,21 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
         inner = {id(below) for _, below in walk_from("", layer)} - {id(layer)}
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            given = [
-                a
-                for a in args
-                if array_api_compat.is_array_api_obj(a) and is_real_floating(namespace_of(a), a)
-            ]
-            copies = [namespace_of(a).asarray(a, copy=True) for a in given]
+            given = [(a, _copy(a)) for a in args if _is_floating_array(a)]
+            cached = _cached_arrays(layer) if method == "backward" else {}
             out = call(*args, **kwargs)
-            changed = any(
-                not same_values(namespace_of(a), c, a) for a, c in zip(given, copies, strict=True)
-            )
+            if any(not same_values(namespace_of(a), c, a) for a, c in given):
+                what = "its input" if method == "forward" else "the dout it was given"
+            else:
+                written = [
+                    name
+                    for name, (a, c) in cached.items()
+                    if vars(layer).get(name) is a and not same_values(namespace_of(a), c, a)
+                ]
+                what = f"the array it cached as {', '.join(written)}" if written else None
             # A layer made of layers whose inner layer wrote is not named: the innermost
             # call returns first.
-            if changed and id(layer) not in found and not inner & found.keys():
-                what = "its input" if method == "forward" else "the dout it was given"
+            if what and id(layer) not in found and not inner & found.keys():
                 found[id(layer)] = f"{type(layer).__name__}.{method} wrote into {what}"
             return out
 
@@ -649,6 +651,24 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
                 vars(layer).pop(method, None)
             vars(layer).update(methods)
     return list(dict.fromkeys(found.values()))
+
+
+def _is_floating_array(a: Any) -> bool:
+    return array_api_compat.is_array_api_obj(a) and is_real_floating(namespace_of(a), a)
+
+
+def _copy(a: Any) -> Any:
+    return namespace_of(a).asarray(a, copy=True)
+
+
+def _cached_arrays(layer: Any) -> dict[str, tuple[Any, Any]]:
+    """The floating arrays ``layer`` holds (name: the array, a copy), but for gradients it
+    may write into (``dW`` beside ``W``)."""
+    return {
+        name: (a, _copy(a))
+        for name, a in vars(layer).items()
+        if _is_floating_array(a) and not (name[:1] == "d" and name[1:] in vars(layer))
+    }
 
 
 def _decoy_pass(net: Any, x: Any, t: Any) -> None:
@@ -1365,6 +1385,22 @@ def require_finite_point(net: Any, x: Any, t: Any) -> None:
     )
 
 
+@contextmanager
+def _input_restored(x: Any) -> Iterator[Any]:
+    """Yields a copy of the input ``x`` as given, and writes it back into ``x`` after the
+    check where a layer wrote into its input or the input it cached: the caller's data
+    stay as they were."""
+    if not array_api_compat.is_array_api_obj(x):
+        yield x
+        return
+    given = _copy(x)
+    try:
+        yield given
+    finally:
+        if not same_values(namespace_of(x), given, x):
+            x[...] = given
+
+
 def tolerances(
     dtype: str, h: float | None, atol: float | None, rtol: float | None
 ) -> tuple[float, Atol, float]:
@@ -1520,7 +1556,7 @@ def check_gradients(
     require_finite_point(net, x, t)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    with _held_for_checking(net, x, t, seed) as (t, center):
+    with _input_restored(x) as given, _held_for_checking(net, x, t, seed) as (t, center):
         analytic = gradient_after_decoy(net, x, t)
         budget = memory_budget  # the parameter hides the function of that name
         if client is None:
@@ -1538,30 +1574,31 @@ def check_gradients(
         tol = _at_the_point(tol, net, x, t, names, local, center, h, seed)
         return _element_wise(
             net, x, t, names, analytic, found, local, tol, center,
-            method=method, h=h, rtol=rtol, dtype=dtype, budget=budget,
+            method=method, h=h, rtol=rtol, dtype=dtype, budget=budget, given=given,
         )  # fmt: skip
 
 
 def _in_place_note(write: str) -> str:
     """The note of a failed check whose network wrote in place (:func:`in_place_writes`)."""
     return (
-        f"{write}: where another layer still holds that array (a cached output, a "
-        "residual block's skip path), it backpropagates from the changed values, and the "
-        "gradients before the writing layer fail for it; compute into a new array"
+        f"{write}: where another layer or the check still reads that array (a cached "
+        "output, a residual block's skip path, the input x), it reads the changed values, "
+        "and gradients fail for it; compute into a new array"
     )
 
 
 def _element_wise(
     net: Any, x: Any, t: Any, names: list[str], analytic: Mapping[str, Any],
     found: dict[str, _Numerical], local: LocalNet | None, tol: Atol, center: float, *,
-    method: str, h: float, rtol: float, dtype: str, budget: int | str | None,
+    method: str, h: float, rtol: float, dtype: str, budget: int | str | None, given: Any,
 ) -> GradientReport:  # fmt: skip
     """:func:`check_gradients`' comparison of the ``analytic`` gradients of ``names`` with
     their central differences ``found`` at ``h``, inside the check's held network: the
     elements across a kink that disagree differenced again at :func:`refined_step`, those
     failing clear of kinks at ``h / RETRY``, kinks that no hook sees found by one-sided
     differences; ``found`` is updated in place. A failing report names the layers that
-    wrote into arrays they were given (:func:`in_place_writes`)."""
+    wrote into arrays they were given or hold (:func:`in_place_writes`, on a copy of the
+    input as ``given``: ``x`` may be what a layer wrote into)."""
     atol = tol.at(h)
     small = refined_step(h, dtype)
     refined = {
@@ -1596,7 +1633,8 @@ def _element_wise(
     if method == "batched" and local is not None:
         report.notes += _looped_notes(net, local, [n for n in names if found[n].via == "loop"])
     if not report.passed:
-        report.notes += [_in_place_note(w) for w in in_place_writes(net, x, t)]
+        writes = in_place_writes(net, _copy(given), t)
+        report.notes += [_in_place_note(w) for w in writes]
     return report
 
 
@@ -1668,8 +1706,10 @@ def _rounding_note(h: float, rounding: float, within: Mapping[str, float]) -> st
     return (
         f"rounding: the numerical gradients of {', '.join(within)} (at most "
         f"{max(within.values()):.2g}) are within what the loss's rounding makes of a "
-        f"difference at h={h:g} ({rounding:.2g}), so they were compared with 0 only; if they "
-        "should not be 0, check at inputs or parameters of larger magnitude"
+        f"difference at h={h:g} ({rounding:.2g}), so they were compared with 0 only, which "
+        "is right for a bias before BatchNorm; if they should not be 0 here (a ReLU off for "
+        "every sample of the batch passes no gradient to the layers before it), check at "
+        "other inputs, more samples, or parameters of larger magnitude"
     )
 
 
@@ -2099,7 +2139,7 @@ def directional_check(
     require_finite_point(net, x, t)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
-    with _held_for_checking(net, x, t, seed) as (t, center):
+    with _input_restored(x) as given, _held_for_checking(net, x, t, seed) as (t, center):
         analytic = gradient_after_decoy(net, x, t)
         local = LocalNet.of(net, x, t)
         tol = _at_the_point(tol, net, x, t, names, local, center, h, seed)
@@ -2153,6 +2193,7 @@ def directional_check(
             report.fallback = _element_wise(
                 net, x, t, names, analytic, differences, local, tol, center,
                 method="batched", h=h, rtol=rtol, dtype=dtype, budget=memory_budget,
+                given=given,
             )  # fmt: skip
             report.notes.append(note)
     return report

@@ -540,24 +540,30 @@ def _require_a_tuple_for_several_inputs(
 
 def _require_inputs_unchanged(
     kind: str, names: list[str], before: list[Any], after: list[Any], xp: Any,
-    inner_writes: Callable[[], list[str]],
+    inner_writes: Callable[[], list[str]], method: str = "forward",
 ) -> None:  # fmt: skip
     """Refuse a ``forward`` that wrote into a floating input (``before``: copies taken
-    ahead of the call, ``None`` for the others): the check would difference the changed
-    values (the book's ReLU without its ``copy()`` turns every negative input into a kink
-    at 0, and passes), and in a network it changes what the previous layer holds. The
-    refusal names the layers inside that wrote into their inputs (``inner_writes()``, a
-    line each, :func:`~xpnet.gradcheck.writes_during`), where the block has some."""
+    ahead of the call, ``None`` for the others), or a ``backward`` that wrote into the
+    input its forward cached: the check would difference the changed values (the book's
+    ReLU without its ``copy()`` turns every negative input into a kink at 0, and passes),
+    and in a network it changes what the previous layer holds. The refusal names the
+    layers inside that wrote into their inputs (``inner_writes()``, a line each,
+    :func:`~xpnet.gradcheck.writes_during`), where the block has some."""
     for name, old, new in zip(names, before, after, strict=True):
         if old is None:
             continue
         if not same_values(xp, old, new):
-            inside = "; ".join(inner_writes())
+            inside = "; ".join(inner_writes()) if method == "forward" else ""
+            what = f"its input {name}" + (", which forward cached" if method != "forward" else "")
+            advice = (
+                "compute the output into a new array (the book's ReLU copies first: out = x.copy())"
+                if method == "forward"
+                else "compute the gradients into new arrays"
+            )
             raise ValueError(
-                f"{kind}.forward wrote into its input {name}"
+                f"{kind}.{method} wrote into {what}"
                 + (f" (inside it, {inside})" if inside else "")
-                + ": a layer must not change the arrays it is given; compute the output "
-                "into a new array (the book's ReLU copies first: out = x.copy())"
+                + f": a layer must not change the arrays it is given; {advice}"
             )
 
 
@@ -745,6 +751,7 @@ def check_layer(
         size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * dout)))
         _note_once(report, _precision_note(report.subject, out, size, report.h))
         grads = layer.backward(xp.asarray(dout, copy=True))  # the book's backward writes in it
+        _require_inputs_unchanged(kind, names, given, x64, xp, inner_writes, "backward")
         if not isinstance(grads, (tuple, list)):
             _require_a_tuple_for_several_inputs(kind, names, x64, grads, loss)
             grads = [grads]
