@@ -7,6 +7,8 @@ The computation is ``xpnet.graph.apple_orange``, recorded node by node as it run
 draw it with ``xpnet graph apple-orange -o apple-orange.png``.
 """
 
+import argparse
+
 from xpnet import graph
 
 
@@ -19,4 +21,7 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

@@ -12,6 +12,8 @@ The network trains either way (a different loss, not a broken one); in xpnet the
 the gradient of half of it).
 """
 
+import argparse
+
 import numpy as np
 
 import xpnet
@@ -64,4 +66,7 @@ def main(hidden: int = 100, seed: int = 0) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

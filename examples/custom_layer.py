@@ -11,6 +11,7 @@ Array API (the namespace comes from the inputs), so it runs wherever the data li
 3. ``register_layer`` lets a checkpoint name it, so ``load_network`` can rebuild the net.
 """
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -80,4 +81,7 @@ def main(epochs: int = 3, seed: int = 0) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

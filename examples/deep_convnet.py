@@ -25,6 +25,7 @@ book's does.
    "deep_convnet.svg")`` draws it with Graphviz.
 """
 
+import argparse
 import math
 import tempfile
 from pathlib import Path
@@ -131,4 +132,7 @@ def main(
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

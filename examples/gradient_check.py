@@ -7,6 +7,8 @@ h = 1e-4). Uses the offline ``mnist-5k`` digits.
 Run with ``XPNET_DEVICE=cuda`` to check on the GPU.
 """
 
+import argparse
+
 from xpnet import TwoLayerNet, check_gradients
 from xpnet.backend import namespace_of
 from xpnet.datasets import load_mnist
@@ -25,4 +27,7 @@ def main(samples: int = 3) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

@@ -297,7 +297,9 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=10, help="trials (the book: 100)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs a trial (the book: 50)")
     parser.add_argument(

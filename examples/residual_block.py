@@ -12,6 +12,7 @@ optimizer trains them, checkpoints save them and the gradient check checks them.
    rebuilds it from its checkpoint (``register_layer``, as for any layer of yours).
 """
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -84,4 +85,7 @@ def main(epochs: int = 3, seed: int = 0) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

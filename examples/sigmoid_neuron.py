@@ -7,6 +7,8 @@ The computation is ``xpnet.graph.sigmoid_neuron``: multiply, add, ×-1, exp, +1 
 nodes, recorded as they run; draw it with ``xpnet graph sigmoid-neuron -o neuron.png``.
 """
 
+import argparse
+
 from xpnet import graph
 
 
@@ -19,4 +21,7 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help, and no other argument
     main()

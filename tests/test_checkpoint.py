@@ -587,6 +587,14 @@ def test_save_params_refuses_the_keys_it_writes_itself(tmp_path, key):
     assert not (tmp_path / "p.npz").exists()
 
 
+@pytest.mark.parametrize("name", ["params.pkl", "params.PICKLE"])
+def test_save_params_refuses_a_pickle_name_for_the_npz_it_writes(tmp_path, name):
+    # The book's params.pkl held an .npz archive under a name pickle.load expects to read.
+    with pytest.raises(ValueError, match=r"xpnet writes .npz archives, never pickles; name it "):
+        save_params(tmp_path / name, {"w": np.ones(3, np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["optimizer/x", "buffer/x", METADATA_KEY])
 def test_save_params_refuses_parameter_names_it_uses_itself(tmp_path, name):
     with pytest.raises(ValueError, match=f"parameter name '{name}' is reserved in checkpoints"):

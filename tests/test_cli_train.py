@@ -1286,3 +1286,18 @@ def test_a_file_name_that_is_not_utf_8_is_printed_as_given(fake_data, tmp_path, 
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(save)]) == 0
     stdout.flush()
     assert stdout.buffer.getvalue().endswith(b"saved " + os.fsencode(save) + b"\n")
+
+
+def test_named_choices_are_taken_in_any_case_as_the_python_api_takes_them():
+    # --weight-init He and --optimizer Adam were refused; make_optimizer('Adam') is not.
+    argv = ["--weight-init", "He", "--optimizer", "Adam", "--activation", "ReLU"]
+    args, _ = settings_of([*argv, "--dtype", "Float64", "--model", "MLP"])
+    assert (args.weight_init, args.optimizer, args.activation) == ("he", "adam", "relu")
+    assert (args.dtype, args.model) == ("float64", "mlp")
+
+
+def test_a_pickle_name_for_save_is_refused_before_training(tmp_path, capsys):
+    assert run(["train", "--epochs", "1", "--save", str(tmp_path / "params.pkl")]) == 2
+    err = capsys.readouterr().err
+    assert "--save checkpoint " in err and "never pickles; name it " in err
+    assert "params.npz" in err and "epoch 1" not in err

@@ -566,3 +566,16 @@ def test_the_search_workers_run_one_blas_thread_each(search_cluster):
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
     assert list(search_cluster.run(blas_threads).values()) == [{1}, {1}]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+def test_each_example_answers_help_with_its_docstring_without_running(path):
+    # deep_convnet.py --help ran the whole example (15 s); hyperparameter_search.py's
+    # description stopped mid-sentence at its docstring's first line.
+    proc = subprocess.run(
+        [sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = load_example(path.stem).__doc__
+    first_paragraph = " ".join(doc.split("\n\n")[0].split())
+    assert first_paragraph in " ".join(proc.stdout.split()), proc.stdout

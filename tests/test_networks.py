@@ -173,6 +173,40 @@ def test_numerical_gradient_method_takes_a_larger_step_on_a_float32_network_quie
         net.numerical_gradient(cpu_xp.astype(x, cpu_xp.float32), t, 1e-2, params=["b2"])
 
 
+def test_numerical_gradient_method_leaves_batchnorm_statistics_and_matches_backprop(cpu_xp):
+    # Each of its passes moved the running statistics (0.56 in one call of 784 inputs).
+    net = MultiLayerNet(6, [5], 3, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
+    x, t = batch(cpu_xp)
+    batchnorm = net[1]
+    before = [to_numpy(batchnorm.running_mean).copy(), to_numpy(batchnorm.running_var).copy()]
+    numerical = net.numerical_gradient(x, t, 1e-5, params=["W1", "gamma1"])
+    after = [to_numpy(batchnorm.running_mean), to_numpy(batchnorm.running_var)]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(new, old)
+    analytic = net.gradient(x, t)
+    for name, grad in numerical.items():
+        np.testing.assert_allclose(to_numpy(grad), to_numpy(analytic[name]), atol=1e-8)
+
+
+def test_numerical_gradient_method_holds_one_dropout_mask_and_warns_it_is_not_gradients(cpu_xp):
+    # A new mask per pass made its differences noise of about 2,000 in every parameter.
+    def net():
+        return MultiLayerNet(6, [5], 3, use_dropout=True, dtype="float64", seed=0, xp=cpu_xp)
+
+    x, t = batch(cpu_xp)
+    held, untouched = net(), net()
+    with pytest.warns(UserWarning, match=r"Dropout draws new.*xpnet.check_gradients"):
+        at_h = held.numerical_gradient(x, t, 1e-5, params=["W1"])["W1"]
+    with pytest.warns(UserWarning):
+        at_half_h = held.numerical_gradient(x, t, 5e-6, params=["W1"])["W1"]
+    # One smooth function of W1 (one mask), not noise:
+    np.testing.assert_allclose(to_numpy(at_half_h), to_numpy(at_h), rtol=1e-5, atol=1e-9)
+    # and Dropout's own generator did not move: the next gradient is as without the calls.
+    np.testing.assert_array_equal(
+        to_numpy(held.gradient(x, t)["W1"]), to_numpy(untouched.gradient(x, t)["W1"])
+    )
+
+
 def test_predict_flattens_images_in_row_major_order(xp):
     net = TwoLayerNet(12, 4, 3, weight_init_std=0.5, dtype="float64", seed=0, xp=xp)
     images = np.random.default_rng(5).standard_normal((2, 1, 3, 4))
@@ -557,3 +591,18 @@ def test_another_missing_network_attribute_is_a_plain_attribute_error():
         AttributeError, match=r"^'TwoLayerNet' object has no attribute 'lastlayer'$"
     ):
         getattr(TwoLayerNet(4, 3, 2, seed=0), "lastlayer")  # noqa: B009
+
+
+def test_a_dropout_ratio_without_use_dropout_warns_that_no_dropout_was_added():
+    # It silently built Affine, ReLU, Affine.
+    with pytest.warns(UserWarning, match=r"dropout_ratio=0\.3 without use_dropout=True") as w:
+        net = MultiLayerNet(4, [3], 2, dropout_ratio=0.3)
+    assert w[0].filename == __file__
+    assert [type(layer).__name__ for layer in net] == ["Affine", "ReLU", "Affine"]
+
+
+def test_use_dropout_alone_drops_half_as_the_book():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = MultiLayerNet(4, [3], 2, use_dropout=True)
+    assert [layer.dropout_ratio for layer in net if hasattr(layer, "dropout_ratio")] == [0.5]

@@ -151,6 +151,24 @@ def test_activations_are_torchs_forward_and_backward_at_zero_too(xp, ours, their
     close(layer.backward(on(xp, dout)), x_torch.grad)
 
 
+def test_pooling_is_max_pool2d_unpadded_and_pads_with_zeros_where_torch_pads_with_minus_inf(xp):
+    from xpnet.conv import Pooling
+
+    x = rng(5).standard_normal((2, 3, 6, 6))
+    dout = rng(6).standard_normal((2, 3, 3, 3))
+    x_torch = torch.tensor(x, requires_grad=True)
+    out = nn.MaxPool2d(2, 2)(x_torch)
+    out.backward(torch.from_numpy(dout))
+    layer = Pooling(2, 2, 2)
+    close(layer.forward(on(xp, x)), out)
+    close(layer.backward(on(xp, dout)), x_torch.grad)
+    negative = -1.0 - rng(7).random((1, 1, 2, 2))  # every value below 0
+    padded = host(Pooling(2, 2, 2, pad=1).forward(on(xp, negative)))
+    torch_padded = nn.MaxPool2d(2, 2, padding=1)(torch.from_numpy(negative)).numpy()
+    assert np.all(padded == 0.0) and np.all(torch_padded < -1.0)
+    np.testing.assert_array_equal(torch_padded.ravel(), negative.ravel())
+
+
 def test_dropout_keeps_or_zeroes_in_training_and_scales_by_1_minus_p_in_evaluation(xp):
     p, x = 0.3, rng(4).standard_normal((200, 50)) + 5.0  # no zeros of its own
     layer, torch_layer = Dropout(p, seed=0), nn.Dropout(p)

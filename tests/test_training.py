@@ -694,7 +694,7 @@ def test_a_loss_that_turns_nan_stops_training_in_that_epoch(cpu_xp):
         trainer.fit()
     message = str(raised.value)
     assert "diverged in epoch 1 (iteration 3): the train loss is nan" in message
-    assert "SGD(lr=1e+100)" in message
+    assert "SGD(lr=1e+100)" in message and "start from smaller weights or compute in" in message
     assert raised.value.result.epoch == 1 and math.isnan(raised.value.result.train_loss)
     assert trainer.epoch == 1 and trainer.history.epochs == [1]
     assert seen == []  # the callback (a checkpoint, say) never sees the diverged epoch

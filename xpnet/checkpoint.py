@@ -456,6 +456,16 @@ def _loaded_generators(path: Any, meta: Mapping[str, Any], net: Any) -> list[tup
     return loaded
 
 
+def require_not_a_pickle_name(path: str | os.PathLike) -> None:
+    """Refuse a checkpoint name ending in ``.pkl`` or ``.pickle`` (the book's
+    ``params.pkl``): the file would be an ``.npz`` archive that pickle cannot read."""
+    if Path(path).suffix.lower() in (".pkl", ".pickle"):
+        raise ValueError(
+            f"checkpoint {os.fspath(path)}: xpnet writes .npz archives, never pickles; "
+            f"name it {Path(path).with_suffix('.npz')}"
+        )
+
+
 def save_params(
     path: str | os.PathLike,
     net_or_params: Any,
@@ -478,6 +488,7 @@ def save_params(
     """
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write checkpoint {os.fspath(path)}: it is a directory")
+    require_not_a_pickle_name(path)
     params = _params_of(net_or_params)
     arrays = {name: to_numpy(value) for name, value in params.items()}
     for name in arrays:

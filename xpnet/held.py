@@ -63,7 +63,7 @@ def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
     """Hold ``layers`` still for a ``with`` block: replayed random numbers (seeded by
     ``seed``, one stream per random layer) and, at the end, the ``buffers`` as they were."""
     layers = list(layers)
-    drawing = [layer for layer in layers if isinstance(getattr(layer, "rng", None), DeviceRNG)]
+    drawing = [layer for layer in layers if draws_random_numbers(layer)]
     buffers = [
         (layer, name, _copy(getattr(layer, name)))
         for layer in layers
@@ -79,6 +79,12 @@ def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
             layer.rng = rng
         for layer, name, value in buffers:
             setattr(layer, name, value)
+
+
+def draws_random_numbers(layer: Any) -> bool:
+    """Whether ``layer`` draws from a :class:`~xpnet.backend.DeviceRNG` (Dropout), which
+    :func:`held` replays."""
+    return isinstance(getattr(layer, "rng", None), DeviceRNG)
 
 
 def layers_of(net: Any) -> list[Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from itertools import islice, pairwise
 from types import ModuleType
@@ -38,6 +39,7 @@ from xpnet.checks import (
 )
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.gradcheck import central_gradient, check_step
+from xpnet.held import draws_random_numbers, held, layers_of
 from xpnet.init import float_dtype, require_bias_init, require_std, weight_std
 from xpnet.layers import (
     Affine,
@@ -774,15 +776,32 @@ class Sequential:
         ``h = 1e-4`` is for float64, its NumPy arrays' dtype: in a float32 network (the
         default) rounding swamps the differences at that step, with a warning saying so;
         build the network with ``dtype="float64"`` to compare with backprop.
+
+        The network is held still meanwhile (:func:`xpnet.held.held`): BatchNorm's running
+        statistics are as they were after it, and Dropout's masks are one fixed draw for
+        every pass, its generator not moved. That draw is not the mask the next
+        ``gradient(x, t)`` draws, so a network with Dropout warns: ``check_gradients`` holds
+        one mask for both.
         """
         # The book's gradient_check.py expects differences near 1e-10, which float64 gives.
         alternative = "build the network with dtype='float64', the book's arrays' dtype"
         check_step(h, self.dtype, stacklevel=3, alternative=alternative)
-        grads = {}
-        for name in self.params if params is None else params:
-            grads[name] = central_gradient(
-                lambda p, name=name: self.loss_at(name, p, x, t), self.params[name], h
+        layers = layers_of(self)
+        random = sorted({type(layer).__name__ for layer in layers if draws_random_numbers(layer)})
+        if random:
+            warnings.warn(
+                f"numerical_gradient: {', '.join(random)} draws new random numbers in every "
+                "training pass; the differences hold one draw fixed, not the one gradient() "
+                "draws, so the two do not compare: xpnet.check_gradients(net, x, t) holds one "
+                "draw for both",
+                stacklevel=2,
             )
+        grads = {}
+        with held(layers):
+            for name in self.params if params is None else params:
+                grads[name] = central_gradient(
+                    lambda p, name=name: self.loss_at(name, p, x, t), self.params[name], h
+                )
         return grads
 
     def loss_at(self, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -894,7 +913,8 @@ class MultiLayerNet(Sequential):
     As the book's ``MultiLayerNetExtend``: ``use_batchnorm`` puts a
     ``BatchNormalization`` (``gamma1, beta1, ...``: ones and zeros) between each hidden
     Affine and its activation, and ``use_dropout`` a ``Dropout(dropout_ratio)`` after
-    each hidden activation (its masks seeded from ``seed``: ``seed + k`` for the k-th).
+    each hidden activation (its masks seeded from ``seed``: ``seed + k`` for the k-th;
+    ``dropout_ratio`` 0.5 by default, and a warning when given without ``use_dropout``).
     The book's keywords (``hidden_size_list``, ``weight_init_std``, ...) are a ``TypeError``
     naming xpnet's.
     """
@@ -914,7 +934,7 @@ class MultiLayerNet(Sequential):
         weight_decay: float = 0.0,
         use_batchnorm: bool = False,
         use_dropout: bool = False,
-        dropout_ratio: float = 0.5,
+        dropout_ratio: float | None = None,
         dtype: Any = "float32",
         seed: int | None = None,
         device: Any = None,
@@ -926,6 +946,12 @@ class MultiLayerNet(Sequential):
                     f"unknown {what} {name!r}: expected one of {', '.join(ACTIVATIONS)}"
                 )
         require_bias_init(bias_init)
+        if dropout_ratio is not None and not use_dropout:
+            warnings.warn(
+                f"dropout_ratio={dropout_ratio!r} without use_dropout=True adds no Dropout "
+                "layer (as the book's MultiLayerNetExtend); pass use_dropout=True for one",
+                stacklevel=3,
+            )
         if not isinstance(hidden_sizes, Sequence):
             raise TypeError(
                 f"hidden_sizes must be a sequence of layer sizes such as [50], got {hidden_sizes!r}"
@@ -963,7 +989,8 @@ class MultiLayerNet(Sequential):
             if activation_after is not None:
                 layers.append(ACTIVATIONS[activation_after]())
             if hidden and use_dropout:
-                layers.append(Dropout(dropout_ratio, seed=None if seed is None else seed + k))
+                ratio = 0.5 if dropout_ratio is None else dropout_ratio
+                layers.append(Dropout(ratio, seed=None if seed is None else seed + k))
         super().__init__(
             layers, loss=SoftmaxWithLoss() if loss is None else loss, weight_decay=weight_decay
         )

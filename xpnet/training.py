@@ -107,7 +107,9 @@ class TrainingDiverged(FloatingPointError):
         super().__init__(
             f"training diverged in epoch {result.epoch} (iteration {result.iterations}): the "
             f"train loss is {result.train_loss}; lower the learning rate ({optimizer!r}), "
-            "or look for NaN or huge values in the data"
+            "start from smaller weights or compute in float64 where the forward pass "
+            "overflows (weights of std 1 through several layers overflow float32), or look "
+            "for NaN or huge values in the data"
         )
         self.result = result
 

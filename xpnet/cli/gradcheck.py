@@ -56,6 +56,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     add_layers_module(p, "--checkpoint")
     p.add_argument(
         "--dataset",
+        type=str.lower,
         choices=DATASETS,
         default=None,
         help="check on the first --batch-size training samples of this data set, as the "
@@ -79,6 +80,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
+        type=str.lower,
         choices=DTYPES,
         default="float64",
         help="default float64, a tight check (float32's rounding errors are near 1e-3); a "
@@ -99,6 +101,7 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
+        type=str.lower,
         choices=METHODS,
         default="batched",
         help="loop: one element at a time; batched (default): the same differences, many at "

@@ -94,8 +94,8 @@ def _value_range(text: str) -> list[float]:
 
 
 def _weight_init(text: str) -> str | float:
-    if text in WEIGHT_INITS:
-        return text
+    if text.lower() in WEIGHT_INITS:
+        return text.lower()
     try:
         return positive_float(text)
     except argparse.ArgumentTypeError:
@@ -110,6 +110,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
     train = command == "train"
     p.add_argument(
         "--dataset",
+        type=str.lower,
         choices=DATASETS,
         help=f"data set (default {default_dataset}; with {'--resume' if train else '--checkpoint'}"
         ": the data set of its run)",
@@ -128,7 +129,7 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         help="default 100" if train else "samples in the forward and backward pass (default 100)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default XPNET_DEVICE)")
-    p.add_argument("--dtype", choices=DTYPES, help="default float32")
+    p.add_argument("--dtype", type=str.lower, choices=DTYPES, help="default float32")
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -150,6 +151,7 @@ def add_model_flags(p: argparse.ArgumentParser, *, command: str) -> None:
     )
     p.add_argument(
         "--model",
+        type=str.lower,
         choices=list(MODELS),
         help=f"mlp (default: the flags describe it{resumed}), course: the course notes' "
         "per-sample 784-100-10 sigmoid network with summed binary cross-entropy (its settings "
@@ -158,24 +160,27 @@ def add_model_flags(p: argparse.ArgumentParser, *, command: str) -> None:
         "SimpleConvNet (conv 30 5x5, ReLU, 2x2 max pool, 100 (--hidden), ReLU, 10; weights "
         f"std 0.01{trained})",
     )
-    p.add_argument("--activation", choices=list(ACTIVATIONS), help="default relu")
+    p.add_argument("--activation", type=str.lower, choices=list(ACTIVATIONS), help="default relu")
     p.add_argument(
         "--output-activation",
+        type=str.lower,
         choices=list(ACTIVATIONS),
         help="an activation after the last Affine (default none)",
     )
     p.add_argument(
         "--loss",
+        type=str.lower,
         choices=LOSSES,
         help="softmax-ce (softmax and cross-entropy, default), sigmoid-bce (sigmoid and binary "
         "cross-entropy) or mse (squared error)",
     )
     p.add_argument(
         "--reduction",
+        type=str.lower,
         choices=REDUCTIONS,
         help="the loss over a batch's terms: mean (default) or sum",
     )
-    p.add_argument("--bias-init", choices=BIAS_INITS, help="default zero")
+    p.add_argument("--bias-init", type=str.lower, choices=BIAS_INITS, help="default zero")
     p.add_argument(
         "--input-range",
         type=_value_range,
@@ -533,7 +538,7 @@ def network(
         weight_decay=settings["weight_decay"],
         use_batchnorm=bool(settings["batchnorm"]),
         use_dropout=settings["dropout"] is not None,
-        dropout_ratio=settings["dropout"] or 0.0,
+        dropout_ratio=settings["dropout"],
         dtype=settings["dtype"],
         seed=settings["seed"],
         device=args.device,

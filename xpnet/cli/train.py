@@ -55,7 +55,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "weights std 0.01, SGD lr 0.1, batch 100, 10,000 iterations.",
     )
     add_network_flags(p, command="train", default_dataset="mnist")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
+    p.add_argument("--optimizer", type=str.lower, choices=list(OPTIMIZERS), help="default sgd")
     p.add_argument(
         "--lr",
         type=positive_float,
@@ -316,6 +316,11 @@ def _train(args: argparse.Namespace) -> int:
         problem = check_output(option, path)
         if problem:
             return error(problem)
+    if args.save:
+        try:
+            checkpoint.require_not_a_pickle_name(args.save)
+        except ValueError as exc:
+            return error(f"--save {exc}")
     for option, path in (("--save", args.save), ("--resume", args.resume)):
         if args.plot and path and _same_file(args.plot, path):  # the plot would replace it
             return error(f"--plot {args.plot} is the checkpoint {option} names ({path})")
