@@ -183,6 +183,28 @@ def test_a_0d_output_gets_dout_1(xp):
     assert "dout = 1" in str(report)
 
 
+def test_a_function_computing_in_float32_gets_its_dout_in_float32(xp):
+    # A float64 dout made a float32 torch product (dz @ W.T) raise torch's dtype error.
+    W = dev(xp, point(5, 5, seed=1), dtype="float32")
+
+    def f(v):
+        vx = namespace_of(v)
+        return vx.tanh(vx.astype(v, vx.float32) @ W)
+
+    def backward(dout):
+        y = f(x)
+        return (dout * (1 - y**2)) @ W.T
+
+    x = dev(xp, point(3, 5))
+    recorded = recording(backward)
+    report = check_function(f, x, backward=recorded, h=1e-2, atol=1e-2, rtol=1e-2)
+    (dout,) = recorded.douts
+    assert dout.dtype == np.float32
+    expected = np.random.default_rng(0).spawn(1)[0].standard_normal((3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(dout, expected)  # the float64 draw, rounded
+    assert report.passed, str(report)
+
+
 def test_a_float32_backward_is_read_as_float64(xp):
     x = dev(xp, point(3, 5))
     correct = softmax_rows_backward(x)

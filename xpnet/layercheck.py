@@ -80,7 +80,13 @@ from xpnet.gradcheck import (
     writes_during,
 )
 from xpnet.held import held, require_deterministic
-from xpnet.layers import own_params, require_layer_methods, require_named_sublayers, walk_from
+from xpnet.layers import (
+    is_real_floating,
+    own_params,
+    require_layer_methods,
+    require_named_sublayers,
+    walk_from,
+)
 from xpnet.schema import is_number
 
 PRECISION = "precision: "  # the note on a dtype that rounds more than float64
@@ -850,8 +856,9 @@ def check_function(
     gradient of ``sum(f(x) * dout)`` with respect to ``x``, in the form of ``x`` (the
     book's ``backward(dout)``). It is called once, with ``dout`` of ``y``'s shape drawn
     from a standard normal seeded by ``seed`` (``dout = 1`` for a 0-D ``y``), in float64 on
-    ``x``'s device, and its result is checked as ``grad`` would be, against central
-    differences of ``sum(f(x) * dout)``. Every element of the product is compared, so a
+    ``x``'s device (rounded to ``y``'s dtype where ``f`` computes in float32), and its
+    result is checked as ``grad`` would be, against central differences of
+    ``sum(f(x) * dout)``. Every element of the product is compared, so a
     wrong Jacobian fails unless its error ``E`` has ``E.T @ dout == 0``: probability 0 for
     a random normal ``dout``, up to rounding. One ``dout`` is checked, which the report says.
 
@@ -948,7 +955,8 @@ def _against_dout(
     f: Callable[[Any], Any], name: str, at: Any, like: Any, seed: int, report: GradientReport
 ) -> tuple[Callable[[Any], Any], Any]:
     """The scalar ``sum(f(x) * dout)`` and the ``dout`` it weighs ``f``'s output with
-    (:func:`_upstream`, of the shape of ``f(at)``, on ``like``'s device); ``report`` gets
+    (:func:`_upstream`, of the shape of ``f(at)``, on ``like``'s device, in the dtype of
+    ``f``'s output where that is a floating one narrower than float64); ``report`` gets
     notes on which ``dout``, and on what ``f``'s dtype rounds (the scalar is float64)."""
     xp, device = namespace_of(like), array_api_compat.device(like)
 
@@ -969,6 +977,11 @@ def _against_dout(
     out = output(at)
     shape = tuple(out.shape)
     dout = _upstream(xp, shape, seed, device, one=not shape)
+    if is_real_floating(xp, out) and out.dtype != xp.float64:
+        # backward gets dout in f's dtype, as an autograd would pass it (a float32 torch
+        # product refuses a float64 dout); the check weighs f's output by the same values.
+        dout = xp.astype(dout, out.dtype)
+    weights = xp.astype(dout, xp.float64)
     if shape:
         report.notes.append(
             f"backward: checked for one dout of shape {shape}, drawn from a standard normal "
@@ -980,7 +993,7 @@ def _against_dout(
             "backward: checked for dout = 1 (f's output is 0-D): every element of "
             "backward(dout) against central differences of f(x)"
         )
-    size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * dout)))
+    size = float(xp.sum(xp.abs(xp.astype(out, xp.float64) * weights)))
     _note_once(report, _precision_note(report.subject, out, size, report.h))
 
     def weighted(v: Any) -> Any:
@@ -990,7 +1003,7 @@ def _against_dout(
                 f"{name} returned an output of shape {tuple(value.shape)} at a moved x, but "
                 f"of shape {shape} at x: its shape must not depend on x's values"
             )
-        return xp.sum(xp.astype(value, xp.float64) * dout)
+        return xp.sum(xp.astype(value, xp.float64) * weights)
 
     return weighted, dout
 
