@@ -245,3 +245,18 @@ def test_an_atol_of_the_users_is_used_as_it_is_and_resolves_what_it_can(xp):
     # Even an atol as large as the derivatives: the user chose it.
     report = check_function(tiny_wave, x, grad, method="directional", atol=1e-8)
     assert report.passed and not report.inconclusive, str(report)
+
+
+def test_a_fallback_names_swapped_gradients_and_a_transposed_one(xp):
+    """sum(sin(a) * b) + sum(W * x.T): grad a = cos(a) * b, grad b = sin(a), grad W = x.T."""
+    a, b = arr(xp, point((3, 3))), arr(xp, point((3, 3), seed=1))
+    W, x = arr(xp, point((3, 3), seed=2)), arr(xp, point((3, 3), seed=3))
+
+    def f(p):
+        xp = namespace_of(p["a"])
+        return xp.sum(xp.sin(p["a"]) * p["b"]) + xp.sum(p["W"] * x.T)
+
+    grad = {"a": xp.sin(a), "b": xp.cos(a) * b, "W": x}
+    report = check_function(f, {"a": a, "b": b, "W": W}, grad, method="directional")
+    assert not report and report.fallback.swapped == [("a", "b")], str(report)
+    assert [p.name for p in report.fallback.params if p.transposed] == ["W"], str(report)

@@ -342,6 +342,79 @@ def with_b1_scaled(net, factor):
     return net
 
 
+def square_problem(xp):
+    """A tanh network whose W1 and W2 are both 4x4, at a batch of 3."""
+    net = MultiLayerNet(4, [4], 4, activation="tanh", dtype="float64", seed=0, xp=xp)
+    rng = np.random.default_rng(1)
+    x = to_device(rng.standard_normal((3, 4)), dtype="float64", xp=xp)
+    t = to_device(rng.integers(0, 4, 3), dtype="int64", xp=xp)
+    return net, x, t
+
+
+def with_gradients_changed(net, change):
+    """``net`` whose ``gradient`` returns ``change(grads)`` for its gradients ``grads``."""
+    gradient = net.gradient
+    net.gradient = lambda x, t: change(gradient(x, t))
+    return net
+
+
+def element_wise(report):
+    """The element-wise check of ``report``: a directional one's fallback."""
+    return report.fallback if isinstance(report, DirectionalReport) else report
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_network_whose_W1_and_W2_gradients_are_swapped_names_the_pair(xp, method):
+    net, x, t = square_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": g["W2"], "W2": g["W1"]})
+    report = check_gradients(net, x, t, method=method)
+    assert not report and element_wise(report).swapped == [("W1", "W2")], str(report)
+    note = "W1, W2: each analytic gradient matches the other's numerical one: swapped?"
+    assert note in " ".join(str(report).split())
+
+
+def test_a_reports_json_carries_the_swapped_pair_and_the_transposed_parameter(xp):
+    net, x, t = square_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": g["W2"], "W2": g["W1"]})
+    swapped = json.loads(json.dumps(check_gradients(net, x, t).as_dict()))
+    assert swapped["swapped"] == [["W1", "W2"]]
+    net, x, t = square_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": g["W1"].T})
+    params = json.loads(json.dumps(check_gradients(net, x, t).as_dict()))["params"]
+    assert [p["name"] for p in params if p["transposed"]] == ["W1"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_networks_square_weights_gradient_transposed_says_so(xp, method):
+    net, x, t = square_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": g["W1"].T})
+    checked = element_wise(check_gradients(net, x, t, method=method))
+    assert [p.name for p in checked.params if p.transposed] == ["W1"], str(checked)
+    note = "W1: the analytic gradient is the numerical one transposed (a product's factors"
+    assert note in " ".join(str(checked).split())
+
+
+def with_one_element_off(g):
+    off = namespace_of(g).zeros_like(g)
+    off[0, 1] = 1.0
+    return g + off
+
+
+@pytest.mark.parametrize("slip", [lambda g: 2 * g, with_one_element_off], ids=["doubled", "one"])
+def test_other_wrong_square_weight_gradients_are_neither_swapped_nor_transposed(xp, slip):
+    net, x, t = square_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": slip(g["W1"]), "W2": slip(g["W2"])})
+    report = check_gradients(net, x, t)
+    assert [p.name for p in report.params if not p.passed] == ["W1", "W2"], str(report)
+    assert report.swapped == [] and not any(p.transposed for p in report.params)
+    assert "swapped?" not in str(report) and "transposed" not in str(report)
+
+
+def test_a_passing_network_check_names_no_swap_and_no_transpose(xp):
+    report = check_gradients(*square_problem(xp))
+    assert report and report.swapped == [] and not any(p.transposed for p in report.params)
+
+
 def small_gradients_problem(xp):
     """Three hidden layers with the book's 0.01 init: b1's gradient is at most 6.4e-7."""
     rng = np.random.default_rng(1)

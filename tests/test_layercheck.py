@@ -359,6 +359,87 @@ def test_a_gradient_of_the_opposite_sign_says_so(xp):
     assert "a: the analytic gradient has the opposite sign in every element" in str(report)
 
 
+class MulSlipped(Mul):
+    """A Mul whose backward returns ``(dy, dx)`` ("swapped"), both gradients doubled
+    ("doubled"), or each 1 off in one element ("one element")."""
+
+    def __init__(self, slip):
+        self.slip = slip
+
+    def backward(self, dout):
+        dx, dy = super().backward(dout)
+        if self.slip == "swapped":
+            return dy, dx
+        if self.slip == "doubled":
+            return 2 * dx, 2 * dy
+        off = namespace_of(dout).zeros_like(dout)
+        off[0, 1] = 1.0
+        return dx + off, dy + off
+
+
+SWAPPED = "x, y: each analytic gradient matches the other's numerical one: swapped?"
+TRANSPOSED = "the analytic gradient is the numerical one transposed (a product's factors"
+
+
+def test_a_two_input_layer_returning_its_gradients_swapped_names_the_pair(xp):
+    report = check_layer(MulSlipped("swapped"), rand(xp, 4, 3), rand(xp, 4, 3, seed=1))
+    assert not report and report.swapped == [("x", "y")]
+    assert SWAPPED in " ".join(str(report).split()), str(report)  # the note wraps
+
+
+def test_a_square_weights_gradient_stored_transposed_says_so(xp):
+    report = check_layer(TransposedDW(rand(xp, 3, 3), rand(xp, 3)), rand(xp, 4, 3, seed=2))
+    assert [p.name for p in report.params if p.transposed] == ["W"], str(report)
+    assert "W: " + TRANSPOSED in " ".join(str(report).split()), str(report)
+
+
+@pytest.mark.parametrize("slip", ["doubled", "one element"])
+def test_other_wrong_gradients_of_square_inputs_are_neither_swapped_nor_transposed(xp, slip):
+    report = check_layer(MulSlipped(slip), rand(xp, 3, 3), rand(xp, 3, 3, seed=1))
+    assert [p.passed for p in report.params] == [False, False], str(report)
+    assert report.swapped == [] and not any(p.transposed for p in report.params)
+    assert "swapped?" not in str(report) and "transposed" not in str(report)
+
+
+def test_a_function_of_a_mapping_whose_gradients_are_swapped_names_the_pair(xp):
+    a, b = rand(xp, 3, 4), rand(xp, 3, 4, seed=1)
+    report = check_function(
+        lambda p: namespace_of(p["a"]).sum(p["a"] ** 2 * p["b"]),
+        {"a": a, "b": b},
+        {"a": a**2, "b": 2 * a * b},
+    )
+    assert not report and report.swapped == [("a", "b")], str(report)
+    assert "a, b: each analytic gradient matches the other's numerical one: swapped?" in " ".join(
+        str(report).split()
+    )
+
+
+def test_a_swap_between_arrays_of_different_shapes_is_not_claimed(xp):
+    """sum(a * reshape(b)): the gradient of a is b reshaped, and that of b a reshaped, so
+    the swapped gradients are a and b themselves, of the other's size but not its shape."""
+    a, b = rand(xp, 2, 3), rand(xp, 3, 2, seed=1)
+
+    def f(p):
+        xp = namespace_of(p["a"])
+        return xp.sum(p["a"] * xp.reshape(p["b"], (2, 3)))
+
+    report = check_function(f, {"a": a, "b": b}, {"a": a, "b": b})
+    assert not report and report.swapped == [], str(report)
+    assert "swapped?" not in str(report)
+
+
+def test_a_passing_check_of_symmetric_equal_arrays_names_no_swap_and_no_transpose(xp):
+    """Each gradient equals the other's and its own transpose: that is no slip when they
+    pass."""
+    s = rand(xp, 3, 3)
+    s = s + s.T
+    report = check_function(
+        lambda p: namespace_of(s).sum(p["a"] * p["b"]), {"a": s, "b": s}, {"a": s, "b": s}
+    )
+    assert report and report.swapped == [], str(report)
+    assert not any(p.transposed for p in report.params)
+
+
 def test_integer_inputs_alone_are_nothing_to_check(xp):
     with pytest.raises(
         ValueError, match=r"nothing to check: no floating inputs or .*x \(\S*int64\)"

@@ -89,13 +89,17 @@ def is_finite_at_least(value: Any, least: float) -> bool:
     return is_real(value) and least <= value < math.inf
 
 
+#: What a transposed gradient most likely comes from, as a parenthesis in a message.
+TRANSPOSED_PRODUCT = "a product's factors swapped, as dout.T @ x for x.T @ dout?"
+
+
 def shape_mistake(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     """What a gradient of shape ``got`` for an array of shape ``want`` most likely forgot,
     as a clause to end a message with (empty when no usual mistake fits): a transposed
     product (``dout.T @ x`` for ``x.T @ dout``), the sum over the batch axis, or that
     sum's ``keepdims=True``."""
     if len(got) >= 2 and got == want[::-1]:
-        return ": transposed (a product's factors swapped, as dout.T @ x for x.T @ dout?)"
+        return f": transposed ({TRANSPOSED_PRODUCT})"
     if got == (1, *want):
         return ": an axis of size 1 too many (keepdims=True, or a batch of 1 not summed over)"
     if got[1:] == want:

@@ -63,7 +63,7 @@ from xpnet.backend import (
     to_like,
     to_numpy,
 )
-from xpnet.checks import is_real
+from xpnet.checks import TRANSPOSED_PRODUCT, is_real
 from xpnet.held import held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
 from xpnet.perturb import (
@@ -730,6 +730,7 @@ class ParamCheck:
     kinks_together: tuple[float, float] | None = None
     # the other arrays whose kinks moved with this one's there (check_layer's inputs)
     together_with: tuple[str, ...] = ()
+    transposed: bool = False  # a failing square 2-D analytic gradient = numerical.T
 
     @property
     def all_kinks(self) -> bool:
@@ -784,6 +785,16 @@ class ParamCheck:
             f"to the side its gradient matches, f changes at a slope of {slope:.6g} where "
             f"their gradients add up to {claimed:.6g}: a gradient given in full to each of "
             "several tied maxima? Route it to one of them (or split it)"
+        )
+
+    def transposed_note(self) -> str | None:
+        """What a failing square gradient that is the numerical one transposed says (None
+        otherwise)."""
+        if not self.transposed:
+            return None
+        return (
+            f"{self.name}: the analytic gradient is the numerical one transposed "
+            f"({TRANSPOSED_PRODUCT})"
         )
 
     def factor_note(self, batch: int | None = None) -> str | None:
@@ -850,6 +861,8 @@ class GradientReport(_Displayed):
     unresolved: bool = False  # the atol is as large as every parameter's gradients
     unresolved_params: list[str] = field(default_factory=list)  # as large as theirs
     batch: int | None = None  # the batch size, where known: the factor notes name it
+    # pairs of failing arrays of one shape, each one's analytic gradient the other's numerical
+    swapped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -981,11 +994,20 @@ class GradientReport(_Displayed):
         explained = dict.fromkeys(  # kinks moved together across arrays: one note
             note
             for p in self.params
-            for note in (p.worst_note(), p.kinks_together_note(), p.factor_note(self.batch))
+            for note in (
+                p.worst_note(),
+                p.kinks_together_note(),
+                p.factor_note(self.batch),
+                p.transposed_note(),
+            )
             if note
         )
         for note in explained:
             lines += _wrapped(note)
+        for a, b in self.swapped:
+            lines += _wrapped(
+                f"{a}, {b}: each analytic gradient matches the other's numerical one: swapped?"
+            )
         notes = [note for p in self.params for note in p.nonfinite_notes()]
         if notes:
             lines += [*notes, "non-finite values fail, at a kink too; the errors leave them out"]
@@ -1307,10 +1329,59 @@ def compare(
         nonfinite_numerical=bad_numerical,
         factor=None if passed else _constant_factor(xp, analytic, numerical, counted, atol, rtol),
         failing=failed,
+        transposed=bool(failed)
+        and len(shape) == 2
+        and shape[0] == shape[1]
+        and _matches(xp.matrix_transpose(analytic), numerical, atol, rtol, ~counted),
         worst=worst,
         worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
         worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
     )
+
+
+def _matches(analytic: Any, numerical: Any, atol: Any, rtol: float, excused: Any) -> bool:
+    """Whether ``analytic`` is within the check's tolerance of ``numerical`` in every
+    element, but those ``excused`` (bool, same shape; None for none)."""
+    xp = namespace_of(analytic, numerical)
+    within = within_tolerance(analytic, numerical, atol, rtol)
+    return bool(xp.all(within if excused is None else within | excused))
+
+
+def kink_mask(check: ParamCheck, like: Any) -> Any:
+    """``check``'s kinks as a bool array of its shape on ``like``'s device (None for none)."""
+    if not check.kink_elements:
+        return None
+    mask = np.zeros(check.shape, dtype=bool)
+    mask[tuple(np.asarray(check.kink_elements).T)] = True
+    return namespace_of(like).asarray(mask, device=array_api_compat.device(like))
+
+
+def swapped_pairs(
+    checks: Sequence[ParamCheck],
+    analytic: Mapping[str, Any],
+    numerical: Mapping[str, Any],
+    atol: Mapping[str, Any],
+    rtol: float,
+) -> list[tuple[str, str]]:
+    """The pairs of ``checks`` of one shape, both failing clear of kinks with finite
+    gradients, whose ``analytic`` gradients are each within the tolerance (``atol`` of
+    the other's, ``rtol``) of the other's ``numerical`` one, all by name, away from the
+    other's kinks: gradients returned in each other's place."""
+    failing = [
+        c for c in checks if c.failing and not (c.nonfinite_analytic or c.nonfinite_numerical)
+    ]
+
+    def matches(a: ParamCheck, b: ParamCheck) -> bool:
+        """Whether ``a``'s analytic gradient is within tolerance of ``b``'s numerical one."""
+        excused = kink_mask(b, numerical[b.name])
+        return _matches(analytic[a.name], numerical[b.name], atol[b.name], rtol, excused)
+
+    return [
+        (a.name, b.name)
+        for i, a in enumerate(failing)
+        for b in failing[i + 1 :]
+        if a.shape == b.shape and matches(a, b) and matches(b, a)
+    ]
 
 
 def _constant_factor(
@@ -1613,15 +1684,15 @@ def _element_wise(
     report = GradientReport(
         method=method, h=h, atol=atol, rtol=rtol, dtype=dtype, batch=int(x.shape[0])
     )
+    atols = {n: tol.of(found[n], h, small) for n in names}
+    numerical = {n: found[n].grad for n in names}
     for n in names:
         kinks, together = one_sided[n]
-        check = compare(
-            n, analytic[n], found[n].grad, tol.of(found[n], h, small), rtol,
-            kinks=kinks, via=found[n].via,
-        )  # fmt: skip
+        check = compare(n, analytic[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via)
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
+    report.swapped = swapped_pairs(report.params, analytic, numerical, atols, rtol)
     report.note_atol(tol, {n: _largest([found[n].grad]) for n in names})
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)

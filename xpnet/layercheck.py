@@ -66,6 +66,7 @@ from xpnet.gradcheck import (
     compare_directions,
     decoy,
     fell_back_note,
+    kink_mask,
     kinks_by_one_sided,
     kinks_together,
     matched_side,
@@ -74,6 +75,7 @@ from xpnet.gradcheck import (
     same_values,
     scalar_valued,
     steps_of,
+    swapped_pairs,
     tolerances,
     values_around,
     within_tolerance,
@@ -221,27 +223,20 @@ def _converged(
 
 class _Row(NamedTuple):
     """:func:`_check`'s row of one array: its :class:`ParamCheck`, the atol it was compared
-    with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, and where it
-    has kinks, for moving them together with other arrays': the claimed gradient (float64),
-    the kinks (bool; None for none) and the side each matched (:func:`matched_side`); and
-    how its retried elements' errors grew (:func:`_error_growth`)."""
+    with (grown with ``f(x)``, its ``loss``), its largest numerical derivative, the claimed
+    gradient (float64) and the numerical one it was compared with, and where it has kinks,
+    for moving them together with other arrays': the kinks (bool; None for none) and the
+    side each matched (:func:`matched_side`); and how its retried elements' errors grew
+    (:func:`_error_growth`)."""
 
     check: ParamCheck
     tol: Atol
     largest: float
     analytic: Any
+    numerical: Any
     kinks: Any
     side: Any
     growth: tuple[float, float] | None
-
-
-def _kink_mask(check: ParamCheck, like: Any) -> Any:
-    """``check``'s kinks as a bool array of its shape on ``like``'s device (None for none)."""
-    if not check.kink_elements:
-        return None
-    mask = np.zeros(check.shape, dtype=bool)
-    mask[tuple(np.asarray(check.kink_elements).T)] = True
-    return namespace_of(like).asarray(mask, device=array_api_compat.device(like))
 
 
 def _report(subject: str, h: float | None, atol: float | None, rtol: float | None):
@@ -293,7 +288,7 @@ def _check(
         f, x, center, analytic, report.h, tol, report.rtol
     )
     check = compare(name, analytic, central, atol, report.rtol, kinks=kinks, via="loop")
-    kinked = _kink_mask(check, x)
+    kinked = kink_mask(check, x)
     if len(check.kink_elements) > 1:
         together = kinks_together(
             lambda moved: f(moved[0]), [x], center, [analytic], [kinked], [side], report.h,
@@ -302,7 +297,7 @@ def _check(
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
     check = replace(check, retried=retried, converged=converged)
-    return _Row(check, tol, _largest([central]), analytic, kinked, side, growth)
+    return _Row(check, tol, _largest([central]), analytic, central, kinked, side, growth)
 
 
 def _directional(
@@ -465,8 +460,17 @@ def _add_rows(report: GradientReport, rows: list[_Row]) -> None:
     numerical derivative of each row: the check resolves nothing only when that atol is
     as large as every row's derivatives, whatever their order, and the verdict names the
     rows whose derivatives it is as large as. Errors that grew at the retry are noted
-    (:func:`_growth_note`)."""
-    report.params += [row.check for row in rows]
+    (:func:`_growth_note`), and rows whose gradients were swapped named
+    (:func:`~xpnet.gradcheck.swapped_pairs`)."""
+    checks = [row.check for row in rows]
+    report.params += checks
+    report.swapped = swapped_pairs(
+        checks,
+        {row.check.name: row.analytic for row in rows},
+        {row.check.name: row.numerical for row in rows},
+        {row.check.name: row.tol.at(report.h) for row in rows},
+        report.rtol,
+    )
     if rows:
         report.note_atol(rows[0].tol, {row.check.name: row.largest for row in rows})
     if not any(note.startswith(PRECISION) for note in report.notes):  # that named the cause
