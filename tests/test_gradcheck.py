@@ -223,25 +223,31 @@ def test_check_gradients_passes_a_correct_network(xp):
 
 
 class FakePrettyPrinter:
-    """The one method of IPython's pretty printer that a report's ``_repr_pretty_`` calls."""
+    """What a report's ``_repr_pretty_`` reads of IPython's pretty printer: ``text``, and
+    ``stack``, the ids of the objects being printed (a list's, then its items')."""
 
-    def __init__(self):
+    def __init__(self, obj, inside=None):
         self.written = ""
+        self.stack = [id(o) for o in (inside, obj) if o is not None]
 
     def text(self, text):
         self.written += text
 
 
-def shown_in_ipython(obj):
-    """What IPython or a Jupyter cell shows for ``obj``; through a fake printer where IPython
-    is not installed."""
+def shown_in_ipython(obj, inside=None):
+    """What IPython or a Jupyter cell shows for ``obj``, or for ``obj`` as an item of the
+    list ``inside``; through a fake printer where IPython is not installed."""
     try:
         from IPython.lib.pretty import pretty
     except ImportError:
-        printer = FakePrettyPrinter()
+        printer = FakePrettyPrinter(obj, inside)
         obj._repr_pretty_(printer, False)
         return printer.written
-    return pretty(obj)
+    if inside is None:
+        return pretty(obj)
+    whole = pretty(inside)
+    assert whole.startswith("[") and whole.count(repr(obj)) == inside.count(obj), whole
+    return repr(obj)
 
 
 def test_a_gradient_report_is_one_line_in_a_repl_and_its_table_in_ipython(xp):
@@ -250,6 +256,12 @@ def test_a_gradient_report_is_one_line_in_a_repl_and_its_table_in_ipython(xp):
     assert repr([report]) == f"[{report!r}]"
     assert shown_in_ipython(report) == str(report)
     assert report.params[0].name == "W1" and report.method == "batched"
+
+
+def test_reports_in_a_list_show_one_line_each_in_ipython(xp):
+    # IPython printed each report's whole table, glued together by the list's brackets.
+    report = check_gradients(*small_problem(xp, activation="tanh"), progress=False)
+    assert shown_in_ipython(report, inside=[report, report]) == repr(report)
 
 
 def test_a_failing_gradient_reports_repr_says_failed(cpu_xp, wrong_dW):

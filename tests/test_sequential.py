@@ -567,6 +567,22 @@ def test_a_layer_name_is_registered_once():
         register_layer(Other, name="Shift")
 
 
+def test_a_class_defined_again_replaces_its_registration(monkeypatch):
+    # A notebook cell run again (or a module reloaded) defines the class anew: registering
+    # it raised "already registered", and its edits were lost.
+    monkeypatch.setattr(checkpoint, "_LAYERS", dict(checkpoint._registry()))
+
+    def define(scale):
+        class Scaled:
+            def forward(self, x):
+                return scale * x
+
+        return register_layer(Scaled)
+
+    first, again = define(2.0), define(3.0)
+    assert first is not again and checkpoint._registry()["Scaled"] is again
+
+
 @register_layer(name="Centre")
 class Centre:
     """A registered user layer with a buffer (state that is saved but not trained)."""

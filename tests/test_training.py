@@ -302,13 +302,26 @@ def test_a_target_range_with_target_rows_is_refused_not_ignored(cpu_xp):
         Trainer(make_net(cpu_xp), SGD(), x, t, xt, tt, epochs=1, target_range=(0.01, 0.99))
 
 
-def test_a_start_epoch_equal_to_epochs_trains_nothing(cpu_xp):
+def test_a_start_epoch_equal_to_epochs_trains_nothing_and_warns(cpu_xp):
     net = make_net(cpu_xp)
     before = {k: to_numpy(v).copy() for k, v in net.params.items()}
-    history = Trainer(net, SGD(lr=0.1), *blobs(cpu_xp), epochs=2, start_epoch=2).fit()
+    trainer = Trainer(net, SGD(lr=0.1), *blobs(cpu_xp), epochs=2, start_epoch=2)
+    with pytest.warns(UserWarning, match=r"all 2 epochs are done, nothing to train; set epochs"):
+        history = trainer.fit()
     assert len(history) == 0
     for k, v in before.items():
         np.testing.assert_array_equal(to_numpy(net.params[k]), v)
+
+
+def test_fit_again_once_done_warns_and_raising_epochs_goes_on(cpu_xp):
+    # A second fit() returned the same history silently (Keras trains epochs more).
+    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), *blobs(cpu_xp), epochs=1, batch_size=20)
+    trainer.fit()
+    with pytest.warns(UserWarning, match=r"set epochs above 1 to go on from epoch 2") as w:
+        assert trainer.fit().epochs == [1]
+    assert w[0].filename == __file__
+    trainer.epochs = 2
+    assert trainer.fit().epochs == [1, 2]
 
 
 @pytest.mark.parametrize("bad", ["features", "uint8"])

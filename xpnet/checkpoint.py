@@ -219,13 +219,16 @@ def register_layer(cls: type | None = None, *, name: str | None = None) -> Any:
 
     Use as a decorator (``@register_layer`` or ``@register_layer(name="Square")``) or a
     call (``register_layer(Square)``). Loading a checkpoint that names a layer needs the
-    name registered first. Returns the class.
+    name registered first. Returns the class. A class of the same module and qualified
+    name replaces the one registered (a notebook cell run again, a module reloaded);
+    another class under a name taken is a ``ValueError``.
     """
 
     def add(layer_cls: type) -> type:
         key = layer_cls.__name__ if name is None else name
         other = _registry().get(key)
-        if other is not None and other is not layer_cls:
+        redefined = other is not None and _qualified_name(other) == _qualified_name(layer_cls)
+        if other is not None and other is not layer_cls and not redefined:
             raise ValueError(
                 f"layer name {key!r} is already registered for {other.__module__}."
                 f"{other.__qualname__}; register {layer_cls.__qualname__} under another name"

@@ -824,7 +824,10 @@ class _Displayed:
         return f"<{type(self).__name__} {self._summary()}>"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self) if cycle else str(self))
+        # The table at a cell's top level; inside a list or a dict, whose printer's stack
+        # holds the container too, the one line a plain REPL shows.
+        nested = len(getattr(p, "stack", ())) > 1
+        p.text(repr(self) if cycle or nested else str(self))
 
     def _summary(self) -> str:
         raise NotImplementedError

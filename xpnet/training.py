@@ -614,7 +614,20 @@ class Trainer:
 
     def fit(self) -> History:
         """Train epochs ``epoch + 1 .. epochs`` (``epoch``: those done), or until an epoch
-        ends with ``stop_training`` set; return the history."""
+        ends with ``stop_training`` set; return the history. With every epoch done it
+        trains nothing and warns: raise ``epochs`` to go on.
+
+        A ``KeyboardInterrupt`` (Ctrl-C) inside an epoch leaves that epoch's updates so far
+        in the parameters and ``iterations``, while ``epoch`` and the history count whole
+        epochs: a later ``fit()`` trains that epoch again from the changed parameters. For
+        a run that resumes as if uninterrupted, save a checkpoint after each epoch (the
+        ``callback``) and resume from it, as ``xpnet train`` does."""
+        if self.epoch >= self.epochs:
+            warnings.warn(
+                f"fit(): all {self.epochs} epochs are done, nothing to train; set "
+                f"epochs above {self.epochs} to go on from epoch {self.epoch + 1}",
+                stacklevel=2,
+            )
         self.stop_training = False
         rng = host_rng(self.seed)
         n = self.x_train.shape[0]
