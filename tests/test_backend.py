@@ -570,3 +570,13 @@ def test_fallback_float16_draws_stay_below_one():
     u = backend.DeviceRNG(0).uniform((100_000,), like=da.zeros(1, dtype=np.float16))
     assert u.dtype == np.float16
     assert float(u.max().compute()) < 1.0
+
+
+def test_where_names_the_library_and_the_device():
+    import array_api_strict
+
+    assert backend.where(np.ones(2)) == "numpy cpu"
+    device1 = array_api_strict.Device("device1")
+    assert backend.where(array_api_strict.ones(2, device=device1)) == "array_api_strict device1"
+    torch = pytest.importorskip("torch")
+    assert backend.where(torch.ones(2)) == "torch cpu"

@@ -9,7 +9,7 @@ from numeric import central_difference, dev
 
 import xpnet
 from xpnet import Sequential, check_gradients, checkpoint
-from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy
+from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy, where
 from xpnet.checkpoint import load_network, load_params, register_layer, save_params
 from xpnet.layers import (
     Affine,
@@ -113,6 +113,13 @@ def test_the_book_networks_are_sequentials_with_the_same_names(xp):
     assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
 
 
+def located(net):
+    """How a network's parameter line ends: where its parameters live, NumPy's unsaid (a
+    torch or array_api_strict network printed exactly as a NumPy one)."""
+    first = net.params["W1"]
+    return "" if isinstance(first, np.ndarray) else f", on {where(first)}"
+
+
 def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
     net = scaled_net(xp, loss=SigmoidWithLoss(reduction="sum"))
     assert repr(net) == (
@@ -122,7 +129,7 @@ def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):
         "  (2): Scale(s=float64[4])\n"
         "  (3): Affine(W=float64[4, 3], b=float64[3], input_grad=True)\n"
         "  loss: SigmoidWithLoss(reduction='sum')\n"
-        f"  parameters: {5 * 4 + 4 + 4 + 4 * 3 + 3}\n"
+        f"  parameters: {5 * 4 + 4 + 4 + 4 * 3 + 3}{located(net)}\n"
         ")"
     )
 
@@ -145,7 +152,8 @@ def test_the_repr_shows_batchnorms_running_statistics_and_their_total(xp):
         "  (1): BatchNormalization(gamma=float64[3], beta=float64[3], "
         "running_mean=float64[3], running_var=float64[3], momentum=0.9)"
     )
-    assert lines[-2] == f"  parameters: {4 * 3 + 3 + 3 + 3 + 3 * 2 + 2}, buffers: {3 + 3}"
+    total = f"  parameters: {4 * 3 + 3 + 3 + 3 + 3 * 2 + 2}, buffers: {3 + 3}"
+    assert lines[-2] == total + located(net)
 
 
 def test_the_parameters_repr_gives_each_by_name_dtype_and_shape(xp):

@@ -280,6 +280,16 @@ _DTYPE_NAMES = (
 )  # fmt: skip
 
 
+def where(array: Any) -> str:
+    """The library and device of ``array``: ``numpy cpu``, ``torch cuda:0``,
+    ``array_api_strict device1``; the device as its library prints it."""
+    library = type(array).__module__.partition(".")[0]
+    text = str(array_api_compat.device(array))
+    if library == "array_api_strict":  # array_api_strict.Device('device1')
+        text = text.partition("('")[2].rstrip("')") or text
+    return f"{library} {text}"
+
+
 def dtype_name(array: Any) -> str:
     """The standard's name of ``array``'s dtype (``"float32"``), in any namespace."""
     xp = namespace_of(array)

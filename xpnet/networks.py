@@ -18,6 +18,8 @@ from itertools import islice, pairwise
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
+
 from xpnet.backend import (
     BackendMismatchError,
     byte_bounds,
@@ -25,6 +27,7 @@ from xpnet.backend import (
     host_rng,
     namespace_of,
     reduce_sum,
+    where,
 )
 from xpnet.checks import (
     BookName,
@@ -873,7 +876,8 @@ class Sequential:
         and shape, then the constructor keywords), as PyTorch prints its modules; numbered
         from 0, as ``net[k]`` and the error messages count (``layers[1] (ReLU)``); then the
         parameter total (:meth:`num_parameters`), and the buffers' when there are any, as
-        Keras's summary ends with its "Trainable params" and "Non-trainable params"."""
+        Keras's summary ends with its "Trainable params" and "Non-trainable params", and
+        where the parameters live unless they are NumPy's (``on torch cuda:0``)."""
         lines = [f"  ({k}): {describe(layer, '  ')}" for k, layer in enumerate(self.layers)]
         if self.last_layer is not None:
             lines.append(f"  loss: {describe(self.last_layer)}")
@@ -888,6 +892,9 @@ class Sequential:
         total = f"  parameters: {self.num_parameters():,}"
         if buffer_shapes:
             total += f", buffers: {sum(map(math.prod, buffer_shapes)):,}"
+        first = next(iter(self.params.values()), None)
+        if first is not None and not array_api_compat.is_numpy_array(first):
+            total += f", on {where(first)}"  # NumPy's host arrays, the default, go unsaid
         lines.append(total)
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 
