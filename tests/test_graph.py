@@ -848,6 +848,35 @@ def test_a_recording_displays_in_a_notebook_as_its_drawing(xp):
     assert texts == {"x", "y", X, "(2,)", "[3, 0.5]", "[1, -2]", "[1, 1]"}  # [1, 1]: dout
 
 
+@needs_dot
+def test_a_notebook_drawing_of_a_forward_without_backward_says_so_in_its_title():
+    # A notebook showed only the drawing: the repr's "0 answered by backward" went unseen.
+    mul, a, b = layers.Mul(), 2.0, 3.0
+    with graph.record([mul], inputs={"a": a}) as run:
+        mul.forward(a, b)
+    svg = ET.fromstring(run._repr_mimebundle_()["image/svg+xml"])
+    texts = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+    assert "1 of 1 forward call not answered by backward" in texts, texts
+
+
+@needs_dot
+def test_a_notebook_drawing_of_a_whole_run_has_no_title():
+    svg = ET.fromstring(graph.apple()._repr_mimebundle_()["image/svg+xml"])
+    texts = " ".join(t.text for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+    assert "answered" not in texts
+
+
+def test_a_recording_of_nothing_displays_as_text_saying_so():
+    # An empty with block displayed as a blank 8x8 pt drawing.
+    with graph.record([layers.Mul()]) as run:
+        pass
+    bundle = run._repr_mimebundle_()
+    assert list(bundle) == ["text/plain"]
+    assert bundle["text/plain"] == (
+        f"{run!r}\nNothing to draw: no node's forward ran inside the block"
+    )
+
+
 def test_a_display_that_asks_for_text_only_draws_nothing():
     # display(run, include=["text/plain"]) asks for text only: the repr, without running dot.
     assert graph.apple()._repr_mimebundle_(include={"text/plain"}) is None

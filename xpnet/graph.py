@@ -296,12 +296,25 @@ class Recording:
     def _repr_mimebundle_(
         self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
     ) -> dict[str, str] | None:
-        """IPython's and Jupyter's display: the drawing as SVG; without Graphviz, the
-        ``repr`` and how to install it (a display that raised would print a traceback)."""
+        """IPython's and Jupyter's display: the drawing as SVG, titled with the forward
+        calls that backward did not answer, if any (a notebook shows only the drawing, not
+        the ``repr`` that counts them); without Graphviz, or with nothing recorded, the
+        ``repr`` and why (a display that raised would print a traceback)."""
         if (include is not None and SVG_MIME not in include) or SVG_MIME in (exclude or ()):
             return None
+        if not self.calls:
+            nothing = "Nothing to draw: no node's forward ran inside the block"
+            return {"text/plain": f"{self!r}\n{nothing}"}
+        unanswered = sum(len(u) for u in self._unanswered)
+        title = None
+        if unanswered:
+            calls = len(self.calls)
+            title = (
+                f"{unanswered} of {calls} forward call{'s' * (calls != 1)} not answered by "
+                "backward: call backward inside the with block for the gradients"
+            )
         try:
-            return {SVG_MIME: render(self.dot(), "svg").decode()}
+            return {SVG_MIME: render(self.dot(title=title), "svg").decode()}
         except GraphvizUnavailableError as exc:
             return {"text/plain": f"{self!r}\nNot drawn: {exc}"}
 
