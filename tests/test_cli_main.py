@@ -57,3 +57,10 @@ def test_an_os_error_is_a_one_line_error(monkeypatch, capsys, errno, text):
     monkeypatch.setattr(networks, "MultiLayerNet", failing)
     assert run(SMALL) == 2
     assert capsys.readouterr().err == f"xpnet gradcheck: error: [Errno {errno}] {text}\n"
+
+
+def test_graph_names_and_formats_are_taken_in_any_case():
+    from xpnet.cli import build_parser
+
+    args = build_parser().parse_args(["graph", "Apple", "--format", "SVG"])
+    assert (args.name, args.format) == ("apple", "svg")

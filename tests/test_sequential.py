@@ -9,7 +9,7 @@ from numeric import central_difference, dev
 
 import xpnet
 from xpnet import Sequential, check_gradients, checkpoint
-from xpnet.backend import BackendMismatchError, namespace_of, to_device, to_numpy, where
+from xpnet.backend import BackendMismatchError, location, namespace_of, to_device, to_numpy
 from xpnet.checkpoint import load_network, load_params, register_layer, save_params
 from xpnet.layers import (
     Affine,
@@ -117,7 +117,7 @@ def located(net):
     """How a network's parameter line ends: where its parameters live, NumPy's unsaid (a
     torch or array_api_strict network printed exactly as a NumPy one)."""
     first = net.params["W1"]
-    return "" if isinstance(first, np.ndarray) else f", on {where(first)}"
+    return "" if isinstance(first, np.ndarray) else f", on {location(first)}"
 
 
 def test_the_repr_lists_the_layers_parameters_and_the_loss(xp):

@@ -280,7 +280,7 @@ _DTYPE_NAMES = (
 )  # fmt: skip
 
 
-def where(array: Any) -> str:
+def location(array: Any) -> str:
     """The library and device of ``array``: ``numpy cpu``, ``torch cuda:0``,
     ``array_api_strict device1``; the device as its library prints it."""
     library = type(array).__module__.partition(".")[0]

@@ -220,8 +220,9 @@ def register_layer(cls: type | None = None, *, name: str | None = None) -> Any:
     Use as a decorator (``@register_layer`` or ``@register_layer(name="Square")``) or a
     call (``register_layer(Square)``). Loading a checkpoint that names a layer needs the
     name registered first. Returns the class. A class of the same module and qualified
-    name replaces the one registered (a notebook cell run again, a module reloaded);
-    another class under a name taken is a ``ValueError``.
+    name replaces the one registered (a notebook cell run again, a module reloaded; of
+    classes a function makes, the last one made); another class under a name taken is a
+    ``ValueError``.
     """
 
     def add(layer_cls: type) -> type:

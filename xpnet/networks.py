@@ -25,9 +25,9 @@ from xpnet.backend import (
     byte_bounds,
     dtype_name,
     host_rng,
+    location,
     namespace_of,
     reduce_sum,
-    where,
 )
 from xpnet.checks import (
     BookName,
@@ -894,7 +894,7 @@ class Sequential:
             total += f", buffers: {sum(map(math.prod, buffer_shapes)):,}"
         first = next(iter(self.params.values()), None)
         if first is not None and not array_api_compat.is_numpy_array(first):
-            total += f", on {where(first)}"  # NumPy's host arrays, the default, go unsaid
+            total += f", on {location(first)}"  # NumPy's host arrays, the default, go unsaid
         lines.append(total)
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 

@@ -623,9 +623,10 @@ class Trainer:
         a run that resumes as if uninterrupted, save a checkpoint after each epoch (the
         ``callback``) and resume from it, as ``xpnet train`` does."""
         if self.epoch >= self.epochs:
+            done = f"all {self.epochs} epochs are done" if self.epochs else "epochs=0"
             warnings.warn(
-                f"fit(): all {self.epochs} epochs are done, nothing to train; set "
-                f"epochs above {self.epochs} to go on from epoch {self.epoch + 1}",
+                f"fit(): {done}, nothing to train; set epochs above {self.epochs} to go on "
+                f"from epoch {self.epoch + 1}",
                 stacklevel=2,
             )
         self.stop_training = False

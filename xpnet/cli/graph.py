@@ -38,11 +38,13 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "name",
         nargs="?",
+        type=str.lower,
         choices=GRAPHS,
         help="which graph: %(choices)s (net when --checkpoint is given)",
     )
     p.add_argument(
         "--format",
+        type=str.lower,
         choices=FORMATS,
         help="default: the suffix of -o (.dot, .svg, .png), dot without one; one that "
         "contradicts the suffix of -o is an error (svg and png need Graphviz's dot program)",
