@@ -338,8 +338,21 @@ def test_a_test_set_the_network_cannot_take_fails_before_any_update(cpu_xp, bad)
 
 def test_a_test_set_of_one_sample_the_network_cannot_take_fails_up_front(cpu_xp):
     x, t, xt, tt = blobs(cpu_xp)
-    with pytest.raises(ValueError, match="x_test does not fit the network"):
+    with pytest.raises(ValueError, match=r"x_test \(float64 of shape \(1, 3\)\) does not fit"):
         Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, xt[:1, :3], tt[:1], epochs=1)
+
+
+def test_a_training_set_the_network_cannot_take_is_named_with_its_shape(cpu_xp):
+    # It was a LayerError naming only the probe's shape, (1, 3), and not x_train.
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(ValueError, match=r"^x_train \(float64 of shape \(60, 3\)\) does not fit"):
+        Trainer(make_net(cpu_xp), SGD(lr=0.1), x[:, :3], t, xt, tt, epochs=1)
+
+
+def test_integer_pixels_are_refused_saying_how_to_convert_them(cpu_xp):
+    x, t, xt, tt = blobs(cpu_xp)
+    with pytest.raises(ValueError, match=r"x_train \(uint8 .*x.astype\('float32'\) / 255"):
+        Trainer(make_net(cpu_xp), SGD(lr=0.1), cpu_xp.astype(x, cpu_xp.uint8), t, xt, tt, epochs=1)
 
 
 def test_an_empty_test_set_is_allowed(cpu_xp):
@@ -713,13 +726,17 @@ def test_a_loss_that_turns_nan_stops_training_in_that_epoch(cpu_xp):
     assert seen == []  # the callback (a checkpoint, say) never sees the diverged epoch
 
 
-def test_nan_in_the_data_stops_training_after_the_first_epoch(cpu_xp):
-    x, t, x_test, t_test = blobs(cpu_xp)
-    x = to_device(np.where(np.arange(60)[:, None] == 7, np.nan, to_numpy(x)), xp=cpu_xp)
-    trainer = Trainer(make_net(cpu_xp), SGD(lr=0.1), x, t, x_test, t_test, epochs=3)
-    with np.errstate(all="ignore"), pytest.raises(TrainingDiverged, match="NaN or huge values"):
-        trainer.fit()
-    assert trainer.epoch == 1
+@pytest.mark.parametrize("which", ["x_train", "x_test"])
+def test_nan_in_the_data_is_refused_before_training_naming_where(cpu_xp, which):
+    # It trained an epoch into NaN weights, and ended "diverged ... lower the learning
+    # rate"; NaN in x_test gave NaN test losses without a word.
+    data = dict(zip(["x_train", "t_train", "x_test", "t_test"], blobs(cpu_xp), strict=True))
+    host = to_numpy(data[which]).copy()
+    host[7, 1] = np.nan
+    data[which] = to_device(host, xp=cpu_xp)
+    with pytest.raises(ValueError, match=rf"^{which} holds 1 non-finite value of \d+, the first "
+                       r"nan at \[7, 1\]: training on it"):  # fmt: skip
+        Trainer(make_net(cpu_xp), SGD(lr=0.1), **data, epochs=3)
 
 
 @pytest.mark.parametrize("value", [np.nan, -np.inf])

@@ -268,6 +268,22 @@ def _require_optimizer(optimizer: Any) -> None:
     )
 
 
+def _outputs_for(net: Any, name: str, x: Any) -> int:
+    """How many outputs ``net`` gives for the first sample of the inputs ``x`` (named
+    ``name``); a ``ValueError`` naming ``x`` and its shape where the network cannot take
+    them, with the conversion integer pixels need."""
+    try:
+        return net.predict(x[:1, ...]).shape[1]
+    except ValueError as exc:
+        hint = ""
+        if not namespace_of(x).isdtype(x.dtype, "real floating"):
+            hint = "; convert it first (pixels of 0 to 255: x.astype('float32') / 255)"
+        raise ValueError(
+            f"{name} ({dtype_name(x)} of shape {tuple(x.shape)}) does not fit the network, "
+            f"tried on its first sample: {exc}{hint}"
+        ) from exc
+
+
 def _require_finite(net: Any, optimizer: Any) -> None:
     """Raise unless the network's parameters and an xpnet optimizer's state are finite: from NaN
     or infinity (a damaged checkpoint, say) training gives NaN, and the first epoch would
@@ -492,12 +508,15 @@ class Trainer:
         _require_finite(net, optimizer)
         _warn_of_batches_of_one(net, x_train.shape[0], batch_size)
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
-        classes = net.predict(x_train[:1, ...]).shape[1]  # the network's outputs
-        if x_test.shape[0]:  # fail now, not after an epoch has moved the weights
-            try:
-                net.predict(x_test[:1, ...])
-            except ValueError as exc:
-                raise ValueError(f"x_test does not fit the network: {exc}") from exc
+        # Fail now, not after an epoch has moved the weights (or made them NaN).
+        classes = _outputs_for(net, "x_train", x_train)
+        if x_test.shape[0]:
+            _outputs_for(net, "x_test", x_test)
+        require_finite(
+            [("x_train", x_train), ("x_test", x_test)],
+            ": training on it makes the weights NaN, and evaluating on it the losses; drop "
+            "or fill those samples first (numpy.isfinite(x).all(axis=1) marks the finite ones)",
+        )
         self.net, self.optimizer = net, optimizer
         self.x_train, self.x_test = x_train, x_test
         sets = []
