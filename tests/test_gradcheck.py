@@ -1911,3 +1911,29 @@ def test_a_directional_check_whose_fallback_resolved_nothing_is_inconclusive(xp)
     assert not report and report.inconclusive
     assert report.as_dict()["passed"] is False and report.as_dict()["inconclusive"] is True
     assert report.verdict().startswith("INCONCLUSIVE (")
+
+
+class LogOfShifted:
+    """``log(x - 10)``, NaN for the inputs below 10 (as a loss of 0 inside a log is)."""
+
+    params = ()
+
+    def forward(self, x):
+        self.x = x
+        return namespace_of(x).log(x - 10.0)
+
+    def backward(self, dout):
+        return dout / (self.x - 10.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_network_whose_loss_is_nan_at_the_point_is_refused_saying_so(xp, method):
+    # Every element failed as "non-finite ... undefined a step h away; try a smaller h".
+    net = Sequential([_small_affine(xp, 0, 3, 2), LogOfShifted()], loss=MeanSquaredError())
+    x = dev(xp, np.random.default_rng(2).standard_normal((5, 3)))
+    t = dev(xp, np.zeros((5, 2)))
+    with (
+        np.errstate(invalid="ignore"),
+        pytest.raises(ValueError, match=r"^Sequential's loss is nan at the point checked"),
+    ):
+        check_gradients(net, x, t, method=method)

@@ -991,6 +991,13 @@ def test_a_parameter_missing_from_params_is_named_as_not_checked(xp):
     )
 
 
+def test_a_parameter_missing_from_params_qualifies_the_verdict(xp):
+    # It read a plain PASSED, "passed": true in the JSON, with w unchecked.
+    report = check_layer(ScaleWithoutParams(rand(xp, 3, seed=1)), rand(xp, 4, 3))
+    assert report.verdict() == "PASSED (but w not checked: not in params)"
+    assert report.as_dict()["undeclared"] == ["w"]
+
+
 class SquareKeepingDx:
     """``x ** 2`` that caches its input as ``self.x`` and keeps ``self.dx`` as well."""
 
@@ -1343,3 +1350,39 @@ def test_check_layer_refuses_a_parameter_holding_nan_naming_it_and_where(xp):
         ValueError, match=r"^parameter 'a' holds 1 non-finite value of 3, the first"
     ):
         check_layer(layer, rand(xp, 4, 3))
+
+
+class LogShifted:
+    """``log(x - 10)``: NaN at inputs below 10, with the right backward there otherwise."""
+
+    params = ()
+
+    def forward(self, x):
+        self.x = x
+        return namespace_of(x).log(x - 10.0)
+
+    def backward(self, dout):
+        return dout / (self.x - 10.0)
+
+
+def test_a_layer_undefined_at_the_point_is_refused_saying_so(xp):
+    # It failed every element as "undefined a step h away; try a smaller h".
+    with (
+        np.errstate(invalid="ignore"),
+        pytest.raises(
+            ValueError, match=r"LogShifted.forward is nan at the point checked.*whatever h"
+        ),
+    ):
+        check_layer(LogShifted(), rand(xp, 4, 3))
+
+
+def test_a_function_undefined_at_the_point_is_refused_saying_so(xp):
+    def log_shifted(v):
+        return namespace_of(v).sum(namespace_of(v).log(v - 10.0))
+
+    x = rand(xp, 4, 3)
+    with (
+        np.errstate(invalid="ignore"),
+        pytest.raises(ValueError, match=r"^function log_shifted is nan at the point checked"),
+    ):
+        check_function(log_shifted, x, x)

@@ -866,6 +866,8 @@ class GradientReport(_Displayed):
     batch: int | None = None  # the batch size, where known: the factor notes name it
     # pairs of failing arrays of one shape, each one's analytic gradient the other's numerical
     swapped: list[tuple[str, str]] = field(default_factory=list)
+    # a layer's attributes that backward gave gradients (dW) but its params does not name
+    undeclared: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -1048,6 +1050,8 @@ class GradientReport(_Displayed):
                 f" (but the atol is as large as the gradients of "
                 f"{', '.join(self.unresolved_params)}: they were not resolved)"
             )
+        if self.passed and self.undeclared:
+            verdict += f" (but {', '.join(self.undeclared)} not checked: not in params)"
         return verdict
 
 

@@ -21,6 +21,7 @@ of reporting a correct backward pass as wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -95,16 +96,29 @@ def layers_of(net: Any) -> list[Any]:
     return layers if loss is None else [*layers, loss]
 
 
+def require_finite_value(subject: str, value: float) -> None:
+    """Refuse a check of ``subject`` whose ``value`` at the point checked is NaN or
+    infinite: no central difference of it is finite, whatever the step."""
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{subject} is {value} at the point checked, whose inputs and parameters are "
+            "finite: no central difference of it is finite, whatever h (a log of 0 or of a "
+            "negative number, a division by 0, an overflow?)"
+        )
+
+
 def require_deterministic(value: Callable[[], Any], subject: str) -> float:
     """``value()`` (a 0-D array) as a float, refusing a check of ``subject`` when it differs
-    between two calls at one point: a layer draws new random numbers in every pass.
+    between two calls at one point (a layer draws new random numbers in every pass), or
+    when it is NaN or infinite there: no difference of it is finite, whatever the step.
 
     Two evaluations and one host read each; the tolerance is
     :func:`xpnet.perturb.rounding_tolerance`, as :meth:`xpnet.perturb.LocalNet.of` uses.
     """
     first, second = value(), value()
     a, b = float(first), float(second)
-    if a == b or a != a or b != b:  # equal, or NaN: the report says so
+    require_finite_value(subject, b if math.isfinite(a) else a)
+    if a == b:
         return b
     if abs(a - b) <= rounding_tolerance(namespace_of(first), first.dtype, a):
         return b

@@ -81,7 +81,7 @@ from xpnet.gradcheck import (
     within_tolerance,
     writes_during,
 )
-from xpnet.held import held, require_deterministic
+from xpnet.held import held, require_deterministic, require_finite_value
 from xpnet.layers import (
     is_real_floating,
     own_params,
@@ -768,7 +768,8 @@ def check_layer(
         grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {label: getattr(owner, "d" + attr, None) for label, owner, attr in slots}
-        for name in _undeclared_parameters(layer, kept, list(own_params(layer))):
+        report.undeclared = _undeclared_parameters(layer, kept, list(own_params(layer)))
+        for name in report.undeclared:
             report.notes.append(
                 f"{name}: backward stored d{name}, but {kind}.params does not name {name}: "
                 "not checked, and not trained in a network; add it to params"
@@ -920,6 +921,8 @@ def check_function(
 
     def scalar(values: list[Any]) -> Any:
         return at_all(form(values))
+
+    require_finite_value(f"function {name}", float(scalar(points)))
 
     def loop() -> GradientReport:
         rows = []
