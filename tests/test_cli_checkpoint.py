@@ -261,6 +261,23 @@ def test_a_layers_module_that_raises_on_import_is_a_one_line_error(
     assert fake_data == []
 
 
+def test_a_layers_module_importing_a_missing_package_names_that_package(
+    fake_data, tmp_path, capsys, monkeypatch
+):
+    # It read "No module named 'tensorflowz'; ... put its folder on PYTHONPATH", as if the
+    # module itself had not been found.
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    (tmp_path / "xpnet_cli_needy_layers.py").write_text("import xpnet_no_such_package\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delitem(sys.modules, "xpnet_cli_needy_layers", raising=False)
+    argv = ["gradcheck", "--checkpoint", str(path), "--layers-module", "xpnet_cli_needy_layers"]
+    assert run(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "xpnet gradcheck: error: --layers-module xpnet_cli_needy_layers: the module imports "
+        "xpnet_no_such_package, which is not installed"
+    )
+
+
 def test_gradcheck_of_a_checkpoint_holding_nan_is_one_line_naming_it(fake_data, tmp_path, capsys):
     # Every row failed "(non-finite)", advising a smaller h.
     path = tmp_path / "run.npz"

@@ -1386,3 +1386,21 @@ def test_a_function_undefined_at_the_point_is_refused_saying_so(xp):
         pytest.raises(ValueError, match=r"^function log_shifted is nan at the point checked"),
     ):
         check_function(log_shifted, x, x)
+
+
+def test_params_given_as_a_string_is_refused_naming_the_missing_comma(xp):
+    # ("w") is the string "w": it named ['w'] ... or, for "weight", its six letters.
+    class Scale:
+        params = "weight"
+
+        def __init__(self):
+            self.weight = rand(xp, 3)
+
+        def forward(self, x):
+            return x * self.weight
+
+        def backward(self, dout):
+            return dout * self.weight
+
+    with pytest.raises(TypeError, match=r"a tuple of one name needs its comma: \('weight',\)"):
+        check_layer(Scale(), rand(xp, 4, 3))

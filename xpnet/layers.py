@@ -174,6 +174,12 @@ def own_params(layer: Any) -> Any:
     none where ``params`` is a mapping (a :class:`~xpnet.Sequential`'s, name -> array, a
     view of its inner layers' parameters, which :func:`walk` finds)."""
     attrs = getattr(layer, "params", ())
+    if isinstance(attrs, str):  # ("W") for ("W",): a string, whose letters read as names
+        raise TypeError(
+            f"{type(layer).__name__}.params must be a tuple of attribute names, e.g. "
+            f"('W', 'b'), got the string {attrs!r} (a tuple of one name needs its comma: "
+            f"({attrs!r},))"
+        )
     return () if isinstance(attrs, Mapping) else attrs
 
 

@@ -293,6 +293,12 @@ def import_layers(args: argparse.Namespace, option: str, path: str | None) -> No
         try:
             importlib.import_module(name)
         except ImportError as exc:
+            missing = getattr(exc, "name", None)
+            if missing and name != missing and not name.startswith(f"{missing}."):
+                raise ValueError(  # found, but it imports a package that is not installed
+                    f"--layers-module {name}: the module imports {missing}, which is not "
+                    f"installed ({exc})"
+                ) from None
             raise ValueError(
                 f"--layers-module {name}: {exc}; the module is imported as Python imports "
                 "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
