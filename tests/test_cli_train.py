@@ -921,6 +921,68 @@ def test_a_data_dir_without_the_data_is_an_error_naming_it(tmp_path, monkeypatch
     assert f"{typo} (no such folder)" in err
 
 
+@pytest.fixture
+def own_data(tmp_path, monkeypatch):
+    """``mydir``, in the current folder: a tiny mnist of one's own (20 train / 10 test),
+    and no other copy anywhere (no $XPNET_DATA, an empty cache, no mirrors)."""
+    from test_datasets import make_idx_set
+
+    monkeypatch.delenv("XPNET_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", [])
+    monkeypatch.chdir(tmp_path)
+    make_idx_set(tmp_path / "mydir")
+    return tmp_path / "mydir"
+
+
+SAVED_ON_OWN_DATA = ["train", "--data-dir", "mydir", "--epochs", "1", "--save", "run.npz"]
+
+
+def test_a_run_records_its_data_folder_as_an_absolute_path(own_data):
+    assert run([*SAVED_ON_OWN_DATA, "--quiet"]) == 0
+    assert read_metadata("run.npz")["run"]["data_dir"] == str(own_data)
+
+
+def test_a_run_without_data_dir_records_a_null_data_folder(fake_data, tmp_path):
+    assert run(["train", "--epochs", "1", "--save", str(tmp_path / "run.npz"), "--quiet"]) == 0
+    assert read_metadata(tmp_path / "run.npz")["run"]["data_dir"] is None
+
+
+def test_resume_reads_the_data_folder_of_its_run(own_data, capsys):
+    # It looked in the places used without --data-dir, and tried to download MNIST.
+    assert run([*SAVED_ON_OWN_DATA, "--quiet"]) == 0
+    assert run(["train", "--resume", "run.npz", "--epochs", "2"]) == 0
+    assert "mnist: 20 train / 10 test" in capsys.readouterr().out
+
+
+def test_resume_from_a_data_folder_that_is_gone_names_it_and_data_dir(own_data, capsys):
+    assert run([*SAVED_ON_OWN_DATA, "--quiet"]) == 0
+    own_data.rename("moved")
+    assert run(["train", "--resume", "run.npz", "--epochs", "2", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --resume run.npz: its run read mnist from {own_data}, which is "
+        "no longer a folder; give --data-dir FOLDER, where the data set's files are now\n"
+    )
+
+
+def test_resume_with_another_data_dir_reads_it_and_says_so(own_data, capsys):
+    assert run([*SAVED_ON_OWN_DATA, "--quiet"]) == 0
+    moved = own_data.rename(own_data.with_name("moved"))
+    argv = ["train", "--resume", "run.npz", "--data-dir", "moved", "--epochs", "2"]
+    assert run([*argv, "--save", "run.npz", "--quiet"]) == 0
+    assert capsys.readouterr().err == (
+        f"xpnet train: note: --data-dir {moved}: the checkpoint's run read mnist from "
+        f"{own_data}; resuming on the files in {moved}\n"
+    )
+    assert read_metadata("run.npz")["run"]["data_dir"] == str(moved)
+
+
+def test_gradcheck_of_a_checkpoint_reads_the_data_folder_of_its_run(own_data, capsys):
+    assert run([*SAVED_ON_OWN_DATA, "--quiet"]) == 0
+    assert run(["gradcheck", "--checkpoint", "run.npz", "--batch-size", "2"]) == 0
+    assert "at the first 2 mnist training samples" in capsys.readouterr().out
+
+
 def test_the_summary_names_the_best_epoch_of_the_resumed_history(fake_data, tmp_path, capsys):
     path = tmp_path / "old.npz"
     history = {"epochs": [1], "iterations": [2], "train_acc": [0.99], "test_acc": [0.995],

@@ -274,6 +274,16 @@ def test_another_data_sets_files_are_refused_naming_it(tmp_path, monkeypatch):
     assert x.shape[0] == N_TRAIN
 
 
+def test_another_data_sets_files_are_refused_advising_its_name_first(tmp_path):
+    # Fashion-MNIST's files given as MNIST's were advised only to be moved.
+    fashion_files_in(tmp_path)
+    with pytest.raises(CorruptDataError) as info:
+        load_mnist(name="mnist", root=tmp_path)
+    message = str(info.value)
+    assert "give --dataset fashion-mnist (name='fashion-mnist' in Python)" in message
+    assert message.index("--dataset fashion-mnist") < message.index("subfolder")
+
+
 def test_a_file_named_after_the_dataset_is_no_subfolder_to_look_in_alone(tmp_path):
     make_idx_set(tmp_path, n_train=11)
     (tmp_path / "fashion-mnist").write_text("not a folder")
@@ -608,6 +618,25 @@ def test_an_idx_header_cut_off_in_its_dimensions_is_reported(tmp_path):
         read_idx(path)
 
 
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [("train_images", "IDX images must have 3 dimensions"),
+     ("test_labels", "IDX labels must have 1 dimension")],
+)  # fmt: skip
+def test_an_idx_header_with_the_wrong_number_of_dimensions_is_reported_before_its_sizes(
+    tmp_path, role, expected
+):
+    # 00 00 08 07 read pixels as sizes: "header says shape (500, 28, 28, 1813790585, ...".
+    make_idx_set(tmp_path)
+    path = tmp_path / datasets.FILES[role]
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[3] = 7
+    path.write_bytes(gzip_bytes(bytes(raw)))
+    with pytest.raises(CorruptDataError) as info:
+        load_mnist(root=tmp_path)
+    assert str(info.value) == f"{path}: {expected}, the header says 7"
+
+
 def test_trailing_bytes_after_the_data_are_reported_with_both_sizes(tmp_path):
     make_idx_set(tmp_path)
     path = tmp_path / datasets.FILES["train_labels"]
@@ -645,7 +674,7 @@ def test_data_far_past_the_header_is_reported_without_holding_it_in_memory(tmp_p
         ("train_images", np.zeros((N_TRAIN, 28, 28), np.int16),
          r"expected uint8 images .* got int16"),
         ("train_labels", np.zeros((N_TRAIN, 1), np.uint8),
-         r"labels of shape \(N,\), got uint8 of shape \(20, 1\)"),
+         "IDX labels must have 1 dimension, the header says 2"),
         ("train_labels", np.zeros(N_TRAIN, np.int16), "expected uint8 labels"),
         ("train_images", np.zeros((N_TRAIN, 27, 28), np.uint8),
          r"\(N, 28, 28\).*\(20, 27, 28\)"),

@@ -222,6 +222,17 @@ def test_check_gradients_passes_a_correct_network(xp):
     assert all(p.mean_abs_diff < 1e-9 for p in report.params)
 
 
+def test_check_gradients_names_a_column_of_labels_with_the_fix(xp):
+    # It was refused as one-hot rows of the wrong shape.
+    net, x, t = small_problem(xp)
+    with pytest.raises(
+        ValueError,
+        match=r"got int64 of shape \(3, 1\): a column of labels; pass t\.ravel\(\) "
+        r"\(or t\.reshape\(-1\)\)",
+    ):
+        check_gradients(net, x, xp.reshape(t, (-1, 1)))
+
+
 class FakePrettyPrinter:
     """What a report's ``_repr_pretty_`` reads of IPython's pretty printer: ``text``, and
     ``stack``, the ids of the objects being printed (a list's, then its items')."""

@@ -261,7 +261,7 @@ def test_accuracy_refuses_a_batch_size_below_one(xp):
 @pytest.mark.parametrize(
     ("targets", "message"),
     [
-        ([0], r"integer labels of shape \(4,\) or rows of the scores' shape \(4, 3\), got "
+        ([0], r"integer labels of shape \(4,\) or target rows of shape \(4, 3\), got "
               r"int64 of shape \(1,\)"),
         ([[0], [1], [2], [1]], r"got int64 of shape \(4, 1\)"),
         ([0.0, 1.0, 2.0, 1.0], r"got float64 of shape \(4,\)"),

@@ -27,6 +27,7 @@ PYTORCH_DOC = ROOT / "docs" / "pytorch.md"
 GRAPHS_DOC = ROOT / "docs" / "graphs.md"
 BOOK_DOC = ROOT / "docs" / "book.md"
 TRAINING_DOC = ROOT / "docs" / "training.md"
+DATASETS_DOC = ROOT / "docs" / "datasets.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -54,6 +55,7 @@ FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
 EARLY_STOPPING = snippet("def early_stopping(", TRAINING_DOC)
 NOTEBOOK = snippet("history_figure(", TRAINING_DOC)
+OTHER_DATA = snippet("read_idx(", DATASETS_DOC)
 
 
 def commands(path: Path) -> list[str]:
@@ -124,6 +126,7 @@ def test_these_tests_cover_every_python_snippet_of_the_docs(path):
         GRAPHS_DOC: [FIGURES],
         BOOK_DOC: [CHAPTER_4],
         TRAINING_DOC: [EARLY_STOPPING, NOTEBOOK],
+        DATASETS_DOC: [OTHER_DATA],
     }
     assert sorted(snippets(path)) == sorted(covered.get(path, []))
 
@@ -347,6 +350,17 @@ def test_the_early_stopping_snippet_stops_where_its_rule_says_and_resumes_bit_fo
     further = trainer_for(stop + 2)
     assert resumed.fit().test_loss == further.fit().test_loss
     assert_same_params(resumed.net, further.net)
+
+
+def test_the_other_data_snippet_trains_on_the_idx_files_it_wrote(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace = run(OTHER_DATA, path=DATASETS_DOC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "images-idx3-ubyte.gz",
+        "labels-idx1-ubyte.gz",
+    ]
+    assert tuple(namespace["x"].shape) == (120, 64) and tuple(namespace["t"].shape) == (120,)
+    assert float(capsys.readouterr().out) >= 0.9
 
 
 def test_the_notebook_snippet_prints_a_row_per_epoch_and_draws_the_curves(xp, capsys):

@@ -876,6 +876,18 @@ def test_float_labels_are_named_with_their_dtype_and_the_fix(cpu_xp):
         Trainer(make_net(cpu_xp), SGD(0.1), x, floats, x_test, t_test, epochs=1)
 
 
+def test_a_column_of_labels_is_named_as_one_with_the_fix(xp):
+    # It was refused as neither labels nor target rows, the column unmentioned.
+    x, t, x_test, t_test = blobs(xp)
+    column = xp.reshape(t, (-1, 1))
+    with pytest.raises(
+        ValueError,
+        match=r"t_train: .*got int64 of shape \(60, 1\): a column of labels; pass t\.ravel\(\) "
+        r"\(or t\.reshape\(-1\)\)",
+    ):
+        Trainer(make_net(xp), SGD(0.1), x, column, x_test, t_test, epochs=1)
+
+
 def test_a_read_only_parameter_is_named_before_training():
     # numpy.broadcast_to's weights failed in the first update with NumPy's bare
     # "output array is read-only", naming no parameter.

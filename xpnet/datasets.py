@@ -187,20 +187,25 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     broken gzip stream, a bad magic number, an unknown type code, or data whose length
     does not match the header.
     """
-    path = Path(path)
+    return _read_idx(Path(path), None)
+
+
+def _read_idx(path: Path, kind: tuple[str, int] | None) -> np.ndarray:
+    """:func:`read_idx`, refusing a header whose number of dimensions is not ``kind``'s
+    (``("images", 3)``) before reading the sizes: one that says 7 reads pixels as sizes."""
     with open(path, "rb") as raw:
         head = raw.read(2)
         if head != _GZIP_MAGIC and (path.suffix != ".gz" or head == _IDX_START):
             raw.seek(0)
-            return _parse_idx(path, raw)
+            return _parse_idx(path, raw, kind)
     try:
         with gzip.open(path, "rb") as f:
-            return _parse_idx(path, f)
+            return _parse_idx(path, f, kind)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise CorruptDataError(f"{path}: not a readable gzip file ({exc})") from exc
 
 
-def _parse_idx(path: Path, f: BinaryIO) -> np.ndarray:
+def _parse_idx(path: Path, f: BinaryIO, kind: tuple[str, int] | None) -> np.ndarray:
     """Decode the IDX stream ``f``, holding no more of it in memory than its header
     announces: a small file that inflates to gigabytes past the announced data (or a
     header announcing terabytes) fails without allocating them."""
@@ -217,6 +222,12 @@ def _parse_idx(path: Path, f: BinaryIO) -> np.ndarray:
         raise CorruptDataError(
             f"{path}: unknown IDX type code 0x{code:02x} in magic number 0x{magic.hex()} "
             f"(expected one of {known})"
+        )
+    if kind is not None and ndim != kind[1]:
+        what, wanted = kind
+        raise CorruptDataError(
+            f"{path}: IDX {what} must have {wanted} dimension{'s' * (wanted != 1)}, "
+            f"the header says {ndim}"
         )
     dims = _read_at_most(f, 4 * ndim)
     if len(dims) < 4 * ndim:
@@ -497,7 +508,7 @@ def _check_name(name: str, *, idx_only: bool = False) -> None:
 
 
 def _images(path: Path) -> np.ndarray:
-    images = read_idx(path)
+    images = _read_idx(path, ("images", 1 + len(IMAGE_SHAPE)))
     if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE:
         raise CorruptDataError(
             f"{path}: expected uint8 images of shape (N, 28, 28), "
@@ -507,8 +518,8 @@ def _images(path: Path) -> np.ndarray:
 
 
 def _labels(path: Path) -> np.ndarray:
-    labels = read_idx(path)
-    if labels.dtype != np.uint8 or labels.ndim != 1:
+    labels = _read_idx(path, ("labels", 1))
+    if labels.dtype != np.uint8:
         raise CorruptDataError(
             f"{path}: expected uint8 labels of shape (N,), got {labels.dtype} of shape "
             f"{labels.shape}"
@@ -557,7 +568,8 @@ def _require_named_set(name: str, labels: np.ndarray, path: Path) -> None:
             raise CorruptDataError(
                 f"{path}: these are {other}'s training labels (they begin "
                 f"{' '.join(map(str, first))}), not {name}'s, whose files have the same "
-                f"names: put each data set in a subfolder named after it ({path.parent}/"
+                f"names: to use them, give --dataset {other} (name='{other}' in Python); "
+                f"else put each data set in a subfolder named after it ({path.parent}/"
                 f"{name}/, {path.parent}/{other}/), or name the right folder (root=, "
                 "--data-dir)"
             )

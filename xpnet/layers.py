@@ -721,16 +721,23 @@ def as_one_hot(t: Any, like: Any, *, check: bool = True) -> Any:
 def not_labels_or_rows(t: Any, labels: str, rows: str) -> ValueError:
     """The error for targets ``t`` that are neither integer labels of shape ``labels`` nor
     target rows of shape ``rows`` (both as text, ``"(N,)"``); 1-D targets are told how to
-    become labels (float labels, often float64 from ``numpy.loadtxt``)."""
-    hint = (
-        ": convert labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
-        if t.ndim == 1
-        else ""
-    )
+    become labels (float labels, often float64 from ``numpy.loadtxt``), and a column (N, 1)
+    how to become 1-D; integer labels of another length need no hint."""
+    if t.ndim == 1 and not _isdtype(namespace_of(t), t.dtype, "integral"):
+        hint = ": convert labels to integers first (t.astype('int64'), or xp.astype(t, xp.int64))"
+    elif is_column(t):
+        hint = ": a column of labels; pass t.ravel() (or t.reshape(-1)) for labels of shape (N,)"
+    else:
+        hint = ""
     return ValueError(
         f"targets must be integer labels of shape {labels} or target rows of shape {rows}, "
         f"got {dtype_name(t)} of shape {tuple(t.shape)}{hint}"
     )
+
+
+def is_column(t: Any) -> bool:
+    """Whether targets ``t`` are a column (N, 1), as labels read from a table often are."""
+    return t.ndim == 2 and t.shape[1] == 1
 
 
 def is_labels(xp: Any, t: Any) -> bool:
@@ -743,7 +750,7 @@ def _as_one_hot(xp: Any, t: Any, like: Any, check: bool) -> Any:
     if is_labels(xp, t):
         return xp.astype(_label_mask(xp, t, like, check), like.dtype)
     if t.shape != like.shape:
-        if t.ndim == 1:  # labels of another dtype, often float64 from numpy.loadtxt
+        if t.ndim == 1 or is_column(t):  # labels of another dtype or shape: said how to fix
             raise not_labels_or_rows(t, f"({like.shape[0]},)", str(tuple(like.shape)))
         raise ValueError(
             f"one-hot targets must have the scores' shape {tuple(like.shape)}, got {tuple(t.shape)}"

@@ -60,6 +60,7 @@ from xpnet.layers import (
     has_params,
     inner_layers,
     is_real_floating,
+    not_labels_or_rows,
     own_params,
     require_array,
     require_layer_methods,
@@ -649,10 +650,7 @@ class Sequential:
         elif t.shape == (n, classes):
             labels = xp.argmax(t, axis=1)
         else:
-            raise ValueError(
-                f"targets must be integer labels of shape ({n},) or rows of the scores' shape "
-                f"{(n, classes)}, got {dtype_name(t)} of shape {tuple(t.shape)}"
-            )
+            raise not_labels_or_rows(t, f"({n},)", str((n, classes)))
         if n == 0:
             return math.nan
         hits = None

@@ -66,7 +66,8 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="the folder holding the data set's IDX files (as for xpnet train)",
+        help="the folder holding the data set's IDX files (as for xpnet train; with --checkpoint, "
+        "default: the folder its run read)",
     )
     p.add_argument(
         "--input-size", type=positive_int, default=None, help="the network's inputs (default 784)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from typing import Any
 
 from xpnet import backend
@@ -26,6 +27,7 @@ from xpnet.networks import ACTIVATIONS
 
 TRAIN_DEFAULTS = {
     "dataset": "mnist",
+    "data_dir": None,  # the places looked in without --data-dir; else the folder, absolute
     "hidden": [50],
     "activation": "relu",
     "output_activation": None,
@@ -120,7 +122,8 @@ def add_network_flags(p: argparse.ArgumentParser, *, command: str, default_datas
         default=None,
         help="the folder holding the four IDX .gz files of mnist or fashion-mnist (or its "
         "subfolder named after the data set), the only place looked in when given "
-        "(default: $XPNET_DATA, a system copy, the download cache); not with mnist-5k",
+        f"(default: with {'--resume' if train else '--checkpoint'}, the folder its run read; "
+        "else $XPNET_DATA, a system copy, the download cache); not with mnist-5k",
     )
     add_model_flags(p, command=command)
     p.add_argument(
@@ -245,6 +248,7 @@ def run_fields() -> dict[str, Any]:
     return {
         "model": schema.one_of(MODELS),
         "dataset": schema.one_of(DATASETS),
+        "data_dir": schema.nullable(schema.string()),
         "hidden": schema.list_of(schema.integer(1)),
         "activation": schema.one_of(ACTIVATIONS),
         "output_activation": schema.nullable(schema.one_of(ACTIVATIONS)),
@@ -333,6 +337,23 @@ def checkpoint_dataset(saved: dict, given: str | None, option: str, path: str) -
     return given or recorded
 
 
+def data_dir(
+    given: str | None, run: dict, dataset: str, option: str, path: str | None
+) -> str | None:
+    """The folder to read ``dataset`` from, absolute: ``given`` (``--data-dir``), else the one
+    that the run record ``run`` of the checkpoint ``path`` (named by ``option``) read it from,
+    which must still be a folder; None for the places looked in without one."""
+    if given is not None:
+        return os.path.abspath(os.path.expanduser(given))
+    recorded = run.get("data_dir") if run.get("dataset") == dataset else None
+    if recorded is not None and not os.path.isdir(recorded):
+        raise ValueError(
+            f"{option} {path}: its run read {dataset} from {recorded}, which is no longer a "
+            "folder; give --data-dir FOLDER, where the data set's files are now"
+        )
+    return recorded
+
+
 def network_from_the_file(
     path: str, args: argparse.Namespace, *, optimizer: Any = None, dtype: str | None = None
 ) -> Any:
@@ -399,6 +420,7 @@ def checkpoint_network(
     settings = {
         "model": None,
         "dataset": dataset,
+        "data_dir": data_dir(args.data_dir, run, dataset, "--checkpoint", path),
         "dtype": net.dtype,
         "train_samples": None,
         **{
@@ -425,17 +447,17 @@ def refuse_data_dir(dataset: str, data_dir: str | None) -> None:
 def load_data(
     settings: dict, args: argparse.Namespace, *, images: bool | None = None
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """The data set of ``settings`` on ``args.device``: images in the settings' dtype,
-    rescaled to ``input_range`` when one is set; each an image (N, 1, 28, 28) for the
-    convnet or where ``images`` says so, else a vector (N, 784)."""
+    """The data set of ``settings``, from its ``data_dir`` when set, on ``args.device``:
+    images in the settings' dtype, rescaled to ``input_range`` when one is set; each an
+    image (N, 1, 28, 28) for the convnet or where ``images`` says so, else a vector (N, 784)."""
     from xpnet.datasets import load_mnist
 
-    refuse_data_dir(settings["dataset"], args.data_dir)
+    refuse_data_dir(settings["dataset"], settings["data_dir"])
     xp, _ = backend.selected(args.device)
     (x_train, t_train), (x_test, t_test) = load_mnist(
         flatten=not (settings["model"] == "convnet" if images is None else images),
         name=settings["dataset"],
-        root=args.data_dir,
+        root=settings["data_dir"],
         device=args.device,
     )
     dtype = getattr(xp, settings["dtype"])
@@ -645,6 +667,9 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
         if not (rebuilt and k in NETWORK_SETTINGS)
     }
     settings.update({k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None})
+    settings["data_dir"] = data_dir(
+        args.data_dir, resumed, settings["dataset"], "--resume", args.resume
+    )
     settings["model"] = model
     settings["weight_init"] = args.weight_init or preset.get("weight_init")
     if args.epochs is not None or args.iters is not None:

@@ -338,6 +338,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not saved.get("architecture"):
         return error(f"--resume {args.resume}: the checkpoint records no network architecture")
     s = train_settings(args, saved)
+    read = saved.get("run", {}).get("data_dir", s["data_dir"])  # (old files record none)
+    if read != s["data_dir"]:  # allowed, as data moved is the same data; said, as it may not be
+        print(
+            f"xpnet train: note: --data-dir {s['data_dir']}: the checkpoint's run read "
+            f"{s['dataset']} from {read or 'the places looked in without --data-dir'}; "
+            f"resuming on the files in {s['data_dir']}",
+            file=sys.stderr,
+        )
     try:
         optimizer = make_optimizer(s["optimizer"], lr=s["lr"], **_saved_hyperparameters(saved, s))
     except (TypeError, ValueError) as exc:  # only a checkpoint's hyperparameters can be bad here
