@@ -28,6 +28,7 @@ GRAPHS_DOC = ROOT / "docs" / "graphs.md"
 BOOK_DOC = ROOT / "docs" / "book.md"
 TRAINING_DOC = ROOT / "docs" / "training.md"
 DATASETS_DOC = ROOT / "docs" / "datasets.md"
+GRADCHECK_DOC = ROOT / "docs" / "gradcheck.md"
 
 
 def snippets(path: Path) -> list[str]:
@@ -378,3 +379,29 @@ def test_the_notebook_snippet_prints_a_row_per_epoch_and_draws_the_curves(xp, ca
     assert [line.split()[0] for line in lines[3:]] == [str(e) for e in range(1, 21)]
     fig = namespace["history_figure"](namespace["history"])
     assert [ax.get_ylabel() for ax in fig.axes] == ["accuracy", "loss"]
+
+
+def json_keys(value):
+    """Every key of the dicts in ``value``, a report's ``as_dict()``, nested ones too."""
+    if isinstance(value, dict):
+        return {*value, *(k for v in value.values() for k in json_keys(v))}
+    if isinstance(value, (list, tuple)):
+        return {k for v in value for k in json_keys(v)}
+    return set()
+
+
+def test_the_gradcheck_doc_names_every_field_of_the_json(xp, wrong_dW):
+    # A wrong dW makes the directional check fall back, so its report holds both kinds.
+    net = xpnet.MultiLayerNet(5, [4], 3, dtype="float64", seed=0, xp=xp)
+    rng = np.random.default_rng(1)
+    x = backend.to_device(rng.standard_normal((3, 5)), dtype="float64", xp=xp)
+    t = backend.to_device(rng.integers(0, 3, 3), dtype="int64", xp=xp)
+    directional = xpnet.check_gradients(net, x, t, method="directional")
+    assert directional.fallback is not None
+    layer = net.layers[0]
+    reports = [xpnet.check_gradients(net, x, t), directional, xpnet.check_layer(layer, x)]
+    fields = set().union(*(json_keys(r.as_dict()) for r in reports))
+    section = GRADCHECK_DOC.read_text(encoding="utf-8").split("### The fields", 1)[1]
+    bullets = re.findall(r"^- (.*?):", section, re.M)
+    documented = {name for bullet in bullets for name in re.findall(r"`(\w+)`", bullet)}
+    assert fields - documented == set()

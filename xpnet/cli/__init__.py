@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xpnet import backend
+from xpnet.cli.common import json_error
 from xpnet.cli.gradcheck import add_gradcheck
 from xpnet.cli.graph import add_graph
 from xpnet.cli.info import add_info
@@ -52,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xpnet {args.command}: error: out of memory: {exc}", file=sys.stderr)
         return 1
     except (ValueError, OSError, backend.BackendUnavailableError) as exc:
-        parser.exit(2, f"xpnet {args.command}: error: {exc}\n")
+        message = f"xpnet {args.command}: error: {exc}"
+        if getattr(args, "json", False):  # gradcheck --json: stdout stays JSON
+            json_error(message, 2)
+        parser.exit(2, message + "\n")
     except KeyboardInterrupt:  # before or after the work that says what it was doing (train)
         print(f"\nxpnet {args.command}: interrupted", file=sys.stderr)
         return 130

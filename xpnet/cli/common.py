@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -54,6 +55,12 @@ def module_name(text: str) -> str:
 def error(message: str, command: str = "train") -> int:
     print(f"xpnet {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def json_error(message: str, status: int) -> None:
+    """``{"error": message, "exit_status": status}`` on stdout, where ``--json`` reads a report:
+    a command that cannot give one still gives JSON."""
+    print(json.dumps({"error": message, "exit_status": status}, indent=2), flush=True)
 
 
 def check_output(option: str, path: str | None) -> str | None:

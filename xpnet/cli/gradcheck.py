@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import traceback
 import warnings
+from pathlib import Path
 from typing import Any
 
+import xpnet
 from xpnet import backend
 from xpnet.cli.common import (
     add_scheduler,
     check_scheduler,
     cluster,
+    json_error,
     non_negative_int,
     positive_float,
     positive_int,
@@ -41,9 +46,13 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "gradcheck",
         help="compare backprop gradients with numerical ones",
         description="Build a network (or read one from --checkpoint), compare its analytic "
-        "(backprop) gradients with numerical central differences, print a table; exit 1 when "
-        "a parameter fails, or when the check is inconclusive (the atol as large as every "
-        "gradient: a wrong one would pass too).",
+        "(backprop) gradients with numerical central differences, print a table. Exit "
+        "status: 0 passed; 1 a parameter fails, or the check is inconclusive (the atol as "
+        "large as every gradient: a wrong one would pass too), or out of memory; 2 a usage "
+        "error, or a refusal (a gradient of the wrong shape, a backward that returns None: one "
+        "line on stderr); 3 the check could not run: the network's code raised an exception "
+        "(any but xpnet's refusals, MemoryError, KeyboardInterrupt and SystemExit), its "
+        "traceback on stderr; 130 interrupted (Ctrl-C).",
     )
     p.add_argument(
         "--checkpoint",
@@ -109,7 +118,13 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "a time by local perturbations; directional: a few random directions, pass/fail only "
         "(element by element where a direction disagrees or every one crosses a kink)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON, alone on stdout: what the checked code prints goes to "
+        'stderr, and a refusal (exit 2) or an exception of the network\'s (exit 3) is {"error": '
+        '..., "exit_status": N}',
+    )
     add_scheduler(p, "compute the numerical gradients as tasks on a Dask cluster")
     p.set_defaults(run=_run_gradcheck)
     # What train_settings reads beyond the network flags: no training, no checkpoint.
@@ -138,6 +153,36 @@ NETWORK_FLAGS = (
 
 
 def _run_gradcheck(args: argparse.Namespace) -> int:
+    # Under --json, stdout is the JSON alone: a layer's prints go to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    try:
+        with quiet:
+            report = _check(args)
+    except NetworkRaised as exc:
+        raised = exc.__cause__
+        traceback.print_exception(type(raised), raised, raised.__traceback__, file=sys.stderr)
+        message = (
+            f"xpnet gradcheck: error: the check could not run: the network's code raised "
+            f"{type(raised).__name__}: {raised}"
+        )
+        print(message, file=sys.stderr)
+        if args.json:
+            json_error(message, 3)
+        return 3
+    if report is None:
+        return 130
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report)
+    return 0 if report.passed else 1
+
+
+class NetworkRaised(Exception):
+    """The check could not run: the network's code raised the exception that is its cause."""
+
+
+def _check(args: argparse.Namespace) -> Any | None:
+    """The report of the check the flags ask for, None when Ctrl-C interrupted it; an
+    exception the network's code raises while it runs comes out as :class:`NetworkRaised`,
+    xpnet's refusals as they are."""
     from xpnet.gradcheck import check_gradients
 
     if args.method == "directional" and args.scheduler is not None:
@@ -157,12 +202,36 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
             if client is not None and not args.json:
                 print(_where_it_runs(client), flush=True)
             warnings.simplefilter("ignore", Float32Warning)
-            report = check_gradients(net, x, t, method=args.method, h=args.h, client=client)
+            try:
+                return check_gradients(net, x, t, method=args.method, h=args.h, client=client)
+            except Exception as exc:
+                if _left_to_main(exc):
+                    raise
+                raise NetworkRaised from exc
     except KeyboardInterrupt:
         print("\ninterrupted: no report", file=sys.stderr)
-        return 130
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report)
-    return 0 if report.passed else 1
+        return None
+
+
+XPNET_DIR = Path(xpnet.__file__).resolve().parent
+
+
+def _left_to_main(exc: Exception) -> bool:
+    """Whether ``main`` says what ``exc`` is in one line: out of memory (exit 1), a closed
+    pipe, or a refusal (exit 2), a ``ValueError``, ``OSError`` or
+    ``BackendUnavailableError`` raised by xpnet's own code (a gradient of the wrong shape).
+    The same types raised elsewhere (a student's ``backward``, or NumPy called from it)
+    are the network's code raising."""
+    if isinstance(exc, (MemoryError, BrokenPipeError)):
+        return True
+    if not isinstance(exc, (ValueError, OSError, backend.BackendUnavailableError)):
+        return False
+    innermost = exc.__traceback__
+    while innermost is not None and innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    if innermost is None:
+        return True
+    return Path(innermost.tb_frame.f_code.co_filename).resolve().is_relative_to(XPNET_DIR)
 
 
 def _where_it_runs(client: Any) -> str:
