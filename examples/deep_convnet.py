@@ -116,9 +116,11 @@ def main(
         resumed, meta = load_network(path, optimizer=resumed_adam)
         rebuilt_acc = resumed.accuracy(x_test[:eval_samples, ...], t_test[:eval_samples])
         history = History.from_dict(meta["history"])
-        Trainer(
-            resumed, resumed_adam, *data, epochs=epochs, start_epoch=1, history=history, **settings
-        ).fit()
+        if epochs > 1:
+            Trainer(
+                resumed, resumed_adam, *data, epochs=epochs, start_epoch=1, history=history,
+                **settings,
+            ).fit()  # fmt: skip
 
     # 4. One forward and backward pass, recorded as xpnet graph draws networks.
     dot = graph.record_network(resumed, x_train[:10, ...], t_train[:10]).dot(title="DeepConvNet")

@@ -336,9 +336,11 @@ def test_differences_within_rounding_of_a_large_loss_are_not_refused(xp):
     require_deterministic(lambda: dev(xp, next(values)), "a large loss")
 
 
-def test_a_loss_that_is_nan_in_both_passes_is_not_refused(xp):
-    # A NaN loss is the report's to show (as nonfinite gradients), not a random layer.
-    require_deterministic(lambda: dev(xp, float("nan")), "a NaN loss")
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_loss_that_is_not_finite_at_the_point_is_refused_as_such(xp, value):
+    # Not as a random layer: every difference of it would be non-finite, whatever h.
+    with pytest.raises(ValueError, match=rf"^a bad loss is {value} at the point checked"):
+        require_deterministic(lambda: dev(xp, value), "a bad loss")
 
 
 def test_a_loss_that_differs_beyond_rounding_is_refused(xp):

@@ -280,6 +280,7 @@ def _check(
     analytic = _claimed(name, x, analytic)
     center = f(x)
     loss = float(center)
+    require_finite_value(_evaluated(report.subject), loss)
     if is_array_api_obj(center):
         _note_once(report, _precision_note(report.subject, center, abs(loss), report.h))
     tol = replace(tol, loss=loss)
@@ -316,6 +317,7 @@ def _directional(
     analytic = [_claimed(n, x, g) for n, x, g in zip(names, points, grads, strict=True)]
     center = f(points)
     loss = float(center)
+    require_finite_value(_evaluated(report.subject), loss)
     if is_array_api_obj(center):
         _note_once(report, _precision_note(report.subject, center, abs(loss), report.h))
     tol = replace(tol, loss=loss)
@@ -361,6 +363,12 @@ def _directional(
         result.fallback = fallback
         result.notes.append(note)
     return result
+
+
+def _evaluated(subject: str) -> str:
+    """What a report on ``subject`` evaluates: ``function f`` for ``function f's backward``
+    (whose scalar is ``sum(f(x) * dout)``), else the subject."""
+    return subject.removesuffix("'s backward")
 
 
 def _note_once(report: GradientReport, note: str | None) -> None:
@@ -921,8 +929,6 @@ def check_function(
 
     def scalar(values: list[Any]) -> Any:
         return at_all(form(values))
-
-    require_finite_value(f"function {name}", float(scalar(points)))
 
     def loop() -> GradientReport:
         rows = []
