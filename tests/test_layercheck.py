@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from numeric import central_difference
-from test_gradcheck import StaleAffine, StaleNormalize, shown_in_ipython
+from test_gradcheck import LogShifted, StaleAffine, StaleNormalize, shown_in_ipython
 
 from xpnet import Sequential, check_function, check_layer
 from xpnet.backend import namespace_of, to_device, to_numpy
@@ -1350,19 +1350,6 @@ def test_check_layer_refuses_a_parameter_holding_nan_naming_it_and_where(xp):
         ValueError, match=r"^parameter 'a' holds 1 non-finite value of 3, the first"
     ):
         check_layer(layer, rand(xp, 4, 3))
-
-
-class LogShifted:
-    """``log(x - 10)``: NaN at inputs below 10, with the right backward there otherwise."""
-
-    params = ()
-
-    def forward(self, x):
-        self.x = x
-        return namespace_of(x).log(x - 10.0)
-
-    def backward(self, dout):
-        return dout / (self.x - 10.0)
 
 
 def test_a_layer_undefined_at_the_point_is_refused_saying_so(xp):
