@@ -64,7 +64,7 @@ from xpnet.backend import (
     to_numpy,
 )
 from xpnet.checks import TRANSPOSED_PRODUCT, is_real
-from xpnet.held import held, layers_of, require_deterministic
+from xpnet.held import copy_of, held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
 from xpnet.perturb import (
     LocalNet,
@@ -616,7 +616,7 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
         inner = {id(below) for _, below in walk_from("", layer)} - {id(layer)}
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            given = [(a, _copy(a)) for a in args if _is_floating_array(a)]
+            given = [(a, copy_of(a)) for a in args if _is_floating_array(a)]
             cached = _cached_arrays(layer) if method == "backward" else {}
             out = call(*args, **kwargs)
             if any(not same_values(namespace_of(a), c, a) for a, c in given):
@@ -657,17 +657,22 @@ def _is_floating_array(a: Any) -> bool:
     return array_api_compat.is_array_api_obj(a) and is_real_floating(namespace_of(a), a)
 
 
-def _copy(a: Any) -> Any:
-    return namespace_of(a).asarray(a, copy=True)
+def floating_attributes(layer: Any) -> dict[str, tuple[Any, Any]]:
+    """``name -> (array, a copy of it)`` for the floating array attributes of ``layer``."""
+    return {
+        name: (value, copy_of(value))
+        for name, value in getattr(layer, "__dict__", {}).items()
+        if _is_floating_array(value)
+    }
 
 
 def _cached_arrays(layer: Any) -> dict[str, tuple[Any, Any]]:
-    """The floating arrays ``layer`` holds (name: the array, a copy), but for gradients it
-    may write into (``dW`` beside ``W``)."""
+    """:func:`floating_attributes` of ``layer`` but for the gradients it may write into
+    (``dW`` beside ``W``)."""
     return {
-        name: (a, _copy(a))
-        for name, a in vars(layer).items()
-        if _is_floating_array(a) and not (name[:1] == "d" and name[1:] in vars(layer))
+        name: pair
+        for name, pair in floating_attributes(layer).items()
+        if not (name[:1] == "d" and name[1:] in vars(layer))
     }
 
 
@@ -1471,7 +1476,7 @@ def _input_restored(x: Any) -> Iterator[Any]:
     if not array_api_compat.is_array_api_obj(x):
         yield x
         return
-    given = _copy(x)
+    given = copy_of(x)
     try:
         yield given
     finally:
@@ -1711,7 +1716,7 @@ def _element_wise(
     if method == "batched" and local is not None:
         report.notes += _looped_notes(net, local, [n for n in names if found[n].via == "loop"])
     if not report.passed:
-        writes = in_place_writes(net, _copy(given), t)
+        writes = in_place_writes(net, copy_of(given), t)
         report.notes += [_in_place_note(w) for w in writes]
     return report
 

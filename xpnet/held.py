@@ -55,7 +55,8 @@ class ReplayedRNG:
         return draw
 
 
-def _copy(value: Any) -> Any:
+def copy_of(value: Any) -> Any:
+    """A copy of the array ``value`` in its own namespace (anything else as it is)."""
     return namespace_of(value).asarray(value, copy=True) if is_array_api_obj(value) else value
 
 
@@ -66,7 +67,7 @@ def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
     layers = list(layers)
     drawing = [layer for layer in layers if draws_random_numbers(layer)]
     buffers = [
-        (layer, name, _copy(getattr(layer, name)))
+        (layer, name, copy_of(getattr(layer, name)))
         for layer in layers
         for name in getattr(layer, "buffers", ())
     ]

@@ -66,6 +66,7 @@ from xpnet.gradcheck import (
     compare_directions,
     decoy,
     fell_back_note,
+    floating_attributes,
     kink_mask,
     kinks_by_one_sided,
     kinks_together,
@@ -607,17 +608,8 @@ def _require_one_output(kind: str, out: Any) -> None:
     )
 
 
-def _floating_attributes(layer: Any) -> dict[str, tuple[Any, Any]]:
-    """``name -> (array, a copy of it)`` for the floating array attributes of ``layer``."""
-    return {
-        name: (value, namespace_of(value).asarray(value, copy=True))
-        for name, value in getattr(layer, "__dict__", {}).items()
-        if is_array_api_obj(value) and _is_float(value)
-    }
-
-
 def _left_alone(layer: Any, before: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    """The attributes of ``before`` (:func:`_floating_attributes`, taken ahead of
+    """The attributes of ``before`` (:func:`~xpnet.gradcheck.floating_attributes`, taken ahead of
     ``forward``) that ``forward`` left as they were, the same array with the same values:
     what it replaces or writes into (``self.x[...] = x``) is a cache, not a parameter."""
     return {
@@ -747,7 +739,7 @@ def check_layer(
         # call's cached input or batch statistic (a stale cache) shows (gradient_after_decoy)
         layer.forward(*(decoy(a) for a in x64), **kwargs)
         given = [xp.asarray(x, copy=True) if _is_float(x) else None for x in x64]
-        before = _floating_attributes(layer)
+        before = floating_attributes(layer)
         out = layer.forward(*x64, **kwargs)
         inner = [owner for path, owner in walked if path]
 

@@ -973,6 +973,7 @@ class MultiLayerNet(Sequential):
         self.use_batchnorm, self.use_dropout = use_batchnorm, use_dropout
         rng = host_rng(seed)
         on = {"dtype": dtype, "device": device, "xp": xp}
+        ratio = 0.5 if dropout_ratio is None else dropout_ratio
         layers: list[Any] = []
         for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
             std = weight_std(weight_init, fan_in, f"W{k}")  # refused naming W{k}
@@ -994,7 +995,6 @@ class MultiLayerNet(Sequential):
             if activation_after is not None:
                 layers.append(ACTIVATIONS[activation_after]())
             if hidden and use_dropout:
-                ratio = 0.5 if dropout_ratio is None else dropout_ratio
                 layers.append(Dropout(ratio, seed=None if seed is None else seed + k))
         super().__init__(
             layers, loss=SoftmaxWithLoss() if loss is None else loss, weight_decay=weight_decay

@@ -50,6 +50,7 @@ from xpnet.layers import (
     check_labels,
     describe_array,
     is_labels,
+    is_real_floating,
     not_labels_or_rows,
     require_array,
 )
@@ -276,7 +277,7 @@ def _outputs_for(net: Any, name: str, x: Any) -> int:
         return net.predict(x[:1, ...]).shape[1]
     except ValueError as exc:
         hint = ""
-        if not namespace_of(x).isdtype(x.dtype, "real floating"):
+        if not is_real_floating(namespace_of(x), x):
             hint = "; convert it first (pixels of 0 to 255: x.astype('float32') / 255)"
         raise ValueError(
             f"{name} ({dtype_name(x)} of shape {tuple(x.shape)}) does not fit the network, "
