@@ -493,6 +493,39 @@ def test_saving_a_layer_whose_settings_the_file_cannot_record_warns_naming_them(
         save_params(tmp_path / "n.npz", net)
 
 
+def test_the_warning_of_an_unrecorded_setting_names_the_callers_line(tmp_path):
+    class Forgetful(Shift):
+        config = None
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    inner = Sequential([ReLU(), Forgetful(c, factor=2.0)])
+    net = Sequential([Affine(W, b), inner], loss=MeanSquaredError())  # deeper in xpnet's calls
+    with pytest.warns(checkpoint.ArgumentsNotSaved, match=r"layers\[1\]\.layers\[1\]") as got:
+        save_params(tmp_path / "n.npz", net)
+    assert got[0].filename == __file__
+
+
+def test_loading_a_layer_saved_without_a_setting_warns_that_it_takes_the_default(tmp_path):
+    # The file loaded without a word, as Forgetful(c) with factor 1.0: other predictions.
+    @register_layer
+    class Forgetful(Shift):
+        config = None
+
+    W, b, c = arrays(None, 0, (5, 3), (3,), (3,))
+    net = Sequential([Affine(W, b), ReLU(), Forgetful(c, factor=2.0)], loss=MeanSquaredError())
+    with pytest.warns(checkpoint.ArgumentsNotSaved):
+        save_params(tmp_path / "n.npz", net)
+    with pytest.warns(
+        checkpoint.ArgumentsNotSaved,
+        match=r"n\.npz: layers\[2\] \(.*Forgetful\) was saved without its constructor's "
+        r"factor.*rebuilt with their defaults.*load_params\(path, net\)",
+    ) as got:
+        rebuilt, meta = load_network(tmp_path / "n.npz")
+    assert got[0].filename == __file__
+    assert meta["architecture"]["layers"][2]["unrecorded"] == ["factor"]
+    assert rebuilt.layers[2].factor == 1.0
+
+
 def test_a_setting_at_its_default_that_the_file_does_not_record_needs_no_warning(tmp_path):
     class Forgetful(Shift):
         config = None

@@ -56,6 +56,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -133,6 +134,7 @@ def _layer_spec(*, required: bool = False) -> Field:
         "params": names,
         "buffers": list_of(string()),
         "sublayers": inner,
+        "unrecorded": list_of(string()),
     }
     return json_object(spec, required=required)
 
@@ -312,7 +314,9 @@ def _spec(layer: Any, names: Mapping[int, Mapping[str, str]], path: str = "") ->
 class ArgumentsNotSaved(UserWarning):
     """:func:`save_params` saved a layer whose constructor takes arguments that the file does
     not record (neither its ``params``, its ``buffers`` nor its ``config()``) and that the
-    layer does not keep under their own names at their plain defaults."""
+    layer does not keep under their own names at their plain defaults. The file names them
+    (``unrecorded`` in the layer's architecture entry), and :func:`load_network` warns again
+    when it rebuilds the layer with their defaults."""
 
 
 def _unrecorded(layer: Any, spec: Mapping[str, Any]) -> list[inspect.Parameter]:
@@ -339,13 +343,15 @@ def _at_default(layer: Any, argument: inspect.Parameter) -> bool:
     return isinstance(default, plain) and type(kept) is type(default) and kept == default
 
 
-def _warn_of_unrecorded_arguments(what: str, layer: Any, spec: Mapping[str, Any]) -> None:
-    """Warn, naming them, of constructor arguments of ``layer`` that ``spec`` lacks: a
-    ``Softplus(beta=5.0)`` without ``config()`` came back from :func:`load_network` as
-    ``Softplus()``, another function of its input, without a word."""
+def _warn_of_unrecorded_arguments(what: str, layer: Any, spec: dict[str, Any]) -> None:
+    """Warn, naming them, of constructor arguments of ``layer`` that ``spec`` lacks, and
+    name them in ``spec`` (``unrecorded``) for :func:`load_network` to warn of again: a
+    ``Softplus(beta=5.0)`` without ``config()`` came back as ``Softplus()``, another
+    function of its input, without a word."""
     missing = _unrecorded(layer, spec)
     if not missing:
         return
+    spec["unrecorded"] = [p.name for p in missing]
     names = ", ".join(p.name for p in missing)
     defaulted = [p.name for p in missing if p.default is not p.empty]
     outcome = (
@@ -359,8 +365,17 @@ def _warn_of_unrecorded_arguments(what: str, layer: Any, spec: Mapping[str, Any]
         "give the class a config() returning them, e.g. "
         f"{{{', '.join(f'{p.name!r}: self.{p.name}' for p in missing)}}}",
         ArgumentsNotSaved,
-        stacklevel=4,
+        stacklevel=_outside_xpnet(),
     )
+
+
+def _outside_xpnet() -> int:
+    """The ``stacklevel`` at which a warning issued by this function's caller names the
+    first frame outside xpnet: the user's line, however deep the layers nest."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("xpnet."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def architecture(net: Any) -> dict[str, Any] | None:
@@ -1015,14 +1030,27 @@ def _construct(
     cls: type, spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str
 ) -> Any:
     """Layer ``what`` of class ``cls`` from its checkpoint ``spec`` and its arrays
-    (parameters, buffers and inner layers)."""
+    (parameters, buffers and inner layers); warns (:class:`ArgumentsNotSaved`) when the
+    file names constructor arguments it could not record, now at their defaults."""
     try:
-        return cls(**arrays, **spec.get("config", {}))
+        layer = cls(**arrays, **spec.get("config", {}))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{where}: cannot rebuild {what} ({spec.get('layer')}) from its parameters "
             f"{sorted(arrays)} and config {spec.get('config', {})}: {exc}"
         ) from exc
+    if spec.get("unrecorded"):
+        names = ", ".join(spec["unrecorded"])
+        warnings.warn(
+            f"{where}: {what} ({spec['layer']}) was saved without its constructor's {names} "
+            "(not in its params, buffers or config()), so it is rebuilt with their defaults "
+            "and may compute another function than the layer saved; give the class a "
+            "config() returning them and save again, or build the network yourself and "
+            "call load_params(path, net)",
+            ArgumentsNotSaved,
+            stacklevel=_outside_xpnet(),
+        )
+    return layer
 
 
 def _build(spec: Mapping[str, Any], arrays: Mapping[str, Any], what: str, where: str) -> Any:
