@@ -111,6 +111,28 @@ def test_affine_forward_and_backward(xp, n, d, m, seed):
     assert_close(layer.db, expected_db, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("layer", ["Affine", "Convolution"])
+def test_float32_weights_given_float64_data_compute_in_float64_on_every_backend(xp, layer):
+    # As the book's chapter 5 does (float64 weights, float32 images), the other way round:
+    # NumPy promoted to float64, and PyTorch's matmul refused the two dtypes.
+    rng = np.random.default_rng(0)
+    if layer == "Affine":
+        x, W, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)
+        made = layers.Affine(dev(xp, W, "float32"), dev(xp, b, "float32"))
+    else:
+        x, W, b = rng.standard_normal((2, 1, 4, 4)), rng.standard_normal((2, 1, 3, 3)), np.ones(2)
+        made = Convolution(dev(xp, W, "float32"), dev(xp, b, "float32"))
+    W32, b32 = (a.astype(np.float32).astype(np.float64) for a in (W, b))
+    out = made.forward(dev(xp, x))
+    dx = made.backward(out)
+    numpy_layer = type(made)(W32, b32)  # NumPy's own promotion, on the same weights
+    expected = numpy_layer.forward(x)
+    assert (out.dtype, dx.dtype, made.dW.dtype) == (xp.float64,) * 3
+    assert_close(out, expected)
+    assert_close(dx, numpy_layer.backward(expected))
+    assert_close(made.dW, numpy_layer.dW)
+
+
 def test_affine_flattens_image_input_and_returns_dx_in_its_shape(xp):
     rng = np.random.default_rng(0)
     x, W, b = rng.standard_normal((2, 1, 3, 2)), rng.standard_normal((6, 4)), np.zeros(4)

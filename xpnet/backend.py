@@ -203,6 +203,18 @@ def dot(a: Any, b: Any) -> Any:
     """
     if type(a) is np.ndarray and type(b) is np.ndarray:
         return np.dot(a, b)
+    return matmul(a, b)
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b``, promoting two floating dtypes to one as the Array API does (float32 with
+    float64 gives float64, as NumPy and CuPy do): PyTorch's ``@`` refuses them instead, so
+    that a float32 layer given float64 data (the book's float64 weights meet float32 images)
+    computed on NumPy and failed on PyTorch."""
+    if a.dtype != b.dtype:
+        xp = namespace_of(a, b)
+        dtype = xp.result_type(a, b)
+        a, b = xp.astype(a, dtype, copy=False), xp.astype(b, dtype, copy=False)
     return a @ b
 
 

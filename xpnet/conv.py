@@ -25,7 +25,7 @@ import array_api_extra as xpx
 from array_api_compat import device
 
 from xpnet import init
-from xpnet.backend import namespace_of, reduce_sum
+from xpnet.backend import matmul, namespace_of, reduce_sum
 from xpnet.checks import require_count
 from xpnet.layers import Layer, require_arrays_not_sizes, require_floating, require_one_dtype
 
@@ -257,7 +257,7 @@ class Convolution(Layer):
         n, _, _, _, oh, ow = win.shape
         self.x_shape, self.out_shape = tuple(x.shape), (n, fn, oh, ow)
         self.col = xp.reshape(win, (n, c * fh * fw, oh * ow))
-        out = self._rows() @ self.col
+        out = matmul(self._rows(), self.col)
         out += self.b[:, None]  # in place: out is this call's own array
         return xp.reshape(out, (n, fn, oh, ow))
 
@@ -276,10 +276,12 @@ class Convolution(Layer):
         n, _, oh, ow = dout.shape
         dout = xp.reshape(dout, (n, fn, oh * ow))
         self.db = reduce_sum(dout, axis=(0, 2))
-        self.dW = xp.reshape(reduce_sum(dout @ xp.matrix_transpose(self.col), axis=0), self.W.shape)
+        self.dW = xp.reshape(
+            reduce_sum(matmul(dout, xp.matrix_transpose(self.col)), axis=0), self.W.shape
+        )
         if not self.input_grad:
             return None
-        dcol = self._rows().T @ dout
+        dcol = matmul(self._rows().T, dout)
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
 
 
