@@ -13,7 +13,7 @@ from array_api_compat import is_cupy_namespace
 from metadata import CUPY_GENERATORS_NOT_SAVED, rewrite_metadata, setting, without
 from normal_user import raised_as_nobody
 
-from xpnet import MultiLayerNet
+from xpnet import MultiLayerNet, SimpleConvNet
 from xpnet.backend import ALIGNMENT, to_device, to_numpy
 from xpnet.checkpoint import (
     METADATA_KEY,
@@ -24,7 +24,7 @@ from xpnet.checkpoint import (
     save_params,
 )
 from xpnet.files import atomic_file
-from xpnet.layers import Affine, MeanSquaredError, ReLU, SoftmaxWithLoss
+from xpnet.layers import Affine, Dropout, MeanSquaredError, ReLU, SoftmaxWithLoss
 from xpnet.networks import Sequential
 from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum
 from xpnet.schema import json_object, one_of
@@ -121,12 +121,15 @@ def test_a_big_endian_checkpoint_loads_on_every_backend(xp, tmp_path):
             np.testing.assert_array_equal(to_numpy(net.params[name]), value)
 
 
-@pytest.mark.parametrize("batchnorm", [False, True], ids=["MultiLayerNet", "Sequential"])
-def test_load_network_converts_the_files_arrays_to_the_dtype_asked_for(xp, tmp_path, batchnorm):
+@pytest.mark.parametrize("kind", ["MultiLayerNet", "with BatchNorm", "Sequential"])
+def test_load_network_converts_the_files_arrays_to_the_dtype_asked_for(xp, tmp_path, kind):
     # As PyTorch's model.double(): a float32 network checked in float64.
-    saved = MultiLayerNet(5, [4], 2, seed=1, use_batchnorm=batchnorm)
+    saved = MultiLayerNet(5, [4], 2, seed=1, use_batchnorm=kind != "MultiLayerNet")
+    batchnorm = kind != "MultiLayerNet"
     if batchnorm:  # running statistics other than the initial ones
         saved.layers[1].running_var = saved.layers[1].running_var + 0.5
+    if kind == "Sequential":  # rebuilt layer by layer
+        saved = Sequential(saved.layers, loss=saved.last_layer)
     optimizer = Momentum()
     optimizer.update(saved.params, {k: v + 1 for k, v in saved.params.items()})
     path = save_params(tmp_path / "p.npz", saved, optimizer=optimizer)
@@ -190,6 +193,43 @@ def test_load_network_with_xp_and_device_builds_on_that_device(tmp_path, kind):
     batchnorm = rebuilt[1]
     arrays = [*rebuilt.params.values(), batchnorm.running_mean, batchnorm.running_var]
     assert [a.device for a in arrays] == [device1] * 8
+
+
+def test_load_network_rebuilds_a_multilayernet_with_batchnorm_and_dropout_as_one(tmp_path):
+    # It came back as a Sequential of the same layers, without sizes, use_batchnorm, ...
+    net = MultiLayerNet(
+        6, [5, 4], 3, use_batchnorm=True, use_dropout=True, dropout_ratio=0.3, seed=4
+    )
+    x, t = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6), np.array([0, 2])
+    net.gradient(x, t)  # running statistics and mask generators moved on
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz")
+    assert type(rebuilt) is MultiLayerNet
+    assert (rebuilt.sizes, rebuilt.use_batchnorm, rebuilt.use_dropout) == ([6, 5, 4, 3], True, True)
+    dropouts = [layer for layer in rebuilt.layers if isinstance(layer, Dropout)]
+    assert [(d.dropout_ratio, d.seed) for d in dropouts] == [(0.3, 5), (0.3, 6)]
+    for train_flg in (False, True):  # the running statistics, then the next masks
+        np.testing.assert_array_equal(rebuilt.predict(x, train_flg), net.predict(x, train_flg))
+
+
+def test_load_network_rebuilds_a_simpleconvnet_as_one(tmp_path):
+    conv = {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 2}
+    net = SimpleConvNet((1, 8, 8), conv, hidden_size=6, output_size=4, seed=0)
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz", dtype="float64")
+    assert type(rebuilt) is SimpleConvNet and rebuilt.dtype == "float64"
+    assert (rebuilt.input_dim, rebuilt.conv_param, rebuilt.sizes) == ((1, 8, 8), conv, net.sizes)
+    x = np.linspace(0, 1, 128).reshape(2, 1, 8, 8)
+    np.testing.assert_allclose(rebuilt.predict(x), net.predict(x.astype(np.float32)), rtol=1e-5)
+
+
+def test_a_multilayernet_whose_layers_were_changed_is_rebuilt_from_its_layers(tmp_path):
+    net = MultiLayerNet(6, [5, 4], 3, use_dropout=True, seed=0)
+    net.layers[5].dropout_ratio = 0.25  # the second Dropout: no longer what the settings build
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz")
+    assert type(rebuilt) is Sequential
+    assert [rebuilt.layers[k].dropout_ratio for k in (2, 5)] == [0.5, 0.25]
 
 
 def test_load_network_rebuilds_the_output_activation(tmp_path):

@@ -190,7 +190,7 @@ def test_a_batchnorm_network_saved_from_python_resumes_as_saved(fake_data, tmp_p
     save_params(path, MultiLayerNet(784, [8], 10, use_batchnorm=True, seed=0), {"epoch": 1})
     assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "Sequential(Affine, BatchNormalization, ReLU, Affine) with SoftmaxWithLoss" in out
+    assert "MultiLayerNet(Affine, BatchNormalization, ReLU, Affine) with SoftmaxWithLoss" in out
     assert epoch_lines(out) == [("2", "2")]
 
 
@@ -331,7 +331,7 @@ def test_a_conv_net_saved_from_python_resumes_on_images(fake_data, tmp_path, cap
     save_from_python(path, SimpleConvNet(hidden_size=8, seed=0))
     assert run(["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Sequential(Convolution, ReLU, Pooling, Affine, ReLU, Affine)" in out
+    assert "SimpleConvNet(Convolution, ReLU, Pooling, Affine, ReLU, Affine)" in out
     assert epoch_lines(out) == [("1", "1")]
 
 

@@ -13,12 +13,14 @@ A checkpoint is a NumPy ``.npz`` archive (no pickle anywhere):
 The architecture of a :class:`~xpnet.networks.MultiLayerNet` is its constructor settings
 (``sizes``, ``activation``, ``dtype``, ``weight_decay``, and ``output_activation`` and
 ``loss`` where they are not the defaults). That of any other
-:class:`~xpnet.networks.Sequential` (a ``SimpleConvNet``, a MultiLayerNet with
-BatchNorm or Dropout) lists its layers and loss by registered name, with
-their ``config()`` and the names of their parameters. Built-in layers are registered; a
-user's layer is registered with :func:`register_layer`, before saving or before loading
-(a file names an unregistered class by module and qualified name). Layers are
-rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle;
+:class:`~xpnet.networks.Sequential` lists its layers and loss by registered name, with
+their ``config()`` and the names of their parameters; for a ``SimpleConvNet`` or a
+MultiLayerNet with BatchNorm or Dropout, also its class and constructor settings
+(``network``), from which :func:`load_network` builds it again when that gives the layers
+the file lists (else it rebuilds them one by one, in a ``Sequential``). Built-in layers
+are registered; a user's layer is registered with :func:`register_layer`, before saving
+or before loading (a file names an unregistered class by module and qualified name).
+Layers are rebuilt as ``cls(**parameters, **buffers, **config)``: JSON and arrays, never pickle;
 saving warns (:class:`ArgumentsNotSaved`) of a constructor argument none of them records,
 unless the layer keeps it under its own name at its (plain) default.
 
@@ -160,6 +162,12 @@ def _metadata_fields() -> dict[str, Field]:
             "loss": _layer_spec(required=True),
             "dtype": string(),  # any: a Sequential of a user's layers may be float16
             "weight_decay": number(0.0),
+            "network": json_object(
+                {
+                    "class": one_of(BUILT_NETWORKS, required=True),
+                    "settings": json_object(required=True),
+                }
+            ),
         },
     }
 
@@ -409,13 +417,75 @@ def architecture(net: Any) -> dict[str, Any] | None:
         layer, attr = net.params.slot(name)
         names.setdefault(id(layer), {})[attr] = name
     specs = [_spec(layer, names, f"layers[{k}]") for k, layer in enumerate(net.layers)]
-    return {
+    arch = {
         "class": "Sequential",
         "layers": specs,
         "loss": loss,
         "dtype": net.dtype,
         "weight_decay": float(net.weight_decay),
     }
+    built = _built_by(net)
+    if built is not None:
+        arch["network"] = built
+    return arch
+
+
+BUILT_NETWORKS = ("MultiLayerNet", "SimpleConvNet")  # rebuilt from their settings
+
+
+def _built_by(net: Any) -> dict[str, Any] | None:
+    """The class of ``net`` and the constructor settings that build its layers again, for a
+    MultiLayerNet with BatchNorm or Dropout and a SimpleConvNet (those classes exactly: a
+    subclass's constructor may take other settings); None for other networks.
+    :func:`load_network` builds such a network when it has the layers the file records."""
+    from xpnet.layers import Dropout
+    from xpnet.networks import MultiLayerNet, SimpleConvNet
+
+    if type(net) is SimpleConvNet:
+        settings = {
+            "input_dim": list(net.input_dim),
+            "conv_param": dict(net.conv_param),
+            "hidden_size": net.sizes[2],
+            "output_size": net.sizes[3],
+        }
+        return {"class": "SimpleConvNet", "settings": settings}
+    if type(net) is not MultiLayerNet:
+        return None
+    settings = {
+        "input_size": net.sizes[0],
+        "hidden_sizes": net.sizes[1:-1],
+        "output_size": net.sizes[-1],
+        "activation": net.activation,
+        "output_activation": net.output_activation,
+        "use_batchnorm": net.use_batchnorm,
+        "use_dropout": net.use_dropout,
+    }
+    dropout = next((layer for layer in net.layers if isinstance(layer, Dropout)), None)
+    if dropout is not None:  # the k-th hidden layer's Dropout is seeded with seed + k
+        settings["dropout_ratio"] = dropout.dropout_ratio
+        settings["seed"] = None if dropout.seed is None else dropout.seed - 1
+    return {"class": "MultiLayerNet", "settings": settings}
+
+
+def _built_again(arch: Mapping[str, Any], dtype: str | None, on: dict[str, Any], where: str) -> Any:
+    """The network of class ``arch["network"]`` built from its settings (``on``: its
+    ``device`` and ``xp``), when it has the architecture the file records; else None, and
+    the file's layers are rebuilt one by one into a :class:`~xpnet.networks.Sequential`."""
+    from xpnet import networks
+
+    built = arch.get("network")
+    if built is None:
+        return None
+    cls = getattr(networks, built["class"])
+    settings = {**built["settings"], "dtype": dtype or arch["dtype"], **on}
+    if cls is networks.MultiLayerNet:
+        settings["loss"] = _build(arch["loss"], {}, "the loss", where)
+        settings["weight_decay"] = float(arch.get("weight_decay", 0.0))
+    try:
+        net = cls(**settings)
+    except (TypeError, ValueError):  # settings this xpnet no longer takes
+        return None
+    return net if architecture(net) == {**arch, "dtype": net.dtype} else None
 
 
 def _buffer_key(k: int, attr: str) -> str:
@@ -894,18 +964,18 @@ def load_network(
     optimizer: Any = None,
     dtype: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the network saved in ``path`` (a MultiLayerNet or any Sequential whose layers
-    are registered); ``(net, metadata)``. ``device`` and ``xp`` pick where it lives, as for
-    :func:`xpnet.backend.to_device` (``xp=`` PyTorch's with ``device="cuda:1"``). With
-    ``optimizer``, its state is loaded too, as :func:`load_params` loads it. ``dtype``
-    (``"float32"`` or ``"float64"``, as the builders take it; default the file's) converts
-    every floating array of the file, parameters, layer buffers and optimizer state, as
-    PyTorch's ``model.double()`` does: ``dtype="float64"`` for a tight gradient check of a
-    float32 network.
+    """Rebuild the network saved in ``path`` (a MultiLayerNet, a SimpleConvNet, or any
+    Sequential whose layers are registered), of the class saved; ``(net, metadata)``.
+    ``device`` and ``xp`` pick where it lives, as for :func:`xpnet.backend.to_device`
+    (``xp=`` PyTorch's with ``device="cuda:1"``). With ``optimizer``, its state is loaded
+    too, as :func:`load_params` loads it. ``dtype`` (``"float32"`` or ``"float64"``, as the
+    builders take it; default the file's) converts every floating array of the file,
+    parameters, layer buffers and optimizer state, as PyTorch's ``model.double()`` does:
+    ``dtype="float64"`` for a tight gradient check of a float32 network.
 
     A layer class that is not registered is an :class:`UnregisteredLayer` naming it: register
-    it (:func:`register_layer`), or build the network yourself and call
-    ``load_params(path, net)``."""
+    it (:func:`register_layer`), or build the network yourself and call ``load_params(path,
+    net)``."""
     from xpnet.init import float_dtype
     from xpnet.networks import MultiLayerNet
 
@@ -938,6 +1008,10 @@ def load_network(
             f"{where} records no network architecture; build the network yourself and call "
             "load_params(path, net)"
         )
+    net = _built_again(arch, wanted, {"device": device, "xp": xp}, where)
+    if net is not None:  # read after building, as above
+        _load_into(path, _in_dtype(_arrays(path), wanted), meta, net, optimizer)
+        return net, meta
     from xpnet.backend import to_device
     from xpnet.networks import Sequential
 

@@ -512,8 +512,8 @@ def convnet_problem(settings: dict, args: argparse.Namespace) -> str | None:
 
 def describe(settings: dict, net: Any) -> str:
     """The network in a few words: ``784-50-10 relu``, ``SimpleConvNet conv30-pool-100-10``,
-    or for one rebuilt from its checkpoint ``Sequential(Affine, ReLU, Residual, Affine) with
-    SoftmaxWithLoss``."""
+    or for one rebuilt from its checkpoint, its class and layers: ``Sequential(Affine, ReLU,
+    Residual, Affine) with SoftmaxWithLoss``."""
     if settings["model"] is None:
         held = ", ".join(type(layer).__name__ for layer in net.layers)
         return f"{type(net).__name__}({held}) with {type(net.last_layer).__name__}"
