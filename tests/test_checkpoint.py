@@ -2,6 +2,7 @@
 no pickle, architecture and optimizer state for resuming."""
 
 import importlib.util
+import io
 import json
 import os
 import re
@@ -1059,3 +1060,12 @@ def test_the_checkpoint_module_is_part_of_xpnets_public_names():
     names: dict = {}
     exec("from xpnet import *", names)
     assert names["checkpoint"].save_params is save_params
+
+
+@pytest.mark.parametrize("call", ["save_params", "load_params", "load_network", "read_metadata"])
+def test_a_file_object_for_a_path_is_named_with_what_to_do(call):
+    # save_params(io.BytesIO(), net) said only "expected str, bytes or os.PathLike object".
+    net = MultiLayerNet(3, [2], 2, seed=0)
+    args = {"save_params": (net,), "load_params": (net,)}.get(call, ())
+    with pytest.raises(TypeError, match=r"must be a file name .*got BytesIO.*copy\.deepcopy"):
+        globals()[call](io.BytesIO(), *args)

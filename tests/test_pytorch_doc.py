@@ -6,6 +6,7 @@ its gradients from autograd. Skipped, saying so, where PyTorch is not installed.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -375,6 +376,17 @@ def test_a_checkpoint_reads_back_without_pickle(tmp_path, on_the_host):
     loaded, _ = xpnet.checkpoint.load_network(path)
     for name in net.params:
         close(loaded.params[name], net.params[name])
+
+
+def test_a_deep_copy_is_an_independent_network_of_the_same_values(on_the_host):
+    net = xpnet.MultiLayerNet(6, [5], 3, use_batchnorm=True, use_dropout=True, seed=0)
+    twin = copy.deepcopy(net)
+    x, t = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6), np.array([0, 2])
+    for train_flg in (False, True):  # the same values, running statistics and next masks
+        np.testing.assert_array_equal(twin.predict(x, train_flg), net.predict(x, train_flg))
+    before = {name: np.copy(value) for name, value in net.params.items()}
+    optim.SGD(lr=0.5).update(twin.params, twin.gradient(x, t))
+    assert all(np.array_equal(net.params[name], value) for name, value in before.items())
 
 
 def test_predict_and_loss_evaluate_while_gradient_trains(on_the_host):

@@ -545,6 +545,17 @@ def _loaded_generators(path: Any, meta: Mapping[str, Any], net: Any) -> list[tup
     return loaded
 
 
+def require_file_name(path: Any) -> None:
+    """Refuse, naming its type, a ``path`` that is not a file name (``str`` or
+    ``os.PathLike``): an open file or ``io.BytesIO`` cannot be replaced atomically."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"a checkpoint path must be a file name (str or os.PathLike), got "
+            f"{type(path).__name__}: checkpoints are files, replaced atomically; to copy a "
+            "network in memory, use copy.deepcopy(net)"
+        )
+
+
 def require_not_a_pickle_name(path: str | os.PathLike) -> None:
     """Refuse a checkpoint name ending in ``.pkl`` or ``.pickle`` (the book's
     ``params.pkl``): the file would be an ``.npz`` archive that pickle cannot read."""
@@ -575,6 +586,7 @@ def save_params(
     :func:`load_params` loads it into a network you build, and :func:`load_network`
     rebuilds it once its layer classes are registered.
     """
+    require_file_name(path)
     if Path(path).is_dir():
         raise IsADirectoryError(f"cannot write checkpoint {os.fspath(path)}: it is a directory")
     require_not_a_pickle_name(path)
@@ -772,6 +784,7 @@ def _read(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays (none unless ``arrays``) and the metadata of a checkpoint, without pickle;
     the metadata checked (:func:`_check_metadata`, with the caller's ``fields``)."""
+    require_file_name(path)
     name = os.fspath(path)
     read = _archive(path, lambda key: arrays or key == METADATA_KEY)
     raw = read.pop(METADATA_KEY, None)
