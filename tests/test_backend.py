@@ -230,6 +230,59 @@ def test_a_device_object_without_its_namespace_names_xp():
         backend.to_device([1.0], device=strict.Device("device1"))
 
 
+@pytest.mark.parametrize("given", ["torch", "numpy", 3])
+def test_to_device_refuses_an_xp_that_is_not_a_namespace_naming_it(given):
+    with pytest.raises(
+        TypeError, match="xp must be an array namespace such as numpy or torch"
+    ) as info:
+        backend.to_device([1.0], dtype="float32", xp=given)
+    assert f"got {type(given).__name__} {given!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["gpu", "garbage", "CPU"])
+def test_to_device_refuses_a_name_that_is_no_torch_device_as_the_device_argument(device):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    with pytest.raises(ValueError, match="is not a PyTorch device: expected 'cpu', 'cuda'") as info:
+        backend.to_device([1.0], device=device, xp=torch)
+    assert str(info.value).startswith(f"device={device!r} ")
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own, kept as the cause
+
+
+def test_a_torch_device_name_in_capitals_is_refused_with_its_lower_case_name():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    with pytest.raises(ValueError, match=r"names are lower case: 'cuda:0'"):
+        backend.to_device([1.0], device="CUDA:0", xp=torch)
+
+
+def test_to_device_refuses_a_torch_gpu_this_machine_lacks_naming_it():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = f"cuda:{count}"  # one past the last GPU: none on a CPU build
+    why = "torch has no CUDA device here" if count == 0 else f"torch sees {count} CUDA device"
+    with pytest.raises(backend.BackendUnavailableError, match=why) as info:
+        backend.to_device([1.0], device=device, xp=torch)
+    assert f"device={device!r}" in str(info.value)
+
+
+def test_to_device_refuses_torchs_meta_device_which_holds_no_data():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    with pytest.raises(ValueError, match="device 'meta' holds no data; xpnet computes with"):
+        backend.to_device([1.0], device="meta", xp=torch)
+
+
+def test_to_device_puts_tensors_on_a_torch_device_given_by_name_or_object():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    for device in ("cpu", torch.device("cpu")):
+        assert backend.to_device([1.0], device=device, xp=torch).device == torch.device("cpu")
+
+
+def test_a_cuda_device_without_cupy_names_the_value_given(monkeypatch):
+    monkeypatch.setenv("XPNET_DEVICE", "cuda:1")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(backend.BackendUnavailableError, match="device 'cuda:1' needs CuPy"):
+        backend.to_device([1.0])
+
+
 def test_to_device_always_copies(xp):
     host = np.array([1.0, 2.0])
     x = backend.to_device(host, dtype="float64", xp=xp)

@@ -48,10 +48,13 @@ def test_info_reports_each_optional_package_and_what_a_missing_one_costs(capsys)
     assert lines["dot"].strip() == dot if dot else lines["dot"].startswith("not found")
 
 
-def test_info_shows_an_invalid_device_instead_of_failing(monkeypatch, capsys):
+def test_info_shows_an_invalid_device_and_everything_else_then_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("XPNET_DEVICE", "tpu")
-    assert main(["info"]) == 0
-    assert "invalid: unknown device 'tpu'" in capsys.readouterr().out
+    assert main(["info"]) == 2
+    out, err = capsys.readouterr()
+    assert "invalid: unknown device 'tpu'" in out
+    assert "data cache" in out  # printed in full before the failure
+    assert err.startswith("xpnet info: error: XPNET_DEVICE: unknown device 'tpu'")
 
 
 def test_info_takes_an_empty_device_variable_as_unset(monkeypatch, capsys):
@@ -63,7 +66,7 @@ def test_info_takes_an_empty_device_variable_as_unset(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:99"])
-def test_info_shows_an_unusable_device_and_why_instead_of_failing(monkeypatch, capsys, device):
+def test_info_shows_an_unusable_device_and_why_then_exits_2(monkeypatch, capsys, device):
     monkeypatch.setenv("XPNET_DEVICE", device)
     try:
         backend.selected()
@@ -71,9 +74,11 @@ def test_info_shows_an_unusable_device_and_why_instead_of_failing(monkeypatch, c
         why = str(exc)
     else:
         pytest.skip(f"{device} is usable here")
-    assert main(["info"]) == 0
-    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert main(["info"]) == 2
+    out, err = capsys.readouterr()
+    lines = dict(line.split(None, 1) for line in out.splitlines())
     assert lines["device"].strip() == f"{backend.parse_device(device)} unavailable ({why})"
+    assert err == f"xpnet info: error: XPNET_DEVICE: {why}\n"
 
 
 def test_version_prints_the_package_version(capsys):

@@ -142,3 +142,14 @@ def test_batch_normalization_starts_at_ones_and_zeros(xp):
     np.testing.assert_array_equal(to_numpy(bn.gamma), np.ones(5))
     np.testing.assert_array_equal(to_numpy(bn.beta), np.zeros(5))
     assert bn.momentum == 0.8 and bn.gamma.dtype == xp.float64
+
+
+def test_a_layer_refuses_the_name_of_a_namespace_for_xp():
+    with pytest.raises(TypeError, match=r"xp must be an array namespace .* got str 'torch'"):
+        Affine.initialized(6, 5, xp="torch")
+
+
+def test_float_dtype_refuses_the_name_of_a_namespace_before_looking_a_dtype_up_in_it():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    with pytest.raises(TypeError, match=r"xp must be an array namespace .* got str 'torch'"):
+        xpnet.init.float_dtype(torch.float32, xp="torch")

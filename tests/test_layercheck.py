@@ -447,6 +447,22 @@ def test_integer_inputs_alone_are_nothing_to_check(xp):
         check_layer(ReLU(), arr(xp, [[1, 2]], "int64"))
 
 
+def test_check_layer_refuses_a_list_input_naming_it_and_asarray(xp):
+    with pytest.raises(TypeError, match=r"input x must be an array .* got list .*xp\.asarray\(x\)"):
+        check_layer(Tanh(), to_numpy(rand(xp, 2, 3)).tolist())
+
+
+def test_check_layer_refuses_list_labels_naming_the_targets(xp):
+    with pytest.raises(TypeError, match=r"check_layer\(SoftmaxWithLoss\): input t must be an"):
+        check_layer(SoftmaxWithLoss(), rand(xp, 2, 3), [0, 1])
+
+
+def test_check_function_refuses_a_list_in_a_mapping_naming_its_key(xp):
+    W = rand(xp, 2)
+    with pytest.raises(TypeError, match=r"x\['b'\] must be an array, got list"):
+        check_function(lambda p: namespace_of(W).sum(p["W"] ** 2), {"W": W, "b": [0.0]}, {})
+
+
 def test_a_non_finite_input_gradient_fails_and_says_so(xp):
     class Overflowing(Tanh):
         def backward(self, dout):

@@ -83,18 +83,19 @@ def parse_device(value: str | None = None) -> DeviceSpec:
     )
 
 
-def _import_cupy() -> ModuleType:
+def _import_cupy(given: str = "cuda") -> ModuleType:
+    """CuPy, or ``BackendUnavailableError`` naming the device ``given`` that needs it."""
     try:
         import cupy
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"device 'cuda' needs CuPy, which is not installed: {CUDA_INSTALL_HINT}"
+            f"device {given!r} needs CuPy, which is not installed: {CUDA_INSTALL_HINT}"
         ) from exc
     return cupy
 
 
-def _cuda_device(spec: DeviceSpec) -> Any:
-    cupy = _import_cupy()
+def _cuda_device(spec: DeviceSpec, given: str | None = None) -> Any:
+    cupy = _import_cupy(str(spec) if given is None else given)
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken: CuPy raises its own types
@@ -118,7 +119,7 @@ def selected(device: str | None = None) -> tuple[ModuleType, Any]:
     spec = parse_device(device)
     if spec.kind == "cpu":
         return array_api_compat.array_namespace(np.empty(0)), "cpu"
-    dev = _cuda_device(spec)
+    dev = _cuda_device(spec, os.environ.get(ENV_VAR) if device is None else device)
     return array_api_compat.array_namespace(_import_cupy().empty(0)), dev
 
 
@@ -326,11 +327,20 @@ def to_device(
     ``device`` is then one of that namespace's devices (``"cuda:1"`` or a ``torch.device``,
     ``array_api_strict.Device("device1")``), by default its default one.
     ``dtype`` may be a dtype of the target namespace or a name such as ``"float32"``
-    (``ValueError`` naming the valid names otherwise).
+    (``ValueError`` naming the valid names otherwise). An ``xp`` that is no namespace (the
+    name ``"torch"``) is a ``TypeError``; with PyTorch's, a ``device`` that is not one of its
+    devices, or ``"meta"`` (which holds no data), is a ``ValueError`` and one that this
+    machine lacks (``"cuda"`` on a CPU build) a :class:`BackendUnavailableError`.
     The result is always a new array, even from a NumPy array to NumPy: optimizers
     train parameters in place, and the caller's data must not change with them.
     """
-    xp, dev = selected(device) if xp is None else (xp, device)
+    if xp is None:
+        xp, dev = selected(device)
+    else:
+        require_namespace(xp)
+        dev = device
+        if dev is not None and array_api_compat.is_torch_namespace(xp):
+            _require_torch_device(dev)
     if isinstance(dtype, str):
         dtype = _dtype_named(xp, dtype)
     host = _native(to_numpy(x) if _is_array(x) else x)
@@ -343,6 +353,55 @@ def to_device(
         # alias tensor with dtype 'Double' into dtype 'Float'"): copy first, then convert.
         return xp.astype(xp.asarray(host, device=dev, copy=True), dtype)
     return xp.asarray(host, dtype=dtype, device=dev, copy=True)
+
+
+def require_namespace(xp: Any) -> None:
+    """Refuse an ``xp=`` argument that is not an Array API namespace (a module with
+    ``asarray``): ``TypeError`` naming it."""
+    if not callable(getattr(xp, "asarray", None)):
+        hint = f": import {xp} and pass the module, xp={xp}" if isinstance(xp, str) else ""
+        raise TypeError(
+            "xp must be an array namespace such as numpy or torch (the module), got "
+            f"{type(xp).__name__} {xp!r:.40}{hint}"
+        )
+
+
+def _require_torch_device(device: Any) -> None:
+    """Refuse a PyTorch ``device=`` that is none of its devices, holds no data (``"meta"``)
+    or that this machine lacks (``"cuda:1"`` with one GPU), naming it, before PyTorch's
+    own, less telling error (a list of device types, or a missing operator)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        lower = device.lower() if isinstance(device, str) else device
+        hint = f" (names are lower case: {lower!r})" if lower != device else ""
+        if not isinstance(device, str):  # PyTorch's reason (an ordinal needs an accelerator)
+            hint = f" ({exc})"
+        raise ValueError(
+            f"device={device!r} is not a PyTorch device: expected 'cpu', 'cuda', 'cuda:N' "
+            f"or a torch.device{hint}"
+        ) from exc
+    if dev.type == "meta":
+        raise ValueError(
+            f"device {device!r} holds no data; xpnet computes with its arrays: use 'cpu' "
+            "or a GPU ('cuda')"
+        )
+    library = getattr(torch, dev.type, None)  # torch.cuda, torch.mps, torch.xpu
+    if dev.type == "cpu" or not callable(getattr(library, "device_count", None)):
+        return
+    count, kind = library.device_count(), dev.type.upper()
+    if not count:
+        raise BackendUnavailableError(
+            f"device={device!r}: torch has no {kind} device here "
+            f"(torch.{dev.type}.device_count() is 0); use device='cpu'"
+        )
+    if (dev.index or 0) >= count:
+        raise BackendUnavailableError(
+            f"device={device!r} does not exist: torch sees {count} {kind} device(s) "
+            f"({dev.type}:0 to {dev.type}:{count - 1})"
+        )
 
 
 def _native(host: Any) -> Any:

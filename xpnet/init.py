@@ -13,7 +13,7 @@ import math
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from xpnet.backend import generator, random_normal, to_device
+from xpnet.backend import generator, random_normal, require_namespace, to_device
 from xpnet.checks import is_finite_at_least, is_real
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ def float_dtype(dtype: Any, xp: ModuleType | None = None) -> str:
     """The builders' ``dtype`` argument by name (``"float32"``): given as that name, a NumPy
     dtype (``numpy.dtype("float32")``), a type of that name (``numpy.float32``) or, with
     ``xp``, that namespace's own (``xp.float32``: ``torch.float32`` for PyTorch's); anything
-    else is a ``ValueError`` naming it."""
+    else is a ``ValueError`` naming it, and an ``xp`` that is no namespace a ``TypeError``."""
+    if xp is not None:
+        require_namespace(xp)
     name = dtype.__name__ if isinstance(dtype, type) else getattr(dtype, "name", dtype)
     if not isinstance(name, str) and xp is not None:  # dtypes are singletons: no cross-library ==
         name = next((n for n in DTYPES if getattr(xp, n, None) is dtype), name)

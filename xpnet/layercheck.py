@@ -505,6 +505,17 @@ def _kind_of(x: Any) -> str:
     return str(x.dtype) if is_array_api_obj(x) else type(x).__name__
 
 
+def _require_arrays_or_numbers(kind: str, names: list[str], inputs: tuple[Any, ...]) -> None:
+    """Refuse an input that is neither an array nor a Python number (a list of values)."""
+    for name, x in zip(names, inputs, strict=True):
+        if not (is_array_api_obj(x) or isinstance(x, (int, float, complex))):
+            raise TypeError(
+                f"check_layer({kind}): input {name} must be an array or a Python number, got "
+                f"{type(x).__name__} {x!r:.40}: pass xp.asarray({name}) (numpy.asarray, or "
+                "xpnet.backend.to_device for the current device)"
+            )
+
+
 def _require_something_to_check(
     kind: str, names: list[str], inputs: tuple[Any, ...], params: list[str]
 ) -> None:
@@ -714,6 +725,7 @@ def check_layer(
     if not inputs:
         raise TypeError(f"check_layer({kind}) needs the layer's inputs")
     names = _input_names(layer, len(inputs))
+    _require_arrays_or_numbers(kind, names, inputs)
     _require_something_to_check(kind, names, inputs, params)
     values = [getattr(owner, attr) for _, owner, attr in slots]
     require_finite(
@@ -894,6 +906,12 @@ def check_function(
         keys = ["x"]
     arrays = [x[k] for k in keys] if isinstance(x, Mapping) else [x]
     labels = [f"x[{k!r}]" for k in keys] if isinstance(x, Mapping) else ["x"]
+    for label, a in zip(labels, arrays, strict=True):
+        if not is_array_api_obj(a):
+            raise TypeError(
+                f"{label} must be an array, got {type(a).__name__} {a!r:.40}: pass "
+                f"xp.asarray({label}) (numpy.asarray, or xpnet.backend.to_device)"
+            )
     require_finite(zip(labels, arrays, strict=True), NOT_FINITE)
     points = [_float64(namespace_of(a), a, a) for a in arrays]
     names = [str(k) for k in keys]

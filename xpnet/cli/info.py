@@ -1,4 +1,7 @@
-"""``xpnet info``: versions, the selected backend and devices, where data is looked for."""
+"""``xpnet info``: versions, the selected backend and devices, where data is looked for.
+
+Exits 2, as the other commands refuse such a device, when ``XPNET_DEVICE`` is invalid or
+cannot be used here, after printing everything (the problem on stderr too)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,17 @@ import shutil
 import sys
 
 from xpnet import backend
+from xpnet.cli.common import error
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="versions, backend and devices")
+    p = sub.add_parser(
+        "info",
+        help="versions, backend and devices",
+        description="Versions, the selected backend and devices, where data is looked for. "
+        "Exit status 2 when XPNET_DEVICE is invalid or cannot be used here, after printing "
+        "everything (the problem on stderr too), else 0.",
+    )
     p.set_defaults(run=_run_info)
 
 
@@ -29,6 +39,10 @@ def _run_info(args: argparse.Namespace) -> int:
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key.ljust(width)}  {value}")
+    try:  # everything is shown first: info is what one reads to find the problem
+        backend.selected()
+    except (ValueError, backend.BackendUnavailableError) as exc:
+        return error(f"{backend.ENV_VAR}: {exc}", "info")
     return 0
 
 
