@@ -82,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
         backend.parse_device()
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if "s" not in config.option.reportchars:  # each skip says which device or peer is missing
+        config.option.reportchars += "s"
     config.stash[RECORDS] = []
     config.stash[MEDIANS] = {}
     config.stash[LOAD_AT_START] = _load_average()

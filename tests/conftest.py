@@ -17,6 +17,7 @@ import importlib
 import os
 import signal
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import array_api_compat
@@ -168,3 +169,19 @@ def ctrl_c_raises():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The skipped tests counted by reason, a line each, where ``-rs`` (and ``-ra``) lists a
+    line per test: about 900 on a machine without a GPU, all saying so."""
+    if "s" in config.option.reportchars or "a" in config.option.reportchars:
+        return
+    reasons = Counter(
+        report.longrepr[2].removeprefix("Skipped: ")
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple)
+    )
+    if reasons:
+        terminalreporter.section("skipped, by reason (-rs lists each test)")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:5d}  {reason}")
