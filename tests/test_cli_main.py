@@ -162,6 +162,16 @@ def test_an_exception_of_the_checked_layer_is_exit_status_3_with_its_traceback(
         assert out.splitlines()[-1] == "backward of (3, 16)"  # its prints, no report
 
 
-def test_a_checked_layer_that_exits_leaves_its_exit_status(fake_data, student, capsys):
-    assert run([*student("raise SystemExit(5)"), "--json"]) == 5
-    assert capsys.readouterr().out == ""
+@pytest.mark.parametrize("status", [0, 5])
+def test_a_checked_layer_that_exits_is_a_check_that_could_not_run(
+    fake_data, student, capsys, status
+):
+    # It exited with its own status: 0 read as PASSED to an autograder.
+    assert run([*student(f"raise SystemExit({status})"), "--json"]) == 3
+    out, err = capsys.readouterr()
+    line = err.splitlines()[-1]
+    assert line == (
+        "xpnet gradcheck: error: the check could not run: the network's code called "
+        f"sys.exit({status})"
+    )
+    assert json.loads(out) == {"error": line, "exit_status": 3}

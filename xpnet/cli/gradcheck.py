@@ -51,8 +51,8 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "large as every gradient: a wrong one would pass too), or out of memory; 2 a usage "
         "error, or a refusal (a gradient of the wrong shape, a backward that returns None: one "
         "line on stderr); 3 the check could not run: the network's code raised an exception "
-        "(any but xpnet's refusals, MemoryError, KeyboardInterrupt and SystemExit), its "
-        "traceback on stderr; 130 interrupted (Ctrl-C).",
+        "(any but xpnet's refusals, MemoryError and KeyboardInterrupt) or called sys.exit, "
+        "its traceback on stderr; 130 interrupted (Ctrl-C).",
     )
     p.add_argument(
         "--checkpoint",
@@ -158,13 +158,16 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     try:
         with quiet:
             report = _check(args)
-    except NetworkRaised as exc:
-        raised = exc.__cause__
+    except (NetworkRaised, SystemExit) as exc:
+        # A layer's sys.exit(0) is not a check that passed: the exit status would say so.
+        raised = exc if isinstance(exc, SystemExit) else exc.__cause__
         traceback.print_exception(type(raised), raised, raised.__traceback__, file=sys.stderr)
-        message = (
-            f"xpnet gradcheck: error: the check could not run: the network's code raised "
-            f"{type(raised).__name__}: {raised}"
+        what = (
+            f"called sys.exit({raised.code!r})"
+            if isinstance(raised, SystemExit)
+            else f"raised {type(raised).__name__}: {raised}"
         )
+        message = f"xpnet gradcheck: error: the check could not run: the network's code {what}"
         print(message, file=sys.stderr)
         if args.json:
             json_error(message, 3)
