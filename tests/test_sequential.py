@@ -1,6 +1,7 @@
 """Sequential: networks from any layers (a user's own too) and a loss layer. Gradients are
 checked against NumPy formulas differentiated by tests/numeric.py, never against xpnet."""
 
+import re
 import warnings
 
 import numpy as np
@@ -177,10 +178,23 @@ def test_indexing_gives_the_layers_counted_from_zero_and_from_the_end(xp):
     assert net[-1] is net.layers[3] and net[-4] is net.layers[0]
 
 
-def test_a_slice_gives_the_tuple_of_those_layers(xp):
+def test_a_slice_is_a_sequential_of_those_layers_without_loss(xp):
     net = scaled_net(xp)
-    assert net[1:3] == (net.layers[1], net.layers[2]) and type(net[1:3]) is tuple
-    assert net[::-1] == tuple(reversed(net.layers))
+    part = net[1:3]
+    assert type(part) is Sequential and part.last_layer is None
+    assert part[0] is net[1] and part[1] is net[2] and len(part) == 2
+    assert list(part.params) == ["s1"] and part.params["s1"] is net.params["s1"]
+    assert [id(layer) for layer in net[::-1]] == [id(layer) for layer in reversed(net.layers)]
+
+
+def test_a_slice_of_a_book_network_is_a_stack_computing_those_layers(xp):
+    net = xpnet.MultiLayerNet(5, [4], 3, dtype="float64", seed=0, xp=xp)
+    (x,) = arrays(xp, 1, (6, 5))
+    first_two = net[:2]
+    assert type(first_two) is Sequential and list(first_two.params) == ["W1", "b1"]
+    np.testing.assert_array_equal(
+        to_numpy(net[2:].forward(first_two.forward(x))), to_numpy(net.predict(x))
+    )
 
 
 def test_iterating_goes_over_the_layers_in_order(xp):
@@ -1015,3 +1029,148 @@ def test_layers_given_one_by_one_as_to_torchs_sequential_are_a_type_error_showin
     with pytest.raises(TypeError, match=r"layers must be a list of layers, got ReLU: "
                                         r"Sequential\(\[a, b\], loss=\.\.\.\)"):  # fmt: skip
         Sequential(ReLU())
+
+
+# What backward takes, and the layers' own mistakes, for a PyTorch user's habits.
+
+DOUT_TAKES = (
+    r"Sequential\.backward\(dout\) takes dout, the gradient of the network's output: an array "
+    r"of the shape of the scores of the last forward, \(N, C\) .*; the gradients of the loss, "
+    r"torch's loss\.backward\(\), are grads = net\.gradient\(x, t\)$"
+)
+
+
+def after_a_forward(xp, last_activation):
+    """The scaled net (ending in an Affine) or one ending in Tanh, which broadcasts a number,
+    after ``net.loss(x, t)``."""
+    net = scaled_net(xp)
+    if last_activation:
+        W, b = arrays(xp, 0, (5, 3), (3,))
+        net = Sequential([Affine(W, b), Tanh()], loss=MeanSquaredError())
+    (x,) = arrays(xp, 1, (6, 5))
+    (t,) = arrays(xp, 2, (6, 3)) if last_activation else (labels(xp),)
+    net.loss(x, t, train_flg=True)
+    return net
+
+
+@pytest.mark.parametrize("last_activation", [False, True], ids=["Affine", "Tanh"])
+def test_backward_without_dout_says_what_it_takes(xp, last_activation):
+    with pytest.raises(TypeError, match=r"^no dout: " + DOUT_TAKES):
+        after_a_forward(xp, last_activation).backward()
+
+
+@pytest.mark.parametrize("last_activation", [False, True], ids=["Affine", "Tanh"])
+def test_backward_of_the_losss_gradient_1_says_what_it_takes(xp, last_activation):
+    net = after_a_forward(xp, last_activation)
+    with pytest.raises(TypeError, match=r"^got dout int 1: " + DOUT_TAKES):
+        net.backward(1)
+    with pytest.raises(ValueError, match=r"^got dout of shape \(\), a 0-D array: " + DOUT_TAKES):
+        net.backward(xp.asarray(1.0, dtype=xp.float64))
+
+
+def test_backward_of_a_dout_the_last_layer_refuses_names_it_and_says_what_it_takes(xp):
+    net = after_a_forward(xp, last_activation=False)
+    with pytest.raises(
+        ValueError, match=r"^layers\[3\] \(Affine\)\.backward cannot take dout of shape \(6,\): "
+    ) as info:
+        net.backward(xp.ones((6,), dtype=xp.float64))
+    assert re.search(DOUT_TAKES, str(info.value))
+
+
+class Block:
+    """A user's layer made of one layer: ``inner(x) + x``."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner.forward(x) + x
+
+    def backward(self, dout):
+        return self.inner.backward(dout) + dout
+
+
+def test_backward_before_any_forward_names_the_layer_and_says_to_call_forward_first(xp):
+    with pytest.raises(
+        AttributeError,
+        match=r"^layers\[3\] \(Affine\)\.backward found no x: call forward first "
+        r"\(net\.loss\(x, t\) or net\.predict\(x, train_flg=True\)\)",
+    ) as info:
+        scaled_net(xp).backward(xp.ones((6, 3), dtype=xp.float64))
+    assert type(info.value.__cause__) is AttributeError
+
+
+def test_backward_before_any_forward_names_a_layer_inside_another_by_its_path(xp):
+    W1, b1, W2, b2 = arrays(xp, 0, (4, 4), (4,), (4, 3), (3,))
+    net = Sequential([Block(Affine(W1, b1)), Sequential([Tanh(), Affine(W2, b2)])])
+    with pytest.raises(
+        AttributeError, match=r"^layers\[1\]\.layers\[1\] \(Affine\)\.backward found"
+    ):
+        net.backward(xp.ones((6, 3), dtype=xp.float64))
+    with pytest.raises(
+        AttributeError, match=r"^layers\[0\]\.inner \(Affine\)\.backward found no x"
+    ):
+        Sequential([Block(Affine(W1, b1))]).backward(xp.ones((6, 4), dtype=xp.float64))
+
+
+def test_an_attribute_error_of_something_else_than_the_layer_passes_as_it_is(xp):
+    class ReadsTheGradient:
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return dout.not_an_attribute
+
+    with pytest.raises(AttributeError, match="not_an_attribute") as info:
+        Sequential([ReadsTheGradient()]).backward(xp.ones((6, 3), dtype=xp.float64))
+    assert type(info.value) is AttributeError
+
+
+class Pair:
+    """A user's layer whose forward returns a tuple."""
+
+    def forward(self, x):
+        return x, x
+
+    def backward(self, dout):
+        return dout
+
+
+TUPLE = (
+    r"^layers\[1\] \(Pair\)\.forward returned a tuple, not an array: a layer's forward returns one"
+)
+
+
+def pair_net(xp, *after):
+    W, b = arrays(xp, 0, (5, 3), (3,))
+    (x,) = arrays(xp, 1, (6, 5))
+    return Sequential([Affine(W, b), Pair(), *after], loss=SoftmaxWithLoss()), x
+
+
+def test_a_forward_returning_a_tuple_is_named_when_the_next_layer_refuses_it(xp):
+    net, x = pair_net(xp, Tanh())
+    with pytest.raises(TypeError, match=TUPLE):
+        net.predict(x)
+
+
+@pytest.mark.parametrize("call", ["loss", "gradient"])
+def test_a_last_layer_returning_a_tuple_is_named_when_the_loss_refuses_it(xp, call):
+    net, x = pair_net(xp)
+    with pytest.raises(TypeError, match=TUPLE):
+        getattr(net, call)(x, labels(xp))
+
+
+def test_a_forward_returning_a_tuple_inside_a_stack_is_named_by_its_path(xp):
+    W, b = arrays(xp, 0, (5, 3), (3,))
+    (x,) = arrays(xp, 1, (6, 5))
+    net = Sequential([Affine(W, b), Sequential([Pair(), Tanh()])], loss=SoftmaxWithLoss())
+    with pytest.raises(TypeError, match=r"^layers\[1\]\.layers\[0\] \(Pair\)\.forward returned a"):
+        net.loss(x, labels(xp))
+
+
+def test_the_trainer_names_a_last_layer_returning_a_tuple(cpu_xp):
+    net, x = pair_net(cpu_xp)
+    with pytest.raises(TypeError, match=TUPLE):
+        Trainer(net, SGD(lr=0.1), x, labels(cpu_xp), x, labels(cpu_xp), epochs=1)

@@ -181,6 +181,35 @@ class LayerError(ValueError):
         self.stack, self.text = stack, text
 
 
+class LayerTypeError(LayerError, TypeError):
+    """A :class:`LayerError` for a layer's forward returning no array (a tuple)."""
+
+
+class LayerAttributeError(LayerError, AttributeError):
+    """A :class:`LayerError` for a layer's backward finding no attribute of its own that its
+    forward keeps: the forward pass did not run first."""
+
+
+def _not_an_array(where: str, value: Any) -> str:
+    """The message for ``where``'s forward returning ``value``, which is no array."""
+    got = "None" if value is None else f"a {type(value).__name__}"
+    return (
+        f"{where}.forward returned {got}, not an array: a layer's forward returns one array "
+        "(N, ...), which the next layer, the loss and predict's caller take"
+    )
+
+
+def require_scores(net: Any, scores: Any) -> None:
+    """Raise ``TypeError`` naming the last layer of ``net`` unless ``scores``, what its
+    ``predict`` returned, is an array: for code that runs once (the Trainer's first pass),
+    as :meth:`Sequential.predict` leaves it unchecked in every step."""
+    if hasattr(scores, "shape"):
+        return
+    layers = getattr(net, "layers", ())
+    where = _where(len(layers) - 1, layers[-1]) if layers else f"{type(net).__name__}.predict"
+    raise TypeError(_not_an_array(where, scores))
+
+
 def _wrong_input_gradient(dx: Any, shape: Any) -> str | None:
     """What is wrong with a backward's ``dx`` for an input of ``shape`` (None for nothing or
     an unknown shape): Python-side metadata, no device work."""
@@ -436,6 +465,23 @@ _NO_LOSS = (
 )
 
 
+_NO_DOUT = (
+    "Sequential.backward(dout) takes dout, the gradient of the network's output: an array of "
+    "the shape of the scores of the last forward, (N, C) for N samples of C classes; the "
+    "gradients of the loss, torch's loss.backward(), are grads = net.gradient(x, t)"
+)
+
+
+def _no_scores_gradient(dout: Any) -> Exception:
+    """The error for :meth:`Sequential.backward` given ``dout`` that is no gradient of the
+    scores: none, a number or a 0-D array (torch's ``loss.backward()``, the loss's ``1``)."""
+    if dout is None:
+        return TypeError(f"no dout: {_NO_DOUT}")
+    if not hasattr(dout, "shape"):
+        return TypeError(f"got dout {type(dout).__name__} {dout!r:.40}: {_NO_DOUT}")
+    return ValueError(f"got dout of shape (), a 0-D array: {_NO_DOUT}")
+
+
 class Sequential:
     """A network from a list of layers and a loss layer: ``loss(layers(x), t)``.
 
@@ -558,6 +604,10 @@ class Sequential:
                 x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
                 raise self._refused(k, x, exc) from exc
+            except TypeError as exc:  # a tuple from the layer before, say
+                if k == 0 or hasattr(x, "shape"):
+                    raise
+                raise self._no_array(k - 1, x) from exc
         if shapes is not None:
             shapes.append(getattr(x, "shape", None))
         return x
@@ -568,6 +618,8 @@ class Sequential:
         renamed = self._renamed(exc, walk_from(f"layers[{k}]", self.layers[k]))
         if renamed is not exc:
             return renamed
+        if k and not hasattr(x, "shape"):
+            return self._no_array(k - 1, x)
 
         def text(prefix: str) -> str:
             source = (
@@ -592,7 +644,14 @@ class Sequential:
         path = next(found, None)
         if path is None:  # a stack that its holder does not name in its sublayers
             return exc
-        return LayerError(self, lambda prefix: exc.text(_at(prefix, path)))
+        return type(exc)(self, lambda prefix: exc.text(_at(prefix, path)))
+
+    def _no_array(self, k: int, value: Any) -> LayerTypeError:
+        """The error for layer ``k``'s forward returning ``value``, which is no array."""
+        layer = self.layers[k]
+        return LayerTypeError(
+            self, lambda prefix: _not_an_array(_where(_at(prefix, f"layers[{k}]"), layer), value)
+        )
 
     def _in_parameter_dtype(self, x: Any) -> Any:
         """``x`` converted to the parameters' dtype when it is real floating (integers, such
@@ -610,7 +669,13 @@ class Sequential:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
         if self.last_layer is None:
             raise TypeError(_NO_LOSS)
-        loss = self.last_layer.forward(self.predict(x, train_flg), t)
+        y = self.predict(x, train_flg)
+        try:
+            loss = self.last_layer.forward(y, t)
+        except (TypeError, ValueError) as exc:  # a tuple from the last layer, say
+            if hasattr(y, "shape"):
+                raise
+            raise self._no_array(len(self.layers) - 1, y) from exc
         for name in self._decayed if self.weight_decay else ():
             W = self.params[name]
             loss = loss + 0.5 * self.weight_decay * reduce_sum(W * W)
@@ -722,41 +787,108 @@ class Sequential:
         (N, C) for ``x`` (N, ...), in evaluation mode unless ``train_flg``."""
         return self.predict(x, train_flg)
 
-    def backward(self, dout: Any) -> Any:
+    def backward(self, dout: Any = None) -> Any:
         """The gradient of the input (N, ...) of the last :meth:`forward`, for the gradient
-        ``dout`` of its output, through the layers in reverse; they store their parameters'
-        gradients (``dW``) as in :meth:`gradient`. None where a layer returns none and no
-        layer before it has parameters. Within the outer network's :meth:`gradient` that
-        checks shapes, the layers' input gradients are checked here, named by full path."""
+        ``dout`` of its output (the scores' shape, (N, C)), through the layers in reverse;
+        they store their parameters' gradients (``dW``) as in :meth:`gradient`. None where a
+        layer returns none and no layer before it has parameters. Within the outer network's
+        :meth:`gradient` that checks shapes, the layers' input gradients are checked here,
+        named by full path.
+
+        ``dout`` is not the loss's: torch's ``loss.backward()`` is :meth:`gradient`, which
+        runs the loss layer's backward itself. No ``dout``, a number or a 0-D array (the
+        loss's ``1``) is an error saying so, and so is a ``dout`` of another shape that the
+        last layer refuses."""
+        try:  # one check a call: the loss's 1 would broadcast through an activation silently
+            if not dout.ndim:
+                raise _no_scores_gradient(dout)
+        except AttributeError:  # None, or a number
+            raise _no_scores_gradient(dout) from None
         shapes, self._shapes = self._shapes, None
         check = shapes is not None and len(shapes) == len(self.layers) + 1
         try:
-            return self._backward_to(0, dout, shapes if check else None)
+            return self._backward_to(0, dout, shapes if check else None, True)
         except LayerError as exc:
             renamed = self._renamed(exc)
             if renamed is exc:
                 raise
             raise renamed from exc
 
-    def _backward_to(self, stop: int, dout: Any, shapes: list[Any] | None) -> Any:
+    def _backward_to(
+        self, stop: int, dout: Any, shapes: list[Any] | None, given: bool = False
+    ) -> Any:
         """``dout`` (the gradient of the last layer's output) through the layers in reverse,
         down to ``layers[stop]``, as :meth:`gradient` and :meth:`backward` run them: the
         gradient of ``layers[stop]``'s input, or None where a layer returns none and no
         layer before it has parameters. With ``shapes`` (the layers' input shapes, as
-        :meth:`predict` recorded them), each input gradient is checked against its shape."""
-        for k in range(len(self.layers) - 1, stop - 1, -1):
-            if dout is None:
-                if k < self._backward_from:
-                    return None  # no layer from k down has parameters
-                raise LayerError(self, self._no_input_gradient(k + 1))
-            dout = self.layers[k].backward(dout)
-            wrong = (
-                shapes is not None and dout is not None and _wrong_input_gradient(dout, shapes[k])
-            )
-            if wrong:
-                text = _where(k, self.layers[k]) + wrong
-                raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
+        :meth:`predict` recorded them), each input gradient is checked against its shape.
+        ``given``: ``dout`` is the caller's of :meth:`backward`, which errors name as such.
+        The checks are in the ``except`` branches, free until one is raised."""
+        top = len(self.layers) - 1
+        try:
+            for k in range(top, stop - 1, -1):
+                if dout is None:
+                    if k < self._backward_from:
+                        return None  # no layer from k down has parameters
+                    raise LayerError(self, self._no_input_gradient(k + 1))
+                dout = self.layers[k].backward(dout)
+                wrong = (
+                    shapes is not None
+                    and dout is not None
+                    and _wrong_input_gradient(dout, shapes[k])
+                )
+                if wrong:
+                    text = _where(k, self.layers[k]) + wrong
+                    raise LayerError(self, lambda prefix, text=text: _at(prefix, text))
+        except LayerError:
+            raise
+        except AttributeError as exc:
+            error = self._forward_first(k, exc)
+            if error is None:
+                raise
+            raise error from exc
+        except (TypeError, ValueError, RuntimeError) as exc:
+            if not given or k != top:
+                raise
+            raise self._refused_dout(dout) from exc
         return dout
+
+    def _forward_first(self, k: int, exc: AttributeError) -> LayerAttributeError | None:
+        """The error for ``exc``, raised in the backward of layer ``k`` or of a layer inside
+        it, when that backward found no attribute ``exc.name`` on its own layer: one its
+        forward keeps, so forward did not run first. None for any other AttributeError."""
+        layer, tb = exc.obj, exc.__traceback__
+        while tb.tb_next is not None:  # the frame that looked the attribute up
+            tb = tb.tb_next
+        frame = tb.tb_frame
+        if layer is None or frame.f_code.co_name != "backward":
+            return None
+        if frame.f_locals.get("self") is not layer:
+            return None
+        found = (p for p, lay in walk_from(f"layers[{k}]", self.layers[k]) if lay is layer)
+        path = next(found, None)
+        if path is None:
+            return None
+        return LayerAttributeError(
+            self,
+            lambda prefix: (
+                f"{_where(_at(prefix, path), layer)}.backward found no {exc.name}: call forward "
+                "first (net.loss(x, t) or net.predict(x, train_flg=True)); a layer's backward "
+                "uses what its forward kept"
+            ),
+        )
+
+    def _refused_dout(self, dout: Any) -> LayerError:
+        """The error for the last layer's backward refusing ``dout`` (of another shape than
+        its output), the caller's of :meth:`backward`."""
+        top = len(self.layers) - 1
+        return LayerError(
+            self,
+            lambda prefix: (
+                f"{_where(_at(prefix, f'layers[{top}]'), self.layers[top])}.backward cannot "
+                f"take dout of shape {tuple(dout.shape)}: {_NO_DOUT}"
+            ),
+        )
 
     def _no_input_gradient(self, k: int) -> Any:
         """The message (as :class:`LayerError` takes it) for layer ``k`` returning no input
@@ -839,10 +971,12 @@ class Sequential:
 
     def __getitem__(self, index: int | slice) -> Any:
         """``net[i]`` is ``net.layers[i]``, counted from 0 (``net[-1]`` is the last layer); a
-        slice gives the tuple of those layers. The ``repr`` and the error messages count the
-        same way: ``net[2]`` is ``(2)`` and ``layers[2]``."""
+        slice is a :class:`Sequential` of those layers, the same objects, without loss (a
+        stack, as PyTorch's ``nn.Sequential`` slices), its parameters named afresh (``net[2:]``
+        of ``W1, b1, W2, b2`` holds ``W1, b1``: ``net.params["W2"]``). The ``repr`` and the
+        error messages count the same way: ``net[2]`` is ``(2)`` and ``layers[2]``."""
         try:
-            return self.layers[index]
+            layers = self.layers[index]
         except IndexError:
             n = len(self.layers)
             raise IndexError(
@@ -857,6 +991,7 @@ class Sequential:
                 "a network's layers are indexed by position, an integer or a slice (net[0], "
                 f"net[-1], net[1:]), got {type(index).__name__} {index!r}{hint}"
             ) from None
+        return Sequential(layers) if isinstance(index, slice) else layers
 
     def num_parameters(self) -> int:
         """The number of trainable elements, the sum of the parameters' sizes (a 784-50-10

@@ -54,7 +54,7 @@ from xpnet.layers import (
     not_labels_or_rows,
     require_array,
 )
-from xpnet.networks import EVAL_BATCH_SIZE
+from xpnet.networks import EVAL_BATCH_SIZE, LayerTypeError, require_scores
 from xpnet.optim import Optimizer
 
 
@@ -274,7 +274,9 @@ def _outputs_for(net: Any, name: str, x: Any) -> int:
     ``name``); a ``ValueError`` naming ``x`` and its shape where the network cannot take
     them, with the conversion integer pixels need."""
     try:
-        return net.predict(x[:1, ...]).shape[1]
+        scores = net.predict(x[:1, ...])
+    except LayerTypeError:  # a layer's output (a tuple), named by the network: x fits
+        raise
     except ValueError as exc:
         hint = ""
         if not is_real_floating(namespace_of(x), x):
@@ -283,6 +285,8 @@ def _outputs_for(net: Any, name: str, x: Any) -> int:
             f"{name} ({dtype_name(x)} of shape {tuple(x.shape)}) does not fit the network, "
             f"tried on its first sample: {exc}{hint}"
         ) from exc
+    require_scores(net, scores)
+    return scores.shape[1]
 
 
 def _require_finite(net: Any, optimizer: Any) -> None:
