@@ -872,6 +872,28 @@ def test_a_parameter_gradient_of_another_shape_is_named(xp):
         net.gradient(x, labels(xp))
 
 
+def test_a_parameter_the_layer_does_not_declare_is_named_as_never_trained(xp):
+    # Its gradient was stored, the network did not see it, and fit() left it as it was.
+    class Undeclared(Scale):
+        params = ()
+
+        def backward(self, dout):
+            self.dx = super().backward(dout)  # a gradient of its input x, a cache: not named
+            return self.dx
+
+    net, x = around(xp, Undeclared)
+    with pytest.warns(
+        UserWarning,
+        match=r"layers\[1\] \(Undeclared\) stored ds in backward, but its params does not "
+        r"name s: .*no optimizer trains it.*params = \('s',\)",
+    ) as got:
+        net.gradient(x, labels(xp))
+    assert len(got) == 1 and got[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.gradient(x, labels(xp))  # once: later steps of that shape are not checked
+
+
 def test_a_parameter_gradient_not_summed_over_the_batch_says_so(xp):
     class NotSummed(Scale):
         def backward(self, dout):

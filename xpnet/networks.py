@@ -210,6 +210,38 @@ def require_scores(net: Any, scores: Any) -> None:
     raise TypeError(_not_an_array(where, scores))
 
 
+def _held_arrays(walked: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
+    """``id(layer) -> {attribute: array}`` for the layers at ``walked`` (path, layer)."""
+    return {
+        id(layer): {k: v for k, v in vars(layer).items() if array_api_compat.is_array_api_obj(v)}
+        for _, layer in walked
+        if hasattr(layer, "__dict__")
+    }
+
+
+def _warn_of_undeclared_parameters(
+    walked: list[tuple[str, Any]], before: dict[int, dict[str, Any]]
+) -> None:
+    """Warn of each array ``w`` that a layer held ``before`` a pass and still holds, whose
+    gradient ``dw`` of its shape the pass stored, but that the layer's ``params`` does not
+    name: the network does not see it, so no optimizer trains it (arrays the pass replaced
+    are caches, as the input ``x`` its forward keeps)."""
+    for path, layer in walked:
+        declared = own_params(layer)
+        for name, value in before.get(id(layer), {}).items():
+            grad = getattr(layer, "d" + name, None)
+            if name in declared or getattr(layer, name, None) is not value:
+                continue
+            if array_api_compat.is_array_api_obj(grad) and grad.shape == value.shape:
+                warnings.warn(
+                    f"{_where(path, layer)} stored d{name} in backward, but its params does not "
+                    f"name {name}: the network does not see {name} (not in net.params), so no "
+                    f"optimizer trains it and no gradient check checks it; name it in the "
+                    f"class's params, e.g. params = ({name!r},)",
+                    stacklevel=3,
+                )
+
+
 def _wrong_input_gradient(dx: Any, shape: Any) -> str | None:
     """What is wrong with a backward's ``dx`` for an input of ``shape`` (None for nothing or
     an unknown shape): Python-side metadata, no device work."""
@@ -573,6 +605,7 @@ class Sequential:
         # The stacks inside (Sequentials without loss), whose backward checks their layers'
         # shapes while gradient() checks them.
         self._stacks = [lay for _, lay in walked if isinstance(lay, Sequential)]
+        self._walked = [(path, lay) for path, lay in walked if not isinstance(lay, Sequential)]
         self._backward_from = next(
             (k for k, layer in enumerate(self.layers) if has_params(layer)), len(self.layers)
         )
@@ -746,6 +779,7 @@ class Sequential:
         stacks = () if shapes is None else self._stacks
         for stack in stacks:
             stack._shapes = []  # and so do the stacks inside, for their backward to check
+        held_before = None if shapes is None else _held_arrays(self._walked)
         try:
             self.training_loss(x, t) if train_flg else self.loss(x, t)
             # A loss of the user's that does not call predict records no shapes to check.
@@ -767,6 +801,7 @@ class Sequential:
         if shapes is not None:
             for name, layer, attr, dattr, where in self._slots:
                 _require_parameter_gradient(grads[name], getattr(layer, attr), name, dattr, where)
+            _warn_of_undeclared_parameters(self._walked, held_before)
             self._checked_shapes.add(key)
         for name in self._decayed if self.weight_decay else ():
             grads[name] = grads[name] + self.weight_decay * self.params[name]
