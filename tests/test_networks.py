@@ -309,7 +309,11 @@ def test_params_is_a_live_view_of_the_layers(xp):
 
 def test_a_parameter_keeps_its_dtype(xp):
     net = TwoLayerNet(3, 2, 2, dtype="float32", seed=0, xp=xp)
-    with pytest.raises(ValueError, match="'W1' has dtype float32, got float64"):
+    with pytest.raises(
+        ValueError,
+        match=r"'W1' has dtype float32, got float64: .*give it a float32 array .*for the whole "
+        r"network in another dtype .*load_network\(path, dtype=\.\.\.\)",
+    ):
         net.params["W1"] = to_device(np.zeros((3, 2)), dtype="float64", xp=xp)
 
 

@@ -115,7 +115,9 @@ class Parameters(MutableMapping):
         if value.dtype != old.dtype:
             raise ValueError(
                 f"parameter {name!r} has dtype {dtype_name(old)}, got {dtype_name(value)}: "
-                "convert it first (xp.astype), as every parameter of a network has one dtype"
+                f"every parameter of a network has one dtype, so give it a {dtype_name(old)} "
+                "array (xp.astype); for the whole network in another dtype (torch's "
+                "model.double()), save it and load_network(path, dtype=...)"
             )
         setattr(layer, attr, value)
 
