@@ -788,6 +788,14 @@ def test_parameters_in_disjoint_parts_of_one_array_are_not_tied(xp):
     assert list(net.params) == ["s1", "s2"]
 
 
+def test_torch_tensors_on_the_meta_device_are_not_taken_for_tied_weights():
+    # Every meta tensor reports address 0: b2 "shared memory with" b1.
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    W1, b1, W2, b2 = (torch.empty(shape, device="meta") for shape in ((4, 3), (3,), (3, 2), (2,)))
+    net = Sequential([Affine(W1, b1), Affine(W2, b2)], loss=MeanSquaredError())
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+
+
 def test_parameters_read_as_new_views_each_time_are_not_taken_for_tied_weights(xp):
     # Each read of ViewedScale.s is a new array object; one freed after its check could
     # hand its id to the next layer's, which was then refused as the same array.

@@ -473,8 +473,11 @@ def to_numpy(x: Any) -> np.ndarray:
 def byte_bounds(a: Any) -> tuple[str, int, int] | None:
     """``(device, first byte, one past the last byte)`` of the memory the array ``a`` spans,
     as ``numpy.lib.array_utils.byte_bounds``: arrays on one device whose bounds overlap may
-    share memory (a view, as ``W.T`` is of ``W``). None for an empty or a dask array."""
+    share memory (a view, as ``W.T`` is of ``W``). None for an empty or a dask array, and
+    for a PyTorch tensor on the ``meta`` device, which holds no memory (its address is 0)."""
     if array_api_compat.is_dask_array(a) or not math.prod(a.shape):
+        return None
+    if array_api_compat.is_torch_array(a) and a.is_meta:
         return None
     if array_api_compat.is_torch_array(a):
         size = a.element_size()
