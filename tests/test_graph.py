@@ -7,9 +7,13 @@ Expected numbers are the book's (section 5.4) and CS231n's, or computed here in 
 
 import inspect
 import math
+import os
+import pty
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -22,6 +26,8 @@ from xpnet.networks import MultiLayerNet, Sequential
 
 X, NEGATE = graph.TIMES, f"{graph.TIMES}-1"  # the multiply gates
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PDF_SIGNATURE = b"%PDF-"
+SIGNATURES = {"png": PNG_SIGNATURE, "pdf": PDF_SIGNATURE, "svg": b"<?xml"}
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None, reason="Graphviz's dot program is not installed"
 )
@@ -94,7 +100,7 @@ def test_a_float32_scalar_reads_as_float32_prints_it(xp):
         "1.1",
         "gradient: 2.2",
         "2.42",
-        "gradient: 1.0",
+        "gradient: 1",
     ]
 
 
@@ -111,13 +117,23 @@ def test_a_float32_input_used_twice_sums_its_gradients_in_float32(xp):
     assert float(np.float32(0.1) + np.float32(0.2)) == float(np.float32(0.3))  # the dtype's sum
 
 
-def test_a_float64_scalar_keeps_every_digit(xp):
+def test_a_float64_scalar_reads_to_12_significant_digits(xp):
+    # 0.1 * 3 read 0.30000000000000004 in its tooltip, and 1.0 beside an integer's 3.
     mul = layers.Mul()
     x, y = dev(xp, 0.1), dev(xp, 3.0)
     with graph.record([mul], inputs={"x": x, "y": y}) as run:
         mul.forward(x, y)
         mul.backward(dev(xp, 1.0))
-    assert "0.30000000000000004" in tooltips(run.dot())
+    assert tooltips(run.dot()) == ["0.1", "gradient: 3", "3", "gradient: 0.1", "0.3", "gradient: 1"]
+
+
+def test_the_books_tooltips_read_as_the_book_prints_them():
+    # apple-orange's tooltips read 110.00000000000001, 715.0000000000001, and 165.0 beside 650.
+    assert tooltips(graph.apple_orange().dot()) == [
+        "100", "gradient: 2.2", "2", "gradient: 110", "150", "gradient: 3.3", "3",
+        "gradient: 165", "200", "gradient: 1.1", "450", "gradient: 1.1", "650",
+        "gradient: 1.1", "1.1", "gradient: 650", "715", "gradient: 1",
+    ]  # fmt: skip
 
 
 def test_apple_graph_draws_the_books_values():
@@ -218,19 +234,73 @@ def test_network_graph_shows_shapes_and_parameter_gradient_norms(digits):
         assert norm_of(norm) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
 
 
-def test_network_graph_shows_parameter_gradients_with_weight_decay(digits):
-    x, t = digits
-    decay = 0.5
-    net = MultiLayerNet(
-        784, [8], 10, weight_init="he", dtype="float64", seed=1, device="cpu", weight_decay=decay
-    )
+def title_of(dot):
+    """The ``label`` of the graph in DOT text: its title lines, joined by newlines."""
+    (label,) = re.findall(r'^  labelloc=t; label="([^"]*)";', dot, re.M)
+    return label.replace("\\n", "\n")
+
+
+def test_a_network_with_weight_decay_is_drawn_as_its_layers_compute_it(xp):
+    # The loss edge showed the data loss, but each W's gradient had the decay's decay * W
+    # added, from a term the drawing has no node for.
+    rng = np.random.default_rng(3)
+    x, labels = rng.random((6, 5)), rng.integers(0, 4, 6)  # 4 classes: b2's norm is drawn
+    net = MultiLayerNet(5, [4], 4, dtype="float64", seed=2, xp=xp, weight_decay=0.5)
     params = {name: backend.to_numpy(value).copy() for name, value in net.params.items()}
-    _, grads = numpy_two_layer_gradients(x, t, **params)
-    # 0.5 * decay * sum(W**2) in the loss adds decay * W to each weight's gradient (not b's)
-    expected = {"W1": grads["W1"] + decay * params["W1"], "W2": grads["W2"] + decay * params["W2"]}
-    drawn = {(s, d): (f, b) for s, d, f, b in drawn_edges(graph.record_network(net, x, t).dot())}
-    for name, grad in expected.items():
+    loss, grads = numpy_two_layer_gradients(x, labels, **params)
+    t = dev(xp, labels, "int64")
+    dot = graph.record_network(net, dev(xp, x), t).dot()
+    drawn = {(s, d): (f, b) for s, d, f, b in drawn_edges(dot)}
+    assert float(drawn["SoftmaxWithLoss", ""][0]) == pytest.approx(loss, rel=1e-3)
+    for name, grad in grads.items():  # the layers' own gradients, of the loss drawn
         assert norm_of(drawn[name, "Affine"][1]) == pytest.approx(np.linalg.norm(grad), rel=5e-3)
+
+
+def test_a_network_drawing_says_its_weight_decay_is_not_drawn_and_what_it_adds(xp):
+    rng = np.random.default_rng(3)
+    x, t = dev(xp, rng.random((6, 5))), dev(xp, rng.integers(0, 3, 6), "int64")
+    net = MultiLayerNet(5, [4], 3, dtype="float64", seed=2, xp=xp, weight_decay=0.5)
+    run_ = graph.record_network(net, x, t)
+    data_loss, total = float(run_.output), float(net.loss(x, t, train_flg=True))
+    assert title_of(run_.dot()) == (
+        "weight decay (λ = 0.5) not drawn: MultiLayerNet.loss = the loss drawn + 0.5·λ·ΣW² = "
+        f"{data_loss:.4g} + {total - data_loss:.4g} = {total:.4g}; MultiLayerNet.gradient "
+        "adds λ·W to W1, W2, drawn as their layers' own gradients"
+    )
+
+
+def test_a_network_drawing_without_weight_decay_has_no_note(xp):
+    rng = np.random.default_rng(3)
+    x, t = dev(xp, rng.random((6, 5))), dev(xp, rng.integers(0, 3, 6), "int64")
+    net = MultiLayerNet(5, [4], 3, dtype="float64", seed=2, xp=xp)
+    assert graph.record_network(net, x, t).note is None
+
+
+def test_cli_net_with_weight_decay_says_it_is_not_drawn(capsys, digits):
+    argv = ["graph", "net", "--hidden", "4", "--batch-size", "5", "--weight-decay", "0.1"]
+    assert run(argv) == 0
+    title = title_of(capsys.readouterr().out)
+    assert title.startswith("784-4-10 relu, softmax-ce loss, 5 mnist-5k samples")
+    assert "\nweight decay (λ = 0.1) not drawn: " in title
+
+
+def test_the_input_of_a_network_that_converts_it_is_the_leaf_x_without_a_gradient(xp):
+    # A float32 x given to a float64 network was drawn as an unnamed constant, and
+    # input_gradients() read {'t': None}: the network's copy in float64 was not x.
+    rng = np.random.default_rng(3)
+    x = dev(xp, rng.random((6, 5)), "float32")
+    t = dev(xp, rng.integers(0, 3, 6), "int64")
+    run_ = graph.record_network(MultiLayerNet(5, [4], 3, dtype="float64", seed=2, xp=xp), x, t)
+    assert ("x", "Affine", "(6, 5)", None) in drawn_edges(run_.dot())  # the data: no gradient
+    assert run_.input_gradients() == {"x": None, "t": None}
+
+
+def test_input_gradients_name_every_named_input():
+    mul, a, b, unused = layers.Mul(), 2.0, 3.0, 4.0
+    with graph.record([mul], inputs={"a": a, "b": b, "unused": unused}) as run_:
+        mul.forward(a, b)
+        mul.backward(1)
+    assert run_.input_gradients() == {"a": 3.0, "b": 2.0, "unused": None}
 
 
 def test_arrays_are_recorded_as_shape_norm_min_and_max(xp):
@@ -739,10 +809,12 @@ def test_cli_refuses_a_dpi_that_is_not_a_positive_number(dpi, tmp_path, capsys):
 
 @needs_dot
 @pytest.mark.parametrize("name", graph.NAMED)
-def test_named_graphs_render_png_and_svg(name, tmp_path):
+def test_named_graphs_render_png_pdf_and_svg(name, tmp_path):
     dot = graph.NAMED[name]().dot()
     graph.write(dot, tmp_path / "g.png")
     assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
+    graph.write(dot, tmp_path / "g.pdf")  # .pdf was refused: "cannot tell the format"
+    assert (tmp_path / "g.pdf").read_bytes().startswith(PDF_SIGNATURE)
     graph.write(dot, tmp_path / "g.svg")
     assert ET.parse(tmp_path / "g.svg").getroot().tag == "{http://www.w3.org/2000/svg}svg"
 
@@ -753,6 +825,10 @@ def test_cli_renders_every_named_graph(name, tmp_path, digits):
     small = ["--hidden", "8", "--batch-size", "10"] if name == "net" else []
     assert run(["graph", name, "-o", str(tmp_path / "g.png"), *small]) == 0
     assert (tmp_path / "g.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert run(["graph", name, "-o", str(tmp_path / "g.pdf"), *small]) == 0
+    assert (tmp_path / "g.pdf").read_bytes().startswith(PDF_SIGNATURE)
+    assert run(["graph", name, "--format", "pdf", "-o", str(tmp_path / "g"), *small]) == 0
+    assert (tmp_path / "g").read_bytes().startswith(PDF_SIGNATURE)
     assert run(["graph", name, "--format", "svg", "-o", str(tmp_path / "g.out"), *small]) == 0
     assert ET.parse(tmp_path / "g.out").getroot().tag == "{http://www.w3.org/2000/svg}svg"
 
@@ -933,9 +1009,45 @@ def test_unknown_graph_name_lists_the_known_ones(capsys):
     assert all(name in err for name in ("apple", "apple-orange", "sigmoid-neuron", "net"))
 
 
-def test_png_needs_an_output_path(capsys):
-    assert run(["graph", "apple", "--format", "png"]) == 2
-    assert "-o PATH" in capsys.readouterr().err
+def test_a_binary_format_is_refused_on_a_terminal():
+    # --format png without -o was refused even with stdout redirected to a file.
+    primary, replica = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "xpnet", "graph", "apple", "--format", "png"],
+            stdout=replica,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    finally:
+        os.close(replica)
+        os.close(primary)
+    assert done.returncode == 2
+    assert done.stderr.decode() == (
+        "xpnet graph: error: --format png is binary, not for a terminal: give -o PATH, "
+        "redirect stdout (> g.png, or a pipe), or -o - to write it to the terminal all the same\n"
+    )
+
+
+@needs_dot
+@pytest.mark.parametrize("fmt", ["png", "pdf"])
+def test_a_binary_format_goes_to_stdout_that_is_no_terminal(fmt, capsysbinary):
+    assert run(["graph", "apple", "--format", fmt]) == 0
+    assert capsysbinary.readouterr().out.startswith(SIGNATURES[fmt])
+
+
+@needs_dot
+@pytest.mark.parametrize("fmt", graph.FORMATS)
+def test_output_dash_writes_every_format_to_stdout(fmt, tmp_path, monkeypatch, capsysbinary):
+    # -o - wrote a file named "-".
+    monkeypatch.chdir(tmp_path)
+    assert run(["graph", "apple", "-o", "-", "--format", fmt]) == 0
+    out = capsysbinary.readouterr().out
+    if fmt == "dot":
+        assert out.decode() == graph.apple().dot()
+    else:
+        assert out.startswith(SIGNATURES[fmt])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_suffix_or_format_is_a_clear_error(tmp_path):
@@ -984,12 +1096,12 @@ def test_a_format_that_contradicts_the_output_suffix_is_a_usage_error(tmp_path, 
 
 
 def test_an_output_suffix_of_another_format_is_a_usage_error(tmp_path, capsys):
-    # -o g.pdf wrote DOT text into g.pdf; graph.write refuses such a name too.
-    out = tmp_path / "g.pdf"
+    # -o g.gif wrote DOT text into g.gif; graph.write refuses such a name too.
+    out = tmp_path / "g.gif"
     assert run(["graph", "apple", "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
         f"xpnet graph: error: -o {out}: cannot tell the format from its suffix: expected one "
-        "of .dot, .svg, .png, or give --format\n"
+        "of .dot, .svg, .png, .pdf, or give --format\n"
     )
     assert not out.exists()
     assert run(["graph", "apple", "-o", str(tmp_path / "g"), "--format", "dot"]) == 0

@@ -51,7 +51,8 @@ from xpnet.files import atomic_file
 from xpnet.held import held, layers_of
 from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
 
-FORMATS = ("dot", "svg", "png")
+FORMATS = ("dot", "svg", "png", "pdf")
+BINARY_FORMATS = ("png", "pdf")  # not text: no terminal shows them
 SVG_MIME = "image/svg+xml"
 INSTALL_HINT = (
     "install Graphviz's dot program: apt-get install graphviz (Debian, Ubuntu), "
@@ -144,9 +145,10 @@ class Value:
         return f"‖·‖ {self.norm:.3g}"
 
     def summary(self) -> str:
-        """Everything recorded, in full: the number, or shape, norm, min and max."""
+        """Everything recorded: the number to 12 significant digits (110, not the
+        110.00000000000001 of 100 * 1.1), or shape, norm, min and max."""
         if self.number is not None:
-            return repr(self.number)
+            return str(self.number) if isinstance(self.number, int) else f"{self.number:.12g}"
         if self.norm is None:
             return f"shape {self.shape}"
         return f"shape {self.shape}, norm {self.norm:.6g}, min {self.min:.6g}, max {self.max:.6g}"
@@ -212,10 +214,13 @@ class Recording:
     numbers (and unnamed leaves, the constants, drawn only when ``constants``) in
     ``number_format``: by default (None) integers as written and other numbers in
     :data:`NUMBER_FORMAT` (:func:`format_number`); a format set here applies to every number.
+    ``note`` is drawn under the title: what the drawing leaves out (:func:`record_network`
+    sets it for weight decay).
     """
 
     number_format: str | None = None
     constants = True
+    note: str | None = None
 
     def __init__(
         self,
@@ -414,17 +419,21 @@ class Recording:
 
         The sum is taken in the gradients' dtype, as backpropagation sums them, and read as
         that dtype prints it (float32's 0.1 + 0.2 is 0.3). None where a use got no number:
-        no backward call, or an array gradient (its summary is on the edges; the recording
-        keeps no arrays: the array is what the node's ``backward`` returned).
+        no backward call, a backward that returned none for it (a network's first layer
+        computes none for its data, the input ``x`` of :func:`record_network`), or an
+        array gradient (its summary is on the edges; the recording keeps no arrays: the
+        array is what the node's ``backward`` returned); and for a name no node used.
         """
-        sums: dict[str, Any] = {}
+        sums: dict[str, Any] = dict.fromkeys(self.inputs)
+        used: set[str] = set()
         for k, i, name in self._leaf_names():
             if name is None:
                 continue
             dinputs = self.calls[k].dinputs
             value = dinputs[i] if dinputs else None
             grad = value.exact if value is not None and value.number is not None else None
-            if name not in sums:
+            if name not in used:
+                used.add(name)
                 sums[name] = grad
             elif sums[name] is not None:
                 sums[name] = None if grad is None else sums[name] + grad
@@ -432,7 +441,8 @@ class Recording:
 
     def dot(self, *, title: str | None = None) -> str:
         """Graphviz DOT text: nodes left to right, on each edge the forward value above
-        (black) and the backward value below (red)."""
+        (black) and the backward value below (red); ``title`` above them, and the
+        recording's ``note`` under it."""
         leaves, edges = self.edges()
         number_format = self.number_format
         lines = [
@@ -440,8 +450,9 @@ class Recording:
             "  rankdir=LR; ordering=in; nodesep=0.5; ranksep=1.1;",
             '  node [fontname="Helvetica"]; edge [fontname="Helvetica", arrowsize=0.7];',
         ]
-        if title:
-            lines.append(f'  labelloc=t; label="{_escape(title)}"; fontname="Helvetica";')
+        heading = "\\n".join(_escape(line) for line in (title, self.note) if line)
+        if heading:
+            lines.append(f'  labelloc=t; label="{heading}"; fontname="Helvetica";')
         for key, label in leaves.items():
             lines.append(f'  "{_escape(key)}" [shape=plaintext, label="{_escape(label)}"];')
         for k, call in enumerate(self.calls):
@@ -685,10 +696,16 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
 
     ``net`` is any network with ``layers``, ``last_layer``, ``params`` (a mapping with
     ``slot(name) -> (layer, attribute)``) and ``gradient(x, t)`` returning the gradients
-    by name, e.g. :class:`xpnet.Sequential`. ``x`` and ``t`` are the leaves ``x`` and
-    ``t``; each parameter is a leaf named as in ``net.params`` with the gradient that
-    ``gradient`` returned (weight decay included). A layer made of layers (a nested
+    by name, e.g. :class:`xpnet.Sequential`. ``x`` (as the first layer got it: a network
+    converts it to its parameters' dtype) and ``t`` are the leaves ``x`` and ``t``; each
+    parameter is a leaf named as in ``net.params``. A layer made of layers (a nested
     Sequential, a residual block) is one node, its inner layers' parameters its leaves.
+
+    The drawing is the graph the layers compute: the loss layer's loss, and each
+    parameter's gradient as its layer's ``backward`` stored it. What ``gradient`` adds to
+    those and no layer computes, weight decay, is not drawn: the drawing's ``note`` (under
+    its title) says so, with the decay term that ``net.loss`` adds where ``net`` has a
+    ``decay_rate(name)``, as :class:`xpnet.Sequential` has.
 
     Recording changes the network as the recorded pass does, and no more: the layers keep
     what that pass cached (the gradients drawn, Dropout's mask, None in evaluation mode as
@@ -710,10 +727,33 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
     ):
         # (A network of the user's may take gradient(x, t) only, as the book's.)
         grads = net.gradient(x, t) if train_flg else net.gradient(x, t, train_flg=False)
-    for call in run.calls:
-        for name, (value, _) in call.params.items():
-            call.params[name] = (value, Value.of(grads[name]))
+    if run.calls and run.calls[0].inputs:  # x, or its copy in the parameters' dtype
+        run.inputs["x"] = run.calls[0].inputs[0]
+    run.note = _not_drawn(net, run, grads)
     return run
+
+
+def _not_drawn(net: Any, run: Recording, grads: Mapping[str, Any]) -> str | None:
+    """What ``net.gradient`` added to its layers' gradients (weight decay), which the
+    drawing of ``run`` leaves out; None when it added nothing."""
+    params = {name: pair for call in run.calls for name, pair in call.params.items()}
+    added = [name for name, (_, grad) in params.items() if Value.of(grads[name]) != grad]
+    if not added:
+        return None
+    names, cls = _listed(added), type(net).__name__
+    rates = {getattr(net, "decay_rate", lambda _: None)(name) for name in added}
+    rate = rates.pop() if len(rates) == 1 else None
+    loss = run.calls[-1].output_value
+    known = bool(rate) and loss is not None and loss.number is not None
+    if not known or any(params[name][0].norm is None for name in added):
+        return f"not drawn: what {cls}.gradient adds to {names}, drawn as their layers' own"
+    term = sum(0.5 * rate * params[name][0].norm ** 2 for name in added)
+    drawn, total = (format_number(v, None) for v in (loss.number, loss.number + term))
+    return (
+        f"weight decay (λ = {rate:g}) not drawn: {cls}.loss = the loss drawn + 0.5·λ·ΣW² = "
+        f"{drawn} + {format_number(term, None)} = {total}; {cls}.gradient adds λ·W to "
+        f"{names}, drawn as their layers' own gradients"
+    )
 
 
 NAMED: dict[str, Callable[[], Recording]] = {
@@ -724,13 +764,13 @@ NAMED: dict[str, Callable[[], Recording]] = {
 
 
 def render(dot: str, format: str, *, dpi: float | None = None) -> bytes:
-    """DOT text as ``format`` (``dot``, ``svg`` or ``png``, in any case) bytes; svg and png
-    need Graphviz.
+    """DOT text as ``format`` (``dot``, ``svg``, ``png`` or ``pdf``, in any case) bytes; all
+    but ``dot`` need Graphviz.
 
     ``dpi`` (a positive number) is a PNG's resolution in dots per inch, Graphviz's ``dpi``
     graph attribute, which it overrides in ``dot``: 192 draws twice as many pixels each way
-    as Graphviz's default 96. SVG is a vector drawing, drawn at any size without loss, and
-    DOT text is text: neither changes.
+    as Graphviz's default 96. SVG and PDF are vector drawings, drawn at any size without
+    loss, and DOT text is text: none of them changes.
 
     Raises :class:`GraphvizUnavailableError` saying how to install what is missing, and
     ``ValueError`` with Graphviz's own message for DOT text that ``dot`` cannot read.
@@ -768,7 +808,7 @@ def _with_graph_attribute(dot: str, attribute: str) -> str:
 
 def require_graphviz(kind: str) -> None:
     """Raise :class:`GraphvizUnavailableError`, saying how to install what is missing, unless
-    drawing ``kind`` (``svg``, ``png``) can run: the ``graphviz`` package and the ``dot``
+    drawing ``kind`` (``svg``, ``png``, ``pdf``) can run: the ``graphviz`` package and the ``dot``
     program on ``PATH``. The command line asks before it loads any data."""
     try:
         import graphviz  # noqa: F401

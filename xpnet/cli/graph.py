@@ -46,10 +46,11 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "--format",
         type=str.lower,
         choices=FORMATS,
-        help="default: the suffix of -o (.dot, .svg, .png), dot without one; one that "
-        "contradicts the suffix of -o is an error (svg and png need Graphviz's dot program)",
+        help="default: the suffix of -o (.dot, .svg, .png, .pdf), dot without one; one that "
+        "contradicts the suffix of -o is an error (all but dot need Graphviz's dot program); "
+        "png and pdf go to stdout only when it is no terminal (a pipe, a file), or with -o -",
     )
-    p.add_argument("-o", "--output", metavar="PATH", help="write here (default: stdout)")
+    p.add_argument("-o", "--output", metavar="PATH", help="write here; - or none: stdout (default)")
     p.add_argument(
         "--dpi",
         type=positive_float,
@@ -136,10 +137,11 @@ def _run_graph(args: argparse.Namespace) -> int:
     ]
     if name != "net" and given:
         return error(f"{', '.join(given)}: the network flags apply to graph net only", "graph")
-    problem = check_output("-o", args.output)
+    to_stdout = args.output in (None, "-")
+    problem = None if to_stdout else check_output("-o", args.output)
     if problem:
         return error(problem, "graph")
-    suffix = graph.suffix_format(args.output) if args.output else ""
+    suffix = "" if to_stdout else graph.suffix_format(args.output)
     if args.format and suffix in graph.FORMATS and suffix != args.format:
         return error(f"--format {args.format} contradicts -o {args.output} ({suffix})", "graph")
     if not args.format and suffix and suffix not in graph.FORMATS:  # -o g.pdf: not DOT text
@@ -149,8 +151,12 @@ def _run_graph(args: argparse.Namespace) -> int:
             "graph",
         )
     fmt = args.format or suffix or "dot"
-    if fmt == "png" and not args.output:
-        return error("--format png needs -o PATH", "graph")
+    if fmt in graph.BINARY_FORMATS and args.output is None and sys.stdout.isatty():
+        return error(
+            f"--format {fmt} is binary, not for a terminal: give -o PATH, redirect stdout "
+            "(> g.png, or a pipe), or -o - to write it to the terminal all the same",
+            "graph",
+        )
     try:
         if fmt != "dot":  # before the data are loaded and the network run
             graph.require_graphviz(fmt)
@@ -163,10 +169,10 @@ def _run_graph(args: argparse.Namespace) -> int:
         recording, title = graph.NAMED[name](), None
     dot = recording.dot(title=title)
     try:
-        if args.output:
-            graph.write(dot, args.output, fmt, dpi=args.dpi)
-        else:
+        if to_stdout:
             sys.stdout.buffer.write(graph.render(dot, fmt, dpi=args.dpi))
+        else:
+            graph.write(dot, args.output, fmt, dpi=args.dpi)
     except graph.GraphvizUnavailableError as exc:
         return error(str(exc), "graph")
     return 0
