@@ -547,10 +547,8 @@ def test_invalid_device_in_a_subprocess():
 
 
 def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, monkeypatch):
-    from xpnet.cli import train as cli_train
     from xpnet.training import Trainer
 
-    monkeypatch.setattr(cli_train, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
     original = Trainer.train_epoch
 
     def interrupt_in_epoch_3(self, order, label=""):
@@ -560,7 +558,7 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupt_in_epoch_3)
     path = tmp_path / "p.npz"
-    assert run(["train", "--epochs", "5", "--save", str(path)]) == 130
+    assert run(["train", "--epochs", "5", "--save", str(path), "--save-interval", "0"]) == 130
     assert f"interrupted during epoch 3; {path} holds epoch 2" in capsys.readouterr().err
     assert read_metadata(path)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
@@ -595,6 +593,128 @@ def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
         for name in a.files:
             if name != "__metadata__":  # which records the seconds each epoch took
                 np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_sigterm_ends_the_epoch_saves_it_and_exits_143(tmp_path):
+    # What `timeout`, Slurm and `kill` send: the run stops as after a first Ctrl-C.
+    save = tmp_path / "p.npz"
+    proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    stopping = r"\nstopping after epoch (\d+) \(SIGTERM or Ctrl-C again to stop now\)\n"
+    epoch = int(re.match(stopping, err)[1])
+    assert err.endswith(f"\nterminated after epoch {epoch}; {save} holds epoch {epoch}\n"), err
+    assert re.search(rf"^stopped: epochs 1-{epoch} of 1000, ", out, re.M), out
+    assert f"saved {save}\n" in out
+    assert read_metadata(save)["epoch"] == epoch
+
+
+def test_a_second_sigterm_stops_the_run_at_once_with_143(tmp_path):
+    save = tmp_path / "p.npz"
+    proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
+    try:
+        proc.send_signal(signal.SIGTERM)
+        said = proc.stderr.readline() + proc.stderr.readline()  # "\nstopping after epoch N ..."
+        proc.send_signal(signal.SIGTERM)  # epochs of 0.3-0.7 s: within epoch N
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, said + err
+    epoch = int(re.match(r"\nstopping after epoch (\d+) ", said)[1])
+    assert err == f"\nterminated during epoch {epoch}\n"
+    assert "saved" not in out and not save.exists()  # mid-epoch: nothing to save
+
+
+def test_training_puts_back_the_sigterm_handler_it_found(fake_data):
+    def handler(signum, frame):
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        assert run(["train", "--epochs", "1", "--quiet"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def full_disk_command(tmp_path, size, argv):
+    """``python -m xpnet argv`` with ``tmp_path / "disk"`` a file system of ``size`` (a
+    tmpfs, in a mount namespace of its own); skips where this user cannot make one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["unshare", "--mount", "--map-root-user", "sh", "-c",
+             f'mount -t tmpfs -o size={size} xpnet-test "$0" && exec "$@"', str(disk)]  # fmt: skip
+    try:
+        probe = subprocess.run([*mount, "true"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare command to mount a small file system with")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {probe.stderr.strip()}")
+    return subprocess.run([*mount, sys.executable, "-m", "xpnet", *argv],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+# A checkpoint of 784-50-10 takes 161 kB: none fits in 100 kB; one fits in 240 kB, but not
+# the next beside it, which replaces it once whole.
+@pytest.mark.parametrize(
+    ("size", "flags", "left"),
+    [
+        ("100k", ["--epochs", "1"], "nothing was saved"),
+        ("240k", ["--epochs", "3", "--save-interval", "0"], "{path} holds epoch 1, the last "
+         "checkpoint written"),
+    ],
+)  # fmt: skip
+def test_a_full_disk_names_the_checkpoint_and_what_it_holds(tmp_path, size, flags, left):
+    try:
+        datasets.mnist_5k_path()
+    except FileNotFoundError as exc:
+        pytest.skip(f"mnist-5k is not available: {exc}")
+    path = tmp_path / "disk" / "p.npz"
+    argv = ["train", "--dataset", "mnist-5k", "--quiet", "--save", str(path), *flags]
+    done = full_disk_command(tmp_path, size, argv)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"xpnet train: error: cannot write {path}: No space left on device [Errno 28]; "
+        f"{left.format(path=path)}\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_save_interval_that_is_not_a_number_of_seconds_is_refused(value, capsys):
+    assert run(["train", "--save", "p.npz", "--save-interval", value]) == 2
+    assert (
+        f"xpnet train: error: argument --save-interval: expected a number >= 0, got {value!r}\n"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_save_interval_without_save_is_refused(fake_data, capsys):
+    assert run(["train", "--epochs", "1", "--save-interval", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "xpnet train: error: --save-interval 0: nothing to save without --save\n"
+    )
+    assert fake_data == []  # before the data are read
+
+
+def test_a_save_interval_of_zero_saves_after_every_epoch(fake_data, tmp_path, monkeypatch):
+    from xpnet import checkpoint as ckpt
+
+    saved_epochs = []
+    original = ckpt.save_params
+
+    def recorded(path, net, meta, **kwargs):
+        saved_epochs.append(meta["epoch"])
+        original(path, net, meta, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_params", recorded)
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "3", "--quiet", "--save", str(path),
+                "--save-interval", "0"]) == 0  # fmt: skip
+    assert saved_epochs == [1, 2, 3]
 
 
 def ctrl_c_in_epoch(monkeypatch, epoch, presses):
@@ -1006,6 +1126,110 @@ def test_resuming_with_another_optimizer_starts_it_fresh(fake_data, tmp_path, ca
     assert saved["name"] == "nesterov" and saved["momentum"] == 0.9  # its default, not 0.5
 
 
+def test_resume_with_other_settings_names_each_change_on_stderr(fake_data, tmp_path, capsys):
+    part = tmp_path / "part.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(part)]) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--quiet",
+                "--seed", "5", "--batch-size", "50"]) == 0  # fmt: skip
+    assert capsys.readouterr().err == (
+        f"xpnet train: note: --resume {part} changes the run after epoch 1: "
+        "--batch-size 100 -> 50, --seed 0 -> 5; it no longer continues bit for bit as the "
+        "uninterrupted run (the run record of --save lists the changes)\n"
+    )
+
+
+def test_resume_with_the_same_settings_says_nothing_and_records_no_change(
+    fake_data, tmp_path, capsys
+):
+    part, resumed = tmp_path / "part.npz", tmp_path / "resumed.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--seed", "3", "--save", str(part)]) == 0
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--quiet", "--seed", "3",
+                "--lr", "0.1", "--save", str(resumed)]) == 0  # fmt: skip
+    assert capsys.readouterr().err == ""
+    assert read_metadata(resumed)["run"]["changes"] == []
+
+
+def test_the_run_record_lists_each_change_with_the_epoch_it_took_effect_after(fake_data, tmp_path):
+    # The record's settings are the last epochs'; "changes" says since when.
+    first, second, third = (tmp_path / f"{k}.npz" for k in (1, 2, 3))
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(first)]) == 0
+    assert run(["train", "--resume", str(first), "--epochs", "2", "--quiet", "--seed", "5",
+                "--batch-size", "50", "--save", str(second)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(second), "--epochs", "3", "--quiet", "--lr", "0.05",
+                "--save", str(third)]) == 0  # fmt: skip
+    record = read_metadata(third)["run"]
+    assert (record["seed"], record["batch_size"], record["lr"]) == (5, 50, 0.05)
+    assert record["changes"] == [
+        {"epoch": 1, "settings": {"batch_size": [100, 50], "seed": [0, 5]}},
+        {"epoch": 2, "settings": {"lr": [0.1, 0.05]}},
+    ]
+
+
+def test_a_version_changed_on_resume_is_named_and_recorded(fake_data, tmp_path, capsys):
+    part, resumed = tmp_path / "part.npz", tmp_path / "resumed.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(part)]) == 0
+    rewrite_metadata(part, setting("run.versions.numpy", "1.26.4"))
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--quiet",
+                "--save", str(resumed)]) == 0  # fmt: skip
+    numpy_now = read_metadata(resumed)["run"]["versions"]["numpy"]
+    note = f"changes the run after epoch 1: numpy 1.26.4 -> {numpy_now}; "
+    assert note in capsys.readouterr().err
+    assert read_metadata(resumed)["run"]["changes"] == [
+        {"epoch": 1, "versions": {"numpy": ["1.26.4", numpy_now]}}
+    ]
+
+
+def test_the_run_record_holds_the_initial_weights_lr_device_and_versions(fake_data, tmp_path):
+    import platform
+
+    import xpnet
+
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--weight-init", "xavier",
+                "--bias-init", "uniform", "--lr", "0.05", "--save", str(path)]) == 0  # fmt: skip
+    record = read_metadata(path)["run"]
+    assert (record["weight_init"], record["bias_init"]) == ("xavier", "uniform")
+    assert (record["lr"], record["device"]) == (0.05, "cpu")
+    assert record["versions"] == {
+        "xpnet": xpnet.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def test_the_run_record_of_the_default_weights_is_null(fake_data, tmp_path):
+    # null: the default, 0.01 with one hidden layer as the book's, he or xavier deeper.
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    assert read_metadata(path)["run"]["weight_init"] is None
+
+
+def test_a_resumed_run_records_the_initial_weights_of_the_run_that_drew_them(fake_data, tmp_path):
+    part, resumed = tmp_path / "part.npz", tmp_path / "resumed.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--weight-init", "0.05",
+                "--save", str(part)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--quiet",
+                "--save", str(resumed)]) == 0  # fmt: skip
+    assert read_metadata(resumed)["run"]["weight_init"] == 0.05
+
+
+def test_resume_from_a_malformed_version_record_is_a_one_line_error(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    rewrite_metadata(path, setting("run.versions.numpy", 2))
+    capsys.readouterr()
+    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "field run.versions.numpy is 2, expected a string" in err and err.count("\n") == 1
+
+
+def test_the_run_line_gives_the_seed(fake_data, capsys):
+    assert run(["train", "--epochs", "1", "--seed", "7"]) == 0
+    assert ", 1 epoch, seed 7, float32 on cpu\n" in capsys.readouterr().out
+
+
 def test_resume_keeps_the_checkpoints_weight_decay(fake_data, tmp_path):
     path, resumed = tmp_path / "old.npz", tmp_path / "new.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--weight-decay", "0.1",
@@ -1048,10 +1272,8 @@ def test_the_seed_decides_the_shuffling_of_a_resumed_run(fake_data, tmp_path):
 def test_a_diverged_run_exits_1_and_keeps_the_last_finite_checkpoint(
     fake_data, tmp_path, capsys, monkeypatch
 ):
-    from xpnet.cli import train as cli_train
     from xpnet.training import Trainer
 
-    monkeypatch.setattr(cli_train, "SAVE_INTERVAL_S", -1.0)  # save after every epoch
     original = Trainer.train_epoch
 
     def poison_in_epoch_3(self, order, label=""):
@@ -1062,7 +1284,7 @@ def test_a_diverged_run_exits_1_and_keeps_the_last_finite_checkpoint(
     monkeypatch.setattr(Trainer, "train_epoch", poison_in_epoch_3)
     path = tmp_path / "p.npz"
     with np.errstate(all="ignore"):
-        assert run(["train", "--epochs", "5", "--save", str(path)]) == 1
+        assert run(["train", "--epochs", "5", "--save", str(path), "--save-interval", "0"]) == 1
     out, err = capsys.readouterr()
     assert [e for e, _ in epoch_lines(out)] == ["1", "2"]
     assert err.startswith("xpnet train: error: training diverged in epoch 3")
@@ -1208,7 +1430,8 @@ def test_a_checkpoint_made_read_only_during_training_is_a_one_line_error(
     asked = read_only_to_this_process(path, writable_checks=1)
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 2
     assert capsys.readouterr().err == (
-        f"xpnet train: error: cannot write {path}: the file is read-only\n"
+        f"xpnet train: error: cannot write {path}: the file is read-only; {path} is left as it "
+        "was\n"
     )
     assert path.read_bytes() == b"old" and len(asked) == 2
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
+import platform
 import signal
 import sys
 import threading
@@ -20,6 +22,7 @@ from xpnet.cli.common import (
     check_scheduler,
     cluster,
     error,
+    non_negative_float,
     positive_float,
     positive_int,
 )
@@ -41,7 +44,13 @@ from xpnet.cli.network import (
     train_settings,
 )
 
-SAVE_INTERVAL_S = 60.0  # --save also writes a checkpoint this often during training
+SAVE_INTERVAL_S = 60.0  # --save-interval's default
+# The signals that stop a run after its epoch (a second stops it at once): how they are named,
+# and the word for a run they stopped.
+STOPPING = {signal.SIGINT: ("Ctrl-C", "interrupted"), signal.SIGTERM: ("SIGTERM", "terminated")}
+# The run record's settings that a note does not call a change on resume: the training length
+# (counted from the start), the data folder (a note of its own) and what records the changes.
+NOT_COMPARED = ("epochs", "iters", "data_dir", "changes")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +99,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--save",
         metavar="PATH",
         help="write a checkpoint (.npz) at the end, at the end of the epoch a first Ctrl-C "
-        f"stops after, and every {SAVE_INTERVAL_S:.0f} s during training",
+        "or SIGTERM stops after, and during training as --save-interval says",
+    )
+    p.add_argument(
+        "--save-interval",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help=f"with --save, also write it at the end of an epoch when SECONDS have passed "
+        f"since the last write (default {SAVE_INTERVAL_S:g}; 0: after every epoch)",
     )
     p.add_argument(
         "--plot",
@@ -125,38 +141,110 @@ def _the_flags_hyperparameters() -> Iterator[None]:
 
 
 @contextmanager
-def _ctrl_c_stops_after_the_epoch(trainer: Any, running: Callable[[], int]) -> Iterator[None]:
-    """While training: the first Ctrl-C (SIGINT) sets ``trainer.stop_training`` and says
-    so on stderr at once (``running()``: the epoch it stops after), the second raises
-    ``KeyboardInterrupt`` (the parameters are mid-epoch then). The previous handler is back
-    on exit. Nothing changes outside the main thread (``signal.signal`` raises there) or
-    where SIGINT is ignored (``cmd &`` in a script), as Python leaves it."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous in (
-        signal.SIG_IGN,
-        None,  # a handler not set from Python, which could not be put back
-    ):
-        yield
-        return
-    pressed = False
+def _signals_stop_after_the_epoch(
+    trainer: Any, running: Callable[[], int]
+) -> Iterator[list[signal.Signals]]:
+    """While training: the first Ctrl-C (SIGINT) or SIGTERM sets ``trainer.stop_training``
+    and says so on stderr at once (``running()``: the epoch it stops after), a second of
+    either raises ``KeyboardInterrupt`` (the parameters are mid-epoch then). Yields the
+    signals received, in order. The previous handlers are back on exit. Nothing changes
+    outside the main thread (``signal.signal`` raises there), nor for a signal that is
+    ignored (``cmd &`` in a script ignores SIGINT), as Python leaves it."""
+    received: list[signal.Signals] = []
+    previous = {signum: signal.getsignal(signum) for signum in STOPPING}
+    caught = [
+        signum
+        for signum, handler in previous.items()
+        if handler not in (signal.SIG_IGN, None)  # None: not set from Python, not put back
+    ]
+    if threading.current_thread() is not threading.main_thread():
+        caught = []
 
     def stop_after_the_epoch(signum: int, frame: Any) -> None:
-        nonlocal pressed
-        if pressed:
+        received.append(signal.Signals(signum))
+        if len(received) > 1:
             raise KeyboardInterrupt
-        pressed = trainer.stop_training = True
-        line = f"\nstopping after epoch {running()} (Ctrl-C again to stop now)\n"
+        trainer.stop_training = True
+        again = "Ctrl-C" if signum == signal.SIGINT else f"{STOPPING[signum][0]} or Ctrl-C"
+        line = f"\nstopping after epoch {running()} ({again} again to stop now)\n"
         try:
             sys.stderr.write(line)
             sys.stderr.flush()
         except RuntimeError:  # the signal came in the middle of a write to stderr
             os.write(2, line.encode())
 
-    signal.signal(signal.SIGINT, stop_after_the_epoch)
+    for signum in caught:
+        signal.signal(signum, stop_after_the_epoch)
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum in caught:
+            signal.signal(signum, previous[signum])
+
+
+def _ended_by(received: list[signal.Signals]) -> tuple[str, int]:
+    """How a run stopped by ``received`` (SIGINT when none: a ``KeyboardInterrupt`` raised
+    where no handler was installed) ends: ``interrupted`` or ``terminated``, and its exit
+    status, 128 plus the number of the signal that ended it (130, 143), as a shell reports
+    a process that signal killed."""
+    signum = received[-1] if received else signal.SIGINT
+    return STOPPING[signum][1], 128 + signum
+
+
+def _versions(device: str | None) -> dict[str, str]:
+    """What computed a run: xpnet's, Python's and NumPy's versions, and CuPy's on a GPU."""
+    from xpnet import __version__
+
+    versions = {
+        "xpnet": __version__,
+        "python": platform.python_version(),
+        "numpy": importlib.metadata.version("numpy"),
+    }
+    if backend.parse_device(device).kind == "cuda":  # imported by backend.selected by now
+        versions["cupy"] = sys.modules["cupy"].__version__
+    return versions
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """What run record ``after`` changes of ``before``: ``{"settings": {key: [old, new]},
+    "versions": {name: [old, new]}}``, each holding only what differs (empty when nothing
+    does). What ``before`` does not record is not compared: an older file's settings, or a
+    run's of another model."""
+
+    def differ(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...]) -> dict:
+        return {
+            k: [old[k], v] for k, v in new.items() if k in old and k not in skip and old[k] != v
+        }
+
+    settings = differ(before, after, (*NOT_COMPARED, "versions"))
+    versions = differ(before.get("versions", {}), after["versions"], ())
+    return {k: v for k, v in (("settings", settings), ("versions", versions)) if v}
+
+
+def _in_words(changed: dict[str, dict[str, list[Any]]]) -> str:
+    """``--seed 0 -> 5, --batch-size 100 -> 50, numpy 2.4.6 -> 2.5.0``."""
+    flags = [(f"--{k.replace('_', '-')}", v) for k, v in changed.get("settings", {}).items()]
+    return ", ".join(
+        f"{name} {_word(old)} -> {_word(new)}"
+        for name, (old, new) in [*flags, *changed.get("versions", {}).items()]
+    )
+
+
+def _word(value: Any) -> str:
+    """A setting's value as typed: ``0.01,0.99`` for a range, ``none`` for null."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _cannot_write(path: str, exc: OSError) -> str:
+    """``cannot write PATH: why [Errno N]`` for an error of the file system (the disk
+    full), whose message names no file; ``atomic_file``'s own refusals name it already."""
+    if exc.strerror:
+        return f"cannot write {path}: {exc.strerror} [Errno {exc.errno}]"
+    return str(exc)
 
 
 def epochs_for_iters(iters: int, batch_size: int, n_train: int) -> int:
@@ -206,16 +294,31 @@ def _resumed(path: str) -> dict[str, Any]:
     learning curves, the optimizer's name and the ``run`` settings."""
     from xpnet import schema
     from xpnet.checkpoint import read_metadata
+    from xpnet.init import WEIGHT_INITS
     from xpnet.optim import OPTIMIZERS
 
     optimizer = {"name": schema.one_of(OPTIMIZERS)}
+    strings = schema.json_object(lambda v: dict.fromkeys(v, schema.string()))
+    pair = schema.Field(lambda v: isinstance(v, list) and len(v) == 2, "a list [old, new]")
+    pairs = schema.json_object(lambda v: dict.fromkeys(v, pair))
+    change = {"epoch": schema.integer(0, required=True), "settings": pairs, "versions": pairs}
+    recorded_here = {  # besides the settings the other commands read too
+        "weight_init": schema.Field(
+            lambda v: v is None or v in WEIGHT_INITS or (schema.is_number(v) and v > 0),
+            'null, "he", "xavier" or a standard deviation > 0',
+        ),
+        "lr": schema.number(0.0),
+        "device": schema.string(),
+        "versions": strings,
+        "changes": schema.list_of(schema.json_object(change)),
+    }
     return read_metadata(
         path,
         {
             "epoch": schema.integer(0),
             "history": schema.json_object(_history_fields),
             "optimizer": schema.nullable(schema.json_object(optimizer)),
-            "run": schema.json_object(run_fields()),
+            "run": schema.json_object(run_fields() | recorded_here),
         },
     )
 
@@ -312,6 +415,9 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     check_scheduler(args)
+    if args.save_interval is not None and not args.save:
+        return error(f"--save-interval {args.save_interval:g}: nothing to save without --save")
+    save_interval = SAVE_INTERVAL_S if args.save_interval is None else args.save_interval
     for option, path in (("--save", args.save), ("--plot", args.plot)):
         problem = check_output(option, path)
         if problem:
@@ -395,7 +501,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
             f"{loss_words(s)}, {net.num_parameters():,} parameters, {optimizer!r}, "
             f"batch {s['batch_size']}{whole}, "
-            f"{epochs} epoch{'s' * (epochs != 1)}, "
+            f"{epochs} epoch{'s' * (epochs != 1)}, seed {s['seed']}, "
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
     advice = None if args.resume else _summed_loss_advice(s, args.lr, optimizer.lr)  # at start
@@ -407,12 +513,36 @@ def _train(args: argparse.Namespace) -> int:
     keys = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
     run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in keys}
     run[unit] = length
+    before = saved.get("run", {})
+    if not rebuilt and (not args.resume or "weight_init" in before):  # (an older file's: unknown)
+        run["weight_init"] = before.get("weight_init", s["weight_init"])  # null: the default
+    run |= {"lr": optimizer.lr, "device": str(backend.parse_device(args.device))}
+    run["versions"] = _versions(args.device)
+    changed = _changes(before, run) if args.resume else {}
+    run["changes"] = before.get("changes", [])
+    if changed:
+        run["changes"] = [*run["changes"], {"epoch": start_epoch} | changed]
+        print(
+            f"xpnet train: note: --resume {args.resume} changes the run after epoch "
+            f"{start_epoch}: {_in_words(changed)}; it no longer continues bit for bit as the "
+            "uninterrupted run (the run record of --save lists the changes)",
+            file=sys.stderr,
+        )
     last_save, saved_epoch = time.perf_counter(), 0
 
     def save(epoch: int) -> None:
         nonlocal last_save, saved_epoch
         meta = {"epoch": epoch, "history": history.as_dict(), "run": run}
-        checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
+        try:
+            checkpoint.save_params(args.save, net, meta, optimizer=optimizer)
+        except OSError as exc:  # the disk full: the file written before is whole, as it was
+            if saved_epoch:
+                left = f"{args.save} holds epoch {saved_epoch}, the last checkpoint written"
+            elif os.path.exists(args.save):
+                left = f"{args.save} is left as it was"
+            else:
+                left = "nothing was saved"
+            raise OSError(f"{_cannot_write(args.save, exc)}; {left}") from exc
         last_save, saved_epoch = time.perf_counter(), epoch
 
     def kept() -> str:
@@ -424,7 +554,10 @@ def _train(args: argparse.Namespace) -> int:
             save(epoch)
             print(f"saved {args.save}")
         if args.plot:
-            plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
+            try:
+                plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
+            except OSError as exc:
+                raise OSError(_cannot_write(args.plot, exc)) from exc
             print(f"wrote {args.plot}")
 
     if start_epoch >= epochs:  # --save and --plot are still written, from the checkpoint
@@ -436,7 +569,8 @@ def _train(args: argparse.Namespace) -> int:
 
     def save_now_and_then(r: EpochResult) -> None:
         nonlocal ended
-        if args.save and r.epoch < r.epochs and time.perf_counter() - last_save > SAVE_INTERVAL_S:
+        due = time.perf_counter() - last_save >= save_interval
+        if args.save and r.epoch < r.epochs and due:
             save(r.epoch)
         ended = r.epoch
 
@@ -458,12 +592,13 @@ def _train(args: argparse.Namespace) -> int:
         )  # fmt: skip
         began, first_iteration = time.perf_counter(), trainer.iterations
         try:
-            with _ctrl_c_stops_after_the_epoch(trainer, lambda: ended + 1):
+            with _signals_stop_after_the_epoch(trainer, lambda: ended + 1) as received:
                 trainer.fit()
         except KeyboardInterrupt:
             # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
-            print(f"\ninterrupted during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
-            return 130
+            how, status = _ended_by(received)
+            print(f"\n{how} during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
+            return status
         except TrainingDiverged as exc:  # nothing is saved: the parameters are not finite
             print(f"xpnet train: error: {exc}{kept()}", file=sys.stderr)
             return 1
@@ -485,7 +620,8 @@ def _train(args: argparse.Namespace) -> int:
         f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
     )
     write_outputs(trainer.epoch)
-    if stopped:  # by Ctrl-C, the only stop here; one in the last epoch lets the run end
-        print(f"interrupted after epoch {trainer.epoch}{kept()}", file=sys.stderr)
-        return 130
+    if stopped:  # by Ctrl-C or SIGTERM, the only stops here; one in the last epoch lets it end
+        how, status = _ended_by(received)
+        print(f"{how} after epoch {trainer.epoch}{kept()}", file=sys.stderr)
+        return status
     return 0
