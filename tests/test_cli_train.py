@@ -301,8 +301,8 @@ def test_a_layer_class_of_your_own_is_found_through_layers_module(
     ("argv", "message"),
     [
         (["--layers-module", "no_such_module_here"], "--layers-module no_such_module_here: No "
-         "module named 'no_such_module_here'; the module is imported as Python imports modules: "
-         "install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the current one)\n"),
+         "module named 'no_such_module_here'; the module is imported as Python imports modules, "
+         "from the current folder too: install it, or put its folder on PYTHONPATH\n"),
         (["--layers-module", "my_layers.py"], "argument --layers-module: expected a module "
          "name, not a file name: 'my_layers' for 'my_layers.py'\n"),
         (["--layers-module", "my-layers"], "argument --layers-module: expected a module name "
@@ -316,6 +316,20 @@ def test_a_layers_module_that_cannot_be_imported_is_a_one_line_error(
     assert run(["train", "--resume", str(path), *argv]) == 2
     assert capsys.readouterr().err.endswith(f"xpnet train: error: {message}")
     assert fake_data == []
+
+
+def test_a_layers_module_in_the_current_folder_is_found_without_pythonpath(
+    fake_data, tmp_path, capsys, monkeypatch, user_layers
+):
+    # It needed PYTHONPATH=., where python -m finds a module in the current folder.
+    block = importlib.import_module(user_layers).Residual
+    save_from_python(tmp_path / "p.npz", nested_network(block))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    del sys.modules[user_layers], checkpoint._LAYERS["CliTestResidual"]  # as a new process
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--resume", "p.npz", "--dataset", "mnist", "--epochs", "1"]
+    assert run([*argv, "--layers-module", user_layers]) == 0
+    assert epoch_lines(capsys.readouterr().out) == [("1", "1")]
 
 
 def test_layers_module_without_resume_is_refused(fake_data, capsys):

@@ -606,14 +606,17 @@ def test_cli_gradcheck_on_a_running_scheduler_prints_the_local_report(client, ca
     assert json.loads(capsys.readouterr().out) == here
 
 
-def test_cli_gradcheck_says_what_runs_on_the_cluster_as_train_does(client, capsys):
-    argv = ["gradcheck", "--input-size", "10", "--hidden", "4"]
+@pytest.mark.parametrize(
+    ("method", "how"), [("batched", "by local perturbations"), ("loop", "element by element")]
+)
+def test_cli_gradcheck_says_what_runs_on_the_cluster_as_train_does(client, capsys, method, how):
+    # "via local: by local perturbations" whatever the method, where the table said via loop.
+    argv = ["gradcheck", "--input-size", "10", "--hidden", "4", "--method", method]
     assert run([*argv, "--scheduler", client.scheduler.address]) == 0
     where = capsys.readouterr().out.splitlines()[1]
     assert where == (
         f"checking on the Dask cluster at {client.scheduler.address} (2 worker threads): the "
-        "numerical gradients run there (via local: by local perturbations), backprop and any "
-        "element differenced again here"
+        f"numerical gradients run there ({how}), backprop and any element differenced again here"
     )
 
 

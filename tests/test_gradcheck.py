@@ -1948,3 +1948,10 @@ def test_a_network_whose_loss_is_nan_at_the_point_is_refused_saying_so(xp, metho
         pytest.raises(ValueError, match=r"^Sequential's loss is nan at the point checked"),
     ):
         check_gradients(net, x, t, method=method)
+
+
+@pytest.mark.parametrize("progress", [True, print])
+def test_progress_without_a_cluster_is_refused_as_showing_nothing(cpu_xp, progress):
+    # It was silently ignored: a long local check showed nothing, as asked.
+    with pytest.raises(ValueError, match=r"shows the tasks of a check on a cluster \(client=\)"):
+        check_gradients(*small_problem(cpu_xp), progress=progress)

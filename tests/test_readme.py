@@ -272,7 +272,7 @@ def test_the_dask_snippet_checks_and_computes_on_a_cluster_as_a_local_run_does()
     pytest.importorskip("distributed", reason="Dask is not installed: xpnet[dask]")
     if backend.parse_device().kind != "cpu":
         pytest.skip("the Dask snippet is for networks with NumPy weights (XPNET_DEVICE=cpu)")
-    namespace = run(DASK, run(USAGE))
+    namespace = run(DASK, {**run(USAGE), "__name__": "__main__"})  # as a script runs it
     net, net64, x3 = namespace["net"], namespace["net64"], namespace["x3"]
     x_train, t_train = namespace["x_train"], namespace["t_train"]
     local = xpnet.check_gradients(net64, x3, t_train[:3], method="loop")

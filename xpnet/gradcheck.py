@@ -1608,7 +1608,8 @@ def check_gradients(
     ``loop`` and ``batched`` as tasks on its cluster, with the same report
     (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then per task);
     ``progress`` shows them (True, False, None: when stderr is a terminal, or a
-    callable ``progress(done, total)``). ``x`` and ``t`` are arrays of the network's library
+    callable ``progress(done, total)``; without ``client`` it is a ``ValueError``, as a
+    check in this process shows none). ``x`` and ``t`` are arrays of the network's library
     either way (the check sends them to the workers itself): a dask array is a ``TypeError``.
 
     A parameter, ``x`` or ``t`` holding NaN or infinity is a ``ValueError`` naming it and
@@ -1622,6 +1623,12 @@ def check_gradients(
         raise ValueError("client= runs the loop and batched methods; directional runs locally")
     if isinstance(client, str):
         raise address_given_as_client(client)
+    if client is None and progress not in (None, False):
+        raise ValueError(
+            f"progress={progress!r} shows the tasks of a check on a cluster (client=); a "
+            "check in this process shows no progress: for a long one, check fewer elements "
+            "(params=, a smaller batch) or use method='directional'"
+        )
     if method == "directional":
         return directional_check(
             net,

@@ -203,7 +203,7 @@ def _check(args: argparse.Namespace) -> Any | None:
     try:
         with cluster(args) as client, warnings.catch_warnings():
             if client is not None and not args.json:
-                print(_where_it_runs(client), flush=True)
+                print(_where_it_runs(client, args.method), flush=True)
             warnings.simplefilter("ignore", Float32Warning)
             try:
                 return check_gradients(net, x, t, method=args.method, h=args.h, client=client)
@@ -237,15 +237,17 @@ def _left_to_main(exc: Exception) -> bool:
     return Path(innermost.tb_frame.f_code.co_filename).resolve().is_relative_to(XPNET_DIR)
 
 
-def _where_it_runs(client: Any) -> str:
-    """Which part of the check the cluster runs, as ``xpnet train`` says where it evaluates."""
+def _where_it_runs(client: Any, method: str) -> str:
+    """Which part of the check the cluster runs, as ``xpnet train`` says where it evaluates:
+    the numerical gradients, as ``method`` (``loop`` or ``batched``) computes them."""
     from xpnet.distributed import threads
 
     n = threads(client)
+    how = "element by element" if method == "loop" else "by local perturbations"
     return (
         f"checking on the Dask cluster at {client.scheduler.address} ({n} worker "
-        f"thread{'s' * (n != 1)}): the numerical gradients run there (via local: by local "
-        "perturbations), backprop and any element differenced again here"
+        f"thread{'s' * (n != 1)}): the numerical gradients run there ({how}), backprop and "
+        "any element differenced again here"
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from typing import Any
 
 from xpnet import backend
@@ -293,6 +294,8 @@ def import_layers(args: argparse.Namespace, option: str, path: str | None) -> No
         raise ValueError(
             f"--layers-module imports the layer classes of a checkpoint: use it with {option}"
         )
+    if args.layers_module and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a module in the current folder, as python -m finds it
     for name in args.layers_module or ():
         try:
             importlib.import_module(name)
@@ -305,8 +308,8 @@ def import_layers(args: argparse.Namespace, option: str, path: str | None) -> No
                 ) from None
             raise ValueError(
                 f"--layers-module {name}: {exc}; the module is imported as Python imports "
-                "modules: install it, or put its folder on PYTHONPATH (PYTHONPATH=. for the "
-                "current one)"
+                "modules, from the current folder too: install it, or put its folder on "
+                "PYTHONPATH"
             ) from None
         except Exception as exc:  # the module's own error: a line naming it, not a traceback
             raise ValueError(
