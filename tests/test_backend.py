@@ -48,7 +48,9 @@ def test_default_device_is_cpu_numpy(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
 def test_cuda_without_cupy_says_how_to_install(monkeypatch):
     monkeypatch.setenv("XPNET_DEVICE", "cuda")
-    with pytest.raises(backend.BackendUnavailableError, match=r'pip install "xpnet\[cuda12\]"'):
+    with pytest.raises(
+        backend.BackendUnavailableError, match=r"pip install cupy-cuda12x \(CUDA 12\)"
+    ):
         backend.namespace()
 
 

@@ -1023,8 +1023,8 @@ def test_workers_running_another_xpnet_version_are_named(
             xd.require_workers(client, modules=modules)
     assert str(caught.value) == (
         f"Dask worker {worker} runs xpnet {version}, this client {xpnet.__version__}: "
-        f"install xpnet {xpnet.__version__} where the workers run (pip install "
-        f"'xpnet[dask]=={xpnet.__version__}') or start them from this environment"
+        f"install xpnet {xpnet.__version__} where the workers run (pip install -e '.[dask]' "
+        "in a checkout of that version) or start them from this environment"
     )
 
 

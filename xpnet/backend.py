@@ -36,8 +36,8 @@ from xpnet.schema import show
 ENV_VAR = "XPNET_DEVICE"
 VALID_DEVICES = ("cpu", "cuda", "cuda:N")
 CUDA_INSTALL_HINT = (
-    'install CuPy for your CUDA version: pip install "xpnet[cuda12]" (CUDA 12) '
-    'or pip install "xpnet[cuda13]" (CUDA 13)'
+    "install CuPy for your CUDA version: pip install cupy-cuda12x (CUDA 12) or "
+    'pip install cupy-cuda13x (CUDA 13), or xpnet\'s extra: pip install -e ".[cuda12]"'
 )
 
 

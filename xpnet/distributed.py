@@ -60,7 +60,9 @@ try:
     from distributed.comm.addressing import parse_address, parse_host_port
     from distributed.comm.registry import backends as comm_backends
 except ImportError as exc:  # pragma: no cover - the message is the point
-    raise ImportError(f"xpnet.distributed needs Dask ({exc}): pip install 'xpnet[dask]'") from exc
+    raise ImportError(
+        f"xpnet.distributed needs Dask ({exc}): pip install 'dask[distributed]'"
+    ) from exc
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 5.0
@@ -327,8 +329,8 @@ def require_workers(
     # A worker leaving as the check runs (its connection closed, an OSError) is not checked.
     found = {w: v for w, v in found.items() if not isinstance(v, OSError)}
     install = (
-        f"install xpnet {__version__} where the workers run "
-        f"(pip install 'xpnet[dask]=={__version__}') or start them from this environment"
+        f"install xpnet {__version__} where the workers run (pip install -e '.[dask]' "
+        "in a checkout of that version) or start them from this environment"
     )
     failed = {w: v for w, v in found.items() if isinstance(v, BaseException)}
     if failed:

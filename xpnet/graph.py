@@ -814,8 +814,7 @@ def require_graphviz(kind: str) -> None:
         import graphviz  # noqa: F401
     except ImportError:
         raise GraphvizUnavailableError(
-            f"drawing {kind} needs the graphviz package: pip install 'xpnet[graph]', and "
-            f"{INSTALL_HINT}"
+            f"drawing {kind} needs the graphviz package: pip install graphviz, and {INSTALL_HINT}"
         ) from None
     if shutil.which("dot") is None:
         raise GraphvizUnavailableError(

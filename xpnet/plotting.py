@@ -2,8 +2,8 @@
 accuracy and loss per epoch, train and test, in two panels; and the book's ``smooth_curve``
 for noisy per-iteration losses.
 
-Needs matplotlib (``pip install "xpnet[plot]"``). The figure is drawn with the Agg
-canvas directly, so the global pyplot backend of the caller is not touched, and
+Needs matplotlib (``pip install matplotlib``, xpnet's ``plot`` extra). The figure is
+drawn with the Agg canvas directly, so the global pyplot backend of the caller is not touched, and
 the file is written atomically.
 """
 
@@ -24,7 +24,7 @@ from xpnet.files import atomic_file
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-INSTALL_HINT = 'pip install "xpnet[plot]"'
+INSTALL_HINT = "pip install matplotlib"
 
 
 class PlottingUnavailableError(ImportError):

@@ -100,7 +100,7 @@ def add_scheduler(p: argparse.ArgumentParser, what: str) -> None:
         "--scheduler",
         metavar="ADDRESS|local:N",
         help=f"{what}: a running scheduler's address (tcp://host:8786) or local:N to start "
-        "N local worker processes (needs xpnet[dask])",
+        "N local worker processes (needs Dask: pip install 'dask[distributed]')",
     )
 
 
