@@ -578,16 +578,23 @@ def test_periodic_checkpoints_survive_an_interrupt(fake_data, tmp_path, capsys, 
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
 
 
-@pytest.mark.usefixtures("ctrl_c_raises")
-def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
-    save = tmp_path / "p.npz"
+def stopped_by(signum, save):
+    """``(exit status, stdout, stderr)`` of a mnist-5k training of 1,000 epochs saving to
+    ``save``, sent ``signum`` once as it trains."""
     proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
     try:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    return proc.returncode, out, err
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
+    save = tmp_path / "p.npz"
+    status, out, err = stopped_by(signal.SIGINT, save)
+    assert status == 130, err
     epoch = int(re.match(r"\nstopping after epoch (\d+) \(Ctrl-C again to stop now\)\n", err)[1])
     assert err.endswith(f"\ninterrupted after epoch {epoch}; {save} holds epoch {epoch}\n"), err
     assert [int(e) for e, _ in epoch_lines(out)] == list(range(2, epoch + 1))  # after the 1st
@@ -612,13 +619,8 @@ def test_ctrl_c_once_ends_the_epoch_saves_it_and_exits_130(tmp_path):
 def test_sigterm_ends_the_epoch_saves_it_and_exits_143(tmp_path):
     # What `timeout`, Slurm and `kill` send: the run stops as after a first Ctrl-C.
     save = tmp_path / "p.npz"
-    proc = mnist_5k_training(["--epochs", "1000", "--save", str(save)])
-    try:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err
+    status, out, err = stopped_by(signal.SIGTERM, save)
+    assert status == 143, err
     stopping = r"\nstopping after epoch (\d+) \(SIGTERM or Ctrl-C again to stop now\)\n"
     epoch = int(re.match(stopping, err)[1])
     assert err.endswith(f"\nterminated after epoch {epoch}; {save} holds epoch {epoch}\n"), err
@@ -641,18 +643,6 @@ def test_a_second_sigterm_stops_the_run_at_once_with_143(tmp_path):
     epoch = int(re.match(r"\nstopping after epoch (\d+) ", said)[1])
     assert err == f"\nterminated during epoch {epoch}\n"
     assert "saved" not in out and not save.exists()  # mid-epoch: nothing to save
-
-
-def test_training_puts_back_the_sigterm_handler_it_found(fake_data):
-    def handler(signum, frame):
-        raise AssertionError("not called")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        assert run(["train", "--epochs", "1", "--quiet"]) == 0
-        assert signal.getsignal(signal.SIGTERM) is handler
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def full_disk_command(tmp_path, size, argv):
@@ -772,16 +762,17 @@ def test_ctrl_c_twice_in_an_epoch_stops_it_at_once(fake_data, tmp_path, capsys, 
     assert "saved" not in out and not save.exists()  # mid-epoch: nothing to save
 
 
-def test_training_puts_back_the_ctrl_c_handler_it_found(fake_data):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_training_puts_back_the_signal_handler_it_found(fake_data, signum):
     def handler(signum, frame):
         raise AssertionError("not called")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = signal.signal(signum, handler)
     try:
         assert run(["train", "--epochs", "1", "--quiet"]) == 0
-        assert signal.getsignal(signal.SIGINT) is handler
+        assert signal.getsignal(signum) is handler
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous)
 
 
 def test_an_interrupt_while_the_data_load_is_one_line_and_status_130(
@@ -1220,15 +1211,6 @@ def test_the_run_record_of_the_default_weights_is_null(fake_data, tmp_path):
     assert read_metadata(path)["run"]["weight_init"] is None
 
 
-def test_a_resumed_run_records_the_initial_weights_of_the_run_that_drew_them(fake_data, tmp_path):
-    part, resumed = tmp_path / "part.npz", tmp_path / "resumed.npz"
-    assert run(["train", "--epochs", "1", "--quiet", "--weight-init", "0.05",
-                "--save", str(part)]) == 0  # fmt: skip
-    assert run(["train", "--resume", str(part), "--epochs", "2", "--quiet",
-                "--save", str(resumed)]) == 0  # fmt: skip
-    assert read_metadata(resumed)["run"]["weight_init"] == 0.05
-
-
 def test_resume_from_a_malformed_version_record_is_a_one_line_error(fake_data, tmp_path, capsys):
     path = tmp_path / "p.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
@@ -1244,13 +1226,20 @@ def test_the_run_line_gives_the_seed(fake_data, capsys):
     assert ", 1 epoch, seed 7, float32 on cpu\n" in capsys.readouterr().out
 
 
-def test_resume_keeps_the_checkpoints_weight_decay(fake_data, tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "value", "recorded"),
+    [
+        ("--weight-init", 0.05, ("run", "weight_init")),  # of the run that drew the weights
+        ("--weight-decay", 0.1, ("architecture", "weight_decay")),
+    ],
+)
+def test_resume_keeps_what_the_checkpoint_records(fake_data, tmp_path, flag, value, recorded):
     path, resumed = tmp_path / "old.npz", tmp_path / "new.npz"
-    assert run(["train", "--epochs", "1", "--quiet", "--weight-decay", "0.1",
-                "--save", str(path)]) == 0  # fmt: skip
+    assert run(["train", "--epochs", "1", "--quiet", flag, str(value), "--save", str(path)]) == 0
     assert run(["train", "--resume", str(path), "--epochs", "2", "--quiet",
                 "--save", str(resumed)]) == 0  # fmt: skip
-    assert read_metadata(resumed)["architecture"]["weight_decay"] == 0.1
+    section, key = recorded
+    assert read_metadata(resumed)[section][key] == value
 
 
 def test_resume_evaluates_on_the_checkpoints_eval_samples(fake_data, tmp_path):
