@@ -477,9 +477,9 @@ def byte_bounds(a: Any) -> tuple[str, int, int] | None:
     for a PyTorch tensor on the ``meta`` device, which holds no memory (its address is 0)."""
     if array_api_compat.is_dask_array(a) or not math.prod(a.shape):
         return None
-    if array_api_compat.is_torch_array(a) and a.is_meta:
-        return None
     if array_api_compat.is_torch_array(a):
+        if a.is_meta:
+            return None
         size = a.element_size()
         start, strides = a.data_ptr(), [s * size for s in a.stride()]
     elif array_api_compat.is_cupy_array(a):

@@ -88,6 +88,7 @@ from xpnet.layers import (
     own_params,
     require_layer_methods,
     require_named_sublayers,
+    undeclared_parameters,
     walk_from,
 )
 from xpnet.schema import is_number
@@ -630,18 +631,6 @@ def _left_alone(layer: Any, before: dict[str, tuple[Any, Any]]) -> dict[str, Any
     }
 
 
-def _undeclared_parameters(layer: Any, kept: dict[str, Any], params: list[str]) -> list[str]:
-    """The attributes ``w`` of ``layer`` that ``forward`` left as they were (``kept``:
-    :func:`_left_alone`'s) and ``backward`` gave a gradient ``dw`` of their shape, but that
-    ``params`` does not name: parameters the check and a network miss."""
-    found = []
-    for name, value in kept.items():
-        grad = getattr(layer, "d" + name, None)
-        if name not in params and is_array_api_obj(grad) and grad.shape == value.shape:
-            found.append(name)
-    return found
-
-
 def _input_names(layer: Any, count: int) -> list[str]:
     try:
         names = [
@@ -780,7 +769,7 @@ def check_layer(
         grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {label: getattr(owner, "d" + attr, None) for label, owner, attr in slots}
-        report.undeclared = _undeclared_parameters(layer, kept, list(own_params(layer)))
+        report.undeclared = undeclared_parameters(layer, kept)  # kept: _left_alone's
         for name in report.undeclared:
             report.notes.append(
                 f"{name}: backward stored d{name}, but {kind}.params does not name {name}: "

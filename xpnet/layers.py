@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import array_api_extra as xpx
-from array_api_compat import device
+from array_api_compat import device, is_array_api_obj
 
 from xpnet import init
 from xpnet.backend import (
@@ -181,6 +181,19 @@ def own_params(layer: Any) -> Any:
             f"({attrs!r},))"
         )
     return () if isinstance(attrs, Mapping) else attrs
+
+
+def undeclared_parameters(layer: Any, kept: Mapping[str, Any]) -> list[str]:
+    """The attributes ``w`` among ``kept`` (the arrays ``layer`` held through a pass, the
+    same objects) whose gradient ``dw`` of their shape the pass stored, but that its
+    ``params`` does not name: parameters a network does not train and a check misses."""
+    declared = own_params(layer)
+    found = []
+    for name, value in kept.items():
+        grad = getattr(layer, "d" + name, None)
+        if name not in declared and is_array_api_obj(grad) and grad.shape == value.shape:
+            found.append(name)
+    return found
 
 
 def inner_layers(layer: Any, *, with_none: bool = False) -> list[tuple[str, Any]]:

@@ -66,6 +66,7 @@ from xpnet.layers import (
     require_layer_methods,
     require_named_sublayers,
     takes_train_flg,
+    undeclared_parameters,
     walk,
     walk_from,
 )
@@ -224,24 +225,21 @@ def _held_arrays(walked: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
 def _warn_of_undeclared_parameters(
     walked: list[tuple[str, Any]], before: dict[int, dict[str, Any]]
 ) -> None:
-    """Warn of each array ``w`` that a layer held ``before`` a pass and still holds, whose
-    gradient ``dw`` of its shape the pass stored, but that the layer's ``params`` does not
-    name: the network does not see it, so no optimizer trains it (arrays the pass replaced
-    are caches, as the input ``x`` its forward keeps)."""
+    """Warn of each :func:`~xpnet.layers.undeclared_parameters` of the layers ``walked``, of
+    the arrays each held ``before`` a pass and still holds: the network does not see them,
+    so no optimizer trains them (arrays the pass replaced are caches, as the input ``x``
+    its forward keeps)."""
     for path, layer in walked:
-        declared = own_params(layer)
-        for name, value in before.get(id(layer), {}).items():
-            grad = getattr(layer, "d" + name, None)
-            if name in declared or getattr(layer, name, None) is not value:
-                continue
-            if array_api_compat.is_array_api_obj(grad) and grad.shape == value.shape:
-                warnings.warn(
-                    f"{_where(path, layer)} stored d{name} in backward, but its params does not "
-                    f"name {name}: the network does not see {name} (not in net.params), so no "
-                    f"optimizer trains it and no gradient check checks it; name it in the "
-                    f"class's params, e.g. params = ({name!r},)",
-                    stacklevel=3,
-                )
+        arrays = before.get(id(layer), {})
+        kept = {name: a for name, a in arrays.items() if getattr(layer, name, None) is a}
+        for name in undeclared_parameters(layer, kept):
+            warnings.warn(
+                f"{_where(path, layer)} stored d{name} in backward, but its params does not "
+                f"name {name}: the network does not see {name} (not in net.params), so no "
+                f"optimizer trains it and no gradient check checks it; name it in the "
+                f"class's params, e.g. params = ({name!r},)",
+                stacklevel=3,
+            )
 
 
 def _wrong_input_gradient(dx: Any, shape: Any) -> str | None:
