@@ -95,6 +95,18 @@ def test_graph_draws_the_network_of_a_checkpoint(fake_data, tmp_path, capsys, na
         assert f'label="{edge}"' in dot
 
 
+@pytest.mark.parametrize(("flags", "clusters"), [([], 1), (["--blocks-as-nodes"], 0)])
+def test_graph_draws_a_nested_stack_as_a_box_of_its_layers_or_as_one_node(
+    fake_data, tmp_path, capsys, flags, clusters
+):
+    path = save_from_python(tmp_path / "p.npz", nested_network())
+    argv = ["graph", "--checkpoint", str(path), "--dataset", "mnist", "--batch-size", "5", *flags]
+    assert run(argv) == 0
+    dot = capsys.readouterr().out
+    assert dot.count("subgraph cluster_") == clusters
+    assert ('label="BatchNormalization"' in dot) == bool(clusters)
+
+
 UNTRAINED_NOTE = (
     "xpnet graph: note: --eval without --checkpoint draws an untrained network, whose "
     "BatchNorm running statistics are their initial zeros, so the gradients drawn mean "

@@ -346,10 +346,10 @@ def test_check_layer_fails_a_block_whose_backward_forgets_the_skip_path(xp):
     assert [p.name for p in report.params if not p.passed] == ["x"]
 
 
-def test_a_block_is_one_node_of_the_networks_graph_with_the_inner_parameters(cpu_xp):
+def test_a_block_drawn_as_one_node_has_the_inner_parameters_as_leaves(cpu_xp):
     net = residual_net(cpu_xp, weights())
     x, t = batch(cpu_xp)
-    run = graph.record_network(net, x, t)
+    run = graph.record_network(net, x, t, inside=False)
     kinds = [type(run.nodes[call.node]).__name__ for call in run.calls]
     assert kinds == ["Affine", "Residual", "Affine", "SoftmaxWithLoss"]
     block_call = run.calls[1]

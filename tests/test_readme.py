@@ -53,6 +53,7 @@ TIED = snippet("class TiedAutoencoder", LAYERS_DOC)
 FROM_SIZES = snippet("Affine.initialized(", LAYERS_DOC)
 BOTH_WAYS = snippet("nn.CrossEntropyLoss", PYTORCH_DOC)
 FIGURES = snippet("Reciprocal()", GRAPHS_DOC)
+BLOCKS = snippet("class Residual", GRAPHS_DOC)
 CHAPTER_4 = snippet("class simpleNet", BOOK_DOC)
 EARLY_STOPPING = snippet("def early_stopping(", TRAINING_DOC)
 NOTEBOOK = snippet("history_figure(", TRAINING_DOC)
@@ -124,7 +125,7 @@ def test_these_tests_cover_every_python_snippet_of_the_docs(path):
     covered = {
         LAYERS_DOC: [CHECK_FUNCTION, CHECK_BACKWARD, TIED, FROM_SIZES],
         PYTORCH_DOC: [BOTH_WAYS],
-        GRAPHS_DOC: [FIGURES],
+        GRAPHS_DOC: [FIGURES, BLOCKS],
         BOOK_DOC: [CHAPTER_4],
         TRAINING_DOC: [EARLY_STOPPING, NOTEBOOK],
         DATASETS_DOC: [OTHER_DATA],
@@ -250,6 +251,16 @@ def test_the_figures_snippet_prints_the_sigmoids_gradient_both_ways_and_draws_af
     drawn = re.findall(r'label="(\(\d[^"]*\))"', namespace["run"].dot())
     assert "# X (1, 2), W (2, 3), B (3,) in, (1, 3) out" in FIGURES
     assert sorted(drawn) == sorted(["(1, 2)", "(2, 3)", "(3,)", "(1, 3)"])
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_the_blocks_snippet_draws_the_residual_block_as_a_box_in_a_box(monkeypatch, tmp_path):
+    pytest.importorskip("graphviz", reason="xpnet[graph] is not installed")
+    monkeypatch.chdir(tmp_path)  # the snippet writes residual.svg
+    run(BLOCKS, path=GRAPHS_DOC)
+    svg = (tmp_path / "residual.svg").read_text()
+    assert svg.count('class="cluster"') == 2
+    assert "Residual layers[1]" in svg and "Sequential layers[1].inner" in svg
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")

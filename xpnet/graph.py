@@ -7,7 +7,9 @@ notes its inputs (before it runs, which may write into them) and output, each
 node's latest forward call not yet answered (a node used twice is answered in reverse
 order, as backpropagation runs); parameters named in a node's
 ``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``, and so are those
-of the layers inside a node made of layers (``sublayers``), which is one node. Values are
+of the layers inside a node made of layers (``sublayers``) that are not recorded
+themselves. A forward call made inside a recorded node's forward belongs to that node
+(a block): the block is drawn as a Graphviz cluster of the calls inside it. Values are
 kept as Python numbers for scalars and 0-D arrays, and as shape, norm, min and max for
 larger arrays.
 
@@ -17,7 +19,8 @@ leaf, named by the ``inputs`` given to :func:`record` (matched by identity too; 
 value with no name is drawn as its value; a named Python number that may be an equal
 constant Python shared with it is warned about). :meth:`Recording.dot` writes Graphviz DOT
 text as the book draws its graphs: left to right, the forward value above each edge
-in black, the backward value below it in red; :func:`write` renders it to a file.
+in black, the backward value below it in red and dashed (for greyscale prints); :func:`write`
+renders it to a file.
 
 Recording costs nothing when off: :func:`record` shadows ``forward`` and ``backward``
 with recording wrappers on the given *instances* only (instance attributes) and
@@ -35,6 +38,7 @@ import contextlib
 import functools
 import inspect
 import math
+import operator
 import os
 import shutil
 import subprocess
@@ -49,7 +53,7 @@ from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.checks import bad_argument, is_real
 from xpnet.files import atomic_file
 from xpnet.held import held, layers_of
-from xpnet.layers import Add, Exp, Mul, Reciprocal, own_params, walk_from
+from xpnet.layers import Add, Exp, Mul, Reciprocal, inner_layers, own_params, walk
 
 FORMATS = ("dot", "svg", "png", "pdf")
 BINARY_FORMATS = ("png", "pdf")  # not text: no terminal shows them
@@ -58,8 +62,9 @@ INSTALL_HINT = (
     "install Graphviz's dot program: apt-get install graphviz (Debian, Ubuntu), "
     "brew install graphviz (macOS), or see https://graphviz.org/download/"
 )
-# Each edge is drawn twice, as the book does: forward in black, backward in red, pointing back.
-BACKWARD_EDGE = "dir=back, color=red3, fontcolor=red3"
+# Each edge is drawn twice, as the book does: forward in black, backward in red, pointing back;
+# dashed too, so that a greyscale print tells them apart.
+BACKWARD_EDGE = "dir=back, style=dashed, color=red3, fontcolor=red3"
 TIMES = "\N{MULTIPLICATION SIGN}"
 SYMBOLS = {Mul: TIMES, Add: "+", Exp: "exp", Reciprocal: "1/x"}
 NUMBER_FORMAT = "{:.4g}"  # numbers that are not integers, unless a Recording sets its own
@@ -190,6 +195,22 @@ class Call:
     dinputs: list[Value | None] = field(default_factory=list)  # one per input, or empty
     params: dict[str, tuple[Value | None, Value | None]] = field(default_factory=dict)
     train_flg: bool | None = None  # the mode of a node whose forward takes it (Dropout)
+    # A node made of recorded nodes (a block): the call whose forward made this one, the
+    # calls its own forward made, and what its output is the sum of (see _join).
+    parent: int | None = None  # index into Recording.calls
+    children: list[int] = field(default_factory=list)
+    join: Join | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Join:
+    """How a block's output came out of the calls inside it, when it is no inner call's
+    output: the sum (``add``) of ``terms``, the inner outputs no inner call used and, for a
+    skip path, the block's inputs; or, not ``add``, a computation of the block's own code
+    that the recording cannot see, fed by the inner outputs."""
+
+    terms: list[Any]
+    add: bool
 
 
 @dataclass(frozen=True)
@@ -199,8 +220,8 @@ class Edge:
     ``main`` edges (between calls, and outputs) are the lines the drawing keeps straight.
     """
 
-    source: int | str  # a call's index, or a leaf's id in the leaves of Recording.edges
-    target: int | None  # a call's index; None for the graph's output
+    source: int | str  # a call's index, or a leaf's or a block's join id ("join:3")
+    target: int | str | None  # a call's index, a join id; None for the graph's output
     forward: Value | None
     backward: Value | None
     main: bool = False
@@ -233,8 +254,12 @@ class Recording:
         self.inputs = dict(inputs)
         self.param_names = {(id(node), attr): name for name, (node, attr) in param_names.items()}
         self.calls: list[Call] = []
+        # A block's cluster reads its class and this path (record_network: "layers[1]").
+        self.paths: dict[int, str] = {}  # node index -> path
         # Per node, its forward calls that no backward has answered yet, latest last.
         self._unanswered: list[list[Call]] = [[] for _ in nodes]
+        self._running: list[Call] = []  # the forward calls begun and not returned, latest last
+        self._recorded = {id(node) for node in nodes}
 
     # Recording (the wrappers call these).
 
@@ -243,15 +268,38 @@ class Recording:
         before it runs: a forward may write into them (``x += 1``)."""
         values = [self._value(node, f"input {i}", a) for i, a in enumerate(args)]
         call = Call(node, args, None, values, None, train_flg=train_flg)
-        for owner, attr in _parameters_in(self.nodes[node]):
+        for owner, attr in _parameters_in(self.nodes[node], self._recorded):
             value = self._value(node, f"parameter {attr}", getattr(owner, attr))
             call.params[self._param_name(owner, attr)] = (value, None)
+        self._running.append(call)
         return call
 
     def _forward(self, call: Call, output: Any) -> None:
+        self._running.pop()
         call.output, call.output_value = output, self._value(call.node, "output", output)
+        k = len(self.calls)
+        if self._running:  # made by a block's forward: drawn inside its cluster
+            self._running[-1].children.append(k)
+        for child in call.children:
+            self.calls[child].parent = k
+        if call.children:
+            call.join = self._join(call)
         self.calls.append(call)
         self._unanswered[call.node].append(call)
+
+    def _join(self, call: Call) -> Join | None:
+        """How the output of a block's ``call`` came out of its inner calls: None where it
+        is an inner call's output (a chain, as Sequential's)."""
+        children = [self.calls[c] for c in call.children]
+        if any(child.output is call.output for child in children):
+            return None
+        used = [x for child in children for x in child.inputs]
+        unused = [c.output for c in children if not any(c.output is x for x in used)]
+        inputs = [x for x in call.inputs if x is not None]
+        for terms in (unused, unused + inputs):  # out = inner(x) + ..., then + x: a skip path
+            if _is_sum(call.output, terms):
+                return Join(terms, add=True)
+        return Join(unused, add=False)
 
     def _backward(self, node: int, dout: Value | None, grads: Any) -> None:
         # Backward passes run in reverse: each answers its node's latest unanswered forward.
@@ -267,7 +315,7 @@ class Recording:
         grads = list(grads) if isinstance(grads, tuple) else [grads]
         call.dinputs = [self._value(node, f"gradient of input {i}", g) for i, g in enumerate(grads)]
         call.dinputs += [None] * (len(call.inputs) - len(grads))
-        for owner, attr in _parameters_in(self.nodes[node]):
+        for owner, attr in _parameters_in(self.nodes[node], self._recorded):
             name = self._param_name(owner, attr)
             grad = self._value(node, f"gradient d{attr}", getattr(owner, "d" + attr, None))
             call.params[name] = (call.params[name][0], grad)
@@ -330,8 +378,9 @@ class Recording:
             raise ValueError("nothing was recorded: no node's forward ran inside the block")
         return self.calls[-1].output
 
-    def _leaf_names(self) -> Iterator[tuple[int, int, str | None]]:
-        """(call, input index, name or None) for every input no earlier call produced.
+    def _leaf_names(self, calls: Iterable[int]) -> Iterator[tuple[int, int, str | None]]:
+        """(call, input index, name or None) for every input of ``calls`` (indices) that no
+        earlier call produced.
 
         A value named by several names (Python may share equal constants) gives its
         names to its uses in order; later uses keep the last name.
@@ -340,8 +389,8 @@ class Recording:
         for name, value in self.inputs.items():
             names_of.setdefault(id(value), []).append(name)
         uses: dict[int, int] = {}
-        for k, call in enumerate(self.calls):
-            for i, x in enumerate(call.inputs):
+        for k in calls:
+            for i, x in enumerate(self.calls[k].inputs):
                 if self._producer(k, x) is not None:
                     continue
                 names = names_of.get(id(x))
@@ -361,7 +410,7 @@ class Recording:
             if type(value) in (int, float):
                 names_of.setdefault(id(value), []).append(name)
         calls_of: dict[int, list[int]] = {}
-        for k, i, _ in self._leaf_names():
+        for k, i, _ in self._leaf_names(self._outermost()):
             key = id(self.calls[k].inputs[i])
             if key in names_of:
                 calls_of.setdefault(key, []).append(k)
@@ -375,18 +424,38 @@ class Recording:
         """The latest call before call ``k`` whose output is ``x``, if any."""
         return next((j for j in range(k - 1, -1, -1) if self.calls[j].output is x), None)
 
+    def _outermost(self) -> list[int]:
+        """The calls no recorded block made: their input gradients are the whole ones."""
+        return [k for k, call in enumerate(self.calls) if call.parent is None]
+
+    def _drawn(self, k: int) -> int | str:
+        """What is drawn for the output of call ``k``: the call, or for a block the inner
+        call whose output it is, or its join (``"join:k"``)."""
+        call = self.calls[k]
+        while call.children:
+            if call.join is not None:
+                return f"join:{k}"
+            k = next(c for c in reversed(call.children) if self.calls[c].output is call.output)
+            call = self.calls[k]
+        return k
+
     def edges(self) -> tuple[dict[str, str], list[Edge]]:
         """The leaves (id -> label) and the edges of the graph, in call order.
 
         Named leaves are drawn once however often they are used; unnamed ones (constants)
         once per use. Parameters are leaves named as in ``param_names`` (or by attribute).
-        Calls whose output no later call used end in an output edge (``target`` None).
+        A block whose inner layers were recorded is drawn as them: its calls' inputs are
+        edges into the inner calls, and a join (``"join:k"``: the add of a residual block)
+        gets the inner outputs and the skip path. Outermost calls whose output no later
+        call used end in an output edge (``target`` None).
         """
         leaves: dict[str, str] = {}
         edges: list[Edge] = []
-        leaf_of = {(k, i): name for k, i, name in self._leaf_names()}
+        drawn = [k for k, call in enumerate(self.calls) if not call.children]
+        leaf_of = {(k, i): name for k, i, name in self._leaf_names(drawn)}
         consumed: set[int] = set()
-        for k, call in enumerate(self.calls):
+        for k in drawn:
+            call = self.calls[k]
             # Parameters first: drawn above the data, their edges cross nothing.
             for name, (value, grad) in call.params.items():
                 leaves[f"param:{name}"] = name
@@ -398,7 +467,7 @@ class Recording:
                 producer = self._producer(k, x)
                 if producer is not None:
                     consumed.add(producer)
-                    source: int | str = producer
+                    source: int | str = self._drawn(producer)
                 elif leaf_of[k, i] is not None:
                     source = f"in:{leaf_of[k, i]}"
                     leaves[source] = leaf_of[k, i]
@@ -407,12 +476,37 @@ class Recording:
                 else:
                     source = f"const:{k}:{i}"
                     leaves[source] = call.input_values[i].forward_label(self.number_format)
-                main = isinstance(source, int)
+                main = producer is not None
                 edges.append(Edge(source, k, call.input_values[i], backward, main=main))
         for k, call in enumerate(self.calls):
+            if call.join is not None:
+                edges += self._join_edges(k, leaves, consumed)
+        for k in self._outermost():
             if k not in consumed:
-                edges.append(Edge(k, None, call.output_value, call.dout, main=True))
+                call = self.calls[k]
+                edges.append(Edge(self._drawn(k), None, call.output_value, call.dout, main=True))
         return leaves, edges
+
+    def _join_edges(self, k: int, leaves: dict[str, str], consumed: set[int]) -> list[Edge]:
+        """The edges into the join of block call ``k``: from the inner outputs, each with
+        the gradient its call got, and, for an add, from the block's inputs (the skip
+        path), each with the gradient the add passes on, the block's own."""
+        call, edges = self.calls[k], []
+        names = {id(value): name for name, value in self.inputs.items()}
+        for term in call.join.terms:
+            producer = self._producer(k, term)
+            if producer is not None:
+                consumed.add(producer)
+                source: int | str = self._drawn(producer)
+            else:
+                name = names.get(id(term), Value.of(term).forward_label(self.number_format))
+                source = f"in:{name}"
+                leaves[source] = name
+            inner = [c for c in call.children if self.calls[c].output is term]
+            backward = self.calls[inner[-1]].dout if inner else call.dout
+            value = Value.of(term) if producer is None else self.calls[producer].output_value
+            edges.append(Edge(source, f"join:{k}", value, backward, main=bool(inner)))
+        return edges
 
     def input_gradients(self) -> dict[str, float | None]:
         """``name -> gradient`` of every named input, summed over its uses, as a number.
@@ -426,7 +520,7 @@ class Recording:
         """
         sums: dict[str, Any] = dict.fromkeys(self.inputs)
         used: set[str] = set()
-        for k, i, name in self._leaf_names():
+        for k, i, name in self._leaf_names(self._outermost()):
             if name is None:
                 continue
             dinputs = self.calls[k].dinputs
@@ -441,8 +535,9 @@ class Recording:
 
     def dot(self, *, title: str | None = None) -> str:
         """Graphviz DOT text: nodes left to right, on each edge the forward value above
-        (black) and the backward value below (red); ``title`` above them, and the
-        recording's ``note`` under it."""
+        (black) and the backward value below (red, dashed); a block whose inner nodes were
+        recorded as a cluster of them; ``title`` above them, and the recording's ``note``
+        under it."""
         leaves, edges = self.edges()
         number_format = self.number_format
         lines = [
@@ -453,20 +548,31 @@ class Recording:
         heading = "\\n".join(_escape(line) for line in (title, self.note) if line)
         if heading:
             lines.append(f'  labelloc=t; label="{heading}"; fontname="Helvetica";')
-        for key, label in leaves.items():
-            lines.append(f'  "{_escape(key)}" [shape=plaintext, label="{_escape(label)}"];')
+        # Each node is declared in the cluster of the block holding it, a leaf in that of
+        # the node it feeds, so that Graphviz draws it inside the block's box.
+        inside: dict[int | None, list[str]] = {}
+        for edge in edges:
+            if isinstance(edge.source, str) and edge.source in leaves:
+                statement = _plaintext(edge.source, leaves.pop(edge.source))
+                inside.setdefault(self._cluster(edge.target), []).append(statement)
         for k, call in enumerate(self.calls):
+            if call.join is not None:
+                label = "+" if call.join.add else f"{type(self.nodes[call.node]).__name__}.forward"
+                inside.setdefault(k, []).append(f'"join:{k}" [{_shape(label)}, label="{label}"];')
+            if call.children:
+                continue
             label = _escape(self.labels[call.node])
-            short = len(self.labels[call.node]) <= 3  # a gate (×, exp, 1/x) or a layer
-            shape = "circle, width=0.55, fixedsize=true" if short else "box, style=rounded"
+            shape = _shape(self.labels[call.node])
             if call.train_flg is not None and not call.train_flg:  # else eval looks as training
                 label += "\\ntrain_flg=False"
-                shape = "box, style=rounded"
-            lines.append(f'  "call:{k}" [shape={shape}, label="{label}"];')
+                shape = "shape=box, style=rounded"
+            inside.setdefault(call.parent, []).append(f'"call:{k}" [{shape}, label="{label}"];')
+        lines += self._cluster_lines(None, inside, "  ")
         for j, edge in enumerate(edges):
             source = f"call:{edge.source}" if isinstance(edge.source, int) else _escape(edge.source)
-            target = f"call:{edge.target}" if edge.target is not None else f"out:{j}"
+            target = f"call:{edge.target}" if isinstance(edge.target, int) else edge.target
             if edge.target is None:
+                target = f"out:{j}"
                 lines.append(f'  "{target}" [shape=plaintext, label=""];')
             # Labels show the gist; tooltips (SVG) everything recorded.
             forward = "" if edge.forward is None else edge.forward.forward_label(number_format)
@@ -486,12 +592,66 @@ class Recording:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def _cluster(self, target: int | str | None) -> int | None:
+        """The block call whose cluster holds a leaf feeding ``target``; None: none."""
+        if isinstance(target, str):  # a join, inside its own block's cluster
+            return int(target.removeprefix("join:"))
+        return None if target is None else self.calls[target].parent
+
+    def _cluster_lines(self, block: int | None, inside: dict[int | None, list[str]], indent: str):
+        """The node statements of ``block``'s cluster (None: the top level), its inner
+        blocks' clusters nested in it, labelled by class and path (``Residual
+        layers[1]``)."""
+        lines = [indent + statement for statement in inside.get(block, [])]
+        for k, call in enumerate(self.calls):
+            if call.parent != block or not call.children:
+                continue
+            node = call.node
+            label = " ".join(
+                [type(self.nodes[node]).__name__, *filter(None, [self.paths.get(node)])]
+            )
+            lines.append(f"{indent}subgraph cluster_{k} {{")
+            lines.append(f'{indent}  label="{_escape(label)}"; labeljust=l; fontname="Helvetica";')
+            lines.append(f"{indent}  style=rounded; color=grey40;")
+            lines += self._cluster_lines(k, inside, indent + "  ")
+            lines.append(f"{indent}}}")
+        return lines
+
 
 def _listed(names: list[str], most: int = 6) -> str:
     """``names`` joined by commas, the middle ones elided beyond ``most``: a repr stays short."""
     if len(names) > most:
         names = [*names[: most - 2], "...", *names[-2:]]
     return ", ".join(names)
+
+
+def _plaintext(key: str, label: str) -> str:
+    return f'"{_escape(key)}" [shape=plaintext, label="{_escape(label)}"];'
+
+
+def _shape(label: str) -> str:
+    """A circle for a short label (a gate: ×, exp, 1/x, +; a layer too), else a box."""
+    return (
+        "shape=circle, width=0.55, fixedsize=true"
+        if len(label) <= 3
+        else "shape=box, style=rounded"
+    )
+
+
+def _is_sum(output: Any, terms: list[Any]) -> bool:
+    """Whether the floating-point array ``output`` is, to rounding, the sum of ``terms``,
+    two or more arrays of its shape and dtype."""
+    arrays = [output, *terms]
+    if len(terms) < 2 or not all(hasattr(a, "shape") and a.ndim for a in arrays):
+        return False
+    xp = namespace_of(output)
+    alike = all(a.shape == output.shape and a.dtype == output.dtype for a in terms)
+    if not alike or not xp.isdtype(output.dtype, "real floating"):
+        return False
+    total = functools.reduce(operator.add, terms)
+    size = functools.reduce(operator.add, [xp.abs(a) for a in terms])
+    tolerance = len(terms) * xp.finfo(output.dtype).eps * size
+    return bool(xp.all(xp.abs(output - total) <= tolerance))
 
 
 def _escape(text: str) -> str:
@@ -682,13 +842,20 @@ def sigmoid_neuron(device: str | None = None) -> Recording:
     return run
 
 
-def _parameters_in(node: Any) -> list[tuple[Any, str]]:
+def _parameters_in(node: Any, recorded: set[int]) -> list[tuple[Any, str]]:
     """``(layer, attribute)`` for each parameter of ``node`` and of the layers inside it
-    (``sublayers``): a layer made of layers is one node, its inner parameters its leaves."""
-    return [(layer, attr) for _, layer in walk_from("", node) for attr in own_params(layer)]
+    (``sublayers``) not ``recorded`` (ids) themselves: a layer made of layers whose inner
+    layers are not recorded is one node, its inner parameters its leaves."""
+    found = [(node, attr) for attr in own_params(node)]
+    for _, inner in inner_layers(node):
+        if id(inner) not in recorded:
+            found += _parameters_in(inner, recorded)
+    return found
 
 
-def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recording:
+def record_network(
+    net: Any, x: Any, t: Any, *, train_flg: bool = True, inside: bool = True
+) -> Recording:
     """One ``net.gradient(x, t)`` (forward, then backward), recorded layer by layer: in
     training mode, or with ``train_flg=False`` in evaluation mode, as ``net.predict(x)``
     runs (BatchNorm's running statistics, Dropout's scaling instead of a mask), through
@@ -698,8 +865,18 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
     ``slot(name) -> (layer, attribute)``) and ``gradient(x, t)`` returning the gradients
     by name, e.g. :class:`xpnet.Sequential`. ``x`` (as the first layer got it: a network
     converts it to its parameters' dtype) and ``t`` are the leaves ``x`` and ``t``; each
-    parameter is a leaf named as in ``net.params``. A layer made of layers (a nested
-    Sequential, a residual block) is one node, its inner layers' parameters its leaves.
+    parameter is a leaf named as in ``net.params``.
+
+    A layer made of layers (a nested Sequential, a residual block: ``sublayers``) is
+    drawn as a box, a Graphviz cluster labelled with its class and path (``Residual
+    layers[1]``), holding its inner layers as nodes, their parameters as leaves and the
+    values and gradients between them, at any depth. Where a block's output is no inner
+    layer's, the cluster holds a join: ``+`` where the output is, to rounding, the sum of
+    the inner outputs no inner layer used and, for a skip path, of the block's inputs
+    (``x + inner(x)``); else a ``Residual.forward`` node for what the block's own code
+    computes, which the recording does not see. With ``inside=False`` each block is one
+    node, its inner layers' parameters its leaves, as is a block of one's own whose
+    ``sublayers`` names no layers.
 
     The drawing is the graph the layers compute: the loss layer's loss, and each
     parameter's gradient as its layer's ``backward`` stored it. What ``gradient`` adds to
@@ -720,15 +897,23 @@ def record_network(net: Any, x: Any, t: Any, *, train_flg: bool = True) -> Recor
             "xpnet.Sequential.gradient(x, t, train_flg=True) does, or record in training mode"
         )
     slots = {name: net.params.slot(name) for name in net.params}
-    layers = [*net.layers, net.last_layer]
+    walked = (
+        walk(net.layers) if inside else ((f"layers[{k}]", la) for k, la in enumerate(net.layers))
+    )
+    found: dict[int, tuple[str, Any]] = {}  # a layer held twice is one node
+    for path, layer in walked:
+        found.setdefault(id(layer), (path, layer))
+    layers = [*(layer for _, layer in found.values()), net.last_layer]
     with (
         held(layers_of(net)),
         record(layers, inputs={"x": x, "t": t}, param_names=slots) as run,
     ):
         # (A network of the user's may take gradient(x, t) only, as the book's.)
         grads = net.gradient(x, t) if train_flg else net.gradient(x, t, train_flg=False)
-    if run.calls and run.calls[0].inputs:  # x, or its copy in the parameters' dtype
-        run.inputs["x"] = run.calls[0].inputs[0]
+    outermost = [call for call in run.calls if call.parent is None]
+    if outermost and outermost[0].inputs:  # x, or its copy in the parameters' dtype
+        run.inputs["x"] = outermost[0].inputs[0]
+    run.paths = {k: path for k, (path, _) in enumerate(found.values())}
     run.note = _not_drawn(net, run, grads)
     return run
 

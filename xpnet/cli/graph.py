@@ -29,11 +29,12 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "graph",
         help="draw a computational graph with the forward and backward values of a run",
         description="Run a computation node by node, recording it, and draw its graph: the "
-        "forward value above each edge (black), the backward value below it (red). apple, "
+        "forward value above each edge (black), the backward value below it (red, dashed). apple, "
         "apple-orange: the book's section 5.4; sigmoid-neuron: the CS231n notes; net: the "
         "network the train flags describe, after one forward/backward pass on real data "
-        "(layers as nodes, shapes on the edges, gradient norms of every parameter), or the "
-        "network a --checkpoint holds; the network flags apply to net only.",
+        "(layers as nodes, layers made of layers as boxes of them, shapes on the edges, gradient "
+        "norms of every parameter), or the network a --checkpoint holds; the network flags "
+        "apply to net only.",
     )
     p.add_argument(
         "name",
@@ -76,6 +77,12 @@ def add_graph(sub: argparse._SubParsersAction) -> None:
         "a mask; those nodes read train_flg=False (default: training mode). Without "
         "--checkpoint the network is untrained, its BatchNorm running statistics zeros: a "
         "note on stderr says so",
+    )
+    p.add_argument(
+        "--blocks-as-nodes",
+        action="store_true",
+        help="draw each layer made of layers (a nested Sequential, a residual block) as one "
+        "node, its inner parameters its leaves (default: a box holding its inner layers)",
     )
     add_network_flags(p, command="graph", default_dataset="mnist-5k")
     # What train_settings reads beyond the network flags: no training, no checkpoint.
@@ -123,7 +130,8 @@ def _network_recording(args: argparse.Namespace) -> tuple[Any, str]:
         f"{what}, {n} {s['dataset']} sample{'s' * (n > 1)}: one forward and backward pass"
         f"{mode} (red: gradients, ‖·‖ their norm)"
     )
-    return record_network(net, x[:n, ...], targets, train_flg=not args.eval), title
+    inside = not args.blocks_as_nodes
+    return record_network(net, x[:n, ...], targets, train_flg=not args.eval, inside=inside), title
 
 
 def _run_graph(args: argparse.Namespace) -> int:

@@ -1,0 +1,175 @@
+"""``xpnet.graph`` draws a layer made of layers (a nested Sequential, a residual block) as a
+Graphviz cluster holding its inner layers, and backward edges dashed as well as red.
+
+Expected gradients are central differences of NumPy float64 formulas (tests/numeric.py).
+"""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from numeric import central_difference, dev
+
+from xpnet import graph
+from xpnet.backend import to_numpy
+from xpnet.layers import Affine, SoftmaxWithLoss, Tanh
+from xpnet.networks import Sequential
+
+RNG = np.random.default_rng(3)
+W = {k: RNG.standard_normal(shape) for k, shape in enumerate([(4, 3), (3, 3), (3, 3), (3, 2)])}
+B = {k: RNG.standard_normal(shape[1:]) for k, shape in enumerate([(4, 3), (3, 3), (3, 3), (3, 2)])}
+X, T = RNG.standard_normal((1, 4)), np.array([1])
+
+
+class Residual:
+    """``out = x + inner(x)``, a user's residual block."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        return x + self.inner.forward(x, train_flg)
+
+    def backward(self, dout):
+        return dout + self.inner.backward(dout)
+
+
+class Doubled:
+    """``out = 2 * inner(x)``: a block whose output is no sum the recording could see."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        return 2 * self.inner.forward(x, train_flg)
+
+    def backward(self, dout):
+        return self.inner.backward(2 * dout)
+
+
+def affine(xp, k):
+    return Affine(dev(xp, W[k]), dev(xp, B[k]))
+
+
+def residual_net(xp, block=Residual):
+    """Affine, block(Sequential(Affine, Tanh, Affine)), Affine, softmax loss."""
+    inner = Sequential([affine(xp, 1), Tanh(), affine(xp, 2)])
+    return Sequential([affine(xp, 0), block(inner), affine(xp, 3)], loss=SoftmaxWithLoss())
+
+
+def recorded(xp, net):
+    return graph.record_network(net, dev(xp, X), dev(xp, T, "int64"))
+
+
+def clusters(dot):
+    """``{cluster label: (labels of the nodes in it, its own clusters' labels)}``, the nodes
+    of inner clusters included."""
+    found, open_ = {}, []
+    for line in dot.splitlines():
+        if line.strip().startswith("subgraph cluster_"):
+            open_.append(None)
+        elif open_ and open_[-1] is None and (m := re.match(r'\s+label="([^"]*)";', line)):
+            open_[-1] = m[1]
+            found[m[1]] = ([], [])
+            if len(open_) > 1:
+                found[open_[-2]][1].append(m[1])
+        elif open_ and line.strip() == "}":
+            open_.pop()
+        elif m := re.match(r'\s+"[^"]+" \[.*label="([^"]*)"\];$', line):
+            for label in open_:
+                found[label][0].append(m[1])
+    return found
+
+
+def test_a_residual_block_is_a_cluster_of_its_inner_layers_parameters_and_add(xp):
+    drawn = clusters(recorded(xp, residual_net(xp)).dot())
+    nodes, inner = drawn["Residual layers[1]"]
+    assert inner == ["Sequential layers[1].inner"]
+    assert sorted(nodes) == sorted(["+", "W2", "b2", "W3", "b3", "Affine", "Tanh", "Affine"])
+    assert sorted(drawn["Sequential layers[1].inner"][0]) == sorted(nodes[1:])
+
+
+def test_the_skip_path_and_the_inner_output_feed_the_add_with_the_blocks_gradient(xp):
+    run = recorded(xp, residual_net(xp))
+    _, edges = run.edges()
+    into_add = [e for e in edges if isinstance(e.target, str)]
+    kinds = [type(run.nodes[run.calls[e.source].node]).__name__ for e in into_add]
+    assert kinds == ["Affine", "Affine"]  # the inner Affine, and the skip from layers[0]
+    assert [e.source for e in into_add][1] == 0
+    block = next(call for call in run.calls if type(run.nodes[call.node]) is Residual)
+    assert [e.backward for e in into_add] == [block.dout, block.dout]
+
+
+def test_blocks_nested_twice_are_clusters_in_clusters(xp):
+    innermost = Sequential([affine(xp, 2), Tanh()])
+    middle = Sequential([affine(xp, 1), Residual(innermost)])
+    net = Sequential([affine(xp, 0), middle, affine(xp, 3)], loss=SoftmaxWithLoss())
+    drawn = clusters(recorded(xp, net).dot())
+    assert drawn["Sequential layers[1]"][1] == ["Residual layers[1].layers[1]"]
+    assert drawn["Residual layers[1].layers[1]"][1] == ["Sequential layers[1].layers[1].inner"]
+    assert drawn["Sequential layers[1].layers[1].inner"] == (["W3", "b3", "Affine", "Tanh"], [])
+
+
+def test_the_gradient_on_an_edge_inside_a_block_is_the_losss_gradient_of_its_value(xp):
+    run = recorded(xp, residual_net(xp))
+    _, edges = run.edges()
+    tanh = next(k for k, call in enumerate(run.calls) if type(run.nodes[call.node]) is Tanh)
+    edge = next(e for e in edges if e.source == tanh)
+
+    def softmax_loss(scores):
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        return -np.mean(shifted[0, T] - np.log(np.exp(shifted).sum(axis=1)))
+
+    h0 = X @ W[0] + B[0]
+
+    def loss_of_tanh(a):  # the loss as a function of the value on that edge
+        return softmax_loss((h0 + a @ W[2] + B[2]) @ W[3] + B[3])
+
+    expected = central_difference(loss_of_tanh, np.tanh(h0 @ W[1] + B[1]))
+    assert edge.backward.elements == pytest.approx(expected.ravel(), rel=1e-6)
+
+
+def test_an_inner_parameters_gradient_is_the_networks(xp):
+    net = residual_net(xp)
+    run = recorded(xp, net)
+    _, edges = run.edges()
+    edge = next(e for e in edges if e.source == "param:W3")
+    assert run.calls[edge.target].parent is not None  # a leaf of the inner Affine
+    expected = to_numpy(net.gradient(dev(xp, X), dev(xp, T, "int64"))["W3"])
+    assert edge.backward.norm == pytest.approx(np.linalg.norm(expected), rel=1e-12)
+
+
+def test_a_blocks_output_that_is_no_sum_is_drawn_as_its_forward_fed_by_the_inner_output(xp):
+    run = recorded(xp, residual_net(xp, block=Doubled))
+    nodes, _ = clusters(run.dot())["Doubled layers[1]"]
+    assert "Doubled.forward" in nodes and "+" not in nodes
+    _, edges = run.edges()
+    into_join = [e.source for e in edges if isinstance(e.target, str)]
+    assert into_join == [3]  # the inner Affine (calls: Affine, Affine, Tanh, Affine, ...) only
+
+
+def test_inside_false_draws_a_block_as_one_node(xp):
+    net = residual_net(xp)
+    run = graph.record_network(net, dev(xp, X), dev(xp, T, "int64"), inside=False)
+    assert clusters(run.dot()) == {}
+    assert "Residual" in [run.labels[call.node] for call in run.calls]
+
+
+def test_backward_edges_are_dashed_and_forward_edges_solid():
+    edges = [line for line in graph.apple().dot().splitlines() if " -> " in line]
+    backward = [line for line in edges if "dir=back" in line]
+    assert len(backward) == 5 and all("style=dashed" in line for line in backward)
+    assert not any("dashed" in line for line in edges if line not in backward)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
+def test_a_block_renders_as_a_box_labelled_by_class_and_path(cpu_xp, tmp_path):
+    graph.write(recorded(cpu_xp, residual_net(cpu_xp)).dot(), tmp_path / "block.svg")
+    svg = (tmp_path / "block.svg").read_text()
+    assert svg.count('class="cluster"') == 2
+    assert "Residual layers[1]" in svg and "Sequential layers[1].inner" in svg
