@@ -1950,8 +1950,24 @@ def test_a_network_whose_loss_is_nan_at_the_point_is_refused_saying_so(xp, metho
         check_gradients(net, x, t, method=method)
 
 
-@pytest.mark.parametrize("progress", [True, print])
-def test_progress_without_a_cluster_is_refused_as_showing_nothing(cpu_xp, progress):
-    # It was silently ignored: a long local check showed nothing, as asked.
-    with pytest.raises(ValueError, match=r"shows the tasks of a check on a cluster \(client=\)"):
-        check_gradients(*small_problem(cpu_xp), progress=progress)
+@pytest.mark.parametrize("method", ["loop", "batched"])
+@pytest.mark.parametrize(("max_elements", "total"), [(None, 20 + 4 + 12 + 3), (3, 3 + 3 + 3 + 3)])
+def test_progress_counts_the_elements_differenced_in_this_process(xp, method, max_elements, total):
+    # It was refused without a cluster: a long local check showed nothing.
+    seen = []
+    check_gradients(
+        *small_problem(xp), method=method, max_elements=max_elements,
+        progress=lambda *counts: seen.append(counts),
+    )  # fmt: skip
+    assert seen[-1] == (total, total)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_progress_true_draws_a_bar_on_stderr(cpu_xp, capsys):
+    check_gradients(*small_problem(cpu_xp), method="loop", progress=True)
+    assert "gradient check" in capsys.readouterr().err
+
+
+def test_progress_of_the_directional_method_is_refused(cpu_xp):
+    with pytest.raises(ValueError, match=r"progress=True shows the elements that method 'loop'"):
+        check_gradients(*small_problem(cpu_xp), method="directional", progress=True)

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +38,6 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
-from tqdm import tqdm
 
 from xpnet import __version__
 from xpnet.backend import BackendUnavailableError, dtype_name, namespace_of, to_numpy
@@ -49,6 +47,7 @@ from xpnet.gradcheck import (
     how_differenced,
     memory_budget,
     numerical_gradient,
+    progress_bar,
 )
 from xpnet.held import layers_of
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
@@ -603,31 +602,20 @@ def completed(
 
 def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]:
     """The futures' results in order, reporting progress as they complete."""
-    total = len(futures)
-    bar = tqdm(
-        total=total,
-        desc="gradient check",
-        unit="task",
-        leave=False,
-        file=sys.stderr,
-        disable=True if callable(progress) else (None if progress is None else not progress),
-    )
     found = {}
-    try:
-        with closing(completed(client, futures)) as results:
-            for done, (future, result) in enumerate(results, 1):
-                if future.status == "cancelled":
-                    raise WorkLostError(
-                        f"the Dask cluster lost the gradient check ({result}): the workers "
-                        "holding the network and batch died (all of them at once, or the "
-                        "cluster was restarted); run the check again"
-                    ) from result
-                found[future.key] = result
-                bar.update()
-                if callable(progress):
-                    progress(done, total)
-    finally:
-        bar.close()
+    with (
+        progress_bar(progress, len(futures), "task") as done,
+        closing(completed(client, futures)) as results,
+    ):
+        for future, result in results:
+            if future.status == "cancelled":
+                raise WorkLostError(
+                    f"the Dask cluster lost the gradient check ({result}): the workers "
+                    "holding the network and batch died (all of them at once, or the "
+                    "cluster was restarted); run the check again"
+                ) from result
+            found[future.key] = result
+            done(1)
     return [found[f.key] for f in futures]
 
 

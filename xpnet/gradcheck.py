@@ -43,7 +43,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import textwrap
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,6 +55,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from tqdm import tqdm
 
 from xpnet.backend import (
     dtype_name,
@@ -60,10 +63,11 @@ from xpnet.backend import (
     namespace_of,
     require_finite,
     spread,
+    to_device,
     to_like,
     to_numpy,
 )
-from xpnet.checks import TRANSPOSED_PRODUCT, is_real
+from xpnet.checks import TRANSPOSED_PRODUCT, is_count, is_real
 from xpnet.held import copy_of, held, layers_of, require_deterministic
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
 from xpnet.perturb import (
@@ -474,21 +478,132 @@ def _numerical(
     h: float,
     budget: int | str | None,
     local: LocalNet | None,
+    among: Mapping[str, Any] | None = None,
+    done: Callable[[int], None] | None = None,
 ) -> dict[str, _Numerical]:
     """Numerical gradients of the parameters ``names``, with their kinks where ``local``
-    (:meth:`LocalNet.of` the network) is given."""
+    (:meth:`LocalNet.of` the network) is given. ``among`` (name -> bool array of the
+    parameter's shape, :func:`sample_elements`) limits a parameter's work to those
+    elements; the others are 0 and no kink. ``done(n)`` is called as elements are done,
+    where given (:func:`progress_bar`)."""
     budget = memory_budget(budget)
+    among = among or {}
     out = {}
     for name in names:
         how = how_differenced(local, name, method)
+        mask = among.get(name)
         if how == "local":
-            out[name] = _Numerical(*central_differences(local, name, h, budget), "local")
+            found = central_differences(local, name, h, budget, mask, done)
+            out[name] = _Numerical(*found, "local")
         elif how == "loop-inputs":
-            out[name] = _Numerical(*loop_differences(local, name, h), "loop")
+            out[name] = _Numerical(*_looped(local, name, h, mask, done), "loop")
         else:
-            kinks = central_differences(local, name, h, budget)[1] if how == "loop+kinks" else None
-            grad = net.numerical_gradient(x, t, h, params=[name])[name]
+            kinks = None
+            if how == "loop+kinks":
+                kinks = central_differences(local, name, h, budget, mask)[1]
+            if how == "loop" and mask is None:  # not layered: the network's own loop
+                grad = net.numerical_gradient(x, t, h, params=[name])[name]
+                if done is not None:
+                    done(math.prod(grad.shape))
+            else:
+                grad = _loop_of(net, x, t, name, h, mask, done)
             out[name] = _Numerical(grad, kinks, "loop")
+    return out
+
+
+def _loop_of(
+    net: Any, x: Any, t: Any, name: str, h: float, mask: Any,
+    done: Callable[[int], None] | None,
+) -> Any:  # fmt: skip
+    """The book's loop over the elements ``mask`` of parameter ``name`` (bool, its shape;
+    None for all), moving the parameter itself as the book's ``numerical_gradient`` does
+    (a network's layers may hold it), the training loss taken by ``net.loss_at`` where the
+    network has it (:func:`_loss_at`); ``done(1)`` after each element."""
+    elements = None if mask is None else _indices(mask)
+    calls = 0
+
+    def loss(p: Any) -> Any:
+        nonlocal calls
+        value = _loss_at(net, name, p, x, t)
+        calls += 1
+        if done is not None and calls % 2 == 0:  # two calls an element
+            done(1)
+        return value
+
+    return _central(loss, net.params[name], h, elements, in_place=True)[0]
+
+
+@contextmanager
+def progress_bar(progress: Any, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """Yields ``done(n)``, to call as ``n`` more of ``total`` ``unit``s of a check are done
+    (from any thread): a tqdm bar on stderr for ``progress`` True (None: when stderr is a
+    terminal; False: none), or, for a callable, ``progress(done, total)``."""
+    bar = tqdm(
+        total=total,
+        desc="gradient check",
+        unit=unit,
+        leave=False,
+        file=sys.stderr,
+        disable=True if callable(progress) else (None if progress is None else not progress),
+    )
+    count, lock = 0, threading.Lock()
+
+    def done(n: int) -> None:
+        nonlocal count
+        with lock:
+            count += n
+            bar.update(n)
+            if callable(progress):
+                progress(count, total)
+
+    try:
+        yield done
+    finally:
+        bar.close()
+
+
+def _indices(mask: Any) -> list[tuple[int, ...]]:
+    """The indices of the true elements of the bool array ``mask``, as index tuples."""
+    return [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(mask))]
+
+
+def _looped(
+    local: LocalNet, name: str, h: float, mask: Any, done: Callable[[int], None] | None = None
+) -> tuple[Any, Any]:
+    """:func:`~xpnet.perturb.loop_differences` of the elements ``mask`` (bool, the
+    parameter's shape; None for all) of ``name`` at ``h``: the gradient and kinks in the
+    parameter's shape, 0 and no kink elsewhere; ``done(1)`` after each element."""
+    if mask is None:
+        return loop_differences(local, name, h, done=done)
+    xp = namespace_of(mask)
+    values, kinked = loop_differences(local, name, h, _indices(mask), done=done)
+    flat = xp.reshape(mask, (-1,))
+    return tuple(xp.reshape(spread(a, flat), mask.shape) for a in (values, kinked))
+
+
+def sample_elements(
+    net: Any, names: Iterable[str], max_elements: int | None, seed: int
+) -> dict[str, Any]:
+    """``name -> bool array`` of the parameter's shape, on its device, marking
+    ``max_elements`` of its elements drawn without replacement, for each parameter of
+    ``names`` that has more; empty for ``max_elements`` None. Each parameter's elements
+    come from a NumPy generator of its own on the host, seeded with ``seed`` and the
+    parameter's position in ``net.params``: the same elements on every backend, whichever
+    other parameters are checked."""
+    if max_elements is None:
+        return {}
+    host_rng(seed)  # refuses a bad seed
+    position = {name: k for k, name in enumerate(net.params)}
+    out = {}
+    for name in names:
+        param = net.params[name]
+        size = math.prod(param.shape)
+        if size > max_elements:
+            rng = np.random.default_rng([seed, position[name]])
+            mask = np.zeros(size, dtype=bool)
+            mask[rng.choice(size, max_elements, replace=False)] = True
+            device = array_api_compat.device(param)
+            out[name] = to_device(mask.reshape(param.shape), xp=namespace_of(param), device=device)
     return out
 
 
@@ -708,6 +823,11 @@ class ParamCheck:
     gradient was computed (``"local"`` or ``"loop"``). ``nonfinite_analytic`` and
     ``nonfinite_numerical`` count the elements where that gradient is inf or nan: any
     makes the parameter fail (at a kink too), and the statistics leave them out.
+    ``failing_elements`` are the indices of every element that fails (as ``np.argwhere``
+    gives them: those ``failing`` counts, and the non-finite ones). ``sampled`` is how many
+    elements were checked when only a random sample of them was (``max_elements`` of
+    :func:`check_gradients`; None: all of them): the counts, statistics and indices are
+    those of the sample.
     """
 
     name: str
@@ -736,6 +856,8 @@ class ParamCheck:
     # the other arrays whose kinks moved with this one's there (check_layer's inputs)
     together_with: tuple[str, ...] = ()
     transposed: bool = False  # a failing square 2-D analytic gradient = numerical.T
+    failing_elements: tuple[tuple[int, ...], ...] = ()
+    sampled: int | None = None
 
     @property
     def all_kinks(self) -> bool:
@@ -771,8 +893,9 @@ class ParamCheck:
         if self.worst is None:
             return None
         where = f"[{', '.join(map(str, self.worst))}]" if self.worst else ""
+        of = math.prod(self.shape) if self.sampled is None else f"{self.sampled} sampled"
         return (
-            f"{self.name}: {self.failing} of {math.prod(self.shape)} elements fail; worst "
+            f"{self.name}: {self.failing} of {of} elements fail; worst "
             f"{self.name}{where}: analytic {self.worst_analytic:.6g}, numerical "
             f"{self.worst_numerical:.6g}"
         )
@@ -895,11 +1018,21 @@ class GradientReport(_Displayed):
         (:attr:`ParamCheck.unchecked`): none of their elements was compared."""
         return [p.name for p in self.params if p.unchecked]
 
+    @property
+    def sampled(self) -> list[ParamCheck]:
+        """The parameters of which only a random sample of elements was checked."""
+        return [p for p in self.params if p.sampled is not None]
+
     def __bool__(self) -> bool:
         return self.passed
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "inconclusive": self.inconclusive}
+        """The report as JSON-ready data; each parameter's ``failing_elements`` left out (a
+        wrong gradient fails every element: the count is ``failing``)."""
+        out = {**asdict(self), "passed": self.passed, "inconclusive": self.inconclusive}
+        for check in out["params"]:
+            del check["failing_elements"]
+        return out
 
     def note_atol(self, tol: Atol, largest: Mapping[str, float]) -> None:
         """Say what the atol ``tol`` at ``h`` leaves unresolved. A default atol grown above
@@ -953,6 +1086,9 @@ class GradientReport(_Displayed):
             )
             for p in self.params
         ]
+        if self.sampled:
+            header = (*header[:3], "checked", *header[3:])
+            rows = [(*r[:3], _checked(p), *r[3:]) for r, p in zip(rows, self.params, strict=True)]
         lines = [
             f"gradient check{' of ' + self.subject if self.subject else ''} "
             f"({self.method}, {self.dtype}, h={self.h:g}): "
@@ -969,6 +1105,12 @@ class GradientReport(_Displayed):
             ]
         if any(p.kinks is None for p in self.params):
             lines.append("kinks '-': not looked for (the network is not layered as assumed)")
+        if self.sampled:
+            lines += _wrapped(
+                "checked: elements sampled at random (max_elements), the same on every "
+                "backend for a seed; the errors, kinks and result are the sample's, and a "
+                "wrong gradient in the elements left out passes"
+            )
         if any(p.passed and p.max_rel_error > self.rtol for p in self.params):
             lines += [
                 "max rel err: |analytic - numerical| / max(|analytic|, |numerical|), CS231n's",
@@ -1057,7 +1199,18 @@ class GradientReport(_Displayed):
             )
         if self.passed and self.undeclared:
             verdict += f" (but {', '.join(self.undeclared)} not checked: not in params)"
+        if self.passed and self.sampled:
+            verdict += (
+                " (on sampled elements only: "
+                + ", ".join(f"{p.name} {_checked(p)}" for p in self.sampled)
+                + ")"
+            )
         return verdict
+
+
+def _checked(p: ParamCheck) -> str:
+    """How many of the parameter's elements were checked: ``all``, or ``100 of 78,400``."""
+    return "all" if p.sampled is None else f"{p.sampled:,} of {math.prod(p.shape):,}"
 
 
 def _param_result(p: ParamCheck) -> str:
@@ -1128,7 +1281,7 @@ def kinks_by_one_sided(
     candidates = straddles_kink(analytic, plus, center, minus, h, atol, rtol)
     if among is not None:
         candidates = candidates & among
-    where = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(candidates))]
+    where = _indices(candidates)
     if not where:
         return candidates
     half = values_around(f, x, h / 2, indices=where)
@@ -1236,7 +1389,7 @@ def _with_one_sided_kinks(
     steps.append((among, h, tol.at(h)))
     kinked, together = found.kinks, None
     for among, step, atol in steps:
-        elements = [tuple(int(i) for i in idx) for idx in np.argwhere(to_numpy(among))]
+        elements = _indices(among)
         if not elements:
             continue
         plus, minus = values_around(loss_at, param, step, indices=elements)
@@ -1275,19 +1428,22 @@ def compare(
     *,
     kinks: Any = None,
     via: str = "",
+    sampled: Any = None,
 ) -> ParamCheck:
     """Error statistics of ``analytic`` against ``numerical`` (arrays of one shape).
 
     ``kinks`` (bool, same shape) marks elements to report apart: they are left out of
-    the statistics and of ``passed``. An element where either gradient is inf or nan
-    fails, at a kink too (no tolerance covers it); the statistics leave it out and
-    ``nonfinite_analytic`` / ``nonfinite_numerical`` count such elements. A few host
-    reads per call, none per element.
+    the statistics and of ``passed``; ``sampled`` (bool, same shape; None for all) the
+    elements compared, the others being left out of everything. An element where either
+    gradient is inf or nan fails, at a kink too (no tolerance covers it); the statistics
+    leave it out and ``nonfinite_analytic`` / ``nonfinite_numerical`` count such elements.
+    A few host reads per call, none per element.
     """
     xp = namespace_of(analytic, numerical)
     shape = tuple(analytic.shape)
     if math.prod(shape) == 0:
         return ParamCheck(name, shape, 0.0, 0.0, 0.0, True, kinks=0, via=via)
+    analytic, numerical = _in_sample(analytic, sampled), _in_sample(numerical, sampled)
     finite_analytic, finite_numerical = xp.isfinite(analytic), xp.isfinite(numerical)
     finite = finite_analytic & finite_numerical
     # Zeros in place of the non-finite elements: their errors would be inf or nan.
@@ -1304,6 +1460,8 @@ def compare(
     # some ReLU input nearly always crosses 0, harmlessly).
     kinks = xp.zeros_like(within) if not looked else kinks & ~within
     counted = finite & ~kinks  # the elements of the error statistics
+    if sampled is not None:
+        counted = counted & sampled
     zero = xp.zeros_like(diff)
     kept = xp.where(counted, diff, zero)
     failing = counted & ~within
@@ -1321,7 +1479,8 @@ def compare(
         )
     )
     hits = np.argwhere(to_numpy(kinks))
-    passed = bool(xp.all(within | (kinks & finite)))
+    failed_elements = np.argwhere(to_numpy(~(within | (kinks & finite))))
+    passed = not len(failed_elements)
     worst = None
     if failed:
         flat = int(xp.argmax(xp.reshape(xp.where(failing, diff, -xp.ones_like(diff)), (-1,))))
@@ -1348,7 +1507,18 @@ def compare(
         worst=worst,
         worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
         worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
+        failing_elements=tuple(tuple(int(i) for i in idx) for idx in failed_elements),
+        sampled=None if sampled is None else int(_count(sampled)),
     )
+
+
+def _in_sample(a: Any, sampled: Any) -> Any:
+    """``a`` with 0 in the elements that ``sampled`` (bool, a's shape; None for all) leaves
+    out: both gradients are 0 there, so nothing fails, retries or refines them."""
+    if sampled is None:
+        return a
+    xp = namespace_of(a)
+    return xp.where(sampled, a, xp.zeros_like(a))
 
 
 def _matches(analytic: Any, numerical: Any, atol: Any, rtol: float, excused: Any) -> bool:
@@ -1571,6 +1741,7 @@ def check_gradients(
     seed: int = 0,
     client: Any = None,
     progress: Any = None,
+    max_elements: int | None = None,
 ) -> GradientReport | DirectionalReport:
     """Compare ``net.gradient(x, t)`` with numerical gradients of ``net.loss(x, t)``.
 
@@ -1604,13 +1775,22 @@ def check_gradients(
     differs between two passes at one point (a layer drawing random numbers some other
     way) is a ``ValueError``.
 
-    ``client`` (a ``dask.distributed.Client``) computes the numerical gradients of
-    ``loop`` and ``batched`` as tasks on its cluster, with the same report
-    (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then per task);
-    ``progress`` shows them (True, False, None: when stderr is a terminal, or a
-    callable ``progress(done, total)``; without ``client`` it is a ``ValueError``, as a
-    check in this process shows none). ``x`` and ``t`` are arrays of the network's library
-    either way (the check sends them to the workers itself): a dask array is a ``TypeError``.
+    ``progress`` shows how far the numerical gradients of ``loop`` and ``batched`` are: a
+    tqdm bar on stderr (True; None, the default: when stderr is a terminal; False: none)
+    or a callable ``progress(done, total)``, over the elements differenced (after each
+    element of the loop, each chunk of the batched method), or over the tasks of a cluster.
+    ``client`` (a ``dask.distributed.Client``) computes them as tasks on its cluster,
+    with the same report (:func:`xpnet.distributed.numerical`; ``memory_budget`` is then
+    per task). ``x`` and ``t`` are arrays of the network's library either way (the check
+    sends them to the workers itself): a dask array is a ``TypeError``.
+
+    ``max_elements`` checks at most that many elements of each parameter (``loop`` and
+    ``batched``), drawn at random without replacement from ``seed`` on the host, the same
+    ones on every backend, as cs231n's ``grad_check_sparse`` does: only those are
+    perturbed, so a large network's check takes a fraction of the time. The report gives
+    each parameter's count (:attr:`ParamCheck.sampled`), and its verdict says a pass is
+    a sample's: a wrong gradient in elements left out passes. ``None`` (the default)
+    checks every element.
 
     A parameter, ``x`` or ``t`` holding NaN or infinity is a ``ValueError`` naming it and
     where. A check that tested nothing, the default atol as large as every parameter's
@@ -1621,13 +1801,13 @@ def check_gradients(
     _require_eager_inputs(net, x, t)
     if method == "directional" and client is not None:
         raise ValueError("client= runs the loop and batched methods; directional runs locally")
+    _require_max_elements(max_elements, method, client)
     if isinstance(client, str):
         raise address_given_as_client(client)
-    if client is None and progress not in (None, False):
+    if method == "directional" and progress not in (None, False):
         raise ValueError(
-            f"progress={progress!r} shows the tasks of a check on a cluster (client=); a "
-            "check in this process shows no progress: for a long one, check fewer elements "
-            "(params=, a smaller batch) or use method='directional'"
+            f"progress={progress!r} shows the elements that method 'loop' or 'batched' "
+            "differences; 'directional' takes a few passes: leave progress out"
         )
     if method == "directional":
         return directional_check(
@@ -1646,12 +1826,20 @@ def check_gradients(
     require_finite_point(net, x, t)
     dtype, h, tol, rtol = _settings(net, h, atol, rtol)
     names = _param_names(net, params)
+    sampled = sample_elements(net, names, max_elements, seed)
     with _input_restored(x) as given, _held_for_checking(net, x, t, seed) as (t, center):
         analytic = gradient_after_decoy(net, x, t)
         budget = memory_budget  # the parameter hides the function of that name
         if client is None:
             local = LocalNet.of(net, x, t)
-            found = _numerical(net, x, t, names, method=method, h=h, budget=budget, local=local)
+            total = sum(
+                math.prod(net.params[n].shape) if n not in sampled else max_elements for n in names
+            )
+            with progress_bar(progress, total, "element") as done:
+                found = _numerical(
+                    net, x, t, names, method=method, h=h, budget=budget, local=local,
+                    among=sampled, done=done,
+                )  # fmt: skip
         else:
             from xpnet.distributed import numerical  # imports Dask
 
@@ -1665,7 +1853,31 @@ def check_gradients(
         return _element_wise(
             net, x, t, names, analytic, found, local, tol, center,
             method=method, h=h, rtol=rtol, dtype=dtype, budget=budget, given=given,
+            sampled=sampled,
         )  # fmt: skip
+
+
+def _require_max_elements(max_elements: Any, method: str, client: Any) -> None:
+    """Refuse a ``max_elements`` that is not None or an integer >= 1, and one given with
+    the directional method or a cluster, which do not sample elements."""
+    if max_elements is None:
+        return
+    if not is_count(max_elements, 1):
+        raise ValueError(
+            f"max_elements must be an integer >= 1 (elements checked per parameter) or None "
+            f"(all of them), got {max_elements!r}"
+        )
+    if method == "directional":
+        raise ValueError(
+            f"max_elements={max_elements} samples elements for method 'loop' or 'batched'; "
+            "'directional' perturbs every element along random directions: pass one or the "
+            "other"
+        )
+    if client is not None:
+        raise ValueError(
+            f"max_elements={max_elements} samples elements in this process; a check on a "
+            "cluster (client=) checks every element: pass one or the other"
+        )
 
 
 def _in_place_note(write: str) -> str:
@@ -1681,6 +1893,7 @@ def _element_wise(
     net: Any, x: Any, t: Any, names: list[str], analytic: Mapping[str, Any],
     found: dict[str, _Numerical], local: LocalNet | None, tol: Atol, center: float, *,
     method: str, h: float, rtol: float, dtype: str, budget: int | str | None, given: Any,
+    sampled: Mapping[str, Any] | None = None,
 ) -> GradientReport:  # fmt: skip
     """:func:`check_gradients`' comparison of the ``analytic`` gradients of ``names`` with
     their central differences ``found`` at ``h``, inside the check's held network: the
@@ -1688,7 +1901,10 @@ def _element_wise(
     failing clear of kinks at ``h / RETRY``, kinks that no hook sees found by one-sided
     differences; ``found`` is updated in place. A failing report names the layers that
     wrote into arrays they were given or hold (:func:`in_place_writes`, on a copy of the
-    input as ``given``: ``x`` may be what a layer wrote into)."""
+    input as ``given``: ``x`` may be what a layer wrote into). ``sampled`` (name -> bool
+    array, :func:`sample_elements`) limits a parameter's comparison to those elements."""
+    sampled = sampled or {}
+    analytic = {n: _in_sample(analytic[n], sampled.get(n)) for n in names}
     atol = tol.at(h)
     small = refined_step(h, dtype)
     refined = {
@@ -1707,7 +1923,10 @@ def _element_wise(
     numerical = {n: found[n].grad for n in names}
     for n in names:
         kinks, together = one_sided[n]
-        check = compare(n, analytic[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via)
+        check = compare(
+            n, analytic[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via,
+            sampled=sampled.get(n),
+        )  # fmt: skip
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
@@ -1894,10 +2113,7 @@ def _differenced_again(
     if found.via == "local":
         grad, kinks = central_differences(local, name, step, memory_budget(budget), among=again)
     else:
-        elements = [tuple(int(i) for i in idx) for idx in np.argwhere(host)]
-        values, kinked = loop_differences(local, name, step, elements)
-        flat = xp.reshape(again, (-1,))
-        grad, kinks = (xp.reshape(spread(a, flat), again.shape) for a in (values, kinked))
+        grad, kinks = _looped(local, name, step, again)
     found.grad = xp.where(again, xp.astype(grad, found.grad.dtype), found.grad)
     found.kinks = xp.where(again, kinks, found.kinks)
     return count

@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
@@ -375,6 +375,7 @@ def loop_differences(
     elements: Iterable[tuple[int, ...]] | None = None,
     *,
     net: Any = None,
+    done: Callable[[int], None] | None = None,
 ) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, by the loop.
 
@@ -387,7 +388,8 @@ def loop_differences(
     ``elements`` (index tuples) limits the work to some elements: both results are then
     (m,), in their order.
     ``net`` is the network whose parameter the loop moves and puts back: ``local.net`` by
-    default, or a copy of it where threads share ``local``.
+    default, or a copy of it where threads share ``local``. ``done(1)`` is called after
+    each element, where given (a progress bar).
     """
     net = local.net if net is None else net
     param = net.params[name]
@@ -419,6 +421,8 @@ def loop_differences(
                 grads.append((plus - minus) / (2 * h) + rate * original)
                 kinked = crosses_kink(layers, center, moved_up, moved_down)
                 kinks.append(xp.asarray(False, device=device) if kinked is None else kinked)
+                if done is not None:
+                    done(1)
     finally:
         net.params[name] = param
     if elements is not None:
@@ -467,7 +471,12 @@ def chunk_differences(local: LocalNet, name: str, index: Any, h: float) -> tuple
 
 
 def central_differences(
-    local: LocalNet, name: str, h: float, budget: int, among: Any = None
+    local: LocalNet,
+    name: str,
+    h: float,
+    budget: int,
+    among: Any = None,
+    done: Callable[[int], None] | None = None,
 ) -> tuple[Any, Any]:
     """``(L(p + h e_i) - L(p - h e_i)) / 2h`` for every element of ``name``, in chunks.
 
@@ -477,7 +486,8 @@ def central_differences(
     GIL in its loops. Returns the numerical gradient in the parameter's shape and a bool
     array of that shape marking the elements whose central difference straddles a kink.
     ``among`` (bool, the parameter's shape) limits the work to those elements; the others
-    are 0 and no kink.
+    are 0 and no kink. ``done(n)`` is called as the elements are done, where given (a
+    progress bar): at once for those that need no work, then after each chunk.
     """
     param = local.net.params[name]
     xp = namespace_of(param)
@@ -487,6 +497,9 @@ def central_differences(
         moving = moving & xp.reshape(among, (-1,))
     active = xp.astype(xp.nonzero(moving)[0], xp.int64)  # one host read: how many move
     size = active.shape[0]
+    if done is not None:
+        asked = math.prod(param.shape) if among is None else int(xp.sum(xp.astype(among, xp.int64)))
+        done(asked - size)
     per_element = local.bytes_per_element(name)
     workers = min(_workers(param), max(1, budget // per_element))
     chunk = max(1, min(size, budget // workers // per_element))
@@ -500,7 +513,10 @@ def central_differences(
 
     def chunk_at(start: int) -> tuple[Any, Any]:
         stop = min(start + chunk, size)  # in bounds: the standard leaves a stop past it open
-        return chunk_differences(local, name, active[start:stop], h)
+        found = chunk_differences(local, name, active[start:stop], h)
+        if done is not None:
+            done(stop - start)
+        return found
 
     if workers == 1:
         results = list(map(chunk_at, starts))

@@ -119,6 +119,15 @@ def add_gradcheck(sub: argparse._SubParsersAction) -> None:
         "(element by element where a direction disagrees or every one crosses a kink)",
     )
     p.add_argument(
+        "--max-elements",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="check at most K elements of each parameter, drawn at random (the same on every "
+        "device), for a faster check of a large network: a pass is the sample's (default: "
+        "every element; not with --method directional or --scheduler)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print the report as JSON, alone on stdout: what the checked code prints goes to "
@@ -190,6 +199,11 @@ def _check(args: argparse.Namespace) -> Any | None:
 
     if args.method == "directional" and args.scheduler is not None:
         raise ValueError("--scheduler runs --method loop or batched; directional runs here")
+    if args.max_elements is not None and (args.method == "directional" or args.scheduler):
+        raise ValueError(
+            "--max-elements samples the elements that --method loop or batched checks here; "
+            "leave it out with --method directional or --scheduler"
+        )
     check_scheduler(args)  # before the network is built: the header line is for a check that runs
     import_layers(args, "--checkpoint", args.checkpoint)
     if args.checkpoint is not None:
@@ -206,7 +220,10 @@ def _check(args: argparse.Namespace) -> Any | None:
                 print(_where_it_runs(client, args.method), flush=True)
             warnings.simplefilter("ignore", Float32Warning)
             try:
-                return check_gradients(net, x, t, method=args.method, h=args.h, client=client)
+                return check_gradients(
+                    net, x, t, method=args.method, h=args.h, client=client,
+                    max_elements=args.max_elements,
+                )  # fmt: skip
             except Exception as exc:
                 if _left_to_main(exc):
                     raise
