@@ -1589,3 +1589,46 @@ def test_a_pickle_name_for_save_is_refused_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--save checkpoint " in err and "never pickles; name it " in err
     assert "params.npz" in err and "epoch 1" not in err
+
+
+def test_freeze_leaves_those_parameters_as_the_checkpoint_had_them(fake_data, tmp_path, capsys):
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--hidden", "20", "--save", str(first)]) == 0
+    assert run(["train", "--resume", str(first), "--epochs", "2", "--quiet",
+                "--freeze", "W1", "--freeze", "b1", "--save", str(second)]) == 0  # fmt: skip
+    with np.load(first) as a, np.load(second) as b:
+        np.testing.assert_array_equal(b["W1"], a["W1"])
+        np.testing.assert_array_equal(b["b1"], a["b1"])
+        assert not np.array_equal(b["W2"], a["W2"])
+    assert "--freeze none -> W1,b1" in capsys.readouterr().err
+    assert read_metadata(second)["run"]["changes"] == [
+        {"epoch": 1, "settings": {"freeze": [[], ["W1", "b1"]]}}
+    ]
+
+
+def test_resume_keeps_the_runs_frozen_parameters(fake_data, tmp_path, capsys):
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "layers[0]",
+                "--save", str(first)]) == 0  # fmt: skip
+    assert "seed 0, frozen W1, b1, float32" in capsys.readouterr().out
+    assert run(["train", "--resume", str(first), "--epochs", "2", "--quiet",
+                "--save", str(second)]) == 0  # fmt: skip
+    assert capsys.readouterr().err == ""
+    assert read_metadata(second)["run"]["freeze"] == ["W1", "b1"]
+    with np.load(first) as a, np.load(second) as b:
+        np.testing.assert_array_equal(b["W1"], a["W1"])
+        assert not np.array_equal(b["W2"], a["W2"])
+
+
+def test_freeze_of_an_unknown_name_is_a_one_line_error_listing_the_valid_ones(fake_data, capsys):
+    assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "W3"]) == 2
+    assert capsys.readouterr().err == (
+        "xpnet train: error: --freeze: the network has no parameter or layer 'W3'; expected a "
+        "parameter's name (W1, b1, W2, b2), or a layer's path (layers[0], layers[2])\n"
+    )
+
+
+def test_freeze_of_every_parameter_is_refused(fake_data, capsys):
+    argv = ["train", "--epochs", "1", "--hidden", "20"]
+    assert run([*argv, *(f"--freeze=layers[{k}]" for k in (0, 2))]) == 2
+    assert "--freeze freezes every parameter (W1, b1, W2, b2)" in capsys.readouterr().err

@@ -111,6 +111,33 @@ def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
         close(grads[name], p.grad.T if name.startswith("W") else p.grad)
 
 
+def test_frozen_trains_as_torch_with_requires_grad_false_and_the_others_in_the_optimizer(xp):
+    g = rng(3)
+    W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
+    W2, b2 = g.standard_normal((5, 3)), g.standard_normal(3)
+    x, labels = g.standard_normal((6, 4)), g.integers(0, 3, 6)
+    net = xpnet.Sequential(
+        [Affine(on(xp, W1), on(xp, b1)), ReLU(), Affine(on(xp, W2), on(xp, b2))],
+        loss=SoftmaxWithLoss(),
+    )
+    model = nn.Sequential(torch_linear(W1, b1), nn.ReLU(), torch_linear(W2, b2))
+    model[0].requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):  # full batches: the shuffled order leaves the mean gradient alone
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(labels)).backward()
+        opt.step()
+    data = (on(xp, x), to_device(labels, xp=xp))
+    trainer = xpnet.training.Trainer(
+        net, optim.SGD(0.5), *data, *data, epochs=3, batch_size=6, frozen="layers[0]"
+    )
+    trainer.fit()
+    close(net.params["W1"], model[0].weight.T)
+    close(net.params["b1"], model[0].bias)
+    close(net.params["W2"], model[2].weight.T)
+    close(net.params["b2"], model[2].bias)
+
+
 LOSSES = {
     "SoftmaxWithLoss": (SoftmaxWithLoss, nn.CrossEntropyLoss, "labels"),
     "SigmoidWithLoss": (SigmoidWithLoss, nn.BCEWithLogitsLoss, "probabilities"),

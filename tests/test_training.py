@@ -13,7 +13,7 @@ import pytest
 from xpnet import MultiLayerNet, Sequential
 from xpnet.backend import namespace, namespace_of, to_device, to_numpy
 from xpnet.opcount import count_operations, counting
-from xpnet.optim import OPTIMIZERS, SGD, Momentum, make_optimizer
+from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum, Optimizer, make_optimizer
 from xpnet.training import EpochResult, History, Trainer, TrainingDiverged, evaluate, train
 
 
@@ -1044,3 +1044,99 @@ def test_the_books_trainer_attributes_name_fit_and_its_history(cpu_xp, name):
     trainer = Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1)
     with pytest.raises(AttributeError, match=rf"for the book's {name}, use .*trainer\.fit\(\)"):
         getattr(trainer, name)
+
+
+# Trainer(frozen=...): parameters left untrained, as PyTorch's requires_grad_(False) and
+# Keras's trainable = False leave them: bit for bit, with no optimizer state.
+
+
+def _snapshot(net):
+    return {name: to_numpy(p).copy() for name, p in net.params.items()}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_frozen_parameters_stay_bit_for_bit_while_the_others_train(xp, name):
+    net = MultiLayerNet(
+        4, [6], 2, weight_init=0.1, dtype="float64", seed=0, weight_decay=0.1, xp=xp
+    )
+    before = _snapshot(net)
+    Trainer(
+        net, make_optimizer(name, lr=0.1), *blobs(xp), epochs=2, batch_size=10, frozen=["W1", "b1"]
+    ).fit()
+    after = _snapshot(net)
+    np.testing.assert_array_equal(after["W1"], before["W1"])
+    np.testing.assert_array_equal(after["b1"], before["b1"])
+    assert not np.array_equal(after["W2"], before["W2"])
+    assert not np.array_equal(after["b2"], before["b2"])
+
+
+def test_a_layers_path_freezes_its_parameters(cpu_xp):
+    net = MultiLayerNet(4, [6], 2, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
+    trainer = Trainer(net, SGD(0.1), *blobs(cpu_xp), epochs=1, frozen="layers[1]")
+    assert trainer.frozen == ("gamma1", "beta1")
+
+
+def test_the_optimizer_keeps_no_state_for_frozen_parameters(xp):
+    net, optimizer = make_net(xp), Adam(lr=0.01)
+    Trainer(net, optimizer, *blobs(xp), epochs=1, batch_size=10, frozen=("W2",)).fit()
+    for buffer in ("m", "v"):
+        assert set(optimizer.state[buffer]) == {"W1", "b1", "b2"}
+
+
+def test_the_optimizer_checks_the_parameters_it_is_given_once(cpu_xp, monkeypatch):
+    checked = []
+    require_fit = Optimizer._require_fit
+    monkeypatch.setattr(
+        Optimizer, "_require_fit", lambda self, *a: checked.append(1) or require_fit(self, *a)
+    )
+    trainer = Trainer(
+        make_net(cpu_xp), Adam(), *blobs(cpu_xp), epochs=2, batch_size=10, frozen="W1"
+    )
+    trainer.fit()
+    assert trainer.iterations == 12 and len(checked) == 1
+
+
+def test_a_network_with_a_plain_dict_of_parameters_can_freeze_them(cpu_xp):
+    class BookNet:  # the book's networks keep their parameters in a dict
+        def __init__(self, net):
+            self.net, self.params, self.last_layer = net, dict(net.params), net.last_layer
+
+        def predict(self, x, train_flg=False):
+            return self.net.predict(x, train_flg=train_flg)
+
+        def gradient(self, x, t):
+            return self.net.gradient(x, t)
+
+    net = BookNet(make_net(cpu_xp))
+    before = _snapshot(net)
+    Trainer(net, Adam(0.1), *blobs(cpu_xp), epochs=1, batch_size=10, frozen="W2").fit()
+    after = _snapshot(net)
+    np.testing.assert_array_equal(after["W2"], before["W2"])
+    assert not np.array_equal(after["W1"], before["W1"])
+
+
+def test_batchnorm_running_statistics_of_a_frozen_layer_keep_updating(cpu_xp):
+    net = MultiLayerNet(4, [6], 2, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
+    norm = net[1]
+    mean = to_numpy(norm.running_mean).copy()
+    Trainer(net, SGD(0.1), *blobs(cpu_xp), epochs=1, frozen="layers[1]").fit()
+    assert not np.array_equal(to_numpy(norm.running_mean), mean)
+
+
+def test_an_unknown_name_is_refused_naming_it_and_the_valid_ones(cpu_xp):
+    expected = (
+        r"no parameter or layer 'W9'; expected a parameter's name \(W1, b1, W2, b2\), "
+        r"or a layer's path \(layers\[0\], layers\[2\]\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=["W1", "W9"])
+
+
+def test_a_name_that_is_not_a_string_is_a_type_error(cpu_xp):
+    with pytest.raises(TypeError, match=r"frozen must hold names .* got int 0"):
+        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=[0])
+
+
+def test_freezing_every_parameter_is_refused(cpu_xp):
+    with pytest.raises(ValueError, match=r"freezes every parameter \(W1, b1, W2, b2\)"):
+        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=["layers[0]", "W2", "b2"])

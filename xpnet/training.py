@@ -24,7 +24,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field, fields
 from itertools import zip_longest
 from typing import Any
@@ -54,7 +54,7 @@ from xpnet.layers import (
     not_labels_or_rows,
     require_array,
 )
-from xpnet.networks import EVAL_BATCH_SIZE, LayerTypeError, require_scores
+from xpnet.networks import EVAL_BATCH_SIZE, LayerTypeError, Parameters, require_scores
 from xpnet.optim import Optimizer
 
 
@@ -325,6 +325,83 @@ def _warn_of_batches_of_one(net: Any, n: int, batch_size: int) -> None:
         )
 
 
+def frozen_names(
+    net: Any, frozen: str | Iterable[str] | None, what: str = "frozen"
+) -> tuple[str, ...]:
+    """The names of ``net.params`` that ``frozen`` names, in the network's order: a
+    parameter's name (``"W1"``) or a layer's path as :meth:`~xpnet.Sequential.named_layers`
+    gives it (``"layers[0]"``: every parameter of that layer and of the layers inside it).
+    A ``ValueError`` naming an unknown name and listing the valid ones, or when every
+    parameter is frozen; a ``TypeError`` for a name that is not a string. The messages
+    begin with ``what``, the option that gave the names. None names none."""
+    params = net.params
+    layer_of: dict[str, str] = {}  # parameter name -> the path of the layer holding it
+    if isinstance(params, Parameters) and callable(getattr(net, "named_layers", None)):
+        path_of = {id(layer): path for path, layer in net.named_layers()}
+        layer_of = {name: path_of[id(params.slot(name)[0])] for name in params}
+    chosen: set[str] = set()
+    for item in (frozen,) if isinstance(frozen, str) else frozen or ():
+        if not isinstance(item, str):
+            raise TypeError(
+                f"frozen must hold names of parameters or layers (strings), got "
+                f"{type(item).__name__} {item!r:.40}"
+            )
+        named = {item} if item in params else set()
+        named |= {n for n, path in layer_of.items() if path == item or path.startswith(item + ".")}
+        if not named:
+            layers = f", or a layer's path ({', '.join(dict.fromkeys(layer_of.values()))})"
+            raise ValueError(
+                f"{what}: the network has no parameter or layer {item!r}; expected a "
+                f"parameter's name ({', '.join(params)}){layers if layer_of else ''}"
+            )
+        chosen |= named
+    if chosen and len(chosen) == len(params):
+        raise ValueError(
+            f"{what} freezes every parameter ({', '.join(params)}): nothing would train; "
+            "leave at least one out (to evaluate only, call xpnet.training.evaluate)"
+        )
+    return tuple(name for name in params if name in chosen)
+
+
+class _Subset(MutableMapping):
+    """The parameters ``names`` of the mapping ``params``, live: reads and writes go to it."""
+
+    def __init__(self, params: MutableMapping[str, Any], names: tuple[str, ...]) -> None:
+        self._params, self._names = params, names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._params[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._params[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("a network's parameters cannot be removed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _trainable(params: MutableMapping[str, Any], frozen: tuple[str, ...]) -> MutableMapping:
+    """The mapping the optimizer updates: ``params`` without the ``frozen`` names, a live view
+    made once, so that the optimizer checks it at the first update only (its signature is the
+    mapping's identity and length). A network's :class:`~xpnet.networks.Parameters` gives
+    one of its own kind, which costs a step nothing more than ``net.params`` does."""
+    if not frozen:
+        return params
+    kept = tuple(name for name in params if name not in frozen)
+    if isinstance(params, Parameters):
+        return Parameters({name: params.slot(name) for name in kept})
+    return _Subset(params, kept)
+
+
 def _optimizer_checked_first(init: Callable[..., None]) -> Callable[..., None]:
     """``init`` checking its second positional argument, the optimizer, before Python binds
     the others: in the book's order, ``Trainer(net, x_train, t_train, x_test, t_test)``, it
@@ -418,7 +495,19 @@ class Trainer:
     - ``target_range=(low, high)``, two finite numbers with low < high, turns integer labels
       into rows of ``low`` with ``high`` at the label (course notes train sigmoid outputs
       towards 0.01 / 0.99), else one-hot; target rows (N, C) are used as they are, and
-      refused with a ``target_range``.
+      refused with a ``target_range``;
+    - ``frozen``: parameters left untrained (PyTorch's ``p.requires_grad_(False)``, Keras's
+      ``layer.trainable = False``), by their names in ``net.params`` (``"W1"``) or by a
+      layer's path in ``net.named_layers()`` (``"layers[0]"``, that layer's parameters and
+      those of the layers inside it); kept as ``trainer.frozen``, the parameter names. An
+      unknown name, or one freezing every parameter, is a ``ValueError``. The optimizer is
+      given the other parameters only, so a frozen one stays bit for bit as it was, with
+      every optimizer, weight decay included, and the optimizer makes no state for it
+      (state it already held, from a checkpoint, is kept unchanged). The network still
+      computes frozen parameters' gradients (it has no ``requires_grad`` to skip them).
+      BatchNormalization's running mean and variance are not parameters: a frozen one's
+      keep updating in training, as PyTorch's do in train mode (Keras's ``trainable =
+      False`` on a BatchNormalization stops them too; xpnet has no per-layer eval mode).
 
     ``fit()`` returns the :class:`History` (also kept as ``trainer.history``);
     ``trainer.epoch`` and ``trainer.iterations`` count the epochs and updates done. Each
@@ -459,6 +548,7 @@ class Trainer:
         verbose: bool = False,
         callback: Callable[[EpochResult], None] | None = None,
         target_range: tuple[float, float] | None = None,
+        frozen: str | Iterable[str] | None = None,
     ) -> None:
         counts = [
             ("epochs", epochs, 0),
@@ -510,6 +600,8 @@ class Trainer:
                     "autograd refuses, and xpnet computes the gradients itself; give the layer "
                     "the tensor's .detach()"
                 )
+        self.frozen = frozen_names(net, frozen)
+        self._trainable = _trainable(net.params, self.frozen)
         _require_finite(net, optimizer)
         _warn_of_batches_of_one(net, x_train.shape[0], batch_size)
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
@@ -601,6 +693,8 @@ class Trainer:
                 for key in ("epochs", "batch_size", "seed", "epoch", "iterations")
             },
         }
+        if self.frozen:
+            settings["frozen"] = repr(self.frozen)
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
     # The book's names for what xpnet spells otherwise: reading one says what to use.
@@ -616,7 +710,7 @@ class Trainer:
 
     def train_epoch(self, order: Any, label: str = "") -> None:
         """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
-        net, bs = self.net, self.batch_size
+        net, bs, params = self.net, self.batch_size, self._trainable
         n = self.x_train.shape[0]
         bar = tqdm(
             total=self.batches_per_epoch,
@@ -632,7 +726,7 @@ class Trainer:
                 x = take(self.x_train, idx, axis=0)
                 t = take(self.t_train, idx, axis=0)
                 grads = net.gradient(x, t)
-                self.optimizer.update(net.params, grads)
+                self.optimizer.update(params, grads)
                 self.iterations += 1
                 bar.update()
 

@@ -123,6 +123,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "training); a network saved from Python is rebuilt as saved, with the file's layers "
         "and loss",
     )
+    p.add_argument(
+        "--freeze",
+        action="append",
+        metavar="NAME",
+        help="leave a parameter untrained, by its name (W1, b1, ...) or its layer's path "
+        "(layers[0]: all of that layer's), as PyTorch's requires_grad_(False); repeatable "
+        "(default none; --resume keeps the checkpoint's unless given)",
+    )
     add_layers_module(p, "--resume")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     add_scheduler(p, "evaluate on the full train and test sets on a Dask cluster every epoch")
@@ -232,7 +240,7 @@ def _in_words(changed: dict[str, dict[str, list[Any]]]) -> str:
 
 def _word(value: Any) -> str:
     """A setting's value as typed: ``0.01,0.99`` for a range, ``none`` for null."""
-    if value is None:
+    if value is None or value == []:
         return "none"
     if isinstance(value, list):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
@@ -308,6 +316,7 @@ def _resumed(path: str) -> dict[str, Any]:
             'null, "he", "xavier" or a standard deviation > 0',
         ),
         "lr": schema.number(0.0),
+        "freeze": schema.list_of(schema.string()),
         "device": schema.string(),
         "versions": strings,
         "changes": schema.list_of(schema.json_object(change)),
@@ -412,6 +421,7 @@ def _train(args: argparse.Namespace) -> int:
         Trainer,
         TrainingDiverged,
         format_seconds,
+        frozen_names,
     )
 
     check_scheduler(args)
@@ -485,6 +495,16 @@ def _train(args: argparse.Namespace) -> int:
             )
         with _the_flags_hyperparameters():
             checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
+    before = saved.get("run", {})
+    given = args.freeze is not None
+    try:
+        frozen = frozen_names(
+            net,
+            args.freeze if given else before.get("freeze", []),
+            "--freeze" if given else f"--resume {args.resume}: the run's freeze",
+        )
+    except ValueError as exc:
+        return error(str(exc))
     start_epoch, history = 0, History()
     if args.resume:
         start_epoch = int(saved.get("epoch", 0))
@@ -497,11 +517,13 @@ def _train(args: argparse.Namespace) -> int:
     arch = describe(s, net)
     if not args.quiet:
         whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
+        held = f"frozen {', '.join(frozen)}, " if frozen else ""
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
             f"{loss_words(s)}, {net.num_parameters():,} parameters, {optimizer!r}, "
             f"batch {s['batch_size']}{whole}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, seed {s['seed']}, "
+            f"{held}"
             f"{s['dtype']} on {backend.parse_device(args.device)}"
         )
     advice = None if args.resume else _summed_loss_advice(s, args.lr, optimizer.lr)  # at start
@@ -513,10 +535,15 @@ def _train(args: argparse.Namespace) -> int:
     keys = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
     run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in keys}
     run[unit] = length
-    before = saved.get("run", {})
+    if before:  # a run of an xpnet train without --freeze froze nothing
+        before = {"freeze": [], **before}
     if not rebuilt and (not args.resume or "weight_init" in before):  # (an older file's: unknown)
         run["weight_init"] = before.get("weight_init", s["weight_init"])  # null: the default
-    run |= {"lr": optimizer.lr, "device": str(backend.parse_device(args.device))}
+    run |= {
+        "lr": optimizer.lr,
+        "freeze": list(frozen),
+        "device": str(backend.parse_device(args.device)),
+    }
     run["versions"] = _versions(args.device)
     changed = _changes(before, run) if args.resume else {}
     run["changes"] = before.get("changes", [])
@@ -587,6 +614,7 @@ def _train(args: argparse.Namespace) -> int:
             verbose=not args.quiet,
             callback=save_now_and_then,
             target_range=s["target_range"],
+            frozen=frozen,
             **_evaluation(client, (n_train, x_test.shape[0]),
                           IMAGES_EVAL_BATCH if images else EVAL_BATCH_SIZE, args.quiet),
         )  # fmt: skip
