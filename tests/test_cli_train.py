@@ -1620,6 +1620,18 @@ def test_resume_keeps_the_runs_frozen_parameters(fake_data, tmp_path, capsys):
         assert not np.array_equal(b["W2"], a["W2"])
 
 
+def test_freeze_none_on_resume_trains_the_parameters_the_run_froze(fake_data, tmp_path, capsys):
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "W1", "--quiet",
+                "--save", str(first)]) == 0  # fmt: skip
+    assert run(["train", "--resume", str(first), "--epochs", "2", "--quiet", "--freeze", "none",
+                "--save", str(second)]) == 0  # fmt: skip
+    assert "--freeze W1 -> none" in capsys.readouterr().err
+    assert read_metadata(second)["run"]["freeze"] == []
+    with np.load(first) as a, np.load(second) as b:
+        assert not np.array_equal(b["W1"], a["W1"])
+
+
 def test_freeze_of_an_unknown_name_is_a_one_line_error_listing_the_valid_ones(fake_data, capsys):
     assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "W3"]) == 2
     assert capsys.readouterr().err == (

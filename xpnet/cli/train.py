@@ -129,7 +129,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="leave a parameter untrained, by its name (W1, b1, ...) or its layer's path "
         "(layers[0]: all of that layer's), as PyTorch's requires_grad_(False); repeatable "
-        "(default none; --resume keeps the checkpoint's unless given)",
+        "(default none; --resume keeps the checkpoint's unless given; --freeze none "
+        "unfreezes them)",
     )
     add_layers_module(p, "--resume")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -500,7 +501,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         frozen = frozen_names(
             net,
-            args.freeze if given else before.get("freeze", []),
+            ([] if args.freeze == ["none"] else args.freeze) if given else before.get("freeze", []),
             "--freeze" if given else f"--resume {args.resume}: the run's freeze",
         )
     except ValueError as exc:
