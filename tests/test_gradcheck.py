@@ -417,6 +417,33 @@ def test_a_networks_square_weights_gradient_transposed_says_so(xp, method):
     assert note in " ".join(str(checked).split())
 
 
+def conv_problem(xp):
+    """Convolution (2 filters 1x3x3, pad 1), Tanh, Affine and softmax, in float64: smooth."""
+    rng = np.random.default_rng(4)
+    conv = Convolution(dev(xp, rng.standard_normal((2, 1, 3, 3))), dev(xp, np.zeros(2)), pad=1)
+    affine = Affine(dev(xp, rng.standard_normal((32, 3))), dev(xp, np.zeros(3)))
+    net = Sequential([conv, Tanh(), affine], loss=SoftmaxWithLoss())
+    return net, dev(xp, rng.standard_normal((2, 1, 4, 4))), dev(xp, np.array([0, 2]), "int64")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_conv_kernels_gradient_rotated_180_degrees_says_flipped(xp, method):
+    net, x, t = conv_problem(xp)
+    flip = namespace_of(x).flip
+    with_gradients_changed(net, lambda g: {**g, "W1": flip(g["W1"], axis=(-2, -1))})
+    checked = element_wise(check_gradients(net, x, t, method=method))
+    assert [p.name for p in checked.params if p.flipped] == ["W1"], str(checked)
+    note = "W1: the analytic gradient is the numerical one flipped in its last two axes"
+    assert note in " ".join(str(checked).split())
+
+
+def test_a_conv_kernels_gradient_wrong_otherwise_is_not_called_flipped(xp):
+    net, x, t = conv_problem(xp)
+    with_gradients_changed(net, lambda g: {**g, "W1": 2 * g["W1"]})
+    checked = check_gradients(net, x, t)
+    assert not checked and not any(p.flipped for p in checked.params), str(checked)
+
+
 def with_one_element_off(g):
     off = namespace_of(g).zeros_like(g)
     off[0, 1] = 1.0

@@ -856,6 +856,7 @@ class ParamCheck:
     # the other arrays whose kinks moved with this one's there (check_layer's inputs)
     together_with: tuple[str, ...] = ()
     transposed: bool = False  # a failing square 2-D analytic gradient = numerical.T
+    flipped: bool = False  # a failing conv kernel's analytic gradient = numerical rotated 180°
     failing_elements: tuple[tuple[int, ...], ...] = ()
     sampled: int | None = None
 
@@ -923,6 +924,17 @@ class ParamCheck:
         return (
             f"{self.name}: the analytic gradient is the numerical one transposed "
             f"({TRANSPOSED_PRODUCT})"
+        )
+
+    def flipped_note(self) -> str | None:
+        """What a failing kernel gradient (FN, C, FH, FW) that is the numerical one flipped
+        in its last two axes says (None otherwise)."""
+        if not self.flipped:
+            return None
+        return (
+            f"{self.name}: the analytic gradient is the numerical one flipped in its last two "
+            "axes (rotated 180 degrees): a kernel flipped in one pass and not in the other (a "
+            "true convolution against a forward that cross-correlates, as im2col does)?"
         )
 
     def factor_note(self, batch: int | None = None) -> str | None:
@@ -1151,6 +1163,7 @@ class GradientReport(_Displayed):
                 p.kinks_together_note(),
                 p.factor_note(self.batch),
                 p.transposed_note(),
+                p.flipped_note(),
             )
             if note
         )
@@ -1504,6 +1517,10 @@ def compare(
         and len(shape) == 2
         and shape[0] == shape[1]
         and _matches(xp.matrix_transpose(analytic), numerical, atol, rtol, ~counted),
+        flipped=bool(failed)
+        and len(shape) == 4
+        and math.prod(shape[-2:]) > 1
+        and _matches(xp.flip(analytic, axis=(-2, -1)), numerical, atol, rtol, ~counted),
         worst=worst,
         worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
         worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
