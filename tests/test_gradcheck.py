@@ -1,7 +1,9 @@
 """The element-by-element numerical gradient and the gradient-check report."""
 
+import io
 import json
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -1988,6 +1990,21 @@ def test_progress_counts_the_elements_differenced_in_this_process(xp, method, ma
     )  # fmt: skip
     assert seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal, as stderr is in a shell."""
+
+    def isatty(self):
+        return True
+
+
+def test_a_quick_check_draws_no_bar_on_a_terminal_by_default(cpu_xp, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    check_gradients(*small_problem(cpu_xp), method="loop")
+    assert sys.stderr.getvalue() == ""
+    check_gradients(*small_problem(cpu_xp), method="loop", progress=True)
+    assert "gradient check" in sys.stderr.getvalue()
 
 
 def test_progress_true_draws_a_bar_on_stderr(cpu_xp, capsys):

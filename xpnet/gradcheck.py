@@ -537,7 +537,8 @@ def _loop_of(
 def progress_bar(progress: Any, total: int, unit: str) -> Iterator[Callable[[int], None]]:
     """Yields ``done(n)``, to call as ``n`` more of ``total`` ``unit``s of a check are done
     (from any thread): a tqdm bar on stderr for ``progress`` True (None: when stderr is a
-    terminal; False: none), or, for a callable, ``progress(done, total)``."""
+    terminal, after the check has run for a second, so that a quick one draws nothing;
+    False: none), or, for a callable, ``progress(done, total)``."""
     bar = tqdm(
         total=total,
         desc="gradient check",
@@ -545,6 +546,7 @@ def progress_bar(progress: Any, total: int, unit: str) -> Iterator[Callable[[int
         leave=False,
         file=sys.stderr,
         disable=True if callable(progress) else (None if progress is None else not progress),
+        delay=1.0 if progress is None else 0.0,
     )
     count, lock = 0, threading.Lock()
 
@@ -1793,7 +1795,8 @@ def check_gradients(
     way) is a ``ValueError``.
 
     ``progress`` shows how far the numerical gradients of ``loop`` and ``batched`` are: a
-    tqdm bar on stderr (True; None, the default: when stderr is a terminal; False: none)
+    tqdm bar on stderr (True; None, the default: when stderr is a terminal, once the
+    check has run for a second; False: none)
     or a callable ``progress(done, total)``, over the elements differenced (after each
     element of the loop, each chunk of the batched method), or over the tasks of a cluster.
     ``client`` (a ``dask.distributed.Client``) computes them as tasks on its cluster,
