@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from cli_helpers import fake_data, nested_network, save_from_python
+from cli_helpers import fake_data, nested_network, save_from_python, xpnet_command
 
 from xpnet import Sequential, checkpoint, networks
 from xpnet.cli import main
@@ -40,8 +40,19 @@ class ClosedPipe:
 def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
     # It was "xpnet gradcheck: error: [Errno 32] Broken pipe" and status 2, a usage error.
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert run(SMALL) == 1
+    assert run(SMALL) == 141  # 128 + SIGPIPE, a shell's status for a process SIGPIPE killed
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv", [["info"], SMALL], ids=["info", "gradcheck"])
+def test_a_real_pipe_closed_by_its_reader_exits_141_without_a_traceback(argv):
+    # `xpnet info | head -0`: the reader is gone before the first write, as it is
+    # before the second line with `head -1`.
+    proc = xpnet_command(argv)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
 
 
 def test_a_network_too_large_for_memory_is_a_one_line_error(monkeypatch, capsys):

@@ -21,6 +21,7 @@ from cli_helpers import (
     run,
     save_from_python,
     user_layers,
+    xpnet_command,
 )
 from metadata import CUPY_GENERATORS_NOT_SAVED, rewrite_metadata, setting, without
 
@@ -1061,6 +1062,23 @@ def own_data(tmp_path, monkeypatch):
 
 
 SAVED_ON_OWN_DATA = ["train", "--data-dir", "mydir", "--epochs", "1", "--save", "run.npz"]
+
+
+def test_a_reader_that_closes_the_pipe_stops_the_run_after_the_epoch_and_keeps_it(own_data):
+    # `xpnet train ... --save run.npz | head -1`, on IDX files read as the command reads them.
+    argv = ["train", "--data-dir", "mydir", "--epochs", "100000", "--save", "run.npz"]
+    proc = xpnet_command(argv)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as a shell reports `| head`
+    assert first.startswith("mnist: 20 train / 10 test; 784-50-10")
+    stopped = re.fullmatch(r"stdout closed after epoch (\d+); run\.npz holds epoch \1\n", err)
+    assert stopped, err  # and no traceback
+    net, meta = checkpoint.load_network("run.npz")
+    assert meta["epoch"] == int(stopped[1])
+    assert meta["history"]["epochs"] == list(range(1, meta["epoch"] + 1))
+    assert net.predict(np.zeros((1, 784), dtype=np.float32)).shape == (1, 10)
 
 
 def test_a_run_records_its_data_folder_as_an_absolute_path(own_data):

@@ -508,6 +508,104 @@ def test_history_figure_draws_train_and_test_accuracy_and_loss_per_epoch(as_dict
     assert fig._suptitle.get_text() == "mnist-5k"  # Figure.get_suptitle is matplotlib 3.8's
 
 
+def three_epochs():
+    return History([1, 2, 3], [5, 10, 15], [0.3, 0.6, 0.9], [0.2, 0.5, 0.8], [2.0, 1.0, 0.4],
+                   [2.1, 1.2, 0.7], [0.1] * 3)  # fmt: skip
+
+
+def lines_by_panel(fig):
+    """``{ylabel: [(label, colour, style, xdata, ydata), ...]}``, a panel's lines in order."""
+    return {
+        ax.get_ylabel(): [(line.get_label(), line.get_color(), line.get_linestyle(),
+                           list(line.get_xdata()), list(line.get_ydata()))
+                          for line in ax.get_lines()]
+        for ax in fig.axes
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("given", ["mapping", "list"])
+def test_history_figure_overlays_several_runs_on_shared_axes_with_a_legend(given):
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import history_figure
+
+    sgd, adam = two_epochs(), three_epochs().as_dict()  # a History or its as_dict(), any length
+    if given == "mapping":
+        fig = history_figure({"sgd": sgd, "adam": adam}, title="optimizers")
+    else:
+        fig = history_figure([sgd, adam], labels=["sgd", "adam"], title="optimizers")
+    assert lines_by_panel(fig) == {
+        "accuracy": [
+            ("sgd train", "C0", "-", [1, 2], [0.5, 0.8]),
+            ("sgd test", "C0", "--", [1, 2], [0.4, 0.7]),
+            ("adam train", "C1", "-", [1, 2, 3], [0.3, 0.6, 0.9]),
+            ("adam test", "C1", "--", [1, 2, 3], [0.2, 0.5, 0.8]),
+        ],
+        "loss": [
+            ("sgd train", "C0", "-", [1, 2], [1.0, 0.5]),
+            ("sgd test", "C0", "--", [1, 2], [1.1, 0.6]),
+            ("adam train", "C1", "-", [1, 2, 3], [2.0, 1.0, 0.4]),
+            ("adam test", "C1", "--", [1, 2, 3], [2.1, 1.2, 0.7]),
+        ],
+    }
+    for ax in fig.axes:  # one axes a panel, its legend naming every line
+        legend = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert legend == ["sgd train", "sgd test", "adam train", "adam test"]
+
+
+def test_history_figure_labels_a_list_without_labels_by_its_order():
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import history_figure
+
+    (acc_ax, _) = history_figure([two_epochs(), two_epochs()]).axes
+    assert [line.get_label() for line in acc_ax.get_lines()] == [
+        "run 1 train", "run 1 test", "run 2 train", "run 2 test"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("runs", "kwargs", "error", "message"),
+    [
+        ({}, {}, ValueError, "no history to draw: got an empty dict"),
+        ([], {}, ValueError, "no history to draw: got an empty list"),
+        ({"sgd": two_epochs(), "adam": 0.9}, {}, TypeError,
+         "history 'adam' is a float, expected a History or its as_dict()"),
+        ({"sgd": {"epochs": [1], "train_acc": [0.5]}}, {}, ValueError,
+         "history 'sgd' has no test_acc, train_loss, test_loss: expected a History's as_dict()"),
+        ("run.npz", {}, TypeError, "expected a History, its as_dict(), a mapping label -> "
+         "history or a list of histories, got str"),
+        ([two_epochs()], {"labels": ["sgd", "adam"]}, ValueError, "2 labels for 1 histories"),
+        ({"sgd": two_epochs()}, {"labels": ["adam"]}, ValueError,
+         "labels= names the histories of a list"),
+    ],
+    ids=["empty mapping", "empty list", "not a history", "curves missing", "a file name",
+         "labels too many", "labels with a mapping"],
+)  # fmt: skip
+def test_history_figure_refuses_what_is_not_histories_naming_it(runs, kwargs, error, message):
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import history_figure
+
+    with pytest.raises(error, match=re.escape(message)):
+        history_figure(runs, **kwargs)
+
+
+def test_plot_history_writes_several_runs_to_one_file(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from xpnet import plotting
+
+    drawn, draw = [], plotting.history_figure
+
+    def recorded(*args, **kwargs):
+        drawn.append(draw(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(plotting, "history_figure", recorded)
+    runs = [two_epochs(), three_epochs()]
+    path = plotting.plot_history(runs, tmp_path / "runs.png", labels=["a", "b"])
+    assert path.read_bytes().startswith(b"\x89PNG")
+    (fig,) = drawn
+    assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]
+
+
 def test_history_figure_is_not_one_of_pyplots_so_a_notebook_shows_it_once():
     plt = pytest.importorskip("matplotlib.pyplot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg

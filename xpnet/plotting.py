@@ -1,5 +1,6 @@
 """Learning curves as a matplotlib figure (shown inline in a notebook) or a PNG (SVG, PDF):
-accuracy and loss per epoch, train and test, in two panels; and the book's ``smooth_curve``
+accuracy and loss per epoch, train and test, in two panels, of one run or several on shared
+axes; and the book's ``smooth_curve``
 for noisy per-iteration losses.
 
 Needs matplotlib (``pip install matplotlib``, xpnet's ``plot`` extra). The figure is
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 INSTALL_HINT = "pip install matplotlib"
+# What a history holds that the figure draws (a History's ``as_dict()`` holds more).
+CURVES = ("epochs", "train_acc", "test_acc", "train_loss", "test_loss")
 
 
 class PlottingUnavailableError(ImportError):
@@ -41,34 +44,46 @@ def require_matplotlib() -> None:
         ) from exc
 
 
-def history_figure(history: Any, *, title: str | None = None) -> Figure:
+def history_figure(
+    history: Any, *, title: str | None = None, labels: Sequence[Any] | None = None
+) -> Figure:
     """The learning curves of ``history``: a matplotlib ``Figure``, accuracy and loss per
     epoch in two panels, train and test in each.
 
     ``history`` is a :class:`~xpnet.training.History` or its ``as_dict()``: lists
     ``epochs``, ``train_acc``, ``test_acc``, ``train_loss``, ``test_loss`` of equal length.
+    Several runs share the panels, each in a colour of its own (train solid, test dashed,
+    in the legend as ``"adam train"``, ``"adam test"``): a mapping label -> history
+    (``{"sgd": h1, "adam": h2}``), or a list of histories and ``labels`` (default ``run 1``,
+    ``run 2``, ...). An empty mapping or list, or ``labels`` of another length, is a
+    ``ValueError``; a value that is not a history a ``TypeError`` naming its label.
+
     The figure has its own Agg canvas and is not one of pyplot's (``plt.show()`` and
     ``plt.close`` leave it alone): last in a Jupyter cell it shows once, as the cell's
     value, through matplotlib's inline backend, which a kernel loads with its first pyplot
     figure or ``%matplotlib inline``. ``fig.savefig(path)`` writes it.
     """
+    runs = _runs(history, labels)
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    data: Mapping[str, Any] = history if isinstance(history, Mapping) else history.as_dict()
-    epochs = list(data["epochs"])
     fig = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(fig)
     acc_ax, loss_ax = fig.subplots(1, 2)
-    marker = "o" if len(epochs) <= 30 else None
-    for ax, key, label in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
-        ax.plot(epochs, data[f"train_{key}"], marker=marker, label="train")
-        ax.plot(epochs, data[f"test_{key}"], marker=marker, linestyle="--", label="test")
+    marker = "o" if max(len(data["epochs"]) for _, data in runs) <= 30 else None
+    for ax, key, name in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
+        for i, (label, data) in enumerate(runs):
+            color = None if label is None else f"C{i}"  # one run: train and test apart
+            prefix = "" if label is None else f"{label} "
+            epochs = list(data["epochs"])
+            style = {"marker": marker, "color": color}
+            ax.plot(epochs, data[f"train_{key}"], **style, label=f"{prefix}train")
+            ax.plot(epochs, data[f"test_{key}"], **style, linestyle="--", label=f"{prefix}test")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
-        ax.set_ylabel(label)
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
     acc_ax.set_ylim(0.0, 1.02)
@@ -76,6 +91,49 @@ def history_figure(history: Any, *, title: str | None = None) -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _runs(history: Any, labels: Sequence[Any] | None) -> list[tuple[Any, Mapping[str, Any]]]:
+    """:func:`history_figure`'s ``history`` as ``(label, curves)`` pairs: one, labelled
+    None, for a single history."""
+    if isinstance(history, list | tuple):
+        names = [f"run {i}" for i in range(1, len(history) + 1)] if labels is None else labels
+        if len(names) != len(history):
+            raise ValueError(f"{len(names)} labels for {len(history)} histories")
+        runs = list(zip(names, history, strict=True))
+    elif labels is not None:
+        raise ValueError(
+            "labels= names the histories of a list; a mapping's keys label its histories, "
+            "and a single history has none"
+        )
+    elif hasattr(history, "as_dict") or (isinstance(history, Mapping) and "epochs" in history):
+        runs = [(None, history)]
+    elif isinstance(history, Mapping):
+        runs = list(history.items())
+    else:
+        raise TypeError(
+            "expected a History, its as_dict(), a mapping label -> history or a list of "
+            f"histories, got {type(history).__name__}"
+        )
+    if not runs:
+        raise ValueError(f"no history to draw: got an empty {type(history).__name__}")
+    return [(label, _curves(run, label)) for label, run in runs]
+
+
+def _curves(history: Any, label: Any) -> Mapping[str, Any]:
+    """``history``'s ``as_dict()`` (or ``history``, a mapping), checked to hold
+    :data:`CURVES`; ``label`` names it in errors (None: the only one)."""
+    what = "history" if label is None else f"history {label!r}"
+    if hasattr(history, "as_dict"):
+        history = history.as_dict()
+    elif not isinstance(history, Mapping):
+        raise TypeError(
+            f"{what} is a {type(history).__name__}, expected a History or its as_dict()"
+        )
+    missing = [key for key in CURVES if key not in history]
+    if missing:
+        raise ValueError(f"{what} has no {', '.join(missing)}: expected a History's as_dict()")
+    return history
 
 
 def plot_format(path: str | os.PathLike) -> str:
@@ -99,11 +157,18 @@ def plot_format(path: str | os.PathLike) -> str:
     return suffix
 
 
-def plot_history(history: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write :func:`history_figure` of ``history`` to ``path`` in the format its suffix
-    names (:func:`plot_format`: PNG without one); return the path."""
+def plot_history(
+    history: Any,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    labels: Sequence[Any] | None = None,
+) -> Path:
+    """Write :func:`history_figure` of ``history`` (one run, or several: a mapping label ->
+    history, or a list and ``labels``) to ``path`` in the format its suffix names
+    (:func:`plot_format`: PNG without one); return the path."""
     fmt = plot_format(path)
-    fig = history_figure(history, title=title)
+    fig = history_figure(history, title=title, labels=labels)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=100)
     with atomic_file(path) as f:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from xpnet import backend
-from xpnet.cli.common import json_error
+from xpnet.cli.common import PIPE_CLOSED, json_error, quiet_stdout
 from xpnet.cli.gradcheck import add_gradcheck
 from xpnet.cli.graph import add_graph
 from xpnet.cli.info import add_info
@@ -44,11 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _as_a_line(args.command)
-            return args.run(args)
-    except BrokenPipeError:  # `... | head`: the Python docs' recipe to exit quietly
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # no fileno
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+            status = args.run(args)
+            sys.stdout.flush()  # here, where a reader gone is caught, not at exit
+            return status
+    except BrokenPipeError:  # `... | head`: quietly, with the status of a process SIGPIPE killed
+        quiet_stdout()
+        return PIPE_CLOSED
     except MemoryError as exc:  # a network or batch too large for this machine
         print(f"xpnet {args.command}: error: out of memory: {exc}", file=sys.stderr)
         return 1

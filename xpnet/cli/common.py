@@ -1,4 +1,5 @@
-"""What the subcommands share: argparse number types, one-line errors, Dask's ``--scheduler``."""
+"""What the subcommands share: argparse number types, one-line errors, Dask's ``--scheduler``,
+a standard output whose reader has gone (``| head``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,64 @@ def module_name(text: str) -> str:
             f"expected a module name (my_layers, package.layers), got {text!r}"
         )
     return text
+
+
+# The exit status of a command whose standard output was closed (`| head`): a shell's for a
+# process that SIGPIPE killed, as Python, which ignores SIGPIPE, is not.
+PIPE_CLOSED = 128 + signal.SIGPIPE
+
+
+def quiet_stdout() -> None:
+    """Point the standard output at /dev/null once its reader has gone, the Python docs'
+    recipe ("Note on SIGPIPE"): what is printed after, and the flush at exit, go nowhere
+    instead of raising ``BrokenPipeError`` again."""
+    with suppress(OSError, ValueError, AttributeError):  # no file descriptor (a test's stream)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _WatchedStdout:
+    """``stream`` (``sys.stdout``), but a write or flush that finds its reader gone calls
+    ``on_close`` (once) instead of raising: the stream then writes to /dev/null."""
+
+    def __init__(self, stream: Any, on_close: Callable[[], None]) -> None:
+        self.stream, self.on_close, self.reader_gone = stream, on_close, False
+
+    def write(self, text: str) -> int:
+        with self._closing():
+            self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._closing():
+            self.stream.flush()
+
+    @contextmanager
+    def _closing(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            quiet_stdout()
+            if not self.reader_gone:
+                self.reader_gone = True
+                self.on_close()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty, ...
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def stdout_closed_calls(on_close: Callable[[], None]) -> Iterator[None]:
+    """While in it, ``print`` to a standard output whose reader has gone (``| head``) calls
+    ``on_close`` once, and nothing more is written to it, instead of ``BrokenPipeError``
+    ending the command (``xpnet train`` stops after the epoch and saves). What is still
+    buffered is flushed on the way out, through the same test."""
+    watched = _WatchedStdout(sys.stdout, on_close)
+    sys.stdout = watched
+    try:
+        yield
+        watched.flush()
+    finally:
+        sys.stdout = watched.stream
 
 
 def error(message: str, command: str = "train") -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from xpnet import backend
 from xpnet.cli.common import (
+    PIPE_CLOSED,
     add_scheduler,
     check_output,
     check_scheduler,
@@ -25,6 +26,7 @@ from xpnet.cli.common import (
     non_negative_float,
     positive_float,
     positive_int,
+    stdout_closed_calls,
 )
 from xpnet.cli.network import (
     IMAGES_EVAL_BATCH,
@@ -48,6 +50,9 @@ SAVE_INTERVAL_S = 60.0  # --save-interval's default
 # The signals that stop a run after its epoch (a second stops it at once): how they are named,
 # and the word for a run they stopped.
 STOPPING = {signal.SIGINT: ("Ctrl-C", "interrupted"), signal.SIGTERM: ("SIGTERM", "terminated")}
+# How the end of a run says what stopped it: those signals, or a standard output whose reader
+# has gone (`| head`), which stops it after the epoch as they do (Python ignores SIGPIPE).
+ENDED = {signum: word for signum, (_, word) in STOPPING.items()} | {signal.SIGPIPE: "stdout closed"}
 # The run record's settings that a note does not call a change on resume: the training length
 # (counted from the start), the data folder (a note of its own) and what records the changes.
 NOT_COMPARED = ("epochs", "iters", "data_dir", "changes")
@@ -98,8 +103,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save",
         metavar="PATH",
-        help="write a checkpoint (.npz) at the end, at the end of the epoch a first Ctrl-C "
-        "or SIGTERM stops after, and during training as --save-interval says",
+        help="write a checkpoint (.npz) at the end, at the end of the epoch a first Ctrl-C, "
+        "SIGTERM or closed stdout (| head) stops after, and during training as "
+        "--save-interval says",
     )
     p.add_argument(
         "--save-interval",
@@ -151,15 +157,15 @@ def _the_flags_hyperparameters() -> Iterator[None]:
 
 @contextmanager
 def _signals_stop_after_the_epoch(
-    trainer: Any, running: Callable[[], int]
-) -> Iterator[list[signal.Signals]]:
+    trainer: Any, running: Callable[[], int], received: list[signal.Signals]
+) -> Iterator[None]:
     """While training: the first Ctrl-C (SIGINT) or SIGTERM sets ``trainer.stop_training``
-    and says so on stderr at once (``running()``: the epoch it stops after), a second of
-    either raises ``KeyboardInterrupt`` (the parameters are mid-epoch then). Yields the
-    signals received, in order. The previous handlers are back on exit. Nothing changes
+    and says so on stderr at once (``running()``: the epoch it stops after), a second stop
+    of the run (either signal, after one of them or a closed stdout) raises
+    ``KeyboardInterrupt`` (the parameters are mid-epoch then). The signals are appended to
+    ``received``, in order. The previous handlers are back on exit. Nothing changes
     outside the main thread (``signal.signal`` raises there), nor for a signal that is
     ignored (``cmd &`` in a script ignores SIGINT), as Python leaves it."""
-    received: list[signal.Signals] = []
     previous = {signum: signal.getsignal(signum) for signum in STOPPING}
     caught = [
         signum
@@ -185,7 +191,7 @@ def _signals_stop_after_the_epoch(
     for signum in caught:
         signal.signal(signum, stop_after_the_epoch)
     try:
-        yield received
+        yield
     finally:
         for signum in caught:
             signal.signal(signum, previous[signum])
@@ -193,11 +199,11 @@ def _signals_stop_after_the_epoch(
 
 def _ended_by(received: list[signal.Signals]) -> tuple[str, int]:
     """How a run stopped by ``received`` (SIGINT when none: a ``KeyboardInterrupt`` raised
-    where no handler was installed) ends: ``interrupted`` or ``terminated``, and its exit
-    status, 128 plus the number of the signal that ended it (130, 143), as a shell reports
-    a process that signal killed."""
+    where no handler was installed) ends: ``interrupted``, ``terminated`` or ``stdout
+    closed``, and its exit status, 128 plus the number of the signal that ended it (130,
+    143, 141 for SIGPIPE), as a shell reports a process that signal killed."""
     signum = received[-1] if received else signal.SIGINT
-    return STOPPING[signum][1], 128 + signum
+    return ENDED[signum], 128 + signum
 
 
 def _versions(device: str | None) -> dict[str, str]:
@@ -602,55 +608,66 @@ def _train(args: argparse.Namespace) -> int:
             save(r.epoch)
         ended = r.epoch
 
-    with cluster(args) as client:  # started once everything else has been checked
-        trainer = Trainer(
-            net, optimizer, x_train, t_train, x_test, t_test,
-            epochs=epochs,
-            batch_size=s["batch_size"],
-            seed=s["seed"],
-            eval_samples=s["eval_samples"],
-            start_epoch=start_epoch,
-            history=history,
-            progress=False if args.quiet else None,
-            verbose=not args.quiet,
-            callback=save_now_and_then,
-            target_range=s["target_range"],
-            frozen=frozen,
-            **_evaluation(client, (n_train, x_test.shape[0]),
-                          IMAGES_EVAL_BATCH if images else EVAL_BATCH_SIZE, args.quiet),
-        )  # fmt: skip
-        began, first_iteration = time.perf_counter(), trainer.iterations
-        try:
-            with _signals_stop_after_the_epoch(trainer, lambda: ended + 1) as received:
-                trainer.fit()
-        except KeyboardInterrupt:
-            # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
-            how, status = _ended_by(received)
-            print(f"\n{how} during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
-            return status
-        except TrainingDiverged as exc:  # nothing is saved: the parameters are not finite
-            print(f"xpnet train: error: {exc}{kept()}", file=sys.stderr)
-            return 1
-        except _lost_on_cluster(client) as exc:
-            from xpnet.distributed import WorkLostError
+    received: list[signal.Signals] = []  # what stopped the run, in order
+    trainer = None  # made once the cluster is up
 
-            raise WorkLostError(
-                f"the Dask cluster lost the evaluation data during epoch {trainer.epoch + 1} "
-                f"(a worker holding it died), and sending it again did not help: {exc}{kept()}"
-            ) from exc
-    elapsed = time.perf_counter() - began
-    stopped = trainer.epoch < epochs
-    print(
-        f"{'stopped' if stopped else 'done'}: epochs {start_epoch + 1}-{trainer.epoch}"
-        f"{f' of {epochs}' if stopped else ''}, "
-        f"{trainer.iterations - first_iteration} iterations in "
-        f"{format_seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
-        f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
-        f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
-    )
-    write_outputs(trainer.epoch)
-    if stopped:  # by Ctrl-C or SIGTERM, the only stops here; one in the last epoch lets it end
+    def stdout_closed() -> None:
+        """``| head`` has gone: the run stops after this epoch, as on a first signal."""
+        if not received:  # else a signal stops it already and ends it with its status
+            received.append(signal.SIGPIPE)
+        if trainer is not None:
+            trainer.stop_training = True
+
+    with stdout_closed_calls(stdout_closed):  # the outputs are written after it closes too
+        with cluster(args) as client:  # started once everything else has been checked
+            trainer = Trainer(
+                net, optimizer, x_train, t_train, x_test, t_test,
+                epochs=epochs,
+                batch_size=s["batch_size"],
+                seed=s["seed"],
+                eval_samples=s["eval_samples"],
+                start_epoch=start_epoch,
+                history=history,
+                progress=False if args.quiet else None,
+                verbose=not args.quiet,
+                callback=save_now_and_then,
+                target_range=s["target_range"],
+                frozen=frozen,
+                **_evaluation(client, (n_train, x_test.shape[0]),
+                              IMAGES_EVAL_BATCH if images else EVAL_BATCH_SIZE, args.quiet),
+            )  # fmt: skip
+            began, first_iteration = time.perf_counter(), trainer.iterations
+            try:
+                with _signals_stop_after_the_epoch(trainer, lambda: ended + 1, received):
+                    trainer.fit()
+            except KeyboardInterrupt:
+                # The parameters are mid-epoch now; only the last periodic checkpoint is consistent.
+                how, status = _ended_by(received)
+                print(f"\n{how} during epoch {trainer.epoch + 1}{kept()}", file=sys.stderr)
+                return status
+            except TrainingDiverged as exc:  # nothing is saved: the parameters are not finite
+                print(f"xpnet train: error: {exc}{kept()}", file=sys.stderr)
+                return 1
+            except _lost_on_cluster(client) as exc:
+                from xpnet.distributed import WorkLostError
+
+                raise WorkLostError(
+                    f"the Dask cluster lost the evaluation data during epoch {trainer.epoch + 1} "
+                    f"(a worker holding it died), and sending it again did not help: {exc}{kept()}"
+                ) from exc
+        elapsed = time.perf_counter() - began
+        stopped = trainer.epoch < epochs
+        print(
+            f"{'stopped' if stopped else 'done'}: epochs {start_epoch + 1}-{trainer.epoch}"
+            f"{f' of {epochs}' if stopped else ''}, "
+            f"{trainer.iterations - first_iteration} iterations in "
+            f"{format_seconds(elapsed)}; train acc {history.train_acc[-1]:.4f}, test acc "
+            f"{history.test_acc[-1]:.4f} (best {max(history.test_acc):.4f}, epoch "
+            f"{history.epochs[history.test_acc.index(max(history.test_acc))]})"
+        )
+        write_outputs(trainer.epoch)
+    if stopped:  # by Ctrl-C, SIGTERM or a closed stdout; a signal in the last epoch lets it end
         how, status = _ended_by(received)
         print(f"{how} after epoch {trainer.epoch}{kept()}", file=sys.stderr)
         return status
-    return 0
+    return PIPE_CLOSED if signal.SIGPIPE in received else 0
