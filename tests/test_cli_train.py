@@ -1650,6 +1650,12 @@ def test_freeze_none_on_resume_trains_the_parameters_the_run_froze(fake_data, tm
         assert not np.array_equal(b["W1"], a["W1"])
 
 
+def test_freeze_none_with_other_names_is_refused(fake_data, capsys):
+    assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "None",
+                "--freeze", "W1"]) == 2  # fmt: skip
+    assert "--freeze none freezes nothing: give it alone, got None W1" in capsys.readouterr().err
+
+
 def test_freeze_of_an_unknown_name_is_a_one_line_error_listing_the_valid_ones(fake_data, capsys):
     assert run(["train", "--epochs", "1", "--hidden", "20", "--freeze", "W3"]) == 2
     assert capsys.readouterr().err == (

@@ -12,9 +12,18 @@ import pytest
 
 from xpnet import MultiLayerNet, Sequential
 from xpnet.backend import namespace, namespace_of, to_device, to_numpy
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
 from xpnet.opcount import count_operations, counting
 from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum, Optimizer, make_optimizer
-from xpnet.training import EpochResult, History, Trainer, TrainingDiverged, evaluate, train
+from xpnet.training import (
+    EpochResult,
+    History,
+    Trainer,
+    TrainingDiverged,
+    evaluate,
+    frozen_names,
+    train,
+)
 
 
 def blobs(xp, n_train=60, n_test=20, seed=0, one_hot=False):
@@ -1230,9 +1239,30 @@ def test_an_unknown_name_is_refused_naming_it_and_the_valid_ones(cpu_xp):
         Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=["W1", "W9"])
 
 
-def test_a_name_that_is_not_a_string_is_a_type_error(cpu_xp):
-    with pytest.raises(TypeError, match=r"frozen must hold names .* got int 0"):
-        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=[0])
+def test_a_layer_without_parameters_is_refused_naming_it(cpu_xp):
+    with pytest.raises(ValueError, match=r"layer layers\[1\] \(ReLU\) has no parameters to freeze"):
+        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen="layers[1]")
+
+
+def test_the_paths_listed_include_the_blocks_holding_parameters(cpu_xp):
+    def affine(n_in, n_out):
+        return Affine(
+            to_device(np.ones((n_in, n_out)), xp=cpu_xp), to_device(np.zeros(n_out), xp=cpu_xp)
+        )
+
+    block = Sequential([affine(3, 3), ReLU(), affine(3, 3)])
+    net = Sequential([affine(4, 3), block, affine(3, 2)], loss=SoftmaxWithLoss())
+    paths = (
+        r"layers\[0\], layers\[1\], layers\[1\]\.layers\[0\], layers\[1\]\.layers\[2\], layers\[2\]"
+    )
+    with pytest.raises(ValueError, match=rf"or a layer's path \({paths}\)"):
+        frozen_names(net, "layers[3]")
+
+
+@pytest.mark.parametrize(("frozen", "got"), [([0], "int 0"), (b"W1", "bytes b'W1'"), (1, "int 1")])
+def test_a_name_that_is_not_a_string_is_a_type_error(cpu_xp, frozen, got):
+    with pytest.raises(TypeError, match=rf"frozen takes .*names .*\(strings\), got {got}"):
+        Trainer(make_net(cpu_xp), SGD(), *blobs(cpu_xp), epochs=1, frozen=frozen)
 
 
 def test_freezing_every_parameter_is_refused(cpu_xp):

@@ -331,28 +331,44 @@ def frozen_names(
     """The names of ``net.params`` that ``frozen`` names, in the network's order: a
     parameter's name (``"W1"``) or a layer's path as :meth:`~xpnet.Sequential.named_layers`
     gives it (``"layers[0]"``: every parameter of that layer and of the layers inside it).
-    A ``ValueError`` naming an unknown name and listing the valid ones, or when every
-    parameter is frozen; a ``TypeError`` for a name that is not a string. The messages
-    begin with ``what``, the option that gave the names. None names none."""
+    A ``ValueError`` naming an unknown name and listing the valid ones, a layer without
+    parameters, or when every parameter is frozen; a ``TypeError`` for a name that is not a
+    string. The messages begin with ``what``, the option that gave the names. None names
+    none."""
     params = net.params
+    paths: dict[str, str] = {}  # a layer's path -> its class's name, depth first
     layer_of: dict[str, str] = {}  # parameter name -> the path of the layer holding it
     if isinstance(params, Parameters) and callable(getattr(net, "named_layers", None)):
+        paths = {path: type(layer).__name__ for path, layer in net.named_layers()}
         path_of = {id(layer): path for path, layer in net.named_layers()}
         layer_of = {name: path_of[id(params.slot(name)[0])] for name in params}
+    if isinstance(frozen, bytes | bytearray) or not (
+        frozen is None or isinstance(frozen, str | Iterable)
+    ):
+        raise TypeError(
+            f"{what} takes a name or a list of names of parameters or layers (strings), got "
+            f"{type(frozen).__name__} {frozen!r:.40}"
+        )
     chosen: set[str] = set()
     for item in (frozen,) if isinstance(frozen, str) else frozen or ():
         if not isinstance(item, str):
             raise TypeError(
-                f"frozen must hold names of parameters or layers (strings), got "
+                f"{what} takes names of parameters or layers (strings), got "
                 f"{type(item).__name__} {item!r:.40}"
             )
         named = {item} if item in params else set()
         named |= {n for n, path in layer_of.items() if path == item or path.startswith(item + ".")}
+        if not named and item in paths:
+            raise ValueError(
+                f"{what}: layer {item} ({paths[item]}) has no parameters to freeze; those "
+                f"with parameters: {', '.join(_holding(paths, layer_of.values()))}"
+            )
         if not named:
-            layers = f", or a layer's path ({', '.join(dict.fromkeys(layer_of.values()))})"
+            holding = ", ".join(_holding(paths, layer_of.values()))
+            layers = f", or a layer's path ({holding})" if layer_of else ""
             raise ValueError(
                 f"{what}: the network has no parameter or layer {item!r}; expected a "
-                f"parameter's name ({', '.join(params)}){layers if layer_of else ''}"
+                f"parameter's name ({', '.join(params)}){layers}"
             )
         chosen |= named
     if chosen and len(chosen) == len(params):
@@ -361,6 +377,13 @@ def frozen_names(
             "leave at least one out (to evaluate only, call xpnet.training.evaluate)"
         )
     return tuple(name for name in params if name in chosen)
+
+
+def _holding(paths: Iterable[str], holders: Iterable[str]) -> list[str]:
+    """The ``paths`` (in order) of the layers that hold a parameter, themselves or inside
+    them: the ``holders`` and the blocks around them."""
+    holders = set(holders)
+    return [p for p in paths if any(h == p or h.startswith(p + ".") for h in holders)]
 
 
 class _Subset(MutableMapping):

@@ -504,10 +504,13 @@ def _train(args: argparse.Namespace) -> int:
             checkpoint.load_params(args.resume, net, optimizer=optimizer if same else None)
     before = saved.get("run", {})
     given = args.freeze is not None
+    nothing = given and any(name.lower() == "none" for name in args.freeze)
+    if nothing and len(args.freeze) > 1:
+        return error(f"--freeze none freezes nothing: give it alone, got {' '.join(args.freeze)}")
     try:
         frozen = frozen_names(
             net,
-            ([] if args.freeze == ["none"] else args.freeze) if given else before.get("freeze", []),
+            ([] if nothing else args.freeze) if given else before.get("freeze", []),
             "--freeze" if given else f"--resume {args.resume}: the run's freeze",
         )
     except ValueError as exc:
