@@ -495,12 +495,13 @@ def test_optimizer_state_round_trip_continues_identically(xp, tmp_path, load, ba
         opt.update(net.params, net.gradient(x, t))
     path = save_params(tmp_path / "p.npz", net, {"epoch": 3}, optimizer=opt)
     assert read_metadata(path)["optimizer"] == {
-        "name": "adam", "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "iterations": 3
+        "name": "adam", "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "iterations": 3,
+        "steps": dict.fromkeys(net.params, 3),
     }  # fmt: skip
 
     opt2 = Adam(lr=0.01)
     net2 = loaded(opt2)
-    assert opt2.iterations == 3
+    assert opt2.iterations == 3 and opt2.steps == opt.steps
     opt.update(net.params, net.gradient(x, t))
     opt2.update(net2.params, net2.gradient(x, t))
     for k in net.params:

@@ -271,6 +271,44 @@ def test_hand_computed_first_steps():
     assert p["w"][0] == pytest.approx(1 - 0.001, rel=1e-6)
 
 
+def test_adam_counts_each_parameters_steps_so_one_updated_first_later_starts_at_step_1(xp):
+    """A parameter left out of 50 updates (frozen), then updated: its first step is Adam's
+    first, about lr, as PyTorch's per-parameter step count makes it; with the optimizer's
+    count it would be sqrt(1 - 0.9) / sqrt(1 - 0.999) ~ 3.2 times that."""
+    params = {name: to_device([1.0], dtype="float64", xp=xp) for name in ("a", "b")}
+    grads = {name: to_device([0.5], dtype="float64", xp=xp) for name in ("a", "b")}
+    opt = Adam(lr=0.001)
+    for _ in range(50):
+        opt.update({"a": params["a"]}, grads)
+    opt.update(params, grads)
+    assert opt.steps == {"a": 51, "b": 1}
+    m, v = 0.1 * 0.5, 0.001 * 0.25  # the book's first step, by hand
+    lr_t = 0.001 * math.sqrt(1 - 0.999) / (1 - 0.9)
+    assert to_numpy(params["b"])[0] == pytest.approx(1 - lr_t * m / (math.sqrt(v) + 1e-7))
+
+
+def test_adam_state_without_steps_continues_the_optimizers_count(cpu_xp):
+    """State from a file of an older xpnet (no steps): its parameters go on at the
+    optimizer's step, as they were updated at every one."""
+    params = {"w": to_device([1.0], dtype="float64", xp=cpu_xp)}
+    grads = {"w": to_device([0.5], dtype="float64", xp=cpu_xp)}
+    opt = Adam(lr=0.001)
+    for _ in range(4):
+        opt.update(params, grads)
+    state = opt.state_dict()
+    del state["steps"]
+    resumed = Adam(lr=0.001)
+    resumed.load_state_dict(state)
+    resumed.update(params, grads)
+    assert resumed.steps == {"w": 5}
+
+
+@pytest.mark.parametrize("steps", [{"w": 0}, {"w": 1.5}, [1]])
+def test_adam_refuses_steps_that_are_not_counts(steps):
+    with pytest.raises(ValueError, match=r"'steps' must map parameter names to integers >= 1"):
+        Adam().load_state_dict({"iterations": 1, "steps": steps})
+
+
 def test_adam_steps_as_in_float64_on_a_float32_gradient_whose_square_overflows(xp):
     """1e20 has no float32 square (above 1.8e19); the steps are still the book's, as its
     formulas give them in float64 (and PyTorch's Adam in float32)."""

@@ -178,6 +178,10 @@ def _metadata_fields() -> dict[str, Field]:
         "name": string(required=True),
         "lr": number(0.0, required=True),
         "iterations": integer(0),
+        "steps": Field(
+            lambda v: isinstance(v, dict) and all(integer(1).test(n) for n in v.values()),
+            "a JSON object of parameter names to integers >= 1",
+        ),
     }
     generators = Field(
         lambda v: isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()),
@@ -621,6 +625,8 @@ def save_params(
     if optimizer is not None:
         state = optimizer.state_dict()
         meta["optimizer"] = {**optimizer.config(), "iterations": state["iterations"]}
+        if "steps" in state:  # Adam's, each parameter's updates
+            meta["optimizer"]["steps"] = state["steps"]
         for buffer, slot in state["buffers"].items():
             for name, value in slot.items():
                 arrays[f"{OPTIMIZER_PREFIX}{buffer}/{name}"] = to_numpy(value)
@@ -944,7 +950,15 @@ def _optimizer_state(
         _check(path, slot, {n: params[n] for n in slot}, f"optimizer state {buffer!r}")
         for name in slot:
             slot[name] = to_like(slot[name], params[name])
-    return {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
+    state = {"iterations": int(saved.get("iterations", 0)), "buffers": buffers}
+    if "steps" in saved:
+        unknown = sorted(set(saved["steps"]) - set(params))
+        if unknown:
+            raise ValueError(
+                f"{os.fspath(path)}: optimizer steps name no parameter: {', '.join(unknown)}"
+            )
+        state["steps"] = saved["steps"]
+    return state
 
 
 class HyperparametersDiffer(UserWarning):
@@ -954,7 +968,7 @@ class HyperparametersDiffer(UserWarning):
 def _warn_of_other_hyperparameters(path: Any, saved: Mapping[str, Any], opt: Any) -> None:
     """Warn, naming them, when ``opt``'s hyperparameters differ from the ``saved`` ones."""
     own = opt.hyperparameters()
-    file = {k: v for k, v in saved.items() if k not in ("name", "iterations")}
+    file = {k: v for k, v in saved.items() if k not in ("name", "iterations", "steps")}
     differing = [
         f"{k} {own.get(k, 'unset')} (file: {file.get(k, 'unset')})"
         for k in {**file, **own}

@@ -560,6 +560,12 @@ class RMSprop(AdaGrad):
 class Adam(Optimizer):
     """Adam (http://arxiv.org/abs/1412.6980v8) in the book's form, with the step ``t`` from 1.
 
+    ``t`` counts each parameter's own updates (``steps[name]``), as PyTorch's
+    ``state[p]["step"]`` does: the book's counts the optimizer's, the same while every
+    parameter is updated at every step, but a parameter updated first later (unfrozen,
+    :class:`~xpnet.training.Trainer`'s ``frozen``) would start with ``m`` and ``v`` at zero
+    past their bias correction, and take first steps up to about ``3 * lr``.
+
     ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
     ``m <- m + (1 - beta1) * (dW - m)``; ``v <- beta2 * v + (1 - beta2) * dW**2``;
     ``W <- W - lr_t * m / (sqrt(v) + 1e-7)``.
@@ -578,11 +584,13 @@ class Adam(Optimizer):
         super().__init__(lr)
         self.beta1 = _hyperparameter("beta1", beta1)
         self.beta2 = _hyperparameter("beta2", beta2)
+        self.steps: dict[str, int] = {}  # name -> its updates so far
 
     def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
-        t = self.iterations
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         for key in params:
+            t = self.steps.get(key)
+            t = self.steps[key] = (self._steps_before(key) if t is None else t) + 1
+            lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
             g = grads[key]
             m = self._buffer("m", key, params[key])
             v = self._buffer("v", key, params[key])
@@ -594,6 +602,34 @@ class Adam(Optimizer):
             v = self.beta2 * v + (1 - self.beta2) * g * g
             self.state["m"][key], self.state["v"][key] = m, v
             params[key] -= lr_t * m / (xp.sqrt(v) + EPS)
+
+    def _steps_before(self, key: str) -> int:
+        """The updates of parameter ``key`` before this one, when ``steps`` does not count
+        them: none for a parameter without state, and for state loaded without ``steps``
+        (from a file of an older xpnet), the optimizer's."""
+        held = key in self._loaded["m"] or key in self.state["m"]
+        return self.iterations - 1 if held else 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Optimizer.state_dict` with ``"steps"``: ``{name: int}``, each parameter's
+        updates."""
+        return {**super().state_dict(), "steps": dict(self.steps)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """:meth:`Optimizer.load_state_dict`, and ``"steps"`` (``{name: int >= 1}``; without
+        it, a parameter with loaded state counts the optimizer's ``iterations``)."""
+        if not isinstance(state, Mapping):
+            super().load_state_dict(state)  # raises, naming what it expects
+        steps = state.get("steps", {})
+        if not isinstance(steps, Mapping) or not all(
+            isinstance(k, str) and is_integer(n) and n >= 1 for k, n in steps.items()
+        ):
+            raise ValueError(
+                f"Adam.load_state_dict: 'steps' must map parameter names to integers >= 1 "
+                f"(each parameter's updates), got {steps!r:.80}"
+            )
+        super().load_state_dict({k: v for k, v in state.items() if k != "steps"})
+        self.steps = {k: int(n) for k, n in steps.items()}
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
