@@ -52,6 +52,89 @@ class Doubled:
         return self.inner.backward(2 * dout)
 
 
+class AddsInPlace:
+    """``y = inner(x); y += x``: a residual block adding in place, as torchvision's ResNet."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        y = self.inner.forward(x, train_flg)
+        y += x
+        return y
+
+    def backward(self, dout):
+        return dout + self.inner.backward(dout)
+
+
+class DoublesInPlace:
+    """``y = inner(x); y *= 2``: an in-place change that is no sum."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        y = self.inner.forward(x, train_flg)
+        y *= 2
+        return y
+
+    def backward(self, dout):
+        return self.inner.backward(2 * dout)
+
+
+class AddsIntoItsInput:
+    """``x += inner(x)``: the block writes into the array the previous layer returned."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        x += self.inner.forward(x, train_flg)
+        return x
+
+    def backward(self, dout):
+        return dout + self.inner.backward(dout)
+
+
+class Gate:
+    """``out = x * inner(x)``: the block's own code uses its input, a path not drawn."""
+
+    sublayers = ("inner",)
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def forward(self, x, train_flg=False):
+        self.x, self.y = x, self.inner.forward(x, train_flg)
+        return self.x * self.y
+
+    def backward(self, dout):
+        return dout * self.y + self.inner.backward(dout * self.x)
+
+
+class ScalesBetween:
+    """``second(2 * first(x))``, the doubling written in place between the two layers."""
+
+    sublayers = ("first", "second")
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def forward(self, x, train_flg=False):
+        y = self.first.forward(x)
+        y *= 2
+        return self.second.forward(y)
+
+    def backward(self, dout):
+        return self.first.backward(2 * self.second.backward(dout))
+
+
 def affine(xp, k):
     return Affine(dev(xp, W[k]), dev(xp, B[k]))
 
@@ -173,3 +256,86 @@ def test_a_block_renders_as_a_box_labelled_by_class_and_path(cpu_xp, tmp_path):
     svg = (tmp_path / "block.svg").read_text()
     assert svg.count('class="cluster"') == 2
     assert "Residual layers[1]" in svg and "Sequential layers[1].inner" in svg
+
+
+def softmax_loss(scores):
+    """SoftmaxWithLoss of NumPy ``scores`` for the labels ``T``, in float64."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return -np.mean(shifted[0, T] - np.log(np.exp(shifted).sum(axis=1)))
+
+
+def inner_of(h):
+    """The inner Sequential of ``residual_net`` (Affine, Tanh, Affine) in NumPy."""
+    return np.tanh(h @ W[1] + B[1]) @ W[2] + B[2]
+
+
+H0 = X @ W[0] + B[0]  # layers[0]'s output
+
+
+def into_join(run):
+    """The calls (their node's class) and the edges feeding the block's join."""
+    _, edges = run.edges()
+    joined = [e for e in edges if isinstance(e.target, str)]
+    return [type(run.nodes[run.calls[e.source].node]).__name__ for e in joined], joined
+
+
+def test_a_residual_block_adding_in_place_is_drawn_as_an_add_with_its_skip_path(xp):
+    run = recorded(xp, residual_net(xp, block=AddsInPlace))
+    nodes, _ = clusters(run.dot())["AddsInPlace layers[1]"]
+    assert "+" in nodes
+    kinds, joined = into_join(run)
+    assert kinds == ["Affine", "Affine"] and joined[1].source == 0  # the skip from layers[0]
+
+
+def test_the_inner_output_added_into_in_place_is_drawn_as_it_was_returned(xp):
+    _, joined = into_join(recorded(xp, residual_net(xp, block=AddsInPlace)))
+    assert joined[0].forward.elements == pytest.approx(inner_of(H0).ravel(), rel=1e-12)
+
+
+def test_the_gradients_drawn_out_of_the_layer_before_an_in_place_add_sum_to_its_gradient(xp):
+    run = recorded(xp, residual_net(xp, block=AddsInPlace))
+    _, edges = run.edges()
+    drawn = sum(np.array(e.backward.elements) for e in edges if e.source == 0)
+
+    def loss_of_h0(h):  # the loss as a function of layers[0]'s output
+        return softmax_loss((h + inner_of(h)) @ W[3] + B[3])
+
+    expected = central_difference(loss_of_h0, H0)
+    assert drawn == pytest.approx(expected.ravel(), rel=1e-6)
+
+
+def test_an_in_place_change_that_is_no_sum_is_drawn_as_the_blocks_forward(xp):
+    run = recorded(xp, residual_net(xp, block=DoublesInPlace))
+    nodes, _ = clusters(run.dot())["DoublesInPlace layers[1]"]
+    assert "DoublesInPlace.forward" in nodes and "+" not in nodes
+    kinds, joined = into_join(run)
+    assert kinds == ["Affine"]  # the inner Affine, with its value as it returned it
+    assert joined[0].forward.elements == pytest.approx(inner_of(H0).ravel(), rel=1e-12)
+
+
+def test_a_block_adding_into_its_input_draws_the_input_as_it_got_it_on_the_skip_path(xp):
+    run = recorded(xp, residual_net(xp, block=AddsIntoItsInput))
+    kinds, joined = into_join(run)
+    assert kinds == ["Affine", "Affine"] and joined[1].source == 0
+    assert joined[1].forward.elements == pytest.approx(H0.ravel(), rel=1e-12)
+    _, edges = run.edges()
+    into_inner = next(e for e in edges if e.source == 0 and e.target == 1)
+    assert into_inner.forward.elements == pytest.approx(H0.ravel(), rel=1e-12)
+
+
+def test_a_value_changed_in_place_between_two_layers_is_drawn_from_neither(xp):
+    block = ScalesBetween(affine(xp, 1), affine(xp, 2))
+    net = Sequential([affine(xp, 0), block, affine(xp, 3)], loss=SoftmaxWithLoss())
+    run = recorded(xp, net)
+    _, edges = run.edges()
+    into_second = next(e for e in edges if e.target == 2 and e.forward.shape == (1, 3))
+    assert into_second.source != 1  # what flowed is 2 * first's output, not first's output
+    assert into_second.forward.elements == pytest.approx((2 * (H0 @ W[1] + B[1])).ravel())
+
+
+def test_a_gate_says_under_the_title_that_the_gradients_into_it_are_its_inner_layers_shares(xp):
+    heading = re.search(r'label="([^"]*)";', recorded(xp, residual_net(xp, block=Gate)).dot())[1]
+    assert heading == (
+        "Gate layers[1]: its own code between its layers is not drawn; gradients drawn into "
+        "it are its inner layers' shares"
+    )

@@ -9,9 +9,11 @@ order, as backpropagation runs); parameters named in a node's
 ``params`` (``("W", "b")``) are noted with their gradients ``dW``, ``db``, and so are those
 of the layers inside a node made of layers (``sublayers``) that are not recorded
 themselves. A forward call made inside a recorded node's forward belongs to that node
-(a block): the block is drawn as a Graphviz cluster of the calls inside it. Values are
-kept as Python numbers for scalars and 0-D arrays, and as shape, norm, min and max for
-larger arrays.
+(a block): the block is drawn as a Graphviz cluster of the calls inside it. While a block
+runs, copies of its inputs and of its inner calls' outputs are kept (one array each: the
+cost of seeing what the block's own code changes in place, ``y += x``), and dropped when
+it returns. Values are kept as Python numbers for scalars and 0-D arrays, and as shape,
+norm, min and max for larger arrays.
 
 The edges come from the computation itself: an input of one call that *is* (``is``)
 the output of an earlier call is an edge between the two nodes; any other input is a
@@ -200,17 +202,26 @@ class Call:
     parent: int | None = None  # index into Recording.calls
     children: list[int] = field(default_factory=list)
     join: Join | None = field(default=None, repr=False, compare=False)
+    # Copies kept while the block holding (or being) this call runs, to see what its own
+    # code changes in place: the output as returned, and a block's inputs as given.
+    returned: Any = field(default=None, repr=False, compare=False)
+    given: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+    # The inputs that the enclosing block's code changed in place after they came out of
+    # (or into) a call: what flowed is no call's output, so no edge is drawn from one.
+    altered: set[int] = field(default_factory=set, repr=False, compare=False)
 
 
 @dataclass
 class Join:
     """How a block's output came out of the calls inside it, when it is no inner call's
-    output: the sum (``add``) of ``terms``, the inner outputs no inner call used and, for a
-    skip path, the block's inputs; or, not ``add``, a computation of the block's own code
-    that the recording cannot see, fed by the inner outputs."""
+    output (or one that the block's code changed in place after the call returned it): the
+    sum (``add``) of ``terms``, the inner outputs no inner call used, and, for a skip path,
+    of the block's ``inputs`` (their indices); or, not ``add``, a computation of the block's
+    own code that the recording cannot see, fed by the inner outputs."""
 
     terms: list[Any]
     add: bool
+    inputs: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -260,14 +271,25 @@ class Recording:
         self._unanswered: list[list[Call]] = [[] for _ in nodes]
         self._running: list[Call] = []  # the forward calls begun and not returned, latest last
         self._recorded = {id(node) for node in nodes}
+        self._blocks = {
+            k
+            for k, node in enumerate(nodes)
+            if any(id(inner) in self._recorded for _, inner in inner_layers(node))
+        }
 
     # Recording (the wrappers call these).
 
     def _start_forward(self, node: int, args: tuple[Any, ...], train_flg: bool | None) -> Call:
         """The call of ``node``'s forward on ``args``, its inputs and parameters noted
-        before it runs: a forward may write into them (``x += 1``)."""
+        before it runs: a forward may write into them (``x += 1``). A block (a node whose
+        ``sublayers`` are recorded) keeps a copy of its inputs until it returns."""
         values = [self._value(node, f"input {i}", a) for i, a in enumerate(args)]
         call = Call(node, args, None, values, None, train_flg=train_flg)
+        if node in self._blocks:
+            call.given = tuple(_copy(a) for a in args)
+        if self._running:
+            block = self._running[-1]
+            call.altered = {i for i, a in enumerate(args) if self._altered(block, a)}
         for owner, attr in _parameters_in(self.nodes[node], self._recorded):
             value = self._value(node, f"parameter {attr}", getattr(owner, attr))
             call.params[self._param_name(owner, attr)] = (value, None)
@@ -280,26 +302,43 @@ class Recording:
         k = len(self.calls)
         if self._running:  # made by a block's forward: drawn inside its cluster
             self._running[-1].children.append(k)
+            call.returned = _copy(output)
         for child in call.children:
             self.calls[child].parent = k
         if call.children:
             call.join = self._join(call)
+        for child in call.children:
+            self.calls[child].returned = None
+        call.given = None
         self.calls.append(call)
         self._unanswered[call.node].append(call)
 
     def _join(self, call: Call) -> Join | None:
         """How the output of a block's ``call`` came out of its inner calls: None where it
-        is an inner call's output (a chain, as Sequential's)."""
+        is an inner call's output, unchanged since that call returned it (a chain, as
+        Sequential's). The sum is checked on the values as the calls returned them and the
+        block got them: ``y += x`` changes the inner output ``y`` in place."""
         children = [self.calls[c] for c in call.children]
-        if any(child.output is call.output for child in children):
+        if any(c.output is call.output and _same(c.output, c.returned) for c in children):
             return None
         used = [x for child in children for x in child.inputs]
-        unused = [c.output for c in children if not any(c.output is x for x in used)]
-        inputs = [x for x in call.inputs if x is not None]
-        for terms in (unused, unused + inputs):  # out = inner(x) + ..., then + x: a skip path
-            if _is_sum(call.output, terms):
-                return Join(terms, add=True)
-        return Join(unused, add=False)
+        unused = [c for c in children if not any(c.output is x for x in used)]
+        given = call.given or call.inputs
+        inputs = [i for i, x in enumerate(call.inputs) if x is not None]
+        returned = [c.returned for c in unused]
+        terms = [c.output for c in unused]
+        if _is_sum(call.output, returned):  # out = inner(x) + ...
+            return Join(terms, add=True)
+        if _is_sum(call.output, returned + [given[i] for i in inputs]):  # ... + x: a skip path
+            return Join(terms, add=True, inputs=inputs)
+        return Join(terms, add=False)
+
+    def _altered(self, block: Call, x: Any) -> bool:
+        """Whether ``block``'s own code changed ``x`` in place after ``x`` came into
+        ``block`` or out of a call inside it (the latest such)."""
+        kept = [g for a, g in zip(block.inputs, block.given or block.inputs, strict=True) if a is x]
+        kept += [self.calls[c].returned for c in block.children if self.calls[c].output is x]
+        return bool(kept) and not _same(x, kept[-1])
 
     def _backward(self, node: int, dout: Value | None, grads: Any) -> None:
         # Backward passes run in reverse: each answers its node's latest unanswered forward.
@@ -391,7 +430,7 @@ class Recording:
         uses: dict[int, int] = {}
         for k in calls:
             for i, x in enumerate(self.calls[k].inputs):
-                if self._producer(k, x) is not None:
+                if self._source(k, i) is not None:
                     continue
                 names = names_of.get(id(x))
                 if names is None:
@@ -423,6 +462,13 @@ class Recording:
     def _producer(self, k: int, x: Any) -> int | None:
         """The latest call before call ``k`` whose output is ``x``, if any."""
         return next((j for j in range(k - 1, -1, -1) if self.calls[j].output is x), None)
+
+    def _source(self, k: int, i: int) -> int | None:
+        """The call whose output flowed into input ``i`` of call ``k``, if any: none where
+        the code of the block holding call ``k`` changed it in place after that call."""
+        if i in self.calls[k].altered:
+            return None
+        return self._producer(k, self.calls[k].inputs[i])
 
     def _outermost(self) -> list[int]:
         """The calls no recorded block made: their input gradients are the whole ones."""
@@ -464,7 +510,7 @@ class Recording:
                 if x is None:  # an optional argument left out: no value flows along it
                     continue
                 backward = call.dinputs[i] if call.dinputs else None
-                producer = self._producer(k, x)
+                producer = self._source(k, i)
                 if producer is not None:
                     consumed.add(producer)
                     source: int | str = self._drawn(producer)
@@ -489,23 +535,28 @@ class Recording:
 
     def _join_edges(self, k: int, leaves: dict[str, str], consumed: set[int]) -> list[Edge]:
         """The edges into the join of block call ``k``: from the inner outputs, each with
-        the gradient its call got, and, for an add, from the block's inputs (the skip
-        path), each with the gradient the add passes on, the block's own."""
+        its value as its call returned it and the gradient that call got, and, for an add,
+        from the block's inputs (the skip path), each with its value as the block got it
+        and the gradient the add passes on, the block's own."""
         call, edges = self.calls[k], []
         names = {id(value): name for name, value in self.inputs.items()}
         for term in call.join.terms:
-            producer = self._producer(k, term)
+            j = self._producer(k, term)  # the inner call whose output the term is
+            consumed.add(j)
+            inner = self.calls[j]
+            join = f"join:{k}"
+            edges.append(Edge(self._drawn(j), join, inner.output_value, inner.dout, main=True))
+        for i in call.join.inputs:
+            producer = self._source(k, i)
             if producer is not None:
                 consumed.add(producer)
                 source: int | str = self._drawn(producer)
             else:
-                name = names.get(id(term), Value.of(term).forward_label(self.number_format))
+                value = call.input_values[i]
+                name = names.get(id(call.inputs[i]), value.forward_label(self.number_format))
                 source = f"in:{name}"
                 leaves[source] = name
-            inner = [c for c in call.children if self.calls[c].output is term]
-            backward = self.calls[inner[-1]].dout if inner else call.dout
-            value = Value.of(term) if producer is None else self.calls[producer].output_value
-            edges.append(Edge(source, f"join:{k}", value, backward, main=bool(inner)))
+            edges.append(Edge(source, f"join:{k}", call.input_values[i], call.dout))
         return edges
 
     def input_gradients(self) -> dict[str, float | None]:
@@ -545,7 +596,8 @@ class Recording:
             "  rankdir=LR; ordering=in; nodesep=0.5; ranksep=1.1;",
             '  node [fontname="Helvetica"]; edge [fontname="Helvetica", arrowsize=0.7];',
         ]
-        heading = "\\n".join(_escape(line) for line in (title, self.note) if line)
+        lines_above = (title, self.note, *self._gate_notes())
+        heading = "\\n".join(_escape(line) for line in lines_above if line)
         if heading:
             lines.append(f'  labelloc=t; label="{heading}"; fontname="Helvetica";')
         # Each node is declared in the cluster of the block holding it, a leaf in that of
@@ -592,6 +644,26 @@ class Recording:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
+    def _gate_notes(self) -> list[str]:
+        """A line for each block drawn as its ``forward`` node (a gate, ``x * inner(x)``):
+        the paths its own code takes from its inputs are not drawn, so the gradients drawn
+        into it are its inner layers' shares only."""
+        gates = [
+            self._block_label(k)
+            for k, c in enumerate(self.calls)
+            if c.join is not None and not c.join.add
+        ]
+        return [
+            f"{label}: its own code between its layers is not drawn; gradients drawn into it "
+            "are its inner layers' shares"
+            for label in dict.fromkeys(gates)
+        ]
+
+    def _block_label(self, k: int) -> str:
+        """Block call ``k``'s class and path (``Residual layers[1]``)."""
+        node = self.calls[k].node
+        return " ".join([type(self.nodes[node]).__name__, *filter(None, [self.paths.get(node)])])
+
     def _cluster(self, target: int | str | None) -> int | None:
         """The block call whose cluster holds a leaf feeding ``target``; None: none."""
         if isinstance(target, str):  # a join, inside its own block's cluster
@@ -606,11 +678,8 @@ class Recording:
         for k, call in enumerate(self.calls):
             if call.parent != block or not call.children:
                 continue
-            node = call.node
-            label = " ".join(
-                [type(self.nodes[node]).__name__, *filter(None, [self.paths.get(node)])]
-            )
             lines.append(f"{indent}subgraph cluster_{k} {{")
+            label = self._block_label(k)
             lines.append(f'{indent}  label="{_escape(label)}"; labeljust=l; fontname="Helvetica";')
             lines.append(f"{indent}  style=rounded; color=grey40;")
             lines += self._cluster_lines(k, inside, indent + "  ")
@@ -636,6 +705,21 @@ def _shape(label: str) -> str:
         if len(label) <= 3
         else "shape=box, style=rounded"
     )
+
+
+def _copy(x: Any) -> Any:
+    """A copy of the array ``x``; any other ``x`` (a number, which nothing changes in place)
+    itself."""
+    return namespace_of(x).asarray(x, copy=True) if hasattr(x, "shape") else x
+
+
+def _same(x: Any, kept: Any) -> bool:
+    """Whether ``x`` holds what ``kept``, a copy :func:`_copy` made of it, holds (NaN where
+    it held NaN): nothing wrote into it since."""
+    if x is kept:
+        return True
+    xp = namespace_of(x)
+    return bool(xp.all((x == kept) | ((x != x) & (kept != kept))))
 
 
 def _is_sum(output: Any, terms: list[Any]) -> bool:
@@ -873,10 +957,12 @@ def record_network(
     values and gradients between them, at any depth. Where a block's output is no inner
     layer's, the cluster holds a join: ``+`` where the output is, to rounding, the sum of
     the inner outputs no inner layer used and, for a skip path, of the block's inputs
-    (``x + inner(x)``); else a ``Residual.forward`` node for what the block's own code
-    computes, which the recording does not see. With ``inside=False`` each block is one
-    node, its inner layers' parameters its leaves, as is a block of one's own whose
-    ``sublayers`` names no layers.
+    (``x + inner(x)``, or ``y += x`` in place); else a ``Residual.forward`` node for what
+    the block's own code computes, which the recording does not see, with a line under the
+    title saying that the gradients drawn into it are its inner layers' shares. Blocks keep
+    copies of their inputs and inner outputs while they run, to see in-place changes.
+    With ``inside=False`` each block is one node, its inner layers' parameters its leaves,
+    as is a block of one's own whose ``sublayers`` names no layers.
 
     The drawing is the graph the layers compute: the loss layer's loss, and each
     parameter's gradient as its layer's ``backward`` stored it. What ``gradient`` adds to
