@@ -439,6 +439,40 @@ def test_a_conv_kernels_gradient_rotated_180_degrees_says_flipped(xp, method):
     assert note in " ".join(str(checked).split())
 
 
+def swapped(g):
+    return {**g, "W1": g["W2"], "W2": g["W1"]}
+
+
+def transposed(g):
+    return {**g, "W1": g["W1"].T}
+
+
+def flipped(g):
+    return {**g, "W1": namespace_of(g["W1"]).flip(g["W1"], axis=(-2, -1))}
+
+
+@pytest.mark.parametrize(
+    ("problem", "change", "named"),
+    [
+        (square_problem, swapped, lambda r: r.swapped == [("W1", "W2")]),
+        (
+            square_problem,
+            transposed,
+            lambda r: [p.name for p in r.params if p.transposed] == ["W1"],
+        ),
+        (conv_problem, flipped, lambda r: [p.name for p in r.params if p.flipped] == ["W1"]),
+    ],
+    ids=["swapped", "transposed", "flipped"],
+)
+def test_a_sample_of_the_elements_names_a_swapped_transposed_or_flipped_gradient(
+    xp, problem, change, named
+):
+    net, x, t = problem(xp)
+    with_gradients_changed(net, change)
+    report = check_gradients(net, x, t, max_elements=6)
+    assert not report and named(report), str(report)
+
+
 def test_a_conv_kernels_gradient_wrong_otherwise_is_not_called_flipped(xp):
     net, x, t = conv_problem(xp)
     with_gradients_changed(net, lambda g: {**g, "W1": 2 * g["W1"]})

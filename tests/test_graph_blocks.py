@@ -12,7 +12,7 @@ import pytest
 from numeric import central_difference, dev
 
 from xpnet import graph
-from xpnet.backend import to_numpy
+from xpnet.backend import namespace_of, to_numpy
 from xpnet.layers import Affine, SoftmaxWithLoss, Tanh
 from xpnet.networks import Sequential
 
@@ -135,6 +135,24 @@ class ScalesBetween:
         return self.first.backward(2 * self.second.backward(dout))
 
 
+class Scaled:
+    """``out = x + alpha * inner(x)``: a block with a parameter of its own (a layer scale)."""
+
+    sublayers = ("inner",)
+    params = ("alpha",)
+
+    def __init__(self, inner, alpha):
+        self.inner, self.alpha = inner, alpha
+
+    def forward(self, x, train_flg=False):
+        self.h = self.inner.forward(x, train_flg)
+        return x + self.alpha * self.h
+
+    def backward(self, dout):
+        self.dalpha = namespace_of(dout).sum(dout * self.h, axis=0)
+        return dout + self.inner.backward(dout * self.alpha)
+
+
 def affine(xp, k):
     return Affine(dev(xp, W[k]), dev(xp, B[k]))
 
@@ -234,6 +252,27 @@ def test_a_blocks_output_that_is_no_sum_is_drawn_as_its_forward_fed_by_the_inner
     _, edges = run.edges()
     into_join = [e.source for e in edges if isinstance(e.target, str)]
     assert into_join == [3]  # the inner Affine (calls: Affine, Affine, Tanh, Affine, ...) only
+
+
+def test_a_blocks_own_parameter_feeds_its_forward_with_the_losss_gradient(xp):
+    alpha = np.ones(3)  # x + 1 * inner(x) is a sum to the last bit: still no "+"
+    run = recorded(xp, residual_net(xp, block=lambda inner: Scaled(inner, dev(xp, alpha))))
+    nodes, _ = clusters(run.dot())["Scaled layers[1]"]
+    assert "Scaled.forward" in nodes and "alpha1" in nodes and "+" not in nodes
+    _, edges = run.edges()
+    edge = next(e for e in edges if e.source == "param:alpha1")
+    assert edge.target.startswith("join:")
+
+    h0 = X @ W[0] + B[0]
+    inner = np.tanh(h0 @ W[1] + B[1]) @ W[2] + B[2]
+
+    def loss_of_alpha(a):
+        scores = (h0 + a * inner) @ W[3] + B[3]
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        return -np.mean(shifted[0, T] - np.log(np.exp(shifted).sum(axis=1)))
+
+    expected = central_difference(loss_of_alpha, alpha)
+    assert edge.backward.elements == pytest.approx(expected, rel=1e-6)
 
 
 def test_inside_false_draws_a_block_as_one_node(xp):

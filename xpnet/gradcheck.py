@@ -1458,12 +1458,18 @@ def compare(
     shape = tuple(analytic.shape)
     if math.prod(shape) == 0:
         return ParamCheck(name, shape, 0.0, 0.0, 0.0, True, kinks=0, via=via)
+    given = analytic
     analytic, numerical = _in_sample(analytic, sampled), _in_sample(numerical, sampled)
     finite_analytic, finite_numerical = xp.isfinite(analytic), xp.isfinite(numerical)
     finite = finite_analytic & finite_numerical
     # Zeros in place of the non-finite elements: their errors would be inf or nan.
     analytic = xp.where(finite, analytic, xp.zeros_like(analytic))
     numerical = xp.where(finite, numerical, xp.zeros_like(numerical))
+    # The analytic gradient is known outside a sample too: the transposed and flipped
+    # notes compare the sampled numerical elements with the analytic ones they came from.
+    whole = analytic
+    if sampled is not None:
+        whole = xp.where(xp.isfinite(given), given, xp.zeros_like(given))
     diff = xp.abs(analytic - numerical)
     scale = xp.maximum(xp.abs(analytic), xp.abs(numerical))
     tiny = xp.finfo(diff.dtype).smallest_normal
@@ -1518,11 +1524,11 @@ def compare(
         transposed=bool(failed)
         and len(shape) == 2
         and shape[0] == shape[1]
-        and _matches(xp.matrix_transpose(analytic), numerical, atol, rtol, ~counted),
+        and _matches(xp.matrix_transpose(whole), numerical, atol, rtol, ~counted),
         flipped=bool(failed)
         and len(shape) == 4
         and math.prod(shape[-2:]) > 1
-        and _matches(xp.flip(analytic, axis=(-2, -1)), numerical, atol, rtol, ~counted),
+        and _matches(xp.flip(whole, axis=(-2, -1)), numerical, atol, rtol, ~counted),
         worst=worst,
         worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
         worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
@@ -1563,11 +1569,13 @@ def swapped_pairs(
     numerical: Mapping[str, Any],
     atol: Mapping[str, Any],
     rtol: float,
+    sampled: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, str]]:
     """The pairs of ``checks`` of one shape, both failing clear of kinks with finite
     gradients, whose ``analytic`` gradients are each within the tolerance (``atol`` of
     the other's, ``rtol``) of the other's ``numerical`` one, all by name, away from the
-    other's kinks: gradients returned in each other's place."""
+    other's kinks and, where ``sampled`` (name -> bool array, :func:`sample_elements`)
+    names it, in the other's sample: gradients returned in each other's place."""
     failing = [
         c for c in checks if c.failing and not (c.nonfinite_analytic or c.nonfinite_numerical)
     ]
@@ -1575,6 +1583,9 @@ def swapped_pairs(
     def matches(a: ParamCheck, b: ParamCheck) -> bool:
         """Whether ``a``'s analytic gradient is within tolerance of ``b``'s numerical one."""
         excused = kink_mask(b, numerical[b.name])
+        among = (sampled or {}).get(b.name)
+        if among is not None:
+            excused = ~among if excused is None else excused | ~among
         return _matches(analytic[a.name], numerical[b.name], atol[b.name], rtol, excused)
 
     return [
@@ -1924,6 +1935,7 @@ def _element_wise(
     input as ``given``: ``x`` may be what a layer wrote into). ``sampled`` (name -> bool
     array, :func:`sample_elements`) limits a parameter's comparison to those elements."""
     sampled = sampled or {}
+    whole = analytic  # for compare and swapped_pairs, which read the sample's themselves
     analytic = {n: _in_sample(analytic[n], sampled.get(n)) for n in names}
     atol = tol.at(h)
     small = refined_step(h, dtype)
@@ -1944,13 +1956,13 @@ def _element_wise(
     for n in names:
         kinks, together = one_sided[n]
         check = compare(
-            n, analytic[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via,
+            n, whole[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via,
             sampled=sampled.get(n),
         )  # fmt: skip
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
-    report.swapped = swapped_pairs(report.params, analytic, numerical, atols, rtol)
+    report.swapped = swapped_pairs(report.params, whole, numerical, atols, rtol, sampled)
     report.note_atol(tol, {n: _largest([found[n].grad]) for n in names})
     if any(refined.values()):
         counts = ", ".join(f"{n} {k}" for n, k in refined.items() if k)

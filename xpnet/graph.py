@@ -319,7 +319,11 @@ class Recording:
         Sequential's). The sum is checked on the values as the calls returned them and the
         block got them: ``y += x`` changes the inner output ``y`` in place."""
         children = [self.calls[c] for c in call.children]
-        if any(c.output is call.output and _same(c.output, c.returned) for c in children):
+        # Parameters of the block's own (a layer scale) act in its code: a join shows them.
+        own = bool(call.params)
+        if not own and any(
+            c.output is call.output and _same(c.output, c.returned) for c in children
+        ):
             return None
         used = [x for child in children for x in child.inputs]
         unused = [c for c in children if not any(c.output is x for x in used)]
@@ -327,9 +331,9 @@ class Recording:
         inputs = [i for i, x in enumerate(call.inputs) if x is not None]
         returned = [c.returned for c in unused]
         terms = [c.output for c in unused]
-        if _is_sum(call.output, returned):  # out = inner(x) + ...
+        if not own and _is_sum(call.output, returned):  # out = inner(x) + ...
             return Join(terms, add=True)
-        if _is_sum(call.output, returned + [given[i] for i in inputs]):  # ... + x: a skip path
+        if not own and _is_sum(call.output, returned + [given[i] for i in inputs]):  # + x: a skip
             return Join(terms, add=True, inputs=inputs)
         return Join(terms, add=False)
 
@@ -534,11 +538,14 @@ class Recording:
         return leaves, edges
 
     def _join_edges(self, k: int, leaves: dict[str, str], consumed: set[int]) -> list[Edge]:
-        """The edges into the join of block call ``k``: from the inner outputs, each with
-        its value as its call returned it and the gradient that call got, and, for an add,
-        from the block's inputs (the skip path), each with its value as the block got it
-        and the gradient the add passes on, the block's own."""
+        """The edges into the join of block call ``k``: from the block's own parameters, from
+        the inner outputs, each with its value as its call returned it and the gradient that
+        call got, and, for an add, from the block's inputs (the skip path), each with its
+        value as the block got it and the gradient the add passes on, the block's own."""
         call, edges = self.calls[k], []
+        for name, (value, grad) in call.params.items():  # the block's own (see _join)
+            leaves[f"param:{name}"] = name
+            edges.append(Edge(f"param:{name}", f"join:{k}", value, grad))
         names = {id(value): name for name, value in self.inputs.items()}
         for term in call.join.terms:
             j = self._producer(k, term)  # the inner call whose output the term is
@@ -957,12 +964,14 @@ def record_network(
     values and gradients between them, at any depth. Where a block's output is no inner
     layer's, the cluster holds a join: ``+`` where the output is, to rounding, the sum of
     the inner outputs no inner layer used and, for a skip path, of the block's inputs
-    (``x + inner(x)``, or ``y += x`` in place); else a ``Residual.forward`` node for what
-    the block's own code computes, which the recording does not see, with a line under the
-    title saying that the gradients drawn into it are its inner layers' shares. Blocks keep
-    copies of their inputs and inner outputs while they run, to see in-place changes.
-    With ``inside=False`` each block is one node, its inner layers' parameters its leaves,
-    as is a block of one's own whose ``sublayers`` names no layers.
+    (``x + inner(x)``, or ``y += x`` in place); else, or where the block has parameters of
+    its own (a layer scale: ``x + alpha * inner(x)``), a ``Residual.forward`` node for what
+    the block's own code computes, which the recording does not see, its own parameters its
+    leaves, with a line under the title saying that the gradients drawn into it are its
+    inner layers' shares. Blocks keep copies of their inputs and inner outputs while they
+    run, to see in-place changes. With ``inside=False`` each block is one node, its inner
+    layers' parameters its leaves, as is a block of one's own whose ``sublayers`` names no
+    layers.
 
     The drawing is the graph the layers compute: the loss layer's loss, and each
     parameter's gradient as its layer's ``backward`` stored it. What ``gradient`` adds to
