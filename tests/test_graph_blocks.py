@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from numeric import central_difference, dev
+from test_nested import Residual
 
 from xpnet import graph
 from xpnet.backend import namespace_of, to_numpy
@@ -20,21 +21,6 @@ RNG = np.random.default_rng(3)
 W = {k: RNG.standard_normal(shape) for k, shape in enumerate([(4, 3), (3, 3), (3, 3), (3, 2)])}
 B = {k: RNG.standard_normal(shape[1:]) for k, shape in enumerate([(4, 3), (3, 3), (3, 3), (3, 2)])}
 X, T = RNG.standard_normal((1, 4)), np.array([1])
-
-
-class Residual:
-    """``out = x + inner(x)``, a user's residual block."""
-
-    sublayers = ("inner",)
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def forward(self, x, train_flg=False):
-        return x + self.inner.forward(x, train_flg)
-
-    def backward(self, dout):
-        return dout + self.inner.backward(dout)
 
 
 class Doubled:

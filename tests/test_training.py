@@ -1222,6 +1222,15 @@ def test_a_network_with_a_plain_dict_of_parameters_can_freeze_them(cpu_xp):
     assert not np.array_equal(after["W1"], before["W1"])
 
 
+def test_freezing_one_name_of_a_tied_array_is_refused(cpu_xp):
+    class TiedNet:  # a book-style network whose dict holds one array under two names
+        def __init__(self, net):
+            self.params = {**net.params, "W1b": net.params["W1"]}
+
+    with pytest.raises(ValueError, match=r"frozen: W1 is the same array as W1b, which is trained"):
+        frozen_names(TiedNet(make_net(cpu_xp)), "W1")
+
+
 def test_batchnorm_running_statistics_of_a_frozen_layer_keep_updating(cpu_xp):
     net = MultiLayerNet(4, [6], 2, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
     norm = net[1]

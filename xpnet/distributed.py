@@ -32,6 +32,7 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -608,7 +609,9 @@ def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]
         closing(completed(client, futures)) as results,
     ):
         for future, result in results:
-            if future.status == "cancelled":
+            # The result, not the status: a future whose result came may read "cancelled"
+            # once the workers holding it die.
+            if isinstance(result, CancelledError):
                 raise WorkLostError(
                     f"the Dask cluster lost the gradient check ({result}): the workers "
                     "holding the network and batch died (all of them at once, or the "

@@ -376,6 +376,13 @@ def frozen_names(
             f"{what} freezes every parameter ({', '.join(params)}): nothing would train; "
             "leave at least one out (to evaluate only, call xpnet.training.evaluate)"
         )
+    trained = {id(params[name]): name for name in params if name not in chosen}
+    for name in chosen:
+        if id(params[name]) in trained:  # tied: training the other name would move it
+            raise ValueError(
+                f"{what}: {name} is the same array as {trained[id(params[name])]}, which is "
+                "trained: freeze both names or neither"
+            )
     return tuple(name for name in params if name in chosen)
 
 
@@ -390,15 +397,15 @@ class _Subset(MutableMapping):
     """The parameters ``names`` of the mapping ``params``, live: reads and writes go to it."""
 
     def __init__(self, params: MutableMapping[str, Any], names: tuple[str, ...]) -> None:
-        self._params, self._names = params, names
+        self._params, self._names, self._kept = params, names, frozenset(names)
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self._names:
+        if name not in self._kept:
             raise KeyError(name)
         return self._params[name]
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self._names:
+        if name not in self._kept:
             raise KeyError(name)
         self._params[name] = value
 
