@@ -24,7 +24,8 @@ pre-activation across 0 has a central difference that straddles the kink and can
 wrong by design. One that disagrees with the analytic gradient is differenced again at
 a smaller step (:func:`refined_step`), and only one that still straddles a kink there is
 reported as a kink and left out of pass/fail (kinks of a layer without a ``kinks``
-method are found by one-sided differences); one that agrees is compared as any other,
+method are found by one-sided differences), where its one-sided differences show the
+kink: else the report is inconclusive; one that agrees is compared as any other,
 as is a direction of the directional method. A gradient that is not finite (inf or
 nan) is never excused: the parameter (or direction) fails, at a kink too, and the
 report says which side (numerical or analytic) has such values.
@@ -826,7 +827,10 @@ class ParamCheck:
     ``nonfinite_numerical`` count the elements where that gradient is inf or nan: any
     makes the parameter fail (at a kink too), and the statistics leave them out.
     ``failing_elements`` are the indices of every element that fails (as ``np.argwhere``
-    gives them: those ``failing`` counts, and the non-finite ones). ``sampled`` is how many
+    gives them: those ``failing`` counts, and the non-finite ones). ``unexplained_kinks``
+    counts the failing elements at reported kinks whose one-sided differences show no kink
+    (of a sample of them, when more than ``ONE_SIDED_LIMIT``): they do not pass the
+    parameter, which is ``inconclusive`` where nothing else fails. ``sampled`` is how many
     elements were checked when only a random sample of them was (``max_elements`` of
     :func:`check_gradients`; None: all of them): the counts, statistics and indices are
     those of the sample.
@@ -861,6 +865,18 @@ class ParamCheck:
     flipped: bool = False  # a failing conv kernel's analytic gradient = numerical rotated 180°
     failing_elements: tuple[tuple[int, ...], ...] = ()
     sampled: int | None = None
+    # failing elements excused as reported kinks whose one-sided differences show none
+    unexplained_kinks: int = 0
+
+    @property
+    def inconclusive(self) -> bool:
+        """Whether nothing fails but elements excused as kinks that their one-sided
+        differences do not explain (``unexplained_kinks``): neither passed nor failed."""
+        return (
+            bool(self.unexplained_kinks)
+            and not self.failing_elements
+            and self.kinks_together is None
+        )
 
     @property
     def all_kinks(self) -> bool:
@@ -992,7 +1008,9 @@ class GradientReport(_Displayed):
     tested: a check in which each parameter's gradients are within the atol
     (``unresolved_params``; ``unresolved`` when all are) or has every element on a kink
     (``not_compared``) would pass a wrong gradient too, so it is ``inconclusive``,
-    neither passed nor failed, and the report is falsy.
+    neither passed nor failed, and the report is falsy. So is one in which nothing fails
+    but elements excused as kinks that their one-sided differences do not explain
+    (:attr:`ParamCheck.inconclusive`).
     """
 
     method: str
@@ -1017,13 +1035,18 @@ class GradientReport(_Displayed):
 
     @property
     def inconclusive(self) -> bool:
-        """Whether every parameter passes but none was tested: each one's gradients are
+        """Whether no parameter fails and either one has kinks that nothing explains
+        (:attr:`ParamCheck.inconclusive`) or none was tested: each one's gradients are
         within the atol, or every element of it is on a kink (not compared)."""
         untested = {*self.unresolved_params, *self.not_compared}
         return (
             bool(self.params)
-            and all(p.passed for p in self.params)
-            and (self.unresolved or all(p.name in untested for p in self.params))
+            and all(p.passed or p.inconclusive for p in self.params)
+            and (
+                self.unresolved
+                or any(p.inconclusive for p in self.params)
+                or all(p.name in untested for p in self.params)
+            )
         )
 
     @property
@@ -1115,7 +1138,8 @@ class GradientReport(_Displayed):
                 "  that changes hands) and disagrees with the analytic gradient; they are left",
                 "  out of the errors and of pass/fail, and 'kink max err' is their largest",
                 "  |analytic - numerical| (an element across a kink that agrees anyway is",
-                "  compared as any other)",
+                "  compared as any other; one whose one-sided differences show no kink is",
+                "  'unexplained kinks': INCONCLUSIVE)",
             ]
         if any(p.kinks is None for p in self.params):
             lines.append("kinks '-': not looked for (the network is not layered as assumed)")
@@ -1192,8 +1216,14 @@ class GradientReport(_Displayed):
         )
 
     def verdict(self) -> str:
-        """The report's last line: PASSED, FAILED or INCONCLUSIVE (every parameter passed
-        but none was tested), and what a pass leaves unchecked."""
+        """The report's last line: PASSED, FAILED or INCONCLUSIVE (nothing failed, but kinks
+        went unexplained or nothing was tested), and what a pass leaves unchecked."""
+        unexplained = [f"{p.name} {p.unexplained_kinks}" for p in self.params if p.inconclusive]
+        if self.inconclusive and unexplained:
+            return (
+                f"INCONCLUSIVE (elements excused as kinks that their one-sided differences do "
+                f"not explain: {', '.join(unexplained)})"
+            )
         if self.inconclusive and (self.unresolved or not self.not_compared):
             return "INCONCLUSIVE (the atol is as large as the gradients: nothing was resolved)"
         if self.inconclusive and not self.unresolved_params:
@@ -1233,6 +1263,8 @@ def _param_result(p: ParamCheck) -> str:
         return "FAIL (non-finite)"
     if p.kinks_together is not None:
         return "FAIL (kinks together)"
+    if p.inconclusive:
+        return "unexplained kinks"
     if p.unchecked:
         return "not compared (all kinks)"
     return "ok" if p.passed else "FAIL"
@@ -1275,7 +1307,7 @@ def straddles_kink(
     to_forward, to_backward = xp.abs(analytic - forward), xp.abs(analytic - backward)
     nearest = xp.minimum(to_forward, to_backward)
     fails = ~within_tolerance(analytic, central, atol, rtol)
-    found = fails & (gap > atol + rtol * xp.abs(central)) & (nearest <= KINK_SIDE * gap)
+    found = fails & kink_shown(plus, center, minus, h, atol, rtol) & (nearest <= KINK_SIDE * gap)
     if half is None:
         return found
     plus_half, minus_half = half
@@ -1283,6 +1315,16 @@ def straddles_kink(
         to_forward <= to_backward, (plus_half - center) / (h / 2), (center - minus_half) / (h / 2)
     )
     return found & (xp.abs(analytic - side) <= KINK_SIDE * gap)
+
+
+def kink_shown(plus: Any, center: Any, minus: Any, h: float, atol: float, rtol: float) -> Any:
+    """Where the one-sided differences ``(f(x + h) - f(x)) / h`` and ``(f(x) - f(x - h)) / h``
+    differ by more than the tolerance of the central difference: evidence of a kink within
+    ``h`` (or of curvature, :func:`straddles_kink`). Where they agree, no kink explains a
+    central difference that fails."""
+    xp = namespace_of(plus)
+    gap = xp.abs((plus - center) / h - (center - minus) / h)
+    return gap > atol + rtol * xp.abs((plus - minus) / (2 * h))
 
 
 def kinks_by_one_sided(
@@ -1354,10 +1396,47 @@ def kinks_together(
     return None
 
 
+@dataclass(frozen=True)
+class _Unexplained:
+    """Failing elements excused as kinks that the layers' ``kinks`` methods report but that
+    their one-sided differences do not explain (:func:`_with_one_sided_kinks`): ``count`` of
+    the ``tested`` such elements (a sample, when fewer than ``excused``), and the one with
+    the largest error, ``worst``: its ``analytic`` gradient and its ``forward`` and
+    ``backward`` one-sided differences."""
+
+    count: int
+    tested: int
+    excused: int
+    worst: tuple[int, ...]
+    analytic: float
+    forward: float
+    backward: float
+
+    def note(self, name: str, dtype: str) -> str:
+        where = f"[{', '.join(map(str, self.worst))}]" if self.worst else ""
+        of = str(self.excused)
+        if self.tested < self.excused:
+            of = f"{self.tested} (a sample of the {self.excused})"
+        advice = (
+            "check in float64: a network built with dtype='float64', load_network(path, "
+            'dtype="float64"), or xpnet gradcheck --checkpoint at the default --dtype float64'
+            if dtype != "float64"
+            else "check at other inputs or parameter values"
+        )
+        return (
+            f"unexplained kinks: {name}: {self.count} of {of} failing elements that the "
+            f"layers report at kinks show no kink: their one-sided differences agree "
+            f"within the tolerance and the analytic gradient matches neither; worst "
+            f"{name}{where}: analytic {self.analytic:.6g}, one-sided {self.forward:.6g} "
+            f"(forward) and {self.backward:.6g} (backward). A wrong gradient, or {self.count} "
+            f"correct ones that {dtype}'s rounding blurs near many kinks: {advice}"
+        )
+
+
 def _with_one_sided_kinks(
     net: Any, x: Any, t: Any, name: str, analytic: Any, found: _Numerical, center: float,
-    h: float, tol: Atol, rtol: float, small: float | None = None,
-) -> tuple[Any, tuple[float, float] | None]:  # fmt: skip
+    h: float, tol: Atol, rtol: float, small: float | None = None, seed: int = 0,
+) -> tuple[Any, tuple[float, float] | None, _Unexplained | None]:  # fmt: skip
     """``found.kinks``, plus the kinks that one-sided differences find among the elements
     that fail without a kink flagged: a kink in a layer without a ``kinks`` method (a
     user's PReLU, or max pool) that the layers' hooks cannot see. Two loss evaluations per
@@ -1367,33 +1446,43 @@ def _with_one_sided_kinks(
     must not excuse it; ``h / RETRY`` for one retried (:func:`_retried`). ``tol`` gives the
     atols (:meth:`Atol.of`).
 
-    Second, :func:`kinks_together` of the kinks at one step, each moved to the side it
-    matched (None where they agree, or are fewer than two): those found so, and those that
-    the layers' ``kinks`` methods report (``found.kinks``) and that fail, have a gradient
-    other than 0 (which claims no slope) and match a side (:func:`straddles_kink`), two
-    loss evaluations each. A correct backward's matched side keeps every kink the element
-    crosses on the side backward took (a ReLU input below 0, the maximum with the one it
-    was routed to), so such kinks agree moved together, ReLU's independent ones too; a
-    gradient given in full to each of two tied maxima does not. A reported kink matching
-    neither side (a move across kinks of several samples) stays excused alone."""
+    Second, the failing elements that the layers' ``kinks`` methods report
+    (``found.kinks``), two loss evaluations each at that step: up to ``ONE_SIDED_LIMIT``
+    of them, else a sample of that many drawn from ``seed``. One whose one-sided
+    differences agree within the tolerance (:func:`kink_shown`) is no kink that explains
+    its failure: in float32 a conv filter's weight moves so many ReLU inputs that every
+    element is reported at h and at the refined step, and a gradient 1e-2 off passed
+    so. Those are returned as :class:`_Unexplained` (None for none).
+
+    Third, :func:`kinks_together` of the kinks at one step, each moved to the side it
+    matched (None where they agree, or are fewer than two): those found so, and those
+    reported, tested and failing that have a gradient other than 0 (which claims no slope)
+    and match a side (:func:`straddles_kink`). A correct backward's matched side keeps
+    every kink the element crosses on the side backward took (a ReLU input below 0, the
+    maximum with the one it was routed to), so such kinks agree moved together, ReLU's
+    independent ones too; a gradient given in full to each of two tied maxima does not.
+    A reported kink matching neither side (a move across kinks of several samples) is
+    left out of that move."""
     xp = namespace_of(analytic)
     numerical = xp.astype(found.grad, analytic.dtype)
     failing = ~within_tolerance(analytic, numerical, tol.of(found, h, small), rtol)
-    reported = xp.zeros_like(failing)
+    excused = xp.zeros_like(failing)
     if found.kinks is not None:
-        reported = found.kinks & failing & (analytic != 0)
+        excused = found.kinks & failing
         failing = failing & ~found.kinks
-    counts = to_numpy(xp.stack([_count(failing), _count(reported)]))
-    n_failing, n_reported = (int(n) for n in counts)
-    if n_failing > ONE_SIDED_LIMIT or (not n_failing and n_reported < 2):
-        return found.kinks, None
+    counts = to_numpy(xp.stack([_count(failing), _count(excused)]))
+    n_failing, n_excused = (int(n) for n in counts)
+    if n_failing > ONE_SIDED_LIMIT or not (n_failing or n_excused):
+        return found.kinks, None, None
     param = net.params[name]
+    tested = _sample_of(excused, ONE_SIDED_LIMIT, [seed, list(net.params).index(name)])
+    reported = tested & (analytic != 0)
     analytic = xp.astype(analytic, xp.float64)  # as values_around keeps plus and minus
 
     def loss_at(p: Any) -> Any:
         return _loss_at(net, name, p, x, t)
 
-    among = failing | reported
+    among = failing | tested
     steps = []  # (elements, the step of their central difference, their atol)
     if found.refined is not None:  # differenced again at small (_refined_at_kinks)
         steps.append((among & found.refined, small, tol.at(small)))
@@ -1403,6 +1492,8 @@ def _with_one_sided_kinks(
         among = among & ~found.retried
     steps.append((among, h, tol.at(h)))
     kinked, together = found.kinks, None
+    unexplained = xp.zeros_like(tested)
+    forward, backward = xp.zeros_like(analytic), xp.zeros_like(analytic)
     for among, step, atol in steps:
         elements = _indices(among)
         if not elements:
@@ -1413,6 +1504,10 @@ def _with_one_sided_kinks(
             among=among & failing,
         )  # fmt: skip
         kinked = found_here if kinked is None else kinked | found_here
+        shown = kink_shown(plus, center, minus, step, atol, rtol)
+        unexplained = unexplained | (tested & among & ~shown)
+        forward = xp.where(among, (plus - center) / step, forward)
+        backward = xp.where(among, (center - minus) / step, backward)
         sided = reported & among & straddles_kink(analytic, plus, center, minus, step, atol, rtol)
         kinks_here = found_here | sided
         if together is None and len(elements) > 1:
@@ -1422,7 +1517,29 @@ def _with_one_sided_kinks(
                 [matched_side(analytic, plus, center, minus, step)], step, atol, rtol,
                 float(xp.max(error)),
             )  # fmt: skip
-    return kinked, together
+    count = int(_count(unexplained))
+    if not count:
+        return kinked, together, None
+    error = xp.abs(analytic - xp.astype(numerical, xp.float64))
+    error = xp.where(unexplained, error, -xp.ones_like(error))
+    flat = int(xp.argmax(xp.reshape(error, (-1,))))
+    worst = tuple(int(i) for i in np.unravel_index(flat, tuple(analytic.shape)))
+    return kinked, together, _Unexplained(
+        count, min(n_excused, ONE_SIDED_LIMIT), n_excused, worst,
+        float(analytic[worst]), float(forward[worst]), float(backward[worst]),
+    )  # fmt: skip
+
+
+def _sample_of(mask: Any, k: int, seed: Sequence[int]) -> Any:
+    """``mask`` (bool) where it has at most ``k`` true elements, else ``k`` of them drawn
+    without replacement by a NumPy generator seeded with ``seed``, on mask's device."""
+    host = to_numpy(mask)
+    where = np.flatnonzero(host)
+    if len(where) <= k:
+        return mask
+    chosen = np.zeros(host.size, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(where, k, replace=False)] = True
+    return to_like(chosen.reshape(host.shape), mask)
 
 
 def _loss_at(net: Any, name: str, value: Any, x: Any, t: Any) -> Any:
@@ -1796,7 +1913,10 @@ def check_gradients(
     ``ONE_SIDED_LIMIT`` of them a parameter; those, and those the layers' ``kinks``
     methods report that match a side, are then moved together, each to the side it
     matched, and a parameter whose kinks disagree so fails: :func:`kinks_together`, the
-    whole gradient given to each of two tied maxima).
+    whole gradient given to each of two tied maxima). A failing element a ``kinks`` method
+    reports whose one-sided differences agree (no kink to explain its failure, as
+    float32's rounding leaves a conv filter's weights) does not pass: where nothing fails,
+    the report is ``inconclusive``.
 
     The check differentiates what ``net.gradient`` does, the training-mode loss, with the
     network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
@@ -1884,7 +2004,7 @@ def check_gradients(
         return _element_wise(
             net, x, t, names, analytic, found, local, tol, center,
             method=method, h=h, rtol=rtol, dtype=dtype, budget=budget, given=given,
-            sampled=sampled,
+            sampled=sampled, seed=seed,
         )  # fmt: skip
 
 
@@ -1924,13 +2044,15 @@ def _element_wise(
     net: Any, x: Any, t: Any, names: list[str], analytic: Mapping[str, Any],
     found: dict[str, _Numerical], local: LocalNet | None, tol: Atol, center: float, *,
     method: str, h: float, rtol: float, dtype: str, budget: int | str | None, given: Any,
-    sampled: Mapping[str, Any] | None = None,
+    sampled: Mapping[str, Any] | None = None, seed: int = 0,
 ) -> GradientReport:  # fmt: skip
     """:func:`check_gradients`' comparison of the ``analytic`` gradients of ``names`` with
     their central differences ``found`` at ``h``, inside the check's held network: the
     elements across a kink that disagree differenced again at :func:`refined_step`, those
     failing clear of kinks at ``h / RETRY``, kinks that no hook sees found by one-sided
-    differences; ``found`` is updated in place. A failing report names the layers that
+    differences, and the reported kinks that these do not explain made inconclusive
+    (:class:`_Unexplained`, a sample of them drawn from ``seed``); ``found`` is updated in
+    place. A failing report names the layers that
     wrote into arrays they were given or hold (:func:`in_place_writes`, on a copy of the
     input as ``given``: ``x`` may be what a layer wrote into). ``sampled`` (name -> bool
     array, :func:`sample_elements`) limits a parameter's comparison to those elements."""
@@ -1945,7 +2067,9 @@ def _element_wise(
     }
     retried = {n: _retried(local, n, analytic[n], found[n], h, atol, rtol, budget) for n in names}
     one_sided = {
-        n: _with_one_sided_kinks(net, x, t, n, analytic[n], found[n], center, h, tol, rtol, small)
+        n: _with_one_sided_kinks(
+            net, x, t, n, analytic[n], found[n], center, h, tol, rtol, small, seed
+        )
         for n in names
     }
     report = GradientReport(
@@ -1954,13 +2078,16 @@ def _element_wise(
     atols = {n: tol.of(found[n], h, small) for n in names}
     numerical = {n: found[n].grad for n in names}
     for n in names:
-        kinks, together = one_sided[n]
+        kinks, together, unexplained = one_sided[n]
         check = compare(
             n, whole[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via,
             sampled=sampled.get(n),
         )  # fmt: skip
         if together is not None:
             check = replace(check, passed=False, kinks_together=together)
+        if unexplained is not None:
+            check = replace(check, passed=False, unexplained_kinks=unexplained.count)
+            report.notes.append(unexplained.note(n, dtype))
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
     report.swapped = swapped_pairs(report.params, whole, numerical, atols, rtol, sampled)
     report.note_atol(tol, {n: _largest([found[n].grad]) for n in names})
@@ -2531,7 +2658,7 @@ def directional_check(
             report.fallback = _element_wise(
                 net, x, t, names, analytic, differences, local, tol, center,
                 method="batched", h=h, rtol=rtol, dtype=dtype, budget=memory_budget,
-                given=given,
+                given=given, seed=seed,
             )  # fmt: skip
             report.notes.append(note)
     return report
