@@ -14,7 +14,7 @@ from test_nested import Residual
 
 from xpnet import graph
 from xpnet.backend import namespace_of, to_numpy
-from xpnet.layers import Affine, SoftmaxWithLoss, Tanh
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss, Tanh
 from xpnet.networks import Sequential
 
 RNG = np.random.default_rng(3)
@@ -137,6 +137,38 @@ class Scaled:
     def backward(self, dout):
         self.dalpha = namespace_of(dout).sum(dout * self.h, axis=0)
         return dout + self.inner.backward(dout * self.alpha)
+
+
+class AddsThenActivates:
+    """``out = relu(x + inner(x))``: ResNet v1's block, the add feeding a layer inside it."""
+
+    sublayers = ("inner", "relu")
+
+    def __init__(self, inner):
+        self.inner, self.relu = inner, ReLU()
+
+    def forward(self, x, train_flg=False):
+        return self.relu.forward(x + self.inner.forward(x, train_flg))
+
+    def backward(self, dout):
+        dsum = self.relu.backward(dout)
+        return dsum + self.inner.backward(dsum)
+
+
+class PreActivated:
+    """``h = act(x); out = h + inner(h)``: a pre-activation block, ``h`` used twice."""
+
+    sublayers = ("act", "inner")
+
+    def __init__(self, inner):
+        self.act, self.inner = Tanh(), inner
+
+    def forward(self, x, train_flg=False):
+        h = self.act.forward(x)
+        return h + self.inner.forward(h, train_flg)
+
+    def backward(self, dout):
+        return self.act.backward(dout + self.inner.backward(dout))
 
 
 def affine(xp, k):
@@ -364,3 +396,68 @@ def test_a_gate_says_under_the_title_that_the_gradients_into_it_are_its_inner_la
         "Gate layers[1]: its own code between its layers is not drawn; gradients drawn into "
         "it are its inner layers' shares"
     )
+
+
+def calls_of(run, cls):
+    """The indices of the calls of ``cls``'s nodes, in order."""
+    return [k for k, call in enumerate(run.calls) if type(run.nodes[call.node]) is cls]
+
+
+def test_an_add_feeding_a_layer_inside_a_block_is_drawn_as_a_plus_with_the_skip_path(xp):
+    run = recorded(xp, residual_net(xp, block=AddsThenActivates))
+    nodes, _ = clusters(run.dot())["AddsThenActivates layers[1]"]
+    assert "+" in nodes and "(1, 3)" not in nodes  # no leaf for the sum
+    [relu] = calls_of(run, ReLU)
+    _, edges = run.edges()
+    [into_relu] = [e for e in edges if e.target == relu]
+    into_add = [e for e in edges if e.target == into_relu.source]
+    kinds = [type(run.nodes[run.calls[e.source].node]).__name__ for e in into_add]
+    assert kinds == ["Affine", "Affine"] and into_add[1].source == 0  # inner, skip from layers[0]
+
+
+def test_the_add_feeding_a_layer_passes_back_the_gradient_that_layer_returned(xp):
+    run = recorded(xp, residual_net(xp, block=AddsThenActivates))
+    [relu] = calls_of(run, ReLU)
+    _, edges = run.edges()
+    [into_relu] = [e for e in edges if e.target == relu]
+    into_add = [e for e in edges if e.target == into_relu.source]
+    assert into_relu.forward.elements == pytest.approx((H0 + inner_of(H0)).ravel(), rel=1e-12)
+    assert [e.backward for e in into_add] == [run.calls[relu].dinputs[0]] * 2
+
+
+def test_the_gradients_drawn_out_of_the_layer_before_an_add_then_relu_sum_to_its_gradient(xp):
+    run = recorded(xp, residual_net(xp, block=AddsThenActivates))
+    _, edges = run.edges()
+    drawn = sum(np.array(e.backward.elements) for e in edges if e.source == 0)
+
+    def loss_of_h0(h):  # the loss as a function of layers[0]'s output
+        return softmax_loss(np.maximum(h + inner_of(h), 0) @ W[3] + B[3])
+
+    expected = central_difference(loss_of_h0, H0)
+    assert drawn == pytest.approx(expected.ravel(), rel=1e-6)
+
+
+def test_a_pre_activation_block_is_drawn_as_a_plus_with_the_skip_path_from_its_activation(xp):
+    run = recorded(xp, residual_net(xp, block=PreActivated))
+    nodes, _ = clusters(run.dot())["PreActivated layers[1]"]
+    assert "+" in nodes and "PreActivated.forward" not in nodes
+    kinds, joined = into_join(run)
+    block = run.calls[calls_of(run, PreActivated)[0]]
+    assert kinds == ["Affine", "Tanh"] and joined[1].source == block.children[0]  # h's producer
+    assert [e.backward for e in joined] == [block.dout, block.dout]
+
+
+def test_the_gradients_drawn_out_of_the_layers_feeding_a_pre_activation_add_sum_to_theirs(xp):
+    run = recorded(xp, residual_net(xp, block=PreActivated))
+    _, edges = run.edges()
+    act = run.calls[calls_of(run, PreActivated)[0]].children[0]
+
+    def loss_of_h(h):  # the loss as a function of the activation's output
+        return softmax_loss((h + inner_of(h)) @ W[3] + B[3])
+
+    for source, expected in [
+        (0, central_difference(lambda h0: loss_of_h(np.tanh(h0)), H0)),
+        (act, central_difference(loss_of_h, np.tanh(H0))),
+    ]:
+        drawn = sum(np.array(e.backward.elements) for e in edges if e.source == source)
+        assert drawn == pytest.approx(expected.ravel(), rel=1e-6, abs=1e-9)

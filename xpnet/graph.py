@@ -209,15 +209,18 @@ class Call:
     # The inputs that the enclosing block's code changed in place after they came out of
     # (or into) a call: what flowed is no call's output, so no edge is drawn from one.
     altered: set[int] = field(default_factory=set, repr=False, compare=False)
+    # The inputs that the enclosing block's code added up (``relu(x + inner(x))``), by index.
+    fed: dict[int, Join] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
 class Join:
-    """How a block's output came out of the calls inside it, when it is no inner call's
-    output (or one that the block's code changed in place after the call returned it): the
-    sum (``add``) of ``terms``, the inner outputs no inner call used, and, for a skip path,
-    of the block's ``inputs`` (their indices); or, not ``add``, a computation of the block's
-    own code that the recording cannot see, fed by the inner outputs."""
+    """How a block's output, or an input of a call inside it, came out of the calls inside
+    the block, when it is no inner call's output (or one that the block's code changed in
+    place after the call returned it): the sum (``add``) of ``terms``, inner outputs, and,
+    for a skip path, of the block's ``inputs`` (their indices); or, not ``add``, a
+    computation of the block's own code that the recording cannot see, fed by the inner
+    outputs."""
 
     terms: list[Any]
     add: bool
@@ -290,6 +293,7 @@ class Recording:
         if self._running:
             block = self._running[-1]
             call.altered = {i for i, a in enumerate(args) if self._altered(block, a)}
+            call.fed = self._fed(block, args, call.altered)
         for owner, attr in _parameters_in(self.nodes[node], self._recorded):
             value = self._value(node, f"parameter {attr}", getattr(owner, attr))
             call.params[self._param_name(owner, attr)] = (value, None)
@@ -317,7 +321,9 @@ class Recording:
         """How the output of a block's ``call`` came out of its inner calls: None where it
         is an inner call's output, unchanged since that call returned it (a chain, as
         Sequential's). The sum is checked on the values as the calls returned them and the
-        block got them: ``y += x`` changes the inner output ``y`` in place."""
+        block got them: ``y += x`` changes the inner output ``y`` in place. Its terms are the
+        inner outputs no inner call used, and, where those do not add up to it, one that an
+        inner call used too (``h + inner(h)``, ``h`` the output of an inner activation)."""
         children = [self.calls[c] for c in call.children]
         # Parameters of the block's own (a layer scale) act in its code: a join shows them.
         own = bool(call.params)
@@ -325,17 +331,33 @@ class Recording:
             c.output is call.output and _same(c.output, c.returned) for c in children
         ):
             return None
-        used = [x for child in children for x in child.inputs]
-        unused = [c for c in children if not any(c.output is x for x in used)]
-        given = call.given or call.inputs
-        inputs = [i for i, x in enumerate(call.inputs) if x is not None]
-        returned = [c.returned for c in unused]
-        terms = [c.output for c in unused]
-        if not own and _is_sum(call.output, returned):  # out = inner(x) + ...
-            return Join(terms, add=True)
-        if not own and _is_sum(call.output, returned + [given[i] for i in inputs]):  # + x: a skip
-            return Join(terms, add=True, inputs=inputs)
-        return Join(terms, add=False)
+        unused = _unused(children)
+        if not own:
+            # An inner output that an inner call used too may be a term: h + inner(h).
+            shared = [c for c in reversed(children) if c not in unused]
+            for extra in [[], *([c] for c in shared)]:
+                join = _added(call, call.output, unused + extra)
+                if join is not None:
+                    return join
+        return Join([c.output for c in unused], add=False)
+
+    def _fed(self, block: Call, args: tuple[Any, ...], altered: set[int]) -> dict[int, Join]:
+        """The adds made by ``block``'s code that feed ``args`` of a call inside it, by input
+        index: an input that is neither a call's output nor ``block``'s input, as they were,
+        but to rounding the sum of the inner outputs that no inner call used yet and, for a
+        skip path, of ``block``'s inputs (``relu(x + inner(x))``)."""
+        unused = _unused([self.calls[c] for c in block.children])
+        fed = {}
+        for i, x in enumerate(args):
+            if x is None:
+                continue
+            given = any(x is a for a in block.inputs)
+            if i not in altered and (given or self._producer(len(self.calls), x) is not None):
+                continue
+            join = _added(block, x, unused)
+            if join is not None:
+                fed[i] = join
+        return fed
 
     def _altered(self, block: Call, x: Any) -> bool:
         """Whether ``block``'s own code changed ``x`` in place after ``x`` came into
@@ -434,7 +456,7 @@ class Recording:
         uses: dict[int, int] = {}
         for k in calls:
             for i, x in enumerate(self.calls[k].inputs):
-                if self._source(k, i) is not None:
+                if self._source(k, i) is not None or i in self.calls[k].fed:
                     continue
                 names = names_of.get(id(x))
                 if names is None:
@@ -515,9 +537,11 @@ class Recording:
                     continue
                 backward = call.dinputs[i] if call.dinputs else None
                 producer = self._source(k, i)
-                if producer is not None:
+                if i in call.fed:
+                    source: int | str = f"join:{k}:{i}"
+                elif producer is not None:
                     consumed.add(producer)
-                    source: int | str = self._drawn(producer)
+                    source = self._drawn(producer)
                 elif leaf_of[k, i] is not None:
                     source = f"in:{leaf_of[k, i]}"
                     leaves[source] = leaf_of[k, i]
@@ -526,44 +550,56 @@ class Recording:
                 else:
                     source = f"const:{k}:{i}"
                     leaves[source] = call.input_values[i].forward_label(self.number_format)
-                main = producer is not None
+                main = producer is not None or i in call.fed
                 edges.append(Edge(source, k, call.input_values[i], backward, main=main))
         for k, call in enumerate(self.calls):
+            for i in call.fed:
+                edges += self._join_edges(k, i, leaves, consumed)
             if call.join is not None:
-                edges += self._join_edges(k, leaves, consumed)
+                edges += self._join_edges(k, None, leaves, consumed)
         for k in self._outermost():
             if k not in consumed:
                 call = self.calls[k]
                 edges.append(Edge(self._drawn(k), None, call.output_value, call.dout, main=True))
         return leaves, edges
 
-    def _join_edges(self, k: int, leaves: dict[str, str], consumed: set[int]) -> list[Edge]:
-        """The edges into the join of block call ``k``: from the block's own parameters, from
-        the inner outputs, each with its value as its call returned it and the gradient that
-        call got, and, for an add, from the block's inputs (the skip path), each with its
-        value as the block got it and the gradient the add passes on, the block's own."""
+    def _join_edges(
+        self, k: int, i: int | None, leaves: dict[str, str], consumed: set[int]
+    ) -> list[Edge]:
+        """The edges into the join of block call ``k`` (``i`` None), or into the add feeding
+        input ``i`` of call ``k``: from the block's own parameters, from the inner outputs,
+        each with its value as its call returned it, and, for an add, from the block's inputs
+        (the skip path), each with its value as the block got it. An add passes on the
+        gradient it got (the block's, or the one call ``k`` returned for input ``i``) to each;
+        an inner output into a block's forward carries the gradient its call got."""
         call, edges = self.calls[k], []
-        for name, (value, grad) in call.params.items():  # the block's own (see _join)
-            leaves[f"param:{name}"] = name
-            edges.append(Edge(f"param:{name}", f"join:{k}", value, grad))
+        if i is None:
+            b, join, target, dout = k, call.join, f"join:{k}", call.dout
+            for name, (value, grad) in call.params.items():  # the block's own (see _join)
+                leaves[f"param:{name}"] = name
+                edges.append(Edge(f"param:{name}", target, value, grad))
+        else:
+            b, join, target = call.parent, call.fed[i], f"join:{k}:{i}"
+            dout = call.dinputs[i] if call.dinputs else None
+        block = self.calls[b]
         names = {id(value): name for name, value in self.inputs.items()}
-        for term in call.join.terms:
+        for term in join.terms:
             j = self._producer(k, term)  # the inner call whose output the term is
             consumed.add(j)
             inner = self.calls[j]
-            join = f"join:{k}"
-            edges.append(Edge(self._drawn(j), join, inner.output_value, inner.dout, main=True))
-        for i in call.join.inputs:
-            producer = self._source(k, i)
+            grad = dout if join.add else inner.dout
+            edges.append(Edge(self._drawn(j), target, inner.output_value, grad, main=True))
+        for n in join.inputs:
+            producer = self._source(b, n)
             if producer is not None:
                 consumed.add(producer)
                 source: int | str = self._drawn(producer)
             else:
-                value = call.input_values[i]
-                name = names.get(id(call.inputs[i]), value.forward_label(self.number_format))
+                value = block.input_values[n]
+                name = names.get(id(block.inputs[n]), value.forward_label(self.number_format))
                 source = f"in:{name}"
                 leaves[source] = name
-            edges.append(Edge(source, f"join:{k}", call.input_values[i], call.dout))
+            edges.append(Edge(source, target, block.input_values[n], dout))
         return edges
 
     def input_gradients(self) -> dict[str, float | None]:
@@ -618,6 +654,10 @@ class Recording:
             if call.join is not None:
                 label = "+" if call.join.add else f"{type(self.nodes[call.node]).__name__}.forward"
                 inside.setdefault(k, []).append(f'"join:{k}" [{_shape(label)}, label="{label}"];')
+            for i in call.fed:
+                inside.setdefault(call.parent, []).append(
+                    f'"join:{k}:{i}" [{_shape("+")}, label="+"];'
+                )
             if call.children:
                 continue
             label = _escape(self.labels[call.node])
@@ -673,8 +713,9 @@ class Recording:
 
     def _cluster(self, target: int | str | None) -> int | None:
         """The block call whose cluster holds a leaf feeding ``target``; None: none."""
-        if isinstance(target, str):  # a join, inside its own block's cluster
-            return int(target.removeprefix("join:"))
+        if isinstance(target, str):  # a join, inside its own block's (or its call's) cluster
+            k, *fed = target.removeprefix("join:").split(":")
+            return self.calls[int(k)].parent if fed else int(k)
         return None if target is None else self.calls[target].parent
 
     def _cluster_lines(self, block: int | None, inside: dict[int | None, list[str]], indent: str):
@@ -727,6 +768,29 @@ def _same(x: Any, kept: Any) -> bool:
         return True
     xp = namespace_of(x)
     return bool(xp.all((x == kept) | ((x != x) & (kept != kept))))
+
+
+def _unused(children: list[Call]) -> list[Call]:
+    """The ``children`` (inner calls of a block) whose output neither an inner call nor an
+    add feeding one used."""
+    used = [x for child in children for x in child.inputs]
+    used += [t for child in children for join in child.fed.values() for t in join.terms]
+    return [c for c in children if not any(c.output is x for x in used)]
+
+
+def _added(block: Call, value: Any, terms: list[Call]) -> Join | None:
+    """The add of the outputs of ``terms`` (inner calls of ``block``), and, for a skip path,
+    of ``block``'s inputs, where ``value`` is their sum to rounding (on the values as the
+    calls returned them and ``block`` got them); None where it is not."""
+    returned = [c.returned for c in terms]
+    outputs = [c.output for c in terms]
+    if _is_sum(value, returned):  # inner(x) + ...
+        return Join(outputs, add=True)
+    given = block.given or block.inputs
+    inputs = [i for i, x in enumerate(block.inputs) if x is not None]
+    if _is_sum(value, returned + [given[i] for i in inputs]):  # + x: a skip
+        return Join(outputs, add=True, inputs=inputs)
+    return None
 
 
 def _is_sum(output: Any, terms: list[Any]) -> bool:
@@ -963,8 +1027,10 @@ def record_network(
     layers[1]``), holding its inner layers as nodes, their parameters as leaves and the
     values and gradients between them, at any depth. Where a block's output is no inner
     layer's, the cluster holds a join: ``+`` where the output is, to rounding, the sum of
-    the inner outputs no inner layer used and, for a skip path, of the block's inputs
-    (``x + inner(x)``, or ``y += x`` in place); else, or where the block has parameters of
+    the inner outputs no inner layer used (or one an inner layer used too: ``h + inner(h)``)
+    and, for a skip path, of the block's inputs (``x + inner(x)``, or ``y += x`` in place),
+    and a ``+`` feeding an inner layer where its input is such a sum (``relu(x +
+    inner(x))``); else, or where the block has parameters of
     its own (a layer scale: ``x + alpha * inner(x)``), a ``Residual.forward`` node for what
     the block's own code computes, which the recording does not see, its own parameters its
     leaves, with a line under the title saying that the gradients drawn into it are its
