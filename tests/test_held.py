@@ -283,12 +283,14 @@ def test_check_layer_fails_a_dropout_backward_that_ignores_the_mask(xp, monkeypa
 # The holding itself (xpnet.held), one behaviour each.
 
 
-def test_a_replayed_generator_draws_each_dtype_of_a_shape_apart(xp):
+def test_a_replayed_generator_gives_a_float64_pass_the_numbers_of_a_float32_one(xp):
+    # The gradient check's float64 copy of a float32 network must keep its Dropout masks.
     rng = ReplayedRNG(0)
     single = rng.uniform((4,), like=dev(xp, np.zeros(4), dtype="float32"))
     double = rng.uniform((4,), like=dev(xp, np.zeros(4), dtype="float64"))
     assert single.dtype == xp.float32
     assert double.dtype == xp.float64
+    np.testing.assert_array_equal(to_numpy(double), to_numpy(single).astype(np.float64))
 
 
 def test_two_held_dropout_layers_draw_different_masks(cpu_xp):

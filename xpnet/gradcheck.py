@@ -41,6 +41,7 @@ A loss that still differs between two passes at one point is a ``ValueError``.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -1402,7 +1403,8 @@ class _Unexplained:
     their one-sided differences do not explain (:func:`_with_one_sided_kinks`): ``count`` of
     the ``tested`` such elements (a sample, when fewer than ``excused``), and the one with
     the largest error, ``worst``: its ``analytic`` gradient and its ``forward`` and
-    ``backward`` one-sided differences."""
+    ``backward`` one-sided differences; ``elements`` (bool, the parameter's shape) marks
+    the ``count``."""
 
     count: int
     tested: int
@@ -1411,6 +1413,7 @@ class _Unexplained:
     analytic: float
     forward: float
     backward: float
+    elements: Any
 
     def note(self, name: str, dtype: str) -> str:
         where = f"[{', '.join(map(str, self.worst))}]" if self.worst else ""
@@ -1526,8 +1529,108 @@ def _with_one_sided_kinks(
     worst = tuple(int(i) for i in np.unravel_index(flat, tuple(analytic.shape)))
     return kinked, together, _Unexplained(
         count, min(n_excused, ONE_SIDED_LIMIT), n_excused, worst,
-        float(analytic[worst]), float(forward[worst]), float(backward[worst]),
+        float(analytic[worst]), float(forward[worst]), float(backward[worst]), unexplained,
     )  # fmt: skip
+
+
+def _float64_copy(net: Any, x: Any, t: Any) -> tuple[Any, Any, Any]:
+    """``(net, x, t)`` in float64: a ``copy.deepcopy`` of the held network with every
+    floating array of it, of its layers (:func:`~xpnet.held.layers_of`) and of its
+    ``params`` cast up (the same weights), an attribute holding the parameters' dtype (a
+    Sequential's input dtype) set to float64, and ``x`` and ``t`` (its floating ones) cast
+    up. Its Dropout layers replay the check's draws (:class:`~xpnet.held.ReplayedRNG`)."""
+    was = next(iter(net.params.values())).dtype
+    net, xp, up = copy.deepcopy(net), namespace_of(x), {}
+
+    def cast(a: Any) -> Any:
+        if id(a) not in up:  # an array two layers share stays shared
+            up[id(a)] = xp.astype(a, xp.float64)
+        return up[id(a)]
+
+    for owner in [net, *layers_of(net)]:
+        for attr, value in list(vars(owner).items()):
+            if _is_floating_array(value):
+                setattr(owner, attr, cast(value))
+            elif type(value) is type(was) and value == was:  # a deep copy of the dtype
+                setattr(owner, attr, xp.float64)
+    for name in list(net.params):
+        if net.params[name].dtype != xp.float64:  # a dict of the network's own
+            net.params[name] = cast(net.params[name])
+    t = cast(t) if _is_floating_array(t) else t
+    return net, cast(x), t
+
+
+@dataclass(frozen=True)
+class _InFloat64:
+    """Unexplained kinks (:class:`_Unexplained`) differenced again on a float64 copy of
+    the network (:func:`_differenced_in_float64`) at float64's ``h``: their central
+    differences ``numerical`` and one-sided ``forward`` and ``backward`` ones (float64,
+    the parameter's shape), and, of them (bool masks), those whose one-sided differences
+    show a kink that the analytic gradient matches a side of (``kinks``) and those that
+    neither match it nor show one (``disagree``)."""
+
+    h: float
+    numerical: Any
+    forward: Any
+    backward: Any
+    kinks: Any
+    disagree: Any
+
+    def note(self, name: str, analytic: Any, of: _Unexplained) -> str:
+        xp = namespace_of(self.numerical)
+        counts = to_numpy(xp.stack([_count(self.kinks), _count(self.disagree)]))
+        kinks, disagree = (int(n) for n in counts)
+        sample = ""
+        if of.tested < of.excused:
+            sample = f" (of a sample of {of.tested} of the {of.excused} failing elements at kinks)"
+        said = (
+            f"float64: {name}: the {of.count} unexplained kinks{sample} were differenced "
+            f"again on a float64 copy of the network and data at h={self.h:g}: "
+            f"{of.count - kinks - disagree} match the analytic gradient, {kinks} show a kink "
+            f"it matches a side of, {disagree} disagree"
+        )
+        if not disagree:
+            return said
+        error = xp.where(
+            self.disagree, xp.abs(analytic - self.numerical), xp.full_like(self.numerical, -1.0)
+        )
+        flat = int(np.argmax(to_numpy(error).reshape(-1)))
+        at = tuple(int(i) for i in np.unravel_index(flat, tuple(error.shape)))
+        return (
+            f"{said} (a wrong gradient); worst {name}[{', '.join(map(str, at))}]: analytic "
+            f"{float(analytic[at]):.6g}, float64 central {float(self.numerical[at]):.6g}, "
+            f"one-sided {float(self.forward[at]):.6g} (forward) and "
+            f"{float(self.backward[at]):.6g} (backward)"
+        )
+
+
+def _differenced_in_float64(
+    copied: tuple[Any, Any, Any], name: str, analytic: Any, elements: Any, atol: float,
+    rtol: float,
+) -> _InFloat64:  # fmt: skip
+    """The ``elements`` (bool) of parameter ``name`` differenced on ``copied``
+    (:func:`_float64_copy`) at float64's default h, two loss evaluations each: those whose
+    central difference matches ``analytic`` within ``atol`` and ``rtol`` (the check's, at
+    its h), else whose one-sided differences show a kink at float64's tolerances
+    (:func:`straddles_kink`), else disagreeing. ``ValueError`` when the copy's loss is not
+    float64 (a layer that computes in its own dtype)."""
+    net, x, t = copied
+    h, tol, rtol64 = tolerances("float64", None, None, None)
+    center = training_loss(net, x, t)
+    if dtype_name(center) != "float64":
+        raise ValueError(f"its loss is {dtype_name(center)} in the float64 copy")
+    center, param, xp = float(center), net.params[name], namespace_of(analytic)
+
+    def loss_at(p: Any) -> Any:
+        return _loss_at(net, name, p, x, t)
+
+    plus, minus = values_around(loss_at, param, h, indices=_indices(elements))
+    analytic = xp.astype(analytic, xp.float64)
+    numerical = (plus - minus) / _steps_taken(xp, param, h)
+    off = elements & ~within_tolerance(analytic, numerical, atol, rtol)
+    atol64 = replace(tol, loss=center).at(h)
+    kinks = off & straddles_kink(analytic, plus, center, minus, h, atol64, rtol64)
+    return _InFloat64(h, numerical, (plus - center) / h, (center - minus) / h, kinks, off & ~kinks)
 
 
 def _sample_of(mask: Any, k: int, seed: Sequence[int]) -> Any:
@@ -1915,8 +2018,10 @@ def check_gradients(
     matched, and a parameter whose kinks disagree so fails: :func:`kinks_together`, the
     whole gradient given to each of two tied maxima). A failing element a ``kinks`` method
     reports whose one-sided differences agree (no kink to explain its failure, as
-    float32's rounding leaves a conv filter's weights) does not pass: where nothing fails,
-    the report is ``inconclusive``.
+    float32's rounding leaves a conv filter's weights) does not pass: a float32 check
+    differences it again on a float64 copy of the network (:func:`_float64_copy`), where it
+    matches or fails; where no such copy can and nothing fails, the report is
+    ``inconclusive``.
 
     The check differentiates what ``net.gradient`` does, the training-mode loss, with the
     network held still (:mod:`xpnet.held`): every pass uses the same Dropout masks (drawn
@@ -2077,8 +2182,29 @@ def _element_wise(
     )
     atols = {n: tol.of(found[n], h, small) for n in names}
     numerical = {n: found[n].grad for n in names}
+    copied = None  # the float64 copy, made for the first parameter that needs one
     for n in names:
         kinks, together, unexplained = one_sided[n]
+        why = ""
+        if unexplained is not None and dtype != "float64":
+            xp = namespace_of(analytic[n])
+            try:
+                copied = copied or _float64_copy(net, x, t)
+                again = _differenced_in_float64(
+                    copied, n, analytic[n], unexplained.elements, atol, rtol
+                )
+            except Exception as exc:  # a user's layer may refuse float64 in any way
+                why = f"; no float64 copy could check them ({type(exc).__name__}: {exc})"
+            else:
+                report.notes.append(again.note(n, xp.astype(analytic[n], xp.float64), unexplained))
+                # Compared as any element, at the check's atol, with float64's difference
+                moved = unexplained.elements & ~again.kinks
+                numerical[n] = xp.where(
+                    moved, xp.astype(again.numerical, numerical[n].dtype), numerical[n]
+                )
+                atols[n] = xp.where(moved, xp.full_like(atols[n], atol), atols[n])
+                kinks = kinks & ~moved
+                unexplained = None
         check = compare(
             n, whole[n], numerical[n], atols[n], rtol, kinks=kinks, via=found[n].via,
             sampled=sampled.get(n),
@@ -2087,7 +2213,7 @@ def _element_wise(
             check = replace(check, passed=False, kinks_together=together)
         if unexplained is not None:
             check = replace(check, passed=False, unexplained_kinks=unexplained.count)
-            report.notes.append(unexplained.note(n, dtype))
+            report.notes.append(unexplained.note(n, dtype) + why)
         report.params.append(replace(check, refined=refined[n], retried=retried[n]))
     report.swapped = swapped_pairs(report.params, whole, numerical, atols, rtol, sampled)
     report.note_atol(tol, {n: _largest([found[n].grad]) for n in names})

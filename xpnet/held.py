@@ -36,10 +36,11 @@ from xpnet.perturb import rounding_tolerance
 class ReplayedRNG:
     """Stands in for a layer's :class:`~xpnet.backend.DeviceRNG` while a network is held.
 
-    ``uniform`` draws each (shape, dtype, device) once, from a ``DeviceRNG(seed)`` of its own,
-    and returns that draw again on every later call: all forward passes see the numbers
-    of the first. (A layer applied twice in one pass to inputs of one shape gets the same
-    numbers twice.)
+    ``uniform`` draws each (shape, device) once, from a ``DeviceRNG(seed)`` of its own, and
+    returns that draw again on every later call, in ``like``'s dtype: all forward passes see
+    the numbers of the first, those of a float64 copy of the network too (the gradient
+    check's float64 recheck). (A layer applied twice in one pass to inputs of one shape
+    gets the same numbers twice.)
     """
 
     def __init__(self, seed: int) -> None:
@@ -48,11 +49,11 @@ class ReplayedRNG:
 
     def uniform(self, shape: int | tuple[int, ...], *, like: Any) -> Any:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)  # as DeviceRNG takes it
-        key = (shape, str(like.dtype), type(like), str(device(like)))
+        key = (shape, type(like), str(device(like)))
         draw = self._draws.get(key)
         if draw is None:
             draw = self._draws[key] = self._rng.uniform(shape, like=like)
-        return draw
+        return draw if draw.dtype == like.dtype else namespace_of(like).astype(draw, like.dtype)
 
 
 def copy_of(value: Any) -> Any:
