@@ -1119,6 +1119,12 @@ def test_workers_are_probed_once_for_xpnet_and_the_layers_modules(client, monkey
     assert len(probes) == 1
 
 
+def test_probing_no_workers_answers_nothing(client):
+    """Workers that all died between listing and probing (a search losing its cluster):
+    asyncio.wait refuses an empty set, which ended a search with a ValueError."""
+    assert xd._answers(client, xd._xpnet_version, workers=[]) == {}
+
+
 def test_a_worker_that_does_not_answer_is_named_within_the_probe_timeout(client, monkeypatch):
     """A stopped worker (SIGSTOP) never answers Dask's client.run, which has no timeout:
     require_workers, and the check or rows after it, waited for ever."""

@@ -380,7 +380,10 @@ async def _probe(
     client: Client, workers: list[str], function: Callable[..., Any], args: tuple, timeout: float
 ) -> dict[str, Any]:
     """What ``function(*args)`` gives on each of ``workers`` (its exception, with
-    ``on_error="return"``) that answers within ``timeout`` seconds; the others are left out."""
+    ``on_error="return"``) that answers within ``timeout`` seconds; the others are left out.
+    No workers (all left since the caller listed them) answer nothing."""
+    if not workers:  # asyncio.wait refuses an empty set
+        return {}
     calls = {
         w: asyncio.ensure_future(
             client.run(function, *args, workers=[w], on_error="return", asynchronous=True)
