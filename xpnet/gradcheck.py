@@ -603,11 +603,10 @@ def sample_elements(
         param = net.params[name]
         size = math.prod(param.shape)
         if size > max_elements:
-            rng = np.random.default_rng([seed, position[name]])
-            mask = np.zeros(size, dtype=bool)
-            mask[rng.choice(size, max_elements, replace=False)] = True
+            every = np.ones(param.shape, dtype=bool)
+            mask = _sample_of(every, max_elements, [seed, position[name]])
             device = array_api_compat.device(param)
-            out[name] = to_device(mask.reshape(param.shape), xp=namespace_of(param), device=device)
+            out[name] = to_device(mask, xp=namespace_of(param), device=device)
     return out
 
 
@@ -1523,10 +1522,7 @@ def _with_one_sided_kinks(
     count = int(_count(unexplained))
     if not count:
         return kinked, together, None
-    error = xp.abs(analytic - xp.astype(numerical, xp.float64))
-    error = xp.where(unexplained, error, -xp.ones_like(error))
-    flat = int(xp.argmax(xp.reshape(error, (-1,))))
-    worst = tuple(int(i) for i in np.unravel_index(flat, tuple(analytic.shape)))
+    worst = _worst(xp.abs(analytic - xp.astype(numerical, xp.float64)), unexplained)
     return kinked, together, _Unexplained(
         count, min(n_excused, ONE_SIDED_LIMIT), n_excused, worst,
         float(analytic[worst]), float(forward[worst]), float(backward[worst]), unexplained,
@@ -1591,11 +1587,7 @@ class _InFloat64:
         )
         if not disagree:
             return said
-        error = xp.where(
-            self.disagree, xp.abs(analytic - self.numerical), xp.full_like(self.numerical, -1.0)
-        )
-        flat = int(np.argmax(to_numpy(error).reshape(-1)))
-        at = tuple(int(i) for i in np.unravel_index(flat, tuple(error.shape)))
+        at = _worst(xp.abs(analytic - self.numerical), self.disagree)
         return (
             f"{said} (a wrong gradient); worst {name}[{', '.join(map(str, at))}]: analytic "
             f"{float(analytic[at]):.6g}, float64 central {float(self.numerical[at]):.6g}, "
@@ -1724,8 +1716,7 @@ def compare(
     passed = not len(failed_elements)
     worst = None
     if failed:
-        flat = int(xp.argmax(xp.reshape(xp.where(failing, diff, -xp.ones_like(diff)), (-1,))))
-        worst = tuple(int(i) for i in np.unravel_index(flat, shape))
+        worst = _worst(diff, failing)
     return ParamCheck(
         name=name,
         shape=shape,
@@ -1755,6 +1746,14 @@ def compare(
         failing_elements=tuple(tuple(int(i) for i in idx) for idx in failed_elements),
         sampled=None if sampled is None else int(_count(sampled)),
     )
+
+
+def _worst(error: Any, among: Any) -> tuple[int, ...]:
+    """The index of the largest of the ``error`` elements (>= 0) that ``among`` (bool, same
+    shape, some true) marks: the first, where several tie."""
+    xp = namespace_of(error)
+    flat = int(xp.argmax(xp.reshape(xp.where(among, error, -xp.ones_like(error)), (-1,))))
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(error.shape)))
 
 
 def _in_sample(a: Any, sampled: Any) -> Any:
