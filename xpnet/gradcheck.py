@@ -70,7 +70,7 @@ from xpnet.backend import (
     to_numpy,
 )
 from xpnet.checks import TRANSPOSED_PRODUCT, is_count, is_real
-from xpnet.held import copy_of, held, layers_of, require_deterministic
+from xpnet.held import copy_of, held, layers_of, require_deterministic, same_values
 from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
 from xpnet.perturb import (
     LocalNet,
@@ -704,11 +704,6 @@ def gradient_after_decoy(net: Any, x: Any, t: Any) -> dict[str, Any]:
     check's, BatchNorm's running statistics are put back."""
     _decoy_pass(net, x, t)
     return net.gradient(x, t)
-
-
-def same_values(xp: Any, old: Any, new: Any) -> bool:
-    """Whether the floating arrays ``old`` and ``new`` hold the same values (NaN as NaN)."""
-    return bool(xp.all((old == new) | (xp.isnan(old) & xp.isnan(new))))
 
 
 def in_place_writes(net: Any, x: Any, t: Any) -> list[str]:

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 from xpnet.backend import namespace_of, to_device, to_numpy
 from xpnet.checks import bad_argument, is_real
 from xpnet.files import atomic_file
-from xpnet.held import held, layers_of
+from xpnet.held import copy_of, held, layers_of, same_values
 from xpnet.layers import Add, Exp, Mul, Reciprocal, inner_layers, own_params, walk
 
 FORMATS = ("dot", "svg", "png", "pdf")
@@ -289,7 +289,7 @@ class Recording:
         values = [self._value(node, f"input {i}", a) for i, a in enumerate(args)]
         call = Call(node, args, None, values, None, train_flg=train_flg)
         if node in self._blocks:
-            call.given = tuple(_copy(a) for a in args)
+            call.given = tuple(copy_of(a) for a in args)
         if self._running:
             block = self._running[-1]
             call.altered = {i for i, a in enumerate(args) if self._altered(block, a)}
@@ -306,7 +306,7 @@ class Recording:
         k = len(self.calls)
         if self._running:  # made by a block's forward: drawn inside its cluster
             self._running[-1].children.append(k)
-            call.returned = _copy(output)
+            call.returned = copy_of(output)
         for child in call.children:
             self.calls[child].parent = k
         if call.children:
@@ -755,19 +755,10 @@ def _shape(label: str) -> str:
     )
 
 
-def _copy(x: Any) -> Any:
-    """A copy of the array ``x``; any other ``x`` (a number, which nothing changes in place)
-    itself."""
-    return namespace_of(x).asarray(x, copy=True) if hasattr(x, "shape") else x
-
-
 def _same(x: Any, kept: Any) -> bool:
-    """Whether ``x`` holds what ``kept``, a copy :func:`_copy` made of it, holds (NaN where
-    it held NaN): nothing wrote into it since."""
-    if x is kept:
-        return True
-    xp = namespace_of(x)
-    return bool(xp.all((x == kept) | ((x != x) & (kept != kept))))
+    """Whether ``x`` holds what ``kept``, a :func:`~xpnet.held.copy_of` it (``x`` itself for
+    a number, which nothing changes in place), holds: nothing wrote into it since."""
+    return x is kept or same_values(namespace_of(x), kept, x)
 
 
 def _unused(children: list[Call]) -> list[Call]:

@@ -61,6 +61,12 @@ def copy_of(value: Any) -> Any:
     return namespace_of(value).asarray(value, copy=True) if is_array_api_obj(value) else value
 
 
+def same_values(xp: Any, old: Any, new: Any) -> bool:
+    """Whether the arrays ``old`` and ``new`` (``old`` a :func:`copy_of`) hold the same
+    values (NaN as NaN): nothing wrote into ``new`` since the copy."""
+    return bool(xp.all((old == new) | (xp.isnan(old) & xp.isnan(new))))
+
+
 @contextmanager
 def held(layers: Iterable[Any], seed: int = 0) -> Iterator[None]:
     """Hold ``layers`` still for a ``with`` block: replayed random numbers (seeded by
