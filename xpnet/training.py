@@ -339,8 +339,9 @@ def frozen_names(
     paths: dict[str, str] = {}  # a layer's path -> its class's name, depth first
     layer_of: dict[str, str] = {}  # parameter name -> the path of the layer holding it
     if isinstance(params, Parameters) and callable(getattr(net, "named_layers", None)):
-        paths = {path: type(layer).__name__ for path, layer in net.named_layers()}
-        path_of = {id(layer): path for path, layer in net.named_layers()}
+        named = list(net.named_layers())
+        paths = {path: type(layer).__name__ for path, layer in named}
+        path_of = {id(layer): path for path, layer in named}
         layer_of = {name: path_of[id(params.slot(name)[0])] for name in params}
     if isinstance(frozen, bytes | bytearray) or not (
         frozen is None or isinstance(frozen, str | Iterable)
