@@ -73,7 +73,6 @@ from xpnet.gradcheck import (
     matched_side,
     random_direction,
     require_directions,
-    same_values,
     scalar_valued,
     steps_of,
     swapped_pairs,
@@ -82,7 +81,7 @@ from xpnet.gradcheck import (
     within_tolerance,
     writes_during,
 )
-from xpnet.held import held, require_deterministic, require_finite_value
+from xpnet.held import held, require_deterministic, require_finite_value, same_values
 from xpnet.layers import (
     is_real_floating,
     own_params,
