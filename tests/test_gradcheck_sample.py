@@ -10,7 +10,7 @@ from numeric import central_difference, dev
 from xpnet import Sequential, check_gradients
 from xpnet.backend import to_like, to_numpy
 from xpnet.cli import main
-from xpnet.layers import Affine, SoftmaxWithLoss, Tanh
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss, Tanh
 
 RNG = np.random.default_rng(0)
 W1, B1 = RNG.standard_normal((5, 4)), RNG.standard_normal(4)
@@ -81,6 +81,21 @@ def test_a_sample_fails_a_gradient_wrong_in_each_sampled_element(xp, method):
     assert (w1.name, w1.failing, len(w1.failing_elements), w1.sampled) == ("W1", 6, 6, 6)
     assert "W1: 6 of 6 sampled elements fail" in str(report)
     assert all(p.passed for p in report.params[1:])
+
+
+@pytest.mark.parametrize("method", ["loop", "batched"])
+def test_a_parameter_whose_every_sampled_element_is_a_kink_was_not_compared(xp, method):
+    # b1 = 0 before ReLU and a blank sample: each b1 element straddles ReLU's kink there
+    x = np.vstack([np.zeros((1, 5)), X[1:]])
+    layers = [Affine(dev(xp, W1), dev(xp, np.zeros(4))), ReLU(), Affine(dev(xp, W2), dev(xp, B2))]
+    net = Sequential(layers, loss=SoftmaxWithLoss())
+    report = check_gradients(net, dev(xp, x), dev(xp, T, "int64"), method=method, max_elements=2)
+    b1 = report.params[1]
+    assert (b1.name, b1.sampled, b1.kinks) == ("b1", 2, 2)
+    assert report.not_compared == ["b1"]
+    row = next(line for line in str(report).splitlines() if line.startswith("b1 "))
+    assert row.rstrip().endswith("not compared (all kinks)")
+    assert report.verdict().startswith("PASSED (but b1 not compared) (on sampled elements only")
 
 
 def test_a_seed_samples_the_same_elements_on_every_backend(xp):

@@ -635,6 +635,14 @@ def test_eval_mode_of_a_network_whose_gradient_takes_no_train_flg_is_refused_by_
     assert graph.record_network(BookNet(), x, t).calls  # training mode records it
 
 
+def test_a_stack_without_loss_is_refused_saying_so(xp):
+    net, x, t = batchnorm_dropout_net(xp)
+    stack = net[:2]  # a slice: a Sequential without loss, as torch's model[:2]
+    expected = r"records net\.gradient\(x, t\), and this Sequential has no loss: .* stack"
+    with pytest.raises(TypeError, match=expected):
+        graph.record_network(stack, x, t)
+
+
 def test_a_node_with_slots_is_refused_naming_what_to_add():
     class Slotted:  # a node of the user's, without a __dict__
         __slots__ = ("x",)

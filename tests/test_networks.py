@@ -307,6 +307,14 @@ def test_params_is_a_live_view_of_the_layers(xp):
         net.params["W9"] = new
 
 
+@pytest.mark.parametrize("read", [lambda p: p["w1"], lambda p: p.slot("w1")])
+def test_reading_an_unknown_parameter_names_the_parameters(read):
+    params = TwoLayerNet(3, 2, 2, seed=0).params
+    with pytest.raises(KeyError, match=r"no parameter 'w1'; parameters are W1, b1, W2, b2"):
+        read(params)
+    assert "w1" not in params and params.get("w1") is None
+
+
 def test_a_parameter_keeps_its_dtype(xp):
     net = TwoLayerNet(3, 2, 2, dtype="float32", seed=0, xp=xp)
     with pytest.raises(

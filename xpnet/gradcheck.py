@@ -875,8 +875,10 @@ class ParamCheck:
 
     @property
     def all_kinks(self) -> bool:
-        """Whether every element of the parameter straddles a kink, so none was compared."""
-        return bool(self.kinks) and self.kinks == math.prod(self.shape)
+        """Whether every element of the parameter checked (of its sample, with
+        ``sampled``) straddles a kink, so none was compared."""
+        checked = math.prod(self.shape) if self.sampled is None else self.sampled
+        return bool(self.kinks) and self.kinks == checked
 
     @property
     def unchecked(self) -> bool:

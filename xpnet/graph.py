@@ -1042,6 +1042,12 @@ def record_network(
     (:func:`xpnet.held.held`), BatchNorm's running statistics are put back and Dropout's
     masks are drawn from a stream of the recording's own, so its generator does not move.
     """
+    if getattr(net, "last_layer", True) is None:
+        raise TypeError(
+            "record_network(net, x, t) records net.gradient(x, t), and this "
+            f"{type(net).__name__} has no loss: built without loss= (or a slice, net[1:3]), it "
+            "is a stack of layers; record the network it is part of, or build it with loss="
+        )
     if not train_flg and "train_flg" not in inspect.signature(net.gradient).parameters:
         raise TypeError(
             f"record_network(train_flg=False): {type(net).__name__}.gradient(x, t) takes no "

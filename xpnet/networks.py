@@ -87,13 +87,16 @@ class Parameters(MutableMapping):
         self._slots = slots
 
     def __getitem__(self, name: str) -> Any:
-        layer, attr = self._slots[name]
+        try:  # not self.slot(name): a call more for each parameter of every optimizer step
+            layer, attr = self._slots[name]
+        except KeyError:
+            raise self._unknown(name) from None
         return getattr(layer, attr)
 
     def __setitem__(self, name: str, value: Any) -> None:
         slot = self._slots.get(name)
         if slot is None:
-            raise KeyError(f"no parameter {name!r}; parameters are {', '.join(self._slots)}")
+            raise self._unknown(name)
         layer, attr = slot
         old = getattr(layer, attr)
         if value is old:  # params[k] -= step, updated in place: nothing to rebind
@@ -125,6 +128,9 @@ class Parameters(MutableMapping):
     def __delitem__(self, name: str) -> None:
         raise TypeError("a network's parameters cannot be removed")
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._slots  # not Mapping's, which reads the array (or builds the error)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._slots)
 
@@ -132,8 +138,15 @@ class Parameters(MutableMapping):
         return len(self._slots)
 
     def slot(self, name: str) -> tuple[Any, str]:
-        """The layer holding parameter ``name`` and its attribute name (``"W1"`` -> Affine, "W")."""
-        return self._slots[name]
+        """The layer holding parameter ``name`` and its attribute name (``"W1"`` -> Affine, "W");
+        an unknown name is a ``KeyError`` listing the parameters."""
+        slot = self._slots.get(name)
+        if slot is None:
+            raise self._unknown(name)
+        return slot
+
+    def _unknown(self, name: str) -> KeyError:
+        return KeyError(f"no parameter {name!r}; parameters are {', '.join(self._slots)}")
 
     def __repr__(self) -> str:
         """Each parameter by dtype and shape, as the layers print them:
