@@ -14,7 +14,7 @@ from array_api_compat import is_cupy_namespace
 from metadata import CUPY_GENERATORS_NOT_SAVED, rewrite_metadata, setting, without
 from normal_user import raised_as_nobody
 
-from xpnet import MultiLayerNet, SimpleConvNet
+from xpnet import MultiLayerNet, SimpleConvNet, TwoLayerNet
 from xpnet.backend import ALIGNMENT, to_device, to_numpy
 from xpnet.checkpoint import (
     METADATA_KEY,
@@ -222,6 +222,23 @@ def test_load_network_rebuilds_a_simpleconvnet_as_one(tmp_path):
     assert (rebuilt.input_dim, rebuilt.conv_param, rebuilt.sizes) == ((1, 8, 8), conv, net.sizes)
     x = np.linspace(0, 1, 128).reshape(2, 1, 8, 8)
     np.testing.assert_allclose(rebuilt.predict(x), net.predict(x.astype(np.float32)), rtol=1e-5)
+
+
+def test_load_network_rebuilds_a_twolayernet_as_one(cpu_xp, tmp_path):
+    net = TwoLayerNet(6, 5, 3, seed=0, xp=cpu_xp)
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz", xp=cpu_xp, dtype="float64")
+    assert type(rebuilt) is TwoLayerNet and rebuilt.dtype == "float64"
+    x = to_device(np.linspace(-1, 1, 12).reshape(2, 6), dtype="float32", xp=cpu_xp)
+    np.testing.assert_allclose(to_numpy(rebuilt.predict(x)), to_numpy(net.predict(x)), rtol=1e-5)
+
+
+def test_a_twolayernet_given_weight_decay_is_rebuilt_as_a_multilayernet(tmp_path):
+    net = TwoLayerNet(6, 5, 3, seed=0)
+    net.weight_decay = 0.1  # which TwoLayerNet's constructor does not take
+    save_params(tmp_path / "p.npz", net)
+    rebuilt, _ = load_network(tmp_path / "p.npz")
+    assert (type(rebuilt), rebuilt.weight_decay) == (MultiLayerNet, 0.1)
 
 
 def test_a_multilayernet_whose_layers_were_changed_is_rebuilt_from_its_layers(tmp_path):

@@ -156,6 +156,7 @@ def _metadata_fields() -> dict[str, Field]:
             "dtype": one_of(DTYPES, required=True),
             "weight_decay": number(0.0),
             "loss": _layer_spec(),
+            "network": one_of(("TwoLayerNet",)),
         },
         "Sequential": {
             "layers": list_of(_layer_spec(), required=True),
@@ -392,7 +393,7 @@ def _outside_xpnet() -> int:
 
 def architecture(net: Any) -> dict[str, Any] | None:
     """What rebuilds ``net`` (JSON-serialisable), or None for a plain mapping of arrays."""
-    from xpnet.networks import MultiLayerNet, Sequential
+    from xpnet.networks import MultiLayerNet, Sequential, TwoLayerNet
 
     if not isinstance(net, Sequential):
         return None
@@ -415,6 +416,9 @@ def architecture(net: Any) -> dict[str, Any] | None:
             arch["output_activation"] = net.output_activation
         if loss != {"layer": "SoftmaxWithLoss", "config": {"reduction": "mean"}}:
             arch["loss"] = loss
+        plain = arch.keys() == _TWO_LAYER_NET_KEYS and arch["activation"] == "relu"
+        if type(net) is TwoLayerNet and plain and not net.weight_decay:
+            arch["network"] = "TwoLayerNet"  # the subclass, when its constructor builds it
         return arch
     names: dict[int, dict[str, str]] = {}
     for name in net.params:
@@ -435,6 +439,7 @@ def architecture(net: Any) -> dict[str, Any] | None:
 
 
 BUILT_NETWORKS = ("MultiLayerNet", "SimpleConvNet")  # rebuilt from their settings
+_TWO_LAYER_NET_KEYS = {"class", "sizes", "activation", "dtype", "weight_decay"}
 
 
 def _built_by(net: Any) -> dict[str, Any] | None:
@@ -991,8 +996,8 @@ def load_network(
     optimizer: Any = None,
     dtype: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the network saved in ``path`` (a MultiLayerNet, a SimpleConvNet, or any
-    Sequential whose layers are registered), of the class saved; ``(net, metadata)``.
+    """Rebuild the network saved in ``path`` (a TwoLayerNet, a MultiLayerNet, a SimpleConvNet,
+    or any Sequential whose layers are registered), of the class saved; ``(net, metadata)``.
     ``device`` and ``xp`` pick where it lives, as for :func:`xpnet.backend.to_device`
     (``xp=`` PyTorch's with ``device="cuda:1"``). With ``optimizer``, its state is loaded
     too, as :func:`load_params` loads it. ``dtype`` (``"float32"`` or ``"float64"``, as the
@@ -1004,7 +1009,7 @@ def load_network(
     it (:func:`register_layer`), or build the network yourself and call ``load_params(path,
     net)``."""
     from xpnet.init import float_dtype
-    from xpnet.networks import MultiLayerNet
+    from xpnet.networks import MultiLayerNet, TwoLayerNet
 
     wanted = None if dtype is None else float_dtype(dtype, xp)
     _, meta = _read(path, arrays=False)
@@ -1014,18 +1019,20 @@ def load_network(
         sizes = [int(n) for n in arch["sizes"]]
         _check_sizes(where, sizes, _shapes(path))  # before building a network of those sizes
         loss = arch.get("loss")
-        net = MultiLayerNet(
-            sizes[0],
-            sizes[1:-1],
-            sizes[-1],
-            activation=arch["activation"],
-            output_activation=arch.get("output_activation"),
-            loss=None if loss is None else _build(loss, {}, "the loss", where),
-            weight_decay=float(arch.get("weight_decay", 0.0)),
-            dtype=wanted or arch["dtype"],
-            device=device,
-            xp=xp,
-        )
+        on = {"dtype": wanted or arch["dtype"], "device": device, "xp": xp}
+        if arch.get("network") == "TwoLayerNet" and len(sizes) == 3:
+            net = TwoLayerNet(*sizes, **on)
+        else:
+            net = MultiLayerNet(
+                sizes[0],
+                sizes[1:-1],
+                sizes[-1],
+                activation=arch["activation"],
+                output_activation=arch.get("output_activation"),
+                loss=None if loss is None else _build(loss, {}, "the loss", where),
+                weight_decay=float(arch.get("weight_decay", 0.0)),
+                **on,
+            )
         # Read after building: the network's random weights, drawn on the host, and the
         # file's arrays were held together (+440 MB at the peak for a 160 MB file).
         _load_into(path, _in_dtype(_arrays(path), wanted), meta, net, optimizer)
