@@ -418,6 +418,20 @@ def test_a_deep_copy_is_an_independent_network_of_the_same_values(on_the_host):
     assert all(np.array_equal(net.params[name], value) for name, value in before.items())
 
 
+def test_double_casts_in_place_as_torchs_and_refuses_an_integer_dtype_as_torch_does(xp):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))  # float32
+    W1, b1, W2, b2 = (to_device(p.detach().numpy().T, xp=xp) for p in model.parameters())
+    net = xpnet.Sequential([Affine(W1, b1), ReLU(), Affine(W2, b2)], loss=SoftmaxWithLoss())
+    assert model.double() is model and net.double() is net
+    x = rng(3).standard_normal((6, 4))
+    close(net(on(xp, x)), model(torch.from_numpy(x)))
+    with pytest.raises(TypeError, match="floating point"):
+        model.to(torch.int32)
+    with pytest.raises(ValueError, match="floating arrays only"):
+        net.to("int32")
+
+
 def test_predict_and_loss_evaluate_while_gradient_trains(on_the_host):
     net = xpnet.MultiLayerNet(4, [5], 3, use_dropout=True, dtype="float64", seed=0)
     x, t = rng(12).standard_normal((6, 4)), np.array([0, 1, 2, 0, 1, 2])

@@ -1003,7 +1003,8 @@ def load_network(
     too, as :func:`load_params` loads it. ``dtype`` (``"float32"`` or ``"float64"``, as the
     builders take it; default the file's) converts every floating array of the file,
     parameters, layer buffers and optimizer state, as PyTorch's ``model.double()`` does:
-    ``dtype="float64"`` for a tight gradient check of a float32 network.
+    ``dtype="float64"`` for a tight gradient check of a float32 network (a network in
+    memory: ``net.to("float64")``).
 
     A layer class that is not registered is an :class:`UnregisteredLayer` naming it: register
     it (:func:`register_layer`), or build the network yourself and call ``load_params(path,

@@ -70,8 +70,9 @@ from xpnet.backend import (
     to_numpy,
 )
 from xpnet.checks import TRANSPOSED_PRODUCT, is_count, is_real
+from xpnet.conversion import network_to
 from xpnet.held import copy_of, held, layers_of, require_deterministic, same_values
-from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_real_floating, walk, walk_from
+from xpnet.layers import SoftmaxWithLoss, as_one_hot, is_floating_array, walk, walk_from
 from xpnet.perturb import (
     LocalNet,
     central_differences,
@@ -729,7 +730,7 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
         inner = {id(below) for _, below in walk_from("", layer)} - {id(layer)}
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            given = [(a, copy_of(a)) for a in args if _is_floating_array(a)]
+            given = [(a, copy_of(a)) for a in args if is_floating_array(a)]
             cached = _cached_arrays(layer) if method == "backward" else {}
             out = call(*args, **kwargs)
             if any(not same_values(namespace_of(a), c, a) for a, c in given):
@@ -766,16 +767,12 @@ def writes_during(layers: list[Any], run: Callable[[], Any]) -> list[str]:
     return list(dict.fromkeys(found.values()))
 
 
-def _is_floating_array(a: Any) -> bool:
-    return array_api_compat.is_array_api_obj(a) and is_real_floating(namespace_of(a), a)
-
-
 def floating_attributes(layer: Any) -> dict[str, tuple[Any, Any]]:
     """``name -> (array, a copy of it)`` for the floating array attributes of ``layer``."""
     return {
         name: (value, copy_of(value))
         for name, value in getattr(layer, "__dict__", {}).items()
-        if _is_floating_array(value)
+        if is_floating_array(value)
     }
 
 
@@ -1417,8 +1414,9 @@ class _Unexplained:
         if self.tested < self.excused:
             of = f"{self.tested} (a sample of the {self.excused})"
         advice = (
-            "check in float64: a network built with dtype='float64', load_network(path, "
-            'dtype="float64"), or xpnet gradcheck --checkpoint at the default --dtype float64'
+            "check in float64: copy.deepcopy(net).to('float64') for a Sequential, a network "
+            "built with dtype='float64', load_network(path, dtype=\"float64\"), or xpnet "
+            "gradcheck --checkpoint at the default --dtype float64"
             if dtype != "float64"
             else "check at other inputs or parameter values"
         )
@@ -1527,30 +1525,13 @@ def _with_one_sided_kinks(
 
 
 def _float64_copy(net: Any, x: Any, t: Any) -> tuple[Any, Any, Any]:
-    """``(net, x, t)`` in float64: a ``copy.deepcopy`` of the held network with every
-    floating array of it, of its layers (:func:`~xpnet.held.layers_of`) and of its
-    ``params`` cast up (the same weights), an attribute holding the parameters' dtype (a
-    Sequential's input dtype) set to float64, and ``x`` and ``t`` (its floating ones) cast
-    up. Its Dropout layers replay the check's draws (:class:`~xpnet.held.ReplayedRNG`)."""
-    was = next(iter(net.params.values())).dtype
-    net, xp, up = copy.deepcopy(net), namespace_of(x), {}
-
-    def cast(a: Any) -> Any:
-        if id(a) not in up:  # an array two layers share stays shared
-            up[id(a)] = xp.astype(a, xp.float64)
-        return up[id(a)]
-
-    for owner in [net, *layers_of(net)]:
-        for attr, value in list(vars(owner).items()):
-            if _is_floating_array(value):
-                setattr(owner, attr, cast(value))
-            elif type(value) is type(was) and value == was:  # a deep copy of the dtype
-                setattr(owner, attr, xp.float64)
-    for name in list(net.params):
-        if net.params[name].dtype != xp.float64:  # a dict of the network's own
-            net.params[name] = cast(net.params[name])
-    t = cast(t) if _is_floating_array(t) else t
-    return net, cast(x), t
+    """``(net, x, t)`` in float64: a ``copy.deepcopy`` of the held network cast up in place
+    (:func:`~xpnet.conversion.network_to`: the same weights, every floating array of it and of its
+    layers in float64), and ``x`` and ``t`` (its floating ones) cast up. Its Dropout layers
+    replay the check's draws (:class:`~xpnet.held.ReplayedRNG`)."""
+    net, xp = copy.deepcopy(net), namespace_of(x)
+    network_to(net, "float64")
+    return net, xp.astype(x, xp.float64), xp.astype(t, xp.float64) if is_floating_array(t) else t
 
 
 @dataclass(frozen=True)

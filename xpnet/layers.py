@@ -96,6 +96,11 @@ def is_real_floating(xp: Any, x: Any) -> bool:
     return _isdtype(xp, x.dtype, "real floating")
 
 
+def is_floating_array(value: Any) -> bool:
+    """Whether ``value`` is an array of a real floating dtype."""
+    return is_array_api_obj(value) and is_real_floating(namespace_of(value), value)
+
+
 def require_floating(xp: Any, name: str, x: Any) -> None:
     """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
     if not _isdtype(xp, x.dtype, "real floating"):  # directly: a call fewer a forward

@@ -41,6 +41,7 @@ from xpnet.checks import (
     shape_mistake,
 )
 from xpnet.conv import Convolution, Pooling, output_size
+from xpnet.conversion import network_to
 from xpnet.gradcheck import central_gradient, check_step
 from xpnet.held import draws_random_numbers, held, layers_of
 from xpnet.init import float_dtype, require_bias_init, require_std, weight_std
@@ -120,8 +121,8 @@ class Parameters(MutableMapping):
             raise ValueError(
                 f"parameter {name!r} has dtype {dtype_name(old)}, got {dtype_name(value)}: "
                 f"every parameter of a network has one dtype, so give it a {dtype_name(old)} "
-                "array (xp.astype); for the whole network in another dtype (torch's "
-                "model.double()), save it and load_network(path, dtype=...)"
+                "array (xp.astype); for the whole network in another dtype, net.to(dtype) "
+                "(torch's model.double() is net.to('float64'))"
             )
         setattr(layer, attr, value)
 
@@ -603,7 +604,7 @@ class Sequential:
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
         # predict converts floating input to this dtype; Parameters refuses a parameter of
-        # another dtype, so it holds for the network's life.
+        # another dtype, so it holds until to() casts the parameters and it together.
         first = next(iter(self.params.values()), None)
         self._input_dtype = None if first is None else first.dtype
         _require_one_dtype(self.params, seen)
@@ -628,6 +629,30 @@ class Sequential:
         """The floating dtype of the parameters, by name (``"float32"``)."""
         first = next(iter(self.params.values()), None)
         return "float64" if first is None else dtype_name(first)
+
+    def to(
+        self, dtype: Any = None, device: Any = None, *, xp: ModuleType | None = None
+    ) -> Sequential:
+        """Cast and move the network in place and return it, as torch's ``model.to``.
+
+        ``dtype`` (``"float32"`` or ``"float64"``, by name or as a dtype) casts every real
+        floating array the network and its layers hold: parameters (W (in, out) stays
+        (in, out)), BatchNorm's running statistics, the layers' caches; integer and bool
+        arrays keep their dtype, and an integer ``dtype`` is a ``ValueError``. ``device``
+        (or the first argument, as torch's ``model.to("cuda")``) moves every array there,
+        within the parameters' library (torch's ``"cuda:1"``; for NumPy and CuPy, ``"cpu"``
+        is NumPy and ``"cuda"`` CuPy, as the builders' ``device=``), and ``xp`` to that
+        namespace (on ``device``), as :func:`xpnet.backend.to_device` moves data; a device
+        the library lacks is refused there, naming it. An array held by two layers stays
+        one array, ``params`` shows the new arrays, and a failed conversion changes nothing
+        (:func:`xpnet.conversion.network_to`).
+
+        An optimizer's state keeps the dtype and device it was made in: as in PyTorch,
+        construct the optimizer after ``to``. ``load_network(path, dtype=..., device=...,
+        xp=...)`` makes a converted copy from a checkpoint instead.
+        """
+        network_to(self, dtype, device, xp=xp)
+        return self
 
     def predict(self, x: Any, train_flg: bool = False) -> Any:
         """The last layer's output (scores) for the input batch ``x`` (N, ...).
@@ -1078,6 +1103,16 @@ class Sequential:
             total += f", on {location(first)}"  # NumPy's host arrays, the default, go unsaid
         lines.append(total)
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+    # Last in the class: a method named float would stand for the builtin in the
+    # annotations of the methods after it.
+    def double(self) -> Sequential:
+        """``self.to("float64")``, as torch's ``model.double()``."""
+        return self.to("float64")
+
+    def float(self) -> Sequential:
+        """``self.to("float32")``, as torch's ``model.float()``."""
+        return self.to("float32")
 
 
 class MultiLayerNet(Sequential):

@@ -1,0 +1,151 @@
+"""``net.to(dtype, device, xp=)``, ``net.double()``, ``net.float()``: a network cast and
+moved in place, as torch's ``model.to``; compared with its arrays cast on the host."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import Sequential
+from xpnet.backend import location, to_device, to_numpy
+from xpnet.conversion import network_to
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
+
+
+def data(xp, n=4, d=6):
+    rng = np.random.default_rng(1)
+    x = to_device(rng.standard_normal((n, d)), dtype="float32", xp=xp)
+    return x, to_device(rng.integers(0, 3, n), xp=xp)
+
+
+class Shift:
+    """Adds a fixed (untrained) array, held by reference; ``steps`` (int), ``kept`` (bool)
+    and ``dtype`` are along for the ride."""
+
+    def __init__(self, c, steps, kept):
+        self.c, self.steps, self.kept = c, steps, kept
+        self.dtype = np.float32  # a type, as users name dtypes: no array
+
+    def forward(self, x):
+        return x + self.c
+
+    def backward(self, dout):
+        return dout
+
+
+def test_float64_casts_every_floating_array_and_predicts_the_same(xp):
+    net = xpnet.MultiLayerNet(6, [5], 3, use_batchnorm=True, seed=0, xp=xp)
+    x, t = data(xp)
+    net.gradient(x, t)  # running statistics and caches filled
+    before = {name: to_numpy(value) for name, value in net.params.items()}
+    bn = net[1]
+    running = to_numpy(bn.running_mean), to_numpy(bn.running_var)
+    scores = to_numpy(net.predict(x))
+    assert net.to("float64") is net
+    assert net.dtype == "float64"
+    for name, value in net.params.items():
+        assert str(value.dtype).endswith("float64")
+        np.testing.assert_array_equal(to_numpy(value), before[name].astype(np.float64))
+    for value, old in zip((bn.running_mean, bn.running_var), running, strict=True):
+        assert str(value.dtype).endswith("float64")
+        np.testing.assert_array_equal(to_numpy(value), old.astype(np.float64))
+    assert str(net[0].x.dtype).endswith("float64")  # a cache too
+    predicted = net.predict(x)  # float32 input, computed in float64
+    assert str(predicted.dtype).endswith("float64")
+    np.testing.assert_allclose(to_numpy(predicted), scores, rtol=1e-5, atol=1e-6)
+    grads = net.gradient(x, t)
+    assert all(str(g.dtype).endswith("float64") for g in grads.values())
+
+
+def test_double_and_float_go_to_float64_and_back(xp):
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=xp)
+    before = to_numpy(net.params["W1"])
+    assert net.double() is net and net.dtype == "float64"
+    assert net.float() is net and net.dtype == "float32"
+    np.testing.assert_array_equal(to_numpy(net.params["W1"]), before)
+    x, _ = data(xp)
+    assert str(net.predict(to_device(to_numpy(x), dtype="float64", xp=xp)).dtype).endswith(
+        "float32"
+    )
+
+
+def test_an_array_held_by_two_layers_stays_one_and_integer_arrays_keep_their_dtype(xp):
+    rng = np.random.default_rng(0)
+    c = to_device(rng.standard_normal(3), dtype="float32", xp=xp)
+    steps = to_device(np.arange(3), dtype="int64", xp=xp)
+    kept = to_device(np.array([True, False, True]), xp=xp)
+    W1, W2 = (to_device(rng.standard_normal((d, 3)), dtype="float32", xp=xp) for d in (6, 3))
+    b = to_device(np.zeros(3), dtype="float32", xp=xp)
+    layers = [Affine(W1, b), Shift(c, steps, kept), ReLU(), Affine(W2, xp.asarray(b, copy=True))]
+    net = Sequential([*layers, Shift(c, steps, kept)], loss=SoftmaxWithLoss())
+    net.to("float64")
+    assert net[1].c is net[4].c
+    assert str(net[1].c.dtype).endswith("float64")
+    assert net[1].steps is steps and net[1].kept is kept  # not floating: kept as they are
+    assert net[1].dtype is np.float32
+    assert net.params["W1"] is net[0].W  # the live mapping shows the new arrays
+
+
+def test_a_params_dict_of_the_networks_own_gets_the_new_arrays(xp):
+    class Own:  # a network of the book's kind: params a dict beside the layers
+        def __init__(self, W, b):
+            self.layers = [Affine(W, b)]
+            self.params = {"W1": self.layers[0].W, "b1": self.layers[0].b}
+
+    W, b = (to_device(np.ones(shape), dtype="float32", xp=xp) for shape in ((2, 2), 2))
+    net = Own(W, b)
+    network_to(net, "float64")
+    assert net.params["W1"] is net.layers[0].W
+    assert net.params["b1"] is net.layers[0].b
+    assert str(net.params["W1"].dtype).endswith("float64")
+
+
+def test_xp_moves_every_array_to_that_namespace(xp, on_the_host):
+    net = xpnet.MultiLayerNet(6, [5], 3, use_batchnorm=True, seed=0)  # NumPy's
+    x, t = data(xp)
+    host_x = to_numpy(x)
+    scores = net.predict(host_x)
+    assert net.to(xp=xp) is net
+    where = location(x)
+    assert {location(value) for value in net.params.values()} == {where}
+    assert location(net[1].running_mean) == where
+    assert net.dtype == "float32"
+    np.testing.assert_allclose(to_numpy(net.predict(x)), scores, rtol=1e-5, atol=1e-6)
+    assert location(net.gradient(x, t)["W1"]) == where
+
+
+@pytest.mark.parametrize("dtype", ["int32", "float33", "bool"])
+def test_a_dtype_that_is_not_floating_is_refused_and_nothing_changes(xp, dtype):
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=xp)
+    W1 = net.params["W1"]
+    with pytest.raises(ValueError, match=f"'float32' or 'float64'.*got '{dtype}'.*floating"):
+        net.to(dtype)
+    assert net.params["W1"] is W1
+
+
+def test_a_device_the_library_lacks_is_refused_naming_it(cpu_xp):
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=cpu_xp)
+    with pytest.raises((ValueError, xpnet.backend.BackendUnavailableError), match="'gpu'"):
+        net.to(device="gpu")
+    with pytest.raises(TypeError, match=r"xp must be an array namespace.*'torch'"):
+        net.to(xp="torch")
+    assert net.dtype == "float32"
+
+
+def test_a_failed_move_changes_nothing():
+    strict = pytest.importorskip("array_api_strict")
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=strict)
+    W1 = net.params["W1"]
+    with pytest.raises(ValueError, match=r"device 'cuda' of array_api_strict.*xp= too"):
+        net.to("float64", device="cuda")
+    assert net.params["W1"] is W1 and net.dtype == "float32"
+
+
+def test_a_device_as_the_first_argument_moves_the_network_as_torchs_to_does(on_the_host):
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0)
+    assert net.to("cpu") is net and net.dtype == "float32"
+    strict = pytest.importorskip("array_api_strict")
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=strict)
+    with pytest.raises(ValueError, match=r"to device 'cuda' of array_api_strict"):
+        net.to("cuda")
