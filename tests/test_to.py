@@ -144,7 +144,9 @@ def test_a_failed_move_changes_nothing():
 
 def test_a_device_as_the_first_argument_moves_the_network_as_torchs_to_does(on_the_host):
     net = xpnet.TwoLayerNet(6, 5, 3, seed=0)
+    W1 = net.params["W1"]
     assert net.to("cpu") is net and net.dtype == "float32"
+    assert net.params["W1"] is W1  # already there: kept, not copied, as torch's to keeps it
     strict = pytest.importorskip("array_api_strict")
     net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=strict)
     with pytest.raises(ValueError, match=r"to device 'cuda' of array_api_strict"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from array_api_compat import device as array_device
 from array_api_compat import is_array_api_obj, is_cupy_namespace, is_numpy_namespace
 
 from xpnet.backend import location, namespace_of, require_namespace, selected, to_device
@@ -29,6 +30,14 @@ def _names_a_device(value: Any) -> bool:
     return type(value).__name__ == "device"
 
 
+def _already_on(a: Any, xp: ModuleType, device: Any) -> bool:
+    """Whether the array ``a`` is of namespace ``xp`` and on ``device`` (None: wherever it
+    is), where torch's ``to`` keeps a tensor as it is."""
+    if namespace_of(a) is not xp:
+        return False
+    return device is None or is_numpy_namespace(xp) or str(array_device(a)) == str(device)
+
+
 def network_to(
     net: Any, dtype: Any = None, device: Any = None, *, xp: ModuleType | None = None
 ) -> None:
@@ -48,8 +57,9 @@ def network_to(
 
     An array held twice (by two layers, or by a layer and a ``params`` dict of the network's
     own) becomes one new array, still shared; an attribute holding the parameters' dtype (a
-    Sequential's input dtype) follows them. Arrays that would not change are kept. Every new
-    array is made before any is set, so a conversion that fails leaves ``net`` as it was.
+    Sequential's input dtype) follows them. Arrays that would not change (already of that
+    dtype, namespace and device) are kept, not copied. Every new array is made before any
+    is set, so a conversion that fails leaves ``net`` as it was.
     Only attributes that are arrays are seen (not arrays inside a list or a dict)."""
     if device is None and _names_a_device(dtype):  # torch's model.to("cuda")
         dtype, device = None, dtype
@@ -77,7 +87,7 @@ def network_to(
 
     def converted(a: Any) -> Any:
         cast = wanted is not None and is_floating_array(a) and a.dtype != wanted
-        if moving:
+        if moving and not _already_on(a, target, device):
             return to_device(a, dtype=wanted if cast else None, device=device, xp=target)
         return target.astype(a, wanted) if cast else a
 
