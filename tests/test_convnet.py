@@ -10,7 +10,7 @@ from xpnet import MultiLayerNet, SimpleConvNet, check_gradients
 from xpnet.backend import to_device, to_numpy
 from xpnet.checkpoint import load_network, save_params
 from xpnet.conv import Convolution, Pooling
-from xpnet.gradcheck import refined_step
+from xpnet.kinks import refined_step
 from xpnet.layers import Affine, BatchNormalization, Dropout, ReLU
 from xpnet.training import evaluate
 

@@ -31,10 +31,8 @@ from xpnet.gradcheck import (
     GradientReport,
     compare,
     directional_check,
-    refined_step,
-    rounding_noise,
-    within_tolerance,
 )
+from xpnet.kinks import refined_step
 from xpnet.layers import (
     Affine,
     Dropout,
@@ -47,6 +45,7 @@ from xpnet.layers import (
     cross_entropy_error,
     softmax,
 )
+from xpnet.tolerance import rounding_noise, within_tolerance
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -1436,9 +1435,9 @@ def test_a_relative_error_above_rtol_in_a_passing_row_is_explained():
 
 
 def test_one_sided_tests_stop_past_the_limit_of_failing_elements(monkeypatch):
-    from xpnet import gradcheck
+    from xpnet import kinks
 
-    monkeypatch.setattr(gradcheck, "ONE_SIDED_LIMIT", 0)  # b1[0] alone fails: one is too many
+    monkeypatch.setattr(kinks, "ONE_SIDED_LIMIT", 0)  # b1[0] alone fails: one is too many
     assert not check_gradients(*prelu_net_at_a_kink(np), method="loop").passed
 
 
@@ -1685,7 +1684,7 @@ def smooth_one_sided(xp, curvature=1.0, h=0.1):
 
 
 def test_straddles_kink_needs_the_central_difference_to_fail(xp):
-    from xpnet.gradcheck import straddles_kink
+    from xpnet.kinks import straddles_kink
 
     # |x| at 0: one-sided differences +1 and -1, central 0; an analytic gradient of 0.9 is
     # within a (large) atol of the central difference, so it is compared, not excused.
@@ -1701,7 +1700,7 @@ def test_straddles_kink_needs_the_central_difference_to_fail(xp):
 
 @pytest.mark.parametrize("analytic", [0.025, 0.044, 0.05])
 def test_straddles_kink_excuses_no_wrong_gradient_of_a_smooth_function(xp, analytic):
-    from xpnet.gradcheck import straddles_kink
+    from xpnet.kinks import straddles_kink
 
     # f = d**2 / 2 at h = 0.1: one-sided differences +-0.05 (gap 0.1), +-0.025 at h/2.
     # 0.025 matches the forward difference at h/2 only, 0.044 is within KINK_SIDE * gap

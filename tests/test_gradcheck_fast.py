@@ -24,8 +24,8 @@ from xpnet.gradcheck import (
     directional_check,
     memory_budget,
     net_numerical_gradient,
-    refined_step,
 )
+from xpnet.kinks import refined_step
 from xpnet.layers import Affine, MeanSquaredError, ReLU, SigmoidWithLoss, SoftmaxWithLoss, Tanh
 from xpnet.networks import ACTIVATIONS
 from xpnet.opcount import count_operations

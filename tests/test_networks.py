@@ -320,7 +320,7 @@ def test_a_parameter_keeps_its_dtype(xp):
     with pytest.raises(
         ValueError,
         match=r"'W1' has dtype float32, got float64: .*give it a float32 array .*for the whole "
-        r"network in another dtype .*load_network\(path, dtype=\.\.\.\)",
+        r"network in another dtype, net\.to\(dtype\)",
     ):
         net.params["W1"] = to_device(np.zeros((3, 2)), dtype="float64", xp=xp)
 

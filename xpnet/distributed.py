@@ -42,15 +42,9 @@ import numpy as np
 
 from xpnet import __version__
 from xpnet.backend import BackendUnavailableError, dtype_name, namespace_of, to_numpy
-from xpnet.gradcheck import (
-    _Numerical,
-    address_given_as_client,
-    how_differenced,
-    memory_budget,
-    numerical_gradient,
-    progress_bar,
-)
+from xpnet.gradcheck import address_given_as_client, progress_bar
 from xpnet.held import layers_of
+from xpnet.numerical import _Numerical, how_differenced, memory_budget, numerical_gradient
 from xpnet.perturb import LocalNet, chunk_differences, loop_differences, moving_elements
 
 try:
@@ -520,7 +514,7 @@ def _own_copy(problem: Problem) -> Any:
 def _task(problem: Problem, name: str, index: np.ndarray, h: float, how: str) -> tuple[Any, Any]:
     """Central differences of the flat elements ``index`` of ``name``, on a worker.
 
-    ``how`` as a local run computes them (:func:`xpnet.gradcheck.how_differenced`).
+    ``how`` as a local run computes them (:func:`xpnet.numerical.how_differenced`).
     Returns NumPy arrays: the differences (m,) and the kinks (m,) bool, or None.
     """
     param = problem.net.params[name]

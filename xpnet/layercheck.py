@@ -50,38 +50,18 @@ from xpnet.backend import (
     untracked,
 )
 from xpnet.checks import shape_mistake
-from xpnet.gradcheck import (
-    NOT_FINITE,
-    RETRY,
-    ROUNDING,
-    Atol,
+from xpnet.decoy import decoy, floating_attributes, writes_during
+from xpnet.directional import (
     DirectionalReport,
-    GradientReport,
-    ParamCheck,
-    _check_method,
-    _in_place_note,
-    _largest,
-    _steps_taken,
-    compare,
     compare_directions,
-    decoy,
     fell_back_note,
-    floating_attributes,
-    kink_mask,
-    kinks_by_one_sided,
-    kinks_together,
-    matched_side,
     random_direction,
     require_directions,
-    scalar_valued,
-    steps_of,
-    swapped_pairs,
-    tolerances,
-    values_around,
-    within_tolerance,
-    writes_during,
 )
+from xpnet.gradcheck import NOT_FINITE, _in_place_note, _largest, compare, kink_mask, swapped_pairs
+from xpnet.gradreport import GradientReport, ParamCheck
 from xpnet.held import held, require_deterministic, require_finite_value, same_values
+from xpnet.kinks import kinks_by_one_sided, kinks_together, matched_side
 from xpnet.layers import (
     is_real_floating,
     own_params,
@@ -90,7 +70,9 @@ from xpnet.layers import (
     undeclared_parameters,
     walk_from,
 )
+from xpnet.numerical import _check_method, _steps_taken, scalar_valued, steps_of, values_around
 from xpnet.schema import is_number
+from xpnet.tolerance import RETRY, ROUNDING, Atol, tolerances, within_tolerance
 
 PRECISION = "precision: "  # the note on a dtype that rounds more than float64
 #: The median growth of the retried elements' errors from ``h`` to ``h / RETRY`` above
@@ -200,7 +182,7 @@ def _converged(
     ``fine + (fine - coarse) / (RETRY - 1)``, pass. The first is compared with the atol of
     ``h`` (``tol.at``), as the retry is; the second with that of ``h / RETRY**2``, grown by
     the loss's rounding there: at the default h that step (1e-7) is below
-    :func:`~xpnet.gradcheck.refined_step`'s floor, and its rounding (``eps * |f| / step``)
+    :func:`~xpnet.kinks.refined_step`'s floor, and its rounding (``eps * |f| / step``)
     failed a correct element from a loss of 30 on. A wrong gradient's error stays as the
     step shrinks, and the first limit fails it. A smooth function's truncation error ``e``
     at ``coarse``, which falls ``RETRY**2``-fold, puts the two limits ``0.1 e`` and
@@ -276,7 +258,7 @@ def _check(
     name: str, f: Callable[[Any], Any], x: Any, analytic: Any, report: GradientReport, tol: Atol
 ) -> _Row:
     """The row of ``name`` (``f``'s argument ``x``, claimed gradient ``analytic``), its
-    kinks moved together (:func:`~xpnet.gradcheck.kinks_together`); :func:`_add_rows` puts
+    kinks moved together (:func:`~xpnet.kinks.kinks_together`); :func:`_add_rows` puts
     rows into ``report``."""
     analytic = _claimed(name, x, analytic)
     center = f(x)
@@ -310,7 +292,7 @@ def _directional(
     """Check the gradients ``grads`` of ``f`` (taking one value per array of ``points``,
     named ``names``) along ``n_directions`` random unit directions ``v`` over all the
     arrays together, seeded by ``seed``, as :func:`~xpnet.gradcheck.directional_check`
-    does a network's parameters (:func:`~xpnet.gradcheck.compare_directions`): two calls
+    does a network's parameters (:func:`~xpnet.directional.compare_directions`): two calls
     of ``f`` a direction, more for one that fails (a retry at ``h / RETRY``, the
     one-sided differences that find a kink along it). Where a direction compared
     disagrees, or none is compared, ``element_wise()`` is the report's ``fallback``.
@@ -430,7 +412,7 @@ def _kinks_between(
 ) -> list[_Row]:
     """``rows`` (of the arrays ``points``, ``f`` taking one value per row), with the kinks
     of every array that has some moved together in one direction, each to its matched side
-    (:func:`~xpnet.gradcheck.kinks_together`): a ``maximum(x, y)`` giving the whole
+    (:func:`~xpnet.kinks.kinks_together`): a ``maximum(x, y)`` giving the whole
     gradient to both inputs at a tie matches a side at each, and each array's kinks agree
     among themselves. Where they disagree, each of those rows fails. Nothing is evaluated
     unless two arrays or more have kinks and none failed alone."""
@@ -578,7 +560,7 @@ def _require_inputs_unchanged(
     ReLU without its ``copy()`` turns every negative input into a kink at 0, and passes),
     and in a network it changes what the previous layer holds. The refusal names the
     layers inside that wrote into their inputs (``inner_writes()``, a line each,
-    :func:`~xpnet.gradcheck.writes_during`), where the block has some."""
+    :func:`~xpnet.decoy.writes_during`), where the block has some."""
     for name, old, new in zip(names, before, after, strict=True):
         if old is None:
             continue
@@ -620,7 +602,7 @@ def _require_one_output(kind: str, out: Any) -> None:
 
 
 def _left_alone(layer: Any, before: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    """The attributes of ``before`` (:func:`~xpnet.gradcheck.floating_attributes`, taken ahead of
+    """The attributes of ``before`` (:func:`~xpnet.decoy.floating_attributes`, taken ahead of
     ``forward``) that ``forward`` left as they were, the same array with the same values:
     what it replaces or writes into (``self.x[...] = x``) is a cache, not a parameter."""
     return {

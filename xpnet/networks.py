@@ -42,7 +42,6 @@ from xpnet.checks import (
 )
 from xpnet.conv import Convolution, Pooling, output_size
 from xpnet.conversion import network_to
-from xpnet.gradcheck import central_gradient, check_step
 from xpnet.held import draws_random_numbers, held, layers_of
 from xpnet.init import float_dtype, require_bias_init, require_std, weight_std
 from xpnet.layers import (
@@ -71,6 +70,7 @@ from xpnet.layers import (
     walk,
     walk_from,
 )
+from xpnet.numerical import central_gradient, check_step
 
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 EVAL_BATCH_SIZE = 1_000  # samples an evaluation (accuracy, the Trainer's) puts through at a time
