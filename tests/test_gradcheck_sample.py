@@ -175,3 +175,19 @@ def test_cli_max_elements_with_the_directional_method_is_refused(capsys):
     assert "--max-elements samples the elements that --method loop or batched" in (
         capsys.readouterr().err
     )
+
+
+class DoubledAffine(Affine):
+    """An Affine whose backward returns twice dW."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.dW = 2 * self.dW
+        return dx
+
+
+def test_a_constant_factor_found_on_a_sample_is_said_of_the_sampled_elements(xp):
+    report = check_gradients(*problem(xp, first=DoubledAffine), max_elements=6)
+    assert "W1: the analytic gradient is 2 times the numerical one in every sampled element" in (
+        str(report)
+    )

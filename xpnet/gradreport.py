@@ -159,16 +159,17 @@ class ParamCheck:
         )
 
     def factor_note(self, batch: int | None = None) -> str | None:
-        """What a failing gradient off by one factor in every element says (None otherwise);
-        where that factor is the ``batch`` size or its inverse (within 1%), a division by it
-        missing from backward, or one too many."""
+        """What a failing gradient off by one factor in every element compared says (None
+        otherwise); where that factor is the ``batch`` size or its inverse (within 1%), a
+        division by it missing from backward, or one too many."""
         if self.factor is None:
             return None
+        every = "every element" if self.sampled is None else "every sampled element"
         if abs(self.factor + 1) < 1e-3:
-            return f"{self.name}: the analytic gradient has the opposite sign in every element"
+            return f"{self.name}: the analytic gradient has the opposite sign in {every}"
         note = (
             f"{self.name}: the analytic gradient is {self.factor:.4g} times the numerical one "
-            "in every element: off by a constant factor"
+            f"in {every}: off by a constant factor"
         )
         sizes = (batch, 1 / batch) if batch is not None and batch > 1 else ()
         if any(math.isclose(self.factor, k, rel_tol=0.01) for k in sizes):
