@@ -3,6 +3,9 @@ moved in place, as torch's ``model.to``; compared with its arrays cast on the ho
 
 from __future__ import annotations
 
+import warnings
+from collections import namedtuple
+
 import numpy as np
 import pytest
 
@@ -151,3 +154,118 @@ def test_a_device_as_the_first_argument_moves_the_network_as_torchs_to_does(on_t
     net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=strict)
     with pytest.raises(ValueError, match=r"to device 'cuda' of array_api_strict"):
         net.to("cuda")
+
+
+def affine(xp, rng, d_in, d_out):
+    W = to_device(rng.standard_normal((d_in, d_out)), dtype="float32", xp=xp)
+    return Affine(W, to_device(np.zeros(d_out), dtype="float32", xp=xp))
+
+
+def test_a_nested_stack_is_converted_with_the_network_holding_it(xp):
+    rng = np.random.default_rng(0)
+    inner = Sequential([affine(xp, rng, 5, 5), ReLU(), affine(xp, rng, 5, 5)])
+    net = Sequential([affine(xp, rng, 6, 5), inner, affine(xp, rng, 5, 3)], loss=SoftmaxWithLoss())
+    x, t = data(xp)
+    net.to("float64")
+    assert net.dtype == inner.dtype == "float64"
+    assert str(net.predict(x).dtype).endswith("float64")
+    assert all(str(g.dtype).endswith("float64") for g in net.gradient(x, t).values())
+
+
+def test_a_stack_converted_alone_makes_the_network_holding_it_refuse_to_run(xp):
+    rng = np.random.default_rng(0)
+    inner = Sequential([affine(xp, rng, 5, 5), ReLU()])
+    net = Sequential([affine(xp, rng, 6, 5), inner, affine(xp, rng, 5, 3)], loss=SoftmaxWithLoss())
+    x, t = data(xp)
+    inner.to("float64")
+    advice = r"W2 \(layers\[1\]\.layers\[0\].*float64, but W1 has float32.*without it.*net\.to"
+    with pytest.raises(ValueError, match=advice):
+        net.gradient(x, t)
+    with pytest.raises(ValueError, match=advice):
+        net.dtype  # noqa: B018
+    net.to("float64")
+    assert all(str(g.dtype).endswith("float64") for g in net.gradient(x, t).values())
+
+
+def test_a_stack_holding_every_parameter_converted_alone_converts_the_network(xp):
+    inner = Sequential([affine(xp, np.random.default_rng(0), 6, 5), ReLU()])
+    net = Sequential([inner, ReLU()])
+    x, _ = data(xp)
+    net.predict(x)
+    inner.to("float64")
+    assert net.dtype == "float64"
+    x64 = to_device(np.random.default_rng(2).standard_normal((4, 6)), dtype="float64", xp=xp)
+    # float64 input kept as it is, not rounded to the float32 that the network was
+    np.testing.assert_array_equal(to_numpy(net.predict(x64)), to_numpy(inner.predict(x64)))
+
+
+Point = namedtuple("Point", "x y")
+
+
+class Keeper:
+    """Holds arrays in a list, a tuple, a named tuple and a dict, as a user's layer may."""
+
+    def __init__(self, xp):
+        rng = np.random.default_rng(3)
+        a, b, c = (to_device(rng.standard_normal(6), dtype="float32", xp=xp) for _ in range(3))
+        steps = to_device(np.arange(6), dtype="int64", xp=xp)
+        self.Ws, self.cache, self.named = [a, [b]], (c, steps), {"c": c}
+        self.point = Point(a, b)
+
+    def forward(self, x):
+        return x * self.Ws[0] + self.Ws[1][0] + self.cache[0] + self.point.y
+
+    def backward(self, dout):
+        return dout * self.Ws[0]
+
+
+def test_arrays_in_a_layers_lists_tuples_and_dicts_are_converted(xp):
+    keeper = Keeper(xp)
+    Ws, steps = keeper.Ws, keeper.cache[1]
+    before = to_numpy(keeper.Ws[0])
+    net = Sequential([keeper])
+    net.to("float64")
+    floating = [*keeper.Ws[:1], *keeper.Ws[1], keeper.cache[0], keeper.named["c"], *keeper.point]
+    assert all(str(a.dtype).endswith("float64") for a in floating)
+    assert keeper.Ws is Ws  # the list updated in place, as another holder of it sees
+    assert keeper.cache[0] is keeper.named["c"]  # one array held twice stays one
+    assert keeper.cache[1] is steps and type(keeper.point) is Point
+    np.testing.assert_array_equal(to_numpy(keeper.Ws[0]), before.astype(np.float64))
+    x, _ = data(xp)
+    assert str(net.predict(x).dtype).endswith("float64")
+
+
+class Pair(tuple):
+    """A tuple of another kind, which to() cannot make again."""
+
+
+def test_a_tuple_of_another_kind_holding_arrays_is_refused_naming_it(xp):
+    keeper = Keeper(xp)
+    keeper.pair = Pair(keeper.Ws[:1])
+    W = keeper.Ws[0]
+    with pytest.raises(TypeError, match=r"Keeper\.pair is a Pair holding arrays.*a list"):
+        Sequential([keeper]).to("float64")
+    assert keeper.Ws[0] is W and str(W.dtype).endswith("float32")
+
+
+def test_dtype_and_library_at_once_round_trip_exactly_without_warnings(xp):
+    strict = pytest.importorskip("array_api_strict")
+    net = xpnet.TwoLayerNet(6, 5, 3, seed=0, xp=xp)
+    before = {name: to_numpy(value) for name, value in net.params.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no comparison of two libraries' dtypes
+        net.to("float64", xp=strict).to("float32", xp=np)
+    for name, value in net.params.items():
+        assert isinstance(value, np.ndarray) and value.dtype == np.float32
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_dropout_and_batchnorm_run_in_training_and_evaluation_after_to(xp):
+    net = xpnet.MultiLayerNet(
+        6, [5], 3, use_batchnorm=True, use_dropout=True, dropout_ratio=0.3, seed=0, xp=xp
+    )
+    x, t = data(xp)
+    net.gradient(x, t)  # masks, running statistics and caches filled
+    net.to("float64")
+    assert all(str(g.dtype).endswith("float64") for g in net.gradient(x, t).values())
+    assert str(net.predict(x).dtype).endswith("float64")

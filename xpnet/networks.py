@@ -20,6 +20,7 @@ from typing import Any
 
 import array_api_compat
 
+from xpnet import conversion
 from xpnet.backend import (
     BackendMismatchError,
     byte_bounds,
@@ -346,10 +347,13 @@ def _refuse_sigmoid_twice(layers: Sequence[Any], loss: Any) -> None:
         )
 
 
-def _require_one_dtype(params: Parameters, seen: dict[int, str]) -> None:
+def _require_one_dtype(
+    params: Parameters, seen: dict[int, str], advice: str = "convert them first (xp.astype)"
+) -> None:
     """Refuse parameters of more than one library, device or dtype, naming the first that
-    differs from the first parameter: a float64 layer after float32 ones would promote
-    the scores silently (NumPy), or fail in the first pass (array_api_strict)."""
+    differs from the first parameter (and ending the dtype's message with ``advice``): a
+    float64 layer after float32 ones would promote the scores silently (NumPy), or fail
+    in the first pass (array_api_strict)."""
     names = iter(params)
     first = next(names, None)
     for name in names:
@@ -360,7 +364,7 @@ def _require_one_dtype(params: Parameters, seen: dict[int, str]) -> None:
             raise ValueError(
                 f"parameter {name} ({_where(seen[id(layer)], layer)}) has dtype "
                 f"{dtype_name(value)}, but {first} has {dtype_name(reference)}: every "
-                "parameter of a network has one dtype; convert them first (xp.astype)"
+                f"parameter of a network has one dtype; {advice}"
             )
 
 
@@ -604,10 +608,11 @@ class Sequential:
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
         # predict converts floating input to this dtype; Parameters refuses a parameter of
-        # another dtype, so it holds until to() casts the parameters and it together.
+        # another dtype, so it holds until a conversion (_recheck_after_conversions).
         first = next(iter(self.params.values()), None)
         self._input_dtype = None if first is None else first.dtype
         _require_one_dtype(self.params, seen)
+        self._conversions = conversion.conversions
         # name, layer, attribute, its gradient's attribute, and where (for messages)
         self._slots = [
             (name, layer, attr, "d" + attr, _where(seen[id(layer)], layer))
@@ -627,6 +632,7 @@ class Sequential:
     @property
     def dtype(self) -> str:
         """The floating dtype of the parameters, by name (``"float32"``)."""
+        self._recheck_after_conversions()
         first = next(iter(self.params.values()), None)
         return "float64" if first is None else dtype_name(first)
 
@@ -645,7 +651,9 @@ class Sequential:
         namespace (on ``device``), as :func:`xpnet.backend.to_device` moves data; a device
         the library lacks is refused there, naming it. An array held by two layers stays
         one array, ``params`` shows the new arrays, and a failed conversion changes nothing
-        (:func:`xpnet.conversion.network_to`).
+        (:func:`xpnet.conversion.network_to`). Stacks inside convert with the network; a
+        stack converted alone leaves the network holding it refusing to run (parameters of
+        two dtypes, libraries or devices) until it is converted whole.
 
         An optimizer's state keeps the dtype and device it was made in: as in PyTorch,
         construct the optimizer after ``to``. ``load_network(path, dtype=..., device=...,
@@ -653,6 +661,26 @@ class Sequential:
         """
         network_to(self, dtype, device, xp=xp)
         return self
+
+    def _recheck_after_conversions(self) -> None:
+        """After any conversion (:func:`~xpnet.conversion.network_to`) since the last look,
+        refuse parameters of two dtypes, libraries or devices, as the constructor does, and
+        take the input dtype from them again: a stack inside this network converted alone
+        (``inner.to("float64")``) changes some of its parameters, or all, without it."""
+        if self._conversions == conversion.conversions:
+            return
+        seen = {id(layer): path for path, layer in walk(self.layers)}
+        advice = (
+            "some of its layers were converted without it, by the .to() of a Sequential "
+            "holding them (a stack inside it): convert the whole network, net.to(...)"
+        )
+        try:
+            _require_one_dtype(self.params, seen, advice)
+        except BackendMismatchError as exc:
+            raise BackendMismatchError(f"{exc}; {advice}") from exc
+        first = next(iter(self.params.values()), None)
+        self._input_dtype = None if first is None else first.dtype
+        self._conversions = conversion.conversions
 
     def predict(self, x: Any, train_flg: bool = False) -> Any:
         """The last layer's output (scores) for the input batch ``x`` (N, ...).
@@ -664,6 +692,8 @@ class Sequential:
         # Dtypes are singletons, so "is" is the cheap test; another dtype object may still be
         # equal, or of another library (compared after the namespace check: no warning). A
         # network without parameters (a stack of activations) leaves the dtype to its layers.
+        if self._conversions != conversion.conversions:
+            self._recheck_after_conversions()
         dtype = self._input_dtype
         if dtype is not None and getattr(x, "dtype", dtype) is not dtype:
             x = self._in_parameter_dtype(x)
