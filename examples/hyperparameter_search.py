@@ -28,6 +28,10 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 - Ctrl-C stops the search: the trials that ended are ranked as at the normal end, the
   rest cancelled and counted, and the script exits with status 130; so does a Ctrl-C
   while the cluster stops, after every trial ended;
+- a bad argument (``--trials 0``, an ``--lr`` range with LOW > HIGH, a ``--scheduler`` of no
+  form Dask takes or where no scheduler answers) exits with status 2 and one line naming
+  it, as argparse does, before the data are loaded or a cluster started (but for the
+  scheduler that does not answer);
 - Dask's nannies start each worker with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and
   the like), so trials running side by side do not fight over the cores.
 
@@ -38,6 +42,7 @@ other 100 (the book's 20 % validation split, after ``shuffle_dataset(seed=0)``);
 """
 
 import argparse
+import math
 import sys
 import time
 from contextlib import closing
@@ -296,19 +301,47 @@ def main(
     return ranked, 130 if interrupted else 1 if stopped is not None else 0
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit as argparse does (status 2, one line naming the value) for an ``--lr`` range that
+    is not two finite exponents LOW <= HIGH, or a ``--scheduler`` of a form Dask does not
+    take, or without Dask: before the data are loaded or a cluster started."""
+    low, high = args.lr
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        parser.error(f"--lr {low:g} {high:g}: expected two finite exponents LOW <= HIGH")
+    if args.scheduler == "none":
+        return
+    try:
+        from xpnet.distributed import check_address
+    except ImportError as exc:
+        parser.error(
+            f"--scheduler {args.scheduler}: {exc}; or run the trials here with --scheduler none"
+        )
+    try:
+        check_address(args.scheduler)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 if __name__ == "__main__":
+    from xpnet.backend import BackendUnavailableError
+    from xpnet.cli.common import non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--trials", type=int, default=10, help="trials (the book: 100)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs a trial (the book: 50)")
+    parser.add_argument("--trials", type=positive_int, default=10, help="trials (the book: 100)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=5, help="epochs a trial (the book: 50)"
+    )
     parser.add_argument(
         "--scheduler",
         default="local:2",
         help="a scheduler's address (tcp://host:8786), local:N to start N worker processes "
         "here, or none to run the trials one after another in this process",
     )
-    parser.add_argument("--seed", type=int, default=0, help="the seed of the trials' settings")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the seed of the trials' settings"
+    )
     parser.add_argument(
         "--lr",
         type=float,
@@ -318,10 +351,16 @@ if __name__ == "__main__":
         help="draw lr as 10 ** U(LOW, HIGH) (the book: -6 -2)",
     )
     args = parser.parse_args()
+    check_arguments(parser, args)
     scheduler = None if args.scheduler == "none" else args.scheduler
     try:
         _, status = main(args.trials, args.epochs, scheduler, args.seed, tuple(args.lr))
     except KeyboardInterrupt:  # before the first trial: loading the data, starting the cluster
         print("\ninterrupted: no trial run", file=sys.stderr)
         sys.exit(130)
+    # No scheduler answering, no workers, workers that cannot run xpnet: one line, as
+    # xpnet's own commands say it (xpnet.distributed's SchedulerUnavailableError is a
+    # ConnectionError, its WorkerEnvironmentError a BackendUnavailableError).
+    except (ConnectionError, BackendUnavailableError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     sys.exit(status)

@@ -18,6 +18,7 @@ import numpy as np
 
 from xpnet import MultiLayerNet
 from xpnet.backend import take, to_device
+from xpnet.cli.common import non_negative_int, plot_path, positive_int
 from xpnet.datasets import load_mnist
 from xpnet.files import atomic_file
 from xpnet.optim import SGD, AdaGrad, Adam, Momentum
@@ -95,10 +96,16 @@ def arguments(doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batches", type=int, default=2000, help="updates (the book: 2,000)")
-    parser.add_argument("--batch-size", type=int, default=128, help="digits a batch (128)")
-    parser.add_argument("--seed", type=int, default=0, help="the weights' and batches' seed")
-    parser.add_argument("--plot", metavar="PATH", help="draw the loss curves into PATH (PNG, SVG)")
+    parser.add_argument(
+        "--batches", type=positive_int, default=2000, help="updates (the book: 2,000)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="digits a batch (128)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the weights' and batches' seed"
+    )
+    parser.add_argument(
+        "--plot", type=plot_path, metavar="PATH", help="draw the loss curves into PATH (PNG, SVG)"
+    )
     return parser.parse_args()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from xpnet import MultiLayerNet
 from xpnet.backend import to_device, to_numpy
+from xpnet.cli.common import non_negative_int, plot_path, positive_int
 from xpnet.files import atomic_file
 from xpnet.init import weight_std
 from xpnet.layers import Affine
@@ -110,8 +111,12 @@ if __name__ == "__main__":
         default=1.0,
         help="a standard deviation (the book: 1, then 0.01), xavier or he",
     )
-    parser.add_argument("--samples", type=int, default=1000, help="random inputs (1,000)")
-    parser.add_argument("--seed", type=int, default=0, help="the weights' and inputs' seed")
-    parser.add_argument("--plot", metavar="PATH", help="draw the histograms into PATH (PNG, SVG)")
+    parser.add_argument("--samples", type=positive_int, default=1000, help="random inputs (1,000)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the weights' and inputs' seed"
+    )
+    parser.add_argument(
+        "--plot", type=plot_path, metavar="PATH", help="draw the histograms into PATH (PNG, SVG)"
+    )
     args = parser.parse_args()
     main(args.activation, args.weight_init, args.samples, seed=args.seed, plot=args.plot)

@@ -1445,16 +1445,17 @@ def test_a_plot_onto_a_link_to_the_checkpoint_is_refused_before_training(
 def test_a_checkpoint_made_read_only_during_training_is_a_one_line_error(
     fake_data, tmp_path, capsys, read_only_to_this_process
 ):
-    # --save passes the check before training; the file is read-only when it is written.
-    path = tmp_path / "p.npz"
-    path.write_bytes(b"old")
+    # --save, a checkpoint, passes the check before training; the file is read-only when it
+    # is written.
+    path = save_params(tmp_path / "p.npz", {"W": np.zeros(2)})
+    before = path.read_bytes()
     asked = read_only_to_this_process(path, writable_checks=1)
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"xpnet train: error: cannot write {path}: the file is read-only; {path} is left as it "
         "was\n"
     )
-    assert path.read_bytes() == b"old" and len(asked) == 2
+    assert path.read_bytes() == before and len(asked) == 2
 
 
 @pytest.mark.parametrize("flags", [["--weight-init", "he"], ["--bias-init", "uniform"]])
@@ -1668,3 +1669,83 @@ def test_freeze_of_every_parameter_is_refused(fake_data, capsys):
     argv = ["train", "--epochs", "1", "--hidden", "20"]
     assert run([*argv, *(f"--freeze=layers[{k}]" for k in (0, 2))]) == 2
     assert "--freeze freezes every parameter (W1, b1, W2, b2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        (b"my notes", "not an .npz archive"),
+        ("numpy.savez", "an .npz archive without xpnet's __metadata__ array"),
+    ],
+)
+def test_a_save_file_that_is_not_a_checkpoint_is_kept_and_refused_before_training(
+    fake_data, tmp_path, capsys, content, what
+):
+    """It was replaced by the checkpoint without a word, as an atomic write replaces anything."""
+    path = tmp_path / "data.npz"
+    if content == "numpy.savez":
+        np.savez(path, x=np.arange(3))
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    assert run(["train", "--epochs", "1", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --save {path} exists and is {what}: train replaces only a "
+        "checkpoint (or an empty file); move it away or name another file\n"
+    )
+    assert path.read_bytes() == before and fake_data == []
+
+
+@pytest.mark.parametrize("existing", ["a checkpoint", "an empty file"])
+def test_save_replaces_a_checkpoint_or_an_empty_file(fake_data, tmp_path, existing):
+    path = tmp_path / "p.npz"
+    if existing == "an empty file":
+        path.touch()
+    else:
+        assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    assert run(["train", "--epochs", "2", "--quiet", "--save", str(path)]) == 0
+    assert read_metadata(path)["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (setting("epoch", 5), "checkpoint field epoch is 5, but its history (history.epochs) "
+         "ends at epoch 2: they must agree"),
+        (setting("epoch", 1), "checkpoint field epoch is 1, but its history (history.epochs) "
+         "ends at epoch 2: they must agree"),
+        (without("epoch"), "checkpoint records no epoch, but its history (history.epochs) ends "
+         "at epoch 2"),
+        (setting("history.epochs", [1, 3]), "checkpoint field history.epochs goes from epoch 1 "
+         "to 3 (entries 1 and 2), expected one entry per epoch, in order"),
+        (setting("history.epochs", [2, 2]), "history.epochs goes from epoch 2 to 2"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_a_checkpoint_whose_epoch_and_history_disagree(
+    fake_data, tmp_path, capsys, edit, message
+):
+    """The trainer refused some with its own words (start_epoch=, after "resuming ... after
+    epoch 5"), and took others, resuming with a history whose epochs repeat or skip."""
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "2", "--quiet", "--save", str(path)]) == 0
+    capsys.readouterr()
+    rewrite_metadata(path, edit)
+    assert run(["train", "--resume", str(path), "--epochs", "6"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"xpnet train: error: {path}: ") and message in captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_resume_takes_a_history_that_starts_after_epoch_1(fake_data, tmp_path, capsys):
+    """A network saved from Python after epoch 2 without curves, resumed: its curves start at 3."""
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "4", "--quiet", "--save", str(path)]) == 0
+    keep_last_two = {"epochs": [3, 4]}
+
+    def edit(meta):
+        meta["history"] = {k: v[2:] for k, v in meta["history"].items()} | keep_last_two
+        return meta
+
+    rewrite_metadata(path, edit)
+    assert run(["train", "--resume", str(path), "--epochs", "5", "--save", str(path)]) == 0
+    assert read_metadata(path)["history"]["epochs"] == [3, 4, 5]

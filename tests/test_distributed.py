@@ -2,6 +2,7 @@
 dask inputs to networks with NumPy weights, ``--scheduler`` on the command line, and the
 core package staying free of Dask. Skipped, with the reason, without ``xpnet[dask]``."""
 
+import gc
 import inspect
 import json
 import math
@@ -1081,6 +1082,41 @@ def test_a_layers_module_that_fails_as_it_loads_on_the_workers_is_named_with_its
         client.run(exec, f"import sys; sys.path.remove({str(tmp_path)!r})")
 
 
+def test_a_network_that_cannot_be_pickled_is_refused_naming_the_part_and_its_layer(client):
+    """It was Dask's TypeError "Could not serialize object of type Problem", the whole
+    network and batch printed in it, under three chained pickling tracebacks."""
+    net, x, t = problem(backend.namespace("cpu"))
+    net.layers[1].lock = threading.Lock()  # a layer of the user's may hold one
+    with pytest.raises(TypeError) as caught:
+        check_gradients(net, x, t, client=client, progress=False)
+    assert str(caught.value) == (
+        "the network cannot be sent to the Dask workers: net.layers[1].lock, a lock held by "
+        "the ReLU layer at net.layers[1], cannot be pickled (TypeError: cannot pickle "
+        "'_thread.lock' object); keep it outside the network, or leave it out of what its "
+        "layer pickles (__getstate__), or check without client="
+    )
+    assert caught.value.__suppress_context__
+
+
+def test_a_layer_class_defined_in_a_function_needs_no_module_on_the_workers(
+    client, tmp_path, monkeypatch
+):
+    """Dask sends it by value, as a class of __main__: the probe refused it, asking the
+    workers to import its module."""
+    (tmp_path / "layer_factory.py").write_text(
+        "from xpnet.layers import ReLU\n"
+        "def make():\n"
+        "    class LocalReLU(ReLU): ...\n"
+        "    return LocalReLU()\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    from layer_factory import make
+
+    mlp, x, t = problem(backend.namespace("cpu"))
+    net = Sequential([mlp.layers[0], make(), *mlp.layers[2:]], loss=mlp.last_layer)
+    assert check_gradients(net, x, t, client=client, progress=False).passed
+
+
 A_SCRIPTS_OWN_LAYER = """
 import sys
 import numpy as np
@@ -1160,6 +1196,29 @@ def test_connect_refuses_a_client_for_an_address(client):
         xd.connect(client),
     ):
         pass
+
+
+def test_connect_closes_unreferenced_clients_before_making_its_own(client):
+    """A client whose handshake failed is left in a reference cycle, closed by its
+    ``__del__`` at some later garbage collection, which takes a lock of Dask's that
+    ``Client()`` holds while it starts: collected inside ``Client()``, it would hang that
+    thread for ever. connect collects such clients first."""
+
+    def clients() -> set[int]:
+        return {id(o) for o in gc.get_objects() if issubclass(type(o), distributed.Client)}
+
+    enabled = gc.isenabled()
+    gc.disable()  # the cycle stays until collected
+    try:
+        before = clients()
+        with pytest.raises(OSError):
+            distributed.Client(f"tcp://127.0.0.1:{free_port()}", timeout=1, set_as_default=False)
+        assert clients() - before, "Dask's failed client is no longer left for the collector"
+        with xd.connect(client.scheduler.address, timeout=30) as made:
+            assert clients() - before == {id(made)}
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # ---------------------------------------------------------------- two clients at once

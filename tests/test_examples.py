@@ -6,6 +6,7 @@ import importlib.util
 import os
 import pty
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -812,3 +813,76 @@ def test_each_example_answers_help_with_its_docstring_without_running(path):
     doc = load_example(path.stem).__doc__
     first_paragraph = " ".join(doc.split("\n\n")[0].split())
     assert first_paragraph in " ".join(proc.stdout.split()), proc.stdout
+
+
+def run_script(name: str, *argv: str) -> subprocess.CompletedProcess:
+    """``python examples/NAME.py argv`` as a user runs it."""
+    argv = [sys.executable, str(EXAMPLES / f"{name}.py"), *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        ("hyperparameter_search", ["--trials", "-1"],
+         "argument --trials: expected a positive integer, got '-1'"),
+        ("hyperparameter_search", ["--epochs", "0", "--scheduler", "none"],
+         "argument --epochs: expected a positive integer, got '0'"),
+        ("hyperparameter_search", ["--lr", "-2", "-6"],
+         "--lr -2 -6: expected two finite exponents LOW <= HIGH"),
+        ("optimizer_compare", ["--batch-size", "0"],
+         "argument --batch-size: expected a positive integer, got '0'"),
+        ("weight_init_compare", ["--plot", "/nonexistent/loss.png"],
+         "argument --plot: file /nonexistent/loss.png: directory /nonexistent does not exist"),
+        ("weight_init_activation_histogram", ["--samples", "0"],
+         "argument --samples: expected a positive integer, got '0'"),
+    ],
+)  # fmt: skip
+def test_an_examples_bad_argument_is_a_usage_error_naming_it(name, argv, message):
+    """Each was a traceback from deep inside (exit 1), a run of nothing, or NaN results; a
+    plot into a missing folder failed after the training."""
+    done = run_script(name, *argv)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == f"{name}.py: error: {message}"
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("foo://x", "--scheduler 'foo://x': unknown scheme 'foo'; expected local:N"),
+        ("local:0", "--scheduler 'local:0': expected local:N with N >= 1"),
+    ],
+)
+def test_a_search_on_a_scheduler_address_of_no_known_form_is_a_usage_error(address, message):
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    done = run_script("hyperparameter_search", "--scheduler", address)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1].startswith(f"hyperparameter_search.py: error: {message}")
+
+
+def test_a_search_on_a_scheduler_that_does_not_answer_is_one_line_naming_it():
+    pytest.importorskip("distributed", reason="the search runs its trials on Dask")
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a port of no server once closed
+        port = server.getsockname()[1]
+    done = run_script("hyperparameter_search", "--scheduler", f"tcp://127.0.0.1:{port}")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(
+        f"hyperparameter_search.py: error: no Dask scheduler answers at tcp://127.0.0.1:{port} "
+    )
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_search_on_a_cluster_without_dask_installed_is_a_usage_error():
+    """It was ModuleNotFoundError's traceback, after loading the digits."""
+    script = (
+        "import runpy, sys; sys.modules['dask'] = sys.modules['distributed'] = None; "
+        "sys.argv = ['hyperparameter_search.py', '--scheduler', 'local:2']; "
+        f"runpy.run_path({str(EXAMPLES / 'hyperparameter_search.py')!r}, run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "hyperparameter_search.py: error: --scheduler local:2: xpnet.distributed needs Dask "
+        "(import of dask halted; None in sys.modules): pip install 'dask[distributed]'; or run "
+        "the trials here with --scheduler none"
+    )

@@ -575,6 +575,19 @@ def require_not_a_pickle_name(path: str | os.PathLike) -> None:
         )
 
 
+def not_a_checkpoint(path: str | os.PathLike) -> str | None:
+    """Why the existing file ``path`` is not an xpnet checkpoint, or None when it is one (an
+    ``.npz`` archive holding xpnet's metadata array); its arrays are not read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "not an .npz archive"
+    if f"{METADATA_KEY}.npy" not in names:
+        return f"an .npz archive without xpnet's {METADATA_KEY} array"
+    return None
+
+
 def save_params(
     path: str | os.PathLike,
     net_or_params: Any,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import importlib
 import logging
 import math
@@ -144,6 +145,7 @@ def connect(scheduler: str, *, timeout: float | None = None) -> Iterator[Client]
         # caller's code runs: a cluster of the caller's own keeps Dask's settings.
         with dask.config.set(_local_worker_config()):
             cluster = LocalCluster(n_workers=int(count), **LOCAL_CLUSTER)
+        _collect_unreferenced_clients()
         with cluster, Client(cluster) as client:
             _quiet_abandoned_gathers(client)
             yield client
@@ -218,6 +220,15 @@ def _quiet_abandoned_gathers(client: Client) -> None:
     loop.set_exception_handler(handle)
 
 
+def _collect_unreferenced_clients() -> None:
+    """Finalise now the Dask clients that nothing refers to any more (in reference cycles:
+    one whose handshake failed, kept by its exception's traceback). A client's ``__del__``
+    closes it, which takes a lock of Dask's that ``Client()`` holds while it starts its event
+    loop: a garbage collection that happened to run inside ``Client()`` and finalise such a
+    client would wait for that lock in the thread holding it, for ever."""
+    gc.collect()
+
+
 def _client_within(scheduler: str, timeout: float) -> Client:
     """``Client(scheduler)``, or :class:`SchedulerUnavailableError` after ``timeout`` seconds.
 
@@ -232,6 +243,7 @@ def _client_within(scheduler: str, timeout: float) -> Client:
 
     def make() -> None:
         try:
+            _collect_unreferenced_clients()
             client = Client(scheduler, timeout=timeout)
         except BaseException as exc:  # anything: a garbled reply can raise MemoryError
             made["error"] = exc
@@ -411,8 +423,67 @@ def modules_of(net: Any) -> set[str]:
     """The modules of ``net``'s class and of its layers' (:func:`xpnet.held.layers_of`) that
     are not xpnet's own, which workers import to unpickle the network: a user's layers."""
     classes = [type(net), *map(type, layers_of(net))]
-    found = {c.__module__ for c in classes}
+    found = set().union(*map(_imported_for, classes))
     return {m for m in found if m != "__main__" and m.split(".")[0] != "xpnet"}
+
+
+def _imported_for(cls: type) -> set[str]:
+    """The modules a worker imports to unpickle an instance of ``cls``: its own, or, for a
+    class defined in a function (cloudpickle sends it by value, as one of ``__main__``),
+    those its bases need."""
+    if "<locals>" not in cls.__qualname__:
+        return {cls.__module__}
+    return set().union(*map(_imported_for, cls.__bases__))
+
+
+def _unpicklable(
+    value: Any, path: str, layer: tuple[str, Any] | None = None, seen: set[int] | None = None
+) -> tuple[str, Any, tuple[str, Any] | None, Exception] | None:
+    """The innermost part of ``value`` that cloudpickle (Dask's way to send it) cannot pickle:
+    its path from ``path`` (through attributes, items and values), the part, the layer holding
+    it (its path and the layer) and the error; None when ``value`` pickles."""
+    import cloudpickle
+
+    seen = set() if seen is None else seen
+    if id(value) in seen:  # a cycle: its other end is reported
+        return None
+    seen.add(id(value))
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:
+        if not isinstance(value, type) and all(
+            callable(getattr(value, m, None)) for m in ("forward", "backward")
+        ):
+            layer = (path, value)
+        if isinstance(value, dict):
+            parts = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, list | tuple):
+            parts = [(f"{path}[{k}]", v) for k, v in enumerate(value)]
+        else:
+            parts = [(f"{path}.{k}", v) for k, v in getattr(value, "__dict__", {}).items()]
+        for where, part in parts:
+            found = _unpicklable(part, where, layer, seen)
+            if found is not None:
+                return found
+        return path, value, layer, exc
+    return None
+
+
+def _not_sendable(net: Any) -> TypeError | None:
+    """A ``TypeError`` naming the part of ``net`` (and its layer) that cannot be sent to the
+    workers, and why; None when the network pickles (the failure was elsewhere)."""
+    found = _unpicklable(net, "net")
+    if found is None:
+        return None
+    path, part, layer, exc = found
+    held = f"{path}, a {type(part).__name__}"
+    if layer is not None and layer[1] is not part:
+        held += f" held by the {type(layer[1]).__name__} layer at {layer[0]}"
+    return TypeError(
+        f"the network cannot be sent to the Dask workers: {held}, cannot be pickled "
+        f"({type(exc).__name__}: {exc}); keep it outside the network, or leave it out of what "
+        "its layer pickles (__getstate__), or check without client="
+    )
 
 
 def _workers(found: dict[str, Any], shown: int = 3) -> str:
@@ -664,7 +735,13 @@ def numerical(
     local = LocalNet.of(net, x, t)
     hows, jobs = _plan(net, local, names, method, memory_budget(budget), threads(client))
     with gradients_set_aside(net):
-        problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
+        try:
+            problem = client.scatter(Problem(net, x, t), broadcast=True, hash=False)
+        except TypeError:  # Dask's "Could not serialize object of type Problem"
+            unsent = _not_sendable(net)
+            if unsent is None:
+                raise
+            raise unsent from None  # Dask's traceback and its str(problem) say less
     futures = [
         client.submit(_task, problem, job.name, job.index, h, job.how, pure=False) for job in jobs
     ]

@@ -41,6 +41,22 @@ non_negative_float = _number(float, "a number >= 0", lambda v: 0.0 <= v < math.i
 ratio = _number(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 
 
+def plot_path(text: str) -> str:
+    """An argparse ``type``: a file to draw a plot into, refused before any work when it
+    cannot be written (:func:`check_output`), matplotlib is missing or cannot draw its
+    suffix (:func:`xpnet.plotting.plot_format`)."""
+    from xpnet.plotting import PlottingUnavailableError, plot_format
+
+    problem = check_output("file", text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    try:
+        plot_format(text)
+    except (PlottingUnavailableError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def module_name(text: str) -> str:
     """An argparse ``type``: a module name to import, ``my_layers`` or ``package.layers``."""
     if text.endswith(".py"):

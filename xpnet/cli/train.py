@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import itertools
 import math
 import os
 import platform
@@ -328,7 +329,7 @@ def _resumed(path: str) -> dict[str, Any]:
         "versions": strings,
         "changes": schema.list_of(schema.json_object(change)),
     }
-    return read_metadata(
+    saved = read_metadata(
         path,
         {
             "epoch": schema.integer(0),
@@ -337,6 +338,47 @@ def _resumed(path: str) -> dict[str, Any]:
             "run": schema.json_object(run_fields() | recorded_here),
         },
     )
+    _require_history_up_to_the_epoch(path, saved)
+    return saved
+
+
+def _require_history_up_to_the_epoch(path: str, saved: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose learning curves are not one entry per epoch, consecutive
+    and ending at its ``epoch`` (a network saved from Python may have none): hand-edited, or
+    put together from two runs, it would resume with another run's curves, or its epochs
+    repeated or skipped."""
+    from xpnet.checkpoint import CheckpointError
+
+    epochs = saved.get("history", {}).get("epochs", [])
+    if not epochs:
+        return
+    for k, (before, after) in enumerate(itertools.pairwise(epochs), start=1):
+        if after != before + 1:
+            raise CheckpointError(
+                f"{path}: checkpoint field history.epochs goes from epoch {before} to "
+                f"{after} (entries {k} and {k + 1}), expected one entry per epoch, in order"
+            )
+    epoch = saved.get("epoch")
+    if epochs[-1] != epoch:
+        recorded = "records no epoch" if epoch is None else f"field epoch is {epoch}"
+        raise CheckpointError(
+            f"{path}: checkpoint {recorded}, but its history (history.epochs) ends at "
+            f"epoch {epochs[-1]}: they must agree, the history ending at the epoch saved "
+            "(the file was edited, or its fields come from different runs)"
+        )
+
+
+def _other_than_a_checkpoint(path: str) -> str | None:
+    """What the file at ``path`` is when it holds something other than a checkpoint, which
+    ``--save`` would destroy (None for no file, an empty one or a checkpoint)."""
+    from xpnet.checkpoint import not_a_checkpoint
+
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    return not_a_checkpoint(path)
 
 
 def _saved_hyperparameters(saved: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -444,6 +486,12 @@ def _train(args: argparse.Namespace) -> int:
             checkpoint.require_not_a_pickle_name(args.save)
         except ValueError as exc:
             return error(f"--save {exc}")
+        other = _other_than_a_checkpoint(args.save)
+        if other:
+            return error(
+                f"--save {args.save} exists and is {other}: train replaces only a checkpoint "
+                "(or an empty file); move it away or name another file"
+            )
     for option, path in (("--save", args.save), ("--resume", args.resume)):
         if args.plot and path and _same_file(args.plot, path):  # the plot would replace it
             return error(f"--plot {args.plot} is the checkpoint {option} names ({path})")
