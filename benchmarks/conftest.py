@@ -270,6 +270,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("xpnet benchmark summary")
     terminalreporter.write_line(bench.format_summary(bench.summarize(records)))
+    json_path = config.getoption("benchmark_json", None)
+    if not records and json_path is not None:  # pytest-benchmark writes no file then
+        earlier = "; the file there is an earlier run's" if json_path.exists() else ""
+        terminalreporter.write_line(f"--benchmark-json {json_path}: not written{earlier}")
     versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
     terminalreporter.write_line(f"versions: {versions}")
     start, end = config.stash[LOAD_AT_START], _load_average()

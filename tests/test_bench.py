@@ -799,6 +799,17 @@ def test_cli_rejects_a_file_that_is_not_benchmark_json(
     )
 
 
+def test_cli_summary_of_a_missing_file_says_a_run_that_timed_nothing_writes_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "f.json"
+    assert summary_error(path, capsys) == (
+        f"python -m xpnet.bench summary: error: {path}: no such file (`pytest benchmarks/ "
+        f"--benchmark-json {path}` writes none when it times nothing: every benchmark "
+        "skipped, deselected or disabled)\n"
+    )
+
+
 def test_cli_rejects_a_json_object_without_a_benchmarks_list(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -892,6 +903,24 @@ def test_quick_suite_slice_end_to_end(tmp_path: Path) -> None:
     assert row["batch"] == 3 and row["ratio_numerical_analytic"] > 1
     assert run["data"] in ("mnist", "mnist-5k", "synthetic")
     assert "xpnet" in data["machine_info"]
+
+
+@pytest.mark.slow
+def test_a_run_that_times_nothing_says_its_json_file_is_not_written(tmp_path: Path) -> None:
+    pytest.importorskip("pytest_benchmark")
+    out = tmp_path / "f.json"
+    out.write_text("{}")  # an earlier run's
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_gradients.py", "-p", "no:cacheprovider",
+         "-k", "nothing_matches", f"--benchmark-json={out}"],
+        cwd=ROOT, env=env | {"XPNET_DEVICE": "cpu"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"--benchmark-json {out}: not written; the file there is an earlier run's\n" in (
+        proc.stdout
+    )
+    assert out.read_text() == "{}"
 
 
 # --------------------------------------------------------------------------- more of the harness
@@ -1505,7 +1534,7 @@ def test_cli_summary_of_a_run_that_recorded_nothing_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = tmp_path / "empty.json"
-    path.write_text(json.dumps({"benchmarks": []}))  # e.g. every benchmark skipped
+    path.write_text(json.dumps({"benchmarks": []}))
     assert bench.main(["summary", str(path)]) == 0
     assert "no timings recorded" in capsys.readouterr().out
 

@@ -864,6 +864,10 @@ def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+# The commands that read a checkpoint, each checking it as the others do.
+READING_A_CHECKPOINT = [["train", "--epochs", "2", "--resume"], ["gradcheck", "--checkpoint"]]
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -879,19 +883,37 @@ def test_convnet_rejects_options_of_the_mlp(fake_data, argv, message, capsys):
         (setting("run.eval_samples", 0), "run.eval_samples is 0, expected an integer >= 1 or null"),
         (setting("run.dropout", 1), "run.dropout is 1, expected a number in [0, 1) or null"),
         (setting("run.batchnorm", 1), "run.batchnorm is 1, expected true or false"),
+        (setting("run.lr", -0.1), "field run.lr is -0.1, expected a finite number >= 0"),
+        (setting("run.freeze", "W1"), 'field run.freeze is "W1", expected a list'),
     ],
 )
-def test_resume_from_malformed_metadata_is_a_one_line_error_naming_the_field(
-    fake_data, tmp_path, capsys, edit, message
+@pytest.mark.parametrize("argv", READING_A_CHECKPOINT)
+def test_a_checkpoint_with_malformed_metadata_is_refused_alike_by_resume_and_gradcheck(
+    fake_data, tmp_path, capsys, edit, message, argv
 ):
     path = tmp_path / "p.npz"
     assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
     capsys.readouterr()
     rewrite_metadata(path, edit)
-    assert run(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    assert run([*argv, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"xpnet train: error: {path}: checkpoint field ") and message in err
+    assert err.startswith(f"xpnet {argv[0]}: error: {path}: checkpoint field ") and message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", READING_A_CHECKPOINT)
+def test_a_checkpoint_without_its_architecture_is_refused_alike_by_resume_and_gradcheck(
+    fake_data, tmp_path, capsys, argv
+):
+    path = tmp_path / "p.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    capsys.readouterr()
+    rewrite_metadata(path, without("architecture"))
+    assert run([*argv, str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet {argv[0]}: error: {argv[-1]} {path}: the checkpoint records no network "
+        "architecture\n"
+    )
 
 
 def test_resume_of_a_layered_network_as_an_mlp_is_a_one_line_error(fake_data, tmp_path, capsys):
@@ -1484,6 +1506,20 @@ def test_resuming_a_finished_run_still_writes_save_and_plot(fake_data, tmp_path,
     assert "nothing to do" in out and f"saved {copy}" in out and f"wrote {plot}" in out
     assert read_metadata(copy)["history"] == read_metadata(part)["history"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_plot_of_a_finished_run_that_records_no_epochs_names_the_plot(
+    fake_data, tmp_path, capsys
+):
+    pytest.importorskip("matplotlib")
+    path, plot = tmp_path / "p.npz", tmp_path / "curve.png"
+    save_params(path, MultiLayerNet(784, [8], 10, seed=0), {"epoch": 1})  # no history
+    argv = ["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]
+    assert run([*argv, "--plot", str(plot)]) == 2
+    assert capsys.readouterr().err == (
+        f"xpnet train: error: --plot {plot}: {path} records no epochs to draw\n"
+    )
+    assert not plot.exists()
 
 
 @pytest.mark.parametrize(

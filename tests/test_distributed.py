@@ -851,6 +851,21 @@ def test_a_port_that_is_no_scheduler_is_a_clear_error_within_the_timeout(listene
         pass
 
 
+@pytest.mark.parametrize("scheme", ["tls", "ucx"])
+def test_a_connection_that_fails_keeps_the_clients_own_error_in_the_message(listener, scheme):
+    """A tls:// or ucx:// address to a port that accepts connections was reported as a port
+    that does not speak Dask, without Dask's error (TLS without certificates, say)."""
+    if scheme not in distributed.comm.registry.backends:
+        pytest.skip(f"this distributed has no {scheme}:// backend")
+    address = listener(b"").replace("tcp://", f"{scheme}://")
+    # Dask fails at once, before connecting: the timeout only bounds a busy machine's wait.
+    with pytest.raises(xd.SchedulerUnavailableError) as failed, xd.connect(address, timeout=10):
+        pass
+    cause = failed.value.__cause__
+    assert cause is not None
+    assert f"({type(cause).__name__}: {cause})" in str(failed.value)
+
+
 def test_a_scheduler_that_answers_after_the_timeout_is_left_without_a_client(tmp_path):
     """connect gives up on a handshake after its timeout, but the thread making the client
     goes on: a client it makes later must not stay connected, as the process's default

@@ -576,6 +576,12 @@ def test_history_figure_labels_a_list_without_labels_by_its_order():
     [
         ({}, {}, ValueError, "no history to draw: got an empty dict"),
         ([], {}, ValueError, "no history to draw: got an empty list"),
+        (History(), {}, ValueError, "history has no epochs to draw"),
+        ({"sgd": two_epochs(), "adam": History()}, {}, ValueError,
+         "history 'adam' has no epochs to draw"),
+        ([two_epochs(), three_epochs()], {"labels": ["adam", "adam"]}, ValueError,
+         "2 runs are labelled 'adam': the legend could not tell their curves apart"),
+        ({1: two_epochs(), "1": three_epochs()}, {}, ValueError, "2 runs are labelled '1'"),
         ({"sgd": two_epochs(), "adam": 0.9}, {}, TypeError,
          "history 'adam' is a float, expected a History or its as_dict()"),
         ({"sgd": {"epochs": [1], "train_acc": [0.5]}}, {}, ValueError,
@@ -586,7 +592,8 @@ def test_history_figure_labels_a_list_without_labels_by_its_order():
         ({"sgd": two_epochs()}, {"labels": ["adam"]}, ValueError,
          "labels= names the histories of a list"),
     ],
-    ids=["empty mapping", "empty list", "not a history", "curves missing", "a file name",
+    ids=["empty mapping", "empty list", "no epochs", "a run of no epochs", "a label twice",
+         "keys shown alike", "not a history", "curves missing", "a file name",
          "labels too many", "labels with a mapping"],
 )  # fmt: skip
 def test_history_figure_refuses_what_is_not_histories_naming_it(runs, kwargs, error, message):
@@ -613,6 +620,15 @@ def test_plot_history_writes_several_runs_to_one_file(tmp_path, monkeypatch):
     assert path.read_bytes().startswith(b"\x89PNG")
     (fig,) = drawn
     assert [len(ax.get_lines()) for ax in fig.axes] == [4, 4]
+
+
+def test_plot_history_of_no_epochs_writes_no_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    from xpnet.plotting import plot_history
+
+    with pytest.raises(ValueError, match="history has no epochs to draw"):
+        plot_history(History(), tmp_path / "curves.png")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_history_figure_is_not_one_of_pyplots_so_a_notebook_shows_it_once():
@@ -754,10 +770,10 @@ def test_plot_history_without_matplotlib_says_how_to_install(monkeypatch, tmp_pa
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(PlottingUnavailableError, match=r"pip install matplotlib"):
-        plot_history(History(), tmp_path / "curve.png")
+        plot_history(two_epochs(), tmp_path / "curve.png")
     assert not list(tmp_path.iterdir())
     with pytest.raises(PlottingUnavailableError, match=r"pip install matplotlib"):
-        history_figure(History())
+        history_figure(two_epochs())
 
 
 def test_a_fresh_start_at_a_later_epoch_counts_the_updates_of_the_epochs_done(cpu_xp):
@@ -964,6 +980,16 @@ def test_a_network_without_parameters_is_refused_by_name(cpu_xp):
     net = Sequential([ReLU()], loss=SoftmaxWithLoss())
     with pytest.raises(ValueError, match="Sequential has no parameters: there is nothing to train"):
         Trainer(net, SGD(0.1), x, t, x_test, t_test, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [lambda net: Sequential(net.layers), lambda net: net[:3]],
+    ids=["built-without-loss", "slice"],
+)
+def test_a_sequential_without_a_loss_is_refused_when_the_trainer_is_built(cpu_xp, stack):
+    with pytest.raises(TypeError, match="this Sequential has no loss: built without loss="):
+        Trainer(stack(make_net(cpu_xp)), SGD(0.1), *blobs(cpu_xp), epochs=1)
 
 
 def test_labels_that_are_not_an_array_of_samples_are_named(cpu_xp):

@@ -1095,7 +1095,13 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    """A ``--benchmark-json`` file (or a saved ``.benchmarks`` run)."""
+    """A ``--benchmark-json`` file (or a saved ``.benchmarks`` run); a missing one is a
+    ``FileNotFoundError`` saying that a run which timed nothing writes none."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path}: no such file (`pytest benchmarks/ --benchmark-json {path}` writes none "
+            "when it times nothing: every benchmark skipped, deselected or disabled)"
+        )
     with open(path, encoding="utf-8") as fh:
         try:
             data = json.load(fh)

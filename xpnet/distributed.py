@@ -261,11 +261,13 @@ def _client_within(scheduler: str, timeout: float) -> Client:
     if client is not None:
         return client
     exc = made.get("error")
+    # The client's own error, kept in both cases: a TLS or UCX setup error is only said there.
+    failed = "" if exc is None else f" ({type(exc).__name__}: {exc})"
     why = (
-        f"nothing answered as a Dask scheduler ({type(exc).__name__}: {exc})"
+        f"nothing answered as a Dask scheduler{failed}"
         if exc is not None and not _accepts_connections(scheduler, timeout)
-        else "something accepted the connection but did not answer as a Dask scheduler "
-        "(a dashboard's port? a scheduler's is usually 8786)"
+        else f"something accepted the connection but did not answer as a Dask scheduler{failed}; "
+        "a dashboard's port? a scheduler's is usually 8786"
     )
     raise SchedulerUnavailableError(
         f"no Dask scheduler answers at {scheduler} within {timeout:g} s: {why}; "

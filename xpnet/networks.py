@@ -508,7 +508,7 @@ def _require_layer(path: str, layer: Any, seen: dict[int, str]) -> None:
     require_named_sublayers(layer, where)
 
 
-_NO_LOSS = (
+NO_LOSS = (
     "this Sequential has no loss: built without loss=, it is a stack of layers (forward, "
     "backward) to put in a network; build Sequential(layers, loss=SoftmaxWithLoss()) for "
     "loss, gradient and accuracy"
@@ -769,7 +769,7 @@ class Sequential:
     def loss(self, x: Any, t: Any, train_flg: bool = False) -> Any:
         """The loss layer's loss (plus weight decay) as a 0-D array."""
         if self.last_layer is None:
-            raise TypeError(_NO_LOSS)
+            raise TypeError(NO_LOSS)
         y = self.predict(x, train_flg)
         try:
             loss = self.last_layer.forward(y, t)
@@ -803,7 +803,7 @@ class Sequential:
         10,000 images at once, take about 2 GB); the hits are summed on the device.
         """
         if self.last_layer is None:
-            raise TypeError(_NO_LOSS)
+            raise TypeError(NO_LOSS)
         require_array("targets", t)
         require_count("batch_size", batch_size, 1)
         n = x.shape[0]

@@ -55,8 +55,10 @@ def history_figure(
     Several runs share the panels, each in a colour of its own (train solid, test dashed,
     in the legend as ``"adam train"``, ``"adam test"``): a mapping label -> history
     (``{"sgd": h1, "adam": h2}``), or a list of histories and ``labels`` (default ``run 1``,
-    ``run 2``, ...). An empty mapping or list, or ``labels`` of another length, is a
-    ``ValueError``; a value that is not a history a ``TypeError`` naming its label.
+    ``run 2``, ...). An empty mapping or list, ``labels`` of another length, two runs
+    whose labels read the same in the legend, or a history of no epochs (one not yet
+    trained: there are no curves to draw, as pandas' ``plot`` of an empty frame refuses
+    too) is a ``ValueError``; a value that is not a history a ``TypeError`` naming its label.
 
     The figure has its own Agg canvas and is not one of pyplot's (``plt.show()`` and
     ``plt.close`` leave it alone): last in a Jupyter cell it shows once, as the cell's
@@ -117,6 +119,13 @@ def _runs(history: Any, labels: Sequence[Any] | None) -> list[tuple[Any, Mapping
         )
     if not runs:
         raise ValueError(f"no history to draw: got an empty {type(history).__name__}")
+    shown = [str(label) for label, _ in runs]
+    twice = next((name for name in shown if shown.count(name) > 1), None)
+    if twice is not None:
+        raise ValueError(
+            f"{shown.count(twice)} runs are labelled {twice!r}: the legend could not tell their "
+            "curves apart; give each run a label of its own"
+        )
     return [(label, _curves(run, label)) for label, run in runs]
 
 
@@ -133,6 +142,8 @@ def _curves(history: Any, label: Any) -> Mapping[str, Any]:
     missing = [key for key in CURVES if key not in history]
     if missing:
         raise ValueError(f"{what} has no {', '.join(missing)}: expected a History's as_dict()")
+    if not len(history["epochs"]):
+        raise ValueError(f"{what} has no epochs to draw: a History fills as Trainer.fit() trains")
     return history
 
 

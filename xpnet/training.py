@@ -54,7 +54,13 @@ from xpnet.layers import (
     not_labels_or_rows,
     require_array,
 )
-from xpnet.networks import EVAL_BATCH_SIZE, LayerTypeError, Parameters, require_scores
+from xpnet.networks import (
+    EVAL_BATCH_SIZE,
+    NO_LOSS,
+    LayerTypeError,
+    Parameters,
+    require_scores,
+)
 from xpnet.optim import Optimizer
 
 
@@ -614,6 +620,8 @@ class Trainer:
                 f"inputs and labels differ in length: train {x_train.shape[0]} vs "
                 f"{t_train.shape[0]}, test {x_test.shape[0]} vs {t_test.shape[0]}"
             )
+        if getattr(net, "last_layer", True) is None:  # a stack: fit() would fail in its loss
+            raise TypeError(NO_LOSS)
         first = next(iter(net.params.values()), None)
         if first is None:
             raise ValueError(f"{type(net).__name__} has no parameters: there is nothing to train")

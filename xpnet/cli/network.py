@@ -7,6 +7,7 @@ network a checkpoint holds, rebuilt as saved, which ``train --resume``, ``gradch
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -233,7 +234,78 @@ def add_extend_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_fields() -> dict[str, Any]:
+def checkpoint_metadata(path: str, option: str) -> dict[str, Any]:
+    """The metadata of the checkpoint that ``option`` (``--resume``, ``--checkpoint``) names,
+    checked as one for every command that reads one (``train --resume``, ``gradcheck
+    --checkpoint``, ``graph net --checkpoint``): a ``ValueError`` naming the file and the
+    field where the epoch, the learning curves, the optimizer's name or the ``run`` record
+    is malformed, or naming the option where the file records no network architecture."""
+    from xpnet import schema
+    from xpnet.checkpoint import read_metadata
+    from xpnet.optim import OPTIMIZERS
+
+    saved = read_metadata(
+        path,
+        {
+            "epoch": schema.integer(0),
+            "history": schema.json_object(_history_fields),
+            "optimizer": schema.nullable(schema.json_object({"name": schema.one_of(OPTIMIZERS)})),
+            "run": schema.json_object(_run_fields()),
+        },
+    )
+    if not saved.get("architecture"):
+        raise ValueError(f"{option} {path}: the checkpoint records no network architecture")
+    _require_history_up_to_the_epoch(path, saved)
+    return saved
+
+
+def _require_history_up_to_the_epoch(path: str, saved: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose learning curves are not one entry per epoch, consecutive
+    and ending at its ``epoch`` (a network saved from Python may have none): hand-edited, or
+    put together from two runs, it would resume with another run's curves, or its epochs
+    repeated or skipped."""
+    from xpnet.checkpoint import CheckpointError
+
+    epochs = saved.get("history", {}).get("epochs", [])
+    if not epochs:
+        return
+    for k, (before, after) in enumerate(itertools.pairwise(epochs), start=1):
+        if after != before + 1:
+            raise CheckpointError(
+                f"{path}: checkpoint field history.epochs goes from epoch {before} to "
+                f"{after} (entries {k} and {k + 1}), expected one entry per epoch, in order"
+            )
+    epoch = saved.get("epoch")
+    if epochs[-1] != epoch:
+        recorded = "records no epoch" if epoch is None else f"field epoch is {epoch}"
+        raise CheckpointError(
+            f"{path}: checkpoint {recorded}, but its history (history.epochs) ends at "
+            f"epoch {epochs[-1]}: they must agree, the history ending at the epoch saved "
+            "(the file was edited, or its fields come from different runs)"
+        )
+
+
+def _history_fields(history: Any) -> dict[str, Any]:
+    """A checkpoint's learning curves: one number per epoch of ``history.epochs`` in each."""
+    import dataclasses
+
+    from xpnet import schema
+    from xpnet.training import History
+
+    epochs = history.get("epochs")
+    n = len(epochs) if isinstance(epochs, list) else 0
+    curve = schema.Field(
+        lambda v: isinstance(v, list) and len(v) == n,
+        f"a list of {n} number{'s' * (n != 1)}, one per epoch in history.epochs",
+        required=n > 0,
+        each=schema.Field(schema.is_number, "a number"),
+    )
+    return {"epochs": schema.list_of(schema.integer(1))} | {
+        f.name: curve for f in dataclasses.fields(History) if f.name != "epochs"
+    }
+
+
+def _run_fields() -> dict[str, Any]:
     """What each setting of a checkpoint's ``run`` record (written by ``xpnet train --save``)
     must hold, to check the record field by field when it is read."""
     from xpnet import schema
@@ -246,6 +318,10 @@ def run_fields() -> dict[str, Any]:
 
     value_range = schema.Field(low_high, "null or [LOW, HIGH] with LOW < HIGH")
     dropout_ratio = schema.Field(lambda v: schema.is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+    strings = schema.json_object(lambda v: dict.fromkeys(v, schema.string()))
+    pair = schema.Field(lambda v: isinstance(v, list) and len(v) == 2, "a list [old, new]")
+    pairs = schema.json_object(lambda v: dict.fromkeys(v, pair))
+    change = {"epoch": schema.integer(0, required=True), "settings": pairs, "versions": pairs}
     return {
         "model": schema.one_of(MODELS),
         "dataset": schema.one_of(DATASETS),
@@ -269,6 +345,15 @@ def run_fields() -> dict[str, Any]:
         "train_samples": schema.nullable(schema.integer(1)),
         "batchnorm": schema.Field(lambda v: isinstance(v, bool), "true or false"),
         "dropout": schema.nullable(dropout_ratio),
+        "weight_init": schema.Field(
+            lambda v: v is None or v in WEIGHT_INITS or (schema.is_number(v) and v > 0),
+            'null, "he", "xavier" or a standard deviation > 0',
+        ),
+        "lr": schema.number(0.0),
+        "freeze": schema.list_of(schema.string()),
+        "device": schema.string(),
+        "versions": strings,
+        "changes": schema.list_of(schema.json_object(change)),
     }
 
 
@@ -411,12 +496,9 @@ def checkpoint_network(
     input and target ranges and batch size, unless the command's flags give them. ``given``:
     the network flags given, refused (``purpose``: ``check it``); a network that cannot take
     the data is a one-line error (:func:`misfit`)."""
-    from xpnet.checkpoint import read_metadata
-    from xpnet.schema import json_object
-
     path = args.checkpoint
     refuse_network_flags(given, "network (layers and loss) comes", path, purpose)
-    saved = read_metadata(path, {"run": json_object(run_fields())})
+    saved = checkpoint_metadata(path, "--checkpoint")
     run = saved.get("run", {})
     dataset = checkpoint_dataset(saved, args.dataset, "--checkpoint", path)
     net = network_from_the_file(path, args, dtype=dtype)

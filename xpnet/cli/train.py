@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import itertools
 import math
 import os
 import platform
@@ -35,6 +34,7 @@ from xpnet.cli.network import (
     TRAIN_DEFAULTS,
     add_layers_module,
     add_network_flags,
+    checkpoint_metadata,
     describe,
     import_layers,
     load_data,
@@ -42,7 +42,6 @@ from xpnet.cli.network import (
     misfit,
     network,
     network_from_the_file,
-    run_fields,
     takes_images,
     train_settings,
 )
@@ -284,90 +283,6 @@ def _evaluation(client: Any, sizes: tuple[int, int], batch: int, quiet: bool) ->
     return {"evaluate_on": lambda a: rows(a, client=client), "eval_batch_size": max(sizes)}
 
 
-def _history_fields(history: Any) -> dict[str, Any]:
-    """The trainer's learning curves: one number per epoch of ``history.epochs`` in each."""
-    import dataclasses
-
-    from xpnet import schema
-    from xpnet.training import History
-
-    epochs = history.get("epochs")
-    n = len(epochs) if isinstance(epochs, list) else 0
-    curve = schema.Field(
-        lambda v: isinstance(v, list) and len(v) == n,
-        f"a list of {n} number{'s' * (n != 1)}, one per epoch in history.epochs",
-        required=n > 0,
-        each=schema.Field(schema.is_number, "a number"),
-    )
-    return {"epochs": schema.list_of(schema.integer(1))} | {
-        f.name: curve for f in dataclasses.fields(History) if f.name != "epochs"
-    }
-
-
-def _resumed(path: str) -> dict[str, Any]:
-    """The metadata of the checkpoint ``--resume`` names, with the fields this command
-    reads checked too (a ``ValueError`` naming the file and the field): the epoch, the
-    learning curves, the optimizer's name and the ``run`` settings."""
-    from xpnet import schema
-    from xpnet.checkpoint import read_metadata
-    from xpnet.init import WEIGHT_INITS
-    from xpnet.optim import OPTIMIZERS
-
-    optimizer = {"name": schema.one_of(OPTIMIZERS)}
-    strings = schema.json_object(lambda v: dict.fromkeys(v, schema.string()))
-    pair = schema.Field(lambda v: isinstance(v, list) and len(v) == 2, "a list [old, new]")
-    pairs = schema.json_object(lambda v: dict.fromkeys(v, pair))
-    change = {"epoch": schema.integer(0, required=True), "settings": pairs, "versions": pairs}
-    recorded_here = {  # besides the settings the other commands read too
-        "weight_init": schema.Field(
-            lambda v: v is None or v in WEIGHT_INITS or (schema.is_number(v) and v > 0),
-            'null, "he", "xavier" or a standard deviation > 0',
-        ),
-        "lr": schema.number(0.0),
-        "freeze": schema.list_of(schema.string()),
-        "device": schema.string(),
-        "versions": strings,
-        "changes": schema.list_of(schema.json_object(change)),
-    }
-    saved = read_metadata(
-        path,
-        {
-            "epoch": schema.integer(0),
-            "history": schema.json_object(_history_fields),
-            "optimizer": schema.nullable(schema.json_object(optimizer)),
-            "run": schema.json_object(run_fields() | recorded_here),
-        },
-    )
-    _require_history_up_to_the_epoch(path, saved)
-    return saved
-
-
-def _require_history_up_to_the_epoch(path: str, saved: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose learning curves are not one entry per epoch, consecutive
-    and ending at its ``epoch`` (a network saved from Python may have none): hand-edited, or
-    put together from two runs, it would resume with another run's curves, or its epochs
-    repeated or skipped."""
-    from xpnet.checkpoint import CheckpointError
-
-    epochs = saved.get("history", {}).get("epochs", [])
-    if not epochs:
-        return
-    for k, (before, after) in enumerate(itertools.pairwise(epochs), start=1):
-        if after != before + 1:
-            raise CheckpointError(
-                f"{path}: checkpoint field history.epochs goes from epoch {before} to "
-                f"{after} (entries {k} and {k + 1}), expected one entry per epoch, in order"
-            )
-    epoch = saved.get("epoch")
-    if epochs[-1] != epoch:
-        recorded = "records no epoch" if epoch is None else f"field epoch is {epoch}"
-        raise CheckpointError(
-            f"{path}: checkpoint {recorded}, but its history (history.epochs) ends at "
-            f"epoch {epochs[-1]}: they must agree, the history ending at the epoch saved "
-            "(the file was edited, or its fields come from different runs)"
-        )
-
-
 def _other_than_a_checkpoint(path: str) -> str | None:
     """What the file at ``path`` is when it holds something other than a checkpoint, which
     ``--save`` would destroy (None for no file, an empty one or a checkpoint)."""
@@ -505,9 +420,7 @@ def _train(args: argparse.Namespace) -> int:
     backend.selected(args.device)  # an unknown or unavailable device fails here
     import_layers(args, "--resume", args.resume)
 
-    saved = _resumed(args.resume) if args.resume else {}
-    if args.resume and not saved.get("architecture"):
-        return error(f"--resume {args.resume}: the checkpoint records no network architecture")
+    saved = checkpoint_metadata(args.resume, "--resume") if args.resume else {}
     s = train_settings(args, saved)
     read = saved.get("run", {}).get("data_dir", s["data_dir"])  # (old files record none)
     if read != s["data_dir"]:  # allowed, as data moved is the same data; said, as it may not be
@@ -639,6 +552,8 @@ def _train(args: argparse.Namespace) -> int:
             save(epoch)
             print(f"saved {args.save}")
         if args.plot:
+            if not len(history):  # resumed, done, from a file saved from Python without one
+                raise ValueError(f"--plot {args.plot}: {args.resume} records no epochs to draw")
             try:
                 plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
             except OSError as exc:
