@@ -262,6 +262,16 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
     }
 
 
+def json_not_written(option: Any) -> str:
+    """The summary's line for the ``--benchmark-json`` file of a run that timed nothing:
+    ``option`` is its path (pytest-benchmark 5), or the file itself, which pytest-benchmark 4
+    (the lowest version declared) opened for writing, so emptied, when the run started."""
+    if hasattr(option, "write"):
+        return f"--benchmark-json {option.name}: not written; the file there is left empty"
+    earlier = "; the file there is an earlier run's" if option.exists() else ""
+    return f"--benchmark-json {option}: not written{earlier}"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """The xpnet summary table, after pytest-benchmark's own tables."""
@@ -270,10 +280,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("xpnet benchmark summary")
     terminalreporter.write_line(bench.format_summary(bench.summarize(records)))
-    json_path = config.getoption("benchmark_json", None)
-    if not records and json_path is not None:  # pytest-benchmark writes no file then
-        earlier = "; the file there is an earlier run's" if json_path.exists() else ""
-        terminalreporter.write_line(f"--benchmark-json {json_path}: not written{earlier}")
+    json_option = config.getoption("benchmark_json", None)
+    if not records and json_option is not None:  # pytest-benchmark writes no file then
+        terminalreporter.write_line(json_not_written(json_option))
     versions = ", ".join(f"{k} {v}" for k, v in _versions().items())
     terminalreporter.write_line(f"versions: {versions}")
     start, end = config.stash[LOAD_AT_START], _load_average()

@@ -313,10 +313,16 @@ def test_the_timed_fixture_wraps_bench_timed() -> None:
     assert "bench.Timed(benchmark" in ast.unparse(fixture)
 
 
-def test_collection_refuses_raw_benchmark_use() -> None:
+def bench_conftest() -> Any:
+    """``benchmarks/conftest.py`` as a module."""
     spec = importlib.util.spec_from_file_location("xpnet_bench_conftest", BENCH_DIR / "conftest.py")
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
+    return conftest
+
+
+def test_collection_refuses_raw_benchmark_use() -> None:
+    conftest = bench_conftest()
     raw = SimpleNamespace(
         path=BENCH_DIR / "test_x.py", fixturenames=["benchmark"], nodeid="test_x.py::test_raw"
     )
@@ -921,6 +927,17 @@ def test_a_run_that_times_nothing_says_its_json_file_is_not_written(tmp_path: Pa
         proc.stdout
     )
     assert out.read_text() == "{}"
+
+
+def test_the_summary_names_a_json_file_that_pytest_benchmark_4_opened_and_left_empty(
+    tmp_path: Path,
+) -> None:
+    # pytest-benchmark 4 (tests/floors.txt) gives --benchmark-json as the file it opened
+    # for writing when the run started; 5 gives its path
+    path = tmp_path / "f.json"
+    with open(path, "wb") as opened:
+        line = bench_conftest().json_not_written(opened)
+    assert line == f"--benchmark-json {path}: not written; the file there is left empty"
 
 
 # --------------------------------------------------------------------------- more of the harness

@@ -3,6 +3,8 @@ moved in place, as torch's ``model.to``; compared with its arrays cast on the ho
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections import namedtuple
 
@@ -185,6 +187,36 @@ def test_a_stack_converted_alone_makes_the_network_holding_it_refuse_to_run(xp):
         net.dtype  # noqa: B018
     net.to("float64")
     assert all(str(g.dtype).endswith("float64") for g in net.gradient(x, t).values())
+
+
+SENT_AFTER_A_STACK_CONVERTED_ALONE = """
+import pickle, sys
+import numpy as np
+from xpnet import Sequential
+from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
+
+def affine(d_in, d_out):
+    return Affine(np.ones((d_in, d_out), np.float32), np.zeros(d_out, np.float32))
+
+inner = Sequential([affine(6, 5), ReLU()])
+net = Sequential([inner, affine(5, 3)], loss=SoftmaxWithLoss())
+inner.to("float64")
+sys.stdout.buffer.write(pickle.dumps((net, np.ones((2, 6), np.float32))))
+"""
+
+
+def test_a_network_sent_to_another_process_still_refuses_a_stack_converted_alone():
+    # As Dask sends it to a worker, whose count of conversions is its own: both counted
+    # none when the network was built (here, in a fresh process).
+    sent = subprocess.run(
+        [sys.executable, "-c", SENT_AFTER_A_STACK_CONVERTED_ALONE], capture_output=True, check=True
+    ).stdout
+    receive = "import pickle, sys; net, x = pickle.loads(sys.stdin.buffer.read()); net.predict(x)"
+    run = subprocess.run([sys.executable, "-c", receive], input=sent, capture_output=True)
+    assert run.returncode == 1
+    assert b"ValueError: parameter W2 (layers[1] (Affine)) has dtype float32, but W1 has " in (
+        run.stderr
+    )
 
 
 def test_a_stack_holding_every_parameter_converted_alone_converts_the_network(xp):

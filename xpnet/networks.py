@@ -662,6 +662,12 @@ class Sequential:
         network_to(self, dtype, device, xp=xp)
         return self
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a Dask worker's copy): the count of conversions it saw is another
+        process's, so the first use checks the parameters again."""
+        self.__dict__.update(state)
+        self._conversions = -1
+
     def _recheck_after_conversions(self) -> None:
         """After any conversion (:func:`~xpnet.conversion.network_to`) since the last look,
         refuse parameters of two dtypes, libraries or devices, as the constructor does, and
