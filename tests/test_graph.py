@@ -544,6 +544,25 @@ def test_a_backward_without_a_forward_left_to_answer_is_refused():
             mul.backward(1.0)
 
 
+class MulForgettingDy(layers.Mul):
+    """A student's multiplication node whose ``backward`` returns ``dx`` alone."""
+
+    def backward(self, dout=1):
+        return dout * self.y
+
+
+def test_a_two_input_node_whose_backward_returns_one_gradient_is_refused():
+    mul = MulForgettingDy()
+    with graph.record([mul], inputs={"apple": 100, "apple_num": 2}):
+        mul.forward(100, 2)
+        with pytest.raises(
+            ValueError,
+            match=r"MulForgettingDy node 0: backward returned one gradient for its 2 inputs: "
+            r"return one for each, as a tuple \(dx, dy\)",
+        ):
+            mul.backward(1)
+
+
 def test_a_node_called_twice_keeps_both_calls_gradients():
     # A Sequential refuses one layer object twice (its caches would clash); a graph of
     # nodes may call one twice, as the book's square x * x does.

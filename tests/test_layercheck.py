@@ -10,7 +10,7 @@ from numeric import central_difference
 from test_gradcheck import LogShifted, StaleAffine, StaleNormalize, shown_in_ipython
 
 from xpnet import Sequential, check_function, check_layer
-from xpnet.backend import namespace_of, to_device, to_numpy
+from xpnet.backend import BackendMismatchError, library_of, namespace_of, to_device, to_numpy
 from xpnet.cli import main
 from xpnet.conv import Pooling
 from xpnet.layers import (
@@ -318,6 +318,21 @@ def one_hot_targets(xp):
     return arr(xp, np.eye(3)[[0, 2, 1, 1]])
 
 
+class MulAndMore(Mul):
+    """A two-input node whose ``backward`` returns a third gradient, for no input."""
+
+    def backward(self, dout=1):
+        dx, dy = super().backward(dout)
+        return dx, dy, dout
+
+
+def test_a_backward_returning_more_gradients_than_inputs_is_an_error(xp):
+    with pytest.raises(
+        ValueError, match=r"MulAndMore.backward returned 3 gradients for its 2 input\(s\) x, y"
+    ):
+        check_layer(MulAndMore(), rand(xp, 2, 3), rand(xp, 2, 3, seed=1))
+
+
 def test_the_books_loss_layer_passes_without_a_note_on_its_targets(xp):
     report = check_layer(BookSoftmaxWithLoss(), rand(xp, 4, 3), one_hot_targets(xp))
     assert report and not report.notes, str(report)
@@ -461,6 +476,52 @@ def test_check_function_refuses_a_list_in_a_mapping_naming_its_key(xp):
     W = rand(xp, 2)
     with pytest.raises(TypeError, match=r"x\['b'\] must be an array, got list"):
         check_function(lambda p: namespace_of(W).sum(p["W"] ** 2), {"W": W, "b": [0.0]}, {})
+
+
+class OnTheHost:
+    """A user's square layer written with ``np.`` functions: NumPy arrays out of any
+    library's arrays in, in ``forward`` or in ``backward``."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def forward(self, x):
+        self.x = x
+        return np.square(to_numpy(x)) if self.where == "forward" else x * x
+
+    def backward(self, dout):
+        dx = 2.0 * self.x * dout
+        return to_numpy(dx) if self.where == "backward" else dx
+
+
+def skip_on_numpy(xp):
+    if library_of(xp.asarray(0.0)) == "numpy":
+        pytest.skip("np. functions are NumPy's own namespace")
+
+
+@pytest.mark.parametrize(
+    "where, what",
+    [("forward", r"OnTheHost\.forward returned"), ("backward", r"the gradient of x is")],
+)
+def test_a_layer_computing_with_np_functions_on_another_librarys_arrays_says_so(xp, where, what):
+    skip_on_numpy(xp)
+    with pytest.raises(
+        BackendMismatchError,
+        match=rf"{what} an array of numpy, but the inputs are arrays of \w+: compute with the "
+        r"inputs' namespace, xp = xpnet.backend.namespace_of\(x\).*not NumPy's np\. functions",
+    ):
+        check_layer(OnTheHost(where), rand(xp, 2, 3))
+
+
+def test_a_function_computing_with_np_functions_on_another_librarys_arrays_says_so(xp):
+    skip_on_numpy(xp)
+    x = rand(xp, 2, 3)
+
+    def square_sum(x):
+        return np.sum(to_numpy(x) ** 2)
+
+    with pytest.raises(BackendMismatchError, match=r"square_sum returned an array of numpy, but"):
+        check_function(square_sum, x, 2.0 * x)
 
 
 def test_a_non_finite_input_gradient_fails_and_says_so(xp):

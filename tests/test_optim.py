@@ -697,6 +697,19 @@ def test_a_gradient_of_another_dtype_is_refused_naming_both(xp, name, param_dtyp
     )
 
 
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_an_integer_parameter_is_refused_naming_it_and_how_to_make_it_float(xp, name):
+    cls = OPTIMIZERS[name]
+    xy = to_device([-7, 2], dtype="int64", xp=xp)  # optimizer_compare_naive.py's, as integers
+    with pytest.raises(
+        ValueError,
+        match=rf"{cls.__name__}\.update: parameter 'xy' has dtype int64, expected a real "
+        r"floating one.*numpy\.array\(\[-7\.0, 2\.0\]\).*x\.astype\('float64'\)",
+    ):
+        cls().update({"xy": xy}, {"xy": to_device([1, 1], dtype="int64", xp=xp)})
+    assert to_numpy(xy).tolist() == [-7, 2]
+
+
 NOT_BROADCAST = ": a gradient has its parameter's shape, and is not broadcast to it"
 WRONG_SHAPES = [  # parameter, gradient, the end of the message
     ((2, 3), (3, 2), ": transposed (a product's factors swapped, as dout.T @ x for x.T @ dout?)"),

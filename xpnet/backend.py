@@ -293,6 +293,11 @@ _DTYPE_NAMES = (
 )  # fmt: skip
 
 
+def library_of(x: Any) -> str:
+    """The name of the library of array ``x``: ``numpy``, ``torch``, ``array_api_strict``."""
+    return namespace_of(x).__name__.removeprefix("array_api_compat.")
+
+
 def location(array: Any) -> str:
     """The library and device of ``array``: ``numpy cpu``, ``torch cuda:0``,
     ``array_api_strict device1``; the device as its library prints it."""

@@ -377,6 +377,7 @@ class Recording:
             )
         call = unanswered.pop()
         call.dout = dout
+        _require_a_gradient_per_input(type(self.nodes[node]).__name__, node, call, grads)
         grads = list(grads) if isinstance(grads, tuple) else [grads]
         call.dinputs = [self._value(node, f"gradient of input {i}", g) for i, g in enumerate(grads)]
         call.dinputs += [None] * (len(call.inputs) - len(grads))
@@ -906,6 +907,22 @@ def _recording_forward(recording: Recording, k: int, forward: Callable) -> Calla
         return output
 
     return wrapper
+
+
+def _require_a_gradient_per_input(kind: str, node: int, call: Call, grads: Any) -> None:
+    """Refuse one gradient returned for a ``call`` of several inputs, which would be drawn
+    as the first input's and none for the others (the book's ``MulLayer`` returns ``dx,
+    dy``), unless ``call`` computed a loss, whose targets get none: a 0-D output of arrays."""
+    several = len(call.inputs) > 1 and not isinstance(grads, (tuple, list))
+    loss = getattr(call.output, "ndim", 0) == 0 and any(
+        getattr(x, "ndim", 0) > 0 for x in call.inputs
+    )
+    if grads is None or not several or loss:
+        return
+    raise ValueError(
+        f"{kind} node {node}: backward returned one gradient for its {len(call.inputs)} "
+        "inputs: return one for each, as a tuple (dx, dy), with None for an input that needs none"
+    )
 
 
 def _recording_backward(recording: Recording, k: int, backward: Callable) -> Callable:

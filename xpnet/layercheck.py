@@ -41,8 +41,10 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 
 from xpnet.backend import (
+    BackendMismatchError,
     dtype_name,
     host_rng,
+    library_of,
     namespace,
     namespace_of,
     require_finite,
@@ -239,6 +241,7 @@ def _claimed(name: str, x: Any, analytic: Any) -> Any:
             f"the gradient of {name} must be an array of {name}'s shape {tuple(x.shape)}, "
             f"got {type(analytic).__name__}{hint}"
         )
+    _require_library(f"the gradient of {name} is", analytic, x)
     if tuple(analytic.shape) != tuple(x.shape):
         raise ValueError(
             f"the gradient of {name} has shape {tuple(analytic.shape)}, but {name} has shape "
@@ -252,6 +255,21 @@ def _claimed(name: str, x: Any, analytic: Any) -> Any:
             "a real function is real"
         )
     return xp.astype(untracked(analytic), xp.float64)
+
+
+def _require_library(what: str, value: Any, like: Any) -> None:
+    """Refuse an array ``value`` of another library than the array ``like``, the inputs':
+    ``what`` (``"Sq.forward returned"``) then names it. It is the mark of ``np.``
+    functions given another library's arrays, which otherwise fails later, in that
+    library's words (array_api_strict: ``Unsupported device 'cpu'``)."""
+    if not is_array_api_obj(value) or library_of(value) == library_of(like):
+        return
+    raise BackendMismatchError(
+        f"{what} an array of {library_of(value)}, but the inputs are arrays of "
+        f"{library_of(like)}: compute with the inputs' namespace, "
+        "xp = xpnet.backend.namespace_of(x) (xp.exp, xp.sum, ...)"
+        + (", not NumPy's np. functions" if library_of(value) == "numpy" else "")
+    )
 
 
 def _check(
@@ -651,7 +669,9 @@ def check_layer(
     ``SoftmaxWithLoss.backward(dout=1)`` is written. Inputs for which ``backward`` returns no
     gradient (a loss layer's targets, the data of ``Affine(input_grad=False)``) are not
     checked; one array returned for several floating inputs of a layer that is no loss
-    (its output not 0-D) is a ValueError. ``forward_kwargs`` go to every ``forward`` call
+    (its output not 0-D), or more gradients than inputs, is a ValueError, and an output or
+    gradient of another library than the inputs (``np.`` functions given torch tensors) a
+    :class:`~xpnet.backend.BackendMismatchError`. ``forward_kwargs`` go to every ``forward`` call
     (e.g. ``{"train_flg": False}``).
     A check that would compare nothing raises ValueError: no floating input and no
     parameter, or a layer without parameters whose ``backward`` returns None (a missing
@@ -737,6 +757,8 @@ def check_layer(
         _require_inputs_unchanged(kind, names, given, x64, xp, inner_writes)
         kept = _left_alone(layer, before)
         _require_one_output(kind, out)
+        if arrays:
+            _require_library(f"{kind}.forward returned", out, arrays[0])
         out = out if is_array_api_obj(out) else xp.asarray(out, dtype=xp.float64)
         loss = _is_loss(out, x64)
         dout = _upstream(xp, tuple(out.shape), seed, array_api_compat.device(out), one=loss)
@@ -747,7 +769,12 @@ def check_layer(
         if not isinstance(grads, (tuple, list)):
             _require_a_tuple_for_several_inputs(kind, names, x64, grads, loss)
             grads = [grads]
-        grads = [*grads, *[None] * (len(x64) - len(grads))][: len(x64)]  # one per input
+        if len(grads) > len(x64):
+            raise ValueError(
+                f"{kind}.backward returned {len(grads)} gradients for its {len(x64)} "
+                f"input(s) {', '.join(names)}: return one per input of forward, in order"
+            )
+        grads = [*grads, *[None] * (len(x64) - len(grads))]  # one per input
         _require_input_gradients(kind, names, x64, grads, params)
         param_grads = {label: getattr(owner, "d" + attr, None) for label, owner, attr in slots}
         report.undeclared = undeclared_parameters(layer, kept)  # kept: _left_alone's
@@ -834,8 +861,10 @@ def check_function(
     mapping: one entry moved at a time by the loop, all together along a direction) and
     returns a number or a 0-D array
     (anything else is a ``ValueError`` naming what it returned); a ``grad`` that is not an
-    array (a function, a list) is a ``TypeError``. PyTorch tensors that autograd tracks
-    (``requires_grad=True``, a gradient from ``torch.autograd.grad``) are read detached.
+    array (a function, a list) is a ``TypeError``, and a value of ``f`` or a gradient of
+    another library than ``x`` a :class:`~xpnet.backend.BackendMismatchError`. PyTorch
+    tensors that autograd tracks (``requires_grad=True``, a gradient from
+    ``torch.autograd.grad``) are read detached.
 
     ``backward`` instead of ``grad`` (exactly one of them; else a ``TypeError``) checks an
     ``f`` returning one array ``y`` of any shape (a tuple or list of outputs is a
@@ -894,7 +923,14 @@ def check_function(
     report, tol = _report(subject, h, atol, rtol)
     if backward is None:
         also = ", or check the vector-Jacobian product of an array output with backward="
-        at_all, what = scalar_valued(f, name, "check_function", also), "grad"
+        scalar_f = scalar_valued(f, name, "check_function", also)
+
+        def at_all(v: Any) -> Any:
+            value = scalar_f(v)
+            _require_library(f"{name} returned", value, points[0])
+            return value
+
+        what = "grad"
     else:
         what = "backward(dout)"
         at_all, dout = _against_dout(f, name, form(points), points[0], seed, report)
@@ -963,6 +999,7 @@ def _against_dout(
                 f"{what}; for several outputs y1, y2, check the scalar sum(y1 * d1) + "
                 "sum(y2 * d2) with grad"
             )
+        _require_library(f"{name} returned", value, like)
         return (
             value if is_array_api_obj(value) else xp.asarray(value, dtype=xp.float64, device=device)
         )

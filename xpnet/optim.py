@@ -29,6 +29,8 @@ expected:
   ``net.gradient``, which gives every one, so a missing one is a mistake (a layer's backward
   that stored none). To train some parameters only, pass ``params`` without the others:
   gradients of names not in ``params`` are ignored.
+- a parameter array that is not real floating (``ValueError``): ``np.array([-7, 2])``
+  holds integers, which no step of a fraction of a gradient fits;
 - a gradient that is not an array (``TypeError``), but for a number where the parameter has
   shape ``()`` (the book's ``optimizer_compare_naive.py``), or is one (``SGD`` only);
 - a gradient of another library or on another device (:class:`BackendMismatchError`), of
@@ -78,7 +80,7 @@ from typing import Any, ClassVar
 
 import array_api_compat
 
-from xpnet.backend import BackendMismatchError, dtype_name, namespace_of, to_like
+from xpnet.backend import BackendMismatchError, dtype_name, library_of, namespace_of, to_like
 from xpnet.checks import BookName, is_integer, is_real, shape_mistake
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
@@ -115,11 +117,6 @@ def _signature(params: Mapping[str, Any], grads: Mapping[str, Any]) -> tuple[int
     return id(params), len(params), len(grads)
 
 
-def _library(x: Any) -> str:
-    """The name of the library of array ``x``: ``numpy``, ``torch``, ``array_api_strict``."""
-    return namespace_of(x).__name__.removeprefix("array_api_compat.")
-
-
 def _misfit(value: Any, param: Any) -> tuple[str, str] | None:
     """How the array ``value`` (a gradient, a state) does not fit the array ``param``: the
     first of ``"library"``, ``"device"``, ``"shape"``, ``"dtype"`` that differs and a clause
@@ -127,7 +124,7 @@ def _misfit(value: Any, param: Any) -> tuple[str, str] | None:
     if namespace_of(value) is not namespace_of(param):
         return (
             "library",
-            f"is an array of {_library(value)}, but the parameter of {_library(param)}",
+            f"is an array of {library_of(value)}, but the parameter of {library_of(param)}",
         )
     device, expected = array_api_compat.device(value), array_api_compat.device(param)
     if device != expected:
@@ -262,14 +259,20 @@ class Optimizer:
         return state
 
     def _require_gradient(self, key: str, param: Any, grad: Any) -> None:
-        """Raise unless ``grad`` fits the array ``param``: an array of its library, device,
-        shape and dtype, or a number where ``param`` has shape ``()``."""
+        """Raise unless ``param`` is real floating and ``grad`` fits it: an array of its
+        library, device, shape and dtype, or a number where ``param`` has shape ``()``."""
         cls = type(self).__name__
+        if not namespace_of(param).isdtype(param.dtype, "real floating"):
+            raise ValueError(
+                f"{cls}.update: parameter {key!r} has dtype {dtype_name(param)}, expected a real "
+                "floating one, which a step can move by a fraction: write its values as floats "
+                "(numpy.array([-7.0, 2.0])) or convert it (x.astype('float64'))"
+            )
         if not array_api_compat.is_array_api_obj(grad):
             if param.shape == () and is_real(grad):
                 return  # the book's optimizer_compare_naive.py: NumPy scalars, Python floats
             expected = (
-                f"expected an array of {_library(param)}, of shape {tuple(param.shape)} and "
+                f"expected an array of {library_of(param)}, of shape {tuple(param.shape)} and "
                 f"dtype {dtype_name(param)}, as the parameter"
             )
             if grad is None:
@@ -328,7 +331,7 @@ class Optimizer:
             )
         if not is_real(grad):
             got = (
-                f"an array of {_library(grad)}, of shape {tuple(grad.shape)}"
+                f"an array of {library_of(grad)}, of shape {tuple(grad.shape)}"
                 if array_api_compat.is_array_api_obj(grad)
                 else f"{type(grad).__name__} {grad!r:.40}"
             )
