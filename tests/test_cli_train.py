@@ -98,6 +98,54 @@ def test_resume_continues_from_the_saved_epoch(fake_data, tmp_path, capsys):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def scheduled_lrs(text):
+    """The lr of each epoch line, as printed with --lr-schedule."""
+    return re.findall(r"^epoch \d+/\d+  .*  loss \d+\.\d{4}  lr (\S+)  \(", text, re.MULTILINE)
+
+
+def test_an_lr_schedule_sets_each_epochs_lr_from_lr(fake_data, tmp_path, capsys):
+    path = tmp_path / "p.npz"
+    argv = ["train", "--lr", "0.4", "--lr-schedule", "step:2,0.5", "--epochs", "5"]
+    assert run([*argv, "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "SGD(lr=0.4), StepLR(step_size=2, gamma=0.5), batch 100" in out
+    assert scheduled_lrs(out) == ["0.4", "0.4", "0.2", "0.2", "0.1"]
+    meta = read_metadata(path)
+    assert (meta["run"]["lr"], meta["run"]["lr_schedule"]) == (0.4, "step:2,0.5")
+    assert meta["optimizer"]["lr"] == 0.1  # the last epoch's
+
+
+def test_a_scheduled_run_resumes_at_the_next_epochs_lr_as_one_run(fake_data, tmp_path, capsys):
+    # Epoch 3's lr, 0.1: not the last saved epoch's (0.2) nor the base (0.4).
+    common = ["train", "--optimizer", "momentum", "--lr", "0.4", "--batch-size", "32",
+              "--hidden", "20", "--lr-schedule", "exp:0.5"]  # fmt: skip
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    assert run([*common, "--epochs", "3", "--save", str(straight)]) == 0
+    assert run([*common, "--epochs", "2", "--save", str(part)]) == 0
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "3", "--save", str(part)]) == 0
+    captured = capsys.readouterr()
+    assert scheduled_lrs(captured.out) == ["0.1"] and captured.err == ""
+    assert read_metadata(part)["run"]["changes"] == []
+    with np.load(part) as a, np.load(straight) as b:
+        for name in ("W1", "b1", "W2", "b2", "optimizer/v/W1"):
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resume_with_lr_schedule_none_ends_the_schedule_and_says_so(fake_data, tmp_path, capsys):
+    part, resumed = tmp_path / "part.npz", tmp_path / "resumed.npz"
+    assert run(["train", "--epochs", "1", "--quiet", "--lr-schedule", "step:1,0.5",
+                "--save", str(part)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert run(["train", "--resume", str(part), "--epochs", "2", "--lr-schedule", "none",
+                "--save", str(resumed)]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "--lr-schedule step:1,0.5 -> none; it no longer continues" in captured.err
+    assert epoch_lines(captured.out) == [("2", "2")]  # at the base lr, printed without it
+    meta = read_metadata(resumed)
+    assert (meta["run"]["lr_schedule"], meta["optimizer"]["lr"]) == (None, 0.1)
+
+
 def test_batchnorm_and_dropout_build_the_books_extended_network(fake_data, tmp_path, capsys):
     path = tmp_path / "p.npz"
     argv = ["train", "--hidden", "8", "--batchnorm", "--dropout", "0.2", "--epochs", "1"]
@@ -508,8 +556,15 @@ def test_resume_rejects_another_architecture_or_data_set(
         (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
         (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
         (["--train-samples", "0"], "argument --train-samples: expected a positive integer"),
+        (["--lr-schedule", "warmup:3"], "argument --lr-schedule: expected one of step:N[,GAMMA], "
+         "multistep:M1/M2/...[,GAMMA], exp:GAMMA, cosine:T_MAX[,ETA_MIN] or none, got 'warmup:3'"),
+        (["--lr-schedule", "step:2,0.5,1"], "or none, got 'step:2,0.5,1'"),
+        (["--lr-schedule", "step:0"], "--lr-schedule: 'step:0': step_size must be an integer >= 1"),
+        (["--lr-schedule", "multistep:4/2"], "'multistep:4/2': milestones must be increasing"),
+        (["--lr-schedule", "exp:0"], "--lr-schedule: 'exp:0': gamma must be a number > 0, got 0.0"),
+        (["--lr-schedule", "cosine:5,-1"], "'cosine:5,-1': eta_min must be a number >= 0"),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
     assert run(["train", *argv]) == 2
     err = capsys.readouterr().err
@@ -885,6 +940,11 @@ READING_A_CHECKPOINT = [["train", "--epochs", "2", "--resume"], ["gradcheck", "-
         (setting("run.batchnorm", 1), "run.batchnorm is 1, expected true or false"),
         (setting("run.lr", -0.1), "field run.lr is -0.1, expected a finite number >= 0"),
         (setting("run.freeze", "W1"), 'field run.freeze is "W1", expected a list'),
+        (
+            setting("run.lr_schedule", "step:0"),
+            'field run.lr_schedule is "step:0", expected null '
+            "or an --lr-schedule spec (step:10,0.5)",
+        ),
     ],
 )
 @pytest.mark.parametrize("argv", READING_A_CHECKPOINT)

@@ -12,9 +12,11 @@ import pytest
 
 from xpnet import MultiLayerNet, Sequential
 from xpnet.backend import namespace, namespace_of, to_device, to_numpy
+from xpnet.checkpoint import HyperparametersDiffer, load_params, save_params
 from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
 from xpnet.opcount import count_operations, counting
 from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum, Optimizer, make_optimizer
+from xpnet.schedules import ExponentialLR, MultiStepLR, StepLR
 from xpnet.training import (
     EpochResult,
     History,
@@ -385,6 +387,69 @@ def test_resuming_continues_the_epoch_count_and_matches_one_run(cpu_xp):
     assert resumed.train_loss == straight.train_loss
     for k in net.params:
         np.testing.assert_array_equal(to_numpy(net.params[k]), to_numpy(straight_net.params[k]))
+
+
+def test_a_schedule_sets_the_optimizers_lr_before_each_epoch(xp):
+    optimizer = SGD(lr=0.4)
+    seen = []
+    trainer = Trainer(make_net(xp), optimizer, *blobs(xp), epochs=4, batch_size=10,
+                      lr_schedule=StepLR(2, gamma=0.5),
+                      callback=lambda r: seen.append((r.epoch, optimizer.lr, r.lr)))  # fmt: skip
+    trainer.fit()
+    assert seen == [(1, 0.4, 0.4), (2, 0.4, 0.4), (3, 0.2, 0.2), (4, 0.2, 0.2)]
+    assert trainer.base_lr == 0.4
+
+
+def test_an_epoch_without_a_schedule_records_no_lr_and_leaves_the_optimizers(xp):
+    optimizer = SGD(lr=0.4)
+    history = []
+    Trainer(make_net(xp), optimizer, *blobs(xp), epochs=2, batch_size=10,
+            callback=history.append).fit()  # fmt: skip
+    assert [r.lr for r in history] == [None, None] and optimizer.lr == 0.4
+
+
+def test_a_scheduled_run_resumed_from_a_checkpoint_matches_one_run(cpu_xp, tmp_path):
+    # The resumed optimizer is made with the base lr; the file holds epoch 2's.
+    data, schedule = blobs(cpu_xp), MultiStepLR([1, 3], gamma=0.5)
+    straight_net = make_net(cpu_xp)
+    straight = train(straight_net, Momentum(lr=0.1), *data, epochs=4, batch_size=8, seed=3,
+                     lr_schedule=schedule)  # fmt: skip
+
+    net, opt = make_net(cpu_xp), Momentum(lr=0.1)
+    first = train(net, opt, *data, epochs=2, batch_size=8, seed=3, lr_schedule=schedule)
+    path = tmp_path / "part.npz"
+    save_params(path, net, {"epoch": 2, "history": first.as_dict()}, optimizer=opt)
+    net, opt = make_net(cpu_xp, seed=1), Momentum(lr=0.1)
+    with pytest.warns(HyperparametersDiffer, match=r"lr 0\.1 \(file: 0\.05\)"):
+        meta = load_params(path, net, optimizer=opt)
+    history = History.from_dict(meta["history"])
+    resumed = Trainer(net, opt, *data, epochs=4, batch_size=8, seed=3, start_epoch=2,
+                      history=history, lr_schedule=schedule).fit()  # fmt: skip
+    assert resumed.train_loss == straight.train_loss
+    assert_same_params(net, straight_net)
+
+
+def test_verbose_gives_the_lr_only_with_a_schedule(xp, capsys):
+    for schedule in (None, ExponentialLR(0.5)):
+        Trainer(make_net(xp), SGD(0.1), *blobs(xp), epochs=2, batch_size=10, verbose=True,
+                progress=False, lr_schedule=schedule).fit()  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert ["  lr " in line for line in lines] == [False, False, True, True]
+    assert re.search(r"  loss \d\.\d{4}  lr 0\.05  \(\d", lines[3]), lines[3]
+
+
+def test_a_schedule_without_an_lr_method_is_a_type_error(cpu_xp):
+    with pytest.raises(TypeError, match=r"lr_schedule must be .* got an object of type float"):
+        Trainer(make_net(cpu_xp), SGD(0.1), *blobs(cpu_xp), epochs=1, lr_schedule=0.5)
+
+
+def test_a_schedule_for_an_optimizer_without_an_lr_is_a_type_error(cpu_xp):
+    class BooksSGD:  # update() alone, its rate under another name
+        def update(self, params, grads):
+            pass
+
+    with pytest.raises(TypeError, match=r"sets optimizer.lr, but the optimizer \(BooksSGD\) has"):
+        Trainer(make_net(cpu_xp), BooksSGD(), *blobs(cpu_xp), epochs=1, lr_schedule=StepLR(1))
 
 
 def overfitting_data(xp):

@@ -13,6 +13,7 @@ from xpnet import (
     graph,
     layers,
     optim,
+    schedules,
     training,
 )
 from xpnet.checkpoint import register_layer
@@ -52,5 +53,6 @@ __all__ = [
     "numerical_gradient",
     "optim",
     "register_layer",
+    "schedules",
     "training",
 ]

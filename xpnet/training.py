@@ -62,11 +62,13 @@ from xpnet.networks import (
     require_scores,
 )
 from xpnet.optim import Optimizer
+from xpnet.schedules import Schedule
 
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one epoch achieved (accuracies in [0, 1]; losses are the loss layer's)."""
+    """What one epoch achieved (accuracies in [0, 1]; losses are the loss layer's); ``lr``
+    is the learning rate a schedule set for the epoch (None without one)."""
 
     epoch: int
     epochs: int
@@ -76,12 +78,14 @@ class EpochResult:
     train_loss: float
     test_loss: float
     seconds: float
+    lr: float | None = None
 
     def __str__(self) -> str:
         """One line, as ``xpnet train`` and ``Trainer(verbose=True)`` print each epoch."""
+        lr = "" if self.lr is None else f"  lr {self.lr:.4g}"
         return (
             f"epoch {self.epoch}/{self.epochs}  train acc {self.train_acc:.4f}  "
-            f"test acc {self.test_acc:.4f}  loss {self.train_loss:.4f}  "
+            f"test acc {self.test_acc:.4f}  loss {self.train_loss:.4f}{lr}  "
             f"({format_seconds(self.seconds)})"
         )
 
@@ -525,7 +529,14 @@ class Trainer:
     - ``progress``: a progress bar (tqdm) on stderr for each epoch (``None``: when stderr
       is a terminal);
     - ``verbose``: print a line for each epoch to stdout (``str(result)``: epoch, train
-      and test accuracy, train loss, seconds), as ``xpnet train`` does;
+      and test accuracy, train loss, the lr with a schedule, seconds), as ``xpnet train``
+      does;
+    - ``lr_schedule``: an :mod:`xpnet.schedules` schedule (torch's ``StepLR``, ...; any
+      object with ``lr(base_lr, epoch)``); before each epoch ``optimizer.lr`` is set to
+      ``lr_schedule.lr(base_lr, epoch)``, ``base_lr`` being ``optimizer.lr`` when the
+      Trainer is built (kept as ``trainer.base_lr``). When resuming, set ``optimizer.lr``
+      to the run's base lr first: an optimizer restored from a checkpoint keeps the lr of
+      the last epoch saved (``load_params`` keeps the optimizer's own; give it the base);
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch; it
       ends training by setting ``trainer.stop_training = True`` (Keras's name): ``fit()``
       then returns the history after that epoch, with ``trainer.epoch`` that epoch;
@@ -586,6 +597,7 @@ class Trainer:
         callback: Callable[[EpochResult], None] | None = None,
         target_range: tuple[float, float] | None = None,
         frozen: str | Iterable[str] | None = None,
+        lr_schedule: Schedule | None = None,
     ) -> None:
         counts = [
             ("epochs", epochs, 0),
@@ -608,6 +620,16 @@ class Trainer:
                 "would repeat, and their shuffles, otherwise); to start afresh, no history"
             )
         _require_optimizer(optimizer)
+        if lr_schedule is not None and not callable(getattr(lr_schedule, "lr", None)):
+            raise TypeError(
+                "lr_schedule must be a schedule with lr(base_lr, epoch), such as "
+                f"xpnet.schedules.StepLR(10); got an object of type {type(lr_schedule).__name__}"
+            )
+        if lr_schedule is not None and not is_real(getattr(optimizer, "lr", None)):
+            raise TypeError(
+                f"lr_schedule {lr_schedule!r} sets optimizer.lr, but the optimizer "
+                f"({type(optimizer).__name__}) has no number lr"
+            )
         target_range = _checked_range(target_range)
         given = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
         for name, a in given.items():
@@ -675,6 +697,8 @@ class Trainer:
         )
         self.progress, self.verbose = progress, verbose
         self.callback = callback
+        self.lr_schedule = lr_schedule
+        self.base_lr = getattr(optimizer, "lr", None)
         self.stop_training = False  # True ends fit() after the current epoch
 
     def _placed_eval_sets(self) -> list[tuple[Any, ...]]:
@@ -734,6 +758,8 @@ class Trainer:
         }
         if self.frozen:
             settings["frozen"] = repr(self.frozen)
+        if self.lr_schedule is not None:
+            settings["lr_schedule"] = repr(self.lr_schedule)
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
     # The book's names for what xpnet spells otherwise: reading one says what to use.
@@ -795,6 +821,9 @@ class Trainer:
         for epoch in range(self.epoch + 1, self.epochs + 1):
             began = time.perf_counter()
             order = self.xp.asarray(rng.permutation(n), dtype=self.xp.int64, device=device)
+            lr = None
+            if self.lr_schedule is not None:
+                lr = self.optimizer.lr = self.lr_schedule.lr(self.base_lr, epoch)
             self.train_epoch(order, f"epoch {epoch}/{self.epochs}")
             (train_acc, train_loss), (test_acc, test_loss) = self._evaluate_epoch(epoch)
             synchronize(*self.net.params.values())
@@ -807,6 +836,7 @@ class Trainer:
                 train_loss=train_loss,
                 test_loss=test_loss,
                 seconds=time.perf_counter() - began,
+                lr=lr,
             )
             self.history.append(result)
             self.epoch = epoch

@@ -70,6 +70,51 @@ def module_name(text: str) -> str:
     return text
 
 
+# --lr-schedule's forms: kind -> (the form, the schedule's class name, its arguments' types).
+LR_SCHEDULES = {
+    "step": ("step:N[,GAMMA]", "StepLR", (int, float)),
+    "multistep": (
+        "multistep:M1/M2/...[,GAMMA]",
+        "MultiStepLR",
+        (lambda text: [int(m) for m in text.split("/")], float),
+    ),
+    "exp": ("exp:GAMMA", "ExponentialLR", (float,)),
+    "cosine": ("cosine:T_MAX[,ETA_MIN]", "CosineAnnealingLR", (int, float)),
+}
+
+
+def schedule_of(spec: str) -> Any:
+    """The :mod:`xpnet.schedules` schedule that an ``--lr-schedule`` ``spec`` names
+    (``step:10,0.5`` is ``StepLR(10, 0.5)``); a ``ValueError`` naming ``spec`` for another
+    form, or for values the schedule refuses."""
+    from xpnet import schedules
+
+    kind, _, rest = spec.partition(":")
+    form = LR_SCHEDULES.get(kind)
+    values = rest.split(",")
+    try:
+        if form is None or len(values) > len(form[2]):
+            raise ValueError
+        args = [convert(text) for convert, text in zip(form[2], values, strict=False)]
+    except ValueError:
+        forms = ", ".join(form for form, _, _ in LR_SCHEDULES.values())
+        raise ValueError(f"expected one of {forms} or none, got {spec!r}") from None
+    try:
+        return getattr(schedules, form[1])(*args)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+
+
+def lr_schedule(text: str) -> str:
+    """An argparse ``type``: an ``--lr-schedule`` spec (:func:`schedule_of`), or ``none``."""
+    if text != "none":
+        try:
+            schedule_of(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 # The exit status of a command whose standard output was closed (`| head`): a shell's for a
 # process that SIGPIPE killed, as Python, which ignores SIGPIPE, is not.
 PIPE_CLOSED = 128 + signal.SIGPIPE

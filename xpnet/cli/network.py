@@ -21,6 +21,7 @@ from xpnet.cli.common import (
     positive_float,
     positive_int,
     ratio,
+    schedule_of,
 )
 from xpnet.datasets import DATASETS
 from xpnet.init import BIAS_INITS, DTYPES, WEIGHT_INITS
@@ -350,11 +351,22 @@ def _run_fields() -> dict[str, Any]:
             'null, "he", "xavier" or a standard deviation > 0',
         ),
         "lr": schema.number(0.0),
+        "lr_schedule": schema.Field(_is_schedule, "null or an --lr-schedule spec (step:10,0.5)"),
         "freeze": schema.list_of(schema.string()),
         "device": schema.string(),
         "versions": strings,
         "changes": schema.list_of(schema.json_object(change)),
     }
+
+
+def _is_schedule(spec: Any) -> bool:
+    """Whether a run record's ``lr_schedule`` is null or a spec :func:`schedule_of` takes."""
+    if spec is None:
+        return True
+    try:
+        return isinstance(spec, str) and schedule_of(spec) is not None
+    except ValueError:
+        return False
 
 
 def add_layers_module(p: argparse.ArgumentParser, option: str) -> None:
@@ -769,7 +781,8 @@ def train_settings(args: argparse.Namespace, saved: dict) -> dict:
     if args.lr is not None:
         settings["lr"] = args.lr
     elif saved_opt.get("name") == settings["optimizer"]:
-        settings["lr"] = saved_opt["lr"]
+        # The run's base lr: with a schedule, the optimizer's is the last epoch's.
+        settings["lr"] = resumed.get("lr", saved_opt["lr"])
     elif settings["optimizer"] == "sgd":
         settings["lr"] = preset.get("lr", 0.1)
     else:

@@ -23,9 +23,11 @@ from xpnet.cli.common import (
     check_scheduler,
     cluster,
     error,
+    lr_schedule,
     non_negative_float,
     positive_float,
     positive_int,
+    schedule_of,
     stdout_closed_calls,
 )
 from xpnet.cli.network import (
@@ -75,6 +77,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         help="learning rate (default 0.1 for sgd, as the book's training script; "
         "the book's default for the others)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        type=lr_schedule,
+        metavar="SPEC",
+        help="change the lr every epoch, from --lr, as torch's schedulers stepped once an "
+        "epoch: step:N[,GAMMA] (StepLR: times GAMMA, default 0.1, every N epochs), "
+        "multistep:M1/M2/...[,GAMMA] (MultiStepLR: after epochs M1, M2, ...), exp:GAMMA "
+        "(ExponentialLR), cosine:T_MAX[,ETA_MIN] (CosineAnnealingLR) (default none; "
+        "--resume keeps the checkpoint's unless given; --lr-schedule none ends it)",
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, help="train until this epoch")
@@ -476,6 +488,9 @@ def _train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return error(str(exc))
+    spec = before.get("lr_schedule") if args.lr_schedule is None else args.lr_schedule
+    spec = None if spec == "none" else spec
+    schedule = None if spec is None else schedule_of(spec)
     start_epoch, history = 0, History()
     if args.resume:
         start_epoch = int(saved.get("epoch", 0))
@@ -492,6 +507,7 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"{s['dataset']}: {n_train} train / {x_test.shape[0]} test; {arch}"
             f"{loss_words(s)}, {net.num_parameters():,} parameters, {optimizer!r}, "
+            f"{f'{schedule!r}, ' if schedule else ''}"
             f"batch {s['batch_size']}{whole}, "
             f"{epochs} epoch{'s' * (epochs != 1)}, seed {s['seed']}, "
             f"{held}"
@@ -506,12 +522,13 @@ def _train(args: argparse.Namespace) -> int:
     keys = [k for k in TRAIN_DEFAULTS if k not in NETWORK_SETTINGS] if rebuilt else TRAIN_DEFAULTS
     run = ({} if rebuilt else {"model": s["model"]}) | {k: s[k] for k in keys}
     run[unit] = length
-    if before:  # a run of an xpnet train without --freeze froze nothing
-        before = {"freeze": [], **before}
+    if before:  # a run of an xpnet train without --freeze (--lr-schedule) had none
+        before = {"freeze": [], "lr_schedule": None, **before}
     if not rebuilt and (not args.resume or "weight_init" in before):  # (an older file's: unknown)
         run["weight_init"] = before.get("weight_init", s["weight_init"])  # null: the default
     run |= {
-        "lr": optimizer.lr,
+        "lr": optimizer.lr,  # the base lr, which a schedule changes every epoch
+        "lr_schedule": spec,
         "freeze": list(frozen),
         "device": str(backend.parse_device(args.device)),
     }
@@ -599,6 +616,7 @@ def _train(args: argparse.Namespace) -> int:
                 callback=save_now_and_then,
                 target_range=s["target_range"],
                 frozen=frozen,
+                lr_schedule=schedule,
                 **_evaluation(client, (n_train, x_test.shape[0]),
                               IMAGES_EVAL_BATCH if images else EVAL_BATCH_SIZE, args.quiet),
             )  # fmt: skip
