@@ -1574,9 +1574,22 @@ def test_cli_names_benchmark_records_that_are_not_a_list_of_objects(
     )
 
 
+def test_cli_summary_of_an_empty_file_says_a_run_that_timed_nothing_leaves_it_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """pytest-benchmark 4 opens the --benchmark-json file at the start."""
+    path = tmp_path / "f.json"
+    path.write_text("")
+    assert summary_error(path, capsys) == (
+        f"python -m xpnet.bench summary: error: {path}: an empty file (`pytest benchmarks/ "
+        f"--benchmark-json {path}` leaves it empty when it times nothing: every benchmark "
+        "skipped, deselected or disabled)\n"
+    )
+
+
 def test_cli_names_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "broken.json"
-    path.write_text("")
+    path.write_text("not json")
     assert summary_error(path, capsys).startswith(
         f"python -m xpnet.bench summary: error: {path}: not a JSON file (Expecting value"
     )

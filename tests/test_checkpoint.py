@@ -21,6 +21,7 @@ from xpnet.checkpoint import (
     CheckpointError,
     load_network,
     load_params,
+    not_a_checkpoint,
     read_metadata,
     save_params,
 )
@@ -471,9 +472,18 @@ def test_an_npz_without_metadata_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_params(path, {"w": np.ones(3, np.float32)})
     assert str(info.value) == (
-        f"{path} is not an xpnet checkpoint: it has no __metadata__ array, which records "
-        "the format ('xpnet-checkpoint/1') in every file xpnet writes"
+        f"{path} is not an xpnet checkpoint (an .npz archive without xpnet's __metadata__ "
+        "array, which records the format ('xpnet-checkpoint/1') in every file xpnet writes)"
     )
+
+
+def test_not_a_checkpoint_names_an_npz_without_metadata_as_loading_does(tmp_path):
+    """xpnet train's --save refuses such a file in the words that load_params uses."""
+    path = tmp_path / "plain.npz"
+    np.savez(path, w=np.zeros(3, np.float32))
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(path)
+    assert str(info.value) == f"{path} is not an xpnet checkpoint ({not_a_checkpoint(path)})"
 
 
 def test_files_that_are_not_checkpoints(tmp_path):

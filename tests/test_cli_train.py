@@ -1568,18 +1568,18 @@ def test_resuming_a_finished_run_still_writes_save_and_plot(fake_data, tmp_path,
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_plot_of_a_finished_run_that_records_no_epochs_names_the_plot(
+def test_a_plot_of_a_finished_run_that_records_no_epochs_is_refused_before_anything_is_written(
     fake_data, tmp_path, capsys
 ):
     pytest.importorskip("matplotlib")
-    path, plot = tmp_path / "p.npz", tmp_path / "curve.png"
+    path, copy, plot = tmp_path / "p.npz", tmp_path / "copy.npz", tmp_path / "curve.png"
     save_params(path, MultiLayerNet(784, [8], 10, seed=0), {"epoch": 1})  # no history
     argv = ["train", "--resume", str(path), "--dataset", "mnist", "--epochs", "1"]
-    assert run([*argv, "--plot", str(plot)]) == 2
+    assert run([*argv, "--save", str(copy), "--plot", str(plot)]) == 2
     assert capsys.readouterr().err == (
         f"xpnet train: error: --plot {plot}: {path} records no epochs to draw\n"
     )
-    assert not plot.exists()
+    assert not copy.exists() and not plot.exists()
 
 
 @pytest.mark.parametrize(
@@ -1771,7 +1771,11 @@ def test_freeze_of_every_parameter_is_refused(fake_data, capsys):
     "content, what",
     [
         (b"my notes", "not an .npz archive"),
-        ("numpy.savez", "an .npz archive without xpnet's __metadata__ array"),
+        (
+            "numpy.savez",
+            "an .npz archive without xpnet's __metadata__ array, which records the format "
+            "('xpnet-checkpoint/1') in every file xpnet writes",
+        ),
     ],
 )
 def test_a_save_file_that_is_not_a_checkpoint_is_kept_and_refused_before_training(

@@ -214,6 +214,30 @@ def test_affine_rejects_integer_input(xp):
         layer.forward(dev(xp, np.zeros((1, 2)), dtype="int64"))
 
 
+RAW_PIXELS = (
+    "raw pixels (0 to 255) go in as floating point divided by 255: "
+    "xp.astype(x, xp.float32) / 255, or load_mnist(normalize=True)"
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda xp: layers.Affine(dev(xp, np.zeros((4, 3))), dev(xp, np.zeros(3))), (1, 4)),
+        (
+            lambda xp: Convolution(dev(xp, np.zeros((2, 1, 3, 3))), dev(xp, np.zeros(2))),
+            (1, 1, 4, 4),
+        ),
+        (lambda xp: Pooling(2, 2, stride=2), (1, 1, 4, 4)),
+        (lambda xp: layers.BatchNormalization(dev(xp, np.ones(4)), dev(xp, np.zeros(4))), (2, 4)),
+    ],
+)
+def test_a_layer_that_takes_data_given_integers_says_how_to_convert_raw_pixels(xp, make, shape):
+    with pytest.raises(ValueError) as info:
+        make(xp).forward(dev(xp, np.zeros(shape), dtype="uint8"))
+    assert str(info.value).endswith(f"got dtype uint8; {RAW_PIXELS}")
+
+
 def test_affine_rejects_arrays_from_two_backends():
     strict = pytest.importorskip("array_api_strict")
     layer = layers.Affine(dev(strict, np.zeros((2, 3))), dev(strict, np.zeros(3)))

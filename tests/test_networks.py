@@ -590,6 +590,17 @@ def test_integer_data_is_still_refused_naming_its_dtype(xp):
         net.predict(to_device(np.ones((2, 6)), dtype="uint8", xp=xp))
 
 
+def test_raw_pixels_given_to_a_network_are_refused_saying_how_to_convert_them(xp):
+    net = TwoLayerNet(6, 4, 3, seed=1, xp=xp)
+    with pytest.raises(ValueError) as info:
+        net.predict(to_device(np.ones((2, 6)), dtype="uint8", xp=xp))
+    assert str(info.value) == (
+        "layers[0] (Affine) cannot take the input, of shape (2, 6): Affine input must be a "
+        "real floating-point array, got dtype uint8; raw pixels (0 to 255) go in as floating "
+        "point divided by 255: xp.astype(x, xp.float32) / 255, or load_mnist(normalize=True)"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "use"),
     [

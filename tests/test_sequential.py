@@ -10,7 +10,14 @@ from numeric import central_difference, dev
 
 import xpnet
 from xpnet import Sequential, check_gradients, checkpoint
-from xpnet.backend import BackendMismatchError, location, namespace_of, to_device, to_numpy
+from xpnet.backend import (
+    BackendMismatchError,
+    library_of,
+    location,
+    namespace_of,
+    to_device,
+    to_numpy,
+)
 from xpnet.checkpoint import load_network, load_params, register_layer, save_params
 from xpnet.layers import (
     Affine,
@@ -1198,6 +1205,47 @@ def test_a_forward_returning_a_tuple_inside_a_stack_is_named_by_its_path(xp):
     net = Sequential([Affine(W, b), Sequential([Pair(), Tanh()])], loss=SoftmaxWithLoss())
     with pytest.raises(TypeError, match=r"^layers\[1\]\.layers\[0\] \(Pair\)\.forward returned a"):
         net.loss(x, labels(xp))
+
+
+class TanhOnTheHost:
+    """A user's tanh written with ``np.`` functions: NumPy arrays out of any library's."""
+
+    def forward(self, x):
+        return np.tanh(to_numpy(x))
+
+    def backward(self, dout):
+        return dout
+
+
+def host_net(xp, *layers):
+    """``layers`` between two Affine layers (5 -> 3 -> 2) on ``xp``, and an input (6, 5)."""
+    if library_of(xp.asarray(0.0)) == "numpy":
+        pytest.skip("np. functions are NumPy's own namespace")
+    W1, b1, W2, b2 = arrays(xp, 0, (5, 3), (3,), (3, 2), (2,))
+    (x,) = arrays(xp, 1, (6, 5))
+    return Sequential([Affine(W1, b1), *layers, Affine(W2, b2)]), x
+
+
+def test_a_layer_computing_with_np_functions_is_named_by_the_layer_that_refuses_its_output(xp):
+    net, x = host_net(xp, TanhOnTheHost(), ReLU())
+    with pytest.raises(BackendMismatchError) as info:
+        net.predict(x)
+    assert str(info.value) == (
+        "the input of layers[3] (Affine), the output of layers[2] (ReLU), is an array of "
+        f"numpy, but the parameters are {library_of(x)}'s: a layer at or before layers[2] "
+        "computed with np. functions (use xp = xpnet.backend.namespace_of(x))"
+    )
+
+
+def test_a_layer_computing_with_np_functions_inside_a_stack_is_named_by_its_path(xp):
+    net, x = host_net(xp, Sequential([TanhOnTheHost(), Affine(*arrays(xp, 2, (3, 3), (3,)))]))
+    with pytest.raises(
+        BackendMismatchError,
+        match=r"^the input of layers\[1\]\.layers\[1\] \(Affine\), the output of "
+        r"layers\[1\]\.layers\[0\] \(TanhOnTheHost\), is an array of numpy, .* at or before "
+        r"layers\[1\]\.layers\[0\] computed",
+    ):
+        net.predict(x)
 
 
 def test_the_trainer_names_a_last_layer_returning_a_tuple(cpu_xp):

@@ -1094,18 +1094,28 @@ def format_summary(summary: Mapping[str, Any], markdown: bool = False) -> str:
 # --------------------------------------------------------------------------- files
 
 
+def _timed_nothing(path: str | Path, does: str) -> str:
+    """Why ``path`` holds no run: ``--benchmark-json`` ``does`` so when nothing was timed."""
+    return (
+        f"(`pytest benchmarks/ --benchmark-json {path}` {does} when it times nothing: every "
+        "benchmark skipped, deselected or disabled)"
+    )
+
+
 def load_json(path: str | Path) -> dict[str, Any]:
     """A ``--benchmark-json`` file (or a saved ``.benchmarks`` run); a missing one is a
-    ``FileNotFoundError`` saying that a run which timed nothing writes none."""
+    ``FileNotFoundError``, and an empty one a ``ValueError``, saying that a run which timed
+    nothing writes none (pytest-benchmark 3) or leaves it empty (4 opens it at the start)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no such file (`pytest benchmarks/ --benchmark-json {path}` writes none "
-            "when it times nothing: every benchmark skipped, deselected or disabled)"
-        )
+        raise FileNotFoundError(f"{path}: no such file {_timed_nothing(path, 'writes none')}")
     with open(path, encoding="utf-8") as fh:
         try:
             data = json.load(fh)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            if not os.path.getsize(path):
+                raise ValueError(
+                    f"{path}: an empty file {_timed_nothing(path, 'leaves it empty')}"
+                ) from None
             raise ValueError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")

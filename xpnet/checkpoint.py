@@ -61,7 +61,7 @@ import os
 import sys
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -580,12 +580,21 @@ def not_a_checkpoint(path: str | os.PathLike) -> str | None:
     ``.npz`` archive holding xpnet's metadata array); its arrays are not read."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            arrays = {name.removesuffix(".npy") for name in archive.namelist()}
     except zipfile.BadZipFile:
         return "not an .npz archive"
-    if f"{METADATA_KEY}.npy" not in names:
-        return f"an .npz archive without xpnet's {METADATA_KEY} array"
-    return None
+    return _without_metadata(arrays)
+
+
+def _without_metadata(arrays: Collection[str]) -> str | None:
+    """Why an ``.npz`` archive holding the arrays named ``arrays`` is not an xpnet
+    checkpoint, or None when xpnet's metadata array is among them."""
+    if METADATA_KEY in arrays:
+        return None
+    return (
+        f"an .npz archive without xpnet's {METADATA_KEY} array, which records the format "
+        f"({FORMAT!r}) in every file xpnet writes"
+    )
 
 
 def save_params(
@@ -811,14 +820,11 @@ def _read(
     require_file_name(path)
     name = os.fspath(path)
     read = _archive(path, lambda key: arrays or key == METADATA_KEY)
-    raw = read.pop(METADATA_KEY, None)
-    if raw is None:
-        raise CheckpointError(
-            f"{name} is not an xpnet checkpoint: it has no {METADATA_KEY} array, which "
-            f"records the format ({FORMAT!r}) in every file xpnet writes"
-        )
+    missing = _without_metadata(read)
+    if missing:
+        raise CheckpointError(f"{name} is not an xpnet checkpoint ({missing})")
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        meta = json.loads(read.pop(METADATA_KEY).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{name}: the checkpoint metadata is not JSON: {exc}") from exc
     _check_metadata(name, meta, fields)

@@ -240,7 +240,7 @@ class Convolution(Layer):
         """x (N, C, H, W) -> out (N, FN, OH, OW): the filters over x padded by pad, plus b;
         keeps the columns for backward."""
         xp = namespace_of(x, self.W, self.b)
-        require_floating(xp, "Convolution input", x)
+        require_floating(xp, "Convolution input", x, data=True)
         fn, c, fh, fw = self.W.shape
         if x.ndim != 4 or x.shape[1] != c:
             rows = (  # load_mnist flattens by default, as the book's does
@@ -325,7 +325,8 @@ class Pooling(Layer):
         """x (N, C, H, W) -> out (N, C, OH, OW), the maximum of each window; keeps the
         tournament's rounds for backward."""
         xp = namespace_of(x)
-        require_floating(xp, "Pooling input", x)  # as Convolution's: its gradient is real
+        # As Convolution's: its gradient is real.
+        require_floating(xp, "Pooling input", x, data=True)
         self.x_shape = tuple(x.shape)
         rounds = [window_pieces(x, self.pool_h, self.pool_w, self.stride, self.pad)]
         while len(rounds[-1]) > 1:

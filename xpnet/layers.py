@@ -101,10 +101,19 @@ def is_floating_array(value: Any) -> bool:
     return is_array_api_obj(value) and is_real_floating(namespace_of(value), value)
 
 
-def require_floating(xp: Any, name: str, x: Any) -> None:
-    """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating."""
+def require_floating(xp: Any, name: str, x: Any, *, data: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` and the dtype unless ``x`` is real floating;
+    ``data``: ``x`` may be a network's input, which when integer is likely raw pixels."""
     if not _isdtype(xp, x.dtype, "real floating"):  # directly: a call fewer a forward
-        raise ValueError(f"{name} must be a real floating-point array, got dtype {dtype_name(x)}")
+        hint = (
+            "; raw pixels (0 to 255) go in as floating point divided by 255: "
+            "xp.astype(x, xp.float32) / 255, or load_mnist(normalize=True)"
+            if data and _isdtype(xp, x.dtype, "integral")
+            else ""
+        )
+        raise ValueError(
+            f"{name} must be a real floating-point array, got dtype {dtype_name(x)}{hint}"
+        )
 
 
 def require_array(name: str, a: Any) -> None:
@@ -560,7 +569,7 @@ class Affine(Layer):
         """x (N, D), or (N, ...) flattened to it -> out (N, M) = x @ W + b; keeps x for
         backward."""
         xp = namespace_of(x, self.W, self.b)
-        require_floating(xp, "Affine input", x)
+        require_floating(xp, "Affine input", x, data=True)
         self.x_shape = x.shape
         self.x = _as_rows(xp, x, "Affine", "W", self.W)
         out = dot(self.x, self.W)
@@ -1165,7 +1174,7 @@ class BatchNormalization(Layer):
         """x (N, D), or images (N, C, H, W) with D = C * H * W -> out (x's shape),
         normalized per feature by the batch's statistics (training) or the running ones."""
         xp = namespace_of(x, self.gamma, self.beta)
-        require_floating(xp, "BatchNormalization input", x)
+        require_floating(xp, "BatchNormalization input", x, data=True)
         self.x_shape, self.train = x.shape, train_flg
         try:
             x = _as_rows(xp, x, "BatchNormalization", "gamma", self.gamma)

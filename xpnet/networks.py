@@ -26,6 +26,7 @@ from xpnet.backend import (
     byte_bounds,
     dtype_name,
     host_rng,
+    library_of,
     location,
     namespace_of,
     reduce_sum,
@@ -201,6 +202,11 @@ class LayerError(ValueError):
 
 class LayerTypeError(LayerError, TypeError):
     """A :class:`LayerError` for a layer's forward returning no array (a tuple)."""
+
+
+class LayerBackendError(LayerError, BackendMismatchError):
+    """A :class:`LayerError` for a layer's input of another library than the network's
+    parameters: the output of a layer computing with ``np.`` functions on torch tensors."""
 
 
 class LayerAttributeError(LayerError, AttributeError):
@@ -711,10 +717,13 @@ class Sequential:
                 x = layer.forward(x, train_flg=train_flg) if modal[k] else layer.forward(x)
             except ValueError as exc:
                 raise self._refused(k, x, exc) from exc
-            except TypeError as exc:  # a tuple from the layer before, say
-                if k == 0 or hasattr(x, "shape"):
+            except TypeError as exc:  # a tuple from the layer before, or an array of numpy
+                if k == 0:
                     raise
-                raise self._no_array(k - 1, x) from exc
+                error = self._foreign(k, x) if hasattr(x, "shape") else self._no_array(k - 1, x)
+                if error is None:
+                    raise
+                raise error from exc
         if shapes is not None:
             shapes.append(getattr(x, "shape", None))
         return x
@@ -727,6 +736,9 @@ class Sequential:
             return renamed
         if k and not hasattr(x, "shape"):
             return self._no_array(k - 1, x)
+        foreign = self._foreign(k, x)
+        if foreign is not None:
+            return foreign
 
         def text(prefix: str) -> str:
             source = (
@@ -740,6 +752,30 @@ class Sequential:
             )
 
         return LayerError(self, text)
+
+    def _foreign(self, k: int, x: Any) -> LayerBackendError | None:
+        """The error for layer ``k``'s input ``x``, the output of layer ``k - 1``, being an
+        array of another library than the parameters (a layer computing with ``np.``
+        functions on torch tensors), which the next layer with parameters refuses without
+        naming the culprit; None when it is not."""
+        first = next(iter(self.params.values()), None)
+        if k == 0 or first is None or not array_api_compat.is_array_api_obj(x):
+            return None
+        got, expected = library_of(x), library_of(first)
+        if got == expected:
+            return None
+        functions = "np." if got == "numpy" else f"{got}'s"
+
+        def text(prefix: str) -> str:
+            before = _at(prefix, f"layers[{k - 1}]")
+            return (
+                f"the input of {_where(_at(prefix, f'layers[{k}]'), self.layers[k])}, the output "
+                f"of {_where(before, self.layers[k - 1])}, is an array of {got}, but the "
+                f"parameters are {expected}'s: a layer at or before {before} computed with "
+                f"{functions} functions (use xp = xpnet.backend.namespace_of(x))"
+            )
+
+        return LayerBackendError(self, text)
 
     def _renamed(self, exc: Exception, walked: Any = None) -> Any:
         """``exc`` with this network's paths, where a stack among the layers ``walked``

@@ -492,14 +492,17 @@ def _train(args: argparse.Namespace) -> int:
     spec = None if spec == "none" else spec
     schedule = None if spec is None else schedule_of(spec)
     start_epoch, history = 0, History()
+    unit, length = s["length"]
+    epochs = length if unit == "epochs" else epochs_for_iters(length, s["batch_size"], n_train)
     if args.resume:
         start_epoch = int(saved.get("epoch", 0))
         history = History.from_dict(saved.get("history", {}))
+        # Resumed, done, from a file saved from Python without a history: before --save.
+        if args.plot and start_epoch >= epochs and not len(history):
+            return error(f"--plot {args.plot}: {args.resume} records no epochs to draw")
         if not args.quiet:
             note = "" if same else f"; {optimizer.name} starts with fresh state"
             print(f"resuming {args.resume} after epoch {start_epoch}{note}")
-    unit, length = s["length"]
-    epochs = length if unit == "epochs" else epochs_for_iters(length, s["batch_size"], n_train)
     arch = describe(s, net)
     if not args.quiet:
         whole = f" (all {n_train} samples)" if s["batch_size"] > n_train else ""
@@ -569,8 +572,6 @@ def _train(args: argparse.Namespace) -> int:
             save(epoch)
             print(f"saved {args.save}")
         if args.plot:
-            if not len(history):  # resumed, done, from a file saved from Python without one
-                raise ValueError(f"--plot {args.plot}: {args.resume} records no epochs to draw")
             try:
                 plot_history(history, args.plot, title=f"{s['dataset']} {arch} {optimizer.name}")
             except OSError as exc:
