@@ -617,6 +617,33 @@ def test_the_books_network_attributes_name_xpnets(name, use):
         getattr(net, name)
 
 
+@pytest.mark.parametrize(
+    ("name", "use"),
+    [
+        ("parameters", r"net\.params, a live mapping"),
+        ("named_parameters", r"net\.params\.items\(\)"),
+        ("state_dict", r"xpnet\.checkpoint\.save_params\(path, net\)"),
+        ("load_state_dict", r"xpnet\.checkpoint\.load_params\(path, net\)"),
+        ("train", "train_flg=True"),
+        ("eval", "train_flg=False"),
+        ("zero_grad", r"nothing: net\.gradient\(x, t\) returns new gradients"),
+        ("cuda", r"net\.to\(device='cuda'\)"),
+        ("cpu", r"net\.to\(device='cpu'\)"),
+        ("requires_grad_", r"Trainer\(\.\.\., frozen="),
+        ("named_modules", r"net\.named_layers\(\)"),
+        ("modules", r"net\.named_layers\(\)"),
+        ("children", r"iter\(net\)"),
+    ],
+)
+def test_pytorchs_module_attributes_name_xpnets(name, use):
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.raises(
+        AttributeError,
+        match=rf"no attribute '{name}'; for PyTorch's {name}, use {use}.* \(docs/pytorch\.md\)$",
+    ):
+        getattr(net, name)
+
+
 def test_another_missing_network_attribute_is_a_plain_attribute_error():
     with pytest.raises(
         AttributeError, match=r"^'TwoLayerNet' object has no attribute 'lastlayer'$"

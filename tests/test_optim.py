@@ -1029,3 +1029,19 @@ def test_the_books_optimizer_attributes_name_xpnets(cls, name, use):
         AttributeError, match=rf"no attribute '{name}'; for the book's {name}, use {use}"
     ):
         getattr(cls(), name)
+
+
+@pytest.mark.parametrize(
+    ("name", "use"),
+    [
+        ("step", r"opt\.update\(net\.params, grads\), with grads = net\.gradient\(x, t\)"),
+        ("zero_grad", r"nothing: net\.gradient\(x, t\) returns new gradients"),
+        ("param_groups", r"opt\.lr, one for every parameter"),
+    ],
+)
+def test_pytorchs_optimizer_attributes_name_xpnets(name, use):
+    with pytest.raises(
+        AttributeError,
+        match=rf"'Momentum' object has no attribute '{name}'; for PyTorch's {name}, use {use}",
+    ):
+        getattr(Momentum(), name)

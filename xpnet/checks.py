@@ -1,6 +1,7 @@
 """Checks of plain arguments that several modules share (counts, sizes, seeds, scales):
 NumPy's integer and float scalars are numbers here as Python's are; a ``bool`` is not.
-:func:`refuses_book_keywords` names xpnet's keyword for one of the book's;
+:func:`refuses_book_keywords` names xpnet's keyword for one of the book's,
+:class:`BookName` and :class:`TorchName` xpnet's way for a book's or PyTorch's attribute;
 :func:`shape_mistake` says what a gradient of the wrong shape most likely forgot."""
 
 from __future__ import annotations
@@ -37,15 +38,26 @@ class BookName:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
+    source = "the book's"
+    doc = "docs/book.md"
+
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:  # on the class: help() and inspect see the descriptor
             return self
         raise AttributeError(
-            f"{type(obj).__name__!r} object has no attribute {self.name!r}; for the book's "
-            f"{self.name}, use {self.use} (docs/book.md)",
+            f"{type(obj).__name__!r} object has no attribute {self.name!r}; for "
+            f"{self.source} {self.name}, use {self.use} ({self.doc})",
             name=self.name,
             obj=obj,
         )
+
+
+class TorchName(BookName):
+    """A :class:`BookName` for one of PyTorch's names (``step = TorchName("opt.update(...)")``),
+    pointing to docs/pytorch.md; for a name xpnet has no exact equivalent of, not an alias."""
+
+    source = "PyTorch's"
+    doc = "docs/pytorch.md"
 
 
 class ArgumentTypeError(TypeError, ValueError):

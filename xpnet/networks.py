@@ -33,6 +33,7 @@ from xpnet.backend import (
 )
 from xpnet.checks import (
     BookName,
+    TorchName,
     bad_argument,
     is_count,
     is_finite_at_least,
@@ -1109,6 +1110,24 @@ class Sequential:
     lastLayer = BookName("net.last_layer")
     save_params = BookName("xpnet.checkpoint.save_params(path, net)")
     load_params = BookName("xpnet.checkpoint.load_params(path, net)")
+
+    # PyTorch's nn.Module names that xpnet spells otherwise (docs/pytorch.md), not aliases.
+    parameters = TorchName("net.params, a live mapping name -> array (net.params.values())")
+    named_parameters = TorchName("net.params.items(), named as the book's: W1, b1, W2, ...")
+    state_dict = TorchName("xpnet.checkpoint.save_params(path, net), or net.params")
+    load_state_dict = TorchName("xpnet.checkpoint.load_params(path, net)")
+    train = TorchName("train_flg=True on the call: net.predict(x, train_flg=True)")
+    eval = TorchName(
+        "train_flg=False, the default of net.predict, net.loss and net.accuracy; "
+        "net.gradient(x, t, train_flg=False)"
+    )
+    zero_grad = TorchName("nothing: net.gradient(x, t) returns new gradients, none accumulate")
+    cuda = TorchName("net.to(device='cuda')")
+    cpu = TorchName("net.to(device='cpu')")
+    requires_grad_ = TorchName("Trainer(..., frozen=['W1', 'layers[2]']) for requires_grad_(False)")
+    named_modules = TorchName("net.named_layers()")
+    modules = TorchName("net.named_layers(), or iter(net) for the top-level layers")
+    children = TorchName("iter(net), the layers in order")
 
     def __iter__(self) -> Iterator[Any]:
         """The layers in order, the loss layer not included."""

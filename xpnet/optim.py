@@ -81,7 +81,7 @@ from typing import Any, ClassVar
 import array_api_compat
 
 from xpnet.backend import BackendMismatchError, dtype_name, library_of, namespace_of, to_like
-from xpnet.checks import BookName, is_integer, is_real, shape_mistake
+from xpnet.checks import BookName, TorchName, is_integer, is_real, shape_mistake
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
@@ -181,6 +181,14 @@ class Optimizer:
     v = BookName("opt.state['v'], a dict by parameter name")
     h = BookName("opt.state['h'], a dict by parameter name")
     m = BookName("opt.state['m'], a dict by parameter name")
+
+    # PyTorch's optimizer names that xpnet spells otherwise (docs/pytorch.md), not aliases.
+    step = TorchName("opt.update(net.params, grads), with grads = net.gradient(x, t)")
+    zero_grad = TorchName("nothing: net.gradient(x, t) returns new gradients, none accumulate")
+    param_groups = TorchName(
+        "opt.lr, one for every parameter, read and set; the other settings are attributes "
+        "too (opt.momentum)"
+    )
 
     def update(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         """Move every parameter of ``params`` (``name -> array``) one step against its
