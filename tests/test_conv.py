@@ -240,6 +240,20 @@ def test_convolution_says_how_to_get_images_for_flattened_rows(xp):
         layer.forward(dev(xp, np.zeros((3, 16))))
 
 
+def test_convolution_says_to_add_the_channel_axis_to_grayscale_images_without_it(xp):
+    layer = Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(4)))
+    with pytest.raises(
+        ValueError, match=r"without their channel axis; reshape them to \(3, 1, 5, 6\)"
+    ):
+        layer.forward(dev(xp, np.zeros((3, 5, 6))))
+
+
+def test_convolution_says_to_move_the_channels_of_channels_last_images_first(xp):
+    layer = Convolution(dev(xp, np.zeros((4, 3, 2, 2))), dev(xp, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"channels last \(N, H, W, C\)\? xp.permute_dims"):
+        layer.forward(dev(xp, np.zeros((2, 5, 5, 3))))
+
+
 def test_convolution_rejects_filters_and_bias_that_do_not_match(xp):
     with pytest.raises(ValueError, match=r"\(FN, C, FH, FW\).*\(4, 1, 2, 2\) and \(3,\)"):
         Convolution(dev(xp, np.zeros((4, 1, 2, 2))), dev(xp, np.zeros(3)))

@@ -203,6 +203,12 @@ def test_conv_net_predicts_from_images_and_rejects_flat_input(xp):
     ("kwargs", "message"),
     [
         ({"conv_param": {"filter_count": 3}}, r"unknown conv_param key\(s\) \['filter_count'\]"),
+        ({"conv_param": {1: 2, "FN": 3}}, r"unknown conv_param key\(s\) \[1, 'FN'\]"),
+        (
+            {"conv_param": [30, 5, 0, 1]},
+            r"conv_param must be a dict such as .* got \[30, 5, 0, 1\]",
+        ),
+        ({"conv_param": "filter_num"}, r"conv_param must be a dict such as .* got 'filter_num'"),
         ({"input_dim": (1, 4, 4)}, r"5x5 window is larger than the input \(1, 1, 4, 4\)"),
         ({"dtype": "float16"}, r"dtype must be 'float32' or 'float64'"),
     ],

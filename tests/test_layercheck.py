@@ -12,7 +12,7 @@ from test_gradcheck import LogShifted, StaleAffine, StaleNormalize, shown_in_ipy
 from xpnet import Sequential, check_function, check_layer
 from xpnet.backend import BackendMismatchError, library_of, namespace_of, to_device, to_numpy
 from xpnet.cli import main
-from xpnet.conv import Pooling
+from xpnet.conv import Convolution, Pooling
 from xpnet.layers import (
     Add,
     Affine,
@@ -279,6 +279,60 @@ def test_a_gradient_of_the_wrong_shape_says_what_it_most_likely_forgot(xp, mista
     layer = AffineMistake(rand(xp, 5, 3), rand(xp, 3), mistake)
     with pytest.raises(ValueError, match=message):
         check_layer(layer, rand(xp, 4, 5))
+
+
+class ConvMistake(Convolution):
+    """A Convolution whose ``backward`` stores ``dW`` as the book's ``col.T @ dout`` (C * FH *
+    FW, FN) leaves it: not transposed back, not reshaped, or reshaped without the transpose;
+    or doubled."""
+
+    def __init__(self, W, b, mistake):
+        super().__init__(W, b)
+        self.mistake = mistake
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        xp = namespace_of(dout)
+        fn = self.W.shape[0]
+        rows = xp.reshape(self.dW, (fn, -1))  # the (FN, C * FH * FW) of dout @ col.T
+        self.dW = {
+            "rows": rows,
+            "col.T @ dout": rows.T,
+            "no transpose": xp.reshape(rows.T, self.W.shape),
+            "doubled": 2 * self.dW,
+        }[self.mistake]
+        return dx
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("col.T @ dout", r"W has shape \(12, 4\), but W has shape \(4, 3, 2, 2\): the \(C \* FH "
+                         r"\* FW, FN\) of col.T @ dout, .* transpose\(1, 0\)"),
+        ("rows", r"W has shape \(4, 12\), .*: the filters' rows \(FN, C \* FH \* FW\), not yet "
+                 r"reshaped to \(4, 3, 2, 2\)"),
+    ],
+)  # fmt: skip
+def test_a_kernel_gradient_left_as_im2cols_matrix_says_how_to_reshape_it(xp, mistake, message):
+    layer = ConvMistake(rand(xp, 4, 3, 2, 2), rand(xp, 4), mistake)
+    with pytest.raises(ValueError, match=message):
+        check_layer(layer, rand(xp, 2, 3, 4, 4))
+
+
+def test_a_kernel_gradient_reshaped_without_its_transpose_says_so(xp):
+    report = check_layer(
+        ConvMistake(rand(xp, 4, 3, 2, 2), rand(xp, 4), "no transpose"), rand(xp, 2, 3, 4, 4)
+    )
+    assert [p.name for p in report.params if p.untransposed] == ["W"], str(report)
+    note = "W: the analytic gradient is the numerical one laid out as (12, 4) = (C * FH * FW, FN)"
+    assert note in " ".join(str(report).split())
+
+
+def test_a_wrong_kernel_gradient_of_another_kind_is_not_called_untransposed(xp):
+    report = check_layer(
+        ConvMistake(rand(xp, 4, 3, 2, 2), rand(xp, 4), "doubled"), rand(xp, 2, 3, 4, 4)
+    )
+    assert not report and not any(p.untransposed for p in report.params), str(report)
 
 
 class MulReturningDxAlone(Mul):

@@ -108,10 +108,18 @@ TRANSPOSED_PRODUCT = "a product's factors swapped, as dout.T @ x for x.T @ dout?
 def shape_mistake(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     """What a gradient of shape ``got`` for an array of shape ``want`` most likely forgot,
     as a clause to end a message with (empty when no usual mistake fits): a transposed
-    product (``dout.T @ x`` for ``x.T @ dout``), the sum over the batch axis, or that
-    sum's ``keepdims=True``."""
+    product (``dout.T @ x`` for ``x.T @ dout``), a kernel's (FN, C, FH, FW) gradient left
+    as the matrix im2col's product gives, the sum over the batch axis, or that sum's
+    ``keepdims=True``."""
     if len(got) >= 2 and got == want[::-1]:
         return f": transposed ({TRANSPOSED_PRODUCT})"
+    if len(want) == 4 and got == (math.prod(want[1:]), want[0]):
+        return (
+            ": the (C * FH * FW, FN) of col.T @ dout, a kernel's gradient before the book's "
+            f"transpose(1, 0).reshape{want}"
+        )
+    if len(want) == 4 and got == (want[0], math.prod(want[1:])):
+        return f": the filters' rows (FN, C * FH * FW), not yet reshaped to {want}"
     if got == (1, *want):
         return ": an axis of size 1 too many (keepdims=True, or a batch of 1 not summed over)"
     if got[1:] == want:

@@ -243,15 +243,9 @@ class Convolution(Layer):
         require_floating(xp, "Convolution input", x, data=True)
         fn, c, fh, fw = self.W.shape
         if x.ndim != 4 or x.shape[1] != c:
-            rows = (  # load_mnist flattens by default, as the book's does
-                ": rows of flattened images are not images; load them with "
-                f"load_mnist(flatten=False) or reshape them to (N, {c}, H, W)"
-                if x.ndim == 2
-                else ""
-            )
             raise ValueError(
                 f"Convolution input of shape {tuple(x.shape)} does not fit filters W of shape "
-                f"{tuple(self.W.shape)}: expected (N, {c}, H, W){rows}"
+                f"{tuple(self.W.shape)}: expected (N, {c}, H, W){_not_images(tuple(x.shape), c)}"
             )
         win = windows(x, fh, fw, self.stride, self.pad)
         n, _, _, _, oh, ow = win.shape
@@ -283,6 +277,21 @@ class Convolution(Layer):
             return None
         dcol = matmul(self._rows().T, dout)
         return fold(xp.reshape(dcol, (n, c, fh, fw, oh, ow)), self.x_shape, self.stride, self.pad)
+
+
+def _not_images(shape: tuple[int, ...], channels: int) -> str:
+    """What input of ``shape`` that is not images (N, ``channels``, H, W) most likely is, as
+    a clause to end a message with (empty when no usual mistake fits)."""
+    if len(shape) == 2:  # load_mnist flattens by default, as the book's does
+        return (
+            ": rows of flattened images are not images; load them with "
+            f"load_mnist(flatten=False) or reshape them to (N, {channels}, H, W)"
+        )
+    if len(shape) == 3 and channels == 1:
+        return f": images without their channel axis; reshape them to {(shape[0], 1, *shape[1:])}"
+    if len(shape) == 4 and shape[3] == channels:
+        return ": channels last (N, H, W, C)? xp.permute_dims(x, (0, 3, 1, 2)) puts them first"
+    return ""
 
 
 def require_output_shape(layer: str, dout: Any, out_shape: tuple[int, ...]) -> None:

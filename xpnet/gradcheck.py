@@ -305,12 +305,24 @@ def compare(
         and len(shape) == 4
         and math.prod(shape[-2:]) > 1
         and _matches(xp.flip(whole, axis=(-2, -1)), numerical, atol, rtol, ~counted),
+        untransposed=bool(failed)
+        and len(shape) == 4
+        and _matches(_transposed_rows(whole), numerical, atol, rtol, ~counted),
         worst=worst,
         worst_analytic=float(analytic[worst]) if worst is not None else 0.0,
         worst_numerical=float(numerical[worst]) if worst is not None else 0.0,
         failing_elements=tuple(tuple(int(i) for i in idx) for idx in failed_elements),
         sampled=None if sampled is None else int(_count(sampled)),
     )
+
+
+def _transposed_rows(kernel: Any) -> Any:
+    """A kernel gradient (FN, C, FH, FW) read as the (C * FH * FW, FN) of ``col.T @ dout``
+    and transposed: what it is were it that product reshaped without the transpose."""
+    xp = namespace_of(kernel)
+    fn = kernel.shape[0]
+    rows = xp.reshape(kernel, (math.prod(kernel.shape[1:]), fn))
+    return xp.reshape(xp.matrix_transpose(rows), kernel.shape)
 
 
 def _in_sample(a: Any, sampled: Any) -> Any:

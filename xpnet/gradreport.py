@@ -64,6 +64,8 @@ class ParamCheck:
     together_with: tuple[str, ...] = ()
     transposed: bool = False  # a failing square 2-D analytic gradient = numerical.T
     flipped: bool = False  # a failing conv kernel's analytic gradient = numerical rotated 180°
+    # a failing conv kernel's analytic gradient = col.T @ dout reshaped, not transposed first
+    untransposed: bool = False
     failing_elements: tuple[tuple[int, ...], ...] = ()
     sampled: int | None = None
     # failing elements excused as reported kinks whose one-sided differences show none
@@ -156,6 +158,19 @@ class ParamCheck:
             f"{self.name}: the analytic gradient is the numerical one flipped in its last two "
             "axes (rotated 180 degrees): a kernel flipped in one pass and not in the other (a "
             "true convolution against a forward that cross-correlates, as im2col does)?"
+        )
+
+    def untransposed_note(self) -> str | None:
+        """What a failing kernel gradient (FN, C, FH, FW) that is ``col.T @ dout`` (C * FH *
+        FW, FN) reshaped to the kernel's shape without its transpose says (None otherwise)."""
+        if not self.untransposed:
+            return None
+        fn, c, fh, fw = self.shape
+        return (
+            f"{self.name}: the analytic gradient is the numerical one laid out as "
+            f"({c * fh * fw}, {fn}) = (C * FH * FW, FN), as col.T @ dout is, and reshaped to "
+            f"{self.shape} without its transpose: the book's "
+            "dW.transpose(1, 0).reshape(FN, C, FH, FW)?"
         )
 
     def factor_note(self, batch: int | None = None) -> str | None:
@@ -394,6 +409,7 @@ class GradientReport(_Displayed):
                 p.factor_note(self.batch),
                 p.transposed_note(),
                 p.flipped_note(),
+                p.untransposed_note(),
             )
             if note
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from itertools import islice, pairwise
 from types import ModuleType
 from typing import Any
@@ -32,6 +32,7 @@ from xpnet.backend import (
     reduce_sum,
 )
 from xpnet.checks import (
+    ArgumentTypeError,
     BookName,
     TorchName,
     bad_argument,
@@ -1373,11 +1374,11 @@ class SimpleConvNet(Sequential):
         xp: ModuleType | None = None,
     ) -> None:
         conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-        unknown = set(conv_param or {}) - set(conv)
+        if not isinstance(conv_param, Mapping | None):  # a str or list has no keys to name
+            raise ArgumentTypeError(f"conv_param must be a dict such as {conv}, got {conv_param!r}")
+        unknown = [key for key in conv_param or {} if key not in conv]
         if unknown:
-            raise ValueError(
-                f"unknown conv_param key(s) {sorted(unknown)}: expected {', '.join(conv)}"
-            )
+            raise ValueError(f"unknown conv_param key(s) {unknown}: expected {', '.join(conv)}")
         conv.update(conv_param or {})
         for key, value in conv.items():
             require_count(f"conv_param[{key!r}]", value, 0 if key == "pad" else 1)
