@@ -52,6 +52,10 @@ class BookName:
         )
 
 
+# What torch's zero_grad() is in xpnet, on a network and on an optimizer alike.
+NO_ACCUMULATED_GRADIENTS = "nothing: net.gradient(x, t) returns new gradients, none accumulate"
+
+
 class TorchName(BookName):
     """A :class:`BookName` for one of PyTorch's names (``step = TorchName("opt.update(...)")``),
     pointing to docs/pytorch.md; for a name xpnet has no exact equivalent of, not an alias."""

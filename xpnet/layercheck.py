@@ -262,13 +262,15 @@ def _require_library(what: str, value: Any, like: Any) -> None:
     ``what`` (``"Sq.forward returned"``) then names it. It is the mark of ``np.``
     functions given another library's arrays, which otherwise fails later, in that
     library's words (array_api_strict: ``Unsupported device 'cpu'``)."""
-    if not is_array_api_obj(value) or library_of(value) == library_of(like):
+    if not is_array_api_obj(value):
+        return
+    got, expected = library_of(value), library_of(like)
+    if got == expected:
         return
     raise BackendMismatchError(
-        f"{what} an array of {library_of(value)}, but the inputs are arrays of "
-        f"{library_of(like)}: compute with the inputs' namespace, "
-        "xp = xpnet.backend.namespace_of(x) (xp.exp, xp.sum, ...)"
-        + (", not NumPy's np. functions" if library_of(value) == "numpy" else "")
+        f"{what} an array of {got}, but the inputs are arrays of {expected}: compute with the "
+        "inputs' namespace, xp = xpnet.backend.namespace_of(x) (xp.exp, xp.sum, ...)"
+        + (", not NumPy's np. functions" if got == "numpy" else "")
     )
 
 

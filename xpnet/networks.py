@@ -32,6 +32,7 @@ from xpnet.backend import (
     reduce_sum,
 )
 from xpnet.checks import (
+    NO_ACCUMULATED_GRADIENTS,
     ArgumentTypeError,
     BookName,
     TorchName,
@@ -615,12 +616,8 @@ class Sequential:
         )
         self._modal = tuple(takes_train_flg(layer) for layer in self.layers)
         self._any_modal = any(self._modal)
-        # predict converts floating input to this dtype; Parameters refuses a parameter of
-        # another dtype, so it holds until a conversion (_recheck_after_conversions).
-        first = next(iter(self.params.values()), None)
-        self._input_dtype = None if first is None else first.dtype
         _require_one_dtype(self.params, seen)
-        self._conversions = conversion.conversions
+        self._take_the_parameters_dtype()
         # name, layer, attribute, its gradient's attribute, and where (for messages)
         self._slots = [
             (name, layer, attr, "d" + attr, _where(seen[id(layer)], layer))
@@ -692,6 +689,12 @@ class Sequential:
             _require_one_dtype(self.params, seen, advice)
         except BackendMismatchError as exc:
             raise BackendMismatchError(f"{exc}; {advice}") from exc
+        self._take_the_parameters_dtype()
+
+    def _take_the_parameters_dtype(self) -> None:
+        """The dtype ``predict`` converts floating input to: the parameters' (None without
+        any), as of the conversions made so far. Parameters refuses a parameter of another
+        dtype, so it holds until a conversion (:meth:`_recheck_after_conversions`)."""
         first = next(iter(self.params.values()), None)
         self._input_dtype = None if first is None else first.dtype
         self._conversions = conversion.conversions
@@ -1122,7 +1125,7 @@ class Sequential:
         "train_flg=False, the default of net.predict, net.loss and net.accuracy; "
         "net.gradient(x, t, train_flg=False)"
     )
-    zero_grad = TorchName("nothing: net.gradient(x, t) returns new gradients, none accumulate")
+    zero_grad = TorchName(NO_ACCUMULATED_GRADIENTS)
     cuda = TorchName("net.to(device='cuda')")
     cpu = TorchName("net.to(device='cpu')")
     requires_grad_ = TorchName("Trainer(..., frozen=['W1', 'layers[2]']) for requires_grad_(False)")

@@ -81,7 +81,15 @@ from typing import Any, ClassVar
 import array_api_compat
 
 from xpnet.backend import BackendMismatchError, dtype_name, library_of, namespace_of, to_like
-from xpnet.checks import BookName, TorchName, is_integer, is_real, shape_mistake
+from xpnet.checks import (
+    NO_ACCUMULATED_GRADIENTS,
+    BookName,
+    TorchName,
+    is_integer,
+    is_real,
+    shape_mistake,
+)
+from xpnet.layers import is_floating_array
 
 EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
@@ -184,7 +192,7 @@ class Optimizer:
 
     # PyTorch's optimizer names that xpnet spells otherwise (docs/pytorch.md), not aliases.
     step = TorchName("opt.update(net.params, grads), with grads = net.gradient(x, t)")
-    zero_grad = TorchName("nothing: net.gradient(x, t) returns new gradients, none accumulate")
+    zero_grad = TorchName(NO_ACCUMULATED_GRADIENTS)
     param_groups = TorchName(
         "opt.lr, one for every parameter, read and set; the other settings are attributes "
         "too (opt.momentum)"
@@ -270,7 +278,7 @@ class Optimizer:
         """Raise unless ``param`` is real floating and ``grad`` fits it: an array of its
         library, device, shape and dtype, or a number where ``param`` has shape ``()``."""
         cls = type(self).__name__
-        if not namespace_of(param).isdtype(param.dtype, "real floating"):
+        if not is_floating_array(param):
             raise ValueError(
                 f"{cls}.update: parameter {key!r} has dtype {dtype_name(param)}, expected a real "
                 "floating one, which a step can move by a fraction: write its values as floats "
