@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from xpnet import backend, opcount
+from xpnet.networks import Parameters
 from xpnet.optim import SGD
 
 
@@ -66,9 +67,22 @@ def host_params(net: Any) -> dict[str, np.ndarray]:
     return {name: np.array(backend.to_numpy(value)) for name, value in net.params.items()}
 
 
-def sgd_step(net: Any, x: Any, t: Any, lr: float) -> Callable[[], Any]:
-    """xpnet's timed step: ``SGD(lr).update(net.params, net.gradient(x, t))``."""
+def sgd_step(
+    net: Any, x: Any, t: Any, lr: float, frozen: tuple[str, ...] = ()
+) -> Callable[[], Any]:
+    """xpnet's timed step: ``SGD(lr).update(net.params, net.gradient(x, t))``; with
+    ``frozen`` parameter names, the step of ``Trainer(frozen=...)``: the gradients of the
+    others only (``gradient(params=...)``), and the optimizer given those."""
     opt = SGD(lr)
+    if frozen:
+        names = [name for name in net.params if name not in frozen]
+        trained = Parameters({name: net.params.slot(name) for name in names})
+
+        def step() -> Any:
+            opt.update(trained, net.gradient(x, t, params=names))
+            return net.params
+
+        return step
 
     def step() -> Any:
         opt.update(net.params, net.gradient(x, t))
@@ -77,8 +91,10 @@ def sgd_step(net: Any, x: Any, t: Any, lr: float) -> Callable[[], Any]:
     return step
 
 
-def step_array_ops(net: Any, x: Any, t: Any, lr: float) -> int:
+def step_array_ops(net: Any, x: Any, t: Any, lr: float, frozen: tuple[str, ...] = ()) -> int:
     """Array operations in one :func:`sgd_step` of ``net`` on NumPy ``x``, ``t`` (the layer
     code issues the same on every backend)."""
-    ops = opcount.count_operations(lambda x, t: sgd_step(net, x, t, lr)(), x, t, params=net.params)
+    ops = opcount.count_operations(
+        lambda x, t: sgd_step(net, x, t, lr, frozen)(), x, t, params=net.params
+    )
     return ops.array_ops

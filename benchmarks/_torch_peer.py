@@ -73,7 +73,7 @@ class TorchMLP:
     ) -> None:
         self.device, self.lr = device, lr
         self.activation, self.loss_fn = activation, loss
-        self.params = leaf_tensors(params, PARAM_ORDER, device)
+        self.params = self.trained = leaf_tensors(params, PARAM_ORDER, device)
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2 = self.params
@@ -82,22 +82,34 @@ class TorchMLP:
     def step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One SGD step; returns the loss (before the update) as a 0-D tensor."""
         loss = self.loss(x, target)
-        grads = torch.autograd.grad(loss, self.params)
+        grads = torch.autograd.grad(loss, self.trained)
         with torch.no_grad():
-            for p, g in zip(self.params, grads, strict=True):
+            for p, g in zip(self.trained, grads, strict=True):
                 p.sub_(g, alpha=self.lr)
         return loss.detach()
 
 
 class TorchConvNet:
     """The book's SimpleConvNet: conv (W1, b1), ReLU, 2x2 max pool, Affine, ReLU, Affine,
-    softmax cross-entropy on integer labels; the same hand-written SGD step as ``TorchMLP``."""
+    softmax cross-entropy on integer labels; the same hand-written SGD step as ``TorchMLP``.
+    The ``frozen`` parameters get ``requires_grad_(False)``: autograd skips what only they
+    need (the convolution's backward, when it is frozen), and the step updates the others."""
 
     step = TorchMLP.step
 
-    def __init__(self, params: Mapping[str, np.ndarray], device: torch.device, lr: float) -> None:
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        device: torch.device,
+        lr: float,
+        frozen: tuple[str, ...] = (),
+    ) -> None:
         self.device, self.lr = device, lr
-        self.params = leaf_tensors(params, ("W1", "b1", "W2", "b2", "W3", "b3"), device)
+        names = ("W1", "b1", "W2", "b2", "W3", "b3")
+        self.params = leaf_tensors(params, names, device)
+        for name, p in zip(names, self.params, strict=True):
+            p.requires_grad_(name not in frozen)
+        self.trained = [p for p in self.params if p.requires_grad]
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = self.params

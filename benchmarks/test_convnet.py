@@ -2,7 +2,9 @@
 
 - ``step``: ``net.gradient(x, t)`` then ``SGD(lr).update`` in float32 on a fixed batch of
   100 images, against the same network (same weights) in PyTorch eager with autograd
-  and a hand-written in-place update, timed seconds apart;
+  and a hand-written in-place update, timed seconds apart; and the same with the
+  convolution frozen (fine-tuning the classifier: ``Trainer(frozen="layers[0]")``'s step,
+  against ``requires_grad_(False)`` on PyTorch's), a table of its own in the summary;
 - gradients in float64 on the first 10 images (the gradient-check size):
   ``analytic``, the per-element loop on a random subset of the 434,290 parameters
   (extrapolated), and ``batched``: a whole ``check_gradients`` (local perturbations for
@@ -42,11 +44,11 @@ def info(kind: str, batch: int, dtype: str, **more: Any) -> dict[str, Any]:
             "network": NETWORK, **more}  # fmt: skip
 
 
-def step_operations(data: bench.BenchData) -> int:
+def step_operations(data: bench.BenchData, frozen: tuple[str, ...] = ()) -> int:
     """Array operations in one step, counted on NumPy: the same on every backend."""
     net = SimpleConvNet(seed=SEED, device="cpu")
     x, t = images(data, STEP_BATCH, "float32", device="cpu")
-    return step_array_ops(net, x, t, LR)
+    return step_array_ops(net, x, t, LR, frozen)
 
 
 @pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
@@ -57,21 +59,50 @@ def test_step(
     run_info: dict,
     framework: str,
 ) -> None:
+    timed_step(timed, bench_data, run_device, run_info, framework)
+
+
+@pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
+def test_step_conv_frozen(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    run_device: tuple,
+    run_info: dict,
+    framework: str,
+) -> None:
+    """Fine-tuning the classifier: the step of ``Trainer(frozen="layers[0]")``, whose
+    backward stops after the pooling, against PyTorch's with the convolution's
+    ``requires_grad_(False)``."""
+    timed_step(timed, bench_data, run_device, run_info, framework, frozen=("W1", "b1"))
+
+
+def timed_step(
+    timed: bench.Timed,
+    bench_data: bench.BenchData,
+    run_device: tuple,
+    run_info: dict,
+    framework: str,
+    frozen: tuple[str, ...] = (),
+) -> None:
+    """Time ``framework``'s SGD step, the ``frozen`` parameters left out of it."""
     torch, more = None, {}
     if framework == "xpnet":
         x, t = images(bench_data, STEP_BATCH, "float32")
-        step = sgd_step(SimpleConvNet(seed=SEED), x, t, LR)
-        more["array_ops"] = step_operations(bench_data)
+        step = sgd_step(SimpleConvNet(seed=SEED), x, t, LR, frozen)
+        more["array_ops"] = step_operations(bench_data, frozen)
     else:
         torch, peer = torch_peer(run_device, framework)
         device = peer.torch_device(run_device[2])
         params = host_params(SimpleConvNet(seed=SEED, device="cpu"))
-        model = peer.TorchConvNet(params, device, LR)
+        model = peer.TorchConvNet(params, device, LR, frozen)
         x_host = bench_data.x_train[:STEP_BATCH].reshape(STEP_BATCH, 1, 28, 28)
         xt, labels = peer.as_tensors(x_host, bench_data.t_train[:STEP_BATCH], device)
         step = lambda: model.step(xt, labels)  # noqa: E731
-    timed.benchmark.group = "SimpleConvNet SGD step"
-    timed(step, kind="step", batch=STEP_BATCH, dtype="float32", lr=LR, network=NETWORK,
+    suffix = ", conv frozen" if frozen else ""
+    if frozen:
+        more["frozen"] = list(frozen)
+    timed.benchmark.group = f"SimpleConvNet SGD step{suffix}"
+    timed(step, kind="step", batch=STEP_BATCH, dtype="float32", lr=LR, network=NETWORK + suffix,
           **more, **framework_info(framework, run_info, torch))  # fmt: skip
 
 

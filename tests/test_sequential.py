@@ -78,23 +78,82 @@ def test_parameters_are_named_by_order_of_appearance_of_each_attribute(xp):
     assert net.params.slot("s1") == (net.layers[2], "s")
 
 
-def assert_gradients_of_the_scaled_net(xp, net):
-    """``net.gradient`` (a :func:`scaled_net`) against central differences of the NumPy loss."""
+def assert_gradients_of_the_scaled_net(xp, net, names=None):
+    """``net.gradient`` (a :func:`scaled_net`) against central differences of the NumPy loss:
+    of every parameter, or of ``names`` only, asked for by ``gradient(params=names)``."""
     (x,) = arrays(xp, 2, (6, 5))
     t = labels(xp)
     params = {k: to_numpy(v) for k, v in net.params.items()}
-    grads = net.gradient(x, t)
-    for name, value in params.items():
+    grads = net.gradient(x, t) if names is None else net.gradient(x, t, params=names)
+    assert list(grads) == (list(params) if names is None else names)
+    for name in grads:
 
         def loss_of(v, name=name):
             return np_scaled_loss({**params, name: v}, to_numpy(x), to_numpy(t))
 
-        expected = central_difference(loss_of, value)
+        expected = central_difference(loss_of, params[name])
         np.testing.assert_allclose(to_numpy(grads[name]), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_a_users_layer_trains_in_the_gradient_of_a_sequential(xp):
     assert_gradients_of_the_scaled_net(xp, scaled_net(xp))
+
+
+# gradient(params=...): the gradients of some parameters, as autograd computes only those
+# of the tensors that require one.
+
+
+@pytest.mark.parametrize("names", [["s1", "W2"], ["b2"], ["W2", "W1"]])
+def test_gradient_of_some_parameters_gives_theirs_only(xp, names):
+    assert_gradients_of_the_scaled_net(xp, scaled_net(xp), names)
+
+
+def test_the_backward_stops_at_the_first_layer_holding_an_asked_parameter(xp):
+    net = scaled_net(xp)
+    (x,) = arrays(xp, 2, (6, 5))
+    net.gradient(x, labels(xp), params="s1")
+    assert net.layers[0].dW is None and net.layers[0].db is None  # never differentiated
+    assert net.layers[3].dW is not None  # after it: differentiated, its input gradient needed
+
+
+def test_gradient_of_some_parameters_adds_their_weight_decay(xp):
+    plain = scaled_net(xp)
+    net = Sequential(plain.layers, loss=plain.last_layer, weight_decay=0.1)
+    (x,) = arrays(xp, 2, (6, 5))
+    t = labels(xp)
+    full = {k: to_numpy(v).copy() for k, v in net.gradient(x, t).items()}
+    some = net.gradient(x, t, params=["s1", "W2"])
+    for name, value in some.items():
+        np.testing.assert_array_equal(to_numpy(value), full[name])
+
+
+def test_a_layer_left_out_by_params_is_checked_when_a_later_call_reaches_it(xp):
+    # The shapes of a (x, t) pair are checked once; a call that skipped a layer did not.
+    class AllSummed(Scale):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.ds = namespace_of(dout).sum(self.ds)
+            return dx
+
+    net, x = around(xp, AllSummed)
+    net.gradient(x, labels(xp), params=["W2"])
+    with pytest.raises(ValueError, match=r"layers\[1\] \(AllSummed\)\.backward stored ds"):
+        net.gradient(x, labels(xp))
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "says"),
+    [
+        (["W1", "V1"], ValueError, r"unknown parameter\(s\) \['V1'\]; the network has \['W1'"),
+        ([], ValueError, r"params is empty \(\); the network has \['W1', 'b1', 's1'"),
+        (3, TypeError, r"takes parameter names \(a list, or one name\), got int 3"),
+    ],
+)
+def test_gradient_of_unknown_or_no_parameters_is_refused(cpu_xp, params, error, says):
+    net = scaled_net(cpu_xp)
+    (x,) = arrays(cpu_xp, 2, (6, 5))
+    with pytest.raises(error, match=r"gradient\(params=\.\.\.\)(: )?.*" + says):
+        net.gradient(x, labels(cpu_xp), params=params)
 
 
 def test_a_name_ending_in_a_digit_gets_an_underscore(xp):

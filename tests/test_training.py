@@ -1268,6 +1268,13 @@ def test_frozen_parameters_stay_bit_for_bit_while_the_others_train(xp, name):
     assert not np.array_equal(after["b2"], before["b2"])
 
 
+def test_the_layers_before_the_first_trained_one_are_not_differentiated(xp):
+    # As autograd skips the layers before the first parameter that requires a gradient.
+    net = make_net(xp)
+    Trainer(net, SGD(0.1), *blobs(xp), epochs=1, batch_size=10, frozen="layers[0]").fit()
+    assert net.layers[0].dW is None and net.layers[2].dW is not None
+
+
 def test_a_layers_path_freezes_its_parameters(cpu_xp):
     net = MultiLayerNet(4, [6], 2, use_batchnorm=True, dtype="float64", seed=0, xp=cpu_xp)
     trainer = Trainer(net, SGD(0.1), *blobs(cpu_xp), epochs=1, frozen="layers[1]")

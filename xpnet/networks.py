@@ -407,6 +407,17 @@ def _decayed_attributes(layer: Any) -> tuple[str, ...]:
     return tuple(decayed)
 
 
+def _names_of(params: Iterable[str]) -> tuple[str, ...]:
+    """``params`` of :meth:`Sequential.gradient` as a tuple, or a ``TypeError`` naming it."""
+    try:
+        return tuple(params)
+    except TypeError:
+        raise TypeError(
+            f"gradient(params=...) takes parameter names (a list, or one name), got "
+            f"{type(params).__name__} {params!r:.40}"
+        ) from None
+
+
 def _parameter_slots(walked: Sequence[tuple[str, Any]]) -> dict[str, tuple[Any, str]]:
     """``name -> (layer, attribute)`` for the layers ``walked`` (:func:`walk`'s ``(path,
     layer)``, inner layers included): each attribute named ``W`` numbered by order of
@@ -624,7 +635,9 @@ class Sequential:
             for name, (layer, attr) in slots.items()
         ]
         self._shapes: list[Any] | None = None  # the layers' input shapes, while gradient() checks
-        self._checked_shapes: set[tuple[Any, Any]] = set()  # (x.shape, t.shape) gradient() checked
+        # (x.shape, t.shape, params) that gradient() checked, and its params= selections
+        self._checked_shapes: set[tuple[Any, Any, Any]] = set()
+        self._selections: dict[tuple[str, ...], tuple[int, list[tuple[Any, ...]]]] = {}
         # Backward stops at the first layer with parameters: the ones before need no gradient.
         # The stacks inside (Sequentials without loss), whose backward checks their layers'
         # shapes while gradient() checks them.
@@ -875,11 +888,19 @@ class Sequential:
             hits = chunk if hits is None else hits + chunk
         return int(hits) / n
 
-    def gradient(self, x: Any, t: Any, train_flg: bool = True) -> dict[str, Any]:
+    def gradient(
+        self, x: Any, t: Any, train_flg: bool = True, *, params: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         """Gradients of ``loss(x, t)`` for every parameter, by backprop: in training mode
         (Dropout's masks, BatchNorm's batch statistics), or with ``train_flg=False`` in
         evaluation mode (Dropout's scaling, BatchNorm's running statistics), as PyTorch's
         ``backward()`` after ``model.eval()``.
+
+        ``params`` (names of ``net.params``, or one name) asks for those gradients only, as
+        :meth:`numerical_gradient` takes it: the backward stops at the first layer holding
+        one of them, as autograd skips the layers before the first parameter that requires a
+        gradient (a frozen feature extractor, say); the layers it skips keep their earlier
+        gradients (``dW``). Unknown names, or none, are a ``ValueError``.
 
         The first call for each shape of ``x`` and ``t`` also checks that every layer's
         backward gave gradients of the shapes of its input and its parameters, naming the
@@ -888,7 +909,12 @@ class Sequential:
         Later calls of those shapes skip it (PyTorch's autograd checks every call, in C++):
         a layer's shapes follow its input's, and in Python the check would cost every step.
         """
-        key = (getattr(x, "shape", None), getattr(t, "shape", None))
+        if params is None:
+            stop, slots, selection = self._backward_from, self._slots, None
+        else:
+            selection = (params,) if isinstance(params, str) else _names_of(params)
+            stop, slots = self._selections.get(selection) or self._select(selection)
+        key = (getattr(x, "shape", None), getattr(t, "shape", None), selection)
         shapes = None if key in self._checked_shapes else []
         self._shapes = shapes  # predict records the layers' input shapes (and the output's)
         stacks = () if shapes is None else self._stacks
@@ -902,7 +928,7 @@ class Sequential:
             dout = self.last_layer.backward(1)
             if check:
                 _require_input_gradient(dout, shapes[-1], f"loss {type(self.last_layer).__name__}")
-            self._backward_to(self._backward_from, dout, shapes if check else None)
+            self._backward_to(stop, dout, shapes if check else None)
         except LayerError as exc:  # from a stack inside: named by its path in this network
             renamed = self._renamed(exc)
             if renamed is exc:
@@ -912,15 +938,36 @@ class Sequential:
             self._shapes = None
             for stack in stacks:
                 stack._shapes = None
-        grads = {name: getattr(layer, dattr, None) for name, layer, _, dattr, _ in self._slots}
+        grads = {name: getattr(layer, dattr, None) for name, layer, _, dattr, _ in slots}
         if shapes is not None:
-            for name, layer, attr, dattr, where in self._slots:
+            for name, layer, attr, dattr, where in slots:
                 _require_parameter_gradient(grads[name], getattr(layer, attr), name, dattr, where)
             _warn_of_undeclared_parameters(self._walked, held_before)
             self._checked_shapes.add(key)
         for name in self._decayed if self.weight_decay else ():
-            grads[name] = grads[name] + self.weight_decay * self.params[name]
+            if name in grads:
+                grads[name] = grads[name] + self.weight_decay * self.params[name]
         return grads
+
+    def _select(self, names: tuple[str, ...]) -> tuple[int, list[tuple[Any, ...]]]:
+        """For :meth:`gradient`'s ``params=names``: the index of the first layer holding one
+        of them, where the backward stops, and their slots; kept for the next call."""
+        slots = {slot[0]: slot for slot in self._slots}
+        unknown = [name for name in names if name not in slots]
+        if unknown or not names:
+            what = f"unknown parameter(s) {unknown}" if unknown else f"params is empty {names}"
+            raise ValueError(
+                f"gradient(params=...): {what}; the network has {list(slots)} (params=None "
+                "for all of them)"
+            )
+        index = {
+            id(inner): k
+            for k, layer in enumerate(self.layers)
+            for _, inner in walk_from(f"layers[{k}]", layer)
+        }
+        chosen = [slots[name] for name in dict.fromkeys(names)]
+        found = self._selections[names] = (min(index[id(s[1])] for s in chosen), chosen)
+        return found
 
     sublayers = ("layers",)
     # forward is the layers' forwards in order: gradient checks see through it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import inspect
 import math
 import sys
 import time
@@ -443,6 +444,15 @@ def _trainable(params: MutableMapping[str, Any], frozen: tuple[str, ...]) -> Mut
     return _Subset(params, kept)
 
 
+def _selects(net: Any) -> bool:
+    """Whether ``net.gradient`` takes ``params=`` (:meth:`~xpnet.Sequential.gradient`): the
+    names whose gradients are wanted, so that the backward skips the layers before them."""
+    try:
+        return "params" in inspect.signature(net.gradient).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin, a C extension)
+        return False
+
+
 def _optimizer_checked_first(init: Callable[..., None]) -> Callable[..., None]:
     """``init`` checking its second positional argument, the optimizer, before Python binds
     the others: in the book's order, ``Trainer(net, x_train, t_train, x_test, t_test)``, it
@@ -551,8 +561,12 @@ class Trainer:
       unknown name, or one freezing every parameter, is a ``ValueError``. The optimizer is
       given the other parameters only, so a frozen one stays bit for bit as it was, with
       every optimizer, weight decay included, and the optimizer makes no state for it
-      (state it already held, from a checkpoint, is kept unchanged). The network still
-      computes frozen parameters' gradients (it has no ``requires_grad`` to skip them).
+      (state it already held, from a checkpoint, is kept unchanged). A network whose
+      ``gradient`` takes ``params=`` (:meth:`~xpnet.Sequential.gradient`) is asked for the
+      trained ones only: the backward stops at the first layer holding one, as autograd
+      skips the layers before the first parameter that requires a gradient, so freezing the
+      first layers saves their backward; frozen layers after it still compute theirs, which
+      the layers before them need.
       BatchNormalization's running mean and variance are not parameters: a frozen one's
       keep updating in training, as PyTorch's do in train mode (Keras's ``trainable =
       False`` on a BatchNormalization stops them too; xpnet has no per-layer eval mode).
@@ -663,6 +677,8 @@ class Trainer:
                 )
         self.frozen = frozen_names(net, frozen)
         self._trainable = _trainable(net.params, self.frozen)
+        # The names whose gradients a step needs, for a network that can skip the others.
+        self._wanted = tuple(self._trainable) if self.frozen and _selects(net) else None
         _require_finite(net, optimizer)
         _warn_of_batches_of_one(net, x_train.shape[0], batch_size)
         self.xp = namespace_of(first, x_train, t_train, x_test, t_test)
@@ -775,7 +791,7 @@ class Trainer:
 
     def train_epoch(self, order: Any, label: str = "") -> None:
         """One pass over the training set in the order ``order`` (N,) (indices on the device)."""
-        net, bs, params = self.net, self.batch_size, self._trainable
+        net, bs, params, wanted = self.net, self.batch_size, self._trainable, self._wanted
         n = self.x_train.shape[0]
         bar = tqdm(
             total=self.batches_per_epoch,
@@ -790,7 +806,7 @@ class Trainer:
                 idx = order[start : min(start + bs, n)]  # in-bounds stop: the standard's rule
                 x = take(self.x_train, idx, axis=0)
                 t = take(self.t_train, idx, axis=0)
-                grads = net.gradient(x, t)
+                grads = net.gradient(x, t) if wanted is None else net.gradient(x, t, params=wanted)
                 self.optimizer.update(params, grads)
                 self.iterations += 1
                 bar.update()
