@@ -111,6 +111,24 @@ def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
         close(grads[name], p.grad.T if name.startswith("W") else p.grad)
 
 
+def test_gradient_of_some_parameters_is_torchs_autograd_grad_of_those(xp):
+    g = rng(2)
+    W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
+    W2, b2 = g.standard_normal((5, 3)), g.standard_normal(3)
+    x, labels = g.standard_normal((6, 4)), g.integers(0, 3, 6)
+    net = xpnet.Sequential(
+        [Affine(on(xp, W1), on(xp, b1)), ReLU(), Affine(on(xp, W2), on(xp, b2))],
+        loss=SoftmaxWithLoss(),
+    )
+    model = nn.Sequential(torch_linear(W1, b1), nn.ReLU(), torch_linear(W2, b2))
+    loss = nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(labels))
+    dW2, db2 = torch.autograd.grad(loss, [model[2].weight, model[2].bias])
+    grads = net.gradient(on(xp, x), to_device(labels, xp=xp), params=["W2", "b2"])
+    assert list(grads) == ["W2", "b2"]
+    close(grads["W2"], dW2.T)
+    close(grads["b2"], db2)
+
+
 def test_frozen_trains_as_torch_with_requires_grad_false_and_the_others_in_the_optimizer(xp):
     g = rng(3)
     W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
