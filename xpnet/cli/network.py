@@ -378,7 +378,8 @@ def add_layers_module(p: argparse.ArgumentParser, option: str) -> None:
         metavar="MODULE",
         help=f"with {option}: import MODULE first (repeat for more), the module that registers "
         "the layer classes of your own (xpnet.register_layer) that the checkpoint's network "
-        "holds; imported as Python imports modules: installed, or its folder on PYTHONPATH",
+        "holds; imported as Python imports modules: installed, in the current folder, or its "
+        "folder on PYTHONPATH",
     )
 
 
