@@ -51,29 +51,26 @@ def step_operations(data: bench.BenchData, frozen: tuple[str, ...] = ()) -> int:
     return step_array_ops(net, x, t, LR, frozen)
 
 
-@pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
+STEPS = [("xpnet", ()), ("torch-eager", ()), ("xpnet", ("W1", "b1")), ("torch-eager", ("W1", "b1"))]
+
+
+@pytest.mark.parametrize(
+    ("framework", "frozen"),
+    STEPS,
+    ids=[framework + ("-conv-frozen" if frozen else "") for framework, frozen in STEPS],
+)
 def test_step(
     timed: bench.Timed,
     bench_data: bench.BenchData,
     run_device: tuple,
     run_info: dict,
     framework: str,
+    frozen: tuple[str, ...],
 ) -> None:
-    timed_step(timed, bench_data, run_device, run_info, framework)
-
-
-@pytest.mark.parametrize("framework", ["xpnet", "torch-eager"])
-def test_step_conv_frozen(
-    timed: bench.Timed,
-    bench_data: bench.BenchData,
-    run_device: tuple,
-    run_info: dict,
-    framework: str,
-) -> None:
-    """Fine-tuning the classifier: the step of ``Trainer(frozen="layers[0]")``, whose
-    backward stops after the pooling, against PyTorch's with the convolution's
-    ``requires_grad_(False)``."""
-    timed_step(timed, bench_data, run_device, run_info, framework, frozen=("W1", "b1"))
+    """The SGD step; ``-conv-frozen``: fine-tuning the classifier, the step of
+    ``Trainer(frozen="layers[0]")``, whose backward stops after the pooling, against
+    PyTorch's with the convolution's ``requires_grad_(False)``."""
+    timed_step(timed, bench_data, run_device, run_info, framework, frozen)
 
 
 def timed_step(

@@ -89,18 +89,26 @@ def test_linear_draws_weight_and_bias_uniform_within_one_over_sqrt_in():
     assert abs(weight.std() - math.sqrt(1 / (3 * 400))) < 0.01 * bound
 
 
-@pytest.mark.parametrize("onehot", [False, True], ids=["labels", "probabilities"])
-def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
-    g = rng(1)
+def two_layer_nets(xp, seed):
+    """The same 4-5-3 ReLU network in xpnet (on ``xp``, softmax loss) and in torch, from
+    one seed's weights, and a batch of 6: ``(net, model, x, labels)`` (``x``, ``labels``
+    NumPy)."""
+    g = rng(seed)
     W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
     W2, b2 = g.standard_normal((5, 3)), g.standard_normal(3)
     x, labels = g.standard_normal((6, 4)), g.integers(0, 3, 6)
-    t = np.eye(3)[labels] if onehot else labels
     net = xpnet.Sequential(
         [Affine(on(xp, W1), on(xp, b1)), ReLU(), Affine(on(xp, W2), on(xp, b2))],
         loss=SoftmaxWithLoss(),
     )
     model = nn.Sequential(torch_linear(W1, b1), nn.ReLU(), torch_linear(W2, b2))
+    return net, model, x, labels
+
+
+@pytest.mark.parametrize("onehot", [False, True], ids=["labels", "probabilities"])
+def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
+    net, model, x, labels = two_layer_nets(xp, 1)
+    t = np.eye(3)[labels] if onehot else labels
     loss = nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(t))
     loss.backward()
     t_xp = to_device(t, xp=xp) if not onehot else on(xp, t)
@@ -112,15 +120,7 @@ def test_a_two_layer_net_has_torchs_loss_and_gradients(xp, onehot):
 
 
 def test_gradient_of_some_parameters_is_torchs_autograd_grad_of_those(xp):
-    g = rng(2)
-    W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
-    W2, b2 = g.standard_normal((5, 3)), g.standard_normal(3)
-    x, labels = g.standard_normal((6, 4)), g.integers(0, 3, 6)
-    net = xpnet.Sequential(
-        [Affine(on(xp, W1), on(xp, b1)), ReLU(), Affine(on(xp, W2), on(xp, b2))],
-        loss=SoftmaxWithLoss(),
-    )
-    model = nn.Sequential(torch_linear(W1, b1), nn.ReLU(), torch_linear(W2, b2))
+    net, model, x, labels = two_layer_nets(xp, 2)
     loss = nn.CrossEntropyLoss()(model(torch.from_numpy(x)), torch.from_numpy(labels))
     dW2, db2 = torch.autograd.grad(loss, [model[2].weight, model[2].bias])
     grads = net.gradient(on(xp, x), to_device(labels, xp=xp), params=["W2", "b2"])
@@ -130,15 +130,7 @@ def test_gradient_of_some_parameters_is_torchs_autograd_grad_of_those(xp):
 
 
 def test_frozen_trains_as_torch_with_requires_grad_false_and_the_others_in_the_optimizer(xp):
-    g = rng(3)
-    W1, b1 = g.standard_normal((4, 5)), g.standard_normal(5)
-    W2, b2 = g.standard_normal((5, 3)), g.standard_normal(3)
-    x, labels = g.standard_normal((6, 4)), g.integers(0, 3, 6)
-    net = xpnet.Sequential(
-        [Affine(on(xp, W1), on(xp, b1)), ReLU(), Affine(on(xp, W2), on(xp, b2))],
-        loss=SoftmaxWithLoss(),
-    )
-    model = nn.Sequential(torch_linear(W1, b1), nn.ReLU(), torch_linear(W2, b2))
+    net, model, x, labels = two_layer_nets(xp, 3)
     model[0].requires_grad_(False)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     for _ in range(3):  # full batches: the shuffled order leaves the mean gradient alone

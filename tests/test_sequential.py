@@ -127,14 +127,17 @@ def test_gradient_of_some_parameters_adds_their_weight_decay(xp):
         np.testing.assert_array_equal(to_numpy(value), full[name])
 
 
+class AllSummed(Scale):
+    """A user's layer whose ``ds`` is summed over every axis: 0-D for ``s`` of shape (D,)."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.ds = namespace_of(dout).sum(self.ds)
+        return dx
+
+
 def test_a_layer_left_out_by_params_is_checked_when_a_later_call_reaches_it(xp):
     # The shapes of a (x, t) pair are checked once; a call that skipped a layer did not.
-    class AllSummed(Scale):
-        def backward(self, dout):
-            dx = super().backward(dout)
-            self.ds = namespace_of(dout).sum(self.ds)
-            return dx
-
     net, x = around(xp, AllSummed)
     net.gradient(x, labels(xp), params=["W2"])
     with pytest.raises(ValueError, match=r"layers\[1\] \(AllSummed\)\.backward stored ds"):
@@ -931,12 +934,6 @@ def test_a_backward_returning_a_gradient_of_another_shape_is_named(xp):
 
 def test_a_parameter_gradient_of_another_shape_is_named(xp):
     # A sum over every axis (a 0-D ds for s of shape (4,)): an optimizer would broadcast it.
-    class AllSummed(Scale):
-        def backward(self, dout):
-            dx = super().backward(dout)
-            self.ds = namespace_of(dout).sum(self.ds)
-            return dx
-
     net, x = around(xp, AllSummed)
     with pytest.raises(
         ValueError,
