@@ -1,6 +1,8 @@
 """The backend: device selection, moving arrays, seeded weights, mixed-backend errors."""
 
 import importlib.util
+import platform
+import re
 import sys
 import types
 
@@ -367,6 +369,26 @@ def test_describe_reports_versions_and_device(monkeypatch):
     info = backend.describe()
     assert info["device"] == "cpu"
     assert info["numpy"] == np.__version__
+
+
+def test_describe_names_the_cpu_model_and_the_widest_simd_extension_numpy_uses():
+    cpu = backend.describe()["cpu"]
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux, or a CPU without a model name there
+        model = ":"
+    assert model.partition(":")[2].strip() in cpu
+    assert re.search(r", NumPy SIMD (\w+)$", cpu), cpu
+
+
+def test_cpu_falls_back_to_what_python_knows_without_proc_cpuinfo(monkeypatch):
+    def missing(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(backend, "open", missing, raising=False)
+    name = platform.processor() or platform.machine() or "unknown CPU"
+    assert backend.cpu().startswith(f"{name}, NumPy SIMD ")
 
 
 def test_describe_says_a_cuda_device_without_cupy_is_unavailable_and_why(monkeypatch):

@@ -965,7 +965,7 @@ def test_a_benchmark_json_keeps_the_load_averages_out_of_machine_info(
 
 HELPER_SCRIPTS = [
     "spread", "step_overhead", "alignment", "instructions", "update_after_product",
-    "profile_convnet", "profile_gradcheck", "tolerance_sweep", "checker_peer",
+    "profile_convnet", "profile_gradcheck", "tolerance_sweep", "checker_peer", "elementwise",
 ]  # fmt: skip
 
 

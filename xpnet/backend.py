@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -806,6 +807,7 @@ def describe() -> dict[str, str]:
         "XPNET_DEVICE": os.environ.get(ENV_VAR, "cpu"),
         "numpy": np.__version__,
         "array_api_compat": array_api_compat.__version__,
+        "cpu": cpu(),
     }
     try:
         spec = parse_device()
@@ -828,3 +830,29 @@ def describe() -> dict[str, str]:
     except Exception as exc:  # a CUDA driver error: report it, do not fail `xpnet info`
         info["cuda_devices"] = f"unavailable ({exc})"
     return info
+
+
+# The widest SIMD extension first: NumPy's loops for tanh, log1p and others are fast with
+# some and not others, so a benchmark's ratio against hand-written NumPy depends on it.
+_SIMD = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "AVX512F", "AVX2", "AVX", "SVE", "ASIMD")
+
+
+def cpu() -> str:
+    """The host CPU, for records: its model name with family and model where Linux's
+    ``/proc/cpuinfo`` gives them (VMs named alike can differ there), and the widest SIMD
+    extension NumPy uses on it, e.g. ``"AMD EPYC (family 25, model 1), NumPy SIMD AVX2"``."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            fields: dict[str, str] = {}
+            for line in info:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+        name = f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    except (OSError, KeyError):  # not Linux, or not x86
+        name = platform.processor() or platform.machine() or "unknown CPU"
+    try:  # NumPy's own record of what it found, which it keeps private
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+    except ImportError:
+        return f"{name}, NumPy SIMD unknown"
+    widest = next((ext for ext in _SIMD if found.get(ext)), "none of " + "/".join(_SIMD))
+    return f"{name}, NumPy SIMD {widest}"

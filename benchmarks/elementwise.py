@@ -1,0 +1,63 @@
+"""What the element-wise functions of the course network's step cost on this machine, in
+nanoseconds an element, float32: those xpnet's layers call (``tanh`` for the sigmoid,
+``exp`` and ``log1p`` for the loss's softplus) beside those the hand-written step calls
+(``exp`` for its sigmoid, ``log`` for its loss), and a multiply for scale::
+
+    python -m benchmarks.elementwise
+
+NumPy has fast (SIMD) loops for some of these functions only on some CPUs: a machine
+without AVX-512 runs ``tanh`` and ``log1p`` through slower loops than ``exp`` and
+``log``, and the course network's arithmetic (``spread.py``'s "arithmetic only") then
+costs more than the hand-written step's, before any Python around it. The sizes are the
+step's arrays at batch 1000: the hidden layer (1000 x 100) and the outputs (1000 x 10).
+"""
+
+from __future__ import annotations
+
+import timeit
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from benchmarks import _cli
+from xpnet import backend
+
+SIZES = {"hidden, batch 1000": 100_000, "outputs, batch 1000": 10_000}
+FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh (xpnet's sigmoid)": np.tanh,
+    "log1p (xpnet's loss)": np.log1p,
+    "exp (both)": np.exp,
+    "log (hand-written loss)": np.log,
+    "multiply (for scale)": lambda a: a * a,
+}
+CALLS = 100
+REPEATS = 7
+
+
+def ns_per_element(function: Callable[[np.ndarray], np.ndarray], size: int) -> float:
+    """The least time of ``REPEATS`` runs of ``CALLS`` calls of ``function`` on ``size``
+    float32 numbers in (0.1, 1.1), where every function here is finite, per element."""
+    a = (np.random.default_rng(0).random(size) + 0.1).astype(np.float32)
+    best = min(timeit.repeat(lambda: function(a), number=CALLS, repeat=REPEATS))
+    return best / CALLS / size * 1e9
+
+
+def main() -> None:
+    print(f"CPU: {backend.cpu()}; NumPy {np.__version__}")
+    sizes = "; ".join(f"{name} = {size:,}" for name, size in SIZES.items())
+    print(f"ns an element, float32 (least of {REPEATS} runs of {CALLS} calls); elements: {sizes}")
+    width = max(map(len, FUNCTIONS))
+    print(f"{'':{width}}  " + "  ".join(f"{k:>20}" for k in SIZES))
+    for name, function in FUNCTIONS.items():
+        cells = "  ".join(f"{ns_per_element(function, size):20.2f}" for size in SIZES.values())
+        print(f"{name:{width}}  {cells}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> None:
+    """The command line: no arguments; ``--help`` prints this module's description."""
+    _cli.no_arguments("benchmarks.elementwise", __doc__, argv)
+
+
+if __name__ == "__main__":
+    parse_args()
+    main()
