@@ -845,8 +845,10 @@ def cpu() -> str:
         with open("/proc/cpuinfo") as info:
             fields: dict[str, str] = {}
             for line in info:
+                if not line.strip():  # the first processor's block is enough
+                    break
                 key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
+                fields[key.strip()] = value.strip()
         name = f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
     except (OSError, KeyError):  # not Linux, or not x86
         name = platform.processor() or platform.machine() or "unknown CPU"
