@@ -5,10 +5,10 @@ nanoseconds an element, float32: those xpnet's layers call (``tanh`` for the sig
 
     python -m benchmarks.elementwise
 
-NumPy has fast (SIMD) loops for some of these functions only on some CPUs: a machine
-without AVX-512 runs ``tanh`` and ``log1p`` through slower loops than ``exp`` and
-``log``, and the course network's arithmetic (``spread.py``'s "arithmetic only") then
-costs more than the hand-written step's, before any Python around it. The sizes are the
+NumPy's loops for these functions differ from CPU to CPU: on a Zen 3 VM without AVX-512
+(docs/benchmarks.md) ``tanh`` and ``log1p`` took 1.7x and 4-7x as long as ``exp`` and
+``log``, and the course network's arithmetic (``spread.py``'s "arithmetic only") cost
+more than the hand-written step's, before any Python around it. The sizes are the
 step's arrays at batch 1000: the hidden layer (1000 x 100) and the outputs (1000 x 10).
 """
 

@@ -832,8 +832,8 @@ def describe() -> dict[str, str]:
     return info
 
 
-# The widest SIMD extension first: NumPy's loops for tanh, log1p and others are fast with
-# some and not others, so a benchmark's ratio against hand-written NumPy depends on it.
+# The widest SIMD extension first: how fast NumPy's loops for tanh, log1p and others run
+# depends on it, and so does a benchmark's ratio against hand-written NumPy.
 _SIMD = ("AVX512_SPR", "AVX512_ICL", "AVX512_SKX", "AVX512F", "AVX2", "AVX", "SVE", "ASIMD")
 
 
