@@ -12,7 +12,7 @@ import pytest
 
 from xpnet import MultiLayerNet, Sequential
 from xpnet.backend import namespace, namespace_of, to_device, to_numpy
-from xpnet.checkpoint import HyperparametersDiffer, load_params, save_params
+from xpnet.checkpoint import HyperparametersDiffer, load_params, read_metadata, save_params
 from xpnet.layers import Affine, ReLU, SoftmaxWithLoss
 from xpnet.opcount import count_operations, counting
 from xpnet.optim import OPTIMIZERS, SGD, Adam, Momentum, Optimizer, make_optimizer
@@ -427,6 +427,50 @@ def test_a_scheduled_run_resumed_from_a_checkpoint_matches_one_run(cpu_xp, tmp_p
                       history=history, lr_schedule=schedule).fit()  # fmt: skip
     assert resumed.train_loss == straight.train_loss
     assert_same_params(net, straight_net)
+
+
+def test_base_lr_resumes_a_scheduled_run_with_the_optimizer_the_file_holds(cpu_xp, tmp_path):
+    # The optimizer is built as the file has it, at epoch 2's lr (0.05); base_lr is the run's.
+    data, schedule = blobs(cpu_xp), MultiStepLR([1, 3], gamma=0.5)
+    straight_net = make_net(cpu_xp)
+    straight = train(straight_net, Momentum(lr=0.1), *data, epochs=4, batch_size=8, seed=3,
+                     lr_schedule=schedule)  # fmt: skip
+
+    net, opt = make_net(cpu_xp), Momentum(lr=0.1)
+    first = train(net, opt, *data, epochs=2, batch_size=8, seed=3, lr_schedule=schedule)
+    path = save_params(tmp_path / "part.npz", net, {"epoch": 2, "history": first.as_dict()},
+                       optimizer=opt)  # fmt: skip
+    net, opt = make_net(cpu_xp, seed=1), Momentum(lr=read_metadata(path)["optimizer"]["lr"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no HyperparametersDiffer: the lrs agree
+        meta = load_params(path, net, optimizer=opt)
+    assert opt.lr == 0.05
+    seen = []
+    resumed = Trainer(net, opt, *data, epochs=4, batch_size=8, seed=3, start_epoch=2,
+                      history=History.from_dict(meta["history"]), lr_schedule=schedule,
+                      base_lr=0.1, callback=lambda r: seen.append(r.lr)).fit()  # fmt: skip
+    assert seen == [0.05, 0.025]
+    assert resumed.train_loss == straight.train_loss
+    assert_same_params(net, straight_net)
+
+
+def test_base_lr_without_a_schedule_is_a_value_error(cpu_xp):
+    with pytest.raises(ValueError, match=r"base_lr=0\.1 is an lr_schedule's base lr, but no "):
+        Trainer(make_net(cpu_xp), SGD(0.1), *blobs(cpu_xp), epochs=1, base_lr=0.1)
+
+
+@pytest.mark.parametrize(
+    ("base_lr", "error", "message"),
+    [
+        (-0.1, ValueError, r"Invalid base_lr: -0\.1 \(expected a finite number >= 0\)"),
+        (math.inf, ValueError, r"Invalid base_lr: inf \(expected a finite number >= 0\)"),
+        ("0.1", TypeError, r"Invalid base_lr: '0\.1' \(expected a finite number >= 0, got str\)"),
+    ],
+)
+def test_a_base_lr_that_is_no_learning_rate_is_named(cpu_xp, base_lr, error, message):
+    with pytest.raises(error, match=message):
+        Trainer(make_net(cpu_xp), SGD(0.1), *blobs(cpu_xp), epochs=1, lr_schedule=StepLR(1),
+                base_lr=base_lr)  # fmt: skip
 
 
 def test_verbose_gives_the_lr_only_with_a_schedule(xp, capsys):

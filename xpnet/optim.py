@@ -95,7 +95,7 @@ EPS = 1e-7  # the book's constant in AdaGrad, RMSprop and Adam
 _BELOW_ONE = ("momentum", "beta1", "beta2", "decay_rate")  # the others: [0, inf)
 
 
-def _hyperparameter(name: str, value: Any) -> float:
+def hyperparameter(name: str, value: Any) -> float:
     """``value`` as a ``float`` when it is a real number in ``name``'s range (so finite):
     ``[0, 1)`` for those in ``_BELOW_ONE``, ``[0, inf)`` for the others.
 
@@ -177,7 +177,7 @@ class Optimizer:
                 f"opt.update(net.params, grads), where PyTorch's take them when made; got lr="
                 f"{type(lr).__name__}"
             )
-        self.lr = _hyperparameter("lr", lr)
+        self.lr = hyperparameter("lr", lr)
         self.iterations = 0
         self.state: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
         self._loaded: dict[str, dict[str, Any]] = {b: {} for b in self.buffers}
@@ -475,7 +475,7 @@ class Optimizer:
                 f"{cls} has no hyperparameter(s) {', '.join(sorted(unknown))}; "
                 f"expected {', '.join(own)}"
             )
-        return {name: _hyperparameter(name, value) for name, value in hyper.items()}
+        return {name: hyperparameter(name, value) for name, value in hyper.items()}
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -503,7 +503,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = _hyperparameter("momentum", momentum)
+        self.momentum = hyperparameter("momentum", momentum)
 
     def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:
         for key in params:
@@ -569,7 +569,7 @@ class RMSprop(AdaGrad):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = _hyperparameter("decay_rate", decay_rate)
+        self.decay_rate = hyperparameter("decay_rate", decay_rate)
 
     def _accumulate(self, h: Any, g: Any) -> Any:
         d = self.decay_rate
@@ -601,8 +601,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1 = _hyperparameter("beta1", beta1)
-        self.beta2 = _hyperparameter("beta2", beta2)
+        self.beta1 = hyperparameter("beta1", beta1)
+        self.beta2 = hyperparameter("beta2", beta2)
         self.steps: dict[str, int] = {}  # name -> its updates so far
 
     def _step(self, params: MutableMapping[str, Any], grads: Mapping[str, Any]) -> None:

@@ -62,7 +62,7 @@ from xpnet.networks import (
     Parameters,
     require_scores,
 )
-from xpnet.optim import Optimizer
+from xpnet.optim import Optimizer, hyperparameter
 from xpnet.schedules import Schedule
 
 
@@ -543,10 +543,12 @@ class Trainer:
       does;
     - ``lr_schedule``: an :mod:`xpnet.schedules` schedule (torch's ``StepLR``, ...; any
       object with ``lr(base_lr, epoch)``); before each epoch ``optimizer.lr`` is set to
-      ``lr_schedule.lr(base_lr, epoch)``, ``base_lr`` being ``optimizer.lr`` when the
-      Trainer is built (kept as ``trainer.base_lr``). When resuming, set ``optimizer.lr``
-      to the run's base lr first: an optimizer restored from a checkpoint keeps the lr of
-      the last epoch saved (``load_params`` keeps the optimizer's own; give it the base);
+      ``lr_schedule.lr(base_lr, epoch)``, ``base_lr`` being the one given, else
+      ``optimizer.lr`` when the Trainer is built (kept as ``trainer.base_lr``);
+    - ``base_lr``: the schedule's base lr, a finite number >= 0, for resuming a scheduled
+      run with an optimizer that holds a later epoch's lr (one restored from a checkpoint
+      keeps the lr of the last epoch saved); without an ``lr_schedule`` it is a
+      ``ValueError`` (the optimizer's ``lr`` is the run's lr then);
     - ``callback(result)`` is called with an :class:`EpochResult` after every epoch; it
       ends training by setting ``trainer.stop_training = True`` (Keras's name): ``fit()``
       then returns the history after that epoch, with ``trainer.epoch`` that epoch;
@@ -612,6 +614,7 @@ class Trainer:
         target_range: tuple[float, float] | None = None,
         frozen: str | Iterable[str] | None = None,
         lr_schedule: Schedule | None = None,
+        base_lr: float | None = None,
     ) -> None:
         counts = [
             ("epochs", epochs, 0),
@@ -644,6 +647,13 @@ class Trainer:
                 f"lr_schedule {lr_schedule!r} sets optimizer.lr, but the optimizer "
                 f"({type(optimizer).__name__}) has no number lr"
             )
+        if base_lr is not None:
+            if lr_schedule is None:
+                raise ValueError(
+                    f"base_lr={base_lr!r} is an lr_schedule's base lr, but no lr_schedule is "
+                    "given: without one, every epoch runs at optimizer.lr (set it instead)"
+                )
+            base_lr = hyperparameter("base_lr", base_lr)
         target_range = _checked_range(target_range)
         given = {"x_train": x_train, "t_train": t_train, "x_test": x_test, "t_test": t_test}
         for name, a in given.items():
@@ -714,7 +724,7 @@ class Trainer:
         self.progress, self.verbose = progress, verbose
         self.callback = callback
         self.lr_schedule = lr_schedule
-        self.base_lr = getattr(optimizer, "lr", None)
+        self.base_lr = getattr(optimizer, "lr", None) if base_lr is None else base_lr
         self.stop_training = False  # True ends fit() after the current epoch
 
     def _placed_eval_sets(self) -> list[tuple[Any, ...]]:
