@@ -113,7 +113,7 @@ def course_step_in_xpnets_maths(
 ) -> np.ndarray:
     """:func:`course_step` with the arithmetic of xpnet's layers, in one plain function.
 
-    The sigmoid as ``0.5 * (1 + tanh(x / 2))``, worked in place; the loss as
+    The sigmoid as ``1 / (1 + exp(-max(x, -88)))`` (88: float32's limit of ``exp``); the loss as
     ``softplus(s) - s * t`` (``SigmoidWithLoss``'s form, which never takes ``log(0)``); the
     bias added in place; sums by ``numpy.add.reduce``; the update in the order of
     ``net.params``. No layers, no checks, no mapping: what xpnet's course network would
@@ -122,14 +122,14 @@ def course_step_in_xpnets_maths(
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
     hidden = np.dot(x, W1)
     hidden += b1
-    hidden = np.tanh(0.5 * hidden)
+    hidden = np.exp(-np.maximum(hidden, -88.0))
     hidden += 1.0
-    hidden *= 0.5
+    hidden = 1.0 / hidden
     s = np.dot(hidden, W2)
     s += b2
-    y = np.tanh(0.5 * s)
+    y = np.exp(-np.maximum(s, -88.0))
     y += 1.0
-    y *= 0.5
+    y = 1.0 / y
     terms = np.log1p(np.exp(-np.abs(s)))
     terms += np.maximum(s, np.zeros(s.shape, s.dtype))
     terms -= s * t

@@ -1,7 +1,8 @@
 """What the element-wise functions of the course network's step cost on this machine, in
-nanoseconds an element, float32: those xpnet's layers call (``tanh`` for the sigmoid,
-``exp`` and ``log1p`` for the loss's softplus) beside those the hand-written step calls
-(``exp`` for its sigmoid, ``log`` for its loss), and a multiply for scale::
+nanoseconds an element, float32: those xpnet's layers call (``exp`` for the sigmoid and
+the loss's softplus, ``log1p`` for the softplus) beside those the hand-written step calls
+(``exp`` for its sigmoid, ``log`` for its loss), ``tanh`` (xpnet's sigmoid until
+2026-12-02: ``0.5 * (1 + tanh(x / 2))``), and a multiply for scale::
 
     python -m benchmarks.elementwise
 
@@ -24,9 +25,9 @@ from xpnet import backend
 
 SIZES = {"hidden, batch 1000": 100_000, "outputs, batch 1000": 10_000}
 FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh (xpnet's sigmoid)": np.tanh,
+    "exp (both sigmoids)": np.exp,
     "log1p (xpnet's loss)": np.log1p,
-    "exp (both)": np.exp,
+    "tanh (xpnet's old sigmoid)": np.tanh,
     "log (hand-written loss)": np.log,
     "multiply (for scale)": lambda a: a * a,
 }

@@ -4,6 +4,7 @@ independent float64 central difference of that formula, on every backend."""
 import gc
 import inspect
 import re
+import warnings
 import weakref
 
 import numpy as np
@@ -64,9 +65,23 @@ def test_elementwise_layer_forward_and_backward(xp, name, shape, seed):
     assert_close(layer.backward(dev(xp, dout)), expected, rtol=1e-6, atol=1e-8)
 
 
-def test_sigmoid_is_finite_for_large_inputs(xp):
-    out = to_numpy(layers.Sigmoid().forward(dev(xp, [-1000.0, 0.0, 1000.0])))
-    np.testing.assert_array_equal(out, [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_is_finite_for_large_inputs_and_warns_of_no_overflow(xp, dtype):
+    """exp(1000) overflows, and NumPy warns of it; below exp's limit the sigmoid is that of
+    the limit (6e-39 in float32, 1e-308 in float64), where the true value is 0."""
+    x = to_device(np.array([-1000.0, 0.0, 1000.0]), dtype=dtype, xp=xp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_numpy(layers.Sigmoid().forward(x))
+    assert 0.0 <= out[0] < 1e-38 and out[1:].tolist() == [0.5, 1.0], out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_keeps_its_relative_precision_for_negative_inputs(xp, dtype):
+    """0.5 * (1 + tanh(x / 2)) cancels there: 0 at -20 in float32, where it is 2.06e-9."""
+    x = np.array([-5.0, -20.0, -40.0, -80.0])
+    out = to_numpy(layers.Sigmoid().forward(to_device(x, dtype=dtype, xp=xp)))
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-x)), rtol=4 * np.finfo(dtype).eps, atol=0)
 
 
 def test_relu_passes_no_gradient_at_exactly_zero(xp):
@@ -270,10 +285,12 @@ def test_the_books_activation_functions_give_its_formulas(xp):
             "sigmoid": 1 / (1 + np.exp(-x)),
             "relu": np.maximum(0, x),
         }
+    # The sigmoid at -1000 is that of exp's limit, -709 (1.2e-308, subnormal), not 0.
+    tiny = np.finfo(np.float64).tiny
     for name, want in expected.items():
         got = getattr(layers, name)(dev(xp, x))
         assert got.dtype == dev(xp, x).dtype and got.shape == x.shape
-        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-15, atol=0, err_msg=name)
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-15, atol=tiny, err_msg=name)
 
 
 def test_the_books_activation_functions_take_a_python_number():
