@@ -408,17 +408,25 @@ def test_an_epoch_without_a_schedule_records_no_lr_and_leaves_the_optimizers(xp)
     assert [r.lr for r in history] == [None, None] and optimizer.lr == 0.4
 
 
-def test_a_scheduled_run_resumed_from_a_checkpoint_matches_one_run(cpu_xp, tmp_path):
-    # The resumed optimizer is made with the base lr; the file holds epoch 2's.
-    data, schedule = blobs(cpu_xp), MultiStepLR([1, 3], gamma=0.5)
-    straight_net = make_net(cpu_xp)
+def a_scheduled_run_and_its_checkpoint_at_epoch_2(xp, tmp_path):
+    """``(data, schedule, straight, straight_net, path)``: 4 epochs of a scheduled run in one
+    go (its history and network), and the file of the same run saved after epoch 2."""
+    data, schedule = blobs(xp), MultiStepLR([1, 3], gamma=0.5)
+    straight_net = make_net(xp)
     straight = train(straight_net, Momentum(lr=0.1), *data, epochs=4, batch_size=8, seed=3,
                      lr_schedule=schedule)  # fmt: skip
-
-    net, opt = make_net(cpu_xp), Momentum(lr=0.1)
+    net, opt = make_net(xp), Momentum(lr=0.1)
     first = train(net, opt, *data, epochs=2, batch_size=8, seed=3, lr_schedule=schedule)
-    path = tmp_path / "part.npz"
-    save_params(path, net, {"epoch": 2, "history": first.as_dict()}, optimizer=opt)
+    path = save_params(tmp_path / "part.npz", net, {"epoch": 2, "history": first.as_dict()},
+                       optimizer=opt)  # fmt: skip
+    return data, schedule, straight, straight_net, path
+
+
+def test_a_scheduled_run_resumed_from_a_checkpoint_matches_one_run(cpu_xp, tmp_path):
+    # The resumed optimizer is made with the base lr; the file holds epoch 2's.
+    data, schedule, straight, straight_net, path = a_scheduled_run_and_its_checkpoint_at_epoch_2(
+        cpu_xp, tmp_path
+    )
     net, opt = make_net(cpu_xp, seed=1), Momentum(lr=0.1)
     with pytest.warns(HyperparametersDiffer, match=r"lr 0\.1 \(file: 0\.05\)"):
         meta = load_params(path, net, optimizer=opt)
@@ -431,15 +439,9 @@ def test_a_scheduled_run_resumed_from_a_checkpoint_matches_one_run(cpu_xp, tmp_p
 
 def test_base_lr_resumes_a_scheduled_run_with_the_optimizer_the_file_holds(cpu_xp, tmp_path):
     # The optimizer is built as the file has it, at epoch 2's lr (0.05); base_lr is the run's.
-    data, schedule = blobs(cpu_xp), MultiStepLR([1, 3], gamma=0.5)
-    straight_net = make_net(cpu_xp)
-    straight = train(straight_net, Momentum(lr=0.1), *data, epochs=4, batch_size=8, seed=3,
-                     lr_schedule=schedule)  # fmt: skip
-
-    net, opt = make_net(cpu_xp), Momentum(lr=0.1)
-    first = train(net, opt, *data, epochs=2, batch_size=8, seed=3, lr_schedule=schedule)
-    path = save_params(tmp_path / "part.npz", net, {"epoch": 2, "history": first.as_dict()},
-                       optimizer=opt)  # fmt: skip
+    data, schedule, straight, straight_net, path = a_scheduled_run_and_its_checkpoint_at_epoch_2(
+        cpu_xp, tmp_path
+    )
     net, opt = make_net(cpu_xp, seed=1), Momentum(lr=read_metadata(path)["optimizer"]["lr"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no HyperparametersDiffer: the lrs agree
