@@ -83,7 +83,7 @@ def _sigmoid(xp: Any, x: Any) -> Any:
     raised to ``-L``, ``L`` the largest whole number whose ``exp`` is finite in x's dtype (88
     in float32, 709 in float64), so ``exp(-x)`` never overflows (NumPy would warn); below
     it the value stays ``sigmoid(-L)``, a subnormal number (6e-39 in float32, 1.2e-308 in
-    float64) where the true one is smaller still, or 0.
+    float64, 1.7e-5 in float16, whose L is 11) where the true one is smaller still, or 0.
     """
     key = (xp, x.dtype)
     limit = _EXP_LIMITS.get(key)
