@@ -5,6 +5,7 @@ core package staying free of Dask. Skipped, with the reason, without ``xpnet[das
 import gc
 import inspect
 import json
+import logging
 import math
 import os
 import pickle
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -470,6 +472,42 @@ def test_completed_cancels_the_futures_left_when_the_caller_stops(client):
         break
     assert {f.status for f in futures[1:]} <= {"finished", "cancelled"}
     assert "cancelled" in {f.status for f in futures}
+
+
+@contextmanager
+def errors_logged_by(*names):
+    """The ERROR records the loggers ``names`` handle meanwhile. Dask's own loggers (and
+    tornado's) do not propagate to the root logger, so pytest's ``caplog`` misses them; their
+    handler writes to the stderr of the time Dask was imported, which ``capfd`` may miss."""
+    records = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def test_a_result_left_unread_is_not_being_fetched_as_the_client_closes(client):
+    """The caller stops (Ctrl-C) as a task with a large result ends: nobody reads that
+    result, so nothing fetches it as the client closes, which Dask's event loop logged as a
+    CommClosedError with its traceback (the hyperparameter search's, under load)."""
+    with errors_logged_by("tornado", "distributed") as errors:
+        with distributed.Client(client.scheduler.address) as own:
+            futures = [own.submit(int, 1, pure=False), own.submit(np.ones, 3 * 10**7, pure=False)]
+            results = xd.completed(own, futures)
+            next(results)
+            ends = time.monotonic() + 60
+            while futures[1].status != "finished" and time.monotonic() < ends:
+                time.sleep(0.001)
+            assert futures[1].status == "finished"
+            results.close()
+        client.run_on_scheduler(len, ())  # a round trip on the event loop: its work is done
+    assert [record.getMessage() for record in errors] == []
 
 
 def test_losing_every_worker_mid_check_is_a_clear_error(client):

@@ -648,22 +648,30 @@ def completed(
     """Each of ``futures`` with its result as it completes, on ``client``'s event loop.
 
     A cancelled future (the cluster lost what it needed) comes with its ``CancelledError``,
-    unraised, as Dask's ``as_completed`` gives it; a failed task raises its error, or comes
-    with it unraised when ``raise_errors`` is False. The futures not yet completed when
-    the caller stops (an error, Ctrl-C's ``KeyboardInterrupt``, ``break``) and closes the
-    generator (``contextlib.closing``; CPython closes one a ``for`` loop drops) are
-    cancelled: their tasks leave the cluster rather than run on for nobody.
+    unraised; a failed task raises its error, or comes with it unraised when
+    ``raise_errors`` is False. The futures not yet completed when the caller stops (an
+    error, Ctrl-C's ``KeyboardInterrupt``, ``break``) and closes the generator
+    (``contextlib.closing``; CPython closes one a ``for`` loop drops) are cancelled: their
+    tasks leave the cluster rather than run on for nobody.
+
+    Each result is fetched here, as the caller asks for it, not by Dask's ``as_completed``
+    as each task ends (``with_results=True``): a fetch of its still running as the caller
+    stopped and closed the client failed for nobody to see, and Dask's event loop printed
+    that ``CommClosedError`` with its traceback after xpnet's last line (dask/distributed#7331).
     """
     done = set()
     try:
         # This client's loop: as_completed otherwise waits on the default (latest) client's.
-        found = as_completed(futures, loop=client.loop, with_results=True, raise_errors=False)
-        for future, result in found:
+        for future in as_completed(futures, loop=client.loop):
             done.add(future.key)
-            if future.status == "error":  # Dask's (type, exception, traceback)
-                result = result[1].with_traceback(result[2])
-                if raise_errors:
-                    raise result
+            try:
+                result = future.result()
+            except CancelledError as exc:
+                result = exc
+            except Exception as exc:
+                if raise_errors or future.status != "error":  # not the task's own error
+                    raise
+                result = exc
             yield future, result
     finally:
         left = [f for f in futures if f.key not in done]
