@@ -510,6 +510,29 @@ def test_a_result_left_unread_is_not_being_fetched_as_the_client_closes(client):
     assert [record.getMessage() for record in errors] == []
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_as_a_result_is_fetched_stops_the_caller_and_logs_nothing(client):
+    main = threading.get_ident()
+    with errors_logged_by("tornado", "distributed", "asyncio") as errors:
+        with distributed.Client(client.scheduler.address) as own:
+            futures = [own.submit(np.ones, 3 * 10**7, pure=False)]
+
+            def ctrl_c_once_finished():
+                ends = time.monotonic() + 60
+                while futures[0].status != "finished" and time.monotonic() < ends:
+                    time.sleep(0.001)
+                signal.pthread_kill(main, signal.SIGINT)
+
+            threading.Thread(target=ctrl_c_once_finished, daemon=True).start()
+            with pytest.raises(KeyboardInterrupt) as stopped:
+                for _ in xd.completed(own, futures):
+                    pass
+                time.sleep(60)  # not reached: the 240 MB take longer to come than the Ctrl-C
+        client.run_on_scheduler(len, ())
+    assert "completed" in [entry.name for entry in stopped.traceback]
+    assert [record.getMessage() for record in errors] == []
+
+
 def test_losing_every_worker_mid_check_is_a_clear_error(client):
     """The problem lives only on the workers: killing them all (SIGKILL, once the first
     task has completed) cancels the rest, which had reached the report as a TypeError."""

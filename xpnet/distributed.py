@@ -23,6 +23,7 @@ This module imports Dask; ``import xpnet`` does not (install the ``xpnet[dask]``
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import gc
 import importlib
@@ -100,6 +101,9 @@ LOCAL_WORKER_ENVIRON = {
 QUIET_ON_CTRL_C = (
     "import signal, xpnet.distributed as xd; signal.signal(signal.SIGINT, xd._quiet_from_now_on)"
 )
+# How long a Ctrl-C waits for a result being fetched (distributed._fetched); one takes
+# milliseconds.
+FETCH_WAIT_S = 10
 # Tasks per worker thread: enough for the scheduler to balance uneven chunks and to
 # lose little when a worker dies, few enough that its overhead per task stays small.
 TASKS_PER_THREAD = 4
@@ -654,10 +658,11 @@ def completed(
     (``contextlib.closing``; CPython closes one a ``for`` loop drops) are cancelled: their
     tasks leave the cluster rather than run on for nobody.
 
-    Each result is fetched here, as the caller asks for it, not by Dask's ``as_completed``
-    as each task ends (``with_results=True``): a fetch of its still running as the caller
-    stopped and closed the client failed for nobody to see, and Dask's event loop printed
-    that ``CommClosedError`` with its traceback after xpnet's last line (dask/distributed#7331).
+    Each result is fetched as the caller asks for it (:func:`_fetched`), not by Dask's
+    ``as_completed`` as each task ends (``with_results=True``): a fetch of its still running
+    as the caller stopped and closed the client failed for nobody to see, and Dask's event
+    loop printed that ``CommClosedError`` with its traceback after xpnet's last line
+    (dask/distributed#7331).
     """
     done = set()
     try:
@@ -665,7 +670,7 @@ def completed(
         for future in as_completed(futures, loop=client.loop):
             done.add(future.key)
             try:
-                result = future.result()
+                result = _fetched(client, future)
             except CancelledError as exc:
                 result = exc
             except Exception as exc:
@@ -677,6 +682,24 @@ def completed(
         left = [f for f in futures if f.key not in done]
         if left:
             client.cancel(left)
+
+
+def _fetched(client: Client, future: Any) -> Any:
+    """``future.result()``, fetched by a task on the client's event loop. A Ctrl-C while it
+    comes waits for that task to end (up to ``FETCH_WAIT_S``; a second Ctrl-C stops the
+    wait) before it stops the caller: a fetch left running as the client then closed and
+    released its futures ended in errors that Dask logged after xpnet's last line (the
+    scheduler's "Couldn't gather keys", the event loop's ``CommClosedError``).
+    ``result()`` gives its fetch up on Ctrl-C, and its wait (Dask's ``sync``) logged a
+    NameError traceback when the Ctrl-C came before the fetch had started."""
+    fetch = asyncio.run_coroutine_threadsafe(
+        client.gather(future, asynchronous=True), client.loop.asyncio_loop
+    )
+    try:
+        return fetch.result()
+    except KeyboardInterrupt:
+        concurrent.futures.wait([fetch], timeout=FETCH_WAIT_S)
+        raise
 
 
 def _gather(client: Client, futures: list[Any], progress: Progress) -> list[Any]:
