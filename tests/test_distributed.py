@@ -501,10 +501,7 @@ def test_a_result_left_unread_is_not_being_fetched_as_the_client_closes(client):
             futures = [own.submit(int, 1, pure=False), own.submit(np.ones, 3 * 10**7, pure=False)]
             results = xd.completed(own, futures)
             next(results)
-            ends = time.monotonic() + 60
-            while futures[1].status != "finished" and time.monotonic() < ends:
-                time.sleep(0.001)
-            assert futures[1].status == "finished"
+            assert eventually(lambda: futures[1].status == "finished", every=0.001)
             results.close()
         client.run_on_scheduler(len, ())  # a round trip on the event loop: its work is done
     assert [record.getMessage() for record in errors] == []
@@ -518,9 +515,7 @@ def test_ctrl_c_as_a_result_is_fetched_stops_the_caller_and_logs_nothing(client)
             futures = [own.submit(np.ones, 3 * 10**7, pure=False)]
 
             def ctrl_c_once_finished():
-                ends = time.monotonic() + 60
-                while futures[0].status != "finished" and time.monotonic() < ends:
-                    time.sleep(0.001)
+                eventually(lambda: futures[0].status == "finished", every=0.001)
                 signal.pthread_kill(main, signal.SIGINT)
 
             threading.Thread(target=ctrl_c_once_finished, daemon=True).start()
@@ -1330,13 +1325,13 @@ def test_two_clients_sending_the_same_rows_at_once_keep_their_own(client):
 # ---------------------------------------------------------------- Ctrl-C on the command line
 
 
-def eventually(condition, seconds=60.0):
-    """Whether ``condition()`` holds within ``seconds`` (polled every 0.05 s)."""
+def eventually(condition, seconds=60.0, every=0.05):
+    """Whether ``condition()`` holds within ``seconds`` (polled every ``every`` s)."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(every)
     return True
 
 
